@@ -1,0 +1,50 @@
+/** A Unix-socket API client for the CLI: newline-delimited JSON-RPC. */
+import net from 'node:net';
+import type { MethodName, MethodParams, MethodResult } from '../../../contract/api.js';
+import { RpcSession } from '../../../contract/rpc-client.js';
+import { UserError } from '../util/errors.js';
+
+export interface SocketClient {
+  call<M extends MethodName>(method: M, params: MethodParams<M>): Promise<MethodResult<M>>;
+  session: RpcSession;
+  close(): void;
+}
+
+export async function connectSocket(path: string, timeoutMs = 15_000): Promise<SocketClient> {
+  const sock = net.connect(path);
+  await new Promise<void>((resolve, reject) => {
+    sock.once('connect', resolve);
+    sock.once('error', (err: NodeJS.ErrnoException) =>
+      reject(
+        new UserError(
+          `Cannot reach the BranchSAN engine at ${path} (${err.code ?? err.message}).`,
+          err.code === 'EACCES'
+            ? 'Run as root or as a member of the branchsan-admin group.'
+            : 'Start it with `branchsan serve --data DIR` (or systemctl start branchsan), or pass --socket PATH.',
+          'unavailable',
+        ),
+      ),
+    );
+  });
+  const session = new RpcSession({
+    send: (text) => sock.write(text + '\n') !== undefined,
+    timeoutMs,
+  });
+  let buf = '';
+  sock.setEncoding('utf8');
+  sock.on('data', (chunk: string) => {
+    buf += chunk;
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      session.receive(buf.slice(0, nl));
+      buf = buf.slice(nl + 1);
+    }
+  });
+  sock.on('close', () => session.failAll());
+  sock.on('error', () => undefined);
+  return {
+    session,
+    call: (method, params) => session.call(method, params) as never,
+    close: () => sock.end(),
+  };
+}

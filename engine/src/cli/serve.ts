@@ -1,0 +1,88 @@
+import os from 'node:os';
+import path from 'node:path';
+import { Engine } from '../service/engine.js';
+import { UserError } from '../util/errors.js';
+import { createLogger, isLogLevel } from '../util/log.js';
+import { parseCommandArgs, parsePort, type Command } from './command.js';
+
+export const serve: Command = {
+  name: 'serve',
+  summary: 'run the engine (the storage service) in the foreground',
+  help: `Usage: branchsan serve --data DIR [options]
+
+Runs the BranchSAN engine: opens DIR/branchsan.db, serves the management API on a
+local Unix socket and the web console on 127.0.0.1. Stops cleanly on SIGTERM/SIGINT.
+Log lines are JSON on stdout; the line with "msg":"engine ready" carries the socket
+path and the console URL (with its access token).
+
+Options:
+  --data DIR            data directory (database, secrets, lock)   [required]
+  --socket PATH         API socket path                      [DIR/engine.sock]
+  --console-host ADDR   web console address                      [127.0.0.1]
+  --console-port N      web console port; 0 picks a free port        [8450]
+  --no-console          do not start the web console
+  --log-level LEVEL     debug | info | warn | error                   [info]
+
+Examples:
+  branchsan serve --data /var/lib/branchsan
+  branchsan serve --data ./lab/node-a --console-port 0`,
+  async run(argv) {
+    const { values } = parseCommandArgs('serve', argv, {
+      data: { type: 'string' },
+      socket: { type: 'string' },
+      'console-host': { type: 'string' },
+      'console-port': { type: 'string' },
+      'no-console': { type: 'boolean' },
+      'log-level': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    });
+    if (values.help) {
+      console.log(this.help);
+      return 0;
+    }
+    if (!values.data) {
+      throw new UserError(
+        'serve: --data DIR is required.',
+        'Example: branchsan serve --data /var/lib/branchsan',
+        'usage',
+      );
+    }
+    const level = values['log-level'] ?? 'info';
+    if (!isLogLevel(level))
+      throw new UserError(
+        `serve: unknown --log-level "${level}".`,
+        'Use debug, info, warn or error.',
+        'usage',
+      );
+    const log = createLogger({ level });
+    const engine = await Engine.start({
+      dataDir: values.data.replace(/^~(?=\/|$)/, os.homedir()),
+      ...(values.socket ? { socketPath: path.resolve(values.socket) } : {}),
+      console: values['no-console']
+        ? null
+        : {
+            host: values['console-host'] ?? '127.0.0.1',
+            port: parsePort('serve', 'console-port', values['console-port'], 8450),
+          },
+      log,
+    });
+    log.info('engine ready', {
+      nodeId: engine.nodeId,
+      pid: process.pid,
+      dataDir: engine.dataDir,
+      socket: engine.socketPath,
+      consoleUrl: engine.consoleServer?.url ?? null,
+    });
+    await new Promise<void>((resolve) => {
+      const stop = (sig: string) => {
+        engine.stop(`signal ${sig}`).then(resolve, (err) => {
+          log.error('stop failed', { err });
+          resolve();
+        });
+      };
+      process.once('SIGTERM', () => stop('SIGTERM'));
+      process.once('SIGINT', () => stop('SIGINT'));
+    });
+    return 0;
+  },
+};

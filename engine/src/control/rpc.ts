@@ -1,0 +1,171 @@
+/**
+ * The JSON-RPC dispatcher shared by the Unix socket and the console WebSocket.
+ * Every inbound message is untrusted: the envelope, the method name and the params
+ * are validated against the contract before a handler runs, and every failure
+ * becomes a structured error on the same connection, which stays usable.
+ */
+import { z } from 'zod';
+import {
+  ErrorCode,
+  RpcRequest,
+  methods,
+  type MethodName,
+  type MethodResult,
+  type RpcErrorBody,
+  type RpcResponse,
+} from '../../../contract/api.js';
+import { UserError } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
+
+/** Who is calling; handlers use it for the audit log. */
+export interface CallContext {
+  readonly transport: 'socket' | 'console';
+  readonly peer: string;
+}
+
+type ParsedParams<M extends MethodName> = z.output<(typeof methods)[M]['params']>;
+export type Handler<M extends MethodName> = (
+  params: ParsedParams<M>,
+  ctx: CallContext,
+) => MethodResult<M> | Promise<MethodResult<M>>;
+export type Handlers = { [M in MethodName]: Handler<M> };
+
+/** An error a handler raises on purpose, with the code clients see. */
+export class ApiFault extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly data?: RpcErrorBody['data'],
+  ) {
+    super(message);
+  }
+}
+
+const USER_ERROR_CODES: Record<string, ErrorCode> = {
+  'not-found': ErrorCode.NotFound,
+  conflict: ErrorCode.Conflict,
+  'already-exists': ErrorCode.Conflict,
+  unavailable: ErrorCode.Unavailable,
+};
+
+export const MAX_MESSAGE_BYTES = 1 << 20;
+
+export class RpcDispatcher {
+  constructor(
+    private readonly handlers: Handlers,
+    private readonly log: Logger,
+  ) {}
+
+  /** Handles one raw message; resolves to the serialized response. */
+  async handle(text: string, ctx: CallContext): Promise<string> {
+    return JSON.stringify(await this.dispatch(text, ctx));
+  }
+
+  private async dispatch(text: string, ctx: CallContext): Promise<RpcResponse> {
+    if (text.length > MAX_MESSAGE_BYTES) {
+      return fail(
+        null,
+        ErrorCode.InvalidRequest,
+        `Message too large (${text.length} bytes; the limit is ${MAX_MESSAGE_BYTES}).`,
+      );
+    }
+    let raw: unknown;
+    try {
+      raw = JSON.parse(text);
+    } catch {
+      return fail(null, ErrorCode.ParseError, 'The message is not valid JSON.', {
+        hint: 'Send one JSON-RPC 2.0 object per message.',
+      });
+    }
+    const env = RpcRequest.safeParse(raw);
+    if (!env.success) {
+      const id = idOf(raw);
+      return fail(id, ErrorCode.InvalidRequest, 'The message is not a JSON-RPC 2.0 request.', {
+        hint: 'Send {"jsonrpc":"2.0","id":1,"method":"system.status","params":{}}.',
+        issues: issuesOf(env.error),
+      });
+    }
+    const { id, method } = env.data;
+    if (!Object.hasOwn(methods, method)) {
+      return fail(id, ErrorCode.MethodNotFound, `Unknown method "${method}".`, {
+        hint: `Known methods: ${Object.keys(methods).join(', ')}.`,
+      });
+    }
+    const m = method as MethodName;
+    const params = methods[m].params.safeParse(env.data.params ?? {});
+    if (!params.success) {
+      const issues = issuesOf(params.error);
+      return fail(
+        id,
+        ErrorCode.InvalidParams,
+        `Invalid parameters for ${m}: ${issues[0]?.path || 'params'}: ${issues[0]?.message}.`,
+        {
+          field: issues[0]?.path,
+          issues,
+        },
+      );
+    }
+    try {
+      const handler = this.handlers[m] as Handler<MethodName>;
+      const result = await handler(params.data as never, ctx);
+      const checked = methods[m].result.safeParse(result);
+      if (!checked.success) {
+        this.log.error('handler result violates the contract', {
+          method: m,
+          issues: issuesOf(checked.error),
+        });
+        return fail(id, ErrorCode.Internal, `The engine produced an invalid answer for ${m}.`, {
+          hint: 'This is a bug in BranchSAN; the diagnostics bundle helps us fix it.',
+        });
+      }
+      return { jsonrpc: '2.0', id, result: checked.data };
+    } catch (err) {
+      return this.toFailure(id, m, err);
+    }
+  }
+
+  private toFailure(id: string | number, method: string, err: unknown): RpcResponse {
+    if (err instanceof ApiFault) return fail(id, err.code, err.message, err.data);
+    if (err instanceof UserError) {
+      return fail(id, USER_ERROR_CODES[err.code] ?? ErrorCode.InvalidParams, err.message, {
+        ...(err.hint ? { hint: err.hint } : {}),
+        ...(err.field ? { field: err.field } : {}),
+      });
+    }
+    this.log.error('handler failed', { method, err });
+    return fail(
+      id,
+      ErrorCode.Internal,
+      `${method} failed inside the engine: ${(err as Error)?.message ?? String(err)}`,
+      {
+        hint: 'Retry; if it keeps failing, collect a diagnostics bundle.',
+      },
+    );
+  }
+}
+
+function fail(
+  id: string | number | null,
+  code: ErrorCode,
+  message: string,
+  data?: RpcErrorBody['data'],
+): RpcResponse {
+  return { jsonrpc: '2.0', id, error: data ? { code, message, data } : { code, message } };
+}
+
+function idOf(raw: unknown): string | number | null {
+  if (raw && typeof raw === 'object' && 'id' in raw) {
+    const id = (raw as { id: unknown }).id;
+    if (typeof id === 'string' || typeof id === 'number') return id;
+  }
+  return null;
+}
+
+function issuesOf(err: z.ZodError): { path: string; message: string }[] {
+  return err.issues.flatMap((i) => {
+    const base = i.path.map(String);
+    // an unknown key is the field at fault, not its parent object
+    const keys = i.code === 'unrecognized_keys' ? i.keys : [undefined];
+    return keys.map((k) => ({ path: [...base, ...(k ? [k] : [])].join('.'), message: i.message }));
+  });
+}

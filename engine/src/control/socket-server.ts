@@ -1,0 +1,145 @@
+/**
+ * The management API on a local Unix socket: newline-delimited JSON-RPC, mode 0660
+ * (root and the admin group). Used by the Electron shell, the CLI and tests.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import { UserError } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
+import { MAX_MESSAGE_BYTES, type RpcDispatcher } from './rpc.js';
+import { MAX_CLIENT_BACKLOG, type SessionHub } from './sessions.js';
+
+export interface SocketServerOptions {
+  path: string;
+  /** File mode of the socket (default 0o660). */
+  mode?: number;
+  /** Group that may use the socket (gid); root always can. */
+  gid?: number;
+}
+
+export class SocketServer {
+  private server?: net.Server;
+
+  constructor(
+    private readonly opts: SocketServerOptions,
+    private readonly rpc: RpcDispatcher,
+    private readonly hub: SessionHub,
+    private readonly log: Logger,
+  ) {}
+
+  async listen(): Promise<void> {
+    await clearStaleSocket(this.opts.path);
+    const server = net.createServer((sock) => this.accept(sock));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      // umask-safe: create with no access, then chmod to the intended mode
+      const oldMask = process.umask(0o177);
+      server.listen(this.opts.path, () => {
+        process.umask(oldMask);
+        server.off('error', reject);
+        resolve();
+      });
+    }).catch((err: NodeJS.ErrnoException) => {
+      throw new UserError(
+        `Cannot listen on the API socket ${this.opts.path}: ${err.message}`,
+        'Check that its directory exists and is writable by the engine, or pass --socket PATH.',
+      );
+    });
+    fs.chmodSync(this.opts.path, this.opts.mode ?? 0o660);
+    if (this.opts.gid !== undefined)
+      fs.chownSync(this.opts.path, process.getuid?.() ?? 0, this.opts.gid);
+    server.on('error', (err) => this.log.error('API socket error', { err }));
+    this.server = server;
+  }
+
+  async close(): Promise<void> {
+    const server = this.server;
+    if (!server) return;
+    this.server = undefined;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    fs.rmSync(this.opts.path, { force: true });
+  }
+
+  private accept(sock: net.Socket): void {
+    const id = this.hub.newId();
+    const peer = `unix#${id}`;
+    let buffered = '';
+    let discarding = false; // inside an over-long line: drop until its newline
+    const session = {
+      id,
+      kind: 'socket' as const,
+      peer,
+      send: (text: string) => {
+        if (sock.destroyed) return true;
+        if (sock.writableLength > MAX_CLIENT_BACKLOG) return false;
+        sock.write(text + '\n');
+        return true;
+      },
+      close: (reason: string) => {
+        this.log.debug('closing API client', { peer, reason });
+        sock.destroy();
+      },
+    };
+    this.hub.add(session);
+    sock.setEncoding('utf8');
+    sock.on('data', (chunk: string) => {
+      buffered += chunk;
+      let nl: number;
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        if (discarding) {
+          discarding = false;
+          continue;
+        }
+        if (line.trim()) this.respond(line, session);
+      }
+      if (buffered.length > MAX_MESSAGE_BYTES) {
+        buffered = '';
+        if (!discarding) this.respond('x'.repeat(MAX_MESSAGE_BYTES + 1), session);
+        discarding = true;
+      }
+    });
+    sock.on('error', () => undefined); // a client vanishing is not an engine problem
+    sock.on('close', () => this.hub.remove(session));
+  }
+
+  private respond(line: string, session: { peer: string; send(t: string): boolean }): void {
+    this.rpc
+      .handle(line, { transport: 'socket', peer: session.peer })
+      .then((reply) => session.send(reply))
+      .catch((err) => this.log.error('API reply failed', { err }));
+  }
+}
+
+/** Removes a socket file nobody listens on; refuses if a live engine answers on it. */
+async function clearStaleSocket(file: string): Promise<void> {
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(file);
+  } catch {
+    return;
+  }
+  if (!st.isSocket()) {
+    throw new UserError(
+      `${file} exists and is not a socket.`,
+      'Remove it or choose another --socket path.',
+    );
+  }
+  const live = await new Promise<boolean>((resolve) => {
+    const c = net.connect(file);
+    c.once('connect', () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once('error', () => resolve(false));
+  });
+  if (live) {
+    throw new UserError(
+      `Another BranchSAN engine is already serving the API socket ${file}.`,
+      'Stop it first, or start this engine with a different --socket path.',
+      'already-running',
+    );
+  }
+  fs.rmSync(file, { force: true });
+}

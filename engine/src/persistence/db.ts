@@ -1,0 +1,142 @@
+/**
+ * The node's SQLite database: WAL mode, foreign keys on, versioned migrations, an
+ * integrity check at open. Everything the target is built from lives here.
+ */
+import Database from 'better-sqlite3';
+import { randomUUID } from 'node:crypto';
+import { MIGRATIONS, type Migration } from './migrations.js';
+
+export type Db = Database.Database;
+
+export class DatabaseError extends Error {
+  constructor(
+    message: string,
+    readonly hint: string,
+  ) {
+    super(message);
+    this.name = 'DatabaseError';
+  }
+}
+
+export interface OpenedDb {
+  db: Db;
+  schemaVersion: number;
+  /** Migrations applied by this open (empty when the schema was current). */
+  applied: string[];
+}
+
+/** Opens (creating if needed) and migrates the database at path. */
+export function openDatabase(
+  path: string,
+  migrations: readonly Migration[] = MIGRATIONS,
+): OpenedDb {
+  let db: Db;
+  try {
+    db = new Database(path);
+  } catch (err) {
+    throw new DatabaseError(
+      `Cannot open the database ${path}: ${(err as Error).message}`,
+      'Check that the data directory exists and is writable by the BranchSAN service.',
+    );
+  }
+  try {
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = FULL'); // configuration must survive a power cut once acknowledged
+    db.pragma('foreign_keys = ON');
+    db.pragma('busy_timeout = 5000');
+    checkIntegrity(db, path);
+    const { version, applied } = migrate(db, migrations);
+    return { db, schemaVersion: version, applied };
+  } catch (err) {
+    db.close();
+    const code = (err as { code?: string }).code ?? '';
+    if (code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_NOTADB') {
+      throw new DatabaseError(
+        `The database ${path} is damaged (${(err as Error).message}).`,
+        'Restore it from a backup or the peer node; the engine will not start on a damaged database.',
+      );
+    }
+    throw err;
+  }
+}
+
+function checkIntegrity(db: Db, path: string): void {
+  const rows = db.pragma('quick_check') as { quick_check: string }[];
+  const bad = rows.map((r) => r.quick_check).filter((r) => r !== 'ok');
+  if (bad.length > 0) {
+    throw new DatabaseError(
+      `The database ${path} failed its integrity check: ${bad.slice(0, 3).join('; ')}`,
+      'Restore it from a backup or the peer node; the engine will not start on a damaged database.',
+    );
+  }
+}
+
+function migrate(db: Db, migrations: readonly Migration[]): { version: number; applied: string[] } {
+  db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at INTEGER NOT NULL
+  ) STRICT`);
+  const row = db.prepare('SELECT MAX(version) AS v FROM schema_migrations').get() as {
+    v: number | null;
+  };
+  const current = row.v ?? 0;
+  if (current > migrations.length) {
+    throw new DatabaseError(
+      `The database schema is version ${current}, newer than this engine understands (${migrations.length}).`,
+      'Install the BranchSAN version that wrote this database, or a newer one.',
+    );
+  }
+  const applied: string[] = [];
+  const record = db.prepare(
+    'INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)',
+  );
+  for (let v = current + 1; v <= migrations.length; v++) {
+    const m = migrations[v - 1]!;
+    db.transaction(() => {
+      db.exec(m.sql);
+      record.run(v, m.name, Date.now());
+    })();
+    applied.push(m.name);
+  }
+  return { version: migrations.length, applied };
+}
+
+export function getSetting(db: Db, key: string): string | undefined {
+  const row = db.prepare('SELECT value FROM settings WHERE key = ?').get(key) as
+    { value: string } | undefined;
+  return row?.value;
+}
+
+export function setSetting(db: Db, key: string, value: string): void {
+  db.prepare(
+    'INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value',
+  ).run(key, value);
+}
+
+/** The node's stable identity, created at first start. */
+export function ensureNodeId(db: Db): string {
+  const existing = getSetting(db, 'node.id');
+  if (existing) return existing;
+  const id = randomUUID();
+  setSetting(db, 'node.id', id);
+  return id;
+}
+
+export type Severity = 'info' | 'warning' | 'error' | 'critical';
+
+export function recordEvent(
+  db: Db,
+  ev: { type: string; severity: Severity; message: string; data?: unknown },
+): number {
+  const r = db
+    .prepare('INSERT INTO events (ts, severity, type, message, data) VALUES (?, ?, ?, ?, ?)')
+    .run(
+      Date.now(),
+      ev.severity,
+      ev.type,
+      ev.message,
+      ev.data === undefined ? null : JSON.stringify(ev.data),
+    );
+  return Number(r.lastInsertRowid);
+}

@@ -1,0 +1,41 @@
+/**
+ * Secrets are files under DATA/secrets (0700), each 0600 and owned by the service.
+ * A secret whose mode lets others read it is refused rather than used.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { UserError } from '../util/errors.js';
+
+export function secretsDir(dataDir: string): string {
+  const dir = path.join(dataDir, 'secrets');
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  fs.chmodSync(dir, 0o700);
+  return dir;
+}
+
+/** Reads a secret, creating it with `make` on first use. */
+export function loadOrCreateSecret(dataDir: string, name: string, make: () => string): string {
+  const file = path.join(secretsDir(dataDir), name);
+  try {
+    const st = fs.statSync(file);
+    if ((st.mode & 0o077) !== 0) {
+      throw new UserError(
+        `The secret ${file} is readable by other users (mode ${(st.mode & 0o777).toString(8)}).`,
+        `Run: chmod 600 ${file}  (or delete it to have a new one generated).`,
+      );
+    }
+    return fs.readFileSync(file, 'utf8').trim();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  const value = make();
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, value + '\n', { mode: 0o600 });
+  fs.renameSync(tmp, file);
+  return value;
+}
+
+export function randomToken(bytes = 24): string {
+  return randomBytes(bytes).toString('base64url');
+}

@@ -1,0 +1,72 @@
+/**
+ * The block backend seam. The core sees only this file; concrete backends (file,
+ * block device, memory, and later the mirror decorator) implement it.
+ *
+ * Data-path calls take callbacks, not promises: one closure per I/O is the budget.
+ * Buffers passed to write() are owned by the caller and stay valid only until the
+ * callback runs; a backend that needs them later copies them. Buffers handed to a
+ * read callback belong to the caller from then on.
+ */
+
+/** What a backend can do; the core advertises only what the backend declares. */
+export interface BackendCapabilities {
+  /** flush() makes earlier completed writes durable (fdatasync or equivalent). */
+  readonly flush: boolean;
+  /** write(..., fua=true) completes only once the data is durable. */
+  readonly fua: boolean;
+  /** writeZeroes() is cheaper than writing a zero buffer. */
+  readonly writeZeroes: boolean;
+  /** deallocate() frees space (punch hole / discard). */
+  readonly deallocate: boolean;
+  /** A deallocated range reads back as zeroes. */
+  readonly readZeroesAfterDeallocate: boolean;
+  /** A volatile write cache sits between write() and media (so hosts should Flush). */
+  readonly volatileWriteCache: boolean;
+}
+
+/** Why an I/O failed; the core maps it to an NVMe status. */
+export type BackendErrorKind =
+  | 'out-of-range' // offset/length beyond the device
+  | 'no-space' // the backing store is full (ENOSPC, EDQUOT)
+  | 'read-only' // EROFS, EPERM on write
+  | 'io' // EIO and anything else the medium reports
+  | 'unavailable' // the backend is closed, fenced or not ready
+  | 'unsupported'; // an operation the capabilities did not declare
+
+export class BackendError extends Error {
+  constructor(
+    readonly kind: BackendErrorKind,
+    message: string,
+    readonly errno?: string,
+  ) {
+    super(message);
+    this.name = 'BackendError';
+  }
+}
+
+export type IoCallback = (err: BackendError | null) => void;
+export type ReadCallback = (err: BackendError | null, data?: Buffer) => void;
+
+export interface BlockBackend {
+  /** Short kind for logs and the UI: 'file', 'block', 'memory', 'mirror'. */
+  readonly kind: string;
+  /** Where the data lives (path, device, or a label). */
+  readonly location: string;
+  /** Logical block size in bytes: 512 or 4096. */
+  readonly blockSize: number;
+  /** Capacity in bytes; a multiple of blockSize. */
+  readonly sizeBytes: number;
+  readonly caps: BackendCapabilities;
+  /** Read length bytes at offset (both multiples of blockSize). */
+  read(offset: number, length: number, cb: ReadCallback): void;
+  /** Write data at offset; with fua the callback waits for durability. */
+  write(offset: number, data: Buffer, fua: boolean, cb: IoCallback): void;
+  /** Make every write completed before this call durable. */
+  flush(cb: IoCallback): void;
+  /** Zero a range (fua as for write). */
+  writeZeroes(offset: number, length: number, fua: boolean, cb: IoCallback): void;
+  /** Free a range; reads may return zeroes afterwards if caps say so. */
+  deallocate(offset: number, length: number, cb: IoCallback): void;
+  /** Finish in-flight I/O, then release files and threads. Idempotent. */
+  close(): Promise<void>;
+}

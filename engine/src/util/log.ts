@@ -1,0 +1,53 @@
+/**
+ * Structured logging: one JSON object per line on stdout (journald and tests read it).
+ * A logger carries fixed fields (component) and adds per-line fields.
+ */
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+const ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+
+export interface Logger {
+  debug(msg: string, fields?: Record<string, unknown>): void;
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+  child(fields: Record<string, unknown>): Logger;
+}
+
+export interface LogSink {
+  write(line: string): void;
+}
+
+export function createLogger(
+  opts: { level?: LogLevel; sink?: LogSink; fields?: Record<string, unknown> } = {},
+): Logger {
+  const min = ORDER[opts.level ?? 'info'];
+  const sink = opts.sink ?? process.stdout;
+  const base = opts.fields ?? {};
+  const emit = (level: LogLevel, msg: string, fields?: Record<string, unknown>) => {
+    if (ORDER[level] < min) return;
+    const rec = { ts: new Date().toISOString(), level, msg, ...base, ...fields };
+    sink.write(JSON.stringify(rec, errorReplacer) + '\n');
+  };
+  return {
+    debug: (m, f) => emit('debug', m, f),
+    info: (m, f) => emit('info', m, f),
+    warn: (m, f) => emit('warn', m, f),
+    error: (m, f) => emit('error', m, f),
+    child: (fields) => createLogger({ ...opts, fields: { ...base, ...fields } }),
+  };
+}
+
+function errorReplacer(_key: string, value: unknown): unknown {
+  if (value instanceof Error)
+    return {
+      name: value.name,
+      message: value.message,
+      code: (value as NodeJS.ErrnoException).code,
+    };
+  if (typeof value === 'bigint') return value.toString();
+  return value;
+}
+
+export function isLogLevel(v: string): v is LogLevel {
+  return v in ORDER;
+}

@@ -1,0 +1,36 @@
+/** Where the installed product's files are, whether run from dist/ or from sources. */
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+let cachedRoot: string | undefined;
+
+/** The directory holding BranchSAN's package.json. */
+export function productRoot(): string {
+  if (cachedRoot) return cachedRoot;
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const pkg = path.join(dir, 'package.json');
+    if (fs.existsSync(pkg)) {
+      try {
+        if (JSON.parse(fs.readFileSync(pkg, 'utf8')).name === 'branchsan')
+          return (cachedRoot = dir);
+      } catch {
+        // not ours; keep looking
+      }
+    }
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error('cannot find the BranchSAN installation (package.json)');
+    dir = up;
+  }
+}
+
+export function productVersion(): string {
+  return JSON.parse(fs.readFileSync(path.join(productRoot(), 'package.json'), 'utf8'))
+    .version as string;
+}
+
+/** The built renderer the console serves. */
+export function consoleBundleDir(): string {
+  return path.join(productRoot(), 'dist', 'renderer');
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Prepares a machine to run and test BranchSAN: Debian packages (as root, only the
+# missing ones), the npm dependencies (skipped when package-lock.json is unchanged),
+# and the Linux NVMe/TCP host VM used by the conformance tests (when ../shared/linux-host
+# exists). Idempotent: a second run takes about a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+# Debian packages: chromium (console e2e tests), qemu (the Linux host VM), iproute2.
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v make >/dev/null 2>&1 || need+=(make)
+command -v g++ >/dev/null 2>&1 || need+=(g++)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+if ((${#need[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing Debian packages: ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    log "missing packages: ${need[*]} (install them with apt as root; some tests will skip and say why)"
+  fi
+fi
+
+# npm dependencies. The Electron binary cannot be downloaded offline; its install
+# script is denied in package.json (allowScripts) and this variable keeps it quiet.
+export ELECTRON_SKIP_BINARY_DOWNLOAD=1
+stamp=node_modules/.branchsan-lock.sha
+want=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  log "npm ci"
+  npm ci --no-audit --no-fund
+  echo "$want" >"$stamp"
+fi
+
+# The real Linux kernel NVMe/TCP host (QEMU) for conformance tests.
+lh=../shared/linux-host
+if [ -x "$lh/setup.sh" ]; then
+  "$lh/setup.sh" >&2 || log "linux-host setup failed: conformance tests will say so"
+fi
+log "ready"
