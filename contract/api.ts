@@ -8,6 +8,9 @@
  * Events are JSON-RPC notifications: {"jsonrpc":"2.0","method":"event","params":{"name","data"}}.
  */
 import { z } from 'zod';
+import type { RpcErrorBody } from './errors.js';
+
+export * from './errors.js';
 
 export const API_VERSION = 1;
 
@@ -32,6 +35,79 @@ export const Heartbeat = z.object({
 });
 export type Heartbeat = z.infer<typeof Heartbeat>;
 
+/** NVMe Qualified Name: nqn.yyyy-mm.reverse.domain[:anything] or the UUID form; ≤ 223 bytes. */
+export const Nqn = z
+  .string()
+  .max(223, 'an NQN is at most 223 bytes')
+  .regex(
+    /^nqn\.(\d{4}-\d{2}\.[a-z0-9][a-z0-9.-]*[a-z0-9](:[\x21-\x7e]+)?|2014-08\.org\.nvmexpress:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/,
+    'expected an NQN like nqn.2026-01.com.example:storage (nqn.yyyy-mm.reverse-domain[:name])',
+  );
+
+export const PortConfig = z.object({
+  portId: z.number().int().min(1).max(65535),
+  host: z.string().min(1).max(64),
+  port: z.number().int().min(1).max(65535),
+});
+export type PortConfig = z.infer<typeof PortConfig>;
+
+export const NamespaceConfig = z.object({
+  nsid: z.number().int().min(1).max(1024),
+  backendKind: z.enum(['file', 'block', 'memory']),
+  path: z.string(),
+  sizeBytes: z.number().int().nonnegative(),
+  blockSize: z.union([z.literal(512), z.literal(4096)]),
+  nguid: z.string().regex(/^[0-9a-f]{32}$/),
+  uuid: z.string(),
+  anaGroup: z.number().int().min(1),
+});
+export type NamespaceConfig = z.infer<typeof NamespaceConfig>;
+
+export const SubsystemConfig = z.object({
+  nqn: z.string(),
+  serial: z.string(),
+  model: z.string(),
+  allowAnyHost: z.boolean(),
+  hosts: z.array(z.string()),
+  namespaces: z.array(NamespaceConfig),
+});
+export type SubsystemConfig = z.infer<typeof SubsystemConfig>;
+
+export const TargetConfig = z.object({
+  ports: z.array(PortConfig),
+  subsystems: z.array(SubsystemConfig),
+});
+export type TargetConfig = z.infer<typeof TargetConfig>;
+
+const SizeBytes = z
+  .number()
+  .int()
+  .min(1 << 20, 'at least 1 MiB')
+  .max(2 ** 50, 'at most 1 PiB');
+
+export const NamespaceAdd = z
+  .object({
+    nqn: Nqn,
+    /** Omitted: the lowest free nsid. */
+    nsid: z.number().int().min(1).max(1024).optional(),
+    backend: z.discriminatedUnion('kind', [
+      z
+        .object({
+          kind: z.literal('file'),
+          path: z.string().min(1).max(4096).startsWith('/', 'an absolute path'),
+          /** Create a sparse file of this size; the file must not exist yet. */
+          createSizeBytes: SizeBytes.optional(),
+        })
+        .strict(),
+      z
+        .object({ kind: z.literal('block'), path: z.string().startsWith('/dev/', 'a /dev/ path') })
+        .strict(),
+      z.object({ kind: z.literal('memory'), sizeBytes: SizeBytes }).strict(),
+    ]),
+    blockSize: z.union([z.literal(512), z.literal(4096)]).optional(),
+  })
+  .strict();
+
 // ---------------------------------------------------------------- methods
 
 const NoParams = z.object({}).strict();
@@ -40,6 +116,55 @@ const NoParams = z.object({}).strict();
 export const methods = {
   /** Engine identity and health at a glance. */
   'system.status': { params: NoParams, result: SystemStatus },
+  /** The whole target configuration: ports, subsystems, hosts, namespaces. */
+  'target.config': { params: NoParams, result: TargetConfig },
+  /** Listen for NVMe/TCP (and discovery) on host:port. */
+  'target.port.add': {
+    params: z
+      .object({
+        portId: z.number().int().min(1).max(65535).optional(),
+        host: z.ipv4().or(z.ipv6()),
+        port: z.number().int().min(1).max(65535),
+      })
+      .strict(),
+    result: PortConfig,
+  },
+  'target.port.remove': {
+    params: z.object({ portId: z.number().int().min(1).max(65535) }).strict(),
+    result: z.object({}),
+  },
+  'target.subsystem.create': {
+    params: z
+      .object({
+        nqn: Nqn,
+        serial: z
+          .string()
+          .regex(/^[\x20-\x7e]{1,20}$/, 'printable ASCII, at most 20 characters')
+          .optional(),
+        model: z
+          .string()
+          .regex(/^[\x20-\x7e]{1,40}$/, 'printable ASCII, at most 40 characters')
+          .optional(),
+        allowAnyHost: z.boolean().optional(),
+        hosts: z.array(Nqn).max(1024).optional(),
+      })
+      .strict(),
+    result: SubsystemConfig,
+  },
+  'target.subsystem.delete': { params: z.object({ nqn: Nqn }).strict(), result: z.object({}) },
+  'target.host.allow': {
+    params: z.object({ nqn: Nqn, hostNqn: Nqn }).strict(),
+    result: SubsystemConfig,
+  },
+  'target.host.disallow': {
+    params: z.object({ nqn: Nqn, hostNqn: Nqn }).strict(),
+    result: SubsystemConfig,
+  },
+  'target.namespace.add': { params: NamespaceAdd, result: NamespaceConfig },
+  'target.namespace.remove': {
+    params: z.object({ nqn: Nqn, nsid: z.number().int().min(1).max(1024) }).strict(),
+    result: z.object({}),
+  },
 } as const;
 
 export type MethodName = keyof typeof methods;
@@ -69,62 +194,8 @@ export const RpcRequest = z.object({
 });
 export type RpcRequest = z.infer<typeof RpcRequest>;
 
-/** Error codes: JSON-RPC's own, then ours (-32000..-32099). */
-export const ErrorCode = {
-  ParseError: -32700,
-  InvalidRequest: -32600,
-  MethodNotFound: -32601,
-  InvalidParams: -32602,
-  Internal: -32603,
-  Unauthorized: -32001,
-  Conflict: -32002,
-  NotFound: -32003,
-  Unavailable: -32004,
-} as const;
-export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
-
-export interface RpcErrorData {
-  /** Dotted path of the offending field, when one field is at fault. */
-  field?: string;
-  /** What the user can do next. */
-  hint?: string;
-  /** Validation details, one per problem. */
-  issues?: { path: string; message: string }[];
-}
-export interface RpcErrorBody {
-  code: ErrorCode;
-  message: string;
-  data?: RpcErrorData;
-}
-export type RpcResponse =
-  | { jsonrpc: '2.0'; id: string | number | null; result: unknown }
-  | { jsonrpc: '2.0'; id: string | number | null; error: RpcErrorBody };
 export interface RpcEventNotification {
   jsonrpc: '2.0';
   method: 'event';
   params: { name: EventName; data: unknown };
 }
-
-/** Thrown by clients when the engine answers with an error. */
-export class ApiError extends Error {
-  constructor(
-    readonly code: ErrorCode,
-    message: string,
-    readonly data?: RpcErrorData,
-  ) {
-    super(message);
-    this.name = 'ApiError';
-  }
-}
-
-/** The one client interface the renderer and Electron main use, whatever the transport. */
-export interface ApiClient {
-  call<M extends MethodName>(method: M, params: MethodParams<M>): Promise<MethodResult<M>>;
-  /** Subscribe to one event; returns the unsubscribe function. */
-  on<E extends EventName>(event: E, handler: (data: EventData<E>) => void): () => void;
-  /** Connection state changes (for the status bar). */
-  onState(handler: (state: ConnectionState) => void): () => void;
-  readonly state: ConnectionState;
-  close(): void;
-}
-export type ConnectionState = 'connecting' | 'connected' | 'disconnected';

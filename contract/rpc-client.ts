@@ -3,7 +3,8 @@
  * event fan-out. The WebSocket transport (renderer), the Unix-socket client (Electron
  * main, CLI, tests) wrap it with their own framing. No DOM and no Node here.
  */
-import { ApiError, ErrorCode, type EventName, type MethodName, type RpcErrorBody } from './api.js';
+import { ApiError, ErrorCode, type RpcErrorBody } from './errors.js';
+import type { EventName, MethodName } from './api.js';
 
 interface Pending {
   resolve: (v: unknown) => void;

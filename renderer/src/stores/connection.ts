@@ -1,0 +1,33 @@
+/** The link to the engine as the UI shows it: state, transport, and why it is down. */
+import { defineStore } from 'pinia';
+import { onScopeDispose, ref } from 'vue';
+import type { ConnectionState } from '../../../contract/api.js';
+import type { LinkProblem, TransportKind } from '../api/client.js';
+import { useApiClient } from '../api/inject.js';
+
+export const useConnectionStore = defineStore('connection', () => {
+  const client = useApiClient();
+
+  const state = ref<ConnectionState>(client.state);
+  const problem = ref<LinkProblem>(client.problem);
+  const transport = ref<TransportKind>(client.transport);
+  /** Whether the link was up at least once since the page loaded. */
+  const everConnected = ref(client.state === 'connected');
+  /** When `state` last changed (ms since epoch, this machine's clock). */
+  const changedAt = ref(Date.now());
+
+  const offState = client.onState((next) => {
+    state.value = next;
+    changedAt.value = Date.now();
+    if (next === 'connected') everConnected.value = true;
+  });
+  const offProblem = client.onProblem((next) => {
+    problem.value = next;
+  });
+  onScopeDispose(() => {
+    offState();
+    offProblem();
+  });
+
+  return { state, problem, transport, everConnected, changedAt };
+});

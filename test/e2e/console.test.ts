@@ -1,0 +1,151 @@
+/**
+ * The web console end to end: a real engine (`branchsan serve`) serves the built
+ * renderer, and Chromium opens the URL the engine printed, as a person would.
+ * Needs `npm run build:engine && npm run build:renderer` (npm test builds first).
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { formatDuration } from '../../renderer/src/format/duration.js';
+import { REPO_ROOT, tempDir } from '../helpers/engine.js';
+import { launchChromium, recordProblems } from './helpers/browser.js';
+import { assertBuilt, startEngine, type ConsoleEngine } from './helpers/engine.js';
+
+const RESULTS = path.join(REPO_ROOT, 'test-results');
+const VIEWPORT = { width: 1280, height: 800 };
+
+describe('web console in Chromium against a real engine', () => {
+  let engine: ConsoleEngine;
+  let browser: Browser;
+  let context: BrowserContext | undefined;
+  let dataDir: string;
+
+  beforeAll(async () => {
+    assertBuilt();
+    fs.mkdirSync(RESULTS, { recursive: true });
+    dataDir = tempDir('branchsan-e2e-console-');
+    engine = await startEngine({ dataDir });
+    browser = await launchChromium();
+  });
+
+  afterEach(async () => {
+    await context?.close();
+    context = undefined;
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    await engine?.stop();
+    if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  async function openPage(): Promise<Page> {
+    context = await browser.newContext({ viewport: VIEWPORT });
+    return context.newPage();
+  }
+
+  const textOf = async (page: Page, testId: string) =>
+    ((await page.getByTestId(testId).textContent()) ?? '').trim();
+
+  it('shows the live status of the engine that serves it, within its CSP', async () => {
+    const page = await openPage();
+    const problems = await recordProblems(page);
+    const heartbeats: number[] = [];
+    page.on('websocket', (ws) =>
+      ws.on('framereceived', ({ payload }) => {
+        const msg = JSON.parse(String(payload)) as {
+          method?: string;
+          params?: { name?: string; data?: { uptimeSec?: number } };
+        };
+        if (msg.method === 'event' && msg.params?.name === 'system.heartbeat') {
+          heartbeats.push(msg.params.data?.uptimeSec ?? -1);
+        }
+      }),
+    );
+
+    await page.goto(engine.consoleUrl);
+    await page.locator('[data-testid="connection-indicator"][data-state="connected"]').waitFor();
+    await page.getByTestId('node-id').waitFor();
+
+    expect(await textOf(page, 'node-id')).toBe(engine.nodeId);
+    expect(await textOf(page, 'pid')).toBe(String(engine.pid));
+    expect(await textOf(page, 'hostname')).toBe(os.hostname());
+    expect(await textOf(page, 'data-dir')).toBe(engine.dataDir);
+    expect(await textOf(page, 'connection-state')).toBe('Connected · web console');
+    expect(await textOf(page, 'node-name')).toBe(os.hostname());
+    expect(await page.title()).toBe('Status · BranchSAN');
+    // The token left the address bar (and so history and bookmarks).
+    expect(page.url()).not.toContain('token=');
+    expect(new URL(page.url()).hash).toBe('#/status');
+
+    // Uptime advances, and what the page shows is what a pushed heartbeat said.
+    const first = await textOf(page, 'uptime');
+    await page.waitForFunction(
+      (before) => document.querySelector('[data-testid="uptime"]')?.textContent?.trim() !== before,
+      first,
+      { timeout: 5_000 },
+    );
+    const second = await textOf(page, 'uptime');
+    expect(seconds(second)).toBeGreaterThan(seconds(first));
+    expect(heartbeats.length).toBeGreaterThan(0);
+    expect(heartbeats.map(formatDuration)).toContain(second);
+
+    await page.screenshot({ path: path.join(RESULTS, 'console-status.png') });
+    expect(problems.pageErrors).toEqual([]);
+    expect(problems.consoleErrors).toEqual([]);
+    expect(await problems.cspViolations()).toEqual([]);
+  });
+
+  it('tells the user to open the printed URL when the engine refuses the token', async () => {
+    const page = await openPage();
+    const problems = await recordProblems(page);
+    const wrong = new URL(engine.consoleUrl);
+    wrong.searchParams.set('token', 'not-the-token');
+
+    await page.goto(wrong.href);
+    const alert = page.getByTestId('engine-unavailable');
+    await alert.getByText('The engine refused this console’s access token').waitFor();
+    expect(await alert.textContent()).toContain(
+      'Open the console with the URL printed by branchsan serve',
+    );
+    expect(await textOf(page, 'connection-indicator')).toContain('Access refused');
+
+    await page.screenshot({ path: path.join(RESULTS, 'console-token-refused.png') });
+    expect(problems.pageErrors).toEqual([]);
+    // Chromium logs the refused handshake itself; nothing else may go wrong.
+    expect(
+      problems.consoleErrors.filter((e) => !/WebSocket connection to .* failed/.test(e)),
+    ).toEqual([]);
+    expect(await problems.cspViolations()).toEqual([]);
+  });
+
+  // Last: it stops the engine.
+  it('says the connection was lost when the engine stops, keeping the last-known values', async () => {
+    const page = await openPage();
+    await page.goto(engine.consoleUrl);
+    await page.locator('[data-testid="connection-indicator"][data-state="connected"]').waitFor();
+    await page.getByTestId('node-id').waitFor();
+
+    await engine.stop();
+    const alert = page.getByTestId('engine-unavailable');
+    await alert.waitFor({ timeout: 10_000 });
+    expect(await alert.textContent()).toContain(
+      'The console lost its connection to the BranchSAN engine. It reconnects by itself',
+    );
+    expect(await page.getAttribute('[data-testid="connection-indicator"]', 'data-state')).toBe(
+      'disconnected',
+    );
+    expect(await textOf(page, 'node-id')).toBe(engine.nodeId);
+    await page.screenshot({ path: path.join(RESULTS, 'console-disconnected.png') });
+  });
+});
+
+/** Inverse of formatDuration, for comparing two readings. */
+function seconds(text: string): number {
+  const unit: Record<string, number> = { d: 86_400, h: 3_600, min: 60, s: 1 };
+  let total = 0;
+  for (const [, n, u] of text.matchAll(/(\d+) (d|h|min|s)\b/g)) total += Number(n) * unit[u!]!;
+  return total;
+}

@@ -1,0 +1,158 @@
+// @vitest-environment happy-dom
+import { describe, expect, it, vi } from 'vitest';
+import {
+  ApiError,
+  ErrorCode,
+  type ConnectionState,
+  type EventName,
+} from '../../../../contract/api.js';
+import type { BridgeApi, BridgeReply } from '../../../../contract/bridge.js';
+import { createBridgeClient } from '../../../../renderer/src/api/bridge.js';
+import { createApiClient, type ClientHost } from '../../../../renderer/src/api/index.js';
+import { systemStatus } from '../support/fixtures.js';
+
+/** What the Electron preload exposes as window.branchsan, with handles to drive it. */
+function fakeBridge(initial: ConnectionState = 'connected') {
+  const events = new Set<(name: EventName, data: unknown) => void>();
+  const states = new Set<(s: ConnectionState) => void>();
+  let answer: (method: string, params: unknown) => Promise<BridgeReply> = async () => ({
+    ok: true,
+    result: systemStatus(),
+  });
+  const bridge: BridgeApi = {
+    call: vi.fn((method, params) => answer(method, params)),
+    onEvent: (h) => (events.add(h), () => events.delete(h)),
+    onState: (h) => (states.add(h), () => states.delete(h)),
+    getState: vi.fn(async () => initial),
+  };
+  return {
+    bridge,
+    push: (name: EventName, data: unknown) => events.forEach((h) => h(name, data)),
+    setState: (s: ConnectionState) => states.forEach((h) => h(s)),
+    answerWith: (fn: typeof answer) => (answer = fn),
+    listeners: () => events.size + states.size,
+  };
+}
+
+describe('bridge transport (window.branchsan)', () => {
+  it('passes calls through and returns the result', async () => {
+    const f = fakeBridge();
+    const client = createBridgeClient(f.bridge);
+    await expect(client.call('system.status', {})).resolves.toEqual(systemStatus());
+    expect(f.bridge.call).toHaveBeenCalledWith('system.status', {});
+    expect(client.transport).toBe('bridge');
+  });
+
+  it('turns an error reply into an ApiError', async () => {
+    const f = fakeBridge();
+    f.answerWith(async () => ({
+      ok: false,
+      error: {
+        code: ErrorCode.Unavailable,
+        message: 'Engine is starting.',
+        data: { hint: 'Wait.' },
+      },
+    }));
+    const e = await createBridgeClient(f.bridge)
+      .call('system.status', {})
+      .catch((err: unknown) => err);
+    expect(e).toBeInstanceOf(ApiError);
+    expect(e).toMatchObject({
+      code: ErrorCode.Unavailable,
+      message: 'Engine is starting.',
+      data: { hint: 'Wait.' },
+    });
+  });
+
+  it('reports a failed IPC invoke as Unavailable, with a hint', async () => {
+    const f = fakeBridge();
+    f.answerWith(() => Promise.reject(new Error('ipc gone')));
+    const e = await createBridgeClient(f.bridge)
+      .call('system.status', {})
+      .catch((err: unknown) => err);
+    expect(e).toMatchObject({ code: ErrorCode.Unavailable, data: { hint: expect.any(String) } });
+  });
+
+  it('fans events out by name to their subscribers', () => {
+    const f = fakeBridge();
+    const client = createBridgeClient(f.bridge);
+    const seen: number[] = [];
+    const off = client.on('system.heartbeat', (hb) => seen.push(hb.uptimeSec));
+    f.push('system.heartbeat', { at: 1, uptimeSec: 10 });
+    f.push('other.event' as EventName, { uptimeSec: 99 });
+    off();
+    f.push('system.heartbeat', { at: 2, uptimeSec: 11 });
+    expect(seen).toEqual([10]);
+  });
+
+  it('starts connecting, takes the state from main, and lets a pushed change win a race', async () => {
+    const f = fakeBridge('connected');
+    const client = createBridgeClient(f.bridge);
+    expect(client.state).toBe('connecting');
+    await Promise.resolve();
+    expect(client.state).toBe('connected');
+
+    let resolveState!: (s: ConnectionState) => void;
+    f.bridge.getState = () => new Promise((r) => (resolveState = r));
+    const racing = createBridgeClient(f.bridge);
+    f.setState('disconnected');
+    resolveState('connected'); // an older answer, overtaken by the push
+    await Promise.resolve();
+    expect(racing.state).toBe('disconnected');
+  });
+
+  it('unsubscribes from the bridge on close()', () => {
+    const f = fakeBridge();
+    const client = createBridgeClient(f.bridge);
+    expect(f.listeners()).toBe(2);
+    client.close();
+    expect(f.listeners()).toBe(0);
+  });
+});
+
+describe('createApiClient', () => {
+  /** Records how the client constructs its socket; never connects. */
+  class RecordingSocket extends EventTarget {
+    static readonly OPEN = 1;
+    static opened: unknown[][] = [];
+    readonly readyState = 0;
+    constructor(...args: unknown[]) {
+      super();
+      RecordingSocket.opened.push(args);
+    }
+    send(): void {}
+    close(): void {}
+  }
+
+  function host(over: Partial<ClientHost> & Record<string, unknown>): ClientHost {
+    return {
+      location: { href: 'http://127.0.0.1:1/' },
+      history: { state: null, replaceState: vi.fn() },
+      sessionStorage: window.sessionStorage,
+      fetch: vi.fn(),
+      WebSocket: RecordingSocket as unknown as typeof WebSocket,
+      ...over,
+    } as ClientHost;
+  }
+
+  it('uses window.branchsan when the preload defined it, and never opens a socket', () => {
+    RecordingSocket.opened = [];
+    const f = fakeBridge();
+    const client = createApiClient(host({ branchsan: f.bridge }));
+    expect(client.transport).toBe('bridge');
+    expect(RecordingSocket.opened).toEqual([]);
+    client.close();
+  });
+
+  it('otherwise opens a WebSocket beside the page with the token from the URL', () => {
+    RecordingSocket.opened = [];
+    const h = host({ location: { href: 'https://san-a:8443/?token=abc123#/status' } });
+    const client = createApiClient(h);
+    expect(client.transport).toBe('websocket');
+    expect(RecordingSocket.opened).toEqual([
+      ['wss://san-a:8443/api', ['branchsan.v1', 'branchsan.token.abc123']],
+    ]);
+    expect(h.history.replaceState).toHaveBeenCalledWith(null, '', '/#/status');
+    client.close();
+  });
+});

@@ -1,0 +1,243 @@
+// @vitest-environment happy-dom
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ApiError, ErrorCode } from '../../../../contract/api.js';
+import type { ConsoleClient } from '../../../../renderer/src/api/client.js';
+import {
+  consoleSocketUrl,
+  createWebSocketClient,
+  type WebSocketClientOptions,
+} from '../../../../renderer/src/api/websocket.js';
+import { systemStatus } from '../support/fixtures.js';
+import { startTestEngineSocket, until, type TestEngineSocket } from '../support/ws-server.js';
+
+const TOKEN = 'tk_3f9a-XyZ.0';
+const FAST = { minMs: 10, maxMs: 40 };
+
+describe('WebSocket transport against a real WebSocket server', () => {
+  let server: TestEngineSocket;
+  let client: ConsoleClient | undefined;
+  const states: string[] = [];
+
+  function connect(over: Partial<WebSocketClientOptions> = {}): ConsoleClient {
+    client = createWebSocketClient({ url: server.url, token: TOKEN, backoff: FAST, ...over });
+    client.onState((s) => states.push(s));
+    return client;
+  }
+
+  beforeEach(async () => {
+    states.length = 0;
+    server = await startTestEngineSocket({ acceptToken: (t) => t === TOKEN });
+  });
+  afterEach(async () => {
+    client?.close();
+    client = undefined;
+    await server.close();
+  });
+
+  it('offers the API version and the token as subprotocols, and connects', async () => {
+    const c = connect();
+    expect(c.state).toBe('connecting');
+    await until(() => c.state === 'connected');
+    const offered = String(server.handshakes[0]!.headers['sec-websocket-protocol']);
+    expect(offered.split(',').map((p) => p.trim())).toEqual([
+      'branchsan.v1',
+      `branchsan.token.${TOKEN}`,
+    ]);
+    expect((await server.connection(1)).protocol).toBe('branchsan.v1');
+    expect(server.handshakes[0]!.url).toBe('/api');
+    expect(c.transport).toBe('websocket');
+    expect(c.problem).toBeNull();
+  });
+
+  it('frames one JSON-RPC request per text frame and resolves with the result', async () => {
+    const c = connect();
+    const socket = await server.connection(1);
+    await until(() => c.state === 'connected');
+
+    const received = server.nextMessage(socket);
+    const result = c.call('system.status', {});
+    const request = await received;
+    expect(request).toEqual({
+      jsonrpc: '2.0',
+      id: expect.any(Number),
+      method: 'system.status',
+      params: {},
+    });
+
+    socket.send(JSON.stringify({ jsonrpc: '2.0', id: request.id, result: systemStatus() }));
+    await expect(result).resolves.toEqual(systemStatus());
+  });
+
+  it('turns an error response into an ApiError with its code and hint', async () => {
+    const c = connect();
+    const socket = await server.connection(1);
+    await until(() => c.state === 'connected');
+    const received = server.nextMessage(socket);
+    const result = c.call('system.status', {});
+    const { id } = await received;
+    const error = {
+      code: ErrorCode.InvalidParams,
+      message: 'Bad params.',
+      data: { hint: 'Fix it.' },
+    };
+    socket.send(JSON.stringify({ jsonrpc: '2.0', id, error }));
+
+    const e = await result.catch((err: unknown) => err);
+    expect(e).toBeInstanceOf(ApiError);
+    expect(e).toMatchObject({
+      code: ErrorCode.InvalidParams,
+      message: 'Bad params.',
+      data: { hint: 'Fix it.' },
+    });
+  });
+
+  it('delivers pushed events to their subscribers and ignores binary frames', async () => {
+    const c = connect();
+    const socket = await server.connection(1);
+    await until(() => c.state === 'connected');
+    const seen: number[] = [];
+    const off = c.on('system.heartbeat', (hb) => seen.push(hb.uptimeSec));
+
+    const push = (uptimeSec: number) =>
+      socket.send(
+        JSON.stringify({
+          jsonrpc: '2.0',
+          method: 'event',
+          params: { name: 'system.heartbeat', data: { at: Date.now(), uptimeSec } },
+        }),
+      );
+    push(1);
+    socket.send(Buffer.from('{"jsonrpc":"2.0","method":"event"}'), { binary: true });
+    push(2);
+    await until(() => seen.length === 2);
+    off();
+    push(3);
+    const marker = server.nextMessage(socket);
+    void c.call('system.status', {}).catch(() => {}); // a round trip orders the check after frame 3
+    await marker;
+    expect(seen).toEqual([1, 2]);
+  });
+
+  it('fails pending calls at once when the server drops the connection, then reconnects', async () => {
+    const c = connect();
+    const first = await server.connection(1);
+    await until(() => c.state === 'connected');
+    const received = server.nextMessage(first);
+    const pending = c.call('system.status', {});
+    await received;
+
+    const started = Date.now();
+    first.terminate();
+    const e = await pending.catch((err: unknown) => err);
+    expect(e).toBeInstanceOf(ApiError);
+    expect((e as ApiError).code).toBe(ErrorCode.Unavailable);
+    expect(Date.now() - started).toBeLessThan(1_000); // not the 15 s call timeout
+
+    const second = await server.connection(2);
+    await until(() => c.state === 'connected');
+    expect(states).toEqual(['connected', 'disconnected', 'connected']);
+
+    const again = server.nextMessage(second);
+    const result = c.call('system.status', {});
+    answer(second, (await again).id, systemStatus({ pid: 2 }));
+    await expect(result).resolves.toMatchObject({ pid: 2 });
+  });
+
+  it('fails a call made while disconnected without waiting for a timeout', async () => {
+    await server.close();
+    const c = connect();
+    await until(() => c.state === 'disconnected');
+    const e = await c.call('system.status', {}).catch((err: unknown) => err);
+    expect(e).toMatchObject({ code: ErrorCode.Unavailable });
+    server = await startTestEngineSocket(); // for afterEach
+  });
+
+  it('keeps retrying while the server is away and connects when it returns', async () => {
+    const port = server.port;
+    await server.close();
+    const c = connect({ url: `ws://127.0.0.1:${port}/api` });
+    await until(() => c.state === 'disconnected');
+    await new Promise((r) => setTimeout(r, 100)); // a few failed attempts
+    server = await startTestEngineSocketOn(port);
+    await until(() => c.state === 'connected', 5_000);
+    expect(c.problem).toBeNull();
+  });
+
+  it('reports a refused token when the server answers but refuses the handshake', async () => {
+    const c = connect({ token: 'wrong-token', probeServer: async () => true });
+    await until(() => c.problem === 'token-refused');
+    expect(c.state).toBe('disconnected');
+    expect(server.sockets).toHaveLength(0);
+  });
+
+  it('reports a plain disconnect when the server does not answer at all', async () => {
+    const c = connect({ token: 'wrong-token', probeServer: async () => false });
+    await until(() => server.handshakes.length >= 2);
+    expect(c.problem).toBeNull();
+    expect(c.state).toBe('disconnected');
+  });
+
+  it('does not try to connect without a token, or with one no subprotocol can carry', async () => {
+    const a = createWebSocketClient({ url: server.url, token: null });
+    expect([a.state, a.problem]).toEqual(['disconnected', 'no-token']);
+    const b = createWebSocketClient({ url: server.url, token: 'has spaces' });
+    expect([b.state, b.problem]).toEqual(['disconnected', 'token-refused']);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(server.handshakes).toHaveLength(0);
+    a.close();
+    b.close();
+  });
+
+  it('replaces a link that goes silent', async () => {
+    const c = connect({ idleTimeoutMs: 80 });
+    await server.connection(1);
+    await until(() => c.state === 'connected');
+    await server.connection(2); // no frame for 80 ms: dropped and reopened
+    await until(() => c.state === 'connected');
+    expect(states.slice(0, 3)).toEqual(['connected', 'disconnected', 'connected']);
+  });
+
+  it('stops for good on close(), failing what was pending', async () => {
+    const c = connect();
+    const socket = await server.connection(1);
+    await until(() => c.state === 'connected');
+    const received = server.nextMessage(socket);
+    const pending = c.call('system.status', {});
+    await received;
+    c.close();
+    await expect(pending).rejects.toBeInstanceOf(ApiError);
+    expect(c.state).toBe('disconnected');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(server.handshakes).toHaveLength(1);
+  });
+});
+
+describe('consoleSocketUrl', () => {
+  it('puts the endpoint beside the page, ws for http and wss for https', () => {
+    expect(consoleSocketUrl('http://127.0.0.1:43567/?token=x#/status')).toBe(
+      'ws://127.0.0.1:43567/api',
+    );
+    expect(consoleSocketUrl('https://san-a.branch.example:8443/index.html#/')).toBe(
+      'wss://san-a.branch.example:8443/api',
+    );
+    expect(consoleSocketUrl('http://localhost:9000/console/')).toBe(
+      'ws://localhost:9000/console/api',
+    );
+  });
+});
+
+function answer(socket: { send(text: string): void }, id: unknown, result: unknown): void {
+  socket.send(JSON.stringify({ jsonrpc: '2.0', id, result }));
+}
+
+async function startTestEngineSocketOn(port: number): Promise<TestEngineSocket> {
+  // The client keeps the old URL, so the new server must listen on the same port.
+  for (let i = 0; ; i++) {
+    try {
+      return await startTestEngineSocket({ port });
+    } catch (e) {
+      if (i > 20) throw e;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}

@@ -1,0 +1,118 @@
+// @vitest-environment happy-dom
+import { mount } from '@vue/test-utils';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { ApiError, ErrorCode } from '../../../../../contract/api.js';
+import { API_CLIENT } from '../../../../../renderer/src/api/inject.js';
+import StatusPage from '../../../../../renderer/src/pages/status/StatusPage.vue';
+import { FakeClient, flush, installFake } from '../../support/fake-client.js';
+import { systemStatus } from '../../support/fixtures.js';
+
+describe('StatusPage', () => {
+  let client: FakeClient;
+
+  function render() {
+    const { pinia } = installFake(client);
+    return mount(StatusPage, {
+      global: { plugins: [pinia], provide: { [API_CLIENT as symbol]: client } },
+    });
+  }
+  const text = (w: ReturnType<typeof render>, id: string) => w.get(`[data-testid="${id}"]`).text();
+
+  beforeEach(() => {
+    client = new FakeClient('connecting');
+  });
+
+  it('says it is connecting before the first snapshot', () => {
+    const w = render();
+    expect(text(w, 'status-loading')).toBe('Connecting to the BranchSAN engine…');
+    expect(w.find('[data-testid="engine-unavailable"]').exists()).toBe(false);
+  });
+
+  it('shows the engine status once hydrated, and uptime follows heartbeats', async () => {
+    const w = render();
+    client.setState('connected');
+    client.answer('system.status', systemStatus());
+    await flush();
+
+    expect(text(w, 'node-id')).toBe('node-7f3a9c');
+    expect(text(w, 'hostname')).toBe('branch-sto-a');
+    expect(text(w, 'version')).toBe('0.1.0 API v1');
+    expect(text(w, 'uptime')).toBe('2 h 3 min 5 s');
+    expect(text(w, 'pid')).toBe('4242');
+    expect(text(w, 'data-dir')).toBe('/var/lib/branchsan');
+    expect(text(w, 'db-schema')).toBe('version 3');
+    expect(text(w, 'connection-state')).toBe('Connected · web console');
+    expect(w.find('[data-testid="status-loading"]').exists()).toBe(false);
+
+    expect(text(w, 'engine-summary')).toContain('Engine running on branch-sto-a');
+    expect(w.find('[data-testid="last-heartbeat"]').exists()).toBe(false);
+
+    client.emit('system.heartbeat', { at: Date.now(), uptimeSec: 7386 });
+    await flush();
+    expect(text(w, 'uptime')).toBe('2 h 3 min 6 s');
+    expect(text(w, 'last-heartbeat')).toMatch(/^Last heartbeat /);
+  });
+
+  it('explains a lost connection and keeps the last-known values, marked as such', async () => {
+    const w = render();
+    client.setState('connected');
+    client.answer('system.status', systemStatus());
+    await flush();
+    client.setState('disconnected');
+    await flush();
+
+    const alert = text(w, 'engine-unavailable');
+    expect(alert).toContain('Connection to the engine lost');
+    expect(alert).toContain(
+      'The console lost its connection to the BranchSAN engine. It reconnects by itself; if this persists, check that the engine service is running: systemctl status branchsan or npx branchsan serve.',
+    );
+    expect(text(w, 'stale-note')).toMatch(/^Last known values, as of /);
+    expect(w.find('[data-testid="engine-summary"]').exists()).toBe(false);
+    expect(text(w, 'node-id')).toBe('node-7f3a9c');
+    expect(text(w, 'connection-state')).toBe('Disconnected');
+  });
+
+  it('says it cannot reach the engine when it never connected', async () => {
+    const w = render();
+    client.setState('disconnected');
+    await flush();
+    const alert = text(w, 'engine-unavailable');
+    expect(alert).toContain('Cannot reach the engine');
+    expect(alert).toContain('could not connect to the BranchSAN engine');
+    expect(alert).toContain('systemctl status branchsan');
+    expect(w.find('[data-testid="node-id"]').exists()).toBe(false);
+  });
+
+  it('tells the user to reopen the console with its URL when the token is refused', async () => {
+    const w = render();
+    client.setState('disconnected');
+    client.setProblem('token-refused');
+    await flush();
+    const alert = text(w, 'engine-unavailable');
+    expect(alert).toContain('The engine refused this console’s access token');
+    expect(alert).toContain('Open the console with the URL printed by branchsan serve');
+    expect(alert).toContain('from the BranchSAN desktop app');
+  });
+
+  it('shows why the snapshot failed, and Try again asks once more', async () => {
+    const w = render();
+    client.setState('connected');
+    client.fail(
+      'system.status',
+      new ApiError(ErrorCode.Internal, 'The database could not be read.', {
+        hint: 'Check free disk space on the data directory.',
+      }),
+    );
+    await flush();
+    const panel = text(w, 'status-error');
+    expect(panel).toContain('The database could not be read.');
+    expect(panel).toContain('Check free disk space on the data directory.');
+
+    await w.get('[data-testid="status-error"] button').trigger('click');
+    expect(client.calls.map((c) => c.method)).toEqual(['system.status']);
+    client.answer('system.status', systemStatus());
+    await flush();
+    expect(w.find('[data-testid="status-error"]').exists()).toBe(false);
+    expect(text(w, 'node-id')).toBe('node-7f3a9c');
+  });
+});
