@@ -1,0 +1,15 @@
+#!/bin/sh
+# .deb postrm (electron-builder afterRemove): stop and remove the unit. The data in
+# /var/lib/branchsan and the branchsan-admin group stay, even on purge: they hold
+# the operator's volumes and access; removing them is a deliberate manual step.
+set -e
+case "$1" in
+  remove|purge)
+    if [ -d /run/systemd/system ]; then
+      systemctl disable --now branchsan.service >/dev/null 2>&1 || true
+    fi
+    rm -f /lib/systemd/system/branchsan.service
+    if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
+    ;;
+esac
+exit 0

@@ -1,0 +1,129 @@
+import { describe, expect, it } from 'vitest';
+import type { IpcMainInvokeEvent } from 'electron';
+import { ApiError, ErrorCode, type ConnectionState } from '../../../contract/api.js';
+import { IPC } from '../../../contract/bridge.js';
+import {
+  forwardCall,
+  registerBridge,
+  validateCall,
+  type BridgeBackend,
+} from '../../../electron/src/ipc.js';
+
+type Listener = (event: IpcMainInvokeEvent, ...args: unknown[]) => unknown;
+
+function fakeIpc() {
+  const handlers = new Map<string, Listener>();
+  return {
+    handlers,
+    handle: (ch: string, l: Listener) => {
+      if (handlers.has(ch)) throw new Error(`second handler for ${ch}`);
+      handlers.set(ch, l);
+    },
+    removeHandler: (ch: string) => handlers.delete(ch),
+  };
+}
+
+function backend(
+  impl: (m: string, p: unknown) => Promise<unknown>,
+  state: ConnectionState = 'connected',
+): BridgeBackend & { calls: unknown[][] } {
+  const calls: unknown[][] = [];
+  return {
+    calls,
+    state,
+    callRaw: (m, p) => {
+      calls.push([m, p]);
+      return impl(m, p);
+    },
+  };
+}
+
+const trusted = { trusted: true } as unknown as IpcMainInvokeEvent;
+const stranger = { trusted: false } as unknown as IpcMainInvokeEvent;
+const isTrusted = (e: IpcMainInvokeEvent): boolean =>
+  (e as unknown as { trusted: boolean }).trusted;
+
+describe('registerBridge', () => {
+  it('handles exactly the invoke channels of the contract, and removes them', () => {
+    const ipc = fakeIpc();
+    const off = registerBridge(
+      ipc,
+      backend(async () => 1),
+      isTrusted,
+    );
+    expect([...ipc.handlers.keys()].sort()).toEqual([IPC.call, IPC.getState].sort());
+    off();
+    expect(ipc.handlers.size).toBe(0);
+  });
+
+  it('forwards a trusted call and returns the result as data', async () => {
+    const ipc = fakeIpc();
+    const b = backend(async () => ({ version: '1' }));
+    registerBridge(ipc, b, isTrusted);
+    const reply = await ipc.handlers.get(IPC.call)!(trusted, 'system.status', {});
+    expect(reply).toEqual({ ok: true, result: { version: '1' } });
+    expect(b.calls).toEqual([['system.status', {}]]);
+    expect(await ipc.handlers.get(IPC.getState)!(trusted)).toBe('connected');
+  });
+
+  it('refuses a sender that is not our page, without calling the engine', async () => {
+    const ipc = fakeIpc();
+    const b = backend(async () => 1);
+    registerBridge(ipc, b, isTrusted);
+    const reply = await ipc.handlers.get(IPC.call)!(stranger, 'system.status', {});
+    expect(reply).toMatchObject({ ok: false, error: { code: ErrorCode.Unauthorized } });
+    expect(b.calls).toEqual([]);
+    expect(await ipc.handlers.get(IPC.getState)!(stranger)).toBe('disconnected');
+  });
+});
+
+describe('forwardCall', () => {
+  it('refuses methods outside the contract', async () => {
+    const b = backend(async () => 1);
+    for (const m of [
+      'system.shutdown',
+      '__proto__',
+      42,
+      undefined,
+      { toString: () => 'system.status' },
+    ]) {
+      const reply = await forwardCall(b, m, {});
+      expect(reply).toMatchObject({ ok: false, error: { code: ErrorCode.MethodNotFound } });
+    }
+    expect(b.calls).toEqual([]);
+  });
+
+  it('refuses params that do not fit the schema, naming the field', async () => {
+    const b = backend(async () => 1);
+    const reply = await forwardCall(b, 'system.status', { extra: true });
+    expect(reply).toMatchObject({ ok: false, error: { code: ErrorCode.InvalidParams } });
+    expect(b.calls).toEqual([]);
+    expect(validateCall('system.status', 'nope')?.code).toBe(ErrorCode.InvalidParams);
+    expect(validateCall('system.status', undefined)).toBeUndefined();
+  });
+
+  it('turns engine errors and unexpected throws into BridgeReply data', async () => {
+    const apiErr = await forwardCall(
+      backend(async () => {
+        throw new ApiError(ErrorCode.Unavailable, 'Not connected.', { hint: 'wait' });
+      }),
+      'system.status',
+      {},
+    );
+    expect(apiErr).toEqual({
+      ok: false,
+      error: { code: ErrorCode.Unavailable, message: 'Not connected.', data: { hint: 'wait' } },
+    });
+    const other = await forwardCall(
+      backend(async () => {
+        throw new TypeError('boom');
+      }),
+      'system.status',
+      {},
+    );
+    expect(other).toMatchObject({
+      ok: false,
+      error: { code: ErrorCode.Internal, message: expect.stringContaining('boom') },
+    });
+  });
+});

@@ -1,0 +1,191 @@
+/**
+ * build/electron-builder.yml and build/linux/branchsan.service, checked without the
+ * network: electron-builder packs a Linux "dir" target around a stand-in Electron
+ * directory (the real runtime cannot be downloaded here), then the packaged engine is
+ * run the way the systemd unit runs it, with the system's Node.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import {
+  ENGINE_MALLOC_ENV,
+  LINUX_SERVICE_SOCKET,
+  spawnEngine,
+  type SpawnedEngine,
+} from '../../../electron/src/engine-launcher.js';
+import { EngineLink } from '../../../electron/src/engine-link.js';
+import { until } from './helpers/fake-engine.js';
+
+const ROOT = resolve(fileURLToPath(new URL('../../..', import.meta.url)));
+const UNIT = readFileSync(join(ROOT, 'build', 'linux', 'branchsan.service'), 'utf8');
+const BUILT = [
+  'dist/electron/main.js',
+  'dist/engine/src/cli/main.js',
+  'dist/renderer/index.html',
+].every((f) => existsSync(join(ROOT, f)));
+if (!BUILT) console.warn('SKIP packaging test: run `npm run build` first');
+
+/** All values of one unit directive. */
+function directive(name: string): string[] {
+  return [...UNIT.matchAll(new RegExp(`^${name}=(.*)$`, 'gm'))].map((m) => m[1] ?? '');
+}
+
+describe('build/linux/branchsan.service', () => {
+  it('runs the packaged engine on the system socket and state directory', () => {
+    const [exec] = directive('ExecStart');
+    expect(exec).toBe(
+      `/usr/bin/node /opt/BranchSAN/resources/engine/bin/branchsan.js serve --data /var/lib/branchsan --socket ${LINUX_SERVICE_SOCKET}`,
+    );
+    expect(directive('RuntimeDirectory')).toEqual(['branchsan']);
+    expect(directive('StateDirectory')).toEqual(['branchsan']);
+    expect(directive('Group')).toEqual(['branchsan-admin']);
+    expect(directive('Restart')).toEqual(['on-failure']);
+  });
+
+  it('sets the allocator variables the launchers set', () => {
+    const env = Object.fromEntries(
+      directive('Environment')
+        .flatMap((l) => l.split(/\s+/))
+        .map((kv) => kv.split('=') as [string, string]),
+    );
+    expect(env).toMatchObject(ENGINE_MALLOC_ENV);
+  });
+
+  it('is hardened without taking away block devices', () => {
+    for (const d of [
+      'NoNewPrivileges=yes',
+      'ProtectSystem=strict',
+      'ProtectHome=yes',
+      'PrivateTmp=yes',
+    ])
+      expect(UNIT).toMatch(new RegExp(`^${d}$`, 'm'));
+    expect(directive('ReadWritePaths')[0]).toContain('/var/lib/branchsan');
+    expect(UNIT).not.toMatch(/^(PrivateDevices=yes|DevicePolicy=closed|DevicePolicy=strict)/m);
+  });
+
+  it('passes systemd-analyze verify where systemd is installed', () => {
+    const probe = spawnSync('systemd-analyze', ['--version']);
+    if (probe.error) return console.warn('systemd-analyze not installed: unit not verified');
+    const dir = mkdtempSync(join(tmpdir(), 'bsan-unit-'));
+    try {
+      writeFileSync(join(dir, 'branchsan.service'), UNIT);
+      const r = spawnSync('systemd-analyze', ['verify', join(dir, 'branchsan.service')], {
+        encoding: 'utf8',
+      });
+      expect(r.stderr.split('\n').filter((l) => /branchsan\.service/.test(l))).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe.skipIf(!BUILT)('electron-builder linux package layout', () => {
+  let out: string;
+  let resources: string;
+  let engine: SpawnedEngine | undefined;
+
+  beforeAll(() => {
+    out = mkdtempSync(join(tmpdir(), 'bsan-pack-'));
+    const fakeElectron = join(out, 'fake-electron');
+    mkdirSync(fakeElectron);
+    writeFileSync(join(fakeElectron, 'electron'), '#!/bin/sh\nexit 0\n');
+    chmodSync(join(fakeElectron, 'electron'), 0o755);
+    writeFileSync(join(fakeElectron, 'LICENSE'), '');
+    const cli = join(ROOT, 'node_modules', 'electron-builder', 'cli.js');
+    const r = spawnSync(
+      process.execPath,
+      [
+        cli,
+        '--config',
+        'build/electron-builder.yml',
+        '--linux',
+        'dir',
+        '--publish',
+        'never',
+        `-c.electronDist=${fakeElectron}`,
+        `-c.directories.output=${join(out, 'packages')}`,
+      ],
+      { cwd: ROOT, encoding: 'utf8', timeout: 120_000 },
+    );
+    if (r.status !== 0) throw new Error(`electron-builder failed:\n${r.stdout}\n${r.stderr}`);
+    resources = join(out, 'packages', 'linux-unpacked', 'resources');
+  }, 150_000);
+
+  afterAll(() => {
+    engine?.child.kill('SIGTERM');
+    rmSync(out, { recursive: true, force: true });
+  });
+
+  it('app.asar holds the bundles, the renderer and package.json only: no node_modules, no sources', () => {
+    const asar = createRequire(import.meta.url)('@electron/asar') as {
+      listPackage(p: string): string[];
+      extractFile(p: string, f: string): Buffer;
+    };
+    const archive = join(resources, 'app.asar');
+    const files = asar.listPackage(archive).map((f) => f.replace(/\\/g, '/'));
+    expect(files).toContain('/dist/electron/main.js');
+    expect(files).toContain('/dist/electron/preload.cjs');
+    expect(files).toContain('/dist/renderer/index.html');
+    expect(files.filter((f) => /node_modules|\.map$|\.ts$|\/engine\//.test(f))).toEqual([]);
+    const pkg = JSON.parse(asar.extractFile(archive, 'package.json').toString()) as {
+      main?: string;
+    };
+    expect(pkg.main).toBe('dist/electron/main.js');
+  });
+
+  it('ships the unit file and an engine tree beside the asar', () => {
+    expect(readFileSync(join(resources, 'linux', 'branchsan.service'), 'utf8')).toBe(UNIT);
+    for (const f of [
+      'package.json',
+      'bin/branchsan.js',
+      'dist/engine/src/cli/main.js',
+      'dist/renderer/index.html',
+    ])
+      expect(existsSync(join(resources, 'engine', f))).toBe(true);
+  });
+
+  it('the packaged engine runs under the system Node the way the unit starts it, and answers the link', async () => {
+    const data = join(out, 'var-lib-branchsan');
+    const run = join(out, 'run-branchsan'); // systemd's RuntimeDirectory
+    mkdirSync(run, { mode: 0o750 });
+    engine = await spawnEngine({
+      kind: 'spawn',
+      command: process.execPath,
+      args: [
+        join(resources, 'engine', 'bin', 'branchsan.js'),
+        'serve',
+        '--data',
+        data,
+        '--socket',
+        join(run, 'engine.sock'),
+        '--console-port',
+        '0',
+      ],
+      cwd: '/',
+      env: { PATH: process.env.PATH ?? '/usr/bin', ...ENGINE_MALLOC_ENV },
+    });
+    const link = new EngineLink({ socketPath: engine.socket });
+    try {
+      link.start();
+      await until(() => link.state === 'connected', 5000, 'connected');
+      expect((await link.call('system.status', {})).dataDir).toBe(data);
+      const res = await fetch(engine.consoleUrl ?? '');
+      expect(res.status).toBe(200);
+      expect(await res.text()).toContain('<div id="app">');
+    } finally {
+      link.close();
+    }
+  });
+});
