@@ -1,0 +1,402 @@
+/**
+ * Streaming NVMe/TCP PDU parser, in the shape of node-postgres' pg-protocol parser:
+ * it keeps leftover bytes, loops while a whole PDU is present, and never touches a
+ * socket. One parser per connection, for either role.
+ *
+ * Validation order for each PDU (errors carry the TermReq FES/FEI to send):
+ *   common header (type for this role, IC sequence, hlen, digest flags)
+ *   -> header digest -> pdo/plen bounds (max data size) -> type-specific fields
+ *   -> data digest (a mismatch is reported on the PDU, not as a fatal error, because
+ *      the spec completes such a command with Transient Transport Error).
+ *
+ * Ownership of views: every Buffer in a delivered PDU (sqe, cqe, data, header) is a
+ * subarray of memory the parser never writes again: the caller's chunk when the PDU lay
+ * inside it, or a buffer allocated for this PDU alone when it spanned chunks (the only
+ * copy the parser makes). The receiver owns the views from delivery on, for as long as it
+ * holds them; it must not write into them (they may share memory with neighbouring PDUs),
+ * and holding a small view keeps the whole chunk alive.
+ */
+import { crc32c } from './crc32c.js';
+import {
+  CH_SIZE,
+  DIGEST_SIZE,
+  Fes,
+  HLEN_CMD,
+  HLEN_DATA,
+  HLEN_IC,
+  HLEN_R2T,
+  HLEN_RESP,
+  HLEN_TERM,
+  OFF_CCCID,
+  OFF_DATAL,
+  OFF_DATAO,
+  OFF_FLAGS,
+  OFF_HLEN,
+  OFF_PDO,
+  OFF_PLEN,
+  OFF_R2TL,
+  OFF_R2TO,
+  OFF_TTAG,
+  OFF_TYPE,
+  PduFlag,
+  PduType,
+  TERM_MAX_HEADER,
+  type C2HPdu,
+  type H2CPdu,
+  type Pdu,
+} from './pdu.js';
+
+/** A framing or header error that ends the connection: send a TermReq with fes/fei. */
+export class PduError extends Error {
+  constructor(
+    readonly fes: number,
+    /** Byte offset of the bad field for FES 1 and 6; 0 otherwise. */
+    readonly fei: number,
+    /** Copy of the offending header (at most 128 bytes) for the TermReq. */
+    readonly header: Buffer,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'PduError';
+  }
+}
+
+/** 'controller' parses what a host sends (target side); 'host' what a controller sends. */
+export type PduRole = 'controller' | 'host';
+
+export interface PduParserOptions {
+  readonly role: PduRole;
+  /** Largest data section (in-capsule or data PDU) accepted; larger → FES 5. */
+  readonly maxDataLength: number;
+}
+
+interface TypeRule {
+  readonly hlen: number;
+  /** Carries HDGST once negotiated (all but IC and TermReq). */
+  readonly digests: boolean;
+  /** May carry data (and then DDGST): 'no' | 'optional' | 'required'. */
+  readonly data: 'no' | 'optional' | 'required';
+}
+
+const IC: TypeRule = { hlen: HLEN_IC, digests: false, data: 'no' };
+const TERM: TypeRule = { hlen: HLEN_TERM, digests: false, data: 'no' };
+const RULES: Record<PduRole, ReadonlyMap<number, TypeRule>> = {
+  controller: new Map([
+    [PduType.ICReq, IC],
+    [PduType.H2CTermReq, TERM],
+    [PduType.CapsuleCmd, { hlen: HLEN_CMD, digests: true, data: 'optional' }],
+    [PduType.H2CData, { hlen: HLEN_DATA, digests: true, data: 'required' }],
+  ]),
+  host: new Map([
+    [PduType.ICResp, IC],
+    [PduType.C2HTermReq, TERM],
+    [PduType.CapsuleResp, { hlen: HLEN_RESP, digests: true, data: 'no' }],
+    [PduType.C2HData, { hlen: HLEN_DATA, digests: true, data: 'required' }],
+    [PduType.R2T, { hlen: HLEN_R2T, digests: true, data: 'no' }],
+  ]),
+};
+
+const LENGTHS_OK = -1;
+const LIMIT_EXCEEDED = -2;
+
+/** Room for the largest header plus its digest while a PDU's plen is not yet trusted. */
+const HEAD_STAGE = HLEN_IC + DIGEST_SIZE;
+
+/** Parser state of one connection. The parser itself has no other states than these. */
+type ParserState =
+  /** Waiting for the ICReq (controller) or ICResp (host). */
+  | 'ic'
+  /** IC exchange done: command and data PDUs flow. */
+  | 'ready'
+  /** A fatal error was reported or halt() was called: input is ignored. */
+  | 'failed';
+
+export class PduParser<T extends Pdu = Pdu> {
+  private readonly rules: ReadonlyMap<number, TypeRule>;
+  private readonly icType: number;
+  private readonly maxData: number;
+  private state: ParserState = 'ic';
+  private hdgst = false;
+  private ddgst = false;
+  /** A PDU that spans chunks: its bytes so far, and how many are needed next. */
+  private acc: Buffer | null = null;
+  private accLen = 0;
+  private accNeed = 0;
+  // What examine() learnt about the current PDU.
+  private curHd = 0;
+  private curDd = 0;
+  private curPdo = 0;
+  private headerChecked = false;
+
+  constructor(opts: PduParserOptions) {
+    this.rules = RULES[opts.role];
+    this.icType = opts.role === 'controller' ? PduType.ICReq : PduType.ICResp;
+    this.maxData = opts.maxDataLength;
+  }
+
+  /** Digests negotiated in the IC exchange; applies to the next PDU parsed. */
+  setDigests(hdgst: boolean, ddgst: boolean): void {
+    this.hdgst = hdgst;
+    this.ddgst = ddgst;
+  }
+
+  /** Stop parsing (the connection is being torn down); later input is ignored. */
+  halt(): void {
+    this.state = 'failed';
+    this.acc = null;
+  }
+
+  /** True once an error was reported or halt() was called (onPdu may do so mid-chunk). */
+  halted(): boolean {
+    return this.state === 'failed';
+  }
+
+  /** Bytes held for a PDU that has not fully arrived. */
+  get buffered(): number {
+    return this.acc ? this.accLen : 0;
+  }
+
+  /**
+   * Parse a received chunk, calling onPdu for each whole PDU in order. Returns the fatal
+   * error that stopped parsing, or null. onPdu may call setDigests() or halt(); it must
+   * not throw. After an error every later feed returns null and does nothing.
+   */
+  feed(chunk: Buffer, onPdu: (pdu: T) => void): PduError | null {
+    if (this.state === 'failed') return null;
+    let off = 0;
+    if (this.acc) {
+      const r = this.continueSpanning(chunk, onPdu);
+      if (r === null || typeof r !== 'number') return r;
+      off = r;
+    }
+    while (off < chunk.length && !this.halted()) {
+      const avail = chunk.length - off;
+      const need = this.examine(chunk, off, avail);
+      if (typeof need !== 'number') return this.fail(need);
+      if (need > avail) {
+        this.startSpanning(chunk, off, need);
+        return null;
+      }
+      const err = this.deliver(chunk, off, need, onPdu);
+      if (err) return this.fail(err);
+      off += need;
+    }
+    return null;
+  }
+
+  /** Copy the tail of a chunk into a buffer of its own (sized to plen once it is known). */
+  private startSpanning(chunk: Buffer, off: number, need: number): void {
+    const avail = chunk.length - off;
+    this.acc = Buffer.allocUnsafe(need > HEAD_STAGE ? need : HEAD_STAGE);
+    chunk.copy(this.acc, 0, off);
+    this.accLen = avail;
+    this.accNeed = need;
+  }
+
+  /** Returns the offset in chunk where whole PDUs continue, null to wait, or an error. */
+  private continueSpanning(chunk: Buffer, onPdu: (pdu: T) => void): number | PduError | null {
+    let off = 0;
+    for (;;) {
+      const acc = this.acc!;
+      const take = Math.min(this.accNeed - this.accLen, chunk.length - off);
+      chunk.copy(acc, this.accLen, off, off + take);
+      this.accLen += take;
+      off += take;
+      if (this.accLen < this.accNeed) return null;
+      const need = this.examine(acc, 0, this.accLen);
+      if (typeof need !== 'number') return this.fail(need);
+      if (need > this.accLen) {
+        if (need > acc.length) {
+          const grown = Buffer.allocUnsafe(need);
+          acc.copy(grown, 0, 0, this.accLen);
+          this.acc = grown;
+        }
+        this.accNeed = need;
+        continue;
+      }
+      this.acc = null;
+      const err = this.deliver(acc, 0, need, onPdu);
+      return err ? this.fail(err) : off;
+    }
+  }
+
+  private fail(err: PduError): PduError {
+    this.state = 'failed';
+    this.acc = null;
+    return err;
+  }
+
+  /**
+   * Validate as much of the PDU at buf[o..o+avail) as is present. Returns the number of
+   * bytes needed to go further (the whole PDU's plen once the header checked out).
+   */
+  private examine(buf: Buffer, o: number, avail: number): number | PduError {
+    if (avail < CH_SIZE) return CH_SIZE;
+    const type = buf[o + OFF_TYPE]!;
+    const flags = buf[o + OFF_FLAGS]!;
+    const hlen = buf[o + OFF_HLEN]!;
+    const pdo = buf[o + OFF_PDO]!;
+    const rule = this.rules.get(type);
+    if (!rule) return headerError(buf, o, avail, Fes.INVALID_HEADER_FIELD, OFF_TYPE, 'type');
+    const isIc = type === this.icType;
+    if (this.state === 'ic' ? !isIc && rule !== TERM : isIc) {
+      const what = isIc ? 'repeated IC PDU' : 'PDU before IC exchange';
+      return headerError(buf, o, avail, Fes.PDU_SEQUENCE_ERROR, 0, what);
+    }
+    if (hlen !== rule.hlen) {
+      return headerError(buf, o, avail, Fes.INVALID_HEADER_FIELD, OFF_HLEN, 'hlen');
+    }
+    const hd = rule.digests && this.hdgst ? DIGEST_SIZE : 0;
+    const dd = rule.data !== 'no' && this.ddgst && pdo !== 0 ? DIGEST_SIZE : 0;
+    const want = (hd ? PduFlag.HDGST : 0) | (dd ? PduFlag.DDGST : 0);
+    if ((flags & (PduFlag.HDGST | PduFlag.DDGST)) !== want) {
+      return headerError(buf, o, avail, Fes.INVALID_HEADER_FIELD, OFF_FLAGS, 'digest flags');
+    }
+    if (avail < hlen + hd) return hlen + hd;
+    if (hd && !this.headerChecked) {
+      if (crc32c(buf.subarray(o, o + hlen)) !== buf.readUInt32LE(o + hlen)) {
+        return headerError(buf, o, avail, Fes.HEADER_DIGEST_ERROR, 0, 'header digest mismatch');
+      }
+      this.headerChecked = true;
+    }
+    const plen = buf.readUInt32LE(o + OFF_PLEN);
+    const fei = this.checkLengths(rule, pdo, plen, hlen + hd, dd);
+    if (fei >= 0) {
+      return headerError(buf, o, avail, Fes.INVALID_HEADER_FIELD, fei, `pdo ${pdo} plen ${plen}`);
+    }
+    if (fei === LIMIT_EXCEEDED) {
+      return headerError(buf, o, avail, Fes.DATA_LIMIT_EXCEEDED, 0, `plen ${plen} too large`);
+    }
+    this.curHd = hd;
+    this.curDd = dd;
+    this.curPdo = pdo;
+    return plen;
+  }
+
+  /** pdo/plen consistency: the offset of the bad field, LIMIT_EXCEEDED, or LENGTHS_OK. */
+  private checkLengths(r: TypeRule, pdo: number, plen: number, head: number, dd: number): number {
+    if (r === TERM) {
+      // The PDO of a TermReq is used by no one; tolerate what the peer put there.
+      return plen < HLEN_TERM || plen > HLEN_TERM + TERM_MAX_HEADER ? OFF_PLEN : LENGTHS_OK;
+    }
+    if (pdo === 0) {
+      if (r.data === 'required') return OFF_PDO;
+      return plen !== head ? OFF_PLEN : LENGTHS_OK;
+    }
+    if (r.data === 'no' || pdo < head) return OFF_PDO;
+    if (plen < pdo + dd) return OFF_PLEN;
+    return plen - pdo - dd > this.maxData ? LIMIT_EXCEEDED : LENGTHS_OK;
+  }
+
+  /** Decode the whole PDU at buf[o..o+plen) and hand it out. */
+  private deliver(buf: Buffer, o: number, plen: number, onPdu: (pdu: T) => void): PduError | null {
+    this.headerChecked = false;
+    const pdu = this.decode(buf, o, plen);
+    if (pdu instanceof PduError) return pdu;
+    if (pdu.type === this.icType) this.state = 'ready';
+    onPdu(pdu as T);
+    return null;
+  }
+
+  private decode(b: Buffer, o: number, plen: number): Pdu | PduError {
+    const type = b[o]!;
+    const dataStart = o + this.curPdo;
+    const dataEnd = o + plen - this.curDd;
+    const hasData = this.curPdo !== 0;
+    const ddgstError =
+      this.curDd !== 0 && crc32c(b.subarray(dataStart, dataEnd)) !== b.readUInt32LE(dataEnd);
+    switch (type) {
+      case PduType.ICReq:
+      case PduType.ICResp:
+        return decodeIc(b, o);
+      case PduType.H2CTermReq:
+      case PduType.C2HTermReq:
+        return {
+          type,
+          fes: b.readUInt16LE(o + 8),
+          fei: b.readUInt32LE(o + 10),
+          header: b.subarray(o + HLEN_TERM, o + plen),
+        };
+      case PduType.CapsuleCmd:
+        return {
+          type,
+          sqe: b.subarray(o + CH_SIZE, o + HLEN_CMD),
+          data: hasData ? b.subarray(dataStart, dataEnd) : null,
+          ddgstError,
+        };
+      case PduType.CapsuleResp:
+        return { type, cqe: b.subarray(o + CH_SIZE, o + HLEN_RESP) };
+      case PduType.H2CData:
+      case PduType.C2HData:
+        return decodeData(b, o, dataStart, dataEnd, ddgstError);
+      default:
+        return decodeR2T(b, o);
+    }
+  }
+}
+
+function decodeIc(b: Buffer, o: number): Pdu {
+  const dgst = b[o + 11]!;
+  const common = {
+    pfv: b.readUInt16LE(o + 8),
+    hdgst: (dgst & 1) !== 0,
+    ddgst: (dgst & 2) !== 0,
+  };
+  if (b[o] === PduType.ICReq) {
+    return { type: PduType.ICReq, ...common, hpda: b[o + 10]!, maxr2t: b.readUInt32LE(o + 12) };
+  }
+  return { type: PduType.ICResp, ...common, cpda: b[o + 10]!, maxh2cdata: b.readUInt32LE(o + 12) };
+}
+
+function decodeData(b: Buffer, o: number, start: number, end: number, ddgstError: boolean) {
+  const flags = b[o + OFF_FLAGS]!;
+  const datal = b.readUInt32LE(o + OFF_DATAL);
+  if (datal !== end - start || datal === 0) {
+    return headerError(b, o, end - o, Fes.INVALID_HEADER_FIELD, OFF_DATAL, `datal ${datal}`);
+  }
+  const cccid = b.readUInt16LE(o + OFF_CCCID);
+  const datao = b.readUInt32LE(o + OFF_DATAO);
+  const data = b.subarray(start, end);
+  if (b[o] === PduType.H2CData) {
+    const ttag = b.readUInt16LE(o + OFF_TTAG);
+    return { type: PduType.H2CData, flags, cccid, ttag, datao, datal, data, ddgstError } as const;
+  }
+  if (flags & PduFlag.SUCCESS && !(flags & PduFlag.LAST_PDU)) {
+    return headerError(b, o, end - o, Fes.INVALID_HEADER_FIELD, OFF_FLAGS, 'SUCCESS without LAST');
+  }
+  return { type: PduType.C2HData, flags, cccid, datao, datal, data, ddgstError } as const;
+}
+
+function decodeR2T(b: Buffer, o: number): Pdu | PduError {
+  const r2tl = b.readUInt32LE(o + OFF_R2TL);
+  if (r2tl === 0) return headerError(b, o, HLEN_R2T, Fes.INVALID_HEADER_FIELD, OFF_R2TL, 'r2tl 0');
+  return {
+    type: PduType.R2T,
+    cccid: b.readUInt16LE(o + OFF_CCCID),
+    ttag: b.readUInt16LE(o + OFF_TTAG),
+    r2to: b.readUInt32LE(o + OFF_R2TO),
+    r2tl,
+  };
+}
+
+/** A fatal header error, with a copy of the header for the TermReq. */
+function headerError(b: Buffer, o: number, avail: number, fes: number, fei: number, what: string) {
+  const hlen = b[o + OFF_HLEN]!;
+  return new PduError(fes, fei, copyHeader(b, o, avail, hlen), `PDU type ${b[o]}: ${what}`);
+}
+
+/** Copy of the offending header for a TermReq: hlen bytes at most 128, as far as present. */
+function copyHeader(b: Buffer, o: number, avail: number, hlen: number): Buffer {
+  const n = Math.min(avail, b.length - o, Math.max(hlen, CH_SIZE), TERM_MAX_HEADER);
+  return Buffer.from(b.subarray(o, o + n));
+}
+
+/** Parser for the target side (accepts ICReq, H2CTermReq, CapsuleCmd, H2CData). */
+export function controllerParser(maxDataLength: number): PduParser<H2CPdu> {
+  return new PduParser<H2CPdu>({ role: 'controller', maxDataLength });
+}
+
+/** Parser for the host side (accepts ICResp, C2HTermReq, CapsuleResp, C2HData, R2T). */
+export function hostParser(maxDataLength: number): PduParser<C2HPdu> {
+  return new PduParser<C2HPdu>({ role: 'host', maxDataLength });
+}

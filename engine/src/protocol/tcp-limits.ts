@@ -1,0 +1,35 @@
+/**
+ * Sizes our NVMe/TCP target announces. They live in the protocol layer because the core
+ * reports them too (IOCCSZ in Identify Controller) and the core never imports a transport.
+ */
+
+/**
+ * In-capsule data the target accepts on every queue (admin and I/O). Linux sends writes
+ * up to IOCCSZ*16-64 bytes in the CapsuleCmd, which saves the R2T round trip (about one
+ * loopback RTT, 30 µs here) for small writes. 16 KiB covers 4 and 8 KiB writes, the
+ * 4096-byte DSM range buffer and the 8 KiB the Linux host sends in-capsule on the admin
+ * queue whatever IOCCSZ says; nvmet's default is the same. The price is at most
+ * queue-depth x 16 KiB of pinned receive buffers per queue.
+ */
+export const IN_CAPSULE_DATA_SIZE = 16384;
+
+/** IOCCSZ for Identify Controller: capsule size in 16-byte units, SQE included. */
+export const IOCCSZ = (64 + IN_CAPSULE_DATA_SIZE) / 16;
+
+/** IORCSZ for Identify Controller: a response capsule is the bare 16-byte CQE. */
+export const IORCSZ = 1;
+
+/**
+ * MAXH2CDATA announced in ICResp: the largest H2CData PDU the host may send. Linux
+ * requires >= 4096 and a multiple of 4. 128 KiB (SPDK's value) lets common writes
+ * up to 128 KiB arrive in one H2CData PDU, which we then pass to the core without a
+ * gather copy, while bounding the one partially received PDU a queue buffers.
+ */
+export const MAXH2CDATA = 128 * 1024;
+
+/**
+ * Largest DATAL in a C2HData PDU we send. Splitting reads costs one 24-byte header per
+ * piece (no copy: the pieces are views), and it keeps a receiver's partial-PDU buffer
+ * (our own host library's parser included) at the same 128 KiB bound as MAXH2CDATA.
+ */
+export const MAX_C2H_DATA = 128 * 1024;

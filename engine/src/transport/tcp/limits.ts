@@ -1,0 +1,32 @@
+/**
+ * Per-connection limits of the TCP transport. The sizes the core must also know
+ * (in-capsule size, MAXH2CDATA) are in protocol/tcp-limits.ts.
+ */
+
+/** ICReq must arrive this soon after the connection opens (Linux uses the same 10 s). */
+export const IC_TIMEOUT_MS = 10_000;
+
+/**
+ * Outstanding commands allowed before the core calls setQueueSize() (at Connect). Linux
+ * sends nothing but the Connect until it completes; a small number bounds what an
+ * unauthenticated peer can make us hold while leaving slack for other hosts.
+ */
+export const PRE_CONNECT_QUEUE_DEPTH = 8;
+
+/**
+ * Commands of one connection that may hold an R2T (and a gather buffer) at once; the
+ * rest wait in arrival order. Together with R2T_BUDGET this bounds receive memory.
+ */
+export const MAX_ACTIVE_R2T = 16;
+
+/**
+ * Bytes of write data one connection may be gathering at once. A single command larger
+ * than this still proceeds, alone (its size is bounded by the core's MDTS).
+ */
+export const R2T_BUDGET = 8 * 1024 * 1024;
+
+/** Socket buffer high water mark: beyond it we stop reading until 'drain'. */
+export const SOCKET_HIGH_WATER_MARK = 256 * 1024;
+
+/** After a TermReq or close(), how long to wait for the peer to close before destroying. */
+export const LINGER_MS = 2_000;

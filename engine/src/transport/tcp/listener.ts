@@ -1,0 +1,99 @@
+/**
+ * The NVMe/TCP listener of the target: one per port. Each accepted connection becomes a
+ * TcpQueue; the core sees it once its IC exchange is done (CoreTarget.openQueue).
+ */
+import net, { type AddressInfo, type Socket } from 'node:net';
+import type { CoreTarget, PortInfo } from '../../core/seam.js';
+import { createLogger, type Logger } from '../../util/log.js';
+import { SOCKET_HIGH_WATER_MARK } from './limits.js';
+import { TcpQueue, type TcpQueueInfo, type TcpQueueOptions } from './queue.js';
+
+export interface TcpListenOptions extends TcpQueueOptions {
+  /** Address to bind ('0.0.0.0', '::', or one interface address). */
+  readonly host: string;
+  /** TCP port; 0 picks a free one (tests). */
+  readonly port: number;
+  /** PORTID reported in the discovery log. */
+  readonly portId: number;
+  readonly log?: Logger;
+}
+
+export class TcpTransport {
+  private readonly queues = new Set<TcpQueue>();
+  private readonly log: Logger;
+
+  private constructor(
+    private readonly server: net.Server,
+    private readonly opts: TcpListenOptions,
+    private readonly core: CoreTarget,
+  ) {
+    this.log = opts.log ?? createLogger({ level: 'error', sink: { write: () => {} } });
+    server.on('connection', (socket) => this.accept(socket));
+    server.on('error', (err) => this.log.error('listener error', { err }));
+  }
+
+  /** Bind and listen; resolves once the port is open. */
+  static listen(opts: TcpListenOptions, core: CoreTarget): Promise<TcpTransport> {
+    const server = net.createServer({
+      noDelay: true, // PDUs are already batched per turn; Nagle would only add latency
+      highWaterMark: SOCKET_HIGH_WATER_MARK,
+    });
+    const transport = new TcpTransport(server, opts, core);
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host: opts.host, port: opts.port }, () => {
+        server.off('error', reject);
+        resolve(transport);
+      });
+    });
+  }
+
+  address(): AddressInfo {
+    return this.server.address() as AddressInfo;
+  }
+
+  /** Snapshots of the live connections (metrics, tests). */
+  connections(): TcpQueueInfo[] {
+    return [...this.queues].map((q) => q.info());
+  }
+
+  /** Stop listening and close every connection; resolves when the listener is closed. */
+  close(): Promise<void> {
+    for (const q of this.queues) q.close('transport closing');
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  private accept(socket: Socket): void {
+    try {
+      const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+      const q = new TcpQueue(socket, this.portInfo(socket), peer, this.core, this.log, this.opts);
+      this.queues.add(q);
+      socket.once('close', () => this.queues.delete(q));
+    } catch (err) {
+      this.log.error('cannot accept connection', { err });
+      socket.destroy();
+    }
+  }
+
+  /** PortInfo with the address this connection reached (never 0.0.0.0). */
+  private portInfo(socket: Socket): PortInfo {
+    let traddr = socket.localAddress ?? '';
+    let ipv6 = socket.localFamily === 'IPv6';
+    if (ipv6 && traddr.startsWith('::ffff:') && traddr.includes('.')) {
+      traddr = traddr.slice(7); // an IPv4 client on a dual-stack listener
+      ipv6 = false;
+    }
+    return {
+      portId: this.opts.portId,
+      trtype: 'tcp',
+      adrfam: ipv6 ? 'ipv6' : 'ipv4',
+      traddr,
+      trsvcid: String(socket.localPort ?? this.opts.port),
+    };
+  }
+}
+
+/** Listen for NVMe/TCP on host:port and serve the connections with `core`. */
+export function listenTcp(opts: TcpListenOptions, core: CoreTarget): Promise<TcpTransport> {
+  return TcpTransport.listen(opts, core);
+}

@@ -1,0 +1,423 @@
+/**
+ * One NVMe/TCP queue = one TCP connection, target side (facts §1, §9).
+ *
+ * The queue frames PDUs with the protocol codec, runs the IC exchange, turns each
+ * CapsuleCmd into CoreQueue.parse/exec calls, moves the data (in-capsule, R2T/H2CData,
+ * C2HData), and writes CapsuleResps. Protocol violations end the connection with a
+ * C2HTermReq; nothing thrown by the codec, the core or the socket escapes a callback.
+ */
+import type { Socket } from 'node:net';
+import type {
+  CoreQueue,
+  CoreTarget,
+  ParseResult,
+  PortInfo,
+  TransportQueue,
+} from '../../core/seam.js';
+import {
+  encodeC2HData,
+  encodeH2CData,
+  encodeICReq,
+  encodeCapsuleResp,
+  encodeICResp,
+  encodeR2T,
+  encodeTermReq,
+  Fes,
+  NO_DIGESTS,
+  OFF_CCCID,
+  OFF_FLAGS,
+  OFF_HPDA,
+  OFF_PFV,
+  OFF_TTAG,
+  PduFlag,
+  PduType,
+  type CapsuleCmdPdu,
+  type DataPduOptions,
+  type H2CDataPdu,
+  type H2CPdu,
+  type ICReqPdu,
+} from '../../protocol/pdu.js';
+import { controllerParser, type PduParser } from '../../protocol/pdu-parser.js';
+import { DNR, SC } from '../../protocol/status.js';
+import { IN_CAPSULE_DATA_SIZE, MAX_C2H_DATA, MAXH2CDATA } from '../../protocol/tcp-limits.js';
+import type { Logger } from '../../util/log.js';
+import { TcpCommand, validateCapsule, type CommandSink } from './command.js';
+import { PduWriter } from './writer.js';
+import {
+  IC_TIMEOUT_MS,
+  LINGER_MS,
+  MAX_ACTIVE_R2T,
+  PRE_CONNECT_QUEUE_DEPTH,
+  R2T_BUDGET,
+} from './limits.js';
+
+/** States of a connection. */
+export type TcpQueueState =
+  /** Connected; only an ICReq (or H2CTermReq) is acceptable, within IC_TIMEOUT_MS. */
+  | 'ic-wait'
+  /** ICResp sent and the core holds a CoreQueue: commands flow. */
+  | 'live'
+  /** Fatal error or close(): pending output is flushed, input ignored, FIN sent. */
+  | 'closing'
+  /** The socket is gone. Completions that still arrive are dropped. */
+  | 'closed';
+
+const LEGAL: Record<TcpQueueState, readonly TcpQueueState[]> = {
+  'ic-wait': ['live', 'closing', 'closed'],
+  live: ['closing', 'closed'],
+  closing: ['closed'],
+  closed: [],
+};
+
+/** Tunables; defaults in limits.ts and protocol/tcp-limits.ts. Tests shrink them. */
+export interface TcpQueueOptions {
+  readonly icTimeoutMs?: number;
+  /** Largest R2TL per R2T; a longer write gets several R2Ts in turn. Default: no limit. */
+  readonly maxR2tLength?: number;
+  readonly maxActiveR2t?: number;
+  readonly r2tBudget?: number;
+  readonly lingerMs?: number;
+}
+
+/** A snapshot for metrics and tests. */
+export interface TcpQueueInfo {
+  readonly state: TcpQueueState;
+  readonly peer: string;
+  readonly outstanding: number;
+  readonly queueSize: number;
+  readonly r2tActive: number;
+  readonly r2tWaiting: number;
+  readonly readingPaused: boolean;
+  readonly writableLength: number;
+  readonly rxBuffered: number;
+  /** Bytes read from the socket so far. */
+  readonly rxBytes: number;
+}
+
+export class TcpQueue implements TransportQueue, CommandSink {
+  private state: TcpQueueState = 'ic-wait';
+  private readonly parser: PduParser<H2CPdu> = controllerParser(
+    Math.max(IN_CAPSULE_DATA_SIZE, MAXH2CDATA),
+  );
+  private readonly writer: PduWriter;
+  private core: CoreQueue | null = null;
+  /** Digests and C2H data alignment negotiated by the IC exchange. */
+  private dg: DataPduOptions = NO_DIGESTS;
+  private queueSize = PRE_CONNECT_QUEUE_DEPTH;
+  private outstanding = 0;
+  private sqhd = 0;
+  private sqid = 0;
+  /** Commands holding an R2T, by TTAG; and those waiting for one, in arrival order. */
+  private readonly r2tActive = new Map<number, TcpCommand>();
+  private readonly r2tWaiting: TcpCommand[] = [];
+  private r2tBytes = 0;
+  private nextTtag = 0;
+  private readingPaused = false;
+  private timer: NodeJS.Timeout | null = null;
+  private readonly onPdu = (pdu: H2CPdu): void => this.dispatch(pdu);
+
+  constructor(
+    private readonly socket: Socket,
+    readonly port: PortInfo,
+    readonly peer: string,
+    private readonly target: CoreTarget,
+    private readonly log: Logger,
+    private readonly opts: TcpQueueOptions = {},
+  ) {
+    this.writer = new PduWriter(socket, () => this.pauseReading());
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('drain', () => this.resumeReading());
+    socket.on('error', (err) => this.log.debug('socket error', { peer, err }));
+    socket.on('close', () => this.onClose());
+    this.timer = setTimeout(
+      () => this.close('no ICReq in time'),
+      opts.icTimeoutMs ?? IC_TIMEOUT_MS,
+    );
+    this.timer.unref();
+  }
+
+  // ---- TransportQueue ----
+
+  setQueueSize(entries: number): void {
+    if (Number.isInteger(entries) && entries >= 1) this.queueSize = entries;
+  }
+
+  close(reason: string): void {
+    if (this.state === 'closing' || this.state === 'closed') return;
+    this.log.info('closing queue', { peer: this.peer, reason });
+    this.transition('closing');
+  }
+
+  info(): TcpQueueInfo {
+    return {
+      state: this.state,
+      peer: this.peer,
+      outstanding: this.outstanding,
+      queueSize: this.queueSize,
+      r2tActive: this.r2tActive.size,
+      r2tWaiting: this.r2tWaiting.length,
+      readingPaused: this.readingPaused,
+      writableLength: this.socket.writableLength,
+      rxBuffered: this.parser.buffered,
+      rxBytes: this.socket.bytesRead,
+    };
+  }
+
+  // ---- states ----
+
+  private transition(to: TcpQueueState): void {
+    const from = this.state;
+    if (!LEGAL[from].includes(to))
+      throw new Error(`TCP queue: illegal transition ${from} -> ${to}`);
+    this.state = to;
+    if (this.timer) {
+      // The ICReq timer (leaving 'ic-wait') or the linger timer (leaving 'closing').
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    if (to === 'closing') {
+      this.parser.halt();
+      this.writer.flush();
+      this.socket.end();
+      this.timer = setTimeout(() => this.socket.destroy(), this.opts.lingerMs ?? LINGER_MS);
+      this.timer.unref();
+    }
+    if (to === 'closed') this.socket.destroy();
+    if (from === 'live') this.releaseCore();
+  }
+
+  /** Leaving 'live' releases the core's queue: exactly once, by construction. */
+  private releaseCore(): void {
+    this.r2tActive.clear();
+    this.r2tWaiting.length = 0;
+    const core = this.core;
+    this.core = null;
+    try {
+      core?.closed();
+    } catch (err) {
+      this.log.error('core closed() threw', { peer: this.peer, err });
+    }
+  }
+
+  private onClose(): void {
+    if (this.state !== 'closed') this.transition('closed');
+  }
+
+  /** End the connection with a C2HTermReq (facts §1.3): the peer learns why, then FIN. */
+  private fatal(fes: number, fei: number, header: Buffer | undefined, why: string): void {
+    if (this.state === 'closing' || this.state === 'closed') return;
+    this.log.warn('protocol error, terminating connection', { peer: this.peer, fes, fei, why });
+    this.writer.write(encodeTermReq(PduType.C2HTermReq, fes, fei, header));
+    this.transition('closing');
+  }
+
+  // ---- input ----
+
+  private onData(chunk: Buffer): void {
+    try {
+      const err = this.parser.feed(chunk, this.onPdu);
+      if (err) this.fatal(err.fes, err.fei, err.header, err.message);
+    } catch (err) {
+      // A bug of ours or the core's: lose this connection, never the process.
+      this.log.error('unexpected error on queue', { peer: this.peer, err });
+      if (this.state !== 'closed') this.transition('closed');
+    }
+  }
+
+  private dispatch(pdu: H2CPdu): void {
+    if (this.state !== 'live' && this.state !== 'ic-wait') return;
+    switch (pdu.type) {
+      case PduType.ICReq:
+        return this.onICReq(pdu);
+      case PduType.H2CTermReq:
+        this.log.warn('host terminated connection', {
+          peer: this.peer,
+          fes: pdu.fes,
+          fei: pdu.fei,
+        });
+        return this.transition('closing');
+      case PduType.CapsuleCmd:
+        return this.onCapsule(pdu);
+      case PduType.H2CData:
+        return this.onH2CData(pdu);
+    }
+  }
+
+  private pauseReading(): void {
+    if (this.readingPaused || this.state === 'closed') return;
+    this.readingPaused = true;
+    this.socket.pause();
+  }
+
+  private resumeReading(): void {
+    if (!this.readingPaused) return;
+    this.readingPaused = false;
+    if (this.state === 'live' || this.state === 'ic-wait') this.socket.resume();
+  }
+
+  // ---- IC exchange ----
+
+  private onICReq(p: ICReqPdu): void {
+    if (p.pfv !== 0) return this.fatal(Fes.UNSUPPORTED_PARAMETER, OFF_PFV, encodeICReq(p), 'PFV');
+    if (p.hpda > 31) return this.fatal(Fes.UNSUPPORTED_PARAMETER, OFF_HPDA, encodeICReq(p), 'HPDA');
+    // HPDA != 0 (never sent by Linux) is honoured by padding our C2HData PDUs.
+    this.dg = { hdgst: p.hdgst, ddgst: p.ddgst, align: (p.hpda + 1) * 4 };
+    this.writer.write(
+      encodeICResp({ cpda: 0, hdgst: p.hdgst, ddgst: p.ddgst, maxh2cdata: MAXH2CDATA }),
+    );
+    this.parser.setDigests(p.hdgst, p.ddgst);
+    this.transition('live');
+    this.core = this.target.openQueue(this);
+  }
+
+  // ---- commands ----
+
+  private onCapsule(p: CapsuleCmdPdu): void {
+    if (this.state !== 'live' || !this.core) return;
+    if (this.outstanding >= this.queueSize) {
+      return this.fatal(Fes.DATA_LIMIT_EXCEEDED, 0, undefined, 'queue depth exceeded');
+    }
+    this.outstanding++;
+    const cmd = new TcpCommand(this, p.sqe);
+    if (p.ddgstError) return this.respond(cmd.cid, SC.TRANSIENT_TR_ERR);
+    const bad = validateCapsule(p.sqe, p.data);
+    if (bad) return this.respond(cmd.cid, bad);
+    let r: ParseResult;
+    try {
+      r = this.core.parse(p.sqe, cmd.sglLength);
+    } catch (err) {
+      this.log.error('core parse() threw', { peer: this.peer, err });
+      return this.respond(cmd.cid, SC.INTERNAL | DNR);
+    }
+    if (r.kind === 'error') return this.respond(cmd.cid, r.status, r.dw0 ?? 0);
+    if (r.length > cmd.sglLength) return this.respond(cmd.cid, SC.SGL_INVALID_DATA_LEN | DNR);
+    cmd.prepare(r.dir, r.length, r.exec);
+    if (r.dir === 'h2c') {
+      if (p.data) return this.execute(cmd, p.data.subarray(0, r.length));
+      if (r.length === 0) return this.execute(cmd, EMPTY);
+      return this.queueForR2T(cmd);
+    }
+    // In-capsule data belongs to writes only (nvmet: Invalid Field).
+    if (r.dir === 'c2h' && p.data) return this.respond(cmd.cid, SC.INVALID_FIELD | DNR);
+    this.execute(cmd, null);
+  }
+
+  private execute(cmd: TcpCommand, data: Buffer | null): void {
+    try {
+      cmd.exec!(data, cmd.done);
+    } catch (err) {
+      this.log.error('core exec() threw', { peer: this.peer, err });
+      cmd.done(SC.INTERNAL | DNR);
+    }
+  }
+
+  /** The core finished a command (TcpCommand.done); send read data, then the CQE. */
+  complete(cmd: TcpCommand, status: number, dw0: number, dw1: number, data?: Buffer): void {
+    if (this.state !== 'live') return; // the queue is gone: nobody is waiting for this
+    if (status === 0 && cmd.dir === 'c2h' && cmd.length > 0) {
+      if (!data || data.length < cmd.length) {
+        this.log.error('core returned short read data', { peer: this.peer, cid: cmd.cid });
+        return this.respond(cmd.cid, SC.INTERNAL | DNR);
+      }
+      this.sendC2HData(cmd.cid, data.subarray(0, cmd.length));
+    }
+    if (status === 0 && cmd.connectQid >= 0) this.sqid = cmd.connectQid;
+    this.respond(cmd.cid, status, dw0, dw1);
+  }
+
+  private sendC2HData(cccid: number, data: Buffer): void {
+    for (let datao = 0; datao < data.length; datao += MAX_C2H_DATA) {
+      const end = Math.min(datao + MAX_C2H_DATA, data.length);
+      const piece = data.subarray(datao, end);
+      this.writer.writev(
+        encodeC2HData({ cccid, datao, last: end === data.length }, piece, this.dg),
+      );
+    }
+  }
+
+  /** One CapsuleResp: SQHD advances per completion modulo the queue size (nvmet). */
+  private respond(cid: number, status: number, dw0 = 0, dw1 = 0): void {
+    this.outstanding--;
+    this.sqhd = (this.sqhd + 1) % this.queueSize;
+    const cqe = { dw0, dw1, sqhd: this.sqhd, sqid: this.sqid, cid, status };
+    this.writer.write(encodeCapsuleResp(cqe, this.dg.hdgst));
+  }
+
+  // ---- writes via R2T / H2CData ----
+
+  private queueForR2T(cmd: TcpCommand): void {
+    this.r2tWaiting.push(cmd);
+    this.pumpR2T();
+  }
+
+  /** Hand out R2Ts in arrival order while the connection's gather limits allow. */
+  private pumpR2T(): void {
+    const maxActive = this.opts.maxActiveR2t ?? MAX_ACTIVE_R2T;
+    const budget = this.opts.r2tBudget ?? R2T_BUDGET;
+    while (this.r2tWaiting.length > 0 && this.r2tActive.size < maxActive) {
+      const cmd = this.r2tWaiting[0]!;
+      if (this.r2tActive.size > 0 && this.r2tBytes + cmd.length > budget) return;
+      this.r2tWaiting.shift();
+      this.r2tBytes += cmd.length;
+      cmd.ttag = this.allocTtag();
+      this.r2tActive.set(cmd.ttag, cmd);
+      this.sendR2T(cmd);
+    }
+  }
+
+  private allocTtag(): number {
+    do this.nextTtag = (this.nextTtag + 1) & 0xffff;
+    while (this.r2tActive.has(this.nextTtag));
+    return this.nextTtag;
+  }
+
+  /** One R2T at a time per command (Linux MAXR2T is 0), for the rest of its data. */
+  private sendR2T(cmd: TcpCommand): void {
+    const r2to = cmd.received;
+    const r2tl = Math.min(cmd.length - r2to, this.opts.maxR2tLength ?? 0xffffffff);
+    cmd.r2tEnd = r2to + r2tl;
+    this.writer.write(encodeR2T({ cccid: cmd.cid, ttag: cmd.ttag, r2to, r2tl }, this.dg.hdgst));
+  }
+
+  /** H2CData checks after nvmet (facts §1.7); any violation is fatal. */
+  private onH2CData(p: H2CDataPdu): void {
+    const why = this.checkH2CData(p);
+    if (why) return this.fatal(why[0], why[1], this.h2cHeader(p), why[2]);
+    const cmd = this.r2tActive.get(p.ttag)!;
+    const end = p.datao + p.datal;
+    cmd.accept(p.data, p.datao, p.ddgstError);
+    if (end < cmd.r2tEnd) return;
+    if (end < cmd.length) return this.sendR2T(cmd);
+    this.r2tActive.delete(cmd.ttag);
+    this.r2tBytes -= cmd.length;
+    this.pumpR2T();
+    // A digest error spoils the data but not the stream: the host retries (no DNR).
+    if (cmd.dataError) return this.respond(cmd.cid, SC.TRANSIENT_TR_ERR);
+    this.execute(cmd, cmd.buf);
+  }
+
+  /** [fes, fei, why] when the PDU does not continue its command's R2T window. */
+  private checkH2CData(p: H2CDataPdu): [number, number, string] | null {
+    const cmd = this.r2tActive.get(p.ttag);
+    if (!cmd) return [Fes.INVALID_HEADER_FIELD, OFF_TTAG, 'unknown TTAG'];
+    if (p.cccid !== cmd.cid) return [Fes.INVALID_HEADER_FIELD, OFF_CCCID, 'CCCID'];
+    if (p.datal > MAXH2CDATA) return [Fes.DATA_LIMIT_EXCEEDED, 0, 'DATAL > MAXH2CDATA'];
+    const end = p.datao + p.datal;
+    if (p.datao !== cmd.received || end > cmd.r2tEnd) {
+      return [Fes.DATA_OUT_OF_RANGE, 0, `DATAO ${p.datao} DATAL ${p.datal}`];
+    }
+    if (((p.flags & PduFlag.LAST_PDU) !== 0) !== (end === cmd.r2tEnd)) {
+      return [Fes.INVALID_HEADER_FIELD, OFF_FLAGS, 'LAST_PDU'];
+    }
+    return null;
+  }
+
+  /** The offending H2CData header for the TermReq, rebuilt from its fields. */
+  private h2cHeader(p: H2CDataPdu): Buffer {
+    const last = (p.flags & PduFlag.LAST_PDU) !== 0;
+    const f = { cccid: p.cccid, ttag: p.ttag, datao: p.datao, last };
+    return encodeH2CData(f, p.data, { ...this.dg, align: 4 })[0]!;
+  }
+}
+
+const EMPTY = Buffer.alloc(0);

@@ -1,0 +1,430 @@
+import { randomBytes } from 'node:crypto';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import {
+  encodeH2CData,
+  encodeTermReq,
+  PduFlag,
+  PduType,
+  type Digests,
+} from '../../../engine/src/protocol/pdu.js';
+import {
+  SGL_DATA_BLOCK_OFFSET,
+  SGL_TRANSPORT_DATA_BLOCK,
+} from '../../../engine/src/protocol/pdu-capsule.js';
+import { DNR, SC } from '../../../engine/src/protocol/status.js';
+import { MAX_C2H_DATA, MAXH2CDATA } from '../../../engine/src/protocol/tcp-limits.js';
+import {
+  listenTcp,
+  TcpTransport,
+  type TcpListenOptions,
+} from '../../../engine/src/transport/tcp/index.js';
+import {
+  PRE_CONNECT_QUEUE_DEPTH,
+  SOCKET_HIGH_WATER_MARK,
+} from '../../../engine/src/transport/tcp/limits.js';
+import { FakeCore, OP, pattern, readSqe, sqe, TestHost } from './test-host.js';
+
+let core: FakeCore;
+let transport: TcpTransport;
+const hosts: TestHost[] = [];
+
+async function start(opts: Partial<TcpListenOptions> = {}) {
+  core = new FakeCore();
+  transport = await listenTcp({ host: '127.0.0.1', port: 0, portId: 7, ...opts }, core);
+}
+
+async function host(): Promise<TestHost> {
+  const h = await TestHost.connect(transport.address().port);
+  hosts.push(h);
+  return h;
+}
+
+async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+beforeEach(() => start());
+afterEach(async () => {
+  for (const h of hosts.splice(0)) h.close();
+  await transport.close();
+});
+
+const DIGESTS: Digests[] = [
+  { hdgst: false, ddgst: false },
+  { hdgst: true, ddgst: false },
+  { hdgst: false, ddgst: true },
+  { hdgst: true, ddgst: true },
+];
+
+describe('IC exchange', () => {
+  for (const dg of DIGESTS) {
+    it(`echoes digests hdgst=${+dg.hdgst} ddgst=${+dg.ddgst}, then serves a write and a read`, async () => {
+      const h = await host();
+      const r = await h.ic(dg);
+      expect(r).toMatchObject({ pfv: 0, cpda: 0, hdgst: dg.hdgst, ddgst: dg.ddgst });
+      expect(r.maxh2cdata).toBe(MAXH2CDATA);
+      expect(MAXH2CDATA % 4).toBe(0);
+      h.command(sqe(OP.WRITE, 1, SGL_DATA_BLOCK_OFFSET, 4096), pattern(4096, 1));
+      expect(await h.nextCqe()).toMatchObject({ cid: 1, status: 0, dw0: 4096 });
+      h.command(readSqe(2, 8192, 5));
+      const d = await h.nextOf(PduType.C2HData);
+      expect(d.ddgstError).toBe(false);
+      expect(d.data.equals(pattern(8192, 5))).toBe(true);
+      expect(await h.nextCqe()).toMatchObject({ cid: 2, status: 0 });
+      expect(h.parseError).toBeNull();
+      expect(core.queues[0]!.writes[0]!.equals(pattern(4096, 1))).toBe(true);
+    });
+  }
+
+  it('reports the port and the address the connection reached', async () => {
+    const h = await host();
+    await h.ic();
+    await until(() => core.queues.length === 1, 'openQueue');
+    const tq = core.queues[0]!.tq;
+    expect(tq.port).toEqual({
+      portId: 7,
+      trtype: 'tcp',
+      adrfam: 'ipv4',
+      traddr: '127.0.0.1',
+      trsvcid: String(transport.address().port),
+    });
+    expect(tq.peer).toMatch(/^127\.0\.0\.1:\d+$/);
+  });
+
+  it('closes a connection that sends no ICReq in time, without opening a queue', async () => {
+    await transport.close();
+    await start({ icTimeoutMs: 100 });
+    const h = await host();
+    await h.closed;
+    expect(core.queues).toHaveLength(0);
+  });
+
+  it('stops the ICReq timer once the ICReq arrived', async () => {
+    await transport.close();
+    await start({ icTimeoutMs: 100 });
+    const h = await host();
+    await h.ic();
+    await new Promise((r) => setTimeout(r, 250));
+    h.command(sqe(OP.KEEP_ALIVE, 1));
+    expect(await h.nextCqe()).toMatchObject({ cid: 1, status: 0 });
+  });
+
+  it('rejects PFV != 0 with TermReq FES 6', async () => {
+    const h = await host();
+    const ic = (await import('../../../engine/src/protocol/pdu.js')).encodeICReq({
+      hpda: 0,
+      hdgst: false,
+      ddgst: false,
+      maxr2t: 0,
+      pfv: 1,
+    });
+    h.send(ic);
+    expect(await h.nextOf(PduType.C2HTermReq)).toMatchObject({ fes: 6, fei: 8 });
+    await h.closed;
+  });
+
+  it('accepts HPDA != 0 and pads C2HData to it', async () => {
+    const h = await host();
+    await h.ic({ hdgst: true, ddgst: true }, 3);
+    h.command(readSqe(3, 100, 9));
+    const d = await h.nextOf(PduType.C2HData);
+    expect(d.data.equals(pattern(100, 9))).toBe(true);
+    expect(h.parseError).toBeNull();
+  });
+});
+
+describe('commands', () => {
+  it('Connect sets the queue size; SQHD advances modulo it; SQID is the connected qid', async () => {
+    const h = await host();
+    const c = await h.connectQueue(2); // 3 entries
+    expect(c).toMatchObject({ cid: 0xc0, status: 0, dw0: 1, sqhd: 1, sqid: 1 });
+    const sqhds: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      h.command(sqe(OP.KEEP_ALIVE, i));
+      sqhds.push((await h.nextCqe()).sqhd);
+    }
+    expect(sqhds).toEqual([2, 0, 1, 2]);
+  });
+
+  it('writes via R2T with several H2CData PDUs per R2T', async () => {
+    const h = await host();
+    await h.ic({ hdgst: true, ddgst: true });
+    const len = 300 * 1024;
+    const data = randomBytes(len);
+    h.command(sqe(OP.WRITE, 9, SGL_TRANSPORT_DATA_BLOCK, len));
+    const r2t = await h.nextOf(PduType.R2T);
+    expect(r2t).toMatchObject({ cccid: 9, r2to: 0, r2tl: len });
+    for (let o = 0; o < len; o += MAXH2CDATA) {
+      const end = Math.min(o + MAXH2CDATA, len);
+      h.h2c(9, r2t.ttag, o, data.subarray(o, end), end === len);
+    }
+    expect(await h.nextCqe()).toMatchObject({ cid: 9, status: 0, dw0: len });
+    expect(core.queues[0]!.writes[0]!.equals(data)).toBe(true);
+  });
+
+  it('sends one R2T at a time when R2TL is limited', async () => {
+    await transport.close();
+    await start({ maxR2tLength: 64 * 1024 });
+    const h = await host();
+    await h.ic();
+    const len = 150 * 1024;
+    const data = randomBytes(len);
+    h.command(sqe(OP.WRITE, 4, SGL_TRANSPORT_DATA_BLOCK, len));
+    const windows: [number, number][] = [];
+    for (let got = 0; got < len;) {
+      const r2t = await h.nextOf(PduType.R2T);
+      windows.push([r2t.r2to, r2t.r2tl]);
+      const end = r2t.r2to + r2t.r2tl;
+      const mid = r2t.r2to + Math.floor(r2t.r2tl / 2);
+      h.h2c(4, r2t.ttag, r2t.r2to, data.subarray(r2t.r2to, mid), false);
+      h.h2c(4, r2t.ttag, mid, data.subarray(mid, end), true);
+      got = end;
+    }
+    expect(windows).toEqual([
+      [0, 65536],
+      [65536, 65536],
+      [131072, 22528],
+    ]);
+    expect(await h.nextCqe()).toMatchObject({ cid: 4, status: 0 });
+    expect(core.queues[0]!.writes[0]!.equals(data)).toBe(true);
+  });
+
+  it('reads via C2HData PDUs of at most MAX_C2H_DATA, then a CapsuleResp without SUCCESS', async () => {
+    const h = await host();
+    await h.ic({ hdgst: false, ddgst: true });
+    const len = 300 * 1024 + 5;
+    h.command(readSqe(7, len, 3));
+    const parts: Buffer[] = [];
+    for (let got = 0; got < len;) {
+      const d = await h.nextOf(PduType.C2HData);
+      expect(d.cccid).toBe(7);
+      expect(d.datao).toBe(got);
+      expect(d.datal).toBeLessThanOrEqual(MAX_C2H_DATA);
+      expect(d.flags & PduFlag.SUCCESS).toBe(0);
+      got += d.datal;
+      expect((d.flags & PduFlag.LAST_PDU) !== 0).toBe(got === len);
+      parts.push(d.data);
+    }
+    expect(Buffer.concat(parts).equals(pattern(len, 3))).toBe(true);
+    expect(await h.nextCqe()).toMatchObject({ cid: 7, status: 0 });
+  });
+
+  it('completes transport-level errors with the right status and keeps serving', async () => {
+    const h = await host();
+    await h.ic();
+    const psdt0 = sqe(OP.KEEP_ALIVE, 1);
+    psdt0[1] = 0;
+    h.command(psdt0);
+    expect(await h.nextCqe()).toMatchObject({ cid: 1, status: SC.INVALID_FIELD | DNR });
+    h.command(sqe(OP.KEEP_ALIVE, 2, 0x00, 0));
+    expect(await h.nextCqe()).toMatchObject({ cid: 2, status: SC.SGL_INVALID_TYPE | DNR });
+    h.command(sqe(OP.WRITE, 3, SGL_DATA_BLOCK_OFFSET, 100), Buffer.alloc(99));
+    expect(await h.nextCqe()).toMatchObject({ cid: 3, status: SC.SGL_INVALID_DATA_LEN | DNR });
+    h.command(sqe(OP.READ, 4, SGL_DATA_BLOCK_OFFSET, 16), Buffer.alloc(16));
+    expect(await h.nextCqe()).toMatchObject({ cid: 4, status: SC.INVALID_FIELD | DNR });
+    h.command(sqe(OP.BAD, 5));
+    expect(await h.nextCqe()).toMatchObject({ cid: 5, status: SC.INVALID_OPCODE | DNR });
+    h.command(sqe(OP.THROW, 6));
+    expect(await h.nextCqe()).toMatchObject({ cid: 6, status: SC.INTERNAL | DNR });
+    h.command(sqe(OP.KEEP_ALIVE, 7));
+    expect(await h.nextCqe()).toMatchObject({ cid: 7, status: 0 });
+  });
+
+  it('answers an in-capsule data digest error with Transient Transport Error (no DNR)', async () => {
+    const h = await host();
+    await h.ic({ hdgst: true, ddgst: true });
+    const { encodeCapsuleCmd } = await import('../../../engine/src/protocol/pdu.js');
+    const pdu = Buffer.concat(
+      encodeCapsuleCmd(sqe(OP.WRITE, 1, SGL_DATA_BLOCK_OFFSET, 512), Buffer.alloc(512, 1), h.dg),
+    );
+    pdu[pdu.length - 1] = pdu[pdu.length - 1]! ^ 1;
+    h.send(pdu);
+    expect(await h.nextCqe()).toMatchObject({ cid: 1, status: SC.TRANSIENT_TR_ERR });
+    expect(core.queues[0]!.writes).toHaveLength(0);
+  });
+});
+
+describe('fatal errors', () => {
+  it('a malformed PDU gets a C2HTermReq and closes only that connection', async () => {
+    const bad = await host();
+    const good = await host();
+    await bad.ic();
+    await good.ic();
+    const junk = Buffer.alloc(24);
+    junk[0] = 0x08; // no such PDU type
+    junk[2] = 24;
+    junk.writeUInt32LE(24, 4);
+    bad.send(junk);
+    const term = await bad.nextOf(PduType.C2HTermReq);
+    expect(term).toMatchObject({ fes: 1, fei: 0 });
+    expect(term.header.equals(junk)).toBe(true);
+    await bad.closed;
+    await until(() => core.queues[0]!.closedCalls === 1, 'core closed()');
+    good.command(readSqe(1, 4096, 1));
+    expect((await good.nextOf(PduType.C2HData)).data.equals(pattern(4096, 1))).toBe(true);
+    expect(await good.nextCqe()).toMatchObject({ cid: 1, status: 0 });
+    expect(core.queues[0]!.closedCalls).toBe(1);
+    expect(core.queues[1]!.closedCalls).toBe(0);
+  });
+
+  async function r2tWrite(h: TestHost, cid: number, len: number) {
+    await h.ic();
+    h.command(sqe(OP.WRITE, cid, SGL_TRANSPORT_DATA_BLOCK, len));
+    return h.nextOf(PduType.R2T);
+  }
+
+  it('H2CData with an unknown TTAG: FES 1, FEI 10', async () => {
+    const h = await host();
+    const r2t = await r2tWrite(h, 1, 8192);
+    h.h2c(1, r2t.ttag + 1, 0, Buffer.alloc(8192), true);
+    expect(await h.nextOf(PduType.C2HTermReq)).toMatchObject({ fes: 1, fei: 10 });
+    await h.closed;
+  });
+
+  it('H2CData with a wrong DATAO: FES 4', async () => {
+    const h = await host();
+    const r2t = await r2tWrite(h, 1, 8192);
+    h.h2c(1, r2t.ttag, 4096, Buffer.alloc(4096), true);
+    expect(await h.nextOf(PduType.C2HTermReq)).toMatchObject({ fes: 4 });
+  });
+
+  it('H2CData beyond the R2T window: FES 4; LAST_PDU too early: FES 1 FEI 1', async () => {
+    const a = await host();
+    const r1 = await r2tWrite(a, 1, 4096);
+    a.h2c(1, r1.ttag, 0, Buffer.alloc(8192), true);
+    expect(await a.nextOf(PduType.C2HTermReq)).toMatchObject({ fes: 4 });
+    const b = await host();
+    const r2 = await r2tWrite(b, 1, 8192);
+    b.h2c(1, r2.ttag, 0, Buffer.alloc(4096), true);
+    expect(await b.nextOf(PduType.C2HTermReq)).toMatchObject({ fes: 1, fei: 1 });
+  });
+
+  it('H2CData with the wrong CCCID: FES 1, FEI 8', async () => {
+    const h = await host();
+    const r2t = await r2tWrite(h, 1, 4096);
+    h.h2c(2, r2t.ttag, 0, Buffer.alloc(4096), true);
+    expect(await h.nextOf(PduType.C2HTermReq)).toMatchObject({ fes: 1, fei: 8 });
+  });
+
+  it('a header digest error: FES 3', async () => {
+    const h = await host();
+    await h.ic({ hdgst: true, ddgst: false });
+    const pdu = Buffer.concat(
+      encodeH2CData({ cccid: 1, ttag: 1, datao: 0, last: true }, Buffer.alloc(8), h.dg),
+    );
+    pdu[10] = pdu[10]! ^ 1;
+    h.send(pdu);
+    expect(await h.nextOf(PduType.C2HTermReq)).toMatchObject({ fes: 3 });
+  });
+
+  it('a host TermReq closes the connection; the core hears closed() once', async () => {
+    const h = await host();
+    await h.connectQueue();
+    h.send(encodeTermReq(PduType.H2CTermReq, 1, 0));
+    await h.closed;
+    await until(() => core.queues[0]!.closedCalls === 1, 'closed()');
+  });
+
+  it('completions after the connection closed are dropped quietly', async () => {
+    const h = await host();
+    await h.connectQueue();
+    h.command(sqe(OP.HOLD, 1));
+    await until(() => core.queues[0]!.held.length === 1, 'held command');
+    h.close();
+    await until(() => core.queues[0]!.closedCalls === 1, 'closed()');
+    expect(() => core.queues[0]!.release()).not.toThrow();
+    expect(transport.connections()).toHaveLength(0);
+  });
+});
+
+describe('queue depth', () => {
+  it('allows queue-size outstanding commands after Connect, and ends the connection at one more', async () => {
+    const h = await host();
+    await h.connectQueue(3); // 4 entries
+    for (let cid = 1; cid <= 4; cid++) h.command(sqe(OP.HOLD, cid));
+    await until(() => core.queues[0]!.held.length === 4, '4 held');
+    core.queues[0]!.release();
+    for (let i = 0; i < 4; i++) expect((await h.nextCqe()).status).toBe(0);
+    for (let cid = 1; cid <= 5; cid++) h.command(sqe(OP.HOLD, cid));
+    expect(await h.nextOf(PduType.C2HTermReq)).toMatchObject({ fes: 5 });
+    await h.closed;
+    expect(core.queues[0]!.held).toHaveLength(4);
+  });
+
+  it(`allows ${PRE_CONNECT_QUEUE_DEPTH} outstanding commands before Connect`, async () => {
+    const h = await host();
+    await h.ic();
+    for (let cid = 0; cid <= PRE_CONNECT_QUEUE_DEPTH; cid++) h.command(sqe(OP.HOLD, cid));
+    expect(await h.nextOf(PduType.C2HTermReq)).toMatchObject({ fes: 5 });
+    expect(core.queues[0]!.held).toHaveLength(PRE_CONNECT_QUEUE_DEPTH);
+  });
+});
+
+describe('backpressure', () => {
+  it('stops reading while the host does not read, and buffers no more than the queue depth', async () => {
+    const h = await host();
+    const qd = 64;
+    const size = 256 * 1024;
+    await h.connectQueue(qd - 1);
+    h.socket.pause(); // the host stops reading its socket
+    // Half the queue's worth of reads: 8 MiB of replies, more than the kernel buffers hold.
+    for (let cid = 0; cid < qd / 2; cid++) h.command(readSqe(cid, size, cid));
+    await until(() => transport.connections()[0]?.readingPaused === true, 'target paused reading');
+    const q = core.queues[0]!;
+    const before = { info: transport.connections()[0]!, parsed: q.parsed };
+    // The other half arrives while the target is paused: it must stay in the socket.
+    for (let cid = qd / 2; cid < qd; cid++) h.command(readSqe(cid, size, cid));
+    await new Promise((r) => setTimeout(r, 300));
+    const after = transport.connections()[0]!;
+    expect(after.readingPaused).toBe(true);
+    // Node's stream may read ahead up to its high water mark, no further; the transport
+    // itself consumes nothing while paused.
+    expect(after.rxBytes - before.info.rxBytes).toBeLessThanOrEqual(SOCKET_HIGH_WATER_MARK + 65536);
+    expect(q.parsed).toBe(before.parsed);
+    // Bounded: replies of at most the queue depth's commands wait in user space.
+    expect(after.writableLength).toBeLessThanOrEqual(qd * (size + 64));
+
+    h.socket.resume();
+    const got = new Map<number, Buffer[]>();
+    let cqes = 0;
+    while (cqes < qd) {
+      const p = await h.next(20_000);
+      if (p.type === PduType.CapsuleResp) cqes++;
+      else if (p.type === PduType.C2HData) got.set(p.cccid, [...(got.get(p.cccid) ?? []), p.data]);
+      else throw new Error(`unexpected PDU ${p.type}`);
+    }
+    for (let cid = 0; cid < qd; cid++) {
+      expect(Buffer.concat(got.get(cid)!).equals(pattern(size, cid))).toBe(true);
+    }
+    await until(() => transport.connections()[0]!.readingPaused === false, 'reading resumed');
+  });
+
+  it('leaves further input in the kernel while paused (memory stays bounded)', async () => {
+    const h = await host();
+    await h.connectQueue(31);
+    h.socket.pause();
+    for (let cid = 0; cid < 32; cid++) h.command(readSqe(cid, 256 * 1024, cid));
+    await until(() => transport.connections()[0]?.readingPaused === true, 'target paused reading');
+    const rx0 = transport.connections()[0]!.rxBytes;
+    h.send(Buffer.alloc(4 << 20)); // 4 MiB the target would reject once it reads it
+    await new Promise((r) => setTimeout(r, 300));
+    const info = transport.connections()[0]!;
+    expect(info.rxBytes - rx0).toBeLessThanOrEqual(SOCKET_HIGH_WATER_MARK + 65536);
+    expect(info.state).toBe('live');
+    h.socket.resume();
+    let cqes = 0;
+    for (;;) {
+      const p = await h.next(20_000);
+      if (p.type === PduType.CapsuleResp) cqes++;
+      if (p.type === PduType.C2HTermReq) {
+        expect(p.fes).toBe(2); // zeros look like a second ICReq
+        break;
+      }
+    }
+    expect(cqes).toBe(32);
+  });
+});
