@@ -1,0 +1,168 @@
+/**
+ * Admin helpers over any Submitter bound to an admin queue: Identify (controller,
+ * namespace, active list, descriptors), Get Log Page, Get/Set Features, and the parsed
+ * shapes callers need. Decoding reuses protocol/identify.ts; only what it does not
+ * cover (the LBA format that FLBAS selects, the UUID descriptor) is read here.
+ */
+import {
+  decodeActiveNsList,
+  decodeIdentifyController,
+  decodeIdentifyNamespace,
+  decodeNsDescriptors,
+  type IdentifyControllerFields,
+} from '../protocol/identify.js';
+import { CNS, NIDT } from '../protocol/opcodes.js';
+import {
+  fillGetFeatures,
+  fillGetLogPage,
+  fillIdentify,
+  fillSetFeatures,
+  type FeatureParams,
+  type LogPageParams,
+} from './commands.js';
+import { execute, type Submitter } from './execute.js';
+import { NvmeRequest } from './request.js';
+
+/** Identify Controller, decoded, plus the raw 4096 bytes for anything else. */
+export interface ControllerIdentity extends IdentifyControllerFields {
+  /** Largest transfer per command in bytes (2^MDTS * 4 KiB); 0 = no limit. */
+  readonly maxTransferBytes: number;
+  /** In-capsule data the I/O queues accept: IOCCSZ*16 - 64. */
+  readonly inCapsuleDataSize: number;
+  readonly raw: Buffer;
+}
+
+export function parseIdentifyController(raw: Buffer): ControllerIdentity {
+  const f = decodeIdentifyController(raw);
+  return {
+    ...f,
+    // MPS is 0 (4 KiB pages), which we program into CC.
+    maxTransferBytes: f.mdts === 0 ? 0 : 2 ** f.mdts * 4096,
+    inCapsuleDataSize: Math.max(0, f.ioccsz * 16 - 64),
+    raw: Buffer.from(raw),
+  };
+}
+
+export interface NamespaceIdentity {
+  readonly nsid: number;
+  /** Size, capacity and use, in logical blocks. */
+  readonly nsze: number;
+  readonly ncap: number;
+  readonly nuse: number;
+  /** log2 of the block size of the format FLBAS selects. */
+  readonly lbads: number;
+  readonly blockSize: number;
+  readonly nmic: number;
+  readonly nsattr: number;
+  readonly dlfeat: number;
+  readonly anagrpid: number;
+  /** All-zero when the controller reports none. */
+  readonly nguid: Buffer;
+  readonly eui64: Buffer;
+  /** An inactive NSID identifies as all zeros (NCAP 0). */
+  readonly active: boolean;
+  readonly raw: Buffer;
+}
+
+export function parseIdentifyNamespace(nsid: number, raw: Buffer): NamespaceIdentity {
+  const f = decodeIdentifyNamespace(raw);
+  // FLBAS bits 3:0 (and 6:5 as the upper bits when more than 16 formats) pick the format.
+  const fmt = (f.flbas & 0xf) | (((f.flbas >> 5) & 0x3) << 4);
+  const lbads = raw[128 + fmt * 4 + 2]!;
+  return {
+    nsid,
+    nsze: f.nsze,
+    ncap: f.ncap,
+    nuse: f.nuse,
+    lbads,
+    blockSize: lbads >= 9 && lbads < 32 ? 2 ** lbads : 0,
+    nmic: f.nmic,
+    nsattr: f.nsattr,
+    dlfeat: f.dlfeat,
+    anagrpid: f.anagrpid,
+    nguid: f.nguid,
+    eui64: f.eui64,
+    active: f.ncap !== 0,
+    raw: Buffer.from(raw),
+  };
+}
+
+/** Namespace identification descriptors (CNS 3), by type. */
+export interface NamespaceIds {
+  readonly eui64?: Buffer;
+  readonly nguid?: Buffer;
+  /** RFC 4122 text form. */
+  readonly uuid?: string;
+  readonly csi?: number;
+}
+
+export function parseNsDescriptors(raw: Buffer): NamespaceIds {
+  const out: { eui64?: Buffer; nguid?: Buffer; uuid?: string; csi?: number } = {};
+  for (const d of decodeNsDescriptors(raw)) {
+    if (d.nidt === NIDT.EUI64) out.eui64 = d.nid;
+    else if (d.nidt === NIDT.NGUID) out.nguid = d.nid;
+    else if (d.nidt === NIDT.UUID) out.uuid = formatUuid(d.nid);
+    else if (d.nidt === NIDT.CSI) out.csi = d.nid[0]!;
+  }
+  return out;
+}
+
+export function formatUuid(b: Buffer): string {
+  const h = b.toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+}
+
+async function identifyRaw(admin: Submitter, cns: number, nsid: number, what: string) {
+  const req = await execute(admin, fillIdentify(new NvmeRequest(), cns, nsid), what);
+  return req.data!;
+}
+
+export async function identifyController(admin: Submitter): Promise<ControllerIdentity> {
+  return parseIdentifyController(await identifyRaw(admin, CNS.CTRL, 0, 'identify controller'));
+}
+
+export async function identifyNamespace(admin: Submitter, nsid: number) {
+  const raw = await identifyRaw(admin, CNS.NS, nsid, `identify namespace ${nsid}`);
+  return parseIdentifyNamespace(nsid, raw);
+}
+
+export async function identifyNsDescriptors(admin: Submitter, nsid: number) {
+  const raw = await identifyRaw(admin, CNS.NS_DESC_LIST, nsid, `ns descriptors ${nsid}`);
+  return parseNsDescriptors(raw);
+}
+
+/** Every active NSID, following the list past 1024 entries as Linux does. */
+export async function activeNamespaces(admin: Submitter): Promise<number[]> {
+  const all: number[] = [];
+  for (let after = 0; ;) {
+    const raw = await identifyRaw(admin, CNS.NS_ACTIVE_LIST, after, 'active namespace list');
+    const page = decodeActiveNsList(raw);
+    all.push(...page);
+    if (page.length < 1024) return all;
+    after = page[page.length - 1]!;
+  }
+}
+
+export async function getLogPage(admin: Submitter, p: LogPageParams): Promise<Buffer> {
+  const what = `get log page 0x${p.lid.toString(16)}`;
+  const req = await execute(admin, fillGetLogPage(new NvmeRequest(), p), what);
+  return req.data!;
+}
+
+export interface FeatureResult {
+  readonly dw0: number;
+  readonly dw1: number;
+  readonly data: Buffer | null;
+}
+
+export async function getFeatures(admin: Submitter, fid: number, p: FeatureParams = {}) {
+  const what = `get features 0x${fid.toString(16)}`;
+  const req = await execute(admin, fillGetFeatures(new NvmeRequest(), fid, p), what);
+  return { dw0: req.dw0, dw1: req.dw1, data: req.data } satisfies FeatureResult;
+}
+
+export async function setFeatures(admin: Submitter, fid: number, p: FeatureParams = {}) {
+  const what = `set features 0x${fid.toString(16)}`;
+  const req = await execute(admin, fillSetFeatures(new NvmeRequest(), fid, p), what);
+  return { dw0: req.dw0, dw1: req.dw1, data: null } satisfies FeatureResult;
+}

@@ -1,0 +1,247 @@
+/**
+ * One association with a controller: the admin queue, the controller bring-up the way
+ * the Linux host does it (facts §4.1), and the I/O queues. A reconnect builds a new
+ * Association (new Connect with CNTLID 0xFFFF); nothing is carried over.
+ */
+import { CNTLID_DYNAMIC, FID, PROP } from '../protocol/opcodes.js';
+import { identifyController, setFeatures, type ControllerIdentity } from './admin.js';
+import { fillConnect, fillPropertyGet, fillPropertySet, type ConnectParams } from './commands.js';
+import { SC } from '../protocol/status.js';
+import { HostError, NvmeStatusError } from './errors.js';
+import { execute } from './execute.js';
+import { ADMIN_IN_CAPSULE_LIMIT, NvmeTcpQueue, type QueueOptions } from './queue.js';
+import { NvmeRequest } from './request.js';
+
+/** Admin queue size Linux uses (NVME_AQ_DEPTH): Connect SQSIZE 31. */
+export const ADMIN_QUEUE_SIZE = 32;
+
+/** CC fields Linux programs: IOSQES 6 (64 B), IOCQES 4 (16 B), MPS 0, AMS 0, CSS 0. */
+export const CC_BASE = (6 << 16) | (4 << 20);
+const CC_EN = 1;
+const CC_SHN_NORMAL = 1 << 14;
+const CSTS_RDY = 1;
+const CSTS_CFS = 2;
+const CSTS_SHST_COMPLETE = 2 << 2;
+
+export interface AssociationParams {
+  readonly host: string;
+  readonly port: number;
+  readonly subnqn: string;
+  readonly hostnqn: string;
+  readonly hostid: Buffer;
+  readonly hdgst: boolean;
+  readonly ddgst: boolean;
+  /** Keep-alive timeout sent in the admin Connect, ms (0 = none). */
+  readonly kato: number;
+  /** I/O queues wanted (0 for a discovery controller). */
+  readonly ioQueues: number;
+  /** I/O queue entries wanted (clamped to CAP.MQES+1 and MAXCMD). */
+  readonly queueSize: number;
+  readonly connectTimeoutMs: number;
+  readonly adminTimeoutMs: number;
+  readonly ioTimeoutMs: number;
+  readonly maxWaiting: number;
+  readonly maxDataLength: number;
+  /** Check what an I/O controller must have (ICDOFF 0, SGL support). */
+  readonly discovery: boolean;
+}
+
+/** Decoded CAP. */
+export interface ControllerCap {
+  /** Maximum queue entries (1's based here). */
+  readonly mqes: number;
+  /** Worst-case time to become ready, ms. */
+  readonly readyTimeoutMs: number;
+  readonly mpsmin: number;
+  readonly raw: bigint;
+}
+
+export class Association {
+  private constructor(
+    readonly admin: NvmeTcpQueue,
+    readonly cntlid: number,
+    readonly cap: ControllerCap,
+    readonly vs: number,
+    readonly cc: number,
+    readonly identity: ControllerIdentity,
+    readonly io: NvmeTcpQueue[],
+  ) {}
+
+  /**
+   * Connect and bring the controller up; `onFailed` hears about any queue failing later.
+   * Everything opened is closed again if a step fails; the error is a HostError of kind
+   * 'connect' (cause: the underlying HostError or NvmeStatusError).
+   */
+  static async establish(p: AssociationParams, onFailed: (e: HostError) => void) {
+    const opened: NvmeTcpQueue[] = [];
+    const base = { host: p.host, port: p.port, hdgst: p.hdgst, ddgst: p.ddgst };
+    const common = { ...base, connectTimeoutMs: p.connectTimeoutMs, onFailed };
+    try {
+      const admin = await NvmeTcpQueue.connect({
+        ...common,
+        qid: 0,
+        depth: ADMIN_QUEUE_SIZE,
+        commandTimeoutMs: p.adminTimeoutMs,
+        maxWaiting: p.maxWaiting,
+        maxDataLength: Math.max(p.maxDataLength, 64 * 1024),
+        inCapsuleLimit: ADMIN_IN_CAPSULE_LIMIT,
+      });
+      opened.push(admin);
+      const cntlid = await connectQueue(admin, p, {
+        qid: 0,
+        sqsize: ADMIN_QUEUE_SIZE - 1,
+        kato: p.kato,
+        cntlid: CNTLID_DYNAMIC,
+      });
+      const cap = await readCap(admin);
+      const cc = await enable(admin, cap);
+      const vs = (await execute(admin, fillPropertyGet(new NvmeRequest(), PROP.VS, false))).dw0;
+      const identity = await identifyController(admin);
+      checkIdentity(identity, cntlid, p.discovery);
+      const io = await connectIoQueues(admin, p, cap, identity, cntlid, common, opened);
+      return new Association(admin, cntlid, cap, vs, cc, identity, io);
+    } catch (e) {
+      for (const q of opened) q.fail(new HostError('connect', 'connect failed'));
+      if (e instanceof HostError && e.kind === 'connect') throw e;
+      const msg = `connect to ${p.subnqn} at ${p.host}:${p.port}: ${(e as Error).message}`;
+      throw new HostError('connect', msg, false, { cause: e });
+    }
+  }
+
+  get queues(): NvmeTcpQueue[] {
+    return [this.admin, ...this.io];
+  }
+
+  /** Fail every queue (error recovery): in-flight commands end with `err`. */
+  failAll(err: HostError): void {
+    for (const q of this.queues) q.fail(err);
+  }
+
+  /**
+   * Clean shutdown as Linux deletes a controller: close the I/O queues, set CC.SHN
+   * (normal) and wait for CSTS.SHST complete, then close the admin queue.
+   */
+  async shutdown(timeoutMs = 5000): Promise<void> {
+    await Promise.all(this.io.map((q) => q.close()));
+    if (this.admin.state === 'live') {
+      try {
+        await setProperty(this.admin, PROP.CC, this.cc | CC_SHN_NORMAL);
+        await pollCsts(this.admin, CSTS_SHST_COMPLETE, 0xc, timeoutMs, 'shutdown');
+      } catch {
+        // The controller goes away with the admin queue anyway; shutdown is a courtesy.
+      }
+    }
+    await this.admin.close();
+  }
+}
+
+async function connectQueue(
+  q: NvmeTcpQueue,
+  p: AssociationParams,
+  c: Pick<ConnectParams, 'qid' | 'sqsize' | 'kato' | 'cntlid'>,
+): Promise<number> {
+  const params = { ...c, hostid: p.hostid, subnqn: p.subnqn, hostnqn: p.hostnqn };
+  try {
+    const req = await execute(q, fillConnect(new NvmeRequest(), params), `connect qid ${c.qid}`);
+    if (req.dw0 & (3 << 17)) {
+      throw new HostError('connect', `${p.subnqn} requires in-band authentication (unsupported)`);
+    }
+    return req.dw0 & 0xffff;
+  } catch (e) {
+    if (e instanceof NvmeStatusError && (e.status & 0x7ff) === SC.CONNECT_INVALID_PARAM) {
+      // Invalid Parameters: dw0 says which field (IATTR b16: in the data, else the SQE).
+      const where = e.dw0 & 0x10000 ? 'connect data' : 'SQE';
+      e.message += ` (${where} byte ${e.dw0 & 0xffff})`;
+    }
+    throw e;
+  }
+}
+
+async function readCap(admin: NvmeTcpQueue): Promise<ControllerCap> {
+  const r = await execute(admin, fillPropertyGet(new NvmeRequest(), PROP.CAP, true), 'get CAP');
+  const raw = (BigInt(r.dw1) << 32n) | BigInt(r.dw0);
+  const cap = {
+    mqes: (r.dw0 & 0xffff) + 1,
+    readyTimeoutMs: (((r.dw0 >>> 24) & 0xff) + 1) * 500,
+    mpsmin: (r.dw1 >>> 16) & 0xf,
+    raw,
+  };
+  if (cap.mpsmin !== 0) throw new Error(`CAP.MPSMIN ${cap.mpsmin}: 4 KiB pages not supported`);
+  return cap;
+}
+
+function setProperty(admin: NvmeTcpQueue, offset: number, value: number) {
+  return execute(admin, fillPropertySet(new NvmeRequest(), offset, value), 'set property');
+}
+
+/** CC without EN, then with EN, then wait for CSTS.RDY (Linux: (CAP.TO+1)/2 s). */
+async function enable(admin: NvmeTcpQueue, cap: ControllerCap): Promise<number> {
+  await setProperty(admin, PROP.CC, CC_BASE);
+  await setProperty(admin, PROP.CC, CC_BASE | CC_EN);
+  await pollCsts(admin, CSTS_RDY, CSTS_RDY, cap.readyTimeoutMs, 'enable');
+  return CC_BASE | CC_EN;
+}
+
+async function pollCsts(
+  admin: NvmeTcpQueue,
+  want: number,
+  mask: number,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await execute(admin, fillPropertyGet(new NvmeRequest(), PROP.CSTS, false));
+    if (r.dw0 & CSTS_CFS)
+      throw new Error(`${what}: controller fatal status (CSTS 0x${r.dw0.toString(16)})`);
+    if ((r.dw0 & mask) === want) return;
+    if (Date.now() > deadline)
+      throw new Error(`${what}: CSTS 0x${r.dw0.toString(16)} after ${timeoutMs} ms`);
+    await new Promise((res) => setTimeout(res, 2));
+  }
+}
+
+function checkIdentity(id: ControllerIdentity, cntlid: number, discovery: boolean): void {
+  if (id.cntlid !== cntlid) {
+    throw new Error(`Identify CNTLID ${id.cntlid} differs from Connect's ${cntlid}`);
+  }
+  if (id.icdoff !== 0) throw new Error(`ICDOFF ${id.icdoff} (only 0 is supported)`);
+  if (!discovery && (id.sgls & 3) === 0) throw new Error('controller does not support SGLs');
+}
+
+async function connectIoQueues(
+  admin: NvmeTcpQueue,
+  p: AssociationParams,
+  cap: ControllerCap,
+  id: ControllerIdentity,
+  cntlid: number,
+  common: Omit<QueueOptions, 'qid' | 'depth'>,
+  opened: NvmeTcpQueue[],
+): Promise<NvmeTcpQueue[]> {
+  if (p.discovery || p.ioQueues === 0) return [];
+  const n = p.ioQueues;
+  const nq = await setFeatures(admin, FID.NUM_QUEUES, { cdw11: (n - 1) | ((n - 1) << 16) });
+  const granted = Math.min(n, (nq.dw0 & 0xffff) + 1, (nq.dw0 >>> 16) + 1);
+  const size = Math.min(p.queueSize, cap.mqes, id.maxcmd || Infinity);
+  // allSettled, not all: every queue that did open must be in `opened` before a
+  // failure is reported, so the caller can close them all.
+  const results = await Promise.allSettled(
+    Array.from({ length: granted }, async (_, i) => {
+      const q = await NvmeTcpQueue.connect({
+        ...common,
+        qid: i + 1,
+        depth: size,
+        commandTimeoutMs: p.ioTimeoutMs,
+        maxWaiting: p.maxWaiting,
+        maxDataLength: p.maxDataLength,
+        inCapsuleLimit: id.inCapsuleDataSize,
+      });
+      opened.push(q);
+      await connectQueue(q, p, { qid: i + 1, sqsize: size - 1, kato: 0, cntlid });
+      return q;
+    }),
+  );
+  const failed = results.find((r) => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return results.map((r) => (r as PromiseFulfilledResult<NvmeTcpQueue>).value);
+}

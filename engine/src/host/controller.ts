@@ -1,0 +1,451 @@
+/**
+ * NvmeController: an NVMe/TCP host's view of one controller. It owns the current
+ * Association (admin + I/O queues), keeps it alive (Keep Alive every KATO/2), listens
+ * for asynchronous events, and on failure either stops ('dead') or reconnects after a
+ * delay until a loss timeout, the way the Linux host's error recovery does. In-flight
+ * commands of a failed association end with a HostError; nothing is resent.
+ *
+ * I/O goes through submitIo() (callbacks, reusable requests) or the promise helpers on
+ * NvmeNamespace (namespace.ts).
+ */
+import { randomUUID } from 'node:crypto';
+import { AEN_BIT, DISCOVERY_NQN, FID, LID, NSID_ALL } from '../protocol/opcodes.js';
+import * as admin from './admin.js';
+import { Association, type AssociationParams } from './association.js';
+import {
+  fillAsyncEventRequest,
+  fillKeepAlive,
+  type FeatureParams,
+  type LogPageParams,
+} from './commands.js';
+import { HostError } from './errors.js';
+import { execute, type Submitter } from './execute.js';
+import { NvmeNamespace } from './namespace.js';
+import { NvmeRequest } from './request.js';
+import { StateMachine } from './state.js';
+
+export interface ReconnectOptions {
+  /** Wait between attempts, ms (Linux reconnect_delay: 10 s). */
+  readonly delayMs: number;
+  /** Give up this long after the association was lost, ms (Linux ctrl_loss_tmo: 600 s). */
+  readonly lossTimeoutMs: number;
+}
+
+export interface AsyncEvent {
+  /** AER dw0 as completed (facts §4.4: type 2:0, info 15:8, log page 23:16). */
+  readonly dw0: number;
+  readonly type: number;
+  readonly info: number;
+  readonly lid: number;
+  /** The log page the event names, read with RAE=0 (which re-enables the event), or null
+   * when the page is not one the library reads (or reading it failed). */
+  readonly log: Buffer | null;
+}
+
+export interface ControllerOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly subnqn: string;
+  /** Default: nqn.2014-08.org.nvmexpress:uuid:<hostid>. */
+  readonly hostnqn?: string;
+  /** 16-byte host identifier or UUID text; default a random UUID. Keep it stable per host. */
+  readonly hostid?: Buffer | string;
+  readonly hdgst?: boolean;
+  readonly ddgst?: boolean;
+  /** I/O queues wanted (default 1); the controller may grant fewer. */
+  readonly ioQueues?: number;
+  /** I/O queue entries (default 128, Linux's default); clamped to CAP.MQES+1, MAXCMD. */
+  readonly queueSize?: number;
+  /** Keep-alive timeout, ms (default 5000; 0 = none). Keep Alive is sent every KATO/2. */
+  readonly kato?: number;
+  readonly connectTimeoutMs?: number;
+  /** Admin command timeout (default 60000) and I/O command timeout (default 30000), ms. */
+  readonly adminTimeoutMs?: number;
+  readonly ioTimeoutMs?: number;
+  /** Commands that may wait per queue for a free slot (default 65536). */
+  readonly maxWaiting?: number;
+  /** Largest single transfer the library accepts (default 8 MiB; MDTS also applies). */
+  readonly maxTransferBytes?: number;
+  /** Reconnect automatically after a failure (default: off, the controller goes 'dead'). */
+  readonly reconnect?: ReconnectOptions | false;
+  readonly onAsyncEvent?: (ev: AsyncEvent) => void;
+  readonly onStateChange?: (next: ControllerState, prev: ControllerState, why?: Error) => void;
+  /** Internal: a discovery controller (no I/O queues, no Identify checks for I/O). */
+  readonly discovery?: boolean;
+}
+
+/** Controller states. */
+export type ControllerState =
+  /** Constructed; nothing on the wire yet. */
+  | 'new'
+  /** Building an association: admin queue, bring-up, I/O queues. */
+  | 'connecting'
+  /** Association up; commands accepted. */
+  | 'live'
+  /** Association lost; waiting to reconnect (automatic reconnect on). */
+  | 'recovering'
+  /** Association lost and no (more) automatic reconnect; reconnect() may revive it. */
+  | 'dead'
+  /** close() in progress. */
+  | 'deleting'
+  /** Closed. Terminal. */
+  | 'closed';
+
+const CONTROLLER_STATES: Record<ControllerState, readonly ControllerState[]> = {
+  new: [],
+  connecting: ['new', 'live', 'recovering', 'dead'],
+  live: ['connecting'],
+  recovering: ['live', 'connecting'],
+  dead: ['live', 'connecting', 'recovering'],
+  deleting: ['new', 'connecting', 'live', 'recovering', 'dead'],
+  closed: ['deleting'],
+};
+
+/** Events the library asks for when the controller offers them (OAES). */
+const AEN_MASK = (1 << AEN_BIT.NS_ATTR) | (1 << AEN_BIT.ANA_CHANGE) | (1 << AEN_BIT.DISC_CHANGE);
+
+export class NvmeController implements Submitter {
+  readonly hostnqn: string;
+  readonly hostid: Buffer;
+  private readonly params: AssociationParams;
+  private readonly sm: StateMachine<ControllerState>;
+  private assoc: Association | null = null;
+  private connecting: Promise<void> | null = null;
+  private rr = 0;
+  private kaTimer: NodeJS.Timeout | null = null;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private lostAt = 0;
+  /** Why the last association was lost (for messages of commands refused meanwhile). */
+  private lastError: Error | null = null;
+
+  constructor(private readonly opts: ControllerOptions) {
+    this.hostid = toHostId(opts.hostid);
+    this.hostnqn =
+      opts.hostnqn ?? `nqn.2014-08.org.nvmexpress:uuid:${admin.formatUuid(this.hostid)}`;
+    const discovery = opts.discovery ?? opts.subnqn === DISCOVERY_NQN;
+    this.params = {
+      host: opts.host,
+      port: opts.port,
+      subnqn: opts.subnqn,
+      hostnqn: this.hostnqn,
+      hostid: this.hostid,
+      hdgst: opts.hdgst ?? false,
+      ddgst: opts.ddgst ?? false,
+      kato: opts.kato ?? (discovery ? 0 : 5000),
+      ioQueues: discovery ? 0 : (opts.ioQueues ?? 1),
+      queueSize: opts.queueSize ?? 128,
+      connectTimeoutMs: opts.connectTimeoutMs ?? 10_000,
+      adminTimeoutMs: opts.adminTimeoutMs ?? 60_000,
+      ioTimeoutMs: opts.ioTimeoutMs ?? 30_000,
+      maxWaiting: opts.maxWaiting ?? 65536,
+      maxDataLength: opts.maxTransferBytes ?? 8 * 1024 * 1024,
+      discovery,
+    };
+    this.sm = new StateMachine('controller', 'new', CONTROLLER_STATES, (next, prev) =>
+      opts.onStateChange?.(next, prev, this.lastError ?? undefined),
+    );
+  }
+
+  /** Connect and bring the controller up; throws a HostError of kind 'connect'. */
+  static async connect(opts: ControllerOptions): Promise<NvmeController> {
+    const c = new NvmeController(opts);
+    try {
+      await c.reconnect();
+    } catch (e) {
+      await c.close();
+      throw e;
+    }
+    return c;
+  }
+
+  get state(): ControllerState {
+    return this.sm.state;
+  }
+
+  private live(): Association {
+    if (!this.sm.is('live') || !this.assoc) {
+      const why = this.lastError ? `: ${this.lastError.message}` : '';
+      throw new HostError('not-connected', `controller is ${this.sm.state}${why}`);
+    }
+    return this.assoc;
+  }
+
+  /** Controller id of the current association. */
+  get cntlid(): number {
+    return this.live().cntlid;
+  }
+  /** Identify Controller of the current association. */
+  get identity(): admin.ControllerIdentity {
+    return this.live().identity;
+  }
+  get vs(): number {
+    return this.live().vs;
+  }
+  get cap(): Association['cap'] {
+    return this.live().cap;
+  }
+  /** I/O queues granted and connected. */
+  get ioQueueCount(): number {
+    return this.assoc?.io.length ?? 0;
+  }
+  /** Entries per I/O queue (commands in flight per queue at most). */
+  get ioQueueDepth(): number {
+    return this.assoc?.io[0]?.depth ?? 0;
+  }
+
+  /** Commands in flight and waiting per I/O queue (for load reporting and tests). */
+  get ioQueueLoad(): { inFlight: number; queued: number }[] {
+    return (this.assoc?.io ?? []).map((q) => ({ inFlight: q.inFlight, queued: q.queued }));
+  }
+
+  /** Largest transfer one command may carry: MDTS and maxTransferBytes. */
+  get maxTransferBytes(): number {
+    const mdts = this.assoc?.identity.maxTransferBytes ?? 0;
+    return mdts === 0 ? this.params.maxDataLength : Math.min(mdts, this.params.maxDataLength);
+  }
+
+  // ---- command submission ----
+
+  /** Admin command (Submitter interface): never throws, outcome via req.onDone. */
+  submit(req: NvmeRequest): void {
+    if (!this.sm.is('live') || !this.assoc) return this.refuse(req);
+    this.assoc.admin.submit(req);
+  }
+
+  /**
+   * I/O command on I/O queue `queue` (index 0..ioQueueCount-1), or round robin.
+   * Never throws; the outcome arrives in req.onDone.
+   */
+  submitIo(req: NvmeRequest, queue = -1): void {
+    const a = this.assoc;
+    if (!this.sm.is('live') || !a || a.io.length === 0) return this.refuse(req);
+    const i = queue >= 0 ? queue % a.io.length : this.rr++ % a.io.length;
+    a.io[i]!.submit(req);
+  }
+
+  /** Promise form of submitIo for one command. */
+  io(req: NvmeRequest, what: string, queue = -1): Promise<NvmeRequest> {
+    return execute({ submit: (r) => this.submitIo(r, queue) }, req, what);
+  }
+
+  private refuse(req: NvmeRequest): void {
+    const closed = this.sm.is('deleting', 'closed');
+    const why = this.lastError && !closed ? `: ${this.lastError.message}` : '';
+    req.error = new HostError(
+      closed ? 'closed' : 'not-connected',
+      `controller is ${this.sm.state}${why}`,
+    );
+    req.onDone(req);
+  }
+
+  // ---- admin helpers ----
+
+  identifyController(): Promise<admin.ControllerIdentity> {
+    return admin.identifyController(this);
+  }
+  identifyNamespace(nsid: number): Promise<admin.NamespaceIdentity> {
+    return admin.identifyNamespace(this, nsid);
+  }
+  nsDescriptors(nsid: number): Promise<admin.NamespaceIds> {
+    return admin.identifyNsDescriptors(this, nsid);
+  }
+  activeNamespaces(): Promise<number[]> {
+    return admin.activeNamespaces(this);
+  }
+  getLogPage(p: LogPageParams): Promise<Buffer> {
+    return admin.getLogPage(this, p);
+  }
+  getFeatures(fid: number, p?: FeatureParams): Promise<admin.FeatureResult> {
+    return admin.getFeatures(this, fid, p);
+  }
+  setFeatures(fid: number, p?: FeatureParams): Promise<admin.FeatureResult> {
+    return admin.setFeatures(this, fid, p);
+  }
+  async keepAlive(): Promise<void> {
+    await execute(this, fillKeepAlive(new NvmeRequest()), 'keep alive');
+  }
+
+  /** Identify a namespace (CNS 0, plus CNS 3 when VS >= 1.3) and return an I/O handle. */
+  async namespace(nsid: number): Promise<NvmeNamespace> {
+    const id = await this.identifyNamespace(nsid);
+    if (!id.active) throw new Error(`namespace ${nsid} is not active`);
+    if (id.blockSize === 0) throw new Error(`namespace ${nsid}: unusable LBADS ${id.lbads}`);
+    const ids = this.vs >= 0x10300 ? await this.nsDescriptors(nsid).catch(() => ({})) : {};
+    return new NvmeNamespace(this, id, ids);
+  }
+
+  // ---- association lifecycle ----
+
+  /**
+   * Tear down the current association (if any) and build a new one. In-flight commands
+   * of the old one fail with a 'transport' HostError. Concurrent calls share one attempt.
+   */
+  reconnect(): Promise<void> {
+    if (this.connecting) return this.connecting;
+    if (this.sm.is('deleting', 'closed')) {
+      return Promise.reject(new HostError('closed', 'controller is closed'));
+    }
+    this.connecting = this.attempt().finally(() => (this.connecting = null));
+    return this.connecting;
+  }
+
+  private async attempt(): Promise<void> {
+    this.clearTimers();
+    const old = this.assoc;
+    this.assoc = null;
+    old?.failAll(new HostError('transport', 'controller reconnecting'));
+    this.sm.transition('connecting');
+    let a: Association | null = null;
+    try {
+      a = await Association.establish(this.params, (e) => a && this.onQueueFailed(a, e));
+    } catch (e) {
+      this.lastError = e as Error;
+      if (this.sm.is('connecting')) this.afterLoss();
+      throw e;
+    }
+    if (!this.sm.is('connecting')) {
+      // close() came in meanwhile.
+      a.failAll(new HostError('closed', 'controller closed while connecting'));
+      throw new HostError('closed', 'controller closed while connecting');
+    }
+    this.assoc = a;
+    this.lastError = null;
+    this.lostAt = 0;
+    this.sm.transition('live');
+    this.startKeepAlive(a);
+    void this.armEvents(a);
+  }
+
+  private onQueueFailed(a: Association, err: HostError): void {
+    if (this.assoc !== a || !this.sm.is('live')) return;
+    this.lastError = err;
+    this.clearTimers();
+    this.assoc = null;
+    // Error recovery: one failed queue takes the whole association down.
+    a.failAll(new HostError('transport', `controller error recovery: ${err.message}`));
+    this.afterLoss();
+  }
+
+  /** After a lost association or a failed attempt: schedule a retry, or go dead. */
+  private afterLoss(): void {
+    const rc = this.opts.reconnect;
+    const now = Date.now();
+    if (this.lostAt === 0) this.lostAt = now;
+    if (!rc || now - this.lostAt + rc.delayMs > rc.lossTimeoutMs) {
+      this.sm.transition('dead');
+      return;
+    }
+    this.sm.transition('recovering');
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      if (this.sm.is('recovering')) this.reconnect().catch(() => {});
+    }, rc.delayMs);
+  }
+
+  private startKeepAlive(a: Association): void {
+    const kato = this.params.kato;
+    if (kato <= 0) return;
+    const req = new NvmeRequest();
+    let busy = false;
+    this.kaTimer = setInterval(
+      () => {
+        if (busy || this.assoc !== a) return;
+        busy = true;
+        fillKeepAlive(req.reset()).timeoutMs = kato;
+        req.onDone = () => (busy = false); // failures surface as a queue failure
+        a.admin.submit(req);
+      },
+      Math.max(1, Math.floor(kato / 2)),
+    );
+    this.kaTimer.unref();
+  }
+
+  /** Enable the events we understand and keep one Async Event Request outstanding. */
+  private async armEvents(a: Association): Promise<void> {
+    const mask = (a.identity.oaes & AEN_MASK) >>> 0;
+    if (mask === 0) return;
+    try {
+      await admin.setFeatures(a.admin, FID.ASYNC_EVENT, { cdw11: mask });
+    } catch {
+      return; // Linux tolerates this too: no events, everything else works
+    }
+    const req = new NvmeRequest();
+    const arm = () => {
+      if (this.assoc !== a) return;
+      fillAsyncEventRequest(req.reset());
+      req.onDone = (r) => {
+        // Non-success (nvmet fails it at teardown) or transport error: stop re-arming.
+        if (r.error || r.status !== 0) return;
+        const dw0 = r.dw0;
+        arm();
+        void this.deliverEvent(a, dw0);
+      };
+      a.admin.submit(req);
+    };
+    arm();
+  }
+
+  private async deliverEvent(a: Association, dw0: number): Promise<void> {
+    const lid = (dw0 >>> 16) & 0xff;
+    let log: Buffer | null = null;
+    const length = eventLogLength(a.identity, lid);
+    if (length > 0) {
+      const nsid = lid === LID.DISCOVERY ? 0 : NSID_ALL;
+      log = await admin.getLogPage(a.admin, { lid, length, nsid, rae: false }).catch(() => null);
+    }
+    this.opts.onAsyncEvent?.({ dw0, type: dw0 & 7, info: (dw0 >>> 8) & 0xff, lid, log });
+  }
+
+  private clearTimers(): void {
+    if (this.kaTimer) clearInterval(this.kaTimer);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.kaTimer = this.retryTimer = null;
+  }
+
+  /**
+   * Clean shutdown: refuse new commands, let in-flight I/O finish (up to drainMs),
+   * then close I/O queues, CC.SHN, close the admin queue. Safe to call in any state.
+   */
+  async close(drainMs = 5000): Promise<void> {
+    if (this.sm.is('closed')) return;
+    if (this.sm.is('deleting')) return this.waitClosed();
+    this.sm.transition('deleting');
+    this.clearTimers();
+    await this.connecting?.catch(() => {});
+    const a = this.assoc;
+    this.assoc = null;
+    if (a) {
+      await drain(a, drainMs);
+      await a.shutdown();
+    }
+    this.sm.transition('closed');
+  }
+
+  private async waitClosed(): Promise<void> {
+    while (!this.sm.is('closed')) await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** Wait until the I/O queues have nothing in flight, at most `ms`. */
+async function drain(a: Association, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  const busy = () => a.io.some((q) => q.state === 'live' && q.inFlight + q.queued > 0);
+  while (busy() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+}
+
+function eventLogLength(id: admin.ControllerIdentity, lid: number): number {
+  if (lid === LID.CHANGED_NS) return 4096;
+  if (lid === LID.ANA) return 16 + id.nanagrpid * 32 + id.mnan * 4;
+  if (lid === LID.DISCOVERY) return 1024;
+  return 0;
+}
+
+function toHostId(id: Buffer | string | undefined): Buffer {
+  if (Buffer.isBuffer(id)) {
+    if (id.length !== 16) throw new RangeError('hostid must be 16 bytes');
+    return Buffer.from(id);
+  }
+  const text = (id ?? randomUUID()).replace(/-/g, '');
+  if (!/^[0-9a-fA-F]{32}$/.test(text)) throw new RangeError(`hostid is not a UUID: ${id}`);
+  return Buffer.from(text, 'hex');
+}

@@ -1,0 +1,108 @@
+/**
+ * Discovery: connect to a discovery controller and read its log (LID 0x70) the way
+ * libnvme does: a 20-byte header, NUMREC 1024-byte entries from LPO 1024, then the header
+ * again; if GENCTR moved meanwhile the log changed under us and is read again.
+ */
+import { DISCOVERY_NQN, LID } from '../protocol/opcodes.js';
+import { NvmeController, type ControllerOptions } from './controller.js';
+
+export const DISCOVERY_ENTRY_SIZE = 1024;
+const HEADER_READ = 20; // GENCTR, NUMREC, RECFMT (libnvme reads exactly this)
+const MAX_CHUNK = 64 * 1024;
+
+export interface DiscoveryEntry {
+  /** 3 = TCP. */
+  readonly trtype: number;
+  /** 1 IPv4, 2 IPv6. */
+  readonly adrfam: number;
+  /** 1 referral to a discovery service, 2 NVM subsystem, 3 current discovery subsystem. */
+  readonly subtype: number;
+  readonly treq: number;
+  readonly portid: number;
+  readonly cntlid: number;
+  readonly asqsz: number;
+  readonly eflags: number;
+  readonly trsvcid: string;
+  readonly subnqn: string;
+  readonly traddr: string;
+  /** TCP security type (TSAS byte 0): 0 none, 1 TLS 1.2, 2 TLS 1.3. */
+  readonly sectype: number;
+}
+
+export interface DiscoveryLog {
+  readonly genctr: bigint;
+  readonly entries: DiscoveryEntry[];
+}
+
+export function parseDiscoveryEntry(b: Buffer): DiscoveryEntry {
+  return {
+    trtype: b[0]!,
+    adrfam: b[1]!,
+    subtype: b[2]!,
+    treq: b[3]!,
+    portid: b.readUInt16LE(4),
+    cntlid: b.readUInt16LE(6),
+    asqsz: b.readUInt16LE(8),
+    eflags: b.readUInt16LE(10),
+    trsvcid: field(b, 32, 32),
+    subnqn: field(b, 256, 256),
+    traddr: field(b, 512, 256),
+    sectype: b[768]!,
+  };
+}
+
+/** Text fields are NUL- or space-padded (TRSVCID/TRADDR are space padded in the spec). */
+function field(b: Buffer, at: number, len: number): string {
+  const f = b.subarray(at, at + len);
+  const nul = f.indexOf(0);
+  return f.toString('utf8', 0, nul < 0 ? len : nul).trimEnd();
+}
+
+/** Read the whole discovery log from a connected discovery controller. */
+export async function readDiscoveryLog(
+  ctrl: NvmeController,
+  maxRetries = 10,
+): Promise<DiscoveryLog> {
+  const chunk = Math.min(MAX_CHUNK, ctrl.maxTransferBytes || MAX_CHUNK);
+  for (let attempt = 0; attempt <= maxRetries; attempt++) {
+    const head = await ctrl.getLogPage({ lid: LID.DISCOVERY, length: HEADER_READ, rae: true });
+    const genctr = head.readBigUInt64LE(0);
+    const numrec = Number(head.readBigUInt64LE(8));
+    const total = numrec * DISCOVERY_ENTRY_SIZE;
+    const body = Buffer.alloc(total);
+    for (let off = 0; off < total; off += chunk) {
+      const length = Math.min(chunk, total - off);
+      const lpo = DISCOVERY_ENTRY_SIZE + off;
+      const part = await ctrl.getLogPage({ lid: LID.DISCOVERY, length, lpo, rae: true });
+      part.copy(body, off);
+    }
+    // RAE=0 on the last read re-enables discovery-change events.
+    const again = await ctrl.getLogPage({ lid: LID.DISCOVERY, length: HEADER_READ });
+    if (again.readBigUInt64LE(0) !== genctr) continue;
+    const entries: DiscoveryEntry[] = [];
+    for (let off = 0; off < total; off += DISCOVERY_ENTRY_SIZE) {
+      entries.push(parseDiscoveryEntry(body.subarray(off, off + DISCOVERY_ENTRY_SIZE)));
+    }
+    return { genctr, entries };
+  }
+  throw new Error(`discovery log kept changing (${maxRetries + 1} attempts)`);
+}
+
+export type DiscoverOptions = Omit<ControllerOptions, 'subnqn' | 'discovery' | 'ioQueues'> & {
+  /** Default: the well-known discovery NQN. */
+  readonly subnqn?: string;
+};
+
+/** Connect to a discovery controller, read its log, disconnect. */
+export async function discover(opts: DiscoverOptions): Promise<DiscoveryLog> {
+  const ctrl = await NvmeController.connect({
+    ...opts,
+    subnqn: opts.subnqn ?? DISCOVERY_NQN,
+    discovery: true,
+  });
+  try {
+    return await readDiscoveryLog(ctrl);
+  } finally {
+    await ctrl.close();
+  }
+}

@@ -1,0 +1,74 @@
+/**
+ * Errors the host library hands to callers. Two families, so a caller (the mirror, the
+ * wizard, the benchmark) can decide what to do without parsing messages:
+ * - NvmeStatusError: the controller completed the command with a non-zero status.
+ *   The command ran (or was refused) on the target; the queue is fine.
+ * - HostError: the command did not get a completion from the controller. `kind` says
+ *   why and `maybeExecuted` says whether the target may have acted on it, which is what
+ *   decides whether a write may be retried elsewhere (we never resend one ourselves).
+ */
+import { DNR, statusName, statusType } from '../protocol/status.js';
+
+export class NvmeStatusError extends Error {
+  /** Status Code Type (0 generic, 1 command specific, 2 media, 3 path). */
+  readonly sct: number;
+  /** Status Code. */
+  readonly sc: number;
+  /** Do Not Retry: the same command will fail again. */
+  readonly dnr: boolean;
+  /** Spec name of the status, as status.ts spells it ("LBA_RANGE|DNR"). */
+  readonly statusName: string;
+
+  constructor(
+    /** The 15-bit status value ((SCT << 8) | SC | DNR | MORE), see status.ts. */
+    readonly status: number,
+    /** What was being done ("read nsid 1 slba 0"), for the message only. */
+    what: string,
+    /** CQE dw0: carries details for some commands (Connect's IATTR/offset). */
+    readonly dw0 = 0,
+  ) {
+    const name = statusName(status);
+    super(`${what}: NVMe status ${name} (0x${status.toString(16)})`);
+    this.name = 'NvmeStatusError';
+    this.sct = statusType(status);
+    this.sc = status & 0xff;
+    this.dnr = (status & DNR) !== 0;
+    this.statusName = name;
+  }
+}
+
+/**
+ * Why a command ended without a completion from the controller:
+ * - 'connect': TCP connect, IC exchange, Fabrics Connect or bring-up failed.
+ * - 'timeout': this command exceeded its timeout; its queue was torn down.
+ * - 'transport': the queue failed under the command (socket closed or reset, peer
+ *   TermReq, protocol error, or another command's timeout on the same controller).
+ * - 'protocol': the target broke the NVMe/TCP rules on this command (bad R2T, C2HData
+ *   out of range, short read); the queue was torn down too.
+ * - 'not-connected': submitted while the controller is not live (never sent).
+ * - 'busy': the bounded wait queue was full (never sent).
+ * - 'closed': the caller closed the controller or queue.
+ */
+export type HostErrorKind =
+  'connect' | 'timeout' | 'transport' | 'protocol' | 'not-connected' | 'busy' | 'closed';
+
+export class HostError extends Error {
+  constructor(
+    readonly kind: HostErrorKind,
+    message: string,
+    /**
+     * True when the command reached the socket, so the target may have executed it
+     * (a write may or may not be on the media). False when it was never sent.
+     */
+    readonly maybeExecuted = false,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'HostError';
+  }
+
+  /** A copy for one command: same kind and cause, with that command's maybeExecuted. */
+  forCommand(maybeExecuted: boolean): HostError {
+    return new HostError(this.kind, this.message, maybeExecuted, { cause: this.cause });
+  }
+}

@@ -1,0 +1,36 @@
+/**
+ * The promise layer over the callback core: one closure and one promise per command.
+ * Status errors become NvmeStatusError, transport outcomes stay HostError.
+ */
+import { FABRICS_OPCODE, FCTYPE } from '../protocol/opcodes.js';
+import { NvmeStatusError } from './errors.js';
+import type { NvmeRequest } from './request.js';
+
+/** Anything that takes a request and calls its onDone once (a queue, a controller). */
+export interface Submitter {
+  submit(req: NvmeRequest): void;
+}
+
+/** Submit and wait; resolves with the request (dw0/dw1/data filled in). */
+export function execute(target: Submitter, req: NvmeRequest, what?: string): Promise<NvmeRequest> {
+  return new Promise<NvmeRequest>((resolve, reject) => {
+    req.onDone = (r) => {
+      if (r.error) reject(r.error);
+      else if (r.status !== 0) reject(new NvmeStatusError(r.status, what ?? describe(r), r.dw0));
+      else resolve(r);
+    };
+    target.submit(req);
+  });
+}
+
+const FABRICS_NAMES = new Map<number, string>(
+  Object.entries(FCTYPE).map(([k, v]) => [v, `fabrics ${k}`] as [number, string]),
+);
+
+/** A short description for error messages, built only when an error happens. */
+export function describe(req: NvmeRequest): string {
+  if (req.opcode === FABRICS_OPCODE && req.fctype >= 0) {
+    return FABRICS_NAMES.get(req.fctype) ?? `fabrics 0x${req.fctype.toString(16)}`;
+  }
+  return `opcode 0x${req.opcode.toString(16)} nsid ${req.nsid}`;
+}

@@ -1,0 +1,528 @@
+/**
+ * One NVMe/TCP queue (one TCP connection) on the host side: TCP connect, the IC
+ * exchange, then commands in flight up to the queue depth, with in-capsule writes,
+ * R2T/H2CData writes, C2HData reads, digests, per-command timeouts and failure.
+ *
+ * The queue knows nothing about Fabrics Connect or controllers (controller.ts issues
+ * Connect as its first command). It is callback based: submit(req) and req.onDone(req);
+ * promises are a layer above (see controller.ts), so the benchmark can run with no
+ * allocation per I/O beyond what the socket and parser do.
+ *
+ * Sending: every PDU goes through out(), which corks the socket on the first write of
+ * an event-loop turn and uncorks in process.nextTick, so all commands submitted in one
+ * turn (for example in reaction to a chunk of completions) leave in one writev.
+ */
+import net from 'node:net';
+import { crc32c } from '../protocol/crc32c.js';
+import { PduError, hostParser, type PduParser } from '../protocol/pdu-parser.js';
+import {
+  Fes,
+  PduFlag,
+  PduType,
+  encodeH2CData,
+  encodeICReq,
+  encodeTermReq,
+  type C2HDataPdu,
+  type C2HPdu,
+  type ICRespPdu,
+  type R2TPdu,
+} from '../protocol/pdu.js';
+import { SC } from '../protocol/status.js';
+import { SLOT_HEADER_BYTES, ddgstView, writeCapsule } from './capsule.js';
+import { CidAllocator, WaitQueue } from './cid.js';
+import { HostError } from './errors.js';
+import { NO_TIMEOUT, type NvmeRequest } from './request.js';
+import { StateMachine } from './state.js';
+
+/** In-capsule limit Linux uses for every admin command and every fabrics command. */
+export const ADMIN_IN_CAPSULE_LIMIT = 8192;
+
+export interface QueueOptions {
+  readonly host: string;
+  readonly port: number;
+  /** 0 = admin queue. */
+  readonly qid: number;
+  /** Commands in flight at most (the Connect SQSIZE + 1, as Linux sizes its tag set). */
+  readonly depth: number;
+  readonly hdgst?: boolean;
+  readonly ddgst?: boolean;
+  /** TCP connect plus ICResp wait, ms (Linux: 10 s for the ICResp). Default 10000. */
+  readonly connectTimeoutMs?: number;
+  /** Default per-command timeout, ms (Linux: admin 60 s, I/O 30 s). Default 30000. */
+  readonly commandTimeoutMs?: number;
+  /** Commands that may wait for a free CID before submit fails with 'busy'. */
+  readonly maxWaiting?: number;
+  /** Largest data section of a received PDU (C2HData); bounds the parser's buffer. */
+  readonly maxDataLength?: number;
+  /** Write data up to this many bytes travels in the CapsuleCmd (non-fabrics commands).
+   * Admin queue: 8192; I/O queues: IOCCSZ*16-64. */
+  readonly inCapsuleLimit?: number;
+  /** Called once if the queue fails (not when the owner closes it). */
+  readonly onFailed?: (err: HostError) => void;
+}
+
+/** Per-CID-tag state, allocated once per queue. */
+interface Slot {
+  /** CapsuleCmd header + HDGST + in-capsule DDGST; rewritten for each command. */
+  readonly buf: Buffer;
+  /** buf's first 72 or 76 bytes: what goes to the socket. */
+  readonly head: Buffer;
+  readonly ddgst: Buffer;
+  req: NvmeRequest | null;
+  cid: number;
+  /** Data went in the capsule: an R2T for this command is a protocol error. */
+  inCapsule: boolean;
+  /** C2H bytes received so far (DATAO must continue from here). */
+  received: number;
+  /** End of the last R2T window served. */
+  r2tEnd: number;
+  /** Gather buffer when C2H data came in several PDUs and no `into` was given. */
+  gather: Buffer | null;
+  /** A C2HData digest mismatched: complete with Data Transfer Error, as Linux does. */
+  ddgstBad: boolean;
+  /** Date.now() deadline, 0 = none. */
+  deadline: number;
+}
+
+/** Queue states. */
+export type QueueState =
+  /** TCP connect and IC exchange in progress. */
+  | 'connecting'
+  /** IC done: commands flow. */
+  | 'live'
+  /** An error ended it: commands were failed, the socket destroyed. Terminal. */
+  | 'failed'
+  /** The owner closed it. Terminal. */
+  | 'closed';
+
+const QUEUE_STATES: Record<QueueState, readonly QueueState[]> = {
+  connecting: [],
+  live: ['connecting'],
+  failed: ['connecting', 'live'],
+  closed: ['connecting', 'live'],
+};
+
+export class NvmeTcpQueue {
+  readonly qid: number;
+  readonly depth: number;
+  readonly hdgst: boolean;
+  readonly ddgst: boolean;
+  /** From ICResp: largest H2CData payload we may send. */
+  maxh2cdata = 0;
+  /** Why the queue failed, once it has. */
+  failure: HostError | null = null;
+
+  private readonly sm: StateMachine<QueueState>;
+  private readonly sock: net.Socket;
+  private readonly parser: PduParser<C2HPdu>;
+  private readonly cids: CidAllocator;
+  private readonly slots: Slot[];
+  private readonly waiting: WaitQueue<NvmeRequest>;
+  private readonly timeoutMs: number;
+  private readonly inCapsuleLimit: number;
+  private readonly scanTimer: NodeJS.Timeout;
+  private corked = false;
+  private inflight = 0;
+  private opened: { resolve: () => void; reject: (e: Error) => void } | null = null;
+
+  private constructor(private readonly opts: QueueOptions) {
+    this.qid = opts.qid;
+    this.depth = opts.depth;
+    this.hdgst = opts.hdgst ?? false;
+    this.ddgst = opts.ddgst ?? false;
+    this.sm = new StateMachine(`queue ${opts.qid}`, 'connecting', QUEUE_STATES);
+    this.cids = new CidAllocator(opts.depth);
+    this.waiting = new WaitQueue(opts.maxWaiting ?? 65536);
+    this.timeoutMs = opts.commandTimeoutMs ?? 30_000;
+    this.inCapsuleLimit = opts.inCapsuleLimit ?? ADMIN_IN_CAPSULE_LIMIT;
+    this.parser = hostParser(opts.maxDataLength ?? 8 * 1024 * 1024);
+    this.slots = makeSlots(opts.depth, this.hdgst);
+    // One coarse timer per queue instead of one per command; unref'd so an idle
+    // queue does not keep the process alive by itself.
+    const scanMs = Math.min(1000, Math.max(20, Math.floor(this.timeoutMs / 4)));
+    this.scanTimer = setInterval(() => this.scanTimeouts(), scanMs).unref();
+    this.sock = net.connect({ host: opts.host, port: opts.port, noDelay: true });
+  }
+
+  /** TCP connect + ICReq/ICResp; rejects with a HostError of kind 'connect'. */
+  static connect(opts: QueueOptions): Promise<NvmeTcpQueue> {
+    const q = new NvmeTcpQueue(opts);
+    return q.open().then(() => q);
+  }
+
+  get state(): QueueState {
+    return this.sm.state;
+  }
+
+  /** Commands holding a CID (sent, not yet completed). */
+  get inFlight(): number {
+    return this.inflight;
+  }
+
+  /** Commands waiting for a CID. */
+  get queued(): number {
+    return this.waiting.length;
+  }
+
+  private open(): Promise<void> {
+    const { host, port } = this.opts;
+    const where = `${host}:${port} queue ${this.qid}`;
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () => this.fail(new HostError('connect', `${where}: no ICResp within timeout`)),
+        this.opts.connectTimeoutMs ?? 10_000,
+      );
+      const settle = () => clearTimeout(timer);
+      this.opened = {
+        resolve: () => (settle(), resolve()),
+        reject: (e) => (settle(), reject(e)),
+      };
+      this.sock.once('connect', () => {
+        this.sock.write(encodeICReq({ hpda: 0, hdgst: this.hdgst, ddgst: this.ddgst, maxr2t: 0 }));
+      });
+      this.sock.on('data', this.onData);
+      this.sock.on('error', (e: Error) => {
+        const kind = this.sm.is('connecting') ? 'connect' : 'transport';
+        this.fail(new HostError(kind, `${where}: ${e.message}`, false, { cause: e }));
+      });
+      this.sock.on('close', () => {
+        const kind = this.sm.is('connecting') ? 'connect' : 'transport';
+        this.fail(new HostError(kind, `${where}: connection closed by the controller`));
+      });
+    });
+  }
+
+  // ---- submission ----
+
+  /**
+   * Send a command. Never throws for runtime conditions: every outcome, including
+   * "queue not live" and "wait queue full", arrives through req.onDone exactly once.
+   */
+  submit(req: NvmeRequest): void {
+    req.status = req.dw0 = req.dw1 = 0;
+    req.data = null;
+    req.error = null;
+    if (!this.sm.is('live')) {
+      const kind = this.sm.is('closed') ? 'closed' : 'not-connected';
+      const why = this.failure ? `: ${this.failure.message}` : '';
+      return finish(req, new HostError(kind, this.notLive() + why));
+    }
+    const cid = this.cids.alloc();
+    if (cid >= 0) return this.issue(req, cid);
+    if (!this.waiting.push(req)) {
+      finish(
+        req,
+        new HostError('busy', `queue ${this.qid}: ${this.waiting.limit} commands waiting`),
+      );
+    }
+  }
+
+  private notLive(): string {
+    return `queue ${this.qid} is ${this.sm.state}`;
+  }
+
+  private issue(req: NvmeRequest, cid: number): void {
+    const slot = this.slots[cid & 0xfff]!;
+    const data = req.dataOut;
+    const limit = req.isFabrics
+      ? Math.max(ADMIN_IN_CAPSULE_LIMIT, this.inCapsuleLimit)
+      : this.inCapsuleLimit;
+    const inCapsule = data !== null && data.length > 0 && data.length <= limit;
+    slot.req = req;
+    slot.cid = cid;
+    slot.inCapsule = inCapsule;
+    slot.received = 0;
+    slot.r2tEnd = 0;
+    slot.gather = null;
+    slot.ddgstBad = false;
+    const t = req.timeoutMs < 0 ? this.timeoutMs : req.timeoutMs;
+    slot.deadline = t === NO_TIMEOUT ? 0 : Date.now() + t;
+    this.inflight++;
+    writeCapsule(slot.buf, req, cid, inCapsule, this.hdgst, this.ddgst);
+    this.out(slot.head);
+    if (inCapsule) {
+      this.out(data);
+      if (this.ddgst) {
+        slot.ddgst.writeUInt32LE(crc32c(data), 0);
+        this.out(slot.ddgst);
+      }
+    }
+  }
+
+  private readonly uncork = (): void => {
+    this.corked = false;
+    this.sock.uncork();
+  };
+
+  /** Queue bytes for the socket; one writev per event-loop turn (see header). */
+  private out(b: Buffer): void {
+    if (!this.corked) {
+      this.corked = true;
+      this.sock.cork();
+      process.nextTick(this.uncork);
+    }
+    this.sock.write(b);
+  }
+
+  // ---- receive path ----
+
+  private readonly onData = (chunk: Buffer): void => {
+    const err = this.parser.feed(chunk, this.onPdu);
+    if (err) this.protocolFailure(null, `bad PDU from the controller: ${err.message}`, err);
+  };
+
+  private readonly onPdu = (pdu: C2HPdu): void => {
+    switch (pdu.type) {
+      case PduType.CapsuleResp:
+        return this.onCapsuleResp(pdu.cqe);
+      case PduType.C2HData:
+        return this.onC2HData(pdu);
+      case PduType.R2T:
+        return this.onR2T(pdu);
+      case PduType.ICResp:
+        return this.onICResp(pdu);
+      case PduType.C2HTermReq:
+        return this.fail(
+          new HostError(
+            this.sm.is('connecting') ? 'connect' : 'transport',
+            `queue ${this.qid}: controller terminated the connection (FES ${pdu.fes}, FEI ${pdu.fei})`,
+          ),
+        );
+    }
+  };
+
+  /** The checks the Linux host makes (facts §1.5). */
+  private onICResp(p: ICRespPdu): void {
+    const problem =
+      p.pfv !== 0
+        ? `PFV ${p.pfv}`
+        : p.hdgst !== this.hdgst || p.ddgst !== this.ddgst
+          ? `digests hdgst=${p.hdgst} ddgst=${p.ddgst}, asked hdgst=${this.hdgst} ddgst=${this.ddgst}`
+          : p.cpda !== 0
+            ? `CPDA ${p.cpda} (only 0 is supported)`
+            : p.maxh2cdata % 4 !== 0 || p.maxh2cdata < 4096
+              ? `MAXH2CDATA ${p.maxh2cdata}`
+              : null;
+    if (problem) {
+      this.fail(new HostError('connect', `queue ${this.qid}: unacceptable ICResp: ${problem}`));
+      return;
+    }
+    this.maxh2cdata = p.maxh2cdata;
+    this.parser.setDigests(this.hdgst, this.ddgst);
+    this.sm.transition('live');
+    this.opened?.resolve();
+    this.opened = null;
+  }
+
+  private slotFor(cid: number, what: string): Slot | null {
+    const tag = this.cids.lookup(cid);
+    if (tag >= 0) return this.slots[tag]!;
+    this.protocolFailure(null, `${what} for unknown command id 0x${cid.toString(16)}`);
+    return null;
+  }
+
+  private onCapsuleResp(cqe: Buffer): void {
+    const slot = this.slotFor(cqe.readUInt16LE(12), 'CapsuleResp');
+    if (!slot) return;
+    const req = slot.req!;
+    const status = cqe.readUInt16LE(14) >>> 1;
+    if (status === 0 && slot.received !== req.readLength && !slot.ddgstBad) {
+      // Linux fails the queue too: a "successful" short read would hand out garbage.
+      const msg = `successful completion after ${slot.received} of ${req.readLength} bytes`;
+      return this.protocolFailure(slot, msg);
+    }
+    req.dw0 = cqe.readUInt32LE(0);
+    req.dw1 = cqe.readUInt32LE(4);
+    this.completeSlot(slot, status);
+  }
+
+  private onC2HData(p: C2HDataPdu): void {
+    const slot = this.slotFor(p.cccid, 'C2HData');
+    if (!slot) return;
+    const req = slot.req!;
+    const len = req.readLength;
+    if (len === 0) return this.protocolFailure(slot, 'C2HData for a command that reads nothing');
+    if (p.datao !== slot.received || p.datao + p.datal > len) {
+      const msg = `C2HData DATAO ${p.datao} DATAL ${p.datal}: expected offset ${slot.received} of ${len}`;
+      return this.protocolFailure(slot, msg, undefined, Fes.DATA_OUT_OF_RANGE);
+    }
+    if (p.ddgstError) slot.ddgstBad = true;
+    if (req.into) {
+      p.data.copy(req.into, p.datao);
+    } else if (p.datal === len) {
+      slot.gather = p.data; // whole transfer in one PDU: hand out the parser's view, no copy
+    } else {
+      slot.gather ??= Buffer.allocUnsafe(len);
+      p.data.copy(slot.gather, p.datao);
+    }
+    slot.received += p.datal;
+    if (p.flags & PduFlag.SUCCESS) {
+      // SUCCESS replaces the CapsuleResp (the parser already checked LAST_PDU is set).
+      if (slot.received !== len) {
+        return this.protocolFailure(slot, `SUCCESS after ${slot.received} of ${len} bytes`);
+      }
+      req.dw0 = req.dw1 = 0;
+      this.completeSlot(slot, 0);
+    }
+  }
+
+  private onR2T(p: R2TPdu): void {
+    const slot = this.slotFor(p.cccid, 'R2T');
+    if (!slot) return;
+    const data = slot.req!.dataOut;
+    if (!data || slot.inCapsule) {
+      return this.protocolFailure(slot, 'R2T for a command with no data to send by R2T');
+    }
+    const end = p.r2to + p.r2tl;
+    if (p.r2to < slot.r2tEnd || end > data.length) {
+      const msg = `R2T offset ${p.r2to} length ${p.r2tl} outside ${slot.r2tEnd}..${data.length}`;
+      return this.protocolFailure(slot, msg, undefined, Fes.DATA_OUT_OF_RANGE);
+    }
+    const dg = { hdgst: this.hdgst, ddgst: this.ddgst };
+    for (let off = p.r2to; off < end;) {
+      const n = Math.min(this.maxh2cdata, end - off);
+      const f = { cccid: slot.cid, ttag: p.ttag, datao: off, last: off + n === end };
+      for (const b of encodeH2CData(f, data.subarray(off, off + n), dg)) this.out(b);
+      off += n;
+    }
+    slot.r2tEnd = end;
+  }
+
+  // ---- completion and failure ----
+
+  private completeSlot(slot: Slot, status: number): void {
+    const req = slot.req!;
+    // Linux completes a command whose C2H data failed its digest with this status.
+    req.status = slot.ddgstBad && status === 0 ? SC.DATA_XFER_ERROR : status;
+    req.data = req.into ?? slot.gather;
+    this.release(slot);
+    this.refill();
+    req.onDone(req);
+  }
+
+  private release(slot: Slot): void {
+    this.cids.release(slot.cid);
+    slot.req = null;
+    slot.gather = null;
+    this.inflight--;
+  }
+
+  /** Start waiting commands on freed CIDs, oldest first. */
+  private refill(): void {
+    while (this.waiting.length > 0 && this.sm.is('live')) {
+      const cid = this.cids.alloc();
+      if (cid < 0) return;
+      this.issue(this.waiting.shift()!, cid);
+    }
+  }
+
+  /**
+   * The controller broke the protocol: fail `slot`'s command with 'protocol', tell
+   * the controller why (TermReq, best effort) and fail the queue.
+   */
+  private protocolFailure(slot: Slot | null, msg: string, pduErr?: PduError, fes?: number): void {
+    const text = `queue ${this.qid}: ${msg}`;
+    const live = this.sm.is('live') && !this.sock.destroyed;
+    if (live) {
+      const code = pduErr?.fes ?? fes ?? Fes.INVALID_HEADER_FIELD;
+      this.sock.write(encodeTermReq(PduType.H2CTermReq, code, pduErr?.fei ?? 0, pduErr?.header));
+    }
+    if (slot) this.failSlot(slot, new HostError('protocol', text, true));
+    // Graceful close so the TermReq is flushed before the FIN (destroy would drop it).
+    this.fail(new HostError(this.sm.is('connecting') ? 'connect' : 'transport', text), live);
+  }
+
+  private failSlot(slot: Slot, err: HostError): void {
+    const req = slot.req!;
+    this.release(slot);
+    finish(req, err);
+  }
+
+  private scanTimeouts(): void {
+    if (!this.sm.is('live') || this.inflight === 0) return;
+    const now = Date.now();
+    for (const slot of this.slots) {
+      if (slot.req && slot.deadline !== 0 && now > slot.deadline) {
+        const req = slot.req;
+        const what = `queue ${this.qid}: command 0x${slot.cid.toString(16)} (opcode 0x${req.opcode.toString(16)}) timed out`;
+        this.failSlot(slot, new HostError('timeout', what, true));
+        // Like Linux error recovery: a timed-out command means the queue state is
+        // unknown, so every other command on it fails too; nothing is resent here.
+        this.fail(new HostError('transport', `${what}; queue torn down`));
+        return;
+      }
+    }
+  }
+
+  /** Fail the queue: every command in flight or waiting ends with `err`. Idempotent. */
+  fail(err: HostError, flush = false): void {
+    if (this.sm.is('failed', 'closed')) return;
+    this.sm.transition('failed');
+    this.failure = err;
+    this.teardown(err, flush);
+    if (this.opened) {
+      this.opened.reject(err);
+      this.opened = null;
+    } else {
+      this.opts.onFailed?.(err);
+    }
+  }
+
+  /** Close: commands still in flight or waiting end with a 'closed' error. */
+  close(): Promise<void> {
+    if (this.sm.is('failed', 'closed')) return Promise.resolve();
+    this.sm.transition('closed');
+    const closed = new Promise<void>((resolve) => {
+      if (this.sock.destroyed) return resolve();
+      this.sock.once('close', () => resolve());
+    });
+    this.teardown(new HostError('closed', `queue ${this.qid} closed`), true);
+    this.opened?.reject(new HostError('connect', `queue ${this.qid} closed while connecting`));
+    this.opened = null;
+    return closed;
+  }
+
+  /** Stop everything; `graceful` flushes queued bytes and sends FIN before closing. */
+  private teardown(err: HostError, graceful = false): void {
+    clearInterval(this.scanTimer);
+    this.parser.halt();
+    if (graceful) {
+      this.sock.end();
+      // A peer that never closes its side must not keep the socket half-open forever.
+      setTimeout(() => this.sock.destroy(), 1000).unref();
+    } else {
+      this.sock.destroy();
+    }
+    for (const slot of this.slots) if (slot.req) this.failSlot(slot, err.forCommand(true));
+    for (const req of this.waiting.drain()) finish(req, err.forCommand(false));
+  }
+}
+
+function finish(req: NvmeRequest, err: HostError): void {
+  req.error = err;
+  req.onDone(req);
+}
+
+function makeSlots(depth: number, hdgst: boolean): Slot[] {
+  // One slab for all slot headers: depth small buffers would cost depth allocations.
+  const slab = Buffer.alloc(depth * SLOT_HEADER_BYTES);
+  const headLen = hdgst ? 76 : 72;
+  const slots: Slot[] = [];
+  for (let i = 0; i < depth; i++) {
+    const buf = slab.subarray(i * SLOT_HEADER_BYTES, (i + 1) * SLOT_HEADER_BYTES);
+    slots.push({
+      buf,
+      head: buf.subarray(0, headLen),
+      ddgst: ddgstView(buf),
+      req: null,
+      cid: 0,
+      inCapsule: false,
+      received: 0,
+      r2tEnd: 0,
+      gather: null,
+      ddgstBad: false,
+      deadline: 0,
+    });
+  }
+  return slots;
+}

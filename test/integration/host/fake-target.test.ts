@@ -1,0 +1,207 @@
+/**
+ * Host library behaviour that a well-behaved kernel target never exercises: queue-depth
+ * limiting, the bounded wait queue, C2H data in pieces and completed by SUCCESS, writes
+ * pulled by several R2Ts, timeouts and error recovery, automatic reconnect, async events
+ * and keep-alive. Uses the in-process FakeTarget.
+ */
+import { randomBytes } from 'node:crypto';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  HostError,
+  NvmeController,
+  NvmeRequest,
+  fillRw,
+  type ControllerOptions,
+  type ControllerState,
+} from '../../../engine/src/host/index.js';
+import { ADMIN, IO } from '../../../engine/src/protocol/opcodes.js';
+import { FakeTarget, type FakeTargetOptions } from './fake-target.js';
+
+let target: FakeTarget | null = null;
+let ctrl: NvmeController | null = null;
+
+afterEach(async () => {
+  await ctrl?.close(100);
+  await target?.stop();
+  ctrl = target = null;
+});
+
+async function setup(t: FakeTargetOptions = {}, c: Partial<ControllerOptions> = {}) {
+  target = await new FakeTarget(t).start();
+  ctrl = await NvmeController.connect({
+    host: '127.0.0.1',
+    port: target.port,
+    subnqn: 'nqn.fake',
+    ...c,
+  });
+  return { target, ctrl, ns: await ctrl.namespace(1) };
+}
+
+const waitFor = async (cond: () => boolean, ms = 3000) => {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+};
+
+describe('host library vs fake target', () => {
+  it('limits commands in flight to the queue depth and queues the rest', async () => {
+    const { target, ns, ctrl } = await setup({}, { ioQueues: 2, queueSize: 8 });
+    expect(ctrl.ioQueueDepth).toBe(8);
+    const blocks = Array.from({ length: 100 }, () => randomBytes(4096));
+    const writes = Promise.all(blocks.map((b, i) => ns.write(i * 8, b)));
+    expect(ctrl.ioQueueLoad).toEqual([
+      { inFlight: 8, queued: 42 },
+      { inFlight: 8, queued: 42 },
+    ]);
+    await writes;
+    expect(target.maxOutstanding).toBeLessThanOrEqual(8);
+    expect(ctrl.ioQueueLoad).toEqual([
+      { inFlight: 0, queued: 0 },
+      { inFlight: 0, queued: 0 },
+    ]);
+    const back = await Promise.all(blocks.map((_, i) => ns.read(i * 8, 8)));
+    back.forEach((b, i) => expect(b.equals(blocks[i]!)).toBe(true));
+  });
+
+  it('fails submissions beyond the bounded wait queue with kind busy', async () => {
+    const { ns } = await setup({}, { queueSize: 2, maxWaiting: 4 });
+    const results = await Promise.allSettled(
+      Array.from({ length: 10 }, (_, i) => ns.write(i, Buffer.alloc(512, i))),
+    );
+    const busy = results.filter(
+      (r) => r.status === 'rejected' && (r.reason as HostError).kind === 'busy',
+    );
+    expect(busy).toHaveLength(4);
+    expect((busy[0] as PromiseRejectedResult).reason.maybeExecuted).toBe(false);
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(6);
+  });
+
+  it.each([
+    { name: 'C2H pieces, CapsuleResp', t: { c2hPiece: 1000 } },
+    { name: 'C2H pieces, SUCCESS flag', t: { c2hPiece: 4096, c2hSuccess: true } },
+    { name: 'one C2H PDU, SUCCESS flag', t: { c2hSuccess: true } },
+  ])('gathers reads: $name', async ({ t }) => {
+    const { ns, target } = await setup(t, { hdgst: true, ddgst: true });
+    const data = randomBytes(65536);
+    data.copy(target.memory, 512 * 10);
+    expect((await ns.read(10, 128)).equals(data)).toBe(true);
+    const into = Buffer.alloc(65536);
+    expect(await ns.read(10, 128, { into })).toBe(into);
+    expect(into.equals(data)).toBe(true);
+  });
+
+  it('answers several R2T windows with H2CData no larger than MAXH2CDATA', async () => {
+    const { ns, target } = await setup({ r2tWindow: 12288, maxh2cdata: 4096, inCapsule: 4096 });
+    const data = randomBytes(65536);
+    await ns.write(20, data);
+    expect(target.memory.subarray(20 * 512, 20 * 512 + 65536).equals(data)).toBe(true);
+    const small = randomBytes(4096); // exactly the in-capsule limit
+    await ns.write(0, small, { fua: true });
+    expect(target.memory.subarray(0, 4096).equals(small)).toBe(true);
+  });
+
+  it('times out a command, fails the others on the controller, and goes dead', async () => {
+    const states: ControllerState[] = [];
+    const { ns, ctrl } = await setup(
+      { hold: (op, qid) => qid > 0 && op === IO.READ },
+      { ioTimeoutMs: 150, ioQueues: 2, onStateChange: (s) => states.push(s) },
+    );
+    const t0 = Date.now();
+    const a = ns.read(0, 1, { queue: 0 }).catch((e: HostError) => e);
+    const b = ns.read(0, 1, { queue: 1 }).catch((e: HostError) => e);
+    const [ea, eb] = await Promise.all([a, b]);
+    expect(Date.now() - t0).toBeLessThan(2000);
+    const kinds = [ea, eb].map((e) => (e as HostError).kind).sort();
+    // Both time out about together (one scan each), or one times out and recovery
+    // fails the other: never a success, never silence.
+    expect(kinds.every((k) => k === 'timeout' || k === 'transport')).toBe(true);
+    expect(kinds).toContain('timeout');
+    expect((ea as HostError).maybeExecuted).toBe(true);
+    expect(ctrl.state).toBe('dead');
+    expect(states).toEqual(['connecting', 'live', 'dead']);
+    const late = await ns.read(0, 1).catch((e: HostError) => e);
+    expect((late as HostError).kind).toBe('not-connected');
+  });
+
+  it('reconnects automatically after the connection drops, without resending', async () => {
+    const states: ControllerState[] = [];
+    const { ns, ctrl, target } = await setup(
+      { hold: (op, qid) => qid > 0 && op === IO.WRITE },
+      { reconnect: { delayMs: 50, lossTimeoutMs: 5000 }, onStateChange: (s) => states.push(s) },
+    );
+    const pending = ns.write(0, Buffer.alloc(512, 1)).catch((e: HostError) => e);
+    await waitFor(() => target.ioCommands === 1);
+    target.dropAll();
+    const err = (await pending) as HostError;
+    expect(err).toBeInstanceOf(HostError);
+    expect(err.kind).toBe('transport');
+    expect(err.maybeExecuted).toBe(true);
+    await waitFor(() => ctrl.state === 'live' && states.length > 2);
+    expect(states).toEqual(['connecting', 'live', 'recovering', 'connecting', 'live']);
+    expect(target.ioCommands).toBe(1); // the write was not resent
+    await ns.flush();
+  });
+
+  it('gives up after the loss timeout', async () => {
+    const { ctrl, target } = await setup({}, { reconnect: { delayMs: 30, lossTimeoutMs: 200 } });
+    await target.stop();
+    target.dropAll();
+    await waitFor(() => ctrl.state === 'dead');
+  });
+
+  it('delivers async events with their log page and re-arms', async () => {
+    const events: { lid: number; log: Buffer | null }[] = [];
+    const { target } = await setup({}, { onAsyncEvent: (e) => events.push(e) });
+    await waitFor(() => target.adminOps.includes(ADMIN.ASYNC_EVENT));
+    expect(target.fireEvent(0x00040002)).toBe(1);
+    await waitFor(() => events.length === 1);
+    expect(events[0]!.lid).toBe(4);
+    expect(events[0]!.log!.length).toBe(4096);
+    await waitFor(() => target.adminOps.filter((o) => o === ADMIN.ASYNC_EVENT).length === 2);
+  });
+
+  it('sends Keep Alive every KATO/2', async () => {
+    const { target } = await setup({}, { kato: 100 });
+    await waitFor(() => target.adminOps.filter((o) => o === ADMIN.KEEP_ALIVE).length >= 3, 2000);
+  });
+
+  it('runs reusable requests through the callback API', async () => {
+    const { ctrl, target } = await setup({}, { ioQueues: 2, queueSize: 16 });
+    Buffer.alloc(4096, 7).copy(target.memory, 0);
+    let done = 0;
+    let errors = 0;
+    const total = 2000;
+    await new Promise<void>((resolve) => {
+      const onDone = (r: NvmeRequest) => {
+        if (r.error || r.status !== 0 || r.data![0] !== 7) errors++;
+        if (++done === total) return resolve();
+        if (done + 32 <= total) {
+          fillRw(r.reset(), IO.READ, 1, 0, 8).readLength = 4096;
+          ctrl.submitIo(r);
+        }
+      };
+      for (let i = 0; i < 32; i++) {
+        const r = fillRw(new NvmeRequest(), IO.READ, 1, 0, 8);
+        r.readLength = 4096;
+        r.onDone = onDone;
+        ctrl.submitIo(r);
+      }
+    });
+    expect(errors).toBe(0);
+  });
+
+  it.each(['short-read', 'unknown-cid'] as const)(
+    'treats a target protocol violation (%s) as fatal for the queue',
+    async (misbehave) => {
+      const { ns, ctrl, target } = await setup({ misbehave });
+      const err = (await ns.read(0, 8).catch((e: unknown) => e)) as HostError;
+      expect(err).toBeInstanceOf(HostError);
+      expect(err.kind).toBe(misbehave === 'short-read' ? 'protocol' : 'transport');
+      expect(err.maybeExecuted).toBe(true);
+      expect(ctrl.state).toBe('dead');
+      await waitFor(() => target.termReqs.length === 1);
+    },
+  );
+});

@@ -1,0 +1,94 @@
+/**
+ * Test helpers for the host library's integration tests: a free TCP port, and the
+ * Linux kernel reference target (nvmet in QEMU, /work/shared/linux-host, `reference`
+ * mode) started and stopped around a test file.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+export const LINUX_HOST_DIR = process.env.LINUX_HOST_DIR ?? '/work/shared/linux-host';
+export const REF_NQN = 'nqn.2024-01.org.example:linux-host-ref';
+const CACHE = process.env.LINUX_HOST_CACHE ?? path.join(os.homedir(), '.cache', 'linux-host');
+
+/** Why the reference target cannot run here, or null when it can. */
+export function referenceUnavailable(): string | null {
+  if (!fs.existsSync(path.join(LINUX_HOST_DIR, 'run.sh'))) {
+    return `${LINUX_HOST_DIR}/run.sh is missing`;
+  }
+  if (!fs.existsSync(path.join(CACHE, 'setup.done'))) {
+    return `${CACHE}/setup.done is missing (run ${LINUX_HOST_DIR}/setup.sh once)`;
+  }
+  return null;
+}
+
+/** A port that was free a moment ago (bind to 0, read it, release it). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export interface ReferenceTarget {
+  readonly port: number;
+  readonly nqn: string;
+  /** stdout + console so far, for failure messages. */
+  log(): string;
+  stop(): Promise<void>;
+}
+
+/** Boot the reference VM and wait for its READY line (about 10-15 s under TCG). */
+export async function startReference(timeoutMs = 120_000): Promise<ReferenceTarget> {
+  const port = await freePort();
+  const proc: ChildProcess = spawn(
+    path.join(LINUX_HOST_DIR, 'run.sh'),
+    ['reference', String(port)],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, LH_QUIET: '0' },
+    },
+  );
+  let out = '';
+  let consoleText = '';
+  proc.stderr!.on(
+    'data',
+    (d: Buffer) => (consoleText = (consoleText + d.toString()).slice(-20000)),
+  );
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  const stop = async () => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 15_000))]);
+  };
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error('reference target: no READY in time')),
+        timeoutMs,
+      );
+      proc.stdout!.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (/^READY /m.test(out)) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      proc.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(
+          new Error(`reference target exited (${code}) before READY:\n${out}\n${consoleText}`),
+        );
+      });
+    });
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { port, nqn: REF_NQN, log: () => `${out}\n${consoleText}`, stop };
+}

@@ -1,0 +1,77 @@
+/**
+ * The host library against BranchSAN's own target (core + TCP transport + memory
+ * backend), in process: discovery, digests off and on, 2 I/O queues, QD 32 write/read
+ * verify across in-capsule and R2T sizes. (The `branchsan export` CLI variant of this
+ * test waits for that command to exist.)
+ */
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Target } from '../../../engine/src/core/index.js';
+import { NvmeController, discover } from '../../../engine/src/host/index.js';
+import { MemoryBackend } from '../../../engine/src/storage/memory.js';
+import { listenTcp, type TcpTransport } from '../../../engine/src/transport/tcp/index.js';
+
+const NQN = 'nqn.2024-01.io.branchsan:host-lib-test';
+let transport: TcpTransport;
+let port = 0;
+
+beforeAll(async () => {
+  const target = new Target({ inCapsuleBytes: 16384 });
+  target.addSubsystem({ nqn: NQN, serial: 'HOSTLIB1', model: 'BranchSAN', allowAnyHost: true });
+  target.addNamespace(NQN, {
+    nsid: 1,
+    backend: new MemoryBackend({ sizeBytes: 64 << 20 }),
+    nguid: '0123456789abcdef0123456789abcdef',
+  });
+  transport = await listenTcp({ host: '127.0.0.1', port: 0, portId: 1 }, target);
+  port = transport.address().port;
+  target.addPort({
+    portId: 1,
+    trtype: 'tcp',
+    adrfam: 'ipv4',
+    traddr: '127.0.0.1',
+    trsvcid: String(port),
+  });
+});
+
+afterAll(async () => {
+  await transport?.close();
+});
+
+describe('host library vs BranchSAN target (in process)', () => {
+  it('discovers the subsystem', async () => {
+    const log = await discover({ host: '127.0.0.1', port });
+    expect(log.entries.find((e) => e.subtype === 2)?.subnqn).toBe(NQN);
+  });
+
+  it.each([false, true])('verifies data at QD 32 on 2 I/O queues (digests %s)', async (dg) => {
+    const ctrl = await NvmeController.connect({
+      host: '127.0.0.1',
+      port,
+      subnqn: NQN,
+      hdgst: dg,
+      ddgst: dg,
+      ioQueues: 2,
+      queueSize: 32,
+    });
+    try {
+      expect(ctrl.ioQueueCount).toBe(2);
+      const ns = await ctrl.namespace(1);
+      expect(ns.identity.nguid.toString('hex')).toBe('0123456789abcdef0123456789abcdef');
+      for (const size of [4096, 16384, 65536, 1 << 20]) {
+        const d = randomBytes(size);
+        await ns.write(64, d, { fua: true });
+        expect((await ns.read(64, size / ns.blockSize)).equals(d)).toBe(true);
+      }
+      const blocks = Array.from({ length: 256 }, () => randomBytes(4096));
+      await Promise.all(blocks.map((b, i) => ns.write(4096 + i * 8, b)));
+      const back = await Promise.all(blocks.map((_, i) => ns.read(4096 + i * 8, 8)));
+      back.forEach((b, i) => expect(b.equals(blocks[i]!)).toBe(true));
+      await ns.flush();
+      await ns.writeZeroes(64, 8);
+      expect((await ns.read(64, 8)).every((b) => b === 0)).toBe(true);
+    } finally {
+      await ctrl.close();
+    }
+  });
+});
