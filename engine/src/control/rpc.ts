@@ -29,6 +29,8 @@ export type Handler<M extends MethodName> = (
   ctx: CallContext,
 ) => MethodResult<M> | Promise<MethodResult<M>>;
 export type Handlers = { [M in MethodName]: Handler<M> };
+/** The handlers of one API area; the composition root spreads the groups into Handlers. */
+export type HandlerGroup<K extends MethodName> = { [M in K]: Handler<M> };
 
 /** An error a handler raises on purpose, with the code clients see. */
 export class ApiFault extends Error {

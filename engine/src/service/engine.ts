@@ -23,6 +23,9 @@ import { createLogger, type Logger } from '../util/log.js';
 import { consoleBundleDir, productVersion } from '../util/paths.js';
 import { acquireInstanceLock, type InstanceLock } from './instance-lock.js';
 import { loadOrCreateSecret, randomToken } from './secrets.js';
+import { TargetRuntime } from './target-runtime.js';
+import { TargetService } from './target-service.js';
+import { targetHandlers } from './handlers/target.js';
 
 export interface EngineOptions {
   dataDir: string;
@@ -47,6 +50,8 @@ export class Engine {
     private readonly hub: SessionHub,
     private readonly socketServer: SocketServer,
     readonly consoleServer: ConsoleServer | null,
+    readonly targets: TargetService,
+    private readonly runtime: TargetRuntime,
     private readonly log: Logger,
     private readonly startedAt: number,
   ) {}
@@ -65,10 +70,18 @@ export class Engine {
       const nodeId = ensureNodeId(db);
       const hub = new SessionHub();
       const startedAt = Date.now();
+      const runtime = new TargetRuntime(log.child({ component: 'target' }));
+      cleanup.unshift(() => runtime.close());
+      const targets = new TargetService(db, runtime, log.child({ component: 'target' }));
+      await targets.restore();
       const socketPath = path.resolve(opts.socketPath ?? path.join(dataDir, 'engine.sock'));
       // eslint-disable-next-line prefer-const -- assigned after the handlers close over it
       let engine: Engine;
-      const handlers: Handlers = { 'system.status': () => engine.status() };
+      // One spread per API area; the Handlers type checks that every method is served.
+      const handlers: Handlers = {
+        'system.status': () => engine.status(),
+        ...targetHandlers(targets),
+      };
       const rpc = new RpcDispatcher(handlers, log.child({ component: 'api' }));
       const socketServer = new SocketServer(
         { path: socketPath },
@@ -104,6 +117,8 @@ export class Engine {
         hub,
         socketServer,
         consoleServer,
+        targets,
+        runtime,
         log,
         startedAt,
       );
@@ -138,6 +153,7 @@ export class Engine {
       this.hub.closeAll('engine stopping');
       await this.consoleServer?.close();
       await this.socketServer.close();
+      await this.runtime.close(); // disconnects hosts, drains and closes backends
       recordEvent(this.db, {
         type: 'engine.stopped',
         severity: 'info',

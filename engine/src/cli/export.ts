@@ -1,0 +1,204 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { nqnProblem } from '../core/index.js';
+import { stableIds, TargetRuntime } from '../service/target-runtime.js';
+import type { BackendSpec } from '../storage/open.js';
+import { UserError } from '../util/errors.js';
+import { createLogger } from '../util/log.js';
+import { parseCommandArgs, parsePort, type Command } from './command.js';
+import { formatSize, parseSize } from './sizes.js';
+
+export const exportCommand: Command = {
+  name: 'export',
+  summary: 'serve one file or block device over NVMe/TCP at once (no wizard)',
+  help: `Usage: branchsan export PATH [options]
+
+Serves PATH (a file or a block device) as namespace 1 of one NVMe subsystem over
+NVMe/TCP, with a discovery controller on the same port, until Ctrl-C. Nothing is
+stored: this is for evaluation and tests, like a one-line nvmetcli.
+
+Options:
+  --port N            TCP port                                       [4420]
+  --host ADDR         listen address                            [127.0.0.1]
+  --nqn NQN           subsystem NQN   [nqn.2026-01.io.branchsan:export-<name>]
+  --create-size SIZE  create PATH as a sparse file of SIZE (e.g. 10G) first
+  --block-size N      512 or 4096, for files                            [512]
+  --allow-host NQN    only this host may connect (repeatable; default: any host)
+  --log-level LEVEL   debug | info | warn | error                      [warn]
+
+Examples:
+  branchsan export /var/tmp/vol.img --create-size 10G
+  branchsan export /dev/nvme1n1 --host 0.0.0.0 --allow-host nqn.2014-08.org.nvmexpress:uuid:...`,
+  async run(argv) {
+    const { values, positionals } = parseCommandArgs(
+      'export',
+      argv,
+      {
+        port: { type: 'string' },
+        host: { type: 'string' },
+        nqn: { type: 'string' },
+        'create-size': { type: 'string' },
+        'block-size': { type: 'string' },
+        'allow-host': { type: 'string', multiple: true },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      true,
+    );
+    if (values.help) {
+      console.log(this.help);
+      return 0;
+    }
+    if (positionals.length !== 1) {
+      throw new UserError(
+        'export: give exactly one PATH to serve.',
+        'Example: branchsan export /var/tmp/vol.img --create-size 10G',
+        'usage',
+      );
+    }
+    const target = path.resolve(positionals[0]!);
+    const port = parsePort('export', 'port', values.port, 4420);
+    const host = values.host ?? '127.0.0.1';
+    const nqn =
+      values.nqn ??
+      `nqn.2026-01.io.branchsan:export-${path.basename(target).replace(/[^A-Za-z0-9.-]/g, '-')}`;
+    const hosts = values['allow-host'] ?? [];
+    for (const [flag, n] of [['--nqn', nqn], ...hosts.map((h) => ['--allow-host', h])] as const) {
+      const problem = nqnProblem(n);
+      if (problem)
+        throw new UserError(
+          `export: ${flag} "${n}": ${problem}.`,
+          'An NQN looks like nqn.2026-01.com.example:name.',
+          'usage',
+        );
+    }
+    const blockSize = values['block-size'] === undefined ? 512 : Number(values['block-size']);
+    if (blockSize !== 512 && blockSize !== 4096) {
+      throw new UserError(
+        `export: --block-size must be 512 or 4096, not "${values['block-size']}".`,
+        undefined,
+        'usage',
+      );
+    }
+    const spec = backendSpec(target, values['create-size'], blockSize);
+    const log = createLogger({
+      level: (values['log-level'] as 'warn') ?? 'warn',
+      sink: process.stderr,
+    });
+    const rt = new TargetRuntime(log);
+    try {
+      rt.addSubsystem({
+        nqn,
+        serial: serialFor(nqn),
+        model: 'BranchSAN export',
+        allowAnyHost: hosts.length === 0,
+        hosts,
+      });
+      const backend = await rt.addNamespace(nqn, {
+        nsid: 1,
+        backend: spec,
+        anaGroup: 1,
+        ...stableIds(`${nqn}\0${target}`),
+      });
+      const bound = await rt.addPort({ portId: 1, host, port });
+      printConnectHelp({
+        target,
+        size: backend.sizeBytes,
+        blockSize: backend.blockSize,
+        nqn,
+        host,
+        port: bound.port,
+        hosts,
+      });
+    } catch (err) {
+      await rt.close();
+      throw err;
+    }
+    await new Promise<void>((resolve) => {
+      const stop = () => resolve();
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    });
+    console.log('Stopping: disconnecting hosts and flushing.');
+    await rt.close();
+    return 0;
+  },
+};
+
+function backendSpec(
+  target: string,
+  createSize: string | undefined,
+  blockSize: 512 | 4096,
+): BackendSpec {
+  if (target.startsWith('/dev/')) {
+    if (createSize)
+      throw new UserError(
+        'export: --create-size is for files, not block devices.',
+        undefined,
+        'usage',
+      );
+    return { kind: 'block', path: target };
+  }
+  if (createSize) {
+    const sizeBytes = parseSize('--create-size', createSize);
+    if (sizeBytes % blockSize !== 0) {
+      throw new UserError(
+        `export: --create-size must be a multiple of the ${blockSize}-byte block size.`,
+        undefined,
+        'usage',
+      );
+    }
+    if (fs.existsSync(target)) {
+      throw new UserError(
+        `export: ${target} already exists.`,
+        'Drop --create-size to serve the existing file, or choose a new path.',
+        'usage',
+      );
+    }
+    return { kind: 'file', path: target, sizeBytes, create: true, blockSize };
+  }
+  return { kind: 'file', path: target, blockSize };
+}
+
+/** A serial number (≤ 20 chars) that stays the same for the same NQN. */
+function serialFor(nqn: string): string {
+  let h = 0;
+  for (const c of nqn) h = (Math.imul(h, 31) + c.charCodeAt(0)) >>> 0;
+  return `BSAN${h.toString(16).padStart(8, '0')}`;
+}
+
+function printConnectHelp(o: {
+  target: string;
+  size: number;
+  blockSize: number;
+  nqn: string;
+  host: string;
+  port: number;
+  hosts: string[];
+}): void {
+  const addr = o.host === '0.0.0.0' || o.host === '::' ? firstAddress() : o.host;
+  console.log(
+    `Serving ${o.target} (${formatSize(o.size)}, ${o.blockSize}-byte blocks) over NVMe/TCP`,
+  );
+  console.log(
+    `  subsystem ${o.nqn}, namespace 1, on ${o.host}:${o.port} (discovery on the same port)`,
+  );
+  console.log(
+    o.hosts.length
+      ? `  allowed hosts: ${o.hosts.join(', ')}`
+      : '  any host may connect (use --allow-host to restrict)',
+  );
+  console.log('On a Linux host (nvme-cli), as root:');
+  console.log('  modprobe nvme-tcp');
+  console.log(`  nvme discover -t tcp -a ${addr} -s ${o.port}`);
+  console.log(`  nvme connect -t tcp -a ${addr} -s ${o.port} -n ${o.nqn}`);
+  console.log('Press Ctrl-C to stop.');
+}
+
+function firstAddress(): string {
+  for (const list of Object.values(os.networkInterfaces())) {
+    for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  }
+  return '<this-server-address>';
+}

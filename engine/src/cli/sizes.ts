@@ -1,0 +1,35 @@
+/** Human sizes: "64M", "10G", "1.5T", "4096" (bytes). Binary units (KiB = 1024). */
+import { UserError } from '../util/errors.js';
+
+const UNITS: Record<string, number> = {
+  '': 1,
+  K: 2 ** 10,
+  M: 2 ** 20,
+  G: 2 ** 30,
+  T: 2 ** 40,
+  P: 2 ** 50,
+};
+
+export function parseSize(flag: string, text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:I?B)?$/i.exec(text.trim());
+  const bytes = m ? Math.round(Number(m[1]) * UNITS[m[2]!.toUpperCase()]!) : NaN;
+  if (!Number.isSafeInteger(bytes) || bytes <= 0) {
+    throw new UserError(
+      `${flag} must be a size like 64M, 10G or 1T, not "${text}".`,
+      undefined,
+      'usage',
+    );
+  }
+  return bytes;
+}
+
+export function formatSize(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let v = bytes;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${Number.isInteger(v) ? v : v.toFixed(1)} ${units[i]}`;
+}

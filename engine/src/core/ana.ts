@@ -1,0 +1,83 @@
+/**
+ * Asymmetric Namespace Access groups of one target (node). Each node reports the
+ * state of its own paths; the pair agrees on group ids so a host sees one group
+ * per volume with a different state on each path.
+ */
+export type AnaState =
+  /** This path is the preferred one. */
+  | 'optimized'
+  /** Usable, but another path is better (e.g. the peer owns the volume). */
+  | 'non-optimized'
+  /** Answers admin commands, fails I/O with 3/02 so the host uses another path. */
+  | 'inaccessible'
+  /** This path will never serve the namespace again (3/01). */
+  | 'persistent-loss'
+  /** Transitioning (failover in progress); I/O gets 3/03 and the host retries. */
+  | 'change';
+
+export const ANA_STATE_CODE: { readonly [K in AnaState]: number } = {
+  optimized: 0x01,
+  'non-optimized': 0x02,
+  inaccessible: 0x03,
+  'persistent-loss': 0x04,
+  change: 0x0f,
+};
+
+export interface AnaGroupInfo {
+  readonly grpid: number;
+  readonly state: AnaState;
+  /** Value of the target's change count when this group last changed. */
+  readonly chgcnt: number;
+}
+
+export class AnaGroups {
+  private readonly groups = new Map<number, AnaGroupInfo>();
+  /** Monotonic change count reported in the ANA log header (CHGCNT). */
+  private changeCount = 0;
+
+  constructor(readonly maxGroups: number) {
+    // Group 1 always exists, as in nvmet: namespaces default to it.
+    this.groups.set(1, { grpid: 1, state: 'optimized', chgcnt: 0 });
+  }
+
+  get chgcnt(): number {
+    return this.changeCount;
+  }
+
+  has(grpid: number): boolean {
+    return this.groups.has(grpid);
+  }
+
+  state(grpid: number): AnaState {
+    return this.groups.get(grpid)?.state ?? 'optimized';
+  }
+
+  /** All groups in ascending grpid order. */
+  list(): AnaGroupInfo[] {
+    return [...this.groups.values()].sort((a, b) => a.grpid - b.grpid);
+  }
+
+  /** Creates the group (optimized) if it does not exist yet; returns true if it did not. */
+  ensure(grpid: number): boolean {
+    this.assertGrpid(grpid);
+    if (this.groups.has(grpid)) return false;
+    this.groups.set(grpid, { grpid, state: 'optimized', chgcnt: this.changeCount });
+    return true;
+  }
+
+  /** Sets a group's state; returns false if nothing changed (no event to send). */
+  set(grpid: number, state: AnaState): boolean {
+    this.assertGrpid(grpid);
+    if (!(state in ANA_STATE_CODE)) throw new Error(`Unknown ANA state "${state}"`);
+    if (this.groups.get(grpid)?.state === state) return false;
+    this.changeCount++;
+    this.groups.set(grpid, { grpid, state, chgcnt: this.changeCount });
+    return true;
+  }
+
+  private assertGrpid(grpid: number): void {
+    if (!Number.isInteger(grpid) || grpid < 1 || grpid > this.maxGroups) {
+      throw new Error(`ANA group id ${grpid} is out of range 1..${this.maxGroups}`);
+    }
+  }
+}

@@ -1,0 +1,42 @@
+/**
+ * Backend error kind -> NVMe status. The choice of DNR decides whether a Linux host
+ * retries (up to 5 times) or fails the I/O at once; SCT 3 (path) statuses make a
+ * multipath host try another path and re-read the ANA log.
+ *
+ * - out-of-range -> LBA Out of Range, DNR: the request cannot succeed anywhere.
+ * - no-space     -> Capacity Exceeded, DNR: the backing store is full (thin/file backend).
+ * - read-only    -> Namespace Is Write Protected, DNR.
+ * - io           -> Unrecovered Read Error (reads, compare) or Write Fault (writes),
+ *                   no DNR: a retry may pass, and the mirror may serve it from the peer.
+ * - unavailable  -> ANA Transition (3/03), no DNR: the backend is fenced or not ready,
+ *                   which is what a failover looks like from this path. A multipath host
+ *                   fails over and re-reads the ANA log (the service flips the group's
+ *                   state, so later commands are refused at parse); a single-path host
+ *                   retries. NS Not Ready (0/82) would not trigger failover.
+ * - unsupported  -> Invalid Field, DNR: an operation the capabilities did not declare.
+ * - anything else (a bug, not a BackendError) -> Internal Error.
+ */
+import type { BackendErrorKind } from '../storage/backend.js';
+import { DNR, SC } from '../protocol/status.js';
+
+export type IoDirection = 'read' | 'write';
+
+export function backendStatus(err: Error, dir: IoDirection): number {
+  const kind = (err as { kind?: BackendErrorKind }).kind;
+  switch (kind) {
+    case 'out-of-range':
+      return SC.LBA_RANGE | DNR;
+    case 'no-space':
+      return SC.CAP_EXCEEDED | DNR;
+    case 'read-only':
+      return SC.NS_WRITE_PROTECTED | DNR;
+    case 'io':
+      return dir === 'read' ? SC.READ_ERROR : SC.WRITE_FAULT;
+    case 'unavailable':
+      return SC.ANA_TRANSITION;
+    case 'unsupported':
+      return SC.INVALID_FIELD | DNR;
+    default:
+      return SC.INTERNAL;
+  }
+}

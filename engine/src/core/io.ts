@@ -1,0 +1,285 @@
+/**
+ * NVM I/O commands: Read, Write, Compare, Flush, Write Zeroes, Dataset Management.
+ * Parse checks the namespace, its ANA state, the LBA range and the SGL length (all
+ * before any data moves); execute calls the backend and maps its errors
+ * (backend-status.ts); every completion is counted in the namespace's and the
+ * controller's IoStats.
+ */
+import type { BackendError, BlockBackend, IoCallback } from '../storage/backend.js';
+import { IO, NSID_ALL } from '../protocol/opcodes.js';
+import { cdw, cdwPair } from '../protocol/sqe.js';
+import { DNR, SC } from '../protocol/status.js';
+import type { AnaState } from './ana.js';
+import { backendStatus } from './backend-status.js';
+import type { Controller } from './controller.js';
+import type { Namespace } from './namespace.js';
+import { INVALID_FIELD, INVALID_NS, INVALID_OPCODE, SGL_LENGTH, execute, fail } from './request.js';
+import type { Completion, ParseResult } from './seam.js';
+import type { IoKind } from './stats.js';
+
+const LBA_RANGE = fail(SC.LBA_RANGE | DNR);
+/** I/O refused by ANA state, checked at parse as nvmet does; no DNR so the host may fail over. */
+const ANA_REFUSAL: { readonly [K in AnaState]: ParseResult | null } = {
+  optimized: null,
+  'non-optimized': null,
+  inaccessible: fail(SC.ANA_INACCESSIBLE),
+  'persistent-loss': fail(SC.ANA_PERSISTENT_LOSS),
+  change: fail(SC.ANA_TRANSITION),
+};
+const FUA = 1 << 30;
+const DEAC = 1 << 25;
+const DSM_AD = 1 << 2;
+const DSM_RANGE_SIZE = 16;
+/** Linux always sends a 4 KiB DSM buffer; allow a little more, refuse absurd lengths. */
+const DSM_MAX_BYTES = 64 * 1024;
+const ZERO_CHUNK = 1 << 20;
+
+export function parseIo(ctrl: Controller, sqe: Buffer, sglLength: number): ParseResult {
+  const opcode = sqe[0]!;
+  const nsid = sqe.readUInt32LE(4);
+  if (opcode === IO.FLUSH && nsid === NSID_ALL) return parseFlushAll(ctrl, sglLength);
+  if (!isIoOpcode(opcode)) return INVALID_OPCODE;
+  const ns = ctrl.subsys.namespaces.get(nsid);
+  if (!ns) return INVALID_NS;
+  const refusal = ANA_REFUSAL[ctrl.ana.state(ns.anagrpid)];
+  if (refusal) return refusal;
+  switch (opcode) {
+    case IO.READ:
+    case IO.WRITE:
+    case IO.COMPARE:
+      return parseReadWrite(ctrl, ns, sqe, sglLength);
+    case IO.FLUSH:
+      return sglLength !== 0 ? SGL_LENGTH : flushOne(ctrl, ns);
+    case IO.WRITE_ZEROES:
+      return parseWriteZeroes(ctrl, ns, sqe, sglLength);
+    default:
+      return parseDsm(ctrl, ns, sqe, sglLength);
+  }
+}
+
+function isIoOpcode(op: number): boolean {
+  return (
+    op === IO.READ ||
+    op === IO.WRITE ||
+    op === IO.FLUSH ||
+    op === IO.COMPARE ||
+    op === IO.WRITE_ZEROES ||
+    op === IO.DSM
+  );
+}
+
+/** Counts the command, then completes it. */
+function finish(
+  ctrl: Controller,
+  ns: Namespace | null,
+  kind: IoKind,
+  bytes: number,
+  start: number,
+  status: number,
+  done: Completion,
+  data?: Buffer,
+): void {
+  const us = (performance.now() - start) * 1000;
+  const failed = status !== SC.SUCCESS;
+  const moved = failed ? 0 : bytes;
+  ns?.stats.record(kind, moved, us, failed);
+  ctrl.stats.record(kind, moved, us, failed);
+  done(status, 0, 0, data);
+}
+
+function parseReadWrite(
+  ctrl: Controller,
+  ns: Namespace,
+  sqe: Buffer,
+  sglLength: number,
+): ParseResult {
+  const opcode = sqe[0]!;
+  const slba = cdwPair(sqe, 10);
+  const cdw12 = cdw(sqe, 12);
+  const nlb = (cdw12 & 0xffff) + 1; // 0's based
+  if (slba + nlb > ns.blocks) return LBA_RANGE;
+  const length = nlb * ns.blockSize;
+  if (length > ctrl.maxTransfer) return INVALID_FIELD;
+  if (sglLength !== length) return SGL_LENGTH;
+  const offset = slba * ns.blockSize;
+  const start = performance.now();
+  const b = ns.backend;
+  if (opcode === IO.READ) {
+    return execute('c2h', length, (_d, done) =>
+      b.read(offset, length, (err, data) =>
+        finish(
+          ctrl,
+          ns,
+          'read',
+          length,
+          start,
+          err ? backendStatus(err, 'read') : SC.SUCCESS,
+          done,
+          data,
+        ),
+      ),
+    );
+  }
+  if (opcode === IO.COMPARE) {
+    return execute('h2c', length, (data, done) =>
+      b.read(offset, length, (err, got) => {
+        let status: number = SC.SUCCESS;
+        if (err) status = backendStatus(err, 'read');
+        else if (!got)
+          status = SC.INTERNAL; // a backend bug must not throw in its callback
+        else if (!got.equals(data!)) status = SC.COMPARE_FAILED | DNR;
+        finish(ctrl, ns, 'other', length, start, status, done);
+      }),
+    );
+  }
+  // With the write cache disabled by the host (Set Features 0x06) every write is FUA.
+  const fua = (cdw12 & FUA) !== 0 || !ctrl.wce;
+  return execute('h2c', length, (data, done) =>
+    writeDurable(b, offset, data!, fua, (err) =>
+      finish(
+        ctrl,
+        ns,
+        'write',
+        length,
+        start,
+        err ? backendStatus(err, 'write') : SC.SUCCESS,
+        done,
+      ),
+    ),
+  );
+}
+
+/** FUA on a backend that cannot do it natively: write, then flush. */
+function writeDurable(
+  b: BlockBackend,
+  offset: number,
+  data: Buffer,
+  fua: boolean,
+  cb: IoCallback,
+): void {
+  if (!fua || b.caps.fua || !b.caps.flush) return b.write(offset, data, fua, cb);
+  b.write(offset, data, false, (err) => (err ? cb(err) : b.flush(cb)));
+}
+
+function flushOne(ctrl: Controller, ns: Namespace): ParseResult {
+  const start = performance.now();
+  return execute('none', 0, (_d, done) => {
+    if (!ns.backend.caps.flush) return finish(ctrl, ns, 'other', 0, start, SC.SUCCESS, done);
+    ns.backend.flush((err) =>
+      finish(ctrl, ns, 'other', 0, start, err ? backendStatus(err, 'write') : SC.SUCCESS, done),
+    );
+  });
+}
+
+/** Flush with NSID 0xFFFFFFFF: every namespace of the subsystem; the first error wins. */
+function parseFlushAll(ctrl: Controller, sglLength: number): ParseResult {
+  if (sglLength !== 0) return SGL_LENGTH;
+  const start = performance.now();
+  return execute('none', 0, (_d, done) => {
+    const backends = [...ctrl.subsys.namespaces.values()]
+      .map((ns) => ns.backend)
+      .filter((b) => b.caps.flush);
+    let left = backends.length + 1;
+    let status: number = SC.SUCCESS;
+    const one = (err: BackendError | null): void => {
+      if (err && status === SC.SUCCESS) status = backendStatus(err, 'write');
+      if (--left === 0) finish(ctrl, null, 'other', 0, start, status, done);
+    };
+    for (const b of backends) b.flush(one);
+    one(null);
+  });
+}
+
+function parseWriteZeroes(
+  ctrl: Controller,
+  ns: Namespace,
+  sqe: Buffer,
+  sglLength: number,
+): ParseResult {
+  const slba = cdwPair(sqe, 10);
+  const cdw12 = cdw(sqe, 12);
+  const nlb = (cdw12 & 0xffff) + 1;
+  if (slba + nlb > ns.blocks) return LBA_RANGE;
+  if (sglLength !== 0) return SGL_LENGTH;
+  const offset = slba * ns.blockSize;
+  const length = nlb * ns.blockSize;
+  const fua = (cdw12 & FUA) !== 0 || !ctrl.wce;
+  const b = ns.backend;
+  // DEAC may deallocate instead, but only where deallocated blocks read back as zeroes.
+  const dealloc =
+    (cdw12 & DEAC) !== 0 && b.caps.deallocate && b.caps.readZeroesAfterDeallocate && !fua;
+  const start = performance.now();
+  return execute('none', 0, (_d, done) => {
+    const cb = (err: BackendError | null): void =>
+      finish(ctrl, ns, 'other', 0, start, err ? backendStatus(err, 'write') : SC.SUCCESS, done);
+    if (dealloc) b.deallocate(offset, length, cb);
+    else if (b.caps.writeZeroes) b.writeZeroes(offset, length, fua, cb);
+    else writeZeroBuffers(b, offset, length, fua, cb);
+  });
+}
+
+/** Write Zeroes on a backend without it: sequential writes of one zero buffer. */
+function writeZeroBuffers(
+  b: BlockBackend,
+  offset: number,
+  length: number,
+  fua: boolean,
+  cb: IoCallback,
+): void {
+  const zeroes = Buffer.alloc(Math.min(length, ZERO_CHUNK));
+  let at = 0;
+  const next = (err: BackendError | null): void => {
+    if (err || at >= length) return cb(err);
+    const n = Math.min(zeroes.length, length - at);
+    const pos = offset + at;
+    at += n;
+    writeDurable(b, pos, n === zeroes.length ? zeroes : zeroes.subarray(0, n), fua, next);
+  };
+  next(null);
+}
+
+function parseDsm(ctrl: Controller, ns: Namespace, sqe: Buffer, sglLength: number): ParseResult {
+  const nr = (cdw(sqe, 10) & 0xff) + 1; // 0's based
+  const ad = (cdw(sqe, 11) & DSM_AD) !== 0;
+  // The host may send more than NR ranges' worth (Linux: always 4 KiB); only NR are used.
+  if (sglLength < nr * DSM_RANGE_SIZE || sglLength > DSM_MAX_BYTES) return SGL_LENGTH;
+  const start = performance.now();
+  return execute('h2c', sglLength, (data, done) => {
+    const ranges = readRanges(data!, nr, ns);
+    if (ranges === null) return finish(ctrl, ns, 'other', 0, start, SC.LBA_RANGE | DNR, done);
+    // Without AD the attributes are hints; without a deallocate capability it is advisory.
+    if (!ad || !ns.backend.caps.deallocate)
+      return finish(ctrl, ns, 'other', 0, start, SC.SUCCESS, done);
+    let i = 0;
+    const next = (err: BackendError | null): void => {
+      if (err || i >= ranges.length) {
+        return finish(
+          ctrl,
+          ns,
+          'other',
+          0,
+          start,
+          err ? backendStatus(err, 'write') : SC.SUCCESS,
+          done,
+        );
+      }
+      const [offset, length] = ranges[i++]!;
+      ns.backend.deallocate(offset, length, next);
+    };
+    next(null);
+  });
+}
+
+/** [byte offset, byte length] per non-empty range, or null if one lies outside the namespace. */
+function readRanges(data: Buffer, nr: number, ns: Namespace): Array<[number, number]> | null {
+  const out: Array<[number, number]> = [];
+  for (let i = 0; i < nr; i++) {
+    const at = i * DSM_RANGE_SIZE;
+    const nlb = data.readUInt32LE(at + 4); // not 0's based
+    const slba = data.readUInt32LE(at + 12) * 0x1_0000_0000 + data.readUInt32LE(at + 8);
+    if (nlb === 0) continue;
+    if (slba + nlb > ns.blocks) return null;
+    out.push([slba * ns.blockSize, nlb * ns.blockSize]);
+  }
+  return out;
+}

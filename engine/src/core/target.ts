@@ -1,0 +1,277 @@
+/**
+ * The NVMe-oF target of one node (CoreTarget): NVM subsystems with their namespaces
+ * and host access lists, the discovery subsystem, ports, ANA group states and the
+ * CNTLID range. The configuration methods below are what the service layer calls;
+ * they validate first and throw an Error with a readable message, changing nothing,
+ * when the request is wrong. Changes raise the async events hosts expect.
+ */
+import { DISCOVERY_NQN } from '../protocol/opcodes.js';
+import type { ConnectData } from '../protocol/sqe.js';
+import { AnaGroups, type AnaState } from './ana.js';
+import { Controller, type ControllerEnv, type ControllerState } from './controller.js';
+import { Namespace, type NamespaceConfig } from './namespace.js';
+import { assertNqn } from './nqn.js';
+import { resolveOptions, type ResolvedOptions, type TargetOptions } from './options.js';
+import { Queue } from './queue.js';
+import type { CoreQueue, CoreTarget, PortInfo, TransportQueue } from './seam.js';
+import type { IoStatsSnapshot } from './stats.js';
+import { Subsystem, type SubsystemConfig } from './subsystem.js';
+
+export interface PortConfig {
+  /** NQNs reachable through this port; default: every subsystem. */
+  subsystems?: readonly string[];
+}
+
+/** A configured port and which subsystems it exposes. */
+export interface PortEntry {
+  readonly info: PortInfo;
+  reaches(nqn: string): boolean;
+}
+
+export interface ControllerSummary {
+  readonly cntlid: number;
+  readonly kind: 'io' | 'discovery';
+  readonly subnqn: string;
+  readonly hostnqn: string;
+  readonly state: ControllerState;
+  readonly ioQueues: number;
+  readonly kato: number;
+  readonly stats: IoStatsSnapshot;
+}
+
+export class Target implements CoreTarget, ControllerEnv {
+  readonly options: ResolvedOptions;
+  readonly ana: AnaGroups;
+  private readonly subsystems = new Map<string, Subsystem>();
+  private readonly discovery: Subsystem;
+  private readonly ports = new Map<number, PortEntry>();
+  private readonly controllers = new Map<number, Controller>();
+  private nextCntlid: number;
+  private genctr = 0;
+
+  constructor(opts: TargetOptions = {}) {
+    this.options = resolveOptions(opts);
+    this.ana = new AnaGroups(this.options.maxAnaGroups);
+    this.nextCntlid = this.options.cntlidMin;
+    this.discovery = new Subsystem('discovery', {
+      nqn: DISCOVERY_NQN,
+      serial: 'BRANCHSAN-DISCOVERY',
+      model: 'BranchSAN discovery controller',
+      firmware: '1.0',
+    });
+  }
+
+  // ---- configuration (service layer) ----
+
+  addSubsystem(cfg: SubsystemConfig): void {
+    if (this.subsystems.has(cfg.nqn)) throw new Error(`Subsystem ${cfg.nqn} already exists`);
+    this.subsystems.set(cfg.nqn, new Subsystem('nvm', cfg));
+    this.discoveryChanged();
+  }
+
+  /** Removes a subsystem; its controllers are deleted (their connections closed). */
+  removeSubsystem(nqn: string): void {
+    const s = this.nvmSubsystem(nqn);
+    for (const c of [...s.controllers]) c.delete('subsystem removed');
+    this.subsystems.delete(nqn);
+    this.discoveryChanged();
+  }
+
+  /** Replaces who may connect. Live controllers of hosts no longer allowed stay (as nvmet). */
+  setAllowedHosts(nqn: string, hosts: readonly string[], allowAnyHost = false): void {
+    const s = this.nvmSubsystem(nqn);
+    s.setHosts(hosts);
+    s.allowAnyHost = allowAnyHost;
+    this.discoveryChanged();
+  }
+
+  allowHost(nqn: string, hostnqn: string): void {
+    const s = this.nvmSubsystem(nqn);
+    this.setAllowedHosts(
+      nqn,
+      [...s.hosts, hostnqn].filter((h, i, a) => a.indexOf(h) === i),
+      s.allowAnyHost,
+    );
+  }
+
+  disallowHost(nqn: string, hostnqn: string): void {
+    const s = this.nvmSubsystem(nqn);
+    this.setAllowedHosts(
+      nqn,
+      [...s.hosts].filter((h) => h !== hostnqn),
+      s.allowAnyHost,
+    );
+  }
+
+  addNamespace(subnqn: string, cfg: NamespaceConfig): void {
+    const s = this.nvmSubsystem(subnqn);
+    if (!Number.isInteger(cfg.nsid) || cfg.nsid < 1 || cfg.nsid > s.maxNamespaces) {
+      throw new Error(`Namespace id ${cfg.nsid} is out of range 1..${s.maxNamespaces}`);
+    }
+    if (s.namespaces.has(cfg.nsid))
+      throw new Error(`Namespace ${cfg.nsid} already exists in ${subnqn}`);
+    const ns = new Namespace(cfg);
+    this.assertUniqueIds(ns);
+    this.ana.ensure(ns.anagrpid);
+    s.namespaces.set(ns.nsid, ns);
+    for (const c of s.controllers) c.notifyNsChanged(ns.nsid);
+  }
+
+  /** Detaches a namespace; the backend stays open (its owner closes it after in-flight I/O). */
+  removeNamespace(subnqn: string, nsid: number): void {
+    const s = this.nvmSubsystem(subnqn);
+    if (!s.namespaces.delete(nsid))
+      throw new Error(`Namespace ${nsid} does not exist in ${subnqn}`);
+    for (const c of s.controllers) c.notifyNsChanged(nsid);
+  }
+
+  addPort(port: PortInfo, cfg: PortConfig = {}): void {
+    if (!Number.isInteger(port.portId) || port.portId < 0 || port.portId > 0xffff) {
+      throw new Error(`Port id ${port.portId} is out of range 0..65535`);
+    }
+    if (this.ports.has(port.portId)) throw new Error(`Port ${port.portId} already exists`);
+    for (const nqn of cfg.subsystems ?? []) assertNqn(nqn, 'subsystem NQN');
+    const only = cfg.subsystems ? new Set(cfg.subsystems) : null;
+    this.ports.set(port.portId, {
+      info: { ...port },
+      reaches: (nqn) => only === null || only.has(nqn),
+    });
+    this.discoveryChanged();
+  }
+
+  removePort(portId: number): void {
+    if (!this.ports.delete(portId)) throw new Error(`Port ${portId} does not exist`);
+    this.discoveryChanged();
+  }
+
+  /** Sets this node's state of an ANA group; hosts get an ANA change event if it changed. */
+  setAnaState(grpid: number, state: AnaState): void {
+    this.ana.ensure(grpid);
+    if (!this.ana.set(grpid, state)) return;
+    for (const c of this.controllers.values()) c.notifyAnaChanged();
+  }
+
+  anaState(grpid: number): AnaState {
+    return this.ana.state(grpid);
+  }
+
+  /** Deletes every controller (closing its connections); configuration stays. */
+  close(): void {
+    for (const c of [...this.controllers.values()]) c.delete('target closing');
+  }
+
+  // ---- inspection (service, metrics) ----
+
+  subsystemNqns(): string[] {
+    return [...this.subsystems.keys()];
+  }
+
+  listControllers(): ControllerSummary[] {
+    return [...this.controllers.values()].map((c) => ({
+      cntlid: c.cntlid,
+      kind: c.kind,
+      subnqn: c.subsys.nqn,
+      hostnqn: c.hostnqn,
+      state: c.state,
+      ioQueues: c.ioQueues.size,
+      kato: c.kato,
+      stats: c.stats.snapshot(),
+    }));
+  }
+
+  namespaceStats(subnqn: string, nsid: number): IoStatsSnapshot | undefined {
+    return this.subsystems.get(subnqn)?.namespaces.get(nsid)?.stats.snapshot();
+  }
+
+  // ---- CoreTarget ----
+
+  openQueue(tq: TransportQueue): CoreQueue {
+    return new Queue(this, tq);
+  }
+
+  // ---- used by the core's command handlers ----
+
+  /** The NVM subsystem or the discovery subsystem named `nqn`. */
+  findSubsystem(nqn: string): Subsystem | undefined {
+    return nqn === DISCOVERY_NQN ? this.discovery : this.subsystems.get(nqn);
+  }
+
+  findController(cntlid: number): Controller | undefined {
+    return this.controllers.get(cntlid);
+  }
+
+  /** An admin Connect passed its checks: a new controller, or null when no CNTLID is free. */
+  createController(q: Queue, subsys: Subsystem, d: ConnectData, kato: number): Controller | null {
+    const cntlid = this.allocCntlid();
+    if (cntlid === null) return null;
+    const ctrl = new Controller(this, {
+      cntlid,
+      subsys,
+      hostnqn: d.hostnqn,
+      hostid: d.hostid,
+      kato,
+      port: q.tq.port,
+      adminQueue: q,
+    });
+    this.controllers.set(cntlid, ctrl);
+    subsys.controllers.add(ctrl);
+    return ctrl;
+  }
+
+  /** ControllerEnv: the controller was deleted. */
+  release(ctrl: Controller): void {
+    if (this.controllers.get(ctrl.cntlid) === ctrl) this.controllers.delete(ctrl.cntlid);
+    ctrl.subsys.controllers.delete(ctrl);
+  }
+
+  portList(): PortEntry[] {
+    return [...this.ports.values()].sort((a, b) => a.info.portId - b.info.portId);
+  }
+
+  subsystemList(): Subsystem[] {
+    return [...this.subsystems.values()];
+  }
+
+  /** Discovery log generation counter: bumped on every change a host could see. */
+  get discoveryGenctr(): number {
+    return this.genctr;
+  }
+
+  // ---- private ----
+
+  private nvmSubsystem(nqn: string): Subsystem {
+    const s = this.subsystems.get(nqn);
+    if (!s) throw new Error(`Subsystem ${nqn} does not exist`);
+    return s;
+  }
+
+  /** A host drops a namespace whose id shows up in another subsystem (facts §7). */
+  private assertUniqueIds(ns: Namespace): void {
+    const mine = new Set(ns.ids());
+    for (const s of this.subsystems.values()) {
+      for (const other of s.namespaces.values()) {
+        const clash = other.ids().find((id) => mine.has(id));
+        if (clash)
+          throw new Error(
+            `Namespace id ${clash} is already used by namespace ${other.nsid} of ${s.nqn}`,
+          );
+      }
+    }
+  }
+
+  /** Round robin through the range, so a stale I/O Connect cannot hit a fresh controller. */
+  private allocCntlid(): number | null {
+    const { cntlidMin: min, cntlidMax: max } = this.options;
+    for (let i = 0; i <= max - min; i++) {
+      const id = this.nextCntlid;
+      this.nextCntlid = id >= max ? min : id + 1;
+      if (!this.controllers.has(id)) return id;
+    }
+    return null;
+  }
+
+  private discoveryChanged(): void {
+    this.genctr++;
+    for (const c of this.discovery.controllers) c.notifyDiscoveryChanged();
+  }
+}

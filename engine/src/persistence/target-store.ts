@@ -1,0 +1,146 @@
+/**
+ * The target's configuration as stored: ports, subsystems, allowed hosts, namespaces.
+ * Pure data access; validation against the live target happens in the service layer,
+ * which calls these inside one transaction per change.
+ */
+import type { Db } from './db.js';
+
+export interface PortRow {
+  portId: number;
+  host: string;
+  port: number;
+}
+
+export interface NamespaceRow {
+  nsid: number;
+  backendKind: 'file' | 'block' | 'memory';
+  path: string;
+  sizeBytes: number;
+  blockSize: 512 | 4096;
+  nguid: string;
+  uuid: string;
+  anaGroup: number;
+}
+
+export interface SubsystemRow {
+  nqn: string;
+  serial: string;
+  model: string;
+  allowAnyHost: boolean;
+  hosts: string[];
+  namespaces: NamespaceRow[];
+}
+
+export interface TargetConfig {
+  ports: PortRow[];
+  subsystems: SubsystemRow[];
+}
+
+export class TargetStore {
+  constructor(private readonly db: Db) {}
+
+  load(): TargetConfig {
+    const ports = this.db
+      .prepare('SELECT port_id AS portId, host, port FROM ports ORDER BY port_id')
+      .all() as PortRow[];
+    const subs = this.db
+      .prepare(
+        'SELECT nqn, serial, model, allow_any_host AS allowAnyHost FROM subsystems ORDER BY created_at, nqn',
+      )
+      .all() as (Omit<SubsystemRow, 'hosts' | 'namespaces' | 'allowAnyHost'> & {
+      allowAnyHost: number;
+    })[];
+    const hosts = this.db.prepare(
+      'SELECT host_nqn FROM subsystem_hosts WHERE subsystem_nqn = ? ORDER BY host_nqn',
+    );
+    const nss = this.db.prepare(
+      `SELECT nsid, backend_kind AS backendKind, path, size_bytes AS sizeBytes, block_size AS blockSize,
+              nguid, uuid, ana_group AS anaGroup
+       FROM namespaces WHERE subsystem_nqn = ? ORDER BY nsid`,
+    );
+    return {
+      ports,
+      subsystems: subs.map((s) => ({
+        ...s,
+        allowAnyHost: s.allowAnyHost === 1,
+        hosts: (hosts.all(s.nqn) as { host_nqn: string }[]).map((h) => h.host_nqn),
+        namespaces: nss.all(s.nqn) as NamespaceRow[],
+      })),
+    };
+  }
+
+  addPort(p: PortRow): void {
+    this.db
+      .prepare('INSERT INTO ports (port_id, host, port) VALUES (?, ?, ?)')
+      .run(p.portId, p.host, p.port);
+  }
+
+  removePort(portId: number): boolean {
+    return this.db.prepare('DELETE FROM ports WHERE port_id = ?').run(portId).changes > 0;
+  }
+
+  addSubsystem(s: Omit<SubsystemRow, 'namespaces'>): void {
+    this.db
+      .prepare(
+        'INSERT INTO subsystems (nqn, serial, model, allow_any_host, created_at) VALUES (?, ?, ?, ?, ?)',
+      )
+      .run(s.nqn, s.serial, s.model, s.allowAnyHost ? 1 : 0, Date.now());
+    for (const h of s.hosts) this.allowHost(s.nqn, h);
+  }
+
+  removeSubsystem(nqn: string): boolean {
+    return this.db.prepare('DELETE FROM subsystems WHERE nqn = ?').run(nqn).changes > 0;
+  }
+
+  setAllowAnyHost(nqn: string, allow: boolean): void {
+    this.db
+      .prepare('UPDATE subsystems SET allow_any_host = ? WHERE nqn = ?')
+      .run(allow ? 1 : 0, nqn);
+  }
+
+  allowHost(nqn: string, hostNqn: string): void {
+    this.db
+      .prepare('INSERT OR IGNORE INTO subsystem_hosts (subsystem_nqn, host_nqn) VALUES (?, ?)')
+      .run(nqn, hostNqn);
+  }
+
+  disallowHost(nqn: string, hostNqn: string): boolean {
+    return (
+      this.db
+        .prepare('DELETE FROM subsystem_hosts WHERE subsystem_nqn = ? AND host_nqn = ?')
+        .run(nqn, hostNqn).changes > 0
+    );
+  }
+
+  addNamespace(nqn: string, ns: NamespaceRow): void {
+    this.db
+      .prepare(
+        `INSERT INTO namespaces (subsystem_nqn, nsid, backend_kind, path, size_bytes, block_size, nguid, uuid, ana_group)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(
+        nqn,
+        ns.nsid,
+        ns.backendKind,
+        ns.path,
+        ns.sizeBytes,
+        ns.blockSize,
+        ns.nguid,
+        ns.uuid,
+        ns.anaGroup,
+      );
+  }
+
+  removeNamespace(nqn: string, nsid: number): boolean {
+    return (
+      this.db.prepare('DELETE FROM namespaces WHERE subsystem_nqn = ? AND nsid = ?').run(nqn, nsid)
+        .changes > 0
+    );
+  }
+
+  audit(actor: string, action: string, details: unknown): void {
+    this.db
+      .prepare('INSERT INTO audit (ts, actor, action, details) VALUES (?, ?, ?, ?)')
+      .run(Date.now(), actor, action, JSON.stringify(details));
+  }
+}

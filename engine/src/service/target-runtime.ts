@@ -1,0 +1,261 @@
+/**
+ * The live NVMe/TCP target of this node: the core Target, one TCP listener per port
+ * and the open backends of every namespace. Each change is all-or-nothing: when a
+ * step fails (port in use, backing file missing), what was already done is undone
+ * and the error says what to fix. The engine persists a change only after it applied
+ * here; `branchsan export` uses this without a database.
+ */
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { Target, type TargetOptions } from '../core/index.js';
+import { IN_CAPSULE_DATA_SIZE } from '../protocol/tcp-limits.js';
+import { BackendError, type BlockBackend } from '../storage/backend.js';
+import { openBackend, type BackendSpec } from '../storage/open.js';
+import { TcpTransport } from '../transport/tcp/index.js';
+import { UserError } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
+
+export interface PortSpec {
+  portId: number;
+  host: string;
+  port: number;
+}
+
+export interface SubsystemSpec {
+  nqn: string;
+  serial: string;
+  model: string;
+  allowAnyHost: boolean;
+  hosts: string[];
+}
+
+export interface NamespaceSpec {
+  nsid: number;
+  backend: BackendSpec;
+  nguid: string;
+  uuid: string;
+  anaGroup: number;
+}
+
+export const FIRMWARE = '0.1';
+
+export class TargetRuntime {
+  readonly target: Target;
+  private readonly listeners = new Map<number, { spec: PortSpec; transport: TcpTransport }>();
+  private readonly backends = new Map<string, BlockBackend>();
+
+  constructor(
+    private readonly log: Logger,
+    opts: TargetOptions = {},
+  ) {
+    this.target = new Target({
+      inCapsuleBytes: IN_CAPSULE_DATA_SIZE,
+      logger: { info: (m, f) => log.info(m, f), warn: (m, f) => log.warn(m, f) },
+      ...opts,
+    });
+  }
+
+  /** Listens on host:port, then advertises it; a port in use changes nothing. */
+  async addPort(spec: PortSpec): Promise<PortSpec> {
+    if (this.listeners.has(spec.portId)) {
+      throw new UserError(
+        `Port id ${spec.portId} is already configured.`,
+        'Pick another port id.',
+        'conflict',
+        'portId',
+      );
+    }
+    let transport: TcpTransport;
+    try {
+      transport = await TcpTransport.listen(
+        {
+          host: spec.host,
+          port: spec.port,
+          portId: spec.portId,
+          log: this.log.child({ component: 'nvme-tcp', port: spec.port }),
+        },
+        this.target,
+      );
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      throw new UserError(
+        `Cannot listen for NVMe/TCP on ${spec.host}:${spec.port}: ${code ?? (err as Error).message}.`,
+        code === 'EADDRINUSE'
+          ? 'Another program (or the kernel nvmet target) uses that port: stop it or choose another port.'
+          : code === 'EADDRNOTAVAIL'
+            ? 'That address is not on this machine: use one of its interface addresses or 0.0.0.0.'
+            : 'Check the address and port.',
+        'conflict',
+        'port',
+      );
+    }
+    const bound = { ...spec, port: transport.address().port };
+    try {
+      this.target.addPort({
+        portId: spec.portId,
+        trtype: 'tcp',
+        adrfam: spec.host.includes(':') ? 'ipv6' : 'ipv4',
+        traddr: spec.host,
+        trsvcid: String(bound.port),
+      });
+    } catch (err) {
+      await transport.close();
+      throw asUserError(err, 'portId');
+    }
+    this.listeners.set(spec.portId, { spec: bound, transport });
+    this.log.info('NVMe/TCP port listening', { ...bound });
+    return bound;
+  }
+
+  async removePort(portId: number): Promise<void> {
+    const l = this.listeners.get(portId);
+    if (!l)
+      throw new UserError(`Port id ${portId} does not exist.`, undefined, 'not-found', 'portId');
+    this.target.removePort(portId);
+    this.listeners.delete(portId);
+    await l.transport.close();
+  }
+
+  ports(): PortSpec[] {
+    return [...this.listeners.values()].map((l) => l.spec);
+  }
+
+  addSubsystem(spec: SubsystemSpec): void {
+    try {
+      this.target.addSubsystem({ ...spec, firmware: FIRMWARE });
+    } catch (err) {
+      throw asUserError(err, 'nqn');
+    }
+  }
+
+  async removeSubsystem(nqn: string): Promise<void> {
+    try {
+      this.target.removeSubsystem(nqn);
+    } catch (err) {
+      throw asUserError(err, 'nqn');
+    }
+    for (const [key, backend] of this.backends) {
+      if (key.startsWith(`${nqn}#`)) {
+        this.backends.delete(key);
+        await backend.close();
+      }
+    }
+  }
+
+  setHosts(nqn: string, hosts: string[], allowAnyHost: boolean): void {
+    try {
+      this.target.setAllowedHosts(nqn, hosts, allowAnyHost);
+    } catch (err) {
+      throw asUserError(err, 'hostNqn');
+    }
+  }
+
+  /** Opens the backend, then attaches it; the backend is closed again if attaching fails. */
+  async addNamespace(nqn: string, spec: NamespaceSpec): Promise<BlockBackend> {
+    let backend: BlockBackend;
+    try {
+      backend = await openBackend(spec.backend);
+    } catch (err) {
+      throw backendUserError(err, spec.backend);
+    }
+    try {
+      this.target.addNamespace(nqn, {
+        nsid: spec.nsid,
+        backend,
+        nguid: spec.nguid,
+        uuid: spec.uuid,
+        anagrpid: spec.anaGroup,
+      });
+    } catch (err) {
+      await backend.close();
+      throw asUserError(err, 'nsid');
+    }
+    this.backends.set(`${nqn}#${spec.nsid}`, backend);
+    return backend;
+  }
+
+  /** Whether the namespace is attached (a configured one may be offline: its backend failed to open). */
+  hasNamespace(nqn: string, nsid: number): boolean {
+    return this.backends.has(`${nqn}#${nsid}`);
+  }
+
+  async removeNamespace(nqn: string, nsid: number): Promise<void> {
+    try {
+      this.target.removeNamespace(nqn, nsid);
+    } catch (err) {
+      throw asUserError(err, 'nsid');
+    }
+    const key = `${nqn}#${nsid}`;
+    const backend = this.backends.get(key);
+    this.backends.delete(key);
+    await backend?.close();
+  }
+
+  /** Disconnect hosts, stop listening, close backends (after their in-flight I/O). */
+  async close(): Promise<void> {
+    this.target.close();
+    await Promise.all([...this.listeners.values()].map((l) => l.transport.close()));
+    this.listeners.clear();
+    await Promise.all([...this.backends.values()].map((b) => b.close()));
+    this.backends.clear();
+  }
+}
+
+/** A fresh, globally unique NGUID (16 bytes as 32 hex digits). */
+export function newNguid(): string {
+  return randomBytes(16).toString('hex');
+}
+
+/** A random (version 4) UUID string. */
+export function newUuid(): string {
+  return randomUUID();
+}
+
+/** Stable identifiers derived from a name: the same export gets the same ids after a restart. */
+export function stableIds(seed: string): { nguid: string; uuid: string } {
+  const h = createHash('sha256').update(seed).digest();
+  const u = Buffer.from(h.subarray(16, 32));
+  u[6] = (u[6]! & 0x0f) | 0x80; // version 8: custom, name-derived
+  u[8] = (u[8]! & 0x3f) | 0x80;
+  const x = u.toString('hex');
+  return {
+    nguid: h.subarray(0, 16).toString('hex'),
+    uuid: `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`,
+  };
+}
+
+function asUserError(err: unknown, field: string): Error {
+  if (err instanceof UserError) return err;
+  const msg = (err as Error).message;
+  const code = /already exists|in use|duplicate/i.test(msg)
+    ? 'conflict'
+    : /does not exist|unknown|no such/i.test(msg)
+      ? 'not-found'
+      : 'invalid';
+  return new UserError(msg.endsWith('.') ? msg : `${msg}.`, undefined, code, field);
+}
+
+function backendUserError(err: unknown, spec: BackendSpec): Error {
+  if (err instanceof BackendError) {
+    return new UserError(
+      err.message,
+      backendHint(err, spec),
+      err.kind === 'out-of-range' ? 'invalid' : 'conflict',
+      'backend',
+    );
+  }
+  return asUserError(err, 'backend');
+}
+
+function backendHint(err: BackendError, spec: BackendSpec): string {
+  if (spec.kind === 'memory') return 'Choose a smaller size.';
+  if (err.errno === 'ENOENT') {
+    return spec.kind === 'file'
+      ? `Create it, or pass a size to create a new sparse file at ${spec.path}.`
+      : `No such device: check the path (ls -l /dev/disk/by-id).`;
+  }
+  if (err.errno === 'EEXIST')
+    return 'The file already exists: use it without a size, or pick another path.';
+  if (err.errno === 'EACCES' || err.errno === 'EPERM')
+    return "The engine lacks permission: run it as root or fix the file's owner.";
+  return 'Check the path and the free space of its filesystem.';
+}

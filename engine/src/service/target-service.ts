@@ -1,0 +1,334 @@
+/**
+ * Target configuration as the API changes it: validate, apply to the live target,
+ * then persist (with an audit row) in one transaction. If persisting fails, the live
+ * change is undone, so the database and the live target never disagree. At start the
+ * live target is rebuilt from the database.
+ */
+import fs from 'node:fs';
+import type {
+  NamespaceConfig,
+  PortConfig,
+  SubsystemConfig,
+  TargetConfig,
+} from '../../../contract/api.js';
+import type { Db } from '../persistence/db.js';
+import { recordEvent } from '../persistence/db.js';
+import { TargetStore, type NamespaceRow, type SubsystemRow } from '../persistence/target-store.js';
+import type { BackendSpec } from '../storage/open.js';
+import { UserError } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
+import { newNguid, newUuid, type TargetRuntime } from './target-runtime.js';
+
+export interface NamespaceAddRequest {
+  nqn: string;
+  nsid?: number;
+  backend:
+    | { kind: 'file'; path: string; createSizeBytes?: number }
+    | { kind: 'block'; path: string }
+    | { kind: 'memory'; sizeBytes: number };
+  blockSize?: 512 | 4096;
+}
+
+export class TargetService {
+  private readonly store: TargetStore;
+
+  constructor(
+    private readonly db: Db,
+    private readonly rt: TargetRuntime,
+    private readonly log: Logger,
+  ) {
+    this.store = new TargetStore(db);
+  }
+
+  /** Rebuilds the live target from the database; what cannot be applied is reported, not fatal. */
+  async restore(): Promise<void> {
+    const cfg = this.store.load();
+    for (const s of cfg.subsystems) {
+      this.rt.addSubsystem(s);
+      for (const ns of s.namespaces) {
+        await this.rt
+          .addNamespace(s.nqn, { ...ns, backend: specOf(ns, false) })
+          .catch((err: Error) =>
+            this.problem(
+              'target.namespace.unavailable',
+              `Namespace ${ns.nsid} of ${s.nqn} is offline: ${err.message}`,
+              err,
+            ),
+          );
+      }
+    }
+    for (const p of cfg.ports) {
+      await this.rt
+        .addPort(p)
+        .catch((err: Error) =>
+          this.problem(
+            'target.port.unavailable',
+            `NVMe/TCP port ${p.host}:${p.port} is not listening: ${err.message}`,
+            err,
+          ),
+        );
+    }
+  }
+
+  config(): TargetConfig {
+    return this.store.load();
+  }
+
+  async addPort(
+    p: { portId?: number; host: string; port: number },
+    actor: string,
+  ): Promise<PortConfig> {
+    const cfg = this.store.load();
+    if (cfg.ports.some((x) => x.host === p.host && x.port === p.port)) {
+      throw new UserError(
+        `NVMe/TCP already listens on ${p.host}:${p.port}.`,
+        undefined,
+        'conflict',
+        'port',
+      );
+    }
+    const portId = p.portId ?? Math.max(0, ...cfg.ports.map((x) => x.portId)) + 1;
+    const bound = await this.rt.addPort({ portId, host: p.host, port: p.port });
+    await this.persist(
+      actor,
+      'target.port.add',
+      bound,
+      () => this.store.addPort(bound),
+      () => this.rt.removePort(portId),
+    );
+    return bound;
+  }
+
+  async removePort(portId: number, actor: string): Promise<void> {
+    const old = this.store.load().ports.find((p) => p.portId === portId);
+    if (!old)
+      throw new UserError(`Port id ${portId} does not exist.`, undefined, 'not-found', 'portId');
+    await this.rt.removePort(portId);
+    await this.persist(
+      actor,
+      'target.port.remove',
+      { portId },
+      () => this.store.removePort(portId),
+      async () => {
+        await this.rt.addPort(old);
+      },
+    );
+  }
+
+  async createSubsystem(
+    p: { nqn: string; serial?: string; model?: string; allowAnyHost?: boolean; hosts?: string[] },
+    actor: string,
+  ): Promise<SubsystemConfig> {
+    const row = {
+      nqn: p.nqn,
+      serial: p.serial ?? `BSAN${newNguid().slice(0, 12).toUpperCase()}`,
+      model: p.model ?? 'BranchSAN',
+      allowAnyHost: p.allowAnyHost ?? false,
+      hosts: [...new Set(p.hosts ?? [])],
+    };
+    if (this.store.load().subsystems.some((s) => s.nqn === p.nqn)) {
+      throw new UserError(
+        `Subsystem ${p.nqn} already exists.`,
+        'Choose another NQN.',
+        'conflict',
+        'nqn',
+      );
+    }
+    this.rt.addSubsystem(row);
+    await this.persist(
+      actor,
+      'target.subsystem.create',
+      row,
+      () => this.store.addSubsystem(row),
+      () => this.rt.removeSubsystem(p.nqn),
+    );
+    return this.subsystem(p.nqn);
+  }
+
+  async deleteSubsystem(nqn: string, actor: string): Promise<void> {
+    const old = this.subsystem(nqn);
+    await this.rt.removeSubsystem(nqn);
+    await this.persist(
+      actor,
+      'target.subsystem.delete',
+      { nqn },
+      () => this.store.removeSubsystem(nqn),
+      async () => {
+        this.rt.addSubsystem(old);
+        for (const ns of old.namespaces)
+          await this.rt.addNamespace(nqn, { ...ns, backend: specOf(ns, false) });
+      },
+    );
+  }
+
+  async setHostAllowed(
+    nqn: string,
+    hostNqn: string,
+    allowed: boolean,
+    actor: string,
+  ): Promise<SubsystemConfig> {
+    const old = this.subsystem(nqn);
+    const hosts = allowed
+      ? [...new Set([...old.hosts, hostNqn])]
+      : old.hosts.filter((h) => h !== hostNqn);
+    if (!allowed && hosts.length === old.hosts.length) {
+      throw new UserError(
+        `Host ${hostNqn} is not on the list of ${nqn}.`,
+        undefined,
+        'not-found',
+        'hostNqn',
+      );
+    }
+    this.rt.setHosts(nqn, hosts, old.allowAnyHost);
+    await this.persist(
+      actor,
+      allowed ? 'target.host.allow' : 'target.host.disallow',
+      { nqn, hostNqn },
+      () => (allowed ? this.store.allowHost(nqn, hostNqn) : this.store.disallowHost(nqn, hostNqn)),
+      () => this.rt.setHosts(nqn, old.hosts, old.allowAnyHost),
+    );
+    return this.subsystem(nqn);
+  }
+
+  async addNamespace(req: NamespaceAddRequest, actor: string): Promise<NamespaceConfig> {
+    const sub = this.subsystem(req.nqn);
+    const used = new Set(sub.namespaces.map((n) => n.nsid));
+    const nsid = req.nsid ?? firstFree(used);
+    if (used.has(nsid)) {
+      throw new UserError(
+        `Namespace id ${nsid} is already used in ${req.nqn}.`,
+        'Leave nsid out to take the next free one.',
+        'conflict',
+        'nsid',
+      );
+    }
+    const b = req.backend;
+    const inUse = this.store
+      .load()
+      .subsystems.flatMap((s) => s.namespaces)
+      .find((n) => b.kind !== 'memory' && n.path === b.path);
+    if (inUse)
+      throw new UserError(
+        `${inUse.path} is already a namespace.`,
+        'One backing file or device serves one namespace.',
+        'conflict',
+        'backend.path',
+      );
+    const created = b.kind === 'file' && b.createSizeBytes !== undefined;
+    const row: NamespaceRow = {
+      nsid,
+      backendKind: b.kind,
+      path: b.kind === 'memory' ? '' : b.path,
+      sizeBytes:
+        b.kind === 'memory' ? b.sizeBytes : b.kind === 'file' ? (b.createSizeBytes ?? 0) : 0,
+      blockSize: req.blockSize ?? 512,
+      nguid: newNguid(),
+      uuid: newUuid(),
+      anaGroup: 1,
+    };
+    const backend = await this.rt.addNamespace(req.nqn, { ...row, backend: specOf(row, created) });
+    row.sizeBytes = backend.sizeBytes;
+    row.blockSize = backend.blockSize as 512 | 4096;
+    await this.persist(
+      actor,
+      'target.namespace.add',
+      { ...req, nsid },
+      () => this.store.addNamespace(req.nqn, row),
+      async () => {
+        await this.rt.removeNamespace(req.nqn, nsid);
+        if (created && b.kind === 'file') fs.rmSync(b.path, { force: true });
+      },
+    );
+    return row;
+  }
+
+  async removeNamespace(nqn: string, nsid: number, actor: string): Promise<void> {
+    const ns = this.subsystem(nqn).namespaces.find((n) => n.nsid === nsid);
+    if (!ns)
+      throw new UserError(
+        `Namespace ${nsid} does not exist in ${nqn}.`,
+        undefined,
+        'not-found',
+        'nsid',
+      );
+    const live = this.rt.hasNamespace(nqn, nsid); // an offline namespace is only a row
+    if (live) await this.rt.removeNamespace(nqn, nsid);
+    await this.persist(
+      actor,
+      'target.namespace.remove',
+      { nqn, nsid },
+      () => this.store.removeNamespace(nqn, nsid),
+      async () => {
+        if (live) await this.rt.addNamespace(nqn, { ...ns, backend: specOf(ns, false) });
+      },
+    );
+  }
+
+  private subsystem(nqn: string): SubsystemRow {
+    const s = this.store.load().subsystems.find((x) => x.nqn === nqn);
+    if (!s)
+      throw new UserError(
+        `Subsystem ${nqn} does not exist.`,
+        'Create it first (target.subsystem.create).',
+        'not-found',
+        'nqn',
+      );
+    return s;
+  }
+
+  /** Persists one applied change with its audit row; on failure undoes the live change and rethrows. */
+  private async persist(
+    actor: string,
+    action: string,
+    details: unknown,
+    write: () => unknown,
+    undo: () => unknown,
+  ): Promise<void> {
+    try {
+      this.db.transaction(() => {
+        write();
+        this.store.audit(actor, action, details);
+      })();
+    } catch (err) {
+      this.log.error('configuration change not stored; undoing it', { action, err });
+      try {
+        await undo();
+      } catch (undoErr) {
+        this.log.error('undo failed: live target may differ from the database until restart', {
+          action,
+          err: undoErr,
+        });
+      }
+      throw new UserError(
+        `The change was not saved (${(err as Error).message}); nothing was changed.`,
+        "Check free space on the data directory's filesystem, then retry.",
+        'unavailable',
+      );
+    }
+  }
+
+  private problem(type: string, message: string, err: Error): void {
+    this.log.error(message, { err });
+    recordEvent(this.db, { type, severity: 'error', message });
+  }
+}
+
+function specOf(ns: NamespaceRow, create: boolean): BackendSpec {
+  const blockSize = ns.blockSize;
+  switch (ns.backendKind) {
+    case 'file':
+      return create
+        ? { kind: 'file', path: ns.path, sizeBytes: ns.sizeBytes, create: true, blockSize }
+        : { kind: 'file', path: ns.path, blockSize };
+    case 'block':
+      return { kind: 'block', path: ns.path };
+    case 'memory':
+      return { kind: 'memory', sizeBytes: ns.sizeBytes, blockSize };
+  }
+}
+
+function firstFree(used: Set<number>): number {
+  let n = 1;
+  while (used.has(n)) n++;
+  return n;
+}

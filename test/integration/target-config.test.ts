@@ -1,0 +1,184 @@
+/**
+ * Target configuration through the engine's API: stored in SQLite, applied to the live
+ * target, rebuilt on restart; invalid changes get clear errors and change nothing.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ErrorCode } from '../../contract/api.js';
+import { apiError, connectSocket, type SocketClient } from '../helpers/api.js';
+import { startEngine, tempDir, type RunningEngine } from '../helpers/engine.js';
+import { freePort } from '../helpers/linux-host.js';
+
+const NQN = 'nqn.2026-11.io.branchsan.test:vol1';
+const HOST = 'nqn.2014-08.org.nvmexpress:uuid:11111111-2222-3333-4444-555555555555';
+
+let engine: RunningEngine;
+let api: SocketClient;
+let dir: string;
+let nvmePort: number;
+
+function tcpOpen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+beforeAll(async () => {
+  dir = tempDir();
+  engine = await startEngine({ dataDir: path.join(dir, 'data') });
+  api = await connectSocket(engine.socketPath);
+  nvmePort = await freePort();
+});
+afterAll(async () => {
+  api?.close();
+  await engine?.stop();
+});
+
+describe('target configuration API', () => {
+  it('creates a subsystem, a port and a file namespace', async () => {
+    const sub = await api.call('target.subsystem.create', { nqn: NQN, hosts: [HOST] });
+    expect(sub).toMatchObject({ nqn: NQN, allowAnyHost: false, hosts: [HOST], namespaces: [] });
+    expect(sub.serial).toMatch(/^[\x20-\x7e]{1,20}$/);
+    const port = await api.call('target.port.add', { host: '127.0.0.1', port: nvmePort });
+    expect(port).toEqual({ portId: 1, host: '127.0.0.1', port: nvmePort });
+    expect(await tcpOpen(nvmePort)).toBe(true);
+    const ns = await api.call('target.namespace.add', {
+      nqn: NQN,
+      backend: { kind: 'file', path: path.join(dir, 'vol1.img'), createSizeBytes: 64 << 20 },
+    });
+    expect(ns).toMatchObject({ nsid: 1, backendKind: 'file', sizeBytes: 64 << 20, blockSize: 512 });
+    expect(ns.nguid).toMatch(/^[0-9a-f]{32}$/);
+    expect(fs.statSync(path.join(dir, 'vol1.img')).size).toBe(64 << 20);
+  });
+
+  it('refuses invalid changes with a code, a message and the field, and changes nothing', async () => {
+    const before = await api.call('target.config', {});
+    const cases: [Promise<unknown>, number, string | undefined, RegExp][] = [
+      [
+        api.call('target.subsystem.create', { nqn: NQN }),
+        ErrorCode.Conflict,
+        'nqn',
+        /already exists/,
+      ],
+      [
+        api.call('target.subsystem.create', { nqn: 'not-an-nqn' }),
+        ErrorCode.InvalidParams,
+        'nqn',
+        /expected an NQN/,
+      ],
+      [
+        api.call('target.namespace.add', {
+          nqn: NQN,
+          nsid: 1,
+          backend: { kind: 'memory', sizeBytes: 1 << 20 },
+        }),
+        ErrorCode.Conflict,
+        'nsid',
+        /already used/,
+      ],
+      [
+        api.call('target.namespace.add', {
+          nqn: NQN,
+          backend: { kind: 'file', path: path.join(dir, 'missing.img') },
+        }),
+        ErrorCode.Conflict,
+        'backend',
+        /missing\.img/,
+      ],
+      [
+        api.call('target.port.add', { host: '127.0.0.1', port: nvmePort }),
+        ErrorCode.Conflict,
+        'port',
+        /already listens/,
+      ],
+      [
+        api.call('target.host.allow', { nqn: 'nqn.2026-11.io.branchsan.test:nope', hostNqn: HOST }),
+        ErrorCode.NotFound,
+        'nqn',
+        /does not exist/,
+      ],
+      [
+        api.call('target.namespace.remove', { nqn: NQN, nsid: 7 }),
+        ErrorCode.NotFound,
+        'nsid',
+        /does not exist/,
+      ],
+    ];
+    for (const [call, code, field, message] of cases) {
+      const err = await apiError(call);
+      expect(err.code, err.message).toBe(code);
+      expect(err.message).toMatch(message);
+      if (field) expect(err.data?.field).toBe(field);
+    }
+    // a port another program holds
+    const blocker = net.createServer();
+    const busy = await freePort();
+    await new Promise<void>((r) => blocker.listen(busy, '127.0.0.1', r));
+    const inUse = await apiError(api.call('target.port.add', { host: '127.0.0.1', port: busy }));
+    blocker.close();
+    expect(inUse.message).toMatch(/EADDRINUSE/);
+    expect(inUse.data?.hint).toMatch(/another port/);
+    expect(await api.call('target.config', {})).toEqual(before);
+  });
+
+  it('writes an audit row per change', () => {
+    const db = new Database(path.join(engine.dataDir, 'branchsan.db'), { readonly: true });
+    const rows = db.prepare('SELECT actor, action FROM audit ORDER BY id').all() as {
+      actor: string;
+      action: string;
+    }[];
+    db.close();
+    expect(rows.map((r) => r.action)).toEqual([
+      'target.subsystem.create',
+      'target.port.add',
+      'target.namespace.add',
+    ]);
+    expect(rows[0]!.actor).toMatch(/^socket:/);
+  });
+
+  it('rebuilds the same live target after a restart', async () => {
+    const before = await api.call('target.config', {});
+    api.close();
+    await engine.stop();
+    expect(await tcpOpen(nvmePort)).toBe(false);
+    engine = await startEngine({ dataDir: engine.dataDir });
+    api = await connectSocket(engine.socketPath);
+    expect(await api.call('target.config', {})).toEqual(before);
+    expect(await tcpOpen(nvmePort)).toBe(true);
+  });
+
+  it('a namespace whose backing file vanished while stopped is reported, and the rest still serves', async () => {
+    const extra = path.join(dir, 'vol2.img');
+    await api.call('target.namespace.add', {
+      nqn: NQN,
+      backend: { kind: 'file', path: extra, createSizeBytes: 8 << 20 },
+    });
+    api.close();
+    await engine.stop();
+    fs.rmSync(extra);
+    engine = await startEngine({ dataDir: engine.dataDir });
+    api = await connectSocket(engine.socketPath);
+    expect(
+      engine.lines.some(
+        (l) => String(l.msg).includes('Namespace 2 of') && String(l.msg).includes('offline'),
+      ),
+    ).toBe(true);
+    expect(await tcpOpen(nvmePort)).toBe(true);
+  });
+
+  it('removes what it created', async () => {
+    await api.call('target.namespace.remove', { nqn: NQN, nsid: 2 });
+    await api.call('target.host.disallow', { nqn: NQN, hostNqn: HOST });
+    await api.call('target.port.remove', { portId: 1 });
+    expect(await tcpOpen(nvmePort)).toBe(false);
+    await api.call('target.subsystem.delete', { nqn: NQN });
+    expect(await api.call('target.config', {})).toEqual({ ports: [], subsystems: [] });
+  });
+});
