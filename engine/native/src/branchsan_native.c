@@ -1,0 +1,162 @@
+/*
+ * BranchSAN storage helpers: the few Linux calls Node's fs module lacks.
+ *
+ * Every function is synchronous and is called only from the storage I/O worker
+ * threads, never from the main event loop. Errors are thrown as Error objects
+ * whose `code` is the errno name (e.g. "EOPNOTSUPP"), like Node's own fs errors,
+ * so the worker maps them with the same table.
+ */
+#define _GNU_SOURCE
+#define NAPI_VERSION 8
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+#include <node_api.h>
+
+#define CHECK(call)                                                     \
+  do {                                                                  \
+    if ((call) != napi_ok) {                                            \
+      napi_throw_error(env, "EINVAL", "branchsan_native: bad argument"); \
+      return NULL;                                                      \
+    }                                                                   \
+  } while (0)
+
+static const char *errno_name(int e) {
+  switch (e) {
+    case EPERM: return "EPERM";
+    case EIO: return "EIO";
+    case EBADF: return "EBADF";
+    case EACCES: return "EACCES";
+    case EINVAL: return "EINVAL";
+    case EFBIG: return "EFBIG";
+    case ENOSPC: return "ENOSPC";
+    case EROFS: return "EROFS";
+    case ENOTTY: return "ENOTTY";
+    case ENODEV: return "ENODEV";
+    case ENOSYS: return "ENOSYS";
+    case EOPNOTSUPP: return "EOPNOTSUPP";
+    case EDQUOT: return "EDQUOT";
+    case EINTR: return "EINTR";
+    case ETXTBSY: return "ETXTBSY";
+    case ESPIPE: return "ESPIPE";
+    default: return "EUNKNOWN";
+  }
+}
+
+static napi_value throw_errno(napi_env env, const char *what, int e) {
+  char msg[160];
+  snprintf(msg, sizeof msg, "%s failed: %s (%s)", what, strerror(e), errno_name(e));
+  napi_value code, text, err, errnum;
+  napi_create_string_utf8(env, errno_name(e), NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text);
+  napi_create_error(env, code, text, &err);
+  napi_create_int32(env, -e, &errnum);
+  napi_set_named_property(env, err, "errno", errnum);
+  napi_throw(env, err);
+  return NULL;
+}
+
+/* Reads n numeric arguments: fd first, then 64-bit offsets/lengths as doubles
+ * (exact up to 2^53 bytes, far beyond any device we serve). */
+static int get_args(napi_env env, napi_callback_info info, size_t n, double *out) {
+  napi_value argv[4];
+  size_t argc = 4;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < n) return -1;
+  for (size_t i = 0; i < n; i++) {
+    if (napi_get_value_double(env, argv[i], &out[i]) != napi_ok) return -1;
+  }
+  return 0;
+}
+
+/* fallocate(fd, mode, offset, length): punch holes / zero ranges in files. */
+static napi_value js_fallocate(napi_env env, napi_callback_info info) {
+  double a[4];
+  if (get_args(env, info, 4, a)) return throw_errno(env, "fallocate", EINVAL);
+  int r;
+  do {
+    r = fallocate((int)a[0], (int)a[1], (off_t)a[2], (off_t)a[3]);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return throw_errno(env, "fallocate", errno);
+  return NULL;
+}
+
+/* ioctl on a block device with a {start, length} range (BLKDISCARD, BLKZEROOUT). */
+static napi_value range_ioctl(napi_env env, napi_callback_info info, unsigned long req,
+                              const char *what) {
+  double a[3];
+  if (get_args(env, info, 3, a)) return throw_errno(env, what, EINVAL);
+  uint64_t range[2] = {(uint64_t)a[1], (uint64_t)a[2]};
+  if (ioctl((int)a[0], req, range) < 0) return throw_errno(env, what, errno);
+  return NULL;
+}
+
+static napi_value js_blkdiscard(napi_env env, napi_callback_info info) {
+  return range_ioctl(env, info, BLKDISCARD, "BLKDISCARD");
+}
+
+static napi_value js_blkzeroout(napi_env env, napi_callback_info info) {
+  return range_ioctl(env, info, BLKZEROOUT, "BLKZEROOUT");
+}
+
+/* blkgetsize64(fd): device capacity in bytes. */
+static napi_value js_blkgetsize64(napi_env env, napi_callback_info info) {
+  double a[1];
+  if (get_args(env, info, 1, a)) return throw_errno(env, "BLKGETSIZE64", EINVAL);
+  uint64_t size = 0;
+  if (ioctl((int)a[0], BLKGETSIZE64, &size) < 0) return throw_errno(env, "BLKGETSIZE64", errno);
+  napi_value out;
+  CHECK(napi_create_double(env, (double)size, &out));
+  return out;
+}
+
+/* addressMod(typedArray, n): the data pointer modulo n, so O_DIRECT users can
+ * place buffers on an aligned boundary inside a (shared) ArrayBuffer. */
+static napi_value js_address_mod(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  size_t argc = 2;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) return throw_errno(env, "addressMod", EINVAL);
+  void *data = NULL;
+  size_t len = 0;
+  napi_typedarray_type type;
+  napi_value ab;
+  size_t byte_offset = 0;
+  CHECK(napi_get_typedarray_info(env, argv[0], &type, &len, &data, &ab, &byte_offset));
+  uint32_t n = 0;
+  CHECK(napi_get_value_uint32(env, argv[1], &n));
+  if (n == 0) return throw_errno(env, "addressMod", EINVAL);
+  napi_value out;
+  CHECK(napi_create_uint32(env, (uint32_t)((uintptr_t)data % n), &out));
+  return out;
+}
+
+static napi_value int_const(napi_env env, int v) {
+  napi_value out;
+  napi_create_int32(env, v, &out);
+  return out;
+}
+
+NAPI_MODULE_INIT() {
+  napi_property_descriptor props[] = {
+      {"fallocate", NULL, js_fallocate, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"blkdiscard", NULL, js_blkdiscard, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"blkzeroout", NULL, js_blkzeroout, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"blkgetsize64", NULL, js_blkgetsize64, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"addressMod", NULL, js_address_mod, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"FALLOC_FL_KEEP_SIZE", NULL, NULL, NULL, NULL, int_const(env, FALLOC_FL_KEEP_SIZE),
+       napi_enumerable, NULL},
+      {"FALLOC_FL_PUNCH_HOLE", NULL, NULL, NULL, NULL, int_const(env, FALLOC_FL_PUNCH_HOLE),
+       napi_enumerable, NULL},
+      {"FALLOC_FL_ZERO_RANGE", NULL, NULL, NULL, NULL, int_const(env, FALLOC_FL_ZERO_RANGE),
+       napi_enumerable, NULL},
+  };
+  if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok)
+    return NULL;
+  return exports;
+}

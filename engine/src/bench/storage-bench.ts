@@ -1,0 +1,210 @@
+/**
+ * Storage I/O micro-benchmark: 4 KiB random reads and writes at QD1 and QD32,
+ * comparing the worker-thread backend (file.ts) with Node's libuv pool
+ * (fs.read/fs.write) and with readSync/writeSync on the main thread (the upper
+ * bound for one core, and exactly what the data path must not do).
+ *
+ *   node dist/engine/src/bench/storage-bench.js [--dirs /dev/shm,/work] [--seconds 2] [--json]
+ *
+ * The glibc malloc settings from PERF-NOTES.md are applied by re-running
+ * ourselves with them: without them fs throughput swings by 5x between runs.
+ */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import { openFileBackend, type FdBackend, type IoOptions } from '../storage/file.js';
+
+const MALLOC_ENV = {
+  MALLOC_TRIM_THRESHOLD_: '1073741824',
+  MALLOC_TOP_PAD_: '67108864',
+  MALLOC_MMAP_THRESHOLD_: '33554432',
+};
+if (!process.env.MALLOC_TRIM_THRESHOLD_) {
+  const r = spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+    stdio: 'inherit',
+    env: { ...process.env, ...MALLOC_ENV },
+  });
+  process.exit(r.status ?? 1);
+}
+
+const args = process.argv.slice(2);
+const opt = (name: string, dflt: string): string => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && args[i + 1] ? args[i + 1]! : dflt;
+};
+const DIRS = opt('dirs', '/dev/shm,/work').split(',');
+const SECONDS = Number(opt('seconds', '2'));
+const FILE_SIZE = Number(opt('size-mib', '256')) * 1024 * 1024;
+const BS = 4096;
+const BLOCKS = FILE_SIZE / BS;
+const JSON_OUT = args.includes('--json');
+/** --durable-only: just the FUA / flush comparison. */
+const DURABLE_ONLY = args.includes('--durable-only');
+
+/** Worker-backend set-ups compared for plain reads and writes. */
+const VARIANTS: [string, IoOptions][] = [
+  ['worker x1', { workers: 1 }],
+  ['worker x2', { workers: 2 }],
+  ['worker x1 spin30', { workers: 1, spinMicros: 30 }],
+];
+
+/** Issues one I/O at a block index; calls done when it completes. */
+type Submit = (block: number, done: () => void) => void;
+
+interface Result {
+  dir: string;
+  method: string;
+  op: string;
+  qd: number;
+  iops: number;
+  meanUs: number;
+  p99Us: number;
+}
+
+/** Keeps qd I/Os outstanding for the duration; a sync submit just loops. */
+function run(submit: Submit, qd: number): Promise<{ iops: number; meanUs: number; p99Us: number }> {
+  return new Promise((resolve) => {
+    const lat: number[] = [];
+    const end = performance.now() + SECONDS * 1000;
+    let completed = 0;
+    let outstanding = 0;
+    let rnd = 0x9e3779b9;
+    const nextBlock = () => {
+      rnd ^= rnd << 13;
+      rnd ^= rnd >>> 17;
+      rnd ^= rnd << 5;
+      return (rnd >>> 0) % BLOCKS;
+    };
+    const start = performance.now();
+    let finished = false;
+    const one = () => {
+      const t0 = performance.now();
+      outstanding++;
+      submit(nextBlock(), () => {
+        const t1 = performance.now();
+        outstanding--;
+        completed++;
+        if (lat.length < 1_000_000) lat.push(t1 - t0);
+        if (t1 < end) one();
+        else if (outstanding === 0 && !finished) {
+          finished = true;
+          const secs = (t1 - start) / 1000;
+          lat.sort((a, b) => a - b);
+          const mean = lat.reduce((a, b) => a + b, 0) / lat.length;
+          resolve({
+            iops: Math.round(completed / secs),
+            meanUs: Math.round(mean * 1000 * 10) / 10,
+            p99Us: Math.round(lat[Math.floor(lat.length * 0.99)]! * 1000 * 10) / 10,
+          });
+        }
+      });
+    };
+    for (let i = 0; i < qd; i++) one();
+  });
+}
+
+/** readSync/writeSync on this thread: sync, so QD is always 1 in effect. */
+function runSync(
+  fd: number,
+  op: 'read' | 'write',
+): { iops: number; meanUs: number; p99Us: number } {
+  const buf = Buffer.alloc(BS, 1);
+  const end = performance.now() + SECONDS * 1000;
+  let n = 0;
+  let rnd = 12345;
+  const start = performance.now();
+  let now = start;
+  while (now < end) {
+    for (let i = 0; i < 256; i++) {
+      rnd = (rnd * 1103515245 + 12345) & 0x7fffffff;
+      const pos = (rnd % BLOCKS) * BS;
+      if (op === 'read') fs.readSync(fd, buf, 0, BS, pos);
+      else fs.writeSync(fd, buf, 0, BS, pos);
+    }
+    n += 256;
+    now = performance.now();
+  }
+  const secs = (now - start) / 1000;
+  return { iops: Math.round(n / secs), meanUs: Math.round((secs / n) * 1e7) / 10, p99Us: NaN };
+}
+
+function backendSubmit(b: FdBackend, op: string): Submit {
+  const data = Buffer.alloc(BS, 3);
+  if (op === 'read') return (blk, done) => b.read(blk * BS, BS, () => done());
+  if (op === 'write') return (blk, done) => b.write(blk * BS, data, false, () => done());
+  if (op === 'write-fua') return (blk, done) => b.write(blk * BS, data, true, () => done());
+  // write followed by flush (fdatasync): the alternative way to honour FUA
+  return (blk, done) => b.write(blk * BS, data, false, () => b.flush(() => done()));
+}
+
+function libuvSubmit(fd: number, op: string): Submit {
+  const data = Buffer.alloc(BS, 3);
+  if (op === 'read')
+    return (blk, done) => fs.read(fd, Buffer.allocUnsafe(BS), 0, BS, blk * BS, () => done());
+  return (blk, done) => fs.write(fd, data, 0, BS, blk * BS, () => done());
+}
+
+async function prepare(dir: string): Promise<string> {
+  const path = `${dir}/branchsan-bench-${process.pid}.img`;
+  fs.rmSync(path, { force: true });
+  const fd = fs.openSync(path, 'w');
+  const chunk = Buffer.alloc(1 << 20, 0x5a);
+  for (let off = 0; off < FILE_SIZE; off += chunk.length)
+    fs.writeSync(fd, chunk, 0, chunk.length, off);
+  fs.fsyncSync(fd);
+  fs.closeSync(fd);
+  return path;
+}
+
+async function main(): Promise<void> {
+  const results: Result[] = [];
+  const report = (r: Result) => {
+    results.push(r);
+    if (!JSON_OUT) {
+      const p99 = Number.isNaN(r.p99Us) ? '' : ` p99 ${r.p99Us} µs`;
+      console.log(
+        `${r.dir.padEnd(9)} ${r.method.padEnd(16)} ${r.op.padEnd(11)} QD${String(r.qd).padEnd(3)} ${String(r.iops).padStart(7)} IOPS  mean ${r.meanUs} µs${p99}`,
+      );
+    }
+  };
+  for (const dir of DIRS) {
+    const path = await prepare(dir);
+    try {
+      for (const op of DURABLE_ONLY ? [] : ['read', 'write']) {
+        const fd = fs.openSync(path, 'r+');
+        report({ dir, method: 'readSync-main', op, qd: 1, ...runSync(fd, op as 'read' | 'write') });
+        for (const qd of [1, 32])
+          report({ dir, method: 'libuv-pool', op, qd, ...(await run(libuvSubmit(fd, op), qd)) });
+        fs.closeSync(fd);
+        for (const [method, io] of VARIANTS) {
+          const b = await openFileBackend({ path, io });
+          for (const qd of [1, 32])
+            report({ dir, method, op, qd, ...(await run(backendSubmit(b, op), qd)) });
+          await b.close();
+        }
+      }
+      // Durable writes: FUA through the O_DSYNC fd vs a write then fdatasync,
+      // with 1, 2 and 4 threads for the sync class.
+      for (const syncWorkers of [1, 2, 4]) {
+        const b = await openFileBackend({ path, io: { syncWorkers } });
+        for (const op of ['write-fua', 'write+flush']) {
+          for (const qd of [1, 32]) {
+            report({
+              dir,
+              method: `worker sync x${syncWorkers}`,
+              op,
+              qd,
+              ...(await run(backendSubmit(b, op), qd)),
+            });
+          }
+        }
+        await b.close();
+      }
+    } finally {
+      fs.rmSync(path, { force: true });
+    }
+  }
+  if (JSON_OUT) console.log(JSON.stringify(results, null, 2));
+}
+
+await main();

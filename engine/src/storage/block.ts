@@ -1,0 +1,135 @@
+/**
+ * The block-device backend: the same fd + worker engine as the file backend
+ * (file.ts), with size, block size and discard support read from sysfs.
+ *
+ * Sysfs rather than ioctls so that opening works without the native addon; the
+ * addon is still what makes discard (BLKDISCARD) and offloaded zeroing
+ * (BLKZEROOUT) possible, so without it caps.deallocate is false.
+ */
+import * as fs from 'node:fs';
+import { readFile, realpath, stat } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { promisify } from 'node:util';
+import { BackendError } from './backend.js';
+import { openError, startBackend, type FdBackend, type FdTarget, type IoOptions } from './file.js';
+
+const openAsync = promisify(fs.open);
+const closeAsync = promisify(fs.close);
+
+export interface BlockBackendOptions {
+  /** /dev/sdX, /dev/nvme0n1p3, /dev/disk/by-id/… (symlinks are followed). */
+  path: string;
+  /** O_DIRECT: bypass the page cache (reads and writes go straight to the device). */
+  direct?: boolean;
+  readOnly?: boolean;
+  io?: IoOptions;
+}
+
+/** What sysfs says about a device. */
+export interface BlockDeviceInfo {
+  name: string;
+  sizeBytes: number;
+  logicalBlockSize: number;
+  discard: boolean;
+  writeBackCache: boolean;
+  readOnly: boolean;
+}
+
+/** Reads /sys/class/block/<name>; a partition's queue/ is its parent disk's. */
+export async function probeBlockDevice(path: string): Promise<BlockDeviceInfo> {
+  const dev = await realpath(path);
+  const st = await stat(dev);
+  if (!st.isBlockDevice()) {
+    throw new BackendError(
+      'unavailable',
+      `${path} is not a block device (use kind "file" for files)`,
+    );
+  }
+  const name = basename(dev);
+  const sys = join('/sys/class/block', name);
+  const queue = await firstExisting([join(sys, 'queue'), join(await realpath(sys), '..', 'queue')]);
+  const sectors = Number(await readSys(join(sys, 'size'))); // always 512-byte units
+  return {
+    name,
+    sizeBytes: sectors * 512,
+    logicalBlockSize: Number(await readSys(join(queue, 'logical_block_size'))),
+    discard: Number(await readSys(join(queue, 'discard_max_bytes'), '0')) > 0,
+    writeBackCache: (await readSys(join(queue, 'write_cache'), 'write back')) === 'write back',
+    readOnly: (await readSys(join(sys, 'ro'), '0')) === '1',
+  };
+}
+
+export async function openBlockBackend(opts: BlockBackendOptions): Promise<FdBackend> {
+  const info = await probeBlockDevice(opts.path);
+  if (info.logicalBlockSize !== 512 && info.logicalBlockSize !== 4096) {
+    throw new BackendError(
+      'unavailable',
+      `${opts.path} has ${info.logicalBlockSize}-byte blocks; only 512 and 4096 are supported`,
+    );
+  }
+  if (info.sizeBytes <= 0)
+    throw new BackendError(
+      'unavailable',
+      `${opts.path} has no capacity (empty loop device or removed medium?)`,
+    );
+  const readOnly = opts.readOnly === true || info.readOnly;
+  const direct = opts.direct === true;
+  const { O_RDONLY, O_RDWR, O_EXCL, O_DIRECT, O_DSYNC } = fs.constants;
+  const base = (readOnly ? O_RDONLY : O_RDWR) | (direct ? O_DIRECT : 0);
+  // O_EXCL on a block device refuses it while mounted or claimed by another
+  // exclusive user. Only the first fd claims it: a second O_EXCL open would
+  // conflict with our own claim.
+  const fd = await openAsync(opts.path, base | O_EXCL).catch((err: NodeJS.ErrnoException) => {
+    throw openError(opts.path, err);
+  });
+  let fdSync = fd;
+  try {
+    if (!readOnly) fdSync = await openAsync(opts.path, base | O_DSYNC);
+    const target: FdTarget = {
+      kind: 'block',
+      path: opts.path,
+      fd,
+      fdSync,
+      direct,
+      blockSize: info.logicalBlockSize,
+      sizeBytes: info.sizeBytes - (info.sizeBytes % info.logicalBlockSize),
+      readOnly,
+      allowDeallocate: info.discard,
+      // Discard is advisory on most devices: what a discarded block reads back
+      // as is not promised, so we do not claim zeroes.
+      readZeroesAfterDeallocate: false,
+      // Through the page cache there is always a volatile cache; with O_DIRECT
+      // only the device's own cache remains.
+      volatileWriteCache: !direct || info.writeBackCache,
+    };
+    return await startBackend(target, opts.io);
+  } catch (err) {
+    if (fdSync !== fd) await closeAsync(fdSync).catch(() => undefined);
+    await closeAsync(fd).catch(() => undefined);
+    throw err;
+  }
+}
+
+async function readSys(path: string, fallback?: string): Promise<string> {
+  try {
+    return (await readFile(path, 'utf8')).trim();
+  } catch (err) {
+    if (fallback !== undefined) return fallback;
+    throw new BackendError(
+      'unavailable',
+      `cannot read ${path} (${(err as NodeJS.ErrnoException).code}); is sysfs mounted?`,
+    );
+  }
+}
+
+async function firstExisting(paths: string[]): Promise<string> {
+  for (const p of paths) {
+    try {
+      await stat(p);
+      return p;
+    } catch {
+      /* next */
+    }
+  }
+  return paths[0]!;
+}

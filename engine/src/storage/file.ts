@@ -1,0 +1,427 @@
+/**
+ * The file backend (a sparse file) and the engine shared with the block-device
+ * backend (block.ts): both are "an fd plus worker threads"; they differ in how
+ * the size is found and how zeroing and freeing reach the storage (fallocate vs
+ * BLKZEROOUT/BLKDISCARD, decided inside io-worker.ts).
+ *
+ * Durability: writes land in the page cache (a volatile write cache, so caps say
+ * so); flush is fdatasync; a FUA write goes through a second fd opened O_DSYNC,
+ * which syncs only that range instead of every dirty page of the file.
+ */
+import * as fs from 'node:fs';
+import { constants as os } from 'node:os';
+import { promisify } from 'node:util';
+import {
+  BackendError,
+  type BackendCapabilities,
+  type BackendErrorKind,
+  type BlockBackend,
+  type IoCallback,
+  type ReadCallback,
+} from './backend.js';
+import { IoWorkerPool, resolveNativeAddon, type JobDone, type PoolInfo } from './io-worker-pool.js';
+import { Op, Status, type OpCode, type TargetKind } from './io-worker-protocol.js';
+
+const openAsync = promisify(fs.open);
+const closeAsync = promisify(fs.close);
+const fstatAsync = promisify(fs.fstat);
+const ftruncateAsync = promisify(fs.ftruncate);
+const unlinkAsync = promisify(fs.unlink);
+
+/** How the I/O threads are set up; the defaults suit a 2-4 core appliance. */
+export interface IoOptions {
+  /** Threads for reads and plain writes (default 1: with the event loop it fills two cores). */
+  workers?: number;
+  /** Threads for FUA writes, flush, zeroing, deallocate (default 2; they mostly sleep in the kernel). */
+  syncWorkers?: number;
+  /** In-flight limit per thread class (data, sync); more requests queue (default 64). */
+  maxInflight?: number;
+  /** µs a worker polls before sleeping: lower QD1 latency for CPU (default 0). */
+  spinMicros?: number;
+  /** Shared slot size in bytes, multiple of 4096 (default 128 KiB). */
+  slotSize?: number;
+  /** false: run without the native addon; a string: the addon's path. */
+  native?: boolean | string;
+}
+
+export interface FileBackendOptions {
+  path: string;
+  /** Required with create; when opening, checked against the file if given. */
+  sizeBytes?: number;
+  /** true: create a new sparse file (fails if it exists); otherwise open an existing one. */
+  create?: boolean;
+  /** 512 (default: every host OS and hypervisor accepts it) or 4096. */
+  blockSize?: 512 | 4096;
+  readOnly?: boolean;
+  io?: IoOptions;
+}
+
+/** What FdBackend needs; produced by openFileBackend or openBlockBackend. */
+export interface FdTarget {
+  kind: TargetKind;
+  path: string;
+  fd: number;
+  fdSync: number;
+  direct: boolean;
+  blockSize: number;
+  sizeBytes: number;
+  readOnly: boolean;
+  /** Extra limits from the device (block: discard support, write cache). */
+  allowDeallocate: boolean;
+  readZeroesAfterDeallocate: boolean;
+  volatileWriteCache: boolean;
+}
+
+/** open → closing (close() called, in-flight I/O finishing) → closed. */
+type BackendState = 'open' | 'closing' | 'closed';
+
+export class FdBackend implements BlockBackend {
+  readonly kind: string;
+  readonly location: string;
+  readonly blockSize: number;
+  readonly sizeBytes: number;
+  readonly caps: BackendCapabilities;
+  private state: BackendState = 'open';
+  private closing: Promise<void> | null = null;
+
+  constructor(
+    private readonly target: FdTarget,
+    private readonly pool: IoWorkerPool,
+  ) {
+    this.kind = target.kind;
+    this.location = target.path;
+    this.blockSize = target.blockSize;
+    this.sizeBytes = target.sizeBytes;
+    const info: PoolInfo = pool.info;
+    this.caps = {
+      flush: true,
+      fua: true,
+      writeZeroes: info.canWriteZeroes,
+      deallocate: info.canDeallocate && target.allowDeallocate,
+      readZeroesAfterDeallocate: target.readZeroesAfterDeallocate,
+      volatileWriteCache: target.volatileWriteCache,
+    };
+  }
+
+  /** Why the addon is not used (null when it is): for the start-up log. */
+  get nativeNote(): string | null {
+    return this.pool.info.nativeNote;
+  }
+
+  read(offset: number, length: number, cb: ReadCallback): void {
+    const err = this.check('read', offset, length);
+    if (err) return defer(cb, err);
+    if (length === 0) return defer(cb, null, Buffer.alloc(0));
+    this.pool.submit(Op.read, offset, length, Buffer.allocUnsafe(length), (st, data) =>
+      st === Status.ok ? cb(null, data) : cb(this.error(st, 'read', offset)),
+    );
+  }
+
+  write(offset: number, data: Buffer, fua: boolean, cb: IoCallback): void {
+    const err = this.check('write', offset, data.length);
+    if (err) return defer(cb, err);
+    if (data.length === 0) return defer(cb, null);
+    this.pool.submit(
+      fua ? Op.writeFua : Op.write,
+      offset,
+      data.length,
+      data,
+      this.done(cb, 'write', offset),
+    );
+  }
+
+  flush(cb: IoCallback): void {
+    const err = this.check('flush', 0, 0);
+    if (err) return defer(cb, err);
+    this.pool.submit(Op.flush, 0, 0, null, this.done(cb, 'flush', 0));
+  }
+
+  writeZeroes(offset: number, length: number, fua: boolean, cb: IoCallback): void {
+    const err = this.check('write', offset, length);
+    if (err) return defer(cb, err);
+    if (length === 0) return defer(cb, null);
+    const op = fua ? Op.writeZeroesFua : Op.writeZeroes;
+    this.pool.submit(op, offset, length, null, this.done(cb, 'write zeroes', offset));
+  }
+
+  /** Without hole punching/discard the worker writes zeroes, so data semantics hold. */
+  deallocate(offset: number, length: number, cb: IoCallback): void {
+    const err = this.check('write', offset, length);
+    if (err) return defer(cb, err);
+    if (length === 0) return defer(cb, null);
+    const op: OpCode = this.caps.deallocate ? Op.deallocate : Op.writeZeroes;
+    this.pool.submit(op, offset, length, null, this.done(cb, 'deallocate', offset));
+  }
+
+  close(): Promise<void> {
+    if (!this.closing) {
+      this.state = 'closing';
+      this.closing = (async () => {
+        try {
+          await this.pool.close();
+        } finally {
+          await closeFds(this.target);
+          this.state = 'closed';
+        }
+      })();
+    }
+    return this.closing;
+  }
+
+  private done(cb: IoCallback, what: string, offset: number): JobDone {
+    return (st) => cb(st === Status.ok ? null : this.error(st, what, offset));
+  }
+
+  private check(what: string, offset: number, length: number): BackendError | null {
+    if (this.state !== 'open') {
+      return new BackendError(
+        'unavailable',
+        `${this.describe()} is closed; the volume is being stopped`,
+      );
+    }
+    if (what !== 'read' && what !== 'flush' && this.target.readOnly) {
+      return new BackendError('read-only', `${this.describe()} was opened read-only`);
+    }
+    const bs = this.blockSize;
+    if (!(offset >= 0 && length >= 0 && offset + length <= this.sizeBytes)) {
+      return new BackendError(
+        'out-of-range',
+        `${what} of ${length} bytes at ${offset} is beyond the ${this.sizeBytes}-byte volume`,
+      );
+    }
+    if (offset % bs !== 0 || length % bs !== 0) {
+      return new BackendError(
+        'out-of-range',
+        `${what} of ${length} bytes at ${offset} is not aligned to ${bs}-byte blocks`,
+      );
+    }
+    return null;
+  }
+
+  private describe(): string {
+    return `${this.kind === 'block' ? 'block device' : 'backing file'} ${this.location}`;
+  }
+
+  private error(status: number, what: string, offset: number): BackendError {
+    return statusError(status, {
+      what,
+      offset,
+      subject: this.describe(),
+      failure: this.pool.failure,
+    });
+  }
+}
+
+const errnoNames = new Map<number, string>(Object.entries(os.errno).map(([name, n]) => [n, name]));
+
+interface ErrorContext {
+  what: string;
+  offset: number;
+  /** "backing file /x" or "block device /dev/y" */
+  subject: string;
+  failure: string | null;
+}
+
+/** Turns a worker status into an error that says what happened and what to do. */
+export function statusError(status: number, ctx: ErrorContext): BackendError {
+  const at = `${ctx.what} at offset ${ctx.offset}`;
+  if (status === Status.workerLost) {
+    const why = ctx.failure ?? 'unknown reason';
+    return new BackendError(
+      'unavailable',
+      `the I/O thread for ${ctx.subject} stopped (${why}); restart the engine service`,
+    );
+  }
+  if (status === Status.shortRead) {
+    return new BackendError(
+      'io',
+      `${ctx.subject} ended before the ${at}: something truncated it; restore the volume from its mirror`,
+    );
+  }
+  if (status < 0)
+    return new BackendError(
+      'io',
+      `internal error during ${at} on ${ctx.subject}; see the engine log`,
+    );
+  const code = errnoNames.get(status) ?? `errno ${status}`;
+  const [kind, advice] = classify(code, ctx.what !== 'read');
+  return new BackendError(kind, `${at} on ${ctx.subject} failed (${code}): ${advice}`, code);
+}
+
+function classify(code: string, writing: boolean): [BackendErrorKind, string] {
+  switch (code) {
+    case 'ENOSPC':
+    case 'EDQUOT':
+    case 'EFBIG':
+      return ['no-space', 'the storage is full; free space on that file system or move the volume'];
+    case 'EROFS':
+    case 'EPERM':
+    case 'EACCES':
+      if (writing)
+        return [
+          'read-only',
+          'the storage refuses writes; check that it is mounted read-write and the engine may write it',
+        ];
+      return ['io', 'the engine may not read it; check its permissions'];
+    case 'EOPNOTSUPP':
+    case 'ENOTTY':
+      return ['unsupported', 'the storage does not support this operation'];
+    default:
+      return [
+        'io',
+        'the storage reported an error; check the system log (dmesg) and the disk health',
+      ];
+  }
+}
+
+/** Creates or opens a sparse backing file. */
+export async function openFileBackend(opts: FileBackendOptions): Promise<FdBackend> {
+  const blockSize = opts.blockSize ?? 512;
+  if (blockSize !== 512 && blockSize !== 4096) {
+    throw new BackendError(
+      'out-of-range',
+      `block size ${String(blockSize)} is not supported; use 512 or 4096`,
+    );
+  }
+  const readOnly = opts.readOnly === true;
+  const { fd, sizeBytes } = opts.create
+    ? await createFile(opts, blockSize)
+    : await openExisting(opts, blockSize, readOnly);
+  let fdSync = -1;
+  try {
+    fdSync = readOnly ? fd : await openAsync(opts.path, fs.constants.O_RDWR | fs.constants.O_DSYNC);
+    const target: FdTarget = {
+      kind: 'file',
+      path: opts.path,
+      fd,
+      fdSync,
+      direct: false,
+      blockSize,
+      sizeBytes,
+      readOnly,
+      allowDeallocate: true,
+      readZeroesAfterDeallocate: true, // punched holes and the zero-writing fallback both read as zeroes
+      volatileWriteCache: true, // the page cache
+    };
+    return await startBackend(target, opts.io);
+  } catch (err) {
+    await closeFds({ fd, fdSync });
+    throw err;
+  }
+}
+
+/** Starts the worker pool for an opened target; closes nothing on failure. */
+export async function startBackend(target: FdTarget, io: IoOptions = {}): Promise<FdBackend> {
+  const slotSize = io.slotSize ?? 128 * 1024;
+  if (slotSize < 4096 || slotSize % 4096 !== 0)
+    throw new Error(`slotSize ${slotSize} is not a multiple of 4096`);
+  const pool = await IoWorkerPool.start({
+    kind: target.kind,
+    path: target.path,
+    fd: target.fd,
+    fdSync: target.fdSync,
+    direct: target.direct,
+    blockSize: target.blockSize,
+    sizeBytes: target.sizeBytes,
+    workers: Math.max(1, io.workers ?? 1),
+    syncWorkers: Math.max(0, io.syncWorkers ?? 2),
+    spinMicros: Math.max(0, io.spinMicros ?? 0),
+    maxInflight: Math.max(1, io.maxInflight ?? 64),
+    slotSize,
+    nativePath: await resolveNativeAddon(io.native),
+  });
+  return new FdBackend(target, pool);
+}
+
+async function createFile(
+  opts: FileBackendOptions,
+  blockSize: number,
+): Promise<{ fd: number; sizeBytes: number }> {
+  const size = opts.sizeBytes;
+  if (size === undefined || !Number.isSafeInteger(size) || size <= 0 || size % blockSize !== 0) {
+    throw new BackendError(
+      'out-of-range',
+      `cannot create ${opts.path}: size ${String(size)} is not a positive multiple of ${blockSize} bytes`,
+    );
+  }
+  const { O_RDWR, O_CREAT, O_EXCL } = fs.constants;
+  const fd = await openAsync(opts.path, O_RDWR | O_CREAT | O_EXCL, 0o600).catch(
+    (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EEXIST') {
+        throw new BackendError(
+          'unavailable',
+          `backing file ${opts.path} already exists; open it instead or choose another name`,
+          'EEXIST',
+        );
+      }
+      throw openError(opts.path, err);
+    },
+  );
+  try {
+    await ftruncateAsync(fd, size); // sparse: no blocks are allocated until written
+  } catch (err) {
+    await closeAsync(fd).catch(() => undefined);
+    await unlinkAsync(opts.path).catch(() => undefined);
+    throw openError(opts.path, err as NodeJS.ErrnoException);
+  }
+  return { fd, sizeBytes: size };
+}
+
+async function openExisting(
+  opts: FileBackendOptions,
+  blockSize: number,
+  readOnly: boolean,
+): Promise<{ fd: number; sizeBytes: number }> {
+  const fd = await openAsync(
+    opts.path,
+    readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR,
+  ).catch((err: NodeJS.ErrnoException) => {
+    throw openError(opts.path, err);
+  });
+  const st = await fstatAsync(fd);
+  let problem: string | null = null;
+  if (!st.isFile()) problem = 'is not a regular file (use kind "block" for devices)';
+  else if (st.size === 0 || st.size % blockSize !== 0)
+    problem = `is ${st.size} bytes, not a positive multiple of ${blockSize}`;
+  else if (opts.sizeBytes !== undefined && opts.sizeBytes !== st.size)
+    problem = `is ${st.size} bytes, expected ${opts.sizeBytes}`;
+  if (problem) {
+    await closeAsync(fd);
+    throw new BackendError('out-of-range', `backing file ${opts.path} ${problem}`);
+  }
+  return { fd, sizeBytes: st.size };
+}
+
+export function openError(path: string, err: NodeJS.ErrnoException): BackendError {
+  const code = err.code ?? 'EIO';
+  const advice: Record<string, [BackendErrorKind, string]> = {
+    ENOENT: ['unavailable', 'it does not exist; create the volume or fix the path'],
+    EACCES: [
+      'read-only',
+      'permission denied; the engine service must be able to read and write it',
+    ],
+    EPERM: ['read-only', 'permission denied; the engine service must be able to read and write it'],
+    EROFS: ['read-only', 'its file system is mounted read-only'],
+    ENOSPC: ['no-space', 'its file system is full; free space or choose another location'],
+    EFBIG: [
+      'no-space',
+      'the file system cannot hold a file this large; choose a smaller size or another file system',
+    ],
+    EBUSY: ['unavailable', 'it is in use (mounted or opened exclusively by another program)'],
+  };
+  const [kind, what] = advice[code] ?? ['io', err.message];
+  return new BackendError(kind, `cannot open ${path} (${code}): ${what}`, code);
+}
+
+async function closeFds(t: { fd: number; fdSync: number }): Promise<void> {
+  if (t.fdSync >= 0 && t.fdSync !== t.fd) await closeAsync(t.fdSync).catch(() => undefined);
+  await closeAsync(t.fd).catch(() => undefined);
+}
+
+function defer<T>(
+  cb: (err: BackendError | null, v?: T) => void,
+  err: BackendError | null,
+  v?: T,
+): void {
+  queueMicrotask(() => cb(err, v));
+}

@@ -1,0 +1,135 @@
+/**
+ * The shared-memory contract between the main thread (io-worker-pool.ts) and one
+ * storage I/O thread (io-worker.ts). Both sides import only this file from each other.
+ *
+ * Shape (like a tiny io_uring): each worker owns `slots` tags. A tag names one
+ * descriptor (op, offset, length, status) and one data slot in a shared slab. The
+ * main thread fills a descriptor, pushes the tag on the submission ring and wakes
+ * the worker only if it sleeps; the worker runs the syscall, pushes the tag on the
+ * completion ring and posts one message only if the main thread is not already
+ * due to drain. Neither ring can overflow: a ring holds at most `slots` tags.
+ */
+
+/** Operations a descriptor can carry. */
+export const Op = {
+  read: 1,
+  write: 2,
+  writeFua: 3,
+  flush: 4,
+  writeZeroes: 5,
+  writeZeroesFua: 6,
+  deallocate: 7,
+} as const;
+export type OpCode = (typeof Op)[keyof typeof Op];
+
+/** Descriptor status: 0 ok, > 0 an errno number, < 0 one of these. */
+export const Status = {
+  ok: 0,
+  /** End of file before the requested range ended (the file shrank under us). */
+  shortRead: -1,
+  /** A non-errno exception inside the worker (a bug); message goes to stderr. */
+  internal: -2,
+  /** The worker thread died; set by the main thread, never by a worker. */
+  workerLost: -3,
+} as const;
+
+/** Int32 indices in the control block. */
+export const Ctrl = {
+  sqTail: 0, // written by main: tags submitted so far
+  sqHead: 1, // written by worker: tags taken so far
+  cqTail: 2, // written by worker: tags completed so far
+  cqHead: 3, // written by main: completions consumed so far
+  workerIdle: 4, // 1 while the worker is (about to be) asleep on the doorbell
+  mainPending: 5, // 1 while a wake-up message to main is in flight or not yet drained
+  stop: 6, // set by main at close: the worker exits when its ring is empty
+  // The one word the worker sleeps on. Main rings it (add + notify) for new work
+  // and for stop; the worker reads it before its last look at the ring, so a ring
+  // after that look makes wait() return at once: no wake-up can be lost.
+  doorbell: 7,
+} as const;
+const CTRL_INTS = 8;
+
+/** Views over one worker's shared control memory. */
+export interface RingViews {
+  ctrl: Int32Array;
+  sq: Int32Array;
+  cq: Int32Array;
+  /** Per tag: [op, status]. */
+  desc32: Int32Array;
+  /** Per tag: [offset, length] in bytes (doubles: exact up to 2^53). */
+  desc64: Float64Array;
+  mask: number;
+}
+
+export function ringSize(slots: number): number {
+  let n = 1;
+  while (n < slots) n <<= 1;
+  return n;
+}
+
+/** Bytes of the shared control buffer for a worker with `slots` tags. */
+export function controlBytes(slots: number): number {
+  const ints = CTRL_INTS + 2 * ringSize(slots) + 2 * slots;
+  return Math.ceil((ints * 4) / 8) * 8 + slots * 16;
+}
+
+export function ringViews(sab: SharedArrayBuffer, slots: number): RingViews {
+  const r = ringSize(slots);
+  const ints = CTRL_INTS + 2 * r + 2 * slots;
+  const f64At = Math.ceil((ints * 4) / 8) * 8;
+  return {
+    ctrl: new Int32Array(sab, 0, CTRL_INTS),
+    sq: new Int32Array(sab, CTRL_INTS * 4, r),
+    cq: new Int32Array(sab, (CTRL_INTS + r) * 4, r),
+    desc32: new Int32Array(sab, (CTRL_INTS + 2 * r) * 4, 2 * slots),
+    desc64: new Float64Array(sab, f64At, 2 * slots),
+    mask: r - 1,
+  };
+}
+
+/** What the device under the worker is; decides how zeroing and freeing work. */
+export type TargetKind = 'file' | 'block';
+
+/** workerData for io-worker.ts. */
+export interface WorkerInit {
+  kind: TargetKind;
+  path: string;
+  /** Plain fd for reads, writes and fdatasync. */
+  fd: number;
+  /** Same file opened O_DSYNC: a write through it is durable when it returns (FUA). */
+  fdSync: number;
+  direct: boolean;
+  blockSize: number;
+  sizeBytes: number;
+  slots: number;
+  slotSize: number;
+  /** Poll this long for more work before sleeping in Atomics.wait. */
+  spinMicros: number;
+  control: SharedArrayBuffer;
+  /** slots * slotSize + 4096 bytes, so the worker can align slot 0 for O_DIRECT. */
+  slab: SharedArrayBuffer;
+  /** Absolute path of the native addon, or null to run without it. */
+  nativePath: string | null;
+}
+
+/** The one message a worker sends before serving: what it found. */
+export interface WorkerReady {
+  type: 'ready';
+  /** Byte offset of slot 0 inside the slab (aligned to 4 KiB when it matters). */
+  slabBase: number;
+  native: boolean;
+  /** Why the addon is not in use, for the log. */
+  nativeNote: string | null;
+  /** fallocate(PUNCH_HOLE) or BLKDISCARD works on this target. */
+  canDeallocate: boolean;
+  /** Zeroing has an offload (fallocate ZERO_RANGE / punch+allocate, BLKZEROOUT). */
+  canWriteZeroes: boolean;
+}
+
+/** A worker that could not start. */
+export interface WorkerFailed {
+  type: 'failed';
+  message: string;
+}
+
+export type WorkerMessage = WorkerReady | WorkerFailed | 0;

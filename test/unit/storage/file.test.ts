@@ -1,0 +1,273 @@
+/**
+ * The file backend end to end: real files on tmpfs, real worker threads, the
+ * native addon when it is built (the fallback has its own file).
+ */
+import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { BlockBackend } from '../../../engine/src/storage/backend.js';
+import { openFileBackend, type FdBackend } from '../../../engine/src/storage/file.js';
+import {
+  deallocate,
+  failure,
+  flush,
+  prng,
+  randomBuffer,
+  read,
+  scratchDir,
+  write,
+  writeZeroes,
+} from './helpers.js';
+
+const MiB = 1024 * 1024;
+const nativeBuilt = existsSync(
+  new URL('../../../engine/native/build/branchsan_native.node', import.meta.url),
+);
+const scratch = scratchDir('file');
+let n = 0;
+const fresh = () => join(scratch.dir, `vol${n++}.img`);
+const open: BlockBackend[] = [];
+
+async function create(
+  sizeBytes = 8 * MiB,
+  extra: Partial<Parameters<typeof openFileBackend>[0]> = {},
+) {
+  const b = await openFileBackend({ path: fresh(), sizeBytes, create: true, ...extra });
+  open.push(b);
+  return b;
+}
+
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((b) => b.close()));
+});
+afterAll(() => scratch.cleanup());
+
+describe('file backend: create and open', () => {
+  it('creates a sparse file of the given size and declares its capabilities', async () => {
+    const b = await create(64 * MiB);
+    const st = statSync(b.location);
+    expect(st.size).toBe(64 * MiB);
+    expect(st.blocks).toBe(0); // sparse: nothing allocated yet
+    expect(b.blockSize).toBe(512);
+    expect(b.caps).toMatchObject({
+      flush: true,
+      fua: true,
+      readZeroesAfterDeallocate: true,
+      volatileWriteCache: true,
+    });
+    expect(b.caps.deallocate).toBe(nativeBuilt);
+    expect(b.caps.writeZeroes).toBe(nativeBuilt);
+  });
+
+  it('refuses to create over an existing file and to open a missing one', async () => {
+    const path = fresh();
+    writeFileSync(path, Buffer.alloc(4096));
+    const exists = await failure(openFileBackend({ path, sizeBytes: 4096, create: true }));
+    expect(exists.message).toMatch(/already exists/);
+    const missing = await failure(openFileBackend({ path: fresh() }));
+    expect(missing.kind).toBe('unavailable');
+    expect(missing.message).toMatch(/ENOENT.*does not exist/);
+  });
+
+  it('rejects sizes that are not a multiple of the block size', async () => {
+    const bad = await failure(
+      openFileBackend({ path: fresh(), sizeBytes: 4096 + 512, create: true, blockSize: 4096 }),
+    );
+    expect(bad.kind).toBe('out-of-range');
+    const path = fresh();
+    writeFileSync(path, Buffer.alloc(1000));
+    expect((await failure(openFileBackend({ path }))).message).toMatch(
+      /not a positive multiple of 512/,
+    );
+    writeFileSync(path, Buffer.alloc(4096));
+    expect((await failure(openFileBackend({ path, sizeBytes: 8192 }))).message).toMatch(
+      /expected 8192/,
+    );
+  });
+
+  it('keeps data across close and reopen', async () => {
+    const b = await create(4 * MiB, { blockSize: 4096 });
+    const data = randomBuffer(prng(7), 64 * 1024);
+    await write(b, 3 * MiB, data);
+    await b.close();
+    const again = await openFileBackend({ path: b.location, blockSize: 4096 });
+    open.push(again);
+    expect(again.sizeBytes).toBe(4 * MiB);
+    expect((await read(again, 3 * MiB, data.length)).equals(data)).toBe(true);
+  });
+});
+
+describe('file backend: data path', () => {
+  it('reads back what was written at random aligned offsets (model check)', async () => {
+    const size = 2 * MiB;
+    const b = await create(size);
+    const model = Buffer.alloc(size);
+    const op = fc.record({
+      kind: fc.constantFrom('write', 'fua', 'zeroes', 'deallocate', 'read'),
+      block: fc.integer({ min: 0, max: size / 512 - 1 }),
+      blocks: fc.integer({ min: 1, max: 600 }), // up to 300 KiB: crosses 128 KiB slots
+      seed: fc.integer({ min: 1 }),
+    });
+    await fc.assert(
+      fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 20 }), async (ops) => {
+        for (const o of ops) {
+          const offset = o.block * 512;
+          const length = Math.min(o.blocks * 512, size - offset);
+          if (o.kind === 'write' || o.kind === 'fua') {
+            const data = randomBuffer(prng(o.seed), length);
+            await write(b, offset, data, o.kind === 'fua');
+            data.copy(model, offset);
+          } else if (o.kind === 'zeroes' || o.kind === 'deallocate') {
+            await (o.kind === 'zeroes'
+              ? writeZeroes(b, offset, length)
+              : deallocate(b, offset, length));
+            model.fill(0, offset, offset + length);
+          }
+          const got = await read(b, offset, length);
+          expect(got.equals(model.subarray(offset, offset + length))).toBe(true);
+        }
+      }),
+      { numRuns: 30 },
+    );
+    expect((await read(b, 0, size)).equals(model)).toBe(true);
+  });
+
+  it('completes FUA writes, FUA write-zeroes and flushes', async () => {
+    const b = await create();
+    const data = randomBuffer(prng(3), 8192);
+    await Promise.all([
+      write(b, 0, data, true),
+      write(b, 8192, data, true),
+      flush(b),
+      writeZeroes(b, 16384, 4096, true),
+    ]);
+    await flush(b);
+    expect((await read(b, 0, 8192)).equals(data)).toBe(true);
+    expect((await read(b, 16384, 4096)).equals(Buffer.alloc(4096))).toBe(true);
+  });
+
+  it.runIf(nativeBuilt)(
+    'punches holes on deallocate: zeroes read back and st_blocks shrinks',
+    async () => {
+      const b = await create(8 * MiB);
+      await write(b, 0, randomBuffer(prng(5), 4 * MiB));
+      await flush(b);
+      const before = statSync(b.location).blocks;
+      await deallocate(b, MiB, 2 * MiB);
+      const after = statSync(b.location).blocks;
+      expect(before - after).toBeGreaterThanOrEqual((2 * MiB) / 512);
+      expect((await read(b, MiB, 2 * MiB)).equals(Buffer.alloc(2 * MiB))).toBe(true);
+      expect((await read(b, 0, 512)).equals(Buffer.alloc(512))).toBe(false);
+    },
+  );
+
+  it('refuses out-of-range and misaligned I/O with out-of-range errors', async () => {
+    const b = await create(MiB);
+    for (const p of [
+      read(b, MiB, 512),
+      read(b, MiB - 512, 1024),
+      read(b, -512, 512),
+      write(b, MiB, Buffer.alloc(512)),
+      writeZeroes(b, 0, MiB + 512),
+      deallocate(b, MiB - 512, 1024),
+      read(b, 100, 512),
+      write(b, 0, Buffer.alloc(100)),
+    ]) {
+      const err = await failure(p);
+      expect(err.kind).toBe('out-of-range');
+      expect(err.message).toMatch(/beyond the 1048576-byte volume|not aligned/);
+    }
+    // The backend still works after refusing.
+    await write(b, 0, Buffer.alloc(512, 1));
+  });
+
+  it('runs 64 mixed operations at once with consistent results', async () => {
+    const b = await create(4 * MiB, { io: { maxInflight: 8 } }); // most of them queue
+    const rand = prng(99);
+    const blocks = Array.from({ length: 64 }, (_, i) => i * 64 * 1024); // disjoint 64 KiB regions
+    const datas = blocks.map(() => randomBuffer(rand, 16 * 1024));
+    await Promise.all(blocks.map((off, i) => write(b, off, datas[i]!, i % 3 === 0)));
+    const ops: Promise<unknown>[] = [];
+    blocks.forEach((off, i) => {
+      const kind = i % 4;
+      if (kind === 0)
+        ops.push(read(b, off, 16 * 1024).then((d) => expect(d.equals(datas[i]!)).toBe(true)));
+      if (kind === 1)
+        ops.push(write(b, off, (datas[i] = randomBuffer(rand, 16 * 1024)), i % 8 === 1));
+      if (kind === 2) ops.push(writeZeroes(b, off, 16 * 1024).then(() => datas[i]!.fill(0)));
+      if (kind === 3) ops.push(flush(b));
+    });
+    await Promise.all(ops);
+    for (const [i, off] of blocks.entries()) {
+      expect((await read(b, off, 16 * 1024)).equals(datas[i]!)).toBe(true);
+    }
+  });
+
+  it('splits I/O larger than a slot and bounds what is in flight', async () => {
+    const b = await create(8 * MiB, { io: { slotSize: 8192, maxInflight: 2, workers: 2 } });
+    const data = randomBuffer(prng(11), 3 * MiB + 4096);
+    await write(b, 512, data);
+    expect((await read(b, 512, data.length)).equals(data)).toBe(true);
+  });
+});
+
+describe('file backend: close', () => {
+  it('finishes in-flight I/O, then refuses with unavailable; close is idempotent', async () => {
+    const b: FdBackend = await openFileBackend({ path: fresh(), sizeBytes: 4 * MiB, create: true });
+    const data = randomBuffer(prng(1), 64 * 1024);
+    const writes = Array.from({ length: 32 }, (_, i) => write(b, i * 64 * 1024, data, i % 2 === 0));
+    const closing = b.close();
+    await Promise.all(writes); // every write issued before close completes successfully
+    await Promise.all([closing, b.close()]);
+    for (const p of [
+      read(b, 0, 512),
+      write(b, 0, Buffer.alloc(512)),
+      flush(b),
+      deallocate(b, 0, 512),
+    ]) {
+      const err = await failure(p);
+      expect(err.kind).toBe('unavailable');
+      expect(err.message).toMatch(/is closed/);
+    }
+    const again = await openFileBackend({ path: b.location });
+    open.push(again);
+    expect((await read(again, 31 * 64 * 1024, data.length)).equals(data)).toBe(true);
+  });
+
+  it('a read-only backend reads and refuses writes', async () => {
+    const b = await create(MiB);
+    await write(b, 0, Buffer.alloc(512, 9));
+    await b.close();
+    const ro = await openFileBackend({ path: b.location, readOnly: true });
+    open.push(ro);
+    expect((await read(ro, 0, 512))[0]).toBe(9);
+    expect((await failure(write(ro, 0, Buffer.alloc(512)))).kind).toBe('read-only');
+  });
+});
+
+beforeAll(() => {
+  if (!nativeBuilt)
+    console.warn(
+      'native addon not built: hole punching tests are skipped (run node engine/native/build.js)',
+    );
+});
+
+describe('file backend: a dying I/O thread', () => {
+  it('fails in-flight and later I/O as unavailable without crashing, and still closes', async () => {
+    const b = await create(4 * MiB);
+    const pool = (
+      b as unknown as { pool: { lanes: { worker: { terminate(): Promise<number> } }[] } }
+    ).pool;
+    const inflight = Array.from({ length: 16 }, (_, i) =>
+      write(b, i * 4096, Buffer.alloc(4096, 1)).catch((e: unknown) => e),
+    );
+    await pool.lanes[0]!.worker.terminate();
+    const results = await Promise.all(inflight);
+    for (const r of results) if (r) expect((r as { kind: string }).kind).toBe('unavailable');
+    const later = await failure(read(b, 0, 4096));
+    expect(later.kind).toBe('unavailable');
+    expect(later.message).toMatch(/I\/O thread .* stopped .*restart the engine/);
+    await b.close();
+  });
+});
