@@ -6,11 +6,12 @@ import { ApiError } from '../../../contract/api.js';
 import { UserError } from '../util/errors.js';
 import { productVersion } from '../util/paths.js';
 import type { Command } from './command.js';
+import { bench } from './bench.js';
 import { exportCommand } from './export.js';
 import { serve } from './serve.js';
 import { status } from './status.js';
 
-const COMMANDS: Command[] = [serve, status, exportCommand];
+const COMMANDS: Command[] = [serve, status, exportCommand, bench];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

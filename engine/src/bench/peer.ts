@@ -1,0 +1,71 @@
+/**
+ * The benchmark's other process: the engine's NVMe/TCP target serving the benchmark
+ * file, and the bare-TCP floor server. Driven over the fork() IPC channel by run.ts;
+ * reports its own CPU time so the report can show target CPU per I/O.
+ */
+import type net from 'node:net';
+import { TargetRuntime } from '../service/target-runtime.js';
+import { createLogger } from '../util/log.js';
+import { startFloorServer } from './floor.js';
+
+export const BENCH_NQN = 'nqn.2026-01.io.branchsan:bench';
+
+export type PeerRequest = { cmd: 'start'; path: string } | { cmd: 'cpu' } | { cmd: 'stop' };
+export type PeerReply =
+  | { ok: true; nvmePort: number; floorPort: number }
+  | { ok: true; cpuUs: number }
+  | { ok: false; error: string };
+
+let rt: TargetRuntime | undefined;
+let floor: net.Server | undefined;
+
+async function handle(msg: PeerRequest): Promise<PeerReply> {
+  switch (msg.cmd) {
+    case 'start': {
+      await stop();
+      rt = new TargetRuntime(createLogger({ level: 'error', sink: process.stderr }));
+      rt.addSubsystem({
+        nqn: BENCH_NQN,
+        serial: 'BSANBENCH',
+        model: 'BranchSAN bench',
+        allowAnyHost: true,
+        hosts: [],
+      });
+      await rt.addNamespace(BENCH_NQN, {
+        nsid: 1,
+        backend: { kind: 'file', path: msg.path },
+        nguid: '42' + '0'.repeat(29) + '1',
+        uuid: '42000000-0000-4000-8000-000000000001',
+        anaGroup: 1,
+      });
+      const port = await rt.addPort({ portId: 1, host: '127.0.0.1', port: 0 });
+      floor ??= await startFloorServer();
+      return {
+        ok: true,
+        nvmePort: port.port,
+        floorPort: (floor.address() as net.AddressInfo).port,
+      };
+    }
+    case 'cpu': {
+      const u = process.cpuUsage();
+      return { ok: true, cpuUs: u.user + u.system };
+    }
+    case 'stop':
+      await stop();
+      floor?.close();
+      setImmediate(() => process.exit(0));
+      return { ok: true, cpuUs: 0 };
+  }
+}
+
+async function stop(): Promise<void> {
+  await rt?.close();
+  rt = undefined;
+}
+
+process.on('message', (msg: PeerRequest) => {
+  handle(msg).then(
+    (reply) => process.send!(reply),
+    (err: Error) => process.send!({ ok: false, error: err.message }),
+  );
+});

@@ -1,0 +1,67 @@
+/**
+ * Latency recording for closed-loop benchmarks: every completion's latency in a
+ * growable Float64Array (µs), percentiles by sorting once at the end.
+ */
+export interface LatencySummary {
+  mean: number;
+  p50: number;
+  p99: number;
+  p999: number;
+}
+
+export interface RunStats {
+  ios: number;
+  bytes: number;
+  seconds: number;
+  iops: number;
+  mbps: number;
+  lat_us: LatencySummary;
+}
+
+export class LatencyRecorder {
+  private samples = new Float64Array(1 << 16);
+  private n = 0;
+
+  record(us: number): void {
+    if (this.n === this.samples.length) {
+      const bigger = new Float64Array(this.samples.length * 2);
+      bigger.set(this.samples);
+      this.samples = bigger;
+    }
+    this.samples[this.n++] = us;
+  }
+
+  get count(): number {
+    return this.n;
+  }
+
+  summary(): LatencySummary {
+    if (this.n === 0) return { mean: 0, p50: 0, p99: 0, p999: 0 };
+    const s = this.samples.subarray(0, this.n).sort();
+    let sum = 0;
+    for (let i = 0; i < this.n; i++) sum += s[i]!;
+    const at = (q: number) => s[Math.min(this.n - 1, Math.floor(q * this.n))]!;
+    return {
+      mean: round(sum / this.n),
+      p50: round(at(0.5)),
+      p99: round(at(0.99)),
+      p999: round(at(0.999)),
+    };
+  }
+}
+
+export function summarize(rec: LatencyRecorder, bytes: number, seconds: number): RunStats {
+  return {
+    ios: rec.count,
+    bytes,
+    seconds: round(seconds),
+    iops: Math.round(rec.count / seconds),
+    mbps: round(bytes / seconds / 1e6),
+    lat_us: rec.summary(),
+  };
+}
+
+export function round(v: number, digits = 2): number {
+  const f = 10 ** digits;
+  return Math.round(v * f) / f;
+}

@@ -1,0 +1,50 @@
+import { formatTable, runBenchmark } from '../bench/run.js';
+import { parseCommandArgs, type Command } from './command.js';
+
+export const bench: Command = {
+  name: 'bench',
+  summary: 'measure NVMe/TCP against the local disk and the bare network',
+  help: `Usage: branchsan bench [--json] [--quick] [--disk-dir DIR] [--seconds N]
+
+Runs, in one process tree and one run, for 4 KiB random read/write at QD1 and QD32
+(1 and 2 I/O queues) and 128 KiB sequential read/write at QD8:
+  local   the target's file backend driven directly (a file in /dev/shm and on disk)
+  remote  the same pattern through BranchSAN's NVMe/TCP target on loopback, with
+          the host library in a separate process
+  floor   a bare TCP request/response of the same sizes between the same processes
+and reports IOPS, MB/s, latency (mean, p50, p99, p99.9), CPU per I/O, and remote as
+a ratio of local. QD is per queue. Progress goes to stderr.
+
+Options:
+  --json          one JSON object on stdout (the table goes to stderr)
+  --quick         only 4 KiB patterns on the RAM-backed file, 1 s each
+  --disk-dir DIR  where the on-disk benchmark file goes        [system temp dir]
+  --seconds N     measured seconds per run                      [2.5; quick 1]`,
+  async run(argv) {
+    const { values } = parseCommandArgs('bench', argv, {
+      json: { type: 'boolean' },
+      quick: { type: 'boolean' },
+      'disk-dir': { type: 'string' },
+      seconds: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    });
+    if (values.help) {
+      console.log(this.help);
+      return 0;
+    }
+    const seconds = values.seconds === undefined ? undefined : Number(values.seconds);
+    if (seconds !== undefined && !(seconds > 0 && seconds <= 60)) {
+      console.error('branchsan: bench: --seconds must be a number of seconds between 0 and 60.');
+      return 2;
+    }
+    const report = await runBenchmark({
+      quick: values.quick ?? false,
+      ...(values['disk-dir'] ? { diskDir: values['disk-dir'] } : {}),
+      ...(seconds ? { seconds } : {}),
+      progress: (line) => process.stderr.write(`[bench] ${line}\n`),
+    });
+    process.stderr.write(formatTable(report) + '\n');
+    if (values.json) process.stdout.write(JSON.stringify(report) + '\n');
+    return 0;
+  },
+};

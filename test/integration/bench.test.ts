@@ -1,0 +1,54 @@
+/**
+ * `branchsan bench --quick --json` end to end: the JSON shape the issue specifies,
+ * every leg measured, ratios computed from the same run. No speed is asserted here:
+ * speed is reported by `npm run bench`, not judged by tests on a noisy machine.
+ */
+import { describe, expect, it } from 'vitest';
+import { runCli } from '../helpers/engine.js';
+
+const lat = {
+  mean: expect.any(Number),
+  p50: expect.any(Number),
+  p99: expect.any(Number),
+  p999: expect.any(Number),
+};
+const stats = { iops: expect.any(Number), mbps: expect.any(Number), lat_us: lat };
+
+describe('branchsan bench', () => {
+  it('--quick --json reports local, remote and floor for the 4 KiB patterns', async () => {
+    const r = await runCli(['bench', '--quick', '--json', '--seconds', '0.3'], {
+      timeoutMs: 120_000,
+    });
+    expect(r.code, r.stderr).toBe(0);
+    const report = JSON.parse(r.stdout);
+    expect(report.machine).toMatchObject({ cpus: expect.any(Number), node: process.version });
+    expect(report.results.map((x: any) => `${x.pattern}/${x.qd}`)).toEqual([
+      'randread/1',
+      'randread/32',
+      'randwrite/1',
+      'randwrite/32',
+    ]);
+    for (const x of report.results) {
+      expect(x).toMatchObject({ bs: 4096, queues: 1, backend: 'shm', local: stats, floor: stats });
+      expect(x.remote).toMatchObject({
+        ...stats,
+        target_cpu_us_per_io: expect.any(Number),
+        host_cpu_us_per_io: expect.any(Number),
+      });
+      for (const leg of [x.local, x.remote, x.floor]) {
+        expect(leg.iops).toBeGreaterThan(0);
+        expect(leg.lat_us.p50).toBeLessThanOrEqual(leg.lat_us.p99);
+        expect(leg.lat_us.p99).toBeLessThanOrEqual(leg.lat_us.p999);
+      }
+      expect(x.ratio_iops).toBeCloseTo(x.remote.iops / x.local.iops, 2);
+      expect(x.added_lat_us).toBeCloseTo(x.remote.lat_us.mean - x.local.lat_us.mean, 1);
+    }
+    expect(r.stderr).toMatch(/local IOPS\s+remote IOPS\s+floor IOPS/);
+  });
+
+  it('rejects a bad --seconds with a usage error', async () => {
+    const r = await runCli(['bench', '--seconds', 'lots']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--seconds must be/);
+  });
+});
