@@ -131,7 +131,13 @@ function backendSpec(
   createSize: string | undefined,
   blockSize: 512 | 4096,
 ): BackendSpec {
-  if (target.startsWith('/dev/')) {
+  let isDevice = false;
+  try {
+    isDevice = fs.statSync(target).isBlockDevice();
+  } catch {
+    // does not exist yet: a file to create (or an error from the backend)
+  }
+  if (isDevice) {
     if (createSize)
       throw new UserError(
         'export: --create-size is for files, not block devices.',
