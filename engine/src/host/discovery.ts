@@ -3,6 +3,9 @@
  * libnvme does: a 20-byte header, NUMREC 1024-byte entries from LPO 1024, then the header
  * again; if GENCTR moved meanwhile the log changed under us and is read again.
  */
+import { decodeDiscoveryEntry, type DiscoveryEntry } from '../protocol/logpages.js';
+
+export type { DiscoveryEntry };
 import { DISCOVERY_NQN, LID } from '../protocol/opcodes.js';
 import { NvmeController, type ControllerOptions } from './controller.js';
 
@@ -10,53 +13,13 @@ export const DISCOVERY_ENTRY_SIZE = 1024;
 const HEADER_READ = 20; // GENCTR, NUMREC, RECFMT (libnvme reads exactly this)
 const MAX_CHUNK = 64 * 1024;
 
-export interface DiscoveryEntry {
-  /** 3 = TCP. */
-  readonly trtype: number;
-  /** 1 IPv4, 2 IPv6. */
-  readonly adrfam: number;
-  /** 1 referral to a discovery service, 2 NVM subsystem, 3 current discovery subsystem. */
-  readonly subtype: number;
-  readonly treq: number;
-  readonly portid: number;
-  readonly cntlid: number;
-  readonly asqsz: number;
-  readonly eflags: number;
-  readonly trsvcid: string;
-  readonly subnqn: string;
-  readonly traddr: string;
-  /** TCP security type (TSAS byte 0): 0 none, 1 TLS 1.2, 2 TLS 1.3. */
-  readonly sectype: number;
-}
-
 export interface DiscoveryLog {
   readonly genctr: bigint;
   readonly entries: DiscoveryEntry[];
 }
 
-export function parseDiscoveryEntry(b: Buffer): DiscoveryEntry {
-  return {
-    trtype: b[0]!,
-    adrfam: b[1]!,
-    subtype: b[2]!,
-    treq: b[3]!,
-    portid: b.readUInt16LE(4),
-    cntlid: b.readUInt16LE(6),
-    asqsz: b.readUInt16LE(8),
-    eflags: b.readUInt16LE(10),
-    trsvcid: field(b, 32, 32),
-    subnqn: field(b, 256, 256),
-    traddr: field(b, 512, 256),
-    sectype: b[768]!,
-  };
-}
-
-/** Text fields are NUL- or space-padded (TRSVCID/TRADDR are space padded in the spec). */
-function field(b: Buffer, at: number, len: number): string {
-  const f = b.subarray(at, at + len);
-  const nul = f.indexOf(0);
-  return f.toString('utf8', 0, nul < 0 ? len : nul).trimEnd();
-}
+/** One entry: the codec's decoder (one source of truth for the wire). */
+export const parseDiscoveryEntry = (b: Buffer): DiscoveryEntry => decodeDiscoveryEntry(b, 0);
 
 /** Read the whole discovery log from a connected discovery controller. */
 export async function readDiscoveryLog(

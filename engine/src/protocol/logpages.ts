@@ -195,20 +195,7 @@ export function decodeDiscoveryLog(b: Buffer): {
   for (let i = 0; i < numrec; i++) {
     const at = DISC_LOG_HEADER_SIZE + i * DISC_LOG_ENTRY_SIZE;
     if (at + DISC_LOG_ENTRY_SIZE > b.length) break;
-    entries.push({
-      trtype: b[at]!,
-      adrfam: b[at + 1]!,
-      subtype: b[at + 2]!,
-      treq: b[at + 3]!,
-      portid: b.readUInt16LE(at + 4),
-      cntlid: b.readUInt16LE(at + 6),
-      asqsz: b.readUInt16LE(at + 8),
-      eflags: b.readUInt16LE(at + 10),
-      trsvcid: nulString(b, at + DISC.trsvcid, 32).trim(),
-      subnqn: nulString(b, at + DISC.subnqn, NQN_FIELD_SIZE),
-      traddr: nulString(b, at + DISC.traddr, 256).trim(),
-      sectype: b[at + DISC.tsas]!,
-    });
+    entries.push(decodeDiscoveryEntry(b, at));
   }
   return { genctr: Number(b.readBigUInt64LE(0)), numrec, recfmt: b.readUInt16LE(16), entries };
 }
@@ -222,4 +209,22 @@ function nulString(b: Buffer, at: number, len: number): string {
 /** 128-bit little-endian counter from a safe integer (high 64 bits stay zero). */
 function writeU128(b: Buffer, at: number, v: number): void {
   b.writeBigUInt64LE(BigInt(Math.max(0, Math.floor(v))), at);
+}
+
+/** One 1024-byte discovery log entry at offset `at` (hosts read entries in chunks). */
+export function decodeDiscoveryEntry(b: Buffer, at = 0): DiscoveryEntry {
+  return {
+    trtype: b[at]!,
+    adrfam: b[at + 1]!,
+    subtype: b[at + 2]!,
+    treq: b[at + 3]!,
+    portid: b.readUInt16LE(at + 4),
+    cntlid: b.readUInt16LE(at + 6),
+    asqsz: b.readUInt16LE(at + 8),
+    eflags: b.readUInt16LE(at + 10),
+    trsvcid: nulString(b, at + DISC.trsvcid, 32).trim(),
+    subnqn: nulString(b, at + DISC.subnqn, NQN_FIELD_SIZE),
+    traddr: nulString(b, at + DISC.traddr, 256).trim(),
+    sectype: b[at + DISC.tsas]!,
+  };
 }
