@@ -8,9 +8,17 @@
  * Events are JSON-RPC notifications: {"jsonrpc":"2.0","method":"event","params":{"name","data"}}.
  */
 import { z } from 'zod';
-import type { RpcErrorBody } from './errors.js';
+import {
+  MetricSeriesInfo,
+  MetricsQueryParams,
+  MetricsQueryResult,
+  MetricsSample,
+  MetricsSettings,
+  MetricsSettingsSet,
+} from './metrics.js';
 
 export * from './errors.js';
+export * from './metrics.js';
 
 export const API_VERSION = 1;
 
@@ -165,6 +173,20 @@ export const methods = {
     params: z.object({ nqn: Nqn, nsid: z.number().int().min(1).max(1024) }).strict(),
     result: z.object({}),
   },
+  /** History of one series, from the finest tier that covers the range (contract/metrics.ts). */
+  'metrics.query': { params: MetricsQueryParams, result: MetricsQueryResult },
+  /** Every series with stored history. */
+  'metrics.series': {
+    params: NoParams,
+    result: z.object({ series: z.array(MetricSeriesInfo) }),
+  },
+  'metrics.settings.get': { params: NoParams, result: MetricsSettings },
+  /** Turns the Prometheus endpoint on or off, rotates its token, sets the history cap. */
+  'metrics.settings.set': {
+    params: MetricsSettingsSet,
+    // the token is returned only here, when the endpoint is on, for the scraper's config
+    result: MetricsSettings.extend({ token: z.string().optional() }),
+  },
 } as const;
 
 export type MethodName = keyof typeof methods;
@@ -178,6 +200,8 @@ export const METHOD_NAMES = Object.keys(methods) as MethodName[];
 export const events = {
   /** Once a second while the engine runs. */
   'system.heartbeat': Heartbeat,
+  /** Once a second: node, namespace and host-connection figures for the dashboard. */
+  'metrics.sample': MetricsSample,
 } as const;
 
 export type EventName = keyof typeof events;
