@@ -8,6 +8,9 @@
  *   const back = await ns.read(0, data.length / ns.blockSize);
  *   await ctrl.close();
  *
+ * Several paths to one namespace (one controller per node of a pair, ANA aware, with
+ * failover that never reorders writes): MultipathNamespace.connect({ nsid, paths }).
+ *
  * Layering: imports engine/src/protocol and node: modules only.
  */
 export { NvmeController } from './controller.js';
@@ -36,3 +39,13 @@ export { execute } from './execute.js';
 export type { Submitter } from './execute.js';
 export { NvmeTcpQueue } from './queue.js';
 export type { QueueOptions, QueueState } from './queue.js';
+export { MultipathNamespace } from './multipath.js';
+export type {
+  MultipathOptions,
+  PathInfo,
+  PathIoCounts,
+  PathOptions,
+  RetryEvent,
+} from './multipath.js';
+export { anaStateOf, anaStateOfStatus, parseAnaLog } from './ana-log.js';
+export type { AnaGroup, AnaLog, AnaPathState } from './ana-log.js';

@@ -1,0 +1,117 @@
+/**
+ * The host's reading of Asymmetric Namespace Access (facts §7): the ANA log page
+ * (LID 0x0C) parsed defensively, the state one namespace has on one path, and the
+ * state an ANA status code (SCT 3) implies. Pure functions; multipath.ts applies them.
+ *
+ * protocol/logpages.ts has a decoder for well-formed logs (the target's own output);
+ * this one faces whatever a controller sends, so it checks every length against the
+ * buffer and says what is wrong instead of reading past the end.
+ */
+import { SC } from '../protocol/status.js';
+
+/** How one namespace can be reached through one path. */
+export type AnaPathState =
+  /** Preferred path: I/O goes here (round robin among optimized paths). */
+  | 'optimized'
+  /** Usable, but used only when no optimized path is left. */
+  | 'non-optimized'
+  /** Answers admin commands; I/O fails with 3/02. Unusable until the state changes. */
+  | 'inaccessible'
+  /** The path will never serve the namespace again (3/01). */
+  | 'persistent-loss'
+  /** The target is moving the group between states (3/03); unusable meanwhile. */
+  | 'change'
+  /** Not read yet, not in the log, or an unknown state code: unusable until known. */
+  | 'unknown';
+
+/** ANA state codes of the log's group descriptor (STATE bits 3:0). */
+export const ANA_STATE_BY_CODE: ReadonlyMap<number, AnaPathState> = new Map([
+  [0x01, 'optimized'],
+  [0x02, 'non-optimized'],
+  [0x03, 'inaccessible'],
+  [0x04, 'persistent-loss'],
+  [0x0f, 'change'],
+]);
+
+export interface AnaGroup {
+  readonly anagrpid: number;
+  readonly chgcnt: bigint;
+  readonly state: AnaPathState;
+  /** Raw STATE bits 3:0 (for messages about unknown codes). */
+  readonly code: number;
+  /** NSIDs in the group; empty when the log was read with RGO (groups only). */
+  readonly nsids: readonly number[];
+}
+
+export interface AnaLog {
+  readonly chgcnt: bigint;
+  readonly groups: readonly AnaGroup[];
+}
+
+const HEADER = 16;
+const DESC = 32;
+
+/** Parse an ANA log page; throws an Error naming the offset when it is malformed. */
+export function parseAnaLog(b: Buffer): AnaLog {
+  if (b.length < HEADER) throw new Error(`ANA log: ${b.length} bytes, the header needs 16`);
+  const ngrps = b.readUInt16LE(8);
+  const groups: AnaGroup[] = [];
+  let at = HEADER;
+  for (let i = 0; i < ngrps; i++) {
+    if (at + DESC > b.length) {
+      throw new Error(`ANA log: group ${i + 1} of ${ngrps} at byte ${at} runs past the page`);
+    }
+    const anagrpid = b.readUInt32LE(at);
+    const nnsids = b.readUInt32LE(at + 4);
+    if (anagrpid === 0) throw new Error(`ANA log: group ${i + 1} has ANAGRPID 0`);
+    if (at + DESC + nnsids * 4 > b.length) {
+      throw new Error(`ANA log: group ${anagrpid} lists ${nnsids} NSIDs past the page end`);
+    }
+    const nsids: number[] = [];
+    for (let k = 0; k < nnsids; k++) nsids.push(b.readUInt32LE(at + DESC + k * 4));
+    const code = b[at + 16]! & 0x0f;
+    groups.push({
+      anagrpid,
+      chgcnt: b.readBigUInt64LE(at + 8),
+      state: ANA_STATE_BY_CODE.get(code) ?? 'unknown',
+      code,
+      nsids,
+    });
+    at += DESC + nnsids * 4;
+  }
+  return { chgcnt: b.readBigUInt64LE(0), groups };
+}
+
+/**
+ * The state of namespace `nsid` in `log`. The NSID lists decide; the group named in
+ * Identify Namespace (ANAGRPID) is the fallback for a log read with RGO, where the
+ * lists are empty. Absent from both: 'unknown' (the namespace is not reachable here).
+ */
+export function anaStateOf(log: AnaLog, nsid: number, anagrpid: number): AnaPathState {
+  for (const g of log.groups) if (g.nsids.includes(nsid)) return g.state;
+  const byGroup = log.groups.find((g) => g.anagrpid === anagrpid && g.nsids.length === 0);
+  return byGroup?.state ?? 'unknown';
+}
+
+/**
+ * The path state an I/O status reports, or null when the status is not an ANA one.
+ * The target checks ANA at command parse (nvmet does too), so these commands were not
+ * executed; their path just told us its current state before the log says so.
+ */
+export function anaStateOfStatus(status: number): AnaPathState | null {
+  switch (status & 0x7ff) {
+    case SC.ANA_PERSISTENT_LOSS:
+      return 'persistent-loss';
+    case SC.ANA_INACCESSIBLE:
+      return 'inaccessible';
+    case SC.ANA_TRANSITION:
+      return 'change';
+    default:
+      return null;
+  }
+}
+
+/** Bytes to read for the whole log: header, every group, every NSID (as Linux sizes it). */
+export function anaLogLength(nanagrpid: number, mnan: number): number {
+  return HEADER + nanagrpid * DESC + mnan * 4;
+}

@@ -1,0 +1,73 @@
+/**
+ * One caller command of a multipath namespace as it moves between paths: its state,
+ * attempts, whether any attempt may have run, and the path and association epoch of
+ * the current attempt (what fencing is checked against). Each attempt is a fresh
+ * NvmeRequest copied from the caller's template, so a late callback of an old attempt
+ * can be recognised and ignored.
+ */
+import type { Path } from './multipath-path.js';
+import { NvmeRequest } from './request.js';
+import { StateMachine } from './state.js';
+
+/** Command states. */
+type CommandState =
+  /** Built, not yet routed. */
+  | 'new'
+  /** An attempt is on a path. */
+  | 'in-flight'
+  /** No usable path: parked until one appears or noPathTimeoutMs passes. */
+  | 'waiting'
+  /** May have run on its path; parked until that path is fenced. */
+  | 'in-doubt'
+  /** Completed to the caller. Terminal. */
+  | 'done';
+
+const COMMAND_STATES: Record<CommandState, readonly CommandState[]> = {
+  new: [],
+  'in-flight': ['new', 'in-flight', 'waiting', 'in-doubt'],
+  waiting: ['new', 'in-flight', 'in-doubt'],
+  'in-doubt': ['in-flight'],
+  done: ['new', 'in-flight', 'waiting', 'in-doubt'],
+};
+
+export class Command {
+  readonly sm = new StateMachine<CommandState>('multipath command', 'new', COMMAND_STATES);
+  attempts = 0;
+  /** Some attempt may have been executed (sticky). */
+  maybeExecuted = false;
+  path: Path | null = null;
+  /** The path's epoch when the current attempt was sent. */
+  epoch = 0;
+  attempt: NvmeRequest | null = null;
+  waitingSince = 0;
+  lastError: Error | null = null;
+
+  constructor(
+    readonly template: NvmeRequest,
+    readonly what: string,
+    /** Changes data: held, not resent, after a transport error (rule 3). */
+    readonly mutating: boolean,
+    readonly queue: number,
+    readonly done: (err: Error | null, req: NvmeRequest | null) => void,
+  ) {}
+}
+
+/** A fresh request with the command's SQE fields and buffers, for one attempt. */
+export function copyRequest(t: NvmeRequest): NvmeRequest {
+  const r = new NvmeRequest();
+  r.opcode = t.opcode;
+  r.nsid = t.nsid;
+  r.cdw2 = t.cdw2;
+  r.cdw3 = t.cdw3;
+  r.cdw10 = t.cdw10;
+  r.cdw11 = t.cdw11;
+  r.cdw12 = t.cdw12;
+  r.cdw13 = t.cdw13;
+  r.cdw14 = t.cdw14;
+  r.cdw15 = t.cdw15;
+  r.dataOut = t.dataOut;
+  r.readLength = t.readLength;
+  r.into = t.into;
+  r.timeoutMs = t.timeoutMs;
+  return r;
+}

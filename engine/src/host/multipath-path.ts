@@ -1,0 +1,183 @@
+/**
+ * One path of a multipath namespace: a controller, what we know about the namespace
+ * through it (identity checked, ANA state), its I/O counters, and the fencing record
+ * that decides when commands left in doubt on it may be sent elsewhere.
+ *
+ * Fencing. A command that failed on this path without a completion may still run on
+ * the target. It is safe to send it elsewhere only once this path's association can no
+ * longer execute anything: a newer association exists (`epoch` moved past the one the
+ * command went out on), or the controller was given up (dead/closed) and `fenceDelayMs`
+ * has passed since. The delay covers a target that did not notice the loss (a network
+ * partition): it keeps its controller until its keep-alive timer fires (KATO + slack),
+ * so the default is the path's KATO. A reconnect counts as a fence without a delay
+ * because the host closes the old association's sockets before it builds the new one
+ * and the target has accepted our new Connect; a command the target had already
+ * started may still finish in its backend until it sees those sockets close (the same
+ * window the Linux host accepts).
+ */
+import type { AnaPathState } from './ana-log.js';
+import type { ControllerState, NvmeController } from './controller.js';
+import { pathUsable, type PathView } from './multipath-policy.js';
+
+/** Per-path I/O counters (attempts, not caller commands: a retried command counts twice). */
+export interface PathIoCounts {
+  /** Attempts sent on this path. */
+  submitted: number;
+  /** Attempts that completed successfully here. */
+  completed: number;
+  /** Attempts that completed with a non-path status handed to the caller. */
+  failed: number;
+  /** Attempts refused with a path status (SCT 3: ANA inaccessible, loss, change). */
+  pathErrors: number;
+  /** Attempts that ended without a completion (timeout, connection lost, refused). */
+  transportErrors: number;
+}
+
+/** A path as callers see it (MultipathNamespace.paths()). */
+export interface PathInfo {
+  readonly index: number;
+  /** The name given in the path's options, or host:port. */
+  readonly name: string;
+  readonly controller: ControllerState;
+  /** CNTLID of the current association, or null while none is live. */
+  readonly cntlid: number | null;
+  readonly ana: AnaPathState;
+  readonly anagrpid: number;
+  /** Takes I/O now (live, identity verified, optimized or non-optimized). */
+  readonly usable: boolean;
+  /** Why the path is refused (identity mismatch, namespace missing), or null. */
+  readonly problem: string | null;
+  readonly inFlight: number;
+  /** Commands that may have run here and wait for this path to be fenced. */
+  readonly inDoubt: number;
+  readonly io: Readonly<PathIoCounts>;
+}
+
+export class Path implements PathView {
+  controller: ControllerState = 'new';
+  cntlid: number | null = null;
+  ana: AnaPathState = 'unknown';
+  /** Highest ANA log CHGCNT applied in this association (-1: none yet). */
+  anaChgcnt = -1n;
+  anagrpid = 0;
+  /** The namespace's identity matched on the current association. */
+  verified = false;
+  problem: string | null = null;
+  /** Associations established so far (see Fencing above). */
+  epoch = 0;
+  /** Given up (dead/closed) and fenceDelayMs has passed. */
+  deadFenced = false;
+  inFlight = 0;
+  /** Commands in doubt on this path, each with the epoch it was sent in. */
+  readonly inDoubt = new Map<object, number>();
+  readonly counts: PathIoCounts = {
+    submitted: 0,
+    completed: 0,
+    failed: 0,
+    pathErrors: 0,
+    transportErrors: 0,
+  };
+  /** The ANA log read in progress (multipath-watch.ts), or null. */
+  anaRead: { epoch: number; again: boolean; done: Promise<void> } | null = null;
+  /** Largest transfer of the current association (0: not known yet). */
+  maxTransferBytes = 0;
+  /** Identity check of the current association, for connect() to wait on. */
+  validating: Promise<void> = Promise.resolve();
+  private fenceTimer: NodeJS.Timeout | null = null;
+  private changeTimer: NodeJS.Timeout | null = null;
+  private ctrlRef: NvmeController | null = null;
+
+  constructor(
+    readonly index: number,
+    readonly name: string,
+    readonly fenceDelayMs: number,
+  ) {}
+
+  get ctrl(): NvmeController {
+    return this.ctrlRef!;
+  }
+  set ctrl(c: NvmeController) {
+    this.ctrlRef = c;
+  }
+
+  get usable(): boolean {
+    return pathUsable(this);
+  }
+
+  /** May a command sent in association `epoch` go to another path now? */
+  fenced(epoch: number): boolean {
+    return this.epoch > epoch || this.deadFenced;
+  }
+
+  /** A new association is live: everything learnt about the old one is void. */
+  newAssociation(cntlid: number): void {
+    this.epoch++;
+    this.cntlid = cntlid;
+    this.verified = false;
+    this.problem = null;
+    this.ana = 'unknown';
+    this.anaChgcnt = -1n;
+    this.stopFenceTimer();
+    this.stopChangeTimer();
+  }
+
+  /** The association is gone for now (recovering, connecting, deleting). */
+  lost(): void {
+    this.cntlid = null;
+    this.stopFenceTimer();
+    this.stopChangeTimer();
+  }
+
+  /** Given up (dead or closed): fenced after fenceDelayMs; `onFenced` then releases. */
+  gone(onFenced: () => void): void {
+    this.lost();
+    if (this.fenceDelayMs <= 0) {
+      this.deadFenced = true;
+      onFenced();
+      return;
+    }
+    this.fenceTimer = setTimeout(() => {
+      this.fenceTimer = null;
+      this.deadFenced = true;
+      onFenced();
+    }, this.fenceDelayMs);
+  }
+
+  /** Start (once) the 2×ANATT watch of a group stuck in 'change' (facts §7). */
+  watchChange(ms: number, onStuck: () => void): void {
+    if (this.changeTimer) return;
+    const epoch = this.epoch;
+    this.changeTimer = setTimeout(() => {
+      this.changeTimer = null;
+      if (this.epoch === epoch && this.ana === 'change') onStuck();
+    }, ms);
+    this.changeTimer.unref();
+  }
+
+  stopChangeTimer(): void {
+    if (this.changeTimer) clearTimeout(this.changeTimer);
+    this.changeTimer = null;
+  }
+
+  stopFenceTimer(): void {
+    if (this.fenceTimer) clearTimeout(this.fenceTimer);
+    this.fenceTimer = null;
+    this.deadFenced = false;
+  }
+
+  info(): PathInfo {
+    return {
+      index: this.index,
+      name: this.name,
+      controller: this.controller,
+      cntlid: this.cntlid,
+      ana: this.ana,
+      anagrpid: this.anagrpid,
+      usable: this.usable,
+      problem: this.problem,
+      inFlight: this.inFlight,
+      inDoubt: this.inDoubt.size,
+      io: { ...this.counts },
+    };
+  }
+}

@@ -1,0 +1,130 @@
+/**
+ * The decisions of multipath I/O as pure functions, so they can be tested table by
+ * table without sockets: which paths are usable, which one gets the next command,
+ * what to do with a completed attempt, and whether two paths show the same namespace.
+ * multipath.ts holds the state and carries the decisions out.
+ */
+import { DNR, statusType } from '../protocol/status.js';
+import type { NamespaceIdentity, NamespaceIds } from './admin.js';
+import type { AnaPathState } from './ana-log.js';
+import type { ControllerState } from './controller.js';
+import type { HostError } from './errors.js';
+
+/** What path selection looks at. */
+export interface PathView {
+  readonly controller: ControllerState;
+  readonly ana: AnaPathState;
+  /** The namespace's identity was checked on the current association and matched. */
+  readonly verified: boolean;
+}
+
+/**
+ * A path takes I/O only when all three hold: its controller is live (not recovering,
+ * dead or closed), the namespace on it is proven to be ours, and ANA says optimized or
+ * non-optimized. Inaccessible, persistent loss, change and unknown all mean "not here".
+ */
+export function pathUsable(p: PathView): boolean {
+  return (
+    p.controller === 'live' && p.verified && (p.ana === 'optimized' || p.ana === 'non-optimized')
+  );
+}
+
+/**
+ * Index of the path for the next command, or -1 when none is usable. Round robin (by
+ * `cursor`, which the caller advances) among the optimized paths; the non-optimized
+ * ones only when no optimized path is left, as the Linux host's ANA policy does.
+ * Two passes instead of building candidate arrays: this runs once per command.
+ */
+export function choosePath(paths: readonly PathView[], cursor: number): number {
+  for (const want of ['optimized', 'non-optimized'] as const) {
+    let n = 0;
+    for (const p of paths) if (p.ana === want && pathUsable(p)) n++;
+    if (n === 0) continue;
+    let k = cursor % n;
+    for (let i = 0; i < paths.length; i++) {
+      const p = paths[i]!;
+      if (p.ana === want && pathUsable(p) && k-- === 0) return i;
+    }
+  }
+  return -1;
+}
+
+/** What to do with one attempt of a command (see the retry rules in multipath.ts). */
+export type Outcome =
+  /** Success: complete it to the caller. */
+  | 'complete'
+  /** The namespace answered (or the status says do not retry): the caller gets the status. */
+  | 'fail'
+  /** Certainly not executed: send it again on a usable path at once. */
+  | 'retry'
+  /** May have been executed: hold it until its path is fenced (dead or reset). */
+  | 'hold';
+
+/** Status Code Type 3: path related (ANA states, internal path error). */
+const SCT_PATH = 3;
+
+/**
+ * `mutating` is true for commands that change data (write, write zeroes, deallocate):
+ * only those can be reordered against later writes by an early resend. A read, compare
+ * or flush that may have run is harmless to run again.
+ */
+export function classifyOutcome(
+  status: number,
+  error: HostError | null,
+  mutating: boolean,
+): Outcome {
+  if (error) {
+    if (!error.maybeExecuted) return 'retry';
+    return mutating ? 'hold' : 'retry';
+  }
+  if (status === 0) return 'complete';
+  if (status & DNR) return 'fail';
+  return statusType(status) === SCT_PATH ? 'retry' : 'fail';
+}
+
+/** Identify data of one path's view of the namespace (an NvmeNamespace has both). */
+export interface NamespaceView {
+  readonly identity: NamespaceIdentity;
+  readonly ids: NamespaceIds;
+}
+
+const hex = (b: Buffer | undefined): string => (b ? b.toString('hex') : 'none');
+const zero = (b: Buffer | undefined): boolean => !b || b.every((x) => x === 0);
+
+/** Why one path's view cannot join a multipath namespace at all, or null. */
+export function namespaceProblem(v: NamespaceView): string | null {
+  const { identity: id, ids } = v;
+  if (!id.active) return `namespace ${id.nsid} is not active`;
+  if ((id.nmic & 1) === 0) return `namespace ${id.nsid} is not shared (NMIC bit 0 clear)`;
+  if (zero(id.nguid) && zero(id.eui64) && zero(ids.nguid) && zero(ids.eui64) && !ids.uuid) {
+    return `namespace ${id.nsid} reports no NGUID, EUI64 or UUID to prove its paths are one namespace`;
+  }
+  // CNS 0 and CNS 3 must agree on one controller before comparing controllers (facts §7).
+  if (ids.nguid && !ids.nguid.equals(id.nguid)) {
+    return `NGUID differs between Identify Namespace (${hex(id.nguid)}) and its descriptors (${hex(ids.nguid)})`;
+  }
+  if (ids.eui64 && !ids.eui64.equals(id.eui64)) {
+    return `EUI64 differs between Identify Namespace (${hex(id.eui64)}) and its descriptors (${hex(ids.eui64)})`;
+  }
+  return null;
+}
+
+/**
+ * Why `b` is not the same namespace as `a` (byte-identical NGUID, EUI64, UUID and CSI,
+ * same format and size), or null. Merging two different namespaces behind one handle
+ * would scatter a volume's writes over two disks, so any difference refuses the path.
+ */
+export function namespaceMismatch(a: NamespaceView, b: NamespaceView): string | null {
+  const checks: [string, string, string][] = [
+    ['NGUID', hex(a.identity.nguid), hex(b.identity.nguid)],
+    ['EUI64', hex(a.identity.eui64), hex(b.identity.eui64)],
+    ['descriptor NGUID', hex(a.ids.nguid), hex(b.ids.nguid)],
+    ['descriptor EUI64', hex(a.ids.eui64), hex(b.ids.eui64)],
+    ['UUID', a.ids.uuid ?? 'none', b.ids.uuid ?? 'none'],
+    ['CSI', String(a.ids.csi ?? 0), String(b.ids.csi ?? 0)],
+    ['block size', String(a.identity.blockSize), String(b.identity.blockSize)],
+    ['size in blocks (NSZE)', String(a.identity.nsze), String(b.identity.nsze)],
+  ];
+  const diff = checks.find(([, x, y]) => x !== y);
+  return diff ? `${diff[0]} ${diff[1]} vs ${diff[2]}` : null;
+}

@@ -1,0 +1,139 @@
+/**
+ * What a multipath namespace learns about each path after its controller comes up:
+ * that the namespace behind it is ours (identity check), and its ANA state (log 0x0C,
+ * the ANA change event, ANA status codes). Each function works on one Path and reports
+ * through a WatchContext; routing I/O stays in multipath.ts.
+ */
+import { LID, NSID_ALL } from '../protocol/opcodes.js';
+import { anaLogLength, anaStateOf, parseAnaLog, type AnaPathState } from './ana-log.js';
+import type { AsyncEvent } from './controller.js';
+import { HostError, NvmeStatusError } from './errors.js';
+import type { Path } from './multipath-path.js';
+import { namespaceMismatch, namespaceProblem, type NamespaceView } from './multipath-policy.js';
+
+/** What the watchers need from the multipath namespace. */
+export interface WatchContext {
+  readonly nsid: number;
+  /** The first verified view of the namespace: every other path must match it. */
+  reference: { readonly view: NamespaceView; readonly path: string } | null;
+  /** Something about `p` changed (report it; if it became usable, send what waits). */
+  changed(p: Path, why: string): void;
+}
+
+/** Largest ANA log we read; ample for 1024 groups and 200k namespaces. */
+const MAX_ANA_LOG = 1 << 20;
+
+/**
+ * On a new association: prove the namespace is ours, then read ANA. A mismatch (or a
+ * missing namespace) sets `p.problem`, which keeps the path unusable until its next
+ * association is checked again (a reconnect may land on a replaced node).
+ */
+export async function validatePath(ctx: WatchContext, p: Path): Promise<void> {
+  const epoch = p.epoch;
+  try {
+    const ns = await p.ctrl.namespace(ctx.nsid);
+    if (epoch !== p.epoch) return;
+    const ref = ctx.reference;
+    const problem = namespaceProblem(ns) ?? (ref ? namespaceMismatch(ref.view, ns) : null);
+    if (problem) return refuse(ctx, p, problem);
+    ctx.reference ??= { view: ns, path: p.name };
+    p.anagrpid = ns.identity.anagrpid;
+    p.maxTransferBytes = p.ctrl.maxTransferBytes;
+    p.verified = true;
+    await readAna(ctx, p);
+  } catch (e) {
+    // A lost association shows up as a state change; anything else refuses the path.
+    if (epoch !== p.epoch || e instanceof HostError) return;
+    refuse(ctx, p, `namespace ${ctx.nsid}: ${(e as Error).message}`);
+  }
+}
+
+function refuse(ctx: WatchContext, p: Path, problem: string): void {
+  p.problem = problem;
+  p.verified = false;
+  ctx.changed(p, `refused: ${problem}`);
+}
+
+/**
+ * Read the ANA log on `p`. Requests during a read of the same association coalesce
+ * into one more read after it (so a burst of 3/02 completions costs two reads), and
+ * the promise settles when the state is current.
+ */
+export function readAna(ctx: WatchContext, p: Path): Promise<void> {
+  if (p.anaRead && p.anaRead.epoch === p.epoch) {
+    p.anaRead.again = true;
+    return p.anaRead.done;
+  }
+  const read = { epoch: p.epoch, again: false, done: Promise.resolve() };
+  read.done = readAnaLoop(ctx, p, read).finally(() => {
+    if (p.anaRead === read) p.anaRead = null;
+  });
+  p.anaRead = read;
+  return read.done;
+}
+
+async function readAnaLoop(
+  ctx: WatchContext,
+  p: Path,
+  read: { epoch: number; again: boolean },
+): Promise<void> {
+  try {
+    do {
+      read.again = false;
+      const id = p.ctrl.identity;
+      if ((id.cmic & 0x08) === 0) {
+        // CMIC bit 3 clear: no ANA reporting, so every path is equally good.
+        return learnAna(ctx, p, 'optimized', 'controller does not report ANA');
+      }
+      const length = Math.min(anaLogLength(id.nanagrpid, id.mnan), MAX_ANA_LOG);
+      const log = await p.ctrl.getLogPage({ lid: LID.ANA, length, nsid: NSID_ALL, rae: false });
+      if (read.epoch !== p.epoch) return;
+      applyAnaLog(ctx, p, log);
+    } while (read.again);
+  } catch (e) {
+    // A lost association shows up as a state change; a refused read leaves the path
+    // unusable ('unknown') and says why.
+    if (e instanceof NvmeStatusError && read.epoch === p.epoch) {
+      learnAna(ctx, p, 'unknown', `ANA log: ${e.message}`);
+    }
+  }
+}
+
+export function applyAnaLog(ctx: WatchContext, p: Path, raw: Buffer): void {
+  let state: AnaPathState;
+  let chgcnt: bigint;
+  try {
+    const log = parseAnaLog(raw);
+    state = anaStateOf(log, ctx.nsid, p.anagrpid);
+    chgcnt = log.chgcnt;
+  } catch (e) {
+    return learnAna(ctx, p, 'unknown', (e as Error).message);
+  }
+  // Our read and the event's read can overlap: never go back to an older log.
+  if (chgcnt < p.anaChgcnt) return;
+  p.anaChgcnt = chgcnt;
+  learnAna(ctx, p, state, `ANA log (CHGCNT ${chgcnt})`);
+}
+
+/** Record `state` for `p`; a group stuck in 'change' past 2×ANATT resets the controller. */
+export function learnAna(ctx: WatchContext, p: Path, state: AnaPathState, why: string): void {
+  if (state === 'change') {
+    const anatt = (p.controller === 'live' && p.ctrl.identity.anatt) || 10;
+    p.watchChange(2 * anatt * 1000, () => {
+      ctx.changed(p, `ANA change lasted over ${2 * anatt} s: resetting the controller`);
+      p.ctrl.reconnect().catch(() => {});
+    });
+  } else {
+    p.stopChangeTimer();
+  }
+  if (p.ana === state) return;
+  p.ana = state;
+  ctx.changed(p, `ANA ${state}: ${why}`);
+}
+
+/** The ANA change event: the controller already read the log (RAE=0, re-arming it). */
+export function onAnaEvent(ctx: WatchContext, p: Path, ev: AsyncEvent): void {
+  if (ev.lid !== LID.ANA || !p.verified) return;
+  if (ev.log) applyAnaLog(ctx, p, ev.log);
+  else void readAna(ctx, p);
+}

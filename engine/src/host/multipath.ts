@@ -1,0 +1,487 @@
+/**
+ * MultipathNamespace: one namespace reached through several controllers of the same
+ * subsystem (a BranchSAN pair: one controller per node), with the I/O API of
+ * NvmeNamespace. It checks that every path shows the same namespace, follows ANA
+ * (log 0x0C at start, on the ANA change event, on ANA status completions), sends I/O to
+ * optimized paths round robin, falls back to non-optimized ones, and moves commands
+ * between paths only when that cannot reorder writes.
+ *
+ *   const mp = await MultipathNamespace.connect({
+ *     nsid: 1,
+ *     paths: [
+ *       { host: '10.0.0.1', port: 4420, subnqn, name: 'node-a', reconnect },
+ *       { host: '10.0.0.2', port: 4420, subnqn, name: 'node-b', reconnect },
+ *     ],
+ *     onPathChange: (p, why) => log(p.name, p.ana, p.controller, why),
+ *   });
+ *   await mp.write(0, data);
+ *
+ * Retry rules, and why:
+ * 1. Completed with a path status (SCT 3: 3/01 persistent loss, 3/02 inaccessible,
+ *    3/03 change, 3/00 internal path error) and no DNR: the target refused it at parse,
+ *    before touching data, so it was not executed. Resend at once on another usable path
+ *    (and note the path's new ANA state and re-read its log).
+ * 2. Never sent (HostError with maybeExecuted = false: not connected, queue full,
+ *    closed): nothing happened anywhere, so resend at once.
+ * 3. Ended without a completion after it reached the socket (timeout, connection lost;
+ *    maybeExecuted = true): the first target may still execute it. Resending it on the
+ *    other node now could let the old copy land after a later write to the same blocks
+ *    that went through the other node, silently replacing newer data with older data.
+ *    So a write, write zeroes or deallocate is held (bounded by maxWaiting) until its
+ *    path is fenced (multipath-path.ts): a new association was established (reconnect
+ *    completed: the old one is gone), or the controller was given up (dead/closed) and
+ *    fenceDelayMs passed. Only then is it resent. A read, compare or flush changes no
+ *    data, so running it twice cannot reorder writes: it is resent at once.
+ * 4. DNR set, or any other status (LBA range, media error...): the namespace answered;
+ *    the caller gets the NvmeStatusError, no retry.
+ * 5. No usable path (all inaccessible, recovering, dead...): the command waits up to
+ *    noPathTimeoutMs for one (queue_if_no_path with a limit), then fails with a
+ *    HostError 'not-connected' that says what each path is doing. Its maybeExecuted
+ *    is true if any earlier attempt may have run.
+ * The caller is never told "failed" about a write that may still land, without
+ * maybeExecuted = true saying so.
+ */
+import { IO, NSID_ALL } from '../protocol/opcodes.js';
+import { statusName, statusType } from '../protocol/status.js';
+import type { NamespaceIdentity, NamespaceIds } from './admin.js';
+import { anaStateOfStatus } from './ana-log.js';
+import { fillDeallocate, fillFlush, fillRw, fillWriteZeroes, type DsmRange } from './commands.js';
+import { NvmeController, type ControllerOptions } from './controller.js';
+import { HostError, NvmeStatusError } from './errors.js';
+import { Command, copyRequest } from './multipath-command.js';
+import { Path, type PathInfo } from './multipath-path.js';
+import { choosePath, classifyOutcome } from './multipath-policy.js';
+import {
+  learnAna,
+  onAnaEvent,
+  readAna,
+  validatePath,
+  type WatchContext,
+} from './multipath-watch.js';
+import type { IoOptions, ReadOptions, WriteOptions } from './namespace.js';
+import { NvmeRequest } from './request.js';
+
+export type { PathInfo, PathIoCounts } from './multipath-path.js';
+
+export interface PathOptions extends ControllerOptions {
+  /** Name for path lists and messages (default host:port). */
+  readonly name?: string;
+}
+
+export interface MultipathOptions {
+  /** One controller per path; all must name the same subsystem (subnqn). */
+  readonly paths: readonly PathOptions[];
+  readonly nsid: number;
+  /** How long a command waits for a usable path before failing (default 30000 ms). */
+  readonly noPathTimeoutMs?: number;
+  /** Commands that may wait for a path or for fencing, together (default 4096). */
+  readonly maxWaiting?: number;
+  /** Wait after a path's controller is given up before its in-doubt commands are
+   * resent elsewhere (default: that path's KATO; see multipath-path.ts). */
+  readonly fenceDelayMs?: number;
+  /** Attempts per command before giving up (default 16): stops ping-pong on flapping paths. */
+  readonly maxAttempts?: number;
+  /** A path's controller state, ANA state, identity check or usability changed. */
+  readonly onPathChange?: (path: PathInfo, why: string) => void;
+  /** A command was resent, held in doubt, or released from doubt. */
+  readonly onRetry?: (ev: RetryEvent) => void;
+}
+
+export interface RetryEvent {
+  /** retry: resent at once; hold: may have run, waits for fencing; release: fenced, resent. */
+  readonly kind: 'retry' | 'hold' | 'release';
+  /** The command ("write slba 8 nlb 8"). */
+  readonly what: string;
+  /** The path the last attempt went to. */
+  readonly path: string;
+  readonly reason: string;
+}
+
+export class MultipathNamespace {
+  readonly nsid: number;
+  private readonly list: Path[] = [];
+  private readonly waiting: Command[] = [];
+  private waitTimer: NodeJS.Timeout | null = null;
+  private rr = 0;
+  private closing: Promise<void> | null = null;
+  private readonly watch: WatchContext;
+  private readonly noPathTimeoutMs: number;
+  private readonly maxWaiting: number;
+  private readonly maxAttempts: number;
+
+  private constructor(private readonly opts: MultipathOptions) {
+    this.nsid = opts.nsid;
+    this.watch = {
+      nsid: opts.nsid,
+      reference: null,
+      changed: (p, why) => {
+        this.emit(p, why);
+        if (p.usable) this.wake();
+      },
+    };
+    this.noPathTimeoutMs = opts.noPathTimeoutMs ?? 30_000;
+    this.maxWaiting = opts.maxWaiting ?? 4096;
+    this.maxAttempts = opts.maxAttempts ?? 16;
+    opts.paths.forEach((po, i) => {
+      const fence = opts.fenceDelayMs ?? po.kato ?? 5000;
+      const p = new Path(i, po.name ?? `${po.host}:${po.port}`, fence);
+      p.ctrl = new NvmeController({
+        ...po,
+        onStateChange: (next, prev, why) => {
+          this.onControllerState(p, why);
+          po.onStateChange?.(next, prev, why);
+        },
+        onAsyncEvent: (ev) => {
+          onAnaEvent(this.watch, p, ev);
+          po.onAsyncEvent?.(ev);
+        },
+      });
+      this.list.push(p);
+    });
+  }
+
+  /**
+   * Connect every path, check that each shows the same namespace, read ANA. Resolves
+   * once at least one path is verified; paths that could not connect stay listed (and
+   * reconnect if their options say so). Rejects, closing everything, when the paths
+   * disagree about the namespace or none could connect.
+   */
+  static async connect(opts: MultipathOptions): Promise<MultipathNamespace> {
+    checkOptions(opts);
+    const mp = new MultipathNamespace(opts);
+    const results = await Promise.allSettled(mp.list.map((p) => p.ctrl.reconnect()));
+    await Promise.all(mp.list.map((p) => p.validating));
+    const refused = mp.list.find((p) => p.problem !== null);
+    const verified = mp.list.filter((p) => p.verified);
+    if (refused || verified.length === 0) {
+      await mp.close();
+      if (refused) {
+        const r = mp.watch.reference;
+        const ref = r && r.path !== refused.name ? r.path : null;
+        throw new Error(
+          `multipath ${opts.paths[0]!.subnqn} namespace ${opts.nsid}: refusing path ` +
+            `${refused.name}: ${refused.problem}${ref ? ` (compared with path ${ref})` : ''}`,
+        );
+      }
+      const why = results.map((r, i) =>
+        r.status === 'rejected' ? `${mp.list[i]!.name}: ${(r.reason as Error).message}` : '',
+      );
+      throw new HostError(
+        'connect',
+        `multipath namespace ${opts.nsid}: no path came up (${why.filter(Boolean).join('; ')})`,
+      );
+    }
+    return mp;
+  }
+
+  /** Identify data of the namespace, as the first verified path reported it. */
+  get identity(): NamespaceIdentity {
+    return this.watch.reference!.view.identity;
+  }
+  get ids(): NamespaceIds {
+    return this.watch.reference!.view.ids;
+  }
+  get blockSize(): number {
+    return this.identity.blockSize;
+  }
+  /** Size in blocks. */
+  get nsze(): number {
+    return this.identity.nsze;
+  }
+
+  /** Every path with its state and counters. */
+  paths(): PathInfo[] {
+    return this.list.map((p) => p.info());
+  }
+
+  /** The controller of path `index` (for admin commands or a manual reconnect). */
+  controller(index: number): NvmeController {
+    return this.list[index]!.ctrl;
+  }
+
+  // ---- I/O API (same shape as NvmeNamespace) ----
+
+  /** Blocks in `bytes`: whole blocks, within the smallest transfer limit of any path. */
+  blocks(bytes: number): number {
+    if (bytes <= 0 || bytes % this.blockSize !== 0) {
+      throw new RangeError(`${bytes} bytes is not a whole number of ${this.blockSize}-byte blocks`);
+    }
+    const limits = this.list.map((p) => p.maxTransferBytes).filter((n) => n > 0);
+    const max = Math.min(...limits); // Infinity when no path said
+    if (bytes > max) {
+      throw new RangeError(`${bytes} bytes exceeds the ${max}-byte transfer limit`);
+    }
+    return bytes / this.blockSize;
+  }
+
+  async read(slba: number, nlb: number, opts: ReadOptions = {}): Promise<Buffer> {
+    const req = fillRw(new NvmeRequest(), IO.READ, this.nsid, slba, nlb);
+    req.readLength = nlb * this.blockSize;
+    this.blocks(req.readLength);
+    if (opts.into) {
+      if (opts.into.length < req.readLength) throw new RangeError('read buffer too small');
+      req.into = opts.into.subarray(0, req.readLength);
+    }
+    return (await this.run(req, `read slba ${slba} nlb ${nlb}`, false, opts.queue)).data!;
+  }
+
+  /** Write whole blocks at `slba`. `data` must stay unchanged until this settles. */
+  async write(slba: number, data: Buffer, opts: WriteOptions = {}): Promise<void> {
+    const nlb = this.blocks(data.length);
+    const req = fillRw(new NvmeRequest(), IO.WRITE, this.nsid, slba, nlb, opts.fua);
+    req.dataOut = data;
+    await this.run(req, `write slba ${slba} nlb ${nlb}`, true, opts.queue);
+  }
+
+  async compare(slba: number, data: Buffer, opts: IoOptions = {}): Promise<void> {
+    const nlb = this.blocks(data.length);
+    const req = fillRw(new NvmeRequest(), IO.COMPARE, this.nsid, slba, nlb);
+    req.dataOut = data;
+    await this.run(req, `compare slba ${slba} nlb ${nlb}`, false, opts.queue);
+  }
+
+  async flush(opts: IoOptions = {}): Promise<void> {
+    await this.run(fillFlush(new NvmeRequest(), this.nsid), 'flush', false, opts.queue);
+  }
+
+  async writeZeroes(
+    slba: number,
+    nlb: number,
+    opts: WriteOptions & { deallocate?: boolean } = {},
+  ): Promise<void> {
+    const flags = { deac: opts.deallocate ?? false, fua: opts.fua ?? false };
+    const req = fillWriteZeroes(new NvmeRequest(), this.nsid, slba, nlb, flags);
+    await this.run(req, `write zeroes slba ${slba} nlb ${nlb}`, true, opts.queue);
+  }
+
+  async deallocate(ranges: readonly DsmRange[], opts: IoOptions = {}): Promise<void> {
+    const req = fillDeallocate(new NvmeRequest(), this.nsid, ranges);
+    await this.run(req, `deallocate ${ranges.length} ranges`, true, opts.queue);
+  }
+
+  /**
+   * Close every path. Waiting commands fail with 'closed'; commands in doubt fail with
+   * 'closed' and maybeExecuted = true (they are not resent).
+   */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    for (const c of this.waiting.splice(0)) this.fail(c, 'closed', 'multipath namespace closed');
+    for (const p of this.list) {
+      for (const c of [...p.inDoubt.keys()] as Command[]) {
+        p.inDoubt.delete(c);
+        this.fail(c, 'closed', `multipath namespace closed while it was in doubt on ${p.name}`);
+      }
+    }
+    await Promise.all(this.list.map((p) => p.ctrl.close()));
+    for (const p of this.list) p.lost();
+    if (this.waitTimer) clearTimeout(this.waitTimer);
+    this.waitTimer = null;
+  }
+
+  // ---- routing ----
+
+  private run(req: NvmeRequest, what: string, mutating: boolean, queue = -1) {
+    return new Promise<NvmeRequest>((resolve, reject) => {
+      const done = (err: Error | null, r: NvmeRequest | null) => (err ? reject(err) : resolve(r!));
+      this.dispatch(new Command(req, what, mutating, queue, done));
+    });
+  }
+
+  /** Send `c` on the next path, or park it until one is usable. */
+  private dispatch(c: Command): void {
+    if (this.closing) return this.fail(c, 'closed', 'multipath namespace closed');
+    if (c.attempts >= this.maxAttempts) {
+      const last = c.lastError ? `; last: ${c.lastError.message}` : '';
+      return this.fail(c, 'not-connected', `gave up after ${c.attempts} attempts${last}`);
+    }
+    const i = choosePath(this.list, this.rr++);
+    if (i < 0) return this.park(c);
+    const p = this.list[i]!;
+    c.sm.transition('in-flight');
+    c.attempts++;
+    c.path = p;
+    c.epoch = p.epoch;
+    const req = copyRequest(c.template);
+    c.attempt = req;
+    req.onDone = (r) => this.onAttemptDone(c, p, r);
+    p.inFlight++;
+    p.counts.submitted++;
+    p.ctrl.submitIo(req, c.queue);
+  }
+
+  private onAttemptDone(c: Command, p: Path, r: NvmeRequest): void {
+    if (c.attempt !== r) return; // an old attempt's late callback: never acted upon
+    c.attempt = null;
+    p.inFlight--;
+    const implied = r.error ? null : anaStateOfStatus(r.status);
+    if (implied) {
+      // The path told us its state before its log did; the log may have moved on too.
+      learnAna(this.watch, p, implied, `I/O completed with ${statusName(r.status)}`);
+      void readAna(this.watch, p);
+    }
+    const outcome = classifyOutcome(r.status, r.error, c.mutating);
+    if (r.error) {
+      p.counts.transportErrors++;
+      c.lastError = r.error;
+      if (r.error.maybeExecuted) c.maybeExecuted = true;
+    } else if (outcome === 'retry') {
+      p.counts.pathErrors++;
+      c.lastError = new NvmeStatusError(r.status, `${c.what} on ${p.name}`, r.dw0);
+    }
+    switch (outcome) {
+      case 'complete':
+        p.counts.completed++;
+        return this.finish(c, null, r);
+      case 'fail':
+        if (statusType(r.status) === 3) p.counts.pathErrors++;
+        else p.counts.failed++;
+        return this.finish(c, new NvmeStatusError(r.status, c.what, r.dw0), r);
+      case 'retry':
+        this.opts.onRetry?.({
+          kind: 'retry',
+          what: c.what,
+          path: p.name,
+          reason: c.lastError!.message,
+        });
+        return this.dispatch(c);
+      case 'hold':
+        return this.hold(c, p);
+    }
+  }
+
+  /** Rule 3: keep `c` until path `p` is fenced. */
+  private hold(c: Command, p: Path): void {
+    if (this.closing) {
+      return this.fail(c, 'closed', `multipath namespace closed while in doubt on ${p.name}`);
+    }
+    if (this.parked() >= this.maxWaiting) {
+      return this.fail(
+        c,
+        'busy',
+        `may have been executed on ${p.name}, and ${this.maxWaiting} commands already wait; ` +
+          `failing it rather than resending it before that path is fenced`,
+      );
+    }
+    c.sm.transition('in-doubt');
+    p.inDoubt.set(c, c.epoch);
+    const why = c.lastError?.message ?? 'no completion';
+    this.opts.onRetry?.({ kind: 'hold', what: c.what, path: p.name, reason: why });
+    this.releaseFenced(p);
+  }
+
+  /** Resend the commands in doubt on `p` whose association is now fenced. */
+  private releaseFenced(p: Path): void {
+    for (const [c, epoch] of [...p.inDoubt] as [Command, number][]) {
+      if (!p.fenced(epoch)) continue;
+      p.inDoubt.delete(c);
+      const reason = p.epoch > epoch ? 'path reset (new association)' : `path ${p.controller}`;
+      this.opts.onRetry?.({ kind: 'release', what: c.what, path: p.name, reason });
+      this.dispatch(c);
+    }
+  }
+
+  /** Rule 5: no usable path; wait (FIFO, so the head has the earliest deadline). */
+  private park(c: Command): void {
+    if (this.parked() >= this.maxWaiting) {
+      return this.fail(c, 'busy', `no usable path and ${this.maxWaiting} commands already wait`);
+    }
+    c.sm.transition('waiting');
+    c.waitingSince = Date.now();
+    this.waiting.push(c);
+    this.armWaitTimer();
+  }
+
+  private parked(): number {
+    return this.waiting.length + this.list.reduce((n, p) => n + p.inDoubt.size, 0);
+  }
+
+  private armWaitTimer(): void {
+    if (this.waitTimer || this.waiting.length === 0) return;
+    const due = this.waiting[0]!.waitingSince + this.noPathTimeoutMs - Date.now();
+    this.waitTimer = setTimeout(
+      () => {
+        this.waitTimer = null;
+        const now = Date.now();
+        while (
+          this.waiting.length > 0 &&
+          now - this.waiting[0]!.waitingSince >= this.noPathTimeoutMs
+        ) {
+          const c = this.waiting.shift()!;
+          this.fail(
+            c,
+            'not-connected',
+            `no usable path for ${this.noPathTimeoutMs} ms (${this.summary()})`,
+          );
+        }
+        this.armWaitTimer();
+      },
+      Math.max(0, due),
+    );
+  }
+
+  /** A path may have become usable: send what waits. */
+  private wake(): void {
+    while (this.waiting.length > 0 && this.list.some((p) => p.usable)) {
+      this.dispatch(this.waiting.shift()!);
+    }
+  }
+
+  private finish(c: Command, err: Error | null, r: NvmeRequest | null): void {
+    c.sm.transition('done');
+    c.done(err, r);
+  }
+
+  private fail(c: Command, kind: 'closed' | 'busy' | 'not-connected', why: string): void {
+    const err = new HostError(kind, `namespace ${this.nsid} ${c.what}: ${why}`, c.maybeExecuted, {
+      cause: c.lastError ?? undefined,
+    });
+    this.finish(c, err, null);
+  }
+
+  private summary(): string {
+    return this.list.map((p) => `${p.name}: ${p.controller}, ${p.problem ?? p.ana}`).join('; ');
+  }
+
+  // ---- path state ----
+
+  private emit(p: Path, why: string): void {
+    this.opts.onPathChange?.(p.info(), why);
+  }
+
+  private onControllerState(p: Path, why?: Error): void {
+    const next = p.ctrl.state;
+    p.controller = next;
+    const reason = `controller ${next}${why && next !== 'live' ? `: ${why.message}` : ''}`;
+    if (next === 'live') {
+      p.newAssociation(p.ctrl.cntlid);
+      p.validating = validatePath(this.watch, p);
+      this.emit(p, reason);
+      this.releaseFenced(p); // the old association is gone: in-doubt commands may go
+      return;
+    }
+    if ((next === 'dead' || next === 'closed') && !this.closing) {
+      p.gone(() => this.releaseFenced(p));
+    } else {
+      p.lost();
+    }
+    this.emit(p, reason);
+  }
+}
+
+function checkOptions(o: MultipathOptions): void {
+  if (o.paths.length === 0) throw new Error('multipath: at least one path is needed');
+  const nqn = o.paths[0]!.subnqn;
+  const other = o.paths.find((p) => p.subnqn !== nqn);
+  if (other) {
+    throw new Error(
+      `multipath: every path must name the same subsystem (${nqn} vs ${other.subnqn} at ${other.host}:${other.port})`,
+    );
+  }
+  if (!Number.isInteger(o.nsid) || o.nsid < 1 || o.nsid >= NSID_ALL) {
+    throw new RangeError(`multipath: nsid ${o.nsid} is not a valid namespace id`);
+  }
+}

@@ -1,0 +1,500 @@
+/**
+ * Multipath against two real in-process Targets that present the same subsystem and
+ * namespace (same NQN, NSID, NGUID, UUID) over the SAME MemoryBackend object: a stand-in
+ * for a synchronously mirrored pair. Distinct CNTLID ranges, one TCP port each, ANA
+ * optimized on A and non-optimized on B. Real sockets on 127.0.0.1 throughout; the only
+ * extra piece is a pausable TCP proxy in front of A for the timeout cases.
+ */
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Target, type AnaState } from '../../../engine/src/core/index.js';
+import {
+  HostError,
+  MultipathNamespace,
+  type MultipathOptions,
+  type PathInfo,
+  type PathOptions,
+  type RetryEvent,
+} from '../../../engine/src/host/index.js';
+import type { BlockBackend } from '../../../engine/src/storage/backend.js';
+import { MemoryBackend } from '../../../engine/src/storage/memory.js';
+import { listenTcp, type TcpTransport } from '../../../engine/src/transport/tcp/index.js';
+
+const NQN = 'nqn.2024-01.io.branchsan:multipath-test';
+const NGUID = '0123456789abcdef0123456789abcdef';
+const UUID = '5a1e0000-1111-4222-8333-444455556666';
+const BS = 4096;
+
+interface Node {
+  readonly name: string;
+  readonly target: Target;
+  readonly transport: TcpTransport;
+  readonly port: number;
+  /** Byte offsets of writes that reached this node's backend, in order. */
+  readonly writes: number[];
+  stop(): Promise<void>;
+}
+
+const cleanup: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f().catch(() => {});
+});
+
+/** Records the offsets of writes that reach the shared backend through one node. */
+function spy(b: BlockBackend, writes: number[]): BlockBackend {
+  return {
+    kind: b.kind,
+    location: b.location,
+    blockSize: b.blockSize,
+    sizeBytes: b.sizeBytes,
+    caps: b.caps,
+    read: (o, l, cb) => b.read(o, l, cb),
+    write: (o, d, f, cb) => {
+      writes.push(o);
+      b.write(o, d, f, cb);
+    },
+    flush: (cb) => b.flush(cb),
+    writeZeroes: (o, l, f, cb) => b.writeZeroes(o, l, f, cb),
+    deallocate: (o, l, cb) => b.deallocate(o, l, cb),
+    close: () => Promise.resolve(),
+  };
+}
+
+async function startNode(
+  name: string,
+  backend: BlockBackend,
+  ana: AnaState,
+  cntlid: [number, number],
+  nguid = NGUID,
+  anatt = 10,
+): Promise<Node> {
+  const target = new Target({
+    cntlidMin: cntlid[0],
+    cntlidMax: cntlid[1],
+    inCapsuleBytes: 16384,
+    anatt,
+  });
+  target.addSubsystem({ nqn: NQN, serial: 'MPATH0001', model: 'BranchSAN', allowAnyHost: true });
+  const writes: number[] = [];
+  target.addNamespace(NQN, { nsid: 1, backend: spy(backend, writes), nguid, uuid: UUID });
+  target.setAnaState(1, ana);
+  const transport = await listenTcp({ host: '127.0.0.1', port: 0, portId: 1 }, target);
+  const port = transport.address().port;
+  target.addPort({
+    portId: 1,
+    trtype: 'tcp',
+    adrfam: 'ipv4',
+    traddr: '127.0.0.1',
+    trsvcid: `${port}`,
+  });
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    target.close();
+    await transport.close();
+  };
+  cleanup.push(stop);
+  return { name, target, transport, port, writes, stop };
+}
+
+/** Two nodes over one backend: A optimized (CNTLIDs 1..0x7FFF), B non-optimized. */
+async function startPair(nguidB = NGUID, anattA = 10) {
+  const backend = new MemoryBackend({ sizeBytes: 16 << 20, blockSize: BS });
+  const a = await startNode('A', backend, 'optimized', [1, 0x7fff], NGUID, anattA);
+  const b = await startNode('B', backend, 'non-optimized', [0x8000, 0xffef], nguidB);
+  return { backend, a, b };
+}
+
+function pathTo(n: Node, port = n.port, extra: Partial<PathOptions> = {}): PathOptions {
+  return {
+    host: '127.0.0.1',
+    port,
+    subnqn: NQN,
+    name: n.name,
+    ioQueues: 2,
+    queueSize: 32,
+    ...extra,
+  };
+}
+
+async function open(opts: MultipathOptions): Promise<MultipathNamespace> {
+  const mp = await MultipathNamespace.connect(opts);
+  cleanup.push(() => mp.close());
+  return mp;
+}
+
+const byName = (mp: MultipathNamespace, name: string): PathInfo =>
+  mp.paths().find((p) => p.name === name)!;
+
+async function until(what: string, ok: () => boolean, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/**
+ * Writers on disjoint blocks, each waiting for its write before the next, so "the last
+ * acknowledged content of a block" is well defined. Any failed write is recorded.
+ */
+function workload(mp: MultipathNamespace, workers = 4, blocksEach = 16) {
+  const acked = new Map<number, Buffer>();
+  const errors: Error[] = [];
+  let running = true;
+  let acks = 0;
+  const loops = Array.from({ length: workers }, async (_, w) => {
+    while (running) {
+      const lba = w * blocksEach + Math.floor(Math.random() * blocksEach);
+      const data = randomBytes(BS);
+      try {
+        await mp.write(lba, data);
+        acked.set(lba, data);
+        acks++;
+      } catch (e) {
+        errors.push(e as Error);
+        return;
+      }
+    }
+  });
+  return {
+    acked,
+    errors,
+    get acks() {
+      return acks;
+    },
+    async stop() {
+      running = false;
+      await Promise.all(loops);
+    },
+  };
+}
+
+async function verify(mp: MultipathNamespace, acked: Map<number, Buffer>): Promise<void> {
+  for (const [lba, data] of acked) {
+    const back = await mp.read(lba, 1);
+    expect(back.equals(data), `block ${lba}`).toBe(true);
+  }
+}
+
+/**
+ * A TCP proxy that can stop forwarding, like a node whose process is stopped: bytes
+ * sent to it sit unread, new connections are refused. resume() drops the stalled
+ * connections (their bytes never arrive) and forwards new ones again.
+ */
+class PausableProxy {
+  private paused = false;
+  private readonly pairs = new Set<[net.Socket, net.Socket]>();
+  private constructor(
+    private readonly server: net.Server,
+    readonly port: number,
+  ) {}
+
+  static async start(targetPort: number): Promise<PausableProxy> {
+    let proxy: PausableProxy | null = null;
+    const server = net.createServer((client) => proxy!.accept(client, targetPort));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    proxy = new PausableProxy(server, (server.address() as net.AddressInfo).port);
+    cleanup.push(() => proxy!.close());
+    return proxy;
+  }
+
+  private accept(client: net.Socket, targetPort: number): void {
+    if (this.paused) return void client.destroy();
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    const pair: [net.Socket, net.Socket] = [client, upstream];
+    this.pairs.add(pair);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    const end = () => {
+      this.pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+  }
+
+  pause(): void {
+    this.paused = true;
+    for (const [c, u] of this.pairs) {
+      c.unpipe(u);
+      u.unpipe(c);
+      c.pause();
+      u.pause();
+    }
+  }
+
+  resume(): void {
+    this.paused = false;
+    for (const [c, u] of this.pairs) {
+      c.destroy();
+      u.destroy();
+    }
+  }
+
+  async close(): Promise<void> {
+    this.resume();
+    await new Promise((r) => this.server.close(r));
+  }
+}
+
+describe('multipath over two BranchSAN targets sharing one backend', () => {
+  it('sends all I/O to the optimized path and verifies data', async () => {
+    const { a, b } = await startPair();
+    const mp = await open({ nsid: 1, paths: [pathTo(a), pathTo(b)] });
+    expect(mp.paths().map((p) => [p.name, p.ana, p.controller, p.usable])).toEqual([
+      ['A', 'optimized', 'live', true],
+      ['B', 'non-optimized', 'live', true],
+    ]);
+    expect(byName(mp, 'A').cntlid).toBeLessThan(0x8000);
+    expect(byName(mp, 'B').cntlid).toBeGreaterThanOrEqual(0x8000);
+    expect(mp.ids.nguid?.toString('hex')).toBe(NGUID);
+
+    const blocks = Array.from({ length: 64 }, () => randomBytes(2 * BS));
+    await Promise.all(blocks.map((d, i) => mp.write(i * 2, d)));
+    const back = await Promise.all(blocks.map((_, i) => mp.read(i * 2, 2)));
+    back.forEach((d, i) => expect(d.equals(blocks[i]!)).toBe(true));
+    await mp.flush();
+
+    expect(byName(mp, 'A').io).toMatchObject({ submitted: 129, completed: 129 });
+    expect(byName(mp, 'B').io.submitted).toBe(0);
+    expect(a.target.namespaceStats(NQN, 1)).toMatchObject({ writeOps: 64, readOps: 64 });
+    expect(b.target.namespaceStats(NQN, 1)).toMatchObject({ writeOps: 0, readOps: 0 });
+  });
+
+  it('keeps every acknowledged write when the optimized node stops mid-workload', async () => {
+    const { a, b } = await startPair();
+    const changes: string[] = [];
+    const mp = await open({
+      nsid: 1,
+      paths: [
+        pathTo(a, a.port, { kato: 1000, reconnect: { delayMs: 200, lossTimeoutMs: 1000 } }),
+        pathTo(b),
+      ],
+      onPathChange: (p, why) => changes.push(`${p.name} ${why}`),
+      onRetry: (ev) => changes.push(`${ev.kind} ${ev.what}: ${ev.reason}`),
+    });
+    const w = workload(mp);
+    await until('writes on A', () => w.acks > 200);
+    await a.stop();
+    const atStop = w.acks;
+    await until('A given up', () => byName(mp, 'A').controller === 'dead');
+    await until('writes on B', () => w.acks > atStop + 300 && byName(mp, 'B').io.completed > 300);
+    await w.stop();
+
+    expect(w.errors).toEqual([]);
+    expect(byName(mp, 'A').inDoubt).toBe(0);
+    expect(byName(mp, 'B').usable).toBe(true);
+    expect(changes.some((c) => c.startsWith('A controller recovering'))).toBe(true);
+    // Writes in flight on A when it stopped were held until A was given up, then resent.
+    const holds = changes.filter((c) => c.startsWith('hold'));
+    const releases = changes.filter((c) => c.startsWith('release'));
+    const dead = changes.findIndex((c) => c.startsWith('A controller dead'));
+    expect(holds.length).toBeGreaterThan(0);
+    expect(releases.length).toBe(holds.length);
+    expect(holds.every((h) => changes.indexOf(h) < dead)).toBe(true);
+    expect(releases.every((r) => changes.indexOf(r) > dead && r.endsWith('path dead'))).toBe(true);
+    await verify(mp, w.acked);
+    expect(w.acked.size).toBe(64);
+    expect(b.writes.length).toBeGreaterThan(300);
+  });
+
+  it('follows an ANA flip (A inaccessible, B optimized) without errors to the caller', async () => {
+    const { a, b } = await startPair();
+    const retries: RetryEvent[] = [];
+    const mp = await open({
+      nsid: 1,
+      paths: [pathTo(a), pathTo(b)],
+      onRetry: (ev) => retries.push(ev),
+    });
+    const w = workload(mp);
+    await until('writes on A', () => w.acks > 200);
+    a.target.setAnaState(1, 'inaccessible');
+    b.target.setAnaState(1, 'optimized');
+    await until('the flip to be seen', () => {
+      const [pa, pb] = [byName(mp, 'A'), byName(mp, 'B')];
+      return pa.ana === 'inaccessible' && pb.ana === 'optimized';
+    });
+    const bBefore = b.writes.length;
+    const aBefore = a.writes.length;
+    await until('writes on B', () => b.writes.length > bBefore + 300);
+    await w.stop();
+
+    expect(w.errors).toEqual([]);
+    expect(a.writes.length).toBe(aBefore); // nothing reaches A's backend any more
+    expect(byName(mp, 'A').usable).toBe(false);
+    // Only path statuses may have been retried here, never a write in doubt.
+    expect(retries.every((r) => r.kind === 'retry' && /ANA_/.test(r.reason))).toBe(true);
+    await verify(mp, w.acked);
+  });
+
+  it('holds a timed-out write until its path is given up, then resends it on B', async () => {
+    const { a, b } = await startPair();
+    const proxy = await PausableProxy.start(a.port);
+    const events: string[] = [];
+    let bWritesAtDead = -1;
+    let bWritesAtRelease = -1;
+    const LBA = 77;
+    const bWritesOfLba = () => b.writes.filter((o) => o === LBA * BS).length;
+    const mp = await open({
+      nsid: 1,
+      paths: [
+        pathTo(a, proxy.port, {
+          kato: 3000,
+          ioTimeoutMs: 1500,
+          connectTimeoutMs: 1000,
+          reconnect: { delayMs: 300, lossTimeoutMs: 2000 },
+        }),
+        pathTo(b),
+      ],
+      fenceDelayMs: 1500,
+      onPathChange: (p, why) => {
+        if (!why.startsWith('controller')) return;
+        events.push(`${p.name} ${p.controller}`);
+        if (p.name === 'A' && p.controller === 'dead') bWritesAtDead = bWritesOfLba();
+      },
+      onRetry: (ev) => {
+        events.push(`${ev.kind} ${ev.what} (${ev.reason.split(':')[0]})`);
+        if (ev.kind === 'release') bWritesAtRelease = bWritesOfLba();
+      },
+    });
+    await mp.write(LBA, Buffer.alloc(BS, 1)); // through A, proxy forwarding
+    expect(a.writes).toContain(LBA * BS);
+
+    proxy.pause();
+    const data = Buffer.alloc(BS, 2);
+    const pending = mp.write(LBA, data);
+    await until('the write to be held', () => events.some((e) => e.startsWith('hold')));
+    // In doubt: A may still run it, so B must not have seen it.
+    expect(byName(mp, 'A').inDoubt).toBe(1);
+    expect(bWritesOfLba()).toBe(0);
+    await until('A to be given up', () => bWritesAtDead >= 0);
+    expect(bWritesAtDead).toBe(0);
+    await pending;
+
+    expect(bWritesAtRelease).toBe(0);
+    expect(bWritesOfLba()).toBe(1);
+    const order = events.filter((e) => /^(hold|release|A dead)/.test(e));
+    expect(order).toEqual([
+      expect.stringMatching(/^hold write slba 77 nlb 1/),
+      'A dead',
+      'release write slba 77 nlb 1 (path dead)',
+    ]);
+    expect((await mp.read(LBA, 1)).equals(data)).toBe(true);
+  });
+
+  it('holds a timed-out write until its path reconnects (new association)', async () => {
+    const { a, b } = await startPair();
+    const proxy = await PausableProxy.start(a.port);
+    const events: string[] = [];
+    const LBA = 91;
+    const bWritesOfLba = () => b.writes.filter((o) => o === LBA * BS).length;
+    const mp = await open({
+      nsid: 1,
+      paths: [
+        pathTo(a, proxy.port, {
+          kato: 3000,
+          ioTimeoutMs: 1500,
+          connectTimeoutMs: 1000,
+          reconnect: { delayMs: 300, lossTimeoutMs: 60_000 },
+        }),
+        pathTo(b),
+      ],
+      onRetry: (ev) => events.push(`${ev.kind} ${ev.reason}`),
+    });
+    const cntlidBefore = byName(mp, 'A').cntlid;
+    proxy.pause();
+    const data = randomBytes(BS);
+    const pending = mp.write(LBA, data);
+    await until('the write to be held', () => events.some((e) => e.startsWith('hold')));
+    await until('a failed reconnect attempt', () => byName(mp, 'A').controller === 'recovering');
+    await new Promise((r) => setTimeout(r, 700));
+    expect(byName(mp, 'A').inDoubt).toBe(1);
+    expect(bWritesOfLba()).toBe(0);
+    expect(a.writes).not.toContain(LBA * BS);
+
+    proxy.resume();
+    await pending;
+    expect(events.filter((e) => !e.startsWith('hold'))).toEqual([
+      'release path reset (new association)',
+    ]);
+    await until('A back', () => byName(mp, 'A').usable);
+    expect(byName(mp, 'A').cntlid).not.toBe(cntlidBefore);
+    expect((await mp.read(LBA, 1)).equals(data)).toBe(true);
+    // Once A is optimized and verified again, I/O goes back to it.
+    const aBefore = a.writes.length;
+    await mp.write(LBA + 1, randomBytes(BS));
+    expect(a.writes.length).toBe(aBefore + 1);
+  });
+
+  it('fails I/O with a clear error after noPathTimeoutMs when no path is usable', async () => {
+    const { a, b } = await startPair();
+    const mp = await open({ nsid: 1, paths: [pathTo(a), pathTo(b)], noPathTimeoutMs: 500 });
+    a.target.setAnaState(1, 'inaccessible');
+    b.target.setAnaState(1, 'inaccessible');
+    await until('both inaccessible', () => mp.paths().every((p) => p.ana === 'inaccessible'));
+    const err = await mp.write(5, randomBytes(BS)).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(HostError);
+    expect((err as HostError).kind).toBe('not-connected');
+    expect((err as HostError).maybeExecuted).toBe(false);
+    expect((err as Error).message).toMatch(
+      /no usable path for 500 ms \(A: live, inaccessible; B: live, inaccessible\)/,
+    );
+    // A path coming back wakes waiting I/O.
+    const later = mp.write(6, randomBytes(BS));
+    b.target.setAnaState(1, 'optimized');
+    await later;
+    expect(byName(mp, 'B').io.completed).toBe(1);
+  });
+
+  it('uses B while A is in ANA change, and resets A after 2×ANATT in change', async () => {
+    const { a, b } = await startPair(NGUID, 1);
+    const changes: string[] = [];
+    const mp = await open({
+      nsid: 1,
+      paths: [pathTo(a, a.port, { reconnect: { delayMs: 200, lossTimeoutMs: 10_000 } }), pathTo(b)],
+      onPathChange: (p, why) => changes.push(`${p.name} ${why}`),
+    });
+    const cntlidBefore = byName(mp, 'A').cntlid;
+    a.target.setAnaState(1, 'change');
+    await until('A in change', () => byName(mp, 'A').ana === 'change');
+    const data = randomBytes(BS);
+    await mp.write(3, data);
+    expect(b.writes).toContain(3 * BS);
+    await until('A reset', () => changes.some((c) => /^A ANA change lasted over 2 s/.test(c)));
+    await until('A live again', () => byName(mp, 'A').controller === 'live');
+    expect(byName(mp, 'A').cntlid).not.toBe(cntlidBefore);
+    a.target.setAnaState(1, 'optimized');
+    await until('A optimized', () => byName(mp, 'A').usable);
+    const aBefore = a.writes.length;
+    await mp.write(4, data);
+    expect(a.writes.length).toBe(aBefore + 1);
+  });
+
+  it('refuses paths whose namespace NGUID differs', async () => {
+    const { a, b } = await startPair('ffeeddccbbaa99887766554433221100');
+    const err = await MultipathNamespace.connect({ nsid: 1, paths: [pathTo(a), pathTo(b)] }).catch(
+      (e: unknown) => e as Error,
+    );
+    expect(err).toBeInstanceOf(Error);
+    expect((err as Error).message).toMatch(
+      /refusing path (A|B): NGUID [0-9a-f]{32} vs [0-9a-f]{32} \(compared with path (A|B)\)/,
+    );
+    // Nothing stays connected.
+    await until('controllers gone', () => a.target.listControllers().length === 0);
+    expect(b.target.listControllers()).toEqual([]);
+  });
+
+  it('refuses paths to different subsystems before connecting', async () => {
+    const { a, b } = await startPair();
+    await expect(
+      MultipathNamespace.connect({
+        nsid: 1,
+        paths: [pathTo(a), { ...pathTo(b), subnqn: 'nqn.2024-01.io.branchsan:other' }],
+      }),
+    ).rejects.toThrow(/same subsystem/);
+  });
+});

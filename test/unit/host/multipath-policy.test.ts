@@ -1,0 +1,152 @@
+/**
+ * Multipath decisions as tables: path usability, round-robin choice with the
+ * non-optimized fallback, the retry outcome of every kind of completion, and the
+ * namespace identity checks.
+ */
+import { describe, expect, it } from 'vitest';
+import type { NamespaceIdentity } from '../../../engine/src/host/admin.js';
+import type { AnaPathState } from '../../../engine/src/host/ana-log.js';
+import type { ControllerState } from '../../../engine/src/host/controller.js';
+import { HostError } from '../../../engine/src/host/errors.js';
+import {
+  choosePath,
+  classifyOutcome,
+  namespaceMismatch,
+  namespaceProblem,
+  pathUsable,
+  type NamespaceView,
+  type Outcome,
+  type PathView,
+} from '../../../engine/src/host/multipath-policy.js';
+import { DNR, SC } from '../../../engine/src/protocol/status.js';
+
+const path = (ana: AnaPathState, controller: ControllerState = 'live', verified = true) =>
+  ({ ana, controller, verified }) satisfies PathView;
+
+describe('pathUsable', () => {
+  const cases: [ControllerState, AnaPathState, boolean, boolean][] = [
+    ['live', 'optimized', true, true],
+    ['live', 'non-optimized', true, true],
+    ['live', 'inaccessible', true, false],
+    ['live', 'persistent-loss', true, false],
+    ['live', 'change', true, false],
+    ['live', 'unknown', true, false],
+    ['live', 'optimized', false, false],
+    ['recovering', 'optimized', true, false],
+    ['connecting', 'optimized', true, false],
+    ['dead', 'optimized', true, false],
+    ['deleting', 'optimized', true, false],
+    ['closed', 'optimized', true, false],
+    ['new', 'optimized', true, false],
+  ];
+  it.each(cases)('controller %s, ANA %s, verified %s -> %s', (c, ana, v, want) => {
+    expect(pathUsable(path(ana, c, v))).toBe(want);
+  });
+});
+
+describe('choosePath', () => {
+  const O = path('optimized');
+  const N = path('non-optimized');
+  const I = path('inaccessible');
+  const deadO = path('optimized', 'dead');
+  const cases: [string, PathView[], number[]][] = [
+    // [what, paths, choices for cursor 0..3]
+    ['single optimized', [O, N], [0, 0, 0, 0]],
+    ['round robin among optimized', [O, N, O], [0, 2, 0, 2]],
+    ['non-optimized only when no optimized is usable', [I, N], [1, 1, 1, 1]],
+    ['dead optimized path falls back', [deadO, N, N], [1, 2, 1, 2]],
+    ['nothing usable', [I, deadO, path('change')], [-1, -1, -1, -1]],
+    ['empty', [], [-1, -1, -1, -1]],
+    ['unverified optimized is skipped', [path('optimized', 'live', false), N], [1, 1, 1, 1]],
+  ];
+  it.each(cases)('%s', (_what, paths, want) => {
+    expect([0, 1, 2, 3].map((k) => choosePath(paths, k))).toEqual(want);
+  });
+});
+
+describe('classifyOutcome', () => {
+  const sent = new HostError('timeout', 'timed out', true);
+  const lost = new HostError('transport', 'connection reset', true);
+  const notSent = new HostError('not-connected', 'controller is recovering', false);
+  const busy = new HostError('busy', 'wait queue full', false);
+  const cases: [string, number, HostError | null, boolean, Outcome][] = [
+    ['success', 0, null, true, 'complete'],
+    ['3/02 inaccessible write', SC.ANA_INACCESSIBLE, null, true, 'retry'],
+    ['3/01 persistent loss', SC.ANA_PERSISTENT_LOSS, null, true, 'retry'],
+    ['3/03 transition', SC.ANA_TRANSITION, null, true, 'retry'],
+    ['3/00 internal path error', SC.INTERNAL_PATH_ERROR, null, false, 'retry'],
+    ['3/02 with DNR', SC.ANA_INACCESSIBLE | DNR, null, true, 'fail'],
+    ['LBA out of range', SC.LBA_RANGE | DNR, null, true, 'fail'],
+    ['media write fault, no DNR', SC.WRITE_FAULT, null, true, 'fail'],
+    ['generic internal error, no DNR', SC.INTERNAL, null, false, 'fail'],
+    ['write timed out (maybe executed)', 0, sent, true, 'hold'],
+    ['write lost with its connection', 0, lost, true, 'hold'],
+    ['read timed out: harmless to resend', 0, sent, false, 'retry'],
+    ['write never sent (not connected)', 0, notSent, true, 'retry'],
+    ['write never sent (busy)', 0, busy, true, 'retry'],
+  ];
+  it.each(cases)('%s', (_what, status, error, mutating, want) => {
+    expect(classifyOutcome(status, error, mutating)).toBe(want);
+  });
+});
+
+function view(
+  over: Partial<NamespaceIdentity> = {},
+  ids: NamespaceView['ids'] = {},
+): NamespaceView {
+  const nguid = Buffer.from('0123456789abcdef0123456789abcdef', 'hex');
+  const identity: NamespaceIdentity = {
+    nsid: 1,
+    nsze: 1000,
+    ncap: 1000,
+    nuse: 1000,
+    lbads: 12,
+    blockSize: 4096,
+    nmic: 1,
+    nsattr: 0,
+    dlfeat: 0,
+    anagrpid: 1,
+    nguid,
+    eui64: Buffer.alloc(8),
+    active: true,
+    raw: Buffer.alloc(0),
+    ...over,
+  };
+  return { identity, ids: { nguid: identity.nguid, ...ids } };
+}
+
+describe('namespace identity checks', () => {
+  const other = Buffer.from('ffeeddccbbaa99887766554433221100', 'hex');
+  const problems: [string, NamespaceView, RegExp | null][] = [
+    ['a good shared namespace', view(), null],
+    ['inactive', view({ active: false }), /not active/],
+    ['not shared', view({ nmic: 0 }), /not shared/],
+    [
+      'no ids at all',
+      view({ nguid: Buffer.alloc(16) }, { nguid: undefined }),
+      /no NGUID, EUI64 or UUID/,
+    ],
+    ['CNS 0 and CNS 3 disagree', view({}, { nguid: other }), /NGUID differs between/],
+    ['only a UUID', view({ nguid: Buffer.alloc(16) }, { nguid: undefined, uuid: 'a-b' }), null],
+  ];
+  it.each(problems)('%s', (_what, v, want) => {
+    const p = namespaceProblem(v);
+    if (want) expect(p).toMatch(want);
+    else expect(p).toBeNull();
+  });
+
+  const mismatches: [string, NamespaceView, RegExp | null][] = [
+    ['identical', view(), null],
+    ['NGUID', view({ nguid: other }), /^NGUID 0123.* vs ffee/],
+    ['UUID', view({}, { uuid: '11111111-2222-3333-4444-555555555555' }), /^UUID none vs 1111/],
+    ['EUI64', view({ eui64: Buffer.alloc(8, 1) }), /^EUI64/],
+    ['CSI', view({}, { csi: 2 }), /^CSI 0 vs 2/],
+    ['block size', view({ blockSize: 512, lbads: 9 }), /^block size 4096 vs 512/],
+    ['size', view({ nsze: 2000 }), /^size in blocks/],
+  ];
+  it.each(mismatches)('mismatch: %s', (_what, v, want) => {
+    const m = namespaceMismatch(view(), v);
+    if (want) expect(m).toMatch(want);
+    else expect(m).toBeNull();
+  });
+});
