@@ -45,6 +45,8 @@ export interface LoopOptions {
   span: number;
   warmupMs: number;
   durationMs: number;
+  /** Called when the measured window opens and when it closes (CPU accounting). */
+  onWindow?: (edge: 'start' | 'end') => void;
 }
 
 /** Runs the pattern closed-loop; resolves with the measured statistics (warm-up excluded). */
@@ -62,6 +64,7 @@ export function runLoop(p: Pattern, submit: Submit, o: LoopOptions): Promise<Run
   let t0 = 0n;
   return new Promise((resolve, reject) => {
     const finish = () => {
+      o.onWindow?.('end');
       if (failed) return reject(failed);
       const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
       resolve(summarize(rec, bytes, seconds));
@@ -86,6 +89,7 @@ export function runLoop(p: Pattern, submit: Submit, o: LoopOptions): Promise<Run
       measuring = true;
       t0 = process.hrtime.bigint();
       stopAt = t0 + BigInt(o.durationMs) * 1_000_000n;
+      o.onWindow?.('start');
     }, o.warmupMs);
     for (let slot = 0; slot < p.qd * p.queues; slot++) issue(slot);
   });

@@ -88,11 +88,25 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchReport> {
       if (!('nvmePort' in ports)) throw new Error('benchmark peer did not start');
       for (const p of patterns) {
         const conn = await connectRemote(ports.nvmePort, BENCH_NQN, p.queues);
-        const cpu0 = await peer.cpu();
-        const host0 = process.cpuUsage();
-        const remote = await runLoop(p, conn.submit, loop).finally(() => conn.close());
-        const cpu1 = await peer.cpu();
-        const host1 = process.cpuUsage(host0);
+        // CPU of both processes over the measured window only (warm-up excluded)
+        let host0 = process.cpuUsage();
+        let hostUs = 0;
+        let target0: Promise<number> = Promise.resolve(0);
+        let target1: Promise<number> = Promise.resolve(0);
+        const onWindow = (edge: 'start' | 'end') => {
+          if (edge === 'start') {
+            host0 = process.cpuUsage();
+            target0 = peer.cpu();
+          } else {
+            const d = process.cpuUsage(host0);
+            hostUs = d.user + d.system;
+            target1 = peer.cpu();
+          }
+        };
+        const remote = await runLoop(p, conn.submit, { ...loop, onWindow }).finally(() =>
+          conn.close(),
+        );
+        const targetUs = (await target1) - (await target0);
         const ios = Math.max(1, remote.ios);
         o.progress(`remote ${label(p, backend)}: ${fmt(remote)}`);
         const fkey = `${p.pattern}/${p.bs}/${p.qd}/${p.queues}`;
@@ -108,9 +122,8 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchReport> {
           local: l,
           remote: {
             ...remote,
-            // wall-clock CPU of each process over the measured window plus warm-up, per measured I/O
-            target_cpu_us_per_io: round((cpu1 - cpu0) / ios),
-            host_cpu_us_per_io: round((host1.user + host1.system) / ios),
+            target_cpu_us_per_io: round(targetUs / ios),
+            host_cpu_us_per_io: round(hostUs / ios),
           },
           floor: floors.get(fkey)!,
           ratio_iops: round(remote.iops / Math.max(1, l.iops), 3),
