@@ -37,8 +37,13 @@ if (LONG_RUNNING.has(command) && process.env.MALLOC_TRIM_THRESHOLD_ === undefine
   );
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => child.kill(sig));
   child.on('exit', (code, signal) => {
-    if (signal) process.kill(process.pid, signal);
-    else process.exit(code ?? 1);
+    if (signal) {
+      // Die of the same signal so our parent (a service manager, a test) sees it: with
+      // our forwarders still installed, re-raising SIGTERM/SIGINT/SIGHUP would be caught
+      // and we would exit 0 as if the engine had stopped cleanly.
+      process.removeAllListeners(signal);
+      process.kill(process.pid, signal);
+    } else process.exit(code ?? 1);
   });
 } else {
   const { run } = await import(main.href);

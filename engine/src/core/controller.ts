@@ -226,6 +226,11 @@ export class Controller {
     this.delete(reason);
   }
 
+  /** Completes held AERs with an error (graceful stop). */
+  failAsyncEvents(): void {
+    this.aen.failAll();
+  }
+
   /** Tear down: fail pending AERs, close all queues, release the CNTLID. Idempotent. */
   delete(reason: string): void {
     if (this.stateValue === 'deleted') return;

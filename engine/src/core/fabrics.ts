@@ -68,7 +68,8 @@ function connectIo(q: Queue, cmd: ConnectCmd, d: ConnectData, done: Completion):
   }
   if (cmd.qid > ctrl.grantedQueues) return done(...invalidParam(inSqe(CONNECT_SQE_OFFSET.qid)));
   if (ctrl.state !== 'enabled') return done(SC.CMD_SEQ_ERROR | DNR);
-  if (ctrl.ioQueues.has(cmd.qid)) return done(SC.CONNECT_CTRL_BUSY | DNR);
+  // A QID this controller already has: Command Sequence Error (NVMe base spec; nvmet too).
+  if (ctrl.ioQueues.has(cmd.qid)) return done(SC.CMD_SEQ_ERROR | DNR);
   if (q.isClosed) return done(SC.ABORT_QUEUE);
   q.bind(ctrl, cmd.qid, cmd.sqsize);
   done(SC.SUCCESS, ctrl.cntlid);

@@ -155,6 +155,15 @@ export class Target implements CoreTarget, ControllerEnv {
     return this.ana.state(grpid);
   }
 
+  /**
+   * Graceful stop: complete every held Async Event Request (Internal Error, DNR — the
+   * host does not re-arm on an error) so that only real I/O keeps queues busy while
+   * the transports drain.
+   */
+  quiesce(): void {
+    for (const c of this.controllers.values()) c.failAsyncEvents();
+  }
+
   /** Deletes every controller (closing its connections); configuration stays. */
   close(): void {
     for (const c of [...this.controllers.values()]) c.delete('target closing');

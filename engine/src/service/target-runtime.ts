@@ -190,8 +190,14 @@ export class TargetRuntime {
     await backend?.close();
   }
 
-  /** Disconnect hosts, stop listening, close backends (after their in-flight I/O). */
-  async close(): Promise<void> {
+  /**
+   * Graceful stop: stop accepting, let commands in flight complete and answer them
+   * (up to drainMs), then disconnect hosts, stop listening, close backends.
+   */
+  async close(drainMs = 5000): Promise<void> {
+    const drained = [...this.listeners.values()].map((l) => l.transport.drain(drainMs));
+    this.target.quiesce();
+    await Promise.all(drained);
     this.target.close();
     await Promise.all([...this.listeners.values()].map((l) => l.transport.close()));
     this.listeners.clear();

@@ -207,7 +207,7 @@ describe('Connect rejections', () => {
       dw0: 44,
     });
     ok((await connectIo(target, cntlid, 1)).c);
-    expect((await connectIo(target, cntlid, 1)).c.status).toBe(SC.CONNECT_CTRL_BUSY | DNR);
+    expect((await connectIo(target, cntlid, 1)).c.status).toBe(SC.CMD_SEQ_ERROR | DNR);
   });
 
   it('accepts only Connect on an unconnected queue and no second Connect', async () => {

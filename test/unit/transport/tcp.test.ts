@@ -22,7 +22,8 @@ import {
   PRE_CONNECT_QUEUE_DEPTH,
   SOCKET_HIGH_WATER_MARK,
 } from '../../../engine/src/transport/tcp/limits.js';
-import { FakeCore, OP, pattern, readSqe, sqe, TestHost } from './test-host.js';
+import { RawHost as TestHost, sqe } from '../../helpers/raw-nvme.js';
+import { FakeCore, OP, pattern, readSqe } from './test-host.js';
 
 let core: FakeCore;
 let transport: TcpTransport;

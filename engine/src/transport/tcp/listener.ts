@@ -57,9 +57,26 @@ export class TcpTransport {
     return [...this.queues].map((q) => q.info());
   }
 
+  /**
+   * Graceful stop, first half: accept no new connections, refuse new commands, and
+   * resolve when the commands in flight have completed (or after timeoutMs). Commands a
+   * host had already sent when the refusal began arrive a moment later; the settle wait
+   * answers them too (with the refusal), so none is cut off unanswered by close(). The
+   * refusal starts synchronously, before this returns.
+   */
+  async drain(timeoutMs: number, settleMs = 100): Promise<void> {
+    if (this.server.listening) this.server.close();
+    const deadline = Date.now() + timeoutMs;
+    const idle = () => Promise.all([...this.queues].map((q) => q.drain()));
+    await untilOrTimeout(idle(), deadline);
+    await untilOrTimeout(new Promise((r) => setTimeout(r, settleMs)), deadline);
+    await untilOrTimeout(idle(), deadline);
+  }
+
   /** Stop listening and close every connection; resolves when the listener is closed. */
   close(): Promise<void> {
     for (const q of this.queues) q.close('transport closing');
+    if (!this.server.listening) return Promise.resolve();
     return new Promise((resolve) => this.server.close(() => resolve()));
   }
 
@@ -96,4 +113,13 @@ export class TcpTransport {
 /** Listen for NVMe/TCP on host:port and serve the connections with `core`. */
 export function listenTcp(opts: TcpListenOptions, core: CoreTarget): Promise<TcpTransport> {
   return TcpTransport.listen(opts, core);
+}
+
+/** Waits for p, but not past deadline (ms since epoch). */
+async function untilOrTimeout(p: Promise<unknown>, deadline: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, Math.max(0, deadline - Date.now()));
+  });
+  await Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }

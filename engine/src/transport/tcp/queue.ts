@@ -105,6 +105,10 @@ export class TcpQueue implements TransportQueue, CommandSink {
   private dg: DataPduOptions = NO_DIGESTS;
   private queueSize = PRE_CONNECT_QUEUE_DEPTH;
   private outstanding = 0;
+  /** Set by drain(): refuse new commands. */
+  private draining = false;
+  /** drain()'s resolver, called when the last outstanding command completes. */
+  private drained: (() => void) | null = null;
   private sqhd = 0;
   private sqid = 0;
   /** Commands holding an R2T, by TTAG; and those waiting for one, in arrival order. */
@@ -140,6 +144,17 @@ export class TcpQueue implements TransportQueue, CommandSink {
 
   setQueueSize(entries: number): void {
     if (Number.isInteger(entries) && entries >= 1) this.queueSize = entries;
+  }
+
+  /**
+   * Graceful stop, first half: new commands are refused with ANA Transition (no DNR, so
+   * a host retries them on another path or after reconnecting); commands already taken
+   * run to completion. Resolves once none is outstanding or the queue left 'live'.
+   */
+  drain(): Promise<void> {
+    this.draining = true;
+    if (this.state !== 'live' || this.outstanding === 0) return Promise.resolve();
+    return new Promise((resolve) => (this.drained = resolve));
   }
 
   close(reason: string): void {
@@ -184,6 +199,13 @@ export class TcpQueue implements TransportQueue, CommandSink {
     }
     if (to === 'closed') this.socket.destroy();
     if (from === 'live') this.releaseCore();
+    if (from === 'live') this.notifyDrained();
+  }
+
+  private notifyDrained(): void {
+    const resolve = this.drained;
+    this.drained = null;
+    resolve?.();
   }
 
   /** Leaving 'live' releases the core's queue: exactly once, by construction. */
@@ -279,6 +301,7 @@ export class TcpQueue implements TransportQueue, CommandSink {
     }
     this.outstanding++;
     const cmd = new TcpCommand(this, p.sqe);
+    if (this.draining) return this.respond(cmd.cid, SC.ANA_TRANSITION);
     if (p.ddgstError) return this.respond(cmd.cid, SC.TRANSIENT_TR_ERR);
     const bad = validateCapsule(p.sqe, p.data);
     if (bad) return this.respond(cmd.cid, bad);
@@ -341,6 +364,7 @@ export class TcpQueue implements TransportQueue, CommandSink {
     this.sqhd = (this.sqhd + 1) % this.queueSize;
     const cqe = { dw0, dw1, sqhd: this.sqhd, sqid: this.sqid, cid, status };
     this.writer.write(encodeCapsuleResp(cqe, this.dg.hdgst));
+    if (this.outstanding === 0 && this.drained) this.notifyDrained();
   }
 
   // ---- writes via R2T / H2CData ----
