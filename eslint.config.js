@@ -43,6 +43,9 @@ const engineLayers = {
   mirror: 'service|control|transport|core|host|cli',
   host: 'service|control|core|mirror|persistence|cli|storage',
   control: 'service|transport|cli',
+  // metrics and events read core counters and persist through persistence
+  metrics: 'service|control|transport|mirror|host|cli|storage',
+  events: 'service|control|transport|core|mirror|storage|host|cli|protocol',
 };
 
 export default tseslint.config(

@@ -16,9 +16,21 @@ import {
   MetricsSettings,
   MetricsSettingsSet,
 } from './metrics.js';
+import {
+  Alert,
+  AlertsListParams,
+  DiagnosticsBundle,
+  EngineSettings,
+  EventRecord,
+  EventsListParams,
+  EventsListResult,
+  NotificationsTestResult,
+  SettingsSetParams,
+} from './events.js';
 
 export * from './errors.js';
 export * from './metrics.js';
+export * from './events.js';
 
 export const API_VERSION = 1;
 
@@ -116,6 +128,35 @@ export const NamespaceAdd = z
   })
   .strict();
 
+/** The web console as the network sees it; the fingerprint lets people check the certificate. */
+export const ConsoleInfo = z.object({
+  /** Whether the engine serves the web console at all. */
+  enabled: z.boolean(),
+  /** Its address, without any token; null when disabled. */
+  url: z.string().nullable(),
+  /** Listening on an address other than loopback. */
+  remoteAccess: z.boolean(),
+  tls: z.boolean(),
+  /** SHA-256 of the TLS certificate, "AB:CD:…" as browsers show it; null without TLS. */
+  certificateFingerprint: z.string().nullable(),
+  /** When the certificate expires (ms since epoch); null without TLS. */
+  certificateExpiresAt: z.number().nullable(),
+});
+export type ConsoleInfo = z.infer<typeof ConsoleInfo>;
+
+/** The hash a DH-HMAC-CHAP key is transformed with: 1 SHA-256, 2 SHA-384, 3 SHA-512. */
+export const DhchapHash = z.union([z.literal(1), z.literal(2), z.literal(3)]);
+
+/** A host's DH-HMAC-CHAP secret, in the DHHC-1 form `nvme connect --dhchap-secret` takes. */
+export const HostSecret = z.object({
+  hostNqn: z.string(),
+  secret: z.string().regex(/^DHHC-1:0[0-3]:[A-Za-z0-9+/]+={0,2}:$/),
+  hash: DhchapHash,
+  hashName: z.string(),
+  createdAt: z.number(), // ms since epoch
+});
+export type HostSecret = z.infer<typeof HostSecret>;
+
 // ---------------------------------------------------------------- methods
 
 const NoParams = z.object({}).strict();
@@ -187,6 +228,32 @@ export const methods = {
     // the token is returned only here, when the endpoint is on, for the scraper's config
     result: MetricsSettings.extend({ token: z.string().optional() }),
   },
+  /** The web console's address and its TLS certificate fingerprint. */
+  'system.console': { params: NoParams, result: ConsoleInfo },
+  /** Makes a host's first DH-HMAC-CHAP secret; the host must be allowed on a subsystem. */
+  'host.secret.create': {
+    params: z.object({ hostNqn: Nqn, hash: DhchapHash.optional() }).strict(),
+    result: HostSecret,
+  },
+  /** Replaces a host's secret (hash: keep the current one unless given). */
+  'host.secret.rotate': {
+    params: z.object({ hostNqn: Nqn, hash: DhchapHash.optional() }).strict(),
+    result: HostSecret,
+  },
+  /** A host's current secret, to configure the host with. */
+  'host.secret.get': { params: z.object({ hostNqn: Nqn }).strict(), result: HostSecret },
+  /** The event log, newest first, in pages (contract/events.ts). */
+  'events.list': { params: EventsListParams, result: EventsListResult },
+  'alerts.list': { params: AlertsListParams, result: z.object({ alerts: z.array(Alert) }) },
+  /** Marks an alert as seen; an incident alert (unexpected restart) is closed by it. */
+  'alerts.ack': { params: z.object({ id: z.number().int().positive() }).strict(), result: Alert },
+  /** Event retention, alert thresholds, syslog, e-mail and webhook delivery. */
+  'settings.get': { params: NoParams, result: EngineSettings },
+  'settings.set': { params: SettingsSetParams, result: EngineSettings },
+  /** Sends a test message through every enabled channel. */
+  'notifications.test': { params: NoParams, result: NotificationsTestResult },
+  /** Writes a .tar.gz of logs, configuration (secrets removed), events and system facts. */
+  'diagnostics.bundle': { params: NoParams, result: DiagnosticsBundle },
 } as const;
 
 export type MethodName = keyof typeof methods;
@@ -202,6 +269,11 @@ export const events = {
   'system.heartbeat': Heartbeat,
   /** Once a second: node, namespace and host-connection figures for the dashboard. */
   'metrics.sample': MetricsSample,
+  /** Every event as it is recorded. */
+  'event.recorded': EventRecord,
+  'alert.raised': Alert,
+  'alert.cleared': Alert,
+  'alert.acknowledged': Alert,
 } as const;
 
 export type EventName = keyof typeof events;

@@ -1,6 +1,7 @@
 /**
  * The web console end to end: a real engine (`branchsan serve`) serves the built
- * renderer, and Chromium opens the URL the engine printed, as a person would.
+ * renderer, and Chromium opens the URL the engine printed, as a person would: the
+ * first run sets the admin password there, later visits sign in with it.
  * Needs `npm run build:engine && npm run build:renderer` (npm test builds first).
  */
 import fs from 'node:fs';
@@ -48,8 +49,44 @@ describe('web console in Chromium against a real engine', () => {
 
   const textOf = async (page: Page, testId: string) =>
     ((await page.getByTestId(testId).textContent()) ?? '').trim();
+  const PASSWORD = 'e2e admin passphrase';
+  /** The console's address without the setup token, as people bookmark it. */
+  const baseUrl = () => engine.consoleUrl.replace(/\?.*$/, '');
 
-  it('shows the live status of the engine that serves it, within its CSP', async () => {
+  async function signIn(page: Page, password = PASSWORD): Promise<void> {
+    await page.goto(baseUrl());
+    await page.locator('[data-testid="login-page"][data-mode="sign-in"]').waitFor();
+    await page.getByTestId('password').fill(password);
+    await page.getByTestId('login-submit').click();
+  }
+
+  it('first run: the printed URL opens the setup page, and choosing the password signs in', async () => {
+    const page = await openPage();
+    const problems = await recordProblems(page);
+    await page.goto(engine.consoleUrl);
+    await page.locator('[data-testid="login-page"][data-mode="setup"]').waitFor();
+    // The token left the address bar (and so history and bookmarks).
+    expect(page.url()).not.toContain('token=');
+    expect(await page.title()).toBe('Set up · BranchSAN');
+    await page.getByTestId('password').fill(PASSWORD);
+    await page.getByTestId('password-repeat').fill(PASSWORD + ' typo');
+    await page.getByTestId('login-submit').click();
+    expect(await textOf(page, 'login-error')).toBe(
+      'The two passwords differ: type the same one twice.',
+    );
+    await page.getByTestId('password-repeat').fill(PASSWORD);
+    await page.screenshot({ path: path.join(RESULTS, 'console-setup.png') });
+    await page.getByTestId('login-submit').click();
+    await page.locator('[data-testid="connection-indicator"][data-state="connected"]').waitFor();
+    expect(await textOf(page, 'node-id')).toBe(engine.nodeId);
+    const cookie = (await context!.cookies()).find((c) => c.name === 'branchsan_session');
+    expect(cookie).toMatchObject({ httpOnly: true, sameSite: 'Strict', path: '/' });
+    expect(problems.pageErrors).toEqual([]);
+    expect(problems.consoleErrors).toEqual([]);
+    expect(await problems.cspViolations()).toEqual([]);
+  });
+
+  it('signs in through the login page and shows the live status of the engine, within its CSP', async () => {
     const page = await openPage();
     const problems = await recordProblems(page);
     const heartbeats: number[] = [];
@@ -65,7 +102,13 @@ describe('web console in Chromium against a real engine', () => {
       }),
     );
 
-    await page.goto(engine.consoleUrl);
+    await page.goto(baseUrl());
+    await page.locator('[data-testid="login-page"][data-mode="sign-in"]').waitFor();
+    expect(await page.title()).toBe('Sign in · BranchSAN');
+    expect(heartbeats).toEqual([]); // no WebSocket before signing in
+    await page.getByTestId('password').fill(PASSWORD);
+    await page.screenshot({ path: path.join(RESULTS, 'console-login.png') });
+    await page.getByTestId('login-submit').click();
     await page.locator('[data-testid="connection-indicator"][data-state="connected"]').waitFor();
     await page.getByTestId('node-id').waitFor();
 
@@ -76,8 +119,6 @@ describe('web console in Chromium against a real engine', () => {
     expect(await textOf(page, 'connection-state')).toBe('Connected · web console');
     expect(await textOf(page, 'node-name')).toBe(os.hostname());
     expect(await page.title()).toBe('Status · BranchSAN');
-    // The token left the address bar (and so history and bookmarks).
-    expect(page.url()).not.toContain('token=');
     expect(new URL(page.url()).hash).toBe('#/status');
 
     // Uptime advances, and what the page shows is what a pushed heartbeat said.
@@ -92,39 +133,51 @@ describe('web console in Chromium against a real engine', () => {
     expect(heartbeats.length).toBeGreaterThan(0);
     expect(heartbeats.map(formatDuration)).toContain(second);
 
+    // A reload keeps the session (the cookie), without signing in again.
+    await page.reload();
+    await page.locator('[data-testid="connection-indicator"][data-state="connected"]').waitFor();
+
     await page.screenshot({ path: path.join(RESULTS, 'console-status.png') });
     expect(problems.pageErrors).toEqual([]);
     expect(problems.consoleErrors).toEqual([]);
     expect(await problems.cspViolations()).toEqual([]);
   });
 
-  it('tells the user to open the printed URL when the engine refuses the token', async () => {
+  it('shows the engine’s refusal of a wrong password, in its words', async () => {
     const page = await openPage();
     const problems = await recordProblems(page);
-    const wrong = new URL(engine.consoleUrl);
-    wrong.searchParams.set('token', 'not-the-token');
+    await signIn(page, 'not the password');
+    const error = page.getByTestId('login-error');
+    await error.getByText('Wrong password.').waitFor();
+    expect(await error.textContent()).toContain('sign-ins from this address pause');
+    expect(await page.locator('[data-testid="login-page"]').count()).toBe(1);
 
-    await page.goto(wrong.href);
-    const alert = page.getByTestId('engine-unavailable');
-    await alert.getByText('The engine refused this console’s access token').waitFor();
-    expect(await alert.textContent()).toContain(
-      'Open the console with the URL printed by branchsan serve',
-    );
-    expect(await textOf(page, 'connection-indicator')).toContain('Access refused');
-
-    await page.screenshot({ path: path.join(RESULTS, 'console-token-refused.png') });
+    await page.screenshot({ path: path.join(RESULTS, 'console-login-refused.png') });
     expect(problems.pageErrors).toEqual([]);
-    // Chromium logs the refused handshake itself; nothing else may go wrong.
-    expect(
-      problems.consoleErrors.filter((e) => !/WebSocket connection to .* failed/.test(e)),
-    ).toEqual([]);
+    // Chromium logs the refused request itself; nothing else may go wrong.
+    expect(problems.consoleErrors.filter((e) => !/status of 401 \(Unauthorized\)/.test(e))).toEqual(
+      [],
+    );
     expect(await problems.cspViolations()).toEqual([]);
+    await signIn(page); // a success clears the failures, so the next tests are not locked out
+    await page.locator('[data-testid="connection-indicator"][data-state="connected"]').waitFor();
+  });
+
+  it('signs out from the header and is back at the sign-in page', async () => {
+    const page = await openPage();
+    await signIn(page);
+    await page.locator('[data-testid="connection-indicator"][data-state="connected"]').waitFor();
+    await page.getByTestId('sign-out').click();
+    await page.locator('[data-testid="login-page"][data-mode="sign-in"]').waitFor();
+    expect(await context!.cookies()).toEqual([]);
+    await page.reload();
+    await page.locator('[data-testid="login-page"][data-mode="sign-in"]').waitFor();
   });
 
   // Last: it stops the engine.
   it('says the connection was lost when the engine stops, keeping the last-known values', async () => {
     const page = await openPage();
-    await page.goto(engine.consoleUrl);
+    await signIn(page);
     await page.locator('[data-testid="connection-indicator"][data-state="connected"]').waitFor();
     await page.getByTestId('node-id').waitFor();
 

@@ -2,6 +2,7 @@
  * The walking skeleton end to end at the API level: a real engine process, its Unix
  * socket and its console WebSocket, real SQLite on a temp data directory.
  */
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -127,8 +128,10 @@ describe('engine API over the Unix socket', () => {
     c.sock.destroy();
   });
 
-  it('creates the socket with mode 0660 and the token 0600', () => {
-    expect(fs.statSync(engine.socketPath).mode & 0o777).toBe(0o660);
+  it('creates the socket 0660 for the branchsan-admin group (0600 without it) and the token 0600', () => {
+    // console-auth.test.ts covers both cases with a group it creates
+    const haveGroup = spawnSync('getent', ['group', 'branchsan-admin']).status === 0;
+    expect(fs.statSync(engine.socketPath).mode & 0o777).toBe(haveGroup ? 0o660 : 0o600);
     expect(fs.statSync(path.join(engine.dataDir, 'secrets', 'console-token')).mode & 0o777).toBe(
       0o600,
     );
@@ -144,10 +147,24 @@ describe('engine API over the Unix socket', () => {
 describe('engine API over the console WebSocket', () => {
   const token = () => new URL(engine.consoleUrl!).searchParams.get('token')!;
   const wsUrl = () => engine.consoleUrl!.replace(/^http/, 'ws').replace(/\/\?.*$/, '/api');
+  /** The session cookie: the printed token authorises the first-run setup, which signs in. */
+  let cookie = '';
 
-  function open(protocols: string[]): Promise<WebSocket> {
+  beforeAll(async () => {
+    const res = await fetch(new URL('/api/setup', engine.consoleUrl!), {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ token: token(), password: 'integration-test' }),
+    });
+    expect(res.status).toBe(201);
+    cookie = res.headers.get('set-cookie')!.split(';')[0]!;
+  });
+
+  function open(protocols: string[], withCookie = true): Promise<WebSocket> {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(wsUrl(), protocols);
+      const ws = new WebSocket(wsUrl(), protocols, {
+        headers: withCookie ? { Cookie: cookie } : {},
+      });
       ws.once('open', () => resolve(ws));
       ws.once('unexpected-response', (_req, res) => reject(new Error(`HTTP ${res.statusCode}`)));
       ws.once('error', reject);
@@ -165,8 +182,8 @@ describe('engine API over the console WebSocket', () => {
     });
   }
 
-  it('answers system.status with the token, and malformed messages keep the socket usable', async () => {
-    const ws = await open(['branchsan.v1', `branchsan.token.${token()}`]);
+  it('answers system.status with the session, and malformed messages keep the socket usable', async () => {
+    const ws = await open(['branchsan.v1']);
     expect(ws.protocol).toBe('branchsan.v1');
     ws.send('[1,2');
     expect((await nextReply(ws)).error.code).toBe(-32700);
@@ -180,7 +197,7 @@ describe('engine API over the console WebSocket', () => {
   });
 
   it('pushes heartbeats to the console', async () => {
-    const ws = await open(['branchsan.v1', `branchsan.token.${token()}`]);
+    const ws = await open(['branchsan.v1']);
     const ev = await new Promise<any>((resolve) =>
       ws.once('message', (d) => resolve(JSON.parse(d.toString()))),
     );
@@ -188,11 +205,14 @@ describe('engine API over the console WebSocket', () => {
     ws.close();
   });
 
-  it('refuses an upgrade without the right token, or from another origin', async () => {
-    await expect(open(['branchsan.v1'])).rejects.toThrow(/401/);
-    await expect(open(['branchsan.v1', 'branchsan.token.wrong'])).rejects.toThrow(/401/);
-    const foreign = new WebSocket(wsUrl(), ['branchsan.v1', `branchsan.token.${token()}`], {
+  it('refuses an upgrade without a session (the token alone is not one), or from another origin', async () => {
+    await expect(open(['branchsan.v1'], false)).rejects.toThrow(/401/);
+    await expect(open(['branchsan.v1', `branchsan.token.${token()}`], false)).rejects.toThrow(
+      /401/,
+    );
+    const foreign = new WebSocket(wsUrl(), ['branchsan.v1'], {
       origin: 'http://evil.example',
+      headers: { Cookie: cookie },
     });
     await expect(
       new Promise((resolve, reject) => {

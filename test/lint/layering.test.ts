@@ -52,6 +52,16 @@ const cases: [file: string, code: string, expected: RegExp | null][] = [
     "import { openDatabase } from '../persistence/db.js';\nexport const a = openDatabase;\n",
     /layer sits below/,
   ],
+  [
+    'engine/src/metrics/x.ts',
+    "import { Engine } from '../service/engine.js';\nexport const a = Engine;\n",
+    /layer sits below/,
+  ],
+  [
+    'engine/src/events/x.ts',
+    "import { TcpTransport } from '../transport/tcp/listener.js';\nexport const a = TcpTransport;\n",
+    /layer sits below/,
+  ],
   ['renderer/src/x.ts', "import fs from 'node:fs';\nexport const a = fs;\n", /has no Node/],
   [
     'renderer/src/x.ts',

@@ -7,11 +7,14 @@ import { UserError } from '../util/errors.js';
 import { productVersion } from '../util/paths.js';
 import type { Command } from './command.js';
 import { bench } from './bench.js';
+import { diagnostics } from './diagnostics.js';
 import { exportCommand } from './export.js';
+import { passwd } from './passwd.js';
 import { serve } from './serve.js';
+import { service } from './service.js';
 import { status } from './status.js';
 
-const COMMANDS: Command[] = [serve, status, exportCommand, bench];
+const COMMANDS: Command[] = [serve, status, exportCommand, bench, passwd, diagnostics, service];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

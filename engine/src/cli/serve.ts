@@ -1,5 +1,6 @@
 import os from 'node:os';
 import path from 'node:path';
+import { CONSOLE_ACCESS_FLAGS, consoleOptionsFromFlags } from '../service/console-access.js';
 import { Engine } from '../service/engine.js';
 import { UserError } from '../util/errors.js';
 import { createLogger, isLogLevel } from '../util/log.js';
@@ -13,7 +14,12 @@ export const serve: Command = {
 Runs the BranchSAN engine: opens DIR/branchsan.db, serves the management API on a
 local Unix socket and the web console on 127.0.0.1. Stops cleanly on SIGTERM/SIGINT.
 Log lines are JSON on stdout; the line with "msg":"engine ready" carries the socket
-path and the console URL (with its access token).
+path and the console URL (with the one-time setup token while no admin password
+is set: open it to choose one, or run \`branchsan passwd\`).
+
+The console listens on 127.0.0.1 unless --console-host names another address; it is
+then served only over TLS, with a self-signed certificate made on first use
+(DIR/secrets/console-tls.*; its SHA-256 fingerprint is logged and in system.console).
 
 Options:
   --data DIR            data directory (database, secrets, lock)   [required]
@@ -21,11 +27,17 @@ Options:
   --console-host ADDR   web console address                      [127.0.0.1]
   --console-port N      web console port; 0 picks a free port        [8450]
   --no-console          do not start the web console
+  --console-tls MODE    auto (TLS unless loopback) | on | off        [auto]
+  --session-idle SEC    console sign-in ends after this idle time    [1800]
+  --session-max SEC     ... and this long after signing in          [43200]
+  --login-lockout SEC   first lockout after 5 failed sign-ins; doubles [60]
+  --admin-group NAME    group that may use the API socket [branchsan-admin]
   --log-level LEVEL     debug | info | warn | error                   [info]
 
 Examples:
   branchsan serve --data /var/lib/branchsan
-  branchsan serve --data ./lab/node-a --console-port 0`,
+  branchsan serve --data ./lab/node-a --console-port 0
+  branchsan serve --data /var/lib/branchsan --console-host 0.0.0.0   (https)`,
   async run(argv) {
     const { values } = parseCommandArgs('serve', argv, {
       data: { type: 'string' },
@@ -33,6 +45,8 @@ Examples:
       'console-host': { type: 'string' },
       'console-port': { type: 'string' },
       'no-console': { type: 'boolean' },
+      ...CONSOLE_ACCESS_FLAGS,
+      'admin-group': { type: 'string' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     });
@@ -60,10 +74,12 @@ Examples:
       ...(values.socket ? { socketPath: path.resolve(values.socket) } : {}),
       console: values['no-console']
         ? null
-        : {
-            host: values['console-host'] ?? '127.0.0.1',
-            port: parsePort('serve', 'console-port', values['console-port'], 8450),
-          },
+        : consoleOptionsFromFlags(
+            values['console-host'] ?? '127.0.0.1',
+            parsePort('serve', 'console-port', values['console-port'], 8450),
+            values,
+          ),
+      ...(values['admin-group'] ? { adminGroup: values['admin-group'] } : {}),
       log,
     });
     log.info('engine ready', {

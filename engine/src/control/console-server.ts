@@ -1,28 +1,37 @@
 /**
- * The local web console: the renderer bundle as static files and the API over a
- * WebSocket at /api. Binds to 127.0.0.1 by default. The WebSocket upgrade needs the
- * per-install access token, sent as a subprotocol ("branchsan.token.<token>") so it
- * never appears in a URL the server logs; cross-origin upgrades are refused.
+ * The web console: the renderer bundle as static files, the sign-in endpoints
+ * (auth/console-auth.ts) and the API over a WebSocket at /api. Binds to 127.0.0.1
+ * by default; any other address only with TLS (the engine enforces that).
+ * The WebSocket upgrade needs a live session cookie; cross-origin upgrades, and on
+ * loopback any Host that is not loopback (DNS rebinding), are refused. A socket
+ * whose session ends (sign-out, expiry, new password) is closed with code 4401.
  */
 import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import path from 'node:path';
-import { timingSafeEqual } from 'node:crypto';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
+import type { ConsoleAuth } from './auth/console-auth.js';
 import { MAX_MESSAGE_BYTES, type RpcDispatcher } from './rpc.js';
 import { MAX_CLIENT_BACKLOG, type SessionHub } from './sessions.js';
+import type { HttpRoute } from './metrics-endpoint.js';
 
 export const WS_PROTOCOL = 'branchsan.v1';
-const TOKEN_PREFIX = 'branchsan.token.';
+/** WebSocket close code: the session behind this socket ended; sign in again. */
+export const CLOSE_SESSION_ENDED = 4401;
 
 export interface ConsoleServerOptions {
   host: string;
   port: number;
   /** Directory holding the built renderer (index.html + assets). */
   root: string;
+  /** The per-install token: the printed URL carries it until an admin password is set. */
   token: string;
+  auth: ConsoleAuth;
+  /** Serve https/wss with this key and certificate (PEM). */
+  tls?: { key: string; cert: string };
 }
 
 const CONTENT_TYPES: Record<string, string> = {
@@ -50,6 +59,11 @@ export class ConsoleServer {
   private server?: http.Server;
   private wss?: WebSocketServer;
   private boundPort = 0;
+  /** Session key of each open socket. */
+  private readonly socketSessions = new Map<WebSocket, string>();
+  private offSessionsEnded?: () => void;
+  /** Extra HTTP routes (GET /metrics), consulted before sign-in and static files. */
+  private readonly routes: HttpRoute[] = [];
 
   constructor(
     private readonly opts: ConsoleServerOptions,
@@ -58,14 +72,24 @@ export class ConsoleServer {
     private readonly log: Logger,
   ) {}
 
+  /** Adds a route with its own authentication (the Prometheus scrape). */
+  addRoute(route: HttpRoute): void {
+    this.routes.push(route);
+  }
+
   get port(): number {
     return this.boundPort;
   }
 
-  /** The URL a person opens, token included. */
-  get url(): string {
+  /** The console's address, without the token. */
+  get baseUrl(): string {
     const host = this.opts.host.includes(':') ? `[${this.opts.host}]` : this.opts.host;
-    return `http://${host}:${this.boundPort}/?token=${this.opts.token}`;
+    return `${this.opts.tls ? 'https' : 'http'}://${host}:${this.boundPort}/`;
+  }
+
+  /** The URL a person opens: with the setup token while no admin password is set. */
+  get url(): string {
+    return this.opts.auth.setupRequired ? `${this.baseUrl}?token=${this.opts.token}` : this.baseUrl;
   }
 
   async listen(): Promise<void> {
@@ -74,15 +98,26 @@ export class ConsoleServer {
       maxPayload: MAX_MESSAGE_BYTES,
       handleProtocols: (protocols) => (protocols.has(WS_PROTOCOL) ? WS_PROTOCOL : false),
     });
-    const server = http.createServer((req, res) => this.serveStatic(req, res));
+    const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => {
+      const route = this.routes.find((r) => r.handles(req));
+      if (route) route.handle(req, res);
+      else if (this.opts.auth.handles(req)) void this.opts.auth.handle(req, res);
+      else this.serveStatic(req, res);
+    };
+    const server = this.opts.tls
+      ? https.createServer({ ...this.opts.tls, minVersion: 'TLSv1.2' }, onRequest)
+      : http.createServer(onRequest);
     server.on('upgrade', (req, socket, head) => {
-      const refusal = this.checkUpgrade(req);
-      if (refusal) {
-        socket.end(`HTTP/1.1 ${refusal}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      const checked = this.checkUpgrade(req);
+      if (typeof checked !== 'object') {
+        socket.end(`HTTP/1.1 ${checked}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
         return;
       }
-      wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, req));
+      wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, req, checked.session));
     });
+    // TLS handshakes that fail (a browser refusing the self-signed certificate) are not engine errors.
+    server.on('tlsClientError', () => undefined);
+    this.offSessionsEnded = this.opts.auth.onSessionsEnded((keys) => this.endSessions(keys));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(this.opts.port, this.opts.host, () => {
@@ -104,6 +139,8 @@ export class ConsoleServer {
   }
 
   async close(): Promise<void> {
+    this.offSessionsEnded?.();
+    this.opts.auth.close();
     for (const ws of this.wss?.clients ?? []) ws.terminate();
     this.wss?.close();
     const server = this.server;
@@ -114,27 +151,26 @@ export class ConsoleServer {
     }
   }
 
-  /** Returns an HTTP status line when the upgrade must be refused. */
-  private checkUpgrade(req: http.IncomingMessage): string | null {
+  /** The upgrade's session, or the HTTP status line that refuses it. */
+  private checkUpgrade(req: http.IncomingMessage): { session: string } | string {
     const url = new URL(req.url ?? '/', 'http://console');
     if (url.pathname !== '/api') return '404 Not Found';
-    const origin = req.headers.origin;
-    if (
-      origin !== undefined &&
-      req.headers.host !== undefined &&
-      new URL(origin).host !== req.headers.host
-    ) {
-      return '403 Forbidden';
-    }
-    const offered = String(req.headers['sec-websocket-protocol'] ?? '')
-      .split(',')
-      .map((p) => p.trim());
-    const token = offered.find((p) => p.startsWith(TOKEN_PREFIX))?.slice(TOKEN_PREFIX.length);
-    if (!token || !sameSecret(token, this.opts.token)) return '401 Unauthorized';
-    return null;
+    const auth = this.opts.auth;
+    if (auth.hostProblem(req) || auth.originProblem(req)) return '403 Forbidden';
+    const session = auth.authenticateUpgrade(req);
+    return session ? { session } : '401 Unauthorized';
   }
 
-  private accept(ws: WebSocket, req: http.IncomingMessage): void {
+  /** Closes the sockets of sessions that ended. */
+  private endSessions(keys: string[]): void {
+    const ended = new Set(keys);
+    for (const [ws, key] of this.socketSessions) {
+      if (ended.has(key)) ws.close(CLOSE_SESSION_ENDED, 'session ended: sign in again');
+    }
+  }
+
+  private accept(ws: WebSocket, req: http.IncomingMessage, sessionKey: string): void {
+    this.socketSessions.set(ws, sessionKey);
     const id = this.hub.newId();
     const peer = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
     const session = {
@@ -151,6 +187,10 @@ export class ConsoleServer {
     };
     this.hub.add(session);
     ws.on('message', (data, isBinary) => {
+      if (!this.opts.auth.use(sessionKey)) {
+        ws.close(CLOSE_SESSION_ENDED, 'session ended: sign in again');
+        return;
+      }
       const text = isBinary ? '' : data.toString();
       this.rpc
         .handle(text, { transport: 'console', peer })
@@ -158,7 +198,10 @@ export class ConsoleServer {
         .catch((err) => this.log.error('console reply failed', { err }));
     });
     ws.on('error', () => undefined);
-    ws.on('close', () => this.hub.remove(session));
+    ws.on('close', () => {
+      this.socketSessions.delete(ws);
+      this.hub.remove(session);
+    });
   }
 
   private serveStatic(req: http.IncomingMessage, res: http.ServerResponse): void {
@@ -201,10 +244,4 @@ export class ConsoleServer {
       res.end(req.method === 'HEAD' ? undefined : body);
     });
   }
-}
-
-function sameSecret(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
 }

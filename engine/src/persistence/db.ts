@@ -129,14 +129,49 @@ export function recordEvent(
   db: Db,
   ev: { type: string; severity: Severity; message: string; data?: unknown },
 ): number {
+  const ts = Date.now();
   const r = db
     .prepare('INSERT INTO events (ts, severity, type, message, data) VALUES (?, ?, ?, ?, ?)')
     .run(
-      Date.now(),
+      ts,
       ev.severity,
       ev.type,
       ev.message,
       ev.data === undefined ? null : JSON.stringify(ev.data),
     );
-  return Number(r.lastInsertRowid);
+  const id = Number(r.lastInsertRowid);
+  for (const fn of eventListeners.get(db) ?? []) {
+    try {
+      fn({ id, ts, severity: ev.severity, type: ev.type, message: ev.message, data: ev.data });
+    } catch {
+      // a listener (UI push, syslog, mail) must never fail the change that recorded the event
+    }
+  }
+  return id;
+}
+
+export interface RecordedEvent {
+  id: number;
+  ts: number;
+  severity: Severity;
+  type: string;
+  message: string;
+  data?: unknown;
+}
+
+const eventListeners = new WeakMap<Db, Set<(ev: RecordedEvent) => void>>();
+
+/** Calls fn after every recordEvent on db (events/ pushes and delivers them); returns the unsubscribe. */
+export function onEventRecorded(db: Db, fn: (ev: RecordedEvent) => void): () => void {
+  let set = eventListeners.get(db);
+  if (!set) eventListeners.set(db, (set = new Set()));
+  set.add(fn);
+  return () => set.delete(fn);
+}
+
+/** Opens an existing database for reading only, without migrating (diagnostics of a stopped or running engine). */
+export function openDatabaseReadOnly(path: string): Db {
+  const db = new Database(path, { readonly: true, fileMustExist: true });
+  db.pragma('busy_timeout = 5000');
+  return db;
 }

@@ -68,4 +68,56 @@ export const MIGRATIONS: readonly Migration[] = [
       ) STRICT;
     `,
   },
+  {
+    // metrics-store.ts explains the tiers, rollups and the size cap.
+    name: 'metric history tiers',
+    sql: `
+      CREATE TABLE metric_series (
+        id     INTEGER PRIMARY KEY,
+        key    TEXT NOT NULL UNIQUE,          -- e.g. ns:<subnqn>/<nsid>:read_iops
+        scope  TEXT NOT NULL CHECK (scope IN ('node', 'nic', 'namespace', 'host')),
+        metric TEXT NOT NULL,
+        unit   TEXT NOT NULL,
+        agg    TEXT NOT NULL CHECK (agg IN ('avg', 'max')), -- how coarser tiers combine points
+        labels TEXT NOT NULL,                 -- JSON: nqn, nsid, hostnqn, interface
+        first_ts INTEGER NOT NULL             -- s since epoch of its first point: where history starts
+      ) STRICT;
+      -- (series_id, ts) keys: a range query is one b-tree range. No foreign key: a check
+      -- per inserted point buys nothing, series rows outlive their points.
+      CREATE TABLE metric_1s  (series_id INTEGER NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL,
+                               PRIMARY KEY (series_id, ts)) STRICT, WITHOUT ROWID;
+      CREATE TABLE metric_10s (series_id INTEGER NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL,
+                               PRIMARY KEY (series_id, ts)) STRICT, WITHOUT ROWID;
+      CREATE TABLE metric_1m  (series_id INTEGER NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL,
+                               PRIMARY KEY (series_id, ts)) STRICT, WITHOUT ROWID;
+      CREATE TABLE metric_1h  (series_id INTEGER NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL,
+                               PRIMARY KEY (series_id, ts)) STRICT, WITHOUT ROWID;
+      CREATE TABLE metric_rollups (
+        tier       TEXT PRIMARY KEY,          -- '10s', '1m', '1h'
+        done_until INTEGER NOT NULL           -- s since epoch: buckets before it are rolled up
+      ) STRICT;
+    `,
+  },
+  {
+    // events/alert-store.ts: one active alert per (rule, subject) is enforced here too.
+    name: 'alerts and event type index',
+    sql: `
+      CREATE TABLE alerts (
+        id         INTEGER PRIMARY KEY,
+        rule       TEXT NOT NULL,             -- host.disconnected, capacity, io.errors, ...
+        subject    TEXT NOT NULL,             -- what it is about, per rule
+        severity   TEXT NOT NULL CHECK (severity IN ('info','warning','error','critical')),
+        title      TEXT NOT NULL,
+        message    TEXT NOT NULL,             -- what happened and what to do
+        data       TEXT,                      -- JSON details
+        raised_at  INTEGER NOT NULL,          -- ms since epoch
+        cleared_at INTEGER,
+        acked_at   INTEGER,
+        acked_by   TEXT
+      ) STRICT;
+      CREATE UNIQUE INDEX alerts_one_active ON alerts (rule, subject) WHERE cleared_at IS NULL;
+      CREATE INDEX alerts_cleared ON alerts (cleared_at);
+      CREATE INDEX events_type ON events (type, ts);
+    `,
+  },
 ];

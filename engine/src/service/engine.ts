@@ -6,7 +6,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { API_VERSION, type SystemStatus } from '../../../contract/api.js';
-import { ConsoleServer } from '../control/console-server.js';
+import { DEFAULT_ADMIN_GROUP, socketAccessFor } from '../control/auth/admin-group.js';
+import type { ConsoleServer } from '../control/console-server.js';
 import { RpcDispatcher, type Handlers } from '../control/rpc.js';
 import { SessionHub } from '../control/sessions.js';
 import { SocketServer } from '../control/socket-server.js';
@@ -20,24 +21,47 @@ import {
 } from '../persistence/db.js';
 import { UserError } from '../util/errors.js';
 import { createLogger, type Logger } from '../util/log.js';
-import { consoleBundleDir, productVersion } from '../util/paths.js';
+import { productVersion } from '../util/paths.js';
+import {
+  buildConsole,
+  describeConsole,
+  type ConsoleAccess,
+  type ConsoleOptions,
+} from './console-access.js';
+import { HostSecretStore } from './host-secrets.js';
+import { hostSecretHandlers } from './handlers/host-secrets.js';
 import { acquireInstanceLock, type InstanceLock } from './instance-lock.js';
-import { loadOrCreateSecret, randomToken } from './secrets.js';
 import { TargetRuntime } from './target-runtime.js';
 import { TargetService } from './target-service.js';
 import { targetHandlers } from './handlers/target.js';
+import { metricsHandlers } from './handlers/metrics.js';
+import { MetricsService } from './metrics-service.js';
+import { EventStore } from '../events/event-store.js';
+import { InputCollector } from '../events/inputs.js';
+import { EventsService } from '../events/service.js';
+import { attachLogFile } from '../util/log-file.js';
+import { deleteSecret, readSecret, writeSecret } from './secrets.js';
+import { alertsHandlers } from './handlers/alerts.js';
+import { diagnosticsHandlers } from './handlers/diagnostics.js';
+import { eventsHandlers } from './handlers/events.js';
+import { settingsHandlers } from './handlers/settings.js';
 
 export interface EngineOptions {
   dataDir: string;
   /** API socket path (default DATA/engine.sock). */
   socketPath?: string;
-  /** Web console address; port 0 picks a free port; null disables the console. */
-  console?: { host: string; port: number } | null;
+  /** Web console address, TLS and sign-in rules; port 0 picks a free port; null disables it. */
+  console?: ConsoleOptions | null;
+  /** Group whose members may use the API socket besides root (default branchsan-admin). */
+  adminGroup?: string;
   log?: Logger;
 }
 
 export class Engine {
   private heartbeat?: NodeJS.Timeout;
+  private metrics?: MetricsService;
+  private eventsService?: EventsService;
+  private closeLogFile?: () => void;
   private stopping?: Promise<void>;
 
   private constructor(
@@ -63,6 +87,8 @@ export class Engine {
     prepareDataDir(dataDir);
     const lock = acquireInstanceLock(dataDir);
     const cleanup: (() => unknown)[] = [() => lock.release()];
+    const closeLogFile = attachLogFile(dataDir); // DATA/logs/engine.log, for diagnostics bundles
+    cleanup.unshift(closeLogFile);
     try {
       const { db, schemaVersion, applied } = openDatabase(path.join(dataDir, 'branchsan.db'));
       cleanup.unshift(() => db.close());
@@ -74,17 +100,61 @@ export class Engine {
       cleanup.unshift(() => runtime.close());
       const targets = new TargetService(db, runtime, log.child({ component: 'target' }));
       await targets.restore();
+      const metrics = new MetricsService({
+        db,
+        dataDir,
+        io: runtime.target,
+        hub,
+        log: log.child({ component: 'metrics' }),
+      });
+      cleanup.unshift(() => metrics.stop());
+      const inputs = new InputCollector({
+        dataDir,
+        target: runtime.target,
+        config: () => targets.config(),
+        events: new EventStore(db),
+        now: Date.now,
+      });
+      const eventsService = new EventsService({
+        db,
+        nodeId,
+        version: productVersion(),
+        publish: (name, data) => hub.broadcast(name, data),
+        secrets: {
+          read: (n) => readSecret(dataDir, n),
+          write: (n, v) => writeSecret(dataDir, n, v),
+          remove: (n) => deleteSecret(dataDir, n),
+        },
+        collect: () => inputs.collect(),
+        log: log.child({ component: 'events' }),
+      });
+      cleanup.unshift(() => eventsService.stop());
       const socketPath = path.resolve(opts.socketPath ?? path.join(dataDir, 'engine.sock'));
       // eslint-disable-next-line prefer-const -- assigned after the handlers close over it
       let engine: Engine;
+      let consoleAccess: ConsoleAccess | null = null;
+      const hostSecrets = new HostSecretStore(dataDir, (hostNqn) =>
+        targets.config().subsystems.some((s) => s.hosts.includes(hostNqn)),
+      );
       // One spread per API area; the Handlers type checks that every method is served.
       const handlers: Handlers = {
         'system.status': () => engine.status(),
+        'system.console': () => describeConsole(consoleAccess),
+        ...hostSecretHandlers(hostSecrets, db),
         ...targetHandlers(targets),
+        ...metricsHandlers(metrics),
+        ...eventsHandlers(eventsService),
+        ...alertsHandlers(eventsService),
+        ...settingsHandlers(eventsService),
+        ...diagnosticsHandlers({ dataDir, db, status: () => engine.status(), target: runtime }),
       };
       const rpc = new RpcDispatcher(handlers, log.child({ component: 'api' }));
+      const socketAccess = socketAccessFor(
+        opts.adminGroup ?? DEFAULT_ADMIN_GROUP,
+        log.child({ component: 'api-socket' }),
+      );
       const socketServer = new SocketServer(
-        { path: socketPath },
+        { path: socketPath, ...socketAccess },
         rpc,
         hub,
         log.child({ component: 'api-socket' }),
@@ -93,18 +163,15 @@ export class Engine {
       cleanup.unshift(() => socketServer.close());
       let consoleServer: ConsoleServer | null = null;
       if (opts.console !== null) {
-        const token = loadOrCreateSecret(dataDir, 'console-token', () => randomToken());
-        consoleServer = new ConsoleServer(
-          {
-            host: opts.console?.host ?? '127.0.0.1',
-            port: opts.console?.port ?? 0,
-            root: consoleBundleDir(),
-            token,
-          },
+        consoleAccess = buildConsole(
+          dataDir,
+          opts.console ?? { host: '127.0.0.1', port: 0 },
           rpc,
           hub,
           log.child({ component: 'console' }),
         );
+        consoleServer = consoleAccess.server;
+        consoleServer.addRoute(metrics.route()); // GET /metrics (Prometheus, opt-in)
         await consoleServer.listen();
       }
       engine = new Engine(
@@ -122,7 +189,12 @@ export class Engine {
         log,
         startedAt,
       );
+      engine.eventsService = eventsService;
+      engine.closeLogFile = closeLogFile;
+      eventsService.start(); // before noteStart, so engine.started reaches syslog and clients too
       engine.noteStart();
+      engine.metrics = metrics;
+      metrics.start();
       engine.heartbeat = setInterval(() => engine.beat(), 1000);
       return engine;
     } catch (err) {
@@ -150,6 +222,7 @@ export class Engine {
     this.stopping ??= (async () => {
       this.log.info('engine stopping', { reason });
       clearInterval(this.heartbeat);
+      await this.metrics?.stop(); // its last write lands before the database closes
       this.hub.closeAll('engine stopping');
       await this.consoleServer?.close();
       await this.socketServer.close();
@@ -159,10 +232,12 @@ export class Engine {
         severity: 'info',
         message: `Engine stopped (${reason}).`,
       });
+      await this.eventsService?.stop(); // rules stop; syslog gets engine.stopped before the db closes
       setSetting(this.db, 'engine.running', '0');
       this.db.close();
       this.lock.release();
       this.log.info('engine stopped');
+      this.closeLogFile?.();
     })();
     return this.stopping;
   }

@@ -39,3 +39,22 @@ export function loadOrCreateSecret(dataDir: string, name: string, make: () => st
 export function randomToken(bytes = 24): string {
   return randomBytes(bytes).toString('base64url');
 }
+
+/** Replaces a secret (written 0600 to a temporary name, then renamed over the old one). */
+export function writeSecret(dataDir: string, name: string, value: string): void {
+  const file = path.join(secretsDir(dataDir), name);
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, value + '\n', { mode: 0o600 });
+  fs.renameSync(tmp, file);
+}
+
+/** A secret's value, or undefined when it is not set. Refuses one others can read. */
+export function readSecret(dataDir: string, name: string): string | undefined {
+  const file = path.join(secretsDir(dataDir), name);
+  if (!fs.existsSync(file)) return undefined;
+  return loadOrCreateSecret(dataDir, name, () => '');
+}
+
+export function deleteSecret(dataDir: string, name: string): void {
+  fs.rmSync(path.join(secretsDir(dataDir), name), { force: true });
+}

@@ -17,6 +17,14 @@ export interface LogSink {
   write(line: string): void;
 }
 
+const extraSinks = new Set<LogSink>();
+
+/** Adds a sink every logger writes to as well (the engine's log file); returns its removal. */
+export function addLogSink(sink: LogSink): () => void {
+  extraSinks.add(sink);
+  return () => extraSinks.delete(sink);
+}
+
 export function createLogger(
   opts: { level?: LogLevel; sink?: LogSink; fields?: Record<string, unknown> } = {},
 ): Logger {
@@ -26,7 +34,9 @@ export function createLogger(
   const emit = (level: LogLevel, msg: string, fields?: Record<string, unknown>) => {
     if (ORDER[level] < min) return;
     const rec = { ts: new Date().toISOString(), level, msg, ...base, ...fields };
-    sink.write(JSON.stringify(rec, errorReplacer) + '\n');
+    const line = JSON.stringify(rec, errorReplacer) + '\n';
+    sink.write(line);
+    for (const extra of extraSinks) extra.write(line);
   };
   return {
     debug: (m, f) => emit('debug', m, f),

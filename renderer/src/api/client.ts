@@ -14,16 +14,30 @@ export type TransportKind =
 
 /** Why the link cannot come up by itself; null while nothing blocks it. */
 export type LinkProblem =
-  /** The console was opened without an access token (no ?token=… in its URL). */
-  | 'no-token'
-  /** The engine answers but refuses this console's token. */
-  | 'token-refused'
+  /** The web console has no session (never signed in, signed out, or it expired). */
+  | 'signed-out'
+  /** The engine has no admin password yet: the first-run setup must set one. */
+  | 'setup-required'
   | null;
+
+/** Signing in and out of the web console; absent in the desktop app (the socket needs none). */
+export interface ConsoleAuthApi {
+  /** The setup token from the URL `branchsan serve` printed, or null. */
+  readonly setupToken: string | null;
+  /** Signs in, then connects. Throws SignInError with the engine's message. */
+  signIn(password: string): Promise<void>;
+  /** First run: sets the admin password with the setup token, signs in, connects. */
+  setUp(password: string): Promise<void>;
+  signOut(): Promise<void>;
+  /** Asks the engine again (after `branchsan passwd` on the server, for example). */
+  refresh(): Promise<void>;
+}
 
 export interface ConsoleClient extends ApiClient {
   readonly transport: TransportKind;
   readonly problem: LinkProblem;
   onProblem(handler: (problem: LinkProblem) => void): () => void;
+  readonly auth?: ConsoleAuthApi;
 }
 
 /** State and problem of one link, with change notifications; shared by both transports. */

@@ -1,16 +1,19 @@
 /**
  * createApiClient(): the one place that picks a transport.
- * Inside the desktop app the preload defines window.branchsan and we use it; anywhere
- * else (the web console in a browser) we open a WebSocket to the engine that served
- * this page, authenticated with the console's access token.
+ * Inside the desktop app the preload defines window.branchsan and we use it (the
+ * engine's socket needs no sign-in). Anywhere else (the web console in a browser) we
+ * open a WebSocket to the engine that served this page, with the session cookie the
+ * sign-in page obtained; the setup token from the URL is kept for the first-run setup.
  */
 import { BRIDGE_GLOBAL, type BridgeApi } from '../../../contract/bridge.js';
 import { createBridgeClient } from './bridge.js';
 import type { ConsoleClient } from './client.js';
+import { createSessionApi } from './session.js';
 import { takeAccessToken } from './token.js';
 import { consoleSocketUrl, createWebSocketClient } from './websocket.js';
 
-export type { ConsoleClient, LinkProblem, TransportKind } from './client.js';
+export type { ConsoleAuthApi, ConsoleClient, LinkProblem, TransportKind } from './client.js';
+export { SignInError } from './session.js';
 
 /** What createApiClient reads from its page; a browser window has all of it. */
 export interface ClientHost {
@@ -26,26 +29,12 @@ export function createApiClient(host: ClientHost = window): ConsoleClient {
   if (bridge) return createBridgeClient(bridge);
 
   const pageHref = host.location.href;
+  // Read before anything else: it also takes the token out of the address bar.
+  const setupToken = takeAccessToken(host.location, host.history, host.sessionStorage);
   return createWebSocketClient({
     url: consoleSocketUrl(pageHref),
-    token: takeAccessToken(host.location, host.history, host.sessionStorage),
     WebSocket: host.WebSocket,
-    probeServer: () => probeConsolePage(host, pageHref),
+    session: createSessionApi(host.fetch.bind(host), pageHref),
+    setupToken,
   });
-}
-
-/** True when the web server that served this page answers for it (2xx) right now. */
-async function probeConsolePage(
-  host: Pick<ClientHost, 'fetch'>,
-  pageHref: string,
-): Promise<boolean> {
-  const url = new URL('./', pageHref);
-  url.search = '';
-  url.hash = '';
-  try {
-    const res = await host.fetch(url.href, { method: 'HEAD', cache: 'no-store' });
-    return res.ok;
-  } catch {
-    return false;
-  }
 }

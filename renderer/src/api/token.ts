@@ -1,7 +1,9 @@
 /**
- * The console's access token. `branchsan serve` prints a console URL that carries it as
- * ?token=…; on first load we keep it for this tab only (sessionStorage) and take it out of
- * the address bar, so it does not linger in history, bookmarks or screenshots.
+ * The console's setup token. While no admin password is set, `branchsan serve` prints a
+ * console URL that carries it as ?token=…; it authorises the first-run setup only (the
+ * API itself needs a signed-in session). On first load we keep it for this tab only
+ * (sessionStorage) and take it out of the address bar, so it does not linger in
+ * history, bookmarks or screenshots.
  */
 const STORAGE_KEY = 'branchsan.console.token';
 

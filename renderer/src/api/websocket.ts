@@ -1,7 +1,12 @@
 /**
  * The browser transport: JSON-RPC over one WebSocket to the engine's console endpoint,
  * one message per text frame. RpcSession (contract/) does ids, pending calls, timeouts
- * and event fan-out; this file adds the socket, authentication and reconnection.
+ * and event fan-out; this file adds the socket, the sign-in state and reconnection.
+ *
+ * The engine accepts the upgrade only with a session cookie, which the browser sends
+ * by itself. A browser hides why a handshake failed, so after every failure or loss
+ * the client asks /api/session: signed out (or no password yet) stops the retries and
+ * the UI shows the sign-in page; anything else is a link problem and is retried.
  */
 import type {
   EventData,
@@ -12,13 +17,16 @@ import type {
 } from '../../../contract/api.js';
 import { RpcSession } from '../../../contract/rpc-client.js';
 import { backoffDelay, type BackoffOptions } from './backoff.js';
-import { createLinkStatus, type ConsoleClient } from './client.js';
-import { isUsableToken } from './token.js';
+import { createLinkStatus, type ConsoleAuthApi, type ConsoleClient } from './client.js';
+import { SignInError, type SessionApi, type SessionState } from './session.js';
 
 /** The API version subprotocol; the engine selects it when it speaks this contract. */
 export const SUBPROTOCOL = 'branchsan.v1';
-/** The access token travels as a second subprotocol: browsers cannot set headers on a WebSocket. */
-export const TOKEN_SUBPROTOCOL_PREFIX = 'branchsan.token.';
+/**
+ * Close code the engine uses when the socket's session ended (sign-out, expiry, new
+ * password). The client does not trust the code alone: it asks /api/session after any loss.
+ */
+export const CLOSE_SESSION_ENDED = 4401;
 
 /** A connection that stayed up this long resets the backoff to its shortest delay. */
 const STABLE_MS = 5_000;
@@ -26,10 +34,15 @@ const STABLE_MS = 5_000;
 export interface WebSocketClientOptions {
   /** ws:// or wss:// URL of the console endpoint (see consoleSocketUrl). */
   url: string;
-  /** The console access token, or null when the console was opened without one. */
-  token: string | null;
   /** WebSocket constructor (default globalThis.WebSocket). */
   WebSocket?: typeof WebSocket;
+  /**
+   * The sign-in endpoints. Without them the client just connects and retries (tests of
+   * the framing); with them it checks the session first and offers `auth`.
+   */
+  session?: SessionApi;
+  /** The first-run setup token from the page URL, if any. */
+  setupToken?: string | null;
   /** Reconnect delays (default 0.5 s doubling to 10 s, with jitter). */
   backoff?: BackoffOptions;
   /** Per-call timeout in ms (default RpcSession's 15 s). */
@@ -41,13 +54,6 @@ export interface WebSocketClientOptions {
    * after minutes.
    */
   idleTimeoutMs?: number;
-  /**
-   * Asked after a handshake fails before the socket opened: resolves true when the
-   * console's web server answers. The browser hides the HTTP status of a refused
-   * WebSocket, so "server up, socket refused" is how a refused token shows (default:
-   * none, so refusals are reported as plain disconnects).
-   */
-  probeServer?: () => Promise<boolean>;
 }
 
 /** The endpoint beside the page: https pages use wss, http pages use ws. */
@@ -68,6 +74,8 @@ export function createWebSocketClient(opts: WebSocketClientOptions): ConsoleClie
   let retryTimer: ReturnType<typeof setTimeout> | undefined;
   let idleTimer: ReturnType<typeof setTimeout> | undefined;
   let closed = false;
+  /** Bumped by resume(): a session check that started before it no longer decides. */
+  let epoch = 0;
 
   const session = new RpcSession({
     send(text) {
@@ -78,13 +86,23 @@ export function createWebSocketClient(opts: WebSocketClientOptions): ConsoleClie
     timeoutMs: opts.callTimeoutMs,
   });
 
+  /** Starts (or restarts) the link: ask for the session first, then open the socket. */
+  async function begin(): Promise<void> {
+    const mine = ++epoch;
+    clearTimeout(retryTimer);
+    retryTimer = undefined;
+    link.setProblem(null);
+    if (link.state !== 'connected') link.setState('connecting');
+    const state = opts.session ? await opts.session.check() : null;
+    if (closed || mine !== epoch) return;
+    if (state && !state.authenticated) return needSignIn(state);
+    if (!socket) connect();
+  }
+
   function connect(): void {
     retryTimer = undefined;
-    if (closed) return;
-    const token = opts.token;
-    if (token === null || token === '') return giveUp('no-token');
-    if (!isUsableToken(token)) return giveUp('token-refused');
-    const ws = new WS(opts.url, [SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX + token]);
+    if (closed || link.problem) return;
+    const ws = new WS(opts.url, [SUBPROTOCOL]);
     let openedAt = 0;
     socket = ws;
 
@@ -120,30 +138,71 @@ export function createWebSocketClient(opts: WebSocketClientOptions): ConsoleClie
     ws.addEventListener('close', drop);
   }
 
-  /** The socket is gone: fail what waits on it, tell the UI, try again after a delay. */
+  /** The socket is gone: fail what waits on it, tell the UI, find out why, maybe retry. */
   function lost(openedAt: number): void {
     session.failAll();
     link.setState('disconnected');
-    if (openedAt === 0) void checkForRefusal();
-    else if (Date.now() - openedAt >= STABLE_MS) attempt = 0;
-    // While the token is refused, retry at the slowest pace: the engine logs every refusal.
-    const delay = backoffDelay(link.problem ? Number.POSITIVE_INFINITY : attempt++, opts.backoff);
-    retryTimer = setTimeout(connect, delay);
+    if (openedAt !== 0 && Date.now() - openedAt >= STABLE_MS) attempt = 0;
+    const mine = epoch;
+    const retry = () => {
+      if (closed || mine !== epoch || link.problem) return;
+      retryTimer = setTimeout(connect, backoffDelay(attempt++, opts.backoff));
+    };
+    if (!opts.session) return retry();
+    // A refused handshake, an ended session (code 4401) or a lost link: ask which.
+    void opts.session.check().then((state) => {
+      if (closed || mine !== epoch) return;
+      if (state && !state.authenticated) needSignIn(state);
+      else retry(); // the engine is away, or it was a link problem: keep trying
+    });
   }
 
-  /** A problem no retry can fix: say so and stop (the user reopens the console's URL). */
-  function giveUp(problem: 'no-token' | 'token-refused'): void {
-    link.setProblem(problem);
+  /** No session: stop retrying until someone signs in (the UI shows the sign-in page). */
+  function needSignIn(state: SessionState): void {
+    clearTimeout(retryTimer);
+    retryTimer = undefined;
+    link.setProblem(state.setupRequired ? 'setup-required' : 'signed-out');
     link.setState('disconnected');
   }
 
-  async function checkForRefusal(): Promise<void> {
-    if (!opts.probeServer) return;
-    const serverUp = await opts.probeServer().catch(() => false);
-    if (serverUp && !closed && link.state !== 'connected') link.setProblem('token-refused');
+  /** Signed in (or the state changed elsewhere): start over at once. */
+  function resume(): Promise<void> {
+    attempt = 0;
+    return begin();
   }
 
-  connect();
+  const auth: ConsoleAuthApi | undefined = opts.session && {
+    setupToken: opts.setupToken ?? null,
+    async signIn(password) {
+      await opts.session!.login(password);
+      await resume();
+    },
+    async setUp(password) {
+      const token = opts.setupToken;
+      if (!token) {
+        throw new SignInError(
+          'This page was opened without the setup token.',
+          'Open the console with the URL printed by `branchsan serve` (it ends in ?token=…).',
+          0,
+        );
+      }
+      await opts.session!.setup(token, password);
+      await resume();
+    },
+    async signOut() {
+      await opts.session!.logout();
+      epoch++;
+      const ws = socket;
+      socket = null;
+      clearTimeout(idleTimer);
+      ws?.close(1000, 'signed out');
+      session.failAll();
+      needSignIn({ authenticated: false, setupRequired: false });
+    },
+    refresh: resume,
+  };
+
+  void begin();
 
   return {
     transport: 'websocket',
@@ -153,6 +212,7 @@ export function createWebSocketClient(opts: WebSocketClientOptions): ConsoleClie
     get problem() {
       return link.problem;
     },
+    auth,
     call<M extends MethodName>(method: M, params: MethodParams<M>) {
       return session.call(method, params) as Promise<MethodResult<M>>;
     },

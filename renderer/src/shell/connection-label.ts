@@ -8,7 +8,8 @@ export function describeLink(
   state: ConnectionState,
   problem: LinkProblem,
 ): { label: string; tone: Tone } {
-  if (problem) return { label: 'Access refused', tone: 'bad' };
+  if (problem === 'signed-out') return { label: 'Signed out', tone: 'warn' };
+  if (problem === 'setup-required') return { label: 'Setup needed', tone: 'warn' };
   switch (state) {
     case 'connected':
       return { label: 'Connected', tone: 'ok' };

@@ -144,15 +144,30 @@ describe('createApiClient', () => {
     client.close();
   });
 
-  it('otherwise opens a WebSocket beside the page with the token from the URL', () => {
+  it('otherwise asks the page’s engine for the session, then opens a WebSocket beside the page', async () => {
     RecordingSocket.opened = [];
-    const h = host({ location: { href: 'https://san-a:8443/?token=abc123#/status' } });
+    const fetch = vi.fn(async () => ({
+      ok: true,
+      json: async () => ({ authenticated: true, setupRequired: false }),
+    }));
+    const h = host({
+      location: { href: 'https://san-a:8443/?token=abc123#/status' },
+      fetch: fetch as unknown as typeof globalThis.fetch,
+    });
     const client = createApiClient(h);
     expect(client.transport).toBe('websocket');
-    expect(RecordingSocket.opened).toEqual([
-      ['wss://san-a:8443/api', ['branchsan.v1', 'branchsan.token.abc123']],
-    ]);
+    await vi.waitFor(() => expect(RecordingSocket.opened).toHaveLength(1));
+    expect(fetch).toHaveBeenCalledWith('https://san-a:8443/api/session', expect.anything());
+    // The session cookie authenticates; the token from the URL is kept for the first-run setup.
+    expect(RecordingSocket.opened).toEqual([['wss://san-a:8443/api', ['branchsan.v1']]]);
+    expect(client.auth?.setupToken).toBe('abc123');
     expect(h.history.replaceState).toHaveBeenCalledWith(null, '', '/#/status');
+    client.close();
+  });
+
+  it('offers no sign-in inside the desktop app', () => {
+    const client = createApiClient(host({ branchsan: fakeBridge().bridge }));
+    expect(client.auth).toBeUndefined();
     client.close();
   });
 });

@@ -3,6 +3,11 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ApiError, ErrorCode } from '../../../../contract/api.js';
 import type { ConsoleClient } from '../../../../renderer/src/api/client.js';
 import {
+  SignInError,
+  type SessionApi,
+  type SessionState,
+} from '../../../../renderer/src/api/session.js';
+import {
   consoleSocketUrl,
   createWebSocketClient,
   type WebSocketClientOptions,
@@ -10,8 +15,40 @@ import {
 import { systemStatus } from '../support/fixtures.js';
 import { startTestEngineSocket, until, type TestEngineSocket } from '../support/ws-server.js';
 
-const TOKEN = 'tk_3f9a-XyZ.0';
 const FAST = { minMs: 10, maxMs: 40 };
+
+/** A scripted /api/session: what check() says, and what login/setup/logout were asked. */
+function fakeSession(initial: SessionState | null) {
+  const log: string[] = [];
+  let state = initial;
+  const api: SessionApi = {
+    check: async () => {
+      log.push('check');
+      return state;
+    },
+    login: async (password) => {
+      log.push(`login:${password}`);
+      if (password !== 'right password')
+        throw new SignInError('Wrong password.', 'Check it and try again.', 401);
+      state = { authenticated: true, setupRequired: false };
+    },
+    setup: async (token, password) => {
+      log.push(`setup:${token}:${password}`);
+      state = { authenticated: true, setupRequired: false };
+    },
+    logout: async () => {
+      log.push('logout');
+      state = { authenticated: false, setupRequired: false };
+    },
+  };
+  return {
+    api,
+    log,
+    set(next: SessionState | null) {
+      state = next;
+    },
+  };
+}
 
 describe('WebSocket transport against a real WebSocket server', () => {
   let server: TestEngineSocket;
@@ -19,14 +56,14 @@ describe('WebSocket transport against a real WebSocket server', () => {
   const states: string[] = [];
 
   function connect(over: Partial<WebSocketClientOptions> = {}): ConsoleClient {
-    client = createWebSocketClient({ url: server.url, token: TOKEN, backoff: FAST, ...over });
+    client = createWebSocketClient({ url: server.url, backoff: FAST, ...over });
     client.onState((s) => states.push(s));
     return client;
   }
 
   beforeEach(async () => {
     states.length = 0;
-    server = await startTestEngineSocket({ acceptToken: (t) => t === TOKEN });
+    server = await startTestEngineSocket();
   });
   afterEach(async () => {
     client?.close();
@@ -34,15 +71,12 @@ describe('WebSocket transport against a real WebSocket server', () => {
     await server.close();
   });
 
-  it('offers the API version and the token as subprotocols, and connects', async () => {
+  it('offers the API version as its only subprotocol (no token: the cookie authenticates), and connects', async () => {
     const c = connect();
     expect(c.state).toBe('connecting');
     await until(() => c.state === 'connected');
     const offered = String(server.handshakes[0]!.headers['sec-websocket-protocol']);
-    expect(offered.split(',').map((p) => p.trim())).toEqual([
-      'branchsan.v1',
-      `branchsan.token.${TOKEN}`,
-    ]);
+    expect(offered).toBe('branchsan.v1');
     expect((await server.connection(1)).protocol).toBe('branchsan.v1');
     expect(server.handshakes[0]!.url).toBe('/api');
     expect(c.transport).toBe('websocket');
@@ -163,29 +197,97 @@ describe('WebSocket transport against a real WebSocket server', () => {
     expect(c.problem).toBeNull();
   });
 
-  it('reports a refused token when the server answers but refuses the handshake', async () => {
-    const c = connect({ token: 'wrong-token', probeServer: async () => true });
-    await until(() => c.problem === 'token-refused');
+  it('asks for the session first and shows the sign-in without a handshake when signed out', async () => {
+    const session = fakeSession({ authenticated: false, setupRequired: false });
+    const c = connect({ session: session.api });
+    await until(() => c.problem === 'signed-out');
     expect(c.state).toBe('disconnected');
-    expect(server.sockets).toHaveLength(0);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(server.handshakes).toHaveLength(0);
+    expect(c.auth?.setupToken).toBeNull();
   });
 
-  it('reports a plain disconnect when the server does not answer at all', async () => {
-    const c = connect({ token: 'wrong-token', probeServer: async () => false });
-    await until(() => server.handshakes.length >= 2);
+  it('reports setup-required on a fresh engine, and keeps the setup token for the setup page', async () => {
+    const session = fakeSession({ authenticated: false, setupRequired: true });
+    const c = connect({ session: session.api, setupToken: 'tok' });
+    await until(() => c.problem === 'setup-required');
+    expect(c.auth?.setupToken).toBe('tok');
+    await c.auth!.setUp('a new password');
+    await until(() => c.state === 'connected');
+    expect(c.problem).toBeNull();
+    expect(session.log).toContain('setup:tok:a new password');
+  });
+
+  it('refuses setUp without a token, saying which URL to open', async () => {
+    const session = fakeSession({ authenticated: false, setupRequired: true });
+    const c = connect({ session: session.api });
+    await until(() => c.problem === 'setup-required');
+    const e = await c.auth!.setUp('whatever123').catch((err: unknown) => err);
+    expect(e).toBeInstanceOf(SignInError);
+    expect((e as SignInError).hint).toContain('branchsan serve');
+  });
+
+  it('signIn passes the engine’s refusal on, and connects once the password is right', async () => {
+    const session = fakeSession({ authenticated: false, setupRequired: false });
+    const c = connect({ session: session.api });
+    await until(() => c.problem === 'signed-out');
+    await expect(c.auth!.signIn('wrong')).rejects.toMatchObject({ message: 'Wrong password.' });
+    expect(c.problem).toBe('signed-out');
+    await c.auth!.signIn('right password');
+    await until(() => c.state === 'connected');
+    expect(c.problem).toBeNull();
+    expect(server.handshakes).toHaveLength(1);
+  });
+
+  it('a refused handshake with a signed-out session stops the retries', async () => {
+    await server.close();
+    server = await startTestEngineSocket({ acceptToken: () => false });
+    const session = fakeSession({ authenticated: true, setupRequired: false });
+    const c = connect({ session: session.api });
+    await until(() => server.handshakes.length >= 1);
+    session.set({ authenticated: false, setupRequired: false }); // e.g. it expired meanwhile
+    await until(() => c.problem === 'signed-out');
+    const seen = server.handshakes.length;
+    await new Promise((r) => setTimeout(r, 100));
+    expect(server.handshakes).toHaveLength(seen);
+  });
+
+  it('keeps retrying while the session check cannot reach the engine', async () => {
+    await server.close();
+    server = await startTestEngineSocket({ acceptToken: () => false });
+    const session = fakeSession(null);
+    const c = connect({ session: session.api });
+    await until(() => server.handshakes.length >= 3);
     expect(c.problem).toBeNull();
     expect(c.state).toBe('disconnected');
   });
 
-  it('does not try to connect without a token, or with one no subprotocol can carry', async () => {
-    const a = createWebSocketClient({ url: server.url, token: null });
-    expect([a.state, a.problem]).toEqual(['disconnected', 'no-token']);
-    const b = createWebSocketClient({ url: server.url, token: 'has spaces' });
-    expect([b.state, b.problem]).toEqual(['disconnected', 'token-refused']);
-    await new Promise((r) => setTimeout(r, 50));
-    expect(server.handshakes).toHaveLength(0);
-    a.close();
-    b.close();
+  it('a socket the engine closes with 4401 (session ended) leads to the sign-in', async () => {
+    const session = fakeSession({ authenticated: true, setupRequired: false });
+    const c = connect({ session: session.api });
+    const socket = await server.connection(1);
+    await until(() => c.state === 'connected');
+    session.set({ authenticated: false, setupRequired: false });
+    socket.close(4401, 'session ended: sign in again');
+    await until(() => c.problem === 'signed-out');
+    expect(c.state).toBe('disconnected');
+  });
+
+  it('signOut logs out, closes the socket and reports signed-out without reconnecting', async () => {
+    const session = fakeSession({ authenticated: true, setupRequired: false });
+    const c = connect({ session: session.api });
+    await until(() => c.state === 'connected');
+    await c.auth!.signOut();
+    expect(session.log).toContain('logout');
+    expect(c.problem).toBe('signed-out');
+    expect(c.state).toBe('disconnected');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(server.handshakes).toHaveLength(1);
+  });
+
+  it('has no auth without the session endpoints', () => {
+    const c = connect();
+    expect(c.auth).toBeUndefined();
   });
 
   it('replaces a link that goes silent', async () => {

@@ -148,7 +148,7 @@ describe('useConnectionStore', () => {
     expect(connection.state).toBe('disconnected');
     expect(connection.everConnected).toBe(true);
 
-    client.setProblem('token-refused');
-    expect(connection.problem).toBe('token-refused');
+    client.setProblem('signed-out');
+    expect(connection.problem).toBe('signed-out');
   });
 });

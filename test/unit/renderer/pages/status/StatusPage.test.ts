@@ -83,15 +83,15 @@ describe('StatusPage', () => {
     expect(w.find('[data-testid="node-id"]').exists()).toBe(false);
   });
 
-  it('tells the user to reopen the console with its URL when the token is refused', async () => {
+  it('says how to set the first admin password when the engine has none', async () => {
     const w = render();
     client.setState('disconnected');
-    client.setProblem('token-refused');
+    client.setProblem('setup-required');
     await flush();
     const alert = text(w, 'engine-unavailable');
-    expect(alert).toContain('The engine refused this console’s access token');
+    expect(alert).toContain('This engine has no admin password yet');
     expect(alert).toContain('Open the console with the URL printed by branchsan serve');
-    expect(alert).toContain('from the BranchSAN desktop app');
+    expect(alert).toContain('branchsan passwd --data DIR');
   });
 
   it('shows why the snapshot failed, and Try again asks once more', async () => {

@@ -1,0 +1,176 @@
+/**
+ * The events, alerts, notification settings and diagnostics part of the API contract.
+ * api.ts wires these into its method and event tables; this file imports nothing from
+ * api.ts so the two never form an initialisation cycle.
+ *
+ * An event is something that happened (engine started, a port could not listen, an
+ * alert was raised). An alert is a condition that is true now (a host is gone, a
+ * filesystem is 91 % full): raised once, acknowledged by a person, cleared when the
+ * condition ends.
+ */
+import { z } from 'zod';
+
+/** Ordered: a filter "at least warning" keeps warning, error and critical. */
+export const SEVERITIES = ['info', 'warning', 'error', 'critical'] as const;
+export const Severity = z.enum(SEVERITIES);
+export type Severity = z.infer<typeof Severity>;
+
+export const EventRecord = z.object({
+  id: z.number().int(),
+  ts: z.number(), // ms since epoch
+  severity: Severity,
+  /** Dotted type, e.g. engine.started, alert.raised, delivery.failing. */
+  type: z.string(),
+  /** What happened and what to do, for a person. */
+  message: z.string(),
+  data: z.unknown().optional(),
+});
+export type EventRecord = z.infer<typeof EventRecord>;
+
+export const EventsListParams = z
+  .object({
+    /** ms since epoch, inclusive. */
+    since: z.number().nonnegative().optional(),
+    /** ms since epoch, exclusive. */
+    until: z.number().nonnegative().optional(),
+    /** At least this severe. */
+    severity: Severity.optional(),
+    /** An exact type, or a prefix ending in ".*" (alert.*). */
+    type: z
+      .string()
+      .max(128)
+      .regex(/^[a-z0-9][a-z0-9.-]*(\.\*)?$/, 'a dotted event type, optionally ending in .*')
+      .optional(),
+    limit: z.number().int().min(1).max(1000).default(100),
+    /** Paging: only events with a smaller id (pass the previous page's nextBefore). */
+    before: z.number().int().positive().optional(),
+  })
+  .strict();
+
+export const EventsListResult = z.object({
+  /** Newest first. */
+  events: z.array(EventRecord),
+  /** The `before` of the next (older) page; null when this was the last one. */
+  nextBefore: z.number().int().nullable(),
+});
+
+export const Alert = z.object({
+  id: z.number().int(),
+  /** The rule that raised it: host.disconnected, capacity, io.errors, io.latency, engine.unclean-restart, mirror.*. */
+  rule: z.string(),
+  /** What it is about, unique per rule while active (a host on a volume, a filesystem, a namespace). */
+  subject: z.string(),
+  severity: Severity,
+  /** A short title for lists and mail subjects. */
+  title: z.string(),
+  /** What happened and what to do. */
+  message: z.string(),
+  raisedAt: z.number(),
+  clearedAt: z.number().nullable(),
+  ackedAt: z.number().nullable(),
+  ackedBy: z.string().nullable(),
+});
+export type Alert = z.infer<typeof Alert>;
+
+export const AlertsListParams = z
+  .object({
+    /** true: only alerts not yet cleared; false: only cleared ones; absent: both. */
+    active: z.boolean().optional(),
+    limit: z.number().int().min(1).max(1000).default(200),
+  })
+  .strict();
+
+// ---------------------------------------------------------------- settings
+
+const Email = z
+  .string()
+  .max(254)
+  .regex(/^[^\s@<>]+@[^\s@<>]+$/, 'an e-mail address');
+const HostName = z
+  .string()
+  .max(253)
+  .regex(/^[A-Za-z0-9.:[\]-]*$/, 'a host name or IP address');
+
+const EventsSettings = z.object({
+  /** Events older than this are deleted. */
+  retentionDays: z.number().int().min(1).max(3650),
+  /** At most this many events are kept; the oldest go first. */
+  maxEvents: z.number().int().min(1000).max(10_000_000),
+});
+const AlertThresholds = z.object({
+  /** A host that had a connection and has none for this long raises host.disconnected. */
+  hostDisconnectedSec: z.number().int().min(5).max(86_400),
+  capacityWarningPct: z.number().int().min(50).max(99),
+  capacityCriticalPct: z.number().int().min(50).max(100),
+  /** Read or write latency (p99 where known, else the mean) above this for 30 s raises io.latency. */
+  latencyWarningMs: z.number().min(1).max(60_000),
+});
+const SyslogSettings = z.object({
+  enabled: z.boolean(),
+  minSeverity: Severity,
+});
+const SmtpSettings = z.object({
+  enabled: z.boolean(),
+  host: HostName,
+  port: z.number().int().min(1).max(65535),
+  /** starttls: plain connection upgraded (port 587); tls: TLS from the start (465); none: no encryption. */
+  security: z.enum(['starttls', 'tls', 'none']),
+  /** Empty: no authentication. The password is stored as a secret file, never returned. */
+  username: z.string().max(256),
+  from: Email.or(z.literal('')),
+  to: z.array(Email).max(20),
+  minSeverity: Severity,
+  /** Accept a self-signed relay certificate (a branch's own mail server). */
+  allowInvalidCertificate: z.boolean(),
+});
+const WebhookSettings = z.object({
+  enabled: z.boolean(),
+  url: z
+    .string()
+    .max(2048)
+    .regex(/^(https?:\/\/\S+)?$/, 'an http:// or https:// URL'),
+  minSeverity: Severity,
+});
+
+export const EngineSettings = z.object({
+  events: EventsSettings,
+  alerts: AlertThresholds,
+  syslog: SyslogSettings,
+  smtp: SmtpSettings.extend({ passwordSet: z.boolean() }),
+  webhook: WebhookSettings.extend({ secretSet: z.boolean() }),
+});
+export type EngineSettings = z.infer<typeof EngineSettings>;
+
+/** A partial change; secrets are write-only: a string sets one, null deletes it. */
+export const SettingsSetParams = z
+  .object({
+    events: EventsSettings.partial().strict().optional(),
+    alerts: AlertThresholds.partial().strict().optional(),
+    syslog: SyslogSettings.partial().strict().optional(),
+    smtp: SmtpSettings.partial()
+      .extend({ password: z.string().min(1).max(1024).nullable().optional() })
+      .strict()
+      .optional(),
+    webhook: WebhookSettings.partial()
+      .extend({
+        /** Signs each POST: X-BranchSAN-Signature: sha256=HMAC(secret, body). */
+        secret: z.string().min(8).max(1024).nullable().optional(),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict();
+export type SettingsSetParams = z.infer<typeof SettingsSetParams>;
+
+export const NotificationsTestResult = z.object({
+  /** The channels the test message was queued on (ui is always there). */
+  channels: z.array(z.enum(['ui', 'syslog', 'smtp', 'webhook'])),
+  eventId: z.number().int(),
+});
+
+export const DiagnosticsBundle = z.object({
+  /** Where the engine wrote it (DATA/diagnostics/…); readable by the service user. */
+  path: z.string(),
+  sizeBytes: z.number().int(),
+  createdAt: z.number(),
+});

@@ -1,0 +1,85 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { buildDiagnosticsBundle, bundleName } from '../service/diagnostics.js';
+import { UserError } from '../util/errors.js';
+import { connectSocket } from './api-client.js';
+import { parseCommandArgs, type Command } from './command.js';
+
+export const diagnostics: Command = {
+  name: 'diagnostics',
+  summary: 'collect logs, configuration and events into one .tar.gz for support',
+  help: `Usage: branchsan diagnostics --data DIR [--out FILE] [--offline]
+
+Writes a diagnostics bundle: the engine's logs, its configuration, recent events
+and alerts, metric history and system facts. Passwords, tokens and keys are
+removed. When the engine is running it builds the bundle (adding who is connected
+right now); otherwise the bundle is built from DIR directly.
+
+Options:
+  --data DIR     the engine's data directory                   [required]
+  --socket PATH  the engine's API socket                  [DIR/engine.sock]
+  --out FILE     where to write it  [./branchsan-diagnostics-HOST-TIME.tar.gz]
+  --offline      do not ask the running engine; read DIR only
+
+Example:
+  sudo branchsan diagnostics --data /var/lib/branchsan --out /tmp/diag.tar.gz`,
+  async run(argv) {
+    const { values } = parseCommandArgs('diagnostics', argv, {
+      data: { type: 'string' },
+      socket: { type: 'string' },
+      out: { type: 'string' },
+      offline: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    });
+    if (values.help) {
+      console.log(this.help);
+      return 0;
+    }
+    if (!values.data) {
+      throw new UserError(
+        'diagnostics: --data DIR is required.',
+        'Example: branchsan diagnostics --data /var/lib/branchsan',
+        'usage',
+      );
+    }
+    const dataDir = path.resolve(values.data);
+    if (!fs.existsSync(dataDir)) {
+      throw new UserError(
+        `diagnostics: the data directory ${dataDir} does not exist.`,
+        'Pass the directory the engine runs with (the systemd service uses /var/lib/branchsan).',
+      );
+    }
+    const out = path.resolve(values.out ?? bundleName());
+    const viaEngine = values.offline
+      ? null
+      : await fromEngine(values.socket ?? path.join(dataDir, 'engine.sock'), out);
+    const r = viaEngine ?? (await buildDiagnosticsBundle({ dataDir, outFile: out }));
+    console.log(
+      `Diagnostics bundle written: ${r.path} (${Math.ceil(r.sizeBytes / 1024)} KiB, ${viaEngine ? 'from the running engine' : `read from ${dataDir}`}).`,
+    );
+    console.log(
+      'Passwords, tokens and keys are removed from it; attach it to your support request.',
+    );
+    return 0;
+  },
+};
+
+/** Asks a running engine for a bundle and copies it to out; null when no engine answers. */
+async function fromEngine(
+  socket: string,
+  out: string,
+): Promise<{ path: string; sizeBytes: number } | null> {
+  let client;
+  try {
+    client = await connectSocket(socket, 120_000);
+  } catch {
+    return null; // not running (or not reachable): build it from the directory instead
+  }
+  try {
+    const r = await client.call('diagnostics.bundle', {});
+    if (path.resolve(r.path) !== out) fs.copyFileSync(r.path, out);
+    return { path: out, sizeBytes: fs.statSync(out).size };
+  } finally {
+    client.close();
+  }
+}

@@ -1,0 +1,120 @@
+/**
+ * `branchsan passwd`: sets the web console's admin password on the server itself.
+ * Works whether or not the engine runs: the engine re-reads the password file, and
+ * sessions opened with the old password end at their next request.
+ */
+import os from 'node:os';
+import { PasswordFile, passwordProblem } from '../control/auth/password.js';
+import { UserError } from '../util/errors.js';
+import { parseCommandArgs, type Command } from './command.js';
+
+export const passwd: Command = {
+  name: 'passwd',
+  summary: "set the web console's admin password",
+  help: `Usage: branchsan passwd --data DIR [--password-stdin]
+
+Sets the admin password of the web console (stored as an scrypt hash in
+DIR/secrets/console-password, mode 0600). Run it as the user the engine runs as
+(root for the system service). Everyone signed in with the old password is signed out.
+
+Options:
+  --data DIR          the engine's data directory                 [required]
+  --password-stdin    read the password from standard input (one line), for scripts
+
+Examples:
+  sudo branchsan passwd --data /var/lib/branchsan
+  printf '%s\\n' "$PASSWORD" | branchsan passwd --data /var/lib/branchsan --password-stdin`,
+  async run(argv) {
+    const { values } = parseCommandArgs('passwd', argv, {
+      data: { type: 'string' },
+      'password-stdin': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    });
+    if (values.help) {
+      console.log(this.help);
+      return 0;
+    }
+    if (!values.data) {
+      throw new UserError(
+        'passwd: --data DIR is required.',
+        'Example: branchsan passwd --data /var/lib/branchsan',
+        'usage',
+      );
+    }
+    const dataDir = values.data.replace(/^~(?=\/|$)/, os.homedir());
+    const password = values['password-stdin'] ? await readStdinLine() : await promptTwice();
+    const problem = passwordProblem(password);
+    if (problem) throw new UserError(`passwd: ${problem}`, 'Run it again with another password.');
+    await PasswordFile.inDataDir(dataDir).set(password);
+    console.log(
+      'The web console admin password is set. Sessions signed in with an older password are signed out.',
+    );
+    return 0;
+  },
+};
+
+async function readStdinLine(): Promise<string> {
+  let text = '';
+  process.stdin.setEncoding('utf8');
+  for await (const chunk of process.stdin as AsyncIterable<string>) {
+    text += chunk;
+    if (text.length > 4096) break;
+  }
+  const line = text.replace(/\r?\n$/, '');
+  if (line.includes('\n')) {
+    throw new UserError(
+      'passwd: standard input holds more than one line.',
+      'Pipe exactly the password, followed by at most one newline.',
+    );
+  }
+  return line;
+}
+
+async function promptTwice(): Promise<string> {
+  if (!process.stdin.isTTY) {
+    throw new UserError(
+      'passwd: standard input is not a terminal, so the password cannot be asked for.',
+      'Pipe it in with --password-stdin, or run the command in a terminal.',
+      'usage',
+    );
+  }
+  const first = await promptHidden('New admin password: ');
+  const problem = passwordProblem(first);
+  if (problem) throw new UserError(`passwd: ${problem}`, 'Run it again with another password.');
+  const second = await promptHidden('Repeat it: ');
+  if (first !== second) {
+    throw new UserError('passwd: the two passwords differ; nothing was changed.', 'Run it again.');
+  }
+  return first;
+}
+
+/** Reads one line from the terminal without echoing it. */
+function promptHidden(prompt: string): Promise<string> {
+  const stdin = process.stdin;
+  process.stderr.write(prompt);
+  stdin.setRawMode(true);
+  stdin.setEncoding('utf8');
+  stdin.resume();
+  return new Promise((resolve, reject) => {
+    let value = '';
+    const done = (err?: Error) => {
+      stdin.off('data', onData);
+      stdin.setRawMode(false);
+      stdin.pause();
+      process.stderr.write('\n');
+      if (err) reject(err);
+      else resolve(value);
+    };
+    const onData = (chunk: string) => {
+      for (const ch of chunk) {
+        if (ch === '\r' || ch === '\n') return done();
+        if (ch === '\u0003' || ch === '\u0004') {
+          return done(new UserError('passwd: cancelled; nothing was changed.'));
+        }
+        if (ch === '\u007f' || ch === '\b') value = value.slice(0, -1);
+        else if (ch >= ' ') value += ch;
+      }
+    };
+    stdin.on('data', onData);
+  });
+}

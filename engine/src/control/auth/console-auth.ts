@@ -1,0 +1,397 @@
+/**
+ * Who may use the web console. Plain HTTP endpoints beside the WebSocket:
+ *
+ *   GET  /api/session  {authenticated, setupRequired, expiresAt, idleTimeoutSec}
+ *   POST /api/setup    {token, password}  first run only: the per-install token that
+ *                      `branchsan serve` prints authorises setting the admin password
+ *   POST /api/login    {password}         → session cookie
+ *   POST /api/logout                      → cookie cleared, the session's sockets closed
+ *
+ * The WebSocket at /api then needs the session cookie (authenticateUpgrade). The token
+ * opens nothing but the first-run setup: once a password exists it is useless, so a
+ * copy of the printed URL in a log or a browser history grants nothing.
+ *
+ * CSRF: the cookie is SameSite=Strict, POSTs must carry JSON (a cross-site form
+ * cannot) and, when the browser sends an Origin, it must be this console's. When
+ * bound to loopback, the Host must name loopback too, which defeats DNS rebinding.
+ */
+import type http from 'node:http';
+import { timingSafeEqual } from 'node:crypto';
+import { UserError } from '../../util/errors.js';
+import type { Logger } from '../../util/log.js';
+import { LoginThrottle, type ThrottleLimits, DEFAULT_THROTTLE_LIMITS } from './login-throttle.js';
+import { passwordProblem, verifyPassword, type PasswordFile } from './password.js';
+import { DEFAULT_SESSION_LIMITS, SessionStore, type SessionLimits } from './session-store.js';
+
+export interface ConsoleAuthOptions {
+  passwords: PasswordFile;
+  /** The per-install token that authorises the first-run setup. */
+  setupToken: string;
+  /** Served over TLS: the cookie gets Secure and the __Host- prefix. */
+  tls: boolean;
+  /** The console listens on loopback only: refuse requests whose Host is not loopback. */
+  loopbackOnly: boolean;
+  sessions?: Partial<SessionLimits>;
+  throttle?: Partial<ThrottleLimits>;
+  log: Logger;
+}
+
+/** Password checks running at once; more wait for nothing and get a 503 (scrypt is CPU-bound). */
+const MAX_CONCURRENT_CHECKS = 4;
+const MAX_BODY_BYTES = 4096;
+
+interface Reply {
+  status: number;
+  body?: Record<string, unknown>;
+  headers?: Record<string, string>;
+}
+
+export class ConsoleAuth {
+  readonly sessions: SessionStore;
+  readonly throttle: LoginThrottle;
+  private readonly cookieName: string;
+  private readonly endedListeners = new Set<(keys: string[]) => void>();
+  private readonly sweeper: NodeJS.Timeout;
+  private checking = 0;
+
+  constructor(private readonly opts: ConsoleAuthOptions) {
+    this.sessions = new SessionStore({ ...DEFAULT_SESSION_LIMITS, ...opts.sessions });
+    this.throttle = new LoginThrottle({ ...DEFAULT_THROTTLE_LIMITS, ...opts.throttle });
+    // __Host-: the browser keeps it only from a secure origin, for this host, on Path=/.
+    this.cookieName = opts.tls ? '__Host-branchsan_session' : 'branchsan_session';
+    const every = Math.min(Math.max(this.sessions.limits.idleMs / 4, 250), 10_000);
+    this.sweeper = setInterval(() => this.sweep(), every);
+    this.sweeper.unref();
+  }
+
+  close(): void {
+    clearInterval(this.sweeper);
+    this.endedListeners.clear();
+  }
+
+  /** No admin password yet: the console offers the first-run setup. */
+  get setupRequired(): boolean {
+    return this.opts.passwords.current() === null;
+  }
+
+  /** Called with the keys of sessions that ended (logout, expiry, new password). */
+  onSessionsEnded(listener: (keys: string[]) => void): () => void {
+    this.endedListeners.add(listener);
+    return () => this.endedListeners.delete(listener);
+  }
+
+  /** Whether this request is one of the auth endpoints (then it is answered here). */
+  handles(req: http.IncomingMessage): boolean {
+    const p = pathOf(req);
+    return p === '/api/session' || p === '/api/login' || p === '/api/logout' || p === '/api/setup';
+  }
+
+  async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    let reply: Reply;
+    try {
+      reply = await this.route(req);
+    } catch (err) {
+      if (err instanceof UserError) {
+        reply = fault(err.code === 'already-exists' ? 409 : 400, err.message, err.hint);
+      } else {
+        this.opts.log.error('console auth request failed', { err });
+        reply = fault(
+          500,
+          'The engine could not process the sign-in request.',
+          'Retry; if it keeps failing, check the engine log (journalctl -u branchsan).',
+        );
+      }
+    }
+    const body = reply.body ? JSON.stringify(reply.body) : '';
+    res.writeHead(reply.status, {
+      'Content-Type': 'application/json; charset=utf-8',
+      'Content-Length': Buffer.byteLength(body),
+      'Cache-Control': 'no-store',
+      ...reply.headers,
+    });
+    res.end(body);
+  }
+
+  /**
+   * The session key for a WebSocket upgrade, or null when it carries no live session.
+   * The caller checks path, Host and Origin first (hostProblem / originProblem).
+   */
+  authenticateUpgrade(req: http.IncomingMessage): string | null {
+    const id = this.cookieOf(req);
+    if (!id) return null;
+    const session = this.sessions.find(id, this.credential());
+    if (!session) return null;
+    this.sessions.touch(session);
+    return session.key;
+  }
+
+  /** Whether a WebSocket's session is still live; counts as use of it. */
+  use(key: string): boolean {
+    const session = this.sessions.live(key, this.credential());
+    if (!session) return false;
+    this.sessions.touch(session);
+    return true;
+  }
+
+  /** Refuses Host headers that are not loopback while the console listens on loopback only. */
+  hostProblem(req: http.IncomingMessage): string | null {
+    if (!this.opts.loopbackOnly) return null;
+    const host = req.headers.host ?? '';
+    const name = host
+      .replace(/:\d+$/, '')
+      .replace(/^\[(.*)\]$/, '$1')
+      .toLowerCase();
+    if (name === 'localhost' || name === '::1' || /^127\.\d+\.\d+\.\d+$/.test(name)) return null;
+    return `The console answers only to loopback addresses, not to "${host}".`;
+  }
+
+  /** A browser request from another site (or a rebinding DNS name) is refused. */
+  originProblem(req: http.IncomingMessage): string | null {
+    const site = req.headers['sec-fetch-site'];
+    if (site !== undefined && site !== 'same-origin' && site !== 'none')
+      return 'Cross-site requests to the console are refused.';
+    const origin = req.headers.origin;
+    if (origin === undefined) return null;
+    const expected = `${this.opts.tls ? 'https' : 'http'}://${req.headers.host ?? ''}`;
+    return origin.toLowerCase() === expected.toLowerCase()
+      ? null
+      : `Requests from ${origin} are refused: only the console's own pages may use it.`;
+  }
+
+  private async route(req: http.IncomingMessage): Promise<Reply> {
+    const hostProblem = this.hostProblem(req);
+    if (hostProblem) return fault(403, hostProblem, 'Open the console at http://127.0.0.1:PORT/.');
+    const p = pathOf(req);
+    if (p === '/api/session') {
+      if (req.method !== 'GET' && req.method !== 'HEAD')
+        return { ...fault(405, 'Use GET.'), headers: { Allow: 'GET, HEAD' } };
+      return { status: 200, body: this.sessionInfo(req) };
+    }
+    if (req.method !== 'POST') return { ...fault(405, 'Use POST.'), headers: { Allow: 'POST' } };
+    const originProblem = this.originProblem(req);
+    if (originProblem) return fault(403, originProblem, 'Open the console from its own address.');
+    if (!/^application\/json\b/i.test(req.headers['content-type'] ?? ''))
+      return fault(415, 'Send the request as JSON (Content-Type: application/json).');
+    if (p === '/api/logout') return this.logout(req);
+    if (p === '/api/login') return this.login(req);
+    return this.setup(req);
+  }
+
+  private sessionInfo(req: http.IncomingMessage): Record<string, unknown> {
+    const id = this.cookieOf(req);
+    const session = id ? this.sessions.find(id, this.credential()) : null;
+    return {
+      authenticated: session !== null,
+      setupRequired: this.opts.passwords.current() === null,
+      expiresAt: session ? this.sessions.expiresAt(session) : null,
+      idleTimeoutSec: this.sessions.limits.idleMs / 1000,
+    };
+  }
+
+  private async login(req: http.IncomingMessage): Promise<Reply> {
+    const stored = this.opts.passwords.current(Date.now(), 0);
+    if (!stored) {
+      return fault(
+        409,
+        'No admin password is set yet.',
+        'Open the console with the URL printed by `branchsan serve` (it ends in ?token=…) to set one, or run `branchsan passwd --data DIR` on the server.',
+        { setupRequired: true },
+      );
+    }
+    const peer = clientAddress(req);
+    const verdict = this.throttle.attempt(peer);
+    if (!verdict.allowed) return tooMany(verdict.message, verdict.retryAfterMs);
+    const body = await readJson(req);
+    const password = body.password;
+    if (typeof password !== 'string' || password === '')
+      return fault(400, 'The request has no password.', 'Send {"password": "…"}.');
+    if (this.checking >= MAX_CONCURRENT_CHECKS)
+      return fault(
+        503,
+        'The engine is busy checking other sign-ins.',
+        'Try again in a few seconds.',
+      );
+    this.checking++;
+    let ok: boolean;
+    try {
+      ok = password.length <= 1024 && (await verifyPassword(password, stored));
+    } finally {
+      this.checking--;
+    }
+    if (!ok) return this.failed(peer, 'Wrong password.');
+    this.throttle.succeed(peer);
+    this.opts.log.info('console sign-in', { peer });
+    return this.openSession(peer, 200);
+  }
+
+  private async setup(req: http.IncomingMessage): Promise<Reply> {
+    const peer = clientAddress(req);
+    if (this.opts.passwords.current(Date.now(), 0) !== null) {
+      return fault(
+        409,
+        'An admin password is already set.',
+        'Sign in with it; to replace it, run `branchsan passwd --data DIR` as root on the server.',
+      );
+    }
+    const verdict = this.throttle.attempt(peer);
+    if (!verdict.allowed) return tooMany(verdict.message, verdict.retryAfterMs);
+    const body = await readJson(req);
+    if (typeof body.token !== 'string' || !sameSecret(body.token, this.opts.setupToken)) {
+      return this.failed(
+        peer,
+        'The access token is not valid for this engine.',
+        'Open the console with the URL printed by `branchsan serve` (it ends in ?token=…), or set the password on the server with `branchsan passwd --data DIR`.',
+      );
+    }
+    if (typeof body.password !== 'string')
+      return fault(400, 'The request has no password.', 'Send {"token": "…", "password": "…"}.');
+    const problem = passwordProblem(body.password);
+    if (problem) return fault(400, problem, 'Choose another password.', { field: 'password' });
+    await this.opts.passwords.set(body.password, { exclusive: true });
+    this.throttle.succeed(peer);
+    this.opts.log.info('console admin password set (first-run setup)', { peer });
+    return this.openSession(peer, 201);
+  }
+
+  private logout(req: http.IncomingMessage): Reply {
+    const id = this.cookieOf(req);
+    const session = id ? this.sessions.revoke(id) : null;
+    if (session) this.emitEnded([session.key]);
+    return {
+      status: 200,
+      body: { authenticated: false },
+      headers: { 'Set-Cookie': this.cookie('', 0) },
+    };
+  }
+
+  private failed(peer: string, message: string, hint?: string): Reply {
+    const lockedMs = this.throttle.fail(peer);
+    if (lockedMs > 0) {
+      this.opts.log.warn('console sign-in locked', { peer, lockedMs });
+      return tooMany(
+        `${message} Too many failed logins from ${peer}; try again in ${Math.ceil(lockedMs / 1000)} s.`,
+        lockedMs,
+      );
+    }
+    this.opts.log.info('console sign-in refused', { peer });
+    return fault(
+      401,
+      message,
+      hint ??
+        `Check the password and try again. After ${this.throttle.limits.maxFailures} failures in a row, sign-ins from this address pause.`,
+    );
+  }
+
+  private openSession(peer: string, status: number): Reply {
+    const { id, session } = this.sessions.create(peer, this.credential() ?? '');
+    return {
+      status,
+      body: {
+        authenticated: true,
+        setupRequired: false,
+        expiresAt: this.sessions.expiresAt(session),
+        idleTimeoutSec: this.sessions.limits.idleMs / 1000,
+      },
+      headers: { 'Set-Cookie': this.cookie(id) },
+    };
+  }
+
+  private cookie(value: string, maxAgeSec?: number): string {
+    return [
+      `${this.cookieName}=${value}`,
+      'Path=/',
+      'HttpOnly',
+      'SameSite=Strict',
+      ...(this.opts.tls ? ['Secure'] : []),
+      ...(maxAgeSec !== undefined ? [`Max-Age=${maxAgeSec}`] : []),
+    ].join('; ');
+  }
+
+  private cookieOf(req: http.IncomingMessage): string | null {
+    for (const part of (req.headers.cookie ?? '').split(';')) {
+      const eq = part.indexOf('=');
+      if (eq < 0 || part.slice(0, eq).trim() !== this.cookieName) continue;
+      const value = part.slice(eq + 1).trim();
+      if (/^[A-Za-z0-9_-]{43}$/.test(value)) return value;
+    }
+    return null;
+  }
+
+  /** Identifies the current password (its salt); null when none is set. */
+  private credential(): string | null {
+    return this.opts.passwords.current()?.salt.toString('base64') ?? null;
+  }
+
+  private sweep(): void {
+    let credential: string | null;
+    try {
+      credential = this.credential();
+    } catch (err) {
+      this.opts.log.error('cannot read the console password file', { err });
+      credential = null; // unreadable password file: end every session
+    }
+    const ended = this.sessions.sweep(credential);
+    if (ended.length) this.emitEnded(ended);
+  }
+
+  private emitEnded(keys: string[]): void {
+    for (const l of [...this.endedListeners]) l(keys);
+  }
+}
+
+/** The client's address as people read it (IPv4-mapped IPv6 shown as IPv4). */
+export function clientAddress(req: http.IncomingMessage): string {
+  const a = req.socket.remoteAddress ?? 'unknown';
+  return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
+}
+
+function pathOf(req: http.IncomingMessage): string {
+  const q = (req.url ?? '/').indexOf('?');
+  return q < 0 ? (req.url ?? '/') : (req.url ?? '/').slice(0, q);
+}
+
+function fault(
+  status: number,
+  message: string,
+  hint?: string,
+  extra: Record<string, unknown> = {},
+): Reply {
+  return { status, body: { error: message, ...(hint ? { hint } : {}), ...extra } };
+}
+
+function tooMany(message: string, retryAfterMs: number): Reply {
+  const sec = Math.max(1, Math.ceil(retryAfterMs / 1000));
+  return {
+    status: 429,
+    body: { error: message, hint: 'Wait, then sign in again.', retryAfterSec: sec },
+    headers: { 'Retry-After': String(sec) },
+  };
+}
+
+async function readJson(req: http.IncomingMessage): Promise<Record<string, unknown>> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_BODY_BYTES) {
+      throw new UserError(`The request body is too large (over ${MAX_BODY_BYTES} bytes).`);
+    }
+    chunks.push(chunk);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch {
+    throw new UserError('The request body is not valid JSON.', 'Send a JSON object.');
+  }
+  if (!value || typeof value !== 'object' || Array.isArray(value))
+    throw new UserError('The request body is not a JSON object.', 'Send a JSON object.');
+  return value as Record<string, unknown>;
+}
+
+export function sameSecret(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  // Compare equal lengths only, but always spend a comparison so timing says little.
+  return timingSafeEqual(x.length === y.length ? x : y, y) && x.length === y.length;
+}

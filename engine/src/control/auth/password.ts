@@ -1,0 +1,174 @@
+/**
+ * The console's admin password: one scrypt hash in a secret file
+ * (DATA/secrets/console-password, 0600), in the PHC string shape
+ * `$scrypt$ln=15,r=8,p=1$<salt>$<hash>` so the cost parameters travel with the hash
+ * and can be raised later without invalidating existing passwords.
+ *
+ * Why a file and not a users table: the database is readable by the admin group
+ * (umask 027) and goes into diagnostics bundles; secrets are files only the service
+ * reads (ARCHITECTURE.md "Persistence"). There is one admin, and `branchsan passwd`
+ * must work while the engine runs (it holds the database lock), so the engine
+ * re-reads the file when it changes.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
+import { UserError } from '../../util/errors.js';
+
+/** Cost for new hashes: 2^15 × r 8 = 32 MiB and ~0.1 s per guess on one core. */
+export const SCRYPT_DEFAULTS = { ln: 15, r: 8, p: 1 } as const;
+const KEY_BYTES = 32;
+const SALT_BYTES = 16;
+export const MIN_PASSWORD_LENGTH = 8;
+export const MAX_PASSWORD_LENGTH = 256;
+
+export interface PasswordHash {
+  /** log2 of scrypt's N. */
+  ln: number;
+  r: number;
+  p: number;
+  salt: Buffer;
+  hash: Buffer;
+}
+
+/** Why a password is not acceptable as the admin password, or null when it is. */
+export function passwordProblem(password: string): string | null {
+  if (password.length < MIN_PASSWORD_LENGTH)
+    return `The password is too short: use at least ${MIN_PASSWORD_LENGTH} characters.`;
+  if (password.length > MAX_PASSWORD_LENGTH)
+    return `The password is too long: use at most ${MAX_PASSWORD_LENGTH} characters.`;
+  return null;
+}
+
+export async function hashPassword(
+  password: string,
+  cost: { ln: number; r: number; p: number } = SCRYPT_DEFAULTS,
+): Promise<PasswordHash> {
+  const salt = randomBytes(SALT_BYTES);
+  const hash = await derive(password, salt, cost);
+  return { ...cost, salt, hash };
+}
+
+/** Constant-time check of `password` against a stored hash. */
+export async function verifyPassword(password: string, stored: PasswordHash): Promise<boolean> {
+  const candidate = await derive(password, stored.salt, stored);
+  return candidate.length === stored.hash.length && timingSafeEqual(candidate, stored.hash);
+}
+
+export function formatPasswordHash(h: PasswordHash): string {
+  const b64 = (b: Buffer) => b.toString('base64').replace(/=+$/, '');
+  return `$scrypt$ln=${h.ln},r=${h.r},p=${h.p}$${b64(h.salt)}$${b64(h.hash)}`;
+}
+
+/** Parses a stored hash; the bounds keep a tampered file from making every login hang. */
+export function parsePasswordHash(text: string): PasswordHash | null {
+  const m = /^\$scrypt\$ln=(\d+),r=(\d+),p=(\d+)\$([A-Za-z0-9+/]+)\$([A-Za-z0-9+/]+)$/.exec(
+    text.trim(),
+  );
+  if (!m) return null;
+  const [ln, r, p] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  if (ln < 10 || ln > 20 || r < 1 || r > 32 || p < 1 || p > 16) return null;
+  const salt = Buffer.from(m[4]!, 'base64');
+  const hash = Buffer.from(m[5]!, 'base64');
+  if (salt.length < 8 || hash.length < 16) return null;
+  return { ln, r, p, salt, hash };
+}
+
+function derive(
+  password: string,
+  salt: Buffer,
+  cost: { ln: number; r: number; p: number },
+): Promise<Buffer> {
+  const N = 2 ** cost.ln;
+  const opts: ScryptOptions = { N, r: cost.r, p: cost.p, maxmem: 256 * N * cost.r + (1 << 20) };
+  return new Promise((resolve, reject) =>
+    scrypt(password.normalize('NFC'), salt, KEY_BYTES, opts, (err, key) =>
+      err ? reject(err) : resolve(key),
+    ),
+  );
+}
+
+/**
+ * The password file. `current()` re-reads it when it changed on disk (a `branchsan
+ * passwd` run while the engine serves), at most once a second.
+ */
+export class PasswordFile {
+  private cached: { key: string; hash: PasswordHash | null } | undefined;
+  private checkedAt = 0;
+
+  constructor(
+    readonly file: string,
+    private readonly recheckMs = 1000,
+  ) {}
+
+  static inDataDir(dataDir: string): PasswordFile {
+    return new PasswordFile(path.join(dataDir, 'secrets', 'console-password'));
+  }
+
+  /**
+   * The stored hash, or null when no admin password has been set yet. `maxAgeMs` 0
+   * looks at the file now (sign-in: a replaced password must stop working at once).
+   */
+  current(now = Date.now(), maxAgeMs = this.recheckMs): PasswordHash | null {
+    if (this.cached && now - this.checkedAt < maxAgeMs) return this.cached.hash;
+    this.checkedAt = now;
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(this.file);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      this.cached = { key: 'absent', hash: null };
+      return null;
+    }
+    const key = `${st.ino}:${st.mtimeMs}:${st.size}`;
+    if (this.cached?.key === key) return this.cached.hash;
+    if ((st.mode & 0o077) !== 0) {
+      throw new UserError(
+        `The console password file ${this.file} is readable by other users (mode ${(st.mode & 0o777).toString(8)}).`,
+        `Run: chmod 600 ${this.file}  (or set a new password with: branchsan passwd --data DIR).`,
+      );
+    }
+    const hash = parsePasswordHash(fs.readFileSync(this.file, 'utf8'));
+    if (!hash) {
+      throw new UserError(
+        `The console password file ${this.file} is damaged (not an scrypt hash).`,
+        'Set a new admin password with: branchsan passwd --data DIR',
+      );
+    }
+    this.cached = { key, hash };
+    return hash;
+  }
+
+  /**
+   * Stores a new password. `exclusive`: fail with 'already-exists' when one is set
+   * (the first-run setup must never replace a password someone else set meanwhile).
+   */
+  async set(password: string, opts: { exclusive?: boolean } = {}): Promise<PasswordHash> {
+    const problem = passwordProblem(password);
+    if (problem) throw new UserError(problem, 'Choose another password.', 'usage', 'password');
+    const hash = await hashPassword(password);
+    const dir = path.dirname(this.file);
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    fs.chmodSync(dir, 0o700);
+    const tmp = `${this.file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+    fs.writeFileSync(tmp, formatPasswordHash(hash) + '\n', { mode: 0o600 });
+    try {
+      if (opts.exclusive)
+        fs.linkSync(tmp, this.file); // atomic: EEXIST when one appeared
+      else fs.renameSync(tmp, this.file);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+        throw new UserError(
+          'An admin password is already set.',
+          'Sign in with it; to replace it, run `branchsan passwd --data DIR` as root on the server.',
+          'already-exists',
+        );
+      }
+      throw err;
+    } finally {
+      fs.rmSync(tmp, { force: true });
+    }
+    this.cached = undefined;
+    return hash;
+  }
+}

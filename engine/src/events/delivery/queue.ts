@@ -1,0 +1,116 @@
+/**
+ * A bounded, in-memory delivery queue for one channel (mail, webhook): one message
+ * in flight, in order, retried with exponential backoff, given up after maxAttempts.
+ * It never blocks the engine: pushing returns at once, timers are unref'd, and a
+ * full queue drops its oldest message rather than growing.
+ */
+
+export interface QueueOptions {
+  maxQueued: number;
+  maxAttempts: number;
+  /** First retry after this; doubles each attempt up to maxDelayMs. */
+  baseDelayMs: number;
+  maxDelayMs: number;
+}
+
+export const DEFAULT_QUEUE_OPTIONS: QueueOptions = {
+  maxQueued: 200,
+  maxAttempts: 8,
+  baseDelayMs: 2_000,
+  maxDelayMs: 5 * 60_000,
+};
+
+/** What the owner hears about, to record as events. */
+export interface QueueHooks<T> {
+  /** The first failure after a success (or at the start): the channel is failing. */
+  failing(err: Error, item: T): void;
+  /** The first success after failures. */
+  recovered(): void;
+  /** A message given up after its attempts, or pushed out of a full queue. */
+  dropped(item: T, reason: string): void;
+}
+
+export class DeliveryQueue<T> {
+  private readonly items: { item: T; attempts: number }[] = [];
+  private busy = false;
+  private timer?: NodeJS.Timeout;
+  private failing = false;
+  private closed = false;
+  private idle?: () => void;
+
+  constructor(
+    private readonly send: (item: T) => Promise<void>,
+    private readonly hooks: QueueHooks<T>,
+    private readonly opts: QueueOptions = DEFAULT_QUEUE_OPTIONS,
+  ) {}
+
+  get length(): number {
+    return this.items.length;
+  }
+
+  push(item: T): void {
+    if (this.closed) return;
+    if (this.items.length >= this.opts.maxQueued) {
+      const old = this.items.shift()!;
+      this.hooks.dropped(old.item, `the queue holds at most ${this.opts.maxQueued} messages`);
+    }
+    this.items.push({ item, attempts: 0 });
+    this.kick();
+  }
+
+  /** Stops retrying; waits up to graceMs for a send in progress, then drops the rest. */
+  async close(graceMs = 2_000): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.timer);
+    if (this.busy) {
+      await new Promise<void>((resolve) => {
+        this.idle = resolve;
+        setTimeout(resolve, graceMs); // ref'd: the engine's stop waits for it
+      });
+    }
+    this.items.length = 0;
+  }
+
+  private kick(): void {
+    if (this.busy || this.timer || this.closed || this.items.length === 0) return;
+    this.busy = true;
+    void this.attempt(this.items[0]!);
+  }
+
+  private async attempt(head: { item: T; attempts: number }): Promise<void> {
+    head.attempts++;
+    let error: Error | undefined;
+    try {
+      await this.send(head.item);
+    } catch (err) {
+      error = err instanceof Error ? err : new Error(String(err));
+    }
+    this.busy = false;
+    this.idle?.();
+    if (this.items[0] !== head) return this.kick(); // dropped while in flight (full queue): go on
+    if (!error) {
+      this.items.shift();
+      if (this.failing) {
+        this.failing = false;
+        this.hooks.recovered();
+      }
+      return this.kick();
+    }
+    if (!this.failing) {
+      this.failing = true;
+      this.hooks.failing(error, head.item);
+    }
+    if (head.attempts >= this.opts.maxAttempts) {
+      this.items.shift();
+      this.hooks.dropped(head.item, `${head.attempts} attempts failed; the last: ${error.message}`);
+      return this.kick();
+    }
+    if (this.closed) return;
+    const delay = Math.min(this.opts.maxDelayMs, this.opts.baseDelayMs * 2 ** (head.attempts - 1));
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.kick();
+    }, delay);
+    this.timer.unref();
+  }
+}

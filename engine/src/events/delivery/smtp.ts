@@ -1,0 +1,211 @@
+/**
+ * A minimal SMTP submission client (RFC 5321) over net/tls: EHLO, STARTTLS (RFC 3207)
+ * or TLS from the start, AUTH PLAIN (RFC 4954), one message to a few recipients.
+ * Enough to reach a branch's mail relay or a provider's submission port; no pooling,
+ * no pipelining. A password is never sent over an unencrypted connection.
+ */
+import { randomUUID } from 'node:crypto';
+import net from 'node:net';
+import os from 'node:os';
+import tls from 'node:tls';
+
+export interface SmtpOptions {
+  host: string;
+  port: number;
+  security: 'starttls' | 'tls' | 'none';
+  username?: string;
+  password?: string;
+  /** Extra TLS options (a test's CA, or rejectUnauthorized: false for a self-signed relay). */
+  tls?: tls.ConnectionOptions;
+  timeoutMs?: number;
+  /** Our name in EHLO. */
+  clientName?: string;
+}
+
+export interface Mail {
+  from: string;
+  to: string[];
+  subject: string;
+  text: string;
+}
+
+export class SmtpError extends Error {
+  constructor(
+    message: string,
+    readonly code?: number,
+  ) {
+    super(message);
+    this.name = 'SmtpError';
+  }
+}
+
+interface Reply {
+  code: number;
+  lines: string[];
+}
+
+/** Reads SMTP replies (possibly multi-line: "250-…" then "250 …") from one socket. */
+class ReplyReader {
+  private buf = '';
+  private waiting?: { resolve: (r: Reply) => void; reject: (e: Error) => void };
+  private readonly ready: Reply[] = [];
+  private failure?: Error;
+  private lines: string[] = [];
+
+  constructor(readonly sock: net.Socket) {
+    sock.setEncoding('utf8');
+    sock.on('data', (d: string) => this.feed(d));
+    sock.on('error', (e) => this.fail(e));
+    sock.on('close', () => this.fail(new SmtpError('the server closed the connection')));
+  }
+
+  next(): Promise<Reply> {
+    if (this.ready.length) return Promise.resolve(this.ready.shift()!);
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => (this.waiting = { resolve, reject }));
+  }
+
+  /** Stops reading (before the socket is handed to TLS). */
+  detach(): void {
+    this.sock.removeAllListeners('data');
+    this.sock.removeAllListeners('close');
+    this.sock.removeAllListeners('error');
+  }
+
+  private feed(d: string): void {
+    this.buf += d;
+    let nl: number;
+    while ((nl = this.buf.indexOf('\n')) >= 0) {
+      const line = this.buf.slice(0, nl).replace(/\r$/, '');
+      this.buf = this.buf.slice(nl + 1);
+      this.lines.push(line.slice(4));
+      if (line[3] === '-') continue;
+      const reply = { code: Number(line.slice(0, 3)) || 0, lines: this.lines };
+      this.lines = [];
+      const w = this.waiting;
+      this.waiting = undefined;
+      if (w) w.resolve(reply);
+      else this.ready.push(reply);
+    }
+  }
+
+  private fail(e: Error): void {
+    this.failure ??= e;
+    const w = this.waiting;
+    this.waiting = undefined;
+    w?.reject(this.failure);
+  }
+}
+
+export async function sendMail(o: SmtpOptions, mail: Mail): Promise<void> {
+  const timeoutMs = o.timeoutMs ?? 20_000;
+  let sock: net.Socket =
+    o.security === 'tls'
+      ? tls.connect({ host: o.host, port: o.port, servername: sni(o.host), ...o.tls })
+      : net.connect({ host: o.host, port: o.port });
+  const timer = setTimeout(
+    () =>
+      sock.destroy(
+        new SmtpError(`no answer from ${o.host}:${o.port} within ${timeoutMs / 1000} s`),
+      ),
+    timeoutMs,
+  );
+  try {
+    await connected(sock, o.security === 'tls');
+    let r = new ReplyReader(sock);
+    const cmd = async (line: string | null, ok: number[], what: string): Promise<Reply> => {
+      if (line !== null) sock.write(line + '\r\n');
+      const reply = await r.next();
+      if (!ok.includes(reply.code)) {
+        throw new SmtpError(
+          `${what}: the server answered ${reply.code} ${reply.lines.join(' ')}`.trim(),
+          reply.code,
+        );
+      }
+      return reply;
+    };
+    await cmd(null, [220], 'greeting');
+    const name = o.clientName ?? (os.hostname() || 'branchsan');
+    let ehlo = await cmd(`EHLO ${name}`, [250], 'EHLO');
+    if (o.security === 'starttls') {
+      if (!offers(ehlo, 'STARTTLS')) {
+        throw new SmtpError(`${o.host} does not offer STARTTLS; choose security "tls" or "none"`);
+      }
+      await cmd('STARTTLS', [220], 'STARTTLS');
+      r.detach();
+      sock = tls.connect({ socket: sock, servername: sni(o.host), ...o.tls });
+      await connected(sock, true);
+      r = new ReplyReader(sock);
+      ehlo = await cmd(`EHLO ${name}`, [250], 'EHLO after STARTTLS');
+    }
+    if (o.username) {
+      if (o.security === 'none') {
+        throw new SmtpError(
+          'refusing to send the SMTP password over an unencrypted connection; choose STARTTLS or TLS',
+        );
+      }
+      if (!offers(ehlo, 'AUTH', 'PLAIN'))
+        throw new SmtpError(`${o.host} does not offer AUTH PLAIN`);
+      const token = Buffer.from(`\0${o.username}\0${o.password ?? ''}`).toString('base64');
+      await cmd(`AUTH PLAIN ${token}`, [235], 'authentication');
+    }
+    await cmd(`MAIL FROM:<${mail.from}>`, [250], 'MAIL FROM');
+    for (const to of mail.to) await cmd(`RCPT TO:<${to}>`, [250, 251], `recipient ${to}`);
+    await cmd('DATA', [354], 'DATA');
+    await cmd(dotStuff(formatMessage(mail)) + '\r\n.', [250], 'message');
+    sock.write('QUIT\r\n');
+    await r.next().catch(() => undefined); // 221; a server that just hangs up is fine too
+  } catch (err) {
+    if (err instanceof SmtpError) throw err;
+    const e = err as NodeJS.ErrnoException;
+    throw new SmtpError(`cannot talk to ${o.host}:${o.port}: ${e.code ?? e.message}`);
+  } finally {
+    clearTimeout(timer);
+    sock.destroy();
+  }
+}
+
+function connected(sock: net.Socket, secure: boolean): Promise<void> {
+  return new Promise((resolve, reject) => {
+    sock.once(secure ? 'secureConnect' : 'connect', () => {
+      sock.off('error', reject);
+      resolve();
+    });
+    sock.once('error', reject);
+  });
+}
+
+const sni = (host: string) => (net.isIP(host) ? undefined : host);
+
+function offers(ehlo: Reply, keyword: string, arg?: string): boolean {
+  return ehlo.lines.some((l) => {
+    const words = l.toUpperCase().split(/[\s=]+/);
+    return words[0] === keyword && (!arg || words.includes(arg));
+  });
+}
+
+/** RFC 5322 message: headers, a blank line, the body; UTF-8 where needed. */
+export function formatMessage(mail: Mail, now = new Date()): string {
+  const ascii = (s: string) => /^[\x20-\x7e\r\n\t]*$/.test(s);
+  const subject = ascii(mail.subject)
+    ? mail.subject
+    : `=?UTF-8?B?${Buffer.from(mail.subject).toString('base64')}?=`;
+  const text = mail.text.replace(/\r?\n/g, '\r\n');
+  const headers = [
+    `From: ${mail.from}`,
+    `To: ${mail.to.join(', ')}`,
+    `Subject: ${subject}`,
+    `Date: ${now.toUTCString().replace('GMT', '+0000')}`,
+    `Message-ID: <${randomUUID()}@${mail.from.split('@')[1] ?? 'branchsan'}>`,
+    'MIME-Version: 1.0',
+    'Content-Type: text/plain; charset=utf-8',
+  ];
+  if (ascii(text)) return [...headers, 'Content-Transfer-Encoding: 7bit', '', text].join('\r\n');
+  const b64 = Buffer.from(text).toString('base64').replace(/.{76}/g, '$&\r\n');
+  return [...headers, 'Content-Transfer-Encoding: base64', '', b64].join('\r\n');
+}
+
+/** A line starting with "." gets another (RFC 5321 4.5.2), so it cannot end the message. */
+function dotStuff(s: string): string {
+  return s.replace(/^\./gm, '..');
+}

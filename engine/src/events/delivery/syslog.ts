@@ -1,0 +1,126 @@
+/**
+ * Events to the local system log as RFC 5424 messages.
+ *
+ * Node's dgram has no Unix-datagram sockets, so /dev/log cannot be written directly.
+ * We keep one `logger(1)` process (util-linux; in Debian's essential bsdutils) running
+ * with `--rfc5424 --prio-prefix` and feed it one line per event, each prefixed with
+ * its own <PRI>: one process for the engine's lifetime, not one per event. logger
+ * writes to /dev/log, which journald (or rsyslog) serves, so `journalctl -t branchsan`
+ * and /var/log/syslog both show the events with their severities.
+ *
+ * If logger is missing or exits, lines are dropped (the event log in SQLite keeps
+ * them) and it is restarted with backoff. The command can be replaced (tests use a
+ * fake that appends stdin to a file) through BRANCHSAN_SYSLOG_COMMAND, never through
+ * the API: an API setting that names a program run as root would be a way in.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import type { EventRecord, Severity } from '../../../../contract/events.js';
+
+/** RFC 5424 severities; facility daemon (3). */
+const SYSLOG_SEVERITY: Record<Severity, number> = { info: 6, warning: 4, error: 3, critical: 2 };
+const FACILITY_DAEMON = 3;
+
+export interface SyslogOptions {
+  /** Program and leading arguments; default logger with RFC 5424 and per-line priorities. */
+  command?: string[];
+  tag?: string;
+  /** Told once per failure streak (to record an event) and when it works again. */
+  onFailing?: (err: Error) => void;
+  onRecovered?: () => void;
+}
+
+const MAX_BACKLOG = 1 << 20;
+
+export function defaultSyslogCommand(tag = 'branchsan'): string[] {
+  const custom = process.env.BRANCHSAN_SYSLOG_COMMAND;
+  if (custom) return [custom];
+  return ['logger', '--rfc5424', '--prio-prefix', '-t', tag, `--id=${process.pid}`];
+}
+
+/** One line for logger: <PRI>, the type in brackets, the message on one line. */
+export function syslogLine(ev: EventRecord): string {
+  const pri = FACILITY_DAEMON * 8 + SYSLOG_SEVERITY[ev.severity];
+  return `<${pri}>[${ev.type}] ${ev.message.replace(/[\r\n]+/g, ' ')}\n`;
+}
+
+export class SyslogWriter {
+  private child?: ChildProcess;
+  private failing = false;
+  private restartAt = 0;
+  private backoffMs = 1_000;
+  private closed = false;
+
+  constructor(private readonly opts: SyslogOptions = {}) {}
+
+  write(ev: EventRecord): void {
+    if (this.closed) return;
+    const child = this.ensure();
+    const stdin = child?.stdin;
+    if (!stdin || !stdin.writable) return;
+    if (stdin.writableLength > MAX_BACKLOG) return; // logger is stuck: drop, never buffer without bound
+    stdin.write(syslogLine(ev));
+  }
+
+  /** Ends logger's input and waits (briefly) for it to pass the last lines on. */
+  async close(graceMs = 2_000): Promise<void> {
+    this.closed = true;
+    const child = this.child;
+    if (!child || child.exitCode !== null) return;
+    // held (ref'd) while we wait: otherwise a stopping engine has nothing keeping its
+    // event loop alive and exits in the middle of its own shutdown
+    child.ref();
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => {
+        child.kill();
+        resolve();
+      }, graceMs);
+      child.once('exit', () => {
+        clearTimeout(t);
+        resolve();
+      });
+      child.stdin?.end();
+    });
+  }
+
+  private ensure(): ChildProcess | undefined {
+    if (this.child && this.child.exitCode === null && !this.child.killed) return this.child;
+    if (Date.now() < this.restartAt) return undefined;
+    const [cmd, ...args] = this.opts.command ?? defaultSyslogCommand(this.opts.tag);
+    const child = spawn(cmd!, args, { stdio: ['pipe', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (d: string) => (stderr = (stderr + d).slice(-500)));
+    child.stdin!.on('error', () => undefined); // EPIPE when it died: handled by 'exit'
+    child.once('error', (err) => this.failed(err));
+    child.once('exit', (code, signal) => {
+      if (this.closed) return;
+      if (this.child === child) this.child = undefined;
+      this.failed(
+        new Error(`${cmd} exited (${signal ?? code})${stderr ? `: ${stderr.trim()}` : ''}`),
+      );
+    });
+    child.once('spawn', () => {
+      this.backoffMs = 1_000;
+      if (this.failing) {
+        this.failing = false;
+        this.opts.onRecovered?.();
+      }
+    });
+    // the engine's exit must not wait for logger
+    child.unref();
+    (child.stdin as unknown as { unref?: () => void }).unref?.();
+    (child.stderr as unknown as { unref?: () => void }).unref?.();
+    this.child = child;
+    return child;
+  }
+
+  private failed(err: Error): void {
+    this.child = undefined;
+    this.restartAt = Date.now() + this.backoffMs;
+    this.backoffMs = Math.min(this.backoffMs * 2, 5 * 60_000);
+    if (!this.failing) {
+      this.failing = true;
+      this.opts.onFailing?.(err);
+    }
+  }
+}

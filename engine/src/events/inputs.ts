@@ -1,0 +1,161 @@
+/**
+ * Gathers one AlertInputs snapshot from the live node: connected hosts and namespace
+ * counters from the core target, fill levels from statfs, recent unclean restarts
+ * from the event log. Whatever cannot be read is left out (a rule then keeps its
+ * previous view) rather than reported as healthy.
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { TargetConfig } from '../../../contract/api.js';
+import type { EventStore } from './event-store.js';
+import type { AlertInputs, FilesystemUse, VolumeIo } from './rules.js';
+import { volumeName } from './rules.js';
+
+/**
+ * The part of the core target the collector reads, declared here (the core's Target
+ * satisfies it) so that this module depends on no engine layer but persistence.
+ */
+export interface TargetView {
+  listControllers(): { kind: 'io' | 'discovery'; subnqn: string; hostnqn: string }[];
+  namespaceStats(subnqn: string, nsid: number): IoStatsSnapshot | undefined;
+}
+
+/** Cumulative counters of one namespace (core/stats.ts IoStatsSnapshot). */
+export interface IoStatsSnapshot {
+  readonly errors: number;
+  readonly readOps: number;
+  readonly readLatencyUs: number;
+  readonly writeOps: number;
+  readonly writeLatencyUs: number;
+}
+
+export interface CollectorSources {
+  dataDir: string;
+  target: TargetView;
+  config(): TargetConfig;
+  events: EventStore;
+  now(): number;
+}
+
+const DAY = 24 * 3600_000;
+
+export class InputCollector {
+  private readonly lastHist = new Map<string, Float64Array>();
+
+  constructor(private readonly src: CollectorSources) {}
+
+  async collect(): Promise<AlertInputs> {
+    const cfg = this.src.config();
+    const inputs: AlertInputs = {
+      subsystems: cfg.subsystems.map((s) => ({
+        nqn: s.nqn,
+        hosts: s.hosts,
+        allowAnyHost: s.allowAnyHost,
+      })),
+      connections: this.src.target
+        .listControllers()
+        .filter((c) => c.kind === 'io')
+        .map((c) => ({ subnqn: c.subnqn, hostnqn: c.hostnqn })),
+      volumes: this.volumes(cfg),
+      uncleanRestarts: this.src.events
+        .ofType('engine.unclean-restart', this.src.now() - DAY)
+        .map((e) => ({ eventId: e.id, ts: e.ts })),
+    };
+    inputs.filesystems = await this.filesystems(cfg);
+    return inputs;
+  }
+
+  private volumes(cfg: TargetConfig): VolumeIo[] {
+    const out: VolumeIo[] = [];
+    for (const s of cfg.subsystems) {
+      for (const ns of s.namespaces) {
+        const st = this.src.target.namespaceStats(s.nqn, ns.nsid);
+        if (!st) continue;
+        const subject = `${s.nqn}/${ns.nsid}`;
+        const v: VolumeIo = {
+          subject,
+          label: `volume ${volumeName(s.nqn)} (namespace ${ns.nsid})`,
+          path: ns.path,
+          errors: st.errors,
+          readOps: st.readOps,
+          readLatencyUs: st.readLatencyUs,
+          writeOps: st.writeOps,
+          writeLatencyUs: st.writeLatencyUs,
+        };
+        const p99 = this.intervalP99(subject, st);
+        if (p99 !== undefined) v.intervalP99Us = p99;
+        out.push(v);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * p99 of reads and writes together over the interval since the last snapshot, from
+   * the core's log2 histograms when this build has them (linear within a bucket).
+   */
+  private intervalP99(subject: string, st: IoStatsSnapshot): number | undefined {
+    const h = st as unknown as {
+      readLatencyHist?: ArrayLike<number>;
+      writeLatencyHist?: ArrayLike<number>;
+    };
+    if (!h.readLatencyHist || !h.writeLatencyHist) return undefined;
+    const cur = Float64Array.from(h.readLatencyHist, (n, i) => n + (h.writeLatencyHist![i] ?? 0));
+    const prev = this.lastHist.get(subject);
+    this.lastHist.set(subject, cur);
+    if (!prev || prev.length !== cur.length) return undefined;
+    const diff = cur.map((n, i) => n - prev[i]!);
+    const total = diff.reduce((a, b) => a + b, 0);
+    if (total <= 0 || diff.some((n) => n < 0)) return undefined;
+    let rank = total * 0.99;
+    for (let b = 0; b < diff.length; b++) {
+      if (rank <= diff[b]!) {
+        const lo = b === 0 ? 0 : 2 ** (b - 1);
+        const hi = b === 0 ? 1 : 2 ** b;
+        return lo + (hi - lo) * (rank / diff[b]!);
+      }
+      rank -= diff[b]!;
+    }
+    return undefined;
+  }
+
+  /** The data directory's filesystem and every file namespace's (block devices have none). */
+  private async filesystems(cfg: TargetConfig): Promise<FilesystemUse[]> {
+    const watch = new Map<string, { label: string; dir: string }>();
+    watch.set(this.src.dataDir, {
+      label: `the data directory ${this.src.dataDir}`,
+      dir: this.src.dataDir,
+    });
+    for (const s of cfg.subsystems) {
+      for (const ns of s.namespaces) {
+        if (ns.backendKind !== 'file') continue;
+        watch.set(ns.path, {
+          label: `volume ${volumeName(s.nqn)} (namespace ${ns.nsid}, ${ns.path})`,
+          dir: path.dirname(ns.path),
+        });
+      }
+    }
+    const out: FilesystemUse[] = [];
+    await Promise.all(
+      [...watch].map(async ([subject, w]) => {
+        try {
+          const st = await fs.statfs(w.dir);
+          const total = st.blocks * st.bsize;
+          if (total <= 0) return;
+          // used as df shows it: blocks reserved for root count as unavailable
+          const used = (st.blocks - st.bfree) * st.bsize;
+          const avail = st.bavail * st.bsize;
+          out.push({
+            subject,
+            label: w.label,
+            usedPct: (100 * used) / (used + avail || 1),
+            availBytes: avail,
+          });
+        } catch {
+          // unreadable now: the capacity rule keeps what it last knew
+        }
+      }),
+    );
+    return out;
+  }
+}

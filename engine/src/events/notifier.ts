@@ -1,0 +1,193 @@
+/**
+ * Routes each recorded event to the delivery channels: syslog (a stream), mail and
+ * webhook (queues with retry). A channel's failure becomes a delivery.* event, which
+ * goes to the event log, the UI and syslog but never to mail or webhook: two failing
+ * channels must not report to each other forever.
+ */
+import os from 'node:os';
+import { SEVERITIES, type EventRecord, type Severity } from '../../../contract/events.js';
+import type { Logger } from '../util/log.js';
+import { DeliveryQueue, DEFAULT_QUEUE_OPTIONS, type QueueOptions } from './delivery/queue.js';
+import { sendMail } from './delivery/smtp.js';
+import { SyslogWriter } from './delivery/syslog.js';
+import { postWebhook, redactUrl } from './delivery/webhook.js';
+import { SMTP_PASSWORD, WEBHOOK_SECRET, type SettingsStore } from './settings.js';
+
+export type Channel = 'syslog' | 'smtp' | 'webhook';
+
+/** How the notifier records what goes wrong with a channel (as events). */
+export type ReportFn = (ev: {
+  type: string;
+  severity: Severity;
+  message: string;
+  data?: Record<string, unknown>;
+}) => void;
+
+export interface NotifierOptions {
+  settings: SettingsStore;
+  report: ReportFn;
+  nodeId: string;
+  version: string;
+  log?: Logger;
+  syslogCommand?: string[];
+  queue?: Partial<QueueOptions>;
+}
+
+const atLeast = (s: Severity, min: Severity) => SEVERITIES.indexOf(s) >= SEVERITIES.indexOf(min);
+
+const CHANNEL_NAMES: Record<Channel, string> = {
+  syslog: 'System log',
+  smtp: 'Alert e-mail',
+  webhook: 'Webhook',
+};
+
+export class Notifier {
+  private readonly syslog: SyslogWriter;
+  private readonly smtp: DeliveryQueue<EventRecord>;
+  private readonly webhook: DeliveryQueue<EventRecord>;
+
+  constructor(private readonly o: NotifierOptions) {
+    const qopts = { ...DEFAULT_QUEUE_OPTIONS, ...o.queue };
+    this.syslog = new SyslogWriter({
+      ...(o.syslogCommand ? { command: o.syslogCommand } : {}),
+      onFailing: (err) => this.failing('syslog', err),
+      onRecovered: () => this.recovered('syslog'),
+    });
+    this.smtp = new DeliveryQueue((ev) => this.mail(ev), this.hooks('smtp'), qopts);
+    this.webhook = new DeliveryQueue((ev) => this.post(ev), this.hooks('webhook'), qopts);
+  }
+
+  /** Called for every recorded event; returns the channels it was queued on. */
+  deliver(ev: EventRecord): Channel[] {
+    const s = this.o.settings.stored();
+    const test = (ev.data as { test?: boolean } | undefined)?.test === true;
+    const out: Channel[] = [];
+    const ownFailure = (c: Channel) =>
+      ev.type.startsWith('delivery.') &&
+      (ev.data as { channel?: string } | undefined)?.channel === c;
+    if (
+      s.syslog.enabled &&
+      (test || atLeast(ev.severity, s.syslog.minSeverity)) &&
+      !ownFailure('syslog')
+    ) {
+      this.syslog.write(ev);
+      out.push('syslog');
+    }
+    if (ev.type.startsWith('delivery.')) return out;
+    if (s.smtp.enabled && (test || wanted(ev, s.smtp.minSeverity))) {
+      this.smtp.push(ev);
+      out.push('smtp');
+    }
+    if (s.webhook.enabled && s.webhook.url && (test || wanted(ev, s.webhook.minSeverity))) {
+      this.webhook.push(ev);
+      out.push('webhook');
+    }
+    return out;
+  }
+
+  async close(graceMs = 2_000): Promise<void> {
+    await Promise.all([
+      this.smtp.close(graceMs),
+      this.webhook.close(graceMs),
+      this.syslog.close(graceMs),
+    ]);
+  }
+
+  private async mail(ev: EventRecord): Promise<void> {
+    const s = this.o.settings.stored().smtp;
+    if (!s.enabled) return; // switched off while queued: nothing to do
+    const host = os.hostname();
+    await sendMail(
+      {
+        host: s.host,
+        port: s.port,
+        security: s.security,
+        ...(s.username
+          ? { username: s.username, password: this.o.settings.secret(SMTP_PASSWORD) ?? '' }
+          : {}),
+        ...(s.allowInvalidCertificate ? { tls: { rejectUnauthorized: false } } : {}),
+      },
+      {
+        from: s.from,
+        to: s.to,
+        subject: `[BranchSAN ${ev.severity}] ${titleOf(ev)} (${host})`,
+        text:
+          `${ev.message}\n\n` +
+          `Server: ${host}\nWhen: ${new Date(ev.ts).toISOString()}\nSeverity: ${ev.severity}\nEvent: ${ev.type} #${ev.id}\n\n` +
+          '-- \nSent by the BranchSAN engine. Change who gets these in the console: Settings > Notifications.\n',
+      },
+    );
+  }
+
+  private async post(ev: EventRecord): Promise<void> {
+    const s = this.o.settings.stored().webhook;
+    if (!s.enabled || !s.url) return;
+    await postWebhook(
+      { url: s.url, secret: this.o.settings.secret(WEBHOOK_SECRET) },
+      {
+        source: 'branchsan',
+        version: this.o.version,
+        nodeId: this.o.nodeId,
+        hostname: os.hostname(),
+        event: ev,
+      },
+    );
+  }
+
+  private hooks(channel: Channel) {
+    return {
+      failing: (err: Error) => this.failing(channel, err),
+      recovered: () => this.recovered(channel),
+      dropped: (ev: EventRecord, reason: string) =>
+        this.o.report({
+          type: 'delivery.dropped',
+          severity: 'error',
+          message: `${CHANNEL_NAMES[channel]} for event #${ev.id} ("${titleOf(ev)}") was given up: ${reason}. The event stays in the event log.`,
+          data: { channel, eventId: ev.id, reason },
+        }),
+    };
+  }
+
+  private failing(channel: Channel, err: Error): void {
+    this.o.log?.warn('notification delivery failing', { channel, err });
+    this.o.report({
+      type: 'delivery.failing',
+      severity: 'warning',
+      message: `${CHANNEL_NAMES[channel]} cannot be delivered: ${err.message}. BranchSAN keeps retrying with growing pauses; ${HINTS[channel]}`,
+      data: {
+        channel,
+        error: err.message,
+        ...(channel === 'webhook' ? { url: redactUrl(this.o.settings.stored().webhook.url) } : {}),
+      },
+    });
+  }
+
+  private recovered(channel: Channel): void {
+    this.o.report({
+      type: 'delivery.recovered',
+      severity: 'info',
+      message: `${CHANNEL_NAMES[channel]} works again.`,
+      data: { channel },
+    });
+  }
+}
+
+const HINTS: Record<Channel, string> = {
+  syslog: 'check that the logger program (package bsdutils) is installed.',
+  smtp: 'check the mail server, port, security mode and password in Settings > Notifications.',
+  webhook: 'check that the webhook URL is reachable from this server and accepts POST requests.',
+};
+
+/** Mail and webhooks get events at or above their level, and the "resolved" of alerts that were. */
+function wanted(ev: EventRecord, min: Severity): boolean {
+  if (atLeast(ev.severity, min)) return true;
+  const d = ev.data as { alertSeverity?: Severity } | undefined;
+  return ev.type === 'alert.cleared' && !!d?.alertSeverity && atLeast(d.alertSeverity, min);
+}
+
+function titleOf(ev: EventRecord): string {
+  const t = (ev.data as { title?: unknown } | undefined)?.title;
+  if (typeof t === 'string') return t;
+  const first = ev.message.split(/(?<=\.)\s/)[0] ?? ev.message;
+  return first.length > 100 ? `${first.slice(0, 97)}…` : first.replace(/\.$/, '');
+}

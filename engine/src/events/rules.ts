@@ -1,0 +1,428 @@
+/**
+ * The alert rules. Each rule looks at one snapshot of the node (AlertInputs) and
+ * says which conditions hold now; the AlertEngine turns that into raise and clear.
+ * Rules do no I/O and read no clock of their own: the snapshot and `now` are given,
+ * so tests drive them with made-up inputs and a fake clock. A rule may keep memory
+ * between evaluations (when a host was last seen, the previous error counter).
+ */
+import type { Alert, Severity } from '../../../contract/events.js';
+
+/** One snapshot of what the rules look at. Every part is optional: a missing part means "unknown", never "all fine". */
+export interface AlertInputs {
+  /** Subsystems (volumes) that exist, with who may connect. */
+  subsystems?: { nqn: string; hosts: string[]; allowAnyHost: boolean }[];
+  /** I/O controllers connected now. */
+  connections?: { subnqn: string; hostnqn: string }[];
+  /** Filesystems to watch: the data directory and each file-backed namespace's. */
+  filesystems?: FilesystemUse[];
+  /** Cumulative I/O counters per namespace. */
+  volumes?: VolumeIo[];
+  /** engine.unclean-restart events of the recent past. */
+  uncleanRestarts?: { eventId: number; ts: number }[];
+  /** Filled by the mirror once it exists. */
+  mirror?: MirrorState[];
+}
+
+export interface FilesystemUse {
+  subject: string;
+  /** For people: "the data directory /var/lib/branchsan". */
+  label: string;
+  usedPct: number;
+  availBytes: number;
+}
+
+export interface VolumeIo {
+  subject: string;
+  /** For people: "volume vol1 (namespace 1)". */
+  label: string;
+  /** The file or device under it, for the hint. */
+  path: string;
+  errors: number;
+  readOps: number;
+  readLatencyUs: number;
+  writeOps: number;
+  writeLatencyUs: number;
+  /** p99 latency (µs) over the interval since the previous snapshot, where histograms give it. */
+  intervalP99Us?: number;
+}
+
+export interface MirrorState {
+  volume: string;
+  state: 'in-sync' | 'degraded' | 'resyncing' | 'outdated';
+  resyncPct?: number;
+  witness?: 'connected' | 'lost' | 'none';
+}
+
+export interface AlertThresholds {
+  hostDisconnectedSec: number;
+  capacityWarningPct: number;
+  capacityCriticalPct: number;
+  latencyWarningMs: number;
+}
+
+export const DEFAULT_THRESHOLDS: AlertThresholds = {
+  hostDisconnectedSec: 60,
+  capacityWarningPct: 80,
+  capacityCriticalPct: 90,
+  latencyWarningMs: 50,
+};
+
+/** A condition that holds now. */
+export interface Condition {
+  subject: string;
+  severity: Severity;
+  title: string;
+  message: string;
+  data?: Record<string, unknown>;
+}
+
+export interface RuleContext {
+  now: number;
+  thresholds: AlertThresholds;
+  /** This rule's active alerts by subject (lets a rule carry a condition across a restart). */
+  active: ReadonlyMap<string, Alert>;
+}
+
+export interface Rule {
+  readonly id: string;
+  /**
+   * condition: raised while it holds, cleared when it ends.
+   * incident: something that happened once; raised once per subject, cleared by acknowledging it.
+   */
+  readonly kind: 'condition' | 'incident';
+  evaluate(inputs: AlertInputs, ctx: RuleContext): Condition[];
+}
+
+// ---------------------------------------------------------------- wording helpers
+
+/** "vol1" from nqn.2026-01.com.example:vol1; the whole NQN when it has no name part. */
+export function volumeName(subnqn: string): string {
+  const i = subnqn.lastIndexOf(':');
+  return i > 0 && !subnqn.includes(':uuid:') ? subnqn.slice(i + 1) : subnqn;
+}
+
+/** "Host esx-01 (nqn…)", or "Host nqn…" when the NQN carries no readable name. */
+export function hostLabel(hostnqn: string): string {
+  const name = volumeName(hostnqn);
+  return name === hostnqn ? `Host ${hostnqn}` : `Host ${name} (${hostnqn})`;
+}
+
+export function duration(ms: number): string {
+  const s = Math.round(ms / 1000);
+  if (s < 120) return `${s} seconds`;
+  const m = Math.round(s / 60);
+  if (m < 120) return `${m} minutes`;
+  return `${Math.round(m / 60)} hours`;
+}
+
+function bytes(n: number): string {
+  const units = ['bytes', 'KB', 'MB', 'GB', 'TB', 'PB'];
+  let i = 0;
+  while (n >= 1000 && i < units.length - 1) {
+    n /= 1000;
+    i++;
+  }
+  return `${i ? n.toFixed(1) : n} ${units[i]}`;
+}
+
+// ---------------------------------------------------------------- rules
+
+/** A host NQN that had a controller on a volume and has had none for hostDisconnectedSec. */
+export function hostDisconnectedRule(): Rule {
+  const goneSince = new Map<string, number>(); // key → first evaluation without a controller
+  const seen = new Set<string>();
+  return {
+    id: 'host.disconnected',
+    kind: 'condition',
+    evaluate(inputs, { now, thresholds, active }) {
+      if (!inputs.connections) return [...active.values()].map(keep);
+      const connected = new Set(inputs.connections.map((c) => key(c.subnqn, c.hostnqn)));
+      for (const k of connected) {
+        seen.add(k);
+        goneSince.delete(k);
+      }
+      // an alert raised before a restart: still disconnected since then
+      for (const [k, a] of active) {
+        if (!seen.has(k)) {
+          seen.add(k);
+          goneSince.set(k, a.raisedAt - thresholds.hostDisconnectedSec * 1000);
+        }
+      }
+      const out: Condition[] = [];
+      for (const k of [...seen]) {
+        if (connected.has(k)) continue;
+        const [subnqn, hostnqn] = split(k);
+        if (!stillExpected(inputs, subnqn, hostnqn)) {
+          seen.delete(k);
+          goneSince.delete(k);
+          continue;
+        }
+        const since = goneSince.get(k) ?? now;
+        goneSince.set(k, since);
+        if (now - since >= thresholds.hostDisconnectedSec * 1000) {
+          const vol = volumeName(subnqn);
+          out.push({
+            subject: k,
+            severity: 'warning',
+            title: `${hostLabel(hostnqn).replace(/ \(.*\)$/, '')} disconnected from ${vol}`,
+            message:
+              `${hostLabel(hostnqn)} has been disconnected from volume ${vol} for ${duration(now - since)}. ` +
+              "Check the host's network link and its NVMe/TCP adapter; if the host was retired, remove it from the volume's allowed hosts.",
+            data: { subnqn, hostnqn, since },
+          });
+        }
+      }
+      return out;
+    },
+  };
+  function keep(a: Alert): Condition {
+    return { subject: a.subject, severity: a.severity, title: a.title, message: a.message };
+  }
+}
+
+const key = (subnqn: string, hostnqn: string) => `${hostnqn} on ${subnqn}`;
+const split = (k: string): [string, string] => {
+  const i = k.indexOf(' on ');
+  return [k.slice(i + 4), k.slice(0, i)];
+};
+
+/** A host stays watched while its volume exists and it may still connect. */
+function stillExpected(inputs: AlertInputs, subnqn: string, hostnqn: string): boolean {
+  if (!inputs.subsystems) return true;
+  const s = inputs.subsystems.find((x) => x.nqn === subnqn);
+  return !!s && (s.allowAnyHost || s.hosts.includes(hostnqn));
+}
+
+/** A watched filesystem at or above the warning / critical fill level (2 points of hysteresis). */
+export function capacityRule(): Rule {
+  const HYSTERESIS = 2;
+  return {
+    id: 'capacity',
+    kind: 'condition',
+    evaluate(inputs, { thresholds, active }) {
+      const out: Condition[] = [];
+      for (const fs of inputs.filesystems ?? []) {
+        const was = active.get(fs.subject)?.severity;
+        const crit = thresholds.capacityCriticalPct - (was === 'critical' ? HYSTERESIS : 0);
+        const warn = thresholds.capacityWarningPct - (was ? HYSTERESIS : 0);
+        const severity: Severity | null =
+          fs.usedPct >= crit ? 'critical' : fs.usedPct >= warn ? 'warning' : null;
+        if (!severity) continue;
+        const pct = Math.floor(fs.usedPct);
+        out.push({
+          subject: fs.subject,
+          severity,
+          title: `Filesystem of ${fs.label} ${pct} % full`,
+          message:
+            `The filesystem holding ${fs.label} is ${pct} % full (${bytes(fs.availBytes)} free). ` +
+            'Free space on it or grow it: when it is full, writes to volumes fail and the engine cannot record events.',
+          data: { usedPct: fs.usedPct, availBytes: fs.availBytes },
+        });
+      }
+      // a filesystem missing from this snapshot (statfs failed) keeps its alert
+      for (const [subject, a] of active) {
+        if (!inputs.filesystems?.some((f) => f.subject === subject)) {
+          out.push({ subject, severity: a.severity, title: a.title, message: a.message });
+        }
+      }
+      return out;
+    },
+  };
+}
+
+/** New I/O errors on a namespace; clears after clearAfterMs without new ones. */
+export function ioErrorsRule(clearAfterMs = 5 * 60_000): Rule {
+  const last = new Map<string, { errors: number; lastErrorAt?: number; count: number }>();
+  return {
+    id: 'io.errors',
+    kind: 'condition',
+    evaluate(inputs, { now }) {
+      const out: Condition[] = [];
+      for (const v of inputs.volumes ?? []) {
+        const prev = last.get(v.subject);
+        if (!prev || v.errors < prev.errors) {
+          // first sight, or counters restarted (namespace re-added): a new baseline
+          last.set(v.subject, { errors: v.errors, count: 0 });
+          continue;
+        }
+        if (v.errors > prev.errors) {
+          prev.count =
+            prev.lastErrorAt === undefined
+              ? v.errors - prev.errors
+              : prev.count + v.errors - prev.errors;
+          prev.lastErrorAt = now;
+          prev.errors = v.errors;
+        }
+        if (prev.lastErrorAt === undefined) continue;
+        if (now - prev.lastErrorAt >= clearAfterMs) {
+          prev.lastErrorAt = undefined;
+          prev.count = 0;
+          continue;
+        }
+        out.push({
+          subject: v.subject,
+          severity: 'error',
+          title: `I/O errors on ${v.label}`,
+          message:
+            `${cap(v.label)} failed ${prev.count} I/O command${prev.count === 1 ? '' : 's'} sent by hosts. ` +
+            `Check the disk or file under it (${v.path || 'memory'}): the kernel log (dmesg) and the disk's SMART status.`,
+          data: { errors: v.errors },
+        });
+      }
+      return out;
+    },
+  };
+}
+
+/**
+ * Read or write latency above latencyWarningMs for sustainMs. Uses the interval's p99
+ * when the inputs carry one, else the mean (latency sum / ops) of the interval; an
+ * interval with fewer than minOps commands says nothing either way.
+ */
+export function ioLatencyRule(sustainMs = 30_000, minOps = 20): Rule {
+  const state = new Map<
+    string,
+    {
+      readOps: number;
+      readUs: number;
+      writeOps: number;
+      writeUs: number;
+      overSince?: number;
+      underSince?: number;
+    }
+  >();
+  return {
+    id: 'io.latency',
+    kind: 'condition',
+    evaluate(inputs, { now, thresholds, active }) {
+      const out: Condition[] = [];
+      for (const v of inputs.volumes ?? []) {
+        const prev = state.get(v.subject);
+        const cur = {
+          readOps: v.readOps,
+          readUs: v.readLatencyUs,
+          writeOps: v.writeOps,
+          writeUs: v.writeLatencyUs,
+        };
+        state.set(v.subject, { ...cur, overSince: prev?.overSince, underSince: prev?.underSince });
+        const s = state.get(v.subject)!;
+        if (!prev || cur.readOps < prev.readOps || cur.writeOps < prev.writeOps) continue;
+        const ops = cur.readOps - prev.readOps + (cur.writeOps - prev.writeOps);
+        const isActive = active.has(v.subject);
+        let ms: number | undefined;
+        if (ops >= minOps) {
+          const mean = (a: number, b: number, n: number) => (n > 0 ? (a - b) / n : 0);
+          ms =
+            (v.intervalP99Us ??
+              Math.max(
+                mean(cur.readUs, prev.readUs, cur.readOps - prev.readOps),
+                mean(cur.writeUs, prev.writeUs, cur.writeOps - prev.writeOps),
+              )) / 1000;
+        }
+        if (ms !== undefined && ms > thresholds.latencyWarningMs) {
+          s.overSince ??= now;
+          s.underSince = undefined;
+        } else {
+          // idle or fast: the condition ends after the same sustain time
+          s.underSince ??= now;
+          if (now - s.underSince >= sustainMs || !isActive) s.overSince = undefined;
+        }
+        const holds = s.overSince !== undefined && (isActive || now - s.overSince >= sustainMs);
+        if (!holds) continue;
+        const shown = ms ?? thresholds.latencyWarningMs;
+        out.push({
+          subject: v.subject,
+          severity: 'warning',
+          title: `Slow I/O on ${v.label}`,
+          message:
+            `${cap(v.label)} answers hosts slowly: ${shown.toFixed(1)} ms ${v.intervalP99Us !== undefined ? '(99th percentile)' : 'on average'}, above the ${thresholds.latencyWarningMs} ms threshold. ` +
+            `Check the disk under it (${v.path || 'memory'}) for wear or a failing device, and whether another workload saturates it.`,
+          data: { latencyMs: ms },
+        });
+      }
+      return out;
+    },
+  };
+}
+
+/** The engine started after an unexpected stop (crash, kill, power loss). */
+export function uncleanRestartRule(windowMs = 24 * 3600_000): Rule {
+  return {
+    id: 'engine.unclean-restart',
+    kind: 'incident',
+    evaluate(inputs, { now }) {
+      return (inputs.uncleanRestarts ?? [])
+        .filter((r) => now - r.ts < windowMs)
+        .map((r) => ({
+          subject: `event ${r.eventId}`,
+          severity: 'warning' as const,
+          title: 'Engine restarted after an unexpected stop',
+          message:
+            `The storage engine restarted at ${new Date(r.ts).toISOString()} after an unexpected stop (crash, kill or power loss). ` +
+            'Hosts reconnect by themselves; if this repeats, collect a diagnostics bundle and check the server’s power and memory.',
+          data: { eventId: r.eventId },
+        }));
+    },
+  };
+}
+
+/** Mirror rules: fed by the mirror once it reports state; quiet until then. */
+export function mirrorRules(): Rule[] {
+  return [
+    {
+      id: 'mirror.degraded',
+      kind: 'condition',
+      evaluate: (inputs) =>
+        (inputs.mirror ?? [])
+          .filter((m) => m.state === 'degraded' || m.state === 'outdated')
+          .map((m) => ({
+            subject: m.volume,
+            severity: 'error' as const,
+            title: `Volume ${m.volume} is not mirrored`,
+            message:
+              m.state === 'degraded'
+                ? `Volume ${m.volume} runs on this node only: the peer node is unreachable or its copy failed. Data is not protected against a second failure; bring the peer node back or check the sync link.`
+                : `This node's copy of volume ${m.volume} is outdated and does not serve I/O until it has resynchronised. Check the sync link to the peer node.`,
+          })),
+    },
+    {
+      id: 'mirror.resync',
+      kind: 'condition',
+      evaluate: (inputs) =>
+        (inputs.mirror ?? [])
+          .filter((m) => m.state === 'resyncing')
+          .map((m) => ({
+            subject: m.volume,
+            severity: 'warning' as const,
+            title: `Volume ${m.volume} is resynchronising`,
+            message: `Volume ${m.volume} is copying changed regions to the other node${m.resyncPct === undefined ? '' : ` (${Math.floor(m.resyncPct)} % done)`}. It is fully protected again when this completes; keep both nodes running.`,
+          })),
+    },
+    {
+      id: 'mirror.witness-lost',
+      kind: 'condition',
+      evaluate: (inputs) =>
+        (inputs.mirror ?? [])
+          .filter((m) => m.witness === 'lost')
+          .map((m) => ({
+            subject: m.volume,
+            severity: 'warning' as const,
+            title: `Witness unreachable for ${m.volume}`,
+            message: `The witness for volume ${m.volume} is unreachable. The volume keeps serving, but if the peer node is lost too, this node stops serving to stay safe. Check the network path to the witness.`,
+          })),
+    },
+  ];
+}
+
+export function defaultRules(): Rule[] {
+  return [
+    hostDisconnectedRule(),
+    capacityRule(),
+    ioErrorsRule(),
+    ioLatencyRule(),
+    uncleanRestartRule(),
+    ...mirrorRules(),
+  ];
+}
+
+const cap = (s: string) => s.charAt(0).toUpperCase() + s.slice(1);

@@ -1,0 +1,212 @@
+/**
+ * Events, alerts and notifications as one part the composition root starts and
+ * stops: every recorded event is pushed to UI clients and handed to the notifier;
+ * the alert rules run every few seconds over a fresh snapshot; retention runs every
+ * few minutes. Nothing here blocks the engine: deliveries are queued, evaluation is
+ * one short pass, and a failure in any of it is logged and retried next round.
+ */
+import type { EventData, EventName } from '../../../contract/api.js';
+import type {
+  Alert,
+  EngineSettings,
+  EventRecord,
+  SettingsSetParams,
+} from '../../../contract/events.js';
+import { onEventRecorded, recordEvent, type Db } from '../persistence/db.js';
+import { UserError } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
+import { AlertEngine } from './alert-engine.js';
+import type { QueueOptions } from './delivery/queue.js';
+import { EventStore, type EventQuery } from './event-store.js';
+import type { AlertInputs, Rule } from './rules.js';
+import { defaultRules } from './rules.js';
+import { Notifier, type Channel } from './notifier.js';
+import { SettingsStore, type SecretFiles } from './settings.js';
+
+export type Publish = <E extends EventName>(name: E, data: EventData<E>) => void;
+
+export interface EventsServiceOptions {
+  db: Db;
+  nodeId: string;
+  version: string;
+  publish: Publish;
+  secrets: SecretFiles;
+  /** One snapshot for the rules; the composition root binds it to the live target. */
+  collect: () => Promise<AlertInputs>;
+  log: Logger;
+  rules?: Rule[];
+  now?: () => number;
+  /** How often the rules run (default 5 s). */
+  intervalMs?: number;
+  syslogCommand?: string[];
+  queue?: Partial<QueueOptions>;
+}
+
+const PRUNE_EVERY_MS = 10 * 60_000;
+
+export class EventsService {
+  readonly events: EventStore;
+  readonly settings: SettingsStore;
+  readonly alerts: AlertEngine;
+  private readonly notifier: Notifier;
+  private readonly now: () => number;
+  private unsubscribe?: () => void;
+  private evalTimer?: NodeJS.Timeout;
+  private pruneTimer?: NodeJS.Timeout;
+  private evaluating = false;
+  private closed = false;
+
+  constructor(private readonly o: EventsServiceOptions) {
+    this.now = o.now ?? Date.now;
+    this.events = new EventStore(o.db);
+    this.settings = new SettingsStore(o.db, o.secrets);
+    this.alerts = new AlertEngine(
+      o.db,
+      o.rules ?? defaultRules(),
+      () => this.settings.stored().alerts,
+      {
+        raised: (a) => o.publish('alert.raised', a),
+        cleared: (a) => o.publish('alert.cleared', a),
+        acknowledged: (a) => o.publish('alert.acknowledged', a),
+      },
+      o.log,
+    );
+    this.notifier = new Notifier({
+      settings: this.settings,
+      nodeId: o.nodeId,
+      version: o.version,
+      log: o.log,
+      report: (ev) => this.report(ev),
+      ...(o.syslogCommand ? { syslogCommand: o.syslogCommand } : {}),
+      ...(o.queue ? { queue: o.queue } : {}),
+    });
+  }
+
+  /** Listens for recorded events; the first rule pass runs right after the current start-up step. */
+  start(): void {
+    this.unsubscribe = onEventRecorded(this.o.db, (ev) => this.onRecorded(ev));
+    this.prune();
+    const interval = this.o.intervalMs ?? 5_000;
+    // a chain of timeouts, not an interval: a slow pass (statfs on a hung NFS mount) never overlaps the next
+    const tick = async () => {
+      await this.evaluate();
+      if (this.closed) return;
+      this.evalTimer = setTimeout(() => void tick(), interval);
+      this.evalTimer.unref();
+    };
+    this.evalTimer = setTimeout(() => void tick(), 0);
+    this.evalTimer.unref();
+    this.pruneTimer = setInterval(() => this.prune(), PRUNE_EVERY_MS);
+    this.pruneTimer.unref();
+  }
+
+  /** One rule pass now (tests and the first pass at start). */
+  async evaluate(): Promise<void> {
+    if (this.evaluating || this.closed) return;
+    this.evaluating = true;
+    try {
+      const inputs = await this.o.collect();
+      if (this.closed) return; // the database may be closing
+      this.alerts.evaluate(inputs, this.now());
+    } catch (err) {
+      this.o.log.warn('alert evaluation failed; retrying next round', { err });
+    } finally {
+      this.evaluating = false;
+    }
+  }
+
+  listEvents(q: EventQuery) {
+    return this.events.list(q);
+  }
+
+  listAlerts(active: boolean | undefined, limit: number): Alert[] {
+    return this.alerts.store.list(active, limit);
+  }
+
+  acknowledge(id: number, actor: string): Alert {
+    const a = this.alerts.acknowledge(id, actor, this.now());
+    if (!a)
+      throw new UserError(`There is no alert ${id}.`, 'Refresh the alert list.', 'not-found', 'id');
+    this.audit(actor, 'alerts.ack', { id });
+    return a;
+  }
+
+  getSettings(): EngineSettings {
+    return this.settings.view();
+  }
+
+  setSettings(p: SettingsSetParams, actor: string): EngineSettings {
+    const view = this.settings.update(p);
+    // the audit says which secrets changed, never their values
+    const redacted = structuredClone(p) as Record<string, Record<string, unknown> | undefined>;
+    if (redacted.smtp?.password !== undefined)
+      redacted.smtp.password = redacted.smtp.password === null ? 'deleted' : 'set';
+    if (redacted.webhook?.secret !== undefined)
+      redacted.webhook.secret = redacted.webhook.secret === null ? 'deleted' : 'set';
+    this.audit(actor, 'settings.set', redacted);
+    return view;
+  }
+
+  /** Records a test event that every enabled channel delivers whatever its level. */
+  sendTest(actor: string): { channels: ('ui' | Channel)[]; eventId: number } {
+    const id = recordEvent(this.o.db, {
+      type: 'notifications.test',
+      severity: 'warning',
+      message: `Test notification requested by ${actor}. If you read this, BranchSAN alerts reach you here; nothing needs to be done.`,
+      data: { test: true, title: 'Test notification' },
+    });
+    const channels = this.lastChannels.get(id) ?? [];
+    this.lastChannels.delete(id);
+    return { channels: ['ui', ...channels], eventId: id };
+  }
+
+  async stop(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.evalTimer);
+    clearInterval(this.pruneTimer);
+    await this.notifier.close();
+    this.unsubscribe?.();
+  }
+
+  private readonly lastChannels = new Map<number, Channel[]>();
+
+  private onRecorded(ev: EventRecord): void {
+    this.o.publish('event.recorded', ev);
+    if (this.closed) return;
+    const channels = this.notifier.deliver(ev);
+    if (ev.type === 'notifications.test') this.lastChannels.set(ev.id, channels);
+  }
+
+  private report(ev: {
+    type: string;
+    severity: EventRecord['severity'];
+    message: string;
+    data?: Record<string, unknown>;
+  }): void {
+    if (this.closed) return;
+    try {
+      recordEvent(this.o.db, ev);
+    } catch (err) {
+      this.o.log.warn('cannot record a delivery event', { err, type: ev.type });
+    }
+  }
+
+  private prune(): void {
+    try {
+      const s = this.settings.stored().events;
+      const maxAge = s.retentionDays * 24 * 3600_000;
+      const n = this.events.prune(this.now(), maxAge, s.maxEvents);
+      const m = this.alerts.store.prune(this.now(), maxAge);
+      if (n + m > 0) this.o.log.info('old events pruned', { events: n, alerts: m });
+    } catch (err) {
+      this.o.log.warn('event retention failed; retrying later', { err });
+    }
+  }
+
+  private audit(actor: string, action: string, details: unknown): void {
+    this.o.db
+      .prepare('INSERT INTO audit (ts, actor, action, details) VALUES (?, ?, ?, ?)')
+      .run(this.now(), actor, action, JSON.stringify(details));
+  }
+}

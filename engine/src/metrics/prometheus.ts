@@ -1,0 +1,170 @@
+/**
+ * The Prometheus text exposition (format 0.0.4) of the sampler's latest reading.
+ * I/O figures are exposed as the core's raw counters, not as per-second rates:
+ * Prometheus computes rates itself (rate()) and survives a missed scrape that way.
+ * Latency is a histogram built from the core's log2 buckets, so histogram_quantile()
+ * works; io_time_seconds_total is the summed latency, whose rate() is the mean queue
+ * depth (Little's law). Node gauges come from the last one-second sample.
+ */
+import type { MetricsSample } from '../../../contract/metrics.js';
+import { LATENCY_BUCKETS } from '../core/stats.js';
+import type { IoStatsSnapshot } from '../core/stats.js';
+import type { RawReading } from './sampler.js';
+
+/** Histogram buckets exposed: le = 2^b µs for b ≤ this (≈ 16.8 s), then +Inf. */
+const LAST_EXPOSED_BUCKET = 24;
+
+type Labels = Record<string, string | number>;
+
+class Exposition {
+  private readonly lines: string[] = [];
+
+  family(name: string, type: 'counter' | 'gauge' | 'histogram', help: string): void {
+    this.lines.push(`# HELP ${name} ${help.replace(/\\/g, '\\\\').replace(/\n/g, '\\n')}`);
+    this.lines.push(`# TYPE ${name} ${type}`);
+  }
+
+  sample(name: string, labels: Labels, value: number): void {
+    const l = Object.entries(labels)
+      .map(([k, v]) => `${k}="${escapeLabel(String(v))}"`)
+      .join(',');
+    this.lines.push(`${name}${l ? `{${l}}` : ''} ${formatValue(value)}`);
+  }
+
+  text(): string {
+    return this.lines.join('\n') + '\n';
+  }
+}
+
+export function escapeLabel(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+}
+
+function formatValue(v: number): string {
+  if (Number.isNaN(v)) return 'NaN';
+  if (v === Infinity) return '+Inf';
+  if (v === -Infinity) return '-Inf';
+  return String(v);
+}
+
+const COUNTERS: [suffix: string, help: string, of: (s: IoStatsSnapshot) => number][] = [
+  ['read_ops_total', 'Read commands completed.', (s) => s.readOps],
+  ['write_ops_total', 'Write commands completed.', (s) => s.writeOps],
+  [
+    'other_ops_total',
+    'Flush, Write Zeroes, DSM and Compare commands completed.',
+    (s) => s.otherOps,
+  ],
+  ['read_bytes_total', 'Bytes read by hosts.', (s) => s.readBytes],
+  ['write_bytes_total', 'Bytes written by hosts.', (s) => s.writeBytes],
+  ['errors_total', 'Commands completed with an error status.', (s) => s.errors],
+  [
+    'io_time_seconds_total',
+    'Summed command latency; its rate is the mean queue depth.',
+    (s) => (s.readLatencyUs + s.writeLatencyUs + s.otherLatencyUs) / 1e6,
+  ],
+];
+
+interface IoEntity {
+  labels: Labels;
+  stats: IoStatsSnapshot;
+}
+
+function ioFamilies(out: Exposition, prefix: string, what: string, items: IoEntity[]): void {
+  for (const [suffix, help, of] of COUNTERS) {
+    out.family(`${prefix}_${suffix}`, 'counter', `${help} Per ${what}.`);
+    for (const it of items) out.sample(`${prefix}_${suffix}`, it.labels, of(it.stats));
+  }
+}
+
+function latencyHistogram(
+  out: Exposition,
+  name: string,
+  help: string,
+  items: IoEntity[],
+  pick: (s: IoStatsSnapshot) => { hist: ArrayLike<number>; sumUs: number },
+): void {
+  out.family(name, 'histogram', help);
+  for (const it of items) {
+    const { hist, sumUs } = pick(it.stats);
+    let cumulative = 0;
+    let total = 0;
+    for (let b = 0; b < LATENCY_BUCKETS; b++) total += hist[b] ?? 0;
+    for (let b = 0; b <= LAST_EXPOSED_BUCKET; b++) {
+      cumulative += hist[b] ?? 0;
+      out.sample(`${name}_bucket`, { ...it.labels, le: String(2 ** b / 1e6) }, cumulative);
+    }
+    out.sample(`${name}_bucket`, { ...it.labels, le: '+Inf' }, total);
+    out.sample(`${name}_sum`, it.labels, sumUs / 1e6);
+    out.sample(`${name}_count`, it.labels, total);
+  }
+}
+
+export function renderPrometheus(raw: RawReading | null, last: MetricsSample | null): string {
+  const out = new Exposition();
+  const namespaces: IoEntity[] = (raw?.namespaces ?? []).map((n) => ({
+    labels: { nqn: n.nqn, nsid: n.nsid },
+    stats: n.stats,
+  }));
+  ioFamilies(out, 'branchsan_namespace', 'namespace', namespaces);
+  latencyHistogram(
+    out,
+    'branchsan_namespace_read_latency_seconds',
+    'Read completion latency per namespace.',
+    namespaces,
+    (s) => ({ hist: s.readLatencyHist, sumUs: s.readLatencyUs }),
+  );
+  latencyHistogram(
+    out,
+    'branchsan_namespace_write_latency_seconds',
+    'Write completion latency per namespace.',
+    namespaces,
+    (s) => ({ hist: s.writeLatencyHist, sumUs: s.writeLatencyUs }),
+  );
+  const controllers: IoEntity[] = (raw?.controllers ?? []).map((c) => ({
+    labels: { nqn: c.subnqn, hostnqn: c.hostnqn, cntlid: c.cntlid },
+    stats: c.stats,
+  }));
+  ioFamilies(out, 'branchsan_host', 'host connection (I/O controller)', controllers);
+  nodeFamilies(out, raw, last);
+  return out.text();
+}
+
+function nodeFamilies(out: Exposition, raw: RawReading | null, last: MetricsSample | null): void {
+  const gauges: [string, string, number | null | undefined][] = [
+    ['branchsan_node_cpu_usage_percent', 'CPU busy over the last second.', last?.node.cpuPct],
+    [
+      'branchsan_node_memory_used_bytes',
+      'Memory in use (total − available).',
+      raw?.node.mem?.usedBytes,
+    ],
+    ['branchsan_node_memory_total_bytes', 'Installed memory.', raw?.node.mem?.totalBytes],
+    [
+      'branchsan_node_data_fs_used_bytes',
+      "Used bytes of the data directory's file system.",
+      raw?.node.disk?.usedBytes,
+    ],
+    [
+      'branchsan_node_data_fs_size_bytes',
+      "Size of the data directory's file system.",
+      raw?.node.disk?.totalBytes,
+    ],
+  ];
+  for (const [name, help, value] of gauges) {
+    out.family(name, 'gauge', help);
+    if (value !== null && value !== undefined) out.sample(name, {}, value);
+  }
+  const net = [...(raw?.node.net ?? new Map()).entries()];
+  out.family(
+    'branchsan_node_network_receive_bytes_total',
+    'counter',
+    'Bytes received per interface.',
+  );
+  for (const [iface, c] of net) {
+    out.sample('branchsan_node_network_receive_bytes_total', { interface: iface }, c.rxBytes);
+  }
+  out.family('branchsan_node_network_transmit_bytes_total', 'counter', 'Bytes sent per interface.');
+  for (const [iface, c] of net) {
+    out.sample('branchsan_node_network_transmit_bytes_total', { interface: iface }, c.txBytes);
+  }
+}

@@ -1,0 +1,344 @@
+/**
+ * Metric history in SQLite: four tiers of (series_id, ts, value) rows, each a
+ * WITHOUT ROWID table keyed by (series_id, ts) so a range query for one series is one
+ * b-tree range. Time is in whole seconds since the epoch.
+ *
+ *   tier  step  kept     filled from
+ *   1s    1 s   1 h      the sampler, one transaction per second
+ *   10s   10 s  24 h     1s, when a 10 s bucket closes
+ *   1m    60 s  30 days  10s
+ *   1h    1 h   1 year   1m
+ *
+ * A coarser point combines the finer points of its bucket with the series' aggregate:
+ * 'avg' for rates and gauges (the mean of the finer means: buckets are equal length),
+ * 'max' for tail latencies (p99, p99.9), because an averaged tail hides the spike an
+ * operator looks for. Buckets with no finer points get no row (no invented zeroes).
+ *
+ * Size: besides per-tier retention, the database's used bytes (pages in use × page
+ * size) are held under a cap. Above 95 % of it, rows are deleted oldest first from the
+ * finest tier, then the next, down to 85 %; only rows already rolled up into the next
+ * tier go (the coarsest tier has no next). Deleted pages are reused, so the file itself
+ * stops growing near the cap; it only shrinks with a VACUUM (lowering the cap later
+ * lowers the used bytes, not the file).
+ */
+import type { Db } from './db.js';
+
+export type MetricAgg = 'avg' | 'max';
+
+export interface TierSpec {
+  readonly name: '1s' | '10s' | '1m' | '1h';
+  readonly table: string;
+  readonly stepSec: number;
+  readonly retentionSec: number;
+}
+
+const DAY = 86_400;
+export const TIERS: readonly TierSpec[] = [
+  { name: '1s', table: 'metric_1s', stepSec: 1, retentionSec: 3600 },
+  { name: '10s', table: 'metric_10s', stepSec: 10, retentionSec: DAY },
+  { name: '1m', table: 'metric_1m', stepSec: 60, retentionSec: 30 * DAY },
+  { name: '1h', table: 'metric_1h', stepSec: 3600, retentionSec: 365 * DAY },
+];
+
+export const DEFAULT_MAX_BYTES = 256 * 1024 * 1024;
+const HIGH_WATER = 0.95;
+const LOW_WATER = 0.85;
+/** Retention runs at most this often (seconds of sample time); rollups run every append. */
+const EXPIRE_EVERY_SEC = 10;
+/** Series without a row left in any tier (a namespace deleted a year ago) go this often. */
+const PRUNE_EVERY_SEC = 3600;
+
+export interface SeriesDef {
+  readonly key: string;
+  readonly scope: 'node' | 'nic' | 'namespace' | 'host';
+  readonly metric: string;
+  readonly unit: string;
+  readonly agg: MetricAgg;
+  readonly labels: Readonly<Record<string, string>>;
+}
+
+export interface SeriesRow extends SeriesDef {
+  readonly id: number;
+  /** Its first point (s); a query never reaches back past it. */
+  readonly firstTs: number;
+}
+
+export interface MetricPoint {
+  readonly series: SeriesDef;
+  readonly value: number;
+}
+
+export interface QueryAnswer {
+  tier: TierSpec['name'];
+  stepSec: number;
+  /** [bucket start in seconds, value], ascending. */
+  points: [number, number][];
+}
+
+export interface MetricsStoreOptions {
+  maxBytes?: number;
+}
+
+export class MetricsStore {
+  private maxBytes: number;
+  private readonly ids = new Map<string, SeriesRow>();
+  private lastExpire = -Infinity;
+  private lastPrune = -Infinity;
+  private readonly stmt;
+
+  constructor(
+    private readonly db: Db,
+    opts: MetricsStoreOptions = {},
+  ) {
+    this.maxBytes = opts.maxBytes ?? DEFAULT_MAX_BYTES;
+    this.stmt = {
+      insertSeries: db.prepare(
+        'INSERT INTO metric_series (key, scope, metric, unit, agg, labels, first_ts) VALUES (?, ?, ?, ?, ?, ?, ?)',
+      ),
+      insert: TIERS.map((t) =>
+        db.prepare(`INSERT OR REPLACE INTO ${t.table} (series_id, ts, value) VALUES (?, ?, ?)`),
+      ),
+      // metric_series drives the loop (CROSS JOIN fixes the order): one PK range per series
+      rollup: TIERS.slice(1).map((t, i) =>
+        db.prepare(
+          `INSERT OR REPLACE INTO ${t.table} (series_id, ts, value)
+           SELECT p.series_id, (p.ts / ${t.stepSec}) * ${t.stepSec},
+                  CASE s.agg WHEN 'max' THEN MAX(p.value) ELSE AVG(p.value) END
+           FROM metric_series s CROSS JOIN ${TIERS[i]!.table} p ON p.series_id = s.id
+           WHERE p.ts >= ? AND p.ts < ?
+           GROUP BY p.series_id, p.ts / ${t.stepSec}`,
+        ),
+      ),
+      expire: TIERS.map((t) =>
+        db.prepare(
+          `DELETE FROM ${t.table} WHERE series_id IN (SELECT id FROM metric_series) AND ts < ?`,
+        ),
+      ),
+      oldest: TIERS.map((t) =>
+        db.prepare(`SELECT MIN(ts) FROM ${t.table} WHERE series_id = ?`).pluck(),
+      ),
+      newest: TIERS.map((t) =>
+        db.prepare(`SELECT MAX(ts) FROM ${t.table} WHERE series_id = ?`).pluck(),
+      ),
+      deadSeries: db
+        .prepare(
+          `SELECT key FROM metric_series s WHERE ${TIERS.map(
+            (t) => `NOT EXISTS (SELECT 1 FROM ${t.table} WHERE series_id = s.id)`,
+          ).join(' AND ')}`,
+        )
+        .pluck(),
+      deleteSeries: db.prepare('DELETE FROM metric_series WHERE key = ?'),
+      getDone: db.prepare('SELECT done_until FROM metric_rollups WHERE tier = ?').pluck(),
+      setDone: db.prepare(
+        'INSERT INTO metric_rollups (tier, done_until) VALUES (?, ?) ON CONFLICT (tier) DO UPDATE SET done_until = excluded.done_until',
+      ),
+      range: TIERS.map((t) =>
+        (['avg', 'max'] as const).map((agg) =>
+          db.prepare(
+            `SELECT ts - ts % @step AS b, ${agg.toUpperCase()}(value) AS v FROM ${t.table}
+             WHERE series_id = @id AND ts >= @from AND ts <= @to GROUP BY b ORDER BY b`,
+          ),
+        ),
+      ),
+    };
+    for (const r of db
+      .prepare(
+        'SELECT id, key, scope, metric, unit, agg, labels, first_ts AS firstTs FROM metric_series',
+      )
+      .all() as (Omit<SeriesRow, 'labels'> & { labels: string })[]) {
+      this.ids.set(r.key, { ...r, labels: JSON.parse(r.labels) as Record<string, string> });
+    }
+  }
+
+  setMaxBytes(bytes: number): void {
+    this.maxBytes = bytes;
+    this.db.transaction(() => this.enforceCap())();
+  }
+
+  get cap(): number {
+    return this.maxBytes;
+  }
+
+  /**
+   * Stores one sampling instant's points, then rolls up closed buckets, expires old rows
+   * and holds the cap, all in one transaction. The commit skips the fsync: a power cut
+   * may lose the last seconds of history, and an fsync a second would wear the disk for
+   * nothing. The next configuration commit (synchronous FULL) syncs the log anyway.
+   */
+  append(tsSec: number, points: readonly MetricPoint[]): void {
+    const sync = this.db.pragma('synchronous', { simple: true }) as number;
+    this.db.pragma('synchronous = NORMAL');
+    try {
+      this.db.transaction(() => {
+        const insert = this.stmt.insert[0]!;
+        for (const p of points) {
+          if (Number.isFinite(p.value)) insert.run(this.seriesId(p.series, tsSec), tsSec, p.value);
+        }
+        this.maintainNow(tsSec);
+      })();
+    } finally {
+      this.db.pragma(`synchronous = ${sync}`);
+    }
+  }
+
+  /** Rollups, retention and the cap as of nowSec, without new points (also for tests). */
+  maintain(nowSec: number): void {
+    this.db.transaction(() => this.maintainNow(nowSec, true))();
+  }
+
+  listSeries(): SeriesRow[] {
+    return [...this.ids.values()].sort((a, b) => a.key.localeCompare(b.key));
+  }
+
+  findSeries(key: string): SeriesRow | undefined {
+    return this.ids.get(key);
+  }
+
+  /**
+   * Points of one series in [fromSec, toSec] from the finest tier that still holds the
+   * start of the range (or of the series, if younger) with at most maxPoints steps; if
+   * none has few enough, the coarsest such tier, regrouped into wider steps. What a tier
+   * holds is judged tier-wide (retention and the cap cut all series alike), so a sparse
+   * series (latency of a mostly idle volume) still reads from the fine tiers.
+   */
+  query(series: SeriesRow, fromSec: number, toSec: number, maxPoints: number): QueryAnswer {
+    const start = Math.max(fromSec, series.firstTs);
+    const held = TIERS.map((_, i) => this.edgeOfTier(i, 'oldest'));
+    const holding = TIERS.map((_, i) => i).filter(
+      (i) => held[i] !== null && held[i]! <= start + TIERS[i]!.stepSec,
+    );
+    const fits = holding.find((i) => (toSec - start) / TIERS[i]!.stepSec <= maxPoints);
+    const i = fits ?? holding.at(-1) ?? oldestTier(held);
+    const tier = TIERS[i]!;
+    const span = Math.max(1, toSec - start);
+    const step =
+      fits !== undefined ? tier.stepSec : Math.ceil(span / maxPoints / tier.stepSec) * tier.stepSec;
+    const rows = this.stmt.range[i]![series.agg === 'max' ? 1 : 0]!.all({
+      step,
+      id: series.id,
+      from: Math.floor(fromSec / step) * step,
+      to: toSec,
+    }) as { b: number; v: number }[];
+    return { tier: tier.name, stepSec: step, points: rows.map((r) => [r.b, r.v]) };
+  }
+
+  /** Bytes the database uses: pages in use (not on the free list) × page size. */
+  usedBytes(): number {
+    const p = (name: string): number => this.db.pragma(name, { simple: true }) as number;
+    return (p('page_count') - p('freelist_count')) * p('page_size');
+  }
+
+  rowCounts(): Record<TierSpec['name'], number> {
+    return Object.fromEntries(
+      TIERS.map((t) => [t.name, this.db.prepare(`SELECT COUNT(*) FROM ${t.table}`).pluck().get()]),
+    ) as Record<TierSpec['name'], number>;
+  }
+
+  private seriesId(def: SeriesDef, tsSec: number): number {
+    const known = this.ids.get(def.key);
+    if (known) return known.id;
+    const { lastInsertRowid } = this.stmt.insertSeries.run(
+      def.key,
+      def.scope,
+      def.metric,
+      def.unit,
+      def.agg,
+      JSON.stringify(def.labels),
+      tsSec,
+    );
+    const row = { ...def, id: Number(lastInsertRowid), firstTs: tsSec };
+    this.ids.set(def.key, row);
+    return row.id;
+  }
+
+  private maintainNow(nowSec: number, forceExpire = false): void {
+    const done = this.rollUp(nowSec);
+    if (forceExpire || nowSec - this.lastExpire >= EXPIRE_EVERY_SEC || nowSec < this.lastExpire) {
+      this.expire(nowSec, done);
+      this.lastExpire = nowSec;
+    }
+    if (Math.abs(nowSec - this.lastPrune) >= PRUNE_EVERY_SEC) {
+      this.pruneSeries();
+      this.lastPrune = nowSec;
+    }
+    this.enforceCap(done);
+  }
+
+  /** Rolls every closed bucket of each coarser tier; returns each tier's done-until (s). */
+  private rollUp(nowSec: number): number[] {
+    const done: number[] = [nowSec + 1]; // the finest tier is complete up to now
+    for (let i = 1; i < TIERS.length; i++) {
+      const t = TIERS[i]!;
+      const from = (this.stmt.getDone.get(t.name) as number | undefined) ?? 0;
+      // a bucket is closed once the finer tier is complete past its end
+      const until = Math.floor(done[i - 1]! / t.stepSec) * t.stepSec;
+      if (until > from) {
+        this.stmt.rollup[i - 1]!.run(from, until);
+        this.stmt.setDone.run(t.name, until);
+        done.push(until);
+      } else {
+        done.push(from);
+      }
+    }
+    return done;
+  }
+
+  private pruneSeries(): void {
+    for (const key of this.stmt.deadSeries.all() as string[]) {
+      this.stmt.deleteSeries.run(key);
+      this.ids.delete(key);
+    }
+  }
+
+  /** Retention, never touching rows the next tier has not absorbed yet. */
+  private expire(nowSec: number, done: number[]): void {
+    TIERS.forEach((t, i) => {
+      const absorbed = i + 1 < TIERS.length ? done[i + 1]! : Infinity;
+      this.stmt.expire[i]!.run(Math.min(nowSec - t.retentionSec, absorbed));
+    });
+  }
+
+  private enforceCap(done?: number[]): void {
+    if (this.usedBytes() <= this.maxBytes * HIGH_WATER) return;
+    const target = this.maxBytes * LOW_WATER;
+    const until =
+      done ??
+      TIERS.map((t, i) =>
+        i === 0 ? Infinity : ((this.stmt.getDone.get(t.name) as number | undefined) ?? 0),
+      );
+    for (let i = 0; i < TIERS.length; i++) {
+      const limit = i + 1 < TIERS.length ? until[i + 1]! : Infinity;
+      while (this.usedBytes() > target) {
+        const oldest = this.edgeOfTier(i, 'oldest');
+        if (oldest === null || oldest >= limit) break;
+        // a quarter of what may go, at least one step: few rounds, no overshoot to empty
+        const newest = Math.min(limit, this.edgeOfTier(i, 'newest')! + 1);
+        const cut = Math.min(
+          limit,
+          oldest + Math.max(TIERS[i]!.stepSec, Math.ceil((newest - oldest) / 4)),
+        );
+        this.stmt.expire[i]!.run(cut);
+      }
+      if (this.usedBytes() <= target) return;
+    }
+  }
+
+  /** The oldest (newest) ts of a tier: one PK seek per series, no scan of the tier. */
+  private edgeOfTier(i: number, which: 'oldest' | 'newest'): number | null {
+    let edge: number | null = null;
+    for (const s of this.ids.values()) {
+      const t = this.stmt[which][i]!.get(s.id) as number | null;
+      if (t !== null && (edge === null || (which === 'oldest' ? t < edge : t > edge))) edge = t;
+    }
+    return edge;
+  }
+}
+
+/** The tier reaching furthest back (the range starts before all of them), else the finest. */
+function oldestTier(held: (number | null)[]): number {
+  let best = 0;
+  held.forEach((t, i) => {
+    if (t !== null && (held[best] === null || t < held[best]!)) best = i;
+  });
+  return best;
+}

@@ -1,0 +1,30 @@
+/** API handlers for hosts' DH-HMAC-CHAP secrets; changes go to the audit log, secrets never do. */
+import type { HandlerGroup } from '../../control/rpc.js';
+import type { Db } from '../../persistence/db.js';
+import type { HostSecretStore } from '../host-secrets.js';
+import { actorOf } from './target.js';
+
+export type HostSecretMethods = 'host.secret.create' | 'host.secret.rotate' | 'host.secret.get';
+
+export function hostSecretHandlers(
+  store: HostSecretStore,
+  db: Db,
+): HandlerGroup<HostSecretMethods> {
+  const audit = (actor: string, action: string, hostNqn: string, hash: number) =>
+    db
+      .prepare('INSERT INTO audit (ts, actor, action, details) VALUES (?, ?, ?, ?)')
+      .run(Date.now(), actor, action, JSON.stringify({ hostNqn, hash }));
+  return {
+    'host.secret.create': (p, ctx) => {
+      const s = store.create(p.hostNqn, p.hash);
+      audit(actorOf(ctx), 'host.secret.create', s.hostNqn, s.hash);
+      return s;
+    },
+    'host.secret.rotate': (p, ctx) => {
+      const s = store.rotate(p.hostNqn, p.hash);
+      audit(actorOf(ctx), 'host.secret.rotate', s.hostNqn, s.hash);
+      return s;
+    },
+    'host.secret.get': (p) => store.get(p.hostNqn),
+  };
+}

@@ -1,0 +1,15 @@
+/** API handlers for metric history and the Prometheus endpoint's settings. */
+import type { HandlerGroup } from '../../control/rpc.js';
+import type { MetricsService } from '../metrics-service.js';
+
+export type MetricsMethods =
+  'metrics.query' | 'metrics.series' | 'metrics.settings.get' | 'metrics.settings.set';
+
+export function metricsHandlers(m: MetricsService): HandlerGroup<MetricsMethods> {
+  return {
+    'metrics.query': (p) => m.query(p),
+    'metrics.series': () => m.series(),
+    'metrics.settings.get': () => m.settings(),
+    'metrics.settings.set': (p) => m.setSettings(p),
+  };
+}

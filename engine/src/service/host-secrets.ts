@@ -1,0 +1,161 @@
+/**
+ * DH-HMAC-CHAP secrets for NVMe hosts, one per allowed host NQN, in the textual
+ * representation nvme-cli and the Linux kernel use (NVMe Base 2.0, "secret
+ * representation"):
+ *
+ *   DHHC-1:<hh>:<base64(key || crc32(key) little-endian)>:
+ *
+ * hh is the hash the key is transformed with at authentication time: 00 none,
+ * 01 SHA-256 (32-byte key), 02 SHA-384 (48), 03 SHA-512 (64). The CRC is CRC-32 as in
+ * zlib. The stored string is the untransformed random key, exactly what goes into
+ * `nvme connect --dhchap-secret=…`.
+ *
+ * Files: DATA/secrets/hosts/<sha256(host NQN)>.dhchap, 0600 (an NQN may be 223 bytes
+ * and hold characters no file system likes, so its hash names the file). The secret
+ * leaves the engine only as the answer to an API call: never in logs or events.
+ *
+ * The in-band DH-HMAC-CHAP exchange on connect is not implemented yet: hosts can be
+ * given their secret now and the target will check it once authentication lands.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { createHash, randomBytes } from 'node:crypto';
+import { UserError } from '../util/errors.js';
+import { secretsDir } from './secrets.js';
+
+export type DhchapHash = 0 | 1 | 2 | 3;
+/** Key length in bytes for each hash id that generation offers. */
+export const DHCHAP_KEY_BYTES = { 1: 32, 2: 48, 3: 64 } as const;
+export const DHCHAP_HASH_NAMES = { 0: 'none', 1: 'SHA-256', 2: 'SHA-384', 3: 'SHA-512' } as const;
+
+export function formatDhchapSecret(key: Buffer, hash: DhchapHash): string {
+  if (key.length !== 32 && key.length !== 48 && key.length !== 64)
+    throw new RangeError(`a DH-HMAC-CHAP key is 32, 48 or 64 bytes, not ${key.length}`);
+  const crc = Buffer.alloc(4);
+  crc.writeUInt32LE(zlib.crc32(key) >>> 0);
+  return `DHHC-1:${String(hash).padStart(2, '0')}:${Buffer.concat([key, crc]).toString('base64')}:`;
+}
+
+/** Parses and checks a secret (version, hash id, base64, length, CRC); throws UserError. */
+export function parseDhchapSecret(text: string): { hash: DhchapHash; key: Buffer } {
+  const m = /^DHHC-1:(0[0-3]):([A-Za-z0-9+/]+={0,2}):?$/.exec(text.trim());
+  const bad = (why: string) =>
+    new UserError(
+      `Not a DH-HMAC-CHAP secret: ${why}.`,
+      'Expected DHHC-1:<00-03>:<base64 of the key and its CRC-32>: as made by `nvme gen-dhchap-key`.',
+    );
+  if (!m) throw bad('it does not look like DHHC-1:hh:base64:');
+  const hash = Number(m[1]) as DhchapHash;
+  const raw = Buffer.from(m[2]!, 'base64');
+  if (raw.length !== 36 && raw.length !== 52 && raw.length !== 68)
+    throw bad(`the key is ${raw.length - 4} bytes, not 32, 48 or 64`);
+  const key = raw.subarray(0, raw.length - 4);
+  if (zlib.crc32(key) >>> 0 !== raw.readUInt32LE(raw.length - 4))
+    throw bad('its CRC does not match');
+  if (hash !== 0 && key.length !== DHCHAP_KEY_BYTES[hash])
+    throw bad(
+      `hash ${hash} (${DHCHAP_HASH_NAMES[hash]}) needs a ${DHCHAP_KEY_BYTES[hash]}-byte key`,
+    );
+  return { hash, key: Buffer.from(key) };
+}
+
+export function generateDhchapSecret(hash: 1 | 2 | 3): string {
+  return formatDhchapSecret(randomBytes(DHCHAP_KEY_BYTES[hash]), hash);
+}
+
+export interface HostSecret {
+  hostNqn: string;
+  secret: string;
+  hash: 1 | 2 | 3;
+  hashName: string;
+  /** When this secret was made (ms since epoch). */
+  createdAt: number;
+}
+
+export class HostSecretStore {
+  constructor(
+    private readonly dataDir: string,
+    /** Whether some subsystem allows this host: secrets exist only for allowed hosts. */
+    private readonly isAllowedHost: (hostNqn: string) => boolean,
+  ) {}
+
+  /** Makes the first secret for a host; refuses when it has one (use rotate). */
+  create(hostNqn: string, hash: 1 | 2 | 3 = 1): HostSecret {
+    this.requireAllowed(hostNqn);
+    if (fs.existsSync(this.fileOf(hostNqn))) {
+      throw new UserError(
+        `The host ${hostNqn} already has a DH-HMAC-CHAP secret.`,
+        'Read it with host.secret.get, or replace it with host.secret.rotate.',
+        'already-exists',
+      );
+    }
+    return this.write(hostNqn, hash);
+  }
+
+  /** Replaces a host's secret (the host must be given the new one to connect). */
+  rotate(hostNqn: string, hash?: 1 | 2 | 3): HostSecret {
+    this.requireAllowed(hostNqn);
+    const old = this.get(hostNqn);
+    return this.write(hostNqn, hash ?? old.hash);
+  }
+
+  get(hostNqn: string): HostSecret {
+    const file = this.fileOf(hostNqn);
+    let text: string;
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(file);
+      text = fs.readFileSync(file, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      throw new UserError(
+        `The host ${hostNqn} has no DH-HMAC-CHAP secret.`,
+        'Create one with host.secret.create.',
+        'not-found',
+      );
+    }
+    if ((st.mode & 0o077) !== 0) {
+      throw new UserError(
+        `The secret file ${file} is readable by other users (mode ${(st.mode & 0o777).toString(8)}).`,
+        `Run: chmod 600 ${file}, then rotate the secret (it may have been read).`,
+      );
+    }
+    const secret = text.trim();
+    const { hash } = parseDhchapSecret(secret);
+    const h = hash === 0 ? 1 : hash;
+    return { hostNqn, secret, hash: h, hashName: DHCHAP_HASH_NAMES[h], createdAt: st.mtimeMs };
+  }
+
+  private write(hostNqn: string, hash: 1 | 2 | 3): HostSecret {
+    const dir = path.join(secretsDir(this.dataDir), 'hosts');
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    fs.chmodSync(dir, 0o700);
+    const file = this.fileOf(hostNqn);
+    const secret = generateDhchapSecret(hash);
+    const tmp = `${file}.${process.pid}.tmp`;
+    fs.writeFileSync(tmp, secret + '\n', { mode: 0o600 });
+    fs.renameSync(tmp, file);
+    return {
+      hostNqn,
+      secret,
+      hash,
+      hashName: DHCHAP_HASH_NAMES[hash],
+      createdAt: fs.statSync(file).mtimeMs,
+    };
+  }
+
+  private requireAllowed(hostNqn: string): void {
+    if (this.isAllowedHost(hostNqn)) return;
+    throw new UserError(
+      `The host ${hostNqn} is not allowed on any subsystem, so it gets no DH-HMAC-CHAP secret.`,
+      'Allow it first with target.host.allow, then create its secret.',
+      'not-found',
+    );
+  }
+
+  private fileOf(hostNqn: string): string {
+    const name = createHash('sha256').update(hostNqn).digest('hex');
+    return path.join(this.dataDir, 'secrets', 'hosts', `${name}.dhchap`);
+  }
+}

@@ -1,0 +1,333 @@
+/**
+ * Events, alerts and notifications on a real engine process: pushed events on the
+ * API socket, paged queries, a host that connects over NVMe/TCP and goes away,
+ * the unexpected-restart alert and its acknowledgement, syslog through a fake
+ * logger, webhook and SMTP delivery to local servers (including failures),
+ * a graceful SIGTERM, and the `branchsan service` command without systemd.
+ */
+import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ErrorCode, type Alert, type EventRecord } from '../../contract/api.js';
+import { NvmeController } from '../../engine/src/host/index.js';
+import { openDatabaseReadOnly } from '../../engine/src/persistence/db.js';
+import { apiError, connectSocket, type SocketClient } from '../helpers/api.js';
+import { runCli, startEngine, tempDir, type RunningEngine } from '../helpers/engine.js';
+import { freePort } from '../helpers/linux-host.js';
+import { startSmtpServer, type TestSmtpServer } from '../helpers/smtp-server.js';
+
+const NQN = 'nqn.2026-11.io.branchsan.test:vol1';
+const HOST = 'nqn.2026-11.io.branchsan.test:esx-01';
+
+let dir: string;
+let syslogFile: string;
+let engine: RunningEngine;
+let api: SocketClient;
+const pushed: { name: string; data: unknown }[] = [];
+
+/** A fake logger(1): appends what it reads to a file. */
+function fakeLogger(d: string): { command: string; file: string } {
+  const file = path.join(d, 'syslog.txt');
+  const command = path.join(d, 'fake-logger');
+  fs.writeFileSync(command, `#!/bin/sh\nexec cat >> '${file}'\n`, { mode: 0o755 });
+  return { command, file };
+}
+
+async function connect(): Promise<SocketClient> {
+  const c = await connectSocket(engine.socketPath);
+  for (const name of ['event.recorded', 'alert.raised', 'alert.cleared', 'alert.acknowledged']) {
+    c.session.on(name, (data) => pushed.push({ name, data }));
+  }
+  return c;
+}
+
+async function until<T>(
+  f: () => T | undefined | false | Promise<T | undefined | false>,
+  ms = 20_000,
+): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await f();
+    if (v) return v;
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const pushedEvent = (type: string) =>
+  until(
+    () =>
+      pushed.find((p) => p.name === 'event.recorded' && (p.data as EventRecord).type === type)
+        ?.data as EventRecord,
+  );
+
+beforeAll(async () => {
+  dir = tempDir();
+  const fake = fakeLogger(dir);
+  syslogFile = fake.file;
+  engine = await startEngine({
+    dataDir: path.join(dir, 'data'),
+    env: { BRANCHSAN_SYSLOG_COMMAND: fake.command },
+  });
+  api = await connect();
+});
+
+afterAll(async () => {
+  api?.close();
+  await engine?.stop();
+});
+
+describe('events', () => {
+  it('pushes each recorded event to API clients and writes it to syslog', async () => {
+    const r = await api.call('notifications.test', {});
+    expect(r.channels).toEqual(['ui', 'syslog']);
+    const ev = await pushedEvent('notifications.test');
+    expect(ev).toMatchObject({ id: r.eventId, severity: 'warning' });
+    expect(ev.message).toMatch(/^Test notification requested by socket:/);
+    const log = await until(() => {
+      const t = fs.existsSync(syslogFile) && fs.readFileSync(syslogFile, 'utf8');
+      return t && t.includes('notifications.test') && t;
+    });
+    expect(log).toMatch(/^<30>\[engine\.started\] Engine started\.$/m); // daemon.info
+    expect(log).toMatch(/^<28>\[notifications\.test\] Test notification requested by/m); // daemon.warning
+  });
+
+  it('lists events newest first, filtered and paged', async () => {
+    for (let i = 0; i < 4; i++) await api.call('notifications.test', {});
+    const all = await api.call('events.list', { type: 'notifications.test', limit: 1000 });
+    expect(all.events.length).toBeGreaterThanOrEqual(5);
+    const ids: number[] = [];
+    let before: number | undefined;
+    do {
+      const page = await api.call('events.list', {
+        type: 'notifications.*',
+        limit: 2,
+        ...(before ? { before } : {}),
+      });
+      expect(page.events.length).toBeLessThanOrEqual(2);
+      ids.push(...page.events.map((e) => e.id));
+      before = page.nextBefore ?? undefined;
+    } while (before);
+    expect(ids).toEqual(all.events.map((e) => e.id));
+    const warn = await api.call('events.list', { severity: 'warning', limit: 1000 });
+    expect(warn.events.every((e) => e.severity !== 'info')).toBe(true);
+    const bad = await apiError(api.call('events.list', { limit: 5000 }));
+    expect(bad.code).toBe(ErrorCode.InvalidParams);
+    expect(bad.data?.field).toBe('limit');
+  });
+});
+
+describe('alerts', () => {
+  it('raises host.disconnected when a connected host is gone for the grace time, and clears it on reconnect', async () => {
+    await api.call('settings.set', { alerts: { hostDisconnectedSec: 5 } });
+    const nvmePort = await freePort();
+    await api.call('target.subsystem.create', { nqn: NQN, hosts: [HOST] });
+    await api.call('target.port.add', { host: '127.0.0.1', port: nvmePort });
+    await api.call('target.namespace.add', {
+      nqn: NQN,
+      backend: { kind: 'memory', sizeBytes: 8 << 20 },
+    });
+    const opts = { host: '127.0.0.1', port: nvmePort, subnqn: NQN, hostnqn: HOST, ioQueues: 1 };
+    const ctrl = await NvmeController.connect(opts);
+    await new Promise((r) => setTimeout(r, 5_500)); // one rule pass (every 5 s) sees it connected
+    await ctrl.close();
+    const raised = await until(
+      () =>
+        pushed.find(
+          (p) => p.name === 'alert.raised' && (p.data as Alert).rule === 'host.disconnected',
+        )?.data as Alert,
+      30_000,
+    );
+    expect(raised.message).toMatch(
+      new RegExp(
+        `^Host esx-01 \\(${HOST.replace(/\./g, '\\.')}\\) has been disconnected from volume vol1 for \\d+ seconds\\. Check the host's network link`,
+      ),
+    );
+    const active = await api.call('alerts.list', { active: true });
+    expect(active.alerts.filter((a) => a.rule === 'host.disconnected')).toHaveLength(1);
+    const again = await NvmeController.connect(opts);
+    try {
+      const cleared = await until(
+        () =>
+          pushed.find((p) => p.name === 'alert.cleared' && (p.data as Alert).id === raised.id)
+            ?.data as Alert,
+        15_000,
+      );
+      expect(cleared.clearedAt).not.toBeNull();
+      const ev = await api.call('events.list', { type: 'alert.*', limit: 10 });
+      expect(ev.events.map((e) => e.type)).toEqual(
+        expect.arrayContaining(['alert.raised', 'alert.cleared']),
+      );
+    } finally {
+      await again.close();
+    }
+  }, 90_000);
+
+  it('raises an alert after an unexpected restart; acknowledging it closes it', async () => {
+    const d = tempDir();
+    const first = await startEngine({ dataDir: d });
+    await first.stop('SIGKILL');
+    const second = await startEngine({ dataDir: d });
+    const c = await connectSocket(second.socketPath);
+    const got: { name: string; data: Alert }[] = [];
+    for (const name of ['alert.acknowledged', 'alert.cleared'])
+      c.session.on(name, (a) => got.push({ name, data: a as Alert }));
+    try {
+      const alert = await until(async () =>
+        (await c.call('alerts.list', { active: true })).alerts.find(
+          (a) => a.rule === 'engine.unclean-restart',
+        ),
+      );
+      expect(alert).toMatchObject({ severity: 'warning', ackedAt: null, clearedAt: null });
+      expect(alert.message).toMatch(
+        /restarted at .* after an unexpected stop \(crash, kill or power loss\)\. Hosts reconnect/,
+      );
+      const acked = await c.call('alerts.ack', { id: alert.id });
+      expect(acked.ackedBy).toMatch(/^socket:/);
+      expect(acked.clearedAt).not.toBeNull();
+      await until(() => got.length === 2);
+      expect(got.map((g) => g.name)).toEqual(['alert.acknowledged', 'alert.cleared']);
+      expect((await c.call('alerts.list', { active: true })).alerts).toEqual([]);
+      const missing = await apiError(c.call('alerts.ack', { id: 99999 }));
+      expect(missing.code).toBe(ErrorCode.NotFound);
+      expect(missing.message).toBe('There is no alert 99999.');
+    } finally {
+      c.close();
+      expect(await second.stop()).toBe(0);
+    }
+    // a graceful stop was recorded as one: no unclean restart next time
+    const db = openDatabaseReadOnly(path.join(d, 'branchsan.db'));
+    const types = (
+      db.prepare('SELECT type FROM events ORDER BY id').all() as { type: string }[]
+    ).map((r) => r.type);
+    db.close();
+    expect(types.at(-1)).toBe('engine.stopped');
+    expect(fs.readFileSync(path.join(d, 'logs', 'engine.log'), 'utf8')).toMatch(
+      /"msg":"engine stopped"/,
+    );
+  }, 60_000);
+});
+
+describe('notification settings and delivery', () => {
+  let smtp: TestSmtpServer;
+  let hook: http.Server;
+  const posts: { body: string; signature?: string }[] = [];
+  let failHook = 0;
+
+  beforeAll(async () => {
+    smtp = await startSmtpServer({ starttls: true, users: { alerts: 'Sm7p-Pa55word' } });
+    hook = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (d) => (body += d));
+      req.on('end', () => {
+        posts.push({ body, signature: req.headers['x-branchsan-signature'] as string | undefined });
+        res.statusCode = failHook-- > 0 ? 500 : 204;
+        res.end();
+      });
+    });
+    await new Promise<void>((r) => hook.listen(0, '127.0.0.1', r));
+  });
+  afterAll(async () => {
+    await smtp?.close();
+    await new Promise((r) => hook?.close(r));
+  });
+
+  it('validates settings and stores the SMTP password as a 0600 secret, never returned', async () => {
+    const bad = await apiError(api.call('settings.set', { smtp: { enabled: true } }));
+    expect(bad.code).toBe(ErrorCode.InvalidParams);
+    expect(bad.message).toBe('E-mail is enabled but no mail server is set.');
+    expect(bad.data).toMatchObject({
+      field: 'smtp.host',
+      hint: 'Enter the host name of your mail relay.',
+    });
+    const wrong = await apiError(api.call('settings.set', { smtp: { port: 0 } }));
+    expect(wrong.data?.field).toBe('smtp.port');
+    const s = await api.call('settings.set', {
+      smtp: {
+        enabled: true,
+        host: '127.0.0.1',
+        port: smtp.port,
+        security: 'starttls',
+        username: 'alerts',
+        password: 'Sm7p-Pa55word',
+        from: 'san@branch.example',
+        to: ['it@example.com'],
+        allowInvalidCertificate: true,
+      },
+    });
+    expect(s.smtp).toMatchObject({ enabled: true, passwordSet: true, username: 'alerts' });
+    expect(JSON.stringify(await api.call('settings.get', {}))).not.toContain('Sm7p');
+    const file = path.join(engine.dataDir, 'secrets', 'smtp-password');
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+  });
+
+  it('mails and posts a test notification', async () => {
+    const port = (hook.address() as AddressInfo).port;
+    await api.call('settings.set', {
+      webhook: {
+        enabled: true,
+        url: `http://127.0.0.1:${port}/hook/T123/abcdef`,
+        secret: 'whsec-1234567890',
+      },
+    });
+    const before = smtp.received.length;
+    const r = await api.call('notifications.test', {});
+    expect(r.channels).toEqual(['ui', 'syslog', 'smtp', 'webhook']);
+    const mails = await smtp.waitFor(before + 1);
+    expect(mails.at(-1)!.auth).toEqual({ user: 'alerts', pass: 'Sm7p-Pa55word' });
+    expect(mails.at(-1)!.data).toMatch(/Subject: \[BranchSAN warning\] Test notification \(/);
+    const post = await until(() => posts.find((p) => JSON.parse(p.body).event.id === r.eventId));
+    expect(JSON.parse(post.body)).toMatchObject({
+      source: 'branchsan',
+      event: { type: 'notifications.test' },
+    });
+    expect(post.signature).toMatch(/^sha256=[0-9a-f]{64}$/);
+  });
+
+  it('records a failing webhook as an event, retries it, and records the recovery', async () => {
+    failHook = 1;
+    await api.call('notifications.test', {});
+    const failing = await pushedEvent('delivery.failing');
+    expect(failing.severity).toBe('warning');
+    expect(failing.message).toMatch(
+      /^Webhook cannot be delivered: POST http:\/\/127\.0\.0\.1:\d+\/… answered HTTP 500/,
+    );
+    expect(failing.message).not.toContain('T123');
+    const recovered = await pushedEvent('delivery.recovered'); // first retry after 2 s
+    expect(recovered.message).toBe('Webhook works again.');
+    await api.call('settings.set', { webhook: { enabled: false }, smtp: { enabled: false } });
+  }, 30_000);
+});
+
+describe('lifecycle from the CLI', () => {
+  it('says how to run without systemd', async () => {
+    const r = await runCli(['service', 'status']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(
+      'systemd not available: run `branchsan serve --data DIR` in the foreground instead.',
+    );
+  });
+
+  it('checks its arguments', async () => {
+    const none = await runCli(['service']);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain('say what to do: start, stop, restart, status or install');
+    const unknown = await runCli(['service', 'reboot']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain('unknown action "reboot"');
+    const unit = await runCli(['service', 'start', '--unit', '/x']);
+    expect(unit.code).toBe(2);
+  });
+
+  it('prints the install plan with --dry-run', async () => {
+    const r = await runCli(['service', 'install', '--dry-run']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^write \/etc\/systemd\/system\/branchsan\.service \(mode 644\)/m);
+    expect(r.stdout).toMatch(/^systemctl daemon-reload/m);
+    expect(r.stdout).toMatch(/^systemctl enable --now branchsan\.service/m);
+    const start = await runCli(['service', 'start', '--dry-run']);
+    expect(start.stdout).toMatch(/^systemctl start branchsan\.service/);
+  });
+});

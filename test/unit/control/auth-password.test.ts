@@ -1,0 +1,89 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import {
+  PasswordFile,
+  formatPasswordHash,
+  hashPassword,
+  parsePasswordHash,
+  passwordProblem,
+  verifyPassword,
+} from '../../../engine/src/control/auth/password.js';
+
+const FAST = { ln: 10, r: 8, p: 1 }; // the tests' own cost; production uses ln=15
+
+describe('scrypt password hashes', () => {
+  it('round-trips through the PHC string with its parameters and a per-hash salt', async () => {
+    const a = await hashPassword('correct horse', FAST);
+    const b = await hashPassword('correct horse', FAST);
+    expect(a.salt.equals(b.salt)).toBe(false);
+    const text = formatPasswordHash(a);
+    expect(text).toMatch(/^\$scrypt\$ln=10,r=8,p=1\$[A-Za-z0-9+/]{22}\$[A-Za-z0-9+/]{43}$/);
+    const back = parsePasswordHash(text)!;
+    expect(back).toMatchObject({ ln: 10, r: 8, p: 1 });
+    expect(await verifyPassword('correct horse', back)).toBe(true);
+    expect(await verifyPassword('correct horsE', back)).toBe(false);
+    expect(await verifyPassword('', back)).toBe(false);
+  });
+
+  it('treats canonically equal Unicode spellings as one password', async () => {
+    const h = await hashPassword('caf\u00e9 au lait', FAST);
+    expect(await verifyPassword('cafe\u0301 au lait', h)).toBe(true);
+  });
+
+  it('refuses stored parameters that would make every sign-in hang, and damaged strings', () => {
+    const ok = '$scrypt$ln=15,r=8,p=1$AAAAAAAAAAAAAAAAAAAAAA$' + 'A'.repeat(43);
+    expect(parsePasswordHash(ok)).not.toBeNull();
+    expect(parsePasswordHash(ok.replace('ln=15', 'ln=30'))).toBeNull();
+    expect(parsePasswordHash(ok.replace('p=1', 'p=999'))).toBeNull();
+    expect(parsePasswordHash('$2b$10$bcrypthash')).toBeNull();
+    expect(parsePasswordHash('')).toBeNull();
+  });
+
+  it('asks for at least 8 characters', () => {
+    expect(passwordProblem('1234567')).toMatch(/at least 8 characters/);
+    expect(passwordProblem('12345678')).toBeNull();
+    expect(passwordProblem('x'.repeat(257))).toMatch(/at most 256/);
+  });
+});
+
+describe('PasswordFile', () => {
+  const dir = () => fs.mkdtempSync(path.join(os.tmpdir(), 'bsan-pw-'));
+
+  it('stores 0600 in a 0700 directory, notices changes on disk, refuses loose modes', async () => {
+    const d = dir();
+    const file = path.join(d, 'secrets', 'console-password');
+    const pw = new PasswordFile(file, 0);
+    expect(pw.current()).toBeNull();
+    await pw.set('first password');
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+    expect(fs.statSync(path.dirname(file)).mode & 0o777).toBe(0o700);
+    const first = pw.current()!;
+    expect(await verifyPassword('first password', first)).toBe(true);
+
+    // Another process (branchsan passwd) replaces it.
+    await new PasswordFile(file).set('second password');
+    const second = pw.current()!;
+    expect(second.salt.equals(first.salt)).toBe(false);
+    expect(await verifyPassword('second password', second)).toBe(true);
+
+    fs.chmodSync(file, 0o644);
+    fs.appendFileSync(file, ''); // same content, new mode: still re-checked via mtime
+    fs.utimesSync(file, new Date(), new Date(Date.now() + 5000));
+    expect(() => pw.current()).toThrow(/readable by other users/);
+    fs.rmSync(d, { recursive: true, force: true });
+  });
+
+  it('an exclusive set (the first-run setup) never replaces an existing password', async () => {
+    const d = dir();
+    const pw = new PasswordFile(path.join(d, 'console-password'), 0);
+    await pw.set('the first one', { exclusive: true });
+    await expect(pw.set('a second one', { exclusive: true })).rejects.toThrow(
+      'An admin password is already set.',
+    );
+    expect(await verifyPassword('the first one', pw.current()!)).toBe(true);
+    expect(fs.readdirSync(d)).toEqual(['console-password']); // no temporary files left
+    fs.rmSync(d, { recursive: true, force: true });
+  });
+});

@@ -1,0 +1,274 @@
+/**
+ * The rule engine with a fake clock and made-up inputs: raise once, no duplicate
+ * while active, clear when the condition ends, acknowledge, escalate, incidents.
+ */
+import { beforeEach, describe, expect, it } from 'vitest';
+import type { Alert } from '../../../contract/events.js';
+import { AlertEngine } from '../../../engine/src/events/alert-engine.js';
+import {
+  DEFAULT_THRESHOLDS,
+  capacityRule,
+  hostDisconnectedRule,
+  ioErrorsRule,
+  ioLatencyRule,
+  uncleanRestartRule,
+  type AlertInputs,
+  type Rule,
+  type VolumeIo,
+} from '../../../engine/src/events/rules.js';
+import { openDatabase, recordEvent, type Db } from '../../../engine/src/persistence/db.js';
+
+const SUB = 'nqn.2026-01.com.example:vol1';
+const HOST = 'nqn.2026-01.com.example:esx-01';
+
+let db: Db;
+let pushed: { kind: string; alert: Alert }[];
+
+function engine(rules: Rule[], thresholds = DEFAULT_THRESHOLDS): AlertEngine {
+  return new AlertEngine(db, rules, () => thresholds, {
+    raised: (alert) => pushed.push({ kind: 'raised', alert }),
+    cleared: (alert) => pushed.push({ kind: 'cleared', alert }),
+    acknowledged: (alert) => pushed.push({ kind: 'acked', alert }),
+  });
+}
+
+const events = (type: string) =>
+  db.prepare('SELECT * FROM events WHERE type = ? ORDER BY id').all(type) as {
+    severity: string;
+    message: string;
+    data: string;
+  }[];
+
+beforeEach(() => {
+  db = openDatabase(':memory:').db;
+  pushed = [];
+});
+
+describe('host disconnected', () => {
+  const inputs = (connected: boolean): AlertInputs => ({
+    subsystems: [{ nqn: SUB, hosts: [HOST], allowAnyHost: false }],
+    connections: connected ? [{ subnqn: SUB, hostnqn: HOST }] : [],
+  });
+
+  it('raises after the grace time, once, and clears on reconnect', () => {
+    const e = engine([hostDisconnectedRule()]);
+    let t = 1_000_000;
+    e.evaluate(inputs(true), t);
+    e.evaluate(inputs(false), (t += 5_000)); // gone since here
+    e.evaluate(inputs(false), (t += 59_000));
+    expect(pushed).toEqual([]);
+    const first = e.evaluate(inputs(false), (t += 1_000));
+    expect(first.raised).toHaveLength(1);
+    const a = first.raised[0]!;
+    expect(a).toMatchObject({ rule: 'host.disconnected', severity: 'warning', clearedAt: null });
+    expect(a.message).toBe(
+      `Host esx-01 (${HOST}) has been disconnected from volume vol1 for 60 seconds. ` +
+        "Check the host's network link and its NVMe/TCP adapter; if the host was retired, remove it from the volume's allowed hosts.",
+    );
+    // no duplicate while it holds
+    for (let i = 0; i < 5; i++) expect(e.evaluate(inputs(false), (t += 5_000)).raised).toEqual([]);
+    expect(e.store.active()).toHaveLength(1);
+    const back = e.evaluate(inputs(true), (t += 5_000));
+    expect(back.cleared.map((x) => x.id)).toEqual([a.id]);
+    expect(back.cleared[0]!.clearedAt).toBe(t);
+    expect(pushed.map((p) => p.kind)).toEqual(['raised', 'cleared']);
+    expect(events('alert.raised')).toHaveLength(1);
+    expect(events('alert.cleared')[0]!.message).toBe(`Resolved: ${a.title}.`);
+  });
+
+  it('never raises for a host that was never connected, and forgets one no longer allowed', () => {
+    const e = engine([hostDisconnectedRule()]);
+    e.evaluate(inputs(false), 0);
+    expect(e.evaluate(inputs(false), 3_600_000).raised).toEqual([]);
+    e.evaluate(inputs(true), 4_000_000);
+    e.evaluate(inputs(false), 4_001_000);
+    expect(e.evaluate(inputs(false), 4_100_000).raised).toHaveLength(1);
+    const removed = { subsystems: [{ nqn: SUB, hosts: [], allowAnyHost: false }], connections: [] };
+    expect(e.evaluate(removed, 4_105_000).cleared).toHaveLength(1);
+  });
+
+  it('keeps an alert raised before a restart while the host stays away', () => {
+    engine([hostDisconnectedRule()]).evaluate(inputs(true), 0);
+    const before = engine([hostDisconnectedRule()]);
+    before.evaluate(inputs(true), 0);
+    before.evaluate(inputs(false), 1_000);
+    before.evaluate(inputs(false), 70_000);
+    expect(before.store.active()).toHaveLength(1);
+    // a new engine process: fresh rule memory, same database
+    const after = engine([hostDisconnectedRule()]);
+    const r = after.evaluate(inputs(false), 200_000);
+    expect(r).toEqual({ raised: [], cleared: [] });
+    expect(after.evaluate(inputs(true), 205_000).cleared).toHaveLength(1);
+  });
+});
+
+describe('acknowledgement', () => {
+  it('records who acknowledged; the alert stays active until its condition ends', () => {
+    const e = engine([capacityRule()]);
+    const fs = (usedPct: number): AlertInputs => ({
+      filesystems: [
+        { subject: '/data', label: 'the data directory /data', usedPct, availBytes: 5e9 },
+      ],
+    });
+    const [a] = e.evaluate(fs(85), 10).raised;
+    const acked = e.acknowledge(a!.id, 'console:alice', 20)!;
+    expect(acked).toMatchObject({ ackedAt: 20, ackedBy: 'console:alice', clearedAt: null });
+    expect(e.acknowledge(a!.id, 'console:bob', 30)!.ackedBy).toBe('console:alice');
+    expect(events('alert.acknowledged')).toHaveLength(1);
+    expect(e.evaluate(fs(86), 40).raised).toEqual([]);
+    expect(e.evaluate(fs(50), 50).cleared).toHaveLength(1);
+    expect(e.acknowledge(999, 'x', 60)).toBeUndefined();
+  });
+});
+
+describe('capacity', () => {
+  const fs = (usedPct: number): AlertInputs => ({
+    filesystems: [
+      { subject: '/data', label: 'the data directory /data', usedPct, availBytes: 12.3e9 },
+    ],
+  });
+
+  it('warns at 80 %, escalates at 90 % (clear + raise), with hysteresis on the way down', () => {
+    const e = engine([capacityRule()]);
+    expect(e.evaluate(fs(79.9), 1).raised).toEqual([]);
+    const w = e.evaluate(fs(80), 2).raised[0]!;
+    expect(w.severity).toBe('warning');
+    expect(w.message).toMatch(/is 80 % full \(12\.3 GB free\)\. Free space on it or grow it/);
+    const up = e.evaluate(fs(91), 3);
+    expect(up.cleared.map((a) => a.id)).toEqual([w.id]);
+    expect(up.raised[0]!.severity).toBe('critical');
+    expect(e.evaluate(fs(89), 4)).toEqual({ raised: [], cleared: [] }); // within 2 points
+    expect(e.evaluate(fs(87.5), 5).raised[0]!.severity).toBe('warning');
+    expect(e.evaluate(fs(78.5), 6)).toEqual({ raised: [], cleared: [] });
+    expect(e.evaluate(fs(77), 7).cleared).toHaveLength(1);
+    expect(e.store.active()).toEqual([]);
+  });
+
+  it('keeps an alert when the filesystem could not be read this round', () => {
+    const e = engine([capacityRule()]);
+    e.evaluate(fs(95), 1);
+    expect(e.evaluate({ filesystems: [] }, 2)).toEqual({ raised: [], cleared: [] });
+  });
+
+  it('follows the configured thresholds', () => {
+    const e = engine([capacityRule()], { ...DEFAULT_THRESHOLDS, capacityWarningPct: 60 });
+    expect(e.evaluate(fs(65), 1).raised[0]!.severity).toBe('warning');
+  });
+});
+
+describe('I/O errors and latency', () => {
+  const vol = (v: Partial<VolumeIo>): AlertInputs => ({
+    volumes: [
+      {
+        subject: `${SUB}/1`,
+        label: 'volume vol1 (namespace 1)',
+        path: '/srv/vol1.img',
+        errors: 0,
+        readOps: 0,
+        readLatencyUs: 0,
+        writeOps: 0,
+        writeLatencyUs: 0,
+        ...v,
+      },
+    ],
+  });
+
+  it('raises when the error counter grows, clears after 5 quiet minutes, rebaselines on reset', () => {
+    const e = engine([ioErrorsRule()]);
+    e.evaluate(vol({ errors: 4 }), 0); // baseline: old errors do not alert
+    expect(e.store.active()).toEqual([]);
+    const [a] = e.evaluate(vol({ errors: 7 }), 5_000).raised;
+    expect(a!.severity).toBe('error');
+    expect(a!.message).toContain('Volume vol1 (namespace 1) failed 3 I/O commands');
+    expect(a!.message).toContain('/srv/vol1.img');
+    expect(e.evaluate(vol({ errors: 9 }), 60_000).raised).toEqual([]);
+    expect(e.evaluate(vol({ errors: 9 }), 60_000 + 299_000).cleared).toEqual([]);
+    expect(e.evaluate(vol({ errors: 9 }), 60_000 + 300_000).cleared).toHaveLength(1);
+    expect(e.evaluate(vol({ errors: 0 }), 400_000).raised).toEqual([]); // counters restarted
+  });
+
+  it('raises on latency sustained for 30 s, from the mean or from a p99 when given', () => {
+    const e = engine([ioLatencyRule()]);
+    let t = 0;
+    let ops = 0;
+    let us = 0;
+    const step = (meanMs: number, p99?: number) => {
+      ops += 100;
+      us += 100 * meanMs * 1000;
+      t += 10_000;
+      return e.evaluate(
+        vol({ readOps: ops, readLatencyUs: us, ...(p99 ? { intervalP99Us: p99 } : {}) }),
+        t,
+      );
+    };
+    step(1);
+    step(80);
+    step(80);
+    step(80);
+    expect(e.store.active()).toEqual([]);
+    const [a] = step(80).raised; // 30 s after the first slow interval
+    expect(a!.message).toMatch(/80\.0 ms on average, above the 50 ms threshold/);
+    step(1);
+    step(1);
+    expect(step(1).cleared).toEqual([]);
+    expect(step(1).cleared).toHaveLength(1);
+    // percentiles from histograms take precedence over the mean
+    for (let i = 0; i < 4; i++) step(1, 120_000);
+    expect(e.store.active()[0]!.message).toContain('120.0 ms (99th percentile)');
+  });
+
+  it('ignores intervals with too few commands', () => {
+    const e = engine([ioLatencyRule()]);
+    for (let i = 0; i < 10; i++)
+      e.evaluate(vol({ readOps: i * 5, readLatencyUs: i * 5e6 }), i * 10_000);
+    expect(e.store.active()).toEqual([]);
+  });
+});
+
+describe('incidents and tolerance', () => {
+  it('raises an unclean restart once; acknowledging closes it for good', () => {
+    const id = recordEvent(db, {
+      type: 'engine.unclean-restart',
+      severity: 'warning',
+      message: 'x',
+    });
+    const e = engine([uncleanRestartRule()]);
+    const inputs = { uncleanRestarts: [{ eventId: id, ts: 1_000 }] };
+    const [a] = e.evaluate(inputs, 2_000).raised;
+    expect(a!.title).toBe('Engine restarted after an unexpected stop');
+    expect(e.evaluate(inputs, 7_000).raised).toEqual([]);
+    const done = e.acknowledge(a!.id, 'cli', 8_000)!;
+    expect(done.clearedAt).toBe(8_000);
+    expect(pushed.map((p) => p.kind)).toEqual(['raised', 'acked', 'cleared']);
+    expect(e.evaluate(inputs, 9_000)).toEqual({ raised: [], cleared: [] });
+  });
+
+  it('a rule that throws is skipped; the others still run', () => {
+    const broken: Rule = {
+      id: 'broken',
+      kind: 'condition',
+      evaluate: () => {
+        throw new Error('boom');
+      },
+    };
+    const e = engine([broken, capacityRule()]);
+    const r = e.evaluate(
+      { filesystems: [{ subject: '/d', label: 'd', usedPct: 99, availBytes: 1 }] },
+      1,
+    );
+    expect(r.raised).toHaveLength(1);
+  });
+
+  it('the database refuses a second active alert for the same rule and subject', () => {
+    const e = engine([capacityRule()]);
+    const n = {
+      rule: 'capacity',
+      subject: '/d',
+      severity: 'warning' as const,
+      title: 't',
+      message: 'm',
+    };
+    e.store.raise(n, 1);
+    expect(() => e.store.raise(n, 2)).toThrow(/UNIQUE/);
+  });
+});

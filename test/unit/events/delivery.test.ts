@@ -1,0 +1,396 @@
+/**
+ * Delivery channels against real local servers: the SMTP client (plain, STARTTLS +
+ * AUTH PLAIN, refusals), webhooks (signature, failure, retry with backoff, give-up),
+ * syslog through a fake logger command, and the notifier's routing and settings.
+ */
+import { createHmac } from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { EventRecord } from '../../../contract/events.js';
+import { DeliveryQueue } from '../../../engine/src/events/delivery/queue.js';
+import { SmtpError, sendMail } from '../../../engine/src/events/delivery/smtp.js';
+import { SyslogWriter, syslogLine } from '../../../engine/src/events/delivery/syslog.js';
+import { postWebhook, redactUrl } from '../../../engine/src/events/delivery/webhook.js';
+import { Notifier } from '../../../engine/src/events/notifier.js';
+import { SettingsStore, type SecretFiles } from '../../../engine/src/events/settings.js';
+import { openDatabase } from '../../../engine/src/persistence/db.js';
+import { deleteSecret, readSecret, writeSecret } from '../../../engine/src/service/secrets.js';
+import { tempDir } from '../../helpers/engine.js';
+import { startSmtpServer, type TestSmtpServer } from '../../helpers/smtp-server.js';
+
+const cleanups: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0)) await c();
+});
+
+const ev = (over: Partial<EventRecord> = {}): EventRecord => ({
+  id: 7,
+  ts: Date.UTC(2026, 0, 2, 3, 4, 5),
+  severity: 'error',
+  type: 'alert.raised',
+  message: 'Volume vol1 (namespace 1) failed 3 I/O commands sent by hosts. Check the disk.',
+  data: { title: 'I/O errors on volume vol1' },
+  ...over,
+});
+
+async function smtp(opts: Parameters<typeof startSmtpServer>[0]): Promise<TestSmtpServer> {
+  const s = await startSmtpServer(opts);
+  cleanups.push(() => s.close());
+  return s;
+}
+
+/** A local HTTP server answering with the given statuses in turn (then 200). */
+async function webhookServer(statuses: number[] = []) {
+  const got: { body: string; headers: http.IncomingHttpHeaders }[] = [];
+  const server = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (d) => (body += d));
+    req.on('end', () => {
+      got.push({ body, headers: req.headers });
+      res.statusCode = statuses.shift() ?? 200;
+      res.end();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  cleanups.push(() => new Promise((r) => server.close(r)));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks/T0/SECRETPATH`,
+    got,
+  };
+}
+
+const until = async (f: () => boolean, ms = 10_000) => {
+  const end = Date.now() + ms;
+  while (!f()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+};
+
+describe('SMTP client', () => {
+  it('sends over STARTTLS with AUTH PLAIN', async () => {
+    const s = await smtp({ starttls: true, users: { alerts: 'pa55word' } });
+    await sendMail(
+      {
+        host: '127.0.0.1',
+        port: s.port,
+        security: 'starttls',
+        username: 'alerts',
+        password: 'pa55word',
+        tls: { ca: s.cert },
+      },
+      {
+        from: 'san@branch.example',
+        to: ['it@example.com', 'ops@example.com'],
+        subject: 'Hi',
+        text: 'line\n.dot line\nÜnïcode',
+      },
+    );
+    const [m] = s.received;
+    expect(m).toMatchObject({
+      from: 'san@branch.example',
+      to: ['it@example.com', 'ops@example.com'],
+      auth: { user: 'alerts', pass: 'pa55word' },
+      tls: true,
+    });
+    expect(m!.data).toContain('Subject: Hi\r\n');
+    const body = m!.data.split('\r\n\r\n')[1]!;
+    expect(Buffer.from(body.replace(/\r\n/g, ''), 'base64').toString()).toBe(
+      'line\r\n.dot line\r\nÜnïcode',
+    );
+  });
+
+  it('sends plain 7-bit mail without TLS when told to, dot-stuffing lines', async () => {
+    const s = await smtp({});
+    await sendMail(
+      { host: '127.0.0.1', port: s.port, security: 'none' },
+      { from: 'a@b.c', to: ['d@e.f'], subject: 'S', text: 'one\n.\ntwo' },
+    );
+    expect(s.received[0]!.data).toMatch(
+      /Content-Transfer-Encoding: 7bit\r\n\r\none\r\n\.\r\ntwo\r\n$/,
+    );
+    expect(s.received[0]!.tls).toBe(false);
+  });
+
+  it('refuses to send a password unencrypted, and reports what the server refused', async () => {
+    const s = await smtp({ users: { u: 'p' } });
+    await expect(
+      sendMail(
+        { host: '127.0.0.1', port: s.port, security: 'none', username: 'u', password: 'p' },
+        { from: 'a@b.c', to: ['d@e.f'], subject: 'S', text: 'x' },
+      ),
+    ).rejects.toThrow(/unencrypted/);
+    const t = await smtp({ starttls: true, users: { u: 'p' } });
+    const err = await sendMail(
+      {
+        host: '127.0.0.1',
+        port: t.port,
+        security: 'starttls',
+        username: 'u',
+        password: 'wrong',
+        tls: { ca: t.cert },
+      },
+      { from: 'a@b.c', to: ['d@e.f'], subject: 'S', text: 'x' },
+    ).catch((e: SmtpError) => e);
+    expect(err).toBeInstanceOf(SmtpError);
+    expect((err as SmtpError).code).toBe(535);
+    expect((err as SmtpError).message).toMatch(/authentication: the server answered 535/);
+    // an untrusted certificate is refused unless allowed
+    await expect(
+      sendMail(
+        { host: '127.0.0.1', port: t.port, security: 'starttls' },
+        { from: 'a@b.c', to: ['d@e.f'], subject: 'S', text: 'x' },
+      ),
+    ).rejects.toThrow(/cannot talk to 127\.0\.0\.1.*(SELF_SIGNED|CERT)/);
+    await expect(
+      sendMail(
+        { host: '127.0.0.1', port: 1, security: 'none', timeoutMs: 2000 },
+        { from: 'a@b.c', to: ['d@e.f'], subject: 'S', text: 'x' },
+      ),
+    ).rejects.toThrow(/ECONNREFUSED/);
+  });
+});
+
+describe('webhook', () => {
+  it('POSTs JSON with an HMAC signature; non-2xx is a failure; the URL is shown without its path', async () => {
+    const w = await webhookServer([503]);
+    const err = await postWebhook({ url: w.url, secret: 's3cret-s3cret' }, { a: 1 }).catch(
+      (e: Error) => e,
+    );
+    expect((err as Error).message).toBe(
+      `POST ${redactUrl(w.url)} answered HTTP 503 Service Unavailable`,
+    );
+    expect((err as Error).message).not.toContain('SECRETPATH');
+    await postWebhook({ url: w.url, secret: 's3cret-s3cret' }, { a: 1 });
+    const last = w.got[1]!;
+    expect(JSON.parse(last.body)).toEqual({ a: 1 });
+    expect(last.headers['x-branchsan-signature']).toBe(
+      'sha256=' + createHmac('sha256', 's3cret-s3cret').update(last.body).digest('hex'),
+    );
+  });
+});
+
+describe('delivery queue', () => {
+  it('retries with backoff, reports failing once, recovered once, and keeps order', async () => {
+    const sent: number[] = [];
+    const report: string[] = [];
+    let failures = 2;
+    const q = new DeliveryQueue<number>(
+      async (n) => {
+        if (failures-- > 0) throw new Error('down');
+        sent.push(n);
+      },
+      {
+        failing: (e) => report.push(`failing:${e.message}`),
+        recovered: () => report.push('recovered'),
+        dropped: (n, why) => report.push(`dropped:${n}:${why}`),
+      },
+      { maxQueued: 10, maxAttempts: 5, baseDelayMs: 20, maxDelayMs: 100 },
+    );
+    const t0 = Date.now();
+    q.push(1);
+    q.push(2);
+    await until(() => sent.length === 2);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(55); // 20 + 40 ms of backoff
+    expect(sent).toEqual([1, 2]);
+    expect(report).toEqual(['failing:down', 'recovered']);
+    await q.close();
+  });
+
+  it('gives up after maxAttempts and drops the oldest when full', async () => {
+    const report: string[] = [];
+    const q = new DeliveryQueue<number>(
+      () => Promise.reject(new Error('nope')),
+      {
+        failing: () => report.push('failing'),
+        recovered: () => undefined,
+        dropped: (n, why) => report.push(`${n}: ${why}`),
+      },
+      { maxQueued: 2, maxAttempts: 2, baseDelayMs: 10, maxDelayMs: 10 },
+    );
+    q.push(1);
+    q.push(2);
+    q.push(3); // 1 is pushed out while in flight
+    await until(() => report.length >= 4);
+    expect(report[0]).toBe('1: the queue holds at most 2 messages');
+    expect(report).toContain('failing');
+    expect(report).toContain('2: 2 attempts failed; the last: nope');
+    await until(() => report.some((r) => r.startsWith('3:')));
+    await q.close();
+  });
+});
+
+describe('syslog', () => {
+  it('formats RFC 5424 priorities for facility daemon', () => {
+    expect(syslogLine(ev({ severity: 'critical', message: 'a\nb' }))).toBe(
+      '<26>[alert.raised] a b\n',
+    );
+    expect(syslogLine(ev({ severity: 'info' }))).toMatch(/^<30>/);
+  });
+
+  it('feeds one long-lived command, and reports when it is missing', async () => {
+    const dir = tempDir();
+    const out = path.join(dir, 'syslog.txt');
+    const fake = path.join(dir, 'fake-logger');
+    fs.writeFileSync(fake, `#!/bin/sh\nexec cat >> ${out}\n`, { mode: 0o755 });
+    const w = new SyslogWriter({ command: [fake] });
+    w.write(ev({ severity: 'warning', message: 'first' }));
+    w.write(ev({ severity: 'error', message: 'second' }));
+    await w.close();
+    expect(fs.readFileSync(out, 'utf8')).toBe(
+      '<28>[alert.raised] first\n<27>[alert.raised] second\n',
+    );
+    const failing: string[] = [];
+    const m = new SyslogWriter({
+      command: [path.join(dir, 'no-such-logger')],
+      onFailing: (e) => failing.push(e.message),
+    });
+    m.write(ev());
+    await until(() => failing.length === 1);
+    expect(failing[0]).toMatch(/ENOENT/);
+    await m.close();
+  });
+});
+
+describe('notifier and settings', () => {
+  function setup(dir = tempDir()) {
+    const { db } = openDatabase(':memory:');
+    const secrets: SecretFiles = {
+      read: (n) => readSecret(dir, n),
+      write: (n, v) => writeSecret(dir, n, v),
+      remove: (n) => deleteSecret(dir, n),
+    };
+    const settings = new SettingsStore(db, secrets);
+    const reports: { type: string; message: string; data?: Record<string, unknown> }[] = [];
+    const syslogOut = path.join(dir, 'syslog.txt');
+    const fake = path.join(dir, 'fake-logger');
+    fs.writeFileSync(fake, `#!/bin/sh\nexec cat >> ${syslogOut}\n`, { mode: 0o755 });
+    const n = new Notifier({
+      settings,
+      nodeId: 'node-1',
+      version: '9.9.9',
+      report: (r) => reports.push(r),
+      syslogCommand: [fake],
+      queue: { baseDelayMs: 20, maxDelayMs: 50, maxAttempts: 3 },
+    });
+    cleanups.push(() => n.close());
+    return { dir, settings, n, reports, syslogOut };
+  }
+
+  it('validates settings as a whole and keeps secrets in 0600 files only', () => {
+    const { dir, settings } = setup();
+    expect(() => settings.update({ smtp: { enabled: true } })).toThrow(/no mail server/);
+    expect(() => settings.update({ alerts: { capacityWarningPct: 95 } })).toThrow(
+      /below the warning level/,
+    );
+    const v = settings.update({
+      smtp: {
+        enabled: true,
+        host: 'mail.example',
+        from: 'san@example',
+        to: ['it@example'],
+        username: 'u',
+        password: 'Hunter2-secret',
+      },
+    });
+    expect(v.smtp).toMatchObject({
+      enabled: true,
+      passwordSet: true,
+      port: 587,
+      security: 'starttls',
+    });
+    expect(JSON.stringify(v)).not.toContain('Hunter2');
+    const file = path.join(dir, 'secrets', 'smtp-password');
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+    expect(fs.readFileSync(file, 'utf8').trim()).toBe('Hunter2-secret');
+    expect(() => settings.update({ smtp: { password: null } })).toThrow(/No password is set/);
+    expect(settings.update({ smtp: { username: '', password: null } }).smtp.passwordSet).toBe(
+      false,
+    );
+    expect(fs.existsSync(file)).toBe(false);
+  });
+
+  it('routes by severity: syslog gets everything, mail and webhook their level and the resolution of their alerts', async () => {
+    const w = await webhookServer();
+    const s = await smtp({ starttls: true, users: { alerts: 'pw-123456' } });
+    const { settings, n, syslogOut } = setup();
+    settings.update({
+      webhook: { enabled: true, url: w.url, minSeverity: 'error', secret: 'webhook-secret-1' },
+      smtp: {
+        enabled: true,
+        host: '127.0.0.1',
+        port: s.port,
+        from: 'san@branch.example',
+        to: ['it@example.com'],
+        username: 'alerts',
+        password: 'pw-123456',
+        minSeverity: 'warning',
+        allowInvalidCertificate: true,
+      },
+    });
+    expect(n.deliver(ev({ id: 1, severity: 'info', type: 'engine.started' }))).toEqual(['syslog']);
+    expect(n.deliver(ev({ id: 2, severity: 'warning' }))).toEqual(['syslog', 'smtp']);
+    expect(n.deliver(ev({ id: 3, severity: 'error' }))).toEqual(['syslog', 'smtp', 'webhook']);
+    const cleared = ev({
+      id: 4,
+      severity: 'info',
+      type: 'alert.cleared',
+      data: { alertSeverity: 'error' },
+    });
+    expect(n.deliver(cleared)).toEqual(['syslog', 'smtp', 'webhook']);
+    const test = ev({ id: 5, severity: 'info', type: 'notifications.test', data: { test: true } });
+    expect(n.deliver(test)).toEqual(['syslog', 'smtp', 'webhook']);
+    await until(() => w.got.length === 3);
+    await s.waitFor(4);
+    const hook = JSON.parse(w.got[0]!.body);
+    expect(hook).toMatchObject({
+      source: 'branchsan',
+      nodeId: 'node-1',
+      version: '9.9.9',
+      event: { id: 3 },
+    });
+    const mail = s.received[1]!.data;
+    expect(mail).toMatch(/Subject: \[BranchSAN error\] I\/O errors on volume vol1 \(/);
+    expect(mail).toContain('failed 3 I/O commands');
+    expect(s.received[0]!.auth).toEqual({ user: 'alerts', pass: 'pw-123456' });
+    await n.close();
+    expect(fs.readFileSync(syslogOut, 'utf8').split('\n').filter(Boolean)).toHaveLength(5);
+  });
+
+  it('a failing webhook is retried, reported once, and never reports to itself', async () => {
+    const w = await webhookServer([500, 500]);
+    const { settings, n, reports } = setup();
+    settings.update({ webhook: { enabled: true, url: w.url, minSeverity: 'warning' } });
+    n.deliver(ev({ id: 9 }));
+    await until(() => w.got.length === 3);
+    await until(() => reports.length === 2);
+    expect(reports.map((r) => r.type)).toEqual(['delivery.failing', 'delivery.recovered']);
+    expect(reports[0]!.message).toMatch(
+      /^Webhook cannot be delivered: POST http:\/\/127\.0\.0\.1:\d+\/… answered HTTP 500/,
+    );
+    expect(reports[0]!.message).toContain('keeps retrying');
+    expect(JSON.stringify(reports)).not.toContain('SECRETPATH');
+    // the failure event itself is not sent to the webhook (nor to mail)
+    expect(
+      n.deliver(
+        ev({ id: 10, type: 'delivery.failing', severity: 'warning', data: { channel: 'smtp' } }),
+      ),
+    ).toEqual(['syslog']);
+  });
+
+  it('gives up after its attempts and records that as an error event', async () => {
+    const w = await webhookServer([500, 500, 500, 500]);
+    const { settings, n, reports } = setup();
+    settings.update({ webhook: { enabled: true, url: w.url } });
+    n.deliver(ev({ id: 11 }));
+    await until(() => reports.some((r) => r.type === 'delivery.dropped'));
+    const dropped = reports.find((r) => r.type === 'delivery.dropped')!;
+    expect(dropped.message).toMatch(
+      /Webhook for event #11 \("I\/O errors on volume vol1"\) was given up: 3 attempts failed/,
+    );
+    expect(dropped.message).toContain('The event stays in the event log.');
+  });
+});

@@ -1,0 +1,165 @@
+/**
+ * The metrics service end to end in one process: a synthetic I/O source, synthetic
+ * /proc, a real database and a clock stepped by the test. Ticks go through the
+ * sampler into the store and out as `metrics.sample`; the clock then jumps across
+ * the 1 h, 24 h and 30 day boundaries and each tier keeps exactly what it should.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { MetricsSample } from '../../../contract/api.js';
+import { IoStats } from '../../../engine/src/core/stats.js';
+import { openDatabase, type Db } from '../../../engine/src/persistence/db.js';
+import { MetricsService } from '../../../engine/src/service/metrics-service.js';
+import { createLogger } from '../../../engine/src/util/log.js';
+import { tempDir } from '../../helpers/engine.js';
+
+const NQN = 'nqn.2026-01.io.branchsan.test:vol1';
+const HOUR = 3600;
+const DAY = 86_400;
+/** Aligned to every bucket, in ms. */
+const START = 3600 * 472_222 * 1000;
+
+const proc = {
+  readText: async (p: string) =>
+    p === '/proc/meminfo' ? 'MemTotal: 1000 kB\nMemAvailable: 250 kB\n' : '',
+  statfs: async () => ({ bsize: 4096, blocks: 100, bfree: 50 }),
+};
+
+let db: Db | undefined;
+afterEach(() => {
+  db?.close();
+  db = undefined;
+});
+
+function setup() {
+  const dataDir = tempDir();
+  db = openDatabase(path.join(dataDir, 'branchsan.db')).db;
+  const stats = new IoStats();
+  const clock = { now: START };
+  const pushed: MetricsSample[] = [];
+  const service = new MetricsService({
+    db,
+    dataDir,
+    io: {
+      namespaces: () => [{ nqn: NQN, nsid: 1, stats: stats.snapshot() }],
+      controllers: () => [],
+    },
+    hub: {
+      broadcast: (name, data) => name === 'metrics.sample' && pushed.push(data as MetricsSample),
+    },
+    log: createLogger({ sink: { write: () => undefined } }),
+    clock: () => clock.now,
+    node: proc,
+  });
+  return { service, stats, clock, pushed, dataDir };
+}
+
+/** Second s (from START) does s % 7 reads: read_iops at s is s % 7. */
+async function run(s: ReturnType<typeof setup>, fromSec: number, toSec: number): Promise<void> {
+  for (let t = fromSec; t < toSec; t++) {
+    s.clock.now = START + t * 1000;
+    for (let i = 0; i < t % 7; i++) s.stats.record('read', 4096, 200, false);
+    await s.service.tick();
+  }
+}
+
+const key = `ns:${NQN}/1:read_iops`;
+
+describe('metrics service', () => {
+  it('samples every tick into the store and pushes metrics.sample', async () => {
+    const s = setup();
+    await run(s, 0, 4); // the first tick is the baseline
+    expect(s.pushed).toHaveLength(3);
+    expect(s.pushed.map((p) => p.namespaces[0]!.readIops)).toEqual([1, 2, 3]);
+    expect(s.pushed[0]!.node).toMatchObject({ memUsedBytes: 750 * 1024, diskUsedBytes: 50 * 4096 });
+    const series = s.service.series().series;
+    expect(series.find((x) => x.key === key)).toMatchObject({
+      scope: 'namespace',
+      metric: 'read_iops',
+      unit: 'ops/s',
+      agg: 'avg',
+      labels: { nqn: NQN, nsid: '1' },
+    });
+    expect(series.find((x) => x.key === `ns:${NQN}/1:read_lat_p99_us`)!.agg).toBe('max');
+    const q = s.service.query({
+      series: { scope: 'namespace', nqn: NQN, nsid: 1, metric: 'read_iops' },
+      from: START,
+    });
+    expect(q).toMatchObject({ tier: '1s', stepSec: 1 });
+    expect(q.points).toEqual([
+      [START + 1000, 1],
+      [START + 2000, 2],
+      [START + 3000, 3],
+    ]);
+    expect(() => s.service.query({ series: 'ns:nope/1:read_iops', from: START })).toThrow(
+      /No metric history/,
+    );
+  });
+
+  it('keeps each tier across the 1 h, 24 h and 30 day boundaries', async () => {
+    const s = setup();
+    await run(s, 0, 2 * HOUR + 1);
+    const now = START + 2 * HOUR * 1000;
+    // the last hour: 1 s if 3600 points are welcome, else 10 s (360 ≤ the default 600)
+    const hour = { series: key, from: now - HOUR * 1000, to: now };
+    expect(s.service.query({ ...hour, maxPoints: 3600 })).toMatchObject({ tier: '1s' });
+    expect(s.service.query(hour)).toMatchObject({ tier: '10s', stepSec: 10 });
+    // two hours: 1 s no longer reaches back and 10 s would be 720 points: 1 min
+    const two = s.service.query({ series: key, from: START, to: now });
+    expect(two.tier).toBe('1m');
+    // 1 min buckets: seconds 60k..60k+59 with 0 at second 0 (the baseline has no point)
+    const mean = (from: number, to: number): number => {
+      let sum = 0;
+      let n = 0;
+      for (let t = Math.max(from, 1); t < to; t++, n++) sum += t % 7;
+      return sum / n;
+    };
+    const tenMeans = (from: number): number => {
+      const tens = [];
+      for (let b = from; b < from + 60; b += 10) tens.push(mean(b, b + 10));
+      return tens.reduce((a, x) => a + x, 0) / tens.length;
+    };
+    expect(two.points[0]![0]).toBe(START);
+    expect(two.points[0]![1]).toBeCloseTo(tenMeans(0), 12); // SQLite sums in another order
+    expect(two.points[5]![1]).toBeCloseTo(tenMeans(300), 12);
+    const tenSec = s.service.query({ series: key, from: START, to: now, maxPoints: 1000 });
+    expect(tenSec.tier).toBe('10s');
+    expect(tenSec.points[3]).toEqual([START + 30_000, mean(30, 40)]);
+
+    // a day later (the engine was off): 10 s history of the first hours is gone
+    await run(s, 2 * HOUR + DAY, 2 * HOUR + DAY + 2);
+    const oldest10s = db!.prepare('SELECT MIN(ts) FROM metric_10s').pluck().get() as number;
+    expect(oldest10s).toBe(START / 1000 + 2 * HOUR); // only the bucket the jump closed
+    const day = s.service.query({ series: key, from: START, to: now });
+    expect(day.tier).toBe('1m');
+    expect(day.points[0]![1]).toBeCloseTo(tenMeans(0), 12);
+
+    // thirty days later: only the 1 h tier still holds the first hours
+    await run(s, 2 * HOUR + 31 * DAY, 2 * HOUR + 31 * DAY + 2);
+    const month = s.service.query({ series: key, from: START, to: now - 1000 });
+    expect(month.tier).toBe('1h');
+    expect(month.points).toHaveLength(2);
+    expect(month.points[0]![0]).toBe(START);
+  });
+
+  it('turns Prometheus on with a 0600 token file, and sets the history cap', () => {
+    const s = setup();
+    expect(s.service.settings()).toMatchObject({
+      prometheus: { enabled: false, path: '/metrics' },
+      maxBytes: 256 * 1024 * 1024,
+    });
+    const on = s.service.setSettings({ prometheusEnabled: true, maxBytes: 4 << 20 });
+    expect(on.prometheus.enabled).toBe(true);
+    expect(on.token).toMatch(/^[A-Za-z0-9_-]{40,}$/);
+    const file = on.prometheus.tokenFile;
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+    expect(fs.readFileSync(file, 'utf8').trim()).toBe(on.token);
+    const rotated = s.service.setSettings({ rotateToken: true });
+    expect(rotated.token).not.toBe(on.token);
+    expect(s.service.settings().maxBytes).toBe(4 << 20);
+    const off = s.service.setSettings({ prometheusEnabled: false });
+    expect(off.token).toBeUndefined();
+    expect(off.prometheus.enabled).toBe(false);
+  });
+});

@@ -1,0 +1,199 @@
+/**
+ * The metric history store on synthetic series: exact rollup arithmetic (avg and max),
+ * retention of each tier across the 1 h, 24 h, 30 d and 1 y boundaries, which tier a
+ * query reads, and the size cap measured as SQLite sees it.
+ */
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { openDatabase, type Db } from '../../../engine/src/persistence/db.js';
+import {
+  MetricsStore,
+  type MetricPoint,
+  type SeriesDef,
+} from '../../../engine/src/persistence/metrics-store.js';
+import { tempDir } from '../../helpers/engine.js';
+
+const DAY = 86_400;
+/** A start aligned to every tier's bucket (a multiple of 3600). */
+const T0 = 3600 * 472_222;
+
+const RATE: SeriesDef = {
+  key: 'ns:nqn.2026-01.test:v/1:read_iops',
+  scope: 'namespace',
+  metric: 'read_iops',
+  unit: 'ops/s',
+  agg: 'avg',
+  labels: { nqn: 'nqn.2026-01.test:v', nsid: '1' },
+};
+const TAIL: SeriesDef = { ...RATE, key: 'ns:nqn.2026-01.test:v/1:read_lat_p99_us', agg: 'max' };
+
+let db: Db | undefined;
+afterEach(() => {
+  db?.close();
+  db = undefined;
+});
+
+function openStore(maxBytes?: number): { store: MetricsStore; db: Db } {
+  db = openDatabase(path.join(tempDir(), 'm.db')).db;
+  return { store: new MetricsStore(db, { maxBytes }), db };
+}
+
+/** v(t) = t − T0 for the rate, 1000 + (t − T0) for the tail: every bucket's mean and max are known. */
+function fill(store: MetricsStore, from: number, to: number): void {
+  for (let t = from; t < to; t++) {
+    store.append(t, [
+      { series: RATE, value: t - T0 },
+      { series: TAIL, value: 1000 + t - T0 },
+    ]);
+  }
+}
+
+function rows(d: Db, table: string, key: string): { ts: number; value: number }[] {
+  return d
+    .prepare(
+      `SELECT ts, value FROM ${table} WHERE series_id = (SELECT id FROM metric_series WHERE key = ?) ORDER BY ts`,
+    )
+    .all(key) as { ts: number; value: number }[];
+}
+
+describe('metric history store', () => {
+  it('rolls 1 s points up into 10 s, 1 min and 1 h with avg and max, exactly', () => {
+    const { store, db } = openStore();
+    fill(store, T0, T0 + 7200);
+    store.maintain(T0 + 7199);
+    const tens = rows(db, 'metric_10s', RATE.key);
+    expect(tens).toHaveLength(720);
+    tens.forEach((r, i) => expect(r).toEqual({ ts: T0 + 10 * i, value: 10 * i + 4.5 }));
+    const tensMax = rows(db, 'metric_10s', TAIL.key);
+    tensMax.forEach((r, i) => expect(r.value).toBe(1000 + 10 * i + 9));
+    const mins = rows(db, 'metric_1m', RATE.key);
+    expect(mins).toHaveLength(120);
+    mins.forEach((r, i) => expect(r).toEqual({ ts: T0 + 60 * i, value: 60 * i + 29.5 }));
+    expect(rows(db, 'metric_1m', TAIL.key).map((r) => r.value)).toEqual(
+      mins.map((_, i) => 1000 + 60 * i + 59),
+    );
+    expect(rows(db, 'metric_1h', RATE.key)).toEqual([
+      { ts: T0, value: 1799.5 },
+      { ts: T0 + 3600, value: 5399.5 },
+    ]);
+    expect(rows(db, 'metric_1h', TAIL.key).map((r) => r.value)).toEqual([4599, 8199]);
+    // the 1 s tier keeps one hour
+    const secs = rows(db, 'metric_1s', RATE.key);
+    expect(secs[0]!.ts).toBe(T0 + 7199 - 3600);
+    expect(secs.at(-1)!.ts).toBe(T0 + 7199);
+  });
+
+  it('expires each tier at its retention: 1 h, 24 h, 30 days, 1 year', () => {
+    const { store, db } = openStore();
+    fill(store, T0, T0 + 7200);
+    const count = (): Record<string, number> => store.rowCounts();
+    // one more day: the 10 s tier's two hours are gone, 1 min and 1 h stay
+    const t2 = T0 + 7200 + DAY;
+    store.append(t2, [{ series: RATE, value: 1 }]);
+    expect(count()).toMatchObject({ '1s': 1, '10s': 0, '1m': 240, '1h': 4 });
+    // a second after the day boundary nothing of the first two hours is in 10 s
+    expect(rows(db, 'metric_10s', RATE.key)).toEqual([]);
+    expect(rows(db, 'metric_1m', RATE.key)[0]).toEqual({ ts: T0, value: 29.5 });
+    // 30 days on: the 1 min tier is gone too; the 1 h tier still answers
+    const t3 = t2 + 30 * DAY;
+    store.append(t3, [{ series: RATE, value: 2 }]);
+    expect(rows(db, 'metric_1m', RATE.key).every((r) => r.ts >= t3 - 30 * DAY)).toBe(true);
+    expect(rows(db, 'metric_1m', RATE.key).some((r) => r.ts < T0 + 7200)).toBe(false);
+    expect(rows(db, 'metric_1h', RATE.key).slice(0, 2)).toEqual([
+      { ts: T0, value: 1799.5 },
+      { ts: T0 + 3600, value: 5399.5 },
+    ]);
+    // the t2 point itself reached 1 h through 10 s and 1 min before they expired
+    expect(
+      rows(db, 'metric_1h', RATE.key).find((r) => r.ts === Math.floor(t2 / 3600) * 3600),
+    ).toEqual({ ts: Math.floor(t2 / 3600) * 3600, value: 1 });
+    // a year on: the first hours have left the 1 h tier
+    store.append(t3 + 365 * DAY, [{ series: RATE, value: 3 }]);
+    expect(rows(db, 'metric_1h', RATE.key).some((r) => r.ts < T0 + 7200)).toBe(false);
+    // the tail series got no point after the first two hours: nothing is left of it
+    expect(store.findSeries(TAIL.key)).toBeUndefined();
+    expect(store.findSeries(RATE.key)).toBeDefined();
+  });
+
+  it('rolls up what was stored before a gap (engine down for hours) on the next append', () => {
+    const { store, db } = openStore();
+    fill(store, T0, T0 + 25); // 25 s, then silence
+    store.append(T0 + 5 * 3600, [{ series: RATE, value: 7 }]);
+    expect(rows(db, 'metric_10s', RATE.key)).toEqual([
+      { ts: T0, value: 4.5 },
+      { ts: T0 + 10, value: 14.5 },
+      { ts: T0 + 20, value: 22 }, // the partial bucket: the mean of what exists (20..24)
+    ]);
+    expect(rows(db, 'metric_1h', RATE.key)).toEqual([{ ts: T0, value: (4.5 + 14.5 + 22) / 3 }]);
+  });
+
+  it('answers a query from the finest tier that covers the range within maxPoints', () => {
+    const { store } = openStore();
+    fill(store, T0, T0 + 7200);
+    const now = T0 + 7199;
+    const rate = store.findSeries(RATE.key)!;
+    const last5min = store.query(rate, now - 299, now, 600);
+    expect(last5min).toMatchObject({ tier: '1s', stepSec: 1 });
+    expect(last5min.points).toHaveLength(300);
+    expect(last5min.points[0]).toEqual([now - 299, 7199 - 299]);
+    // two hours: the 1 s tier no longer reaches back; 10 s has 720 points > 600
+    const twoHours = store.query(rate, T0, now, 600);
+    expect(twoHours).toMatchObject({ tier: '1m', stepSec: 60 });
+    expect(twoHours.points).toHaveLength(120);
+    expect(twoHours.points[1]).toEqual([T0 + 60, 89.5]);
+    expect(store.query(rate, T0, now, 1000)).toMatchObject({ tier: '10s', stepSec: 10 });
+    // fewer points than any tier gives: the coarsest, regrouped with the series' aggregate
+    const one = store.query(rate, T0, now, 1);
+    expect(one).toMatchObject({ tier: '1h', stepSec: 7200, points: [[T0, 3599.5]] });
+    const tail = store.query(store.findSeries(TAIL.key)!, T0, now, 1);
+    expect(tail.points).toEqual([[T0, 1000 + 7199]]);
+    // from before the series existed: counted from its first point; 1 s no longer has it
+    expect(store.query(rate, T0 - DAY, T0 + 299, 600)).toMatchObject({ tier: '10s', stepSec: 10 });
+  });
+
+  it('reads a young series from 1 s, though coarser buckets are stamped before its start', () => {
+    const { store } = openStore();
+    const s0 = T0 + 1805; // mid-minute: the 1 min and 1 h rows are stamped before s0
+    fill(store, s0, s0 + 130);
+    const now = s0 + 129;
+    const q = store.query(store.findSeries(RATE.key)!, now - 300, now, 600);
+    expect(q).toMatchObject({ tier: '1s', stepSec: 1 });
+    expect(q.points).toHaveLength(130);
+  });
+
+  it('holds the database under its size cap, dropping the oldest fine-grained rows first', () => {
+    const cap = 2 * 1024 * 1024;
+    const { store, db } = openStore(cap);
+    const series: SeriesDef[] = Array.from({ length: 300 }, (_, i) => ({
+      ...RATE,
+      key: `ns:nqn.2026-01.test:v/${i + 1}:read_iops`,
+    }));
+    const fileBytes = (): number => {
+      db.pragma('wal_checkpoint(TRUNCATE)');
+      return (
+        (db.pragma('page_count', { simple: true }) as number) *
+        (db.pragma('page_size', { simple: true }) as number)
+      );
+    };
+    let maxSeen = 0;
+    for (let t = T0; t < T0 + 800; t++) {
+      const points: MetricPoint[] = series.map((s, i) => ({
+        series: s,
+        value: (t * 7 + i) % 1000,
+      }));
+      store.append(t, points);
+      if (t % 100 === 0) maxSeen = Math.max(maxSeen, fileBytes());
+    }
+    maxSeen = Math.max(maxSeen, fileBytes());
+    expect(maxSeen).toBeLessThanOrEqual(cap);
+    expect(store.usedBytes()).toBeLessThanOrEqual(cap);
+    const counts = store.rowCounts();
+    // 800 s × 300 series would be 240,000 rows of 1 s (≈ 4 MiB): the cap took the oldest
+    expect(counts['1s']).toBeLessThan(240_000);
+    const oldest1s = db.prepare('SELECT MIN(ts) FROM metric_1s').pluck().get() as number;
+    expect(oldest1s).toBeGreaterThan(T0);
+    // what went was rolled up first: the coarser tiers still reach back to the start
+    expect(db.prepare('SELECT MIN(ts) FROM metric_10s').pluck().get()).toBe(T0);
+    expect(db.prepare('SELECT MIN(ts) FROM metric_1m').pluck().get()).toBe(T0);
+  });
+});

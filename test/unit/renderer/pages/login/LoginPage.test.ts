@@ -1,0 +1,115 @@
+// @vitest-environment happy-dom
+import { flushPromises, mount } from '@vue/test-utils';
+import { describe, expect, it, vi } from 'vitest';
+import { createMemoryHistory, createRouter } from 'vue-router';
+import App from '../../../../../renderer/src/App.vue';
+import type { ConsoleAuthApi } from '../../../../../renderer/src/api/client.js';
+import { API_CLIENT } from '../../../../../renderer/src/api/inject.js';
+import { SignInError } from '../../../../../renderer/src/api/session.js';
+import { routes } from '../../../../../renderer/src/router.js';
+import { FakeClient, installFake } from '../../support/fake-client.js';
+
+function fakeAuth(over: Partial<ConsoleAuthApi> = {}): ConsoleAuthApi {
+  return {
+    setupToken: null,
+    signIn: vi.fn(async () => {}),
+    setUp: vi.fn(async () => {}),
+    signOut: vi.fn(async () => {}),
+    refresh: vi.fn(async () => {}),
+    ...over,
+  };
+}
+
+async function render(client: FakeClient) {
+  const { pinia } = installFake(client);
+  const router = createRouter({ history: createMemoryHistory(), routes });
+  await router.push('/');
+  const w = mount(App, {
+    global: { plugins: [pinia, router], provide: { [API_CLIENT as symbol]: client } },
+  });
+  await flushPromises();
+  return w;
+}
+
+function consoleClient(auth: ConsoleAuthApi, problem: 'signed-out' | 'setup-required' | null) {
+  const client = new FakeClient(problem ? 'disconnected' : 'connected');
+  client.problem = problem;
+  Object.assign(client, { auth });
+  return client;
+}
+
+describe('sign-in page', () => {
+  it('replaces the app while signed out, and sends the password', async () => {
+    const auth = fakeAuth();
+    const w = await render(consoleClient(auth, 'signed-out'));
+    expect(w.find('header').exists()).toBe(false);
+    expect(w.get('[data-testid="login-page"]').attributes('data-mode')).toBe('sign-in');
+    expect(w.get('h1').text()).toBe('Sign in to BranchSAN');
+    expect(w.get('[data-testid="password"]').attributes('autocomplete')).toBe('current-password');
+    await w.get('[data-testid="password"]').setValue('hunter2hunter2');
+    await w.get('form').trigger('submit');
+    await flushPromises();
+    expect(auth.signIn).toHaveBeenCalledWith('hunter2hunter2');
+  });
+
+  it('shows the engine’s refusal with its hint, and does not send an empty password', async () => {
+    const auth = fakeAuth({
+      signIn: vi.fn(async () => {
+        throw new SignInError(
+          'Too many failed logins from 127.0.0.1; try again in 60 s.',
+          'Wait, then sign in again.',
+          429,
+        );
+      }),
+    });
+    const w = await render(consoleClient(auth, 'signed-out'));
+    await w.get('form').trigger('submit');
+    expect(w.get('[data-testid="login-error"]').text()).toBe('Enter the admin password.');
+    expect(auth.signIn).not.toHaveBeenCalled();
+    await w.get('[data-testid="password"]').setValue('wrong');
+    await w.get('form').trigger('submit');
+    await flushPromises();
+    const error = w.get('[data-testid="login-error"]').text();
+    expect(error).toContain('Too many failed logins from 127.0.0.1; try again in 60 s.');
+    expect(error).toContain('Wait, then sign in again.');
+  });
+
+  it('first run with the setup token: asks for the password twice and checks it here first', async () => {
+    const auth = fakeAuth({ setupToken: 'tok' });
+    const w = await render(consoleClient(auth, 'setup-required'));
+    expect(w.get('h1').text()).toBe('Set the admin password');
+    await w.get('[data-testid="password"]').setValue('short');
+    await w.get('[data-testid="password-repeat"]').setValue('short');
+    await w.get('form').trigger('submit');
+    expect(w.get('[data-testid="login-error"]').text()).toContain('at least 8 characters');
+    await w.get('[data-testid="password"]').setValue('long enough one');
+    await w.get('[data-testid="password-repeat"]').setValue('long enough two');
+    await w.get('form').trigger('submit');
+    expect(w.get('[data-testid="login-error"]').text()).toContain('The two passwords differ');
+    await w.get('[data-testid="password-repeat"]').setValue('long enough one');
+    await w.get('form').trigger('submit');
+    await flushPromises();
+    expect(auth.setUp).toHaveBeenCalledWith('long enough one');
+  });
+
+  it('first run without the token explains where to get it, and can check again', async () => {
+    const auth = fakeAuth();
+    const w = await render(consoleClient(auth, 'setup-required'));
+    const help = w.get('[data-testid="setup-help"]').text();
+    expect(help).toContain('URL printed by branchsan serve');
+    expect(help).toContain('branchsan passwd');
+    expect(w.find('form').exists()).toBe(false);
+    await w.get('[data-testid="setup-help"] button').trigger('click');
+    expect(auth.refresh).toHaveBeenCalled();
+  });
+
+  it('the signed-in web console has Sign out in the header; the desktop app has none', async () => {
+    const auth = fakeAuth();
+    const w = await render(consoleClient(auth, null));
+    await w.get('[data-testid="sign-out"]').trigger('click');
+    expect(auth.signOut).toHaveBeenCalled();
+    const desktop = await render(new FakeClient('connected', 'bridge'));
+    expect(desktop.find('[data-testid="sign-out"]').exists()).toBe(false);
+    expect(desktop.find('[data-testid="login-page"]').exists()).toBe(false);
+  });
+});
