@@ -8,6 +8,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCode } from '../../contract/api.js';
+import { NvmeController } from '../../engine/src/host/index.js';
 import { apiError, connectSocket, type SocketClient } from '../helpers/api.js';
 import { startEngine, tempDir, type RunningEngine } from '../helpers/engine.js';
 import { freePort } from '../helpers/linux-host.js';
@@ -60,6 +61,24 @@ describe('target configuration API', () => {
 
   it('refuses invalid changes with a code, a message and the field, and changes nothing', async () => {
     const before = await api.call('target.config', {});
+    // what a real host sees of the live target, before and after
+    const live = async () => {
+      const ctrl = await NvmeController.connect({
+        host: '127.0.0.1',
+        port: nvmePort,
+        subnqn: NQN,
+        hostnqn: HOST,
+      });
+      try {
+        const nsids = await ctrl.activeNamespaces();
+        const ns = await ctrl.namespace(1);
+        return { nsids, size: ns.sizeBytes, nguid: ns.ids.nguid?.toString('hex') };
+      } finally {
+        await ctrl.close();
+      }
+    };
+    const liveBefore = await live();
+    expect(liveBefore.nsids).toEqual([1]);
     const cases: [Promise<unknown>, number, string | undefined, RegExp][] = [
       [
         api.call('target.subsystem.create', { nqn: NQN }),
@@ -126,6 +145,7 @@ describe('target configuration API', () => {
     expect(inUse.message).toMatch(/EADDRINUSE/);
     expect(inUse.data?.hint).toMatch(/another port/);
     expect(await api.call('target.config', {})).toEqual(before);
+    expect(await live()).toEqual(liveBefore);
   });
 
   it('writes an audit row per change', () => {
