@@ -1,3 +1,5 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import { formatTable, runBenchmark } from '../bench/run.js';
 import { parseCommandArgs, type Command } from './command.js';
 
@@ -19,13 +21,15 @@ Options:
   --json          one JSON object on stdout (the table goes to stderr)
   --quick         only 4 KiB patterns on the RAM-backed file, 1 s each
   --disk-dir DIR  where the on-disk benchmark file goes        [system temp dir]
-  --seconds N     measured seconds per run                      [2.5; quick 1]`,
+  --seconds N     measured seconds per run                      [2.5; quick 1]
+  --out FILE      also write the JSON report to FILE`,
   async run(argv) {
     const { values } = parseCommandArgs('bench', argv, {
       json: { type: 'boolean' },
       quick: { type: 'boolean' },
       'disk-dir': { type: 'string' },
       seconds: { type: 'string' },
+      out: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     });
     if (values.help) {
@@ -44,7 +48,13 @@ Options:
       progress: (line) => process.stderr.write(`[bench] ${line}\n`),
     });
     process.stderr.write(formatTable(report) + '\n');
-    if (values.json) process.stdout.write(JSON.stringify(report) + '\n');
+    const json = JSON.stringify(report) + '\n';
+    if (values.json) process.stdout.write(json);
+    if (values.out) {
+      fs.mkdirSync(path.dirname(path.resolve(values.out)), { recursive: true });
+      fs.writeFileSync(values.out, json);
+      process.stderr.write(`[bench] report written to ${values.out}\n`);
+    }
     return 0;
   },
 };
