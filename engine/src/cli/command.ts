@@ -1,4 +1,6 @@
 /** The shape of a CLI command and the shared argument handling. */
+import os from 'node:os';
+import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { UserError } from '../util/errors.js';
 
@@ -47,4 +49,16 @@ export function parsePort(
     );
   }
   return n;
+}
+
+/** The --data DIR every engine-side command needs, or a usage error naming the command. */
+export function requireDataDir(command: string, value: string | undefined): string {
+  if (!value) {
+    throw new UserError(
+      `${command}: --data DIR is required.`,
+      `Example: branchsan ${command} --data /var/lib/branchsan`,
+      'usage',
+    );
+  }
+  return path.resolve(value.replace(/^~(?=\/|$)/, os.homedir()));
 }

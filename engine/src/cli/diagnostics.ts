@@ -3,7 +3,7 @@ import path from 'node:path';
 import { buildDiagnosticsBundle, bundleName } from '../service/diagnostics.js';
 import { UserError } from '../util/errors.js';
 import { connectSocket } from './api-client.js';
-import { parseCommandArgs, type Command } from './command.js';
+import { parseCommandArgs, requireDataDir, type Command } from './command.js';
 
 export const diagnostics: Command = {
   name: 'diagnostics',
@@ -35,14 +35,7 @@ Example:
       console.log(this.help);
       return 0;
     }
-    if (!values.data) {
-      throw new UserError(
-        'diagnostics: --data DIR is required.',
-        'Example: branchsan diagnostics --data /var/lib/branchsan',
-        'usage',
-      );
-    }
-    const dataDir = path.resolve(values.data);
+    const dataDir = requireDataDir('diagnostics', values.data);
     if (!fs.existsSync(dataDir)) {
       throw new UserError(
         `diagnostics: the data directory ${dataDir} does not exist.`,

@@ -3,10 +3,9 @@
  * Works whether or not the engine runs: the engine re-reads the password file, and
  * sessions opened with the old password end at their next request.
  */
-import os from 'node:os';
 import { PasswordFile, passwordProblem } from '../control/auth/password.js';
 import { UserError } from '../util/errors.js';
-import { parseCommandArgs, type Command } from './command.js';
+import { parseCommandArgs, requireDataDir, type Command } from './command.js';
 
 export const passwd: Command = {
   name: 'passwd',
@@ -34,14 +33,7 @@ Examples:
       console.log(this.help);
       return 0;
     }
-    if (!values.data) {
-      throw new UserError(
-        'passwd: --data DIR is required.',
-        'Example: branchsan passwd --data /var/lib/branchsan',
-        'usage',
-      );
-    }
-    const dataDir = values.data.replace(/^~(?=\/|$)/, os.homedir());
+    const dataDir = requireDataDir('passwd', values.data);
     const password = values['password-stdin'] ? await readStdinLine() : await promptTwice();
     const problem = passwordProblem(password);
     if (problem) throw new UserError(`passwd: ${problem}`, 'Run it again with another password.');

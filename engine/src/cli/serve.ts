@@ -1,10 +1,9 @@
-import os from 'node:os';
 import path from 'node:path';
 import { CONSOLE_ACCESS_FLAGS, consoleOptionsFromFlags } from '../service/console-access.js';
 import { Engine } from '../service/engine.js';
 import { UserError } from '../util/errors.js';
 import { createLogger, isLogLevel } from '../util/log.js';
-import { parseCommandArgs, parsePort, type Command } from './command.js';
+import { parseCommandArgs, requireDataDir, parsePort, type Command } from './command.js';
 
 export const serve: Command = {
   name: 'serve',
@@ -54,13 +53,7 @@ Examples:
       console.log(this.help);
       return 0;
     }
-    if (!values.data) {
-      throw new UserError(
-        'serve: --data DIR is required.',
-        'Example: branchsan serve --data /var/lib/branchsan',
-        'usage',
-      );
-    }
+    const dataDir = requireDataDir('serve', values.data);
     const level = values['log-level'] ?? 'info';
     if (!isLogLevel(level))
       throw new UserError(
@@ -70,7 +63,7 @@ Examples:
       );
     const log = createLogger({ level });
     const engine = await Engine.start({
-      dataDir: values.data.replace(/^~(?=\/|$)/, os.homedir()),
+      dataDir,
       ...(values.socket ? { socketPath: path.resolve(values.socket) } : {}),
       console: values['no-console']
         ? null

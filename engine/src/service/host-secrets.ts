@@ -14,7 +14,7 @@
  * and hold characters no file system likes, so its hash names the file). The secret
  * leaves the engine only as the answer to an API call: never in logs or events.
  *
- * The in-band DH-HMAC-CHAP exchange on connect is not implemented yet: hosts can be
+ * The in-band DH-HMAC-CHAP exchange on connect is a later step: hosts can be
  * given their secret now and the target will check it once authentication lands.
  */
 import fs from 'node:fs';
