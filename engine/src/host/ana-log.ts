@@ -3,10 +3,10 @@
  * (LID 0x0C) parsed defensively, the state one namespace has on one path, and the
  * state an ANA status code (SCT 3) implies. Pure functions; multipath.ts applies them.
  *
- * protocol/logpages.ts has a decoder for well-formed logs (the target's own output);
- * this one faces whatever a controller sends, so it checks every length against the
- * buffer and says what is wrong instead of reading past the end.
+ * The bytes are decoded by protocol/logpages.ts (bounds-checked: it faces whatever a
+ * controller sends); this file gives them their meaning for path selection.
  */
+import { ANA_GROUP_DESC_SIZE, ANA_LOG_HEADER_SIZE, decodeAnaLog } from '../protocol/logpages.js';
 import { SC } from '../protocol/status.js';
 
 /** How one namespace can be reached through one path. */
@@ -48,38 +48,19 @@ export interface AnaLog {
   readonly groups: readonly AnaGroup[];
 }
 
-const HEADER = 16;
-const DESC = 32;
-
-/** Parse an ANA log page; throws an Error naming the offset when it is malformed. */
+/** Parse an ANA log page (the codec's checked decoder) into path states; throws when malformed. */
 export function parseAnaLog(b: Buffer): AnaLog {
-  if (b.length < HEADER) throw new Error(`ANA log: ${b.length} bytes, the header needs 16`);
-  const ngrps = b.readUInt16LE(8);
-  const groups: AnaGroup[] = [];
-  let at = HEADER;
-  for (let i = 0; i < ngrps; i++) {
-    if (at + DESC > b.length) {
-      throw new Error(`ANA log: group ${i + 1} of ${ngrps} at byte ${at} runs past the page`);
-    }
-    const anagrpid = b.readUInt32LE(at);
-    const nnsids = b.readUInt32LE(at + 4);
-    if (anagrpid === 0) throw new Error(`ANA log: group ${i + 1} has ANAGRPID 0`);
-    if (at + DESC + nnsids * 4 > b.length) {
-      throw new Error(`ANA log: group ${anagrpid} lists ${nnsids} NSIDs past the page end`);
-    }
-    const nsids: number[] = [];
-    for (let k = 0; k < nnsids; k++) nsids.push(b.readUInt32LE(at + DESC + k * 4));
-    const code = b[at + 16]! & 0x0f;
-    groups.push({
-      anagrpid,
-      chgcnt: b.readBigUInt64LE(at + 8),
-      state: ANA_STATE_BY_CODE.get(code) ?? 'unknown',
-      code,
-      nsids,
-    });
-    at += DESC + nnsids * 4;
-  }
-  return { chgcnt: b.readBigUInt64LE(0), groups };
+  const log = decodeAnaLog(b);
+  return {
+    chgcnt: BigInt(log.chgcnt),
+    groups: log.groups.map((g) => ({
+      anagrpid: g.grpid,
+      chgcnt: BigInt(g.chgcnt),
+      state: ANA_STATE_BY_CODE.get(g.state) ?? 'unknown',
+      code: g.state,
+      nsids: g.nsids,
+    })),
+  };
 }
 
 /**
@@ -113,5 +94,5 @@ export function anaStateOfStatus(status: number): AnaPathState | null {
 
 /** Bytes to read for the whole log: header, every group, every NSID (as Linux sizes it). */
 export function anaLogLength(nanagrpid: number, mnan: number): number {
-  return HEADER + nanagrpid * DESC + mnan * 4;
+  return ANA_LOG_HEADER_SIZE + nanagrpid * ANA_GROUP_DESC_SIZE + mnan * 4;
 }

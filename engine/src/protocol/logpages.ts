@@ -118,17 +118,33 @@ export function encodeAnaLog(
   return b;
 }
 
+/**
+ * Parses an ANA log page. It faces whatever a controller sends, so every length is
+ * checked against the buffer; a malformed page throws an Error naming the offset.
+ */
 export function decodeAnaLog(b: Buffer): { chgcnt: number; groups: AnaGroupDesc[] } {
+  if (b.length < ANA_LOG_HEADER_SIZE) {
+    throw new Error(`ANA log: ${b.length} bytes, the header needs ${ANA_LOG_HEADER_SIZE}`);
+  }
+  const ngrps = b.readUInt16LE(8);
   const groups: AnaGroupDesc[] = [];
   let at = ANA_LOG_HEADER_SIZE;
-  for (let i = 0; i < b.readUInt16LE(8); i++) {
+  for (let i = 0; i < ngrps; i++) {
+    if (at + ANA_GROUP_DESC_SIZE > b.length) {
+      throw new Error(`ANA log: group ${i + 1} of ${ngrps} at byte ${at} runs past the page`);
+    }
+    const grpid = b.readUInt32LE(at);
     const n = b.readUInt32LE(at + 4);
+    if (grpid === 0) throw new Error(`ANA log: group ${i + 1} has ANAGRPID 0`);
+    if (at + ANA_GROUP_DESC_SIZE + n * 4 > b.length) {
+      throw new Error(`ANA log: group ${grpid} lists ${n} NSIDs past the page end`);
+    }
     const nsids: number[] = [];
     for (let k = 0; k < n; k++) nsids.push(b.readUInt32LE(at + ANA_GROUP_DESC_SIZE + k * 4));
     groups.push({
-      grpid: b.readUInt32LE(at),
+      grpid,
       chgcnt: Number(b.readBigUInt64LE(at + 8)),
-      state: b[at + 16]!,
+      state: b[at + 16]! & 0x0f,
       nsids,
     });
     at += ANA_GROUP_DESC_SIZE + n * 4;
