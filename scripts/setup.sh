@@ -8,11 +8,13 @@ cd "$(dirname "$0")/.."
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
-# Debian packages: chromium (console e2e tests), qemu (the Linux host VM), iproute2.
+# Debian packages: chromium (console e2e tests), qemu (the Linux host VM), iproute2,
+# tshark (Wireshark's NVMe/TCP dissector checks captured traffic).
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v tshark >/dev/null 2>&1 || need+=(tshark)
 command -v make >/dev/null 2>&1 || need+=(make)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
@@ -20,6 +22,8 @@ if ((${#need[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "installing Debian packages: ${need[*]}"
     apt-get update -qq
+    # tshark asks whether non-root users may capture; answer no, without a prompt
+    echo 'wireshark-common wireshark-common/install-setuid boolean false' | debconf-set-selections
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   else
     log "missing packages: ${need[*]} (install them with apt as root; some tests will skip and say why)"
