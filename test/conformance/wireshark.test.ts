@@ -140,7 +140,7 @@ describe.skipIf(missing !== null)("Wireshark's NVMe/TCP dissector", () => {
     const run = Buffer.alloc(64, PATTERN);
     const at = bytes.indexOf(run);
     expect(at).toBeGreaterThan(0);
-    bytes[at + 10] ^= 0xff;
+    bytes[at + 10] = bytes[at + 10]! ^ 0xff;
     const bad = path.join(dir, 'flipped.pcap');
     fs.writeFileSync(bad, bytes);
     expect(dissect(bad, ['frame.number'], 'nvme-tcp.ddgst.status == 0').length).toBeGreaterThan(0);

@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import tls from 'node:tls';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { formatDuration } from '../../renderer/src/format/duration.js';
@@ -192,6 +193,64 @@ describe('web console in Chromium against a real engine', () => {
     );
     expect(await textOf(page, 'node-id')).toBe(engine.nodeId);
     await page.screenshot({ path: path.join(RESULTS, 'console-disconnected.png') });
+  });
+});
+
+describe('web console over TLS in Chromium', () => {
+  let engine: ConsoleEngine;
+  let browser: Browser;
+  let dataDir: string;
+
+  beforeAll(async () => {
+    assertBuilt();
+    fs.mkdirSync(RESULTS, { recursive: true });
+    dataDir = tempDir('branchsan-e2e-tls-');
+    engine = await startEngine({ dataDir, args: ['--console-tls', 'on'] });
+    browser = await launchChromium();
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    await engine?.stop();
+    if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('shows the fingerprint of the certificate it really serves', async () => {
+    expect(engine.consoleUrl).toMatch(/^https:\/\//);
+    const url = new URL(engine.consoleUrl);
+    const served = await new Promise<string>((resolve, reject) => {
+      const s = tls.connect(
+        { host: url.hostname, port: Number(url.port), rejectUnauthorized: false },
+        () => {
+          resolve(s.getPeerCertificate().fingerprint256);
+          s.end();
+        },
+      );
+      s.once('error', reject);
+    });
+    // a self-signed certificate: the person compares fingerprints instead of trusting a CA
+    const context = await browser.newContext({ viewport: VIEWPORT, ignoreHTTPSErrors: true });
+    try {
+      const page = await context.newPage();
+      const problems = await recordProblems(page);
+      await page.goto(engine.consoleUrl);
+      await page.locator('[data-testid="login-page"][data-mode="setup"]').waitFor();
+      await page.getByTestId('password').fill('tls admin passphrase');
+      await page.getByTestId('password-repeat').fill('tls admin passphrase');
+      await page.getByTestId('login-submit').click();
+      await page.locator('[data-testid="connection-indicator"][data-state="connected"]').waitFor();
+      const shown = page.getByTestId('console-fingerprint');
+      await shown.waitFor();
+      expect(((await shown.textContent()) ?? '').trim()).toBe(served);
+      expect(((await page.getByTestId('console-tls').textContent()) ?? '').trim()).toBe(
+        'TLS, self-signed certificate',
+      );
+      await page.screenshot({ path: path.join(RESULTS, 'console-tls-status.png'), fullPage: true });
+      expect(problems.pageErrors).toEqual([]);
+      expect(await problems.cspViolations()).toEqual([]);
+    } finally {
+      await context.close();
+    }
   });
 });
 

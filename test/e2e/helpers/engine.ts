@@ -41,8 +41,11 @@ export function assertBuilt(): void {
   }
 }
 
-export async function startEngine(opts: { dataDir: string }): Promise<ConsoleEngine> {
-  const engine = await startEngineProcess({ dataDir: opts.dataDir });
+export async function startEngine(opts: {
+  dataDir: string;
+  args?: string[];
+}): Promise<ConsoleEngine> {
+  const engine = await startEngineProcess({ dataDir: opts.dataDir, args: opts.args ?? [] });
   const ready = engine.lines.find((l) => l.msg === 'engine ready') ?? {};
   if (!engine.consoleUrl) {
     await engine.stop();

@@ -109,10 +109,47 @@ describe('StatusPage', () => {
     expect(panel).toContain('Check free disk space on the data directory.');
 
     await w.get('[data-testid="status-error"] button').trigger('click');
-    expect(client.calls.map((c) => c.method)).toEqual(['system.status']);
+    expect(client.calls.map((c) => c.method)).toEqual(['system.console', 'system.status']);
     client.answer('system.status', systemStatus());
     await flush();
     expect(w.find('[data-testid="status-error"]').exists()).toBe(false);
     expect(text(w, 'node-id')).toBe('node-7f3a9c');
+  });
+
+  it('shows how the console is served, with the certificate fingerprint to compare', async () => {
+    const w = render();
+    client.setState('connected');
+    client.answer('system.status', systemStatus());
+    const fingerprint =
+      'AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89';
+    client.answer('system.console', {
+      enabled: true,
+      url: 'https://192.0.2.10:8450/',
+      remoteAccess: true,
+      tls: true,
+      certificateFingerprint: fingerprint,
+      certificateExpiresAt: Date.UTC(2031, 0, 1),
+    });
+    await flush();
+    expect(text(w, 'console-url')).toBe('https://192.0.2.10:8450/');
+    expect(text(w, 'console-remote')).toBe('other machines (HTTPS only)');
+    expect(text(w, 'console-fingerprint')).toBe(fingerprint);
+  });
+
+  it('says a loopback console has no TLS and shows no fingerprint', async () => {
+    const w = render();
+    client.setState('connected');
+    client.answer('system.status', systemStatus());
+    client.answer('system.console', {
+      enabled: true,
+      url: 'http://127.0.0.1:8450/',
+      remoteAccess: false,
+      tls: false,
+      certificateFingerprint: null,
+      certificateExpiresAt: null,
+    });
+    await flush();
+    expect(text(w, 'console-tls')).toBe('none (loopback only)');
+    expect(w.find('[data-testid="console-fingerprint"]').exists()).toBe(false);
   });
 });
