@@ -79,59 +79,66 @@ describe('target configuration API', () => {
     };
     const liveBefore = await live();
     expect(liveBefore.nsids).toEqual([1]);
-    const cases: [Promise<unknown>, number, string | undefined, RegExp][] = [
+    // thunks: each call starts only when its turn comes, so no refusal goes unobserved
+    const cases: [() => Promise<unknown>, number, string | undefined, RegExp][] = [
       [
-        api.call('target.subsystem.create', { nqn: NQN }),
+        () => api.call('target.subsystem.create', { nqn: NQN }),
         ErrorCode.Conflict,
         'nqn',
         /already exists/,
       ],
       [
-        api.call('target.subsystem.create', { nqn: 'not-an-nqn' }),
+        () => api.call('target.subsystem.create', { nqn: 'not-an-nqn' }),
         ErrorCode.InvalidParams,
         'nqn',
         /expected an NQN/,
       ],
       [
-        api.call('target.namespace.add', {
-          nqn: NQN,
-          nsid: 1,
-          backend: { kind: 'memory', sizeBytes: 1 << 20 },
-        }),
+        () =>
+          api.call('target.namespace.add', {
+            nqn: NQN,
+            nsid: 1,
+            backend: { kind: 'memory', sizeBytes: 1 << 20 },
+          }),
         ErrorCode.Conflict,
         'nsid',
         /already used/,
       ],
       [
-        api.call('target.namespace.add', {
-          nqn: NQN,
-          backend: { kind: 'file', path: path.join(dir, 'missing.img') },
-        }),
+        () =>
+          api.call('target.namespace.add', {
+            nqn: NQN,
+            backend: { kind: 'file', path: path.join(dir, 'missing.img') },
+          }),
         ErrorCode.Conflict,
         'backend',
         /missing\.img/,
       ],
       [
-        api.call('target.port.add', { host: '127.0.0.1', port: nvmePort }),
+        () => api.call('target.port.add', { host: '127.0.0.1', port: nvmePort }),
         ErrorCode.Conflict,
         'port',
         /already listens/,
       ],
       [
-        api.call('target.host.allow', { nqn: 'nqn.2026-11.io.branchsan.test:nope', hostNqn: HOST }),
+        () =>
+          api.call('target.host.allow', {
+            nqn: 'nqn.2026-11.io.branchsan.test:nope',
+            hostNqn: HOST,
+          }),
         ErrorCode.NotFound,
         'nqn',
         /does not exist/,
       ],
       [
-        api.call('target.namespace.remove', { nqn: NQN, nsid: 7 }),
+        () => api.call('target.namespace.remove', { nqn: NQN, nsid: 7 }),
         ErrorCode.NotFound,
         'nsid',
         /does not exist/,
       ],
     ];
     for (const [call, code, field, message] of cases) {
-      const err = await apiError(call);
+      const err = await apiError(call());
       expect(err.code, err.message).toBe(code);
       expect(err.message).toMatch(message);
       if (field) expect(err.data?.field).toBe(field);
