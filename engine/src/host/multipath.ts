@@ -41,11 +41,10 @@
  * The caller is never told "failed" about a write that may still land, without
  * maybeExecuted = true saying so.
  */
-import { IO, NSID_ALL } from '../protocol/opcodes.js';
+import { NSID_ALL } from '../protocol/opcodes.js';
 import { statusName, statusType } from '../protocol/status.js';
 import type { NamespaceIdentity, NamespaceIds } from './admin.js';
 import { anaStateOfStatus } from './ana-log.js';
-import { fillDeallocate, fillFlush, fillRw, fillWriteZeroes, type DsmRange } from './commands.js';
 import { NvmeController, type ControllerOptions } from './controller.js';
 import { HostError, NvmeStatusError } from './errors.js';
 import { Command, copyRequest } from './multipath-command.js';
@@ -58,7 +57,7 @@ import {
   validatePath,
   type WatchContext,
 } from './multipath-watch.js';
-import type { IoOptions, ReadOptions, WriteOptions } from './namespace.js';
+import { NamespaceIo } from './namespace-io.js';
 import { NvmeRequest } from './request.js';
 
 export type { PathInfo, PathIoCounts } from './multipath-path.js';
@@ -97,7 +96,7 @@ export interface RetryEvent {
   readonly reason: string;
 }
 
-export class MultipathNamespace {
+export class MultipathNamespace extends NamespaceIo {
   readonly nsid: number;
   private readonly list: Path[] = [];
   private readonly waiting: Command[] = [];
@@ -110,6 +109,7 @@ export class MultipathNamespace {
   private readonly maxAttempts: number;
 
   private constructor(private readonly opts: MultipathOptions) {
+    super();
     this.nsid = opts.nsid;
     this.watch = {
       nsid: opts.nsid,
@@ -201,62 +201,10 @@ export class MultipathNamespace {
 
   // ---- I/O API (same shape as NvmeNamespace) ----
 
-  /** Blocks in `bytes`: whole blocks, within the smallest transfer limit of any path. */
-  blocks(bytes: number): number {
-    if (bytes <= 0 || bytes % this.blockSize !== 0) {
-      throw new RangeError(`${bytes} bytes is not a whole number of ${this.blockSize}-byte blocks`);
-    }
+  /** The smallest transfer limit of any path; 0 when no path said. */
+  protected transferLimit(): number {
     const limits = this.list.map((p) => p.maxTransferBytes).filter((n) => n > 0);
-    const max = Math.min(...limits); // Infinity when no path said
-    if (bytes > max) {
-      throw new RangeError(`${bytes} bytes exceeds the ${max}-byte transfer limit`);
-    }
-    return bytes / this.blockSize;
-  }
-
-  async read(slba: number, nlb: number, opts: ReadOptions = {}): Promise<Buffer> {
-    const req = fillRw(new NvmeRequest(), IO.READ, this.nsid, slba, nlb);
-    req.readLength = nlb * this.blockSize;
-    this.blocks(req.readLength);
-    if (opts.into) {
-      if (opts.into.length < req.readLength) throw new RangeError('read buffer too small');
-      req.into = opts.into.subarray(0, req.readLength);
-    }
-    return (await this.run(req, `read slba ${slba} nlb ${nlb}`, false, opts.queue)).data!;
-  }
-
-  /** Write whole blocks at `slba`. `data` must stay unchanged until this settles. */
-  async write(slba: number, data: Buffer, opts: WriteOptions = {}): Promise<void> {
-    const nlb = this.blocks(data.length);
-    const req = fillRw(new NvmeRequest(), IO.WRITE, this.nsid, slba, nlb, opts.fua);
-    req.dataOut = data;
-    await this.run(req, `write slba ${slba} nlb ${nlb}`, true, opts.queue);
-  }
-
-  async compare(slba: number, data: Buffer, opts: IoOptions = {}): Promise<void> {
-    const nlb = this.blocks(data.length);
-    const req = fillRw(new NvmeRequest(), IO.COMPARE, this.nsid, slba, nlb);
-    req.dataOut = data;
-    await this.run(req, `compare slba ${slba} nlb ${nlb}`, false, opts.queue);
-  }
-
-  async flush(opts: IoOptions = {}): Promise<void> {
-    await this.run(fillFlush(new NvmeRequest(), this.nsid), 'flush', false, opts.queue);
-  }
-
-  async writeZeroes(
-    slba: number,
-    nlb: number,
-    opts: WriteOptions & { deallocate?: boolean } = {},
-  ): Promise<void> {
-    const flags = { deac: opts.deallocate ?? false, fua: opts.fua ?? false };
-    const req = fillWriteZeroes(new NvmeRequest(), this.nsid, slba, nlb, flags);
-    await this.run(req, `write zeroes slba ${slba} nlb ${nlb}`, true, opts.queue);
-  }
-
-  async deallocate(ranges: readonly DsmRange[], opts: IoOptions = {}): Promise<void> {
-    const req = fillDeallocate(new NvmeRequest(), this.nsid, ranges);
-    await this.run(req, `deallocate ${ranges.length} ranges`, true, opts.queue);
+    return limits.length ? Math.min(...limits) : 0;
   }
 
   /**
@@ -284,7 +232,7 @@ export class MultipathNamespace {
 
   // ---- routing ----
 
-  private run(req: NvmeRequest, what: string, mutating: boolean, queue = -1) {
+  protected submit(req: NvmeRequest, what: string, mutating: boolean, queue = -1) {
     return new Promise<NvmeRequest>((resolve, reject) => {
       const done = (err: Error | null, r: NvmeRequest | null) => (err ? reject(err) : resolve(r!));
       this.dispatch(new Command(req, what, mutating, queue, done));
