@@ -16,17 +16,25 @@ import type { Target } from './target.js';
 const AER_LIMIT = fail(SC.AER_LIMIT | DNR);
 const KA_INVALID = fail(SC.KA_TIMEOUT_INVALID);
 
+/** Parses Identify; the discovery controller passes its own (CNS 1 only). */
+export type IdentifyParser = (ctrl: Controller, sqe: Buffer, sglLength: number) => ParseResult;
+
+/**
+ * The admin commands of an NVM controller; a discovery controller accepts the same set
+ * (Identify, logs, features, AER, Keep Alive, Abort) with its own Identify.
+ */
 export function parseAdmin(
   ctrl: Controller,
   t: Target,
   sqe: Buffer,
   sglLength: number,
+  identify: IdentifyParser = parseIdentify,
 ): ParseResult {
   switch (sqe[0]) {
     case ADMIN.GET_LOG_PAGE:
       return parseGetLogPage(ctrl, t, sqe, sglLength);
     case ADMIN.IDENTIFY:
-      return parseIdentify(ctrl, sqe, sglLength);
+      return identify(ctrl, sqe, sglLength);
     case ADMIN.ABORT:
       // Commands are never aborted: dw0 b0 = 1 "not aborted" (nvmet).
       return sglLength !== 0 ? SGL_LENGTH : immediate(SC.SUCCESS, 1);

@@ -6,14 +6,10 @@
  * host actually connected to.
  */
 import { encodeDiscoveryLog, type DiscoveryEntry } from '../protocol/logpages.js';
-import { ADMIN, CNTLID_DYNAMIC, DISCOVERY_NQN } from '../protocol/opcodes.js';
-import { SC } from '../protocol/status.js';
-import { parseAsyncEvent, parseKeepAlive } from './admin.js';
+import { CNTLID_DYNAMIC, DISCOVERY_NQN } from '../protocol/opcodes.js';
+import { parseAdmin } from './admin.js';
 import type { Controller } from './controller.js';
-import { parseGetFeatures, parseSetFeatures } from './features.js';
 import { parseDiscoveryIdentify } from './identify.js';
-import { parseGetLogPage } from './logs.js';
-import { INVALID_OPCODE, SGL_LENGTH, immediate } from './request.js';
 import type { ParseResult, PortInfo } from './seam.js';
 import type { Target } from './target.js';
 
@@ -23,24 +19,7 @@ export function parseDiscoveryAdmin(
   sqe: Buffer,
   sglLength: number,
 ): ParseResult {
-  switch (sqe[0]) {
-    case ADMIN.IDENTIFY:
-      return parseDiscoveryIdentify(ctrl, sqe, sglLength);
-    case ADMIN.GET_LOG_PAGE:
-      return parseGetLogPage(ctrl, t, sqe, sglLength);
-    case ADMIN.SET_FEATURES:
-      return parseSetFeatures(ctrl, sqe, sglLength);
-    case ADMIN.GET_FEATURES:
-      return parseGetFeatures(ctrl, sqe, sglLength);
-    case ADMIN.ASYNC_EVENT:
-      return parseAsyncEvent(ctrl, sglLength);
-    case ADMIN.KEEP_ALIVE:
-      return parseKeepAlive(ctrl, sglLength);
-    case ADMIN.ABORT:
-      return sglLength !== 0 ? SGL_LENGTH : immediate(SC.SUCCESS, 1);
-    default:
-      return INVALID_OPCODE;
-  }
+  return parseAdmin(ctrl, t, sqe, sglLength, parseDiscoveryIdentify);
 }
 
 const SUBTYPE_NVM = 2;
