@@ -70,3 +70,12 @@ export interface BlockBackend {
   /** Finish in-flight I/O, then release files and threads. Idempotent. */
   close(): Promise<void>;
 }
+
+/** Calls a data-path callback on a later microtask: never synchronously from the call. */
+export function defer<T>(
+  cb: (err: BackendError | null, v?: T) => void,
+  err: BackendError | null,
+  v?: T,
+): void {
+  queueMicrotask(() => cb(err, v));
+}

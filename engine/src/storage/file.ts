@@ -18,9 +18,10 @@ import {
   type BlockBackend,
   type IoCallback,
   type ReadCallback,
+  defer,
 } from './backend.js';
 import { IoWorkerPool, resolveNativeAddon, type JobDone, type PoolInfo } from './io-worker-pool.js';
-import { Op, Status, type OpCode, type TargetKind } from './io-worker-protocol.js';
+import { Op, Status, type OpCode, type OpenedTarget } from './io-worker-protocol.js';
 import { ReadBuffers } from './read-buffers.js';
 
 const openAsync = promisify(fs.open);
@@ -58,14 +59,7 @@ export interface FileBackendOptions {
 }
 
 /** What FdBackend needs; produced by openFileBackend or openBlockBackend. */
-export interface FdTarget {
-  kind: TargetKind;
-  path: string;
-  fd: number;
-  fdSync: number;
-  direct: boolean;
-  blockSize: number;
-  sizeBytes: number;
+export interface FdTarget extends OpenedTarget {
   readOnly: boolean;
   /** Extra limits from the device (block: discard support, write cache). */
   allowDeallocate: boolean;
@@ -419,12 +413,4 @@ export function openError(path: string, err: NodeJS.ErrnoException): BackendErro
 async function closeFds(t: { fd: number; fdSync: number }): Promise<void> {
   if (t.fdSync >= 0 && t.fdSync !== t.fd) await closeAsync(t.fdSync).catch(() => undefined);
   await closeAsync(t.fd).catch(() => undefined);
-}
-
-function defer<T>(
-  cb: (err: BackendError | null, v?: T) => void,
-  err: BackendError | null,
-  v?: T,
-): void {
-  queueMicrotask(() => cb(err, v));
 }

@@ -24,20 +24,13 @@ import {
   ringViews,
   type OpCode,
   type RingViews,
-  type TargetKind,
+  type OpenedTarget,
   type WorkerInit,
   type WorkerMessage,
   type WorkerReady,
 } from './io-worker-protocol.js';
 
-export interface PoolOptions {
-  kind: TargetKind;
-  path: string;
-  fd: number;
-  fdSync: number;
-  direct: boolean;
-  blockSize: number;
-  sizeBytes: number;
+export interface PoolOptions extends OpenedTarget {
   /** Threads for reads and plain writes (page-cache speed, CPU-bound). */
   workers: number;
   /**

@@ -90,8 +90,8 @@ export function ringViews(sab: SharedArrayBuffer, slots: number): RingViews {
 /** What the device under the worker is; decides how zeroing and freeing work. */
 export type TargetKind = 'file' | 'block';
 
-/** workerData for io-worker.ts. */
-export interface WorkerInit {
+/** An opened file or device, as the backend, the pool and each worker see it. */
+export interface OpenedTarget {
   kind: TargetKind;
   path: string;
   /** Plain fd for reads, writes and fdatasync. */
@@ -101,6 +101,10 @@ export interface WorkerInit {
   direct: boolean;
   blockSize: number;
   sizeBytes: number;
+}
+
+/** workerData for io-worker.ts. */
+export interface WorkerInit extends OpenedTarget {
   slots: number;
   slotSize: number;
   /** Poll this long for more work before sleeping in Atomics.wait. */

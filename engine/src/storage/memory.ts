@@ -8,6 +8,7 @@ import {
   type BlockBackend,
   type IoCallback,
   type ReadCallback,
+  defer,
 } from './backend.js';
 
 const CHUNK = 1 << 20; // allocation granule
@@ -129,12 +130,4 @@ export class MemoryBackend implements BlockBackend {
 
 function closedError(): BackendError {
   return new BackendError('unavailable', 'the memory backend is closed');
-}
-
-function defer<T>(
-  cb: (err: BackendError | null, v?: T) => void,
-  err: BackendError | null,
-  v?: T,
-): void {
-  queueMicrotask(() => cb(err, v));
 }
