@@ -46,6 +46,13 @@ export const SystemStatus = z.object({
   uptimeSec: z.number(),
   dataDir: z.string(),
   dbSchemaVersion: z.number().int(),
+  /** The CPU wake-up latency request (settings.performance.cpuLatency) and whether it is held. */
+  cpuLatency: z.object({
+    mode: z.enum(['when-busy', 'always', 'off']),
+    held: z.boolean(),
+    /** Why it could not be taken (not root, no PM QoS); null while it works. */
+    unavailable: z.string().nullable(),
+  }),
 });
 export type SystemStatus = z.infer<typeof SystemStatus>;
 

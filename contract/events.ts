@@ -132,12 +132,23 @@ const WebhookSettings = z.object({
   minSeverity: Severity,
 });
 
+/**
+ * How the node trades power for I/O latency. cpuLatency: while held, the CPUs never
+ * enter an idle state that is slow to wake from (PM QoS, like tuned's
+ * latency-performance profile): 'when-busy' holds it while I/O flows, 'always' while
+ * the engine runs, 'off' never. Needs the engine to run as root.
+ */
+export const PerformanceSettings = z.object({
+  cpuLatency: z.enum(['when-busy', 'always', 'off']),
+});
+
 export const EngineSettings = z.object({
   events: EventsSettings,
   alerts: AlertThresholds,
   syslog: SyslogSettings,
   smtp: SmtpSettings.extend({ passwordSet: z.boolean() }),
   webhook: WebhookSettings.extend({ secretSet: z.boolean() }),
+  performance: PerformanceSettings,
 });
 export type EngineSettings = z.infer<typeof EngineSettings>;
 
@@ -147,6 +158,7 @@ export const SettingsSetParams = z
     events: EventsSettings.partial().strict().optional(),
     alerts: AlertThresholds.partial().strict().optional(),
     syslog: SyslogSettings.partial().strict().optional(),
+    performance: PerformanceSettings.partial().strict().optional(),
     smtp: SmtpSettings.partial()
       .extend({ password: z.string().min(1).max(1024).nullable().optional() })
       .strict()

@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { holdCpuLatency, type CpuLatencyHold } from '../service/cpu-latency.js';
 import { openBackend } from '../storage/open.js';
 import { connectFloor } from './floor.js';
 import { backendSubmit, prepareBackingFile } from './local.js';
@@ -25,6 +26,12 @@ export interface BenchOptions {
   diskDir?: string;
   /** Measured seconds per run (default 2.5, quick 1). */
   seconds?: number;
+  /**
+   * Hold a 0 µs CPU wake-up latency request for the whole run, as the engine does
+   * while I/O flows (settings.performance.cpuLatency). Default true; every leg runs
+   * under the same condition either way, and the report says which it was.
+   */
+  cpuLatency?: boolean;
   progress: (line: string) => void;
 }
 
@@ -62,6 +69,17 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchReport> {
   };
   const peer = new Peer();
   const dirs: string[] = [];
+  let qos: CpuLatencyHold | null = null;
+  let qosNote = 'not requested (--no-cpu-latency)';
+  if (o.cpuLatency !== false) {
+    try {
+      qos = holdCpuLatency(0);
+      qosNote = 'held at 0 µs for the whole run';
+    } catch (err) {
+      qosNote = (err as Error).message;
+      o.progress(`${qosNote}; measuring with the CPUs free to sleep`);
+    }
+  }
   try {
     const floors = new Map<string, RunStats>();
     const results: BenchResult[] = [];
@@ -132,12 +150,13 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchReport> {
       }
     }
     return {
-      machine: machineInfo(),
+      machine: { ...machineInfo(), cpu_latency_request: qosNote, cpu_latency_held: qos !== null },
       config: { quick: o.quick, span_bytes: span, ...loop, qd_is_per_queue: true },
       results,
     };
   } finally {
     await peer.stop();
+    qos?.close();
     for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
   }
 }

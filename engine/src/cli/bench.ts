@@ -6,7 +6,7 @@ import { parseCommandArgs, type Command } from './command.js';
 export const bench: Command = {
   name: 'bench',
   summary: 'measure NVMe/TCP against the local disk and the bare network',
-  help: `Usage: branchsan bench [--json] [--quick] [--disk-dir DIR] [--seconds N]
+  help: `Usage: branchsan bench [--json] [--quick] [--disk-dir DIR] [--seconds N] [--no-cpu-latency]
 
 Runs, in one process tree and one run, for 4 KiB random read/write at QD1 and QD32
 (1 and 2 I/O queues) and 128 KiB sequential read/write at QD8:
@@ -22,7 +22,11 @@ Options:
   --quick         only 4 KiB patterns on the RAM-backed file, 1 s each
   --disk-dir DIR  where the on-disk benchmark file goes        [system temp dir]
   --seconds N     measured seconds per run                      [2.5; quick 1]
-  --out FILE      also write the JSON report to FILE`,
+  --out FILE      also write the JSON report to FILE
+  --no-cpu-latency
+                  let the CPUs sleep deeply during the run; by default the bench
+                  holds a 0 µs CPU wake-up latency request (PM QoS, root only), as
+                  the engine does while I/O flows`,
   async run(argv) {
     const { values } = parseCommandArgs('bench', argv, {
       json: { type: 'boolean' },
@@ -30,6 +34,7 @@ Options:
       'disk-dir': { type: 'string' },
       seconds: { type: 'string' },
       out: { type: 'string' },
+      'no-cpu-latency': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     });
     if (values.help) {
@@ -45,6 +50,7 @@ Options:
       quick: values.quick ?? false,
       ...(values['disk-dir'] ? { diskDir: values['disk-dir'] } : {}),
       ...(seconds ? { seconds } : {}),
+      cpuLatency: !values['no-cpu-latency'],
       progress: (line) => process.stderr.write(`[bench] ${line}\n`),
     });
     process.stderr.write(formatTable(report) + '\n');

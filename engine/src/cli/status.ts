@@ -41,6 +41,11 @@ Options:
         console.log(
           `  engine pid ${s.pid}, up ${Math.round(s.uptimeSec)} s, data ${s.dataDir}, schema v${s.dbSchemaVersion}`,
         );
+        const q = s.cpuLatency;
+        console.log(
+          `  CPU wake-up latency request: ${q.mode}, ${q.held ? 'held' : 'not held'}` +
+            (q.unavailable ? ` (unavailable: ${q.unavailable}; run the engine as root)` : ''),
+        );
       }
       return 0;
     } finally {

@@ -45,6 +45,7 @@ export const DEFAULT_SETTINGS: StoredSettings = {
     allowInvalidCertificate: false,
   },
   webhook: { enabled: false, url: '', minSeverity: 'warning' },
+  performance: { cpuLatency: 'when-busy' },
 };
 
 export class SettingsStore {

@@ -28,6 +28,7 @@ import {
   type ConsoleAccess,
   type ConsoleOptions,
 } from './console-access.js';
+import { CpuLatencyGuard } from './cpu-latency.js';
 import { HostSecretStore } from './host-secrets.js';
 import { hostSecretHandlers } from './handlers/host-secrets.js';
 import { acquireInstanceLock, type InstanceLock } from './instance-lock.js';
@@ -62,6 +63,7 @@ export class Engine {
   private metrics?: MetricsService;
   private eventsService?: EventsService;
   private closeLogFile?: () => void;
+  private cpuLatency?: CpuLatencyGuard;
   private stopping?: Promise<void>;
 
   private constructor(
@@ -195,6 +197,23 @@ export class Engine {
       engine.noteStart();
       engine.metrics = metrics;
       metrics.start();
+      engine.cpuLatency = new CpuLatencyGuard({
+        mode: eventsService.settings.stored().performance.cpuLatency,
+        activity: () => ioActivity(runtime),
+        onChange: (s) =>
+          s.unavailable
+            ? log.warn('CPU wake-up latency request unavailable; I/O latency stays higher', {
+                reason: s.unavailable,
+              })
+            : log.info(
+                s.held
+                  ? 'CPU wake-up latency request held'
+                  : 'CPU wake-up latency request released',
+                {
+                  mode: s.mode,
+                },
+              ),
+      });
       engine.heartbeat = setInterval(() => engine.beat(), 1000);
       return engine;
     } catch (err) {
@@ -214,6 +233,7 @@ export class Engine {
       uptimeSec: (Date.now() - this.startedAt) / 1000,
       dataDir: this.dataDir,
       dbSchemaVersion: this.schemaVersion,
+      cpuLatency: this.cpuLatency?.status() ?? { mode: 'off', held: false, unavailable: null },
     };
   }
 
@@ -222,6 +242,7 @@ export class Engine {
     this.stopping ??= (async () => {
       this.log.info('engine stopping', { reason });
       clearInterval(this.heartbeat);
+      this.cpuLatency?.close();
       await this.metrics?.stop(); // its last write lands before the database closes
       this.hub.closeAll('engine stopping');
       await this.consoleServer?.close();
@@ -243,6 +264,10 @@ export class Engine {
   }
 
   private beat(): void {
+    if (this.cpuLatency && this.eventsService) {
+      this.cpuLatency.setMode(this.eventsService.settings.stored().performance.cpuLatency);
+      this.cpuLatency.tick();
+    }
     this.hub.broadcast('system.heartbeat', {
       at: Date.now(),
       uptimeSec: (Date.now() - this.startedAt) / 1000,
@@ -262,6 +287,15 @@ export class Engine {
     setSetting(this.db, 'engine.running', '1');
     recordEvent(this.db, { type: 'engine.started', severity: 'info', message: 'Engine started.' });
   }
+}
+
+/** Grows with every command the target completes (for CpuLatencyGuard). */
+function ioActivity(runtime: TargetRuntime): number {
+  let n = 0;
+  for (const c of runtime.target.listControllers()) {
+    n += c.stats.readOps + c.stats.writeOps + c.stats.otherOps;
+  }
+  return n;
 }
 
 function prepareDataDir(dataDir: string): void {
