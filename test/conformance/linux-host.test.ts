@@ -54,6 +54,8 @@ const variants: [name: string, exportArgs: string[], env: Record<string, string>
   ['plain, host on the allow-list', ['--allow-host', HOSTNQN], { LH_HOSTNQN: HOSTNQN }],
   ['header and data digests', [], { LH_CONNECT_OPTS: '--hdr-digest --data-digest' }],
   ['2 I/O queues of depth 32', [], { LH_CONNECT_OPTS: '--nr-io-queues=2 --queue-size=32' }],
+  // reads then end with a C2HData carrying SUCCESS instead of a CapsuleResp
+  ['SQ flow control disabled', [], { LH_CONNECT_OPTS: '--disable-sqflow' }],
 ];
 
 describe.skipIf(missing !== null)('Linux kernel host against branchsan export', () => {

@@ -231,9 +231,13 @@ export class RawHost {
     data: Buffer = Buffer.alloc(CONNECT_DATA_SIZE),
     qid = 1,
     kato = 0,
+    /** Connect attributes (SQE byte 46): bit 2 disables SQ flow control. */
+    cattr = 0,
   ): Promise<Cqe> {
     await this.ic();
-    this.command(connectSqe(0xc0, sqsize, qid, kato), data);
+    const s = connectSqe(0xc0, sqsize, qid, kato);
+    s[46] = cattr;
+    this.command(s, data);
     return this.nextCqe();
   }
 

@@ -26,8 +26,12 @@ const SUBTYPE_NVM = 2;
 const SUBTYPE_CURRENT_DISCOVERY = 3;
 const TRTYPE = { tcp: 3, loop: 254 } as const;
 const ADRFAM = { ipv4: 1, ipv6: 2 } as const;
-/** TREQ 1:0 = 10b: secure channel not required; b2 (SQ flow control disable) deliberately clear. */
-const TREQ = 0x2;
+/**
+ * TREQ 1:0 = 10b: secure channel not required; b2: SQ flow control may be disabled (as
+ * nvmet advertises; libnvme's connect-all then asks for it, and successful reads end
+ * with a SUCCESS C2HData instead of a CapsuleResp: see transport/tcp/queue.ts).
+ */
+const TREQ = 0x2 | 0x4;
 /** EFLAGS for the current discovery subsystem entry: DUPRETINFO | EPCSD (as nvmet). */
 const EFLAGS_CURRENT = 0x3;
 /** Admin queue size hosts should use (ASQSZ), as nvmet. */

@@ -105,18 +105,23 @@ function parseReadWrite(
   const start = performance.now();
   const b = ns.backend;
   if (opcode === IO.READ) {
-    return execute('c2h', length, (_d, done) =>
-      b.read(offset, length, (err, data) =>
-        finish(
-          ctrl,
-          ns,
-          'read',
-          length,
-          start,
-          err ? backendStatus(err, 'read') : SC.SUCCESS,
-          done,
-          data,
-        ),
+    // `into`: the transport's buffer for the data, when it offers one (seam.ts)
+    return execute('c2h', length, (into, done) =>
+      b.read(
+        offset,
+        length,
+        (err, data) =>
+          finish(
+            ctrl,
+            ns,
+            'read',
+            length,
+            start,
+            err ? backendStatus(err, 'read') : SC.SUCCESS,
+            done,
+            data,
+          ),
+        into ?? undefined,
       ),
     );
   }

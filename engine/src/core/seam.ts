@@ -51,7 +51,12 @@ export type DataDirection = 'none' | 'h2c' | 'c2h';
 export type ParseResult =
   /** Complete at once with this status (and dw0, e.g. Connect's invalid-parameter locator). */
   | { readonly kind: 'error'; readonly status: number; readonly dw0?: number }
-  /** Gather `length` bytes if h2c, then call exec; the core calls done exactly once. */
+  /**
+   * Gather `length` bytes if h2c, then call exec; the core calls done exactly once.
+   * For c2h, `data` may be a buffer of exactly `length` bytes that the transport offers
+   * for the read data; a handler that fills it completes with that same buffer as
+   * readData, and the transport then sends it without a copy. Handlers may ignore it.
+   */
   | {
       readonly kind: 'exec';
       readonly dir: DataDirection;

@@ -42,6 +42,8 @@ export interface AssociationParams {
   readonly ioTimeoutMs: number;
   readonly maxWaiting: number;
   readonly maxDataLength: number;
+  /** Ask for SQ flow control to be disabled on I/O queues (Connect CATTR bit 2). */
+  readonly disableSqFlow: boolean;
   /** Check what an I/O controller must have (ICDOFF 0, SGL support). */
   readonly discovery: boolean;
 }
@@ -135,10 +137,17 @@ export class Association {
   }
 }
 
+/**
+ * With SQ flow control off the controller may end a successful read with a C2HData
+ * carrying SUCCESS instead of a CapsuleResp (one PDU per read instead of two). The
+ * library counts its own commands against the queue depth, so SQHD is never needed.
+ */
+const CATTR_DISABLE_SQFLOW = 0x04;
+
 async function connectQueue(
   q: NvmeTcpQueue,
   p: AssociationParams,
-  c: Pick<ConnectParams, 'qid' | 'sqsize' | 'kato' | 'cntlid'>,
+  c: Pick<ConnectParams, 'qid' | 'sqsize' | 'kato' | 'cntlid' | 'cattr'>,
 ): Promise<number> {
   const params = { ...c, hostid: p.hostid, subnqn: p.subnqn, hostnqn: p.hostnqn };
   try {
@@ -237,7 +246,8 @@ async function connectIoQueues(
         inCapsuleLimit: id.inCapsuleDataSize,
       });
       opened.push(q);
-      await connectQueue(q, p, { qid: i + 1, sqsize: size - 1, kato: 0, cntlid });
+      const cattr = p.disableSqFlow ? CATTR_DISABLE_SQFLOW : 0;
+      await connectQueue(q, p, { qid: i + 1, sqsize: size - 1, kato: 0, cntlid, cattr });
       return q;
     }),
   );

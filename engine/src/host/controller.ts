@@ -64,6 +64,11 @@ export interface ControllerOptions {
   readonly ioTimeoutMs?: number;
   /** Commands that may wait per queue for a free slot (default 65536). */
   readonly maxWaiting?: number;
+  /**
+   * Ask the controller not to flow-control I/O submission queues (Connect CATTR bit 2),
+   * so successful reads need no CapsuleResp (default true; nvmet and SPDK accept it).
+   */
+  readonly disableSqFlow?: boolean;
   /** Largest single transfer the library accepts (default 8 MiB; MDTS also applies). */
   readonly maxTransferBytes?: number;
   /** Reconnect automatically after a failure (default: off, the controller goes 'dead'). */
@@ -137,6 +142,7 @@ export class NvmeController implements Submitter {
       connectTimeoutMs: opts.connectTimeoutMs ?? 10_000,
       adminTimeoutMs: opts.adminTimeoutMs ?? 60_000,
       ioTimeoutMs: opts.ioTimeoutMs ?? 30_000,
+      disableSqFlow: opts.disableSqFlow ?? true,
       maxWaiting: opts.maxWaiting ?? 65536,
       maxDataLength: opts.maxTransferBytes ?? 8 * 1024 * 1024,
       discovery,

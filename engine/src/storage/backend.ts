@@ -5,7 +5,9 @@
  * Data-path calls take callbacks, not promises: one closure per I/O is the budget.
  * Buffers passed to write() are owned by the caller and stay valid only until the
  * callback runs; a backend that needs them later copies them. Buffers handed to a
- * read callback belong to the caller from then on.
+ * read callback belong to the caller from then on. A reader may offer the buffer the
+ * data should land in (`into`); the callback then hands back that very buffer, so a
+ * transport can frame the data in place and send it without another copy.
  */
 
 /** What a backend can do; the core advertises only what the backend declares. */
@@ -57,8 +59,11 @@ export interface BlockBackend {
   /** Capacity in bytes; a multiple of blockSize. */
   readonly sizeBytes: number;
   readonly caps: BackendCapabilities;
-  /** Read length bytes at offset (both multiples of blockSize). */
-  read(offset: number, length: number, cb: ReadCallback): void;
+  /**
+   * Read length bytes at offset (both multiples of blockSize), into `into` when given
+   * (exactly length bytes; the callback's data is then `into` itself).
+   */
+  read(offset: number, length: number, cb: ReadCallback, into?: Buffer): void;
   /** Write data at offset; with fua the callback waits for durability. */
   write(offset: number, data: Buffer, fua: boolean, cb: IoCallback): void;
   /** Make every write completed before this call durable. */

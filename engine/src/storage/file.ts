@@ -22,7 +22,7 @@ import {
 } from './backend.js';
 import { IoWorkerPool, resolveNativeAddon, type JobDone, type PoolInfo } from './io-worker-pool.js';
 import { Op, Status, type OpCode, type OpenedTarget } from './io-worker-protocol.js';
-import { ReadBuffers } from './read-buffers.js';
+import { ReadBuffers } from '../util/read-buffers.js';
 
 const openAsync = promisify(fs.open);
 const closeAsync = promisify(fs.close);
@@ -105,11 +105,12 @@ export class FdBackend implements BlockBackend {
     return this.pool.info.nativeNote;
   }
 
-  read(offset: number, length: number, cb: ReadCallback): void {
+  read(offset: number, length: number, cb: ReadCallback, into?: Buffer): void {
     const err = this.check('read', offset, length);
     if (err) return defer(cb, err);
-    if (length === 0) return defer(cb, null, Buffer.alloc(0));
-    this.pool.submit(Op.read, offset, length, this.readBuffers.take(length), (st, data) =>
+    if (length === 0) return defer(cb, null, into ?? Buffer.alloc(0));
+    const dest = into ?? this.readBuffers.take(length);
+    this.pool.submit(Op.read, offset, length, dest, (st, data) =>
       st === Status.ok ? cb(null, data) : cb(this.error(st, 'read', offset)),
     );
   }

@@ -47,10 +47,10 @@ export class MemoryBackend implements BlockBackend {
     this.location = opts.label ?? 'memory';
   }
 
-  read(offset: number, length: number, cb: ReadCallback): void {
+  read(offset: number, length: number, cb: ReadCallback, into?: Buffer): void {
     const err = this.check(offset, length);
     if (err) return defer(cb, err);
-    const out = Buffer.alloc(length);
+    const out = into ? into.fill(0) : Buffer.alloc(length); // holes read as zeroes
     this.walk(offset, length, (chunk, at, pos, n) => {
       if (chunk) chunk.copy(out, pos, at, at + n);
     });

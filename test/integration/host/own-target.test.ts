@@ -44,34 +44,45 @@ describe('host library vs BranchSAN target (in process)', () => {
     expect(log.entries.find((e) => e.subtype === 2)?.subnqn).toBe(NQN);
   });
 
-  it.each([false, true])('verifies data at QD 32 on 2 I/O queues (digests %s)', async (dg) => {
-    const ctrl = await NvmeController.connect({
-      host: '127.0.0.1',
-      port,
-      subnqn: NQN,
-      hdgst: dg,
-      ddgst: dg,
-      ioQueues: 2,
-      queueSize: 32,
-    });
-    try {
-      expect(ctrl.ioQueueCount).toBe(2);
-      const ns = await ctrl.namespace(1);
-      expect(ns.identity.nguid.toString('hex')).toBe('0123456789abcdef0123456789abcdef');
-      for (const size of [4096, 16384, 65536, 1 << 20]) {
-        const d = randomBytes(size);
-        await ns.write(64, d, { fua: true });
-        expect((await ns.read(64, size / ns.blockSize)).equals(d)).toBe(true);
+  // SQ flow control on: every read ends with a CapsuleResp; off (the library's default):
+  // successful reads end with a SUCCESS C2HData and no CapsuleResp.
+  it.each([
+    [false, true],
+    [true, true],
+    [false, false],
+    [true, false],
+  ])(
+    'verifies data at QD 32 on 2 I/O queues (digests %s, SQ flow control off %s)',
+    async (dg, noFlow) => {
+      const ctrl = await NvmeController.connect({
+        host: '127.0.0.1',
+        port,
+        subnqn: NQN,
+        hdgst: dg,
+        ddgst: dg,
+        disableSqFlow: noFlow,
+        ioQueues: 2,
+        queueSize: 32,
+      });
+      try {
+        expect(ctrl.ioQueueCount).toBe(2);
+        const ns = await ctrl.namespace(1);
+        expect(ns.identity.nguid.toString('hex')).toBe('0123456789abcdef0123456789abcdef');
+        for (const size of [4096, 16384, 65536, 1 << 20]) {
+          const d = randomBytes(size);
+          await ns.write(64, d, { fua: true });
+          expect((await ns.read(64, size / ns.blockSize)).equals(d)).toBe(true);
+        }
+        const blocks = Array.from({ length: 256 }, () => randomBytes(4096));
+        await Promise.all(blocks.map((b, i) => ns.write(4096 + i * 8, b)));
+        const back = await Promise.all(blocks.map((_, i) => ns.read(4096 + i * 8, 8)));
+        back.forEach((b, i) => expect(b.equals(blocks[i]!)).toBe(true));
+        await ns.flush();
+        await ns.writeZeroes(64, 8);
+        expect((await ns.read(64, 8)).every((b) => b === 0)).toBe(true);
+      } finally {
+        await ctrl.close();
       }
-      const blocks = Array.from({ length: 256 }, () => randomBytes(4096));
-      await Promise.all(blocks.map((b, i) => ns.write(4096 + i * 8, b)));
-      const back = await Promise.all(blocks.map((_, i) => ns.read(4096 + i * 8, 8)));
-      back.forEach((b, i) => expect(b.equals(blocks[i]!)).toBe(true));
-      await ns.flush();
-      await ns.writeZeroes(64, 8);
-      expect((await ns.read(64, 8)).every((b) => b === 0)).toBe(true);
-    } finally {
-      await ctrl.close();
-    }
-  });
+    },
+  );
 });

@@ -1,7 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import {
+  c2hDataFrameSize,
+  c2hDataHeadroom,
   encodeC2HData,
+  frameC2HData,
   encodeCapsuleCmd,
   encodeCapsuleResp,
   encodeH2CData,
@@ -254,6 +257,29 @@ describe('PDU round trips', () => {
     expect(pieces[0]!.length).toBe(28);
     expect(pieces[2]!.length).toBe(4);
   });
+});
+
+describe('C2HData framed in place', () => {
+  const join = (b: Buffer[]) => Buffer.concat(b);
+  for (const hdgst of [false, true]) {
+    for (const ddgst of [false, true]) {
+      for (const align of [4, 8, 128]) {
+        it(`is byte for byte encodeC2HData (hdgst ${hdgst}, ddgst ${ddgst}, alignment ${align})`, () => {
+          const o: DataPduOptions = { hdgst, ddgst, align };
+          for (const [data, flags] of [
+            [randomBytes(4096), { last: true, success: true }],
+            [randomBytes(13), { last: false }],
+            [randomBytes(512), { last: true }],
+          ] as const) {
+            const frame = Buffer.alloc(c2hDataFrameSize(data.length, o), 0xee); // dirty
+            data.copy(frame, c2hDataHeadroom(o));
+            const f = { cccid: 0x1234, datao: 8192, ...flags };
+            expect(frameC2HData(frame, f, o)).toEqual(join(encodeC2HData(f, data, o)));
+          }
+        });
+      }
+    }
+  }
 });
 
 describe('golden bytes', () => {

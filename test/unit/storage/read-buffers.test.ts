@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ReadBuffers } from '../../../engine/src/storage/read-buffers.js';
+import { ReadBuffers } from '../../../engine/src/util/read-buffers.js';
 
 describe('ReadBuffers', () => {
   it('hands out disjoint, 8-byte aligned views of the exact length', () => {

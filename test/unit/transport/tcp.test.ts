@@ -8,6 +8,7 @@ import {
   type Digests,
 } from '../../../engine/src/protocol/pdu.js';
 import {
+  readCqe as readCqeOf,
   SGL_DATA_BLOCK_OFFSET,
   SGL_TRANSPORT_DATA_BLOCK,
 } from '../../../engine/src/protocol/pdu-capsule.js';
@@ -23,7 +24,7 @@ import {
   SOCKET_HIGH_WATER_MARK,
 } from '../../../engine/src/transport/tcp/limits.js';
 import { RawHost as TestHost, sqe } from '../../helpers/raw-nvme.js';
-import { FakeCore, OP, pattern, readSqe } from './test-host.js';
+import { FakeCore, OP, pattern, READ_HOW, readSqe } from './test-host.js';
 
 let core: FakeCore;
 let transport: TcpTransport;
@@ -212,6 +213,60 @@ describe('commands', () => {
     }
     expect(Buffer.concat(parts).equals(pattern(len, 3))).toBe(true);
     expect(await h.nextCqe()).toMatchObject({ cid: 7, status: 0 });
+  });
+
+  for (const dg of DIGESTS) {
+    it(`frames a read in the buffer it offered: one C2HData, then the CapsuleResp (hdgst=${+dg.hdgst} ddgst=${+dg.ddgst}, HPDA 3)`, async () => {
+      const h = await host();
+      await h.ic(dg, 3); // 16-byte data alignment: padding between header and data
+      for (const [cid, len] of [
+        [1, 4096],
+        [2, 13],
+        [3, MAX_C2H_DATA],
+      ] as const) {
+        h.command(readSqe(cid, len, cid, READ_HOW.INTO));
+        const d = await h.nextOf(PduType.C2HData); // the parser checks HDGST/DDGST
+        expect(d).toMatchObject({ cccid: cid, datao: 0, datal: len, ddgstError: false });
+        expect(d.flags & (PduFlag.LAST_PDU | PduFlag.SUCCESS)).toBe(PduFlag.LAST_PDU);
+        expect(d.data.equals(pattern(len, cid))).toBe(true);
+        expect(await h.nextCqe()).toMatchObject({ cid, status: 0 });
+      }
+      // Offered for reads that fit one PDU, not for a larger one.
+      h.command(readSqe(4, MAX_C2H_DATA + 512, 4, READ_HOW.INTO));
+      for (let got = 0; got < MAX_C2H_DATA + 512;) got += (await h.nextOf(PduType.C2HData)).datal;
+      await h.nextCqe();
+      expect(core.queues[0]!.offers).toEqual([4096, 13, MAX_C2H_DATA, null]);
+    });
+  }
+
+  it('with SQ flow control disabled, a successful read ends with a SUCCESS C2HData and no CapsuleResp', async () => {
+    const h = await host();
+    const c = await h.connectQueue(31, undefined, 1, 0, 0x04);
+    expect(c.status).toBe(0);
+    h.command(readSqe(1, 4096, 1, READ_HOW.INTO)); // framed in place
+    h.command(readSqe(2, 300 * 1024, 2)); // the general path, several PDUs
+    h.command(readSqe(3, 512, 3, READ_HOW.DW0)); // the CQE carries a result
+    h.command(readSqe(4, 512, 4, READ_HOW.FAIL)); // errors always get a CapsuleResp
+    const seen: string[] = [];
+    while (seen.length < 5) {
+      const p = await h.next();
+      if (p.type === PduType.C2HData) {
+        const f = p.flags & (PduFlag.LAST_PDU | PduFlag.SUCCESS);
+        if (f) seen.push(`data ${p.cccid}${f & PduFlag.SUCCESS ? ' success' : ''}`);
+      } else if (p.type === PduType.CapsuleResp) {
+        const cqe = readCqeOf(p.cqe);
+        seen.push(`resp ${cqe.cid}${cqe.status ? ' error' : ''}${cqe.dw0 ? ' dw0' : ''}`);
+      }
+    }
+    h.command(sqe(OP.KEEP_ALIVE, 5)); // nothing else was pending: the next PDU is its answer
+    expect(readCqeOf((await h.nextOf(PduType.CapsuleResp)).cqe).cid).toBe(5);
+    expect(seen).toEqual([
+      'data 1 success',
+      'data 2 success',
+      'data 3',
+      'resp 3 dw0',
+      'resp 4 error',
+    ]);
   });
 
   it('completes transport-level errors with the right status and keeps serving', async () => {

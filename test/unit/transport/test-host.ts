@@ -17,7 +17,7 @@ import { SC, DNR } from '../../../engine/src/protocol/status.js';
 export const OP = {
   /** Write sglLength bytes; dw0 = number of bytes received. */
   WRITE: 0x01,
-  /** Read cdw12 bytes of pattern(cdw10). */
+  /** Read cdw12 bytes of pattern(cdw10); cdw11 holds READ_HOW flags. */
   READ: 0x02,
   /** Complete only when the test calls release(). */
   HOLD: 0x03,
@@ -27,6 +27,16 @@ export const OP = {
   /** parse() throws. */
   THROW: 0xef,
   FABRICS: 0x7f,
+} as const;
+
+/** How the fake core completes OP.READ (cdw11). */
+export const READ_HOW = {
+  /** Fill the buffer the transport offers and complete with it (the zero-copy path). */
+  INTO: 1,
+  /** Fail with Internal Error. */
+  FAIL: 2,
+  /** Succeed with dw0 = 0x1234 (a CQE that says more than "success"). */
+  DW0: 4,
 } as const;
 
 export function pattern(len: number, seed: number): Buffer {
@@ -40,6 +50,8 @@ export class FakeQueue implements CoreQueue {
   closedCalls = 0;
   writes: Buffer[] = [];
   held: Completion[] = [];
+  /** For each OP.READ: the length of the buffer the transport offered, or null. */
+  offers: (number | null)[] = [];
 
   constructor(readonly tq: TransportQueue) {}
 
@@ -70,11 +82,19 @@ export class FakeQueue implements CoreQueue {
       case OP.READ: {
         const len = sqe.readUInt32LE(48);
         const seed = sqe.readUInt32LE(40);
+        const how = sqe.readUInt32LE(44);
         return {
           kind: 'exec',
           dir: 'c2h',
           length: len,
-          exec: (_d, done) => setImmediate(() => done(0, 0, 0, pattern(len, seed))),
+          exec: (into, done) =>
+            setImmediate(() => {
+              this.offers.push(into ? into.length : null);
+              if (how & READ_HOW.FAIL) return done(SC.INTERNAL | DNR);
+              const data = pattern(len, seed);
+              const out = how & READ_HOW.INTO && into ? (data.copy(into), into) : data;
+              done(0, how & READ_HOW.DW0 ? 0x1234 : 0, 0, out);
+            }),
         };
       }
       case OP.HOLD:
@@ -106,9 +126,10 @@ export class FakeCore implements CoreTarget {
   }
 }
 
-export function readSqe(cid: number, len: number, seed: number): Buffer {
+export function readSqe(cid: number, len: number, seed: number, how = 0): Buffer {
   const s = sqe(OP.READ, cid, SGL_TRANSPORT_DATA_BLOCK, len);
   s.writeUInt32LE(seed, 40);
+  s.writeUInt32LE(how, 44);
   s.writeUInt32LE(len, 48);
   return s;
 }

@@ -43,6 +43,12 @@ export class TcpCommand {
   buf: Buffer | null = null;
   /** A data digest failed in some H2CData of this command. */
   dataError = false;
+  /**
+   * Reads: a whole C2HData PDU's worth of memory, and `into`, the part of it where the
+   * data goes (see frameC2HData). Null when the read is sent the general way.
+   */
+  frame: Buffer | null = null;
+  into: Buffer | null = null;
   private finished = false;
 
   /** The Completion handed to the core; later calls after the first are ignored. */

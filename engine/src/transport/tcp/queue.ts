@@ -15,7 +15,10 @@ import type {
   TransportQueue,
 } from '../../core/seam.js';
 import {
+  c2hDataFrameSize,
+  c2hDataHeadroom,
   encodeC2HData,
+  frameC2HData,
   encodeH2CData,
   encodeICReq,
   encodeCapsuleResp,
@@ -38,9 +41,11 @@ import {
   type ICReqPdu,
 } from '../../protocol/pdu.js';
 import { controllerParser, type PduParser } from '../../protocol/pdu-parser.js';
+import { CONNECT_SQE_OFFSET } from '../../protocol/sqe.js';
 import { DNR, SC } from '../../protocol/status.js';
 import { IN_CAPSULE_DATA_SIZE, MAX_C2H_DATA, MAXH2CDATA } from '../../protocol/tcp-limits.js';
 import type { Logger } from '../../util/log.js';
+import { ReadBuffers } from '../../util/read-buffers.js';
 import { TcpCommand, validateCapsule, type CommandSink } from './command.js';
 import { PduWriter } from './writer.js';
 import {
@@ -111,6 +116,13 @@ export class TcpQueue implements TransportQueue, CommandSink {
   private drained: (() => void) | null = null;
   private sqhd = 0;
   private sqid = 0;
+  /**
+   * The host disabled SQ flow control at Connect (CATTR bit 2): a successful read then
+   * ends with a C2HData carrying SUCCESS instead of a CapsuleResp, as nvmet does.
+   */
+  private sqFlowDisabled = false;
+  /** Memory for reads framed in place (one C2HData PDU per read). */
+  private readonly frames = new ReadBuffers();
   /** Commands holding an R2T, by TTAG; and those waiting for one, in arrival order. */
   private readonly r2tActive = new Map<number, TcpCommand>();
   private readonly r2tWaiting: TcpCommand[] = [];
@@ -322,7 +334,21 @@ export class TcpQueue implements TransportQueue, CommandSink {
     }
     // In-capsule data belongs to writes only (nvmet: Invalid Field).
     if (r.dir === 'c2h' && p.data) return this.respond(cmd.cid, SC.INVALID_FIELD | DNR);
-    this.execute(cmd, null);
+    this.execute(cmd, r.dir === 'c2h' ? this.offerFrame(cmd) : null);
+  }
+
+  /**
+   * A read that fits one C2HData PDU gets a frame: the core reads straight into its
+   * data part and complete() writes the header around it, so the PDU leaves as one
+   * buffer with no copy and no allocation beyond the frame.
+   */
+  private offerFrame(cmd: TcpCommand): Buffer | null {
+    if (cmd.length === 0 || cmd.length > MAX_C2H_DATA) return null;
+    const frame = this.frames.take(c2hDataFrameSize(cmd.length, this.dg));
+    const at = c2hDataHeadroom(this.dg);
+    cmd.frame = frame;
+    cmd.into = frame.subarray(at, at + cmd.length);
+    return cmd.into;
   }
 
   private execute(cmd: TcpCommand, data: Buffer | null): void {
@@ -342,28 +368,53 @@ export class TcpQueue implements TransportQueue, CommandSink {
         this.log.error('core returned short read data', { peer: this.peer, cid: cmd.cid });
         return this.respond(cmd.cid, SC.INTERNAL | DNR);
       }
-      this.sendC2HData(cmd.cid, data.subarray(0, cmd.length));
+      // SUCCESS replaces the CapsuleResp only when the CQE would say nothing more.
+      const success = this.sqFlowDisabled && dw0 === 0 && dw1 === 0;
+      if (data === cmd.into) {
+        this.writer.write(
+          frameC2HData(cmd.frame!, { cccid: cmd.cid, datao: 0, last: true, success }, this.dg),
+        );
+      } else {
+        this.sendC2HData(cmd.cid, data.subarray(0, cmd.length), success);
+      }
+      if (success) {
+        this.retire();
+        return this.checkDrained();
+      }
     }
-    if (status === 0 && cmd.connectQid >= 0) this.sqid = cmd.connectQid;
+    if (status === 0 && cmd.connectQid >= 0) {
+      this.sqid = cmd.connectQid;
+      this.sqFlowDisabled = (cmd.sqe[CONNECT_SQE_OFFSET.cattr]! & CATTR_DISABLE_SQFLOW) !== 0;
+    }
     this.respond(cmd.cid, status, dw0, dw1);
   }
 
-  private sendC2HData(cccid: number, data: Buffer): void {
+  private sendC2HData(cccid: number, data: Buffer, success: boolean): void {
     for (let datao = 0; datao < data.length; datao += MAX_C2H_DATA) {
       const end = Math.min(datao + MAX_C2H_DATA, data.length);
       const piece = data.subarray(datao, end);
+      const last = end === data.length;
       this.writer.writev(
-        encodeC2HData({ cccid, datao, last: end === data.length }, piece, this.dg),
+        encodeC2HData({ cccid, datao, last, success: last && success }, piece, this.dg),
       );
     }
   }
 
   /** One CapsuleResp: SQHD advances per completion modulo the queue size (nvmet). */
   private respond(cid: number, status: number, dw0 = 0, dw1 = 0): void {
-    this.outstanding--;
-    this.sqhd = (this.sqhd + 1) % this.queueSize;
+    this.retire();
     const cqe = { dw0, dw1, sqhd: this.sqhd, sqid: this.sqid, cid, status };
     this.writer.write(encodeCapsuleResp(cqe, this.dg.hdgst));
+    this.checkDrained();
+  }
+
+  /** A command ends: with a CapsuleResp (respond) or with a SUCCESS C2HData. */
+  private retire(): void {
+    this.outstanding--;
+    this.sqhd = (this.sqhd + 1) % this.queueSize;
+  }
+
+  private checkDrained(): void {
     if (this.outstanding === 0 && this.drained) this.notifyDrained();
   }
 
@@ -445,3 +496,5 @@ export class TcpQueue implements TransportQueue, CommandSink {
 }
 
 const EMPTY = Buffer.alloc(0);
+/** Connect CATTR bit 2: the host asks the controller not to flow-control the SQ. */
+const CATTR_DISABLE_SQFLOW = 0x04;
