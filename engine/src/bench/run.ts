@@ -4,7 +4,9 @@
  *   remote - the same pattern through the engine's NVMe/TCP target (child process)
  *            with the host library (this process),
  *   floor  - a bare TCP request/response of the same sizes between the same two processes.
- * Figures are compared as ratios within the run, never against fixed numbers.
+ * Figures are compared as ratios within the run, never against fixed numbers. Each
+ * pattern runs in rounds that interleave the three legs; each leg reports its median
+ * round, and the report keeps every round's IOPS.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -15,7 +17,14 @@ import { holdCpuLatency, type CpuLatencyHold } from '../service/cpu-latency.js';
 import { openBackend } from '../storage/open.js';
 import { connectFloor } from './floor.js';
 import { backendSubmit, prepareBackingFile } from './local.js';
-import { FULL_PATTERNS, QUICK_PATTERNS, runLoop, type Pattern, type Submit } from './patterns.js';
+import {
+  FULL_PATTERNS,
+  QUICK_PATTERNS,
+  runLoop,
+  type LoopOptions,
+  type Pattern,
+  type Submit,
+} from './patterns.js';
 import { BENCH_NQN, type PeerReply, type PeerRequest } from './peer.js';
 import { connectRemote } from './remote.js';
 import { round, type RunStats } from './stats.js';
@@ -24,8 +33,10 @@ export interface BenchOptions {
   quick: boolean;
   /** Directory on a real disk for the 'disk' backend (default: the system temp dir). */
   diskDir?: string;
-  /** Measured seconds per run (default 2.5, quick 1). */
+  /** Measured seconds per leg and round (default 0.75, quick 0.5). */
   seconds?: number;
+  /** Rounds of local, remote and floor per pattern (default 3); each leg reports its median. */
+  rounds?: number;
   /**
    * Hold a 0 µs CPU wake-up latency request for the whole run, as the engine does
    * while I/O flows (settings.performance.cpuLatency). Default true; every leg runs
@@ -44,6 +55,8 @@ export interface BenchResult extends Pattern {
   floor: RunStats;
   ratio_iops: number;
   added_lat_us: number;
+  /** IOPS of every round, per leg, in the order they ran. */
+  rounds_iops: { local: number[]; remote: number[]; floor: number[] };
 }
 
 export interface BenchReport {
@@ -62,10 +75,11 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchReport> {
   const patterns = o.quick ? QUICK_PATTERNS : FULL_PATTERNS;
   const backends: BackendName[] = o.quick ? ['shm'] : ['shm', 'disk'];
   const span = (o.quick ? 64 : 128) << 20;
+  const rounds = Math.max(1, o.rounds ?? 3);
   const loop = {
     span,
-    warmupMs: o.quick ? 300 : 500,
-    durationMs: (o.seconds ?? (o.quick ? 1 : 2.5)) * 1000,
+    warmupMs: o.quick ? 150 : 250,
+    durationMs: (o.seconds ?? (o.quick ? 0.5 : 0.75)) * 1000,
   };
   const peer = new Peer();
   const dirs: string[] = [];
@@ -81,7 +95,8 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchReport> {
     }
   }
   try {
-    const floors = new Map<string, RunStats>();
+    // The bare-TCP floor does not depend on the backend: measured with the first one.
+    const floors = new Map<string, RunStats[]>();
     const results: BenchResult[] = [];
     for (const backend of backends) {
       const base = backend === 'shm' ? '/dev/shm' : (o.diskDir ?? os.tmpdir());
@@ -90,68 +105,60 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchReport> {
       const file = path.join(dir, 'bench.img');
       o.progress(`preparing ${span >> 20} MiB on ${backend} (${base})`);
       await prepareBackingFile(file, span, span);
-
-      const local = new Map<Pattern, RunStats>();
+      const ports = await peer.call({ cmd: 'start', path: file });
+      if (!('nvmePort' in ports)) throw new Error('benchmark peer did not start');
       const be = await openBackend({ kind: 'file', path: file });
       try {
         for (const p of patterns) {
-          local.set(p, await runLoop(p, backendSubmit(be), loop));
-          o.progress(`local  ${label(p, backend)}: ${fmt(local.get(p)!)}`);
+          const fkey = `${p.pattern}/${p.bs}/${p.qd}/${p.queues}`;
+          const legs = {
+            local: [] as RunStats[],
+            remote: [] as RemoteStats[],
+            floor: [] as RunStats[],
+          };
+          const conn = await connectRemote(ports.nvmePort, BENCH_NQN, p.queues);
+          const floor = floors.has(fkey) ? null : await connectFloor(ports.floorPort, p.queues);
+          try {
+            // Rounds interleave the legs, so a slow spell of this noisy machine lands on
+            // all of them rather than on one; each leg reports its median round.
+            for (let r = 0; r < rounds; r++) {
+              legs.local.push(await runLoop(p, backendSubmit(be), loop));
+              legs.remote.push(await measureRemote(p, conn.submit, loop, peer));
+              if (floor) legs.floor.push(await runLoop(p, floor.submit as Submit, loop));
+            }
+          } finally {
+            await conn.close();
+            floor?.close();
+          }
+          if (floor) floors.set(fkey, legs.floor);
+          const local = median(legs.local);
+          const remote = median(legs.remote);
+          const fl = median(floors.get(fkey)!);
+          o.progress(`${label(p, backend)} local ${fmt(local)}`);
+          o.progress(`${label(p, backend)} remote ${fmt(remote)}`);
+          o.progress(`${label(p, backend)} floor ${fmt(fl)}`);
+          results.push({
+            ...p,
+            backend,
+            local,
+            remote,
+            floor: fl,
+            ratio_iops: round(remote.iops / Math.max(1, local.iops), 3),
+            added_lat_us: round(remote.lat_us.mean - local.lat_us.mean),
+            rounds_iops: {
+              local: legs.local.map((x) => x.iops),
+              remote: legs.remote.map((x) => x.iops),
+              floor: floors.get(fkey)!.map((x) => x.iops),
+            },
+          });
         }
       } finally {
         await be.close();
       }
-
-      const ports = await peer.call({ cmd: 'start', path: file });
-      if (!('nvmePort' in ports)) throw new Error('benchmark peer did not start');
-      for (const p of patterns) {
-        const conn = await connectRemote(ports.nvmePort, BENCH_NQN, p.queues);
-        // CPU of both processes over the measured window only (warm-up excluded)
-        let host0 = process.cpuUsage();
-        let hostUs = 0;
-        let target0: Promise<number> = Promise.resolve(0);
-        let target1: Promise<number> = Promise.resolve(0);
-        const onWindow = (edge: 'start' | 'end') => {
-          if (edge === 'start') {
-            host0 = process.cpuUsage();
-            target0 = peer.cpu();
-          } else {
-            const d = process.cpuUsage(host0);
-            hostUs = d.user + d.system;
-            target1 = peer.cpu();
-          }
-        };
-        const remote = await runLoop(p, conn.submit, { ...loop, onWindow }).finally(() =>
-          conn.close(),
-        );
-        const targetUs = (await target1) - (await target0);
-        const ios = Math.max(1, remote.ios);
-        o.progress(`remote ${label(p, backend)}: ${fmt(remote)}`);
-        const fkey = `${p.pattern}/${p.bs}/${p.qd}/${p.queues}`;
-        if (!floors.has(fkey)) {
-          const f = await connectFloor(ports.floorPort, p.queues);
-          floors.set(fkey, await runLoop(p, f.submit as Submit, loop).finally(() => f.close()));
-          o.progress(`floor  ${label(p, backend)}: ${fmt(floors.get(fkey)!)}`);
-        }
-        const l = local.get(p)!;
-        results.push({
-          ...p,
-          backend,
-          local: l,
-          remote: {
-            ...remote,
-            target_cpu_us_per_io: round(targetUs / ios),
-            host_cpu_us_per_io: round(hostUs / ios),
-          },
-          floor: floors.get(fkey)!,
-          ratio_iops: round(remote.iops / Math.max(1, l.iops), 3),
-          added_lat_us: round(remote.lat_us.mean - l.lat_us.mean),
-        });
-      }
     }
     return {
       machine: { ...machineInfo(), cpu_latency_request: qosNote, cpu_latency_held: qos !== null },
-      config: { quick: o.quick, span_bytes: span, ...loop, qd_is_per_queue: true },
+      config: { quick: o.quick, span_bytes: span, rounds, ...loop, qd_is_per_queue: true },
       results,
     };
   } finally {
@@ -159,6 +166,45 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchReport> {
     qos?.close();
     for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
   }
+}
+
+type RemoteStats = BenchResult['remote'];
+
+/** One remote leg, with the CPU both processes spent in its measured window. */
+async function measureRemote(
+  p: Pattern,
+  submit: Submit,
+  loop: Omit<LoopOptions, 'onWindow'>,
+  peer: Peer,
+): Promise<RemoteStats> {
+  let host0 = process.cpuUsage();
+  let hostUs = 0;
+  let target0: Promise<number> = Promise.resolve(0);
+  let target1: Promise<number> = Promise.resolve(0);
+  const onWindow = (edge: 'start' | 'end') => {
+    if (edge === 'start') {
+      host0 = process.cpuUsage();
+      target0 = peer.cpu();
+    } else {
+      const d = process.cpuUsage(host0);
+      hostUs = d.user + d.system;
+      target1 = peer.cpu();
+    }
+  };
+  const stats = await runLoop(p, submit, { ...loop, onWindow });
+  const targetUs = (await target1) - (await target0);
+  const ios = Math.max(1, stats.ios);
+  return {
+    ...stats,
+    target_cpu_us_per_io: round(targetUs / ios),
+    host_cpu_us_per_io: round(hostUs / ios),
+  };
+}
+
+/** The round with the median IOPS (the lower middle one for an even count). */
+function median<T extends RunStats>(runs: T[]): T {
+  const sorted = [...runs].sort((a, b) => a.iops - b.iops);
+  return sorted[Math.floor((sorted.length - 1) / 2)]!;
 }
 
 class Peer {

@@ -5,8 +5,7 @@ import { parseCommandArgs, type Command } from './command.js';
 
 export const bench: Command = {
   name: 'bench',
-  summary: 'measure NVMe/TCP against the local disk and the bare network',
-  help: `Usage: branchsan bench [--json] [--quick] [--disk-dir DIR] [--seconds N] [--no-cpu-latency]
+  help: `Usage: branchsan bench [--json] [--quick] [--disk-dir DIR] [--seconds N] [--rounds N] [--no-cpu-latency]
 
 Runs, in one process tree and one run, for 4 KiB random read/write at QD1 and QD32
 (1 and 2 I/O queues) and 128 KiB sequential read/write at QD8:
@@ -15,13 +14,16 @@ Runs, in one process tree and one run, for 4 KiB random read/write at QD1 and QD
           the host library in a separate process
   floor   a bare TCP request/response of the same sizes between the same processes
 and reports IOPS, MB/s, latency (mean, p50, p99, p99.9), CPU per I/O, and remote as
-a ratio of local. QD is per queue. Progress goes to stderr.
+a ratio of local. QD is per queue. Each pattern runs in rounds that interleave
+local, remote and floor (this machine's speed drifts); every leg reports its
+median round, and the JSON keeps each round's IOPS. Progress goes to stderr.
 
 Options:
   --json          one JSON object on stdout (the table goes to stderr)
-  --quick         only 4 KiB patterns on the RAM-backed file, 1 s each
+  --quick         only 4 KiB patterns on the RAM-backed file, shorter rounds
   --disk-dir DIR  where the on-disk benchmark file goes        [system temp dir]
-  --seconds N     measured seconds per run                      [2.5; quick 1]
+  --seconds N     measured seconds per leg and round            [0.75; quick 0.5]
+  --rounds N      rounds per pattern                            [3]
   --out FILE      also write the JSON report to FILE
   --no-cpu-latency
                   let the CPUs sleep deeply during the run; by default the bench
@@ -33,6 +35,7 @@ Options:
       quick: { type: 'boolean' },
       'disk-dir': { type: 'string' },
       seconds: { type: 'string' },
+      rounds: { type: 'string' },
       out: { type: 'string' },
       'no-cpu-latency': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
@@ -46,10 +49,16 @@ Options:
       console.error('branchsan: bench: --seconds must be a number of seconds between 0 and 60.');
       return 2;
     }
+    const rounds = values.rounds === undefined ? undefined : Number(values.rounds);
+    if (rounds !== undefined && !(Number.isInteger(rounds) && rounds >= 1 && rounds <= 20)) {
+      console.error('branchsan: bench: --rounds must be a whole number from 1 to 20.');
+      return 2;
+    }
     const report = await runBenchmark({
       quick: values.quick ?? false,
       ...(values['disk-dir'] ? { diskDir: values['disk-dir'] } : {}),
       ...(seconds ? { seconds } : {}),
+      ...(rounds ? { rounds } : {}),
       cpuLatency: !values['no-cpu-latency'],
       progress: (line) => process.stderr.write(`[bench] ${line}\n`),
     });

@@ -6,8 +6,6 @@ import { UserError } from '../util/errors.js';
 
 export interface Command {
   readonly name: string;
-  /** One line for the command list. */
-  readonly summary: string;
   /** Full help: usage, options, examples. */
   readonly help: string;
   run(argv: string[]): Promise<number>;

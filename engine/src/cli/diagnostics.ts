@@ -7,7 +7,6 @@ import { parseCommandArgs, requireDataDir, type Command } from './command.js';
 
 export const diagnostics: Command = {
   name: 'diagnostics',
-  summary: 'collect logs, configuration and events into one .tar.gz for support',
   help: `Usage: branchsan diagnostics --data DIR [--out FILE] [--offline]
 
 Writes a diagnostics bundle: the engine's logs, its configuration, recent events

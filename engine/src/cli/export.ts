@@ -11,7 +11,6 @@ import { formatSize, parseSize } from './sizes.js';
 
 export const exportCommand: Command = {
   name: 'export',
-  summary: 'serve one file or block device over NVMe/TCP at once (no wizard)',
   help: `Usage: branchsan export PATH [options]
 
 Serves PATH (a file or a block device) as namespace 1 of one NVMe subsystem over

@@ -9,7 +9,6 @@ import { parseCommandArgs, requireDataDir, type Command } from './command.js';
 
 export const passwd: Command = {
   name: 'passwd',
-  summary: "set the web console's admin password",
   help: `Usage: branchsan passwd --data DIR [--password-stdin]
 
 Sets the admin password of the web console (stored as an scrypt hash in

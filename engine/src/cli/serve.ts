@@ -7,7 +7,6 @@ import { parseCommandArgs, requireDataDir, parsePort, type Command } from './com
 
 export const serve: Command = {
   name: 'serve',
-  summary: 'run the engine (the storage service) in the foreground',
   help: `Usage: branchsan serve --data DIR [options]
 
 Runs the BranchSAN engine: opens DIR/branchsan.db, serves the management API on a

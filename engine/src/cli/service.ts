@@ -82,7 +82,6 @@ export function planAction(action: Exclude<Action, 'install'>): Step[] {
 
 export const service: Command = {
   name: 'service',
-  summary: 'start, stop, show or install the engine as a systemd service',
   help: `Usage: branchsan service <start|stop|restart|status|install> [options]
 
 Manages the engine as the systemd service ${UNIT_NAME}:

@@ -5,7 +5,6 @@ import { parseCommandArgs, type Command } from './command.js';
 
 export const status: Command = {
   name: 'status',
-  summary: "show a running engine's status",
   help: `Usage: branchsan status (--data DIR | --socket PATH) [--json]
 
 Asks a running engine for its status over its API socket.
