@@ -230,10 +230,15 @@ export function encodeTermReq(
  * Header (+HDGST, +PAD) and room for DDGST of a data-carrying PDU, in one allocation.
  * The caller fills its type-specific fields, then calls finishData.
  */
+/** Where the data of a PDU with an `hlen`-byte header starts: header, HDGST, padding. */
+function dataOffset(hlen: number, o: DataPduOptions): number {
+  const align = o.align ?? 4;
+  return Math.ceil((hlen + (o.hdgst ? DIGEST_SIZE : 0)) / align) * align;
+}
+
 function dataHead(type: number, flags: number, hlen: number, len: number, o: DataPduOptions) {
   const hd = o.hdgst ? DIGEST_SIZE : 0;
-  const align = o.align ?? 4;
-  const pdo = len > 0 ? Math.ceil((hlen + hd) / align) * align : 0;
+  const pdo = len > 0 ? dataOffset(hlen, o) : 0;
   const dd = len > 0 && o.ddgst ? DIGEST_SIZE : 0;
   const headLen = pdo > 0 ? pdo : hlen + hd;
   const b = Buffer.allocUnsafe(headLen + dd);
@@ -311,8 +316,7 @@ export function encodeC2HData(
  * whole PDU written around it by frameC2HData, and send it as one buffer.
  */
 export function c2hDataHeadroom(o: DataPduOptions): number {
-  const align = o.align ?? 4;
-  return Math.ceil((HLEN_DATA + (o.hdgst ? DIGEST_SIZE : 0)) / align) * align;
+  return dataOffset(HLEN_DATA, o);
 }
 
 export function c2hDataFrameSize(len: number, o: DataPduOptions): number {
