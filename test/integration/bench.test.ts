@@ -4,6 +4,7 @@
  * speed is reported by `npm run bench`, not judged by tests on a noisy machine.
  */
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { REPO_ROOT, runCli } from '../helpers/engine.js';
@@ -14,6 +15,7 @@ const lat = {
   p99: expect.any(Number),
   p999: expect.any(Number),
 };
+const swapActive = readFileSync('/proc/swaps', 'utf8').trim().split('\n').length > 1;
 const stats = { iops: expect.any(Number), mbps: expect.any(Number), lat_us: lat };
 
 describe('branchsan bench', () => {
@@ -58,6 +60,19 @@ describe('branchsan bench', () => {
       expect(x.added_lat_us).toBeCloseTo(x.remote.lat_us.mean - x.local.lat_us.mean, 1);
     }
     expect(r.stderr).toMatch(/local IOPS\s+remote IOPS\s+floor IOPS/);
+    // tmpfs is RAM unless swap could page it out: cached reads skip the I/O thread
+    expect(report.config.inline_reads).toEqual({ shm: swapActive ? 'off' : 'ram' });
+  });
+
+  it('--no-inline-reads sends every read through the I/O thread, on both sides', async () => {
+    const r = await runCli(
+      ['bench', '--quick', '--json', '--seconds', '0.1', '--rounds', '1', '--no-inline-reads'],
+      { timeoutMs: 120_000 },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    const report = JSON.parse(r.stdout);
+    expect(report.config.inline_reads).toEqual({ shm: 'off' });
+    expect(report.results).toHaveLength(4);
   });
 
   it('runs without the API schemas (zod) in its heap: they measurably slow the host loop', () => {

@@ -1,10 +1,12 @@
 /*
  * BranchSAN storage helpers: the few Linux calls Node's fs module lacks.
  *
- * Every function is synchronous and is called only from the storage I/O worker
- * threads, never from the main event loop. Errors are thrown as Error objects
- * whose `code` is the errno name (e.g. "EOPNOTSUPP"), like Node's own fs errors,
- * so the worker maps them with the same table.
+ * Every function is synchronous. All but readInline are called only from the
+ * storage I/O worker threads; their errors are thrown as Error objects whose
+ * `code` is the errno name (e.g. "EOPNOTSUPP"), like Node's own fs errors, so the
+ * worker maps them with the same table. readInline runs on the main event loop
+ * and never waits on a device (see there); it returns -errno instead of throwing,
+ * because EAGAIN is its normal "not cached, use a worker" answer.
  */
 #define _GNU_SOURCE
 #define NAPI_VERSION 8
@@ -16,6 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <node_api.h>
 
@@ -136,6 +139,40 @@ static napi_value js_address_mod(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* readInline(fd, typedArray, offset, nowait): one pread into the whole array.
+ * With nowait it is preadv2(RWF_NOWAIT): the kernel copies from the page cache
+ * or answers EAGAIN at once instead of starting device I/O, so the event loop can
+ * serve cached reads itself and hand only misses to a worker (io_uring's own
+ * order). Returns bytes read, or -errno (EAGAIN: not cached; EOPNOTSUPP: the
+ * file system has no NOWAIT reads). Argument errors still throw. */
+static napi_value js_read_inline(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  size_t argc = 4;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4) return throw_errno(env, "readInline", EINVAL);
+  int32_t fd = -1;
+  double offset = 0;
+  bool nowait = false;
+  void *data = NULL;
+  size_t len = 0;
+  napi_typedarray_type type;
+  napi_value ab;
+  size_t byte_offset = 0;
+  CHECK(napi_get_value_int32(env, argv[0], &fd));
+  CHECK(napi_get_typedarray_info(env, argv[1], &type, &len, &data, &ab, &byte_offset));
+  CHECK(napi_get_value_double(env, argv[2], &offset));
+  CHECK(napi_get_value_bool(env, argv[3], &nowait));
+  if (type != napi_uint8_array || offset < 0) return throw_errno(env, "readInline", EINVAL);
+  struct iovec iov = {data, len};
+  ssize_t r;
+  do {
+    r = preadv2(fd, &iov, 1, (off_t)offset, nowait ? RWF_NOWAIT : 0);
+  } while (r < 0 && errno == EINTR);
+  napi_value out;
+  CHECK(napi_create_double(env, r < 0 ? -(double)errno : (double)r, &out));
+  return out;
+}
+
 static napi_value int_const(napi_env env, int v) {
   napi_value out;
   napi_create_int32(env, v, &out);
@@ -149,6 +186,7 @@ NAPI_MODULE_INIT() {
       {"blkzeroout", NULL, js_blkzeroout, NULL, NULL, NULL, napi_enumerable, NULL},
       {"blkgetsize64", NULL, js_blkgetsize64, NULL, NULL, NULL, napi_enumerable, NULL},
       {"addressMod", NULL, js_address_mod, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"readInline", NULL, js_read_inline, NULL, NULL, NULL, napi_enumerable, NULL},
       {"FALLOC_FL_KEEP_SIZE", NULL, NULL, NULL, NULL, int_const(env, FALLOC_FL_KEEP_SIZE),
        napi_enumerable, NULL},
       {"FALLOC_FL_PUNCH_HOLE", NULL, NULL, NULL, NULL, int_const(env, FALLOC_FL_PUNCH_HOLE),

@@ -5,12 +5,14 @@
  */
 import type net from 'node:net';
 import { TargetRuntime } from '../service/target-runtime.js';
+import type { IoOptions } from '../storage/file.js';
 import { createLogger } from '../util/log.js';
 import { startFloorServer } from './floor.js';
 
 export const BENCH_NQN = 'nqn.2026-01.io.branchsan:bench';
 
-export type PeerRequest = { cmd: 'start'; path: string } | { cmd: 'cpu' } | { cmd: 'stop' };
+export type PeerRequest =
+  { cmd: 'start'; path: string; io?: IoOptions } | { cmd: 'cpu' } | { cmd: 'stop' };
 export type PeerReply =
   | { ok: true; nvmePort: number; floorPort: number }
   | { ok: true; cpuUs: number }
@@ -33,7 +35,7 @@ async function handle(msg: PeerRequest): Promise<PeerReply> {
       });
       await rt.addNamespace(BENCH_NQN, {
         nsid: 1,
-        backend: { kind: 'file', path: msg.path },
+        backend: { kind: 'file', path: msg.path, ...(msg.io ? { io: msg.io } : {}) },
         nguid: '42' + '0'.repeat(29) + '1',
         uuid: '42000000-0000-4000-8000-000000000001',
         anaGroup: 1,

@@ -14,6 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { holdCpuLatency, type CpuLatencyHold } from '../service/cpu-latency.js';
+import { FdBackend } from '../storage/file.js';
 import { openBackend } from '../storage/open.js';
 import { connectFloor } from './floor.js';
 import { backendSubmit, prepareBackingFile } from './local.js';
@@ -43,6 +44,11 @@ export interface BenchOptions {
    * under the same condition either way, and the report says which it was.
    */
   cpuLatency?: boolean;
+  /**
+   * Let the file backend serve cached reads on the event loop (the engine's default).
+   * false sends every read through the I/O thread, on both sides of the comparison.
+   */
+  inlineReads?: boolean;
   progress: (line: string) => void;
 }
 
@@ -97,6 +103,8 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchReport> {
   try {
     // The bare-TCP floor does not depend on the backend: measured with the first one.
     const floors = new Map<string, RunStats[]>();
+    /** How each backend served reads: 'ram' / 'nowait' inline, or 'off' (see InlineReads). */
+    const inlineModes: Partial<Record<BackendName, string>> = {};
     const results: BenchResult[] = [];
     for (const backend of backends) {
       const base = backend === 'shm' ? '/dev/shm' : (o.diskDir ?? os.tmpdir());
@@ -105,9 +113,11 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchReport> {
       const file = path.join(dir, 'bench.img');
       o.progress(`preparing ${span >> 20} MiB on ${backend} (${base})`);
       await prepareBackingFile(file, span, span);
-      const ports = await peer.call({ cmd: 'start', path: file });
+      const io = { inlineReads: o.inlineReads ?? true };
+      const ports = await peer.call({ cmd: 'start', path: file, io });
       if (!('nvmePort' in ports)) throw new Error('benchmark peer did not start');
-      const be = await openBackend({ kind: 'file', path: file });
+      const be = await openBackend({ kind: 'file', path: file, io });
+      inlineModes[backend] = be instanceof FdBackend ? (be.inlineReads ?? 'off') : 'off';
       try {
         for (const p of patterns) {
           const fkey = `${p.pattern}/${p.bs}/${p.qd}/${p.queues}`;
@@ -158,7 +168,14 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchReport> {
     }
     return {
       machine: { ...machineInfo(), cpu_latency_request: qosNote, cpu_latency_held: qos !== null },
-      config: { quick: o.quick, span_bytes: span, rounds, ...loop, qd_is_per_queue: true },
+      config: {
+        quick: o.quick,
+        span_bytes: span,
+        rounds,
+        ...loop,
+        qd_is_per_queue: true,
+        inline_reads: inlineModes,
+      },
       results,
     };
   } finally {

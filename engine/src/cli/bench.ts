@@ -6,6 +6,7 @@ import { parseCommandArgs, type Command } from './command.js';
 export const bench: Command = {
   name: 'bench',
   help: `Usage: branchsan bench [--json] [--quick] [--disk-dir DIR] [--seconds N] [--rounds N] [--no-cpu-latency]
+                      [--no-inline-reads]
 
 Runs, in one process tree and one run, for 4 KiB random read/write at QD1 and QD32
 (1 and 2 I/O queues) and 128 KiB sequential read/write at QD8:
@@ -28,7 +29,11 @@ Options:
   --no-cpu-latency
                   let the CPUs sleep deeply during the run; by default the bench
                   holds a 0 µs CPU wake-up latency request (PM QoS, root only), as
-                  the engine does while I/O flows`,
+                  the engine does while I/O flows
+  --no-inline-reads
+                  send every read through the storage I/O thread, as before
+                  reads the page cache holds were served on the event loop
+                  (local and remote alike; for comparisons)`,
   async run(argv) {
     const { values } = parseCommandArgs('bench', argv, {
       json: { type: 'boolean' },
@@ -38,6 +43,7 @@ Options:
       rounds: { type: 'string' },
       out: { type: 'string' },
       'no-cpu-latency': { type: 'boolean' },
+      'no-inline-reads': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     });
     if (values.help) {
@@ -60,6 +66,7 @@ Options:
       ...(seconds ? { seconds } : {}),
       ...(rounds ? { rounds } : {}),
       cpuLatency: !values['no-cpu-latency'],
+      inlineReads: !values['no-inline-reads'],
       progress: (line) => process.stderr.write(`[bench] ${line}\n`),
     });
     process.stderr.write(formatTable(report) + '\n');

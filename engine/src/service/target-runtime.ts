@@ -9,6 +9,7 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { Target, type TargetOptions } from '../core/index.js';
 import { IN_CAPSULE_DATA_SIZE } from '../protocol/tcp-limits.js';
 import { BackendError, type BlockBackend } from '../storage/backend.js';
+import { FdBackend } from '../storage/file.js';
 import { openBackend, type BackendSpec } from '../storage/open.js';
 import { TcpTransport } from '../transport/tcp/index.js';
 import { UserError } from '../util/errors.js';
@@ -170,6 +171,16 @@ export class TargetRuntime {
       throw asUserError(err, 'nsid');
     }
     this.backends.set(`${nqn}#${spec.nsid}`, backend);
+    this.log.info('namespace attached', {
+      nqn,
+      nsid: spec.nsid,
+      backend: backend.kind,
+      location: backend.location,
+      // How reads are served: on the event loop when cached (see InlineReads), else by a worker.
+      ...(backend instanceof FdBackend
+        ? { inlineReads: backend.inlineReads ?? 'off', nativeAddon: backend.nativeNote ?? 'loaded' }
+        : {}),
+    });
     return backend;
   }
 

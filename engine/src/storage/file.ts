@@ -20,7 +20,13 @@ import {
   type ReadCallback,
   defer,
 } from './backend.js';
-import { IoWorkerPool, resolveNativeAddon, type JobDone, type PoolInfo } from './io-worker-pool.js';
+import {
+  IoWorkerPool,
+  resolveNativeAddon,
+  type InlineReads,
+  type JobDone,
+  type PoolInfo,
+} from './io-worker-pool.js';
 import { Op, Status, type OpCode, type OpenedTarget } from './io-worker-protocol.js';
 import { ReadBuffers } from '../util/read-buffers.js';
 
@@ -44,6 +50,8 @@ export interface IoOptions {
   slotSize?: number;
   /** false: run without the native addon; a string: the addon's path. */
   native?: boolean | string;
+  /** Serve reads the page cache (or RAM) holds on the event loop, skipping the worker hop (default true). */
+  inlineReads?: boolean;
 }
 
 export interface FileBackendOptions {
@@ -103,6 +111,16 @@ export class FdBackend implements BlockBackend {
   /** Why the addon is not used (null when it is): for the start-up log. */
   get nativeNote(): string | null {
     return this.pool.info.nativeNote;
+  }
+
+  /** Whether cached reads run on the event loop, and how that was decided (see InlineReads). */
+  get inlineReads(): InlineReads {
+    return this.pool.info.inlineReads;
+  }
+
+  /** Reads served on the event loop, and those it handed to a worker (not cached). */
+  get inlineStats(): Readonly<{ served: number; punted: number }> {
+    return this.pool.inlineStats;
   }
 
   read(offset: number, length: number, cb: ReadCallback, into?: Buffer): void {
@@ -327,6 +345,7 @@ export async function startBackend(target: FdTarget, io: IoOptions = {}): Promis
     maxInflight: Math.max(1, io.maxInflight ?? 64),
     slotSize,
     nativePath: await resolveNativeAddon(io.native),
+    inlineReads: io.inlineReads ?? true,
   });
   return new FdBackend(target, pool);
 }

@@ -10,8 +10,14 @@
  * Bounded: at most `slots` I/Os per worker are in flight; more wait in a FIFO of
  * jobs (the caller's buffers are referenced there, not copied). A job larger than
  * a slot is issued as several slot-sized pieces.
+ *
+ * Reads that cannot wait are served on the main thread (see InlineReads): a read
+ * the page cache (or RAM) already holds costs one copy, and a thread hop (two
+ * ring updates, a futex wake, a message back, a second copy) costs more than
+ * the copy. Misses, writes and everything behind a pending write go to workers.
  */
 import { once } from 'node:events';
+import { readFileSync, readSync, statfsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -47,7 +53,28 @@ export interface PoolOptions extends OpenedTarget {
   /** Bytes per shared data slot; larger I/Os are split. Multiple of 4096. */
   slotSize: number;
   nativePath: string | null;
+  /** Serve cached reads on the calling thread when the target allows it (default true). */
+  inlineReads?: boolean;
 }
+
+/**
+ * How reads may run on the main thread:
+ * - 'nowait': preadv2(RWF_NOWAIT) through the addon; the kernel copies from the
+ *   page cache or answers EAGAIN, and the read goes to a worker (ext4, xfs,
+ *   btrfs, block devices opened without O_DIRECT);
+ * - 'ram': the file lives in tmpfs and no swap is active, so every page is in
+ *   memory and a plain pread never waits on a device;
+ * - null: never (O_DIRECT, no addon on a disk file system, or turned off).
+ */
+export type InlineReads = 'nowait' | 'ram' | null;
+
+/** The addon call the main thread uses (see engine/native/src/branchsan_native.c). */
+type ReadInline = (fd: number, into: Uint8Array, offset: number, nowait: boolean) => number;
+
+const EAGAIN = 11;
+const TMPFS_MAGIC = 0x01021994;
+/** Reads larger than this go to a worker: the copy would hold the event loop too long. */
+export const INLINE_READ_MAX = 64 * 1024;
 
 /** status: Status.ok, an errno number, or a negative Status; data only for reads. */
 export type JobDone = (status: number, data?: Buffer) => void;
@@ -108,6 +135,8 @@ type PoolState = 'running' | 'draining' | 'stopped' | 'failed';
 export interface PoolInfo {
   native: boolean;
   nativeNote: string | null;
+  /** Whether cached reads skip the worker hop, and how they know they can. */
+  inlineReads: InlineReads;
   canDeallocate: boolean;
   canWriteZeroes: boolean;
 }
@@ -118,6 +147,12 @@ export class IoWorkerPool {
   private queueHead = 0;
   private inflight = 0;
   private kickScheduled = false;
+  /** Jobs that change data (writes, zeroing, deallocate) submitted and not finished. */
+  private mutating = 0;
+  /** Inline reads done in this microtask batch, completed together after it. */
+  private inlineDone: { done: JobDone; status: number; data: Buffer }[] = [];
+  /** Reads served on this thread, and reads it tried but sent to a worker (not cached). */
+  readonly inlineStats = { served: 0, punted: 0 };
   private idleWaiters: (() => void)[] = [];
   /** Why the pool failed, for error messages. */
   failure: string | null = null;
@@ -129,6 +164,8 @@ export class IoWorkerPool {
     private readonly lanes: Lane[],
     readonly info: PoolInfo,
     private readonly slotSize: number,
+    private readonly fd: number,
+    private readonly readInline: ReadInline | null,
   ) {
     this.dataLanes = lanes.filter((l) => l.role === 'data');
     const sync = lanes.filter((l) => l.role === 'sync');
@@ -171,13 +208,15 @@ export class IoWorkerPool {
       throw err;
     }
     const first = readies[0]!;
+    const inline = opts.inlineReads === false ? null : chooseInlineReads(opts);
     const info: PoolInfo = {
       native: first.native,
       nativeNote: first.nativeNote,
+      inlineReads: inline?.mode ?? null,
       canDeallocate: readies.every((r) => r.canDeallocate),
       canWriteZeroes: readies.every((r) => r.canWriteZeroes),
     };
-    return new IoWorkerPool(lanes, info, opts.slotSize);
+    return new IoWorkerPool(lanes, info, opts.slotSize, opts.fd, inline?.read ?? null);
   }
 
   /** Queues one I/O. The caller checked range and state; done runs exactly once. */
@@ -185,6 +224,11 @@ export class IoWorkerPool {
     if (this.state === 'failed') {
       queueMicrotask(() => done(Status.workerLost));
       return;
+    }
+    if (op === Op.read) {
+      if (this.readInline && this.tryInline(offset, length, data!, done)) return;
+    } else if (op !== Op.flush) {
+      this.mutating++;
     }
     const job = new Job(op, offset, length, data, done);
     if (this.queueHead === this.queue.length) {
@@ -198,9 +242,7 @@ export class IoWorkerPool {
   async close(): Promise<void> {
     if (this.state === 'stopped') return;
     if (this.state === 'running') this.state = 'draining';
-    if (this.inflight > 0 || this.queueHead < this.queue.length) {
-      await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
-    }
+    if (this.busy()) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
     const failed = this.state === 'failed';
     this.state = 'stopped';
     await Promise.all(
@@ -213,6 +255,45 @@ export class IoWorkerPool {
         await exited;
       }),
     );
+  }
+
+  /**
+   * Serves a read on this thread when that cannot wait on a device and cannot
+   * overtake a write: only while no job that changes data is pending, so the read
+   * sees exactly what a worker, which runs its ring in order, would have seen.
+   * False: the caller queues it for a worker (a page-cache miss, or not allowed).
+   */
+  private tryInline(offset: number, length: number, into: Buffer, done: JobDone): boolean {
+    if (this.mutating > 0 || length > INLINE_READ_MAX || this.state !== 'running') return false;
+    const nowait = this.info.inlineReads === 'nowait';
+    const n = this.readInline!(this.fd, into, offset, nowait);
+    // Not cached, or only partly (NOWAIT stops at the first missing page): a worker
+    // reads it all. Its result overwrites whatever part landed in `into`.
+    if (n === -EAGAIN || (nowait && n >= 0 && n < length)) {
+      this.inlineStats.punted++;
+      return false;
+    }
+    this.inlineStats.served++;
+    // A short read (the file shrank) or an error completes like a worker's would.
+    const status = n === length ? Status.ok : n >= 0 ? Status.shortRead : -n;
+    if (this.inlineDone.length === 0) setImmediate(() => this.completeInline());
+    this.inlineDone.push({ done, status, data: into });
+    return true;
+  }
+
+  /**
+   * Completes the batch of inline reads: callbacks never run inside submit(), and
+   * not on a microtask either: a caller that submits again from its callback would
+   * otherwise keep the event loop in microtasks forever (timers, sockets starve).
+   */
+  private completeInline(): void {
+    const batch = this.inlineDone;
+    this.inlineDone = [];
+    for (const r of batch) {
+      if (r.status === Status.ok) r.done(Status.ok, r.data);
+      else r.done(r.status);
+    }
+    this.checkIdle();
   }
 
   /** Issues as many pieces of `job` as free tags allow. */
@@ -325,13 +406,19 @@ export class IoWorkerPool {
   }
 
   private finish(job: Job): void {
+    if (job.op !== Op.read && job.op !== Op.flush) this.mutating--;
     // A read hands its buffer to the caller; nothing else is returned.
     if (job.op === Op.read && job.status === Status.ok) job.done(Status.ok, job.data!);
     else job.done(job.status);
   }
 
+  /** Something is queued, in a worker, or read inline but not yet completed. */
+  private busy(): boolean {
+    return this.inflight > 0 || this.queueHead < this.queue.length || this.inlineDone.length > 0;
+  }
+
   private checkIdle(): void {
-    if (this.inflight > 0 || this.queueHead < this.queue.length) return;
+    if (this.busy()) return;
     const waiters = this.idleWaiters;
     this.idleWaiters = [];
     for (const w of waiters) w();
@@ -354,8 +441,51 @@ export class IoWorkerPool {
     for (let i = this.queueHead; i < this.queue.length; i++) jobs.add(this.queue[i]!);
     this.queue.length = 0;
     this.queueHead = 0;
+    this.mutating = 0;
     for (const job of jobs) job.done(Status.workerLost);
     this.checkIdle();
+  }
+}
+
+/**
+ * Decides whether and how reads may run inline (see InlineReads), by asking the
+ * kernel: one NOWAIT read of the first block. Anything unexpected means no.
+ */
+function chooseInlineReads(opts: PoolOptions): { mode: InlineReads; read: ReadInline } | null {
+  if (opts.direct) return null; // O_DIRECT reads always wait for the device
+  let native: ReadInline | null = null;
+  if (opts.nativePath) {
+    try {
+      const addon = createRequire(import.meta.url)(opts.nativePath) as { readInline?: ReadInline };
+      native = addon.readInline ?? null; // an addon built before readInline existed
+    } catch {
+      native = null; // the workers report why in nativeNote
+    }
+  }
+  if (native) {
+    const probe = native(opts.fd, Buffer.alloc(opts.blockSize), 0, true);
+    if (probe >= 0 || probe === -EAGAIN) return { mode: 'nowait', read: native };
+  }
+  if (!inRamWithoutSwap(opts.path)) return null;
+  const plain: ReadInline = (fd, into, offset) => {
+    try {
+      return readSync(fd, into, 0, into.length, offset);
+    } catch (err) {
+      const errno = (err as NodeJS.ErrnoException).errno; // negative in Node
+      return typeof errno === 'number' && errno < 0 ? errno : -5; // -EIO when unknown
+    }
+  };
+  return { mode: 'ram', read: native ?? plain };
+}
+
+/** The file is on tmpfs and no swap device is active: its pages cannot be paged out. */
+function inRamWithoutSwap(path: string): boolean {
+  try {
+    if (statfsSync(path).type !== TMPFS_MAGIC) return false;
+    // /proc/swaps: a header line, then one line per active swap area.
+    return readFileSync('/proc/swaps', 'utf8').trim().split('\n').length <= 1;
+  } catch {
+    return false;
   }
 }
 
