@@ -149,7 +149,7 @@ export class IoWorkerPool {
   private kickScheduled = false;
   /** Jobs that change data (writes, zeroing, deallocate) submitted and not finished. */
   private mutating = 0;
-  /** Inline reads done in this microtask batch, completed together after it. */
+  /** Inline reads done since the last completeInline(), completed together by it. */
   private inlineDone: { done: JobDone; status: number; data: Buffer }[] = [];
   /** Reads served on this thread, and reads it tried but sent to a worker (not cached). */
   readonly inlineStats = { served: 0, punted: 0 };
@@ -466,7 +466,8 @@ function chooseInlineReads(opts: PoolOptions): { mode: InlineReads; read: ReadIn
     const probe = native(opts.fd, Buffer.alloc(opts.blockSize), 0, true);
     if (probe >= 0 || probe === -EAGAIN) return { mode: 'nowait', read: native };
   }
-  if (!inRamWithoutSwap(opts.path)) return null;
+  // Only a regular file: a device node's statfs describes /dev (devtmpfs), not the disk.
+  if (opts.kind !== 'file' || !inRamWithoutSwap(opts.path)) return null;
   const plain: ReadInline = (fd, into, offset) => {
     try {
       return readSync(fd, into, 0, into.length, offset);

@@ -69,7 +69,12 @@ export async function startReference(timeoutMs = 120_000): Promise<ReferenceTarg
   try {
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(
-        () => reject(new Error('reference target: no READY in time')),
+        () =>
+          reject(
+            new Error(
+              `reference target: no READY within ${timeoutMs / 1000} s (it boots in ~15 s when idle):\n${out}\n${consoleText.slice(-4000)}`,
+            ),
+          ),
         timeoutMs,
       );
       proc.stdout!.on('data', (d: Buffer) => {

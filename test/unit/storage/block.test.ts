@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { BlockBackend } from '../../../engine/src/storage/backend.js';
 import { openBlockBackend, probeBlockDevice } from '../../../engine/src/storage/block.js';
+import type { FdBackend } from '../../../engine/src/storage/file.js';
 import { openBackend } from '../../../engine/src/storage/open.js';
 import {
   deallocate,
@@ -69,6 +70,7 @@ describe('block device backend (loop device)', () => {
 
   const modes = [
     { name: 'page cache', direct: false, native: true },
+    { name: 'page cache, no addon', direct: false, native: false },
     { name: 'O_DIRECT', direct: true, native: true },
     { name: 'O_DIRECT, no addon: alignment probed', direct: true, native: false },
   ];
@@ -77,6 +79,10 @@ describe('block device backend (loop device)', () => {
       if (!dev) return ctx.skip();
       const b = await openDev({ path: dev, direct, io: { native } });
       if (!native) expect(b.caps.deallocate).toBe(false);
+      // Cached reads run inline only with NOWAIT (the addon), never on a guess: the
+      // device node lives on devtmpfs, which must not pass for a file in RAM.
+      const inline = (b as FdBackend).inlineReads;
+      expect(inline).toBe(!direct && native && nativeBuilt ? 'nowait' : null);
       const data = randomBuffer(prng(direct ? 2 : 1), 256 * 1024);
       await write(b, 4096, data);
       await write(b, 8 * MiB, data, true);
