@@ -40,11 +40,16 @@ describe('branchsan bench', () => {
     ]);
     for (const x of report.results) {
       expect(x).toMatchObject({ bs: 4096, queues: 1, backend: 'shm', local: stats, floor: stats });
-      expect(x.remote).toMatchObject({
-        ...stats,
-        target_cpu_us_per_io: expect.any(Number),
-        host_cpu_us_per_io: expect.any(Number),
-      });
+      // CPU per I/O of every process in each leg: the part of the cost that is ours
+      // (target − floor server) and the part that is TCP itself
+      const cpu = [
+        x.local.cpu_us_per_io,
+        x.remote.target_cpu_us_per_io,
+        x.remote.host_cpu_us_per_io,
+        x.floor.server_cpu_us_per_io,
+        x.floor.client_cpu_us_per_io,
+      ];
+      for (const c of cpu) expect(c).toBeGreaterThan(0);
       for (const leg of [x.local, x.remote, x.floor]) {
         expect(leg.iops).toBeGreaterThan(0);
         expect(leg.lat_us.p50).toBeLessThanOrEqual(leg.lat_us.p99);
@@ -60,6 +65,7 @@ describe('branchsan bench', () => {
       expect(x.added_lat_us).toBeCloseTo(x.remote.lat_us.mean - x.local.lat_us.mean, 1);
     }
     expect(r.stderr).toMatch(/local IOPS\s+remote IOPS\s+floor IOPS/);
+    expect(r.stderr).toMatch(/cpu µs\/io local \| tgt\/host \| floor srv\/cli/);
     // tmpfs is RAM unless swap could page it out: cached reads skip the I/O thread
     expect(report.config.inline_reads).toEqual({ shm: swapActive ? 'off' : 'ram' });
   });

@@ -56,9 +56,11 @@ export type BackendName = 'shm' | 'disk';
 
 export interface BenchResult extends Pattern {
   backend: BackendName;
-  local: RunStats;
+  /** cpu_us_per_io: this process (event loop and storage threads) per I/O. */
+  local: RunStats & { cpu_us_per_io: number };
   remote: RunStats & { target_cpu_us_per_io: number; host_cpu_us_per_io: number };
-  floor: RunStats;
+  /** The same split for the bare-TCP floor: its server (the target's process) and client. */
+  floor: RunStats & { server_cpu_us_per_io: number; client_cpu_us_per_io: number };
   ratio_iops: number;
   added_lat_us: number;
   /** IOPS of every round, per leg, in the order they ran. */
@@ -102,7 +104,7 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchReport> {
   }
   try {
     // The bare-TCP floor does not depend on the backend: measured with the first one.
-    const floors = new Map<string, RunStats[]>();
+    const floors = new Map<string, BenchResult['floor'][]>();
     /** How each backend served reads: 'ram' / 'nowait' inline, or 'off' (see InlineReads). */
     const inlineModes: Partial<Record<BackendName, string>> = {};
     const results: BenchResult[] = [];
@@ -122,9 +124,9 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchReport> {
         for (const p of patterns) {
           const fkey = `${p.pattern}/${p.bs}/${p.qd}/${p.queues}`;
           const legs = {
-            local: [] as RunStats[],
+            local: [] as BenchResult['local'][],
             remote: [] as RemoteStats[],
-            floor: [] as RunStats[],
+            floor: [] as BenchResult['floor'][],
           };
           const conn = await connectRemote(ports.nvmePort, BENCH_NQN, p.queues);
           const floor = floors.has(fkey) ? null : await connectFloor(ports.floorPort, p.queues);
@@ -132,9 +134,10 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchReport> {
             // Rounds interleave the legs, so a slow spell of this noisy machine lands on
             // all of them rather than on one; each leg reports its median round.
             for (let r = 0; r < rounds; r++) {
-              legs.local.push(await runLoop(p, backendSubmit(be), loop));
-              legs.remote.push(await measureRemote(p, conn.submit, loop, peer));
-              if (floor) legs.floor.push(await runLoop(p, floor.submit as Submit, loop));
+              legs.local.push(localLeg(await measure(p, backendSubmit(be), loop, peer)));
+              legs.remote.push(remoteLeg(await measure(p, conn.submit, loop, peer)));
+              if (floor)
+                legs.floor.push(floorLeg(await measure(p, floor.submit as Submit, loop, peer)));
             }
           } finally {
             await conn.close();
@@ -186,36 +189,48 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchReport> {
 }
 
 type RemoteStats = BenchResult['remote'];
+type LegWithCpu = RunStats & { selfUs: number; peerUs: number };
 
-/** One remote leg, with the CPU both processes spent in its measured window. */
-async function measureRemote(
+/**
+ * One leg, with the CPU time (all threads) this process and the peer process spent
+ * in its measured window, per I/O.
+ */
+async function measure(
   p: Pattern,
   submit: Submit,
   loop: Omit<LoopOptions, 'onWindow'>,
   peer: Peer,
-): Promise<RemoteStats> {
-  let host0 = process.cpuUsage();
-  let hostUs = 0;
-  let target0: Promise<number> = Promise.resolve(0);
-  let target1: Promise<number> = Promise.resolve(0);
+): Promise<LegWithCpu> {
+  let self0 = process.cpuUsage();
+  let selfUs = 0;
+  let peer0: Promise<number> = Promise.resolve(0);
+  let peer1: Promise<number> = Promise.resolve(0);
   const onWindow = (edge: 'start' | 'end') => {
     if (edge === 'start') {
-      host0 = process.cpuUsage();
-      target0 = peer.cpu();
+      self0 = process.cpuUsage();
+      peer0 = peer.cpu();
     } else {
-      const d = process.cpuUsage(host0);
-      hostUs = d.user + d.system;
-      target1 = peer.cpu();
+      const d = process.cpuUsage(self0);
+      selfUs = d.user + d.system;
+      peer1 = peer.cpu();
     }
   };
   const stats = await runLoop(p, submit, { ...loop, onWindow });
-  const targetUs = (await target1) - (await target0);
+  const peerUs = (await peer1) - (await peer0);
   const ios = Math.max(1, stats.ios);
-  return {
-    ...stats,
-    target_cpu_us_per_io: round(targetUs / ios),
-    host_cpu_us_per_io: round(hostUs / ios),
-  };
+  return { ...stats, selfUs: round(selfUs / ios), peerUs: round(peerUs / ios) };
+}
+
+function localLeg({ selfUs, peerUs: _, ...stats }: LegWithCpu): BenchResult['local'] {
+  return { ...stats, cpu_us_per_io: selfUs };
+}
+
+function remoteLeg({ selfUs, peerUs, ...stats }: LegWithCpu): RemoteStats {
+  return { ...stats, target_cpu_us_per_io: peerUs, host_cpu_us_per_io: selfUs };
+}
+
+function floorLeg({ selfUs, peerUs, ...stats }: LegWithCpu): BenchResult['floor'] {
+  return { ...stats, server_cpu_us_per_io: peerUs, client_cpu_us_per_io: selfUs };
 }
 
 /** The round with the median IOPS (the lower middle one for an even count). */
@@ -289,7 +304,7 @@ function machineInfo(): Record<string, unknown> {
 /** The table people read (stderr). */
 export function formatTable(r: BenchReport): string {
   const head =
-    'pattern     bs    qd q backend |  local IOPS  remote IOPS  floor IOPS | ratio | lat µs local / remote / floor | +lat µs | cpu µs/io tgt/host';
+    'pattern     bs    qd q backend |  local IOPS  remote IOPS  floor IOPS | ratio | lat µs local / remote / floor | +lat µs | cpu µs/io local | tgt/host | floor srv/cli';
   const rows = r.results.map((x) =>
     [
       x.pattern.padEnd(10),
@@ -308,7 +323,11 @@ export function formatTable(r: BenchReport): string {
       '|',
       String(x.added_lat_us).padStart(7),
       '|',
-      `${x.remote.target_cpu_us_per_io} / ${x.remote.host_cpu_us_per_io}`,
+      String(x.local.cpu_us_per_io).padStart(15),
+      '|',
+      `${x.remote.target_cpu_us_per_io} / ${x.remote.host_cpu_us_per_io}`.padStart(8),
+      '|',
+      `${x.floor.server_cpu_us_per_io} / ${x.floor.client_cpu_us_per_io}`,
     ].join(' '),
   );
   return [head, ...rows].join('\n');
