@@ -1,8 +1,9 @@
 /**
  * Storage I/O micro-benchmark: 4 KiB random reads and writes at QD1 and QD32,
- * comparing the worker-thread backend (file.ts) with Node's libuv pool
- * (fs.read/fs.write) and with readSync/writeSync on the main thread (the upper
- * bound for one core, and exactly what the data path must not do).
+ * comparing the worker-thread backend (file.ts; with and without reads served on
+ * the event loop when cached) with Node's libuv pool (fs.read/fs.write) and with
+ * readSync/writeSync on the main thread (the upper bound for one core, and what
+ * the data path must never do with I/O that can wait on a device).
  *
  *   node dist/engine/src/bench/storage-bench.js [--dirs /dev/shm,/work] [--seconds 2] [--json]
  *
@@ -43,9 +44,10 @@ const DURABLE_ONLY = args.includes('--durable-only');
 
 /** Worker-backend set-ups compared for plain reads and writes. */
 const VARIANTS: [string, IoOptions][] = [
-  ['worker x1', { workers: 1 }],
-  ['worker x2', { workers: 2 }],
-  ['worker x1 spin30', { workers: 1, spinMicros: 30 }],
+  ['inline + worker x1 (default)', { workers: 1 }],
+  ['worker x1', { workers: 1, inlineReads: false }],
+  ['worker x2', { workers: 2, inlineReads: false }],
+  ['worker x1 spin30', { workers: 1, spinMicros: 30, inlineReads: false }],
 ];
 
 /** Issues one I/O at a block index; calls done when it completes. */
