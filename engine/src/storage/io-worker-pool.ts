@@ -293,7 +293,7 @@ export class IoWorkerPool {
 
   /**
    * Completes inline reads on a microtask, so a transport that read a batch of
-   * commands answers them all in this event-loop turn (measured: +5% 4 KiB QD32
+   * commands answers them all in this event-loop turn (measured: +5-11% 4 KiB QD32
    * through NVMe/TCP against setImmediate). But a caller that submits again from
    * each callback would keep the loop in microtasks forever and starve timers and
    * sockets: after INLINE_CHAIN_MAX batches without the loop turning, the next
