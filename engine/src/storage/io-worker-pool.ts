@@ -155,6 +155,8 @@ export class IoWorkerPool {
   private inlineDone: { done: JobDone; status: number; data: Buffer }[] = [];
   /** Reads served on this thread, and reads it tried but sent to a worker (not cached). */
   readonly inlineStats = { served: 0, punted: 0 };
+  /** Inline reads pass RWF_NOWAIT (mode 'nowait'); 'ram' reads never wait anyway. */
+  private readonly nowait: boolean;
   /** Inline batches completed on microtasks since the event loop last turned. */
   private inlineChain = 0;
   private chainResetScheduled = false;
@@ -177,6 +179,7 @@ export class IoWorkerPool {
     private readonly fd: number,
     private readonly readInline: ReadInline | null,
   ) {
+    this.nowait = info.inlineReads === 'nowait';
     this.dataLanes = lanes.filter((l) => l.role === 'data');
     const sync = lanes.filter((l) => l.role === 'sync');
     this.syncLanes = sync.length > 0 ? sync : this.dataLanes;
@@ -275,17 +278,16 @@ export class IoWorkerPool {
    */
   private tryInline(offset: number, length: number, into: Buffer, done: JobDone): boolean {
     if (this.mutating > 0 || length > INLINE_READ_MAX || this.state !== 'running') return false;
-    const nowait = this.info.inlineReads === 'nowait';
-    const n = this.readInline!(this.fd, into, offset, nowait);
-    // Not cached, or only partly (NOWAIT stops at the first missing page): a worker
-    // reads it all. Its result overwrites whatever part landed in `into`.
-    if (n === -EAGAIN || (nowait && n >= 0 && n < length)) {
+    const n = this.readInline!(this.fd, into, offset, this.nowait);
+    // Not cached, only partly (NOWAIT stops at the first missing page), or short (end
+    // of file): a worker reads it all and decides what a short read means. Its
+    // result overwrites whatever part landed in `into`.
+    if (n === -EAGAIN || (n >= 0 && n < length)) {
       this.inlineStats.punted++;
       return false;
     }
     this.inlineStats.served++;
-    // A short read (the file shrank) or an error completes like a worker's would.
-    const status = n === length ? Status.ok : n >= 0 ? Status.shortRead : -n;
+    const status = n === length ? Status.ok : -n; // else an errno, as a worker reports it
     if (this.inlineDone.length === 0) this.scheduleInline();
     this.inlineDone.push({ done, status, data: into });
     return true;
@@ -492,15 +494,16 @@ function chooseInlineReads(opts: PoolOptions): { mode: InlineReads; read: ReadIn
   }
   // Only a regular file: a device node's statfs describes /dev (devtmpfs), not the disk.
   if (opts.kind !== 'file' || !inRamWithoutSwap(opts.path)) return null;
-  const plain: ReadInline = (fd, into, offset) => {
-    try {
-      return readSync(fd, into, 0, into.length, offset);
-    } catch (err) {
-      const errno = (err as NodeJS.ErrnoException).errno; // negative in Node
-      return typeof errno === 'number' && errno < 0 ? errno : -5; // -EIO when unknown
-    }
-  };
-  return { mode: 'ram', read: native ?? plain };
+  return { mode: 'ram', read: native ?? readSyncInline };
+}
+
+/** ReadInline without the addon (tmpfs only): fs.readSync, errors as -errno. */
+function readSyncInline(fd: number, into: Uint8Array, offset: number): number {
+  try {
+    return readSync(fd, into, 0, into.length, offset);
+  } catch (err) {
+    return -(Math.abs((err as NodeJS.ErrnoException).errno ?? 0) || 5); // -EIO when unknown
+  }
 }
 
 /** The file is on tmpfs and no swap device is active: its pages cannot be paged out. */

@@ -119,6 +119,19 @@ function pathTo(n: Node, port = n.port, extra: Partial<PathOptions> = {}): PathO
   };
 }
 
+/**
+ * The path to `n` through a proxy the test can pause: short I/O and connect timeouts,
+ * quick reconnects, and the path given up after `lossTimeoutMs` without a connection.
+ */
+function stallablePath(n: Node, proxy: PausableProxy, lossTimeoutMs: number): PathOptions {
+  return pathTo(n, proxy.port, {
+    kato: 3000,
+    ioTimeoutMs: 1500,
+    connectTimeoutMs: 1000,
+    reconnect: { delayMs: 300, lossTimeoutMs },
+  });
+}
+
 async function open(opts: MultipathOptions): Promise<MultipathNamespace> {
   const mp = await MultipathNamespace.connect(opts);
   cleanup.push(() => mp.close());
@@ -341,15 +354,7 @@ describe('multipath over two BranchSAN targets sharing one backend', () => {
     const bWritesOfLba = () => b.writes.filter((o) => o === LBA * BS).length;
     const mp = await open({
       nsid: 1,
-      paths: [
-        pathTo(a, proxy.port, {
-          kato: 3000,
-          ioTimeoutMs: 1500,
-          connectTimeoutMs: 1000,
-          reconnect: { delayMs: 300, lossTimeoutMs: 2000 },
-        }),
-        pathTo(b),
-      ],
+      paths: [stallablePath(a, proxy, 2000), pathTo(b)],
       fenceDelayMs: 1500,
       onPathChange: (p, why) => {
         if (!why.startsWith('controller')) return;
@@ -394,15 +399,7 @@ describe('multipath over two BranchSAN targets sharing one backend', () => {
     const bWritesOfLba = () => b.writes.filter((o) => o === LBA * BS).length;
     const mp = await open({
       nsid: 1,
-      paths: [
-        pathTo(a, proxy.port, {
-          kato: 3000,
-          ioTimeoutMs: 1500,
-          connectTimeoutMs: 1000,
-          reconnect: { delayMs: 300, lossTimeoutMs: 60_000 },
-        }),
-        pathTo(b),
-      ],
+      paths: [stallablePath(a, proxy, 60_000), pathTo(b)],
       onRetry: (ev) => events.push(`${ev.kind} ${ev.reason}`),
     });
     const cntlidBefore = byName(mp, 'A').cntlid;

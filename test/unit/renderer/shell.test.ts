@@ -1,28 +1,13 @@
 // @vitest-environment happy-dom
-import { flushPromises, mount } from '@vue/test-utils';
 import { describe, expect, it } from 'vitest';
-import { createMemoryHistory, createRouter } from 'vue-router';
-import App from '../../../renderer/src/App.vue';
-import { API_CLIENT } from '../../../renderer/src/api/inject.js';
-import { routes } from '../../../renderer/src/router.js';
-import { FakeClient, flush, installFake } from './support/fake-client.js';
+import { FakeClient, flush } from './support/fake-client.js';
+import { renderApp } from './support/render-app.js';
 import { systemStatus } from './support/fixtures.js';
 
 describe('app shell', () => {
-  async function render(client: FakeClient) {
-    const { pinia } = installFake(client);
-    const router = createRouter({ history: createMemoryHistory(), routes });
-    await router.push('/');
-    const w = mount(App, {
-      global: { plugins: [pinia, router], provide: { [API_CLIENT as symbol]: client } },
-    });
-    await flushPromises();
-    return w;
-  }
-
   it('shows the product, the node name once known, and the connection state', async () => {
     const client = new FakeClient('connecting');
-    const w = await render(client);
+    const w = await renderApp(client);
     expect(w.get('header').text()).toContain('BranchSAN');
     expect(w.find('[data-testid="node-name"]').exists()).toBe(false);
     expect(w.get('[data-testid="connection-indicator"]').text()).toContain('Connecting…');
@@ -41,7 +26,7 @@ describe('app shell', () => {
   });
 
   it('lists exactly the pages that exist in the nav, and opens Status by default', async () => {
-    const w = await render(new FakeClient('connecting'));
+    const w = await renderApp(new FakeClient('connecting'));
     const links = w.findAll('nav a');
     expect(links.map((a) => [a.text(), a.attributes('href')])).toEqual([['Status', '/status']]);
     expect(links[0]!.classes()).toContain('router-link-active');

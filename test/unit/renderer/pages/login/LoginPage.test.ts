@@ -1,13 +1,10 @@
 // @vitest-environment happy-dom
-import { flushPromises, mount } from '@vue/test-utils';
+import { flushPromises } from '@vue/test-utils';
 import { describe, expect, it, vi } from 'vitest';
-import { createMemoryHistory, createRouter } from 'vue-router';
-import App from '../../../../../renderer/src/App.vue';
 import type { ConsoleAuthApi } from '../../../../../renderer/src/api/client.js';
-import { API_CLIENT } from '../../../../../renderer/src/api/inject.js';
 import { SignInError } from '../../../../../renderer/src/api/session.js';
-import { routes } from '../../../../../renderer/src/router.js';
-import { FakeClient, installFake } from '../../support/fake-client.js';
+import { FakeClient } from '../../support/fake-client.js';
+import { renderApp } from '../../support/render-app.js';
 
 function fakeAuth(over: Partial<ConsoleAuthApi> = {}): ConsoleAuthApi {
   return {
@@ -20,17 +17,6 @@ function fakeAuth(over: Partial<ConsoleAuthApi> = {}): ConsoleAuthApi {
   };
 }
 
-async function render(client: FakeClient) {
-  const { pinia } = installFake(client);
-  const router = createRouter({ history: createMemoryHistory(), routes });
-  await router.push('/');
-  const w = mount(App, {
-    global: { plugins: [pinia, router], provide: { [API_CLIENT as symbol]: client } },
-  });
-  await flushPromises();
-  return w;
-}
-
 function consoleClient(auth: ConsoleAuthApi, problem: 'signed-out' | 'setup-required' | null) {
   const client = new FakeClient(problem ? 'disconnected' : 'connected');
   client.problem = problem;
@@ -41,7 +27,7 @@ function consoleClient(auth: ConsoleAuthApi, problem: 'signed-out' | 'setup-requ
 describe('sign-in page', () => {
   it('replaces the app while signed out, and sends the password', async () => {
     const auth = fakeAuth();
-    const w = await render(consoleClient(auth, 'signed-out'));
+    const w = await renderApp(consoleClient(auth, 'signed-out'));
     expect(w.find('header').exists()).toBe(false);
     expect(w.get('[data-testid="login-page"]').attributes('data-mode')).toBe('sign-in');
     expect(w.get('h1').text()).toBe('Sign in to BranchSAN');
@@ -62,7 +48,7 @@ describe('sign-in page', () => {
         );
       }),
     });
-    const w = await render(consoleClient(auth, 'signed-out'));
+    const w = await renderApp(consoleClient(auth, 'signed-out'));
     await w.get('form').trigger('submit');
     expect(w.get('[data-testid="login-error"]').text()).toBe('Enter the admin password.');
     expect(auth.signIn).not.toHaveBeenCalled();
@@ -76,7 +62,7 @@ describe('sign-in page', () => {
 
   it('first run with the setup token: asks for the password twice and checks it here first', async () => {
     const auth = fakeAuth({ setupToken: 'tok' });
-    const w = await render(consoleClient(auth, 'setup-required'));
+    const w = await renderApp(consoleClient(auth, 'setup-required'));
     expect(w.get('h1').text()).toBe('Set the admin password');
     await w.get('[data-testid="password"]').setValue('short');
     await w.get('[data-testid="password-repeat"]').setValue('short');
@@ -94,7 +80,7 @@ describe('sign-in page', () => {
 
   it('first run without the token explains where to get it, and can check again', async () => {
     const auth = fakeAuth();
-    const w = await render(consoleClient(auth, 'setup-required'));
+    const w = await renderApp(consoleClient(auth, 'setup-required'));
     const help = w.get('[data-testid="setup-help"]').text();
     expect(help).toContain('URL printed by branchsan serve');
     expect(help).toContain('branchsan passwd');
@@ -105,10 +91,10 @@ describe('sign-in page', () => {
 
   it('the signed-in web console has Sign out in the header; the desktop app has none', async () => {
     const auth = fakeAuth();
-    const w = await render(consoleClient(auth, null));
+    const w = await renderApp(consoleClient(auth, null));
     await w.get('[data-testid="sign-out"]').trigger('click');
     expect(auth.signOut).toHaveBeenCalled();
-    const desktop = await render(new FakeClient('connected', 'bridge'));
+    const desktop = await renderApp(new FakeClient('connected', 'bridge'));
     expect(desktop.find('[data-testid="sign-out"]').exists()).toBe(false);
     expect(desktop.find('[data-testid="login-page"]').exists()).toBe(false);
   });
