@@ -3,7 +3,8 @@
  * the project codec (controllerParser + encoders) and can be told to misbehave in the
  * ways a host must survive: C2H data split in pieces or completed by the SUCCESS flag,
  * writes pulled in several R2T windows, commands never answered, connections dropped,
- * async events. Memory-backed, one namespace. Not a conformance reference: that is nvmet.
+ * async events, and outright lies (raw PDUs that break the rules, an ICResp the host did
+ * not ask for). Memory-backed, one namespace. Not a conformance reference: that is nvmet.
  */
 import net from 'node:net';
 import {
@@ -52,10 +53,25 @@ export interface FakeTargetOptions {
   /** In-capsule data size announced (IOCCSZ*16-64). */
   inCapsule?: number;
   mqes?: number;
-  /** Break the protocol on reads: answer a short read as successful, or use a wrong CID. */
-  misbehave?: 'short-read' | 'unknown-cid';
+  /**
+   * A lying target: the raw PDUs to send instead of the honest answer to an I/O read or
+   * write (null: answer honestly). See LieContext.
+   */
+  lie?: (cmd: LieContext) => Buffer[] | null;
+  /** ICResp fields that differ from what the host asked for. */
+  icresp?: Partial<Parameters<typeof encodeICResp>[0]>;
   /** Never answer commands for which this returns true. */
   hold?: (opcode: number, qid: number) => boolean;
+}
+
+/** What a lie may use to build its PDUs. */
+export interface LieContext {
+  op: number;
+  cid: number;
+  /** For a read: the honest data. For a write: its in-capsule data, or empty. */
+  data: Buffer;
+  /** The connection's digest settings, to pass to the encoders. */
+  dg: { hdgst: boolean; ddgst: boolean };
 }
 
 interface Conn {
@@ -131,14 +147,16 @@ export class FakeTarget {
       c.hdgst = pdu.hdgst;
       c.ddgst = pdu.ddgst;
       const maxh2cdata = this.o.maxh2cdata ?? 131072;
-      c.sock.write(encodeICResp({ cpda: 0, hdgst: c.hdgst, ddgst: c.ddgst, maxh2cdata }));
+      const honest = { cpda: 0, hdgst: c.hdgst, ddgst: c.ddgst, maxh2cdata };
+      c.sock.write(encodeICResp({ ...honest, ...this.o.icresp }));
       parser.setDigests(c.hdgst, c.ddgst);
     } else if (pdu.type === PduType.H2CTermReq) {
       this.termReqs.push(pdu.fes);
     } else if (pdu.type === PduType.CapsuleCmd) {
       this.onCommand(c, pdu.sqe, pdu.data);
     } else if (pdu.type === PduType.H2CData) {
-      const w = c.writes.get(pdu.cccid)!;
+      const w = c.writes.get(pdu.cccid);
+      if (!w) return; // a write a lie answered: the fake keeps no state for it
       pdu.data.copy(w.buf, pdu.datao);
       w.got += pdu.datal;
       if (w.got === w.buf.length) {
@@ -194,10 +212,15 @@ export class FakeTarget {
     if (c.qid === 0) return this.onAdmin(c, sqe, cid, op);
     const slba = cdwPair(sqe, 10);
     const nlb = (cdw(sqe, 12) & 0xffff) + 1;
-    if (op === IO.READ && this.o.misbehave) {
-      if (this.o.misbehave === 'unknown-cid') return this.respond(c, cid ^ 0x0800, 0);
-      this.sendData(c, cid, Buffer.alloc(this.bs)); // one block, whatever was asked
-      return;
+    if (this.o.lie && (op === IO.READ || op === IO.WRITE)) {
+      const off = slba * this.bs;
+      const honest = op === IO.READ ? this.memory.subarray(off, off + nlb * this.bs) : data;
+      const dg = { hdgst: c.hdgst, ddgst: c.ddgst };
+      const pdus = this.o.lie({ op, cid, data: Buffer.from(honest ?? []), dg });
+      if (pdus) {
+        for (const b of pdus) c.sock.write(b);
+        return;
+      }
     }
     if (op === IO.READ) {
       const off = slba * this.bs;

@@ -1,5 +1,5 @@
 /**
- * Test helpers for the host library's integration tests: a free TCP port, and the
+ * Test helpers for the host library's integration tests: polling, a free TCP port, and the
  * Linux kernel reference target (nvmet in QEMU, /work/shared/linux-host, `reference`
  * mode) started and stopped around a test file.
  */
@@ -22,6 +22,15 @@ export function referenceUnavailable(): string | null {
     return `${CACHE}/setup.done is missing (run ${LINUX_HOST_DIR}/setup.sh once)`;
   }
   return null;
+}
+
+/** Polls `cond` every 5 ms; throws when it has not held within `ms`. */
+export async function waitFor(cond: () => boolean, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 5));
+  }
 }
 
 /** A port that was free a moment ago (bind to 0, read it, release it). */

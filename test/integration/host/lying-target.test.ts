@@ -1,0 +1,294 @@
+/**
+ * A target that lies: every way the host library's receive path can be handed PDUs
+ * that break the NVMe/TCP rules. For each, the host must end the affected command with
+ * a clear error, never write outside the caller's buffer, tell the controller why (an
+ * H2CTermReq with the right FES) and tear the queue down, while other controllers in
+ * the same process keep working. A data digest error is the one exception: it fails
+ * only its command, as Linux does, and the queue carries on.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  HostError,
+  NvmeController,
+  NvmeStatusError,
+  type ControllerOptions,
+} from '../../../engine/src/host/index.js';
+import { IO } from '../../../engine/src/protocol/opcodes.js';
+import {
+  Fes,
+  PduFlag,
+  PduType,
+  encodeC2HData,
+  encodeCapsuleResp,
+  encodeR2T,
+  encodeTermReq,
+} from '../../../engine/src/protocol/pdu.js';
+import { waitFor } from './helpers.js';
+import { FakeTarget, type FakeTargetOptions, type LieContext } from './fake-target.js';
+
+const targets: FakeTarget[] = [];
+const ctrls: NvmeController[] = [];
+
+afterEach(async () => {
+  await Promise.all(ctrls.splice(0).map((c) => c.close(100)));
+  await Promise.all(targets.splice(0).map((t) => t.stop()));
+});
+
+async function connect(t: FakeTargetOptions, c: Partial<ControllerOptions> = {}) {
+  const target = await new FakeTarget(t).start();
+  targets.push(target);
+  const ctrl = await NvmeController.connect({
+    host: '127.0.0.1',
+    port: target.port,
+    subnqn: 'nqn.fake',
+    ...c,
+  });
+  ctrls.push(ctrl);
+  return { target, ctrl, ns: await ctrl.namespace(1) };
+}
+
+const resp = (x: LieContext, cid = x.cid, status = 0) =>
+  encodeCapsuleResp({ dw0: 0, dw1: 0, sqhd: 0, sqid: 1, cid, status }, x.dg.hdgst);
+const c2h = (x: LieContext, datao: number, data: Buffer, flags = { last: true, success: false }) =>
+  encodeC2HData({ cccid: x.cid, datao, ...flags }, data, x.dg);
+const onlyReads = (f: (x: LieContext) => Buffer[] | null) => (x: LieContext) =>
+  x.op === IO.READ ? f(x) : null;
+const onlyWrites = (f: (x: LieContext) => Buffer[]) => (x: LieContext) =>
+  x.op === IO.WRITE ? f(x) : null;
+
+interface Lie {
+  name: string;
+  lie: (x: LieContext) => Buffer[] | null;
+  /** 'read' reads 8 blocks (4 KiB) into a guarded buffer; 'write' writes 64 KiB by R2T. */
+  io: 'read' | 'write';
+  /** The failed command's error kind, and its message. */
+  kind: HostError['kind'];
+  message: RegExp;
+  fes: number;
+}
+
+const LIES: Lie[] = [
+  {
+    name: 'a successful CapsuleResp after a short read',
+    io: 'read',
+    lie: onlyReads((x) => [...c2h(x, 0, x.data.subarray(0, 512)), resp(x)]),
+    kind: 'protocol',
+    message: /successful completion after 512 of 4096 bytes/,
+    fes: Fes.INVALID_HEADER_FIELD,
+  },
+  {
+    name: 'a CapsuleResp for a command id never sent',
+    io: 'read',
+    lie: onlyReads((x) => [resp(x, x.cid ^ 0x0800)]),
+    kind: 'transport',
+    message: /CapsuleResp for unknown command id/,
+    fes: Fes.INVALID_HEADER_FIELD,
+  },
+  {
+    name: 'C2HData that skips ahead (DATAO beyond what arrived)',
+    io: 'read',
+    lie: onlyReads((x) => c2h(x, 512, x.data.subarray(512))),
+    kind: 'protocol',
+    message: /C2HData DATAO 512 DATAL 3584: expected offset 0 of 4096/,
+    fes: Fes.DATA_OUT_OF_RANGE,
+  },
+  {
+    name: 'C2HData longer than the read',
+    io: 'read',
+    lie: onlyReads((x) => c2h(x, 0, Buffer.alloc(8192, 0xee))),
+    kind: 'protocol',
+    message: /C2HData DATAO 0 DATAL 8192: expected offset 0 of 4096/,
+    fes: Fes.DATA_OUT_OF_RANGE,
+  },
+  {
+    name: 'C2HData that rewinds over data already received',
+    io: 'read',
+    lie: onlyReads((x) => [
+      ...c2h(x, 0, x.data.subarray(0, 2048), { last: false, success: false }),
+      ...c2h(x, 1024, Buffer.alloc(3072, 0xee)),
+    ]),
+    kind: 'protocol',
+    message: /C2HData DATAO 1024 DATAL 3072: expected offset 2048 of 4096/,
+    fes: Fes.DATA_OUT_OF_RANGE,
+  },
+  {
+    name: 'the SUCCESS flag after half the data',
+    io: 'read',
+    lie: onlyReads((x) => c2h(x, 0, x.data.subarray(0, 2048), { last: true, success: true })),
+    kind: 'protocol',
+    message: /SUCCESS after 2048 of 4096 bytes/,
+    fes: Fes.INVALID_HEADER_FIELD,
+  },
+  {
+    name: 'C2HData for a write',
+    io: 'write',
+    lie: onlyWrites((x) => c2h(x, 0, Buffer.alloc(512))),
+    kind: 'protocol',
+    message: /C2HData for a command that reads nothing/,
+    fes: Fes.INVALID_HEADER_FIELD,
+  },
+  {
+    name: 'an R2T for a read',
+    io: 'read',
+    lie: onlyReads((x) => [encodeR2T({ cccid: x.cid, ttag: 1, r2to: 0, r2tl: 4096 }, x.dg.hdgst)]),
+    kind: 'protocol',
+    message: /R2T for a command with no data to send by R2T/,
+    fes: Fes.INVALID_HEADER_FIELD,
+  },
+  {
+    name: 'an R2T past the end of the write',
+    io: 'write',
+    lie: onlyWrites((x) => [
+      encodeR2T({ cccid: x.cid, ttag: 1, r2to: 61440, r2tl: 8192 }, x.dg.hdgst),
+    ]),
+    kind: 'protocol',
+    message: /R2T offset 61440 length 8192 outside 0\.\.65536/,
+    fes: Fes.DATA_OUT_OF_RANGE,
+  },
+  {
+    name: 'an R2T asking again for data already sent',
+    io: 'write',
+    lie: onlyWrites((x) => [
+      encodeR2T({ cccid: x.cid, ttag: 1, r2to: 0, r2tl: 32768 }, x.dg.hdgst),
+      encodeR2T({ cccid: x.cid, ttag: 2, r2to: 16384, r2tl: 16384 }, x.dg.hdgst),
+    ]),
+    kind: 'protocol',
+    message: /R2T offset 16384 length 16384 outside 32768\.\.65536/,
+    fes: Fes.DATA_OUT_OF_RANGE,
+  },
+  {
+    name: 'a PDU type only a host may send',
+    io: 'read',
+    lie: onlyReads((x) => {
+      const b = c2h(x, 0, x.data);
+      b[0]![0] = PduType.H2CData;
+      return b;
+    }),
+    kind: 'transport',
+    message: /bad PDU from the controller: .*type/,
+    fes: Fes.INVALID_HEADER_FIELD,
+  },
+  {
+    name: 'a header length that does not fit the type',
+    io: 'read',
+    lie: onlyReads((x) => {
+      const b = resp(x);
+      b[2] = 32; // HLEN: a CapsuleResp's is 24
+      return [b];
+    }),
+    kind: 'transport',
+    message: /bad PDU from the controller: .*hlen/,
+    fes: Fes.INVALID_HEADER_FIELD,
+  },
+  {
+    name: 'a PDU length beyond the host limit',
+    io: 'read',
+    lie: onlyReads((x) => {
+      const b = c2h(x, 0, x.data);
+      b[0]!.writeUInt32LE(64 * 1024 * 1024, 4); // plen
+      return b;
+    }),
+    kind: 'transport',
+    message: /bad PDU from the controller: .*plen/,
+    fes: Fes.DATA_LIMIT_EXCEEDED,
+  },
+  {
+    name: 'a termination request from the controller',
+    io: 'read',
+    lie: onlyReads(() => [encodeTermReq(PduType.C2HTermReq, Fes.PDU_SEQUENCE_ERROR, 7)]),
+    kind: 'transport',
+    message: /controller terminated the connection \(FES 2, FEI 7\)/,
+    fes: -1, // the controller already ended it: the host answers no TermReq
+  },
+];
+
+describe('host library vs a lying target', () => {
+  it.each(LIES)('$name', async ({ lie, io, kind, message, fes }) => {
+    const honest = await connect({});
+    const { ns, ctrl, target } = await connect({ lie, inCapsule: 4096 });
+    target.memory.fill(0x42);
+    // The read lands in the middle of a larger buffer: nothing around it may change.
+    const guard = Buffer.alloc(3 * 4096, 0x5a);
+    const into = guard.subarray(4096, 8192);
+    const op = io === 'read' ? ns.read(0, 8, { into }) : ns.write(0, Buffer.alloc(65536, 0x17));
+    const err = (await op.catch((e: unknown) => e)) as HostError;
+    expect(err).toBeInstanceOf(HostError);
+    expect(err.kind).toBe(kind);
+    expect(err.message).toMatch(message);
+    expect(err.maybeExecuted).toBe(true);
+    expect(guard.subarray(0, 4096).every((b) => b === 0x5a)).toBe(true);
+    expect(guard.subarray(8192).every((b) => b === 0x5a)).toBe(true);
+    if (fes >= 0) await waitFor(() => target.termReqs.length === 1);
+    expect(target.termReqs).toEqual(fes >= 0 ? [fes] : []);
+    await waitFor(() => ctrl.state === 'dead');
+    // The host process keeps serving everyone else.
+    honest.target.memory.fill(0x33, 0, 4096);
+    expect((await honest.ns.read(0, 8)).every((b) => b === 0x33)).toBe(true);
+    expect(honest.ctrl.state).toBe('live');
+  });
+
+  it('checks the header digest when it was negotiated', async () => {
+    const lie = onlyReads((x) => {
+      const b = c2h(x, 0, x.data);
+      b[0]![12]! ^= 1; // DATAO, after the header digest was computed
+      return b;
+    });
+    const { ns, ctrl, target } = await connect({ lie }, { hdgst: true });
+    const err = (await ns.read(0, 8).catch((e: unknown) => e)) as HostError;
+    expect(err.kind).toBe('transport');
+    expect(err.message).toMatch(/header digest mismatch/);
+    await waitFor(() => target.termReqs.length === 1);
+    expect(target.termReqs).toEqual([Fes.HEADER_DIGEST_ERROR]);
+    await waitFor(() => ctrl.state === 'dead');
+  });
+
+  it('fails only the command whose data digest is wrong; the queue carries on', async () => {
+    let lies = 1;
+    const lie = onlyReads((x) => {
+      if (lies-- <= 0) return null;
+      const b = c2h(x, 0, x.data);
+      b[1]![100]! ^= 0xff; // corrupt the data after the digest was computed
+      return [...b, resp(x)];
+    });
+    const { ns, ctrl, target } = await connect({ lie }, { ddgst: true });
+    target.memory.fill(0x42, 0, 4096);
+    const err = (await ns.read(0, 8).catch((e: unknown) => e)) as NvmeStatusError;
+    expect(err).toBeInstanceOf(NvmeStatusError);
+    expect(err.statusName).toMatch(/DATA_XFER_ERROR/);
+    expect(ctrl.state).toBe('live');
+    expect(target.termReqs).toEqual([]);
+    expect((await ns.read(0, 8)).every((b) => b === 0x42)).toBe(true);
+  });
+
+  it.each([
+    { name: 'a protocol version it does not speak', icresp: { pfv: 1 }, msg: /PFV 1/ },
+    { name: 'digests nobody asked for', icresp: { hdgst: true }, msg: /digests hdgst=true/ },
+    { name: 'a data alignment (CPDA)', icresp: { cpda: 3 }, msg: /CPDA 3/ },
+    { name: 'MAXH2CDATA below 4 KiB', icresp: { maxh2cdata: 1000 }, msg: /MAXH2CDATA 1000/ },
+  ])('refuses an ICResp with $name', async ({ icresp, msg }) => {
+    const target = await new FakeTarget({ icresp }).start();
+    targets.push(target);
+    const err = (await NvmeController.connect({
+      host: '127.0.0.1',
+      port: target.port,
+      subnqn: 'nqn.fake',
+    }).catch((e: unknown) => e)) as HostError;
+    expect(err).toBeInstanceOf(HostError);
+    expect(err.kind).toBe('connect');
+    expect(err.message).toMatch(/unacceptable ICResp/);
+    expect(err.message).toMatch(msg);
+  });
+
+  it('flags on a C2HData that the type does not allow are refused', async () => {
+    const lie = onlyReads((x) => {
+      const b = c2h(x, 0, x.data);
+      b[0]![1]! |= PduFlag.HDGST; // claims a header digest that was not negotiated
+      return b;
+    });
+    const { ns, target } = await connect({ lie });
+    const err = (await ns.read(0, 8).catch((e: unknown) => e)) as HostError;
+    expect(err.message).toMatch(/digest flags/);
+    await waitFor(() => target.termReqs.length === 1);
+    expect(target.termReqs).toEqual([Fes.INVALID_HEADER_FIELD]);
+  });
+});
