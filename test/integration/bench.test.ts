@@ -64,6 +64,9 @@ describe('branchsan bench', () => {
       expect(x.ratio_iops).toBeCloseTo(x.remote.iops / x.local.iops, 2);
       expect(x.added_lat_us).toBeCloseTo(x.remote.lat_us.mean - x.local.lat_us.mean, 1);
     }
+    // the whole run: at least every measured window (4 patterns × 3 rounds × 3 legs × 0.2 s)
+    expect(report.elapsed_s).toBeGreaterThanOrEqual(4 * 3 * 3 * 0.2);
+    expect(r.stderr).toContain(`[bench] done in ${report.elapsed_s} s`);
     expect(r.stderr).toMatch(/local IOPS\s+remote IOPS\s+floor IOPS/);
     expect(r.stderr).toMatch(/cpu µs\/io local \| tgt\/host \| floor srv\/cli/);
     // tmpfs is RAM unless swap could page it out: cached reads skip the I/O thread

@@ -70,6 +70,7 @@ Options:
       progress: (line) => process.stderr.write(`[bench] ${line}\n`),
     });
     process.stderr.write(formatTable(report) + '\n');
+    process.stderr.write(`[bench] done in ${report.elapsed_s} s\n`);
     const json = JSON.stringify(report) + '\n';
     if (values.json) process.stdout.write(json);
     if (values.out) {
