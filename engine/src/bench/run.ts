@@ -84,7 +84,7 @@ const MALLOC_ENV = {
 export async function runBenchmark(o: BenchOptions): Promise<BenchReport> {
   const began = performance.now();
   const report = await runAll(o);
-  // the budget for a full run is 3 minutes on the 2-vCPU VM: the report says
+  // Every report shows whether the run kept to its budget (a full run: under 3 minutes).
   return { ...report, elapsed_s: round((performance.now() - began) / 1000, 1) };
 }
 
