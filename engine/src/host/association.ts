@@ -6,6 +6,7 @@
 import { CNTLID_DYNAMIC, FID, PROP } from '../protocol/opcodes.js';
 import { identifyController, setFeatures, type ControllerIdentity } from './admin.js';
 import { fillConnect, fillPropertyGet, fillPropertySet, type ConnectParams } from './commands.js';
+import { CATTR_DISABLE_SQFLOW } from '../protocol/sqe.js';
 import { SC } from '../protocol/status.js';
 import { HostError, NvmeStatusError } from './errors.js';
 import { execute } from './execute.js';
@@ -137,13 +138,6 @@ export class Association {
   }
 }
 
-/**
- * With SQ flow control off the controller may end a successful read with a C2HData
- * carrying SUCCESS instead of a CapsuleResp (one PDU per read instead of two). The
- * library counts its own commands against the queue depth, so SQHD is never needed.
- */
-const CATTR_DISABLE_SQFLOW = 0x04;
-
 async function connectQueue(
   q: NvmeTcpQueue,
   p: AssociationParams,
@@ -246,6 +240,7 @@ async function connectIoQueues(
         inCapsuleLimit: id.inCapsuleDataSize,
       });
       opened.push(q);
+      // The library counts its own commands against the queue depth: SQHD is never needed.
       const cattr = p.disableSqFlow ? CATTR_DISABLE_SQFLOW : 0;
       await connectQueue(q, p, { qid: i + 1, sqsize: size - 1, kato: 0, cntlid, cattr });
       return q;

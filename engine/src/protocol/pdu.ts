@@ -226,16 +226,16 @@ export function encodeTermReq(
   return b;
 }
 
-/**
- * Header (+HDGST, +PAD) and room for DDGST of a data-carrying PDU, in one allocation.
- * The caller fills its type-specific fields, then calls finishData.
- */
 /** Where the data of a PDU with an `hlen`-byte header starts: header, HDGST, padding. */
 function dataOffset(hlen: number, o: DataPduOptions): number {
   const align = o.align ?? 4;
   return Math.ceil((hlen + (o.hdgst ? DIGEST_SIZE : 0)) / align) * align;
 }
 
+/**
+ * Header (+HDGST, +PAD) and room for DDGST of a data-carrying PDU, in one allocation.
+ * The caller fills its type-specific fields, then calls finishData.
+ */
 function dataHead(type: number, flags: number, hlen: number, len: number, o: DataPduOptions) {
   const hd = o.hdgst ? DIGEST_SIZE : 0;
   const pdo = len > 0 ? dataOffset(hlen, o) : 0;

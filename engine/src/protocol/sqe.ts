@@ -70,6 +70,12 @@ export interface ConnectData {
 export const CONNECT_DATA_OFFSET = { hostid: 0, cntlid: 16, subnqn: 256, hostnqn: 512 } as const;
 /** SQE byte offsets used as IATTR=0 error locators. */
 export const CONNECT_SQE_OFFSET = { recfmt: 40, qid: 42, sqsize: 44, cattr: 46, kato: 48 } as const;
+/**
+ * Connect CATTR bit 2: the host asks the controller not to flow-control the SQ. A
+ * controller may then end a successful read with a C2HData carrying SUCCESS instead of
+ * a CapsuleResp (one PDU per read instead of two).
+ */
+export const CATTR_DISABLE_SQFLOW = 0x04;
 
 export function decodeConnectData(data: Buffer): ConnectData {
   return {

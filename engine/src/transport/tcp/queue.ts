@@ -41,7 +41,7 @@ import {
   type ICReqPdu,
 } from '../../protocol/pdu.js';
 import { controllerParser, type PduParser } from '../../protocol/pdu-parser.js';
-import { CONNECT_SQE_OFFSET } from '../../protocol/sqe.js';
+import { CATTR_DISABLE_SQFLOW, CONNECT_SQE_OFFSET } from '../../protocol/sqe.js';
 import { DNR, SC } from '../../protocol/status.js';
 import { IN_CAPSULE_DATA_SIZE, MAX_C2H_DATA, MAXH2CDATA } from '../../protocol/tcp-limits.js';
 import type { Logger } from '../../util/log.js';
@@ -496,5 +496,3 @@ export class TcpQueue implements TransportQueue, CommandSink {
 }
 
 const EMPTY = Buffer.alloc(0);
-/** Connect CATTR bit 2: the host asks the controller not to flow-control the SQ. */
-const CATTR_DISABLE_SQFLOW = 0x04;
