@@ -19,7 +19,7 @@ const swapActive = readFileSync('/proc/swaps', 'utf8').trim().split('\n').length
 const stats = { iops: expect.any(Number), mbps: expect.any(Number), lat_us: lat };
 
 describe('branchsan bench', () => {
-  it('--quick --json reports local, remote and floor for the 4 KiB patterns', async () => {
+  it('--quick --json reports local, remote, floor and floor with I/O for the 4 KiB patterns', async () => {
     const r = await runCli(['bench', '--quick', '--json', '--seconds', '0.2'], {
       timeoutMs: 120_000,
     });
@@ -39,7 +39,14 @@ describe('branchsan bench', () => {
       'randwrite/32',
     ]);
     for (const x of report.results) {
-      expect(x).toMatchObject({ bs: 4096, queues: 1, backend: 'shm', local: stats, floor: stats });
+      expect(x).toMatchObject({
+        bs: 4096,
+        queues: 1,
+        backend: 'shm',
+        local: stats,
+        floor: stats,
+        floor_io: stats,
+      });
       // CPU per I/O of every process in each leg: the part of the cost that is ours
       // (target − floor server) and the part that is TCP itself
       const cpu = [
@@ -48,27 +55,31 @@ describe('branchsan bench', () => {
         x.remote.host_cpu_us_per_io,
         x.floor.server_cpu_us_per_io,
         x.floor.client_cpu_us_per_io,
+        x.floor_io.server_cpu_us_per_io,
+        x.floor_io.client_cpu_us_per_io,
       ];
       for (const c of cpu) expect(c).toBeGreaterThan(0);
-      for (const leg of [x.local, x.remote, x.floor]) {
+      for (const leg of [x.local, x.remote, x.floor, x.floor_io]) {
         expect(leg.iops).toBeGreaterThan(0);
         expect(leg.lat_us.p50).toBeLessThanOrEqual(leg.lat_us.p99);
         expect(leg.lat_us.p99).toBeLessThanOrEqual(leg.lat_us.p999);
       }
       // three interleaved rounds; each leg reports its median round
-      for (const leg of ['local', 'remote', 'floor'] as const) {
+      for (const leg of ['local', 'remote', 'floor', 'floor_io'] as const) {
         const iops = x.rounds_iops[leg] as number[];
         expect(iops).toHaveLength(3);
         expect(x[leg].iops).toBe([...iops].sort((a, b) => a - b)[1]);
       }
       expect(x.ratio_iops).toBeCloseTo(x.remote.iops / x.local.iops, 2);
+      expect(x.ratio_iops_floor_io).toBeCloseTo(x.floor_io.iops / x.local.iops, 2);
       expect(x.added_lat_us).toBeCloseTo(x.remote.lat_us.mean - x.local.lat_us.mean, 1);
     }
-    // the whole run: at least every measured window (4 patterns × 3 rounds × 3 legs × 0.2 s)
-    expect(report.elapsed_s).toBeGreaterThanOrEqual(4 * 3 * 3 * 0.2);
+    // the whole run: at least every measured window (4 patterns × 3 rounds × 4 legs × 0.2 s)
+    expect(report.elapsed_s).toBeGreaterThanOrEqual(4 * 3 * 4 * 0.2);
     expect(r.stderr).toContain(`[bench] done in ${report.elapsed_s} s`);
-    expect(r.stderr).toMatch(/local IOPS\s+remote IOPS\s+floor IOPS/);
-    expect(r.stderr).toMatch(/cpu µs\/io local \| tgt\/host \| floor srv\/cli/);
+    expect(r.stderr).toMatch(/local IOPS\s+remote IOPS\s+floor IOPS\s+floor\+io IOPS/);
+    expect(r.stderr).toMatch(/cpu µs\/io local \| tgt\/host \| floor srv\/cli \| f\+io srv\/cli/);
+    expect(r.stderr).toMatch(/randread bs=4k qd=32 queues=1 shm\s+floor\+io\s+\d+ IOPS/);
     // tmpfs is RAM unless swap could page it out: cached reads skip the I/O thread
     expect(report.config.inline_reads).toEqual({ shm: swapActive ? 'off' : 'ram' });
   });

@@ -1,65 +1,122 @@
 /**
  * The floor: a bare TCP request/response with the same sizes as NVMe/TCP (a 72-byte
  * command, plus payload for writes; a 24-byte answer, plus 24 + payload for reads),
- * no NVMe and no backend. Server and client batch writes per received chunk, as the
- * target and the host library do, so the floor is a fair lower bound.
+ * no NVMe. Server and client batch their writes per event-loop turn, as the target
+ * and the host library do, so the floor is a fair lower bound.
+ *
+ * Two kinds of request share one server:
+ * - plain: no backend; reads answer with bytes from one reused buffer. This is the
+ *   network alone.
+ * - with I/O (`io`): the server does the same backend I/O the target would (the read
+ *   lands in the answer's frame, as the target's reads do) before it answers. This
+ *   is the network plus the backend, with nothing of NVMe/TCP or the engine, so the
+ *   gap between it and the target is exactly the target's own cost, and its IOPS
+ *   over the local leg's is the best ratio any target could reach with these two
+ *   processes on this machine.
+ *
+ * Requests carry a tag that answers echo: backend I/O may complete out of order.
+ *
+ * Request (72 bytes): u32 length, u8 write, u8 io, u16 0, u32 tag, u32 0, u48 offset.
+ * Answer (24 bytes): u32 length of payload that follows (+ 24 trailing bytes), u32 tag,
+ * u32 status (0 ok, 1 the backend I/O failed).
  */
 import net from 'node:net';
+import type { BlockBackend } from '../storage/backend.js';
+import { PduWriter } from '../transport/tcp/writer.js';
+import { ReadBuffers } from '../util/read-buffers.js';
 import type { Submit } from './patterns.js';
 
 const REQ = 72;
 const RESP = 24;
 
-/** Starts the echo server; resolves with its port. */
-export function startFloorServer(): Promise<net.Server> {
-  const server = net.createServer((sock) => serveFloor(sock));
+/**
+ * Starts the floor server; resolves with it. `backend()` is what requests with I/O
+ * use (the benchmark file); they are answered with status 1 when it returns nothing.
+ */
+export function startFloorServer(
+  backend: () => BlockBackend | undefined = () => undefined,
+): Promise<net.Server> {
+  const server = net.createServer((sock) => serveFloor(sock, backend));
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
 }
 
-function serveFloor(sock: net.Socket): void {
+function serveFloor(sock: net.Socket, backend: () => BlockBackend | undefined): void {
   sock.setNoDelay(true);
+  const writer = new PduWriter(sock, () => {
+    sock.pause();
+    sock.once('drain', () => sock.resume());
+  });
+  const frames = new ReadBuffers();
   let pending: Buffer | null = null;
-  let replyCache = Buffer.alloc(0);
-  const replyFor = (len: number) => {
-    if (replyCache.length < RESP + len) replyCache = Buffer.alloc(RESP + len + RESP);
-    return replyCache;
+  let dataCache = Buffer.alloc(0);
+  /** An answer: its own header (in `frame` when the payload was read into one). */
+  const answer = (tag: number, status: number, frame?: Buffer, shared?: Buffer) => {
+    const out = frame ?? Buffer.allocUnsafe(RESP);
+    const len = frame ? frame.length - 2 * RESP : shared ? shared.length - RESP : 0;
+    out.writeUInt32LE(len, 0);
+    out.writeUInt32LE(tag, 4);
+    out.writeUInt32LE(status, 8);
+    if (shared) writer.writev([out, shared]);
+    else writer.write(out);
+  };
+  const withIo = (write: boolean, len: number, tag: number, offset: number, data: Buffer) => {
+    const be = backend();
+    if (!be) return answer(tag, 1);
+    if (write) {
+      // the payload is a view of received memory, valid until the callback (backend.ts)
+      be.write(offset, data, false, (err) => answer(tag, err ? 1 : 0));
+      return;
+    }
+    const frame = frames.take(RESP + len + RESP);
+    be.read(
+      offset,
+      len,
+      (err) => (err ? answer(tag, 1) : answer(tag, 0, frame)),
+      frame.subarray(RESP, RESP + len),
+    );
   };
   sock.on('data', (chunk: Buffer) => {
     let buf = pending ? Buffer.concat([pending, chunk]) : chunk;
     pending = null;
-    let corked = false;
     while (buf.length >= REQ) {
-      const write = buf[4] === 1;
       const len = buf.readUInt32LE(0);
+      const write = buf[4] === 1;
       const need = REQ + (write ? len : 0);
       if (buf.length < need) break;
-      if (!corked) {
-        sock.cork();
-        corked = true;
+      const tag = buf.readUInt32LE(8);
+      if (buf[5] === 1) {
+        withIo(write, len, tag, buf.readUIntLE(16, 6), buf.subarray(REQ, need));
+      } else if (write) {
+        answer(tag, 0);
+      } else {
+        // reads: C2H header, then data + CapsuleResp from one reused buffer
+        if (dataCache.length < len + RESP) dataCache = Buffer.alloc(len + RESP);
+        answer(tag, 0, undefined, dataCache.subarray(0, len + RESP));
       }
-      const out = replyFor(len);
-      out.writeUInt32LE(write ? 0 : len, 0);
-      // reads: C2H header + data + CapsuleResp; writes: CapsuleResp only
-      sock.write(write ? out.subarray(0, RESP) : out.subarray(0, RESP + len + RESP));
       buf = buf.subarray(need);
     }
     if (buf.length) pending = Buffer.from(buf);
-    if (corked) sock.uncork();
   });
   sock.on('error', () => undefined);
 }
 
-/** Connects `queues` client connections; returns a Submit for the benchmark loop. */
+/**
+ * Connects `queues` client connections; returns a Submit for the benchmark loop.
+ * With `io`, every request asks the server to do the backend I/O at its offset.
+ */
 export async function connectFloor(
   port: number,
   queues: number,
+  io = false,
 ): Promise<{ submit: Submit; close(): void }> {
   const conns = await Promise.all(Array.from({ length: queues }, () => floorConnection(port)));
   return {
-    submit: (write, _offset, len, queue, done) => conns[queue]!.send(write, len, done),
+    submit: (write, offset, len, queue, done) => conns[queue]!.send(write, io, offset, len, done),
     close: () => conns.forEach((c) => c.sock.destroy()),
   };
 }
+
+type Done = (err?: Error | null) => void;
 
 async function floorConnection(port: number) {
   const sock = net.connect(port, '127.0.0.1');
@@ -68,10 +125,22 @@ async function floorConnection(port: number) {
     sock.once('error', reject);
   });
   sock.setNoDelay(true);
-  const waiting: { len: number; done: (err?: Error | null) => void }[] = [];
-  let head = 0;
+  /** Callbacks by tag; freed tags are reused. */
+  const waiting: (Done | null)[] = [];
+  const freeTags: number[] = [];
   let skip = 0; // payload bytes of the current answer still to arrive
+  let skipTag = 0;
   let hdr: Buffer = Buffer.alloc(0);
+  const finish = (tag: number, status: number) => {
+    const done = waiting[tag];
+    if (!done) {
+      sock.destroy(new Error(`floor server answered tag ${tag}, which is not in flight`));
+      return;
+    }
+    waiting[tag] = null;
+    freeTags.push(tag);
+    done(status === 0 ? null : new Error('the floor server could not do the backend I/O'));
+  };
   sock.on('data', (chunk: Buffer) => {
     let pos = 0;
     while (pos < chunk.length) {
@@ -79,7 +148,7 @@ async function floorConnection(port: number) {
         const n = Math.min(skip, chunk.length - pos);
         skip -= n;
         pos += n;
-        if (skip === 0) waiting[head++]!.done();
+        if (skip === 0) finish(skipTag, 0);
         continue;
       }
       const take = Math.min(RESP - hdr.length, chunk.length - pos);
@@ -92,13 +161,11 @@ async function floorConnection(port: number) {
         continue;
       }
       const len = hdr.readUInt32LE(0);
+      const tag = hdr.readUInt32LE(4);
+      const status = hdr.readUInt32LE(8);
       hdr = Buffer.alloc(0);
-      if (len === 0) waiting[head++]!.done();
-      else skip = len + RESP;
-      if (head > 1024) {
-        waiting.splice(0, head);
-        head = 0;
-      }
+      if (len === 0) finish(tag, status);
+      else [skip, skipTag] = [len + RESP, tag];
     }
   });
   const header = Buffer.alloc(REQ);
@@ -113,11 +180,15 @@ async function floorConnection(port: number) {
   };
   return {
     sock,
-    send(write: boolean, len: number, done: (err?: Error | null) => void) {
-      waiting.push({ len, done });
+    send(write: boolean, io: boolean, offset: number, len: number, done: Done) {
+      const tag = freeTags.pop() ?? waiting.length;
+      waiting[tag] = done;
       const h = Buffer.from(header);
       h.writeUInt32LE(len, 0);
       h[4] = write ? 1 : 0;
+      h[5] = io ? 1 : 0;
+      h.writeUInt32LE(tag, 8);
+      h.writeUIntLE(offset, 16, 6);
       if (batch.length === 0) setImmediate(flush);
       batch.push(h);
       if (write) {

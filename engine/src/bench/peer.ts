@@ -1,25 +1,21 @@
 /**
  * The benchmark's other process: the engine's NVMe/TCP target serving the benchmark
- * file, and the bare-TCP floor server. Driven over the fork() IPC channel by run.ts;
- * reports its own CPU time so the report can show target CPU per I/O.
+ * file, and the bare-TCP floor server with its own handle on the same file (for the
+ * floor with backend I/O). Driven over the fork() IPC channel by run.ts; reports its
+ * own CPU time so the report can show target CPU per I/O.
  */
 import type net from 'node:net';
 import { TargetRuntime } from '../service/target-runtime.js';
-import type { IoOptions } from '../storage/file.js';
+import type { BlockBackend } from '../storage/backend.js';
+import { openBackend } from '../storage/open.js';
 import { createLogger } from '../util/log.js';
 import { startFloorServer } from './floor.js';
-
-export const BENCH_NQN = 'nqn.2026-01.io.branchsan:bench';
-
-export type PeerRequest =
-  { cmd: 'start'; path: string; io?: IoOptions } | { cmd: 'cpu' } | { cmd: 'stop' };
-export type PeerReply =
-  | { ok: true; nvmePort: number; floorPort: number }
-  | { ok: true; cpuUs: number }
-  | { ok: false; error: string };
+import { BENCH_NQN, type PeerReply, type PeerRequest } from './peer-protocol.js';
 
 let rt: TargetRuntime | undefined;
 let floor: net.Server | undefined;
+/** The benchmark file opened as the target opens it, for the floor's I/O requests. */
+let floorBackend: BlockBackend | undefined;
 
 async function handle(msg: PeerRequest): Promise<PeerReply> {
   switch (msg.cmd) {
@@ -41,7 +37,12 @@ async function handle(msg: PeerRequest): Promise<PeerReply> {
         anaGroup: 1,
       });
       const port = await rt.addPort({ portId: 1, host: '127.0.0.1', port: 0 });
-      floor ??= await startFloorServer();
+      floorBackend = await openBackend({
+        kind: 'file',
+        path: msg.path,
+        ...(msg.io ? { io: msg.io } : {}),
+      });
+      floor ??= await startFloorServer(() => floorBackend);
       return {
         ok: true,
         nvmePort: port.port,
@@ -63,6 +64,8 @@ async function handle(msg: PeerRequest): Promise<PeerReply> {
 async function stop(): Promise<void> {
   await rt?.close();
   rt = undefined;
+  await floorBackend?.close();
+  floorBackend = undefined;
 }
 
 process.on('message', (msg: PeerRequest) => {

@@ -4,6 +4,10 @@
  *   remote - the same pattern through the engine's NVMe/TCP target (child process)
  *            with the host library (this process),
  *   floor  - a bare TCP request/response of the same sizes between the same two processes.
+ *   floor_io - the floor with the same backend I/O done by its server (4 KiB patterns,
+ *            first backend): network plus backend with nothing of NVMe/TCP, so
+ *            remote vs floor_io is the engine's own cost, and floor_io vs local the
+ *            best ratio these two processes allow on this machine.
  * Figures are compared as ratios within the run, never against fixed numbers. Each
  * pattern runs in rounds that interleave the three legs; each leg reports its median
  * round, and the report keeps every round's IOPS.
@@ -26,7 +30,7 @@ import {
   type Pattern,
   type Submit,
 } from './patterns.js';
-import { BENCH_NQN, type PeerReply, type PeerRequest } from './peer.js';
+import { BENCH_NQN, type PeerReply, type PeerRequest } from './peer-protocol.js';
 import { connectRemote } from './remote.js';
 import { round, type RunStats } from './stats.js';
 
@@ -60,11 +64,26 @@ export interface BenchResult extends Pattern {
   local: RunStats & { cpu_us_per_io: number };
   remote: RunStats & { target_cpu_us_per_io: number; host_cpu_us_per_io: number };
   /** The same split for the bare-TCP floor: its server (the target's process) and client. */
-  floor: RunStats & { server_cpu_us_per_io: number; client_cpu_us_per_io: number };
+  floor: FloorStats;
+  /** The floor with the backend I/O done by its server; see floorIoMeasured(). */
+  floor_io?: FloorStats;
   ratio_iops: number;
+  /** floor_io IOPS / local IOPS: the ratio a target that added nothing would reach. */
+  ratio_iops_floor_io?: number;
   added_lat_us: number;
   /** IOPS of every round, per leg, in the order they ran. */
-  rounds_iops: { local: number[]; remote: number[]; floor: number[] };
+  rounds_iops: { local: number[]; remote: number[]; floor: number[]; floor_io?: number[] };
+}
+
+type FloorStats = RunStats & { server_cpu_us_per_io: number; client_cpu_us_per_io: number };
+
+/**
+ * Where the floor with backend I/O runs: the 4 KiB patterns (the ratio and latency
+ * targets) on the first backend (the RAM-backed file in a full run), which keeps a
+ * full run within its 3 minutes.
+ */
+export function floorIoMeasured(p: Pattern, backend: BackendName, first: BackendName): boolean {
+  return p.bs === 4096 && backend === first;
 }
 
 export interface BenchReport {
@@ -113,7 +132,7 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
   }
   try {
     // The bare-TCP floor does not depend on the backend: measured with the first one.
-    const floors = new Map<string, BenchResult['floor'][]>();
+    const floors = new Map<string, FloorStats[]>();
     /** How each backend served reads: 'ram' / 'nowait' inline, or 'off' (see InlineReads). */
     const inlineModes: Partial<Record<BackendName, string>> = {};
     const results: BenchResult[] = [];
@@ -135,42 +154,54 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
           const legs = {
             local: [] as BenchResult['local'][],
             remote: [] as RemoteStats[],
-            floor: [] as BenchResult['floor'][],
+            floor: [] as FloorStats[],
+            floorIo: [] as FloorStats[],
           };
           const conn = await connectRemote(ports.nvmePort, BENCH_NQN, p.queues);
           const floor = floors.has(fkey) ? null : await connectFloor(ports.floorPort, p.queues);
+          const floorIo = floorIoMeasured(p, backend, backends[0]!)
+            ? await connectFloor(ports.floorPort, p.queues, true)
+            : null;
           try {
             // Rounds interleave the legs, so a slow spell of this noisy machine lands on
             // all of them rather than on one; each leg reports its median round.
             for (let r = 0; r < rounds; r++) {
               legs.local.push(localLeg(await measure(p, backendSubmit(be), loop, peer)));
               legs.remote.push(remoteLeg(await measure(p, conn.submit, loop, peer)));
-              if (floor)
-                legs.floor.push(floorLeg(await measure(p, floor.submit as Submit, loop, peer)));
+              if (floor) legs.floor.push(floorLeg(await measure(p, floor.submit, loop, peer)));
+              if (floorIo)
+                legs.floorIo.push(floorLeg(await measure(p, floorIo.submit, loop, peer)));
             }
           } finally {
             await conn.close();
             floor?.close();
+            floorIo?.close();
           }
           if (floor) floors.set(fkey, legs.floor);
           const local = median(legs.local);
           const remote = median(legs.remote);
           const fl = median(floors.get(fkey)!);
+          const fio = floorIo ? median(legs.floorIo) : null;
           o.progress(`${label(p, backend)} local ${fmt(local)}`);
           o.progress(`${label(p, backend)} remote ${fmt(remote)}`);
           o.progress(`${label(p, backend)} floor ${fmt(fl)}`);
+          if (fio) o.progress(`${label(p, backend)} floor+io ${fmt(fio)}`);
+          const perLocal = (x: RunStats) => round(x.iops / Math.max(1, local.iops), 3);
           results.push({
             ...p,
             backend,
             local,
             remote,
             floor: fl,
-            ratio_iops: round(remote.iops / Math.max(1, local.iops), 3),
+            ...(fio ? { floor_io: fio } : {}),
+            ratio_iops: perLocal(remote),
+            ...(fio ? { ratio_iops_floor_io: perLocal(fio) } : {}),
             added_lat_us: round(remote.lat_us.mean - local.lat_us.mean),
             rounds_iops: {
               local: legs.local.map((x) => x.iops),
               remote: legs.remote.map((x) => x.iops),
               floor: floors.get(fkey)!.map((x) => x.iops),
+              ...(fio ? { floor_io: legs.floorIo.map((x) => x.iops) } : {}),
             },
           });
         }
@@ -238,7 +269,7 @@ function remoteLeg({ selfUs, peerUs, ...stats }: LegWithCpu): RemoteStats {
   return { ...stats, target_cpu_us_per_io: peerUs, host_cpu_us_per_io: selfUs };
 }
 
-function floorLeg({ selfUs, peerUs, ...stats }: LegWithCpu): BenchResult['floor'] {
+function floorLeg({ selfUs, peerUs, ...stats }: LegWithCpu): FloorStats {
   return { ...stats, server_cpu_us_per_io: peerUs, client_cpu_us_per_io: selfUs };
 }
 
@@ -310,10 +341,10 @@ function machineInfo(): Record<string, unknown> {
   };
 }
 
-/** The table people read (stderr). */
+/** The table people read (stderr). floor+io columns show '-' where it was not measured. */
 export function formatTable(r: BenchReport): string {
   const head =
-    'pattern     bs    qd q backend |  local IOPS  remote IOPS  floor IOPS | ratio | lat µs local / remote / floor | +lat µs | cpu µs/io local | tgt/host | floor srv/cli';
+    'pattern     bs    qd q backend |  local IOPS  remote IOPS  floor IOPS  floor+io IOPS | ratio  f+io | lat µs local / remote / floor | +lat µs | cpu µs/io local | tgt/host | floor srv/cli | f+io srv/cli';
   const rows = r.results.map((x) =>
     [
       x.pattern.padEnd(10),
@@ -325,8 +356,10 @@ export function formatTable(r: BenchReport): string {
       String(x.local.iops).padStart(11),
       String(x.remote.iops).padStart(12),
       String(x.floor.iops).padStart(11),
+      String(x.floor_io?.iops ?? '-').padStart(14),
       '|',
       x.ratio_iops.toFixed(2).padStart(5),
+      (x.ratio_iops_floor_io?.toFixed(2) ?? '-').padStart(5),
       '|',
       `${x.local.lat_us.mean} / ${x.remote.lat_us.mean} / ${x.floor.lat_us.mean}`.padStart(29),
       '|',
@@ -336,7 +369,9 @@ export function formatTable(r: BenchReport): string {
       '|',
       `${x.remote.target_cpu_us_per_io} / ${x.remote.host_cpu_us_per_io}`.padStart(8),
       '|',
-      `${x.floor.server_cpu_us_per_io} / ${x.floor.client_cpu_us_per_io}`,
+      `${x.floor.server_cpu_us_per_io} / ${x.floor.client_cpu_us_per_io}`.padStart(13),
+      '|',
+      x.floor_io ? `${x.floor_io.server_cpu_us_per_io} / ${x.floor_io.client_cpu_us_per_io}` : '-',
     ].join(' '),
   );
   return [head, ...rows].join('\n');

@@ -1,0 +1,177 @@
+/**
+ * The benchmark's floor server, over real sockets and a real file: plain requests
+ * (the network alone) and requests with backend I/O (network plus backend, the
+ * ceiling the report compares the target with). The bench test checks the report;
+ * this one checks that the floor with I/O really reads and writes the file, so its
+ * IOPS can never come from skipping the work.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connectFloor, startFloorServer } from '../../engine/src/bench/floor.js';
+import type { BlockBackend } from '../../engine/src/storage/backend.js';
+import { openBackend } from '../../engine/src/storage/open.js';
+
+const REQ = 72;
+const RESP = 24;
+const FILE_BYTES = 1 << 20;
+
+interface Answer {
+  tag: number;
+  status: number;
+  payload: Buffer;
+}
+
+function request(o: { len: number; write?: boolean; io?: boolean; tag: number; offset?: number }) {
+  const h = Buffer.alloc(REQ);
+  h.writeUInt32LE(o.len, 0);
+  h[4] = o.write ? 1 : 0;
+  h[5] = o.io ? 1 : 0;
+  h.writeUInt32LE(o.tag, 8);
+  h.writeUIntLE(o.offset ?? 0, 16, 6);
+  return h;
+}
+
+/** Sends raw bytes and collects `count` answers as the floor client would parse them. */
+async function exchange(port: number, bytes: Buffer, count: number): Promise<Answer[]> {
+  const sock = net.connect(port, '127.0.0.1');
+  await new Promise((resolve) => sock.once('connect', resolve));
+  let acc = Buffer.alloc(0);
+  const answers: Answer[] = [];
+  const done = new Promise<void>((resolve, reject) => {
+    sock.on('error', reject);
+    sock.on('data', (chunk: Buffer) => {
+      acc = Buffer.concat([acc, chunk]);
+      for (;;) {
+        if (acc.length < RESP) break;
+        const len = acc.readUInt32LE(0);
+        const total = len === 0 ? RESP : RESP + len + RESP;
+        if (acc.length < total) break;
+        answers.push({
+          tag: acc.readUInt32LE(4),
+          status: acc.readUInt32LE(8),
+          payload: Buffer.from(acc.subarray(RESP, RESP + len)),
+        });
+        acc = acc.subarray(total);
+      }
+      if (answers.length === count) resolve();
+    });
+  });
+  sock.write(bytes);
+  await done;
+  sock.destroy();
+  return answers;
+}
+
+describe('bench floor server', () => {
+  let dir: string;
+  let file: string;
+  let content: Buffer;
+  let be: BlockBackend;
+  let backendCalls = 0;
+  let server: net.Server;
+  let port: number;
+
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'branchsan-floor-'));
+    file = path.join(dir, 'f.img');
+    content = crypto.randomBytes(FILE_BYTES);
+    fs.writeFileSync(file, content);
+    be = await openBackend({ kind: 'file', path: file });
+    server = await startFloorServer(() => {
+      backendCalls++;
+      return be;
+    });
+    port = (server.address() as net.AddressInfo).port;
+  });
+
+  afterAll(async () => {
+    server.close();
+    await be.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('answers a read with I/O with the file bytes at its offset, under its own tag', async () => {
+    const offsets = [5 * 4096, 200 * 4096, 0];
+    const bytes = Buffer.concat(
+      offsets.map((offset, i) => request({ len: 4096, io: true, tag: 10 + i, offset })),
+    );
+    const answers = await exchange(port, bytes, offsets.length);
+    expect(answers.map((a) => a.tag).sort()).toEqual([10, 11, 12]);
+    for (const a of answers) {
+      const offset = offsets[a.tag - 10]!;
+      expect(a.status).toBe(0);
+      expect(a.payload.equals(content.subarray(offset, offset + 4096))).toBe(true);
+    }
+  });
+
+  it('writes the payload of a write with I/O into the file before answering', async () => {
+    const data = crypto.randomBytes(8192);
+    const offset = 64 * 4096;
+    const req = request({ len: data.length, write: true, io: true, tag: 99, offset });
+    const [a] = await exchange(port, Buffer.concat([req, data]), 1);
+    expect(a).toMatchObject({ tag: 99, status: 0 });
+    expect(a!.payload.length).toBe(0);
+    const fd = fs.openSync(file, 'r');
+    const back = Buffer.alloc(data.length);
+    fs.readSync(fd, back, 0, back.length, offset);
+    fs.closeSync(fd);
+    expect(back.equals(data)).toBe(true);
+    data.copy(content, offset); // later cases read this range as the file now holds it
+  });
+
+  it('answers plain requests without the backend, each under its own tag', async () => {
+    const before = backendCalls;
+    const bytes = Buffer.concat([
+      request({ len: 4096, tag: 1 }),
+      request({ len: 4096, tag: 2 }),
+      request({ len: 512, write: true, tag: 3 }),
+      Buffer.alloc(512),
+      request({ len: 131072, tag: 4 }),
+    ]);
+    const answers = await exchange(port, bytes, 4);
+    expect(answers.map((a) => [a.tag, a.status, a.payload.length])).toEqual([
+      [1, 0, 4096],
+      [2, 0, 4096],
+      [3, 0, 0],
+      [4, 0, 131072],
+    ]);
+    expect(backendCalls).toBe(before);
+  });
+
+  it('keeps 64 reads and writes with I/O in flight through connectFloor', async () => {
+    const floor = await connectFloor(port, 1, true);
+    try {
+      let completed = 0;
+      await new Promise<void>((resolve, reject) => {
+        for (let i = 0; i < 64; i++) {
+          const write = i % 2 === 1;
+          floor.submit(write, ((i * 7) % 256) * 4096, 4096, 0, (err) => {
+            if (err) return reject(err);
+            if (++completed === 64) resolve();
+          });
+        }
+      });
+      expect(completed).toBe(64);
+    } finally {
+      floor.close();
+    }
+  });
+
+  it('reports a failed I/O to the caller when the server has no backend', async () => {
+    const bare = await startFloorServer();
+    const floor = await connectFloor((bare.address() as net.AddressInfo).port, 1, true);
+    try {
+      const err = await new Promise<Error | null | undefined>((resolve) =>
+        floor.submit(false, 0, 4096, 0, resolve),
+      );
+      expect(err?.message).toMatch(/could not do the backend I\/O/);
+    } finally {
+      floor.close();
+      bare.close();
+    }
+  });
+});

@@ -1,0 +1,69 @@
+/**
+ * Which results carry the floor with backend I/O, and how the table shows a row
+ * without it. (The full run is `npm run bench`; the quick run is in bench.test.ts.)
+ */
+import { describe, expect, it } from 'vitest';
+import { FULL_PATTERNS } from '../../../engine/src/bench/patterns.js';
+import { floorIoMeasured, formatTable, type BenchResult } from '../../../engine/src/bench/run.js';
+
+const stats = (iops: number) => ({
+  ios: iops,
+  bytes: iops * 4096,
+  seconds: 1,
+  iops,
+  mbps: (iops * 4096) / 1e6,
+  lat_us: { mean: 10, p50: 9, p99: 20, p999: 30 },
+});
+const floor = (iops: number) => ({
+  ...stats(iops),
+  server_cpu_us_per_io: 3,
+  client_cpu_us_per_io: 2,
+});
+
+describe('bench report', () => {
+  it('measures the floor with I/O for the 4 KiB patterns on the first backend only', () => {
+    const on = (backend: 'shm' | 'disk') =>
+      FULL_PATTERNS.filter((p) => floorIoMeasured(p, backend, 'shm')).map(
+        (p) => `${p.pattern}/${p.qd}/${p.queues}`,
+      );
+    expect(on('shm')).toEqual([
+      'randread/1/1',
+      'randread/32/1',
+      'randread/32/2',
+      'randwrite/1/1',
+      'randwrite/32/1',
+      'randwrite/32/2',
+    ]);
+    expect(on('disk')).toEqual([]);
+  });
+
+  it("prints the floor+io columns, or '-' where that leg did not run", () => {
+    const base = {
+      pattern: 'randread' as const,
+      bs: 4096,
+      qd: 32,
+      queues: 1,
+      local: { ...stats(400000), cpu_us_per_io: 2 },
+      remote: { ...stats(150000), target_cpu_us_per_io: 6, host_cpu_us_per_io: 3 },
+      floor: floor(300000),
+      ratio_iops: 0.375,
+      added_lat_us: 100,
+      rounds_iops: { local: [1], remote: [1], floor: [1] },
+    };
+    const rows: BenchResult[] = [
+      {
+        ...base,
+        backend: 'shm',
+        floor_io: { ...floor(180000), server_cpu_us_per_io: 4.5 },
+        ratio_iops_floor_io: 0.45,
+      },
+      { ...base, backend: 'disk' },
+    ];
+    const lines = formatTable({ machine: {}, config: {}, results: rows, elapsed_s: 1 }).split('\n');
+    expect(lines[0]).toMatch(/floor IOPS\s+floor\+io IOPS \| ratio\s+f\+io \|/);
+    expect(lines[1]).toMatch(/300000\s+180000 \|\s+0\.38\s+0\.45 \|/);
+    expect(lines[1]).toMatch(/\| 4\.5 \/ 2$/);
+    expect(lines[2]).toMatch(/300000\s+- \|\s+0\.38\s+- \|/);
+    expect(lines[2]).toMatch(/\| -$/);
+  });
+});
