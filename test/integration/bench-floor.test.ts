@@ -161,6 +161,45 @@ describe('bench floor server', () => {
     }
   });
 
+  it('drops a connection that asks for an absurd length and keeps serving others', async () => {
+    const sock = net.connect(port, '127.0.0.1');
+    await new Promise((resolve) => sock.once('connect', resolve));
+    const closed = new Promise((resolve) => sock.once('close', resolve));
+    sock.on('error', () => undefined);
+    sock.write(request({ len: 0xffffffff, io: true, tag: 1 }));
+    await closed;
+    const [a] = await exchange(port, request({ len: 4096, io: true, tag: 5, offset: 4096 }), 1);
+    expect(a).toMatchObject({ tag: 5, status: 0 });
+    expect(a!.payload.equals(content.subarray(4096, 8192))).toBe(true);
+  });
+
+  it('fails the requests in flight when the server answers a tag it was never sent', async () => {
+    const liar = net.createServer((sock) =>
+      sock.once('data', () => {
+        const answer = Buffer.alloc(RESP);
+        answer.writeUInt32LE(4242, 4); // no request has this tag
+        sock.write(answer);
+      }),
+    );
+    await new Promise<void>((resolve) => liar.listen(0, '127.0.0.1', resolve));
+    const floor = await connectFloor((liar.address() as net.AddressInfo).port, 1, true);
+    try {
+      const errors = await Promise.all(
+        [0, 1].map(
+          (i) =>
+            new Promise<Error | null | undefined>((resolve) =>
+              floor.submit(false, i * 4096, 4096, 0, resolve),
+            ),
+        ),
+      );
+      for (const err of errors)
+        expect(err?.message).toMatch(/answered tag 4242, which is not in flight/);
+    } finally {
+      floor.close();
+      liar.close();
+    }
+  });
+
   it('reports a failed I/O to the caller when the server has no backend', async () => {
     const bare = await startFloorServer();
     const floor = await connectFloor((bare.address() as net.AddressInfo).port, 1, true);

@@ -28,6 +28,8 @@ import type { Submit } from './patterns.js';
 
 const REQ = 72;
 const RESP = 24;
+/** Larger than any pattern's block; a request above it is not from our client. */
+const MAX_LEN = 1 << 20;
 
 /**
  * Starts the floor server; resolves with it. `backend()` is what requests with I/O
@@ -80,6 +82,7 @@ function serveFloor(sock: net.Socket, backend: () => BlockBackend | undefined): 
     pending = null;
     while (buf.length >= REQ) {
       const len = buf.readUInt32LE(0);
+      if (len > MAX_LEN) return void sock.destroy(); // not our client: drop it, keep serving others
       const write = buf[4] === 1;
       const need = REQ + (write ? len : 0);
       if (buf.length < need) break;
@@ -131,10 +134,21 @@ async function floorConnection(port: number) {
   let skip = 0; // payload bytes of the current answer still to arrive
   let skipTag = 0;
   let hdr: Buffer = Buffer.alloc(0);
+  /** A broken exchange fails every request in flight, so the benchmark stops, not hangs. */
+  const failAll = (err: Error) => {
+    for (let tag = 0; tag < waiting.length; tag++) {
+      const done = waiting[tag];
+      waiting[tag] = null;
+      done?.(err);
+    }
+  };
+  sock.on('error', failAll);
+  sock.on('close', () => failAll(new Error('the floor connection closed')));
   const finish = (tag: number, status: number) => {
     const done = waiting[tag];
     if (!done) {
-      sock.destroy(new Error(`floor server answered tag ${tag}, which is not in flight`));
+      failAll(new Error(`the floor server answered tag ${tag}, which is not in flight`));
+      sock.destroy();
       return;
     }
     waiting[tag] = null;
