@@ -10,13 +10,13 @@ export const bench: Command = {
 
 Runs, in one process tree and one run, for 4 KiB random read/write at QD1 and QD32
 (1 and 2 I/O queues) and 128 KiB sequential read/write at QD8:
-  local   the target's file backend driven directly (a file in /dev/shm and on disk)
-  remote  the same pattern through BranchSAN's NVMe/TCP target on loopback, with
-          the host library in a separate process
-  floor   a bare TCP request/response of the same sizes between the same processes
-  floor+io  the floor with the same backend I/O done by its server (4 KiB patterns,
-          RAM-backed file): no NVMe/TCP, so remote against it is BranchSAN's own
-          cost, and its ratio to local is the best any target could reach here
+  local     the target's file backend driven directly (a file in /dev/shm and on disk)
+  remote    the same pattern through BranchSAN's NVMe/TCP target on loopback, with
+            the host library in a separate process
+  floor     a bare TCP request/response of the same sizes between the same processes
+  floor+io  the floor with its server doing the same backend I/O (4 KiB patterns,
+            RAM-backed file): no NVMe/TCP, so remote against it is BranchSAN's own
+            cost, and its ratio to local is the best any target could reach here
 and reports IOPS, MB/s, latency (mean, p50, p99, p99.9), CPU per I/O, and remote as
 a ratio of local. QD is per queue. Each pattern runs in rounds that interleave
 the legs (this machine's speed drifts); every leg reports its median round, and
