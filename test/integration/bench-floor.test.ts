@@ -123,6 +123,16 @@ describe('bench floor server', () => {
     data.copy(content, offset); // later cases read this range as the file now holds it
   });
 
+  it('answers I/O the backend refuses (past the end of the file) with a failed status', async () => {
+    const [a] = await exchange(
+      port,
+      request({ len: 4096, io: true, tag: 8, offset: FILE_BYTES }),
+      1,
+    );
+    expect(a).toMatchObject({ tag: 8, status: 1 });
+    expect(a!.payload.length).toBe(0);
+  });
+
   it('answers plain requests without the backend, each under its own tag', async () => {
     const before = backendCalls;
     const bytes = Buffer.concat([

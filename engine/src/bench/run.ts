@@ -9,7 +9,7 @@
  *            remote vs floor_io is the engine's own cost, and floor_io vs local the
  *            best ratio these two processes allow on this machine.
  * Figures are compared as ratios within the run, never against fixed numbers. Each
- * pattern runs in rounds that interleave the three legs; each leg reports its median
+ * pattern runs in rounds that interleave its legs; each leg reports its median
  * round, and the report keeps every round's IOPS.
  */
 import { fork, type ChildProcess } from 'node:child_process';
