@@ -51,6 +51,8 @@ const resp = (x: LieContext, cid = x.cid) =>
   encodeCapsuleResp({ dw0: 0, dw1: 0, sqhd: 0, sqid: 1, cid, status: 0 }, x.dg.hdgst);
 const c2h = (x: LieContext, datao: number, data: Buffer, flags = { last: true, success: false }) =>
   encodeC2HData({ cccid: x.cid, datao, ...flags }, data, x.dg);
+const r2t = (x: LieContext, ttag: number, r2to: number, r2tl: number) =>
+  encodeR2T({ cccid: x.cid, ttag, r2to, r2tl }, x.dg.hdgst);
 const onlyReads = (f: (x: LieContext) => Buffer[] | null) => (x: LieContext) =>
   x.op === IO.READ ? f(x) : null;
 const onlyWrites = (f: (x: LieContext) => Buffer[]) => (x: LieContext) =>
@@ -130,7 +132,7 @@ const LIES: Lie[] = [
   {
     name: 'an R2T for a read',
     io: 'read',
-    lie: onlyReads((x) => [encodeR2T({ cccid: x.cid, ttag: 1, r2to: 0, r2tl: 4096 }, x.dg.hdgst)]),
+    lie: onlyReads((x) => [r2t(x, 1, 0, 4096)]),
     kind: 'protocol',
     message: /R2T for a command with no data to send by R2T/,
     fes: Fes.INVALID_HEADER_FIELD,
@@ -138,9 +140,7 @@ const LIES: Lie[] = [
   {
     name: 'an R2T past the end of the write',
     io: 'write',
-    lie: onlyWrites((x) => [
-      encodeR2T({ cccid: x.cid, ttag: 1, r2to: 61440, r2tl: 8192 }, x.dg.hdgst),
-    ]),
+    lie: onlyWrites((x) => [r2t(x, 1, 61440, 8192)]),
     kind: 'protocol',
     message: /R2T offset 61440 length 8192 outside 0\.\.65536/,
     fes: Fes.DATA_OUT_OF_RANGE,
@@ -148,10 +148,7 @@ const LIES: Lie[] = [
   {
     name: 'an R2T asking again for data already sent',
     io: 'write',
-    lie: onlyWrites((x) => [
-      encodeR2T({ cccid: x.cid, ttag: 1, r2to: 0, r2tl: 32768 }, x.dg.hdgst),
-      encodeR2T({ cccid: x.cid, ttag: 2, r2to: 16384, r2tl: 16384 }, x.dg.hdgst),
-    ]),
+    lie: onlyWrites((x) => [r2t(x, 1, 0, 32768), r2t(x, 2, 16384, 16384)]),
     kind: 'protocol',
     message: /R2T offset 16384 length 16384 outside 32768\.\.65536/,
     fes: Fes.DATA_OUT_OF_RANGE,
