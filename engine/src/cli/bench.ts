@@ -5,8 +5,8 @@ import { parseCommandArgs, type Command } from './command.js';
 
 export const bench: Command = {
   name: 'bench',
-  help: `Usage: branchsan bench [--json] [--quick] [--disk-dir DIR] [--seconds N] [--rounds N] [--no-cpu-latency]
-                      [--no-inline-reads]
+  help: `Usage: branchsan bench [--json] [--quick] [--disk-dir DIR] [--seconds N] [--rounds N]
+                       [--out FILE] [--no-cpu-latency] [--no-inline-reads]
 
 Runs, in one process tree and one run, for 4 KiB random read/write at QD1 and QD32
 (1 and 2 I/O queues) and 128 KiB sequential read/write at QD8:
@@ -34,9 +34,9 @@ Options:
                   holds a 0 µs CPU wake-up latency request (PM QoS, root only), as
                   the engine does while I/O flows
   --no-inline-reads
-                  send every read through the storage I/O thread, as before
-                  reads the page cache holds were served on the event loop
-                  (local and remote alike; for comparisons)`,
+                  send every read through the storage I/O thread, even one the
+                  page cache holds (by default those are served on the event
+                  loop); local and remote alike, for comparisons`,
   async run(argv) {
     const { values } = parseCommandArgs('bench', argv, {
       json: { type: 'boolean' },
