@@ -6,9 +6,12 @@ import setup from '../setup/tmpdir.js';
 
 describe('per-run temporary directory (vitest global setup)', () => {
   const outer = process.env.TMPDIR;
+  const keep = process.env.BRANCHSAN_KEEP_TEST_TMP;
   afterEach(() => {
     if (outer === undefined) delete process.env.TMPDIR;
     else process.env.TMPDIR = outer;
+    if (keep === undefined) delete process.env.BRANCHSAN_KEEP_TEST_TMP;
+    else process.env.BRANCHSAN_KEEP_TEST_TMP = keep;
   });
 
   it('is the TMPDIR this run sees', () => {
@@ -17,14 +20,27 @@ describe('per-run temporary directory (vitest global setup)', () => {
   });
 
   it('points TMPDIR at a fresh directory and removes it with its contents at teardown', () => {
+    delete process.env.BRANCHSAN_KEEP_TEST_TMP;
+    const parent = os.tmpdir();
     const teardown = setup();
     const root = os.tmpdir();
-    expect(root).not.toBe(outer);
-    expect(path.dirname(root)).toBe(outer ?? path.dirname(root));
+    expect(path.dirname(root)).toBe(parent);
+    expect(path.basename(root)).toMatch(/^branchsan-run-/);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'leftover-'));
     fs.writeFileSync(path.join(dir, 'disk.img'), 'x');
     teardown();
     expect(fs.existsSync(root)).toBe(false);
     expect(process.env.TMPDIR).toBe(outer);
+  });
+
+  it('keeps the directory when BRANCHSAN_KEEP_TEST_TMP=1', () => {
+    process.env.BRANCHSAN_KEEP_TEST_TMP = '1';
+    const teardown = setup();
+    const root = os.tmpdir();
+    fs.writeFileSync(path.join(root, 'console.log'), 'x');
+    teardown();
+    expect(fs.readFileSync(path.join(root, 'console.log'), 'utf8')).toBe('x');
+    expect(process.env.TMPDIR).toBe(outer);
+    fs.rmSync(root, { recursive: true });
   });
 });
