@@ -182,10 +182,10 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
           const remote = median(legs.remote);
           const fl = median(floors.get(fkey)!);
           const fio = floorIo ? median(legs.floorIo) : null;
-          o.progress(`${label(p, backend)} local ${fmt(local)}`);
-          o.progress(`${label(p, backend)} remote ${fmt(remote)}`);
-          o.progress(`${label(p, backend)} floor ${fmt(fl)}`);
-          if (fio) o.progress(`${label(p, backend)} floor+io ${fmt(fio)}`);
+          o.progress(`${label(p, backend)} ${fmt('local', local)}`);
+          o.progress(`${label(p, backend)} ${fmt('remote', remote)}`);
+          o.progress(`${label(p, backend)} ${fmt('floor', fl)}`);
+          if (fio) o.progress(`${label(p, backend)} ${fmt('floor+io', fio)}`);
           const perLocal = (x: RunStats) => round(x.iops / Math.max(1, local.iops), 3);
           results.push({
             ...p,
@@ -322,8 +322,9 @@ function label(p: Pattern, backend: string): string {
   );
 }
 
-function fmt(s: RunStats): string {
-  return `${String(s.iops).padStart(7)} IOPS ${String(s.mbps).padStart(8)} MB/s  lat mean ${s.lat_us.mean} p99 ${s.lat_us.p99} µs`;
+/** One leg's progress line; leg names are padded so the figures line up. */
+export function fmt(leg: string, s: RunStats): string {
+  return `${leg.padEnd(8)} ${String(s.iops).padStart(7)} IOPS ${String(s.mbps).padStart(8)} MB/s  lat mean ${s.lat_us.mean} p99 ${s.lat_us.p99} µs`;
 }
 
 function machineInfo(): Record<string, unknown> {

@@ -4,7 +4,12 @@
  */
 import { describe, expect, it } from 'vitest';
 import { FULL_PATTERNS } from '../../../engine/src/bench/patterns.js';
-import { floorIoMeasured, formatTable, type BenchResult } from '../../../engine/src/bench/run.js';
+import {
+  floorIoMeasured,
+  fmt,
+  formatTable,
+  type BenchResult,
+} from '../../../engine/src/bench/run.js';
 
 const stats = (iops: number) => ({
   ios: iops,
@@ -65,5 +70,12 @@ describe('bench report', () => {
     expect(lines[1]).toMatch(/\| 4\.5 \/ 2$/);
     expect(lines[2]).toMatch(/300000\s+- \|\s+0\.38\s+- \|/);
     expect(lines[2]).toMatch(/\| -$/);
+  });
+
+  it("lines every leg's progress figures up, floor+io included", () => {
+    const lines = ['local', 'remote', 'floor', 'floor+io'].map((leg) => fmt(leg, stats(123456)));
+    const at = lines.map((l) => l.indexOf('123456 IOPS'));
+    expect(new Set(at).size).toBe(1);
+    expect(lines[3]).toMatch(/^floor\+io +123456 IOPS/);
   });
 });
