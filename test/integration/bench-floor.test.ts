@@ -8,12 +8,12 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectFloor, startFloorServer } from '../../engine/src/bench/floor.js';
 import type { BlockBackend } from '../../engine/src/storage/backend.js';
 import { openBackend } from '../../engine/src/storage/open.js';
+import { tempDir } from '../helpers/engine.js';
 
 const REQ = 72;
 const RESP = 24;
@@ -76,7 +76,7 @@ describe('bench floor server', () => {
   let port: number;
 
   beforeAll(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'branchsan-floor-'));
+    dir = tempDir('branchsan-floor-');
     file = path.join(dir, 'f.img');
     content = crypto.randomBytes(FILE_BYTES);
     fs.writeFileSync(file, content);

@@ -44,7 +44,9 @@ export function startFloorServer(
 
 function serveFloor(sock: net.Socket, backend: () => BlockBackend | undefined): void {
   sock.setNoDelay(true);
+  // Stop reading until the socket drains; once per stall, so 'drain' listeners never pile up.
   const writer = new PduWriter(sock, () => {
+    if (sock.isPaused()) return;
     sock.pause();
     sock.once('drain', () => sock.resume());
   });
