@@ -1,123 +1,31 @@
 /**
  * Multipath against two real in-process Targets that present the same subsystem and
- * namespace (same NQN, NSID, NGUID, UUID) over the SAME MemoryBackend object: a stand-in
- * for a synchronously mirrored pair. Distinct CNTLID ranges, one TCP port each, ANA
- * optimized on A and non-optimized on B. Real sockets on 127.0.0.1 throughout; the only
- * extra piece is a pausable TCP proxy in front of A for the timeout cases.
+ * namespace over one MemoryBackend (the rig in multipath-rig.ts): routing by ANA, a node
+ * stopped mid-workload, ANA flips, held writes and their fencing, and path refusal.
  */
 import { randomBytes } from 'node:crypto';
-import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Target, type AnaState } from '../../../engine/src/core/index.js';
 import {
   HostError,
   MultipathNamespace,
-  type MultipathOptions,
-  type PathInfo,
   type PathOptions,
   type RetryEvent,
 } from '../../../engine/src/host/index.js';
-import type { BlockBackend } from '../../../engine/src/storage/backend.js';
-import { MemoryBackend } from '../../../engine/src/storage/memory.js';
-import { listenTcp, type TcpTransport } from '../../../engine/src/transport/tcp/index.js';
+import {
+  BS,
+  NGUID,
+  NQN,
+  PausableProxy,
+  byName,
+  open,
+  pathTo,
+  runCleanup,
+  startPair,
+  until,
+  type Node,
+} from './multipath-rig.js';
 
-const NQN = 'nqn.2024-01.io.branchsan:multipath-test';
-const NGUID = '0123456789abcdef0123456789abcdef';
-const UUID = '5a1e0000-1111-4222-8333-444455556666';
-const BS = 4096;
-
-interface Node {
-  readonly name: string;
-  readonly target: Target;
-  readonly transport: TcpTransport;
-  readonly port: number;
-  /** Byte offsets of writes that reached this node's backend, in order. */
-  readonly writes: number[];
-  stop(): Promise<void>;
-}
-
-const cleanup: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const f of cleanup.splice(0).reverse()) await f().catch(() => {});
-});
-
-/** Records the offsets of writes that reach the shared backend through one node. */
-function spy(b: BlockBackend, writes: number[]): BlockBackend {
-  return {
-    kind: b.kind,
-    location: b.location,
-    blockSize: b.blockSize,
-    sizeBytes: b.sizeBytes,
-    caps: b.caps,
-    read: (o, l, cb) => b.read(o, l, cb),
-    write: (o, d, f, cb) => {
-      writes.push(o);
-      b.write(o, d, f, cb);
-    },
-    flush: (cb) => b.flush(cb),
-    writeZeroes: (o, l, f, cb) => b.writeZeroes(o, l, f, cb),
-    deallocate: (o, l, cb) => b.deallocate(o, l, cb),
-    close: () => Promise.resolve(),
-  };
-}
-
-async function startNode(
-  name: string,
-  backend: BlockBackend,
-  ana: AnaState,
-  cntlid: [number, number],
-  nguid = NGUID,
-  anatt = 10,
-): Promise<Node> {
-  const target = new Target({
-    cntlidMin: cntlid[0],
-    cntlidMax: cntlid[1],
-    inCapsuleBytes: 16384,
-    anatt,
-  });
-  target.addSubsystem({ nqn: NQN, serial: 'MPATH0001', model: 'BranchSAN', allowAnyHost: true });
-  const writes: number[] = [];
-  target.addNamespace(NQN, { nsid: 1, backend: spy(backend, writes), nguid, uuid: UUID });
-  target.setAnaState(1, ana);
-  const transport = await listenTcp({ host: '127.0.0.1', port: 0, portId: 1 }, target);
-  const port = transport.address().port;
-  target.addPort({
-    portId: 1,
-    trtype: 'tcp',
-    adrfam: 'ipv4',
-    traddr: '127.0.0.1',
-    trsvcid: `${port}`,
-  });
-  let stopped = false;
-  const stop = async () => {
-    if (stopped) return;
-    stopped = true;
-    target.close();
-    await transport.close();
-  };
-  cleanup.push(stop);
-  return { name, target, transport, port, writes, stop };
-}
-
-/** Two nodes over one backend: A optimized (CNTLIDs 1..0x7FFF), B non-optimized. */
-async function startPair(nguidB = NGUID, anattA = 10) {
-  const backend = new MemoryBackend({ sizeBytes: 16 << 20, blockSize: BS });
-  const a = await startNode('A', backend, 'optimized', [1, 0x7fff], NGUID, anattA);
-  const b = await startNode('B', backend, 'non-optimized', [0x8000, 0xffef], nguidB);
-  return { backend, a, b };
-}
-
-function pathTo(n: Node, port = n.port, extra: Partial<PathOptions> = {}): PathOptions {
-  return {
-    host: '127.0.0.1',
-    port,
-    subnqn: NQN,
-    name: n.name,
-    ioQueues: 2,
-    queueSize: 32,
-    ...extra,
-  };
-}
+afterEach(runCleanup);
 
 /**
  * The path to `n` through a proxy the test can pause: short I/O and connect timeouts,
@@ -130,23 +38,6 @@ function stallablePath(n: Node, proxy: PausableProxy, lossTimeoutMs: number): Pa
     connectTimeoutMs: 1000,
     reconnect: { delayMs: 300, lossTimeoutMs },
   });
-}
-
-async function open(opts: MultipathOptions): Promise<MultipathNamespace> {
-  const mp = await MultipathNamespace.connect(opts);
-  cleanup.push(() => mp.close());
-  return mp;
-}
-
-const byName = (mp: MultipathNamespace, name: string): PathInfo =>
-  mp.paths().find((p) => p.name === name)!;
-
-async function until(what: string, ok: () => boolean, ms = 20_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 /**
@@ -189,68 +80,6 @@ async function verify(mp: MultipathNamespace, acked: Map<number, Buffer>): Promi
   for (const [lba, data] of acked) {
     const back = await mp.read(lba, 1);
     expect(back.equals(data), `block ${lba}`).toBe(true);
-  }
-}
-
-/**
- * A TCP proxy that can stop forwarding, like a node whose process is stopped: bytes
- * sent to it sit unread, new connections are refused. resume() drops the stalled
- * connections (their bytes never arrive) and forwards new ones again.
- */
-class PausableProxy {
-  private paused = false;
-  private readonly pairs = new Set<[net.Socket, net.Socket]>();
-  private constructor(
-    private readonly server: net.Server,
-    readonly port: number,
-  ) {}
-
-  static async start(targetPort: number): Promise<PausableProxy> {
-    let proxy: PausableProxy | null = null;
-    const server = net.createServer((client) => proxy!.accept(client, targetPort));
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    proxy = new PausableProxy(server, (server.address() as net.AddressInfo).port);
-    cleanup.push(() => proxy!.close());
-    return proxy;
-  }
-
-  private accept(client: net.Socket, targetPort: number): void {
-    if (this.paused) return void client.destroy();
-    const upstream = net.connect(targetPort, '127.0.0.1');
-    const pair: [net.Socket, net.Socket] = [client, upstream];
-    this.pairs.add(pair);
-    client.pipe(upstream);
-    upstream.pipe(client);
-    const end = () => {
-      this.pairs.delete(pair);
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on('error', end).on('close', end);
-    upstream.on('error', end).on('close', end);
-  }
-
-  pause(): void {
-    this.paused = true;
-    for (const [c, u] of this.pairs) {
-      c.unpipe(u);
-      u.unpipe(c);
-      c.pause();
-      u.pause();
-    }
-  }
-
-  resume(): void {
-    this.paused = false;
-    for (const [c, u] of this.pairs) {
-      c.destroy();
-      u.destroy();
-    }
-  }
-
-  async close(): Promise<void> {
-    this.resume();
-    await new Promise((r) => this.server.close(r));
   }
 }
 

@@ -1,0 +1,203 @@
+/**
+ * The multipath test rig: two real in-process Targets that present the same subsystem
+ * and namespace (same NQN, NSID, NGUID, UUID) over the SAME MemoryBackend object, a
+ * stand-in for a synchronously mirrored pair. Distinct CNTLID ranges, one TCP port each,
+ * ANA optimized on A and non-optimized on B, real sockets on 127.0.0.1; a pausable TCP
+ * proxy stands in front of a node where a path must stall. Tests call runCleanup() in
+ * afterEach.
+ */
+import net from 'node:net';
+import { Target, type AnaState } from '../../../engine/src/core/index.js';
+import {
+  MultipathNamespace,
+  type MultipathOptions,
+  type PathInfo,
+  type PathOptions,
+} from '../../../engine/src/host/index.js';
+import type { BlockBackend } from '../../../engine/src/storage/backend.js';
+import { MemoryBackend } from '../../../engine/src/storage/memory.js';
+import { listenTcp, type TcpTransport } from '../../../engine/src/transport/tcp/index.js';
+
+export const NQN = 'nqn.2024-01.io.branchsan:multipath-test';
+export const NGUID = '0123456789abcdef0123456789abcdef';
+export const UUID = '5a1e0000-1111-4222-8333-444455556666';
+export const BS = 4096;
+
+export interface Node {
+  readonly name: string;
+  readonly target: Target;
+  readonly transport: TcpTransport;
+  readonly port: number;
+  /** Byte offsets of writes that reached this node's backend, in order. */
+  readonly writes: number[];
+  /** Byte offsets of reads that reached this node's backend, in order. */
+  readonly reads: number[];
+  stop(): Promise<void>;
+}
+
+/** Teardown steps of the current test, run in reverse by runCleanup() (afterEach). */
+export const cleanup: (() => Promise<unknown>)[] = [];
+export async function runCleanup(): Promise<void> {
+  for (const f of cleanup.splice(0).reverse()) await f().catch(() => {});
+}
+
+/** Records the offsets of reads and writes that reach a backend through one node. */
+export function spy(b: BlockBackend, writes: number[], reads: number[] = []): BlockBackend {
+  return {
+    kind: b.kind,
+    location: b.location,
+    blockSize: b.blockSize,
+    sizeBytes: b.sizeBytes,
+    caps: b.caps,
+    read: (o, l, cb) => {
+      reads.push(o);
+      b.read(o, l, cb);
+    },
+    write: (o, d, f, cb) => {
+      writes.push(o);
+      b.write(o, d, f, cb);
+    },
+    flush: (cb) => b.flush(cb),
+    writeZeroes: (o, l, f, cb) => b.writeZeroes(o, l, f, cb),
+    deallocate: (o, l, cb) => b.deallocate(o, l, cb),
+    close: () => Promise.resolve(),
+  };
+}
+
+export async function startNode(
+  name: string,
+  backend: BlockBackend,
+  ana: AnaState,
+  cntlid: [number, number],
+  nguid = NGUID,
+  anatt = 10,
+): Promise<Node> {
+  const target = new Target({
+    cntlidMin: cntlid[0],
+    cntlidMax: cntlid[1],
+    inCapsuleBytes: 16384,
+    anatt,
+  });
+  target.addSubsystem({ nqn: NQN, serial: 'MPATH0001', model: 'BranchSAN', allowAnyHost: true });
+  const writes: number[] = [];
+  const reads: number[] = [];
+  target.addNamespace(NQN, { nsid: 1, backend: spy(backend, writes, reads), nguid, uuid: UUID });
+  target.setAnaState(1, ana);
+  const transport = await listenTcp({ host: '127.0.0.1', port: 0, portId: 1 }, target);
+  const port = transport.address().port;
+  target.addPort({
+    portId: 1,
+    trtype: 'tcp',
+    adrfam: 'ipv4',
+    traddr: '127.0.0.1',
+    trsvcid: `${port}`,
+  });
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    target.close();
+    await transport.close();
+  };
+  cleanup.push(stop);
+  return { name, target, transport, port, writes, reads, stop };
+}
+
+/** Two nodes over one backend: A optimized (CNTLIDs 1..0x7FFF), B non-optimized. */
+export async function startPair(nguidB = NGUID, anattA = 10) {
+  const backend = new MemoryBackend({ sizeBytes: 16 << 20, blockSize: BS });
+  const a = await startNode('A', backend, 'optimized', [1, 0x7fff], NGUID, anattA);
+  const b = await startNode('B', backend, 'non-optimized', [0x8000, 0xffef], nguidB);
+  return { backend, a, b };
+}
+
+export function pathTo(n: Node, port = n.port, extra: Partial<PathOptions> = {}): PathOptions {
+  return {
+    host: '127.0.0.1',
+    port,
+    subnqn: NQN,
+    name: n.name,
+    ioQueues: 2,
+    queueSize: 32,
+    ...extra,
+  };
+}
+
+export async function open(opts: MultipathOptions): Promise<MultipathNamespace> {
+  const mp = await MultipathNamespace.connect(opts);
+  cleanup.push(() => mp.close());
+  return mp;
+}
+
+export const byName = (mp: MultipathNamespace, name: string): PathInfo =>
+  mp.paths().find((p) => p.name === name)!;
+
+export async function until(what: string, ok: () => boolean, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/**
+ * A TCP proxy that can stop forwarding, like a node whose process is stopped: bytes
+ * sent to it sit unread, new connections are refused. resume() drops the stalled
+ * connections (their bytes never arrive) and forwards new ones again.
+ */
+export class PausableProxy {
+  private paused = false;
+  private readonly pairs = new Set<[net.Socket, net.Socket]>();
+  private constructor(
+    private readonly server: net.Server,
+    readonly port: number,
+  ) {}
+
+  static async start(targetPort: number): Promise<PausableProxy> {
+    let proxy: PausableProxy | null = null;
+    const server = net.createServer((client) => proxy!.accept(client, targetPort));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    proxy = new PausableProxy(server, (server.address() as net.AddressInfo).port);
+    cleanup.push(() => proxy!.close());
+    return proxy;
+  }
+
+  private accept(client: net.Socket, targetPort: number): void {
+    if (this.paused) return void client.destroy();
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    const pair: [net.Socket, net.Socket] = [client, upstream];
+    this.pairs.add(pair);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    const end = () => {
+      this.pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+  }
+
+  pause(): void {
+    this.paused = true;
+    for (const [c, u] of this.pairs) {
+      c.unpipe(u);
+      u.unpipe(c);
+      c.pause();
+      u.pause();
+    }
+  }
+
+  resume(): void {
+    this.paused = false;
+    for (const [c, u] of this.pairs) {
+      c.destroy();
+      u.destroy();
+    }
+  }
+
+  async close(): Promise<void> {
+    this.resume();
+    await new Promise((r) => this.server.close(r));
+  }
+}
