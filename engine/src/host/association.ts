@@ -102,6 +102,11 @@ export class Association {
       const identity = await identifyController(admin);
       checkIdentity(identity, cntlid, p.discovery);
       const io = await connectIoQueues(admin, p, cap, identity, cntlid, common, opened);
+      // A queue that failed after it was up told no one (onFailed reaches the controller
+      // only once the association exists): going live with it would leave a dead queue
+      // that nothing recovers. Nothing asynchronous can fail one between here and then.
+      const dead = [admin, ...io].find((q) => q.state !== 'live');
+      if (dead) throw dead.failure ?? new Error(`queue ${dead.qid} is ${dead.state}`);
       return new Association(admin, cntlid, cap, vs, cc, identity, io);
     } catch (e) {
       for (const q of opened) q.fail(new HostError('connect', 'connect failed'));

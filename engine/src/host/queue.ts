@@ -76,12 +76,20 @@ interface Slot {
   received: number;
   /** End of the last R2T window served. */
   r2tEnd: number;
+  /** Bytes sent in H2CData so far (R2T windows never overlap, so no byte counts twice). */
+  sent: number;
   /** Gather buffer when C2H data came in several PDUs and no `into` was given. */
   gather: Buffer | null;
   /** A C2HData digest mismatched: complete with Data Transfer Error, as Linux does. */
   ddgstBad: boolean;
   /** Date.now() deadline, 0 = none. */
   deadline: number;
+}
+
+/** The command that made a queue fail, and the error it ends with. */
+interface Culprit {
+  readonly slot: Slot;
+  readonly err: HostError;
 }
 
 /** Queue states. */
@@ -233,6 +241,7 @@ export class NvmeTcpQueue {
     slot.inCapsule = inCapsule;
     slot.received = 0;
     slot.r2tEnd = 0;
+    slot.sent = 0;
     slot.gather = null;
     slot.ddgstBad = false;
     const t = req.timeoutMs < 0 ? this.timeoutMs : req.timeoutMs;
@@ -331,6 +340,13 @@ export class NvmeTcpQueue {
       const msg = `successful completion after ${slot.received} of ${req.readLength} bytes`;
       return this.protocolFailure(slot, msg);
     }
+    const out = req.dataOut;
+    if (status === 0 && out && !slot.inCapsule && slot.sent !== out.length) {
+      // The controller cannot hold what it never asked for: acknowledging this write
+      // would report data as stored that never left this host.
+      const msg = `successful completion after sending ${slot.sent} of ${out.length} bytes`;
+      return this.protocolFailure(slot, msg);
+    }
     req.dw0 = cqe.readUInt32LE(0);
     req.dw1 = cqe.readUInt32LE(4);
     this.completeSlot(slot, status);
@@ -386,6 +402,7 @@ export class NvmeTcpQueue {
       off += n;
     }
     slot.r2tEnd = end;
+    slot.sent += p.r2tl;
   }
 
   // ---- completion and failure ----
@@ -427,9 +444,10 @@ export class NvmeTcpQueue {
       const code = pduErr?.fes ?? fes ?? Fes.INVALID_HEADER_FIELD;
       this.sock.write(encodeTermReq(PduType.H2CTermReq, code, pduErr?.fei ?? 0, pduErr?.header));
     }
-    if (slot) this.failSlot(slot, new HostError('protocol', text, true));
+    const kind = this.sm.is('connecting') ? 'connect' : 'transport';
+    const culprit = slot && { slot, err: new HostError('protocol', text, true) };
     // Graceful close so the TermReq is flushed before the FIN (destroy would drop it).
-    this.fail(new HostError(this.sm.is('connecting') ? 'connect' : 'transport', text), live);
+    this.failWith(new HostError(kind, text), live, culprit);
   }
 
   private failSlot(slot: Slot, err: HostError): void {
@@ -445,10 +463,10 @@ export class NvmeTcpQueue {
       if (slot.req && slot.deadline !== 0 && now > slot.deadline) {
         const req = slot.req;
         const what = `queue ${this.qid}: command 0x${slot.cid.toString(16)} (opcode 0x${req.opcode.toString(16)}) timed out`;
-        this.failSlot(slot, new HostError('timeout', what, true));
         // Like Linux error recovery: a timed-out command means the queue state is
         // unknown, so every other command on it fails too; nothing is resent here.
-        this.fail(new HostError('transport', `${what}; queue torn down`));
+        const culprit = { slot, err: new HostError('timeout', what, true) };
+        this.failWith(new HostError('transport', `${what}; queue torn down`), false, culprit);
         return;
       }
     }
@@ -456,10 +474,21 @@ export class NvmeTcpQueue {
 
   /** Fail the queue: every command in flight or waiting ends with `err`. Idempotent. */
   fail(err: HostError, flush = false): void {
+    this.failWith(err, flush, null);
+  }
+
+  /**
+   * The one way a queue fails. The queue leaves 'live' before any command's callback
+   * runs, so a callback that submits again is refused (never sent) instead of sending on
+   * a connection that is being torn down, after our TermReq even. `culprit` is the
+   * command that caused the failure (timeout, protocol error): it ends first, with its
+   * own error.
+   */
+  private failWith(err: HostError, flush: boolean, culprit: Culprit | null): void {
     if (this.sm.is('failed', 'closed')) return;
     this.sm.transition('failed');
     this.failure = err;
-    this.teardown(err, flush);
+    this.teardown(err, flush, culprit);
     if (this.opened) {
       this.opened.reject(err);
       this.opened = null;
@@ -483,7 +512,7 @@ export class NvmeTcpQueue {
   }
 
   /** Stop everything; `graceful` flushes queued bytes and sends FIN before closing. */
-  private teardown(err: HostError, graceful = false): void {
+  private teardown(err: HostError, graceful: boolean, culprit: Culprit | null = null): void {
     clearInterval(this.scanTimer);
     this.parser.halt();
     if (graceful) {
@@ -493,6 +522,7 @@ export class NvmeTcpQueue {
     } else {
       this.sock.destroy();
     }
+    if (culprit?.slot.req) this.failSlot(culprit.slot, culprit.err);
     for (const slot of this.slots) if (slot.req) this.failSlot(slot, err.forCommand(true));
     for (const req of this.waiting.drain()) finish(req, err.forCommand(false));
   }
@@ -519,6 +549,7 @@ function makeSlots(depth: number, hdgst: boolean): Slot[] {
       inCapsule: false,
       received: 0,
       r2tEnd: 0,
+      sent: 0,
       gather: null,
       ddgstBad: false,
       deadline: 0,

@@ -4,16 +4,21 @@
  * a clear error, never write outside the caller's buffer, tell the controller why (an
  * H2CTermReq with the right FES) and tear the queue down, while other controllers in
  * the same process keep working. A data digest error is the one exception: it fails
- * only its command, as Linux does, and the queue carries on.
+ * only its command, as Linux does, and the queue carries on. Then queues failing at
+ * awkward moments: while the association is still being built, and with a command
+ * submitted from the callback of the command that failed the queue.
  */
+import type net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   HostError,
   NvmeController,
+  NvmeRequest,
   NvmeStatusError,
+  fillRw,
   type ControllerOptions,
 } from '../../../engine/src/host/index.js';
-import { IO } from '../../../engine/src/protocol/opcodes.js';
+import { FCTYPE, IO } from '../../../engine/src/protocol/opcodes.js';
 import {
   Fes,
   PduFlag,
@@ -23,6 +28,7 @@ import {
   encodeR2T,
   encodeTermReq,
 } from '../../../engine/src/protocol/pdu.js';
+import { sqeFctype } from '../../../engine/src/protocol/sqe.js';
 import { waitFor } from './helpers.js';
 import { FakeTarget, type FakeTargetOptions, type LieContext } from './fake-target.js';
 
@@ -289,5 +295,133 @@ describe('host library vs a lying target', () => {
     expect(err.message).toMatch(/digest flags/);
     await waitFor(() => target.termReqs.length === 1);
     expect(target.termReqs).toEqual([Fes.INVALID_HEADER_FIELD]);
+  });
+
+  it.each([
+    { name: 'no R2T at all', lie: (x: LieContext) => [resp(x)] },
+    {
+      name: 'an R2T for the first half only',
+      lie: (x: LieContext) => [r2t(x, 1, 0, 32768), resp(x)],
+    },
+    {
+      name: 'R2Ts that skip the middle',
+      lie: (x: LieContext) => [r2t(x, 1, 0, 16384), r2t(x, 1, 49152, 16384), resp(x)],
+    },
+  ])('does not report a write done when its data was not all sent: $name', async ({ lie }) => {
+    const { ctrl, ns } = await connect({ lie: onlyWrites(lie), inCapsule: 4096 });
+    const err = (await ns
+      .write(0, Buffer.alloc(65536, 0x17))
+      .catch((e: unknown) => e)) as HostError;
+    expect(err).toBeInstanceOf(HostError);
+    expect(err.kind).toBe('protocol');
+    expect(err.message).toMatch(/successful completion after sending \d+ of 65536 bytes/);
+    expect(err.maybeExecuted).toBe(true);
+    await waitFor(() => ctrl.state === 'dead');
+  });
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Reads of 8 blocks (4 KiB) at LBA 0, and 1-block writes, for the callback API. */
+function readReq(): NvmeRequest {
+  const r = fillRw(new NvmeRequest(), IO.READ, 1, 0, 8);
+  r.readLength = 4096;
+  return r;
+}
+function writeReq(lba: number, fill: number): NvmeRequest {
+  const w = fillRw(new NvmeRequest(), IO.WRITE, 1, lba, 1);
+  w.dataOut = Buffer.alloc(512, fill);
+  return w;
+}
+
+/** Submits `first`; its callback submits `second` on the same queue. Resolves when both ended. */
+function chain(ctrl: NvmeController, first: NvmeRequest, second: NvmeRequest): Promise<void> {
+  return new Promise<void>((resolve) => {
+    second.onDone = () => resolve();
+    first.onDone = () => ctrl.submitIo(second, 0);
+    ctrl.submitIo(first, 0);
+  });
+}
+
+/** The FakeTarget's private Connect handler, replaced to answer Connects out of turn. */
+interface FabricsHook {
+  onFabrics(c: { sock: net.Socket }, sqe: Buffer, cid: number): void;
+}
+
+describe('host queues failing at awkward moments', () => {
+  it('fails the connect when an I/O queue dies while another is still connecting', async () => {
+    // Two I/O queues. The first Connect is answered at once; when the second arrives, the
+    // first queue's connection is dropped, and only then is the second Connect answered.
+    const target = await new FakeTarget({}).start();
+    targets.push(target);
+    const hook = target as unknown as FabricsHook;
+    const honest = hook.onFabrics.bind(target);
+    let first: { sock: net.Socket } | null = null;
+    hook.onFabrics = (c, sqe, cid) => {
+      const ioConnect = sqeFctype(sqe) === FCTYPE.CONNECT && sqe.readUInt16LE(42) > 0;
+      if (!ioConnect) return honest(c, sqe, cid);
+      if (!first) {
+        first = c;
+        return honest(c, sqe, cid);
+      }
+      first.sock.destroy();
+      setTimeout(() => honest(c, sqe, cid), 100);
+    };
+    const outcome = await NvmeController.connect({
+      host: '127.0.0.1',
+      port: target.port,
+      subnqn: 'nqn.fake',
+      ioQueues: 2,
+    }).catch((e: unknown) => e);
+    if (outcome instanceof NvmeController) {
+      ctrls.push(outcome);
+      // The bug: "live" with a dead queue that nothing recovers; its I/O is refused for ever.
+      await sleep(300);
+      const results = await Promise.allSettled([
+        outcome.io(readReq(), 'read', 0),
+        outcome.io(readReq(), 'read', 1),
+      ]);
+      const refused = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+      expect.fail(
+        `controller ${outcome.state} after connect; ${refused.length} of 2 I/O queues refuse I/O` +
+          (refused[0] ? `: ${(refused[0].reason as Error).message}` : ''),
+      );
+    }
+    expect(outcome).toBeInstanceOf(HostError);
+    expect((outcome as HostError).kind).toBe('connect');
+  });
+
+  it('never sends a command submitted from the callback of a command failed by a protocol error', async () => {
+    // The read gets C2HData that skips ahead: the queue sends a TermReq and closes. A write
+    // the read's callback submits must be refused as never sent, not sent after the TermReq.
+    const { target, ctrl } = await connect({
+      lie: onlyReads((x) => c2h(x, 512, x.data.subarray(512))),
+    });
+    const read = readReq();
+    const write = writeReq(100, 0x77);
+    await chain(ctrl, read, write);
+    expect(read.error?.kind).toBe('protocol');
+    await waitFor(() => target.termReqs.length === 1);
+    expect(target.termReqs).toEqual([Fes.DATA_OUT_OF_RANGE]);
+    await sleep(100);
+    expect(target.ioCommands).toBe(1); // only the read reached the target
+    expect(target.memory.subarray(100 * 512, 101 * 512).every((b) => b === 0)).toBe(true);
+    expect(write.error?.kind).toBe('not-connected');
+    expect(write.error?.maybeExecuted).toBe(false);
+  });
+
+  it('refuses, as never sent, a command submitted from the callback of a timed-out command', async () => {
+    const { target, ctrl } = await connect(
+      { hold: (op, qid) => qid > 0 && op === IO.READ },
+      { ioTimeoutMs: 100 },
+    );
+    const read = readReq();
+    const write = writeReq(100, 0x77);
+    await chain(ctrl, read, write);
+    expect(read.error?.kind).toBe('timeout');
+    await sleep(100);
+    expect(target.ioCommands).toBe(1);
+    expect(write.error?.kind).toBe('not-connected');
+    expect(write.error?.maybeExecuted).toBe(false);
   });
 });
