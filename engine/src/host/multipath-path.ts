@@ -13,7 +13,9 @@
  * because the host closes the old association's sockets before it builds the new one
  * and the target has accepted our new Connect; a command the target had already
  * started may still finish in its backend until it sees those sockets close (the same
- * window the Linux host accepts).
+ * window the Linux host accepts). A path without keep-alive (KATO 0, `fenceDelayMs`
+ * null) has no such timer on the target: no wait proves anything, so only a new
+ * association fences it, and giving it up fences nothing (see gone()).
  */
 import type { AnaPathState } from './ana-log.js';
 import type { ControllerState, NvmeController } from './controller.js';
@@ -67,6 +69,8 @@ export class Path implements PathView {
   epoch = 0;
   /** Given up (dead/closed) and fenceDelayMs has passed. */
   deadFenced = false;
+  /** Given up (dead/closed) with no time fence (fenceDelayMs null): see gone(). */
+  unfenceable = false;
   inFlight = 0;
   /** Commands in doubt on this path, each with the epoch it was sent in. */
   readonly inDoubt = new Map<object, number>();
@@ -81,6 +85,8 @@ export class Path implements PathView {
   anaRead: { epoch: number; again: boolean; done: Promise<void> } | null = null;
   /** Largest transfer of the current association (0: not known yet). */
   maxTransferBytes = 0;
+  /** Identity checks started (validatePath): only the latest one applies. */
+  checks = 0;
   /** Identity check of the current association, for connect() to wait on. */
   validating: Promise<void> = Promise.resolve();
   private fenceTimer: NodeJS.Timeout | null = null;
@@ -90,7 +96,8 @@ export class Path implements PathView {
   constructor(
     readonly index: number,
     readonly name: string,
-    readonly fenceDelayMs: number,
+    /** null: no time fence (the path has no keep-alive). */
+    readonly fenceDelayMs: number | null,
   ) {}
 
   get ctrl(): NvmeController {
@@ -128,9 +135,17 @@ export class Path implements PathView {
     this.stopChangeTimer();
   }
 
-  /** Given up (dead or closed): fenced after fenceDelayMs; `onFenced` then releases. */
+  /**
+   * Given up (dead/closed): fenced after fenceDelayMs; `onFenced` then releases. With no
+   * time fence (fenceDelayMs null) it is `unfenceable` instead: nothing will release
+   * what is in doubt here.
+   */
   gone(onFenced: () => void): void {
     this.lost();
+    if (this.fenceDelayMs === null) {
+      this.unfenceable = true;
+      return;
+    }
     if (this.fenceDelayMs <= 0) {
       this.deadFenced = true;
       onFenced();
@@ -163,6 +178,7 @@ export class Path implements PathView {
     if (this.fenceTimer) clearTimeout(this.fenceTimer);
     this.fenceTimer = null;
     this.deadFenced = false;
+    this.unfenceable = false;
   }
 
   info(): PathInfo {

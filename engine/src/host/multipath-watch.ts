@@ -24,26 +24,33 @@ export interface WatchContext {
 const MAX_ANA_LOG = 1 << 20;
 
 /**
- * On a new association: prove the namespace is ours, then read ANA. A mismatch (or a
- * missing namespace) sets `p.problem`, which keeps the path unusable until its next
- * association is checked again (a reconnect may land on a replaced node).
+ * On a new association (or a namespace change event): prove the namespace is ours,
+ * then read ANA. A mismatch (or a missing namespace) sets `p.problem`, which keeps the
+ * path unusable until it is checked again (a reconnect may land on a replaced node).
+ * Only the latest check applies; an older one still running waits for it.
  */
 export async function validatePath(ctx: WatchContext, p: Path): Promise<void> {
   const epoch = p.epoch;
+  const check = ++p.checks;
   try {
     const ns = await p.ctrl.namespace(ctx.nsid);
     if (epoch !== p.epoch) return;
+    if (check !== p.checks) return p.validating;
     const ref = ctx.reference;
     const problem = namespaceProblem(ns) ?? (ref ? namespaceMismatch(ref.view, ns) : null);
     if (problem) return refuse(ctx, p, problem);
     ctx.reference ??= { view: ns, path: p.name };
     p.anagrpid = ns.identity.anagrpid;
     p.maxTransferBytes = p.ctrl.maxTransferBytes;
+    p.problem = null;
     p.verified = true;
+    // An ANA read that overlapped a re-check may have set the state already: wake I/O.
+    if (p.usable) ctx.changed(p, 'namespace verified');
     await readAna(ctx, p);
   } catch (e) {
     // A lost association shows up as a state change; anything else refuses the path.
     if (epoch !== p.epoch || e instanceof HostError) return;
+    if (check !== p.checks) return p.validating;
     refuse(ctx, p, `namespace ${ctx.nsid}: ${(e as Error).message}`);
   }
 }
@@ -129,6 +136,31 @@ export function learnAna(ctx: WatchContext, p: Path, state: AnaPathState, why: s
   if (p.ana === state) return;
   p.ana = state;
   ctx.changed(p, `ANA ${state}: ${why}`);
+}
+
+/**
+ * The namespace attribute changed event (log 0x04 lists the changed NSIDs): the
+ * namespace behind `p` may be gone, or be another disk now. Take the path out of use
+ * and check its identity again as on a new association; a fresh ANA log re-admits it.
+ */
+export function onNamespaceEvent(ctx: WatchContext, p: Path, ev: AsyncEvent): void {
+  if (ev.lid !== LID.CHANGED_NS || p.controller !== 'live') return;
+  if (ev.log && !listsNamespace(ev.log, ctx.nsid)) return;
+  p.verified = false;
+  p.ana = 'unknown';
+  p.stopChangeTimer();
+  ctx.changed(p, `namespace ${ctx.nsid} changed: checking its identity again`);
+  p.validating = validatePath(ctx, p);
+}
+
+/** Does a changed namespace list name `nsid` (or overflow: 0xFFFFFFFF first)? */
+function listsNamespace(log: Buffer, nsid: number): boolean {
+  for (let off = 0; off + 4 <= log.length; off += 4) {
+    const id = log.readUInt32LE(off);
+    if (id === 0) return false;
+    if (id === nsid || id === NSID_ALL) return true;
+  }
+  return false;
 }
 
 /** The ANA change event: the controller already read the log (RAE=0, re-arming it). */

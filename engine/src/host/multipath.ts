@@ -1,8 +1,9 @@
 /**
  * MultipathNamespace: one namespace reached through several controllers of the same
  * subsystem (a BranchSAN pair: one controller per node), with the I/O API of
- * NvmeNamespace. It checks that every path shows the same namespace, follows ANA
- * (log 0x0C at start, on the ANA change event, on ANA status completions), sends I/O to
+ * NvmeNamespace. It checks that every path shows the same namespace (on each new
+ * association and after a namespace-changed event), follows ANA (log 0x0C at start,
+ * on the ANA change event, on ANA status completions), sends I/O to
  * optimized paths round robin, falls back to non-optimized ones, and moves commands
  * between paths only when that cannot reorder writes.
  *
@@ -30,7 +31,10 @@
  *    So a write, write zeroes or deallocate is held (bounded by maxWaiting) until its
  *    path is fenced (multipath-path.ts): a new association was established (reconnect
  *    completed: the old one is gone), or the controller was given up (dead/closed) and
- *    fenceDelayMs passed. Only then is it resent. A read, compare or flush changes no
+ *    fenceDelayMs passed. Only then is it resent. A path with no keep-alive (KATO 0)
+ *    and no fenceDelayMs given has no such delay (nothing on its target ever drops the
+ *    lost controller): when it is given up, its held commands fail with
+ *    maybeExecuted = true instead of being resent. A read, compare or flush changes no
  *    data, so running it twice cannot reorder writes: it is resent at once.
  * 4. DNR set, or any other status (LBA range, media error...): the namespace answered;
  *    the caller gets the NvmeStatusError, no retry.
@@ -53,6 +57,7 @@ import { choosePath, classifyOutcome } from './multipath-policy.js';
 import {
   learnAna,
   onAnaEvent,
+  onNamespaceEvent,
   readAna,
   validatePath,
   type WatchContext,
@@ -76,7 +81,8 @@ export interface MultipathOptions {
   /** Commands that may wait for a path or for fencing, together (default 4096). */
   readonly maxWaiting?: number;
   /** Wait after a path's controller is given up before its in-doubt commands are
-   * resent elsewhere (default: that path's KATO; see multipath-path.ts). */
+   * resent elsewhere (default: that path's KATO; see multipath-path.ts). A path with
+   * KATO 0 has no default: its in-doubt commands are resent only after a reconnect. */
   readonly fenceDelayMs?: number;
   /** Attempts per command before giving up (default 16): stops ping-pong on flapping paths. */
   readonly maxAttempts?: number;
@@ -123,7 +129,10 @@ export class MultipathNamespace extends NamespaceIo {
     this.maxWaiting = opts.maxWaiting ?? 4096;
     this.maxAttempts = opts.maxAttempts ?? 16;
     opts.paths.forEach((po, i) => {
-      const fence = opts.fenceDelayMs ?? po.kato ?? 5000;
+      // KATO 0: the target never drops a controller it lost touch with, so no delay
+      // after giving the path up proves it can no longer execute anything.
+      const kato = po.kato ?? 5000;
+      const fence = opts.fenceDelayMs ?? (kato > 0 ? kato : null);
       const p = new Path(i, po.name ?? `${po.host}:${po.port}`, fence);
       p.ctrl = new NvmeController({
         ...po,
@@ -133,6 +142,7 @@ export class MultipathNamespace extends NamespaceIo {
         },
         onAsyncEvent: (ev) => {
           onAnaEvent(this.watch, p, ev);
+          onNamespaceEvent(this.watch, p, ev);
           po.onAsyncEvent?.(ev);
         },
       });
@@ -295,6 +305,10 @@ export class MultipathNamespace extends NamespaceIo {
           path: p.name,
           reason: c.lastError!.message,
         });
+        // A HostError may arrive while the controller is still failing its association,
+        // before its state (and so p.usable) has left 'live': resending now could pick p
+        // again and burn maxAttempts on its refusals. A microtask later p shows its state.
+        if (r.error) return queueMicrotask(() => this.dispatch(c));
         return this.dispatch(c);
       case 'hold':
         return this.hold(c, p);
@@ -319,6 +333,7 @@ export class MultipathNamespace extends NamespaceIo {
     const why = c.lastError?.message ?? 'no completion';
     this.opts.onRetry?.({ kind: 'hold', what: c.what, path: p.name, reason: why });
     this.releaseFenced(p);
+    if (p.unfenceable) this.abandonInDoubt(p); // given up before this command failed
   }
 
   /** Resend the commands in doubt on `p` whose association is now fenced. */
@@ -329,6 +344,19 @@ export class MultipathNamespace extends NamespaceIo {
       const reason = p.epoch > epoch ? 'path reset (new association)' : `path ${p.controller}`;
       this.opts.onRetry?.({ kind: 'release', what: c.what, path: p.name, reason });
       this.dispatch(c);
+    }
+  }
+
+  /** `p` was given up and has no time fence: fail what is in doubt there, never resend it. */
+  private abandonInDoubt(p: Path): void {
+    for (const c of [...p.inDoubt.keys()] as Command[]) {
+      p.inDoubt.delete(c);
+      this.fail(
+        c,
+        'not-connected',
+        `may have been executed on ${p.name}, which was given up (${p.controller}); it has ` +
+          `no keep-alive (KATO 0), so nothing proves it stopped: not resent elsewhere`,
+      );
     }
   }
 
@@ -413,6 +441,7 @@ export class MultipathNamespace extends NamespaceIo {
     }
     if ((next === 'dead' || next === 'closed') && !this.closing) {
       p.gone(() => this.releaseFenced(p));
+      if (p.unfenceable) this.abandonInDoubt(p);
     } else {
       p.lost();
     }
