@@ -11,9 +11,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Target } from '../../engine/src/core/index.js';
 import { IN_CAPSULE_DATA_SIZE } from '../../engine/src/protocol/tcp-limits.js';
 import { MemoryBackend } from '../../engine/src/storage/memory.js';
-import { TcpTransport } from '../../engine/src/transport/tcp/index.js';
+import type { TcpTransport } from '../../engine/src/transport/tcp/index.js';
 import { tempDir } from '../helpers/engine.js';
 import { RUN_SH, freePort, linuxHostMissingReason } from '../helpers/linux-host.js';
+import { serveOnLoopback } from '../helpers/target.js';
 import { spawn } from 'node:child_process';
 
 const missing = linuxHostMissingReason();
@@ -28,10 +29,8 @@ async function node(cntlidMin: number, cntlidMax: number, backend: MemoryBackend
   const t = new Target({ cntlidMin, cntlidMax, inCapsuleBytes: IN_CAPSULE_DATA_SIZE });
   t.addSubsystem({ nqn: NQN, serial: 'BSANPAIR0001', model: 'BranchSAN pair', allowAnyHost: true });
   t.addNamespace(NQN, { nsid: 1, backend, nguid: NGUID, uuid: UUID, anagrpid: 1 });
-  const port = await freePort();
-  const tr = await TcpTransport.listen({ host: '127.0.0.1', port, portId }, t);
-  transports.push(tr);
-  t.addPort({ portId, trtype: 'tcp', adrfam: 'ipv4', traddr: '127.0.0.1', trsvcid: String(port) });
+  const { transport, port } = await serveOnLoopback(t, { port: await freePort(), portId });
+  transports.push(transport);
   return { target: t, port };
 }
 

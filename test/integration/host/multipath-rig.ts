@@ -16,7 +16,8 @@ import {
 } from '../../../engine/src/host/index.js';
 import type { BlockBackend } from '../../../engine/src/storage/backend.js';
 import { MemoryBackend } from '../../../engine/src/storage/memory.js';
-import { listenTcp, type TcpTransport } from '../../../engine/src/transport/tcp/index.js';
+import type { TcpTransport } from '../../../engine/src/transport/tcp/index.js';
+import { serveOnLoopback } from '../../helpers/target.js';
 
 export const NQN = 'nqn.2024-01.io.branchsan:multipath-test';
 export const NGUID = '0123456789abcdef0123456789abcdef';
@@ -83,15 +84,7 @@ export async function startNode(
   const reads: number[] = [];
   target.addNamespace(NQN, { nsid: 1, backend: spy(backend, writes, reads), nguid, uuid: UUID });
   target.setAnaState(1, ana);
-  const transport = await listenTcp({ host: '127.0.0.1', port: 0, portId: 1 }, target);
-  const port = transport.address().port;
-  target.addPort({
-    portId: 1,
-    trtype: 'tcp',
-    adrfam: 'ipv4',
-    traddr: '127.0.0.1',
-    trsvcid: `${port}`,
-  });
+  const { transport, port } = await serveOnLoopback(target);
   let stopped = false;
   const stop = async () => {
     if (stopped) return;

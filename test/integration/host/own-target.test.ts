@@ -9,7 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Target } from '../../../engine/src/core/index.js';
 import { NvmeController, discover } from '../../../engine/src/host/index.js';
 import { MemoryBackend } from '../../../engine/src/storage/memory.js';
-import { listenTcp, type TcpTransport } from '../../../engine/src/transport/tcp/index.js';
+import type { TcpTransport } from '../../../engine/src/transport/tcp/index.js';
+import { serveOnLoopback } from '../../helpers/target.js';
 
 const NQN = 'nqn.2024-01.io.branchsan:host-lib-test';
 let transport: TcpTransport;
@@ -23,15 +24,7 @@ beforeAll(async () => {
     backend: new MemoryBackend({ sizeBytes: 64 << 20 }),
     nguid: '0123456789abcdef0123456789abcdef',
   });
-  transport = await listenTcp({ host: '127.0.0.1', port: 0, portId: 1 }, target);
-  port = transport.address().port;
-  target.addPort({
-    portId: 1,
-    trtype: 'tcp',
-    adrfam: 'ipv4',
-    traddr: '127.0.0.1',
-    trsvcid: String(port),
-  });
+  ({ transport, port } = await serveOnLoopback(target));
 });
 
 afterAll(async () => {
