@@ -98,6 +98,9 @@ export class Controller {
   /** A command arrived since the keep-alive timer last fired (TBKAS). */
   kaSeen = false;
   private kaTimer: NodeJS.Timeout | undefined;
+  /** Keep-alive ticks in a row without a command, and how many end the controller. */
+  private kaIdleTicks = 0;
+  private kaTicks = 0;
   /** I/O queues granted by Set Features Number of Queues (or the default). */
   grantedQueues: number;
   /** Volatile write cache enabled (Set Features 0x06); when off, writes go FUA. */
@@ -248,25 +251,35 @@ export class Controller {
     this.armKeepAlive();
   }
 
+  /**
+   * nvmet: ceil(KATO) seconds; the slack absorbs a Keep Alive that is a little late. The
+   * controller ends once no command arrived for that long (limit), at most one tick
+   * later: a host's multipath fence counts on that bound, so the timer ticks (in at
+   * most KA_TICK_MS steps) instead of one long period, which a command just after it
+   * started would stretch to nearly twice the limit. Every command only sets kaSeen
+   * (TBKAS): no timer work per I/O.
+   */
   private armKeepAlive(): void {
     this.stopKeepAlive();
     if (this.kato === 0) return;
-    // nvmet: ceil(KATO) seconds; the slack absorbs a Keep Alive that is a little late.
-    const ms = Math.ceil(this.kato / 1000) * 1000 + this.env.options.kaSlackMs;
+    const limit = Math.ceil(this.kato / 1000) * 1000 + this.env.options.kaSlackMs;
+    this.kaTicks = Math.ceil(limit / KA_TICK_MS);
+    this.kaIdleTicks = 0;
     this.kaSeen = false;
-    this.kaTimer = setTimeout(() => this.onKeepAliveTimer(), ms);
+    // Short ticks also keep the delay within a Node timer's range (2^31 - 1 ms).
+    this.kaTimer = setTimeout(() => this.onKeepAliveTimer(), Math.ceil(limit / this.kaTicks));
     this.kaTimer.unref();
   }
 
-  /** Every command sets kaSeen (TBKAS), so the timer only re-arms instead of being reset per I/O. */
   private onKeepAliveTimer(): void {
     if (this.stateValue === 'deleted' || !this.kaTimer) return;
     if (this.kaSeen) {
       this.kaSeen = false;
-      this.kaTimer.refresh();
-      return;
+      this.kaIdleTicks = 0;
+    } else if (++this.kaIdleTicks >= this.kaTicks) {
+      return this.fatal(`keep-alive timeout (KATO ${this.kato} ms)`);
     }
-    this.fatal(`keep-alive timeout (KATO ${this.kato} ms)`);
+    this.kaTimer.refresh();
   }
 
   private stopKeepAlive(): void {
@@ -294,6 +307,9 @@ export class Controller {
     }
   }
 }
+
+/** Longest step of the keep-alive timer: the most a silent controller outlives its limit. */
+export const KA_TICK_MS = 250;
 
 /** AERL (0's based): four AERs may be outstanding, as in nvmet. */
 export const AERL = 3;

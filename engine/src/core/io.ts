@@ -5,7 +5,7 @@
  * (backend-status.ts); every completion is counted in the namespace's and the
  * controller's IoStats.
  */
-import type { BackendError, BlockBackend, IoCallback } from '../storage/backend.js';
+import { BackendError, type BlockBackend, type IoCallback } from '../storage/backend.js';
 import { IO, NSID_ALL } from '../protocol/opcodes.js';
 import { cdw, cdwPair } from '../protocol/sqe.js';
 import { DNR, SC } from '../protocol/status.js';
@@ -34,7 +34,21 @@ const DSM_RANGE_SIZE = 16;
 const DSM_MAX_BYTES = 64 * 1024;
 const ZERO_CHUNK = 1 << 20;
 
-export function parseIo(ctrl: Controller, sqe: Buffer, sglLength: number): ParseResult {
+/** The queue a command came in on (the core's Queue). */
+export interface IoQueue {
+  /** The connection is gone (queue, controller reset or deletion, keep-alive expiry). */
+  readonly isClosed: boolean;
+}
+
+/**
+ * A command done in several backend steps (Write Zeroes as zero-buffer writes, a DSM
+ * deallocate per range) starts no further step once its queue is closed: its host then
+ * counts it as in doubt and, after the fence, sends it on another path; a step landing
+ * here later would reorder writes. The step in progress finishes; this status is never seen.
+ */
+const QUEUE_GONE = new BackendError('unavailable', 'the queue of this command is closed');
+
+export function parseIo(ctrl: Controller, q: IoQueue, sqe: Buffer, sglLength: number): ParseResult {
   const opcode = sqe[0]!;
   const nsid = sqe.readUInt32LE(4);
   if (opcode === IO.FLUSH && nsid === NSID_ALL) return parseFlushAll(ctrl, sglLength);
@@ -51,9 +65,9 @@ export function parseIo(ctrl: Controller, sqe: Buffer, sglLength: number): Parse
     case IO.FLUSH:
       return sglLength !== 0 ? SGL_LENGTH : flushOne(ctrl, ns);
     case IO.WRITE_ZEROES:
-      return parseWriteZeroes(ctrl, ns, sqe, sglLength);
+      return parseWriteZeroes(ctrl, q, ns, sqe, sglLength);
     default:
-      return parseDsm(ctrl, ns, sqe, sglLength);
+      return parseDsm(ctrl, q, ns, sqe, sglLength);
   }
 }
 
@@ -197,6 +211,7 @@ function parseFlushAll(ctrl: Controller, sglLength: number): ParseResult {
 
 function parseWriteZeroes(
   ctrl: Controller,
+  q: IoQueue,
   ns: Namespace,
   sqe: Buffer,
   sglLength: number,
@@ -219,12 +234,13 @@ function parseWriteZeroes(
       finish(ctrl, ns, 'other', 0, start, err ? backendStatus(err, 'write') : SC.SUCCESS, done);
     if (dealloc) b.deallocate(offset, length, cb);
     else if (b.caps.writeZeroes) b.writeZeroes(offset, length, fua, cb);
-    else writeZeroBuffers(b, offset, length, fua, cb);
+    else writeZeroBuffers(q, b, offset, length, fua, cb);
   });
 }
 
 /** Write Zeroes on a backend without it: sequential writes of one zero buffer. */
 function writeZeroBuffers(
+  q: IoQueue,
   b: BlockBackend,
   offset: number,
   length: number,
@@ -235,6 +251,7 @@ function writeZeroBuffers(
   let at = 0;
   const next = (err: BackendError | null): void => {
     if (err || at >= length) return cb(err);
+    if (q.isClosed) return cb(QUEUE_GONE);
     const n = Math.min(zeroes.length, length - at);
     const pos = offset + at;
     at += n;
@@ -243,7 +260,13 @@ function writeZeroBuffers(
   next(null);
 }
 
-function parseDsm(ctrl: Controller, ns: Namespace, sqe: Buffer, sglLength: number): ParseResult {
+function parseDsm(
+  ctrl: Controller,
+  q: IoQueue,
+  ns: Namespace,
+  sqe: Buffer,
+  sglLength: number,
+): ParseResult {
   const nr = (cdw(sqe, 10) & 0xff) + 1; // 0's based
   const ad = (cdw(sqe, 11) & DSM_AD) !== 0;
   // The host may send more than NR ranges' worth (Linux: always 4 KiB); only NR are used.
@@ -257,6 +280,7 @@ function parseDsm(ctrl: Controller, ns: Namespace, sqe: Buffer, sglLength: numbe
       return finish(ctrl, ns, 'other', 0, start, SC.SUCCESS, done);
     let i = 0;
     const next = (err: BackendError | null): void => {
+      if (!err && i < ranges.length && q.isClosed) err = QUEUE_GONE;
       if (err || i >= ranges.length) {
         return finish(
           ctrl,

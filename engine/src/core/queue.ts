@@ -64,7 +64,7 @@ export class Queue implements CoreQueue, QueueLink {
     }
     // Before CC.EN = 1 / RDY only fabrics commands are accepted (nvmet_check_ctrl_status).
     if (ctrl.state !== 'enabled') return CMD_SEQ;
-    if (this.qid !== 0) return parseIo(ctrl, sqe, sglLength);
+    if (this.qid !== 0) return parseIo(ctrl, this, sqe, sglLength);
     return ctrl.kind === 'discovery'
       ? parseDiscoveryAdmin(ctrl, this.target, sqe, sglLength)
       : parseAdmin(ctrl, this.target, sqe, sglLength);

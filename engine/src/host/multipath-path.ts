@@ -9,7 +9,7 @@
  * command went out on), or the controller was given up (dead/closed) and `fenceDelayMs`
  * has passed since. The delay covers a target that did not notice the loss (a network
  * partition): it keeps its controller until its keep-alive timer fires (KATO + slack),
- * so the default is the path's KATO. A reconnect counts as a fence without a delay
+ * so the default is the path's KATO rounded up, plus a second (defaultFenceMs). A reconnect counts as a fence without a delay
  * because the host closes the old association's sockets before it builds the new one
  * and the target has accepted our new Connect; a command the target had already
  * started may still finish in its backend until it sees those sockets close (the same

@@ -81,8 +81,9 @@ export interface MultipathOptions {
   /** Commands that may wait for a path or for fencing, together (default 4096). */
   readonly maxWaiting?: number;
   /** Wait after a path's controller is given up before its in-doubt commands are
-   * resent elsewhere (default: that path's KATO; see multipath-path.ts). A path with
-   * KATO 0 has no default: its in-doubt commands are resent only after a reconnect. */
+   * resent elsewhere (default: that path's KATO rounded up to seconds, plus one second;
+   * see defaultFenceMs). A path with KATO 0 has no default: its in-doubt commands are
+   * resent only after a reconnect. */
   readonly fenceDelayMs?: number;
   /** Attempts per command before giving up (default 16): stops ping-pong on flapping paths. */
   readonly maxAttempts?: number;
@@ -132,7 +133,7 @@ export class MultipathNamespace extends NamespaceIo {
       // KATO 0: the target never drops a controller it lost touch with, so no delay
       // after giving the path up proves it can no longer execute anything.
       const kato = po.kato ?? 5000;
-      const fence = opts.fenceDelayMs ?? (kato > 0 ? kato : null);
+      const fence = opts.fenceDelayMs ?? (kato > 0 ? defaultFenceMs(kato) : null);
       const p = new Path(i, po.name ?? `${po.host}:${po.port}`, fence);
       p.ctrl = new NvmeController({
         ...po,
@@ -461,4 +462,16 @@ function checkOptions(o: MultipathOptions): void {
   if (!Number.isInteger(o.nsid) || o.nsid < 1 || o.nsid >= NSID_ALL) {
     throw new RangeError(`multipath: nsid ${o.nsid} is not a valid namespace id`);
   }
+}
+
+/**
+ * How long after giving a path up its in-doubt commands wait before going elsewhere: a
+ * target that did not see the loss drops the controller once its keep-alive timer runs
+ * out, KATO rounded up to whole seconds plus its slack. BranchSAN's target allows 500 ms
+ * of slack and checks every 250 ms, so one second covers it. (A target that restarts a
+ * whole KATO period on traffic, as Linux nvmet does with TBKAS, may keep a controller up
+ * to twice as long: give such paths fenceDelayMs.)
+ */
+export function defaultFenceMs(kato: number): number {
+  return Math.ceil(kato / 1000) * 1000 + 1000;
 }

@@ -1,0 +1,235 @@
+/**
+ * The NVMe/TCP target's fencing: once a controller is gone (keep-alive expiry,
+ * its admin queue closed) nothing its host sent may start on the backend any more, and a
+ * silent host's controller is gone within KATO plus the configured slack. A multipath
+ * host resends its in-doubt writes on the other node after that time; a write starting
+ * here later would land out of order.
+ *
+ * Real in-process Targets on 127.0.0.1 with a memory backend behind a recording (and,
+ * where needed, stalling) wrapper, driven by a raw scripted host.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { KA_TICK_MS } from '../../engine/src/core/controller.js';
+import { Target, type TargetOptions } from '../../engine/src/core/index.js';
+import { resolveOptions } from '../../engine/src/core/options.js';
+import { defaultFenceMs } from '../../engine/src/host/multipath.js';
+import { IO, PROP } from '../../engine/src/protocol/opcodes.js';
+import { SGL_DATA_BLOCK_OFFSET } from '../../engine/src/protocol/pdu-capsule.js';
+import { encodeSqe } from '../../engine/src/protocol/sqe.js';
+import type { BlockBackend, IoCallback } from '../../engine/src/storage/backend.js';
+import { MemoryBackend } from '../../engine/src/storage/memory.js';
+import {
+  adminConnect,
+  enableController,
+  ioConnect,
+  propertyGetSqe,
+  RawHost,
+  rwSqe,
+} from '../helpers/raw-nvme.js';
+import { serveOnLoopback } from '../helpers/target.js';
+
+const NQN = 'nqn.2026-01.io.branchsan.test:target-fencing';
+const HOST = 'nqn.2014-08.org.nvmexpress:uuid:0000dddd-0000-4000-8000-000000000001';
+const BS = 512;
+const SIZE = 16 << 20;
+
+/** Every backend call that changes data, in order; `stall` holds their completions. */
+interface Recorder {
+  readonly calls: string[];
+  stall: boolean;
+  readonly held: (() => void)[];
+}
+
+function recording(
+  b: BlockBackend,
+  caps: Partial<BlockBackend['caps']> = {},
+): [BlockBackend, Recorder] {
+  const rec: Recorder = { calls: [], stall: false, held: [] };
+  const hold = (cb: IoCallback, run: (cb: IoCallback) => void): void => {
+    if (!rec.stall) return run(cb);
+    rec.held.push(() => run(cb));
+  };
+  const backend: BlockBackend = {
+    kind: b.kind,
+    location: b.location,
+    blockSize: b.blockSize,
+    sizeBytes: b.sizeBytes,
+    caps: { ...b.caps, ...caps },
+    read: (o, l, cb, into) => b.read(o, l, cb, into),
+    write: (o, d, f, cb) => {
+      rec.calls.push(`write ${o}+${d.length}`);
+      hold(cb, (c) => b.write(o, Buffer.from(d), f, c));
+    },
+    flush: (cb) => b.flush(cb),
+    writeZeroes: (o, l, f, cb) => {
+      rec.calls.push(`writeZeroes ${o}+${l}`);
+      hold(cb, (c) => b.writeZeroes(o, l, f, c));
+    },
+    deallocate: (o, l, cb) => {
+      rec.calls.push(`deallocate ${o}+${l}`);
+      hold(cb, (c) => b.deallocate(o, l, c));
+    },
+    close: () => Promise.resolve(),
+  };
+  return [backend, rec];
+}
+
+const stops: (() => Promise<void>)[] = [];
+const hosts: RawHost[] = [];
+
+afterEach(async () => {
+  for (const h of hosts.splice(0)) h.close();
+  for (const s of stops.splice(0).reverse()) await s();
+});
+
+async function startTarget(
+  opts: TargetOptions,
+  caps: Partial<BlockBackend['caps']> = {},
+): Promise<{ target: Target; rec: Recorder; port: number }> {
+  const target = new Target(opts);
+  const [backend, rec] = recording(new MemoryBackend({ sizeBytes: SIZE, blockSize: BS }), caps);
+  target.addSubsystem({ nqn: NQN, serial: 'REVIEW0001', model: 'BranchSAN', hosts: [HOST] });
+  target.addNamespace(NQN, { nsid: 1, backend, nguid: '00112233445566778899aabbccddeeff' });
+  const { transport, port } = await serveOnLoopback(target, { lingerMs: 100 });
+  stops.push(async () => {
+    target.close();
+    await transport.close();
+  });
+  return { target, rec, port };
+}
+
+async function raw(port: number): Promise<RawHost> {
+  const h = await RawHost.connect(port);
+  hosts.push(h);
+  return h;
+}
+
+/** An enabled controller with I/O queue 1; KATO in ms. */
+async function session(port: number, kato: number): Promise<{ admin: RawHost; io: RawHost }> {
+  const admin = await raw(port);
+  const c = await adminConnect(admin, { subnqn: NQN, hostnqn: HOST, kato });
+  expect(c.status).toBe(0);
+  await enableController(admin);
+  const io = await raw(port);
+  const q = await ioConnect(io, { subnqn: NQN, hostnqn: HOST, cntlid: c.dw0 & 0xffff, qid: 1 });
+  expect(q.status).toBe(0);
+  return { admin, io };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until(what: string, ok: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+/**
+ * Once the first backend step of a command is held: the host goes away (or its keep-alive
+ * expired), so the controller is deleted; then the backend finishes the step it had.
+ * No further step may start after that.
+ */
+async function goneWhileFirstStepHeld(
+  target: Target,
+  rec: Recorder,
+  admin: RawHost,
+  io: RawHost,
+): Promise<void> {
+  await until('the first step to reach the backend', () => rec.calls.length === 1);
+  admin.close();
+  await until('the controller to be deleted', () => target.listControllers().length === 0);
+  await until('the I/O connection to close', () => io.isClosed);
+  rec.stall = false;
+  for (const run of rec.held.splice(0)) run();
+  await sleep(200);
+}
+
+describe('keep-alive expiry fences the controller', () => {
+  it('a write arriving after KATO + slack of silence never reaches the backend', async () => {
+    const KATO = 2000;
+    const SLACK = 100;
+    const { target, rec, port } = await startTarget({ kaSlackMs: SLACK });
+    const { admin, io } = await session(port, KATO);
+    // The host's last command; the target received it before this answer came back.
+    admin.command(propertyGetSqe(9, PROP.CSTS));
+    expect(await admin.nextCqe()).toMatchObject({ cid: 9, status: 0, dw0: 1 });
+    const lastCommand = Date.now();
+    // Silence for KATO + slack (2.1 s) plus 0.8 s, then a write on the I/O queue: the
+    // controller must be gone by now (within one keep-alive tick of 2.1 s), so the
+    // write finds a closed connection. Before the fix it lived up to 2 x 2.1 s.
+    await sleep(lastCommand + KATO + SLACK + 800 - Date.now());
+    const w = rwSqe({
+      opcode: IO.WRITE,
+      cid: 5,
+      nsid: 1,
+      slba: 0,
+      nlb: 8,
+      sgl: SGL_DATA_BLOCK_OFFSET,
+    });
+    if (!io.isClosed) io.command(w, Buffer.alloc(4096, 0xab));
+    await until('the I/O connection to close', () => io.isClosed, 5000);
+    expect(rec.calls).toEqual([]);
+    expect(target.listControllers()).toEqual([]);
+  });
+
+  it("outlives no multipath host's default fence: the host waits longer than the worst case", () => {
+    // The controller ends at most one tick after ceil(KATO) + slack of silence; a host
+    // that gave the path up resends in-doubt writes elsewhere defaultFenceMs later.
+    const { kaSlackMs } = resolveOptions();
+    for (const kato of [1, 999, 1000, 1001, 5000, 30_000]) {
+      const worst = Math.ceil(kato / 1000) * 1000 + kaSlackMs + KA_TICK_MS;
+      expect(defaultFenceMs(kato), `KATO ${kato} ms`).toBeGreaterThanOrEqual(worst);
+    }
+  });
+
+  it('a KATO beyond the range of a Node timer does not end the controller at once', async () => {
+    const { target, port } = await startTarget({});
+    const admin = await raw(port);
+    // 0xFFFFFFFF ms (about 49 days): a host's way of saying "practically never".
+    const c = await adminConnect(admin, { subnqn: NQN, hostnqn: HOST, kato: 0xffffffff });
+    expect(c.status).toBe(0);
+    await sleep(300);
+    expect(admin.isClosed).toBe(false);
+    admin.command(propertyGetSqe(9, PROP.CSTS));
+    expect(await admin.nextCqe()).toMatchObject({ cid: 9, status: 0 });
+    expect(target.listControllers()).toHaveLength(1);
+  });
+});
+
+describe('a command whose controller is gone starts nothing more on the backend', () => {
+  it('Write Zeroes done as zero-buffer writes stops after the controller is deleted', async () => {
+    // No native write-zeroes: the core writes 1 MiB zero buffers one after another.
+    const { target, rec, port } = await startTarget({}, { writeZeroes: false });
+    const { admin, io } = await session(port, 0);
+    rec.stall = true;
+    const nlb = (3 << 20) / BS; // three 1 MiB pieces
+    io.command(encodeSqe({ opcode: IO.WRITE_ZEROES, cid: 4, nsid: 1, cdw10: 0, cdw12: nlb - 1 }));
+    await goneWhileFirstStepHeld(target, rec, admin, io);
+    expect(rec.calls).toEqual([`write 0+${1 << 20}`]);
+  });
+
+  it('a multi-range deallocate stops after the controller is deleted', async () => {
+    const { target, rec, port } = await startTarget({});
+    const { admin, io } = await session(port, 0);
+    rec.stall = true;
+    const ranges = Buffer.alloc(4096);
+    for (let i = 0; i < 3; i++) {
+      ranges.writeUInt32LE(8, i * 16 + 4); // NLB (not 0's based)
+      ranges.writeUInt32LE(i * 64, i * 16 + 8); // SLBA
+    }
+    const dsm = encodeSqe({
+      opcode: IO.DSM,
+      cid: 6,
+      nsid: 1,
+      cdw10: 2, // three ranges
+      cdw11: 1 << 2, // AD
+      sglType: SGL_DATA_BLOCK_OFFSET,
+      sglLength: 4096,
+    });
+    io.command(dsm, ranges);
+    await goneWhileFirstStepHeld(target, rec, admin, io);
+    expect(rec.calls).toEqual([`deallocate 0+${8 * BS}`]);
+  });
+});
