@@ -52,6 +52,9 @@ export interface NamespaceIdentity {
   /** log2 of the block size of the format FLBAS selects. */
   readonly lbads: number;
   readonly blockSize: number;
+  /** Metadata bytes per block of that format (LBAF MS). The library supports only 0:
+   * NVMe-oF would move them inside each block (extended LBA). */
+  readonly ms: number;
   readonly nmic: number;
   readonly nsattr: number;
   readonly dlfeat: number;
@@ -69,6 +72,7 @@ export function parseIdentifyNamespace(nsid: number, raw: Buffer): NamespaceIden
   // FLBAS bits 3:0 (and 6:5 as the upper bits when more than 16 formats) pick the format.
   const fmt = (f.flbas & 0xf) | (((f.flbas >> 5) & 0x3) << 4);
   const lbads = raw[128 + fmt * 4 + 2]!;
+  const ms = raw.readUInt16LE(128 + fmt * 4);
   return {
     nsid,
     nsze: f.nsze,
@@ -76,6 +80,7 @@ export function parseIdentifyNamespace(nsid: number, raw: Buffer): NamespaceIden
     nuse: f.nuse,
     lbads,
     blockSize: lbads >= 9 && lbads < 32 ? 2 ** lbads : 0,
+    ms,
     nmic: f.nmic,
     nsattr: f.nsattr,
     dlfeat: f.dlfeat,

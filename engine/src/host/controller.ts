@@ -276,6 +276,12 @@ export class NvmeController implements Submitter {
     const id = await this.identifyNamespace(nsid);
     if (!id.active) throw new Error(`namespace ${nsid} is not active`);
     if (id.blockSize === 0) throw new Error(`namespace ${nsid}: unusable LBADS ${id.lbads}`);
+    if (id.ms) {
+      // Every block would carry ms more bytes than blockSize on the wire (NVMe-oF has
+      // only extended LBAs), so each transfer length would be wrong. Linux gives such a
+      // namespace capacity 0 over TCP.
+      throw new Error(`namespace ${nsid}: ${id.ms} bytes of metadata per block (unsupported)`);
+    }
     const ids = this.vs >= 0x10300 ? await this.nsDescriptors(nsid).catch(() => ({})) : {};
     return new NvmeNamespace(this, id, ids);
   }
@@ -300,6 +306,10 @@ export class NvmeController implements Submitter {
     const old = this.assoc;
     this.assoc = null;
     old?.failAll(new HostError('transport', 'controller reconnecting'));
+    // A failed command's callback may have closed the controller meanwhile.
+    if (this.sm.is('deleting', 'closed')) {
+      throw new HostError('closed', 'controller closed while reconnecting');
+    }
     this.sm.transition('connecting');
     let a: Association | null = null;
     try {
@@ -329,7 +339,9 @@ export class NvmeController implements Submitter {
     this.assoc = null;
     // Error recovery: one failed queue takes the whole association down.
     a.failAll(new HostError('transport', `controller error recovery: ${err.message}`));
-    this.afterLoss();
+    // Those commands' callbacks run synchronously and may have called close() or
+    // reconnect(): then the controller has already moved on and owns its state.
+    if (this.sm.is('live')) this.afterLoss();
   }
 
   /** After a lost association or a failed attempt: schedule a retry, or go dead. */
@@ -422,7 +434,7 @@ export class NvmeController implements Submitter {
     this.assoc = null;
     if (a) {
       await drain(a, drainMs);
-      await a.shutdown();
+      await shutdownWithin(a, SHUTDOWN_TIMEOUT_MS);
     }
     this.sm.transition('closed');
   }
@@ -430,6 +442,25 @@ export class NvmeController implements Submitter {
   private async waitClosed(): Promise<void> {
     while (!this.sm.is('closed')) await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+/** How long close() waits for CC.SHN to complete (Linux's default shutdown_timeout). */
+const SHUTDOWN_TIMEOUT_MS = 5000;
+
+/**
+ * a.shutdown(), bounded: a controller that keeps its connection open but stops answering
+ * would otherwise hold close() for the admin command timeout (60 s by default). Past
+ * the bound its queues are failed, which ends the shutdown's pending commands.
+ */
+async function shutdownWithin(a: Association, ms: number): Promise<void> {
+  const done = a.shutdown(ms);
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((r) => (timer = setTimeout(() => r(true), ms + 1000)));
+  if (await Promise.race([done.then(() => false), late])) {
+    a.failAll(new HostError('closed', `controller did not complete shutdown within ${ms} ms`));
+  }
+  clearTimeout(timer);
+  await done;
 }
 
 /** Wait until the I/O queues have nothing in flight, at most `ms`. */

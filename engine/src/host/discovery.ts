@@ -30,7 +30,8 @@ export async function readDiscoveryLog(
   for (let attempt = 0; attempt <= maxRetries; attempt++) {
     const head = await ctrl.getLogPage({ lid: LID.DISCOVERY, length: HEADER_READ, rae: true });
     const genctr = head.readBigUInt64LE(0);
-    const numrec = Number(head.readBigUInt64LE(8));
+    const numrecRaw = head.readBigUInt64LE(8);
+    const numrec = Number(numrecRaw);
     const total = numrec * DISCOVERY_ENTRY_SIZE;
     const body = Buffer.alloc(total);
     for (let off = 0; off < total; off += chunk) {
@@ -42,6 +43,11 @@ export async function readDiscoveryLog(
     // RAE=0 on the last read re-enables discovery-change events.
     const again = await ctrl.getLogPage({ lid: LID.DISCOVERY, length: HEADER_READ });
     if (again.readBigUInt64LE(0) !== genctr) continue;
+    const now = again.readBigUInt64LE(8);
+    if (now !== numrecRaw) {
+      // Same generation, other size: the entries read may be padding (libnvme: EBADSLT).
+      throw new Error(`discovery log NUMREC went from ${numrecRaw} to ${now} in GENCTR ${genctr}`);
+    }
     const entries: DiscoveryEntry[] = [];
     for (let off = 0; off < total; off += DISCOVERY_ENTRY_SIZE) {
       entries.push(parseDiscoveryEntry(body.subarray(off, off + DISCOVERY_ENTRY_SIZE)));

@@ -102,6 +102,7 @@ function view(
     nuse: 1000,
     lbads: 12,
     blockSize: 4096,
+    ms: 0,
     nmic: 1,
     nsattr: 0,
     dlfeat: 0,

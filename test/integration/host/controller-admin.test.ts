@@ -1,0 +1,249 @@
+/**
+ * Admin-side behaviour of the host library at its edges, against the in-process
+ * FakeTarget (real sockets on 127.0.0.1): a command callback that closes or reconnects
+ * the controller while error recovery fails its commands, close() against a controller
+ * that stops answering, a namespace whose LBA format carries metadata, and a discovery
+ * log whose NUMREC changes without GENCTR (plus the GENCTR re-read it sits next to).
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  HostError,
+  NvmeController,
+  NvmeRequest,
+  fillRw,
+  readDiscoveryLog,
+  type ControllerState,
+} from '../../../engine/src/host/index.js';
+import {
+  encodeDiscoveryLog,
+  sliceLog,
+  type DiscoveryEntry,
+} from '../../../engine/src/protocol/logpages.js';
+import {
+  ADMIN,
+  CNS,
+  DISCOVERY_NQN,
+  FABRICS_OPCODE,
+  IO,
+  LID,
+} from '../../../engine/src/protocol/opcodes.js';
+import { cdw, cdwPair } from '../../../engine/src/protocol/sqe.js';
+import { waitFor } from './helpers.js';
+import { FakeTarget, type FakeTargetOptions } from './fake-target.js';
+
+/** FakeTarget internals replaced by some tests (private there; patched at run time). */
+interface Internals {
+  onAdmin(c: unknown, sqe: Buffer, cid: number, op: number): void;
+  sendData(c: unknown, cid: number, data: Buffer): void;
+  identify(cns: number): Buffer;
+}
+
+const targets: FakeTarget[] = [];
+const ctrls: NvmeController[] = [];
+
+afterEach(async () => {
+  await Promise.all(ctrls.splice(0).map((c) => c.close(100)));
+  await Promise.all(targets.splice(0).map((t) => t.stop()));
+});
+
+async function start(t: FakeTargetOptions = {}): Promise<FakeTarget> {
+  const target = await new FakeTarget(t).start();
+  targets.push(target);
+  return target;
+}
+
+async function connect(target: FakeTarget, subnqn = 'nqn.fake', o = {}) {
+  const ctrl = await NvmeController.connect({ host: '127.0.0.1', port: target.port, subnqn, ...o });
+  ctrls.push(ctrl);
+  return ctrl;
+}
+
+describe('controller error recovery and close', () => {
+  it.each([
+    { action: 'close', final: 'closed', states: ['connecting', 'live', 'deleting', 'closed'] },
+    { action: 'reconnect', final: 'live', states: ['connecting', 'live', 'connecting', 'live'] },
+  ] as const)(
+    'lets the callback of a command failed by error recovery $action the controller',
+    async ({ action, final, states }) => {
+      // A read held on the I/O queue; then the admin connection drops. Recovery fails the
+      // read, and its callback (callback API, so synchronously) calls close()/reconnect().
+      const target = await start({ hold: (op, qid) => qid > 0 && op === IO.READ });
+      const seen: ControllerState[] = [];
+      const ctrl = await connect(target, 'nqn.fake', {
+        onStateChange: (s: ControllerState) => seen.push(s),
+      });
+      const uncaught: unknown[] = [];
+      const onUncaught = (e: unknown) => uncaught.push(e);
+      process.prependListener('uncaughtException', onUncaught);
+      try {
+        let calls = 0;
+        let next: Promise<void> | null = null;
+        const req = fillRw(new NvmeRequest(), IO.READ, 1, 0, 1);
+        req.readLength = 512;
+        req.onDone = (r) => {
+          calls++;
+          expect(r.error?.kind).toBe('transport');
+          next = action === 'close' ? ctrl.close(100) : ctrl.reconnect();
+        };
+        ctrl.submitIo(req);
+        await waitFor(() => target.ioCommands === 1);
+        for (const c of target.conns) if (c.qid === 0) c.sock.destroy();
+        await waitFor(() => calls === 1);
+        await next;
+        await new Promise((r) => setTimeout(r, 50));
+        expect(calls).toBe(1);
+      } finally {
+        process.removeListener('uncaughtException', onUncaught);
+      }
+      // Before the fix: "controller: illegal state transition deleting -> dead" thrown
+      // from the socket's close handler (a process crash outside a test runner), and
+      // after reconnect() the controller went 'dead' under its own attempt.
+      expect(uncaught).toEqual([]);
+      expect(ctrl.state).toBe(final);
+      expect(seen).toEqual(states);
+    },
+  );
+
+  it('ends reconnect() as closed when a failed command of the old association closes the controller', async () => {
+    const target = await start({ hold: (op, qid) => qid > 0 && op === IO.READ });
+    const ctrl = await connect(target);
+    const req = fillRw(new NvmeRequest(), IO.READ, 1, 0, 1);
+    req.readLength = 512;
+    let closing: Promise<void> | null = null;
+    req.onDone = () => (closing = ctrl.close(100));
+    ctrl.submitIo(req);
+    await waitFor(() => target.ioCommands === 1);
+    const outcome = await ctrl.reconnect().catch((e: unknown) => e);
+    await closing;
+    // Before the fix: a plain Error, "controller: illegal state transition deleting -> connecting".
+    expect(outcome).toBeInstanceOf(HostError);
+    expect((outcome as HostError).kind).toBe('closed');
+    expect(ctrl.state).toBe('closed');
+  });
+
+  it('bounds close() when the controller stops answering the shutdown', async () => {
+    let silent = false;
+    const target = await start({ hold: (op, qid) => silent && qid === 0 && op === FABRICS_OPCODE });
+    const ctrl = await connect(target, 'nqn.fake', { adminTimeoutMs: 20_000 });
+    silent = true; // the connection stays open; Property Set CC.SHN is never answered
+    const t0 = Date.now();
+    await ctrl.close(100);
+    const took = Date.now() - t0;
+    expect(ctrl.state).toBe('closed');
+    // Shutdown waits at most ~5 s (Linux's shutdown_timeout), not the 20 s admin timeout.
+    expect(took).toBeLessThan(8000);
+  }, 30_000);
+});
+
+describe('namespace identify', () => {
+  /** Identify Namespace with two LBA formats: 0 = 512+8 (extended), 1 = 4096+0. */
+  async function withFormats(flbas: number) {
+    const target = await start({ blockSize: 4096, blocks: 256 });
+    const t = target as unknown as Internals;
+    const honest = t.identify.bind(target);
+    t.identify = (cns) => {
+      const b = honest(cns);
+      if (cns !== CNS.NS) return b;
+      b[25] = 1; // NLBAF: two formats (0's based)
+      b[26] = flbas;
+      b.writeUInt32LE(0, 128);
+      b.writeUInt16LE(8, 128); // LBAF0: MS 8
+      b[128 + 2] = 9; // LBAF0: LBADS 9
+      b[132 + 2] = 12; // LBAF1: MS 0, LBADS 12
+      return b;
+    };
+    return connect(target);
+  }
+
+  it('refuses a namespace whose LBA format carries metadata', async () => {
+    const ctrl = await withFormats(0x10); // format 0, metadata at the end of each LBA
+    // Before the fix: a handle with blockSize 512, whose every transfer length is short
+    // by 8 bytes per block.
+    await expect(ctrl.namespace(1)).rejects.toThrow(/8 bytes of metadata per block/);
+  });
+
+  it('takes the metadata size from the format FLBAS selects', async () => {
+    const ctrl = await withFormats(0x01); // format 1: 4 KiB, no metadata
+    const ns = await ctrl.namespace(1);
+    expect(ns.blockSize).toBe(4096);
+    expect(ns.identity.ms).toBe(0);
+  });
+});
+
+describe('discovery log', () => {
+  const entry = (i: number): DiscoveryEntry => ({
+    trtype: 3,
+    adrfam: 1,
+    subtype: i === 0 ? 3 : 2,
+    treq: 0x2 | 0x4,
+    portid: i,
+    cntlid: 0xffff,
+    asqsz: 32,
+    eflags: 0,
+    trsvcid: String(4420 + i),
+    subnqn: i === 0 ? DISCOVERY_NQN : `nqn.2024-01.org.example:sub${i}`,
+    traddr: '10.0.0.1',
+    sectype: 0,
+  });
+
+  /**
+   * A FakeTarget whose log 0x70 is `page()`; `afterBody` runs after the first read of
+   * entries (LPO > 0). Records every read as "lpo+length rae".
+   */
+  async function discoveryTarget(page: () => Buffer, afterBody: () => void) {
+    const target = await start();
+    const t = target as unknown as Internals;
+    const honest = t.onAdmin.bind(target);
+    const reads: string[] = [];
+    let bodies = 0;
+    t.onAdmin = (c, sqe, cid, op) => {
+      if (op !== ADMIN.GET_LOG_PAGE || (cdw(sqe, 10) & 0xff) !== LID.DISCOVERY) {
+        return honest(c, sqe, cid, op);
+      }
+      const numd = (cdw(sqe, 10) >>> 16) + (cdw(sqe, 11) & 0xffff) * 0x10000 + 1;
+      const lpo = cdwPair(sqe, 12);
+      reads.push(`${lpo}+${numd * 4} rae${(cdw(sqe, 10) >>> 15) & 1}`);
+      t.sendData(c, cid, sliceLog(page(), lpo, numd * 4));
+      if (lpo > 0 && bodies++ === 0) afterBody();
+    };
+    const ctrl = await connect(target, DISCOVERY_NQN);
+    return { ctrl, reads };
+  }
+
+  it('reads a log larger than one transfer and reads it again when GENCTR moves', async () => {
+    let genctr = 7;
+    let entries = Array.from({ length: 70 }, (_, i) => entry(i));
+    const { ctrl, reads } = await discoveryTarget(
+      () => encodeDiscoveryLog(genctr, entries),
+      () => {
+        genctr++;
+        entries = entries.slice(0, 69);
+      },
+    );
+    const log = await readDiscoveryLog(ctrl);
+    expect(reads).toEqual([
+      '0+20 rae1',
+      '1024+65536 rae1',
+      '66560+6144 rae1',
+      '0+20 rae0',
+      '0+20 rae1',
+      '1024+65536 rae1',
+      '66560+5120 rae1',
+      '0+20 rae0',
+    ]);
+    expect(log.genctr).toBe(8n);
+    expect(log.entries).toHaveLength(69);
+    expect(log.entries[0]).toMatchObject({ subtype: 3, subnqn: DISCOVERY_NQN, eflags: 0 });
+    expect(log.entries[68]).toEqual(entry(68));
+  });
+
+  it('refuses a log whose NUMREC changed within one GENCTR', async () => {
+    let entries = Array.from({ length: 70 }, (_, i) => entry(i));
+    const { ctrl } = await discoveryTarget(
+      () => encodeDiscoveryLog(7, entries),
+      () => (entries = entries.slice(0, 69)), // shrinks, GENCTR left alone
+    );
+    // Before the fix: 70 entries, the last one all zeros (the target's padding).
+    await expect(readDiscoveryLog(ctrl)).rejects.toThrow(/NUMREC went from 70 to 69/);
+  });
+});
