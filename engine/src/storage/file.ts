@@ -6,7 +6,9 @@
  *
  * Durability: writes land in the page cache (a volatile write cache, so caps say
  * so); flush is fdatasync; a FUA write goes through a second fd opened O_DSYNC,
- * which syncs only that range instead of every dirty page of the file.
+ * which syncs only that range instead of every dirty page of the file. Once an
+ * fdatasync has failed, every later flush fails too (Status.writebackLost): the
+ * kernel reports a lost write-back only once, the lost data stays lost.
  */
 import * as fs from 'node:fs';
 import { constants as os } from 'node:os';
@@ -223,7 +225,9 @@ export class FdBackend implements BlockBackend {
       what,
       offset,
       subject: this.describe(),
+      block: this.kind === 'block',
       failure: this.pool.failure,
+      writebackErrno: this.pool.writebackErrno,
     });
   }
 }
@@ -235,7 +239,11 @@ interface ErrorContext {
   offset: number;
   /** "backing file /x" or "block device /dev/y" */
   subject: string;
+  /** A block device: it has a fixed size instead of a file system's free space. */
+  block?: boolean;
   failure: string | null;
+  /** errno of the first failed fdatasync (0: none), for Status.writebackLost. */
+  writebackErrno?: number;
 }
 
 /** Turns a worker status into an error that says what happened and what to do. */
@@ -249,9 +257,18 @@ export function statusError(status: number, ctx: ErrorContext): BackendError {
     );
   }
   if (status === Status.shortRead) {
+    const why = ctx.block ? 'the device shrank' : 'something truncated it';
     return new BackendError(
       'io',
-      `${ctx.subject} ended before the ${at}: something truncated it; restore the volume from its mirror`,
+      `${ctx.subject} ended before the ${at}: ${why}; restore the volume from its mirror`,
+    );
+  }
+  if (status === Status.writebackLost) {
+    const code = errnoNames.get(ctx.writebackErrno ?? 0) ?? 'EIO';
+    return new BackendError(
+      'io',
+      `${at} on ${ctx.subject} failed: an earlier write-back to it failed (${code}), so writes acknowledged before that may not be on the medium, and every flush fails from now on; check the system log (dmesg) and the disk health, then restore the volume from its mirror`,
+      code,
     );
   }
   if (status < 0)
@@ -260,15 +277,21 @@ export function statusError(status: number, ctx: ErrorContext): BackendError {
       `internal error during ${at} on ${ctx.subject}; see the engine log`,
     );
   const code = errnoNames.get(status) ?? `errno ${status}`;
-  const [kind, advice] = classify(code, ctx.what !== 'read');
+  const [kind, advice] = classify(code, ctx.what !== 'read', ctx.block === true);
   return new BackendError(kind, `${at} on ${ctx.subject} failed (${code}): ${advice}`, code);
 }
 
-function classify(code: string, writing: boolean): [BackendErrorKind, string] {
+function classify(code: string, writing: boolean, block: boolean): [BackendErrorKind, string] {
   switch (code) {
     case 'ENOSPC':
     case 'EDQUOT':
     case 'EFBIG':
+      // A device refuses a write past its end with ENOSPC: it shrank, or a thin pool is full.
+      if (block)
+        return [
+          'no-space',
+          'the device has no room for it: it is smaller than when the volume was opened, or its thin pool is full; check the device',
+        ];
       return ['no-space', 'the storage is full; free space on that file system or move the volume'];
     case 'EROFS':
     case 'EPERM':

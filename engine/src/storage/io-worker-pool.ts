@@ -168,6 +168,8 @@ export class IoWorkerPool {
   private idleWaiters: (() => void)[] = [];
   /** Why the pool failed, for error messages. */
   failure: string | null = null;
+  /** Shared with the workers: errno of the first failed fdatasync, 0 while none (WorkerInit). */
+  private readonly syncFailure: Int32Array;
 
   private readonly dataLanes: Lane[];
   private readonly syncLanes: Lane[];
@@ -178,7 +180,9 @@ export class IoWorkerPool {
     private readonly slotSize: number,
     private readonly fd: number,
     private readonly readInline: ReadInline | null,
+    syncFailure: SharedArrayBuffer,
   ) {
+    this.syncFailure = new Int32Array(syncFailure);
     this.nowait = info.inlineReads === 'nowait';
     this.dataLanes = lanes.filter((l) => l.role === 'data');
     const sync = lanes.filter((l) => l.role === 'sync');
@@ -197,6 +201,7 @@ export class IoWorkerPool {
   static async start(opts: PoolOptions): Promise<IoWorkerPool> {
     const lanes: Lane[] = [];
     const readies: WorkerReady[] = [];
+    const syncFailure = new SharedArrayBuffer(4);
     const roles: [LaneRole, number][] = [
       ['data', Math.max(1, opts.workers)],
       ['sync', Math.max(0, opts.syncWorkers)],
@@ -205,7 +210,7 @@ export class IoWorkerPool {
       for (const [role, count] of roles) {
         const per = Math.max(1, Math.ceil(opts.maxInflight / Math.max(1, count)));
         const started = await Promise.allSettled(
-          Array.from({ length: count }, () => startLane(opts, role, per)),
+          Array.from({ length: count }, () => startLane(opts, role, per, syncFailure)),
         );
         for (const s of started) {
           if (s.status === 'fulfilled') {
@@ -229,7 +234,13 @@ export class IoWorkerPool {
       canDeallocate: readies.every((r) => r.canDeallocate),
       canWriteZeroes: readies.every((r) => r.canWriteZeroes),
     };
-    return new IoWorkerPool(lanes, info, opts.slotSize, opts.fd, inline?.read ?? null);
+    const read = inline?.read ?? null;
+    return new IoWorkerPool(lanes, info, opts.slotSize, opts.fd, read, syncFailure);
+  }
+
+  /** The errno of the first fdatasync that failed on this target, 0 while none has. */
+  get writebackErrno(): number {
+    return Atomics.load(this.syncFailure, 0);
   }
 
   /** Queues one I/O. The caller checked range and state; done runs exactly once. */
@@ -381,8 +392,10 @@ export class IoWorkerPool {
 
   /** Consumes every completion the worker has published. */
   private drain(lane: Lane): void {
-    // After a failure every job was already completed with workerLost.
-    if (this.state === 'failed') return;
+    // After a failure every job was already completed with workerLost and its tags
+    // released; threads that survived it may still publish completions, also after a
+    // close turned 'failed' into 'stopped'.
+    if (this.state === 'failed' || this.state === 'stopped') return;
     const { ctrl, cq, desc32, mask } = lane.views;
     // Clear first: a completion published after this load sends a new message.
     Atomics.store(ctrl, Ctrl.mainPending, 0);
@@ -400,7 +413,9 @@ export class IoWorkerPool {
       this.release(lane, tag);
       if (status !== Status.ok && job.status === Status.ok) {
         job.status = status;
-        job.issued = job.length; // stop issuing the rest of a failed job
+        // Stop issuing the rest of a failed read or write. Only those have a rest: a
+        // flush (length 0) set to issued = 0 would never count as issued, so never finish.
+        if (job.split) job.issued = job.length;
       }
       if (--job.outstanding === 0 && this.fullyIssued(job)) finished.push(job);
     }
@@ -528,6 +543,7 @@ async function startLane(
   opts: PoolOptions,
   role: LaneRole,
   slots: number,
+  syncFailure: SharedArrayBuffer,
 ): Promise<{ lane: Lane; ready: WorkerReady }> {
   const control = new SharedArrayBuffer(controlBytes(slots));
   const slab = new SharedArrayBuffer(slots * opts.slotSize + 4096);
@@ -545,6 +561,7 @@ async function startLane(
     control,
     slab,
     nativePath: opts.nativePath,
+    syncFailure,
   };
   const worker = spawnWorker(init);
   const first = (await Promise.race([

@@ -31,6 +31,12 @@ export const Status = {
   internal: -2,
   /** The worker thread died; set by the main thread, never by a worker. */
   workerLost: -3,
+  /**
+   * A flush after an fdatasync of this target failed (WorkerInit.syncFailure): writes
+   * acknowledged before that failure may not be on the medium, and the kernel reports
+   * a write-back error to each open file only once, so every later flush says so.
+   */
+  writebackLost: -4,
 } as const;
 
 /** Int32 indices in the control block. */
@@ -114,6 +120,11 @@ export interface WorkerInit extends OpenedTarget {
   slab: SharedArrayBuffer;
   /** Absolute path of the native addon, or null to run without it. */
   nativePath: string | null;
+  /**
+   * One Int32 shared by every thread of the target: the errno of the first failed
+   * fdatasync, 0 while none has failed (see Status.writebackLost).
+   */
+  syncFailure: SharedArrayBuffer;
 }
 
 /** The one message a worker sends before serving: what it found. */

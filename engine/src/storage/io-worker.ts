@@ -35,6 +35,7 @@ interface Native {
 const init = workerData as WorkerInit;
 const port = parentPort!;
 const rings = ringViews(init.control, init.slots);
+const syncFailure = new Int32Array(init.syncFailure);
 
 function loadNative(): { native: Native | null; note: string | null } {
   if (!init.nativePath) {
@@ -203,13 +204,11 @@ function execute(tag: number, deferSync = false): number {
         writeFrom(deferSync ? init.fd : init.fdSync, slots[tag]!, length, offset);
         return Status.ok;
       case Op.flush:
-        if (!deferSync) fs.fdatasyncSync(init.fd);
-        return Status.ok;
+        return deferSync ? Status.ok : flushStatus(datasync());
       case Op.writeZeroes:
       case Op.writeZeroesFua:
         zeroRange(tag, offset, length);
-        if (op === Op.writeZeroesFua && !deferSync) fs.fdatasyncSync(init.fd);
-        return Status.ok;
+        return op === Op.writeZeroesFua && !deferSync ? datasync() : Status.ok;
       case Op.deallocate:
         deallocate(tag, offset, length);
         return Status.ok;
@@ -280,8 +279,11 @@ function serve(): void {
       else cqTail = complete(tag, status, cqTail);
     }
     if (synced.length > 0) {
-      const status = syncAll();
-      for (const tag of synced) cqTail = complete(tag, status, cqTail);
+      const status = datasync();
+      for (const tag of synced) {
+        const flushed = desc32[tag * 2] === Op.flush ? flushStatus(status) : status;
+        cqTail = complete(tag, flushed, cqTail);
+      }
     }
   }
 }
@@ -289,13 +291,28 @@ function serve(): void {
 const batch: number[] = [];
 const synced: number[] = [];
 
-function syncAll(): number {
+/**
+ * fdatasync of the plain fd. Its first failure is kept for every thread: Linux
+ * reports a write-back error once per open file (errseq) and then forgets it,
+ * although the data it lost stays lost. Whichever command's sync happens to see
+ * it (a flush, or a FUA write or Write Zeroes sharing or owning the sync) fails;
+ * flushStatus() fails every flush after it.
+ */
+function datasync(): number {
   try {
     fs.fdatasyncSync(init.fd);
     return Status.ok;
   } catch (err) {
-    return Math.abs((err as NodeJS.ErrnoException).errno ?? 0) || Status.internal;
+    const errno = Math.abs((err as NodeJS.ErrnoException).errno ?? 0);
+    if (errno === 0) return Status.internal;
+    Atomics.compareExchange(syncFailure, 0, 0, errno);
+    return errno;
   }
+}
+
+/** A flush whose own sync passed still fails once any sync of this target has failed. */
+function flushStatus(status: number): number {
+  return status === Status.ok && Atomics.load(syncFailure, 0) !== 0 ? Status.writebackLost : status;
 }
 
 /** Publishes one completion; returns the new completion tail. */

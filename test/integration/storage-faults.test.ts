@@ -1,0 +1,385 @@
+/**
+ * Storage backends under a bad environment, for real (root: mount, losetup):
+ * - a file on a full tmpfs: writes that need space fail with 'no-space', each to
+ *   its own command, while overwrites, reads and FUA writes beside them succeed;
+ * - a loop device whose backing file sits on a full tmpfs: writes land in the page
+ *   cache and fail only at write-back, which is how a dying disk looks (fdatasync
+ *   reports EIO once per open file, then 0: Linux's errseq). A flush must never
+ *   report success for writes the kernel already lost;
+ * - a block device that shrinks and a file truncated underneath: errors, never
+ *   stale bytes, and the rest keeps working;
+ * - close while I/O is in flight and an I/O thread dies: every callback once.
+ * When the sandbox refuses mount or losetup, the tests that need them are skipped.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Worker } from 'node:worker_threads';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { BackendError, BlockBackend } from '../../engine/src/storage/backend.js';
+import { openBlockBackend } from '../../engine/src/storage/block.js';
+import { openFileBackend, type IoOptions } from '../../engine/src/storage/file.js';
+import { tempDir } from '../helpers/engine.js';
+import {
+  failure,
+  flush,
+  prng,
+  randomBuffer,
+  read,
+  tryRun,
+  write,
+  writeZeroes,
+} from '../unit/storage/helpers.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const root = tempDir('branchsan-storage-faults-');
+const mounts: string[] = [];
+const loops: string[] = [];
+const open: BlockBackend[] = [];
+let mountRefused: string | null = null;
+let loopRefused: string | null = null;
+
+/** A fresh tmpfs of `size` (e.g. '2m') under the test directory, or null when refused. */
+function tinyTmpfs(name: string, size: string): string | null {
+  const dir = join(root, name);
+  mkdirSync(dir);
+  const r = tryRun('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir]);
+  if ('refused' in r) {
+    mountRefused = r.refused;
+    return null;
+  }
+  mounts.push(dir);
+  return dir;
+}
+
+function losetup(image: string): string | null {
+  const r = tryRun('losetup', ['-f', '--show', image]);
+  if ('refused' in r) {
+    loopRefused = r.refused;
+    return null;
+  }
+  loops.push(r.out);
+  return r.out;
+}
+
+function track<T extends BlockBackend>(b: T): T {
+  open.push(b);
+  return b;
+}
+
+/** Settles to null (success) or the BackendError, never rejects. */
+function outcome(p: Promise<unknown>): Promise<BackendError | null> {
+  return p.then(
+    () => null,
+    (e: unknown) => e as BackendError,
+  );
+}
+
+beforeAll(() => {
+  // One probe so a sandbox without mount/losetup skips with the reason, once.
+  const probe = tinyTmpfs('probe', '1m');
+  if (!probe) console.warn(`SKIPPED storage fault tests that need mount: ${mountRefused}`);
+  else {
+    writeFileSync(join(probe, 'img'), '');
+    truncateSync(join(probe, 'img'), MiB);
+    const dev = losetup(join(probe, 'img'));
+    if (!dev) console.warn(`SKIPPED storage fault tests that need losetup: ${loopRefused}`);
+  }
+});
+
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((b) => b.close().catch(() => undefined)));
+});
+
+afterAll(() => {
+  for (const dev of loops.splice(0)) tryRun('losetup', ['-d', dev]);
+  for (const dir of mounts.splice(0)) tryRun('umount', [dir]);
+  rmSync(root, { recursive: true, force: true });
+});
+
+describe('a file on a full file system', () => {
+  for (const native of [true, false]) {
+    it(`fails only the writes that need space, each to its own command (native ${native})`, async (ctx) => {
+      const fs = tinyTmpfs(`full-${native}`, '1m');
+      if (!fs) return ctx.skip();
+      const io: IoOptions = { native, workers: 2, syncWorkers: 2, maxInflight: 8 };
+      const b = track(
+        await openFileBackend({ path: join(fs, 'vol.img'), sizeBytes: 4 * MiB, create: true, io }),
+      );
+      // Fill the file system from the start of the volume; `allocated` ends where space did.
+      const chunk = 64 * KiB;
+      let allocated = 0;
+      for (;;) {
+        const err = await outcome(write(b, allocated, Buffer.alloc(chunk, 0x11)));
+        if (err) {
+          expect(err.kind).toBe('no-space');
+          break;
+        }
+        allocated += chunk;
+      }
+      expect(allocated).toBeGreaterThanOrEqual(8 * chunk);
+      const hole = 3 * MiB; // far beyond anything allocated
+      const rand = prng(5);
+      // Interleaved, all in flight together (most queue behind maxInflight): overwrites
+      // of allocated blocks (plain and FUA) must succeed, writes into the hole must fail
+      // with no-space, reads and flushes of the allocated part must succeed.
+      const expected = new Map<number, Buffer>();
+      const ops: { what: string; p: Promise<BackendError | null>; fails: boolean }[] = [];
+      const piece = 16 * KiB; // disjoint: overlapping writes in flight have no order
+      expect(24 * piece).toBeLessThanOrEqual(allocated);
+      for (let i = 0; i < 24; i++) {
+        const off = i * piece;
+        if (i % 4 === 0) {
+          ops.push({
+            what: `hole ${i}`,
+            p: outcome(write(b, hole + i * 4096, Buffer.alloc(4096, 1))),
+            fails: true,
+          });
+        } else if (i % 4 === 1 || i % 4 === 2) {
+          const data = randomBuffer(rand, piece);
+          expected.set(off, data);
+          ops.push({
+            what: `overwrite ${i}`,
+            p: outcome(write(b, off, data, i % 4 === 2)),
+            fails: false,
+          });
+        } else {
+          ops.push({ what: `flush ${i}`, p: outcome(flush(b)), fails: false });
+        }
+      }
+      const results = await Promise.all(ops.map((o) => o.p));
+      results.forEach((err, i) => {
+        const o = ops[i]!;
+        if (o.fails) {
+          expect(err?.kind, o.what).toBe('no-space');
+          expect(err?.errno, o.what).toBe('ENOSPC');
+        } else expect(err, o.what).toBeNull();
+      });
+      for (const [off, data] of expected) {
+        expect((await read(b, off, piece)).equals(data)).toBe(true);
+      }
+      expect((await read(b, hole, 4096)).equals(Buffer.alloc(4096))).toBe(true);
+      // Write Zeroes on a full file system still zeroes (punching frees space).
+      await writeZeroes(b, 0, chunk, true);
+      expect((await read(b, 0, chunk)).equals(Buffer.alloc(chunk))).toBe(true);
+    });
+  }
+});
+
+/**
+ * A loop device over a sparse 32 MiB file on a 4 MiB tmpfs, and a block backend
+ * through the page cache on it: 8 MiB of plain writes are acknowledged (page cache),
+ * and the next fdatasync of the device finds that write-back failed.
+ */
+async function deviceThatLosesWrites(
+  name: string,
+  io: IoOptions = {},
+): Promise<BlockBackend | null> {
+  const fs = tinyTmpfs(name, '4m');
+  if (!fs) return null;
+  const image = join(fs, 'backing.img');
+  writeFileSync(image, '');
+  truncateSync(image, 32 * MiB);
+  const dev = losetup(image);
+  if (!dev) return null;
+  const b = track(await openBlockBackend({ path: dev, io: { syncWorkers: 1, ...io } }));
+  const data = randomBuffer(prng(9), MiB);
+  for (let i = 0; i < 8; i++) await write(b, (4 + i) * MiB, data);
+  return b;
+}
+
+/** How the command that sees a lost write-back fails: the kernel's errno (EIO here, ENOSPC elsewhere). */
+const LOST = ['io', 'no-space'];
+
+/** The flush's outcome, or 'never completed' when its callback does not run in time. */
+function boundedFlush(b: BlockBackend, ms = 10_000): Promise<BackendError | null | string> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    outcome(flush(b)).finally(() => clearTimeout(timer)),
+    new Promise<string>((resolve) => (timer = setTimeout(() => resolve('never completed'), ms))),
+  ]);
+}
+
+describe('write-back failure (loop device on a full tmpfs)', () => {
+  it('a flush whose fdatasync fails completes, with an io error', async (ctx) => {
+    const b = await deviceThatLosesWrites('wb-complete');
+    if (!b) return ctx.skip();
+    const err = await boundedFlush(b);
+    expect(err).not.toBe('never completed');
+    expect(LOST).toContain((err as BackendError).kind);
+    expect((err as BackendError).message).toMatch(/flush .* failed \((EIO|ENOSPC)\)/);
+    // The same through group commit: a flush and a FUA write share one fdatasync.
+    const c = await deviceThatLosesWrites('wb-complete-group');
+    if (!c) return ctx.skip();
+    const [fua, flushed] = await Promise.all([
+      outcome(write(c, 0, Buffer.alloc(4096, 1), true)),
+      boundedFlush(c),
+    ]);
+    expect(flushed).not.toBe('never completed');
+    expect(LOST).toContain((flushed as BackendError).kind);
+    expect(LOST).toContain(fua?.kind);
+  });
+
+  it('a flush after a failed flush fails too: the lost writes never became durable', async (ctx) => {
+    const b = await deviceThatLosesWrites('wb-flush');
+    if (!b) return ctx.skip();
+    const first = await boundedFlush(b);
+    expect(LOST).toContain((first as BackendError | null)?.kind);
+    // The kernel reports a write-back error once per open file; the data is gone all
+    // the same, so no later flush may claim that the earlier writes are durable.
+    for (let i = 0; i < 3; i++) {
+      const again = await failure(flush(b));
+      expect(again.kind).toBe('io');
+      expect(again.message).toMatch(/earlier write-back .* failed .*may not be on the medium/);
+    }
+    // Reads and writes keep being served meanwhile.
+    await write(b, 0, Buffer.alloc(4096, 3));
+    expect((await read(b, 0, 4096)).every((x) => x === 3)).toBe(true);
+  });
+
+  it('the first flush fails even when FUA writes consumed the write-back error', async (ctx) => {
+    const b = await deviceThatLosesWrites('wb-fua');
+    if (!b) return ctx.skip();
+    // Two FUA writes submitted together share one fdatasync on the sync thread (group
+    // commit); that fdatasync is the one the kernel tells about the lost write-back.
+    const fua = await Promise.all([
+      outcome(write(b, 0, Buffer.alloc(4096, 1), true)),
+      outcome(write(b, 4096, Buffer.alloc(4096, 2), true)),
+    ]);
+    expect(fua.some((e) => e !== null)).toBe(true);
+    const err = await boundedFlush(b);
+    expect((err as BackendError | null)?.kind).toBe('io');
+  });
+
+  it('the first flush fails even when a FUA Write Zeroes consumed the write-back error', async (ctx) => {
+    const b = await deviceThatLosesWrites('wb-zeroes', { native: false });
+    if (!b) return ctx.skip();
+    expect(LOST).toContain((await failure(writeZeroes(b, 0, 4096, true))).kind);
+    const err = await boundedFlush(b);
+    expect((err as BackendError | null)?.kind).toBe('io');
+  });
+});
+
+describe('a device or file that shrinks underneath', () => {
+  for (const direct of [false, true]) {
+    it(`a shrunk block device: errors past its new end, data before it intact (direct ${direct})`, async (ctx) => {
+      const fs = tinyTmpfs(`shrink-${direct}`, '20m');
+      if (!fs) return ctx.skip();
+      const image = join(fs, 'disk.img');
+      writeFileSync(image, '');
+      truncateSync(image, 16 * MiB);
+      const dev = losetup(image);
+      if (!dev) return ctx.skip();
+      const b = track(await openBlockBackend({ path: dev, direct }));
+      const data = randomBuffer(prng(3), 128 * KiB);
+      await write(b, MiB, data);
+      await write(b, 12 * MiB, data);
+      await flush(b);
+      truncateSync(image, 8 * MiB);
+      execFileSync('losetup', ['-c', dev]);
+      // A read past the new end fails whether it is served inline or by a worker,
+      // also when it starts before the end; it never hands back a buffer.
+      for (const [off, len] of [
+        [12 * MiB, 4096],
+        [12 * MiB, 128 * KiB],
+        [8 * MiB - 4096, 8192],
+        [8 * MiB - 128 * KiB, 256 * KiB],
+      ] as const) {
+        const err = await failure(read(b, off, len));
+        expect(err.kind, `read ${off}+${len}`).toBe('io');
+      }
+      // The advice fits a device: nothing to free on a file system, it is too small.
+      const beyond = await failure(write(b, 12 * MiB, data));
+      expect(beyond.kind).toBe('no-space');
+      expect(beyond.message).toMatch(/\(ENOSPC\): the device has no room .* smaller than/);
+      expect((await failure(read(b, 12 * MiB, 4096))).message).toMatch(
+        /ended before the read at offset 12582912: the device shrank/,
+      );
+      expect((await read(b, MiB, data.length)).equals(data)).toBe(true);
+      await write(b, 2 * MiB, data, true);
+      expect((await read(b, 2 * MiB, data.length)).equals(data)).toBe(true);
+    });
+  }
+
+  it('a file truncated underneath: reads past the new end fail, never with stale bytes', async () => {
+    const dir = join(root, 'trunc');
+    mkdirSync(dir);
+    for (const inlineReads of [true, false]) {
+      const path = join(dir, `vol-${inlineReads}.img`);
+      const b = track(
+        await openFileBackend({ path, sizeBytes: 4 * MiB, create: true, io: { inlineReads } }),
+      );
+      const data = randomBuffer(prng(1), 512 * KiB);
+      await write(b, 0, data);
+      await write(b, 2 * MiB, data);
+      truncateSync(path, MiB + 1000); // not even a block boundary
+      for (const [off, len] of [
+        [2 * MiB, 4096],
+        [MiB, 4096], // 1000 bytes of it remain
+        [MiB - 128 * KiB, 256 * KiB], // the first slot is whole, the second short
+      ] as const) {
+        const into = Buffer.alloc(len, 0xee);
+        const got = await new Promise<{ err: BackendError | null; data?: Buffer }>((resolve) =>
+          b.read(off, len, (err, d) => resolve({ err, data: d }), into),
+        );
+        expect(got.err?.kind, `read ${off}+${len}`).toBe('io');
+        expect(got.data).toBeUndefined();
+      }
+      expect((await read(b, 0, data.length)).equals(data)).toBe(true);
+      // Writing there again extends the file: the volume is whole again.
+      await write(b, 2 * MiB, data);
+      expect((await read(b, 2 * MiB, data.length)).equals(data)).toBe(true);
+    }
+  });
+});
+
+describe('close and a dying I/O thread while I/O is in flight', () => {
+  it('runs every callback exactly once, does not crash the process, and still closes', async () => {
+    const dir = join(root, 'close');
+    mkdirSync(dir);
+    const uncaught: unknown[] = [];
+    const onUncaught = (err: unknown): void => void uncaught.push(err);
+    process.on('uncaughtException', onUncaught);
+    try {
+      for (let round = 0; round < 3; round++) {
+        const b = track(
+          await openFileBackend({
+            path: join(dir, `vol${round}.img`),
+            sizeBytes: 16 * MiB,
+            create: true,
+            io: { workers: 2, syncWorkers: 2, maxInflight: 8, slotSize: 16 * KiB },
+          }),
+        );
+        const calls = new Array<number>(200).fill(0);
+        const settled: Promise<void>[] = [];
+        const data = randomBuffer(prng(2), 64 * KiB);
+        for (let i = 0; i < calls.length; i++) {
+          settled.push(
+            new Promise<void>((resolve) => {
+              const cb = (): void => {
+                calls[i]!++;
+                resolve();
+              };
+              const off = i * 64 * KiB;
+              if (i % 3 === 0) b.read(off, 64 * KiB, cb);
+              else if (i % 3 === 1) b.write(off, data, i % 2 === 0, cb);
+              else b.flush(cb);
+            }),
+          );
+        }
+        // One thread dies (as on an uncaught error in it) while the others still work;
+        // the service then closes the volume.
+        const pool = (b as unknown as { pool: { lanes: { worker: Worker }[] } }).pool;
+        const killed = pool.lanes[1]!.worker.terminate();
+        const closing = b.close();
+        await Promise.all([...settled, killed, closing]);
+        await new Promise((r) => setTimeout(r, 50)); // a second call, or a late completion
+        expect(calls.every((n) => n === 1)).toBe(true);
+      }
+    } finally {
+      process.off('uncaughtException', onUncaught);
+    }
+    expect(uncaught).toEqual([]);
+  });
+});
