@@ -1,7 +1,7 @@
 import fs from 'node:fs';
-import path from 'node:path';
 import { formatTable, runBenchmark } from '../bench/run.js';
-import { parseCommandArgs, type Command } from './command.js';
+import { UserError } from '../util/errors.js';
+import { parseCommandArgs, prepareOutFile, type Command } from './command.js';
 
 export const bench: Command = {
   name: 'bench',
@@ -63,6 +63,9 @@ Options:
       console.error('branchsan: bench: --rounds must be a whole number from 1 to 20.');
       return 2;
     }
+    // Checked before the run, which takes minutes: not after it, losing the results.
+    if (values['disk-dir']) checkDiskDir(values['disk-dir']);
+    if (values.out) prepareOutFile('bench', values.out, 'bench.json');
     const report = await runBenchmark({
       quick: values.quick ?? false,
       ...(values['disk-dir'] ? { diskDir: values['disk-dir'] } : {}),
@@ -77,10 +80,34 @@ Options:
     const json = JSON.stringify(report) + '\n';
     if (values.json) process.stdout.write(json);
     if (values.out) {
-      fs.mkdirSync(path.dirname(path.resolve(values.out)), { recursive: true });
-      fs.writeFileSync(values.out, json);
+      try {
+        fs.writeFileSync(values.out, json);
+      } catch (err) {
+        throw new UserError(
+          `bench: cannot write the report to ${values.out} (${(err as NodeJS.ErrnoException).code}).`,
+          values.json
+            ? 'The same JSON report went to standard output.'
+            : 'The table above has the results; run again with --json to get the report on standard output.',
+        );
+      }
       process.stderr.write(`[bench] report written to ${values.out}\n`);
     }
     return 0;
   },
 };
+
+function checkDiskDir(dir: string): void {
+  let isDir = false;
+  try {
+    isDir = fs.statSync(dir).isDirectory();
+  } catch {
+    // reported below
+  }
+  if (!isDir) {
+    throw new UserError(
+      `bench: --disk-dir ${dir} ${fs.existsSync(dir) ? 'is not a directory' : 'does not exist'}.`,
+      'Give an existing directory on the disk to measure, for example --disk-dir /var/tmp.',
+      'usage',
+    );
+  }
+}

@@ -1,4 +1,5 @@
 /** The shape of a CLI command and the shared argument handling. */
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
@@ -13,22 +14,67 @@ export interface Command {
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
-/** parseArgs with errors a person can act on. */
+/**
+ * parseArgs with errors a person can act on. On top of parseArgs' own checks:
+ * - a negative number is taken as the value of the option before it (`--port -1`
+ *   then fails the port check, rather than "argument is ambiguous");
+ * - an empty value (`--host ""`, usually an unset shell variable) is refused: several
+ *   options would read it as "use the default" or, for an address, "every interface";
+ * - an option given twice with different values is refused, rather than the last
+ *   one silently winning (the same value twice is fine; `multiple` options repeat).
+ */
 export function parseCommandArgs<O extends Options>(
   command: string,
   argv: string[],
   options: O,
   allowPositionals = false,
 ) {
-  try {
-    return parseArgs({ args: argv, options, strict: true, allowPositionals });
-  } catch (err) {
-    throw new UserError(
-      `${command}: ${(err as Error).message.replace(/\. To specify.*$/s, '')}`,
+  const usage = (message: string) =>
+    new UserError(
+      `${command}: ${message}`,
       `Run \`branchsan ${command} --help\` to see its options.`,
       'usage',
     );
+  const args = joinNegativeValues(argv, options);
+  const parse = () => {
+    try {
+      return parseArgs({ args, options, strict: true, allowPositionals, tokens: true });
+    } catch (err) {
+      throw usage((err as Error).message.replace(/\. To specify.*$/s, ''));
+    }
+  };
+  const parsed = parse();
+  const seen = new Map<string, string>();
+  for (const t of parsed.tokens) {
+    if (t.kind !== 'option' || t.value === undefined) continue;
+    if (t.value === '') throw usage(`${t.rawName} needs a value, not an empty string.`);
+    if ((options as Options)[t.name]?.multiple) continue;
+    const before = seen.get(t.name);
+    if (before !== undefined && before !== t.value) {
+      throw usage(`${t.rawName} is given twice, as "${before}" and "${t.value}"; give it once.`);
+    }
+    seen.set(t.name, t.value);
   }
+  return { values: parsed.values, positionals: parsed.positionals };
+}
+
+/** `--opt -5` → `--opt=-5` for options that take a value, so -5 is their value. */
+function joinNegativeValues(argv: string[], options: Options): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--') {
+      out.push(...argv.slice(i));
+      break;
+    }
+    const next = argv[i + 1];
+    const takesValue = a.startsWith('--') && options[a.slice(2)]?.type === 'string';
+    if (takesValue && next !== undefined && /^-\.?\d/.test(next)) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else out.push(a);
+  }
+  return out;
 }
 
 export function parsePort(
@@ -38,8 +84,8 @@ export function parsePort(
   fallback: number,
 ): number {
   if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) {
+  const n = /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!(n >= 0 && n <= 65535)) {
     throw new UserError(
       `${command}: --${flag} must be a port number 0-65535, not "${value}".`,
       undefined,
@@ -59,4 +105,63 @@ export function requireDataDir(command: string, value: string | undefined): stri
     );
   }
   return path.resolve(value.replace(/^~(?=\/|$)/, os.homedir()));
+}
+
+/** A repeat of the stop signal later than this after the first ends the process at once. */
+const REPEAT_GRACE_MS = 2_000;
+
+/**
+ * Resolves at the first SIGINT or SIGTERM, and goes on catching both, so that the
+ * clean stop which follows is not cut short by a second one. One Ctrl-C often arrives
+ * twice: the terminal signals the whole process group, the launcher
+ * (bin/branchsan.js) and this process, and the launcher forwards its copy too
+ * (`timeout` and some supervisors also signal both). With Node's default action
+ * restored, that copy killed the process mid-stop. A repeat more than
+ * REPEAT_GRACE_MS after the first is a person insisting: the process ends at once.
+ */
+export function stopSignal(command: string): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    let firstAt = 0;
+    const onSignal = (sig: NodeJS.Signals) => {
+      if (!firstAt) {
+        firstAt = Date.now();
+        resolve(sig);
+      } else if (Date.now() - firstAt > REPEAT_GRACE_MS) {
+        process.stderr.write(
+          `branchsan: ${command}: ${sig} again: exiting now, before the clean stop finished.\n`,
+        );
+        process.exit(128 + (os.constants.signals[sig] ?? 0));
+      }
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+}
+
+/**
+ * Checks an `--out FILE` before any work: it must not be a directory, and its
+ * directory is made now (so a long run never fails at the end, losing its result).
+ * `example` is a file name to suggest inside a directory given by mistake.
+ */
+export function prepareOutFile(command: string, out: string, example: string, mode?: number): void {
+  const file = path.resolve(out);
+  if (fs.existsSync(file) && fs.statSync(file).isDirectory()) {
+    throw new UserError(
+      `${command}: --out ${out} is a directory.`,
+      `Name a file, for example --out ${path.join(out, example)}`,
+      'usage',
+    );
+  }
+  const dir = path.dirname(file);
+  try {
+    fs.mkdirSync(dir, { recursive: true, ...(mode === undefined ? {} : { mode }) });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new UserError(
+      code === 'EEXIST' || code === 'ENOTDIR'
+        ? `${command}: cannot write --out ${out}: part of ${dir} is a file, not a directory.`
+        : `${command}: cannot create the directory ${dir} for --out (${code}).`,
+      'Choose another --out FILE.',
+    );
+  }
 }

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { buildDiagnosticsBundle, bundleName } from '../service/diagnostics.js';
 import { UserError } from '../util/errors.js';
 import { connectSocket } from './api-client.js';
-import { parseCommandArgs, requireDataDir, type Command } from './command.js';
+import { parseCommandArgs, prepareOutFile, requireDataDir, type Command } from './command.js';
 
 export const diagnostics: Command = {
   name: 'diagnostics',
@@ -35,17 +35,32 @@ Example:
       return 0;
     }
     const dataDir = requireDataDir('diagnostics', values.data);
-    if (!fs.existsSync(dataDir)) {
+    if (!fs.existsSync(dataDir) || !fs.statSync(dataDir).isDirectory()) {
       throw new UserError(
-        `diagnostics: the data directory ${dataDir} does not exist.`,
+        `diagnostics: the data directory ${dataDir} ${fs.existsSync(dataDir) ? 'is not a directory' : 'does not exist'}.`,
         'Pass the directory the engine runs with (the systemd service uses /var/lib/branchsan).',
       );
     }
     const out = path.resolve(values.out ?? bundleName());
-    const viaEngine = values.offline
-      ? null
-      : await fromEngine(values.socket ?? path.join(dataDir, 'engine.sock'), out);
-    const r = viaEngine ?? (await buildDiagnosticsBundle({ dataDir, outFile: out }));
+    prepareOutFile('diagnostics', out, bundleName(), 0o750);
+    let r: { path: string; sizeBytes: number };
+    let viaEngine = false;
+    try {
+      const fromRunning = values.offline
+        ? null
+        : await fromEngine(values.socket ?? path.join(dataDir, 'engine.sock'), out);
+      viaEngine = fromRunning !== null;
+      r = fromRunning ?? (await buildDiagnosticsBundle({ dataDir, outFile: out }));
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException & { dest?: string };
+      if (e.code && [e.path, e.dest].some((p) => p?.startsWith(out))) {
+        throw new UserError(
+          `diagnostics: cannot write ${out} (${e.code}).`,
+          'Choose another --out FILE, in a directory with free space that you may write to.',
+        );
+      }
+      throw err;
+    }
     console.log(
       `Diagnostics bundle written: ${r.path} (${Math.ceil(r.sizeBytes / 1024)} KiB, ${viaEngine ? 'from the running engine' : `read from ${dataDir}`}).`,
     );

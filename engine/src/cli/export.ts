@@ -5,8 +5,8 @@ import { nqnProblem } from '../core/index.js';
 import { stableIds, TargetRuntime } from '../service/target-runtime.js';
 import type { BackendSpec } from '../storage/open.js';
 import { UserError } from '../util/errors.js';
-import { createLogger } from '../util/log.js';
-import { parseCommandArgs, parsePort, type Command } from './command.js';
+import { createLogger, isLogLevel } from '../util/log.js';
+import { parseCommandArgs, parsePort, stopSignal, type Command } from './command.js';
 import { formatSize, parseSize } from './sizes.js';
 
 export const exportCommand: Command = {
@@ -80,11 +80,19 @@ Examples:
         'usage',
       );
     }
+    const level = values['log-level'] ?? 'warn';
+    if (!isLogLevel(level)) {
+      throw new UserError(
+        `export: unknown --log-level "${level}".`,
+        'Use debug, info, warn or error.',
+        'usage',
+      );
+    }
     const spec = backendSpec(target, values['create-size'], blockSize);
-    const log = createLogger({
-      level: (values['log-level'] as 'warn') ?? 'warn',
-      sink: process.stderr,
-    });
+    if (spec.kind === 'file' && spec.create) warnIfOvercommitted(target, spec.sizeBytes!);
+    const log = createLogger({ level, sink: process.stderr });
+    // Caught from here on: a Ctrl-C while the target starts stops it once it has started.
+    const stopping = stopSignal('export');
     const rt = new TargetRuntime(log);
     try {
       rt.addSubsystem({
@@ -112,13 +120,12 @@ Examples:
       });
     } catch (err) {
       await rt.close();
+      // a file made by --create-size for a target that never started: without this,
+      // the same command run again (say with a free port) says the file already exists
+      if (spec.kind === 'file' && spec.create) fs.rmSync(target, { force: true });
       throw err;
     }
-    await new Promise<void>((resolve) => {
-      const stop = () => resolve();
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
-    });
+    await stopping;
     console.log('Stopping: disconnecting hosts and flushing.');
     await rt.close();
     return 0;
@@ -130,13 +137,15 @@ function backendSpec(
   createSize: string | undefined,
   blockSize: 512 | 4096,
 ): BackendSpec {
-  let isDevice = false;
+  let st: fs.Stats | undefined;
+  let missing = false;
   try {
-    isDevice = fs.statSync(target).isBlockDevice();
-  } catch {
-    // does not exist yet: a file to create (or an error from the backend)
+    st = fs.statSync(target);
+  } catch (err) {
+    // ENOENT / ENOTDIR: not there (yet); anything else the backend reports when it opens it
+    missing = ['ENOENT', 'ENOTDIR'].includes((err as NodeJS.ErrnoException).code ?? '');
   }
-  if (isDevice) {
+  if (st?.isBlockDevice()) {
     if (createSize)
       throw new UserError(
         'export: --create-size is for files, not block devices.',
@@ -144,6 +153,18 @@ function backendSpec(
         'usage',
       );
     return { kind: 'block', path: target };
+  }
+  if (st?.isDirectory()) {
+    throw new UserError(
+      `export: ${target} is a directory.`,
+      'Give a file or a block device; to create a new file in it, name the file and add --create-size SIZE.',
+    );
+  }
+  if (st && !st.isFile()) {
+    throw new UserError(
+      `export: ${target} is neither a regular file nor a block device.`,
+      'Give a file (for example /var/tmp/vol.img) or a block device (for example /dev/nvme1n1).',
+    );
   }
   if (createSize) {
     const sizeBytes = parseSize('--create-size', createSize);
@@ -161,9 +182,50 @@ function backendSpec(
         'usage',
       );
     }
+    const dir = path.dirname(target);
+    const dirProblem = directoryProblem(dir);
+    if (dirProblem) {
+      throw new UserError(
+        `export: cannot create ${target}: ${dir} ${dirProblem}.`,
+        dirProblem === 'does not exist'
+          ? `Create the directory first (mkdir -p '${dir}'), or choose another path.`
+          : 'Choose another path.',
+      );
+    }
     return { kind: 'file', path: target, sizeBytes, create: true, blockSize };
   }
+  if (missing) {
+    throw new UserError(
+      `export: ${target} does not exist.`,
+      `Check the path, or add --create-size SIZE (for example --create-size 10G) to create it as a sparse file.`,
+    );
+  }
   return { kind: 'file', path: target, blockSize };
+}
+
+function directoryProblem(dir: string): string | null {
+  try {
+    return fs.statSync(dir).isDirectory() ? null : 'is not a directory';
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code === 'ENOENT' || code === 'ENOTDIR' ? 'does not exist' : null;
+  }
+}
+
+/** The file is sparse, so it may be larger than the free space: say so, it is not an error. */
+function warnIfOvercommitted(target: string, sizeBytes: number): void {
+  let free: number;
+  try {
+    const s = fs.statfsSync(path.dirname(target));
+    free = s.bavail * s.bsize;
+  } catch {
+    return;
+  }
+  if (sizeBytes <= free) return;
+  process.stderr.write(
+    `branchsan: export: note: ${formatSize(sizeBytes)} is more than the ${formatSize(free)} free on the file system of ${target}. ` +
+      'The file is sparse, so this works until hosts have written that much; then their writes fail.\n',
+  );
 }
 
 /** A serial number (≤ 20 chars) that stays the same for the same NQN. */

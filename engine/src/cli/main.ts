@@ -59,14 +59,24 @@ Usage: branchsan <command> [options]
 Commands:
 ${COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`).join('\n')}
 
-Run \`branchsan <command> --help\` for a command's options.`;
+Run \`branchsan <command> --help\` (or \`branchsan help <command>\`) for a command's options,
+and \`branchsan --version\` for the version.`;
 }
 
 export async function run(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (!name || name === 'help' || name === '--help' || name === '-h') {
+    if (rest[0] === undefined) {
+      console.log(usage());
+      return 0;
+    }
     const topic = COMMANDS.find((c) => c.name === rest[0]);
-    console.log(topic ? (await topic.load()).help : usage());
+    if (!topic) {
+      console.error(`branchsan: help: unknown command "${rest[0]}".`);
+      console.error(`Run \`branchsan help\` to see the commands.`);
+      return 2;
+    }
+    console.log((await topic.load()).help);
     return 0;
   }
   if (name === '--version' || name === 'version') {

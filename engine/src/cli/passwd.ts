@@ -3,6 +3,7 @@
  * Works whether or not the engine runs: the engine re-reads the password file, and
  * sessions opened with the old password end at their next request.
  */
+import fs from 'node:fs';
 import { PasswordFile, passwordProblem } from '../control/auth/password.js';
 import { UserError } from '../util/errors.js';
 import { parseCommandArgs, requireDataDir, type Command } from './command.js';
@@ -33,9 +34,22 @@ Examples:
       return 0;
     }
     const dataDir = requireDataDir('passwd', values.data);
+    // A mistyped --data would otherwise get a password of its own, and "set" would
+    // be reported for a directory no engine reads.
+    const problem = !fs.existsSync(dataDir)
+      ? 'does not exist'
+      : !fs.statSync(dataDir).isDirectory()
+        ? 'is not a directory'
+        : null;
+    if (problem) {
+      throw new UserError(
+        `passwd: the data directory ${dataDir} ${problem}; nothing was changed.`,
+        'Pass the directory the engine runs with (the systemd service uses /var/lib/branchsan). To set the password before the first start, create the directory first.',
+      );
+    }
     const password = values['password-stdin'] ? await readStdinLine() : await promptTwice();
-    const problem = passwordProblem(password);
-    if (problem) throw new UserError(`passwd: ${problem}`, 'Run it again with another password.');
+    const weak = passwordProblem(password);
+    if (weak) throw new UserError(`passwd: ${weak}`, 'Run it again with another password.');
     await PasswordFile.inDataDir(dataDir).set(password);
     console.log(
       'The web console admin password is set. Sessions signed in with an older password are signed out.',

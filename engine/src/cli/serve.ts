@@ -3,7 +3,13 @@ import { CONSOLE_ACCESS_FLAGS, consoleOptionsFromFlags } from '../service/consol
 import { Engine } from '../service/engine.js';
 import { UserError } from '../util/errors.js';
 import { createLogger, isLogLevel } from '../util/log.js';
-import { parseCommandArgs, requireDataDir, parsePort, type Command } from './command.js';
+import {
+  parseCommandArgs,
+  parsePort,
+  requireDataDir,
+  stopSignal,
+  type Command,
+} from './command.js';
 
 export const serve: Command = {
   name: 'serve',
@@ -61,6 +67,8 @@ Examples:
         'usage',
       );
     const log = createLogger({ level });
+    // Caught from here on: a Ctrl-C while the engine starts stops it once it has started.
+    const stopping = stopSignal('serve');
     const engine = await Engine.start({
       dataDir,
       ...(values.socket ? { socketPath: path.resolve(values.socket) } : {}),
@@ -81,16 +89,8 @@ Examples:
       socket: engine.socketPath,
       consoleUrl: engine.consoleServer?.url ?? null,
     });
-    await new Promise<void>((resolve) => {
-      const stop = (sig: string) => {
-        engine.stop(`signal ${sig}`).then(resolve, (err) => {
-          log.error('stop failed', { err });
-          resolve();
-        });
-      };
-      process.once('SIGTERM', () => stop('SIGTERM'));
-      process.once('SIGINT', () => stop('SIGINT'));
-    });
+    const sig = await stopping;
+    await engine.stop(`signal ${sig}`).catch((err: unknown) => log.error('stop failed', { err }));
     return 0;
   },
 };

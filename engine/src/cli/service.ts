@@ -113,9 +113,11 @@ Options:
     const action = positionals[0] as Action | undefined;
     if (!action || !ACTIONS.includes(action) || positionals.length > 1) {
       throw new UserError(
-        action
-          ? `service: unknown action "${positionals.join(' ')}".`
-          : 'service: say what to do: start, stop, restart, status or install.',
+        !action
+          ? 'service: say what to do: start, stop, restart, status or install.'
+          : positionals.length > 1
+            ? `service: give one action, not ${positionals.length} ("${positionals.join(' ')}").`
+            : `service: unknown action "${action}"; use start, stop, restart, status or install.`,
         'Example: sudo branchsan service install',
         'usage',
       );
@@ -155,7 +157,9 @@ function installSteps(unitFile?: string): Step[] {
   } catch (err) {
     throw new UserError(
       `service: cannot read the unit file ${src} (${(err as NodeJS.ErrnoException).code}).`,
-      'Pass the unit with --unit FILE.',
+      unitFile
+        ? 'Check the path given to --unit: it must name the unit file itself.'
+        : 'Pass the unit with --unit FILE (it is build/linux/branchsan.service in the source tree).',
     );
   }
   const binPath = path.join(root, 'bin', 'branchsan.js');

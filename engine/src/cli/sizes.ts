@@ -11,8 +11,9 @@ const UNITS: Record<string, number> = {
 };
 
 export function parseSize(flag: string, text: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:I?B)?$/i.exec(text.trim());
-  const bytes = m ? Math.round(Number(m[1]) * UNITS[m[2]!.toUpperCase()]!) : NaN;
+  // a unit letter with an optional B or iB (10G, 10GB, 10GiB), or B alone (4096B)
+  const m = /^(\d+(?:\.\d+)?)\s*(?:([KMGTP])(?:i?B)?|B)?$/i.exec(text.trim());
+  const bytes = m ? Math.round(Number(m[1]) * UNITS[(m[2] ?? '').toUpperCase()]!) : NaN;
   if (!Number.isSafeInteger(bytes) || bytes <= 0) {
     throw new UserError(
       `${flag} must be a size like 64M, 10G or 1T, not "${text}".`,
