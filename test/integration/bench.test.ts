@@ -3,11 +3,11 @@
  * every leg measured, ratios computed from the same run. No speed is asserted here:
  * speed is reported by `npm run bench`, not judged by tests on a noisy machine.
  */
-import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { REPO_ROOT, runCli } from '../helpers/engine.js';
+import { BIN, REPO_ROOT, runCli } from '../helpers/engine.js';
 
 const lat = {
   mean: expect.any(Number),
@@ -108,6 +108,49 @@ describe('branchsan bench', () => {
     ]);
     expect(out.toString()).toBe('false');
   });
+
+  it('Ctrl-C mid-run removes the benchmark files and stops the peer process', async () => {
+    const shm = () =>
+      new Set(readdirSync('/dev/shm').filter((n) => n.startsWith('branchsan-bench-')));
+    const peers = () =>
+      new Set(
+        readdirSync('/proc')
+          .filter((d) => /^\d+$/.test(d))
+          .filter((d) => {
+            try {
+              return readFileSync(`/proc/${d}/cmdline`, 'utf8').includes('bench/peer.js');
+            } catch {
+              return false; // gone meanwhile
+            }
+          }),
+      );
+    const [shmBefore, peersBefore] = [shm(), peers()];
+    const p = spawn(process.execPath, [BIN, 'bench', '--quick', '--seconds', '0.2'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    // Interrupt once the first pattern is measured: files made, the peer running.
+    await new Promise<void>((resolve, reject) => {
+      p.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (/ remote /.test(stderr)) resolve();
+      });
+      p.on('exit', () => reject(new Error(`bench ended before the interrupt:\n${stderr}`)));
+    });
+    const during = [...shm()].filter((n) => !shmBefore.has(n));
+    expect(during).toHaveLength(1);
+    p.kill('SIGINT');
+    const code = await new Promise<number | null>((r) =>
+      p.on('exit', (c, sig) => r(c ?? (sig ? -1 : null))),
+    );
+    expect(code, stderr).toBe(130);
+    expect(stderr).toMatch(/SIGINT: stopped; removing the benchmark files/);
+    expect(shm().has(during[0]!)).toBe(false);
+    const deadline = Date.now() + 3000;
+    while ([...peers()].some((x) => !peersBefore.has(x)) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 50));
+    expect([...peers()].filter((x) => !peersBefore.has(x))).toEqual([]);
+  }, 120_000);
 
   it('rejects a bad --rounds with a usage error', async () => {
     const r = await runCli(['bench', '--rounds', '0']);

@@ -68,6 +68,10 @@ async function stop(): Promise<void> {
   floorBackend = undefined;
 }
 
+// The benchmark process went away without 'stop' (killed): do not live on as an orphan
+// with a target listening.
+process.on('disconnect', () => process.exit(0));
+
 process.on('message', (msg: PeerRequest) => {
   handle(msg).then(
     (reply) => process.send!(reply),

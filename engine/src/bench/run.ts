@@ -118,7 +118,7 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
     durationMs: (o.seconds ?? (o.quick ? 0.5 : 0.75)) * 1000,
   };
   const peer = new Peer();
-  const dirs: string[] = [];
+  const dirs = scratch;
   let qos: CpuLatencyHold | null = null;
   let qosNote = 'not requested (--no-cpu-latency)';
   if (o.cpuLatency !== false) {
@@ -139,7 +139,7 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
     for (const backend of backends) {
       const base = backend === 'shm' ? '/dev/shm' : (o.diskDir ?? os.tmpdir());
       const dir = fs.mkdtempSync(path.join(base, 'branchsan-bench-'));
-      dirs.push(dir);
+      dirs.add(dir);
       const file = path.join(dir, 'bench.img');
       o.progress(`preparing ${span >> 20} MiB on ${backend} (${base})`);
       await prepareBackingFile(file, span, span);
@@ -224,7 +224,7 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
   } finally {
     await peer.stop();
     qos?.close();
-    for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+    removeScratch();
   }
 }
 
@@ -279,6 +279,26 @@ function median<T extends RunStats>(runs: T[]): T {
   return sorted[Math.floor((sorted.length - 1) / 2)]!;
 }
 
+/** The run's scratch directories (a benchmark file in /dev/shm is RAM until removed). */
+const scratch = new Set<string>();
+/** The benchmark peer process of the run in progress, if any. */
+let peerChild: ChildProcess | undefined;
+
+function removeScratch(): void {
+  for (const d of scratch) fs.rmSync(d, { recursive: true, force: true });
+  scratch.clear();
+}
+
+/**
+ * For a run cut short by a signal, right before the process exits: stops the peer
+ * process and removes the benchmark files (64-128 MiB each, in /dev/shm among them),
+ * which the run's own cleanup never reaches then. Synchronous.
+ */
+export function abandonBenchmark(): void {
+  peerChild?.kill('SIGKILL');
+  removeScratch();
+}
+
 class Peer {
   private child?: ChildProcess;
   private waiting: ((r: PeerReply) => void)[] = [];
@@ -290,8 +310,10 @@ class Peer {
         env: { ...process.env, ...MALLOC_ENV },
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       });
+      peerChild = this.child;
       this.child.on('message', (m: PeerReply) => this.waiting.shift()?.(m));
       this.child.on('exit', (code) => {
+        peerChild = undefined;
         for (const w of this.waiting.splice(0))
           w({ ok: false, error: `benchmark peer exited (${code})` });
         this.child = undefined;

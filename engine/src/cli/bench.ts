@@ -1,5 +1,6 @@
 import fs from 'node:fs';
-import { formatTable, runBenchmark } from '../bench/run.js';
+import os from 'node:os';
+import { abandonBenchmark, formatTable, runBenchmark } from '../bench/run.js';
 import { UserError } from '../util/errors.js';
 import { parseCommandArgs, prepareOutFile, type Command } from './command.js';
 
@@ -66,6 +67,15 @@ Options:
     // Checked before the run, which takes minutes: not after it, losing the results.
     if (values['disk-dir']) checkDiskDir(values['disk-dir']);
     if (values.out) prepareOutFile('bench', values.out, 'bench.json');
+    // Ctrl-C or SIGTERM mid-run: the run's own cleanup is never reached, so remove its
+    // files (RAM in /dev/shm) and stop its peer process here, then exit as signalled.
+    const interrupted = (sig: NodeJS.Signals) => {
+      process.stderr.write(`[bench] ${sig}: stopped; removing the benchmark files\n`);
+      abandonBenchmark();
+      process.exit(128 + (os.constants.signals[sig] ?? 0));
+    };
+    process.once('SIGINT', interrupted);
+    process.once('SIGTERM', interrupted);
     const report = await runBenchmark({
       quick: values.quick ?? false,
       ...(values['disk-dir'] ? { diskDir: values['disk-dir'] } : {}),
@@ -75,6 +85,8 @@ Options:
       inlineReads: !values['no-inline-reads'],
       progress: (line) => process.stderr.write(`[bench] ${line}\n`),
     });
+    process.off('SIGINT', interrupted);
+    process.off('SIGTERM', interrupted);
     process.stderr.write(formatTable(report) + '\n');
     process.stderr.write(`[bench] done in ${report.elapsed_s} s\n`);
     const json = JSON.stringify(report) + '\n';
