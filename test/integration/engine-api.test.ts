@@ -122,7 +122,9 @@ describe('engine API over the Unix socket', () => {
 
   it('pushes heartbeat events', async () => {
     const c = await LineClient.connect(engine.socketPath);
-    const ev = await c.next();
+    // Other pushes (metrics.sample) may come first: wait for the heartbeat among them.
+    let ev = await c.next();
+    while (ev.params?.name !== 'system.heartbeat') ev = await c.next();
     expect(ev).toMatchObject({ method: 'event', params: { name: 'system.heartbeat' } });
     expect(ev.params.data.uptimeSec).toBeGreaterThan(0);
     c.sock.destroy();
@@ -198,10 +200,18 @@ describe('engine API over the console WebSocket', () => {
 
   it('pushes heartbeats to the console', async () => {
     const ws = await open(['branchsan.v1']);
-    const ev = await new Promise<any>((resolve) =>
-      ws.once('message', (d) => resolve(JSON.parse(d.toString()))),
-    );
-    expect(ev.params.name).toBe('system.heartbeat');
+    // Other pushes (metrics.sample) may come first: wait for the heartbeat among them.
+    const ev = await new Promise<any>((resolve) => {
+      const onMessage = (d: Buffer) => {
+        const m = JSON.parse(d.toString());
+        if (m.params?.name !== 'system.heartbeat') return;
+        ws.off('message', onMessage);
+        resolve(m);
+      };
+      ws.on('message', onMessage);
+    });
+    expect(ev).toMatchObject({ method: 'event', params: { name: 'system.heartbeat' } });
+    expect(ev.params.data.uptimeSec).toBeGreaterThan(0);
     ws.close();
   });
 
