@@ -135,6 +135,12 @@ export class RpcDispatcher {
       });
     }
     this.log.error('handler failed', { method, err });
+    const storage = storageProblem(err);
+    if (storage) {
+      return fail(id, ErrorCode.Unavailable, `${method} failed: ${storage}.`, {
+        hint: "Free space on the engine's data directory filesystem (or make it writable again), then retry.",
+      });
+    }
     return fail(
       id,
       ErrorCode.Internal,
@@ -153,6 +159,18 @@ function fail(
   data?: RpcErrorBody['data'],
 ): RpcResponse {
   return { jsonrpc: '2.0', id, error: data ? { code, message, data } : { code, message } };
+}
+
+/** The data directory is full or not writable (SQLite or the file system says so), or null. */
+function storageProblem(err: unknown): string | null {
+  const code = String((err as { code?: unknown } | null)?.code ?? '');
+  if (code.startsWith('SQLITE_FULL') || code === 'ENOSPC' || code === 'EDQUOT')
+    return 'the data directory is full';
+  if (code.startsWith('SQLITE_READONLY') || code === 'EROFS')
+    return 'the data directory is read-only';
+  if (code.startsWith('SQLITE_IOERR') || code === 'EIO')
+    return `the data directory could not be written (${code})`;
+  return null;
 }
 
 function idOf(raw: unknown): string | number | null {

@@ -5,6 +5,7 @@
  * live target is rebuilt from the database.
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import type {
   NamespaceConfig,
   PortConfig,
@@ -31,6 +32,8 @@ export interface NamespaceAddRequest {
 
 export class TargetService {
   private readonly store: TargetStore;
+  /** Changes run one at a time: each one's checks see every earlier change applied. */
+  private queue: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly db: Db,
@@ -74,7 +77,7 @@ export class TargetService {
     return this.store.load();
   }
 
-  async addPort(
+  private async addPortNow(
     p: { portId?: number; host: string; port: number },
     actor: string,
   ): Promise<PortConfig> {
@@ -99,7 +102,7 @@ export class TargetService {
     return bound;
   }
 
-  async removePort(portId: number, actor: string): Promise<void> {
+  private async removePortNow(portId: number, actor: string): Promise<void> {
     const old = this.store.load().ports.find((p) => p.portId === portId);
     if (!old)
       throw new UserError(`Port id ${portId} does not exist.`, undefined, 'not-found', 'portId');
@@ -115,7 +118,7 @@ export class TargetService {
     );
   }
 
-  async createSubsystem(
+  private async createSubsystemNow(
     p: { nqn: string; serial?: string; model?: string; allowAnyHost?: boolean; hosts?: string[] },
     actor: string,
   ): Promise<SubsystemConfig> {
@@ -145,7 +148,7 @@ export class TargetService {
     return this.subsystem(p.nqn);
   }
 
-  async deleteSubsystem(nqn: string, actor: string): Promise<void> {
+  private async deleteSubsystemNow(nqn: string, actor: string): Promise<void> {
     const old = this.subsystem(nqn);
     await this.rt.removeSubsystem(nqn);
     await this.persist(
@@ -161,7 +164,7 @@ export class TargetService {
     );
   }
 
-  async setHostAllowed(
+  private async setHostAllowedNow(
     nqn: string,
     hostNqn: string,
     allowed: boolean,
@@ -190,7 +193,7 @@ export class TargetService {
     return this.subsystem(nqn);
   }
 
-  async addNamespace(req: NamespaceAddRequest, actor: string): Promise<NamespaceConfig> {
+  private async addNamespaceNow(req: NamespaceAddRequest, actor: string): Promise<NamespaceConfig> {
     const sub = this.subsystem(req.nqn);
     const used = new Set(sub.namespaces.map((n) => n.nsid));
     const nsid = req.nsid ?? firstFree(used);
@@ -203,10 +206,14 @@ export class TargetService {
       );
     }
     const b = req.backend;
+    // the same file or device under another name (./, //, a symlink, a by-id link) counts too
+    const wanted = b.kind === 'memory' ? null : backingIdentity(b.path);
     const inUse = this.store
       .load()
       .subsystems.flatMap((s) => s.namespaces)
-      .find((n) => b.kind !== 'memory' && n.path === b.path);
+      .find(
+        (n) => wanted !== null && n.backendKind !== 'memory' && backingIdentity(n.path) === wanted,
+      );
     if (inUse)
       throw new UserError(
         `${inUse.path} is already a namespace.`,
@@ -242,7 +249,7 @@ export class TargetService {
     return row;
   }
 
-  async removeNamespace(nqn: string, nsid: number, actor: string): Promise<void> {
+  private async removeNamespaceNow(nqn: string, nsid: number, actor: string): Promise<void> {
     const ns = this.subsystem(nqn).namespaces.find((n) => n.nsid === nsid);
     if (!ns)
       throw new UserError(
@@ -262,6 +269,49 @@ export class TargetService {
         if (live) await this.rt.addNamespace(nqn, { ...ns, backend: specOf(ns, false) });
       },
     );
+  }
+
+  addPort(p: { portId?: number; host: string; port: number }, actor: string): Promise<PortConfig> {
+    return this.serialized(() => this.addPortNow(p, actor));
+  }
+
+  removePort(portId: number, actor: string): Promise<void> {
+    return this.serialized(() => this.removePortNow(portId, actor));
+  }
+
+  createSubsystem(
+    p: { nqn: string; serial?: string; model?: string; allowAnyHost?: boolean; hosts?: string[] },
+    actor: string,
+  ): Promise<SubsystemConfig> {
+    return this.serialized(() => this.createSubsystemNow(p, actor));
+  }
+
+  deleteSubsystem(nqn: string, actor: string): Promise<void> {
+    return this.serialized(() => this.deleteSubsystemNow(nqn, actor));
+  }
+
+  setHostAllowed(
+    nqn: string,
+    hostNqn: string,
+    allowed: boolean,
+    actor: string,
+  ): Promise<SubsystemConfig> {
+    return this.serialized(() => this.setHostAllowedNow(nqn, hostNqn, allowed, actor));
+  }
+
+  addNamespace(req: NamespaceAddRequest, actor: string): Promise<NamespaceConfig> {
+    return this.serialized(() => this.addNamespaceNow(req, actor));
+  }
+
+  removeNamespace(nqn: string, nsid: number, actor: string): Promise<void> {
+    return this.serialized(() => this.removeNamespaceNow(nqn, nsid, actor));
+  }
+
+  /** Runs one configuration change after the ones before it have finished. */
+  private serialized<T>(change: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(change, change);
+    this.queue = run.catch(() => undefined);
+    return run;
   }
 
   private subsystem(nqn: string): SubsystemRow {
@@ -324,6 +374,21 @@ function specOf(ns: NamespaceRow, create: boolean): BackendSpec {
       return { kind: 'block', path: ns.path };
     case 'memory':
       return { kind: 'memory', sizeBytes: ns.sizeBytes, blockSize };
+  }
+}
+
+/** What a backing path names: the device or the file itself, else its resolved path. */
+function backingIdentity(p: string): string {
+  try {
+    const st = fs.statSync(p);
+    return st.isBlockDevice() ? `dev:${st.rdev}` : `file:${st.dev}:${st.ino}`;
+  } catch {
+    const abs = path.resolve(p);
+    try {
+      return `path:${path.join(fs.realpathSync(path.dirname(abs)), path.basename(abs))}`;
+    } catch {
+      return `path:${abs}`;
+    }
   }
 }
 
