@@ -205,6 +205,10 @@ function hardenContents(contents: WebContents): void {
     event.preventDefault();
     openExternally(event.url);
   });
+  // will-navigate sees the main frame only; the page has no frames, so no subframe navigates.
+  contents.on('will-frame-navigate', (event) => {
+    if (!event.isMainFrame) event.preventDefault();
+  });
   contents.on('will-redirect', (event) => {
     if (!isOwnPage(event.url, INDEX_URL)) event.preventDefault();
   });

@@ -101,6 +101,33 @@ describe('Electron main (with a stand-in electron module)', () => {
     expect(fake.opened).toEqual(['https://docs.example/help', 'https://docs.example/new']);
   });
 
+  it('a subframe may not navigate anywhere: not to another local file, not to our own page', () => {
+    const contents = new EventEmitter() as EventEmitter & {
+      setWindowOpenHandler: (fn: unknown) => void;
+    };
+    contents.setWindowOpenHandler = () => undefined;
+    fake.appEvents.get('web-contents-created')?.({}, contents);
+    const own = pathToFileURL(fake.windows[0]!.loaded[0]!).href;
+
+    const frameNav = (url: string, isMainFrame: boolean): boolean => {
+      let prevented = false;
+      contents.emit('will-frame-navigate', {
+        url,
+        isMainFrame,
+        isSameDocument: false,
+        frame: null,
+        preventDefault: () => (prevented = true),
+      });
+      return prevented;
+    };
+    // will-navigate (main frame only) never sees these; nothing else stops them.
+    expect(frameNav('file:///home/user/.ssh/id_ed25519', false)).toBe(true);
+    expect(frameNav('file:///etc/passwd', false)).toBe(true);
+    expect(frameNav(own, false)).toBe(true);
+    // The main frame is will-navigate's business (tested above); left alone here.
+    expect(frameNav(`${own}#/status`, true)).toBe(false);
+  });
+
   it('relays a call from our page to the engine socket and back, and refuses other frames', async () => {
     const win = fake.windows[0]!;
     await until(
