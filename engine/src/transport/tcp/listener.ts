@@ -29,7 +29,6 @@ export class TcpTransport {
   ) {
     this.log = opts.log ?? createLogger({ level: 'error', sink: { write: () => {} } });
     server.on('connection', (socket) => this.accept(socket));
-    server.on('error', (err) => this.log.error('listener error', { err }));
   }
 
   /** Bind and listen; resolves once the port is open. */
@@ -43,6 +42,8 @@ export class TcpTransport {
       server.once('error', reject);
       server.listen({ host: opts.host, port: opts.port }, () => {
         server.off('error', reject);
+        // Only now: a failed listen is the caller's error to report, not a log line too.
+        server.on('error', (err) => transport.log.error('listener error', { err }));
         resolve(transport);
       });
     });
