@@ -118,7 +118,6 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
     durationMs: (o.seconds ?? (o.quick ? 0.5 : 0.75)) * 1000,
   };
   const peer = new Peer();
-  const dirs = scratch;
   let qos: CpuLatencyHold | null = null;
   let qosNote = 'not requested (--no-cpu-latency)';
   if (o.cpuLatency !== false) {
@@ -139,7 +138,7 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
     for (const backend of backends) {
       const base = backend === 'shm' ? '/dev/shm' : (o.diskDir ?? os.tmpdir());
       const dir = fs.mkdtempSync(path.join(base, 'branchsan-bench-'));
-      dirs.add(dir);
+      scratch.add(dir);
       const file = path.join(dir, 'bench.img');
       o.progress(`preparing ${span >> 20} MiB on ${backend} (${base})`);
       await prepareBackingFile(file, span, span);

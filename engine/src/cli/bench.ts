@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { abandonBenchmark, formatTable, runBenchmark } from '../bench/run.js';
 import { UserError } from '../util/errors.js';
-import { parseCommandArgs, prepareOutFile, type Command } from './command.js';
+import { directoryProblem, parseCommandArgs, prepareOutFile, type Command } from './command.js';
 
 export const bench: Command = {
   name: 'bench',
@@ -109,15 +109,10 @@ Options:
 };
 
 function checkDiskDir(dir: string): void {
-  let isDir = false;
-  try {
-    isDir = fs.statSync(dir).isDirectory();
-  } catch {
-    // reported below
-  }
-  if (!isDir) {
+  const problem = directoryProblem(dir);
+  if (problem) {
     throw new UserError(
-      `bench: --disk-dir ${dir} ${fs.existsSync(dir) ? 'is not a directory' : 'does not exist'}.`,
+      `bench: --disk-dir ${dir} ${problem}.`,
       'Give an existing directory on the disk to measure, for example --disk-dir /var/tmp.',
       'usage',
     );

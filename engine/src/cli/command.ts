@@ -138,6 +138,16 @@ export function stopSignal(command: string): Promise<NodeJS.Signals> {
   });
 }
 
+/** Why `dir` cannot be used as a directory ('does not exist', 'is not a directory'), or null. */
+export function directoryProblem(dir: string): 'does not exist' | 'is not a directory' | null {
+  try {
+    return fs.statSync(dir).isDirectory() ? null : 'is not a directory';
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code === 'ENOENT' || code === 'ENOTDIR' ? 'does not exist' : null;
+  }
+}
+
 /**
  * Checks an `--out FILE` before any work: it must not be a directory, and its
  * directory is made now (so a long run never fails at the end, losing its result).

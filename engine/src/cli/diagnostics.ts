@@ -3,7 +3,13 @@ import path from 'node:path';
 import { buildDiagnosticsBundle, bundleName } from '../service/diagnostics.js';
 import { UserError } from '../util/errors.js';
 import { connectSocket } from './api-client.js';
-import { parseCommandArgs, prepareOutFile, requireDataDir, type Command } from './command.js';
+import {
+  directoryProblem,
+  parseCommandArgs,
+  prepareOutFile,
+  requireDataDir,
+  type Command,
+} from './command.js';
 
 export const diagnostics: Command = {
   name: 'diagnostics',
@@ -35,9 +41,10 @@ Example:
       return 0;
     }
     const dataDir = requireDataDir('diagnostics', values.data);
-    if (!fs.existsSync(dataDir) || !fs.statSync(dataDir).isDirectory()) {
+    const problem = directoryProblem(dataDir);
+    if (problem) {
       throw new UserError(
-        `diagnostics: the data directory ${dataDir} ${fs.existsSync(dataDir) ? 'is not a directory' : 'does not exist'}.`,
+        `diagnostics: the data directory ${dataDir} ${problem}.`,
         'Pass the directory the engine runs with (the systemd service uses /var/lib/branchsan).',
       );
     }

@@ -6,7 +6,13 @@ import { stableIds, TargetRuntime } from '../service/target-runtime.js';
 import type { BackendSpec } from '../storage/open.js';
 import { UserError } from '../util/errors.js';
 import { createLogger, isLogLevel } from '../util/log.js';
-import { parseCommandArgs, parsePort, stopSignal, type Command } from './command.js';
+import {
+  directoryProblem,
+  parseCommandArgs,
+  parsePort,
+  stopSignal,
+  type Command,
+} from './command.js';
 import { formatSize, parseSize } from './sizes.js';
 
 export const exportCommand: Command = {
@@ -201,15 +207,6 @@ function backendSpec(
     );
   }
   return { kind: 'file', path: target, blockSize };
-}
-
-function directoryProblem(dir: string): string | null {
-  try {
-    return fs.statSync(dir).isDirectory() ? null : 'is not a directory';
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    return code === 'ENOENT' || code === 'ENOTDIR' ? 'does not exist' : null;
-  }
 }
 
 /** The file is sparse, so it may be larger than the free space: say so, it is not an error. */

@@ -3,10 +3,9 @@
  * Works whether or not the engine runs: the engine re-reads the password file, and
  * sessions opened with the old password end at their next request.
  */
-import fs from 'node:fs';
 import { PasswordFile, passwordProblem } from '../control/auth/password.js';
 import { UserError } from '../util/errors.js';
-import { parseCommandArgs, requireDataDir, type Command } from './command.js';
+import { directoryProblem, parseCommandArgs, requireDataDir, type Command } from './command.js';
 
 export const passwd: Command = {
   name: 'passwd',
@@ -36,11 +35,7 @@ Examples:
     const dataDir = requireDataDir('passwd', values.data);
     // A mistyped --data would otherwise get a password of its own, and "set" would
     // be reported for a directory no engine reads.
-    const problem = !fs.existsSync(dataDir)
-      ? 'does not exist'
-      : !fs.statSync(dataDir).isDirectory()
-        ? 'is not a directory'
-        : null;
+    const problem = directoryProblem(dataDir);
     if (problem) {
       throw new UserError(
         `passwd: the data directory ${dataDir} ${problem}; nothing was changed.`,

@@ -40,13 +40,30 @@ export interface IoQueue {
   readonly isClosed: boolean;
 }
 
+/** What runSteps() ends with when the queue closed: the host never sees it. */
+const QUEUE_GONE = new BackendError('unavailable', 'the queue of this command is closed');
+
 /**
  * A command done in several backend steps (Write Zeroes as zero-buffer writes, a DSM
- * deallocate per range) starts no further step once its queue is closed: its host then
- * counts it as in doubt and, after the fence, sends it on another path; a step landing
- * here later would reorder writes. The step in progress finishes; this status is never seen.
+ * deallocate per range): runs step 0..count-1 one after another and ends at the first
+ * error. No step starts once the command's queue is closed: its host then counts the
+ * command as in doubt and, after the fence, sends it on another path; a step landing
+ * here later would reorder writes. The step in progress finishes.
  */
-const QUEUE_GONE = new BackendError('unavailable', 'the queue of this command is closed');
+function runSteps(
+  q: IoQueue,
+  count: number,
+  step: (i: number, next: IoCallback) => void,
+  cb: IoCallback,
+): void {
+  let i = 0;
+  const next = (err: BackendError | null): void => {
+    if (err || i >= count) return cb(err);
+    if (q.isClosed) return cb(QUEUE_GONE);
+    step(i++, next);
+  };
+  next(null);
+}
 
 export function parseIo(ctrl: Controller, q: IoQueue, sqe: Buffer, sglLength: number): ParseResult {
   const opcode = sqe[0]!;
@@ -248,16 +265,12 @@ function writeZeroBuffers(
   cb: IoCallback,
 ): void {
   const zeroes = Buffer.alloc(Math.min(length, ZERO_CHUNK));
-  let at = 0;
-  const next = (err: BackendError | null): void => {
-    if (err || at >= length) return cb(err);
-    if (q.isClosed) return cb(QUEUE_GONE);
-    const n = Math.min(zeroes.length, length - at);
-    const pos = offset + at;
-    at += n;
-    writeDurable(b, pos, n === zeroes.length ? zeroes : zeroes.subarray(0, n), fua, next);
+  const step = (i: number, next: IoCallback): void => {
+    const at = i * ZERO_CHUNK;
+    const n = Math.min(ZERO_CHUNK, length - at);
+    writeDurable(b, offset + at, n === zeroes.length ? zeroes : zeroes.subarray(0, n), fua, next);
   };
-  next(null);
+  runSteps(q, Math.ceil(length / ZERO_CHUNK), step, cb);
 }
 
 function parseDsm(
@@ -278,24 +291,13 @@ function parseDsm(
     // Without AD the attributes are hints; without a deallocate capability it is advisory.
     if (!ad || !ns.backend.caps.deallocate)
       return finish(ctrl, ns, 'other', 0, start, SC.SUCCESS, done);
-    let i = 0;
-    const next = (err: BackendError | null): void => {
-      if (!err && i < ranges.length && q.isClosed) err = QUEUE_GONE;
-      if (err || i >= ranges.length) {
-        return finish(
-          ctrl,
-          ns,
-          'other',
-          0,
-          start,
-          err ? backendStatus(err, 'write') : SC.SUCCESS,
-          done,
-        );
-      }
-      const [offset, length] = ranges[i++]!;
+    const step = (i: number, next: IoCallback): void => {
+      const [offset, length] = ranges[i]!;
       ns.backend.deallocate(offset, length, next);
     };
-    next(null);
+    runSteps(q, ranges.length, step, (err) =>
+      finish(ctrl, ns, 'other', 0, start, err ? backendStatus(err, 'write') : SC.SUCCESS, done),
+    );
   });
 }
 
