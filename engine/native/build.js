@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Builds engine/native/build/branchsan_native.node, the tiny N-API addon the
 // storage backends use for fallocate (punch hole / zero range), BLKDISCARD,
-// BLKZEROOUT and BLKGETSIZE64. Node's fs module has none of these.
+// BLKZEROOUT, BLKGETSIZE64, preadv2(RWF_NOWAIT) and flock. Node's fs module has
+// none of these.
 //
 // Why not node-gyp: the addon is one C file with no dependencies, and node-gyp
 // needs Python and (without --nodedir) downloads headers from the internet. A
@@ -9,9 +10,9 @@
 // <prefix>/include/node.
 //
 // The addon is optional: without it the backends still work (deallocate and
-// write-zeroes write zero blocks, and caps say so). So by default a missing
-// compiler or header set is a warning, not a failed build; set
-// BRANCHSAN_NATIVE_REQUIRED=1 (appliance builds) to make it an error.
+// write-zeroes write zero blocks, and caps say so; files are served unlocked).
+// So by default a missing compiler or header set is a warning, not a failed
+// build; set BRANCHSAN_NATIVE_REQUIRED=1 (appliance builds) to make it an error.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';

@@ -302,6 +302,34 @@ describe('branchsan export', () => {
     }
   });
 
+  it('a second export of a file already served is refused; the first keeps serving', async () => {
+    const file = path.join(tempDir(), 'vol.img');
+    const first = start(['export', file, '--create-size', '64M', '--port', '0'], 60_000);
+    await waitForOutput(first, 'Press Ctrl-C to stop.');
+    const second = await run(['export', file, '--port', '0'], 30_000);
+    expectError(second, 1, `cannot open ${file}: another process has it open`);
+    expect(second.stderr).toContain(
+      `Stop that process first (fuser -v '${file}' names it), or serve a copy of the file.`,
+    );
+    expect(second.stderr).not.toContain('free space');
+    // the first export still answers: its port takes connections
+    const port = Number(/ -s (\d+) /.exec(first.stdout())![1]);
+    const sock = net.connect(port, '127.0.0.1');
+    await new Promise<void>((resolve, reject) => {
+      sock.once('connect', resolve);
+      sock.once('error', reject);
+    });
+    sock.destroy();
+    expect(first.proc.exitCode).toBe(null);
+    killGroup(first.proc, 'SIGINT');
+    expect((await first.exited).code).toBe(0);
+    // once it stopped, the file is free again
+    const again = start(['export', file, '--port', '0'], 60_000);
+    await waitForOutput(again, 'Press Ctrl-C to stop.');
+    killGroup(again.proc, 'SIGINT');
+    expect((await again.exited).code).toBe(0);
+  });
+
   it('--log-level is checked', async () => {
     const file = path.join(tempDir(), 'vol.img');
     expectError(

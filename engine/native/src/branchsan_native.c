@@ -1,8 +1,8 @@
 /*
  * BranchSAN storage helpers: the few Linux calls Node's fs module lacks.
  *
- * Every function is synchronous. All but readInline are called only from the
- * storage I/O worker threads; their errors are thrown as Error objects whose
+ * Every function is synchronous. All but readInline and lock are called only from
+ * the storage I/O worker threads; their errors are thrown as Error objects whose
  * `code` is the errno name (e.g. "EOPNOTSUPP"), like Node's own fs errors, so the
  * worker maps them with the same table. readInline runs on the main event loop
  * and never waits on a device (see there); it returns -errno instead of throwing,
@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -173,6 +174,22 @@ static napi_value js_read_inline(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* lock(fd, exclusive): flock(LOCK_EX or LOCK_SH | LOCK_NB) on the open file, so two
+ * processes never serve one backing file. The lock belongs to the open file
+ * description and goes with its last close. Returns 0, or -errno (EWOULDBLOCK:
+ * another open file holds a conflicting lock). Never waits. */
+static napi_value js_lock(napi_env env, napi_callback_info info) {
+  double a[2];
+  if (get_args(env, info, 2, a)) return throw_errno(env, "lock", EINVAL);
+  int r;
+  do {
+    r = flock((int)a[0], (a[1] != 0 ? LOCK_EX : LOCK_SH) | LOCK_NB);
+  } while (r < 0 && errno == EINTR);
+  napi_value out;
+  CHECK(napi_create_int32(env, r < 0 ? -errno : 0, &out));
+  return out;
+}
+
 static napi_value int_const(napi_env env, int v) {
   napi_value out;
   napi_create_int32(env, v, &out);
@@ -187,6 +204,7 @@ NAPI_MODULE_INIT() {
       {"blkgetsize64", NULL, js_blkgetsize64, NULL, NULL, NULL, napi_enumerable, NULL},
       {"addressMod", NULL, js_address_mod, NULL, NULL, NULL, napi_enumerable, NULL},
       {"readInline", NULL, js_read_inline, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"lock", NULL, js_lock, NULL, NULL, NULL, napi_enumerable, NULL},
       {"FALLOC_FL_KEEP_SIZE", NULL, NULL, NULL, NULL, int_const(env, FALLOC_FL_KEEP_SIZE),
        napi_enumerable, NULL},
       {"FALLOC_FL_PUNCH_HOLE", NULL, NULL, NULL, NULL, int_const(env, FALLOC_FL_PUNCH_HOLE),

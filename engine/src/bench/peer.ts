@@ -31,7 +31,14 @@ async function handle(msg: PeerRequest): Promise<PeerReply> {
       });
       await rt.addNamespace(BENCH_NQN, {
         nsid: 1,
-        backend: { kind: 'file', path: msg.path, ...(msg.io ? { io: msg.io } : {}) },
+        // The benchmark holds this file open three times on purpose (local leg, target,
+        // floor): no exclusive lock (storage/file.ts).
+        backend: {
+          kind: 'file',
+          path: msg.path,
+          exclusive: false,
+          ...(msg.io ? { io: msg.io } : {}),
+        },
         nguid: '42' + '0'.repeat(29) + '1',
         uuid: '42000000-0000-4000-8000-000000000001',
         anaGroup: 1,
@@ -40,6 +47,7 @@ async function handle(msg: PeerRequest): Promise<PeerReply> {
       floorBackend = await openBackend({
         kind: 'file',
         path: msg.path,
+        exclusive: false,
         ...(msg.io ? { io: msg.io } : {}),
       });
       floor ??= await startFloorServer(() => floorBackend);

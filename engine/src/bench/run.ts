@@ -145,7 +145,8 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
       const io = { inlineReads: o.inlineReads ?? true };
       const ports = await peer.call({ cmd: 'start', path: file, io });
       if (!('nvmePort' in ports)) throw new Error('benchmark peer did not start');
-      const be = await openBackend({ kind: 'file', path: file, io });
+      // shared with the peer's target and floor server (peer.ts): no exclusive lock
+      const be = await openBackend({ kind: 'file', path: file, exclusive: false, io });
       inlineModes[backend] = be instanceof FdBackend ? (be.inlineReads ?? 'off') : 'off';
       try {
         for (const p of patterns) {

@@ -272,6 +272,12 @@ function backendHint(err: BackendError, spec: BackendSpec): string {
   }
   if (err.errno === 'EEXIST')
     return 'The file already exists: use it without a size, or pick another path.';
+  if (err.errno === 'EBUSY') {
+    const who = `fuser -v '${spec.path}'`;
+    return spec.kind === 'file'
+      ? `Stop that process first (${who} names it), or serve a copy of the file.`
+      : `Unmount it or stop the program that holds it (${who} and lsblk show which).`;
+  }
   if (err.errno === 'EACCES' || err.errno === 'EPERM')
     return "The engine lacks permission: run it as root or fix the file's owner.";
   return 'Check the path and the free space of its filesystem.';

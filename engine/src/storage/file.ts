@@ -11,6 +11,7 @@
  * kernel reports a lost write-back only once, the lost data stays lost.
  */
 import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
 import { constants as os } from 'node:os';
 import { promisify } from 'node:util';
 import {
@@ -65,6 +66,13 @@ export interface FileBackendOptions {
   /** 512 (default: every host OS and hypervisor accepts it) or 4096. */
   blockSize?: 512 | 4096;
   readOnly?: boolean;
+  /**
+   * Lock the file against other openers (default true): read-write opens exclusively,
+   * read-only opens shared, so two processes never serve one file and nothing writes a
+   * file another process exports read-only. false only for a caller that opens its own
+   * file several times on purpose (the benchmark).
+   */
+  exclusive?: boolean;
   io?: IoOptions;
 }
 
@@ -328,6 +336,7 @@ export async function openFileBackend(opts: FileBackendOptions): Promise<FdBacke
     : await openExisting(opts, blockSize, readOnly);
   let fdSync = -1;
   try {
+    if (opts.exclusive !== false) await lockFile(fd, opts.path, !readOnly, opts.io?.native);
     fdSync = readOnly ? fd : await openAsync(opts.path, fs.constants.O_RDWR | fs.constants.O_DSYNC);
     const target: FdTarget = {
       kind: 'file',
@@ -371,6 +380,39 @@ export async function startBackend(target: FdTarget, io: IoOptions = {}): Promis
     inlineReads: io.inlineReads ?? true,
   });
   return new FdBackend(target, pool);
+}
+
+const EWOULDBLOCK = 11;
+
+/**
+ * Takes the open file's lock (flock, without waiting): exclusive for read-write, shared
+ * for read-only. It lives as long as `fd` stays open. Without the native addon, or on a
+ * file system without flock (ENOLCK, EOPNOTSUPP: some network and FUSE mounts), the
+ * file is served unlocked: the lock guards against a second engine or export on the
+ * same machine, where local file systems all support it.
+ */
+async function lockFile(
+  fd: number,
+  path: string,
+  exclusive: boolean,
+  native: IoOptions['native'],
+): Promise<void> {
+  const addonPath = await resolveNativeAddon(native);
+  if (!addonPath) return;
+  let lock: ((fd: number, exclusive: number) => number) | undefined;
+  try {
+    lock = (createRequire(import.meta.url)(addonPath) as { lock?: typeof lock }).lock;
+  } catch {
+    return; // the workers report why the addon does not load
+  }
+  if (!lock) return; // an addon built before lock() existed
+  if (lock(fd, exclusive ? 1 : 0) !== -EWOULDBLOCK) return;
+  throw new BackendError(
+    'unavailable',
+    `cannot open ${path}: another process has it open ${exclusive ? '' : 'for writing '}` +
+      '(a BranchSAN engine or "branchsan export" serving it, or another program that locked it)',
+    'EBUSY',
+  );
 }
 
 async function createFile(

@@ -17,6 +17,8 @@ export type BackendSpec =
       create?: boolean;
       blockSize?: 512 | 4096;
       readOnly?: boolean;
+      /** See FileBackendOptions.exclusive (default true). */
+      exclusive?: boolean;
       io?: IoOptions;
     }
   | { kind: 'block'; path: string; direct?: boolean; readOnly?: boolean; io?: IoOptions }

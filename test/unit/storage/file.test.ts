@@ -98,6 +98,56 @@ describe('file backend: create and open', () => {
   });
 });
 
+describe('file backend: one process per file (lock)', () => {
+  const opening = (path: string, extra: Partial<Parameters<typeof openFileBackend>[0]> = {}) =>
+    openFileBackend({ path, ...extra }).then((b) => (open.push(b), b));
+
+  it.runIf(nativeBuilt)(
+    'a read-write open holds the file: every other open is refused until it closes',
+    async () => {
+      const first = await create();
+      const path = first.location;
+      const busy = `cannot open ${path}: another process has it open (`;
+      await expect(opening(path)).rejects.toMatchObject({ kind: 'unavailable', errno: 'EBUSY' });
+      await expect(opening(path)).rejects.toThrow(busy);
+      await expect(opening(path, { readOnly: true })).rejects.toThrow(
+        `cannot open ${path}: another process has it open for writing (`,
+      );
+      await write(first, 0, randomBuffer(prng(41), 4096)); // the holder is unaffected
+      await first.close();
+      const again = await opening(path);
+      expect((await read(again, 0, 4096)).equals(randomBuffer(prng(41), 4096))).toBe(true);
+    },
+  );
+
+  it.runIf(nativeBuilt)(
+    'read-only opens share the file; a writer waits for all of them',
+    async () => {
+      const path = (await create()).location;
+      await open.pop()!.close();
+      const r1 = await opening(path, { readOnly: true });
+      const r2 = await opening(path, { readOnly: true });
+      await expect(opening(path)).rejects.toThrow('another process has it open (');
+      await r1.close();
+      await expect(opening(path)).rejects.toThrow('another process has it open (');
+      await r2.close();
+      await opening(path);
+    },
+  );
+
+  it.runIf(nativeBuilt)('exclusive: false opens without the lock (the benchmark)', async () => {
+    const path = (await create(8 * MiB, { exclusive: false })).location;
+    const second = await opening(path, { exclusive: false });
+    await write(second, 4096, randomBuffer(prng(42), 4096));
+    expect((await read(open[0]!, 4096, 4096)).equals(randomBuffer(prng(42), 4096))).toBe(true);
+  });
+
+  it('without the native addon the file is served unlocked (documented)', async () => {
+    const path = (await create(8 * MiB, { io: { native: false } })).location;
+    await opening(path, { io: { native: false } });
+  });
+});
+
 describe('file backend: data path', () => {
   it('reads back what was written at random aligned offsets (model check)', async () => {
     const size = 2 * MiB;
