@@ -9,6 +9,7 @@ import {
   ipcMain,
   Menu,
   Notification,
+  protocol,
   session,
   shell,
   type IpcMainInvokeEvent,
@@ -16,7 +17,7 @@ import {
   type WebContents,
 } from 'electron';
 import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { API_VERSION, EVENT_NAMES, type ConnectionState } from '../../contract/api.js';
 import { IPC } from '../../contract/bridge.js';
 import {
@@ -28,6 +29,12 @@ import {
   type SpawnedEngine,
 } from './engine-launcher.js';
 import { EngineLink, type LinkStatus } from './engine-link.js';
+import {
+  APP_INDEX_URL,
+  APP_SCHEME,
+  APP_SCHEME_PRIVILEGES,
+  serveAppRequest,
+} from './app-protocol.js';
 import { registerBridge } from './ipc.js';
 import { ConnectionNotifier } from './notifications.js';
 import { isOwnPage, isSafeExternalUrl, windowWebPreferences, withCsp } from './security.js';
@@ -35,8 +42,8 @@ import { createTray, type AppTray } from './tray.js';
 
 const here = dirname(fileURLToPath(import.meta.url)); // dist/electron
 const PRELOAD = join(here, 'preload.cjs');
-const INDEX_HTML = join(here, '..', 'renderer', 'index.html');
-const INDEX_URL = pathToFileURL(INDEX_HTML).href;
+/** Served as app://branchsan/ (app-protocol.ts); the window never loads a file:// URL. */
+const RENDERER_DIR = join(here, '..', 'renderer');
 const APP_ROOT = join(here, '..', '..'); // holds bin/branchsan.js in development
 
 let win: BrowserWindow | undefined;
@@ -49,6 +56,8 @@ if (!app.requestSingleInstanceLock()) {
   app.quit();
 } else {
   app.enableSandbox();
+  // Before 'ready', as Electron requires: our page's origin is a standard, secure scheme.
+  protocol.registerSchemesAsPrivileged([{ scheme: APP_SCHEME, privileges: APP_SCHEME_PRIVILEGES }]);
   app.on('second-instance', showWindow);
   app.on('web-contents-created', (_e, contents) => hardenContents(contents));
   app.on('before-quit', shutdown);
@@ -64,6 +73,7 @@ if (!app.requestSingleInstanceLock()) {
 function ready(): void {
   if (app.isPackaged) Menu.setApplicationMenu(null);
   hardenSession(session.defaultSession);
+  session.defaultSession.protocol.handle(APP_SCHEME, (req) => serveAppRequest(req, RENDERER_DIR));
   const target = resolveEngineTarget({
     env: process.env,
     packaged: app.isPackaged,
@@ -102,7 +112,7 @@ function createWindow(): void {
     }
   });
   win.on('closed', () => (win = undefined));
-  void win.loadFile(INDEX_HTML);
+  void win.loadURL(APP_INDEX_URL);
 }
 
 function showWindow(): void {
@@ -177,7 +187,7 @@ function isTrustedSender(event: IpcMainInvokeEvent): boolean {
     event.sender === win.webContents &&
     !!frame &&
     frame.parent === null &&
-    isOwnPage(frame.url, INDEX_URL)
+    isOwnPage(frame.url, APP_INDEX_URL)
   );
 }
 
@@ -201,7 +211,7 @@ function hardenSession(ses: Session): void {
 /** Every web contents: no navigation away, no new windows, no webviews. */
 function hardenContents(contents: WebContents): void {
   contents.on('will-navigate', (event) => {
-    if (isOwnPage(event.url, INDEX_URL)) return;
+    if (isOwnPage(event.url, APP_INDEX_URL)) return;
     event.preventDefault();
     openExternally(event.url);
   });
@@ -210,7 +220,7 @@ function hardenContents(contents: WebContents): void {
     if (!event.isMainFrame) event.preventDefault();
   });
   contents.on('will-redirect', (event) => {
-    if (!isOwnPage(event.url, INDEX_URL)) event.preventDefault();
+    if (!isOwnPage(event.url, APP_INDEX_URL)) event.preventDefault();
   });
   contents.on('will-attach-webview', (event) => event.preventDefault());
   contents.setWindowOpenHandler(({ url }) => {

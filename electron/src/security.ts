@@ -66,21 +66,23 @@ export function isSafeExternalUrl(raw: string): boolean {
   return url.protocol === 'https:' && url.hostname !== '' && !url.username && !url.password;
 }
 
-/** True when `raw` is our renderer page (same file; query and hash may differ). */
-export function isOwnPage(raw: string | undefined, indexFileUrl: string): boolean {
+/** True when `raw` is our renderer page (same scheme, host and path; query and hash may differ). */
+export function isOwnPage(raw: string | undefined, indexUrl: string): boolean {
   if (!raw) return false;
   let url: URL;
   let own: URL;
   try {
     url = new URL(raw);
-    own = new URL(indexFileUrl);
+    own = new URL(indexUrl);
   } catch {
     return false;
   }
   return (
-    url.protocol === 'file:' &&
-    own.protocol === 'file:' &&
+    url.protocol === own.protocol &&
     url.host === own.host &&
-    url.pathname === own.pathname
+    url.pathname === own.pathname &&
+    !url.username &&
+    !url.password &&
+    url.port === own.port
   );
 }

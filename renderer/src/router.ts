@@ -1,6 +1,6 @@
 /**
  * Pages and the nav. Hash history: it works both when Electron loads the bundle from
- * file:// and when the engine serves it over http(s) as the web console.
+ * app://branchsan/ and when the engine serves it over http(s) as the web console.
  * A page appears in the header's nav when its route declares `meta.nav`.
  */
 import { createRouter, createWebHashHistory, type RouteRecordRaw, type Router } from 'vue-router';

@@ -78,8 +78,8 @@ describe.skipIf(!ELECTRON)('BranchSAN desktop app (Electron)', () => {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  it('loads the renderer from disk', () => {
-    expect(page.url()).toMatch(/^file:\/\/.*\/dist\/renderer\/index\.html/);
+  it('loads the renderer from its own app:// origin, not file://', () => {
+    expect(page.url()).toMatch(/^app:\/\/branchsan\/index\.html/);
   });
 
   it('exposes exactly the bridge, and no Node, to the page', async () => {

@@ -8,7 +8,6 @@ import { EventEmitter } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { IPC } from '../../../contract/bridge.js';
 import { FakeEngine, until } from './helpers/fake-engine.js';
 import { fake } from './helpers/fake-electron.js';
@@ -37,7 +36,7 @@ describe('Electron main (with a stand-in electron module)', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('creates one sandboxed, isolated window without Node, loading the renderer from disk', () => {
+  it('creates one sandboxed, isolated window without Node, loading the renderer from app://branchsan', () => {
     expect(fake.sandboxed).toBe(true);
     const win = fake.windows[0]!;
     expect(win.options.webPreferences).toMatchObject({
@@ -49,8 +48,24 @@ describe('Electron main (with a stand-in electron module)', () => {
     expect(String((win.options.webPreferences as { preload: string }).preload)).toMatch(
       /preload\.cjs$/,
     );
-    expect(win.loaded).toHaveLength(1);
-    expect(win.loaded[0]).toMatch(/renderer[/\\]index\.html$/);
+    expect(win.loaded).toEqual(['app://branchsan/index.html']);
+  });
+
+  it('serves the renderer on its own privileged scheme, registered before ready, never file://', async () => {
+    expect(fake.privileged).toEqual([
+      {
+        schemes: [{ scheme: 'app', privileges: { standard: true, secure: true } }],
+        afterReady: false,
+      },
+    ]);
+    const handler = fake.protocolHandlers.get('app')!;
+    expect(handler).toBeTypeOf('function');
+    // wired to serveAppRequest (app-protocol.test.ts): outside the bundle is 404
+    const res = await handler(new Request('app://branchsan/../../../etc/passwd'));
+    expect(res.status).toBe(404);
+    expect(
+      (await handler(new Request('app://branchsan/index.html', { method: 'POST' }))).status,
+    ).toBe(405);
   });
 
   it('registers exactly the contract IPC channels', () => {
@@ -80,7 +95,7 @@ describe('Electron main (with a stand-in electron module)', () => {
     let openHandler: Fn | undefined;
     contents.setWindowOpenHandler = (fn) => void (openHandler = fn);
     fake.appEvents.get('web-contents-created')?.({}, contents);
-    const own = pathToFileURL(fake.windows[0]!.loaded[0]!).href;
+    const own = fake.windows[0]!.loaded[0]!;
 
     const nav = (url: string): boolean => {
       let prevented = false;
@@ -89,6 +104,8 @@ describe('Electron main (with a stand-in electron module)', () => {
     };
     expect(nav(`${own}#/dashboard`)).toBe(false);
     expect(nav('file:///etc/passwd')).toBe(true);
+    expect(nav('app://branchsan/other.html')).toBe(true);
+    expect(nav('app://elsewhere/index.html')).toBe(true);
     expect(nav('https://docs.example/help')).toBe(true);
     expect(nav('http://plain.example/')).toBe(true);
     expect(fake.opened).toEqual(['https://docs.example/help']); // https only, in the browser
@@ -107,7 +124,7 @@ describe('Electron main (with a stand-in electron module)', () => {
     };
     contents.setWindowOpenHandler = () => undefined;
     fake.appEvents.get('web-contents-created')?.({}, contents);
-    const own = pathToFileURL(fake.windows[0]!.loaded[0]!).href;
+    const own = fake.windows[0]!.loaded[0]!;
 
     const frameNav = (url: string, isMainFrame: boolean): boolean => {
       let prevented = false;
@@ -135,7 +152,7 @@ describe('Electron main (with a stand-in electron module)', () => {
       3000,
       'connected',
     );
-    const own = pathToFileURL(win.loaded[0]!).href;
+    const own = win.loaded[0]!;
     const event = (url: string, parent: unknown = null) => ({
       sender: win.webContents,
       senderFrame: { url, parent },

@@ -37,6 +37,31 @@ const BUILT = [
 ].every((f) => existsSync(join(ROOT, f)));
 if (!BUILT) console.warn('SKIP packaging test: run `npm run build` first');
 
+/** @electron/fuses' marker in the Electron binary; wire version 1 follows it. */
+const FUSE_SENTINEL = Buffer.from('dL7pKGdnNz796PbbjQWNKmHXBZaB9tsX');
+/** Electron's shipped states, fuse wire V1 order: '1' enabled, '0' disabled. */
+const ELECTRON_DEFAULT_FUSES = '10110001';
+const FUSES = [
+  'RunAsNode',
+  'EnableCookieEncryption',
+  'EnableNodeOptionsEnvironmentVariable',
+  'EnableNodeCliInspectArguments',
+  'EnableEmbeddedAsarIntegrityValidation',
+  'OnlyLoadAppFromAsar',
+  'LoadBrowserProcessSpecificV8Snapshot',
+  'GrantFileProtocolExtraPrivileges',
+] as const;
+
+/** The fuse states in a binary, by name. */
+function fuseWire(binary: Buffer): Record<string, boolean> {
+  const at = binary.indexOf(FUSE_SENTINEL) + FUSE_SENTINEL.length;
+  if (at < FUSE_SENTINEL.length) throw new Error('no fuse sentinel in the binary');
+  expect(binary[at]).toBe(1); // wire version
+  const n = binary[at + 1]!;
+  const states = [...binary.subarray(at + 2, at + 2 + n)].map((b) => String.fromCharCode(b));
+  return Object.fromEntries(FUSES.slice(0, n).map((name, i) => [name, states[i] === '1']));
+}
+
 /** All values of one unit directive. */
 function directive(name: string): string[] {
   return [...UNIT.matchAll(new RegExp(`^${name}=(.*)$`, 'gm'))].map((m) => m[1] ?? '');
@@ -100,7 +125,19 @@ describe.skipIf(!BUILT)('electron-builder linux package layout', () => {
     out = mkdtempSync(join(tmpdir(), 'bsan-pack-'));
     const fakeElectron = join(out, 'fake-electron');
     mkdirSync(fakeElectron);
-    writeFileSync(join(fakeElectron, 'electron'), '#!/bin/sh\nexit 0\n');
+    // A real Electron binary carries a fuse wire after this sentinel; the stand-in
+    // carries one with Electron's defaults, so electron-builder flips it as it would
+    // the real one (and fails, as it would, if the config asked for a fuse it lacks).
+    writeFileSync(
+      join(fakeElectron, 'electron'),
+      Buffer.concat([
+        Buffer.from('#!/bin/sh\nexit 0\n# '),
+        FUSE_SENTINEL,
+        Buffer.from([1, ELECTRON_DEFAULT_FUSES.length]),
+        Buffer.from(ELECTRON_DEFAULT_FUSES),
+        Buffer.from('\n'),
+      ]),
+    );
     chmodSync(join(fakeElectron, 'electron'), 0o755);
     writeFileSync(join(fakeElectron, 'LICENSE'), '');
     const cli = join(ROOT, 'node_modules', 'electron-builder', 'cli.js');
@@ -143,6 +180,20 @@ describe.skipIf(!BUILT)('electron-builder linux package layout', () => {
       main?: string;
     };
     expect(pkg.main).toBe('dist/electron/main.js');
+  });
+
+  it('flips the Electron fuses: no running as Node, no NODE_OPTIONS or --inspect, app only from the asar', () => {
+    const binary = readFileSync(join(resources, '..', 'branchsan-desktop'));
+    expect(fuseWire(binary)).toEqual({
+      RunAsNode: false,
+      EnableCookieEncryption: true,
+      EnableNodeOptionsEnvironmentVariable: false,
+      EnableNodeCliInspectArguments: false,
+      EnableEmbeddedAsarIntegrityValidation: true,
+      OnlyLoadAppFromAsar: true,
+      LoadBrowserProcessSpecificV8Snapshot: false,
+      GrantFileProtocolExtraPrivileges: false,
+    });
   });
 
   it('ships the unit file and an engine tree beside the asar', () => {

@@ -58,15 +58,18 @@ describe('isSafeExternalUrl', () => {
 });
 
 describe('isOwnPage', () => {
-  const own = 'file:///opt/BranchSAN/resources/app.asar/dist/renderer/index.html';
+  const own = 'app://branchsan/index.html';
   it.each([
     [own, true],
     [`${own}#/volumes`, true],
     [`${own}?x=1`, true],
-    ['file:///opt/BranchSAN/resources/app.asar/dist/renderer/other.html', false],
-    ['file:///tmp/index.html', false],
-    ['https://evil.example/index.html', false],
-    ['file://host/opt/BranchSAN/resources/app.asar/dist/renderer/index.html', false],
+    ['app://branchsan/other.html', false],
+    ['app://other/index.html', false],
+    ['app://branchsan:8080/index.html', false],
+    ['app://user@branchsan/index.html', false],
+    ['file:///opt/BranchSAN/resources/app.asar/dist/renderer/index.html', false],
+    ['file:///index.html', false],
+    ['https://branchsan/index.html', false],
     [undefined, false],
     ['', false],
   ])('%s -> %s', (url, ok) => expect(isOwnPage(url, own)).toBe(ok));

@@ -19,6 +19,10 @@ function freshState() {
     beforeRequest: undefined as undefined | { filter: unknown; fn: (...a: unknown[]) => void },
     headersReceived: undefined as undefined | ((...a: unknown[]) => void),
     opened: [] as string[],
+    /** Schemes registered privileged, and whether the app was ready by then. */
+    privileged: [] as { schemes: unknown; afterReady: boolean }[],
+    protocolHandlers: new Map<string, (req: Request) => Promise<Response> | Response>(),
+    ready: false,
     quitCalled: 0,
     sandboxed: false,
   };
@@ -44,6 +48,10 @@ class BrowserWindow extends EventEmitter {
     this.record.loaded.push(p);
     return Promise.resolve();
   }
+  loadURL(u: string): Promise<void> {
+    this.record.loaded.push(u);
+    return Promise.resolve();
+  }
   isDestroyed = (): boolean => false;
   isMinimized = (): boolean => false;
   show = (): void => undefined;
@@ -58,7 +66,7 @@ const app = {
   exit: () => undefined,
   enableSandbox: () => void (fake.sandboxed = true),
   on: (name: string, fn: Fn) => void fake.appEvents.set(name, fn),
-  whenReady: () => Promise.resolve(),
+  whenReady: () => Promise.resolve().then(() => void (fake.ready = true)),
   isReady: () => true,
   getPath: () => '/nonexistent-user-data',
 };
@@ -82,8 +90,16 @@ export const ipcMain = {
   removeHandler: (ch: string) => void fake.handlers.delete(ch),
 };
 export const shell = { openExternal: (url: string) => void fake.opened.push(url) };
+export const protocol = {
+  registerSchemesAsPrivileged: (schemes: unknown) =>
+    void fake.privileged.push({ schemes, afterReady: fake.ready }),
+};
 export const session = {
   defaultSession: {
+    protocol: {
+      handle: (scheme: string, fn: (req: Request) => Promise<Response> | Response) =>
+        void fake.protocolHandlers.set(scheme, fn),
+    },
     setPermissionRequestHandler: (fn: Fn) => void (fake.permissionRequest = fn),
     setPermissionCheckHandler: (fn: (...a: unknown[]) => boolean) =>
       void (fake.permissionCheck = fn),
