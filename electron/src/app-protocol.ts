@@ -10,6 +10,7 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { extname, join, normalize, sep } from 'node:path';
+import { RENDERER_CONTENT_TYPES } from '../../contract/renderer-files.js';
 import { CONTENT_SECURITY_POLICY } from './security.js';
 
 export const APP_SCHEME = 'app';
@@ -22,18 +23,6 @@ export const APP_INDEX_URL = `${APP_SCHEME}://${APP_HOST}/index.html`;
  * no CORS, no service workers, no bypassing the CSP.
  */
 export const APP_SCHEME_PRIVILEGES = { standard: true, secure: true } as const;
-
-const TYPES: Record<string, string> = {
-  '.html': 'text/html; charset=utf-8',
-  '.js': 'text/javascript; charset=utf-8',
-  '.css': 'text/css; charset=utf-8',
-  '.svg': 'image/svg+xml',
-  '.png': 'image/png',
-  '.ico': 'image/x-icon',
-  '.woff2': 'font/woff2',
-  '.woff': 'font/woff',
-  '.json': 'application/json',
-};
 
 /**
  * The file under `root` that an app:// URL names, or null: another scheme or host, a
@@ -58,7 +47,7 @@ export function appFilePath(raw: string, root: string): string | null {
   const file = normalize(join(root, path));
   const base = normalize(root).replace(/[/\\]+$/, '');
   if (!file.startsWith(base + sep)) return null;
-  if (!(extname(file).toLowerCase() in TYPES)) return null;
+  if (!(extname(file).toLowerCase() in RENDERER_CONTENT_TYPES)) return null;
   return file;
 }
 
@@ -79,7 +68,7 @@ export async function serveAppRequest(req: Request, root: string): Promise<Respo
         return new Response(body, {
           status: 200,
           headers: {
-            'Content-Type': TYPES[extname(file).toLowerCase()]!,
+            'Content-Type': RENDERER_CONTENT_TYPES[extname(file).toLowerCase()]!,
             'Content-Security-Policy': CONTENT_SECURITY_POLICY,
             'X-Content-Type-Options': 'nosniff',
             'Cache-Control': 'no-cache',

@@ -17,6 +17,7 @@ import type { ConsoleAuth } from './auth/console-auth.js';
 import { MAX_MESSAGE_BYTES, type RpcDispatcher } from './rpc.js';
 import { MAX_CLIENT_BACKLOG, type SessionHub } from './sessions.js';
 import type { HttpRoute } from './metrics-endpoint.js';
+import { RENDERER_CONTENT_TYPES } from '../../../contract/renderer-files.js';
 
 export const WS_PROTOCOL = 'branchsan.v1';
 /** WebSocket close code: the session behind this socket ended; sign in again. */
@@ -34,16 +35,10 @@ export interface ConsoleServerOptions {
   tls?: { key: string; cert: string };
 }
 
+/** The bundle's types, plus its source maps (the desktop window serves none). */
 const CONTENT_TYPES: Record<string, string> = {
-  '.html': 'text/html; charset=utf-8',
-  '.js': 'text/javascript; charset=utf-8',
-  '.css': 'text/css; charset=utf-8',
-  '.svg': 'image/svg+xml',
-  '.png': 'image/png',
-  '.ico': 'image/x-icon',
-  '.json': 'application/json',
+  ...RENDERER_CONTENT_TYPES,
   '.map': 'application/json',
-  '.woff2': 'font/woff2',
 };
 
 const SECURITY_HEADERS = {
