@@ -75,11 +75,21 @@ export class Association {
    * Everything opened is closed again if a step fails; the error is a HostError of kind
    * 'connect' (cause: the underlying HostError or NvmeStatusError).
    */
-  static async establish(p: AssociationParams, onFailed: (e: HostError) => void) {
+  static async establish(
+    p: AssociationParams,
+    onFailed: (e: HostError) => void,
+    signal?: AbortSignal,
+  ) {
     const opened: NvmeTcpQueue[] = [];
     const base = { host: p.host, port: p.port, hdgst: p.hdgst, ddgst: p.ddgst };
-    const common = { ...base, connectTimeoutMs: p.connectTimeoutMs, onFailed };
+    const common = { ...base, connectTimeoutMs: p.connectTimeoutMs, onFailed, signal };
+    // Cancelling fails the queues already up, which ends whatever command the attempt
+    // waits for; a queue still connecting watches the signal itself.
+    const cancelled = new HostError('closed', `connect to ${p.subnqn} cancelled`);
+    const cancel = () => opened.forEach((q) => q.fail(cancelled));
+    signal?.addEventListener('abort', cancel, { once: true });
     try {
+      if (signal?.aborted) throw cancelled;
       const admin = await NvmeTcpQueue.connect({
         ...common,
         qid: 0,
@@ -110,9 +120,12 @@ export class Association {
       return new Association(admin, cntlid, cap, vs, cc, identity, io);
     } catch (e) {
       for (const q of opened) q.fail(new HostError('connect', 'connect failed'));
+      if (signal?.aborted) throw cancelled;
       if (e instanceof HostError && e.kind === 'connect') throw e;
       const msg = `connect to ${p.subnqn} at ${p.host}:${p.port}: ${(e as Error).message}`;
       throw new HostError('connect', msg, false, { cause: e });
+    } finally {
+      signal?.removeEventListener('abort', cancel);
     }
   }
 

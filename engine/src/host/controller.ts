@@ -116,6 +116,8 @@ export class NvmeController implements Submitter {
   private readonly sm: StateMachine<ControllerState>;
   private assoc: Association | null = null;
   private connecting: Promise<void> | null = null;
+  /** Aborts the association being established by the attempt in progress (close()). */
+  private cancelAttempt: (() => void) | null = null;
   private rr = 0;
   private kaTimer: NodeJS.Timeout | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
@@ -312,12 +314,16 @@ export class NvmeController implements Submitter {
     }
     this.sm.transition('connecting');
     let a: Association | null = null;
+    const ac = new AbortController();
+    this.cancelAttempt = () => ac.abort();
     try {
-      a = await Association.establish(this.params, (e) => a && this.onQueueFailed(a, e));
+      a = await Association.establish(this.params, (e) => a && this.onQueueFailed(a, e), ac.signal);
     } catch (e) {
       this.lastError = e as Error;
       if (this.sm.is('connecting')) this.afterLoss();
       throw e;
+    } finally {
+      this.cancelAttempt = null;
     }
     if (!this.sm.is('connecting')) {
       // close() came in meanwhile.
@@ -429,6 +435,8 @@ export class NvmeController implements Submitter {
     if (this.sm.is('deleting')) return this.waitClosed();
     this.sm.transition('deleting');
     this.clearTimers();
+    // A reconnect attempt in progress stops now, not at its connect or admin timeout.
+    this.cancelAttempt?.();
     await this.connecting?.catch(() => {});
     const a = this.assoc;
     this.assoc = null;

@@ -59,6 +59,8 @@ export interface QueueOptions {
   readonly inCapsuleLimit?: number;
   /** Called once if the queue fails (not when the owner closes it). */
   readonly onFailed?: (err: HostError) => void;
+  /** Aborting it while the queue connects fails the connect at once (kind 'closed'). */
+  readonly signal?: AbortSignal;
 }
 
 /** Per-CID-tag state, allocated once per queue. */
@@ -180,11 +182,18 @@ export class NvmeTcpQueue {
         () => this.fail(new HostError('connect', `${where}: no ICResp within timeout`)),
         this.opts.connectTimeoutMs ?? 10_000,
       );
-      const settle = () => clearTimeout(timer);
+      const signal = this.opts.signal;
+      const cancel = () => this.fail(new HostError('closed', `${where}: connect cancelled`));
+      const settle = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', cancel);
+      };
       this.opened = {
         resolve: () => (settle(), resolve()),
         reject: (e) => (settle(), reject(e)),
       };
+      if (signal?.aborted) return cancel();
+      signal?.addEventListener('abort', cancel, { once: true });
       this.sock.once('connect', () => {
         this.sock.write(encodeICReq({ hpda: 0, hdgst: this.hdgst, ddgst: this.ddgst, maxr2t: 0 }));
       });

@@ -5,6 +5,7 @@
  * that stops answering, a namespace whose LBA format carries metadata, and a discovery
  * log whose NUMREC changes without GENCTR (plus the GENCTR re-read it sits next to).
  */
+import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   HostError,
@@ -120,6 +121,51 @@ describe('controller error recovery and close', () => {
     expect((outcome as HostError).kind).toBe('closed');
     expect(ctrl.state).toBe('closed');
   });
+
+  it.each([
+    { stage: 'the Fabrics Connect is never answered', where: 'connect' },
+    { stage: 'the ICReq is never answered', where: 'ic' },
+  ] as const)(
+    'close() during a reconnect attempt stops it at once when $stage',
+    async ({ where }) => {
+      let silent = false;
+      const target = await start({ hold: (op) => silent && op === FABRICS_OPCODE });
+      // Timeouts far beyond this test's own: before the fix close() waited for them.
+      const ctrl = await connect(target, 'nqn.fake', {
+        adminTimeoutMs: 120_000,
+        connectTimeoutMs: 120_000,
+      });
+      let accepted = 0;
+      let silentServer: net.Server | null = null;
+      if (where === 'connect') {
+        silent = true;
+      } else {
+        // The target goes away; something on its port takes connections and never answers.
+        const port = target.port;
+        await target.stop();
+        silentServer = net.createServer((sock) => {
+          accepted++;
+          sock.on('error', () => undefined);
+        });
+        await new Promise<void>((resolve) => silentServer!.listen(port, '127.0.0.1', resolve));
+      }
+      const attempt = ctrl.reconnect().catch((e: unknown) => e);
+      try {
+        if (where === 'connect') await waitFor(() => target.conns.size === 1);
+        else await waitFor(() => accepted === 1);
+        await new Promise((r) => setTimeout(r, 100)); // the attempt is waiting now
+        expect(ctrl.state).toBe('connecting');
+        await ctrl.close(100);
+        const outcome = await attempt;
+        expect(outcome).toBeInstanceOf(HostError);
+        expect((outcome as HostError).kind).toBe('closed');
+        expect(ctrl.state).toBe('closed');
+      } finally {
+        silentServer?.close();
+      }
+    },
+    20_000,
+  );
 
   it('bounds close() when the controller stops answering the shutdown', async () => {
     let silent = false;
