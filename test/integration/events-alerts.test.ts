@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCode, type Alert, type EventRecord } from '../../contract/api.js';
 import { NvmeController } from '../../engine/src/host/index.js';
@@ -261,6 +262,46 @@ describe('notification settings and delivery', () => {
     expect(JSON.stringify(await api.call('settings.get', {}))).not.toContain('Sm7p');
     const file = path.join(engine.dataDir, 'secrets', 'smtp-password');
     expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+  });
+
+  it('a change whose audit row cannot be written changes nothing, secrets included', async () => {
+    const before = await api.call('settings.get', {});
+    const secretFile = path.join(engine.dataDir, 'secrets', 'smtp-password');
+    const secretBefore = fs.readFileSync(secretFile, 'utf8');
+    // A real SQLite failure at the audit insert (as a full disk would give one).
+    const db = new Database(path.join(engine.dataDir, 'branchsan.db'));
+    db.exec(
+      "CREATE TRIGGER no_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'audit refused'); END",
+    );
+    try {
+      await apiError(
+        api.call('settings.set', {
+          events: { retentionDays: before.events.retentionDays + 1 },
+          smtp: { username: 'someone-else', password: 'Other-Pa55word' },
+          webhook: { secret: null },
+        }),
+      );
+      // Before the fix: the settings row, the cached view and the secret files had
+      // changed, with no audit row saying so.
+      expect(await api.call('settings.get', {})).toEqual(before);
+      expect(fs.readFileSync(secretFile, 'utf8')).toBe(secretBefore);
+      const rows = db.prepare("SELECT COUNT(*) AS n FROM settings WHERE key = 'service.settings'");
+      expect(rows.get()).toEqual({ n: 1 });
+      const stored = db
+        .prepare("SELECT value FROM settings WHERE key = 'service.settings'")
+        .get() as {
+        value: string;
+      };
+      expect(JSON.parse(stored.value).smtp.username).toBe(before.smtp.username);
+    } finally {
+      db.exec('DROP TRIGGER no_audit');
+      db.close();
+    }
+    const after = await api.call('settings.set', {
+      events: { retentionDays: before.events.retentionDays + 1 },
+    });
+    expect(after.events.retentionDays).toBe(before.events.retentionDays + 1);
+    await api.call('settings.set', { events: { retentionDays: before.events.retentionDays } });
   });
 
   it('mails and posts a test notification', async () => {

@@ -136,15 +136,14 @@ export class EventsService {
   }
 
   setSettings(p: SettingsSetParams, actor: string): EngineSettings {
-    const view = this.settings.update(p);
     // the audit says which secrets changed, never their values
     const redacted = structuredClone(p) as Record<string, Record<string, unknown> | undefined>;
     if (redacted.smtp?.password !== undefined)
       redacted.smtp.password = redacted.smtp.password === null ? 'deleted' : 'set';
     if (redacted.webhook?.secret !== undefined)
       redacted.webhook.secret = redacted.webhook.secret === null ? 'deleted' : 'set';
-    this.audit(actor, 'settings.set', redacted);
-    return view;
+    // the audit row is written with the change, or neither is
+    return this.settings.update(p, () => this.audit(actor, 'settings.set', redacted));
   }
 
   /** Records a test event that every enabled channel delivers whatever its level. */

@@ -83,8 +83,13 @@ export class SettingsStore {
     return this.secrets.read(name);
   }
 
-  /** Validates the merged result as a whole, then stores it and the secrets. */
-  update(p: SettingsSetParams): EngineSettings {
+  /**
+   * Validates the merged result as a whole, then stores it and the secrets, all or
+   * nothing: the secret files first, then the settings row and `alongside` (the audit
+   * row) in one transaction. If any step fails, the secret files are put back as they
+   * were and the error propagates: no change takes effect without its audit row.
+   */
+  update(p: SettingsSetParams, alongside: () => void = () => {}): EngineSettings {
     const { password, ...smtp } = p.smtp ?? {};
     const { secret, ...webhook } = p.webhook ?? {};
     const next = merge(this.stored(), { ...p, smtp, webhook } as Partial<StoredSettings>);
@@ -92,13 +97,35 @@ export class SettingsStore {
       next,
       password !== undefined ? password !== null : this.secrets.read(SMTP_PASSWORD) !== undefined,
     );
-    setSetting(this.db, KEY, JSON.stringify(next));
+    const changes: [string, string | null | undefined][] = [
+      [SMTP_PASSWORD, password],
+      [WEBHOOK_SECRET, secret],
+    ];
+    const before = changes.map(([name]) => [name, this.secrets.read(name)] as const);
+    try {
+      for (const [name, value] of changes) this.putSecret(name, value);
+      this.db.transaction(() => {
+        setSetting(this.db, KEY, JSON.stringify(next));
+        alongside();
+      })();
+    } catch (err) {
+      for (const [name, value] of before) {
+        try {
+          this.putSecret(name, value ?? null);
+        } catch {
+          // the first error is the one to report; this one has the same cause
+        }
+      }
+      throw err;
+    }
     this.cached = next;
-    if (password === null) this.secrets.remove(SMTP_PASSWORD);
-    else if (password !== undefined) this.secrets.write(SMTP_PASSWORD, password);
-    if (secret === null) this.secrets.remove(WEBHOOK_SECRET);
-    else if (secret !== undefined) this.secrets.write(WEBHOOK_SECRET, secret);
     return this.view();
+  }
+
+  /** undefined: leave it; null: remove it; a string: store it. */
+  private putSecret(name: string, value: string | null | undefined): void {
+    if (value === null) this.secrets.remove(name);
+    else if (value !== undefined) this.secrets.write(name, value);
   }
 }
 
