@@ -166,6 +166,54 @@ describe('alerts', () => {
     }
   }, 90_000);
 
+  it('raises a critical alert when a served backing file is moved or deleted; its data can be copied back', async () => {
+    const nqn = 'nqn.2026-11.io.branchsan.test:backing';
+    const file = path.join(dir, 'backing.img');
+    const content = Buffer.alloc(8 << 20, 0x5a);
+    fs.writeFileSync(file, content);
+    await api.call('target.subsystem.create', { nqn, allowAnyHost: true });
+    const ns = await api.call('target.namespace.add', {
+      nqn,
+      backend: { kind: 'file', path: file },
+    });
+    const raisedFor = (exclude: number[] = []) =>
+      until(
+        () =>
+          pushed.find(
+            (p) =>
+              p.name === 'alert.raised' &&
+              (p.data as Alert).rule === 'volume.backing-file' &&
+              !exclude.includes((p.data as Alert).id),
+          )?.data as Alert,
+        20_000,
+      );
+    try {
+      fs.renameSync(file, `${file}.moved`);
+      const moved = await raisedFor();
+      expect(moved.severity).toBe('critical');
+      expect(moved.title).toBe(
+        'The backing file of volume backing (namespace 1) was moved or replaced',
+      );
+      expect(moved.message).toContain(`Move the file back to ${file}`);
+      fs.renameSync(`${file}.moved`, file);
+      await until(
+        () => pushed.find((p) => p.name === 'alert.cleared' && (p.data as Alert).id === moved.id),
+        20_000,
+      );
+      fs.rmSync(file);
+      const deleted = await raisedFor([moved.id]);
+      expect(deleted.title).toBe('The backing file of volume backing (namespace 1) was deleted');
+      const copy = /cp --sparse=always (\/proc\/(\d+)\/fd\/\d+) /.exec(deleted.message);
+      expect(Number(copy?.[2])).toBe(engine.pid);
+      // the advice works: the engine's open file still holds every byte
+      fs.copyFileSync(copy![1]!, `${file}.recovered`);
+      expect(fs.readFileSync(`${file}.recovered`).equals(content)).toBe(true);
+    } finally {
+      await api.call('target.namespace.remove', { nqn, nsid: ns.nsid });
+      await api.call('target.subsystem.delete', { nqn });
+    }
+  }, 60_000);
+
   it('raises an alert after an unexpected restart; acknowledging it closes it', async () => {
     const d = tempDir();
     const first = await startEngine({ dataDir: d });

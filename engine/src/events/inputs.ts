@@ -32,6 +32,11 @@ export interface IoStatsSnapshot {
 export interface CollectorSources {
   dataDir: string;
   target: TargetView;
+  /** Whether a file namespace's path still names the file it serves, and its fd. */
+  backing?(
+    subnqn: string,
+    nsid: number,
+  ): Promise<{ state: 'ok' | 'deleted' | 'moved'; fd: number } | undefined>;
   config(): TargetConfig;
   events: EventStore;
   now(): number;
@@ -62,7 +67,30 @@ export class InputCollector {
         .map((e) => ({ eventId: e.id, ts: e.ts })),
     };
     inputs.filesystems = await this.filesystems(cfg);
+    await this.backing(cfg, inputs.volumes!);
     return inputs;
+  }
+
+  /** Marks each file volume whose backing file was deleted, renamed or replaced. */
+  private async backing(cfg: TargetConfig, volumes: VolumeIo[]): Promise<void> {
+    const check = this.src.backing;
+    if (!check) return;
+    const bySubject = new Map(volumes.map((v) => [v.subject, v]));
+    const jobs: Promise<void>[] = [];
+    for (const s of cfg.subsystems) {
+      for (const ns of s.namespaces) {
+        const v = bySubject.get(`${s.nqn}/${ns.nsid}`);
+        if (!v || ns.backendKind !== 'file') continue;
+        jobs.push(
+          check(s.nqn, ns.nsid).then((b) => {
+            if (!b) return;
+            v.backing = b.state;
+            v.openFile = `/proc/${process.pid}/fd/${b.fd}`;
+          }),
+        );
+      }
+    }
+    await Promise.all(jobs);
   }
 
   private volumes(cfg: TargetConfig): VolumeIo[] {

@@ -44,6 +44,10 @@ export interface VolumeIo {
   writeLatencyUs: number;
   /** p99 latency (µs) over the interval since the previous snapshot, where histograms give it. */
   intervalP99Us?: number;
+  /** File volumes: does `path` still name the file being served (FdBackend.backingState)? */
+  backing?: 'ok' | 'deleted' | 'moved';
+  /** The served file as this process holds it open (/proc/PID/fd/N), for recovery. */
+  openFile?: string;
 }
 
 export interface MirrorState {
@@ -175,9 +179,11 @@ export function hostDisconnectedRule(): Rule {
       return out;
     },
   };
-  function keep(a: Alert): Condition {
-    return { subject: a.subject, severity: a.severity, title: a.title, message: a.message };
-  }
+}
+
+/** An active alert carried into this round unchanged (its input could not be read). */
+function keep(a: Alert): Condition {
+  return { subject: a.subject, severity: a.severity, title: a.title, message: a.message };
 }
 
 const key = (subnqn: string, hostnqn: string) => `${hostnqn} on ${subnqn}`;
@@ -221,9 +227,7 @@ export function capacityRule(): Rule {
       }
       // a filesystem missing from this snapshot (statfs failed) keeps its alert
       for (const [subject, a] of active) {
-        if (!inputs.filesystems?.some((f) => f.subject === subject)) {
-          out.push({ subject, severity: a.severity, title: a.title, message: a.message });
-        }
+        if (!inputs.filesystems?.some((f) => f.subject === subject)) out.push(keep(a));
       }
       return out;
     },
@@ -345,6 +349,51 @@ export function ioLatencyRule(sustainMs = 30_000, minOps = 20): Rule {
   };
 }
 
+/**
+ * A file volume whose backing file was deleted, renamed or replaced while served. The
+ * engine keeps serving the file it has open, but the next start opens the path: a
+ * deleted file is then gone for good, a replaced one is another disk under the same
+ * identity. Clears once the path names the served file again.
+ */
+export function backingFileRule(): Rule {
+  return {
+    id: 'volume.backing-file',
+    kind: 'condition',
+    evaluate(inputs, { active }) {
+      const out: Condition[] = [];
+      for (const v of inputs.volumes ?? []) {
+        const was = active.get(v.subject);
+        if (v.backing === undefined && was) {
+          out.push(keep(was)); // not checked this round: the alert stands
+        } else if (v.backing === 'deleted') {
+          out.push({
+            subject: v.subject,
+            severity: 'critical',
+            title: `The backing file of ${v.label} was deleted`,
+            message:
+              `${cap(v.label)} is served from ${v.path}, which was deleted while the engine has it open. ` +
+              'Its data exists only as long as the engine keeps running: do not stop or restart it yet. ' +
+              `Stop the hosts' I/O to this volume, copy the data back as root (cp --sparse=always ${v.openFile ?? '/proc/<engine pid>/fd/<fd>'} '${v.path}'), then restart the engine so it serves the copy.`,
+            data: { path: v.path, openFile: v.openFile },
+          });
+        } else if (v.backing === 'moved') {
+          out.push({
+            subject: v.subject,
+            severity: 'critical',
+            title: `The backing file of ${v.label} was moved or replaced`,
+            message:
+              `${v.path} no longer names the file the engine serves for ${v.label}: it was renamed, or replaced by another file. ` +
+              'The engine keeps serving the file it has open, but its next start would open whatever is at that path. ' +
+              `Move the file back to ${v.path}; if it was replaced on purpose, remove the namespace and add it again.`,
+            data: { path: v.path, openFile: v.openFile },
+          });
+        }
+      }
+      return out;
+    },
+  };
+}
+
 /** The engine started after an unexpected stop (crash, kill, power loss). */
 export function uncleanRestartRule(windowMs = 24 * 3600_000): Rule {
   return {
@@ -420,6 +469,7 @@ export function defaultRules(): Rule[] {
     capacityRule(),
     ioErrorsRule(),
     ioLatencyRule(),
+    backingFileRule(),
     uncleanRestartRule(),
     ...mirrorRules(),
   ];

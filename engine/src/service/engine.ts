@@ -114,6 +114,7 @@ export class Engine {
         dataDir,
         target: runtime.target,
         config: () => targets.config(),
+        backing: (nqn, nsid) => runtime.backingState(nqn, nsid),
         events: new EventStore(db),
         now: Date.now,
       });

@@ -9,7 +9,7 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { Target, type TargetOptions } from '../core/index.js';
 import { IN_CAPSULE_DATA_SIZE } from '../protocol/tcp-limits.js';
 import { BackendError, type BlockBackend } from '../storage/backend.js';
-import { FdBackend } from '../storage/file.js';
+import { FdBackend, type BackingState } from '../storage/file.js';
 import { openBackend, type BackendSpec } from '../storage/open.js';
 import { TcpTransport } from '../transport/tcp/index.js';
 import { UserError } from '../util/errors.js';
@@ -140,6 +140,15 @@ export class TargetRuntime {
         await backend.close();
       }
     }
+  }
+
+  /** Whether a file namespace's path still names the file it serves (FdBackend.backingState). */
+  async backingState(
+    nqn: string,
+    nsid: number,
+  ): Promise<{ state: BackingState; fd: number } | undefined> {
+    const b = this.backends.get(`${nqn}#${nsid}`);
+    return b instanceof FdBackend ? b.backingState() : undefined;
   }
 
   setHosts(nqn: string, hosts: string[], allowAnyHost: boolean): void {

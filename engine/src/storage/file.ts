@@ -36,6 +36,7 @@ import { ReadBuffers } from '../util/read-buffers.js';
 const openAsync = promisify(fs.open);
 const closeAsync = promisify(fs.close);
 const fstatAsync = promisify(fs.fstat);
+const statAsync = promisify(fs.stat);
 const ftruncateAsync = promisify(fs.ftruncate);
 const unlinkAsync = promisify(fs.unlink);
 
@@ -75,6 +76,9 @@ export interface FileBackendOptions {
   exclusive?: boolean;
   io?: IoOptions;
 }
+
+/** See FdBackend.backingState. */
+export type BackingState = 'ok' | 'deleted' | 'moved';
 
 /** What FdBackend needs; produced by openFileBackend or openBlockBackend. */
 export interface FdTarget extends OpenedTarget {
@@ -116,6 +120,29 @@ export class FdBackend implements BlockBackend {
       readZeroesAfterDeallocate: target.readZeroesAfterDeallocate,
       volatileWriteCache: target.volatileWriteCache,
     };
+  }
+
+  /**
+   * Whether the path still names the file this backend has open: 'deleted' when the
+   * file has no name left (its data lives only while it stays open), 'moved' when the
+   * path is gone or names another file (renamed, or replaced), so the next start would
+   * open something else. Block devices, and anything that cannot be checked, say 'ok'.
+   */
+  async backingState(): Promise<{ state: BackingState; fd: number }> {
+    const fd = this.target.fd;
+    if (this.target.kind !== 'file' || this.state !== 'open') return { state: 'ok', fd };
+    try {
+      const open = await fstatAsync(fd);
+      if (open.nlink === 0) return { state: 'deleted', fd };
+      const named = await statAsync(this.target.path).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return null;
+        throw err;
+      });
+      const same = named !== null && named.dev === open.dev && named.ino === open.ino;
+      return { state: same ? 'ok' : 'moved', fd };
+    } catch {
+      return { state: 'ok', fd }; // closed meanwhile, or not checkable: say nothing
+    }
   }
 
   /** Why the addon is not used (null when it is): for the start-up log. */

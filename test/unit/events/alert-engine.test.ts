@@ -7,6 +7,7 @@ import type { Alert } from '../../../contract/events.js';
 import { AlertEngine } from '../../../engine/src/events/alert-engine.js';
 import {
   DEFAULT_THRESHOLDS,
+  backingFileRule,
   capacityRule,
   hostDisconnectedRule,
   ioErrorsRule,
@@ -156,23 +157,24 @@ describe('capacity', () => {
   });
 });
 
-describe('I/O errors and latency', () => {
-  const vol = (v: Partial<VolumeIo>): AlertInputs => ({
-    volumes: [
-      {
-        subject: `${SUB}/1`,
-        label: 'volume vol1 (namespace 1)',
-        path: '/srv/vol1.img',
-        errors: 0,
-        readOps: 0,
-        readLatencyUs: 0,
-        writeOps: 0,
-        writeLatencyUs: 0,
-        ...v,
-      },
-    ],
-  });
+/** Inputs holding one file volume, vol1, with these fields set. */
+const vol = (v: Partial<VolumeIo>): AlertInputs => ({
+  volumes: [
+    {
+      subject: `${SUB}/1`,
+      label: 'volume vol1 (namespace 1)',
+      path: '/srv/vol1.img',
+      errors: 0,
+      readOps: 0,
+      readLatencyUs: 0,
+      writeOps: 0,
+      writeLatencyUs: 0,
+      ...v,
+    },
+  ],
+});
 
+describe('I/O errors and latency', () => {
   it('raises when the error counter grows, clears after 5 quiet minutes, rebaselines on reset', () => {
     const e = engine([ioErrorsRule()]);
     e.evaluate(vol({ errors: 4 }), 0); // baseline: old errors do not alert
@@ -222,6 +224,31 @@ describe('I/O errors and latency', () => {
     for (let i = 0; i < 10; i++)
       e.evaluate(vol({ readOps: i * 5, readLatencyUs: i * 5e6 }), i * 10_000);
     expect(e.store.active()).toEqual([]);
+  });
+});
+
+describe('backing file', () => {
+  const backing = (state: VolumeIo['backing']) =>
+    vol({ backing: state, openFile: '/proc/4242/fd/23' });
+
+  it('raises critical when the served file was deleted, with the way to copy it back', () => {
+    const e = engine([backingFileRule()]);
+    expect(e.evaluate(backing('ok'), 0).raised).toEqual([]);
+    const [a] = e.evaluate(backing('deleted'), 5_000).raised;
+    expect(a!.severity).toBe('critical');
+    expect(a!.title).toBe('The backing file of volume vol1 (namespace 1) was deleted');
+    expect(a!.message).toContain('do not stop or restart it yet');
+    expect(a!.message).toContain("cp --sparse=always /proc/4242/fd/23 '/srv/vol1.img'");
+    expect(e.evaluate(backing('deleted'), 10_000).raised).toEqual([]); // once while active
+  });
+
+  it('raises when the path names another file; clears once it names the served one again', () => {
+    const e = engine([backingFileRule()]);
+    const [a] = e.evaluate(backing('moved'), 0).raised;
+    expect(a!.title).toBe('The backing file of volume vol1 (namespace 1) was moved or replaced');
+    expect(a!.message).toContain('Move the file back to /srv/vol1.img');
+    expect(e.evaluate(backing(undefined), 5_000).cleared).toEqual([]); // not checked: no change
+    expect(e.evaluate(backing('ok'), 10_000).cleared).toHaveLength(1);
   });
 });
 

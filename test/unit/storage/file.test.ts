@@ -2,7 +2,7 @@
  * The file backend end to end: real files on tmpfs, real worker threads, the
  * native addon when it is built (the fallback has its own file).
  */
-import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -145,6 +145,26 @@ describe('file backend: one process per file (lock)', () => {
   it('without the native addon the file is served unlocked (documented)', async () => {
     const path = (await create(8 * MiB, { io: { native: false } })).location;
     await opening(path, { io: { native: false } });
+  });
+});
+
+describe('file backend: is the path still the served file?', () => {
+  it('says ok, moved (renamed away or replaced), ok again when put back, and deleted', async () => {
+    const b = await create();
+    const path = b.location;
+    expect((await b.backingState()).state).toBe('ok');
+    renameSync(path, `${path}.away`);
+    expect((await b.backingState()).state).toBe('moved');
+    writeFileSync(path, Buffer.alloc(8 * MiB)); // another file under the same name
+    expect((await b.backingState()).state).toBe('moved');
+    renameSync(`${path}.away`, path); // the served file back in place
+    expect((await b.backingState()).state).toBe('ok');
+    unlinkSync(path);
+    const gone = await b.backingState();
+    expect(gone.state).toBe('deleted');
+    expect(gone.fd).toBeGreaterThan(2);
+    await b.close();
+    expect((await b.backingState()).state).toBe('ok'); // closed: nothing to say
   });
 });
 
