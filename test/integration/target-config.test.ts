@@ -21,6 +21,21 @@ let api: SocketClient;
 let dir: string;
 let nvmePort: number;
 
+async function waitFor<T>(f: () => Promise<T | undefined>, ms: number): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await f();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** A host on the allow-list, connected to the test subsystem. */
+function connectHost(): Promise<NvmeController> {
+  return NvmeController.connect({ host: '127.0.0.1', port: nvmePort, subnqn: NQN, hostnqn: HOST });
+}
+
 function tcpOpen(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.connect(port, '127.0.0.1', () => {
@@ -63,12 +78,7 @@ describe('target configuration API', () => {
     const before = await api.call('target.config', {});
     // what a real host sees of the live target, before and after
     const live = async () => {
-      const ctrl = await NvmeController.connect({
-        host: '127.0.0.1',
-        port: nvmePort,
-        subnqn: NQN,
-        hostnqn: HOST,
-      });
+      const ctrl = await connectHost();
       try {
         const nsids = await ctrl.activeNamespaces();
         const ns = await ctrl.namespace(1);
@@ -199,6 +209,32 @@ describe('target configuration API', () => {
     ).toBe(true);
     expect(await tcpOpen(nvmePort)).toBe(true);
   });
+
+  it('brings an offline namespace online by itself once its file is back (a disk mounted late)', async () => {
+    const extra = path.join(dir, 'vol2.img');
+    expect(fs.existsSync(extra)).toBe(false); // offline since the last test's restart
+    const offline = await api.call('events.list', {
+      type: 'target.namespace.unavailable',
+      limit: 5,
+    });
+    expect(offline.events[0]?.message).toMatch(
+      /^Namespace 2 of \S+ is offline: .*\. It is retried every 10 s\.$/,
+    );
+    const data = Buffer.alloc(8 << 20, 0x6b);
+    fs.writeFileSync(extra, data);
+    const online = await waitFor(async () => {
+      const r = await api.call('events.list', { type: 'target.namespace.online', limit: 5 });
+      return r.events[0];
+    }, 30_000);
+    expect(online.message).toBe(`Namespace 2 of ${NQN} is online again (${extra}).`);
+    const ctrl = await connectHost();
+    try {
+      const ns = await ctrl.namespace(2);
+      expect((await ns.read(0, 8)).equals(data.subarray(0, 8 * 512))).toBe(true);
+    } finally {
+      await ctrl.close();
+    }
+  }, 60_000);
 
   it('removes what it created', async () => {
     await api.call('target.namespace.remove', { nqn: NQN, nsid: 2 });

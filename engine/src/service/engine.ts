@@ -102,6 +102,7 @@ export class Engine {
       cleanup.unshift(() => runtime.close());
       const targets = new TargetService(db, runtime, log.child({ component: 'target' }));
       await targets.restore();
+      cleanup.unshift(() => targets.stop());
       const metrics = new MetricsService({
         db,
         dataDir,

@@ -20,6 +20,9 @@ import { UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { newNguid, newUuid, type TargetRuntime } from './target-runtime.js';
 
+/** How often what could not be brought up at start is tried again. */
+export const RETRY_OFFLINE_MS = 10_000;
+
 export interface NamespaceAddRequest {
   nqn: string;
   nsid?: number;
@@ -34,6 +37,8 @@ export class TargetService {
   private readonly store: TargetStore;
   /** Changes run one at a time: each one's checks see every earlier change applied. */
   private queue: Promise<unknown> = Promise.resolve();
+  private retryTimer: NodeJS.Timeout | null = null;
+  private stopped = false;
 
   constructor(
     private readonly db: Db,
@@ -43,33 +48,102 @@ export class TargetService {
     this.store = new TargetStore(db);
   }
 
-  /** Rebuilds the live target from the database; what cannot be applied is reported, not fatal. */
+  /**
+   * Rebuilds the live target from the database; what cannot be applied is reported, not
+   * fatal, and retried every RETRY_OFFLINE_MS until it comes up or is removed: a disk
+   * mounted after the engine started, a file another process let go, a port the kernel
+   * target freed.
+   */
   async restore(): Promise<void> {
     const cfg = this.store.load();
+    for (const s of cfg.subsystems) this.rt.addSubsystem(s);
+    await this.bringUp(
+      (ns, nqn, err) =>
+        this.problem(
+          'target.namespace.unavailable',
+          `Namespace ${ns.nsid} of ${nqn} is offline: ${sentence(err.message)} It is retried every ${RETRY_OFFLINE_MS / 1000} s.`,
+          err,
+        ),
+      (p, err) =>
+        this.problem(
+          'target.port.unavailable',
+          `NVMe/TCP port ${p.host}:${p.port} is not listening: ${sentence(err.message)} It is retried every ${RETRY_OFFLINE_MS / 1000} s.`,
+          err,
+        ),
+    );
+    this.retryOffline();
+  }
+
+  /** Stops retrying what is offline (engine shutdown). */
+  stop(): void {
+    this.stopped = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+  }
+
+  /** Namespaces and ports in the database that the live target lacks. */
+  private offline(): { namespaces: number; ports: number } {
+    const cfg = this.store.load();
+    const live = new Set(this.rt.ports().map((p) => p.portId));
+    let namespaces = 0;
     for (const s of cfg.subsystems) {
-      this.rt.addSubsystem(s);
-      for (const ns of s.namespaces) {
-        await this.rt
-          .addNamespace(s.nqn, { ...ns, backend: specOf(ns, false) })
-          .catch((err: Error) =>
-            this.problem(
-              'target.namespace.unavailable',
-              `Namespace ${ns.nsid} of ${s.nqn} is offline: ${err.message}`,
-              err,
+      for (const ns of s.namespaces) if (!this.rt.hasNamespace(s.nqn, ns.nsid)) namespaces++;
+    }
+    return { namespaces, ports: cfg.ports.filter((p) => !live.has(p.portId)).length };
+  }
+
+  /** While anything is offline, tries it again every RETRY_OFFLINE_MS. */
+  private retryOffline(): void {
+    const { namespaces, ports } = this.offline();
+    if (this.stopped || namespaces + ports === 0) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      void this.serialized(() =>
+        this.stopped
+          ? Promise.resolve()
+          : this.bringUp(
+              () => undefined, // still offline: said at start, not again every round
+              () => undefined,
+              (ns, nqn) =>
+                this.notice(
+                  'target.namespace.online',
+                  `Namespace ${ns.nsid} of ${nqn} is online again (${ns.path || ns.backendKind}).`,
+                ),
+              (p) =>
+                this.notice(
+                  'target.port.online',
+                  `NVMe/TCP port ${p.host}:${p.port} is listening again.`,
+                ),
             ),
-          );
+      ).finally(() => this.retryOffline());
+    }, RETRY_OFFLINE_MS);
+    this.retryTimer.unref();
+  }
+
+  /** Adds every namespace and port of the database that the live target lacks. */
+  private async bringUp(
+    nsFailed: (ns: NamespaceRow, nqn: string, err: Error) => void,
+    portFailed: (p: PortConfig, err: Error) => void,
+    nsUp: (ns: NamespaceRow, nqn: string) => void = () => undefined,
+    portUp: (p: PortConfig) => void = () => undefined,
+  ): Promise<void> {
+    const cfg = this.store.load();
+    for (const s of cfg.subsystems) {
+      for (const ns of s.namespaces) {
+        if (this.rt.hasNamespace(s.nqn, ns.nsid)) continue;
+        await this.rt.addNamespace(s.nqn, { ...ns, backend: specOf(ns, false) }).then(
+          () => nsUp(ns, s.nqn),
+          (err: Error) => nsFailed(ns, s.nqn, err),
+        );
       }
     }
+    const live = new Set(this.rt.ports().map((p) => p.portId));
     for (const p of cfg.ports) {
-      await this.rt
-        .addPort(p)
-        .catch((err: Error) =>
-          this.problem(
-            'target.port.unavailable',
-            `NVMe/TCP port ${p.host}:${p.port} is not listening: ${err.message}`,
-            err,
-          ),
-        );
+      if (live.has(p.portId)) continue;
+      await this.rt.addPort(p).then(
+        () => portUp(p),
+        (err: Error) => portFailed(p, err),
+      );
     }
   }
 
@@ -361,6 +435,16 @@ export class TargetService {
     this.log.error(message, { err });
     recordEvent(this.db, { type, severity: 'error', message });
   }
+
+  private notice(type: string, message: string): void {
+    this.log.info(message);
+    recordEvent(this.db, { type, severity: 'info', message });
+  }
+}
+
+/** `m` ending with a full stop, so a sentence can follow. */
+function sentence(m: string): string {
+  return /[.!?]$/.test(m) ? m : `${m}.`;
 }
 
 function specOf(ns: NamespaceRow, create: boolean): BackendSpec {
