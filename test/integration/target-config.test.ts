@@ -220,6 +220,14 @@ describe('target configuration API', () => {
     expect(offline.events[0]?.message).toMatch(
       /^Namespace 2 of \S+ is offline: .*\. It is retried every 10 s\.$/,
     );
+    const alertFor = (active: boolean) =>
+      waitFor(async () => {
+        const r = await api.call('alerts.list', { active });
+        return r.alerts.find((a) => a.rule === 'volume.offline' && a.subject === `${NQN}/2`);
+      }, 30_000);
+    const alert = await alertFor(true);
+    expect(alert.severity).toBe('critical');
+    expect(alert.title).toBe('Volume vol1 (namespace 2) is offline');
     const data = Buffer.alloc(8 << 20, 0x6b);
     fs.writeFileSync(extra, data);
     const online = await waitFor(async () => {
@@ -227,6 +235,11 @@ describe('target configuration API', () => {
       return r.events[0];
     }, 30_000);
     expect(online.message).toBe(`Namespace 2 of ${NQN} is online again (${extra}).`);
+    const cleared = await waitFor(async () => {
+      const r = await api.call('alerts.list', { active: false });
+      return r.alerts.find((a) => a.id === alert.id && a.clearedAt !== null);
+    }, 30_000);
+    expect(cleared.clearedAt).not.toBeNull();
     const ctrl = await connectHost();
     try {
       const ns = await ctrl.namespace(2);

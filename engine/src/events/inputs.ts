@@ -8,7 +8,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { TargetConfig } from '../../../contract/api.js';
 import type { EventStore } from './event-store.js';
-import type { AlertInputs, FilesystemUse, VolumeIo } from './rules.js';
+import type { AlertInputs, FilesystemUse, OfflineVolume, VolumeIo } from './rules.js';
 import { volumeName } from './rules.js';
 
 /**
@@ -62,6 +62,7 @@ export class InputCollector {
         .filter((c) => c.kind === 'io')
         .map((c) => ({ subnqn: c.subnqn, hostnqn: c.hostnqn })),
       volumes: this.volumes(cfg),
+      offline: this.offline(cfg),
       uncleanRestarts: this.src.events
         .ofType('engine.unclean-restart', this.src.now() - DAY)
         .map((e) => ({ eventId: e.id, ts: e.ts })),
@@ -69,6 +70,22 @@ export class InputCollector {
     inputs.filesystems = await this.filesystems(cfg);
     await this.backing(cfg, inputs.volumes!);
     return inputs;
+  }
+
+  /** Namespaces in the configuration that the live target lacks (they could not be opened). */
+  private offline(cfg: TargetConfig): OfflineVolume[] {
+    const out: OfflineVolume[] = [];
+    for (const s of cfg.subsystems) {
+      for (const ns of s.namespaces) {
+        if (this.src.target.namespaceStats(s.nqn, ns.nsid)) continue;
+        out.push({
+          subject: `${s.nqn}/${ns.nsid}`,
+          label: `volume ${volumeName(s.nqn)} (namespace ${ns.nsid})`,
+          path: ns.path,
+        });
+      }
+    }
+    return out;
   }
 
   /** Marks each file volume whose backing file was deleted, renamed or replaced. */

@@ -17,6 +17,8 @@ export interface AlertInputs {
   filesystems?: FilesystemUse[];
   /** Cumulative I/O counters per namespace. */
   volumes?: VolumeIo[];
+  /** Configured namespaces the live target lacks: their backend could not be opened. */
+  offline?: OfflineVolume[];
   /** engine.unclean-restart events of the recent past. */
   uncleanRestarts?: { eventId: number; ts: number }[];
   /** Filled by the mirror once it exists. */
@@ -48,6 +50,14 @@ export interface VolumeIo {
   backing?: 'ok' | 'deleted' | 'moved';
   /** The served file as this process holds it open (/proc/PID/fd/N), for recovery. */
   openFile?: string;
+}
+
+export interface OfflineVolume {
+  subject: string;
+  /** For people: "volume vol1 (namespace 1)". */
+  label: string;
+  /** The file or device that could not be opened. */
+  path: string;
 }
 
 export interface MirrorState {
@@ -394,6 +404,26 @@ export function backingFileRule(): Rule {
   };
 }
 
+/** A configured namespace the engine could not open: hosts cannot reach it. */
+export function volumeOfflineRule(): Rule {
+  return {
+    id: 'volume.offline',
+    kind: 'condition',
+    evaluate(inputs, { active }) {
+      if (!inputs.offline) return [...active.values()].map(keep);
+      return inputs.offline.map((v) => ({
+        subject: v.subject,
+        severity: 'critical' as const,
+        title: `${cap(v.label)} is offline`,
+        message:
+          `${cap(v.label)} could not be opened (${v.path || 'no backing store'}), so hosts cannot reach it. ` +
+          'The engine tries again every 10 seconds; the event log says why it failed. Check that the file or disk exists, is mounted and is not used by another program.',
+        data: { path: v.path },
+      }));
+    },
+  };
+}
+
 /** The engine started after an unexpected stop (crash, kill, power loss). */
 export function uncleanRestartRule(windowMs = 24 * 3600_000): Rule {
   return {
@@ -470,6 +500,7 @@ export function defaultRules(): Rule[] {
     ioErrorsRule(),
     ioLatencyRule(),
     backingFileRule(),
+    volumeOfflineRule(),
     uncleanRestartRule(),
     ...mirrorRules(),
   ];

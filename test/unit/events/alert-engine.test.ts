@@ -13,6 +13,7 @@ import {
   ioErrorsRule,
   ioLatencyRule,
   uncleanRestartRule,
+  volumeOfflineRule,
   type AlertInputs,
   type Rule,
   type VolumeIo,
@@ -249,6 +250,28 @@ describe('backing file', () => {
     expect(a!.message).toContain('Move the file back to /srv/vol1.img');
     expect(e.evaluate(backing(undefined), 5_000).cleared).toEqual([]); // not checked: no change
     expect(e.evaluate(backing('ok'), 10_000).cleared).toHaveLength(1);
+  });
+});
+
+describe('offline volume', () => {
+  const offline = (n: number): AlertInputs => ({
+    offline: Array.from({ length: n }, () => ({
+      subject: `${SUB}/2`,
+      label: 'volume vol1 (namespace 2)',
+      path: '/mnt/data/vol2.img',
+    })),
+  });
+
+  it('raises critical while a configured namespace is not live; clears when it is', () => {
+    const e = engine([volumeOfflineRule()]);
+    const [a] = e.evaluate(offline(1), 0).raised;
+    expect(a!.severity).toBe('critical');
+    expect(a!.title).toBe('Volume vol1 (namespace 2) is offline');
+    expect(a!.message).toContain('could not be opened (/mnt/data/vol2.img)');
+    expect(a!.message).toContain('tries again every 10 seconds');
+    expect(e.evaluate(offline(1), 5_000).raised).toEqual([]);
+    expect(e.evaluate({}, 10_000).cleared).toEqual([]); // not collected: the alert stands
+    expect(e.evaluate(offline(0), 15_000).cleared).toHaveLength(1);
   });
 });
 
