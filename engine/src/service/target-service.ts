@@ -94,8 +94,15 @@ export class TargetService {
 
   /** While anything is offline, tries it again every RETRY_OFFLINE_MS. */
   private retryOffline(): void {
-    const { namespaces, ports } = this.offline();
-    if (this.stopped || namespaces + ports === 0) return;
+    if (this.stopped) return;
+    let pending = true; // a database unreadable for now: look again next round
+    try {
+      const { namespaces, ports } = this.offline();
+      pending = namespaces + ports > 0;
+    } catch {
+      // keep pending
+    }
+    if (!pending) return;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
       void this.serialized(() =>
@@ -115,7 +122,10 @@ export class TargetService {
                   `NVMe/TCP port ${p.host}:${p.port} is listening again.`,
                 ),
             ),
-      ).finally(() => this.retryOffline());
+      )
+        // a database that is closing or full: try again next round, never crash the engine
+        .catch((err: unknown) => this.log.warn('retrying offline namespaces failed', { err }))
+        .finally(() => this.retryOffline());
     }, RETRY_OFFLINE_MS);
     this.retryTimer.unref();
   }
