@@ -51,6 +51,7 @@ export class InputCollector {
 
   async collect(): Promise<AlertInputs> {
     const cfg = this.src.config();
+    const ns = this.namespaces(cfg);
     const inputs: AlertInputs = {
       subsystems: cfg.subsystems.map((s) => ({
         nqn: s.nqn,
@@ -61,65 +62,42 @@ export class InputCollector {
         .listControllers()
         .filter((c) => c.kind === 'io')
         .map((c) => ({ subnqn: c.subnqn, hostnqn: c.hostnqn })),
-      volumes: this.volumes(cfg),
-      offline: this.offline(cfg),
+      volumes: ns.volumes,
+      offline: ns.offline,
       uncleanRestarts: this.src.events
         .ofType('engine.unclean-restart', this.src.now() - DAY)
         .map((e) => ({ eventId: e.id, ts: e.ts })),
     };
     inputs.filesystems = await this.filesystems(cfg);
-    await this.backing(cfg, inputs.volumes!);
+    await Promise.all(ns.backingChecks);
     return inputs;
   }
 
-  /** Namespaces in the configuration that the live target lacks (they could not be opened). */
-  private offline(cfg: TargetConfig): OfflineVolume[] {
-    const out: OfflineVolume[] = [];
+  /**
+   * One pass over the configured namespaces: the live ones with their counters, the
+   * ones the live target lacks (they could not be opened), and for each live file
+   * volume a check of whether its path still names the served file (sets `backing`).
+   */
+  private namespaces(cfg: TargetConfig): {
+    volumes: VolumeIo[];
+    offline: OfflineVolume[];
+    backingChecks: Promise<void>[];
+  } {
+    const volumes: VolumeIo[] = [];
+    const offline: OfflineVolume[] = [];
+    const backingChecks: Promise<void>[] = [];
     for (const s of cfg.subsystems) {
       for (const ns of s.namespaces) {
-        if (this.src.target.namespaceStats(s.nqn, ns.nsid)) continue;
-        out.push({
-          subject: `${s.nqn}/${ns.nsid}`,
-          label: `volume ${volumeName(s.nqn)} (namespace ${ns.nsid})`,
-          path: ns.path,
-        });
-      }
-    }
-    return out;
-  }
-
-  /** Marks each file volume whose backing file was deleted, renamed or replaced. */
-  private async backing(cfg: TargetConfig, volumes: VolumeIo[]): Promise<void> {
-    const check = this.src.backing;
-    if (!check) return;
-    const bySubject = new Map(volumes.map((v) => [v.subject, v]));
-    const jobs: Promise<void>[] = [];
-    for (const s of cfg.subsystems) {
-      for (const ns of s.namespaces) {
-        const v = bySubject.get(`${s.nqn}/${ns.nsid}`);
-        if (!v || ns.backendKind !== 'file') continue;
-        jobs.push(
-          check(s.nqn, ns.nsid).then((b) => {
-            if (!b) return;
-            v.backing = b.state;
-            v.openFile = `/proc/${process.pid}/fd/${b.fd}`;
-          }),
-        );
-      }
-    }
-    await Promise.all(jobs);
-  }
-
-  private volumes(cfg: TargetConfig): VolumeIo[] {
-    const out: VolumeIo[] = [];
-    for (const s of cfg.subsystems) {
-      for (const ns of s.namespaces) {
-        const st = this.src.target.namespaceStats(s.nqn, ns.nsid);
-        if (!st) continue;
         const subject = `${s.nqn}/${ns.nsid}`;
+        const label = `volume ${volumeName(s.nqn)} (namespace ${ns.nsid})`;
+        const st = this.src.target.namespaceStats(s.nqn, ns.nsid);
+        if (!st) {
+          offline.push({ subject, label, path: ns.path });
+          continue;
+        }
         const v: VolumeIo = {
           subject,
-          label: `volume ${volumeName(s.nqn)} (namespace ${ns.nsid})`,
+          label,
           path: ns.path,
           errors: st.errors,
           readOps: st.readOps,
@@ -129,10 +107,20 @@ export class InputCollector {
         };
         const p99 = this.intervalP99(subject, st);
         if (p99 !== undefined) v.intervalP99Us = p99;
-        out.push(v);
+        volumes.push(v);
+        const check = this.src.backing;
+        if (check && ns.backendKind === 'file') {
+          backingChecks.push(
+            check(s.nqn, ns.nsid).then((b) => {
+              if (!b) return;
+              v.backing = b.state;
+              v.openFile = `/proc/${process.pid}/fd/${b.fd}`;
+            }),
+          );
+        }
       }
     }
-    return out;
+    return { volumes, offline, backingChecks };
   }
 
   /**

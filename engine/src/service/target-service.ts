@@ -57,7 +57,7 @@ export class TargetService {
   async restore(): Promise<void> {
     const cfg = this.store.load();
     for (const s of cfg.subsystems) this.rt.addSubsystem(s);
-    await this.bringUp(
+    const offline = await this.bringUp(
       (ns, nqn, err) =>
         this.problem(
           'target.namespace.unavailable',
@@ -71,7 +71,7 @@ export class TargetService {
           err,
         ),
     );
-    this.retryOffline();
+    this.retryLater(offline);
   }
 
   /** Stops retrying what is offline (engine shutdown). */
@@ -81,33 +81,14 @@ export class TargetService {
     this.retryTimer = null;
   }
 
-  /** Namespaces and ports in the database that the live target lacks. */
-  private offline(): { namespaces: number; ports: number } {
-    const cfg = this.store.load();
-    const live = new Set(this.rt.ports().map((p) => p.portId));
-    let namespaces = 0;
-    for (const s of cfg.subsystems) {
-      for (const ns of s.namespaces) if (!this.rt.hasNamespace(s.nqn, ns.nsid)) namespaces++;
-    }
-    return { namespaces, ports: cfg.ports.filter((p) => !live.has(p.portId)).length };
-  }
-
-  /** While anything is offline, tries it again every RETRY_OFFLINE_MS. */
-  private retryOffline(): void {
-    if (this.stopped) return;
-    let pending = true; // a database unreadable for now: look again next round
-    try {
-      const { namespaces, ports } = this.offline();
-      pending = namespaces + ports > 0;
-    } catch {
-      // keep pending
-    }
-    if (!pending) return;
+  /** While `offline` things remain, tries them again every RETRY_OFFLINE_MS. */
+  private retryLater(offline: number): void {
+    if (this.stopped || offline === 0) return;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
       void this.serialized(() =>
         this.stopped
-          ? Promise.resolve()
+          ? Promise.resolve(0)
           : this.bringUp(
               () => undefined, // still offline: said at start, not again every round
               () => undefined,
@@ -124,26 +105,34 @@ export class TargetService {
             ),
       )
         // a database that is closing or full: try again next round, never crash the engine
-        .catch((err: unknown) => this.log.warn('retrying offline namespaces failed', { err }))
-        .finally(() => this.retryOffline());
+        .catch((err: unknown) => {
+          this.log.warn('retrying offline namespaces failed', { err });
+          return offline;
+        })
+        .then((left) => this.retryLater(left));
     }, RETRY_OFFLINE_MS);
     this.retryTimer.unref();
   }
 
-  /** Adds every namespace and port of the database that the live target lacks. */
+  /**
+   * Adds every namespace and port of the database that the live target lacks; resolves
+   * with how many of them still could not be added.
+   */
   private async bringUp(
     nsFailed: (ns: NamespaceRow, nqn: string, err: Error) => void,
     portFailed: (p: PortConfig, err: Error) => void,
     nsUp: (ns: NamespaceRow, nqn: string) => void = () => undefined,
     portUp: (p: PortConfig) => void = () => undefined,
-  ): Promise<void> {
+  ): Promise<number> {
+    let failed = 0;
+    const fail = () => failed++;
     const cfg = this.store.load();
     for (const s of cfg.subsystems) {
       for (const ns of s.namespaces) {
         if (this.rt.hasNamespace(s.nqn, ns.nsid)) continue;
         await this.rt.addNamespace(s.nqn, { ...ns, backend: specOf(ns, false) }).then(
           () => nsUp(ns, s.nqn),
-          (err: Error) => nsFailed(ns, s.nqn, err),
+          (err: Error) => (fail(), nsFailed(ns, s.nqn, err)),
         );
       }
     }
@@ -152,9 +141,10 @@ export class TargetService {
       if (live.has(p.portId)) continue;
       await this.rt.addPort(p).then(
         () => portUp(p),
-        (err: Error) => portFailed(p, err),
+        (err: Error) => (fail(), portFailed(p, err)),
       );
     }
+    return failed;
   }
 
   config(): TargetConfig {

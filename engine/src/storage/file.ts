@@ -11,7 +11,6 @@
  * kernel reports a lost write-back only once, the lost data stays lost.
  */
 import * as fs from 'node:fs';
-import { createRequire } from 'node:module';
 import { constants as os } from 'node:os';
 import { promisify } from 'node:util';
 import {
@@ -25,6 +24,7 @@ import {
 } from './backend.js';
 import {
   IoWorkerPool,
+  mainThreadAddon,
   resolveNativeAddon,
   type InlineReads,
   type JobDone,
@@ -363,7 +363,9 @@ export async function openFileBackend(opts: FileBackendOptions): Promise<FdBacke
     : await openExisting(opts, blockSize, readOnly);
   let fdSync = -1;
   try {
-    if (opts.exclusive !== false) await lockFile(fd, opts.path, !readOnly, opts.io?.native);
+    // resolved once, for the lock and for the pool
+    const native = (await resolveNativeAddon(opts.io?.native)) ?? false;
+    if (opts.exclusive !== false) lockFile(fd, opts.path, !readOnly, native || null);
     fdSync = readOnly ? fd : await openAsync(opts.path, fs.constants.O_RDWR | fs.constants.O_DSYNC);
     const target: FdTarget = {
       kind: 'file',
@@ -378,7 +380,7 @@ export async function openFileBackend(opts: FileBackendOptions): Promise<FdBacke
       readZeroesAfterDeallocate: true, // punched holes and the zero-writing fallback both read as zeroes
       volatileWriteCache: true, // the page cache
     };
-    return await startBackend(target, opts.io);
+    return await startBackend(target, { ...opts.io, native });
   } catch (err) {
     await closeFds({ fd, fdSync });
     throw err;
@@ -418,22 +420,9 @@ const EWOULDBLOCK = 11;
  * file is served unlocked: the lock guards against a second engine or export on the
  * same machine, where local file systems all support it.
  */
-async function lockFile(
-  fd: number,
-  path: string,
-  exclusive: boolean,
-  native: IoOptions['native'],
-): Promise<void> {
-  const addonPath = await resolveNativeAddon(native);
-  if (!addonPath) return;
-  let lock: ((fd: number, exclusive: number) => number) | undefined;
-  try {
-    lock = (createRequire(import.meta.url)(addonPath) as { lock?: typeof lock }).lock;
-  } catch {
-    return; // the workers report why the addon does not load
-  }
-  if (!lock) return; // an addon built before lock() existed
-  if (lock(fd, exclusive ? 1 : 0) !== -EWOULDBLOCK) return;
+function lockFile(fd: number, path: string, exclusive: boolean, nativePath: string | null): void {
+  const lock = mainThreadAddon(nativePath).lock; // missing: no addon, or one built before lock()
+  if (!lock || lock(fd, exclusive ? 1 : 0) !== -EWOULDBLOCK) return;
   throw new BackendError(
     'unavailable',
     `cannot open ${path}: another process has it open ${exclusive ? '' : 'for writing '}` +

@@ -494,15 +494,7 @@ export class IoWorkerPool {
  */
 function chooseInlineReads(opts: PoolOptions): { mode: InlineReads; read: ReadInline } | null {
   if (opts.direct) return null; // O_DIRECT reads always wait for the device
-  let native: ReadInline | null = null;
-  if (opts.nativePath) {
-    try {
-      const addon = createRequire(import.meta.url)(opts.nativePath) as { readInline?: ReadInline };
-      native = addon.readInline ?? null; // an addon built before readInline existed
-    } catch {
-      native = null; // the workers report why in nativeNote
-    }
-  }
+  const native = mainThreadAddon(opts.nativePath).readInline ?? null;
   if (native) {
     const probe = native(opts.fd, Buffer.alloc(opts.blockSize), 0, true);
     if (probe >= 0 || probe === -EAGAIN) return { mode: 'nowait', read: native };
@@ -510,6 +502,26 @@ function chooseInlineReads(opts: PoolOptions): { mode: InlineReads; read: ReadIn
   // Only a regular file: a device node's statfs describes /dev (devtmpfs), not the disk.
   if (opts.kind !== 'file' || !inRamWithoutSwap(opts.path)) return null;
   return { mode: 'ram', read: native ?? readSyncInline };
+}
+
+/** The addon's calls made on the event loop; any may be missing (an older build). */
+export interface MainThreadAddon {
+  readInline?: ReadInline;
+  /** flock(fd, LOCK_EX or LOCK_SH | LOCK_NB): 0 or -errno. */
+  lock?: (fd: number, exclusive: number) => number;
+}
+
+/**
+ * The addon for the event loop's own calls, or nothing when there is none or it does
+ * not load (the workers report why in nativeNote).
+ */
+export function mainThreadAddon(nativePath: string | null): MainThreadAddon {
+  if (!nativePath) return {};
+  try {
+    return createRequire(import.meta.url)(nativePath) as MainThreadAddon;
+  } catch {
+    return {};
+  }
 }
 
 /** ReadInline without the addon (tmpfs only): fs.readSync, errors as -errno. */
