@@ -22,8 +22,9 @@
  */
 import net from 'node:net';
 import type { BlockBackend } from '../storage/backend.js';
+import { FRAME_POOL_BYTES } from '../transport/tcp/limits.js';
 import { PduWriter } from '../transport/tcp/writer.js';
-import { ReadBuffers } from '../util/read-buffers.js';
+import { RecycledBuffers } from '../util/read-buffers.js';
 import type { Submit } from './patterns.js';
 
 const REQ = 72;
@@ -44,13 +45,18 @@ export function startFloorServer(
 
 function serveFloor(sock: net.Socket, backend: () => BlockBackend | undefined): void {
   sock.setNoDelay(true);
+  // Read frames come back once sent, as the target's do (same bound).
+  const frames = new RecycledBuffers(FRAME_POOL_BYTES);
   // Stop reading until the socket drains; once per stall, so 'drain' listeners never pile up.
-  const writer = new PduWriter(sock, () => {
-    if (sock.isPaused()) return;
-    sock.pause();
-    sock.once('drain', () => sock.resume());
-  });
-  const frames = new ReadBuffers();
+  const writer = new PduWriter(
+    sock,
+    () => {
+      if (sock.isPaused()) return;
+      sock.pause();
+      sock.once('drain', () => sock.resume());
+    },
+    frames,
+  );
   let pending: Buffer | null = null;
   let dataCache = Buffer.alloc(0);
   /** An answer: its own header (in `frame` when the payload was read into one). */
@@ -61,6 +67,7 @@ function serveFloor(sock: net.Socket, backend: () => BlockBackend | undefined): 
     out.writeUInt32LE(tag, 4);
     out.writeUInt32LE(status, 8);
     if (shared) writer.writev([out, shared]);
+    else if (frame) writer.writeFrame(frame);
     else writer.write(out);
   };
   const withIo = (write: boolean, len: number, tag: number, offset: number, data: Buffer) => {

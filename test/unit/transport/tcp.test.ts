@@ -239,6 +239,32 @@ describe('commands', () => {
     });
   }
 
+  it('reuses a read frame once its PDU was sent, and never the frame of a failed read', async () => {
+    const h = await host();
+    await h.ic({ hdgst: false, ddgst: false });
+    const read = async (cid: number, how: number) => {
+      h.command(readSqe(cid, 4096, cid, how));
+      if (!(how & READ_HOW.FAIL)) {
+        expect((await h.nextOf(PduType.C2HData)).data.equals(pattern(4096, cid))).toBe(true);
+      }
+      return h.nextCqe();
+    };
+    await read(1, READ_HOW.INTO);
+    await read(2, READ_HOW.INTO);
+    expect(await read(3, READ_HOW.INTO | READ_HOW.FAIL)).toMatchObject({
+      status: SC.INTERNAL | DNR,
+    });
+    await read(4, READ_HOW.INTO);
+    await read(5, READ_HOW.INTO);
+    // The offers are views of the frames: the same memory means the same frame.
+    const [a, b, c, d, e] = core.queues[0]!.intos as Buffer[];
+    const same = (x: Buffer, y: Buffer) => x.buffer === y.buffer && x.byteOffset === y.byteOffset;
+    expect(same(b!, a!)).toBe(true); // sent, so back in the pool for the next read
+    expect(same(c!, a!)).toBe(true);
+    expect(same(d!, c!)).toBe(false); // the failed read's frame did not come back
+    expect(same(e!, d!)).toBe(true);
+  });
+
   it('with SQ flow control disabled, a successful read ends with a SUCCESS C2HData and no CapsuleResp', async () => {
     const h = await host();
     const c = await h.connectQueue(31, undefined, 1, 0, 0x04);

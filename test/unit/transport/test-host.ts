@@ -52,6 +52,8 @@ export class FakeQueue implements CoreQueue {
   held: Completion[] = [];
   /** For each OP.READ: the length of the buffer the transport offered, or null. */
   offers: (number | null)[] = [];
+  /** The buffers offered, in order (to see frames come back). */
+  intos: (Buffer | null)[] = [];
 
   constructor(readonly tq: TransportQueue) {}
 
@@ -90,6 +92,7 @@ export class FakeQueue implements CoreQueue {
           exec: (into, done) =>
             setImmediate(() => {
               this.offers.push(into ? into.length : null);
+              this.intos.push(into);
               if (how & READ_HOW.FAIL) return done(SC.INTERNAL | DNR);
               const data = pattern(len, seed);
               const out = how & READ_HOW.INTO && into ? (data.copy(into), into) : data;

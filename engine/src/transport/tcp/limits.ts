@@ -25,6 +25,13 @@ export const MAX_ACTIVE_R2T = 16;
  */
 export const R2T_BUDGET = 8 * 1024 * 1024;
 
+/**
+ * Bytes of sent read frames one connection keeps for its next reads (PduWriter): a QD32
+ * of 4 KiB reads needs 136 KiB, a QD8 of 128 KiB reads 1 MiB. Idle connections hold at
+ * most this much.
+ */
+export const FRAME_POOL_BYTES = 1024 * 1024;
+
 /** Socket buffer high water mark: beyond it we stop reading until 'drain'. */
 export const SOCKET_HIGH_WATER_MARK = 256 * 1024;
 

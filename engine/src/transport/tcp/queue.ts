@@ -45,10 +45,11 @@ import { CATTR_DISABLE_SQFLOW, CONNECT_SQE_OFFSET } from '../../protocol/sqe.js'
 import { DNR, SC } from '../../protocol/status.js';
 import { IN_CAPSULE_DATA_SIZE, MAX_C2H_DATA, MAXH2CDATA } from '../../protocol/tcp-limits.js';
 import type { Logger } from '../../util/log.js';
-import { ReadBuffers } from '../../util/read-buffers.js';
+import { RecycledBuffers } from '../../util/read-buffers.js';
 import { TcpCommand, validateCapsule, type CommandSink } from './command.js';
 import { PduWriter } from './writer.js';
 import {
+  FRAME_POOL_BYTES,
   IC_TIMEOUT_MS,
   LINGER_MS,
   MAX_ACTIVE_R2T,
@@ -121,8 +122,8 @@ export class TcpQueue implements TransportQueue, CommandSink {
    * ends with a C2HData carrying SUCCESS instead of a CapsuleResp, as nvmet does.
    */
   private sqFlowDisabled = false;
-  /** Memory for reads framed in place (one C2HData PDU per read). */
-  private readonly frames = new ReadBuffers();
+  /** Memory for reads framed in place (one C2HData PDU per read), reused once sent. */
+  private readonly frames = new RecycledBuffers(FRAME_POOL_BYTES);
   /** Commands holding an R2T, by TTAG; and those waiting for one, in arrival order. */
   private readonly r2tActive = new Map<number, TcpCommand>();
   private readonly r2tWaiting: TcpCommand[] = [];
@@ -140,7 +141,7 @@ export class TcpQueue implements TransportQueue, CommandSink {
     private readonly log: Logger,
     private readonly opts: TcpQueueOptions = {},
   ) {
-    this.writer = new PduWriter(socket, () => this.pauseReading());
+    this.writer = new PduWriter(socket, () => this.pauseReading(), this.frames);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('drain', () => this.resumeReading());
     socket.on('error', (err) => this.log.debug('socket error', { peer, err }));
@@ -371,7 +372,8 @@ export class TcpQueue implements TransportQueue, CommandSink {
       // SUCCESS replaces the CapsuleResp only when the CQE would say nothing more.
       const success = this.sqFlowDisabled && dw0 === 0 && dw1 === 0;
       if (data === cmd.into) {
-        this.writer.write(
+        // The core is done with the frame: data === into only once the backend filled it.
+        this.writer.writeFrame(
           frameC2HData(cmd.frame!, { cccid: cmd.cid, datao: 0, last: true, success }, this.dg),
         );
       } else {

@@ -4,12 +4,21 @@
  * The first write of a turn corks the socket; a setImmediate after the poll phase
  * uncorks it, so all chunks read in that phase and the completions they caused share
  * the batch.
+ *
+ * Frames (writeFrame) go back to their pool once the batch they were in has been
+ * written: when the uncork left nothing queued, the kernel holds a copy of every byte
+ * and no write request of Node's or libuv's points into them any more. A batch that
+ * left bytes queued (backpressure, an error) keeps its frames out of the pool for
+ * good; the GC frees them once the socket is done with them.
  */
 import type { Socket } from 'node:net';
+import type { RecycledBuffers } from '../../util/read-buffers.js';
 
 export class PduWriter {
   private corked = false;
   private readonly flushSoon = (): void => this.flush();
+  /** Frames written in this batch, for the pool once it is written. */
+  private readonly lent: Buffer[] = [];
 
   /**
    * @param onBackpressure called after a flush that left more than the socket's high
@@ -18,12 +27,20 @@ export class PduWriter {
   constructor(
     private readonly socket: Socket,
     private readonly onBackpressure: () => void,
+    private readonly pool: RecycledBuffers | null = null,
   ) {}
 
   /** Queue one PDU (or one piece of it). */
   write(buf: Buffer): void {
     if (!this.begin()) return;
     this.socket.write(buf);
+  }
+
+  /** Queue one whole PDU built in a frame of the pool; the frame returns to it once sent. */
+  writeFrame(frame: Buffer): void {
+    if (!this.begin()) return;
+    this.socket.write(frame);
+    if (this.pool) this.lent.push(frame);
   }
 
   /** Queue the pieces of a data PDU (header, payload view, digest) without joining them. */
@@ -38,7 +55,13 @@ export class PduWriter {
     this.corked = false;
     this.socket.uncork();
     const s = this.socket;
+    if (this.lent.length > 0) this.recycle(s.writableLength === 0);
     if (s.writableNeedDrain && s.writableLength >= s.writableHighWaterMark) this.onBackpressure();
+  }
+
+  private recycle(written: boolean): void {
+    if (written) for (const frame of this.lent) this.pool!.give(frame);
+    this.lent.length = 0;
   }
 
   private begin(): boolean {
