@@ -296,6 +296,9 @@ export class NvmeController implements Submitter {
    */
   reconnect(): Promise<void> {
     if (this.connecting) return this.connecting;
+    // Called from a command's callback while an attempt fails the old association (it
+    // has not handed out its promise yet): join that attempt once it has.
+    if (this.sm.is('connecting')) return Promise.resolve().then(() => this.reconnect());
     if (this.sm.is('deleting', 'closed')) {
       return Promise.reject(new HostError('closed', 'controller is closed'));
     }
@@ -307,12 +310,13 @@ export class NvmeController implements Submitter {
     this.clearTimers();
     const old = this.assoc;
     this.assoc = null;
+    // State first: the callbacks of the commands failed below see 'connecting'.
+    this.sm.transition('connecting');
     old?.failAll(new HostError('transport', 'controller reconnecting'));
     // A failed command's callback may have closed the controller meanwhile.
-    if (this.sm.is('deleting', 'closed')) {
+    if (!this.sm.is('connecting')) {
       throw new HostError('closed', 'controller closed while reconnecting');
     }
-    this.sm.transition('connecting');
     let a: Association | null = null;
     const ac = new AbortController();
     this.cancelAttempt = () => ac.abort();
@@ -343,11 +347,12 @@ export class NvmeController implements Submitter {
     this.lastError = err;
     this.clearTimers();
     this.assoc = null;
-    // Error recovery: one failed queue takes the whole association down.
+    // Error recovery: one failed queue takes the whole association down. The state
+    // moves first, so the callbacks of the commands failed below see the controller
+    // recovering (or dead), never 'live' without an association. They may call close()
+    // or reconnect(); the controller then moves on from there.
+    this.afterLoss();
     a.failAll(new HostError('transport', `controller error recovery: ${err.message}`));
-    // Those commands' callbacks run synchronously and may have called close() or
-    // reconnect(): then the controller has already moved on and owns its state.
-    if (this.sm.is('live')) this.afterLoss();
   }
 
   /** After a lost association or a failed attempt: schedule a retry, or go dead. */

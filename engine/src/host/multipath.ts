@@ -306,10 +306,6 @@ export class MultipathNamespace extends NamespaceIo {
           path: p.name,
           reason: c.lastError!.message,
         });
-        // A HostError may arrive while the controller is still failing its association,
-        // before its state (and so p.usable) has left 'live': resending now could pick p
-        // again and burn maxAttempts on its refusals. A microtask later p shows its state.
-        if (r.error) return queueMicrotask(() => this.dispatch(c));
         return this.dispatch(c);
       case 'hold':
         return this.hold(c, p);

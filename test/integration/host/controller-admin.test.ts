@@ -61,8 +61,16 @@ async function connect(target: FakeTarget, subnqn = 'nqn.fake', o = {}) {
 
 describe('controller error recovery and close', () => {
   it.each([
-    { action: 'close', final: 'closed', states: ['connecting', 'live', 'deleting', 'closed'] },
-    { action: 'reconnect', final: 'live', states: ['connecting', 'live', 'connecting', 'live'] },
+    {
+      action: 'close',
+      final: 'closed',
+      states: ['connecting', 'live', 'dead', 'deleting', 'closed'],
+    },
+    {
+      action: 'reconnect',
+      final: 'live',
+      states: ['connecting', 'live', 'dead', 'connecting', 'live'],
+    },
   ] as const)(
     'lets the callback of a command failed by error recovery $action the controller',
     async ({ action, final, states }) => {
@@ -79,10 +87,12 @@ describe('controller error recovery and close', () => {
       try {
         let calls = 0;
         let next: Promise<void> | null = null;
+        let stateInCallback: ControllerState | null = null;
         const req = fillRw(new NvmeRequest(), IO.READ, 1, 0, 1);
         req.readLength = 512;
         req.onDone = (r) => {
           calls++;
+          stateInCallback = ctrl.state;
           expect(r.error?.kind).toBe('transport');
           next = action === 'close' ? ctrl.close(100) : ctrl.reconnect();
         };
@@ -93,6 +103,9 @@ describe('controller error recovery and close', () => {
         await next;
         await new Promise((r) => setTimeout(r, 50));
         expect(calls).toBe(1);
+        // The association is gone when its commands fail: no reconnect policy, so dead.
+        // (Before the fix: 'live', with no association behind it.)
+        expect(stateInCallback).toBe('dead');
       } finally {
         process.removeListener('uncaughtException', onUncaught);
       }
@@ -104,6 +117,28 @@ describe('controller error recovery and close', () => {
       expect(seen).toEqual(states);
     },
   );
+
+  it('fails the old association under reconnect() with the controller connecting; a callback reconnect() joins that attempt', async () => {
+    const target = await start({ hold: (op, qid) => qid > 0 && op === IO.READ });
+    const ctrl = await connect(target);
+    const req = fillRw(new NvmeRequest(), IO.READ, 1, 0, 1);
+    req.readLength = 512;
+    let stateInCallback: ControllerState | null = null;
+    let joined: Promise<void> | null = null;
+    req.onDone = (r) => {
+      expect(r.error?.kind).toBe('transport');
+      stateInCallback = ctrl.state;
+      joined = ctrl.reconnect();
+    };
+    ctrl.submitIo(req);
+    await waitFor(() => target.ioCommands === 1);
+    const admins = () => [...target.conns].filter((c) => c.qid === 0).length;
+    await ctrl.reconnect();
+    await joined;
+    expect(stateInCallback).toBe('connecting'); // before the fix: 'live'
+    expect(ctrl.state).toBe('live');
+    expect(admins()).toBe(1); // one new association, not two
+  });
 
   it('ends reconnect() as closed when a failed command of the old association closes the controller', async () => {
     const target = await start({ hold: (op, qid) => qid > 0 && op === IO.READ });
