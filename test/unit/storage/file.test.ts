@@ -2,8 +2,21 @@
  * The file backend end to end: real files on tmpfs, real worker threads, the
  * native addon when it is built (the fallback has its own file).
  */
-import { existsSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import {
+  chmodSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { BlockBackend } from '../../../engine/src/storage/backend.js';
@@ -96,6 +109,66 @@ describe('file backend: create and open', () => {
     expect(again.sizeBytes).toBe(4 * MiB);
     expect((await read(again, 3 * MiB, data.length)).equals(data)).toBe(true);
   });
+});
+
+describe('file backend: access times (O_NOATIME)', () => {
+  /** A week-old access time: with relatime, the next plain read refreshes it. */
+  const ageAtime = (path: string): number => {
+    const old = new Date(Date.now() - 7 * 86_400_000);
+    utimesSync(path, old, statSync(path).mtime);
+    return statSync(path).atimeMs;
+  };
+
+  it('reads through the backend leave the access time alone, created or reopened', async () => {
+    const b = await create(1 * MiB);
+    await write(b, 0, randomBuffer(prng(3), 8192));
+    let before = ageAtime(b.location);
+    await read(b, 0, 8192);
+    expect(statSync(b.location).atimeMs).toBe(before);
+    await b.close();
+    const again = await openFileBackend({ path: b.location });
+    open.push(again);
+    before = ageAtime(b.location);
+    await read(again, 4096, 4096);
+    expect(statSync(b.location).atimeMs).toBe(before);
+    // Control: on this file system a plain read does move it, so the checks above mean something.
+    readFileSync(b.location);
+    expect(statSync(b.location).atimeMs).toBeGreaterThan(before);
+  });
+
+  const root = process.getuid?.() === 0;
+  it.skipIf(!root)(
+    'opens a file it does not own as before (EPERM for O_NOATIME; needs root to run as nobody)',
+    () => {
+      const dir = mkdtempSync('/dev/shm/branchsan-noatime-');
+      try {
+        chmodSync(dir, 0o755);
+        const path = join(dir, 'theirs.img');
+        writeFileSync(path, Buffer.alloc(MiB, 0x5a));
+        chmodSync(path, 0o644); // root's file: nobody may read it, but not set O_NOATIME
+        const mod = fileURLToPath(
+          new URL('../../../dist/engine/src/storage/file.js', import.meta.url),
+        );
+        const script = [
+          `const { openFileBackend } = await import(${JSON.stringify(mod)});`,
+          `const b = await openFileBackend({ path: ${JSON.stringify(path)}, readOnly: true });`,
+          `b.read(0, 4096, (err, d) => { console.log(err ? 'ERR ' + err.message : 'OK ' + d[0]);`,
+          `  b.close().then(() => process.exit(0)); });`,
+        ].join('\n');
+        const runner = join(dir, 'open.mjs');
+        writeFileSync(runner, script);
+        chmodSync(runner, 0o644);
+        const out = execFileSync(process.execPath, [runner], {
+          uid: 65534,
+          gid: 65534,
+          encoding: 'utf8',
+        });
+        expect(out.trim()).toBe('OK 90');
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
 });
 
 describe('file backend: one process per file (lock)', () => {
