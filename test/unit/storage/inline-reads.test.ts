@@ -14,6 +14,7 @@ import {
   type FdBackend,
   type FileBackendOptions,
 } from '../../../engine/src/storage/file.js';
+import { INLINE_READ_MAX } from '../../../engine/src/storage/io-worker-pool.js';
 import { failure, flush, prng, randomBuffer, read, scratchDir, write } from './helpers.js';
 
 const MiB = 1024 * 1024;
@@ -89,6 +90,18 @@ describe('inline reads: data and order', () => {
     expect((await read(b, MiB, 4096)).equals(data.subarray(0, 4096))).toBe(true);
     expect((await read(b, MiB + 512, 64 * 1024 - 512)).equals(data.subarray(512))).toBe(true);
     expect(b.inlineStats.served).toBe(before + 2);
+  });
+
+  it(`serves reads up to ${INLINE_READ_MAX / 1024} KiB inline; a larger one goes to a worker`, async () => {
+    const b = await create(ram.dir);
+    if (!b.inlineReads) return void console.warn('swap is active: tmpfs reads are not inline');
+    const data = randomBuffer(prng(17), 2 * INLINE_READ_MAX);
+    await write(b, 0, data);
+    const { served, punted } = b.inlineStats;
+    expect((await read(b, 0, 128 * 1024)).equals(data.subarray(0, 128 * 1024))).toBe(true);
+    expect(b.inlineStats.served).toBe(served + 1);
+    expect((await read(b, 0, data.length)).equals(data)).toBe(true);
+    expect(b.inlineStats).toEqual({ served: served + 1, punted }); // not tried inline
   });
 
   it('a read submitted behind a pending write goes to the worker and sees the write', async () => {
