@@ -47,17 +47,22 @@ export class ReadBuffers {
  *
  * give() hands ownership back: the caller must not touch the buffer afterwards, and
  * must give each buffer at most once per take(). What exceeds maxBytes is left to the
- * GC, so a burst of large reads does not stay pinned.
+ * GC, so a burst of large reads does not stay pinned, and a pool nobody took from for
+ * IDLE_RELEASE_MS to twice that lets go of everything it held (an idle connection, or
+ * one that closed, pins nothing for long).
  */
 export class RecycledBuffers {
   private readonly free = new Map<number, Buffer[]>();
   private held = 0;
   private readonly fresh = new ReadBuffers();
+  /** take() ran since the last idle sweep. */
+  private used = false;
 
   constructor(private readonly maxBytes: number) {}
 
   /** A buffer of `length` bytes the caller owns: a returned one if any, else fresh. */
   take(length: number): Buffer {
+    this.used = true;
     const back = this.free.get(length)?.pop();
     if (back) {
       this.held -= length;
@@ -73,11 +78,48 @@ export class RecycledBuffers {
     let list = this.free.get(length);
     if (!list) this.free.set(length, (list = []));
     list.push(buf);
+    if (this.held === 0) {
+      holdingPools.add(this);
+      startSweeper();
+    }
     this.held += length;
+  }
+
+  /** The idle sweep's visit: release everything unless take() ran since the last one. */
+  releaseIfIdle(): void {
+    if (this.used) {
+      this.used = false;
+      return;
+    }
+    this.free.clear();
+    this.held = 0;
+    holdingPools.delete(this);
   }
 
   /** Bytes waiting in the free lists. */
   get heldBytes(): number {
     return this.held;
+  }
+}
+
+/** How often pools holding buffers are checked for idleness (see RecycledBuffers). */
+export const IDLE_RELEASE_MS = 30_000;
+
+/** Pools that hold buffers; only these are swept, and only while there are any. */
+const holdingPools = new Set<RecycledBuffers>();
+let sweeper: NodeJS.Timeout | null = null;
+
+function startSweeper(): void {
+  if (sweeper) return;
+  sweeper = setInterval(sweepIdleBuffers, IDLE_RELEASE_MS);
+  sweeper.unref(); // never what keeps a process alive
+}
+
+/** One idle sweep (the timer's job; exported for tests). */
+export function sweepIdleBuffers(): void {
+  for (const pool of holdingPools) pool.releaseIfIdle();
+  if (holdingPools.size === 0 && sweeper) {
+    clearInterval(sweeper);
+    sweeper = null;
   }
 }

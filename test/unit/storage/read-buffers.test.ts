@@ -1,5 +1,10 @@
-import { describe, expect, it } from 'vitest';
-import { ReadBuffers, RecycledBuffers } from '../../../engine/src/util/read-buffers.js';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import {
+  IDLE_RELEASE_MS,
+  ReadBuffers,
+  RecycledBuffers,
+  sweepIdleBuffers,
+} from '../../../engine/src/util/read-buffers.js';
 
 describe('ReadBuffers', () => {
   it('hands out disjoint, 8-byte aligned views of the exact length', () => {
@@ -47,5 +52,37 @@ describe('RecycledBuffers', () => {
     expect(again.filter((b) => bufs.includes(b))).toHaveLength(3);
     rb.give(Buffer.alloc(0));
     expect(rb.heldBytes).toBe(0);
+  });
+});
+
+describe('RecycledBuffers when idle', () => {
+  afterEach(() => vi.useRealTimers());
+
+  it('keeps its buffers while they are taken, and lets go after a sweep period without a take', () => {
+    const rb = new RecycledBuffers(1 << 20);
+    const a = rb.take(4096);
+    rb.give(a);
+    sweepIdleBuffers(); // taken since the last sweep: kept
+    expect(rb.heldBytes).toBe(4096);
+    expect(rb.take(4096)).toBe(a);
+    rb.give(a);
+    sweepIdleBuffers();
+    expect(rb.heldBytes).toBe(4096);
+    sweepIdleBuffers(); // a whole period without a take
+    expect(rb.heldBytes).toBe(0);
+    expect(rb.take(4096)).not.toBe(a);
+  });
+
+  it('is swept by a timer of its own', () => {
+    // Let every pool earlier tests left go, so the sweeper stops and restarts under fake timers.
+    for (let i = 0; i < 3; i++) sweepIdleBuffers();
+    vi.useFakeTimers();
+    const rb = new RecycledBuffers(1 << 20);
+    rb.give(rb.take(8192));
+    vi.advanceTimersByTime(IDLE_RELEASE_MS);
+    expect(rb.heldBytes).toBe(8192); // the take came after the last sweep
+    vi.advanceTimersByTime(IDLE_RELEASE_MS);
+    expect(rb.heldBytes).toBe(0);
+    expect(vi.getTimerCount()).toBe(0); // nothing held anywhere: no timer left either
   });
 });
