@@ -27,8 +27,8 @@ export const R2T_BUDGET = 8 * 1024 * 1024;
 
 /**
  * Bytes of sent read frames one connection keeps for its next reads (PduWriter): a QD32
- * of 4 KiB reads needs 136 KiB, a QD8 of 128 KiB reads 1 MiB. Idle connections hold at
- * most this much.
+ * of 4 KiB reads needs about 130 KiB, a QD8 of 128 KiB reads 1 MiB. A connection without
+ * a read for 30-60 s lets go of them (RecycledBuffers).
  */
 export const FRAME_POOL_BYTES = 1024 * 1024;
 
