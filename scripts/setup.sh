@@ -8,11 +8,13 @@ cd "$(dirname "$0")/.."
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
-# Debian packages: chromium (console e2e tests), qemu (the Linux host VM), iproute2,
-# tshark (Wireshark's NVMe/TCP dissector checks captured traffic).
+# Debian packages: chromium (console e2e tests), qemu (the Linux host VM; qemu-utils'
+# qemu-io for the disk-image lock test), iproute2, tshark (Wireshark's NVMe/TCP
+# dissector checks captured traffic).
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
+command -v qemu-io >/dev/null 2>&1 || need+=(qemu-utils)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v tshark >/dev/null 2>&1 || need+=(tshark)
 command -v make >/dev/null 2>&1 || need+=(make)

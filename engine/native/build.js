@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Builds engine/native/build/branchsan_native.node, the tiny N-API addon the
 // storage backends use for fallocate (punch hole / zero range), BLKDISCARD,
-// BLKZEROOUT, BLKGETSIZE64, preadv2(RWF_NOWAIT) and flock. Node's fs module has
+// BLKZEROOUT, BLKGETSIZE64, preadv2(RWF_NOWAIT), flock and OFD locks. Node's fs module has
 // none of these.
 //
 // Why not node-gyp: the addon is one C file with no dependencies, and node-gyp

@@ -1,8 +1,8 @@
 /*
  * BranchSAN storage helpers: the few Linux calls Node's fs module lacks.
  *
- * Every function is synchronous. All but readInline and lock are called only from
- * the storage I/O worker threads; their errors are thrown as Error objects whose
+ * Every function is synchronous. All but readInline, lock and rangeLock are called
+ * only from the storage I/O worker threads; their errors are thrown as Error objects whose
  * `code` is the errno name (e.g. "EOPNOTSUPP"), like Node's own fs errors, so the
  * worker maps them with the same table. readInline runs on the main event loop
  * and never waits on a device (see there); it returns -errno instead of throwing,
@@ -190,6 +190,28 @@ static napi_value js_lock(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* rangeLock(fd, exclusive): an open file description (OFD) lock over the whole file,
+ * F_WRLCK or F_RDLCK, F_OFD_SETLK (never waits). flock() and fcntl() locks do not see
+ * each other on Linux; QEMU and libvirt guard disk images with OFD byte-range locks,
+ * so this is the lock they see. It belongs to the open file description, as the
+ * flock does. Returns 0, or -errno (EAGAIN or EACCES: another open file holds a
+ * conflicting lock). */
+static napi_value js_range_lock(napi_env env, napi_callback_info info) {
+  double a[2];
+  if (get_args(env, info, 2, a)) return throw_errno(env, "rangeLock", EINVAL);
+  struct flock fl;
+  memset(&fl, 0, sizeof fl);
+  fl.l_type = a[1] != 0 ? F_WRLCK : F_RDLCK;
+  fl.l_whence = SEEK_SET; /* l_start 0, l_len 0: the whole file, however it grows */
+  int r;
+  do {
+    r = fcntl((int)a[0], F_OFD_SETLK, &fl);
+  } while (r < 0 && errno == EINTR);
+  napi_value out;
+  CHECK(napi_create_int32(env, r < 0 ? -errno : 0, &out));
+  return out;
+}
+
 static napi_value int_const(napi_env env, int v) {
   napi_value out;
   napi_create_int32(env, v, &out);
@@ -205,6 +227,7 @@ NAPI_MODULE_INIT() {
       {"addressMod", NULL, js_address_mod, NULL, NULL, NULL, napi_enumerable, NULL},
       {"readInline", NULL, js_read_inline, NULL, NULL, NULL, napi_enumerable, NULL},
       {"lock", NULL, js_lock, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"rangeLock", NULL, js_range_lock, NULL, NULL, NULL, napi_enumerable, NULL},
       {"FALLOC_FL_KEEP_SIZE", NULL, NULL, NULL, NULL, int_const(env, FALLOC_FL_KEEP_SIZE),
        napi_enumerable, NULL},
       {"FALLOC_FL_PUNCH_HOLE", NULL, NULL, NULL, NULL, int_const(env, FALLOC_FL_PUNCH_HOLE),

@@ -430,24 +430,44 @@ export async function startBackend(target: FdTarget, io: IoOptions = {}): Promis
   return new FdBackend(target, pool);
 }
 
-const EWOULDBLOCK = 11;
+const EWOULDBLOCK = 11; // also EAGAIN
+const EACCES = 13;
 
 /**
- * Takes the open file's lock (flock, without waiting): exclusive for read-write, shared
- * for read-only. It lives as long as `fd` stays open. Without the native addon, or on a
- * file system without flock (ENOLCK, EOPNOTSUPP: some network and FUSE mounts), the
- * file is served unlocked: the lock guards against a second engine or export on the
- * same machine, where local file systems all support it.
+ * Takes the open file's locks, without waiting: exclusive for read-write, shared for
+ * read-only. They live as long as `fd` stays open.
+ * - flock: a second engine or export on the same file.
+ * - a whole-file OFD lock (fcntl): the lock QEMU and libvirt take on disk images, which
+ *   flock does not see. A file a virtual machine has open as its disk is refused, and
+ *   such a machine cannot start on a file we serve.
+ * Without the native addon, or on a file system without these locks (ENOLCK,
+ * EOPNOTSUPP: some network and FUSE mounts), the file is served unlocked: the locks
+ * guard against other programs on the same machine, where local file systems all
+ * support them.
  */
 function lockFile(fd: number, path: string, exclusive: boolean, nativePath: string | null): void {
-  const lock = mainThreadAddon(nativePath).lock; // missing: no addon, or one built before lock()
-  if (!lock || lock(fd, exclusive ? 1 : 0) !== -EWOULDBLOCK) return;
-  throw new BackendError(
-    'unavailable',
-    `cannot open ${path}: another process has it open ${exclusive ? '' : 'for writing '}` +
-      '(a BranchSAN engine or "branchsan export" serving it, or another program that locked it)',
-    'EBUSY',
-  );
+  // Either call may be missing: no addon, or one built before it.
+  const { lock, rangeLock } = mainThreadAddon(nativePath);
+  const mode = exclusive ? 1 : 0;
+  if (lock && lock(fd, mode) === -EWOULDBLOCK) {
+    throw busy(
+      path,
+      `another process has it open ${exclusive ? '' : 'for writing '}` +
+        '(a BranchSAN engine or "branchsan export" serving it, or another program that locked it)',
+    );
+  }
+  const r = rangeLock ? rangeLock(fd, mode) : 0;
+  if (r === -EWOULDBLOCK || r === -EACCES) {
+    throw busy(
+      path,
+      'another program holds a lock on it (a QEMU or libvirt virtual machine using it as ' +
+        'a disk image, or another program that locks it with fcntl)',
+    );
+  }
+}
+
+function busy(path: string, why: string): BackendError {
+  return new BackendError('unavailable', `cannot open ${path}: ${why}`, 'EBUSY');
 }
 
 async function createFile(

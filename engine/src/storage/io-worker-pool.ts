@@ -516,6 +516,8 @@ export interface MainThreadAddon {
   readInline?: ReadInline;
   /** flock(fd, LOCK_EX or LOCK_SH | LOCK_NB): 0 or -errno. */
   lock?: (fd: number, exclusive: number) => number;
+  /** A whole-file OFD lock (F_OFD_SETLK, F_WRLCK or F_RDLCK): 0 or -errno. */
+  rangeLock?: (fd: number, exclusive: number) => number;
 }
 
 /**

@@ -2,7 +2,8 @@
  * The file backend end to end: real files on tmpfs, real worker threads, the
  * native addon when it is built (the fallback has its own file).
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import {
   chmodSync,
   existsSync,
@@ -214,6 +215,37 @@ describe('file backend: one process per file (lock)', () => {
     await write(second, 4096, randomBuffer(prng(42), 4096));
     expect((await read(open[0]!, 4096, 4096)).equals(randomBuffer(prng(42), 4096))).toBe(true);
   });
+
+  const hasQemuIo = spawnSync('qemu-io', ['--version']).status === 0;
+  it.runIf(nativeBuilt && hasQemuIo)(
+    "a running QEMU's disk image is refused, and QEMU cannot open a file we serve (needs qemu-io)",
+    async () => {
+      const served = await create();
+      const path = served.location;
+      // QEMU guards images with fcntl (OFD) locks, which flock does not see.
+      for (const ro of [[], ['-r']]) {
+        const q = spawnSync('qemu-io', [...ro, '-f', 'raw', '-c', 'read 0 4k', path], {
+          encoding: 'utf8',
+        });
+        expect(q.status).not.toBe(0);
+        expect(q.stderr).toMatch(/Failed to (lock|get .* lock)/);
+      }
+      await served.close();
+      // The other way round: QEMU holds the image (qemu-io waits at its prompt).
+      const q = spawn('qemu-io', ['-f', 'raw', path], { stdio: ['pipe', 'pipe', 'pipe'] });
+      try {
+        await once(q.stdout, 'data');
+        await expect(opening(path)).rejects.toMatchObject({ kind: 'unavailable', errno: 'EBUSY' });
+        await expect(opening(path)).rejects.toThrow(
+          `cannot open ${path}: another program holds a lock on it (a QEMU or libvirt virtual machine`,
+        );
+      } finally {
+        q.stdin.end('quit\n');
+        await once(q, 'exit');
+      }
+      await opening(path); // QEMU is gone: the file is ours again
+    },
+  );
 
   it('without the native addon the file is served unlocked (documented)', async () => {
     const path = (await create(8 * MiB, { io: { native: false } })).location;
