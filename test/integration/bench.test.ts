@@ -71,6 +71,11 @@ describe('branchsan bench', () => {
         expect(x[leg].iops).toBe([...iops].sort((a, b) => a - b)[1]);
       }
       expect(x.ratio_iops).toBeCloseTo(x.remote.iops / x.local.iops, 2);
+      // each round's own ratio, from the two legs it ran back to back
+      expect(x.ratio_iops_rounds).toHaveLength(3);
+      x.ratio_iops_rounds.forEach((v: number, i: number) =>
+        expect(v).toBeCloseTo(x.rounds_iops.remote[i] / x.rounds_iops.local[i], 2),
+      );
       expect(x.ratio_iops_floor_io).toBeCloseTo(x.floor_io.iops / x.local.iops, 2);
       expect(x.added_lat_us).toBeCloseTo(x.remote.lat_us.mean - x.local.lat_us.mean, 1);
     }

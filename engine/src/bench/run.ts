@@ -73,7 +73,15 @@ export interface BenchResult extends Pattern {
   added_lat_us: number;
   /** IOPS of every round, per leg, in the order they ran. */
   rounds_iops: { local: number[]; remote: number[]; floor: number[]; floor_io?: number[] };
+  /**
+   * remote / local of each round: the two legs ran seconds apart, so a drift of the
+   * machine's speed shows as a spread here (see NOISY_SPREAD).
+   */
+  ratio_iops_rounds: number[];
 }
+
+/** Round ratios further apart than this (max / min − 1) get a "noisy" line in the table. */
+export const NOISY_SPREAD = 0.15;
 
 type FloorStats = RunStats & { server_cpu_us_per_io: number; client_cpu_us_per_io: number };
 
@@ -197,6 +205,9 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
             ratio_iops: perLocal(remote),
             ...(fio ? { ratio_iops_floor_io: perLocal(fio) } : {}),
             added_lat_us: round(remote.lat_us.mean - local.lat_us.mean),
+            ratio_iops_rounds: legs.remote.map((x, i) =>
+              round(x.iops / Math.max(1, legs.local[i]!.iops), 3),
+            ),
             rounds_iops: {
               local: legs.local.map((x) => x.iops),
               remote: legs.remote.map((x) => x.iops),
@@ -397,5 +408,20 @@ export function formatTable(r: BenchReport): string {
       x.floor_io ? `${x.floor_io.server_cpu_us_per_io} / ${x.floor_io.client_cpu_us_per_io}` : '-',
     ].join(' '),
   );
-  return [head, ...rows].join('\n');
+  return [head, ...rows, ...noisyLines(r.results)].join('\n');
+}
+
+/** One line per result whose rounds disagree: its ratio is a weaker figure than the rest. */
+function noisyLines(results: readonly BenchResult[]): string[] {
+  return results.flatMap((x) => {
+    const rs = x.ratio_iops_rounds;
+    if (rs.length < 2 || Math.min(...rs) <= 0) return [];
+    if (Math.max(...rs) / Math.min(...rs) - 1 <= NOISY_SPREAD) return [];
+    const what = `${x.pattern} ${x.bs / 1024}k qd=${x.qd} queues=${x.queues} ${x.backend}`;
+    return [
+      `noisy: ${what}: the rounds' remote/local ratios were ${rs.map((v) => v.toFixed(2)).join(', ')} ` +
+        `(more than ${NOISY_SPREAD * 100}% apart: the machine's speed drifted); ` +
+        'run it again, or with more --rounds, before comparing this ratio',
+    ];
+  });
 }

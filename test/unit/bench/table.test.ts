@@ -54,6 +54,7 @@ describe('bench report', () => {
       ratio_iops: 0.375,
       added_lat_us: 100,
       rounds_iops: { local: [1], remote: [1], floor: [1] },
+      ratio_iops_rounds: [0.375],
     };
     const rows: BenchResult[] = [
       {
@@ -70,6 +71,35 @@ describe('bench report', () => {
     expect(lines[1]).toMatch(/\| 4\.5 \/ 2$/);
     expect(lines[2]).toMatch(/300000\s+- \|\s+0\.38\s+- \|/);
     expect(lines[2]).toMatch(/\| -$/);
+  });
+
+  it('adds a noisy line for a result whose round ratios are more than 15% apart, only for it', () => {
+    const row = (backend: 'shm' | 'disk', ratio_iops_rounds: number[]): BenchResult => ({
+      pattern: 'randread',
+      bs: 4096,
+      qd: 32,
+      queues: 2,
+      backend,
+      local: { ...stats(400000), cpu_us_per_io: 2 },
+      remote: { ...stats(150000), target_cpu_us_per_io: 6, host_cpu_us_per_io: 3 },
+      floor: floor(300000),
+      ratio_iops: 0.375,
+      added_lat_us: 100,
+      rounds_iops: { local: [1, 1, 1], remote: [1, 1, 1], floor: [1, 1, 1] },
+      ratio_iops_rounds,
+    });
+    const table = formatTable({
+      machine: {},
+      config: {},
+      results: [row('shm', [0.3, 0.32, 0.42]), row('disk', [0.4, 0.41, 0.45])],
+      elapsed_s: 1,
+    });
+    const noisy = table.split('\n').filter((l) => l.startsWith('noisy:'));
+    expect(noisy).toEqual([
+      "noisy: randread 4k qd=32 queues=2 shm: the rounds' remote/local ratios were 0.30, 0.32, " +
+        "0.42 (more than 15% apart: the machine's speed drifted); run it again, or with more " +
+        '--rounds, before comparing this ratio',
+    ]);
   });
 
   it("lines every leg's progress figures up, floor+io included", () => {
