@@ -8,7 +8,7 @@
  * Electron-free, so the file mapping and the responses are tested for real; main.ts
  * registers the scheme and hands its requests to serveAppRequest.
  */
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, realpath, stat } from 'node:fs/promises';
 import { extname, join, normalize, sep } from 'node:path';
 import { RENDERER_CONTENT_TYPES } from '../../contract/renderer-files.js';
 import { CONTENT_SECURITY_POLICY } from './security.js';
@@ -53,8 +53,8 @@ export function appFilePath(raw: string, root: string): string | null {
 
 /**
  * The answer to one request on the app scheme: the file with its type and our CSP, or
- * 404 (nothing else is revealed, not even whether a path exists outside the bundle);
- * only GET and HEAD.
+ * 404 (nothing else is revealed, not even whether a path exists outside the bundle,
+ * also when a symbolic link in the bundle points there); only GET and HEAD.
  */
 export async function serveAppRequest(req: Request, root: string): Promise<Response> {
   if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -63,8 +63,10 @@ export async function serveAppRequest(req: Request, root: string): Promise<Respo
   const file = appFilePath(req.url, root);
   if (file) {
     try {
-      if ((await stat(file)).isFile()) {
-        const body = req.method === 'HEAD' ? null : await readFile(file);
+      // A symbolic link inside the bundle must not lead out of it.
+      const [real, realRoot] = await Promise.all([realpath(file), realpath(root)]);
+      if (real.startsWith(realRoot + sep) && (await stat(real)).isFile()) {
+        const body = req.method === 'HEAD' ? null : await readFile(real);
         return new Response(body, {
           status: 200,
           headers: {

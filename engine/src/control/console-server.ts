@@ -215,12 +215,21 @@ export class ConsoleServer {
     if (rel.endsWith('/')) rel += 'index.html';
     const root = path.resolve(this.opts.root);
     const file = path.resolve(root, '.' + rel);
-    if (!file.startsWith(root + path.sep) || rel.includes('\0')) {
+    const type = CONTENT_TYPES[path.extname(file).toLowerCase()];
+    if (!file.startsWith(root + path.sep) || rel.includes('\0') || !type) {
       res.writeHead(404, SECURITY_HEADERS).end();
       return;
     }
-    fs.readFile(file, (err, body) => {
-      if (err) {
+    readBundleFile(root, file).then(
+      (body) => {
+        res.writeHead(200, {
+          'Content-Type': type,
+          'Content-Length': body.length,
+          ...SECURITY_HEADERS,
+        });
+        res.end(req.method === 'HEAD' ? undefined : body);
+      },
+      () => {
         const missingBundle = rel === '/index.html';
         res.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8', ...SECURITY_HEADERS });
         res.end(
@@ -228,15 +237,21 @@ export class ConsoleServer {
             ? 'The console bundle is not built. Run `npm run build` in the BranchSAN checkout, then reload.\n'
             : 'Not found\n',
         );
-        return;
-      }
-      const type = CONTENT_TYPES[path.extname(file)] ?? 'application/octet-stream';
-      res.writeHead(200, {
-        'Content-Type': type,
-        'Content-Length': body.length,
-        ...SECURITY_HEADERS,
-      });
-      res.end(req.method === 'HEAD' ? undefined : body);
-    });
+      },
+    );
   }
+}
+
+/**
+ * Reads a file of the bundle, refusing (as missing) one whose real path leaves the
+ * bundle: a symbolic link inside it must not serve other files of the machine, which
+ * the engine, running as root, could read.
+ */
+async function readBundleFile(root: string, file: string): Promise<Buffer> {
+  const [real, realRoot] = await Promise.all([
+    fs.promises.realpath(file),
+    fs.promises.realpath(root),
+  ]);
+  if (!real.startsWith(realRoot + path.sep)) throw new Error(`${file} leaves the bundle`);
+  return fs.promises.readFile(real);
 }

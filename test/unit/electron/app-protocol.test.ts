@@ -2,7 +2,7 @@
  * The app://branchsan scheme that replaces file:// for the desktop window: real files
  * in a temporary bundle directory, real fetch Request/Response objects.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -22,6 +22,9 @@ beforeAll(() => {
   writeFileSync(join(root, 'assets', 'index-abc.js.map'), '{}');
   writeFileSync(join(top, 'secret.html'), 'outside the bundle');
   mkdirSync(join(root, 'dir.html'));
+  symlinkSync(join(top, 'secret.html'), join(root, 'assets', 'leak.html'));
+  symlinkSync(top, join(root, 'up'));
+  symlinkSync(join(root, 'index.html'), join(root, 'inside.html'));
 });
 
 afterAll(() => rmSync(top, { recursive: true, force: true }));
@@ -59,10 +62,18 @@ describe('app:// scheme', () => {
     ['broken percent-encoding', 'app://branchsan/%E0%A4%A.html'],
     ['another host', 'app://elsewhere/index.html'],
     ['another scheme', 'file:///etc/passwd'],
+    ['a symbolic link out of the bundle', 'app://branchsan/assets/leak.html'],
+    ['a path through a directory link out of the bundle', 'app://branchsan/up/secret.html'],
   ])('answers 404 for %s, revealing nothing', async (_what, url) => {
     const res = await get(url);
     expect(res.status).toBe(404);
     expect(await res.text()).toBe('not found');
+  });
+
+  it('follows a symbolic link that stays inside the bundle', async () => {
+    const res = await get('app://branchsan/inside.html');
+    expect(res.status).toBe(200);
+    expect(await res.text()).toContain('<title>BranchSAN</title>');
   });
 
   it('answers only GET and HEAD', async () => {
