@@ -1,8 +1,8 @@
 /*
  * BranchSAN storage helpers: the few Linux calls Node's fs module lacks.
  *
- * Every function is synchronous. All but readInline, lock and rangeLock are called
- * only from the storage I/O worker threads; their errors are thrown as Error objects whose
+ * Every function is synchronous. All but readInline, lock, rangeLock and rangeHolder
+ * are called only from the storage I/O worker threads; their errors are thrown as Error objects whose
  * `code` is the errno name (e.g. "EOPNOTSUPP"), like Node's own fs errors, so the
  * worker maps them with the same table. readInline runs on the main event loop
  * and never waits on a device (see there); it returns -errno instead of throwing,
@@ -212,6 +212,42 @@ static napi_value js_range_lock(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* rangeHolder(fd, start, len): a lock another open file holds on the byte range, as
+ * [start, length] (length 0: to the end of the file), or null when there is none
+ * (F_OFD_GETLK with F_WRLCK, so a shared lock counts; locks of this open file
+ * description are not reported). QEMU marks each permission it holds on an image
+ * with a shared lock on one byte (100 + the permission's bit: 101 is "write"), so
+ * this tells a read-only export that a running VM writes the image. A number is
+ * -errno. */
+static napi_value js_range_holder(napi_env env, napi_callback_info info) {
+  double a[3];
+  if (get_args(env, info, 3, a) || a[1] < 0 || a[2] < 1)
+    return throw_errno(env, "rangeHolder", EINVAL);
+  struct flock fl;
+  memset(&fl, 0, sizeof fl);
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = (off_t)a[1];
+  fl.l_len = (off_t)a[2];
+  int r;
+  do {
+    r = fcntl((int)a[0], F_OFD_GETLK, &fl);
+  } while (r < 0 && errno == EINTR);
+  napi_value out, v;
+  if (r < 0) {
+    CHECK(napi_create_int32(env, -errno, &out));
+  } else if (fl.l_type == F_UNLCK) {
+    CHECK(napi_get_null(env, &out));
+  } else {
+    CHECK(napi_create_array_with_length(env, 2, &out));
+    CHECK(napi_create_double(env, (double)fl.l_start, &v));
+    CHECK(napi_set_element(env, out, 0, v));
+    CHECK(napi_create_double(env, (double)fl.l_len, &v));
+    CHECK(napi_set_element(env, out, 1, v));
+  }
+  return out;
+}
+
 static napi_value int_const(napi_env env, int v) {
   napi_value out;
   napi_create_int32(env, v, &out);
@@ -228,6 +264,7 @@ NAPI_MODULE_INIT() {
       {"readInline", NULL, js_read_inline, NULL, NULL, NULL, napi_enumerable, NULL},
       {"lock", NULL, js_lock, NULL, NULL, NULL, napi_enumerable, NULL},
       {"rangeLock", NULL, js_range_lock, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"rangeHolder", NULL, js_range_holder, NULL, NULL, NULL, napi_enumerable, NULL},
       {"FALLOC_FL_KEEP_SIZE", NULL, NULL, NULL, NULL, int_const(env, FALLOC_FL_KEEP_SIZE),
        napi_enumerable, NULL},
       {"FALLOC_FL_PUNCH_HOLE", NULL, NULL, NULL, NULL, int_const(env, FALLOC_FL_PUNCH_HOLE),

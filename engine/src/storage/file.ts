@@ -439,15 +439,16 @@ const EACCES = 13;
  * - flock: a second engine or export on the same file.
  * - a whole-file OFD lock (fcntl): the lock QEMU and libvirt take on disk images, which
  *   flock does not see. A file a virtual machine has open as its disk is refused, and
- *   such a machine cannot start on a file we serve.
+ *   such a machine cannot start on a file we serve. A read-only open, whose shared lock
+ *   QEMU's shared locks do not conflict with, also refuses an image a VM writes.
  * Without the native addon, or on a file system without these locks (ENOLCK,
  * EOPNOTSUPP: some network and FUSE mounts), the file is served unlocked: the locks
  * guard against other programs on the same machine, where local file systems all
  * support them.
  */
 function lockFile(fd: number, path: string, exclusive: boolean, nativePath: string | null): void {
-  // Either call may be missing: no addon, or one built before it.
-  const { lock, rangeLock } = mainThreadAddon(nativePath);
+  // Any of these calls may be missing: no addon, or one built before it.
+  const { lock, rangeLock, rangeHolder } = mainThreadAddon(nativePath);
   const mode = exclusive ? 1 : 0;
   if (lock && lock(fd, mode) === -EWOULDBLOCK) {
     throw busy(
@@ -464,6 +465,29 @@ function lockFile(fd: number, path: string, exclusive: boolean, nativePath: stri
         'a disk image, or another program that locks it with fcntl)',
     );
   }
+  // QEMU takes only shared locks, so a writing VM does not stop a shared lock; it marks
+  // its "write" permission with a lock on byte 101. Hosts reading an image that a VM
+  // writes meanwhile would see torn, changing data, so a read-only export refuses it,
+  // as qemu-img does.
+  if (!exclusive && r === 0 && qemuWrites(rangeHolder?.(fd, QEMU_WRITE_PERM_BYTE, 1))) {
+    throw busy(
+      path,
+      'a QEMU or libvirt virtual machine has it open for writing, so a read-only export ' +
+        'would serve data that changes under the hosts; shut the VM down, or export a copy ' +
+        'or snapshot of the image',
+    );
+  }
+}
+
+/** QEMU's lock byte for "this open file may write" (file-posix: 100 + the WRITE bit). */
+const QEMU_WRITE_PERM_BYTE = 101;
+
+/**
+ * Whether the lock found on QEMU_WRITE_PERM_BYTE is QEMU's: a lock on a few bytes. A
+ * whole-file shared lock (start 0, to the end) is another read-only open like ours.
+ */
+function qemuWrites(holder: [number, number] | null | number | undefined): boolean {
+  return Array.isArray(holder) && !(holder[0] === 0 && holder[1] === 0);
 }
 
 function busy(path: string, why: string): BackendError {

@@ -518,6 +518,11 @@ export interface MainThreadAddon {
   lock?: (fd: number, exclusive: number) => number;
   /** A whole-file OFD lock (F_OFD_SETLK, F_WRLCK or F_RDLCK): 0 or -errno. */
   rangeLock?: (fd: number, exclusive: number) => number;
+  /**
+   * A conflicting fcntl lock another open file holds on the bytes, as [start, length]
+   * (length 0: to the end of the file); null when none; a number is -errno.
+   */
+  rangeHolder?: (fd: number, start: number, length: number) => [number, number] | null | number;
 }
 
 /**

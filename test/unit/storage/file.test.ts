@@ -247,6 +247,38 @@ describe('file backend: one process per file (lock)', () => {
     },
   );
 
+  it.runIf(nativeBuilt && hasQemuIo)(
+    'a read-only export refuses an image a QEMU writes, and shares one a QEMU only reads (needs qemu-io)',
+    async () => {
+      const path = (await create()).location;
+      await open.pop()!.close();
+      const holding = async (args: string[], body: () => Promise<void>): Promise<void> => {
+        const q = spawn('qemu-io', [...args, '-f', 'raw', path], { stdio: 'pipe' });
+        try {
+          await once(q.stdout, 'data'); // the prompt: the image is open and locked
+          await body();
+        } finally {
+          q.stdin.end('quit\n');
+          await once(q, 'exit');
+        }
+      };
+      await holding([], async () => {
+        // Its locks are all shared ones, which a shared lock alone would not see.
+        await expect(opening(path, { readOnly: true })).rejects.toThrow(
+          `cannot open ${path}: a QEMU or libvirt virtual machine has it open for writing, ` +
+            'so a read-only export would serve data that changes under the hosts',
+        );
+      });
+      await holding(['-r'], async () => {
+        const b = await opening(path, { readOnly: true });
+        expect((await read(b, 0, 4096)).length).toBe(4096);
+        await b.close();
+        await expect(opening(path)).rejects.toMatchObject({ errno: 'EBUSY' }); // but not for writing
+      });
+      await opening(path, { readOnly: true }); // no VM: read-only is fine
+    },
+  );
+
   it('without the native addon the file is served unlocked (documented)', async () => {
     const path = (await create(8 * MiB, { io: { native: false } })).location;
     await opening(path, { io: { native: false } });
