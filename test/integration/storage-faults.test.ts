@@ -12,7 +12,7 @@
  * When the sandbox refuses mount or losetup, the tests that need them are skipped.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -381,5 +381,101 @@ describe('close and a dying I/O thread while I/O is in flight', () => {
       process.off('uncaughtException', onUncaught);
     }
     expect(uncaught).toEqual([]);
+  });
+});
+
+/**
+ * A file system frozen with fsfreeze: a write blocks in the kernel until it thaws, as
+ * on a stalled disk, and the writes behind it wait in the backend. Frozen writers sleep
+ * uninterruptibly, so every path thaws in `finally`.
+ */
+describe('a stalled disk (frozen file system) when the host queue closes', () => {
+  /** An ext4 file system on a loop device, or null (and the reason) when refused. */
+  function ext4(name: string): string | { refused: string } {
+    const image = join(root, `${name}.img`);
+    const dir = join(root, name);
+    mkdirSync(dir);
+    writeFileSync(image, '');
+    truncateSync(image, 64 * MiB);
+    const made = tryRun('mkfs.ext4', ['-q', image]);
+    if ('refused' in made) return made;
+    const mounted = tryRun('mount', ['-o', 'loop', image, dir]);
+    if ('refused' in mounted) return mounted;
+    mounts.push(dir);
+    return dir;
+  }
+
+  /** Waits until a thread of this process sleeps uninterruptibly (state D): the frozen write. */
+  async function someThreadStalled(): Promise<void> {
+    for (let i = 0; i < 500; i++) {
+      for (const t of readdirSync('/proc/self/task')) {
+        const stat = readFileSync(`/proc/self/task/${t}/stat`, 'utf8');
+        if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('D')) return;
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    throw new Error('no I/O thread blocked on the frozen file system within 5 s');
+  }
+
+  it("drops the closed queue's writes that had not started; the running one and other queues' writes land", async (ctx) => {
+    const dir = ext4('frozen');
+    if (typeof dir !== 'string')
+      return ctx.skip(`needs mkfs.ext4 and a loop mount: ${dir.refused}`);
+    const bs = 4 * KiB;
+    // One data thread with 4 tags: 1 write runs (and blocks), 3 wait in its ring, the
+    // rest in the backend's queue.
+    const io: IoOptions = { workers: 1, syncWorkers: 1, maxInflight: 4 };
+    const b = track(
+      await openFileBackend({ path: join(dir, 'vol.img'), sizeBytes: 4 * MiB, create: true, io }),
+    );
+    await write(b, 0, Buffer.alloc(16 * bs, 0xaa));
+    await flush(b);
+    const closing = { isClosed: false }; // the host queue that will close
+    const staying = { isClosed: false }; // another host's queue
+    const results = new Map<number, Promise<BackendError | null>>();
+    const submit = (block: number, owner: { isClosed: boolean }): void => {
+      const data = Buffer.alloc(bs, block + 1);
+      results.set(
+        block,
+        outcome(
+          new Promise<void>((ok, no) =>
+            b.write(block * bs, data, false, (e) => (e ? no(e) : ok()), owner),
+          ),
+        ),
+      );
+    };
+    const frozen = tryRun('fsfreeze', ['--freeze', dir]);
+    if ('refused' in frozen) return ctx.skip(`needs fsfreeze: ${frozen.refused}`);
+    try {
+      submit(0, closing);
+      await someThreadStalled(); // write 0 is in the kernel, waiting for the thaw
+      for (let block = 1; block < 10; block++) submit(block, block % 4 === 3 ? staying : closing);
+      await new Promise((r) => setTimeout(r, 50));
+      closing.isClosed = true;
+      b.abandon!(closing);
+      submit(10, closing); // after the close: never starts either
+    } finally {
+      tryRun('fsfreeze', ['--unfreeze', dir]);
+    }
+    const staid = [3, 7];
+    for (const [block, result] of results) {
+      const err = await result;
+      if (block === 0 || staid.includes(block)) expect(err, `block ${block}`).toBeNull();
+      else {
+        expect(err?.kind, `block ${block}`).toBe('unavailable');
+        expect(err?.message).toContain('was not started: the host connection that sent it closed');
+      }
+    }
+    const after = await read(b, 0, 16 * bs);
+    for (let block = 0; block < 16; block++) {
+      const want = block === 0 || staid.includes(block) ? block + 1 : 0xaa;
+      expect(
+        after.subarray(block * bs, (block + 1) * bs).every((x) => x === want),
+        `block ${block}`,
+      ).toBe(true);
+    }
+    // The backend serves on: a new write after all this lands.
+    await write(b, 15 * bs, Buffer.alloc(bs, 0x55));
+    expect((await read(b, 15 * bs, bs))[0]).toBe(0x55);
   });
 });

@@ -16,7 +16,12 @@ import { defaultFenceMs } from '../../engine/src/host/multipath.js';
 import { IO, PROP } from '../../engine/src/protocol/opcodes.js';
 import { SGL_DATA_BLOCK_OFFSET } from '../../engine/src/protocol/pdu-capsule.js';
 import { encodeSqe } from '../../engine/src/protocol/sqe.js';
-import type { BlockBackend, IoCallback } from '../../engine/src/storage/backend.js';
+import {
+  BackendError,
+  type BlockBackend,
+  type IoCallback,
+  type IoOwner,
+} from '../../engine/src/storage/backend.js';
 import { MemoryBackend } from '../../engine/src/storage/memory.js';
 import {
   adminConnect,
@@ -33,21 +38,34 @@ const HOST = 'nqn.2014-08.org.nvmexpress:uuid:0000dddd-0000-4000-8000-0000000000
 const BS = 512;
 const SIZE = 16 << 20;
 
-/** Every backend call that changes data, in order; `stall` holds their completions. */
+/**
+ * Every backend call that changes data, in order; `stall` holds them before they start
+ * (as a backend's queue behind a stalled disk would), and abandon() drops the held
+ * calls of an owner, as the file backend does.
+ */
 interface Recorder {
   readonly calls: string[];
   stall: boolean;
   readonly held: (() => void)[];
+  /** The owner each call carried, in order. */
+  readonly owners: (IoOwner | undefined)[];
+  /** Owners abandon() was called with. */
+  readonly abandoned: IoOwner[];
 }
 
 function recording(
   b: BlockBackend,
   caps: Partial<BlockBackend['caps']> = {},
 ): [BlockBackend, Recorder] {
-  const rec: Recorder = { calls: [], stall: false, held: [] };
-  const hold = (cb: IoCallback, run: (cb: IoCallback) => void): void => {
+  const rec: Recorder = { calls: [], stall: false, held: [], owners: [], abandoned: [] };
+  const heldOwners: (IoOwner | undefined)[] = [];
+  const heldCbs: IoCallback[] = [];
+  const hold = (cb: IoCallback, run: (cb: IoCallback) => void, owner?: IoOwner): void => {
+    rec.owners.push(owner);
     if (!rec.stall) return run(cb);
     rec.held.push(() => run(cb));
+    heldOwners.push(owner);
+    heldCbs.push(cb);
   };
   const backend: BlockBackend = {
     kind: b.kind,
@@ -56,18 +74,29 @@ function recording(
     sizeBytes: b.sizeBytes,
     caps: { ...b.caps, ...caps },
     read: (o, l, cb, into) => b.read(o, l, cb, into),
-    write: (o, d, f, cb) => {
+    write: (o, d, f, cb, owner) => {
       rec.calls.push(`write ${o}+${d.length}`);
-      hold(cb, (c) => b.write(o, Buffer.from(d), f, c));
+      hold(cb, (c) => b.write(o, Buffer.from(d), f, c), owner);
     },
     flush: (cb) => b.flush(cb),
-    writeZeroes: (o, l, f, cb) => {
+    writeZeroes: (o, l, f, cb, owner) => {
       rec.calls.push(`writeZeroes ${o}+${l}`);
-      hold(cb, (c) => b.writeZeroes(o, l, f, c));
+      hold(cb, (c) => b.writeZeroes(o, l, f, c), owner);
     },
-    deallocate: (o, l, cb) => {
+    deallocate: (o, l, cb, owner) => {
       rec.calls.push(`deallocate ${o}+${l}`);
-      hold(cb, (c) => b.deallocate(o, l, c));
+      hold(cb, (c) => b.deallocate(o, l, c), owner);
+    },
+    abandon: (owner) => {
+      rec.abandoned.push(owner);
+      for (let i = rec.held.length - 1; i >= 0; i--) {
+        if (heldOwners[i] !== owner) continue;
+        const cb = heldCbs[i]!;
+        rec.held.splice(i, 1);
+        heldOwners.splice(i, 1);
+        heldCbs.splice(i, 1);
+        cb(new BackendError('unavailable', 'dropped: its queue closed'));
+      }
     },
     close: () => Promise.resolve(),
   };
@@ -85,9 +114,10 @@ afterEach(async () => {
 async function startTarget(
   opts: TargetOptions,
   caps: Partial<BlockBackend['caps']> = {},
-): Promise<{ target: Target; rec: Recorder; port: number }> {
+): Promise<{ target: Target; rec: Recorder; port: number; memory: MemoryBackend }> {
   const target = new Target(opts);
-  const [backend, rec] = recording(new MemoryBackend({ sizeBytes: SIZE, blockSize: BS }), caps);
+  const memory = new MemoryBackend({ sizeBytes: SIZE, blockSize: BS });
+  const [backend, rec] = recording(memory, caps);
   target.addSubsystem({ nqn: NQN, serial: 'REVIEW0001', model: 'BranchSAN', hosts: [HOST] });
   target.addNamespace(NQN, { nsid: 1, backend, nguid: '00112233445566778899aabbccddeeff' });
   const { transport, port } = await serveOnLoopback(target, { lingerMs: 100 });
@@ -95,7 +125,7 @@ async function startTarget(
     target.close();
     await transport.close();
   });
-  return { target, rec, port };
+  return { target, rec, port, memory };
 }
 
 async function raw(port: number): Promise<RawHost> {
@@ -208,6 +238,38 @@ describe('a command whose controller is gone starts nothing more on the backend'
     io.command(encodeSqe({ opcode: IO.WRITE_ZEROES, cid: 4, nsid: 1, cdw10: 0, cdw12: nlb - 1 }));
     await goneWhileFirstStepHeld(target, rec, admin, io);
     expect(rec.calls).toEqual([`write 0+${1 << 20}`]);
+  });
+
+  it('writes waiting inside the backend are abandoned when their queue closes, never started', async () => {
+    const { target, rec, port, memory } = await startTarget({});
+    const { admin, io } = await session(port, 0);
+    rec.stall = true; // the backend queues them: a stalled disk ahead of them
+    for (let cid = 1; cid <= 4; cid++) {
+      const sqe = rwSqe({
+        opcode: IO.WRITE,
+        cid,
+        nsid: 1,
+        slba: cid * 8,
+        nlb: 8,
+        sgl: SGL_DATA_BLOCK_OFFSET,
+      });
+      io.command(sqe, Buffer.alloc(8 * BS, cid));
+    }
+    await until('four writes to reach the backend', () => rec.calls.length === 4);
+    const owner = rec.owners[0];
+    expect(owner).toBeDefined();
+    expect(rec.owners.every((o) => o === owner)).toBe(true); // one queue, one owner
+    expect(rec.abandoned).toEqual([]);
+    admin.close(); // the host is gone: the controller and its I/O queue with it
+    await until('the I/O connection to close', () => io.isClosed);
+    expect(rec.abandoned).toContain(owner);
+    expect(owner!.isClosed).toBe(true);
+    expect(rec.held).toEqual([]); // nothing of that queue is left to start
+    const landed = await new Promise<Buffer>((ok, no) =>
+      memory.read(0, 48 * BS, (e, d) => (e ? no(e) : ok(d!))),
+    );
+    expect(landed.every((x) => x === 0)).toBe(true);
+    expect(target.listControllers()).toEqual([]);
   });
 
   it('a multi-range deallocate stops after the controller is deleted', async () => {

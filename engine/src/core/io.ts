@@ -5,7 +5,12 @@
  * (backend-status.ts); every completion is counted in the namespace's and the
  * controller's IoStats.
  */
-import { BackendError, type BlockBackend, type IoCallback } from '../storage/backend.js';
+import {
+  BackendError,
+  type BlockBackend,
+  type IoCallback,
+  type IoOwner,
+} from '../storage/backend.js';
 import { IO, NSID_ALL } from '../protocol/opcodes.js';
 import { cdw, cdwPair } from '../protocol/sqe.js';
 import { DNR, SC } from '../protocol/status.js';
@@ -34,11 +39,12 @@ const DSM_RANGE_SIZE = 16;
 const DSM_MAX_BYTES = 64 * 1024;
 const ZERO_CHUNK = 1 << 20;
 
-/** The queue a command came in on (the core's Queue). */
-export interface IoQueue {
-  /** The connection is gone (queue, controller reset or deletion, keep-alive expiry). */
-  readonly isClosed: boolean;
-}
+/**
+ * The queue a command came in on (the core's Queue). isClosed: the connection is gone
+ * (queue, controller reset or deletion, keep-alive expiry). It is also the owner of
+ * the backend calls its commands make, which the backend drops once it closes.
+ */
+export type IoQueue = IoOwner;
 
 /** What runSteps() ends with when the queue closed: the host never sees it. */
 const QUEUE_GONE = new BackendError('unavailable', 'the queue of this command is closed');
@@ -78,7 +84,7 @@ export function parseIo(ctrl: Controller, q: IoQueue, sqe: Buffer, sglLength: nu
     case IO.READ:
     case IO.WRITE:
     case IO.COMPARE:
-      return parseReadWrite(ctrl, ns, sqe, sglLength);
+      return parseReadWrite(ctrl, q, ns, sqe, sglLength);
     case IO.FLUSH:
       return sglLength !== 0 ? SGL_LENGTH : flushOne(ctrl, ns);
     case IO.WRITE_ZEROES:
@@ -120,6 +126,7 @@ function finish(
 
 function parseReadWrite(
   ctrl: Controller,
+  q: IoQueue,
   ns: Namespace,
   sqe: Buffer,
   sglLength: number,
@@ -171,7 +178,7 @@ function parseReadWrite(
   // With the write cache disabled by the host (Set Features 0x06) every write is FUA.
   const fua = (cdw12 & FUA) !== 0 || !ctrl.wce;
   return execute('h2c', length, (data, done) =>
-    writeDurable(b, offset, data!, fua, (err) =>
+    writeDurable(q, b, offset, data!, fua, (err) =>
       finish(
         ctrl,
         ns,
@@ -187,14 +194,15 @@ function parseReadWrite(
 
 /** FUA on a backend that cannot do it natively: write, then flush. */
 function writeDurable(
+  q: IoQueue,
   b: BlockBackend,
   offset: number,
   data: Buffer,
   fua: boolean,
   cb: IoCallback,
 ): void {
-  if (!fua || b.caps.fua || !b.caps.flush) return b.write(offset, data, fua, cb);
-  b.write(offset, data, false, (err) => (err ? cb(err) : b.flush(cb)));
+  if (!fua || b.caps.fua || !b.caps.flush) return b.write(offset, data, fua, cb, q);
+  b.write(offset, data, false, (err) => (err ? cb(err) : b.flush(cb)), q);
 }
 
 function flushOne(ctrl: Controller, ns: Namespace): ParseResult {
@@ -249,8 +257,8 @@ function parseWriteZeroes(
   return execute('none', 0, (_d, done) => {
     const cb = (err: BackendError | null): void =>
       finish(ctrl, ns, 'other', 0, start, err ? backendStatus(err, 'write') : SC.SUCCESS, done);
-    if (dealloc) b.deallocate(offset, length, cb);
-    else if (b.caps.writeZeroes) b.writeZeroes(offset, length, fua, cb);
+    if (dealloc) b.deallocate(offset, length, cb, q);
+    else if (b.caps.writeZeroes) b.writeZeroes(offset, length, fua, cb, q);
     else writeZeroBuffers(q, b, offset, length, fua, cb);
   });
 }
@@ -268,7 +276,8 @@ function writeZeroBuffers(
   const step = (i: number, next: IoCallback): void => {
     const at = i * ZERO_CHUNK;
     const n = Math.min(ZERO_CHUNK, length - at);
-    writeDurable(b, offset + at, n === zeroes.length ? zeroes : zeroes.subarray(0, n), fua, next);
+    const chunk = n === zeroes.length ? zeroes : zeroes.subarray(0, n);
+    writeDurable(q, b, offset + at, chunk, fua, next);
   };
   runSteps(q, Math.ceil(length / ZERO_CHUNK), step, cb);
 }
@@ -293,7 +302,7 @@ function parseDsm(
       return finish(ctrl, ns, 'other', 0, start, SC.SUCCESS, done);
     const step = (i: number, next: IoCallback): void => {
       const [offset, length] = ranges[i]!;
-      ns.backend.deallocate(offset, length, next);
+      ns.backend.deallocate(offset, length, next, q);
     };
     runSteps(q, ranges.length, step, (err) =>
       finish(ctrl, ns, 'other', 0, start, err ? backendStatus(err, 'write') : SC.SUCCESS, done),

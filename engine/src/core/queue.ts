@@ -90,6 +90,11 @@ export class Queue implements CoreQueue, QueueLink {
     const ctrl = this.ctrl;
     if (!ctrl) return;
     if (this.qid === 0) ctrl.delete('admin queue closed');
-    else if (ctrl.ioQueues.get(this.qid) === this) ctrl.ioQueues.delete(this.qid);
+    else {
+      if (ctrl.ioQueues.get(this.qid) === this) ctrl.ioQueues.delete(this.qid);
+      // Writes of this queue still waiting inside a backend (behind a stalled disk)
+      // must not start: its host resends them elsewhere after its fence.
+      for (const ns of ctrl.subsys.namespaces.values()) ns.backend.abandon?.(this);
+    }
   }
 }

@@ -46,6 +46,16 @@ export class BackendError extends Error {
   }
 }
 
+/**
+ * Who issued a call that changes data: the core passes the host's queue. Once it is
+ * closed, its host counts the command as in doubt and, after its fence, resends it on
+ * another path; the call must then not start here any more, or it could land after
+ * the resent write (see abandon()).
+ */
+export interface IoOwner {
+  readonly isClosed: boolean;
+}
+
 export type IoCallback = (err: BackendError | null) => void;
 export type ReadCallback = (err: BackendError | null, data?: Buffer) => void;
 
@@ -65,13 +75,20 @@ export interface BlockBackend {
    */
   read(offset: number, length: number, cb: ReadCallback, into?: Buffer): void;
   /** Write data at offset; with fua the callback waits for durability. */
-  write(offset: number, data: Buffer, fua: boolean, cb: IoCallback): void;
+  write(offset: number, data: Buffer, fua: boolean, cb: IoCallback, owner?: IoOwner): void;
   /** Make every write completed before this call durable. */
   flush(cb: IoCallback): void;
   /** Zero a range (fua as for write). */
-  writeZeroes(offset: number, length: number, fua: boolean, cb: IoCallback): void;
+  writeZeroes(offset: number, length: number, fua: boolean, cb: IoCallback, owner?: IoOwner): void;
   /** Free a range; reads may return zeroes afterwards if caps say so. */
-  deallocate(offset: number, length: number, cb: IoCallback): void;
+  deallocate(offset: number, length: number, cb: IoCallback, owner?: IoOwner): void;
+  /**
+   * `owner` closed: calls it made that have not started never start; each completes
+   * with an 'unavailable' error (perhaps only once a stalled device lets the call
+   * before it finish). Calls already started finish. A backend that queues nothing
+   * (every call starts at once) needs no such method.
+   */
+  abandon?(owner: IoOwner): void;
   /** Finish in-flight I/O, then release files and threads. Idempotent. */
   close(): Promise<void>;
 }

@@ -19,6 +19,7 @@ import {
   type BackendErrorKind,
   type BlockBackend,
   type IoCallback,
+  type IoOwner,
   type ReadCallback,
   defer,
 } from './backend.js';
@@ -189,7 +190,7 @@ export class FdBackend implements BlockBackend {
     );
   }
 
-  write(offset: number, data: Buffer, fua: boolean, cb: IoCallback): void {
+  write(offset: number, data: Buffer, fua: boolean, cb: IoCallback, owner?: IoOwner): void {
     const err = this.check('write', offset, data.length);
     if (err) return defer(cb, err);
     if (data.length === 0) return defer(cb, null);
@@ -199,6 +200,7 @@ export class FdBackend implements BlockBackend {
       data.length,
       data,
       this.done(cb, 'write', offset),
+      owner,
     );
   }
 
@@ -208,21 +210,26 @@ export class FdBackend implements BlockBackend {
     this.pool.submit(Op.flush, 0, 0, null, this.done(cb, 'flush', 0));
   }
 
-  writeZeroes(offset: number, length: number, fua: boolean, cb: IoCallback): void {
+  writeZeroes(offset: number, length: number, fua: boolean, cb: IoCallback, owner?: IoOwner): void {
     const err = this.check('write', offset, length);
     if (err) return defer(cb, err);
     if (length === 0) return defer(cb, null);
     const op = fua ? Op.writeZeroesFua : Op.writeZeroes;
-    this.pool.submit(op, offset, length, null, this.done(cb, 'write zeroes', offset));
+    this.pool.submit(op, offset, length, null, this.done(cb, 'write zeroes', offset), owner);
   }
 
   /** Without hole punching/discard the worker writes zeroes, so data semantics hold. */
-  deallocate(offset: number, length: number, cb: IoCallback): void {
+  deallocate(offset: number, length: number, cb: IoCallback, owner?: IoOwner): void {
     const err = this.check('write', offset, length);
     if (err) return defer(cb, err);
     if (length === 0) return defer(cb, null);
     const op: OpCode = this.caps.deallocate ? Op.deallocate : Op.writeZeroes;
-    this.pool.submit(op, offset, length, null, this.done(cb, 'deallocate', offset));
+    this.pool.submit(op, offset, length, null, this.done(cb, 'deallocate', offset), owner);
+  }
+
+  /** See BlockBackend.abandon: queued calls of `owner` never start (Status.dropped). */
+  abandon(owner: IoOwner): void {
+    this.pool.abandon(owner);
   }
 
   close(): Promise<void> {
@@ -308,6 +315,13 @@ export function statusError(status: number, ctx: ErrorContext): BackendError {
     return new BackendError(
       'unavailable',
       `the I/O thread for ${ctx.subject} stopped (${why}); restart the engine service`,
+    );
+  }
+  if (status === Status.dropped) {
+    return new BackendError(
+      'unavailable',
+      `${at} on ${ctx.subject} was not started: the host connection that sent it closed ` +
+        'first; the host resends it after reconnecting, or on another path',
     );
   }
   if (status === Status.shortRead) {

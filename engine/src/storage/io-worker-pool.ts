@@ -88,6 +88,11 @@ const INLINE_CHAIN_MAX = 32;
 /** status: Status.ok, an errno number, or a negative Status; data only for reads. */
 export type JobDone = (status: number, data?: Buffer) => void;
 
+/** Who issued a job (the backend seam's IoOwner): once closed, its jobs need not start. */
+export interface JobOwner {
+  readonly isClosed: boolean;
+}
+
 /** One caller request; issued as one or more pieces of at most slotSize bytes. */
 class Job {
   /** Bytes handed to workers so far. */
@@ -102,6 +107,8 @@ class Job {
     /** Source for writes, destination for reads, null otherwise. */
     readonly data: Buffer | null,
     readonly done: JobDone,
+    /** Who asked (a host queue), so abandon() can drop what it has not started. */
+    readonly owner: JobOwner | null,
   ) {}
   /** Only reads and writes move payload through slots, so only they are split. */
   get split(): boolean {
@@ -152,7 +159,7 @@ export interface PoolInfo {
 
 export class IoWorkerPool {
   private state: PoolState = 'running';
-  private readonly queue: Job[] = [];
+  private queue: Job[] = [];
   private queueHead = 0;
   private inflight = 0;
   private kickScheduled = false;
@@ -250,10 +257,21 @@ export class IoWorkerPool {
     return Atomics.load(this.syncFailure, 0);
   }
 
-  /** Queues one I/O. The caller checked range and state; done runs exactly once. */
-  submit(op: OpCode, offset: number, length: number, data: Buffer | null, done: JobDone): void {
-    if (this.state === 'failed') {
-      queueMicrotask(() => done(Status.workerLost));
+  /**
+   * Queues one I/O. The caller checked range and state; done runs exactly once. A job
+   * with an owner that is already closed never starts (Status.dropped).
+   */
+  submit(
+    op: OpCode,
+    offset: number,
+    length: number,
+    data: Buffer | null,
+    done: JobDone,
+    owner: JobOwner | null = null,
+  ): void {
+    if (this.state === 'failed' || owner?.isClosed) {
+      const status = this.state === 'failed' ? Status.workerLost : Status.dropped;
+      queueMicrotask(() => done(status));
       return;
     }
     if (op === Op.read) {
@@ -261,12 +279,55 @@ export class IoWorkerPool {
     } else if (op !== Op.flush) {
       this.mutating++;
     }
-    const job = new Job(op, offset, length, data, done);
+    const job = new Job(op, offset, length, data, done, owner);
     if (this.queueHead === this.queue.length) {
       this.issue(job);
       if (this.fullyIssued(job)) return;
     }
     this.queue.push(job);
+  }
+
+  /**
+   * `owner` is gone (its host queue closed): none of its jobs that has not started
+   * may start any more. Jobs still waiting for a tag complete now with
+   * Status.dropped; pieces already in a worker's ring are marked dropped there and
+   * complete so when the worker reaches them (it may be stuck on a stalled disk,
+   * which is when this matters: the host resends elsewhere after its fence, and a
+   * stale write landing here later would reorder writes). A piece the worker has
+   * claimed runs to its end.
+   */
+  abandon(owner: JobOwner): void {
+    if (this.state === 'failed' || this.state === 'stopped') return;
+    let dropped = 0;
+    for (const lane of this.lanes) {
+      const { desc32 } = lane.views;
+      for (let tag = 0; tag < lane.slots; tag++) {
+        if (lane.tagJob[tag]?.owner !== owner) continue;
+        const at = tag * 2 + 1;
+        if (Atomics.compareExchange(desc32, at, Status.queued, Status.dropped) === Status.queued)
+          dropped++;
+      }
+    }
+    const finished: Job[] = [];
+    const kept: Job[] = [];
+    for (let i = this.queueHead; i < this.queue.length; i++) {
+      const job = this.queue[i]!;
+      if (job.owner !== owner) {
+        kept.push(job);
+        continue;
+      }
+      // Its rest is never issued; pieces already issued finish through drain().
+      if (job.status === Status.ok) job.status = Status.dropped;
+      job.issued = job.split ? job.length : 1;
+      dropped++;
+      if (job.outstanding === 0) finished.push(job);
+    }
+    if (dropped === 0) return;
+    this.queue = kept;
+    this.queueHead = 0;
+    this.pump(); // tags freed by nothing, but jobs behind the dropped ones may fit now
+    for (const job of finished) this.finish(job);
+    this.checkIdle();
   }
 
   /** Resolves once nothing is queued or in flight, then stops the workers. */
@@ -356,6 +417,7 @@ export class IoWorkerPool {
       lane.tagPos[tag] = pos;
       const { desc32, desc64, sq, ctrl, mask } = lane.views;
       desc32[tag * 2] = job.op;
+      desc32[tag * 2 + 1] = Status.queued; // published to the worker by the sqTail store
       desc64[tag * 2] = job.offset + pos;
       desc64[tag * 2 + 1] = len;
       if (job.op !== Op.read && job.data) job.data.copy(lane.slotBufs[tag]!, 0, pos, pos + len);

@@ -37,6 +37,16 @@ export const Status = {
    * a write-back error to each open file only once, so every later flush says so.
    */
   writebackLost: -4,
+  /**
+   * Set by the main thread when it issues a descriptor: submitted, not yet started.
+   * The worker claims it (queued -> running) right before the syscall; the main thread
+   * may instead drop it (queued -> dropped) when its owner is gone. One
+   * compare-and-exchange decides, so a descriptor either runs whole or not at all.
+   */
+  queued: -5,
+  running: -6,
+  /** Never started: its owner (a closed host queue) abandoned it while it was queued. */
+  dropped: -7,
 } as const;
 
 /** Int32 indices in the control block. */
@@ -60,7 +70,7 @@ export interface RingViews {
   ctrl: Int32Array;
   sq: Int32Array;
   cq: Int32Array;
-  /** Per tag: [op, status]. */
+  /** Per tag: [op, status]; the status word also carries queued/running/dropped. */
   desc32: Int32Array;
   /** Per tag: [offset, length] in bytes (doubles: exact up to 2^53). */
   desc64: Float64Array;

@@ -273,6 +273,12 @@ function serve(): void {
     const group = durable > 1;
     synced.length = 0;
     for (const tag of batch) {
+      // The main thread may have dropped it meanwhile (its owner is gone): then it never runs.
+      const claimed = Atomics.compareExchange(desc32, tag * 2 + 1, Status.queued, Status.running);
+      if (claimed !== Status.queued) {
+        cqTail = complete(tag, Status.dropped, cqTail);
+        continue;
+      }
       const defer = group && isDurable(desc32[tag * 2]!);
       const status = execute(tag, defer);
       if (defer && status === Status.ok) synced.push(tag);
