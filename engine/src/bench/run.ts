@@ -417,9 +417,8 @@ function noisyLines(results: readonly BenchResult[]): string[] {
     const rs = x.ratio_iops_rounds;
     if (rs.length < 2 || Math.min(...rs) <= 0) return [];
     if (Math.max(...rs) / Math.min(...rs) - 1 <= NOISY_SPREAD) return [];
-    const what = `${x.pattern} ${x.bs / 1024}k qd=${x.qd} queues=${x.queues} ${x.backend}`;
     return [
-      `noisy: ${what}: the rounds' remote/local ratios were ${rs.map((v) => v.toFixed(3)).join(', ')} ` +
+      `noisy: ${label(x, x.backend).trimEnd()}: the rounds' remote/local ratios were ${rs.map((v) => v.toFixed(3)).join(', ')} ` +
         `(more than ${NOISY_SPREAD * 100}% apart: the machine's speed drifted); ` +
         'run it again, or with more --rounds, before comparing this ratio',
     ];

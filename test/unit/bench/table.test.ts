@@ -96,7 +96,7 @@ describe('bench report', () => {
     });
     const noisy = table.split('\n').filter((l) => l.startsWith('noisy:'));
     expect(noisy).toEqual([
-      "noisy: randread 4k qd=32 queues=2 shm: the rounds' remote/local ratios were 0.300, 0.320, " +
+      "noisy: randread bs=4k qd=32 queues=2 shm: the rounds' remote/local ratios were 0.300, 0.320, " +
         "0.420 (more than 15% apart: the machine's speed drifted); run it again, or with more " +
         '--rounds, before comparing this ratio',
     ]);
