@@ -481,12 +481,12 @@ function lockFile(fd: number, path: string, exclusive: boolean, nativePath: stri
   }
   // QEMU takes only shared locks, so a writing VM does not stop a shared lock; it marks
   // its "write" permission with a lock on byte 101. Hosts reading an image that a VM
-  // writes meanwhile would see torn, changing data, so a read-only export refuses it,
+  // writes meanwhile would see torn, changing data, so a read-only open refuses it,
   // as qemu-img does.
   if (!exclusive && r === 0 && qemuWrites(rangeHolder?.(fd, QEMU_WRITE_PERM_BYTE, 1))) {
     throw busy(
       path,
-      'a QEMU or libvirt virtual machine has it open for writing, so a read-only export ' +
+      'a QEMU or libvirt virtual machine has it open for writing, so a read-only volume ' +
         'would serve data that changes under the hosts; shut the VM down, or export a copy ' +
         'or snapshot of the image',
     );

@@ -248,7 +248,7 @@ describe('file backend: one process per file (lock)', () => {
   );
 
   it.runIf(nativeBuilt && hasQemuIo)(
-    'a read-only export refuses an image a QEMU writes, and shares one a QEMU only reads (needs qemu-io)',
+    'a read-only open refuses an image a QEMU writes, and shares one a QEMU only reads (needs qemu-io)',
     async () => {
       const path = (await create()).location;
       await open.pop()!.close();
@@ -266,7 +266,7 @@ describe('file backend: one process per file (lock)', () => {
         // Its locks are all shared ones, which a shared lock alone would not see.
         await expect(opening(path, { readOnly: true })).rejects.toThrow(
           `cannot open ${path}: a QEMU or libvirt virtual machine has it open for writing, ` +
-            'so a read-only export would serve data that changes under the hosts',
+            'so a read-only volume would serve data that changes under the hosts',
         );
       });
       await holding(['-r'], async () => {
