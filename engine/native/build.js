@@ -52,10 +52,11 @@ const cc = process.env.CC || 'cc';
 const args = ['-O2', '-std=gnu11', '-Wall', '-Wextra', '-Wno-unused-parameter', '-fPIC', '-shared'];
 args.push('-fvisibility=hidden', `-I${headers}`, source, '-o', tmp);
 try {
-  execFileSync(cc, args, { stdio: 'inherit' });
+  // stdout stays empty: `npm run -s bench` prints only the report's JSON there.
+  execFileSync(cc, args, { stdio: ['ignore', process.stderr, 'inherit'] });
   renameSync(tmp, output);
 } catch (err) {
   rmSync(tmp, { force: true });
   fail(`${cc} failed (${err.message})`);
 }
-console.log(`native addon built: ${output}`);
+console.error(`native addon built: ${output}`);

@@ -157,6 +157,22 @@ describe('branchsan bench', () => {
     expect([...peers()].filter((x) => !peersBefore.has(x))).toEqual([]);
   }, 120_000);
 
+  it("`npm run -s bench` keeps stdout for the JSON: the script's build steps print nothing there", () => {
+    const script = JSON.parse(readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')).scripts
+      .bench as string;
+    const steps = script.split(' && ');
+    expect(steps.at(-1)).toMatch(/^node bin\/branchsan\.js bench --json /);
+    for (const step of steps.slice(0, -1)) {
+      const out = execFileSync('sh', ['-c', step], {
+        cwd: REPO_ROOT,
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, npm_config_loglevel: 'silent' },
+      });
+      expect(out, step).toBe('');
+    }
+  });
+
   it('rejects a bad --rounds with a usage error', async () => {
     const r = await runCli(['bench', '--rounds', '0']);
     expect(r.code).toBe(2);
