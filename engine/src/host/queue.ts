@@ -14,7 +14,7 @@
  */
 import net from 'node:net';
 import { crc32c } from '../protocol/crc32c.js';
-import { PduError, hostParser, type PduParser } from '../protocol/pdu-parser.js';
+import { PduError, hostParser, type DataHeader, type PduParser } from '../protocol/pdu-parser.js';
 import {
   Fes,
   PduFlag,
@@ -146,6 +146,7 @@ export class NvmeTcpQueue {
     this.timeoutMs = opts.commandTimeoutMs ?? 30_000;
     this.inCapsuleLimit = opts.inCapsuleLimit ?? ADMIN_IN_CAPSULE_LIMIT;
     this.parser = hostParser(opts.maxDataLength ?? 8 * 1024 * 1024);
+    this.parser.setDataSink(this.dataSink);
     this.slots = makeSlots(opts.depth, this.hdgst);
     // One coarse timer per queue instead of one per command; unref'd so an idle
     // queue does not keep the process alive by itself.
@@ -361,6 +362,24 @@ export class NvmeTcpQueue {
     this.completeSlot(slot, status);
   }
 
+  /**
+   * The parser's DataSink: a C2HData that spans received chunks lands straight in the
+   * read's buffer (`into`, or the one gathered for it), not in a buffer of the parser's
+   * that would be copied once more (a 128 KiB read: one allocation and one copy fewer).
+   * A PDU that does not continue the read gets null and is reported by onC2HData.
+   */
+  private readonly dataSink = (h: DataHeader): Buffer | null => {
+    const tag = this.cids.lookup(h.cccid);
+    const req = tag >= 0 ? this.slots[tag]!.req : null;
+    if (!req) return null;
+    const slot = this.slots[tag]!;
+    const len = req.readLength;
+    if (h.datao !== slot.received || h.datao + h.datal > len) return null;
+    if (req.into) return req.into.subarray(h.datao, h.datao + h.datal);
+    slot.gather ??= Buffer.allocUnsafe(len);
+    return slot.gather.subarray(h.datao, h.datao + h.datal);
+  };
+
   private onC2HData(p: C2HDataPdu): void {
     const slot = this.slotFor(p.cccid, 'C2HData');
     if (!slot) return;
@@ -373,12 +392,12 @@ export class NvmeTcpQueue {
     }
     if (p.ddgstError) slot.ddgstBad = true;
     if (req.into) {
-      p.data.copy(req.into, p.datao);
+      if (!landedAt(p.data, req.into, p.datao)) p.data.copy(req.into, p.datao);
     } else if (p.datal === len) {
       slot.gather = p.data; // whole transfer in one PDU: hand out the parser's view, no copy
     } else {
       slot.gather ??= Buffer.allocUnsafe(len);
-      p.data.copy(slot.gather, p.datao);
+      if (!landedAt(p.data, slot.gather, p.datao)) p.data.copy(slot.gather, p.datao);
     }
     slot.received += p.datal;
     if (p.flags & PduFlag.SUCCESS) {
@@ -535,6 +554,11 @@ export class NvmeTcpQueue {
     for (const slot of this.slots) if (slot.req) this.failSlot(slot, err.forCommand(true));
     for (const req of this.waiting.drain()) finish(req, err.forCommand(false));
   }
+}
+
+/** The data is already where it belongs: dest at `at` (the parser's DataSink put it there). */
+function landedAt(data: Buffer, dest: Buffer, at: number): boolean {
+  return data.buffer === dest.buffer && data.byteOffset === dest.byteOffset + at;
 }
 
 function finish(req: NvmeRequest, err: HostError): void {

@@ -99,6 +99,44 @@ const RULES: Record<PduRole, ReadonlyMap<number, TypeRule>> = {
 const LENGTHS_OK = -1;
 const LIMIT_EXCEEDED = -2;
 
+/**
+ * The header of a data PDU (C2HData or H2CData) whose data has not arrived yet, as a
+ * DataSink sees it. The fields are read from the header, which checked out; whether
+ * they fit a command is the sink's business.
+ */
+export interface DataHeader {
+  readonly type: number;
+  readonly cccid: number;
+  /** H2CData only (0 for C2HData). */
+  readonly ttag: number;
+  readonly datao: number;
+  readonly datal: number;
+}
+
+/**
+ * Where a data PDU's data should land when it spans received chunks: exactly
+ * `datal` bytes, typically the command's own buffer at `datao`. The parser then
+ * copies the data there as it arrives, instead of into a buffer of its own that the
+ * consumer would copy once more, and the PDU it hands out carries that very buffer
+ * as `data`. Null: the parser gathers the PDU itself, as without a sink (an
+ * unknown command, say, which the consumer then reports as usual). The bytes land
+ * before the PDU is complete and checked, so the buffer must be one whose contents
+ * may be garbage if the command fails.
+ */
+export type DataSink = (h: DataHeader) => Buffer | null;
+
+/** A data PDU arriving straight into a sink's buffer: header, data, digest. */
+interface SplitPdu {
+  /** The PDU's first pdo bytes (header, header digest, padding). */
+  readonly head: Buffer;
+  readonly data: Buffer;
+  /** The data digest's 4 bytes, when there is one. */
+  readonly dgst: Buffer;
+  readonly plen: number;
+  /** Bytes of the PDU received so far. */
+  got: number;
+}
+
 /** Room for the largest header plus its digest while a PDU's plen is not yet trusted. */
 const HEAD_STAGE = HLEN_IC + DIGEST_SIZE;
 
@@ -127,6 +165,10 @@ export class PduParser<T extends Pdu = Pdu> {
   private curDd = 0;
   private curPdo = 0;
   private headerChecked = false;
+  /** examine() got through the whole header: the PDU's plen and layout are known. */
+  private plenKnown = false;
+  private sink: DataSink | null = null;
+  private split: SplitPdu | null = null;
 
   constructor(opts: PduParserOptions) {
     this.rules = RULES[opts.role];
@@ -140,10 +182,16 @@ export class PduParser<T extends Pdu = Pdu> {
     this.ddgst = ddgst;
   }
 
+  /** See DataSink. */
+  setDataSink(sink: DataSink | null): void {
+    this.sink = sink;
+  }
+
   /** Stop parsing (the connection is being torn down); later input is ignored. */
   halt(): void {
     this.state = 'failed';
     this.acc = null;
+    this.split = null;
   }
 
   /** True once an error was reported or halt() was called (onPdu may do so mid-chunk). */
@@ -153,7 +201,7 @@ export class PduParser<T extends Pdu = Pdu> {
 
   /** Bytes held for a PDU that has not fully arrived. */
   get buffered(): number {
-    return this.acc ? this.accLen : 0;
+    return this.split ? this.split.got : this.acc ? this.accLen : 0;
   }
 
   /**
@@ -164,7 +212,11 @@ export class PduParser<T extends Pdu = Pdu> {
   feed(chunk: Buffer, onPdu: (pdu: T) => void): PduError | null {
     if (this.state === 'failed') return null;
     let off = 0;
-    if (this.acc) {
+    if (this.split) {
+      const r = this.continueSplit(chunk, 0, onPdu);
+      if (r === null || typeof r !== 'number') return r;
+      off = r;
+    } else if (this.acc) {
       const r = this.continueSpanning(chunk, onPdu);
       if (r === null || typeof r !== 'number') return r;
       off = r;
@@ -174,7 +226,7 @@ export class PduParser<T extends Pdu = Pdu> {
       const need = this.examine(chunk, off, avail);
       if (typeof need !== 'number') return this.fail(need);
       if (need > avail) {
-        this.startSpanning(chunk, off, need);
+        if (!this.startSplit(chunk, off, avail)) this.startSpanning(chunk, off, need);
         return null;
       }
       const err = this.deliver(chunk, off, need, onPdu);
@@ -206,6 +258,10 @@ export class PduParser<T extends Pdu = Pdu> {
       const need = this.examine(acc, 0, this.accLen);
       if (typeof need !== 'number') return this.fail(need);
       if (need > this.accLen) {
+        if (this.startSplit(acc, 0, this.accLen)) {
+          this.acc = null;
+          return this.continueSplit(chunk, off, onPdu);
+        }
         if (need > acc.length) {
           const grown = Buffer.allocUnsafe(need);
           acc.copy(grown, 0, 0, this.accLen);
@@ -220,9 +276,86 @@ export class PduParser<T extends Pdu = Pdu> {
     }
   }
 
+  /**
+   * A data PDU whose header checked out (buf[o..o+avail) is its start) and whose rest
+   * is still to come: if the sink gives a buffer for its data, the PDU continues as a
+   * SplitPdu and true is returned.
+   */
+  private startSplit(buf: Buffer, o: number, avail: number): boolean {
+    if (!this.sink || !this.plenKnown || this.curPdo === 0) return false;
+    const type = buf[o + OFF_TYPE]!;
+    if (type !== PduType.C2HData && type !== PduType.H2CData) return false;
+    const plen = buf.readUInt32LE(o + OFF_PLEN);
+    const datal = plen - this.curPdo - this.curDd;
+    const data = this.sink({
+      type,
+      cccid: buf.readUInt16LE(o + OFF_CCCID),
+      ttag: type === PduType.H2CData ? buf.readUInt16LE(o + OFF_TTAG) : 0,
+      datao: buf.readUInt32LE(o + OFF_DATAO),
+      datal,
+    });
+    if (!data || data.length !== datal || datal === 0) return false;
+    const split: SplitPdu = {
+      head: Buffer.allocUnsafe(this.curPdo),
+      data,
+      dgst: Buffer.allocUnsafe(this.curDd),
+      plen,
+      got: 0,
+    };
+    this.split = split;
+    this.take(buf, o, avail);
+    return true;
+  }
+
+  /** Routes the next n bytes of the split PDU from src[at..) to head, data and digest. */
+  private take(src: Buffer, at: number, n: number): void {
+    const sp = this.split!;
+    const pdo = sp.head.length;
+    const dataEnd = pdo + sp.data.length;
+    let pos = sp.got;
+    const end = pos + n;
+    if (pos < pdo) {
+      const k = Math.min(pdo, end) - pos;
+      src.copy(sp.head, pos, at, at + k);
+      at += k;
+      pos += k;
+    }
+    if (pos < dataEnd && pos < end) {
+      const k = Math.min(dataEnd, end) - pos;
+      src.copy(sp.data, pos - pdo, at, at + k);
+      at += k;
+      pos += k;
+    }
+    if (pos < end) src.copy(sp.dgst, pos - dataEnd, at, at + (end - pos));
+    sp.got = end;
+  }
+
+  /**
+   * Feeds chunk[off..) to the split PDU; once it is whole, hands it out. Returns where
+   * the next PDU starts in chunk, null to wait for more, or an error.
+   */
+  private continueSplit(
+    chunk: Buffer,
+    off: number,
+    onPdu: (pdu: T) => void,
+  ): number | PduError | null {
+    const sp = this.split!;
+    const n = Math.min(sp.plen - sp.got, chunk.length - off);
+    this.take(chunk, off, n);
+    if (sp.got < sp.plen) return null;
+    this.split = null;
+    this.headerChecked = false;
+    const ddgstError = sp.dgst.length !== 0 && crc32c(sp.data) !== sp.dgst.readUInt32LE(0);
+    const pdu = decodeData(sp.head, 0, sp.data, ddgstError);
+    if (pdu instanceof PduError) return this.fail(pdu);
+    onPdu(pdu as T);
+    return off + n;
+  }
+
   private fail(err: PduError): PduError {
     this.state = 'failed';
     this.acc = null;
+    this.split = null;
     return err;
   }
 
@@ -231,6 +364,7 @@ export class PduParser<T extends Pdu = Pdu> {
    * bytes needed to go further (the whole PDU's plen once the header checked out).
    */
   private examine(buf: Buffer, o: number, avail: number): number | PduError {
+    this.plenKnown = false;
     if (avail < CH_SIZE) return CH_SIZE;
     const type = buf[o + OFF_TYPE]!;
     const flags = buf[o + OFF_FLAGS]!;
@@ -270,6 +404,7 @@ export class PduParser<T extends Pdu = Pdu> {
     this.curHd = hd;
     this.curDd = dd;
     this.curPdo = pdo;
+    this.plenKnown = true;
     return plen;
   }
 
@@ -328,7 +463,7 @@ export class PduParser<T extends Pdu = Pdu> {
         return { type, cqe: b.subarray(o + CH_SIZE, o + HLEN_RESP) };
       case PduType.H2CData:
       case PduType.C2HData:
-        return decodeData(b, o, dataStart, dataEnd, ddgstError);
+        return decodeData(b, o, b.subarray(dataStart, dataEnd), ddgstError);
       default:
         return decodeR2T(b, o);
     }
@@ -348,21 +483,22 @@ function decodeIc(b: Buffer, o: number): Pdu {
   return { type: PduType.ICResp, ...common, cpda: b[o + 10]!, maxh2cdata: b.readUInt32LE(o + 12) };
 }
 
-function decodeData(b: Buffer, o: number, start: number, end: number, ddgstError: boolean) {
+/** A data PDU from its header at b[o..) and its data (wherever that landed). */
+function decodeData(b: Buffer, o: number, data: Buffer, ddgstError: boolean) {
   const flags = b[o + OFF_FLAGS]!;
   const datal = b.readUInt32LE(o + OFF_DATAL);
-  if (datal !== end - start || datal === 0) {
-    return headerError(b, o, end - o, Fes.INVALID_HEADER_FIELD, OFF_DATAL, `datal ${datal}`);
+  const avail = b.length - o; // for the TermReq's copy of the header
+  if (datal !== data.length || datal === 0) {
+    return headerError(b, o, avail, Fes.INVALID_HEADER_FIELD, OFF_DATAL, `datal ${datal}`);
   }
   const cccid = b.readUInt16LE(o + OFF_CCCID);
   const datao = b.readUInt32LE(o + OFF_DATAO);
-  const data = b.subarray(start, end);
   if (b[o] === PduType.H2CData) {
     const ttag = b.readUInt16LE(o + OFF_TTAG);
     return { type: PduType.H2CData, flags, cccid, ttag, datao, datal, data, ddgstError } as const;
   }
   if (flags & PduFlag.SUCCESS && !(flags & PduFlag.LAST_PDU)) {
-    return headerError(b, o, end - o, Fes.INVALID_HEADER_FIELD, OFF_FLAGS, 'SUCCESS without LAST');
+    return headerError(b, o, avail, Fes.INVALID_HEADER_FIELD, OFF_FLAGS, 'SUCCESS without LAST');
   }
   return { type: PduType.C2HData, flags, cccid, datao, datal, data, ddgstError } as const;
 }

@@ -85,6 +85,21 @@ describe('host library vs fake target', () => {
     expect(into.equals(data)).toBe(true);
   });
 
+  it('lands a large read that spans socket reads in `into`, and nothing around it', async () => {
+    for (const t of [{}, { c2hPiece: 100_000 }]) {
+      const { ns, target } = await setup(t, { hdgst: true, ddgst: true });
+      const data = randomBytes(256 * 1024);
+      data.copy(target.memory, 0);
+      const guard = Buffer.alloc(data.length + 8192, 0x5a);
+      const into = guard.subarray(4096, 4096 + data.length);
+      expect(await ns.read(0, data.length / 512, { into })).toBe(into);
+      expect(into.equals(data)).toBe(true);
+      expect(guard.subarray(0, 4096).every((b) => b === 0x5a)).toBe(true);
+      expect(guard.subarray(4096 + data.length).every((b) => b === 0x5a)).toBe(true);
+      expect((await ns.read(0, data.length / 512)).equals(data)).toBe(true); // gathered
+    }
+  });
+
   it('answers several R2T windows with H2CData no larger than MAXH2CDATA', async () => {
     const { ns, target } = await setup({ r2tWindow: 12288, maxh2cdata: 4096, inCapsule: 4096 });
     const data = randomBytes(65536);

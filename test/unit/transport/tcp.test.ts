@@ -168,6 +168,40 @@ describe('commands', () => {
     expect(core.queues[0]!.writes[0]!.equals(data)).toBe(true);
   });
 
+  it('lands R2T write data in a buffer of the connection, reused only once its command completed', async () => {
+    const h = await host();
+    await h.ic({ hdgst: false, ddgst: true });
+    const len = 128 * 1024; // spans socket reads: the parser puts the data in place
+    const send = async (cid: number, data: Buffer) => {
+      h.command(sqe(OP.WRITE, cid, SGL_TRANSPORT_DATA_BLOCK, len));
+      const r2t = await h.nextOf(PduType.R2T);
+      h.h2c(cid, r2t.ttag, 0, data, true);
+    };
+    const q = () => core.queues[0]!;
+    const datas = [1, 2, 3, 4].map(() => randomBytes(len));
+    await send(1, datas[0]!);
+    expect(await h.nextCqe()).toMatchObject({ cid: 1, status: 0 });
+    await send(2, datas[1]!);
+    expect(await h.nextCqe()).toMatchObject({ cid: 2, status: 0 });
+    const same = (x: Buffer, y: Buffer) => x.buffer === y.buffer && x.byteOffset === y.byteOffset;
+    expect(same(q().writeBufs[1]!, q().writeBufs[0]!)).toBe(true); // completed: reused
+    // While write 3 is still with the core, write 4 must not get its buffer.
+    q().holdWrites = true;
+    await send(3, datas[2]!);
+    await until(() => q().heldWrites.length === 1, 'write 3 held by the core');
+    await send(4, datas[3]!);
+    await until(() => q().heldWrites.length === 2, 'write 4 held by the core');
+    const [b3, b4] = q().writeBufs.slice(2);
+    expect(same(b4!, b3!)).toBe(false);
+    expect(b3!.equals(datas[2]!)).toBe(true); // untouched by write 4
+    expect(b4!.equals(datas[3]!)).toBe(true);
+    for (const release of q().heldWrites.splice(0)) release();
+    expect(await h.nextCqe()).toMatchObject({ status: 0 });
+    expect(await h.nextCqe()).toMatchObject({ status: 0 });
+    expect(q().writes.map((w, i) => w.equals(datas[i]!))).toEqual([true, true, true, true]);
+    expect(h.parseError).toBeNull();
+  });
+
   it('sends one R2T at a time when R2TL is limited', async () => {
     await transport.close();
     await start({ maxR2tLength: 64 * 1024 });

@@ -49,6 +49,11 @@ export class FakeQueue implements CoreQueue {
   parsed = 0;
   closedCalls = 0;
   writes: Buffer[] = [];
+  /** The data buffers writes were executed with, as handed over (not copies). */
+  writeBufs: Buffer[] = [];
+  /** Hold write completions in heldWrites until released. */
+  holdWrites = false;
+  heldWrites: (() => void)[] = [];
   held: Completion[] = [];
   /** For each OP.READ: the length of the buffer the transport offered, or null. */
   offers: (number | null)[] = [];
@@ -78,7 +83,9 @@ export class FakeQueue implements CoreQueue {
           length: sglLength,
           exec: (data, done) => {
             this.writes.push(Buffer.from(data!));
-            done(0, data!.length);
+            this.writeBufs.push(data!);
+            if (this.holdWrites) this.heldWrites.push(() => done(0, data!.length));
+            else done(0, data!.length);
           },
         };
       case OP.READ: {

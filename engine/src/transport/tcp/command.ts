@@ -39,8 +39,13 @@ export class TcpCommand {
   ttag = -1;
   received = 0;
   r2tEnd = 0;
-  /** Gathered write data: a view of the one H2CData PDU that held it all, or a copy. */
+  /**
+   * Gathered write data: a view of the one H2CData PDU that held it all, or a copy, or
+   * (pooled) the queue's buffer the parser put the data in as it arrived.
+   */
   buf: Buffer | null = null;
+  /** buf belongs to the queue's pool: it goes back when the command completes. */
+  pooled = false;
   /** A data digest failed in some H2CData of this command. */
   dataError = false;
   /**
@@ -78,7 +83,10 @@ export class TcpCommand {
   /** Take one H2CData payload at datao (already checked to be the next bytes). */
   accept(data: Buffer, datao: number, ddgstError: boolean): void {
     if (ddgstError) this.dataError = true;
-    if (datao === 0 && data.length === this.length) {
+    const buf = this.buf;
+    if (buf && data.buffer === buf.buffer && data.byteOffset === buf.byteOffset + datao) {
+      // already in place: the parser's DataSink put it there
+    } else if (datao === 0 && data.length === this.length && !this.pooled) {
       this.buf = data; // the whole write in one PDU: no copy
     } else {
       this.buf ??= Buffer.allocUnsafe(this.length);
