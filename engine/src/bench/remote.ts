@@ -20,6 +20,11 @@ export async function connectRemote(
   const bs = ns.blockSize;
   const pool: NvmeRequest[] = [];
   const payloads = new Map<number, Buffer>();
+  // Large reads land in a buffer each pooled request keeps (one per read in flight, as
+  // the local leg and fio do), so no leg pays for fresh memory per read that another
+  // does not. Smaller ones arrive whole in one socket read and are handed out as a
+  // view of it: no allocation and no copy.
+  const readBuffers = new Map<NvmeRequest, Buffer>();
   const finish = (req: NvmeRequest) => {
     const done = req.context as (err?: Error | null) => void;
     const err =
@@ -39,8 +44,16 @@ export async function connectRemote(
       req.dataOut = data;
     } else {
       req.readLength = len;
+      if (len >= REUSE_READ_BUFFER_BYTES) {
+        let into = readBuffers.get(req);
+        if (into?.length !== len) readBuffers.set(req, (into = Buffer.allocUnsafe(len)));
+        req.into = into;
+      }
     }
     ctrl.submitIo(req, queue);
   };
   return { submit, close: () => ctrl.close() };
 }
+
+/** Reads of this size and up get a reused buffer: a socket read is 64 KiB at most here. */
+const REUSE_READ_BUFFER_BYTES = 64 * 1024;
