@@ -433,13 +433,24 @@ describe('a stalled disk (frozen file system) when the host queue closes', () =>
     const closing = { isClosed: false }; // the host queue that will close
     const staying = { isClosed: false }; // another host's queue
     const results = new Map<number, Promise<BackendError | null>>();
+    let abandoning = false;
+    const calledInside: number[] = []; // callbacks must come later, never inside abandon()
     const submit = (block: number, owner: { isClosed: boolean }): void => {
       const data = Buffer.alloc(bs, block + 1);
       results.set(
         block,
         outcome(
           new Promise<void>((ok, no) =>
-            b.write(block * bs, data, false, (e) => (e ? no(e) : ok()), owner),
+            b.write(
+              block * bs,
+              data,
+              false,
+              (e) => {
+                if (abandoning) calledInside.push(block);
+                return e ? no(e) : ok();
+              },
+              owner,
+            ),
           ),
         ),
       );
@@ -452,11 +463,14 @@ describe('a stalled disk (frozen file system) when the host queue closes', () =>
       for (let block = 1; block < 10; block++) submit(block, block % 4 === 3 ? staying : closing);
       await new Promise((r) => setTimeout(r, 50));
       closing.isClosed = true;
+      abandoning = true;
       b.abandon!(closing);
+      abandoning = false;
       submit(10, closing); // after the close: never starts either
     } finally {
       tryRun('fsfreeze', ['--unfreeze', dir]);
     }
+    expect(calledInside).toEqual([]);
     const staid = [3, 7];
     for (const [block, result] of results) {
       const err = await result;

@@ -162,6 +162,8 @@ export class IoWorkerPool {
   private queue: Job[] = [];
   private queueHead = 0;
   private inflight = 0;
+  /** Jobs abandon() dropped whose callbacks are still to run (on a microtask). */
+  private dropping = 0;
   private kickScheduled = false;
   /** Jobs that change data (writes, zeroing, deallocate) submitted and not finished. */
   private mutating = 0;
@@ -325,9 +327,13 @@ export class IoWorkerPool {
     if (dropped === 0) return;
     this.queue = kept;
     this.queueHead = 0;
-    this.pump(); // tags freed by nothing, but jobs behind the dropped ones may fit now
-    for (const job of finished) this.finish(job);
-    this.checkIdle();
+    // Callbacks never run inside the call that caused them (the seam's rule).
+    this.dropping += finished.length;
+    queueMicrotask(() => {
+      this.dropping -= finished.length;
+      for (const job of finished) this.finish(job);
+      this.checkIdle();
+    });
   }
 
   /** Resolves once nothing is queued or in flight, then stops the workers. */
@@ -522,9 +528,14 @@ export class IoWorkerPool {
     else job.done(job.status);
   }
 
-  /** Something is queued, in a worker, or read inline but not yet completed. */
+  /** Something is queued, in a worker, read inline or dropped but not yet completed. */
   private busy(): boolean {
-    return this.inflight > 0 || this.queueHead < this.queue.length || this.inlineDone.length > 0;
+    return (
+      this.inflight > 0 ||
+      this.queueHead < this.queue.length ||
+      this.inlineDone.length > 0 ||
+      this.dropping > 0
+    );
   }
 
   private checkIdle(): void {
