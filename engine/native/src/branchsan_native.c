@@ -190,6 +190,21 @@ static napi_value js_lock(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* fcntl(fd, cmd, fl) for an OFD lock call on [start, start+len) of type `type` (len 0:
+ * to the end of the file, however it grows), retried on EINTR. Returns 0 or -errno. */
+static int ofd_lock_call(int fd, int cmd, short type, off_t start, off_t len, struct flock *fl) {
+  memset(fl, 0, sizeof *fl);
+  fl->l_type = type;
+  fl->l_whence = SEEK_SET;
+  fl->l_start = start;
+  fl->l_len = len;
+  int r;
+  do {
+    r = fcntl(fd, cmd, fl);
+  } while (r < 0 && errno == EINTR);
+  return r < 0 ? -errno : 0;
+}
+
 /* rangeLock(fd, exclusive): an open file description (OFD) lock over the whole file,
  * F_WRLCK or F_RDLCK, F_OFD_SETLK (never waits). flock() and fcntl() locks do not see
  * each other on Linux; QEMU and libvirt guard disk images with OFD byte-range locks,
@@ -200,15 +215,9 @@ static napi_value js_range_lock(napi_env env, napi_callback_info info) {
   double a[2];
   if (get_args(env, info, 2, a)) return throw_errno(env, "rangeLock", EINVAL);
   struct flock fl;
-  memset(&fl, 0, sizeof fl);
-  fl.l_type = a[1] != 0 ? F_WRLCK : F_RDLCK;
-  fl.l_whence = SEEK_SET; /* l_start 0, l_len 0: the whole file, however it grows */
-  int r;
-  do {
-    r = fcntl((int)a[0], F_OFD_SETLK, &fl);
-  } while (r < 0 && errno == EINTR);
+  int r = ofd_lock_call((int)a[0], F_OFD_SETLK, a[1] != 0 ? F_WRLCK : F_RDLCK, 0, 0, &fl);
   napi_value out;
-  CHECK(napi_create_int32(env, r < 0 ? -errno : 0, &out));
+  CHECK(napi_create_int32(env, r, &out));
   return out;
 }
 
@@ -217,25 +226,17 @@ static napi_value js_range_lock(napi_env env, napi_callback_info info) {
  * (F_OFD_GETLK with F_WRLCK, so a shared lock counts; locks of this open file
  * description are not reported). QEMU marks each permission it holds on an image
  * with a shared lock on one byte (100 + the permission's bit: 101 is "write"), so
- * this tells a read-only export that a running VM writes the image. A number is
+ * this tells a read-only open that a running VM writes the image. A number is
  * -errno. */
 static napi_value js_range_holder(napi_env env, napi_callback_info info) {
   double a[3];
   if (get_args(env, info, 3, a) || a[1] < 0 || a[2] < 1)
     return throw_errno(env, "rangeHolder", EINVAL);
   struct flock fl;
-  memset(&fl, 0, sizeof fl);
-  fl.l_type = F_WRLCK;
-  fl.l_whence = SEEK_SET;
-  fl.l_start = (off_t)a[1];
-  fl.l_len = (off_t)a[2];
-  int r;
-  do {
-    r = fcntl((int)a[0], F_OFD_GETLK, &fl);
-  } while (r < 0 && errno == EINTR);
+  int r = ofd_lock_call((int)a[0], F_OFD_GETLK, F_WRLCK, (off_t)a[1], (off_t)a[2], &fl);
   napi_value out, v;
   if (r < 0) {
-    CHECK(napi_create_int32(env, -errno, &out));
+    CHECK(napi_create_int32(env, r, &out));
   } else if (fl.l_type == F_UNLCK) {
     CHECK(napi_get_null(env, &out));
   } else {

@@ -14,7 +14,13 @@
  */
 import net from 'node:net';
 import { crc32c } from '../protocol/crc32c.js';
-import { PduError, hostParser, type DataHeader, type PduParser } from '../protocol/pdu-parser.js';
+import {
+  PduError,
+  hostParser,
+  landedAt,
+  type DataHeader,
+  type PduParser,
+} from '../protocol/pdu-parser.js';
 import {
   Fes,
   PduFlag,
@@ -554,11 +560,6 @@ export class NvmeTcpQueue {
     for (const slot of this.slots) if (slot.req) this.failSlot(slot, err.forCommand(true));
     for (const req of this.waiting.drain()) finish(req, err.forCommand(false));
   }
-}
-
-/** The data is already where it belongs: dest at `at` (the parser's DataSink put it there). */
-function landedAt(data: Buffer, dest: Buffer, at: number): boolean {
-  return data.buffer === dest.buffer && data.byteOffset === dest.byteOffset + at;
 }
 
 function finish(req: NvmeRequest, err: HostError): void {

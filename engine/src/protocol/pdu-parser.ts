@@ -125,6 +125,11 @@ export interface DataHeader {
  */
 export type DataSink = (h: DataHeader) => Buffer | null;
 
+/** Whether a data PDU's data already sits in `dest` at `at` (a DataSink put it there). */
+export function landedAt(data: Buffer, dest: Buffer, at: number): boolean {
+  return data.buffer === dest.buffer && data.byteOffset === dest.byteOffset + at;
+}
+
 /** A data PDU arriving straight into a sink's buffer: header, data, digest. */
 interface SplitPdu {
   /** The PDU's first pdo bytes (header, header digest, padding). */

@@ -14,6 +14,7 @@ import {
   sqeFuse,
   sqePsdt,
 } from '../../protocol/pdu-capsule.js';
+import { landedAt } from '../../protocol/pdu-parser.js';
 import { DNR, SC } from '../../protocol/status.js';
 import { IN_CAPSULE_DATA_SIZE } from '../../protocol/tcp-limits.js';
 
@@ -83,8 +84,7 @@ export class TcpCommand {
   /** Take one H2CData payload at datao (already checked to be the next bytes). */
   accept(data: Buffer, datao: number, ddgstError: boolean): void {
     if (ddgstError) this.dataError = true;
-    const buf = this.buf;
-    if (buf && data.buffer === buf.buffer && data.byteOffset === buf.byteOffset + datao) {
+    if (this.buf && landedAt(data, this.buf, datao)) {
       // already in place: the parser's DataSink put it there
     } else if (datao === 0 && data.length === this.length && !this.pooled) {
       this.buf = data; // the whole write in one PDU: no copy

@@ -471,9 +471,8 @@ export class TcpQueue implements TransportQueue, CommandSink {
    * continue its command's R2T window gets null, and onH2CData reports it.
    */
   private readonly dataSink = (h: DataHeader): Buffer | null => {
-    const cmd = this.r2tActive.get(h.ttag);
-    if (!cmd || cmd.cid !== h.cccid || h.datal > MAXH2CDATA) return null;
-    if (h.datao !== cmd.received || h.datao + h.datal > cmd.r2tEnd) return null;
+    if (this.outsideR2tWindow(h)) return null;
+    const cmd = this.r2tActive.get(h.ttag)!;
     if (!cmd.buf) {
       cmd.buf = this.writeData.take(cmd.length);
       cmd.pooled = true;
@@ -508,16 +507,23 @@ export class TcpQueue implements TransportQueue, CommandSink {
 
   /** [fes, fei, why] when the PDU does not continue its command's R2T window. */
   private checkH2CData(p: H2CDataPdu): [number, number, string] | null {
-    const cmd = this.r2tActive.get(p.ttag);
-    if (!cmd) return [Fes.INVALID_HEADER_FIELD, OFF_TTAG, 'unknown TTAG'];
-    if (p.cccid !== cmd.cid) return [Fes.INVALID_HEADER_FIELD, OFF_CCCID, 'CCCID'];
-    if (p.datal > MAXH2CDATA) return [Fes.DATA_LIMIT_EXCEEDED, 0, 'DATAL > MAXH2CDATA'];
+    const outside = this.outsideR2tWindow(p);
+    if (outside) return outside;
     const end = p.datao + p.datal;
-    if (p.datao !== cmd.received || end > cmd.r2tEnd) {
-      return [Fes.DATA_OUT_OF_RANGE, 0, `DATAO ${p.datao} DATAL ${p.datal}`];
-    }
-    if (((p.flags & PduFlag.LAST_PDU) !== 0) !== (end === cmd.r2tEnd)) {
+    if (((p.flags & PduFlag.LAST_PDU) !== 0) !== (end === this.r2tActive.get(p.ttag)!.r2tEnd)) {
       return [Fes.INVALID_HEADER_FIELD, OFF_FLAGS, 'LAST_PDU'];
+    }
+    return null;
+  }
+
+  /** The header checks of checkH2CData (all but LAST_PDU), which the DataSink makes too. */
+  private outsideR2tWindow(h: DataHeader | H2CDataPdu): [number, number, string] | null {
+    const cmd = this.r2tActive.get(h.ttag);
+    if (!cmd) return [Fes.INVALID_HEADER_FIELD, OFF_TTAG, 'unknown TTAG'];
+    if (h.cccid !== cmd.cid) return [Fes.INVALID_HEADER_FIELD, OFF_CCCID, 'CCCID'];
+    if (h.datal > MAXH2CDATA) return [Fes.DATA_LIMIT_EXCEEDED, 0, 'DATAL > MAXH2CDATA'];
+    if (h.datao !== cmd.received || h.datao + h.datal > cmd.r2tEnd) {
+      return [Fes.DATA_OUT_OF_RANGE, 0, `DATAO ${h.datao} DATAL ${h.datal}`];
     }
     return null;
   }
