@@ -202,6 +202,33 @@ describe('commands', () => {
     expect(h.parseError).toBeNull();
   });
 
+  it('gives the pooled buffer of a write whose data digest failed back for the next write', async () => {
+    const h = await host();
+    await h.ic({ hdgst: false, ddgst: true });
+    const len = 128 * 1024; // spans socket reads: the data lands in a pooled buffer
+    const write = async (cid: number, data: Buffer, spoil: boolean) => {
+      h.command(sqe(OP.WRITE, cid, SGL_TRANSPORT_DATA_BLOCK, len));
+      const r2t = await h.nextOf(PduType.R2T);
+      const pdu = Buffer.concat(
+        encodeH2CData({ cccid: cid, ttag: r2t.ttag, datao: 0, last: true }, data, h.dg),
+      );
+      if (spoil) pdu[pdu.length - 1] = pdu[pdu.length - 1]! ^ 1; // the data digest
+      h.send(pdu);
+      return h.nextCqe();
+    };
+    const q = () => core.queues[0]!;
+    const datas = [1, 2, 3].map(() => randomBytes(len));
+    expect(await write(1, datas[0]!, false)).toMatchObject({ cid: 1, status: 0 });
+    // Takes write 1's buffer from the pool, and must give it back though it never ran.
+    expect(await write(2, datas[1]!, true)).toMatchObject({ cid: 2, status: SC.TRANSIENT_TR_ERR });
+    expect(await write(3, datas[2]!, false)).toMatchObject({ cid: 3, status: 0 });
+    const [b1, b3] = q().writeBufs;
+    expect(b3!.buffer === b1!.buffer && b3!.byteOffset === b1!.byteOffset).toBe(true);
+    expect(q().writes).toHaveLength(2);
+    expect(q().writes[1]!.equals(datas[2]!)).toBe(true);
+    expect(h.parseError).toBeNull();
+  });
+
   it('sends one R2T at a time when R2TL is limited', async () => {
     await transport.close();
     await start({ maxR2tLength: 64 * 1024 });

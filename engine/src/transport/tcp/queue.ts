@@ -501,7 +501,11 @@ export class TcpQueue implements TransportQueue, CommandSink {
     this.r2tBytes -= cmd.length;
     this.pumpR2T();
     // A digest error spoils the data but not the stream: the host retries (no DNR).
-    if (cmd.dataError) return this.respond(cmd.cid, SC.TRANSIENT_TR_ERR);
+    // The command never reaches the core, so its pooled buffer goes back here.
+    if (cmd.dataError) {
+      this.releaseWriteData(cmd);
+      return this.respond(cmd.cid, SC.TRANSIENT_TR_ERR);
+    }
     this.execute(cmd, cmd.buf);
   }
 
