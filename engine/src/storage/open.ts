@@ -4,23 +4,11 @@
  */
 import type { BlockBackend } from './backend.js';
 import { openBlockBackend } from './block.js';
-import { openFileBackend, type IoOptions } from './file.js';
+import { openFileBackend, type FileBackendOptions, type IoOptions } from './file.js';
 import { MemoryBackend } from './memory.js';
 
 export type BackendSpec =
-  | {
-      kind: 'file';
-      path: string;
-      /** Required with create; checked against the file when opening. */
-      sizeBytes?: number;
-      /** Create a new sparse file (fails if it exists) instead of opening one. */
-      create?: boolean;
-      blockSize?: 512 | 4096;
-      readOnly?: boolean;
-      /** See FileBackendOptions.exclusive (default true). */
-      exclusive?: boolean;
-      io?: IoOptions;
-    }
+  | ({ kind: 'file' } & FileBackendOptions)
   | { kind: 'block'; path: string; direct?: boolean; readOnly?: boolean; io?: IoOptions }
   | { kind: 'memory'; sizeBytes: number; blockSize?: 512 | 4096; label?: string };
 
