@@ -462,3 +462,85 @@ describe('branchsan service', () => {
     expect(r.stderr).toContain('Check the path given to --unit');
   });
 });
+
+describe('branchsan probe', () => {
+  const HOST = 'nqn.2014-08.org.nvmexpress:uuid:6d9f0c1e-2b3a-4c5d-8e7f-a1b2c3d4e5f6';
+
+  it('reports an exported file as a host sees it, reads only, and says when this host is not allowed', async () => {
+    const file = path.join(tempDir(), 'vol.img');
+    const content = Buffer.alloc(16 << 20);
+    for (let i = 0; i < content.length; i += 4096) content.writeUInt32LE(i / 4096, i);
+    fs.writeFileSync(file, content);
+    const port = await freePort();
+    const exp = start(['export', file, '--port', String(port), '--allow-host', HOST], 60_000);
+    await waitForOutput(exp, 'Press Ctrl-C to stop.');
+    try {
+      const r = await run(
+        ['probe', `127.0.0.1:${port}`, '--hostnqn', HOST, '--seconds', '0.3', '--json'],
+        30_000,
+      );
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      const report = JSON.parse(r.stdout);
+      expect(report).toMatchObject({ ok: true, hostnqn: HOST, problem: null });
+      expect(report.subsystems).toHaveLength(1);
+      const [ns] = report.subsystems[0].namespaces;
+      expect(ns).toMatchObject({ nsid: 1, size_bytes: 16 << 20, block_size: 512 });
+      expect(ns.ana_state).toBe('optimized');
+      expect(ns.read_test.reads).toBeGreaterThan(0);
+
+      // The command export prints for this works as printed.
+      const printed = /^ {2}branchsan (probe .*)$/m.exec(exp.stdout())![1]!;
+      expect(printed).toBe(`probe 127.0.0.1:${port} --hostnqn ${HOST}`);
+      const human = await run(printed.split(' '), 30_000);
+      expect(human.code).toBe(0);
+      expect(human.stdout).toContain(`Subsystem nqn.2026-01.io.branchsan:export-vol.img`);
+      expect(human.stdout).toMatch(/namespace 1: 16 MiB, 512-byte blocks, ANA optimized/);
+      expect(human.stdout).toMatch(/4 KiB random reads at QD1: \d+\/s, latency µs mean/);
+      expect(human.stdout).toContain('No problems found.');
+
+      // Another host: the target lists nothing to it, and probe says what to do.
+      const other = await run(['probe', `127.0.0.1:${port}`, '--seconds', '0'], 30_000);
+      expectError(other, 1, 'lists no NVMe/TCP subsystem this host may use');
+      expect(other.stderr).toContain('allow it on the target, or pass --hostnqn');
+    } finally {
+      const r = await ctrlCExport(exp);
+      expect(r.code).toBe(0);
+    }
+    expect(fs.readFileSync(file).equals(content)).toBe(true);
+  }, 90_000);
+
+  it('a closed port and a wrong address are user errors that say what to do', async () => {
+    const closed = await run(['probe', `127.0.0.1:${await freePort()}`, '--seconds', '0']);
+    expectError(closed, 1, 'nothing accepts connections there (connection refused)');
+    expect(closed.stderr).toContain('Check the address and port');
+    expectError(await run(['probe']), 2, 'probe: give exactly one target address');
+    expectError(
+      await run(['probe', '127.0.0.1:http']),
+      2,
+      'probe: the port in "127.0.0.1:http" must be a number from 1 to 65535.',
+    );
+    expectError(await run(['probe', '[::1]:0']), 2, 'Example: branchsan probe [::1]:4420');
+    expectError(
+      await run(['probe', '127.0.0.1', '--seconds', '-1']),
+      2,
+      'probe: --seconds must be a number from 0 to 600, not "-1".',
+    );
+    expectError(
+      await run(['probe', '127.0.0.1', '--qd', '0']),
+      2,
+      'probe: --qd must be a whole number from 1 to 128, not "0".',
+    );
+    expectError(
+      await run(['probe', '127.0.0.1', '--hostid', 'nope']),
+      2,
+      'probe: the host identifier "nope" is not a UUID.',
+    );
+  });
+});
+
+/** Ctrl-C for an export started by a test, as a person stops it. */
+async function ctrlCExport(p: Started): Promise<Result> {
+  killGroup(p.proc, 'SIGINT');
+  return p.exited;
+}

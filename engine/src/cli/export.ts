@@ -8,6 +8,7 @@ import { UserError } from '../util/errors.js';
 import { createLogger, isLogLevel } from '../util/log.js';
 import {
   directoryProblem,
+  onePositional,
   parseCommandArgs,
   parsePort,
   stopSignal,
@@ -55,14 +56,13 @@ Examples:
       console.log(this.help);
       return 0;
     }
-    if (positionals.length !== 1) {
-      throw new UserError(
-        'export: give exactly one PATH to serve.',
-        'Example: branchsan export /var/tmp/vol.img --create-size 10G',
-        'usage',
-      );
-    }
-    const target = path.resolve(positionals[0]!);
+    const given = onePositional(
+      'export',
+      positionals,
+      'PATH to serve',
+      'branchsan export /var/tmp/vol.img --create-size 10G',
+    );
+    const target = path.resolve(given);
     const port = parsePort('export', 'port', values.port, 4420);
     const host = values.host ?? '127.0.0.1';
     const nqn =
@@ -257,6 +257,10 @@ function printConnectHelp(o: {
   console.log('  modprobe nvme-tcp');
   console.log(`  nvme discover -t tcp -a ${addr} -s ${o.port}`);
   console.log(`  nvme connect -t tcp -a ${addr} -s ${o.port} -n ${o.nqn}`);
+  const probeAddr = addr.includes(':') ? `[${addr}]:${o.port}` : `${addr}:${o.port}`;
+  const asHost = o.hosts.length ? ` --hostnqn ${o.hosts[0]}` : '';
+  console.log(`To check it from any machine with BranchSAN (reads only):`);
+  console.log(`  branchsan probe ${probeAddr}${asHost}`);
   console.log('Press Ctrl-C to stop.');
 }
 

@@ -29,6 +29,11 @@ const COMMANDS: { name: string; summary: string; load(): Promise<Command> }[] = 
     load: async () => (await import('./export.js')).exportCommand,
   },
   {
+    name: 'probe',
+    summary: 'check an NVMe/TCP target as a host sees it (discovery, namespaces, latency)',
+    load: async () => (await import('./probe.js')).probe,
+  },
+  {
     name: 'bench',
     summary: 'measure NVMe/TCP against the local disk and the bare network',
     load: async () => (await import('./bench.js')).bench,

@@ -92,6 +92,12 @@ export function anaStateOfStatus(status: number): AnaPathState | null {
   }
 }
 
+/**
+ * The most of an ANA log the library reads (ample for 1024 groups and 200k namespaces):
+ * a controller's counts do not size our memory.
+ */
+export const MAX_ANA_LOG = 1 << 20;
+
 /** Bytes to read for the whole log: header, every group, every NSID (as Linux sizes it). */
 export function anaLogLength(nanagrpid: number, mnan: number): number {
   return ANA_LOG_HEADER_SIZE + nanagrpid * ANA_GROUP_DESC_SIZE + mnan * 4;

@@ -47,5 +47,14 @@ export type {
   PathOptions,
   RetryEvent,
 } from './multipath.js';
+export { probeTarget, explain as explainProbeProblem } from './probe.js';
+export type {
+  ProbeOptions,
+  ProbeReport,
+  ProbeProblem,
+  ProbedNamespace,
+  ProbedSubsystem,
+  ReadTest,
+} from './probe.js';
 export { anaStateOf, anaStateOfStatus, parseAnaLog } from './ana-log.js';
 export type { AnaGroup, AnaLog, AnaPathState } from './ana-log.js';

@@ -5,7 +5,13 @@
  * through a WatchContext; routing I/O stays in multipath.ts.
  */
 import { LID, NSID_ALL } from '../protocol/opcodes.js';
-import { anaLogLength, anaStateOf, parseAnaLog, type AnaPathState } from './ana-log.js';
+import {
+  anaLogLength,
+  anaStateOf,
+  MAX_ANA_LOG,
+  parseAnaLog,
+  type AnaPathState,
+} from './ana-log.js';
 import type { AsyncEvent } from './controller.js';
 import { HostError, NvmeStatusError } from './errors.js';
 import type { Path } from './multipath-path.js';
@@ -19,9 +25,6 @@ export interface WatchContext {
   /** Something about `p` changed (report it; if it became usable, send what waits). */
   changed(p: Path, why: string): void;
 }
-
-/** Largest ANA log we read; ample for 1024 groups and 200k namespaces. */
-const MAX_ANA_LOG = 1 << 20;
 
 /**
  * On a new association (or a namespace change event): prove the namespace is ours,

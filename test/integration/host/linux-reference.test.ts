@@ -10,6 +10,7 @@ import {
   NvmeController,
   NvmeStatusError,
   discover,
+  probeTarget,
   type NvmeNamespace,
 } from '../../../engine/src/host/index.js';
 import { FID, LID, NSID_ALL } from '../../../engine/src/protocol/opcodes.js';
@@ -37,6 +38,25 @@ describe.skipIf(unavailable !== null)('host library vs Linux nvmet (reference VM
     expect(nvm.map((e) => e.subnqn)).toContain(ref.nqn);
     expect(nvm[0]!.trtype).toBe(3);
     expect(nvm[0]!.trsvcid).toBe('4420');
+  }, 60_000);
+
+  // By NQN at the forwarded port: the log names the VM's own address (10.0.2.15:4420),
+  // which only the VM's network reaches, and tests connect to loopback only.
+  it('probe reports the kernel target and reads from it, with digests on', async () => {
+    const r = await probeTarget({
+      host: '127.0.0.1',
+      port: ref.port,
+      subnqn: ref.nqn,
+      readSeconds: 0.3,
+      digests: true,
+    });
+    expect(r.ok).toBe(true);
+    const [sub] = r.subsystems;
+    expect(sub!.controller!.model).toBe('Linux');
+    expect(sub!.controller!.max_transfer_bytes).toBeNull(); // MDTS 0: no limit
+    const [ns] = sub!.namespaces;
+    expect(ns).toMatchObject({ nsid: 1, size_bytes: 64 * MiB, block_size: 512, problem: null });
+    expect(ns!.read_test!.reads).toBeGreaterThan(0);
   }, 60_000);
 
   describe.each([

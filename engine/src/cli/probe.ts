@@ -1,0 +1,222 @@
+/** `branchsan probe`: an NVMe/TCP target as a host sees it (host/probe.ts does the work). */
+import fs from 'node:fs';
+import { nqnProblem } from '../core/index.js';
+import { probeTarget, type ProbeReport } from '../host/probe.js';
+import { holdCpuLatency } from '../service/cpu-latency.js';
+import { UserError } from '../util/errors.js';
+import { onePositional, parseCommandArgs, type Command } from './command.js';
+import { formatSize } from './sizes.js';
+
+const DEFAULT_PORT = 4420;
+/** The host library's default I/O queue size: deeper would only wait in the library. */
+const MAX_QD = 128;
+/** Where nvme-cli keeps this machine's host identity; probe uses the same one. */
+const HOSTNQN_FILE = '/etc/nvme/hostnqn';
+const HOSTID_FILE = '/etc/nvme/hostid';
+
+export const probe: Command = {
+  name: 'probe',
+  help: `Usage: branchsan probe HOST[:PORT] [--nqn NQN] [--hostnqn NQN] [--hostid UUID]
+                       [--seconds N] [--qd N] [--digests] [--no-cpu-latency] [--json]
+
+Checks an NVMe/TCP target the way a host sees it: reads the discovery log at
+HOST:PORT, connects to each NVMe subsystem it lists for this host, identifies the
+controller and every namespace (size, block size, NGUID, ANA state), and reads random
+4 KiB blocks from each for a moment, one at a time by default, to show the latency a
+VM would see. It only reads: probing a volume in use changes nothing on it. Works against any
+NVMe/TCP target (BranchSAN, the Linux kernel's, SPDK).
+
+Options:
+  --nqn NQN       probe this subsystem at HOST:PORT directly, without discovery
+  --hostnqn NQN   the host NQN to connect as       [${HOSTNQN_FILE}, else a new one]
+  --hostid UUID   the host identifier              [${HOSTID_FILE}, else a new one]
+  --seconds N     seconds of reads per namespace; 0 skips the read test     [1]
+  --qd N          reads in flight at a time (1-128), for the IOPS a path carries [1]
+  --digests       use header and data digests (CRC32C)
+  --no-cpu-latency
+                  let this machine's CPUs sleep deeply during the read test; by
+                  default probe holds a 0 µs CPU wake-up latency request (PM QoS,
+                  root only) as a host tuned for storage latency does, and as
+                  \`branchsan bench\` does: a VM's CPU waking from a deep sleep can
+                  add 50 µs or more to every read
+  --json          one JSON object on stdout
+
+PORT defaults to ${DEFAULT_PORT}; an IPv6 address goes in brackets: [fd00::1]:4420.
+Exit status: 0 when everything answered, 1 when the report names a problem (each
+with what to do), 2 for a mistake in the command line.
+
+Examples:
+  branchsan probe 192.0.2.10
+  branchsan probe 192.0.2.10:4420 --nqn nqn.2026-01.io.branchsan:vol1 --seconds 5`,
+  async run(argv) {
+    const { values, positionals } = parseCommandArgs(
+      'probe',
+      argv,
+      {
+        nqn: { type: 'string' },
+        hostnqn: { type: 'string' },
+        hostid: { type: 'string' },
+        seconds: { type: 'string' },
+        qd: { type: 'string' },
+        digests: { type: 'boolean' },
+        'no-cpu-latency': { type: 'boolean' },
+        json: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      true,
+    );
+    if (values.help) {
+      console.log(this.help);
+      return 0;
+    }
+    const address = onePositional(
+      'probe',
+      positionals,
+      'target address, HOST or HOST:PORT',
+      'branchsan probe 192.0.2.10:4420',
+    );
+    const { host, port } = parseAddress(address);
+    const seconds = values.seconds === undefined ? 1 : Number(values.seconds);
+    if (!(seconds >= 0 && seconds <= 600)) {
+      throw new UserError(
+        `probe: --seconds must be a number from 0 to 600, not "${values.seconds}".`,
+        undefined,
+        'usage',
+      );
+    }
+    const qd = values.qd === undefined ? 1 : Number(values.qd);
+    if (!(Number.isInteger(qd) && qd >= 1 && qd <= MAX_QD)) {
+      throw new UserError(
+        `probe: --qd must be a whole number from 1 to ${MAX_QD}, not "${values.qd}".`,
+        undefined,
+        'usage',
+      );
+    }
+    for (const flag of ['nqn', 'hostnqn'] as const) {
+      const problem = values[flag] === undefined ? null : nqnProblem(values[flag]);
+      if (problem) {
+        throw new UserError(
+          `probe: --${flag} "${values[flag]}": ${problem}.`,
+          'An NQN looks like nqn.2014-08.org.nvmexpress:uuid:… or nqn.2026-01.com.example:name.',
+          'usage',
+        );
+      }
+    }
+    const hostid = values.hostid ?? readIdentityFile(HOSTID_FILE);
+    if (hostid !== undefined && !/^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$/i.test(hostid)) {
+      throw new UserError(
+        `probe: the host identifier "${hostid}"${values.hostid ? '' : ` (from ${HOSTID_FILE})`} is not a UUID.`,
+        'Give one with --hostid, for example the output of `uuidgen`.',
+        'usage',
+      );
+    }
+    const hostnqn = values.hostnqn ?? validNqn(readIdentityFile(HOSTNQN_FILE));
+    let cpuLatency = 'not requested (--no-cpu-latency)';
+    let hold: { close(): void } | null = null;
+    if (!values['no-cpu-latency'] && seconds > 0) {
+      try {
+        hold = holdCpuLatency(0);
+        cpuLatency = 'held at 0 µs during the read test';
+      } catch (err) {
+        cpuLatency = `not held: ${(err as Error).message}`;
+      }
+    }
+    let probed: ProbeReport;
+    try {
+      probed = await probeTarget({
+        host,
+        port,
+        subnqn: values.nqn,
+        hostnqn,
+        hostid,
+        readSeconds: seconds,
+        readQd: qd,
+        digests: values.digests ?? false,
+      });
+    } finally {
+      hold?.close();
+    }
+    const report = { ...probed, cpu_latency_request: cpuLatency };
+    if (values.json) {
+      console.log(JSON.stringify(report, null, 2));
+      return report.ok ? 0 : 1;
+    }
+    if (report.problem) throw new UserError(report.problem.error, report.problem.hint);
+    printReport(report);
+    return report.ok ? 0 : 1;
+  },
+};
+
+/** HOST, HOST:PORT, [V6] or [V6]:PORT; a bare IPv6 address (two colons or more) is a host. */
+export function parseAddress(text: string): { host: string; port: number } {
+  const m = /^\[([^\]]+)\](?::(.*))?$/.exec(text) ?? /^([^:]+)(?::(.*))?$/.exec(text);
+  const bareV6 = !m && (text.match(/:/g) ?? []).length >= 2;
+  const host = bareV6 ? text : m?.[1];
+  if (!host) {
+    throw new UserError(
+      `probe: "${text}" is not a target address.`,
+      'Give HOST or HOST:PORT, for example 192.0.2.10:4420 or [fd00::1]:4420.',
+      'usage',
+    );
+  }
+  const given = bareV6 ? undefined : m?.[2];
+  const port = given === undefined ? DEFAULT_PORT : /^\d+$/.test(given) ? Number(given) : NaN;
+  if (!(port >= 1 && port <= 65535)) {
+    throw new UserError(
+      `probe: the port in "${text}" must be a number from 1 to 65535.`,
+      `Example: branchsan probe ${host.includes(':') ? `[${host}]` : host}:${DEFAULT_PORT}`,
+      'usage',
+    );
+  }
+  return { host, port };
+}
+
+function readIdentityFile(file: string): string | undefined {
+  try {
+    return fs.readFileSync(file, 'utf8').trim() || undefined;
+  } catch {
+    return undefined; // no nvme-cli identity on this machine: the library makes one up
+  }
+}
+
+function validNqn(nqn: string | undefined): string | undefined {
+  return nqn !== undefined && nqnProblem(nqn) === null ? nqn : undefined;
+}
+
+function printReport(r: ProbeReport & { cpu_latency_request: string }): void {
+  console.log(`Probed ${r.address} as host ${r.hostnqn}`);
+  console.log(`  CPU wake-up latency request on this machine: ${r.cpu_latency_request}`);
+  let problems = 0;
+  const problem = (indent: string, p: { error: string; hint: string }) => {
+    problems++;
+    console.log(`${indent}PROBLEM: ${p.error}`);
+    console.log(`${indent}  What to do: ${p.hint}`);
+  };
+  for (const s of r.subsystems) {
+    console.log(`Subsystem ${s.subnqn} at ${s.address}`);
+    const c = s.controller;
+    if (c) {
+      console.log(
+        `  controller ${c.cntlid}: ${c.model}, serial ${c.serial}, firmware ${c.firmware}, ` +
+          `largest transfer ${c.max_transfer_bytes ? formatSize(c.max_transfer_bytes) : 'not limited'}`,
+      );
+    }
+    if (s.problem) problem('  ', s.problem);
+    for (const n of s.namespaces) {
+      const ana = n.ana_state === 'n/a' ? 'no ANA' : `ANA ${n.ana_state} (group ${n.ana_group})`;
+      const id = n.nguid ? `, NGUID ${n.nguid}` : n.uuid ? `, UUID ${n.uuid}` : '';
+      console.log(
+        `  namespace ${n.nsid}: ${formatSize(n.size_bytes)}, ${n.block_size}-byte blocks, ${ana}${id}`,
+      );
+      const t = n.read_test;
+      if (t) {
+        console.log(
+          `    ${formatSize(t.bytes_per_read)} random reads at QD${t.qd}: ${t.iops}/s, latency µs ` +
+            `mean ${t.lat_us.mean}, p50 ${t.lat_us.p50}, p99 ${t.lat_us.p99}, max ${t.lat_us.max} (${t.reads} reads)`,
+        );
+      }
+      if (n.problem) problem('    ', n.problem);
+    }
+  }
+  console.log(problems ? `${problems} problem(s) found.` : 'No problems found.');
+}

@@ -1,0 +1,374 @@
+/**
+ * What a host sees of an NVMe/TCP target: the discovery log, each subsystem's
+ * controller, its namespaces with their ANA state, and a short read-only latency test
+ * of each. `branchsan probe` prints it; the setup wizard's "test this volume from a
+ * host" check is the other user.
+ *
+ * Read-only by construction: the only I/O commands sent are Reads, so a probe of a
+ * volume in production changes nothing on it. Every problem becomes a sentence in the
+ * report (with what to do) instead of an exception, so one unreachable subsystem does
+ * not hide the others.
+ */
+import { randomUUID } from 'node:crypto';
+import { LID, NSID_ALL } from '../protocol/opcodes.js';
+import { SC } from '../protocol/status.js';
+import { anaLogLength, MAX_ANA_LOG, parseAnaLog, type AnaPathState } from './ana-log.js';
+import { NvmeController, type ControllerOptions } from './controller.js';
+import { discover, type DiscoveryEntry } from './discovery.js';
+import { HostError, NvmeStatusError } from './errors.js';
+import type { NvmeNamespace } from './namespace.js';
+
+const TRTYPE_TCP = 3;
+const SUBTYPE_NVM = 2;
+/** Bytes per test read: the common hypervisor block, or one block if larger. */
+const TEST_READ_BYTES = 4096;
+const WARMUP_READS = 200;
+const PDU_TYPE_HTTP = 0x48; // 'H' of "HTTP/1.1 ...": a web server answered
+
+export interface ProbeOptions {
+  readonly host: string;
+  readonly port: number;
+  /** Probe this subsystem at host:port directly instead of what discovery lists. */
+  readonly subnqn?: string;
+  readonly hostnqn?: string;
+  readonly hostid?: string;
+  /** Seconds of random reads per namespace; 0 skips the test. */
+  readonly readSeconds: number;
+  /** Reads in flight at a time during the test (default 1). */
+  readonly readQd?: number;
+  readonly digests?: boolean;
+  readonly connectTimeoutMs?: number;
+}
+
+/** A problem, with what to do about it. */
+export interface ProbeProblem {
+  readonly error: string;
+  readonly hint: string;
+}
+
+export interface ReadTest {
+  /** Reads in flight at a time. */
+  readonly qd: number;
+  readonly reads: number;
+  readonly bytes_per_read: number;
+  readonly iops: number;
+  readonly lat_us: { mean: number; p50: number; p99: number; max: number };
+}
+
+export interface ProbedNamespace {
+  readonly nsid: number;
+  readonly size_bytes: number;
+  readonly block_size: number;
+  readonly nguid: string | null;
+  readonly uuid: string | null;
+  readonly ana_group: number;
+  /** 'optimized', 'non-optimized', …; 'n/a' when the controller does not report ANA. */
+  readonly ana_state: AnaPathState | 'n/a';
+  readonly read_test: ReadTest | null;
+  readonly problem: ProbeProblem | null;
+}
+
+export interface ProbedSubsystem {
+  readonly subnqn: string;
+  readonly address: string;
+  readonly controller: {
+    readonly model: string;
+    readonly serial: string;
+    readonly firmware: string;
+    readonly cntlid: number;
+    /** null: the controller sets no limit (MDTS 0). */
+    readonly max_transfer_bytes: number | null;
+  } | null;
+  readonly namespaces: ProbedNamespace[];
+  readonly problem: ProbeProblem | null;
+}
+
+export interface ProbeReport {
+  readonly address: string;
+  readonly hostnqn: string;
+  /** The discovery log's NVM subsystem entries; null when --nqn skipped discovery. */
+  readonly discovered: { subnqn: string; address: string; portid: number }[] | null;
+  readonly subsystems: ProbedSubsystem[];
+  /** Discovery's own failure (nothing else could be probed then). */
+  readonly problem: ProbeProblem | null;
+  /** True when nothing in the report is a problem. */
+  readonly ok: boolean;
+}
+
+/** Probes the target at opts.host:opts.port; never throws for what the target does. */
+export async function probeTarget(opts: ProbeOptions): Promise<ProbeReport> {
+  const address = joinHostPort(opts.host, opts.port);
+  // One identity for discovery and every connect, so the target's allow-list sees one host.
+  const hostid = opts.hostid ?? randomUUID();
+  const hostnqn = opts.hostnqn ?? `nqn.2014-08.org.nvmexpress:uuid:${hostid}`;
+  const common = {
+    hostnqn,
+    hostid,
+    hdgst: opts.digests ?? false,
+    ddgst: opts.digests ?? false,
+    connectTimeoutMs: opts.connectTimeoutMs ?? 5000,
+  };
+  let targets: { subnqn: string; host: string; port: number }[];
+  let discovered: ProbeReport['discovered'] = null;
+  if (opts.subnqn) {
+    targets = [{ subnqn: opts.subnqn, host: opts.host, port: opts.port }];
+  } else {
+    try {
+      const log = await discover({ ...common, host: opts.host, port: opts.port });
+      const nvm = log.entries.filter((e) => e.subtype === SUBTYPE_NVM);
+      discovered = nvm.map((e) => ({
+        subnqn: e.subnqn,
+        address: joinHostPort(e.traddr, Number(e.trsvcid)),
+        portid: e.portid,
+      }));
+      targets = nvm.filter((e) => e.trtype === TRTYPE_TCP).map((e) => entryAddress(e, opts));
+    } catch (err) {
+      const problem = explain(err, `discovery at ${address}`, hostnqn);
+      return { address, hostnqn, discovered: null, subsystems: [], problem, ok: false };
+    }
+    if (targets.length === 0) {
+      const problem = {
+        error: `the discovery log at ${address} lists no NVMe/TCP subsystem this host may use`,
+        hint:
+          'A target lists only the subsystems whose allowed hosts include this host NQN ' +
+          `(${hostnqn}): allow it on the target, or pass --hostnqn with an allowed one.`,
+      };
+      return { address, hostnqn, discovered, subsystems: [], problem, ok: false };
+    }
+  }
+  const subsystems: ProbedSubsystem[] = [];
+  for (const t of targets) subsystems.push(await probeSubsystem(t, common, opts, hostnqn));
+  const ok = subsystems.every((s) => !s.problem && s.namespaces.every((n) => !n.problem));
+  return { address, hostnqn, discovered, subsystems, problem: null, ok };
+}
+
+/** A wildcard listen address in the log means "the address you reached me at". */
+function entryAddress(e: DiscoveryEntry, opts: ProbeOptions) {
+  const wildcard = e.traddr === '' || e.traddr === '0.0.0.0' || e.traddr === '::';
+  return { subnqn: e.subnqn, host: wildcard ? opts.host : e.traddr, port: Number(e.trsvcid) };
+}
+
+async function probeSubsystem(
+  t: { subnqn: string; host: string; port: number },
+  common: Partial<ControllerOptions>,
+  opts: ProbeOptions,
+  hostnqn: string,
+): Promise<ProbedSubsystem> {
+  const address = joinHostPort(t.host, t.port);
+  let ctrl: NvmeController;
+  try {
+    ctrl = await NvmeController.connect({ ...common, ...t, ioQueues: 1 });
+  } catch (err) {
+    let problem = explain(err, `connect to ${t.subnqn} at ${address}`, hostnqn);
+    if (!(err instanceof HostError && err.cause instanceof NvmeStatusError) && !opts.subnqn) {
+      const probed = joinHostPort(opts.host, opts.port);
+      if (address !== probed) {
+        // The log's address may be one only the target's own network knows (NAT, port forwarding).
+        problem = {
+          error: problem.error,
+          hint: `${problem.hint} The discovery log gives ${address} for it; if only ${probed} reaches the target from here, run: branchsan probe ${probed} --nqn ${t.subnqn}`,
+        };
+      }
+    }
+    return { subnqn: t.subnqn, address, controller: null, namespaces: [], problem };
+  }
+  const id = ctrl.identity;
+  const controller = {
+    model: id.mn,
+    serial: id.sn,
+    firmware: id.fr,
+    cntlid: id.cntlid,
+    max_transfer_bytes: id.maxTransferBytes || null,
+  };
+  const namespaces: ProbedNamespace[] = [];
+  try {
+    const anaStates = await readAnaStates(ctrl);
+    for (const nsid of await ctrl.activeNamespaces()) {
+      namespaces.push(await probeNamespace(ctrl, nsid, anaStates, opts));
+    }
+    const problem =
+      namespaces.length === 0
+        ? {
+            error: `${t.subnqn} has no namespace`,
+            hint: 'Add a volume to this subsystem on the target; a host sees no disk until then.',
+          }
+        : null;
+    return { subnqn: t.subnqn, address, controller, namespaces, problem };
+  } catch (err) {
+    // What was learnt before the failure stays in the report.
+    const problem = explain(err, `${t.subnqn} at ${address}`, hostnqn);
+    return { subnqn: t.subnqn, address, controller, namespaces, problem };
+  } finally {
+    await ctrl.close().catch(() => undefined);
+  }
+}
+
+/** ANA group → state, or null when the controller does not report ANA (CMIC bit 3). */
+async function readAnaStates(ctrl: NvmeController): Promise<Map<number, AnaPathState> | null> {
+  const id = ctrl.identity;
+  if ((id.cmic & 0x08) === 0) return null;
+  const length = Math.min(anaLogLength(id.nanagrpid, id.mnan), MAX_ANA_LOG);
+  const raw = await ctrl.getLogPage({ lid: LID.ANA, length, nsid: NSID_ALL });
+  return new Map(parseAnaLog(raw).groups.map((g) => [g.anagrpid, g.state]));
+}
+
+async function probeNamespace(
+  ctrl: NvmeController,
+  nsid: number,
+  anaStates: Map<number, AnaPathState> | null,
+  opts: ProbeOptions,
+): Promise<ProbedNamespace> {
+  const ns = await ctrl.namespace(nsid);
+  const ids = ns.ids;
+  const group = ns.identity.anagrpid;
+  const ana: ProbedNamespace['ana_state'] = anaStates ? (anaStates.get(group) ?? 'unknown') : 'n/a';
+  const base = {
+    nsid,
+    size_bytes: ns.sizeBytes,
+    block_size: ns.blockSize,
+    nguid: ids.nguid && !ids.nguid.every((b) => b === 0) ? ids.nguid.toString('hex') : null,
+    uuid: ids.uuid ?? null,
+    ana_group: group,
+    ana_state: ana,
+  };
+  if (ana !== 'n/a' && ana !== 'optimized' && ana !== 'non-optimized') {
+    return { ...base, read_test: null, problem: UNUSABLE[ana](nsid) };
+  }
+  if (opts.readSeconds <= 0) return { ...base, read_test: null, problem: null };
+  try {
+    const test = await readTest(ns, opts.readSeconds, opts.readQd ?? 1);
+    return { ...base, read_test: test, problem: null };
+  } catch (err) {
+    return { ...base, read_test: null, problem: explain(err, `reading namespace ${nsid}`, '') };
+  }
+}
+
+/** Why a namespace in each unusable ANA state cannot be read here, and what to do. */
+const UNUSABLE: Record<
+  Exclude<AnaPathState, 'optimized' | 'non-optimized'>,
+  (nsid: number) => ProbeProblem
+> = {
+  inaccessible: (nsid) => ({
+    error: `namespace ${nsid} is inaccessible on this path (ANA): hosts cannot read or write it here`,
+    hint: 'Normal on the standby node of a pair while the other node serves; otherwise check the volume on the target.',
+  }),
+  'persistent-loss': (nsid) => ({
+    error: `namespace ${nsid} is lost for good on this path (ANA persistent loss)`,
+    hint: 'Hosts must use another path to it; check the volume and its node on the target.',
+  }),
+  change: (nsid) => ({
+    error: `namespace ${nsid} is changing ANA state on this path (a failover or failback in progress)`,
+    hint: 'Probe again in a few seconds; if it stays so, check the pair on the target.',
+  }),
+  unknown: (nsid) => ({
+    error: `namespace ${nsid} is in no ANA group the controller reports, or in a state this host does not know`,
+    hint: 'Check the volume on the target; a host will not use this path until the state is known.',
+  }),
+};
+
+/**
+ * Random reads across the namespace for `seconds`, `qd` at a time: at QD1 what one VM's
+ * small reads see; deeper, what the path carries for many.
+ */
+async function readTest(ns: NvmeNamespace, seconds: number, qd: number): Promise<ReadTest> {
+  const bytes = Math.max(TEST_READ_BYTES, ns.blockSize);
+  const nlb = bytes / ns.blockSize;
+  const slots = Math.floor(ns.nsze / nlb);
+  if (slots < 1) throw new Error(`namespace ${ns.nsid} is smaller than one ${bytes}-byte read`);
+  const lat: number[] = [];
+  let end = 0n; // 0: warming up, nothing counted
+  const worker = async (warmup: number) => {
+    const into = Buffer.alloc(bytes);
+    for (let i = 0; ; i++) {
+      const t0 = process.hrtime.bigint();
+      if (end ? t0 >= end : i >= warmup) return;
+      await ns.read(Math.floor(Math.random() * slots) * nlb, nlb, { into });
+      if (end) lat.push(Number(process.hrtime.bigint() - t0) / 1000);
+    }
+  };
+  // Warm-up reads, not counted: the first ones pay for compiling this path, not the target.
+  await Promise.all(Array.from({ length: qd }, () => worker(Math.ceil(WARMUP_READS / qd))));
+  const start = process.hrtime.bigint();
+  end = start + BigInt(Math.round(seconds * 1e9));
+  await Promise.all(Array.from({ length: qd }, () => worker(0)));
+  const elapsed = Number(process.hrtime.bigint() - start) / 1e9;
+  lat.sort((a, b) => a - b);
+  const pct = (p: number) => round(lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]!);
+  const total = lat.reduce((a, b) => a + b, 0);
+  return {
+    qd,
+    reads: lat.length,
+    bytes_per_read: bytes,
+    iops: Math.round(lat.length / elapsed),
+    lat_us: {
+      mean: round(total / lat.length),
+      p50: pct(0.5),
+      p99: pct(0.99),
+      max: round(lat.at(-1)!),
+    },
+  };
+}
+
+/** What went wrong, said for a person, and what to do next. */
+export function explain(err: unknown, where: string, hostnqn: string): ProbeProblem {
+  const cause = err instanceof HostError && err.cause !== undefined ? err.cause : err;
+  const code = (cause as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'ECONNREFUSED') {
+    return {
+      error: `${where}: nothing accepts connections there (connection refused)`,
+      hint: 'Check the address and port: `branchsan status` on the target shows its NVMe/TCP ports (`branchsan export` uses 4420 unless told otherwise).',
+    };
+  }
+  if (code === 'EHOSTUNREACH' || code === 'ENETUNREACH' || code === 'ENOTFOUND') {
+    return {
+      error: `${where}: the address cannot be reached from this machine (${code})`,
+      hint: 'Check the address, and the routes and VLANs between this machine and the target.',
+    };
+  }
+  if (cause instanceof NvmeStatusError) {
+    const sc = cause.status & 0x7ff;
+    if (sc === SC.CONNECT_INVALID_HOST) {
+      return {
+        error: `${where}: the target does not allow this host (host NQN ${hostnqn})`,
+        hint: "Add this host NQN to the subsystem's allowed hosts on the target (`branchsan export --allow-host NQN`), or pass --hostnqn with one it allows.",
+      };
+    }
+    if (sc === SC.CONNECT_INVALID_PARAM) {
+      return {
+        error: `${where}: the target has no such subsystem (or refused the connect parameters)`,
+        hint: 'Check the NQN: run probe without --nqn to see the subsystems the target lists for this host.',
+      };
+    }
+  }
+  const message = (err as Error)?.message ?? String(err);
+  if (err instanceof HostError && err.kind === 'timeout') {
+    return {
+      error: `${where}: the target stopped answering (${message})`,
+      hint: "Check the target's health (`branchsan status`) and the network; then probe again.",
+    };
+  }
+  if (/no ICResp within timeout|connect timed out|ETIMEDOUT/.test(message)) {
+    return {
+      error: `${where}: no answer in time (${message})`,
+      hint: 'Check that the address is reachable from this machine and that no firewall drops the port.',
+    };
+  }
+  if (new RegExp(`PDU type ${PDU_TYPE_HTTP}\\b`).test(message)) {
+    return {
+      error: `${where}: a web server answered there, not an NVMe/TCP target`,
+      hint: 'That port is the web console or another HTTP service; give the NVMe/TCP port instead (4420 by default).',
+    };
+  }
+  return {
+    error: `${where}: ${message}`,
+    hint: "Check the target's events (`branchsan status`, or the dashboard) for why, then probe again.",
+  };
+}
+
+function joinHostPort(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+function round(v: number): number {
+  return Math.round(v * 10) / 10;
+}

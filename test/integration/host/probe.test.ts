@@ -1,0 +1,258 @@
+/**
+ * probeTarget (host/probe.ts) against BranchSAN's own target in process, over real
+ * sockets: what discovery lists, identities, ANA states, the read test, that it never
+ * writes, and that every failure becomes a problem with a hint instead of an exception.
+ */
+import { randomBytes } from 'node:crypto';
+import http from 'node:http';
+import type net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Target } from '../../../engine/src/core/index.js';
+import { probeTarget } from '../../../engine/src/host/index.js';
+import type { BlockBackend } from '../../../engine/src/storage/backend.js';
+import { MemoryBackend } from '../../../engine/src/storage/memory.js';
+import type { TcpTransport } from '../../../engine/src/transport/tcp/index.js';
+import { serveOnLoopback } from '../../helpers/target.js';
+import { freePort, waitFor } from './helpers.js';
+
+const HOST = 'nqn.2014-08.org.nvmexpress:uuid:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0';
+const OTHER_HOST = 'nqn.2014-08.org.nvmexpress:uuid:99999999-8888-7777-6666-555555555555';
+const SERVING = 'nqn.2024-01.io.branchsan:probe-serving';
+const STANDBY = 'nqn.2024-01.io.branchsan:probe-standby';
+const EMPTY = 'nqn.2024-01.io.branchsan:probe-empty';
+const HIDDEN = 'nqn.2024-01.io.branchsan:probe-other-host';
+
+let transport: TcpTransport;
+let port = 0;
+let target: Target;
+const backends: MemoryBackend[] = [];
+const written: string[] = [];
+
+/** A memory backend that notes every call that could change it (the probe must make none). */
+function watched(sizeBytes: number, label: string): BlockBackend {
+  const be = new MemoryBackend({ sizeBytes });
+  backends.push(be);
+  for (const m of ['write', 'writeZeroes', 'deallocate'] as const) {
+    const orig = be[m].bind(be) as (...a: unknown[]) => void;
+    (be as unknown as Record<string, unknown>)[m] = (...a: unknown[]) => {
+      written.push(`${label}.${m}`);
+      orig(...a);
+    };
+  }
+  return be;
+}
+
+beforeAll(async () => {
+  target = new Target({});
+  const sub = (nqn: string, hosts: string[]) =>
+    target.addSubsystem({ nqn, serial: nqn.slice(-8), model: 'Probe test', hosts });
+  sub(SERVING, [HOST]);
+  sub(STANDBY, [HOST]);
+  sub(EMPTY, [HOST]);
+  sub(HIDDEN, [OTHER_HOST]);
+  const serving = watched(32 << 20, 'serving');
+  target.addNamespace(SERVING, {
+    nsid: 1,
+    backend: serving,
+    nguid: '00112233445566778899aabbccddeeff',
+    anagrpid: 1,
+  });
+  target.addNamespace(SERVING, {
+    nsid: 2,
+    backend: watched(8 << 20, 'serving2'),
+    nguid: '00112233445566778899aabbccddee02',
+    anagrpid: 2,
+  });
+  target.addNamespace(STANDBY, {
+    nsid: 1,
+    backend: watched(8 << 20, 'standby'),
+    nguid: '00112233445566778899aabbccddee03',
+    anagrpid: 3,
+  });
+  target.setAnaState(2, 'non-optimized');
+  target.setAnaState(3, 'inaccessible');
+  ({ transport, port } = await serveOnLoopback(target));
+  // Data for the read test to read; the probe must leave every byte of it alone.
+  await new Promise<void>((resolve, reject) =>
+    serving.write(0, randomBytes(1 << 20), false, (err) => (err ? reject(err) : resolve())),
+  );
+  written.length = 0;
+});
+
+afterAll(async () => {
+  await transport?.close();
+});
+
+describe('probeTarget', () => {
+  it('reports every subsystem discovery lists for this host, with identities, ANA states and read latency', async () => {
+    const before = await Promise.all(backends.map((b) => snapshot(b)));
+    const r = await probeTarget({ host: '127.0.0.1', port, hostnqn: HOST, readSeconds: 0.2 });
+    expect(r.hostnqn).toBe(HOST);
+    expect(r.problem).toBeNull();
+    // The other host's subsystem is not listed to this one.
+    expect(r.discovered!.map((d) => d.subnqn).sort()).toEqual([EMPTY, SERVING, STANDBY].sort());
+    const bySub = new Map(r.subsystems.map((s) => [s.subnqn, s]));
+
+    const serving = bySub.get(SERVING)!;
+    expect(serving.problem).toBeNull();
+    expect(serving.address).toBe(`127.0.0.1:${port}`);
+    expect(serving.controller).toMatchObject({ model: 'Probe test', serial: '-serving' });
+    const [ns1, ns2] = serving.namespaces;
+    expect(ns1).toMatchObject({
+      nsid: 1,
+      size_bytes: 32 << 20,
+      block_size: 512,
+      nguid: '00112233445566778899aabbccddeeff',
+      ana_group: 1,
+      ana_state: 'optimized',
+      problem: null,
+    });
+    expect(ns1!.read_test!.reads).toBeGreaterThan(10);
+    expect(ns1!.read_test!.bytes_per_read).toBe(4096);
+    const lat = ns1!.read_test!.lat_us;
+    expect(lat.p50).toBeGreaterThan(0);
+    expect(lat.p50).toBeLessThanOrEqual(lat.p99);
+    expect(lat.p99).toBeLessThanOrEqual(lat.max);
+    expect(ns2).toMatchObject({ nsid: 2, ana_group: 2, ana_state: 'non-optimized', problem: null });
+    expect(ns2!.read_test!.reads).toBeGreaterThan(10);
+
+    const standby = bySub.get(STANDBY)!;
+    expect(standby.namespaces[0]).toMatchObject({ ana_state: 'inaccessible', read_test: null });
+    expect(standby.namespaces[0]!.problem!.error).toContain('is inaccessible on this path (ANA)');
+    expect(standby.namespaces[0]!.problem!.hint).toContain('standby node');
+
+    const empty = bySub.get(EMPTY)!;
+    expect(empty.namespaces).toEqual([]);
+    expect(empty.problem!.error).toContain('has no namespace');
+    expect(r.ok).toBe(false); // the standby namespace and the empty subsystem
+
+    // Reads only: nothing was written, and every byte is as it was.
+    expect(written).toEqual([]);
+    const after = await Promise.all(backends.map((b) => snapshot(b)));
+    after.forEach((a, i) => expect(a.equals(before[i]!)).toBe(true));
+  }, 30_000);
+
+  it.each([
+    ['persistent-loss', 'lost for good on this path'],
+    ['change', 'changing ANA state on this path'],
+    ['inaccessible', 'is inaccessible on this path'],
+  ] as const)(
+    'does not read a namespace whose ANA state is %s, and says why',
+    async (state, why) => {
+      target.setAnaState(3, state);
+      try {
+        const r = await probeTarget({
+          host: '127.0.0.1',
+          port,
+          hostnqn: HOST,
+          subnqn: STANDBY,
+          readSeconds: 0.1,
+        });
+        expect(r.subsystems[0]!.namespaces[0]).toMatchObject({ ana_state: state, read_test: null });
+        expect(r.subsystems[0]!.namespaces[0]!.problem!.error).toContain(why);
+        expect(r.ok).toBe(false);
+      } finally {
+        target.setAnaState(3, 'inaccessible');
+      }
+    },
+  );
+
+  it('with an NQN, probes that subsystem directly, and is ok when nothing is wrong', async () => {
+    const r = await probeTarget({
+      host: '127.0.0.1',
+      port,
+      hostnqn: HOST,
+      subnqn: SERVING,
+      readSeconds: 0,
+      digests: true,
+    });
+    expect(r.discovered).toBeNull();
+    expect(r.subsystems.map((s) => s.subnqn)).toEqual([SERVING]);
+    expect(r.subsystems[0]!.namespaces.map((n) => n.read_test)).toEqual([null, null]);
+    expect(r.ok).toBe(true);
+  });
+
+  it('keeps the asked number of reads in flight', async () => {
+    const ctrls = () => target.listControllers().length;
+    let deepest = 0;
+    const inflight = { now: 0 };
+    // Count reads the backend holds at once: the probe's queue depth reaches it.
+    const be = backends[0]!;
+    const read = be.read.bind(be);
+    be.read = (offset, length, cb, into) => {
+      deepest = Math.max(deepest, ++inflight.now);
+      setTimeout(
+        () => read(offset, length, (err, data) => (inflight.now--, cb(err, data)), into),
+        1,
+      );
+    };
+    try {
+      const r = await probeTarget({
+        host: '127.0.0.1',
+        port,
+        hostnqn: HOST,
+        subnqn: SERVING,
+        readSeconds: 0.2,
+        readQd: 8,
+      });
+      const test = r.subsystems[0]!.namespaces[0]!.read_test!;
+      expect(test.qd).toBe(8);
+      expect(test.reads).toBeGreaterThan(8);
+      expect(deepest).toBe(8);
+      expect(written).toEqual([]);
+    } finally {
+      be.read = read;
+    }
+    await waitFor(() => ctrls() === 0); // every probe disconnects
+  });
+
+  it('says when the host is not allowed, by discovery and by a direct connect', async () => {
+    const listed = await probeTarget({ host: '127.0.0.1', port, readSeconds: 0 });
+    expect(listed.ok).toBe(false);
+    expect(listed.problem!.error).toContain('lists no NVMe/TCP subsystem this host may use');
+    expect(listed.problem!.hint).toContain(listed.hostnqn);
+
+    const direct = await probeTarget({
+      host: '127.0.0.1',
+      port,
+      hostnqn: HOST,
+      subnqn: HIDDEN,
+      readSeconds: 0,
+    });
+    expect(direct.subsystems[0]!.problem!.error).toContain(
+      `the target does not allow this host (host NQN ${HOST})`,
+    );
+    expect(direct.subsystems[0]!.problem!.hint).toContain('--allow-host');
+
+    const missing = await probeTarget({
+      host: '127.0.0.1',
+      port,
+      hostnqn: HOST,
+      subnqn: 'nqn.2024-01.io.branchsan:no-such',
+      readSeconds: 0,
+    });
+    expect(missing.subsystems[0]!.problem!.error).toContain('has no such subsystem');
+  });
+
+  it('names a closed port and a web server for what they are', async () => {
+    const closed = await probeTarget({ host: '127.0.0.1', port: await freePort(), readSeconds: 0 });
+    expect(closed.problem!.error).toContain('nothing accepts connections there');
+
+    const web = http.createServer((_req, res) => res.end('console'));
+    await new Promise<void>((resolve) => web.listen(0, '127.0.0.1', resolve));
+    const webPort = (web.address() as net.AddressInfo).port;
+    try {
+      // A web server answers the ICReq with "HTTP/1.1 400 ...".
+      const r = await probeTarget({ host: '127.0.0.1', port: webPort, readSeconds: 0 });
+      expect(r.problem!.error).toContain('a web server answered there, not an NVMe/TCP target');
+    } finally {
+      await new Promise((resolve) => web.close(resolve));
+    }
+  });
+});
+
+async function snapshot(b: BlockBackend): Promise<Buffer> {
+  return new Promise((resolve, reject) =>
+    b.read(0, b.sizeBytes, (err, data) => (err ? reject(err) : resolve(Buffer.from(data!)))),
+  );
+}
