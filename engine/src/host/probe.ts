@@ -38,6 +38,8 @@ export interface ProbeOptions {
   readonly readQd?: number;
   readonly digests?: boolean;
   readonly connectTimeoutMs?: number;
+  /** How long one admin or read command may take (default 10 s). */
+  readonly commandTimeoutMs?: number;
 }
 
 /** A problem, with what to do about it. */
@@ -107,6 +109,9 @@ export async function probeTarget(opts: ProbeOptions): Promise<ProbeReport> {
     hdgst: opts.digests ?? false,
     ddgst: opts.digests ?? false,
     connectTimeoutMs: opts.connectTimeoutMs ?? 5000,
+    // A probe waits seconds, not the minute a host waits, for a target that went quiet.
+    adminTimeoutMs: opts.commandTimeoutMs ?? 10_000,
+    ioTimeoutMs: opts.commandTimeoutMs ?? 10_000,
   };
   let targets: { subnqn: string; host: string; port: number }[];
   let discovered: ProbeReport['discovered'] = null;

@@ -9,10 +9,12 @@ import type net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Target } from '../../../engine/src/core/index.js';
 import { probeTarget } from '../../../engine/src/host/index.js';
+import { IO } from '../../../engine/src/protocol/opcodes.js';
 import type { BlockBackend } from '../../../engine/src/storage/backend.js';
 import { MemoryBackend } from '../../../engine/src/storage/memory.js';
 import type { TcpTransport } from '../../../engine/src/transport/tcp/index.js';
 import { serveOnLoopback } from '../../helpers/target.js';
+import { FakeTarget } from './fake-target.js';
 import { freePort, waitFor } from './helpers.js';
 
 const HOST = 'nqn.2014-08.org.nvmexpress:uuid:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0';
@@ -232,6 +234,27 @@ describe('probeTarget', () => {
       readSeconds: 0,
     });
     expect(missing.subsystems[0]!.problem!.error).toContain('has no such subsystem');
+  });
+
+  it('gives up on a target that stops answering after the command timeout, and says so', async () => {
+    // Connects and identifies, then never answers a read.
+    const quiet = await new FakeTarget({ hold: (op, qid) => qid > 0 && op === IO.READ }).start();
+    try {
+      const r = await probeTarget({
+        host: '127.0.0.1',
+        port: quiet.port,
+        subnqn: 'nqn.2024-01.io.branchsan:quiet',
+        readSeconds: 1,
+        commandTimeoutMs: 300,
+      });
+      const [sub] = r.subsystems;
+      expect(sub!.controller).not.toBeNull(); // what was learnt before stays in the report
+      expect(sub!.namespaces[0]!.read_test).toBeNull();
+      expect(sub!.namespaces[0]!.problem!.error).toContain('the target stopped answering');
+      expect(r.ok).toBe(false);
+    } finally {
+      await quiet.stop();
+    }
   });
 
   it('names a closed port and a web server for what they are', async () => {
