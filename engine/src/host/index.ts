@@ -47,7 +47,7 @@ export type {
   PathOptions,
   RetryEvent,
 } from './multipath.js';
-export { probeTarget, explain as explainProbeProblem } from './probe.js';
+export { probeTarget } from './probe.js';
 export type {
   ProbeOptions,
   ProbeReport,

@@ -315,7 +315,7 @@ async function readTest(ns: NvmeNamespace, seconds: number, qd: number): Promise
 }
 
 /** What went wrong, said for a person, and what to do next. */
-export function explain(err: unknown, where: string, hostnqn: string): ProbeProblem {
+function explain(err: unknown, where: string, hostnqn: string): ProbeProblem {
   const cause = err instanceof HostError && err.cause !== undefined ? err.cause : err;
   const code = (cause as NodeJS.ErrnoException | undefined)?.code;
   if (code === 'ECONNREFUSED') {
