@@ -482,9 +482,11 @@ describe('branchsan probe', () => {
       expect(r.stderr).toBe('');
       expect(r.code).toBe(0);
       const report = JSON.parse(r.stdout);
-      expect(report).toMatchObject({ ok: true, hostnqn: HOST, problem: null });
-      expect(report.subsystems).toHaveLength(1);
-      const [ns] = report.subsystems[0].namespaces;
+      expect(report).toMatchObject({ ok: true, hostnqn: HOST, paths: [] });
+      expect(report.targets).toHaveLength(1);
+      expect(report.targets[0].problem).toBeNull();
+      expect(report.targets[0].subsystems).toHaveLength(1);
+      const [ns] = report.targets[0].subsystems[0].namespaces;
       expect(ns).toMatchObject({ nsid: 1, size_bytes: 16 << 20, block_size: 512 });
       expect(ns.ana_state).toBe('optimized');
       expect(ns.read_test.reads).toBeGreaterThan(0);
@@ -514,7 +516,12 @@ describe('branchsan probe', () => {
     const closed = await run(['probe', `127.0.0.1:${await freePort()}`, '--seconds', '0']);
     expectError(closed, 1, 'nothing accepts connections there (connection refused)');
     expect(closed.stderr).toContain('Check the address and port');
-    expectError(await run(['probe']), 2, 'probe: give exactly one target address');
+    expectError(await run(['probe']), 2, 'probe: give the target address, HOST or HOST:PORT.');
+    expectError(
+      await run(['probe', ...Array.from({ length: 9 }, (_, i) => `127.0.0.${i + 1}`)]),
+      2,
+      'probe: give at most 8 target addresses, not 9.',
+    );
     expectError(
       await run(['probe', '127.0.0.1:http']),
       2,

@@ -1,22 +1,24 @@
 /** `branchsan probe`: an NVMe/TCP target as a host sees it (host/probe.ts does the work). */
 import fs from 'node:fs';
 import { nqnProblem } from '../core/index.js';
-import { probeTarget, type ProbeReport } from '../host/probe.js';
+import { probeTargets, type MultiProbeReport, type ProbeProblem } from '../host/probe.js';
 import { holdCpuLatency } from '../service/cpu-latency.js';
 import { UserError } from '../util/errors.js';
-import { onePositional, parseCommandArgs, type Command } from './command.js';
+import { parseCommandArgs, type Command } from './command.js';
 import { formatSize } from './sizes.js';
 
 const DEFAULT_PORT = 4420;
 /** The host library's default I/O queue size: deeper would only wait in the library. */
 const MAX_QD = 128;
+/** Both nodes of a pair, and each with a second network, with room to spare. */
+const MAX_ADDRESSES = 8;
 /** Where nvme-cli keeps this machine's host identity; probe uses the same one. */
 const HOSTNQN_FILE = '/etc/nvme/hostnqn';
 const HOSTID_FILE = '/etc/nvme/hostid';
 
 export const probe: Command = {
   name: 'probe',
-  help: `Usage: branchsan probe HOST[:PORT] [--nqn NQN] [--hostnqn NQN] [--hostid UUID]
+  help: `Usage: branchsan probe HOST[:PORT]... [--nqn NQN] [--hostnqn NQN] [--hostid UUID]
                        [--seconds N] [--qd N] [--digests] [--no-cpu-latency] [--json]
 
 Checks an NVMe/TCP target the way a host sees it: reads the discovery log at
@@ -26,8 +28,13 @@ controller and every namespace (size, block size, NGUID, ANA state), and reads r
 VM would see. It only reads: probing a volume in use changes nothing on it. Works against any
 NVMe/TCP target (BranchSAN, the Linux kernel's, SPDK).
 
+Give every node of a pair (up to 8 addresses) to check the paths as a multipath host
+would: a namespace reached through several paths must be the same disk on each
+(byte-identical NGUID, EUI64, UUID, format and size), and one path should be ANA
+optimized.
+
 Options:
-  --nqn NQN       probe this subsystem at HOST:PORT directly, without discovery
+  --nqn NQN       probe this subsystem at each HOST:PORT directly, without discovery
   --hostnqn NQN   the host NQN to connect as       [${HOSTNQN_FILE}, else a new one]
   --hostid UUID   the host identifier              [${HOSTID_FILE}, else a new one]
   --seconds N     seconds of reads per namespace; 0 skips the read test     [1]
@@ -47,6 +54,7 @@ with what to do), 2 for a mistake in the command line.
 
 Examples:
   branchsan probe 192.0.2.10
+  branchsan probe 192.0.2.10 192.0.2.11
   branchsan probe 192.0.2.10:4420 --nqn nqn.2026-01.io.branchsan:vol1 --seconds 5`,
   async run(argv) {
     const { values, positionals } = parseCommandArgs(
@@ -69,13 +77,16 @@ Examples:
       console.log(this.help);
       return 0;
     }
-    const address = onePositional(
-      'probe',
-      positionals,
-      'target address, HOST or HOST:PORT',
-      'branchsan probe 192.0.2.10:4420',
-    );
-    const { host, port } = parseAddress(address);
+    if (positionals.length === 0 || positionals.length > MAX_ADDRESSES) {
+      throw new UserError(
+        positionals.length === 0
+          ? 'probe: give the target address, HOST or HOST:PORT.'
+          : `probe: give at most ${MAX_ADDRESSES} target addresses, not ${positionals.length}.`,
+        'Example: branchsan probe 192.0.2.10:4420 (or both nodes of a pair: branchsan probe 192.0.2.10 192.0.2.11)',
+        'usage',
+      );
+    }
+    const addresses = positionals.map(parseAddress);
     const seconds = values.seconds === undefined ? 1 : Number(values.seconds);
     if (!(seconds >= 0 && seconds <= 600)) {
       throw new UserError(
@@ -121,11 +132,9 @@ Examples:
         cpuLatency = `not held: ${(err as Error).message}`;
       }
     }
-    let probed: ProbeReport;
+    let probed: MultiProbeReport;
     try {
-      probed = await probeTarget({
-        host,
-        port,
+      probed = await probeTargets(addresses, {
         subnqn: values.nqn,
         hostnqn,
         hostid,
@@ -141,7 +150,8 @@ Examples:
       console.log(JSON.stringify(report, null, 2));
       return report.ok ? 0 : 1;
     }
-    if (report.problem) throw new UserError(report.problem.error, report.problem.hint);
+    const only = report.targets.length === 1 ? report.targets[0]! : null;
+    if (only?.problem) throw new UserError(only.problem.error, only.problem.hint);
     printReport(report);
     return report.ok ? 0 : 1;
   },
@@ -183,40 +193,49 @@ function validNqn(nqn: string | undefined): string | undefined {
   return nqn !== undefined && nqnProblem(nqn) === null ? nqn : undefined;
 }
 
-function printReport(r: ProbeReport & { cpu_latency_request: string }): void {
-  console.log(`Probed ${r.address} as host ${r.hostnqn}`);
-  console.log(`  CPU wake-up latency request on this machine: ${r.cpu_latency_request}`);
+function printReport(r: MultiProbeReport & { cpu_latency_request: string }): void {
   let problems = 0;
-  const problem = (indent: string, p: { error: string; hint: string }) => {
+  const problem = (indent: string, p: ProbeProblem) => {
     problems++;
     console.log(`${indent}PROBLEM: ${p.error}`);
     console.log(`${indent}  What to do: ${p.hint}`);
   };
-  for (const s of r.subsystems) {
-    console.log(`Subsystem ${s.subnqn} at ${s.address}`);
-    const c = s.controller;
-    if (c) {
-      console.log(
-        `  controller ${c.cntlid}: ${c.model}, serial ${c.serial}, firmware ${c.firmware}, ` +
-          `largest transfer ${c.max_transfer_bytes ? formatSize(c.max_transfer_bytes) : 'not limited'}`,
-      );
-    }
-    if (s.problem) problem('  ', s.problem);
-    for (const n of s.namespaces) {
-      const ana = n.ana_state === 'n/a' ? 'no ANA' : `ANA ${n.ana_state} (group ${n.ana_group})`;
-      const id = n.nguid ? `, NGUID ${n.nguid}` : n.uuid ? `, UUID ${n.uuid}` : '';
-      console.log(
-        `  namespace ${n.nsid}: ${formatSize(n.size_bytes)}, ${n.block_size}-byte blocks, ${ana}${id}`,
-      );
-      const t = n.read_test;
-      if (t) {
+  console.log(`Host NQN ${r.hostnqn}; CPU wake-up latency request: ${r.cpu_latency_request}`);
+  for (const t of r.targets) {
+    console.log(`Probed ${t.address}`);
+    if (t.problem) problem('  ', t.problem);
+    for (const s of t.subsystems) {
+      console.log(`Subsystem ${s.subnqn} at ${s.address}`);
+      const c = s.controller;
+      if (c) {
         console.log(
-          `    ${formatSize(t.bytes_per_read)} random reads at QD${t.qd}: ${t.iops}/s, latency µs ` +
-            `mean ${t.lat_us.mean}, p50 ${t.lat_us.p50}, p99 ${t.lat_us.p99}, max ${t.lat_us.max} (${t.reads} reads)`,
+          `  controller ${c.cntlid}: ${c.model}, serial ${c.serial}, firmware ${c.firmware}, ` +
+            `largest transfer ${c.max_transfer_bytes ? formatSize(c.max_transfer_bytes) : 'not limited'}`,
         );
       }
-      if (n.problem) problem('    ', n.problem);
+      if (s.problem) problem('  ', s.problem);
+      for (const n of s.namespaces) {
+        const ana = n.ana_state === 'n/a' ? 'no ANA' : `ANA ${n.ana_state} (group ${n.ana_group})`;
+        const id = n.nguid ? `, NGUID ${n.nguid}` : n.uuid ? `, UUID ${n.uuid}` : '';
+        console.log(
+          `  namespace ${n.nsid}: ${formatSize(n.size_bytes)}, ${n.block_size}-byte blocks, ${ana}${id}`,
+        );
+        const test = n.read_test;
+        if (test) {
+          console.log(
+            `    ${formatSize(test.bytes_per_read)} random reads at QD${test.qd}: ${test.iops}/s, latency µs ` +
+              `mean ${test.lat_us.mean}, p50 ${test.lat_us.p50}, p99 ${test.lat_us.p99}, max ${test.lat_us.max} (${test.reads} reads)`,
+          );
+        }
+        if (n.problem) problem('    ', n.problem);
+      }
     }
+  }
+  for (const p of r.paths) {
+    const list = p.paths.map((x) => `${x.address} ${x.ana_state}`).join(', ');
+    console.log(`Paths to namespace ${p.nsid} of ${p.subnqn}: ${list}`);
+    if (p.problem) problem('  ', p.problem);
+    else console.log('  the same namespace on every path, and one of them optimized');
   }
   console.log(problems ? `${problems} problem(s) found.` : 'No problems found.');
 }

@@ -47,8 +47,10 @@ export type {
   PathOptions,
   RetryEvent,
 } from './multipath.js';
-export { probeTarget } from './probe.js';
+export { probeTarget, probeTargets } from './probe.js';
 export type {
+  MultiProbeReport,
+  PathCheck,
   ProbeOptions,
   ProbeReport,
   ProbeProblem,

@@ -16,6 +16,7 @@ import { anaLogLength, MAX_ANA_LOG, parseAnaLog, type AnaPathState } from './ana
 import { NvmeController, type ControllerOptions } from './controller.js';
 import { discover, type DiscoveryEntry } from './discovery.js';
 import { HostError, NvmeStatusError } from './errors.js';
+import { namespaceMismatch, namespaceProblem, type NamespaceView } from './multipath-policy.js';
 import type { NvmeNamespace } from './namespace.js';
 
 const TRTYPE_TCP = 3;
@@ -147,6 +148,109 @@ export async function probeTarget(opts: ProbeOptions): Promise<ProbeReport> {
   return { address, hostnqn, discovered, subsystems, problem: null, ok };
 }
 
+/** One namespace of one subsystem as seen through several paths (addresses). */
+export interface PathCheck {
+  readonly subnqn: string;
+  readonly nsid: number;
+  readonly paths: { address: string; ana_state: ProbedNamespace['ana_state'] }[];
+  /** Null when every path shows the same namespace and one of them is optimized. */
+  readonly problem: ProbeProblem | null;
+}
+
+export interface MultiProbeReport {
+  readonly hostnqn: string;
+  /** One report per address probed, in the order given. */
+  readonly targets: ProbeReport[];
+  /** Every namespace reached through two paths or more, checked across them. */
+  readonly paths: PathCheck[];
+  readonly ok: boolean;
+}
+
+/**
+ * Probes each address as one host (one host NQN and host id for all), then checks
+ * every namespace that more than one path reaches: the nodes of a pair must present
+ * byte-identical identities (NGUID, EUI64, UUID, format, size), or a host that merges
+ * the paths would scatter a volume's writes over two disks; and one path should be
+ * optimized.
+ */
+export async function probeTargets(
+  addresses: readonly { host: string; port: number }[],
+  opts: Omit<ProbeOptions, 'host' | 'port'>,
+): Promise<MultiProbeReport> {
+  const hostid = opts.hostid ?? randomUUID();
+  const hostnqn = opts.hostnqn ?? `nqn.2014-08.org.nvmexpress:uuid:${hostid}`;
+  const targets: ProbeReport[] = [];
+  for (const a of addresses) targets.push(await probeTarget({ ...opts, ...a, hostid, hostnqn }));
+  const groups = new Map<string, { subnqn: string; nsid: number; seen: Seen[] }>();
+  for (const t of targets) {
+    for (const s of t.subsystems) {
+      for (const n of s.namespaces) {
+        const key = `${s.subnqn}\0${n.nsid}`;
+        let g = groups.get(key);
+        if (!g) groups.set(key, (g = { subnqn: s.subnqn, nsid: n.nsid, seen: [] }));
+        g.seen.push({ address: s.address, ns: n, cntlid: s.controller?.cntlid ?? null });
+      }
+    }
+  }
+  const paths = [...groups.values()]
+    .filter((g) => g.seen.length > 1)
+    .map((g) => ({
+      subnqn: g.subnqn,
+      nsid: g.nsid,
+      paths: g.seen.map((x) => ({ address: x.address, ana_state: x.ns.ana_state })),
+      problem: crossPathProblem(g.subnqn, g.nsid, g.seen),
+    }));
+  const ok = targets.every((t) => t.ok) && paths.every((p) => !p.problem);
+  return { hostnqn, targets, paths, ok };
+}
+
+interface Seen {
+  address: string;
+  ns: ProbedNamespace;
+  cntlid: number | null;
+}
+
+function crossPathProblem(subnqn: string, nsid: number, seen: Seen[]): ProbeProblem | null {
+  const what = `namespace ${nsid} of ${subnqn}`;
+  const [first, ...rest] = seen;
+  const a = views.get(first!.ns)!;
+  for (const x of seen) {
+    const why = namespaceProblem(views.get(x.ns)!);
+    if (why) {
+      return {
+        error: `${what} at ${x.address}: ${why}, so a host cannot use it through several paths`,
+        hint: "Present it with NMIC bit 0 set and a stable NGUID or UUID on every node (BranchSAN does); check the target's volume settings.",
+      };
+    }
+  }
+  for (const x of rest) {
+    const diff = namespaceMismatch(a, views.get(x.ns)!);
+    if (diff) {
+      return {
+        error: `${what} is not the same disk at ${first!.address} and ${x.address} (${diff}): a host that merges these paths would scatter the volume's writes over two disks`,
+        hint: 'Connect no host to both until the nodes present one volume under this NQN: check that both serve the same mirrored volume, and the NQN and namespace IDs on each.',
+      };
+    }
+  }
+  for (const [i, x] of seen.entries()) {
+    const twin = seen.slice(0, i).find((y) => y.cntlid !== null && y.cntlid === x.cntlid);
+    if (twin) {
+      return {
+        error: `the controllers at ${twin.address} and ${x.address} both have ID ${x.cntlid} in ${subnqn}: Linux refuses the second path ("Duplicate cntlid"), and other hosts may confuse them`,
+        hint: 'Give each node of the pair its own controller ID range (a BranchSAN pair does); two separate targets that only share an NQN are not a pair.',
+      };
+    }
+  }
+  const states = seen.map((x) => x.ns.ana_state);
+  if (!states.includes('optimized') && !states.includes('n/a')) {
+    return {
+      error: `no path to ${what} is ANA optimized (${seen.map((x) => `${x.address} ${x.ns.ana_state}`).join(', ')})`,
+      hint: 'Hosts fall back to a non-optimized path, or have none; check which node owns the volume and whether the other node is up.',
+    };
+  }
+  return null;
+}
+
 /** A wildcard listen address in the log means "the address you reached me at". */
 function entryAddress(e: DiscoveryEntry, opts: ProbeOptions) {
   const wildcard = e.traddr === '' || e.traddr === '0.0.0.0' || e.traddr === '::';
@@ -217,6 +321,9 @@ async function readAnaStates(ctrl: NvmeController): Promise<Map<number, AnaPathS
   return new Map(parseAnaLog(raw).groups.map((g) => [g.anagrpid, g.state]));
 }
 
+/** What each probed namespace looked like on the wire, for the cross-path checks. */
+const views = new WeakMap<ProbedNamespace, NamespaceView>();
+
 async function probeNamespace(
   ctrl: NvmeController,
   nsid: number,
@@ -224,6 +331,17 @@ async function probeNamespace(
   opts: ProbeOptions,
 ): Promise<ProbedNamespace> {
   const ns = await ctrl.namespace(nsid);
+  const probed = await describeNamespace(ns, anaStates, opts);
+  views.set(probed, { identity: ns.identity, ids: ns.ids });
+  return probed;
+}
+
+async function describeNamespace(
+  ns: NvmeNamespace,
+  anaStates: Map<number, AnaPathState> | null,
+  opts: ProbeOptions,
+): Promise<ProbedNamespace> {
+  const nsid = ns.nsid;
   const ids = ns.ids;
   const group = ns.identity.anagrpid;
   const ana: ProbedNamespace['ana_state'] = anaStates ? (anaStates.get(group) ?? 'unknown') : 'n/a';

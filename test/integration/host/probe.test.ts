@@ -6,9 +6,9 @@
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type net from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Target } from '../../../engine/src/core/index.js';
-import { probeTarget } from '../../../engine/src/host/index.js';
+import { probeTarget, probeTargets } from '../../../engine/src/host/index.js';
 import { IO } from '../../../engine/src/protocol/opcodes.js';
 import type { BlockBackend } from '../../../engine/src/storage/backend.js';
 import { MemoryBackend } from '../../../engine/src/storage/memory.js';
@@ -16,6 +16,7 @@ import type { TcpTransport } from '../../../engine/src/transport/tcp/index.js';
 import { serveOnLoopback } from '../../helpers/target.js';
 import { FakeTarget } from './fake-target.js';
 import { freePort, waitFor } from './helpers.js';
+import { NQN as MP_NQN, runCleanup, startNode, startPair } from './multipath-rig.js';
 
 const HOST = 'nqn.2014-08.org.nvmexpress:uuid:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0';
 const OTHER_HOST = 'nqn.2014-08.org.nvmexpress:uuid:99999999-8888-7777-6666-555555555555';
@@ -279,3 +280,68 @@ async function snapshot(b: BlockBackend): Promise<Buffer> {
     b.read(0, b.sizeBytes, (err, data) => (err ? reject(err) : resolve(Buffer.from(data!)))),
   );
 }
+
+describe('probeTargets (both nodes of a pair)', () => {
+  afterEach(runCleanup);
+
+  const both = (a: { port: number }, b: { port: number }) =>
+    probeTargets(
+      [
+        { host: '127.0.0.1', port: a.port },
+        { host: '127.0.0.1', port: b.port },
+      ],
+      { readSeconds: 0.05 },
+    );
+
+  it('finds one namespace on two paths, the same disk on each, one optimized', async () => {
+    const { a, b } = await startPair();
+    const r = await both(a, b);
+    expect(r.targets.map((t) => t.ok)).toEqual([true, true]);
+    expect(r.paths).toEqual([
+      {
+        subnqn: MP_NQN,
+        nsid: 1,
+        paths: [
+          { address: `127.0.0.1:${a.port}`, ana_state: 'optimized' },
+          { address: `127.0.0.1:${b.port}`, ana_state: 'non-optimized' },
+        ],
+        problem: null,
+      },
+    ]);
+    expect(r.ok).toBe(true);
+    // One identity for all: the pair's allow-lists see one host.
+    expect(r.targets.map((t) => t.hostnqn)).toEqual([r.hostnqn, r.hostnqn]);
+  });
+
+  it('says when the two nodes present different disks under one NQN', async () => {
+    const { a, b } = await startPair('fedcba9876543210fedcba9876543210');
+    const r = await both(a, b);
+    expect(r.targets.every((t) => t.ok)).toBe(true); // each alone looks fine
+    const [check] = r.paths;
+    expect(check!.problem!.error).toContain('is not the same disk at');
+    expect(check!.problem!.error).toContain(
+      'NGUID 0123456789abcdef0123456789abcdef vs fedcba9876543210fedcba9876543210',
+    );
+    expect(check!.problem!.hint).toContain('Connect no host to both');
+    expect(r.ok).toBe(false);
+  });
+
+  it('says when two nodes hand out the same controller ID in one subsystem', async () => {
+    const backend = new MemoryBackend({ sizeBytes: 16 << 20, blockSize: 4096 });
+    // One CNTLID range on both: each node's first controller is number 5.
+    const a = await startNode('A', backend, 'optimized', [5, 5]);
+    const b = await startNode('B', backend, 'non-optimized', [5, 5]);
+    const r = await both(a, b);
+    expect(r.paths[0]!.problem!.error).toContain('both have ID 5');
+    expect(r.paths[0]!.problem!.error).toContain('Duplicate cntlid');
+    expect(r.ok).toBe(false);
+  });
+
+  it('says when no path is optimized', async () => {
+    const { a, b } = await startPair();
+    a.target.setAnaState(1, 'inaccessible');
+    const r = await both(a, b);
+    expect(r.paths[0]!.problem!.error).toMatch(/^no path to namespace 1 of .* is ANA optimized/);
+    expect(r.ok).toBe(false);
+  });
+});
