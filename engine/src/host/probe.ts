@@ -100,6 +100,18 @@ export interface ProbeReport {
 
 /** Probes the target at opts.host:opts.port; never throws for what the target does. */
 export async function probeTarget(opts: ProbeOptions): Promise<ProbeReport> {
+  return probeOne(opts, null);
+}
+
+/**
+ * probeTarget, with each controller's close handed to `held` instead of done at once
+ * when it is given: probeTargets keeps every path connected until all are probed, as
+ * a multipath host does, so controller IDs are compared between live controllers.
+ */
+async function probeOne(
+  opts: ProbeOptions,
+  held: (() => Promise<void>)[] | null,
+): Promise<ProbeReport> {
   const address = joinHostPort(opts.host, opts.port);
   // One identity for discovery and every connect, so the target's allow-list sees one host.
   const hostid = opts.hostid ?? randomUUID();
@@ -143,7 +155,9 @@ export async function probeTarget(opts: ProbeOptions): Promise<ProbeReport> {
     }
   }
   const subsystems: ProbedSubsystem[] = [];
-  for (const t of targets) subsystems.push(await probeSubsystem(t, common, opts, hostnqn));
+  for (const t of targets) {
+    subsystems.push(await probeSubsystem(t, common, opts, hostnqn, held));
+  }
   const ok = subsystems.every((s) => !s.problem && s.namespaces.every((n) => !n.problem));
   return { address, hostnqn, discovered, subsystems, problem: null, ok };
 }
@@ -180,7 +194,13 @@ export async function probeTargets(
   const hostid = opts.hostid ?? randomUUID();
   const hostnqn = opts.hostnqn ?? `nqn.2014-08.org.nvmexpress:uuid:${hostid}`;
   const targets: ProbeReport[] = [];
-  for (const a of addresses) targets.push(await probeTarget({ ...opts, ...a, hostid, hostnqn }));
+  const held: (() => Promise<void>)[] = [];
+  try {
+    for (const a of addresses)
+      targets.push(await probeOne({ ...opts, ...a, hostid, hostnqn }, held));
+  } finally {
+    await Promise.all(held.map((close) => close()));
+  }
   const groups = new Map<string, { subnqn: string; nsid: number; seen: Seen[] }>();
   for (const t of targets) {
     for (const s of t.subsystems) {
@@ -262,6 +282,7 @@ async function probeSubsystem(
   common: Partial<ControllerOptions>,
   opts: ProbeOptions,
   hostnqn: string,
+  held: (() => Promise<void>)[] | null,
 ): Promise<ProbedSubsystem> {
   const address = joinHostPort(t.host, t.port);
   let ctrl: NvmeController;
@@ -308,7 +329,9 @@ async function probeSubsystem(
     const problem = explain(err, `${t.subnqn} at ${address}`, hostnqn);
     return { subnqn: t.subnqn, address, controller, namespaces, problem };
   } finally {
-    await ctrl.close().catch(() => undefined);
+    const close = () => ctrl.close().catch(() => undefined);
+    if (held) held.push(close);
+    else await close();
   }
 }
 

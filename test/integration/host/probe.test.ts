@@ -16,7 +16,7 @@ import type { TcpTransport } from '../../../engine/src/transport/tcp/index.js';
 import { serveOnLoopback } from '../../helpers/target.js';
 import { FakeTarget } from './fake-target.js';
 import { freePort, waitFor } from './helpers.js';
-import { NQN as MP_NQN, runCleanup, startNode, startPair } from './multipath-rig.js';
+import { NQN as MP_NQN, runCleanup, spy, startNode, startPair } from './multipath-rig.js';
 
 const HOST = 'nqn.2014-08.org.nvmexpress:uuid:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0';
 const OTHER_HOST = 'nqn.2014-08.org.nvmexpress:uuid:99999999-8888-7777-6666-555555555555';
@@ -311,6 +311,26 @@ describe('probeTargets (both nodes of a pair)', () => {
     expect(r.ok).toBe(true);
     // One identity for all: the pair's allow-lists see one host.
     expect(r.targets.map((t) => t.hostnqn)).toEqual([r.hostnqn, r.hostnqn]);
+  });
+
+  it('keeps every path connected until all are probed, as a multipath host does', async () => {
+    const backend = new MemoryBackend({ sizeBytes: 16 << 20, blockSize: 4096 });
+    const a = await startNode('A', backend, 'optimized', [1, 0x7fff]);
+    // B's reads note how many controllers A has at that moment.
+    const aLive: number[] = [];
+    const viaB = spy(backend, []);
+    const read = viaB.read;
+    viaB.read = (o, l, cb, into) => {
+      aLive.push(a.target.listControllers().length);
+      read(o, l, cb, into);
+    };
+    const b = await startNode('B', viaB, 'non-optimized', [0x8000, 0xffef]);
+    const r = await both(a, b);
+    expect(r.ok).toBe(true);
+    expect(aLive.length).toBeGreaterThan(0);
+    expect(new Set(aLive)).toEqual(new Set([1]));
+    // and every one of them is closed at the end
+    await waitFor(() => [a, b].every((n) => n.target.listControllers().length === 0));
   });
 
   it('says when the two nodes present different disks under one NQN', async () => {
