@@ -77,19 +77,6 @@ function joinNegativeValues(argv: string[], options: Options): string[] {
   return out;
 }
 
-/** The one positional argument a command takes, or a usage error that says what to give. */
-export function onePositional(
-  command: string,
-  positionals: string[],
-  what: string,
-  example: string,
-): string {
-  if (positionals.length !== 1) {
-    throw new UserError(`${command}: give exactly one ${what}.`, `Example: ${example}`, 'usage');
-  }
-  return positionals[0]!;
-}
-
 export function parsePort(
   command: string,
   flag: string,

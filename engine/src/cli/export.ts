@@ -2,13 +2,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { nqnProblem } from '../core/index.js';
+import { joinHostPort } from '../host/probe.js';
 import { stableIds, TargetRuntime } from '../service/target-runtime.js';
 import type { BackendSpec } from '../storage/open.js';
 import { UserError } from '../util/errors.js';
 import { createLogger, isLogLevel } from '../util/log.js';
 import {
   directoryProblem,
-  onePositional,
   parseCommandArgs,
   parsePort,
   stopSignal,
@@ -56,13 +56,14 @@ Examples:
       console.log(this.help);
       return 0;
     }
-    const given = onePositional(
-      'export',
-      positionals,
-      'PATH to serve',
-      'branchsan export /var/tmp/vol.img --create-size 10G',
-    );
-    const target = path.resolve(given);
+    if (positionals.length !== 1) {
+      throw new UserError(
+        'export: give exactly one PATH to serve.',
+        'Example: branchsan export /var/tmp/vol.img --create-size 10G',
+        'usage',
+      );
+    }
+    const target = path.resolve(positionals[0]!);
     const port = parsePort('export', 'port', values.port, 4420);
     const host = values.host ?? '127.0.0.1';
     const nqn =
@@ -257,10 +258,9 @@ function printConnectHelp(o: {
   console.log('  modprobe nvme-tcp');
   console.log(`  nvme discover -t tcp -a ${addr} -s ${o.port}`);
   console.log(`  nvme connect -t tcp -a ${addr} -s ${o.port} -n ${o.nqn}`);
-  const probeAddr = addr.includes(':') ? `[${addr}]:${o.port}` : `${addr}:${o.port}`;
   const asHost = o.hosts.length ? ` --hostnqn ${o.hosts[0]}` : '';
   console.log(`To check it from any machine with BranchSAN (reads only):`);
-  console.log(`  branchsan probe ${probeAddr}${asHost}`);
+  console.log(`  branchsan probe ${joinHostPort(addr, o.port)}${asHost}`);
   console.log('Press Ctrl-C to stop.');
 }
 

@@ -1,7 +1,12 @@
 /** `branchsan probe`: an NVMe/TCP target as a host sees it (host/probe.ts does the work). */
 import fs from 'node:fs';
 import { nqnProblem } from '../core/index.js';
-import { probeTargets, type MultiProbeReport, type ProbeProblem } from '../host/probe.js';
+import {
+  joinHostPort,
+  probeTargets,
+  type MultiProbeReport,
+  type ProbeProblem,
+} from '../host/probe.js';
 import { holdCpuLatency } from '../service/cpu-latency.js';
 import { UserError } from '../util/errors.js';
 import { parseCommandArgs, type Command } from './command.js';
@@ -158,7 +163,7 @@ Examples:
 };
 
 /** HOST, HOST:PORT, [V6] or [V6]:PORT; a bare IPv6 address (two colons or more) is a host. */
-export function parseAddress(text: string): { host: string; port: number } {
+function parseAddress(text: string): { host: string; port: number } {
   const m = /^\[([^\]]+)\](?::(.*))?$/.exec(text) ?? /^([^:]+)(?::(.*))?$/.exec(text);
   const bareV6 = !m && (text.match(/:/g) ?? []).length >= 2;
   const host = bareV6 ? text : m?.[1];
@@ -174,7 +179,7 @@ export function parseAddress(text: string): { host: string; port: number } {
   if (!(port >= 1 && port <= 65535)) {
     throw new UserError(
       `probe: the port in "${text}" must be a number from 1 to 65535.`,
-      `Example: branchsan probe ${host.includes(':') ? `[${host}]` : host}:${DEFAULT_PORT}`,
+      `Example: branchsan probe ${joinHostPort(host, DEFAULT_PORT)}`,
       'usage',
     );
   }

@@ -114,8 +114,7 @@ async function probeOne(
 ): Promise<ProbeReport> {
   const address = joinHostPort(opts.host, opts.port);
   // One identity for discovery and every connect, so the target's allow-list sees one host.
-  const hostid = opts.hostid ?? randomUUID();
-  const hostnqn = opts.hostnqn ?? `nqn.2014-08.org.nvmexpress:uuid:${hostid}`;
+  const { hostid, hostnqn } = hostIdentity(opts);
   const common = {
     hostnqn,
     hostid,
@@ -191,8 +190,7 @@ export async function probeTargets(
   addresses: readonly { host: string; port: number }[],
   opts: Omit<ProbeOptions, 'host' | 'port'>,
 ): Promise<MultiProbeReport> {
-  const hostid = opts.hostid ?? randomUUID();
-  const hostnqn = opts.hostnqn ?? `nqn.2014-08.org.nvmexpress:uuid:${hostid}`;
+  const { hostid, hostnqn } = hostIdentity(opts);
   const targets: ProbeReport[] = [];
   const held: (() => Promise<void>)[] = [];
   try {
@@ -269,6 +267,12 @@ function crossPathProblem(subnqn: string, nsid: number, seen: Seen[]): ProbeProb
     };
   }
   return null;
+}
+
+/** The host's identity: as given, else a new host id and the UUID NQN made from it. */
+function hostIdentity(opts: { hostid?: string; hostnqn?: string }) {
+  const hostid = opts.hostid ?? randomUUID();
+  return { hostid, hostnqn: opts.hostnqn ?? `nqn.2014-08.org.nvmexpress:uuid:${hostid}` };
 }
 
 /** A wildcard listen address in the log means "the address you reached me at". */
@@ -511,7 +515,8 @@ function explain(err: unknown, where: string, hostnqn: string): ProbeProblem {
   };
 }
 
-function joinHostPort(host: string, port: number): string {
+/** host:port, with an IPv6 address in brackets ([fd00::1]:4420). */
+export function joinHostPort(host: string, port: number): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
