@@ -50,8 +50,12 @@ function workload(mp: MultipathNamespace, workers = 4, blocksEach = 16) {
   let running = true;
   let acks = 0;
   const loops = Array.from({ length: workers }, async (_, w) => {
+    // Each pass writes every block of the worker once, in a new random order: random
+    // overwrites, yet after blocksEach writes every block has been written.
+    let pass: number[] = [];
     while (running) {
-      const lba = w * blocksEach + Math.floor(Math.random() * blocksEach);
+      if (pass.length === 0) pass = shuffled(blocksEach);
+      const lba = w * blocksEach + pass.pop()!;
       const data = randomBytes(BS);
       try {
         await mp.write(lba, data);
@@ -74,6 +78,16 @@ function workload(mp: MultipathNamespace, workers = 4, blocksEach = 16) {
       await Promise.all(loops);
     },
   };
+}
+
+/** 0..n-1 in a random order (Fisher-Yates). */
+function shuffled(n: number): number[] {
+  const out = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
 }
 
 async function verify(mp: MultipathNamespace, acked: Map<number, Buffer>): Promise<void> {
