@@ -136,17 +136,39 @@ export async function identifyNsDescriptors(admin: Submitter, nsid: number) {
   return parseNsDescriptors(raw);
 }
 
-/** Every active NSID, following the list past 1024 entries as Linux does. */
+/**
+ * Every active NSID, following the list past 1024 entries as Linux does. The list must
+ * ascend (the spec's order, and what makes "the entries after the last one" a next
+ * page): a controller that repeats or reorders entries gets an error, not an endless
+ * walk; one that lists more than MAX_ACTIVE_NAMESPACES gets one too.
+ */
 export async function activeNamespaces(admin: Submitter): Promise<number[]> {
   const all: number[] = [];
   for (let after = 0; ;) {
     const raw = await identifyRaw(admin, CNS.NS_ACTIVE_LIST, after, 'active namespace list');
     const page = decodeActiveNsList(raw);
-    all.push(...page);
+    for (const nsid of page) {
+      if (nsid <= after) {
+        throw new Error(
+          `the controller's active namespace list is not in ascending order ` +
+            `(NSID ${nsid} after ${after}): it is broken; check the target`,
+        );
+      }
+      all.push(nsid);
+      after = nsid;
+    }
     if (page.length < 1024) return all;
-    after = page[page.length - 1]!;
+    if (all.length >= MAX_ACTIVE_NAMESPACES) {
+      throw new Error(
+        `the controller lists more than ${MAX_ACTIVE_NAMESPACES} active namespaces; ` +
+          `that is more than the library reads`,
+      );
+    }
   }
 }
+
+/** Active namespaces the library lists at most (64 pages of 1024). */
+export const MAX_ACTIVE_NAMESPACES = 64 * 1024;
 
 export async function getLogPage(admin: Submitter, p: LogPageParams): Promise<Buffer> {
   const what = `get log page 0x${p.lid.toString(16)}`;

@@ -48,9 +48,29 @@ export interface AnaLog {
   readonly groups: readonly AnaGroup[];
 }
 
-/** Parse an ANA log page (the codec's checked decoder) into path states; throws when malformed. */
-export function parseAnaLog(b: Buffer): AnaLog {
+/**
+ * Parse an ANA log page (the codec's checked decoder) into path states; throws when
+ * malformed, when a group ID is above the controller's ANAGRPMAX (given), or when one
+ * namespace is listed in two groups (Linux refuses such a log too): which state would
+ * be the namespace's is then anyone's guess.
+ */
+export function parseAnaLog(b: Buffer, anagrpmax = 0): AnaLog {
   const log = decodeAnaLog(b);
+  const groupOf = new Map<number, number>();
+  for (const g of log.groups) {
+    if (anagrpmax > 0 && g.grpid > anagrpmax) {
+      throw new Error(
+        `ANA log names group ${g.grpid}, above the controller's ANAGRPMAX ${anagrpmax}`,
+      );
+    }
+    for (const nsid of g.nsids) {
+      const other = groupOf.get(nsid);
+      if (other !== undefined) {
+        throw new Error(`ANA log lists namespace ${nsid} in groups ${other} and ${g.grpid}`);
+      }
+      groupOf.set(nsid, g.grpid);
+    }
+  }
   return {
     chgcnt: BigInt(log.chgcnt),
     groups: log.groups.map((g) => ({
@@ -64,14 +84,15 @@ export function parseAnaLog(b: Buffer): AnaLog {
 }
 
 /**
- * The state of namespace `nsid` in `log`. The NSID lists decide; the group named in
- * Identify Namespace (ANAGRPID) is the fallback for a log read with RGO, where the
- * lists are empty. Absent from both: 'unknown' (the namespace is not reachable here).
+ * The state of namespace `nsid` in `log` (read without RGO, as the library always
+ * reads it): the group whose NSID list holds it decides, even when Identify Namespace
+ * named another group (its ANAGRPID may be stale; Linux follows the list too). Not
+ * listed: 'unknown', the namespace is not reachable on this path, whatever state its
+ * Identify group has.
  */
-export function anaStateOf(log: AnaLog, nsid: number, anagrpid: number): AnaPathState {
+export function anaStateOf(log: AnaLog, nsid: number): AnaPathState {
   for (const g of log.groups) if (g.nsids.includes(nsid)) return g.state;
-  const byGroup = log.groups.find((g) => g.anagrpid === anagrpid && g.nsids.length === 0);
-  return byGroup?.state ?? 'unknown';
+  return 'unknown';
 }
 
 /**
@@ -101,4 +122,12 @@ export const MAX_ANA_LOG = 1 << 20;
 /** Bytes to read for the whole log: header, every group, every NSID (as Linux sizes it). */
 export function anaLogLength(nanagrpid: number, mnan: number): number {
   return ANA_LOG_HEADER_SIZE + nanagrpid * ANA_GROUP_DESC_SIZE + mnan * 4;
+}
+
+/**
+ * What the library reads of the ANA log of a controller with these Identify counts:
+ * the whole log, but never more than MAX_ANA_LOG, whatever the controller claims.
+ */
+export function anaLogReadLength(id: { nanagrpid: number; mnan: number }): number {
+  return Math.min(anaLogLength(id.nanagrpid, id.mnan), MAX_ANA_LOG);
 }

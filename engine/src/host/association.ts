@@ -3,6 +3,7 @@
  * the Linux host does it (facts §4.1), and the I/O queues. A reconnect builds a new
  * Association (new Connect with CNTLID 0xFFFF); nothing is carried over.
  */
+import { performance } from 'node:perf_hooks';
 import { CNTLID_DYNAMIC, FID, PROP } from '../protocol/opcodes.js';
 import { identifyController, setFeatures, type ControllerIdentity } from './admin.js';
 import { fillConnect, fillPropertyGet, fillPropertySet, type ConnectParams } from './commands.js';
@@ -13,7 +14,8 @@ import { execute } from './execute.js';
 import { ADMIN_IN_CAPSULE_LIMIT, NvmeTcpQueue, type QueueOptions } from './queue.js';
 import { NvmeRequest } from './request.js';
 
-/** Admin queue size Linux uses (NVME_AQ_DEPTH): Connect SQSIZE 31. */
+/** Admin queue size Linux uses (NVME_AQ_DEPTH): Connect SQSIZE 31, so 31 commands in
+ * flight at most, the Async Event Request included. */
 export const ADMIN_QUEUE_SIZE = 32;
 
 /** CC fields Linux programs: IOSQES 6 (64 B), IOCQES 4 (16 B), MPS 0, AMS 0, CSS 0. */
@@ -93,7 +95,7 @@ export class Association {
       const admin = await NvmeTcpQueue.connect({
         ...common,
         qid: 0,
-        depth: ADMIN_QUEUE_SIZE,
+        depth: ADMIN_QUEUE_SIZE - 1,
         commandTimeoutMs: p.adminTimeoutMs,
         maxWaiting: p.maxWaiting,
         maxDataLength: Math.max(p.maxDataLength, 64 * 1024),
@@ -210,13 +212,13 @@ async function pollCsts(
   timeoutMs: number,
   what: string,
 ): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = performance.now() + timeoutMs;
   for (;;) {
     const r = await execute(admin, fillPropertyGet(new NvmeRequest(), PROP.CSTS, false));
     if (r.dw0 & CSTS_CFS)
       throw new Error(`${what}: controller fatal status (CSTS 0x${r.dw0.toString(16)})`);
     if ((r.dw0 & mask) === want) return;
-    if (Date.now() > deadline)
+    if (performance.now() > deadline)
       throw new Error(`${what}: CSTS 0x${r.dw0.toString(16)} after ${timeoutMs} ms`);
     await new Promise((res) => setTimeout(res, 2));
   }
@@ -243,7 +245,8 @@ async function connectIoQueues(
   const n = p.ioQueues;
   const nq = await setFeatures(admin, FID.NUM_QUEUES, { cdw11: (n - 1) | ((n - 1) << 16) });
   const granted = Math.min(n, (nq.dw0 & 0xffff) + 1, (nq.dw0 >>> 16) + 1);
-  const size = Math.min(p.queueSize, cap.mqes, id.maxcmd || Infinity);
+  // At least 2 entries: a queue of N entries holds N - 1 commands.
+  const size = Math.max(2, Math.min(p.queueSize, cap.mqes, id.maxcmd || Infinity));
   // allSettled, not all: every queue that did open must be in `opened` before a
   // failure is reported, so the caller can close them all.
   const results = await Promise.allSettled(
@@ -251,7 +254,7 @@ async function connectIoQueues(
       const q = await NvmeTcpQueue.connect({
         ...common,
         qid: i + 1,
-        depth: size,
+        depth: size - 1,
         commandTimeoutMs: p.ioTimeoutMs,
         maxWaiting: p.maxWaiting,
         maxDataLength: p.maxDataLength,

@@ -9,8 +9,10 @@
  * NvmeNamespace (namespace.ts).
  */
 import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { AEN_BIT, DISCOVERY_NQN, FID, LID, NSID_ALL } from '../protocol/opcodes.js';
 import * as admin from './admin.js';
+import { anaLogReadLength } from './ana-log.js';
 import { Association, type AssociationParams } from './association.js';
 import {
   fillAsyncEventRequest,
@@ -18,7 +20,7 @@ import {
   type FeatureParams,
   type LogPageParams,
 } from './commands.js';
-import { HostError } from './errors.js';
+import { HostError, NamespaceNotActiveError } from './errors.js';
 import { execute, type Submitter } from './execute.js';
 import { NvmeNamespace } from './namespace.js';
 import { NvmeRequest } from './request.js';
@@ -54,7 +56,8 @@ export interface ControllerOptions {
   readonly ddgst?: boolean;
   /** I/O queues wanted (default 1); the controller may grant fewer. */
   readonly ioQueues?: number;
-  /** I/O queue entries (default 128, Linux's default); clamped to CAP.MQES+1, MAXCMD. */
+  /** I/O queue entries (default 128, Linux's default); clamped to CAP.MQES+1, MAXCMD,
+   * and at least 2. A queue of N entries has N - 1 commands in flight at most. */
   readonly queueSize?: number;
   /** Keep-alive timeout, ms (default 5000; 0 = none). Keep Alive is sent every KATO/2. */
   readonly kato?: number;
@@ -196,7 +199,7 @@ export class NvmeController implements Submitter {
   get ioQueueCount(): number {
     return this.assoc?.io.length ?? 0;
   }
-  /** Entries per I/O queue (commands in flight per queue at most). */
+  /** Commands in flight per I/O queue at most: its entries - 1 (the Connect SQSIZE). */
   get ioQueueDepth(): number {
     return this.assoc?.io[0]?.depth ?? 0;
   }
@@ -276,7 +279,7 @@ export class NvmeController implements Submitter {
   /** Identify a namespace (CNS 0, plus CNS 3 when VS >= 1.3) and return an I/O handle. */
   async namespace(nsid: number): Promise<NvmeNamespace> {
     const id = await this.identifyNamespace(nsid);
-    if (!id.active) throw new Error(`namespace ${nsid} is not active`);
+    if (!id.active) throw new NamespaceNotActiveError(nsid);
     if (id.blockSize === 0) throw new Error(`namespace ${nsid}: unusable LBADS ${id.lbads}`);
     if (id.ms) {
       // Every block would carry ms more bytes than blockSize on the wire (NVMe-oF has
@@ -358,7 +361,7 @@ export class NvmeController implements Submitter {
   /** After a lost association or a failed attempt: schedule a retry, or go dead. */
   private afterLoss(): void {
     const rc = this.opts.reconnect;
-    const now = Date.now();
+    const now = performance.now();
     if (this.lostAt === 0) this.lostAt = now;
     if (!rc || now - this.lostAt + rc.delayMs > rc.lossTimeoutMs) {
       this.sm.transition('dead');
@@ -378,7 +381,9 @@ export class NvmeController implements Submitter {
     let busy = false;
     this.kaTimer = setInterval(
       () => {
-        if (busy || this.assoc !== a) return;
+        // Until the association fails or close() has drained it (assoc is already null
+        // then); clearTimers() ends the interval in both cases.
+        if (busy || a.admin.state !== 'live') return;
         busy = true;
         fillKeepAlive(req.reset()).timeoutMs = kato;
         req.onDone = () => (busy = false); // failures surface as a queue failure
@@ -439,16 +444,21 @@ export class NvmeController implements Submitter {
     if (this.sm.is('closed')) return;
     if (this.sm.is('deleting')) return this.waitClosed();
     this.sm.transition('deleting');
-    this.clearTimers();
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
     // A reconnect attempt in progress stops now, not at its connect or admin timeout.
     this.cancelAttempt?.();
     await this.connecting?.catch(() => {});
     const a = this.assoc;
     this.assoc = null;
     if (a) {
+      // Keep-alives go on while I/O drains: a slow write must not outlast the target's
+      // keep-alive timer, which would drop the controller under it.
       await drain(a, drainMs);
+      this.clearTimers();
       await shutdownWithin(a, SHUTDOWN_TIMEOUT_MS);
     }
+    this.clearTimers();
     this.sm.transition('closed');
   }
 
@@ -478,14 +488,14 @@ async function shutdownWithin(a: Association, ms: number): Promise<void> {
 
 /** Wait until the I/O queues have nothing in flight, at most `ms`. */
 async function drain(a: Association, ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
+  const deadline = performance.now() + ms;
   const busy = () => a.io.some((q) => q.state === 'live' && q.inFlight + q.queued > 0);
-  while (busy() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  while (busy() && performance.now() < deadline) await new Promise((r) => setTimeout(r, 5));
 }
 
 function eventLogLength(id: admin.ControllerIdentity, lid: number): number {
   if (lid === LID.CHANGED_NS) return 4096;
-  if (lid === LID.ANA) return 16 + id.nanagrpid * 32 + id.mnan * 4;
+  if (lid === LID.ANA) return anaLogReadLength(id);
   if (lid === LID.DISCOVERY) return 1024;
   return 0;
 }

@@ -12,6 +12,9 @@ import { NvmeController, type ControllerOptions } from './controller.js';
 export const DISCOVERY_ENTRY_SIZE = 1024;
 const HEADER_READ = 20; // GENCTR, NUMREC, RECFMT (libnvme reads exactly this)
 const MAX_CHUNK = 64 * 1024;
+/** Discovery log entries the library reads at most (16 MiB of log): a lying NUMREC does
+ * not size our memory. */
+export const MAX_DISCOVERY_RECORDS = 16 * 1024;
 
 export interface DiscoveryLog {
   readonly genctr: bigint;
@@ -31,6 +34,12 @@ export async function readDiscoveryLog(
     const head = await ctrl.getLogPage({ lid: LID.DISCOVERY, length: HEADER_READ, rae: true });
     const genctr = head.readBigUInt64LE(0);
     const numrecRaw = head.readBigUInt64LE(8);
+    if (numrecRaw > BigInt(MAX_DISCOVERY_RECORDS)) {
+      throw new Error(
+        `discovery log claims ${numrecRaw} records, more than the ${MAX_DISCOVERY_RECORDS} ` +
+          `the library reads: the discovery controller is broken or not what it seems`,
+      );
+    }
     const numrec = Number(numrecRaw);
     const total = numrec * DISCOVERY_ENTRY_SIZE;
     const body = Buffer.alloc(total);

@@ -47,10 +47,20 @@ export class NvmeStatusError extends Error {
  *   out of range, short read); the queue was torn down too.
  * - 'not-connected': submitted while the controller is not live (never sent).
  * - 'busy': the bounded wait queue was full (never sent).
+ * - 'too-large': the transfer is larger than the queue takes (its maxDataLength);
+ *   sending it would make the controller's answer a protocol error that takes the
+ *   association down (never sent; resending it elsewhere fails the same way).
  * - 'closed': the caller closed the controller or queue.
  */
 export type HostErrorKind =
-  'connect' | 'timeout' | 'transport' | 'protocol' | 'not-connected' | 'busy' | 'closed';
+  | 'connect'
+  | 'timeout'
+  | 'transport'
+  | 'protocol'
+  | 'not-connected'
+  | 'busy'
+  | 'too-large'
+  | 'closed';
 
 export class HostError extends Error {
   constructor(
@@ -70,5 +80,13 @@ export class HostError extends Error {
   /** A copy for one command: same kind and cause, with that command's maybeExecuted. */
   forCommand(maybeExecuted: boolean): HostError {
     return new HostError(this.kind, this.message, maybeExecuted, { cause: this.cause });
+  }
+}
+
+/** The controller has no active namespace with this NSID (Identify Namespace is zeroed). */
+export class NamespaceNotActiveError extends Error {
+  constructor(readonly nsid: number) {
+    super(`namespace ${nsid} is not active`);
+    this.name = 'NamespaceNotActiveError';
   }
 }

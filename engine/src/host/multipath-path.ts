@@ -6,16 +6,20 @@
  * Fencing. A command that failed on this path without a completion may still run on
  * the target. It is safe to send it elsewhere only once this path's association can no
  * longer execute anything: a newer association exists (`epoch` moved past the one the
- * command went out on), or the controller was given up (dead/closed) and `fenceDelayMs`
- * has passed since. The delay covers a target that did not notice the loss (a network
- * partition): it keeps its controller until its keep-alive timer fires (KATO + slack),
- * so the default is the path's KATO rounded up, plus a second (defaultFenceMs). A reconnect counts as a fence without a delay
+ * command went out on), or `fenceDelayMs` has passed since the association was lost
+ * (the controller left 'live'). The delay covers a target that did not notice the loss
+ * (a network partition): it keeps its controller until its keep-alive timer fires (KATO
+ * + slack), so the default is the path's KATO rounded up, plus a second
+ * (defaultFenceMs). It runs from the loss, not from giving the path up: the host sends
+ * nothing more on a lost association, and its reconnect attempts build new controllers
+ * that never revive the old one, so an in-doubt write does not wait out the whole
+ * reconnect loss timeout (minutes, as on Linux) while another path is healthy. A reconnect counts as a fence without a delay
  * because the host closes the old association's sockets before it builds the new one
  * and the target has accepted our new Connect; a command the target had already
  * started may still finish in its backend until it sees those sockets close (the same
  * window the Linux host accepts). A path without keep-alive (KATO 0, `fenceDelayMs`
  * null) has no such timer on the target: no wait proves anything, so only a new
- * association fences it, and giving it up fences nothing (see gone()).
+ * association fences it, and giving it up fences nothing (`unfenceable`).
  */
 import type { AnaPathState } from './ana-log.js';
 import type { ControllerState, NvmeController } from './controller.js';
@@ -59,17 +63,19 @@ export class Path implements PathView {
   controller: ControllerState = 'new';
   cntlid: number | null = null;
   ana: AnaPathState = 'unknown';
-  /** Highest ANA log CHGCNT applied in this association (-1: none yet). */
-  anaChgcnt = -1n;
   anagrpid = 0;
   /** The namespace's identity matched on the current association. */
   verified = false;
   problem: string | null = null;
+  /** The problem is that the namespace is not there (not active, invalid NSID): the
+   * node does not serve it (yet), which is no reason to distrust the other paths. */
+  absent = false;
   /** Associations established so far (see Fencing above). */
   epoch = 0;
-  /** Given up (dead/closed) and fenceDelayMs has passed. */
-  deadFenced = false;
-  /** Given up (dead/closed) with no time fence (fenceDelayMs null): see gone(). */
+  /** fenceDelayMs has passed since the current association was lost. */
+  lossFenced = false;
+  /** Given up (dead/closed) with no time fence (fenceDelayMs null): nothing will
+   * release what is in doubt here. */
   unfenceable = false;
   inFlight = 0;
   /** Commands in doubt on this path, each with the epoch it was sent in. */
@@ -113,7 +119,7 @@ export class Path implements PathView {
 
   /** May a command sent in association `epoch` go to another path now? */
   fenced(epoch: number): boolean {
-    return this.epoch > epoch || this.deadFenced;
+    return this.epoch > epoch || this.lossFenced;
   }
 
   /** A new association is live: everything learnt about the old one is void. */
@@ -122,38 +128,35 @@ export class Path implements PathView {
     this.cntlid = cntlid;
     this.verified = false;
     this.problem = null;
+    this.absent = false;
     this.ana = 'unknown';
-    this.anaChgcnt = -1n;
     this.stopFenceTimer();
     this.stopChangeTimer();
   }
 
-  /** The association is gone for now (recovering, connecting, deleting). */
+  /** No association is live (recovering, connecting, dead, deleting, closed). */
   lost(): void {
     this.cntlid = null;
-    this.stopFenceTimer();
     this.stopChangeTimer();
   }
 
   /**
-   * Given up (dead/closed): fenced after fenceDelayMs; `onFenced` then releases. With no
-   * time fence (fenceDelayMs null) it is `unfenceable` instead: nothing will release
-   * what is in doubt here.
+   * The association was lost: fenced once fenceDelayMs has passed, then `onFenced`
+   * releases. Called on every state the controller passes through while it has no
+   * association; only the first call after the loss starts the timer. No-op without a
+   * time fence (fenceDelayMs null).
    */
-  gone(onFenced: () => void): void {
-    this.lost();
-    if (this.fenceDelayMs === null) {
-      this.unfenceable = true;
-      return;
-    }
+  startFence(onFenced: () => void): void {
+    if (this.epoch === 0) return; // no association yet: nothing was sent here
+    if (this.fenceTimer || this.lossFenced || this.fenceDelayMs === null) return;
     if (this.fenceDelayMs <= 0) {
-      this.deadFenced = true;
+      this.lossFenced = true;
       onFenced();
       return;
     }
     this.fenceTimer = setTimeout(() => {
       this.fenceTimer = null;
-      this.deadFenced = true;
+      this.lossFenced = true;
       onFenced();
     }, this.fenceDelayMs);
   }
@@ -177,7 +180,7 @@ export class Path implements PathView {
   stopFenceTimer(): void {
     if (this.fenceTimer) clearTimeout(this.fenceTimer);
     this.fenceTimer = null;
-    this.deadFenced = false;
+    this.lossFenced = false;
     this.unfenceable = false;
   }
 

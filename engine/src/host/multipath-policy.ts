@@ -74,6 +74,7 @@ export function classifyOutcome(
   mutating: boolean,
 ): Outcome {
   if (error) {
+    if (error.kind === 'too-large') return 'fail'; // every path refuses it the same way
     if (!error.maybeExecuted) return 'retry';
     return mutating ? 'hold' : 'retry';
   }

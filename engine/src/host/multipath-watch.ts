@@ -5,15 +5,10 @@
  * through a WatchContext; routing I/O stays in multipath.ts.
  */
 import { LID, NSID_ALL } from '../protocol/opcodes.js';
-import {
-  anaLogLength,
-  anaStateOf,
-  MAX_ANA_LOG,
-  parseAnaLog,
-  type AnaPathState,
-} from './ana-log.js';
+import { SC } from '../protocol/status.js';
+import { anaLogReadLength, anaStateOf, parseAnaLog, type AnaPathState } from './ana-log.js';
 import type { AsyncEvent } from './controller.js';
-import { HostError, NvmeStatusError } from './errors.js';
+import { HostError, NamespaceNotActiveError, NvmeStatusError } from './errors.js';
 import type { Path } from './multipath-path.js';
 import { namespaceMismatch, namespaceProblem, type NamespaceView } from './multipath-policy.js';
 
@@ -41,11 +36,12 @@ export async function validatePath(ctx: WatchContext, p: Path): Promise<void> {
     if (check !== p.checks) return p.validating;
     const ref = ctx.reference;
     const problem = namespaceProblem(ns) ?? (ref ? namespaceMismatch(ref.view, ns) : null);
-    if (problem) return refuse(ctx, p, problem);
+    if (problem) return refuse(ctx, p, problem, !ns.identity.active);
     ctx.reference ??= { view: ns, path: p.name };
     p.anagrpid = ns.identity.anagrpid;
     p.maxTransferBytes = p.ctrl.maxTransferBytes;
     p.problem = null;
+    p.absent = false;
     p.verified = true;
     // An ANA read that overlapped a re-check may have set the state already: wake I/O.
     if (p.usable) ctx.changed(p, 'namespace verified');
@@ -54,12 +50,16 @@ export async function validatePath(ctx: WatchContext, p: Path): Promise<void> {
     // A lost association shows up as a state change; anything else refuses the path.
     if (epoch !== p.epoch || e instanceof HostError) return;
     if (check !== p.checks) return p.validating;
-    refuse(ctx, p, `namespace ${ctx.nsid}: ${(e as Error).message}`);
+    const absent =
+      e instanceof NamespaceNotActiveError ||
+      (e instanceof NvmeStatusError && e.sc === SC.INVALID_NS);
+    refuse(ctx, p, `namespace ${ctx.nsid}: ${(e as Error).message}`, absent);
   }
 }
 
-function refuse(ctx: WatchContext, p: Path, problem: string): void {
+function refuse(ctx: WatchContext, p: Path, problem: string, absent = false): void {
   p.problem = problem;
+  p.absent = absent;
   p.verified = false;
   ctx.changed(p, `refused: ${problem}`);
 }
@@ -95,10 +95,10 @@ async function readAnaLoop(
         // CMIC bit 3 clear: no ANA reporting, so every path is equally good.
         return learnAna(ctx, p, 'optimized', 'controller does not report ANA');
       }
-      const length = Math.min(anaLogLength(id.nanagrpid, id.mnan), MAX_ANA_LOG);
+      const length = anaLogReadLength(id);
       const log = await p.ctrl.getLogPage({ lid: LID.ANA, length, nsid: NSID_ALL, rae: false });
       if (read.epoch !== p.epoch) return;
-      applyAnaLog(ctx, p, log);
+      applyAnaLog(ctx, p, log, id.anagrpmax);
     } while (read.again);
   } catch (e) {
     // A lost association shows up as a state change; a refused read leaves the path
@@ -109,19 +109,21 @@ async function readAnaLoop(
   }
 }
 
-export function applyAnaLog(ctx: WatchContext, p: Path, raw: Buffer): void {
+/**
+ * Apply a log read by readAna(). Those reads are serialised per path, so the last one
+ * applied is the last one asked for: its state stands, even when its CHGCNT is lower
+ * than an earlier one's (a target that restarted its counter; Linux accepts that too).
+ */
+function applyAnaLog(ctx: WatchContext, p: Path, raw: Buffer, anagrpmax: number): void {
   let state: AnaPathState;
   let chgcnt: bigint;
   try {
-    const log = parseAnaLog(raw);
-    state = anaStateOf(log, ctx.nsid, p.anagrpid);
+    const log = parseAnaLog(raw, anagrpmax);
+    state = anaStateOf(log, ctx.nsid);
     chgcnt = log.chgcnt;
   } catch (e) {
     return learnAna(ctx, p, 'unknown', (e as Error).message);
   }
-  // Our read and the event's read can overlap: never go back to an older log.
-  if (chgcnt < p.anaChgcnt) return;
-  p.anaChgcnt = chgcnt;
   learnAna(ctx, p, state, `ANA log (CHGCNT ${chgcnt})`);
 }
 
@@ -166,9 +168,12 @@ function listsNamespace(log: Buffer, nsid: number): boolean {
   return false;
 }
 
-/** The ANA change event: the controller already read the log (RAE=0, re-arming it). */
+/**
+ * The ANA change event. The controller already read the log (RAE=0, re-arming the
+ * event), but that read may have crossed one of readAna()'s: read it again in line with
+ * those, so the newest read decides and an older answer never lands last.
+ */
 export function onAnaEvent(ctx: WatchContext, p: Path, ev: AsyncEvent): void {
   if (ev.lid !== LID.ANA || !p.verified) return;
-  if (ev.log) applyAnaLog(ctx, p, ev.log);
-  else void readAna(ctx, p);
+  void readAna(ctx, p);
 }

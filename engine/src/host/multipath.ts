@@ -30,8 +30,8 @@
  *    that went through the other node, silently replacing newer data with older data.
  *    So a write, write zeroes or deallocate is held (bounded by maxWaiting) until its
  *    path is fenced (multipath-path.ts): a new association was established (reconnect
- *    completed: the old one is gone), or the controller was given up (dead/closed) and
- *    fenceDelayMs passed. Only then is it resent. A path with no keep-alive (KATO 0)
+ *    completed: the old one is gone), or fenceDelayMs passed since the association was
+ *    lost (reconnecting or not). Only then is it resent. A path with no keep-alive (KATO 0)
  *    and no fenceDelayMs given has no such delay (nothing on its target ever drops the
  *    lost controller): when it is given up, its held commands fail with
  *    maybeExecuted = true instead of being resent. A read, compare or flush changes no
@@ -45,6 +45,7 @@
  * The caller is never told "failed" about a write that may still land, without
  * maybeExecuted = true saying so.
  */
+import { performance } from 'node:perf_hooks';
 import { NSID_ALL } from '../protocol/opcodes.js';
 import { statusName, statusType } from '../protocol/status.js';
 import type { NamespaceIdentity, NamespaceIds } from './admin.js';
@@ -80,8 +81,8 @@ export interface MultipathOptions {
   readonly noPathTimeoutMs?: number;
   /** Commands that may wait for a path or for fencing, together (default 4096). */
   readonly maxWaiting?: number;
-  /** Wait after a path's controller is given up before its in-doubt commands are
-   * resent elsewhere (default: that path's KATO rounded up to seconds, plus one second;
+  /** Wait after a path's association is lost (its controller left 'live') before its
+   * in-doubt commands are resent elsewhere (default: that path's KATO rounded up to seconds, plus one second;
    * see defaultFenceMs). A path with KATO 0 has no default: its in-doubt commands are
    * resent only after a reconnect. */
   readonly fenceDelayMs?: number;
@@ -153,16 +154,18 @@ export class MultipathNamespace extends NamespaceIo {
 
   /**
    * Connect every path, check that each shows the same namespace, read ANA. Resolves
-   * once at least one path is verified; paths that could not connect stay listed (and
-   * reconnect if their options say so). Rejects, closing everything, when the paths
-   * disagree about the namespace or none could connect.
+   * once at least one path is verified; paths that could not connect, or that do not
+   * have the namespace (not active there, as a node that does not serve it yet), stay
+   * listed and unused, and join once they show it (reconnect, namespace-changed event).
+   * Rejects, closing everything, when a path shows another namespace under this NSID
+   * or one that cannot be proven the same (no IDs, not shared), or none could connect.
    */
   static async connect(opts: MultipathOptions): Promise<MultipathNamespace> {
     checkOptions(opts);
     const mp = new MultipathNamespace(opts);
     const results = await Promise.allSettled(mp.list.map((p) => p.ctrl.reconnect()));
     await Promise.all(mp.list.map((p) => p.validating));
-    const refused = mp.list.find((p) => p.problem !== null);
+    const refused = mp.list.find((p) => p.problem !== null && !p.absent);
     const verified = mp.list.filter((p) => p.verified);
     if (refused || verified.length === 0) {
       await mp.close();
@@ -174,9 +177,11 @@ export class MultipathNamespace extends NamespaceIo {
             `${refused.name}: ${refused.problem}${ref ? ` (compared with path ${ref})` : ''}`,
         );
       }
-      const why = results.map((r, i) =>
-        r.status === 'rejected' ? `${mp.list[i]!.name}: ${(r.reason as Error).message}` : '',
-      );
+      const why = results.map((r, i) => {
+        const p = mp.list[i]!;
+        if (r.status === 'rejected') return `${p.name}: ${(r.reason as Error).message}`;
+        return p.problem ? `${p.name}: ${p.problem}` : '';
+      });
       throw new HostError(
         'connect',
         `multipath namespace ${opts.nsid}: no path came up (${why.filter(Boolean).join('; ')})`,
@@ -236,7 +241,10 @@ export class MultipathNamespace extends NamespaceIo {
       }
     }
     await Promise.all(this.list.map((p) => p.ctrl.close()));
-    for (const p of this.list) p.lost();
+    for (const p of this.list) {
+      p.lost();
+      p.stopFenceTimer();
+    }
     if (this.waitTimer) clearTimeout(this.waitTimer);
     this.waitTimer = null;
   }
@@ -298,7 +306,7 @@ export class MultipathNamespace extends NamespaceIo {
       case 'fail':
         if (statusType(r.status) === 3) p.counts.pathErrors++;
         else p.counts.failed++;
-        return this.finish(c, new NvmeStatusError(r.status, c.what, r.dw0), r);
+        return this.finish(c, r.error ?? new NvmeStatusError(r.status, c.what, r.dw0), r);
       case 'retry':
         this.opts.onRetry?.({
           kind: 'retry',
@@ -338,7 +346,10 @@ export class MultipathNamespace extends NamespaceIo {
     for (const [c, epoch] of [...p.inDoubt] as [Command, number][]) {
       if (!p.fenced(epoch)) continue;
       p.inDoubt.delete(c);
-      const reason = p.epoch > epoch ? 'path reset (new association)' : `path ${p.controller}`;
+      const reason =
+        p.epoch > epoch
+          ? 'path reset (new association)'
+          : `association lost ${p.fenceDelayMs} ms ago (${p.controller})`;
       this.opts.onRetry?.({ kind: 'release', what: c.what, path: p.name, reason });
       this.dispatch(c);
     }
@@ -363,7 +374,7 @@ export class MultipathNamespace extends NamespaceIo {
       return this.fail(c, 'busy', `no usable path and ${this.maxWaiting} commands already wait`);
     }
     c.sm.transition('waiting');
-    c.waitingSince = Date.now();
+    c.waitingSince = performance.now();
     this.waiting.push(c);
     this.armWaitTimer();
   }
@@ -374,11 +385,11 @@ export class MultipathNamespace extends NamespaceIo {
 
   private armWaitTimer(): void {
     if (this.waitTimer || this.waiting.length === 0) return;
-    const due = this.waiting[0]!.waitingSince + this.noPathTimeoutMs - Date.now();
+    const due = this.waiting[0]!.waitingSince + this.noPathTimeoutMs - performance.now();
     this.waitTimer = setTimeout(
       () => {
         this.waitTimer = null;
-        const now = Date.now();
+        const now = performance.now();
         while (
           this.waiting.length > 0 &&
           now - this.waiting[0]!.waitingSince >= this.noPathTimeoutMs
@@ -436,11 +447,13 @@ export class MultipathNamespace extends NamespaceIo {
       this.releaseFenced(p); // the old association is gone: in-doubt commands may go
       return;
     }
-    if ((next === 'dead' || next === 'closed') && !this.closing) {
-      p.gone(() => this.releaseFenced(p));
-      if (p.unfenceable) this.abandonInDoubt(p);
-    } else {
-      p.lost();
+    p.lost();
+    if (!this.closing) {
+      p.startFence(() => this.releaseFenced(p));
+      if ((next === 'dead' || next === 'closed') && p.fenceDelayMs === null) {
+        p.unfenceable = true;
+        this.abandonInDoubt(p);
+      }
     }
     this.emit(p, reason);
   }
@@ -461,12 +474,13 @@ function checkOptions(o: MultipathOptions): void {
 }
 
 /**
- * How long after giving a path up its in-doubt commands wait before going elsewhere: a
- * target that did not see the loss drops the controller once its keep-alive timer runs
- * out, KATO rounded up to whole seconds plus its slack. BranchSAN's target allows 500 ms
- * of slack and checks every 250 ms, so one second covers it. (A target that restarts a
- * whole KATO period on traffic, as Linux nvmet does with TBKAS, may keep a controller up
- * to twice as long: give such paths fenceDelayMs.)
+ * How long after losing a path's association its in-doubt commands wait before going
+ * elsewhere: a target that did not see the loss drops the controller once its
+ * keep-alive timer runs out, KATO rounded up to whole seconds plus its slack.
+ * BranchSAN's target allows 500 ms of slack and checks every 250 ms, so one second
+ * covers it. (A target that restarts a whole KATO period on traffic, as Linux nvmet
+ * does with TBKAS, may keep a controller up to twice as long: give such paths
+ * fenceDelayMs.)
  */
 export function defaultFenceMs(kato: number): number {
   return Math.ceil(kato / 1000) * 1000 + 1000;

@@ -13,6 +13,7 @@
  * turn (for example in reaction to a chunk of completions) leave in one writev.
  */
 import net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { crc32c } from '../protocol/crc32c.js';
 import {
   PduError,
@@ -48,7 +49,9 @@ export interface QueueOptions {
   readonly port: number;
   /** 0 = admin queue. */
   readonly qid: number;
-  /** Commands in flight at most (the Connect SQSIZE + 1, as Linux sizes its tag set). */
+  /** Commands in flight at most: the Connect SQSIZE (0's based), one less than the
+   * queue's entries, since a queue of N entries is full with N - 1; Linux sizes its tag
+   * set so too. */
   readonly depth: number;
   readonly hdgst?: boolean;
   readonly ddgst?: boolean;
@@ -58,7 +61,9 @@ export interface QueueOptions {
   readonly commandTimeoutMs?: number;
   /** Commands that may wait for a free CID before submit fails with 'busy'. */
   readonly maxWaiting?: number;
-  /** Largest data section of a received PDU (C2HData); bounds the parser's buffer. */
+  /** Largest data transfer of one command, and so the largest data section of a
+   * received PDU (C2HData): bounds the parser's buffer. A larger request fails with
+   * 'too-large' without being sent. Default 8 MiB. */
   readonly maxDataLength?: number;
   /** Write data up to this many bytes travels in the CapsuleCmd (non-fabrics commands).
    * Admin queue: 8192; I/O queues: IOCCSZ*16-64. */
@@ -90,7 +95,7 @@ interface Slot {
   gather: Buffer | null;
   /** A C2HData digest mismatched: complete with Data Transfer Error, as Linux does. */
   ddgstBad: boolean;
-  /** Date.now() deadline, 0 = none. */
+  /** performance.now() deadline (monotonic: a clock step moves no timeout), 0 = none. */
   deadline: number;
 }
 
@@ -136,6 +141,7 @@ export class NvmeTcpQueue {
   private readonly waiting: WaitQueue<NvmeRequest>;
   private readonly timeoutMs: number;
   private readonly inCapsuleLimit: number;
+  private readonly maxDataLength: number;
   private readonly scanTimer: NodeJS.Timeout;
   private corked = false;
   private inflight = 0;
@@ -151,7 +157,8 @@ export class NvmeTcpQueue {
     this.waiting = new WaitQueue(opts.maxWaiting ?? 65536);
     this.timeoutMs = opts.commandTimeoutMs ?? 30_000;
     this.inCapsuleLimit = opts.inCapsuleLimit ?? ADMIN_IN_CAPSULE_LIMIT;
-    this.parser = hostParser(opts.maxDataLength ?? 8 * 1024 * 1024);
+    this.maxDataLength = opts.maxDataLength ?? 8 * 1024 * 1024;
+    this.parser = hostParser(this.maxDataLength);
     this.parser.setDataSink(this.dataSink);
     this.slots = makeSlots(opts.depth, this.hdgst);
     // One coarse timer per queue instead of one per command; unref'd so an idle
@@ -231,6 +238,11 @@ export class NvmeTcpQueue {
       const why = this.failure ? `: ${this.failure.message}` : '';
       return finish(req, new HostError(kind, this.notLive() + why));
     }
+    if (req.transferLength > this.maxDataLength) {
+      const what = `queue ${this.qid}: a ${req.transferLength}-byte transfer`;
+      const limit = `this queue's limit of ${this.maxDataLength} bytes`;
+      return finish(req, new HostError('too-large', `${what} is over ${limit} (not sent)`));
+    }
     const cid = this.cids.alloc();
     if (cid >= 0) return this.issue(req, cid);
     if (!this.waiting.push(req)) {
@@ -261,7 +273,7 @@ export class NvmeTcpQueue {
     slot.gather = null;
     slot.ddgstBad = false;
     const t = req.timeoutMs < 0 ? this.timeoutMs : req.timeoutMs;
-    slot.deadline = t === NO_TIMEOUT ? 0 : Date.now() + t;
+    slot.deadline = t === NO_TIMEOUT ? 0 : performance.now() + t;
     this.inflight++;
     writeCapsule(slot.buf, req, cid, inCapsule, this.hdgst, this.ddgst);
     this.out(slot.head);
@@ -492,7 +504,7 @@ export class NvmeTcpQueue {
 
   private scanTimeouts(): void {
     if (!this.sm.is('live') || this.inflight === 0) return;
-    const now = Date.now();
+    const now = performance.now();
     for (const slot of this.slots) {
       if (slot.req && slot.deadline !== 0 && now > slot.deadline) {
         const req = slot.req;
@@ -514,21 +526,21 @@ export class NvmeTcpQueue {
   /**
    * The one way a queue fails. The queue leaves 'live' before any command's callback
    * runs, so a callback that submits again is refused (never sent) instead of sending on
-   * a connection that is being torn down, after our TermReq even. `culprit` is the
-   * command that caused the failure (timeout, protocol error): it ends first, with its
-   * own error.
+   * a connection that is being torn down, after our TermReq even. So does its controller:
+   * `onFailed` is told before the commands end, so a caller that resends a failed
+   * command (multipath) already sees this path out of service and picks another, instead
+   * of the same controller whose queue refuses at once. `culprit` is the command that
+   * caused the failure (timeout, protocol error): it ends first, with its own error.
    */
   private failWith(err: HostError, flush: boolean, culprit: Culprit | null): void {
     if (this.sm.is('failed', 'closed')) return;
     this.sm.transition('failed');
     this.failure = err;
+    const opened = this.opened;
+    this.opened = null;
+    if (!opened) this.opts.onFailed?.(err);
     this.teardown(err, flush, culprit);
-    if (this.opened) {
-      this.opened.reject(err);
-      this.opened = null;
-    } else {
-      this.opts.onFailed?.(err);
-    }
+    opened?.reject(err);
   }
 
   /** Close: commands still in flight or waiting end with a 'closed' error. */

@@ -2,19 +2,25 @@
  * Admin-side behaviour of the host library at its edges, against the in-process
  * FakeTarget (real sockets on 127.0.0.1): a command callback that closes or reconnects
  * the controller while error recovery fails its commands, close() against a controller
- * that stops answering, a namespace whose LBA format carries metadata, and a discovery
- * log whose NUMREC changes without GENCTR (plus the GENCTR re-read it sits next to).
+ * that stops answering, a namespace whose LBA format carries metadata, a discovery
+ * log whose NUMREC changes without GENCTR (plus the GENCTR re-read it sits next to) or
+ * is absurd, counts and lists in identify data that would size the host's memory or
+ * loop it for ever, transfers larger than a queue takes, and command timeouts across
+ * a wall-clock step.
  */
 import net from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { MAX_ANA_LOG } from '../../../engine/src/host/ana-log.js';
 import {
   HostError,
   NvmeController,
   NvmeRequest,
   fillRw,
   readDiscoveryLog,
+  type AsyncEvent,
   type ControllerState,
 } from '../../../engine/src/host/index.js';
+import { encodeActiveNsList } from '../../../engine/src/protocol/identify.js';
 import {
   encodeDiscoveryLog,
   sliceLog,
@@ -326,5 +332,116 @@ describe('discovery log', () => {
     );
     // Before the fix: 70 entries, the last one all zeros (the target's padding).
     await expect(readDiscoveryLog(ctrl)).rejects.toThrow(/NUMREC went from 70 to 69/);
+  });
+
+  it('refuses a log that claims more records than anyone has, before allocating them', async () => {
+    const { ctrl, reads } = await discoveryTarget(
+      () => {
+        const log = encodeDiscoveryLog(7, [entry(0)]);
+        log.writeBigUInt64LE(1n << 40n, 8); // NUMREC: a petabyte of entries
+        return log;
+      },
+      () => {},
+    );
+    await expect(readDiscoveryLog(ctrl)).rejects.toThrow(
+      /claims 1099511627776 records, more than the 16384 the library reads/,
+    );
+    expect(reads).toEqual(['0+20 rae1']);
+  });
+});
+
+describe('identify data and sizes that lie', () => {
+  it('reads at most MAX_ANA_LOG of the ANA log after an event, whatever MNAN says', async () => {
+    const target = await start();
+    const t = target as unknown as Internals;
+    const honest = t.identify.bind(target);
+    t.identify = (cns) => {
+      const b = honest(cns);
+      if (cns === CNS.CTRL) b.writeUInt32LE(0xffffffff, 540); // MNAN: 16 GiB of NSIDs
+      return b;
+    };
+    const events: AsyncEvent[] = [];
+    const ctrl = await connect(target, 'nqn.fake', {
+      onAsyncEvent: (e: AsyncEvent) => events.push(e),
+    });
+    await waitFor(() => target.fireEvent(0x000c0302) === 1); // ANA change, log 0x0C
+    await waitFor(() => events.length === 1);
+    // Before the fix: the Get Log Page for 16 GiB threw inside the queue after taking a
+    // command slot; it never went out, the event came with no log, and the admin
+    // timeout later took the association down for a command never sent.
+    expect(events[0]!.log?.length).toBe(MAX_ANA_LOG);
+    expect(ctrl.state).toBe('live');
+  });
+
+  it('stops following an active namespace list that does not move forward', async () => {
+    const target = await start();
+    const t = target as unknown as Internals;
+    const honest = t.identify.bind(target);
+    let pages = 0;
+    t.identify = (cns) => {
+      if (cns !== CNS.NS_ACTIVE_LIST) return honest(cns);
+      pages++; // the same full page, whatever NSID the host asks to start after
+      return encodeActiveNsList(
+        Array.from({ length: 1024 }, (_, i) => i + 1),
+        0,
+      );
+    };
+    const ctrl = await connect(target);
+    // Before the fix: asked for page after page for ever, 1024 more NSIDs each time.
+    await expect(ctrl.activeNamespaces()).rejects.toThrow(
+      /not in ascending order \(NSID 1 after 1024\)/,
+    );
+    expect(pages).toBe(2);
+    expect(ctrl.state).toBe('live');
+  });
+
+  it('refuses, as never sent, a transfer larger than the queue takes; the association carries on', async () => {
+    const target = await start();
+    const ctrl = await connect(target, 'nqn.fake', { maxTransferBytes: 64 * 1024 });
+    // Admin: the log a caller asks for is larger than the admin queue's limit.
+    const err = await ctrl
+      .getLogPage({ lid: LID.ANA, length: 2 << 20 })
+      .catch((e: unknown) => e as HostError);
+    expect(err).toBeInstanceOf(HostError);
+    expect(err).toMatchObject({ kind: 'too-large', maybeExecuted: false });
+    expect((err as Error).message).toMatch(/2097152-byte transfer is over .* 65536 bytes/);
+    // I/O: a read past the I/O queue's limit.
+    const req = fillRw(new NvmeRequest(), IO.READ, 1, 0, 256);
+    req.readLength = 128 * 1024;
+    const io = await new Promise<NvmeRequest>((resolve) => {
+      req.onDone = resolve;
+      ctrl.submitIo(req);
+    });
+    expect(io.error?.kind).toBe('too-large');
+    expect(target.ioCommands).toBe(0);
+    // Before the fix: the target answered the 2 MiB log in one PDU, too large for the
+    // host's parser, and the whole association went down.
+    expect(ctrl.state).toBe('live');
+    const ns = await ctrl.namespace(1);
+    expect((await ns.read(0, 8)).length).toBe(8 * ns.blockSize);
+  });
+});
+
+describe('command timeouts', () => {
+  it('times a command out by the monotonic clock: a wall-clock step back does not stop it', async () => {
+    const target = await start({ hold: (op, qid) => qid > 0 && op === IO.READ });
+    const ctrl = await connect(target, 'nqn.fake', { ioTimeoutMs: 300 });
+    const req = fillRw(new NvmeRequest(), IO.READ, 1, 0, 1);
+    req.readLength = 512;
+    const done = new Promise<NvmeRequest>((resolve) => (req.onDone = resolve));
+    ctrl.submitIo(req);
+    await waitFor(() => target.ioCommands === 1);
+    const real = Date.now();
+    vi.spyOn(Date, 'now').mockReturnValue(real - 3_600_000); // NTP steps the clock back 1 h
+    try {
+      const r = await Promise.race([
+        done,
+        new Promise<null>((resolve) => setTimeout(() => resolve(null), 3000)),
+      ]);
+      // Before the fix: no timeout for an hour.
+      expect(r?.error?.kind).toBe('timeout');
+    } finally {
+      vi.restoreAllMocks();
+    }
   });
 });

@@ -39,17 +39,18 @@ async function setup(t: FakeTargetOptions = {}, c: Partial<ControllerOptions> = 
 }
 
 describe('host library vs fake target', () => {
-  it('limits commands in flight to the queue depth and queues the rest', async () => {
+  it('limits commands in flight to the queue depth (entries - 1) and queues the rest', async () => {
     const { target, ns, ctrl } = await setup({}, { ioQueues: 2, queueSize: 8 });
-    expect(ctrl.ioQueueDepth).toBe(8);
+    // 8 entries hold 7 commands (a full queue keeps one entry free): Connect SQSIZE 7.
+    expect(ctrl.ioQueueDepth).toBe(7);
     const blocks = Array.from({ length: 100 }, () => randomBytes(4096));
     const writes = Promise.all(blocks.map((b, i) => ns.write(i * 8, b)));
     expect(ctrl.ioQueueLoad).toEqual([
-      { inFlight: 8, queued: 42 },
-      { inFlight: 8, queued: 42 },
+      { inFlight: 7, queued: 43 },
+      { inFlight: 7, queued: 43 },
     ]);
     await writes;
-    expect(target.maxOutstanding).toBeLessThanOrEqual(8);
+    expect(target.maxOutstanding).toBeLessThanOrEqual(7);
     expect(ctrl.ioQueueLoad).toEqual([
       { inFlight: 0, queued: 0 },
       { inFlight: 0, queued: 0 },
@@ -58,7 +59,20 @@ describe('host library vs fake target', () => {
     back.forEach((b, i) => expect(b.equals(blocks[i]!)).toBe(true));
   });
 
+  it('keeps one entry of the queue free at the target, with SQ flow control on', async () => {
+    const { target, ns } = await setup(
+      { hold: (op, qid) => qid > 0 && op === IO.READ },
+      { queueSize: 16, disableSqFlow: false, kato: 0 },
+    );
+    for (let i = 0; i < 40; i++) ns.read(i, 1).catch(() => {});
+    await waitFor(() => target.ioCommands >= 15);
+    await new Promise((r) => setTimeout(r, 50));
+    // Before the fix: 16 reads outstanding on a 16-entry queue, which is then over full.
+    expect(target.maxOutstanding).toBe(15);
+  });
+
   it('fails submissions beyond the bounded wait queue with kind busy', async () => {
+    // 2 entries: one command in flight, 4 waiting, the other 5 refused.
     const { ns } = await setup({}, { queueSize: 2, maxWaiting: 4 });
     const results = await Promise.allSettled(
       Array.from({ length: 10 }, (_, i) => ns.write(i, Buffer.alloc(512, i))),
@@ -66,9 +80,9 @@ describe('host library vs fake target', () => {
     const busy = results.filter(
       (r) => r.status === 'rejected' && (r.reason as HostError).kind === 'busy',
     );
-    expect(busy).toHaveLength(4);
+    expect(busy).toHaveLength(5);
     expect((busy[0] as PromiseRejectedResult).reason.maybeExecuted).toBe(false);
-    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(6);
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(5);
   });
 
   it.each([

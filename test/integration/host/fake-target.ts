@@ -267,7 +267,7 @@ export class FakeTarget {
     if (op === ADMIN.ASYNC_EVENT) return void this.aers.push({ conn: c, cid });
     if (op === ADMIN.IDENTIFY) return this.sendData(c, cid, this.identify(cdw(sqe, 10) & 0xff));
     if (op === ADMIN.GET_LOG_PAGE) {
-      const len = ((cdw(sqe, 10) >>> 16) + 1) * 4;
+      const len = ((cdw(sqe, 10) >>> 16) + (cdw(sqe, 11) & 0xffff) * 0x10000 + 1) * 4;
       return this.sendData(c, cid, Buffer.alloc(len, sqeNsid(sqe) & 0xff));
     }
     if (op === ADMIN.SET_FEATURES && (cdw(sqe, 10) & 0xff) === 0x07) {

@@ -2,9 +2,11 @@
  * Multipath failure shapes, on the rig of multipath-rig.ts (two Targets over one
  * backend, real sockets, a pausable proxy in front of A): resends after a path fails
  * while its controller is still reporting the loss, a path without keep-alive that
- * nothing can prove dead, and a namespace replaced or re-added on one node at runtime.
+ * nothing can prove dead, a namespace replaced or re-added on one node at runtime, and
+ * an ANA change count that goes backwards.
  */
 import { randomBytes } from 'node:crypto';
+import { setTimeout as delay } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { HostError } from '../../../engine/src/host/index.js';
 import { MemoryBackend } from '../../../engine/src/storage/memory.js';
@@ -28,16 +30,26 @@ const OTHER_NGUID = 'ffeeddccbbaa99887766554433221100';
 afterEach(runCleanup);
 
 describe('multipath after a path failure', () => {
-  it.each(['connection drop', 'I/O timeout'] as const)(
-    'a read in flight on the only optimized path is served by the non-optimized one after a %s',
-    async (shape) => {
+  // With one I/O queue the failed queue is the path's only one: a resend that still saw
+  // A's controller live would go back to A and be refused there, again and again.
+  it.each([
+    ['connection drop', 1],
+    ['I/O timeout', 1],
+    ['connection drop', 2],
+    ['I/O timeout', 2],
+  ] as const)(
+    'a read in flight on the only optimized path is served by the non-optimized one after a %s (%i I/O queues)',
+    async (shape, ioQueues) => {
       const { a, b } = await startPair();
       const proxy = await PausableProxy.start(a.port);
       const data = randomBytes(BS);
       const reconnect = { delayMs: 200, lossTimeoutMs: 60_000 };
       const mp = await open({
         nsid: 1,
-        paths: [pathTo(a, proxy.port, { reconnect, ioTimeoutMs: 400 }), pathTo(b)],
+        paths: [
+          pathTo(a, proxy.port, { reconnect, ioTimeoutMs: 400, ioQueues }),
+          pathTo(b, b.port, { ioQueues }),
+        ],
       });
       await mp.write(12, data);
       expect(a.writes).toContain(12 * BS);
@@ -45,12 +57,42 @@ describe('multipath after a path failure', () => {
       proxy.pause();
       const pending = mp.read(12, 1);
       // The read sits in the stalled proxy; then A's connection drops, or the read times out.
+      await delay(50);
       if (shape === 'connection drop') proxy.resume();
       const back = await pending;
       expect(back.equals(data)).toBe(true);
       expect(b.reads).toContain(12 * BS);
     },
   );
+
+  it('writes still waiting for a slot on the failed path (never sent) go to the other path', async () => {
+    const { a, b } = await startPair();
+    const proxy = await PausableProxy.start(a.port);
+    const reconnect = { delayMs: 200, lossTimeoutMs: 60_000 };
+    const mp = await open({
+      nsid: 1,
+      paths: [
+        pathTo(a, proxy.port, { reconnect, ioQueues: 1, queueSize: 8 }),
+        pathTo(b, b.port, { ioQueues: 1 }),
+      ],
+    });
+    proxy.pause();
+    // More writes than A's queue holds: some are sent into the stalled proxy, the rest
+    // wait for a slot. Then A's connection drops.
+    const blocks = Array.from({ length: 20 }, (_, i) => ({ lba: 100 + i, data: randomBytes(BS) }));
+    const results = blocks.map(({ lba, data }) =>
+      mp.write(lba, data).then(
+        () => 'ok',
+        (e: Error) => e.message,
+      ),
+    );
+    await delay(50);
+    proxy.resume();
+    expect(await Promise.all(results)).toEqual(blocks.map(() => 'ok'));
+    for (const { lba, data } of blocks) expect((await mp.read(lba, 1)).equals(data)).toBe(true);
+    // The never-sent ones went to B at once, not after A's fence.
+    expect(b.writes.length).toBeGreaterThan(0);
+  });
 
   it('does not resend a timed-out write elsewhere when its path has no keep-alive (KATO 0) to prove it dead', async () => {
     const { a, b } = await startPair();
@@ -107,6 +149,30 @@ describe('multipath and namespace identity', () => {
     expect(byName(mp, 'B').problem).toMatch(/NGUID/);
   });
 
+  it('opens with a path that does not have the namespace (yet), and takes it in once it does', async () => {
+    const { backend, a, b } = await startPair();
+    b.target.removeNamespace(NQN, 1); // node B does not serve the volume yet
+    // Before the fix: connect() rejected the whole namespace, though A serves it.
+    const mp = await open({ nsid: 1, paths: [pathTo(a), pathTo(b)] });
+    expect(byName(mp, 'B').problem).toMatch(/not active|namespace 1/);
+    expect(byName(mp, 'B').usable).toBe(false);
+    const data = randomBytes(BS);
+    await mp.write(4, data);
+    expect(a.writes).toContain(4 * BS);
+    b.target.addNamespace(NQN, {
+      nsid: 1,
+      backend: spy(backend, b.writes, b.reads),
+      nguid: NGUID,
+      uuid: UUID,
+    });
+    await until('B verified', () => byName(mp, 'B').problem === null && byName(mp, 'B').usable);
+    a.target.setAnaState(1, 'inaccessible');
+    b.target.setAnaState(1, 'optimized');
+    await until('B optimized', () => byName(mp, 'B').ana === 'optimized');
+    expect((await mp.read(4, 1)).equals(data)).toBe(true);
+    expect(b.reads).toContain(4 * BS);
+  });
+
   it('takes a path back once its namespace is re-added with the same identity', async () => {
     const { backend, a, b } = await startPair();
     const mp = await open({ nsid: 1, paths: [pathTo(a), pathTo(b)] });
@@ -127,5 +193,27 @@ describe('multipath and namespace identity', () => {
     await mp.write(21, data);
     expect(b.writes).toContain(21 * BS);
     expect((await mp.read(21, 1)).equals(data)).toBe(true);
+  });
+});
+
+describe('multipath and ANA logs', () => {
+  it('follows the newest ANA log even when the change count went backwards', async () => {
+    const { a, b } = await startPair();
+    const mp = await open({ nsid: 1, paths: [pathTo(a), pathTo(b)] });
+    for (const s of ['inaccessible', 'optimized', 'inaccessible', 'optimized'] as const) {
+      a.target.setAnaState(1, s);
+      await until(`A ${s}`, () => byName(mp, 'A').ana === s);
+    }
+    // The target's counter restarts (a target that lies, or reset it in place): its
+    // next logs carry CHGCNT 1 and 2, below the 4 the host has seen.
+    (a.target.ana as unknown as { changeCount: number }).changeCount = 0;
+    a.target.setAnaState(1, 'inaccessible');
+    await until('A inaccessible', () => byName(mp, 'A').ana === 'inaccessible');
+    a.target.setAnaState(1, 'optimized');
+    // Before the fix: the host dropped every log below CHGCNT 4 and kept A unusable.
+    await until('A optimized again', () => byName(mp, 'A').ana === 'optimized');
+    const before = a.writes.length;
+    await mp.write(3, randomBytes(BS));
+    expect(a.writes.length).toBe(before + 1);
   });
 });

@@ -1,13 +1,14 @@
 /**
  * The host library against BranchSAN's own target (core + TCP transport + memory
  * backend), in process: discovery, digests off and on, 2 I/O queues, QD 32 write/read
- * verify across in-capsule and R2T sizes. (The `branchsan export` CLI variant of this
- * test waits for that command to exist.)
+ * verify across in-capsule and R2T sizes; close() draining a write slower than the
+ * target's keep-alive timeout.
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Target } from '../../../engine/src/core/index.js';
 import { NvmeController, discover } from '../../../engine/src/host/index.js';
+import type { BlockBackend } from '../../../engine/src/storage/backend.js';
 import { MemoryBackend } from '../../../engine/src/storage/memory.js';
 import type { TcpTransport } from '../../../engine/src/transport/tcp/index.js';
 import { serveOnLoopback } from '../../helpers/target.js';
@@ -78,4 +79,47 @@ describe('host library vs BranchSAN target (in process)', () => {
       }
     },
   );
+});
+
+describe('close() against BranchSAN target', () => {
+  it('keeps sending keep-alives while it drains a write slower than the keep-alive timeout', async () => {
+    const SLOW_NQN = 'nqn.2024-01.io.branchsan:slow-write';
+    const mem = new MemoryBackend({ sizeBytes: 16 << 20 });
+    // Writes take 2.5 s: longer than the target's keep-alive limit for KATO 1 s (1.5 s).
+    const slow: BlockBackend = Object.assign(Object.create(mem) as BlockBackend, {
+      write: (o: number, d: Buffer, fua: boolean, cb: Parameters<BlockBackend['write']>[3]) => {
+        setTimeout(() => mem.write(o, d, fua, cb), 2500);
+      },
+    });
+    const target = new Target({});
+    target.addSubsystem({ nqn: SLOW_NQN, serial: 'SLOW1', model: 'BranchSAN', allowAnyHost: true });
+    target.addNamespace(SLOW_NQN, { nsid: 1, backend: slow, nguid: 'ab'.repeat(16) });
+    const served = await serveOnLoopback(target);
+    try {
+      const ctrl = await NvmeController.connect({
+        host: '127.0.0.1',
+        port: served.port,
+        subnqn: SLOW_NQN,
+        kato: 1000,
+      });
+      const ns = await ctrl.namespace(1);
+      const data = randomBytes(ns.blockSize);
+      const written = ns.write(7, data).then(
+        () => 'written',
+        (e: Error) => e.message,
+      );
+      await new Promise((r) => setTimeout(r, 50));
+      await ctrl.close(5000); // drains the write, up to 5 s
+      // Without keep-alives during the drain the target drops the controller at 1.5 s
+      // and the write fails under close().
+      expect(await written).toBe('written');
+      const back = await new Promise<Buffer>((resolve, reject) =>
+        mem.read(7 * ns.blockSize, ns.blockSize, (e, d) => (e ? reject(e) : resolve(d!))),
+      );
+      expect(back.equals(data)).toBe(true);
+    } finally {
+      target.close();
+      await served.transport.close();
+    }
+  }, 15_000);
 });

@@ -69,6 +69,23 @@ describe('parseAnaLog', () => {
     expect(() => parseAnaLog(b)).toThrow(msg);
   });
 
+  it('refuses a group above the controller ANAGRPMAX, when given', () => {
+    expect(() => parseAnaLog(twoGroups, 3)).toThrow(/names group 4, above .* ANAGRPMAX 3/);
+    expect(parseAnaLog(twoGroups, 4).groups).toHaveLength(2);
+  });
+
+  it('refuses a log that lists one namespace in two groups', () => {
+    const b = encodeAnaLog(
+      2,
+      [
+        { grpid: 1, chgcnt: 1, state: 0x03, nsids: [1, 2] },
+        { grpid: 2, chgcnt: 2, state: 0x01, nsids: [2] },
+      ],
+      false,
+    );
+    expect(() => parseAnaLog(b)).toThrow(/lists namespace 2 in groups 1 and 2/);
+  });
+
   it('an empty log (no groups) parses', () => {
     expect(parseAnaLog(encodeAnaLog(0, [], false)).groups).toEqual([]);
   });
@@ -76,28 +93,27 @@ describe('parseAnaLog', () => {
 
 describe('anaStateOf', () => {
   const log = parseAnaLog(twoGroups);
-  const rgo = parseAnaLog(
+  // Group 1 has no NSID list (as a log read with RGO would have): namespace 1 is not in
+  // it for that, even if Identify Namespace names group 1.
+  const unlisted = parseAnaLog(
     encodeAnaLog(
       9,
       [
-        { grpid: 1, chgcnt: 9, state: 0x0f, nsids: [1] },
+        { grpid: 1, chgcnt: 9, state: 0x01, nsids: [] },
         { grpid: 4, chgcnt: 2, state: 0x02, nsids: [3] },
       ],
-      true,
+      false,
     ),
   );
-  const cases: [string, ReturnType<typeof parseAnaLog>, number, number, AnaPathState][] = [
-    ['listed in group 1', log, 2, 1, 'optimized'],
-    ['listed in group 4', log, 3, 4, 'inaccessible'],
-    // The NSID list wins over a stale ANAGRPID from Identify.
-    ['listed elsewhere than its ANAGRPID', log, 3, 1, 'inaccessible'],
-    ['not listed anywhere', log, 9, 1, 'unknown'],
-    ['RGO: by ANAGRPID', rgo, 1, 1, 'change'],
-    ['RGO: other group', rgo, 7, 4, 'non-optimized'],
-    ['RGO: group absent', rgo, 7, 3, 'unknown'],
+  const cases: [string, ReturnType<typeof parseAnaLog>, number, AnaPathState][] = [
+    ['listed in group 1', log, 2, 'optimized'],
+    ['listed in group 4', log, 3, 'inaccessible'],
+    ['not listed anywhere', log, 9, 'unknown'],
+    ['not listed, its group listing no NSIDs', unlisted, 1, 'unknown'],
+    ['listed next to a group with no NSIDs', unlisted, 3, 'non-optimized'],
   ];
-  it.each(cases)('%s', (_what, l, nsid, grp, want) => {
-    expect(anaStateOf(l, nsid, grp)).toBe(want);
+  it.each(cases)('%s', (_what, l, nsid, want) => {
+    expect(anaStateOf(l, nsid)).toBe(want);
   });
 });
 
