@@ -12,7 +12,13 @@
 import { randomUUID } from 'node:crypto';
 import { LID, NSID_ALL } from '../protocol/opcodes.js';
 import { SC } from '../protocol/status.js';
-import { anaLogLength, MAX_ANA_LOG, parseAnaLog, type AnaPathState } from './ana-log.js';
+import {
+  anaLogReadLength,
+  anaStateOf,
+  parseAnaLog,
+  type AnaLog,
+  type AnaPathState,
+} from './ana-log.js';
 import { NvmeController, type ControllerOptions } from './controller.js';
 import { discover, type DiscoveryEntry } from './discovery.js';
 import { HostError, NvmeStatusError } from './errors.js';
@@ -81,6 +87,9 @@ export interface ProbedSubsystem {
     readonly cntlid: number;
     /** null: the controller sets no limit (MDTS 0). */
     readonly max_transfer_bytes: number | null;
+    /** CMIC bit 1: the subsystem may have several controllers (a host needs it to use
+     * a second path; Linux refuses the second controller otherwise). */
+    readonly multi_controller: boolean;
   } | null;
   readonly namespaces: ProbedNamespace[];
   readonly problem: ProbeProblem | null;
@@ -181,10 +190,12 @@ export interface MultiProbeReport {
 
 /**
  * Probes each address as one host (one host NQN and host id for all), then checks
- * every namespace that more than one path reaches: the nodes of a pair must present
- * byte-identical identities (NGUID, EUI64, UUID, format, size), or a host that merges
- * the paths would scatter a volume's writes over two disks; and one path should be
- * optimized.
+ * every namespace of a subsystem reached at more than one address: every such address
+ * must serve it (else a host loses it with the one node that does); the nodes of a
+ * pair must present byte-identical identities (NGUID, EUI64, UUID, format, size), or a
+ * host that merges the paths would scatter a volume's writes over two disks; each
+ * controller must allow others in its subsystem (CMIC bit 1) and have its own ID; and
+ * one path should be optimized.
  */
 export async function probeTargets(
   addresses: readonly { host: string; port: number }[],
@@ -200,23 +211,29 @@ export async function probeTargets(
     await Promise.all(held.map((close) => close()));
   }
   const groups = new Map<string, { subnqn: string; nsid: number; seen: Seen[] }>();
+  /** The addresses at which each subsystem's controller was reached. */
+  const reached = new Map<string, string[]>();
   for (const t of targets) {
     for (const s of t.subsystems) {
+      if (!s.controller) continue;
+      reached.set(s.subnqn, [...(reached.get(s.subnqn) ?? []), s.address]);
       for (const n of s.namespaces) {
         const key = `${s.subnqn}\0${n.nsid}`;
         let g = groups.get(key);
         if (!g) groups.set(key, (g = { subnqn: s.subnqn, nsid: n.nsid, seen: [] }));
-        g.seen.push({ address: s.address, ns: n, cntlid: s.controller?.cntlid ?? null });
+        g.seen.push({ address: s.address, ns: n, controller: s.controller });
       }
     }
   }
   const paths = [...groups.values()]
-    .filter((g) => g.seen.length > 1)
+    .filter((g) => reached.get(g.subnqn)!.length > 1)
     .map((g) => ({
       subnqn: g.subnqn,
       nsid: g.nsid,
       paths: g.seen.map((x) => ({ address: x.address, ana_state: x.ns.ana_state })),
-      problem: crossPathProblem(g.subnqn, g.nsid, g.seen),
+      problem:
+        missingPathProblem(g.subnqn, g.nsid, g.seen, reached.get(g.subnqn)!) ??
+        crossPathProblem(g.subnqn, g.nsid, g.seen),
     }));
   const ok = targets.every((t) => t.ok) && paths.every((p) => !p.problem);
   return { hostnqn, targets, paths, ok };
@@ -225,7 +242,23 @@ export async function probeTargets(
 interface Seen {
   address: string;
   ns: ProbedNamespace;
-  cntlid: number | null;
+  controller: NonNullable<ProbeReport['subsystems'][number]['controller']>;
+}
+
+/** The namespace is missing at an address where its subsystem was reached. */
+function missingPathProblem(
+  subnqn: string,
+  nsid: number,
+  seen: Seen[],
+  reachedAt: string[],
+): ProbeProblem | null {
+  const missing = reachedAt.filter((a) => !seen.some((x) => x.address === a));
+  if (missing.length === 0) return null;
+  const have = seen.map((x) => x.address).join(', ');
+  return {
+    error: `namespace ${nsid} of ${subnqn} is served at ${have} but not at ${missing.join(', ')}: hosts lose it when ${have} goes down`,
+    hint: 'Serve the volume on every node of the pair (a mirrored volume is exported by both), or check why that node does not list it (`branchsan status` there).',
+  };
 }
 
 function crossPathProblem(subnqn: string, nsid: number, seen: Seen[]): ProbeProblem | null {
@@ -250,11 +283,19 @@ function crossPathProblem(subnqn: string, nsid: number, seen: Seen[]): ProbeProb
       };
     }
   }
+  const single = seen.find((x) => !x.controller.multi_controller);
+  if (single) {
+    return {
+      error: `the controller at ${single.address} says ${subnqn} has no other controllers (CMIC bit 1 clear): Linux refuses a second path to it ("Subsystem does not support multiple controllers")`,
+      hint: 'A pair must present its subsystem as multi-controller on every node (BranchSAN does); two separate targets that only share an NQN are not a pair.',
+    };
+  }
   for (const [i, x] of seen.entries()) {
-    const twin = seen.slice(0, i).find((y) => y.cntlid !== null && y.cntlid === x.cntlid);
+    const id = x.controller.cntlid;
+    const twin = seen.slice(0, i).find((y) => y.controller.cntlid === id);
     if (twin) {
       return {
-        error: `the controllers at ${twin.address} and ${x.address} both have ID ${x.cntlid} in ${subnqn}: Linux refuses the second path ("Duplicate cntlid"), and other hosts may confuse them`,
+        error: `the controllers at ${twin.address} and ${x.address} both have ID ${id} in ${subnqn}: Linux refuses the second path ("Duplicate cntlid"), and other hosts may confuse them`,
         hint: 'Give each node of the pair its own controller ID range (a BranchSAN pair does); two separate targets that only share an NQN are not a pair.',
       };
     }
@@ -291,7 +332,9 @@ async function probeSubsystem(
   const address = joinHostPort(t.host, t.port);
   let ctrl: NvmeController;
   try {
-    ctrl = await NvmeController.connect({ ...common, ...t, ioQueues: 1 });
+    // One entry more than the reads kept in flight: a queue of N entries holds N - 1.
+    const queueSize = Math.max(128, (opts.readQd ?? 1) + 1);
+    ctrl = await NvmeController.connect({ ...common, ...t, ioQueues: 1, queueSize });
   } catch (err) {
     let problem = explain(err, `connect to ${t.subnqn} at ${address}`, hostnqn);
     if (!(err instanceof HostError && err.cause instanceof NvmeStatusError) && !opts.subnqn) {
@@ -313,12 +356,13 @@ async function probeSubsystem(
     firmware: id.fr,
     cntlid: id.cntlid,
     max_transfer_bytes: id.maxTransferBytes || null,
+    multi_controller: (id.cmic & 0x02) !== 0,
   };
   const namespaces: ProbedNamespace[] = [];
   try {
-    const anaStates = await readAnaStates(ctrl);
+    const anaLog = await readAnaLog(ctrl);
     for (const nsid of await ctrl.activeNamespaces()) {
-      namespaces.push(await probeNamespace(ctrl, nsid, anaStates, opts));
+      namespaces.push(await probeNamespace(ctrl, nsid, anaLog, opts));
     }
     const problem =
       namespaces.length === 0
@@ -339,13 +383,13 @@ async function probeSubsystem(
   }
 }
 
-/** ANA group → state, or null when the controller does not report ANA (CMIC bit 3). */
-async function readAnaStates(ctrl: NvmeController): Promise<Map<number, AnaPathState> | null> {
+/** The ANA log, or null when the controller does not report ANA (CMIC bit 3). */
+async function readAnaLog(ctrl: NvmeController): Promise<AnaLog | null> {
   const id = ctrl.identity;
   if ((id.cmic & 0x08) === 0) return null;
-  const length = Math.min(anaLogLength(id.nanagrpid, id.mnan), MAX_ANA_LOG);
+  const length = anaLogReadLength(id);
   const raw = await ctrl.getLogPage({ lid: LID.ANA, length, nsid: NSID_ALL });
-  return new Map(parseAnaLog(raw).groups.map((g) => [g.anagrpid, g.state]));
+  return parseAnaLog(raw, id.anagrpmax);
 }
 
 /** What each probed namespace looked like on the wire, for the cross-path checks. */
@@ -354,24 +398,24 @@ const views = new WeakMap<ProbedNamespace, NamespaceView>();
 async function probeNamespace(
   ctrl: NvmeController,
   nsid: number,
-  anaStates: Map<number, AnaPathState> | null,
+  anaLog: AnaLog | null,
   opts: ProbeOptions,
 ): Promise<ProbedNamespace> {
   const ns = await ctrl.namespace(nsid);
-  const probed = await describeNamespace(ns, anaStates, opts);
+  const probed = await describeNamespace(ns, anaLog, opts);
   views.set(probed, { identity: ns.identity, ids: ns.ids });
   return probed;
 }
 
 async function describeNamespace(
   ns: NvmeNamespace,
-  anaStates: Map<number, AnaPathState> | null,
+  anaLog: AnaLog | null,
   opts: ProbeOptions,
 ): Promise<ProbedNamespace> {
   const nsid = ns.nsid;
   const ids = ns.ids;
   const group = ns.identity.anagrpid;
-  const ana: ProbedNamespace['ana_state'] = anaStates ? (anaStates.get(group) ?? 'unknown') : 'n/a';
+  const ana: ProbedNamespace['ana_state'] = anaLog ? anaStateOf(anaLog, nsid) : 'n/a';
   const base = {
     nsid,
     size_bytes: ns.sizeBytes,
@@ -497,7 +541,13 @@ function explain(err: unknown, where: string, hostnqn: string): ProbeProblem {
       hint: "Check the target's health (`branchsan status`) and the network; then probe again.",
     };
   }
-  if (/no ICResp within timeout|connect timed out|ETIMEDOUT/.test(message)) {
+  if (/no ICResp within timeout/.test(message)) {
+    return {
+      error: `${where}: the connection was accepted, but nothing answered the NVMe/TCP greeting (${message})`,
+      hint: 'Check that this is the NVMe/TCP port (4420 by default), not another service; if it is, the target is hung: check it with `branchsan status` there.',
+    };
+  }
+  if (/connect timed out|ETIMEDOUT/.test(message)) {
     return {
       error: `${where}: no answer in time (${message})`,
       hint: 'Check that the address is reachable from this machine and that no firewall drops the port.',
@@ -507,6 +557,12 @@ function explain(err: unknown, where: string, hostnqn: string): ProbeProblem {
     return {
       error: `${where}: a web server answered there, not an NVMe/TCP target`,
       hint: 'That port is the web console or another HTTP service; give the NVMe/TCP port instead (4420 by default).',
+    };
+  }
+  if (err instanceof HostError && err.kind === 'connect' && /bad PDU/.test(message)) {
+    return {
+      error: `${where}: what answered there does not speak NVMe/TCP (${message})`,
+      hint: 'Check that this is the NVMe/TCP port (4420 by default), not another service.',
     };
   }
   return {

@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
-import type net from 'node:net';
+import net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Target } from '../../../engine/src/core/index.js';
 import { probeTarget, probeTargets } from '../../../engine/src/host/index.js';
@@ -16,7 +16,7 @@ import type { TcpTransport } from '../../../engine/src/transport/tcp/index.js';
 import { serveOnLoopback } from '../../helpers/target.js';
 import { FakeTarget } from './fake-target.js';
 import { freePort, waitFor } from './helpers.js';
-import { NQN as MP_NQN, runCleanup, spy, startNode, startPair } from './multipath-rig.js';
+import { NQN as MP_NQN, cleanup, runCleanup, spy, startNode, startPair } from './multipath-rig.js';
 
 const HOST = 'nqn.2014-08.org.nvmexpress:uuid:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0';
 const OTHER_HOST = 'nqn.2014-08.org.nvmexpress:uuid:99999999-8888-7777-6666-555555555555';
@@ -273,6 +273,35 @@ describe('probeTarget', () => {
       await new Promise((resolve) => web.close(resolve));
     }
   });
+
+  it('tells a port that accepts but never answers, and one that answers garbage, from a firewall', async () => {
+    const silent = net.createServer(() => {});
+    const garbage = net.createServer((c) => c.on('data', () => c.write(Buffer.alloc(200, 0xff))));
+    const ports = await Promise.all(
+      [silent, garbage].map(
+        (s) =>
+          new Promise<number>((resolve) =>
+            s.listen(0, '127.0.0.1', () => resolve((s.address() as net.AddressInfo).port)),
+          ),
+      ),
+    );
+    try {
+      const quiet = await probeTarget({
+        host: '127.0.0.1',
+        port: ports[0]!,
+        readSeconds: 0,
+        connectTimeoutMs: 300,
+      });
+      // Before: "no answer in time ... no firewall drops the port", though it accepted.
+      expect(quiet.problem!.error).toContain('the connection was accepted, but nothing answered');
+      expect(quiet.problem!.hint).toContain('the target is hung');
+      const junk = await probeTarget({ host: '127.0.0.1', port: ports[1]!, readSeconds: 0 });
+      expect(junk.problem!.error).toContain('what answered there does not speak NVMe/TCP');
+      expect(junk.problem!.hint).toContain('not another service');
+    } finally {
+      for (const s of [silent, garbage]) s.close();
+    }
+  });
 });
 
 async function snapshot(b: BlockBackend): Promise<Buffer> {
@@ -357,6 +386,34 @@ describe('probeTargets (both nodes of a pair)', () => {
     expect(r.ok).toBe(false);
   });
 
+  it('says when a namespace is served by one node only', async () => {
+    const { a, b } = await startPair();
+    b.target.removeNamespace(MP_NQN, 1);
+    const r = await both(a, b);
+    // Before the fix: ok, with no word about it (only namespaces seen twice were checked).
+    expect(r.paths).toHaveLength(1);
+    expect(r.paths[0]!.problem!.error).toBe(
+      `namespace 1 of ${MP_NQN} is served at 127.0.0.1:${a.port} but not at 127.0.0.1:${b.port}: hosts lose it when 127.0.0.1:${a.port} goes down`,
+    );
+    expect(r.ok).toBe(false);
+  });
+
+  it('says when a controller does not allow others in its subsystem (CMIC bit 1)', async () => {
+    const { a, b } = await startPair();
+    const proxied = await Promise.all([a, b].map((n) => singleControllerProxy(n.port)));
+    // By NQN: discovery would hand out the nodes' own ports, around the proxies.
+    const r = await probeTargets(
+      proxied.map((x) => ({ host: '127.0.0.1', port: x.port })),
+      { readSeconds: 0, subnqn: MP_NQN },
+    );
+    expect(r.targets.map((t) => t.subsystems[0]!.controller!.multi_controller)).toEqual([
+      false,
+      false,
+    ]);
+    expect(r.paths[0]!.problem!.error).toContain('has no other controllers (CMIC bit 1 clear)');
+    expect(r.ok).toBe(false);
+  });
+
   it('says when no path is optimized', async () => {
     const { a, b } = await startPair();
     a.target.setAnaState(1, 'inaccessible');
@@ -365,3 +422,38 @@ describe('probeTargets (both nodes of a pair)', () => {
     expect(r.ok).toBe(false);
   });
 });
+
+/**
+ * A proxy to `port` that clears CMIC bit 1 (multi-controller) in Identify Controller
+ * data on its way to the host: a target that presents a single-controller subsystem.
+ */
+async function singleControllerProxy(port: number): Promise<{ port: number }> {
+  const server = net.createServer((client) => {
+    const up = net.connect(port, '127.0.0.1');
+    client.pipe(up);
+    let buf = Buffer.alloc(0);
+    up.on('data', (chunk: Buffer) => {
+      buf = Buffer.concat([buf, chunk]);
+      while (buf.length >= 8 && buf.length >= buf.readUInt32LE(4)) {
+        const pdu = Buffer.from(buf.subarray(0, buf.readUInt32LE(4)));
+        buf = buf.subarray(pdu.length);
+        // C2HData (no digests: 24-byte header) of 4096 bytes with the SUBNQN at 768.
+        const data = pdu.subarray(24);
+        if (
+          pdu[0] === 0x07 &&
+          data.length === 4096 &&
+          data.toString('latin1', 768, 772) === 'nqn.'
+        ) {
+          data[76]! &= ~0x02;
+        }
+        client.write(pdu);
+      }
+    });
+    const end = () => (client.destroy(), up.destroy());
+    client.on('close', end).on('error', end);
+    up.on('close', end).on('error', end);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  cleanup.push(() => new Promise((resolve) => server.close(resolve)));
+  return { port: (server.address() as net.AddressInfo).port };
+}
