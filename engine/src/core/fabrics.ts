@@ -24,8 +24,13 @@ const inData = (offset: number): number => (1 << 16) | offset;
 const inSqe = (offset: number): number => offset;
 const invalidParam = (dw0: number): [number, number] => [SC.CONNECT_INVALID_PARAM | DNR, dw0];
 
-/** Connect on a queue that is not connected yet. */
+/**
+ * Connect on a queue that is not connected yet. One at a time: a second Connect while
+ * one waits for its data (sent by R2T) would bind the queue twice, leaving a controller
+ * (or an I/O queue ID) behind that no connection ever releases.
+ */
 export function parseConnect(q: Queue, sqe: Buffer, sglLength: number): ParseResult {
+  if (q.connecting) return fail(SC.CMD_SEQ_ERROR | DNR);
   const cmd = decodeConnectCmd(sqe);
   const o = q.target.options;
   if (sglLength !== CONNECT_DATA_SIZE) return SGL_LENGTH;
@@ -34,17 +39,23 @@ export function parseConnect(q: Queue, sqe: Buffer, sglLength: number): ParseRes
   if (cmd.sqsize === 0 || cmd.sqsize > o.mqes)
     return fail(...invalidParam(inSqe(CONNECT_SQE_OFFSET.sqsize)));
   if (cmd.qid > o.maxIoQueues) return fail(...invalidParam(inSqe(CONNECT_SQE_OFFSET.qid)));
+  q.connecting = true;
   return execute('h2c', CONNECT_DATA_SIZE, (data, done) => {
     const d = decodeConnectData(data!);
-    if (cmd.qid === 0) connectAdmin(q, cmd, d, done);
-    else connectIo(q, cmd, d, done);
+    // A refused Connect frees the queue for another try; a successful one binds it.
+    const end: Completion = (status, dw0) => {
+      if (status !== SC.SUCCESS) q.connecting = false;
+      done(status, dw0);
+    };
+    if (cmd.qid === 0) connectAdmin(q, cmd, d, end);
+    else connectIo(q, cmd, d, end);
   });
 }
 
 function connectAdmin(q: Queue, cmd: ConnectCmd, d: ConnectData, done: Completion): void {
   const t = q.target;
   if (d.cntlid !== CNTLID_DYNAMIC) return done(...invalidParam(inData(CONNECT_DATA_OFFSET.cntlid)));
-  const subsys = t.findSubsystem(d.subnqn);
+  const subsys = t.findSubsystemOn(d.subnqn, q.tq.port.portId);
   if (!subsys) return done(...invalidParam(inData(CONNECT_DATA_OFFSET.subnqn)));
   if (d.hostnqn.length === 0) return done(...invalidParam(inData(CONNECT_DATA_OFFSET.hostnqn)));
   if (!subsys.allows(d.hostnqn)) {
@@ -60,7 +71,7 @@ function connectAdmin(q: Queue, cmd: ConnectCmd, d: ConnectData, done: Completio
 
 function connectIo(q: Queue, cmd: ConnectCmd, d: ConnectData, done: Completion): void {
   const t = q.target;
-  const subsys = t.findSubsystem(d.subnqn);
+  const subsys = t.findSubsystemOn(d.subnqn, q.tq.port.portId);
   if (!subsys) return done(...invalidParam(inData(CONNECT_DATA_OFFSET.subnqn)));
   const ctrl = t.findController(d.cntlid);
   if (!ctrl || ctrl.subsys !== subsys || ctrl.hostnqn !== d.hostnqn || ctrl.state === 'deleted') {

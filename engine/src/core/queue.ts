@@ -25,6 +25,8 @@ export class Queue implements CoreQueue, QueueLink {
   /** 1's based queue depth granted at Connect. */
   size = 0;
   ctrl: Controller | null = null;
+  /** A Connect was accepted at parse and has not been refused (see parseConnect). */
+  connecting = false;
   private closedFlag = false;
 
   constructor(

@@ -205,6 +205,18 @@ export class Target implements CoreTarget, ControllerEnv {
     return nqn === DISCOVERY_NQN ? this.discovery : this.subsystems.get(nqn);
   }
 
+  /**
+   * Subsystem `nqn` as a host reaches it through port `portId` (at Connect): undefined
+   * when that port does not expose it, as nvmet refuses it. Discovery is on every port;
+   * a port the target was not told about restricts nothing.
+   */
+  findSubsystemOn(nqn: string, portId: number): Subsystem | undefined {
+    const s = this.findSubsystem(nqn);
+    if (!s || s === this.discovery) return s;
+    const port = this.ports.get(portId);
+    return port && !port.reaches(nqn) ? undefined : s;
+  }
+
   findController(cntlid: number): Controller | undefined {
     return this.controllers.get(cntlid);
   }

@@ -105,14 +105,22 @@ describe('IC exchange', () => {
     expect(core.queues).toHaveLength(0);
   });
 
-  it('stops the ICReq timer once the ICReq arrived', async () => {
+  it('after the ICReq, waits for a Connect as long, and no longer once it came', async () => {
     await transport.close();
     await start({ icTimeoutMs: 100 });
+    const idle = await host();
+    await idle.ic();
     const h = await host();
     await h.ic();
-    await new Promise((r) => setTimeout(r, 250));
-    h.command(sqe(OP.KEEP_ALIVE, 1));
+    // the fake core's Connect: SQSIZE 31 at byte 44, its data in the capsule
+    const connect = sqe(OP.FABRICS, 1, SGL_DATA_BLOCK_OFFSET, 1024);
+    connect.writeUInt16LE(31, 44);
+    h.command(connect, Buffer.alloc(1024));
     expect(await h.nextCqe()).toMatchObject({ cid: 1, status: 0 });
+    await new Promise((r) => setTimeout(r, 250));
+    h.command(sqe(OP.KEEP_ALIVE, 2));
+    expect(await h.nextCqe()).toMatchObject({ cid: 2, status: 0 });
+    await idle.closed; // no Connect: closed, as a peer holding the socket for free would be
   });
 
   it('rejects PFV != 0 with TermReq FES 6', async () => {

@@ -3,7 +3,8 @@
  * (in-capsule size, MAXH2CDATA) are in protocol/tcp-limits.ts.
  */
 
-/** ICReq must arrive this soon after the connection opens (Linux uses the same 10 s). */
+/** ICReq must arrive this soon after the connection opens (Linux uses the same 10 s), and
+ * Connect this soon after the ICResp. */
 export const IC_TIMEOUT_MS = 10_000;
 
 /**

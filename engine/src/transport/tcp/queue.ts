@@ -77,6 +77,7 @@ const LEGAL: Record<TcpQueueState, readonly TcpQueueState[]> = {
 
 /** Tunables; defaults in limits.ts and protocol/tcp-limits.ts. Tests shrink them. */
 export interface TcpQueueOptions {
+  /** ICReq after the connection opens, and then Connect after ICResp, within this. */
   readonly icTimeoutMs?: number;
   /** Largest R2TL per R2T; a longer write gets several R2Ts in turn. Default: no limit. */
   readonly maxR2tLength?: number;
@@ -164,6 +165,11 @@ export class TcpQueue implements TransportQueue, CommandSink {
 
   setQueueSize(entries: number): void {
     if (Number.isInteger(entries) && entries >= 1) this.queueSize = entries;
+    // Connected: the controller's keep-alive bounds the connection from now on.
+    if (this.timer && this.state === 'live') {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
   }
 
   /**
@@ -206,7 +212,8 @@ export class TcpQueue implements TransportQueue, CommandSink {
       throw new Error(`TCP queue: illegal transition ${from} -> ${to}`);
     this.state = to;
     if (this.timer) {
-      // The ICReq timer (leaving 'ic-wait') or the linger timer (leaving 'closing').
+      // The ICReq timer (leaving 'ic-wait'), the Connect timer (leaving 'live' before a
+      // Connect) or the linger timer (leaving 'closing').
       clearTimeout(this.timer);
       this.timer = null;
     }
@@ -309,6 +316,13 @@ export class TcpQueue implements TransportQueue, CommandSink {
     );
     this.parser.setDigests(p.hdgst, p.ddgst);
     this.transition('live');
+    // Until a Connect binds the queue nothing (no controller, no keep-alive) would ever
+    // end a connection that stops here: a peer could hold sockets for free.
+    this.timer = setTimeout(
+      () => this.close('no Connect in time'),
+      this.opts.icTimeoutMs ?? IC_TIMEOUT_MS,
+    );
+    this.timer.unref();
     this.core = this.target.openQueue(this);
   }
 
