@@ -35,8 +35,11 @@ function request(o: { len: number; write?: boolean; io?: boolean; tag: number; o
   return h;
 }
 
-/** Sends raw bytes and collects `count` answers as the floor client would parse them. */
-async function exchange(port: number, bytes: Buffer, count: number): Promise<Answer[]> {
+/**
+ * Sends raw bytes (pieces apart: one socket read each) and collects `count` answers as
+ * the floor client would parse them.
+ */
+async function exchange(port: number, bytes: Buffer | Buffer[], count: number): Promise<Answer[]> {
   const sock = net.connect(port, '127.0.0.1');
   await new Promise((resolve) => sock.once('connect', resolve));
   let acc = Buffer.alloc(0);
@@ -60,7 +63,13 @@ async function exchange(port: number, bytes: Buffer, count: number): Promise<Ans
       if (answers.length === count) resolve();
     });
   });
-  sock.write(bytes);
+  if (Buffer.isBuffer(bytes)) sock.write(bytes);
+  else {
+    for (const piece of bytes) {
+      sock.write(piece);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
   await done;
   sock.destroy();
   return answers;
@@ -121,6 +130,44 @@ describe('bench floor server', () => {
     fs.closeSync(fd);
     expect(back.equals(data)).toBe(true);
     data.copy(content, offset); // later cases read this range as the file now holds it
+  });
+
+  it('assembles requests that arrive in pieces, split in the header and in the payload', async () => {
+    const data = crypto.randomBytes(64 * 1024);
+    const offset = 128 * 1024;
+    const write = Buffer.concat([
+      request({ len: data.length, write: true, io: true, tag: 5, offset }),
+      data,
+    ]);
+    const read = request({ len: 4096, io: true, tag: 6, offset: offset + 4096 });
+    const bytes = Buffer.concat([write, read]);
+    // Cuts inside the write's header, at its end, through its payload, and one piece
+    // that ends the write and starts the read.
+    const cuts = [
+      0,
+      10,
+      71,
+      72,
+      73,
+      5000,
+      40_000,
+      write.length - 1,
+      write.length + 30,
+      bytes.length,
+    ];
+    const pieces = cuts.slice(1).map((end, i) => bytes.subarray(cuts[i], end));
+    const answers = (await exchange(port, pieces, 2)).sort((a, b) => a.tag - b.tag);
+    expect(answers.map((a) => [a.tag, a.status])).toEqual([
+      [5, 0],
+      [6, 0],
+    ]);
+    expect(answers[1]!.payload.equals(data.subarray(4096, 8192))).toBe(true);
+    const fd = fs.openSync(file, 'r');
+    const back = Buffer.alloc(data.length);
+    fs.readSync(fd, back, 0, back.length, offset);
+    fs.closeSync(fd);
+    expect(back.equals(data)).toBe(true);
+    data.copy(content, offset);
   });
 
   it('answers I/O the backend refuses (past the end of the file) with a failed status', async () => {

@@ -57,7 +57,9 @@ function serveFloor(sock: net.Socket, backend: () => BlockBackend | undefined): 
     },
     frames,
   );
-  let pending: Buffer | null = null;
+  /** A request split across socket reads, assembled here (each byte copied once). */
+  let split: Buffer | null = null;
+  let splitHave = 0;
   let dataCache = Buffer.alloc(0);
   /** An answer: its own header (in `frame` when the payload was read into one). */
   const answer = (tag: number, status: number, frame?: Buffer, shared?: Buffer) => {
@@ -86,28 +88,70 @@ function serveFloor(sock: net.Socket, backend: () => BlockBackend | undefined): 
       frame.subarray(RESP, RESP + len),
     );
   };
+  /** One whole request (header, and payload for a write): answer it. */
+  const serve = (req: Buffer) => {
+    const len = req.readUInt32LE(0);
+    const write = req[4] === 1;
+    const tag = req.readUInt32LE(8);
+    if (req[5] === 1) {
+      withIo(write, len, tag, req.readUIntLE(16, 6), req.subarray(REQ));
+    } else if (write) {
+      answer(tag, 0);
+    } else {
+      // reads: C2H header, then data + CapsuleResp from one reused buffer
+      if (dataCache.length < len + RESP) dataCache = Buffer.alloc(len + RESP);
+      answer(tag, 0, undefined, dataCache.subarray(0, len + RESP));
+    }
+  };
+  /** Bytes of the request whose header starts `head`, or -1 when it is not our client's. */
+  const requestLength = (head: Buffer): number => {
+    const len = head.readUInt32LE(0);
+    return len > MAX_LEN ? -1 : REQ + (head[4] === 1 ? len : 0);
+  };
+  /** Copy up to `want` bytes of `buf` into the split request; returns the rest of buf. */
+  const fill = (buf: Buffer, want: number): Buffer => {
+    const n = Math.min(want - splitHave, buf.length);
+    buf.copy(split!, splitHave, 0, n);
+    splitHave += n;
+    return buf.subarray(n);
+  };
   sock.on('data', (chunk: Buffer) => {
-    let buf = pending ? Buffer.concat([pending, chunk]) : chunk;
-    pending = null;
-    while (buf.length >= REQ) {
-      const len = buf.readUInt32LE(0);
-      if (len > MAX_LEN) return void sock.destroy(); // not our client: drop it, keep serving others
-      const write = buf[4] === 1;
-      const need = REQ + (write ? len : 0);
-      if (buf.length < need) break;
-      const tag = buf.readUInt32LE(8);
-      if (buf[5] === 1) {
-        withIo(write, len, tag, buf.readUIntLE(16, 6), buf.subarray(REQ, need));
-      } else if (write) {
-        answer(tag, 0);
-      } else {
-        // reads: C2H header, then data + CapsuleResp from one reused buffer
-        if (dataCache.length < len + RESP) dataCache = Buffer.alloc(len + RESP);
-        answer(tag, 0, undefined, dataCache.subarray(0, len + RESP));
+    let buf = chunk;
+    if (split) {
+      // Complete the split request: its header, then exactly its remaining bytes, so a
+      // large write is copied once however many reads it arrives in.
+      if (splitHave < REQ) {
+        buf = fill(buf, REQ);
+        if (splitHave < REQ) return;
+        const need = requestLength(split);
+        if (need < 0) return void sock.destroy();
+        if (need > split.length) {
+          const whole = Buffer.allocUnsafe(need);
+          split.copy(whole, 0, 0, splitHave);
+          split = whole;
+        }
       }
+      const need = requestLength(split);
+      buf = fill(buf, need);
+      if (splitHave < need) return;
+      // A fresh buffer per split request: a write's payload stays valid until its callback.
+      const req = split.subarray(0, need);
+      split = null;
+      serve(req);
+    }
+    while (buf.length >= REQ) {
+      const need = requestLength(buf);
+      if (need < 0) return void sock.destroy(); // not our client: drop it, keep serving others
+      if (buf.length < need) break;
+      serve(buf.subarray(0, need));
       buf = buf.subarray(need);
     }
-    if (buf.length) pending = Buffer.from(buf);
+    if (buf.length) {
+      const need = buf.length >= REQ ? requestLength(buf) : REQ;
+      split = Buffer.allocUnsafe(need);
+      splitHave = 0;
+      buf = fill(buf, need);
+    }
   });
   sock.on('error', () => undefined);
 }

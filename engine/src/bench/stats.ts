@@ -2,6 +2,8 @@
  * Latency recording for closed-loop benchmarks: every completion's latency in a
  * growable Float64Array (µs), percentiles by sorting once at the end.
  */
+import { nearestRank } from '../util/nearest-rank.js';
+
 export interface LatencySummary {
   mean: number;
   p50: number;
@@ -40,7 +42,7 @@ export class LatencyRecorder {
     const s = this.samples.subarray(0, this.n).sort();
     let sum = 0;
     for (let i = 0; i < this.n; i++) sum += s[i]!;
-    const at = (q: number) => s[Math.min(this.n - 1, Math.floor(q * this.n))]!;
+    const at = (q: number) => nearestRank(s, q);
     return {
       mean: round(sum / this.n),
       p50: round(at(0.5)),

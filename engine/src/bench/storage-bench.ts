@@ -14,6 +14,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { openFileBackend, type FdBackend, type IoOptions } from '../storage/file.js';
+import { nearestRank } from '../util/nearest-rank.js';
 
 const MALLOC_ENV = {
   MALLOC_TRIM_THRESHOLD_: '1073741824',
@@ -51,7 +52,8 @@ const VARIANTS: [string, IoOptions][] = [
 ];
 
 /** Issues one I/O at a block index; calls done when it completes. */
-type Submit = (block: number, done: () => void) => void;
+/** done(err): a failed I/O ends the measurement with that error (it is not a completion). */
+type Submit = (block: number, done: (err?: Error | null) => void) => void;
 
 interface Result {
   dir: string;
@@ -65,7 +67,7 @@ interface Result {
 
 /** Keeps qd I/Os outstanding for the duration; a sync submit just loops. */
 function run(submit: Submit, qd: number): Promise<{ iops: number; meanUs: number; p99Us: number }> {
-  return new Promise((resolve) => {
+  return new Promise((resolve, reject) => {
     const lat: number[] = [];
     const end = performance.now() + SECONDS * 1000;
     let completed = 0;
@@ -82,9 +84,14 @@ function run(submit: Submit, qd: number): Promise<{ iops: number; meanUs: number
     const one = () => {
       const t0 = performance.now();
       outstanding++;
-      submit(nextBlock(), () => {
+      submit(nextBlock(), (err) => {
         const t1 = performance.now();
         outstanding--;
+        if (finished) return;
+        if (err) {
+          finished = true;
+          return reject(err);
+        }
         completed++;
         if (lat.length < 1_000_000) lat.push(t1 - t0);
         if (t1 < end) one();
@@ -96,7 +103,7 @@ function run(submit: Submit, qd: number): Promise<{ iops: number; meanUs: number
           resolve({
             iops: Math.round(completed / secs),
             meanUs: Math.round(mean * 1000 * 10) / 10,
-            p99Us: Math.round(lat[Math.floor(lat.length * 0.99)]! * 1000 * 10) / 10,
+            p99Us: Math.round(nearestRank(lat, 0.99) * 1000 * 10) / 10,
           });
         }
       });
@@ -132,18 +139,18 @@ function runSync(
 
 function backendSubmit(b: FdBackend, op: string): Submit {
   const data = Buffer.alloc(BS, 3);
-  if (op === 'read') return (blk, done) => b.read(blk * BS, BS, () => done());
-  if (op === 'write') return (blk, done) => b.write(blk * BS, data, false, () => done());
-  if (op === 'write-fua') return (blk, done) => b.write(blk * BS, data, true, () => done());
+  if (op === 'read') return (blk, done) => b.read(blk * BS, BS, (err) => done(err));
+  if (op === 'write') return (blk, done) => b.write(blk * BS, data, false, done);
+  if (op === 'write-fua') return (blk, done) => b.write(blk * BS, data, true, done);
   // write followed by flush (fdatasync): the alternative way to honour FUA
-  return (blk, done) => b.write(blk * BS, data, false, () => b.flush(() => done()));
+  return (blk, done) => b.write(blk * BS, data, false, (err) => (err ? done(err) : b.flush(done)));
 }
 
 function libuvSubmit(fd: number, op: string): Submit {
   const data = Buffer.alloc(BS, 3);
   if (op === 'read')
-    return (blk, done) => fs.read(fd, Buffer.allocUnsafe(BS), 0, BS, blk * BS, () => done());
-  return (blk, done) => fs.write(fd, data, 0, BS, blk * BS, () => done());
+    return (blk, done) => fs.read(fd, Buffer.allocUnsafe(BS), 0, BS, blk * BS, (err) => done(err));
+  return (blk, done) => fs.write(fd, data, 0, BS, blk * BS, (err) => done(err));
 }
 
 async function prepare(dir: string): Promise<string> {

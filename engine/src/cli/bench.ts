@@ -78,6 +78,8 @@ Options:
     };
     process.once('SIGINT', interrupted);
     process.once('SIGTERM', interrupted);
+    // A crash mid-run (an uncaught exception) skips the run's cleanup too.
+    process.once('exit', abandonBenchmark);
     const report = await runBenchmark({
       quick: values.quick ?? false,
       ...(values['disk-dir'] ? { diskDir: values['disk-dir'] } : {}),
@@ -89,6 +91,7 @@ Options:
     });
     process.off('SIGINT', interrupted);
     process.off('SIGTERM', interrupted);
+    process.off('exit', abandonBenchmark);
     process.stderr.write(formatTable(report) + '\n');
     process.stderr.write(`[bench] done in ${report.elapsed_s} s\n`);
     const json = JSON.stringify(report) + '\n';

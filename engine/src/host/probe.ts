@@ -12,6 +12,7 @@
 import { randomUUID } from 'node:crypto';
 import { LID, NSID_ALL } from '../protocol/opcodes.js';
 import { SC } from '../protocol/status.js';
+import { nearestRank } from '../util/nearest-rank.js';
 import {
   anaLogReadLength,
   anaStateOf,
@@ -487,7 +488,7 @@ async function readTest(ns: NvmeNamespace, seconds: number, qd: number): Promise
   await Promise.all(Array.from({ length: qd }, () => worker(0)));
   const elapsed = Number(process.hrtime.bigint() - start) / 1e9;
   lat.sort((a, b) => a - b);
-  const pct = (p: number) => round(lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]!);
+  const pct = (p: number) => round(nearestRank(lat, p));
   const total = lat.reduce((a, b) => a + b, 0);
   return {
     qd,
