@@ -523,6 +523,11 @@ describe('branchsan probe', () => {
       'probe: give at most 8 target addresses, not 9.',
     );
     expectError(
+      await run(['probe', '127.0.0.1', '127.0.0.1:4420']),
+      2,
+      'probe: 127.0.0.1:4420 is given twice.',
+    );
+    expectError(
       await run(['probe', '127.0.0.1:http']),
       2,
       'probe: the port in "127.0.0.1:http" must be a number from 1 to 65535.',

@@ -92,6 +92,17 @@ Examples:
       );
     }
     const addresses = positionals.map(parseAddress);
+    const spelled = addresses.map((a) => joinHostPort(a.host.toLowerCase(), a.port));
+    const twice = spelled.find((a, i) => spelled.indexOf(a) !== i);
+    if (twice) {
+      // Two controllers through one address are two paths to one node, not a pair:
+      // the cross-path checks would pass and prove nothing.
+      throw new UserError(
+        `probe: ${twice} is given twice.`,
+        'Give each node of a pair once: branchsan probe 192.0.2.10 192.0.2.11',
+        'usage',
+      );
+    }
     const seconds = values.seconds === undefined ? 1 : Number(values.seconds);
     if (!(seconds >= 0 && seconds <= 600)) {
       throw new UserError(
