@@ -3,7 +3,9 @@
  * its admin queue closed) nothing its host sent may start on the backend any more, and a
  * silent host's controller is gone within KATO plus the configured slack. A multipath
  * host resends its in-doubt writes on the other node after that time; a write starting
- * here later would land out of order.
+ * here later would land out of order. The same holds for a write whose data arrives after
+ * this node gave its ANA group up (a failover), and for writes waiting in the backend of
+ * a namespace removed from this node.
  *
  * Real in-process Targets on 127.0.0.1 with a memory backend behind a recording (and,
  * where needed, stalling) wrapper, driven by a raw scripted host.
@@ -14,7 +16,12 @@ import { Target, type TargetOptions } from '../../engine/src/core/index.js';
 import { resolveOptions } from '../../engine/src/core/options.js';
 import { defaultFenceMs } from '../../engine/src/host/multipath.js';
 import { IO, PROP } from '../../engine/src/protocol/opcodes.js';
-import { SGL_DATA_BLOCK_OFFSET } from '../../engine/src/protocol/pdu-capsule.js';
+import {
+  SGL_DATA_BLOCK_OFFSET,
+  SGL_TRANSPORT_DATA_BLOCK,
+} from '../../engine/src/protocol/pdu-capsule.js';
+import { PduType } from '../../engine/src/protocol/pdu.js';
+import { SC } from '../../engine/src/protocol/status.js';
 import { encodeSqe } from '../../engine/src/protocol/sqe.js';
 import {
   BackendError,
@@ -146,6 +153,21 @@ async function session(port: number, kato: number): Promise<{ admin: RawHost; io
   return { admin, io };
 }
 
+/** Writes 1..count (CIDs), 8 blocks each at LBA cid * 8, their data in the capsule. */
+function sendWrites(io: RawHost, count: number): void {
+  for (let cid = 1; cid <= count; cid++) {
+    const sqe = rwSqe({
+      opcode: IO.WRITE,
+      cid,
+      nsid: 1,
+      slba: cid * 8,
+      nlb: 8,
+      sgl: SGL_DATA_BLOCK_OFFSET,
+    });
+    io.command(sqe, Buffer.alloc(8 * BS, cid));
+  }
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function until(what: string, ok: () => boolean, ms = 10_000): Promise<void> {
@@ -244,17 +266,7 @@ describe('a command whose controller is gone starts nothing more on the backend'
     const { target, rec, port, memory } = await startTarget({});
     const { admin, io } = await session(port, 0);
     rec.stall = true; // the backend queues them: a stalled disk ahead of them
-    for (let cid = 1; cid <= 4; cid++) {
-      const sqe = rwSqe({
-        opcode: IO.WRITE,
-        cid,
-        nsid: 1,
-        slba: cid * 8,
-        nlb: 8,
-        sgl: SGL_DATA_BLOCK_OFFSET,
-      });
-      io.command(sqe, Buffer.alloc(8 * BS, cid));
-    }
+    sendWrites(io, 4);
     await until('four writes to reach the backend', () => rec.calls.length === 4);
     const owner = rec.owners[0];
     expect(owner).toBeDefined();
@@ -270,6 +282,25 @@ describe('a command whose controller is gone starts nothing more on the backend'
     );
     expect(landed.every((x) => x === 0)).toBe(true);
     expect(target.listControllers()).toEqual([]);
+  });
+
+  it('writes waiting inside the backend of a removed namespace are abandoned, never started', async () => {
+    const { target, rec, port, memory } = await startTarget({});
+    const { io } = await session(port, 0);
+    rec.stall = true; // a stalled disk ahead of them
+    sendWrites(io, 3);
+    await until('three writes to reach the backend', () => rec.calls.length === 3);
+    target.removeNamespace(NQN, 1); // the volume leaves this node
+    // Before the fix: still held, to start whenever the disk moved (or the backend closed).
+    expect(rec.abandoned).toEqual([rec.owners[0]]);
+    expect(rec.held).toEqual([]);
+    const cqes = [await io.nextCqe(), await io.nextCqe(), await io.nextCqe()];
+    // not executed: a multipath host sends them to the other node at once
+    expect(cqes.map((c) => c.status)).toEqual([3, 3, 3].map(() => SC.ANA_TRANSITION));
+    const landed = await new Promise<Buffer>((ok, no) =>
+      memory.read(0, 32 * BS, (e, d) => (e ? no(e) : ok(d!))),
+    );
+    expect(landed.every((x) => x === 0)).toBe(true);
   });
 
   it('a multi-range deallocate stops after the controller is deleted', async () => {
@@ -294,4 +325,45 @@ describe('a command whose controller is gone starts nothing more on the backend'
     await goneWhileFirstStepHeld(target, rec, admin, io);
     expect(rec.calls).toEqual([`deallocate 0+${8 * BS}`]);
   });
+});
+
+describe('a failover while a write waits for its data', () => {
+  it.each([
+    ['write', IO.WRITE, 4096],
+    ['deallocate', IO.DSM, 4096],
+  ] as const)(
+    'a %s whose data arrives after the group became inaccessible never reaches the backend',
+    async (_what, opcode, length) => {
+      const { target, rec, port } = await startTarget({}, { deallocate: true });
+      const { io } = await session(port, 0);
+      // The data travels by R2T: the command is parsed (ANA optimized) before it comes.
+      const sqe =
+        opcode === IO.WRITE
+          ? rwSqe({ opcode, cid: 7, nsid: 1, slba: 8, nlb: 8, sgl: SGL_TRANSPORT_DATA_BLOCK })
+          : encodeSqe({
+              opcode,
+              cid: 7,
+              nsid: 1,
+              sglType: SGL_TRANSPORT_DATA_BLOCK,
+              sglLength: length,
+              cdw10: 0, // one range
+              cdw11: 1 << 2, // AD: deallocate
+            });
+      io.command(sqe, null);
+      const r2t = await io.nextOf(PduType.R2T);
+      // This node gives the volume up (the pair's other node takes it over).
+      target.setAnaState(1, 'inaccessible');
+      const data = Buffer.alloc(length, 0xcd);
+      if (opcode === IO.DSM) {
+        data.fill(0);
+        data.writeUInt32LE(8, 4); // NLB 8
+        data.writeUInt32LE(8, 8); // SLBA 8
+      }
+      io.h2c(r2t.cccid, r2t.ttag, 0, data, true);
+      const cqe = await io.nextCqe();
+      // Before the fix: success, and the data landed after the group was given up.
+      expect(cqe).toMatchObject({ cid: 7, status: SC.ANA_INACCESSIBLE });
+      expect(rec.calls).toEqual([]);
+    },
+  );
 });

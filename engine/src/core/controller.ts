@@ -42,6 +42,8 @@ export type ControllerKind = 'io' | 'discovery';
 /** What the controller needs to close a queue; the core's Queue implements it. */
 export interface QueueLink {
   readonly qid: number;
+  /** Closed for good; also what backends see as the owner of its writes (IoOwner). */
+  readonly isClosed: boolean;
   close(reason: string): void;
 }
 

@@ -24,13 +24,24 @@ import type { IoKind } from './stats.js';
 
 const LBA_RANGE = fail(SC.LBA_RANGE | DNR);
 /** I/O refused by ANA state, checked at parse as nvmet does; no DNR so the host may fail over. */
+const ANA_STATUS: { readonly [K in AnaState]: number } = {
+  optimized: 0,
+  'non-optimized': 0,
+  inaccessible: SC.ANA_INACCESSIBLE,
+  'persistent-loss': SC.ANA_PERSISTENT_LOSS,
+  change: SC.ANA_TRANSITION,
+};
 const ANA_REFUSAL: { readonly [K in AnaState]: ParseResult | null } = {
   optimized: null,
   'non-optimized': null,
-  inaccessible: fail(SC.ANA_INACCESSIBLE),
-  'persistent-loss': fail(SC.ANA_PERSISTENT_LOSS),
-  change: fail(SC.ANA_TRANSITION),
+  inaccessible: fail(ANA_STATUS.inaccessible),
+  'persistent-loss': fail(ANA_STATUS['persistent-loss']),
+  change: fail(ANA_STATUS.change),
 };
+/** The ANA status that refuses I/O on `ns` through this controller now, or 0. */
+function anaRefusalNow(ctrl: Controller, ns: Namespace): number {
+  return ANA_STATUS[ctrl.ana.state(ns.anagrpid)];
+}
 const FUA = 1 << 30;
 const DEAC = 1 << 25;
 const DSM_AD = 1 << 2;
@@ -177,7 +188,12 @@ function parseReadWrite(
   }
   // With the write cache disabled by the host (Set Features 0x06) every write is FUA.
   const fua = (cdw12 & FUA) !== 0 || !ctrl.wce;
-  return execute('h2c', length, (data, done) =>
+  return execute('h2c', length, (data, done) => {
+    // Data sent by R2T arrives after the parse: if this node gave the group up meanwhile
+    // (a failover), the write must not land here now. The ANA status says it did not run,
+    // so a multipath host sends it to the node that took over.
+    const refused = anaRefusalNow(ctrl, ns);
+    if (refused) return finish(ctrl, ns, 'write', 0, start, refused, done);
     writeDurable(q, b, offset, data!, fua, (err) =>
       finish(
         ctrl,
@@ -188,8 +204,8 @@ function parseReadWrite(
         err ? backendStatus(err, 'write') : SC.SUCCESS,
         done,
       ),
-    ),
-  );
+    );
+  });
 }
 
 /** FUA on a backend that cannot do it natively: write, then flush. */
@@ -295,6 +311,8 @@ function parseDsm(
   if (sglLength < nr * DSM_RANGE_SIZE || sglLength > DSM_MAX_BYTES) return SGL_LENGTH;
   const start = performance.now();
   return execute('h2c', sglLength, (data, done) => {
+    const refused = anaRefusalNow(ctrl, ns); // as for a write whose data came late
+    if (refused) return finish(ctrl, ns, 'other', 0, start, refused, done);
     const ranges = readRanges(data!, nr, ns);
     if (ranges === null) return finish(ctrl, ns, 'other', 0, start, SC.LBA_RANGE | DNR, done);
     // Without AD the attributes are hints; without a deallocate capability it is advisory.

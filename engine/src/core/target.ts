@@ -120,8 +120,14 @@ export class Target implements CoreTarget, ControllerEnv {
   /** Detaches a namespace; the backend stays open (its owner closes it after in-flight I/O). */
   removeNamespace(subnqn: string, nsid: number): void {
     const s = this.nvmSubsystem(subnqn);
-    if (!s.namespaces.delete(nsid))
-      throw new Error(`Namespace ${nsid} does not exist in ${subnqn}`);
+    const ns = s.namespaces.get(nsid);
+    if (!ns) throw new Error(`Namespace ${nsid} does not exist in ${subnqn}`);
+    s.namespaces.delete(nsid);
+    // Writes to it still waiting inside its backend (behind a stalled disk) never start:
+    // they fail as not executed, and their hosts send them to a node that still serves
+    // the volume, where they must not be overtaken by this node's copy landing later.
+    // (A closing queue abandons its writes only on the namespaces still present.)
+    for (const c of s.controllers) for (const q of c.ioQueues.values()) ns.backend.abandon?.(q);
     for (const c of s.controllers) c.notifyNsChanged(nsid);
   }
 
