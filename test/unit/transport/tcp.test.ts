@@ -579,3 +579,21 @@ describe('backpressure', () => {
     expect(cqes).toBe(32);
   });
 });
+
+describe('graceful stop (drain)', () => {
+  it('refuses new commands with ANA Transition but answers Keep Alive, so a long drain does not expire the controller', async () => {
+    const h = await host();
+    await h.ic();
+    h.command(sqe(OP.HOLD, 1)); // in flight: the drain waits for it
+    await until(() => core.queues[0]?.held.length === 1, 'the held command');
+    const drained = transport.drain(5000, 0);
+    h.command(sqe(OP.WRITE, 2, SGL_DATA_BLOCK_OFFSET, 512), pattern(512, 2));
+    expect(await h.nextCqe()).toMatchObject({ cid: 2, status: SC.ANA_TRANSITION });
+    // Before: refused too, so the core never saw the host's keep-alive while it drained.
+    h.command(sqe(OP.KEEP_ALIVE, 3));
+    expect(await h.nextCqe()).toMatchObject({ cid: 3, status: 0 });
+    core.queues[0]!.release();
+    expect(await h.nextCqe()).toMatchObject({ cid: 1, status: 0 });
+    await drained;
+  });
+});

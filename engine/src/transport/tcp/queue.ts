@@ -40,6 +40,7 @@ import {
   type H2CPdu,
   type ICReqPdu,
 } from '../../protocol/pdu.js';
+import { ADMIN } from '../../protocol/opcodes.js';
 import { controllerParser, type DataHeader, type PduParser } from '../../protocol/pdu-parser.js';
 import { CATTR_DISABLE_SQFLOW, CONNECT_SQE_OFFSET } from '../../protocol/sqe.js';
 import { DNR, SC } from '../../protocol/status.js';
@@ -335,7 +336,12 @@ export class TcpQueue implements TransportQueue, CommandSink {
     }
     this.outstanding++;
     const cmd = new TcpCommand(this, p.sqe);
-    if (this.draining) return this.respond(cmd.cid, SC.ANA_TRANSITION);
+    // Keep Alive still goes through while draining: the drain waits up to seconds for
+    // commands in flight, and a host that is refused its keep-alives would have its
+    // controller (and those commands' completions) expire under the drain.
+    if (this.draining && p.sqe[0] !== ADMIN.KEEP_ALIVE) {
+      return this.respond(cmd.cid, SC.ANA_TRANSITION);
+    }
     if (p.ddgstError) return this.respond(cmd.cid, SC.TRANSIENT_TR_ERR);
     const bad = validateCapsule(p.sqe, p.data);
     if (bad) return this.respond(cmd.cid, bad);
