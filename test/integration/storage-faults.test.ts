@@ -252,6 +252,24 @@ describe('write-back failure (loop device on a full tmpfs)', () => {
     expect((err as BackendError | null)?.kind).toBe('io');
   });
 
+  it('with two sync threads (the default) no FUA write or flush succeeds over a lost write-back', async (ctx) => {
+    for (let trial = 0; trial < 5; trial++) {
+      const b = await deviceThatLosesWrites(`wb-two-sync-${trial}`, { syncWorkers: 2 });
+      if (!b) return ctx.skip();
+      // Four FUA writes and a flush at once: each sync thread group-commits some of them.
+      // Before the fix both threads synced through one open file description, which the
+      // kernel tells of a lost write-back once: in about one run of six the second
+      // thread's fdatasync returned 0, and its FUA writes (or flush) were acknowledged.
+      const results = await Promise.all([
+        ...[0, 1, 2, 3].map((k) =>
+          outcome(write(b, (k + 1) * 4096, Buffer.alloc(4096, 0x10 + k), true)),
+        ),
+        outcome(flush(b)),
+      ]);
+      for (const err of results) expect(LOST).toContain(err?.kind);
+    }
+  });
+
   it('the first flush fails even when a FUA Write Zeroes consumed the write-back error', async (ctx) => {
     const b = await deviceThatLosesWrites('wb-zeroes', { native: false });
     if (!b) return ctx.skip();

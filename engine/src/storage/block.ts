@@ -74,7 +74,7 @@ export async function openBlockBackend(opts: BlockBackendOptions): Promise<FdBac
     );
   const readOnly = opts.readOnly === true || info.readOnly;
   const direct = opts.direct === true;
-  const { O_RDONLY, O_RDWR, O_EXCL, O_DIRECT, O_DSYNC } = fs.constants;
+  const { O_RDONLY, O_RDWR, O_EXCL, O_DIRECT } = fs.constants;
   const base = (readOnly ? O_RDONLY : O_RDWR) | (direct ? O_DIRECT : 0);
   // O_EXCL on a block device refuses it while mounted or claimed by another
   // exclusive user. Only the first fd claims it: a second O_EXCL open would
@@ -82,14 +82,11 @@ export async function openBlockBackend(opts: BlockBackendOptions): Promise<FdBac
   const fd = await openAsync(opts.path, base | O_EXCL).catch((err: NodeJS.ErrnoException) => {
     throw openError(opts.path, err);
   });
-  let fdSync = fd;
   try {
-    if (!readOnly) fdSync = await openAsync(opts.path, base | O_DSYNC);
     const target: FdTarget = {
       kind: 'block',
       path: opts.path,
       fd,
-      fdSync,
       direct,
       blockSize: info.logicalBlockSize,
       sizeBytes: info.sizeBytes - (info.sizeBytes % info.logicalBlockSize),
@@ -104,7 +101,6 @@ export async function openBlockBackend(opts: BlockBackendOptions): Promise<FdBac
     };
     return await startBackend(target, opts.io);
   } catch (err) {
-    if (fdSync !== fd) await closeAsync(fdSync).catch(() => undefined);
     await closeAsync(fd).catch(() => undefined);
     throw err;
   }

@@ -5,10 +5,11 @@
  * BLKZEROOUT/BLKDISCARD, decided inside io-worker.ts).
  *
  * Durability: writes land in the page cache (a volatile write cache, so caps say
- * so); flush is fdatasync; a FUA write goes through a second fd opened O_DSYNC,
- * which syncs only that range instead of every dirty page of the file. Once an
- * fdatasync has failed, every later flush fails too (Status.writebackLost): the
- * kernel reports a lost write-back only once, the lost data stays lost.
+ * so); flush is fdatasync; a FUA write goes through an fd opened O_DSYNC, which
+ * syncs only that range instead of every dirty page of the file. Each I/O thread
+ * syncs through open file descriptions of its own (io-worker.ts): the kernel reports
+ * a lost write-back once per description. Once an fdatasync has failed, every later
+ * flush fails too (Status.writebackLost): the lost data stays lost.
  */
 import * as fs from 'node:fs';
 import { constants as os } from 'node:os';
@@ -102,7 +103,6 @@ export type BackingState = 'ok' | 'deleted' | 'moved';
 
 /** What FdBackend needs; produced by openFileBackend or openBlockBackend. */
 export interface FdTarget extends OpenedTarget {
-  readOnly: boolean;
   /** Extra limits from the device (block: discard support, write cache). */
   allowDeallocate: boolean;
   readZeroesAfterDeallocate: boolean;
@@ -239,7 +239,7 @@ export class FdBackend implements BlockBackend {
         try {
           await this.pool.close();
         } finally {
-          await closeFds(this.target);
+          await closeAsync(this.target.fd).catch(() => undefined);
           this.state = 'closed';
         }
       })();
@@ -394,17 +394,14 @@ export async function openFileBackend(opts: FileBackendOptions): Promise<FdBacke
   const { fd, sizeBytes } = opts.create
     ? await createFile(opts, blockSize)
     : await openExisting(opts, blockSize, readOnly);
-  let fdSync = -1;
   try {
     // resolved once, for the lock and for the pool
     const native = (await resolveNativeAddon(opts.io?.native)) ?? false;
     if (opts.exclusive !== false) lockFile(fd, opts.path, !readOnly, native || null);
-    fdSync = readOnly ? fd : await openAsync(opts.path, fs.constants.O_RDWR | fs.constants.O_DSYNC);
     const target: FdTarget = {
       kind: 'file',
       path: opts.path,
       fd,
-      fdSync,
       direct: false,
       blockSize,
       sizeBytes,
@@ -415,7 +412,7 @@ export async function openFileBackend(opts: FileBackendOptions): Promise<FdBacke
     };
     return await startBackend(target, { ...opts.io, native });
   } catch (err) {
-    await closeFds({ fd, fdSync });
+    await closeAsync(fd).catch(() => undefined);
     throw err;
   }
 }
@@ -429,7 +426,7 @@ export async function startBackend(target: FdTarget, io: IoOptions = {}): Promis
     kind: target.kind,
     path: target.path,
     fd: target.fd,
-    fdSync: target.fdSync,
+    readOnly: target.readOnly,
     direct: target.direct,
     blockSize: target.blockSize,
     sizeBytes: target.sizeBytes,
@@ -586,9 +583,4 @@ export function openError(path: string, err: NodeJS.ErrnoException): BackendErro
   };
   const [kind, what] = advice[code] ?? ['io', err.message];
   return new BackendError(kind, `cannot open ${path} (${code}): ${what}`, code);
-}
-
-async function closeFds(t: { fd: number; fdSync: number }): Promise<void> {
-  if (t.fdSync >= 0 && t.fdSync !== t.fd) await closeAsync(t.fdSync).catch(() => undefined);
-  await closeAsync(t.fd).catch(() => undefined);
 }

@@ -650,7 +650,7 @@ async function startLane(
     kind: opts.kind,
     path: opts.path,
     fd: opts.fd,
-    fdSync: opts.fdSync,
+    readOnly: opts.readOnly,
     direct: opts.direct,
     blockSize: opts.blockSize,
     sizeBytes: opts.sizeBytes,

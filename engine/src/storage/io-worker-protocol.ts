@@ -110,10 +110,10 @@ export type TargetKind = 'file' | 'block';
 export interface OpenedTarget {
   kind: TargetKind;
   path: string;
-  /** Plain fd for reads, writes and fdatasync. */
+  /** Plain fd for reads and writes. Each I/O thread syncs through open file
+   * descriptions of its own (io-worker.ts, ownSyncFds). */
   fd: number;
-  /** Same file opened O_DSYNC: a write through it is durable when it returns (FUA). */
-  fdSync: number;
+  readOnly: boolean;
   direct: boolean;
   blockSize: number;
   sizeBytes: number;

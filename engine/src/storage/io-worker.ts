@@ -201,7 +201,7 @@ function execute(tag: number, deferSync = false): number {
         return Status.ok;
       case Op.writeFua:
         // Alone, one pwrite on the O_DSYNC fd syncs just this range: one syscall.
-        writeFrom(deferSync ? init.fd : init.fdSync, slots[tag]!, length, offset);
+        writeFrom(deferSync ? init.fd : own.fdSync, slots[tag]!, length, offset);
         return Status.ok;
       case Op.flush:
         return deferSync ? Status.ok : flushStatus(datasync());
@@ -298,6 +298,24 @@ const batch: number[] = [];
 const synced: number[] = [];
 
 /**
+ * This thread's own open file descriptions of the target, for all that syncs: fdatasync,
+ * and a lone FUA write through the O_DSYNC one. Linux reports a write-back error once
+ * per open file description (errseq): two threads syncing through one description let
+ * the second see success for data the first was just told is lost (seen: flushes and
+ * FUA writes acknowledged over a failed write-back). Each description opened here is
+ * told of every write-back error after its opening. Through /proc/self/fd: the same
+ * inode whatever became of the path, and no second exclusive claim on a block device.
+ */
+const own = ownSyncFds();
+function ownSyncFds(): { fd: number; fdSync: number } {
+  if (init.readOnly) return { fd: init.fd, fdSync: init.fd }; // nothing to make durable
+  const { O_RDWR, O_DSYNC, O_DIRECT } = fs.constants;
+  const flags = O_RDWR | (init.direct ? O_DIRECT : 0);
+  const at = `/proc/self/fd/${init.fd}`;
+  return { fd: fs.openSync(at, flags), fdSync: fs.openSync(at, flags | O_DSYNC) };
+}
+
+/**
  * fdatasync of the plain fd. Its first failure is kept for every thread: Linux
  * reports a write-back error once per open file (errseq) and then forgets it,
  * although the data it lost stays lost. Whichever command's sync happens to see
@@ -306,7 +324,7 @@ const synced: number[] = [];
  */
 function datasync(): number {
   try {
-    fs.fdatasyncSync(init.fd);
+    fs.fdatasyncSync(own.fd);
     return Status.ok;
   } catch (err) {
     const errno = Math.abs((err as NodeJS.ErrnoException).errno ?? 0);
@@ -343,3 +361,7 @@ const ready: WorkerReady = {
 };
 port.postMessage(ready);
 serve();
+if (own.fd !== init.fd) {
+  fs.closeSync(own.fd);
+  fs.closeSync(own.fdSync);
+}
