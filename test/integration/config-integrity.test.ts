@@ -12,7 +12,7 @@ import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCode } from '../../contract/api.js';
 import { apiError, connectSocket, type SocketClient } from '../helpers/api.js';
-import { startEngine, tempDir, type RunningEngine } from '../helpers/engine.js';
+import { runCli, startEngine, tempDir, type RunningEngine } from '../helpers/engine.js';
 
 const NQN = 'nqn.2026-11.io.branchsan.test:config-integrity';
 
@@ -139,5 +139,66 @@ describe.skipIf(!canMount)('a full data directory', () => {
       { nqn: 'nqn.2026-11.io.branchsan.test:full' },
     ]);
     db.close();
+  });
+
+  it('a restart on a full data directory serves the stored target; with no room at all it exits saying what to do', async () => {
+    const root = tempDir('branchsan-full-restart-');
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', root]);
+    try {
+      const dataDir = path.join(root, 'data');
+      const first = await startEngine({ dataDir });
+      const c = await connectSocket(first.socketPath);
+      const { freePort } = await import('../helpers/linux-host.js');
+      const port = await freePort();
+      await c.call('target.subsystem.create', { nqn: NQN, allowAnyHost: true });
+      await c.call('target.port.add', { host: '127.0.0.1', port });
+      c.close();
+      await first.stop();
+      const filler = path.join(root, 'filler');
+      try {
+        execFileSync('dd', ['if=/dev/zero', `of=${filler}`, 'bs=64k'], { stdio: 'ignore' });
+      } catch {
+        // dd stops at ENOSPC
+      }
+      // Room for the lock and the database's journal, none for the start-up event.
+      fs.truncateSync(filler, fs.statSync(filler).size - 40 * 1024);
+      // Before the fix the start failed recording it (SQLITE_FULL) and the process kept
+      // its web console open, serving nothing and ignoring SIGTERM.
+      const again = await startEngine({ dataDir });
+      try {
+        const a = await connectSocket(again.socketPath);
+        expect(
+          (await a.call('target.config', {})).ports.map((p: { port: number }) => p.port),
+        ).toEqual([port]);
+        a.close();
+        const open = await new Promise<boolean>((resolve) => {
+          const s = net.connect(port, '127.0.0.1', () => (s.destroy(), resolve(true)));
+          s.once('error', () => resolve(false));
+        });
+        expect(open).toBe(true);
+      } finally {
+        await again.stop();
+      }
+      // No room even for the lock file: a clear error and exit, not "a bug in BranchSAN".
+      try {
+        execFileSync(
+          'dd',
+          ['if=/dev/zero', `of=${filler}`, 'bs=4k', 'oflag=append', 'conv=notrunc'],
+          {
+            stdio: 'ignore',
+          },
+        );
+      } catch {
+        // full again
+      }
+      const r = await runCli(['serve', '--data', dataDir, '--console-port', '0'], {
+        timeoutMs: 30_000,
+      });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/A disk is full or failing: free space on the filesystem/);
+      expect(r.stderr).not.toMatch(/bug in BranchSAN/);
+    } finally {
+      execFileSync('umount', ['-l', root]);
+    }
   });
 });

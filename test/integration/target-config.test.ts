@@ -249,6 +249,37 @@ describe('target configuration API', () => {
     }
   }, 60_000);
 
+  it('removes a port whose address was taken while the engine was stopped, and never reuses its id', async () => {
+    const port = await freePort();
+    const added = await api.call('target.port.add', { host: '127.0.0.1', port });
+    api.close();
+    await engine.stop();
+    const squatter = net.createServer();
+    await new Promise<void>((r) => squatter.listen(port, '127.0.0.1', r));
+    try {
+      engine = await startEngine({ dataDir: engine.dataDir });
+      api = await connectSocket(engine.socketPath);
+      // configured, though it could not listen
+      const ports = (await api.call('target.config', {})).ports;
+      expect(ports.map((p: { portId: number }) => p.portId)).toContain(added.portId);
+      // Its id is taken: a new port may not have it (before: accepted live, then the
+      // database refused it and the error blamed free space).
+      const other = await freePort();
+      const err = await apiError(
+        api.call('target.port.add', { host: '127.0.0.1', port: other, portId: added.portId }),
+      );
+      expect(err.code).toBe(ErrorCode.Conflict);
+      expect(err.message).toContain(`Port id ${added.portId} is already configured`);
+      expect(await tcpOpen(other)).toBe(false);
+      // Before the fix: "Port id N does not exist." (the live target never had it).
+      await api.call('target.port.remove', { portId: added.portId });
+      const after = (await api.call('target.config', {})).ports;
+      expect(after.map((p: { portId: number }) => p.portId)).not.toContain(added.portId);
+    } finally {
+      await new Promise((r) => squatter.close(r));
+    }
+  });
+
   it('removes what it created', async () => {
     await api.call('target.namespace.remove', { nqn: NQN, nsid: 2 });
     await api.call('target.host.disallow', { nqn: NQN, hostNqn: HOST });

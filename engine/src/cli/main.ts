@@ -3,7 +3,7 @@
  * "what happened / what to do" without a stack trace, and returns the exit code.
  */
 import { ApiError } from '../../../contract/errors.js';
-import { UserError } from '../util/errors.js';
+import { isStorageTrouble, UserError } from '../util/errors.js';
 import { productVersion } from '../util/paths.js';
 import type { Command } from './command.js';
 
@@ -115,6 +115,11 @@ function report(err: unknown): number {
   const e = err as Error & { hint?: string };
   console.error(`branchsan: ${e?.message ?? String(err)}`);
   if (e?.hint) console.error(e.hint);
-  else console.error('This looks like a bug in BranchSAN; please report it with the output above.');
+  else if (isStorageTrouble(err)) {
+    console.error(
+      'A disk is full or failing: free space on the filesystem that holds the data directory (`df -h`), or check that disk, then try again.',
+    );
+  } else
+    console.error('This looks like a bug in BranchSAN; please report it with the output above.');
   return 1;
 }

@@ -19,7 +19,7 @@ import {
   setSetting,
   type Db,
 } from '../persistence/db.js';
-import { UserError } from '../util/errors.js';
+import { isStorageTrouble, UserError } from '../util/errors.js';
 import { createLogger, type Logger } from '../util/log.js';
 import { productVersion } from '../util/paths.js';
 import {
@@ -177,6 +177,8 @@ export class Engine {
         consoleServer = consoleAccess.server;
         consoleServer.addRoute(metrics.route()); // GET /metrics (Prometheus, opt-in)
         await consoleServer.listen();
+        const started = consoleServer;
+        cleanup.unshift(() => started.close()); // a later step failing must not leave it serving
       }
       engine = new Engine(
         dataDir,
@@ -196,7 +198,14 @@ export class Engine {
       engine.eventsService = eventsService;
       engine.closeLogFile = closeLogFile;
       eventsService.start(); // before noteStart, so engine.started reaches syslog and clients too
-      engine.noteStart();
+      try {
+        engine.noteStart();
+      } catch (err) {
+        // A full data disk: serve the stored configuration all the same, without the
+        // start-up event (the running engine keeps serving on a full disk too).
+        if (!isStorageTrouble(err)) throw err;
+        log.warn('could not record the start (data disk full or failing)', { err });
+      }
       engine.metrics = metrics;
       metrics.start();
       engine.cpuLatency = new CpuLatencyGuard({

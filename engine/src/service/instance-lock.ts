@@ -16,7 +16,14 @@ export function acquireInstanceLock(dataDir: string): InstanceLock {
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
       const fd = fs.openSync(file, 'wx', 0o600);
-      fs.writeSync(fd, `${process.pid}\n`);
+      try {
+        fs.writeSync(fd, `${process.pid}\n`);
+      } catch (err) {
+        // A full disk: leave no empty lock behind (and no open fd).
+        fs.closeSync(fd);
+        fs.rmSync(file, { force: true });
+        throw err;
+      }
       fs.closeSync(fd);
       let released = false;
       return {

@@ -16,7 +16,7 @@ import type { Db } from '../persistence/db.js';
 import { recordEvent } from '../persistence/db.js';
 import { TargetStore, type NamespaceRow, type SubsystemRow } from '../persistence/target-store.js';
 import type { BackendSpec } from '../storage/open.js';
-import { UserError } from '../util/errors.js';
+import { isStorageTrouble, UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { newNguid, newUuid, type TargetRuntime } from './target-runtime.js';
 
@@ -164,6 +164,15 @@ export class TargetService {
         'port',
       );
     }
+    const taken = cfg.ports.find((x) => x.portId === p.portId);
+    if (taken) {
+      throw new UserError(
+        `Port id ${taken.portId} is already configured (${taken.host}:${taken.port}).`,
+        'Remove that port first, or leave out portId to get a new one.',
+        'conflict',
+        'portId',
+      );
+    }
     const portId = p.portId ?? Math.max(0, ...cfg.ports.map((x) => x.portId)) + 1;
     const bound = await this.rt.addPort({ portId, host: p.host, port: p.port });
     await this.persist(
@@ -180,14 +189,17 @@ export class TargetService {
     const old = this.store.load().ports.find((p) => p.portId === portId);
     if (!old)
       throw new UserError(`Port id ${portId} does not exist.`, undefined, 'not-found', 'portId');
-    await this.rt.removePort(portId);
+    // A port that could not listen (its address taken at start) is configured, not live:
+    // removing it is only a change to the configuration.
+    const live = this.rt.ports().some((p) => p.portId === portId);
+    if (live) await this.rt.removePort(portId);
     await this.persist(
       actor,
       'target.port.remove',
       { portId },
       () => this.store.removePort(portId),
       async () => {
-        await this.rt.addPort(old);
+        if (live) await this.rt.addPort(old);
       },
     );
   }
@@ -425,7 +437,9 @@ export class TargetService {
       }
       throw new UserError(
         `The change was not saved (${(err as Error).message}); nothing was changed.`,
-        "Check free space on the data directory's filesystem, then retry.",
+        isStorageTrouble(err)
+          ? "Check free space on the data directory's filesystem, then retry."
+          : 'Retry; if it fails again, `branchsan diagnostics` collects what is needed to report it.',
         'unavailable',
       );
     }
