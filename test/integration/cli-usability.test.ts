@@ -429,6 +429,32 @@ describe('branchsan passwd', () => {
       `passwd: the data directory ${file} is not a directory`,
     );
   });
+
+  it.skipIf(process.getuid?.() !== 0)(
+    'run by a user who may not write the data directory, says to run it as root',
+    async () => {
+      const data = path.join(tempDir(), 'data');
+      fs.mkdirSync(path.join(data, 'secrets'), { recursive: true, mode: 0o700 });
+      fs.chmodSync(path.dirname(data), 0o755);
+      fs.chmodSync(data, 0o755);
+      const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+        const p = spawn(process.execPath, [BIN, 'passwd', '--data', data, '--password-stdin'], {
+          uid: 65534, // nobody
+          gid: 65534,
+          stdio: ['pipe', 'ignore', 'pipe'],
+        });
+        let stderr = '';
+        p.stderr!.on('data', (d: Buffer) => (stderr += d));
+        p.on('close', (code) => resolve({ code, stderr }));
+        p.stdin!.end(PASSWORD);
+      });
+      expect(r.code).toBe(1);
+      // Before: "EPERM ... chmod ... This looks like a bug in BranchSAN".
+      expect(r.stderr).toContain('run the command as root');
+      expect(r.stderr).not.toContain('bug in BranchSAN');
+      expect(fs.readdirSync(path.join(data, 'secrets'))).toEqual([]);
+    },
+  );
 });
 
 describe('branchsan bench', () => {

@@ -115,7 +115,11 @@ function report(err: unknown): number {
   const e = err as Error & { hint?: string };
   console.error(`branchsan: ${e?.message ?? String(err)}`);
   if (e?.hint) console.error(e.hint);
-  else if (isStorageTrouble(err)) {
+  else if (['EACCES', 'EPERM'].includes((err as NodeJS.ErrnoException)?.code ?? '')) {
+    console.error(
+      "This user may not do that: run the command as root (sudo branchsan …) or as the engine service's user.",
+    );
+  } else if (isStorageTrouble(err)) {
     console.error(
       'A disk is full or failing: free space on the filesystem that holds the data directory (`df -h`), or check that disk, then try again.',
     );
