@@ -280,6 +280,30 @@ describe('target configuration API', () => {
     }
   });
 
+  it("refuses a volume inside the engine's data directory (its database, keys, logs)", async () => {
+    const link = path.join(dir, 'looks-elsewhere');
+    fs.symlinkSync(engine.dataDir, link);
+    const inside = [
+      path.join(engine.dataDir, 'branchsan.db'),
+      path.join(engine.dataDir, 'branchsan.db-wal'),
+      path.join(engine.dataDir, 'new-volume.img'),
+      path.join(link, 'secrets', 'x.img'), // through a symlink
+    ];
+    for (const p of inside) {
+      const err = await apiError(
+        api.call('target.namespace.add', {
+          nqn: NQN,
+          backend: { kind: 'file', path: p, createSizeBytes: 1 << 20 },
+        }),
+      );
+      // Before: only a size that was not a multiple of 512, or SQLite's lock, stopped it.
+      expect(err.code).toBe(ErrorCode.InvalidParams);
+      expect(err.message).toContain("is inside the engine's data directory");
+      expect(err.data?.field).toBe('backend.path');
+    }
+    expect(fs.existsSync(path.join(engine.dataDir, 'new-volume.img'))).toBe(false);
+  });
+
   it('removes what it created', async () => {
     await api.call('target.namespace.remove', { nqn: NQN, nsid: 2 });
     await api.call('target.host.disallow', { nqn: NQN, hostNqn: HOST });

@@ -100,7 +100,7 @@ export class Engine {
       const startedAt = Date.now();
       const runtime = new TargetRuntime(log.child({ component: 'target' }));
       cleanup.unshift(() => runtime.close());
-      const targets = new TargetService(db, runtime, log.child({ component: 'target' }));
+      const targets = new TargetService(db, runtime, log.child({ component: 'target' }), dataDir);
       await targets.restore();
       cleanup.unshift(() => targets.stop());
       const metrics = new MetricsService({

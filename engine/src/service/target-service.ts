@@ -44,6 +44,8 @@ export class TargetService {
     private readonly db: Db,
     private readonly rt: TargetRuntime,
     private readonly log: Logger,
+    /** The engine's data directory: no volume may live in it (see addNamespaceNow). */
+    private readonly dataDir: string,
   ) {
     this.store = new TargetStore(db);
   }
@@ -292,6 +294,16 @@ export class TargetService {
       );
     }
     const b = req.backend;
+    if (b.kind !== 'memory' && insideDir(b.path, this.dataDir)) {
+      // Its database, logs, keys and secrets: a host writing or reading them as a disk
+      // would corrupt the engine's state or carry its secrets away.
+      throw new UserError(
+        `${b.path} is inside the engine's data directory ${this.dataDir}.`,
+        'Keep volumes elsewhere, for example /var/lib/branchsan-volumes/ or a disk of their own.',
+        'invalid',
+        'backend.path',
+      );
+    }
     // the same file or device under another name (./, //, a symlink, a by-id link) counts too
     const wanted = b.kind === 'memory' ? null : backingIdentity(b.path);
     const inUse = this.store
@@ -488,6 +500,21 @@ function backingIdentity(p: string): string {
       return `path:${abs}`;
     }
   }
+}
+
+/** Whether `p` (resolving symlinks as far as it exists) lies in `dir` or below it. */
+function insideDir(p: string, dir: string): boolean {
+  const real = (q: string): string => {
+    const abs = path.resolve(q);
+    try {
+      return fs.realpathSync(abs);
+    } catch {
+      const parent = path.dirname(abs);
+      return parent === abs ? abs : path.join(real(parent), path.basename(abs));
+    }
+  };
+  const rel = path.relative(real(dir), real(p));
+  return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
 }
 
 function firstFree(used: Set<number>): number {
