@@ -3,7 +3,7 @@
  * "what happened / what to do" without a stack trace, and returns the exit code.
  */
 import { ApiError } from '../../../contract/errors.js';
-import { isStorageTrouble, UserError } from '../util/errors.js';
+import { storageProblem, UserError } from '../util/errors.js';
 import { productVersion } from '../util/paths.js';
 import type { Command } from './command.js';
 
@@ -119,7 +119,7 @@ function report(err: unknown): number {
     console.error(
       "This user may not do that: run the command as root (sudo branchsan …) or as the engine service's user.",
     );
-  } else if (isStorageTrouble(err)) {
+  } else if (storageProblem(err) !== null) {
     console.error(
       'A disk is full or failing: free space on the filesystem that holds the data directory (`df -h`), or check that disk, then try again.',
     );

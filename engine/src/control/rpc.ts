@@ -14,7 +14,7 @@ import {
   type RpcErrorBody,
   type RpcResponse,
 } from '../../../contract/api.js';
-import { UserError } from '../util/errors.js';
+import { storageProblem, UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 
 /** Who is calling; handlers use it for the audit log. */
@@ -159,18 +159,6 @@ function fail(
   data?: RpcErrorBody['data'],
 ): RpcResponse {
   return { jsonrpc: '2.0', id, error: data ? { code, message, data } : { code, message } };
-}
-
-/** The data directory is full or not writable (SQLite or the file system says so), or null. */
-function storageProblem(err: unknown): string | null {
-  const code = String((err as { code?: unknown } | null)?.code ?? '');
-  if (code.startsWith('SQLITE_FULL') || code === 'ENOSPC' || code === 'EDQUOT')
-    return 'the data directory is full';
-  if (code.startsWith('SQLITE_READONLY') || code === 'EROFS')
-    return 'the data directory is read-only';
-  if (code.startsWith('SQLITE_IOERR') || code === 'EIO')
-    return `the data directory could not be written (${code})`;
-  return null;
 }
 
 function idOf(raw: unknown): string | number | null {

@@ -444,21 +444,17 @@ export class NvmeController implements Submitter {
     if (this.sm.is('closed')) return;
     if (this.sm.is('deleting')) return this.waitClosed();
     this.sm.transition('deleting');
-    if (this.retryTimer) clearTimeout(this.retryTimer);
-    this.retryTimer = null;
-    // A reconnect attempt in progress stops now, not at its connect or admin timeout.
+    // A reconnect attempt in progress stops now, not at its connect or admin timeout (a
+    // retry timer that fires meanwhile finds the controller deleting and does nothing).
     this.cancelAttempt?.();
     await this.connecting?.catch(() => {});
     const a = this.assoc;
     this.assoc = null;
-    if (a) {
-      // Keep-alives go on while I/O drains: a slow write must not outlast the target's
-      // keep-alive timer, which would drop the controller under it.
-      await drain(a, drainMs);
-      this.clearTimers();
-      await shutdownWithin(a, SHUTDOWN_TIMEOUT_MS);
-    }
+    // Keep-alives go on while I/O drains: a slow write must not outlast the target's
+    // keep-alive timer, which would drop the controller under it.
+    if (a) await drain(a, drainMs);
     this.clearTimers();
+    if (a) await shutdownWithin(a, SHUTDOWN_TIMEOUT_MS);
     this.sm.transition('closed');
   }
 

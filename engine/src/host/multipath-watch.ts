@@ -36,7 +36,7 @@ export async function validatePath(ctx: WatchContext, p: Path): Promise<void> {
     if (check !== p.checks) return p.validating;
     const ref = ctx.reference;
     const problem = namespaceProblem(ns) ?? (ref ? namespaceMismatch(ref.view, ns) : null);
-    if (problem) return refuse(ctx, p, problem, !ns.identity.active);
+    if (problem) return refuse(ctx, p, problem);
     ctx.reference ??= { view: ns, path: p.name };
     p.anagrpid = ns.identity.anagrpid;
     p.maxTransferBytes = p.ctrl.maxTransferBytes;

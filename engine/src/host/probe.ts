@@ -243,7 +243,7 @@ export async function probeTargets(
 interface Seen {
   address: string;
   ns: ProbedNamespace;
-  controller: NonNullable<ProbeReport['subsystems'][number]['controller']>;
+  controller: NonNullable<ProbedSubsystem['controller']>;
 }
 
 /** The namespace is missing at an address where its subsystem was reached. */

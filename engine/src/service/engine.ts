@@ -19,7 +19,7 @@ import {
   setSetting,
   type Db,
 } from '../persistence/db.js';
-import { isStorageTrouble, UserError } from '../util/errors.js';
+import { storageProblem, UserError } from '../util/errors.js';
 import { createLogger, type Logger } from '../util/log.js';
 import { productVersion } from '../util/paths.js';
 import {
@@ -203,7 +203,7 @@ export class Engine {
       } catch (err) {
         // A full data disk: serve the stored configuration all the same, without the
         // start-up event (the running engine keeps serving on a full disk too).
-        if (!isStorageTrouble(err)) throw err;
+        if (storageProblem(err) === null) throw err;
         log.warn('could not record the start (data disk full or failing)', { err });
       }
       engine.metrics = metrics;

@@ -16,7 +16,7 @@ import type { Db } from '../persistence/db.js';
 import { recordEvent } from '../persistence/db.js';
 import { TargetStore, type NamespaceRow, type SubsystemRow } from '../persistence/target-store.js';
 import type { BackendSpec } from '../storage/open.js';
-import { isStorageTrouble, UserError } from '../util/errors.js';
+import { storageProblem, UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { newNguid, newUuid, type TargetRuntime } from './target-runtime.js';
 
@@ -449,7 +449,7 @@ export class TargetService {
       }
       throw new UserError(
         `The change was not saved (${(err as Error).message}); nothing was changed.`,
-        isStorageTrouble(err)
+        storageProblem(err) !== null
           ? "Check free space on the data directory's filesystem, then retry."
           : 'Retry; if it fails again, `branchsan diagnostics` collects what is needed to report it.',
         'unavailable',

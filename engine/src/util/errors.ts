@@ -15,15 +15,17 @@ export class UserError extends Error {
 }
 
 /**
- * Whether `err` says the storage under a file is full or failing (the kernel's ENOSPC,
- * EDQUOT, EROFS, EIO, or SQLite's FULL and IOERR codes), which freeing space or fixing
- * the disk cures, rather than a fault of ours.
+ * What `err` says about the storage under the data directory (full, read-only, failing:
+ * the kernel's ENOSPC, EDQUOT, EROFS, EIO or SQLite's FULL, READONLY, IOERR codes),
+ * which freeing space or fixing the disk cures; null for anything else.
  */
-export function isStorageTrouble(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  if (typeof code !== 'string') return false;
-  return (
-    ['ENOSPC', 'EDQUOT', 'EROFS', 'EIO', 'SQLITE_FULL', 'SQLITE_READONLY'].includes(code) ||
-    code.startsWith('SQLITE_IOERR')
-  );
+export function storageProblem(err: unknown): string | null {
+  const code = String((err as { code?: unknown } | null)?.code ?? '');
+  if (code.startsWith('SQLITE_FULL') || code === 'ENOSPC' || code === 'EDQUOT')
+    return 'the data directory is full';
+  if (code.startsWith('SQLITE_READONLY') || code === 'EROFS')
+    return 'the data directory is read-only';
+  if (code.startsWith('SQLITE_IOERR') || code === 'EIO')
+    return `the data directory could not be written (${code})`;
+  return null;
 }
