@@ -435,19 +435,34 @@ describe('a stalled disk (frozen file system) when the host queue closes', () =>
     throw new Error('no I/O thread blocked on the frozen file system within 5 s');
   }
 
-  it("drops the closed queue's writes that had not started; the running one and other queues' writes land", async (ctx) => {
-    const dir = ext4('frozen');
+  const bs = 4 * KiB;
+
+  /**
+   * A 4 MiB volume on its own ext4, one data and one sync thread with 4 tags each, its
+   * first 16 blocks filled with `fill` and flushed.
+   */
+  async function smallVolume(
+    name: string,
+    fill: number,
+  ): Promise<{ dir: string; b: BlockBackend } | { refused: string }> {
+    const dir = ext4(name);
     if (typeof dir !== 'string')
-      return ctx.skip(`needs mkfs.ext4 and a loop mount: ${dir.refused}`);
-    const bs = 4 * KiB;
-    // One data thread with 4 tags: 1 write runs (and blocks), 3 wait in its ring, the
-    // rest in the backend's queue.
+      return { refused: `needs mkfs.ext4 and a loop mount: ${dir.refused}` };
     const io: IoOptions = { workers: 1, syncWorkers: 1, maxInflight: 4 };
     const b = track(
       await openFileBackend({ path: join(dir, 'vol.img'), sizeBytes: 4 * MiB, create: true, io }),
     );
-    await write(b, 0, Buffer.alloc(16 * bs, 0xaa));
+    await write(b, 0, Buffer.alloc(16 * bs, fill));
     await flush(b);
+    return { dir, b };
+  }
+
+  it("drops the closed queue's writes that had not started; the running one and other queues' writes land", async (ctx) => {
+    // One data thread with 4 tags: 1 write runs (and blocks), 3 wait in its ring, the
+    // rest in the backend's queue.
+    const opened = await smallVolume('frozen', 0xaa);
+    if ('refused' in opened) return ctx.skip(opened.refused);
+    const { dir, b } = opened;
     const closing = { isClosed: false }; // the host queue that will close
     const staying = { isClosed: false }; // another host's queue
     const results = new Map<number, Promise<BackendError | null>>();
@@ -509,5 +524,36 @@ describe('a stalled disk (frozen file system) when the host queue closes', () =>
     // The backend serves on: a new write after all this lands.
     await write(b, 15 * bs, Buffer.alloc(bs, 0x55));
     expect((await read(b, 15 * bs, bs))[0]).toBe(0x55);
+  });
+
+  it('serves reads while FUA writes stuck on the stalled disk fill the sync threads and wait behind them', async (ctx) => {
+    // One sync thread with 4 tags: 1 FUA write blocks in the kernel, 3 wait in its ring,
+    // 2 more wait in the backend for a tag. The data thread is idle.
+    const opened = await smallVolume('frozen-sync', 0x11);
+    if ('refused' in opened) return ctx.skip(opened.refused);
+    const { dir, b } = opened;
+    const frozen = tryRun('fsfreeze', ['--freeze', dir]);
+    if ('refused' in frozen) return ctx.skip(`needs fsfreeze: ${frozen.refused}`);
+    const fua: Promise<void>[] = [];
+    let got: Buffer | string;
+    try {
+      fua.push(write(b, 0, Buffer.alloc(bs, 0x22), true));
+      await someThreadStalled();
+      for (let block = 1; block < 6; block++)
+        fua.push(write(b, block * bs, Buffer.alloc(bs, 0x22), true));
+      // A write is pending, so this read cannot be served inline: it needs the data
+      // thread, which is free. Before, it waited behind the sync jobs until the thaw.
+      got = await Promise.race([
+        read(b, 8 * bs, bs),
+        new Promise<string>((r) => setTimeout(() => r('still waiting after 3 s'), 3000)),
+      ]);
+    } finally {
+      tryRun('fsfreeze', ['--unfreeze', dir]);
+    }
+    if (typeof got === 'string') expect.fail(`the read behind the stuck sync jobs: ${got}`);
+    expect(got.every((x) => x === 0x11)).toBe(true);
+    await Promise.all(fua);
+    const after = await read(b, 0, 6 * bs);
+    expect(after.every((x) => x === 0x22)).toBe(true);
   });
 });

@@ -8,8 +8,10 @@
  * most once per batch of completions (see io-worker-protocol.ts).
  *
  * Bounded: at most `slots` I/Os per worker are in flight; more wait in a FIFO of
- * jobs (the caller's buffers are referenced there, not copied). A job larger than
- * a slot is issued as several slot-sized pieces.
+ * jobs (the caller's buffers are referenced there, not copied), one FIFO per class
+ * of threads, so syncs stuck on a stalled medium never hold reads and plain writes
+ * that the data threads could run. A job larger than a slot is issued as several
+ * slot-sized pieces.
  *
  * Reads that cannot wait are served on the main thread (see InlineReads): a read
  * the page cache (or RAM) already holds costs one copy, and a thread hop (two
@@ -119,6 +121,31 @@ class Job {
 /** Which operations a lane takes. */
 type LaneRole = 'data' | 'sync';
 
+/** Jobs waiting for a tag of one class of lanes, oldest first. */
+class JobFifo {
+  jobs: Job[] = [];
+  head = 0;
+  constructor(readonly lanes: Lane[]) {}
+  get empty(): boolean {
+    return this.head === this.jobs.length;
+  }
+  /** The waiting jobs, oldest first. */
+  *waiting(): Generator<Job> {
+    for (let i = this.head; i < this.jobs.length; i++) yield this.jobs[i]!;
+  }
+  replace(jobs: Job[]): void {
+    this.jobs = jobs;
+    this.head = 0;
+  }
+  shift(): void {
+    this.jobs[this.head++] = undefined as unknown as Job;
+    if (this.head > 1024 && this.head * 2 > this.jobs.length) {
+      this.jobs.splice(0, this.head);
+      this.head = 0;
+    }
+  }
+}
+
 /** One worker thread and its tags. */
 class Lane {
   readonly views: RingViews;
@@ -159,8 +186,10 @@ export interface PoolInfo {
 
 export class IoWorkerPool {
   private state: PoolState = 'running';
-  private queue: Job[] = [];
-  private queueHead = 0;
+  /** Waiting jobs for the data threads, and for the sync threads (the same FIFO without any). */
+  private readonly dataFifo: JobFifo;
+  private readonly syncFifo: JobFifo;
+  private readonly fifos: JobFifo[];
   private inflight = 0;
   /** Jobs abandon() dropped whose callbacks are still to run (on a microtask). */
   private dropping = 0;
@@ -187,9 +216,6 @@ export class IoWorkerPool {
   /** Shared with the workers: errno of the first failed fdatasync, 0 while none (WorkerInit). */
   private readonly syncFailure: Int32Array;
 
-  private readonly dataLanes: Lane[];
-  private readonly syncLanes: Lane[];
-
   private constructor(
     private readonly lanes: Lane[],
     readonly info: PoolInfo,
@@ -200,9 +226,11 @@ export class IoWorkerPool {
   ) {
     this.syncFailure = new Int32Array(syncFailure);
     this.nowait = info.inlineReads === 'nowait';
-    this.dataLanes = lanes.filter((l) => l.role === 'data');
+    this.dataFifo = new JobFifo(lanes.filter((l) => l.role === 'data'));
     const sync = lanes.filter((l) => l.role === 'sync');
-    this.syncLanes = sync.length > 0 ? sync : this.dataLanes;
+    // Without sync threads, one FIFO keeps every job in submission order.
+    this.syncFifo = sync.length > 0 ? new JobFifo(sync) : this.dataFifo;
+    this.fifos = this.syncFifo === this.dataFifo ? [this.dataFifo] : [this.dataFifo, this.syncFifo];
     for (const lane of lanes) {
       lane.worker.on('message', () => this.drain(lane));
       lane.worker.on('error', (err) => this.fail(`I/O thread error: ${err.message}`));
@@ -282,11 +310,12 @@ export class IoWorkerPool {
       this.mutating++;
     }
     const job = new Job(op, offset, length, data, done, owner);
-    if (this.queueHead === this.queue.length) {
-      this.issue(job);
+    const fifo = op === Op.read || op === Op.write ? this.dataFifo : this.syncFifo;
+    if (fifo.empty) {
+      this.issue(job, fifo.lanes);
       if (this.fullyIssued(job)) return;
     }
-    this.queue.push(job);
+    fifo.jobs.push(job);
   }
 
   /**
@@ -311,22 +340,22 @@ export class IoWorkerPool {
       }
     }
     const finished: Job[] = [];
-    const kept: Job[] = [];
-    for (let i = this.queueHead; i < this.queue.length; i++) {
-      const job = this.queue[i]!;
-      if (job.owner !== owner) {
-        kept.push(job);
-        continue;
+    for (const fifo of this.fifos) {
+      const kept: Job[] = [];
+      for (const job of fifo.waiting()) {
+        if (job.owner !== owner) {
+          kept.push(job);
+          continue;
+        }
+        // Its rest is never issued; pieces already issued finish through drain().
+        if (job.status === Status.ok) job.status = Status.dropped;
+        job.issued = job.split ? job.length : 1;
+        dropped++;
+        if (job.outstanding === 0) finished.push(job);
       }
-      // Its rest is never issued; pieces already issued finish through drain().
-      if (job.status === Status.ok) job.status = Status.dropped;
-      job.issued = job.split ? job.length : 1;
-      dropped++;
-      if (job.outstanding === 0) finished.push(job);
+      fifo.replace(kept);
     }
     if (dropped === 0) return;
-    this.queue = kept;
-    this.queueHead = 0;
     // Callbacks never run inside the call that caused them (the seam's rule).
     this.dropping += finished.length;
     queueMicrotask(() => {
@@ -407,12 +436,10 @@ export class IoWorkerPool {
     this.checkIdle();
   }
 
-  /** Issues as many pieces of `job` as free tags allow. */
-  private issue(job: Job): void {
+  /** Issues as many pieces of `job` as free tags of `lanes` allow. */
+  private issue(job: Job, lanes: Lane[]): void {
     while (!this.fullyIssued(job)) {
-      const lane = this.pickLane(
-        job.op === Op.read || job.op === Op.write ? this.dataLanes : this.syncLanes,
-      );
+      const lane = this.pickLane(lanes);
       if (!lane) return;
       const tag = lane.free.pop()!;
       const pos = job.issued;
@@ -507,17 +534,15 @@ export class IoWorkerPool {
     if (--lane.inflight === 0) lane.worker.unref();
   }
 
-  /** Issues queued jobs while tags are free. */
+  /** Issues queued jobs, in order within each FIFO, while its lanes have free tags. */
   private pump(): void {
-    while (this.queueHead < this.queue.length) {
-      const job = this.queue[this.queueHead]!;
-      this.issue(job);
-      if (!this.fullyIssued(job)) break;
-      this.queue[this.queueHead++] = undefined as unknown as Job;
-    }
-    if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
-      this.queue.splice(0, this.queueHead);
-      this.queueHead = 0;
+    for (const fifo of this.fifos) {
+      while (!fifo.empty) {
+        const job = fifo.jobs[fifo.head]!;
+        this.issue(job, fifo.lanes);
+        if (!this.fullyIssued(job)) break;
+        fifo.shift();
+      }
     }
   }
 
@@ -532,7 +557,7 @@ export class IoWorkerPool {
   private busy(): boolean {
     return (
       this.inflight > 0 ||
-      this.queueHead < this.queue.length ||
+      this.fifos.some((f) => !f.empty) ||
       this.inlineDone.length > 0 ||
       this.dropping > 0
     );
@@ -559,9 +584,10 @@ export class IoWorkerPool {
         this.release(lane, tag);
       }
     }
-    for (let i = this.queueHead; i < this.queue.length; i++) jobs.add(this.queue[i]!);
-    this.queue.length = 0;
-    this.queueHead = 0;
+    for (const fifo of this.fifos) {
+      for (const job of fifo.waiting()) jobs.add(job);
+      fifo.replace([]);
+    }
     this.mutating = 0;
     for (const job of jobs) job.done(Status.workerLost);
     this.checkIdle();
