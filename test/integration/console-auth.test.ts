@@ -13,6 +13,7 @@ import https from 'node:https';
 import path from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import Database from 'better-sqlite3';
 import WebSocket from 'ws';
 import { parseDhchapSecret } from '../../engine/src/service/host-secrets.js';
 import { apiError, connectSocket } from '../helpers/api.js';
@@ -549,6 +550,37 @@ describe('hosts’ DH-HMAC-CHAP secrets over the API', () => {
         expect(engine.stderr()).not.toContain(key);
       }
     } finally {
+      api.close();
+    }
+  });
+
+  it('a secret change whose audit row cannot be written changes nothing', async () => {
+    const api = await connectSocket(engine.socketPath);
+    const other = 'nqn.2014-08.org.nvmexpress:uuid:0c9f2d7e-2222-4a5b-9c3d-2e4f6a8b0c1d';
+    // A real SQLite failure at the audit insert (as a full disk would give one).
+    const db = new Database(path.join(engine.dataDir, 'branchsan.db'));
+    try {
+      await api.call('target.host.allow', { nqn: SUBNQN, hostNqn: other });
+      const before = await api.call('host.secret.get', { hostNqn: HOSTNQN });
+      const dir = path.join(engine.dataDir, 'secrets', 'hosts');
+      const files = fs.readdirSync(dir).sort();
+      db.exec(
+        "CREATE TRIGGER no_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'audit refused'); END",
+      );
+      await apiError(api.call('host.secret.rotate', { hostNqn: HOSTNQN }));
+      await apiError(api.call('host.secret.create', { hostNqn: other }));
+      // Before the fix the rotated secret had replaced the old one (and the new host had
+      // one) with no audit row saying so.
+      expect((await api.call('host.secret.get', { hostNqn: HOSTNQN })).secret).toBe(before.secret);
+      const missing = await apiError(api.call('host.secret.get', { hostNqn: other }));
+      expect(missing.message).toContain('has no DH-HMAC-CHAP secret');
+      expect(fs.readdirSync(dir).sort()).toEqual(files); // no temporary file left behind
+      db.exec('DROP TRIGGER no_audit');
+      const made = await api.call('host.secret.create', { hostNqn: other });
+      expect((await api.call('host.secret.get', { hostNqn: other })).secret).toBe(made.secret);
+    } finally {
+      db.exec('DROP TRIGGER IF EXISTS no_audit');
+      db.close();
       api.close();
     }
   });

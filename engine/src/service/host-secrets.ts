@@ -73,6 +73,9 @@ export interface HostSecret {
   createdAt: number;
 }
 
+/** Records a secret change (the audit row) before it takes effect. */
+type Record = (change: { hostNqn: string; hash: 1 | 2 | 3 }) => void;
+
 export class HostSecretStore {
   constructor(
     private readonly dataDir: string,
@@ -80,8 +83,12 @@ export class HostSecretStore {
     private readonly isAllowedHost: (hostNqn: string) => boolean,
   ) {}
 
-  /** Makes the first secret for a host; refuses when it has one (use rotate). */
-  create(hostNqn: string, hash: 1 | 2 | 3 = 1): HostSecret {
+  /**
+   * Makes the first secret for a host; refuses when it has one (use rotate). `record`
+   * (the audit row) runs once the new secret is on disk under a temporary name and
+   * before it takes effect: if it throws, nothing changed.
+   */
+  create(hostNqn: string, hash: 1 | 2 | 3 = 1, record: Record = () => {}): HostSecret {
     this.requireAllowed(hostNqn);
     if (fs.existsSync(this.fileOf(hostNqn))) {
       throw new UserError(
@@ -90,14 +97,17 @@ export class HostSecretStore {
         'already-exists',
       );
     }
-    return this.write(hostNqn, hash);
+    return this.write(hostNqn, hash, record);
   }
 
-  /** Replaces a host's secret (the host must be given the new one to connect). */
-  rotate(hostNqn: string, hash?: 1 | 2 | 3): HostSecret {
+  /**
+   * Replaces a host's secret (the host must be given the new one to connect); `record`
+   * as for create: when it throws, the old secret stays.
+   */
+  rotate(hostNqn: string, hash?: 1 | 2 | 3, record: Record = () => {}): HostSecret {
     this.requireAllowed(hostNqn);
     const old = this.get(hostNqn);
-    return this.write(hostNqn, hash ?? old.hash);
+    return this.write(hostNqn, hash ?? old.hash, record);
   }
 
   get(hostNqn: string): HostSecret {
@@ -127,15 +137,22 @@ export class HostSecretStore {
     return { hostNqn, secret, hash: h, hashName: DHCHAP_HASH_NAMES[h], createdAt: st.mtimeMs };
   }
 
-  private write(hostNqn: string, hash: 1 | 2 | 3): HostSecret {
+  /** The new secret is written aside, recorded, then renamed over the old one. */
+  private write(hostNqn: string, hash: 1 | 2 | 3, record: Record): HostSecret {
     const dir = path.join(secretsDir(this.dataDir), 'hosts');
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     fs.chmodSync(dir, 0o700);
     const file = this.fileOf(hostNqn);
     const secret = generateDhchapSecret(hash);
     const tmp = `${file}.${process.pid}.tmp`;
-    fs.writeFileSync(tmp, secret + '\n', { mode: 0o600 });
-    fs.renameSync(tmp, file);
+    try {
+      fs.writeFileSync(tmp, secret + '\n', { mode: 0o600 });
+      record({ hostNqn, hash });
+      fs.renameSync(tmp, file);
+    } catch (err) {
+      fs.rmSync(tmp, { force: true });
+      throw err;
+    }
     return {
       hostNqn,
       secret,

@@ -10,21 +10,17 @@ export function hostSecretHandlers(
   store: HostSecretStore,
   db: Db,
 ): HandlerGroup<HostSecretMethods> {
-  const audit = (actor: string, action: string, hostNqn: string, hash: number) =>
+  // The audit row is written before the new secret takes effect: a change that cannot
+  // be recorded (a full disk) is not made.
+  const audit = (actor: string, action: string) => (change: { hostNqn: string; hash: number }) =>
     db
       .prepare('INSERT INTO audit (ts, actor, action, details) VALUES (?, ?, ?, ?)')
-      .run(Date.now(), actor, action, JSON.stringify({ hostNqn, hash }));
+      .run(Date.now(), actor, action, JSON.stringify(change));
   return {
-    'host.secret.create': (p, ctx) => {
-      const s = store.create(p.hostNqn, p.hash);
-      audit(actorOf(ctx), 'host.secret.create', s.hostNqn, s.hash);
-      return s;
-    },
-    'host.secret.rotate': (p, ctx) => {
-      const s = store.rotate(p.hostNqn, p.hash);
-      audit(actorOf(ctx), 'host.secret.rotate', s.hostNqn, s.hash);
-      return s;
-    },
+    'host.secret.create': (p, ctx) =>
+      store.create(p.hostNqn, p.hash, audit(actorOf(ctx), 'host.secret.create')),
+    'host.secret.rotate': (p, ctx) =>
+      store.rotate(p.hostNqn, p.hash, audit(actorOf(ctx), 'host.secret.rotate')),
     'host.secret.get': (p) => store.get(p.hostNqn),
   };
 }
