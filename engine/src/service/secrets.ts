@@ -25,7 +25,7 @@ export function loadOrCreateSecret(dataDir: string, name: string, make: () => st
         `Run: chmod 600 ${file}  (or delete it to have a new one generated).`,
       );
     }
-    return fs.readFileSync(file, 'utf8').trim();
+    return withoutLineEnd(fs.readFileSync(file, 'utf8'));
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
@@ -34,6 +34,14 @@ export function loadOrCreateSecret(dataDir: string, name: string, make: () => st
   fs.writeFileSync(tmp, value + '\n', { mode: 0o600 });
   fs.renameSync(tmp, file);
   return value;
+}
+
+/**
+ * A secret file's value: its text without the one line end written after it (or an
+ * editor added). Nothing else is stripped: a password may begin or end with spaces.
+ */
+function withoutLineEnd(text: string): string {
+  return text.replace(/\r?\n$/, '');
 }
 
 export function randomToken(bytes = 24): string {

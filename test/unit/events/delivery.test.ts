@@ -313,6 +313,15 @@ describe('notifier and settings', () => {
     expect(fs.existsSync(file)).toBe(false);
   });
 
+  it('keeps a secret exactly as given, spaces at its ends included', () => {
+    const { settings } = setup();
+    settings.update({ webhook: { secret: '  my webhook secret  ' } });
+    // Before: read back trimmed, so every signature was made with another key.
+    expect(settings.secret('webhook-secret')).toBe('  my webhook secret  ');
+    settings.update({ webhook: { secret: 'tab\tinside\t' } });
+    expect(settings.secret('webhook-secret')).toBe('tab\tinside\t');
+  });
+
   it('routes by severity: syslog gets everything, mail and webhook their level and the resolution of their alerts', async () => {
     const w = await webhookServer();
     const s = await smtp({ starttls: true, users: { alerts: 'pw-123456' } });
