@@ -150,7 +150,7 @@ describe('web console in Chromium against a real engine', () => {
     await signIn(page, 'not the password');
     const error = page.getByTestId('login-error');
     await error.getByText('Wrong password.').waitFor();
-    expect(await error.textContent()).toContain('sign-ins from this address pause');
+    expect(await error.textContent()).toContain('sign-ins from this machine (loopback) pause');
     expect(await page.locator('[data-testid="login-page"]').count()).toBe(1);
 
     await page.screenshot({ path: path.join(RESULTS, 'console-login-refused.png') });

@@ -306,11 +306,13 @@ describe('console sign-in lockout', () => {
     const fifth = await wrong();
     expect(fifth.status).toBe(429);
     expect(fifth.body.error).toBe(
-      'Wrong password. Too many failed logins from 127.0.0.1; try again in 2 s.',
+      'Wrong password. Too many failed logins from this machine (loopback); try again in 2 s.',
     );
     const locked = await right();
     expect(locked.status).toBe(429);
-    expect(locked.body.error).toBe('Too many failed logins from 127.0.0.1; try again in 2 s.');
+    expect(locked.body.error).toBe(
+      'Too many failed logins from this machine (loopback); try again in 2 s.',
+    );
     expect(locked.headers['retry-after']).toBe('2');
     await sleep(2_100);
     for (let i = 0; i < 4; i++) expect((await wrong()).status).toBe(401);

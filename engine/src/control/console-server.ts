@@ -5,6 +5,11 @@
  * The WebSocket upgrade needs a live session cookie; cross-origin upgrades, and on
  * loopback any Host that is not loopback (DNS rebinding), are refused. A socket
  * whose session ends (sign-out, expiry, new password) is closed with code 4401.
+ *
+ * The console shares the engine's process, and so its file descriptors, with the
+ * NVMe/TCP target: connections are capped (in all, and per client as
+ * clientBucket counts them) and one that sends no request soon is closed, so
+ * connections to the console can never starve the storage of descriptors.
  */
 import fs from 'node:fs';
 import http from 'node:http';
@@ -17,6 +22,8 @@ import type { ConsoleAuth } from './auth/console-auth.js';
 import { MAX_MESSAGE_BYTES, type RpcDispatcher } from './rpc.js';
 import { MAX_CLIENT_BACKLOG, type SessionHub } from './sessions.js';
 import type { HttpRoute } from './metrics-endpoint.js';
+import { clientBucket, requestPath } from './http-request.js';
+import type { Socket } from 'node:net';
 import { RENDERER_CONTENT_TYPES } from '../../../contract/renderer-files.js';
 
 export const WS_PROTOCOL = 'branchsan.v1';
@@ -33,6 +40,14 @@ export interface ConsoleServerOptions {
   auth: ConsoleAuth;
   /** Serve https/wss with this key and certificate (PEM). */
   tls?: { key: string; cert: string };
+  /** Connection limits; the defaults are the exported constants (tests shorten them). */
+  limits?: Partial<ConnectionLimits>;
+}
+
+export interface ConnectionLimits {
+  maxConnections: number;
+  perClient: number;
+  firstRequestMs: number;
 }
 
 /** The bundle's types, plus its source maps (the desktop window serves none). */
@@ -40,6 +55,20 @@ const CONTENT_TYPES: Record<string, string> = {
   ...RENDERER_CONTENT_TYPES,
   '.map': 'application/json',
 };
+
+/**
+ * Connections to the console at once, in all and from one client (see clientBucket);
+ * a connection (or, with TLS, a completed handshake) must send its first request
+ * within firstRequestMs.
+ */
+export const CONNECTION_LIMITS: ConnectionLimits = {
+  maxConnections: 256,
+  perClient: 64,
+  firstRequestMs: 10_000,
+};
+/** Request headers, and whole requests, must arrive within these. */
+const HEADERS_TIMEOUT_MS = 15_000;
+const REQUEST_TIMEOUT_MS = 30_000;
 
 const SECURITY_HEADERS = {
   'Content-Security-Policy':
@@ -59,13 +88,20 @@ export class ConsoleServer {
   private offSessionsEnded?: () => void;
   /** Extra HTTP routes (GET /metrics), consulted before sign-in and static files. */
   private readonly routes: HttpRoute[] = [];
+  /** Open connections per client (clientBucket key). */
+  private readonly perClient = new Map<string, number>();
+  /** Connections that have not sent their first request yet, and their deadline. */
+  private readonly firstRequestTimers = new WeakMap<Socket, NodeJS.Timeout>();
+  private readonly limits: ConnectionLimits;
 
   constructor(
     private readonly opts: ConsoleServerOptions,
     private readonly rpc: RpcDispatcher,
     private readonly hub: SessionHub,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.limits = { ...CONNECTION_LIMITS, ...opts.limits };
+  }
 
   /** Adds a route with its own authentication (the Prometheus scrape). */
   addRoute(route: HttpRoute): void {
@@ -94,21 +130,47 @@ export class ConsoleServer {
       handleProtocols: (protocols) => (protocols.has(WS_PROTOCOL) ? WS_PROTOCOL : false),
     });
     const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => {
-      const route = this.routes.find((r) => r.handles(req));
-      if (route) route.handle(req, res);
-      else if (this.opts.auth.handles(req)) void this.opts.auth.handle(req, res);
-      else this.serveStatic(req, res);
+      this.firstRequestCame(req.socket);
+      try {
+        if (requestPath(req) === null) {
+          res.writeHead(400, SECURITY_HEADERS).end();
+          return;
+        }
+        const route = this.routes.find((r) => r.handles(req));
+        if (route) route.handle(req, res);
+        else if (this.opts.auth.handles(req)) void this.opts.auth.handle(req, res);
+        else this.serveStatic(req, res);
+      } catch (err) {
+        // A fault of ours must cost this request, never the engine.
+        this.log.error('console request failed', { err, url: req.url?.slice(0, 200) });
+        if (res.headersSent) res.destroy();
+        else res.writeHead(500, SECURITY_HEADERS).end();
+      }
     };
     const server = this.opts.tls
-      ? https.createServer({ ...this.opts.tls, minVersion: 'TLSv1.2' }, onRequest)
+      ? https.createServer(
+          { ...this.opts.tls, minVersion: 'TLSv1.2', handshakeTimeout: this.limits.firstRequestMs },
+          onRequest,
+        )
       : http.createServer(onRequest);
+    server.maxConnections = this.limits.maxConnections;
+    server.headersTimeout = HEADERS_TIMEOUT_MS;
+    server.requestTimeout = REQUEST_TIMEOUT_MS;
+    server.on('connection', (socket: Socket) => this.admit(socket));
+    if (this.opts.tls) server.on('secureConnection', (socket: Socket) => this.awaitRequest(socket));
     server.on('upgrade', (req, socket, head) => {
-      const checked = this.checkUpgrade(req);
-      if (typeof checked !== 'object') {
-        socket.end(`HTTP/1.1 ${checked}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
-        return;
+      this.firstRequestCame(req.socket);
+      try {
+        const checked = this.checkUpgrade(req);
+        if (typeof checked !== 'object') {
+          socket.end(`HTTP/1.1 ${checked}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+          return;
+        }
+        wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, req, checked.session));
+      } catch (err) {
+        this.log.error('console upgrade failed', { err, url: req.url?.slice(0, 200) });
+        socket.destroy();
       }
-      wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, req, checked.session));
     });
     // TLS handshakes that fail (a browser refusing the self-signed certificate) are not engine errors.
     server.on('tlsClientError', () => undefined);
@@ -146,10 +208,48 @@ export class ConsoleServer {
     }
   }
 
+  /**
+   * A new TCP connection: refused when its client has too many open already; without
+   * TLS it must then send a request within firstRequestMs (with TLS that clock starts
+   * once the handshake, itself limited, is done).
+   */
+  private admit(socket: Socket): void {
+    const { key } = clientBucket(socket.remoteAddress ?? 'unknown');
+    const open = this.perClient.get(key) ?? 0;
+    if (open >= this.limits.perClient) {
+      socket.destroy();
+      return;
+    }
+    this.perClient.set(key, open + 1);
+    socket.once('close', () => {
+      const left = (this.perClient.get(key) ?? 1) - 1;
+      if (left > 0) this.perClient.set(key, left);
+      else this.perClient.delete(key);
+    });
+    if (!this.opts.tls) this.awaitRequest(socket);
+  }
+
+  /** Closes `socket` unless a request (or an upgrade) arrives on it in time. */
+  private awaitRequest(socket: Socket): void {
+    const timer = setTimeout(() => socket.destroy(), this.limits.firstRequestMs);
+    timer.unref();
+    this.firstRequestTimers.set(socket, timer);
+    socket.once('close', () => clearTimeout(timer));
+  }
+
+  /** After the first request, Node's keep-alive, header and request timeouts take over. */
+  private firstRequestCame(socket: Socket): void {
+    const timer = this.firstRequestTimers.get(socket);
+    if (!timer) return;
+    clearTimeout(timer);
+    this.firstRequestTimers.delete(socket);
+  }
+
   /** The upgrade's session, or the HTTP status line that refuses it. */
   private checkUpgrade(req: http.IncomingMessage): { session: string } | string {
-    const url = new URL(req.url ?? '/', 'http://console');
-    if (url.pathname !== '/api') return '404 Not Found';
+    const p = requestPath(req);
+    if (p === null) return '400 Bad Request';
+    if (p !== '/api') return '404 Not Found';
     const auth = this.opts.auth;
     if (auth.hostProblem(req) || auth.originProblem(req)) return '403 Forbidden';
     const session = auth.authenticateUpgrade(req);
@@ -204,10 +304,9 @@ export class ConsoleServer {
       res.writeHead(405, { Allow: 'GET, HEAD', ...SECURITY_HEADERS }).end();
       return;
     }
-    const url = new URL(req.url ?? '/', 'http://console');
     let rel: string;
     try {
-      rel = decodeURIComponent(url.pathname);
+      rel = decodeURIComponent(requestPath(req)!);
     } catch {
       res.writeHead(400, SECURITY_HEADERS).end();
       return;

@@ -7,6 +7,7 @@
  */
 import type http from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
+import { requestPath } from './http-request.js';
 
 export const METRICS_PATH = '/metrics';
 export const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
@@ -29,7 +30,7 @@ const HEADERS = { 'Cache-Control': 'no-store', 'X-Content-Type-Options': 'nosnif
 
 export function metricsRoute(src: MetricsEndpointSource): HttpRoute {
   return {
-    handles: (req) => new URL(req.url ?? '/', 'http://console').pathname === METRICS_PATH,
+    handles: (req) => requestPath(req) === METRICS_PATH,
     handle(req, res) {
       if (!src.enabled()) {
         res.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8', ...HEADERS });

@@ -46,6 +46,7 @@ describe('LoginThrottle', () => {
     lockoutMs: 60_000,
     maxLockoutMs: 3_600_000,
     attemptsPerMinute: 30,
+    totalAttemptsPerMinute: 120,
   };
 
   it('locks after 5 failures in a row for 60 s, doubling up to an hour; a success resets', () => {
@@ -79,5 +80,71 @@ describe('LoginThrottle', () => {
     const v = t.attempt('h', 3000);
     expect(v).toMatchObject({ allowed: false, reason: 'rate', retryAfterMs: 57_000 });
     expect(t.attempt('h', 60_001).allowed).toBe(true);
+  });
+
+  it('counts a sign-in being checked as a failure until it settles: a burst checks no more than a lockout allows', () => {
+    const t = new LoginThrottle(limits);
+    // 30 requests sent at once, all waiting for their body or their scrypt check.
+    const verdicts = Array.from({ length: 30 }, () => t.attempt('10.0.0.9', 0));
+    expect(verdicts.filter((v) => v.allowed)).toHaveLength(5);
+    expect(verdicts[5]).toMatchObject({ allowed: false, reason: 'busy' });
+    // They fail: the lockout starts; settling lets nothing more through.
+    for (let i = 0; i < 5; i++) {
+      t.fail('10.0.0.9', 1);
+      t.settle('10.0.0.9');
+    }
+    expect(t.attempt('10.0.0.9', 2)).toMatchObject({ allowed: false, reason: 'locked' });
+    // A success settles too: the next attempt is allowed.
+    const u = new LoginThrottle(limits);
+    for (let i = 0; i < 5; i++) expect(u.attempt('10.0.0.7', 0).allowed).toBe(true);
+    u.succeed('10.0.0.7');
+    for (let i = 0; i < 5; i++) u.settle('10.0.0.7');
+    expect(u.attempt('10.0.0.7', 1).allowed).toBe(true);
+  });
+
+  it('treats all of loopback as one client and an IPv6 client as its /64', () => {
+    const t = new LoginThrottle(limits);
+    const failFrom = (a: string) => {
+      expect(t.attempt(a, 0).allowed, a).toBe(true);
+      const ms = t.fail(a, 0);
+      t.settle(a);
+      return ms;
+    };
+    ['127.0.0.1', '127.0.0.2', '127.1.2.3', '::ffff:127.0.0.9'].forEach((a) =>
+      expect(failFrom(a)).toBe(0),
+    );
+    expect(failFrom('::1')).toBe(60_000);
+    const v = t.attempt('127.0.0.5', 1);
+    expect(v).toMatchObject({ allowed: false, reason: 'locked' });
+    expect(v.allowed === false && v.message).toBe(
+      'Too many failed logins from this machine (loopback); try again in 60 s.',
+    );
+    [
+      '2001:db8:1:2::1',
+      '2001:db8:1:2:aaaa::2',
+      '2001:0db8:0001:0002::3',
+      '2001:db8:1:2::4',
+    ].forEach((a) => expect(failFrom(a)).toBe(0));
+    expect(failFrom('2001:db8:1:2:ffff:ffff:ffff:ffff')).toBe(60_000);
+    const w = t.attempt('2001:db8:1:2::99', 1);
+    expect(w.allowed === false && w.message).toBe(
+      'Too many failed logins from 2001:db8:1:2::/64; try again in 60 s.',
+    );
+    expect(t.attempt('2001:db8:1:3::1', 1).allowed).toBe(true); // another /64
+    expect(t.attempt('10.0.0.1', 1).allowed).toBe(true);
+  });
+
+  it('limits attempts from all clients together', () => {
+    const t = new LoginThrottle({ ...limits, totalAttemptsPerMinute: 10 });
+    for (let i = 0; i < 10; i++) {
+      expect(t.attempt(`10.0.${i}.1`, i).allowed).toBe(true);
+      t.settle(`10.0.${i}.1`);
+    }
+    const v = t.attempt('10.0.99.1', 20);
+    expect(v).toMatchObject({ allowed: false, reason: 'total', retryAfterMs: 59_980 });
+    expect(v.allowed === false && v.message).toBe(
+      'Too many login attempts on this engine from many addresses; try again in 60 s.',
+    );
+    expect(t.attempt('10.0.99.1', 60_001).allowed).toBe(true);
   });
 });

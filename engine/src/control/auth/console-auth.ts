@@ -19,6 +19,7 @@ import type http from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
 import { UserError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
+import { clientAddress, clientBucket, requestPath } from '../http-request.js';
 import { LoginThrottle, type ThrottleLimits, DEFAULT_THROTTLE_LIMITS } from './login-throttle.js';
 import { passwordProblem, verifyPassword, type PasswordFile } from './password.js';
 import { DEFAULT_SESSION_LIMITS, SessionStore, type SessionLimits } from './session-store.js';
@@ -82,7 +83,7 @@ export class ConsoleAuth {
 
   /** Whether this request is one of the auth endpoints (then it is answered here). */
   handles(req: http.IncomingMessage): boolean {
-    const p = pathOf(req);
+    const p = requestPath(req);
     return p === '/api/session' || p === '/api/login' || p === '/api/logout' || p === '/api/setup';
   }
 
@@ -119,7 +120,7 @@ export class ConsoleAuth {
   authenticateUpgrade(req: http.IncomingMessage): string | null {
     const id = this.cookieOf(req);
     if (!id) return null;
-    const session = this.sessions.find(id, this.credential());
+    const session = this.sessions.find(id, this.credentialOrNone());
     if (!session) return null;
     this.sessions.touch(session);
     return session.key;
@@ -127,7 +128,7 @@ export class ConsoleAuth {
 
   /** Whether a WebSocket's session is still live; counts as use of it. */
   use(key: string): boolean {
-    const session = this.sessions.live(key, this.credential());
+    const session = this.sessions.live(key, this.credentialOrNone());
     if (!session) return false;
     this.sessions.touch(session);
     return true;
@@ -161,7 +162,7 @@ export class ConsoleAuth {
   private async route(req: http.IncomingMessage): Promise<Reply> {
     const hostProblem = this.hostProblem(req);
     if (hostProblem) return fault(403, hostProblem, 'Open the console at http://127.0.0.1:PORT/.');
-    const p = pathOf(req);
+    const p = requestPath(req);
     if (p === '/api/session') {
       if (req.method !== 'GET' && req.method !== 'HEAD')
         return { ...fault(405, 'Use GET.'), headers: { Allow: 'GET, HEAD' } };
@@ -201,6 +202,19 @@ export class ConsoleAuth {
     const peer = clientAddress(req);
     const verdict = this.throttle.attempt(peer);
     if (!verdict.allowed) return tooMany(verdict.message, verdict.retryAfterMs);
+    try {
+      return await this.checkLogin(req, peer, stored);
+    } finally {
+      this.throttle.settle(peer);
+    }
+  }
+
+  /** A login the throttle allowed: its password is checked. */
+  private async checkLogin(
+    req: http.IncomingMessage,
+    peer: string,
+    stored: NonNullable<ReturnType<PasswordFile['current']>>,
+  ): Promise<Reply> {
     const body = await readJson(req);
     const password = body.password;
     if (typeof password !== 'string' || password === '')
@@ -235,6 +249,15 @@ export class ConsoleAuth {
     }
     const verdict = this.throttle.attempt(peer);
     if (!verdict.allowed) return tooMany(verdict.message, verdict.retryAfterMs);
+    try {
+      return await this.checkSetup(req, peer);
+    } finally {
+      this.throttle.settle(peer);
+    }
+  }
+
+  /** A first-run setup the throttle allowed: its token is checked. */
+  private async checkSetup(req: http.IncomingMessage, peer: string): Promise<Reply> {
     const body = await readJson(req);
     if (typeof body.token !== 'string' || !sameSecret(body.token, this.opts.setupToken)) {
       return this.failed(
@@ -269,7 +292,7 @@ export class ConsoleAuth {
     if (lockedMs > 0) {
       this.opts.log.warn('console sign-in locked', { peer, lockedMs });
       return tooMany(
-        `${message} Too many failed logins from ${peer}; try again in ${Math.ceil(lockedMs / 1000)} s.`,
+        `${message} Too many failed logins from ${clientBucket(peer).label}; try again in ${Math.ceil(lockedMs / 1000)} s.`,
         lockedMs,
       );
     }
@@ -278,7 +301,7 @@ export class ConsoleAuth {
       401,
       message,
       hint ??
-        `Check the password and try again. After ${this.throttle.limits.maxFailures} failures in a row, sign-ins from this address pause.`,
+        `Check the password and try again. After ${this.throttle.limits.maxFailures} failures in a row, sign-ins from ${clientBucket(peer).label} pause.`,
     );
   }
 
@@ -322,6 +345,19 @@ export class ConsoleAuth {
     return this.opts.passwords.current()?.salt.toString('base64') ?? null;
   }
 
+  /**
+   * credential() for callers inside the server's event listeners: a password file
+   * that cannot be used (damaged, readable by others) means no session is valid, and
+   * the sweeper logs why. An exception there would stop the engine.
+   */
+  private credentialOrNone(): string | null {
+    try {
+      return this.credential();
+    } catch {
+      return null;
+    }
+  }
+
   private sweep(): void {
     let credential: string | null;
     try {
@@ -337,17 +373,6 @@ export class ConsoleAuth {
   private emitEnded(keys: string[]): void {
     for (const l of [...this.endedListeners]) l(keys);
   }
-}
-
-/** The client's address as people read it (IPv4-mapped IPv6 shown as IPv4). */
-export function clientAddress(req: http.IncomingMessage): string {
-  const a = req.socket.remoteAddress ?? 'unknown';
-  return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
-}
-
-function pathOf(req: http.IncomingMessage): string {
-  const q = (req.url ?? '/').indexOf('?');
-  return q < 0 ? (req.url ?? '/') : (req.url ?? '/').slice(0, q);
 }
 
 function fault(
