@@ -32,7 +32,10 @@ if (LONG_RUNNING.has(command) && process.env.MALLOC_TRIM_THRESHOLD_ === undefine
     [...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)],
     {
       stdio: 'inherit',
-      env: { ...process.env, ...MALLOC_ENV },
+      // The child watches this pid: if this launcher is killed outright (SIGKILL, the
+      // OOM killer), nothing forwards a signal, so the child stops itself cleanly rather
+      // than run on, orphaned, holding its port and lock (cli/command.ts, onStopRequest).
+      env: { ...process.env, ...MALLOC_ENV, BRANCHSAN_LAUNCHER_PID: String(process.pid) },
     },
   );
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => child.kill(sig));

@@ -7,76 +7,20 @@
  *
  * Needs the built engine (npm test builds it; or npm run build:engine).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { connectSocket } from '../helpers/api.js';
+import {
+  killGroup,
+  killStarted,
+  start,
+  type Result,
+  type Started,
+} from '../helpers/cli-process.js';
 import { BIN, REPO_ROOT, startEngine, tempDir, type RunningEngine } from '../helpers/engine.js';
-
-interface Result {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-  timedOut: boolean;
-}
-
-interface Started {
-  proc: ChildProcess;
-  stdout(): string;
-  stderr(): string;
-  exited: Promise<Result>;
-}
-
-/**
- * Without the malloc variables the launcher sets, so bin/branchsan.js re-runs itself
- * for the long-running commands exactly as it does for a user.
- */
-const env = { ...process.env };
-for (const k of ['MALLOC_TRIM_THRESHOLD_', 'MALLOC_TOP_PAD_', 'MALLOC_MMAP_THRESHOLD_'])
-  delete env[k];
-
-const live = new Set<ChildProcess>();
-
-function killGroup(proc: ChildProcess, signal: NodeJS.Signals): void {
-  try {
-    process.kill(-proc.pid!, signal);
-  } catch {
-    // the group is gone
-  }
-}
-
-function start(args: string[], timeoutMs = 10_000, input?: string): Started {
-  const proc = spawn(process.execPath, [BIN, ...args], {
-    stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
-    detached: true,
-    env,
-  });
-  live.add(proc);
-  if (input !== undefined) {
-    proc.stdin!.on('error', () => undefined); // EPIPE: it exited without reading
-    proc.stdin!.end(input);
-  }
-  let stdout = '';
-  let stderr = '';
-  let timedOut = false;
-  proc.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const timer = setTimeout(() => {
-    timedOut = true;
-    killGroup(proc, 'SIGKILL');
-  }, timeoutMs);
-  const exited = new Promise<Result>((resolve) =>
-    proc.once('close', (code, signal) => {
-      clearTimeout(timer);
-      live.delete(proc);
-      resolve({ code, signal, stdout, stderr, timedOut });
-    }),
-  );
-  return { proc, stdout: () => stdout, stderr: () => stderr, exited };
-}
 
 /** Runs `branchsan ARGS` to its end (or kills it, with its group, after timeoutMs). */
 function run(args: string[], timeoutMs = 10_000, input?: string): Promise<Result> {
@@ -117,7 +61,7 @@ beforeAll(() => {
 });
 
 afterEach(() => {
-  for (const p of live) killGroup(p, 'SIGKILL');
+  killStarted();
 });
 
 describe('branchsan help', () => {

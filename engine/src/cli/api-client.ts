@@ -10,6 +10,9 @@ export interface SocketClient {
   close(): void;
 }
 
+/** How long close() waits for queued requests to be handed to the engine's socket. */
+const CLOSE_GRACE_MS = 1_000;
+
 export async function connectSocket(path: string, timeoutMs = 15_000): Promise<SocketClient> {
   const sock = net.connect(path);
   await new Promise<void>((resolve, reject) => {
@@ -45,6 +48,12 @@ export async function connectSocket(path: string, timeoutMs = 15_000): Promise<S
   return {
     session,
     call: (method, params) => session.call(method, params) as never,
-    close: () => sock.end(),
+    close: () => {
+      // end() alone leaves the socket open until the engine closes its side: a hung
+      // (stopped) engine never does, and the command would never exit after its
+      // "did not answer" error. Send what is queued, then let go of the socket.
+      sock.end(() => sock.destroy());
+      setTimeout(() => sock.destroy(), CLOSE_GRACE_MS).unref();
+    },
   };
 }

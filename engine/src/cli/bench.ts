@@ -2,7 +2,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { abandonBenchmark, formatTable, runBenchmark } from '../bench/run.js';
 import { UserError } from '../util/errors.js';
-import { directoryProblem, parseCommandArgs, prepareOutFile, type Command } from './command.js';
+import {
+  directoryProblem,
+  onStopRequest,
+  parseCommandArgs,
+  prepareOutFile,
+  type Command,
+} from './command.js';
 
 export const bench: Command = {
   name: 'bench',
@@ -69,15 +75,17 @@ Options:
     // Checked before the run, which takes minutes: not after it, losing the results.
     if (values['disk-dir']) checkDiskDir(values['disk-dir']);
     if (values.out) prepareOutFile('bench', values.out, 'bench.json');
-    // Ctrl-C or SIGTERM mid-run: the run's own cleanup is never reached, so remove its
-    // files (RAM in /dev/shm) and stop its peer process here, then exit as signalled.
+    // Ctrl-C, SIGTERM or a hangup mid-run (or the launcher gone): the run's own cleanup
+    // is never reached, so remove its files (RAM in /dev/shm) and stop its peer process
+    // here, then exit as signalled. The handlers stay installed for the whole run: a
+    // Ctrl-C often arrives twice (the launcher forwards its copy), and the second one,
+    // with no handler left, killed the process mid-cleanup, leaving the files behind.
     const interrupted = (sig: NodeJS.Signals) => {
       process.stderr.write(`[bench] ${sig}: stopped; removing the benchmark files\n`);
       abandonBenchmark();
       process.exit(128 + (os.constants.signals[sig] ?? 0));
     };
-    process.once('SIGINT', interrupted);
-    process.once('SIGTERM', interrupted);
+    const stopCatching = onStopRequest('bench', interrupted);
     // A crash mid-run (an uncaught exception) skips the run's cleanup too.
     process.once('exit', abandonBenchmark);
     const report = await runBenchmark({
@@ -89,8 +97,7 @@ Options:
       inlineReads: !values['no-inline-reads'],
       progress: (line) => process.stderr.write(`[bench] ${line}\n`),
     });
-    process.off('SIGINT', interrupted);
-    process.off('SIGTERM', interrupted);
+    stopCatching();
     process.off('exit', abandonBenchmark);
     process.stderr.write(formatTable(report) + '\n');
     process.stderr.write(`[bench] done in ${report.elapsed_s} s\n`);

@@ -111,31 +111,91 @@ export function requireDataDir(command: string, value: string | undefined): stri
 const REPEAT_GRACE_MS = 2_000;
 
 /**
- * Resolves at the first SIGINT or SIGTERM, and goes on catching both, so that the
- * clean stop which follows is not cut short by a second one. One Ctrl-C often arrives
- * twice: the terminal signals the whole process group, the launcher
- * (bin/branchsan.js) and this process, and the launcher forwards its copy too
- * (`timeout` and some supervisors also signal both). With Node's default action
- * restored, that copy killed the process mid-stop. A repeat more than
- * REPEAT_GRACE_MS after the first is a person insisting: the process ends at once.
+ * The signals that ask a long-running command to stop cleanly: Ctrl-C, `kill` or a
+ * service manager, and a hangup (an SSH session that drops, a terminal closed).
+ */
+const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
+/**
+ * bin/branchsan.js re-runs the long-running commands as its child and passes its own
+ * pid in this variable (the name is spelled out there too).
+ */
+const LAUNCHER_PID_ENV = 'BRANCHSAN_LAUNCHER_PID';
+/** How often a command run by the launcher checks that the launcher is still there. */
+const LAUNCHER_POLL_MS = 1_000;
+
+let launcherPid: number | undefined;
+
+/**
+ * Takes the launcher's pid from the environment, once, as the CLI starts; and takes
+ * it out of the environment, so that processes this one starts do not inherit it.
+ */
+export function adoptLauncher(env: NodeJS.ProcessEnv = process.env): void {
+  const value = env[LAUNCHER_PID_ENV];
+  if (value === undefined) return;
+  delete env[LAUNCHER_PID_ENV];
+  const pid = Number(value);
+  if (Number.isInteger(pid) && pid > 1) launcherPid = pid;
+}
+
+/**
+ * Calls onStop once, at the first request to stop: SIGINT, SIGTERM or SIGHUP, or the
+ * launcher gone (below). Until the returned function is called it goes on catching
+ * those signals, so that the clean stop which follows is not cut short by a second
+ * one. One Ctrl-C (or hangup) often arrives twice: the terminal signals the whole
+ * process group, the launcher (bin/branchsan.js) and this process, and the launcher
+ * forwards its copy too (`timeout` and some supervisors also signal both). With
+ * Node's default action restored, that copy killed the process mid-stop. A repeat
+ * more than REPEAT_GRACE_MS after the first is a person insisting: the process ends
+ * at once.
+ *
+ * When the launcher itself is killed outright (SIGKILL, the OOM killer), nothing
+ * forwards a signal, and this process would go on holding its port, lock and files
+ * with no one to stop it: the launcher is checked every LAUNCHER_POLL_MS (an unref'd
+ * timer, so it never keeps the process alive), and its loss stops the command as a
+ * hangup does: SIGHUP is "the controlling process is gone".
+ */
+export function onStopRequest(command: string, onStop: (sig: NodeJS.Signals) => void): () => void {
+  let firstAt = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (!firstAt) {
+      firstAt = Date.now();
+      onStop(sig);
+    } else if (Date.now() - firstAt > REPEAT_GRACE_MS) {
+      process.stderr.write(
+        `branchsan: ${command}: ${sig} again: exiting now, before the clean stop finished.\n`,
+      );
+      process.exit(128 + (os.constants.signals[sig] ?? 0));
+    }
+  };
+  for (const sig of STOP_SIGNALS) process.on(sig, onSignal);
+  const launcher = launcherPid;
+  let poll: NodeJS.Timeout | undefined;
+  if (launcher !== undefined) {
+    poll = setInterval(() => {
+      // the parent of an orphan is init (or a subreaper): never the launcher again
+      if (process.ppid === launcher) return;
+      clearInterval(poll);
+      if (firstAt) return; // already stopping
+      process.stderr.write(
+        `branchsan: ${command}: its launcher (pid ${launcher}) is gone; stopping cleanly, as on SIGHUP.\n`,
+      );
+      onSignal('SIGHUP');
+    }, LAUNCHER_POLL_MS).unref();
+  }
+  return () => {
+    for (const sig of STOP_SIGNALS) process.off(sig, onSignal);
+    clearInterval(poll);
+  };
+}
+
+/**
+ * Resolves at the first request to stop (SIGINT, SIGTERM, SIGHUP, or the launcher
+ * gone), and goes on catching those signals for the rest of the process's life; see
+ * onStopRequest.
  */
 export function stopSignal(command: string): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    let firstAt = 0;
-    const onSignal = (sig: NodeJS.Signals) => {
-      if (!firstAt) {
-        firstAt = Date.now();
-        resolve(sig);
-      } else if (Date.now() - firstAt > REPEAT_GRACE_MS) {
-        process.stderr.write(
-          `branchsan: ${command}: ${sig} again: exiting now, before the clean stop finished.\n`,
-        );
-        process.exit(128 + (os.constants.signals[sig] ?? 0));
-      }
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-  });
+  return new Promise((resolve) => onStopRequest(command, resolve));
 }
 
 /** Why `dir` cannot be used as a directory ('does not exist', 'is not a directory'), or null. */

@@ -5,7 +5,7 @@
 import { ApiError } from '../../../contract/errors.js';
 import { storageProblem, UserError } from '../util/errors.js';
 import { productVersion } from '../util/paths.js';
-import type { Command } from './command.js';
+import { adoptLauncher, type Command } from './command.js';
 
 /**
  * Each command's module loads only when that command runs: a command pays for what
@@ -69,6 +69,8 @@ and \`branchsan --version\` for the version.`;
 }
 
 export async function run(argv: string[]): Promise<number> {
+  goOnWithoutOutput();
+  adoptLauncher();
   const [name, ...rest] = argv;
   if (!name || name === 'help' || name === '--help' || name === '-h') {
     if (rest[0] === undefined) {
@@ -99,6 +101,29 @@ export async function run(argv: string[]): Promise<number> {
   } catch (err) {
     return report(err);
   }
+}
+
+let outputGuarded = false;
+
+/**
+ * When the reader of stdout or stderr goes away (`branchsan serve | head -1`, a closed
+ * terminal), writing there fails (EPIPE, EIO), and Node's default for that failure is
+ * an uncaught exception: a stack trace, and an engine that dies because nobody reads
+ * its log. Instead the stream is dropped (Node has destroyed it; the loggers skip it,
+ * writes to it are discarded) and the process carries on: the engine's log file still
+ * gets every line. EPIPE is the reader's choice and goes unremarked, as in any Unix
+ * tool; any other failure of stdout is said on stderr.
+ */
+function goOnWithoutOutput(): void {
+  if (outputGuarded) return; // run() again in the same process
+  outputGuarded = true;
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') return;
+    process.stderr.write(
+      `branchsan: cannot write to standard output (${err.code ?? err.message}); going on without it: nothing more is printed there.\n`,
+    );
+  });
+  process.stderr.on('error', () => undefined); // nowhere left to say it
 }
 
 function report(err: unknown): number {

@@ -15,6 +15,11 @@ export interface Logger {
 
 export interface LogSink {
   write(line: string): void;
+  /**
+   * false once the sink takes no more lines: a stdout whose reader went away (EPIPE),
+   * which the CLI leaves destroyed. Lines then go to the other sinks (the log file).
+   */
+  readonly writable?: boolean;
 }
 
 const extraSinks = new Set<LogSink>();
@@ -35,7 +40,7 @@ export function createLogger(
     if (ORDER[level] < min) return;
     const rec = { ts: new Date().toISOString(), level, msg, ...base, ...fields };
     const line = JSON.stringify(rec, errorReplacer) + '\n';
-    sink.write(line);
+    if (sink.writable !== false) sink.write(line);
     for (const extra of extraSinks) extra.write(line);
   };
   return {
