@@ -141,7 +141,21 @@ export class MetricsStore {
         ),
       ),
     };
-    for (const r of db
+    // Rows of series that no longer exist: left by a failed commit before series ids
+    // were kept in step with the database (below). Nothing would ever expire them.
+    this.tx(() => {
+      for (const t of TIERS)
+        db.prepare(
+          `DELETE FROM ${t.table} WHERE series_id NOT IN (SELECT id FROM metric_series)`,
+        ).run();
+    });
+    this.loadIds();
+  }
+
+  /** The series ids as the database holds them. */
+  private loadIds(): void {
+    this.ids.clear();
+    for (const r of this.db
       .prepare(
         'SELECT id, key, scope, metric, unit, agg, labels, first_ts AS firstTs FROM metric_series',
       )
@@ -150,9 +164,27 @@ export class MetricsStore {
     }
   }
 
+  /**
+   * Runs `fn` in a transaction. If it fails (a full disk at commit), SQLite rolls the
+   * series it made or pruned back, so the in-memory ids are reloaded: otherwise an id
+   * that no longer exists would be reused by the next new series, mixing two series.
+   */
+  private tx(fn: () => void): void {
+    try {
+      this.db.transaction(fn)();
+    } catch (err) {
+      try {
+        this.loadIds();
+      } catch {
+        // the database cannot even be read now; the first error says why
+      }
+      throw err;
+    }
+  }
+
   setMaxBytes(bytes: number): void {
     this.maxBytes = bytes;
-    this.db.transaction(() => this.enforceCap())();
+    this.tx(() => this.enforceCap());
   }
 
   get cap(): number {
@@ -169,13 +201,13 @@ export class MetricsStore {
     const sync = this.db.pragma('synchronous', { simple: true }) as number;
     this.db.pragma('synchronous = NORMAL');
     try {
-      this.db.transaction(() => {
+      this.tx(() => {
         const insert = this.stmt.insert[0]!;
         for (const p of points) {
           if (Number.isFinite(p.value)) insert.run(this.seriesId(p.series, tsSec), tsSec, p.value);
         }
         this.maintainNow(tsSec);
-      })();
+      });
     } finally {
       this.db.pragma(`synchronous = ${sync}`);
     }
@@ -183,7 +215,7 @@ export class MetricsStore {
 
   /** Rollups, retention and the cap as of nowSec, without new points (also for tests). */
   maintain(nowSec: number): void {
-    this.db.transaction(() => this.maintainNow(nowSec, true))();
+    this.tx(() => this.maintainNow(nowSec, true));
   }
 
   listSeries(): SeriesRow[] {
@@ -269,9 +301,10 @@ export class MetricsStore {
     const done: number[] = [nowSec + 1]; // the finest tier is complete up to now
     for (let i = 1; i < TIERS.length; i++) {
       const t = TIERS[i]!;
-      const from = (this.stmt.getDone.get(t.name) as number | undefined) ?? 0;
+      let from = (this.stmt.getDone.get(t.name) as number | undefined) ?? 0;
       // a bucket is closed once the finer tier is complete past its end
       const until = Math.floor(done[i - 1]! / t.stepSec) * t.stepSec;
+      if (from > until) from = this.afterClockJump(i, nowSec, until);
       if (until > from) {
         this.stmt.rollup[i - 1]!.run(from, until);
         this.stmt.setDone.run(t.name, until);
@@ -281,6 +314,26 @@ export class MetricsStore {
       }
     }
     return done;
+  }
+
+  /**
+   * Tier i was rolled up past `until`: the clock had jumped ahead and came back. Left
+   * so, nothing would roll up until real time caught up (a year ahead: a year without
+   * history) while the finer tiers expired. Rows stamped in the future go, and tier i
+   * rolls up again from the first whole bucket the finer tier still holds (redoing a
+   * bucket replaces it with the same values).
+   */
+  private afterClockJump(i: number, nowSec: number, until: number): number {
+    this.db.prepare(`DELETE FROM ${TIERS[0]!.table} WHERE ts > ?`).run(nowSec);
+    for (let k = 1; k <= i; k++) {
+      const done = Math.floor((nowSec + 1) / TIERS[k]!.stepSec) * TIERS[k]!.stepSec;
+      this.db.prepare(`DELETE FROM ${TIERS[k]!.table} WHERE ts >= ?`).run(done);
+    }
+    const step = TIERS[i]!.stepSec;
+    const oldest = this.edgeOfTier(i - 1, 'oldest');
+    const from = oldest === null ? until : Math.min(until, Math.ceil(oldest / step) * step);
+    this.stmt.setDone.run(TIERS[i]!.name, from);
+    return from;
   }
 
   private pruneSeries(): void {
@@ -317,7 +370,8 @@ export class MetricsStore {
           limit,
           oldest + Math.max(TIERS[i]!.stepSec, Math.ceil((newest - oldest) / 4)),
         );
-        this.stmt.expire[i]!.run(cut);
+        // Nothing deleted: nothing this loop can free here (it would spin for ever).
+        if (this.stmt.expire[i]!.run(cut).changes === 0) break;
       }
       if (this.usedBytes() <= target) return;
     }

@@ -197,3 +197,56 @@ describe('metric history store', () => {
     expect(db.prepare('SELECT MIN(ts) FROM metric_1m').pluck().get()).toBe(T0);
   });
 });
+
+describe('metric history store: failures and clocks', () => {
+  const HOST_A: SeriesDef = { ...RATE, key: 'host:v/hostA:read_iops', scope: 'host' };
+  const HOST_B: SeriesDef = { ...RATE, key: 'host:v/hostB:read_iops', scope: 'host' };
+
+  it('a commit that fails forgets the series it made: a later series never takes over its id', () => {
+    const { store, db } = openStore();
+    store.append(T0, [{ series: RATE, value: 1 }]);
+    // A real SQLite failure inside the append's transaction (as a full disk gives one
+    // at commit), after the new series' row was inserted.
+    db.exec(
+      "CREATE TRIGGER refuse BEFORE INSERT ON metric_1s WHEN NEW.value = 999 BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+    );
+    expect(() => store.append(T0 + 1, [{ series: HOST_A, value: 999 }])).toThrow(/disk full/);
+    db.exec('DROP TRIGGER refuse');
+    // Before: host A stayed known under an id the rollback had removed, and host B
+    // got the same id, so A's history showed B's values.
+    expect(store.findSeries(HOST_A.key)).toBeUndefined();
+    store.append(T0 + 2, [{ series: HOST_B, value: 7 }]);
+    store.append(T0 + 3, [{ series: HOST_A, value: 5 }]);
+    const a = store.findSeries(HOST_A.key)!;
+    const b = store.findSeries(HOST_B.key)!;
+    expect(a.id).not.toBe(b.id);
+    expect(store.query(a, T0, T0 + 10, 100).points).toEqual([[T0 + 3, 5]]);
+    expect(store.query(b, T0, T0 + 10, 100).points).toEqual([[T0 + 2, 7]]);
+    // And a cap that asks for space returns: nothing unknown holds rows.
+    store.setMaxBytes(4096);
+  });
+
+  it('drops, at open, rows of series that no longer exist', () => {
+    const { db } = openStore();
+    db.prepare('INSERT INTO metric_1s (series_id, ts, value) VALUES (?, ?, ?)').run(42, T0, 1);
+    const again = new MetricsStore(db);
+    expect(again.rowCounts()['1s']).toBe(0);
+  });
+
+  it('a clock that jumped a day ahead and came back does not stop the rollups', () => {
+    const { store, db } = openStore();
+    for (let t = T0; t < T0 + 600; t++) store.append(t, [{ series: RATE, value: 1 }]);
+    store.append(T0 + DAY, [{ series: RATE, value: 1 }]); // one sample from the future
+    for (let t = T0 + 600; t < T0 + 3 * 3600; t++) store.append(t, [{ series: RATE, value: 2 }]);
+    // Before: the 10 s tier stopped at the jump, so these hours rolled up into nothing
+    // and their 1 s rows then expired.
+    const tens = rows(db, 'metric_10s', RATE.key);
+    expect(tens.at(-1)!.ts).toBe(T0 + 3 * 3600 - 10);
+    expect(tens.filter((r) => r.ts >= T0 + 600)).toHaveLength((3 * 3600 - 600) / 10);
+    expect(rows(db, 'metric_1m', RATE.key).at(-1)!.ts).toBe(T0 + 3 * 3600 - 60);
+    expect(rows(db, 'metric_1h', RATE.key).map((r) => r.ts)).toEqual([T0, T0 + 3600, T0 + 7200]);
+    // The future sample is gone from every tier.
+    for (const t of ['metric_1s', 'metric_10s', 'metric_1m', 'metric_1h'])
+      expect(rows(db, t, RATE.key).filter((r) => r.ts > T0 + 3 * 3600)).toEqual([]);
+  });
+});
