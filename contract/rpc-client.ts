@@ -40,7 +40,7 @@ export class RpcSession {
             ErrorCode.Unavailable,
             `The engine did not answer ${method} within ${this.timeoutMs / 1000} s.`,
             {
-              hint: 'Check that the BranchSAN engine service is running.',
+              hint: 'Check that the BranchSAN engine service is running (systemctl status branchsan); if it is, it may be stuck: its log (journalctl -u branchsan) says on what.',
             },
           ),
         );

@@ -101,6 +101,7 @@ Examples:
     // Caught from here on: a Ctrl-C while the target starts stops it once it has started.
     const stopping = stopSignal('export');
     const rt = new TargetRuntime(log);
+    let created = false; // this run made the file (--create-size): it removes it on failure
     try {
       rt.addSubsystem({
         nqn,
@@ -115,6 +116,7 @@ Examples:
         anaGroup: 1,
         ...stableIds(`${nqn}\0${target}`),
       });
+      created = spec.kind === 'file' && spec.create === true;
       const bound = await rt.addPort({ portId: 1, host, port });
       printConnectHelp({
         target,
@@ -128,8 +130,9 @@ Examples:
     } catch (err) {
       await rt.close();
       // a file made by --create-size for a target that never started: without this,
-      // the same command run again (say with a free port) says the file already exists
-      if (spec.kind === 'file' && spec.create) fs.rmSync(target, { force: true });
+      // the same command run again (say with a free port) says the file already exists.
+      // Only one this run made: a failure to create it leaves what is at the path alone.
+      if (created) fs.rmSync(target, { force: true });
       throw err;
     }
     await stopping;
@@ -174,7 +177,7 @@ function backendSpec(
     );
   }
   if (createSize) {
-    const sizeBytes = parseSize('--create-size', createSize);
+    const sizeBytes = parseSize('export: --create-size', createSize);
     if (sizeBytes % blockSize !== 0) {
       throw new UserError(
         `export: --create-size must be a multiple of the ${blockSize}-byte block size.`,
@@ -186,6 +189,14 @@ function backendSpec(
       throw new UserError(
         `export: ${target} already exists.`,
         'Drop --create-size to serve the existing file, or choose a new path.',
+        'usage',
+      );
+    }
+    const link = danglingLink(target);
+    if (link !== null) {
+      throw new UserError(
+        `export: ${target} is a symbolic link to ${link}, which does not exist.`,
+        'Remove the link or choose another path to create the file at, or create the file it points to and drop --create-size.',
         'usage',
       );
     }
@@ -208,6 +219,15 @@ function backendSpec(
     );
   }
   return { kind: 'file', path: target, blockSize };
+}
+
+/** Where `target` points when it is a symbolic link whose target is missing, else null. */
+function danglingLink(target: string): string | null {
+  try {
+    return fs.lstatSync(target).isSymbolicLink() ? fs.readlinkSync(target) : null;
+  } catch {
+    return null;
+  }
 }
 
 /** The file is sparse, so it may be larger than the free space: say so, it is not an error. */
@@ -247,8 +267,13 @@ function printConnectHelp(o: {
     `Serving ${o.target} (${formatSize(o.size)}, ${o.blockSize}-byte blocks) over NVMe/TCP`,
   );
   console.log(
-    `  subsystem ${o.nqn}, namespace 1, on ${o.host}:${o.port} (discovery on the same port)`,
+    `  subsystem ${o.nqn}, namespace 1, on ${joinHostPort(o.host, o.port)} (discovery on the same port)`,
   );
+  if (isLoopback(o.host)) {
+    console.log(
+      '  listening on loopback only: other machines cannot connect (add --host 0.0.0.0, or an address of this machine, for them)',
+    );
+  }
   console.log(
     o.hosts.length
       ? `  allowed hosts: ${o.hosts.join(', ')}`
@@ -262,6 +287,10 @@ function printConnectHelp(o: {
   console.log(`To check it from any machine with BranchSAN (reads only):`);
   console.log(`  branchsan probe ${joinHostPort(addr, o.port)}${asHost}`);
   console.log('Press Ctrl-C to stop.');
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
 function firstAddress(): string {

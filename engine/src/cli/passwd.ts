@@ -3,6 +3,7 @@
  * Works whether or not the engine runs: the engine re-reads the password file, and
  * sessions opened with the old password end at their next request.
  */
+import fs from 'node:fs';
 import { PasswordFile, passwordProblem } from '../control/auth/password.js';
 import { UserError } from '../util/errors.js';
 import { directoryProblem, parseCommandArgs, requireDataDir, type Command } from './command.js';
@@ -42,16 +43,47 @@ Examples:
         'Pass the directory the engine runs with (the systemd service uses /var/lib/branchsan). To set the password before the first start, create the directory first.',
       );
     }
+    if (values['password-stdin'] && process.stdin.isTTY) {
+      // Typed at a terminal it would be echoed, with no prompt and no end but Ctrl-D.
+      throw new UserError(
+        'passwd: --password-stdin reads a password piped in, but standard input is a terminal.',
+        'Run it without --password-stdin to be asked for the password (it is not shown).',
+        'usage',
+      );
+    }
     const password = values['password-stdin'] ? await readStdinLine() : await promptTwice();
     const weak = passwordProblem(password);
     if (weak) throw new UserError(`passwd: ${weak}`, 'Run it again with another password.');
-    await PasswordFile.inDataDir(dataDir).set(password);
+    try {
+      await PasswordFile.inDataDir(dataDir).set(password);
+    } catch (err) {
+      throw unwritable(dataDir) ?? err;
+    }
     console.log(
       'The web console admin password is set. Sessions signed in with an older password are signed out.',
     );
     return 0;
   },
 };
+
+/**
+ * Why the password file could not be written, when the data directory is on a
+ * read-only file system (which Node reports as ENOENT from a recursive mkdir).
+ */
+function unwritable(dataDir: string): UserError | null {
+  try {
+    fs.accessSync(dataDir, fs.constants.W_OK);
+    return null;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EROFS')
+      return new UserError(
+        `passwd: the data directory ${dataDir} is on a read-only file system; nothing was changed.`,
+        'Remount it read-write, or pass the directory the engine runs with.',
+      );
+    return null; // EACCES and the like: the CLI's general hint (run it as root) fits
+  }
+}
 
 async function readStdinLine(): Promise<string> {
   let text = '';

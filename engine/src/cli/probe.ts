@@ -138,7 +138,9 @@ Examples:
       );
     }
     const hostnqn = values.hostnqn ?? validNqn(readIdentityFile(HOSTNQN_FILE));
-    let cpuLatency = 'not requested (--no-cpu-latency)';
+    let cpuLatency = values['no-cpu-latency']
+      ? 'not requested (--no-cpu-latency)'
+      : 'not requested (no read test: --seconds 0)';
     let hold: { close(): void } | null = null;
     if (!values['no-cpu-latency'] && seconds > 0) {
       try {
@@ -178,7 +180,7 @@ function parseAddress(text: string): { host: string; port: number } {
   const m = /^\[([^\]]+)\](?::(.*))?$/.exec(text) ?? /^([^:]+)(?::(.*))?$/.exec(text);
   const bareV6 = !m && (text.match(/:/g) ?? []).length >= 2;
   const host = bareV6 ? text : m?.[1];
-  if (!host) {
+  if (!host || /[[\]]/.test(host)) {
     throw new UserError(
       `probe: "${text}" is not a target address.`,
       'Give HOST or HOST:PORT, for example 192.0.2.10:4420 or [fd00::1]:4420.',

@@ -16,7 +16,8 @@ export const serve: Command = {
   help: `Usage: branchsan serve --data DIR [options]
 
 Runs the BranchSAN engine: opens DIR/branchsan.db, serves the management API on a
-local Unix socket and the web console on 127.0.0.1. Stops cleanly on SIGTERM/SIGINT.
+local Unix socket and the web console on 127.0.0.1. Stops cleanly on SIGTERM, SIGINT
+or SIGHUP.
 Log lines are JSON on stdout; the line with "msg":"engine ready" carries the socket
 path and the console URL (with the one-time setup token while no admin password
 is set: open it to choose one, or run \`branchsan passwd\`).
@@ -67,6 +68,8 @@ Examples:
         'usage',
       );
     const log = createLogger({ level });
+    // Checked even with --no-console: a typo is an error whatever else was given.
+    const consolePort = parsePort('serve', 'console-port', values['console-port'], 8450);
     // Caught from here on: a Ctrl-C while the engine starts stops it once it has started.
     const stopping = stopSignal('serve');
     const engine = await Engine.start({
@@ -74,15 +77,13 @@ Examples:
       ...(values.socket ? { socketPath: path.resolve(values.socket) } : {}),
       console: values['no-console']
         ? null
-        : consoleOptionsFromFlags(
-            values['console-host'] ?? '127.0.0.1',
-            parsePort('serve', 'console-port', values['console-port'], 8450),
-            values,
-          ),
+        : consoleOptionsFromFlags(values['console-host'] ?? '127.0.0.1', consolePort, values),
       ...(values['admin-group'] ? { adminGroup: values['admin-group'] } : {}),
       log,
     });
-    log.info('engine ready', {
+    // Always printed, whatever --log-level says: it holds the console URL (with the
+    // first-run setup token) that people and scripts wait for.
+    createLogger({ level: 'info' }).info('engine ready', {
       nodeId: engine.nodeId,
       pid: process.pid,
       dataDir: engine.dataDir,

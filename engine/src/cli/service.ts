@@ -162,6 +162,14 @@ function installSteps(unitFile?: string): Step[] {
         : 'Pass the unit with --unit FILE (it is build/linux/branchsan.service in the source tree).',
     );
   }
+  // It replaces whatever unit is installed: refuse a file that is not one of ours.
+  if (!/^\[Service\]/m.test(unitText) || !/^ExecStart=.*branchsan/m.test(unitText)) {
+    throw new UserError(
+      `service: ${src} is not a BranchSAN systemd unit (it has no [Service] section whose ExecStart runs branchsan).`,
+      'Pass the unit shipped with BranchSAN (build/linux/branchsan.service), or a copy of it you edited.',
+      'usage',
+    );
+  }
   const binPath = path.join(root, 'bin', 'branchsan.js');
   if (/^\/(root|home)(\/|$)/.test(root)) {
     console.error(

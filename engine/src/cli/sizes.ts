@@ -10,19 +10,30 @@ const UNITS: Record<string, number> = {
   P: 2 ** 50,
 };
 
-export function parseSize(flag: string, text: string): number {
+/** `what` names the option for messages, with its command: "export: --create-size". */
+export function parseSize(what: string, text: string): number {
   // a unit letter with an optional B or iB (10G, 10GB, 10GiB), or B alone (4096B)
   const m = /^(\d+(?:\.\d+)?)\s*(?:([KMGTP])(?:i?B)?|B)?$/i.exec(text.trim());
   const bytes = m ? Math.round(Number(m[1]) * UNITS[(m[2] ?? '').toUpperCase()]!) : NaN;
+  if (m && bytes > MAX_SIZE) {
+    throw new UserError(
+      `${what} ${text} is too large: the most is ${formatSize(MAX_SIZE)}.`,
+      undefined,
+      'usage',
+    );
+  }
   if (!Number.isSafeInteger(bytes) || bytes <= 0) {
     throw new UserError(
-      `${flag} must be a size like 64M, 10G or 1T, not "${text}".`,
+      `${what} must be a size like 64M, 10G or 1T, not "${text}".`,
       undefined,
       'usage',
     );
   }
   return bytes;
 }
+
+/** The largest size parseSize accepts: 8 PiB less one KiB, whole KiB below 2^53 bytes. */
+const MAX_SIZE = Math.floor(Number.MAX_SAFE_INTEGER / 1024) * 1024;
 
 export function formatSize(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];

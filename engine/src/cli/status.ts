@@ -1,5 +1,6 @@
-import path from 'node:path';
 import { UserError } from '../util/errors.js';
+import { joinHostPort } from '../host/probe.js';
+import { engineSocketPath } from '../service/instance-lock.js';
 import { connectSocket } from './api-client.js';
 import { parseCommandArgs, type Command } from './command.js';
 
@@ -10,7 +11,8 @@ export const status: Command = {
 Asks a running engine for its status over its API socket.
 
 Options:
-  --data DIR      the engine's data directory (uses DIR/engine.sock)
+  --data DIR      the engine's data directory (finds the socket of the engine
+                  running on it, DIR/engine.sock by default)
   --socket PATH   the engine's API socket
   --json          print the raw JSON answer`,
   async run(argv) {
@@ -24,7 +26,7 @@ Options:
       console.log(this.help);
       return 0;
     }
-    const sock = values.socket ?? (values.data ? path.join(values.data, 'engine.sock') : undefined);
+    const sock = values.socket ?? (values.data ? engineSocketPath(values.data) : undefined);
     if (!sock)
       throw new UserError(
         'status: say which engine: --data DIR or --socket PATH.',
@@ -44,6 +46,13 @@ Options:
         console.log(
           `  CPU wake-up latency request: ${q.mode}, ${q.held ? 'held' : 'not held'}` +
             (q.unavailable ? ` (unavailable: ${q.unavailable}; run the engine as root)` : ''),
+        );
+        const cfg = await client.call('target.config', {});
+        const ports = cfg.ports.map((p) => joinHostPort(p.host, p.port));
+        console.log(`  NVMe/TCP ports: ${ports.length ? ports.join(', ') : 'none configured'}`);
+        const namespaces = cfg.subsystems.reduce((n, s) => n + s.namespaces.length, 0);
+        console.log(
+          `  ${cfg.subsystems.length} subsystem${cfg.subsystems.length === 1 ? '' : 's'}, ${namespaces} namespace${namespaces === 1 ? '' : 's'}`,
         );
       }
       return 0;

@@ -87,7 +87,8 @@ export class Engine {
     const dataDir = path.resolve(opts.dataDir);
     process.umask(0o027); // database and logs: service and admin group only; secrets tighten further
     prepareDataDir(dataDir);
-    const lock = acquireInstanceLock(dataDir);
+    const socketPath = path.resolve(opts.socketPath ?? path.join(dataDir, 'engine.sock'));
+    const lock = acquireInstanceLock(dataDir, socketPath);
     const cleanup: (() => unknown)[] = [() => lock.release()];
     const closeLogFile = attachLogFile(dataDir); // DATA/logs/engine.log, for diagnostics bundles
     cleanup.unshift(closeLogFile);
@@ -133,7 +134,6 @@ export class Engine {
         log: log.child({ component: 'events' }),
       });
       cleanup.unshift(() => eventsService.stop());
-      const socketPath = path.resolve(opts.socketPath ?? path.join(dataDir, 'engine.sock'));
       // eslint-disable-next-line prefer-const -- assigned after the handlers close over it
       let engine: Engine;
       let consoleAccess: ConsoleAccess | null = null;
@@ -314,9 +314,44 @@ function prepareDataDir(dataDir: string): void {
     fs.mkdirSync(dataDir, { recursive: true, mode: 0o750 });
     fs.accessSync(dataDir, fs.constants.W_OK);
   } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    let notDir = false;
+    try {
+      notDir = !fs.statSync(dataDir).isDirectory();
+    } catch {
+      // missing, or a path through a file: the code says which
+    }
+    if (notDir || code === 'ENOTDIR') {
+      throw new UserError(
+        `The data directory ${dataDir} cannot be used: it (or a directory above it) is a file.`,
+        'Pass a directory with --data (it is created when missing), for example /var/lib/branchsan.',
+      );
+    }
+    if (code === 'EROFS' || (code === 'ENOENT' && readOnlyParent(dataDir))) {
+      throw new UserError(
+        `The data directory ${dataDir} cannot be used: its file system is read-only.`,
+        'Remount it read-write, or pass another --data directory.',
+      );
+    }
     throw new UserError(
-      `The data directory ${dataDir} cannot be used: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
-      'Create it and make it writable for the engine, or pass another --data directory.',
+      `The data directory ${dataDir} cannot be used: ${code ?? (err as Error).message}`,
+      code === 'EACCES' || code === 'EPERM'
+        ? 'Run the engine as root (or as the user that owns the directory), or pass another --data directory.'
+        : 'Create it and make it writable for the engine, or pass another --data directory.',
     );
+  }
+}
+
+/** Whether the nearest existing directory above `dir` is on a read-only file system. */
+function readOnlyParent(dir: string): boolean {
+  for (let d = path.dirname(dir); ; d = path.dirname(d)) {
+    try {
+      fs.accessSync(d, fs.constants.W_OK);
+      return false;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EROFS') return true;
+      if (code !== 'ENOENT' || d === path.dirname(d)) return false;
+    }
   }
 }

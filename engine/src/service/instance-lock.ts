@@ -1,6 +1,9 @@
 /**
  * One engine per data directory. The lock is a file created with O_EXCL holding the
- * owner's pid; a lock left by a dead process (kill -9, power cut) is taken over.
+ * owner's pid and, on its second line, the engine's API socket (so `status --data DIR`
+ * finds an engine whose socket lives elsewhere, as the service's /run/branchsan/ one
+ * does); a lock left by a dead process (kill -9, power cut) is taken over. Readable by
+ * the admin group (0640), which may use the socket.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -11,13 +14,13 @@ export interface InstanceLock {
   release(): void;
 }
 
-export function acquireInstanceLock(dataDir: string): InstanceLock {
+export function acquireInstanceLock(dataDir: string, socketPath: string): InstanceLock {
   const file = path.join(dataDir, 'engine.lock');
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
-      const fd = fs.openSync(file, 'wx', 0o600);
+      const fd = fs.openSync(file, 'wx', 0o640);
       try {
-        fs.writeSync(fd, `${process.pid}\n`);
+        fs.writeSync(fd, `${process.pid}\n${socketPath}\n`);
       } catch (err) {
         // A full disk: leave no empty lock behind (and no open fd).
         fs.closeSync(fd);
@@ -53,6 +56,20 @@ export function acquireInstanceLock(dataDir: string): InstanceLock {
     'Make sure only one BranchSAN engine is configured for this data directory.',
     'already-running',
   );
+}
+
+/**
+ * The API socket of the engine on `dataDir`: the one its lock names while it runs,
+ * else DIR/engine.sock (the default).
+ */
+export function engineSocketPath(dataDir: string): string {
+  try {
+    const recorded = fs.readFileSync(path.join(dataDir, 'engine.lock'), 'utf8').split('\n')[1];
+    if (recorded && path.isAbsolute(recorded)) return recorded;
+  } catch {
+    // no engine running (or an unreadable lock): the default place
+  }
+  return path.join(dataDir, 'engine.sock');
 }
 
 function readOwner(file: string): number | undefined {

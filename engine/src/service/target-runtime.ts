@@ -281,6 +281,11 @@ function backendHint(err: BackendError, spec: BackendSpec): string {
   }
   if (err.errno === 'EEXIST')
     return 'The file already exists: use it without a size, or pick another path.';
+  if (err.kind === 'out-of-range' && spec.kind === 'file' && /multiple of/.test(err.message)) {
+    return spec.create
+      ? 'Choose a size that is a whole number of blocks (for example 64M or 10G).'
+      : `Its size must be a whole, non-zero number of blocks: resize it (truncate -s SIZE '${spec.path}') or serve another file.`;
+  }
   if (err.errno === 'EBUSY') {
     const who = `fuser -v '${spec.path}'`;
     return spec.kind === 'file'

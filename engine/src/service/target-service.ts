@@ -18,6 +18,7 @@ import { TargetStore, type NamespaceRow, type SubsystemRow } from '../persistenc
 import type { BackendSpec } from '../storage/open.js';
 import { storageProblem, UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
+import { insideDir } from '../util/paths.js';
 import { newNguid, newUuid, type TargetRuntime } from './target-runtime.js';
 
 /** How often what could not be brought up at start is tried again. */
@@ -459,12 +460,26 @@ export class TargetService {
 
   private problem(type: string, message: string, err: Error): void {
     this.log.error(message, { err });
-    recordEvent(this.db, { type, severity: 'error', message });
+    this.record({ type, severity: 'error', message });
   }
 
   private notice(type: string, message: string): void {
     this.log.info(message);
-    recordEvent(this.db, { type, severity: 'info', message });
+    this.record({ type, severity: 'info', message });
+  }
+
+  /**
+   * Records an event of the restore; a data disk too full to take it (the log has the
+   * line) must not stop the engine from serving what it could restore.
+   */
+  private record(ev: Parameters<typeof recordEvent>[1]): void {
+    try {
+      recordEvent(this.db, ev);
+    } catch (err) {
+      const why = storageProblem(err);
+      if (why === null) throw err;
+      this.log.warn(`event not recorded: ${why}`, { type: ev.type });
+    }
   }
 }
 
@@ -500,21 +515,6 @@ function backingIdentity(p: string): string {
       return `path:${abs}`;
     }
   }
-}
-
-/** Whether `p` (resolving symlinks as far as it exists) lies in `dir` or below it. */
-function insideDir(p: string, dir: string): boolean {
-  const real = (q: string): string => {
-    const abs = path.resolve(q);
-    try {
-      return fs.realpathSync(abs);
-    } catch {
-      const parent = path.dirname(abs);
-      return parent === abs ? abs : path.join(real(parent), path.basename(abs));
-    }
-  };
-  const rel = path.relative(real(dir), real(p));
-  return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
 }
 
 function firstFree(used: Set<number>): number {

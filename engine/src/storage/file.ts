@@ -413,6 +413,8 @@ export async function openFileBackend(opts: FileBackendOptions): Promise<FdBacke
     return await startBackend(target, { ...opts.io, native });
   } catch (err) {
     await closeAsync(fd).catch(() => undefined);
+    // A file created just now for a backend that never started is not left behind.
+    if (opts.create) await unlinkAsync(opts.path).catch(() => undefined);
     throw err;
   }
 }

@@ -34,3 +34,18 @@ export function productVersion(): string {
 export function consoleBundleDir(): string {
   return path.join(productRoot(), 'dist', 'renderer');
 }
+
+/** Whether `p` (resolving symlinks as far as it exists) lies in `dir` or below it. */
+export function insideDir(p: string, dir: string): boolean {
+  const real = (q: string): string => {
+    const abs = path.resolve(q);
+    try {
+      return fs.realpathSync(abs);
+    } catch {
+      const parent = path.dirname(abs);
+      return parent === abs ? abs : path.join(real(parent), path.basename(abs));
+    }
+  };
+  const rel = path.relative(real(dir), real(p));
+  return rel === '' || (rel !== '..' && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel));
+}

@@ -84,6 +84,22 @@ describe('file backend: create and open', () => {
     expect(missing.message).toMatch(/ENOENT.*does not exist/);
   });
 
+  it('a backend that fails to start after creating its file leaves no file behind', async () => {
+    const path = fresh();
+    // An I/O option the pool refuses: the file exists by then.
+    const err = await openFileBackend({
+      path,
+      sizeBytes: 4096,
+      create: true,
+      io: { slotSize: 1000 },
+    }).then(
+      () => null,
+      (e: Error) => e,
+    );
+    expect(err?.message).toMatch(/slotSize 1000/);
+    expect(existsSync(path)).toBe(false); // before: an empty 4 KiB file stayed
+  });
+
   it('rejects sizes that are not a multiple of the block size', async () => {
     const bad = await failure(
       openFileBackend({ path: fresh(), sizeBytes: 4096 + 512, create: true, blockSize: 4096 }),

@@ -1,0 +1,230 @@
+/**
+ * The CLI where a user's setup differs from the defaults, or a mistake would cost
+ * data: an engine whose socket lives outside its data directory (the systemd
+ * service's), output aimed into the data directory, a hung engine, a read-only file
+ * system, a dangling symbolic link, odd sizes. Each runs the built CLI as users do.
+ *
+ * Needs the built engine (npm test builds it).
+ */
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BIN, runCli, startEngine, tempDir, type RunningEngine } from '../helpers/engine.js';
+
+const isRoot = process.getuid?.() === 0;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A usage or user error: said on stderr, with no stack trace and no "bug". */
+function expectError(
+  r: { code: number | null; stdout: string; stderr: string },
+  code: number,
+  message: string | RegExp,
+): void {
+  if (typeof message === 'string') expect(r.stderr).toContain(message);
+  else expect(r.stderr).toMatch(message);
+  expect(r.stderr).not.toMatch(/^\s+at |looks like a bug/m);
+  expect(r.code).toBe(code);
+}
+
+describe('an engine whose API socket is outside its data directory (as the service runs it)', () => {
+  let engine: RunningEngine;
+  let socketDir: string;
+
+  beforeAll(async () => {
+    socketDir = tempDir('branchsan-run-');
+    engine = await startEngine({ args: ['--socket', path.join(socketDir, 'engine.sock')] });
+  });
+  afterAll(async () => {
+    await engine?.stop();
+  });
+
+  it('`status --data DIR` finds it, and shows its NVMe/TCP ports', async () => {
+    // Before: "Cannot reach the BranchSAN engine at DIR/engine.sock (ENOENT). Start it…"
+    const r = await runCli(['status', '--data', engine.dataDir]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(`engine pid ${engine.pid}`);
+    expect(r.stdout).toContain('NVMe/TCP ports: none configured');
+    expect(r.stdout).toContain('0 subsystems, 0 namespaces');
+  });
+
+  it('`diagnostics --data DIR` asks it, rather than reading the directory behind its back', async () => {
+    const out = path.join(tempDir(), 'diag.tar.gz');
+    const r = await runCli(['diagnostics', '--data', engine.dataDir, '--out', out], {
+      timeoutMs: 60_000,
+    });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('from the running engine');
+  });
+
+  it('`diagnostics --out` inside the data directory is refused, and the database survives', async () => {
+    const db = path.join(engine.dataDir, 'branchsan.db');
+    for (const out of [db, path.join(engine.dataDir, 'logs', 'diag.tar.gz')]) {
+      const r = await runCli(['diagnostics', '--data', engine.dataDir, '--out', out]);
+      // Before: the bundle replaced the engine's database ("written", exit 0).
+      expectError(r, 2, `is inside the data directory ${engine.dataDir}`);
+      expect(r.stderr).toContain('Write the bundle somewhere else');
+    }
+    const check = new Database(db, { readonly: true });
+    expect(check.pragma('integrity_check')).toEqual([{ integrity_check: 'ok' }]);
+    check.close();
+  });
+});
+
+describe('serve', () => {
+  it('prints the ready line with the console URL whatever --log-level says', async () => {
+    // Before: nothing at info level was printed, so no URL (nor setup token) appeared.
+    const engine = await startEngine({ args: ['--log-level', 'warn'] });
+    try {
+      expect(engine.consoleUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/\?token=/);
+      expect(engine.lines.filter((l) => l.level === 'info').map((l) => l.msg)).toEqual([
+        'engine ready',
+      ]);
+    } finally {
+      await engine.stop();
+    }
+  });
+
+  it('checks --console-port even with --no-console', async () => {
+    const data = tempDir();
+    const r = await runCli(['serve', '--data', data, '--no-console', '--console-port', '99999']);
+    expectError(r, 2, '--console-port');
+  });
+
+  it('says when --data names a file', async () => {
+    const file = path.join(tempDir(), 'afile');
+    fs.writeFileSync(file, 'x');
+    const r = await runCli(['serve', '--data', file, '--console-port', '0']);
+    // Before: "cannot be used: EEXIST", with the hint to create it.
+    expectError(
+      r,
+      1,
+      `The data directory ${file} cannot be used: it (or a directory above it) is a file.`,
+    );
+    expect(fs.readFileSync(file, 'utf8')).toBe('x');
+  });
+});
+
+describe.skipIf(!isRoot)('on a read-only file system', () => {
+  let mnt: string;
+  beforeAll(() => {
+    mnt = tempDir('branchsan-ro-');
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mnt]);
+    fs.mkdirSync(path.join(mnt, 'data'));
+    execFileSync('mount', ['-o', 'remount,ro', mnt]);
+  });
+  afterAll(() => {
+    spawnSync('umount', [mnt]);
+  });
+
+  it('`passwd` says the data directory is read-only', async () => {
+    const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>(
+      (resolve) => {
+        const p = spawnSync(
+          process.execPath,
+          [BIN, 'passwd', '--data', path.join(mnt, 'data'), '--password-stdin'],
+          { input: 'a long enough password\n', encoding: 'utf8' },
+        );
+        resolve({ code: p.status, stdout: p.stdout, stderr: p.stderr });
+      },
+    );
+    // Before: "ENOENT: no such file or directory, mkdir …/secrets" and "a bug in BranchSAN".
+    expectError(r, 1, 'is on a read-only file system; nothing was changed');
+    expect(r.stderr).toContain('Remount it read-write');
+  });
+
+  it('`serve` says so for a data directory still to be created there', async () => {
+    const r = await runCli(['serve', '--data', path.join(mnt, 'new'), '--console-port', '0']);
+    expectError(r, 1, 'its file system is read-only');
+  });
+});
+
+describe('passwd', () => {
+  it('--password-stdin refuses a terminal, which would echo the password', () => {
+    const data = tempDir();
+    // `script` gives the command a terminal as its standard input.
+    const p = spawnSync(
+      'script',
+      ['-qec', `${process.execPath} ${BIN} passwd --data ${data} --password-stdin`, '/dev/null'],
+      { input: '', encoding: 'utf8', timeout: 20_000 },
+    );
+    if (p.error) throw p.error;
+    const out = p.stdout.replace(/\r/g, '');
+    expect(out).toContain('standard input is a terminal');
+    expect(out).toContain('Run it without --password-stdin');
+    expect(p.status).toBe(2);
+    expect(fs.existsSync(path.join(data, 'secrets', 'console-password'))).toBe(false);
+  });
+});
+
+describe('export', () => {
+  it('--create-size on a dangling symbolic link: an error, and the link is left alone', async () => {
+    const dir = tempDir();
+    const link = path.join(dir, 'dl.img');
+    fs.symlinkSync(path.join(dir, 'nowhere', 'x.img'), link);
+    const r = await runCli(['export', link, '--create-size', '64M', '--port', '0']);
+    // Before: "already exists … use it without a size", and the link was deleted.
+    expectError(r, 2, `${link} is a symbolic link to ${path.join(dir, 'nowhere', 'x.img')}`);
+    expect(fs.lstatSync(link).isSymbolicLink()).toBe(true);
+  });
+
+  it('a file whose size is not a whole number of blocks: says how to fix it', async () => {
+    const file = path.join(tempDir(), 'odd.img');
+    fs.writeFileSync(file, Buffer.alloc(1000));
+    const r = await runCli(['export', file, '--port', '0']);
+    expectError(r, 1, 'multiple of 512');
+    expect(r.stderr).toContain(`resize it (truncate -s SIZE '${file}')`);
+  });
+
+  it('a size too large to represent is called too large', async () => {
+    const r = await runCli(['export', path.join(tempDir(), 'big.img'), '--create-size', '99999P']);
+    expectError(r, 2, 'export: --create-size 99999P is too large: the most is 8.0 PiB.');
+  });
+
+  it('on loopback says other machines cannot connect; an IPv6 address is written with brackets', async () => {
+    const file = path.join('/dev/shm', `branchsan-cli-errors-${process.pid}.img`);
+    try {
+      for (const host of ['127.0.0.1', '::1']) {
+        const p = spawn(process.execPath, [
+          BIN,
+          'export',
+          file,
+          '--create-size',
+          '1M',
+          '--port',
+          '0',
+          '--host',
+          host,
+        ]);
+        let out = '';
+        p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+        const exited = new Promise((resolve) => p.once('exit', resolve));
+        for (let i = 0; i < 200 && !out.includes('Press Ctrl-C'); i++) await sleep(50);
+        p.kill('SIGINT');
+        await exited;
+        expect(out, host).toContain('listening on loopback only: other machines cannot');
+        if (host === '::1') expect(out).toMatch(/on \[::1\]:\d+ \(discovery/);
+        fs.rmSync(file, { force: true });
+      }
+    } finally {
+      fs.rmSync(file, { force: true });
+    }
+  });
+});
+
+describe('probe and service', () => {
+  it('probe: a broken IPv6 address is "not a target address", not a bad port', async () => {
+    const r = await runCli(['probe', '[::1']);
+    expectError(r, 2, 'probe: "[::1" is not a target address.');
+    expect(r.stderr).not.toContain('[:4420');
+  });
+
+  it('service install refuses a --unit that is not a BranchSAN unit', async () => {
+    const empty = path.join(tempDir(), 'empty.service');
+    fs.writeFileSync(empty, '');
+    const r = await runCli(['service', 'install', '--dry-run', '--unit', empty]);
+    expectError(r, 2, `${empty} is not a BranchSAN systemd unit`);
+  });
+});
