@@ -246,20 +246,32 @@ export function capacityRule(): Rule {
 
 /** New I/O errors on a namespace; clears after clearAfterMs without new ones. */
 export function ioErrorsRule(clearAfterMs = 5 * 60_000): Rule {
-  const last = new Map<string, { errors: number; lastErrorAt?: number; count: number }>();
+  const last = new Map<
+    string,
+    { errors: number; lastErrorAt?: number; count: number; carried?: Alert }
+  >();
   return {
     id: 'io.errors',
     kind: 'condition',
-    evaluate(inputs, { now }) {
+    evaluate(inputs, { now, active }) {
       const out: Condition[] = [];
       for (const v of inputs.volumes ?? []) {
         const prev = last.get(v.subject);
         if (!prev || v.errors < prev.errors) {
-          // first sight, or counters restarted (namespace re-added): a new baseline
-          last.set(v.subject, { errors: v.errors, count: 0 });
+          // First sight, or counters restarted (namespace re-added): a new baseline. An
+          // alert still active from before (an engine restart) stands for the quiet
+          // time from now, rather than being resolved unseen and raised again.
+          const carried = prev ? undefined : active.get(v.subject);
+          last.set(v.subject, {
+            errors: v.errors,
+            count: 0,
+            ...(carried ? { lastErrorAt: now, carried } : {}),
+          });
+          if (carried) out.push(keep(carried));
           continue;
         }
         if (v.errors > prev.errors) {
+          prev.carried = undefined;
           prev.count =
             prev.lastErrorAt === undefined
               ? v.errors - prev.errors
@@ -271,6 +283,11 @@ export function ioErrorsRule(clearAfterMs = 5 * 60_000): Rule {
         if (now - prev.lastErrorAt >= clearAfterMs) {
           prev.lastErrorAt = undefined;
           prev.count = 0;
+          prev.carried = undefined;
+          continue;
+        }
+        if (prev.carried) {
+          out.push(keep(prev.carried));
           continue;
         }
         out.push({
@@ -320,6 +337,14 @@ export function ioLatencyRule(sustainMs = 30_000, minOps = 20): Rule {
         };
         state.set(v.subject, { ...cur, overSince: prev?.overSince, underSince: prev?.underSince });
         const s = state.get(v.subject)!;
+        const was = active.get(v.subject);
+        if (!prev && was) {
+          // Active from before an engine restart: it stands until the latency has been
+          // below the threshold for the sustain time, as if it had never been away.
+          s.overSince = now;
+          out.push(keep(was));
+          continue;
+        }
         if (!prev || cur.readOps < prev.readOps || cur.writeOps < prev.writeOps) continue;
         const ops = cur.readOps - prev.readOps + (cur.writeOps - prev.writeOps);
         const isActive = active.has(v.subject);

@@ -192,7 +192,22 @@ function merge(base: StoredSettings, patch: Partial<StoredSettings>): StoredSett
       if (k in out[section]! && v !== undefined) out[section]![k] = v;
     }
   }
-  // a stored document from another version may hold a value the schema now refuses
-  const parsed = EngineSettings.omit({ smtp: true, webhook: true }).safeParse(out);
-  return parsed.success ? (out as unknown as StoredSettings) : structuredClone(base);
+  // A stored document from another version may hold a value the schema now refuses
+  // (an older engine reading a newer choice): that field, and only it, takes its
+  // default. Resetting the whole document lost the mail and webhook settings, and
+  // shortened retention, which the next prune then applied.
+  const schema = EngineSettings.omit({ smtp: true, webhook: true });
+  const defaults = base as unknown as Record<string, Record<string, unknown>>;
+  for (let round = 0; round < 4; round++) {
+    const parsed = schema.safeParse(out);
+    if (parsed.success) return out as unknown as StoredSettings;
+    for (const issue of parsed.error.issues) {
+      const [section, key] = issue.path as string[];
+      if (section === undefined || !(section in defaults)) continue;
+      if (key === undefined || !(key in defaults[section]!))
+        out[section] = structuredClone(defaults[section]!);
+      else out[section]![key] = structuredClone(defaults[section]![key]);
+    }
+  }
+  return structuredClone(base);
 }

@@ -220,6 +220,47 @@ describe('I/O errors and latency', () => {
     expect(e.store.active()[0]!.message).toContain('120.0 ms (99th percentile)');
   });
 
+  it('an engine restart neither resolves nor re-raises an I/O alert whose condition holds', () => {
+    // I/O errors: raised, acknowledged; then the engine restarts (new rule state).
+    const before = engine([ioErrorsRule()]);
+    before.evaluate(vol({ errors: 0 }), 0);
+    const [a] = before.evaluate(vol({ errors: 2 }), 5_000).raised;
+    before.acknowledge(a!.id, 'admin', 6_000);
+    const after = engine([ioErrorsRule()]);
+    // Before: the first round after the restart cleared it ("Resolved" was sent).
+    const first = after.evaluate(vol({ errors: 2 }), 10_000);
+    expect(first.cleared).toEqual([]);
+    expect(first.raised).toEqual([]);
+    expect(after.store.active().map((x) => [x.id, x.ackedBy])).toEqual([[a!.id, 'admin']]);
+    // Quiet for 5 minutes after the restart: it clears as usual.
+    expect(after.evaluate(vol({ errors: 2 }), 10_000 + 299_000).cleared).toEqual([]);
+    expect(after.evaluate(vol({ errors: 2 }), 10_000 + 300_000).cleared).toHaveLength(1);
+
+    // Latency: raised, then the engine restarts while it is still slow.
+    pushed = [];
+    const slow = engine([ioLatencyRule()]);
+    let t = 1_000_000;
+    let ops = 0;
+    let us = 0;
+    const step = (e: AlertEngine, meanMs: number) => {
+      ops += 100;
+      us += 100 * meanMs * 1000;
+      t += 10_000;
+      return e.evaluate(vol({ readOps: ops, readLatencyUs: us }), t);
+    };
+    step(slow, 1);
+    for (let i = 0; i < 4; i++) step(slow, 80);
+    expect(slow.store.active().filter((x) => x.rule === 'io.latency')).toHaveLength(1);
+    const restarted = engine([ioLatencyRule()]);
+    for (let i = 0; i < 3; i++) expect(step(restarted, 80).cleared).toEqual([]);
+    expect(pushed.map((p) => p.kind)).toEqual(['raised']);
+    // Fast again for the sustain time: cleared once.
+    step(restarted, 1);
+    step(restarted, 1);
+    step(restarted, 1);
+    expect(step(restarted, 1).cleared).toHaveLength(1);
+  });
+
   it('ignores intervals with too few commands', () => {
     const e = engine([ioLatencyRule()]);
     for (let i = 0; i < 10; i++)

@@ -16,7 +16,7 @@ import { SyslogWriter, syslogLine } from '../../../engine/src/events/delivery/sy
 import { postWebhook, redactUrl } from '../../../engine/src/events/delivery/webhook.js';
 import { Notifier } from '../../../engine/src/events/notifier.js';
 import { SettingsStore, type SecretFiles } from '../../../engine/src/events/settings.js';
-import { openDatabase } from '../../../engine/src/persistence/db.js';
+import { getSetting, openDatabase, setSetting } from '../../../engine/src/persistence/db.js';
 import { deleteSecret, readSecret, writeSecret } from '../../../engine/src/service/secrets.js';
 import { tempDir } from '../../helpers/engine.js';
 import { startSmtpServer, type TestSmtpServer } from '../../helpers/smtp-server.js';
@@ -277,7 +277,7 @@ describe('notifier and settings', () => {
       queue: { baseDelayMs: 20, maxDelayMs: 50, maxAttempts: 3 },
     });
     cleanups.push(() => n.close());
-    return { dir, settings, n, reports, syslogOut };
+    return { dir, settings, n, reports, syslogOut, db };
   }
 
   it('validates settings as a whole and keeps secrets in 0600 files only', () => {
@@ -311,6 +311,40 @@ describe('notifier and settings', () => {
       false,
     );
     expect(fs.existsSync(file)).toBe(false);
+  });
+
+  it('a stored field this version refuses falls back alone: the other settings stay', () => {
+    const { settings, db } = setup();
+    settings.update({
+      events: { retentionDays: 365 },
+      smtp: {
+        enabled: true,
+        host: 'mail.branch.example',
+        from: 'san@b.example',
+        to: ['ops@b.example'],
+      },
+      webhook: { enabled: true, url: 'https://hooks.example/abc' },
+    });
+    // An engine downgraded after a newer one stored a choice this one lacks.
+    const doc = JSON.parse(getSetting(db, 'service.settings')!);
+    doc.performance.cpuLatency = 'powersave';
+    setSetting(db, 'service.settings', JSON.stringify(doc));
+    const again = new SettingsStore(db, {
+      read: () => undefined,
+      write: () => undefined,
+      remove: () => undefined,
+    });
+    const v = again.stored();
+    // Before: the whole document fell back to the defaults (mail and webhook off,
+    // retention 90 days), and the next settings.set stored them.
+    expect(v.performance.cpuLatency).toBe('when-busy');
+    expect(v.events.retentionDays).toBe(365);
+    expect(v.smtp).toMatchObject({ enabled: true, host: 'mail.branch.example' });
+    expect(v.webhook).toMatchObject({ enabled: true, url: 'https://hooks.example/abc' });
+    again.update({ syslog: { minSeverity: 'warning' } });
+    const stored = JSON.parse(getSetting(db, 'service.settings')!);
+    expect(stored.smtp.host).toBe('mail.branch.example');
+    expect(stored.events.retentionDays).toBe(365);
   });
 
   it('keeps a secret exactly as given, spaces at its ends included', () => {
