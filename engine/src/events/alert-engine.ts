@@ -65,7 +65,10 @@ export class AlertEngine {
     return { raised, cleared };
   }
 
-  /** Acknowledges an alert; an incident is cleared by it. Undefined: no such alert. */
+  /**
+   * Acknowledges an alert; an incident, or a condition its rule closes on
+   * acknowledgement, is cleared by it. Undefined: no such alert.
+   */
   acknowledge(id: number, by: string, now: number): Alert | undefined {
     const before = this.store.get(id);
     if (!before) return undefined;
@@ -80,7 +83,10 @@ export class AlertEngine {
       this.listener.acknowledged(acked);
     }
     const rule = this.rules.find((r) => r.id === acked.rule);
-    if (rule?.kind === 'incident' && acked.clearedAt === null) {
+    if (
+      acked.clearedAt === null &&
+      (rule?.kind === 'incident' || rule?.closesOnAck?.(acked) === true)
+    ) {
       return this.clear(acked, now, 'acknowledged') ?? acked;
     }
     return acked;

@@ -105,6 +105,11 @@ export interface Rule {
    */
   readonly kind: 'condition' | 'incident';
   evaluate(inputs: AlertInputs, ctx: RuleContext): Condition[];
+  /**
+   * Whether acknowledging this active alert also closes it (the rule then stops
+   * watching its subject). Incidents always close on acknowledgement.
+   */
+  closesOnAck?(a: Alert): boolean;
 }
 
 // ---------------------------------------------------------------- wording helpers
@@ -141,20 +146,53 @@ function bytes(n: number): string {
 
 // ---------------------------------------------------------------- rules
 
-/** A host NQN that had a controller on a volume and has had none for hostDisconnectedSec. */
-export function hostDisconnectedRule(): Rule {
+/**
+ * A host NQN that had a controller on a volume and has had none for hostDisconnectedSec.
+ *
+ * A host on the volume's allow list is watched from its first connection until it
+ * reconnects or is taken off the list. A volume that allows any host has no list to
+ * say which hosts matter: a host only it admits is watched once it has stayed
+ * connected for establishedMs (a probe, a scan or a one-off `nvme connect` never is),
+ * and its alert closes when acknowledged, the host then forgotten until it connects
+ * and stays again. So the rule's memory is bounded by the hosts that stay, not by
+ * every host NQN that ever connected.
+ */
+export function hostDisconnectedRule(establishedMs = 10 * 60_000): Rule {
   const goneSince = new Map<string, number>(); // key → first evaluation without a controller
-  const seen = new Set<string>();
+  const seen = new Set<string>(); // watched keys
+  const connectedSince = new Map<string, number>(); // connected, not on a list, not watched yet
+  const open = new Set<string>(); // watched keys that only an allow-any volume admits
+  const forget = (k: string) => {
+    seen.delete(k);
+    goneSince.delete(k);
+    open.delete(k);
+  };
   return {
     id: 'host.disconnected',
     kind: 'condition',
+    closesOnAck(a) {
+      if (!open.has(a.subject)) return false;
+      forget(a.subject);
+      return true;
+    },
     evaluate(inputs, { now, thresholds, active }) {
       if (!inputs.connections) return [...active.values()].map(keep);
       const connected = new Set(inputs.connections.map((c) => key(c.subnqn, c.hostnqn)));
       for (const k of connected) {
-        seen.add(k);
         goneSince.delete(k);
+        if (seen.has(k)) continue;
+        if (admits(inputs, ...split(k)) === 'listed') {
+          seen.add(k);
+          continue;
+        }
+        const since = connectedSince.get(k) ?? now;
+        connectedSince.set(k, since);
+        if (now - since >= establishedMs) {
+          connectedSince.delete(k);
+          seen.add(k);
+        }
       }
+      for (const k of connectedSince.keys()) if (!connected.has(k)) connectedSince.delete(k);
       // an alert raised before a restart: still disconnected since then
       for (const [k, a] of active) {
         if (!seen.has(k)) {
@@ -166,9 +204,18 @@ export function hostDisconnectedRule(): Rule {
       for (const k of [...seen]) {
         if (connected.has(k)) continue;
         const [subnqn, hostnqn] = split(k);
-        if (!stillExpected(inputs, subnqn, hostnqn)) {
-          seen.delete(k);
-          goneSince.delete(k);
+        const admitted = admits(inputs, subnqn, hostnqn);
+        if (!admitted) {
+          forget(k);
+          continue;
+        }
+        if (admitted === 'any') open.add(k);
+        else if (admitted === 'listed') open.delete(k);
+        const how = open.has(k) ? 'any' : 'listed'; // volumes unknown: as last known
+        if (how === 'any' && active.get(k)?.ackedAt != null) {
+          // acknowledged before this rule could close it (just after a restart, or by a
+          // version that kept it open): closed now
+          forget(k);
           continue;
         }
         const since = goneSince.get(k) ?? now;
@@ -181,7 +228,9 @@ export function hostDisconnectedRule(): Rule {
             title: `${hostLabel(hostnqn).replace(/ \(.*\)$/, '')} disconnected from ${vol}`,
             message:
               `${hostLabel(hostnqn)} has been disconnected from volume ${vol} for ${duration(now - since)}. ` +
-              "Check the host's network link and its NVMe/TCP adapter; if the host was retired, remove it from the volume's allowed hosts.",
+              (how === 'any'
+                ? `Check the host's network link and its NVMe/TCP adapter. Volume ${vol} allows any host, so the engine cannot tell a retired host from a lost one: if this host was retired, acknowledge this alert to close it.`
+                : "Check the host's network link and its NVMe/TCP adapter; if the host was retired, remove it from the volume's allowed hosts."),
             data: { subnqn, hostnqn, since },
           });
         }
@@ -202,11 +251,20 @@ const split = (k: string): [string, string] => {
   return [k.slice(i + 4), k.slice(0, i)];
 };
 
-/** A host stays watched while its volume exists and it may still connect. */
-function stillExpected(inputs: AlertInputs, subnqn: string, hostnqn: string): boolean {
-  if (!inputs.subsystems) return true;
+/**
+ * How the volume admits the host: on its allow list, as one of any hosts, or not
+ * (the volume is gone or the host was taken off); 'unknown' when the volumes are.
+ */
+function admits(
+  inputs: AlertInputs,
+  subnqn: string,
+  hostnqn: string,
+): 'listed' | 'any' | 'unknown' | undefined {
+  if (!inputs.subsystems) return 'unknown';
   const s = inputs.subsystems.find((x) => x.nqn === subnqn);
-  return !!s && (s.allowAnyHost || s.hosts.includes(hostnqn));
+  if (!s) return undefined;
+  if (s.hosts.includes(hostnqn)) return 'listed';
+  return s.allowAnyHost ? 'any' : undefined;
 }
 
 /** A watched filesystem at or above the warning / critical fill level (2 points of hysteresis). */
@@ -246,32 +304,28 @@ export function capacityRule(): Rule {
 
 /** New I/O errors on a namespace; clears after clearAfterMs without new ones. */
 export function ioErrorsRule(clearAfterMs = 5 * 60_000): Rule {
-  const last = new Map<
-    string,
-    { errors: number; lastErrorAt?: number; count: number; carried?: Alert }
-  >();
+  const last = new Map<string, { errors: number; lastErrorAt?: number; count: number }>();
   return {
     id: 'io.errors',
     kind: 'condition',
     evaluate(inputs, { now, active }) {
+      if (!inputs.volumes) return [...active.values()].map(keep);
       const out: Condition[] = [];
-      for (const v of inputs.volumes ?? []) {
-        const prev = last.get(v.subject);
+      for (const v of inputs.volumes) {
+        let prev = last.get(v.subject);
+        const was = active.get(v.subject);
         if (!prev || v.errors < prev.errors) {
           // First sight, or counters restarted (namespace re-added): a new baseline. An
-          // alert still active from before (an engine restart) stands for the quiet
-          // time from now, rather than being resolved unseen and raised again.
-          const carried = prev ? undefined : active.get(v.subject);
-          last.set(v.subject, {
-            errors: v.errors,
-            count: 0,
-            ...(carried ? { lastErrorAt: now, carried } : {}),
-          });
-          if (carried) out.push(keep(carried));
-          continue;
+          // alert still active (raised before an engine restart, or before the reset)
+          // stands until clearAfterMs without new errors, counted from now when the
+          // time of the last error was lost with the restart.
+          prev = was
+            ? { errors: v.errors, count: prev?.count ?? 0, lastErrorAt: prev?.lastErrorAt ?? now }
+            : { errors: v.errors, count: 0 };
+          last.set(v.subject, prev);
+          if (!was) continue;
         }
         if (v.errors > prev.errors) {
-          prev.carried = undefined;
           prev.count =
             prev.lastErrorAt === undefined
               ? v.errors - prev.errors
@@ -283,11 +337,10 @@ export function ioErrorsRule(clearAfterMs = 5 * 60_000): Rule {
         if (now - prev.lastErrorAt >= clearAfterMs) {
           prev.lastErrorAt = undefined;
           prev.count = 0;
-          prev.carried = undefined;
           continue;
         }
-        if (prev.carried) {
-          out.push(keep(prev.carried));
+        if (was && prev.count === 0) {
+          out.push(keep(was)); // carried over a restart, no new errors since
           continue;
         }
         out.push({
@@ -326,8 +379,9 @@ export function ioLatencyRule(sustainMs = 30_000, minOps = 20): Rule {
     id: 'io.latency',
     kind: 'condition',
     evaluate(inputs, { now, thresholds, active }) {
+      if (!inputs.volumes) return [...active.values()].map(keep);
       const out: Condition[] = [];
-      for (const v of inputs.volumes ?? []) {
+      for (const v of inputs.volumes) {
         const prev = state.get(v.subject);
         const cur = {
           readOps: v.readOps,
@@ -338,16 +392,18 @@ export function ioLatencyRule(sustainMs = 30_000, minOps = 20): Rule {
         state.set(v.subject, { ...cur, overSince: prev?.overSince, underSince: prev?.underSince });
         const s = state.get(v.subject)!;
         const was = active.get(v.subject);
-        if (!prev && was) {
-          // Active from before an engine restart: it stands until the latency has been
-          // below the threshold for the sustain time, as if it had never been away.
-          s.overSince = now;
-          out.push(keep(was));
+        if (!prev || cur.readOps < prev.readOps || cur.writeOps < prev.writeOps) {
+          // No interval to measure yet: first sight or counters restarted (an engine
+          // restart, a namespace re-added). An alert still active stands, and ends like
+          // any other: after sustainMs below the threshold.
+          if (was) {
+            s.overSince ??= was.raisedAt;
+            out.push(keep(was));
+          }
           continue;
         }
-        if (!prev || cur.readOps < prev.readOps || cur.writeOps < prev.writeOps) continue;
         const ops = cur.readOps - prev.readOps + (cur.writeOps - prev.writeOps);
-        const isActive = active.has(v.subject);
+        const isActive = was !== undefined;
         let ms: number | undefined;
         if (ops >= minOps) {
           const mean = (a: number, b: number, n: number) => (n > 0 ? (a - b) / n : 0);

@@ -21,7 +21,7 @@ import { EventStore, type EventQuery } from './event-store.js';
 import type { AlertInputs, Rule } from './rules.js';
 import { defaultRules } from './rules.js';
 import { Notifier, type Channel } from './notifier.js';
-import { SettingsStore, type SecretFiles } from './settings.js';
+import { SettingsStore, describeResets, type SecretFiles } from './settings.js';
 
 export type Publish = <E extends EventName>(name: E, data: EventData<E>) => void;
 
@@ -85,6 +85,7 @@ export class EventsService {
   /** Listens for recorded events; the first rule pass runs right after the current start-up step. */
   start(): void {
     this.unsubscribe = onEventRecorded(this.o.db, (ev) => this.onRecorded(ev));
+    this.reportSettingsResets();
     this.prune();
     const interval = this.o.intervalMs ?? 5_000;
     // a chain of timeouts, not an interval: a slow pass (statfs on a hung NFS mount) never overlaps the next
@@ -189,6 +190,22 @@ export class EventsService {
     } catch (err) {
       this.o.log.warn('cannot record a delivery event', { err, type: ev.type });
     }
+  }
+
+  /** Stored settings this version refused (a downgrade, say): told once per start. */
+  private reportSettingsResets(): void {
+    const resets = this.settings.resets();
+    if (resets.length === 0) return;
+    const fields = resets.map((r) => r.field);
+    this.o.log.warn('some stored settings are not valid in this version; replaced alone', {
+      fields,
+    });
+    this.report({
+      type: 'settings.replaced',
+      severity: 'warning',
+      message: describeResets(resets),
+      data: { fields },
+    });
   }
 
   private prune(): void {

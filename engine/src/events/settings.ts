@@ -3,8 +3,16 @@
  * (key `service.settings`), merged over defaults so a newer engine reads an older
  * document. Secrets (SMTP password, webhook signing secret) are never in it: they
  * are secret files (0600) and the API only says whether one is set.
+ *
+ * A stored value this version refuses (written by a newer engine that added a choice,
+ * or allowed by an older one with looser bounds) is replaced field by field: that
+ * field alone takes the nearest allowed value or its default, every other field is
+ * kept, and the replacement is reported (resets()). The stored document keeps the
+ * refused value until someone changes that very field, so an unrelated settings.set
+ * never writes the replacement over it, and going back to the newer engine finds it.
  */
-import { EngineSettings, type SettingsSetParams } from '../../../contract/events.js';
+import { z } from 'zod';
+import { EngineSettings, SettingsSetParams } from '../../../contract/events.js';
 import { getSetting, setSetting, type Db } from '../persistence/db.js';
 import { UserError } from '../util/errors.js';
 
@@ -48,25 +56,42 @@ export const DEFAULT_SETTINGS: StoredSettings = {
   performance: { cpuLatency: 'when-busy' },
 };
 
+/** A stored setting this version cannot use as it is, and what it uses instead. */
+export interface SettingsReset {
+  /** "performance.cpuLatency"; "service.settings" when the whole document is unreadable. */
+  field: string;
+  /** For people: why, and what is used instead. */
+  message: string;
+}
+
+type Section = keyof StoredSettings;
+type Doc = Record<string, unknown>;
+type Fields = Record<string, Record<string, unknown>>;
+
+interface Loaded {
+  /** What is stored (over the defaults), refused values included, to be written back. */
+  doc: Doc;
+  /** What the engine uses. */
+  settings: StoredSettings;
+  resets: SettingsReset[];
+}
+
 export class SettingsStore {
-  private cached?: StoredSettings;
+  private cached?: Loaded;
 
   constructor(
     private readonly db: Db,
     private readonly secrets: SecretFiles,
   ) {}
 
-  /** The stored settings merged over the defaults (a damaged document falls back to them). */
+  /** The settings in use: the stored ones over the defaults, a refused field replaced alone. */
   stored(): StoredSettings {
-    if (this.cached) return this.cached;
-    let doc: Partial<StoredSettings> = {};
-    try {
-      doc = JSON.parse(getSetting(this.db, KEY) ?? '{}') as Partial<StoredSettings>;
-    } catch {
-      doc = {};
-    }
-    this.cached = merge(DEFAULT_SETTINGS, doc);
-    return this.cached;
+    return this.load().settings;
+  }
+
+  /** The stored fields this version refused, with what it uses instead (empty: none). */
+  resets(): readonly SettingsReset[] {
+    return this.load().resets;
   }
 
   /** What settings.get answers. */
@@ -84,19 +109,34 @@ export class SettingsStore {
   }
 
   /**
-   * Validates the merged result as a whole, then stores it and the secrets, all or
-   * nothing: the secret files first, then the settings row and `alongside` (the audit
-   * row) in one transaction. If any step fails, the secret files are put back as they
-   * were and the error propagates: no change takes effect without its audit row.
+   * Validates the change and the sections it touches as a whole, then stores it and
+   * the secrets, all or nothing: the secret files first, then the settings row and
+   * `alongside` (the audit row) in one transaction. If any step fails, the secret files
+   * are put back as they were and the error propagates: no change takes effect without
+   * its audit row. Fields the change does not name are written back as they were stored.
    */
   update(p: SettingsSetParams, alongside: () => void = () => {}): EngineSettings {
+    const valid = SettingsSetParams.safeParse(p);
+    if (!valid.success) {
+      const issue = valid.error.issues[0]!;
+      const field = issue.path.join('.');
+      throw new UserError(
+        `The setting ${field || '(unnamed)'} is not valid: ${issue.message}.`,
+        'Correct the value and save again.',
+        'invalid',
+        field,
+      );
+    }
     const { password, ...smtp } = p.smtp ?? {};
     const { secret, ...webhook } = p.webhook ?? {};
-    const next = merge(this.stored(), { ...p, smtp, webhook } as Partial<StoredSettings>);
+    const doc = overlay(this.load().doc, { ...p, smtp, webhook });
+    const { settings: next, resets } = readFields(doc);
     check(
       next,
       password !== undefined ? password !== null : this.secrets.read(SMTP_PASSWORD) !== undefined,
+      new Set(Object.keys(p).filter((k) => p[k as Section] !== undefined) as Section[]),
     );
+    const loaded: Loaded = { doc, settings: repair(next, resets), resets };
     const changes: [string, string | null | undefined][] = [
       [SMTP_PASSWORD, password],
       [WEBHOOK_SECRET, secret],
@@ -105,7 +145,7 @@ export class SettingsStore {
     try {
       for (const [name, value] of changes) this.putSecret(name, value);
       this.db.transaction(() => {
-        setSetting(this.db, KEY, JSON.stringify(next));
+        setSetting(this.db, KEY, JSON.stringify(doc));
         alongside();
       })();
     } catch (err) {
@@ -118,8 +158,41 @@ export class SettingsStore {
       }
       throw err;
     }
-    this.cached = next;
+    this.cached = loaded;
     return this.view();
+  }
+
+  private load(): Loaded {
+    if (this.cached) return this.cached;
+    const text = getSetting(this.db, KEY);
+    const notes: SettingsReset[] = [];
+    let stored: Doc = {};
+    if (text !== undefined) {
+      try {
+        const parsed: unknown = JSON.parse(text);
+        if (!isObject(parsed)) throw new Error('not an object');
+        stored = parsed;
+      } catch {
+        notes.push({
+          field: KEY,
+          message:
+            'the stored settings document is damaged and cannot be read, so every setting is at its default',
+        });
+      }
+    }
+    for (const section of Object.keys(DEFAULT_SETTINGS)) {
+      if (stored[section] !== undefined && !isObject(stored[section])) {
+        notes.push({
+          field: section,
+          message: `the stored ${section} settings are not a group of settings, so they are at their defaults`,
+        });
+      }
+    }
+    const doc = overlay(DEFAULT_SETTINGS as unknown as Doc, stored);
+    const { settings, resets } = readFields(doc);
+    resets.unshift(...notes);
+    this.cached = { doc, settings: repair(settings, resets), resets };
+    return this.cached;
   }
 
   /** undefined: leave it; null: remove it; a string: store it. */
@@ -129,19 +202,33 @@ export class SettingsStore {
   }
 }
 
-/** Rules that span fields; each failure names the field and what to do. */
-function check(s: StoredSettings, hasPassword: boolean): void {
+/** One sentence for the event log: which settings were replaced and what to do. */
+export function describeResets(resets: readonly SettingsReset[]): string {
+  return (
+    `Some stored settings cannot be used by this engine version (a newer or older version may have written them): ` +
+    `${resets.map((r) => `${r.field}: ${r.message}`).join('; ')}. ` +
+    'All other settings are kept, and the stored values stay as they are until you change them. ' +
+    'Check these settings in the console and save them, or go back to the engine version that wrote them.'
+  );
+}
+
+/** Rules that span fields, for the sections named (all by default); each failure names the field and what to do. */
+function check(
+  s: StoredSettings,
+  hasPassword: boolean,
+  sections: ReadonlySet<Section> = new Set(Object.keys(DEFAULT_SETTINGS) as Section[]),
+): void {
   const bad = (field: string, message: string, hint: string) => {
     throw new UserError(message, hint, 'invalid', field);
   };
-  if (s.alerts.capacityCriticalPct < s.alerts.capacityWarningPct) {
+  if (sections.has('alerts') && s.alerts.capacityCriticalPct < s.alerts.capacityWarningPct) {
     bad(
       'alerts.capacityCriticalPct',
       `The critical capacity level (${s.alerts.capacityCriticalPct} %) is below the warning level (${s.alerts.capacityWarningPct} %).`,
       'Set the critical level at or above the warning level.',
     );
   }
-  if (s.smtp.enabled) {
+  if (sections.has('smtp') && s.smtp.enabled) {
     if (!s.smtp.host)
       bad(
         'smtp.host',
@@ -174,7 +261,7 @@ function check(s: StoredSettings, hasPassword: boolean): void {
         'Enter the password, or clear the user name if the relay needs none.',
       );
   }
-  if (s.webhook.enabled && !s.webhook.url) {
+  if (sections.has('webhook') && s.webhook.enabled && !s.webhook.url) {
     bad(
       'webhook.url',
       'The webhook is enabled but has no URL.',
@@ -183,31 +270,111 @@ function check(s: StoredSettings, hasPassword: boolean): void {
   }
 }
 
-/** Two levels deep, which is all the settings have; arrays replace. */
-function merge(base: StoredSettings, patch: Partial<StoredSettings>): StoredSettings {
-  const out = structuredClone(base) as unknown as Record<string, Record<string, unknown>>;
-  for (const [section, values] of Object.entries(patch ?? {})) {
-    if (!(section in out) || !values || typeof values !== 'object') continue;
-    for (const [k, v] of Object.entries(values)) {
-      if (k in out[section]! && v !== undefined) out[section]![k] = v;
+const isObject = (v: unknown): v is Doc => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** `top` over `base`, two levels deep (all the settings have); arrays replace. */
+function overlay(base: Doc, top: Doc): Doc {
+  const out = structuredClone(base);
+  for (const [section, values] of Object.entries(top)) {
+    if (values === undefined) continue;
+    const into = out[section];
+    if (isObject(into) && isObject(values)) {
+      for (const [k, v] of Object.entries(values))
+        if (v !== undefined) into[k] = structuredClone(v);
+    } else if (!(section in DEFAULT_SETTINGS)) {
+      out[section] = structuredClone(values); // another version's section: kept as it is
+    }
+    // a known section stored as something else than a group is unusable (reported by load)
+  }
+  return out;
+}
+
+/** Each known field of `doc` this version accepts; a refused one alone takes a replacement. */
+function readFields(doc: Doc): { settings: StoredSettings; resets: SettingsReset[] } {
+  const out = structuredClone(DEFAULT_SETTINGS) as unknown as Fields;
+  const resets: SettingsReset[] = [];
+  const shapes = EngineSettings.shape as unknown as Record<string, z.ZodObject>;
+  for (const [section, fields] of Object.entries(out)) {
+    const stored = doc[section];
+    if (!isObject(stored)) continue;
+    for (const key of Object.keys(fields)) {
+      const value = stored[key];
+      if (value === undefined) continue;
+      const schema = shapes[section]!.shape[key] as z.ZodType;
+      if (schema.safeParse(value).success) {
+        fields[key] = value;
+        continue;
+      }
+      const near = nearest(schema, value);
+      if (near !== undefined) fields[key] = near;
+      resets.push({
+        field: `${section}.${key}`,
+        message: `${shown(section, key, value, 'the stored value')} is not valid in this version, so ${shown(section, key, fields[key], near === undefined ? 'the default' : 'the nearest allowed value')} is used`,
+      });
     }
   }
-  // A stored document from another version may hold a value the schema now refuses
-  // (an older engine reading a newer choice): that field, and only it, takes its
-  // default. Resetting the whole document lost the mail and webhook settings, and
-  // shortened retention, which the next prune then applied.
-  const schema = EngineSettings.omit({ smtp: true, webhook: true });
-  const defaults = base as unknown as Record<string, Record<string, unknown>>;
-  for (let round = 0; round < 4; round++) {
-    const parsed = schema.safeParse(out);
-    if (parsed.success) return out as unknown as StoredSettings;
-    for (const issue of parsed.error.issues) {
-      const [section, key] = issue.path as string[];
-      if (section === undefined || !(section in defaults)) continue;
-      if (key === undefined || !(key in defaults[section]!))
-        out[section] = structuredClone(defaults[section]!);
-      else out[section]![key] = structuredClone(defaults[section]![key]);
+  // A replaced capacity level never ends below / above the other one: it follows it.
+  // (Both as stored but crossed is a mistake of the change itself, which check refuses.)
+  const a = out.alerts as StoredSettings['alerts'];
+  const reset = (f: string) => resets.find((r) => r.field === `alerts.${f}`);
+  const replaced = reset('capacityCriticalPct') ?? reset('capacityWarningPct');
+  if (a.capacityCriticalPct < a.capacityWarningPct && replaced) {
+    const critical = replaced.field === 'alerts.capacityCriticalPct';
+    const field = critical ? 'capacityCriticalPct' : 'capacityWarningPct';
+    const level = critical ? a.capacityWarningPct : a.capacityCriticalPct;
+    a[field] = level;
+    const value = (doc.alerts as Doc)[field];
+    replaced.message = `${shown('alerts', field, value, 'the stored value')} is not valid in this version, so ${level} is used, the ${critical ? 'warning' : 'critical'} level (the critical level may not be below the warning level)`;
+  }
+  return { settings: out as unknown as StoredSettings, resets };
+}
+
+/** A refused number clamped into its bounds, a list without its refused items; undefined: none. */
+function nearest(schema: z.ZodType, value: unknown): unknown {
+  let candidate: unknown;
+  if (schema instanceof z.ZodNumber && typeof value === 'number' && Number.isFinite(value)) {
+    let n = Math.min(Math.max(value, schema.minValue ?? -Infinity), schema.maxValue ?? Infinity);
+    if (schema.isInt) n = Math.round(n);
+    candidate = n;
+  } else if (schema instanceof z.ZodArray && Array.isArray(value)) {
+    const element = schema.element as z.ZodType;
+    const items = value.filter((v) => element.safeParse(v).success);
+    while (items.length > 0 && !schema.safeParse(items).success) items.pop();
+    candidate = items;
+  }
+  return candidate !== undefined && schema.safeParse(candidate).success ? candidate : undefined;
+}
+
+/** A value for the event log; free text that may carry a token or a name is not repeated. */
+function shown(section: string, key: string, value: unknown, what: string): string {
+  const quiet =
+    (section === 'webhook' && key === 'url') || (section === 'smtp' && key === 'username');
+  const text = JSON.stringify(value);
+  return quiet || text === undefined || text.length > 60 ? what : `${what} ${text}`;
+}
+
+/**
+ * A channel left switched on with a required field replaced (a mail server name this
+ * version refuses) cannot work: it is switched off in what the engine uses, and said
+ * so. The stored switch stays on, so fixing the field turns the channel back on.
+ */
+function repair(s: StoredSettings, resets: SettingsReset[]): StoredSettings {
+  const out = structuredClone(s);
+  const channels = [
+    ['smtp', 'e-mail alerts'],
+    ['webhook', 'webhook alerts'],
+  ] as const;
+  for (const [section, what] of channels) {
+    if (!out[section].enabled) continue;
+    try {
+      check(out, true, new Set([section]));
+    } catch (err) {
+      out[section].enabled = false;
+      resets.push({
+        field: `${section}.enabled`,
+        message: `${what} are off until this is fixed: ${(err as Error).message.replace(/\.$/, '')}`,
+      });
     }
   }
-  return structuredClone(base);
+  return out;
 }

@@ -9,7 +9,10 @@
  * and /var/log/syslog both show the events with their severities.
  *
  * If logger is missing or exits, lines are dropped (the event log in SQLite keeps
- * them) and it is restarted with backoff. The command can be replaced (tests use a
+ * them) and it is restarted with backoff. It counts as working again only once a
+ * restarted logger has stayed up for stableMs: one that starts and exits at once (its
+ * socket refused) is one failure streak with a growing backoff, not a "failing" and
+ * "recovered" pair per event. The command can be replaced (tests use a
  * fake that appends stdin to a file) through BRANCHSAN_SYSLOG_COMMAND, never through
  * the API: an API setting that names a program run as root would be a way in.
  */
@@ -27,6 +30,8 @@ export interface SyslogOptions {
   /** Told once per failure streak (to record an event) and when it works again. */
   onFailing?: (err: Error) => void;
   onRecovered?: () => void;
+  /** How long a started logger must stay up to count as working (default 5 s). */
+  stableMs?: number;
 }
 
 const MAX_BACKLOG = 1 << 20;
@@ -91,8 +96,15 @@ export class SyslogWriter {
     child.stderr!.setEncoding('utf8');
     child.stderr!.on('data', (d: string) => (stderr = (stderr + d).slice(-500)));
     child.stdin!.on('error', () => undefined); // EPIPE when it died: handled by 'exit'
-    child.once('error', (err) => this.failed(err));
+    // Started is not working: a logger whose socket is refused starts and exits at
+    // once. Only one that stays up ends a failure streak and resets the backoff.
+    let stable: NodeJS.Timeout | undefined;
+    child.once('error', (err) => {
+      clearTimeout(stable);
+      this.failed(err);
+    });
     child.once('exit', (code, signal) => {
+      clearTimeout(stable);
       if (this.closed) return;
       if (this.child === child) this.child = undefined;
       this.failed(
@@ -100,11 +112,15 @@ export class SyslogWriter {
       );
     });
     child.once('spawn', () => {
-      this.backoffMs = 1_000;
-      if (this.failing) {
-        this.failing = false;
-        this.opts.onRecovered?.();
-      }
+      stable = setTimeout(() => {
+        if (this.closed || this.child !== child || child.exitCode !== null) return;
+        this.backoffMs = 1_000;
+        if (this.failing) {
+          this.failing = false;
+          this.opts.onRecovered?.();
+        }
+      }, this.opts.stableMs ?? 5_000);
+      stable.unref();
     });
     // the engine's exit must not wait for logger
     child.unref();
