@@ -18,6 +18,7 @@ import {
   type Rule,
   type VolumeIo,
 } from '../../../engine/src/events/rules.js';
+import { vol } from './volume-inputs.js';
 import { openDatabase, recordEvent, type Db } from '../../../engine/src/persistence/db.js';
 
 const SUB = 'nqn.2026-01.com.example:vol1';
@@ -159,21 +160,6 @@ describe('capacity', () => {
 });
 
 /** Inputs holding one file volume, vol1, with these fields set. */
-const vol = (v: Partial<VolumeIo>): AlertInputs => ({
-  volumes: [
-    {
-      subject: `${SUB}/1`,
-      label: 'volume vol1 (namespace 1)',
-      path: '/srv/vol1.img',
-      errors: 0,
-      readOps: 0,
-      readLatencyUs: 0,
-      writeOps: 0,
-      writeLatencyUs: 0,
-      ...v,
-    },
-  ],
-});
 
 describe('I/O errors and latency', () => {
   it('raises when the error counter grows, clears after 5 quiet minutes, rebaselines on reset', () => {

@@ -15,8 +15,8 @@ import {
   ioLatencyRule,
   type AlertInputs,
   type Rule,
-  type VolumeIo,
 } from '../../../engine/src/events/rules.js';
+import { vol } from './volume-inputs.js';
 import { openDatabase, type Db } from '../../../engine/src/persistence/db.js';
 import { tempDir } from '../../helpers/engine.js';
 
@@ -46,22 +46,6 @@ const alertEvents = () =>
 beforeEach(() => {
   db = openDatabase(path.join(tempDir(), 'branchsan.db')).db;
   pushed = [];
-});
-
-const vol = (v: Partial<VolumeIo>): AlertInputs => ({
-  volumes: [
-    {
-      subject: `${SUB}/1`,
-      label: 'volume vol1 (namespace 1)',
-      path: '/srv/vol1.img',
-      errors: 0,
-      readOps: 0,
-      readLatencyUs: 0,
-      writeOps: 0,
-      writeLatencyUs: 0,
-      ...v,
-    },
-  ],
 });
 
 describe('I/O alerts when their counters are unknown or start again', () => {
