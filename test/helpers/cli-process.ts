@@ -43,11 +43,19 @@ export function killStarted(): void {
   for (const p of live) killGroup(p, 'SIGKILL');
 }
 
-/** Starts `branchsan ARGS`; its group is killed after timeoutMs. */
-export function start(args: string[], timeoutMs = 10_000, input?: string): Started {
+/**
+ * Starts `branchsan ARGS`; its group is killed after timeoutMs. `stdoutFd`: a file
+ * descriptor its stdout goes to instead of a pipe (stdout() is then empty).
+ */
+export function start(
+  args: string[],
+  timeoutMs = 10_000,
+  input?: string,
+  stdoutFd?: number,
+): Started {
   const began = Date.now();
   const proc = spawn(process.execPath, [BIN, ...args], {
-    stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    stdio: [input === undefined ? 'ignore' : 'pipe', stdoutFd ?? 'pipe', 'pipe'],
     detached: true,
     env,
   });
@@ -59,7 +67,7 @@ export function start(args: string[], timeoutMs = 10_000, input?: string): Start
   let stdout = '';
   let stderr = '';
   let timedOut = false;
-  proc.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  proc.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
   proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const timer = setTimeout(() => {
     timedOut = true;

@@ -55,6 +55,17 @@ async function waitFor(p: Started, text: string, on: 'stdout' | 'stderr' = 'stdo
   });
 }
 
+/** Runs `status --data DATA` until it succeeds (the engine `p` is up and answering). */
+async function untilStatusAnswers(p: Started, data: string): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  let status: Result;
+  do {
+    await new Promise((r) => setTimeout(r, 100));
+    status = await start(['status', '--data', data]).exited;
+  } while (status.code !== 0 && p.proc.exitCode === null && Date.now() < deadline);
+  expect(status.code, `${status.stderr}\nengine: ${p.stderr()}`).toBe(0);
+}
+
 /** The command the launcher re-ran as its child. */
 async function childOf(launcher: number): Promise<number> {
   let pid = 0;
@@ -142,13 +153,7 @@ describe('serve', () => {
     await until('the first log line', () => p.stdout().length > 0);
     p.proc.stdout!.destroy();
     // it keeps running and answers: `status` works
-    const deadline = Date.now() + 20_000;
-    let status: Result;
-    do {
-      await new Promise((r) => setTimeout(r, 100));
-      status = await start(['status', '--data', data]).exited;
-    } while (status.code !== 0 && p.proc.exitCode === null && Date.now() < deadline);
-    expect(status.code, `${status.stderr}\nengine: ${p.stderr()}`).toBe(0);
+    await untilStatusAnswers(p, data);
     const socket = path.join(data, 'engine.sock');
     expect(fs.existsSync(socket)).toBe(true);
     // and its stop, which logs to the closed pipe, is clean too
@@ -159,6 +164,28 @@ describe('serve', () => {
     expect(r.code).toBe(0);
     await expectStoppedCleanly(data, socket);
   }, 60_000);
+
+  it('goes on serving, and says so once, when its stdout is a file on a full disk', async () => {
+    const data = tempDir();
+    // /dev/full: every write fails with ENOSPC, as a redirect to a full disk does
+    const full = fs.openSync('/dev/full', 'w');
+    const p = startCli(['serve', '--data', data, '--no-console'], 20_000, undefined, full);
+    fs.closeSync(full);
+    const socket = path.join(data, 'engine.sock');
+    await untilStatusAnswers(p, data);
+    // the stop logs more lines to the full disk; none is reported again
+    p.proc.kill('SIGTERM');
+    const r = await p.exited;
+    expectNoCrash(r);
+    expect(r.code).toBe(0);
+    const said = r.stderr.match(/cannot write to standard output \(ENOSPC\)/g) ?? [];
+    expect(said.length, r.stderr).toBe(1);
+    await expectStoppedCleanly(data, socket);
+    // the log file has every line stdout lost
+    const log = fs.readFileSync(path.join(data, 'logs', 'engine.log'), 'utf8');
+    expect(log).toContain('"msg":"engine ready"');
+    expect(log).toContain('"msg":"engine stopped"');
+  }, 40_000);
 });
 
 describe('export', () => {

@@ -4,6 +4,7 @@
  */
 import { ApiError } from '../../../contract/errors.js';
 import { storageProblem, UserError } from '../util/errors.js';
+import { dropStdout } from '../util/log.js';
 import { productVersion } from '../util/paths.js';
 import { adoptLauncher, type Command } from './command.js';
 
@@ -109,16 +110,19 @@ let outputGuarded = false;
  * When the reader of stdout or stderr goes away (`branchsan serve | head -1`, a closed
  * terminal), writing there fails (EPIPE, EIO), and Node's default for that failure is
  * an uncaught exception: a stack trace, and an engine that dies because nobody reads
- * its log. Instead the stream is dropped (Node has destroyed it; the loggers skip it,
- * writes to it are discarded) and the process carries on: the engine's log file still
- * gets every line. EPIPE is the reader's choice and goes unremarked, as in any Unix
- * tool; any other failure of stdout is said on stderr.
+ * its log. Instead the loggers stop writing there (dropStdout: Node destroys a pipe,
+ * but not a file) and the process carries on: the engine's log file still gets every
+ * line. EPIPE is the reader's choice and goes unremarked, as in any Unix
+ * tool; any other failure of stdout (a file on a full disk) is said on stderr, once.
  */
 function goOnWithoutOutput(): void {
   if (outputGuarded) return; // run() again in the same process
   outputGuarded = true;
+  let said = false;
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code === 'EPIPE') return;
+    dropStdout();
+    if (err.code === 'EPIPE' || said) return;
+    said = true;
     process.stderr.write(
       `branchsan: cannot write to standard output (${err.code ?? err.message}); going on without it: nothing more is printed there.\n`,
     );

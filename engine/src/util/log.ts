@@ -24,6 +24,25 @@ export interface LogSink {
 
 const extraSinks = new Set<LogSink>();
 
+let stdoutDropped = false;
+
+/**
+ * Loggers stop writing to stdout (the CLI calls this once stdout has failed). Needed
+ * for a file: Node destroys a pipe whose reader went away, but stdout on a file (a
+ * full disk) stays writable, and every later line would fail again.
+ */
+export function dropStdout(): void {
+  stdoutDropped = true;
+}
+
+/** process.stdout, until dropStdout(). */
+const stdoutSink: LogSink = {
+  write: (line) => void process.stdout.write(line),
+  get writable() {
+    return !stdoutDropped && process.stdout.writable;
+  },
+};
+
 /** Adds a sink every logger writes to as well (the engine's log file); returns its removal. */
 export function addLogSink(sink: LogSink): () => void {
   extraSinks.add(sink);
@@ -34,7 +53,7 @@ export function createLogger(
   opts: { level?: LogLevel; sink?: LogSink; fields?: Record<string, unknown> } = {},
 ): Logger {
   const min = ORDER[opts.level ?? 'info'];
-  const sink = opts.sink ?? process.stdout;
+  const sink = opts.sink ?? stdoutSink;
   const base = opts.fields ?? {};
   const emit = (level: LogLevel, msg: string, fields?: Record<string, unknown>) => {
     if (ORDER[level] < min) return;
