@@ -4,6 +4,8 @@
  */
 import Database from 'better-sqlite3';
 import { randomUUID } from 'node:crypto';
+import { statfsSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { MIGRATIONS, type Migration } from './migrations.js';
 
 export type Db = Database.Database;
@@ -23,33 +25,70 @@ export interface OpenedDb {
   schemaVersion: number;
   /** Migrations applied by this open (empty when the schema was current). */
   applied: string[];
+  /**
+   * Opened with locking_mode EXCLUSIVE because the data directory's file system is
+   * full: no other process can read the database while this connection is open, and
+   * writes fail (SQLITE_FULL) until space is freed. The caller should say so.
+   */
+  exclusiveBecauseFull: boolean;
 }
 
-/** Opens (creating if needed) and migrates the database at path. */
+/**
+ * Opens (creating if needed) and migrates the database at path.
+ *
+ * In WAL mode every connection shares the WAL index through DB-shm, a 32 KiB file that
+ * SQLite creates on the first read and removes at a clean close. On a full disk it
+ * cannot be created or sized (SQLITE_IOERR_SHMSIZE; SQLITE_FULL for a new database),
+ * so a node stopped cleanly could not start again, and the NVMe/TCP target it serves
+ * (whose storage may be on another disk) stayed down. Opened with locking_mode
+ * EXCLUSIVE, SQLite keeps the WAL index in memory instead, needs no DB-shm, and reads
+ * everything stored: so on a full disk it is opened that way, and reported to the caller.
+ */
 export function openDatabase(
   path: string,
   migrations: readonly Migration[] = MIGRATIONS,
 ): OpenedDb {
+  try {
+    return openWith(path, migrations, false);
+  } catch (err) {
+    if (!diskFull(err, path)) throw err;
+  }
+  try {
+    return openWith(path, migrations, true);
+  } catch (err) {
+    if (!diskFull(err, path)) throw err;
+    throw new DatabaseError(
+      `Cannot open the database ${path}: the file system that holds it is full (${errorCode(err) || (err as Error).message}).`,
+      `Free space in ${dirname(path)} (\`df -h ${dirname(path)}\` shows how much is left), then start the engine again.`,
+    );
+  }
+}
+
+function openWith(path: string, migrations: readonly Migration[], exclusive: boolean): OpenedDb {
   let db: Db;
   try {
     db = new Database(path);
   } catch (err) {
+    if (diskFull(err, path)) throw err; // openDatabase says it
     throw new DatabaseError(
       `Cannot open the database ${path}: ${(err as Error).message}`,
       'Check that the data directory exists and is writable by the BranchSAN service.',
     );
   }
   try {
+    // First: taking the exclusive lock waits for a reader (`branchsan diagnostics`) to finish.
+    db.pragma('busy_timeout = 5000');
+    // Before the first read, which is when SQLite decides where the WAL index lives.
+    if (exclusive) db.pragma('locking_mode = EXCLUSIVE');
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = FULL'); // configuration must survive a power cut once acknowledged
     db.pragma('foreign_keys = ON');
-    db.pragma('busy_timeout = 5000');
     checkIntegrity(db, path);
     const { version, applied } = migrate(db, migrations);
-    return { db, schemaVersion: version, applied };
+    return { db, schemaVersion: version, applied, exclusiveBecauseFull: exclusive };
   } catch (err) {
     db.close();
-    const code = (err as { code?: string }).code ?? '';
+    const code = errorCode(err);
     if (code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_NOTADB') {
       throw new DatabaseError(
         `The database ${path} is damaged (${(err as Error).message}).`,
@@ -57,6 +96,29 @@ export function openDatabase(
       );
     }
     throw err;
+  }
+}
+
+function errorCode(err: unknown): string {
+  return String((err as { code?: unknown } | null)?.code ?? '');
+}
+
+/**
+ * Whether opening failed for want of space: SQLite's own codes for it, or (as it says
+ * SQLITE_CANTOPEN or another I/O error when it cannot create DB-shm or DB-wal) a file
+ * system with no free blocks or inodes left.
+ */
+function diskFull(err: unknown, path: string): boolean {
+  const code = errorCode(err);
+  if (code === 'SQLITE_IOERR_SHMSIZE' || code.startsWith('SQLITE_FULL')) return true;
+  if (!code.startsWith('SQLITE_CANTOPEN') && !code.startsWith('SQLITE_IOERR')) return false;
+  if (path === '' || path === ':memory:') return false;
+  try {
+    const st = statfsSync(dirname(path));
+    // files is 0 where the file system has no inode limit (btrfs): never "out of inodes"
+    return (st.blocks > 0 && st.bavail === 0) || (st.files > 0 && st.ffree === 0);
+  } catch {
+    return false;
   }
 }
 

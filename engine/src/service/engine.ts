@@ -93,8 +93,21 @@ export class Engine {
     const closeLogFile = attachLogFile(dataDir); // DATA/logs/engine.log, for diagnostics bundles
     cleanup.unshift(closeLogFile);
     try {
-      const { db, schemaVersion, applied } = openDatabase(path.join(dataDir, 'branchsan.db'));
+      const { db, schemaVersion, applied, exclusiveBecauseFull } = openDatabase(
+        path.join(dataDir, 'branchsan.db'),
+      );
       cleanup.unshift(() => db.close());
+      if (exclusiveBecauseFull) {
+        // Serving the stored target matters more than the database's other readers.
+        log.warn(
+          `The disk that holds the data directory ${dataDir} is full, so the database was opened ` +
+            `exclusively (with no shared-memory file): the engine serves the stored configuration, ` +
+            `but tools that read the database file themselves (\`branchsan diagnostics\`, sqlite3) ` +
+            `cannot read it while the engine runs, and changes, events and metrics may fail until ` +
+            `space is freed. Free space in ${dataDir} (\`df -h ${dataDir}\`), then restart the engine.`,
+          { dataDir, reason: 'data-disk-full' },
+        );
+      }
       if (applied.length) log.info('database migrated', { schemaVersion, applied });
       const nodeId = ensureNodeId(db);
       const hub = new SessionHub();
@@ -259,19 +272,34 @@ export class Engine {
       await this.consoleServer?.close();
       await this.socketServer.close();
       await this.runtime.close(); // disconnects hosts, drains and closes backends
-      recordEvent(this.db, {
-        type: 'engine.stopped',
-        severity: 'info',
-        message: `Engine stopped (${reason}).`,
-      });
+      // On a full data disk these writes fail; the stop goes on all the same, so that the
+      // database is closed (its WAL checkpointed) and the lock released.
+      this.whereDiskAllows('record the stop', () =>
+        recordEvent(this.db, {
+          type: 'engine.stopped',
+          severity: 'info',
+          message: `Engine stopped (${reason}).`,
+        }),
+      );
       await this.eventsService?.stop(); // rules stop; syslog gets engine.stopped before the db closes
-      setSetting(this.db, 'engine.running', '0');
+      this.whereDiskAllows('mark the clean stop', () => setSetting(this.db, 'engine.running', '0'));
       this.db.close();
       this.lock.release();
       this.log.info('engine stopped');
       this.closeLogFile?.();
     })();
     return this.stopping;
+  }
+
+  /** Runs a database write that a full or failing data disk may refuse, and logs the refusal. */
+  private whereDiskAllows(what: string, write: () => unknown): void {
+    try {
+      write();
+    } catch (err) {
+      const why = storageProblem(err);
+      if (why === null) throw err;
+      this.log.warn(`could not ${what}: ${why}`, { err });
+    }
   }
 
   private beat(): void {
