@@ -22,7 +22,7 @@ import path from 'node:path';
 import zlib from 'node:zlib';
 import { createHash, randomBytes } from 'node:crypto';
 import { UserError } from '../util/errors.js';
-import { secretsDir } from './secrets.js';
+import { replaceSecretFile, secretsDir } from './secrets.js';
 
 export type DhchapHash = 0 | 1 | 2 | 3;
 /** Key length in bytes for each hash id that generation offers. */
@@ -144,15 +144,7 @@ export class HostSecretStore {
     fs.chmodSync(dir, 0o700);
     const file = this.fileOf(hostNqn);
     const secret = generateDhchapSecret(hash);
-    const tmp = `${file}.${process.pid}.tmp`;
-    try {
-      fs.writeFileSync(tmp, secret + '\n', { mode: 0o600 });
-      record({ hostNqn, hash });
-      fs.renameSync(tmp, file);
-    } catch (err) {
-      fs.rmSync(tmp, { force: true });
-      throw err;
-    }
+    replaceSecretFile(file, secret, () => record({ hostNqn, hash }));
     return {
       hostNqn,
       secret,

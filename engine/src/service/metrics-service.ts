@@ -3,15 +3,17 @@
  * transaction), pushes `metrics.sample` to connected dashboards, and keeps what the
  * Prometheus endpoint serves. Settings (Prometheus on/off, the history cap) live in
  * the settings table; the scrape token is a secret file, DATA/secrets/metrics-token.
+ * A change of them is recorded in the audit log, like every configuration change.
  */
 import path from 'node:path';
-import type {
-  MethodParams,
-  MethodResult,
-  MetricsQueryResult,
-  MetricSeriesInfo,
-  MetricsSample,
-  MetricsSettings,
+import {
+  MetricsSettingsSet,
+  type MethodParams,
+  type MethodResult,
+  type MetricsQueryResult,
+  type MetricSeriesInfo,
+  type MetricsSample,
+  type MetricsSettings,
 } from '../../../contract/api.js';
 import { metricsRoute, type HttpRoute } from '../control/metrics-endpoint.js';
 import type { SessionHub } from '../control/sessions.js';
@@ -22,9 +24,9 @@ import { renderPrometheus } from '../metrics/prometheus.js';
 import { samplePoints, selectorKey } from '../metrics/series.js';
 import { getSetting, setSetting, type Db } from '../persistence/db.js';
 import { DEFAULT_MAX_BYTES, MetricsStore, type SeriesRow } from '../persistence/metrics-store.js';
-import { UserError } from '../util/errors.js';
+import { storageProblem, UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
-import { loadOrCreateSecret, randomToken, readSecret, writeSecret } from './secrets.js';
+import { randomToken, readSecret, writeSecret } from './secrets.js';
 
 const KEY_PROMETHEUS = 'metrics.prometheus';
 const KEY_MAX_BYTES = 'metrics.maxBytes';
@@ -147,24 +149,108 @@ export class MetricsService {
     };
   }
 
-  setSettings(p: MethodParams<'metrics.settings.set'>): MethodResult<'metrics.settings.set'> {
+  /**
+   * Changes the endpoint and the cap, all or nothing. Everything is checked first (the
+   * request, a token file others could read); then the setting rows and the audit row
+   * are written in one transaction, and only once it has committed does memory follow.
+   * A new token is written aside before the transaction and renamed over the old one
+   * after it (writeSecret), as host secrets are: the audit row is written before the new token takes
+   * effect, so when the database refuses the change (a full disk) nothing changed, and
+   * the old token keeps working.
+   */
+  setSettings(
+    p: MethodParams<'metrics.settings.set'>,
+    actor: string,
+  ): MethodResult<'metrics.settings.set'> {
     const { db, dataDir } = this.opts;
-    if (p.maxBytes !== undefined) {
-      setSetting(db, KEY_MAX_BYTES, String(p.maxBytes));
-      this.store.setMaxBytes(p.maxBytes);
+    const req = validSettings(p);
+    const asked =
+      req.maxBytes !== undefined || req.prometheusEnabled !== undefined || req.rotateToken;
+    if (!asked) return this.answer(); // nothing to change, nothing to record
+    // The token in force after the change: a new one when rotated, or when the endpoint
+    // is turned on and none exists yet. Read now, so that a file others can read is
+    // refused before anything is written.
+    let token = this.token;
+    let fresh: 'rotated' | 'created' | undefined;
+    if (req.rotateToken) {
+      token = randomToken(32);
+      fresh = 'rotated';
+    } else if (req.prometheusEnabled && token === null) {
+      token = readSecret(dataDir, TOKEN_SECRET) ?? null;
+      if (token === null) {
+        token = randomToken(32);
+        fresh = 'created';
+      }
     }
-    if (p.rotateToken) {
-      this.token = randomToken(32);
-      writeSecret(dataDir, TOKEN_SECRET, this.token);
+    // what was asked, and a token made along the way; never the token itself
+    const details = fresh === 'created' ? { ...req, tokenCreated: true } : req;
+    let committed = false;
+    const store = () => {
+      db.transaction(() => {
+        if (req.maxBytes !== undefined) setSetting(db, KEY_MAX_BYTES, String(req.maxBytes));
+        if (req.prometheusEnabled !== undefined)
+          setSetting(db, KEY_PROMETHEUS, req.prometheusEnabled ? '1' : '0');
+        db.prepare('INSERT INTO audit (ts, actor, action, details) VALUES (?, ?, ?, ?)').run(
+          this.clock(),
+          actor,
+          'metrics.settings.set',
+          JSON.stringify(details),
+        );
+      })();
+      committed = true;
+      // Committed: memory follows the database.
+      if (req.prometheusEnabled !== undefined) this.prometheus = req.prometheusEnabled;
+      if (req.maxBytes !== undefined) this.holdCap(req.maxBytes);
+    };
+    try {
+      // a new token is written aside, the change recorded, then the token put in place
+      if (fresh) writeSecret(dataDir, TOKEN_SECRET, token!, store);
+      else store();
+    } catch (err) {
+      if (!committed) {
+        this.opts.log.error('metrics settings not stored; nothing changed', { err });
+        throw new UserError(
+          `The metrics settings were not saved (${(err as Error).message}); nothing was changed${this.prometheus && this.token ? ', and the current scrape token still works' : ''}.`,
+          storageProblem(err) !== null
+            ? "Check free space on the data directory's filesystem (or make it writable again), then retry."
+            : 'Retry; if it fails again, `branchsan diagnostics` collects what is needed to report it.',
+          'unavailable',
+        );
+      }
+      // Recorded but not in effect: the old token (or none) stays, in memory as on disk.
+      this.opts.log.error('new metrics token recorded but not put in place', { err });
+      throw new UserError(
+        `The metrics settings were saved, but the new scrape token could not be put in place (${(err as Error).message}); ` +
+          (this.token
+            ? 'the previous token still works.'
+            : 'the endpoint refuses every scrape until it has a token.'),
+        'Free space on the data directory (or make it writable again), then rotate the token (metrics.settings.set with rotateToken).',
+        'unavailable',
+      );
     }
-    if (p.prometheusEnabled !== undefined) {
-      if (p.prometheusEnabled)
-        this.token ??= loadOrCreateSecret(dataDir, TOKEN_SECRET, () => randomToken(32));
-      setSetting(db, KEY_PROMETHEUS, p.prometheusEnabled ? '1' : '0');
-      this.prometheus = p.prometheusEnabled;
-    }
+    this.token = token;
+    return this.answer();
+  }
+
+  /** The settings, with the token when the endpoint is on (for the scraper's config). */
+  private answer(): MethodResult<'metrics.settings.set'> {
     const s = this.settings();
     return this.prometheus && this.token ? { ...s, token: this.token } : s;
+  }
+
+  /**
+   * The new cap, once stored. Trimming the history to it is upkeep, not the change: if
+   * it fails (the disk filled meanwhile), the cap holds all the same and the next
+   * sample trims again.
+   */
+  private holdCap(maxBytes: number): void {
+    try {
+      this.store.setMaxBytes(maxBytes);
+    } catch (err) {
+      this.opts.log.warn('metrics history not trimmed to the new cap; the next sample retries', {
+        err,
+      });
+    }
   }
 
   /** GET /metrics for the console's HTTP server. */
@@ -175,6 +261,22 @@ export class MetricsService {
       render: () => renderPrometheus(this.sampler.latest(), this.last),
     });
   }
+}
+
+/** The request as the API checks it (callers inside the engine skip the RPC layer). */
+function validSettings(
+  p: MethodParams<'metrics.settings.set'>,
+): MethodParams<'metrics.settings.set'> {
+  const valid = MetricsSettingsSet.safeParse(p);
+  if (valid.success) return valid.data;
+  const issue = valid.error.issues[0]!;
+  const field = issue.path.join('.');
+  throw new UserError(
+    `The metrics setting ${field || '(unnamed)'} is not valid: ${issue.message}.`,
+    'Correct the value and save again.',
+    'invalid',
+    field || undefined,
+  );
 }
 
 function info(s: SeriesRow): MetricSeriesInfo {

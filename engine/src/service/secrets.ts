@@ -30,9 +30,7 @@ export function loadOrCreateSecret(dataDir: string, name: string, make: () => st
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
   const value = make();
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, value + '\n', { mode: 0o600 });
-  fs.renameSync(tmp, file);
+  replaceSecretFile(file, value);
   return value;
 }
 
@@ -48,12 +46,37 @@ export function randomToken(bytes = 24): string {
   return randomBytes(bytes).toString('base64url');
 }
 
-/** Replaces a secret (written 0600 to a temporary name, then renamed over the old one). */
-export function writeSecret(dataDir: string, name: string, value: string): void {
-  const file = path.join(secretsDir(dataDir), name);
+/**
+ * Replaces a secret (written 0600 to a temporary name, then renamed over the old one).
+ * `beforeRename` runs once the new value is written and before it takes effect (the
+ * change's audit row): when it, or the write, fails, the temporary file is removed and
+ * the old secret stays.
+ */
+export function writeSecret(
+  dataDir: string,
+  name: string,
+  value: string,
+  beforeRename?: () => void,
+): void {
+  replaceSecretFile(path.join(secretsDir(dataDir), name), value, beforeRename);
+}
+
+/** writeSecret for a file given by its path (its directory made 0700 by the caller). */
+export function replaceSecretFile(file: string, value: string, beforeRename?: () => void): void {
   const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, value + '\n', { mode: 0o600 });
-  fs.renameSync(tmp, file);
+  try {
+    fs.rmSync(tmp, { force: true }); // a leftover would keep its own mode
+    fs.writeFileSync(tmp, value + '\n', { mode: 0o600 });
+    beforeRename?.();
+    fs.renameSync(tmp, file);
+  } catch (err) {
+    try {
+      fs.rmSync(tmp, { force: true });
+    } catch {
+      // the error that stopped the change is the one to report
+    }
+    throw err;
+  }
 }
 
 /** A secret's value, or undefined when it is not set. Refuses one others can read. */

@@ -149,16 +149,16 @@ describe('metrics service', () => {
       prometheus: { enabled: false, path: '/metrics' },
       maxBytes: 256 * 1024 * 1024,
     });
-    const on = s.service.setSettings({ prometheusEnabled: true, maxBytes: 4 << 20 });
+    const on = s.service.setSettings({ prometheusEnabled: true, maxBytes: 4 << 20 }, 'cli');
     expect(on.prometheus.enabled).toBe(true);
     expect(on.token).toMatch(/^[A-Za-z0-9_-]{40,}$/);
     const file = on.prometheus.tokenFile;
     expect(fs.statSync(file).mode & 0o777).toBe(0o600);
     expect(fs.readFileSync(file, 'utf8').trim()).toBe(on.token);
-    const rotated = s.service.setSettings({ rotateToken: true });
+    const rotated = s.service.setSettings({ rotateToken: true }, 'cli');
     expect(rotated.token).not.toBe(on.token);
     expect(s.service.settings().maxBytes).toBe(4 << 20);
-    const off = s.service.setSettings({ prometheusEnabled: false });
+    const off = s.service.setSettings({ prometheusEnabled: false }, 'cli');
     expect(off.token).toBeUndefined();
     expect(off.prometheus.enabled).toBe(false);
   });

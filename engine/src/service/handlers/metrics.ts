@@ -1,6 +1,7 @@
-/** API handlers for metric history and the Prometheus endpoint's settings. */
+/** API handlers for metric history and the Prometheus endpoint's settings (changes are audited). */
 import type { HandlerGroup } from '../../control/rpc.js';
 import type { MetricsService } from '../metrics-service.js';
+import { actorOf } from './target.js';
 
 export type MetricsMethods =
   'metrics.query' | 'metrics.series' | 'metrics.settings.get' | 'metrics.settings.set';
@@ -10,6 +11,6 @@ export function metricsHandlers(m: MetricsService): HandlerGroup<MetricsMethods>
     'metrics.query': (p) => m.query(p),
     'metrics.series': () => m.series(),
     'metrics.settings.get': () => m.settings(),
-    'metrics.settings.set': (p) => m.setSettings(p),
+    'metrics.settings.set': (p, ctx) => m.setSettings(p, actorOf(ctx)),
   };
 }

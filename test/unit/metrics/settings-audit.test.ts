@@ -1,0 +1,229 @@
+/**
+ * metrics.settings.set is a configuration change like any other: it writes an audit
+ * row (who, what, never the token) in the same transaction as its settings, and a
+ * change the database refuses changes nothing: not the stored settings, not the
+ * service's memory (cap, endpoint on/off, token), not the token file. Real SQLite
+ * refusing the write (a trigger; a database at its page limit, as on a full disk) and a
+ * real HTTP server scraping /metrics with the token.
+ */
+import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { CallContext } from '../../../engine/src/control/rpc.js';
+import { getSetting, openDatabase, type Db } from '../../../engine/src/persistence/db.js';
+import { metricsHandlers } from '../../../engine/src/service/handlers/metrics.js';
+import { MetricsService } from '../../../engine/src/service/metrics-service.js';
+import { UserError } from '../../../engine/src/util/errors.js';
+import { createLogger } from '../../../engine/src/util/log.js';
+import { tempDir } from '../../helpers/engine.js';
+
+const CONSOLE: CallContext = { transport: 'console', peer: '192.0.2.7' };
+const MIB = 1 << 20;
+
+const cleanup: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const fn of cleanup.splice(0).reverse()) await fn();
+});
+
+function service(db: Db, dataDir: string): MetricsService {
+  return new MetricsService({
+    db,
+    dataDir,
+    io: { namespaces: () => [], controllers: () => [] },
+    hub: { broadcast: () => undefined },
+    log: createLogger({ sink: { write: () => undefined } }),
+    node: { readText: async () => '', statfs: async () => ({ bsize: 4096, blocks: 1, bfree: 1 }) },
+  });
+}
+
+function setup() {
+  const dataDir = tempDir();
+  const db = openDatabase(path.join(dataDir, 'branchsan.db')).db;
+  cleanup.push(() => db.close());
+  const m = service(db, dataDir);
+  const set = metricsHandlers(m)['metrics.settings.set'];
+  const tokenFile = path.join(dataDir, 'secrets', 'metrics-token');
+  return { dataDir, db, m, set: (p: Parameters<typeof set>[0]) => set(p, CONSOLE), tokenFile };
+}
+
+type Setup = ReturnType<typeof setup>;
+
+const audit = (db: Db) =>
+  db.prepare('SELECT actor, action, details FROM audit ORDER BY id').all() as {
+    actor: string;
+    action: string;
+    details: string;
+  }[];
+
+/** GET /metrics through the service's route on a real HTTP server; the status. */
+async function scrape(m: MetricsService, token: string): Promise<number> {
+  const route = m.route();
+  const server = http.createServer((req, res) => route.handle(req, res));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    const { port } = server.address() as AddressInfo;
+    const res = await fetch(`http://127.0.0.1:${port}/metrics`, {
+      headers: { Authorization: `Bearer ${token}` },
+    });
+    await res.arrayBuffer();
+    return res.status;
+  } finally {
+    await new Promise((resolve) => server.close(resolve));
+  }
+}
+
+/** Ways the database refuses the write, each a real SQLite failure. */
+const refusals: [string, (db: Db) => void, RegExp][] = [
+  [
+    'the audit insert fails',
+    (db) =>
+      db.exec(
+        "CREATE TRIGGER no_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'audit refused'); END",
+      ),
+    /Retry; if it fails again/,
+  ],
+  [
+    'the settings write fails',
+    (db) =>
+      db.exec(`
+        CREATE TRIGGER no_setting_insert BEFORE INSERT ON settings WHEN NEW.key LIKE 'metrics.%'
+          BEGIN SELECT RAISE(ABORT, 'settings refused'); END;
+        CREATE TRIGGER no_setting_update BEFORE UPDATE ON settings WHEN NEW.key LIKE 'metrics.%'
+          BEGIN SELECT RAISE(ABORT, 'settings refused'); END;`),
+    /Retry; if it fails again/,
+  ],
+  [
+    'the database is full (SQLITE_FULL)',
+    (db) => {
+      // No page may be added, and the last ones are filled until a row no longer fits:
+      // what a full disk does to the next write.
+      db.pragma(`max_page_count = ${db.pragma('page_count', { simple: true }) as number}`);
+      const pad = db.prepare(
+        "INSERT INTO audit (ts, actor, action, details) VALUES (0, '', '', '')",
+      );
+      for (;;) {
+        try {
+          pad.run();
+        } catch (err) {
+          expect((err as { code?: string }).code).toBe('SQLITE_FULL');
+          break;
+        }
+      }
+    },
+    /Check free space on the data directory/,
+  ],
+];
+
+describe('metrics.settings.set and the audit log', () => {
+  it('records who changed what, never the token', async () => {
+    const s = setup();
+    const on = await s.set({ prometheusEnabled: true, maxBytes: 4 * MIB });
+    const rotated = await s.set({ rotateToken: true });
+    await s.set({ prometheusEnabled: false });
+    await s.set({}); // nothing asked: nothing to record
+    expect(audit(s.db)).toEqual([
+      {
+        actor: 'console:192.0.2.7',
+        action: 'metrics.settings.set',
+        details: JSON.stringify({ prometheusEnabled: true, maxBytes: 4 * MIB, tokenCreated: true }),
+      },
+      {
+        actor: 'console:192.0.2.7',
+        action: 'metrics.settings.set',
+        details: JSON.stringify({ rotateToken: true }),
+      },
+      {
+        actor: 'console:192.0.2.7',
+        action: 'metrics.settings.set',
+        details: JSON.stringify({ prometheusEnabled: false }),
+      },
+    ]);
+    const all = JSON.stringify(audit(s.db));
+    expect(all).not.toContain(on.token!);
+    expect(all).not.toContain(rotated.token!);
+  });
+
+  it('checks the request before writing anything', () => {
+    const s = setup();
+    expect(() => s.m.setSettings({ maxBytes: 5 }, 'cli')).toThrow(
+      /The metrics setting maxBytes is not valid: at least 1 MiB/,
+    );
+    expect(audit(s.db)).toEqual([]);
+    expect(getSetting(s.db, 'metrics.maxBytes')).toBeUndefined();
+  });
+
+  it('a token recorded but not put in place leaves the old one working, and says so', async () => {
+    const s = setup();
+    const { token } = await s.set({ prometheusEnabled: true });
+    // the token file's name is taken by a directory: the rename after the commit fails
+    fs.rmSync(s.tokenFile);
+    fs.mkdirSync(path.join(s.tokenFile, 'x'), { recursive: true });
+    expect(() => s.m.setSettings({ rotateToken: true }, 'cli')).toThrow(
+      /^The metrics settings were saved, but the new scrape token could not be put in place \(.+\); the previous token still works\.$/,
+    );
+    expect(audit(s.db).map((a) => a.details)).toEqual([
+      JSON.stringify({ prometheusEnabled: true, tokenCreated: true }),
+      JSON.stringify({ rotateToken: true }), // recorded before it could take effect
+    ]);
+    expect(await scrape(s.m, token!)).toBe(200);
+    expect(fs.readdirSync(path.dirname(s.tokenFile))).toEqual(['metrics-token']); // no tmp left
+  });
+
+  describe.each(refusals)('when %s', (_, refuse, hint) => {
+    const refused = (s: Setup, p: Parameters<MetricsService['setSettings']>[0]) => {
+      try {
+        s.m.setSettings(p, 'cli');
+      } catch (err) {
+        return err as UserError;
+      }
+      throw new Error('the change was not refused');
+    };
+
+    it('changes nothing: settings, memory, token file, the token scrapers use', async () => {
+      const s = setup();
+      const { token } = await s.set({ prometheusEnabled: true, maxBytes: 8 * MIB });
+      refuse(s.db);
+      const before = { settings: s.m.settings(), rows: audit(s.db).length };
+
+      const err = refused(s, { prometheusEnabled: false, maxBytes: 2 * MIB, rotateToken: true });
+      expect(err).toBeInstanceOf(UserError);
+      expect(err.code).toBe('unavailable');
+      expect(err.message).toMatch(
+        /^The metrics settings were not saved \(.+\); nothing was changed, and the current scrape token still works\.$/,
+      );
+      expect(err.hint).toMatch(hint);
+
+      // memory: the cap, the endpoint, the token it accepts
+      expect(s.m.settings()).toEqual(before.settings);
+      expect(s.m.settings().maxBytes).toBe(8 * MIB);
+      expect(await scrape(s.m, token!)).toBe(200);
+      // the database and the token file, as a restarted engine reads them
+      expect(getSetting(s.db, 'metrics.prometheus')).toBe('1');
+      expect(getSetting(s.db, 'metrics.maxBytes')).toBe(String(8 * MIB));
+      expect(audit(s.db)).toHaveLength(before.rows);
+      expect(fs.readFileSync(s.tokenFile, 'utf8')).toBe(`${token}\n`);
+      expect(fs.readdirSync(path.dirname(s.tokenFile))).toEqual(['metrics-token']);
+      const restarted = service(s.db, s.dataDir);
+      expect(restarted.settings()).toMatchObject({
+        prometheus: { enabled: true },
+        maxBytes: 8 * MIB,
+      });
+      expect(await scrape(restarted, token!)).toBe(200);
+    });
+
+    it('turning the endpoint on makes no token when it cannot be recorded', async () => {
+      const s = setup();
+      refuse(s.db);
+      const err = refused(s, { prometheusEnabled: true });
+      expect(err.message).toMatch(
+        /^The metrics settings were not saved \(.+\); nothing was changed\.$/,
+      );
+      expect(s.m.settings().prometheus.enabled).toBe(false);
+      expect(fs.existsSync(s.tokenFile)).toBe(false);
+      expect(fs.readdirSync(path.dirname(s.tokenFile))).toEqual([]);
+      expect(await scrape(s.m, 'anything')).toBe(404);
+    });
+  });
+});
