@@ -9,7 +9,7 @@ import path from 'node:path';
 import type { TargetConfig } from '../../../contract/api.js';
 import type { EventStore } from './event-store.js';
 import type { AlertInputs, FilesystemUse, OfflineVolume, VolumeIo } from './rules.js';
-import { volumeName } from './rules.js';
+import { forgetGone, volumeName } from './rules.js';
 
 /**
  * The part of the core target the collector reads, declared here (the core's Target
@@ -120,6 +120,8 @@ export class InputCollector {
         }
       }
     }
+    // the interval histograms of namespaces that are gone (or offline) go with them
+    forgetGone(this.lastHist, volumes);
     return { volumes, offline, backingChecks };
   }
 

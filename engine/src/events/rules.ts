@@ -302,14 +302,34 @@ export function capacityRule(): Rule {
   };
 }
 
-/** New I/O errors on a namespace; clears after clearAfterMs without new ones. */
+/** Drops what is remembered of namespaces no longer among `volumes` (rules, inputs). */
+export function forgetGone(
+  memory: Map<string, unknown>,
+  volumes: readonly { subject: string }[],
+): void {
+  const present = new Set(volumes.map((v) => v.subject));
+  for (const subject of memory.keys()) if (!present.has(subject)) memory.delete(subject);
+}
+
+/**
+ * New I/O errors on a namespace; clears after clearAfterMs without new ones.
+ *
+ * The rule remembers each namespace's last counter only while the namespace is in the
+ * snapshot: one that is gone (removed, or offline: its backend could not be opened)
+ * is forgotten, and its alert resolves, as every volume rule's does when its subject
+ * vanishes. So the memory is bounded by the namespaces that exist, and a namespace
+ * created again under the same NQN and NSID starts from a clean baseline instead of
+ * counting its own errors against the old one's counter.
+ */
 export function ioErrorsRule(clearAfterMs = 5 * 60_000): Rule {
   const last = new Map<string, { errors: number; lastErrorAt?: number; count: number }>();
   return {
     id: 'io.errors',
     kind: 'condition',
     evaluate(inputs, { now, active }) {
+      // counters unknown this round: nothing is known to be gone, so nothing is forgotten
       if (!inputs.volumes) return [...active.values()].map(keep);
+      forgetGone(last, inputs.volumes);
       const out: Condition[] = [];
       for (const v of inputs.volumes) {
         let prev = last.get(v.subject);
@@ -380,6 +400,7 @@ export function ioLatencyRule(sustainMs = 30_000, minOps = 20): Rule {
     kind: 'condition',
     evaluate(inputs, { now, thresholds, active }) {
       if (!inputs.volumes) return [...active.values()].map(keep);
+      forgetGone(state, inputs.volumes); // as io.errors does
       const out: Condition[] = [];
       for (const v of inputs.volumes) {
         const prev = state.get(v.subject);
