@@ -239,13 +239,22 @@ describe.skipIf(!canMount)('branchsan serve on a full data disk', () => {
     const warning = logLines(full).find((l) => /opened exclusively/.test(l.msg ?? ''));
     expect(warning?.level).toBe('warn');
     expect(warning?.msg).toContain(`The disk that holds the data directory ${data} is full`);
-    expect(warning?.msg).toContain('`branchsan diagnostics`, sqlite3) cannot read it');
+    expect(warning?.msg).toContain('`branchsan diagnostics --offline`, sqlite3) cannot read it');
     expect(warning?.msg).toContain(`Free space in ${data}`);
     expect(warning?.msg).toContain('then restart the engine');
 
     const status = await start(['status', '--data', data], 20_000).exited;
     expect(status.code, status.stderr).toBe(0);
     expect(status.stdout).toContain('1 subsystem, 0 namespaces');
+    // a bundle read from the directory says why it has no database, without waiting on it
+    const out = path.join(tempDir(), 'diag.tar.gz');
+    const diag = await start(['diagnostics', '--data', data, '--offline', '--out', out], 30_000)
+      .exited;
+    expect(diag.code, diag.stderr).toBe(0);
+    const problems = execFileSync('tar', ['-xzOf', out, '--wildcards', '*/problems.txt'], {
+      encoding: 'utf8',
+    });
+    expect(problems).toContain('is held exclusively by the running engine');
     const c = await connectSocket(path.join(data, 'engine.sock'));
     expect((await c.call('system.status', {})).nodeId).toBe(nodeId);
     expect((await c.call('target.config', {})).subsystems.map((s) => s.nqn)).toEqual([nqn]);

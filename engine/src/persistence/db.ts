@@ -231,9 +231,26 @@ export function onEventRecorded(db: Db, fn: (ev: RecordedEvent) => void): () => 
   return () => set.delete(fn);
 }
 
-/** Opens an existing database for reading only, without migrating (diagnostics of a stopped or running engine). */
+/**
+ * Opens an existing database for reading only, without migrating (diagnostics of a
+ * stopped or running engine). In WAL mode a reader never waits for the engine, except
+ * when the engine holds the database exclusively (opened on a full disk, see
+ * openDatabase): then this says so at once, rather than every later read waiting out
+ * the busy timeout and failing with "database is locked".
+ */
 export function openDatabaseReadOnly(path: string): Db {
   const db = new Database(path, { readonly: true, fileMustExist: true });
-  db.pragma('busy_timeout = 5000');
-  return db;
+  try {
+    db.pragma('busy_timeout = 500'); // a WAL recovery in progress is brief
+    db.prepare('SELECT count(*) FROM sqlite_master').get();
+    db.pragma('busy_timeout = 5000');
+    return db;
+  } catch (err) {
+    db.close();
+    if (!errorCode(err).startsWith('SQLITE_BUSY')) throw err;
+    throw new DatabaseError(
+      `The database ${path} is held exclusively by the running engine: its disk was full when the engine started.`,
+      `Ask the running engine instead (\`branchsan diagnostics\` without --offline), or free space in ${dirname(path)} and restart the engine.`,
+    );
+  }
 }

@@ -102,7 +102,7 @@ export class Engine {
         log.warn(
           `The disk that holds the data directory ${dataDir} is full, so the database was opened ` +
             `exclusively (with no shared-memory file): the engine serves the stored configuration, ` +
-            `but tools that read the database file themselves (\`branchsan diagnostics\`, sqlite3) ` +
+            `but tools that read the database file themselves (\`branchsan diagnostics --offline\`, sqlite3) ` +
             `cannot read it while the engine runs, and changes, events and metrics may fail until ` +
             `space is freed. Free space in ${dataDir} (\`df -h ${dataDir}\`), then restart the engine.`,
           { dataDir, reason: 'data-disk-full' },

@@ -1,10 +1,12 @@
 import fs from 'node:fs';
+import Database from 'better-sqlite3';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   DatabaseError,
   ensureNodeId,
   openDatabase,
+  openDatabaseReadOnly,
   recordEvent,
 } from '../../../engine/src/persistence/db.js';
 import { MIGRATIONS } from '../../../engine/src/persistence/migrations.js';
@@ -71,5 +73,34 @@ describe('database', () => {
     }
     expect(err).toBeInstanceOf(DatabaseError);
     expect((err as DatabaseError).hint).toMatch(/backup|peer/);
+  });
+
+  it('a reader is told at once that the engine holds the database exclusively', () => {
+    const file = path.join(tempDir(), 'b.db');
+    openDatabase(file).db.close();
+    // as the engine holds it after a start on a full disk (openDatabase)
+    const engine = new Database(file);
+    engine.pragma('locking_mode = EXCLUSIVE');
+    engine.pragma('journal_mode = WAL');
+    ensureNodeId(engine); // the first write takes the exclusive lock
+    try {
+      let err: unknown;
+      try {
+        openDatabaseReadOnly(file).close();
+      } catch (e) {
+        err = e;
+      }
+      // Before: the open "worked", and every read then failed with "database is locked"
+      // after waiting out the busy timeout.
+      expect(err).toBeInstanceOf(DatabaseError);
+      expect((err as DatabaseError).message).toContain('held exclusively by the running engine');
+      expect((err as DatabaseError).hint).toContain('restart the engine');
+    } finally {
+      engine.close();
+    }
+    // released: readable again
+    const r = openDatabaseReadOnly(file);
+    expect(r.prepare("SELECT value FROM settings WHERE key = 'node.id'").get()).toBeTruthy();
+    r.close();
   });
 });
