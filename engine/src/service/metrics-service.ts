@@ -154,9 +154,9 @@ export class MetricsService {
    * request, a token file others could read); then the setting rows and the audit row
    * are written in one transaction, and only once it has committed does memory follow.
    * A new token is written aside before the transaction and renamed over the old one
-   * after it (writeSecret), as host secrets are: the audit row is written before the new token takes
-   * effect, so when the database refuses the change (a full disk) nothing changed, and
-   * the old token keeps working.
+   * after it (writeSecret), as host secrets are: the audit row is written before the
+   * new token takes effect, so when the database refuses the change (a full disk)
+   * nothing changed, and the old token keeps working.
    */
   setSettings(
     p: MethodParams<'metrics.settings.set'>,
