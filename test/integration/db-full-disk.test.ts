@@ -166,7 +166,8 @@ describe.skipIf(!canMount)('openDatabase on a full file system', () => {
 /** Stops the engine `p` (SIGTERM: exit 0) and checks the integrity of its database. */
 async function stopAndCheck(p: Started, data: string): Promise<void> {
   killGroup(p.proc, 'SIGTERM');
-  expect((await p.exited).code).toBe(0);
+  const r = await p.exited;
+  expect(r.code, `${r.signal} ${r.timedOut}\n${r.stdout.slice(-3000)}\n${r.stderr}`).toBe(0);
   const check = new Database(path.join(data, 'branchsan.db'), { readonly: true });
   expect(check.pragma('integrity_check')).toEqual([{ integrity_check: 'ok' }]);
   check.close();

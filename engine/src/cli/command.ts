@@ -127,6 +127,28 @@ const LAUNCHER_POLL_MS = 1_000;
 let launcherPid: number | undefined;
 
 /**
+ * How long a command lingers after the last stop signal before its process ends. One
+ * Ctrl-C or group SIGTERM arrives twice (see onStopRequest): once from the terminal or
+ * the killer, and once more as the launcher forwards its copy, a few milliseconds
+ * later. When the clean stop is quicker than that (an engine with no hosts stops in
+ * 2 ms), the copy landed while Node was tearing the process down, after it had put
+ * the default signal action back: the process died of it, and the launcher reported
+ * a clean stop as a death by SIGTERM.
+ */
+const STOP_SETTLE_MS = 200;
+/** When the last stop signal arrived (0: none yet). */
+let lastStopAt = 0;
+
+/** Resolves once no stop signal has arrived for STOP_SETTLE_MS (at once if none came). */
+export async function settleStopSignals(): Promise<void> {
+  for (;;) {
+    const wait = lastStopAt + STOP_SETTLE_MS - Date.now();
+    if (lastStopAt === 0 || wait <= 0) return;
+    await new Promise((r) => setTimeout(r, wait));
+  }
+}
+
+/**
  * Takes the launcher's pid from the environment, once, as the CLI starts; and takes
  * it out of the environment, so that processes this one starts do not inherit it.
  */
@@ -158,6 +180,7 @@ export function adoptLauncher(env: NodeJS.ProcessEnv = process.env): void {
 export function onStopRequest(command: string, onStop: (sig: NodeJS.Signals) => void): () => void {
   let firstAt = 0;
   const onSignal = (sig: NodeJS.Signals) => {
+    lastStopAt = Date.now();
     if (!firstAt) {
       firstAt = Date.now();
       onStop(sig);

@@ -6,7 +6,7 @@ import { ApiError } from '../../../contract/errors.js';
 import { storageProblem, UserError } from '../util/errors.js';
 import { dropStdout } from '../util/log.js';
 import { productVersion } from '../util/paths.js';
-import { adoptLauncher, type Command } from './command.js';
+import { adoptLauncher, settleStopSignals, type Command } from './command.js';
 
 /**
  * Each command's module loads only when that command runs: a command pays for what
@@ -101,6 +101,8 @@ export async function run(argv: string[]): Promise<number> {
     return await (await entry.load()).run(rest);
   } catch (err) {
     return report(err);
+  } finally {
+    await settleStopSignals(); // a stop signal's second copy must find its handler still there
   }
 }
 
