@@ -4,9 +4,15 @@
  * old alert and raises the new one (the dashboard and mail show the escalation).
  * Every raise and clear is also recorded as an event, so it reaches the event log,
  * syslog, mail and webhooks through the one path every event takes.
+ *
+ * A raise the database refuses (a full disk: the capacity alert about the data
+ * directory itself) is delivered all the same, once, marked unstored, and stored as
+ * soon as the database takes writes again. What was delivered unstored is kept in
+ * memory only: an engine restart while the disk stays full delivers it once more.
  */
-import type { Alert } from '../../../contract/events.js';
-import { recordEvent, type Db } from '../persistence/db.js';
+import type { Alert, Severity } from '../../../contract/events.js';
+import { announceUnstoredEvent, recordEvent, type Db } from '../persistence/db.js';
+import { storageProblem } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { AlertStore } from './alert-store.js';
 import type { AlertInputs, AlertThresholds, Condition, Rule } from './rules.js';
@@ -17,8 +23,21 @@ export interface AlertListener {
   acknowledged(a: Alert): void;
 }
 
+/** A raise delivered while the database refused it, waiting to be stored. */
+interface Unstored {
+  condition: Condition;
+  /** What the listener got: id 0, raisedAt the first attempt. */
+  alert: Alert;
+}
+
+const unstoredKey = (rule: string, subject: string, severity: Severity) =>
+  JSON.stringify([rule, subject, severity]);
+
+type ClearReason = 'resolved' | 'superseded' | 'acknowledged';
+
 export class AlertEngine {
   readonly store: AlertStore;
+  private readonly unstored = new Map<string, Unstored>();
 
   constructor(
     private readonly db: Db,
@@ -30,39 +49,92 @@ export class AlertEngine {
     this.store = new AlertStore(db);
   }
 
-  /** One pass of every rule over one snapshot. A rule that throws is skipped, not fatal. */
+  /**
+   * One pass of every rule over one snapshot. A rule that throws, or whose alerts
+   * cannot be stored, is skipped or retried next round; the other rules still run.
+   */
   evaluate(inputs: AlertInputs, now: number): { raised: Alert[]; cleared: Alert[] } {
     const raised: Alert[] = [];
     const cleared: Alert[] = [];
     const thresholds = this.thresholds();
     for (const rule of this.rules) {
-      const activeList = this.store.active(rule.id);
-      const active = new Map(activeList.map((a) => [a.subject, a]));
-      let conditions: Condition[];
       try {
-        conditions = rule.evaluate(inputs, { now, thresholds, active });
+        this.evaluateRule(rule, inputs, now, thresholds, raised, cleared);
       } catch (err) {
-        this.log?.warn('alert rule failed; skipped this round', { rule: rule.id, err });
-        continue;
-      }
-      const holding = new Map(conditions.map((c) => [c.subject, c]));
-      for (const a of activeList) {
-        const c = holding.get(a.subject);
-        // an incident ends by acknowledgement only
-        if (rule.kind === 'incident' && !c) continue;
-        if (!c || c.severity !== a.severity) {
-          const done = this.clear(a, now, c ? 'superseded' : 'resolved');
-          if (done) cleared.push(done);
-        }
-      }
-      for (const c of holding.values()) {
-        const was = active.get(c.subject);
-        if (was && was.severity === c.severity) continue;
-        if (rule.kind === 'incident' && this.store.everRaised(rule.id, c.subject)) continue;
-        raised.push(this.raise(rule, c, now));
+        this.log?.warn(
+          'alert rule could not be applied; the other rules ran, this one is retried next round',
+          {
+            rule: rule.id,
+            err,
+          },
+        );
       }
     }
     return { raised, cleared };
+  }
+
+  private evaluateRule(
+    rule: Rule,
+    inputs: AlertInputs,
+    now: number,
+    thresholds: AlertThresholds,
+    raised: Alert[],
+    cleared: Alert[],
+  ): void {
+    const activeList = this.store.active(rule.id);
+    const active = new Map(activeList.map((a) => [a.subject, a]));
+    const pending = [...this.unstored].filter(([, p]) => p.alert.rule === rule.id);
+    // the rule sees a delivered but unstored raise as active, so its hysteresis holds
+    const seen = new Map(active);
+    for (const [, p] of pending) if (!seen.has(p.alert.subject)) seen.set(p.alert.subject, p.alert);
+    let conditions: Condition[];
+    try {
+      conditions = rule.evaluate(inputs, { now, thresholds, active: seen });
+    } catch (err) {
+      this.log?.warn('alert rule failed; skipped this round', { rule: rule.id, err });
+      return;
+    }
+    const holding = new Map(conditions.map((c) => [c.subject, c]));
+    // subjects whose old alert could not be closed: the new one cannot be stored beside it
+    const stuck = new Map<string, unknown>();
+    for (const a of activeList) {
+      const c = holding.get(a.subject);
+      // an incident ends by acknowledgement only
+      if (rule.kind === 'incident' && !c) continue;
+      if (!c || c.severity !== a.severity) {
+        try {
+          const done = this.clear(a, now, c ? 'superseded' : 'resolved');
+          if (done) cleared.push(done);
+        } catch (err) {
+          if (!storageProblem(err)) throw err;
+          stuck.set(a.subject, err);
+          this.log?.warn('cannot store that an alert ended; retrying next round', {
+            rule: rule.id,
+            subject: a.subject,
+            err,
+          });
+        }
+      }
+    }
+    for (const [key, p] of pending) {
+      if (holding.get(p.alert.subject)?.severity === p.alert.severity) continue;
+      // an incident happened even if it no longer shows: it stays until stored
+      if (rule.kind === 'incident') {
+        this.raise(rule, p.condition, now, stuck.get(p.alert.subject));
+        continue;
+      }
+      // it ended before it could be stored: its "resolved" is delivered the same way, then it is forgotten
+      this.unstored.delete(key);
+      this.announceCleared(p.alert, now, holding.has(p.alert.subject) ? 'superseded' : 'resolved');
+      cleared.push({ ...p.alert, clearedAt: now });
+    }
+    for (const c of holding.values()) {
+      const was = active.get(c.subject);
+      if (was && was.severity === c.severity) continue;
+      if (rule.kind === 'incident' && this.store.everRaised(rule.id, c.subject)) continue;
+      const a = this.raise(rule, c, now, stuck.get(c.subject));
+      if (a) raised.push(a);
+    }
   }
 
   /**
@@ -92,37 +164,109 @@ export class AlertEngine {
     return acked;
   }
 
-  private raise(rule: Rule, c: Condition, now: number): Alert {
-    const a = this.store.raise({ rule: rule.id, ...c }, now);
-    recordEvent(this.db, {
-      type: 'alert.raised',
-      severity: a.severity,
-      message: a.message,
-      data: { alertId: a.id, rule: a.rule, subject: a.subject, title: a.title, ...c.data },
-    });
+  /**
+   * Stores and delivers a raise. When the database refuses it for want of space (or
+   * `blocked`, the old alert of the subject could not be closed), it is delivered
+   * unstored the first time and only retried after that; once stored it is not
+   * delivered again. Returns the alert when it was delivered now.
+   */
+  private raise(rule: Rule, c: Condition, now: number, blocked?: unknown): Alert | undefined {
+    const key = unstoredKey(rule.id, c.subject, c.severity);
+    const pending = this.unstored.get(key);
+    let a: Alert;
+    try {
+      if (blocked) throw blocked;
+      a = this.store.raise({ rule: rule.id, ...c }, pending?.alert.raisedAt ?? now);
+    } catch (err) {
+      const why = storageProblem(err);
+      if (!why) throw err;
+      if (pending) return undefined; // delivered when first refused
+      const alert: Alert = {
+        id: 0,
+        rule: rule.id,
+        subject: c.subject,
+        severity: c.severity,
+        title: c.title,
+        message: c.message,
+        raisedAt: now,
+        clearedAt: null,
+        ackedAt: null,
+        ackedBy: null,
+      };
+      this.unstored.set(key, { condition: c, alert });
+      this.log?.warn(
+        'alert could not be stored; delivered anyway and stored once the data directory has free space again',
+        { rule: rule.id, subject: c.subject, why },
+      );
+      announceUnstoredEvent(this.db, raisedEvent(alert, c));
+      this.listener.raised(alert);
+      return alert;
+    }
+    this.unstored.delete(key);
+    const ev = raisedEvent(a, c);
+    if (pending) {
+      // delivered while the database refused it: only the event log catches up now
+      this.tryRecord(() => recordEvent(this.db, ev, { notify: false }), a);
+      return undefined;
+    }
+    // the alert is stored but its event may not fit: it is delivered all the same
+    this.tryRecord(
+      () => recordEvent(this.db, ev),
+      a,
+      () => announceUnstoredEvent(this.db, ev),
+    );
     this.listener.raised(a);
     return a;
   }
 
-  private clear(
-    a: Alert,
-    now: number,
-    why: 'resolved' | 'superseded' | 'acknowledged',
-  ): Alert | undefined {
+  private tryRecord(record: () => void, a: Alert, otherwise?: () => void): void {
+    try {
+      record();
+    } catch (err) {
+      const why = storageProblem(err);
+      if (!why) throw err;
+      this.log?.warn('alert stored, but its event could not be added to the event log', {
+        alertId: a.id,
+        why,
+      });
+      otherwise?.();
+    }
+  }
+
+  private clear(a: Alert, now: number, why: ClearReason): Alert | undefined {
     const done = this.store.clear(a.id, now);
     if (!done) return undefined;
-    recordEvent(this.db, {
-      type: 'alert.cleared',
-      severity: 'info',
-      message:
-        why === 'superseded'
-          ? `Alert replaced by a new one of another severity: ${a.title}.`
-          : why === 'acknowledged'
-            ? `Alert acknowledged and closed: ${a.title}.`
-            : `Resolved: ${a.title}.`,
-      data: { alertId: a.id, rule: a.rule, subject: a.subject, alertSeverity: a.severity, why },
-    });
+    recordEvent(this.db, clearedEvent(a, why));
     this.listener.cleared(done);
     return done;
   }
+
+  /** The end of an alert that was never stored: delivered, not stored, like its raise. */
+  private announceCleared(a: Alert, now: number, why: ClearReason): void {
+    announceUnstoredEvent(this.db, clearedEvent(a, why));
+    this.listener.cleared({ ...a, clearedAt: now });
+  }
+}
+
+function raisedEvent(a: Alert, c: Condition) {
+  return {
+    type: 'alert.raised',
+    severity: a.severity,
+    message: a.message,
+    data: { alertId: a.id, rule: a.rule, subject: a.subject, title: a.title, ...c.data },
+  };
+}
+
+function clearedEvent(a: Alert, why: ClearReason) {
+  return {
+    type: 'alert.cleared',
+    severity: 'info' as const,
+    message:
+      why === 'superseded'
+        ? `Alert replaced by a new one of another severity: ${a.title}.`
+        : why === 'acknowledged'
+          ? `Alert acknowledged and closed: ${a.title}.`
+          : `Resolved: ${a.title}.`,
+    data: { alertId: a.id, rule: a.rule, subject: a.subject, alertSeverity: a.severity, why },
+  };
 }

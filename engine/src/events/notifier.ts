@@ -113,7 +113,7 @@ export class Notifier {
         subject: `[BranchSAN ${ev.severity}] ${titleOf(ev)} (${host})`,
         text:
           `${ev.message}\n\n` +
-          `Server: ${host}\nWhen: ${new Date(ev.ts).toISOString()}\nSeverity: ${ev.severity}\nEvent: ${ev.type} #${ev.id}\n\n` +
+          `Server: ${host}\nWhen: ${new Date(ev.ts).toISOString()}\nSeverity: ${ev.severity}\nEvent: ${eventRef(ev)}\n\n` +
           '-- \nSent by the BranchSAN engine. Change who gets these in the console: Settings > Notifications.\n',
       },
     );
@@ -142,7 +142,9 @@ export class Notifier {
         this.o.report({
           type: 'delivery.dropped',
           severity: 'error',
-          message: `${CHANNEL_NAMES[channel]} for event #${ev.id} ("${titleOf(ev)}") was given up: ${reason}. The event stays in the event log.`,
+          message: unstored(ev)
+            ? `${CHANNEL_NAMES[channel]} for "${titleOf(ev)}" was given up: ${reason}. It is not in the event log either (the data directory could not be written); check the alerts in the console.`
+            : `${CHANNEL_NAMES[channel]} for event #${ev.id} ("${titleOf(ev)}") was given up: ${reason}. The event stays in the event log.`,
           data: { channel, eventId: ev.id, reason },
         }),
     };
@@ -183,6 +185,17 @@ function wanted(ev: EventRecord, min: Severity): boolean {
   if (atLeast(ev.severity, min)) return true;
   const d = ev.data as { alertSeverity?: Severity } | undefined;
   return ev.type === 'alert.cleared' && !!d?.alertSeverity && atLeast(d.alertSeverity, min);
+}
+
+/** Delivered although the database refused to store it (a full disk): id 0, no log entry. */
+function unstored(ev: EventRecord): boolean {
+  return (ev.data as { unstored?: unknown } | undefined)?.unstored === true;
+}
+
+function eventRef(ev: EventRecord): string {
+  return unstored(ev)
+    ? `${ev.type} (not in the event log: the data directory could not be written when it happened)`
+    : `${ev.type} #${ev.id}`;
 }
 
 function titleOf(ev: EventRecord): string {

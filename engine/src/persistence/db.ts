@@ -190,6 +190,7 @@ export type Severity = 'info' | 'warning' | 'error' | 'critical';
 export function recordEvent(
   db: Db,
   ev: { type: string; severity: Severity; message: string; data?: unknown },
+  opts: { notify?: boolean } = {},
 ): number {
   const ts = Date.now();
   const r = db
@@ -202,14 +203,49 @@ export function recordEvent(
       ev.data === undefined ? null : JSON.stringify(ev.data),
     );
   const id = Number(r.lastInsertRowid);
+  // notify: false stores an event already delivered while the database refused it
+  if (opts.notify !== false)
+    notifyListeners(db, {
+      id,
+      ts,
+      severity: ev.severity,
+      type: ev.type,
+      message: ev.message,
+      data: ev.data,
+    });
+  return id;
+}
+
+/**
+ * Hands an event the database refused to store (a full disk) to the listeners all
+ * the same, so the alert about that very disk still reaches syslog, mail and webhook.
+ * It carries id 0 and data.unstored = true: it is not in the event log and has no
+ * number to look up.
+ */
+export function announceUnstoredEvent(
+  db: Db,
+  ev: { type: string; severity: Severity; message: string; data?: Record<string, unknown> },
+): RecordedEvent {
+  const rec: RecordedEvent = {
+    id: 0,
+    ts: Date.now(),
+    severity: ev.severity,
+    type: ev.type,
+    message: ev.message,
+    data: { ...ev.data, unstored: true },
+  };
+  notifyListeners(db, rec);
+  return rec;
+}
+
+function notifyListeners(db: Db, rec: RecordedEvent): void {
   for (const fn of eventListeners.get(db) ?? []) {
     try {
-      fn({ id, ts, severity: ev.severity, type: ev.type, message: ev.message, data: ev.data });
+      fn(rec);
     } catch {
       // a listener (UI push, syslog, mail) must never fail the change that recorded the event
     }
   }
-  return id;
 }
 
 export interface RecordedEvent {

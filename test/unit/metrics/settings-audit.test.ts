@@ -18,6 +18,7 @@ import { MetricsService } from '../../../engine/src/service/metrics-service.js';
 import { UserError } from '../../../engine/src/util/errors.js';
 import { createLogger } from '../../../engine/src/util/log.js';
 import { tempDir } from '../../helpers/engine.js';
+import { fillDatabase } from '../../helpers/sqlite-full.js';
 
 const CONSOLE: CallContext = { transport: 'console', peer: '192.0.2.7' };
 const MIB = 1 << 20;
@@ -97,20 +98,8 @@ const refusals: [string, (db: Db) => void, RegExp][] = [
   [
     'the database is full (SQLITE_FULL)',
     (db) => {
-      // No page may be added, and the last ones are filled until a row no longer fits:
-      // what a full disk does to the next write.
-      db.pragma(`max_page_count = ${db.pragma('page_count', { simple: true }) as number}`);
-      const pad = db.prepare(
-        "INSERT INTO audit (ts, actor, action, details) VALUES (0, '', '', '')",
-      );
-      for (;;) {
-        try {
-          pad.run();
-        } catch (err) {
-          expect((err as { code?: string }).code).toBe('SQLITE_FULL');
-          break;
-        }
-      }
+      // what a full disk does to the next write
+      fillDatabase(db, ["INSERT INTO audit (ts, actor, action, details) VALUES (0, '', '', '')"]);
     },
     /Check free space on the data directory/,
   ],
