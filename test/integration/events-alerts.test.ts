@@ -18,6 +18,7 @@ import { apiError, connectSocket, type SocketClient } from '../helpers/api.js';
 import { runCli, startEngine, tempDir, type RunningEngine } from '../helpers/engine.js';
 import { freePort } from '../helpers/linux-host.js';
 import { startSmtpServer, type TestSmtpServer } from '../helpers/smtp-server.js';
+import { fakeLogger } from '../helpers/fake-logger.js';
 
 const NQN = 'nqn.2026-11.io.branchsan.test:vol1';
 const HOST = 'nqn.2026-11.io.branchsan.test:esx-01';
@@ -27,14 +28,6 @@ let syslogFile: string;
 let engine: RunningEngine;
 let api: SocketClient;
 const pushed: { name: string; data: unknown }[] = [];
-
-/** A fake logger(1): appends what it reads to a file. */
-function fakeLogger(d: string): { command: string; file: string } {
-  const file = path.join(d, 'syslog.txt');
-  const command = path.join(d, 'fake-logger');
-  fs.writeFileSync(command, `#!/bin/sh\nexec cat >> '${file}'\n`, { mode: 0o755 });
-  return { command, file };
-}
 
 async function connect(): Promise<SocketClient> {
   const c = await connectSocket(engine.socketPath);

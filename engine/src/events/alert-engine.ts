@@ -12,7 +12,7 @@
  */
 import type { Alert, Severity } from '../../../contract/events.js';
 import { announceUnstoredEvent, recordEvent, type Db } from '../persistence/db.js';
-import { storageProblem } from '../util/errors.js';
+import { storageProblem, whereStorageAllows } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { AlertStore } from './alert-store.js';
 import type { AlertInputs, AlertThresholds, Condition, Rule } from './rules.js';
@@ -204,33 +204,19 @@ export class AlertEngine {
     }
     this.unstored.delete(key);
     const ev = raisedEvent(a, c);
+    const what = 'add the event of a stored alert to the event log';
     if (pending) {
       // delivered while the database refused it: only the event log catches up now
-      this.tryRecord(() => recordEvent(this.db, ev, { notify: false }), a);
+      whereStorageAllows(this.log, what, () => recordEvent(this.db, ev, { notify: false }), {
+        alertId: a.id,
+      });
       return undefined;
     }
     // the alert is stored but its event may not fit: it is delivered all the same
-    this.tryRecord(
-      () => recordEvent(this.db, ev),
-      a,
-      () => announceUnstoredEvent(this.db, ev),
-    );
+    if (!whereStorageAllows(this.log, what, () => recordEvent(this.db, ev), { alertId: a.id }))
+      announceUnstoredEvent(this.db, ev);
     this.listener.raised(a);
     return a;
-  }
-
-  private tryRecord(record: () => void, a: Alert, otherwise?: () => void): void {
-    try {
-      record();
-    } catch (err) {
-      const why = storageProblem(err);
-      if (!why) throw err;
-      this.log?.warn('alert stored, but its event could not be added to the event log', {
-        alertId: a.id,
-        why,
-      });
-      otherwise?.();
-    }
   }
 
   private clear(a: Alert, now: number, why: ClearReason): Alert | undefined {

@@ -19,7 +19,7 @@ import {
   setSetting,
   type Db,
 } from '../persistence/db.js';
-import { storageProblem, UserError } from '../util/errors.js';
+import { UserError, whereStorageAllows } from '../util/errors.js';
 import { createLogger, type Logger } from '../util/log.js';
 import { productVersion } from '../util/paths.js';
 import {
@@ -211,14 +211,9 @@ export class Engine {
       engine.eventsService = eventsService;
       engine.closeLogFile = closeLogFile;
       eventsService.start(); // before noteStart, so engine.started reaches syslog and clients too
-      try {
-        engine.noteStart();
-      } catch (err) {
-        // A full data disk: serve the stored configuration all the same, without the
-        // start-up event (the running engine keeps serving on a full disk too).
-        if (storageProblem(err) === null) throw err;
-        log.warn('could not record the start (data disk full or failing)', { err });
-      }
+      // A full data disk: serve the stored configuration all the same, without the
+      // start-up event (the running engine keeps serving on a full disk too).
+      whereStorageAllows(log, 'record the start', () => engine.noteStart());
       engine.metrics = metrics;
       metrics.start();
       engine.cpuLatency = new CpuLatencyGuard({
@@ -274,7 +269,7 @@ export class Engine {
       await this.runtime.close(); // disconnects hosts, drains and closes backends
       // On a full data disk these writes fail; the stop goes on all the same, so that the
       // database is closed (its WAL checkpointed) and the lock released.
-      this.whereDiskAllows('record the stop', () =>
+      whereStorageAllows(this.log, 'record the stop', () =>
         recordEvent(this.db, {
           type: 'engine.stopped',
           severity: 'info',
@@ -282,24 +277,15 @@ export class Engine {
         }),
       );
       await this.eventsService?.stop(); // rules stop; syslog gets engine.stopped before the db closes
-      this.whereDiskAllows('mark the clean stop', () => setSetting(this.db, 'engine.running', '0'));
+      whereStorageAllows(this.log, 'mark the clean stop', () =>
+        setSetting(this.db, 'engine.running', '0'),
+      );
       this.db.close();
       this.lock.release();
       this.log.info('engine stopped');
       this.closeLogFile?.();
     })();
     return this.stopping;
-  }
-
-  /** Runs a database write that a full or failing data disk may refuse, and logs the refusal. */
-  private whereDiskAllows(what: string, write: () => unknown): void {
-    try {
-      write();
-    } catch (err) {
-      const why = storageProblem(err);
-      if (why === null) throw err;
-      this.log.warn(`could not ${what}: ${why}`, { err });
-    }
   }
 
   private beat(): void {

@@ -16,7 +16,7 @@ import type { Db } from '../persistence/db.js';
 import { recordEvent } from '../persistence/db.js';
 import { TargetStore, type NamespaceRow, type SubsystemRow } from '../persistence/target-store.js';
 import type { BackendSpec } from '../storage/open.js';
-import { storageProblem, UserError } from '../util/errors.js';
+import { storageProblem, UserError, whereStorageAllows } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { insideDir } from '../util/paths.js';
 import { newNguid, newUuid, type TargetRuntime } from './target-runtime.js';
@@ -473,13 +473,9 @@ export class TargetService {
    * line) must not stop the engine from serving what it could restore.
    */
   private record(ev: Parameters<typeof recordEvent>[1]): void {
-    try {
-      recordEvent(this.db, ev);
-    } catch (err) {
-      const why = storageProblem(err);
-      if (why === null) throw err;
-      this.log.warn(`event not recorded: ${why}`, { type: ev.type });
-    }
+    whereStorageAllows(this.log, 'record an event', () => recordEvent(this.db, ev), {
+      type: ev.type,
+    });
   }
 }
 

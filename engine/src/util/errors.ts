@@ -29,3 +29,25 @@ export function storageProblem(err: unknown): string | null {
     return `the data directory could not be written (${code})`;
   return null;
 }
+
+/**
+ * Runs a write that a full or failing data disk may refuse and that the caller can do
+ * without (an event, a marker): false, after a warning saying what was not done and
+ * why, when the disk refused it. Any other error is a bug and is thrown.
+ */
+export function whereStorageAllows(
+  log: { warn(msg: string, fields?: Record<string, unknown>): void } | undefined,
+  what: string,
+  write: () => unknown,
+  fields: Record<string, unknown> = {},
+): boolean {
+  try {
+    write();
+    return true;
+  } catch (err) {
+    const why = storageProblem(err);
+    if (why === null) throw err;
+    log?.warn(`could not ${what}: ${why}`, { ...fields, err });
+    return false;
+  }
+}

@@ -16,11 +16,11 @@ import {
   type AlertInputs,
   type Rule,
 } from '../../../engine/src/events/rules.js';
-import { vol } from './volume-inputs.js';
+import { vol, VOLUME_SUBNQN } from './volume-inputs.js';
 import { openDatabase, type Db } from '../../../engine/src/persistence/db.js';
 import { tempDir } from '../../helpers/engine.js';
 
-const SUB = 'nqn.2026-01.com.example:vol1';
+const SUB = VOLUME_SUBNQN;
 const ESX = 'nqn.2026-01.com.example:esx-01';
 
 let db: Db;

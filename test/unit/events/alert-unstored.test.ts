@@ -29,6 +29,7 @@ import { createLogger } from '../../../engine/src/util/log.js';
 import { tempDir } from '../../helpers/engine.js';
 import { startSmtpServer } from '../../helpers/smtp-server.js';
 import { fillDatabase, freeDatabase } from '../../helpers/sqlite-full.js';
+import { fakeLogger } from '../../helpers/fake-logger.js';
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
@@ -154,9 +155,7 @@ describe('the events service on a full database', () => {
     const dir = tempDir();
     const { db } = openDatabase(path.join(dir, 'branchsan.db'));
     cleanups.push(() => db.close());
-    const syslogOut = path.join(dir, 'syslog.txt');
-    const fake = path.join(dir, 'fake-logger');
-    fs.writeFileSync(fake, `#!/bin/sh\nexec cat >> ${syslogOut}\n`, { mode: 0o755 });
+    const { command: fake, file: syslogOut } = fakeLogger(dir);
     const service = new EventsService({
       db,
       nodeId: 'node-1',

@@ -20,6 +20,7 @@ import { getSetting, openDatabase, setSetting } from '../../../engine/src/persis
 import { deleteSecret, readSecret, writeSecret } from '../../../engine/src/service/secrets.js';
 import { tempDir } from '../../helpers/engine.js';
 import { startSmtpServer, type TestSmtpServer } from '../../helpers/smtp-server.js';
+import { fakeLogger } from '../../helpers/fake-logger.js';
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
@@ -233,9 +234,7 @@ describe('syslog', () => {
 
   it('feeds one long-lived command, and reports when it is missing', async () => {
     const dir = tempDir();
-    const out = path.join(dir, 'syslog.txt');
-    const fake = path.join(dir, 'fake-logger');
-    fs.writeFileSync(fake, `#!/bin/sh\nexec cat >> ${out}\n`, { mode: 0o755 });
+    const { command: fake, file: out } = fakeLogger(dir);
     const w = new SyslogWriter({ command: [fake] });
     w.write(ev({ severity: 'warning', message: 'first' }));
     w.write(ev({ severity: 'error', message: 'second' }));
@@ -265,9 +264,7 @@ describe('notifier and settings', () => {
     };
     const settings = new SettingsStore(db, secrets);
     const reports: { type: string; message: string; data?: Record<string, unknown> }[] = [];
-    const syslogOut = path.join(dir, 'syslog.txt');
-    const fake = path.join(dir, 'fake-logger');
-    fs.writeFileSync(fake, `#!/bin/sh\nexec cat >> ${syslogOut}\n`, { mode: 0o755 });
+    const { command: fake, file: syslogOut } = fakeLogger(dir);
     const n = new Notifier({
       settings,
       nodeId: 'node-1',

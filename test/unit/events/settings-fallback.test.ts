@@ -5,7 +5,6 @@
  * later settings.set writes back what it did not change exactly as it was stored.
  * Real SQLite, real secret files, the real EventsService.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { EventsService } from '../../../engine/src/events/service.js';
@@ -19,6 +18,7 @@ import {
 import { deleteSecret, readSecret, writeSecret } from '../../../engine/src/service/secrets.js';
 import { createLogger } from '../../../engine/src/util/log.js';
 import { tempDir } from '../../helpers/engine.js';
+import { fakeLogger } from '../../helpers/fake-logger.js';
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
@@ -153,9 +153,7 @@ describe('stored settings this version refuses', () => {
     const { dir, db, secrets } = setup();
     tamper(db, (d) => (d.performance!.cpuLatency = 'powersave'));
     const lines: string[] = [];
-    const syslogOut = path.join(dir, 'syslog.txt');
-    const fake = path.join(dir, 'fake-logger');
-    fs.writeFileSync(fake, `#!/bin/sh\nexec cat >> ${syslogOut}\n`, { mode: 0o755 });
+    const { command: fake } = fakeLogger(dir);
     const service = new EventsService({
       db,
       nodeId: 'node-1',
