@@ -4,7 +4,6 @@
  * the API reported matches the stored configuration after a restart, and a full data
  * directory gets a clear answer while NVMe/TCP keeps serving.
  */
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -12,7 +11,8 @@ import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCode } from '../../contract/api.js';
 import { apiError, connectSocket, type SocketClient } from '../helpers/api.js';
-import { runCli, startEngine, tempDir, type RunningEngine } from '../helpers/engine.js';
+import { startEngine, tempDir, type RunningEngine } from '../helpers/engine.js';
+import { canMountTmpfs, fillFs, smallFs, unmountSmallFs } from '../helpers/small-fs.js';
 
 const NQN = 'nqn.2026-11.io.branchsan.test:config-integrity';
 
@@ -81,21 +81,11 @@ describe('one backing file serves one namespace', () => {
 });
 
 // Needs root to mount a small tmpfs for the data directory.
-const canMount = process.getuid?.() === 0 && process.platform === 'linux';
-
-describe.skipIf(!canMount)('a full data directory', () => {
-  let mnt: string;
-  afterAll(() => {
-    try {
-      execFileSync('umount', [mnt]);
-    } catch {
-      // not mounted
-    }
-  });
+describe.skipIf(!canMountTmpfs)('a full data directory', () => {
+  afterAll(() => unmountSmallFs());
 
   it('answers every change with a clear disk error, keeps serving NVMe/TCP and keeps the database intact', async () => {
-    mnt = tempDir('branchsan-full-');
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', mnt]);
+    const mnt = smallFs('branchsan-full-', '8m');
     const dataDir = path.join(mnt, 'data');
     const full = await startEngine({ dataDir });
     const c = await connectSocket(full.socketPath);
@@ -105,13 +95,7 @@ describe.skipIf(!canMount)('a full data directory', () => {
       const { freePort } = await import('../helpers/linux-host.js');
       const port = await freePort();
       await c.call('target.port.add', { host: '127.0.0.1', port });
-      try {
-        execFileSync('dd', ['if=/dev/zero', `of=${path.join(mnt, 'filler')}`, 'bs=64k'], {
-          stdio: 'ignore',
-        });
-      } catch {
-        // dd stops at ENOSPC: the file system is full now
-      }
+      fillFs(mnt);
       const create = await apiError(c.call('target.subsystem.create', { nqn: `${nqn}2` }));
       expect(create.code).toBe(ErrorCode.Unavailable);
       expect(create.data?.hint).toMatch(/free space/i);
@@ -141,35 +125,29 @@ describe.skipIf(!canMount)('a full data directory', () => {
     db.close();
   });
 
-  it('a restart on a full data directory serves the stored target; with no room at all it exits saying what to do', async () => {
-    const root = tempDir('branchsan-full-restart-');
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', root]);
-    try {
-      const dataDir = path.join(root, 'data');
-      const first = await startEngine({ dataDir });
-      const c = await connectSocket(first.socketPath);
-      const { freePort } = await import('../helpers/linux-host.js');
-      const port = await freePort();
-      await c.call('target.subsystem.create', { nqn: NQN, allowAnyHost: true });
-      await c.call('target.port.add', { host: '127.0.0.1', port });
-      // A namespace whose file is gone by the restart: the restore records an event
-      // for it, which a full disk refuses. Before, that stopped the whole start.
-      const gone = path.join(tempDir(), 'gone.img');
-      fs.writeFileSync(gone, Buffer.alloc(1 << 20));
-      await c.call('target.namespace.add', { nqn: NQN, backend: { kind: 'file', path: gone } });
-      c.close();
-      await first.stop();
-      fs.rmSync(gone);
-      const filler = path.join(root, 'filler');
-      try {
-        execFileSync('dd', ['if=/dev/zero', `of=${filler}`, 'bs=64k'], { stdio: 'ignore' });
-      } catch {
-        // dd stops at ENOSPC
-      }
-      // Room for the lock and the database's journal, none for the start-up event.
-      fs.truncateSync(filler, fs.statSync(filler).size - 40 * 1024);
-      // Before the fix the start failed recording it (SQLITE_FULL) and the process kept
-      // its web console open, serving nothing and ignoring SIGTERM.
+  it('a restart on a full data directory serves the stored target, even with no byte free', async () => {
+    const root = smallFs('branchsan-full-restart-', '8m');
+    const dataDir = path.join(root, 'data');
+    const first = await startEngine({ dataDir });
+    const c = await connectSocket(first.socketPath);
+    const { freePort } = await import('../helpers/linux-host.js');
+    const port = await freePort();
+    await c.call('target.subsystem.create', { nqn: NQN, allowAnyHost: true });
+    await c.call('target.port.add', { host: '127.0.0.1', port });
+    // A namespace whose file is gone by the restart: the restore records an event
+    // for it, which a full disk refuses. Before, that stopped the whole start.
+    const gone = path.join(tempDir(), 'gone.img');
+    fs.writeFileSync(gone, Buffer.alloc(1 << 20));
+    await c.call('target.namespace.add', { nqn: NQN, backend: { kind: 'file', path: gone } });
+    c.close();
+    await first.stop();
+    fs.rmSync(gone);
+    // Room for the database's journal, none for the start-up event.
+    fillFs(root, 40);
+    // Before the fix the start failed recording it (SQLITE_FULL) and the process kept
+    // its web console open, serving nothing and ignoring SIGTERM.
+    /** Starts the engine on dataDir; it must serve the stored port, and take connections. */
+    const restartServes = async () => {
       const again = await startEngine({ dataDir });
       try {
         const a = await connectSocket(again.socketPath);
@@ -185,26 +163,12 @@ describe.skipIf(!canMount)('a full data directory', () => {
       } finally {
         await again.stop();
       }
-      // No room even for the lock file: a clear error and exit, not "a bug in BranchSAN".
-      try {
-        execFileSync(
-          'dd',
-          ['if=/dev/zero', `of=${filler}`, 'bs=4k', 'oflag=append', 'conv=notrunc'],
-          {
-            stdio: 'ignore',
-          },
-        );
-      } catch {
-        // full again
-      }
-      const r = await runCli(['serve', '--data', dataDir, '--console-port', '0'], {
-        timeoutMs: 30_000,
-      });
-      expect(r.code).toBe(1);
-      expect(r.stderr).toMatch(/A disk is full or failing: free space on the filesystem/);
-      expect(r.stderr).not.toMatch(/bug in BranchSAN/);
-    } finally {
-      execFileSync('umount', ['-l', root]);
-    }
+    };
+    await restartServes();
+    // Not a byte free: the lock (a link, no data block) and the database (exclusive,
+    // no -shm file) still open. Before, the lock file's write failed and the engine exited.
+    fillFs(root);
+    expect(() => fs.writeFileSync(path.join(root, 'probe'), 'x')).toThrow(/ENOSPC/);
+    await restartServes();
   });
 });

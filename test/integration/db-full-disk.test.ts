@@ -9,7 +9,7 @@
  * The CLI case needs the built engine (npm test builds it; or npm run build:engine).
  */
 import { createHash } from 'node:crypto';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -26,44 +26,18 @@ import { MIGRATIONS } from '../../engine/src/persistence/migrations.js';
 import { connectSocket } from '../helpers/api.js';
 import { killGroup, killStarted, start, type Started } from '../helpers/cli-process.js';
 import { REPO_ROOT, tempDir } from '../helpers/engine.js';
-
-// Needs root to mount a small tmpfs for the data directory.
-const canMount = process.getuid?.() === 0 && process.platform === 'linux';
-
-const mounts: string[] = [];
-
-/** A fresh 2 MiB tmpfs under the test directory. */
-function smallFs(): string {
-  const dir = tempDir('branchsan-dbfull-');
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', dir]);
-  mounts.push(dir);
-  return dir;
-}
-
-/** Fills the file system holding `dir` to the last byte, then frees `leaveKiB`. */
-function fill(dir: string, leaveKiB = 0): string {
-  const filler = path.join(dir, 'filler');
-  try {
-    execFileSync('dd', ['if=/dev/zero', `of=${filler}`, 'bs=4k'], { stdio: 'ignore' });
-  } catch {
-    // dd stops at ENOSPC: the file system is full now
-  }
-  if (leaveKiB > 0) fs.truncateSync(filler, fs.statSync(filler).size - leaveKiB * 1024);
-  return filler;
-}
+import { canMountTmpfs, fillFs, smallFs, unmountSmallFs } from '../helpers/small-fs.js';
 
 function sha256(file: string): string {
   return createHash('sha256').update(fs.readFileSync(file)).digest('hex');
 }
 
 afterEach(() => killStarted());
-afterAll(() => {
-  for (const dir of mounts.splice(0)) spawnSync('umount', ['-l', dir]);
-});
+afterAll(() => unmountSmallFs());
 
-describe.skipIf(!canMount)('openDatabase on a full file system', () => {
+describe.skipIf(!canMountTmpfs)('openDatabase on a full file system', () => {
   it('opens a database stopped cleanly, exclusively, reading everything and writing nothing', () => {
-    const dir = smallFs();
+    const dir = smallFs('branchsan-dbfull-');
     const file = path.join(dir, 'branchsan.db');
     const first = openDatabase(file);
     const nodeId = ensureNodeId(first.db);
@@ -76,7 +50,7 @@ describe.skipIf(!canMount)('openDatabase on a full file system', () => {
     first.db.close();
     // a clean close leaves neither DB-wal nor DB-shm, which the next open must create
     expect(fs.readdirSync(dir).sort()).toEqual(['branchsan.db']);
-    const filler = fill(dir);
+    const filler = fillFs(dir);
     const stored = sha256(file);
 
     // Before the fix: SqliteError SQLITE_IOERR_SHMSIZE ("disk I/O error").
@@ -129,8 +103,8 @@ describe.skipIf(!canMount)('openDatabase on a full file system', () => {
   });
 
   it('says the disk is full, and what to do, when even an exclusive open cannot work', () => {
-    const dir = smallFs();
-    fill(dir);
+    const dir = smallFs('branchsan-dbfull-');
+    fillFs(dir);
     const file = path.join(dir, 'new.db'); // a new database needs room for its schema
     const err = openError(file);
     // Before: a bare SqliteError SQLITE_FULL, "database or disk is full".
@@ -152,10 +126,10 @@ describe.skipIf(!canMount)('openDatabase on a full file system', () => {
     const fd = fs.openSync(made, 'r+');
     fs.writeSync(fd, Buffer.alloc(8192, 0xa5), 0, 8192, 4096 * 3);
     fs.closeSync(fd);
-    const dir = smallFs();
+    const dir = smallFs('branchsan-dbfull-');
     const file = path.join(dir, 'b.db');
     fs.copyFileSync(made, file);
-    fill(dir);
+    fillFs(dir);
     const err = openError(file);
     expect(err).toBeInstanceOf(DatabaseError);
     expect((err as DatabaseError).message).toMatch(/is damaged|failed its integrity check/);
@@ -212,12 +186,12 @@ function logLines(p: Started): { level?: string; msg?: string; nodeId?: string }
     .map((l) => JSON.parse(l) as { level?: string; msg?: string });
 }
 
-describe.skipIf(!canMount)('branchsan serve on a full data disk', () => {
+describe.skipIf(!canMountTmpfs)('branchsan serve on a full data disk', () => {
   it('starts, answers status, stops on SIGTERM; after freeing space it restarts normally with everything', async () => {
     if (!fs.existsSync(path.join(REPO_ROOT, 'dist/engine/src/cli/main.js'))) {
       throw new Error('the engine is not built: run `npm run build:engine` first');
     }
-    const dir = smallFs();
+    const dir = smallFs('branchsan-dbfull-');
     const data = path.join(dir, 'data');
     const nqn = 'nqn.2026-11.io.branchsan.test:db-full';
 
@@ -232,8 +206,8 @@ describe.skipIf(!canMount)('branchsan serve on a full data disk', () => {
       'branchsan.db',
     ]);
 
-    // Room for the engine's lock file, not for the 32 KiB DB-shm.
-    const filler = fill(dir, 8);
+    // Not a byte free: no room for the 32 KiB DB-shm, nor for a lock file's 2 lines.
+    const filler = fillFs(dir);
     const stored = sha256(path.join(data, 'branchsan.db'));
     // Before the fix: exit 1, "disk I/O error", "A disk is full or failing".
     const full = await serve(data);
@@ -244,6 +218,12 @@ describe.skipIf(!canMount)('branchsan serve on a full data disk', () => {
     expect(warning?.msg).toContain(`Free space in ${data}`);
     expect(warning?.msg).toContain('then restart the engine');
 
+    // The lock took no data block: a link to "PID SOCKET".
+    const lock = fs.readlinkSync(path.join(data, 'engine.lock'));
+    expect(lock.split(' ')).toEqual([
+      expect.stringMatching(/^\d+$/),
+      path.join(data, 'engine.sock'),
+    ]);
     const status = await start(['status', '--data', data], 20_000).exited;
     expect(status.code, status.stderr).toBe(0);
     expect(status.stdout).toContain('1 subsystem, 0 namespaces');
@@ -282,12 +262,12 @@ describe.skipIf(!canMount)('branchsan serve on a full data disk', () => {
   }, 90_000);
 
   it('keeps changes made once space is freed, even when the engine is then killed', async () => {
-    const dir = smallFs();
+    const dir = smallFs('branchsan-dbfull-');
     const data = path.join(dir, 'data');
     const first = await serve(data);
     killGroup(first.proc, 'SIGTERM');
     expect((await first.exited).code).toBe(0);
-    const filler = fill(dir, 8);
+    const filler = fillFs(dir);
     const full = await serve(data);
     expect(logLines(full).some((l) => /opened exclusively/.test(l.msg ?? ''))).toBe(true);
     // Space freed while it runs: changes work again (their WAL index is in its memory)...

@@ -90,6 +90,13 @@ export class Engine {
     const socketPath = path.resolve(opts.socketPath ?? path.join(dataDir, 'engine.sock'));
     const lock = acquireInstanceLock(dataDir, socketPath);
     const cleanup: (() => unknown)[] = [() => lock.release()];
+    if (!lock.socketRecorded && socketPath !== path.join(dataDir, 'engine.sock')) {
+      log.warn(
+        `The disk that holds ${dataDir} is full: the engine lock names no API socket, so ` +
+          `\`status --data\` and \`diagnostics --data\` look for ${path.join(dataDir, 'engine.sock')}. ` +
+          `Give them --socket ${socketPath}, or free space and restart the engine.`,
+      );
+    }
     const closeLogFile = attachLogFile(dataDir); // DATA/logs/engine.log, for diagnostics bundles
     cleanup.unshift(closeLogFile);
     try {

@@ -1,9 +1,14 @@
 /**
- * One engine per data directory. The lock is a file created with O_EXCL holding the
- * owner's pid and, on its second line, the engine's API socket (so `status --data DIR`
- * finds an engine whose socket lives elsewhere, as the service's /run/branchsan/ one
- * does); a lock left by a dead process (kill -9, power cut) is taken over. Readable by
- * the admin group (0640), which may use the socket.
+ * One engine per data directory. The lock is a symbolic link, DIR/engine.lock, made
+ * atomically (it fails if the name exists) whose target is not a path but the owner's
+ * record: its pid and, after one space, the engine's API socket (so `status --data
+ * DIR` finds an engine whose socket lives elsewhere, as the service's
+ * /run/branchsan/one does). A short link target lives in the inode itself (ext4 up to
+ * 59 bytes, xfs and tmpfs more), so the lock needs no data block: the engine starts on
+ * a data disk with no byte free, where a lock file's 2 lines could not be written.
+ * A record too long for that on a full disk is cut to the pid alone. A lock left by a
+ * dead process (kill -9, power cut) is taken over; so is a lock file an older version
+ * left (pid and socket on two lines).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -11,36 +16,34 @@ import { UserError } from '../util/errors.js';
 
 export interface InstanceLock {
   readonly path: string;
+  /** False when a full disk left room for the pid only: finders use DIR/engine.sock. */
+  readonly socketRecorded: boolean;
   release(): void;
+}
+
+/** What an engine lock says: its owner, and the API socket when it was recorded. */
+interface LockRecord {
+  pid: number | undefined;
+  socket: string | undefined;
 }
 
 export function acquireInstanceLock(dataDir: string, socketPath: string): InstanceLock {
   const file = path.join(dataDir, 'engine.lock');
   for (let attempt = 0; attempt < 3; attempt++) {
-    try {
-      const fd = fs.openSync(file, 'wx', 0o640);
-      try {
-        fs.writeSync(fd, `${process.pid}\n${socketPath}\n`);
-      } catch (err) {
-        // A full disk: leave no empty lock behind (and no open fd).
-        fs.closeSync(fd);
-        fs.rmSync(file, { force: true });
-        throw err;
-      }
-      fs.closeSync(fd);
+    const recorded = makeLock(file, socketPath);
+    if (recorded !== null) {
       let released = false;
       return {
         path: file,
+        socketRecorded: recorded,
         release() {
           if (released) return;
           released = true;
-          if (readOwner(file) === process.pid) fs.rmSync(file, { force: true });
+          if (readLock(file).pid === process.pid) fs.rmSync(file, { force: true });
         },
       };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
-    const owner = readOwner(file);
+    const owner = readLock(file).pid;
     if (owner !== undefined && owner !== process.pid && isEngineAlive(owner)) {
       throw new UserError(
         `Another BranchSAN engine (pid ${owner}) is already running on the data directory ${dataDir}.`,
@@ -59,26 +62,58 @@ export function acquireInstanceLock(dataDir: string, socketPath: string): Instan
 }
 
 /**
+ * Makes the lock: true with the socket recorded, false with the pid alone (a full
+ * disk refused the longer record), null when a lock is already there.
+ */
+function makeLock(file: string, socketPath: string): boolean | null {
+  try {
+    fs.symlinkSync(`${process.pid} ${socketPath}`, file);
+    return true;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return null;
+    if (code !== 'ENOSPC' && code !== 'EDQUOT') throw err;
+  }
+  try {
+    fs.symlinkSync(String(process.pid), file);
+    return false;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return null;
+    throw err;
+  }
+}
+
+/**
  * The API socket of the engine on `dataDir`: the one its lock names while it runs,
  * else DIR/engine.sock (the default).
  */
 export function engineSocketPath(dataDir: string): string {
-  try {
-    const recorded = fs.readFileSync(path.join(dataDir, 'engine.lock'), 'utf8').split('\n')[1];
-    if (recorded && path.isAbsolute(recorded)) return recorded;
-  } catch {
-    // no engine running (or an unreadable lock): the default place
-  }
-  return path.join(dataDir, 'engine.sock');
+  const recorded = readLock(path.join(dataDir, 'engine.lock')).socket;
+  // no engine running, an unreadable lock or none recorded: the default place
+  return recorded && path.isAbsolute(recorded) ? recorded : path.join(dataDir, 'engine.sock');
 }
 
-function readOwner(file: string): number | undefined {
+/** The lock's record; nothing known when there is no lock or it cannot be read. */
+function readLock(file: string): LockRecord {
+  let text: string;
   try {
-    const pid = Number.parseInt(fs.readFileSync(file, 'utf8').trim(), 10);
-    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
-  } catch {
-    return undefined;
+    text = fs.readlinkSync(file);
+  } catch (err) {
+    // EINVAL: a lock file of an older version ("pid\nsocket\n").
+    if ((err as NodeJS.ErrnoException).code !== 'EINVAL')
+      return { pid: undefined, socket: undefined };
+    try {
+      text = fs.readFileSync(file, 'utf8').replace('\n', ' ').trim();
+    } catch {
+      return { pid: undefined, socket: undefined };
+    }
   }
+  const space = text.indexOf(' ');
+  const pid = Number(space < 0 ? text : text.slice(0, space));
+  return {
+    pid: Number.isInteger(pid) && pid > 0 ? pid : undefined,
+    socket: space < 0 ? undefined : text.slice(space + 1) || undefined,
+  };
 }
 
 /** A live process whose command line looks like ours (pids are reused after a crash). */
