@@ -32,6 +32,8 @@ const KEY_PROMETHEUS = 'metrics.prometheus';
 const KEY_MAX_BYTES = 'metrics.maxBytes';
 const TOKEN_SECRET = 'metrics-token';
 const DEFAULT_MAX_POINTS = 600;
+/** While rounds keep failing, a line saying so at most this often. */
+const FAILING_RETELL_MS = 10 * 60_000;
 
 export interface MetricsServiceOptions {
   db: Db;
@@ -53,6 +55,8 @@ export class MetricsService {
   private last: MetricsSample | null = null;
   private timer?: NodeJS.Timeout;
   private running: Promise<void> | null = null;
+  /** The current streak of failed rounds, or null. */
+  private failing: { since: number; toldAt: number; lost: number } | null = null;
   private prometheus: boolean;
   private token: string | null;
 
@@ -89,7 +93,10 @@ export class MetricsService {
   tick(): Promise<void> {
     if (this.running) return this.running;
     this.running = this.round()
-      .catch((err: unknown) => this.opts.log.warn('metrics sample failed', { err }))
+      .then(
+        () => this.recovered(),
+        (err: unknown) => this.failed(err),
+      )
       .finally(() => (this.running = null));
     return this.running;
   }
@@ -98,8 +105,49 @@ export class MetricsService {
     const r = await this.sampler.sample();
     if (!r) return;
     this.last = r.sample;
-    this.store.append(Math.floor(r.sample.at / 1000), samplePoints(r));
+    // Live figures go out before the history is stored: a full data disk stops the
+    // history, not the dashboard's live view (which is what shows that disk filling).
     this.opts.hub.broadcast('metrics.sample', r.sample);
+    this.store.append(Math.floor(r.sample.at / 1000), samplePoints(r));
+  }
+
+  /**
+   * A failed round. The first of a streak is logged with what to do, then one line
+   * every FAILING_RETELL_MS at most: a full disk fails every second, and a warning
+   * per second would bury everything else in the log.
+   */
+  private failed(err: unknown): void {
+    const now = this.clock();
+    const f = this.failing;
+    if (f) {
+      f.lost++;
+      if (now - f.toldAt < FAILING_RETELL_MS) return;
+      f.toldAt = now;
+      this.opts.log.warn(
+        `metrics history still not recorded: ${f.lost} samples lost since ${new Date(f.since).toISOString()}`,
+        { err },
+      );
+      return;
+    }
+    this.failing = { since: now, toldAt: now, lost: 1 };
+    const why = storageProblem(err);
+    this.opts.log.warn(
+      why
+        ? `metrics history is not recorded: ${why}. Live figures still reach the dashboard; ` +
+            'recording resumes by itself once space is freed (this is said again every 10 minutes until then).'
+        : 'metrics sample failed; retrying every second (said again every 10 minutes while it fails)',
+      { err },
+    );
+  }
+
+  /** A round worked: the end of a failure streak is logged once, with what it cost. */
+  private recovered(): void {
+    const f = this.failing;
+    if (!f) return;
+    this.failing = null;
+    this.opts.log.info(
+      `metrics history recorded again; ${f.lost} samples since ${new Date(f.since).toISOString()} were lost`,
+    );
   }
 
   /** The most recent sample (what was last pushed). */

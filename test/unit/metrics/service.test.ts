@@ -38,6 +38,7 @@ function setup() {
   const stats = new IoStats();
   const clock = { now: START };
   const pushed: MetricsSample[] = [];
+  const logged: { level: string; msg: string; err?: { code?: string } }[] = [];
   const service = new MetricsService({
     db,
     dataDir,
@@ -48,11 +49,11 @@ function setup() {
     hub: {
       broadcast: (name, data) => name === 'metrics.sample' && pushed.push(data as MetricsSample),
     },
-    log: createLogger({ sink: { write: () => undefined } }),
+    log: createLogger({ sink: { write: (l) => logged.push(JSON.parse(l)) } }),
     clock: () => clock.now,
     node: proc,
   });
-  return { service, stats, clock, pushed, dataDir };
+  return { service, stats, clock, pushed, dataDir, logged };
 }
 
 /** Second s (from START) does s % 7 reads: read_iops at s is s % 7. */
@@ -67,6 +68,44 @@ async function run(s: ReturnType<typeof setup>, fromSec: number, toSec: number):
 const key = `ns:${NQN}/1:read_iops`;
 
 describe('metrics service', () => {
+  it('while the database refuses writes: live samples still go out, one warning (again after 10 min), one line at the end', async () => {
+    const s = setup();
+    await run(s, 0, 3);
+    const warnings = () => s.logged.filter((l) => l.level === 'warn');
+    // A real refusal by SQLite for this connection (SQLITE_READONLY), every round.
+    db!.pragma('query_only = 1');
+    await run(s, 3, 8);
+    expect(s.pushed.map((p) => p.namespaces[0]!.readIops)).toEqual([1, 2, 3, 4, 5, 6, 0]);
+    expect(warnings()).toHaveLength(1);
+    expect(warnings()[0]!.msg).toBe(
+      'metrics history is not recorded: the data directory is read-only. Live figures still ' +
+        'reach the dashboard; recording resumes by itself once space is freed (this is said ' +
+        'again every 10 minutes until then).',
+    );
+    expect(warnings()[0]!.err?.code).toMatch(/^SQLITE_READONLY/);
+    await run(s, 607, 608); // ten minutes on
+    expect(warnings()).toHaveLength(2);
+    expect(warnings()[1]!.msg).toBe(
+      `metrics history still not recorded: 6 samples lost since ${new Date(START + 3000).toISOString()}`,
+    );
+    db!.pragma('query_only = 0');
+    await run(s, 608, 610);
+    expect(warnings()).toHaveLength(2);
+    expect(s.logged.filter((l) => l.msg.startsWith('metrics history recorded again'))).toEqual([
+      expect.objectContaining({
+        level: 'info',
+        msg: `metrics history recorded again; 6 samples since ${new Date(START + 3000).toISOString()} were lost`,
+      }),
+    ]);
+    const stored = s.service.query({
+      series: key,
+      from: START,
+      to: START + 610_000,
+      maxPoints: 1000,
+    }).points;
+    expect(stored.map(([t]) => (t - START) / 1000)).toEqual([1, 2, 608, 609]);
+  });
+
   it('samples every tick into the store and pushes metrics.sample', async () => {
     const s = setup();
     await run(s, 0, 4); // the first tick is the baseline
