@@ -24,6 +24,14 @@ export interface RunningEngine {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
+/**
+ * An engine lock is in DIR (a symbolic link whose target is no path: existsSync,
+ * which follows it, would say false even while it is there).
+ */
+export function hasEngineLock(dataDir: string): boolean {
+  return fs.lstatSync(path.join(dataDir, 'engine.lock'), { throwIfNoEntry: false }) !== undefined;
+}
+
 export function tempDir(prefix = 'branchsan-test-'): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }

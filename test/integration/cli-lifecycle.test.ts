@@ -19,7 +19,7 @@ import {
   type Result,
   type Started,
 } from '../helpers/cli-process.js';
-import { REPO_ROOT, tempDir } from '../helpers/engine.js';
+import { hasEngineLock, REPO_ROOT, tempDir } from '../helpers/engine.js';
 
 const stopped = new Set<number>();
 
@@ -88,7 +88,7 @@ function engineReady(p: Started): { pid: number; socket: string } {
 
 /** A clean stop removed the lock and the socket, and the next start says nothing of it. */
 async function expectStoppedCleanly(data: string, socket: string): Promise<void> {
-  expect(fs.existsSync(path.join(data, 'engine.lock'))).toBe(false);
+  expect(hasEngineLock(data)).toBe(false);
   expect(fs.existsSync(socket)).toBe(false);
   const again = start(['serve', '--data', data, '--no-console']);
   await waitFor(again, '"msg":"engine ready"');

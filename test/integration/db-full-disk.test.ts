@@ -25,7 +25,7 @@ import {
 import { MIGRATIONS } from '../../engine/src/persistence/migrations.js';
 import { connectSocket } from '../helpers/api.js';
 import { killGroup, killStarted, start, type Started } from '../helpers/cli-process.js';
-import { REPO_ROOT, tempDir } from '../helpers/engine.js';
+import { hasEngineLock, REPO_ROOT, tempDir } from '../helpers/engine.js';
 import { canMountTmpfs, fillFs, smallFs, unmountSmallFs } from '../helpers/small-fs.js';
 
 function sha256(file: string): string {
@@ -246,7 +246,7 @@ describe.skipIf(!canMountTmpfs)('branchsan serve on a full data disk', () => {
     expect(stopped.code, stopped.stderr).toBe(0);
     expect(stopped.stdout).toContain('"msg":"engine stopped"');
     expect(stopped.stdout).not.toContain('stop failed');
-    expect(fs.existsSync(path.join(data, 'engine.lock'))).toBe(false);
+    expect(hasEngineLock(data)).toBe(false);
     expect(sha256(path.join(data, 'branchsan.db'))).toBe(stored);
 
     // Space freed: an ordinary start, no warning, everything there.

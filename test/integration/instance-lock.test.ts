@@ -10,7 +10,7 @@ import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { acquireInstanceLock, engineSocketPath } from '../../engine/src/service/instance-lock.js';
 import { UserError } from '../../engine/src/util/errors.js';
-import { tempDir } from '../helpers/engine.js';
+import { hasEngineLock, tempDir } from '../helpers/engine.js';
 import { canMountTmpfs, fillFs, smallFs, unmountSmallFs } from '../helpers/small-fs.js';
 
 const children: ChildProcess[] = [];
@@ -44,11 +44,12 @@ describe('the engine lock', () => {
     const sock = '/run/branchsan-test/engine.sock';
     const lock = acquireInstanceLock(dir, sock);
     expect(lock.socketRecorded).toBe(true);
+    expect(hasEngineLock(dir)).toBe(true);
     expect(fs.lstatSync(lockOf(dir)).isSymbolicLink()).toBe(true);
     expect(fs.readlinkSync(lockOf(dir))).toBe(`${process.pid} ${sock}`);
     expect(engineSocketPath(dir)).toBe(sock);
     lock.release();
-    expect(fs.existsSync(lockOf(dir))).toBe(false);
+    expect(hasEngineLock(dir)).toBe(false);
     expect(engineSocketPath(dir)).toBe(path.join(dir, 'engine.sock'));
   });
 
@@ -88,7 +89,7 @@ describe('the engine lock', () => {
     const lock = acquireInstanceLock(dir, path.join(dir, 'engine.sock'));
     expect(fs.lstatSync(lockOf(dir)).isSymbolicLink()).toBe(true);
     lock.release();
-    expect(fs.existsSync(lockOf(dir))).toBe(false);
+    expect(hasEngineLock(dir)).toBe(false);
   });
 
   it('does not remove a lock another engine took after ours was taken over', async () => {
@@ -112,7 +113,7 @@ describe.skipIf(!canMountTmpfs)('the engine lock on a data disk with no byte fre
     expect(lock.socketRecorded).toBe(true);
     expect(engineSocketPath(dir)).toBe(path.join(dir, 'engine.sock'));
     lock.release();
-    expect(fs.existsSync(lockOf(dir))).toBe(false);
+    expect(hasEngineLock(dir)).toBe(false);
   });
 
   it('records the pid alone when the socket path is too long to fit without a data block', () => {
@@ -125,6 +126,6 @@ describe.skipIf(!canMountTmpfs)('the engine lock on a data disk with no byte fre
     // Finders fall back to the default place (the engine warns about it).
     expect(engineSocketPath(dir)).toBe(path.join(dir, 'engine.sock'));
     lock.release();
-    expect(fs.existsSync(lockOf(dir))).toBe(false);
+    expect(hasEngineLock(dir)).toBe(false);
   });
 });
