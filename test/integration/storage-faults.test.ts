@@ -8,7 +8,10 @@
  *   report success for writes the kernel already lost;
  * - a block device that shrinks and a file truncated underneath: errors, never
  *   stale bytes, and the rest keeps working;
- * - close while I/O is in flight and an I/O thread dies: every callback once.
+ * - close while I/O is in flight and an I/O thread dies: every callback once;
+ * - a stalled disk (fsfreeze): a closed host queue's writes that had not started are
+ *   dropped, reads pass stuck FUA writes, and a dying I/O thread fails the writes
+ *   another thread holds only once they can no longer land.
  * When the sandbox refuses mount or losetup, the tests that need them are skipped.
  */
 import { execFileSync } from 'node:child_process';
@@ -407,7 +410,7 @@ describe('close and a dying I/O thread while I/O is in flight', () => {
  * on a stalled disk, and the writes behind it wait in the backend. Frozen writers sleep
  * uninterruptibly, so every path thaws in `finally`.
  */
-describe('a stalled disk (frozen file system) when the host queue closes', () => {
+describe('a stalled disk (frozen file system)', () => {
   /** An ext4 file system on a loop device, or null (and the reason) when refused. */
   function ext4(name: string): string | { refused: string } {
     const image = join(root, `${name}.img`);
@@ -555,5 +558,48 @@ describe('a stalled disk (frozen file system) when the host queue closes', () =>
     await Promise.all(fua);
     const after = await read(b, 0, 6 * bs);
     expect(after.every((x) => x === 0x22)).toBe(true);
+  });
+
+  it('a dying I/O thread fails the writes another thread holds only once that thread has stopped', async (ctx) => {
+    // One data thread with 4 tags: write 0 blocks in the kernel, 1-3 wait in its ring,
+    // 4-6 wait in the backend for a tag. Then the sync thread dies.
+    const opened = await smallVolume('frozen-death', 0x33);
+    if ('refused' in opened) return ctx.skip(opened.refused);
+    const { dir, b } = opened;
+    const pool = (b as unknown as { pool: { lanes: { worker: Worker; role: string }[] } }).pool;
+    const frozen = tryRun('fsfreeze', ['--freeze', dir]);
+    if ('refused' in frozen) return ctx.skip(`needs fsfreeze: ${frozen.refused}`);
+    const failedAt = new Map<number, 'frozen' | 'thawed'>();
+    let phase: 'frozen' | 'thawed' = 'frozen';
+    const writes: Promise<BackendError | null>[] = [];
+    try {
+      const submit = (block: number) =>
+        writes.push(
+          outcome(write(b, block * bs, Buffer.alloc(bs, block + 1))).then((err) => {
+            failedAt.set(block, phase);
+            return err;
+          }),
+        );
+      submit(0);
+      await someThreadStalled();
+      for (let block = 1; block < 7; block++) submit(block);
+      await new Promise((r) => setTimeout(r, 50));
+      await pool.lanes.find((l) => l.role === 'sync')!.worker.terminate();
+      await new Promise((r) => setTimeout(r, 300));
+      // Never taken by a thread: failed at once, and they can never land.
+      // Held by the data thread, which may still write them: not yet. Before, all seven
+      // failed here, "not executed", while write 0 still waited to land.
+      expect([...failedAt.keys()].sort()).toEqual([4, 5, 6]);
+    } finally {
+      phase = 'thawed';
+      tryRun('fsfreeze', ['--unfreeze', dir]);
+    }
+    const errors = await Promise.all(writes);
+    expect([0, 1, 2, 3].map((block) => failedAt.get(block))).toEqual(Array(4).fill('thawed'));
+    for (const err of errors) {
+      expect(err?.kind).toBe('unavailable');
+      expect(err?.message).toContain('stopped');
+      expect(err?.message).toContain('restart the engine service');
+    }
   });
 });

@@ -193,6 +193,8 @@ export class IoWorkerPool {
   private inflight = 0;
   /** Jobs abandon() dropped whose callbacks are still to run (on a microtask). */
   private dropping = 0;
+  /** Jobs a worker held when the pool failed, completed once every worker has stopped. */
+  private lostInFlight = 0;
   private kickScheduled = false;
   /** Jobs that change data (writes, zeroing, deallocate) submitted and not finished. */
   private mutating = 0;
@@ -494,9 +496,9 @@ export class IoWorkerPool {
 
   /** Consumes every completion the worker has published. */
   private drain(lane: Lane): void {
-    // After a failure every job was already completed with workerLost and its tags
-    // released; threads that survived it may still publish completions, also after a
-    // close turned 'failed' into 'stopped'.
+    // After a failure every job was completed (or will be, once the threads are gone)
+    // with workerLost and its tags released; threads that survived it may still
+    // publish completions, also after a close turned 'failed' into 'stopped'.
     if (this.state === 'failed' || this.state === 'stopped') return;
     const { ctrl, cq, desc32, mask } = lane.views;
     // Clear first: a completion published after this load sends a new message.
@@ -559,7 +561,8 @@ export class IoWorkerPool {
       this.inflight > 0 ||
       this.fifos.some((f) => !f.empty) ||
       this.inlineDone.length > 0 ||
-      this.dropping > 0
+      this.dropping > 0 ||
+      this.lostInFlight > 0
     );
   }
 
@@ -570,26 +573,43 @@ export class IoWorkerPool {
     for (const w of waiters) w();
   }
 
-  /** A worker died: every job in flight or queued fails; the pool serves no more. */
+  /**
+   * A worker died: the pool serves no more and every job fails (workerLost). A job no
+   * worker holds fails at once. A job a worker holds fails only once every worker has
+   * stopped: a surviving thread may still be writing it (for seconds, on a stalled
+   * disk), and workerLost reaches a host as ANA Transition, "not executed, send it
+   * elsewhere"; said early, the resent write could land first and this one after it.
+   */
   private fail(reason: string): void {
     if (this.state === 'failed' || this.state === 'stopped') return;
     this.state = 'failed';
     this.failure = reason;
-    const jobs = new Set<Job>();
+    const held = new Set<Job>();
     for (const lane of this.lanes) {
       for (let tag = 0; tag < lane.slots; tag++) {
         const job = lane.tagJob[tag];
         if (!job) continue;
-        jobs.add(job);
+        held.add(job);
         this.release(lane, tag);
       }
     }
+    const waiting = new Set<Job>();
     for (const fifo of this.fifos) {
-      for (const job of fifo.waiting()) jobs.add(job);
+      for (const job of fifo.waiting()) if (!held.has(job)) waiting.add(job);
       fifo.replace([]);
     }
     this.mutating = 0;
-    for (const job of jobs) job.done(Status.workerLost);
+    for (const job of waiting) job.done(Status.workerLost);
+    if (held.size > 0) {
+      this.lostInFlight += held.size;
+      // terminate() resolves once the thread is gone: after a system call it is blocked
+      // in returns, and before it could start the next piece in its ring.
+      void Promise.allSettled(this.lanes.map((l) => l.worker.terminate())).then(() => {
+        this.lostInFlight -= held.size;
+        for (const job of held) job.done(Status.workerLost);
+        this.checkIdle();
+      });
+    }
     this.checkIdle();
   }
 }
