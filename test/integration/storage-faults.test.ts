@@ -79,6 +79,18 @@ function outcome(p: Promise<unknown>): Promise<BackendError | null> {
   );
 }
 
+/**
+ * Waits until `b` serves I/O again after its I/O threads were replaced (`replaced`
+ * says so), proving it with a write of the last block read back.
+ */
+async function servingAgain(b: BlockBackend, replaced: () => boolean): Promise<void> {
+  for (let i = 0; i < 100 && !replaced(); i++) await new Promise((r) => setTimeout(r, 50));
+  expect(replaced()).toBe(true);
+  const last = b.sizeBytes - 4096;
+  await write(b, last, Buffer.alloc(4096, 0x77));
+  expect((await read(b, last, 4096)).every((x) => x === 0x77)).toBe(true);
+}
+
 beforeAll(() => {
   // One probe so a sandbox without mount/losetup skips with the reason, once.
   const probe = tinyTmpfs('probe', '1m');
@@ -239,6 +251,23 @@ describe('write-back failure (loop device on a full tmpfs)', () => {
     // Reads and writes keep being served meanwhile.
     await write(b, 0, Buffer.alloc(4096, 3));
     expect((await read(b, 0, 4096)).every((x) => x === 3)).toBe(true);
+  });
+
+  it('new I/O threads that replace dead ones still fail every flush after a lost write-back', async (ctx) => {
+    const b = await deviceThatLosesWrites('wb-restart');
+    if (!b) return ctx.skip();
+    expect(LOST).toContain(((await boundedFlush(b)) as BackendError | null)?.kind);
+    // A thread dies; the backend replaces the whole pool.
+    const fd = b as unknown as { pool: { lanes: { worker: Worker }[] }; poolRestarts: number };
+    await fd.pool.lanes[0]!.worker.terminate();
+    for (let i = 0; i < 100 && fd.poolRestarts === 0; i++)
+      await new Promise((r) => setTimeout(r, 50));
+    expect(fd.poolRestarts).toBe(1);
+    // The kernel told the old threads, once (nothing was written since, so it has
+    // nothing new to report); the new ones must not forget it.
+    const again = await failure(flush(b));
+    expect(again.kind).toBe('io');
+    expect(again.message).toMatch(/earlier write-back .* failed .*may not be on the medium/);
   });
 
   it('the first flush fails even when FUA writes consumed the write-back error', async (ctx) => {
@@ -599,7 +628,11 @@ describe('a stalled disk (frozen file system)', () => {
     for (const err of errors) {
       expect(err?.kind).toBe('unavailable');
       expect(err?.message).toContain('stopped');
-      expect(err?.message).toContain('restart the engine service');
+      expect(err?.message).toContain('new threads take over in a moment and the host retries');
     }
+    // New threads serve the volume; the writes no thread had taken never landed.
+    await servingAgain(b, () => (b as unknown as { poolRestarts: number }).poolRestarts === 1);
+    const after = await read(b, 4 * bs, 3 * bs);
+    expect(after.every((x) => x === 0x33)).toBe(true);
   });
 });

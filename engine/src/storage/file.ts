@@ -31,9 +31,18 @@ import {
   type InlineReads,
   type JobDone,
   type PoolInfo,
+  type PoolOptions,
 } from './io-worker-pool.js';
 import { Op, Status, type OpCode, type OpenedTarget } from './io-worker-protocol.js';
 import { ReadBuffers } from '../util/read-buffers.js';
+
+/**
+ * Waits before replacing a failed I/O thread pool, by failures in a row: the first at
+ * once, then ever more slowly, so a thread that dies on every start costs little.
+ */
+const RESTART_BACKOFF_MS = [0, 1000, 5000, 30_000, 60_000];
+/** A pool that ran this long without failing resets the count. */
+const RESTART_FORGET_MS = 10 * 60_000;
 
 const openAsync = promisify(fs.open);
 const closeAsync = promisify(fs.close);
@@ -123,14 +132,25 @@ export class FdBackend implements BlockBackend {
   /** Read destinations: slab views instead of one malloc per 4 KiB read. */
   private readonly readBuffers = new ReadBuffers();
 
+  /** Replacements of failed pools in a row (see replacePool); and when the last started. */
+  private restarts = 0;
+  private restartedAt = 0;
+  /** A replacement waiting out its back-off: close() ends the wait. */
+  private restartWait: { timer: NodeJS.Timeout; resolve: () => void } | null = null;
+  private replacing: Promise<void> | null = null;
+  private replaced = 0;
+
   constructor(
     private readonly target: FdTarget,
-    private readonly pool: IoWorkerPool,
+    private pool: IoWorkerPool,
+    /** How `pool` was started: a replacement starts the same way. */
+    private readonly poolOptions: PoolOptions,
   ) {
     this.kind = target.kind;
     this.location = target.path;
     this.blockSize = target.blockSize;
     this.sizeBytes = target.sizeBytes;
+    pool.onFail = () => this.replaceLater(pool);
     const info: PoolInfo = pool.info;
     this.caps = {
       flush: true,
@@ -237,6 +257,8 @@ export class FdBackend implements BlockBackend {
       this.state = 'closing';
       this.closing = (async () => {
         try {
+          this.restartWait?.resolve();
+          await this.replacing;
           await this.pool.close();
         } finally {
           await closeAsync(this.target.fd).catch(() => undefined);
@@ -245,6 +267,57 @@ export class FdBackend implements BlockBackend {
       })();
     }
     return this.closing;
+  }
+
+  /** Failed pools replaced so far. */
+  get poolRestarts(): number {
+    return this.replaced;
+  }
+
+  private replaceLater(failed: IoWorkerPool): void {
+    if (this.replacing || this.state !== 'open') return;
+    this.replacing = this.replacePool(failed).finally(() => (this.replacing = null));
+  }
+
+  /**
+   * One dead I/O thread does not take the volume down until the engine restarts: the
+   * failed pool is replaced. First every old thread stops and every job the pool held
+   * fails (IoWorkerPool.fail), then new threads start, told of any write-back failure
+   * the old ones saw, so no later flush reports success over writes the kernel lost.
+   * Until then I/O fails as unavailable (ANA Transition to hosts, which retry). A pool
+   * that keeps failing is replaced ever more slowly (RESTART_BACKOFF_MS); after
+   * RESTART_FORGET_MS without a failure the count starts again.
+   */
+  private async replacePool(failed: IoWorkerPool): Promise<void> {
+    for (;;) {
+      await failed.close();
+      if (Date.now() - this.restartedAt > RESTART_FORGET_MS) this.restarts = 0;
+      const backoff = RESTART_BACKOFF_MS[Math.min(this.restarts, RESTART_BACKOFF_MS.length - 1)]!;
+      this.restarts++;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, backoff);
+        timer.unref();
+        this.restartWait = { timer, resolve };
+      });
+      clearTimeout(this.restartWait!.timer);
+      this.restartWait = null;
+      if (this.state !== 'open') return;
+      this.restartedAt = Date.now();
+      let next: IoWorkerPool;
+      try {
+        next = await IoWorkerPool.start({
+          ...this.poolOptions,
+          writebackErrno: failed.writebackErrno,
+        });
+      } catch {
+        continue; // threads that cannot start now: try again after the next back-off
+      }
+      if (this.state !== 'open') return void (await next.close());
+      next.onFail = () => this.replaceLater(next);
+      this.pool = next;
+      this.replaced++;
+      return;
+    }
   }
 
   private done(cb: IoCallback, what: string, offset: number): JobDone {
@@ -314,7 +387,9 @@ export function statusError(status: number, ctx: ErrorContext): BackendError {
     const why = ctx.failure ?? 'unknown reason';
     return new BackendError(
       'unavailable',
-      `the I/O thread for ${ctx.subject} stopped (${why}); restart the engine service`,
+      `the I/O thread for ${ctx.subject} stopped (${why}); new threads take over in a ` +
+        'moment and the host retries. If this repeats, restart the engine service and ' +
+        'send a diagnostics bundle',
     );
   }
   if (status === Status.dropped) {
@@ -424,7 +499,7 @@ export async function startBackend(target: FdTarget, io: IoOptions = {}): Promis
   const slotSize = io.slotSize ?? 128 * 1024;
   if (slotSize < 4096 || slotSize % 4096 !== 0)
     throw new Error(`slotSize ${slotSize} is not a multiple of 4096`);
-  const pool = await IoWorkerPool.start({
+  const poolOptions: PoolOptions = {
     kind: target.kind,
     path: target.path,
     fd: target.fd,
@@ -439,8 +514,8 @@ export async function startBackend(target: FdTarget, io: IoOptions = {}): Promis
     slotSize,
     nativePath: await resolveNativeAddon(io.native),
     inlineReads: io.inlineReads ?? true,
-  });
-  return new FdBackend(target, pool);
+  };
+  return new FdBackend(target, await IoWorkerPool.start(poolOptions), poolOptions);
 }
 
 const EWOULDBLOCK = 11; // also EAGAIN

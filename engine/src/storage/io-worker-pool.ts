@@ -57,6 +57,11 @@ export interface PoolOptions extends OpenedTarget {
   nativePath: string | null;
   /** Serve cached reads on the calling thread when the target allows it (default true). */
   inlineReads?: boolean;
+  /**
+   * A write-back failure already seen on this file (errno; a pool that replaces a
+   * failed one): flushes keep failing, as if this pool had seen it itself.
+   */
+  writebackErrno?: number;
 }
 
 /**
@@ -215,6 +220,8 @@ export class IoWorkerPool {
   private idleWaiters: (() => void)[] = [];
   /** Why the pool failed, for error messages. */
   failure: string | null = null;
+  /** Told once, on a microtask, when the pool fails (the backend replaces it). */
+  onFail: (() => void) | null = null;
   /** Shared with the workers: errno of the first failed fdatasync, 0 while none (WorkerInit). */
   private readonly syncFailure: Int32Array;
 
@@ -248,6 +255,7 @@ export class IoWorkerPool {
     const lanes: Lane[] = [];
     const readies: WorkerReady[] = [];
     const syncFailure = new SharedArrayBuffer(4);
+    new Int32Array(syncFailure)[0] = opts.writebackErrno ?? 0;
     const roles: [LaneRole, number][] = [
       ['data', Math.max(1, opts.workers)],
       ['sync', Math.max(0, opts.syncWorkers)],
@@ -301,8 +309,10 @@ export class IoWorkerPool {
     done: JobDone,
     owner: JobOwner | null = null,
   ): void {
-    if (this.state === 'failed' || owner?.isClosed) {
-      const status = this.state === 'failed' ? Status.workerLost : Status.dropped;
+    // 'stopped': a failed pool that was closed, still its backend's until replaced.
+    const gone = this.state === 'failed' || this.state === 'stopped';
+    if (gone || owner?.isClosed) {
+      const status = gone ? Status.workerLost : Status.dropped;
       queueMicrotask(() => done(status));
       return;
     }
@@ -611,6 +621,8 @@ export class IoWorkerPool {
       });
     }
     this.checkIdle();
+    const told = this.onFail;
+    if (told) queueMicrotask(told);
   }
 }
 

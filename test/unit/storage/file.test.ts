@@ -477,20 +477,49 @@ beforeAll(() => {
 });
 
 describe('file backend: a dying I/O thread', () => {
-  it('fails in-flight and later I/O as unavailable without crashing, and still closes', async () => {
+  it('fails the I/O in flight as unavailable without crashing, then serves on new threads', async () => {
     const b = await create(4 * MiB);
-    const pool = (
-      b as unknown as { pool: { lanes: { worker: { terminate(): Promise<number> } }[] } }
-    ).pool;
+    const fd = b as unknown as {
+      pool: { lanes: { worker: { terminate(): Promise<number> } }[] };
+      poolRestarts: number;
+    };
+    await write(b, 64 * 4096, Buffer.alloc(4096, 9));
     const inflight = Array.from({ length: 16 }, (_, i) =>
       write(b, i * 4096, Buffer.alloc(4096, 1)).catch((e: unknown) => e),
     );
-    await pool.lanes[0]!.worker.terminate();
+    await fd.pool.lanes[0]!.worker.terminate();
     const results = await Promise.all(inflight);
     for (const r of results) if (r) expect((r as { kind: string }).kind).toBe('unavailable');
+    const failed = results.find((r) => r) as { message: string } | undefined;
+    if (failed) expect(failed.message).toMatch(/I\/O thread .* stopped .*new threads take over/);
+    for (let i = 0; i < 100 && fd.poolRestarts === 0; i++)
+      await new Promise((r) => setTimeout(r, 20));
+    expect(fd.poolRestarts).toBe(1);
+    // Served again, with what was written before the failure still there.
+    expect((await read(b, 64 * 4096, 4096)).every((x) => x === 9)).toBe(true);
+    await write(b, 65 * 4096, Buffer.alloc(4096, 7));
+    expect((await read(b, 65 * 4096, 4096)).every((x) => x === 7)).toBe(true);
+    await b.close();
+  });
+
+  it('a failure again and again is replaced ever more slowly, and close ends the wait', async () => {
+    const b = await create(4 * MiB);
+    const fd = b as unknown as {
+      pool: { lanes: { worker: { terminate(): Promise<number> } }[] };
+      poolRestarts: number;
+    };
+    await fd.pool.lanes[0]!.worker.terminate();
+    for (let i = 0; i < 100 && fd.poolRestarts === 0; i++)
+      await new Promise((r) => setTimeout(r, 20));
+    expect(fd.poolRestarts).toBe(1); // the first at once
+    await fd.pool.lanes[0]!.worker.terminate();
+    await new Promise((r) => setTimeout(r, 500));
+    expect(fd.poolRestarts).toBe(1); // the second waits a second
     const later = await failure(read(b, 0, 4096));
     expect(later.kind).toBe('unavailable');
-    expect(later.message).toMatch(/I\/O thread .* stopped .*restart the engine/);
-    await b.close();
+    const closed = Date.now();
+    await b.close(); // does not sit out the back-off
+    expect(Date.now() - closed).toBeLessThan(900);
+    expect(fd.poolRestarts).toBe(1);
   });
 });
