@@ -134,7 +134,7 @@ export class MetricsService {
     this.opts.log.warn(
       why
         ? `metrics history is not recorded: ${why}. Live figures still reach the dashboard; ` +
-            'recording resumes by itself once space is freed (this is said again every 10 minutes until then).'
+            'recording resumes by itself once the data directory takes writes again (this is said again every 10 minutes until then).'
         : 'metrics sample failed; retrying every second (said again every 10 minutes while it fails)',
       { err },
     );

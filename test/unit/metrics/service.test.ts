@@ -79,8 +79,8 @@ describe('metrics service', () => {
     expect(warnings()).toHaveLength(1);
     expect(warnings()[0]!.msg).toBe(
       'metrics history is not recorded: the data directory is read-only. Live figures still ' +
-        'reach the dashboard; recording resumes by itself once space is freed (this is said ' +
-        'again every 10 minutes until then).',
+        'reach the dashboard; recording resumes by itself once the data directory takes ' +
+        'writes again (this is said again every 10 minutes until then).',
     );
     expect(warnings()[0]!.err?.code).toMatch(/^SQLITE_READONLY/);
     await run(s, 607, 608); // ten minutes on
