@@ -27,6 +27,7 @@ import { connectSocket } from '../helpers/api.js';
 import { killGroup, killStarted, start, type Started } from '../helpers/cli-process.js';
 import { hasEngineLock, REPO_ROOT, tempDir } from '../helpers/engine.js';
 import { canMountTmpfs, fillFs, smallFs, unmountSmallFs } from '../helpers/small-fs.js';
+import { makeDamagedDatabase } from '../helpers/sqlite-damaged.js';
 
 function sha256(file: string): string {
   return createHash('sha256').update(fs.readFileSync(file)).digest('hex');
@@ -116,16 +117,9 @@ describe.skipIf(!canMountTmpfs)('openDatabase on a full file system', () => {
   });
 
   it('keeps the damaged-database answer on a full disk', () => {
-    // damaged as in test/unit/persistence/db.test.ts, then moved to the full disk
+    // damaged elsewhere, then moved to the full disk
     const made = path.join(tempDir(), 'b.db');
-    const { db } = openDatabase(made);
-    db.exec('CREATE TABLE filler (x TEXT)');
-    const ins = db.prepare('INSERT INTO filler VALUES (?)');
-    for (let i = 0; i < 2000; i++) ins.run('x'.repeat(200));
-    db.close();
-    const fd = fs.openSync(made, 'r+');
-    fs.writeSync(fd, Buffer.alloc(8192, 0xa5), 0, 8192, 4096 * 3);
-    fs.closeSync(fd);
+    makeDamagedDatabase(made);
     const dir = smallFs('branchsan-dbfull-');
     const file = path.join(dir, 'b.db');
     fs.copyFileSync(made, file);

@@ -125,8 +125,13 @@ export class AlertEngine {
       }
       // it ended before it could be stored: its "resolved" is delivered the same way, then it is forgotten
       this.unstored.delete(key);
-      this.announceCleared(p.alert, now, holding.has(p.alert.subject) ? 'superseded' : 'resolved');
-      cleared.push({ ...p.alert, clearedAt: now });
+      cleared.push(
+        this.announceCleared(
+          p.alert,
+          now,
+          holding.has(p.alert.subject) ? 'superseded' : 'resolved',
+        ),
+      );
     }
     for (const c of holding.values()) {
       const was = active.get(c.subject);
@@ -228,9 +233,11 @@ export class AlertEngine {
   }
 
   /** The end of an alert that was never stored: delivered, not stored, like its raise. */
-  private announceCleared(a: Alert, now: number, why: ClearReason): void {
+  private announceCleared(a: Alert, now: number, why: ClearReason): Alert {
     announceUnstoredEvent(this.db, clearedEvent(a, why));
-    this.listener.cleared({ ...a, clearedAt: now });
+    const done = { ...a, clearedAt: now };
+    this.listener.cleared(done);
+    return done;
   }
 }
 

@@ -6,6 +6,7 @@ import Database from 'better-sqlite3';
 import { randomUUID } from 'node:crypto';
 import { statfsSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { errorCode } from '../util/errors.js';
 import { MIGRATIONS, type Migration } from './migrations.js';
 
 export type Db = Database.Database;
@@ -97,10 +98,6 @@ function openWith(path: string, migrations: readonly Migration[], exclusive: boo
     }
     throw err;
   }
-}
-
-function errorCode(err: unknown): string {
-  return String((err as { code?: unknown } | null)?.code ?? '');
 }
 
 /**

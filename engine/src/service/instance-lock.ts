@@ -12,7 +12,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { UserError } from '../util/errors.js';
+import { isDiskFull, UserError } from '../util/errors.js';
 
 export interface InstanceLock {
   readonly path: string;
@@ -70,9 +70,8 @@ function makeLock(file: string, socketPath: string): boolean | null {
     fs.symlinkSync(`${process.pid} ${socketPath}`, file);
     return true;
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EEXIST') return null;
-    if (code !== 'ENOSPC' && code !== 'EDQUOT') throw err;
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return null;
+    if (!isDiskFull(err)) throw err;
   }
   try {
     fs.symlinkSync(String(process.pid), file);

@@ -14,15 +14,25 @@ export class UserError extends Error {
   }
 }
 
+/** The `code` of an error (Node's errno name, SQLite's result code), or ''. */
+export function errorCode(err: unknown): string {
+  return String((err as { code?: unknown } | null)?.code ?? '');
+}
+
+/** The file system refused a write for want of space or quota (ENOSPC, EDQUOT, SQLITE_FULL). */
+export function isDiskFull(err: unknown): boolean {
+  const code = errorCode(err);
+  return code === 'ENOSPC' || code === 'EDQUOT' || code.startsWith('SQLITE_FULL');
+}
+
 /**
  * What `err` says about the storage under the data directory (full, read-only, failing:
  * the kernel's ENOSPC, EDQUOT, EROFS, EIO or SQLite's FULL, READONLY, IOERR codes),
  * which freeing space or fixing the disk cures; null for anything else.
  */
 export function storageProblem(err: unknown): string | null {
-  const code = String((err as { code?: unknown } | null)?.code ?? '');
-  if (code.startsWith('SQLITE_FULL') || code === 'ENOSPC' || code === 'EDQUOT')
-    return 'the data directory is full';
+  const code = errorCode(err);
+  if (isDiskFull(err)) return 'the data directory is full';
   if (code.startsWith('SQLITE_READONLY') || code === 'EROFS')
     return 'the data directory is read-only';
   if (code.startsWith('SQLITE_IOERR') || code === 'EIO')

@@ -1,4 +1,3 @@
-import fs from 'node:fs';
 import Database from 'better-sqlite3';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -11,6 +10,7 @@ import {
 } from '../../../engine/src/persistence/db.js';
 import { MIGRATIONS } from '../../../engine/src/persistence/migrations.js';
 import { tempDir } from '../../helpers/engine.js';
+import { makeDamagedDatabase } from '../../helpers/sqlite-damaged.js';
 
 describe('database', () => {
   it('migrates a new database once, in WAL mode with foreign keys', () => {
@@ -55,16 +55,7 @@ describe('database', () => {
 
   it('refuses a damaged database with a hint', () => {
     const file = path.join(tempDir(), 'b.db');
-    const { db } = openDatabase(file);
-    db.exec('CREATE TABLE filler (x TEXT)');
-    const ins = db.prepare('INSERT INTO filler VALUES (?)');
-    for (let i = 0; i < 2000; i++) ins.run('x'.repeat(200));
-    db.pragma('wal_checkpoint(TRUNCATE)');
-    db.close();
-    // overwrite interior pages (keep the header so SQLite still opens it)
-    const fd = fs.openSync(file, 'r+');
-    fs.writeSync(fd, Buffer.alloc(8192, 0xa5), 0, 8192, 4096 * 3);
-    fs.closeSync(fd);
+    makeDamagedDatabase(file);
     let err: unknown;
     try {
       openDatabase(file).db.close();
