@@ -37,12 +37,24 @@ export interface CollectorSources {
     subnqn: string,
     nsid: number,
   ): Promise<{ state: 'ok' | 'deleted' | 'moved'; fd: number } | undefined>;
+  /** Whether a namespace's I/O threads failed and new ones have not taken over yet. */
+  ioThreadsDown?(subnqn: string, nsid: number): boolean | undefined;
   config(): TargetConfig;
   events: EventStore;
   now(): number;
 }
 
 const DAY = 24 * 3600_000;
+/** How far back failures of a volume's I/O threads count (ioThreadsRule). */
+export const IO_THREADS_WINDOW_MS = 3600_000;
+
+/**
+ * Event types of a namespace's storage I/O threads, recorded by the target service:
+ * they failed (or new ones could not start), and new ones took over. The data of
+ * both carries the namespace's `nqn` and `nsid`; a failure's also its `reason`.
+ */
+export const IO_THREADS_FAILED = 'target.namespace.io-threads-failed';
+export const IO_THREADS_RESTARTED = 'target.namespace.io-threads-restarted';
 
 export class InputCollector {
   private readonly lastHist = new Map<string, Float64Array>();
@@ -67,6 +79,14 @@ export class InputCollector {
       uncleanRestarts: this.src.events
         .ofType('engine.unclean-restart', this.src.now() - DAY)
         .map((e) => ({ eventId: e.id, ts: e.ts })),
+      ioThreadFailures: this.src.events
+        .ofType(IO_THREADS_FAILED, this.src.now() - IO_THREADS_WINDOW_MS)
+        .flatMap((e) => {
+          const d = e.data as { nqn?: unknown; nsid?: unknown; reason?: unknown } | undefined;
+          if (typeof d?.nqn !== 'string' || typeof d.nsid !== 'number') return [];
+          const reason = typeof d.reason === 'string' ? d.reason : 'unknown';
+          return [{ subject: `${d.nqn}/${d.nsid}`, ts: e.ts, reason }];
+        }),
     };
     inputs.filesystems = await this.filesystems(cfg);
     await Promise.all(ns.backingChecks);
@@ -107,6 +127,8 @@ export class InputCollector {
         };
         const p99 = this.intervalP99(subject, st);
         if (p99 !== undefined) v.intervalP99Us = p99;
+        const down = this.src.ioThreadsDown?.(s.nqn, ns.nsid);
+        if (down !== undefined) v.ioThreadsDown = down;
         volumes.push(v);
         const check = this.src.backing;
         if (check && ns.backendKind === 'file') {

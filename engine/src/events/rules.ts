@@ -21,6 +21,8 @@ export interface AlertInputs {
   offline?: OfflineVolume[];
   /** engine.unclean-restart events of the recent past. */
   uncleanRestarts?: { eventId: number; ts: number }[];
+  /** Failures of namespaces' I/O threads in the recent past (IO_THREADS_FAILED events), oldest first. */
+  ioThreadFailures?: { subject: string; ts: number; reason: string }[];
   /** Filled by the mirror once it exists. */
   mirror?: MirrorState[];
 }
@@ -50,6 +52,8 @@ export interface VolumeIo {
   backing?: 'ok' | 'deleted' | 'moved';
   /** The served file as this process holds it open (/proc/PID/fd/N), for recovery. */
   openFile?: string;
+  /** File and block volumes: the I/O threads failed and new ones have not taken over yet. */
+  ioThreadsDown?: boolean;
 }
 
 export interface OfflineVolume {
@@ -526,6 +530,49 @@ export function volumeOfflineRule(): Rule {
   };
 }
 
+/**
+ * A volume's storage I/O threads failed (a bug, or threads that cannot start): the
+ * I/O they held failed, hosts retried it, and new threads took over. Critical while no
+ * threads serve the volume (its I/O fails), an error for windowMs after the last
+ * failure (the inputs' failures are those of that window), so a failure is one alert,
+ * re-raised with its new severity when the threads go down or come back.
+ */
+export function ioThreadsRule(): Rule {
+  return {
+    id: 'volume.io-threads',
+    kind: 'condition',
+    evaluate(inputs, { active }) {
+      if (!inputs.volumes || !inputs.ioThreadFailures) return [...active.values()].map(keep);
+      const out: Condition[] = [];
+      for (const v of inputs.volumes) {
+        const failures = inputs.ioThreadFailures.filter((f) => f.subject === v.subject);
+        const last = failures[failures.length - 1];
+        const down = v.ioThreadsDown === true;
+        if (!last && !down) continue;
+        const times = failures.length === 1 ? 'once' : `${failures.length} times`;
+        const what = last
+          ? `failed ${times} in the last hour (last at ${new Date(last.ts).toISOString()}: ${last.reason}). `
+          : 'failed. ';
+        out.push({
+          subject: v.subject,
+          severity: down ? 'critical' : 'error',
+          title: down
+            ? `${cap(v.label)} is down: its storage threads failed`
+            : `Storage threads of ${v.label} failed`,
+          message:
+            `The storage I/O threads of ${v.label} ${what}` +
+            (down
+              ? 'No new threads serve it yet, so its I/O fails and hosts keep retrying; the engine keeps starting new ones. '
+              : 'The I/O they held failed and hosts retried it; new threads serve the volume again. ') +
+            'If this repeats, restart the engine service and send a diagnostics bundle (branchsan diagnostics).',
+          data: { failures: failures.length, down },
+        });
+      }
+      return out;
+    },
+  };
+}
+
 /** The engine started after an unexpected stop (crash, kill, power loss). */
 export function uncleanRestartRule(windowMs = 24 * 3600_000): Rule {
   return {
@@ -603,6 +650,7 @@ export function defaultRules(): Rule[] {
     ioLatencyRule(),
     backingFileRule(),
     volumeOfflineRule(),
+    ioThreadsRule(),
     uncleanRestartRule(),
     ...mirrorRules(),
   ];

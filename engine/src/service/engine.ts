@@ -137,6 +137,7 @@ export class Engine {
         target: runtime.target,
         config: () => targets.config(),
         backing: (nqn, nsid) => runtime.backingState(nqn, nsid),
+        ioThreadsDown: (nqn, nsid) => runtime.ioThreadsDown(nqn, nsid),
         events: new EventStore(db),
         now: Date.now,
       });

@@ -9,7 +9,7 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { Target, type TargetOptions } from '../core/index.js';
 import { IN_CAPSULE_DATA_SIZE } from '../protocol/tcp-limits.js';
 import { BackendError, type BlockBackend } from '../storage/backend.js';
-import { FdBackend, type BackingState } from '../storage/file.js';
+import { FdBackend, type BackingState, type IoThreadsEvent } from '../storage/file.js';
 import { openBackend, type BackendSpec } from '../storage/open.js';
 import { TcpTransport } from '../transport/tcp/index.js';
 import { UserError } from '../util/errors.js';
@@ -39,10 +39,26 @@ export interface NamespaceSpec {
 
 export const FIRMWARE = '0.1';
 
+/** How each IoThreadsEvent is logged (the event log's wording is TargetService's). */
+const IO_THREADS_LOG: Record<IoThreadsEvent['kind'], ['error' | 'warn', string]> = {
+  failed: ['error', 'storage I/O threads failed: the I/O they held fails and hosts retry it'],
+  'start-failed': ['error', 'new storage I/O threads could not start; I/O fails until they do'],
+  restarted: ['warn', 'new storage I/O threads took over'],
+};
+
+/** An IoThreadsEvent of one namespace's backend. */
+export type NamespaceIoThreadsEvent = IoThreadsEvent & {
+  nqn: string;
+  nsid: number;
+  location: string;
+};
+
 export class TargetRuntime {
   readonly target: Target;
   private readonly listeners = new Map<number, { spec: PortSpec; transport: TcpTransport }>();
   private readonly backends = new Map<string, BlockBackend>();
+  /** Told, after the log line, when a namespace's I/O threads fail or are replaced. */
+  onIoThreads: ((e: NamespaceIoThreadsEvent) => void) | null = null;
 
   constructor(
     private readonly log: Logger,
@@ -151,6 +167,12 @@ export class TargetRuntime {
     return b instanceof FdBackend ? b.backingState() : undefined;
   }
 
+  /** Whether a namespace's I/O threads failed and new ones have not taken over yet. */
+  ioThreadsDown(nqn: string, nsid: number): boolean | undefined {
+    const b = this.backends.get(`${nqn}#${nsid}`);
+    return b instanceof FdBackend ? b.ioThreadsDown : undefined;
+  }
+
   setHosts(nqn: string, hosts: string[], allowAnyHost: boolean): void {
     try {
       this.target.setAllowedHosts(nqn, hosts, allowAnyHost);
@@ -180,6 +202,13 @@ export class TargetRuntime {
       throw asUserError(err, 'nsid');
     }
     this.backends.set(`${nqn}#${spec.nsid}`, backend);
+    if (backend instanceof FdBackend) {
+      const where = { nqn, nsid: spec.nsid, location: backend.location };
+      backend.onIoThreads = (e) => {
+        this.logIoThreads(where, e);
+        this.onIoThreads?.({ ...e, ...where });
+      };
+    }
     this.log.info('namespace attached', {
       nqn,
       nsid: spec.nsid,
@@ -191,6 +220,15 @@ export class TargetRuntime {
         : {}),
     });
     return backend;
+  }
+
+  private logIoThreads(
+    where: { nqn: string; nsid: number; location: string },
+    e: IoThreadsEvent,
+  ): void {
+    const { kind, ...fields } = e;
+    const [level, msg] = IO_THREADS_LOG[kind];
+    this.log[level](msg, { ...where, ...fields });
   }
 
   /** Whether the namespace is attached (a configured one may be offline: its backend failed to open). */

@@ -12,6 +12,7 @@ import type {
   SubsystemConfig,
   TargetConfig,
 } from '../../../contract/api.js';
+import { IO_THREADS_FAILED, IO_THREADS_RESTARTED } from '../events/inputs.js';
 import type { Db } from '../persistence/db.js';
 import { recordEvent } from '../persistence/db.js';
 import { TargetStore, type NamespaceRow, type SubsystemRow } from '../persistence/target-store.js';
@@ -19,7 +20,12 @@ import type { BackendSpec } from '../storage/open.js';
 import { storageProblem, UserError, whereStorageAllows } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { insideDir } from '../util/paths.js';
-import { newNguid, newUuid, type TargetRuntime } from './target-runtime.js';
+import {
+  newNguid,
+  newUuid,
+  type NamespaceIoThreadsEvent,
+  type TargetRuntime,
+} from './target-runtime.js';
 
 /** How often what could not be brought up at start is tried again. */
 export const RETRY_OFFLINE_MS = 10_000;
@@ -40,6 +46,8 @@ export class TargetService {
   private queue: Promise<unknown> = Promise.resolve();
   private retryTimer: NodeJS.Timeout | null = null;
   private stopped = false;
+  /** Namespaces whose new I/O threads could not start, already recorded as such. */
+  private readonly threadsStartFailed = new Set<string>();
 
   constructor(
     private readonly db: Db,
@@ -49,6 +57,53 @@ export class TargetService {
     private readonly dataDir: string,
   ) {
     this.store = new TargetStore(db);
+    rt.onIoThreads = (e) => this.recordIoThreads(e);
+  }
+
+  /**
+   * Records a failure of a namespace's I/O threads (its alert rule reads these) and
+   * their replacement. New threads that cannot start are retried ever more slowly; only
+   * the first such failure in a row is recorded (the log has every one).
+   */
+  private recordIoThreads(e: NamespaceIoThreadsEvent): void {
+    const key = `${e.nqn}#${e.nsid}`;
+    const ns = `Namespace ${e.nsid} of ${e.nqn}`;
+    const data = { nqn: e.nqn, nsid: e.nsid, path: e.location };
+    const when = (ms: number) => (ms === 0 ? 'at once' : `in ${Math.round(ms / 1000)} s`);
+    switch (e.kind) {
+      case 'failed':
+        this.threadsStartFailed.delete(key);
+        this.record({
+          type: IO_THREADS_FAILED,
+          severity: 'error',
+          message:
+            `${ns}: its storage I/O threads failed (${e.reason}). The I/O they held failed and hosts retry it; ` +
+            `new threads take over ${when(e.retryInMs)}. If this repeats, restart the engine service and send a diagnostics bundle (branchsan diagnostics).`,
+          data: { ...data, reason: e.reason },
+        });
+        break;
+      case 'start-failed':
+        if (this.threadsStartFailed.has(key)) break;
+        this.threadsStartFailed.add(key);
+        this.record({
+          type: IO_THREADS_FAILED,
+          severity: 'error',
+          message:
+            `${ns}: new storage I/O threads could not start (${e.reason}), so its I/O fails. ` +
+            `They are tried again ${when(e.retryInMs)}, then ever more slowly. Restart the engine service; if that does not help, send a diagnostics bundle (branchsan diagnostics).`,
+          data: { ...data, reason: e.reason },
+        });
+        break;
+      case 'restarted':
+        this.threadsStartFailed.delete(key);
+        this.record({
+          type: IO_THREADS_RESTARTED,
+          severity: 'info',
+          message: `${ns}: new storage I/O threads serve it again, after ${(e.downMs / 1000).toFixed(1)} s without.`,
+          data,
+        });
+        break;
+    }
   }
 
   /**

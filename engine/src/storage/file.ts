@@ -118,6 +118,17 @@ export interface FdTarget extends OpenedTarget {
   volatileWriteCache: boolean;
 }
 
+/**
+ * What happens to a backend's I/O threads, for the log, the event log and alerts:
+ * they failed (the I/O they held failed; new ones start after `retryInMs`), new ones
+ * could not start (tried again after `retryInMs`), or new ones took over after
+ * `downMs` without threads.
+ */
+export type IoThreadsEvent =
+  | { kind: 'failed'; reason: string; retryInMs: number }
+  | { kind: 'start-failed'; reason: string; retryInMs: number }
+  | { kind: 'restarted'; downMs: number; restarts: number };
+
 /** open → closing (close() called, in-flight I/O finishing) → closed. */
 type BackendState = 'open' | 'closing' | 'closed';
 
@@ -139,6 +150,8 @@ export class FdBackend implements BlockBackend {
   private restartWait: { timer: NodeJS.Timeout; resolve: () => void } | null = null;
   private replacing: Promise<void> | null = null;
   private replaced = 0;
+  /** Told of each IoThreadsEvent; a throwing listener changes nothing here. */
+  onIoThreads: ((e: IoThreadsEvent) => void) | null = null;
 
   constructor(
     private readonly target: FdTarget,
@@ -274,6 +287,19 @@ export class FdBackend implements BlockBackend {
     return this.replaced;
   }
 
+  /** The I/O threads failed and new ones have not taken over yet: I/O fails meanwhile. */
+  get ioThreadsDown(): boolean {
+    return this.replacing !== null;
+  }
+
+  private tell(e: IoThreadsEvent): void {
+    try {
+      this.onIoThreads?.(e);
+    } catch {
+      // a listener's failure must not stop the replacement
+    }
+  }
+
   private replaceLater(failed: IoWorkerPool): void {
     if (this.replacing || this.state !== 'open') return;
     this.replacing = this.replacePool(failed).finally(() => (this.replacing = null));
@@ -289,11 +315,18 @@ export class FdBackend implements BlockBackend {
    * RESTART_FORGET_MS without a failure the count starts again.
    */
   private async replacePool(failed: IoWorkerPool): Promise<void> {
+    const downSince = Date.now();
+    let startFailure: string | null = null;
     for (;;) {
-      await failed.close();
       if (Date.now() - this.restartedAt > RESTART_FORGET_MS) this.restarts = 0;
       const backoff = RESTART_BACKOFF_MS[Math.min(this.restarts, RESTART_BACKOFF_MS.length - 1)]!;
       this.restarts++;
+      if (startFailure === null) {
+        this.tell({ kind: 'failed', reason: failed.failure ?? 'unknown', retryInMs: backoff });
+      } else {
+        this.tell({ kind: 'start-failed', reason: startFailure, retryInMs: backoff });
+      }
+      await failed.close();
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, backoff);
         timer.unref();
@@ -309,13 +342,16 @@ export class FdBackend implements BlockBackend {
           ...this.poolOptions,
           writebackErrno: failed.writebackErrno,
         });
-      } catch {
-        continue; // threads that cannot start now: try again after the next back-off
+      } catch (err) {
+        // threads that cannot start now: try again after the next back-off
+        startFailure = err instanceof Error ? err.message : String(err);
+        continue;
       }
       if (this.state !== 'open') return void (await next.close());
       next.onFail = () => this.replaceLater(next);
       this.pool = next;
       this.replaced++;
+      this.tell({ kind: 'restarted', downMs: Date.now() - downSince, restarts: this.replaced });
       return;
     }
   }

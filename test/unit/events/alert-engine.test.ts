@@ -12,6 +12,7 @@ import {
   hostDisconnectedRule,
   ioErrorsRule,
   ioLatencyRule,
+  ioThreadsRule,
   uncleanRestartRule,
   volumeOfflineRule,
   type AlertInputs,
@@ -299,6 +300,62 @@ describe('offline volume', () => {
     expect(e.evaluate(offline(1), 5_000).raised).toEqual([]);
     expect(e.evaluate({}, 10_000).cleared).toEqual([]); // not collected: the alert stands
     expect(e.evaluate(offline(0), 15_000).cleared).toHaveLength(1);
+  });
+});
+
+describe('storage threads', () => {
+  const failure = (ts: number, reason = 'I/O thread exited (code 1)') => ({
+    subject: `${SUB}/1`,
+    ts,
+    reason,
+  });
+  const threads = (failures: ReturnType<typeof failure>[], down?: boolean): AlertInputs => ({
+    ...vol(down === undefined ? {} : { ioThreadsDown: down }),
+    ioThreadFailures: failures,
+  });
+
+  it('is critical while no threads serve the volume, an error once new ones do, and clears with the failures', () => {
+    const e = engine([ioThreadsRule()]);
+    expect(e.evaluate(threads([]), 0).raised).toEqual([]);
+    const at = Date.UTC(2026, 10, 27, 3, 0, 0);
+    const [down] = e.evaluate(threads([failure(at)], true), 1_000).raised;
+    expect(down!.severity).toBe('critical');
+    expect(down!.title).toBe('Volume vol1 (namespace 1) is down: its storage threads failed');
+    expect(down!.message).toContain(
+      'failed once in the last hour (last at 2026-11-27T03:00:00.000Z: I/O thread exited (code 1))',
+    );
+    expect(down!.message).toContain('its I/O fails and hosts keep retrying');
+    expect(down!.message).toContain('branchsan diagnostics');
+    expect(e.evaluate(threads([failure(at)], true), 2_000).raised).toEqual([]); // once while it holds
+    const back = e.evaluate(threads([failure(at)], false), 3_000);
+    expect(back.cleared.map((a) => a.severity)).toEqual(['critical']);
+    expect(back.raised.map((a) => a.severity)).toEqual(['error']);
+    expect(back.raised[0]!.title).toBe('Storage threads of volume vol1 (namespace 1) failed');
+    expect(back.raised[0]!.message).toContain('new threads serve the volume again');
+    // a second failure in the hour: down again, and counted
+    const again = e.evaluate(threads([failure(at), failure(at + 60_000, 'gone')], true), 4_000);
+    expect(again.raised[0]!.message).toContain('failed 2 times in the last hour');
+    expect(again.raised[0]!.message).toContain('03:01:00.000Z: gone');
+    expect(
+      e.evaluate(threads([failure(at), failure(at + 60_000)], false), 5_000).raised,
+    ).toHaveLength(1);
+    expect(e.evaluate(threads([], undefined), 6_000).cleared).toHaveLength(1); // out of the window
+    expect(e.evaluate(threads([]), 7_000).raised).toEqual([]);
+  });
+
+  it('threads down with no failure recorded still raise; unknown inputs change nothing', () => {
+    const e = engine([ioThreadsRule()]);
+    const [a] = e.evaluate(threads([], true), 0).raised;
+    expect(a!.severity).toBe('critical');
+    expect(a!.message).toContain(
+      'of volume vol1 (namespace 1) failed. No new threads serve it yet',
+    );
+    expect(e.evaluate({}, 1_000).cleared).toEqual([]); // not collected: the alert stands
+    expect(e.evaluate(vol({}), 2_000).cleared).toEqual([]); // failures unknown: stands
+    // failures of a volume that no longer exists raise nothing
+    const other = { ...vol({}), ioThreadFailures: [{ ...failure(0), subject: `${SUB}/9` }] };
+    expect(e.evaluate(other, 3_000).cleared).toHaveLength(1);
+    expect(e.evaluate(other, 4_000).raised).toEqual([]);
   });
 });
 

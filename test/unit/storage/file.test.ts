@@ -21,7 +21,11 @@ import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { BlockBackend } from '../../../engine/src/storage/backend.js';
-import { openFileBackend, type FdBackend } from '../../../engine/src/storage/file.js';
+import {
+  openFileBackend,
+  type FdBackend,
+  type IoThreadsEvent,
+} from '../../../engine/src/storage/file.js';
 import {
   deallocate,
   failure,
@@ -483,6 +487,8 @@ describe('file backend: a dying I/O thread', () => {
       pool: { lanes: { worker: { terminate(): Promise<number> } }[] };
       poolRestarts: number;
     };
+    const told: IoThreadsEvent[] = [];
+    (b as FdBackend).onIoThreads = (e) => told.push(e);
     await write(b, 64 * 4096, Buffer.alloc(4096, 9));
     const inflight = Array.from({ length: 16 }, (_, i) =>
       write(b, i * 4096, Buffer.alloc(4096, 1)).catch((e: unknown) => e),
@@ -495,10 +501,45 @@ describe('file backend: a dying I/O thread', () => {
     for (let i = 0; i < 100 && fd.poolRestarts === 0; i++)
       await new Promise((r) => setTimeout(r, 20));
     expect(fd.poolRestarts).toBe(1);
+    // Told, for the log and the event log: why, when new threads came, after how long.
+    expect(told).toEqual([
+      { kind: 'failed', reason: 'I/O thread exited (code 1)', retryInMs: 0 },
+      { kind: 'restarted', downMs: expect.any(Number) as number, restarts: 1 },
+    ]);
+    expect((b as FdBackend).ioThreadsDown).toBe(false);
     // Served again, with what was written before the failure still there.
     expect((await read(b, 64 * 4096, 4096)).every((x) => x === 9)).toBe(true);
     await write(b, 65 * 4096, Buffer.alloc(4096, 7));
     expect((await read(b, 65 * 4096, 4096)).every((x) => x === 7)).toBe(true);
+    await b.close();
+  });
+
+  it('new threads that cannot start are tried again after a back-off, and each step is told', async () => {
+    const b = await create(4 * MiB);
+    const fd = b as unknown as {
+      pool: { lanes: { worker: { terminate(): Promise<number> } }[] };
+      poolOptions: { fd: number };
+      poolRestarts: number;
+    };
+    const told: IoThreadsEvent[] = [];
+    (b as FdBackend).onIoThreads = (e) => told.push(e);
+    const realFd = fd.poolOptions.fd;
+    fd.poolOptions.fd = 1_000_000; // new threads cannot open the file: they fail to start
+    await fd.pool.lanes[0]!.worker.terminate();
+    for (let i = 0; i < 100 && told.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(told[0]).toEqual({ kind: 'failed', reason: 'I/O thread exited (code 1)', retryInMs: 0 });
+    expect(told[1]).toMatchObject({ kind: 'start-failed', retryInMs: 1000 });
+    expect((told[1] as { reason: string }).reason).toMatch(/\/proc\/self\/fd\/1000000/);
+    expect((b as FdBackend).ioThreadsDown).toBe(true);
+    expect((await failure(read(b, 0, 4096))).kind).toBe('unavailable');
+    fd.poolOptions.fd = realFd;
+    for (let i = 0; i < 100 && fd.poolRestarts === 0; i++)
+      await new Promise((r) => setTimeout(r, 20));
+    expect(told.slice(2)).toEqual([
+      { kind: 'restarted', downMs: expect.any(Number) as number, restarts: 1 },
+    ]);
+    expect((told[2] as { downMs: number }).downMs).toBeGreaterThanOrEqual(1000);
+    expect(await read(b, 0, 4096)).toHaveLength(4096);
     await b.close();
   });
 
@@ -512,9 +553,18 @@ describe('file backend: a dying I/O thread', () => {
     for (let i = 0; i < 100 && fd.poolRestarts === 0; i++)
       await new Promise((r) => setTimeout(r, 20));
     expect(fd.poolRestarts).toBe(1); // the first at once
+    const told: IoThreadsEvent[] = [];
+    (b as FdBackend).onIoThreads = (e) => {
+      told.push(e);
+      throw new Error('a listener that throws'); // changes nothing
+    };
     await fd.pool.lanes[0]!.worker.terminate();
     await new Promise((r) => setTimeout(r, 500));
     expect(fd.poolRestarts).toBe(1); // the second waits a second
+    expect(told).toEqual([
+      { kind: 'failed', reason: 'I/O thread exited (code 1)', retryInMs: 1000 },
+    ]);
+    expect((b as FdBackend).ioThreadsDown).toBe(true);
     const later = await failure(read(b, 0, 4096));
     expect(later.kind).toBe('unavailable');
     const closed = Date.now();

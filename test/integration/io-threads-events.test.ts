@@ -1,0 +1,175 @@
+/**
+ * A volume's storage I/O threads die under the engine's target service (real file
+ * backend, real threads, real SQLite): the log says so, the event log records the
+ * failure and the replacement, and the alert rule, fed by the engine's own input
+ * collector, raises a critical alert while no threads serve the volume and an error
+ * once new ones do. Killing a thread from the test is the fault; nothing else is faked.
+ */
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { AlertEngine } from '../../engine/src/events/alert-engine.js';
+import { EventStore } from '../../engine/src/events/event-store.js';
+import { InputCollector } from '../../engine/src/events/inputs.js';
+import { ioThreadsRule, DEFAULT_THRESHOLDS } from '../../engine/src/events/rules.js';
+import { openDatabase, type Db } from '../../engine/src/persistence/db.js';
+import type { FdBackend } from '../../engine/src/storage/file.js';
+import { TargetRuntime } from '../../engine/src/service/target-runtime.js';
+import { TargetService } from '../../engine/src/service/target-service.js';
+import { createLogger } from '../../engine/src/util/log.js';
+import { tempDir } from '../helpers/engine.js';
+
+const NQN = 'nqn.2026-11.io.branchsan.test:vol1';
+
+let dir: string;
+let db: Db;
+let rt: TargetRuntime;
+let targets: TargetService;
+let logged: { level: string; msg: string; [k: string]: unknown }[];
+
+beforeEach(async () => {
+  dir = tempDir();
+  db = openDatabase(path.join(dir, 'engine.db')).db;
+  logged = [];
+  const log = createLogger({ sink: { write: (l) => logged.push(JSON.parse(l)) } });
+  rt = new TargetRuntime(log);
+  targets = new TargetService(db, rt, log, path.join(dir, 'data'));
+  await targets.restore();
+  await targets.createSubsystem({ nqn: NQN, allowAnyHost: true }, 'test');
+  await targets.addNamespace(
+    {
+      nqn: NQN,
+      backend: { kind: 'file', path: path.join(dir, 'vol1.img'), createSizeBytes: 4 << 20 },
+    },
+    'test',
+  );
+});
+
+afterEach(async () => {
+  targets.stop();
+  await rt.close(0);
+  db.close();
+});
+
+/** The namespace's backend, and a way to kill one of its current I/O threads. */
+function backend(): { b: FdBackend; killThread: () => Promise<number> } {
+  const b = (rt as unknown as { backends: Map<string, FdBackend> }).backends.get(`${NQN}#1`)!;
+  type Pool = { lanes: { worker: { terminate(): Promise<number> } }[] };
+  return {
+    b,
+    killThread: () => (b as unknown as { pool: Pool }).pool.lanes[0]!.worker.terminate(),
+  };
+}
+
+async function until(f: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !f(); i++) await new Promise((r) => setTimeout(r, 25));
+  expect(f()).toBe(true);
+}
+
+const eventsOf = (type: string) =>
+  db.prepare('SELECT severity, message, data FROM events WHERE type = ? ORDER BY id').all(type) as {
+    severity: string;
+    message: string;
+    data: string;
+  }[];
+
+describe('storage I/O threads that die under the target service', () => {
+  it('are logged, recorded as events, and raise an alert: critical while down, an error once replaced', async () => {
+    const collector = new InputCollector({
+      dataDir: dir,
+      target: rt.target,
+      config: () => targets.config(),
+      ioThreadsDown: (nqn, nsid) => rt.ioThreadsDown(nqn, nsid),
+      events: new EventStore(db),
+      now: Date.now,
+    });
+    const alerts = new AlertEngine(db, [ioThreadsRule()], () => DEFAULT_THRESHOLDS, {
+      raised: () => undefined,
+      cleared: () => undefined,
+      acknowledged: () => undefined,
+    });
+    expect(alerts.evaluate(await collector.collect(), Date.now()).raised).toEqual([]);
+
+    const { b, killThread } = backend();
+    await killThread();
+    await until(() => b.poolRestarts === 1);
+    const failed = eventsOf('target.namespace.io-threads-failed');
+    expect(failed).toHaveLength(1);
+    expect(failed[0]!.severity).toBe('error');
+    expect(failed[0]!.message).toBe(
+      `Namespace 1 of ${NQN}: its storage I/O threads failed (I/O thread exited (code 1)). The I/O they held failed and hosts retry it; ` +
+        'new threads take over at once. If this repeats, restart the engine service and send a diagnostics bundle (branchsan diagnostics).',
+    );
+    expect(JSON.parse(failed[0]!.data)).toEqual({
+      nqn: NQN,
+      nsid: 1,
+      path: path.join(dir, 'vol1.img'),
+      reason: 'I/O thread exited (code 1)',
+    });
+    const restarted = eventsOf('target.namespace.io-threads-restarted');
+    expect(restarted).toHaveLength(1);
+    expect(restarted[0]!.severity).toBe('info');
+    expect(restarted[0]!.message).toMatch(
+      /^Namespace 1 of .*: new storage I\/O threads serve it again, after \d+\.\d s without\.$/,
+    );
+    expect(logged.map((l) => [l.level, l.msg])).toEqual(
+      expect.arrayContaining([
+        ['error', 'storage I/O threads failed: the I/O they held fails and hosts retry it'],
+        ['warn', 'new storage I/O threads took over'],
+      ]),
+    );
+    expect(logged.find((l) => l.level === 'error')).toMatchObject({
+      nqn: NQN,
+      nsid: 1,
+      reason: 'I/O thread exited (code 1)',
+    });
+
+    // replaced already: an error, not critical
+    const first = alerts.evaluate(await collector.collect(), Date.now()).raised;
+    expect(first.map((a) => [a.rule, a.severity])).toEqual([['volume.io-threads', 'error']]);
+    expect(first[0]!.message).toContain('failed once in the last hour');
+
+    // a second failure waits a second for new threads: critical meanwhile
+    await killThread();
+    await until(() => b.ioThreadsDown);
+    const down = alerts.evaluate(await collector.collect(), Date.now());
+    expect(down.raised.map((a) => a.severity)).toEqual(['critical']);
+    expect(down.raised[0]!.message).toContain('failed 2 times in the last hour');
+    expect(down.raised[0]!.message).toContain('No new threads serve it yet');
+    await until(() => b.poolRestarts === 2);
+    const back = alerts.evaluate(await collector.collect(), Date.now());
+    expect(back.cleared.map((a) => a.severity)).toEqual(['critical']);
+    expect(back.raised.map((a) => a.severity)).toEqual(['error']);
+    expect(eventsOf('target.namespace.io-threads-restarted')).toHaveLength(2);
+  });
+
+  it('records only the first of new threads failing to start in a row', () => {
+    const at = { nqn: NQN, nsid: 1, location: '/srv/vol1.img' };
+    const tell = rt.onIoThreads!;
+    tell({ ...at, kind: 'failed', reason: 'I/O thread exited (code 1)', retryInMs: 0 });
+    tell({ ...at, kind: 'start-failed', reason: 'EMFILE', retryInMs: 1000 });
+    tell({ ...at, kind: 'start-failed', reason: 'EMFILE', retryInMs: 5000 });
+    tell({ ...at, kind: 'restarted', downMs: 6100, restarts: 1 });
+    tell({ ...at, kind: 'failed', reason: 'I/O thread exited (code 1)', retryInMs: 1000 });
+    tell({ ...at, kind: 'start-failed', reason: 'EMFILE', retryInMs: 5000 });
+    const rows = db
+      .prepare(
+        "SELECT type, message FROM events WHERE type LIKE 'target.namespace.io-threads-%' ORDER BY id",
+      )
+      .all() as { type: string; message: string }[];
+    expect(rows.map((r) => r.type.slice('target.namespace.io-threads-'.length))).toEqual([
+      'failed',
+      'failed',
+      'restarted',
+      'failed',
+      'failed',
+    ]);
+    expect(rows[1]!.message).toBe(
+      `Namespace 1 of ${NQN}: new storage I/O threads could not start (EMFILE), so its I/O fails. ` +
+        'They are tried again in 1 s, then ever more slowly. Restart the engine service; if that does not help, send a diagnostics bundle (branchsan diagnostics).',
+    );
+    expect(rows[2]!.message).toBe(
+      `Namespace 1 of ${NQN}: new storage I/O threads serve it again, after 6.1 s without.`,
+    );
+    expect(rows[3]!.message).toContain('new threads take over in 1 s.');
+  });
+});
