@@ -47,6 +47,12 @@ const LOW_WATER = 0.85;
 const EXPIRE_EVERY_SEC = 10;
 /** Series without a row left in any tier (a namespace deleted a year ago) go this often. */
 const PRUNE_EVERY_SEC = 3600;
+/**
+ * The wall clock ran this much further than the monotonic clock: a step ahead (see
+ * MetricsStoreOptions.monotonicSec), after which retention waits SETTLE_SEC.
+ */
+const STEP_AHEAD_SEC = 300;
+const SETTLE_SEC = 3600;
 
 export interface SeriesDef {
   readonly key: string;
@@ -77,6 +83,17 @@ export interface QueryAnswer {
 
 export interface MetricsStoreOptions {
   maxBytes?: number;
+  /**
+   * Seconds on a clock that wall-clock steps do not move (any origin). With it, when
+   * the sample time runs more than STEP_AHEAD_SEC ahead of this clock (a bad RTC at
+   * boot, a wrong NTP answer, a manual change), and at open when the newest stored row
+   * is that far behind the wall clock (the engine was stopped, or the clock is wrong),
+   * retention waits until SETTLE_SEC of this clock have passed: a clock a year ahead,
+   * set back within the hour, then costs no history (the rows stamped in the future go
+   * when it comes back, see afterClockJump). The size cap still holds meanwhile.
+   * Without it (tests of retention), the sample time is trusted as it is.
+   */
+  monotonicSec?: () => number;
 }
 
 export class MetricsStore {
@@ -84,6 +101,12 @@ export class MetricsStore {
   private readonly ids = new Map<string, SeriesRow>();
   private lastExpire = -Infinity;
   private lastPrune = -Infinity;
+  private readonly monotonicSec: (() => number) | null;
+  /** The last sample time and monotonic time seen (the newest row's time at open). */
+  private lastWall: number | null = null;
+  private lastMono = 0;
+  /** Retention waits until the monotonic clock reaches this (after a step ahead). */
+  private settledAt = -Infinity;
   private readonly stmt;
 
   constructor(
@@ -150,6 +173,39 @@ export class MetricsStore {
         ).run();
     });
     this.loadIds();
+    this.monotonicSec = opts.monotonicSec ?? null;
+    if (this.monotonicSec) {
+      this.lastWall = this.newestRow();
+      this.lastMono = this.monotonicSec();
+    }
+  }
+
+  /** The newest row's time in any tier (s), or null when there is none. */
+  private newestRow(): number | null {
+    let newest: number | null = null;
+    TIERS.forEach((_, i) => {
+      const ts = this.edgeOfTier(i, 'newest'); // per series: an index lookup, not a scan
+      if (ts !== null && (newest === null || ts > newest)) newest = ts;
+    });
+    return newest;
+  }
+
+  /**
+   * Whether retention may run at nowSec: not within SETTLE_SEC after the sample time
+   * stepped ahead of the monotonic clock (see MetricsStoreOptions.monotonicSec).
+   */
+  private clockSettled(nowSec: number): boolean {
+    if (!this.monotonicSec) return true;
+    const mono = this.monotonicSec();
+    if (
+      this.lastWall !== null &&
+      nowSec - this.lastWall - (mono - this.lastMono) > STEP_AHEAD_SEC
+    ) {
+      this.settledAt = mono + SETTLE_SEC;
+    }
+    this.lastWall = nowSec;
+    this.lastMono = mono;
+    return mono >= this.settledAt;
   }
 
   /** The series ids as the database holds them. */
@@ -285,7 +341,11 @@ export class MetricsStore {
 
   private maintainNow(nowSec: number, forceExpire = false): void {
     const done = this.rollUp(nowSec);
-    if (forceExpire || nowSec - this.lastExpire >= EXPIRE_EVERY_SEC || nowSec < this.lastExpire) {
+    const settled = this.clockSettled(nowSec);
+    if (
+      settled &&
+      (forceExpire || nowSec - this.lastExpire >= EXPIRE_EVERY_SEC || nowSec < this.lastExpire)
+    ) {
       this.expire(nowSec, done);
       this.lastExpire = nowSec;
     }

@@ -44,6 +44,12 @@ export interface MetricsServiceOptions {
   log: Logger;
   /** ms since epoch (default Date.now); tests step it. */
   clock?: () => number;
+  /**
+   * Seconds on a clock wall-clock steps do not move (default: this process's
+   * monotonic clock); see MetricsStoreOptions.monotonicSec. Tests that step `clock`
+   * as if time passed step this with it.
+   */
+  monotonicSec?: () => number;
   node?: NodeSources;
   includeLoopback?: boolean;
 }
@@ -64,7 +70,10 @@ export class MetricsService {
     this.clock = opts.clock ?? Date.now;
     const stored = Number(getSetting(opts.db, KEY_MAX_BYTES));
     const maxBytes = Number.isSafeInteger(stored) && stored > 0 ? stored : DEFAULT_MAX_BYTES;
-    this.store = new MetricsStore(opts.db, { maxBytes });
+    this.store = new MetricsStore(opts.db, {
+      maxBytes,
+      monotonicSec: opts.monotonicSec ?? (() => performance.now() / 1000),
+    });
     const io = 'listControllers' in opts.io ? targetIoSource(opts.io) : opts.io;
     this.sampler = new MetricsSampler({
       io,

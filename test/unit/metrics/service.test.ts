@@ -51,6 +51,7 @@ function setup() {
     },
     log: createLogger({ sink: { write: (l) => logged.push(JSON.parse(l)) } }),
     clock: () => clock.now,
+    monotonicSec: () => clock.now / 1000, // the steps are time that passed, not clock steps
     node: proc,
   });
   return { service, stats, clock, pushed, dataDir, logged };

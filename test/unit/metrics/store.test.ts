@@ -249,4 +249,67 @@ describe('metric history store: failures and clocks', () => {
     for (const t of ['metric_1s', 'metric_10s', 'metric_1m', 'metric_1h'])
       expect(rows(db, t, RATE.key).filter((r) => r.ts > T0 + 3 * 3600)).toEqual([]);
   });
+
+  /** A store whose monotonic clock the test moves (`clock.mono`, seconds). */
+  function steppedStore(d?: Db): { store: MetricsStore; db: Db; clock: { mono: number } } {
+    db = d ?? openDatabase(path.join(tempDir(), 'm.db')).db;
+    const clock = { mono: 0 };
+    return { store: new MetricsStore(db, { monotonicSec: () => clock.mono }), db, clock };
+  }
+  /** One sample a second over [from, to) of the wall clock, the monotonic clock moving along. */
+  function run(store: MetricsStore, clock: { mono: number }, from: number, to: number): void {
+    for (let t = from; t < to; t++) {
+      store.append(t, [{ series: RATE, value: 1 }]);
+      clock.mono += 1;
+    }
+  }
+
+  it('a clock a year ahead, set back within the hour, costs no history', () => {
+    const { store, db, clock } = steppedStore();
+    run(store, clock, T0, T0 + 2 * 3600);
+    const before = Object.fromEntries(
+      ['metric_10s', 'metric_1m', 'metric_1h'].map((t) => [t, rows(db, t, RATE.key).length]),
+    );
+    // A year ahead for ten minutes (a bad RTC, then NTP), then back where it was.
+    const YEAR = 365 * DAY;
+    run(store, clock, T0 + 2 * 3600 + YEAR, T0 + 2 * 3600 + YEAR + 600);
+    run(store, clock, T0 + 2 * 3600 + 600, T0 + 2 * 3600 + 700);
+    // Before: the year-ahead samples expired every tier, the 1 h one included.
+    expect(rows(db, 'metric_10s', RATE.key)[0]!.ts).toBe(T0);
+    expect(rows(db, 'metric_1m', RATE.key)[0]!.ts).toBe(T0);
+    expect(rows(db, 'metric_1h', RATE.key).map((r) => r.ts)).toEqual([T0, T0 + 3600]);
+    for (const [t, n] of Object.entries(before))
+      expect(rows(db, t, RATE.key).length).toBeGreaterThanOrEqual(n);
+    // the rows stamped a year ahead are gone from every tier
+    for (const t of ['metric_1s', 'metric_10s', 'metric_1m', 'metric_1h'])
+      expect(rows(db, t, RATE.key).filter((r) => r.ts > T0 + 3 * 3600)).toEqual([]);
+  });
+
+  it('after a step ahead that stays, retention resumes once the clock has held for an hour', () => {
+    const { store, db, clock } = steppedStore();
+    run(store, clock, T0, T0 + 600);
+    const ahead = T0 + 2 * DAY; // ahead by two days, for good
+    run(store, clock, ahead, ahead + 3000);
+    expect(rows(db, 'metric_1s', RATE.key)[0]!.ts).toBe(T0); // kept while the clock settles
+    run(store, clock, ahead + 3000, ahead + 3700);
+    expect(rows(db, 'metric_1s', RATE.key)[0]!.ts).toBeGreaterThan(ahead); // then 1 h as always
+    expect(rows(db, 'metric_10s', RATE.key)[0]!.ts).toBeGreaterThanOrEqual(ahead - DAY);
+    expect(rows(db, 'metric_1m', RATE.key)[0]!.ts).toBe(T0); // 30 days: still within
+  });
+
+  it('at open, a newest row far behind the clock waits an hour before retention', () => {
+    const first = steppedStore();
+    run(first.store, first.clock, T0, T0 + 600);
+    // Opened again two days later (or with a clock two days wrong).
+    const { store, db, clock } = steppedStore(first.db);
+    run(store, clock, T0 + 2 * DAY, T0 + 2 * DAY + 60);
+    expect(rows(db, 'metric_10s', RATE.key)[0]!.ts).toBe(T0);
+    run(store, clock, T0 + 2 * DAY + 60, T0 + 2 * DAY + 3700);
+    expect(rows(db, 'metric_10s', RATE.key)[0]!.ts).toBeGreaterThan(T0 + DAY);
+    // A restart a minute after the last row changes nothing.
+    const again = steppedStore(db);
+    again.store.append(T0 + 2 * DAY + 3760, [{ series: RATE, value: 1 }]);
+    again.store.maintain(T0 + 2 * DAY + 3760);
+    expect(rows(db, 'metric_1s', RATE.key)[0]!.ts).toBeGreaterThan(T0 + 2 * DAY + 3700 - 3600);
+  });
 });
