@@ -6,13 +6,14 @@
  * once new ones do. Killing a thread from the test is the fault; nothing else is faked.
  */
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { AlertEngine } from '../../engine/src/events/alert-engine.js';
 import { EventStore } from '../../engine/src/events/event-store.js';
 import { InputCollector } from '../../engine/src/events/inputs.js';
 import { ioThreadsRule, DEFAULT_THRESHOLDS } from '../../engine/src/events/rules.js';
 import { openDatabase, type Db } from '../../engine/src/persistence/db.js';
 import type { FdBackend } from '../../engine/src/storage/file.js';
+import { IoWorkerPool } from '../../engine/src/storage/io-worker-pool.js';
 import { TargetRuntime } from '../../engine/src/service/target-runtime.js';
 import { TargetService } from '../../engine/src/service/target-service.js';
 import { createLogger } from '../../engine/src/util/log.js';
@@ -96,12 +97,13 @@ describe('storage I/O threads that die under the target service', () => {
     expect(failed).toHaveLength(1);
     expect(failed[0]!.severity).toBe('error');
     expect(failed[0]!.message).toBe(
-      `Namespace 1 of ${NQN}: its storage I/O threads failed (I/O thread exited (code 1)). The I/O they held failed and hosts retry it; ` +
-        'new threads take over at once. If this repeats, restart the engine service and send a diagnostics bundle (branchsan diagnostics).',
+      `Namespace 1 of ${NQN}: its storage I/O threads failed (I/O thread exited (code 1)). The I/O they held fails once they have all stopped, and hosts retry it; ` +
+        'new threads take over then. If this repeats, restart the engine service and send a diagnostics bundle (branchsan diagnostics).',
     );
     expect(JSON.parse(failed[0]!.data)).toEqual({
       nqn: NQN,
       nsid: 1,
+      nguid: targets.config().subsystems[0]!.namespaces[0]!.nguid,
       path: path.join(dir, 'vol1.img'),
       reason: 'I/O thread exited (code 1)',
     });
@@ -143,14 +145,15 @@ describe('storage I/O threads that die under the target service', () => {
   });
 
   it('records only the first of new threads failing to start in a row', () => {
-    const at = { nqn: NQN, nsid: 1, location: '/srv/vol1.img' };
+    const at = { nqn: NQN, nsid: 1, nguid: '0'.repeat(32), location: '/srv/vol1.img' };
     const tell = rt.onIoThreads!;
-    tell({ ...at, kind: 'failed', reason: 'I/O thread exited (code 1)', retryInMs: 0 });
-    tell({ ...at, kind: 'start-failed', reason: 'EMFILE', retryInMs: 1000 });
-    tell({ ...at, kind: 'start-failed', reason: 'EMFILE', retryInMs: 5000 });
+    const exited = 'I/O thread exited (code 1)';
+    tell({ ...at, kind: 'failed', reason: exited, retryInMs: 0 });
+    tell({ ...at, kind: 'start-failed', reason: 'EMFILE', retryInMs: 1000, attempt: 1 });
+    tell({ ...at, kind: 'start-failed', reason: 'EMFILE', retryInMs: 5000, attempt: 2 });
     tell({ ...at, kind: 'restarted', downMs: 6100, restarts: 1 });
-    tell({ ...at, kind: 'failed', reason: 'I/O thread exited (code 1)', retryInMs: 1000 });
-    tell({ ...at, kind: 'start-failed', reason: 'EMFILE', retryInMs: 5000 });
+    tell({ ...at, kind: 'failed', reason: exited, retryInMs: 1000 });
+    tell({ ...at, kind: 'start-failed', reason: 'EMFILE', retryInMs: 5000, attempt: 1 });
     const rows = db
       .prepare(
         "SELECT type, message FROM events WHERE type LIKE 'target.namespace.io-threads-%' ORDER BY id",
@@ -158,10 +161,10 @@ describe('storage I/O threads that die under the target service', () => {
       .all() as { type: string; message: string }[];
     expect(rows.map((r) => r.type.slice('target.namespace.io-threads-'.length))).toEqual([
       'failed',
-      'failed',
+      'start-failed',
       'restarted',
       'failed',
-      'failed',
+      'start-failed',
     ]);
     expect(rows[1]!.message).toBe(
       `Namespace 1 of ${NQN}: new storage I/O threads could not start (EMFILE), so its I/O fails. ` +
@@ -170,6 +173,57 @@ describe('storage I/O threads that die under the target service', () => {
     expect(rows[2]!.message).toBe(
       `Namespace 1 of ${NQN}: new storage I/O threads serve it again, after 6.1 s without.`,
     );
-    expect(rows[3]!.message).toContain('new threads take over in 1 s.');
+    expect(rows[3]!.message).toContain('new threads take over then and 1 s more.');
+  });
+
+  it("a namespace added later under the same nsid does not inherit the removed one's alert", async () => {
+    const collector = new InputCollector({
+      dataDir: dir,
+      target: rt.target,
+      config: () => targets.config(),
+      events: new EventStore(db),
+      now: Date.now,
+    });
+    const { b, killThread } = backend();
+    await killThread();
+    await until(() => b.poolRestarts === 1);
+    expect((await collector.collect()).ioThreadFailures).toHaveLength(1);
+    await targets.removeNamespace(NQN, 1, 'test');
+    const again = await targets.addNamespace(
+      {
+        nqn: NQN,
+        backend: { kind: 'file', path: path.join(dir, 'new.img'), createSizeBytes: 4 << 20 },
+      },
+      'test',
+    );
+    expect(again.nsid).toBe(1);
+    expect((await collector.collect()).ioThreadFailures).toEqual([]);
+  });
+
+  it('a namespace removed while its new threads start records no failure to start', async () => {
+    const { b, killThread } = backend();
+    const options = (b as unknown as { poolOptions: { fd: number } }).poolOptions;
+    options.fd = 1_000_000; // new threads cannot open the file: they fail to start
+    // The removal must come while the new threads start: the real start, timed from it.
+    const start = IoWorkerPool.start.bind(IoWorkerPool);
+    let removal: Promise<void> | undefined;
+    const spy = vi.spyOn(IoWorkerPool, 'start').mockImplementation((o) => {
+      const starting = start(o);
+      removal = targets.removeNamespace(NQN, 1, 'test');
+      return starting;
+    });
+    try {
+      await killThread();
+      await until(() => removal !== undefined);
+      await removal;
+    } finally {
+      spy.mockRestore();
+    }
+    // Before: "could not start … restart the engine service" was recorded for a
+    // namespace being removed, and the removal sat out the next back-off (1 s).
+    await new Promise((r) => setTimeout(r, 300));
+    expect(eventsOf('target.namespace.io-threads-start-failed')).toEqual([]);
+    expect(logged.filter((l) => l.msg.includes('could not start'))).toEqual([]);
+    expect(targets.config().subsystems[0]!.namespaces).toEqual([]);
   });
 });

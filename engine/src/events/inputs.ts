@@ -50,10 +50,12 @@ export const IO_THREADS_WINDOW_MS = 3600_000;
 
 /**
  * Event types of a namespace's storage I/O threads, recorded by the target service:
- * they failed (or new ones could not start), and new ones took over. The data of
- * both carries the namespace's `nqn` and `nsid`; a failure's also its `reason`.
+ * they failed, new ones could not start, new ones took over. The data of each carries
+ * the namespace's `nqn`, `nsid` and `nguid` (a namespace added later under the same
+ * nsid has another); a failure's also its `reason`.
  */
 export const IO_THREADS_FAILED = 'target.namespace.io-threads-failed';
+export const IO_THREADS_START_FAILED = 'target.namespace.io-threads-start-failed';
 export const IO_THREADS_RESTARTED = 'target.namespace.io-threads-restarted';
 
 export class InputCollector {
@@ -79,18 +81,28 @@ export class InputCollector {
       uncleanRestarts: this.src.events
         .ofType('engine.unclean-restart', this.src.now() - DAY)
         .map((e) => ({ eventId: e.id, ts: e.ts })),
-      ioThreadFailures: this.src.events
-        .ofType(IO_THREADS_FAILED, this.src.now() - IO_THREADS_WINDOW_MS)
-        .flatMap((e) => {
-          const d = e.data as { nqn?: unknown; nsid?: unknown; reason?: unknown } | undefined;
-          if (typeof d?.nqn !== 'string' || typeof d.nsid !== 'number') return [];
-          const reason = typeof d.reason === 'string' ? d.reason : 'unknown';
-          return [{ subject: `${d.nqn}/${d.nsid}`, ts: e.ts, reason }];
-        }),
+      ioThreadFailures: this.ioThreadFailures(cfg),
     };
     inputs.filesystems = await this.filesystems(cfg);
     await Promise.all(ns.backingChecks);
     return inputs;
+  }
+
+  /** IO_THREADS_FAILED events of the window, of the namespaces configured now. */
+  private ioThreadFailures(cfg: TargetConfig): AlertInputs['ioThreadFailures'] {
+    const nguids = new Map<string, string>();
+    for (const s of cfg.subsystems)
+      for (const ns of s.namespaces) nguids.set(`${s.nqn}/${ns.nsid}`, ns.nguid);
+    return this.src.events
+      .ofType(IO_THREADS_FAILED, this.src.now() - IO_THREADS_WINDOW_MS)
+      .flatMap((e) => {
+        const d = e.data as { nqn?: unknown; nsid?: unknown; nguid?: unknown; reason?: unknown };
+        if (typeof d?.nqn !== 'string' || typeof d.nsid !== 'number') return [];
+        const subject = `${d.nqn}/${d.nsid}`;
+        if (nguids.get(subject) !== d.nguid) return []; // removed, or another namespace now
+        const reason = typeof d.reason === 'string' ? d.reason : 'unknown';
+        return [{ subject, ts: e.ts, reason }];
+      });
   }
 
   /**

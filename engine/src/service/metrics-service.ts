@@ -5,6 +5,7 @@
  * the settings table; the scrape token is a secret file, DATA/secrets/metrics-token.
  * A change of them is recorded in the audit log, like every configuration change.
  */
+import os from 'node:os';
 import path from 'node:path';
 import {
   MetricsSettingsSet,
@@ -45,8 +46,8 @@ export interface MetricsServiceOptions {
   /** ms since epoch (default Date.now); tests step it. */
   clock?: () => number;
   /**
-   * Seconds on a clock wall-clock steps do not move (default: this process's
-   * monotonic clock); see MetricsStoreOptions.monotonicSec. Tests that step `clock`
+   * Seconds on a clock wall-clock steps do not move (default: the time since boot,
+   * CLOCK_BOOTTIME); see MetricsStoreOptions.monotonicSec. Tests that step `clock`
    * as if time passed step this with it.
    */
   monotonicSec?: () => number;
@@ -72,7 +73,8 @@ export class MetricsService {
     const maxBytes = Number.isSafeInteger(stored) && stored > 0 ? stored : DEFAULT_MAX_BYTES;
     this.store = new MetricsStore(opts.db, {
       maxBytes,
-      monotonicSec: opts.monotonicSec ?? (() => performance.now() / 1000),
+      // boot time: monotonic, and unlike performance.now() it runs on through a suspend
+      monotonicSec: opts.monotonicSec ?? os.uptime,
     });
     const io = 'listControllers' in opts.io ? targetIoSource(opts.io) : opts.io;
     this.sampler = new MetricsSampler({

@@ -50,6 +50,8 @@ const IO_THREADS_LOG: Record<IoThreadsEvent['kind'], ['error' | 'warn', string]>
 export type NamespaceIoThreadsEvent = IoThreadsEvent & {
   nqn: string;
   nsid: number;
+  /** Tells this namespace from a later one under the same nsid. */
+  nguid: string;
   location: string;
 };
 
@@ -203,7 +205,7 @@ export class TargetRuntime {
     }
     this.backends.set(`${nqn}#${spec.nsid}`, backend);
     if (backend instanceof FdBackend) {
-      const where = { nqn, nsid: spec.nsid, location: backend.location };
+      const where = { nqn, nsid: spec.nsid, nguid: spec.nguid, location: backend.location };
       backend.onIoThreads = (e) => {
         this.logIoThreads(where, e);
         this.onIoThreads?.({ ...e, ...where });
@@ -223,7 +225,7 @@ export class TargetRuntime {
   }
 
   private logIoThreads(
-    where: { nqn: string; nsid: number; location: string },
+    where: { nqn: string; nsid: number; nguid: string; location: string },
     e: IoThreadsEvent,
   ): void {
     const { kind, ...fields } = e;

@@ -12,7 +12,11 @@ import type {
   SubsystemConfig,
   TargetConfig,
 } from '../../../contract/api.js';
-import { IO_THREADS_FAILED, IO_THREADS_RESTARTED } from '../events/inputs.js';
+import {
+  IO_THREADS_FAILED,
+  IO_THREADS_RESTARTED,
+  IO_THREADS_START_FAILED,
+} from '../events/inputs.js';
 import type { Db } from '../persistence/db.js';
 import { recordEvent } from '../persistence/db.js';
 import { TargetStore, type NamespaceRow, type SubsystemRow } from '../persistence/target-store.js';
@@ -46,8 +50,6 @@ export class TargetService {
   private queue: Promise<unknown> = Promise.resolve();
   private retryTimer: NodeJS.Timeout | null = null;
   private stopped = false;
-  /** Namespaces whose new I/O threads could not start, already recorded as such. */
-  private readonly threadsStartFailed = new Set<string>();
 
   constructor(
     private readonly db: Db,
@@ -61,41 +63,39 @@ export class TargetService {
   }
 
   /**
-   * Records a failure of a namespace's I/O threads (its alert rule reads these) and
-   * their replacement. New threads that cannot start are retried ever more slowly; only
-   * the first such failure in a row is recorded (the log has every one).
+   * Records a failure of a namespace's I/O threads (its alert rule reads these), new
+   * threads that could not start (only the first time in a row: they are retried ever
+   * more slowly, and the log has every one) and their replacement.
    */
   private recordIoThreads(e: NamespaceIoThreadsEvent): void {
-    const key = `${e.nqn}#${e.nsid}`;
     const ns = `Namespace ${e.nsid} of ${e.nqn}`;
-    const data = { nqn: e.nqn, nsid: e.nsid, path: e.location };
-    const when = (ms: number) => (ms === 0 ? 'at once' : `in ${Math.round(ms / 1000)} s`);
+    const data = { nqn: e.nqn, nsid: e.nsid, nguid: e.nguid, path: e.location };
+    const after = (ms: number) => (ms === 0 ? '' : ` and ${Math.round(ms / 1000)} s more`);
+    const report =
+      'If this repeats, restart the engine service and send a diagnostics bundle (branchsan diagnostics).';
     switch (e.kind) {
       case 'failed':
-        this.threadsStartFailed.delete(key);
         this.record({
           type: IO_THREADS_FAILED,
           severity: 'error',
           message:
-            `${ns}: its storage I/O threads failed (${e.reason}). The I/O they held failed and hosts retry it; ` +
-            `new threads take over ${when(e.retryInMs)}. If this repeats, restart the engine service and send a diagnostics bundle (branchsan diagnostics).`,
+            `${ns}: its storage I/O threads failed (${e.reason}). The I/O they held fails once they have all stopped, and hosts retry it; ` +
+            `new threads take over then${after(e.retryInMs)}. ${report}`,
           data: { ...data, reason: e.reason },
         });
         break;
       case 'start-failed':
-        if (this.threadsStartFailed.has(key)) break;
-        this.threadsStartFailed.add(key);
+        if (e.attempt !== 1) break;
         this.record({
-          type: IO_THREADS_FAILED,
+          type: IO_THREADS_START_FAILED,
           severity: 'error',
           message:
             `${ns}: new storage I/O threads could not start (${e.reason}), so its I/O fails. ` +
-            `They are tried again ${when(e.retryInMs)}, then ever more slowly. Restart the engine service; if that does not help, send a diagnostics bundle (branchsan diagnostics).`,
+            `They are tried again in ${Math.round(e.retryInMs / 1000)} s, then ever more slowly. Restart the engine service; if that does not help, send a diagnostics bundle (branchsan diagnostics).`,
           data: { ...data, reason: e.reason },
         });
         break;
       case 'restarted':
-        this.threadsStartFailed.delete(key);
         this.record({
           type: IO_THREADS_RESTARTED,
           severity: 'info',

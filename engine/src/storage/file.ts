@@ -120,13 +120,13 @@ export interface FdTarget extends OpenedTarget {
 
 /**
  * What happens to a backend's I/O threads, for the log, the event log and alerts:
- * they failed (the I/O they held failed; new ones start after `retryInMs`), new ones
- * could not start (tried again after `retryInMs`), or new ones took over after
- * `downMs` without threads.
+ * they failed (the I/O they held fails once they have all stopped; new ones start
+ * `retryInMs` after that), new ones could not start (the `attempt`-th time in a row;
+ * tried again after `retryInMs`), or new ones took over after `downMs` without threads.
  */
 export type IoThreadsEvent =
   | { kind: 'failed'; reason: string; retryInMs: number }
-  | { kind: 'start-failed'; reason: string; retryInMs: number }
+  | { kind: 'start-failed'; reason: string; retryInMs: number; attempt: number }
   | { kind: 'restarted'; downMs: number; restarts: number };
 
 /** open → closing (close() called, in-flight I/O finishing) → closed. */
@@ -317,6 +317,7 @@ export class FdBackend implements BlockBackend {
   private async replacePool(failed: IoWorkerPool): Promise<void> {
     const downSince = Date.now();
     let startFailure: string | null = null;
+    let attempt = 0;
     for (;;) {
       if (Date.now() - this.restartedAt > RESTART_FORGET_MS) this.restarts = 0;
       const backoff = RESTART_BACKOFF_MS[Math.min(this.restarts, RESTART_BACKOFF_MS.length - 1)]!;
@@ -324,9 +325,10 @@ export class FdBackend implements BlockBackend {
       if (startFailure === null) {
         this.tell({ kind: 'failed', reason: failed.failure ?? 'unknown', retryInMs: backoff });
       } else {
-        this.tell({ kind: 'start-failed', reason: startFailure, retryInMs: backoff });
+        this.tell({ kind: 'start-failed', reason: startFailure, retryInMs: backoff, attempt });
       }
       await failed.close();
+      if (this.state !== 'open') return; // closed meanwhile: no wait, no new threads
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, backoff);
         timer.unref();
@@ -343,8 +345,10 @@ export class FdBackend implements BlockBackend {
           writebackErrno: failed.writebackErrno,
         });
       } catch (err) {
+        if (this.state !== 'open') return; // closed while they started: nothing to retry
         // threads that cannot start now: try again after the next back-off
         startFailure = err instanceof Error ? err.message : String(err);
+        attempt++;
         continue;
       }
       if (this.state !== 'open') return void (await next.close());

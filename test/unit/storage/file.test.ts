@@ -528,7 +528,7 @@ describe('file backend: a dying I/O thread', () => {
     await fd.pool.lanes[0]!.worker.terminate();
     for (let i = 0; i < 100 && told.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
     expect(told[0]).toEqual({ kind: 'failed', reason: 'I/O thread exited (code 1)', retryInMs: 0 });
-    expect(told[1]).toMatchObject({ kind: 'start-failed', retryInMs: 1000 });
+    expect(told[1]).toMatchObject({ kind: 'start-failed', retryInMs: 1000, attempt: 1 });
     expect((told[1] as { reason: string }).reason).toMatch(/\/proc\/self\/fd\/1000000/);
     expect((b as FdBackend).ioThreadsDown).toBe(true);
     expect((await failure(read(b, 0, 4096))).kind).toBe('unavailable');
