@@ -11,7 +11,7 @@ import tls from 'node:tls';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { formatDuration } from '../../renderer/src/format/duration.js';
-import { REPO_ROOT, tempDir } from '../helpers/engine.js';
+import { REPO_ROOT, startEngine as startEngineProcess, tempDir } from '../helpers/engine.js';
 import { launchChromium, recordProblems } from './helpers/browser.js';
 import { assertBuilt, startEngine, type ConsoleEngine } from './helpers/engine.js';
 
@@ -196,6 +196,63 @@ describe('web console in Chromium against a real engine', () => {
   });
 });
 
+describe('alerts in the web console', () => {
+  let engine: ConsoleEngine | undefined;
+  let browser: Browser | undefined;
+  let dataDir: string;
+
+  beforeAll(async () => {
+    assertBuilt();
+    fs.mkdirSync(RESULTS, { recursive: true });
+    dataDir = tempDir('branchsan-e2e-alerts-');
+    // An engine that dies: the next start raises the unexpected-restart alert.
+    const first = await startEngineProcess({ dataDir });
+    await first.stop('SIGKILL');
+    engine = await startEngine({ dataDir });
+    browser = await launchChromium();
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    await engine?.stop();
+    if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('lists the active alert with what to do, and acknowledging it closes it', async () => {
+    const context = await browser!.newContext({ viewport: VIEWPORT });
+    try {
+      const page = await context.newPage();
+      const problems = await recordProblems(page);
+      await page.goto(engine!.consoleUrl);
+      await chooseFirstPassword(page, 'alerts admin passphrase');
+      // raised by the engine's rules (every 5 s) and pushed to the open page
+      const item = page.locator('[data-testid="alert"][data-rule="engine.unclean-restart"]');
+      await item.waitFor({ timeout: 20_000 });
+      expect(await item.getByTestId('alert-severity').textContent()).toBe('Warning');
+      expect(await item.getByTestId('alert-title').textContent()).toBe(
+        'Engine restarted after an unexpected stop',
+      );
+      expect(await item.getByTestId('alert-message').textContent()).toMatch(
+        /after an unexpected stop \(crash, kill or power loss\)\. Hosts reconnect by themselves/,
+      );
+      await page.screenshot({ path: path.join(RESULTS, 'console-alerts.png'), fullPage: true });
+      await item.getByTestId('alert-ack').click();
+      // an incident closes on acknowledgement
+      await page.getByTestId('alerts-none').waitFor();
+      expect(((await page.getByTestId('alerts-count').textContent()) ?? '').trim()).toBe(
+        'none active',
+      );
+      // and stays closed when the page reads the list afresh
+      await page.reload();
+      await page.getByTestId('alerts-none').waitFor();
+      expect(problems.pageErrors).toEqual([]);
+      expect(await problems.cspViolations()).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  });
+});
+
 describe('web console over TLS in Chromium', () => {
   let engine: ConsoleEngine;
   let browser: Browser;
@@ -234,11 +291,7 @@ describe('web console over TLS in Chromium', () => {
       const page = await context.newPage();
       const problems = await recordProblems(page);
       await page.goto(engine.consoleUrl);
-      await page.locator('[data-testid="login-page"][data-mode="setup"]').waitFor();
-      await page.getByTestId('password').fill('tls admin passphrase');
-      await page.getByTestId('password-repeat').fill('tls admin passphrase');
-      await page.getByTestId('login-submit').click();
-      await page.locator('[data-testid="connection-indicator"][data-state="connected"]').waitFor();
+      await chooseFirstPassword(page, 'tls admin passphrase');
       const shown = page.getByTestId('console-fingerprint');
       await shown.waitFor();
       expect(((await shown.textContent()) ?? '').trim()).toBe(served);
@@ -253,6 +306,15 @@ describe('web console over TLS in Chromium', () => {
     }
   });
 });
+
+/** On the setup page the printed URL opened: chooses the admin password, then waits to be connected. */
+async function chooseFirstPassword(page: Page, password: string): Promise<void> {
+  await page.locator('[data-testid="login-page"][data-mode="setup"]').waitFor();
+  await page.getByTestId('password').fill(password);
+  await page.getByTestId('password-repeat').fill(password);
+  await page.getByTestId('login-submit').click();
+  await page.locator('[data-testid="connection-indicator"][data-state="connected"]').waitFor();
+}
 
 /** Inverse of formatDuration, for comparing two readings. */
 function seconds(text: string): number {

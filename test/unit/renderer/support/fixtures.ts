@@ -1,4 +1,4 @@
-import type { SystemStatus } from '../../../../contract/api.js';
+import type { Alert, SystemStatus } from '../../../../contract/api.js';
 
 export function systemStatus(overrides: Partial<SystemStatus> = {}): SystemStatus {
   return {
@@ -12,6 +12,23 @@ export function systemStatus(overrides: Partial<SystemStatus> = {}): SystemStatu
     dataDir: '/var/lib/branchsan',
     dbSchemaVersion: 3,
     cpuLatency: { mode: 'when-busy', held: false, unavailable: null },
+    ...overrides,
+  };
+}
+
+/** An active alert of the engine (an unclean restart unless overridden). */
+export function alert(overrides: Partial<Alert> = {}): Alert {
+  return {
+    id: 7,
+    rule: 'engine.unclean-restart',
+    subject: 'event 41',
+    severity: 'warning',
+    title: 'Engine restarted after an unexpected stop',
+    message: 'The storage engine restarted after an unexpected stop.',
+    raisedAt: Date.UTC(2026, 10, 27, 3, 0, 0),
+    clearedAt: null,
+    ackedAt: null,
+    ackedBy: null,
     ...overrides,
   };
 }

@@ -5,7 +5,7 @@ import { ApiError, ErrorCode } from '../../../../../contract/api.js';
 import { API_CLIENT } from '../../../../../renderer/src/api/inject.js';
 import StatusPage from '../../../../../renderer/src/pages/status/StatusPage.vue';
 import { FakeClient, flush, installFake } from '../../support/fake-client.js';
-import { systemStatus } from '../../support/fixtures.js';
+import { alert, systemStatus } from '../../support/fixtures.js';
 
 describe('StatusPage', () => {
   let client: FakeClient;
@@ -151,5 +151,62 @@ describe('StatusPage', () => {
     await flush();
     expect(text(w, 'console-tls')).toBe('none (loopback only)');
     expect(w.find('[data-testid="console-fingerprint"]').exists()).toBe(false);
+  });
+
+  it('lists the active alerts, acknowledges one, and keeps the list while the link is down', async () => {
+    const w = render();
+    client.setState('connected');
+    client.answer('system.status', systemStatus());
+    await flush();
+    client.answer('alerts.list', {
+      alerts: [
+        alert({ id: 7 }),
+        alert({
+          id: 9,
+          rule: 'volume.io-threads',
+          subject: 'nqn.2026-01.com.example:vol1/1',
+          severity: 'critical',
+          title: 'Volume vol1 (namespace 1) is down: its storage threads failed',
+          message: 'No new threads serve it yet, so its I/O fails and hosts keep retrying.',
+        }),
+      ],
+    });
+    await flush();
+    expect(text(w, 'alerts-count')).toBe('2 active');
+    const items = w.findAll('[data-testid="alert"]');
+    expect(items.map((i) => i.attributes('data-rule'))).toEqual([
+      'volume.io-threads',
+      'engine.unclean-restart',
+    ]);
+    expect(items[0]!.get('[data-testid="alert-severity"]').text()).toBe('Critical');
+    expect(items[0]!.get('[data-testid="alert-title"]').text()).toBe(
+      'Volume vol1 (namespace 1) is down: its storage threads failed',
+    );
+    expect(items[0]!.get('[data-testid="alert-message"]').text()).toContain('hosts keep retrying');
+
+    await items[1]!.get('[data-testid="alert-ack"]').trigger('click');
+    expect(client.calls.map((c) => [c.method, c.params])).toContainEqual(['alerts.ack', { id: 7 }]);
+    client.answer('alerts.ack', alert({ id: 7, ackedAt: Date.now(), ackedBy: 'admin' }));
+    await flush();
+    const acked = w.findAll('[data-testid="alert"]')[1]!;
+    expect(acked.get('[data-testid="alert-acked"]').text()).toMatch(/^· Acknowledged by admin at /);
+    expect(acked.find('[data-testid="alert-ack"]').exists()).toBe(false);
+
+    client.setState('disconnected');
+    await flush();
+    expect(w.findAll('[data-testid="alert"]')).toHaveLength(2); // last known
+    expect(
+      w
+        .findAll('[data-testid="alert"]')[0]!
+        .get('[data-testid="alert-ack"]')
+        .attributes('disabled'),
+    ).toBeDefined();
+
+    client.setState('connected');
+    client.answer('system.status', systemStatus());
+    client.answer('alerts.list', { alerts: [] });
+    await flush();
+    expect(text(w, 'alerts-none')).toBe('No active alerts: nothing on this node needs attention.');
+    expect(text(w, 'alerts-count')).toBe('none active');
   });
 });

@@ -1,0 +1,145 @@
+// @vitest-environment happy-dom
+import { beforeEach, describe, expect, it } from 'vitest';
+import { ApiError, ErrorCode } from '../../../../contract/api.js';
+import { useAlertsStore } from '../../../../renderer/src/stores/alerts.js';
+import { FakeClient, flush, installFake } from '../support/fake-client.js';
+import { alert } from '../support/fixtures.js';
+
+describe('useAlertsStore', () => {
+  let client: FakeClient;
+
+  beforeEach(() => {
+    client = new FakeClient('connecting');
+    installFake(client);
+  });
+
+  const ids = (s: ReturnType<typeof useAlertsStore>) => s.active.map((a) => a.id);
+
+  it('lists the active alerts once the link is up, most severe and then newest first', async () => {
+    const store = useAlertsStore();
+    expect(client.calls).toHaveLength(0);
+    client.setState('connected');
+    expect(client.calls.map((c) => [c.method, c.params])).toEqual([
+      ['alerts.list', { active: true, limit: 200 }],
+    ]);
+    client.answer('alerts.list', {
+      alerts: [
+        alert({ id: 1, subject: 'a', severity: 'warning', raisedAt: 1000 }),
+        alert({ id: 2, subject: 'b', severity: 'critical', raisedAt: 500 }),
+        alert({ id: 3, subject: 'c', severity: 'warning', raisedAt: 2000 }),
+      ],
+    });
+    await flush();
+    expect(store.loaded).toBe(true);
+    expect(ids(store)).toEqual([2, 3, 1]);
+    expect(store.truncated).toBe(false);
+  });
+
+  it('follows raised, acknowledged and cleared alerts as the engine pushes them', async () => {
+    const store = useAlertsStore();
+    client.setState('connected');
+    client.answer('alerts.list', { alerts: [] });
+    await flush();
+    client.emit('alert.raised', alert({ id: 5 }));
+    expect(ids(store)).toEqual([5]);
+    client.emit('alert.acknowledged', alert({ id: 5, ackedAt: 9000, ackedBy: 'admin' }));
+    expect(store.active[0]!.ackedBy).toBe('admin');
+    client.emit('alert.cleared', alert({ id: 5, clearedAt: 9500 }));
+    expect(ids(store)).toEqual([]);
+  });
+
+  it('a severity change replaces the alert, whichever of its two events comes first', async () => {
+    const store = useAlertsStore();
+    client.setState('connected');
+    client.answer('alerts.list', { alerts: [alert({ id: 10, severity: 'error' })] });
+    await flush();
+    // the engine's order: the old one cleared as superseded, then the new one raised
+    client.emit('alert.cleared', alert({ id: 10, severity: 'error', clearedAt: 1 }));
+    client.emit('alert.raised', alert({ id: 11, severity: 'critical' }));
+    expect(store.active.map((a) => [a.id, a.severity])).toEqual([[11, 'critical']]);
+    // and the other order: a late clear of the old one leaves the new one alone
+    client.emit('alert.raised', alert({ id: 12, severity: 'error' }));
+    client.emit('alert.cleared', alert({ id: 11, severity: 'critical', clearedAt: 2 }));
+    expect(store.active.map((a) => [a.id, a.severity])).toEqual([[12, 'error']]);
+  });
+
+  it('an alert delivered before it could be stored (id 0) is cleared by the stored one', async () => {
+    const store = useAlertsStore();
+    client.setState('connected');
+    client.answer('alerts.list', { alerts: [] });
+    await flush();
+    client.emit('alert.raised', alert({ id: 0, rule: 'capacity', subject: '/var/lib/branchsan' }));
+    expect(ids(store)).toEqual([0]);
+    await store.acknowledge(store.active[0]!); // cannot be acknowledged yet: no call
+    expect(client.calls).toHaveLength(0);
+    client.emit(
+      'alert.cleared',
+      alert({ id: 31, rule: 'capacity', subject: '/var/lib/branchsan', clearedAt: 5 }),
+    );
+    expect(ids(store)).toEqual([]);
+  });
+
+  it('keeps what was pushed while the list was being fetched', async () => {
+    const store = useAlertsStore();
+    client.setState('connected');
+    client.emit('alert.raised', alert({ id: 21, subject: 'new' }));
+    client.emit('alert.cleared', alert({ id: 20, subject: 'old', clearedAt: 3 }));
+    // the answer was read before those events: it still has 20 and lacks 21
+    client.answer('alerts.list', { alerts: [alert({ id: 20, subject: 'old' })] });
+    await flush();
+    expect(ids(store)).toEqual([21]);
+  });
+
+  it('acknowledges through the engine, and says why when it refuses', async () => {
+    const store = useAlertsStore();
+    client.setState('connected');
+    client.answer('alerts.list', { alerts: [alert({ id: 7 })] });
+    await flush();
+    const a = store.active[0]!;
+    const first = store.acknowledge(a);
+    expect(store.acking.has(`${a.rule}\u0000${a.subject}`)).toBe(true);
+    void store.acknowledge(a); // a second click while the first is in flight: no second call
+    expect(client.calls.map((c) => [c.method, c.params])).toEqual([['alerts.ack', { id: 7 }]]);
+    client.fail(
+      'alerts.ack',
+      new ApiError(ErrorCode.Unavailable, 'The database is read-only.', {
+        hint: 'Check the data disk.',
+      }),
+    );
+    await first;
+    const key = `${a.rule}\u0000${a.subject}`;
+    expect(store.ackErrors.get(key)).toEqual({
+      message: 'The database is read-only.',
+      hint: 'Check the data disk.',
+    });
+    expect(store.active[0]!.ackedAt).toBeNull();
+
+    const again = store.acknowledge(a);
+    client.answer('alerts.ack', alert({ id: 7, ackedAt: 42, ackedBy: 'admin' }));
+    await again;
+    expect(store.ackErrors.has(key)).toBe(false);
+    expect(store.active[0]!.ackedBy).toBe('admin');
+    // an incident closes on acknowledgement: the engine answers it cleared
+    const incident = alert({ id: 8, subject: 'event 42' });
+    client.emit('alert.raised', incident);
+    const closing = store.acknowledge(incident);
+    client.answer('alerts.ack', { ...incident, ackedAt: 50, ackedBy: 'admin', clearedAt: 50 });
+    await closing;
+    expect(ids(store)).toEqual([7]);
+  });
+
+  it('says why the list could not be read, and reads it again after a reconnect', async () => {
+    const store = useAlertsStore();
+    client.setState('connected');
+    client.fail('alerts.list', new ApiError(ErrorCode.Internal, 'The database could not be read.'));
+    await flush();
+    expect(store.error?.message).toBe('The database could not be read.');
+    expect(store.loaded).toBe(false);
+    client.setState('disconnected');
+    client.setState('connected');
+    client.answer('alerts.list', { alerts: [alert({ id: 3 })] });
+    await flush();
+    expect(store.error).toBeNull();
+    expect(ids(store)).toEqual([3]);
+  });
+});
