@@ -281,6 +281,11 @@ export const events = {
   'alert.raised': Alert,
   'alert.cleared': Alert,
   'alert.acknowledged': Alert,
+  /**
+   * An alert first pushed with id 0 (raised while the database refused writes) is now
+   * stored under this id: the same alert, not a new one (no notification goes out).
+   */
+  'alert.stored': Alert,
 } as const;
 
 export type EventName = keyof typeof events;

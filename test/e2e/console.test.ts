@@ -11,11 +11,13 @@ import tls from 'node:tls';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { formatDuration } from '../../renderer/src/format/duration.js';
+import { connectSocket } from '../helpers/api.js';
 import { REPO_ROOT, startEngine as startEngineProcess, tempDir } from '../helpers/engine.js';
 import { launchChromium, recordProblems } from './helpers/browser.js';
 import { assertBuilt, startEngine, type ConsoleEngine } from './helpers/engine.js';
 
 const RESULTS = path.join(REPO_ROOT, 'test-results');
+const LIVE_NQN = 'nqn.2026-11.io.branchsan.test:live';
 const VIEWPORT = { width: 1280, height: 800 };
 
 describe('web console in Chromium against a real engine', () => {
@@ -218,7 +220,7 @@ describe('alerts in the web console', () => {
     if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
   });
 
-  it('lists the active alert with what to do, and acknowledging it closes it', async () => {
+  it('lists the active alert with what to do, acknowledging it closes it, and new ones come and go live', async () => {
     const context = await browser!.newContext({ viewport: VIEWPORT });
     try {
       const page = await context.newPage();
@@ -245,6 +247,31 @@ describe('alerts in the web console', () => {
       // and stays closed when the page reads the list afresh
       await page.reload();
       await page.getByTestId('alerts-none').waitFor();
+
+      // Live, without a reload: a served file moved away raises a critical alert, and
+      // putting it back clears it (the engine's rules run every 5 s).
+      const api = await connectSocket(engine!.socketPath);
+      const file = path.join(dataDir, '..', `alerts-e2e-${process.pid}.img`);
+      try {
+        await api.call('target.subsystem.create', { nqn: LIVE_NQN, allowAnyHost: true });
+        await api.call('target.namespace.add', {
+          nqn: LIVE_NQN,
+          backend: { kind: 'file', path: file, createSizeBytes: 1 << 20 },
+        });
+        fs.renameSync(file, `${file}.moved`);
+        const moved = page.locator('[data-testid="alert"][data-rule="volume.backing-file"]');
+        await moved.waitFor({ timeout: 20_000 });
+        expect(await moved.getByTestId('alert-severity').textContent()).toBe('Critical');
+        expect(await moved.getByTestId('alert-message').textContent()).toContain(
+          `Move the file back to ${file}`,
+        );
+        fs.renameSync(`${file}.moved`, file);
+        await page.getByTestId('alerts-none').waitFor({ timeout: 20_000 });
+      } finally {
+        await api.call('target.subsystem.delete', { nqn: LIVE_NQN }).catch(() => undefined);
+        api.close();
+        for (const f of [file, `${file}.moved`]) fs.rmSync(f, { force: true });
+      }
       expect(problems.pageErrors).toEqual([]);
       expect(await problems.cspViolations()).toEqual([]);
     } finally {

@@ -21,6 +21,8 @@ export interface AlertListener {
   raised(a: Alert): void;
   cleared(a: Alert): void;
   acknowledged(a: Alert): void;
+  /** An alert delivered unstored (id 0) is now stored as `a`; it is not delivered again. */
+  stored?(a: Alert): void;
 }
 
 /** A raise delivered while the database refused it, waiting to be stored. */
@@ -169,6 +171,11 @@ export class AlertEngine {
     return acked;
   }
 
+  /** Alerts delivered while the database refused them (id 0), not yet stored: active ones. */
+  unstoredAlerts(): Alert[] {
+    return [...this.unstored.values()].map((p) => p.alert);
+  }
+
   /**
    * Stores and delivers a raise. When the database refuses it for want of space (or
    * `blocked`, the old alert of the subject could not be closed), it is delivered
@@ -215,6 +222,7 @@ export class AlertEngine {
       whereStorageAllows(this.log, what, () => recordEvent(this.db, ev, { notify: false }), {
         alertId: a.id,
       });
+      this.listener.stored?.(a); // consoles swap their id-0 copy for it
       return undefined;
     }
     // the alert is stored but its event may not fit: it is delivered all the same

@@ -68,6 +68,7 @@ export class EventsService {
         raised: (a) => o.publish('alert.raised', a),
         cleared: (a) => o.publish('alert.cleared', a),
         acknowledged: (a) => o.publish('alert.acknowledged', a),
+        stored: (a) => o.publish('alert.stored', a),
       },
       o.log,
     );
@@ -120,8 +121,13 @@ export class EventsService {
     return this.events.list(q);
   }
 
+  /**
+   * Newest first; active alerts the database could not store yet (id 0) come first, so
+   * a console that reads the list while the data disk is full still shows them.
+   */
   listAlerts(active: boolean | undefined, limit: number): Alert[] {
-    return this.alerts.store.list(active, limit);
+    const unstored = active === false ? [] : this.alerts.unstoredAlerts();
+    return [...unstored, ...this.alerts.store.list(active, limit)].slice(0, limit);
   }
 
   acknowledge(id: number, actor: string): Alert {

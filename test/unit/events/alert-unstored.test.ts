@@ -78,6 +78,7 @@ describe('alerts on a full database', () => {
       raised: (alert) => pushed.push({ kind: 'raised', alert }),
       cleared: (alert) => pushed.push({ kind: 'cleared', alert }),
       acknowledged: (alert) => pushed.push({ kind: 'acked', alert }),
+      stored: (alert) => pushed.push({ kind: 'stored', alert }),
     });
     fillUp(db);
   });
@@ -120,7 +121,11 @@ describe('alerts on a full database', () => {
       'Always holds. Nothing to do.',
     ]);
     for (let i = 0; i < 3; i++) e.evaluate(fsUse(100), (t += 5_000));
-    expect(pushed).toHaveLength(2);
+    // consoles are told the id their id-0 copy now has; no raise is pushed again
+    expect(pushed.slice(2).map((p) => [p.kind, p.alert.rule, p.alert.id])).toEqual([
+      ['stored', 'capacity', active[0]!.id],
+      ['stored', 'test.always', active[1]!.id],
+    ]);
     expect(recorded).toHaveLength(2);
 
     // from here it is an ordinary stored alert
@@ -146,12 +151,14 @@ describe('alerts on a full database', () => {
       'raised capacity',
       'raised test.always',
       'cleared capacity',
+      'stored test.always',
     ]);
   });
 });
 
 describe('the events service on a full database', () => {
   it('writes the capacity alert to syslog once over many rounds', async () => {
+    const published: [string, Alert][] = [];
     const dir = tempDir();
     const { db } = openDatabase(path.join(dir, 'branchsan.db'));
     cleanups.push(() => db.close());
@@ -160,7 +167,9 @@ describe('the events service on a full database', () => {
       db,
       nodeId: 'node-1',
       version: '9.9.9',
-      publish: () => undefined,
+      publish: (name, data) => {
+        if (name.startsWith('alert.')) published.push([name, data as Alert]);
+      },
       secrets: {
         read: (n) => readSecret(dir, n),
         write: (n, v) => writeSecret(dir, n, v),
@@ -189,9 +198,17 @@ describe('the events service on a full database', () => {
         /^<\d+>\[alert\.raised\] The filesystem holding the data directory \/data is 100 % full/,
       ),
     ]);
-    expect(service.listAlerts(true, 10).filter((a) => a.rule !== '')).toEqual([]);
+    // listed all the same, so a console that reads the list now still shows it
+    expect(service.listAlerts(true, 10).filter((a) => a.rule !== '')).toMatchObject([
+      { id: 0, rule: 'capacity', severity: 'critical' },
+    ]);
+    expect(service.listAlerts(false, 10).filter((a) => a.rule !== '')).toEqual([]);
     freeUp(db);
     await service.evaluate();
+    expect(published.map(([name, a]) => [name, a.id])).toEqual([
+      ['alert.raised', 0],
+      ['alert.stored', service.listAlerts(true, 10)[0]!.id],
+    ]);
     expect(service.listAlerts(true, 10).filter((a) => a.rule !== '')).toMatchObject([
       { rule: 'capacity', severity: 'critical' },
     ]);

@@ -20,7 +20,7 @@ describe('useAlertsStore', () => {
     expect(client.calls).toHaveLength(0);
     client.setState('connected');
     expect(client.calls.map((c) => [c.method, c.params])).toEqual([
-      ['alerts.list', { active: true, limit: 200 }],
+      ['alerts.list', { active: true, limit: 1000 }],
     ]);
     client.answer('alerts.list', {
       alerts: [
@@ -63,20 +63,51 @@ describe('useAlertsStore', () => {
     expect(store.active.map((a) => [a.id, a.severity])).toEqual([[12, 'error']]);
   });
 
-  it('an alert delivered before it could be stored (id 0) is cleared by the stored one', async () => {
+  it('an alert delivered before it could be stored (id 0) takes its id once stored', async () => {
+    const store = useAlertsStore();
+    client.setState('connected');
+    const disk = { rule: 'capacity', subject: '/var/lib/branchsan' };
+    // a stored warning, then (disk full) its critical successor, delivered unstored
+    client.answer('alerts.list', { alerts: [alert({ id: 1, ...disk, severity: 'warning' })] });
+    await flush();
+    client.emit('alert.raised', alert({ id: 0, ...disk, severity: 'critical' }));
+    expect(store.active.map((a) => [a.id, a.severity])).toEqual([[0, 'critical']]);
+    await store.acknowledge(store.active[0]!); // cannot be acknowledged yet: no call
+    expect(client.calls).toHaveLength(0);
+    // space is back: the warning's clear comes late, then the critical one is stored
+    client.emit('alert.cleared', alert({ id: 1, ...disk, severity: 'warning', clearedAt: 5 }));
+    expect(store.active.map((a) => [a.id, a.severity])).toEqual([[0, 'critical']]);
+    client.emit('alert.stored', alert({ id: 2, ...disk, severity: 'critical' }));
+    expect(store.active.map((a) => [a.id, a.severity])).toEqual([[2, 'critical']]);
+    client.emit('alert.cleared', alert({ id: 2, ...disk, severity: 'critical', clearedAt: 9 }));
+    expect(ids(store)).toEqual([]);
+  });
+
+  it('an unstored alert that ends before it is stored goes with its own clear', async () => {
     const store = useAlertsStore();
     client.setState('connected');
     client.answer('alerts.list', { alerts: [] });
     await flush();
-    client.emit('alert.raised', alert({ id: 0, rule: 'capacity', subject: '/var/lib/branchsan' }));
-    expect(ids(store)).toEqual([0]);
-    await store.acknowledge(store.active[0]!); // cannot be acknowledged yet: no call
-    expect(client.calls).toHaveLength(0);
+    client.emit('alert.raised', alert({ id: 0, rule: 'capacity', subject: '/data' }));
     client.emit(
       'alert.cleared',
-      alert({ id: 31, rule: 'capacity', subject: '/var/lib/branchsan', clearedAt: 5 }),
+      alert({ id: 0, rule: 'capacity', subject: '/data', clearedAt: 3 }),
     );
     expect(ids(store)).toEqual([]);
+  });
+
+  it('a list read while the disk is full keeps the newest alert of a pair: the unstored one', async () => {
+    const store = useAlertsStore();
+    client.setState('connected');
+    const disk = { rule: 'capacity', subject: '/data' };
+    client.answer('alerts.list', {
+      alerts: [
+        alert({ id: 0, ...disk, severity: 'critical' }),
+        alert({ id: 4, ...disk, severity: 'warning' }), // its clear could not be stored
+      ],
+    });
+    await flush();
+    expect(store.active.map((a) => [a.id, a.severity])).toEqual([[0, 'critical']]);
   });
 
   it('keeps what was pushed while the list was being fetched', async () => {
@@ -97,7 +128,7 @@ describe('useAlertsStore', () => {
     await flush();
     const a = store.active[0]!;
     const first = store.acknowledge(a);
-    expect(store.acking.has(`${a.rule}\u0000${a.subject}`)).toBe(true);
+    expect(store.acking.has(7)).toBe(true);
     void store.acknowledge(a); // a second click while the first is in flight: no second call
     expect(client.calls.map((c) => [c.method, c.params])).toEqual([['alerts.ack', { id: 7 }]]);
     client.fail(
@@ -107,8 +138,7 @@ describe('useAlertsStore', () => {
       }),
     );
     await first;
-    const key = `${a.rule}\u0000${a.subject}`;
-    expect(store.ackErrors.get(key)).toEqual({
+    expect(store.ackErrors.get(7)).toEqual({
       message: 'The database is read-only.',
       hint: 'Check the data disk.',
     });
@@ -117,7 +147,7 @@ describe('useAlertsStore', () => {
     const again = store.acknowledge(a);
     client.answer('alerts.ack', alert({ id: 7, ackedAt: 42, ackedBy: 'admin' }));
     await again;
-    expect(store.ackErrors.has(key)).toBe(false);
+    expect(store.ackErrors.has(7)).toBe(false);
     expect(store.active[0]!.ackedBy).toBe('admin');
     // an incident closes on acknowledgement: the engine answers it cleared
     const incident = alert({ id: 8, subject: 'event 42' });
@@ -141,5 +171,28 @@ describe('useAlertsStore', () => {
     await flush();
     expect(store.error).toBeNull();
     expect(ids(store)).toEqual([3]);
+  });
+
+  it('forgets an acknowledgement error when the list is read again, and a list lost with the link is no error', async () => {
+    const store = useAlertsStore();
+    client.setState('connected');
+    client.answer('alerts.list', { alerts: [alert({ id: 7 })] });
+    await flush();
+    const acking = store.acknowledge(store.active[0]!);
+    client.fail('alerts.ack', new Error('The connection to the engine was lost.'));
+    await acking;
+    expect(store.ackErrors.has(7)).toBe(true);
+    // the link drops while the next list is asked for: the page already says so
+    client.setState('disconnected');
+    client.setState('connected');
+    client.setState('disconnected');
+    client.fail('alerts.list', new Error('The connection to the engine was lost.'));
+    await flush();
+    expect(store.error).toBeNull();
+    client.setState('connected');
+    client.answer('alerts.list', { alerts: [alert({ id: 7, ackedAt: 3, ackedBy: 'admin' })] });
+    await flush();
+    expect(store.ackErrors.size).toBe(0); // the ack had reached the engine after all
+    expect(store.active[0]!.ackedBy).toBe('admin');
   });
 });

@@ -108,8 +108,14 @@ describe('StatusPage', () => {
     expect(panel).toContain('The database could not be read.');
     expect(panel).toContain('Check free disk space on the data directory.');
 
+    // the alerts are read even though the status could not be
+    expect(w.find('[data-testid="alerts"]').exists()).toBe(true);
     await w.get('[data-testid="status-error"] button').trigger('click');
-    expect(client.calls.map((c) => c.method)).toEqual(['system.console', 'system.status']);
+    expect(client.calls.map((c) => c.method)).toEqual([
+      'system.console',
+      'alerts.list',
+      'system.status',
+    ]);
     client.answer('system.status', systemStatus());
     await flush();
     expect(w.find('[data-testid="status-error"]').exists()).toBe(false);
