@@ -153,12 +153,16 @@ export class AlertEngine {
     if (!before) return undefined;
     const acked = this.store.ack(id, by, now)!;
     if (before.ackedAt === null) {
-      recordEvent(this.db, {
+      const ev = {
         type: 'alert.acknowledged',
-        severity: 'info',
+        severity: 'info' as const,
         message: `Alert acknowledged by ${by}: ${acked.title}.`,
         data: { alertId: id, rule: acked.rule, subject: acked.subject, by },
-      });
+      };
+      // acknowledged now: an event that does not fit is announced, and the ack told, all the same
+      const what = 'add the event of an acknowledgement to the event log';
+      if (!whereStorageAllows(this.log, what, () => recordEvent(this.db, ev), { alertId: id }))
+        announceUnstoredEvent(this.db, ev);
       this.listener.acknowledged(acked);
     }
     const rule = this.rules.find((r) => r.id === acked.rule);
@@ -235,7 +239,11 @@ export class AlertEngine {
   private clear(a: Alert, now: number, why: ClearReason): Alert | undefined {
     const done = this.store.clear(a.id, now);
     if (!done) return undefined;
-    recordEvent(this.db, clearedEvent(a, why));
+    // the alert is closed now: its event may not fit, but the end is delivered all the same
+    const ev = clearedEvent(a, why);
+    const what = 'add the event of a cleared alert to the event log';
+    if (!whereStorageAllows(this.log, what, () => recordEvent(this.db, ev), { alertId: a.id }))
+      announceUnstoredEvent(this.db, ev);
     this.listener.cleared(done);
     return done;
   }

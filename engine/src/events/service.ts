@@ -13,7 +13,7 @@ import type {
   SettingsSetParams,
 } from '../../../contract/events.js';
 import { onEventRecorded, recordEvent, type Db } from '../persistence/db.js';
-import { UserError } from '../util/errors.js';
+import { storageProblem, UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { AlertEngine } from './alert-engine.js';
 import type { QueueOptions } from './delivery/queue.js';
@@ -130,11 +130,27 @@ export class EventsService {
     return [...unstored, ...this.alerts.store.list(active, limit)].slice(0, limit);
   }
 
+  /**
+   * The audit row goes first: when the data disk cannot take it, nothing is acknowledged
+   * and the error says so (before, the alert was acknowledged and the call still failed).
+   */
   acknowledge(id: number, actor: string): Alert {
+    const missing = () =>
+      new UserError(`There is no alert ${id}.`, 'Refresh the alert list.', 'not-found', 'id');
+    if (!this.alerts.store.get(id)) throw missing();
+    try {
+      this.audit(actor, 'alerts.ack', { id });
+    } catch (err) {
+      const why = storageProblem(err);
+      if (!why) throw err;
+      throw new UserError(
+        `The alert was not acknowledged: ${why}, so the engine cannot record who acknowledged it.`,
+        "Free space on the data directory's filesystem (or make it writable), then acknowledge it again.",
+        'unavailable',
+      );
+    }
     const a = this.alerts.acknowledge(id, actor, this.now());
-    if (!a)
-      throw new UserError(`There is no alert ${id}.`, 'Refresh the alert list.', 'not-found', 'id');
-    this.audit(actor, 'alerts.ack', { id });
+    if (!a) throw missing();
     return a;
   }
 

@@ -10,7 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Alert } from '../../../contract/events.js';
 import { AlertEngine } from '../../../engine/src/events/alert-engine.js';
 import { Notifier } from '../../../engine/src/events/notifier.js';
-import { EventsService } from '../../../engine/src/events/service.js';
+import { EventsService, type EventsServiceOptions } from '../../../engine/src/events/service.js';
 import { SettingsStore } from '../../../engine/src/events/settings.js';
 import {
   DEFAULT_THRESHOLDS,
@@ -56,6 +56,31 @@ const fillUp = (db: Db) =>
     "INSERT INTO alerts (rule, subject, severity, title, message, raised_at, cleared_at) VALUES ('', '', 'info', '', '', 0, 0)",
   ]);
 const freeUp = freeDatabase;
+
+/** An events service with the capacity rule alone, its data directory `usedPct` full. */
+function capacityService(
+  db: Db,
+  dir: string,
+  usedPct: number,
+  o: Partial<EventsServiceOptions> & Pick<EventsServiceOptions, 'publish'>,
+): EventsService {
+  const service = new EventsService({
+    db,
+    nodeId: 'node-1',
+    version: '9.9.9',
+    secrets: {
+      read: (n) => readSecret(dir, n),
+      write: (n, v) => writeSecret(dir, n, v),
+      remove: (n) => deleteSecret(dir, n),
+    },
+    collect: async () => fsUse(usedPct),
+    log: createLogger({ sink: { write: () => undefined } }),
+    rules: [capacityRule()],
+    ...o,
+  });
+  cleanups.push(() => service.stop());
+  return service;
+}
 
 const storedRaised = (db: Db) =>
   db.prepare("SELECT message, data FROM events WHERE type = 'alert.raised'").all() as {
@@ -133,6 +158,36 @@ describe('alerts on a full database', () => {
     expect(cleared.map((a) => a.id)).toEqual([active[0]!.id]);
   });
 
+  it('a stored alert that ends while its event cannot be written is still told cleared', () => {
+    const { db } = openDatabase(':memory:');
+    const told: string[] = [];
+    const rec: RecordedEvent[] = [];
+    const off = onEventRecorded(db, (ev) => rec.push(ev));
+    try {
+      const capacity = new AlertEngine(db, [capacityRule()], () => DEFAULT_THRESHOLDS, {
+        raised: (a) => told.push(`raised ${a.id}`),
+        cleared: (a) => told.push(`cleared ${a.id}`),
+        acknowledged: () => undefined,
+      });
+      capacity.evaluate(fsUse(85), 1_000);
+      const [raised] = capacity.store.active();
+      // room for closing the alert's row, none for a new event
+      fillDatabase(db, [
+        "INSERT INTO events (ts, severity, type, message) VALUES (0, 'info', '', '')",
+      ]);
+      const { cleared } = capacity.evaluate(fsUse(10), 2_000);
+      // Before: the alert was closed in the database but nobody was told, and the next
+      // round no longer saw it: a console showed it until it reloaded.
+      expect(cleared.map((a) => a.id)).toEqual([raised!.id]);
+      expect(told).toEqual([`raised ${raised!.id}`, `cleared ${raised!.id}`]);
+      expect(capacity.store.active()).toEqual([]);
+      expect(rec.at(-1)).toMatchObject({ type: 'alert.cleared', id: 0 }); // delivered unstored
+    } finally {
+      off();
+      db.close();
+    }
+  });
+
   it('drops a raise whose condition ended before it could be stored, telling it resolved', () => {
     e.evaluate(fsUse(100), 1_000);
     e.evaluate(fsUse(100), 6_000);
@@ -163,25 +218,13 @@ describe('the events service on a full database', () => {
     const { db } = openDatabase(path.join(dir, 'branchsan.db'));
     cleanups.push(() => db.close());
     const { command: fake, file: syslogOut } = fakeLogger(dir);
-    const service = new EventsService({
-      db,
-      nodeId: 'node-1',
-      version: '9.9.9',
+    const service = capacityService(db, dir, 100, {
       publish: (name, data) => {
         if (name.startsWith('alert.')) published.push([name, data as Alert]);
       },
-      secrets: {
-        read: (n) => readSecret(dir, n),
-        write: (n, v) => writeSecret(dir, n, v),
-        remove: (n) => deleteSecret(dir, n),
-      },
-      collect: async () => fsUse(100),
-      log: createLogger({ sink: { write: () => undefined } }),
-      rules: [capacityRule()],
       intervalMs: 3_600_000,
       syslogCommand: [fake],
     });
-    cleanups.push(() => service.stop());
     service.start();
     fillUp(db); // after start: its retention pass would delete the padding
 
@@ -218,6 +261,32 @@ describe('the events service on a full database', () => {
         .split('\n')
         .filter((l) => l.includes('[alert.raised]')),
     ).toHaveLength(1);
+  });
+});
+
+describe('acknowledging on a full database', () => {
+  it('refuses with what to do and changes nothing; once there is room it acknowledges', () => {
+    const dir = tempDir();
+    const { db } = openDatabase(path.join(dir, 'branchsan.db'));
+    cleanups.push(() => db.close());
+    const pushed: string[] = [];
+    const service = capacityService(db, dir, 85, { publish: (name) => void pushed.push(name) });
+    service.alerts.evaluate(fsUse(85), 1_000);
+    const [a] = service.listAlerts(true, 10);
+    fillDatabase(db, [
+      "INSERT INTO events (ts, severity, type, message) VALUES (0, 'info', '', '')",
+      "INSERT INTO audit (ts, actor, action, details) VALUES (0, '', '', '')",
+    ]);
+    pushed.length = 0;
+    // Before: the alert was acknowledged, the call failed all the same, and nobody was told.
+    expect(() => service.acknowledge(a!.id, 'admin')).toThrow(
+      'The alert was not acknowledged: the data directory is full, so the engine cannot record who acknowledged it.',
+    );
+    expect(service.listAlerts(true, 10)[0]!.ackedAt).toBeNull();
+    expect(pushed).toEqual([]);
+    freeDatabase(db);
+    expect(service.acknowledge(a!.id, 'admin').ackedBy).toBe('admin');
+    expect(pushed).toContain('alert.acknowledged');
   });
 });
 
