@@ -159,10 +159,7 @@ export class AlertEngine {
         message: `Alert acknowledged by ${by}: ${acked.title}.`,
         data: { alertId: id, rule: acked.rule, subject: acked.subject, by },
       };
-      // acknowledged now: an event that does not fit is announced, and the ack told, all the same
-      const what = 'add the event of an acknowledgement to the event log';
-      if (!whereStorageAllows(this.log, what, () => recordEvent(this.db, ev), { alertId: id }))
-        announceUnstoredEvent(this.db, ev);
+      this.recordOrAnnounce(ev, 'an acknowledgement', id); // acknowledged now: told all the same
       this.listener.acknowledged(acked);
     }
     const rule = this.rules.find((r) => r.id === acked.rule);
@@ -220,30 +217,39 @@ export class AlertEngine {
     }
     this.unstored.delete(key);
     const ev = raisedEvent(a, c);
-    const what = 'add the event of a stored alert to the event log';
     if (pending) {
       // delivered while the database refused it: only the event log catches up now
+      const what = 'add the event of a stored alert to the event log';
       whereStorageAllows(this.log, what, () => recordEvent(this.db, ev, { notify: false }), {
         alertId: a.id,
       });
       this.listener.stored?.(a); // consoles swap their id-0 copy for it
       return undefined;
     }
-    // the alert is stored but its event may not fit: it is delivered all the same
-    if (!whereStorageAllows(this.log, what, () => recordEvent(this.db, ev), { alertId: a.id }))
-      announceUnstoredEvent(this.db, ev);
+    this.recordOrAnnounce(ev, 'a stored alert', a.id); // stored: delivered all the same
     this.listener.raised(a);
     return a;
+  }
+
+  /**
+   * Records the event of something already stored (`of`: what, for the log line); when
+   * the data directory refuses the event, it is announced unstored instead (delivered,
+   * marked as not in the event log), so the change still reaches people and consoles.
+   */
+  private recordOrAnnounce(
+    ev: Parameters<typeof announceUnstoredEvent>[1],
+    of: string,
+    alertId: number,
+  ) {
+    const what = `add the event of ${of} to the event log`;
+    if (!whereStorageAllows(this.log, what, () => recordEvent(this.db, ev), { alertId }))
+      announceUnstoredEvent(this.db, ev);
   }
 
   private clear(a: Alert, now: number, why: ClearReason): Alert | undefined {
     const done = this.store.clear(a.id, now);
     if (!done) return undefined;
-    // the alert is closed now: its event may not fit, but the end is delivered all the same
-    const ev = clearedEvent(a, why);
-    const what = 'add the event of a cleared alert to the event log';
-    if (!whereStorageAllows(this.log, what, () => recordEvent(this.db, ev), { alertId: a.id }))
-      announceUnstoredEvent(this.db, ev);
+    this.recordOrAnnounce(clearedEvent(a, why), 'a cleared alert', a.id); // closed: told all the same
     this.listener.cleared(done);
     return done;
   }

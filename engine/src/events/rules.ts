@@ -533,8 +533,8 @@ export function volumeOfflineRule(): Rule {
 /**
  * A volume's storage I/O threads failed (a bug, or threads that cannot start): the
  * I/O they held failed, hosts retried it, and new threads took over. Critical while no
- * threads serve the volume (its I/O fails), an error for windowMs after the last
- * failure (the inputs' failures are those of that window), so a failure is one alert,
+ * threads serve the volume (its I/O fails), an error for an hour after the last failure
+ * (the inputs hold the failures of IO_THREADS_WINDOW_MS), so a failure is one alert,
  * re-raised with its new severity when the threads go down or come back.
  */
 export function ioThreadsRule(): Rule {
