@@ -36,7 +36,7 @@ import {
   serveAppRequest,
 } from './app-protocol.js';
 import { registerBridge } from './ipc.js';
-import { ConnectionNotifier } from './notifications.js';
+import { AlertNotifier, ConnectionNotifier } from './notifications.js';
 import { isOwnPage, isSafeExternalUrl, windowWebPreferences, withCsp } from './security.js';
 import { createTray, type AppTray } from './tray.js';
 
@@ -83,6 +83,14 @@ function ready(): void {
   link = new EngineLink({ socketPath: target.socketPath, handshake: checkApiVersion });
   registerBridge(ipcMain, link, isTrustedSender);
   for (const name of EVENT_NAMES) link.on(name, (data) => sendToWindow(IPC.event, { name, data }));
+  const alerts = new AlertNotifier();
+  link.on('alert.raised', (a) => {
+    const notice = alerts.raised(a);
+    if (!notice || !Notification.isSupported()) return;
+    const shown = new Notification(notice);
+    shown.on('click', showWindow); // the status page lists it, with what to do
+    shown.show();
+  });
   watchConnection(link, target);
   try {
     tray = createTray({ openConsole: showWindow, quit: () => app.quit() });

@@ -1,8 +1,9 @@
 /**
- * When to tell the operator that the engine connection was lost or restored.
- * Pure (tested); main shows the notices with Electron's Notification.
+ * When to tell the operator that the engine connection was lost or restored, and which
+ * raised alerts to show. Pure (tested); main shows the notices with Electron's
+ * Notification.
  */
-import type { ConnectionState } from '../../contract/api.js';
+import type { Alert, ConnectionState } from '../../contract/api.js';
 
 export interface Notice {
   title: string;
@@ -38,4 +39,31 @@ export class ConnectionNotifier {
 
 function capitalise(s: string): string {
   return s.charAt(0).toUpperCase() + s.slice(1);
+}
+
+const SEVERITY_WORD: Record<Alert['severity'], string> = {
+  info: 'Info',
+  warning: 'Warning',
+  error: 'Error',
+  critical: 'Critical',
+};
+/** Raises remembered so one raise pushed twice (a reconnect's replay) is shown once. */
+const REMEMBER = 500;
+
+/**
+ * Turns pushed `alert.raised` events into desktop notices: warning and above (info is
+ * for the event log), each raise once. An alert raised while the engine's database was
+ * full (id 0) is shown too; its later `alert.stored` is no new raise and is not listened to.
+ */
+export class AlertNotifier {
+  private readonly told: string[] = [];
+
+  raised(a: Alert): Notice | undefined {
+    if (a.severity === 'info' || a.clearedAt !== null) return undefined;
+    const key = `${a.rule}\u0000${a.subject}\u0000${a.severity}\u0000${a.raisedAt}`;
+    if (this.told.includes(key)) return undefined;
+    this.told.push(key);
+    if (this.told.length > REMEMBER) this.told.shift();
+    return { title: `${SEVERITY_WORD[a.severity]}: ${a.title}`, body: a.message };
+  }
 }

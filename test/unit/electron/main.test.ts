@@ -190,6 +190,36 @@ describe('Electron main (with a stand-in electron module)', () => {
     });
   });
 
+  it('shows a raised alert as a desktop notification that opens the window', async () => {
+    fake.notificationsSupported = true;
+    try {
+      const alert = {
+        id: 3,
+        rule: 'capacity',
+        subject: '/var/lib/branchsan',
+        severity: 'critical',
+        title: 'Filesystem of the data directory 95 % full',
+        message: 'Free space on it or grow it.',
+        raisedAt: 42,
+        clearedAt: null,
+        ackedAt: null,
+        ackedBy: null,
+      } as const;
+      engine.emit('alert.raised', { ...alert, severity: 'info', subject: 'quiet' });
+      engine.emit('alert.raised', alert);
+      await until(() => fake.notifications.length > 0, 2000, 'notification');
+      expect(fake.notifications).toEqual([
+        {
+          title: 'Critical: Filesystem of the data directory 95 % full',
+          body: 'Free space on it or grow it.',
+          events: ['click'],
+        },
+      ]);
+    } finally {
+      fake.notificationsSupported = false;
+    }
+  });
+
   it('handles a second instance by focusing, and checked the handshake', () => {
     expect(fake.appEvents.has('second-instance')).toBe(true);
     expect(engine.received[0]?.method).toBe('system.status');

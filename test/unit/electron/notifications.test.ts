@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import type { ConnectionState } from '../../../contract/api.js';
-import { ConnectionNotifier } from '../../../electron/src/notifications.js';
+import type { Alert, ConnectionState } from '../../../contract/api.js';
+import { AlertNotifier, ConnectionNotifier } from '../../../electron/src/notifications.js';
+import { threadsDownAlert } from '../renderer/support/fixtures.js';
 
 function run(states: ConnectionState[]): (string | undefined)[] {
   const n = new ConnectionNotifier();
@@ -47,5 +48,32 @@ describe('ConnectionNotifier', () => {
     expect(n.next('disconnected', 'nothing listens on /run/branchsan/engine.sock')?.body).toMatch(
       /^Nothing listens on/,
     );
+  });
+});
+
+describe('AlertNotifier', () => {
+  const alert = (o: Partial<Alert> = {}): Alert => threadsDownAlert({ raisedAt: 1_000, ...o });
+
+  it('shows a raised alert of warning and above once, with its severity and what to do', () => {
+    const n = new AlertNotifier();
+    expect(n.raised(alert())).toEqual({
+      title: 'Critical: Volume vol1 (namespace 1) is down: its storage threads failed',
+      body: 'No new threads serve it yet, so its I/O fails and hosts keep retrying.',
+    });
+    expect(n.raised(alert())).toBeUndefined(); // the same raise again (a replay)
+    // the same pair escalating, or raised again later, is news
+    expect(n.raised(alert({ severity: 'error', title: 'Storage threads failed' }))?.title).toBe(
+      'Error: Storage threads failed',
+    );
+    expect(n.raised(alert({ raisedAt: 9_000 }))?.title).toMatch(/^Critical: /);
+    // an unstored one (id 0) is shown too
+    expect(n.raised(alert({ id: 0, subject: '/data', rule: 'capacity' }))).toBeDefined();
+  });
+
+  it('keeps info alerts and already cleared ones out of the notifications', () => {
+    const n = new AlertNotifier();
+    expect(n.raised(alert({ severity: 'info' }))).toBeUndefined();
+    expect(n.raised(alert({ clearedAt: 2_000 }))).toBeUndefined();
+    expect(n.raised(alert({ severity: 'warning' }))?.title).toMatch(/^Warning: /);
   });
 });

@@ -25,6 +25,9 @@ function freshState() {
     ready: false,
     quitCalled: 0,
     sandboxed: false,
+    /** Whether the desktop shows notifications, and the ones shown. */
+    notificationsSupported: false,
+    notifications: [] as { title: unknown; body: unknown; events: string[] }[],
   };
 }
 
@@ -78,8 +81,18 @@ class Tray {
   destroy(): void {}
 }
 class Notification {
-  static isSupported = (): boolean => false;
-  show(): void {}
+  static isSupported = (): boolean => fake.notificationsSupported;
+  private readonly record: (typeof fake.notifications)[number];
+  constructor(o: { title?: unknown; body?: unknown }) {
+    this.record = { title: o.title, body: o.body, events: [] };
+  }
+  on(event: string): this {
+    this.record.events.push(event);
+    return this;
+  }
+  show(): void {
+    fake.notifications.push(this.record);
+  }
 }
 
 export { app, BrowserWindow, Tray, Notification };

@@ -32,3 +32,16 @@ export function alert(overrides: Partial<Alert> = {}): Alert {
     ...overrides,
   };
 }
+
+/** A volume whose storage threads failed and are not replaced yet (critical). */
+export function threadsDownAlert(overrides: Partial<Alert> = {}): Alert {
+  return alert({
+    id: 9,
+    rule: 'volume.io-threads',
+    subject: 'nqn.2026-01.com.example:vol1/1',
+    severity: 'critical',
+    title: 'Volume vol1 (namespace 1) is down: its storage threads failed',
+    message: 'No new threads serve it yet, so its I/O fails and hosts keep retrying.',
+    ...overrides,
+  });
+}

@@ -5,7 +5,7 @@ import { ApiError, ErrorCode } from '../../../../../contract/api.js';
 import { API_CLIENT } from '../../../../../renderer/src/api/inject.js';
 import StatusPage from '../../../../../renderer/src/pages/status/StatusPage.vue';
 import { FakeClient, flush, installFake } from '../../support/fake-client.js';
-import { alert, systemStatus } from '../../support/fixtures.js';
+import { alert, systemStatus, threadsDownAlert } from '../../support/fixtures.js';
 
 describe('StatusPage', () => {
   let client: FakeClient;
@@ -165,17 +165,7 @@ describe('StatusPage', () => {
     client.answer('system.status', systemStatus());
     await flush();
     client.answer('alerts.list', {
-      alerts: [
-        alert({ id: 7 }),
-        alert({
-          id: 9,
-          rule: 'volume.io-threads',
-          subject: 'nqn.2026-01.com.example:vol1/1',
-          severity: 'critical',
-          title: 'Volume vol1 (namespace 1) is down: its storage threads failed',
-          message: 'No new threads serve it yet, so its I/O fails and hosts keep retrying.',
-        }),
-      ],
+      alerts: [alert({ id: 7 }), threadsDownAlert()],
     });
     await flush();
     expect(text(w, 'alerts-count')).toBe('2 active');
