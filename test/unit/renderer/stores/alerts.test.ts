@@ -1,6 +1,6 @@
 // @vitest-environment happy-dom
 import { beforeEach, describe, expect, it } from 'vitest';
-import { ApiError, ErrorCode } from '../../../../contract/api.js';
+import { ApiError, ErrorCode, type Alert } from '../../../../contract/api.js';
 import { useAlertsStore } from '../../../../renderer/src/stores/alerts.js';
 import { FakeClient, flush, installFake } from '../support/fake-client.js';
 import { alert } from '../support/fixtures.js';
@@ -14,6 +14,15 @@ describe('useAlertsStore', () => {
   });
 
   const ids = (s: ReturnType<typeof useAlertsStore>) => s.active.map((a) => a.id);
+
+  /** The store once the link is up and the engine answered the first list with `answer`. */
+  async function listed(answer: { alerts: Alert[] }) {
+    const store = useAlertsStore();
+    client.setState('connected');
+    client.answer('alerts.list', answer);
+    await flush();
+    return store;
+  }
 
   it('lists the active alerts once the link is up, most severe and then newest first', async () => {
     const store = useAlertsStore();
@@ -36,10 +45,7 @@ describe('useAlertsStore', () => {
   });
 
   it('follows raised, acknowledged and cleared alerts as the engine pushes them', async () => {
-    const store = useAlertsStore();
-    client.setState('connected');
-    client.answer('alerts.list', { alerts: [] });
-    await flush();
+    const store = await listed({ alerts: [] });
     client.emit('alert.raised', alert({ id: 5 }));
     expect(ids(store)).toEqual([5]);
     client.emit('alert.acknowledged', alert({ id: 5, ackedAt: 9000, ackedBy: 'admin' }));
@@ -49,10 +55,7 @@ describe('useAlertsStore', () => {
   });
 
   it('a severity change replaces the alert, whichever of its two events comes first', async () => {
-    const store = useAlertsStore();
-    client.setState('connected');
-    client.answer('alerts.list', { alerts: [alert({ id: 10, severity: 'error' })] });
-    await flush();
+    const store = await listed({ alerts: [alert({ id: 10, severity: 'error' })] });
     // the engine's order: the old one cleared as superseded, then the new one raised
     client.emit('alert.cleared', alert({ id: 10, severity: 'error', clearedAt: 1 }));
     client.emit('alert.raised', alert({ id: 11, severity: 'critical' }));
@@ -84,10 +87,7 @@ describe('useAlertsStore', () => {
   });
 
   it('an unstored alert that ends before it is stored goes with its own clear', async () => {
-    const store = useAlertsStore();
-    client.setState('connected');
-    client.answer('alerts.list', { alerts: [] });
-    await flush();
+    const store = await listed({ alerts: [] });
     client.emit('alert.raised', alert({ id: 0, rule: 'capacity', subject: '/data' }));
     client.emit(
       'alert.cleared',
@@ -122,10 +122,7 @@ describe('useAlertsStore', () => {
   });
 
   it('acknowledges through the engine, and says why when it refuses', async () => {
-    const store = useAlertsStore();
-    client.setState('connected');
-    client.answer('alerts.list', { alerts: [alert({ id: 7 })] });
-    await flush();
+    const store = await listed({ alerts: [alert({ id: 7 })] });
     const a = store.active[0]!;
     const first = store.acknowledge(a);
     expect(store.acking.has(7)).toBe(true);
@@ -174,10 +171,7 @@ describe('useAlertsStore', () => {
   });
 
   it('forgets an acknowledgement error when the list is read again, and a list lost with the link is no error', async () => {
-    const store = useAlertsStore();
-    client.setState('connected');
-    client.answer('alerts.list', { alerts: [alert({ id: 7 })] });
-    await flush();
+    const store = await listed({ alerts: [alert({ id: 7 })] });
     const acking = store.acknowledge(store.active[0]!);
     client.fail('alerts.ack', new Error('The connection to the engine was lost.'));
     await acking;
