@@ -146,12 +146,19 @@ export class AlertEngine {
 
   /**
    * Acknowledges an alert; an incident, or a condition its rule closes on
-   * acknowledgement, is cleared by it. Undefined: no such alert.
+   * acknowledgement, is cleared by it. Undefined: no such alert. `alongside` is written
+   * in the acknowledgement's transaction (see AlertStore.ack); when either throws,
+   * nothing changed and nobody is told.
    */
-  acknowledge(id: number, by: string, now: number): Alert | undefined {
+  acknowledge(id: number, by: string, now: number, alongside?: () => void): Alert | undefined {
     const before = this.store.get(id);
     if (!before) return undefined;
-    const acked = this.store.ack(id, by, now)!;
+    let acked: Alert;
+    try {
+      acked = this.store.ack(id, by, now, alongside)!;
+    } catch (err) {
+      throw new AckNotStored(err);
+    }
     if (before.ackedAt === null) {
       const ev = {
         type: 'alert.acknowledged',
@@ -260,6 +267,14 @@ export class AlertEngine {
     const done = { ...a, clearedAt: now };
     this.listener.cleared(done);
     return done;
+  }
+}
+
+/** The acknowledgement's transaction failed (`cause` says why): nothing changed. */
+export class AckNotStored extends Error {
+  constructor(override readonly cause: unknown) {
+    super(`the acknowledgement was not stored: ${String((cause as Error)?.message ?? cause)}`);
+    this.name = 'AckNotStored';
   }
 }
 

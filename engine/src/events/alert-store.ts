@@ -103,11 +103,17 @@ export class AlertStore {
     return r.changes ? this.get(id) : undefined;
   }
 
-  /** Records who acknowledged it; a second acknowledgement keeps the first. */
-  ack(id: number, by: string, now: number): Alert | undefined {
-    this.db
-      .prepare('UPDATE alerts SET acked_at = ?, acked_by = ? WHERE id = ? AND acked_at IS NULL')
-      .run(now, by, id);
+  /**
+   * Records who acknowledged it; a second acknowledgement keeps the first. `alongside`
+   * (the audit row) is written in the same transaction: both are stored, or neither.
+   */
+  ack(id: number, by: string, now: number, alongside?: () => void): Alert | undefined {
+    this.db.transaction(() => {
+      alongside?.();
+      this.db
+        .prepare('UPDATE alerts SET acked_at = ?, acked_by = ? WHERE id = ? AND acked_at IS NULL')
+        .run(now, by, id);
+    })();
     return this.get(id);
   }
 

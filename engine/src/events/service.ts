@@ -15,7 +15,7 @@ import type {
 import { onEventRecorded, recordEvent, type Db } from '../persistence/db.js';
 import { storageProblem, UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
-import { AlertEngine } from './alert-engine.js';
+import { AckNotStored, AlertEngine } from './alert-engine.js';
 import type { QueueOptions } from './delivery/queue.js';
 import { EventStore, type EventQuery } from './event-store.js';
 import type { AlertInputs, Rule } from './rules.js';
@@ -131,25 +131,29 @@ export class EventsService {
   }
 
   /**
-   * The audit row goes first: when the data disk cannot take it, nothing is acknowledged
-   * and the error says so (before, the alert was acknowledged and the call still failed).
+   * The audit row and the acknowledgement are one transaction: when the data disk cannot
+   * take them, nothing is acknowledged and the error says so (before, the alert was
+   * acknowledged and the call still failed).
    */
   acknowledge(id: number, actor: string): Alert {
     const missing = () =>
       new UserError(`There is no alert ${id}.`, 'Refresh the alert list.', 'not-found', 'id');
     if (!this.alerts.store.get(id)) throw missing();
+    let a: Alert | undefined;
     try {
-      this.audit(actor, 'alerts.ack', { id });
+      a = this.alerts.acknowledge(id, actor, this.now(), () =>
+        this.audit(actor, 'alerts.ack', { id }),
+      );
     } catch (err) {
-      const why = storageProblem(err);
-      if (!why) throw err;
+      if (!(err instanceof AckNotStored)) throw err; // acknowledged; a later step failed
+      const why = storageProblem(err.cause);
+      if (!why) throw err.cause;
       throw new UserError(
         `The alert was not acknowledged: ${why}, so the engine cannot record who acknowledged it.`,
         "Free space on the data directory's filesystem (or make it writable), then acknowledge it again.",
         'unavailable',
       );
     }
-    const a = this.alerts.acknowledge(id, actor, this.now());
     if (!a) throw missing();
     return a;
   }

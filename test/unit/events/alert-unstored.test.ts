@@ -290,6 +290,34 @@ describe('acknowledging on a full database', () => {
   });
 });
 
+describe('an acknowledgement and its audit row', () => {
+  it('are stored together or not at all', () => {
+    const dir = tempDir();
+    const { db } = openDatabase(path.join(dir, 'branchsan.db'));
+    cleanups.push(() => db.close());
+    const pushed: string[] = [];
+    const service = capacityService(db, dir, 85, { publish: (name) => void pushed.push(name) });
+    service.alerts.evaluate(fsUse(85), 1_000);
+    const [a] = service.listAlerts(true, 10);
+    const ackAudits = () =>
+      db.prepare("SELECT count(*) AS n FROM audit WHERE action = 'alerts.ack'").get() as {
+        n: number;
+      };
+    // The audit row goes in, then the acknowledgement itself fails.
+    db.exec(`CREATE TRIGGER refuse_ack BEFORE UPDATE OF acked_at ON alerts
+             BEGIN SELECT RAISE(ABORT, 'acknowledgement refused'); END`);
+    pushed.length = 0;
+    expect(() => service.acknowledge(a!.id, 'admin')).toThrow('acknowledgement refused');
+    // Before: an audit row said admin acknowledged an alert that stayed unacknowledged.
+    expect(ackAudits().n).toBe(0);
+    expect(service.listAlerts(true, 10)[0]!.ackedAt).toBeNull();
+    expect(pushed).toEqual([]);
+    db.exec('DROP TRIGGER refuse_ack');
+    expect(service.acknowledge(a!.id, 'admin').ackedBy).toBe('admin');
+    expect(ackAudits().n).toBe(1);
+  });
+});
+
 describe('mail for an unstored alert', () => {
   it('says it is not in the event log instead of naming event #0', async () => {
     const dir = tempDir();
