@@ -74,7 +74,10 @@ export type Alert = z.infer<typeof Alert>;
 
 export const AlertsListParams = z
   .object({
-    /** true: only alerts not yet cleared; false: only cleared ones; absent: both. */
+    /**
+     * true: only alerts not yet cleared; false: only cleared ones, the last cleared
+     * first; absent: both. Otherwise the newest raised come first.
+     */
     active: z.boolean().optional(),
     limit: z.number().int().min(1).max(1000).default(200),
   })

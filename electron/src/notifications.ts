@@ -3,6 +3,7 @@
  * raised alerts to show. Pure (tested); main shows the notices with Electron's
  * Notification.
  */
+import { SEVERITY_LABEL } from '../../contract/alert-words.js';
 import type { Alert, ConnectionState } from '../../contract/api.js';
 
 export interface Notice {
@@ -41,12 +42,6 @@ function capitalise(s: string): string {
   return s.charAt(0).toUpperCase() + s.slice(1);
 }
 
-const SEVERITY_WORD: Record<Alert['severity'], string> = {
-  info: 'Info',
-  warning: 'Warning',
-  error: 'Error',
-  critical: 'Critical',
-};
 /** Raises remembered so one raise pushed twice (a reconnect's replay) is shown once. */
 const REMEMBER = 500;
 
@@ -64,6 +59,6 @@ export class AlertNotifier {
     if (this.told.includes(key)) return undefined;
     this.told.push(key);
     if (this.told.length > REMEMBER) this.told.shift();
-    return { title: `${SEVERITY_WORD[a.severity]}: ${a.title}`, body: a.message };
+    return { title: `${SEVERITY_LABEL[a.severity]}: ${a.title}`, body: a.message };
   }
 }

@@ -244,9 +244,15 @@ describe('alerts in the web console', () => {
       expect(((await page.getByTestId('alerts-count').textContent()) ?? '').trim()).toBe(
         'none active',
       );
-      // and stays closed when the page reads the list afresh
+      // and stays closed when the page reads the list afresh, where it is listed as closed
       await page.reload();
       await page.getByTestId('alerts-none').waitFor();
+      const closed = page.locator('[data-testid="alert-recent"]');
+      await closed.first().waitFor();
+      expect(await closed.first().getAttribute('data-rule')).toBe('engine.unclean-restart');
+      expect(await closed.first().getByTestId('alert-recent-when').textContent()).toMatch(
+        /closed when \S+ acknowledged it/,
+      );
 
       // Live, without a reload: a served file moved away raises a critical alert, and
       // putting it back clears it (the engine's rules run every 5 s).
@@ -267,6 +273,11 @@ describe('alerts in the web console', () => {
         );
         fs.renameSync(`${file}.moved`, file);
         await page.getByTestId('alerts-none').waitFor({ timeout: 20_000 });
+        // the clear was pushed: it heads the recently closed, resolved
+        const resolved = closed.first();
+        expect(await resolved.getAttribute('data-rule')).toBe('volume.backing-file');
+        expect(await resolved.getByTestId('alert-recent-when').textContent()).toMatch(/resolved /);
+        expect(await closed.count()).toBe(2);
       } finally {
         await api.call('target.subsystem.delete', { nqn: LIVE_NQN }).catch(() => undefined);
         api.close();

@@ -50,15 +50,16 @@ export class AlertStore {
   }
 
   /** Newest first. */
+  /** Newest raised first; closed ones only (`active` false): the last closed first. */
   list(active: boolean | undefined, limit: number): Alert[] {
     const filter =
       active === undefined
-        ? ''
+        ? 'ORDER BY id DESC'
         : active
-          ? 'WHERE cleared_at IS NULL'
-          : 'WHERE cleared_at IS NOT NULL';
+          ? 'WHERE cleared_at IS NULL ORDER BY id DESC'
+          : 'WHERE cleared_at IS NOT NULL ORDER BY cleared_at DESC, id DESC';
     const rows = this.db
-      .prepare(`SELECT ${COLUMNS} FROM alerts ${filter} ORDER BY id DESC LIMIT ?`)
+      .prepare(`SELECT ${COLUMNS} FROM alerts ${filter} LIMIT ?`)
       .all(limit) as AlertRow[];
     return rows.map(toAlert);
   }

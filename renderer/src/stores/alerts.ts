@@ -10,10 +10,21 @@
  * acknowledgement applies to the alert of its id only, so a late clear of the old one
  * leaves the new one alone. An alert the engine delivered before its database could
  * store it has id 0 until `alert.stored` gives it its id.
+ *
+ * The alerts closed last are kept too (`recent`, the last closed first): read with
+ * `alerts.list {active: false}` beside the active ones, and added to by each pushed
+ * clear, including the clear of an alert a newer one of its pair replaced.
  */
 import { defineStore } from 'pinia';
 import { computed, ref } from 'vue';
-import type { Alert, Severity } from '../../../contract/events.js';
+import {
+  SEVERITY_RANK,
+  alertKey,
+  closedHow,
+  sameAlert,
+  type ClosedHow,
+} from '../../../contract/alert-words.js';
+import type { Alert } from '../../../contract/events.js';
 import { useApiClient } from '../api/inject.js';
 import { useEngineEvent } from '../composables/useEngineEvent.js';
 import { useOnConnected } from '../composables/useOnConnected.js';
@@ -22,14 +33,10 @@ import { describeError, type ErrorSummary } from './errors.js';
 
 /** The most alerts one `alerts.list` answer holds (the contract's limit). */
 const LIST_LIMIT = 1000;
+/** Closed alerts kept for the "recently closed" list. */
+export const RECENT_LIMIT = 10;
 
-/**
- * Severity order (the contract's SEVERITIES; a value import of the contract would
- * bring zod into the bundle, whose eval probe the console's CSP reports).
- */
-const RANK: Record<Severity, number> = { info: 0, warning: 1, error: 2, critical: 3 };
-
-export const alertKey = (a: Pick<Alert, 'rule' | 'subject'>) => `${a.rule}\u0000${a.subject}`;
+export { alertKey };
 
 type Change = ['raised' | 'cleared' | 'acknowledged' | 'stored', Alert];
 
@@ -54,15 +61,37 @@ export const useAlertsStore = defineStore('alerts', () => {
   /** Most severe first, then newest first. */
   const active = computed(() =>
     [...byKey.value.values()].sort(
-      (a, b) => RANK[b.severity] - RANK[a.severity] || b.raisedAt - a.raisedAt,
+      (a, b) => SEVERITY_RANK[b.severity] - SEVERITY_RANK[a.severity] || b.raisedAt - a.raisedAt,
     ),
   );
   /** More active alerts than one list answer holds: the list shown is not all of them. */
   const truncated = ref(false);
+  /** The alerts closed last, the last closed first; at most RECENT_LIMIT. */
+  const recent = ref<Alert[]>([]);
+  /** Whether the closed alerts have been read since the page loaded. */
+  const recentLoaded = ref(false);
+
+  /** Clears pushed while the closed alerts are being read, to apply on top of them. */
+  let recentPending: Alert[] | null = null;
+
+  function closedNow(a: Alert): void {
+    recentPending?.push(a);
+    const rest = recent.value.filter((r) => !sameAlert(r, a));
+    recent.value = [a, ...rest]
+      .sort((x, y) => y.clearedAt! - x.clearedAt! || y.id - x.id)
+      .slice(0, RECENT_LIMIT);
+  }
+
+  /** How a closed alert ended (see closedHow in contract/alert-words.ts). */
+  function closedHowOf(a: Alert): ClosedHow {
+    return closedHow(a, [...byKey.value.values(), ...recent.value]);
+  }
 
   function apply([kind, a]: Change): void {
     const key = alertKey(a);
     const held = byKey.value.get(key);
+    // a clear, or the answer to acknowledging an alert that closes on acknowledgement
+    if ((kind === 'cleared' || kind === 'acknowledged') && a.clearedAt !== null) closedNow(a);
     if (kind === 'raised') {
       if (a.clearedAt === null) byKey.value.set(key, a);
       return;
@@ -89,6 +118,7 @@ export const useAlertsStore = defineStore('alerts', () => {
     try {
       const { alerts } = await client.call('alerts.list', { active: true, limit: LIST_LIMIT });
       if (request !== requests) return;
+      void readRecent(request);
       // newest first (unstored ones before all): the newest of a pair is the one that holds
       const fresh = new Map<string, Alert>();
       for (const a of alerts) if (!fresh.has(alertKey(a))) fresh.set(alertKey(a), a);
@@ -107,6 +137,26 @@ export const useAlertsStore = defineStore('alerts', () => {
         for (const c of changes) apply(c);
         loading.value = false;
       }
+    }
+  }
+
+  /**
+   * The closed alerts, read once the active ones are shown, with the clears pushed
+   * meanwhile on top. When the read fails the list stays as it was, and no error is
+   * shown: it is history, and the active list, which matters, was read.
+   */
+  async function readRecent(request: number): Promise<void> {
+    recentPending = [];
+    try {
+      const { alerts } = await client.call('alerts.list', { active: false, limit: RECENT_LIMIT });
+      if (request !== requests) return; // a newer list reads it again
+      const meanwhile = recentPending;
+      recentPending = null;
+      recent.value = [];
+      for (const a of [...alerts, ...meanwhile]) closedNow(a);
+      recentLoaded.value = true;
+    } catch {
+      if (request === requests) recentPending = null;
     }
   }
 
@@ -133,6 +183,9 @@ export const useAlertsStore = defineStore('alerts', () => {
   return {
     active,
     truncated,
+    recent,
+    recentLoaded,
+    closedHow: closedHowOf,
     loaded,
     loading,
     error,

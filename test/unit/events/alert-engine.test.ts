@@ -406,3 +406,32 @@ describe('incidents and tolerance', () => {
     expect(() => e.store.raise(n, 2)).toThrow(/UNIQUE/);
   });
 });
+
+describe('the list of closed alerts', () => {
+  it('has the last closed first, whatever order they were raised in', () => {
+    let holding = ['a', 'b'];
+    const e = engine([
+      {
+        id: 'test.subjects',
+        kind: 'condition',
+        evaluate: () =>
+          holding.map((subject) => ({
+            subject,
+            severity: 'warning' as const,
+            title: `Subject ${subject}`,
+            message: 'It holds. Nothing to do.',
+          })),
+      },
+    ]);
+    e.evaluate({}, 1_000); // a is raised before b (a smaller id)
+    holding = ['a'];
+    e.evaluate({}, 2_000); // b closes first
+    holding = [];
+    e.evaluate({}, 3_000);
+    expect(e.store.list(false, 10).map((a) => [a.subject, a.clearedAt])).toEqual([
+      ['a', 3_000],
+      ['b', 2_000],
+    ]);
+    expect(e.store.list(undefined, 10).map((a) => a.subject)).toEqual(['b', 'a']);
+  });
+});

@@ -15,14 +15,21 @@ describe('useAlertsStore', () => {
 
   const ids = (s: ReturnType<typeof useAlertsStore>) => s.active.map((a) => a.id);
 
-  /** The store once the link is up and the engine answered the first list with `answer`. */
-  async function listed(answer: { alerts: Alert[] }) {
+  /**
+   * The store once the link is up and the engine answered the first list with `answer`,
+   * and the list of closed alerts that follows it with `closed`.
+   */
+  async function listed(answer: { alerts: Alert[] }, closed: Alert[] = []) {
     const store = useAlertsStore();
     client.setState('connected');
     client.answer('alerts.list', answer);
     await flush();
+    client.answer('alerts.list', { alerts: closed });
+    await flush();
     return store;
   }
+
+  const recentIds = (s: ReturnType<typeof useAlertsStore>) => s.recent.map((a) => a.id);
 
   it('lists the active alerts once the link is up, most severe and then newest first', async () => {
     const store = useAlertsStore();
@@ -67,12 +74,9 @@ describe('useAlertsStore', () => {
   });
 
   it('an alert delivered before it could be stored (id 0) takes its id once stored', async () => {
-    const store = useAlertsStore();
-    client.setState('connected');
     const disk = { rule: 'capacity', subject: '/var/lib/branchsan' };
     // a stored warning, then (disk full) its critical successor, delivered unstored
-    client.answer('alerts.list', { alerts: [alert({ id: 1, ...disk, severity: 'warning' })] });
-    await flush();
+    const store = await listed({ alerts: [alert({ id: 1, ...disk, severity: 'warning' })] });
     client.emit('alert.raised', alert({ id: 0, ...disk, severity: 'critical' }));
     expect(store.active.map((a) => [a.id, a.severity])).toEqual([[0, 'critical']]);
     await store.acknowledge(store.active[0]!); // cannot be acknowledged yet: no call
@@ -94,6 +98,7 @@ describe('useAlertsStore', () => {
       alert({ id: 0, rule: 'capacity', subject: '/data', clearedAt: 3 }),
     );
     expect(ids(store)).toEqual([]);
+    expect(store.recent.map((a) => [a.id, a.subject])).toEqual([[0, '/data']]);
   });
 
   it('a list read while the disk is full keeps the newest alert of a pair: the unstored one', async () => {
@@ -153,6 +158,12 @@ describe('useAlertsStore', () => {
     client.answer('alerts.ack', { ...incident, ackedAt: 50, ackedBy: 'admin', clearedAt: 50 });
     await closing;
     expect(ids(store)).toEqual([7]);
+    // listed as closed by the answer alone, and once when the engine's clear follows
+    expect(store.recent.map((a) => [a.id, store.closedHow(a)])).toEqual([
+      [8, { kind: 'acknowledged', by: 'admin' }],
+    ]);
+    client.emit('alert.cleared', { ...incident, ackedAt: 50, ackedBy: 'admin', clearedAt: 50 });
+    expect(recentIds(store)).toEqual([8]);
   });
 
   it('says why the list could not be read, and reads it again after a reconnect', async () => {
@@ -188,5 +199,80 @@ describe('useAlertsStore', () => {
     await flush();
     expect(store.ackErrors.size).toBe(0); // the ack had reached the engine after all
     expect(store.active[0]!.ackedBy).toBe('admin');
+  });
+
+  describe('recently closed alerts', () => {
+    it('are read after the active ones, the last closed first, and follow pushed clears', async () => {
+      const store = useAlertsStore();
+      client.setState('connected');
+      client.answer('alerts.list', { alerts: [alert({ id: 9, subject: 'open' })] });
+      await flush();
+      expect(store.loaded).toBe(true); // the active list does not wait for the history
+      expect(store.recentLoaded).toBe(false);
+      expect(client.calls.map((c) => [c.method, c.params])).toEqual([
+        ['alerts.list', { active: false, limit: 10 }],
+      ]);
+      // a clear pushed while the history is read is kept, and not listed twice
+      client.emit('alert.cleared', alert({ id: 9, subject: 'open', clearedAt: 300 }));
+      client.answer('alerts.list', {
+        alerts: [
+          alert({ id: 9, subject: 'open', clearedAt: 300 }),
+          alert({ id: 4, subject: 'b', clearedAt: 200 }),
+          alert({ id: 6, subject: 'a', clearedAt: 100 }),
+        ],
+      });
+      await flush();
+      expect(store.recentLoaded).toBe(true);
+      expect(recentIds(store)).toEqual([9, 4, 6]);
+      expect(ids(store)).toEqual([]);
+      // at most ten, the oldest closed go
+      for (let id = 20; id < 30; id++) {
+        client.emit('alert.raised', alert({ id, subject: `s${id}` }));
+        client.emit('alert.cleared', alert({ id, subject: `s${id}`, clearedAt: 1000 + id }));
+      }
+      expect(recentIds(store)).toEqual([29, 28, 27, 26, 25, 24, 23, 22, 21, 20]);
+    });
+
+    it('say how each ended: resolved, closed by its acknowledgement, or replaced', async () => {
+      const store = await listed({ alerts: [] });
+      const disk = { rule: 'capacity', subject: '/data' };
+      client.emit('alert.raised', alert({ id: 1, ...disk, severity: 'warning', raisedAt: 10 }));
+      // the engine clears the warning and raises its critical successor at the same moment
+      client.emit(
+        'alert.cleared',
+        alert({ id: 1, ...disk, severity: 'warning', raisedAt: 10, clearedAt: 20 }),
+      );
+      client.emit('alert.raised', alert({ id: 2, ...disk, severity: 'critical', raisedAt: 20 }));
+      client.emit(
+        'alert.cleared',
+        alert({ id: 2, ...disk, severity: 'critical', raisedAt: 20, clearedAt: 30 }),
+      );
+      const incident = { rule: 'engine.restart', subject: 'boot 1' };
+      client.emit('alert.raised', alert({ id: 3, ...incident, raisedAt: 40 }));
+      client.emit(
+        'alert.cleared',
+        alert({ id: 3, ...incident, raisedAt: 40, ackedAt: 50, ackedBy: 'admin', clearedAt: 50 }),
+      );
+      expect(store.recent.map((a) => [a.id, store.closedHow(a)])).toEqual([
+        [3, { kind: 'acknowledged', by: 'admin' }],
+        [2, { kind: 'resolved' }],
+        [1, { kind: 'replaced', by: expect.objectContaining({ id: 2, severity: 'critical' }) }],
+      ]);
+    });
+
+    it('a history that cannot be read leaves the active list shown and says nothing', async () => {
+      const store = useAlertsStore();
+      client.setState('connected');
+      client.answer('alerts.list', { alerts: [alert({ id: 9 })] });
+      await flush();
+      client.fail(
+        'alerts.list',
+        new ApiError(ErrorCode.Internal, 'The database could not be read.'),
+      );
+      await flush();
+      expect(store.error).toBeNull();
+      expect(ids(store)).toEqual([9]);
+      expect(store.recentLoaded).toBe(false);
+    });
   });
 });

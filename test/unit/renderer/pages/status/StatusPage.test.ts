@@ -179,6 +179,30 @@ describe('StatusPage', () => {
       'Volume vol1 (namespace 1) is down: its storage threads failed',
     );
     expect(items[0]!.get('[data-testid="alert-message"]').text()).toContain('hosts keep retrying');
+    // the recently closed ones follow, each saying how it ended
+    expect(w.find('[data-testid="alerts-recent"]').exists()).toBe(false);
+    const t = Date.UTC(2026, 10, 27, 4, 0, 0);
+    client.answer('alerts.list', {
+      alerts: [
+        alert({ id: 5, subject: 'event 40', clearedAt: t, ackedAt: t, ackedBy: 'admin' }),
+        threadsDownAlert({ id: 4, clearedAt: t - 60_000 }),
+      ],
+    });
+    await flush();
+    const closed = w.findAll('[data-testid="alert-recent"]');
+    expect(closed.map((i) => i.attributes('data-rule'))).toEqual([
+      'engine.unclean-restart',
+      'volume.io-threads',
+    ]);
+    expect(closed[0]!.get('[data-testid="alert-recent-when"]').text()).toMatch(
+      /^raised .+, closed when admin acknowledged it, .+$/,
+    );
+    expect(closed[1]!.get('[data-testid="alert-recent-title"]').text()).toBe(
+      'Volume vol1 (namespace 1) is down: its storage threads failed',
+    );
+    expect(closed[1]!.get('[data-testid="alert-recent-when"]').text()).toMatch(
+      /^raised .+, resolved .+$/,
+    );
 
     await items[1]!.get('[data-testid="alert-ack"]').trigger('click');
     expect(client.calls.map((c) => [c.method, c.params])).toContainEqual(['alerts.ack', { id: 7 }]);
@@ -204,5 +228,9 @@ describe('StatusPage', () => {
     await flush();
     expect(text(w, 'alerts-none')).toBe('No active alerts: nothing on this node needs attention.');
     expect(text(w, 'alerts-count')).toBe('none active');
+    expect(w.findAll('[data-testid="alert-recent"]')).toHaveLength(2); // kept until read again
+    client.answer('alerts.list', { alerts: [threadsDownAlert({ id: 4, clearedAt: t - 60_000 })] });
+    await flush();
+    expect(w.findAll('[data-testid="alert-recent"]')).toHaveLength(1);
   });
 });

@@ -1,0 +1,62 @@
+/**
+ * How alerts read to a person, for every part that shows them: the console, the
+ * desktop notifications and the CLI. Imports only types, so the console bundle that
+ * uses it stays free of zod (whose eval probe the console's CSP would report).
+ */
+import type { Alert, Severity } from './events.js';
+
+/** A severity as it is named to people. */
+export const SEVERITY_LABEL: Readonly<Record<Severity, string>> = {
+  info: 'Info',
+  warning: 'Warning',
+  error: 'Error',
+  critical: 'Critical',
+};
+
+/** Severity order, the more severe higher (the order of SEVERITIES). */
+export const SEVERITY_RANK: Readonly<Record<Severity, number>> = {
+  info: 0,
+  warning: 1,
+  error: 2,
+  critical: 3,
+};
+
+/** One active alert per rule and subject: this pair names it. */
+export const alertKey = (a: Pick<Alert, 'rule' | 'subject'>) => `${a.rule}\u0000${a.subject}`;
+
+/** Whether two alerts are the same one (an unstored one has id 0 until it is stored). */
+export const sameAlert = (a: Alert, b: Alert) =>
+  a.id !== 0
+    ? a.id === b.id
+    : b.id === 0 && alertKey(a) === alertKey(b) && a.raisedAt === b.raisedAt;
+
+/** How a closed alert ended, as far as the alerts themselves tell. */
+export type ClosedHow =
+  | { kind: 'acknowledged'; by: string | null }
+  | { kind: 'replaced'; by: Alert }
+  | { kind: 'resolved' };
+
+/**
+ * How closed alert `a` ended: closed by its acknowledgement (the engine stamps both at
+ * once), replaced by the alert of its pair raised as it closed (among `others`: a
+ * change of severity), or resolved.
+ */
+export function closedHow(a: Alert, others: Iterable<Alert>): ClosedHow {
+  if (a.ackedAt !== null && a.ackedAt === a.clearedAt)
+    return { kind: 'acknowledged', by: a.ackedBy };
+  const key = alertKey(a);
+  for (const b of others) {
+    if (alertKey(b) === key && b.raisedAt === a.clearedAt && !sameAlert(a, b))
+      return { kind: 'replaced', by: b };
+  }
+  return { kind: 'resolved' };
+}
+
+/** closedHow in words, with `at` (the closing time as the caller writes times). */
+export function closedInWords(how: ClosedHow, at: string): string {
+  if (how.kind === 'acknowledged')
+    return `closed when ${how.by ?? 'someone'} acknowledged it, ${at}`;
+  if (how.kind === 'replaced')
+    return `replaced by a ${SEVERITY_LABEL[how.by.severity].toLowerCase()} alert, ${at}`;
+  return `resolved ${at}`;
+}
