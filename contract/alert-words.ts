@@ -38,15 +38,19 @@ export type ClosedHow =
 
 /**
  * How closed alert `a` ended: closed by its acknowledgement (the engine stamps both at
- * once), replaced by the alert of its pair raised as it closed (among `others`: a
- * change of severity), or resolved.
+ * once), replaced by another alert of its pair (among `others`) that was raised by the
+ * time `a` closed and was still active then (a change of severity: the engine raises
+ * the successor as it closes `a`, or, when its database was full, raised it unstored
+ * earlier and closes `a` once it can), or resolved.
  */
 export function closedHow(a: Alert, others: Iterable<Alert>): ClosedHow {
   if (a.ackedAt !== null && a.ackedAt === a.clearedAt)
     return { kind: 'acknowledged', by: a.ackedBy };
   const key = alertKey(a);
+  const at = a.clearedAt!;
   for (const b of others) {
-    if (alertKey(b) === key && b.raisedAt === a.clearedAt && !sameAlert(a, b))
+    if (alertKey(b) !== key || sameAlert(a, b)) continue;
+    if (b.raisedAt <= at && (b.clearedAt === null || b.clearedAt > at))
       return { kind: 'replaced', by: b };
   }
   return { kind: 'resolved' };

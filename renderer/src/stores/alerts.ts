@@ -146,17 +146,21 @@ export const useAlertsStore = defineStore('alerts', () => {
    * shown: it is history, and the active list, which matters, was read.
    */
   async function readRecent(request: number): Promise<void> {
-    recentPending = [];
+    const meanwhile: Alert[] = [];
+    recentPending = meanwhile;
     try {
       const { alerts } = await client.call('alerts.list', { active: false, limit: RECENT_LIMIT });
       if (request !== requests) return; // a newer list reads it again
-      const meanwhile = recentPending;
       recentPending = null;
+      // closed alerts the database never stored (id 0) are not in its list: keep them
+      const unstored = recent.value.filter((a) => a.id === 0);
       recent.value = [];
-      for (const a of [...alerts, ...meanwhile]) closedNow(a);
+      for (const a of [...alerts, ...unstored, ...meanwhile]) closedNow(a);
       recentLoaded.value = true;
     } catch {
-      if (request === requests) recentPending = null;
+      // kept as it was
+    } finally {
+      if (recentPending === meanwhile) recentPending = null;
     }
   }
 

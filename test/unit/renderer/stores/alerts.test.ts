@@ -258,6 +258,39 @@ describe('useAlertsStore', () => {
         [2, { kind: 'resolved' }],
         [1, { kind: 'replaced', by: expect.objectContaining({ id: 2, severity: 'critical' }) }],
       ]);
+      // on a full disk the critical successor is raised unstored first, and the warning
+      // closed (superseded) only once the database takes it: replaced all the same
+      const fs = { rule: 'capacity', subject: '/var' };
+      client.emit('alert.raised', alert({ id: 0, ...fs, severity: 'critical', raisedAt: 60 }));
+      client.emit(
+        'alert.cleared',
+        alert({ id: 4, ...fs, severity: 'warning', raisedAt: 55, clearedAt: 70 }),
+      );
+      client.emit('alert.stored', alert({ id: 5, ...fs, severity: 'critical', raisedAt: 60 }));
+      expect(store.closedHow(store.recent[0]!)).toEqual({
+        kind: 'replaced',
+        by: expect.objectContaining({ id: 5, severity: 'critical' }),
+      });
+      // an alert of the pair raised again after one resolved did not replace it
+      client.emit('alert.raised', alert({ id: 6, ...disk, severity: 'warning', raisedAt: 80 }));
+      expect(store.closedHow(store.recent.find((a) => a.id === 2)!)).toEqual({ kind: 'resolved' });
+    });
+
+    it('keep a closed alert the database never stored when the list is read again', async () => {
+      const store = await listed({ alerts: [] });
+      const unstored = { id: 0, rule: 'capacity', subject: '/data', raisedAt: 5 };
+      client.emit('alert.raised', alert(unstored));
+      client.emit('alert.cleared', alert({ ...unstored, clearedAt: 9 }));
+      client.setState('disconnected');
+      client.setState('connected');
+      client.answer('alerts.list', { alerts: [] });
+      await flush();
+      client.answer('alerts.list', { alerts: [alert({ id: 3, clearedAt: 4 })] });
+      await flush();
+      expect(store.recent.map((a) => [a.id, a.clearedAt])).toEqual([
+        [0, 9],
+        [3, 4],
+      ]);
     });
 
     it('a history that cannot be read leaves the active list shown and says nothing', async () => {

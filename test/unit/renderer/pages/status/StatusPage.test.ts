@@ -182,10 +182,16 @@ describe('StatusPage', () => {
     // the recently closed ones follow, each saying how it ended
     expect(w.find('[data-testid="alerts-recent"]').exists()).toBe(false);
     const t = Date.UTC(2026, 10, 27, 4, 0, 0);
+    // the volume's earlier failure, over before the active one (raised at 03:00) began
+    const earlier = threadsDownAlert({
+      id: 4,
+      raisedAt: Date.UTC(2026, 10, 27, 2, 0, 0),
+      clearedAt: Date.UTC(2026, 10, 27, 2, 30, 0),
+    });
     client.answer('alerts.list', {
       alerts: [
         alert({ id: 5, subject: 'event 40', clearedAt: t, ackedAt: t, ackedBy: 'admin' }),
-        threadsDownAlert({ id: 4, clearedAt: t - 60_000 }),
+        earlier,
       ],
     });
     await flush();
@@ -229,7 +235,7 @@ describe('StatusPage', () => {
     expect(text(w, 'alerts-none')).toBe('No active alerts: nothing on this node needs attention.');
     expect(text(w, 'alerts-count')).toBe('none active');
     expect(w.findAll('[data-testid="alert-recent"]')).toHaveLength(2); // kept until read again
-    client.answer('alerts.list', { alerts: [threadsDownAlert({ id: 4, clearedAt: t - 60_000 })] });
+    client.answer('alerts.list', { alerts: [earlier] });
     await flush();
     expect(w.findAll('[data-testid="alert-recent"]')).toHaveLength(1);
   });
