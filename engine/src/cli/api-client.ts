@@ -2,11 +2,14 @@
 import net from 'node:net';
 import type { MethodName, MethodParams, MethodResult } from '../../../contract/api.js';
 import { RpcSession } from '../../../contract/rpc-client.js';
+import { engineSocketPath } from '../service/instance-lock.js';
 import { UserError } from '../util/errors.js';
 
 export interface SocketClient {
   call<M extends MethodName>(method: M, params: MethodParams<M>): Promise<MethodResult<M>>;
   session: RpcSession;
+  /** Settles when the connection ends, whoever ended it. */
+  readonly ended: Promise<void>;
   close(): void;
 }
 
@@ -43,10 +46,16 @@ export async function connectSocket(path: string, timeoutMs = 15_000): Promise<S
       buf = buf.slice(nl + 1);
     }
   });
-  sock.on('close', () => session.failAll());
+  const ended = new Promise<void>((resolve) =>
+    sock.on('close', () => {
+      session.failAll();
+      resolve();
+    }),
+  );
   sock.on('error', () => undefined);
   return {
     session,
+    ended,
     call: (method, params) => session.call(method, params) as never,
     close: () => {
       // end() alone leaves the socket open until the engine closes its side: a hung
@@ -56,4 +65,19 @@ export async function connectSocket(path: string, timeoutMs = 15_000): Promise<S
       setTimeout(() => sock.destroy(), CLOSE_GRACE_MS).unref();
     },
   };
+}
+
+/**
+ * The API socket a command talks to: --socket PATH, or that of the engine running on
+ * --data DIR. Neither: a usage error naming the command.
+ */
+export function engineSocket(command: string, data?: string, socket?: string): string {
+  const sock = socket ?? (data ? engineSocketPath(data) : undefined);
+  if (!sock)
+    throw new UserError(
+      `${command}: say which engine: --data DIR or --socket PATH.`,
+      undefined,
+      'usage',
+    );
+  return sock;
 }

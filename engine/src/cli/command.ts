@@ -95,6 +95,25 @@ export function parsePort(
   return n;
 }
 
+/** A whole-number option from min to max, `fallback` when it is absent; else a usage error. */
+export function parseWholeNumber(
+  command: string,
+  flag: string,
+  value: string | undefined,
+  range: { min: number; max: number; fallback: number },
+): number {
+  if (value === undefined) return range.fallback;
+  const n = /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!(n >= range.min && n <= range.max)) {
+    throw new UserError(
+      `${command}: --${flag} must be a whole number from ${range.min} to ${range.max}, not "${value}".`,
+      `Run \`branchsan ${command} --help\` to see its options.`,
+      'usage',
+    );
+  }
+  return n;
+}
+
 /** The --data DIR every engine-side command needs, or a usage error naming the command. */
 export function requireDataDir(command: string, value: string | undefined): string {
   if (!value) {

@@ -25,6 +25,16 @@ const COMMANDS: { name: string; summary: string; load(): Promise<Command> }[] = 
     load: async () => (await import('./status.js')).status,
   },
   {
+    name: 'alerts',
+    summary: "list a running engine's alerts, or acknowledge one",
+    load: async () => (await import('./alerts.js')).alerts,
+  },
+  {
+    name: 'events',
+    summary: "show a running engine's event log, or follow it",
+    load: async () => (await import('./events.js')).events,
+  },
+  {
     name: 'export',
     summary: 'serve one file or block device over NVMe/TCP at once (no wizard)',
     load: async () => (await import('./export.js')).exportCommand,

@@ -9,7 +9,7 @@ import {
 } from '../host/probe.js';
 import { holdCpuLatency } from '../service/cpu-latency.js';
 import { UserError } from '../util/errors.js';
-import { parseCommandArgs, type Command } from './command.js';
+import { parseCommandArgs, parseWholeNumber, type Command } from './command.js';
 import { formatSize } from './sizes.js';
 
 const DEFAULT_PORT = 4420;
@@ -111,14 +111,7 @@ Examples:
         'usage',
       );
     }
-    const qd = values.qd === undefined ? 1 : Number(values.qd);
-    if (!(Number.isInteger(qd) && qd >= 1 && qd <= MAX_QD)) {
-      throw new UserError(
-        `probe: --qd must be a whole number from 1 to ${MAX_QD}, not "${values.qd}".`,
-        undefined,
-        'usage',
-      );
-    }
+    const qd = parseWholeNumber('probe', 'qd', values.qd, { min: 1, max: MAX_QD, fallback: 1 });
     for (const flag of ['nqn', 'hostnqn'] as const) {
       const problem = values[flag] === undefined ? null : nqnProblem(values[flag]);
       if (problem) {

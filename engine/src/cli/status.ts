@@ -1,7 +1,6 @@
-import { UserError } from '../util/errors.js';
+import { SEVERITIES, type Alert } from '../../../contract/events.js';
 import { joinHostPort } from '../host/probe.js';
-import { engineSocketPath } from '../service/instance-lock.js';
-import { connectSocket } from './api-client.js';
+import { connectSocket, engineSocket } from './api-client.js';
 import { parseCommandArgs, type Command } from './command.js';
 
 export const status: Command = {
@@ -26,14 +25,7 @@ Options:
       console.log(this.help);
       return 0;
     }
-    const sock = values.socket ?? (values.data ? engineSocketPath(values.data) : undefined);
-    if (!sock)
-      throw new UserError(
-        'status: say which engine: --data DIR or --socket PATH.',
-        undefined,
-        'usage',
-      );
-    const client = await connectSocket(sock);
+    const client = await connectSocket(engineSocket('status', values.data, values.socket));
     try {
       const s = await client.call('system.status', {});
       if (values.json) console.log(JSON.stringify(s, null, 2));
@@ -54,6 +46,11 @@ Options:
         console.log(
           `  ${cfg.subsystems.length} subsystem${cfg.subsystems.length === 1 ? '' : 's'}, ${namespaces} namespace${namespaces === 1 ? '' : 's'}`,
         );
+        const alerts = await client
+          .call('alerts.list', { active: true, limit: 1000 })
+          .then((r) => alertCounts(r.alerts))
+          .catch((err: Error) => `unknown (${err.message})`);
+        console.log(`  alerts: ${alerts}`);
       }
       return 0;
     } finally {
@@ -61,3 +58,13 @@ Options:
     }
   },
 };
+
+/** "none active", or "1 critical, 2 warning active (branchsan alerts lists them)". */
+function alertCounts(alerts: Alert[]): string {
+  if (alerts.length === 0) return 'none active';
+  const counts = SEVERITIES.toReversed()
+    .map((sev) => [sev, alerts.filter((a) => a.severity === sev).length] as const)
+    .filter(([, n]) => n > 0)
+    .map(([sev, n]) => `${n} ${sev}`);
+  return `${counts.join(', ')} active (\`branchsan alerts\` lists them, with what to do)`;
+}
