@@ -10,6 +10,16 @@ import { fileURLToPath } from 'node:url';
 
 export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const BIN = path.join(REPO_ROOT, 'bin', 'branchsan.js');
+/** The optional C addon was built (engine/native/build.js skips it without a compiler). */
+export const NATIVE_BUILT = fs.existsSync(
+  path.join(REPO_ROOT, 'engine', 'native', 'build', 'branchsan_native.node'),
+);
+/**
+ * Who an engine names as the caller of this process's socket calls, as a regular
+ * expression's source: the user (`root@local`), or without the addon the connection's
+ * number (`local#4`).
+ */
+export const LOCAL_ACTOR = NATIVE_BUILT ? `${os.userInfo().username}@local` : 'local#\\d+';
 
 export interface RunningEngine {
   dataDir: string;

@@ -8,21 +8,18 @@ import fs from 'node:fs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { connectSocket, type SocketClient } from '../helpers/api.js';
 import { killGroup, killStarted, start } from '../helpers/cli-process.js';
-import { runCli, startEngine, tempDir, type RunningEngine } from '../helpers/engine.js';
+import {
+  LOCAL_ACTOR,
+  runCli,
+  startEngine,
+  tempDir,
+  type RunningEngine,
+} from '../helpers/engine.js';
+import { until } from '../helpers/wait.js';
 
 let dir: string;
 let engine: RunningEngine;
 let api: SocketClient;
-
-async function until<T>(f: () => Promise<T | undefined | false>, ms = 20_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v) return v;
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 const cli = (...args: string[]) => runCli([...args, '--data', dir]);
 
@@ -82,7 +79,7 @@ describe('branchsan alerts and events', () => {
     expect(acked.code, acked.stderr).toBe(0);
     expect(acked.stdout).toMatch(
       new RegExp(
-        `^Alert ${id} acknowledged by \\S+: Engine restarted after an unexpected stop\\. It is closed now\\.\\n$`,
+        `^Alert ${id} acknowledged by ${LOCAL_ACTOR}: Engine restarted after an unexpected stop\\. It is closed now\\.\\n$`,
       ),
     );
     await until(async () => follow.stdout().includes('alert.cleared'));
@@ -102,7 +99,9 @@ describe('branchsan alerts and events', () => {
     expect((await cli('status')).stdout).toContain('  alerts: none active\n');
     const closed = await cli('alerts', '--closed');
     expect(closed.stdout).toMatch(
-      /^WARNING {2}Engine restarted after an unexpected stop\n {2}raised .+, closed when \S+ acknowledged it, \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\n$/,
+      new RegExp(
+        `^WARNING {2}Engine restarted after an unexpected stop\\n {2}raised .+, closed when ${LOCAL_ACTOR} acknowledged it, \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d\\n$`,
+      ),
     );
   });
 

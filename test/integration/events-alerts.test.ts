@@ -15,7 +15,14 @@ import { ErrorCode, type Alert, type EventRecord } from '../../contract/api.js';
 import { NvmeController } from '../../engine/src/host/index.js';
 import { openDatabaseReadOnly } from '../../engine/src/persistence/db.js';
 import { apiError, connectSocket, type SocketClient } from '../helpers/api.js';
-import { runCli, startEngine, tempDir, type RunningEngine } from '../helpers/engine.js';
+import {
+  LOCAL_ACTOR,
+  runCli,
+  startEngine,
+  tempDir,
+  type RunningEngine,
+} from '../helpers/engine.js';
+import { until } from '../helpers/wait.js';
 import { freePort } from '../helpers/linux-host.js';
 import { startSmtpServer, type TestSmtpServer } from '../helpers/smtp-server.js';
 import { fakeLogger } from '../helpers/fake-logger.js';
@@ -35,19 +42,6 @@ async function connect(): Promise<SocketClient> {
     c.session.on(name, (data) => pushed.push({ name, data }));
   }
   return c;
-}
-
-async function until<T>(
-  f: () => T | undefined | false | Promise<T | undefined | false>,
-  ms = 20_000,
-): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v) return v;
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 const pushedEvent = (type: string) =>
@@ -79,7 +73,7 @@ describe('events', () => {
     expect(r.channels).toEqual(['ui', 'syslog']);
     const ev = await pushedEvent('notifications.test');
     expect(ev).toMatchObject({ id: r.eventId, severity: 'warning' });
-    expect(ev.message).toMatch(/^Test notification requested by socket:/);
+    expect(ev.message).toMatch(new RegExp(`^Test notification requested by ${LOCAL_ACTOR}\\.`));
     const log = await until(() => {
       const t = fs.existsSync(syslogFile) && fs.readFileSync(syslogFile, 'utf8');
       return t && t.includes('notifications.test') && t;
@@ -227,7 +221,7 @@ describe('alerts', () => {
         /restarted at .* after an unexpected stop \(crash, kill or power loss\)\. Hosts reconnect/,
       );
       const acked = await c.call('alerts.ack', { id: alert.id });
-      expect(acked.ackedBy).toMatch(/^socket:/);
+      expect(acked.ackedBy).toMatch(new RegExp(`^${LOCAL_ACTOR}$`));
       expect(acked.clearedAt).not.toBeNull();
       await until(() => got.length === 2);
       expect(got.map((g) => g.name)).toEqual(['alert.acknowledged', 'alert.cleared']);

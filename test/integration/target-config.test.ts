@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCode } from '../../contract/api.js';
 import { NvmeController } from '../../engine/src/host/index.js';
 import { apiError, connectSocket, type SocketClient } from '../helpers/api.js';
-import { startEngine, tempDir, type RunningEngine } from '../helpers/engine.js';
+import { LOCAL_ACTOR, startEngine, tempDir, type RunningEngine } from '../helpers/engine.js';
 import { freePort } from '../helpers/linux-host.js';
 
 const NQN = 'nqn.2026-11.io.branchsan.test:vol1';
@@ -177,7 +177,7 @@ describe('target configuration API', () => {
       'target.port.add',
       'target.namespace.add',
     ]);
-    expect(rows[0]!.actor).toMatch(/^socket:/);
+    expect(rows[0]!.actor).toMatch(new RegExp(`^${LOCAL_ACTOR}$`));
   });
 
   it('rebuilds the same live target after a restart', async () => {

@@ -6,7 +6,8 @@
  * `code` is the errno name (e.g. "EOPNOTSUPP"), like Node's own fs errors, so the
  * worker maps them with the same table. readInline runs on the main event loop
  * and never waits on a device (see there); it returns -errno instead of throwing,
- * because EAGAIN is its normal "not cached, use a worker" answer.
+ * because EAGAIN is its normal "not cached, use a worker" answer. peerCred serves the
+ * management API socket (who is calling), on the main event loop.
  */
 #define _GNU_SOURCE
 #define NAPI_VERSION 8
@@ -19,6 +20,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 #include <node_api.h>
@@ -49,6 +51,7 @@ static const char *errno_name(int e) {
     case EINTR: return "EINTR";
     case ETXTBSY: return "ETXTBSY";
     case ESPIPE: return "ESPIPE";
+    case ENOTSOCK: return "ENOTSOCK";
     default: return "EUNKNOWN";
   }
 }
@@ -249,6 +252,26 @@ static napi_value js_range_holder(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* peerCred(fd): the process at the other end of a connected Unix socket, as the kernel
+ * recorded it at connect (SO_PEERCRED): {pid, uid, gid}. Never waits. */
+static napi_value js_peer_cred(napi_env env, napi_callback_info info) {
+  double a[1];
+  if (get_args(env, info, 1, a)) return throw_errno(env, "peerCred", EINVAL);
+  struct ucred cred;
+  socklen_t len = sizeof cred;
+  if (getsockopt((int)a[0], SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+    return throw_errno(env, "getsockopt(SO_PEERCRED)", errno);
+  napi_value out, v;
+  CHECK(napi_create_object(env, &out));
+  CHECK(napi_create_int64(env, cred.pid, &v));
+  CHECK(napi_set_named_property(env, out, "pid", v));
+  CHECK(napi_create_uint32(env, cred.uid, &v));
+  CHECK(napi_set_named_property(env, out, "uid", v));
+  CHECK(napi_create_uint32(env, cred.gid, &v));
+  CHECK(napi_set_named_property(env, out, "gid", v));
+  return out;
+}
+
 static napi_value int_const(napi_env env, int v) {
   napi_value out;
   napi_create_int32(env, v, &out);
@@ -266,6 +289,7 @@ NAPI_MODULE_INIT() {
       {"lock", NULL, js_lock, NULL, NULL, NULL, napi_enumerable, NULL},
       {"rangeLock", NULL, js_range_lock, NULL, NULL, NULL, napi_enumerable, NULL},
       {"rangeHolder", NULL, js_range_holder, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"peerCred", NULL, js_peer_cred, NULL, NULL, NULL, napi_enumerable, NULL},
       {"FALLOC_FL_KEEP_SIZE", NULL, NULL, NULL, NULL, int_const(env, FALLOC_FL_KEEP_SIZE),
        napi_enumerable, NULL},
       {"FALLOC_FL_PUNCH_HOLE", NULL, NULL, NULL, NULL, int_const(env, FALLOC_FL_PUNCH_HOLE),

@@ -268,6 +268,7 @@ export class ConsoleServer {
     this.socketSessions.set(ws, sessionKey);
     const id = this.hub.newId();
     const peer = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
+    const actor = `admin@${(req.socket.remoteAddress ?? 'unknown').replace(/^::ffff:/, '')}`;
     const session = {
       id,
       kind: 'console' as const,
@@ -288,7 +289,7 @@ export class ConsoleServer {
       }
       const text = isBinary ? '' : data.toString();
       this.rpc
-        .handle(text, { transport: 'console', peer })
+        .handle(text, { transport: 'console', peer, actor })
         .then((reply) => session.send(reply))
         .catch((err) => this.log.error('console reply failed', { err }));
     });

@@ -21,6 +21,12 @@ import type { Logger } from '../util/log.js';
 export interface CallContext {
   readonly transport: 'socket' | 'console';
   readonly peer: string;
+  /**
+   * Who is calling, for the audit trail and "acknowledged by": `root@local` on the
+   * local socket (`local#N` when the user cannot be told), `admin@ADDRESS` in the
+   * web console (its one account, and where it signed in from).
+   */
+  readonly actor: string;
 }
 
 type ParsedParams<M extends MethodName> = z.output<(typeof methods)[M]['params']>;

@@ -15,6 +15,11 @@ export interface SocketServerOptions {
   mode?: number;
   /** Group that may use the socket (gid); root always can. */
   gid?: number;
+  /**
+   * Names the user at the other end of a connection (`root@local`) for the audit
+   * trail; null, or no namer: the connection is named by its number (`local#4`).
+   */
+  namePeer?: (sock: net.Socket) => string | null;
 }
 
 export class SocketServer {
@@ -63,6 +68,7 @@ export class SocketServer {
   private accept(sock: net.Socket): void {
     const id = this.hub.newId();
     const peer = `unix#${id}`;
+    const actor = this.opts.namePeer?.(sock) ?? `local#${id}`;
     let buffered = '';
     let discarding = false; // inside an over-long line: drop until its newline
     const session = {
@@ -92,11 +98,11 @@ export class SocketServer {
           discarding = false;
           continue;
         }
-        if (line.trim()) this.respond(line, session);
+        if (line.trim()) this.respond(line, session, actor);
       }
       if (buffered.length > MAX_MESSAGE_BYTES) {
         buffered = '';
-        if (!discarding) this.respond('x'.repeat(MAX_MESSAGE_BYTES + 1), session);
+        if (!discarding) this.respond('x'.repeat(MAX_MESSAGE_BYTES + 1), session, actor);
         discarding = true;
       }
     });
@@ -104,9 +110,13 @@ export class SocketServer {
     sock.on('close', () => this.hub.remove(session));
   }
 
-  private respond(line: string, session: { peer: string; send(t: string): boolean }): void {
+  private respond(
+    line: string,
+    session: { peer: string; send(t: string): boolean },
+    actor: string,
+  ): void {
     this.rpc
-      .handle(line, { transport: 'socket', peer: session.peer })
+      .handle(line, { transport: 'socket', peer: session.peer, actor })
       .then((reply) => session.send(reply))
       .catch((err) => this.log.error('API reply failed', { err }));
   }

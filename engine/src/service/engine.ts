@@ -42,6 +42,7 @@ import { InputCollector } from '../events/inputs.js';
 import { EventsService } from '../events/service.js';
 import { attachLogFile } from '../util/log-file.js';
 import { deleteSecret, readSecret, writeSecret } from './secrets.js';
+import { localPeerNamer } from './peer-identity.js';
 import { alertsHandlers } from './handlers/alerts.js';
 import { diagnosticsHandlers } from './handlers/diagnostics.js';
 import { eventsHandlers } from './handlers/events.js';
@@ -178,8 +179,9 @@ export class Engine {
         opts.adminGroup ?? DEFAULT_ADMIN_GROUP,
         log.child({ component: 'api-socket' }),
       );
+      const namePeer = (await localPeerNamer(log)) ?? undefined;
       const socketServer = new SocketServer(
-        { path: socketPath, ...socketAccess },
+        { path: socketPath, ...socketAccess, namePeer },
         rpc,
         hub,
         log.child({ component: 'api-socket' }),

@@ -264,15 +264,21 @@ describe('the events service on a full database', () => {
   });
 });
 
+/** A service with one stored capacity alert, and the names of what it pushes. */
+function alerted() {
+  const dir = tempDir();
+  const { db } = openDatabase(path.join(dir, 'branchsan.db'));
+  cleanups.push(() => db.close());
+  const pushed: string[] = [];
+  const service = capacityService(db, dir, 85, { publish: (name) => void pushed.push(name) });
+  service.alerts.evaluate(fsUse(85), 1_000);
+  const [a] = service.listAlerts(true, 10);
+  return { db, service, pushed, a };
+}
+
 describe('acknowledging on a full database', () => {
   it('refuses with what to do and changes nothing; once there is room it acknowledges', () => {
-    const dir = tempDir();
-    const { db } = openDatabase(path.join(dir, 'branchsan.db'));
-    cleanups.push(() => db.close());
-    const pushed: string[] = [];
-    const service = capacityService(db, dir, 85, { publish: (name) => void pushed.push(name) });
-    service.alerts.evaluate(fsUse(85), 1_000);
-    const [a] = service.listAlerts(true, 10);
+    const { db, service, pushed, a } = alerted();
     fillDatabase(db, [
       "INSERT INTO events (ts, severity, type, message) VALUES (0, 'info', '', '')",
       "INSERT INTO audit (ts, actor, action, details) VALUES (0, '', '', '')",
@@ -292,13 +298,7 @@ describe('acknowledging on a full database', () => {
 
 describe('an acknowledgement and its audit row', () => {
   it('are stored together or not at all', () => {
-    const dir = tempDir();
-    const { db } = openDatabase(path.join(dir, 'branchsan.db'));
-    cleanups.push(() => db.close());
-    const pushed: string[] = [];
-    const service = capacityService(db, dir, 85, { publish: (name) => void pushed.push(name) });
-    service.alerts.evaluate(fsUse(85), 1_000);
-    const [a] = service.listAlerts(true, 10);
+    const { db, service, pushed, a } = alerted();
     const ackAudits = () =>
       db.prepare("SELECT count(*) AS n FROM audit WHERE action = 'alerts.ack'").get() as {
         n: number;

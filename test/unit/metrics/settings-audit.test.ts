@@ -20,7 +20,11 @@ import { createLogger } from '../../../engine/src/util/log.js';
 import { tempDir } from '../../helpers/engine.js';
 import { fillDatabase } from '../../helpers/sqlite-full.js';
 
-const CONSOLE: CallContext = { transport: 'console', peer: '192.0.2.7' };
+const CONSOLE: CallContext = {
+  transport: 'console',
+  peer: '192.0.2.7:50123',
+  actor: 'admin@192.0.2.7',
+};
 const MIB = 1 << 20;
 
 const cleanup: (() => unknown)[] = [];
@@ -114,17 +118,17 @@ describe('metrics.settings.set and the audit log', () => {
     await s.set({}); // nothing asked: nothing to record
     expect(audit(s.db)).toEqual([
       {
-        actor: 'console:192.0.2.7',
+        actor: 'admin@192.0.2.7',
         action: 'metrics.settings.set',
         details: JSON.stringify({ prometheusEnabled: true, maxBytes: 4 * MIB, tokenCreated: true }),
       },
       {
-        actor: 'console:192.0.2.7',
+        actor: 'admin@192.0.2.7',
         action: 'metrics.settings.set',
         details: JSON.stringify({ rotateToken: true }),
       },
       {
-        actor: 'console:192.0.2.7',
+        actor: 'admin@192.0.2.7',
         action: 'metrics.settings.set',
         details: JSON.stringify({ prometheusEnabled: false }),
       },

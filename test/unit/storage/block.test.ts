@@ -2,7 +2,7 @@
  * The block-device backend against a real loop device (root only). When the
  * sandbox refuses losetup the tests are skipped with the reason printed.
  */
-import { existsSync, truncateSync, writeFileSync } from 'node:fs';
+import { truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { BlockBackend } from '../../../engine/src/storage/backend.js';
@@ -21,13 +21,11 @@ import {
   write,
   writeZeroes,
 } from './helpers.js';
+import { NATIVE_BUILT } from '../../helpers/engine.js';
 
 const MiB = 1024 * 1024;
 const scratch = scratchDir('block', '/tmp');
 const image = join(scratch.dir, 'disk.img');
-const nativeBuilt = existsSync(
-  new URL('../../../engine/native/build/branchsan_native.node', import.meta.url),
-);
 let dev: string | null = null;
 let refused = '';
 const opened: BlockBackend[] = [];
@@ -63,7 +61,7 @@ describe('block device backend (loop device)', () => {
     const b = await openBackend({ kind: 'block', path: dev });
     expect(b.kind).toBe('block');
     expect(b.sizeBytes).toBe(32 * MiB);
-    expect(b.caps.deallocate).toBe(nativeBuilt && info.discard);
+    expect(b.caps.deallocate).toBe(NATIVE_BUILT && info.discard);
     expect(b.caps.readZeroesAfterDeallocate).toBe(false);
     await b.close();
   });
@@ -82,7 +80,7 @@ describe('block device backend (loop device)', () => {
       // Cached reads run inline only with NOWAIT (the addon), never on a guess: the
       // device node lives on devtmpfs, which must not pass for a file in RAM.
       const inline = (b as FdBackend).inlineReads;
-      expect(inline).toBe(!direct && native && nativeBuilt ? 'nowait' : null);
+      expect(inline).toBe(!direct && native && NATIVE_BUILT ? 'nowait' : null);
       const data = randomBuffer(prng(direct ? 2 : 1), 256 * 1024);
       await write(b, 4096, data);
       await write(b, 8 * MiB, data, true);

@@ -37,11 +37,9 @@ import {
   write,
   writeZeroes,
 } from './helpers.js';
+import { NATIVE_BUILT } from '../../helpers/engine.js';
 
 const MiB = 1024 * 1024;
-const nativeBuilt = existsSync(
-  new URL('../../../engine/native/build/branchsan_native.node', import.meta.url),
-);
 const scratch = scratchDir('file');
 let n = 0;
 const fresh = () => join(scratch.dir, `vol${n++}.img`);
@@ -74,8 +72,8 @@ describe('file backend: create and open', () => {
       readZeroesAfterDeallocate: true,
       volatileWriteCache: true,
     });
-    expect(b.caps.deallocate).toBe(nativeBuilt);
-    expect(b.caps.writeZeroes).toBe(nativeBuilt);
+    expect(b.caps.deallocate).toBe(NATIVE_BUILT);
+    expect(b.caps.writeZeroes).toBe(NATIVE_BUILT);
   });
 
   it('refuses to create over an existing file and to open a missing one', async () => {
@@ -196,7 +194,7 @@ describe('file backend: one process per file (lock)', () => {
   const opening = (path: string, extra: Partial<Parameters<typeof openFileBackend>[0]> = {}) =>
     openFileBackend({ path, ...extra }).then((b) => (open.push(b), b));
 
-  it.runIf(nativeBuilt)(
+  it.runIf(NATIVE_BUILT)(
     'a read-write open holds the file: every other open is refused until it closes',
     async () => {
       const first = await create();
@@ -214,7 +212,7 @@ describe('file backend: one process per file (lock)', () => {
     },
   );
 
-  it.runIf(nativeBuilt)(
+  it.runIf(NATIVE_BUILT)(
     'read-only opens share the file; a writer waits for all of them',
     async () => {
       const path = (await create()).location;
@@ -229,7 +227,7 @@ describe('file backend: one process per file (lock)', () => {
     },
   );
 
-  it.runIf(nativeBuilt)('exclusive: false opens without the lock (the benchmark)', async () => {
+  it.runIf(NATIVE_BUILT)('exclusive: false opens without the lock (the benchmark)', async () => {
     const path = (await create(8 * MiB, { exclusive: false })).location;
     const second = await opening(path, { exclusive: false });
     await write(second, 4096, randomBuffer(prng(42), 4096));
@@ -237,7 +235,7 @@ describe('file backend: one process per file (lock)', () => {
   });
 
   const hasQemuIo = spawnSync('qemu-io', ['--version']).status === 0;
-  it.runIf(nativeBuilt && hasQemuIo)(
+  it.runIf(NATIVE_BUILT && hasQemuIo)(
     "a running QEMU's disk image is refused, and QEMU cannot open a file we serve (needs qemu-io)",
     async () => {
       const served = await create();
@@ -267,7 +265,7 @@ describe('file backend: one process per file (lock)', () => {
     },
   );
 
-  it.runIf(nativeBuilt && hasQemuIo)(
+  it.runIf(NATIVE_BUILT && hasQemuIo)(
     'a read-only open refuses an image a QEMU writes, and shares one a QEMU only reads (needs qemu-io)',
     async () => {
       const path = (await create()).location;
@@ -374,7 +372,7 @@ describe('file backend: data path', () => {
     expect((await read(b, 16384, 4096)).equals(Buffer.alloc(4096))).toBe(true);
   });
 
-  it.runIf(nativeBuilt)(
+  it.runIf(NATIVE_BUILT)(
     'punches holes on deallocate: zeroes read back and st_blocks shrinks',
     async () => {
       const b = await create(8 * MiB);
@@ -474,7 +472,7 @@ describe('file backend: close', () => {
 });
 
 beforeAll(() => {
-  if (!nativeBuilt)
+  if (!NATIVE_BUILT)
     console.warn(
       'native addon not built: hole punching tests are skipped (run node engine/native/build.js)',
     );

@@ -5,7 +5,7 @@
  * page-cache miss is a real miss.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, statfsSync, truncateSync } from 'node:fs';
+import { readFileSync, statfsSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { BlockBackend } from '../../../engine/src/storage/backend.js';
@@ -16,11 +16,9 @@ import {
 } from '../../../engine/src/storage/file.js';
 import { INLINE_READ_MAX } from '../../../engine/src/storage/io-worker-pool.js';
 import { failure, flush, prng, randomBuffer, read, scratchDir, write } from './helpers.js';
+import { NATIVE_BUILT } from '../../helpers/engine.js';
 
 const MiB = 1024 * 1024;
-const nativeBuilt = existsSync(
-  new URL('../../../engine/native/build/branchsan_native.node', import.meta.url),
-);
 const swapActive = readFileSync('/proc/swaps', 'utf8').trim().split('\n').length > 1;
 const ram = scratchDir('inline-ram');
 // The root file system (ext4 here and on CI): page cache, NOWAIT reads.
@@ -71,7 +69,7 @@ describe('inline reads: when the pool allows them', () => {
 
   it('a disk file system needs the addon (NOWAIT reads); without it reads go to workers', async () => {
     if (diskIsTmpfs) return void console.warn(`${disk.dir} is tmpfs here: no disk case to test`);
-    expect((await create(disk.dir)).inlineReads).toBe(nativeBuilt ? 'nowait' : null);
+    expect((await create(disk.dir)).inlineReads).toBe(NATIVE_BUILT ? 'nowait' : null);
     expect((await create(disk.dir, { io: { native: false } })).inlineReads).toBe(null);
   });
 
@@ -119,7 +117,7 @@ describe('inline reads: data and order', () => {
   });
 
   it('a page-cache miss goes to a worker; the next read of it is inline', async () => {
-    if (diskIsTmpfs || !nativeBuilt)
+    if (diskIsTmpfs || !NATIVE_BUILT)
       return void console.warn('no disk file system or no native addon: nothing to miss');
     const b = await create(disk.dir);
     const data = randomBuffer(prng(11), 256 * 1024);
@@ -134,7 +132,7 @@ describe('inline reads: data and order', () => {
   });
 
   it('a read whose range is only partly cached goes to a worker whole', async () => {
-    if (diskIsTmpfs || !nativeBuilt)
+    if (diskIsTmpfs || !NATIVE_BUILT)
       return void console.warn('no disk file system or no native addon: nothing to miss');
     const b = await create(disk.dir);
     const data = randomBuffer(prng(13), 64 * 1024);

@@ -14,7 +14,7 @@ export type TargetMethods =
   | 'target.namespace.remove';
 
 /** Who made a change, for the audit log. */
-export const actorOf = (ctx: CallContext): string => `${ctx.transport}:${ctx.peer}`;
+export const actorOf = (ctx: CallContext): string => ctx.actor;
 
 export function targetHandlers(t: TargetService): HandlerGroup<TargetMethods> {
   return {
