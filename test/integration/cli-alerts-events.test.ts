@@ -16,6 +16,7 @@ import {
   type RunningEngine,
 } from '../helpers/engine.js';
 import { until } from '../helpers/wait.js';
+import { parseExposition } from '../unit/metrics/exposition.js';
 
 let dir: string;
 let engine: RunningEngine;
@@ -65,6 +66,32 @@ describe('branchsan alerts and events', () => {
     const json = await cli('alerts', '--json');
     expect(JSON.parse(json.stdout)).toEqual(alerts);
 
+    // a head office's Prometheus sees it too
+    const { token } = await api.call('metrics.settings.set', { prometheusEnabled: true });
+    const scrape = async () => {
+      const res = await fetch(new URL('/metrics', engine.consoleUrl!), {
+        headers: { Authorization: `Bearer ${token}` },
+      });
+      return parseExposition(await res.text());
+    };
+    const fams = await scrape();
+    expect(
+      fams.get('branchsan_alerts_active')!.samples.find((s) => s.labels.severity === 'warning')!
+        .value,
+    ).toBe(1);
+    expect(fams.get('branchsan_alert_active')!.samples).toEqual([
+      {
+        name: 'branchsan_alert_active',
+        labels: {
+          rule: 'engine.unclean-restart',
+          subject: alerts[0]!.subject,
+          severity: 'warning',
+          acknowledged: 'false',
+        },
+        value: 1,
+      },
+    ]);
+
     // the event log holds the raise
     const log = await cli('events', '--type', 'alert.*');
     expect(log.code, log.stderr).toBe(0);
@@ -96,6 +123,7 @@ describe('branchsan alerts and events', () => {
 
     const none = await cli('alerts');
     expect(none.stdout).toBe('No active alerts: nothing on this node needs attention.\n');
+    expect((await scrape()).get('branchsan_alert_active')!.samples).toEqual([]);
     expect((await cli('status')).stdout).toContain('  alerts: none active\n');
     const closed = await cli('alerts', '--closed');
     expect(closed.stdout).toMatch(

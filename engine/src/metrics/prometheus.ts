@@ -6,6 +6,7 @@
  * works; io_time_seconds_total is the summed latency, whose rate() is the mean queue
  * depth (Little's law). Node gauges come from the last one-second sample.
  */
+import { SEVERITIES, type Alert } from '../../../contract/events.js';
 import type { MetricsSample } from '../../../contract/metrics.js';
 import { LATENCY_BUCKETS } from '../core/stats.js';
 import type { IoStatsSnapshot } from '../core/stats.js';
@@ -100,7 +101,14 @@ function latencyHistogram(
   }
 }
 
-export function renderPrometheus(raw: RawReading | null, last: MetricsSample | null): string {
+/** An active alert as the exposition shows it. */
+export type ExposedAlert = Pick<Alert, 'rule' | 'subject' | 'severity' | 'ackedAt'>;
+
+export function renderPrometheus(
+  raw: RawReading | null,
+  last: MetricsSample | null,
+  alerts: readonly ExposedAlert[] = [],
+): string {
   const out = new Exposition();
   const namespaces: IoEntity[] = (raw?.namespaces ?? []).map((n) => ({
     labels: { nqn: n.nqn, nsid: n.nsid },
@@ -127,7 +135,40 @@ export function renderPrometheus(raw: RawReading | null, last: MetricsSample | n
   }));
   ioFamilies(out, 'branchsan_host', 'host connection (I/O controller)', controllers);
   nodeFamilies(out, raw, last);
+  alertFamilies(out, alerts);
   return out.text();
+}
+
+/**
+ * The node's active alerts, so a head office's Prometheus can alert on every branch's
+ * alerts with one rule: a count per severity (every severity, 0 included, so
+ * `branchsan_alerts_active{severity="critical"} > 0` needs no absent()), and one series
+ * per alert, as Prometheus' own ALERTS does.
+ */
+function alertFamilies(out: Exposition, alerts: readonly ExposedAlert[]): void {
+  out.family(
+    'branchsan_alerts_active',
+    'gauge',
+    'Active alerts by severity (`branchsan alerts` lists them, with what to do).',
+  );
+  for (const severity of SEVERITIES.toReversed()) {
+    const n = alerts.filter((a) => a.severity === severity).length;
+    out.sample('branchsan_alerts_active', { severity }, n);
+  }
+  out.family(
+    'branchsan_alert_active',
+    'gauge',
+    'One series per active alert, 1 while it holds: its rule, what it is about, its severity, and whether someone acknowledged it.',
+  );
+  for (const a of alerts) {
+    const labels = {
+      rule: a.rule,
+      subject: a.subject,
+      severity: a.severity,
+      acknowledged: a.ackedAt !== null ? 'true' : 'false',
+    };
+    out.sample('branchsan_alert_active', labels, 1);
+  }
 }
 
 function nodeFamilies(out: Exposition, raw: RawReading | null, last: MetricsSample | null): void {

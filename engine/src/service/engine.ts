@@ -125,14 +125,6 @@ export class Engine {
       const targets = new TargetService(db, runtime, log.child({ component: 'target' }), dataDir);
       await targets.restore();
       cleanup.unshift(() => targets.stop());
-      const metrics = new MetricsService({
-        db,
-        dataDir,
-        io: runtime.target,
-        hub,
-        log: log.child({ component: 'metrics' }),
-      });
-      cleanup.unshift(() => metrics.stop());
       const inputs = new InputCollector({
         dataDir,
         target: runtime.target,
@@ -156,6 +148,15 @@ export class Engine {
         log: log.child({ component: 'events' }),
       });
       cleanup.unshift(() => eventsService.stop());
+      const metrics = new MetricsService({
+        db,
+        dataDir,
+        io: runtime.target,
+        hub,
+        log: log.child({ component: 'metrics' }),
+        alerts: () => eventsService.listAlerts(true, 1000),
+      });
+      cleanup.unshift(() => metrics.stop());
       // eslint-disable-next-line prefer-const -- assigned after the handlers close over it
       let engine: Engine;
       let consoleAccess: ConsoleAccess | null = null;

@@ -21,7 +21,7 @@ import type { SessionHub } from '../control/sessions.js';
 import type { Target } from '../core/index.js';
 import { MetricsSampler, targetIoSource, type IoSource } from '../metrics/sampler.js';
 import type { NodeSources } from '../metrics/node.js';
-import { renderPrometheus } from '../metrics/prometheus.js';
+import { renderPrometheus, type ExposedAlert } from '../metrics/prometheus.js';
 import { samplePoints, selectorKey } from '../metrics/series.js';
 import { getSetting, setSetting, type Db } from '../persistence/db.js';
 import { DEFAULT_MAX_BYTES, MetricsStore, type SeriesRow } from '../persistence/metrics-store.js';
@@ -53,6 +53,8 @@ export interface MetricsServiceOptions {
   monotonicSec?: () => number;
   node?: NodeSources;
   includeLoopback?: boolean;
+  /** The active alerts, for /metrics (the events service's; none by default). */
+  alerts?: () => readonly ExposedAlert[];
 }
 
 export class MetricsService {
@@ -317,7 +319,7 @@ export class MetricsService {
     return metricsRoute({
       enabled: () => this.prometheus,
       token: () => this.token,
-      render: () => renderPrometheus(this.sampler.latest(), this.last),
+      render: () => renderPrometheus(this.sampler.latest(), this.last, this.opts.alerts?.() ?? []),
     });
   }
 }

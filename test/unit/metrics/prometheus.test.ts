@@ -81,6 +81,47 @@ describe('Prometheus exposition', () => {
     expect(fams.get('branchsan_node_data_fs_used_bytes')!.samples[0]!.value).toBe(90 * 512);
   });
 
+  it('counts the active alerts by severity, and shows each with its labels', () => {
+    const fams = parseExposition(
+      renderPrometheus(null, null, [
+        { rule: 'capacity', subject: '/var/lib/branchsan', severity: 'critical', ackedAt: null },
+        { rule: 'host.disconnected', subject: 'nqn.a "b"', severity: 'warning', ackedAt: 5 },
+      ]),
+    );
+    expect(
+      fams.get('branchsan_alerts_active')!.samples.map((s) => [s.labels.severity, s.value]),
+    ).toEqual([
+      ['critical', 1],
+      ['error', 0],
+      ['warning', 1],
+      ['info', 0],
+    ]);
+    expect(fams.get('branchsan_alert_active')!.samples.map((s) => [s.labels, s.value])).toEqual([
+      [
+        {
+          rule: 'capacity',
+          subject: '/var/lib/branchsan',
+          severity: 'critical',
+          acknowledged: 'false',
+        },
+        1,
+      ],
+      [
+        {
+          rule: 'host.disconnected',
+          subject: 'nqn.a "b"',
+          severity: 'warning',
+          acknowledged: 'true',
+        },
+        1,
+      ],
+    ]);
+    // none active: every severity still has its 0, and no alert series
+    const none = parseExposition(renderPrometheus(null, null));
+    expect(none.get('branchsan_alerts_active')!.samples.map((s) => s.value)).toEqual([0, 0, 0, 0]);
+    expect(none.get('branchsan_alert_active')!.samples).toEqual([]);
+  });
+
   it('escapes label values', () => {
     expect(escapeLabel('a"b\\c\nd')).toBe('a\\"b\\\\c\\nd');
     const text = `# HELP x y\n# TYPE x gauge\nx{l="${escapeLabel('q"\\\n')}"} 1\n`;
