@@ -30,22 +30,26 @@ export const sameAlert = (a: Alert, b: Alert) =>
     ? a.id === b.id
     : b.id === 0 && alertKey(a) === alertKey(b) && a.raisedAt === b.raisedAt;
 
-/** How a closed alert ended, as far as the alerts themselves tell. */
+/** How a closed alert ended; `by` of a replaced one is its successor when in view. */
 export type ClosedHow =
   | { kind: 'acknowledged'; by: string | null }
-  | { kind: 'replaced'; by: Alert }
+  | { kind: 'replaced'; by: Alert | null }
   | { kind: 'resolved' };
 
 /**
- * How closed alert `a` ended: closed by its acknowledgement (the engine stamps both at
- * once), replaced by another alert of its pair (among `others`) that was raised by the
- * time `a` closed and was still active then (a change of severity: the engine raises
- * the successor as it closes `a`, or, when its database was full, raised it unstored
- * earlier and closes `a` once it can), or resolved.
+ * How closed alert `a` ended. The engine says so (`clearedWhy`); for an alert closed
+ * before it did, it is inferred: closed by its acknowledgement (the engine stamps both
+ * at once), replaced by another alert of its pair (among `others`) that was raised by
+ * the time `a` closed and was still active then, or resolved. The successor of a
+ * replaced alert is looked up among `others` either way, for its severity.
  */
 export function closedHow(a: Alert, others: Iterable<Alert>): ClosedHow {
-  if (a.ackedAt !== null && a.ackedAt === a.clearedAt)
+  if (
+    a.clearedWhy === 'acknowledged' ||
+    (!a.clearedWhy && a.ackedAt !== null && a.ackedAt === a.clearedAt)
+  )
     return { kind: 'acknowledged', by: a.ackedBy };
+  if (a.clearedWhy === 'resolved') return { kind: 'resolved' };
   const key = alertKey(a);
   const at = a.clearedAt!;
   for (const b of others) {
@@ -53,7 +57,7 @@ export function closedHow(a: Alert, others: Iterable<Alert>): ClosedHow {
     if (b.raisedAt <= at && (b.clearedAt === null || b.clearedAt > at))
       return { kind: 'replaced', by: b };
   }
-  return { kind: 'resolved' };
+  return a.clearedWhy === 'superseded' ? { kind: 'replaced', by: null } : { kind: 'resolved' };
 }
 
 /** closedHow in words, with `at` (the closing time as the caller writes times). */
@@ -61,6 +65,8 @@ export function closedInWords(how: ClosedHow, at: string): string {
   if (how.kind === 'acknowledged')
     return `closed when ${how.by ?? 'someone'} acknowledged it, ${at}`;
   if (how.kind === 'replaced')
-    return `replaced by a ${SEVERITY_LABEL[how.by.severity].toLowerCase()} alert, ${at}`;
+    return how.by
+      ? `replaced by a ${SEVERITY_LABEL[how.by.severity].toLowerCase()} alert, ${at}`
+      : `replaced by an alert of another severity, ${at}`;
   return `resolved ${at}`;
 }

@@ -10,6 +10,9 @@
  */
 import { z } from 'zod';
 
+export const CLEARED_WHY = ['resolved', 'superseded', 'acknowledged'] as const;
+export type ClearedWhy = (typeof CLEARED_WHY)[number];
+
 /** Ordered: a filter "at least warning" keeps warning, error and critical. */
 export const SEVERITIES = ['info', 'warning', 'error', 'critical'] as const;
 export const Severity = z.enum(SEVERITIES);
@@ -69,6 +72,12 @@ export const Alert = z.object({
   clearedAt: z.number().nullable(),
   ackedAt: z.number().nullable(),
   ackedBy: z.string().nullable(),
+  /**
+   * How a cleared alert ended: its condition ended, an alert of the same rule and
+   * subject at another severity replaced it, or acknowledging it closed it. Absent
+   * while active, and for alerts cleared before the engine stored the reason.
+   */
+  clearedWhy: z.enum(CLEARED_WHY).optional(),
 });
 export type Alert = z.infer<typeof Alert>;
 

@@ -10,7 +10,7 @@
  * soon as the database takes writes again. What was delivered unstored is kept in
  * memory only: an engine restart while the disk stays full delivers it once more.
  */
-import type { Alert, Severity } from '../../../contract/events.js';
+import type { Alert, ClearedWhy, Severity } from '../../../contract/events.js';
 import { announceUnstoredEvent, recordEvent, type Db } from '../persistence/db.js';
 import { storageProblem, whereStorageAllows } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
@@ -34,8 +34,6 @@ interface Unstored {
 
 const unstoredKey = (rule: string, subject: string, severity: Severity) =>
   JSON.stringify([rule, subject, severity]);
-
-type ClearReason = 'resolved' | 'superseded' | 'acknowledged';
 
 export class AlertEngine {
   readonly store: AlertStore;
@@ -253,8 +251,8 @@ export class AlertEngine {
       announceUnstoredEvent(this.db, ev);
   }
 
-  private clear(a: Alert, now: number, why: ClearReason): Alert | undefined {
-    const done = this.store.clear(a.id, now);
+  private clear(a: Alert, now: number, why: ClearedWhy): Alert | undefined {
+    const done = this.store.clear(a.id, now, why);
     if (!done) return undefined;
     this.recordOrAnnounce(clearedEvent(a, why), 'a cleared alert', a.id); // closed: told all the same
     this.listener.cleared(done);
@@ -262,9 +260,9 @@ export class AlertEngine {
   }
 
   /** The end of an alert that was never stored: delivered, not stored, like its raise. */
-  private announceCleared(a: Alert, now: number, why: ClearReason): Alert {
+  private announceCleared(a: Alert, now: number, why: ClearedWhy): Alert {
     announceUnstoredEvent(this.db, clearedEvent(a, why));
-    const done = { ...a, clearedAt: now };
+    const done = { ...a, clearedAt: now, clearedWhy: why };
     this.listener.cleared(done);
     return done;
   }
@@ -287,7 +285,7 @@ function raisedEvent(a: Alert, c: Condition) {
   };
 }
 
-function clearedEvent(a: Alert, why: ClearReason) {
+function clearedEvent(a: Alert, why: ClearedWhy) {
   return {
     type: 'alert.cleared',
     severity: 'info' as const,

@@ -3,7 +3,7 @@
  * (rule, subject) WHERE cleared_at IS NULL makes "one active alert per rule and
  * subject" a property of the database, not only of the rule engine.
  */
-import type { Alert, Severity } from '../../../contract/events.js';
+import type { Alert, ClearedWhy, Severity } from '../../../contract/events.js';
 import type { Db } from '../persistence/db.js';
 
 interface AlertRow {
@@ -17,10 +17,11 @@ interface AlertRow {
   cleared_at: number | null;
   acked_at: number | null;
   acked_by: string | null;
+  cleared_why: ClearedWhy | null;
 }
 
 const COLUMNS =
-  'id, rule, subject, severity, title, message, raised_at, cleared_at, acked_at, acked_by';
+  'id, rule, subject, severity, title, message, raised_at, cleared_at, acked_at, acked_by, cleared_why';
 
 export interface NewAlert {
   rule: string;
@@ -96,11 +97,13 @@ export class AlertStore {
     return this.get(Number(r.lastInsertRowid))!;
   }
 
-  /** Clears an active alert; returns it, or undefined when it was not active. */
-  clear(id: number, now: number): Alert | undefined {
+  /** Clears an active alert, saying why; returns it, or undefined when it was not active. */
+  clear(id: number, now: number, why: ClearedWhy): Alert | undefined {
     const r = this.db
-      .prepare('UPDATE alerts SET cleared_at = ? WHERE id = ? AND cleared_at IS NULL')
-      .run(now, id);
+      .prepare(
+        'UPDATE alerts SET cleared_at = ?, cleared_why = ? WHERE id = ? AND cleared_at IS NULL',
+      )
+      .run(now, why, id);
     return r.changes ? this.get(id) : undefined;
   }
 
@@ -138,5 +141,6 @@ function toAlert(r: AlertRow): Alert {
     clearedAt: r.cleared_at,
     ackedAt: r.acked_at,
     ackedBy: r.acked_by,
+    ...(r.cleared_why !== null ? { clearedWhy: r.cleared_why } : {}),
   };
 }

@@ -120,4 +120,12 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX events_type ON events (type, ts);
     `,
   },
+  {
+    // events/alert-store.ts: how an alert ended, so consoles need not infer it.
+    name: 'why an alert was cleared',
+    sql: `
+      ALTER TABLE alerts ADD COLUMN cleared_why TEXT
+        CHECK (cleared_why IN ('resolved','superseded','acknowledged'));
+    `,
+  },
 ];

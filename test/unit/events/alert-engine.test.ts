@@ -435,3 +435,38 @@ describe('the list of closed alerts', () => {
     expect(e.store.list(undefined, 10).map((a) => a.subject)).toEqual(['b', 'a']);
   });
 });
+
+describe('why an alert was cleared', () => {
+  it('is stored with it: resolved, superseded by another severity, or acknowledged', () => {
+    let severity: 'warning' | 'critical' | null = 'warning';
+    const e = engine([
+      {
+        id: 'test.level',
+        kind: 'condition',
+        closesOnAck: () => true,
+        evaluate: () =>
+          severity
+            ? [{ subject: 'x', severity, title: 'Level', message: 'It holds. Nothing to do.' }]
+            : [],
+      },
+    ]);
+    e.evaluate({}, 1_000);
+    severity = 'critical';
+    e.evaluate({}, 2_000); // the warning is superseded by the critical one
+    severity = null;
+    e.evaluate({}, 3_000); // the critical one resolves
+    severity = 'warning';
+    const [again] = e.evaluate({}, 4_000).raised;
+    e.acknowledge(again!.id, 'admin@local', 5_000); // and this one closes on acknowledgement
+    expect(e.store.list(false, 10).map((a) => [a.severity, a.clearedAt, a.clearedWhy])).toEqual([
+      ['warning', 5_000, 'acknowledged'],
+      ['critical', 3_000, 'resolved'],
+      ['warning', 2_000, 'superseded'],
+    ]);
+    expect(pushed.filter((p) => p.kind === 'cleared').map((p) => p.alert.clearedWhy)).toEqual([
+      'superseded',
+      'resolved',
+      'acknowledged',
+    ]);
+  });
+});

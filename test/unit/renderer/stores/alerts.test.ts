@@ -1,6 +1,7 @@
 // @vitest-environment happy-dom
 import { beforeEach, describe, expect, it } from 'vitest';
 import { ApiError, ErrorCode, type Alert } from '../../../../contract/api.js';
+import { closedInWords } from '../../../../contract/alert-words.js';
 import { useAlertsStore } from '../../../../renderer/src/stores/alerts.js';
 import { FakeClient, flush, installFake } from '../support/fake-client.js';
 import { alert } from '../support/fixtures.js';
@@ -274,6 +275,39 @@ describe('useAlertsStore', () => {
       // an alert of the pair raised again after one resolved did not replace it
       client.emit('alert.raised', alert({ id: 6, ...disk, severity: 'warning', raisedAt: 80 }));
       expect(store.closedHow(store.recent.find((a) => a.id === 2)!)).toEqual({ kind: 'resolved' });
+    });
+
+    it('say what the engine stored about how each ended, even with its successor out of view', async () => {
+      const store = await listed(
+        { alerts: [alert({ id: 9, rule: 'capacity', subject: '/data', raisedAt: 15 })] },
+        [
+          // replaced long ago: its successor closed too, and is not among these
+          alert({
+            id: 2,
+            rule: 'capacity',
+            subject: '/var',
+            raisedAt: 1,
+            clearedAt: 5,
+            clearedWhy: 'superseded',
+          }),
+          // resolved, though an alert of its pair was active when it closed (the engine knows)
+          alert({
+            id: 3,
+            rule: 'capacity',
+            subject: '/data',
+            raisedAt: 2,
+            clearedAt: 20,
+            clearedWhy: 'resolved',
+          }),
+        ],
+      );
+      expect(store.recent.map((a) => [a.id, store.closedHow(a)])).toEqual([
+        [3, { kind: 'resolved' }],
+        [2, { kind: 'replaced', by: null }],
+      ]);
+      expect(closedInWords(store.closedHow(store.recent[1]!), 'then')).toBe(
+        'replaced by an alert of another severity, then',
+      );
     });
 
     it('keep a closed alert the database never stored when the list is read again', async () => {
