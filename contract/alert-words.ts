@@ -21,6 +21,17 @@ export const SEVERITY_RANK: Readonly<Record<Severity, number>> = {
   critical: 3,
 };
 
+/** Orders alerts the most severe first, then the newest raised first. */
+export const mostSevereFirst = (a: Alert, b: Alert) =>
+  SEVERITY_RANK[b.severity] - SEVERITY_RANK[a.severity] || b.raisedAt - a.raisedAt;
+
+/** How many of `alerts` have each severity, the most severe first, zeros included. */
+export function countBySeverity(alerts: readonly Pick<Alert, 'severity'>[]): [Severity, number][] {
+  return (Object.keys(SEVERITY_RANK) as Severity[])
+    .sort((x, y) => SEVERITY_RANK[y] - SEVERITY_RANK[x])
+    .map((sev) => [sev, alerts.filter((a) => a.severity === sev).length]);
+}
+
 /** One active alert per rule and subject: this pair names it. */
 export const alertKey = (a: Pick<Alert, 'rule' | 'subject'>) => `${a.rule}\u0000${a.subject}`;
 

@@ -3,7 +3,7 @@
  * raised alerts to show. Pure (tested); main shows the notices with Electron's
  * Notification.
  */
-import { SEVERITY_LABEL } from '../../contract/alert-words.js';
+import { SEVERITY_LABEL, alertKey } from '../../contract/alert-words.js';
 import type { Alert, ConnectionState } from '../../contract/api.js';
 
 export interface Notice {
@@ -55,7 +55,7 @@ export class AlertNotifier {
 
   raised(a: Alert): Notice | undefined {
     if (a.severity === 'info' || a.clearedAt !== null) return undefined;
-    const key = `${a.rule}\u0000${a.subject}\u0000${a.severity}\u0000${a.raisedAt}`;
+    const key = `${alertKey(a)}\u0000${a.severity}\u0000${a.raisedAt}`;
     if (this.told.includes(key)) return undefined;
     this.told.push(key);
     if (this.told.length > REMEMBER) this.told.shift();

@@ -1,14 +1,13 @@
 /** `branchsan alerts`: a running engine's alerts on the command line, and acknowledging one. */
 import {
   SEVERITY_LABEL,
-  SEVERITY_RANK,
   closedHow,
   closedInWords,
+  mostSevereFirst,
 } from '../../../contract/alert-words.js';
 import type { Alert } from '../../../contract/events.js';
-import { UserError } from '../util/errors.js';
 import { connectSocket, engineSocket } from './api-client.js';
-import { parseCommandArgs, parseWholeNumber, type Command } from './command.js';
+import { parseCommandArgs, parseWholeNumber, usageError, type Command } from './command.js';
 import { formatWhen } from './when.js';
 
 const HELP = `Usage: branchsan alerts (--data DIR | --socket PATH) [--closed] [--limit N] [--json]
@@ -86,8 +85,7 @@ export const alerts: Command = {
   },
 };
 
-const usage = (message: string) =>
-  new UserError(`alerts: ${message}`, 'Run `branchsan alerts --help` to see its options.', 'usage');
+const usage = (message: string) => usageError('alerts', message);
 
 /** `ack ID` → ID; no positionals → undefined; anything else is refused. */
 function parseAck(positionals: string[]): number | undefined {
@@ -110,9 +108,7 @@ const quote = (s: string) => (/^[\w./:@=+-]+$/.test(s) ? s : `'${s.replace(/'/g,
 
 function activeList(list: Alert[], ack: (id: number) => string): string {
   if (list.length === 0) return 'No active alerts: nothing on this node needs attention.';
-  const sorted = [...list].sort(
-    (a, b) => SEVERITY_RANK[b.severity] - SEVERITY_RANK[a.severity] || b.raisedAt - a.raisedAt,
-  );
+  const sorted = [...list].sort(mostSevereFirst);
   const head = `${list.length} active alert${list.length === 1 ? '' : 's'}:`;
   return [head, ...sorted.map((a) => activeEntry(a, ack))].join('\n\n');
 }

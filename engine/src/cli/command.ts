@@ -14,6 +14,15 @@ export interface Command {
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
+/** A wrong command line: what is wrong, and where the command's options are told. */
+export function usageError(command: string, message: string): UserError {
+  return new UserError(
+    `${command}: ${message}`,
+    `Run \`branchsan ${command} --help\` to see its options.`,
+    'usage',
+  );
+}
+
 /**
  * parseArgs with errors a person can act on. On top of parseArgs' own checks:
  * - a negative number is taken as the value of the option before it (`--port -1`
@@ -29,12 +38,7 @@ export function parseCommandArgs<O extends Options>(
   options: O,
   allowPositionals = false,
 ) {
-  const usage = (message: string) =>
-    new UserError(
-      `${command}: ${message}`,
-      `Run \`branchsan ${command} --help\` to see its options.`,
-      'usage',
-    );
+  const usage = (message: string) => usageError(command, message);
   const args = joinNegativeValues(argv, options);
   const parse = () => {
     try {
@@ -105,10 +109,9 @@ export function parseWholeNumber(
   if (value === undefined) return range.fallback;
   const n = /^\d+$/.test(value) ? Number(value) : NaN;
   if (!(n >= range.min && n <= range.max)) {
-    throw new UserError(
-      `${command}: --${flag} must be a whole number from ${range.min} to ${range.max}, not "${value}".`,
-      `Run \`branchsan ${command} --help\` to see its options.`,
-      'usage',
+    throw usageError(
+      command,
+      `--${flag} must be a whole number from ${range.min} to ${range.max}, not "${value}".`,
     );
   }
   return n;

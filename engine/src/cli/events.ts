@@ -3,7 +3,13 @@ import { SEVERITY_RANK } from '../../../contract/alert-words.js';
 import { EventsListParams, type EventRecord, type Severity } from '../../../contract/events.js';
 import { UserError } from '../util/errors.js';
 import { connectSocket, engineSocket } from './api-client.js';
-import { parseCommandArgs, parseWholeNumber, stopSignal, type Command } from './command.js';
+import {
+  parseCommandArgs,
+  parseWholeNumber,
+  usageError,
+  stopSignal,
+  type Command,
+} from './command.js';
 import { formatWhen, parseSince } from './when.js';
 
 const HELP = `Usage: branchsan events (--data DIR | --socket PATH) [--since WHEN] [--severity LEVEL]
@@ -150,8 +156,7 @@ function line(e: EventRecord): string {
   return `${formatWhen(e.ts)}  ${e.severity.toUpperCase().padEnd(8)}  ${e.type}  ${e.message}${unstored}`;
 }
 
-const usage = (message: string) =>
-  new UserError(`events: ${message}`, 'Run `branchsan events --help` to see its options.', 'usage');
+const usage = (message: string) => usageError('events', message);
 
 /** The engine's own rule for a type filter (the contract's), said before asking it. */
 function parseType(text: string | undefined): string | undefined {

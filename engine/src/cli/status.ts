@@ -1,4 +1,5 @@
-import { SEVERITIES, type Alert } from '../../../contract/events.js';
+import { countBySeverity } from '../../../contract/alert-words.js';
+import type { Alert } from '../../../contract/events.js';
 import { joinHostPort } from '../host/probe.js';
 import { connectSocket, engineSocket } from './api-client.js';
 import { parseCommandArgs, type Command } from './command.js';
@@ -62,8 +63,7 @@ Options:
 /** "none active", or "1 critical, 2 warning active (branchsan alerts lists them)". */
 function alertCounts(alerts: Alert[]): string {
   if (alerts.length === 0) return 'none active';
-  const counts = SEVERITIES.toReversed()
-    .map((sev) => [sev, alerts.filter((a) => a.severity === sev).length] as const)
+  const counts = countBySeverity(alerts)
     .filter(([, n]) => n > 0)
     .map(([sev, n]) => `${n} ${sev}`);
   return `${counts.join(', ')} active (\`branchsan alerts\` lists them, with what to do)`;

@@ -50,7 +50,6 @@ export class AlertStore {
     return rows.map(toAlert);
   }
 
-  /** Newest first. */
   /** Newest raised first; closed ones only (`active` false): the last closed first. */
   list(active: boolean | undefined, limit: number): Alert[] {
     const filter =

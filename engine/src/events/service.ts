@@ -136,9 +136,6 @@ export class EventsService {
    * acknowledged and the call still failed).
    */
   acknowledge(id: number, actor: string): Alert {
-    const missing = () =>
-      new UserError(`There is no alert ${id}.`, 'Refresh the alert list.', 'not-found', 'id');
-    if (!this.alerts.store.get(id)) throw missing();
     let a: Alert | undefined;
     try {
       a = this.alerts.acknowledge(id, actor, this.now(), () =>
@@ -154,7 +151,8 @@ export class EventsService {
         'unavailable',
       );
     }
-    if (!a) throw missing();
+    if (!a)
+      throw new UserError(`There is no alert ${id}.`, 'Refresh the alert list.', 'not-found', 'id');
     return a;
   }
 

@@ -6,7 +6,8 @@
  * works; io_time_seconds_total is the summed latency, whose rate() is the mean queue
  * depth (Little's law). Node gauges come from the last one-second sample.
  */
-import { SEVERITIES, type Alert } from '../../../contract/events.js';
+import { countBySeverity } from '../../../contract/alert-words.js';
+import type { Alert } from '../../../contract/events.js';
 import type { MetricsSample } from '../../../contract/metrics.js';
 import { LATENCY_BUCKETS } from '../core/stats.js';
 import type { IoStatsSnapshot } from '../core/stats.js';
@@ -151,8 +152,7 @@ function alertFamilies(out: Exposition, alerts: readonly ExposedAlert[]): void {
     'gauge',
     'Active alerts by severity (`branchsan alerts` lists them, with what to do).',
   );
-  for (const severity of SEVERITIES.toReversed()) {
-    const n = alerts.filter((a) => a.severity === severity).length;
+  for (const [severity, n] of countBySeverity(alerts)) {
     out.sample('branchsan_alerts_active', { severity }, n);
   }
   out.family(

@@ -18,9 +18,9 @@
 import { defineStore } from 'pinia';
 import { computed, ref } from 'vue';
 import {
-  SEVERITY_RANK,
   alertKey,
   closedHow,
+  mostSevereFirst,
   sameAlert,
   type ClosedHow,
 } from '../../../contract/alert-words.js';
@@ -59,11 +59,7 @@ export const useAlertsStore = defineStore('alerts', () => {
   let requests = 0;
 
   /** Most severe first, then newest first. */
-  const active = computed(() =>
-    [...byKey.value.values()].sort(
-      (a, b) => SEVERITY_RANK[b.severity] - SEVERITY_RANK[a.severity] || b.raisedAt - a.raisedAt,
-    ),
-  );
+  const active = computed(() => [...byKey.value.values()].sort(mostSevereFirst));
   /** More active alerts than one list answer holds: the list shown is not all of them. */
   const truncated = ref(false);
   /** The alerts closed last, the last closed first; at most RECENT_LIMIT. */
