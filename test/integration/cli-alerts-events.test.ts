@@ -10,6 +10,7 @@ import { connectSocket, type SocketClient } from '../helpers/api.js';
 import { killGroup, killStarted, start } from '../helpers/cli-process.js';
 import {
   LOCAL_ACTOR,
+  NATIVE_BUILT,
   runCli,
   startEngine,
   tempDir,
@@ -132,6 +133,23 @@ describe('branchsan alerts and events', () => {
       ),
     );
   });
+
+  // `branchsan events -f | head -1` on a quiet engine: head has exited and no event
+  // comes to fail a write, yet following must end (as GNU tail -f does), or the
+  // user's pipeline waits for the next event, maybe for hours. The type filter keeps
+  // every event out, so only the check of the output can end it.
+  it.runIf(NATIVE_BUILT)(
+    'stops following once its output has no reader, without waiting for an event to write',
+    async () => {
+      const follow = start(['events', '--data', dir, '--type', 'alert.raised', '--follow'], 20_000);
+      await until(async () => follow.stdout().includes('alert.raised'));
+      follow.proc.stdout!.destroy(); // the reader exits
+      const ended = await follow.exited;
+      expect(ended.timedOut, 'still following 20 s after its reader left').toBe(false);
+      expect(ended.code, ended.stderr).toBe(0);
+      expect(ended.stderr).toBe('');
+    },
+  );
 
   it('filters the event log by time and severity, and pages through more than one answer holds', async () => {
     for (let i = 0; i < 1005; i++) await api.call('notifications.test', {});

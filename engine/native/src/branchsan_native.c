@@ -7,7 +7,8 @@
  * worker maps them with the same table. readInline runs on the main event loop
  * and never waits on a device (see there); it returns -errno instead of throwing,
  * because EAGAIN is its normal "not cached, use a worker" answer. peerCred serves the
- * management API socket (who is calling), on the main event loop.
+ * management API socket (who is calling), on the main event loop; outputClosed serves
+ * the command line (has the reader of standard output gone?).
  */
 #define _GNU_SOURCE
 #define NAPI_VERSION 8
@@ -19,6 +20,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -272,6 +274,29 @@ static napi_value js_peer_cred(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* outputClosed(fd): whether nobody will ever read what is written to fd: a pipe whose
+ * reading end is closed (POLLERR), a hung-up terminal or a socket shut down in both
+ * directions (POLLHUP). Asks poll() with no events and no timeout, so it never waits
+ * and writes nothing. A file never reports either. Returns -errno on failure. */
+static napi_value js_output_closed(napi_env env, napi_callback_info info) {
+  double a[1];
+  if (get_args(env, info, 1, a) || a[0] < 0) return throw_errno(env, "outputClosed", EINVAL);
+  struct pollfd p = {(int)a[0], 0, 0};
+  int r;
+  do {
+    r = poll(&p, 1, 0);
+  } while (r < 0 && errno == EINTR);
+  napi_value out;
+  if (r < 0) {
+    CHECK(napi_create_int32(env, -errno, &out));
+  } else if (p.revents & POLLNVAL) {
+    CHECK(napi_create_int32(env, -EBADF, &out));
+  } else {
+    CHECK(napi_get_boolean(env, (p.revents & (POLLERR | POLLHUP)) != 0, &out));
+  }
+  return out;
+}
+
 static napi_value int_const(napi_env env, int v) {
   napi_value out;
   napi_create_int32(env, v, &out);
@@ -290,6 +315,7 @@ NAPI_MODULE_INIT() {
       {"rangeLock", NULL, js_range_lock, NULL, NULL, NULL, napi_enumerable, NULL},
       {"rangeHolder", NULL, js_range_holder, NULL, NULL, NULL, napi_enumerable, NULL},
       {"peerCred", NULL, js_peer_cred, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"outputClosed", NULL, js_output_closed, NULL, NULL, NULL, napi_enumerable, NULL},
       {"FALLOC_FL_KEEP_SIZE", NULL, NULL, NULL, NULL, int_const(env, FALLOC_FL_KEEP_SIZE),
        napi_enumerable, NULL},
       {"FALLOC_FL_PUNCH_HOLE", NULL, NULL, NULL, NULL, int_const(env, FALLOC_FL_PUNCH_HOLE),

@@ -1,6 +1,7 @@
 /** `branchsan events`: a running engine's event log on the command line, and following it. */
 import { SEVERITY_RANK } from '../../../contract/alert-words.js';
 import { EventsListParams, type EventRecord, type Severity } from '../../../contract/events.js';
+import { loadNativeAddon } from '../storage/io-worker-pool.js';
 import { UserError } from '../util/errors.js';
 import { connectSocket, engineSocket } from './api-client.js';
 import {
@@ -107,15 +108,36 @@ export const events: Command = {
 };
 
 /**
- * Settles when standard output can take no more (`events -f | head -1`: its reader
- * exited), which shows at the next event written: following then ends, as tail -f does.
+ * Settles when nobody reads standard output any more (`events -f | head -1`: head
+ * exited). Writing shows it (EPIPE) at the next event; with the C addon a poll of the
+ * descriptor every OUTPUT_CHECK_MS shows it without one, so a quiet engine does not keep
+ * the pipeline waiting, as GNU tail -f does. Without the addon (not built, or
+ * BRANCHSAN_NATIVE=off) only the next event tells.
  */
-function readerGone(): Promise<void> {
-  return new Promise((resolve) => {
-    process.stdout.once('error', () => resolve());
-    process.stdout.once('close', () => resolve());
+async function readerGone(): Promise<void> {
+  const addon = await loadNativeAddon();
+  const closed =
+    typeof addon?.outputClosed === 'function'
+      ? (addon.outputClosed as (fd: number) => boolean | number)
+      : null;
+  await new Promise<void>((resolve) => {
+    let timer: NodeJS.Timeout | undefined;
+    const done = () => {
+      clearInterval(timer);
+      resolve();
+    };
+    if (closed) {
+      timer = setInterval(() => {
+        if (closed(process.stdout.fd) === true) done();
+      }, OUTPUT_CHECK_MS).unref();
+    }
+    process.stdout.once('error', done);
+    process.stdout.once('close', done);
   });
 }
+
+/** How often following checks whether standard output still has a reader. */
+const OUTPUT_CHECK_MS = 500;
 
 type Filter = { since?: number; severity?: Severity; type?: string };
 

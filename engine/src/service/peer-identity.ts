@@ -5,37 +5,29 @@
  * name to give, and the socket server falls back to its connection number.
  */
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
-import { resolveNativeAddon } from '../storage/io-worker-pool.js';
+import { loadNativeAddon } from '../storage/io-worker-pool.js';
 import type { Logger } from '../util/log.js';
 
-interface PeerCredAddon {
-  peerCred(fd: number): { pid: number; uid: number; gid: number };
-}
+type PeerCred = (fd: number) => { pid: number; uid: number; gid: number };
 
 /** Names a connected local socket's user, or null when it cannot be told. */
 export type PeerNamer = (sock: Socket) => string | null;
 
 export async function localPeerNamer(log: Logger): Promise<PeerNamer | null> {
-  const file = await resolveNativeAddon(undefined);
-  if (!file) return null;
-  let addon: PeerCredAddon;
-  try {
-    addon = createRequire(import.meta.url)(file) as PeerCredAddon;
-  } catch (err) {
+  const addon = await loadNativeAddon((err) =>
     log.warn('API callers are named by connection, not by user: the C addon did not load', {
       err,
-    });
-    return null;
-  }
-  if (typeof addon.peerCred !== 'function') return null; // an addon built before peerCred
+    }),
+  );
+  if (typeof addon?.peerCred !== 'function') return null; // none, or one built before peerCred
+  const peerCred = addon.peerCred as PeerCred;
   return (sock) => {
     // libuv's descriptor of the accepted connection (Node has no public getter)
     const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
     if (typeof fd !== 'number' || fd < 0) return null;
     try {
-      return `${userName(addon.peerCred(fd).uid)}@local`;
+      return `${userName(peerCred(fd).uid)}@local`;
     } catch {
       return null;
     }

@@ -782,3 +782,22 @@ export async function resolveNativeAddon(
   }
   return null;
 }
+
+/**
+ * The addon's exports for callers outside the storage path (the API socket, the
+ * command line), or null when it is not built or turned off. A file that fails to
+ * load is null too, after `onLoadError` is told why. Each caller checks that the
+ * function it needs is there: an addon built by an older release may lack it.
+ */
+export async function loadNativeAddon(
+  onLoadError: (err: unknown) => void = () => {},
+): Promise<Record<string, unknown> | null> {
+  const file = await resolveNativeAddon(undefined);
+  if (!file) return null;
+  try {
+    return createRequire(import.meta.url)(file) as Record<string, unknown>;
+  } catch (err) {
+    onLoadError(err);
+    return null;
+  }
+}
