@@ -557,10 +557,24 @@ export class NvmeTcpQueue {
     return closed;
   }
 
-  /** Stop everything; `graceful` flushes queued bytes and sends FIN before closing. */
+  /**
+   * Stop everything; `graceful` flushes queued bytes and sends FIN before closing, when
+   * the kernel takes them all at once (else the socket is destroyed: see there).
+   */
   private teardown(err: HostError, graceful: boolean, culprit: Culprit | null = null): void {
     clearInterval(this.scanTimer);
     this.parser.halt();
+    if (graceful) {
+      // Send what this turn queued now (the TermReq too), then close gracefully only
+      // if the kernel took every byte. Bytes still queued in Node or libuv can be
+      // views of callers' write buffers (H2CData and in-capsule data go out without a
+      // copy), and their commands fail below: their owners may reuse the buffers at
+      // once, and sending those bytes later would hand a target's open R2T whatever
+      // the buffers hold by then. So then the socket is destroyed, which drops them
+      // (and the TermReq, a courtesy).
+      if (this.corked) this.uncork();
+      graceful = this.sock.writableLength === 0;
+    }
     if (graceful) {
       this.sock.end();
       // A peer that never closes its side must not keep the socket half-open forever.

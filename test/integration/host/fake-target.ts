@@ -62,6 +62,8 @@ export interface FakeTargetOptions {
   icresp?: Partial<Parameters<typeof encodeICResp>[0]>;
   /** Never answer commands for which this returns true. */
   hold?: (opcode: number, qid: number) => boolean;
+  /** Sees the data of every H2CData PDU received, before anything else happens to it. */
+  onH2CData?: (data: Buffer) => void;
 }
 
 /** What a lie may use to build its PDUs. */
@@ -72,6 +74,8 @@ export interface LieContext {
   data: Buffer;
   /** The connection's digest settings, to pass to the encoders. */
   dg: { hdgst: boolean; ddgst: boolean };
+  /** Stops reading this connection (the host's writes back up) until resumeIo(). */
+  pause(): void;
 }
 
 interface Conn {
@@ -120,6 +124,11 @@ export class FakeTarget {
     this.conns.clear();
   }
 
+  /** Reads again the connections a lie paused. */
+  resumeIo(): void {
+    for (const c of this.conns) c.sock.resume();
+  }
+
   /** Complete the pending Async Event Request(s) with this dw0. */
   fireEvent(dw0: number): number {
     const pending = this.aers.splice(0);
@@ -155,6 +164,7 @@ export class FakeTarget {
     } else if (pdu.type === PduType.CapsuleCmd) {
       this.onCommand(c, pdu.sqe, pdu.data);
     } else if (pdu.type === PduType.H2CData) {
+      this.o.onH2CData?.(pdu.data);
       const w = c.writes.get(pdu.cccid);
       if (!w) return; // a write a lie answered: the fake keeps no state for it
       pdu.data.copy(w.buf, pdu.datao);
@@ -216,7 +226,8 @@ export class FakeTarget {
       const off = slba * this.bs;
       const honest = op === IO.READ ? this.memory.subarray(off, off + nlb * this.bs) : data;
       const dg = { hdgst: c.hdgst, ddgst: c.ddgst };
-      const pdus = this.o.lie({ op, cid, data: Buffer.from(honest ?? []), dg });
+      const pause = () => void c.sock.pause();
+      const pdus = this.o.lie({ op, cid, data: Buffer.from(honest ?? []), dg, pause });
       if (pdus) {
         for (const b of pdus) c.sock.write(b);
         return;

@@ -232,6 +232,61 @@ describe('host library vs a lying target', () => {
     expect(honest.ctrl.state).toBe('live');
   });
 
+  // The host library sends write data without copying it, so its owner may reuse the
+  // buffer once the write has ended. A write the queue failed while its data was still
+  // queued for the socket (the target read slowly) must therefore never send that
+  // data later: it would reach the target's live R2T holding whatever the owner put in
+  // the buffer since, and land there.
+  // Both ways a queue ends while bytes are still queued: a protocol error (a lie), and
+  // close() once its drain time is over.
+  it.each(['a protocol error', 'close() after its drain time'] as const)(
+    'never sends a failed write’s data after the write ended, even if it was queued: %s',
+    async (ending) => {
+      // 4 writes of 8 MiB (the library's transfer limit): far more than the two
+      // sockets' kernel buffers hold, so most of it waits in the host's user space
+      const each = 8 * 1024 * 1024;
+      let writes = 0;
+      const lie = onlyWrites((x) => {
+        x.pause(); // the host's H2CData backs up
+        const pdus = [r2t(x, 1 + writes, 0, each)];
+        // a CapsuleResp for no command fails the queue
+        if (++writes === 4 && ending === 'a protocol error') pdus.push(resp(x, x.cid ^ 0x0800));
+        return pdus;
+      });
+      let received = 0;
+      let reused = 0;
+      const onH2CData = (d: Buffer) => {
+        received += d.length;
+        for (const b of d) if (b === 0xee) reused++;
+      };
+      const { ns, ctrl, target } = await connect({ lie, onH2CData, blocks: (4 * each) / 512 });
+      const data = [0, 1, 2, 3].map(() => Buffer.alloc(each, 0x17));
+      const writing = Promise.all(
+        data.map((d, i) =>
+          ns.write((i * each) / 512, d).then(
+            () => null,
+            (e: unknown) => e as HostError,
+          ),
+        ),
+      );
+      if (ending === 'close() after its drain time') {
+        await waitFor(() => writes === 4);
+        void ctrl.close(100);
+      }
+      const ended = await writing;
+      expect(writes).toBe(4);
+      for (const err of ended) {
+        expect(err?.kind).toBe(ending === 'a protocol error' ? 'transport' : 'closed');
+        expect(err?.maybeExecuted).toBe(true);
+      }
+      for (const d of data) d.fill(0xee); // allowed: the writes have ended
+      target.resumeIo();
+      await waitFor(() => target.conns.size === 0); // the host closed both queues
+      expect(received).toBeLessThan(4 * each); // the data still queued was dropped…
+      expect(reused).toBe(0); // …so none of the reused buffers was sent
+    },
+  );
+
   it('checks the header digest when it was negotiated', async () => {
     const lie = onlyReads((x) => {
       const b = c2h(x, 0, x.data);
