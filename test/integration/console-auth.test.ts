@@ -18,6 +18,7 @@ import WebSocket from 'ws';
 import { parseDhchapSecret } from '../../engine/src/service/host-secrets.js';
 import { apiError, connectSocket } from '../helpers/api.js';
 import { BIN, runCli, startEngine, tempDir, type RunningEngine } from '../helpers/engine.js';
+import { until } from '../helpers/wait.js';
 
 const PASSWORD = 'correct horse battery';
 
@@ -211,6 +212,21 @@ describe('console sign-in on loopback (plain http)', () => {
     expect(s.body).toMatchObject({ authenticated: true, setupRequired: false });
   });
 
+  // The attempt limits are shared (per client, and by all clients together); a request
+  // with no password to check must not use them up at no cost, or a few senders of
+  // `{}` would lock everyone out of sign-in without ever failing a password.
+  it('a login request with no password is refused 400 and uses none of the attempt budget', async () => {
+    for (let i = 0; i < 31; i++) {
+      const junk = await request(base, 'POST', '/api/login', {
+        body: i % 2 ? {} : { password: '' },
+      });
+      expect(junk.status).toBe(400);
+      expect(junk.body.error).toBe('The request has no password.');
+    }
+    const ok = await request(base, 'POST', '/api/login', { body: { password: PASSWORD } });
+    expect(ok.status).toBe(200);
+  });
+
   it('refuses cross-origin and cross-site POSTs, non-JSON bodies, rebinding Host names and foreign WebSocket origins', async () => {
     const body = { password: PASSWORD };
     const evil = await request(base, 'POST', '/api/login', {
@@ -267,6 +283,23 @@ describe('console sign-in on loopback (plain http)', () => {
     await expect(openSocket(base, { cookie: mine })).rejects.toThrow(/HTTP 401/);
     const s = await request(base, 'GET', '/api/session', { headers: { Cookie: mine } });
     expect(s.body.authenticated).toBe(false);
+  });
+
+  // The page (GET /api/session) can be the first to meet the expired session: the
+  // store then drops it, and the sweeper never sees it. The socket must close anyway,
+  // or it goes on receiving the engine's events after the session ended.
+  it('an expired session found by a session check first still closes its open socket', async () => {
+    const login = await request(base, 'POST', '/api/login', { body: { password: PASSWORD } });
+    const mine = cookieOf(login);
+    const ws = await openSocket(base, { cookie: mine });
+    const end: { code?: number } = {};
+    ws.once('close', (code) => (end.code = code));
+    for (;;) {
+      const s = await request(base, 'GET', '/api/session', { headers: { Cookie: mine } });
+      if (!s.body.authenticated) break;
+      await sleep(5);
+    }
+    expect(await until(() => end.code, 2000)).toBe(4401);
   });
 
   it('a socket in use keeps its session alive', async () => {

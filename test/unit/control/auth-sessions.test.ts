@@ -40,6 +40,44 @@ describe('SessionStore', () => {
   });
 });
 
+describe('SessionStore tells which sessions it ended, whichever call ended them', () => {
+  const limits = { idleMs: 1000, absoluteMs: 60_000 };
+
+  it('a lookup that meets an expired session or a replaced password reports it', () => {
+    const ended: string[][] = [];
+    const store = new SessionStore(limits, (keys) => ended.push(keys));
+    const idle = store.create('a', 'cred', 0);
+    const old = store.create('b', 'cred', 0);
+    store.touch(old.session, 900);
+    expect(store.find(idle.id, 'cred', 1000)).toBeNull();
+    expect(ended).toEqual([[idle.session.key]]);
+    expect(store.live(old.session.key, 'new', 1001)).toBeNull();
+    expect(ended).toEqual([[idle.session.key], [old.session.key]]);
+    expect(store.size).toBe(0);
+  });
+
+  it('evicting the least recently used of too many sessions reports it', () => {
+    const ended: string[][] = [];
+    const store = new SessionStore(limits, (keys) => ended.push(keys));
+    const first = store.create('a', 'cred', 0);
+    for (let i = 1; i <= 256; i++) store.create('a', 'cred', i);
+    expect(ended).toEqual([[first.session.key]]);
+    expect(store.size).toBe(256);
+  });
+
+  it('revoke and sweep report what they ended, once', () => {
+    const ended: string[][] = [];
+    const store = new SessionStore(limits, (keys) => ended.push(keys));
+    const a = store.create('a', 'cred', 0);
+    const b = store.create('b', 'cred', 0);
+    expect(store.revoke(a.id)).toBe(a.session);
+    expect(store.revoke(a.id)).toBeNull();
+    expect(store.sweep('cred', 1000)).toEqual([b.session.key]);
+    expect(store.sweep('cred', 1001)).toEqual([]);
+    expect(ended).toEqual([[a.session.key], [b.session.key]]);
+  });
+});
+
 describe('LoginThrottle', () => {
   const limits = {
     maxFailures: 5,

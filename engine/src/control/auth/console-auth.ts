@@ -56,7 +56,9 @@ export class ConsoleAuth {
   private checking = 0;
 
   constructor(private readonly opts: ConsoleAuthOptions) {
-    this.sessions = new SessionStore({ ...DEFAULT_SESSION_LIMITS, ...opts.sessions });
+    this.sessions = new SessionStore({ ...DEFAULT_SESSION_LIMITS, ...opts.sessions }, (keys) =>
+      this.emitEnded(keys),
+    );
     this.throttle = new LoginThrottle({ ...DEFAULT_THROTTLE_LIMITS, ...opts.throttle });
     // __Host-: the browser keeps it only from a secure origin, for this host, on Path=/.
     this.cookieName = opts.tls ? '__Host-branchsan_session' : 'branchsan_session';
@@ -200,10 +202,16 @@ export class ConsoleAuth {
       );
     }
     const peer = clientAddress(req);
+    // The body first: a request with no password to check (or no JSON) is answered
+    // 400 without using the throttle's budget, which is shared by every address and
+    // would otherwise let junk requests, never counted as failures, lock out sign-in.
+    const password = (await readJson(req)).password;
+    if (typeof password !== 'string' || password === '')
+      return fault(400, 'The request has no password.', 'Send {"password": "…"}.');
     const verdict = this.throttle.attempt(peer);
     if (!verdict.allowed) return tooMany(verdict.message, verdict.retryAfterMs);
     try {
-      return await this.checkLogin(req, peer, stored);
+      return await this.checkLogin(password, peer, stored);
     } finally {
       this.throttle.settle(peer);
     }
@@ -211,14 +219,10 @@ export class ConsoleAuth {
 
   /** A login the throttle allowed: its password is checked. */
   private async checkLogin(
-    req: http.IncomingMessage,
+    password: string,
     peer: string,
     stored: NonNullable<ReturnType<PasswordFile['current']>>,
   ): Promise<Reply> {
-    const body = await readJson(req);
-    const password = body.password;
-    if (typeof password !== 'string' || password === '')
-      return fault(400, 'The request has no password.', 'Send {"password": "…"}.');
     if (this.checking >= MAX_CONCURRENT_CHECKS)
       return fault(
         503,
@@ -278,8 +282,7 @@ export class ConsoleAuth {
 
   private logout(req: http.IncomingMessage): Reply {
     const id = this.cookieOf(req);
-    const session = id ? this.sessions.revoke(id) : null;
-    if (session) this.emitEnded([session.key]);
+    if (id) this.sessions.revoke(id); // the store tells the console to close its sockets
     return {
       status: 200,
       body: { authenticated: false },
@@ -366,8 +369,7 @@ export class ConsoleAuth {
       this.opts.log.error('cannot read the console password file', { err });
       credential = null; // unreadable password file: end every session
     }
-    const ended = this.sessions.sweep(credential);
-    if (ended.length) this.emitEnded(ended);
+    this.sessions.sweep(credential); // the store reports what ended (emitEnded)
   }
 
   private emitEnded(keys: string[]): void {

@@ -33,7 +33,16 @@ export interface Session {
 export class SessionStore {
   private readonly sessions = new Map<string, Session>();
 
-  constructor(readonly limits: SessionLimits = DEFAULT_SESSION_LIMITS) {}
+  /**
+   * @param onEnded told the keys of sessions this store ended, whichever call found
+   *   them over (a lookup that met an expired one, eviction, revoke, sweep), so the
+   *   console can close their WebSockets at once: a lookup that quietly dropped a
+   *   session would leave its sockets receiving events after sign-out or expiry.
+   */
+  constructor(
+    readonly limits: SessionLimits = DEFAULT_SESSION_LIMITS,
+    private readonly onEnded: (keys: string[]) => void = () => {},
+  ) {}
 
   /** Opens a session; returns the cookie value (shown once, never stored). */
   create(peer: string, credential: string, now = Date.now()): { id: string; session: Session } {
@@ -48,7 +57,7 @@ export class SessionStore {
     this.sessions.set(session.key, session);
     if (this.sessions.size > MAX_SESSIONS) {
       const oldest = [...this.sessions.values()].sort((a, b) => a.lastUsedAt - b.lastUsedAt)[0]!;
-      this.sessions.delete(oldest.key);
+      this.end([oldest.key]);
     }
     return { id, session };
   }
@@ -63,7 +72,7 @@ export class SessionStore {
     const s = this.sessions.get(key);
     if (!s) return null;
     if (credential !== s.credential || this.expired(s, now)) {
-      this.sessions.delete(key);
+      this.end([key]);
       return null;
     }
     return s;
@@ -82,9 +91,8 @@ export class SessionStore {
   }
 
   revoke(id: string): Session | null {
-    const key = keyOf(id);
-    const s = this.sessions.get(key) ?? null;
-    this.sessions.delete(key);
+    const s = this.sessions.get(keyOf(id)) ?? null;
+    if (s) this.end([s.key]);
     return s;
   }
 
@@ -92,16 +100,19 @@ export class SessionStore {
   sweep(credential: string | null, now = Date.now()): string[] {
     const ended: string[] = [];
     for (const s of this.sessions.values()) {
-      if (credential !== s.credential || this.expired(s, now)) {
-        this.sessions.delete(s.key);
-        ended.push(s.key);
-      }
+      if (credential !== s.credential || this.expired(s, now)) ended.push(s.key);
     }
+    if (ended.length > 0) this.end(ended);
     return ended;
   }
 
   get size(): number {
     return this.sessions.size;
+  }
+
+  private end(keys: string[]): void {
+    for (const k of keys) this.sessions.delete(k);
+    this.onEnded(keys);
   }
 
   private expired(s: Session, now: number): boolean {
