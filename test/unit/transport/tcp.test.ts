@@ -334,10 +334,10 @@ describe('commands', () => {
     expect(same(e!, d!)).toBe(true);
   });
 
-  it('with SQ flow control disabled, a successful read ends with a SUCCESS C2HData and no CapsuleResp', async () => {
+  it('with SQ flow control disabled, a successful read ends with a SUCCESS C2HData and no CapsuleResp; SQHD is 0xFFFF', async () => {
     const h = await host();
     const c = await h.connectQueue(31, undefined, 1, 0, 0x04);
-    expect(c.status).toBe(0);
+    expect(c).toMatchObject({ status: 0, sqhd: 0xffff });
     h.command(readSqe(1, 4096, 1, READ_HOW.INTO)); // framed in place
     h.command(readSqe(2, 300 * 1024, 2)); // the general path, several PDUs
     h.command(readSqe(3, 512, 3, READ_HOW.DW0)); // the CQE carries a result
@@ -354,7 +354,10 @@ describe('commands', () => {
       }
     }
     h.command(sqe(OP.KEEP_ALIVE, 5)); // nothing else was pending: the next PDU is its answer
-    expect(readCqeOf((await h.nextOf(PduType.CapsuleResp)).cqe).cid).toBe(5);
+    expect(readCqeOf((await h.nextOf(PduType.CapsuleResp)).cqe)).toMatchObject({
+      cid: 5,
+      sqhd: 0xffff,
+    });
     expect(seen).toEqual([
       'data 1 success',
       'data 2 success',

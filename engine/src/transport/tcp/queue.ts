@@ -102,6 +102,9 @@ export interface TcpQueueInfo {
   readonly rxBytes: number;
 }
 
+/** SQHD in every completion once SQ flow control is disabled (no head to report). */
+const SQHD_NO_FLOW_CONTROL = 0xffff;
+
 export class TcpQueue implements TransportQueue, CommandSink {
   private state: TcpQueueState = 'ic-wait';
   private readonly parser: PduParser<H2CPdu> = controllerParser(
@@ -430,10 +433,15 @@ export class TcpQueue implements TransportQueue, CommandSink {
     }
   }
 
-  /** One CapsuleResp: SQHD advances per completion modulo the queue size (nvmet). */
+  /**
+   * One CapsuleResp: SQHD advances per completion modulo the queue size, or is 0xFFFF
+   * once the host disabled SQ flow control at Connect (from that Connect's own
+   * answer on), as nvmet does.
+   */
   private respond(cid: number, status: number, dw0 = 0, dw1 = 0): void {
     this.retire();
-    const cqe = { dw0, dw1, sqhd: this.sqhd, sqid: this.sqid, cid, status };
+    const sqhd = this.sqFlowDisabled ? SQHD_NO_FLOW_CONTROL : this.sqhd;
+    const cqe = { dw0, dw1, sqhd, sqid: this.sqid, cid, status };
     this.writer.write(encodeCapsuleResp(cqe, this.dg.hdgst));
     this.checkDrained();
   }
