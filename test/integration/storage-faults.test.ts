@@ -270,6 +270,25 @@ describe('write-back failure (loop device on a full tmpfs)', () => {
     expect(again.message).toMatch(/earlier write-back .* failed .*may not be on the medium/);
   });
 
+  // A lone FUA write syncs through its thread's O_DSYNC description, which the kernel
+  // then tells of the lost write-back, and marks it seen: descriptions opened after that
+  // (the threads that replace a dead pool) would never hear of it. The data is lost all
+  // the same, so no flush may succeed after the replacement either.
+  it('new I/O threads fail every flush after a lost write-back that only a FUA write saw', async (ctx) => {
+    const b = await deviceThatLosesWrites('wb-fua-restart');
+    if (!b) return ctx.skip();
+    execFileSync('sync'); // the kernel's own write-back runs, and loses the writes
+    const fua = await outcome(write(b, 0, Buffer.alloc(4096, 1), true));
+    expect(LOST).toContain(fua?.kind);
+    const fd = b as unknown as { pool: { lanes: { worker: Worker }[] }; poolRestarts: number };
+    await fd.pool.lanes[0]!.worker.terminate();
+    for (let i = 0; i < 100 && fd.poolRestarts === 0; i++)
+      await new Promise((r) => setTimeout(r, 50));
+    expect(fd.poolRestarts).toBe(1);
+    const again = await boundedFlush(b);
+    expect((again as BackendError | null)?.kind).toBe('io');
+  });
+
   it('the first flush fails even when FUA writes consumed the write-back error', async (ctx) => {
     const b = await deviceThatLosesWrites('wb-fua');
     if (!b) return ctx.skip();

@@ -50,6 +50,7 @@ const fstatAsync = promisify(fs.fstat);
 const statAsync = promisify(fs.stat);
 const ftruncateAsync = promisify(fs.ftruncate);
 const unlinkAsync = promisify(fs.unlink);
+const fdatasync = promisify(fs.fdatasync);
 
 /**
  * Opens a backing file without access-time updates: a read then skips the inode's
@@ -309,13 +310,16 @@ export class FdBackend implements BlockBackend {
    * One dead I/O thread does not take the volume down until the engine restarts: the
    * failed pool is replaced. First every old thread stops and every job the pool held
    * fails (IoWorkerPool.fail), then new threads start, told of any write-back failure
-   * the old ones saw, so no later flush reports success over writes the kernel lost.
+   * the old ones recorded or the volume's first description reports
+   * (unseenWritebackError), so no later flush reports success over writes the kernel
+   * lost.
    * Until then I/O fails as unavailable (ANA Transition to hosts, which retry). A pool
    * that keeps failing is replaced ever more slowly (RESTART_BACKOFF_MS); after
    * RESTART_FORGET_MS without a failure the count starts again.
    */
   private async replacePool(failed: IoWorkerPool): Promise<void> {
     const downSince = Date.now();
+    let writebackErrno = failed.writebackErrno;
     let startFailure: string | null = null;
     let attempt = 0;
     for (;;) {
@@ -340,10 +344,10 @@ export class FdBackend implements BlockBackend {
       this.restartedAt = Date.now();
       let next: IoWorkerPool;
       try {
-        next = await IoWorkerPool.start({
-          ...this.poolOptions,
-          writebackErrno: failed.writebackErrno,
-        });
+        // kept across attempts: the first description tells of an error only once
+        writebackErrno ||= await this.unseenWritebackError();
+        if (this.state !== 'open') return;
+        next = await IoWorkerPool.start({ ...this.poolOptions, writebackErrno });
       } catch (err) {
         if (this.state !== 'open') return; // closed while they started: nothing to retry
         // threads that cannot start now: try again after the next back-off
@@ -357,6 +361,27 @@ export class FdBackend implements BlockBackend {
       this.replaced++;
       this.tell({ kind: 'restarted', downMs: Date.now() - downSince, restarts: this.replaced });
       return;
+    }
+  }
+
+  /**
+   * A write-back error since the volume was opened that no thread recorded, or 0. The
+   * old threads may have been told of one and not kept it: a lone FUA write syncs
+   * through an O_DSYNC description of its own, and a thread killed inside fdatasync
+   * never returns to record it. The kernel tells each open file description once, and
+   * marks the error seen, after which new descriptions (the new threads' own) never
+   * hear of it. The volume's first description never syncs, so it still hears of
+   * every one: an fdatasync of it, on libuv's thread pool, tells.
+   */
+  private async unseenWritebackError(): Promise<number> {
+    if (this.target.readOnly) return 0;
+    try {
+      await fdatasync(this.target.fd);
+      return 0;
+    } catch (err) {
+      const errno = Math.abs((err as NodeJS.ErrnoException).errno ?? 0);
+      // a file that cannot be synced at all has nothing to tell
+      return errno === os.errno.EINVAL || errno === os.errno.EBADF ? 0 : errno;
     }
   }
 
