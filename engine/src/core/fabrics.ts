@@ -16,6 +16,7 @@ import {
 import { DNR, SC } from '../protocol/status.js';
 import type { Controller } from './controller.js';
 import type { Queue } from './queue.js';
+import { hasControlChars } from './nqn.js';
 import { INVALID_FIELD, INVALID_OPCODE, SGL_LENGTH, execute, fail, immediate } from './request.js';
 import type { Completion, ParseResult } from './seam.js';
 
@@ -57,7 +58,10 @@ function connectAdmin(q: Queue, cmd: ConnectCmd, d: ConnectData, done: Completio
   if (d.cntlid !== CNTLID_DYNAMIC) return done(...invalidParam(inData(CONNECT_DATA_OFFSET.cntlid)));
   const subsys = t.findSubsystemOn(d.subnqn, q.tq.port.portId);
   if (!subsys) return done(...invalidParam(inData(CONNECT_DATA_OFFSET.subnqn)));
-  if (d.hostnqn.length === 0) return done(...invalidParam(inData(CONNECT_DATA_OFFSET.hostnqn)));
+  // A host names itself: an empty name, or one with control characters (it reaches
+  // events, alerts, mail and logs), is no NQN at all.
+  if (d.hostnqn.length === 0 || hasControlChars(d.hostnqn))
+    return done(...invalidParam(inData(CONNECT_DATA_OFFSET.hostnqn)));
   if (!subsys.allows(d.hostnqn)) {
     return done(SC.CONNECT_INVALID_HOST | DNR, inData(CONNECT_DATA_OFFSET.hostnqn));
   }

@@ -12,13 +12,21 @@ const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 const LABEL = '[a-z0-9](?:[a-z0-9-]*[a-z0-9])?';
 const DOMAIN_RE = new RegExp(`^nqn\\.(\\d{4})-(\\d{2})\\.${LABEL}(?:\\.${LABEL})*(?::.*)?$`, 'i');
 
+/**
+ * Whether `s` holds control characters (C0, DEL, C1). No NQN has them, and a name with
+ * them, shown in an event, an alert, a mail subject or a log line, could forge lines.
+ */
+export function hasControlChars(s: string): boolean {
+  return /[\u0000-\u001f\u007f-\u009f]/.test(s);
+}
+
 /** Why `nqn` is not a valid NQN, or null if it is. */
 export function nqnProblem(nqn: string): string | null {
   const bytes = Buffer.byteLength(nqn, 'utf8');
   if (bytes === 0) return 'the NQN is empty';
   if (bytes > NQN_MAX_BYTES)
     return `the NQN is ${bytes} bytes long; at most ${NQN_MAX_BYTES} are allowed`;
-  if (/[\u0000-\u001f\u007f]/.test(nqn)) return 'the NQN contains control characters';
+  if (hasControlChars(nqn)) return 'the NQN contains control characters';
   if (nqn.startsWith(UUID_PREFIX)) {
     return UUID_RE.test(nqn.slice(UUID_PREFIX.length))
       ? null

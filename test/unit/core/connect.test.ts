@@ -174,6 +174,19 @@ describe('Connect rejections', () => {
       SC.CONNECT_INVALID_PARAM | DNR,
       (1 << 16) | 512,
     ],
+    // a host's name reaches events, alerts, mail subjects and logs: no line breaks in it
+    [
+      'HOSTNQN with a line break',
+      () => [connectSqe(0, 31), connectData(SUBNQN, `${HOSTNQN}\r\nBcc: someone@example.com`)],
+      SC.CONNECT_INVALID_PARAM | DNR,
+      (1 << 16) | 512,
+    ],
+    [
+      'HOSTNQN with a C1 control character',
+      () => [connectSqe(0, 31), connectData(SUBNQN, `${HOSTNQN}\u009b2J`)],
+      SC.CONNECT_INVALID_PARAM | DNR,
+      (1 << 16) | 512,
+    ],
     [
       'short Connect data',
       () => [connectSqe(0, 31), connectData(SUBNQN, HOSTNQN), 512],

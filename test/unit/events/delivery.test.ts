@@ -11,7 +11,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { EventRecord } from '../../../contract/events.js';
 import { DeliveryQueue } from '../../../engine/src/events/delivery/queue.js';
-import { SmtpError, sendMail } from '../../../engine/src/events/delivery/smtp.js';
+import { SmtpError, formatMessage, sendMail } from '../../../engine/src/events/delivery/smtp.js';
 import { SyslogWriter, syslogLine } from '../../../engine/src/events/delivery/syslog.js';
 import { postWebhook, redactUrl } from '../../../engine/src/events/delivery/webhook.js';
 import { Notifier } from '../../../engine/src/events/notifier.js';
@@ -72,6 +72,20 @@ const until = async (f: () => boolean, ms = 10_000) => {
 };
 
 describe('SMTP client', () => {
+  // An alert's title carries a host's self-chosen NQN into the subject: a line break
+  // there would end the Subject header and add headers of the sender's choosing.
+  it('keeps the subject on one line whatever it holds', () => {
+    const mail = { from: 'san@branch.example', to: ['it@example.com'], text: 'x' };
+    for (const subject of ['Host a\r\nBcc: evil@example.com', 'Höst a\nBcc: evil@example.com']) {
+      const head = formatMessage({ ...mail, subject }).split('\r\n\r\n')[0]!;
+      const lines = head.split('\r\n');
+      expect(lines.filter((l) => l.startsWith('Subject: '))).toHaveLength(1);
+      expect(lines.some((l) => /^bcc:/i.test(l))).toBe(false);
+    }
+    const plain = formatMessage({ ...mail, subject: 'Host a\r\nBcc: evil@example.com' });
+    expect(plain).toContain('Subject: Host a Bcc: evil@example.com\r\n');
+  });
+
   it('sends over STARTTLS with AUTH PLAIN', async () => {
     const s = await smtp({ starttls: true, users: { alerts: 'pa55word' } });
     await sendMail(

@@ -187,10 +187,11 @@ function offers(ehlo: Reply, keyword: string, arg?: string): boolean {
 /** RFC 5322 message: headers, a blank line, the body; UTF-8 where needed. */
 export function formatMessage(mail: Mail, now = new Date()): string {
   const ascii = (s: string) => /^[\x20-\x7e\r\n\t]*$/.test(s);
-  const subject = ascii(mail.subject)
-    ? mail.subject
-    : `=?UTF-8?B?${Buffer.from(mail.subject).toString('base64')}?=`;
-  const text = mail.text.replace(/\r?\n/g, '\r\n');
+  // One line: a line break in a subject would end the header and start another one
+  // (Bcc: …), and subjects carry names other machines chose (a host's NQN).
+  const line = mail.subject.replace(/[\x00-\x1f\x7f]+/g, ' ');
+  const subject = ascii(line) ? line : `=?UTF-8?B?${Buffer.from(line).toString('base64')}?=`;
+  const text = mail.text.replace(/\r\n|\r|\n/g, '\r\n');
   const headers = [
     `From: ${mail.from}`,
     `To: ${mail.to.join(', ')}`,
