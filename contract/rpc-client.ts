@@ -17,6 +17,11 @@ export interface RpcSessionOptions {
   send: (text: string) => boolean | void;
   /** Per-call timeout in ms (default 15000). */
   timeoutMs?: number;
+  /**
+   * An event listener threw (default: console.error). The other listeners, and the
+   * messages after it in the same read, are still delivered.
+   */
+  onListenerError?: (err: unknown, event: string) => void;
 }
 
 export class RpcSession {
@@ -81,7 +86,14 @@ export class RpcSession {
       params?: { name?: unknown; data?: unknown };
     };
     if (m.method === 'event' && m.params && typeof m.params.name === 'string') {
-      for (const h of this.listeners.get(m.params.name) ?? []) h(m.params.data);
+      const name = m.params.name;
+      for (const h of this.listeners.get(name) ?? []) {
+        try {
+          h(m.params.data);
+        } catch (err) {
+          (this.opts.onListenerError ?? reportListenerError)(err, name);
+        }
+      }
       return;
     }
     if (typeof m.id !== 'number') return;
@@ -113,4 +125,8 @@ function notConnected(): ApiError {
   return new ApiError(ErrorCode.Unavailable, 'Not connected to the BranchSAN engine.', {
     hint: 'The engine service may be stopped or restarting; the console reconnects by itself.',
   });
+}
+
+function reportListenerError(err: unknown, event: string): void {
+  console.error(`BranchSAN API client: a listener of ${event} failed:`, err);
 }

@@ -58,6 +58,8 @@ export interface EngineLinkOptions {
   handshake?: (call: (method: string, params: unknown) => Promise<unknown>) => Promise<void>;
   /** Source of jitter (tests pin it). */
   random?: () => number;
+  /** An event listener threw (default: logged to stderr); the link carries on. */
+  onListenerError?: (err: unknown, event: string) => void;
 }
 
 type StateHandler = (state: ConnectionState, status: LinkStatus) => void;
@@ -79,6 +81,7 @@ export class EngineLink implements ApiClient {
     this.session = new RpcSession({
       send: (text) => this.write(text),
       timeoutMs: opts.callTimeoutMs ?? 15_000,
+      ...(opts.onListenerError ? { onListenerError: opts.onListenerError } : {}),
     });
   }
 

@@ -36,7 +36,7 @@ import {
   serveAppRequest,
 } from './app-protocol.js';
 import { registerBridge } from './ipc.js';
-import { AlertNotifier, ConnectionNotifier } from './notifications.js';
+import { AlertNotifier, ConnectionNotifier, forDesktop } from './notifications.js';
 import { isOwnPage, isSafeExternalUrl, windowWebPreferences, withCsp } from './security.js';
 import { createTray, type AppTray } from './tray.js';
 
@@ -87,7 +87,7 @@ function ready(): void {
   link.on('alert.raised', (a) => {
     const notice = alerts.raised(a);
     if (!notice || !Notification.isSupported()) return;
-    const shown = new Notification(notice);
+    const shown = new Notification(forDesktop(notice, process.platform));
     shown.on('click', showWindow); // the status page lists it, with what to do
     shown.show();
   });
@@ -139,7 +139,8 @@ function watchConnection(l: EngineLink, target: EngineTarget): void {
     sendToWindow(IPC.state, state);
     tray?.update(status);
     const notice = notifier.next(state, status.error?.message);
-    if (notice && Notification.isSupported()) new Notification(notice).show();
+    if (notice && Notification.isSupported())
+      new Notification(forDesktop(notice, process.platform)).show();
     const absent = status.error?.code === 'ENOENT' || status.error?.code === 'ECONNREFUSED';
     if (state === 'disconnected' && absent && !launchTried) {
       launchTried = true;
@@ -173,7 +174,8 @@ async function launchEngine(target: EngineTarget, l: EngineLink): Promise<void> 
     const message = err instanceof Error ? err.message : String(err);
     console.error(`BranchSAN: ${message}`);
     if (Notification.isSupported()) {
-      new Notification({ title: 'BranchSAN engine is not running', body: message }).show();
+      const notice = { title: 'BranchSAN engine is not running', body: message };
+      new Notification(forDesktop(notice, process.platform)).show();
     }
   }
 }

@@ -4,7 +4,7 @@
  * Notification.
  */
 import { SEVERITY_LABEL, alertKey } from '../../contract/alert-words.js';
-import type { Alert, ConnectionState } from '../../contract/api.js';
+import { Alert, type ConnectionState } from '../../contract/api.js';
 
 export interface Notice {
   title: string;
@@ -53,7 +53,11 @@ const REMEMBER = 500;
 export class AlertNotifier {
   private readonly told: string[] = [];
 
-  raised(a: Alert): Notice | undefined {
+  /** `data`: the event as pushed over the socket, checked here like every input from it. */
+  raised(data: unknown): Notice | undefined {
+    const parsed = Alert.safeParse(data);
+    if (!parsed.success) return undefined;
+    const a = parsed.data;
     if (a.severity === 'info' || a.clearedAt !== null) return undefined;
     const key = `${alertKey(a)}\u0000${a.severity}\u0000${a.raisedAt}`;
     if (this.told.includes(key)) return undefined;
@@ -61,4 +65,17 @@ export class AlertNotifier {
     if (this.told.length > REMEMBER) this.told.shift();
     return { title: `${SEVERITY_LABEL[a.severity]}: ${a.title}`, body: a.message };
   }
+}
+
+/**
+ * A notice as the desktop gets it. On Linux the notification server reads the body as
+ * markup (the freedesktop notification spec: links, images, bold), and alert texts carry
+ * names a network peer chose (a host's NQN): there `&`, `<` and `>` are escaped, so
+ * the body shows as the text it is and never as a link or an image. The title (summary)
+ * is plain text everywhere.
+ */
+export function forDesktop(n: Notice, platform: NodeJS.Platform): Notice {
+  if (platform !== 'linux') return n;
+  const body = n.body.replace(/[&<>]/g, (c) => (c === '&' ? '&amp;' : c === '<' ? '&lt;' : '&gt;'));
+  return { title: n.title, body };
 }

@@ -72,6 +72,28 @@ describe('EngineLink against a real Unix socket', () => {
     expect(beats).toEqual([{ at: 1, uptimeSec: 1 }]);
   });
 
+  // Every input from the socket is untrusted: an event a listener cannot take (here it
+  // throws, as AlertNotifier did on `data: null`) must not escape into main as an
+  // uncaught exception, nor drop the other lines of the same read.
+  it('a listener that throws neither escapes nor loses the lines read with its event', async () => {
+    const failures: string[] = [];
+    const l = connect({ onListenerError: (_err, event) => failures.push(event) });
+    await until(() => l.state === 'connected');
+    const got: unknown[] = [];
+    l.on('alert.raised', (d) => {
+      if (d === null) throw new TypeError("Cannot read properties of null (reading 'severity')");
+    });
+    l.on('system.heartbeat', (d) => got.push(d));
+    const event = (name: string, data: unknown) =>
+      JSON.stringify({ jsonrpc: '2.0', method: 'event', params: { name, data } });
+    const lines = [event('alert.raised', null), event('system.heartbeat', { at: 3, uptimeSec: 1 })];
+    for (const s of engine.sockets) s.write(lines.join('\n') + '\n');
+    await until(() => got.length === 1);
+    expect(failures).toEqual(['alert.raised']);
+    expect(got).toEqual([{ at: 3, uptimeSec: 1 }]);
+    expect(l.state).toBe('connected');
+  });
+
   it('reassembles lines split across chunks and several lines in one chunk', async () => {
     const l = connect();
     await until(() => l.state === 'connected');

@@ -1,6 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import type { Alert, ConnectionState } from '../../../contract/api.js';
-import { AlertNotifier, ConnectionNotifier } from '../../../electron/src/notifications.js';
+import {
+  AlertNotifier,
+  ConnectionNotifier,
+  forDesktop,
+} from '../../../electron/src/notifications.js';
 import { threadsDownAlert } from '../renderer/support/fixtures.js';
 
 function run(states: ConnectionState[]): (string | undefined)[] {
@@ -75,5 +79,28 @@ describe('AlertNotifier', () => {
     expect(n.raised(alert({ severity: 'info' }))).toBeUndefined();
     expect(n.raised(alert({ clearedAt: 2_000 }))).toBeUndefined();
     expect(n.raised(alert({ severity: 'warning' }))?.title).toMatch(/^Warning: /);
+  });
+});
+
+describe('what reaches the desktop', () => {
+  it('ignores a pushed raise that is not an alert, instead of throwing in main', () => {
+    const n = new AlertNotifier();
+    for (const bad of [null, undefined, 7, 'alert', {}, { severity: 'critical' }])
+      expect(n.raised(bad)).toBeUndefined();
+  });
+
+  // A host on the network names itself (its NQN) and that name reaches alert texts;
+  // a Linux notification server renders the body as markup.
+  it('escapes markup in the body on Linux, where the body is markup; the title is plain text', () => {
+    const hostile = {
+      title: 'Warning: Host nqn.x:<b>a</b> disconnected',
+      body: 'Host nqn.x:<a href="https://evil.example">Re-authenticate</a> & more',
+    };
+    expect(forDesktop(hostile, 'linux')).toEqual({
+      title: hostile.title,
+      body: 'Host nqn.x:&lt;a href="https://evil.example"&gt;Re-authenticate&lt;/a&gt; &amp; more',
+    });
+    expect(forDesktop(hostile, 'win32')).toEqual(hostile);
+    expect(forDesktop(hostile, 'darwin')).toEqual(hostile);
   });
 });
