@@ -14,24 +14,38 @@ export function secretsDir(dataDir: string): string {
   return dir;
 }
 
-/** Reads a secret, creating it with `make` on first use. */
+/** Reads a secret, creating it with `make` on first use (or when its file is empty). */
 export function loadOrCreateSecret(dataDir: string, name: string, make: () => string): string {
   const file = path.join(secretsDir(dataDir), name);
-  try {
-    const st = fs.statSync(file);
-    if ((st.mode & 0o077) !== 0) {
-      throw new UserError(
-        `The secret ${file} is readable by other users (mode ${(st.mode & 0o777).toString(8)}).`,
-        `Run: chmod 600 ${file}  (or delete it to have a new one generated).`,
-      );
-    }
-    return withoutLineEnd(fs.readFileSync(file, 'utf8'));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
+  const stored = readSecretFile(file);
+  if (stored !== undefined) return stored;
   const value = make();
   replaceSecretFile(file, value);
   return value;
+}
+
+/**
+ * A secret file's value, or undefined when there is none: no file, or an empty one.
+ * An empty file is what a power cut can leave of a file written just before it, and an
+ * empty secret must never match an empty answer (a token, a bearer). Refuses a file
+ * others can read.
+ */
+function readSecretFile(file: string): string | undefined {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  if ((st.mode & 0o077) !== 0) {
+    throw new UserError(
+      `The secret ${file} is readable by other users (mode ${(st.mode & 0o777).toString(8)}).`,
+      `Run: chmod 600 ${file}  (or delete it to have a new one generated).`,
+    );
+  }
+  const value = withoutLineEnd(fs.readFileSync(file, 'utf8'));
+  return value === '' ? undefined : value;
 }
 
 /**
@@ -66,9 +80,18 @@ export function replaceSecretFile(file: string, value: string, beforeRename?: ()
   const tmp = `${file}.${process.pid}.tmp`;
   try {
     fs.rmSync(tmp, { force: true }); // a leftover would keep its own mode
-    fs.writeFileSync(tmp, value + '\n', { mode: 0o600 });
+    // On the medium before the rename, and the rename itself after it: else a power cut
+    // can leave the new name pointing at an empty file (ext4, XFS delay allocation).
+    const fd = fs.openSync(tmp, 'w', 0o600);
+    try {
+      fs.writeFileSync(fd, value + '\n');
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
     beforeRename?.();
     fs.renameSync(tmp, file);
+    syncDirectory(path.dirname(file));
   } catch (err) {
     try {
       fs.rmSync(tmp, { force: true });
@@ -81,9 +104,17 @@ export function replaceSecretFile(file: string, value: string, beforeRename?: ()
 
 /** A secret's value, or undefined when it is not set. Refuses one others can read. */
 export function readSecret(dataDir: string, name: string): string | undefined {
-  const file = path.join(secretsDir(dataDir), name);
-  if (!fs.existsSync(file)) return undefined;
-  return loadOrCreateSecret(dataDir, name, () => '');
+  return readSecretFile(path.join(secretsDir(dataDir), name));
+}
+
+/** Makes a rename in `dir` durable (Linux syncs a directory opened read-only). */
+function syncDirectory(dir: string): void {
+  const fd = fs.openSync(dir, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 export function deleteSecret(dataDir: string, name: string): void {
