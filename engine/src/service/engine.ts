@@ -277,6 +277,7 @@ export class Engine {
       this.hub.closeAll('engine stopping');
       await this.consoleServer?.close();
       await this.socketServer.close();
+      await this.targets.stop(); // no retry of what is offline may reopen anything now
       await this.runtime.close(); // disconnects hosts, drains and closes backends
       // On a full data disk these writes fail; the stop goes on all the same, so that the
       // database is closed (its WAL checkpointed) and the lock released.

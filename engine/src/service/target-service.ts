@@ -132,11 +132,15 @@ export class TargetService {
     this.retryLater(offline);
   }
 
-  /** Stops retrying what is offline (engine shutdown). */
-  stop(): void {
+  /**
+   * Stops retrying what is offline (engine shutdown); settles once a round or change
+   * already running has ended, so none opens a port or a backend after the target closed.
+   */
+  stop(): Promise<void> {
     this.stopped = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = null;
+    return this.queue.then(() => undefined);
   }
 
   /** While `offline` things remain, tries them again every RETRY_OFFLINE_MS. */
