@@ -83,7 +83,9 @@ export class InputCollector {
         .map((e) => ({ eventId: e.id, ts: e.ts })),
       ioThreadFailures: this.ioThreadFailures(cfg),
     };
-    inputs.filesystems = await this.filesystems(cfg);
+    const watched = this.watchedFilesystems(cfg);
+    inputs.filesystemsWatched = [...watched.keys()];
+    inputs.filesystems = await this.filesystems(watched);
     await Promise.all(ns.backingChecks);
     return inputs;
   }
@@ -189,7 +191,7 @@ export class InputCollector {
   }
 
   /** The data directory's filesystem and every file namespace's (block devices have none). */
-  private async filesystems(cfg: TargetConfig): Promise<FilesystemUse[]> {
+  private watchedFilesystems(cfg: TargetConfig): Map<string, { label: string; dir: string }> {
     const watch = new Map<string, { label: string; dir: string }>();
     watch.set(this.src.dataDir, {
       label: `the data directory ${this.src.dataDir}`,
@@ -204,6 +206,13 @@ export class InputCollector {
         });
       }
     }
+    return watch;
+  }
+
+  /** How full each watched filesystem is; one that cannot be read now is left out. */
+  private async filesystems(
+    watch: Map<string, { label: string; dir: string }>,
+  ): Promise<FilesystemUse[]> {
     const out: FilesystemUse[] = [];
     await Promise.all(
       [...watch].map(async ([subject, w]) => {

@@ -15,6 +15,12 @@ export interface AlertInputs {
   connections?: { subnqn: string; hostnqn: string }[];
   /** Filesystems to watch: the data directory and each file-backed namespace's. */
   filesystems?: FilesystemUse[];
+  /**
+   * Every subject watched this round, read or not: one missing from `filesystems` but
+   * listed here could not be read; one listed in neither is no longer watched (its
+   * volume was removed or moved). Absent: not known.
+   */
+  filesystemsWatched?: string[];
   /** Cumulative I/O counters per namespace. */
   volumes?: VolumeIo[];
   /** Configured namespaces the live target lacks: their backend could not be opened. */
@@ -297,9 +303,13 @@ export function capacityRule(): Rule {
           data: { usedPct: fs.usedPct, availBytes: fs.availBytes },
         });
       }
-      // a filesystem missing from this snapshot (statfs failed) keeps its alert
+      // A filesystem missing from this snapshot keeps its alert while it is still watched
+      // (statfs failed) or nobody said what is watched; one no longer watched (its volume
+      // was removed or moved elsewhere) is resolved.
+      const watched = inputs.filesystemsWatched && new Set(inputs.filesystemsWatched);
       for (const [subject, a] of active) {
-        if (!inputs.filesystems?.some((f) => f.subject === subject)) out.push(keep(a));
+        if (inputs.filesystems?.some((f) => f.subject === subject)) continue;
+        if (!watched || watched.has(subject)) out.push(keep(a));
       }
       return out;
     },

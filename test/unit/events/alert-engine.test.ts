@@ -152,6 +152,18 @@ describe('capacity', () => {
     const e = engine([capacityRule()]);
     e.evaluate(fs(95), 1);
     expect(e.evaluate({ filesystems: [] }, 2)).toEqual({ raised: [], cleared: [] });
+    const unread = { filesystems: [], filesystemsWatched: ['/data'] };
+    expect(e.evaluate(unread, 3)).toEqual({ raised: [], cleared: [] });
+  });
+
+  // Before, an alert on a removed volume's filesystem was kept as "could not be read"
+  // for ever: it never cleared, and acknowledging does not close a capacity alert.
+  it('resolves the alert of a filesystem no longer watched (its volume was removed)', () => {
+    const e = engine([capacityRule()]);
+    const raised = e.evaluate(fs(95), 1).raised[0]!;
+    const gone = e.evaluate({ filesystems: [], filesystemsWatched: ['/other'] }, 2);
+    expect(gone.cleared.map((a) => a.id)).toEqual([raised.id]);
+    expect(e.store.active()).toEqual([]);
   });
 
   it('follows the configured thresholds', () => {
