@@ -42,4 +42,22 @@ describe('--since', () => {
       'events: --since "999999999d" is before 1970.',
     );
   });
+
+  // Chile puts its clocks forward at midnight: 6 September 2026 starts at 01:00 there.
+  // Europe skips 02:00-03:00 on 29 March 2026.
+  it('reads a date whose midnight was skipped as the start of that day, and says why a skipped time is refused', () => {
+    const tz = process.env.TZ;
+    try {
+      process.env.TZ = 'America/Santiago';
+      expect(formatWhen(parseSince('events', '2026-09-06', now))).toBe('2026-09-06 01:00:00');
+      process.env.TZ = 'Europe/Berlin';
+      expect(() => parseSince('events', '2026-03-29 02:30', now)).toThrow(
+        'events: --since "2026-03-29 02:30": that local time does not exist here: the clocks were put forward over it (daylight saving time).',
+      );
+      expect(formatWhen(parseSince('events', '2026-03-29 03:30', now))).toBe('2026-03-29 03:30:00');
+    } finally {
+      if (tz === undefined) delete process.env.TZ;
+      else process.env.TZ = tz;
+    }
+  });
 });
