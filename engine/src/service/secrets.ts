@@ -107,13 +107,22 @@ export function readSecret(dataDir: string, name: string): string | undefined {
   return readSecretFile(path.join(secretsDir(dataDir), name));
 }
 
-/** Makes a rename in `dir` durable (Linux syncs a directory opened read-only). */
+/**
+ * Makes a rename in `dir` durable (Linux syncs a directory opened read-only). Best
+ * effort: the rename has taken effect, and failing here would report a change as not
+ * made that is; a directory that cannot be synced is a failing disk, which the engine's
+ * other checks report.
+ */
 function syncDirectory(dir: string): void {
-  const fd = fs.openSync(dir, 'r');
   try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
+    const fd = fs.openSync(dir, 'r');
+    try {
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    // see above
   }
 }
 
