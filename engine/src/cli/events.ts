@@ -115,18 +115,14 @@ export const events: Command = {
  * BRANCHSAN_NATIVE=off) only the next event tells.
  */
 async function readerGone(): Promise<void> {
-  const addon = await loadNativeAddon();
-  const closed =
-    typeof addon?.outputClosed === 'function'
-      ? (addon.outputClosed as (fd: number) => boolean | number)
-      : null;
+  const closed = (await loadNativeAddon())?.outputClosed;
   await new Promise<void>((resolve) => {
     let timer: NodeJS.Timeout | undefined;
     const done = () => {
       clearInterval(timer);
       resolve();
     };
-    if (closed) {
+    if (typeof closed === 'function') {
       timer = setInterval(() => {
         if (closed(process.stdout.fd) === true) done();
       }, OUTPUT_CHECK_MS).unref();

@@ -9,8 +9,6 @@ import type { Socket } from 'node:net';
 import { loadNativeAddon } from '../storage/io-worker-pool.js';
 import type { Logger } from '../util/log.js';
 
-type PeerCred = (fd: number) => { pid: number; uid: number; gid: number };
-
 /** Names a connected local socket's user, or null when it cannot be told. */
 export type PeerNamer = (sock: Socket) => string | null;
 
@@ -20,8 +18,8 @@ export async function localPeerNamer(log: Logger): Promise<PeerNamer | null> {
       err,
     }),
   );
-  if (typeof addon?.peerCred !== 'function') return null; // none, or one built before peerCred
-  const peerCred = addon.peerCred as PeerCred;
+  const peerCred = addon?.peerCred;
+  if (typeof peerCred !== 'function') return null; // none, or one built before peerCred
   return (sock) => {
     // libuv's descriptor of the accepted connection (Node has no public getter)
     const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;

@@ -654,6 +654,10 @@ export interface MainThreadAddon {
    * (length 0: to the end of the file); null when none; a number is -errno.
    */
   rangeHolder?: (fd: number, start: number, length: number) => [number, number] | null | number;
+  /** SO_PEERCRED of a connected Unix socket (the API socket's callers). */
+  peerCred?: (fd: number) => { pid: number; uid: number; gid: number };
+  /** Whether nobody will read what is written to fd (POLLERR/POLLHUP); -errno on failure. */
+  outputClosed?: (fd: number) => boolean | number;
 }
 
 /**
@@ -661,11 +665,19 @@ export interface MainThreadAddon {
  * not load (the workers report why in nativeNote).
  */
 export function mainThreadAddon(nativePath: string | null): MainThreadAddon {
-  if (!nativePath) return {};
+  return (nativePath && requireAddon(nativePath)) || {};
+}
+
+/** The addon file loaded, or null (`onLoadError` told why) when it does not load. */
+function requireAddon(
+  file: string,
+  onLoadError: (err: unknown) => void = () => {},
+): MainThreadAddon | null {
   try {
-    return createRequire(import.meta.url)(nativePath) as MainThreadAddon;
-  } catch {
-    return {};
+    return createRequire(import.meta.url)(file) as MainThreadAddon;
+  } catch (err) {
+    onLoadError(err);
+    return null;
   }
 }
 
@@ -784,20 +796,13 @@ export async function resolveNativeAddon(
 }
 
 /**
- * The addon's exports for callers outside the storage path (the API socket, the
- * command line), or null when it is not built or turned off. A file that fails to
- * load is null too, after `onLoadError` is told why. Each caller checks that the
- * function it needs is there: an addon built by an older release may lack it.
+ * The addon for callers outside the storage path (the API socket, the command line),
+ * or null when it is not built, turned off, or fails to load (`onLoadError` is told
+ * why). Each caller checks that the function it needs is there.
  */
 export async function loadNativeAddon(
-  onLoadError: (err: unknown) => void = () => {},
-): Promise<Record<string, unknown> | null> {
+  onLoadError?: (err: unknown) => void,
+): Promise<MainThreadAddon | null> {
   const file = await resolveNativeAddon(undefined);
-  if (!file) return null;
-  try {
-    return createRequire(import.meta.url)(file) as Record<string, unknown>;
-  } catch (err) {
-    onLoadError(err);
-    return null;
-  }
+  return file ? requireAddon(file, onLoadError) : null;
 }
