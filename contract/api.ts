@@ -141,6 +141,10 @@ export const ConsoleInfo = z.object({
   enabled: z.boolean(),
   /** Its address, without any token; null when disabled. */
   url: z.string().nullable(),
+  /** Whether it listens now; false while its address cannot be had (it is tried again). */
+  listening: z.boolean(),
+  /** Why it does not listen, and what to do; null while it listens or is disabled. */
+  problem: z.string().nullable(),
   /** Listening on an address other than loopback. */
   remoteAccess: z.boolean(),
   tls: z.boolean(),

@@ -79,7 +79,12 @@ function startEngine(dataDir, env) {
         if (msg?.msg === 'engine ready' && typeof msg.socket === 'string') {
           done = true;
           buf = '';
-          ready({ child, socket: msg.socket, consoleUrl: msg.consoleUrl ?? undefined });
+          ready({
+            child,
+            socket: msg.socket,
+            consoleUrl: msg.consoleUrl ?? undefined,
+            consoleProblem: msg.consoleProblem ?? undefined,
+          });
           return;
         }
       }
@@ -137,10 +142,11 @@ async function main() {
   let engine;
   let socket = defaultSocket;
   let consoleUrl;
+  let consoleProblem;
   if (await answers(defaultSocket)) {
     console.log(`An engine already serves ${dataDir} (socket ${defaultSocket}): using it.`);
   } else {
-    ({ child: engine, socket, consoleUrl } = await startEngine(dataDir, env));
+    ({ child: engine, socket, consoleUrl, consoleProblem } = await startEngine(dataDir, env));
   }
 
   const electron = electronBinary();
@@ -149,6 +155,10 @@ async function main() {
     console.log(
       `Electron binary not installed (ELECTRON_SKIP_BINARY_DOWNLOAD / offline machine): open the console at ${where} instead`,
     );
+    if (consoleProblem)
+      console.log(
+        `The console does not listen yet: ${consoleProblem} The engine keeps trying; or stop it (Ctrl-C) and run again with BRANCHSAN_CONSOLE_PORT set to a free port.`,
+      );
     if (!engine) return 0;
     return exited(engine);
   }

@@ -50,7 +50,10 @@ export async function startEngine(
   opts: { dataDir?: string; args?: string[]; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
 ): Promise<RunningEngine> {
   const dataDir = opts.dataDir ?? tempDir();
-  const args = [BIN, 'serve', '--data', dataDir, '--console-port', '0', ...(opts.args ?? [])];
+  const extra = opts.args ?? [];
+  // a free console port unless the test names one
+  const consolePort = extra.includes('--console-port') ? [] : ['--console-port', '0'];
+  const args = [BIN, 'serve', '--data', dataDir, ...consolePort, ...extra];
   const proc = spawn(process.execPath, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...opts.env },

@@ -1,5 +1,9 @@
 import path from 'node:path';
-import { CONSOLE_ACCESS_FLAGS, consoleOptionsFromFlags } from '../service/console-access.js';
+import {
+  CONSOLE_ACCESS_FLAGS,
+  consoleOptionsFromFlags,
+  consoleProblem,
+} from '../service/console-access.js';
 import { Engine } from '../service/engine.js';
 import { UserError } from '../util/errors.js';
 import { createLogger, isLogLevel } from '../util/log.js';
@@ -25,6 +29,9 @@ is set: open it to choose one, or run \`branchsan passwd\`).
 The console listens on 127.0.0.1 unless --console-host names another address; it is
 then served only over TLS, with a self-signed certificate made on first use
 (DIR/secrets/console-tls.*; its SHA-256 fingerprint is logged and in system.console).
+A console address that cannot be had (port taken, address not up yet) does not stop
+the engine: storage is served, an alert says why, and the console is tried again
+every 5 s ("engine ready" then carries consoleProblem).
 
 Options:
   --data DIR            data directory (database, secrets, lock)   [required]
@@ -89,6 +96,10 @@ Examples:
       dataDir: engine.dataDir,
       socket: engine.socketPath,
       consoleUrl: engine.consoleServer?.url ?? null,
+      // not listening yet (its address is taken or not there): the URL is where it will be
+      ...(engine.consoleServer?.problem
+        ? { consoleProblem: consoleProblem(engine.consoleServer) }
+        : {}),
     });
     const sig = await stopping;
     await engine.stop(`signal ${sig}`).catch((err: unknown) => log.error('stop failed', { err }));

@@ -16,7 +16,7 @@ import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { UserError } from '../util/errors.js';
+import { cannotListen, UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { ConsoleAuth } from './auth/console-auth.js';
 import { MAX_MESSAGE_BYTES, type RpcDispatcher } from './rpc.js';
@@ -83,6 +83,11 @@ export class ConsoleServer {
   private server?: http.Server;
   private wss?: WebSocketServer;
   private boundPort = 0;
+  /** Rejects the bind attempt under way with the server's error. */
+  private failBind?: (err: Error) => void;
+  private bindProblem: { error: UserError; since: number } | null = null;
+  private retryTimer?: NodeJS.Timeout;
+  private closed = false;
   /** Session key of each open socket. */
   private readonly socketSessions = new Map<WebSocket, string>();
   private offSessionsEnded?: () => void;
@@ -115,7 +120,8 @@ export class ConsoleServer {
   /** The console's address, without the token. */
   get baseUrl(): string {
     const host = this.opts.host.includes(':') ? `[${this.opts.host}]` : this.opts.host;
-    return `${this.opts.tls ? 'https' : 'http'}://${host}:${this.boundPort}/`;
+    // not listening yet: where it will listen
+    return `${this.opts.tls ? 'https' : 'http'}://${host}:${this.boundPort || this.opts.port}/`;
   }
 
   /** The URL a person opens: with the setup token while no admin password is set. */
@@ -123,7 +129,57 @@ export class ConsoleServer {
     return this.opts.auth.setupRequired ? `${this.baseUrl}?token=${this.opts.token}` : this.baseUrl;
   }
 
+  /** Listens now, or throws the UserError that says why it cannot. */
   async listen(): Promise<void> {
+    await this.bind(this.prepare());
+  }
+
+  /**
+   * Listens like listen(), but an address it cannot have now (another program holds the
+   * port, the address comes with a network still coming up) does not stop the caller:
+   * the console tries again every retryMs until it listens or closes. `onChange` hears
+   * when it starts failing (the error) and when it listens after failing (null).
+   */
+  async start(retryMs: number, onChange: (problem: UserError | null) => void): Promise<void> {
+    const server = this.prepare();
+    const attempt = async (): Promise<void> => {
+      try {
+        await this.bind(server);
+      } catch (err) {
+        if (this.closed) return;
+        const problem = err as UserError; // bind() says why
+        const first = this.bindProblem === null;
+        this.bindProblem = { error: problem, since: this.bindProblem?.since ?? Date.now() };
+        if (first) onChange(problem);
+        this.retryTimer = setTimeout(() => void attempt(), retryMs);
+        this.retryTimer.unref();
+        return;
+      }
+      if (this.closed) {
+        await this.closeServer(server);
+        return;
+      }
+      if (this.bindProblem) {
+        this.bindProblem = null;
+        onChange(null);
+      }
+    };
+    await attempt();
+  }
+
+  /** Whether the console listens now. */
+  get listening(): boolean {
+    return this.server?.listening === true;
+  }
+
+  /** Why the console does not listen, and since when; null once it listens. */
+  get problem(): { error: UserError; since: number } | null {
+    return this.bindProblem;
+  }
+
+  /** The HTTP(S) server with every handler attached, not listening yet. */
+  private prepare(): http.Server {
+    if (this.server) throw new Error('console server already started');
     const wss = new WebSocketServer({
       noServer: true,
       maxPayload: MAX_MESSAGE_BYTES,
@@ -174,38 +230,49 @@ export class ConsoleServer {
     });
     // TLS handshakes that fail (a browser refusing the self-signed certificate) are not engine errors.
     server.on('tlsClientError', () => undefined);
-    this.offSessionsEnded = this.opts.auth.onSessionsEnded((keys) => this.endSessions(keys));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.opts.port, this.opts.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    }).catch((err: NodeJS.ErrnoException) => {
-      throw new UserError(
-        `Cannot start the web console on ${this.opts.host}:${this.opts.port}: ${err.code ?? err.message}`,
-        err.code === 'EADDRINUSE'
-          ? 'Another program uses that port: pass --console-port with a free port (0 picks one).'
-          : 'Check the --console-host address.',
-      );
+    // A bind that fails is the attempt's to report; anything later is logged.
+    server.on('error', (err) => {
+      const failBind = this.failBind;
+      this.failBind = undefined;
+      if (failBind) failBind(err);
+      else this.log.error('console server error', { err });
     });
-    server.on('error', (err) => this.log.error('console server error', { err }));
-    this.boundPort = (server.address() as { port: number }).port;
+    this.offSessionsEnded = this.opts.auth.onSessionsEnded((keys) => this.endSessions(keys));
     this.server = server;
     this.wss = wss;
+    return server;
+  }
+
+  /** One attempt to listen; the UserError says why it failed. */
+  private async bind(server: http.Server): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      const listening = () => {
+        this.failBind = undefined;
+        resolve();
+      };
+      this.failBind = (err) => {
+        server.off('listening', listening); // or every failed attempt would leave one behind
+        reject(cannotListen('console', this.opts.host, this.opts.port, err));
+      };
+      server.listen(this.opts.port, this.opts.host, listening);
+    });
+    this.boundPort = (server.address() as { port: number }).port;
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.retryTimer);
     this.offSessionsEnded?.();
     this.opts.auth.close();
     for (const ws of this.wss?.clients ?? []) ws.terminate();
     this.wss?.close();
     const server = this.server;
-    this.server = undefined;
-    if (server) {
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    }
+    if (server?.listening) await this.closeServer(server);
+  }
+
+  private async closeServer(server: http.Server): Promise<void> {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 
   /**

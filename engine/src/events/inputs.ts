@@ -8,7 +8,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { TargetConfig } from '../../../contract/api.js';
 import type { EventStore } from './event-store.js';
-import type { AlertInputs, FilesystemUse, OfflineVolume, VolumeIo } from './rules.js';
+import type { AlertInputs, FilesystemUse, ListenerDown, OfflineVolume, VolumeIo } from './rules.js';
 import { forgetGone, volumeName } from './rules.js';
 
 /**
@@ -40,6 +40,8 @@ export interface CollectorSources {
   /** Whether a namespace's I/O threads failed and new ones have not taken over yet. */
   ioThreadsDown?(subnqn: string, nsid: number): boolean | undefined;
   config(): TargetConfig;
+  /** Sockets the engine should listen on and cannot now. */
+  listenersDown?(): ListenerDown[];
   events: EventStore;
   now(): number;
 }
@@ -83,6 +85,7 @@ export class InputCollector {
         .map((e) => ({ eventId: e.id, ts: e.ts })),
       ioThreadFailures: this.ioThreadFailures(cfg),
     };
+    if (this.src.listenersDown) inputs.listenersDown = this.src.listenersDown();
     const watched = this.watchedFilesystems(cfg);
     inputs.filesystemsWatched = [...watched.keys()];
     inputs.filesystems = await this.filesystems(watched);

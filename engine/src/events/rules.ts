@@ -31,6 +31,20 @@ export interface AlertInputs {
   ioThreadFailures?: { subject: string; ts: number; reason: string }[];
   /** Filled by the mirror once it exists. */
   mirror?: MirrorState[];
+  /** Sockets the engine should listen on and cannot (it keeps trying): NVMe/TCP ports, the console. */
+  listenersDown?: ListenerDown[];
+}
+
+export interface ListenerDown {
+  /** "nvme-tcp port 1", "console". */
+  subject: string;
+  kind: 'nvme-tcp' | 'console';
+  /** host:port */
+  address: string;
+  /** What failed and what to do ("Cannot listen … EADDRINUSE. Another program …"). */
+  problem: string;
+  since: number;
+  retryEverySec: number;
 }
 
 export interface FilesystemUse {
@@ -541,6 +555,42 @@ export function volumeOfflineRule(): Rule {
 }
 
 /**
+ * A socket the engine should listen on and cannot: an NVMe/TCP port (hosts cannot
+ * connect through it: an error) or the web console (storage keeps serving: a warning).
+ * The engine keeps trying; the alert clears when it listens.
+ */
+export function listenerDownRule(): Rule {
+  return {
+    id: 'listener.down',
+    kind: 'condition',
+    evaluate(inputs, { now, active }) {
+      if (!inputs.listenersDown) return [...active.values()].map(keep);
+      return inputs.listenersDown.map((l) => {
+        const retry = `The engine tries again every ${l.retryEverySec} seconds.`;
+        const since = `for ${duration(now - l.since)}`;
+        return l.kind === 'nvme-tcp'
+          ? {
+              subject: l.subject,
+              severity: 'error' as const,
+              title: `NVMe/TCP port ${l.address} is not listening`,
+              message: `Hosts cannot connect through NVMe/TCP port ${l.address}: it has not been listening ${since}. ${l.problem} ${retry}`,
+              data: { address: l.address, since: l.since },
+            }
+          : {
+              subject: l.subject,
+              severity: 'warning' as const,
+              title: `Web console is not listening on ${l.address}`,
+              message:
+                `The web console has not been listening ${since}. ${l.problem} ` +
+                `Storage keeps serving, and the desktop app and the branchsan command still reach the engine through its API socket. ${retry}`,
+              data: { address: l.address, since: l.since },
+            };
+      });
+    },
+  };
+}
+
+/**
  * A volume's storage I/O threads failed (a bug, or threads that cannot start): the
  * I/O they held failed, hosts retried it, and new threads took over. Critical while no
  * threads serve the volume (its I/O fails), an error for an hour after the last failure
@@ -660,6 +710,7 @@ export function defaultRules(): Rule[] {
     ioLatencyRule(),
     backingFileRule(),
     volumeOfflineRule(),
+    listenerDownRule(),
     ioThreadsRule(),
     uncleanRestartRule(),
     ...mirrorRules(),

@@ -104,11 +104,19 @@ export function describeConsole(access: ConsoleAccess | null): ConsoleInfo {
   return {
     enabled: access !== null,
     url: access ? access.server.baseUrl : null,
+    listening: access?.server.listening ?? false,
+    problem: consoleProblem(access?.server),
     remoteAccess: access?.remote ?? false,
     tls: access?.tls != null,
     certificateFingerprint: access?.tls?.fingerprint256 ?? null,
     certificateExpiresAt: access?.tls?.notAfter.getTime() ?? null,
   };
+}
+
+/** Why the console does not listen and what to do, or null while it does (or is off). */
+export function consoleProblem(server: ConsoleServer | undefined | null): string | null {
+  const p = server?.problem;
+  return p ? `${p.error.message} ${p.error.hint ?? ''}`.trim() : null;
 }
 
 /** `branchsan serve` flags of the console's access control, checked; values in seconds. */

@@ -24,6 +24,7 @@ import { createLogger, type Logger } from '../util/log.js';
 import { productVersion } from '../util/paths.js';
 import {
   buildConsole,
+  consoleProblem,
   describeConsole,
   type ConsoleAccess,
   type ConsoleOptions,
@@ -38,6 +39,7 @@ import { targetHandlers } from './handlers/target.js';
 import { metricsHandlers } from './handlers/metrics.js';
 import { MetricsService } from './metrics-service.js';
 import { EventStore } from '../events/event-store.js';
+import type { ListenerDown } from '../events/rules.js';
 import { InputCollector } from '../events/inputs.js';
 import { EventsService } from '../events/service.js';
 import { attachLogFile } from '../util/log-file.js';
@@ -125,12 +127,14 @@ export class Engine {
       const targets = new TargetService(db, runtime, log.child({ component: 'target' }), dataDir);
       await targets.restore();
       cleanup.unshift(() => targets.stop());
+      let consoleServer: ConsoleServer | null = null; // built once the API is
       const inputs = new InputCollector({
         dataDir,
         target: runtime.target,
         config: () => targets.config(),
         backing: (nqn, nsid) => runtime.backingState(nqn, nsid),
         ioThreadsDown: (nqn, nsid) => runtime.ioThreadsDown(nqn, nsid),
+        listenersDown: () => [...targets.listenersDown(), ...consoleDown(consoleServer)],
         events: new EventStore(db),
         now: Date.now,
       });
@@ -189,7 +193,6 @@ export class Engine {
       );
       await socketServer.listen();
       cleanup.unshift(() => socketServer.close());
-      let consoleServer: ConsoleServer | null = null;
       if (opts.console !== null) {
         consoleAccess = buildConsole(
           dataDir,
@@ -198,11 +201,13 @@ export class Engine {
           hub,
           log.child({ component: 'console' }),
         );
-        consoleServer = consoleAccess.server;
-        consoleServer.addRoute(metrics.route()); // GET /metrics (Prometheus, opt-in)
-        await consoleServer.listen();
-        const started = consoleServer;
-        cleanup.unshift(() => started.close()); // a later step failing must not leave it serving
+        const server = consoleAccess.server;
+        consoleServer = server;
+        server.addRoute(metrics.route()); // GET /metrics (Prometheus, opt-in)
+        // A console that cannot listen must not take the storage down with it (a service
+        // manager restarting the engine would bring the target up and down in a loop).
+        await server.start(CONSOLE_RETRY_MS, (problem) => noteConsole(db, log, server, problem));
+        cleanup.unshift(() => server.close()); // a later step failing must not leave it serving
       }
       engine = new Engine(
         dataDir,
@@ -324,6 +329,45 @@ export class Engine {
     setSetting(this.db, 'engine.running', '1');
     recordEvent(this.db, { type: 'engine.started', severity: 'info', message: 'Engine started.' });
   }
+}
+
+/** How often a console that cannot listen tries again. */
+export const CONSOLE_RETRY_MS = 5_000;
+
+/** The console as a listener the alert rule watches: down while it cannot listen. */
+function consoleDown(server: ConsoleServer | null): ListenerDown[] {
+  const problem = consoleProblem(server);
+  if (!server?.problem || problem === null) return [];
+  return [
+    {
+      subject: 'console',
+      kind: 'console',
+      address: new URL(server.baseUrl).host,
+      problem,
+      since: server.problem.since,
+      retryEverySec: CONSOLE_RETRY_MS / 1000,
+    },
+  ];
+}
+
+/** Logs and records that the console cannot listen (`problem`), or listens after all (null). */
+function noteConsole(db: Db, log: Logger, server: ConsoleServer, problem: UserError | null): void {
+  const event = problem
+    ? {
+        type: 'console.unavailable',
+        severity: 'warning' as const,
+        message:
+          `The web console is not listening: ${problem.message} ${problem.hint ?? ''} ` +
+          `Storage keeps serving; the console is tried again every ${CONSOLE_RETRY_MS / 1000} s.`,
+      }
+    : {
+        type: 'console.listening',
+        severity: 'info' as const,
+        message: `The web console listens on ${server.baseUrl} now.`,
+      };
+  if (problem) log.warn(event.message, { reason: problem.message });
+  else log.info(event.message);
+  whereStorageAllows(log, 'record an event', () => recordEvent(db, event), { type: event.type });
 }
 
 /** Grows with every command the target completes (for CpuLatencyGuard). */

@@ -12,7 +12,7 @@ import { BackendError, type BlockBackend } from '../storage/backend.js';
 import { FdBackend, type BackingState, type IoThreadsEvent } from '../storage/file.js';
 import { openBackend, type BackendSpec } from '../storage/open.js';
 import { TcpTransport } from '../transport/tcp/index.js';
-import { UserError } from '../util/errors.js';
+import { cannotListen, UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 
 export interface PortSpec {
@@ -95,17 +95,7 @@ export class TargetRuntime {
         this.target,
       );
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      throw new UserError(
-        `Cannot listen for NVMe/TCP on ${spec.host}:${spec.port}: ${code ?? (err as Error).message}.`,
-        code === 'EADDRINUSE'
-          ? 'Another program (or the kernel nvmet target) uses that port: stop it or choose another port.'
-          : code === 'EADDRNOTAVAIL'
-            ? 'That address is not on this machine: use one of its interface addresses or 0.0.0.0.'
-            : 'Check the address and port.',
-        'conflict',
-        'port',
-      );
+      throw cannotListen('nvme-tcp', spec.host, spec.port, err);
     }
     const bound = { ...spec, port: transport.address().port };
     try {

@@ -17,6 +17,7 @@ import {
   IO_THREADS_RESTARTED,
   IO_THREADS_START_FAILED,
 } from '../events/inputs.js';
+import type { ListenerDown } from '../events/rules.js';
 import type { Db } from '../persistence/db.js';
 import { recordEvent } from '../persistence/db.js';
 import { TargetStore, type NamespaceRow, type SubsystemRow } from '../persistence/target-store.js';
@@ -50,6 +51,11 @@ export class TargetService {
   private queue: Promise<unknown> = Promise.resolve();
   private retryTimer: NodeJS.Timeout | null = null;
   private stopped = false;
+  /** Configured ports that could not listen: why, and since when (for the alert). */
+  private readonly portsDown = new Map<
+    number,
+    { address: string; problem: string; since: number }
+  >();
 
   constructor(
     private readonly db: Db,
@@ -202,8 +208,18 @@ export class TargetService {
     for (const p of cfg.ports) {
       if (live.has(p.portId)) continue;
       await this.rt.addPort(p).then(
-        () => portUp(p),
-        (err: Error) => (fail(), portFailed(p, err)),
+        () => {
+          this.portsDown.delete(p.portId);
+          portUp(p);
+        },
+        (err: Error) => {
+          fail();
+          const hint = err instanceof UserError && err.hint ? ` ${err.hint}` : '';
+          const since = this.portsDown.get(p.portId)?.since ?? Date.now();
+          const address = `${p.host}:${p.port}`;
+          this.portsDown.set(p.portId, { address, problem: sentence(err.message) + hint, since });
+          portFailed(p, err);
+        },
       );
     }
     return failed;
@@ -211,6 +227,16 @@ export class TargetService {
 
   config(): TargetConfig {
     return this.store.load();
+  }
+
+  /** Configured NVMe/TCP ports that are not listening; each is retried every RETRY_OFFLINE_MS. */
+  listenersDown(): ListenerDown[] {
+    return [...this.portsDown].map(([portId, d]) => ({
+      subject: `nvme-tcp port ${portId}`,
+      kind: 'nvme-tcp' as const,
+      ...d,
+      retryEverySec: RETRY_OFFLINE_MS / 1000,
+    }));
   }
 
   private async addPortNow(
@@ -264,6 +290,7 @@ export class TargetService {
         if (live) await this.rt.addPort(old);
       },
     );
+    this.portsDown.delete(portId);
   }
 
   private async createSubsystemNow(

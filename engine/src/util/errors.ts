@@ -61,3 +61,34 @@ export function whereStorageAllows(
     return false;
   }
 }
+
+/**
+ * A socket that could not listen on host:port: the error to show, with what to do
+ * for the usual causes.
+ */
+export function cannotListen(
+  what: 'nvme-tcp' | 'console',
+  host: string,
+  port: number,
+  err: unknown,
+): UserError {
+  const code = errorCode(err);
+  const holder =
+    what === 'nvme-tcp'
+      ? ` (\`ss -ltnp 'sport = :${port}'\` names it; one with no process named is the kernel's nvmet target)`
+      : ` (\`ss -ltnp 'sport = :${port}'\` names it)`;
+  const hint =
+    code === 'EADDRINUSE'
+      ? `Another program uses that port${holder}: stop it or choose another port.`
+      : code === 'EADDRNOTAVAIL'
+        ? 'That address is not on this machine (or not yet, while its network comes up): use one of its interface addresses or 0.0.0.0.'
+        : code === 'EACCES'
+          ? 'Ports below 1024 need more privilege than the engine has: choose a port above 1023.'
+          : 'Check the address and port.';
+  return new UserError(
+    `Cannot listen ${what === 'nvme-tcp' ? 'for NVMe/TCP' : 'for the web console'} on ${host}:${port}: ${code || (err as Error).message}.`,
+    hint,
+    'conflict',
+    what === 'nvme-tcp' ? 'port' : 'consolePort',
+  );
+}

@@ -8,13 +8,11 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ConsoleAuth } from '../../../engine/src/control/auth/console-auth.js';
-import { PasswordFile } from '../../../engine/src/control/auth/password.js';
-import { ConsoleServer } from '../../../engine/src/control/console-server.js';
+import type { PasswordFile } from '../../../engine/src/control/auth/password.js';
+import type { ConsoleServer } from '../../../engine/src/control/console-server.js';
 import { metricsRoute } from '../../../engine/src/control/metrics-endpoint.js';
-import { RpcDispatcher, type Handlers } from '../../../engine/src/control/rpc.js';
-import { SessionHub } from '../../../engine/src/control/sessions.js';
 import { createLogger } from '../../../engine/src/util/log.js';
+import { loopbackConsole } from '../../helpers/console-server.js';
 
 let top: string;
 let server: ConsoleServer;
@@ -31,28 +29,13 @@ beforeAll(async () => {
   const log = createLogger({
     sink: { write: (line: string) => void (line.includes('"level":"error"') && errors.push(line)) },
   });
-  passwords = PasswordFile.inDataDir(join(top, 'data'));
+  ({ server, passwords } = loopbackConsole({
+    root,
+    dataDir: join(top, 'data'),
+    log,
+    limits: { firstRequestMs: FIRST_REQUEST_MS, perClient: PER_CLIENT },
+  }));
   await passwords.set('a long enough password');
-  const auth = new ConsoleAuth({
-    passwords,
-    setupToken: 'token',
-    tls: false,
-    loopbackOnly: true,
-    log,
-  });
-  server = new ConsoleServer(
-    {
-      host: '127.0.0.1',
-      port: 0,
-      root,
-      token: 'token',
-      auth,
-      ...{ limits: { firstRequestMs: FIRST_REQUEST_MS, perClient: PER_CLIENT } },
-    },
-    new RpcDispatcher({} as Handlers, log),
-    new SessionHub(),
-    log,
-  );
   server.addRoute(metricsRoute({ enabled: () => true, token: () => 'tok', render: () => '' }));
   await server.listen();
 });

@@ -8,12 +8,9 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ConsoleAuth } from '../../../engine/src/control/auth/console-auth.js';
-import { PasswordFile } from '../../../engine/src/control/auth/password.js';
-import { ConsoleServer } from '../../../engine/src/control/console-server.js';
-import { RpcDispatcher, type Handlers } from '../../../engine/src/control/rpc.js';
-import { SessionHub } from '../../../engine/src/control/sessions.js';
+import type { ConsoleServer } from '../../../engine/src/control/console-server.js';
 import { createLogger } from '../../../engine/src/util/log.js';
+import { loopbackConsole } from '../../helpers/console-server.js';
 
 let top: string;
 let server: ConsoleServer;
@@ -31,19 +28,7 @@ beforeAll(async () => {
   symlinkSync(top, join(root, 'up')); // a directory link out of the bundle
   symlinkSync(join(root, 'assets', 'index-abc.js'), join(root, 'inside.js'));
   const log = createLogger({ sink: { write: () => undefined } });
-  const auth = new ConsoleAuth({
-    passwords: PasswordFile.inDataDir(join(top, 'data')),
-    setupToken: 'token',
-    tls: false,
-    loopbackOnly: true,
-    log,
-  });
-  server = new ConsoleServer(
-    { host: '127.0.0.1', port: 0, root, token: 'token', auth },
-    new RpcDispatcher({} as Handlers, log), // static files never reach the API
-    new SessionHub(),
-    log,
-  );
+  ({ server } = loopbackConsole({ root, dataDir: join(top, 'data'), log }));
   await server.listen();
   base = server.baseUrl;
 });

@@ -13,6 +13,7 @@ import {
   ioErrorsRule,
   ioLatencyRule,
   ioThreadsRule,
+  listenerDownRule,
   uncleanRestartRule,
   volumeOfflineRule,
   type AlertInputs,
@@ -312,6 +313,39 @@ describe('offline volume', () => {
     expect(e.evaluate(offline(1), 5_000).raised).toEqual([]);
     expect(e.evaluate({}, 10_000).cleared).toEqual([]); // not collected: the alert stands
     expect(e.evaluate(offline(0), 15_000).cleared).toHaveLength(1);
+  });
+});
+
+describe('listeners down', () => {
+  const down = (...kinds: ('nvme-tcp' | 'console')[]): AlertInputs => ({
+    listenersDown: kinds.map((kind) => ({
+      subject: kind === 'console' ? 'console' : 'nvme-tcp port 1',
+      kind,
+      address: kind === 'console' ? '127.0.0.1:8450' : '0.0.0.0:4420',
+      problem: 'Cannot listen on it: EADDRINUSE. Another program uses that port.',
+      since: 0,
+      retryEverySec: kind === 'console' ? 5 : 10,
+    })),
+  });
+
+  it('an NVMe/TCP port is an error, the console a warning; each clears when it listens', () => {
+    const e = engine([listenerDownRule()]);
+    const raised = e.evaluate(down('nvme-tcp', 'console'), 5_000).raised;
+    const port = raised.find((a) => a.subject === 'nvme-tcp port 1')!;
+    expect(port.severity).toBe('error');
+    expect(port.title).toBe('NVMe/TCP port 0.0.0.0:4420 is not listening');
+    expect(port.message).toBe(
+      'Hosts cannot connect through NVMe/TCP port 0.0.0.0:4420: it has not been listening for 5 seconds. ' +
+        'Cannot listen on it: EADDRINUSE. Another program uses that port. The engine tries again every 10 seconds.',
+    );
+    const web = raised.find((a) => a.subject === 'console')!;
+    expect(web.severity).toBe('warning');
+    expect(web.title).toBe('Web console is not listening on 127.0.0.1:8450');
+    expect(web.message).toContain('Storage keeps serving');
+    expect(e.evaluate({}, 10_000).cleared).toEqual([]); // not collected: the alerts stand
+    const cleared = e.evaluate(down('console'), 15_000).cleared;
+    expect(cleared.map((a) => a.subject)).toEqual(['nvme-tcp port 1']);
+    expect(e.evaluate(down(), 20_000).cleared.map((a) => a.subject)).toEqual(['console']);
   });
 });
 

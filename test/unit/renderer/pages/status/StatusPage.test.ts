@@ -1,11 +1,26 @@
 // @vitest-environment happy-dom
 import { mount } from '@vue/test-utils';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { ApiError, ErrorCode } from '../../../../../contract/api.js';
+import { ApiError, ErrorCode, type ConsoleInfo } from '../../../../../contract/api.js';
 import { API_CLIENT } from '../../../../../renderer/src/api/inject.js';
 import StatusPage from '../../../../../renderer/src/pages/status/StatusPage.vue';
 import { FakeClient, flush, installFake } from '../../support/fake-client.js';
 import { alert, systemStatus, threadsDownAlert } from '../../support/fixtures.js';
+
+/** What `system.console` says of a console on 127.0.0.1:8450, with `over` changed. */
+function loopbackConsole(over: Partial<ConsoleInfo>): ConsoleInfo {
+  return {
+    enabled: true,
+    url: 'http://127.0.0.1:8450/',
+    listening: true,
+    problem: null,
+    remoteAccess: false,
+    tls: false,
+    certificateFingerprint: null,
+    certificateExpiresAt: null,
+    ...over,
+  };
+}
 
 describe('StatusPage', () => {
   let client: FakeClient;
@@ -131,6 +146,8 @@ describe('StatusPage', () => {
     client.answer('system.console', {
       enabled: true,
       url: 'https://192.0.2.10:8450/',
+      listening: true,
+      problem: null,
       remoteAccess: true,
       tls: true,
       certificateFingerprint: fingerprint,
@@ -140,20 +157,32 @@ describe('StatusPage', () => {
     expect(text(w, 'console-url')).toBe('https://192.0.2.10:8450/');
     expect(text(w, 'console-remote')).toBe('other machines (HTTPS only)');
     expect(text(w, 'console-fingerprint')).toBe(fingerprint);
+    expect(w.find('[data-testid="console-problem"]').exists()).toBe(false);
+  });
+
+  it('says why a console does not listen yet', async () => {
+    const w = render();
+    client.setState('connected');
+    client.answer('system.status', systemStatus());
+    client.answer(
+      'system.console',
+      loopbackConsole({
+        listening: false,
+        problem:
+          'Cannot listen for the web console on 127.0.0.1:8450: EADDRINUSE. Another program uses that port.',
+      }),
+    );
+    await flush();
+    expect(text(w, 'console-problem')).toBe(
+      'Not listening, tried again every few seconds: Cannot listen for the web console on 127.0.0.1:8450: EADDRINUSE. Another program uses that port.',
+    );
   });
 
   it('says a loopback console has no TLS and shows no fingerprint', async () => {
     const w = render();
     client.setState('connected');
     client.answer('system.status', systemStatus());
-    client.answer('system.console', {
-      enabled: true,
-      url: 'http://127.0.0.1:8450/',
-      remoteAccess: false,
-      tls: false,
-      certificateFingerprint: null,
-      certificateExpiresAt: null,
-    });
+    client.answer('system.console', loopbackConsole({}));
     await flush();
     expect(text(w, 'console-tls')).toBe('none (loopback only)');
     expect(w.find('[data-testid="console-fingerprint"]').exists()).toBe(false);

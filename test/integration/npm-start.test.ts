@@ -1,0 +1,57 @@
+/**
+ * `npm start` (scripts/start.js) on a machine without the Electron binary, as here and
+ * in CI: it runs the lab engine in the foreground and says where its console is, or,
+ * when another program holds the console port, why the console does not listen yet.
+ */
+import { spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { REPO_ROOT, tempDir } from '../helpers/engine.js';
+import { freePort } from '../helpers/linux-host.js';
+
+function electronPresent(): boolean {
+  try {
+    const bin = createRequire(import.meta.url)('electron') as unknown;
+    return typeof bin === 'string' && fs.existsSync(bin);
+  } catch {
+    return false;
+  }
+}
+
+describe.skipIf(electronPresent())('npm start without an Electron binary', () => {
+  it('serves the lab engine, and says why its console does not listen when its port is taken', async () => {
+    const port = await freePort();
+    const squatter = net.createServer();
+    await new Promise<void>((r) => squatter.listen(port, '127.0.0.1', r));
+    const data = path.join(tempDir(), 'lab');
+    const p = spawn(process.execPath, [path.join(REPO_ROOT, 'scripts', 'start.js')], {
+      env: { ...process.env, BRANCHSAN_DATA: data, BRANCHSAN_CONSOLE_PORT: String(port) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    p.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    p.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((r) => p.once('exit', (code) => r(code)));
+    try {
+      const end = Date.now() + 30_000;
+      while (!out.includes('The console does not listen yet')) {
+        if (p.exitCode !== null || Date.now() > end) throw new Error(`no notice:\n${out}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(out).toContain(`open the console at http://127.0.0.1:${port}/?token=`);
+      expect(out).toMatch(
+        new RegExp(
+          `The console does not listen yet: Cannot listen for the web console on 127\\.0\\.0\\.1:${port}: EADDRINUSE\\. .* set to a free port\\.`,
+        ),
+      );
+      expect(fs.existsSync(path.join(data, 'branchsan.db'))).toBe(true);
+    } finally {
+      p.kill('SIGINT');
+      await new Promise((r) => squatter.close(r));
+    }
+    expect(await exited).toBe(0);
+  }, 60_000);
+});
