@@ -10,7 +10,15 @@ import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { acquireInstanceLock, engineSocketPath } from '../../engine/src/service/instance-lock.js';
 import { UserError } from '../../engine/src/util/errors.js';
-import { hasEngineLock, tempDir } from '../helpers/engine.js';
+import { loadNativeAddon } from '../../engine/src/storage/io-worker-pool.js';
+import {
+  hasEngineLock,
+  NATIVE_BUILT,
+  runCli,
+  startEngine,
+  tempDir,
+  type RunningEngine,
+} from '../helpers/engine.js';
 import { canMountTmpfs, fillFs, smallFs, unmountSmallFs } from '../helpers/small-fs.js';
 
 const children: ChildProcess[] = [];
@@ -100,6 +108,56 @@ describe('the engine lock', () => {
     fs.symlinkSync(`${pid} /tmp/other.sock`, lockOf(dir));
     lock.release();
     expect(fs.readlinkSync(lockOf(dir))).toBe(`${pid} /tmp/other.sock`);
+  });
+});
+
+describe.skipIf(!NATIVE_BUILT)('the flock on the data directory (C addon)', () => {
+  let engine: RunningEngine | undefined;
+  afterEach(async () => {
+    await engine?.stop();
+    engine = undefined;
+  });
+
+  it('keeps a second engine out while its holder lives, whatever the record says', async () => {
+    const flock = (await loadNativeAddon())?.lock;
+    expect(flock).toBeTypeOf('function');
+    const dir = tempDir('branchsan-lock-');
+    const lock = acquireInstanceLock(dir, path.join(dir, 'engine.sock'), flock);
+    // The record looks stale (its pid is dead): what a second starter saw in the race
+    // of two starters on a stale lock, or a record deleted and left by hand.
+    const dead = await deadPid();
+    fs.rmSync(lockOf(dir));
+    fs.symlinkSync(`${dead} /tmp/gone.sock`, lockOf(dir));
+    let caught: unknown;
+    try {
+      acquireInstanceLock(dir, path.join(dir, 'other.sock'), flock);
+    } catch (err) {
+      caught = err;
+    }
+    expect(caught).toBeInstanceOf(UserError);
+    expect((caught as UserError).code).toBe('already-running');
+    // /proc/locks names the holder: this process
+    expect((caught as UserError).message).toContain(`(pid ${process.pid})`);
+    expect(fs.readlinkSync(lockOf(dir))).toBe(`${dead} /tmp/gone.sock`); // left alone
+    lock.release();
+    const next = acquireInstanceLock(dir, path.join(dir, 'engine.sock'), flock);
+    expect(fs.readlinkSync(lockOf(dir))).toBe(`${process.pid} ${path.join(dir, 'engine.sock')}`);
+    next.release();
+  });
+
+  it('a running engine whose lock record was deleted still refuses a second serve', async () => {
+    engine = await startEngine();
+    fs.rmSync(lockOf(engine.dataDir));
+    const r = await runCli(['serve', '--data', engine.dataDir, '--console-port', '0'], {
+      timeoutMs: 15_000,
+    });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(
+      `Another BranchSAN engine (pid ${engine.pid}) is already running on the data directory`,
+    );
+    // the first engine still serves
+    expect(fs.existsSync(engine.socketPath)).toBe(true);
+    expect((await runCli(['status', '--socket', engine.socketPath])).code).toBe(0);
   });
 });
 

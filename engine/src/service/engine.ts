@@ -39,6 +39,7 @@ import { targetHandlers } from './handlers/target.js';
 import { metricsHandlers } from './handlers/metrics.js';
 import { MetricsService } from './metrics-service.js';
 import { EventStore } from '../events/event-store.js';
+import { loadNativeAddon } from '../storage/io-worker-pool.js';
 import type { ListenerDown } from '../events/rules.js';
 import { InputCollector } from '../events/inputs.js';
 import { EventsService } from '../events/service.js';
@@ -91,7 +92,8 @@ export class Engine {
     process.umask(0o027); // database and logs: service and admin group only; secrets tighten further
     prepareDataDir(dataDir);
     const socketPath = path.resolve(opts.socketPath ?? path.join(dataDir, 'engine.sock'));
-    const lock = acquireInstanceLock(dataDir, socketPath);
+    // the C addon's flock makes the lock the kernel's (see instance-lock.ts)
+    const lock = acquireInstanceLock(dataDir, socketPath, (await loadNativeAddon())?.lock);
     const cleanup: (() => unknown)[] = [() => lock.release()];
     if (!lock.socketRecorded && socketPath !== path.join(dataDir, 'engine.sock')) {
       log.warn(

@@ -9,8 +9,17 @@
  * A record too long for that on a full disk is cut to the pid alone. A lock left by a
  * dead process (kill -9, power cut) is taken over; so is a lock file an older version
  * left (pid and socket on two lines).
+ *
+ * With the C addon, the engine also holds an flock on the data directory itself for as
+ * long as it runs: the kernel lets one process have it and drops it when that process
+ * dies, however it dies. Only its holder may replace a stale record, so two engines
+ * starting at once on a stale lock cannot both take it (without it, each could see the
+ * old record stale, and one remove the other's fresh one), and an engine whose record
+ * was deleted by hand still keeps a second one out. The flock needs no byte on disk
+ * either. Without the addon the record alone decides, as before.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { isDiskFull, UserError } from '../util/errors.js';
 
@@ -27,31 +36,66 @@ interface LockRecord {
   socket: string | undefined;
 }
 
-export function acquireInstanceLock(dataDir: string, socketPath: string): InstanceLock {
+/** flock(fd, exclusive) with LOCK_NB: 0 or -errno (the C addon's `lock`). */
+export type Flock = (fd: number, exclusive: number) => number;
+
+export function acquireInstanceLock(
+  dataDir: string,
+  socketPath: string,
+  flock?: Flock,
+): InstanceLock {
   const file = path.join(dataDir, 'engine.lock');
+  const dirFd = flock ? holdDirectory(dataDir, flock) : null;
+  try {
+    const recorded = takeRecord(file, dataDir, socketPath);
+    let released = false;
+    return {
+      path: file,
+      socketRecorded: recorded,
+      release() {
+        if (released) return;
+        released = true;
+        if (readLock(file).pid === process.pid) fs.rmSync(file, { force: true });
+        if (dirFd !== null) fs.closeSync(dirFd); // the flock goes with it
+      },
+    };
+  } catch (err) {
+    if (dirFd !== null) fs.closeSync(dirFd);
+    throw err;
+  }
+}
+
+/**
+ * The flock on the data directory, held through the descriptor returned (null where
+ * the file system has no flock: the record alone decides there). Throws when another
+ * process holds it: an engine runs on the directory, whatever its record says.
+ */
+function holdDirectory(dataDir: string, flock: Flock): number | null {
+  const fd = fs.openSync(dataDir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  const r = flock(fd, 1);
+  if (r === 0) return fd;
+  fs.closeSync(fd);
+  if (r === -os.constants.errno.EWOULDBLOCK) {
+    throw alreadyRunning(
+      dataDir,
+      flockHolder(dataDir) ?? readLock(path.join(dataDir, 'engine.lock')).pid,
+    );
+  }
+  return null; // ENOLCK, EINVAL: a file system without flock (some network ones)
+}
+
+/** Writes our record over a stale one; true when the socket is recorded (see makeLock). */
+function takeRecord(file: string, dataDir: string, socketPath: string): boolean {
   for (let attempt = 0; attempt < 3; attempt++) {
     const recorded = makeLock(file, socketPath);
-    if (recorded !== null) {
-      let released = false;
-      return {
-        path: file,
-        socketRecorded: recorded,
-        release() {
-          if (released) return;
-          released = true;
-          if (readLock(file).pid === process.pid) fs.rmSync(file, { force: true });
-        },
-      };
-    }
+    if (recorded !== null) return recorded;
     const owner = readLock(file).pid;
+    // An engine of a version without the flock, or on a file system without it.
     if (owner !== undefined && owner !== process.pid && isEngineAlive(owner)) {
-      throw new UserError(
-        `Another BranchSAN engine (pid ${owner}) is already running on the data directory ${dataDir}.`,
-        `Stop it first (kill ${owner}, or systemctl stop branchsan), or use a different --data directory.`,
-        'already-running',
-      );
+      throw alreadyRunning(dataDir, owner);
     }
-    // Stale: its owner is gone. Remove it and try again (another starter may win the race; that is fine).
+    // Stale: its owner is gone. Remove it and try again (holding the flock, nobody
+    // else does this now; without it, another starter may win the race).
     fs.rmSync(file, { force: true });
   }
   throw new UserError(
@@ -59,6 +103,45 @@ export function acquireInstanceLock(dataDir: string, socketPath: string): Instan
     'Make sure only one BranchSAN engine is configured for this data directory.',
     'already-running',
   );
+}
+
+function alreadyRunning(dataDir: string, pid: number | undefined): UserError {
+  return pid === undefined
+    ? new UserError(
+        `Another BranchSAN engine is already running on the data directory ${dataDir} (it holds the directory's lock).`,
+        'Stop it first (systemctl stop branchsan, or find it with `ps ax | grep branchsan`), or use a different --data directory.',
+        'already-running',
+      )
+    : new UserError(
+        `Another BranchSAN engine (pid ${pid}) is already running on the data directory ${dataDir}.`,
+        `Stop it first (kill ${pid}, or systemctl stop branchsan), or use a different --data directory.`,
+        'already-running',
+      );
+}
+
+/**
+ * The pid holding an flock on `dir`, from /proc/locks ("1: FLOCK ADVISORY WRITE PID
+ * MAJ:MIN:INODE 0 EOF", device numbers in hex), or undefined when it cannot be told.
+ */
+function flockHolder(dir: string): number | undefined {
+  try {
+    const { dev, ino } = fs.statSync(dir, { bigint: true });
+    const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn); // glibc's dev_t layout
+    const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
+    const hex = (n: bigint) => n.toString(16).padStart(2, '0');
+    const id = `${hex(major)}:${hex(minor)}:${ino}`;
+    for (const line of fs.readFileSync('/proc/locks', 'utf8').split('\n')) {
+      const f = line.trim().split(/\s+/);
+      // "1:", "FLOCK", "ADVISORY", "WRITE", pid, id, ... ("->" marks a waiter, which flock with LOCK_NB never is)
+      if (f[1] === 'FLOCK' && f[5] === id) {
+        const pid = Number(f[4]);
+        if (Number.isInteger(pid) && pid > 0) return pid;
+      }
+    }
+  } catch {
+    // no /proc, or the directory went: not known
+  }
+  return undefined;
 }
 
 /**
