@@ -23,7 +23,7 @@ import {
   setSetting,
 } from '../../engine/src/persistence/db.js';
 import { MIGRATIONS } from '../../engine/src/persistence/migrations.js';
-import { connectSocket } from '../helpers/api.js';
+import { apiError, connectSocket } from '../helpers/api.js';
 import { killGroup, killStarted, start, type Started } from '../helpers/cli-process.js';
 import { hasEngineLock, REPO_ROOT, tempDir } from '../helpers/engine.js';
 import { canMountTmpfs, fillFs, smallFs, unmountSmallFs } from '../helpers/small-fs.js';
@@ -253,6 +253,51 @@ describe.skipIf(!canMountTmpfs)('branchsan serve on a full data disk', () => {
     expect((await a.call('target.config', {})).subsystems.map((s) => s.nqn)).toEqual([nqn]);
     a.close();
     await stopAndCheck(again, data);
+  }, 90_000);
+
+  it('a change the full disk refuses is undone; one whose undo fails says what is served', async () => {
+    const dir = smallFs('branchsan-dbfull-');
+    const data = path.join(dir, 'data');
+    const vol = path.join(tempDir(), 'vol.img'); // the volume lives on another disk
+    const nqn = 'nqn.2026-11.io.branchsan.test:undo';
+    const p = await serve(data);
+    const api = await connectSocket(path.join(data, 'engine.sock'));
+    try {
+      await api.call('target.subsystem.create', { nqn, allowAnyHost: true });
+      await api.call('target.namespace.add', {
+        nqn,
+        backend: { kind: 'file', path: vol, createSizeBytes: 1 << 20 },
+      });
+      fillFs(dir);
+
+      // undone: the live target is as stored
+      const refused = await apiError(
+        api.call('target.subsystem.create', { nqn: `${nqn}-2`, allowAnyHost: true }),
+      );
+      expect(refused.message).toMatch(/^The change was not saved \(.*\); nothing was changed\.$/);
+      expect(refused.data?.hint).toBe(
+        "Check free space on the data directory's filesystem, then retry.",
+      );
+
+      // The undo of a removal reopens the volume's file, which was deleted meanwhile (the
+      // engine held it open): the namespace is gone from the live target, not from the
+      // stored configuration. Before: "nothing was changed".
+      fs.rmSync(vol);
+      const split = await apiError(api.call('target.namespace.remove', { nqn, nsid: 1 }));
+      expect(split.message).toMatch(
+        /^The change was not saved \(.*\), and undoing it on the live target failed \(.*\): the target serves the changed configuration now, but the stored one is unchanged and comes back when the engine restarts\.$/,
+      );
+      expect(split.data?.hint).toBe(
+        "Check free space on the data directory's filesystem, then retry the change, so that the stored configuration matches what is served (or restart the engine service to serve the stored one).",
+      );
+      const cfg = await api.call('target.config', {});
+      expect(cfg.subsystems.map((s) => s.nqn)).toEqual([nqn]);
+      expect(cfg.subsystems[0]!.namespaces.map((n) => n.nsid)).toEqual([1]);
+    } finally {
+      api.close();
+    }
+    killGroup(p.proc, 'SIGTERM');
+    expect((await p.exited).code).toBe(0);
   }, 90_000);
 
   it('keeps changes made once space is freed, even when the engine is then killed', async () => {

@@ -526,21 +526,35 @@ export class TargetService {
       })();
     } catch (err) {
       this.log.error('configuration change not stored; undoing it', { action, err });
+      let undoErr: unknown;
       try {
         await undo();
-      } catch (undoErr) {
+      } catch (e) {
+        undoErr = e;
         this.log.error('undo failed: live target may differ from the database until restart', {
           action,
-          err: undoErr,
+          err: e,
         });
       }
-      throw new UserError(
-        `The change was not saved (${(err as Error).message}); nothing was changed.`,
+      const why = (err as Error).message;
+      const retry =
         storageProblem(err) !== null
-          ? "Check free space on the data directory's filesystem, then retry."
-          : 'Retry; if it fails again, `branchsan diagnostics` collects what is needed to report it.',
-        'unavailable',
-      );
+          ? "Check free space on the data directory's filesystem, then retry"
+          : 'Retry';
+      const [message, hint] =
+        undoErr === undefined
+          ? [
+              `The change was not saved (${why}); nothing was changed.`,
+              storageProblem(err) !== null
+                ? `${retry}.`
+                : `${retry}; if it fails again, \`branchsan diagnostics\` collects what is needed to report it.`,
+            ]
+          : [
+              `The change was not saved (${why}), and undoing it on the live target failed (${(undoErr as Error).message}): ` +
+                'the target serves the changed configuration now, but the stored one is unchanged and comes back when the engine restarts.',
+              `${retry} the change, so that the stored configuration matches what is served (or restart the engine service to serve the stored one).`,
+            ];
+      throw new UserError(message, hint, 'unavailable');
     }
   }
 
