@@ -305,6 +305,9 @@ const synced: number[] = [];
  * FUA writes acknowledged over a failed write-back). Each description opened here is
  * told of every write-back error after its opening. Through /proc/self/fd: the same
  * inode whatever became of the path, and no second exclusive claim on a block device.
+ * A thread that dies never reaches the closes at the end of this file: Node closes
+ * what a worker opened with fs.open when it exits (Worker's trackUnmanagedFds, on by
+ * default; file.test.ts counts them).
  */
 const own = ownSyncFds();
 function ownSyncFds(): { fd: number; fdSync: number } {
