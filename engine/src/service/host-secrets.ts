@@ -90,7 +90,7 @@ export class HostSecretStore {
    */
   create(hostNqn: string, hash: 1 | 2 | 3 = 1, record: Record = () => {}): HostSecret {
     this.requireAllowed(hostNqn);
-    if (fs.existsSync(this.fileOf(hostNqn))) {
+    if (this.hasSecretFile(hostNqn)) {
       throw new UserError(
         `The host ${hostNqn} already has a DH-HMAC-CHAP secret.`,
         'Read it with host.secret.get, or replace it with host.secret.rotate.',
@@ -101,13 +101,22 @@ export class HostSecretStore {
   }
 
   /**
-   * Replaces a host's secret (the host must be given the new one to connect); `record`
-   * as for create: when it throws, the old secret stays.
+   * Replaces a host's secret (the host must be given the new one to connect), with the
+   * same hash unless `hash` names another; one that cannot be read (damaged, readable
+   * by others) is replaced too, with SHA-256 unless `hash` says. `record` as for
+   * create: when it throws, the old secret stays.
    */
   rotate(hostNqn: string, hash?: 1 | 2 | 3, record: Record = () => {}): HostSecret {
     this.requireAllowed(hostNqn);
-    const old = this.get(hostNqn);
-    return this.write(hostNqn, hash ?? old.hash, record);
+    let oldHash: 1 | 2 | 3 | undefined;
+    try {
+      oldHash = this.get(hostNqn).hash;
+    } catch (err) {
+      // None at all: create one. One that cannot be used (damaged, readable by others)
+      // is what a rotation replaces.
+      if (!(err instanceof UserError) || err.code === 'not-found') throw err;
+    }
+    return this.write(hostNqn, hash ?? oldHash ?? 1, record);
   }
 
   get(hostNqn: string): HostSecret {
@@ -132,6 +141,13 @@ export class HostSecretStore {
       );
     }
     const secret = text.trim();
+    if (secret === '') {
+      throw new UserError(
+        `The host ${hostNqn} has no DH-HMAC-CHAP secret: its file ${file} is empty (a write the system did not finish, a power cut).`,
+        'Create one with host.secret.create.',
+        'not-found',
+      );
+    }
     const { hash } = parseDhchapSecret(secret);
     const h = hash === 0 ? 1 : hash;
     return { hostNqn, secret, hash: h, hashName: DHCHAP_HASH_NAMES[h], createdAt: st.mtimeMs };
@@ -152,6 +168,11 @@ export class HostSecretStore {
       hashName: DHCHAP_HASH_NAMES[hash],
       createdAt: fs.statSync(file).mtimeMs,
     };
+  }
+
+  /** A secret file with something in it (an empty one counts as none, as secrets.ts has it). */
+  private hasSecretFile(hostNqn: string): boolean {
+    return (fs.statSync(this.fileOf(hostNqn), { throwIfNoEntry: false })?.size ?? 0) > 0;
   }
 
   private requireAllowed(hostNqn: string): void {
