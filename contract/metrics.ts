@@ -128,10 +128,18 @@ export const MetricsSettings = z.object({
     /** The bearer token's file (mode 0600): point Prometheus' credentials_file at a copy. */
     tokenFile: z.string(),
   }),
-  /** Cap on the database's used bytes; the oldest fine-grained history goes first. */
+  /**
+   * Cap on the metric history's bytes (historyBytes); the oldest fine-grained history
+   * goes first. The rest of the database (the event log) has limits of its own.
+   */
   maxBytes: z.number().int(),
-  /** Bytes the database uses now (pages in use × page size). */
+  /** Bytes the whole database uses now (pages in use × page size). */
   usedBytes: z.number().int(),
+  /**
+   * Bytes of metric history as the cap counts them: usedBytes less the rest of the
+   * database as last measured (measured every 10 minutes; all of it before that).
+   */
+  historyBytes: z.number().int(),
 });
 export type MetricsSettings = z.infer<typeof MetricsSettings>;
 

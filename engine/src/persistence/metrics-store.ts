@@ -14,12 +14,15 @@
  * 'max' for tail latencies (p99, p99.9), because an averaged tail hides the spike an
  * operator looks for. Buckets with no finer points get no row (no invented zeroes).
  *
- * Size: besides per-tier retention, the database's used bytes (pages in use × page
- * size) are held under a cap. Above 95 % of it, rows are deleted oldest first from the
- * finest tier, then the next, down to 85 %; only rows already rolled up into the next
- * tier go (the coarsest tier has no next). Deleted pages are reused, so the file itself
- * stops growing near the cap; it only shrinks with a VACUUM (lowering the cap later
- * lowers the used bytes, not the file).
+ * Size: besides per-tier retention, the history's bytes are held under a cap. Above
+ * 95 % of it, rows are deleted oldest first from the finest tier, then the next, down
+ * to 85 %; only rows already rolled up into the next tier go (the coarsest tier has no
+ * next). The history's bytes are the database's used bytes (pages in use × page size)
+ * less what the rest of it (the event log, above all, which has limits of its own)
+ * took when last measured (noteMeasured, off the event loop: see table-bytes.ts);
+ * never measured, the whole database counts. Deleted pages are reused, so the file
+ * itself stops growing near the cap; it only shrinks with a VACUUM (lowering the cap
+ * later lowers the used bytes, not the file).
  */
 import type { Db } from './db.js';
 
@@ -96,8 +99,13 @@ export interface MetricsStoreOptions {
   monotonicSec?: () => number;
 }
 
+/** The tables of the metric history (with their indexes, what the cap holds). */
+export const HISTORY_TABLES: readonly string[] = ['metric_series', ...TIERS.map((t) => t.table)];
+
 export class MetricsStore {
   private maxBytes: number;
+  /** Bytes of the database that are not history, as last measured (0: never measured). */
+  private otherBytes = 0;
   private readonly ids = new Map<string, SeriesRow>();
   private lastExpire = -Infinity;
   private lastPrune = -Infinity;
@@ -316,6 +324,20 @@ export class MetricsStore {
     return (p('page_count') - p('freelist_count')) * p('page_size');
   }
 
+  /**
+   * Bytes of the history, as the cap counts them: the used bytes less the rest of the
+   * database as last measured. Growth since then counts as history (so the cap may act
+   * early, never late), and so does all of it before the first measurement.
+   */
+  historyBytes(): number {
+    return Math.max(0, this.usedBytes() - this.otherBytes);
+  }
+
+  /** A measurement of the whole database and of HISTORY_TABLES, from one snapshot. */
+  noteMeasured(m: { used: number; tables: number }): void {
+    this.otherBytes = Math.max(0, m.used - m.tables);
+  }
+
   rowCounts(): Record<TierSpec['name'], number> {
     return Object.fromEntries(
       TIERS.map((t) => [t.name, this.db.prepare(`SELECT COUNT(*) FROM ${t.table}`).pluck().get()]),
@@ -412,7 +434,7 @@ export class MetricsStore {
   }
 
   private enforceCap(done?: number[]): void {
-    if (this.usedBytes() <= this.maxBytes * HIGH_WATER) return;
+    if (this.historyBytes() <= this.maxBytes * HIGH_WATER) return;
     const target = this.maxBytes * LOW_WATER;
     const until =
       done ??
@@ -421,7 +443,7 @@ export class MetricsStore {
       );
     for (let i = 0; i < TIERS.length; i++) {
       const limit = i + 1 < TIERS.length ? until[i + 1]! : Infinity;
-      while (this.usedBytes() > target) {
+      while (this.historyBytes() > target) {
         const oldest = this.edgeOfTier(i, 'oldest');
         if (oldest === null || oldest >= limit) break;
         // a quarter of what may go, at least one step: few rounds, no overshoot to empty
@@ -433,7 +455,7 @@ export class MetricsStore {
         // Nothing deleted: nothing this loop can free here (it would spin for ever).
         if (this.stmt.expire[i]!.run(cut).changes === 0) break;
       }
-      if (this.usedBytes() <= target) return;
+      if (this.historyBytes() <= target) return;
     }
   }
 

@@ -24,7 +24,13 @@ import type { NodeSources } from '../metrics/node.js';
 import { renderPrometheus, type ExposedAlert } from '../metrics/prometheus.js';
 import { samplePoints, selectorKey } from '../metrics/series.js';
 import { getSetting, setSetting, type Db } from '../persistence/db.js';
-import { DEFAULT_MAX_BYTES, MetricsStore, type SeriesRow } from '../persistence/metrics-store.js';
+import {
+  DEFAULT_MAX_BYTES,
+  HISTORY_TABLES,
+  MetricsStore,
+  type SeriesRow,
+} from '../persistence/metrics-store.js';
+import { measureTableBytes, type Measurement } from '../persistence/table-bytes.js';
 import { storageProblem, UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { randomToken, readSecret, writeSecret } from './secrets.js';
@@ -35,6 +41,12 @@ const TOKEN_SECRET = 'metrics-token';
 const DEFAULT_MAX_POINTS = 600;
 /** While rounds keep failing, a line saying so at most this often. */
 const FAILING_RETELL_MS = 10 * 60_000;
+/**
+ * The history's share of the database is measured (off the event loop) this long after
+ * the start, then this often: the cap counts the rest of the database as measured.
+ */
+const FIRST_MEASURE_MS = 30_000;
+const MEASURE_EVERY_MS = 10 * 60_000;
 
 export interface MetricsServiceOptions {
   db: Db;
@@ -68,6 +80,8 @@ export class MetricsService {
   private failing: { since: number; toldAt: number; lost: number } | null = null;
   private prometheus: boolean;
   private token: string | null;
+  private measureTimer?: NodeJS.Timeout;
+  private measuring: Measurement | null = null;
 
   constructor(private readonly opts: MetricsServiceOptions) {
     this.clock = opts.clock ?? Date.now;
@@ -90,16 +104,52 @@ export class MetricsService {
     this.token = readSecret(opts.dataDir, TOKEN_SECRET) ?? null;
   }
 
-  /** Samples every intervalMs until stop(). */
+  /** Samples every intervalMs until stop(); measures the history's size now and then. */
   start(intervalMs = 1000): void {
     void this.tick(); // sets the baseline, so the first second already has rates
     this.timer = setInterval(() => void this.tick(), intervalMs);
+    const measureLater = (ms: number) => {
+      this.measureTimer = setTimeout(() => {
+        void this.measureHistory().finally(() => {
+          if (this.timer) measureLater(MEASURE_EVERY_MS);
+        });
+      }, ms);
+      this.measureTimer.unref();
+    };
+    measureLater(FIRST_MEASURE_MS);
   }
 
   async stop(): Promise<void> {
     clearInterval(this.timer);
     this.timer = undefined;
+    clearTimeout(this.measureTimer);
+    this.measuring?.cancel();
     await this.running;
+  }
+
+  /**
+   * Measures how much of the database is history, on a thread of its own, for the cap
+   * (MetricsStore.noteMeasured). A database that cannot be read beside the engine's
+   * connection (opened exclusively on a full disk, in memory) keeps the last measurement.
+   */
+  async measureHistory(): Promise<void> {
+    const file = this.opts.db.name;
+    if (this.measuring || !file || file === ':memory:') return;
+    this.measuring = measureTableBytes(file, HISTORY_TABLES);
+    try {
+      const m = await this.measuring.result;
+      this.store.noteMeasured(m);
+      this.opts.log.debug('metrics history measured', {
+        historyBytes: m.tables,
+        databaseBytes: m.used,
+      });
+    } catch (err) {
+      this.opts.log.debug('metrics history not measured; the cap counts the last measurement', {
+        err,
+      });
+    } finally {
+      this.measuring = null;
+    }
   }
 
   /** One sampling round; a round still running (slow /proc, slow disk) makes this one a no-op. */
@@ -207,6 +257,7 @@ export class MetricsService {
       },
       maxBytes: this.store.cap,
       usedBytes: this.store.usedBytes(),
+      historyBytes: this.store.historyBytes(),
     };
   }
 

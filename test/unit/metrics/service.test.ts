@@ -203,3 +203,40 @@ describe('metrics service', () => {
     expect(off.prometheus.enabled).toBe(false);
   });
 });
+
+describe('metrics service: the history cap and the rest of the database', () => {
+  it('a large event log does not take the history once measured (off the event loop)', async () => {
+    const s = setup();
+    // 2 h of history: every tier has rows (1 h ones too)
+    await run(s, 0, 2 * HOUR + 5);
+    const counts = s.service.store.rowCounts();
+    expect(counts['1h']).toBeGreaterThan(0);
+    // about 9 MB of events, as a busy node with a raised events.maxEvents keeps
+    const insert = db!.prepare(
+      "INSERT INTO events (ts, severity, type, message) VALUES (?, 'info', 'test.filler', ?)",
+    );
+    db!.transaction(() => {
+      for (let i = 0; i < 9000; i++) insert.run(START + i, `event ${i} `.padEnd(1000, 'x'));
+    })();
+    const used = s.service.settings().usedBytes;
+    expect(used).toBeGreaterThan(9e6);
+    expect(s.service.settings().historyBytes).toBe(used); // not measured yet: all of it counts
+
+    await s.service.measureHistory();
+    const m = s.service.settings();
+    expect(m.historyBytes).toBeGreaterThan(0);
+    expect(m.historyBytes).toBeLessThan(2e6);
+    expect(m.usedBytes - m.historyBytes).toBeGreaterThan(9e6); // the events, measured
+    // An 8 MiB cap holds the history, not the events (which have their own limit).
+    // Before: the whole database counted, and the cap emptied every tier, 1 h rows too.
+    s.service.setSettings({ maxBytes: 8 << 20 }, 'cli');
+    await run(s, 2 * HOUR + 5, 2 * HOUR + 8);
+    expect(s.service.store.rowCounts()['1h']).toBe(counts['1h']);
+    expect(s.service.store.rowCounts()['1s']).toBeGreaterThanOrEqual(counts['1s']);
+    // A cap below the history itself still takes the oldest fine rows first.
+    s.service.setSettings({ maxBytes: 1 << 20 }, 'cli');
+    expect(s.service.settings().historyBytes).toBeLessThanOrEqual(1 << 20);
+    expect(s.service.store.rowCounts()['1s']).toBeLessThan(counts['1s']);
+    expect(s.service.store.rowCounts()['1h']).toBe(counts['1h']);
+  }, 60_000);
+});
