@@ -285,6 +285,53 @@ describe('metric history store: failures and clocks', () => {
       expect(rows(db, t, RATE.key).filter((r) => r.ts > T0 + 3 * 3600)).toEqual([]);
   });
 
+  it('a clock stepped back a few seconds rolls up again only the bucket that holds now', () => {
+    const { store, db } = steppedStore();
+    const series = Array.from({ length: 50 }, (_, i) => ({ ...RATE, key: `${RATE.key}:${i}` }));
+    const at = (t: number, bump = 0): MetricPoint[] =>
+      series.map((s, i) => ({ series: s, value: t - T0 + i + bump }));
+    for (let t = T0; t < T0 + 1800; t++) store.append(t, at(t));
+    const changes = () => db.prepare('SELECT total_changes()').pluck().get() as number;
+    const before = changes();
+    // NTP steps the clock back 2 s across the 10 s (and 1 min) boundary at T0 + 1800
+    store.append(T0 + 1797, at(T0 + 1797, 1000));
+    // Rows written: the two 1 s rows per series stamped ahead go, the 10 s and 1 min
+    // rows of the buckets holding now go, the new sample comes: about 250. Before,
+    // every 10 s, 1 min and 1 h bucket of the half hour was rolled up again (over 10k).
+    expect(changes() - before).toBeLessThan(500);
+    for (let t = T0 + 1798; t < T0 + 1830; t++) store.append(t, at(t));
+    const key = series[3]!.key;
+    const ones = rows(db, 'metric_1s', key);
+    const mean = (from: number, to: number, r: { ts: number; value: number }[]) => {
+      const v = r.filter((x) => x.ts >= from && x.ts < to).map((x) => x.value);
+      return v.reduce((a, b) => a + b, 0) / v.length;
+    };
+    // the bucket that holds the step is exact, with the sample taken after it
+    const tens = rows(db, 'metric_10s', key);
+    const b = tens.find((r) => r.ts === T0 + 1790)!;
+    expect(b.value).toBeCloseTo(mean(T0 + 1790, T0 + 1800, ones), 9);
+    expect(ones.find((r) => r.ts === T0 + 1797)!.value).toBe(1797 + 3 + 1000);
+    // and so are the ones before it (untouched) and after it (rolled as usual)
+    for (const ts of [T0 + 1780, T0 + 1800, T0 + 1810])
+      expect(tens.find((r) => r.ts === ts)!.value).toBeCloseTo(mean(ts, ts + 10, ones), 9);
+    const minute = rows(db, 'metric_1m', key).find((r) => r.ts === T0 + 1740)!;
+    expect(minute.value).toBeCloseTo(mean(T0 + 1740, T0 + 1800, tens), 9);
+  });
+
+  it('a clock stepped back onto the last second of a rolled bucket rolls that bucket again', () => {
+    const { store, db } = steppedStore();
+    for (let t = T0; t < T0 + 1802; t++) store.append(t, [{ series: RATE, value: 0 }]);
+    // back from T0 + 1801 to T0 + 1799: the 10 s bucket [1790, 1800) was rolled already
+    store.append(T0 + 1799, [{ series: RATE, value: 100 }]);
+    for (let t = T0 + 1800; t < T0 + 1830; t++) store.append(t, [{ series: RATE, value: 0 }]);
+    // Before: only a step back past the finer tier's end was seen; this bucket kept 0.
+    expect(rows(db, 'metric_10s', RATE.key).find((r) => r.ts === T0 + 1790)!.value).toBe(10);
+    expect(rows(db, 'metric_1m', RATE.key).find((r) => r.ts === T0 + 1740)!.value).toBeCloseTo(
+      10 / 6,
+      9,
+    );
+  });
+
   it('after a step ahead that stays, retention resumes once the clock has held for an hour', () => {
     const { store, db, clock } = steppedStore();
     run(store, clock, T0, T0 + 600);
