@@ -540,7 +540,6 @@ describe('file backend: a dying I/O thread', () => {
     expect(fd.poolRestarts).toBe(1);
     await write(b, 4096, Buffer.alloc(4096, 4)); // the new threads serve
     // Before: every thread of the failed pool left its two descriptors open.
-    console.log('FDS', before, ofFile());
     expect(ofFile()).toBe(before);
     await b.close();
     expect(ofFile()).toBe(0);
