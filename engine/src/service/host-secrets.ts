@@ -137,7 +137,8 @@ export class HostSecretStore {
     if ((st.mode & 0o077) !== 0) {
       throw new UserError(
         `The secret file ${file} is readable by other users (mode ${(st.mode & 0o777).toString(8)}).`,
-        `Run: chmod 600 ${file}, then rotate the secret (it may have been read).`,
+        'It may have been read: replace it with host.secret.rotate (the new file is readable by the service only), and give the host the new secret.',
+        'unavailable',
       );
     }
     const secret = text.trim();
@@ -148,7 +149,16 @@ export class HostSecretStore {
         'not-found',
       );
     }
-    const { hash } = parseDhchapSecret(secret);
+    let hash: DhchapHash;
+    try {
+      ({ hash } = parseDhchapSecret(secret));
+    } catch (err) {
+      throw new UserError(
+        `The DH-HMAC-CHAP secret of ${hostNqn} in ${file} is damaged: ${(err as Error).message}`,
+        'Replace it with host.secret.rotate, and give the host the new secret.',
+        'unavailable',
+      );
+    }
     const h = hash === 0 ? 1 : hash;
     return { hostNqn, secret, hash: h, hashName: DHCHAP_HASH_NAMES[h], createdAt: st.mtimeMs };
   }
@@ -170,9 +180,14 @@ export class HostSecretStore {
     };
   }
 
-  /** A secret file with something in it (an empty one counts as none, as secrets.ts has it). */
+  /** A secret file with something in it (an empty one counts as none, as get() reads it). */
   private hasSecretFile(hostNqn: string): boolean {
-    return (fs.statSync(this.fileOf(hostNqn), { throwIfNoEntry: false })?.size ?? 0) > 0;
+    try {
+      return fs.readFileSync(this.fileOf(hostNqn), 'utf8').trim() !== '';
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw err;
+    }
   }
 
   private requireAllowed(hostNqn: string): void {

@@ -53,7 +53,13 @@ describe('host DH-HMAC-CHAP secret files', () => {
     const { s, fileOf } = store();
     s.create(HOST, 3);
     fs.writeFileSync(fileOf(), 'DHHC-1:03:not base64 at all:', { mode: 0o600 });
-    expect(failure(() => s.get(HOST)).message).toMatch(/^Not a DH-HMAC-CHAP secret/);
+    const damaged = failure(() => s.get(HOST));
+    expect(damaged.message).toMatch(
+      /^The DH-HMAC-CHAP secret of .* is damaged: Not a DH-HMAC-CHAP secret/,
+    );
+    expect(damaged.hint).toBe(
+      'Replace it with host.secret.rotate, and give the host the new secret.',
+    );
     expect(failure(() => s.create(HOST)).code).toBe('already-exists');
     // Before: rotate read the old secret first, and failed on it.
     const rotated = s.rotate(HOST);
@@ -62,6 +68,21 @@ describe('host DH-HMAC-CHAP secret files', () => {
     expect(s.rotate(HOST).hash).toBe(1); // readable again: its own hash is kept
     fs.writeFileSync(fileOf(), 'garbage');
     expect(s.rotate(HOST, 2).hash).toBe(2);
+  });
+
+  it('a file of whitespace is no secret either; one readable by others is replaced by rotate', () => {
+    const { s, fileOf } = store();
+    s.create(HOST);
+    fs.writeFileSync(fileOf(), '\n');
+    expect(failure(() => s.get(HOST)).code).toBe('not-found');
+    s.create(HOST); // before: "already has a secret", while rotate said "create one"
+    fs.chmodSync(fileOf(), 0o644);
+    const open = failure(() => s.get(HOST));
+    expect(open.message).toContain('is readable by other users');
+    expect(open.hint).toContain('host.secret.rotate');
+    s.rotate(HOST);
+    expect(fs.statSync(fileOf()).mode & 0o777).toBe(0o600);
+    expect(s.get(HOST).hash).toBe(1);
   });
 
   it('rotating a host without a secret is refused with what to do', () => {
