@@ -285,10 +285,10 @@ describe.skipIf(!canMountTmpfs)('branchsan serve on a full data disk', () => {
       fs.rmSync(vol);
       const split = await apiError(api.call('target.namespace.remove', { nqn, nsid: 1 }));
       expect(split.message).toMatch(
-        /^The change was not saved \(.*\), and undoing it on the live target failed \(.*\): the target serves the changed configuration now, but the stored one is unchanged and comes back when the engine restarts\.$/,
+        /^The change was not saved \(.*\), and undoing it on the live target failed \(.*\): the target may serve something other than the stored configuration until the engine restarts, which serves the stored one\.$/,
       );
       expect(split.data?.hint).toBe(
-        "Check free space on the data directory's filesystem, then retry the change, so that the stored configuration matches what is served (or restart the engine service to serve the stored one).",
+        "Free space on the data directory's filesystem, then restart the engine service, check the configuration (target.config), and make the change again.",
       );
       const cfg = await api.call('target.config', {});
       expect(cfg.subsystems.map((s) => s.nqn)).toEqual([nqn]);

@@ -117,11 +117,15 @@ export class ConsoleServer {
     return this.boundPort;
   }
 
+  /** host:port it listens on (or, not listening yet, will), IPv6 in brackets. */
+  get address(): string {
+    const host = this.opts.host.includes(':') ? `[${this.opts.host}]` : this.opts.host;
+    return `${host}:${this.boundPort || this.opts.port}`;
+  }
+
   /** The console's address, without the token. */
   get baseUrl(): string {
-    const host = this.opts.host.includes(':') ? `[${this.opts.host}]` : this.opts.host;
-    // not listening yet: where it will listen
-    return `${this.opts.tls ? 'https' : 'http'}://${host}:${this.boundPort || this.opts.port}/`;
+    return `${this.opts.tls ? 'https' : 'http'}://${this.address}/`;
   }
 
   /** The URL a person opens: with the setup token while no admin password is set. */

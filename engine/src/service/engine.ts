@@ -344,7 +344,7 @@ function consoleDown(server: ConsoleServer | null): ListenerDown[] {
     {
       subject: 'console',
       kind: 'console',
-      address: new URL(server.baseUrl).host,
+      address: server.address, // with the port, even 443 (a URL's host drops it)
       problem,
       since: server.problem.since,
       retryEverySec: CONSOLE_RETRY_MS / 1000,

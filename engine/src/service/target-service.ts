@@ -261,7 +261,12 @@ export class TargetService {
         'portId',
       );
     }
-    const portId = p.portId ?? Math.max(0, ...cfg.ports.map((x) => x.portId)) + 1;
+    // the next id after the highest (a removed port's id is not handed out again at
+    // once); past 65535, the lowest free one
+    const highest = Math.max(0, ...cfg.ports.map((x) => x.portId));
+    const portId =
+      p.portId ??
+      (highest < 65535 ? highest + 1 : firstFree(new Set(cfg.ports.map((x) => x.portId))));
     const bound = await this.rt.addPort({ portId, host: p.host, port: p.port });
     await this.persist(
       actor,
@@ -551,8 +556,8 @@ export class TargetService {
             ]
           : [
               `The change was not saved (${why}), and undoing it on the live target failed (${(undoErr as Error).message}): ` +
-                'the target serves the changed configuration now, but the stored one is unchanged and comes back when the engine restarts.',
-              `${retry} the change, so that the stored configuration matches what is served (or restart the engine service to serve the stored one).`,
+                'the target may serve something other than the stored configuration until the engine restarts, which serves the stored one.',
+              `${storageProblem(err) !== null ? "Free space on the data directory's filesystem, then restart" : 'Restart'} the engine service, check the configuration (target.config), and make the change again.`,
             ];
       throw new UserError(message, hint, 'unavailable');
     }

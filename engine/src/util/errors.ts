@@ -77,13 +77,25 @@ export function cannotListen(
     what === 'nvme-tcp'
       ? ` (\`ss -ltnp 'sport = :${port}'\` names it; one with no process named is the kernel's nvmet target)`
       : ` (\`ss -ltnp 'sport = :${port}'\` names it)`;
+  const fix =
+    what === 'nvme-tcp'
+      ? {
+          port: 'choose another port',
+          high: 'choose a port above 1023',
+          host: 'use one of its interface addresses or 0.0.0.0',
+        }
+      : {
+          port: 'give the engine another --console-port (0 picks a free one)',
+          high: 'give the engine a --console-port above 1023',
+          host: 'give --console-host one of its interface addresses, or 0.0.0.0',
+        };
   const hint =
     code === 'EADDRINUSE'
-      ? `Another program uses that port${holder}: stop it or choose another port.`
+      ? `Another program uses that port${holder}: stop it, or ${fix.port}.`
       : code === 'EADDRNOTAVAIL'
-        ? 'That address is not on this machine (or not yet, while its network comes up): use one of its interface addresses or 0.0.0.0.'
+        ? `That address is not on this machine (or not yet, while its network comes up): ${fix.host}.`
         : code === 'EACCES'
-          ? 'Ports below 1024 need more privilege than the engine has: choose a port above 1023.'
+          ? `Ports below 1024 need more privilege than the engine has: ${fix.high}.`
           : 'Check the address and port.';
   return new UserError(
     `Cannot listen ${what === 'nvme-tcp' ? 'for NVMe/TCP' : 'for the web console'} on ${host}:${port}: ${code || (err as Error).message}.`,

@@ -53,7 +53,9 @@ describe('web console: an address it cannot have yet', () => {
       .listen()
       .catch((e: unknown) => e)) as UserError;
     expect(err.message).toBe(`Cannot listen for the web console on 127.0.0.1:${port}: EADDRINUSE.`);
-    expect(err.hint).toContain(`ss -ltnp 'sport = :${port}'`);
+    expect(err.hint).toBe(
+      `Another program uses that port (\`ss -ltnp 'sport = :${port}'\` names it): stop it, or give the engine another --console-port (0 picks a free one).`,
+    );
   });
 
   it('start() reports the taken port once, keeps trying, and serves once it is free', async () => {
