@@ -28,6 +28,12 @@ import {
   SettingsSetParams,
 } from './events.js';
 
+/**
+ * No C0 or C1 control character nor DEL: such paths would reach event messages, mail
+ * and logs raw (a newline starts a forged line).
+ */
+const NO_CONTROL_CHARS = /^[^\u0000-\u001f\u007f-\u009f]*$/;
+
 export * from './errors.js';
 export * from './metrics.js';
 export * from './events.js';
@@ -121,13 +127,24 @@ export const NamespaceAdd = z
       z
         .object({
           kind: z.literal('file'),
-          path: z.string().min(1).max(4096).startsWith('/', 'an absolute path'),
+          path: z
+            .string()
+            .min(1)
+            .max(4096)
+            .startsWith('/', 'an absolute path')
+            .regex(NO_CONTROL_CHARS, 'a path without control characters (newlines, tabs)'),
           /** Create a sparse file of this size; the file must not exist yet. */
           createSizeBytes: SizeBytes.optional(),
         })
         .strict(),
       z
-        .object({ kind: z.literal('block'), path: z.string().startsWith('/dev/', 'a /dev/ path') })
+        .object({
+          kind: z.literal('block'),
+          path: z
+            .string()
+            .startsWith('/dev/', 'a /dev/ path')
+            .regex(NO_CONTROL_CHARS, 'a path without control characters (newlines, tabs)'),
+        })
         .strict(),
       z.object({ kind: z.literal('memory'), sizeBytes: SizeBytes }).strict(),
     ]),

@@ -120,6 +120,39 @@ describe('engine API over the Unix socket', () => {
     c.sock.destroy();
   });
 
+  it('answers a client that sends its requests and ends its side (nc -N), then ends too', async () => {
+    const nqn = 'nqn.2026-11.io.branchsan.test:halfopen';
+    const vol = path.join(tempDir(), 'halfopen.img');
+    const req = (id: number, method: string, params: unknown) =>
+      JSON.stringify({ jsonrpc: '2.0', id, method, params });
+    const sock = net.connect(engine.socketPath);
+    let got = '';
+    sock.setEncoding('utf8').on('data', (d: string) => (got += d));
+    const closed = new Promise<void>((resolve) => sock.once('close', () => resolve()));
+    await new Promise<void>((resolve) => sock.once('connect', () => resolve()));
+    sock.end(
+      req(1, 'target.subsystem.create', { nqn, allowAnyHost: true }) +
+        '\n' +
+        req(2, 'target.namespace.add', {
+          nqn,
+          backend: { kind: 'file', path: vol, createSizeBytes: 1 << 20 },
+        }) +
+        '\n' +
+        req(3, 'system.status', {}), // the last one without its newline
+    );
+    await closed; // the engine ended the connection once every reply was out
+    const replies = got
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { id?: number; method?: string; result?: any; error?: unknown })
+      .filter((m) => m.method === undefined);
+    // Before: the connection closed with the client's end, and the namespace's reply
+    // (its file still being made) was lost although the namespace was added.
+    expect(replies.map((r) => r.id).sort()).toEqual([1, 2, 3]);
+    expect(replies.every((r) => r.error === undefined)).toBe(true);
+    expect(replies.find((r) => r.id === 2)!.result.nsid).toBe(1);
+  });
+
   it('pushes heartbeat events', async () => {
     const c = await LineClient.connect(engine.socketPath);
     // Other pushes (metrics.sample) may come first: wait for the heartbeat among them.

@@ -146,6 +146,28 @@ describe('target configuration API', () => {
         'nsid',
         /does not exist/,
       ],
+      [
+        // a newline in a path would forge a line in events, mail and logs
+        () =>
+          api.call('target.namespace.add', {
+            nqn: NQN,
+            backend: { kind: 'file', path: '/tmp/a\nb.img', createSizeBytes: 1 << 20 },
+          }),
+        ErrorCode.InvalidParams,
+        'backend.path',
+        /control characters/,
+      ],
+      [
+        // passes the schema, refused by the core: the field is the serial, not the NQN
+        () =>
+          api.call('target.subsystem.create', {
+            nqn: 'nqn.2026-11.io.branchsan.test:blank-serial',
+            serial: '   ',
+          }),
+        ErrorCode.InvalidParams,
+        'serial',
+        /^Invalid serial number "   ": 1\.\.20 characters\.$/,
+      ],
     ];
     for (const [call, code, field, message] of cases) {
       const err = await apiError(call());
@@ -278,6 +300,23 @@ describe('target configuration API', () => {
     } finally {
       await new Promise((r) => squatter.close(r));
     }
+  });
+
+  it('gives a new port a free id even when one already has the highest, 65535', async () => {
+    const top = await api.call('target.port.add', {
+      host: '127.0.0.1',
+      port: await freePort(),
+      portId: 65535,
+    });
+    // Before: "Port id 65536 is out of range", blaming a portId the caller never sent.
+    const next = await api.call('target.port.add', { host: '127.0.0.1', port: await freePort() });
+    const ids = (await api.call('target.config', {})).ports.map(
+      (p: { portId: number }) => p.portId,
+    );
+    expect(next.portId).toBeLessThan(65535);
+    expect(ids.filter((id: number) => id === next.portId)).toHaveLength(1);
+    await api.call('target.port.remove', { portId: next.portId });
+    await api.call('target.port.remove', { portId: top.portId });
   });
 
   it("refuses a volume inside the engine's data directory (its database, keys, logs)", async () => {

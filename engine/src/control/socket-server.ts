@@ -34,7 +34,9 @@ export class SocketServer {
 
   async listen(): Promise<void> {
     await clearStaleSocket(this.opts.path);
-    const server = net.createServer((sock) => this.accept(sock));
+    // Half-open: a client may send its requests and end its side (`nc -N`, socat); its
+    // replies still go out, and the engine ends the connection once they have.
+    const server = net.createServer({ allowHalfOpen: true }, (sock) => this.accept(sock));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       // umask-safe: create with no access, then chmod to the intended mode
@@ -71,12 +73,17 @@ export class SocketServer {
     const actor = this.opts.namePeer?.(sock) ?? `local#${id}`;
     let buffered = '';
     let discarding = false; // inside an over-long line: drop until its newline
+    let pending = 0; // requests not answered yet
+    let ended = false; // the client sends nothing more
+    const endIfDone = () => {
+      if (ended && pending === 0 && sock.writable) sock.end();
+    };
     const session = {
       id,
       kind: 'socket' as const,
       peer,
       send: (text: string) => {
-        if (sock.destroyed) return true;
+        if (sock.destroyed || !sock.writable) return true;
         if (sock.writableLength > MAX_CLIENT_BACKLOG) return false;
         sock.write(text + '\n');
         return true;
@@ -87,6 +94,13 @@ export class SocketServer {
       },
     };
     this.hub.add(session);
+    const respond = (line: string) => {
+      pending++;
+      void this.respond(line, session, actor).finally(() => {
+        pending--;
+        endIfDone();
+      });
+    };
     sock.setEncoding('utf8');
     sock.on('data', (chunk: string) => {
       buffered += chunk;
@@ -98,13 +112,20 @@ export class SocketServer {
           discarding = false;
           continue;
         }
-        if (line.trim()) this.respond(line, session, actor);
+        if (line.trim()) respond(line);
       }
       if (buffered.length > MAX_MESSAGE_BYTES) {
         buffered = '';
-        if (!discarding) this.respond('x'.repeat(MAX_MESSAGE_BYTES + 1), session, actor);
+        if (!discarding) respond('x'.repeat(MAX_MESSAGE_BYTES + 1));
         discarding = true;
       }
+    });
+    sock.on('end', () => {
+      ended = true;
+      // a last request without its newline (`printf '{…}' | nc -NU …`)
+      if (!discarding && buffered.trim()) respond(buffered);
+      buffered = '';
+      endIfDone();
     });
     sock.on('error', () => undefined); // a client vanishing is not an engine problem
     sock.on('close', () => this.hub.remove(session));
@@ -114,8 +135,8 @@ export class SocketServer {
     line: string,
     session: { peer: string; send(t: string): boolean },
     actor: string,
-  ): void {
-    this.rpc
+  ): Promise<unknown> {
+    return this.rpc
       .handle(line, { transport: 'socket', peer: session.peer, actor })
       .then((reply) => session.send(reply))
       .catch((err) => this.log.error('API reply failed', { err }));

@@ -132,7 +132,14 @@ export class TargetRuntime {
     try {
       this.target.addSubsystem({ ...spec, firmware: FIRMWARE });
     } catch (err) {
-      throw asUserError(err, 'nqn');
+      // the core names the field in its message: "Invalid serial number …"
+      const msg = (err as Error).message;
+      const field = /serial number/.test(msg)
+        ? 'serial'
+        : /model number/.test(msg)
+          ? 'model'
+          : 'nqn';
+      throw asUserError(err, field);
     }
   }
 
