@@ -90,6 +90,8 @@ export class Controller {
   readonly port: PortInfo;
   readonly adminQueue: QueueLink;
   readonly ioQueues = new Map<number, QueueLink>();
+  /** Shutdowns begun (CC.SHN); each one's flushes end only the newest. */
+  private shutdowns = 0;
   readonly aen: AsyncEvents;
   readonly stats = new IoStats();
   private stateValue: ControllerState = 'created';
@@ -210,8 +212,11 @@ export class Controller {
       .map((ns) => ns.backend)
       .filter((b) => b.caps.flush);
     let left = backends.length + 1;
+    // A reset and a new shutdown while this one flushes: only the newest may say done.
+    const epoch = ++this.shutdowns;
     const one = (): void => {
-      if (--left === 0 && this.stateValue === 'shutting-down') this.transition('shutdown');
+      if (--left === 0 && epoch === this.shutdowns && this.stateValue === 'shutting-down')
+        this.transition('shutdown');
     };
     for (const b of backends) b.flush(one); // a flush error still ends the shutdown
     one();

@@ -52,6 +52,9 @@ function setNumQueues(ctrl: Controller, cdw11: number): ParseResult {
   const nsqr = cdw11 & 0xffff;
   const ncqr = cdw11 >>> 16;
   if (nsqr === 0xffff || ncqr === 0xffff) return INVALID_FIELD;
+  // NVMe Base, Number of Queues: once an I/O queue exists, Command Sequence Error (a
+  // smaller grant would refuse the Connects of queues the host already has).
+  if (ctrl.ioQueues.size > 0) return fail(SC.CMD_SEQ_ERROR | DNR);
   const max = ctrl.options.maxIoQueues;
   // The host uses min(requested, granted); queue pairs, so grant the smaller of the two asks.
   const granted = Math.min(nsqr + 1, ncqr + 1, max);

@@ -106,13 +106,17 @@ export function identifyDiscoveryController(ctrl: Controller): Buffer {
   });
 }
 
-export function identifyNamespace(ns: Namespace): Buffer {
+export function identifyNamespace(ctrl: Controller, ns: Namespace): Buffer {
   const caps = ns.backend.caps;
   const zeroesAfterDealloc = caps.deallocate && caps.readZeroesAfterDeallocate;
+  // NUSE is 0 where this controller cannot reach the data (NVMe Base; nvmet does so);
+  // NCAP stays, or a host would take the namespace for unallocated.
+  const state = ctrl.ana.state(ns.anagrpid);
+  const reachable = state !== 'inaccessible' && state !== 'persistent-loss';
   return encodeIdentifyNamespace({
     nsze: ns.blocks,
     ncap: ns.blocks,
-    nuse: ns.blocks,
+    nuse: reachable ? ns.blocks : 0,
     nsfeat: 0,
     nmic: 1, // shared: both nodes' controllers reach it
     // DLFEAT 2:0 = 001b reads return zeroes after deallocate; b3 Write Zeroes honours DEAC.
@@ -152,7 +156,7 @@ export function parseIdentify(ctrl: Controller, sqe: Buffer, sglLength: number):
       // An inactive NSID reads as zeroes (nvmet), which hosts take as "not allocated".
       return replyWith(IDENTIFY_DATA_SIZE, () => {
         const ns = subsys.namespaces.get(nsid);
-        return ns ? identifyNamespace(ns) : ZEROES();
+        return ns ? identifyNamespace(ctrl, ns) : ZEROES();
       });
     }
     case CNS.NS_ACTIVE_LIST:

@@ -76,6 +76,16 @@ describe('NVM subsystem connect sequence (Linux host order)', () => {
     const ninth = await connectIo(target, cntlid, 9);
     expect(ninth.c.status).toBe(SC.CONNECT_INVALID_PARAM | DNR);
     expect(ninth.c.dw0).toBe(42); // IATTR 0, SQE offset of QID
+    // Number of Queues once I/O queues exist: Command Sequence Error, and the grant
+    // stands (before: it shrank to 1, under the 8 queues already connected)
+    expect((await admin.submit(setFeaturesSqe(FID.NUM_QUEUES, 0))).status).toBe(
+      SC.CMD_SEQ_ERROR | DNR,
+    );
+    ioqs[7]!.disconnect();
+    await settle();
+    const again = await connectIo(target, cntlid, 8, 127);
+    ok(again.c);
+    ioqs[7] = again.q;
     // 9. AEN config and one AER (stays outstanding).
     ok(await admin.submit(setFeaturesSqe(FID.ASYNC_EVENT, (1 << 8) | (1 << 11))));
     let aerDone = false;

@@ -141,7 +141,8 @@ describe('features', () => {
 
   it('number of queues rejects 0xFFFF, grants the smaller of SQ and CQ asks', async () => {
     const { target } = makeTarget();
-    const { admin } = await session(target);
+    const { admin } = await connectAdmin(target); // before any I/O queue, as Linux asks
+    await enable(admin);
     expect((await admin.submit(setFeaturesSqe(FID.NUM_QUEUES, 0xffff))).status).toBe(
       SC.INVALID_FIELD | DNR,
     );
@@ -246,6 +247,25 @@ describe('controller reset and shutdown', () => {
     await settle();
     expect(io.isClosed).toBe(true);
     expect((await admin.submit(identifySqe(1))).status).toBe(SC.CMD_SEQ_ERROR | DNR);
+  });
+
+  it('a second shutdown reports complete only once its own flush is done', async () => {
+    const { target, backend } = makeTarget();
+    const { admin } = await session(target);
+    const flushes: (() => void)[] = [];
+    vi.spyOn(backend, 'flush').mockImplementation((cb) => void flushes.push(() => cb(null)));
+    const csts = async () => ok(await admin.submit(propGetSqe(PROP.CSTS))).dw0;
+    ok(await admin.submit(propSetSqe(PROP.CC, CC_LINUX | 1 | (1 << 14))));
+    expect(await csts()).toBe(1 << 2);
+    ok(await admin.submit(propSetSqe(PROP.CC, CC_LINUX))); // reset while it flushes
+    ok(await admin.submit(propSetSqe(PROP.CC, CC_LINUX | 1)));
+    ok(await admin.submit(propSetSqe(PROP.CC, CC_LINUX | 1 | (1 << 14))));
+    expect(flushes).toHaveLength(2);
+    flushes[0]!(); // the first shutdown's flush: not this one's
+    // Before: SHST complete (8) here, with the data of the second not yet durable.
+    expect(await csts()).toBe(1 << 2);
+    flushes[1]!();
+    expect(await csts()).toBe(2 << 2);
   });
 
   it('admin queue close deletes the controller, fails AERs with Internal|DNR, closes I/O queues', async () => {

@@ -103,6 +103,21 @@ describe('Identify Namespace (CNS 0) and friends', () => {
     expect(ns.eui64.toString('hex')).toBe(EUI64);
   });
 
+  it('reports NUSE 0 while the namespace is inaccessible or lost here; NCAP stays', async () => {
+    const { target, admin } = await adminFor();
+    const nuse = async () =>
+      decodeIdentifyNamespace(ok(await admin.submit(identifySqe(CNS.NS, 1))).data!);
+    for (const [state, used] of [
+      ['inaccessible', 0],
+      ['persistent-loss', 0],
+      ['non-optimized', 8192],
+      ['optimized', 8192],
+    ] as const) {
+      target.setAnaState(1, state);
+      expect(await nuse(), state).toMatchObject({ ncap: 8192, nuse: used });
+    }
+  });
+
   it('returns zeroes for an inactive NSID and Invalid Namespace for 0 / all / beyond NN', async () => {
     const { admin } = await adminFor();
     const z = ok(await admin.submit(identifySqe(CNS.NS, 7))).data!;
