@@ -120,9 +120,25 @@ describe('target configuration API', () => {
             nqn: NQN,
             backend: { kind: 'file', path: path.join(dir, 'missing.img') },
           }),
-        ErrorCode.Conflict,
+        ErrorCode.NotFound,
         'backend',
         /missing\.img/,
+      ],
+      [
+        () =>
+          api.call('target.namespace.add', {
+            nqn: NQN,
+            backend: { kind: 'block', path: '/dev/branchsan-no-such-disk' },
+          }),
+        ErrorCode.NotFound,
+        'backend',
+        /^\/dev\/branchsan-no-such-disk does not exist \(ENOENT\)/,
+      ],
+      [
+        () => api.call('target.namespace.add', { nqn: NQN, backend: { kind: 'file', path: dir } }),
+        ErrorCode.InvalidParams,
+        'backend',
+        /./,
       ],
       [
         () => api.call('target.port.add', { host: '127.0.0.1', port: nvmePort }),
@@ -175,6 +191,28 @@ describe('target configuration API', () => {
       expect(err.message).toMatch(message);
       if (field) expect(err.data?.field).toBe(field);
     }
+    // hints that fit what was asked (before: "pass a size" to a call that gave one,
+    // "free space" for a directory, none at all for a missing device)
+    const hintOf = async (backend: unknown) =>
+      (await apiError(api.call('target.namespace.add', { nqn: NQN, backend } as never))).data?.hint;
+    expect(
+      await hintOf({
+        kind: 'file',
+        path: path.join(dir, 'nodir', 'v.img'),
+        createSizeBytes: 1 << 20,
+      }),
+    ).toBe(
+      `The directory ${path.join(dir, 'nodir')} does not exist: create it first (mkdir -p), or choose another path.`,
+    );
+    expect(await hintOf({ kind: 'file', path: dir })).toBe(
+      'That is a directory: give the path of a file (in it).',
+    );
+    expect(await hintOf({ kind: 'block', path: '/dev/null' })).toBe(
+      'Give a block device (lsblk lists them), or serve a file with kind "file".',
+    );
+    expect(await hintOf({ kind: 'block', path: '/dev/branchsan-no-such-disk' })).toBe(
+      'No such device: check the path (ls -l /dev/disk/by-id).',
+    );
     // a port another program holds
     const blocker = net.createServer();
     const busy = await freePort();

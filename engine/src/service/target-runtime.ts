@@ -6,6 +6,7 @@
  * here; `branchsan export` uses this without a database.
  */
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import path from 'node:path';
 import { Target, type TargetOptions } from '../core/index.js';
 import { IN_CAPSULE_DATA_SIZE } from '../protocol/tcp-limits.js';
 import { BackendError, type BlockBackend } from '../storage/backend.js';
@@ -299,25 +300,38 @@ function asUserError(err: unknown, field: string): Error {
 
 function backendUserError(err: unknown, spec: BackendSpec): Error {
   if (err instanceof BackendError) {
-    return new UserError(
-      err.message,
-      backendHint(err, spec),
-      err.kind === 'out-of-range' ? 'invalid' : 'conflict',
-      'backend',
-    );
+    return new UserError(err.message, backendHint(err, spec), backendCode(err), 'backend');
   }
   return asUserError(err, 'backend');
 }
 
+/** What kind of refusal: the API's error code for it. */
+function backendCode(err: BackendError): string {
+  if (err.kind === 'out-of-range') return 'invalid';
+  if (err.errno === 'ENOENT' || err.errno === 'ENOTDIR') return 'not-found';
+  if (err.errno === 'EISDIR' || NOT_A_DEVICE.test(err.message)) return 'invalid';
+  return 'conflict'; // held by another program, exists already, no permission, no space
+}
+
+const NOT_A_DEVICE = /is not a block device/;
+
 function backendHint(err: BackendError, spec: BackendSpec): string {
-  if (spec.kind === 'memory') return 'Choose a smaller size.';
+  if (spec.kind === 'memory') {
+    return /multiple of/.test(err.message)
+      ? 'Choose a size that is a whole number of blocks (for example 64M or 1G).'
+      : 'Choose a smaller size.';
+  }
   if (err.errno === 'ENOENT') {
-    return spec.kind === 'file'
-      ? `Create it, or pass a size to create a new sparse file at ${spec.path}.`
-      : `No such device: check the path (ls -l /dev/disk/by-id).`;
+    if (spec.kind !== 'file') return 'No such device: check the path (ls -l /dev/disk/by-id).';
+    return spec.create
+      ? `The directory ${path.dirname(spec.path)} does not exist: create it first (mkdir -p), or choose another path.`
+      : `Create it, or pass a size to create a new sparse file at ${spec.path}.`;
   }
   if (err.errno === 'EEXIST')
     return 'The file already exists: use it without a size, or pick another path.';
+  if (err.errno === 'EISDIR') return 'That is a directory: give the path of a file (in it).';
+  if (NOT_A_DEVICE.test(err.message))
+    return 'Give a block device (lsblk lists them), or serve a file with kind "file".';
   if (err.kind === 'out-of-range' && spec.kind === 'file' && /multiple of/.test(err.message)) {
     return spec.create
       ? 'Choose a size that is a whole number of blocks (for example 64M or 10G).'
@@ -331,5 +345,7 @@ function backendHint(err: BackendError, spec: BackendSpec): string {
   }
   if (err.errno === 'EACCES' || err.errno === 'EPERM')
     return "The engine lacks permission: run it as root or fix the file's owner.";
-  return 'Check the path and the free space of its filesystem.';
+  if (err.errno === 'ENOSPC' || err.errno === 'EDQUOT')
+    return 'Free space on its filesystem, or choose a smaller size.';
+  return 'Check the path, and that nothing else uses it.';
 }

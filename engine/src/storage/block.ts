@@ -37,7 +37,13 @@ export interface BlockDeviceInfo {
 
 /** Reads /sys/class/block/<name>; a partition's queue/ is its parent disk's. */
 export async function probeBlockDevice(path: string): Promise<BlockDeviceInfo> {
-  const dev = await realpath(path);
+  let dev: string;
+  try {
+    dev = await realpath(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new BackendError('unavailable', `${path} does not exist (${code ?? 'error'})`, code);
+  }
   const st = await stat(dev);
   if (!st.isBlockDevice()) {
     throw new BackendError(
