@@ -100,7 +100,7 @@ export async function buildDiagnosticsBundle(
   }
   add('config/secrets.txt', () => secretsListing(o.dataDir));
   for (const f of logFiles(o.dataDir))
-    add(`logs/${f}`, () => fs.readFileSync(path.join(logDir(o.dataDir), f), 'utf8'));
+    add(`logs/${f}`, () => fs.promises.readFile(path.join(logDir(o.dataDir), f), 'utf8'));
 
   fs.mkdirSync(path.dirname(o.outFile), { recursive: true, mode: 0o750 });
   const tmp = `${o.outFile}.${process.pid}.tmp`;
@@ -111,7 +111,7 @@ export async function buildDiagnosticsBundle(
     for (const f of files) {
       let text: string;
       try {
-        text = redact.text(await f.body(), f.name.endsWith('.json'));
+        text = await redact.textInSteps(await f.body(), f.name.endsWith('.json'));
       } catch (err) {
         problems.push(`${f.name}: ${(err as Error).message}`);
         continue;
@@ -156,6 +156,10 @@ export function pruneBundles(dataDir: string, keep = KEEP_BUNDLES): void {
 // ---------------------------------------------------------------- redaction
 
 const SECRET_KEY = /pass(word)?|secret|token|private|credential|(^|[._-])key$|apikey|psk|dhchap/i;
+/** Characters of a file redacted at one go before the event loop runs again. */
+const STEP_CHARS = 256 * 1024;
+const PEM_BEGIN = '-----BEGIN ';
+const PEM_END = '-----END ';
 
 /** Removes secrets from text: known secret values first, then secret-looking fields and URL tokens. */
 export class Redactor {
@@ -176,6 +180,32 @@ export class Redactor {
         if (line.trim().length >= 8) this.values.push(line.trim());
     }
     this.values.sort((a, b) => b.length - a.length); // longest first, so a part never leaves a remainder
+  }
+
+  /**
+   * text(), for a large file of lines (a log of 10 MiB took the engine's thread 370 ms
+   * in one go): a piece of about STEP_CHARS at a time, at line ends, letting the event
+   * loop run between pieces, so hosts' I/O and other calls go on while a bundle is
+   * made. A piece never ends inside a private key block, which is redacted whole.
+   */
+  async textInSteps(s: string, json = false): Promise<string> {
+    if (json || s.length <= STEP_CHARS) return this.text(s, json);
+    const out: string[] = [];
+    let from = 0;
+    while (from < s.length) {
+      let to = s.indexOf('\n', Math.min(from + STEP_CHARS, s.length - 1));
+      to = to < 0 ? s.length : to;
+      const begin = s.lastIndexOf(PEM_BEGIN, to);
+      if (begin >= from && s.lastIndexOf(PEM_END, to) < begin) {
+        const end = s.indexOf(PEM_END, to);
+        const eol = end < 0 ? -1 : s.indexOf('\n', end);
+        to = end < 0 || eol < 0 ? s.length : eol;
+      }
+      out.push(this.text(s.slice(from, to)));
+      from = to + 1; // past the newline the pieces are joined by
+      if (from < s.length) await new Promise((resolve) => setImmediate(resolve));
+    }
+    return out.join('\n') + (s.endsWith('\n') ? '\n' : '');
   }
 
   /** json: s is one JSON document (else JSON lines or plain text). */
