@@ -33,7 +33,8 @@ export async function connectSocket(path: string, timeoutMs = 15_000): Promise<S
     );
   });
   const session = new RpcSession({
-    send: (text) => sock.write(text + '\n') !== undefined,
+    // a closed connection fails the call at once (not after its timeout)
+    send: (text) => sock.writable && sock.write(text + '\n') !== undefined,
     timeoutMs,
   });
   let buf = '';
