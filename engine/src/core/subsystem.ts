@@ -45,9 +45,9 @@ export class Subsystem {
         throw new Error('The discovery NQN cannot be used for an NVM subsystem');
     }
     this.nqn = cfg.nqn;
-    this.serial = ascii(cfg.serial, 20, 'serial number');
-    this.model = ascii(cfg.model, 40, 'model number');
-    this.firmware = ascii(cfg.firmware ?? '1.0', 8, 'firmware revision');
+    this.serial = ascii(cfg.serial, 20, 'serial number', 'serial');
+    this.model = ascii(cfg.model, 40, 'model number', 'model');
+    this.firmware = ascii(cfg.firmware ?? '1.0', 8, 'firmware revision', 'firmware');
     this.maxNamespaces = cfg.maxNamespaces ?? 1024;
     if (
       !Number.isInteger(this.maxNamespaces) ||
@@ -77,11 +77,12 @@ export class Subsystem {
   }
 }
 
-function ascii(v: string, max: number, what: string): string {
-  if (!/^[\x20-\x7e]*$/.test(v))
-    throw new Error(`Invalid ${what} "${v}": use printable ASCII only`);
+/** `field` names the configuration field at fault, for callers that report it. */
+function ascii(v: string, max: number, what: string, field: string): string {
+  const bad = (why: string) =>
+    Object.assign(new Error(`Invalid ${what} "${v}": ${why}`), { field });
+  if (!/^[\x20-\x7e]*$/.test(v)) throw bad('use printable ASCII only');
   const t = v.trimEnd();
-  if (t.length === 0 || t.length > max)
-    throw new Error(`Invalid ${what} "${v}": 1..${max} characters`);
+  if (t.length === 0 || t.length > max) throw bad(`1..${max} characters`);
   return t;
 }

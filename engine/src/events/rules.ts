@@ -568,13 +568,14 @@ export function listenerDownRule(): Rule {
       return inputs.listenersDown.map((l) => {
         const retry = `The engine tries again every ${l.retryEverySec} seconds.`;
         const since = `for ${duration(now - l.since)}`;
+        const data = { address: l.address, since: l.since };
         return l.kind === 'nvme-tcp'
           ? {
               subject: l.subject,
               severity: 'error' as const,
               title: `NVMe/TCP port ${l.address} is not listening`,
               message: `Hosts cannot connect through NVMe/TCP port ${l.address}: it has not been listening ${since}. ${l.problem} ${retry}`,
-              data: { address: l.address, since: l.since },
+              data,
             }
           : {
               subject: l.subject,
@@ -583,7 +584,7 @@ export function listenerDownRule(): Rule {
               message:
                 `The web console has not been listening ${since}. ${l.problem} ` +
                 `Storage keeps serving, and the desktop app and the branchsan command still reach the engine through its API socket. ${retry}`,
-              data: { address: l.address, since: l.since },
+              data,
             };
       });
     },

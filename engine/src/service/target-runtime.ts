@@ -133,14 +133,7 @@ export class TargetRuntime {
     try {
       this.target.addSubsystem({ ...spec, firmware: FIRMWARE });
     } catch (err) {
-      // the core names the field in its message: "Invalid serial number …"
-      const msg = (err as Error).message;
-      const field = /serial number/.test(msg)
-        ? 'serial'
-        : /model number/.test(msg)
-          ? 'model'
-          : 'nqn';
-      throw asUserError(err, field);
+      throw asUserError(err, 'nqn'); // or the field the core names (serial, model)
     }
   }
 
@@ -287,8 +280,11 @@ export function stableIds(seed: string): { nguid: string; uuid: string } {
   };
 }
 
+/** A core refusal as a UserError; its field is the one the core named, else `field`. */
 function asUserError(err: unknown, field: string): Error {
   if (err instanceof UserError) return err;
+  const named = (err as { field?: unknown }).field;
+  if (typeof named === 'string') field = named;
   const msg = (err as Error).message;
   const code = /already exists|in use|duplicate/i.test(msg)
     ? 'conflict'

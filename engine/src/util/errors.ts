@@ -73,25 +73,24 @@ export function cannotListen(
   err: unknown,
 ): UserError {
   const code = errorCode(err);
-  const holder =
-    what === 'nvme-tcp'
-      ? ` (\`ss -ltnp 'sport = :${port}'\` names it; one with no process named is the kernel's nvmet target)`
-      : ` (\`ss -ltnp 'sport = :${port}'\` names it)`;
+  const names = ` (\`ss -ltnp 'sport = :${port}'\` names it`;
   const fix =
     what === 'nvme-tcp'
       ? {
+          holder: `${names}; one with no process named is the kernel's nvmet target)`,
           port: 'choose another port',
           high: 'choose a port above 1023',
           host: 'use one of its interface addresses or 0.0.0.0',
         }
       : {
+          holder: `${names})`,
           port: 'give the engine another --console-port (0 picks a free one)',
           high: 'give the engine a --console-port above 1023',
           host: 'give --console-host one of its interface addresses, or 0.0.0.0',
         };
   const hint =
     code === 'EADDRINUSE'
-      ? `Another program uses that port${holder}: stop it, or ${fix.port}.`
+      ? `Another program uses that port${fix.holder}: stop it, or ${fix.port}.`
       : code === 'EADDRNOTAVAIL'
         ? `That address is not on this machine (or not yet, while its network comes up): ${fix.host}.`
         : code === 'EACCES'
