@@ -1,10 +1,13 @@
 /**
  * Queries and retention over the `events` table. Events are written by recordEvent
  * (persistence/db.ts) from anywhere in the engine; this reads them back in pages and
- * keeps the table bounded by age and by count.
+ * keeps the table bounded by age and by count. A page is read through a DbReader when
+ * one is given: a filter that matches few of a large log's rows walks the table, which
+ * must not stop the engine's thread (see db-reader.ts).
  */
 import { SEVERITIES, type EventRecord, type Severity } from '../../../contract/events.js';
 import type { Db } from '../persistence/db.js';
+import type { DbReader } from '../persistence/db-reader.js';
 
 export interface EventQuery {
   since?: number;
@@ -25,10 +28,13 @@ interface EventRow {
 }
 
 export class EventStore {
-  constructor(private readonly db: Db) {}
+  constructor(
+    private readonly db: Db,
+    private readonly reader?: DbReader,
+  ) {}
 
   /** Newest first; nextBefore pages to older events. */
-  list(q: EventQuery): { events: EventRecord[]; nextBefore: number | null } {
+  async list(q: EventQuery): Promise<{ events: EventRecord[]; nextBefore: number | null }> {
     const where: string[] = [];
     const args: (string | number)[] = [];
     const add = (cond: string, ...vals: (string | number)[]) => {
@@ -54,7 +60,9 @@ export class EventStore {
       (where.length ? ` WHERE ${where.join(' AND ')}` : '') +
       ' ORDER BY id DESC LIMIT ?';
     // one extra row tells whether an older page exists
-    const rows = this.db.prepare(sql).all(...args, q.limit + 1) as EventRow[];
+    const rows = this.reader
+      ? await this.reader.all<EventRow>(sql, [...args, q.limit + 1])
+      : (this.db.prepare(sql).all(...args, q.limit + 1) as EventRow[]);
     const more = rows.length > q.limit;
     const page = rows.slice(0, q.limit).map(toRecord);
     return { events: page, nextBefore: more ? page[page.length - 1]!.id : null };

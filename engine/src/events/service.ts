@@ -13,6 +13,7 @@ import type {
   SettingsSetParams,
 } from '../../../contract/events.js';
 import { onEventRecorded, recordEvent, type Db } from '../persistence/db.js';
+import type { DbReader } from '../persistence/db-reader.js';
 import { storageProblem, UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { AckNotStored, AlertEngine } from './alert-engine.js';
@@ -40,6 +41,8 @@ export interface EventsServiceOptions {
   intervalMs?: number;
   syslogCommand?: string[];
   queue?: Partial<QueueOptions>;
+  /** Reads event pages off the engine's thread (absent: on the engine's connection). */
+  reader?: DbReader;
 }
 
 const PRUNE_EVERY_MS = 10 * 60_000;
@@ -58,7 +61,7 @@ export class EventsService {
 
   constructor(private readonly o: EventsServiceOptions) {
     this.now = o.now ?? Date.now;
-    this.events = new EventStore(o.db);
+    this.events = new EventStore(o.db, o.reader);
     this.settings = new SettingsStore(o.db, o.secrets);
     this.alerts = new AlertEngine(
       o.db,

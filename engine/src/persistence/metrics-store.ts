@@ -19,7 +19,7 @@
  * to 85 %; only rows already rolled up into the next tier go (the coarsest tier has no
  * next). The history's bytes are the database's used bytes (pages in use × page size)
  * less what the rest of it (the event log, above all, which has limits of its own)
- * took when last measured (noteMeasured, off the event loop: see table-bytes.ts);
+ * took when last measured (noteMeasured, off the event loop: see db-reader.ts);
  * never measured, the whole database counts. Deleted pages are reused, so the file
  * itself stops growing near the cap; it only shrinks with a VACUUM (lowering the cap
  * later lowers the used bytes, not the file).

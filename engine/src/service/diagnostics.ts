@@ -78,10 +78,9 @@ export async function buildDiagnosticsBundle(
     const d = db;
     add('config/target.json', () => json(new TargetStore(d).load()));
     add('config/settings.json', () => json(settingsOf(d)));
-    add('events.jsonl', () =>
-      new EventStore(d)
-        .list({ limit: MAX_EVENTS })
-        .events.reverse()
+    add('events.jsonl', async () =>
+      (await new EventStore(d).list({ limit: MAX_EVENTS })).events
+        .reverse()
         .map((e) => JSON.stringify(e))
         .join('\n'),
     );

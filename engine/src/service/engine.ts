@@ -19,6 +19,7 @@ import {
   setSetting,
   type Db,
 } from '../persistence/db.js';
+import { DbReader } from '../persistence/db-reader.js';
 import { UserError, whereStorageAllows } from '../util/errors.js';
 import { createLogger, type Logger } from '../util/log.js';
 import { productVersion } from '../util/paths.js';
@@ -67,6 +68,7 @@ export class Engine {
   private metrics?: MetricsService;
   private eventsService?: EventsService;
   private closeLogFile?: () => void;
+  private reader?: DbReader;
   private cpuLatency?: CpuLatencyGuard;
   private stopping?: Promise<void>;
 
@@ -121,6 +123,9 @@ export class Engine {
         );
       }
       if (applied.length) log.info('database migrated', { schemaVersion, applied });
+      // long reads (event pages, the history's size) on a thread of their own
+      const reader = new DbReader(db, log.child({ component: 'db-reader' }), !exclusiveBecauseFull);
+      cleanup.unshift(() => reader.close());
       const nodeId = ensureNodeId(db);
       const hub = new SessionHub();
       const startedAt = Date.now();
@@ -152,6 +157,7 @@ export class Engine {
         },
         collect: () => inputs.collect(),
         log: log.child({ component: 'events' }),
+        reader,
       });
       cleanup.unshift(() => eventsService.stop());
       const metrics = new MetricsService({
@@ -161,6 +167,7 @@ export class Engine {
         hub,
         log: log.child({ component: 'metrics' }),
         alerts: () => eventsService.listAlerts(true, 1000),
+        reader,
       });
       cleanup.unshift(() => metrics.stop());
       // eslint-disable-next-line prefer-const -- assigned after the handlers close over it
@@ -228,6 +235,7 @@ export class Engine {
       );
       engine.eventsService = eventsService;
       engine.closeLogFile = closeLogFile;
+      engine.reader = reader;
       eventsService.start(); // before noteStart, so engine.started reaches syslog and clients too
       // A full data disk: serve the stored configuration all the same, without the
       // start-up event (the running engine keeps serving on a full disk too).
@@ -299,6 +307,7 @@ export class Engine {
       whereStorageAllows(this.log, 'mark the clean stop', () =>
         setSetting(this.db, 'engine.running', '0'),
       );
+      this.reader?.close();
       this.db.close();
       this.lock.release();
       this.log.info('engine stopped');

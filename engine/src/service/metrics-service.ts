@@ -30,7 +30,7 @@ import {
   MetricsStore,
   type SeriesRow,
 } from '../persistence/metrics-store.js';
-import { measureTableBytes, type Measurement } from '../persistence/table-bytes.js';
+import type { DbReader } from '../persistence/db-reader.js';
 import { storageProblem, UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { randomToken, readSecret, writeSecret } from './secrets.js';
@@ -67,6 +67,8 @@ export interface MetricsServiceOptions {
   includeLoopback?: boolean;
   /** The active alerts, for /metrics (the events service's; none by default). */
   alerts?: () => readonly ExposedAlert[];
+  /** Measures the history's share of the database off the engine's thread (absent: never). */
+  reader?: DbReader;
 }
 
 export class MetricsService {
@@ -81,7 +83,7 @@ export class MetricsService {
   private prometheus: boolean;
   private token: string | null;
   private measureTimer?: NodeJS.Timeout;
-  private measuring: Measurement | null = null;
+  private measuring = false;
 
   constructor(private readonly opts: MetricsServiceOptions) {
     this.clock = opts.clock ?? Date.now;
@@ -123,7 +125,6 @@ export class MetricsService {
     clearInterval(this.timer);
     this.timer = undefined;
     clearTimeout(this.measureTimer);
-    this.measuring?.cancel();
     await this.running;
   }
 
@@ -133,11 +134,11 @@ export class MetricsService {
    * connection (opened exclusively on a full disk, in memory) keeps the last measurement.
    */
   async measureHistory(): Promise<void> {
-    const file = this.opts.db.name;
-    if (this.measuring || !file || file === ':memory:') return;
-    this.measuring = measureTableBytes(file, HISTORY_TABLES);
+    const reader = this.opts.reader;
+    if (this.measuring || !reader) return;
+    this.measuring = true;
     try {
-      const m = await this.measuring.result;
+      const m = await reader.measure(HISTORY_TABLES);
       this.store.noteMeasured(m);
       this.opts.log.debug('metrics history measured', {
         historyBytes: m.tables,
@@ -148,7 +149,7 @@ export class MetricsService {
         err,
       });
     } finally {
-      this.measuring = null;
+      this.measuring = false;
     }
   }
 

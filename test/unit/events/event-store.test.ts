@@ -1,7 +1,7 @@
 /** Event queries (filters, paging), retention, the recorded-event hook, the log file. */
 import fs from 'node:fs';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { EventStore } from '../../../engine/src/events/event-store.js';
 import {
   onEventRecorded,
@@ -9,25 +9,40 @@ import {
   recordEvent,
   type RecordedEvent,
 } from '../../../engine/src/persistence/db.js';
+import { DbReader } from '../../../engine/src/persistence/db-reader.js';
 import { RotatingLogFile } from '../../../engine/src/util/log-file.js';
 import { tempDir } from '../../helpers/engine.js';
 
-function seeded() {
-  const { db } = openDatabase(':memory:');
+const cleanups: (() => void)[] = [];
+afterEach(() => {
+  for (const c of cleanups.splice(0)) c();
+});
+
+/** The same queries on the engine's connection and through a reader thread. */
+const WAYS = ['on the engine connection', 'through the reader thread'] as const;
+
+function seeded(way: (typeof WAYS)[number] = WAYS[0]) {
+  const threaded = way === WAYS[1];
+  const { db } = openDatabase(threaded ? path.join(tempDir(), 'events.db') : ':memory:');
   const sev = ['info', 'warning', 'error', 'critical'] as const;
   const types = ['engine.started', 'alert.raised', 'alert.cleared', 'alertx.other'];
   const ins = db.prepare('INSERT INTO events (ts, severity, type, message) VALUES (?, ?, ?, ?)');
   for (let i = 1; i <= 250; i++) ins.run(i * 1000, sev[i % 4], types[i % 4], `event ${i}`);
-  return { db, store: new EventStore(db) };
+  const reader = threaded ? new DbReader(db) : undefined;
+  cleanups.push(() => {
+    reader?.close();
+    db.close();
+  });
+  return { db, store: new EventStore(db, reader) };
 }
 
-describe('events.list queries', () => {
-  it('pages newest first with nextBefore until the end', () => {
-    const { store } = seeded();
+describe.each(WAYS)('events.list queries, %s', (way) => {
+  it('pages newest first with nextBefore until the end', async () => {
+    const { store } = seeded(way);
     const seen: number[] = [];
     let before: number | undefined;
     for (;;) {
-      const page = store.list({ limit: 100, ...(before ? { before } : {}) });
+      const page = await store.list({ limit: 100, ...(before ? { before } : {}) });
       seen.push(...page.events.map((e) => e.id));
       if (page.nextBefore === null) break;
       before = page.nextBefore;
@@ -37,22 +52,22 @@ describe('events.list queries', () => {
     expect(seen).toEqual([...seen].sort((a, b) => b - a));
   });
 
-  it('filters by minimum severity, type (exact or prefix), and time range', () => {
-    const { store } = seeded();
-    const crit = store.list({ limit: 1000, severity: 'error' }).events;
+  it('filters by minimum severity, type (exact or prefix), and time range', async () => {
+    const { store } = seeded(way);
+    const crit = (await store.list({ limit: 1000, severity: 'error' })).events;
     expect(crit.every((e) => e.severity === 'error' || e.severity === 'critical')).toBe(true);
     expect(crit).toHaveLength(125);
-    const exact = store.list({ limit: 1000, type: 'alert.raised' }).events;
+    const exact = (await store.list({ limit: 1000, type: 'alert.raised' })).events;
     expect(exact.every((e) => e.type === 'alert.raised')).toBe(true);
-    const prefix = store.list({ limit: 1000, type: 'alert.*' }).events;
+    const prefix = (await store.list({ limit: 1000, type: 'alert.*' })).events;
     expect(new Set(prefix.map((e) => e.type))).toEqual(new Set(['alert.raised', 'alert.cleared']));
-    const range = store.list({ limit: 1000, since: 10_000, until: 20_000 }).events;
+    const range = (await store.list({ limit: 1000, since: 10_000, until: 20_000 })).events;
     expect(range.map((e) => e.ts)).toEqual(
       [19, 18, 17, 16, 15, 14, 13, 12, 11, 10].map((n) => n * 1000),
     );
-    const page = store.list({ limit: 3, type: 'alert.*', since: 100_000 });
+    const page = await store.list({ limit: 3, type: 'alert.*', since: 100_000 });
     expect(page.events).toHaveLength(3);
-    const next = store.list({
+    const next = await store.list({
       limit: 3,
       type: 'alert.*',
       since: 100_000,
@@ -61,20 +76,19 @@ describe('events.list queries', () => {
     expect(next.events[0]!.id).toBeLessThan(page.events[2]!.id);
   });
 
-  it('returns data as JSON', () => {
-    const { db } = openDatabase(':memory:');
+  it('returns data as JSON', async () => {
+    const { db, store } = seeded(way);
     recordEvent(db, { type: 'x.y', severity: 'info', message: 'm', data: { a: [1, 2] } });
-    expect(new EventStore(db).list({ limit: 1 }).events[0]!.data).toEqual({ a: [1, 2] });
+    expect((await store.list({ limit: 1 })).events[0]!.data).toEqual({ a: [1, 2] });
   });
 
-  it('retention removes events by age and by count', () => {
-    const { db, store } = seeded();
+  it('retention removes events by age and by count', async () => {
+    const { store } = seeded(way);
     expect(store.prune(250_000, 200_000, 1_000_000)).toBe(49); // ts < 50 000
     expect(store.prune(250_000, 1e12, 100)).toBe(101);
-    const left = store.list({ limit: 1000 }).events;
+    const left = (await store.list({ limit: 1000 })).events;
     expect(left).toHaveLength(100);
     expect(left.at(-1)!.id).toBe(151);
-    db.close();
   });
 });
 

@@ -167,7 +167,7 @@ describe('stored settings this version refuses', () => {
     });
     cleanups.push(() => service.stop());
     service.start();
-    const { events } = service.listEvents({ type: 'settings.*', limit: 10 });
+    const { events } = await service.listEvents({ type: 'settings.*', limit: 10 });
     expect(events).toHaveLength(1);
     expect(events[0]).toMatchObject({ type: 'settings.replaced', severity: 'warning' });
     expect(events[0]!.message).toBe(

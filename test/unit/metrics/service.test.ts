@@ -10,6 +10,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { MetricsSample } from '../../../contract/api.js';
 import { IoStats } from '../../../engine/src/core/stats.js';
 import { openDatabase, type Db } from '../../../engine/src/persistence/db.js';
+import { DbReader } from '../../../engine/src/persistence/db-reader.js';
 import { MetricsService } from '../../../engine/src/service/metrics-service.js';
 import { createLogger } from '../../../engine/src/util/log.js';
 import { tempDir } from '../../helpers/engine.js';
@@ -27,14 +28,17 @@ const proc = {
 };
 
 let db: Db | undefined;
+let reader: DbReader | undefined;
 afterEach(() => {
+  reader?.close();
   db?.close();
-  db = undefined;
+  db = reader = undefined;
 });
 
 function setup() {
   const dataDir = tempDir();
   db = openDatabase(path.join(dataDir, 'branchsan.db')).db;
+  reader = new DbReader(db);
   const stats = new IoStats();
   const clock = { now: START };
   const pushed: MetricsSample[] = [];
@@ -53,6 +57,7 @@ function setup() {
     clock: () => clock.now,
     monotonicSec: () => clock.now / 1000, // the steps are time that passed, not clock steps
     node: proc,
+    reader,
   });
   return { service, stats, clock, pushed, dataDir, logged };
 }

@@ -1,0 +1,190 @@
+/**
+ * DbReader: long reads of the engine's database on a thread of their own, so that the
+ * engine's thread (which serves NVMe/TCP) keeps turning while they run; and the
+ * engine's own connection when no second connection can read the file.
+ */
+import path from 'node:path';
+import type { Worker } from 'node:worker_threads';
+import Database from 'better-sqlite3';
+import { afterEach, describe, expect, it } from 'vitest';
+import { EventStore } from '../../../engine/src/events/event-store.js';
+import { openDatabase, recordEvent, type Db } from '../../../engine/src/persistence/db.js';
+import { DbReader, ReaderUnavailable } from '../../../engine/src/persistence/db-reader.js';
+import { createLogger } from '../../../engine/src/util/log.js';
+import { tempDir } from '../../helpers/engine.js';
+
+const cleanups: (() => void)[] = [];
+afterEach(() => {
+  for (const c of cleanups.splice(0)) c();
+});
+
+function fileDb(): Db {
+  const { db } = openDatabase(path.join(tempDir(), 'branchsan.db'));
+  cleanups.push(() => db.close());
+  return db;
+}
+
+function readerOf(db: Db, ...rest: [offThread?: boolean, idleMs?: number]) {
+  const lines: { level: string; msg: string }[] = [];
+  const log = createLogger({ sink: { write: (l) => lines.push(JSON.parse(l)) } });
+  const reader = new DbReader(db, log, ...rest);
+  cleanups.unshift(() => reader.close());
+  return { reader, lines };
+}
+
+/** Fills the event log: n events, one in 1000 of type `rare`. */
+function fill(db: Db, n: number): void {
+  const ins = db.prepare(
+    'INSERT INTO events (ts, severity, type, message, data) VALUES (?, ?, ?, ?, ?)',
+  );
+  db.transaction(() => {
+    for (let i = 1; i <= n; i++)
+      ins.run(
+        i * 1000,
+        i % 3 ? 'info' : 'warning',
+        i % 1000 ? 'target.host.connected' : 'rare.kind',
+        `host ${i} connected to controller ${i % 7}`,
+        JSON.stringify({ i }),
+      );
+  })();
+}
+
+/** How many turns the event loop made while `work` was awaited. */
+async function turnsDuring<T>(work: () => Promise<T>): Promise<{ value: T; turns: number }> {
+  let turns = 0;
+  let spinning = true;
+  const spin = () => {
+    if (!spinning) return;
+    turns++;
+    setImmediate(spin);
+  };
+  setImmediate(spin);
+  try {
+    const value = await work();
+    return { value, turns };
+  } finally {
+    spinning = false;
+  }
+}
+
+const RARE = { limit: 100, type: 'rare.kind' } as const;
+
+describe('DbReader', () => {
+  it('lists events off the engine thread: the event loop turns while the query runs', async () => {
+    const db = fileDb();
+    fill(db, 60_000);
+    const { reader } = readerOf(db);
+    const threaded = await turnsDuring(() => new EventStore(db, reader).list(RARE));
+    const inline = await turnsDuring(() => new EventStore(db).list(RARE));
+    expect(threaded.value).toEqual(inline.value);
+    expect(threaded.value.events).toHaveLength(60);
+    expect(inline.turns).toBe(0); // the engine's connection: nothing else runs meanwhile
+    expect(threaded.turns).toBeGreaterThan(0);
+    // the thread stays for the next query, and answers it the same way
+    const again = await turnsDuring(() => new EventStore(db, reader).list(RARE));
+    expect(again.value).toEqual(inline.value);
+    expect(again.turns).toBeGreaterThan(0);
+  });
+
+  it('sees every event the engine committed before the query', async () => {
+    const db = fileDb();
+    const { reader } = readerOf(db);
+    const store = new EventStore(db, reader);
+    expect((await store.list({ limit: 10 })).events).toEqual([]);
+    for (let i = 0; i < 5; i++) {
+      const id = recordEvent(db, { type: 'a.b', severity: 'info', message: `m${i}` });
+      const page = await store.list({ limit: 10 });
+      expect(page.events[0]!.id).toBe(id);
+      expect(page.events).toHaveLength(i + 1);
+    }
+  });
+
+  it('in memory, or held exclusively: reads on the engine connection; no measuring', async () => {
+    const { db: mem } = openDatabase(':memory:');
+    cleanups.push(() => mem.close());
+    recordEvent(mem, { type: 'a.b', severity: 'info', message: 'm' });
+    const onMem = readerOf(mem).reader;
+    expect(await onMem.all('SELECT type FROM events')).toEqual([{ type: 'a.b' }]);
+    await expect(onMem.measure(['events'])).rejects.toThrow(/in memory/);
+
+    const db = fileDb();
+    recordEvent(db, { type: 'c.d', severity: 'info', message: 'm' });
+    const held = readerOf(db, false).reader;
+    const r = await turnsDuring(() => held.all('SELECT type FROM events'));
+    expect(r.value).toEqual([{ type: 'c.d' }]);
+    expect(r.turns).toBe(0); // no thread was asked
+    await expect(held.measure(['events'])).rejects.toThrow(ReaderUnavailable);
+    await expect(held.measure(['events'])).rejects.toThrow(/exclusively/);
+  });
+
+  it('a file a second connection cannot read: says so once, then reads on the engine connection', async () => {
+    const dir = tempDir();
+    const file = path.join(dir, 'branchsan.db');
+    openDatabase(file).db.close();
+    // what db.ts does on a full disk: the engine's connection holds the file exclusively
+    const db = new Database(file);
+    cleanups.push(() => db.close());
+    db.pragma('locking_mode = EXCLUSIVE');
+    db.pragma('journal_mode = WAL');
+    recordEvent(db, { type: 'e.f', severity: 'info', message: 'm' });
+    const { reader, lines } = readerOf(db); // told it may use a thread: it cannot
+    expect(await reader.all('SELECT type FROM events')).toEqual([{ type: 'e.f' }]);
+    expect(await reader.all('SELECT count(*) AS n FROM events')).toEqual([{ n: 1 }]);
+    const told = lines.filter((l) => /cannot be read beside the engine/.test(l.msg));
+    expect(told).toHaveLength(1);
+    await expect(reader.measure(['events'])).rejects.toThrow(/could not open it/);
+  });
+
+  it('a thread that dies fails its query with a clear error; the next query gets a new thread', async () => {
+    const db = fileDb();
+    fill(db, 2000);
+    const { reader } = readerOf(db);
+    expect(await reader.all('SELECT count(*) AS n FROM events')).toEqual([{ n: 2000 }]);
+    const thread = (reader as unknown as { worker: Worker }).worker;
+    const pending = reader.all('SELECT * FROM events');
+    void thread.terminate();
+    await expect(pending).rejects.toThrow(/reader thread stopped .* Try again/);
+    expect(await reader.all('SELECT count(*) AS n FROM events')).toEqual([{ n: 2000 }]);
+  });
+
+  it('an SQL error is the query’s own: it rejects and the thread serves on', async () => {
+    const db = fileDb();
+    const { reader } = readerOf(db);
+    await expect(reader.all('SELECT nope FROM events')).rejects.toThrow(/no such column/);
+    expect(await reader.all('SELECT count(*) AS n FROM events')).toEqual([{ n: 0 }]);
+  });
+
+  it('stops its thread when idle and starts one again for the next query', async () => {
+    const db = fileDb();
+    const { reader } = readerOf(db, true, 20);
+    const threadOf = () => (reader as unknown as { worker: Worker | null }).worker;
+    await reader.all('SELECT 1 AS one');
+    const first = threadOf();
+    expect(first).not.toBeNull();
+    await new Promise<void>((resolve) => first!.once('exit', () => resolve()));
+    expect(threadOf()).toBeNull();
+    expect(await reader.all('SELECT 2 AS two')).toEqual([{ two: 2 }]);
+    expect(threadOf()).not.toBe(first);
+  });
+
+  it('measures tables and the whole file from one snapshot', async () => {
+    const db = fileDb();
+    fill(db, 5000);
+    const { reader } = readerOf(db);
+    const m = await reader.measure(['events']);
+    const pageSize = db.pragma('page_size', { simple: true }) as number;
+    const pages = db.pragma('page_count', { simple: true }) as number;
+    expect(m.used).toBeLessThanOrEqual(pages * pageSize);
+    expect(m.tables).toBeGreaterThan(5000 * 40); // every row is at least that long
+    expect(m.tables).toBeLessThan(m.used);
+  });
+
+  it('close fails what is waiting, with a reason a client can show', async () => {
+    const db = fileDb();
+    fill(db, 2000);
+    const { reader } = readerOf(db);
+    const pending = reader.all('SELECT * FROM events');
+    reader.close();
+    await expect(pending).rejects.toThrow(/engine is stopping/);
+  });
+});
