@@ -24,6 +24,9 @@ export interface RpcSessionOptions {
   onListenerError?: (err: unknown, event: string) => void;
 }
 
+/** How long a call waits for its answer unless the client says otherwise. */
+export const DEFAULT_CALL_TIMEOUT_MS = 15_000;
+
 export class RpcSession {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
@@ -31,7 +34,7 @@ export class RpcSession {
   private readonly timeoutMs: number;
 
   constructor(private readonly opts: RpcSessionOptions) {
-    this.timeoutMs = opts.timeoutMs ?? 15_000;
+    this.timeoutMs = opts.timeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
   }
 
   /** Sends a request; resolves with its result or rejects with an ApiError. */

@@ -1,7 +1,7 @@
 /** A Unix-socket API client for the CLI: newline-delimited JSON-RPC. */
 import net from 'node:net';
 import type { MethodName, MethodParams, MethodResult } from '../../../contract/api.js';
-import { RpcSession } from '../../../contract/rpc-client.js';
+import { DEFAULT_CALL_TIMEOUT_MS, RpcSession } from '../../../contract/rpc-client.js';
 import { engineSocketPath } from '../service/instance-lock.js';
 import { UserError } from '../util/errors.js';
 
@@ -16,7 +16,10 @@ export interface SocketClient {
 /** How long close() waits for queued requests to be handed to the engine's socket. */
 const CLOSE_GRACE_MS = 1_000;
 
-export async function connectSocket(path: string, timeoutMs = 15_000): Promise<SocketClient> {
+export async function connectSocket(
+  path: string,
+  timeoutMs = DEFAULT_CALL_TIMEOUT_MS,
+): Promise<SocketClient> {
   const sock = net.connect(path);
   await new Promise<void>((resolve, reject) => {
     sock.once('connect', resolve);

@@ -63,7 +63,7 @@ Example:
       );
     }
     const out = path.resolve(values.out ?? bundleName());
-    if (insideDir(out, dataDir)) {
+    if (await insideDir(out, dataDir)) {
       // It could replace the database or a key, and the next bundle would hold this one.
       throw new UserError(
         `diagnostics: --out ${values.out ?? out} is inside the data directory ${dataDir}.`,

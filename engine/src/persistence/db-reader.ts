@@ -141,10 +141,14 @@ export class DbReader {
     return this.send({ op: 'measure', tables: [...tables] }) as Promise<TableBytes>;
   }
 
-  /** Stops the thread; queries still waiting reject. */
-  close(): void {
+  /**
+   * Stops the thread; queries still waiting reject. Resolves once its connection is
+   * closed: only the last connection to close checkpoints the WAL into the file and
+   * removes DB-wal and DB-shm, so the engine's must close after this one.
+   */
+  async close(): Promise<void> {
     this.closed = true;
-    this.stop(new Error('The engine is stopping: the database read was not finished.'));
+    await this.stop(new Error('The engine is stopping: the database read was not finished.'));
   }
 
   private send(request: Request): Promise<unknown> {
@@ -190,21 +194,21 @@ export class DbReader {
       }
       p.reject(new ReaderUnavailable(this.unavailable));
       // the thread is of no use: those behind this one go the same way
-      this.stop(new ReaderUnavailable(this.unavailable));
+      void this.stop(new ReaderUnavailable(this.unavailable));
     } else p.reject(new Error(reply.message));
     if (this.pending.size === 0 && this.worker) {
       this.worker.unref();
-      this.idleTimer = setTimeout(() => this.stop(new Error('idle')), this.idleMs);
+      this.idleTimer = setTimeout(() => void this.stop(new Error('idle')), this.idleMs);
       this.idleTimer.unref();
     }
   }
 
-  private stop(why: Error): void {
+  private async stop(why: Error): Promise<void> {
     clearTimeout(this.idleTimer);
     const worker = this.worker;
     this.worker = null;
     this.failAll(why);
-    if (worker) void worker.terminate();
+    if (worker) await worker.terminate(); // its connection closes as the thread ends
   }
 
   private failAll(err: Error): void {

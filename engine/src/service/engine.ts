@@ -307,7 +307,7 @@ export class Engine {
       whereStorageAllows(this.log, 'mark the clean stop', () =>
         setSetting(this.db, 'engine.running', '0'),
       );
-      this.reader?.close();
+      await this.reader?.close(); // its connection first: the engine's checkpoints the WAL
       this.db.close();
       this.lock.release();
       this.log.info('engine stopped');

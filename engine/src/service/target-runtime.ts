@@ -160,6 +160,12 @@ export class TargetRuntime {
     return b instanceof FdBackend ? b.backingState() : undefined;
   }
 
+  /** Which file or device a namespace serves (FdTarget.identity); undefined when not open. */
+  servedIdentity(nqn: string, nsid: number): string | undefined {
+    const b = this.backends.get(`${nqn}#${nsid}`);
+    return b instanceof FdBackend ? b.identity : undefined;
+  }
+
   /** Whether a namespace's I/O threads failed and new ones have not taken over yet. */
   ioThreadsDown(nqn: string, nsid: number): boolean | undefined {
     const b = this.backends.get(`${nqn}#${nsid}`);
@@ -306,6 +312,7 @@ function backendCode(err: BackendError): string {
   if (err.kind === 'out-of-range') return 'invalid';
   if (err.errno === 'ENOENT' || err.errno === 'ENOTDIR') return 'not-found';
   if (err.errno === 'EISDIR' || NOT_A_DEVICE.test(err.message)) return 'invalid';
+  if (err.errno === 'ENOTCONN' || err.errno === 'ESTALE') return 'unavailable';
   return 'conflict'; // held by another program, exists already, no permission, no space
 }
 
@@ -343,5 +350,7 @@ function backendHint(err: BackendError, spec: BackendSpec): string {
     return "The engine lacks permission: run it as root or fix the file's owner.";
   if (err.errno === 'ENOSPC' || err.errno === 'EDQUOT')
     return 'Free space on its filesystem, or choose a smaller size.';
+  if (err.errno === 'ENOTCONN' || err.errno === 'ESTALE')
+    return `Remount it (\`findmnt -T '${path.dirname(spec.path)}'\` shows the mount), then try again.`;
   return 'Check the path, and that nothing else uses it.';
 }

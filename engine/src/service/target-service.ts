@@ -22,6 +22,7 @@ import type { Db } from '../persistence/db.js';
 import { recordEvent } from '../persistence/db.js';
 import { TargetStore, type NamespaceRow, type SubsystemRow } from '../persistence/target-store.js';
 import type { BackendSpec } from '../storage/open.js';
+import { statIdentity } from '../storage/file.js';
 import { storageProblem, UserError, whereStorageAllows } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { insideDir } from '../util/paths.js';
@@ -34,6 +35,12 @@ import {
 
 /** How often what could not be brought up at start is tried again. */
 export const RETRY_OFFLINE_MS = 10_000;
+/**
+ * How long the checks of a new backing path wait for its file system: a local disk
+ * answers in milliseconds, one spinning up in seconds; a hung mount never does. Well
+ * under the API clients' 15 s, so that they hear why.
+ */
+export const PATH_CHECK_MS = 10_000;
 
 export interface NamespaceAddRequest {
   nqn: string;
@@ -51,6 +58,8 @@ export class TargetService {
   private queue: Promise<unknown> = Promise.resolve();
   private retryTimer: NodeJS.Timeout | null = null;
   private stopped = false;
+  /** A backing path whose check gave up waiting for its file system, while that call is out. */
+  private waitingOn: string | null = null;
   /** Configured ports that could not listen: why, and since when (for the alert). */
   private readonly portsDown = new Map<
     number,
@@ -63,6 +72,8 @@ export class TargetService {
     private readonly log: Logger,
     /** The engine's data directory: no volume may live in it (see addNamespaceNow). */
     private readonly dataDir: string,
+    /** How long the checks of a new backing path wait for its file system. */
+    private readonly pathCheckMs = PATH_CHECK_MS,
   ) {
     this.store = new TargetStore(db);
     rt.onIoThreads = (e) => this.recordIoThreads(e);
@@ -373,6 +384,37 @@ export class TargetService {
     return this.subsystem(nqn);
   }
 
+  /**
+   * Whether a new backing path lies in the data directory, and which file or device it
+   * names. A path on a hung mount (NFS, FUSE) would hold these calls for good: they run
+   * in the thread pool (the event loop serves NVMe/TCP meanwhile) and the answer is given
+   * up after pathCheckMs. The calls themselves stay until the mount answers, so while
+   * one is still out the next check is refused at once: two of the pool's four threads
+   * at most wait on hung mounts, whatever a caller retries.
+   */
+  private async checkPath(
+    p: string,
+  ): Promise<{ path: string; inDataDir: boolean; names: string[] }> {
+    const hung = (what: string, hint: string) =>
+      new UserError(what, hint, 'unavailable', 'backend.path');
+    if (this.waitingOn !== null)
+      throw hung(
+        `An earlier check of ${this.waitingOn} still waits for its file system to answer.`,
+        `A network or FUSE mount is hung: bring it back or unmount it (\`umount -l ${path.dirname(this.waitingOn)}\`), then try again.`,
+      );
+    const work = Promise.all([insideDir(p, this.dataDir), pathNames(p)]);
+    const answer = await within(work, this.pathCheckMs);
+    if (answer === LATE) {
+      this.waitingOn = p;
+      void work.finally(() => (this.waitingOn = null));
+      throw hung(
+        `The file system that holds ${p} did not answer within ${this.pathCheckMs / 1000} s.`,
+        `A network or FUSE mount may be hung: check it (\`stat ${path.dirname(p)}\`), or put the volume on a local disk.`,
+      );
+    }
+    return { path: p, inDataDir: answer[0], names: answer[1] };
+  }
+
   private async addNamespaceNow(req: NamespaceAddRequest, actor: string): Promise<NamespaceConfig> {
     const sub = this.subsystem(req.nqn);
     const used = new Set(sub.namespaces.map((n) => n.nsid));
@@ -386,24 +428,32 @@ export class TargetService {
       );
     }
     const b = req.backend;
-    if (b.kind !== 'memory' && insideDir(b.path, this.dataDir)) {
+    const checked = b.kind === 'memory' ? null : await this.checkPath(b.path);
+    if (checked?.inDataDir) {
       // Its database, logs, keys and secrets: a host writing or reading them as a disk
       // would corrupt the engine's state or carry its secrets away.
       throw new UserError(
-        `${b.path} is inside the engine's data directory ${this.dataDir}.`,
+        `${checked.path} is inside the engine's data directory ${this.dataDir}.`,
         'Keep volumes elsewhere, for example /var/lib/branchsan-volumes/ or a disk of their own.',
         'invalid',
         'backend.path',
       );
     }
-    // the same file or device under another name (./, //, a symlink, a by-id link) counts too
-    const wanted = b.kind === 'memory' ? null : backingIdentity(b.path);
-    const inUse = this.store
-      .load()
-      .subsystems.flatMap((s) => s.namespaces)
-      .find(
-        (n) => wanted !== null && n.backendKind !== 'memory' && backingIdentity(n.path) === wanted,
-      );
+    // The same file or device under another name (./, //, a symlink, a by-id link) counts
+    // too. A served one is known by what its descriptor names, with no call to its file
+    // system (which may hang since); one not open by its path.
+    const inUse = !checked
+      ? undefined
+      : this.store
+          .load()
+          .subsystems.flatMap((s) => s.namespaces.map((n) => ({ nqn: s.nqn, n })))
+          .find(
+            ({ nqn, n }) =>
+              n.backendKind !== 'memory' &&
+              checked.names.includes(
+                this.rt.servedIdentity(nqn, n.nsid) ?? `path:${path.resolve(n.path)}`,
+              ),
+          )?.n;
     if (inUse)
       throw new UserError(
         `${inUse.path} is already a namespace.`,
@@ -603,18 +653,41 @@ function specOf(ns: NamespaceRow, create: boolean): BackendSpec {
   }
 }
 
-/** What a backing path names: the device or the file itself, else its resolved path. */
-function backingIdentity(p: string): string {
+/**
+ * The names of what a backing path points at: its absolute path, that path with its
+ * directory's symbolic links resolved, and the file or device itself when it exists.
+ */
+async function pathNames(p: string): Promise<string[]> {
+  const abs = path.resolve(p);
+  const names = [`path:${abs}`];
   try {
-    const st = fs.statSync(p);
-    return st.isBlockDevice() ? `dev:${st.rdev}` : `file:${st.dev}:${st.ino}`;
+    names.push(
+      `path:${path.join(await fs.promises.realpath(path.dirname(abs)), path.basename(abs))}`,
+    );
   } catch {
-    const abs = path.resolve(p);
-    try {
-      return `path:${path.join(fs.realpathSync(path.dirname(abs)), path.basename(abs))}`;
-    } catch {
-      return `path:${abs}`;
-    }
+    // a directory that does not exist: the open says so
+  }
+  try {
+    names.push(statIdentity(await fs.promises.stat(p)));
+  } catch {
+    // not there yet (a file to create), or not reachable
+  }
+  return names;
+}
+
+const LATE = Symbol('late');
+
+/**
+ * The work's result, or LATE once it took longer than ms (the work itself goes on in
+ * the thread pool until its file system answers).
+ */
+async function within<T>(work: Promise<T>, ms: number): Promise<T | typeof LATE> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<typeof LATE>((resolve) => (timer = setTimeout(resolve, ms, LATE)));
+  try {
+    return await Promise.race([work, late]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -11,7 +11,14 @@ import { readFile, realpath, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { BackendError } from './backend.js';
-import { openError, startBackend, type FdBackend, type FdTarget, type IoOptions } from './file.js';
+import {
+  fdIdentity,
+  openError,
+  startBackend,
+  type FdBackend,
+  type FdTarget,
+  type IoOptions,
+} from './file.js';
 
 const openAsync = promisify(fs.open);
 const closeAsync = promisify(fs.close);
@@ -93,6 +100,7 @@ export async function openBlockBackend(opts: BlockBackendOptions): Promise<FdBac
       kind: 'block',
       path: opts.path,
       fd,
+      identity: await fdIdentity(fd),
       direct,
       blockSize: info.logicalBlockSize,
       sizeBytes: info.sizeBytes - (info.sizeBytes % info.logicalBlockSize),

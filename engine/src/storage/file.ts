@@ -113,6 +113,11 @@ export type BackingState = 'ok' | 'deleted' | 'moved';
 
 /** What FdBackend needs; produced by openFileBackend or openBlockBackend. */
 export interface FdTarget extends OpenedTarget {
+  /**
+   * Which file or device it is, from the descriptor opened (`file:DEV:INO`, `dev:RDEV`):
+   * what the volume serves whatever its path names later (see fdIdentity).
+   */
+  identity: string;
   /** Extra limits from the device (block: discard support, write cache). */
   allowDeallocate: boolean;
   readZeroesAfterDeallocate: boolean;
@@ -139,6 +144,8 @@ export class FdBackend implements BlockBackend {
   readonly blockSize: number;
   readonly sizeBytes: number;
   readonly caps: BackendCapabilities;
+  /** FdTarget.identity. */
+  readonly identity: string;
   private state: BackendState = 'open';
   private closing: Promise<void> | null = null;
   /** Read destinations: slab views instead of one malloc per 4 KiB read. */
@@ -164,6 +171,7 @@ export class FdBackend implements BlockBackend {
     this.location = target.path;
     this.blockSize = target.blockSize;
     this.sizeBytes = target.sizeBytes;
+    this.identity = target.identity;
     pool.onFail = () => this.replaceLater(pool);
     const info: PoolInfo = pool.info;
     this.caps = {
@@ -542,6 +550,7 @@ export async function openFileBackend(opts: FileBackendOptions): Promise<FdBacke
       kind: 'file',
       path: opts.path,
       fd,
+      identity: await fdIdentity(fd),
       direct: false,
       blockSize,
       sizeBytes,
@@ -557,6 +566,18 @@ export async function openFileBackend(opts: FileBackendOptions): Promise<FdBacke
     if (opts.create) await unlinkAsync(opts.path).catch(() => undefined);
     throw err;
   }
+}
+
+/**
+ * A file's or device's identity from an open descriptor: what a path names (stat) is
+ * compared with it to tell the same file or device under another name.
+ */
+export async function fdIdentity(fd: number): Promise<string> {
+  return statIdentity(await fstatAsync(fd));
+}
+
+export function statIdentity(st: fs.Stats): string {
+  return st.isBlockDevice() ? `dev:${st.rdev}` : `file:${st.dev}:${st.ino}`;
 }
 
 /** Starts the worker pool for an opened target; closes nothing on failure. */
@@ -722,6 +743,8 @@ export function openError(path: string, err: NodeJS.ErrnoException): BackendErro
       'the file system cannot hold a file this large; choose a smaller size or another file system',
     ],
     EBUSY: ['unavailable', 'it is in use (mounted or opened exclusively by another program)'],
+    ENOTCONN: ['unavailable', 'the server of its network or FUSE mount is gone'],
+    ESTALE: ['unavailable', 'its network mount is stale (the server no longer knows the file)'],
   };
   const [kind, what] = advice[code] ?? ['io', err.message];
   return new BackendError(kind, `cannot open ${path} (${code}): ${what}`, code);

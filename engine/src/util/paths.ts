@@ -36,16 +36,16 @@ export function consoleBundleDir(): string {
 }
 
 /** Whether `p` (resolving symlinks as far as it exists) lies in `dir` or below it. */
-export function insideDir(p: string, dir: string): boolean {
-  const real = (q: string): string => {
+export async function insideDir(p: string, dir: string): Promise<boolean> {
+  const real = async (q: string): Promise<string> => {
     const abs = path.resolve(q);
     try {
-      return fs.realpathSync(abs);
+      return await fs.promises.realpath(abs);
     } catch {
       const parent = path.dirname(abs);
-      return parent === abs ? abs : path.join(real(parent), path.basename(abs));
+      return parent === abs ? abs : path.join(await real(parent), path.basename(abs));
     }
   };
-  const rel = path.relative(real(dir), real(p));
+  const rel = path.relative(await real(dir), await real(p));
   return rel === '' || (rel !== '..' && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel));
 }

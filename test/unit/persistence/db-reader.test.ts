@@ -3,6 +3,7 @@
  * engine's thread (which serves NVMe/TCP) keeps turning while they run; and the
  * engine's own connection when no second connection can read the file.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
@@ -13,9 +14,9 @@ import { DbReader, ReaderUnavailable } from '../../../engine/src/persistence/db-
 import { createLogger } from '../../../engine/src/util/log.js';
 import { tempDir } from '../../helpers/engine.js';
 
-const cleanups: (() => void)[] = [];
-afterEach(() => {
-  for (const c of cleanups.splice(0)) c();
+const cleanups: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0)) await c();
 });
 
 function fileDb(): Db {
@@ -179,12 +180,28 @@ describe('DbReader', () => {
     expect(m.tables).toBeLessThan(m.used);
   });
 
+  it('has closed its connection when close resolves: the last close checkpoints the WAL away', async () => {
+    const file = path.join(tempDir(), 'branchsan.db');
+    const { db } = openDatabase(file);
+    fill(db, 2000);
+    const reader = new DbReader(db);
+    expect(await reader.all('SELECT count(*) AS n FROM events')).toEqual([{ n: 2000 }]);
+    fill(db, 2000); // committed while the thread's connection is open: it reads the WAL too
+    expect(await reader.all('SELECT count(*) AS n FROM events')).toEqual([{ n: 4000 }]);
+    await reader.close();
+    db.close();
+    // before: the thread's connection outlived the engine's, which left both behind
+    expect(fs.existsSync(`${file}-wal`)).toBe(false);
+    expect(fs.existsSync(`${file}-shm`)).toBe(false);
+  });
+
   it('close fails what is waiting, with a reason a client can show', async () => {
     const db = fileDb();
     fill(db, 2000);
     const { reader } = readerOf(db);
     const pending = reader.all('SELECT * FROM events');
-    reader.close();
+    const closing = reader.close();
     await expect(pending).rejects.toThrow(/engine is stopping/);
+    await closing;
   });
 });
