@@ -104,23 +104,23 @@ describe.skipIf(unavailable)('a backing path on a hung mount', () => {
     let targets: TargetService;
     let dir: string;
 
+    /** A target service (and runtime) on the test's database, as the engine starts one. */
+    async function start(pathCheckMs: number) {
+      const log = createLogger({ sink: { write: () => undefined } });
+      rt = new TargetRuntime(log);
+      targets = new TargetService(db, rt, log, path.join(dir, 'data'), pathCheckMs);
+      await targets.restore();
+    }
+
     async function setup(pathCheckMs: number) {
       dir = tempDir();
       db = openDatabase(path.join(dir, 'engine.db')).db;
-      rt = new TargetRuntime(createLogger({ sink: { write: () => undefined } }));
-      targets = new TargetService(
-        db,
-        rt,
-        createLogger({ sink: { write: () => undefined } }),
-        path.join(dir, 'data'),
-        pathCheckMs,
-      );
+      await start(pathCheckMs);
       cleanups.push(async () => {
         targets.stop();
         await rt.close(0);
         db.close();
       });
-      await targets.restore();
       await targets.createSubsystem({ nqn: NQN, allowAnyHost: true }, 'test');
     }
 
@@ -189,15 +189,7 @@ describe.skipIf(unavailable)('a backing path on a hung mount', () => {
       targets.stop();
       await rt.close(0);
       fs.rmSync(file);
-      rt = new TargetRuntime(createLogger({ sink: { write: () => undefined } }));
-      targets = new TargetService(
-        db,
-        rt,
-        createLogger({ sink: { write: () => undefined } }),
-        path.join(dir, 'data'),
-        300,
-      );
-      await targets.restore(); // offline: the file is gone
+      await start(300); // offline: the file is gone
       const err = await addFile(`${dir}//gone.img`).then(
         () => null,
         (e: UserError) => e,
