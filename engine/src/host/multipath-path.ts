@@ -4,22 +4,25 @@
  * that decides when commands left in doubt on it may be sent elsewhere.
  *
  * Fencing. A command that failed on this path without a completion may still run on
- * the target. It is safe to send it elsewhere only once this path's association can no
- * longer execute anything: a newer association exists (`epoch` moved past the one the
- * command went out on), or `fenceDelayMs` has passed since the association was lost
- * (the controller left 'live'). The delay covers a target that did not notice the loss
- * (a network partition): it keeps its controller until its keep-alive timer fires (KATO
- * + slack), so the default is the path's KATO rounded up, plus a second
+ * the target. It is safe to send it elsewhere only once the association it went out on
+ * can no longer execute anything: `fenceDelayMs` has passed since that association was
+ * lost (the controller left 'live'). The delay covers a target that did not notice the
+ * loss (a network partition): it keeps that controller until its keep-alive timer fires
+ * (KATO + slack), so the default is the path's KATO rounded up, plus a second
  * (defaultFenceMs). It runs from the loss, not from giving the path up: the host sends
- * nothing more on a lost association, and its reconnect attempts build new controllers
- * that never revive the old one, so an in-doubt write does not wait out the whole
- * reconnect loss timeout (minutes, as on Linux) while another path is healthy. A reconnect counts as a fence without a delay
- * because the host closes the old association's sockets before it builds the new one
- * and the target has accepted our new Connect; a command the target had already
- * started may still finish in its backend until it sees those sockets close (the same
- * window the Linux host accepts). A path without keep-alive (KATO 0, `fenceDelayMs`
- * null) has no such timer on the target: no wait proves anything, so only a new
- * association fences it, and giving it up fences nothing (`unfenceable`).
+ * nothing more on a lost association (its sockets are reset, so the kernel drops what it
+ * had not sent yet rather than deliver it later), and its reconnect attempts build new
+ * controllers that never revive the old one, so an in-doubt write does not wait out the
+ * whole reconnect loss timeout (minutes, as on Linux) while another path is healthy.
+ * A reconnect does not fence on its own: the target accepting a new Connect says nothing
+ * about the old controller, which a partition hides the loss from and which our target,
+ * like Linux's, keeps beside the new one until its keep-alive timer fires. Each lost
+ * association runs its own delay, so one reconnecting quickly and lost again releases
+ * the older commands first. A path without keep-alive (KATO 0, `fenceDelayMs` null) has
+ * no such timer on the target: no wait proves anything, so there only a new association
+ * fences (the old sockets were reset; a command the target already read may still run
+ * until it sees them close, the window the Linux host accepts), and giving it up fences
+ * nothing (`unfenceable`).
  */
 import type { AnaPathState } from './ana-log.js';
 import type { ControllerState, NvmeController } from './controller.js';
@@ -72,8 +75,8 @@ export class Path implements PathView {
   absent = false;
   /** Associations established so far (see Fencing above). */
   epoch = 0;
-  /** fenceDelayMs has passed since the current association was lost. */
-  lossFenced = false;
+  /** The newest association lost longer than fenceDelayMs ago (0: none). */
+  fencedThrough = 0;
   /** Given up (dead/closed) with no time fence (fenceDelayMs null): nothing will
    * release what is in doubt here. */
   unfenceable = false;
@@ -95,7 +98,8 @@ export class Path implements PathView {
   checks = 0;
   /** Identity check of the current association, for connect() to wait on. */
   validating: Promise<void> = Promise.resolve();
-  private fenceTimer: NodeJS.Timeout | null = null;
+  /** The fence delay of each lost association still running, by epoch. */
+  private readonly fenceTimers = new Map<number, NodeJS.Timeout>();
   private changeTimer: NodeJS.Timeout | null = null;
   private ctrlRef: NvmeController | null = null;
 
@@ -119,7 +123,7 @@ export class Path implements PathView {
 
   /** May a command sent in association `epoch` go to another path now? */
   fenced(epoch: number): boolean {
-    return this.epoch > epoch || this.lossFenced;
+    return this.fenceDelayMs === null ? this.epoch > epoch : this.fencedThrough >= epoch;
   }
 
   /** A new association is live: everything learnt about the old one is void. */
@@ -130,7 +134,7 @@ export class Path implements PathView {
     this.problem = null;
     this.absent = false;
     this.ana = 'unknown';
-    this.stopFenceTimer();
+    this.unfenceable = false;
     this.stopChangeTimer();
   }
 
@@ -141,24 +145,23 @@ export class Path implements PathView {
   }
 
   /**
-   * The association was lost: fenced once fenceDelayMs has passed, then `onFenced`
-   * releases. Called on every state the controller passes through while it has no
-   * association; only the first call after the loss starts the timer. No-op without a
-   * time fence (fenceDelayMs null).
+   * The current association was lost: fenced once fenceDelayMs has passed, then
+   * `onFenced` releases. Called on every state the controller passes through while it
+   * has no association; only the first call after each loss starts a delay. No-op
+   * without a time fence (fenceDelayMs null).
    */
   startFence(onFenced: () => void): void {
-    if (this.epoch === 0) return; // no association yet: nothing was sent here
-    if (this.fenceTimer || this.lossFenced || this.fenceDelayMs === null) return;
-    if (this.fenceDelayMs <= 0) {
-      this.lossFenced = true;
+    const epoch = this.epoch;
+    if (epoch === 0) return; // no association yet: nothing was sent here
+    if (this.fenceDelayMs === null || this.fencedThrough >= epoch) return;
+    if (this.fenceTimers.has(epoch)) return;
+    const fence = () => {
+      this.fenceTimers.delete(epoch);
+      this.fencedThrough = Math.max(this.fencedThrough, epoch);
       onFenced();
-      return;
-    }
-    this.fenceTimer = setTimeout(() => {
-      this.fenceTimer = null;
-      this.lossFenced = true;
-      onFenced();
-    }, this.fenceDelayMs);
+    };
+    if (this.fenceDelayMs <= 0) return fence();
+    this.fenceTimers.set(epoch, setTimeout(fence, this.fenceDelayMs));
   }
 
   /** Start (once) the 2×ANATT watch of a group stuck in 'change' (facts §7). */
@@ -177,11 +180,10 @@ export class Path implements PathView {
     this.changeTimer = null;
   }
 
-  stopFenceTimer(): void {
-    if (this.fenceTimer) clearTimeout(this.fenceTimer);
-    this.fenceTimer = null;
-    this.lossFenced = false;
-    this.unfenceable = false;
+  /** The namespace closes: no delay runs on. */
+  stopFenceTimers(): void {
+    for (const t of this.fenceTimers.values()) clearTimeout(t);
+    this.fenceTimers.clear();
   }
 
   info(): PathInfo {

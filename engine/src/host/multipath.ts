@@ -29,12 +29,12 @@
  *    other node now could let the old copy land after a later write to the same blocks
  *    that went through the other node, silently replacing newer data with older data.
  *    So a write, write zeroes or deallocate is held (bounded by maxWaiting) until its
- *    path is fenced (multipath-path.ts): a new association was established (reconnect
- *    completed: the old one is gone), or fenceDelayMs passed since the association was
- *    lost (reconnecting or not). Only then is it resent. A path with no keep-alive (KATO 0)
- *    and no fenceDelayMs given has no such delay (nothing on its target ever drops the
- *    lost controller): when it is given up, its held commands fail with
- *    maybeExecuted = true instead of being resent. A read, compare or flush changes no
+ *    path is fenced (multipath-path.ts): fenceDelayMs passed since the association it
+ *    went out on was lost (reconnected since or not: a new association does not end the
+ *    old controller on the target). Only then is it resent. A path with no keep-alive
+ *    (KATO 0) and no fenceDelayMs given has no such delay (nothing on its target ever
+ *    drops the lost controller): a new association is all that fences it, and when it is
+ *    given up, its held commands fail with maybeExecuted = true instead of being resent. A read, compare or flush changes no
  *    data, so running it twice cannot reorder writes: it is resent at once.
  * 4. DNR set, or any other status (LBA range, media error...): the namespace answered;
  *    the caller gets the NvmeStatusError, no retry.
@@ -243,7 +243,7 @@ export class MultipathNamespace extends NamespaceIo {
     await Promise.all(this.list.map((p) => p.ctrl.close()));
     for (const p of this.list) {
       p.lost();
-      p.stopFenceTimer();
+      p.stopFenceTimers();
     }
     if (this.waitTimer) clearTimeout(this.waitTimer);
     this.waitTimer = null;
@@ -347,7 +347,7 @@ export class MultipathNamespace extends NamespaceIo {
       if (!p.fenced(epoch)) continue;
       p.inDoubt.delete(c);
       const reason =
-        p.epoch > epoch
+        p.fenceDelayMs === null
           ? 'path reset (new association)'
           : `association lost ${p.fenceDelayMs} ms ago (${p.controller})`;
       this.opts.onRetry?.({ kind: 'release', what: c.what, path: p.name, reason });
@@ -444,7 +444,7 @@ export class MultipathNamespace extends NamespaceIo {
       p.newAssociation(p.ctrl.cntlid);
       p.validating = validatePath(this.watch, p);
       this.emit(p, reason);
-      this.releaseFenced(p); // the old association is gone: in-doubt commands may go
+      this.releaseFenced(p); // a path without keep-alive: a new association is its fence
       return;
     }
     p.lost();

@@ -238,6 +238,12 @@ export class NvmeTcpQueue {
       const why = this.failure ? `: ${this.failure.message}` : '';
       return finish(req, new HostError(kind, this.notLive() + why));
     }
+    if (req.into && req.into.length < req.readLength) {
+      // a caller's mistake: the data would be cut short without a word
+      throw new RangeError(
+        `queue ${this.qid}: a ${req.readLength}-byte read into a ${req.into.length}-byte buffer`,
+      );
+    }
     if (req.transferLength > this.maxDataLength) {
       const what = `queue ${this.qid}: a ${req.transferLength}-byte transfer`;
       const limit = `this queue's limit of ${this.maxDataLength} bytes`;
@@ -457,7 +463,8 @@ export class NvmeTcpQueue {
     const req = slot.req!;
     // Linux completes a command whose C2H data failed its digest with this status.
     req.status = slot.ddgstBad && status === 0 ? SC.DATA_XFER_ERROR : status;
-    req.data = req.into ?? slot.gather;
+    // A failed read's buffer may be partly filled (allocUnsafe: old memory): none is handed out.
+    req.data = req.status === 0 ? (req.into ?? slot.gather) : null;
     this.release(slot);
     this.refill();
     req.onDone(req);
@@ -580,7 +587,10 @@ export class NvmeTcpQueue {
       // A peer that never closes its side must not keep the socket half-open forever.
       setTimeout(() => this.sock.destroy(), 1000).unref();
     } else {
-      this.sock.destroy();
+      // RST, not FIN: the kernel drops what it had not sent yet. Closed the usual way it
+      // would go on sending those bytes, and after a network partition heals a command
+      // this host has given up could still reach the old controller (multipath-path.ts).
+      this.sock.resetAndDestroy();
     }
     if (culprit?.slot.req) this.failSlot(culprit.slot, culprit.err);
     for (const slot of this.slots) if (slot.req) this.failSlot(slot, err.forCommand(true));

@@ -339,6 +339,38 @@ describe('host library vs a lying target', () => {
     expect(err.message).toMatch(msg);
   });
 
+  it('hands out no data of a read that failed after part of it arrived', async () => {
+    // half the data, then a media error: the gathered buffer is half old memory
+    const lie = onlyReads((x) => [
+      ...c2h(x, 0, x.data.subarray(0, 2048), { last: false, success: false }),
+      encodeCapsuleResp(
+        { dw0: 0, dw1: 0, sqhd: 0, sqid: 1, cid: x.cid, status: (0x2 << 8) | 0x81 },
+        x.dg.hdgst,
+      ),
+    ]);
+    const { ctrl } = await connect({ lie });
+    const req = readReq();
+    await new Promise<void>((resolve) => {
+      req.onDone = () => resolve();
+      ctrl.submitIo(req, 0);
+    });
+    expect(req.error).toBeNull();
+    expect(req.status).not.toBe(0);
+    expect(req.data).toBeNull(); // before: a 4 KiB buffer, its second half never written
+    expect(ctrl.state).toBe('live');
+  });
+
+  it('refuses a read into a buffer shorter than the read, before sending it', async () => {
+    const { ctrl, ns, target } = await connect({});
+    const req = readReq();
+    req.into = Buffer.alloc(1024);
+    expect(() => ctrl.submitIo(req, 0)).toThrow(/a 4096-byte read into a 1024-byte buffer/);
+    // nothing was sent, nothing is held: the queue serves on
+    target.memory.fill(0x5a, 0, 4096);
+    expect((await ns.read(0, 8)).every((b) => b === 0x5a)).toBe(true);
+    expect(ctrl.state).toBe('live');
+  });
+
   it('refuses a C2HData that claims a digest that was not negotiated', async () => {
     const lie = onlyReads((x) => {
       const b = c2h(x, 0, x.data);

@@ -141,6 +141,7 @@ export async function until(what: string, ok: () => boolean, ms = 20_000): Promi
 export class PausableProxy {
   private paused = false;
   private readonly pairs = new Set<[net.Socket, net.Socket]>();
+  private readonly partitioned: { upstream: net.Socket; held: Buffer[] }[] = [];
   private constructor(
     private readonly server: net.Server,
     readonly port: number,
@@ -178,6 +179,39 @@ export class PausableProxy {
       u.unpipe(c);
       c.pause();
       u.pause();
+    }
+  }
+
+  /**
+   * A partition of the connections open now, and of nothing else (a middlebox that lost
+   * their state, a flapping link): the host's bytes on them reach neither the target nor
+   * stop, and the target never sees them close, while new connections pass as before.
+   * heal() hands the held bytes to the target on those old connections, as the host's
+   * kernel retransmitting them would once the link is back.
+   */
+  partition(): void {
+    for (const pair of [...this.pairs]) {
+      const [c, u] = pair;
+      this.pairs.delete(pair);
+      c.unpipe(u);
+      u.unpipe(c);
+      c.removeAllListeners('close')
+        .removeAllListeners('error')
+        .on('error', () => {});
+      u.removeAllListeners('close')
+        .removeAllListeners('error')
+        .on('error', () => {});
+      const held: Buffer[] = [];
+      c.on('data', (d: Buffer) => held.push(d));
+      u.resume(); // what the target sends is lost
+      this.partitioned.push({ upstream: u, held });
+    }
+  }
+
+  heal(): void {
+    for (const { upstream, held } of this.partitioned.splice(0)) {
+      for (const d of held) upstream.write(d);
+      cleanup.push(async () => void upstream.destroy());
     }
   }
 

@@ -234,7 +234,7 @@ describe('multipath over two BranchSAN targets sharing one backend', () => {
     expect((await mp.read(LBA, 1)).equals(data)).toBe(true);
   });
 
-  it('holds a timed-out write until its path reconnects (new association)', async () => {
+  it('holds a timed-out write through its path reconnecting, until the fence delay since the loss has passed', async () => {
     const { a, b } = await startPair();
     const proxy = await PausableProxy.start(a.port);
     const events: string[] = [];
@@ -243,6 +243,7 @@ describe('multipath over two BranchSAN targets sharing one backend', () => {
     const mp = await open({
       nsid: 1,
       paths: [stallablePath(a, proxy, 60_000), pathTo(b)],
+      fenceDelayMs: 2500,
       onRetry: (ev) => events.push(`${ev.kind} ${ev.reason}`),
     });
     const cntlidBefore = byName(mp, 'A').cntlid;
@@ -251,23 +252,62 @@ describe('multipath over two BranchSAN targets sharing one backend', () => {
     const pending = mp.write(LBA, data);
     await until('the write to be held', () => events.some((e) => e.startsWith('hold')));
     await until('a failed reconnect attempt', () => byName(mp, 'A').controller === 'recovering');
-    await new Promise((r) => setTimeout(r, 700));
-    expect(byName(mp, 'A').inDoubt).toBe(1);
-    expect(bWritesOfLba()).toBe(0);
-    expect(a.writes).not.toContain(LBA * BS);
-
     proxy.resume();
-    await pending;
-    expect(events.filter((e) => !e.startsWith('hold'))).toEqual([
-      'release path reset (new association)',
-    ]);
+    // A new association says nothing about the old controller: the write stays held.
     await until('A back', () => byName(mp, 'A').usable);
     expect(byName(mp, 'A').cntlid).not.toBe(cntlidBefore);
+    expect(byName(mp, 'A').inDoubt).toBe(1);
+    expect(a.writes).not.toContain(LBA * BS);
+    expect(bWritesOfLba()).toBe(0);
+
+    await pending;
+    expect(events.filter((e) => !e.startsWith('hold'))).toEqual([
+      'release association lost 2500 ms ago (live)',
+    ]);
     expect((await mp.read(LBA, 1)).equals(data)).toBe(true);
     // Once A is optimized and verified again, I/O goes back to it.
     const aBefore = a.writes.length;
     await mp.write(LBA + 1, randomBytes(BS));
     expect(a.writes.length).toBe(aBefore + 1);
+  });
+
+  // The corruption a reconnect used as a fence allowed: the old connection delivers the
+  // write after the host resent it and wrote the block again through the new one.
+  it('a write in doubt that reaches the old controller late cannot replace a newer write', async () => {
+    const { a, b } = await startPair();
+    const proxy = await PausableProxy.start(a.port);
+    const events: string[] = [];
+    const LBA = 123;
+    const mp = await open({
+      nsid: 1,
+      paths: [
+        pathTo(a, proxy.port, {
+          kato: 4000,
+          ioTimeoutMs: 400,
+          connectTimeoutMs: 1000,
+          reconnect: { delayMs: 200, lossTimeoutMs: 60_000 },
+        }),
+        pathTo(b),
+      ],
+      onRetry: (ev) => events.push(`${ev.kind} ${ev.reason}`),
+    });
+    proxy.partition(); // A's connections now: the host's bytes wait in the network
+    const older = mp.write(LBA, Buffer.alloc(BS, 0xaa));
+    await until('the write to be held', () => events.some((e) => e.startsWith('hold')));
+    await until('A reconnected', () => byName(mp, 'A').usable);
+    // The old connection delivers it now, to the old controller, which lives on at the
+    // target beside the new one (it never saw its sockets close)...
+    await new Promise((r) => setTimeout(r, 300));
+    proxy.heal();
+    await until('the late write to land', () => a.writes.includes(LBA * BS));
+    // ...and only then may the host resend it (4 s KATO: 5 s after the loss).
+    await older;
+    expect(events.filter((e) => !e.startsWith('hold'))).toEqual([
+      'release association lost 5000 ms ago (live)',
+    ]);
+    const newer = Buffer.alloc(BS, 0xbb);
+    await mp.write(LBA, newer);
+    expect((await mp.read(LBA, 1)).equals(newer)).toBe(true);
   });
 
   it('fails I/O with a clear error after noPathTimeoutMs when no path is usable', async () => {
