@@ -13,7 +13,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { formatDuration } from '../../renderer/src/format/duration.js';
 import { connectSocket } from '../helpers/api.js';
 import { REPO_ROOT, startEngine as startEngineProcess, tempDir } from '../helpers/engine.js';
-import { launchChromium, recordProblems } from './helpers/browser.js';
+import { chromium } from 'playwright-core';
+import { CHROMIUM_ARGS, CHROMIUM_PATH, launchChromium, recordProblems } from './helpers/browser.js';
 import { assertBuilt, startEngine, type ConsoleEngine } from './helpers/engine.js';
 
 const RESULTS = path.join(REPO_ROOT, 'test-results');
@@ -172,9 +173,72 @@ describe('web console in Chromium against a real engine', () => {
     await page.locator('[data-testid="connection-indicator"][data-state="connected"]').waitFor();
     await page.getByTestId('sign-out').click();
     await page.locator('[data-testid="login-page"][data-mode="sign-in"]').waitFor();
-    expect(await context!.cookies()).toEqual([]);
+    // signed out here at once; the engine's answer clears the cookie
+    await expect.poll(() => context!.cookies()).toEqual([]);
+    expect(await page.getByTestId('login-notice').count()).toBe(0); // nothing to explain
     await page.reload();
     await page.locator('[data-testid="login-page"][data-mode="sign-in"]').waitFor();
+  });
+
+  it('signs out here even when the engine cannot be told, and says so', async () => {
+    const page = await openPage();
+    await signIn(page);
+    await page.locator('[data-testid="connection-indicator"][data-state="connected"]').waitFor();
+    await page.route('**/api/logout', (route) => route.abort('connectionrefused'));
+    await page.getByTestId('sign-out').click();
+    await page.locator('[data-testid="login-page"][data-mode="sign-in"]').waitFor();
+    const notice = page.getByTestId('login-notice');
+    await notice
+      .getByText(/Signed out in this browser, but the engine could not be told/)
+      .waitFor();
+    expect(await notice.textContent()).toContain('ends by itself');
+    // before: the click did nothing at all, the page stayed signed in and connected
+    expect(await page.getByTestId('connection-indicator').count()).toBe(0);
+  });
+
+  it('says why the sign-in page is back when the session ended elsewhere', async () => {
+    const page = await openPage();
+    await signIn(page);
+    await page.locator('[data-testid="connection-indicator"][data-state="connected"]').waitFor();
+    // another tab of this browser signs out: the engine ends the session and its sockets
+    await page.evaluate(() =>
+      fetch('api/logout', {
+        method: 'POST',
+        headers: {
+          'Content-Type': 'application/json',
+          'X-BranchSAN-Key': localStorage.getItem('branchsan.pageKey') ?? '',
+        },
+        body: '{}',
+      }),
+    );
+    await page.locator('[data-testid="login-page"][data-mode="sign-in"]').waitFor();
+    expect(await textOf(page, 'login-notice')).toContain('Your session has ended.');
+  });
+
+  it('shows the engine’s refusal of an address it does not serve, instead of "cannot reach"', async () => {
+    // a name that resolves to this machine, as localhost.localdomain does on some systems
+    const named = await chromium.launch({
+      executablePath: CHROMIUM_PATH,
+      args: [...CHROMIUM_ARGS, '--host-resolver-rules=MAP branchsan.test 127.0.0.1'],
+    });
+    try {
+      const page = await (await named.newContext({ viewport: VIEWPORT })).newPage();
+      const port = new URL(baseUrl()).port;
+      await page.goto(`http://branchsan.test:${port}/`);
+      const message = page.getByTestId('refusal-message');
+      await message.waitFor();
+      expect(await message.textContent()).toBe(
+        `The console answers only to loopback addresses, not to "branchsan.test:${port}".`,
+      );
+      expect(await textOf(page, 'refusal-hint')).toBe(
+        `Open the console at http://127.0.0.1:${port}/.`,
+      );
+      expect(await page.getByTestId('sign-out').count()).toBe(0); // nothing to sign out of
+      expect(await textOf(page, 'connection-indicator')).toContain('Refused');
+      await page.screenshot({ path: path.join(RESULTS, 'console-refused-host.png') });
+    } finally {
+      await named.close();
+    }
   });
 
   // Last: it stops the engine.

@@ -64,11 +64,23 @@ function request(
   });
 }
 
-/** The cookie pair ("name=value") from a Set-Cookie answer. */
-function cookieOf(reply: Reply): string {
+/** What a browser keeps of a sign-in: the cookie pair ("name=value") and the page key. */
+interface Session {
+  cookie: string;
+  key: string;
+}
+
+/** The session a sign-in (or setup) answered: its Set-Cookie and its page key. */
+function cookieOf(reply: Reply): Session {
   const set = reply.headers['set-cookie']?.[0];
   if (!set) throw new Error(`no Set-Cookie in ${reply.status} ${JSON.stringify(reply.body)}`);
-  return set.split(';')[0]!;
+  expect(reply.body.pageKey).toMatch(/^[A-Za-z0-9_-]{43}$/);
+  return { cookie: set.split(';')[0]!, key: reply.body.pageKey as string };
+}
+
+/** The headers the console page sends with a request that uses its session. */
+function sessionHeaders(s: Session): Record<string, string> {
+  return { Cookie: s.cookie, 'X-BranchSAN-Key': s.key };
 }
 
 function baseOf(engine: RunningEngine): string {
@@ -82,12 +94,15 @@ function tokenOf(engine: RunningEngine): string {
 /** Opens the console WebSocket; rejects with "HTTP <status>" when the upgrade is refused. */
 function openSocket(
   base: string,
-  opts: { cookie?: string; protocols?: string[]; origin?: string; ca?: string } = {},
+  /** A Session as the page sends it (cookie and key), or a bare cookie string. */
+  opts: { cookie?: Session | string; protocols?: string[]; origin?: string; ca?: string } = {},
 ): Promise<WebSocket> {
   const url = base.replace(/^http/, 'ws') + 'api';
+  const c = opts.cookie;
+  const key = typeof c === 'object' ? [`branchsan.key.${c.key}`] : [];
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, opts.protocols ?? ['branchsan.v1'], {
-      headers: opts.cookie ? { Cookie: opts.cookie } : {},
+    const ws = new WebSocket(url, opts.protocols ?? ['branchsan.v1', ...key], {
+      headers: c ? { Cookie: typeof c === 'string' ? c : c.cookie } : {},
       ...(opts.origin ? { origin: opts.origin } : {}),
       ...(opts.ca ? { ca: opts.ca, servername: 'localhost' } : {}),
     });
@@ -135,7 +150,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 describe('console sign-in on loopback (plain http)', () => {
   let engine: RunningEngine;
   let base: string;
-  let cookie: string;
+  let cookie: Session;
 
   beforeAll(async () => {
     engine = await startEngine({ args: ['--session-idle', '1.5', '--login-lockout', '1'] });
@@ -200,6 +215,31 @@ describe('console sign-in on loopback (plain http)', () => {
     ).rejects.toThrow(/HTTP 401/);
   });
 
+  // Browsers send a host's cookies to every port of it: another program on this host
+  // (another user's, on localhost:8080) that a signed-in admin's browser visits gets the
+  // cookie. Without the page key, which the console's origin alone can read, it opens
+  // nothing and ends nothing.
+  it('the cookie alone opens nothing: the page key must come with it', async () => {
+    const login = await request(base, 'POST', '/api/login', { body: { password: PASSWORD } });
+    const mine = cookieOf(login);
+    await expect(openSocket(base, { cookie: mine.cookie })).rejects.toThrow(/HTTP 401/);
+    const other = { ...mine, key: 'B'.repeat(43) }; // another session's key, or a guess
+    await expect(openSocket(base, { cookie: other })).rejects.toThrow(/HTTP 401/);
+    const bare = await request(base, 'GET', '/api/session', { headers: { Cookie: mine.cookie } });
+    expect(bare.body.authenticated).toBe(false);
+    const ws = await openSocket(base, { cookie: mine });
+    // a sign-out with the cookie alone clears that cookie, and ends no session
+    const out = await request(base, 'POST', '/api/logout', {
+      body: {},
+      headers: { Cookie: mine.cookie },
+    });
+    expect(out.status).toBe(200);
+    expect((await call(ws, 'system.status')).result.pid).toBe(engine.pid);
+    const still = await request(base, 'GET', '/api/session', { headers: sessionHeaders(mine) });
+    expect(still.body.authenticated).toBe(true);
+    ws.close();
+  });
+
   it('signs in with the password, refuses a wrong one with 401', async () => {
     const bad = await request(base, 'POST', '/api/login', { body: { password: 'wrong password' } });
     expect(bad.status).toBe(401);
@@ -208,7 +248,7 @@ describe('console sign-in on loopback (plain http)', () => {
     const ok = await request(base, 'POST', '/api/login', { body: { password: PASSWORD } });
     expect(ok.status).toBe(200);
     expect(ok.body).toMatchObject({ authenticated: true, idleTimeoutSec: 1.5 });
-    const s = await request(base, 'GET', '/api/session', { headers: { Cookie: cookieOf(ok) } });
+    const s = await request(base, 'GET', '/api/session', { headers: sessionHeaders(cookieOf(ok)) });
     expect(s.body).toMatchObject({ authenticated: true, setupRequired: false });
   });
 
@@ -267,7 +307,10 @@ describe('console sign-in on loopback (plain http)', () => {
     const mine = cookieOf(login);
     const ws = await openSocket(base, { cookie: mine });
     const code = closed(ws);
-    const out = await request(base, 'POST', '/api/logout', { body: {}, headers: { Cookie: mine } });
+    const out = await request(base, 'POST', '/api/logout', {
+      body: {},
+      headers: sessionHeaders(mine),
+    });
     expect(out.status).toBe(200);
     expect(out.headers['set-cookie']![0]).toMatch(/^branchsan_session=; .*Max-Age=0/);
     expect(await code).toBe(4401);
@@ -281,7 +324,7 @@ describe('console sign-in on loopback (plain http)', () => {
     const code = closed(ws);
     expect(await code).toBe(4401); // nothing sent for 1.5 s
     await expect(openSocket(base, { cookie: mine })).rejects.toThrow(/HTTP 401/);
-    const s = await request(base, 'GET', '/api/session', { headers: { Cookie: mine } });
+    const s = await request(base, 'GET', '/api/session', { headers: sessionHeaders(mine) });
     expect(s.body.authenticated).toBe(false);
   });
 
@@ -295,7 +338,7 @@ describe('console sign-in on loopback (plain http)', () => {
     const end: { code?: number } = {};
     ws.once('close', (code) => (end.code = code));
     for (;;) {
-      const s = await request(base, 'GET', '/api/session', { headers: { Cookie: mine } });
+      const s = await request(base, 'GET', '/api/session', { headers: sessionHeaders(mine) });
       if (!s.body.authenticated) break;
       await sleep(5);
     }

@@ -182,8 +182,12 @@ describe('engine API over the Unix socket', () => {
 describe('engine API over the console WebSocket', () => {
   const token = () => new URL(engine.consoleUrl!).searchParams.get('token')!;
   const wsUrl = () => engine.consoleUrl!.replace(/^http/, 'ws').replace(/\/\?.*$/, '/api');
-  /** The session cookie: the printed token authorises the first-run setup, which signs in. */
+  /**
+   * The session cookie and page key: the printed token authorises the first-run setup,
+   * which signs in. The key goes with the upgrade as a subprotocol offer, as the page does.
+   */
   let cookie = '';
+  let keyOffer = '';
 
   beforeAll(async () => {
     const res = await fetch(new URL('/api/setup', engine.consoleUrl!), {
@@ -193,11 +197,13 @@ describe('engine API over the console WebSocket', () => {
     });
     expect(res.status).toBe(201);
     cookie = res.headers.get('set-cookie')!.split(';')[0]!;
+    keyOffer = `branchsan.key.${((await res.json()) as { pageKey: string }).pageKey}`;
   });
 
   function open(protocols: string[], withCookie = true): Promise<WebSocket> {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(wsUrl(), protocols, {
+      const offers = withCookie ? [...protocols, keyOffer] : protocols;
+      const ws = new WebSocket(wsUrl(), offers, {
         headers: withCookie ? { Cookie: cookie } : {},
       });
       ws.once('open', () => resolve(ws));
@@ -253,7 +259,7 @@ describe('engine API over the console WebSocket', () => {
     await expect(open(['branchsan.v1', `branchsan.token.${token()}`], false)).rejects.toThrow(
       /401/,
     );
-    const foreign = new WebSocket(wsUrl(), ['branchsan.v1'], {
+    const foreign = new WebSocket(wsUrl(), ['branchsan.v1', keyOffer], {
       origin: 'http://evil.example',
       headers: { Cookie: cookie },
     });

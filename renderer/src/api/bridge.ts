@@ -42,6 +42,7 @@ export function createBridgeClient(bridge: BridgeApi): ConsoleClient {
       return link.state;
     },
     problem: null,
+    refusal: null,
     async call<M extends MethodName>(method: M, params: MethodParams<M>) {
       let reply: Awaited<ReturnType<BridgeApi['call']>>;
       try {

@@ -18,7 +18,15 @@ export type LinkProblem =
   | 'signed-out'
   /** The engine has no admin password yet: the first-run setup must set one. */
   | 'setup-required'
+  /** The engine answered with a refusal of its own (see ConsoleClient.refusal). */
+  | 'refused'
   | null;
+
+/** What the engine said when it refused the console, and what to do. */
+export interface Refusal {
+  message: string;
+  hint?: string;
+}
 
 /** Signing in and out of the web console; absent in the desktop app (the socket needs none). */
 export interface ConsoleAuthApi {
@@ -28,6 +36,11 @@ export interface ConsoleAuthApi {
   signIn(password: string): Promise<void>;
   /** First run: sets the admin password with the setup token, signs in, connects. */
   setUp(password: string): Promise<void>;
+  /**
+   * Signs out here at once (the socket closes, the sign-in page shows), and asks the
+   * engine to end the session. Throws SignInError when the engine could not be told:
+   * its session then ends only when it expires.
+   */
   signOut(): Promise<void>;
   /** Asks the engine again (after `branchsan passwd` on the server, for example). */
   refresh(): Promise<void>;
@@ -36,6 +49,8 @@ export interface ConsoleAuthApi {
 export interface ConsoleClient extends ApiClient {
   readonly transport: TransportKind;
   readonly problem: LinkProblem;
+  /** The engine's words while `problem` is 'refused', else null. */
+  readonly refusal: Refusal | null;
   onProblem(handler: (problem: LinkProblem) => void): () => void;
   readonly auth?: ConsoleAuthApi;
 }

@@ -2,13 +2,14 @@
  * createApiClient(): the one place that picks a transport.
  * Inside the desktop app the preload defines window.branchsan and we use it (the
  * engine's socket needs no sign-in). Anywhere else (the web console in a browser) we
- * open a WebSocket to the engine that served this page, with the session cookie the
- * sign-in page obtained; the setup token from the URL is kept for the first-run setup.
+ * open a WebSocket to the engine that served this page, with the session cookie and
+ * page key the sign-in page obtained; the setup token from the URL is kept for the
+ * first-run setup.
  */
 import { BRIDGE_GLOBAL, type BridgeApi } from '../../../contract/bridge.js';
 import { createBridgeClient } from './bridge.js';
 import type { ConsoleClient } from './client.js';
-import { createSessionApi } from './session.js';
+import { createSessionApi, pageKeyStore } from './session.js';
 import { takeAccessToken } from './token.js';
 import { consoleSocketUrl, createWebSocketClient } from './websocket.js';
 
@@ -20,6 +21,7 @@ export interface ClientHost {
   location: Pick<Location, 'href'>;
   history: Pick<History, 'replaceState' | 'state'>;
   sessionStorage: Pick<Storage, 'getItem' | 'setItem'> | null;
+  localStorage: Pick<Storage, 'getItem' | 'setItem' | 'removeItem'> | null;
   fetch: typeof fetch;
   WebSocket: typeof WebSocket;
 }
@@ -34,7 +36,7 @@ export function createApiClient(host: ClientHost = window): ConsoleClient {
   return createWebSocketClient({
     url: consoleSocketUrl(pageHref),
     WebSocket: host.WebSocket,
-    session: createSessionApi(host.fetch.bind(host), pageHref),
+    session: createSessionApi(host.fetch.bind(host), pageHref, pageKeyStore(host.localStorage)),
     setupToken,
   });
 }

@@ -1,7 +1,10 @@
 /**
  * The console's sign-in endpoints (engine: control/auth/console-auth.ts), called with
  * fetch on the page's own origin. The session itself is an HttpOnly cookie: this code
- * never sees it, and the browser sends it with the WebSocket upgrade.
+ * never sees it, and the browser sends it with the WebSocket upgrade. The page key that
+ * sign-in also answers goes with every use of the session (the X-BranchSAN-Key header
+ * here, a subprotocol offer on the upgrade): browsers send a host's cookies to all its
+ * ports, while the key lives in this origin's storage, which other ports cannot read.
  */
 
 /** What the engine says about this browser's session. */
@@ -24,15 +27,71 @@ export class SignInError extends Error {
   }
 }
 
+/** Where the page key lives: this origin's localStorage, shared by its tabs. */
+export interface KeyStore {
+  get(): string | null;
+  set(key: string | null): void;
+}
+
+const KEY_ITEM = 'branchsan.pageKey';
+
+/** localStorage, or memory where it cannot be used (storage disabled, a private window). */
+export function pageKeyStore(
+  storage: Pick<Storage, 'getItem' | 'setItem' | 'removeItem'> | null,
+): KeyStore {
+  let memory: string | null = null;
+  return {
+    get() {
+      try {
+        return storage?.getItem(KEY_ITEM) ?? memory;
+      } catch {
+        return memory;
+      }
+    },
+    set(key) {
+      memory = key;
+      try {
+        if (key === null) storage?.removeItem(KEY_ITEM);
+        else storage?.setItem(KEY_ITEM, key);
+      } catch {
+        // memory holds it for this page
+      }
+    },
+  };
+}
+
 export interface SessionApi {
-  /** The session state, or null when the engine does not answer. */
+  /** The page key of the session, for the WebSocket upgrade; null before sign-in. */
+  pageKey(): string | null;
+  /**
+   * The session state, or null when the engine does not answer (down, or a proxy in
+   * front of it says 502/503/504). Throws SignInError when the engine answers with a
+   * refusal of its own (a Host it does not serve, a password file it cannot read): no
+   * retry changes that, and its words say what to do.
+   */
   check(): Promise<SessionState | null>;
   login(password: string): Promise<void>;
   setup(token: string, password: string): Promise<void>;
   logout(): Promise<void>;
 }
 
-export function createSessionApi(fetchFn: typeof fetch, pageHref: string): SessionApi {
+/**
+ * How long a request to the engine may take: an engine host that is off the network
+ * (rather than refusing) would otherwise hold it for the system's connect timeout.
+ */
+export const REQUEST_TIMEOUT_MS = 10_000;
+
+export function createSessionApi(
+  fetchFn: typeof fetch,
+  pageHref: string,
+  keys: KeyStore = pageKeyStore(null),
+): SessionApi {
+  /** The page key header, when there is a key. */
+  const keyHeader = (): Record<string, string> => {
+    const key = keys.get();
+    return key ? { 'X-BranchSAN-Key': key } : {};
+  };
+
   const endpoint = (name: string) => {
     const url = new URL(`api/${name}`, pageHref);
     url.search = '';
@@ -40,15 +99,27 @@ export function createSessionApi(fetchFn: typeof fetch, pageHref: string): Sessi
     return url.href;
   };
 
+  /** The engine's refusal in its own words; null when the reply is not the engine's. */
+  async function refusal(res: Response): Promise<SignInError | null> {
+    const answer = (await res.json().catch(() => null)) as { error?: unknown; hint?: unknown };
+    if (!answer || typeof answer.error !== 'string') return null;
+    return new SignInError(
+      answer.error,
+      typeof answer.hint === 'string' ? answer.hint : undefined,
+      res.status,
+    );
+  }
+
   async function post(name: string, body: unknown): Promise<void> {
     let res: Response;
     try {
       res = await fetchFn(endpoint(name), {
         method: 'POST',
-        headers: { 'Content-Type': 'application/json' },
+        headers: { 'Content-Type': 'application/json', ...keyHeader() },
         body: JSON.stringify(body),
         credentials: 'same-origin',
         cache: 'no-store',
+        signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
       });
     } catch {
       throw new SignInError(
@@ -57,31 +128,45 @@ export function createSessionApi(fetchFn: typeof fetch, pageHref: string): Sessi
         0,
       );
     }
-    if (res.ok) return;
-    const answer = (await res.json().catch(() => ({}))) as { error?: unknown; hint?: unknown };
-    throw new SignInError(
-      typeof answer.error === 'string' ? answer.error : `The engine refused (HTTP ${res.status}).`,
-      typeof answer.hint === 'string' ? answer.hint : undefined,
-      res.status,
+    if (res.ok) {
+      const answer = (await res.json().catch(() => null)) as { pageKey?: unknown } | null;
+      if (typeof answer?.pageKey === 'string') keys.set(answer.pageKey);
+      return;
+    }
+    throw (
+      (await refusal(res)) ??
+      new SignInError(`The engine refused (HTTP ${res.status}).`, undefined, res.status)
     );
   }
 
   return {
     async check() {
+      let res: Response;
       try {
-        const res = await fetchFn(endpoint('session'), {
+        res = await fetchFn(endpoint('session'), {
+          headers: keyHeader(),
           credentials: 'same-origin',
           cache: 'no-store',
+          signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
         });
-        if (!res.ok) return null;
-        const s = (await res.json()) as Partial<SessionState>;
-        return { authenticated: s.authenticated === true, setupRequired: s.setupRequired === true };
       } catch {
         return null;
       }
+      if (!res.ok) {
+        if (res.status === 502 || res.status === 503 || res.status === 504) return null;
+        const refused = await refusal(res);
+        if (refused) throw refused;
+        return null; // not the engine's answer: something in between, retried
+      }
+      const s = (await res.json().catch(() => null)) as Partial<SessionState> | null;
+      if (!s) return null;
+      return { authenticated: s.authenticated === true, setupRequired: s.setupRequired === true };
     },
+    pageKey: () => keys.get(),
     login: (password) => post('login', { password }),
     setup: (token, password) => post('setup', { token, password }),
-    logout: () => post('logout', {}),
+    // the key goes with the request (the engine ends only the session it proves), then
+    // it is of no use: forgotten whatever the answer
+    logout: () => post('logout', {}).finally(() => keys.set(null)),
   };
 }

@@ -4,9 +4,11 @@
  * and event fan-out; this file adds the socket, the sign-in state and reconnection.
  *
  * The engine accepts the upgrade only with a session cookie, which the browser sends
- * by itself. A browser hides why a handshake failed, so after every failure or loss
+ * by itself, and that session's page key, offered as a subprotocol (session.ts). A browser hides why a handshake failed, so after every failure or loss
  * the client asks /api/session: signed out (or no password yet) stops the retries and
- * the UI shows the sign-in page; anything else is a link problem and is retried.
+ * the UI shows the sign-in page; a refusal in the engine's own words (a Host it does not
+ * serve, say) stops them too and is shown as it is; anything else is a link problem and
+ * is retried.
  */
 import type {
   EventData,
@@ -17,11 +19,18 @@ import type {
 } from '../../../contract/api.js';
 import { RpcSession } from '../../../contract/rpc-client.js';
 import { backoffDelay, type BackoffOptions } from './backoff.js';
-import { createLinkStatus, type ConsoleAuthApi, type ConsoleClient } from './client.js';
+import {
+  createLinkStatus,
+  type ConsoleAuthApi,
+  type ConsoleClient,
+  type Refusal,
+} from './client.js';
 import { SignInError, type SessionApi, type SessionState } from './session.js';
 
 /** The API version subprotocol; the engine selects it when it speaks this contract. */
 export const SUBPROTOCOL = 'branchsan.v1';
+/** Offered with the page key after it (session.ts): the engine checks it, never selects it. */
+export const PAGE_KEY_PROTOCOL = 'branchsan.key.';
 /**
  * Close code the engine uses when the socket's session ended (sign-out, expiry, new
  * password). The client does not trust the code alone: it asks /api/session after any loss.
@@ -76,6 +85,7 @@ export function createWebSocketClient(opts: WebSocketClientOptions): ConsoleClie
   let closed = false;
   /** Bumped by resume(): a session check that started before it no longer decides. */
   let epoch = 0;
+  let refusal: Refusal | null = null;
 
   const session = new RpcSession({
     send(text) {
@@ -91,18 +101,42 @@ export function createWebSocketClient(opts: WebSocketClientOptions): ConsoleClie
     const mine = ++epoch;
     clearTimeout(retryTimer);
     retryTimer = undefined;
-    link.setProblem(null);
+    setProblem(null);
     if (link.state !== 'connected') link.setState('connecting');
-    const state = opts.session ? await opts.session.check() : null;
+    let state: SessionState | null = null;
+    try {
+      state = opts.session ? await opts.session.check() : null;
+    } catch (err) {
+      if (closed || mine !== epoch) return;
+      return refused(err);
+    }
     if (closed || mine !== epoch) return;
     if (state && !state.authenticated) return needSignIn(state);
     if (!socket) connect();
   }
 
+  function setProblem(problem: Parameters<typeof link.setProblem>[0], why: Refusal | null = null) {
+    refusal = why;
+    link.setProblem(problem);
+  }
+
+  /** The engine refused in its own words: no retry changes that (refresh() asks again). */
+  function refused(err: unknown): void {
+    clearTimeout(retryTimer);
+    retryTimer = undefined;
+    const why =
+      err instanceof SignInError
+        ? { message: err.message, ...(err.hint ? { hint: err.hint } : {}) }
+        : { message: 'The engine’s answer could not be read.', hint: 'Reload the page.' };
+    setProblem('refused', why);
+    link.setState('disconnected');
+  }
+
   function connect(): void {
     retryTimer = undefined;
     if (closed || link.problem) return;
-    const ws = new WS(opts.url, [SUBPROTOCOL]);
+    const key = opts.session?.pageKey();
+    const ws = new WS(opts.url, key ? [SUBPROTOCOL, `${PAGE_KEY_PROTOCOL}${key}`] : [SUBPROTOCOL]);
     let openedAt = 0;
     socket = ws;
 
@@ -125,7 +159,7 @@ export function createWebSocketClient(opts: WebSocketClientOptions): ConsoleClie
     ws.addEventListener('open', () => {
       if (socket !== ws) return;
       openedAt = Date.now();
-      link.setProblem(null);
+      setProblem(null);
       link.setState('connected');
       armIdleTimer();
     });
@@ -150,18 +184,23 @@ export function createWebSocketClient(opts: WebSocketClientOptions): ConsoleClie
     };
     if (!opts.session) return retry();
     // A refused handshake, an ended session (code 4401) or a lost link: ask which.
-    void opts.session.check().then((state) => {
-      if (closed || mine !== epoch) return;
-      if (state && !state.authenticated) needSignIn(state);
-      else retry(); // the engine is away, or it was a link problem: keep trying
-    });
+    opts.session.check().then(
+      (state) => {
+        if (closed || mine !== epoch) return;
+        if (state && !state.authenticated) needSignIn(state);
+        else retry(); // the engine is away, or it was a link problem: keep trying
+      },
+      (err: unknown) => {
+        if (!closed && mine === epoch) refused(err);
+      },
+    );
   }
 
   /** No session: stop retrying until someone signs in (the UI shows the sign-in page). */
   function needSignIn(state: SessionState): void {
     clearTimeout(retryTimer);
     retryTimer = undefined;
-    link.setProblem(state.setupRequired ? 'setup-required' : 'signed-out');
+    setProblem(state.setupRequired ? 'setup-required' : 'signed-out');
     link.setState('disconnected');
   }
 
@@ -190,14 +229,18 @@ export function createWebSocketClient(opts: WebSocketClientOptions): ConsoleClie
       await resume();
     },
     async signOut() {
-      await opts.session!.logout();
+      // Here at once, whatever the engine answers: someone leaving a shared machine must
+      // not be left signed in by a slow or failed request. (The engine closes the
+      // session's other sockets, in other tabs, when it ends the session.)
       epoch++;
       const ws = socket;
       socket = null;
       clearTimeout(idleTimer);
+      clearTimeout(retryTimer);
       ws?.close(1000, 'signed out');
       session.failAll();
       needSignIn({ authenticated: false, setupRequired: false });
+      await opts.session!.logout();
     },
     refresh: resume,
   };
@@ -211,6 +254,9 @@ export function createWebSocketClient(opts: WebSocketClientOptions): ConsoleClie
     },
     get problem() {
       return link.problem;
+    },
+    get refusal() {
+      return refusal;
     },
     auth,
     call<M extends MethodName>(method: M, params: MethodParams<M>) {

@@ -10,6 +10,7 @@ export function describeLink(
 ): { label: string; tone: Tone } {
   if (problem === 'signed-out') return { label: 'Signed out', tone: 'warn' };
   if (problem === 'setup-required') return { label: 'Setup needed', tone: 'warn' };
+  if (problem === 'refused') return { label: 'Refused', tone: 'bad' };
   switch (state) {
     case 'connected':
       return { label: 'Connected', tone: 'ok' };

@@ -2,7 +2,7 @@
 import { defineStore } from 'pinia';
 import { onScopeDispose, ref } from 'vue';
 import type { ConnectionState } from '../../../contract/api.js';
-import type { LinkProblem, TransportKind } from '../api/client.js';
+import type { LinkProblem, Refusal, TransportKind } from '../api/client.js';
 import { useApiClient } from '../api/inject.js';
 
 export const useConnectionStore = defineStore('connection', () => {
@@ -10,6 +10,8 @@ export const useConnectionStore = defineStore('connection', () => {
 
   const state = ref<ConnectionState>(client.state);
   const problem = ref<LinkProblem>(client.problem);
+  /** The engine's words while problem is 'refused'. */
+  const refusal = ref<Refusal | null>(client.refusal);
   const transport = ref<TransportKind>(client.transport);
   /** Whether the link was up at least once since the page loaded. */
   const everConnected = ref(client.state === 'connected');
@@ -23,11 +25,12 @@ export const useConnectionStore = defineStore('connection', () => {
   });
   const offProblem = client.onProblem((next) => {
     problem.value = next;
+    refusal.value = client.refusal;
   });
   onScopeDispose(() => {
     offState();
     offProblem();
   });
 
-  return { state, problem, transport, everConnected, changedAt };
+  return { state, problem, refusal, transport, everConnected, changedAt };
 });

@@ -14,9 +14,18 @@
  * CSRF: the cookie is SameSite=Strict, POSTs must carry JSON (a cross-site form
  * cannot) and, when the browser sends an Origin, it must be this console's. When
  * bound to loopback, the Host must name loopback too, which defeats DNS rebinding.
+ *
+ * The page key. Browsers keep cookies per host, not per port: the console's cookie is
+ * also sent to any other server on the same host name (another user's program on
+ * localhost:8080, say), which could then use it from a script that sends no Origin.
+ * So the cookie alone opens nothing: sign-in also answers a page key (an HMAC of the
+ * session id under a secret of this engine run), which the page keeps in its origin's
+ * storage (scheme, host and port) and sends with every request that uses the session:
+ * the `X-BranchSAN-Key` header on /api/session and /api/logout, and a
+ * `branchsan.key.KEY` subprotocol offer on the WebSocket upgrade.
  */
 import type http from 'node:http';
-import { timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { UserError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
 import { clientAddress, clientBucket, requestPath } from '../http-request.js';
@@ -54,6 +63,8 @@ export class ConsoleAuth {
   private readonly endedListeners = new Set<(keys: string[]) => void>();
   private readonly sweeper: NodeJS.Timeout;
   private checking = 0;
+  /** Signs page keys (see above); new each run, as the sessions are. */
+  private readonly keySecret = randomBytes(32);
 
   constructor(private readonly opts: ConsoleAuthOptions) {
     this.sessions = new SessionStore({ ...DEFAULT_SESSION_LIMITS, ...opts.sessions }, (keys) =>
@@ -120,7 +131,7 @@ export class ConsoleAuth {
    * The caller checks path, Host and Origin first (hostProblem / originProblem).
    */
   authenticateUpgrade(req: http.IncomingMessage): string | null {
-    const id = this.cookieOf(req);
+    const id = this.sessionIdOf(req);
     if (!id) return null;
     const session = this.sessions.find(id, this.credentialOrNone());
     if (!session) return null;
@@ -163,7 +174,11 @@ export class ConsoleAuth {
 
   private async route(req: http.IncomingMessage): Promise<Reply> {
     const hostProblem = this.hostProblem(req);
-    if (hostProblem) return fault(403, hostProblem, 'Open the console at http://127.0.0.1:PORT/.');
+    if (hostProblem) {
+      // the port this request came in on: the console's own
+      const port = req.socket.localPort ?? 'PORT';
+      return fault(403, hostProblem, `Open the console at http://127.0.0.1:${port}/.`);
+    }
     const p = requestPath(req);
     if (p === '/api/session') {
       if (req.method !== 'GET' && req.method !== 'HEAD')
@@ -181,7 +196,7 @@ export class ConsoleAuth {
   }
 
   private sessionInfo(req: http.IncomingMessage): Record<string, unknown> {
-    const id = this.cookieOf(req);
+    const id = this.sessionIdOf(req);
     const session = id ? this.sessions.find(id, this.credential()) : null;
     return {
       authenticated: session !== null,
@@ -281,7 +296,7 @@ export class ConsoleAuth {
   }
 
   private logout(req: http.IncomingMessage): Reply {
-    const id = this.cookieOf(req);
+    const id = this.sessionIdOf(req); // the cookie is cleared whatever the key says
     if (id) this.sessions.revoke(id); // the store tells the console to close its sockets
     return {
       status: 200,
@@ -317,6 +332,7 @@ export class ConsoleAuth {
         setupRequired: false,
         expiresAt: this.sessions.expiresAt(session),
         idleTimeoutSec: this.sessions.limits.idleMs / 1000,
+        pageKey: this.pageKeyOf(id),
       },
       headers: { 'Set-Cookie': this.cookie(id) },
     };
@@ -341,6 +357,18 @@ export class ConsoleAuth {
       if (/^[A-Za-z0-9_-]{43}$/.test(value)) return value;
     }
     return null;
+  }
+
+  /** The page key of a session (see above). */
+  private pageKeyOf(id: string): string {
+    return createHmac('sha256', this.keySecret).update(id).digest('base64url');
+  }
+
+  /** The session id of the cookie, when the request also carries that session's page key. */
+  private sessionIdOf(req: http.IncomingMessage): string | null {
+    const id = this.cookieOf(req);
+    if (!id) return null;
+    return sameSecret(pageKeyIn(req) ?? '', this.pageKeyOf(id)) ? id : null;
   }
 
   /** Identifies the current password (its salt); null when none is set. */
@@ -422,3 +450,17 @@ export function sameSecret(a: string, b: string): boolean {
   // Compare equal lengths only, but always spend a comparison so timing says little.
   return timingSafeEqual(x.length === y.length ? x : y, y) && x.length === y.length;
 }
+
+/** The page key a request carries: its header, or a WebSocket subprotocol offer. */
+function pageKeyIn(req: http.IncomingMessage): string | null {
+  const header = req.headers['x-branchsan-key'];
+  if (typeof header === 'string') return header.trim();
+  for (const offer of (req.headers['sec-websocket-protocol'] ?? '').split(',')) {
+    const p = offer.trim();
+    if (p.startsWith(PAGE_KEY_PROTOCOL)) return p.slice(PAGE_KEY_PROTOCOL.length);
+  }
+  return null;
+}
+
+/** The subprotocol prefix that carries the page key on the WebSocket upgrade. */
+export const PAGE_KEY_PROTOCOL = 'branchsan.key.';

@@ -1,5 +1,9 @@
 import { describe, expect, it, vi } from 'vitest';
-import { SignInError, createSessionApi } from '../../../../renderer/src/api/session.js';
+import {
+  SignInError,
+  createSessionApi,
+  pageKeyStore,
+} from '../../../../renderer/src/api/session.js';
 
 function reply(status: number, body: unknown) {
   return { ok: status >= 200 && status < 300, status, json: async () => body } as Response;
@@ -11,8 +15,10 @@ describe('createSessionApi', () => {
     const api = createSessionApi(fetch, 'http://127.0.0.1:8450/console/?token=x#/status');
     expect(await api.check()).toEqual({ authenticated: true, setupRequired: false });
     expect(fetch).toHaveBeenCalledWith('http://127.0.0.1:8450/console/api/session', {
+      headers: {}, // no page key before a sign-in
       credentials: 'same-origin',
       cache: 'no-store',
+      signal: expect.any(AbortSignal),
     });
   });
 
@@ -27,6 +33,81 @@ describe('createSessionApi', () => {
       throw new TypeError('Failed to fetch');
     });
     expect(await createSessionApi(down, 'http://h/').check()).toBeNull();
+  });
+
+  it('throws the engine’s refusal of the session check in its words; a proxy’s or a bare error is “away”', async () => {
+    const forbidden = vi.fn(async () =>
+      reply(403, {
+        error: 'The console answers only to loopback addresses, not to "h".',
+        hint: 'Open the console at http://127.0.0.1:PORT/.',
+      }),
+    );
+    const e = await createSessionApi(forbidden, 'http://h/')
+      .check()
+      .catch((err: unknown) => err);
+    expect(e).toBeInstanceOf(SignInError);
+    expect(e).toMatchObject({ status: 403, hint: 'Open the console at http://127.0.0.1:PORT/.' });
+    // before: null, so the page said it could not reach the engine and retried for ever
+    for (const status of [502, 503, 504])
+      expect(
+        await createSessionApi(
+          vi.fn(async () => reply(status, {})),
+          'http://h/',
+        ).check(),
+      ).toBeNull();
+    const bare = {
+      ok: false,
+      status: 500,
+      json: async () => Promise.reject(new Error('not JSON')),
+    };
+    expect(
+      await createSessionApi(
+        vi.fn(async () => bare as unknown as Response),
+        'http://h/',
+      ).check(),
+    ).toBeNull();
+  });
+
+  it('keeps the page key sign-in answers, sends it with the session’s requests, and forgets it at sign-out', async () => {
+    const seen: { url: string; key: string | undefined }[] = [];
+    const fetch = vi.fn(async (url: string, init?: RequestInit) => {
+      seen.push({ url, key: (init?.headers as Record<string, string>)['X-BranchSAN-Key'] });
+      if (url.endsWith('/login'))
+        return reply(200, { authenticated: true, pageKey: 'K'.repeat(43) });
+      return reply(200, { authenticated: true, setupRequired: false });
+    });
+    const items = new Map<string, string>();
+    const storage = {
+      getItem: (k: string) => items.get(k) ?? null,
+      setItem: (k: string, v: string) => void items.set(k, v),
+      removeItem: (k: string) => void items.delete(k),
+    };
+    const api = createSessionApi(
+      fetch as unknown as typeof globalThis.fetch,
+      'http://h/',
+      pageKeyStore(storage),
+    );
+    expect(api.pageKey()).toBeNull();
+    await api.login('pw');
+    expect(api.pageKey()).toBe('K'.repeat(43));
+    expect([...items.values()]).toEqual(['K'.repeat(43)]); // in this origin's storage
+    // another tab of the same origin finds it there
+    expect(
+      createSessionApi(
+        fetch as unknown as typeof globalThis.fetch,
+        'http://h/',
+        pageKeyStore(storage),
+      ).pageKey(),
+    ).toBe('K'.repeat(43));
+    await api.check();
+    await api.logout();
+    expect(seen.map((r) => [r.url.replace('http://h/api/', ''), r.key])).toEqual([
+      ['login', undefined],
+      ['session', 'K'.repeat(43)],
+      ['logout', 'K'.repeat(43)],
+    ]);
+    expect(api.pageKey()).toBeNull();
+    expect(items.size).toBe(0);
   });
 
   it('posts JSON and turns a refusal into a SignInError with the engine’s words', async () => {

@@ -18,12 +18,17 @@ import { startTestEngineSocket, until, type TestEngineSocket } from '../support/
 const FAST = { minMs: 10, maxMs: 40 };
 
 /** A scripted /api/session: what check() says, and what login/setup/logout were asked. */
-function fakeSession(initial: SessionState | null) {
+function fakeSession(initial: SessionState | SignInError | null) {
   const log: string[] = [];
   let state = initial;
+  let logoutFails: SignInError | null = null;
+  let key: string | null =
+    initial && !(initial instanceof SignInError) && initial.authenticated ? 'k1' : null;
   const api: SessionApi = {
+    pageKey: () => key,
     check: async () => {
       log.push('check');
+      if (state instanceof SignInError) throw state;
       return state;
     },
     login: async (password) => {
@@ -31,6 +36,7 @@ function fakeSession(initial: SessionState | null) {
       if (password !== 'right password')
         throw new SignInError('Wrong password.', 'Check it and try again.', 401);
       state = { authenticated: true, setupRequired: false };
+      key = 'k2';
     },
     setup: async (token, password) => {
       log.push(`setup:${token}:${password}`);
@@ -38,14 +44,18 @@ function fakeSession(initial: SessionState | null) {
     },
     logout: async () => {
       log.push('logout');
+      if (logoutFails) throw logoutFails;
       state = { authenticated: false, setupRequired: false };
     },
   };
   return {
     api,
     log,
-    set(next: SessionState | null) {
+    set(next: SessionState | SignInError | null) {
       state = next;
+    },
+    failLogout(err: SignInError) {
+      logoutFails = err;
     },
   };
 }
@@ -71,7 +81,7 @@ describe('WebSocket transport against a real WebSocket server', () => {
     await server.close();
   });
 
-  it('offers the API version as its only subprotocol (no token: the cookie authenticates), and connects', async () => {
+  it('offers the API version as its only subprotocol without a session, and connects', async () => {
     const c = connect();
     expect(c.state).toBe('connecting');
     await until(() => c.state === 'connected');
@@ -237,6 +247,10 @@ describe('WebSocket transport against a real WebSocket server', () => {
     await until(() => c.state === 'connected');
     expect(c.problem).toBeNull();
     expect(server.handshakes).toHaveLength(1);
+    // the session's page key goes with the upgrade, offered after the API version
+    const offered = String(server.handshakes[0]!.headers['sec-websocket-protocol']);
+    expect(offered.split(/,\s*/)).toEqual(['branchsan.v1', 'branchsan.key.k2']);
+    expect((await server.connection(1)).protocol).toBe('branchsan.v1');
   });
 
   it('a refused handshake with a signed-out session stops the retries', async () => {
@@ -283,6 +297,59 @@ describe('WebSocket transport against a real WebSocket server', () => {
     expect(c.state).toBe('disconnected');
     await new Promise((r) => setTimeout(r, 100));
     expect(server.handshakes).toHaveLength(1);
+  });
+
+  it('signOut signs out here even when the engine cannot be told, and says why', async () => {
+    const session = fakeSession({ authenticated: true, setupRequired: false });
+    const c = connect({ session: session.api });
+    await until(() => c.state === 'connected');
+    session.failLogout(
+      new SignInError('The console could not reach the BranchSAN engine.', undefined, 0),
+    );
+    await expect(c.auth!.signOut()).rejects.toMatchObject({
+      message: 'The console could not reach the BranchSAN engine.',
+    });
+    // before: nothing changed here, and the page stayed signed in and connected
+    expect(c.problem).toBe('signed-out');
+    expect(c.state).toBe('disconnected');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(server.handshakes).toHaveLength(1);
+  });
+
+  it('shows the engine’s own refusal and stops retrying until asked again', async () => {
+    const refusal = new SignInError(
+      'The console answers only to loopback addresses, not to "san.example:8450".',
+      'Open the console at http://127.0.0.1:PORT/.',
+      403,
+    );
+    const session = fakeSession(refusal);
+    const c = connect({ session: session.api });
+    await until(() => c.problem === 'refused');
+    expect(c.refusal).toEqual({ message: refusal.message, hint: refusal.hint });
+    expect(c.state).toBe('disconnected');
+    const checks = session.log.length;
+    await new Promise((r) => setTimeout(r, 100));
+    expect(session.log).toHaveLength(checks); // no retry loop
+    expect(server.handshakes).toHaveLength(0);
+    // fixed on the server (or opened at the right address): Try again connects
+    session.set({ authenticated: true, setupRequired: false });
+    await c.auth!.refresh();
+    await until(() => c.state === 'connected');
+    expect(c.problem).toBeNull();
+    expect(c.refusal).toBeNull();
+  });
+
+  it('a refusal after a lost link is shown the same way', async () => {
+    const session = fakeSession({ authenticated: true, setupRequired: false });
+    const c = connect({ session: session.api });
+    const socket = await server.connection(1);
+    await until(() => c.state === 'connected');
+    session.set(
+      new SignInError('The engine could not process the sign-in request.', 'Retry.', 500),
+    );
+    socket.close(1011, 'gone');
+    await until(() => c.problem === 'refused');
+    expect(c.refusal?.message).toBe('The engine could not process the sign-in request.');
   });
 
   it('has no auth without the session endpoints', () => {

@@ -15,6 +15,7 @@ import type {
 import type {
   ConsoleClient,
   LinkProblem,
+  Refusal,
   TransportKind,
 } from '../../../../renderer/src/api/client.js';
 import { API_CLIENT } from '../../../../renderer/src/api/inject.js';
@@ -29,6 +30,7 @@ interface PendingCall {
 export class FakeClient implements ConsoleClient {
   state: ConnectionState;
   problem: LinkProblem = null;
+  refusal: Refusal | null = null;
   readonly calls: PendingCall[] = [];
   private readonly events = new Map<string, Set<(d: unknown) => void>>();
   private readonly stateHandlers = new Set<(s: ConnectionState) => void>();
@@ -74,8 +76,9 @@ export class FakeClient implements ConsoleClient {
     for (const h of this.stateHandlers) h(next);
   }
 
-  setProblem(next: LinkProblem): void {
+  setProblem(next: LinkProblem, refusal: Refusal | null = null): void {
     this.problem = next;
+    this.refusal = refusal;
     for (const h of this.problemHandlers) h(next);
   }
 
