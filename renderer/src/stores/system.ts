@@ -20,7 +20,7 @@ export const useSystemStore = defineStore('system', () => {
   const status = ref<SystemStatus | null>(null);
   /** Engine uptime in seconds, from the snapshot and then from each heartbeat. */
   const uptimeSec = ref<number | null>(null);
-  /** Engine time of the last heartbeat (ms since epoch). */
+  /** When the last heartbeat arrived, by this machine's clock (ms since epoch). */
   const lastHeartbeatAt = ref<number | null>(null);
   /** Heartbeats received since the page loaded; orders a snapshot against heartbeats. */
   const heartbeats = ref(0);
@@ -37,6 +37,7 @@ export const useSystemStore = defineStore('system', () => {
     const request = ++hydrations.value;
     const heartbeatsBefore = heartbeats.value;
     loading.value = true;
+    error.value = null; // a failure of the last link is not this request's
     try {
       const snapshot = await client.call('system.status', {});
       if (request !== hydrations.value) return;
@@ -57,7 +58,9 @@ export const useSystemStore = defineStore('system', () => {
     if (typeof hb?.uptimeSec !== 'number' || typeof hb.at !== 'number') return;
     heartbeats.value++;
     uptimeSec.value = hb.uptimeSec;
-    lastHeartbeatAt.value = hb.at;
+    // this machine's clock: shown beside the viewer's own, an engine clock set differently
+    // would make a live engine look stale (or from the future)
+    lastHeartbeatAt.value = Date.now();
   }
 
   useEngineEvent('system.heartbeat', applyHeartbeat);

@@ -51,9 +51,11 @@ describe('useSystemStore', () => {
     expect(store.uptimeSec).toBe(100);
 
     client.emit('system.heartbeat', { at: 1_700_000_001_000, uptimeSec: 101 });
+    vi.setSystemTime(1_800_000_000_000); // this browser's clock is not the engine's
     client.emit('system.heartbeat', { at: 1_700_000_002_000, uptimeSec: 102 });
     expect(store.uptimeSec).toBe(102);
-    expect(store.lastHeartbeatAt).toBe(1_700_000_002_000);
+    // when it arrived here, so it reads right beside the viewer's own clock
+    expect(store.lastHeartbeatAt).toBe(1_800_000_000_000);
     expect(store.heartbeats).toBe(2);
   });
 
@@ -105,6 +107,24 @@ describe('useSystemStore', () => {
     client.answer('system.status', systemStatus());
     await flush();
     expect(store.error).toBeNull();
+  });
+
+  it('does not show the last link’s failure while a new snapshot is on its way', async () => {
+    client.setState('connected');
+    const store = useSystemStore();
+    client.fail(
+      'system.status',
+      new ApiError(ErrorCode.Unavailable, 'Not connected to the BranchSAN engine.'),
+    );
+    await flush();
+    expect(store.error).not.toBeNull();
+    client.setState('disconnected');
+    client.setState('connected'); // reconnected: a new snapshot is asked for
+    expect(store.loading).toBe(true);
+    expect(store.error).toBeNull(); // before: "Not connected" under "Connected" until the answer
+    client.answer('system.status', systemStatus());
+    await flush();
+    expect(store.status).not.toBeNull();
   });
 
   it('ignores the reply to a request that a newer one replaced', async () => {
