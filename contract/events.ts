@@ -98,10 +98,34 @@ const Email = z
   .string()
   .max(254)
   .regex(/^[^\s@<>]+@[^\s@<>]+$/, 'an e-mail address');
+/** A DNS name or an IPv4 address (dotted labels), or an IPv6 address, without brackets. */
+function hostNameProblem(v: string): string | null {
+  if (
+    v === '' ||
+    /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?$/.test(v)
+  )
+    return null;
+  if (/^[0-9A-Fa-f:.]+$/.test(v) && v.includes(':')) {
+    try {
+      new URL(`http://[${v}]/`); // parses only as an IPv6 address
+      return null;
+    } catch {
+      // not one: said below
+    }
+  }
+  if (/^[^:[\]]+:\d+$/.test(v))
+    return 'a host name without a port (the port is a setting of its own)';
+  if (v.startsWith('[')) return 'an IPv6 address without brackets';
+  return 'a host name or IP address';
+}
+
 const HostName = z
   .string()
   .max(253)
-  .regex(/^[A-Za-z0-9.:[\]-]*$/, 'a host name or IP address');
+  .superRefine((v, ctx) => {
+    const problem = hostNameProblem(v);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  });
 
 const EventsSettings = z.object({
   /** Events older than this are deleted. */
@@ -135,12 +159,34 @@ const SmtpSettings = z.object({
   /** Accept a self-signed relay certificate (a branch's own mail server). */
   allowInvalidCertificate: z.boolean(),
 });
+/**
+ * A webhook URL: http(s), one that parses (a port past 65535 or a bad escape would only
+ * fail at the first event), and without user:password@, which the request could not
+ * carry and an error would have spelled out in the event log.
+ */
+function webhookUrlProblem(u: string): string | null {
+  if (u === '') return null;
+  if (!/^https?:\/\/\S+$/.test(u)) return 'an http:// or https:// URL';
+  let url: URL;
+  try {
+    url = new URL(u);
+  } catch {
+    return 'an http:// or https:// URL that parses (check the host, port and % escapes)';
+  }
+  if (url.username || url.password)
+    return 'a URL without user:password@ (put a token in the path or use the signing secret)';
+  return null;
+}
+
 const WebhookSettings = z.object({
   enabled: z.boolean(),
   url: z
     .string()
     .max(2048)
-    .regex(/^(https?:\/\/\S+)?$/, 'an http:// or https:// URL'),
+    .superRefine((u, ctx) => {
+      const problem = webhookUrlProblem(u);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    }),
   minSeverity: Severity,
 });
 

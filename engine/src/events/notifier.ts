@@ -8,6 +8,7 @@ import os from 'node:os';
 import { SEVERITIES, type EventRecord, type Severity } from '../../../contract/events.js';
 import type { Logger } from '../util/log.js';
 import { DeliveryQueue, DEFAULT_QUEUE_OPTIONS, type QueueOptions } from './delivery/queue.js';
+import { quoteRemote } from './delivery/quote.js';
 import { sendMail } from './delivery/smtp.js';
 import { SyslogWriter } from './delivery/syslog.js';
 import { postWebhook, redactUrl } from './delivery/webhook.js';
@@ -40,6 +41,9 @@ const CHANNEL_NAMES: Record<Channel, string> = {
   smtp: 'Alert e-mail',
   webhook: 'Webhook',
 };
+
+/** A delivery failure's reason in an event: the server's words in it are clipped already. */
+const MAX_REASON = 600;
 
 export class Notifier {
   private readonly syslog: SyslogWriter;
@@ -138,7 +142,8 @@ export class Notifier {
     return {
       failing: (err: Error) => this.failing(channel, err),
       recovered: () => this.recovered(channel),
-      dropped: (ev: EventRecord, reason: string) =>
+      dropped: (ev: EventRecord, why: string) => {
+        const reason = quoteRemote(why, MAX_REASON);
         this.o.report({
           type: 'delivery.dropped',
           severity: 'error',
@@ -146,19 +151,22 @@ export class Notifier {
             ? `${CHANNEL_NAMES[channel]} for "${titleOf(ev)}" was given up: ${reason}. It is not in the event log either (the data directory could not be written); check the alerts in the console.`
             : `${CHANNEL_NAMES[channel]} for event #${ev.id} ("${titleOf(ev)}") was given up: ${reason}. The event stays in the event log.`,
           data: { channel, eventId: ev.id, reason },
-        }),
+        });
+      },
     };
   }
 
   private failing(channel: Channel, err: Error): void {
-    this.o.log?.warn('notification delivery failing', { channel, err });
+    // the reason may quote a server at length: each event stores it (quote.ts)
+    const why = quoteRemote(err.message, MAX_REASON);
+    this.o.log?.warn('notification delivery failing', { channel, error: why });
     this.o.report({
       type: 'delivery.failing',
       severity: 'warning',
-      message: `${CHANNEL_NAMES[channel]} cannot be delivered: ${err.message}. BranchSAN keeps retrying with growing pauses; ${HINTS[channel]}`,
+      message: `${CHANNEL_NAMES[channel]} cannot be delivered: ${why}. BranchSAN keeps retrying with growing pauses; ${HINTS[channel]}`,
       data: {
         channel,
-        error: err.message,
+        error: why,
         ...(channel === 'webhook' ? { url: redactUrl(this.o.settings.stored().webhook.url) } : {}),
       },
     });

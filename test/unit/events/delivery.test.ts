@@ -6,7 +6,7 @@
 import { createHmac } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { EventRecord } from '../../../contract/events.js';
@@ -166,6 +166,68 @@ describe('SMTP client', () => {
         { from: 'a@b.c', to: ['d@e.f'], subject: 'S', text: 'x' },
       ),
     ).rejects.toThrow(/ECONNREFUSED/);
+  });
+});
+
+describe('SMTP client against a server that breaks the bounds', () => {
+  /** A raw TCP "mail server" that greets, then answers EHLO with `flood`. */
+  async function liar(flood: (sock: net.Socket) => void): Promise<number> {
+    const server = net.createServer((sock) => {
+      sock.on('error', () => {});
+      sock.write('220 liar ESMTP\r\n');
+      sock.once('data', () => flood(sock));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    return (server.address() as AddressInfo).port;
+  }
+  const send = (port: number): Promise<SmtpError> =>
+    sendMail(
+      { host: '127.0.0.1', port, security: 'none', timeoutMs: 20_000 },
+      { from: 'a@b.c', to: ['d@e.f'], subject: 'S', text: 'x' },
+    ).then(
+      () => {
+        throw new Error('the mail was accepted');
+      },
+      (e: unknown) => e as SmtpError,
+    );
+
+  it('gives up on a reply that never ends, instead of keeping it all in memory', async () => {
+    let sent = 0;
+    const port = await liar((sock) => {
+      const more = () => {
+        // before: every line was kept until the 20 s timeout (2.6 GB in a review's run)
+        while (sock.writable && sock.write('250-' + 'x'.repeat(200) + '\r\n')) sent++;
+        if (sock.writable) sock.once('drain', more);
+      };
+      more();
+    });
+    const err = await send(port);
+    expect(err).toBeInstanceOf(SmtpError);
+    expect(err.message).toMatch(
+      /the server sent a reply of more than 100 lines: it does not speak SMTP/,
+    );
+    expect(sent).toBeLessThan(1_000_000);
+  });
+
+  it('gives up on bytes without a line end, and on an overlong line', async () => {
+    const endless = await liar((sock) => sock.write('250 ' + 'y'.repeat(100_000)));
+    expect((await send(endless)).message).toMatch(/bytes without a line end/);
+    const long = await liar((sock) => sock.write('250 ' + 'z'.repeat(5000) + '\r\n'));
+    expect((await send(long)).message).toMatch(/a reply line of 5004 bytes/);
+  });
+
+  it('quotes a refusal on one line, clipped', async () => {
+    const port = await liar((sock) => {
+      const lines = Array.from({ length: 60 }, (_, i) => `554-${'no '.repeat(30)}\x1b[31m${i}`);
+      sock.write(lines.join('\r\n') + '\r\n554 go away\r\n');
+    });
+    const err = await send(port);
+    expect(err.code).toBe(554);
+    expect(err.message).toMatch(/^EHLO: the server answered 554 no no/);
+    expect(err.message).toMatch(/… \(\d+ more characters\)$/);
+    expect(err.message.length).toBeLessThan(400);
+    expect(err.message).not.toMatch(/[\x00-\x1f]/);
   });
 });
 
@@ -433,6 +495,51 @@ describe('notifier and settings', () => {
         ev({ id: 10, type: 'delivery.failing', severity: 'warning', data: { channel: 'smtp' } }),
       ),
     ).toEqual(['syslog']);
+  });
+
+  it('refuses a webhook URL with credentials in it, or one that does not parse', () => {
+    const { settings } = setup();
+    const set = (url: string) => () => settings.update({ webhook: { enabled: true, url } });
+    // before: accepted, and the first failure wrote user, password and path to the event log
+    expect(set('https://user:pw@hooks.example/T0/B0/tok')).toThrow(
+      /webhook\.url is not valid: a URL without user:password@/,
+    );
+    expect(set('http://h:99999/hook')).toThrow(/an http:\/\/ or https:\/\/ URL that parses/);
+    expect(set('http://exa%mple.com/hook')).toThrow(/that parses/);
+    expect(set('ftp://h/x')).toThrow(/an http:\/\/ or https:\/\/ URL/);
+    expect(settings.stored().webhook.url).toBe('');
+    settings.update({ webhook: { enabled: true, url: 'https://hooks.example/T0/B0/tok' } });
+    expect(settings.stored().webhook.url).toBe('https://hooks.example/T0/B0/tok');
+  });
+
+  it('takes a mail host name or address, and says what is wrong with a host:port', () => {
+    const { settings } = setup();
+    const host = (h: string) => () => settings.update({ smtp: { host: h } });
+    for (const ok of [
+      'mail.example.com',
+      'relay',
+      '10.0.0.25',
+      '::1',
+      'fe80::1',
+      'mx1.example.com.',
+    ])
+      expect(host(ok)).not.toThrow();
+    // before: accepted, and every mail failed with ENOTFOUND
+    expect(host('mail.example.com:587')).toThrow(/a host name without a port/);
+    expect(host('[::1]')).toThrow(/an IPv6 address without brackets/);
+    expect(host('mail_relay!')).toThrow(/a host name or IP address/);
+    expect(host('1:2:3')).toThrow(/a host name or IP address/);
+  });
+
+  it('keeps a long failure reason out of the event log: it is clipped', async () => {
+    const { settings, n, reports } = setup();
+    settings.update({ webhook: { enabled: true, url: 'http://127.0.0.1:1/hook' } });
+    const huge = new Error('refused: ' + 'blah '.repeat(100_000));
+    (n as unknown as { failing(c: string, e: Error): void }).failing('webhook', huge);
+    const failing = reports.find((r) => r.type === 'delivery.failing')!;
+    // before: the whole 500 kB reason, twice (message and data), in every such event
+    expect(failing.message.length).toBeLessThan(1200);
+    expect(String(failing.data!.error)).toMatch(/^refused: blah .*… \(\d+ more characters\)$/);
   });
 
   it('gives up after its attempts and records that as an error event', async () => {

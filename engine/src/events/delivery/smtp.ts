@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto';
 import net from 'node:net';
 import os from 'node:os';
 import tls from 'node:tls';
+import { oneLine, quoteRemote } from './quote.js';
 
 export interface SmtpOptions {
   host: string;
@@ -44,6 +45,17 @@ interface Reply {
   lines: string[];
 }
 
+/**
+ * What one server may send before it is no mail server to us. RFC 5321 allows a reply
+ * line 512 octets; EHLO answers run to a few dozen lines. Without bounds a broken or
+ * hostile server streaming lines filled the engine's memory (2.6 GB in 20 s in a
+ * review), and one sending bytes without a newline kept its thread rescanning them.
+ */
+export const MAX_REPLY_LINE = 2048;
+export const MAX_REPLY_LINES = 100;
+/** Replies the server sent before they were asked for (we never pipeline). */
+const MAX_UNASKED_REPLIES = 8;
+
 /** Reads SMTP replies (possibly multi-line: "250-…" then "250 …") from one socket. */
 class ReplyReader {
   private buf = '';
@@ -73,20 +85,39 @@ class ReplyReader {
   }
 
   private feed(d: string): void {
+    if (this.failure) return;
+    let from = this.buf.length; // only the new bytes can hold the next newline
     this.buf += d;
     let nl: number;
-    while ((nl = this.buf.indexOf('\n')) >= 0) {
+    while ((nl = this.buf.indexOf('\n', from)) >= 0) {
       const line = this.buf.slice(0, nl).replace(/\r$/, '');
       this.buf = this.buf.slice(nl + 1);
+      from = 0;
+      if (line.length > MAX_REPLY_LINE) return this.refuse(`a reply line of ${line.length} bytes`);
       this.lines.push(line.slice(4));
+      if (this.lines.length > MAX_REPLY_LINES)
+        return this.refuse(`a reply of more than ${MAX_REPLY_LINES} lines`);
       if (line[3] === '-') continue;
       const reply = { code: Number(line.slice(0, 3)) || 0, lines: this.lines };
       this.lines = [];
       const w = this.waiting;
       this.waiting = undefined;
       if (w) w.resolve(reply);
-      else this.ready.push(reply);
+      else if (this.ready.push(reply) > MAX_UNASKED_REPLIES)
+        return this.refuse(`more than ${MAX_UNASKED_REPLIES} replies nobody asked for`);
     }
+    if (this.buf.length > MAX_REPLY_LINE)
+      this.refuse(`${this.buf.length} bytes without a line end`);
+  }
+
+  /** The server broke the protocol's bounds: stop reading it and fail what waits. */
+  private refuse(what: string): void {
+    this.buf = '';
+    this.lines = [];
+    this.fail(
+      new SmtpError(`the server sent ${what}: it does not speak SMTP as a mail server must`),
+    );
+    this.sock.destroy();
   }
 
   private fail(e: Error): void {
@@ -118,7 +149,7 @@ export async function sendMail(o: SmtpOptions, mail: Mail): Promise<void> {
       const reply = await r.next();
       if (!ok.includes(reply.code)) {
         throw new SmtpError(
-          `${what}: the server answered ${reply.code} ${reply.lines.join(' ')}`.trim(),
+          `${what}: the server answered ${reply.code} ${quoteRemote(reply.lines.join(' '))}`.trim(),
           reply.code,
         );
       }
@@ -189,7 +220,7 @@ export function formatMessage(mail: Mail, now = new Date()): string {
   const ascii = (s: string) => /^[\x20-\x7e\r\n\t]*$/.test(s);
   // One line: a line break in a subject would end the header and start another one
   // (Bcc: …), and subjects carry names other machines chose (a host's NQN).
-  const line = mail.subject.replace(/[\x00-\x1f\x7f]+/g, ' ');
+  const line = oneLine(mail.subject);
   const subject = ascii(line) ? line : `=?UTF-8?B?${Buffer.from(line).toString('base64')}?=`;
   const text = mail.text.replace(/\r\n|\r|\n/g, '\r\n');
   const headers = [

@@ -34,9 +34,10 @@ export async function postWebhook(t: WebhookTarget, payload: unknown): Promise<v
     });
   } catch (err) {
     const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-    throw new Error(
-      `POST ${redactUrl(t.url)} failed: ${cause?.code ?? cause?.message ?? (err as Error).message}`,
-    );
+    // fetch's own messages may spell the whole URL (its path can hold a token): never
+    // pass one on with it in
+    const said = cause?.code ?? cause?.message ?? (err as Error).message;
+    throw new Error(`POST ${redactUrl(t.url)} failed: ${said.split(t.url).join(redactUrl(t.url))}`);
   }
   await res.body?.cancel();
   if (res.status < 200 || res.status > 299) {
