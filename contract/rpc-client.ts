@@ -22,6 +22,8 @@ export interface RpcSessionOptions {
    * messages after it in the same read, are still delivered.
    */
   onListenerError?: (err: unknown, event: string) => void;
+  /** What to do when a call finds no link (default: the console's words, it reconnects). */
+  notConnectedHint?: string;
 }
 
 /** How long a call waits for its answer unless the client says otherwise. */
@@ -60,7 +62,7 @@ export class RpcSession {
       } catch {
         sent = false;
       }
-      if (sent === false) this.settle(id, undefined, notConnected());
+      if (sent === false) this.settle(id, undefined, notConnected(this.opts.notConnectedHint));
     });
   }
 
@@ -107,7 +109,8 @@ export class RpcSession {
 
   /** The link went down: every pending call fails now rather than at its timeout. */
   failAll(reason?: Error): void {
-    for (const id of [...this.pending.keys()]) this.settle(id, undefined, reason ?? notConnected());
+    for (const id of [...this.pending.keys()])
+      this.settle(id, undefined, reason ?? notConnected(this.opts.notConnectedHint));
   }
 
   get pendingCount(): number {
@@ -124,10 +127,10 @@ export class RpcSession {
   }
 }
 
-function notConnected(): ApiError {
-  return new ApiError(ErrorCode.Unavailable, 'Not connected to the BranchSAN engine.', {
-    hint: 'The engine service may be stopped or restarting; the console reconnects by itself.',
-  });
+function notConnected(
+  hint = 'The engine service may be stopped or restarting; the console reconnects by itself.',
+): ApiError {
+  return new ApiError(ErrorCode.Unavailable, 'Not connected to the BranchSAN engine.', { hint });
 }
 
 function reportListenerError(err: unknown, event: string): void {

@@ -85,6 +85,48 @@ describe('branchsan help', () => {
   });
 });
 
+describe('serve with a data directory whose socket path is too long', () => {
+  it('says so and exits, leaving no socket under a shortened name', async () => {
+    const parent = tempDir();
+    const dir = path.join(parent, 'd'.repeat(120 - parent.length));
+    const sock = path.join(dir, 'engine.sock');
+    const r = await run(['serve', '--data', dir, '--no-console']);
+    // before: a raw ENOENT from chmod, then a process that hung (ignoring Ctrl-C) with a
+    // socket left in the parent directory under a cut-off name
+    expect(r.timedOut).toBe(false);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(
+      `The API socket path ${sock} is ${Buffer.byteLength(sock)} bytes long; Unix sockets allow at most 107.`,
+    );
+    expect(r.stderr).toContain('--socket /run/branchsan/engine.sock');
+    expect(fs.readdirSync(parent).filter((n) => n !== path.basename(dir))).toEqual([]);
+  });
+});
+
+const devFull = fs.existsSync('/dev/full') && fs.statSync('/dev/full').isCharacterDevice();
+if (!devFull) console.warn('skipped: no /dev/full character device on this machine');
+
+describe.skipIf(!devFull)('output that cannot be written', () => {
+  /** Runs the CLI with stdout on /dev/full (every write fails with ENOSPC). */
+  function toFullDisk(args: string[]): Promise<{ code: number | null; stderr: string }> {
+    const out = fs.openSync('/dev/full', 'w');
+    const p = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', out, 'pipe'] });
+    fs.closeSync(out);
+    let stderr = '';
+    p.stderr!.on('data', (d: Buffer) => (stderr += d));
+    return new Promise((resolve) => p.on('close', (code) => resolve({ code, stderr })));
+  }
+
+  it('fails a one-shot command (exit 1) and says why, rather than succeed with nothing written', async () => {
+    for (const args of [['--version'], ['help', 'status'], ['events', '--help']]) {
+      const r = await toFullDisk(args);
+      // before: exit 0, and a script's `branchsan … > file` on a full disk saw success
+      expect(r.code, args.join(' ')).toBe(1);
+      expect(r.stderr).toContain('cannot write to standard output (ENOSPC)');
+    }
+  });
+});
+
 describe('option values', () => {
   it('a negative number is checked as the value it is, not called "ambiguous"', async () => {
     const file = path.join(tempDir(), 'vol.img');

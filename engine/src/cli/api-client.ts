@@ -39,6 +39,8 @@ export async function connectSocket(
     // a closed connection fails the call at once (not after its timeout)
     send: (text) => sock.writable && sock.write(text + '\n') !== undefined,
     timeoutMs,
+    notConnectedHint:
+      'The engine closed the connection: it may be stopping or restarting. Check `branchsan status`, then try again.',
   });
   let buf = '';
   sock.setEncoding('utf8');

@@ -79,9 +79,20 @@ Run \`branchsan <command> --help\` (or \`branchsan help <command>\`) for a comma
 and \`branchsan --version\` for the version.`;
 }
 
+/** Commands that run until stopped: their output is a log, which the log file also keeps. */
+const LONG_RUNNING = new Set(['serve', 'export']);
+
 export async function run(argv: string[]): Promise<number> {
   goOnWithoutOutput();
   adoptLauncher();
+  const code = await runCommand(argv);
+  // A one-shot command whose output could not be written did not do its job: a script
+  // running `branchsan status --json > f` on a full disk must not see success.
+  if (code === 0 && !LONG_RUNNING.has(argv[0] ?? '') && (await outputLost())) return 1;
+  return code;
+}
+
+async function runCommand(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (!name || name === 'help' || name === '--help' || name === '-h') {
     if (rest[0] === undefined) {
@@ -117,6 +128,18 @@ export async function run(argv: string[]): Promise<number> {
 }
 
 let outputGuarded = false;
+/** Standard output failed other than by its reader leaving (EPIPE). */
+let outputFailed = false;
+
+/** Waits for what was written to stdout to be taken; says whether any of it was lost. */
+async function outputLost(): Promise<boolean> {
+  if (!outputFailed && process.stdout.writable) {
+    await new Promise<void>((resolve) => process.stdout.write('', () => resolve()));
+  }
+  // a failed write's 'error' event comes a tick after its callback
+  await new Promise((resolve) => setImmediate(resolve));
+  return outputFailed;
+}
 
 /**
  * When the reader of stdout or stderr goes away (`branchsan serve | head -1`, a closed
@@ -125,7 +148,8 @@ let outputGuarded = false;
  * its log. Instead the loggers stop writing there (dropStdout: Node destroys a pipe,
  * but not a file) and the process carries on: the engine's log file still gets every
  * line. EPIPE is the reader's choice and goes unremarked, as in any Unix
- * tool; any other failure of stdout (a file on a full disk) is said on stderr, once.
+ * tool; any other failure of stdout (a file on a full disk) is said on stderr, once,
+ * and a one-shot command then exits 1 (run).
  */
 function goOnWithoutOutput(): void {
   if (outputGuarded) return; // run() again in the same process
@@ -135,6 +159,7 @@ function goOnWithoutOutput(): void {
     dropStdout();
     if (err.code === 'EPIPE' || said) return;
     said = true;
+    outputFailed = true;
     process.stderr.write(
       `branchsan: cannot write to standard output (${err.code ?? err.message}); going on without it: nothing more is printed there.\n`,
     );

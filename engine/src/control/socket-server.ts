@@ -52,9 +52,18 @@ export class SocketServer {
         'Check that its directory exists and is writable by the engine, or pass --socket PATH.',
       );
     });
-    fs.chmodSync(this.opts.path, this.opts.mode ?? 0o660);
-    if (this.opts.gid !== undefined)
-      fs.chownSync(this.opts.path, process.getuid?.() ?? 0, this.opts.gid);
+    try {
+      fs.chmodSync(this.opts.path, this.opts.mode ?? 0o660);
+      if (this.opts.gid !== undefined)
+        fs.chownSync(this.opts.path, process.getuid?.() ?? 0, this.opts.gid);
+    } catch (err) {
+      // not left listening: nothing would close it, and the process would not exit
+      server.close();
+      throw new UserError(
+        `Cannot set the access of the API socket ${this.opts.path}: ${(err as Error).message}`,
+        'Check that its directory is on a local file system the engine may change.',
+      );
+    }
     server.on('error', (err) => this.log.error('API socket error', { err }));
     this.server = server;
   }

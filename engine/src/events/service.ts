@@ -155,7 +155,12 @@ export class EventsService {
       );
     }
     if (!a)
-      throw new UserError(`There is no alert ${id}.`, 'Refresh the alert list.', 'not-found', 'id');
+      throw new UserError(
+        `There is no alert ${id}.`,
+        'List the alerts for their ids (`branchsan alerts`, or refresh the console).',
+        'not-found',
+        'id',
+      );
     return a;
   }
 

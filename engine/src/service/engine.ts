@@ -92,8 +92,9 @@ export class Engine {
     const log = opts.log ?? createLogger();
     const dataDir = path.resolve(opts.dataDir);
     process.umask(0o027); // database and logs: service and admin group only; secrets tighten further
-    prepareDataDir(dataDir);
     const socketPath = path.resolve(opts.socketPath ?? path.join(dataDir, 'engine.sock'));
+    checkSocketPath(socketPath, opts.socketPath === undefined);
+    prepareDataDir(dataDir);
     // the C addon's flock makes the lock the kernel's (see instance-lock.ts)
     const lock = acquireInstanceLock(dataDir, socketPath, (await loadNativeAddon())?.lock);
     const cleanup: (() => unknown)[] = [() => lock.release()];
@@ -435,4 +436,23 @@ function readOnlyParent(dir: string): boolean {
       if (code !== 'ENOENT' || d === path.dirname(d)) return false;
     }
   }
+}
+
+/** The most bytes a Unix socket's path may have on Linux (sun_path less its final NUL). */
+const MAX_SOCKET_PATH = 107;
+
+/**
+ * Linux would shorten a longer path without a word, and the socket would appear under
+ * another name (in the parent directory, even), where no client looks for it.
+ */
+function checkSocketPath(socketPath: string, inDataDir: boolean): void {
+  const bytes = Buffer.byteLength(socketPath);
+  if (bytes <= MAX_SOCKET_PATH) return;
+  throw new UserError(
+    `The API socket path ${socketPath} is ${bytes} bytes long; Unix sockets allow at most ${MAX_SOCKET_PATH}.`,
+    inDataDir
+      ? 'Use a data directory with a shorter path, or put the socket elsewhere: --socket /run/branchsan/engine.sock.'
+      : 'Give --socket a shorter path, for example /run/branchsan/engine.sock.',
+    'usage',
+  );
 }

@@ -30,6 +30,10 @@ describe('CLI API client', () => {
     expect(err).toBeInstanceOf(ApiError);
     // Before: "The engine did not answer system.status within 15 s", 15 s later.
     expect((err as ApiError).message).toBe('Not connected to the BranchSAN engine.');
+    // a hint for the command line, not the console's "reconnects by itself"
+    expect((err as ApiError).data?.hint).toBe(
+      'The engine closed the connection: it may be stopping or restarting. Check `branchsan status`, then try again.',
+    );
     client.close();
   });
 });
