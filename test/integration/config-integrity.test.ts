@@ -55,6 +55,26 @@ describe('one backing file serves one namespace', () => {
     expect(nss.map((n) => n.nsid)).toEqual([1]);
   });
 
+  it('refuses the path of a served volume whose file was deleted or replaced', async () => {
+    const img = path.join(dir, 'deleted.img');
+    await api.call('target.namespace.add', {
+      nqn: NQN,
+      nsid: 20,
+      backend: { kind: 'file', path: img, createSizeBytes: 1 << 20 },
+    });
+    fs.rmSync(img); // the engine still serves the deleted file it holds open
+    const err = await apiError(
+      api.call('target.namespace.add', {
+        nqn: NQN,
+        backend: { kind: 'file', path: img, createSizeBytes: 1 << 20 },
+      }),
+    );
+    expect(err.code).toBe(ErrorCode.Conflict);
+    expect(err.message).toBe(`${img} is already a namespace.`);
+    const nss = (await api.call('target.config', {})).subsystems[0]!.namespaces;
+    expect(nss.filter((n) => n.path === img)).toHaveLength(1);
+  });
+
   it('refuses the same file added by two calls at once', async () => {
     const img = path.join(dir, 'raced.img');
     fs.writeFileSync(img, Buffer.alloc(1 << 20));

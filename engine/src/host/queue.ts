@@ -590,7 +590,10 @@ export class NvmeTcpQueue {
       // RST, not FIN: the kernel drops what it had not sent yet. Closed the usual way it
       // would go on sending those bytes, and after a network partition heals a command
       // this host has given up could still reach the old controller (multipath-path.ts).
-      this.sock.resetAndDestroy();
+      // (Still connecting, nothing was sent: resetAndDestroy would only wait for the
+      // connect, keeping the socket and the process alive until the kernel gives up.)
+      if (this.sock.connecting) this.sock.destroy();
+      else this.sock.resetAndDestroy();
     }
     if (culprit?.slot.req) this.failSlot(culprit.slot, culprit.err);
     for (const slot of this.slots) if (slot.req) this.failSlot(slot, err.forCommand(true));

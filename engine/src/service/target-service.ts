@@ -441,19 +441,19 @@ export class TargetService {
     }
     // The same file or device under another name (./, //, a symlink, a by-id link) counts
     // too. A served one is known by what its descriptor names, with no call to its file
-    // system (which may hang since); one not open by its path.
+    // system (which may hang since), and by its path (its file may be gone or replaced);
+    // one not open by its path alone.
     const inUse = !checked
       ? undefined
       : this.store
           .load()
           .subsystems.flatMap((s) => s.namespaces.map((n) => ({ nqn: s.nqn, n })))
-          .find(
-            ({ nqn, n }) =>
-              n.backendKind !== 'memory' &&
-              checked.names.includes(
-                this.rt.servedIdentity(nqn, n.nsid) ?? `path:${path.resolve(n.path)}`,
-              ),
-          )?.n;
+          .find(({ nqn, n }) => {
+            if (n.backendKind === 'memory') return false;
+            const served = this.rt.servedIdentity(nqn, n.nsid);
+            const named = `path:${path.resolve(n.path)}`;
+            return checked.names.includes(named) || (!!served && checked.names.includes(served));
+          })?.n;
     if (inUse)
       throw new UserError(
         `${inUse.path} is already a namespace.`,

@@ -166,7 +166,13 @@ export function createSessionApi(
     login: (password) => post('login', { password }),
     setup: (token, password) => post('setup', { token, password }),
     // the key goes with the request (the engine ends only the session it proves), then
-    // it is of no use: forgotten whatever the answer
-    logout: () => post('logout', {}).finally(() => keys.set(null)),
+    // it is of no use: forgotten whatever the answer, unless a sign-in since (while this
+    // request was slow) stored a new one
+    logout: () => {
+      const sent = keys.get();
+      return post('logout', {}).finally(() => {
+        if (keys.get() === sent) keys.set(null);
+      });
+    },
   };
 }

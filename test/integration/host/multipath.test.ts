@@ -243,7 +243,7 @@ describe('multipath over two BranchSAN targets sharing one backend', () => {
     const mp = await open({
       nsid: 1,
       paths: [stallablePath(a, proxy, 60_000), pathTo(b)],
-      fenceDelayMs: 2500,
+      fenceDelayMs: 4000, // well past A's reconnect, even on a busy machine
       onRetry: (ev) => events.push(`${ev.kind} ${ev.reason}`),
     });
     const cntlidBefore = byName(mp, 'A').cntlid;
@@ -262,7 +262,7 @@ describe('multipath over two BranchSAN targets sharing one backend', () => {
 
     await pending;
     expect(events.filter((e) => !e.startsWith('hold'))).toEqual([
-      'release association lost 2500 ms ago (live)',
+      'release association lost 4000 ms ago (live)',
     ]);
     expect((await mp.read(LBA, 1)).equals(data)).toBe(true);
     // Once A is optimized and verified again, I/O goes back to it.

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { EventStore } from '../../../engine/src/events/event-store.js';
 import { openDatabase, recordEvent, type Db } from '../../../engine/src/persistence/db.js';
 import { DbReader, ReaderUnavailable } from '../../../engine/src/persistence/db-reader.js';
@@ -71,20 +71,36 @@ async function turnsDuring<T>(work: () => Promise<T>): Promise<{ value: T; turns
 const RARE = { limit: 100, type: 'rare.kind' } as const;
 
 describe('DbReader', () => {
-  it('lists events off the engine thread: the event loop turns while the query runs', async () => {
+  it('lists events on its own connection, not the engine’s, with the same answer', async () => {
     const db = fileDb();
     fill(db, 60_000);
     const { reader } = readerOf(db);
-    const threaded = await turnsDuring(() => new EventStore(db, reader).list(RARE));
-    const inline = await turnsDuring(() => new EventStore(db).list(RARE));
-    expect(threaded.value).toEqual(inline.value);
-    expect(threaded.value.events).toHaveLength(60);
-    expect(inline.turns).toBe(0); // the engine's connection: nothing else runs meanwhile
+    const onEngine: string[] = [];
+    const prepare = db.prepare.bind(db);
+    vi.spyOn(db, 'prepare').mockImplementation(((sql: string) => {
+      if (/FROM events/.test(sql)) onEngine.push(sql);
+      return prepare(sql);
+    }) as typeof db.prepare);
+    const threaded = await new EventStore(db, reader).list(RARE);
+    const again = await new EventStore(db, reader).list(RARE); // the thread stays for it
+    expect(onEngine).toEqual([]);
+    const inline = await new EventStore(db).list(RARE);
+    expect(onEngine).toHaveLength(1);
+    expect(threaded).toEqual(inline);
+    expect(again).toEqual(inline);
+    expect(threaded.events).toHaveLength(60);
+  });
+
+  it('the event loop turns while a long query runs', async () => {
+    const db = fileDb();
+    const { reader } = readerOf(db);
+    const SLOW =
+      'WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) SELECT count(*) AS n FROM c';
+    const threaded = await turnsDuring(() => reader.all(SLOW));
+    expect(threaded.value).toEqual([{ n: 3_000_000 }]);
     expect(threaded.turns).toBeGreaterThan(0);
-    // the thread stays for the next query, and answers it the same way
-    const again = await turnsDuring(() => new EventStore(db, reader).list(RARE));
-    expect(again.value).toEqual(inline.value);
-    expect(again.turns).toBeGreaterThan(0);
+    const inline = await turnsDuring(async () => db.prepare(SLOW).all());
+    expect(inline.turns).toBe(0); // on the engine's connection nothing else runs meanwhile
   });
 
   it('sees every event the engine committed before the query', async () => {

@@ -110,6 +110,29 @@ describe('createSessionApi', () => {
     expect(items.size).toBe(0);
   });
 
+  it('a slow sign-out does not forget the key of a sign-in made meanwhile', async () => {
+    let finishLogout: (r: Response) => void = () => {};
+    let logins = 0;
+    const fetch = vi.fn(async (url: string) => {
+      if (url.endsWith('/logout')) return new Promise<Response>((r) => (finishLogout = r));
+      logins++;
+      return reply(200, { authenticated: true, pageKey: String(logins).repeat(43) });
+    });
+    const items = new Map<string, string>();
+    const keys = pageKeyStore({
+      getItem: (k: string) => items.get(k) ?? null,
+      setItem: (k: string, v: string) => void items.set(k, v),
+      removeItem: (k: string) => void items.delete(k),
+    });
+    const api = createSessionApi(fetch as unknown as typeof globalThis.fetch, 'http://h/', keys);
+    await api.login('pw');
+    const out = api.logout(); // the engine is slow to answer
+    await api.login('pw'); // signed in again meanwhile
+    finishLogout(reply(200, { authenticated: false }));
+    await out;
+    expect(api.pageKey()).toBe('2'.repeat(43)); // before: erased by the late sign-out
+  });
+
   it('posts JSON and turns a refusal into a SignInError with the engine’s words', async () => {
     const fetch = vi.fn(async () =>
       reply(429, {
