@@ -1,9 +1,19 @@
 /**
  * The zod-free half of the contract: error codes, the error class clients throw, the
- * wire envelope types and the client interface. The renderer imports only this file
+ * wire envelope types and names (the console's subprotocols, the page key header) and
+ * the client interface. The renderer imports only this file
  * (and types) at runtime, so the console bundle carries no schema library.
  */
 import type { EventData, EventName, MethodName, MethodParams, MethodResult } from './api.js';
+
+/** The console WebSocket's API version subprotocol: the engine selects it. */
+export const CONSOLE_SUBPROTOCOL = 'branchsan.v1';
+/**
+ * The session's page key (engine: control/auth/console-auth.ts) rides on the upgrade as
+ * a subprotocol offer with this prefix, and on plain requests in PAGE_KEY_HEADER.
+ */
+export const PAGE_KEY_PROTOCOL = 'branchsan.key.';
+export const PAGE_KEY_HEADER = 'X-BranchSAN-Key';
 
 /** Error codes: JSON-RPC's own, then ours (-32000..-32099). */
 export const ErrorCode = {

@@ -119,13 +119,15 @@ function hostNameProblem(v: string): string | null {
   return 'a host name or IP address';
 }
 
-const HostName = z
-  .string()
-  .max(253)
-  .superRefine((v, ctx) => {
-    const problem = hostNameProblem(v);
+/** A refinement that refuses a value with what `problemOf` says of it (null: fine). */
+function saying(problemOf: (v: string) => string | null) {
+  return (v: string, ctx: z.RefinementCtx) => {
+    const problem = problemOf(v);
     if (problem) ctx.addIssue({ code: 'custom', message: problem });
-  });
+  };
+}
+
+const HostName = z.string().max(253).superRefine(saying(hostNameProblem));
 
 const EventsSettings = z.object({
   /** Events older than this are deleted. */
@@ -180,13 +182,7 @@ function webhookUrlProblem(u: string): string | null {
 
 const WebhookSettings = z.object({
   enabled: z.boolean(),
-  url: z
-    .string()
-    .max(2048)
-    .superRefine((u, ctx) => {
-      const problem = webhookUrlProblem(u);
-      if (problem) ctx.addIssue({ code: 'custom', message: problem });
-    }),
+  url: z.string().max(2048).superRefine(saying(webhookUrlProblem)),
   minSeverity: Severity,
 });
 

@@ -31,14 +31,18 @@ afterAll(async () => {
   await engine?.stop();
 });
 
+/** A namespace on a new 1 MiB file at `img`. */
+const addNewFile = (img: string, nsid?: number) =>
+  api.call('target.namespace.add', {
+    nqn: NQN,
+    ...(nsid !== undefined ? { nsid } : {}),
+    backend: { kind: 'file', path: img, createSizeBytes: 1 << 20 },
+  });
+
 describe('one backing file serves one namespace', () => {
   it('refuses the same file under another spelling of its path', async () => {
     const img = path.join(dir, 'spelled.img');
-    await api.call('target.namespace.add', {
-      nqn: NQN,
-      nsid: 1,
-      backend: { kind: 'file', path: img, createSizeBytes: 1 << 20 },
-    });
+    await addNewFile(img, 1);
     fs.symlinkSync(img, path.join(dir, 'link.img'));
     for (const other of [
       `${dir}/./spelled.img`,
@@ -57,18 +61,9 @@ describe('one backing file serves one namespace', () => {
 
   it('refuses the path of a served volume whose file was deleted or replaced', async () => {
     const img = path.join(dir, 'deleted.img');
-    await api.call('target.namespace.add', {
-      nqn: NQN,
-      nsid: 20,
-      backend: { kind: 'file', path: img, createSizeBytes: 1 << 20 },
-    });
+    await addNewFile(img, 20);
     fs.rmSync(img); // the engine still serves the deleted file it holds open
-    const err = await apiError(
-      api.call('target.namespace.add', {
-        nqn: NQN,
-        backend: { kind: 'file', path: img, createSizeBytes: 1 << 20 },
-      }),
-    );
+    const err = await apiError(addNewFile(img));
     expect(err.code).toBe(ErrorCode.Conflict);
     expect(err.message).toBe(`${img} is already a namespace.`);
     const nss = (await api.call('target.config', {})).subsystems[0]!.namespaces;

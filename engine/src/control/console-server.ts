@@ -16,6 +16,7 @@ import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { CONSOLE_SUBPROTOCOL } from '../../../contract/errors.js';
 import { cannotListen, UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { ConsoleAuth } from './auth/console-auth.js';
@@ -26,7 +27,6 @@ import { clientBucket, requestPath } from './http-request.js';
 import type { Socket } from 'node:net';
 import { RENDERER_CONTENT_TYPES } from '../../../contract/renderer-files.js';
 
-export const WS_PROTOCOL = 'branchsan.v1';
 /** WebSocket close code: the session behind this socket ended; sign in again. */
 export const CLOSE_SESSION_ENDED = 4401;
 
@@ -187,7 +187,8 @@ export class ConsoleServer {
     const wss = new WebSocketServer({
       noServer: true,
       maxPayload: MAX_MESSAGE_BYTES,
-      handleProtocols: (protocols) => (protocols.has(WS_PROTOCOL) ? WS_PROTOCOL : false),
+      handleProtocols: (protocols) =>
+        protocols.has(CONSOLE_SUBPROTOCOL) ? CONSOLE_SUBPROTOCOL : false,
     });
     const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => {
       this.firstRequestCame(req.socket);

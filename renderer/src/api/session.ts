@@ -6,6 +6,7 @@
  * here, a subprotocol offer on the upgrade): browsers send a host's cookies to all its
  * ports, while the key lives in this origin's storage, which other ports cannot read.
  */
+import { PAGE_KEY_HEADER } from '../../../contract/errors.js';
 
 /** What the engine says about this browser's session. */
 export interface SessionState {
@@ -89,7 +90,7 @@ export function createSessionApi(
   /** The page key header, when there is a key. */
   const keyHeader = (): Record<string, string> => {
     const key = keys.get();
-    return key ? { 'X-BranchSAN-Key': key } : {};
+    return key ? { [PAGE_KEY_HEADER]: key } : {};
   };
 
   const endpoint = (name: string) => {

@@ -17,6 +17,7 @@ import type {
   MethodParams,
   MethodResult,
 } from '../../../contract/api.js';
+import { CONSOLE_SUBPROTOCOL, PAGE_KEY_PROTOCOL } from '../../../contract/errors.js';
 import { RpcSession } from '../../../contract/rpc-client.js';
 import { backoffDelay, type BackoffOptions } from './backoff.js';
 import {
@@ -27,10 +28,6 @@ import {
 } from './client.js';
 import { SignInError, type SessionApi, type SessionState } from './session.js';
 
-/** The API version subprotocol; the engine selects it when it speaks this contract. */
-export const SUBPROTOCOL = 'branchsan.v1';
-/** Offered with the page key after it (session.ts): the engine checks it, never selects it. */
-export const PAGE_KEY_PROTOCOL = 'branchsan.key.';
 /**
  * Close code the engine uses when the socket's session ended (sign-out, expiry, new
  * password). The client does not trust the code alone: it asks /api/session after any loss.
@@ -136,7 +133,10 @@ export function createWebSocketClient(opts: WebSocketClientOptions): ConsoleClie
     retryTimer = undefined;
     if (closed || link.problem) return;
     const key = opts.session?.pageKey();
-    const ws = new WS(opts.url, key ? [SUBPROTOCOL, `${PAGE_KEY_PROTOCOL}${key}`] : [SUBPROTOCOL]);
+    const ws = new WS(
+      opts.url,
+      key ? [CONSOLE_SUBPROTOCOL, `${PAGE_KEY_PROTOCOL}${key}`] : [CONSOLE_SUBPROTOCOL],
+    );
     let openedAt = 0;
     socket = ws;
 

@@ -25,6 +25,7 @@
  * `branchsan.key.KEY` subprotocol offer on the WebSocket upgrade.
  */
 import type http from 'node:http';
+import { PAGE_KEY_HEADER, PAGE_KEY_PROTOCOL } from '../../../../contract/errors.js';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { UserError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
@@ -453,7 +454,7 @@ export function sameSecret(a: string, b: string): boolean {
 
 /** The page key a request carries: its header, or a WebSocket subprotocol offer. */
 function pageKeyIn(req: http.IncomingMessage): string | null {
-  const header = req.headers['x-branchsan-key'];
+  const header = req.headers[PAGE_KEY_HEADER.toLowerCase()];
   if (typeof header === 'string') return header.trim();
   for (const offer of (req.headers['sec-websocket-protocol'] ?? '').split(',')) {
     const p = offer.trim();
@@ -461,6 +462,3 @@ function pageKeyIn(req: http.IncomingMessage): string | null {
   }
   return null;
 }
-
-/** The subprotocol prefix that carries the page key on the WebSocket upgrade. */
-export const PAGE_KEY_PROTOCOL = 'branchsan.key.';
