@@ -105,6 +105,30 @@ describe('serve', () => {
     );
     expect(fs.readFileSync(file, 'utf8')).toBe('x');
   });
+
+  it('says when the directory of --socket does not exist', async () => {
+    const data = tempDir();
+    const sock = path.join(data, 'missing', 'engine.sock');
+    const r = await runCli(['serve', '--data', data, '--socket', sock, '--console-port', '0']);
+    // Before: "listen EACCES: permission denied" (libuv's word for a missing directory).
+    expectError(
+      r,
+      1,
+      `Cannot listen on the API socket ${sock}: the directory ${path.dirname(sock)} does not exist.`,
+    );
+  });
+
+  it('says when --data is on a file system that takes no directories (/proc)', async () => {
+    // Before: Node's recursive mkdir looped on ENOENT forever at full CPU.
+    const r = await runCli(['serve', '--data', '/proc/branchsan-x/data', '--console-port', '0'], {
+      timeoutMs: 8000,
+    });
+    expectError(
+      r,
+      1,
+      'The data directory /proc/branchsan-x/data cannot be created: its file system takes no new directories there',
+    );
+  });
 });
 
 describe.skipIf(!isRoot)('on a read-only file system', () => {

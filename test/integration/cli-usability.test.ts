@@ -182,13 +182,20 @@ describe('option values', () => {
     );
   });
 
-  it('a port is a decimal number: no hex, no exponent', async () => {
+  it('a port and a block size are decimal numbers: no hex, no exponent', async () => {
     const file = path.join(tempDir(), 'vol.img');
     for (const port of ['0x1F90', '8e3']) {
       expectError(
         await run(['export', file, '--create-size', '64M', '--port', port]),
         2,
         `export: --port must be a port number 0-65535, not "${port}"`,
+      );
+    }
+    for (const bs of ['0x200', '5.12e2', '4096.0']) {
+      expectError(
+        await run(['export', file, '--create-size', '64M', '--port', '0', '--block-size', bs]),
+        2,
+        `export: --block-size must be 512 or 4096, not "${bs}"`,
       );
     }
     expect(fs.existsSync(file)).toBe(false);

@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { UserError } from '../util/errors.js';
+import { makeDirs } from '../util/paths.js';
 
 export interface Command {
   readonly name: string;
@@ -269,7 +270,7 @@ export function prepareOutFile(command: string, out: string, example: string, mo
   }
   const dir = path.dirname(file);
   try {
-    fs.mkdirSync(dir, { recursive: true, ...(mode === undefined ? {} : { mode }) });
+    makeDirs(dir, mode);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     throw new UserError(

@@ -16,7 +16,7 @@ import {
 
 export const diagnostics: Command = {
   name: 'diagnostics',
-  help: `Usage: branchsan diagnostics --data DIR [--out FILE] [--offline] [--wait SEC]
+  help: `Usage: branchsan diagnostics --data DIR [--socket PATH] [--out FILE] [--offline] [--wait SEC]
 
 Writes a diagnostics bundle: the engine's logs, its configuration, recent events
 and alerts, metric history and system facts. Passwords, tokens and keys are

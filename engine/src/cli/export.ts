@@ -79,8 +79,10 @@ Examples:
           'usage',
         );
     }
-    const blockSize = values['block-size'] === undefined ? 512 : Number(values['block-size']);
-    if (blockSize !== 512 && blockSize !== 4096) {
+    const given = values['block-size'] ?? '512';
+    // the digits themselves: Number() would take 0x200 or 5.12e2 too
+    const blockSize = given === '512' ? 512 : given === '4096' ? 4096 : null;
+    if (blockSize === null) {
       throw new UserError(
         `export: --block-size must be 512 or 4096, not "${values['block-size']}".`,
         undefined,

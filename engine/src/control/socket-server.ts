@@ -4,6 +4,7 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { MAX_MESSAGE_BYTES, type RpcDispatcher } from './rpc.js';
@@ -47,9 +48,17 @@ export class SocketServer {
         resolve();
       });
     }).catch((err: NodeJS.ErrnoException) => {
+      // libuv reports a missing directory as EACCES: say which it is
+      const dir = path.dirname(this.opts.path);
+      if (!fs.existsSync(dir)) {
+        throw new UserError(
+          `Cannot listen on the API socket ${this.opts.path}: the directory ${dir} does not exist.`,
+          'Create that directory, or pass --socket PATH in one that exists.',
+        );
+      }
       throw new UserError(
         `Cannot listen on the API socket ${this.opts.path}: ${err.message}`,
-        'Check that its directory exists and is writable by the engine, or pass --socket PATH.',
+        'Check that its directory is writable by the engine, or pass --socket PATH.',
       );
     });
     try {

@@ -23,7 +23,7 @@ import { redactUrl } from '../events/delivery/webhook.js';
 import { openDatabaseReadOnly, type Db } from '../persistence/db.js';
 import { TargetStore } from '../persistence/target-store.js';
 import { LOG_FILE, logDir } from '../util/log-file.js';
-import { productVersion } from '../util/paths.js';
+import { makeDirs, productVersion } from '../util/paths.js';
 
 export interface BundleOptions {
   dataDir: string;
@@ -101,7 +101,7 @@ export async function buildDiagnosticsBundle(
   for (const f of logFiles(o.dataDir))
     add(`logs/${f}`, () => fs.promises.readFile(path.join(logDir(o.dataDir), f), 'utf8'));
 
-  fs.mkdirSync(path.dirname(o.outFile), { recursive: true, mode: 0o750 });
+  makeDirs(path.dirname(o.outFile), 0o750);
   const tmp = `${o.outFile}.${process.pid}.tmp`;
   const tar = new PassThrough();
   const done = pipeline(tar, createGzip(), fs.createWriteStream(tmp, { mode: 0o600 }));

@@ -22,7 +22,7 @@ import {
 import { DbReader } from '../persistence/db-reader.js';
 import { UserError, whereStorageAllows } from '../util/errors.js';
 import { createLogger, type Logger } from '../util/log.js';
-import { productVersion } from '../util/paths.js';
+import { makeDirs, productVersion } from '../util/paths.js';
 import {
   buildConsole,
   consoleProblem,
@@ -393,7 +393,7 @@ function ioActivity(runtime: TargetRuntime): number {
 
 function prepareDataDir(dataDir: string): void {
   try {
-    fs.mkdirSync(dataDir, { recursive: true, mode: 0o750 });
+    makeDirs(dataDir, 0o750);
     fs.accessSync(dataDir, fs.constants.W_OK);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
@@ -413,6 +413,12 @@ function prepareDataDir(dataDir: string): void {
       throw new UserError(
         `The data directory ${dataDir} cannot be used: its file system is read-only.`,
         'Remount it read-write, or pass another --data directory.',
+      );
+    }
+    if (code === 'ENOENT') {
+      throw new UserError(
+        `The data directory ${dataDir} cannot be created: its file system takes no new directories there (ENOENT; /proc and /sys are like that).`,
+        'Pass a directory on a disk with --data, for example /var/lib/branchsan.',
       );
     }
     throw new UserError(

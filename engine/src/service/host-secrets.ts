@@ -23,6 +23,7 @@ import zlib from 'node:zlib';
 import { createHash, randomBytes } from 'node:crypto';
 import { UserError } from '../util/errors.js';
 import { replaceSecretFile, secretsDir } from './secrets.js';
+import { makeDirs } from '../util/paths.js';
 
 export type DhchapHash = 0 | 1 | 2 | 3;
 /** Key length in bytes for each hash id that generation offers. */
@@ -166,7 +167,7 @@ export class HostSecretStore {
   /** The new secret is written aside, recorded, then renamed over the old one. */
   private write(hostNqn: string, hash: 1 | 2 | 3, record: Record): HostSecret {
     const dir = path.join(secretsDir(this.dataDir), 'hosts');
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    makeDirs(dir, 0o700);
     fs.chmodSync(dir, 0o700);
     const file = this.fileOf(hostNqn);
     const secret = generateDhchapSecret(hash);

@@ -6,10 +6,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { UserError } from '../util/errors.js';
+import { makeDirs } from '../util/paths.js';
 
 export function secretsDir(dataDir: string): string {
   const dir = path.join(dataDir, 'secrets');
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  makeDirs(dir, 0o700);
   fs.chmodSync(dir, 0o700);
   return dir;
 }

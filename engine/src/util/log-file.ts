@@ -10,6 +10,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { addLogSink, type LogSink } from './log.js';
+import { makeDirs } from './paths.js';
 
 export interface LogFileOptions {
   /** Rotate when the current file would pass this size (default 10 MiB). */
@@ -38,7 +39,7 @@ export class RotatingLogFile implements LogSink {
     this.file = path.join(dir, LOG_FILE);
     this.maxBytes = opts.maxBytes ?? 10 << 20;
     this.keep = opts.keep ?? 5;
-    fs.mkdirSync(dir, { recursive: true, mode: 0o750 });
+    makeDirs(dir, 0o750);
     this.open();
   }
 

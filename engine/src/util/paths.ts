@@ -49,3 +49,34 @@ export async function insideDir(p: string, dir: string): Promise<boolean> {
   const rel = path.relative(await real(dir), await real(p));
   return rel === '' || (rel !== '..' && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel));
 }
+
+/**
+ * mkdir -p, one level at a time. Node's own recursive mkdir loops forever where a
+ * directory exists but refuses a new entry with ENOENT (/proc, /sys): here that
+ * ENOENT comes back as the error. A path through a file fails with ENOTDIR.
+ */
+export function makeDirs(dir: string, mode?: number): void {
+  const missing: string[] = [];
+  for (let p = path.resolve(dir); ; p = path.dirname(p)) {
+    try {
+      if (fs.statSync(p).isDirectory()) break;
+      throw Object.assign(new Error(`ENOTDIR: not a directory, mkdir '${dir}'`), {
+        code: 'ENOTDIR',
+        path: p,
+      });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    missing.push(p);
+    if (p === path.dirname(p)) break;
+  }
+  for (const d of missing.reverse()) {
+    try {
+      fs.mkdirSync(d, mode === undefined ? undefined : { mode });
+    } catch (err) {
+      // made meanwhile by someone else: fine if it is a directory
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || !fs.statSync(d).isDirectory())
+        throw err;
+    }
+  }
+}

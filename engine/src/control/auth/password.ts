@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import { UserError } from '../../util/errors.js';
+import { makeDirs } from '../../util/paths.js';
 
 /** Cost for new hashes: 2^15 × r 8 = 32 MiB and ~0.1 s per guess on one core. */
 export const SCRYPT_DEFAULTS = { ln: 15, r: 8, p: 1 } as const;
@@ -148,7 +149,7 @@ export class PasswordFile {
     if (problem) throw new UserError(problem, 'Choose another password.', 'usage', 'password');
     const hash = await hashPassword(password);
     const dir = path.dirname(this.file);
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    makeDirs(dir, 0o700);
     fs.chmodSync(dir, 0o700);
     const tmp = `${this.file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
     fs.writeFileSync(tmp, formatPasswordHash(hash) + '\n', { mode: 0o600 });
