@@ -9,6 +9,14 @@ case "$1" in
       systemctl disable --now branchsan.service >/dev/null 2>&1 || true
     fi
     rm -f /lib/systemd/system/branchsan.service
+    # electron-builder's after-remove template (a custom script replaces it)
+    if command -v update-alternatives >/dev/null 2>&1; then
+      update-alternatives --remove '${executable}' '/opt/BranchSAN/${executable}' || true
+    fi
+    if [ -L '/usr/bin/${executable}' ] && [ ! -e '/usr/bin/${executable}' ]; then
+      rm -f '/usr/bin/${executable}'
+    fi
+    rm -f '/etc/apparmor.d/${executable}'
     if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
     ;;
 esac

@@ -148,9 +148,24 @@ Options:
   },
 };
 
+/** Where the .deb puts the unit; one in /etc/systemd/system overrides it. */
+const PACKAGE_UNIT = `/lib/systemd/system/${UNIT_NAME}`;
+
+/**
+ * The shipped unit: build/linux/ in the source tree, resources/linux/ beside
+ * resources/engine/ in the packaged layout (build/electron-builder.yml).
+ */
+export function shippedUnit(root: string, exists = fs.existsSync): string {
+  const candidates = [
+    path.join(root, 'build', 'linux', UNIT_NAME),
+    path.join(root, '..', 'linux', UNIT_NAME),
+  ];
+  return candidates.find((f) => exists(f)) ?? candidates[0]!;
+}
+
 function installSteps(unitFile?: string): Step[] {
   const root = productRoot();
-  const src = path.resolve(unitFile ?? path.join(root, 'build', 'linux', UNIT_NAME));
+  const src = path.resolve(unitFile ?? shippedUnit(root));
   let unitText: string;
   try {
     unitText = fs.readFileSync(src, 'utf8');
@@ -174,6 +189,11 @@ function installSteps(unitFile?: string): Step[] {
   if (/^\/(root|home)(\/|$)/.test(root)) {
     console.error(
       `branchsan: warning: BranchSAN is under ${root}, which the unit hides from the service (ProtectHome=yes). Install it under /opt for the service to start.`,
+    );
+  }
+  if (fs.existsSync(PACKAGE_UNIT)) {
+    console.error(
+      `branchsan: warning: the package already installed ${PACKAGE_UNIT}; the unit written to ${UNIT_DEST} overrides it until you delete that file.`,
     );
   }
   const groupExists =

@@ -25,7 +25,7 @@ import type { BackendSpec } from '../storage/open.js';
 import { statIdentity } from '../storage/file.js';
 import { storageProblem, UserError, whereStorageAllows } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
-import { insideDir } from '../util/paths.js';
+import { VOLUME_DIR, insideDir } from '../util/paths.js';
 import {
   newNguid,
   newUuid,
@@ -434,7 +434,7 @@ export class TargetService {
       // would corrupt the engine's state or carry its secrets away.
       throw new UserError(
         `${checked.path} is inside the engine's data directory ${this.dataDir}.`,
-        'Keep volumes elsewhere, for example /var/lib/branchsan-volumes/ or a disk of their own.',
+        `Keep volumes elsewhere, for example ${VOLUME_DIR}/ or a disk of their own.`,
         'invalid',
         'backend.path',
       );

@@ -35,6 +35,7 @@ import {
 } from './io-worker-pool.js';
 import { Op, Status, type OpCode, type OpenedTarget } from './io-worker-protocol.js';
 import { ReadBuffers } from '../util/read-buffers.js';
+import { SERVICE_VOLUME_DIRS, underSystemd } from '../util/paths.js';
 
 /**
  * Waits before replacing a failed I/O thread pool, by failures in a row: the first at
@@ -736,7 +737,12 @@ export function openError(path: string, err: NodeJS.ErrnoException): BackendErro
       'permission denied; the engine service must be able to read and write it',
     ],
     EPERM: ['read-only', 'permission denied; the engine service must be able to read and write it'],
-    EROFS: ['read-only', 'its file system is mounted read-only'],
+    EROFS: [
+      'read-only',
+      underSystemd()
+        ? `its file system is read-only to the engine: the branchsan service may write only under ${SERVICE_VOLUME_DIRS.join(', ')}; keep the volume there, or allow its directory with \`systemctl edit branchsan\` ([Service] ReadWritePaths=DIR) and restart the service`
+        : 'its file system is mounted read-only',
+    ],
     ENOSPC: ['no-space', 'its file system is full; free space or choose another location'],
     EFBIG: [
       'no-space',

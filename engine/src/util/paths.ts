@@ -50,6 +50,20 @@ export async function insideDir(p: string, dir: string): Promise<boolean> {
   return rel === '' || (rel !== '..' && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel));
 }
 
+/** Where the engine suggests keeping file-backed volumes (the unit creates it). */
+export const VOLUME_DIR = '/var/lib/branchsan-volumes';
+
+/**
+ * The directories build/linux/branchsan.service leaves writable for volumes
+ * (ProtectSystem=strict makes everything else read-only to the service).
+ */
+export const SERVICE_VOLUME_DIRS = [VOLUME_DIR, '/srv', '/mnt', '/media'] as const;
+
+/** Running as a systemd service: systemd sets INVOCATION_ID for every unit it starts. */
+export function underSystemd(env: NodeJS.ProcessEnv = process.env): boolean {
+  return typeof env.INVOCATION_ID === 'string' && env.INVOCATION_ID !== '';
+}
+
 /**
  * mkdir -p, one level at a time. Node's own recursive mkdir loops forever where a
  * directory exists but refuses a new entry with ENOENT (/proc, /sys): here that

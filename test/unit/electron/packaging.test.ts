@@ -18,7 +18,11 @@ import {
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { shippedUnit } from '../../../engine/src/cli/service.js';
+import { openError } from '../../../engine/src/storage/file.js';
+import { SERVICE_VOLUME_DIRS, VOLUME_DIR } from '../../../engine/src/util/paths.js';
 import {
   ENGINE_MALLOC_ENV,
   LINUX_SERVICE_SOCKET,
@@ -74,7 +78,7 @@ describe('build/linux/branchsan.service', () => {
       `/usr/bin/node /opt/BranchSAN/resources/engine/bin/branchsan.js serve --data /var/lib/branchsan --socket ${LINUX_SERVICE_SOCKET}`,
     );
     expect(directive('RuntimeDirectory')).toEqual(['branchsan']);
-    expect(directive('StateDirectory')).toEqual(['branchsan']);
+    expect(directive('StateDirectory')).toEqual([`branchsan ${path.basename(VOLUME_DIR)}`]);
     expect(directive('Group')).toEqual(['branchsan-admin']);
     expect(directive('Restart')).toEqual(['on-failure']);
   });
@@ -98,6 +102,34 @@ describe('build/linux/branchsan.service', () => {
       expect(UNIT).toMatch(new RegExp(`^${d}$`, 'm'));
     expect(directive('ReadWritePaths')[0]).toContain('/var/lib/branchsan');
     expect(UNIT).not.toMatch(/^(PrivateDevices=yes|DevicePolicy=closed|DevicePolicy=strict)/m);
+    // Any device allow-list closes the other devices; before systemd 253 ProtectClock
+    // added one (char-rtc), taking /dev/nvme* and /dev/sd* away from the engine.
+    expect(UNIT).not.toMatch(/^(DeviceAllow|ProtectClock)=/m);
+    expect(directive('SystemCallFilter')).toContain('~@clock');
+  });
+
+  it('leaves writable the directories the engine tells users to keep volumes in', () => {
+    // ProtectSystem=strict: everything not listed is read-only to the service.
+    const writable = directive('ReadWritePaths')
+      .flatMap((l) => l.split(/\s+/))
+      .map((p) => p.replace(/^-/, ''));
+    for (const dir of SERVICE_VOLUME_DIRS) expect(writable).toContain(dir);
+  });
+
+  it('names the service sandbox when a volume cannot be opened on a read-only path', () => {
+    const erofs = Object.assign(new Error('EROFS'), { code: 'EROFS' });
+    const saved = process.env.INVOCATION_ID;
+    try {
+      process.env.INVOCATION_ID = 'a'.repeat(32);
+      const msg = openError('/opt/vol.img', erofs).message;
+      expect(msg).toContain('systemctl edit branchsan');
+      expect(msg).toContain(VOLUME_DIR);
+      delete process.env.INVOCATION_ID;
+      expect(openError('/opt/vol.img', erofs).message).toContain('mounted read-only');
+    } finally {
+      if (saved === undefined) delete process.env.INVOCATION_ID;
+      else process.env.INVOCATION_ID = saved;
+    }
   });
 
   it('passes systemd-analyze verify where systemd is installed', () => {
@@ -113,6 +145,48 @@ describe('build/linux/branchsan.service', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+/**
+ * A .deb maintainer script as electron-builder writes it: `${name}` is replaced by
+ * its template options and any other `${letters}` fails the package build.
+ */
+function renderScript(file: string): string {
+  const options: Record<string, string> = {
+    executable: 'branchsan-desktop',
+    sanitizedProductName: 'BranchSAN',
+    productFilename: 'BranchSAN',
+  };
+  return readFileSync(join(ROOT, 'build', 'linux', file), 'utf8').replace(
+    /\$\{([a-zA-Z]+)\}/g,
+    (_m, name: string) => {
+      if (!(name in options)) throw new Error(`${file}: macro ${name} is not defined`);
+      return options[name]!;
+    },
+  );
+}
+
+describe('build/linux maintainer scripts', () => {
+  for (const file of ['postinst.sh', 'postrm.sh']) {
+    it(`${file} renders as electron-builder renders it and is valid sh`, () => {
+      const text = renderScript(file);
+      const r = spawnSync('sh', ['-n'], { input: text, encoding: 'utf8' });
+      expect(r.stderr).toBe('');
+      expect(r.status).toBe(0);
+    });
+  }
+
+  it("postinst does what electron-builder's own template would have done (a custom script replaces it)", () => {
+    const text = renderScript('postinst.sh');
+    // the desktop command, the setuid sandbox fallback, the AppArmor profile
+    expect(text).toContain('update-alternatives --install "/usr/bin/$DESKTOP_BIN"');
+    expect(text).toContain("DESKTOP_BIN='branchsan-desktop'");
+    expect(text).toMatch(/chmod 4755 "\$APP_DIR\/chrome-sandbox"/);
+    expect(text).toContain('/resources/apparmor-profile');
+    const removal = renderScript('postrm.sh');
+    expect(removal).toContain("update-alternatives --remove 'branchsan-desktop'");
+    expect(removal).toContain("rm -f '/etc/apparmor.d/branchsan-desktop'");
   });
 });
 
@@ -198,6 +272,10 @@ describe.skipIf(!BUILT)('electron-builder linux package layout', () => {
 
   it('ships the unit file and an engine tree beside the asar', () => {
     expect(readFileSync(join(resources, 'linux', 'branchsan.service'), 'utf8')).toBe(UNIT);
+    // `branchsan service install` from the package finds it there
+    expect(shippedUnit(join(resources, 'engine'))).toBe(
+      join(resources, 'engine', '..', 'linux', 'branchsan.service'),
+    );
     for (const f of [
       'package.json',
       'bin/branchsan.js',
@@ -205,6 +283,31 @@ describe.skipIf(!BUILT)('electron-builder linux package layout', () => {
       'dist/renderer/index.html',
     ])
       expect(existsSync(join(resources, 'engine', f))).toBe(true);
+  });
+
+  it('ships the native addon where the packaged engine looks for it', () => {
+    expect(existsSync(join(ROOT, 'engine', 'native', 'build', 'branchsan_native.node'))).toBe(true);
+    const r = spawnSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `const m = await import(${JSON.stringify(pathToFileURL(join(resources, 'engine', 'dist', 'engine', 'src', 'storage', 'io-worker-pool.js')).href)});
+         console.log(await m.resolveNativeAddon(undefined));`,
+      ],
+      { encoding: 'utf8', env: { PATH: process.env.PATH ?? '/usr/bin' } },
+    );
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim()).toBe(
+      join(resources, 'engine', 'dist', 'engine', 'native', 'build', 'branchsan_native.node'),
+    );
+  });
+
+  it('the .deb depends on the Node major whose ABI the copied better-sqlite3 is built for', () => {
+    const config = readFileSync(join(ROOT, 'build', 'electron-builder.yml'), 'utf8');
+    const depends = [...config.matchAll(/^ {4}- (nodejs .*)$/gm)].map((m) => m[1]);
+    const major = Number(process.versions.node.split('.')[0]);
+    expect(depends).toEqual([`nodejs (>= ${major})`, `nodejs (<< ${major + 1})`]);
   });
 
   it('the packaged engine runs under the system Node the way the unit starts it, and answers the link', async () => {
