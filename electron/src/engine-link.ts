@@ -41,6 +41,8 @@ export interface LinkStatus {
   retryInMs?: number;
   /** Failed attempts since the last successful connection. */
   attempt: number;
+  /** close() ended the link on purpose (the app quits): no failure, no retry. */
+  closed?: true;
 }
 
 export interface EngineLinkOptions {
@@ -139,7 +141,7 @@ export class EngineLink implements ApiClient {
     this.socket?.destroy();
     this.socket = undefined;
     this.session.failAll(notConnected());
-    this.setStatus({ state: 'disconnected', attempt: this.status.attempt });
+    this.setStatus({ state: 'disconnected', attempt: this.status.attempt, closed: true });
   }
 
   private attempt(): void {

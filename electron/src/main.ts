@@ -138,7 +138,7 @@ function watchConnection(l: EngineLink, target: EngineTarget): void {
   l.onState((state: ConnectionState, status: LinkStatus) => {
     sendToWindow(IPC.state, state);
     tray?.update(status);
-    const notice = notifier.next(state, status.error?.message);
+    const notice = notifier.next(state, status.error?.message, status.closed === true);
     if (notice && Notification.isSupported())
       new Notification(forDesktop(notice, process.platform)).show();
     const absent = status.error?.code === 'ENOENT' || status.error?.code === 'ECONNREFUSED';

@@ -20,7 +20,9 @@ export class ConnectionNotifier {
   private everConnected = false;
   private lost = false;
 
-  next(state: ConnectionState, reason?: string): Notice | undefined {
+  /** `closedByUs`: the app closed the link itself (quitting): nothing was lost. */
+  next(state: ConnectionState, reason?: string, closedByUs = false): Notice | undefined {
+    if (closedByUs) return undefined;
     if (state === 'connected') {
       this.everConnected = true;
       if (!this.lost) return undefined;

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApiError, ErrorCode, type ConnectionState } from '../../../contract/api.js';
 import { EngineLink, type LinkStatus } from '../../../electron/src/engine-link.js';
+import { ConnectionNotifier } from '../../../electron/src/notifications.js';
 import { FakeEngine, until } from './helpers/fake-engine.js';
 
 const FAST = { initialMs: 20, maxMs: 160, factor: 2, jitter: 0 };
@@ -201,6 +202,32 @@ describe('EngineLink against a real Unix socket', () => {
     await new Promise((r) => setTimeout(r, 200));
     expect(engine.connections).toBe(before);
     expect(l.state).toBe('disconnected');
+  });
+
+  it('close() says it was on purpose, so the desktop does not report a lost engine on quit', async () => {
+    const l = connect();
+    const notifier = new ConnectionNotifier();
+    const notices: string[] = [];
+    l.onState((s, status) => {
+      const n = notifier.next(s, status.error?.message, status.closed === true);
+      if (n) notices.push(n.title);
+    });
+    await until(() => l.state === 'connected');
+    l.close();
+    expect(statuses.at(-1)).toMatchObject({ state: 'disconnected', closed: true });
+    expect(notices).toEqual([]);
+    // an engine that goes away is still reported
+    const l2 = connect();
+    const notifier2 = new ConnectionNotifier();
+    l2.onState((s, status) => {
+      const n = notifier2.next(s, status.error?.message, status.closed === true);
+      if (n) notices.push(n.title);
+    });
+    await until(() => l2.state === 'connected');
+    await engine.stop();
+    await until(() => notices.length > 0);
+    expect(notices).toEqual(['Lost the connection to the BranchSAN engine']);
+    l2.close();
   });
 
   it('reconnectNow() skips the backoff wait', async () => {
