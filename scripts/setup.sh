@@ -8,6 +8,19 @@ cd "$(dirname "$0")/.."
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
+# Node.js 20.19 or later (package.json "engines"; Vite needs it). Debian 12's own
+# nodejs is 18: npm would only warn, and the build would fail late inside Vite.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  log "Node.js 20.19 or later with npm is needed and was not found on PATH; install Node.js 20 (e.g. the NodeSource nodejs package), then run this again"
+  exit 1
+fi
+node_version=$(node --version)
+IFS=. read -r node_major node_minor _ <<<"${node_version#v}"
+if ((node_major < 20 || (node_major == 20 && node_minor < 19))); then
+  log "Node.js $node_version is too old: BranchSAN needs 20.19 or later; install Node.js 20 (e.g. the NodeSource nodejs package), then run this again"
+  exit 1
+fi
+
 # Debian packages: chromium (console e2e tests), qemu (the Linux host VM; qemu-utils'
 # qemu-io for the disk-image lock test), iproute2, tshark (Wireshark's NVMe/TCP
 # dissector checks captured traffic).
