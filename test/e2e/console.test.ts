@@ -355,6 +355,55 @@ describe('alerts in the web console', () => {
   });
 });
 
+describe('a watched console keeps its session; a hidden one lets it end', () => {
+  let engine: ConsoleEngine;
+  let browser: Browser;
+  let dataDir: string;
+  const IDLE_SEC = 3;
+
+  beforeAll(async () => {
+    assertBuilt();
+    dataDir = tempDir('branchsan-e2e-idle-');
+    engine = await startEngine({ dataDir, args: ['--session-idle', String(IDLE_SEC)] });
+    browser = await launchChromium();
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    await engine?.stop();
+    if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('stays signed in while the dashboard is on screen, and signs out once it is hidden', async () => {
+    const context = await browser.newContext({ viewport: VIEWPORT });
+    try {
+      const page = await context.newPage();
+      await page.goto(engine.consoleUrl);
+      await chooseFirstPassword(page, 'idle admin passphrase');
+      // Before: only the engine's pushes reached the page; they are no use of the
+      // session, which ended IDLE_SEC after sign-in although the page was watched.
+      await page.waitForTimeout(IDLE_SEC * 3 * 1000);
+      expect(await page.getByTestId('login-page').count()).toBe(0);
+      expect(await page.getAttribute('[data-testid="connection-indicator"]', 'data-state')).toBe(
+        'connected',
+      );
+      // the tab goes to the background: nothing keeps the session any more
+      await page.evaluate(() => {
+        Object.defineProperty(document, 'visibilityState', { get: () => 'hidden' });
+        document.dispatchEvent(new Event('visibilitychange'));
+      });
+      await page
+        .locator('[data-testid="login-page"][data-mode="sign-in"]')
+        .waitFor({ timeout: IDLE_SEC * 4 * 1000 });
+      expect(((await page.getByTestId('login-notice').textContent()) ?? '').trim()).toContain(
+        'Your session has ended.',
+      );
+    } finally {
+      await context.close();
+    }
+  });
+});
+
 describe('web console over TLS in Chromium', () => {
   let engine: ConsoleEngine;
   let browser: Browser;

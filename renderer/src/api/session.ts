@@ -13,6 +13,8 @@ export interface SessionState {
   authenticated: boolean;
   /** No admin password is set yet: the first-run setup is open (with the token). */
   setupRequired: boolean;
+  /** A session nobody uses ends after this many seconds (the engine's --session-idle). */
+  idleTimeoutSec?: number;
 }
 
 /** A refused sign-in, with the engine's words: what happened, and what to do. */
@@ -161,7 +163,12 @@ export function createSessionApi(
       }
       const s = (await res.json().catch(() => null)) as Partial<SessionState> | null;
       if (!s) return null;
-      return { authenticated: s.authenticated === true, setupRequired: s.setupRequired === true };
+      const idle = s.idleTimeoutSec;
+      return {
+        authenticated: s.authenticated === true,
+        setupRequired: s.setupRequired === true,
+        ...(typeof idle === 'number' && idle > 0 ? { idleTimeoutSec: idle } : {}),
+      };
     },
     pageKey: () => keys.get(),
     login: (password) => post('login', { password }),

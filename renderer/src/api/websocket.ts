@@ -37,6 +37,15 @@ export const CLOSE_SESSION_ENDED = 4401;
 /** A connection that stayed up this long resets the backoff to its shortest delay. */
 const STABLE_MS = 5_000;
 
+/** The longest gap between keep-alive calls of a watched page (a third of it when the
+ * session's idle timeout is shorter than three times this). */
+const KEEP_ALIVE_MAX_MS = 5 * 60_000;
+
+/** Whether someone can see the page: a hidden tab or minimised window is not watched. */
+function documentVisible(): boolean {
+  return typeof document === 'undefined' || document.visibilityState !== 'hidden';
+}
+
 export interface WebSocketClientOptions {
   /** ws:// or wss:// URL of the console endpoint (see consoleSocketUrl). */
   url: string;
@@ -60,6 +69,14 @@ export interface WebSocketClientOptions {
    * after minutes.
    */
   idleTimeoutMs?: number;
+  /**
+   * Whether the page is being watched (default: the document is not hidden). Only the
+   * engine's pushes reach a dashboard nobody clicks in, and they are no use of the
+   * session: while this says yes, a cheap call every third of the session's idle
+   * timeout (at most every 5 min) keeps it. A hidden or closed page keeps nothing,
+   * so its session still ends when idle; the engine's absolute limit always holds.
+   */
+  pageVisible?: () => boolean;
 }
 
 /** The endpoint beside the page: https pages use wss, http pages use ws. */
@@ -79,6 +96,10 @@ export function createWebSocketClient(opts: WebSocketClientOptions): ConsoleClie
   let attempt = 0;
   let retryTimer: ReturnType<typeof setTimeout> | undefined;
   let idleTimer: ReturnType<typeof setTimeout> | undefined;
+  let keepAliveTimer: ReturnType<typeof setInterval> | undefined;
+  /** From the last session check: how often a watched page keeps its session. */
+  let keepAliveMs = 0;
+  const pageVisible = opts.pageVisible ?? documentVisible;
   let closed = false;
   /** Bumped by resume(): a session check that started before it no longer decides. */
   let epoch = 0;
@@ -109,7 +130,25 @@ export function createWebSocketClient(opts: WebSocketClientOptions): ConsoleClie
     }
     if (closed || mine !== epoch) return;
     if (state && !state.authenticated) return needSignIn(state);
+    if (state?.idleTimeoutSec)
+      keepAliveMs = Math.min(KEEP_ALIVE_MAX_MS, Math.max(1000, (state.idleTimeoutSec * 1000) / 3));
     if (!socket) connect();
+  }
+
+  /** While connected: a watched page uses its session now and then (see pageVisible). */
+  function startKeepAlive(): void {
+    stopKeepAlive();
+    if (keepAliveMs <= 0) return;
+    keepAliveTimer = setInterval(() => {
+      if (link.state !== 'connected' || !pageVisible()) return;
+      // any call counts as use; its answer does not matter (a lost link shows elsewhere)
+      session.call('system.status', {}).catch(() => undefined);
+    }, keepAliveMs);
+  }
+
+  function stopKeepAlive(): void {
+    clearInterval(keepAliveTimer);
+    keepAliveTimer = undefined;
   }
 
   function setProblem(problem: Parameters<typeof link.setProblem>[0], why: Refusal | null = null) {
@@ -144,6 +183,7 @@ export function createWebSocketClient(opts: WebSocketClientOptions): ConsoleClie
       if (socket !== ws) return;
       socket = null;
       clearTimeout(idleTimer);
+      stopKeepAlive();
       lost(openedAt);
     };
     const armIdleTimer = () => {
@@ -162,6 +202,7 @@ export function createWebSocketClient(opts: WebSocketClientOptions): ConsoleClie
       setProblem(null);
       link.setState('connected');
       armIdleTimer();
+      startKeepAlive();
     });
     ws.addEventListener('message', (ev: MessageEvent) => {
       if (socket !== ws) return;
@@ -237,6 +278,7 @@ export function createWebSocketClient(opts: WebSocketClientOptions): ConsoleClie
       socket = null;
       clearTimeout(idleTimer);
       clearTimeout(retryTimer);
+      stopKeepAlive();
       ws?.close(1000, 'signed out');
       session.failAll();
       needSignIn({ authenticated: false, setupRequired: false });
@@ -272,6 +314,7 @@ export function createWebSocketClient(opts: WebSocketClientOptions): ConsoleClie
       closed = true;
       clearTimeout(retryTimer);
       clearTimeout(idleTimer);
+      stopKeepAlive();
       const ws = socket;
       socket = null;
       ws?.close(1000, 'console closed');
