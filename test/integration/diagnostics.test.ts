@@ -3,14 +3,14 @@
  * engine's data directory: extracted with the system's tar, checked for its
  * contents, and searched for every secret the engine holds (none may appear).
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { connectSocket, type SocketClient } from '../helpers/api.js';
-import { runCli, startEngine, tempDir, type RunningEngine } from '../helpers/engine.js';
+import { BIN, runCli, startEngine, tempDir, type RunningEngine } from '../helpers/engine.js';
 
 const NQN = 'nqn.2026-11.io.branchsan.test:diag';
 const HOST = 'nqn.2026-11.io.branchsan.test:host-a';
@@ -167,4 +167,35 @@ describe('diagnostics bundle', () => {
     expect(missing.code).toBe(2);
     expect(missing.stderr).toContain('--data DIR is required');
   });
+
+  it.skipIf(process.getuid?.() !== 0)(
+    'says so when the user may not read the data directory, instead of a silently thin bundle',
+    () => {
+      const outDir = tempDir();
+      fs.chmodSync(outDir, 0o777);
+      // this run's temporary directory (0700) must let that user through to outDir
+      const runDir = path.dirname(outDir);
+      const runMode = fs.statSync(runDir).mode & 0o7777;
+      fs.chmodSync(runDir, runMode | 0o011);
+      onTestFinished(() => fs.chmodSync(runDir, runMode));
+      const out = path.join(outDir, 'thin.tar.gz');
+      // the engine's directory is root's (0750): an ordinary user sees nothing in it
+      const r = spawnSync(
+        process.execPath,
+        [BIN, 'diagnostics', '--data', engine.dataDir, '--out', out],
+        {
+          uid: 65534,
+          gid: 65534,
+          encoding: 'utf8',
+          cwd: outDir,
+          timeout: 60_000,
+        },
+      );
+      expect(r.stdout).toContain('Diagnostics bundle written');
+      expect(r.status).toBe(0);
+      expect(r.stderr).toContain(`warning: you may not read ${engine.dataDir} (EACCES)`);
+      expect(r.stderr).toContain(`sudo branchsan diagnostics --data ${engine.dataDir}`);
+      expect(extract(out).files.has('system.json')).toBe(true);
+    },
+  );
 });

@@ -96,9 +96,27 @@ Example:
     console.log(
       'Passwords, tokens and keys are removed from it; attach it to your support request.',
     );
+    const unreadable = viaEngine ? null : unreadableDir(dataDir);
+    if (unreadable) {
+      console.error(
+        `branchsan: warning: you may not read ${dataDir} (${unreadable}), so the bundle holds only system facts: no configuration, events or logs, and the running engine (if any) was not found.\n` +
+          `Run it as root for a full bundle: sudo branchsan diagnostics --data ${dataDir}`,
+      );
+    }
     return 0;
   },
 };
+
+/** The errno that keeps this user from listing `dir`, or null when it can. */
+function unreadableDir(dir: string): string | null {
+  try {
+    fs.accessSync(dir, fs.constants.R_OK | fs.constants.X_OK);
+    return null;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'EACCES';
+    return code === 'ENOENT' ? null : code;
+  }
+}
 
 /** Asks a running engine for a bundle and copies it to out; null when no engine answers. */
 async function fromEngine(
