@@ -175,7 +175,21 @@ describe('engine API over the Unix socket', () => {
   it('the CLI reports status through the socket', async () => {
     const r = await runCli(['status', '--data', engine.dataDir, '--json']);
     expect(r.code).toBe(0);
-    expect(JSON.parse(r.stdout).pid).toBe(engine.pid);
+    const json = JSON.parse(r.stdout) as {
+      pid: number;
+      target: { ports: { host: string; port: number }[]; subsystems: number; namespaces: number };
+      alerts: { active: number } & Record<'critical' | 'error' | 'warning' | 'info', number>;
+    };
+    expect(json.pid).toBe(engine.pid);
+    // everything the text says, for scripts (before: the system.status answer alone)
+    const text = await runCli(['status', '--data', engine.dataDir]);
+    const ports = json.target.ports.map((p) => `${p.host}:${p.port}`).join(', ');
+    expect(text.stdout).toContain(`NVMe/TCP ports: ${ports || 'none configured'}`);
+    expect(text.stdout).toMatch(
+      new RegExp(`${json.target.subsystems} subsystems?, ${json.target.namespaces} namespaces?`),
+    );
+    const { active, critical, error, warning, info } = json.alerts;
+    expect(active).toBe(critical + error + warning + info);
   });
 });
 

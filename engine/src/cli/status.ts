@@ -14,7 +14,9 @@ Options:
   --data DIR      the engine's data directory (finds the socket of the engine
                   running on it, DIR/engine.sock by default)
   --socket PATH   the engine's API socket
-  --json          print the raw JSON answer`,
+  --json          print it as JSON: the engine's system.status answer, plus
+                  target {ports, subsystems, namespaces} and alerts {active,
+                  and a count per severity}`,
   async run(argv) {
     const { values } = parseCommandArgs('status', argv, {
       data: { type: 'string' },
@@ -29,8 +31,22 @@ Options:
     const client = await connectSocket(engineSocket('status', values.data, values.socket));
     try {
       const s = await client.call('system.status', {});
-      if (values.json) console.log(JSON.stringify(s, null, 2));
-      else {
+      const cfg = await client.call('target.config', {});
+      const ports = cfg.ports.map((p) => ({ host: p.host, port: p.port }));
+      const namespaces = cfg.subsystems.reduce((n, sub) => n + sub.namespaces.length, 0);
+      const alerts = await client
+        .call('alerts.list', { active: true, limit: 1000 })
+        .then((r) => r.alerts)
+        .catch((err: Error) => err);
+      if (values.json) {
+        // the text's facts too, for scripts: the status answer plus the target and alerts
+        const active =
+          alerts instanceof Error
+            ? { error: alerts.message }
+            : { active: alerts.length, ...Object.fromEntries(countBySeverity(alerts)) };
+        const target = { ports, subsystems: cfg.subsystems.length, namespaces };
+        console.log(JSON.stringify({ ...s, target, alerts: active }, null, 2));
+      } else {
         console.log(`BranchSAN ${s.version} on ${s.hostname} (node ${s.nodeId})`);
         console.log(
           `  engine pid ${s.pid}, up ${Math.round(s.uptimeSec)} s, data ${s.dataDir}, schema v${s.dbSchemaVersion}`,
@@ -40,18 +56,13 @@ Options:
           `  CPU wake-up latency request: ${q.mode}, ${q.held ? 'held' : 'not held'}` +
             (q.unavailable ? ` (unavailable: ${q.unavailable}; run the engine as root)` : ''),
         );
-        const cfg = await client.call('target.config', {});
-        const ports = cfg.ports.map((p) => joinHostPort(p.host, p.port));
-        console.log(`  NVMe/TCP ports: ${ports.length ? ports.join(', ') : 'none configured'}`);
-        const namespaces = cfg.subsystems.reduce((n, s) => n + s.namespaces.length, 0);
+        const listed = ports.map((p) => joinHostPort(p.host, p.port));
+        console.log(`  NVMe/TCP ports: ${listed.length ? listed.join(', ') : 'none configured'}`);
         console.log(
           `  ${cfg.subsystems.length} subsystem${cfg.subsystems.length === 1 ? '' : 's'}, ${namespaces} namespace${namespaces === 1 ? '' : 's'}`,
         );
-        const alerts = await client
-          .call('alerts.list', { active: true, limit: 1000 })
-          .then((r) => alertCounts(r.alerts))
-          .catch((err: Error) => `unknown (${err.message})`);
-        console.log(`  alerts: ${alerts}`);
+        const words = alerts instanceof Error ? `unknown (${alerts.message})` : alertCounts(alerts);
+        console.log(`  alerts: ${words}`);
       }
       return 0;
     } finally {
