@@ -486,6 +486,29 @@ describe('a stalled disk (frozen file system)', () => {
     throw new Error('no I/O thread blocked on the frozen file system within 5 s');
   }
 
+  /** Threads of this process asleep uninterruptibly (state D) now. */
+  function countStalled(): number {
+    let n = 0;
+    for (const t of readdirSync('/proc/self/task')) {
+      try {
+        const stat = readFileSync(`/proc/self/task/${t}/stat`, 'utf8');
+        if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('D')) n++;
+      } catch {
+        // the thread ended meanwhile
+      }
+    }
+    return n;
+  }
+
+  /** Waits until at least `n` threads of this process sleep uninterruptibly. */
+  async function stalledThreads(n: number): Promise<void> {
+    for (let i = 0; i < 500; i++) {
+      if (countStalled() >= n) return;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    throw new Error(`fewer than ${n} threads blocked on the frozen file system within 5 s`);
+  }
+
   const bs = 4 * KiB;
 
   /**
@@ -495,11 +518,12 @@ describe('a stalled disk (frozen file system)', () => {
   async function smallVolume(
     name: string,
     fill: number,
+    workers = 1,
   ): Promise<{ dir: string; b: BlockBackend } | { refused: string }> {
     const dir = ext4(name);
     if (typeof dir !== 'string')
       return { refused: `needs mkfs.ext4 and a loop mount: ${dir.refused}` };
-    const io: IoOptions = { workers: 1, syncWorkers: 1, maxInflight: 4 };
+    const io: IoOptions = { workers, syncWorkers: 1, maxInflight: 4 * workers };
     const b = track(
       await openFileBackend({ path: join(dir, 'vol.img'), sizeBytes: 4 * MiB, create: true, io }),
     );
@@ -575,6 +599,52 @@ describe('a stalled disk (frozen file system)', () => {
     // The backend serves on: a new write after all this lands.
     await write(b, 15 * bs, Buffer.alloc(bs, 0x55));
     expect((await read(b, 15 * bs, bs))[0]).toBe(0x55);
+  });
+
+  it("holds a new write over a closed queue's write still running until that one has landed", async (ctx) => {
+    // Three data threads. The stale write runs (blocked) for a queue that then closes:
+    // its host resends it elsewhere after its fence and writes on. A write that meets
+    // its blocks must not run beside it (the disk could take them in either order and
+    // the stale bytes land last); one elsewhere runs at once.
+    const opened = await smallVolume('frozen-orphan', 0x11, 3);
+    if ('refused' in opened) return ctx.skip(opened.refused);
+    const { dir, b } = opened;
+    const closing = { isClosed: false };
+    const staying = { isClosed: false };
+    const put = (offset: number, fill: number, owner: { isClosed: boolean }) =>
+      outcome(
+        new Promise<void>((ok, no) =>
+          b.write(offset, Buffer.alloc(2 * bs, fill), false, (e) => (e ? no(e) : ok()), owner),
+        ),
+      );
+    const frozen = tryRun('fsfreeze', ['--freeze', dir]);
+    if ('refused' in frozen) return ctx.skip(`needs fsfreeze: ${frozen.refused}`);
+    let stale: Promise<BackendError | null>;
+    let resent: Promise<BackendError | null>;
+    let elsewhere: Promise<BackendError | null>;
+    let stalled: number;
+    try {
+      stale = put(0, 0xaa, closing); // blocks 0-1
+      await stalledThreads(1);
+      closing.isClosed = true;
+      b.abandon!(closing);
+      resent = put(bs, 0xbb, staying); // blocks 1-2: meets the stale write
+      elsewhere = put(8 * bs, 0xcc, staying);
+      await stalledThreads(2);
+      await new Promise((r) => setTimeout(r, 300));
+      // before: 3, the resent write blocked in the kernel beside the stale one
+      stalled = countStalled();
+    } finally {
+      tryRun('fsfreeze', ['--unfreeze', dir]);
+    }
+    expect(stalled).toBe(2);
+    expect(await stale).toBeNull(); // it ran: its host learns nothing, the queue is gone
+    expect(await resent).toBeNull();
+    expect(await elsewhere).toBeNull();
+    const after = await read(b, 0, 10 * bs);
+    const fills = [0, 1, 2, 3, 8, 9].map((block) => after[block * bs]);
+    expect(fills).toEqual([0xaa, 0xbb, 0xbb, 0x11, 0xcc, 0xcc]);
+    expect(after.subarray(bs, 3 * bs).every((x) => x === 0xbb)).toBe(true);
   });
 
   it('serves reads while FUA writes stuck on the stalled disk fill the sync threads and wait behind them', async (ctx) => {

@@ -218,6 +218,14 @@ export class IoWorkerPool {
     this.inlineChain = 0;
   };
   private idleWaiters: (() => void)[] = [];
+  /**
+   * Changes of data whose owner closed while a worker was already running them (see
+   * abandon()): their host counts them as not done and resends them elsewhere after
+   * its fence, and then writes on. Until each has ended, a new change overlapping it
+   * waits in `held` (oldest first), so the stale one can never land after it.
+   */
+  private readonly orphans = new Set<Job>();
+  private held: Job[] = [];
   /** Why the pool failed, for error messages. */
   failure: string | null = null;
   /** Told once, on a microtask, when the pool fails (the backend replaces it). */
@@ -322,12 +330,43 @@ export class IoWorkerPool {
       this.mutating++;
     }
     const job = new Job(op, offset, length, data, done, owner);
-    const fifo = op === Op.read || op === Op.write ? this.dataFifo : this.syncFifo;
+    if (this.orphans.size > 0 && changesData(op) && this.mustWait(job, this.held.length)) {
+      this.held.push(job);
+      return;
+    }
+    this.enqueue(job);
+  }
+
+  private enqueue(job: Job): void {
+    const fifo = job.op === Op.read || job.op === Op.write ? this.dataFifo : this.syncFifo;
     if (fifo.empty) {
       this.issue(job, fifo.lanes);
       if (this.fullyIssued(job)) return;
     }
     fifo.jobs.push(job);
+  }
+
+  /**
+   * Whether a change of data must wait: it overlaps an orphan, or one of the first
+   * `before` held changes (which it must not overtake).
+   */
+  private mustWait(job: Job, before: number): boolean {
+    for (const o of this.orphans) if (overlap(job, o)) return true;
+    for (let i = 0; i < before; i++) if (overlap(job, this.held[i]!)) return true;
+    return false;
+  }
+
+  /** An orphan ended: the held changes that need not wait any more go, oldest first. */
+  private releaseHeld(): void {
+    const held = this.held;
+    this.held = [];
+    for (const job of held) {
+      if (this.mustWait(job, this.held.length)) this.held.push(job);
+      else if (job.owner?.isClosed) {
+        job.status = Status.dropped;
+        this.finish(job);
+      } else this.enqueue(job);
+    }
   }
 
   /**
@@ -337,7 +376,8 @@ export class IoWorkerPool {
    * complete so when the worker reaches them (it may be stuck on a stalled disk,
    * which is when this matters: the host resends elsewhere after its fence, and a
    * stale write landing here later would reorder writes). A piece the worker has
-   * claimed runs to its end.
+   * claimed runs to its end; until it has, a new change of data overlapping its job
+   * waits (orphans), so the resent write and those after it land after the stale one.
    */
   abandon(owner: JobOwner): void {
     if (this.state === 'failed' || this.state === 'stopped') return;
@@ -345,13 +385,27 @@ export class IoWorkerPool {
     for (const lane of this.lanes) {
       const { desc32 } = lane.views;
       for (let tag = 0; tag < lane.slots; tag++) {
-        if (lane.tagJob[tag]?.owner !== owner) continue;
+        const job = lane.tagJob[tag];
+        if (job?.owner !== owner) continue;
         const at = tag * 2 + 1;
-        if (Atomics.compareExchange(desc32, at, Status.queued, Status.dropped) === Status.queued)
-          dropped++;
+        const was = Atomics.compareExchange(desc32, at, Status.queued, Status.dropped);
+        if (was === Status.queued) dropped++;
+        else if (was === Status.running && changesData(job.op)) this.orphans.add(job);
       }
     }
     const finished: Job[] = [];
+    if (this.held.some((j) => j.owner === owner)) {
+      const kept: Job[] = [];
+      for (const job of this.held) {
+        if (job.owner !== owner) kept.push(job);
+        else {
+          job.status = Status.dropped;
+          finished.push(job);
+          dropped++;
+        }
+      }
+      this.held = kept;
+    }
     for (const fifo of this.fifos) {
       const kept: Job[] = [];
       for (const job of fifo.waiting()) {
@@ -560,6 +614,7 @@ export class IoWorkerPool {
 
   private finish(job: Job): void {
     if (job.op !== Op.read && job.op !== Op.flush) this.mutating--;
+    if (this.orphans.delete(job)) this.releaseHeld();
     // A read hands its buffer to the caller; nothing else is returned.
     if (job.op === Op.read && job.status === Status.ok) job.done(Status.ok, job.data!);
     else job.done(job.status);
@@ -570,6 +625,7 @@ export class IoWorkerPool {
     return (
       this.inflight > 0 ||
       this.fifos.some((f) => !f.empty) ||
+      this.held.length > 0 ||
       this.inlineDone.length > 0 ||
       this.dropping > 0 ||
       this.lostInFlight > 0
@@ -603,7 +659,9 @@ export class IoWorkerPool {
         this.release(lane, tag);
       }
     }
-    const waiting = new Set<Job>();
+    const waiting = new Set<Job>(this.held);
+    this.held = [];
+    this.orphans.clear();
     for (const fifo of this.fifos) {
       for (const job of fifo.waiting()) if (!held.has(job)) waiting.add(job);
       fifo.replace([]);
@@ -624,6 +682,16 @@ export class IoWorkerPool {
     const told = this.onFail;
     if (told) queueMicrotask(told);
   }
+}
+
+/** Whether two jobs' byte ranges meet. */
+function overlap(a: Job, b: Job): boolean {
+  return a.offset < b.offset + b.length && b.offset < a.offset + a.length;
+}
+
+/** Whether an operation changes the data (not a read, not a flush). */
+function changesData(op: OpCode): boolean {
+  return op !== Op.read && op !== Op.flush;
 }
 
 /**
