@@ -381,6 +381,38 @@ describe('target configuration API', () => {
     expect(fs.existsSync(path.join(engine.dataDir, 'new-volume.img'))).toBe(false);
   });
 
+  it('a host taken off the list loses its connection at once, not only its next one', async () => {
+    const ctrl = await connectHost();
+    try {
+      const ns = await ctrl.namespace(1);
+      await ns.write(0, Buffer.alloc(512, 1));
+      await api.call('target.host.disallow', { nqn: NQN, hostNqn: HOST });
+      // Before: its controller stayed, reading and writing for as long as it liked.
+      const failed = await waitFor(
+        () =>
+          ns.write(1, Buffer.alloc(512, 2)).then(
+            () => undefined,
+            (err: unknown) => err as Error,
+          ),
+        5000,
+      );
+      expect(failed).toBeInstanceOf(Error);
+      const refused = await connectHost().then(
+        async (c) => {
+          await c.close();
+          return null;
+        },
+        (err: unknown) => err as Error,
+      );
+      expect(refused?.message).toMatch(/not allowed|invalid host|host/i);
+    } finally {
+      await ctrl.close().catch(() => undefined);
+    }
+    await api.call('target.host.allow', { nqn: NQN, hostNqn: HOST });
+    const again = await connectHost();
+    await again.close();
+  });
+
   it('removes what it created', async () => {
     await api.call('target.namespace.remove', { nqn: NQN, nsid: 2 });
     await api.call('target.host.disallow', { nqn: NQN, hostNqn: HOST });

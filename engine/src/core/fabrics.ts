@@ -81,6 +81,10 @@ function connectIo(q: Queue, cmd: ConnectCmd, d: ConnectData, done: Completion):
   if (!ctrl || ctrl.subsys !== subsys || ctrl.hostnqn !== d.hostnqn || ctrl.state === 'deleted') {
     return done(...invalidParam(inData(CONNECT_DATA_OFFSET.cntlid)));
   }
+  // Taken off the list since its admin Connect (its controller is being deleted).
+  if (!subsys.allows(d.hostnqn)) {
+    return done(SC.CONNECT_INVALID_HOST | DNR, inData(CONNECT_DATA_OFFSET.hostnqn));
+  }
   if (cmd.qid > ctrl.grantedQueues) return done(...invalidParam(inSqe(CONNECT_SQE_OFFSET.qid)));
   if (ctrl.state !== 'enabled') return done(SC.CMD_SEQ_ERROR | DNR);
   // A QID this controller already has: Command Sequence Error (NVMe base spec; nvmet too).

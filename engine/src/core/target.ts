@@ -77,11 +77,26 @@ export class Target implements CoreTarget, ControllerEnv {
     this.discoveryChanged();
   }
 
-  /** Replaces who may connect. Live controllers of hosts no longer allowed stay (as nvmet). */
+  /**
+   * Replaces who may connect. Live controllers of hosts no longer allowed are deleted,
+   * their connections closed (nvmet leaves them: a host taken off the list would keep
+   * reading and writing until it disconnected by itself). Their writes not yet started
+   * never start (the queue close abandons them).
+   */
   setAllowedHosts(nqn: string, hosts: readonly string[], allowAnyHost = false): void {
     const s = this.nvmSubsystem(nqn);
     s.setHosts(hosts);
     s.allowAnyHost = allowAnyHost;
+    for (const c of [...s.controllers]) {
+      if (!s.allows(c.hostnqn)) {
+        this.options.logger.warn('host no longer allowed: controller deleted', {
+          subnqn: nqn,
+          hostnqn: c.hostnqn,
+          cntlid: c.cntlid,
+        });
+        c.delete('host no longer allowed');
+      }
+    }
     this.discoveryChanged();
   }
 
