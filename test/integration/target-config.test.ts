@@ -422,3 +422,75 @@ describe('target configuration API', () => {
     expect(await api.call('target.config', {})).toEqual({ ports: [], subsystems: [] });
   });
 });
+
+describe('one backing file under two names', () => {
+  const S1 = 'nqn.2026-11.io.branchsan.test:twin1';
+  const S2 = 'nqn.2026-11.io.branchsan.test:twin2';
+  // Without the addon's file locks, nothing but these checks keeps one file from
+  // serving two namespaces (two subsystems, two hosts).
+  const env = { BRANCHSAN_NATIVE: 'off' };
+  let e: RunningEngine;
+  let client: SocketClient;
+  let base: string;
+
+  async function restart(): Promise<void> {
+    client.close();
+    await e.stop();
+    e = await startEngine({ dataDir: e.dataDir, env });
+    client = await connectSocket(e.socketPath);
+  }
+
+  beforeAll(async () => {
+    base = tempDir();
+    fs.mkdirSync(path.join(base, 'real'));
+    fs.symlinkSync(path.join(base, 'real'), path.join(base, 'link'));
+    e = await startEngine({ dataDir: path.join(base, 'data'), env });
+    client = await connectSocket(e.socketPath);
+    for (const nqn of [S1, S2]) await client.call('target.subsystem.create', { nqn });
+    await client.call('target.namespace.add', {
+      nqn: S1,
+      backend: { kind: 'file', path: path.join(base, 'link', 'x.img'), createSizeBytes: 8 << 20 },
+    });
+  });
+  afterAll(async () => {
+    client?.close();
+    await e?.stop();
+  });
+
+  it('refuses the file of an offline namespace under another name', async () => {
+    const file = path.join(base, 'real', 'x.img');
+    fs.renameSync(file, `${file}.away`); // its disk is not there at the next start
+    await restart();
+    const err = await apiError(
+      client.call('target.namespace.add', {
+        nqn: S2,
+        backend: { kind: 'file', path: file, createSizeBytes: 8 << 20 },
+      }),
+    );
+    // Before: accepted; once the disk was back both served the same file.
+    expect(err.code).toBe(ErrorCode.Conflict);
+    expect(err.message).toBe(`${path.join(base, 'link', 'x.img')} is already a namespace.`);
+    fs.renameSync(`${file}.away`, file);
+  });
+
+  it('serves one of two configured namespaces on the same file, and says why not the other', async () => {
+    // A configuration from before these checks: the second name went in unrefused.
+    client.close();
+    await e.stop();
+    const db = new Database(path.join(e.dataDir, 'branchsan.db'));
+    db.prepare(
+      `INSERT INTO namespaces (subsystem_nqn, nsid, backend_kind, path, size_bytes, block_size, nguid, uuid, ana_group)
+       SELECT ?, 1, backend_kind, ?, size_bytes, block_size, ?, ?, ana_group FROM namespaces WHERE subsystem_nqn = ?`,
+    ).run(S2, path.join(base, 'real', 'x.img'), 'ab'.repeat(16), '01'.repeat(16), S1);
+    db.close();
+    e = await startEngine({ dataDir: e.dataDir, env });
+    client = await connectSocket(e.socketPath);
+    const offline = await client.call('events.list', {
+      type: 'target.namespace.unavailable',
+      limit: 5,
+    });
+    expect(offline.events[0]?.message).toContain(
+      `is the same file or device as namespace 1 of ${S1} (${path.join(base, 'link', 'x.img')})`,
+    );
+  });
+});

@@ -160,6 +160,16 @@ export class TargetRuntime {
     return b instanceof FdBackend ? b.backingState() : undefined;
   }
 
+  /** The served namespace whose backend is the file or device `identity` names. */
+  private servedAs(identity: string): { nqn: string; nsid: number; location: string } | undefined {
+    for (const [key, b] of this.backends) {
+      if (!(b instanceof FdBackend) || b.identity !== identity) continue;
+      const at = key.lastIndexOf('#');
+      return { nqn: key.slice(0, at), nsid: Number(key.slice(at + 1)), location: b.location };
+    }
+    return undefined;
+  }
+
   /** Which file or device a namespace serves (FdTarget.identity); undefined when not open. */
   servedIdentity(nqn: string, nsid: number): string | undefined {
     const b = this.backends.get(`${nqn}#${nsid}`);
@@ -187,6 +197,19 @@ export class TargetRuntime {
       backend = await openBackend(spec.backend);
     } catch (err) {
       throw backendUserError(err, spec.backend);
+    }
+    // Under another name (a symlinked directory, a by-id link) a file already served
+    // would be two namespaces on one file: caught here whatever named it (an add, the
+    // retry of an offline namespace, a restart), and without the file locks of the addon.
+    const twin = backend instanceof FdBackend ? this.servedAs(backend.identity) : undefined;
+    if (twin) {
+      await backend.close();
+      throw new UserError(
+        `${backend.location} is the same file or device as namespace ${twin.nsid} of ${twin.nqn} (${twin.location}).`,
+        'One backing file or device serves one namespace: remove one of the two.',
+        'conflict',
+        'backend.path',
+      );
     }
     try {
       this.target.addNamespace(nqn, {

@@ -394,7 +394,8 @@ export class TargetService {
    */
   private async checkPath(
     p: string,
-  ): Promise<{ path: string; inDataDir: boolean; names: string[] }> {
+    others: readonly string[] = [],
+  ): Promise<{ path: string; inDataDir: boolean; names: string[]; others: string[][] }> {
     const hung = (what: string, hint: string) =>
       new UserError(what, hint, 'unavailable', 'backend.path');
     if (this.waitingOn !== null)
@@ -402,17 +403,21 @@ export class TargetService {
         `An earlier check of ${this.waitingOn} still waits for its file system to answer.`,
         `A network or FUSE mount is hung: bring it back or unmount it (\`umount -l ${path.dirname(this.waitingOn)}\`), then try again.`,
       );
-    const work = Promise.all([insideDir(p, this.dataDir), pathNames(p)]);
+    const work = Promise.all([
+      insideDir(p, this.dataDir),
+      pathNames(p),
+      Promise.all(others.map((o) => pathNames(o))),
+    ]);
     const answer = await within(work, this.pathCheckMs);
     if (answer === LATE) {
       this.waitingOn = p;
       void work.finally(() => (this.waitingOn = null));
       throw hung(
-        `The file system that holds ${p} did not answer within ${this.pathCheckMs / 1000} s.`,
+        `The file system that holds ${p}${others.length ? ` (or one holding an offline namespace: ${others.join(', ')})` : ''} did not answer within ${this.pathCheckMs / 1000} s.`,
         `A network or FUSE mount may be hung: check it (\`stat ${path.dirname(p)}\`), or put the volume on a local disk.`,
       );
     }
-    return { path: p, inDataDir: answer[0], names: answer[1] };
+    return { path: p, inDataDir: answer[0], names: answer[1], others: answer[2] };
   }
 
   private async addNamespaceNow(req: NamespaceAddRequest, actor: string): Promise<NamespaceConfig> {
@@ -428,7 +433,21 @@ export class TargetService {
       );
     }
     const b = req.backend;
-    const checked = b.kind === 'memory' ? null : await this.checkPath(b.path);
+    const configured = this.store
+      .load()
+      .subsystems.flatMap((s) => s.namespaces.map((n) => ({ nqn: s.nqn, n })))
+      .filter(({ n }) => n.backendKind !== 'memory');
+    // Not open (offline: its file missing, or held by another program): known by its path,
+    // with its directory's symbolic links resolved, and by its file if there is one (a
+    // served one is known by what its descriptor names, with no call to its file system).
+    const offline = configured.filter(({ nqn, n }) => !this.rt.servedIdentity(nqn, n.nsid));
+    const checked =
+      b.kind === 'memory'
+        ? null
+        : await this.checkPath(
+            b.path,
+            offline.map(({ n }) => n.path),
+          );
     if (checked?.inDataDir) {
       // Its database, logs, keys and secrets: a host writing or reading them as a disk
       // would corrupt the engine's state or carry its secrets away.
@@ -440,20 +459,19 @@ export class TargetService {
       );
     }
     // The same file or device under another name (./, //, a symlink, a by-id link) counts
-    // too. A served one is known by what its descriptor names, with no call to its file
-    // system (which may hang since), and by its path (its file may be gone or replaced);
-    // one not open by its path alone.
+    // too; a served one is also known by what its descriptor names, and by its path (its
+    // file may be gone or replaced since).
     const inUse = !checked
       ? undefined
-      : this.store
-          .load()
-          .subsystems.flatMap((s) => s.namespaces.map((n) => ({ nqn: s.nqn, n })))
-          .find(({ nqn, n }) => {
-            if (n.backendKind === 'memory') return false;
-            const served = this.rt.servedIdentity(nqn, n.nsid);
-            const named = `path:${path.resolve(n.path)}`;
-            return checked.names.includes(named) || (!!served && checked.names.includes(served));
-          })?.n;
+      : configured.find(({ nqn, n }) => {
+          const served = this.rt.servedIdentity(nqn, n.nsid);
+          const i = offline.findIndex((o) => o.n === n);
+          const named = i >= 0 ? checked.others[i]! : [`path:${path.resolve(n.path)}`];
+          return (
+            named.some((name) => checked.names.includes(name)) ||
+            (!!served && checked.names.includes(served))
+          );
+        })?.n;
     if (inUse)
       throw new UserError(
         `${inUse.path} is already a namespace.`,
