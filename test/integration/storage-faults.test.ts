@@ -23,6 +23,7 @@ import type { BackendError, BlockBackend } from '../../engine/src/storage/backen
 import { openBlockBackend } from '../../engine/src/storage/block.js';
 import { openFileBackend, type IoOptions } from '../../engine/src/storage/file.js';
 import { tempDir } from '../helpers/engine.js';
+import { mountExt4 } from '../helpers/ext4.js';
 import {
   failure,
   flush,
@@ -461,16 +462,8 @@ describe('close and a dying I/O thread while I/O is in flight', () => {
 describe('a stalled disk (frozen file system)', () => {
   /** An ext4 file system on a loop device, or null (and the reason) when refused. */
   function ext4(name: string): string | { refused: string } {
-    const image = join(root, `${name}.img`);
-    const dir = join(root, name);
-    mkdirSync(dir);
-    writeFileSync(image, '');
-    truncateSync(image, 64 * MiB);
-    const made = tryRun('mkfs.ext4', ['-q', image]);
-    if ('refused' in made) return made;
-    const mounted = tryRun('mount', ['-o', 'loop', image, dir]);
-    if ('refused' in mounted) return mounted;
-    mounts.push(dir);
+    const dir = mountExt4(join(root, name));
+    if (typeof dir === 'string') mounts.push(dir);
     return dir;
   }
 

@@ -40,6 +40,18 @@ export interface NamespaceSpec {
 
 export const FIRMWARE = '0.1';
 
+function stillClosing(location: string, of: { nqn: string; nsid: number }): UserError {
+  return new UserError(
+    `${location} still belongs to removed namespace ${of.nsid} of ${of.nqn}: its storage has not finished the writes in flight.`,
+    'Check the disk or mount it is on (a stalled disk, a hung network mount); add it again once that namespace has closed (the engine log says when).',
+    'unavailable',
+    'backend.path',
+  );
+}
+
+/** How long removing a namespace waits for its backend to close (see retire()). */
+export const RETIRE_WAIT_MS = 5_000;
+
 /** How each IoThreadsEvent is logged (the event log's wording is TargetService's). */
 const IO_THREADS_LOG: Record<IoThreadsEvent['kind'], ['error' | 'warn', string]> = {
   failed: ['error', 'storage I/O threads failed: the I/O they held fails and hosts retry it'],
@@ -60,6 +72,12 @@ export class TargetRuntime {
   readonly target: Target;
   private readonly listeners = new Map<number, { spec: PortSpec; transport: TcpTransport }>();
   private readonly backends = new Map<string, BlockBackend>();
+  /**
+   * Backends of removed namespaces whose close has not ended (writes in flight on a
+   * stalled disk): their files still count as served, so none is opened again while
+   * a stale write may still land in it.
+   */
+  private readonly closing = new Map<BlockBackend, { nqn: string; nsid: number }>();
   /** Told, after the log line, when a namespace's I/O threads fail or are replaced. */
   onIoThreads: ((e: NamespaceIoThreadsEvent) => void) | null = null;
 
@@ -143,12 +161,46 @@ export class TargetRuntime {
     } catch (err) {
       throw asUserError(err, 'nqn');
     }
+    const retired: Promise<void>[] = [];
     for (const [key, backend] of this.backends) {
-      if (key.startsWith(`${nqn}#`)) {
-        this.backends.delete(key);
-        await backend.close();
-      }
+      if (key.startsWith(`${nqn}#`)) retired.push(this.retire(key, backend));
     }
+    await Promise.all(retired);
+  }
+
+  /**
+   * Detaches a removed namespace's backend and closes it, waiting for that at most
+   * RETIRE_WAIT_MS: a close waits for the writes in flight, which a stalled disk can
+   * hold for minutes, and every configuration change waits behind this one. Past
+   * that the close goes on by itself (logged when it ends).
+   */
+  private async retire(key: string, backend: BlockBackend): Promise<void> {
+    this.backends.delete(key);
+    const at = key.lastIndexOf('#');
+    const where = { nqn: key.slice(0, at), nsid: Number(key.slice(at + 1)) };
+    this.closing.set(backend, where);
+    let late = false;
+    const closed = backend
+      .close()
+      .catch((err: unknown) =>
+        this.log.warn('closing a removed namespace failed', { ...where, err }),
+      )
+      .finally(() => {
+        this.closing.delete(backend);
+        if (late) this.log.info('removed namespace closed at last', where);
+      });
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<'late'>((resolve) => {
+      timer = setTimeout(resolve, RETIRE_WAIT_MS, 'late');
+    });
+    if ((await Promise.race([closed, waited])) === 'late') {
+      late = true;
+      this.log.warn('removed namespace still closing: its storage has writes in flight', {
+        ...where,
+        location: backend.location,
+      });
+    }
+    clearTimeout(timer);
   }
 
   /** Whether a file namespace's path still names the file it serves (FdBackend.backingState). */
@@ -160,14 +212,35 @@ export class TargetRuntime {
     return b instanceof FdBackend ? b.backingState() : undefined;
   }
 
-  /** The served namespace whose backend is the file or device `identity` names. */
-  private servedAs(identity: string): { nqn: string; nsid: number; location: string } | undefined {
+  /**
+   * The namespace whose backend is the file or device `identity` names: a served one,
+   * or a removed one still closing (`closing`).
+   */
+  private servedAs(
+    identity: string,
+  ): { nqn: string; nsid: number; location: string; closing: boolean } | undefined {
     for (const [key, b] of this.backends) {
       if (!(b instanceof FdBackend) || b.identity !== identity) continue;
       const at = key.lastIndexOf('#');
-      return { nqn: key.slice(0, at), nsid: Number(key.slice(at + 1)), location: b.location };
+      const where = { nqn: key.slice(0, at), nsid: Number(key.slice(at + 1)) };
+      return { ...where, location: b.location, closing: false };
+    }
+    for (const [b, where] of this.closing) {
+      if (b instanceof FdBackend && b.identity === identity)
+        return { ...where, location: b.location, closing: true };
     }
     return undefined;
+  }
+
+  /**
+   * Refuses a path whose file or device (one of `names`, see pathNames) a removed
+   * namespace still closes: checked before opening, where the addon's lock would only
+   * say that "another process" has it.
+   */
+  checkNotClosing(path: string, names: readonly string[]): void {
+    for (const [b, where] of this.closing) {
+      if (b instanceof FdBackend && names.includes(b.identity)) throw stillClosing(path, where);
+    }
   }
 
   /** Which file or device a namespace serves (FdTarget.identity); undefined when not open. */
@@ -202,6 +275,10 @@ export class TargetRuntime {
     // would be two namespaces on one file: caught here whatever named it (an add, the
     // retry of an offline namespace, a restart), and without the file locks of the addon.
     const twin = backend instanceof FdBackend ? this.servedAs(backend.identity) : undefined;
+    if (twin?.closing) {
+      await backend.close();
+      throw stillClosing(backend.location, twin);
+    }
     if (twin) {
       await backend.close();
       throw new UserError(
@@ -266,8 +343,7 @@ export class TargetRuntime {
     }
     const key = `${nqn}#${nsid}`;
     const backend = this.backends.get(key);
-    this.backends.delete(key);
-    await backend?.close();
+    if (backend) await this.retire(key, backend);
   }
 
   /**
@@ -281,7 +357,7 @@ export class TargetRuntime {
     this.target.close();
     await Promise.all([...this.listeners.values()].map((l) => l.transport.close()));
     this.listeners.clear();
-    await Promise.all([...this.backends.values()].map((b) => b.close()));
+    await Promise.all([...this.backends.values(), ...this.closing.keys()].map((b) => b.close()));
     this.backends.clear();
   }
 }

@@ -472,6 +472,7 @@ export class TargetService {
             (!!served && checked.names.includes(served))
           );
         })?.n;
+    if (checked) this.rt.checkNotClosing(checked.path, checked.names);
     if (inUse)
       throw new UserError(
         `${inUse.path} is already a namespace.`,
