@@ -174,6 +174,10 @@ export class PduParser<T extends Pdu = Pdu> {
   private plenKnown = false;
   private sink: DataSink | null = null;
   private split: SplitPdu | null = null;
+  /** hold() was called: parsing stops after the PDU being delivered. */
+  private holdAsked = false;
+  /** What a hold left of its chunk, parsed by resume(). */
+  private held: Buffer | null = null;
 
   constructor(opts: PduParserOptions) {
     this.rules = RULES[opts.role];
@@ -197,6 +201,30 @@ export class PduParser<T extends Pdu = Pdu> {
     this.state = 'failed';
     this.acc = null;
     this.split = null;
+    this.held = null;
+    this.holdAsked = false;
+  }
+
+  /**
+   * Called from onPdu: parsing stops after this PDU and the rest of the chunk waits,
+   * unparsed and uncopied, for resume() (a reader that must not take in more commands
+   * until what it owes the peer has drained).
+   */
+  hold(): void {
+    if (this.state !== 'failed') this.holdAsked = true;
+  }
+
+  /** A hold is in effect (asked, or with bytes waiting). */
+  get holding(): boolean {
+    return this.holdAsked || this.held !== null;
+  }
+
+  /** Ends a hold: parses what it kept (which may hold again). */
+  resume(onPdu: (pdu: T) => void): PduError | null {
+    this.holdAsked = false;
+    const rest = this.held;
+    this.held = null;
+    return rest ? this.feed(rest, onPdu) : null;
   }
 
   /** True once an error was reported or halt() was called (onPdu may do so mid-chunk). */
@@ -216,6 +244,11 @@ export class PduParser<T extends Pdu = Pdu> {
    */
   feed(chunk: Buffer, onPdu: (pdu: T) => void): PduError | null {
     if (this.state === 'failed') return null;
+    if (this.holdAsked) {
+      // input that arrived during a hold queues behind what the hold kept
+      this.held = this.held ? Buffer.concat([this.held, chunk]) : chunk;
+      return null;
+    }
     let off = 0;
     if (this.split) {
       const r = this.continueSplit(chunk, 0, onPdu);
@@ -227,6 +260,10 @@ export class PduParser<T extends Pdu = Pdu> {
       off = r;
     }
     while (off < chunk.length && !this.halted()) {
+      if (this.holdAsked) {
+        this.held = chunk.subarray(off);
+        return null;
+      }
       const avail = chunk.length - off;
       const need = this.examine(chunk, off, avail);
       if (typeof need !== 'number') return this.fail(need);

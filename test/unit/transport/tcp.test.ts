@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
+  encodeCapsuleCmd,
   encodeH2CData,
   encodeTermReq,
   PduFlag,
@@ -22,6 +23,7 @@ import {
 import {
   PRE_CONNECT_QUEUE_DEPTH,
   SOCKET_HIGH_WATER_MARK,
+  TX_HOLD_BYTES,
 } from '../../../engine/src/transport/tcp/limits.js';
 import { RawHost as TestHost, sqe } from '../../helpers/raw-nvme.js';
 import { FakeCore, OP, pattern, READ_HOW, readSqe } from './test-host.js';
@@ -555,6 +557,43 @@ describe('backpressure', () => {
       expect(Buffer.concat(got.get(cid)!).equals(pattern(size, cid))).toBe(true);
     }
     await until(() => transport.connections()[0]!.readingPaused === false, 'reading resumed');
+  });
+
+  it('takes in no more commands of a chunk once a peer that does not read is owed TX_HOLD_BYTES', async () => {
+    // Answers made inside the parse (the core's log pages) count toward no queue depth:
+    // before, one chunk of 64 such 1 MiB reads queued 64 MiB for a peer that never reads.
+    const h = await host();
+    await h.connectQueue(126);
+    h.socket.pause();
+    const size = 1 << 20;
+    const n = 64;
+    const cmds: Buffer[] = [];
+    for (let cid = 0; cid < n; cid++) {
+      const [head, data] = encodeCapsuleCmd(readSqe(cid, size, cid, READ_HOW.SYNC), null, h.dg);
+      cmds.push(head!, ...(data ? [data] : []));
+    }
+    h.socket.write(Buffer.concat(cmds)); // one chunk
+    await until(() => transport.connections()[0]?.readingPaused === true, 'target paused reading');
+    await new Promise((r) => setTimeout(r, 300));
+    const info = transport.connections()[0]!;
+    const q = core.queues[0]!;
+    expect(q.parsed - 1).toBeLessThan(n); // the Connect, and some of the reads
+    expect(info.writableLength).toBeLessThanOrEqual(TX_HOLD_BYTES + size + 64);
+
+    h.socket.resume(); // every command of the chunk is answered once the peer reads
+    const got = new Map<number, Buffer[]>();
+    let cqes = 0;
+    while (cqes < n) {
+      const p = await h.next(20_000);
+      if (p.type === PduType.CapsuleResp) cqes++;
+      else if (p.type === PduType.C2HData) {
+        got.set(p.cccid, [...(got.get(p.cccid) ?? []), p.data]);
+        if (p.flags & PduFlag.SUCCESS) cqes++;
+      } else throw new Error(`unexpected PDU ${p.type}`);
+    }
+    for (let cid = 0; cid < n; cid++)
+      expect(Buffer.concat(got.get(cid)!).equals(pattern(size, cid)), `cid ${cid}`).toBe(true);
+    expect(q.parsed).toBe(n + 1);
   });
 
   it('leaves further input in the kernel while paused (memory stays bounded)', async () => {

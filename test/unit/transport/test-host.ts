@@ -37,6 +37,8 @@ export const READ_HOW = {
   FAIL: 2,
   /** Succeed with dw0 = 0x1234 (a CQE that says more than "success"). */
   DW0: 4,
+  /** Complete inside exec, as the core answers a log page: it never counts as in flight. */
+  SYNC: 8,
 } as const;
 
 export function pattern(len: number, seed: number): Buffer {
@@ -96,15 +98,18 @@ export class FakeQueue implements CoreQueue {
           kind: 'exec',
           dir: 'c2h',
           length: len,
-          exec: (into, done) =>
-            setImmediate(() => {
+          exec: (into, done) => {
+            const complete = () => {
               this.offers.push(into ? into.length : null);
               this.intos.push(into);
               if (how & READ_HOW.FAIL) return done(SC.INTERNAL | DNR);
               const data = pattern(len, seed);
               const out = how & READ_HOW.INTO && into ? (data.copy(into), into) : data;
               done(0, how & READ_HOW.DW0 ? 0x1234 : 0, 0, out);
-            }),
+            };
+            if (how & READ_HOW.SYNC) complete();
+            else setImmediate(complete);
+          },
         };
       }
       case OP.HOLD:

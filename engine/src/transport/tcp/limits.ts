@@ -33,6 +33,14 @@ export const R2T_BUDGET = 8 * 1024 * 1024;
  */
 export const FRAME_POOL_BYTES = 1024 * 1024;
 
+/**
+ * Bytes of answers queued for a peer that does not read them, beyond which no further
+ * command of the chunk being parsed is taken in until they drain (the rest of the
+ * chunk waits, unparsed). Without it one 64 KiB chunk of 1 MiB Get Log Page commands
+ * made about 900 MiB of answers at once; a peer that reads holds nowhere near this.
+ */
+export const TX_HOLD_BYTES = 4 * 1024 * 1024;
+
 /** Socket buffer high water mark: beyond it we stop reading until 'drain'. */
 export const SOCKET_HIGH_WATER_MARK = 256 * 1024;
 

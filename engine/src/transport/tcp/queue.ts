@@ -41,7 +41,12 @@ import {
   type ICReqPdu,
 } from '../../protocol/pdu.js';
 import { ADMIN } from '../../protocol/opcodes.js';
-import { controllerParser, type DataHeader, type PduParser } from '../../protocol/pdu-parser.js';
+import {
+  controllerParser,
+  type DataHeader,
+  type PduError,
+  type PduParser,
+} from '../../protocol/pdu-parser.js';
 import { CATTR_DISABLE_SQFLOW, CONNECT_SQE_OFFSET } from '../../protocol/sqe.js';
 import { DNR, SC } from '../../protocol/status.js';
 import { IN_CAPSULE_DATA_SIZE, MAX_C2H_DATA, MAXH2CDATA } from '../../protocol/tcp-limits.js';
@@ -56,6 +61,7 @@ import {
   MAX_ACTIVE_R2T,
   PRE_CONNECT_QUEUE_DEPTH,
   R2T_BUDGET,
+  TX_HOLD_BYTES,
 } from './limits.js';
 
 /** States of a connection. */
@@ -267,8 +273,12 @@ export class TcpQueue implements TransportQueue, CommandSink {
   // ---- input ----
 
   private onData(chunk: Buffer): void {
+    this.parse(() => this.parser.feed(chunk, this.onPdu));
+  }
+
+  private parse(step: () => PduError | null): void {
     try {
-      const err = this.parser.feed(chunk, this.onPdu);
+      const err = step();
       if (err) this.fatal(err.fes, err.fei, err.header, err.message);
     } catch (err) {
       // A bug of ours or the core's: lose this connection, never the process.
@@ -290,7 +300,14 @@ export class TcpQueue implements TransportQueue, CommandSink {
         });
         return this.transition('closing');
       case PduType.CapsuleCmd:
-        return this.onCapsule(pdu);
+        this.onCapsule(pdu);
+        // Answers made at once (a log page, an error) count toward no queue depth: a
+        // peer that does not read them must not get more made from the same chunk.
+        if (this.socket.writableLength >= TX_HOLD_BYTES) {
+          this.parser.hold();
+          this.pauseReading();
+        }
+        return;
       case PduType.H2CData:
         return this.onH2CData(pdu);
     }
@@ -305,6 +322,10 @@ export class TcpQueue implements TransportQueue, CommandSink {
   private resumeReading(): void {
     if (!this.readingPaused) return;
     this.readingPaused = false;
+    if (this.parser.holding) {
+      this.parse(() => this.parser.resume(this.onPdu));
+      if (this.parser.holding) return; // held again: paused again until the next 'drain'
+    }
     if (this.state === 'live' || this.state === 'ic-wait') this.socket.resume();
   }
 
