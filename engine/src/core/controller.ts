@@ -252,9 +252,13 @@ export class Controller {
     this.env.release(this);
   }
 
-  /** Set Features KATO (ms): restart the timer with the new period. */
+  /**
+   * Set Features KATO (ms): restart the timer with the new period. A discovery
+   * controller, open to any host, cannot turn keep-alive off: 0 means its default, as
+   * at Connect (else a peer could hold connections and CNTLIDs for ever).
+   */
   setKato(ms: number): void {
-    this.kato = ms;
+    this.kato = ms === 0 && this.kind === 'discovery' ? this.env.options.discoveryKatoMs : ms;
     this.armKeepAlive();
   }
 

@@ -119,6 +119,10 @@ describe('NVM subsystem connect sequence (Linux host order)', () => {
     // The Linux host enables the discovery change notice (OAES b31), then posts an AER.
     ok(await admin.submit(setFeaturesSqe(FID.ASYNC_EVENT, 0x80000000)));
     ok(await admin.submit(setFeaturesSqe(FID.KATO, 30_000)));
+    expect(target.listControllers()[0]).toMatchObject({ kato: 30_000 });
+    // Keep-alive cannot be turned off on a controller any host may open: 0 is the default.
+    ok(await admin.submit(setFeaturesSqe(FID.KATO, 0)));
+    expect(target.listControllers()[0]).toMatchObject({ kato: 120_000 });
     // Only Identify CNS 1: no namespaces or I/O queues here.
     expect((await admin.submit(identifySqe(2))).status).toBe(SC.INVALID_FIELD | DNR);
     expect((await admin.submit(setFeaturesSqe(FID.NUM_QUEUES, 0))).status).toBe(

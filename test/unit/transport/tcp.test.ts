@@ -520,6 +520,23 @@ describe('queue depth', () => {
   });
 });
 
+describe('connection limit', () => {
+  it('closes connections beyond maxConnections at once, and takes new ones when one leaves', async () => {
+    await transport.close();
+    await start({ maxConnections: 3 });
+    const first = [await host(), await host(), await host()];
+    for (const h of first) await h.ic();
+    const extra = await host();
+    await extra.closed; // closed on arrival, before any PDU
+    expect(extra.received).toEqual([]);
+    expect(transport.connections()).toHaveLength(3);
+    first[0]!.close();
+    await until(() => transport.connections().length === 2, 'a connection left');
+    const next = await host();
+    expect((await next.ic()).type).toBe(PduType.ICResp);
+  });
+});
+
 describe('backpressure', () => {
   it('stops reading while the host does not read, and buffers no more than the queue depth', async () => {
     const h = await host();

@@ -41,6 +41,15 @@ export const FRAME_POOL_BYTES = 1024 * 1024;
  */
 export const TX_HOLD_BYTES = 4 * 1024 * 1024;
 
+/**
+ * Connections one listener serves at once (TcpListenOptions.maxConnections); more are
+ * closed as they arrive. Each costs a descriptor: without a cap a peer that keeps
+ * discovery connections alive could use them all (the unit allows 65536) and leave
+ * none for hosts, the database and the volumes. A host opens one per I/O queue plus
+ * one per controller: 4096 serves dozens of hosts with many queues each.
+ */
+export const MAX_CONNECTIONS = 4096;
+
 /** Socket buffer high water mark: beyond it we stop reading until 'drain'. */
 export const SOCKET_HIGH_WATER_MARK = 256 * 1024;
 

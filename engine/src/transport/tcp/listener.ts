@@ -5,7 +5,7 @@
 import net, { type AddressInfo, type Socket } from 'node:net';
 import type { CoreTarget, PortInfo } from '../../core/seam.js';
 import { createLogger, type Logger } from '../../util/log.js';
-import { SOCKET_HIGH_WATER_MARK } from './limits.js';
+import { MAX_CONNECTIONS, SOCKET_HIGH_WATER_MARK } from './limits.js';
 import { TcpQueue, type TcpQueueInfo, type TcpQueueOptions } from './queue.js';
 
 export interface TcpListenOptions extends TcpQueueOptions {
@@ -15,12 +15,17 @@ export interface TcpListenOptions extends TcpQueueOptions {
   readonly port: number;
   /** PORTID reported in the discovery log. */
   readonly portId: number;
+  /** Connections served at once; more are closed on arrival (default MAX_CONNECTIONS). */
+  readonly maxConnections?: number;
   readonly log?: Logger;
 }
 
 export class TcpTransport {
   private readonly queues = new Set<TcpQueue>();
   private readonly log: Logger;
+  /** When a refused connection was last logged (one line per 10 s at most). */
+  private refusedLoggedAt = 0;
+  private refusedSince = 0;
 
   private constructor(
     private readonly server: net.Server,
@@ -82,6 +87,23 @@ export class TcpTransport {
   }
 
   private accept(socket: Socket): void {
+    const max = this.opts.maxConnections ?? MAX_CONNECTIONS;
+    if (this.queues.size >= max) {
+      this.refusedSince++;
+      const now = Date.now();
+      if (now - this.refusedLoggedAt >= 10_000) {
+        this.log.warn('connection limit reached: new connections are closed', {
+          port: this.opts.port,
+          limit: max,
+          refused: this.refusedSince,
+          peer: `${socket.remoteAddress}:${socket.remotePort}`,
+        });
+        this.refusedLoggedAt = now;
+        this.refusedSince = 0;
+      }
+      socket.destroy();
+      return;
+    }
     try {
       const peer = `${socket.remoteAddress}:${socket.remotePort}`;
       const q = new TcpQueue(socket, this.portInfo(socket), peer, this.core, this.log, this.opts);
