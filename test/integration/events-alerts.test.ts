@@ -153,6 +153,63 @@ describe('alerts', () => {
     }
   }, 90_000);
 
+  it('a host connected when the engine was killed and not back after its restart raises host.disconnected', async () => {
+    const d = tempDir();
+    const nqn = 'nqn.2026-11.io.branchsan.test:vol2';
+    const first = await startEngine({ dataDir: d });
+    const c1 = await connectSocket(first.socketPath);
+    const nvmePort = await freePort();
+    let ctrl: NvmeController | undefined;
+    try {
+      await c1.call('settings.set', { alerts: { hostDisconnectedSec: 5 } });
+      await c1.call('target.subsystem.create', { nqn, hosts: [HOST] });
+      await c1.call('target.port.add', { host: '127.0.0.1', port: nvmePort });
+      await c1.call('target.namespace.add', {
+        nqn,
+        backend: { kind: 'memory', sizeBytes: 8 << 20 },
+      });
+      ctrl = await NvmeController.connect({
+        host: '127.0.0.1',
+        port: nvmePort,
+        subnqn: nqn,
+        hostnqn: HOST,
+        ioQueues: 1,
+      });
+      // a rule pass (every 5 s) saw it connected and stored it
+      await until(() => {
+        const db = openDatabaseReadOnly(path.join(d, 'branchsan.db'));
+        try {
+          return db.prepare('SELECT 1 FROM watched_hosts WHERE host_nqn = ?').get(HOST);
+        } finally {
+          db.close();
+        }
+      }, 15_000);
+    } finally {
+      c1.close();
+      await first.stop('SIGKILL'); // a crash or power cut while the host is connected
+      await ctrl?.close().catch(() => undefined);
+    }
+    // Before the fix the new process had forgotten the host: no alert, ever.
+    const second = await startEngine({ dataDir: d });
+    const c2 = await connectSocket(second.socketPath);
+    try {
+      const alert = await until(
+        async () =>
+          (await c2.call('alerts.list', { active: true })).alerts.find(
+            (a) => a.rule === 'host.disconnected',
+          ),
+        30_000,
+      );
+      expect(alert.subject).toBe(`${HOST} on ${nqn}`);
+      expect(alert.message).toMatch(
+        /^Host esx-01 \(.*\) has not reconnected to volume vol2 in the \d+ seconds since the engine started; it was last connected at \d{4}-\d\d-\d\dT[\d:.]+Z, before the engine stopped\. Check the host's network link/,
+      );
+    } finally {
+      c2.close();
+      await second.stop();
+    }
+  }, 90_000);
+
   it('raises a critical alert when a served backing file is moved or deleted; its data can be copied back', async () => {
     const nqn = 'nqn.2026-11.io.branchsan.test:backing';
     const file = path.join(dir, 'backing.img');

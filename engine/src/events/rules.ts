@@ -3,7 +3,9 @@
  * says which conditions hold now; the AlertEngine turns that into raise and clear.
  * Rules do no I/O and read no clock of their own: the snapshot and `now` are given,
  * so tests drive them with made-up inputs and a fake clock. A rule may keep memory
- * between evaluations (when a host was last seen, the previous error counter).
+ * between evaluations (when a host was last seen, the previous error counter); memory
+ * that must outlive the process (the hosts watched for disconnection) goes through a
+ * store the rule is given.
  */
 import type { Alert, Severity } from '../../../contract/events.js';
 
@@ -91,6 +93,27 @@ export interface MirrorState {
   witness?: 'connected' | 'lost' | 'none';
 }
 
+/** One host the host.disconnected rule watches on one volume. */
+export interface WatchedHost {
+  subnqn: string;
+  hostnqn: string;
+  /** How the volume admits it, as last known: on its allow list, or as one of any hosts. */
+  admitted: 'listed' | 'any';
+  /** When it was last seen connected (ms since epoch). */
+  lastSeen: number;
+}
+
+/** Where the host rule keeps its watch list across restarts (WatchedHostStore: the database). */
+export interface WatchedHostMemory {
+  /** The list kept by the previous process; read once, before the first evaluation. */
+  load(): WatchedHost[];
+  /**
+   * Keeps `hosts` as the whole list. A write the disk refuses is not thrown (the rule
+   * must keep alerting on a full data disk): it is retried with the next call.
+   */
+  save(hosts: readonly WatchedHost[]): void;
+}
+
 export interface AlertThresholds {
   hostDisconnectedSec: number;
   capacityWarningPct: number;
@@ -171,6 +194,14 @@ function bytes(n: number): string {
 // ---------------------------------------------------------------- rules
 
 /**
+ * At most this many hosts that only a volume allowing any host admits are watched: each
+ * one gone raises an alert that only an acknowledgement closes, so past that many the
+ * operator has an unread pile of them; further such hosts are not watched until some are
+ * acknowledged. Allow-listed hosts are bounded by the allow lists and always watched.
+ */
+export const MAX_WATCHED_ANY = 256;
+
+/**
  * A host NQN that had a controller on a volume and has had none for hostDisconnectedSec.
  *
  * A host on the volume's allow list is watched from its first connection until it
@@ -178,89 +209,142 @@ function bytes(n: number): string {
  * say which hosts matter: a host only it admits is watched once it has stayed
  * connected for establishedMs (a probe, a scan or a one-off `nvme connect` never is),
  * and its alert closes when acknowledged, the host then forgotten until it connects
- * and stays again. So the rule's memory is bounded by the hosts that stay, not by
- * every host NQN that ever connected.
+ * and stays again. So the rule's memory is bounded by the allow lists and, for the
+ * hosts that stay on volumes that allow any, by MAX_WATCHED_ANY, not by every host NQN
+ * that ever connected.
+ *
+ * With `memory` (the database), the watch list outlives the process: a host that was
+ * connected when the engine crashed, lost power or was upgraded, and never comes back,
+ * is alerted on after hostDisconnectedSec counted from the engine's start, not from when
+ * it was last seen. Hosts reconnect by themselves once the target listens again (and
+ * after a power cut they may be booting too), so counting from the old time would mail
+ * an alert for every host at once, each resolved seconds later; counting from the start
+ * gives each the usual grace, and the alert says since when it has been away.
  */
-export function hostDisconnectedRule(establishedMs = 10 * 60_000): Rule {
-  const goneSince = new Map<string, number>(); // key → first evaluation without a controller
-  const seen = new Set<string>(); // watched keys
+export function hostDisconnectedRule(
+  establishedMs = 10 * 60_000,
+  memory?: WatchedHostMemory,
+): Rule {
+  const watched = new Map<string, { admitted: 'listed' | 'any'; lastSeen: number }>();
+  const goneSince = new Map<string, number>(); // watched key → first evaluation without a controller
   const connectedSince = new Map<string, number>(); // connected, not on a list, not watched yet
-  const open = new Set<string>(); // watched keys that only an allow-any volume admits
-  const forget = (k: string) => {
-    seen.delete(k);
-    goneSince.delete(k);
-    open.delete(k);
+  const fromBefore = new Set<string>(); // watched before this start and not connected since
+  let loaded = memory === undefined;
+  const load = () => {
+    for (const h of memory!.load()) {
+      const k = key(h.subnqn, h.hostnqn);
+      watched.set(k, { admitted: h.admitted, lastSeen: h.lastSeen });
+      fromBefore.add(k);
+    }
+    loaded = true;
   };
+  const save = () =>
+    memory?.save(
+      [...watched].map(([k, w]) => {
+        const [subnqn, hostnqn] = split(k);
+        return { subnqn, hostnqn, ...w };
+      }),
+    );
+  const forget = (k: string) => {
+    watched.delete(k);
+    goneSince.delete(k);
+    fromBefore.delete(k);
+  };
+  const watchedAny = () => [...watched.values()].filter((w) => w.admitted === 'any').length;
   return {
     id: 'host.disconnected',
     kind: 'condition',
     closesOnAck(a) {
-      if (!open.has(a.subject)) return false;
+      if (watched.get(a.subject)?.admitted !== 'any') return false;
       forget(a.subject);
+      save(); // or the next start would watch it again
       return true;
     },
     evaluate(inputs, { now, thresholds, active }) {
+      if (!loaded) load();
       if (!inputs.connections) return [...active.values()].map(keep);
       const connected = new Set(inputs.connections.map((c) => key(c.subnqn, c.hostnqn)));
       for (const k of connected) {
         goneSince.delete(k);
-        if (seen.has(k)) continue;
-        if (admits(inputs, ...split(k)) === 'listed') {
-          seen.add(k);
+        fromBefore.delete(k);
+        const w = watched.get(k);
+        if (w) {
+          w.lastSeen = now;
+          continue;
+        }
+        const admitted = admits(inputs, ...split(k));
+        if (admitted === 'listed') {
+          watched.set(k, { admitted, lastSeen: now });
+          continue;
+        }
+        if (admitted === undefined) {
+          connectedSince.delete(k); // connected, yet no longer admitted: not watched
           continue;
         }
         const since = connectedSince.get(k) ?? now;
         connectedSince.set(k, since);
-        if (now - since >= establishedMs) {
+        if (admitted === 'any' && now - since >= establishedMs && watchedAny() < MAX_WATCHED_ANY) {
           connectedSince.delete(k);
-          seen.add(k);
+          watched.set(k, { admitted, lastSeen: now });
         }
       }
       for (const k of connectedSince.keys()) if (!connected.has(k)) connectedSince.delete(k);
-      // an alert raised before a restart: still disconnected since then
+      const graceMs = thresholds.hostDisconnectedSec * 1000;
+      // an alert raised before a restart (by a version that did not store the watch list)
       for (const [k, a] of active) {
-        if (!seen.has(k)) {
-          seen.add(k);
-          goneSince.set(k, a.raisedAt - thresholds.hostDisconnectedSec * 1000);
-        }
+        if (!watched.has(k)) watched.set(k, { admitted: 'listed', lastSeen: a.raisedAt - graceMs });
       }
       const out: Condition[] = [];
-      for (const k of [...seen]) {
-        if (connected.has(k)) continue;
+      for (const [k, w] of [...watched]) {
         const [subnqn, hostnqn] = split(k);
         const admitted = admits(inputs, subnqn, hostnqn);
         if (!admitted) {
-          forget(k);
+          forget(k); // taken off the allow list, or its volume was removed
           continue;
         }
-        if (admitted === 'any') open.add(k);
-        else if (admitted === 'listed') open.delete(k);
-        const how = open.has(k) ? 'any' : 'listed'; // volumes unknown: as last known
-        if (how === 'any' && active.get(k)?.ackedAt != null) {
+        if (admitted !== 'unknown') w.admitted = admitted; // volumes unknown: as last known
+        if (connected.has(k)) continue;
+        const was = active.get(k);
+        if (w.admitted === 'any' && was?.ackedAt != null) {
           // acknowledged before this rule could close it (just after a restart, or by a
           // version that kept it open): closed now
           forget(k);
           continue;
         }
-        const since = goneSince.get(k) ?? now;
+        // an alert still active has held since before it was raised
+        const since = goneSince.get(k) ?? (was ? was.raisedAt - graceMs : now);
         goneSince.set(k, since);
-        if (now - since >= thresholds.hostDisconnectedSec * 1000) {
-          const vol = volumeName(subnqn);
-          out.push({
-            subject: k,
-            severity: 'warning',
-            title: `${hostLabel(hostnqn).replace(/ \(.*\)$/, '')} disconnected from ${vol}`,
-            message:
-              `${hostLabel(hostnqn)} has been disconnected from volume ${vol} for ${duration(now - since)}. ` +
-              (how === 'any'
-                ? `Check the host's network link and its NVMe/TCP adapter. Volume ${vol} allows any host, so the engine cannot tell a retired host from a lost one: if this host was retired, acknowledge this alert to close it.`
-                : "Check the host's network link and its NVMe/TCP adapter; if the host was retired, remove it from the volume's allowed hosts."),
-            data: { subnqn, hostnqn, since },
-          });
-        }
+        if (now - since < graceMs) continue;
+        out.push(disconnected(subnqn, hostnqn, w, now, since, fromBefore.has(k)));
       }
+      save();
       return out;
     },
+  };
+}
+
+function disconnected(
+  subnqn: string,
+  hostnqn: string,
+  w: { admitted: 'listed' | 'any'; lastSeen: number },
+  now: number,
+  since: number,
+  fromBefore: boolean,
+): Condition {
+  const vol = volumeName(subnqn);
+  const what = fromBefore
+    ? `${hostLabel(hostnqn)} has not reconnected to volume ${vol} in the ${duration(now - since)} since the engine started; it was last connected at ${new Date(w.lastSeen).toISOString()}, before the engine stopped. `
+    : `${hostLabel(hostnqn)} has been disconnected from volume ${vol} for ${duration(now - since)}. `;
+  return {
+    subject: key(subnqn, hostnqn),
+    severity: 'warning',
+    title: `${hostLabel(hostnqn).replace(/ \(.*\)$/, '')} disconnected from ${vol}`,
+    message:
+      what +
+      (w.admitted === 'any'
+        ? `Check the host's network link and its NVMe/TCP adapter. Volume ${vol} allows any host, so the engine cannot tell a retired host from a lost one: if this host was retired, acknowledge this alert to close it.`
+        : "Check the host's network link and its NVMe/TCP adapter; if the host was retired, remove it from the volume's allowed hosts."),
+    data: { subnqn, hostnqn, since, ...(fromBefore ? { lastSeen: w.lastSeen } : {}) },
   };
 }
 
@@ -703,9 +787,10 @@ export function mirrorRules(): Rule[] {
   ];
 }
 
-export function defaultRules(): Rule[] {
+/** `watchedHosts`: where the host rule keeps its watch list (absent: in memory only). */
+export function defaultRules(opts: { watchedHosts?: WatchedHostMemory } = {}): Rule[] {
   return [
-    hostDisconnectedRule(),
+    hostDisconnectedRule(undefined, opts.watchedHosts),
     capacityRule(),
     ioErrorsRule(),
     ioLatencyRule(),

@@ -23,6 +23,7 @@ import type { AlertInputs, Rule } from './rules.js';
 import { defaultRules } from './rules.js';
 import { Notifier, type Channel } from './notifier.js';
 import { SettingsStore, describeResets, type SecretFiles } from './settings.js';
+import { WatchedHostStore } from './watched-host-store.js';
 
 export type Publish = <E extends EventName>(name: E, data: EventData<E>) => void;
 
@@ -65,7 +66,7 @@ export class EventsService {
     this.settings = new SettingsStore(o.db, o.secrets);
     this.alerts = new AlertEngine(
       o.db,
-      o.rules ?? defaultRules(),
+      o.rules ?? defaultRules({ watchedHosts: new WatchedHostStore(o.db, o.log) }),
       () => this.settings.stored().alerts,
       {
         raised: (a) => o.publish('alert.raised', a),

@@ -128,4 +128,18 @@ export const MIGRATIONS: readonly Migration[] = [
         CHECK (cleared_why IN ('resolved','superseded','acknowledged'));
     `,
   },
+  {
+    // events/watched-host-store.ts: the hosts host.disconnected watches outlive a restart.
+    // No foreign key to subsystems: the rule drops a host with its volume or allow-list entry.
+    name: 'hosts watched for disconnection',
+    sql: `
+      CREATE TABLE watched_hosts (
+        subsystem_nqn TEXT NOT NULL,
+        host_nqn      TEXT NOT NULL,
+        admitted      TEXT NOT NULL CHECK (admitted IN ('listed', 'any')), -- how the volume admits it
+        last_seen     INTEGER NOT NULL,       -- ms since epoch it was last connected, to the minute
+        PRIMARY KEY (subsystem_nqn, host_nqn)
+      ) STRICT;
+    `,
+  },
 ];
