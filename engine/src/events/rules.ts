@@ -492,21 +492,25 @@ export function ioErrorsRule(clearAfterMs = 5 * 60_000): Rule {
 
 /**
  * Read or write latency above latencyWarningMs for sustainMs. Uses the interval's p99
- * when the inputs carry one, else the mean (latency sum / ops) of the interval; an
- * interval with fewer than minOps commands says nothing either way.
+ * when the inputs carry one, else the mean (latency sum / ops) of the interval.
+ *
+ * An interval with fewer than minOps commands is too small a sample to tell slow from
+ * fast, so it says nothing either way: it neither starts nor ends the sustain time, and
+ * an active alert stands. Except when the commands it did complete took far longer than
+ * the threshold (together farFactor times it on average): a failing disk completes few
+ * commands precisely because each takes seconds, and that is the disk to alert on. An
+ * idle interval says nothing either, so a disk that stops completing anything keeps its
+ * alert. A new alert is raised by a slow interval only, once slow intervals have held
+ * for sustainMs with no stretch longer than sustainMs between two of them: one slow
+ * command before an idle hour and one after it (a disk waking from spin-down) are not
+ * sustained slow I/O. An active alert ends after sustainMs of fast intervals of minOps
+ * commands or more; a volume that stays this quiet keeps it until it is busy again.
  */
-export function ioLatencyRule(sustainMs = 30_000, minOps = 20): Rule {
+export function ioLatencyRule(sustainMs = 30_000, minOps = 20, farFactor = 10): Rule {
   const state = new Map<
     string,
-    {
-      readOps: number;
-      readUs: number;
-      writeOps: number;
-      writeUs: number;
-      overSince?: number;
-      underSince?: number;
-    }
-  >();
+    LatencyCounters & { overSince?: number; underSince?: number; slowAt?: number }
+  >(); // slowAt: the end of the last slow interval
   return {
     id: 'io.latency',
     kind: 'condition',
@@ -521,9 +525,15 @@ export function ioLatencyRule(sustainMs = 30_000, minOps = 20): Rule {
           readUs: v.readLatencyUs,
           writeOps: v.writeOps,
           writeUs: v.writeLatencyUs,
+          at: now,
         };
-        state.set(v.subject, { ...cur, overSince: prev?.overSince, underSince: prev?.underSince });
-        const s = state.get(v.subject)!;
+        const s = {
+          ...cur,
+          overSince: prev?.overSince,
+          underSince: prev?.underSince,
+          slowAt: prev?.slowAt,
+        };
+        state.set(v.subject, s);
         const was = active.get(v.subject);
         if (!prev || cur.readOps < prev.readOps || cur.writeOps < prev.writeOps) {
           // No interval to measure yet: first sight or counters restarted (an engine
@@ -535,41 +545,96 @@ export function ioLatencyRule(sustainMs = 30_000, minOps = 20): Rule {
           }
           continue;
         }
-        const ops = cur.readOps - prev.readOps + (cur.writeOps - prev.writeOps);
+        const m = measureLatency(prev, cur, v.intervalP99Us, {
+          thresholdMs: thresholds.latencyWarningMs,
+          minOps,
+          farFactor,
+        });
         const isActive = was !== undefined;
-        let ms: number | undefined;
-        if (ops >= minOps) {
-          const mean = (a: number, b: number, n: number) => (n > 0 ? (a - b) / n : 0);
-          ms =
-            (v.intervalP99Us ??
-              Math.max(
-                mean(cur.readUs, prev.readUs, cur.readOps - prev.readOps),
-                mean(cur.writeUs, prev.writeUs, cur.writeOps - prev.writeOps),
-              )) / 1000;
-        }
-        if (ms !== undefined && ms > thresholds.latencyWarningMs) {
+        if (m?.slow) {
+          // a gap without slow intervals longer than the sustain time starts the count again
+          if (!isActive && s.slowAt !== undefined && prev.at - s.slowAt > sustainMs)
+            s.overSince = undefined;
           s.overSince ??= now;
           s.underSince = undefined;
-        } else {
-          // idle or fast: the condition ends after the same sustain time
+          s.slowAt = now;
+        } else if (m) {
+          // fast: the condition ends after the same sustain time
           s.underSince ??= now;
           if (now - s.underSince >= sustainMs || !isActive) s.overSince = undefined;
+        } // else too few commands to tell: nothing changes
+        if (s.overSince === undefined) continue;
+        if (!isActive) {
+          if (!m?.slow || now - s.overSince < sustainMs) continue;
+        } else if (!m?.slow) {
+          out.push(keep(was));
+          continue;
         }
-        const holds = s.overSince !== undefined && (isActive || now - s.overSince >= sustainMs);
-        if (!holds) continue;
-        const shown = ms ?? thresholds.latencyWarningMs;
-        out.push({
-          subject: v.subject,
-          severity: 'warning',
-          title: `Slow I/O on ${v.label}`,
-          message:
-            `${cap(v.label)} answers hosts slowly: ${shown.toFixed(1)} ms ${v.intervalP99Us !== undefined ? '(99th percentile)' : 'on average'}, above the ${thresholds.latencyWarningMs} ms threshold. ` +
-            `Check the disk under it (${v.path || 'memory'}) for wear or a failing device, and whether another workload saturates it.`,
-          data: { latencyMs: ms },
-        });
+        out.push(slowIo(v, m, thresholds.latencyWarningMs));
       }
       return out;
     },
+  };
+}
+
+/** A namespace's cumulative latency counters, and when they were read. */
+interface LatencyCounters {
+  readOps: number;
+  readUs: number;
+  writeOps: number;
+  writeUs: number;
+  at: number;
+}
+
+/** The latency of the interval from `prev` to `cur`; undefined: too few commands to tell. */
+function measureLatency(
+  prev: LatencyCounters,
+  cur: LatencyCounters,
+  p99Us: number | undefined,
+  o: { thresholdMs: number; minOps: number; farFactor: number },
+): LatencyMeasure | undefined {
+  const reads = cur.readOps - prev.readOps;
+  const writes = cur.writeOps - prev.writeOps;
+  const ops = reads + writes;
+  const mean = (us: number, n: number) => (n > 0 ? us / n / 1000 : 0);
+  if (ops >= o.minOps) {
+    const ms =
+      p99Us !== undefined
+        ? p99Us / 1000
+        : Math.max(mean(cur.readUs - prev.readUs, reads), mean(cur.writeUs - prev.writeUs, writes));
+    return { ms, how: p99Us !== undefined ? 'p99' : 'mean', slow: ms > o.thresholdMs };
+  }
+  // few commands: reads and writes together, so that one slow command among a few fast
+  // ones of the other kind does not count as the failing disk
+  const ms = mean(cur.readUs - prev.readUs + (cur.writeUs - prev.writeUs), ops);
+  if (ops === 0 || ms <= o.farFactor * o.thresholdMs) return undefined;
+  return { ms, how: 'few', ops, overMs: cur.at - prev.at, slow: true };
+}
+
+interface LatencyMeasure {
+  ms: number;
+  /** p99 or mean of an interval of minOps commands or more; mean of the few completed. */
+  how: 'p99' | 'mean' | 'few';
+  slow: boolean;
+  /** 'few': how many commands completed, over how long. */
+  ops?: number;
+  overMs?: number;
+}
+
+function slowIo(v: VolumeIo, m: LatencyMeasure, thresholdMs: number): Condition {
+  const above = `above the ${thresholdMs} ms threshold`;
+  const what =
+    m.how === 'few'
+      ? `${cap(v.label)} answers hosts very slowly: it completed only ${m.ops} command${m.ops === 1 ? '' : 's'} in the last ${duration(m.overMs!)}, taking ${m.ms.toFixed(1)} ms on average, far ${above}. `
+      : `${cap(v.label)} answers hosts slowly: ${m.ms.toFixed(1)} ms ${m.how === 'p99' ? '(99th percentile)' : 'on average'}, ${above}. `;
+  return {
+    subject: v.subject,
+    severity: 'warning',
+    title: `Slow I/O on ${v.label}`,
+    message:
+      what +
+      `Check the disk under it (${v.path || 'memory'}) for wear or a failing device, and whether another workload saturates it.`,
+    data: { latencyMs: m.ms, ...(m.how === 'few' ? { ops: m.ops } : {}) },
   };
 }
 

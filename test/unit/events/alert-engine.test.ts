@@ -260,11 +260,78 @@ describe('I/O errors and latency', () => {
     step(restarted, 1);
     expect(step(restarted, 1).cleared).toHaveLength(1);
   });
+});
 
-  it('ignores intervals with too few commands', () => {
+describe('slow I/O from intervals with few commands', () => {
+  /** One volume's counters, advanced by `ops` commands of `meanMs` every 5 s. */
+  function volume(e: AlertEngine) {
+    let t = 0;
+    let ops = 0;
+    let us = 0;
+    e.evaluate(vol({}), t);
+    return {
+      step(n: number, meanMs: number) {
+        ops += n;
+        us += n * meanMs * 1000;
+        t += 5_000;
+        return { t, ...e.evaluate(vol({ readOps: ops, readLatencyUs: us }), t) };
+      },
+      /** Steps until `untilMs`; says when something was raised or cleared. */
+      run(untilMs: number, n: number, meanMs: number) {
+        const changes: string[] = [];
+        while (t < untilMs) {
+          const r = this.step(n, meanMs);
+          changes.push(...r.raised.map(() => `raised at ${r.t / 1000} s`));
+          changes.push(...r.cleared.map(() => `cleared at ${r.t / 1000} s`));
+        }
+        return changes;
+      },
+    };
+  }
+
+  // Before the fix such intervals counted as fast: this disk never alerted.
+  it('a failing disk completing few commands, each taking seconds, raises after the sustain time', () => {
     const e = engine([ioLatencyRule()]);
-    for (let i = 0; i < 10; i++)
-      e.evaluate(vol({ readOps: i * 5, readLatencyUs: i * 5e6 }), i * 10_000);
+    expect(volume(e).run(120_000, 19, 2_000)).toEqual(['raised at 35 s']);
+    expect(e.store.active()[0]!.message).toBe(
+      'Volume vol1 (namespace 1) answers hosts very slowly: it completed only 19 commands in the last 5 seconds, taking 2000.0 ms on average, far above the 50 ms threshold. ' +
+        'Check the disk under it (/srv/vol1.img) for wear or a failing device, and whether another workload saturates it.',
+    );
+  });
+
+  // Before the fix the alert cleared 30 s after the disk got worse.
+  it('an active alert stays while the disk degrades to few commands, then to none', () => {
+    const e = engine([ioLatencyRule()]);
+    const v = volume(e);
+    expect(v.run(60_000, 100, 80)).toEqual(['raised at 35 s']);
+    expect(v.run(180_000, 10, 3_000)).toEqual([]);
+    expect(v.run(600_000, 0, 0)).toEqual([]); // idle, or every command hangs
+    expect(v.run(660_000, 3, 1)).toEqual([]); // a few fast ones tell nothing either
+    expect(v.run(700_000, 100, 1)).toEqual(['cleared at 695 s']); // 30 s fast
+  });
+
+  it('few commands not far over the threshold neither start nor end the sustain time', () => {
+    const e = engine([ioLatencyRule()]);
+    const v = volume(e);
+    // alone, they never raise
+    expect(v.run(300_000, 5, 200)).toEqual([]);
+    // between slow intervals they do not restart the count (before the fix they did)
+    v.step(100, 80); // slow from here
+    v.step(5, 200);
+    v.step(5, 1);
+    v.step(0, 0);
+    v.step(5, 200);
+    v.step(5, 1);
+    expect(v.step(100, 80).raised).toHaveLength(1); // 30 s after the first slow interval
+  });
+
+  it('one very slow command before an idle stretch and one after it are not sustained slow I/O', () => {
+    const e = engine([ioLatencyRule()]);
+    const v = volume(e);
+    for (let i = 0; i < 12; i++) {
+      v.step(1, 8_000); // a disk waking from spin-down
+      expect(v.run(v.step(0, 0).t + 60_000, 0, 0)).toEqual([]);
+    }
     expect(e.store.active()).toEqual([]);
   });
 });
