@@ -212,31 +212,42 @@ export class InputCollector {
     return watch;
   }
 
-  /** How full each watched filesystem is; one that cannot be read now is left out. */
+  /**
+   * How full each watched filesystem is, the watched paths grouped by the device their
+   * directory is on: the data directory and the volumes beside it are one filesystem,
+   * one alert. A path whose directory cannot be read now is left out. Both calls run in
+   * the thread pool, one of each per path and round: a hung mount holds this round (the
+   * next one waits for it), never the event loop.
+   */
   private async filesystems(
     watch: Map<string, { label: string; dir: string }>,
   ): Promise<FilesystemUse[]> {
-    const out: FilesystemUse[] = [];
-    await Promise.all(
+    const read = await Promise.all(
       [...watch].map(async ([subject, w]) => {
         try {
-          const st = await fs.statfs(w.dir);
+          const [st, dir] = await Promise.all([fs.statfs(w.dir), fs.stat(w.dir)]);
           const total = st.blocks * st.bsize;
-          if (total <= 0) return;
+          if (total <= 0) return undefined;
           // used as df shows it: blocks reserved for root count as unavailable
           const used = (st.blocks - st.bfree) * st.bsize;
           const avail = st.bavail * st.bsize;
-          out.push({
-            subject,
-            label: w.label,
-            usedPct: (100 * used) / (used + avail || 1),
-            availBytes: avail,
-          });
+          const usedPct = (100 * used) / (used + avail || 1);
+          return { subject, label: w.label, dev: dir.dev, usedPct, availBytes: avail };
         } catch {
-          // unreadable now: the capacity rule keeps what it last knew
+          return undefined; // unreadable now: the capacity rule keeps what it last knew
         }
       }),
     );
-    return out;
+    const byDev = new Map<number, NonNullable<(typeof read)[number]>[]>();
+    for (const r of read) if (r) byDev.set(r.dev, [...(byDev.get(r.dev) ?? []), r]);
+    // in the order watched: the data directory first
+    return [...byDev].map(([dev, on]) => ({
+      subject: on[0]!.subject,
+      label: on[0]!.label,
+      usedPct: on[0]!.usedPct,
+      availBytes: on[0]!.availBytes,
+      holds: on.map((r) => ({ subject: r.subject, label: r.label })),
+      id: `dev ${dev}`,
+    }));
   }
 }

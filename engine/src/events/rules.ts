@@ -15,10 +15,10 @@ export interface AlertInputs {
   subsystems?: { nqn: string; hosts: string[]; allowAnyHost: boolean }[];
   /** I/O controllers connected now. */
   connections?: { subnqn: string; hostnqn: string }[];
-  /** Filesystems to watch: the data directory and each file-backed namespace's. */
+  /** Filesystems to watch: the data directory's and each file-backed namespace's, each once. */
   filesystems?: FilesystemUse[];
   /**
-   * Every subject watched this round, read or not: one missing from `filesystems` but
+   * Every path watched this round, read or not: one held by none of `filesystems` but
    * listed here could not be read; one listed in neither is no longer watched (its
    * volume was removed or moved). Absent: not known.
    */
@@ -49,12 +49,21 @@ export interface ListenerDown {
   retryEverySec: number;
 }
 
+/** One filesystem holding watched paths. */
 export interface FilesystemUse {
+  /** A path on it: the first it holds. */
   subject: string;
-  /** For people: "the data directory /var/lib/branchsan". */
+  /** For people, that path: "the data directory /var/lib/branchsan". */
   label: string;
   usedPct: number;
   availBytes: number;
+  /**
+   * Every watched path on it, the data directory first when it is there, each with the
+   * subject its capacity alert had when alerts were per path (absent: `subject` alone).
+   */
+  holds?: { subject: string; label: string }[];
+  /** Which filesystem it is, while the engine runs (its device number). */
+  id?: string;
 }
 
 export interface VolumeIo {
@@ -375,43 +384,110 @@ function admits(
   return s.allowAnyHost ? 'any' : undefined;
 }
 
-/** A watched filesystem at or above the warning / critical fill level (2 points of hysteresis). */
+/**
+ * A watched filesystem at or above the warning / critical fill level (2 points of
+ * hysteresis): one alert per filesystem, naming every watched path on it (the data
+ * directory, file volumes), so a full disk is one mail, not one per volume on it.
+ *
+ * Its subject is a path on it, as when alerts were per path: the one of an alert already
+ * active for the filesystem (raised per path by an older version, or for a path since
+ * removed), else the first it holds (the data directory when it is there). So an alert
+ * carries over an upgrade and a removed volume unchanged; other per-path alerts of the
+ * same filesystem left from an older version stand, without a second mail, until the
+ * filesystem has room again and they resolve together.
+ */
 export function capacityRule(): Rule {
   const HYSTERESIS = 2;
+  const subjectOf = new Map<string, string>(); // filesystem id → subject of its active alert
   return {
     id: 'capacity',
     kind: 'condition',
     evaluate(inputs, { thresholds, active }) {
       const out: Condition[] = [];
+      const done = new Set<string>(); // subjects settled this round
       for (const fs of inputs.filesystems ?? []) {
-        const was = active.get(fs.subject)?.severity;
-        const crit = thresholds.capacityCriticalPct - (was === 'critical' ? HYSTERESIS : 0);
+        const holds = fs.holds ?? [{ subject: fs.subject, label: fs.label }];
+        const kept = fs.id === undefined ? undefined : subjectOf.get(fs.id);
+        const candidates = new Set([
+          ...(kept === undefined ? [] : [kept]),
+          ...holds.map((h) => h.subject),
+        ]);
+        const mine = [...candidates]
+          .filter((x) => active.has(x) && !done.has(x))
+          .map((x) => active.get(x)!);
+        const was = mine[0];
+        const subject = was?.subject ?? fs.subject;
+        for (const a of mine) done.add(a.subject);
+        done.add(subject);
+        const crit =
+          thresholds.capacityCriticalPct - (was?.severity === 'critical' ? HYSTERESIS : 0);
         const warn = thresholds.capacityWarningPct - (was ? HYSTERESIS : 0);
         const severity: Severity | null =
           fs.usedPct >= crit ? 'critical' : fs.usedPct >= warn ? 'warning' : null;
-        if (!severity) continue;
-        const pct = Math.floor(fs.usedPct);
-        out.push({
-          subject: fs.subject,
-          severity,
-          title: `Filesystem of ${fs.label} ${pct} % full`,
-          message:
-            `The filesystem holding ${fs.label} is ${pct} % full (${bytes(fs.availBytes)} free). ` +
-            'Free space on it or grow it: when it is full, writes to volumes fail and the engine cannot record events.',
-          data: { usedPct: fs.usedPct, availBytes: fs.availBytes },
-        });
+        if (fs.id !== undefined) {
+          if (severity) subjectOf.set(fs.id, subject);
+          else subjectOf.delete(fs.id);
+        }
+        if (!severity) continue; // every alert of this filesystem resolves
+        out.push(fillCondition(subject, severity, fs, holds));
+        for (const a of mine.slice(1)) out.push(keep(a)); // no second mail
       }
       // A filesystem missing from this snapshot keeps its alert while it is still watched
       // (statfs failed) or nobody said what is watched; one no longer watched (its volume
       // was removed or moved elsewhere) is resolved.
       const watched = inputs.filesystemsWatched && new Set(inputs.filesystemsWatched);
       for (const [subject, a] of active) {
-        if (inputs.filesystems?.some((f) => f.subject === subject)) continue;
+        if (done.has(subject)) continue;
         if (!watched || watched.has(subject)) out.push(keep(a));
       }
+      // memory bounded by the filesystems with an alert (or one raised now)
+      for (const [id, subject] of subjectOf)
+        if (!active.has(subject) && !out.some((c) => c.subject === subject)) subjectOf.delete(id);
       return out;
     },
   };
+}
+
+/** At most this many paths are named in one capacity alert; the rest are counted. */
+const NAMED_PATHS = 10;
+
+function fillCondition(
+  subject: string,
+  severity: Severity,
+  fs: FilesystemUse,
+  holds: { subject: string; label: string }[],
+): Condition {
+  const pct = Math.floor(fs.usedPct);
+  const volumes = (n: number) => `${n} volume${n === 1 ? '' : 's'}`;
+  const first = holds[0]!.label;
+  const n = holds.length - 1;
+  // the data directory comes first when it is there: the rest are volumes
+  const title = n
+    ? `${first} and ${first.startsWith('volume ') ? `${n} other` : n} volume${n === 1 ? '' : 's'}`
+    : first;
+  const named = holds.slice(0, NAMED_PATHS).map((h) => h.label);
+  const more = holds.length - named.length;
+  const list = more > 0 ? `${named.join(', ')} and ${volumes(more)} more` : listed(named);
+  return {
+    subject,
+    severity,
+    title: `Filesystem of ${title} ${pct} % full`,
+    message:
+      `The filesystem holding ${list} is ${pct} % full (${bytes(fs.availBytes)} free). ` +
+      'Free space on it or grow it: when it is full, writes to volumes fail and the engine cannot record events.',
+    data: {
+      usedPct: fs.usedPct,
+      availBytes: fs.availBytes,
+      paths: holds.slice(0, 100).map((h) => h.subject),
+    },
+  };
+}
+
+/** "a", "a and b", "a, b and c". */
+function listed(items: string[]): string {
+  return items.length < 2
+    ? (items[0] ?? '')
+    : `${items.slice(0, -1).join(', ')} and ${items.at(-1)}`;
 }
 
 /** Drops what is remembered of namespaces no longer among `volumes` (rules, inputs). */
