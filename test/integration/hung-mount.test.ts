@@ -16,6 +16,7 @@ import { createLogger } from '../../engine/src/util/log.js';
 import { connectSocket, type SocketClient } from '../helpers/api.js';
 import { startEngine, tempDir, type RunningEngine } from '../helpers/engine.js';
 import { hungMount, hungMountUnavailable, type HungMount } from '../helpers/hung-mount.js';
+import { freePort } from '../helpers/linux-host.js';
 
 const NQN = 'nqn.2026-11.io.branchsan.test:hung';
 const unavailable = hungMountUnavailable();
@@ -105,9 +106,9 @@ describe.skipIf(unavailable)('a backing path on a hung mount', () => {
     let dir: string;
 
     /** A target service (and runtime) on the test's database, as the engine starts one. */
-    async function start(pathCheckMs: number) {
+    async function start(pathCheckMs: number, openWaitMs?: number) {
       const log = createLogger({ sink: { write: () => undefined } });
-      rt = new TargetRuntime(log);
+      rt = new TargetRuntime(log, {}, openWaitMs);
       targets = new TargetService(db, rt, log, path.join(dir, 'data'), pathCheckMs);
       await targets.restore();
     }
@@ -180,6 +181,46 @@ describe.skipIf(unavailable)('a backing path on a hung mount', () => {
         expect(ms).toBeLessThan(5000);
       }
       expect(mount.holding()).toBe(true); // none of them waited for the mount to give up
+    });
+
+    it('starts with a volume on a hung mount: the other volumes and the ports come up without it', async () => {
+      await setup(300);
+      const remote = path.join(dir, 'nfs');
+      fs.mkdirSync(remote);
+      await addFile(path.join(dir, 'local.img'));
+      await addFile(path.join(remote, 'vol2.img'));
+      await targets.addPort({ host: '127.0.0.1', port: await freePort() }, 'test');
+      targets.stop();
+      await rt.close(0);
+      const mount = await mountHung(remote); // its server stops answering while we are down
+      // Before: the start opened vol2 with no limit, before the ports: nothing was served.
+      // (an open also starts the volume's I/O threads: on a busy machine that alone can
+      // take a good part of a second, so the test allows 3 s)
+      const started = await Promise.race([
+        start(300, 3000).then(() => 'started'),
+        new Promise((r) => setTimeout(r, 10_000, 'still starting after 10 s')),
+      ]);
+      expect(started).toBe('started');
+      expect(rt.hasNamespace(NQN, 1)).toBe(true);
+      expect(rt.hasNamespace(NQN, 2)).toBe(false);
+      expect(rt.ports()).toHaveLength(1);
+      // its open is still out: another try does not start one more beside it
+      const again = await rt
+        .addNamespace(NQN, {
+          ...targets.config().subsystems[0]!.namespaces[1]!,
+          backend: {
+            kind: 'file',
+            path: path.join(remote, 'vol2.img'),
+          },
+        })
+        .then(
+          () => null,
+          (e: UserError) => e,
+        );
+      expect(again?.message).toBe(
+        `An earlier open of ${path.join(remote, 'vol2.img')} still waits for its file system.`,
+      );
+      expect(mount.holding()).toBe(true);
     });
 
     it('a volume not open (its file missing at start) still holds its path', async () => {

@@ -14,6 +14,7 @@ import { FdBackend, type BackingState, type IoThreadsEvent } from '../storage/fi
 import { openBackend, type BackendSpec } from '../storage/open.js';
 import { TcpTransport } from '../transport/tcp/index.js';
 import { cannotListen, UserError } from '../util/errors.js';
+import { LATE, within } from '../util/within.js';
 import type { Logger } from '../util/log.js';
 
 export interface PortSpec {
@@ -49,6 +50,12 @@ function stillClosing(location: string, of: { nqn: string; nsid: number }): User
   );
 }
 
+/**
+ * How long opening a backend waits for its file system: a local disk answers in
+ * milliseconds, a network mount that is merely slow in well under this.
+ */
+export const OPEN_WAIT_MS = 10_000;
+
 /** How long removing a namespace waits for its backend to close (see retire()). */
 export const RETIRE_WAIT_MS = 5_000;
 
@@ -72,6 +79,8 @@ export class TargetRuntime {
   readonly target: Target;
   private readonly listeners = new Map<number, { spec: PortSpec; transport: TcpTransport }>();
   private readonly backends = new Map<string, BlockBackend>();
+  /** Namespaces (nqn#nsid) whose open gave up waiting while the call is still out. */
+  private readonly opening = new Set<string>();
   /**
    * Backends of removed namespaces whose close has not ended (writes in flight on a
    * stalled disk): their files still count as served, so none is opened again while
@@ -84,6 +93,8 @@ export class TargetRuntime {
   constructor(
     private readonly log: Logger,
     opts: TargetOptions = {},
+    /** How long opening a backend may wait for its file system (see addNamespace). */
+    private readonly openWaitMs = OPEN_WAIT_MS,
   ) {
     this.target = new Target({
       inCapsuleBytes: IN_CAPSULE_DATA_SIZE,
@@ -263,12 +274,44 @@ export class TargetRuntime {
     }
   }
 
-  /** Opens the backend, then attaches it; the backend is closed again if attaching fails. */
+  /**
+   * Opens the backend, then attaches it; the backend is closed again if attaching fails.
+   * An open its file system does not answer within openWaitMs (a hung network or FUSE
+   * mount) fails as unavailable, so the engine's start and every change go on; the
+   * call itself stays out until the mount answers (then its backend is closed), and
+   * until then no new open of that namespace starts (each would hold a pool thread).
+   */
   async addNamespace(nqn: string, spec: NamespaceSpec): Promise<BlockBackend> {
+    const key = `${nqn}#${spec.nsid}`;
+    const where = spec.backend.kind === 'memory' ? 'memory' : spec.backend.path;
+    const notAnswering = (what: string) =>
+      new UserError(
+        what,
+        `Its disk or mount does not answer: check it (\`stat ${path.dirname(where)}\`), or unmount a hung network mount (\`umount -l\`).`,
+        'unavailable',
+        'backend.path',
+      );
+    if (this.opening.has(key))
+      throw notAnswering(`An earlier open of ${where} still waits for its file system.`);
     let backend: BlockBackend;
     try {
-      backend = await openBackend(spec.backend);
+      const opening = openBackend(spec.backend);
+      const got = await within(opening, this.openWaitMs);
+      if (got === LATE) {
+        this.opening.add(key);
+        void opening
+          .then(
+            (b) => b.close(),
+            () => undefined,
+          )
+          .finally(() => this.opening.delete(key));
+        throw notAnswering(
+          `${where} did not open within ${this.openWaitMs / 1000} s: its file system does not answer.`,
+        );
+      }
+      backend = got;
     } catch (err) {
+      if (err instanceof UserError) throw err;
       throw backendUserError(err, spec.backend);
     }
     // Under another name (a symlinked directory, a by-id link) a file already served

@@ -26,6 +26,7 @@ import { statIdentity } from '../storage/file.js';
 import { storageProblem, UserError, whereStorageAllows } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { VOLUME_DIR, insideDir } from '../util/paths.js';
+import { LATE, within } from '../util/within.js';
 import {
   newNguid,
   newUuid,
@@ -692,22 +693,6 @@ async function pathNames(p: string): Promise<string[]> {
     // not there yet (a file to create), or not reachable
   }
   return names;
-}
-
-const LATE = Symbol('late');
-
-/**
- * The work's result, or LATE once it took longer than ms (the work itself goes on in
- * the thread pool until its file system answers).
- */
-async function within<T>(work: Promise<T>, ms: number): Promise<T | typeof LATE> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<typeof LATE>((resolve) => (timer = setTimeout(resolve, ms, LATE)));
-  try {
-    return await Promise.race([work, late]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 function firstFree(used: Set<number>): number {
