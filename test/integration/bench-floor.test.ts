@@ -10,12 +10,16 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connectFloor, startFloorServer } from '../../engine/src/bench/floor.js';
+import { connectFloor, nvmeTcpWireBytes, startFloorServer } from '../../engine/src/bench/floor.js';
+import { FULL_PATTERNS, isWrite, type Submit } from '../../engine/src/bench/patterns.js';
+import { BENCH_NQN } from '../../engine/src/bench/peer-protocol.js';
+import { connectRemote } from '../../engine/src/bench/remote.js';
+import { TargetRuntime } from '../../engine/src/service/target-runtime.js';
 import type { BlockBackend } from '../../engine/src/storage/backend.js';
 import { openBackend } from '../../engine/src/storage/open.js';
+import { createLogger } from '../../engine/src/util/log.js';
 import { tempDir } from '../helpers/engine.js';
 
-const REQ = 72;
 const RESP = 24;
 const FILE_BYTES = 1 << 20;
 
@@ -25,8 +29,10 @@ interface Answer {
   payload: Buffer;
 }
 
+/** A request's header, zero-padded to the NVMe/TCP header bytes of its I/O. */
 function request(o: { len: number; write?: boolean; io?: boolean; tag: number; offset?: number }) {
-  const h = Buffer.alloc(REQ);
+  const wire = nvmeTcpWireBytes(o.write ?? false, o.len);
+  const h = Buffer.alloc(wire.toTarget - (o.write ? o.len : 0));
   h.writeUInt32LE(o.len, 0);
   h[4] = o.write ? 1 : 0;
   h[5] = o.io ? 1 : 0;
@@ -50,8 +56,8 @@ async function exchange(port: number, bytes: Buffer | Buffer[], count: number): 
       acc = Buffer.concat([acc, chunk]);
       for (;;) {
         if (acc.length < RESP) break;
-        const len = acc.readUInt32LE(0);
-        const total = len === 0 ? RESP : RESP + len + RESP;
+        const len = acc.readUInt32LE(0); // bytes after the header: a read's data and padding
+        const total = RESP + len;
         if (acc.length < total) break;
         answers.push({
           tag: acc.readUInt32LE(4),
@@ -141,7 +147,8 @@ describe('bench floor server', () => {
     ]);
     const read = request({ len: 4096, io: true, tag: 6, offset: offset + 4096 });
     const bytes = Buffer.concat([write, read]);
-    // Cuts inside the write's header, at its end, through its payload, and one piece
+    // Cuts inside the write's header (72 bytes, then the 24 of the H2CData header a
+    // 64 KiB write carries), at its end, through its payload, and one piece
     // that ends the write and starts the read.
     const cuts = [
       0,
@@ -149,6 +156,9 @@ describe('bench floor server', () => {
       71,
       72,
       73,
+      95,
+      96,
+      97,
       5000,
       40_000,
       write.length - 1,
@@ -268,6 +278,100 @@ describe('bench floor server', () => {
     } finally {
       floor.close();
       bare.close();
+    }
+  });
+});
+
+/**
+ * A TCP proxy that counts the bytes it forwards, per connection and direction.
+ * `conns[i]` is the i-th connection accepted (for NVMe/TCP: the admin queue first).
+ */
+async function countingProxy(upstream: number) {
+  const conns: { up: number; down: number }[] = [];
+  const server = net.createServer((client) => {
+    const count = { up: 0, down: 0 };
+    conns.push(count);
+    const target = net.connect(upstream, '127.0.0.1');
+    client.setNoDelay(true);
+    target.setNoDelay(true);
+    client.on('data', (d: Buffer) => ((count.up += d.length), target.write(d)));
+    target.on('data', (d: Buffer) => ((count.down += d.length), client.write(d)));
+    client.on('close', () => target.destroy());
+    target.on('close', () => client.destroy());
+    client.on('error', () => undefined);
+    target.on('error', () => undefined);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, conns, port: (server.address() as net.AddressInfo).port };
+}
+
+describe('the floor moves the bytes NVMe/TCP moves', () => {
+  it('for every pattern the benchmark runs, in each direction, per I/O', async () => {
+    const dir = tempDir('branchsan-floor-wire-');
+    const file = path.join(dir, 'f.img');
+    fs.writeFileSync(file, Buffer.alloc(FILE_BYTES));
+    const rt = new TargetRuntime(createLogger({ level: 'error', sink: process.stderr }));
+    const be = await openBackend({ kind: 'file', path: file, exclusive: false });
+    const floorServer = await startFloorServer(() => be);
+    try {
+      // as the benchmark's peer serves it (bench/peer.ts)
+      rt.addSubsystem({ nqn: BENCH_NQN, serial: 'W', model: 'W', allowAnyHost: true, hosts: [] });
+      await rt.addNamespace(BENCH_NQN, {
+        nsid: 1,
+        backend: { kind: 'file', path: file, exclusive: false },
+        nguid: '42' + '0'.repeat(29) + '1',
+        uuid: '42000000-0000-4000-8000-000000000001',
+        anaGroup: 1,
+      });
+      const port = await rt.addPort({ portId: 1, host: '127.0.0.1', port: 0 });
+      const nvmeProxy = await countingProxy(port.port!);
+      const floorProxy = await countingProxy((floorServer.address() as net.AddressInfo).port);
+      const remote = await connectRemote(nvmeProxy.port, BENCH_NQN, 1);
+      const plain = await connectFloor(floorProxy.port, 1);
+      const withIo = await connectFloor(floorProxy.port, 1, true);
+      /** Bytes each way of one I/O through `submit`, counted on connection `conn`. */
+      const oneIo = async (
+        conn: () => { up: number; down: number },
+        submit: Submit,
+        write: boolean,
+        len: number,
+      ) => {
+        const before = { ...conn() };
+        await new Promise<void>((resolve, reject) =>
+          submit(write, 0, len, 0, (err) => (err ? reject(err) : resolve())),
+        );
+        return { up: conn().up - before.up, down: conn().down - before.down };
+      };
+      try {
+        const sizes = new Set(FULL_PATTERNS.map((p) => `${isWrite(p.pattern)}/${p.bs}`));
+        expect(sizes.size).toBe(4); // 4 KiB and 128 KiB, reads and writes
+        for (const key of sizes) {
+          const [w, bs] = key.split('/');
+          const write = w === 'true';
+          const len = Number(bs);
+          // the I/O queue: the second connection (the admin queue is the first)
+          const nvme = await oneIo(() => nvmeProxy.conns[1]!, remote.submit, write, len);
+          const floor = await oneIo(() => floorProxy.conns[0]!, plain.submit, write, len);
+          const floorIo = await oneIo(() => floorProxy.conns[1]!, withIo.submit, write, len);
+          expect(floor, key).toEqual(nvme);
+          expect(floorIo, key).toEqual(nvme);
+          const wire = nvmeTcpWireBytes(write, len);
+          expect({ up: wire.toTarget, down: wire.toHost }, key).toEqual(nvme);
+        }
+        // a successful read ends with its data: no CapsuleResp after it
+        expect(nvmeTcpWireBytes(false, 4096)).toEqual({ toTarget: 72, toHost: 24 + 4096 });
+      } finally {
+        await remote.close();
+        plain.close();
+        withIo.close();
+        nvmeProxy.server.close();
+        floorProxy.server.close();
+      }
+    } finally {
+      floorServer.close();
+      await be.close();
+      await rt.close();
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 });
