@@ -18,6 +18,55 @@ const lat = {
 const swapActive = readFileSync('/proc/swaps', 'utf8').trim().split('\n').length > 1;
 const stats = { iops: expect.any(Number), mbps: expect.any(Number), lat_us: lat };
 
+/** The benchmark files in /dev/shm. */
+const shm = () => new Set(readdirSync('/dev/shm').filter((n) => n.startsWith('branchsan-bench-')));
+/** pids of the benchmark peer processes running now. */
+const peers = () =>
+  new Set(
+    readdirSync('/proc')
+      .filter((d) => /^\d+$/.test(d))
+      .filter((d) => {
+        try {
+          return readFileSync(`/proc/${d}/cmdline`, 'utf8').includes('bench/peer.js');
+        } catch {
+          return false; // gone meanwhile
+        }
+      }),
+  );
+
+/** pid descends from root (other benchmarks may run on this machine meanwhile). */
+function descendsFrom(pid: string, root: number): boolean {
+  for (let at = Number(pid); at > 1;) {
+    if (at === root) return true;
+    try {
+      const stat = readFileSync(`/proc/${at}/stat`, 'utf8');
+      at = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    } catch {
+      return false;
+    }
+  }
+  return false;
+}
+
+/** Starts `branchsan bench ARGS`; resolves once its stderr matches `ready`. */
+async function benchUntil(args: string[], ready: RegExp) {
+  const p = spawn(process.execPath, [BIN, 'bench', ...args], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    p.on('exit', (code, signal) => r({ code, signal })),
+  );
+  await new Promise<void>((resolve, reject) => {
+    p.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      if (ready.test(stderr)) resolve();
+    });
+    p.on('exit', () => reject(new Error(`bench ended too early:\n${stderr}`)));
+  });
+  return { p, exited, stderr: () => stderr };
+}
+
 describe('branchsan bench', () => {
   it('--quick --json reports local, remote, floor and floor with I/O for the 4 KiB patterns', async () => {
     // --seconds 0.1234: not a whole number of milliseconds (it crashed the run once)
@@ -118,46 +167,39 @@ describe('branchsan bench', () => {
   });
 
   it('Ctrl-C mid-run removes the benchmark files and stops the peer process', async () => {
-    const shm = () =>
-      new Set(readdirSync('/dev/shm').filter((n) => n.startsWith('branchsan-bench-')));
-    const peers = () =>
-      new Set(
-        readdirSync('/proc')
-          .filter((d) => /^\d+$/.test(d))
-          .filter((d) => {
-            try {
-              return readFileSync(`/proc/${d}/cmdline`, 'utf8').includes('bench/peer.js');
-            } catch {
-              return false; // gone meanwhile
-            }
-          }),
-      );
     const [shmBefore, peersBefore] = [shm(), peers()];
-    const p = spawn(process.execPath, [BIN, 'bench', '--quick', '--seconds', '0.2'], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    let stderr = '';
     // Interrupt once the first pattern is measured: files made, the peer running.
-    await new Promise<void>((resolve, reject) => {
-      p.stderr.on('data', (d: Buffer) => {
-        stderr += d.toString();
-        if (/ remote /.test(stderr)) resolve();
-      });
-      p.on('exit', () => reject(new Error(`bench ended before the interrupt:\n${stderr}`)));
-    });
+    const { p, exited, stderr } = await benchUntil(['--quick', '--seconds', '0.2'], / remote /);
     const during = [...shm()].filter((n) => !shmBefore.has(n));
     expect(during).toHaveLength(1);
     p.kill('SIGINT');
-    const code = await new Promise<number | null>((r) =>
-      p.on('exit', (c, sig) => r(c ?? (sig ? -1 : null))),
-    );
-    expect(code, stderr).toBe(130);
-    expect(stderr).toMatch(/SIGINT: stopped; removing the benchmark files/);
+    expect(await exited, stderr()).toEqual({ code: 130, signal: null });
+    expect(stderr()).toMatch(/SIGINT: stopped; removing the benchmark files/);
     expect(shm().has(during[0]!)).toBe(false);
     const deadline = Date.now() + 3000;
     while ([...peers()].some((x) => !peersBefore.has(x)) && Date.now() < deadline)
       await new Promise((r) => setTimeout(r, 50));
     expect([...peers()].filter((x) => !peersBefore.has(x))).toEqual([]);
+  }, 120_000);
+
+  it('stops with a clear error when its peer process dies mid-run, and starts no other', async () => {
+    const shmBefore = shm();
+    const { p, exited, stderr } = await benchUntil(['--quick', '--seconds', '0.2'], / remote /);
+    const mine = [...peers()].filter((x) => descendsFrom(x, p.pid!));
+    expect(mine).toHaveLength(1);
+    const during = [...shm()].filter((n) => !shmBefore.has(n));
+    expect(during).toHaveLength(1);
+    process.kill(Number(mine[0]), 'SIGKILL');
+    expect(await exited, stderr()).toEqual({ code: 1, signal: null });
+    expect(stderr()).toMatch(
+      new RegExp(
+        `branchsan: bench: the benchmark peer process \\(pid ${mine[0]}\\) was killed by SIGKILL mid-run`,
+      ),
+    );
+    expect(stderr()).toMatch(/then run the benchmark again/);
+    // no stack trace, no unhandled 'error' event
+    expect(stderr()).not.toMatch(/\n\s+at |Unhandled|EPIPE|looks like a bug/);
+    expect(shm().has(during[0]!)).toBe(false); // its files removed
   }, 120_000);
 
   it("`npm run -s bench` keeps stdout for the JSON: the script's build steps print nothing there", () => {

@@ -20,6 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { holdCpuLatency, type CpuLatencyHold } from '../service/cpu-latency.js';
 import { FdBackend } from '../storage/file.js';
 import { openBackend } from '../storage/open.js';
+import { UserError } from '../util/errors.js';
 import { connectFloor } from './floor.js';
 import { backendSubmit, prepareBackingFile } from './local.js';
 import {
@@ -232,6 +233,8 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
       },
       results,
     };
+  } catch (err) {
+    throw await peer.explain(err);
   } finally {
     await peer.stop();
     qos?.close();
@@ -265,6 +268,9 @@ async function measure(
       selfUs = d.user + d.system;
       peer1 = peer.cpu();
     }
+    // awaited once the loop ends; should the loop fail first, that error is the one reported
+    peer0.catch(() => undefined);
+    peer1.catch(() => undefined);
   };
   const stats = await runLoop(p, submit, { ...loop, onWindow });
   const peerUs = (await peer1) - (await peer0);
@@ -310,30 +316,87 @@ export function abandonBenchmark(): void {
   removeScratch();
 }
 
+/**
+ * The benchmark's other process (peer.ts), started by the first call. It lives once:
+ * after it has gone, every call fails with how it ended, rather than forking a new
+ * one whose CPU time and target the rest of the run would quietly report instead.
+ */
 class Peer {
   private child?: ChildProcess;
-  private waiting: ((r: PeerReply) => void)[] = [];
+  private waiting: { resolve: (r: PeerReply) => void; reject: (err: Error) => void }[] = [];
+  /** How the peer ended, once it has: what every call since fails with. */
+  private gone?: UserError;
 
   call(req: PeerRequest): Promise<PeerReply> {
-    if (!this.child) {
-      const script = fileURLToPath(new URL('./peer.js', import.meta.url));
-      this.child = fork(script, [], {
-        env: { ...process.env, ...MALLOC_ENV },
-        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      });
-      peerChild = this.child;
-      this.child.on('message', (m: PeerReply) => this.waiting.shift()?.(m));
-      this.child.on('exit', (code) => {
-        peerChild = undefined;
-        for (const w of this.waiting.splice(0))
-          w({ ok: false, error: `benchmark peer exited (${code})` });
-        this.child = undefined;
-      });
-    }
+    if (this.gone) return Promise.reject(this.gone);
+    const child = this.child ?? this.start();
     return new Promise((resolve, reject) => {
-      this.waiting.push((r) => (r.ok ? resolve(r) : reject(new Error(r.error))));
-      this.child!.send(req);
+      this.waiting.push({ resolve, reject });
+      // a send to a peer that has gone fails (EPIPE): without a callback, that would be
+      // an 'error' event, and without a listener an uncaught exception
+      child.send(req, (err) => err && this.broken(child, err));
     });
+  }
+
+  private start(): ChildProcess {
+    const script = fileURLToPath(new URL('./peer.js', import.meta.url));
+    const child = fork(script, [], {
+      env: { ...process.env, ...MALLOC_ENV },
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    this.child = peerChild = child;
+    child.on('message', (m: PeerReply) => {
+      const w = this.waiting.shift();
+      if (!w) return;
+      if (m.ok) w.resolve(m);
+      else w.reject(new Error(m.error));
+    });
+    child.on('error', (err) => this.broken(child, err));
+    child.on('exit', (code, signal) => {
+      peerChild = undefined;
+      const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+      this.fail(peerGone(`the benchmark peer process (pid ${child.pid}) ${how}`));
+    });
+    return child;
+  }
+
+  /**
+   * The channel to the peer failed (it has gone, or is going): its 'exit' follows and
+   * says how it ended; should it not come, the calls fail with what the channel said.
+   */
+  private broken(child: ChildProcess, err: Error): void {
+    if (this.gone) return;
+    const timer = setTimeout(() => {
+      this.fail(
+        peerGone(
+          `the benchmark peer process (pid ${child.pid}) stopped answering (${err.message})`,
+        ),
+      );
+    }, PEER_EXIT_WAIT_MS);
+    child.once('exit', () => clearTimeout(timer));
+  }
+
+  private fail(err: UserError): void {
+    this.gone ??= err;
+    for (const w of this.waiting.splice(0)) w.reject(this.gone);
+  }
+
+  /**
+   * The error to report for `err`, which ended the run: how the peer ended, when it has
+   * (a leg that lost its connections to a killed peer fails first with a socket's error).
+   */
+  async explain(err: unknown): Promise<unknown> {
+    if (!this.child || this.gone) return this.gone ?? err;
+    let timer: NodeJS.Timeout | undefined;
+    const alive = await Promise.race([
+      this.call({ cmd: 'cpu' }).then(
+        () => true,
+        () => false,
+      ),
+      new Promise<boolean>((r) => (timer = setTimeout(() => r(true), PEER_EXIT_WAIT_MS))),
+    ]);
+    clearTimeout(timer);
+    return alive ? err : (this.gone ?? err);
   }
 
   async cpu(): Promise<number> {
@@ -342,11 +405,23 @@ class Peer {
   }
 
   async stop(): Promise<void> {
-    if (!this.child) return;
-    const gone = new Promise((r) => this.child!.once('exit', r));
+    const child = this.child;
+    if (!child || this.gone) return;
+    const exited = new Promise((r) => child.once('exit', r));
     await this.call({ cmd: 'stop' }).catch(() => undefined);
-    await gone;
+    await exited;
   }
+}
+
+/** How long a peer whose channel failed gets to report its exit. */
+const PEER_EXIT_WAIT_MS = 2000;
+
+function peerGone(what: string): UserError {
+  return new UserError(
+    `bench: ${what} mid-run; nothing after that was measured.`,
+    'That process serves the NVMe/TCP target and the floor. Look above for its own error, ' +
+      'and in the kernel log (`dmesg`) for an out-of-memory kill, then run the benchmark again.',
+  );
 }
 
 function label(p: Pattern, backend: string): string {
