@@ -141,15 +141,22 @@ describe('branchsan bench', () => {
     expect(report.config.inline_reads).toEqual({ shm: swapActive ? 'off' : 'ram' });
   });
 
-  it('--no-inline-reads sends every read through the I/O thread, on both sides', async () => {
+  it('--no-inline-reads sends every read through the I/O thread, on both sides; two rounds report their midpoint', async () => {
     const r = await runCli(
-      ['bench', '--quick', '--json', '--seconds', '0.1', '--rounds', '1', '--no-inline-reads'],
+      ['bench', '--quick', '--json', '--seconds', '0.1', '--rounds', '2', '--no-inline-reads'],
       { timeoutMs: 120_000 },
     );
     expect(r.code, r.stderr).toBe(0);
     const report = JSON.parse(r.stdout);
     expect(report.config.inline_reads).toEqual({ shm: 'off' });
     expect(report.results).toHaveLength(6);
+    // an even count of rounds: the mean of the two middle ones, not the slower one
+    for (const x of report.results) {
+      for (const leg of ['local', 'remote', 'floor', 'floor_io'] as const) {
+        const [a, b] = x.rounds_iops[leg] as number[];
+        expect(x[leg].iops).toBeCloseTo((a! + b!) / 2, 1);
+      }
+    }
   });
 
   it('runs without the API schemas (zod) in its heap: they measurably slow the host loop', () => {

@@ -42,7 +42,16 @@ export type Submit = (
 export interface LoopOptions {
   /** Bytes of the device the offsets range over (multiple of bs). */
   span: number;
+  /**
+   * The measured window opens once the loop has run at least this long and completed
+   * at least warmupIos I/Os (or, on a machine too slow for that count, at warmupMaxMs).
+   * The count is what matters for code that has not run yet: V8 optimises a function
+   * after enough calls, and the first few thousand I/Os of a path run several times
+   * slower (QD1 reads through the target: about 3k I/Os at a fifth of the steady rate).
+   */
   warmupMs: number;
+  warmupIos: number;
+  warmupMaxMs: number;
   durationMs: number;
   /** Called when the measured window opens and when it closes (CPU accounting). */
   onWindow?: (edge: 'start' | 'end') => void;
@@ -61,6 +70,18 @@ export function runLoop(p: Pattern, submit: Submit, o: LoopOptions): Promise<Run
   let inflight = 0;
   let failed: Error | null = null;
   let t0 = 0n;
+  const began = process.hrtime.bigint();
+  const warmEnd = began + ms(o.warmupMs);
+  const warmCap = began + ms(Math.max(o.warmupMs, o.warmupMaxMs));
+  let warmIos = 0;
+  /** Opens the measured window at `now` once the warm-up's time and count are both done. */
+  const maybeOpen = (now: bigint) => {
+    if (!(now >= warmCap || (now >= warmEnd && warmIos >= o.warmupIos))) return;
+    measuring = true;
+    t0 = now;
+    stopAt = t0 + ms(o.durationMs);
+    o.onWindow?.('start');
+  };
   return new Promise((resolve, reject) => {
     const finish = () => {
       o.onWindow?.('end');
@@ -79,18 +100,46 @@ export function runLoop(p: Pattern, submit: Submit, o: LoopOptions): Promise<Run
         if (measuring) {
           rec.record(Number(now - start) / 1000);
           bytes += p.bs;
+        } else {
+          warmIos++;
+          if (!failed) maybeOpen(now);
         }
         if (!failed && now < stopAt) issue(slot);
         else if (inflight === 0) finish();
       });
     };
-    setTimeout(() => {
-      measuring = true;
-      t0 = process.hrtime.bigint();
-      // Whole nanoseconds: --seconds 0.1234 is 123.39999… ms, which BigInt() refuses.
-      stopAt = t0 + BigInt(Math.round(o.durationMs * 1e6));
-      o.onWindow?.('start');
-    }, o.warmupMs);
     for (let slot = 0; slot < p.qd * p.queues; slot++) issue(slot);
   });
+}
+
+/** Whole nanoseconds: --seconds 0.1234 is 123.39999… ms, which BigInt() refuses. */
+const ms = (v: number): bigint => BigInt(Math.round(v * 1e6));
+
+/**
+ * Unmeasured runs of the pattern on a fresh connection, before its first measured
+ * round: the first legs of a run otherwise measure code V8 has not optimised yet
+ * (three to six times slower; on a busy machine the optimised code can arrive seconds
+ * late, since V8 compiles it on a background thread). It runs in chunks until it has
+ * done WARM_UP.minIos I/Os and its rate has stopped rising (the last chunk no more than
+ * WARM_UP.rise above the one before), or for WARM_UP.maxMs at most. Warm code takes
+ * two chunks.
+ */
+export async function warmUp(p: Pattern, submit: Submit, span: number): Promise<void> {
+  const chunk = { span, warmupMs: 0, warmupIos: 0, warmupMaxMs: 0, durationMs: WARM_UP.chunkMs };
+  const began = performance.now();
+  const chunks: { ios: number; iops: number }[] = [];
+  do chunks.push(await runLoop(p, submit, chunk));
+  while (!warmedUp(chunks, performance.now() - began));
+}
+
+/** See warmUp. */
+export const WARM_UP = { chunkMs: 75, minIos: 4000, rise: 0.1, maxMs: 2000 };
+
+/** Whether a warm-up that ran `chunks` (in order) in `elapsedMs` is done (see warmUp). */
+export function warmedUp(chunks: readonly { ios: number; iops: number }[], elapsedMs: number) {
+  if (elapsedMs >= WARM_UP.maxMs) return true;
+  const [before, last] = chunks.slice(-2);
+  if (!before || !last) return false; // one chunk cannot tell a rising rate
+  const ios = chunks.reduce((n, c) => n + c.ios, 0);
+  return ios >= WARM_UP.minIos && last.iops <= before.iops * (1 + WARM_UP.rise);
 }

@@ -9,8 +9,8 @@
  *            remote vs floor_io is the engine's own cost, and floor_io vs local the
  *            best ratio these two processes allow on this machine.
  * Figures are compared as ratios within the run, never against fixed numbers. Each
- * pattern runs in rounds that interleave its legs; each leg reports its median
- * round, and the report keeps every round's IOPS.
+ * pattern runs in rounds that interleave its legs, after one unmeasured run of each
+ * leg; each leg reports its median round, and the report keeps every round's IOPS.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -27,13 +27,15 @@ import {
   FULL_PATTERNS,
   QUICK_PATTERNS,
   runLoop,
+  warmUp,
+  WARM_UP,
   type LoopOptions,
   type Pattern,
   type Submit,
 } from './patterns.js';
 import { BENCH_NQN, type PeerReply, type PeerRequest } from './peer-protocol.js';
 import { connectRemote } from './remote.js';
-import { round, type RunStats } from './stats.js';
+import { medianRound, round, type RunStats } from './stats.js';
 
 export interface BenchOptions {
   quick: boolean;
@@ -123,7 +125,10 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
   const rounds = Math.max(1, o.rounds ?? 3);
   const loop = {
     span,
-    warmupMs: o.quick ? 150 : 250,
+    // each leg's own warm-up: the connection and its code are warm by then (warmUp)
+    warmupMs: o.quick ? 100 : 150,
+    warmupIos: 1000,
+    warmupMaxMs: 2000,
     durationMs: (o.seconds ?? (o.quick ? 0.5 : 0.75)) * 1000,
   };
   const peer = new Peer();
@@ -172,6 +177,11 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
             ? await connectFloor(ports.floorPort, p.queues, true)
             : null;
           try {
+            // unmeasured: each leg once on its fresh connection (see warmUp)
+            await warmUp(p, backendSubmit(be), span);
+            await warmUp(p, conn.submit, span);
+            if (floor) await warmUp(p, floor.submit, span);
+            if (floorIo) await warmUp(p, floorIo.submit, span);
             // Rounds interleave the legs, so a slow spell of this noisy machine lands on
             // all of them rather than on one; each leg reports its median round.
             for (let r = 0; r < rounds; r++) {
@@ -187,10 +197,10 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
             floorIo?.close();
           }
           if (floor) floors.set(fkey, legs.floor);
-          const local = median(legs.local);
-          const remote = median(legs.remote);
-          const fl = median(floors.get(fkey)!);
-          const fio = floorIo ? median(legs.floorIo) : null;
+          const local = medianRound(legs.local);
+          const remote = medianRound(legs.remote);
+          const fl = medianRound(floors.get(fkey)!);
+          const fio = floorIo ? medianRound(legs.floorIo) : null;
           o.progress(`${label(p, backend)} ${fmt('local', local)}`);
           o.progress(`${label(p, backend)} ${fmt('remote', remote)}`);
           o.progress(`${label(p, backend)} ${fmt('floor', fl)}`);
@@ -228,6 +238,7 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
         span_bytes: span,
         rounds,
         ...loop,
+        warmup_leg: WARM_UP,
         qd_is_per_queue: true,
         inline_reads: inlineModes,
       },
@@ -288,12 +299,6 @@ function remoteLeg({ selfUs, peerUs, ...stats }: LegWithCpu): RemoteStats {
 
 function floorLeg({ selfUs, peerUs, ...stats }: LegWithCpu): FloorStats {
   return { ...stats, server_cpu_us_per_io: peerUs, client_cpu_us_per_io: selfUs };
-}
-
-/** The round with the median IOPS (the lower middle one for an even count). */
-function median<T extends RunStats>(runs: T[]): T {
-  const sorted = [...runs].sort((a, b) => a.iops - b.iops);
-  return sorted[Math.floor((sorted.length - 1) / 2)]!;
 }
 
 /** The run's scratch directories (a benchmark file in /dev/shm is RAM until removed). */

@@ -63,6 +63,28 @@ export function summarize(rec: LatencyRecorder, bytes: number, seconds: number):
   };
 }
 
+/**
+ * A leg's median round by IOPS: the middle round, or for an even count the mean of the
+ * two middle ones, field by field (IOPS, latencies and CPU per I/O alike), so two
+ * rounds report their midpoint, not the slower one.
+ */
+export function medianRound<T extends RunStats>(runs: readonly T[]): T {
+  if (runs.length === 0) throw new Error('medianRound: no rounds');
+  const sorted = [...runs].sort((a, b) => a.iops - b.iops);
+  const mid = (sorted.length - 1) / 2;
+  const [lo, hi] = [sorted[Math.floor(mid)]!, sorted[Math.ceil(mid)]!];
+  return lo === hi ? lo : (midpoint(lo, hi) as T);
+}
+
+/** The mean of a and b, field by field, into nested objects; a's value where not numbers. */
+function midpoint(a: unknown, b: unknown): unknown {
+  if (typeof a === 'number' && typeof b === 'number') return round((a + b) / 2);
+  if (a === null || typeof a !== 'object' || b === null || typeof b !== 'object') return a;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(a)) out[k] = midpoint(v, (b as Record<string, unknown>)[k]);
+  return out;
+}
+
 export function round(v: number, digits = 2): number {
   const f = 10 ** digits;
   return Math.round(v * f) / f;

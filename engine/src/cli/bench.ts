@@ -26,8 +26,9 @@ Runs, in one process tree and one run, for 4 KiB random read/write at QD1 and QD
             cost, and its ratio to local is the best any target could reach here
 and reports IOPS, MB/s, latency (mean, p50, p99, p99.9), CPU per I/O, and remote as
 a ratio of local. QD is per queue. Each pattern runs in rounds that interleave
-the legs (this machine's speed drifts); every leg reports its median round, and
-the JSON keeps each round's IOPS and remote/local ratio. A pattern whose round
+the legs (this machine's speed drifts), after an unmeasured warm-up of each leg;
+every leg reports its median round (the mean of the two middle ones for an even
+count), and the JSON keeps each round's IOPS and remote/local ratio. A pattern whose round
 ratios are more than 15% apart gets a "noisy:" line under the table: run it again
 before comparing that ratio. Progress goes to stderr.
 

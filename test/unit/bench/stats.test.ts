@@ -3,7 +3,7 @@
  * smallest, not the largest, and p999 is the maximum only when it is the nearest rank.
  */
 import { describe, expect, it } from 'vitest';
-import { LatencyRecorder } from '../../../engine/src/bench/stats.js';
+import { LatencyRecorder, medianRound } from '../../../engine/src/bench/stats.js';
 
 function summary(samples: number[]) {
   const rec = new LatencyRecorder();
@@ -28,5 +28,37 @@ describe('LatencyRecorder.summary', () => {
   it('means and zeros', () => {
     expect(summary([2, 4, 9]).mean).toBe(5);
     expect(new LatencyRecorder().summary()).toEqual({ mean: 0, p50: 0, p99: 0, p999: 0 });
+  });
+});
+
+describe('medianRound', () => {
+  const round = (iops: number, extra = 0) => ({
+    ios: iops,
+    bytes: iops * 4096,
+    seconds: 1,
+    iops,
+    mbps: (iops * 4096) / 1e6,
+    lat_us: { mean: 100 + extra, p50: 90 + extra, p99: 200 + extra, p999: 300 + extra },
+    cpu_us_per_io: 2 + extra,
+  });
+
+  it('is the middle round of an odd count, by IOPS', () => {
+    const [a, b, c] = [round(300), round(100), round(200)];
+    expect(medianRound([a, b, c])).toBe(c);
+    expect(medianRound([a])).toBe(a);
+  });
+
+  it('is the mean of the two middle rounds of an even count, field by field', () => {
+    // two rounds: their midpoint, not the slower one (a cold first round was the result)
+    expect(medianRound([round(10_000, 40), round(30_000)])).toEqual({
+      ios: 20_000,
+      bytes: 20_000 * 4096,
+      seconds: 1,
+      iops: 20_000,
+      mbps: 81.92,
+      lat_us: { mean: 120, p50: 110, p99: 220, p999: 320 },
+      cpu_us_per_io: 22,
+    });
+    expect(medianRound([round(4), round(1), round(3), round(2)]).iops).toBe(2.5);
   });
 });
