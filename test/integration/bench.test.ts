@@ -96,6 +96,11 @@ describe('branchsan bench', () => {
         bs: 4096,
         backend: 'shm',
         local: stats,
+        remote: {
+          ...stats,
+          target_cpu_us_per_io: expect.any(Number),
+          host_cpu_us_per_io: expect.any(Number),
+        },
         floor: stats,
         floor_io: stats,
       });
@@ -134,6 +139,7 @@ describe('branchsan bench', () => {
     // the whole run: at least every measured window (4 patterns × 3 rounds × 4 legs × 0.2 s)
     expect(report.elapsed_s).toBeGreaterThanOrEqual(4 * 3 * 4 * 0.2);
     expect(r.stderr).toContain(`[bench] done in ${report.elapsed_s} s`);
+    expect(r.stderr).toContain('[bench] MB/s below: MB = 10^6 bytes');
     expect(r.stderr).toMatch(/local IOPS\s+remote IOPS\s+floor IOPS\s+floor\+io IOPS/);
     expect(r.stderr).toMatch(/cpu µs\/io local \| tgt\/host \| floor srv\/cli \| f\+io srv\/cli/);
     expect(r.stderr).toMatch(/randread bs=4k qd=32 queues=1 shm\s+floor\+io\s+\d+ IOPS/);

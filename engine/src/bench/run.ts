@@ -131,6 +131,7 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
     warmupMaxMs: 2000,
     durationMs: (o.seconds ?? (o.quick ? 0.5 : 0.75)) * 1000,
   };
+  o.progress('MB/s below: MB = 10^6 bytes; latencies in µs');
   const peer = new Peer();
   let qos: CpuLatencyHold | null = null;
   let qosNote = 'not requested (--no-cpu-latency)';

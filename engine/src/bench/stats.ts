@@ -16,6 +16,7 @@ export interface RunStats {
   bytes: number;
   seconds: number;
   iops: number;
+  /** Decimal megabytes per second: MB = 10^6 bytes (not MiB). */
   mbps: number;
   lat_us: LatencySummary;
 }
