@@ -15,26 +15,32 @@ export const bench: Command = {
   help: `Usage: branchsan bench [--json] [--quick] [--disk-dir DIR] [--seconds N] [--rounds N]
                        [--out FILE] [--no-cpu-latency] [--no-inline-reads]
 
-Runs, in one process tree and one run, for 4 KiB random read/write at QD1 and QD32
-(1 and 2 I/O queues) and 128 KiB sequential read/write at QD8:
-  local     the target's file backend driven directly (a file in /dev/shm and on disk)
+Runs, in one process tree and one run, these patterns (QD is per queue):
+  4 KiB random read and random write   QD1 with 1 I/O queue; QD32 with 1 and 2
+  128 KiB sequential read and write    QD8 with 1 I/O queue
+QD1 measures one I/O at a time: a second queue would put a second one in flight.
+128 KiB with 2 queues is left out to keep a full run under 3 minutes. Legs:
+  local     the target's file backend driven directly: a file in /dev/shm and one
+            on disk, both through the page cache as the target serves them (no
+            O_DIRECT: the disk's numbers are of its cached file, not the device)
   remote    the same pattern through BranchSAN's NVMe/TCP target on loopback, with
             the host library in a separate process
-  floor     a bare TCP request/response of the same sizes between the same processes
+  floor     a bare TCP request/response between the same processes, moving the
+            bytes NVMe/TCP moves per I/O in one exchange
   floor+io  the floor with its server doing the same backend I/O (4 KiB patterns,
             RAM-backed file): no NVMe/TCP, so remote against it is BranchSAN's own
             cost, and its ratio to local is the best any target could reach here
-and reports IOPS, MB/s, latency (mean, p50, p99, p99.9), CPU per I/O, and remote as
-a ratio of local. QD is per queue. Each pattern runs in rounds that interleave
-the legs (this machine's speed drifts), after an unmeasured warm-up of each leg;
-every leg reports its median round (the mean of the two middle ones for an even
-count), and the JSON keeps each round's IOPS and remote/local ratio. A pattern whose round
-ratios are more than 15% apart gets a "noisy:" line under the table: run it again
-before comparing that ratio. Progress goes to stderr.
+It reports IOPS, MB/s (MB = 10^6 bytes), latency in µs (mean, p50, p99, p99.9),
+CPU per I/O, and remote as a ratio of local. Each pattern runs in rounds that
+interleave the legs (this machine's speed drifts), after an unmeasured warm-up of
+each leg; every leg reports its median round (the mean of the two middle ones for
+an even count), and the JSON keeps each round's IOPS and remote/local ratio. A
+pattern whose round ratios are more than 15% apart gets a "noisy:" line under the
+table: run it again before comparing that ratio. Progress goes to stderr.
 
 Options:
   --json          one JSON object on stdout (the table goes to stderr)
-  --quick         only 4 KiB patterns on the RAM-backed file, shorter rounds
+  --quick         only the 4 KiB patterns, on the RAM-backed file, shorter rounds
   --disk-dir DIR  where the on-disk benchmark file goes        [system temp dir]
   --seconds N     measured seconds per leg and round            [0.75; quick 0.5]
   --rounds N      rounds per pattern                            [3]

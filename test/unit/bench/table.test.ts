@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { FULL_PATTERNS } from '../../../engine/src/bench/patterns.js';
+import { bench } from '../../../engine/src/cli/bench.js';
 import {
   floorIoMeasured,
   fmt,
@@ -26,6 +27,27 @@ const floor = (iops: number) => ({
 });
 
 describe('bench report', () => {
+  it('runs the rows its help text lists: QD1 with one queue only, 128 KiB with one queue', () => {
+    const rows = FULL_PATTERNS.map((p) => `${p.pattern} ${p.bs / 1024}k qd${p.qd} q${p.queues}`);
+    expect(rows).toEqual([
+      'randread 4k qd1 q1',
+      'randread 4k qd32 q1',
+      'randread 4k qd32 q2',
+      'randwrite 4k qd1 q1',
+      'randwrite 4k qd32 q1',
+      'randwrite 4k qd32 q2',
+      'read 128k qd8 q1',
+      'write 128k qd8 q1',
+    ]);
+    expect(bench.help).toMatch(
+      /4 KiB random read and random write\s+QD1 with 1 I\/O queue; QD32 with 1 and 2\n/,
+    );
+    expect(bench.help).toMatch(/128 KiB sequential read and write\s+QD8 with 1 I\/O queue\n/);
+    expect(bench.help).toMatch(
+      /QD1 measures one I\/O at a time: a second queue would put a second one in flight/,
+    );
+  });
+
   it('measures the floor with I/O for the 4 KiB patterns on the first backend only', () => {
     const on = (backend: 'shm' | 'disk') =>
       FULL_PATTERNS.filter((p) => floorIoMeasured(p, backend, 'shm')).map(
