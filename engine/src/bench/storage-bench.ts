@@ -5,7 +5,11 @@
  * readSync/writeSync on the main thread (the upper bound for one core, and what
  * the data path must never do with I/O that can wait on a device).
  *
- *   node dist/engine/src/bench/storage-bench.js [--dirs /dev/shm,/work] [--seconds 2] [--json]
+ *   node dist/engine/src/bench/storage-bench.js [--dirs /dev/shm,/work] [--seconds 2]
+ *     [--warmup-seconds 0.3] [--json]
+ *
+ * Each measurement starts after an unmeasured warm-up (at least --warmup-seconds and
+ * 2000 I/Os), and reads land in one reused buffer per I/O in flight (storage-loop.ts).
  *
  * The glibc malloc settings from PERF-NOTES.md are applied by re-running
  * ourselves with them: without them fs throughput swings by 5x between runs.
@@ -13,8 +17,8 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import { openFileBackend, type FdBackend, type IoOptions } from '../storage/file.js';
-import { nearestRank } from '../util/nearest-rank.js';
+import { openFileBackend, type IoOptions } from '../storage/file.js';
+import { backendSubmit, BS, libuvSubmit, run } from './storage-loop.js';
 
 const MALLOC_ENV = {
   MALLOC_TRIM_THRESHOLD_: '1073741824',
@@ -37,7 +41,6 @@ const opt = (name: string, dflt: string): string => {
 const DIRS = opt('dirs', '/dev/shm,/work').split(',');
 const SECONDS = Number(opt('seconds', '2'));
 const FILE_SIZE = Number(opt('size-mib', '256')) * 1024 * 1024;
-const BS = 4096;
 const BLOCKS = FILE_SIZE / BS;
 const JSON_OUT = args.includes('--json');
 /** --durable-only: just the FUA / flush comparison. */
@@ -51,9 +54,13 @@ const VARIANTS: [string, IoOptions][] = [
   ['worker x1 spin30', { workers: 1, spinMicros: 30, inlineReads: false }],
 ];
 
-/** Issues one I/O at a block index; calls done when it completes. */
-/** done(err): a failed I/O ends the measurement with that error (it is not a completion). */
-type Submit = (block: number, done: (err?: Error | null) => void) => void;
+/** The loop's settings for every method (storage-loop.ts). */
+const LOOP = {
+  seconds: SECONDS,
+  blocks: BLOCKS,
+  warmupSeconds: Number(opt('warmup-seconds', '0.3')),
+  warmupIos: 2000,
+};
 
 interface Result {
   dir: string;
@@ -63,94 +70,43 @@ interface Result {
   iops: number;
   meanUs: number;
   p99Us: number;
-}
-
-/** Keeps qd I/Os outstanding for the duration; a sync submit just loops. */
-function run(submit: Submit, qd: number): Promise<{ iops: number; meanUs: number; p99Us: number }> {
-  return new Promise((resolve, reject) => {
-    const lat: number[] = [];
-    const end = performance.now() + SECONDS * 1000;
-    let completed = 0;
-    let outstanding = 0;
-    let rnd = 0x9e3779b9;
-    const nextBlock = () => {
-      rnd ^= rnd << 13;
-      rnd ^= rnd >>> 17;
-      rnd ^= rnd << 5;
-      return (rnd >>> 0) % BLOCKS;
-    };
-    const start = performance.now();
-    let finished = false;
-    const one = () => {
-      const t0 = performance.now();
-      outstanding++;
-      submit(nextBlock(), (err) => {
-        const t1 = performance.now();
-        outstanding--;
-        if (finished) return;
-        if (err) {
-          finished = true;
-          return reject(err);
-        }
-        completed++;
-        if (lat.length < 1_000_000) lat.push(t1 - t0);
-        if (t1 < end) one();
-        else if (outstanding === 0 && !finished) {
-          finished = true;
-          const secs = (t1 - start) / 1000;
-          lat.sort((a, b) => a - b);
-          const mean = lat.reduce((a, b) => a + b, 0) / lat.length;
-          resolve({
-            iops: Math.round(completed / secs),
-            meanUs: Math.round(mean * 1000 * 10) / 10,
-            p99Us: Math.round(nearestRank(lat, 0.99) * 1000 * 10) / 10,
-          });
-        }
-      });
-    };
-    for (let i = 0; i < qd; i++) one();
-  });
+  /** I/Os run before the measurement (unmeasured warm-up). */
+  warmupIos: number;
 }
 
 /** readSync/writeSync on this thread: sync, so QD is always 1 in effect. */
 function runSync(
   fd: number,
   op: 'read' | 'write',
-): { iops: number; meanUs: number; p99Us: number } {
+): { iops: number; meanUs: number; p99Us: number; warmupIos: number } {
   const buf = Buffer.alloc(BS, 1);
-  const end = performance.now() + SECONDS * 1000;
-  let n = 0;
   let rnd = 12345;
-  const start = performance.now();
-  let now = start;
-  while (now < end) {
+  /** 256 I/Os; returns the time after them. */
+  const batch = () => {
     for (let i = 0; i < 256; i++) {
       rnd = (rnd * 1103515245 + 12345) & 0x7fffffff;
       const pos = (rnd % BLOCKS) * BS;
       if (op === 'read') fs.readSync(fd, buf, 0, BS, pos);
       else fs.writeSync(fd, buf, 0, BS, pos);
     }
-    n += 256;
-    now = performance.now();
-  }
+    return performance.now();
+  };
+  // unmeasured warm-up, as run() does
+  let warmupIos = 0;
+  const warmEnd = performance.now() + LOOP.warmupSeconds * 1000;
+  for (let now = 0; warmupIos < LOOP.warmupIos || now < warmEnd; warmupIos += 256) now = batch();
+  let n = 0;
+  const start = performance.now();
+  const end = start + SECONDS * 1000;
+  let now = start;
+  for (; now < end; n += 256) now = batch();
   const secs = (now - start) / 1000;
-  return { iops: Math.round(n / secs), meanUs: Math.round((secs / n) * 1e7) / 10, p99Us: NaN };
-}
-
-function backendSubmit(b: FdBackend, op: string): Submit {
-  const data = Buffer.alloc(BS, 3);
-  if (op === 'read') return (blk, done) => b.read(blk * BS, BS, (err) => done(err));
-  if (op === 'write') return (blk, done) => b.write(blk * BS, data, false, done);
-  if (op === 'write-fua') return (blk, done) => b.write(blk * BS, data, true, done);
-  // write followed by flush (fdatasync): the alternative way to honour FUA
-  return (blk, done) => b.write(blk * BS, data, false, (err) => (err ? done(err) : b.flush(done)));
-}
-
-function libuvSubmit(fd: number, op: string): Submit {
-  const data = Buffer.alloc(BS, 3);
-  if (op === 'read')
-    return (blk, done) => fs.read(fd, Buffer.allocUnsafe(BS), 0, BS, blk * BS, (err) => done(err));
-  return (blk, done) => fs.write(fd, data, 0, BS, blk * BS, (err) => done(err));
+  return {
+    iops: Math.round(n / secs),
+    meanUs: Math.round((secs / n) * 1e7) / 10,
+    p99Us: NaN,
+    warmupIos,
+  };
 }
 
 async function prepare(dir: string): Promise<string> {
@@ -183,12 +139,18 @@ async function main(): Promise<void> {
         const fd = fs.openSync(path, 'r+');
         report({ dir, method: 'readSync-main', op, qd: 1, ...runSync(fd, op as 'read' | 'write') });
         for (const qd of [1, 32])
-          report({ dir, method: 'libuv-pool', op, qd, ...(await run(libuvSubmit(fd, op), qd)) });
+          report({
+            dir,
+            method: 'libuv-pool',
+            op,
+            qd,
+            ...(await run(libuvSubmit(fd, op), qd, LOOP)),
+          });
         fs.closeSync(fd);
         for (const [method, io] of VARIANTS) {
           const b = await openFileBackend({ path, io });
           for (const qd of [1, 32])
-            report({ dir, method, op, qd, ...(await run(backendSubmit(b, op), qd)) });
+            report({ dir, method, op, qd, ...(await run(backendSubmit(b, op), qd, LOOP)) });
           await b.close();
         }
       }
@@ -203,7 +165,7 @@ async function main(): Promise<void> {
               method: `worker sync x${syncWorkers}`,
               op,
               qd,
-              ...(await run(backendSubmit(b, op), qd)),
+              ...(await run(backendSubmit(b, op), qd, LOOP)),
             });
           }
         }
