@@ -203,6 +203,15 @@ describe('branchsan bench', () => {
     const during = [...shm()].filter((n) => !shmBefore.has(n));
     expect(during).toHaveLength(1);
     process.kill(Number(mine[0]), 'SIGKILL');
+    // until the run ends, no other peer process appears in its place
+    const others = new Set<string>();
+    let over = false;
+    void exited.then(() => (over = true));
+    while (!over) {
+      for (const x of peers()) if (x !== mine[0] && descendsFrom(x, p.pid!)) others.add(x);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expect([...others]).toEqual([]);
     expect(await exited, stderr()).toEqual({ code: 1, signal: null });
     expect(stderr()).toMatch(
       new RegExp(

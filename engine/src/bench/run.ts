@@ -326,12 +326,15 @@ export function abandonBenchmark(): void {
  * The benchmark's other process (peer.ts), started by the first call. It lives once:
  * after it has gone, every call fails with how it ended, rather than forking a new
  * one whose CPU time and target the rest of the run would quietly report instead.
+ * `script` is for tests: a stand-in that speaks the same protocol.
  */
-class Peer {
+export class Peer {
   private child?: ChildProcess;
   private waiting: { resolve: (r: PeerReply) => void; reject: (err: Error) => void }[] = [];
   /** How the peer ended, once it has: what every call since fails with. */
   private gone?: UserError;
+
+  constructor(private readonly script = fileURLToPath(new URL('./peer.js', import.meta.url))) {}
 
   call(req: PeerRequest): Promise<PeerReply> {
     if (this.gone) return Promise.reject(this.gone);
@@ -345,8 +348,7 @@ class Peer {
   }
 
   private start(): ChildProcess {
-    const script = fileURLToPath(new URL('./peer.js', import.meta.url));
-    const child = fork(script, [], {
+    const child = fork(this.script, [], {
       env: { ...process.env, ...MALLOC_ENV },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
