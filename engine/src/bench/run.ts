@@ -178,7 +178,7 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
             ? await connectFloor(ports.floorPort, p.queues, true)
             : null;
           try {
-            // unmeasured: each leg once on its fresh connection (see warmUp)
+            // unmeasured: each leg on its fresh connection until its rate settles (warmUp)
             await warmUp(p, backendSubmit(be), span);
             await warmUp(p, conn.submit, span);
             if (floor) await warmUp(p, floor.submit, span);
