@@ -18,7 +18,7 @@ export interface Pattern {
  * The rows of a full run (QD is per queue). QD1 runs with one queue only: it measures
  * one I/O at a time, and a second queue would put a second I/O in flight. 128 KiB at
  * QD8 runs with one queue only: its two-queue rows would add about 30 s (18 legs on
- * the RAM-backed file, 12 on disk, plus their warm-ups) to a full run of about 140 s
+ * the RAM-backed file, 12 on disk, plus their warm-ups) to a full run of about 155 s
  * that must stay under 3 minutes on the 2-vCPU VM; the 4 KiB QD32 rows show what a
  * second queue does. The help text (cli/bench.ts) and the README list these rows.
  */
