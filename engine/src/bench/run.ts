@@ -3,7 +3,8 @@
  *   local  - the target's own backend driven directly (this process),
  *   remote - the same pattern through the engine's NVMe/TCP target (child process)
  *            with the host library (this process),
- *   floor  - a bare TCP request/response of the same sizes between the same two processes.
+ *   floor  - a bare TCP request/response moving the bytes NVMe/TCP moves per I/O (floor.ts),
+ *            between the same two processes.
  *   floor_io - the floor with the same backend I/O done by its server (4 KiB patterns,
  *            first backend): network plus backend with nothing of NVMe/TCP, so
  *            remote vs floor_io is the engine's own cost, and floor_io vs local the
