@@ -1,12 +1,13 @@
 /**
  * Queries and retention over the `events` table. Events are written by recordEvent
  * (persistence/db.ts) from anywhere in the engine; this reads them back in pages and
- * keeps the table bounded by age and by count. A page is read through a DbReader when
- * one is given: a filter that matches few of a large log's rows walks the table, which
- * must not stop the engine's thread (see db-reader.ts).
+ * keeps the table bounded by age and by count, a batch at a time. A page is read
+ * through a DbReader when one is given: a filter that matches few of a large log's rows
+ * walks the table, which must not stop the engine's thread (see db-reader.ts).
  */
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { SEVERITIES, type EventRecord, type Severity } from '../../../contract/events.js';
-import type { Db } from '../persistence/db.js';
+import { withoutSync, type Db } from '../persistence/db.js';
 import type { DbReader } from '../persistence/db-reader.js';
 
 export interface EventQuery {
@@ -16,6 +17,18 @@ export interface EventQuery {
   type?: string;
   limit: number;
   before?: number;
+}
+
+/** Rows one retention transaction deletes at most (a few ms of the engine's thread). */
+export const PRUNE_BATCH_ROWS = 2000;
+
+export interface PruneOptions {
+  /** Rows deleted per transaction (default PRUNE_BATCH_ROWS). */
+  batchRows?: number;
+  /** Awaited between batches, the engine's thread free meanwhile (default: the loop's next turn). */
+  pause?: () => Promise<void>;
+  /** Asked between batches: true ends the prune there (the engine is stopping). */
+  stopped?: () => boolean;
 }
 
 interface EventRow {
@@ -78,14 +91,77 @@ export class EventStore {
     return rows.map(toRecord);
   }
 
-  /** Deletes events older than maxAgeMs and beyond the newest maxCount; returns how many. */
-  prune(now: number, maxAgeMs: number, maxCount: number): number {
-    let n = this.db.prepare('DELETE FROM events WHERE ts < ?').run(now - maxAgeMs).changes;
-    const edge = this.db
-      .prepare('SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?')
-      .get(maxCount) as { id: number } | undefined;
-    if (edge) n += this.db.prepare('DELETE FROM events WHERE id <= ?').run(edge.id).changes;
-    return n;
+  /**
+   * Deletes events older than maxAgeMs and beyond the newest maxCount; resolves to how
+   * many. A batch of at most batchRows rows at a time, each its own transaction, with the
+   * engine's thread free between them: lowering maxEvents from two million to a thousand
+   * once deleted everything in one statement that held the thread 2.5 s (hosts' NVMe/TCP
+   * keep-alive is 5 s).
+   *
+   * The count rule never walks the newest maxCount rows to find where they end (that
+   * took 130 ms at two million events, even when nothing was to go). Ids only grow (a new
+   * row's id is one above the largest), so the ids span MAX(id) − MIN(id) + 1 rows at
+   * most: within maxCount, nothing is beyond it (two index seeks, the usual case). Past
+   * it, the ids are not enough: an event deleted by age out of order (a clock stepped
+   * back) leaves a gap, and a cut at MAX(id) − maxCount would then take events within
+   * the limit. So the rows are counted, on the reader's thread when there is one, and
+   * the surplus goes from the oldest end. Counted after the age rule's deletes, and
+   * nothing but new (newer) events arrives meanwhile, so what goes was beyond the limit.
+   */
+  async prune(
+    now: number,
+    maxAgeMs: number,
+    maxCount: number,
+    opts: PruneOptions = {},
+  ): Promise<number> {
+    const batch = opts.batchRows ?? PRUNE_BATCH_ROWS;
+    const pause = opts.pause ?? (() => nextTurn());
+    const stopped = opts.stopped ?? (() => false);
+    let deleted = 0;
+    const step = (sql: string, ...args: number[]): number => {
+      const n = withoutSync(this.db, () => this.db.prepare(sql).run(...args).changes);
+      deleted += n;
+      return n;
+    };
+    // by age: the oldest stamps first, through the ts index
+    while (
+      step(
+        'DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts < ? ORDER BY ts LIMIT ?)',
+        now - maxAgeMs,
+        batch,
+      ) === batch
+    ) {
+      await pause();
+      if (stopped()) return deleted;
+    }
+    // by count
+    let surplus = await this.beyond(maxCount);
+    while (surplus > 0 && !stopped()) {
+      await pause();
+      if (stopped()) break;
+      const edge = this.db
+        .prepare('SELECT id FROM events ORDER BY id LIMIT 1 OFFSET ?')
+        .pluck()
+        .get(Math.min(surplus, batch) - 1) as number | undefined;
+      if (edge === undefined) break;
+      surplus -= step('DELETE FROM events WHERE id <= ?', edge);
+    }
+    return deleted;
+  }
+
+  /** How many events are beyond the newest maxCount (0 without counting when the ids say so). */
+  private async beyond(maxCount: number): Promise<number> {
+    const edge = (dir: 'ASC' | 'DESC') =>
+      this.db.prepare(`SELECT id FROM events ORDER BY id ${dir} LIMIT 1`).pluck().get() as
+        number | undefined;
+    const oldest = edge('ASC');
+    const newest = edge('DESC');
+    if (oldest === undefined || newest === undefined || newest - oldest + 1 <= maxCount) return 0;
+    const sql = 'SELECT COUNT(*) AS n FROM events';
+    const [row] = this.reader
+      ? await this.reader.all<{ n: number }>(sql)
+      : (this.db.prepare(sql).all() as { n: number }[]);
+    return Math.max(0, row!.n - maxCount);
   }
 }
 

@@ -58,6 +58,7 @@ export class EventsService {
   private evalTimer?: NodeJS.Timeout;
   private pruneTimer?: NodeJS.Timeout;
   private evaluating = false;
+  private pruning: Promise<void> | null = null;
   private closed = false;
 
   constructor(private readonly o: EventsServiceOptions) {
@@ -91,7 +92,7 @@ export class EventsService {
   start(): void {
     this.unsubscribe = onEventRecorded(this.o.db, (ev) => this.onRecorded(ev));
     this.reportSettingsResets();
-    this.prune();
+    void this.prune();
     const interval = this.o.intervalMs ?? 5_000;
     // a chain of timeouts, not an interval: a slow pass (statfs on a hung NFS mount) never overlaps the next
     const tick = async () => {
@@ -102,7 +103,7 @@ export class EventsService {
     };
     this.evalTimer = setTimeout(() => void tick(), 0);
     this.evalTimer.unref();
-    this.pruneTimer = setInterval(() => this.prune(), PRUNE_EVERY_MS);
+    this.pruneTimer = setInterval(() => void this.prune(), PRUNE_EVERY_MS);
     this.pruneTimer.unref();
   }
 
@@ -118,6 +119,31 @@ export class EventsService {
       this.o.log.warn('alert evaluation failed; retrying next round', { err });
     } finally {
       this.evaluating = false;
+    }
+  }
+
+  /**
+   * Retention (at start, then every 10 minutes), in batches with the engine's thread
+   * free between them (EventStore.prune). One run at a time: while one is going (a
+   * lowered maxEvents on a large log), this resolves when it ends.
+   */
+  prune(): Promise<void> {
+    this.pruning ??= this.pruneNow().finally(() => (this.pruning = null));
+    return this.pruning;
+  }
+
+  private async pruneNow(): Promise<void> {
+    try {
+      const s = this.settings.stored().events;
+      const maxAge = s.retentionDays * 24 * 3600_000;
+      const n = await this.events.prune(this.now(), maxAge, s.maxEvents, {
+        stopped: () => this.closed,
+      });
+      if (this.closed) return; // the database may be closing
+      const m = this.alerts.store.prune(this.now(), maxAge);
+      if (n + m > 0) this.o.log.info('old events pruned', { events: n, alerts: m });
+    } catch (err) {
+      if (!this.closed) this.o.log.warn('event retention failed; retrying later', { err });
     }
   }
 
@@ -198,6 +224,7 @@ export class EventsService {
     this.closed = true;
     clearTimeout(this.evalTimer);
     clearInterval(this.pruneTimer);
+    await this.pruning; // ends after the batch it is in
     await this.notifier.close();
     this.unsubscribe?.();
   }
@@ -239,18 +266,6 @@ export class EventsService {
       message: describeResets(resets),
       data: { fields },
     });
-  }
-
-  private prune(): void {
-    try {
-      const s = this.settings.stored().events;
-      const maxAge = s.retentionDays * 24 * 3600_000;
-      const n = this.events.prune(this.now(), maxAge, s.maxEvents);
-      const m = this.alerts.store.prune(this.now(), maxAge);
-      if (n + m > 0) this.o.log.info('old events pruned', { events: n, alerts: m });
-    } catch (err) {
-      this.o.log.warn('event retention failed; retrying later', { err });
-    }
   }
 
   private audit(actor: string, action: string, details: unknown): void {

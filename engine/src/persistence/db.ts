@@ -182,6 +182,22 @@ export function ensureNodeId(db: Db): string {
   return id;
 }
 
+/**
+ * Runs fn with commits that skip the fsync (synchronous NORMAL; in WAL mode a power cut
+ * may undo them, never corrupt the file): for writes worth no disk flush each, such as
+ * metric samples and retention's deletes, which the next round does again. The next
+ * commit with synchronous FULL (every configuration change) syncs the log anyway.
+ */
+export function withoutSync<T>(db: Db, fn: () => T): T {
+  const sync = db.pragma('synchronous', { simple: true }) as number;
+  db.pragma('synchronous = NORMAL');
+  try {
+    return fn();
+  } finally {
+    db.pragma(`synchronous = ${sync}`);
+  }
+}
+
 export type Severity = 'info' | 'warning' | 'error' | 'critical';
 
 export function recordEvent(

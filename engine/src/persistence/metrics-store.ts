@@ -20,11 +20,15 @@
  * next). The history's bytes are the database's used bytes (pages in use × page size)
  * less what the rest of it (the event log, above all, which has limits of its own)
  * took when last measured (noteMeasured, off the event loop: see db-reader.ts);
- * never measured, the whole database counts. Deleted pages are reused, so the file
+ * never measured, the whole database counts.
+ *
+ * The cap deletes a batch of at most CAP_BATCH_ROWS rows at a time: one batch with each
+ * append, and after a lowered cap (setMaxBytes) batches the caller runs with the
+ * engine's thread free between them (trimStep). Deleted pages are reused, so the file
  * itself stops growing near the cap; it only shrinks with a VACUUM (lowering the cap
  * later lowers the used bytes, not the file).
  */
-import type { Db } from './db.js';
+import { withoutSync, type Db } from './db.js';
 
 export type MetricAgg = 'avg' | 'max';
 
@@ -46,6 +50,17 @@ export const TIERS: readonly TierSpec[] = [
 export const DEFAULT_MAX_BYTES = 256 * 1024 * 1024;
 const HIGH_WATER = 0.95;
 const LOW_WATER = 0.85;
+/**
+ * Rows one batch of the cap's deletions takes at most (a few ms). Lowering the cap by
+ * 200 MB in one transaction held the engine's thread 4 to 9 s.
+ */
+export const CAP_BATCH_ROWS = 4000;
+/**
+ * Steps of a tier one cut of the cap takes from each series (256 s of the 1 s tier, 11
+ * days of the 1 h one), so at most this many rows of it: a page of rows or more, so that
+ * a cut frees pages as it goes. No more than CAP_BATCH_ROWS.
+ */
+const CAP_CUT_STEPS = 256;
 /** Retention runs at most this often (seconds of sample time); rollups run every append. */
 const EXPIRE_EVERY_SEC = 10;
 /** Series without a row left in any tier (a namespace deleted a year ago) go this often. */
@@ -99,6 +114,13 @@ export interface MetricsStoreOptions {
   monotonicSec?: () => number;
 }
 
+/** A cut of the cap: tier's rows before `before` go, series by series from nextId on. */
+interface Cut {
+  readonly tier: number;
+  readonly before: number;
+  nextId: number;
+}
+
 /** The tables of the metric history (with their indexes, what the cap holds). */
 export const HISTORY_TABLES: readonly string[] = ['metric_series', ...TIERS.map((t) => t.table)];
 
@@ -106,6 +128,10 @@ export class MetricsStore {
   private maxBytes: number;
   /** Bytes of the database that are not history, as last measured (0: never measured). */
   private otherBytes = 0;
+  /** Above the high water mark, until the low one is reached: a batch with each append. */
+  private trimming = false;
+  /** The cut the cap is making, series by series (see trimBatch). */
+  private cut: Cut | null = null;
   private readonly ids = new Map<string, SeriesRow>();
   private lastExpire = -Infinity;
   private lastPrune = -Infinity;
@@ -145,6 +171,7 @@ export class MetricsStore {
           `DELETE FROM ${t.table} WHERE series_id IN (SELECT id FROM metric_series) AND ts < ?`,
         ),
       ),
+      trim: TIERS.map((t) => db.prepare(`DELETE FROM ${t.table} WHERE series_id = ? AND ts < ?`)),
       oldest: TIERS.map((t) =>
         db.prepare(`SELECT MIN(ts) FROM ${t.table} WHERE series_id = ?`).pluck(),
       ),
@@ -172,15 +199,8 @@ export class MetricsStore {
         ),
       ),
     };
-    // Rows of series that no longer exist: left by a failed commit before series ids
-    // were kept in step with the database (below). Nothing would ever expire them.
-    this.tx(() => {
-      for (const t of TIERS)
-        db.prepare(
-          `DELETE FROM ${t.table} WHERE series_id NOT IN (SELECT id FROM metric_series)`,
-        ).run();
-    });
     this.loadIds();
+    this.dropOrphans();
     this.monotonicSec = opts.monotonicSec ?? null;
     if (this.monotonicSec) {
       this.lastWall = this.newestRow();
@@ -216,6 +236,30 @@ export class MetricsStore {
     return mono >= this.settledAt;
   }
 
+  /**
+   * Drops rows of series that no longer exist: left by a failed commit before series ids
+   * were kept in step with the database (see tx). Nothing would ever expire them. The
+   * series ids each tier holds are found by one index seek each, from one to the next:
+   * a query for rows whose series is unknown walked every row, 350 ms at 227 MB.
+   */
+  private dropOrphans(): void {
+    const known = new Set([...this.ids.values()].map((s) => s.id));
+    this.tx(() => {
+      for (const t of TIERS) {
+        const next = this.db
+          .prepare(`SELECT MIN(series_id) FROM ${t.table} WHERE series_id > ?`)
+          .pluck();
+        const drop = this.db.prepare(`DELETE FROM ${t.table} WHERE series_id = ?`);
+        for (
+          let id = next.get(-Infinity) as number | null;
+          id !== null;
+          id = next.get(id) as number | null
+        )
+          if (!known.has(id)) drop.run(id);
+      }
+    });
+  }
+
   /** The series ids as the database holds them. */
   private loadIds(): void {
     this.ids.clear();
@@ -246,9 +290,22 @@ export class MetricsStore {
     }
   }
 
+  /**
+   * A new cap. It deletes nothing itself: the next append deletes one batch, and a
+   * caller that wants the history under the cap sooner runs trimStep until it is.
+   */
   setMaxBytes(bytes: number): void {
     this.maxBytes = bytes;
-    this.tx(() => this.enforceCap());
+  }
+
+  /**
+   * One batch of the cap's deletions (at most CAP_BATCH_ROWS rows), in a transaction of
+   * its own; true while more are to go. The caller frees the engine's thread between calls.
+   */
+  trimStep(): boolean {
+    let more = false;
+    withoutSync(this.db, () => this.tx(() => (more = this.trimBatch())));
+    return more;
   }
 
   get cap(): number {
@@ -262,19 +319,15 @@ export class MetricsStore {
    * nothing. The next configuration commit (synchronous FULL) syncs the log anyway.
    */
   append(tsSec: number, points: readonly MetricPoint[]): void {
-    const sync = this.db.pragma('synchronous', { simple: true }) as number;
-    this.db.pragma('synchronous = NORMAL');
-    try {
+    withoutSync(this.db, () =>
       this.tx(() => {
         const insert = this.stmt.insert[0]!;
         for (const p of points) {
           if (Number.isFinite(p.value)) insert.run(this.seriesId(p.series, tsSec), tsSec, p.value);
         }
         this.maintainNow(tsSec);
-      });
-    } finally {
-      this.db.pragma(`synchronous = ${sync}`);
-    }
+      }),
+    );
   }
 
   /** Rollups, retention and the cap as of nowSec, without new points (also for tests). */
@@ -377,7 +430,7 @@ export class MetricsStore {
       this.pruneSeries();
       this.lastPrune = nowSec;
     }
-    this.enforceCap(done);
+    this.trimBatch(done);
   }
 
   /** Rolls every closed bucket of each coarser tier; returns each tier's done-until (s). */
@@ -449,30 +502,56 @@ export class MetricsStore {
     });
   }
 
-  private enforceCap(done?: number[]): void {
-    if (this.historyBytes() <= this.maxBytes * HIGH_WATER) return;
-    const target = this.maxBytes * LOW_WATER;
-    const until =
-      done ??
-      TIERS.map((t, i) =>
-        i === 0 ? Infinity : ((this.stmt.getDone.get(t.name) as number | undefined) ?? 0),
-      );
-    for (let i = 0; i < TIERS.length; i++) {
-      const limit = i + 1 < TIERS.length ? until[i + 1]! : Infinity;
-      while (this.historyBytes() > target) {
-        const oldest = this.edgeOfTier(i, 'oldest');
-        if (oldest === null || oldest >= limit) break;
-        // a quarter of what may go, at least one step: few rounds, no overshoot to empty
-        const newest = Math.min(limit, this.edgeOfTier(i, 'newest')! + 1);
-        const cut = Math.min(
-          limit,
-          oldest + Math.max(TIERS[i]!.stepSec, Math.ceil((newest - oldest) / 4)),
-        );
-        // Nothing deleted: nothing this loop can free here (it would spin for ever).
-        if (this.stmt.expire[i]!.run(cut).changes === 0) break;
-      }
-      if (this.historyBytes() <= target) return;
+  /**
+   * One batch of the cap's deletions: true while more are to go. The cap cuts a tier at
+   * a time, oldest first, from the finest that has rows the next tier has absorbed: all
+   * its rows before a cut CAP_CUT_STEPS past its oldest go, a series at a time (a
+   * contiguous range of pages; cutting every series at once touched a page of each per
+   * batch), at most CAP_BATCH_ROWS rows a batch. A cut once begun is finished for every
+   * series, so that a tier reaches back equally far for all of them.
+   */
+  private trimBatch(done?: number[]): boolean {
+    const bytes = this.historyBytes();
+    if (!this.cut) {
+      if (bytes <= this.maxBytes * LOW_WATER) return (this.trimming = false);
+      if (!this.trimming && bytes <= this.maxBytes * HIGH_WATER) return false;
+      this.trimming = true;
+      this.cut = this.nextCut(done ?? this.rolledUntil());
+      if (!this.cut) return (this.trimming = false); // nothing left that the cap may take
     }
+    const cut = this.cut;
+    // never past what the next tier holds (that moves back after a clock jump)
+    const before = Math.min(cut.before, (done ?? this.rolledUntil())[cut.tier + 1] ?? Infinity);
+    const ids = [...this.ids.values()].map((s) => s.id).filter((id) => id >= cut.nextId);
+    ids.sort((a, b) => a - b);
+    let rows = 0;
+    for (const id of ids) {
+      if (rows > 0 && rows + CAP_CUT_STEPS > CAP_BATCH_ROWS) break;
+      rows += this.stmt.trim[cut.tier]!.run(id, before).changes;
+      cut.nextId = id + 1;
+    }
+    if (cut.nextId > (ids.at(-1) ?? -Infinity)) this.cut = null;
+    return this.cut !== null || this.historyBytes() > this.maxBytes * LOW_WATER;
+  }
+
+  /** Where the cap cuts next (see trimBatch), or null when nothing may go. */
+  private nextCut(until: number[]): Cut | null {
+    for (let i = 0; i < TIERS.length; i++) {
+      const limit = until[i + 1] ?? Infinity;
+      const oldest = this.edgeOfTier(i, 'oldest');
+      if (oldest === null || oldest >= limit) continue;
+      // a series has at most one row a step
+      const before = Math.min(limit, oldest + CAP_CUT_STEPS * TIERS[i]!.stepSec);
+      return { tier: i, before, nextId: -Infinity };
+    }
+    return null;
+  }
+
+  /** Up to when each tier is complete: the finest up to now, the others as rolled up. */
+  private rolledUntil(): number[] {
+    return TIERS.map((t, i) =>
+      i === 0 ? Infinity : ((this.stmt.getDone.get(t.name) as number | undefined) ?? 0),
+    );
   }
 
   /** The oldest (newest) ts of a tier: one PK seek per series, no scan of the tier. */

@@ -7,6 +7,7 @@
  */
 import os from 'node:os';
 import path from 'node:path';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import {
   MetricsSettingsSet,
   type MethodParams,
@@ -84,6 +85,9 @@ export class MetricsService {
   private token: string | null;
   private measureTimer?: NodeJS.Timeout;
   private measuring = false;
+  /** Batches of the cap's deletions running (trimToCap), or null. */
+  private trimming: Promise<void> | null = null;
+  private stopped = false;
 
   constructor(private readonly opts: MetricsServiceOptions) {
     this.clock = opts.clock ?? Date.now;
@@ -122,10 +126,13 @@ export class MetricsService {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     clearInterval(this.timer);
     this.timer = undefined;
     clearTimeout(this.measureTimer);
-    await this.running;
+    // a batch of the cap's ends at its next step (a measurement on the reader's thread
+    // is not waited for: nothing of it touches the database after)
+    await Promise.all([this.running, this.trimming]);
   }
 
   /**
@@ -139,11 +146,13 @@ export class MetricsService {
     this.measuring = true;
     try {
       const m = await reader.measure(HISTORY_TABLES);
+      if (this.stopped) return;
       this.store.noteMeasured(m);
       this.opts.log.debug('metrics history measured', {
         historyBytes: m.tables,
         databaseBytes: m.used,
       });
+      void this.trimToCap();
     } catch (err) {
       this.opts.log.debug('metrics history not measured; the cap counts the last measurement', {
         err,
@@ -151,6 +160,24 @@ export class MetricsService {
     } finally {
       this.measuring = false;
     }
+  }
+
+  /**
+   * Brings the history under the cap in batches (MetricsStore.trimStep), the engine's
+   * thread free between them: lowering the cap by 200 MB in one go held it for seconds.
+   * Resolves when done; one run at a time.
+   */
+  trimToCap(): Promise<void> {
+    this.trimming ??= (async () => {
+      try {
+        while (!this.stopped && this.store.trimStep()) await nextTurn();
+      } catch (err) {
+        this.opts.log.warn('metrics history not trimmed to the cap; the next sample retries', {
+          err,
+        });
+      }
+    })().finally(() => (this.trimming = null));
+    return this.trimming;
   }
 
   /** One sampling round; a round still running (slow /proc, slow disk) makes this one a no-op. */
@@ -352,18 +379,13 @@ export class MetricsService {
   }
 
   /**
-   * The new cap, once stored. Trimming the history to it is upkeep, not the change: if
-   * it fails (the disk filled meanwhile), the cap holds all the same and the next
-   * sample trims again.
+   * The new cap, once stored. Trimming the history to it is upkeep, not the change: it
+   * goes on after the answer, in batches (trimToCap); if it fails (the disk filled
+   * meanwhile), the cap holds all the same and the next sample trims again.
    */
   private holdCap(maxBytes: number): void {
-    try {
-      this.store.setMaxBytes(maxBytes);
-    } catch (err) {
-      this.opts.log.warn('metrics history not trimmed to the new cap; the next sample retries', {
-        err,
-      });
-    }
+    this.store.setMaxBytes(maxBytes);
+    void this.trimToCap();
   }
 
   /** GET /metrics for the console's HTTP server. */

@@ -1,8 +1,12 @@
-/** Event queries (filters, paging), retention, the recorded-event hook, the log file. */
+/**
+ * Event queries (filters, paging), retention (in batches, exact with gaps in the ids,
+ * no walk of the log to find nothing to delete), the recorded-event hook, the log file.
+ */
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { EventStore } from '../../../engine/src/events/event-store.js';
+import { EventStore, PRUNE_BATCH_ROWS } from '../../../engine/src/events/event-store.js';
+import { EventsService } from '../../../engine/src/events/service.js';
 import {
   onEventRecorded,
   openDatabase,
@@ -10,8 +14,11 @@ import {
   type RecordedEvent,
 } from '../../../engine/src/persistence/db.js';
 import { DbReader } from '../../../engine/src/persistence/db-reader.js';
+import type { Db } from '../../../engine/src/persistence/db.js';
+import { createLogger } from '../../../engine/src/util/log.js';
 import { RotatingLogFile } from '../../../engine/src/util/log-file.js';
 import { tempDir } from '../../helpers/engine.js';
+import { bytesReadBy, coldConnection, readsCounted } from '../../helpers/reads.js';
 
 const cleanups: (() => void)[] = [];
 afterEach(() => {
@@ -84,12 +91,114 @@ describe.each(WAYS)('events.list queries, %s', (way) => {
 
   it('retention removes events by age and by count', async () => {
     const { store } = seeded(way);
-    expect(store.prune(250_000, 200_000, 1_000_000)).toBe(49); // ts < 50 000
-    expect(store.prune(250_000, 1e12, 100)).toBe(101);
+    expect(await store.prune(250_000, 200_000, 1_000_000)).toBe(49); // ts < 50 000
+    expect(await store.prune(250_000, 1e12, 100)).toBe(101);
     const left = (await store.list({ limit: 1000 })).events;
     expect(left).toHaveLength(100);
     expect(left.at(-1)!.id).toBe(151);
   });
+});
+
+describe('event retention on a large log', () => {
+  /** n events, one a second from ts 1000 s; their ids are 1..n. */
+  function log(n: number, file = ':memory:') {
+    const { db } = openDatabase(file);
+    const ins = db.prepare(
+      "INSERT INTO events (ts, severity, type, message) VALUES (?, 'info', 'host.connected', ?)",
+    );
+    db.transaction(() => {
+      for (let i = 1; i <= n; i++) ins.run(1000_000 + i * 1000, `Host ${i} connected.`.padEnd(150));
+    })();
+    return db;
+  }
+  const ids = (db: Db) => db.prepare('SELECT id FROM events ORDER BY id').pluck().all() as number[];
+
+  it('deletes in batches, the engine thread free between them', async () => {
+    const db = log(10_000);
+    cleanups.push(() => db.close());
+    const store = new EventStore(db);
+    const left: number[] = [];
+    const count = () => db.prepare('SELECT COUNT(*) FROM events').pluck().get() as number;
+    // 3000 events are past the age limit, 6000 more past the count limit of 1000
+    const n = await store.prune(1000_000 + 10_000_000, 7_000_000, 1000, {
+      batchRows: 500,
+      pause: async () => {
+        left.push(count());
+        await new Promise((r) => setImmediate(r));
+      },
+    });
+    expect(n).toBe(9000);
+    expect(ids(db)).toEqual(Array.from({ length: 1000 }, (_, i) => 9001 + i));
+    // Before: two statements, 9000 rows and no pause. Now a pause after each batch,
+    // and no batch took more than 500 rows.
+    expect(left.length).toBeGreaterThanOrEqual(9000 / 500 - 1);
+    [10_000, ...left, 1000].forEach((c, i, all) => {
+      if (i > 0) expect(all[i - 1]! - c).toBeLessThanOrEqual(500);
+    });
+  });
+
+  it('keeps the newest maxCount exactly when events left gaps in the ids', async () => {
+    const db = log(3000);
+    cleanups.push(() => db.close());
+    // a clock that stepped back: every tenth event of the newest 2000 is stamped long ago
+    db.prepare('UPDATE events SET ts = 5 WHERE id > 1000 AND id % 10 = 5').run();
+    const store = new EventStore(db);
+    await store.prune(1000_000 + 3000_000, 3000_000, 1500, { batchRows: 100 });
+    // the age rule took those 200, leaving gaps; the count rule then kept 1500 rows,
+    // though MAX(id) − 1500 would have cut into them
+    const kept = ids(db);
+    expect(kept).toHaveLength(1500);
+    expect(kept.at(-1)).toBe(3000);
+    const all = Array.from({ length: 3000 }, (_, i) => i + 1).filter(
+      (i) => i <= 1000 || i % 10 !== 5,
+    );
+    expect(kept).toEqual(all.slice(-1500));
+  });
+
+  it('the events service prunes after start a batch at a time, and a stop ends it at the next', async () => {
+    const db = log(30_000); // all stamped in 1970: past any retention
+    cleanups.push(() => db.close());
+    const warned: string[] = [];
+    const service = new EventsService({
+      db,
+      nodeId: 'node-1',
+      version: '9.9.9',
+      publish: () => undefined,
+      secrets: { read: () => undefined, write: () => undefined, remove: () => undefined },
+      collect: async () => ({}),
+      log: createLogger({ sink: { write: (l) => warned.push(JSON.parse(l).msg) }, level: 'warn' }),
+      rules: [],
+    });
+    const left = () => db.prepare('SELECT COUNT(*) FROM events').pluck().get() as number;
+    service.start();
+    // Before: start deleted all 30,000 before it returned.
+    expect(left()).toBe(30_000 - PRUNE_BATCH_ROWS);
+    await new Promise((r) => setImmediate(r));
+    await service.stop();
+    const stoppedAt = left();
+    expect(stoppedAt).toBeGreaterThan(0);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(left()).toBe(stoppedAt);
+    expect(warned).toEqual([]);
+  });
+
+  it.skipIf(!readsCounted)(
+    'a prune with nothing to delete reads a few pages, not the log',
+    async () => {
+      const file = path.join(tempDir(), 'events.db');
+      log(20_000, file).close(); // about 4 MB
+      const db = coldConnection(file);
+      cleanups.push(() => db.close());
+      const store = new EventStore(db);
+      const size = fs.statSync(file).size;
+      expect(size).toBeGreaterThan(3e6);
+      let n = -1;
+      const read = await bytesReadBy(async () => (n = await store.prune(0, 1e15, 100_000)));
+      expect(n).toBe(0);
+      // Before: finding the 100,000th newest event walked every row, read all of the file.
+      expect(read).toBeLessThan(size / 20);
+    },
+  );
 });
 
 describe('onEventRecorded', () => {
