@@ -137,7 +137,9 @@ export const MetricsSettings = z.object({
   usedBytes: z.number().int(),
   /**
    * Bytes of metric history as the cap counts them: usedBytes less the rest of the
-   * database as last measured (measured every 10 minutes; all of it before that).
+   * database as last measured (every 10 minutes; where the database cannot be measured,
+   * estimated from a count of the history's rows). Before the first measurement, all of
+   * it, and the cap deletes nothing.
    */
   historyBytes: z.number().int(),
 });

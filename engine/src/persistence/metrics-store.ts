@@ -19,8 +19,13 @@
  * to 85 %; only rows already rolled up into the next tier go (the coarsest tier has no
  * next). The history's bytes are the database's used bytes (pages in use × page size)
  * less what the rest of it (the event log, above all, which has limits of its own)
- * took when last measured (noteMeasured, off the event loop: see db-reader.ts);
- * never measured, the whole database counts.
+ * took when last measured (noteMeasured, off the event loop: see db-reader.ts). Where
+ * no thread can measure it (a database held exclusively, in memory), the history's rows
+ * are counted instead (countRows, noteCounted) at the fewest bytes a row can take: an
+ * estimate that can only be low, so the cap may act late, never early, and never
+ * touches the coarsest tier. Neither measured nor counted yet (the first 30 s after a
+ * start), the cap deletes nothing: counting the whole database as history once emptied
+ * every tier, a year of hourly rows included, when the event log alone was near the cap.
  *
  * The cap deletes a batch of at most CAP_BATCH_ROWS rows at a time: one batch with each
  * append, and after a lowered cap (setMaxBytes) batches the caller runs with the
@@ -61,6 +66,13 @@ export const CAP_BATCH_ROWS = 4000;
  * a cut frees pages as it goes. No more than CAP_BATCH_ROWS.
  */
 const CAP_CUT_STEPS = 256;
+/**
+ * The fewest bytes a history row takes on disk: a record of 8 bytes at least (a 4-byte
+ * header, a 4-byte time, a series id and value stored in no bytes, as SQLite does for 0
+ * and 1), its length byte and its 2-byte cell pointer, pages full. Rows counted at this
+ * size give a history no larger than it is (stored rows take 15 to 30 bytes here).
+ */
+export const MIN_ROW_BYTES = 11;
 /** Retention runs at most this often (seconds of sample time); rollups run every append. */
 const EXPIRE_EVERY_SEC = 10;
 /** Series without a row left in any tier (a namespace deleted a year ago) go this often. */
@@ -126,8 +138,11 @@ export const HISTORY_TABLES: readonly string[] = ['metric_series', ...TIERS.map(
 
 export class MetricsStore {
   private maxBytes: number;
-  /** Bytes of the database that are not history, as last measured (0: never measured). */
-  private otherBytes = 0;
+  /**
+   * Bytes of the database that are not history, as last measured, or as estimated from
+   * a count of the history's rows; null until either (the cap then deletes nothing).
+   */
+  private other: { bytes: number; estimated: boolean } | null = null;
   /** Above the high water mark, until the low one is reached: a batch with each append. */
   private trimming = false;
   /** The cut the cap is making, series by series (see trimBatch). */
@@ -172,6 +187,9 @@ export class MetricsStore {
         ),
       ),
       trim: TIERS.map((t) => db.prepare(`DELETE FROM ${t.table} WHERE series_id = ? AND ts < ?`)),
+      count: TIERS.map((t) =>
+        db.prepare(`SELECT COUNT(*) FROM ${t.table} WHERE series_id = ?`).pluck(),
+      ),
       oldest: TIERS.map((t) =>
         db.prepare(`SELECT MIN(ts) FROM ${t.table} WHERE series_id = ?`).pluck(),
       ),
@@ -379,18 +397,52 @@ export class MetricsStore {
 
   /**
    * Bytes of the history, as the cap counts them: the used bytes less the rest of the
-   * database as last measured. Growth since then counts as history (the cap acts
-   * early), and so does all of it before the first measurement; the rest shrinking
-   * since (events pruned) makes it act late, by at most what the history grew in the
-   * 10 minutes between measurements.
+   * database as last measured (or estimated from a count of rows). Growth since then
+   * counts as history (the cap acts early), and the rest shrinking since (events pruned)
+   * makes it act late, by at most what the history grew in the 10 minutes between
+   * measurements. Before the first measurement all of it is reported, and the cap waits.
    */
   historyBytes(): number {
-    return Math.max(0, this.usedBytes() - this.otherBytes);
+    return this.cappedBytes() ?? this.usedBytes();
+  }
+
+  /** The history's bytes as the cap acts on them; null before any measurement or count. */
+  private cappedBytes(): number | null {
+    return this.other && Math.max(0, this.usedBytes() - this.other.bytes);
   }
 
   /** A measurement of the whole database and of HISTORY_TABLES, from one snapshot. */
   noteMeasured(m: { used: number; tables: number }): void {
-    this.otherBytes = Math.max(0, m.used - m.tables);
+    this.other = { bytes: Math.max(0, m.used - m.tables), estimated: false };
+  }
+
+  /**
+   * A count of the history's rows (countRows), for a database no thread can measure:
+   * the history is taken as MIN_ROW_BYTES a row, never more than it is. A measurement,
+   * once made, is not replaced by this estimate.
+   */
+  noteCounted(rows: number): void {
+    if (this.other && !this.other.estimated) return;
+    this.other = {
+      bytes: Math.max(0, this.usedBytes() - rows * MIN_ROW_BYTES),
+      estimated: true,
+    };
+  }
+
+  /**
+   * Counts the history's rows one series' range of one tier at a time (an index range of
+   * at most 43,200 rows, a few ms): the caller frees the engine's thread between the
+   * steps this yields, and gets the total as the generator's return value.
+   */
+  *countRows(): Generator<undefined, number, undefined> {
+    let rows = 0;
+    for (const count of this.stmt.count) {
+      for (const s of [...this.ids.values()]) {
+        rows += count.get(s.id) as number;
+        yield;
+      }
+    }
+    return rows;
   }
 
   rowCounts(): Record<TierSpec['name'], number> {
@@ -508,10 +560,16 @@ export class MetricsStore {
    * its rows before a cut CAP_CUT_STEPS past its oldest go, a series at a time (a
    * contiguous range of pages; cutting every series at once touched a page of each per
    * batch), at most CAP_BATCH_ROWS rows a batch. A cut once begun is finished for every
-   * series, so that a tier reaches back equally far for all of them.
+   * series, so that a tier reaches back equally far for all of them. On an estimate
+   * (noteCounted) the coarsest tier is left alone: an estimate is no ground to delete
+   * what exists nowhere else.
    */
   private trimBatch(done?: number[]): boolean {
-    const bytes = this.historyBytes();
+    const bytes = this.cappedBytes();
+    if (bytes === null) {
+      this.cut = null;
+      return (this.trimming = false);
+    }
     if (!this.cut) {
       if (bytes <= this.maxBytes * LOW_WATER) return (this.trimming = false);
       if (!this.trimming && bytes <= this.maxBytes * HIGH_WATER) return false;
@@ -531,12 +589,13 @@ export class MetricsStore {
       cut.nextId = id + 1;
     }
     if (cut.nextId > (ids.at(-1) ?? -Infinity)) this.cut = null;
-    return this.cut !== null || this.historyBytes() > this.maxBytes * LOW_WATER;
+    return this.cut !== null || (this.cappedBytes() ?? 0) > this.maxBytes * LOW_WATER;
   }
 
   /** Where the cap cuts next (see trimBatch), or null when nothing may go. */
   private nextCut(until: number[]): Cut | null {
-    for (let i = 0; i < TIERS.length; i++) {
+    const tiers = this.other?.estimated ? TIERS.length - 1 : TIERS.length;
+    for (let i = 0; i < tiers; i++) {
       const limit = until[i + 1] ?? Infinity;
       const oldest = this.edgeOfTier(i, 'oldest');
       if (oldest === null || oldest >= limit) continue;

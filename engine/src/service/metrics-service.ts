@@ -31,7 +31,7 @@ import {
   MetricsStore,
   type SeriesRow,
 } from '../persistence/metrics-store.js';
-import type { DbReader } from '../persistence/db-reader.js';
+import { ReaderUnavailable, type DbReader } from '../persistence/db-reader.js';
 import { storageProblem, UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { randomToken, readSecret, writeSecret } from './secrets.js';
@@ -44,7 +44,8 @@ const DEFAULT_MAX_POINTS = 600;
 const FAILING_RETELL_MS = 10 * 60_000;
 /**
  * The history's share of the database is measured (off the event loop) this long after
- * the start, then this often: the cap counts the rest of the database as measured.
+ * the start, then this often: the cap counts the rest of the database as measured, and
+ * deletes nothing before the first measurement (see MetricsStore).
  */
 const FIRST_MEASURE_MS = 30_000;
 const MEASURE_EVERY_MS = 10 * 60_000;
@@ -68,7 +69,10 @@ export interface MetricsServiceOptions {
   includeLoopback?: boolean;
   /** The active alerts, for /metrics (the events service's; none by default). */
   alerts?: () => readonly ExposedAlert[];
-  /** Measures the history's share of the database off the engine's thread (absent: never). */
+  /**
+   * Measures the history's share of the database off the engine's thread (absent, or
+   * unable to read the file: the history's rows are counted instead, see MetricsStore).
+   */
   reader?: DbReader;
 }
 
@@ -84,7 +88,7 @@ export class MetricsService {
   private prometheus: boolean;
   private token: string | null;
   private measureTimer?: NodeJS.Timeout;
-  private measuring = false;
+  private measuring: Promise<void> | null = null;
   /** Batches of the cap's deletions running (trimToCap), or null. */
   private trimming: Promise<void> | null = null;
   private stopped = false;
@@ -130,35 +134,55 @@ export class MetricsService {
     clearInterval(this.timer);
     this.timer = undefined;
     clearTimeout(this.measureTimer);
-    // a batch of the cap's ends at its next step (a measurement on the reader's thread
-    // is not waited for: nothing of it touches the database after)
+    // a count of rows, or a batch of the cap's, ends at its next step (a measurement on
+    // the reader's thread is not waited for: nothing of it touches the database after)
     await Promise.all([this.running, this.trimming]);
   }
 
   /**
    * Measures how much of the database is history, on a thread of its own, for the cap
-   * (MetricsStore.noteMeasured). A database that cannot be read beside the engine's
-   * connection (opened exclusively on a full disk, in memory) keeps the last measurement.
+   * (MetricsStore.noteMeasured). A database no thread can read beside the engine's
+   * connection (opened exclusively on a full disk, in memory) has its history's rows
+   * counted instead, a series at a time with the engine's thread free between them
+   * (MetricsStore.noteCounted). Another failure keeps the last measurement.
    */
-  async measureHistory(): Promise<void> {
-    const reader = this.opts.reader;
-    if (this.measuring || !reader) return;
-    this.measuring = true;
+  measureHistory(): Promise<void> {
+    this.measuring ??= this.measureNow().finally(() => (this.measuring = null));
+    return this.measuring;
+  }
+
+  private async measureNow(): Promise<void> {
+    const { reader, log } = this.opts;
     try {
-      const m = await reader.measure(HISTORY_TABLES);
-      if (this.stopped) return;
-      this.store.noteMeasured(m);
-      this.opts.log.debug('metrics history measured', {
-        historyBytes: m.tables,
-        databaseBytes: m.used,
+      if (reader) {
+        const m = await reader.measure(HISTORY_TABLES);
+        if (this.stopped) return;
+        this.store.noteMeasured(m);
+        log.debug('metrics history measured', { historyBytes: m.tables, databaseBytes: m.used });
+        void this.trimToCap();
+        return;
+      }
+    } catch (err) {
+      if (!(err instanceof ReaderUnavailable)) {
+        log.debug('metrics history not measured; the cap counts the last measurement', { err });
+        return;
+      }
+    }
+    try {
+      const counting = this.store.countRows();
+      let step = counting.next();
+      while (!step.done) {
+        await nextTurn();
+        if (this.stopped) return;
+        step = counting.next();
+      }
+      this.store.noteCounted(step.value);
+      log.debug('metrics history counted (the database cannot be measured)', {
+        rows: step.value,
       });
       void this.trimToCap();
     } catch (err) {
-      this.opts.log.debug('metrics history not measured; the cap counts the last measurement', {
-        err,
-      });
-    } finally {
-      this.measuring = false;
+      log.debug('metrics history not counted; the cap counts the last count', { err });
     }
   }
 

@@ -35,14 +35,15 @@ afterEach(() => {
   db = reader = undefined;
 });
 
-function setup() {
+function setup(o: { offThread?: boolean } = {}) {
   const dataDir = tempDir();
   db = openDatabase(path.join(dataDir, 'branchsan.db')).db;
-  reader = new DbReader(db);
+  reader = new DbReader(db, undefined, o.offThread);
   const stats = new IoStats();
   const clock = { now: START };
   const pushed: MetricsSample[] = [];
   const logged: { level: string; msg: string; err?: { code?: string } }[] = [];
+  const log = createLogger({ sink: { write: (l) => logged.push(JSON.parse(l)) }, level: 'debug' });
   const service = new MetricsService({
     db,
     dataDir,
@@ -53,7 +54,7 @@ function setup() {
     hub: {
       broadcast: (name, data) => name === 'metrics.sample' && pushed.push(data as MetricsSample),
     },
-    log: createLogger({ sink: { write: (l) => logged.push(JSON.parse(l)) } }),
+    log,
     clock: () => clock.now,
     monotonicSec: () => clock.now / 1000, // the steps are time that passed, not clock steps
     node: proc,
@@ -225,17 +226,23 @@ describe('metrics service: the history cap and the rest of the database', () => 
     })();
     const used = s.service.settings().usedBytes;
     expect(used).toBeGreaterThan(9e6);
-    expect(s.service.settings().historyBytes).toBe(used); // not measured yet: all of it counts
+    expect(s.service.settings().historyBytes).toBe(used); // not measured yet: all of it shown
+    // An 8 MiB cap before the first measurement (the first 30 s after a start) deletes
+    // nothing. Before: the whole database counted as history, and the next samples
+    // emptied every tier, the 1 h one too.
+    s.service.setSettings({ maxBytes: 8 << 20 }, 'cli');
+    await s.service.trimToCap();
+    await run(s, 2 * HOUR + 5, 2 * HOUR + 8);
+    expect(s.service.store.rowCounts()['1h']).toBe(counts['1h']);
+    expect(s.service.store.rowCounts()['1s']).toBeGreaterThanOrEqual(counts['1s']);
 
     await s.service.measureHistory();
     const m = s.service.settings();
     expect(m.historyBytes).toBeGreaterThan(0);
     expect(m.historyBytes).toBeLessThan(2e6);
     expect(m.usedBytes - m.historyBytes).toBeGreaterThan(9e6); // the events, measured
-    // An 8 MiB cap holds the history, not the events (which have their own limit).
-    // Before: the whole database counted, and the cap emptied every tier, 1 h rows too.
-    s.service.setSettings({ maxBytes: 8 << 20 }, 'cli');
-    await run(s, 2 * HOUR + 5, 2 * HOUR + 8);
+    // Measured, the 8 MiB cap holds the history, not the events (which have their own limit).
+    await run(s, 2 * HOUR + 8, 2 * HOUR + 11);
     expect(s.service.store.rowCounts()['1h']).toBe(counts['1h']);
     expect(s.service.store.rowCounts()['1s']).toBeGreaterThanOrEqual(counts['1s']);
     // A cap below the history itself still takes the oldest fine rows first, in batches
@@ -245,5 +252,29 @@ describe('metrics service: the history cap and the rest of the database', () => 
     expect(s.service.settings().historyBytes).toBeLessThanOrEqual(1 << 20);
     expect(s.service.store.rowCounts()['1s']).toBeLessThan(counts['1s']);
     expect(s.service.store.rowCounts()['1h']).toBe(counts['1h']);
+  }, 60_000);
+
+  it('a database the engine holds exclusively (full disk at start): the history is counted, not all of it', async () => {
+    const s = setup({ offThread: false }); // the reader cannot measure: ReaderUnavailable
+    await run(s, 0, 600);
+    const insert = db!.prepare(
+      "INSERT INTO events (ts, severity, type, message) VALUES (?, 'info', 'test.filler', ?)",
+    );
+    db!.transaction(() => {
+      for (let i = 0; i < 9000; i++) insert.run(START + i, `event ${i} `.padEnd(1000, 'x'));
+    })();
+    const counts = s.service.store.rowCounts();
+    const before = s.service.settings();
+    expect(before.historyBytes).toBe(before.usedBytes);
+    await s.service.measureHistory();
+    // Before: never measured, so the whole database (9 MB of events) counted for ever.
+    const after = s.service.settings();
+    expect(after.historyBytes).toBeGreaterThan(0);
+    expect(after.historyBytes).toBeLessThan(1e6);
+    s.service.setSettings({ maxBytes: 8 << 20 }, 'cli');
+    await s.service.trimToCap();
+    await run(s, 600, 603);
+    expect(s.service.store.rowCounts()['1s']).toBeGreaterThanOrEqual(counts['1s']);
+    expect(s.logged.some((l) => l.msg.startsWith('metrics history counted'))).toBe(true);
   }, 60_000);
 });

@@ -1,8 +1,8 @@
 /**
  * The metric history store on synthetic series: exact rollup arithmetic (avg and max),
  * retention of each tier across the 1 h, 24 h, 30 d and 1 y boundaries, which tier a
- * query reads, and the size cap measured as SQLite sees it, its deletions in bounded
- * batches.
+ * query reads, and the size cap measured as SQLite sees it: nothing deleted before a
+ * measurement, rows counted where none can be made, and deletions in bounded batches.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -425,6 +425,75 @@ function history(d: Db, now: number, series = 1): void {
 
 describe('metric history store: the size cap', () => {
   const NOW = T0 + 60 * DAY;
+
+  it('deletes nothing before the history is measured, however large the rest of the database', async () => {
+    const { db } = openStore();
+    history(db, NOW);
+    // an event log of about 3 MB: above the 2 MiB cap by itself
+    const ins = db.prepare(
+      "INSERT INTO events (ts, severity, type, message) VALUES (?, 'info', 'test.filler', ?)",
+    );
+    db.transaction(() => {
+      for (let i = 0; i < 3000; i++) ins.run(i, `event ${i} `.padEnd(1000, 'x'));
+    })();
+    const store = new MetricsStore(db, { maxBytes: 2 << 20 });
+    const before = store.rowCounts();
+    expect(store.usedBytes()).toBeGreaterThan(2 << 20);
+    for (let t = NOW; t < NOW + 5; t++) store.append(t, [{ series: RATE, value: 1 }]);
+    while (store.trimStep()); // nothing to do
+    // Before: the whole database counted as history, and the first samples emptied every
+    // tier, the 40 days of 1 h rows (which exist nowhere else) with them.
+    const after = store.rowCounts();
+    expect(after['1h']).toBe(before['1h']);
+    expect(after['1m']).toBe(before['1m']);
+    expect(after['1s']).toBe(before['1s'] + 5);
+    // Measured, the history is far under the cap: still nothing goes.
+    await measure(db, store);
+    expect(store.historyBytes()).toBeLessThan(2 << 20);
+    store.append(NOW + 5, [{ series: RATE, value: 1 }]);
+    expect(store.rowCounts()['1h']).toBe(before['1h']);
+  });
+
+  it('counts rows where it cannot measure: an estimate never above the truth, that spares the coarsest tier', () => {
+    const { db } = openStore();
+    history(db, NOW, 3);
+    const store = new MetricsStore(db, { maxBytes: 16 * 1024 });
+    const storedBytes = () =>
+      db
+        .prepare(
+          `SELECT SUM(pgsize) FROM dbstat WHERE name IN (SELECT name FROM sqlite_schema WHERE tbl_name IN (${HISTORY_TABLES.map(() => '?').join(',')}))`,
+        )
+        .pluck()
+        .get(...HISTORY_TABLES) as number;
+    /** Counts as the service does, a step at a time; returns the steps taken. */
+    const count = (): number => {
+      const counting = store.countRows();
+      let steps = 0;
+      let step = counting.next();
+      for (; !step.done; step = counting.next()) steps++;
+      expect(step.value).toBe(Object.values(store.rowCounts()).reduce((a, b) => a + b, 0));
+      store.noteCounted(step.value);
+      return steps;
+    };
+    const counts = store.rowCounts();
+    expect(count()).toBe(3 * 4); // a series' range of a tier a step
+    expect(store.historyBytes()).toBeGreaterThan(16 * 1024);
+    expect(store.historyBytes()).toBeLessThanOrEqual(storedBytes());
+    // far above the cap: finer rows go (all rolled up), the 1 h rows stay
+    while (store.trimStep());
+    expect(store.rowCounts()['1s']).toBeLessThan(counts['1s']);
+    expect(store.rowCounts()['1h']).toBe(counts['1h']);
+    // nothing but 1 h rows left, counted above the cap: still they stay
+    for (const t of ['metric_1s', 'metric_10s', 'metric_1m']) db.exec(`DELETE FROM ${t}`);
+    count();
+    expect(store.historyBytes()).toBeGreaterThan(16 * 1024);
+    expect(store.trimStep()).toBe(false);
+    expect(store.rowCounts()['1h']).toBe(counts['1h']);
+    // Measured, the same cap takes the oldest 1 h rows: a measurement is no estimate.
+    store.noteMeasured({ used: store.usedBytes(), tables: storedBytes() });
+    while (store.trimStep());
+    expect(store.rowCounts()['1h']).toBeLessThan(counts['1h']);
+  });
 
   it('a lowered cap deletes nothing at once: batches of at most CAP_BATCH_ROWS rows bring the history under it', async () => {
     const { store, db } = openStore();
