@@ -73,6 +73,8 @@ const CAP_CUT_STEPS = 256;
  * size give a history no larger than it is (stored rows take 15 to 30 bytes here).
  */
 export const MIN_ROW_BYTES = 11;
+/** Rows a query reads at most for one answer when a finer tier would need more (a few ms). */
+const QUERY_ROWS = 12_000;
 /** Retention runs at most this often (seconds of sample time); rollups run every append. */
 const EXPIRE_EVERY_SEC = 10;
 /** Series without a row left in any tier (a namespace deleted a year ago) go this often. */
@@ -362,28 +364,33 @@ export class MetricsStore {
   }
 
   /**
-   * Points of one series in [fromSec, toSec] from the finest tier that still holds the
-   * start of the range (or of the series, if younger) with at most maxPoints steps; if
-   * none has few enough, the coarsest such tier, regrouped into wider steps. What a tier
-   * holds is judged tier-wide (retention and the cap cut all series alike), so a sparse
-   * series (latency of a mostly idle volume) still reads from the fine tiers.
+   * At most maxPoints points of one series in [fromSec, toSec], from the finest tier that
+   * still holds the start of the range (or of the series, if younger) and has few enough
+   * rows in it to read at once (QUERY_ROWS, or maxPoints if more), regrouped with the
+   * series' aggregate into the narrowest step (a multiple of the tier's) that keeps to
+   * maxPoints. A day at 600 points is the 10 s tier in 150 s steps, up to the last closed
+   * 10 s, where the 1 h tier would give 24 points and miss the hour in progress. What a
+   * tier holds is judged tier-wide (retention and the cap cut all series alike), so a
+   * sparse series (latency of a mostly idle volume) still reads from the fine tiers. A
+   * range that starts before every tier reads the one that reaches furthest back.
    */
   query(series: SeriesRow, fromSec: number, toSec: number, maxPoints: number): QueryAnswer {
     const start = Math.max(fromSec, series.firstTs);
+    const span = Math.max(0, toSec - start);
     const held = TIERS.map((_, i) => this.edgeOfTier(i, 'oldest'));
     const holding = TIERS.map((_, i) => i).filter(
       (i) => held[i] !== null && held[i]! <= start + TIERS[i]!.stepSec,
     );
-    const fits = holding.find((i) => (toSec - start) / TIERS[i]!.stepSec <= maxPoints);
-    const i = fits ?? holding.at(-1) ?? oldestTier(held);
+    const readable = holding.find(
+      (i) => span / TIERS[i]!.stepSec + 1 <= Math.max(QUERY_ROWS, maxPoints),
+    );
+    const i = readable ?? holding.at(-1) ?? oldestTier(held);
     const tier = TIERS[i]!;
-    const span = Math.max(1, toSec - start);
-    const step =
-      fits !== undefined ? tier.stepSec : Math.ceil(span / maxPoints / tier.stepSec) * tier.stepSec;
+    const step = stepFor(start, toSec, maxPoints, tier.stepSec);
     const rows = this.stmt.range[i]![series.agg === 'max' ? 1 : 0]!.all({
       step,
       id: series.id,
-      from: Math.floor(fromSec / step) * step,
+      from: Math.floor(start / step) * step,
       to: toSec,
     }) as { b: number; v: number }[];
     return { tier: tier.name, stepSec: step, points: rows.map((r) => [r.b, r.v]) };
@@ -622,6 +629,18 @@ export class MetricsStore {
     }
     return edge;
   }
+}
+
+/**
+ * The narrowest step, a multiple of tierStep, whose buckets (aligned to multiples of
+ * it) over [start, to] number at most maxPoints.
+ */
+function stepFor(start: number, to: number, maxPoints: number, tierStep: number): number {
+  const buckets = (step: number): number => Math.floor(to / step) - Math.floor(start / step) + 1;
+  // no fewer steps than this can do; a step or two more at most, for the alignment
+  let k = Math.max(1, Math.floor((to - start) / maxPoints / tierStep));
+  while (buckets(k * tierStep) > maxPoints) k++;
+  return k * tierStep;
 }
 
 /** The tier reaching furthest back (the range starts before all of them), else the finest. */

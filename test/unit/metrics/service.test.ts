@@ -147,14 +147,22 @@ describe('metrics service', () => {
     const s = setup();
     await run(s, 0, 2 * HOUR + 1);
     const now = START + 2 * HOUR * 1000;
-    // the last hour: 1 s if 3600 points are welcome, else 10 s (360 ≤ the default 600)
+    // the last hour (3601 points, both ends included): 1 s in 2 s steps if 3600 points
+    // are welcome, in 7 s steps for the default 600 (515 points, up to now)
     const hour = { series: key, from: now - HOUR * 1000, to: now };
-    expect(s.service.query({ ...hour, maxPoints: 3600 })).toMatchObject({ tier: '1s' });
-    expect(s.service.query(hour)).toMatchObject({ tier: '10s', stepSec: 10 });
-    // two hours: 1 s no longer reaches back and 10 s would be 720 points: 1 min
+    expect(s.service.query({ ...hour, maxPoints: 3600 })).toMatchObject({
+      tier: '1s',
+      stepSec: 2,
+    });
+    const hourly = s.service.query(hour);
+    expect(hourly).toMatchObject({ tier: '1s', stepSec: 7 });
+    expect(hourly.points.length).toBeLessThanOrEqual(600);
+    expect(hourly.points.at(-1)![0]).toBeGreaterThan(now - 7000);
+    // two hours: 1 s no longer reaches back; 10 s has 721 steps, so 20 s steps of it
     const two = s.service.query({ series: key, from: START, to: now });
-    expect(two.tier).toBe('1m');
-    // 1 min buckets: seconds 60k..60k+59 with 0 at second 0 (the baseline has no point)
+    expect(two).toMatchObject({ tier: '10s', stepSec: 20 });
+    expect(two.points).toHaveLength(360); // the 10 s bucket holding now is not closed yet
+    // seconds 10k..10k+9 with 0 at second 0 (the baseline has no point)
     const mean = (from: number, to: number): number => {
       let sum = 0;
       let n = 0;
@@ -166,9 +174,11 @@ describe('metrics service', () => {
       for (let b = from; b < from + 60; b += 10) tens.push(mean(b, b + 10));
       return tens.reduce((a, x) => a + x, 0) / tens.length;
     };
+    const twentyMean = (from: number): number =>
+      (mean(from, from + 10) + mean(from + 10, from + 20)) / 2;
     expect(two.points[0]![0]).toBe(START);
-    expect(two.points[0]![1]).toBeCloseTo(tenMeans(0), 12); // SQLite sums in another order
-    expect(two.points[5]![1]).toBeCloseTo(tenMeans(300), 12);
+    expect(two.points[0]![1]).toBeCloseTo(twentyMean(0), 12); // SQLite sums in another order
+    expect(two.points[15]![1]).toBeCloseTo(twentyMean(300), 12);
     const tenSec = s.service.query({ series: key, from: START, to: now, maxPoints: 1000 });
     expect(tenSec.tier).toBe('10s');
     expect(tenSec.points[3]).toEqual([START + 30_000, mean(30, 40)]);

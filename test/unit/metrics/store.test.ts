@@ -1,8 +1,9 @@
 /**
  * The metric history store on synthetic series: exact rollup arithmetic (avg and max),
  * retention of each tier across the 1 h, 24 h, 30 d and 1 y boundaries, which tier a
- * query reads, and the size cap measured as SQLite sees it: nothing deleted before a
- * measurement, rows counted where none can be made, and deletions in bounded batches.
+ * query reads and how many points it returns, and the size cap measured as SQLite sees
+ * it: nothing deleted before a measurement, rows counted where none can be made, and
+ * deletions in bounded batches.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -148,7 +149,7 @@ describe('metric history store', () => {
     expect(rows(db, 'metric_1h', RATE.key)).toEqual([{ ts: T0, value: (4.5 + 14.5 + 22) / 3 }]);
   });
 
-  it('answers a query from the finest tier that covers the range within maxPoints', () => {
+  it('answers a query from the finest tier that covers the range, within maxPoints', () => {
     const { store } = openStore();
     fill(store, T0, T0 + 7200);
     const now = T0 + 7199;
@@ -157,15 +158,16 @@ describe('metric history store', () => {
     expect(last5min).toMatchObject({ tier: '1s', stepSec: 1 });
     expect(last5min.points).toHaveLength(300);
     expect(last5min.points[0]).toEqual([now - 299, 7199 - 299]);
-    // two hours: the 1 s tier no longer reaches back; 10 s has 720 points > 600
+    // two hours: the 1 s tier no longer reaches back; 10 s has 720 points > 600, so
+    // it is regrouped into 20 s steps (before: the 1 min tier, 120 points)
     const twoHours = store.query(rate, T0, now, 600);
-    expect(twoHours).toMatchObject({ tier: '1m', stepSec: 60 });
-    expect(twoHours.points).toHaveLength(120);
-    expect(twoHours.points[1]).toEqual([T0 + 60, 89.5]);
+    expect(twoHours).toMatchObject({ tier: '10s', stepSec: 20 });
+    expect(twoHours.points).toHaveLength(360);
+    expect(twoHours.points[1]).toEqual([T0 + 20, 29.5]);
     expect(store.query(rate, T0, now, 1000)).toMatchObject({ tier: '10s', stepSec: 10 });
-    // fewer points than any tier gives: the coarsest, regrouped with the series' aggregate
+    // one point: the finest tier that holds the range, regrouped with the series' aggregate
     const one = store.query(rate, T0, now, 1);
-    expect(one).toMatchObject({ tier: '1h', stepSec: 7200, points: [[T0, 3599.5]] });
+    expect(one).toMatchObject({ tier: '10s', stepSec: 7200, points: [[T0, 3599.5]] });
     const tail = store.query(store.findSeries(TAIL.key)!, T0, now, 1);
     expect(tail.points).toEqual([[T0, 1000 + 7199]]);
     // from before the series existed: counted from its first point; 1 s no longer has it
@@ -551,4 +553,47 @@ describe('metric history store: the size cap', () => {
       );
     },
   );
+});
+
+describe('metric history store: queries', () => {
+  const NOW = T0 + 60 * DAY;
+
+  it('never returns more points than maxPoints', () => {
+    const { db } = openStore();
+    history(db, NOW);
+    const store = new MetricsStore(db);
+    const rate = store.findSeries(RATE.key)!;
+    // Before: 600 s of the 1 s tier at 600 points gave 601 (both ends count).
+    expect(store.query(rate, NOW - 601, NOW - 1, 600).points.length).toBeLessThanOrEqual(600);
+    for (const span of [1, 59, 60, 601, 3599, 3600, 86_399, 7 * DAY, 35 * DAY])
+      for (const maxPoints of [1, 2, 7, 599, 600, 1000]) {
+        const q = store.query(rate, NOW - 1 - span, NOW - 1, maxPoints);
+        expect(q.points.length, `${span} s at ${maxPoints}`).toBeLessThanOrEqual(maxPoints);
+        expect(q.points.length, `${span} s at ${maxPoints}`).toBeGreaterThan(0);
+      }
+  });
+
+  it('a day at 600 points: the 10 s tier regrouped, up to the last minutes, not 24 hourly points', () => {
+    const { db } = openStore();
+    history(db, NOW);
+    const store = new MetricsStore(db);
+    const rate = store.findSeries(RATE.key)!;
+    const day = store.query(rate, NOW - DAY, NOW, 600);
+    // Before: the 1 h tier, 24 points, the newest an hour old.
+    expect(day).toMatchObject({ tier: '10s', stepSec: 150 });
+    expect(day.points.length).toBeGreaterThan(500);
+    expect(day.points.length).toBeLessThanOrEqual(600);
+    expect(NOW - day.points.at(-1)![0]).toBeLessThanOrEqual(150);
+    // a bucket of 15 rows of 10 s: the mean of their values
+    const [b, v] = day.points[10]!;
+    const ts = Array.from({ length: 15 }, (_, i) => b + 10 * i);
+    expect(v).toBeCloseTo(ts.reduce((a, t) => a + (t % 1000) + 0.5, 0) / 15, 9);
+    // a week: the 1 min tier in 17 min steps; a month reads more rows than a query may,
+    // so the 1 h tier
+    expect(store.query(rate, NOW - 7 * DAY, NOW, 600)).toMatchObject({
+      tier: '1m',
+      stepSec: 1020,
+    });
+    expect(store.query(rate, NOW - 30 * DAY, NOW, 600)).toMatchObject({ tier: '1h' });
+  });
 });
