@@ -25,7 +25,21 @@ export interface IoSource {
   namespaces(): NamespaceReading[];
   /** Every controller; discovery controllers are skipped by the sampler. */
   controllers(): ControllerSummary[];
+  /**
+   * Whether the host is on the subsystem's allow-list (default: every host counts as
+   * listed). Only listed hosts get history without limit; see MAX_UNLISTED_LINKS.
+   */
+  listed?(nqn: string, hostnqn: string): boolean;
 }
+
+/**
+ * (Subsystem, host) pairs outside any allow-list (admitted by a volume that allows any
+ * host) that get history of their own, per engine run: each pair is 7-13 series kept for
+ * a year, and a peer that changes its host NQN at will would otherwise grow them without
+ * end (35k series made a query take 1.5 s on the engine's thread). Their I/O still
+ * counts in the namespace's figures and in the live per-controller sample.
+ */
+export const MAX_UNLISTED_LINKS = 64;
 
 export function targetIoSource(target: Target): IoSource {
   return {
@@ -38,6 +52,8 @@ export function targetIoSource(target: Target): IoSource {
         })),
       ),
     controllers: () => target.listControllers(),
+    listed: (nqn, hostnqn) =>
+      target.subsystemList().some((s) => s.nqn === nqn && s.hosts.has(hostnqn)),
   };
 }
 
@@ -87,6 +103,8 @@ export class MetricsSampler {
   private readonly clock: () => number;
   private readonly node: NodeSources;
   private last: RawReading | null = null;
+  /** Unlisted pairs given history so far (at most MAX_UNLISTED_LINKS). */
+  private readonly unlisted = new Set<string>();
 
   constructor(private readonly opts: SamplerOptions) {
     this.clock = opts.clock ?? Date.now;
@@ -122,8 +140,18 @@ export class MetricsSampler {
     );
     return {
       sample: figures(prev, cur, ctrlDeltas, sec),
-      links: linkFigures(cur.controllers, ctrlDeltas, sec),
+      links: linkFigures(cur.controllers, ctrlDeltas, sec).filter((l) => this.recorded(l)),
     };
+  }
+
+  /** Whether a (subsystem, host) pair gets history (see MAX_UNLISTED_LINKS). */
+  private recorded(l: LinkFigures): boolean {
+    if (this.opts.io.listed?.(l.nqn, l.hostnqn) ?? true) return true;
+    const k = `${l.nqn}\0${l.hostnqn}`;
+    if (this.unlisted.has(k)) return true;
+    if (this.unlisted.size >= MAX_UNLISTED_LINKS) return false;
+    this.unlisted.add(k);
+    return true;
   }
 }
 

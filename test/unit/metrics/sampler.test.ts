@@ -9,6 +9,7 @@ import { IoStats } from '../../../engine/src/core/stats.js';
 import type { ControllerSummary } from '../../../engine/src/core/index.js';
 import type { NodeSources } from '../../../engine/src/metrics/node.js';
 import {
+  MAX_UNLISTED_LINKS,
   MetricsSampler,
   targetIoSource,
   type IoSource,
@@ -139,6 +140,56 @@ describe('metrics sampler', () => {
     expect(ns).toMatchObject({ writeIops: 1, writeBps: 0 });
     // Little's law: 99×100 + 3000 + 10 µs outstanding within 1 s
     expect(ns.queueDepth).toBeCloseTo((9900 + 3000 + 10) / 1e6, 12);
+  });
+
+  it('gives history to every listed host, but to at most MAX_UNLISTED_LINKS others', async () => {
+    // A volume that allows any host: a peer that changes its NQN at will must not grow
+    // the stored series without end (each pair is 7-13 series kept for a year).
+    let ctrls: ControllerSummary[] = [];
+    const summary = (cntlid: number, hostnqn: string): ControllerSummary => ({
+      cntlid,
+      kind: 'io',
+      subnqn: SUBNQN,
+      hostnqn,
+      state: 'live' as ControllerSummary['state'],
+      ioQueues: 1,
+      kato: 0,
+      stats: new IoStats().snapshot(),
+    });
+    const src: IoSource = {
+      namespaces: () => [],
+      controllers: () => ctrls,
+      listed: (_nqn, host) => host === HOSTNQN,
+    };
+    const clock = clockAt(0);
+    const sampler = new MetricsSampler({
+      io: src,
+      dataDir: '/',
+      node: fakeProc().sources,
+      clock: clock.fn,
+    });
+    await sampler.sample();
+    const round = async (first: number) => {
+      ctrls = [summary(1, HOSTNQN)];
+      for (let i = 0; i < 100; i++)
+        ctrls.push(summary(i + 2, `nqn.2026-11.test:peer-${first + i}`));
+      clock.now += 1000;
+      return (await sampler.sample())!.links.map((l) => l.hostnqn);
+    };
+    const one = await round(0);
+    expect(one).toContain(HOSTNQN);
+    expect(one).toHaveLength(1 + MAX_UNLISTED_LINKS);
+    const two = await round(1000); // all new names: none gets history, the listed host does
+    expect(two).toEqual([HOSTNQN]);
+    const again = await round(0); // the names already recorded keep theirs
+    expect(again).toEqual(one);
+  });
+
+  it('counts a host as listed from the subsystem allow-list (targetIoSource)', () => {
+    const { target } = makeTarget();
+    const src = targetIoSource(target);
+    expect(src.listed?.(SUBNQN, HOSTNQN)).toBe(true);
+    expect(src.listed?.(SUBNQN, 'nqn.2026-11.test:someone-else')).toBe(false);
   });
 
   it('groups several controllers of one host, and never reports a negative rate', async () => {
