@@ -60,6 +60,25 @@ function clockAt(ms: number) {
   return c;
 }
 
+/** A sampler over `io` with synthetic /proc and a hand-stepped clock. */
+function syntheticSampler(io: IoSource, clock: ReturnType<typeof clockAt>, dataDir = '/') {
+  return new MetricsSampler({ io, dataDir, node: fakeProc().sources, clock: clock.fn });
+}
+
+/** A live I/O controller of `hostnqn` on the test subsystem, as the target lists one. */
+function controller(cntlid: number, hostnqn: string, stats = new IoStats()): ControllerSummary {
+  return {
+    cntlid,
+    kind: 'io',
+    subnqn: SUBNQN,
+    hostnqn,
+    state: 'live' as ControllerSummary['state'],
+    ioQueues: 1,
+    kato: 0,
+    stats: stats.snapshot(),
+  };
+}
+
 describe('metrics sampler', () => {
   it('turns counter deltas over the clock interval into per-namespace and per-host figures', async () => {
     const { target } = makeTarget();
@@ -121,12 +140,7 @@ describe('metrics sampler', () => {
       controllers: () => [],
     };
     const clock = clockAt(0);
-    const sampler = new MetricsSampler({
-      io: src,
-      dataDir: '/data',
-      node: fakeProc().sources,
-      clock: clock.fn,
-    });
+    const sampler = syntheticSampler(src, clock, '/data');
     await sampler.sample();
     for (let i = 0; i < 99; i++) stats.record('read', 4096, 100, false); // bucket [64, 128)
     stats.record('read', 4096, 3000, false); // [2048, 4096)
@@ -146,33 +160,18 @@ describe('metrics sampler', () => {
     // A volume that allows any host: a peer that changes its NQN at will must not grow
     // the stored series without end (each pair is 7-13 series kept for a year).
     let ctrls: ControllerSummary[] = [];
-    const summary = (cntlid: number, hostnqn: string): ControllerSummary => ({
-      cntlid,
-      kind: 'io',
-      subnqn: SUBNQN,
-      hostnqn,
-      state: 'live' as ControllerSummary['state'],
-      ioQueues: 1,
-      kato: 0,
-      stats: new IoStats().snapshot(),
-    });
     const src: IoSource = {
       namespaces: () => [],
       controllers: () => ctrls,
       listed: (_nqn, host) => host === HOSTNQN,
     };
     const clock = clockAt(0);
-    const sampler = new MetricsSampler({
-      io: src,
-      dataDir: '/',
-      node: fakeProc().sources,
-      clock: clock.fn,
-    });
+    const sampler = syntheticSampler(src, clock);
     await sampler.sample();
     const round = async (first: number) => {
-      ctrls = [summary(1, HOSTNQN)];
+      ctrls = [controller(1, HOSTNQN)];
       for (let i = 0; i < 100; i++)
-        ctrls.push(summary(i + 2, `nqn.2026-11.test:peer-${first + i}`));
+        ctrls.push(controller(i + 2, `nqn.2026-11.test:peer-${first + i}`));
       clock.now += 1000;
       return (await sampler.sample())!.links.map((l) => l.hostnqn);
     };
@@ -196,28 +195,14 @@ describe('metrics sampler', () => {
     const a = new IoStats();
     const b = new IoStats();
     let ctrls: ControllerSummary[] = [];
-    const summary = (cntlid: number, stats: IoStats): ControllerSummary => ({
-      cntlid,
-      kind: 'io',
-      subnqn: SUBNQN,
-      hostnqn: HOSTNQN,
-      state: 'live' as ControllerSummary['state'],
-      ioQueues: 1,
-      kato: 0,
-      stats: stats.snapshot(),
-    });
+    const summary = (cntlid: number, stats: IoStats) => controller(cntlid, HOSTNQN, stats);
     let nsStats = new IoStats();
     const src: IoSource = {
       namespaces: () => [{ nqn: SUBNQN, nsid: 1, stats: nsStats.snapshot() }],
       controllers: () => ctrls,
     };
     const clock = clockAt(0);
-    const sampler = new MetricsSampler({
-      io: src,
-      dataDir: '/',
-      node: fakeProc().sources,
-      clock: clock.fn,
-    });
+    const sampler = syntheticSampler(src, clock);
     for (let i = 0; i < 10; i++) nsStats.record('write', 4096, 50, false);
     ctrls = [summary(1, a)];
     await sampler.sample();
@@ -247,12 +232,7 @@ describe('metrics sampler', () => {
   it('samples a namespace added after the baseline from zero', async () => {
     const { target } = makeTarget();
     const clock = clockAt(0);
-    const sampler = new MetricsSampler({
-      io: targetIoSource(target),
-      dataDir: '/',
-      node: fakeProc().sources,
-      clock: clock.fn,
-    });
+    const sampler = syntheticSampler(targetIoSource(target), clock);
     await sampler.sample();
     const backend = new MemoryBackend({ sizeBytes: NS_BYTES, blockSize: BLOCK });
     target.addNamespace(SUBNQN, { nsid: 2, backend, nguid: 'ffeeddccbbaa99887766554433221100' });
