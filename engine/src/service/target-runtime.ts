@@ -41,6 +41,12 @@ export interface NamespaceSpec {
 
 export const FIRMWARE = '0.1';
 
+/** The subsystem and NSID of a backends key (`${nqn}#${nsid}`). */
+function namespaceOf(key: string): { nqn: string; nsid: number } {
+  const at = key.lastIndexOf('#');
+  return { nqn: key.slice(0, at), nsid: Number(key.slice(at + 1)) };
+}
+
 function stillClosing(location: string, of: { nqn: string; nsid: number }): UserError {
   return new UserError(
     `${location} still belongs to removed namespace ${of.nsid} of ${of.nqn}: its storage has not finished the writes in flight.`,
@@ -187,8 +193,7 @@ export class TargetRuntime {
    */
   private async retire(key: string, backend: BlockBackend): Promise<void> {
     this.backends.delete(key);
-    const at = key.lastIndexOf('#');
-    const where = { nqn: key.slice(0, at), nsid: Number(key.slice(at + 1)) };
+    const where = namespaceOf(key);
     this.closing.set(backend, where);
     let late = false;
     const closed = backend
@@ -200,18 +205,13 @@ export class TargetRuntime {
         this.closing.delete(backend);
         if (late) this.log.info('removed namespace closed at last', where);
       });
-    let timer: NodeJS.Timeout | undefined;
-    const waited = new Promise<'late'>((resolve) => {
-      timer = setTimeout(resolve, RETIRE_WAIT_MS, 'late');
-    });
-    if ((await Promise.race([closed, waited])) === 'late') {
+    if ((await within(closed, RETIRE_WAIT_MS)) === LATE) {
       late = true;
       this.log.warn('removed namespace still closing: its storage has writes in flight', {
         ...where,
         location: backend.location,
       });
     }
-    clearTimeout(timer);
   }
 
   /** Whether a file namespace's path still names the file it serves (FdBackend.backingState). */
@@ -232,9 +232,7 @@ export class TargetRuntime {
   ): { nqn: string; nsid: number; location: string; closing: boolean } | undefined {
     for (const [key, b] of this.backends) {
       if (!(b instanceof FdBackend) || b.identity !== identity) continue;
-      const at = key.lastIndexOf('#');
-      const where = { nqn: key.slice(0, at), nsid: Number(key.slice(at + 1)) };
-      return { ...where, location: b.location, closing: false };
+      return { ...namespaceOf(key), location: b.location, closing: false };
     }
     for (const [b, where] of this.closing) {
       if (b instanceof FdBackend && b.identity === identity)

@@ -613,7 +613,7 @@ export class IoWorkerPool {
   }
 
   private finish(job: Job): void {
-    if (job.op !== Op.read && job.op !== Op.flush) this.mutating--;
+    if (changesData(job.op)) this.mutating--;
     if (this.orphans.delete(job)) this.releaseHeld();
     // A read hands its buffer to the caller; nothing else is returned.
     if (job.op === Op.read && job.status === Status.ok) job.done(Status.ok, job.data!);
