@@ -22,6 +22,7 @@ import {
 } from '../../../engine/src/transport/tcp/index.js';
 import {
   PRE_CONNECT_QUEUE_DEPTH,
+  READ_BUDGET,
   SOCKET_HIGH_WATER_MARK,
   TX_HOLD_BYTES,
 } from '../../../engine/src/transport/tcp/limits.js';
@@ -611,6 +612,63 @@ describe('backpressure', () => {
     for (let cid = 0; cid < n; cid++)
       expect(Buffer.concat(got.get(cid)!).equals(pattern(size, cid)), `cid ${cid}`).toBe(true);
     expect(q.parsed).toBe(n + 1);
+  });
+
+  it('runs no more reads than READ_BUDGET holds for a peer that does not read, and the rest once it does', async () => {
+    // Reads the backend completes later (a storage thread) were all started at once:
+    // 126 reads of 1 MiB made 126 MiB of answers for a peer that never took one.
+    const h = await host();
+    await h.connectQueue(126);
+    h.socket.pause();
+    const size = 1 << 20;
+    const n = 126;
+    const cmds: Buffer[] = [];
+    for (let cid = 0; cid < n; cid++)
+      cmds.push(...encodeCapsuleCmd(readSqe(cid, size, cid), null, h.dg));
+    h.socket.write(Buffer.concat(cmds)); // one chunk: all parsed before any read completes
+    await until(() => core.queues[0]?.parsed === n + 1, 'every read parsed');
+    await new Promise((r) => setTimeout(r, 300));
+    const info = transport.connections()[0]!;
+    expect(info.readWaiting).toBeGreaterThan(0);
+    expect(info.writableLength + info.readBytes).toBeLessThanOrEqual(READ_BUDGET + size);
+
+    h.socket.resume(); // every read is answered, in full, once the peer reads
+    const got = new Map<number, Buffer[]>();
+    let done = 0;
+    while (done < n) {
+      const p = await h.next(20_000);
+      if (p.type === PduType.CapsuleResp) {
+        expect(readCqeOf(p.cqe).status).toBe(0);
+        done++;
+      } else if (p.type === PduType.C2HData) {
+        got.set(p.cccid, [...(got.get(p.cccid) ?? []), p.data]);
+        if (p.flags & PduFlag.SUCCESS) done++;
+      } else throw new Error(`unexpected PDU ${p.type}`);
+    }
+    for (let cid = 0; cid < n; cid++)
+      expect(Buffer.concat(got.get(cid)!).equals(pattern(size, cid)), `cid ${cid}`).toBe(true);
+    await until(() => transport.connections()[0]!.readBytes === 0, 'no read held');
+    expect(transport.connections()[0]!.readWaiting).toBe(0);
+  });
+
+  it('still runs one read larger than READ_BUDGET, alone', async () => {
+    await transport.close();
+    await start({ readBudget: 64 * 1024 });
+    const h = await host();
+    await h.connectQueue(3);
+    for (let cid = 0; cid < 3; cid++) h.command(readSqe(cid, 256 * 1024, cid));
+    const got = new Map<number, Buffer[]>();
+    let done = 0;
+    while (done < 3) {
+      const p = await h.next(5_000);
+      if (p.type === PduType.CapsuleResp) done++;
+      else if (p.type === PduType.C2HData) {
+        got.set(p.cccid, [...(got.get(p.cccid) ?? []), p.data]);
+        if (p.flags & PduFlag.SUCCESS) done++;
+      }
+    }
+    for (let cid = 0; cid < 3; cid++)
+      expect(Buffer.concat(got.get(cid)!).equals(pattern(256 * 1024, cid))).toBe(true);
   });
 
   it('leaves further input in the kernel while paused (memory stays bounded)', async () => {

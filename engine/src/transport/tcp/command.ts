@@ -55,6 +55,8 @@ export class TcpCommand {
    */
   frame: Buffer | null = null;
   into: Buffer | null = null;
+  /** A read counted in its queue's READ_BUDGET from execution until it completes. */
+  budgeted = false;
   private finished = false;
 
   /** The Completion handed to the core; later calls after the first are ignored. */

@@ -27,6 +27,15 @@ export const MAX_ACTIVE_R2T = 16;
 export const R2T_BUDGET = 8 * 1024 * 1024;
 
 /**
+ * Bytes of read data one connection may hold at once: reads the backend is running plus
+ * answers queued for a peer that is not taking them. Further reads wait, in arrival
+ * order, until the peer reads or reads in progress end. Without it, a host that stops
+ * reading got every read it had queued executed anyway: QD128 of 1 MiB reads (MDTS)
+ * held 128 MiB per queue. A single read larger than this still proceeds, alone.
+ */
+export const READ_BUDGET = 8 * 1024 * 1024;
+
+/**
  * Bytes of sent read frames one connection keeps for its next reads (PduWriter): a QD32
  * of 4 KiB reads needs about 130 KiB, a QD8 of 128 KiB reads 1 MiB. A connection without
  * a read for 30-60 s lets go of them (RecycledBuffers).

@@ -61,6 +61,7 @@ import {
   MAX_ACTIVE_R2T,
   PRE_CONNECT_QUEUE_DEPTH,
   R2T_BUDGET,
+  READ_BUDGET,
   TX_HOLD_BYTES,
 } from './limits.js';
 
@@ -90,6 +91,7 @@ export interface TcpQueueOptions {
   readonly maxR2tLength?: number;
   readonly maxActiveR2t?: number;
   readonly r2tBudget?: number;
+  readonly readBudget?: number;
   readonly lingerMs?: number;
 }
 
@@ -101,6 +103,9 @@ export interface TcpQueueInfo {
   readonly queueSize: number;
   readonly r2tActive: number;
   readonly r2tWaiting: number;
+  /** Bytes of reads the backend is running, and reads waiting for READ_BUDGET. */
+  readonly readBytes: number;
+  readonly readWaiting: number;
   readonly readingPaused: boolean;
   readonly writableLength: number;
   readonly rxBuffered: number;
@@ -146,9 +151,14 @@ export class TcpQueue implements TransportQueue, CommandSink {
   private readonly r2tWaiting: TcpCommand[] = [];
   private r2tBytes = 0;
   private nextTtag = 0;
+  /** Reads waiting for READ_BUDGET, in arrival order; bytes of those running. */
+  private readonly readWaiting: TcpCommand[] = [];
+  private readBytes = 0;
+  private pumpingReads = false;
   private readingPaused = false;
   private timer: NodeJS.Timeout | null = null;
   private readonly onPdu = (pdu: H2CPdu): void => this.dispatch(pdu);
+  private readonly pumpSoon = (): void => this.pumpReads();
 
   constructor(
     private readonly socket: Socket,
@@ -161,7 +171,10 @@ export class TcpQueue implements TransportQueue, CommandSink {
     this.writer = new PduWriter(socket, () => this.pauseReading(), this.frames);
     this.parser.setDataSink(this.dataSink);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('drain', () => this.resumeReading());
+    socket.on('drain', () => {
+      this.pumpReads();
+      this.resumeReading();
+    });
     socket.on('error', (err) => this.log.debug('socket error', { peer, err }));
     socket.on('close', () => this.onClose());
     this.timer = setTimeout(
@@ -207,6 +220,8 @@ export class TcpQueue implements TransportQueue, CommandSink {
       queueSize: this.queueSize,
       r2tActive: this.r2tActive.size,
       r2tWaiting: this.r2tWaiting.length,
+      readBytes: this.readBytes,
+      readWaiting: this.readWaiting.length,
       readingPaused: this.readingPaused,
       writableLength: this.socket.writableLength,
       rxBuffered: this.parser.buffered,
@@ -249,6 +264,7 @@ export class TcpQueue implements TransportQueue, CommandSink {
   private releaseCore(): void {
     this.r2tActive.clear();
     this.r2tWaiting.length = 0;
+    this.readWaiting.length = 0;
     const core = this.core;
     this.core = null;
     try {
@@ -386,7 +402,40 @@ export class TcpQueue implements TransportQueue, CommandSink {
     }
     // In-capsule data belongs to writes only (nvmet: Invalid Field).
     if (r.dir === 'c2h' && p.data) return this.respond(cmd.cid, SC.INVALID_FIELD | DNR);
-    this.execute(cmd, r.dir === 'c2h' ? this.offerFrame(cmd) : null);
+    if (r.dir !== 'c2h') return this.execute(cmd, null);
+    if (this.readWaiting.length === 0 && this.readFits(cmd.length)) return this.startRead(cmd);
+    this.readWaiting.push(cmd);
+  }
+
+  /**
+   * Whether a read of len bytes may start now: the reads running and the answers the
+   * peer has not taken (counted once past the socket's high water mark, when a 'drain'
+   * is sure to follow) stay within READ_BUDGET, or nothing is held at all.
+   */
+  private readFits(len: number): boolean {
+    const s = this.socket;
+    const held = this.readBytes + (s.writableNeedDrain ? s.writableLength : 0);
+    return held === 0 || held + len <= (this.opts.readBudget ?? READ_BUDGET);
+  }
+
+  private startRead(cmd: TcpCommand): void {
+    cmd.budgeted = true;
+    this.readBytes += cmd.length;
+    this.execute(cmd, this.offerFrame(cmd));
+  }
+
+  /** Start waiting reads, in arrival order, while READ_BUDGET allows (on 'drain' and as reads end). */
+  private pumpReads(): void {
+    if (this.pumpingReads) return; // a read that completes inside startRead: the loop goes on
+    this.pumpingReads = true;
+    try {
+      while (this.state === 'live' && this.readWaiting.length > 0) {
+        if (!this.readFits(this.readWaiting[0]!.length)) break;
+        this.startRead(this.readWaiting.shift()!);
+      }
+    } finally {
+      this.pumpingReads = false;
+    }
   }
 
   /**
@@ -415,6 +464,11 @@ export class TcpQueue implements TransportQueue, CommandSink {
   /** The core finished a command (TcpCommand.done); send read data, then the CQE. */
   complete(cmd: TcpCommand, status: number, dw0: number, dw1: number, data?: Buffer): void {
     this.releaseWriteData(cmd);
+    if (cmd.budgeted) {
+      cmd.budgeted = false;
+      this.readBytes -= cmd.length;
+      if (this.readWaiting.length > 0) queueMicrotask(this.pumpSoon);
+    }
     if (this.state !== 'live') return; // the queue is gone: nobody is waiting for this
     if (status === 0 && cmd.dir === 'c2h' && cmd.length > 0) {
       if (!data || data.length < cmd.length) {
