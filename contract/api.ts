@@ -9,10 +9,11 @@
  */
 import { z } from 'zod';
 import {
-  MetricSeriesInfo,
   MetricsQueryParams,
   MetricsQueryResult,
   MetricsSample,
+  MetricsSeriesParams,
+  MetricsSeriesResult,
   MetricsSettings,
   MetricsSettingsSet,
 } from './metrics.js';
@@ -244,11 +245,8 @@ export const methods = {
   },
   /** History of one series, from the finest tier that covers the range (contract/metrics.ts). */
   'metrics.query': { params: MetricsQueryParams, result: MetricsQueryResult },
-  /** Every series with stored history. */
-  'metrics.series': {
-    params: NoParams,
-    result: z.object({ series: z.array(MetricSeriesInfo) }),
-  },
+  /** The series with stored history, a page at a time (contract/metrics.ts). */
+  'metrics.series': { params: MetricsSeriesParams, result: MetricsSeriesResult },
   'metrics.settings.get': { params: NoParams, result: MetricsSettings },
   /** Turns the Prometheus endpoint on or off, rotates its token, sets the history cap. */
   'metrics.settings.set': {

@@ -92,6 +92,29 @@ export const MetricSeriesInfo = z.object({
 });
 export type MetricSeriesInfo = z.infer<typeof MetricSeriesInfo>;
 
+/**
+ * One page of metrics.series, in key order (UTF-16 code units). A node with many hosts
+ * on its allow-lists holds tens of thousands of series: all at once would exceed what
+ * a client buffers.
+ */
+export const MetricsSeriesParams = z
+  .object({
+    /** Only keys that start with this (e.g. `ns:` or `host:nqn…`). */
+    prefix: z.string().max(600).optional(),
+    /** Only keys after this one: the `next` of the previous page. */
+    after: z.string().max(600).optional(),
+    /** Most series in the page (default and maximum 5000). */
+    limit: z.number().int().min(1).max(5000).optional(),
+  })
+  .strict();
+export type MetricsSeriesParams = z.infer<typeof MetricsSeriesParams>;
+
+export const MetricsSeriesResult = z.object({
+  series: z.array(MetricSeriesInfo),
+  /** Present when more series follow: pass it as `after` for the next page. */
+  next: z.string().optional(),
+});
+
 const Ms = z.number().int().min(0); // ms since epoch
 
 export const MetricsQueryParams = z

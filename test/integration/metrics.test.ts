@@ -87,6 +87,29 @@ describe('metrics in the engine', () => {
     expect(bad.message).toMatch(/to must be after from/);
   });
 
+  it('pages metrics.series by key, with a prefix, and refuses a page larger than 5000', async () => {
+    const all = (await api.call('metrics.series', {})).series.map((s) => s.key);
+    expect(all.length).toBeGreaterThan(5);
+    expect([...all].sort()).toEqual(all);
+    const walked: string[] = [];
+    let after: string | undefined;
+    for (let pages = 0; ; pages++) {
+      expect(pages).toBeLessThan(all.length);
+      const page = await api.call('metrics.series', { limit: 2, ...(after ? { after } : {}) });
+      walked.push(...page.series.map((s) => s.key));
+      if (!page.next) break;
+      expect(page.series).toHaveLength(2);
+      after = page.next;
+    }
+    expect(walked).toEqual(all);
+    const ns = await api.call('metrics.series', { prefix: 'ns:' });
+    expect(ns.series.length).toBeGreaterThan(0);
+    expect(ns.series.map((s) => s.key)).toEqual(all.filter((k) => k.startsWith('ns:')));
+    expect(ns.next).toBeUndefined();
+    const big = await apiError(api.call('metrics.series', { limit: 5001 }));
+    expect(big.message).toMatch(/limit/);
+  });
+
   it('serves /metrics only when enabled and only with the bearer token', async () => {
     const url = new URL('/metrics', engine.consoleUrl!).toString();
     expect((await fetch(url)).status).toBe(404);

@@ -355,8 +355,10 @@ export class MetricsStore {
     this.tx(() => this.maintainNow(nowSec, true));
   }
 
-  listSeries(): SeriesRow[] {
-    return [...this.ids.values()].sort((a, b) => a.key.localeCompare(b.key));
+  /** Every series (or those with keys after `after`), by key in UTF-16 code unit order. */
+  listSeries(after?: string): SeriesRow[] {
+    const rows = [...this.ids.values()].filter((s) => after === undefined || s.key > after);
+    return rows.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 
   findSeries(key: string): SeriesRow | undefined {

@@ -40,6 +40,8 @@ const KEY_PROMETHEUS = 'metrics.prometheus';
 const KEY_MAX_BYTES = 'metrics.maxBytes';
 const TOKEN_SECRET = 'metrics-token';
 const DEFAULT_MAX_POINTS = 600;
+/** metrics.series page size when none is asked for (the most one page may hold). */
+const SERIES_PAGE = 5000;
 /** While rounds keep failing, a line saying so at most this often. */
 const FAILING_RETELL_MS = 10 * 60_000;
 /**
@@ -296,8 +298,23 @@ export class MetricsService {
     };
   }
 
-  series(): MethodResult<'metrics.series'> {
-    return { series: this.store.listSeries().map(info) };
+  series(p: MethodParams<'metrics.series'> = {}): MethodResult<'metrics.series'> {
+    const limit = p.limit ?? SERIES_PAGE;
+    const prefix = p.prefix ?? '';
+    const page: SeriesRow[] = [];
+    let more = false;
+    for (const s of this.store.listSeries(p.after)) {
+      if (!s.key.startsWith(prefix)) {
+        if (s.key > prefix) break; // sorted: no later key has the prefix
+        continue;
+      }
+      if (page.length === limit) {
+        more = true;
+        break;
+      }
+      page.push(s);
+    }
+    return { series: page.map(info), ...(more ? { next: page.at(-1)!.key } : {}) };
   }
 
   settings(): MetricsSettings {

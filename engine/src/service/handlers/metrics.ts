@@ -9,7 +9,7 @@ export type MetricsMethods =
 export function metricsHandlers(m: MetricsService): HandlerGroup<MetricsMethods> {
   return {
     'metrics.query': (p) => m.query(p),
-    'metrics.series': () => m.series(),
+    'metrics.series': (p) => m.series(p),
     'metrics.settings.get': () => m.settings(),
     'metrics.settings.set': (p, ctx) => m.setSettings(p, actorOf(ctx)),
   };
