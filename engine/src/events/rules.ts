@@ -35,6 +35,28 @@ export interface AlertInputs {
   mirror?: MirrorState[];
   /** Sockets the engine should listen on and cannot (it keeps trying): NVMe/TCP ports, the console. */
   listenersDown?: ListenerDown[];
+  /**
+   * File system calls of this round that did not answer in time, or whose call of an
+   * earlier round is still out: what they were for is left out of `filesystems` and
+   * `volumes[].backing`. Absent: not known.
+   */
+  notAnswering?: NotAnswering[];
+}
+
+/** A directory or backing file whose file system did not answer (a hung NFS or FUSE mount). */
+export interface NotAnswering {
+  /** The directory called ("/srv/volumes"), or the volume whose backing-file check hangs. */
+  subject: string;
+  /** filesystem: statfs and stat of a watched directory; backing-file: a volume's check. */
+  kind: 'filesystem' | 'backing-file';
+  /** The path called. */
+  path: string;
+  /** For people, what is there: "the data directory /var/lib/branchsan", "volume vol1 (namespace 1, /mnt/nfs/vol1.img)". */
+  holds: string[];
+  /** When the call that has not answered started (ms since epoch). */
+  since: number;
+  /** How long a call may take before it counts as not answering. */
+  limitMs: number;
 }
 
 export interface ListenerDown {
@@ -859,6 +881,45 @@ export function ioThreadsRule(): Rule {
   };
 }
 
+/**
+ * A file system call of the alert pass that did not answer within its limit (a hung NFS
+ * or FUSE mount). The pass went on without it, so every other alert still works; the
+ * capacity and backing-file alerts of what is there keep their last view, and this one
+ * says why. The engine starts no second call there while the first is out (each would
+ * hold a thread of the pool every file system call of the engine shares); the alert
+ * clears once a call answers in time.
+ */
+export function notAnsweringRule(): Rule {
+  return {
+    id: 'filesystem.not-answering',
+    kind: 'condition',
+    evaluate(inputs, { active }) {
+      if (!inputs.notAnswering) return [...active.values()].map(keep);
+      return inputs.notAnswering.map((n) => {
+        const secs = `${n.limitMs / 1000} s`;
+        const what =
+          n.kind === 'filesystem'
+            ? `The file system holding ${listed(n.holds)} did not answer within ${secs} (statfs and stat of ${n.path}). `
+            : `The file system of ${n.path}, the backing file of ${n.holds[0]}, did not answer a check of the file within ${secs}. `;
+        return {
+          subject: n.subject,
+          severity: 'error' as const,
+          title:
+            n.kind === 'filesystem'
+              ? `File system of ${n.path} does not answer`
+              : `Backing file of ${n.holds[0]} does not answer`,
+          message:
+            what +
+            `Its mount is probably hung: check it (\`stat -f ${n.path}\`), for NFS the server and the network to it, for FUSE its daemon. ` +
+            "Hosts' I/O to volumes on it may hang as well. " +
+            'Until it answers, its capacity and backing-file alerts show what was last known; the engine keeps checking, one call at a time, and clears this alert once it answers.',
+          data: { path: n.path, since: n.since, holds: n.holds.slice(0, 100) },
+        };
+      });
+    },
+  };
+}
+
 /** The engine started after an unexpected stop (crash, kill, power loss). */
 export function uncleanRestartRule(windowMs = 24 * 3600_000): Rule {
   return {
@@ -939,6 +1000,7 @@ export function defaultRules(opts: { watchedHosts?: WatchedHostMemory } = {}): R
     volumeOfflineRule(),
     listenerDownRule(),
     ioThreadsRule(),
+    notAnsweringRule(),
     uncleanRestartRule(),
     ...mirrorRules(),
   ];

@@ -1,0 +1,248 @@
+/**
+ * The alert pass over a file system that stops answering (a hung NFS server, a stuck
+ * FUSE daemon). The fault is real where it can be: a FUSE mount whose server stops
+ * replying (helpers/hung-mount.ts), so statfs and stat really block in the thread pool.
+ * A backing-file check cannot be hung that way without a served file on the mount, so
+ * its slowness is made at the CollectorSources seam (`backing`), which lies outside the
+ * collector and the alert engine under test. Everything else is real: InputCollector,
+ * the default rules, AlertEngine and SQLite, with a fake clock for the rules.
+ */
+import fsp from 'node:fs/promises';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { TargetConfig } from '../../../contract/api.js';
+import type { Alert } from '../../../contract/events.js';
+import { AlertEngine } from '../../../engine/src/events/alert-engine.js';
+import { EventStore } from '../../../engine/src/events/event-store.js';
+import { InputCollector, type CollectorSources } from '../../../engine/src/events/inputs.js';
+import { DEFAULT_THRESHOLDS, defaultRules } from '../../../engine/src/events/rules.js';
+import { openDatabase, type Db } from '../../../engine/src/persistence/db.js';
+import { tempDir } from '../../helpers/engine.js';
+import { hungMount, hungMountUnavailable } from '../../helpers/hung-mount.js';
+import { until } from '../../helpers/wait.js';
+
+const NQN = 'nqn.2026-01.com.example:vol1';
+const HOST = 'nqn.2014-08.org.nvmexpress:uuid:0c8f4c36-5ab4-4d2e-9f3c-1b0e1c3d5a71';
+const ANSWER_MS = 300;
+const unavailable = hungMountUnavailable();
+if (unavailable) console.warn(`hung-mount alert tests skipped: ${unavailable}`);
+
+let db: Db;
+const cleanups: (() => unknown)[] = [];
+beforeEach(() => {
+  db = openDatabase(':memory:').db;
+});
+afterEach(async () => {
+  for (const c of cleanups.splice(0)) await c();
+});
+
+type Backing = Awaited<ReturnType<NonNullable<CollectorSources['backing']>>>;
+
+/**
+ * The collector over file volumes at `paths` (namespaces 1…), all live, one host
+ * connected to the subsystem while `connected` holds one; the rules on a fake clock.
+ */
+function node(
+  dataDir: string,
+  paths: string[],
+  o: { backing: (nsid: number) => Promise<Backing>; fs?: CollectorSources['fs'] },
+) {
+  const cfg: TargetConfig = {
+    ports: [],
+    subsystems: [
+      {
+        nqn: NQN,
+        serial: 's',
+        model: 'm',
+        allowAnyHost: false,
+        hosts: [HOST],
+        namespaces: paths.map((p, i) => ({
+          nsid: i + 1,
+          backendKind: 'file' as const,
+          path: p,
+          sizeBytes: 1 << 20,
+          blockSize: 512 as const,
+          nguid: String(i + 1).padStart(32, '0'),
+          uuid: String(i + 1),
+          anaGroup: 1,
+        })),
+      },
+    ],
+  };
+  const connected = [{ kind: 'io' as const, subnqn: NQN, hostnqn: HOST }];
+  let now = 1_000_000;
+  const collector = new InputCollector({
+    dataDir,
+    target: {
+      listControllers: () => connected,
+      namespaceStats: () => ({
+        errors: 0,
+        readOps: 0,
+        readLatencyUs: 0,
+        writeOps: 0,
+        writeLatencyUs: 0,
+      }),
+    },
+    backing: (_nqn, nsid) => o.backing(nsid),
+    config: () => cfg,
+    events: new EventStore(db),
+    now: () => now,
+    answerMs: ANSWER_MS,
+    ...(o.fs ? { fs: o.fs } : {}),
+  });
+  const engine = new AlertEngine(
+    db,
+    defaultRules(),
+    // every file system is over the warning level, so each has a capacity alert
+    () => ({ ...DEFAULT_THRESHOLDS, capacityWarningPct: 0, capacityCriticalPct: 99.99 }),
+    { raised: () => {}, cleared: () => {}, acknowledged: () => {} },
+  );
+  return {
+    connected,
+    /** One alert pass `ms` after the last; how long collecting took (real time). */
+    async pass(ms = 5_000) {
+      now += ms;
+      const t0 = performance.now();
+      const inputs = await collector.collect();
+      const took = performance.now() - t0;
+      return { ...engine.evaluate(inputs, now), took };
+    },
+    active: (rule: string): Alert[] => engine.store.active(rule),
+  };
+}
+
+describe.skipIf(unavailable)('a file system that does not answer', () => {
+  it('leaves the pass on time, raises its own alert, starts no second call, and clears when it answers', async () => {
+    const root = tempDir();
+    cleanups.push(() => fs.rmSync(root, { recursive: true, force: true }));
+    const dataDir = path.join(root, 'data');
+    fs.mkdirSync(dataDir);
+    const mnt = path.join(root, 'mnt');
+    const m = await hungMount(mnt, 15_000);
+    cleanups.unshift(() => m.release());
+    m.answer();
+    // vol1 beside the data directory; vol2 and vol3 in two directories of the mount
+    const paths = [path.join(root, 'vol1.img'), path.join(mnt, 'vol2.img')];
+    paths.push(path.join(mnt, 'sub', 'vol3.img'));
+    // every file system call the collector starts, and how many are still out
+    const started: string[] = [];
+    let out = 0;
+    const counted =
+      <T>(name: string, call: (p: string) => Promise<T>) =>
+      (p: string) => {
+        started.push(`${name} ${p}`);
+        out++;
+        return call(p).finally(() => out--);
+      };
+    const backingCalls: number[] = [];
+    const n = node(dataDir, paths, {
+      backing: (nsid) => {
+        backingCalls.push(nsid);
+        return Promise.resolve({ state: 'ok', fd: 3 });
+      },
+      fs: {
+        statfs: counted('statfs', (p) => fsp.statfs(p)),
+        stat: counted('stat', (p) => fsp.stat(p)),
+      },
+    });
+
+    // answering: a capacity alert for the local file system and one for the mount
+    await n.pass();
+    expect(n.active('capacity').map((a) => a.subject)).toEqual([dataDir, paths[1]]);
+    expect(n.active('filesystem.not-answering')).toEqual([]);
+    expect(backingCalls.sort()).toEqual([1, 2, 3]);
+
+    // the mount hangs, and the host goes away
+    m.hold();
+    n.connected.length = 0;
+    started.length = 0;
+    backingCalls.length = 0;
+    const hung = await n.pass();
+    expect(hung.took).toBeLessThan(ANSWER_MS + 1_000);
+    const [alert] = n.active('filesystem.not-answering');
+    expect(alert).toMatchObject({ subject: mnt, severity: 'error' });
+    expect(alert!.title).toBe(`File system of ${mnt} does not answer`);
+    expect(alert!.message).toContain(
+      `The file system holding volume vol1 (namespace 2, ${paths[1]}) and volume vol1 (namespace 3, ${paths[2]}) did not answer within 0.3 s`,
+    );
+    expect(alert!.message).toContain('check it (`stat -f');
+    expect(alert!.message).toContain('clears this alert once it answers');
+    // one call went to the mount: the other directory on it and the backing files wait
+    const onMount = () => started.filter((c) => c.includes(mnt));
+    expect(onMount()).toEqual([`statfs ${mnt}`]);
+    expect(out).toBe(1);
+    expect(backingCalls).toEqual([1]);
+    // what the mount held is kept as last known
+    expect(n.active('capacity').map((a) => a.subject)).toEqual([dataDir, paths[1]]);
+
+    // the other alerts still work: the host's grace runs out
+    expect(n.active('host.disconnected')).toEqual([]);
+    const later = await n.pass(61_000);
+    expect(later.took).toBeLessThan(ANSWER_MS + 1_000);
+    expect(later.raised.map((a) => a.rule)).toEqual(['host.disconnected']);
+    expect(n.active('filesystem.not-answering').map((a) => a.id)).toEqual([alert!.id]);
+    // still the one call: none started beside it while it is out
+    await n.pass();
+    expect(onMount()).toEqual([`statfs ${mnt}`]);
+    expect(out).toBe(1);
+
+    // the mount answers: the call returns, the next pass reads it and the alert clears
+    m.answer();
+    await until(() => out === 0, 5_000);
+    const back = await n.pass();
+    expect(back.cleared.map((a) => [a.rule, a.subject, a.clearedWhy])).toEqual([
+      ['filesystem.not-answering', mnt, 'resolved'],
+    ]);
+    expect(onMount()).toContain(`statfs ${path.join(mnt, 'sub')}`);
+    expect(backingCalls).toContain(2);
+    expect(n.active('capacity').map((a) => a.subject)).toEqual([dataDir, paths[1]]);
+  }, 20_000);
+});
+
+describe('a backing-file check that does not answer', () => {
+  it('keeps the backing-file alert, raises its own, starts no second check, and clears', async () => {
+    const dataDir = tempDir();
+    cleanups.push(() => fs.rmSync(dataDir, { recursive: true, force: true }));
+    const vol = path.join(dataDir, '..', 'vol1.img');
+    let answer: Promise<Backing> = Promise.resolve({ state: 'moved', fd: 3 });
+    let calls = 0;
+    const n = node(dataDir, [vol], {
+      backing: () => {
+        calls++;
+        return answer;
+      },
+    });
+    await n.pass();
+    expect(n.active('volume.backing-file').map((a) => a.subject)).toEqual([`${NQN}/1`]);
+
+    // its file system stops answering a check of the file
+    let done!: (b: Backing) => void;
+    answer = new Promise((resolve) => (done = resolve));
+    const hung = await n.pass();
+    expect(hung.took).toBeLessThan(ANSWER_MS + 1_000);
+    expect(hung.cleared).toEqual([]); // the backing-file alert stands
+    const [alert] = n.active('filesystem.not-answering');
+    expect(alert).toMatchObject({ subject: `${NQN}/1`, severity: 'error' });
+    expect(alert!.title).toBe('Backing file of volume vol1 (namespace 1) does not answer');
+    expect(alert!.message).toContain(
+      `The file system of ${vol}, the backing file of volume vol1 (namespace 1), did not answer`,
+    );
+    expect(calls).toBe(2);
+    const again = await n.pass();
+    expect(again.took).toBeLessThan(ANSWER_MS);
+    expect(calls).toBe(2); // no second check while the first is out
+    expect(n.active('volume.backing-file')).toHaveLength(1);
+
+    // it answers: the next check runs, and both alerts clear
+    answer = Promise.resolve({ state: 'ok', fd: 3 });
+    done({ state: 'ok', fd: 3 });
+    await new Promise((r) => setImmediate(r));
+    const back = await n.pass();
+    expect(calls).toBe(3);
+    expect(back.cleared.map((a) => a.rule).sort()).toEqual([
+      'filesystem.not-answering',
+      'volume.backing-file',
+    ]);
+  });
+});
