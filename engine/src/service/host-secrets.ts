@@ -14,6 +14,10 @@
  * and hold characters no file system likes, so its hash names the file). The secret
  * leaves the engine only as the answer to an API call: never in logs or events.
  *
+ * A secret lives as long as its host is on some subsystem's allow list: one taken off
+ * its last list, or whose last subsystem is deleted, loses it (forget), so a host
+ * allowed back later does not come back with a secret someone may have kept meanwhile.
+ *
  * The in-band DH-HMAC-CHAP exchange on connect is a later step: hosts can be
  * given their secret now and the target will check it once authentication lands.
  */
@@ -22,7 +26,7 @@ import path from 'node:path';
 import zlib from 'node:zlib';
 import { createHash, randomBytes } from 'node:crypto';
 import { UserError } from '../util/errors.js';
-import { replaceSecretFile, secretsDir } from './secrets.js';
+import { removeSecretFiles, replaceSecretFile, secretsDir } from './secrets.js';
 import { makeDirs } from '../util/paths.js';
 
 export type DhchapHash = 0 | 1 | 2 | 3;
@@ -164,6 +168,40 @@ export class HostSecretStore {
     return { hostNqn, secret, hash: h, hashName: DHCHAP_HASH_NAMES[h], createdAt: st.mtimeMs };
   }
 
+  /**
+   * Deletes the secrets of those of `hostNqns` that no subsystem allows any more;
+   * returns those whose secret was deleted.
+   */
+  forget(hostNqns: Iterable<string>): string[] {
+    const gone = [...new Set(hostNqns)].filter(
+      (h) => !this.isAllowedHost(h) && fs.existsSync(this.fileOf(h)),
+    );
+    removeSecretFiles(
+      this.hostsDir(),
+      gone.map((h) => path.basename(this.fileOf(h))),
+    );
+    return gone;
+  }
+
+  /**
+   * Deletes every secret file of a host not in `listed` (at start: what a version that
+   * kept secrets after access ended left, or a stop between a change and its forget).
+   * Returns how many were deleted.
+   */
+  prune(listed: Iterable<string>): number {
+    const keep = new Set([...listed].map((h) => path.basename(this.fileOf(h))));
+    let names: string[];
+    try {
+      names = fs.readdirSync(this.hostsDir());
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0; // no secret yet
+      throw err;
+    }
+    const orphans = names.filter((n) => /^[0-9a-f]{64}\.dhchap$/.test(n) && !keep.has(n));
+    removeSecretFiles(this.hostsDir(), orphans);
+    return orphans.length;
+  }
+
   /** The new secret is written aside, recorded, then renamed over the old one. */
   private write(hostNqn: string, hash: 1 | 2 | 3, record: Record): HostSecret {
     const dir = path.join(secretsDir(this.dataDir), 'hosts');
@@ -202,6 +240,10 @@ export class HostSecretStore {
 
   private fileOf(hostNqn: string): string {
     const name = createHash('sha256').update(hostNqn).digest('hex');
-    return path.join(this.dataDir, 'secrets', 'hosts', `${name}.dhchap`);
+    return path.join(this.hostsDir(), `${name}.dhchap`);
+  }
+
+  private hostsDir(): string {
+    return path.join(this.dataDir, 'secrets', 'hosts');
   }
 }

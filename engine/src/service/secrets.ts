@@ -130,3 +130,13 @@ function syncDirectory(dir: string): void {
 export function deleteSecret(dataDir: string, name: string): void {
   fs.rmSync(path.join(secretsDir(dataDir), name), { force: true });
 }
+
+/**
+ * Deletes secret files of one directory, durably: a power cut right after must not
+ * bring back a secret whose deletion was reported.
+ */
+export function removeSecretFiles(dir: string, names: readonly string[]): void {
+  if (names.length === 0) return;
+  for (const n of names) fs.rmSync(path.join(dir, n), { force: true });
+  syncDirectory(dir);
+}

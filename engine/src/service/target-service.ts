@@ -67,6 +67,12 @@ export class TargetService {
     { address: string; problem: string; since: number }
   >();
 
+  /**
+   * Told, once a change is stored, of the hosts that lost access to a subsystem (taken
+   * off its allow list, or the subsystem deleted): their secrets go (HostSecretStore).
+   */
+  onAccessLost: ((hostNqns: string[]) => void) | null = null;
+
   constructor(
     private readonly db: Db,
     private readonly rt: TargetRuntime,
@@ -354,6 +360,7 @@ export class TargetService {
           await this.rt.addNamespace(nqn, { ...ns, backend: specOf(ns, false) });
       },
     );
+    this.accessLost(old.hosts);
   }
 
   private async setHostAllowedNow(
@@ -382,7 +389,24 @@ export class TargetService {
       () => (allowed ? this.store.allowHost(nqn, hostNqn) : this.store.disallowHost(nqn, hostNqn)),
       () => this.rt.setHosts(nqn, old.hosts, old.allowAnyHost),
     );
+    if (!allowed) this.accessLost([hostNqn]);
     return this.subsystem(nqn);
+  }
+
+  /**
+   * Tells onAccessLost. The change is stored and in effect whatever happens there, so
+   * a failure is logged, not thrown: the start's sweep deletes what was left.
+   */
+  private accessLost(hostNqns: string[]): void {
+    if (hostNqns.length === 0) return;
+    try {
+      this.onAccessLost?.(hostNqns);
+    } catch (err) {
+      this.log.warn(
+        'secrets of hosts that lost access could not be deleted; the next start deletes them',
+        { hosts: hostNqns, err },
+      );
+    }
   }
 
   /**
