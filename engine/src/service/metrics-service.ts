@@ -32,6 +32,7 @@ import {
   type SeriesRow,
 } from '../persistence/metrics-store.js';
 import { ReaderUnavailable, type DbReader } from '../persistence/db-reader.js';
+import type { WalCheckpointer } from '../persistence/wal-checkpointer.js';
 import { storageProblem, UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { randomToken, readSecret, writeSecret } from './secrets.js';
@@ -76,6 +77,8 @@ export interface MetricsServiceOptions {
    * unable to read the file: the history's rows are counted instead, see MetricsStore).
    */
   reader?: DbReader;
+  /** Checkpoints the WAL off the engine's thread; the cap's batches wait for it. */
+  checkpointer?: Pick<WalCheckpointer, 'room'>;
 }
 
 export class MetricsService {
@@ -196,7 +199,10 @@ export class MetricsService {
   trimToCap(): Promise<void> {
     this.trimming ??= (async () => {
       try {
-        while (!this.stopped && this.store.trimStep()) await nextTurn();
+        while (!this.stopped && this.store.trimStep()) {
+          await nextTurn();
+          await this.opts.checkpointer?.room(); // so that the next batch starts the WAL over
+        }
       } catch (err) {
         this.opts.log.warn('metrics history not trimmed to the cap; the next sample retries', {
           err,
