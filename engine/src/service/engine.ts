@@ -20,6 +20,7 @@ import {
   type Db,
 } from '../persistence/db.js';
 import { DbReader } from '../persistence/db-reader.js';
+import { WalCheckpointer } from '../persistence/wal-checkpointer.js';
 import { UserError, whereStorageAllows } from '../util/errors.js';
 import { createLogger, type Logger } from '../util/log.js';
 import { makeDirs, productVersion } from '../util/paths.js';
@@ -69,6 +70,7 @@ export class Engine {
   private eventsService?: EventsService;
   private closeLogFile?: () => void;
   private reader?: DbReader;
+  private checkpointer?: WalCheckpointer;
   private cpuLatency?: CpuLatencyGuard;
   private stopping?: Promise<void>;
 
@@ -127,6 +129,10 @@ export class Engine {
       // long reads (event pages, the history's size) on a thread of their own
       const reader = new DbReader(db, log.child({ component: 'db-reader' }), !exclusiveBecauseFull);
       cleanup.unshift(() => reader.close());
+      // WAL checkpoints on a thread of their own too (not for a file held exclusively)
+      const checkpointer = new WalCheckpointer(db, log.child({ component: 'db-checkpoint' }));
+      if (!exclusiveBecauseFull) void checkpointer.start();
+      cleanup.unshift(() => checkpointer.close());
       const nodeId = ensureNodeId(db);
       const hub = new SessionHub();
       const startedAt = Date.now();
@@ -159,6 +165,7 @@ export class Engine {
         collect: () => inputs.collect(),
         log: log.child({ component: 'events' }),
         reader,
+        checkpointer,
       });
       cleanup.unshift(() => eventsService.stop());
       const metrics = new MetricsService({
@@ -169,6 +176,7 @@ export class Engine {
         log: log.child({ component: 'metrics' }),
         alerts: () => eventsService.listAlerts(true, 1000),
         reader,
+        checkpointer,
       });
       cleanup.unshift(() => metrics.stop());
       // eslint-disable-next-line prefer-const -- assigned after the handlers close over it
@@ -246,6 +254,7 @@ export class Engine {
       engine.eventsService = eventsService;
       engine.closeLogFile = closeLogFile;
       engine.reader = reader;
+      engine.checkpointer = checkpointer;
       eventsService.start(); // before noteStart, so engine.started reaches syslog and clients too
       // A full data disk: serve the stored configuration all the same, without the
       // start-up event (the running engine keeps serving on a full disk too).
@@ -317,7 +326,10 @@ export class Engine {
       whereStorageAllows(this.log, 'mark the clean stop', () =>
         setSetting(this.db, 'engine.running', '0'),
       );
-      await this.reader?.close(); // its connection first: the engine's checkpoints the WAL
+      // their connections first: the engine's, closed last, checkpoints the whole WAL
+      // into the file and removes DB-wal
+      await this.reader?.close();
+      await this.checkpointer?.close();
       this.db.close();
       this.lock.release();
       this.log.info('engine stopped');
