@@ -127,7 +127,7 @@ export class WalCheckpointer {
   private readonly stuckBytes: number;
   private started?: Promise<CheckpointState>;
   private markStarted?: (s: CheckpointState) => void;
-  private room_: Promise<void> | null = null;
+  private waiting: Promise<void> | null = null;
   private roomDone?: () => void;
   private nextId = 1;
   private stuck = false;
@@ -164,22 +164,30 @@ export class WalCheckpointer {
     }
     this.started ??= new Promise<CheckpointState>((resolve) => {
       this.markStarted = resolve;
-      const sqlite = createRequire(import.meta.url).resolve('better-sqlite3');
-      const worker = new Worker(CHECKPOINTER, {
-        eval: true,
-        workerData: { file, sqlite, thresholdBytes: this.threshold, tickMs: this.tick },
-      });
-      worker.unref(); // its timer must not keep a command-line process alive
-      worker.on('message', (m: Message) => this.hear(m));
-      worker.on('error', (err) => (this.lastError = err.message));
-      worker.on('exit', (code) => {
-        if (this.worker !== worker) return;
-        this.worker = null;
-        this.fallBack(this.lastError || `it exited with code ${code}`);
-      });
-      this.worker = worker;
+      try {
+        this.spawn(file);
+      } catch (err) {
+        this.fallBack((err as Error).message); // say it, rather than reject a start nobody awaits
+      }
     });
     return this.started;
+  }
+
+  private spawn(file: string): void {
+    const sqlite = createRequire(import.meta.url).resolve('better-sqlite3');
+    const worker = new Worker(CHECKPOINTER, {
+      eval: true,
+      workerData: { file, sqlite, thresholdBytes: this.threshold, tickMs: this.tick },
+    });
+    worker.unref(); // its timer must not keep a command-line process alive
+    worker.on('message', (m: Message) => this.hear(m));
+    worker.on('error', (err) => (this.lastError = err.message));
+    worker.on('exit', (code) => {
+      if (this.worker !== worker) return;
+      this.worker = null;
+      this.fallBack(this.lastError || `it exited with code ${code}`);
+    });
+    this.worker = worker;
   }
 
   /**
@@ -190,20 +198,20 @@ export class WalCheckpointer {
   room(): Promise<void> {
     const worker = this.worker;
     if (this.stateNow !== 'worker' || !worker) return Promise.resolve();
-    if (this.room_) return this.room_;
+    if (this.waiting) return this.waiting;
     if (walSize(this.db.name) <= this.threshold) return Promise.resolve();
-    this.room_ = new Promise<void>((resolve) => {
+    this.waiting = new Promise<void>((resolve) => {
       const timer = setTimeout(() => this.roomDone?.(), ROOM_WAIT_MS);
       timer.unref();
       this.roomDone = () => {
         clearTimeout(timer);
-        this.room_ = null;
+        this.waiting = null;
         this.roomDone = undefined;
         resolve();
       };
       worker.postMessage({ id: this.nextId++ });
     });
-    return this.room_;
+    return this.waiting;
   }
 
   /**

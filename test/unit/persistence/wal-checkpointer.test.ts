@@ -5,6 +5,7 @@
  * A kill -9 in the middle of writes: test/integration/wal-checkpoint-crash.test.ts.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Worker } from 'node:worker_threads';
@@ -66,7 +67,9 @@ function walIndex(file: string): { mxFrame: number; nBackfill: number } {
   } finally {
     fs.closeSync(fd);
   }
-  return { mxFrame: head.readUInt32LE(16), nBackfill: head.readUInt32LE(96) };
+  const u32 = (at: number) =>
+    os.endianness() === 'LE' ? head.readUInt32LE(at) : head.readUInt32BE(at);
+  return { mxFrame: u32(16), nBackfill: u32(96) };
 }
 
 describe('WalCheckpointer', () => {
