@@ -151,11 +151,13 @@ function parseReadWrite(
   if (length > ctrl.maxTransfer) return INVALID_FIELD;
   if (sglLength !== length) return SGL_LENGTH;
   const offset = slba * ns.blockSize;
-  const start = performance.now();
   const b = ns.backend;
   if (opcode === IO.READ) {
-    // `into`: the transport's buffer for the data, when it offers one (seam.ts)
-    return execute('c2h', length, (into, done) =>
+    // `into`: the transport's buffer for the data, when it offers one (seam.ts). Timed
+    // from exec: a read may wait in its transport for the host to take earlier data
+    // (READ_BUDGET), which says nothing about the disk the latency alerts watch.
+    return execute('c2h', length, (into, done) => {
+      const began = performance.now();
       b.read(
         offset,
         length,
@@ -165,15 +167,16 @@ function parseReadWrite(
             ns,
             'read',
             length,
-            start,
+            began,
             err ? backendStatus(err, 'read') : SC.SUCCESS,
             done,
             data,
           ),
         into ?? undefined,
-      ),
-    );
+      );
+    });
   }
+  const start = performance.now();
   if (opcode === IO.COMPARE) {
     return execute('h2c', length, (data, done) =>
       b.read(offset, length, (err, got) => {

@@ -426,7 +426,7 @@ export class TcpQueue implements TransportQueue, CommandSink {
 
   /** Start waiting reads, in arrival order, while READ_BUDGET allows (on 'drain' and as reads end). */
   private pumpReads(): void {
-    if (this.pumpingReads) return; // a read that completes inside startRead: the loop goes on
+    if (this.pumpingReads) return; // defensive: completions pump from a microtask, never inside
     this.pumpingReads = true;
     try {
       while (this.state === 'live' && this.readWaiting.length > 0) {
