@@ -183,9 +183,7 @@ export class Engine {
       let engine: Engine;
       let consoleAccess: ConsoleAccess | null = null;
       const listedHosts = () => targets.config().subsystems.flatMap((s) => s.hosts);
-      const hostSecrets = new HostSecretStore(dataDir, (hostNqn) =>
-        listedHosts().includes(hostNqn),
-      );
+      const hostSecrets = new HostSecretStore(dataDir, listedHosts);
       targets.onAccessLost = (hosts) => {
         const gone = hostSecrets.forget(hosts);
         if (gone.length > 0)
@@ -193,7 +191,6 @@ export class Engine {
             hosts: gone,
           });
       };
-      pruneHostSecrets(hostSecrets, listedHosts(), log);
       // One spread per API area; the Handlers type checks that every method is served.
       const handlers: Handlers = {
         'system.status': () => engine.status(),
@@ -482,20 +479,4 @@ function checkSocketPath(socketPath: string, inDataDir: boolean): void {
       : 'Give --socket a shorter path, for example /run/branchsan/engine.sock.',
     'usage',
   );
-}
-
-/**
- * Deletes the secrets of hosts no subsystem allows (left by a version that kept them, or
- * by a stop before a change's own deletion). A failure is logged: the engine serves all
- * the same, and the next start tries again.
- */
-function pruneHostSecrets(store: HostSecretStore, listed: string[], log: Logger): void {
-  try {
-    const n = store.prune(listed);
-    if (n > 0) log.info('DH-HMAC-CHAP secrets of hosts no subsystem allows deleted', { count: n });
-  } catch (err) {
-    log.warn('host secrets no subsystem needs could not be deleted; retried at the next start', {
-      err,
-    });
-  }
 }

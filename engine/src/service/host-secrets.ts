@@ -84,9 +84,14 @@ type Record = (change: { hostNqn: string; hash: 1 | 2 | 3 }) => void;
 export class HostSecretStore {
   constructor(
     private readonly dataDir: string,
-    /** Whether some subsystem allows this host: secrets exist only for allowed hosts. */
-    private readonly isAllowedHost: (hostNqn: string) => boolean,
+    /** The hosts some subsystem allows: secrets exist only for those. */
+    private readonly listedHosts: () => Iterable<string>,
   ) {}
+
+  private isAllowedHost(hostNqn: string): boolean {
+    for (const h of this.listedHosts()) if (h === hostNqn) return true;
+    return false;
+  }
 
   /**
    * Makes the first secret for a host; refuses when it has one (use rotate). `record`
@@ -173,33 +178,15 @@ export class HostSecretStore {
    * returns those whose secret was deleted.
    */
   forget(hostNqns: Iterable<string>): string[] {
+    const listed = new Set(this.listedHosts()); // one read of the configuration, not one per host
     const gone = [...new Set(hostNqns)].filter(
-      (h) => !this.isAllowedHost(h) && fs.existsSync(this.fileOf(h)),
+      (h) => !listed.has(h) && fs.existsSync(this.fileOf(h)),
     );
     removeSecretFiles(
       this.hostsDir(),
       gone.map((h) => path.basename(this.fileOf(h))),
     );
     return gone;
-  }
-
-  /**
-   * Deletes every secret file of a host not in `listed` (at start: what a version that
-   * kept secrets after access ended left, or a stop between a change and its forget).
-   * Returns how many were deleted.
-   */
-  prune(listed: Iterable<string>): number {
-    const keep = new Set([...listed].map((h) => path.basename(this.fileOf(h))));
-    let names: string[];
-    try {
-      names = fs.readdirSync(this.hostsDir());
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0; // no secret yet
-      throw err;
-    }
-    const orphans = names.filter((n) => /^[0-9a-f]{64}\.dhchap$/.test(n) && !keep.has(n));
-    removeSecretFiles(this.hostsDir(), orphans);
-    return orphans.length;
   }
 
   /** The new secret is written aside, recorded, then renamed over the old one. */

@@ -14,7 +14,7 @@ const HOST = 'nqn.2014-08.org.nvmexpress:uuid:0c1d2e3f-4a5b-6c7d-8e9f-a0b1c2d3e4
 
 function store(): { s: HostSecretStore; fileOf: () => string } {
   const dir = tempDir('branchsan-hostsecret-');
-  const s = new HostSecretStore(dir, (h) => h === HOST);
+  const s = new HostSecretStore(dir, () => [HOST]);
   const fileOf = () => {
     const files = fs.readdirSync(path.join(dir, 'secrets', 'hosts'));
     expect(files).toHaveLength(1);
