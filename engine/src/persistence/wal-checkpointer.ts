@@ -11,9 +11,9 @@
  * passes THRESHOLD_BYTES (a stat every TICK_MS), runs a PASSIVE checkpoint: it copies
  * committed pages into the file without ever taking the write lock, so the engine
  * never waits for it. Once the worker runs, the engine's connection stops
- * checkpointing (wal_autocheckpoint = 0) and limits DB-wal to THRESHOLD_BYTES when the
- * log starts over (journal_size_limit), so the file's size tells how much the log
- * holds. Should the worker stop (a crash, a failed open), the engine's connection
+ * checkpointing (wal_autocheckpoint = 0) and cuts DB-wal back to THRESHOLD_BYTES when
+ * the log starts over (journal_size_limit), so the file grows past THRESHOLD_BYTES only
+ * while the log holds more than that. Should the worker stop (a crash, a failed open), the engine's connection
  * checkpoints automatically again and the log says so.
  *
  * SQLite starts the log over only when a write transaction begins after a checkpoint
