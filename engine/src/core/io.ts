@@ -153,11 +153,15 @@ function parseReadWrite(
   const offset = slba * ns.blockSize;
   const b = ns.backend;
   if (opcode === IO.READ) {
-    // `into`: the transport's buffer for the data, when it offers one (seam.ts). Timed
-    // from exec: a read may wait in its transport for the host to take earlier data
-    // (READ_BUDGET), which says nothing about the disk the latency alerts watch.
+    // `into`: the transport's buffer for the data, when it offers one (seam.ts). A read
+    // may wait in its transport for the host to take earlier data (READ_BUDGET): it is
+    // timed from here (the wait says nothing about the disk the latency alerts watch),
+    // and refused if this node gave the group up meanwhile, as a late write is: the
+    // node that took over may have newer data.
     return execute('c2h', length, (into, done) => {
       const began = performance.now();
+      const refused = anaRefusalNow(ctrl, ns);
+      if (refused) return finish(ctrl, ns, 'read', 0, began, refused, done);
       b.read(
         offset,
         length,
