@@ -6,13 +6,14 @@
  *
  * Every file system call has a time limit (answerMs): a hung NFS or FUSE mount would
  * otherwise hold the pass for good, and with it every alert of every volume and host.
- * What did not answer is left out the same way and listed in `notAnswering`.
+ * What did not answer is left out the same way and listed in `notAnswering`. The calls
+ * are grouped by the mount they touch (MountCalls), so a hung mount costs one pool thread
+ * and blames only what is on it.
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { TargetConfig } from '../../../contract/api.js';
-import { LATE } from '../util/within.js';
-import { BoundedCalls } from './bounded-calls.js';
+import { BoundedCalls, MountCalls, type MountAnswer } from './bounded-calls.js';
 import type { EventStore } from './event-store.js';
 import type {
   AlertInputs,
@@ -22,6 +23,7 @@ import type {
   OfflineVolume,
   VolumeIo,
 } from './rules.js';
+import { MountTable } from './mounts.js';
 import { forgetGone, volumeName } from './rules.js';
 
 /**
@@ -64,6 +66,8 @@ export interface CollectorSources {
   };
   /** How long one file system call may take before it counts as not answering (FS_ANSWER_MS). */
   answerMs?: number;
+  /** The mount table, read once a pass (default: /proc/self/mountinfo; procfs, it does not hang). */
+  mountinfo?(): Promise<string>;
 }
 
 /**
@@ -96,18 +100,43 @@ interface BackingCheck {
   nsid: number;
 }
 
-/** One watched directory this round: how full its file system is; LATE: it did not answer. */
-type DirReading = { dev: number; usedPct: number; availBytes: number } | typeof LATE | undefined;
+/** How full a watched directory's file system is; undefined when it cannot be read. */
+type DirUse = { dev: number; usedPct: number; availBytes: number } | undefined;
+
+/** One watched directory this round: how it answered, or since when its file system has not. */
+type DirReading = MountAnswer<DirUse> | undefined;
+
+/**
+ * The file system a watched directory is on (MountCalls' fsKey, undefined: not known),
+ * and the mount its path leads to as written.
+ */
+interface DirFs {
+  fsKey: string | undefined;
+  mount?: string;
+}
+
+const isLate = (r: DirReading): r is { lateSince: number } => r !== undefined && 'lateSince' in r;
 
 export class InputCollector {
   private readonly lastHist = new Map<string, Float64Array>();
   private readonly calls: BoundedCalls;
+  /**
+   * Apart, so that a file system where statfs answers and only file operations hang (a
+   * FUSE daemon) still has its capacity read: it costs a pool thread for each kind.
+   */
+  private readonly dirCalls: MountCalls;
+  private readonly backingCalls: MountCalls;
   private readonly fs: NonNullable<CollectorSources['fs']>;
-  /** The device of each watched directory as last read: one of a hung device is not called. */
-  private readonly devOf = new Map<string, number>();
+  /**
+   * Each watched directory's device as its last answer gave it, and the mount its path
+   * was on then: when they differ, a symlink leads off that mount (see fileSystems).
+   */
+  private readonly seenOn = new Map<string, { mount: string; dev: number }>();
 
   constructor(private readonly src: CollectorSources) {
     this.calls = new BoundedCalls(src.answerMs ?? FS_ANSWER_MS, () => src.now());
+    this.dirCalls = new MountCalls(this.calls);
+    this.backingCalls = new MountCalls(this.calls);
     this.fs = src.fs ?? fs;
   }
 
@@ -134,13 +163,17 @@ export class InputCollector {
     if (this.src.listenersDown) inputs.listenersDown = this.src.listenersDown();
     const watched = this.watchedFilesystems(cfg);
     inputs.filesystemsWatched = [...watched.keys()];
-    const dirs = await this.readDirs(new Set([...watched.values()].map((w) => w.dir)));
+    const fsOf = await this.fileSystems(new Set([...watched.values()].map((w) => w.dir)));
+    const dirs = await this.readDirs(fsOf);
     inputs.filesystems = filesystemsOf(watched, dirs);
-    const notAnswering = this.dirsNotAnswering(watched, dirs);
-    // a volume whose directory does not answer is not checked: the check would only
-    // take another pool thread on the same hung mount
-    const checks = ns.backingChecks.filter((c) => dirs.get(path.dirname(c.v.path)) !== LATE);
-    notAnswering.push(...(await this.checkBacking(checks)));
+    const notAnswering = this.dirsNotAnswering(watched, dirs, fsOf);
+    // only a volume whose directory answered is checked: on a hung mount the check would
+    // take another pool thread
+    const checks = ns.backingChecks.filter((c) => {
+      const r = dirs.get(path.dirname(c.v.path));
+      return r !== undefined && 'answer' in r;
+    });
+    notAnswering.push(...(await this.checkBacking(checks, fsOf)));
     inputs.notAnswering = notAnswering;
     return inputs;
   }
@@ -258,109 +291,125 @@ export class InputCollector {
 
   /**
    * Sets `backing` of each volume whose check answered in time; returns those whose
-   * check did not (or whose earlier check is still out).
+   * check did not, or was not made because one is still out on the same file system
+   * (MountCalls: a FUSE mount whose file operations hang holds one pool thread).
    */
-  private async checkBacking(checks: BackingCheck[]): Promise<NotAnswering[]> {
+  private async checkBacking(
+    checks: BackingCheck[],
+    fsOf: Map<string, DirFs>,
+  ): Promise<NotAnswering[]> {
     const check = this.src.backing!;
-    const late = await Promise.all(
-      checks.map(async ({ v, nqn, nsid }) => {
-        const key = `backing ${v.subject}`;
-        const b = await this.calls.run(key, () => check(nqn, nsid)).catch(() => undefined);
-        if (b !== LATE) {
-          if (b) {
-            v.backing = b.state;
-            v.openFile = `/proc/${process.pid}/fd/${b.fd}`;
-          }
-          return [];
-        }
-        const since = this.calls.outSince(key) ?? this.src.now();
-        const holds = [v.label];
-        const limitMs = this.calls.limitMs;
-        return [
-          {
-            subject: v.subject,
-            kind: 'backing-file' as const,
-            path: v.path,
-            holds,
-            since,
-            limitMs,
-          },
-        ];
-      }),
+    const answers = await this.backingCalls.run(
+      checks.map(({ v, nqn, nsid }) => ({
+        key: `backing ${v.subject}`,
+        fsKey: fsOf.get(path.dirname(v.path))?.fsKey,
+        call: () => check(nqn, nsid),
+      })),
     );
-    return late.flat();
+    const late: NotAnswering[] = [];
+    for (const { v } of checks) {
+      const a = answers.get(`backing ${v.subject}`);
+      if (a && 'answer' in a && a.answer) {
+        v.backing = a.answer.state;
+        v.openFile = `/proc/${process.pid}/fd/${a.answer.fd}`;
+      } else if (a && 'lateSince' in a) {
+        const limitMs = this.calls.limitMs;
+        const holds = [v.label];
+        const since = a.lateSince;
+        late.push({
+          subject: v.subject,
+          kind: 'backing-file',
+          path: v.path,
+          holds,
+          since,
+          limitMs,
+        });
+      }
+    }
+    return late;
   }
 
   /**
-   * statfs then stat of each directory, the directories last seen on one device one
-   * after another: on a hung mount the first call stays out and holds one pool thread,
-   * and the other directories on it count as not answering without a call of their own.
-   * A device with a call still out from an earlier round is not called at all.
+   * The file system each directory is on, from the mount table and not from the
+   * directory (a hung mount would not answer): the device of the mount its path leads to
+   * as written. A symlink in the path is not followed, since that too would touch the
+   * file system; once the directory has answered, its own device counts instead while
+   * that mount stays, so a directory reached through a symlink onto another mount is
+   * grouped with that mount after its first answer (before it, and after the symlink is
+   * pointed elsewhere, until it answers again, it is grouped by its path). Without a
+   * mount table (not Linux) every file system is unknown (MountCalls: one call at a time).
    */
-  private async readDirs(dirs: Set<string>): Promise<Map<string, DirReading>> {
-    const hungDevs = new Set<number>();
-    for (const [dir, dev] of this.devOf) {
-      if (this.calls.outSince(`dir ${dir}`) !== undefined) hungDevs.add(dev);
-      else if (!dirs.has(dir)) this.devOf.delete(dir); // no longer watched
-    }
-    const byDev = new Map<number | string, string[]>(); // a directory not read yet alone
+  private async fileSystems(dirs: Set<string>): Promise<Map<string, DirFs>> {
+    const text = await (
+      this.src.mountinfo?.() ?? fs.readFile('/proc/self/mountinfo', 'utf8')
+    ).catch(() => undefined);
+    const table = text === undefined ? undefined : MountTable.parse(text);
+    for (const dir of this.seenOn.keys()) if (!dirs.has(dir)) this.seenOn.delete(dir);
+    const fsOf = new Map<string, DirFs>();
     for (const dir of dirs) {
-      const k = this.devOf.get(dir) ?? dir;
-      byDev.set(k, [...(byDev.get(k) ?? []), dir]);
+      const m = table?.of(dir);
+      const seen = this.seenOn.get(dir);
+      if (!m) fsOf.set(dir, { fsKey: undefined });
+      else
+        fsOf.set(dir, { fsKey: `dev ${seen?.mount === m.key ? seen.dev : m.dev}`, mount: m.key });
     }
+    return fsOf;
+  }
+
+  /** statfs then stat of each directory, grouped by file system (MountCalls). */
+  private async readDirs(fsOf: Map<string, DirFs>): Promise<Map<string, DirReading>> {
+    const todo = [...fsOf].map(([dir, { fsKey }]) => ({
+      key: `dir ${dir}`,
+      fsKey,
+      call: () => this.readDir(dir),
+    }));
+    const answers = await this.dirCalls.run(todo);
     const readings = new Map<string, DirReading>();
-    const readAll = async ([dev, on]: [number | string, string[]]) => {
-      let late = typeof dev === 'number' && hungDevs.has(dev);
-      for (const dir of on) {
-        const r = late ? LATE : await this.readDir(dir);
-        late ||= r === LATE;
-        readings.set(dir, r);
-      }
-    };
-    await Promise.all([...byDev].map(readAll));
+    for (const [dir, { mount }] of fsOf) {
+      const r = answers.get(`dir ${dir}`);
+      readings.set(dir, r);
+      if (r && 'answer' in r && r.answer && mount)
+        this.seenOn.set(dir, { mount, dev: r.answer.dev });
+    }
     return readings;
   }
 
   /** How full one directory's file system is; undefined when it cannot be read now. */
-  private async readDir(dir: string): Promise<DirReading> {
-    const got = await this.calls
-      .run(`dir ${dir}`, async () => {
-        const st = await this.fs.statfs(dir);
-        return { st, dev: (await this.fs.stat(dir)).dev };
-      })
-      .catch(() => undefined);
-    if (got === LATE || got === undefined) return got;
-    this.devOf.set(dir, got.dev);
-    const { blocks, bfree, bavail, bsize } = got.st;
+  private async readDir(dir: string): Promise<DirUse> {
+    const st = await this.fs.statfs(dir);
+    const { dev } = await this.fs.stat(dir);
+    const { blocks, bfree, bavail, bsize } = st;
     if (blocks * bsize <= 0) return undefined;
     // used as df shows it: blocks reserved for root count as unavailable
     const used = (blocks - bfree) * bsize;
     const avail = bavail * bsize;
-    return { dev: got.dev, usedPct: (100 * used) / (used + avail || 1), availBytes: avail };
+    return { dev, usedPct: (100 * used) / (used + avail || 1), availBytes: avail };
   }
 
   /**
-   * The watched directories that did not answer, one entry per device as last seen (a
-   * hung mount is one alert, naming every watched path on it), the first directory its
-   * subject.
+   * The watched directories that did not answer, one entry per file system (a hung
+   * mount is one alert, naming every watched path on it), the first directory its
+   * subject, since when the call that is still out there started.
    */
   private dirsNotAnswering(
     watch: Map<string, { label: string; dir: string }>,
     dirs: Map<string, DirReading>,
+    fsOf: Map<string, DirFs>,
   ): NotAnswering[] {
-    const out = new Map<number | string, NotAnswering>();
+    const out = new Map<string, NotAnswering>();
     for (const w of watch.values()) {
-      if (dirs.get(w.dir) !== LATE) continue;
-      const k = this.devOf.get(w.dir) ?? w.dir;
-      const since = this.calls.outSince(`dir ${w.dir}`) ?? this.src.now();
+      const r = dirs.get(w.dir);
+      if (!isLate(r)) continue;
+      const k = fsOf.get(w.dir)?.fsKey ?? w.dir;
       const n = out.get(k);
       if (n) {
         n.holds.push(w.label);
-        n.since = Math.min(n.since, since);
+        n.since = Math.min(n.since, r.lateSince);
         continue;
       }
       const limitMs = this.calls.limitMs;
       const holds = [w.label];
+      const since = r.lateSince;
       out.set(k, { subject: w.dir, kind: 'filesystem', path: w.dir, holds, since, limitMs });
     }
     return [...out.values()];
@@ -381,8 +430,9 @@ function filesystemsOf(
   const byDev = new Map<number, Read[]>();
   for (const [subject, w] of watch) {
     const r = dirs.get(w.dir);
-    if (!r || r === LATE) continue;
-    byDev.set(r.dev, [...(byDev.get(r.dev) ?? []), { subject, label: w.label, ...r }]);
+    if (!r || !('answer' in r) || !r.answer) continue;
+    const use = r.answer;
+    byDev.set(use.dev, [...(byDev.get(use.dev) ?? []), { subject, label: w.label, ...use }]);
   }
   // in the order watched: the data directory first
   return [...byDev].map(([dev, on]) => ({
