@@ -7,7 +7,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { TargetConfig } from '../../../contract/api.js';
 import type { Alert } from '../../../contract/events.js';
 import { AlertEngine } from '../../../engine/src/events/alert-engine.js';
 import { EventStore } from '../../../engine/src/events/event-store.js';
@@ -20,6 +19,7 @@ import {
 } from '../../../engine/src/events/rules.js';
 import { openDatabase, type Db } from '../../../engine/src/persistence/db.js';
 import { tempDir } from '../../helpers/engine.js';
+import { fileVolumesConfig, idleStats } from '../../helpers/file-volumes.js';
 
 const NQN = 'nqn.2026-01.com.example:vol1';
 
@@ -49,39 +49,13 @@ const engine = (warnPct = 0) =>
   );
 
 function collector(dataDir: string, volumePaths: string[]): InputCollector {
-  const cfg: TargetConfig = {
-    ports: [],
-    subsystems: [
-      {
-        nqn: NQN,
-        serial: 's',
-        model: 'm',
-        allowAnyHost: false,
-        hosts: [],
-        namespaces: volumePaths.map((p, i) => ({
-          nsid: i + 1,
-          backendKind: 'file' as const,
-          path: p,
-          sizeBytes: 1 << 20,
-          blockSize: 512 as const,
-          nguid: String(i + 1).padStart(32, '0'),
-          uuid: String(i + 1),
-          anaGroup: 1,
-        })),
-      },
-    ],
-  };
+  const cfg = fileVolumesConfig(NQN, volumePaths);
+
   return new InputCollector({
     dataDir,
     target: {
       listControllers: () => [],
-      namespaceStats: () => ({
-        errors: 0,
-        readOps: 0,
-        readLatencyUs: 0,
-        writeOps: 0,
-        writeLatencyUs: 0,
-      }),
+      namespaceStats: idleStats,
     },
     config: () => cfg,
     events: new EventStore(db),

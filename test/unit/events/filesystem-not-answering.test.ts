@@ -11,7 +11,6 @@ import fsp from 'node:fs/promises';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { TargetConfig } from '../../../contract/api.js';
 import type { Alert } from '../../../contract/events.js';
 import { AlertEngine } from '../../../engine/src/events/alert-engine.js';
 import { EventStore } from '../../../engine/src/events/event-store.js';
@@ -20,6 +19,7 @@ import { makedev } from '../../../engine/src/events/mounts.js';
 import { DEFAULT_THRESHOLDS, defaultRules } from '../../../engine/src/events/rules.js';
 import { openDatabase, type Db } from '../../../engine/src/persistence/db.js';
 import { tempDir } from '../../helpers/engine.js';
+import { fileVolumesConfig, idleStats } from '../../helpers/file-volumes.js';
 import { hungMount, hungMountUnavailable } from '../../helpers/hung-mount.js';
 import { until } from '../../helpers/wait.js';
 
@@ -85,41 +85,15 @@ function node(
     mountinfo?: CollectorSources['mountinfo'];
   },
 ) {
-  const cfg: TargetConfig = {
-    ports: [],
-    subsystems: [
-      {
-        nqn: NQN,
-        serial: 's',
-        model: 'm',
-        allowAnyHost: false,
-        hosts: [HOST],
-        namespaces: paths.map((p, i) => ({
-          nsid: i + 1,
-          backendKind: 'file' as const,
-          path: p,
-          sizeBytes: 1 << 20,
-          blockSize: 512 as const,
-          nguid: String(i + 1).padStart(32, '0'),
-          uuid: String(i + 1),
-          anaGroup: 1,
-        })),
-      },
-    ],
-  };
+  const cfg = fileVolumesConfig(NQN, paths, [HOST]);
+
   const connected = [{ kind: 'io' as const, subnqn: NQN, hostnqn: HOST }];
   let now = 1_000_000;
   const collector = new InputCollector({
     dataDir,
     target: {
       listControllers: () => connected,
-      namespaceStats: () => ({
-        errors: 0,
-        readOps: 0,
-        readLatencyUs: 0,
-        writeOps: 0,
-        writeLatencyUs: 0,
-      }),
+      namespaceStats: idleStats,
     },
     backing: (_nqn, nsid) => o.backing(nsid),
     config: () => cfg,

@@ -6,13 +6,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Worker } from 'node:worker_threads';
-import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { EventStore } from '../../../engine/src/events/event-store.js';
 import { openDatabase, recordEvent, type Db } from '../../../engine/src/persistence/db.js';
 import { DbReader, ReaderUnavailable } from '../../../engine/src/persistence/db-reader.js';
 import { createLogger } from '../../../engine/src/util/log.js';
 import { tempDir } from '../../helpers/engine.js';
+import { heldExclusively } from '../../helpers/sqlite-full.js';
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
@@ -137,12 +137,8 @@ describe('DbReader', () => {
   it('a file a second connection cannot read: says so once, then reads on the engine connection', async () => {
     const dir = tempDir();
     const file = path.join(dir, 'branchsan.db');
-    openDatabase(file).db.close();
-    // what db.ts does on a full disk: the engine's connection holds the file exclusively
-    const db = new Database(file);
+    const db = heldExclusively(file);
     cleanups.push(() => db.close());
-    db.pragma('locking_mode = EXCLUSIVE');
-    db.pragma('journal_mode = WAL');
     recordEvent(db, { type: 'e.f', severity: 'info', message: 'm' });
     const { reader, lines } = readerOf(db); // told it may use a thread: it cannot
     expect(await reader.all('SELECT type FROM events')).toEqual([{ type: 'e.f' }]);

@@ -1,4 +1,3 @@
-import Database from 'better-sqlite3';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
@@ -11,6 +10,7 @@ import {
 import { MIGRATIONS } from '../../../engine/src/persistence/migrations.js';
 import { tempDir } from '../../helpers/engine.js';
 import { makeDamagedDatabase } from '../../helpers/sqlite-damaged.js';
+import { heldExclusively } from '../../helpers/sqlite-full.js';
 
 describe('database', () => {
   it('migrates a new database once, in WAL mode with foreign keys', () => {
@@ -68,11 +68,7 @@ describe('database', () => {
 
   it('a reader is told at once that the engine holds the database exclusively', () => {
     const file = path.join(tempDir(), 'b.db');
-    openDatabase(file).db.close();
-    // as the engine holds it after a start on a full disk (openDatabase)
-    const engine = new Database(file);
-    engine.pragma('locking_mode = EXCLUSIVE');
-    engine.pragma('journal_mode = WAL');
+    const engine = heldExclusively(file);
     ensureNodeId(engine); // the first write takes the exclusive lock
     try {
       let err: unknown;

@@ -20,6 +20,7 @@ import {
 import { createLogger } from '../../../engine/src/util/log.js';
 import { tempDir } from '../../helpers/engine.js';
 import { until } from '../../helpers/wait.js';
+import { heldExclusively } from '../../helpers/sqlite-full.js';
 
 const MiB = 1 << 20;
 const cleanups: (() => unknown)[] = [];
@@ -176,12 +177,8 @@ describe('WalCheckpointer', () => {
   it('a worker that cannot open the file: the engine’s connection keeps checkpointing', async () => {
     const dir = tempDir();
     const file = path.join(dir, 'branchsan.db');
-    openDatabase(file).db.close();
-    // what db.ts does on a full disk: the engine's connection holds the file exclusively
-    const db = new Database(file);
+    const db = heldExclusively(file);
     cleanups.push(() => db.close());
-    db.pragma('locking_mode = EXCLUSIVE');
-    db.pragma('journal_mode = WAL');
     db.prepare("INSERT INTO settings (key, value) VALUES ('k', 'v')").run();
     const { cp, lines } = checkpointerOf(db, {});
     expect(await cp.start()).toBe('engine');
