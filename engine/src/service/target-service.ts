@@ -395,7 +395,7 @@ export class TargetService {
 
   /**
    * Tells onAccessLost. The change is stored and in effect whatever happens there, so
-   * a failure is logged, not thrown: the start's sweep deletes what was left.
+   * a failure is logged, not thrown.
    */
   private accessLost(hostNqns: string[]): void {
     if (hostNqns.length === 0) return;
@@ -403,7 +403,8 @@ export class TargetService {
       this.onAccessLost?.(hostNqns);
     } catch (err) {
       this.log.warn(
-        'secrets of hosts that lost access could not be deleted; the next start deletes them',
+        'secrets of hosts that lost access could not be deleted: delete them by hand from ' +
+          'the data directory (secrets/hosts/, each named by the SHA-256 of its host NQN)',
         { hosts: hostNqns, err },
       );
     }
