@@ -155,9 +155,9 @@ function parseReadWrite(
   if (opcode === IO.READ) {
     // `into`: the transport's buffer for the data, when it offers one (seam.ts). A read
     // may wait in its transport for the host to take earlier data (READ_BUDGET): it is
-    // timed from here (the wait says nothing about the disk the latency alerts watch),
-    // and refused if this node gave the group up meanwhile, as a late write is: the
-    // node that took over may have newer data.
+    // timed from here, as every command with data is (a wait for the host says nothing
+    // about the disk the latency alerts watch), and refused if this node gave the group
+    // up meanwhile, as a late write is: the node that took over may have newer data.
     return execute('c2h', length, (into, done) => {
       const began = performance.now();
       const refused = anaRefusalNow(ctrl, ns);
@@ -180,34 +180,36 @@ function parseReadWrite(
       );
     });
   }
-  const start = performance.now();
   if (opcode === IO.COMPARE) {
-    return execute('h2c', length, (data, done) =>
+    return execute('h2c', length, (data, done) => {
+      const began = performance.now(); // once the data is here (R2T): see reads
       b.read(offset, length, (err, got) => {
         let status: number = SC.SUCCESS;
         if (err) status = backendStatus(err, 'read');
         else if (!got)
           status = SC.INTERNAL; // a backend bug must not throw in its callback
         else if (!got.equals(data!)) status = SC.COMPARE_FAILED | DNR;
-        finish(ctrl, ns, 'other', length, start, status, done);
-      }),
-    );
+        finish(ctrl, ns, 'other', length, began, status, done);
+      });
+    });
   }
   // With the write cache disabled by the host (Set Features 0x06) every write is FUA.
   const fua = (cdw12 & FUA) !== 0 || !ctrl.wce;
   return execute('h2c', length, (data, done) => {
-    // Data sent by R2T arrives after the parse: if this node gave the group up meanwhile
-    // (a failover), the write must not land here now. The ANA status says it did not run,
-    // so a multipath host sends it to the node that took over.
+    // Data sent by R2T arrives after the parse: timed from here (see reads), and if this
+    // node gave the group up meanwhile (a failover), the write must not land here now.
+    // The ANA status says it did not run, so a multipath host sends it to the node that
+    // took over.
+    const began = performance.now();
     const refused = anaRefusalNow(ctrl, ns);
-    if (refused) return finish(ctrl, ns, 'write', 0, start, refused, done);
+    if (refused) return finish(ctrl, ns, 'write', 0, began, refused, done);
     writeDurable(q, b, offset, data!, fua, (err) =>
       finish(
         ctrl,
         ns,
         'write',
         length,
-        start,
+        began,
         err ? backendStatus(err, 'write') : SC.SUCCESS,
         done,
       ),

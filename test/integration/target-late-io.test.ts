@@ -1,8 +1,9 @@
 /**
- * Reads that wait for their connection's READ_BUDGET (a host not taking its data) are
- * timed from when they start on the backend: the namespace's read latency, which the
- * slow-I/O alert watches, is the disk's, not the host's reading speed; and they are
- * refused when the node gave their ANA group up while they waited. A real Target over
+ * Commands whose data moves late, timed and checked when they start on the backend:
+ * reads that wait for their connection's READ_BUDGET (a host not taking its data), and
+ * writes whose data the host sends late after the R2T. The namespace's latency, which
+ * the slow-I/O alert watches, is the disk's, not the host's or its link's; a read that
+ * waited is refused when the node gave its ANA group up meanwhile. A real Target over
  * NVMe/TCP on 127.0.0.1 and a raw scripted host.
  */
 import { afterEach, expect, it } from 'vitest';
@@ -103,4 +104,18 @@ it('refuses a read that waited past the moment this node gave its group up', asy
   const got = [...(await statuses(h)).values()];
   expect(got.filter((s) => s === SC.ANA_INACCESSIBLE)).toHaveLength(late);
   expect(got.filter((s) => s === 0)).toHaveLength(N - late);
+});
+
+it('times a write from the arrival of its data, not from its command', async () => {
+  const { target, h } = await serve();
+  const data = Buffer.alloc(64 * 1024, 0x5a);
+  h.command(rwSqe({ opcode: IO.WRITE, cid: 7, nsid: 1, slba: 0, nlb: data.length / 512 }));
+  const r2t = await h.nextOf(PduType.R2T);
+  await new Promise((r) => setTimeout(r, 600)); // a slow link, or a slow host
+  h.h2c(r2t.cccid, r2t.ttag, 0, data, true);
+  expect((await h.nextCqe()).status).toBe(0);
+  const stats = target.namespaceStats(NQN, 1)!;
+  expect(stats.writeOps).toBe(1);
+  // timed from the command, it took the 600 ms the data took to come
+  expect(stats.writeLatencyUs).toBeLessThan(100_000);
 });
