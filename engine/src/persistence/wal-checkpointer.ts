@@ -13,8 +13,9 @@
  * never waits for it. Once the worker runs, the engine's connection stops
  * checkpointing (wal_autocheckpoint = 0) and cuts DB-wal back to THRESHOLD_BYTES when
  * the log starts over (journal_size_limit), so the file grows past THRESHOLD_BYTES only
- * while the log holds more than that. Should the worker stop (a crash, a failed open), the engine's connection
- * checkpoints automatically again and the log says so.
+ * while the log holds more than that. Should the worker stop (a crash, a failed open),
+ * the engine's connection checkpoints automatically again and the log says so; once a
+ * worker has run, a new one is started after RESTART_MS, doubling with each failure.
  *
  * SQLite starts the log over only when a write transaction begins after a checkpoint
  * copied all of it. A writer that commits batch after batch (retention) begins the next
@@ -42,6 +43,13 @@ export const TICK_MS = 1000;
 export const STUCK_BYTES = 64 << 20;
 /** room() waits at most this long for the worker, so that a slow disk cannot hold up retention. */
 const ROOM_WAIT_MS = 5000;
+/**
+ * After a worker that ran stops, a new one is started this long after, then twice as
+ * long after each further failure, up to RESTART_MAX_MS: a crash once in a while
+ * costs the engine's thread its checkpoints for half a minute, not until a restart.
+ */
+export const RESTART_MS = 30_000;
+const RESTART_MAX_MS = 10 * 60_000;
 
 /** A checkpoint's outcome: SQLite's frame counts, and DB-wal's size after it. */
 export interface CheckpointResult {
@@ -58,6 +66,8 @@ export interface CheckpointerOptions {
   thresholdBytes?: number;
   tickMs?: number;
   stuckBytes?: number;
+  /** The first delay before a stopped worker is started again (RESTART_MS); null: never. */
+  restartMs?: number | null;
 }
 
 /** CommonJS, run with eval: no loader needed whether the engine runs compiled or from source. */
@@ -132,6 +142,11 @@ export class WalCheckpointer {
   private nextId = 1;
   private stuck = false;
   private lastError = '';
+  private readonly restartMs: number | null;
+  /** A worker has run (said it was ready) at least once: only then is one started again. */
+  private ran = false;
+  private restarts = 0;
+  private restartTimer: NodeJS.Timeout | null = null;
   /** Checkpoints the worker ran (for tests and measurements). */
   checkpoints = 0;
   /** The last one's outcome. */
@@ -146,6 +161,7 @@ export class WalCheckpointer {
     this.threshold = opts.thresholdBytes ?? THRESHOLD_BYTES;
     this.tick = opts.tickMs ?? TICK_MS;
     this.stuckBytes = opts.stuckBytes ?? STUCK_BYTES;
+    this.restartMs = opts.restartMs === undefined ? RESTART_MS : opts.restartMs;
   }
 
   get state(): CheckpointState {
@@ -223,6 +239,8 @@ export class WalCheckpointer {
   async close(): Promise<void> {
     const worker = this.worker;
     this.worker = null;
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.restartTimer = null;
     this.handBack();
     this.stateNow = 'closed';
     this.markStarted?.('closed');
@@ -238,6 +256,8 @@ export class WalCheckpointer {
         this.db.pragma(`journal_size_limit = ${this.threshold}`);
         this.stateNow = 'worker';
         this.markStarted?.('worker');
+        if (this.ran) this.log?.info('The WAL checkpoint thread runs again.');
+        this.ran = true;
         return;
       case 'failed':
         this.lastError = `it could not open the database: ${m.message}`;
@@ -284,7 +304,10 @@ export class WalCheckpointer {
     }
   }
 
-  /** The worker is gone while the engine runs on: its connection checkpoints again. */
+  /**
+   * The worker is gone while the engine runs on: its connection checkpoints again, and
+   * once a worker has run, a new one is started after a delay (restartMs, doubling).
+   */
   private fallBack(why: string): void {
     const was = this.stateNow;
     if (was === 'closed') return;
@@ -292,16 +315,40 @@ export class WalCheckpointer {
     this.stateNow = 'engine';
     this.markStarted?.('engine');
     this.roomDone?.();
+    const retryMs =
+      this.ran && this.restartMs !== null
+        ? Math.min(this.restartMs * 2 ** this.restarts, RESTART_MAX_MS)
+        : null;
+    const pause =
+      'the engine checkpoints the database itself, which can pause NVMe/TCP I/O for tens ' +
+      'to hundreds of ms while many events or metrics are deleted';
     this.log?.warn(
-      was === 'worker'
-        ? 'The WAL checkpoint thread stopped: the engine checkpoints the database itself again, ' +
-            'which can pause NVMe/TCP I/O for tens to hundreds of ms while many events or metrics ' +
-            'are deleted. Restart the engine to move checkpoints off its thread again.'
-        : 'The WAL checkpoint thread could not start: the engine checkpoints the database itself, ' +
-            'which can pause NVMe/TCP I/O for tens to hundreds of ms while many events or metrics ' +
-            'are deleted.',
+      (was === 'worker'
+        ? `The WAL checkpoint thread stopped: ${pause}`
+        : `The WAL checkpoint thread could not start: ${pause}`) +
+        (retryMs === null
+          ? this.ran
+            ? '. Restart the engine to move checkpoints off its thread again.'
+            : '.'
+          : `. A new thread is started in ${Math.round(retryMs / 1000)} s.`),
       { reason: why },
     );
+    if (retryMs === null) return;
+    this.restarts++;
+    this.restartTimer = setTimeout(() => this.respawn(), retryMs);
+    this.restartTimer.unref();
+  }
+
+  private respawn(): void {
+    this.restartTimer = null;
+    if (this.stateNow !== 'engine' || !this.db.open) return;
+    this.stateNow = 'starting';
+    this.lastError = '';
+    try {
+      this.spawn(this.db.name);
+    } catch (err) {
+      this.fallBack((err as Error).message);
+    }
   }
 
   private handBack(): void {

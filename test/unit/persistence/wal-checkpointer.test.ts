@@ -158,7 +158,7 @@ describe('WalCheckpointer', () => {
 
   it('the worker killed: the engine’s connection checkpoints again, says so, and DB-wal stays bounded', async () => {
     const { db, file } = fileDb();
-    const { cp, lines } = checkpointerOf(db, { thresholdBytes: MiB, tickMs: 50 });
+    const { cp, lines } = checkpointerOf(db, { thresholdBytes: MiB, tickMs: 50, restartMs: null });
     expect(await cp.start()).toBe('worker');
     await (cp as unknown as { worker: Worker }).worker.terminate();
     await until(() => cp.state === 'engine');
@@ -172,6 +172,22 @@ describe('WalCheckpointer', () => {
     }
     expect(most).toBeLessThan(2 * 4 * MiB); // SQLite's 1000 pages, and a commit's worth
     expect(db.prepare('SELECT count(*) FROM blobs').pluck().get()).toBe(80 * 64);
+  });
+
+  it('a new worker takes over after one was killed, and after its own failure later again', async () => {
+    const { db } = fileDb();
+    const { cp, lines } = checkpointerOf(db, { thresholdBytes: MiB, tickMs: 50, restartMs: 100 });
+    expect(await cp.start()).toBe('worker');
+    for (let round = 1; round <= 2; round++) {
+      await (cp as unknown as { worker: Worker }).worker.terminate();
+      await until(() => cp.state === 'engine');
+      expect(db.pragma('wal_autocheckpoint', { simple: true })).toBe(1000);
+      await until(() => cp.state === 'worker'); // 100 ms, then 200 ms later
+      expect(db.pragma('wal_autocheckpoint', { simple: true })).toBe(0);
+      expect(lines.filter((l) => /runs again/.test(l.msg))).toHaveLength(round);
+    }
+    const warned = lines.filter((l) => /checkpoint thread stopped/.test(l.msg)).map((l) => l.msg);
+    expect(warned[0]).toMatch(/new thread is started in 0 s/);
   });
 
   it('a worker that cannot open the file: the engine’s connection keeps checkpointing', async () => {
