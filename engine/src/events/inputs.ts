@@ -13,7 +13,8 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { TargetConfig } from '../../../contract/api.js';
-import { BoundedCalls, MountCalls, type MountAnswer } from './bounded-calls.js';
+import { BoundedCalls } from '../util/within.js';
+import { MountCalls, type MountAnswer } from './bounded-calls.js';
 import type { EventStore } from './event-store.js';
 import type {
   AlertInputs,

@@ -14,7 +14,7 @@ import { FdBackend, type BackingState, type IoThreadsEvent } from '../storage/fi
 import { openBackend, type BackendSpec } from '../storage/open.js';
 import { TcpTransport } from '../transport/tcp/index.js';
 import { cannotListen, UserError } from '../util/errors.js';
-import { LATE, within } from '../util/within.js';
+import { BoundedCalls, LATE, within } from '../util/within.js';
 import type { Logger } from '../util/log.js';
 
 export interface PortSpec {
@@ -85,8 +85,8 @@ export class TargetRuntime {
   readonly target: Target;
   private readonly listeners = new Map<number, { spec: PortSpec; transport: TcpTransport }>();
   private readonly backends = new Map<string, BlockBackend>();
-  /** Namespaces (nqn#nsid) whose open gave up waiting while the call is still out. */
-  private readonly opening = new Set<string>();
+  /** Backend opens, by namespace (nqn#nsid), each waited for at most openWaitMs. */
+  private readonly opens: BoundedCalls;
   /**
    * Backends of removed namespaces whose close has not ended (writes in flight on a
    * stalled disk): their files still count as served, so none is opened again while
@@ -100,8 +100,9 @@ export class TargetRuntime {
     private readonly log: Logger,
     opts: TargetOptions = {},
     /** How long opening a backend may wait for its file system (see addNamespace). */
-    private readonly openWaitMs = OPEN_WAIT_MS,
+    openWaitMs = OPEN_WAIT_MS,
   ) {
+    this.opens = new BoundedCalls(openWaitMs);
     this.target = new Target({
       inCapsuleBytes: IN_CAPSULE_DATA_SIZE,
       logger: { info: (m, f) => log.info(m, f), warn: (m, f) => log.warn(m, f) },
@@ -289,22 +290,17 @@ export class TargetRuntime {
         'unavailable',
         'backend.path',
       );
-    if (this.opening.has(key))
+    if (this.opens.outSince(key) !== undefined)
       throw notAnswering(`An earlier open of ${where} still waits for its file system.`);
     let backend: BlockBackend;
     try {
-      const opening = openBackend(spec.backend);
-      const got = await within(opening, this.openWaitMs);
+      // opened after all, once given up: closed again
+      const got = await this.opens.run(key, () => openBackend(spec.backend), {
+        late: (b) => b.close(),
+      });
       if (got === LATE) {
-        this.opening.add(key);
-        void opening
-          .then(
-            (b) => b.close(),
-            () => undefined,
-          )
-          .finally(() => this.opening.delete(key));
         throw notAnswering(
-          `${where} did not open within ${this.openWaitMs / 1000} s: its file system does not answer.`,
+          `${where} did not open within ${this.opens.limitMs / 1000} s: its file system does not answer.`,
         );
       }
       backend = got;

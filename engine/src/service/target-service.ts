@@ -26,7 +26,7 @@ import { statIdentity } from '../storage/file.js';
 import { storageProblem, UserError, whereStorageAllows } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { VOLUME_DIR, insideDir } from '../util/paths.js';
-import { LATE, within } from '../util/within.js';
+import { BoundedCalls, LATE } from '../util/within.js';
 import {
   newNguid,
   newUuid,
@@ -59,8 +59,8 @@ export class TargetService {
   private queue: Promise<unknown> = Promise.resolve();
   private retryTimer: NodeJS.Timeout | null = null;
   private stopped = false;
-  /** A backing path whose check gave up waiting for its file system, while that call is out. */
-  private waitingOn: string | null = null;
+  /** The checks of new backing paths, one key for all: one call at most left waiting. */
+  private readonly pathChecks: BoundedCalls;
   /** Configured ports that could not listen: why, and since when (for the alert). */
   private readonly portsDown = new Map<
     number,
@@ -80,8 +80,9 @@ export class TargetService {
     /** The engine's data directory: no volume may live in it (see addNamespaceNow). */
     private readonly dataDir: string,
     /** How long the checks of a new backing path wait for its file system. */
-    private readonly pathCheckMs = PATH_CHECK_MS,
+    pathCheckMs = PATH_CHECK_MS,
   ) {
+    this.pathChecks = new BoundedCalls(pathCheckMs);
     this.store = new TargetStore(db);
     rt.onIoThreads = (e) => this.recordIoThreads(e);
   }
@@ -424,22 +425,25 @@ export class TargetService {
   ): Promise<{ path: string; inDataDir: boolean; names: string[]; others: string[][] }> {
     const hung = (what: string, hint: string) =>
       new UserError(what, hint, 'unavailable', 'backend.path');
-    if (this.waitingOn !== null)
+    const waitingOn = this.pathChecks.outFor(PATH_CHECK);
+    if (waitingOn !== undefined)
       throw hung(
-        `An earlier check of ${this.waitingOn} still waits for its file system to answer.`,
-        `A network or FUSE mount is hung: bring it back or unmount it (\`umount -l ${path.dirname(this.waitingOn)}\`), then try again.`,
+        `An earlier check of ${waitingOn} still waits for its file system to answer.`,
+        `A network or FUSE mount is hung: bring it back or unmount it (\`umount -l ${path.dirname(waitingOn)}\`), then try again.`,
       );
-    const work = Promise.all([
-      insideDir(p, this.dataDir),
-      pathNames(p),
-      Promise.all(others.map((o) => pathNames(o))),
-    ]);
-    const answer = await within(work, this.pathCheckMs);
+    const answer = await this.pathChecks.run(
+      PATH_CHECK,
+      () =>
+        Promise.all([
+          insideDir(p, this.dataDir),
+          pathNames(p),
+          Promise.all(others.map((o) => pathNames(o))),
+        ]),
+      { what: p },
+    );
     if (answer === LATE) {
-      this.waitingOn = p;
-      void work.finally(() => (this.waitingOn = null));
       throw hung(
-        `The file system that holds ${p}${others.length ? ` (or one holding an offline namespace: ${others.join(', ')})` : ''} did not answer within ${this.pathCheckMs / 1000} s.`,
+        `The file system that holds ${p}${others.length ? ` (or one holding an offline namespace: ${others.join(', ')})` : ''} did not answer within ${this.pathChecks.limitMs / 1000} s.`,
         `A network or FUSE mount may be hung: check it (\`stat ${path.dirname(p)}\`), or put the volume on a local disk.`,
       );
     }
@@ -719,6 +723,9 @@ async function pathNames(p: string): Promise<string[]> {
   }
   return names;
 }
+
+/** The one key of pathChecks: a stuck check holds back every other. */
+const PATH_CHECK = 'path';
 
 function firstFree(used: Set<number>): number {
   let n = 1;

@@ -154,7 +154,6 @@ export class TcpQueue implements TransportQueue, CommandSink {
   /** Reads waiting for READ_BUDGET, in arrival order; bytes of those running. */
   private readonly readWaiting: TcpCommand[] = [];
   private readBytes = 0;
-  private pumpingReads = false;
   private readingPaused = false;
   private timer: NodeJS.Timeout | null = null;
   private readonly onPdu = (pdu: H2CPdu): void => this.dispatch(pdu);
@@ -424,17 +423,15 @@ export class TcpQueue implements TransportQueue, CommandSink {
     this.execute(cmd, this.offerFrame(cmd));
   }
 
-  /** Start waiting reads, in arrival order, while READ_BUDGET allows (on 'drain' and as reads end). */
+  /**
+   * Start waiting reads, in arrival order, while READ_BUDGET allows (on 'drain' and as
+   * reads end). Nothing re-enters it: a read that completes inside startRead pumps from
+   * a microtask (complete), and 'drain' comes on a later tick.
+   */
   private pumpReads(): void {
-    if (this.pumpingReads) return; // defensive: completions pump from a microtask, never inside
-    this.pumpingReads = true;
-    try {
-      while (this.state === 'live' && this.readWaiting.length > 0) {
-        if (!this.readFits(this.readWaiting[0]!.length)) break;
-        this.startRead(this.readWaiting.shift()!);
-      }
-    } finally {
-      this.pumpingReads = false;
+    while (this.state === 'live' && this.readWaiting.length > 0) {
+      if (!this.readFits(this.readWaiting[0]!.length)) return;
+      this.startRead(this.readWaiting.shift()!);
     }
   }
 
