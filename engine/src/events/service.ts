@@ -5,7 +5,6 @@
  * few minutes. Nothing here blocks the engine: deliveries are queued, evaluation is
  * one short pass, and a failure in any of it is logged and retried next round.
  */
-import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { EventData, EventName } from '../../../contract/api.js';
 import type {
   Alert,
@@ -15,7 +14,7 @@ import type {
 } from '../../../contract/events.js';
 import { onEventRecorded, recordEvent, type Db } from '../persistence/db.js';
 import type { DbReader } from '../persistence/db-reader.js';
-import type { WalCheckpointer } from '../persistence/wal-checkpointer.js';
+import { betweenBatches, type WalCheckpointer } from '../persistence/wal-checkpointer.js';
 import { storageProblem, UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { AckNotStored, AlertEngine } from './alert-engine.js';
@@ -140,11 +139,9 @@ export class EventsService {
     try {
       const s = this.settings.stored().events;
       const maxAge = s.retentionDays * 24 * 3600_000;
-      const cp = this.o.checkpointer;
       const n = await this.events.prune(this.now(), maxAge, s.maxEvents, {
         stopped: () => this.closed,
-        // each batch then starts the WAL over, instead of it growing for the whole run
-        pause: cp && (() => nextTurn().then(() => cp.room())),
+        pause: () => betweenBatches(this.o.checkpointer),
       });
       if (this.closed) return; // the database may be closing
       const m = this.alerts.store.prune(this.now(), maxAge);

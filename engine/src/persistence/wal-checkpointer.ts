@@ -31,6 +31,7 @@
  */
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from '../util/log.js';
 import type { Db } from './db.js';
@@ -110,6 +111,16 @@ if (db) {
   parentPort.postMessage({ kind: 'ready' });
 }
 `;
+
+/**
+ * What a writer of many transactions awaits between two: the event loop's next turn (the
+ * engine's thread free), then room() when there is a checkpointer, so that the next
+ * transaction starts the WAL over instead of it growing for the whole run.
+ */
+export async function betweenBatches(cp?: Pick<WalCheckpointer, 'room'>): Promise<void> {
+  await nextTurn();
+  await cp?.room();
+}
 
 type Message =
   | { kind: 'ready' }

@@ -32,7 +32,7 @@ import {
   type SeriesRow,
 } from '../persistence/metrics-store.js';
 import { ReaderUnavailable, type DbReader } from '../persistence/db-reader.js';
-import type { WalCheckpointer } from '../persistence/wal-checkpointer.js';
+import { betweenBatches, type WalCheckpointer } from '../persistence/wal-checkpointer.js';
 import { storageProblem, UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { randomToken, readSecret, writeSecret } from './secrets.js';
@@ -200,8 +200,7 @@ export class MetricsService {
     this.trimming ??= (async () => {
       try {
         while (!this.stopped && this.store.trimStep()) {
-          await nextTurn();
-          await this.opts.checkpointer?.room(); // so that the next batch starts the WAL over
+          await betweenBatches(this.opts.checkpointer);
         }
       } catch (err) {
         this.opts.log.warn('metrics history not trimmed to the cap; the next sample retries', {
