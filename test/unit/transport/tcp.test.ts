@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   encodeCapsuleCmd,
@@ -26,6 +27,10 @@ import {
   SOCKET_HIGH_WATER_MARK,
   TX_HOLD_BYTES,
 } from '../../../engine/src/transport/tcp/limits.js';
+import {
+  defaultPeerMemoryCap,
+  PeerMemoryGuard,
+} from '../../../engine/src/transport/tcp/peer-memory.js';
 import { RawHost as TestHost, sqe } from '../../helpers/raw-nvme.js';
 import { FakeCore, OP, pattern, READ_HOW, readSqe } from './test-host.js';
 
@@ -694,6 +699,168 @@ describe('backpressure', () => {
       }
     }
     expect(cqes).toBe(32);
+  });
+});
+
+describe('process-wide memory (PeerMemoryGuard)', () => {
+  /** Reads of 1 MiB a peer that never reads sends in one chunk (126 after Connect). */
+  async function stalledPeer(n = 126): Promise<TestHost> {
+    const h = await host();
+    await h.connectQueue(n);
+    h.socket.pause();
+    const cmds: Buffer[] = [];
+    for (let cid = 0; cid < n; cid++)
+      cmds.push(...encodeCapsuleCmd(readSqe(cid, 1 << 20, cid), null, h.dg));
+    h.socket.write(Buffer.concat(cmds));
+    return h;
+  }
+
+  /** Issues n reads of size bytes (pattern seed + cid) and checks every answer in full. */
+  async function readsServed(h: TestHost, n: number, size: number, seed: number) {
+    for (let cid = 0; cid < n; cid++) h.command(readSqe(cid, size, cid + seed));
+    const got = new Map<number, Buffer[]>();
+    for (let done = 0; done < n;) {
+      const p = await h.next(5000);
+      if (p.type === PduType.C2HData) {
+        got.set(p.cccid, [...(got.get(p.cccid) ?? []), p.data]);
+        if (p.flags & PduFlag.SUCCESS) done++;
+      } else if (p.type === PduType.CapsuleResp) done++;
+    }
+    for (let cid = 0; cid < n; cid++)
+      expect(Buffer.concat(got.get(cid)!).equals(pattern(size, cid + seed))).toBe(true);
+  }
+
+  /** Counts answers (CapsuleResp or SUCCESS C2HData) until n arrived. */
+  async function answers(h: TestHost, n: number): Promise<void> {
+    for (let done = 0; done < n;) {
+      const p = await h.next(10_000);
+      if (p.type === PduType.CapsuleResp) done++;
+      else if (p.type === PduType.C2HData && p.flags & PduFlag.SUCCESS) done++;
+    }
+  }
+  const open = () => transport.connections().filter((c) => c.state === 'live').length;
+
+  it('disconnects a peer that takes no data for the stall time; one that reads stays', async () => {
+    await transport.close();
+    const memory = new PeerMemoryGuard({ stallMs: 600, tickMs: 50 });
+    await start({ memory });
+    const reader = await host();
+    await reader.connectQueue(31);
+    await stalledPeer();
+    await until(() => transport.connections()[1]?.readingPaused === true, 'stalled peer owes data');
+    const closedAt = Date.now();
+    await until(() => open() === 1, 'stalled peer disconnected', 5000);
+    expect(Date.now() - closedAt).toBeGreaterThanOrEqual(400);
+    // The reading peer keeps being served, with the right data.
+    await readsServed(reader, 8, 64 * 1024, 100);
+  });
+
+  it('over the cap, holds each peer to one read, sheds the stalled ones holding most, and eases below it', async () => {
+    // Each peer alone may hold READ_BUDGET (8 MiB) and more of answers, whatever the
+    // process as a whole had already given out. Checks are run by hand (a clock passed
+    // in) so the test does not depend on timer order.
+    await transport.close();
+    const cap = 12 << 20;
+    const memory = new PeerMemoryGuard({ capBytes: cap, tightStallMs: 300, tickMs: 3_600_000 });
+    await start({ memory });
+    const reader = await host();
+    await reader.connectQueue(31);
+    const byPeer = (h: TestHost) =>
+      transport.connections().find((c) => c.peer === `127.0.0.1:${h.socket.localPort}`);
+    const settled = async (h: TestHost) => {
+      await until(() => byPeer(h)?.readingPaused === true, 'peer owes data');
+      await new Promise((r) => setTimeout(r, 150));
+    };
+    const a = await stalledPeer();
+    await settled(a);
+    const b = await stalledPeer();
+    await settled(b);
+    expect(byPeer(a)!.heldBytes).toBeGreaterThan(READ_BUDGET - (1 << 20));
+    memory.check();
+    expect(memory.tight).toBe(true);
+    expect(open()).toBe(3); // nobody stalled long enough yet
+
+    // While tight a new peer that stops reading holds one read past the high water mark.
+    const c = await stalledPeer();
+    await settled(c);
+    expect(byPeer(c)!.heldBytes).toBeLessThanOrEqual(SOCKET_HIGH_WATER_MARK + (2 << 20));
+    expect(byPeer(c)!.readWaiting).toBeGreaterThan(64);
+
+    // A second later: the stalled peers holding most go until the rest fits the cap.
+    memory.check(performance.now() + 1000);
+    await until(() => open() === 3, 'one of the two large peers shed');
+    expect(byPeer(c)?.state).toBe('live');
+    expect(byPeer(reader)?.state).toBe('live');
+    expect(memory.held).toBeLessThanOrEqual(cap);
+
+    // The reader is served in full.
+    await readsServed(reader, 16, 256 * 1024, 7);
+
+    // Below 3/4 of the cap the waiting reads of c start again, up to its own budget.
+    a.close();
+    b.close();
+    await until(() => transport.connections().length === 2, 'large peers gone');
+    memory.check();
+    expect(memory.tight).toBe(false);
+    await until(() => byPeer(c)!.heldBytes > 4 << 20, 'c runs reads again while still paused');
+    c.socket.resume();
+    await answers(c, 126);
+    expect(byPeer(c)!.readWaiting).toBe(0);
+  });
+});
+
+describe('process-wide memory: write transfers', () => {
+  it('caps at an eighth of the machine, between 256 MiB and 2 GiB', () => {
+    expect(defaultPeerMemoryCap(24 * 2 ** 30)).toBe(2 ** 31);
+    expect(defaultPeerMemoryCap(8 * 2 ** 30)).toBe(2 ** 30);
+    expect(defaultPeerMemoryCap(1 * 2 ** 30)).toBe(256 * 2 ** 20);
+  });
+
+  it('while tight, hands out one R2T at a time per connection, and several again once eased', async () => {
+    await transport.close();
+    const memory = new PeerMemoryGuard({ capBytes: 1 << 20, tickMs: 3_600_000 });
+    await start({ memory });
+    const h = await host();
+    await h.connectQueue(31);
+    // Something holds more than the 1 MiB cap: a peer with reads it does not take.
+    const blocker = await host();
+    await blocker.connectQueue(15);
+    blocker.socket.pause();
+    for (let cid = 0; cid < 16; cid++) blocker.command(readSqe(cid, 1 << 20, cid));
+    await until(() => (transport.connections()[1]?.heldBytes ?? 0) > 1 << 20, 'blocker holds');
+    memory.check();
+    expect(memory.tight).toBe(true);
+
+    const len = 256 * 1024;
+    const data = [0, 1, 2, 3].map(() => randomBytes(len));
+    for (let cid = 0; cid < 4; cid++) h.command(sqe(OP.WRITE, cid, SGL_TRANSPORT_DATA_BLOCK, len));
+    const send = (cid: number, ttag: number) => {
+      for (let o = 0; o < len; o += MAXH2CDATA) {
+        const end = Math.min(o + MAXH2CDATA, len);
+        h.h2c(cid, ttag, o, data[cid]!.subarray(o, end), end === len);
+      }
+    };
+    const first = await h.nextOf(PduType.R2T);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(transport.connections()[0]!.r2tActive).toBe(1); // budget allows 4 x 256 KiB
+    expect(transport.connections()[0]!.r2tWaiting).toBe(3);
+    send(first.cccid, first.ttag);
+    // Its data in, the next command gets the R2T (before the write's own CQE).
+    const second = await h.nextOf(PduType.R2T);
+    expect(await h.nextCqe()).toMatchObject({ cid: first.cccid, status: 0 });
+    expect(transport.connections()[0]!.r2tActive).toBe(1);
+
+    blocker.close();
+    await until(() => transport.connections().length === 1, 'blocker gone');
+    memory.check();
+    expect(memory.tight).toBe(false);
+    await until(() => transport.connections()[0]!.r2tActive === 3, 'the rest handed out');
+    const r2ts = [second, await h.nextOf(PduType.R2T), await h.nextOf(PduType.R2T)];
+    for (const r of r2ts) send(r.cccid, r.ttag);
+    for (let i = 0; i < 3; i++) expect(await h.nextCqe()).toMatchObject({ status: 0 });
+    const writes = core.queues[0]!.writes;
+    expect(writes.length).toBe(4);
+    for (const w of writes) expect(data.some((d) => d.equals(w))).toBe(true);
   });
 });
 

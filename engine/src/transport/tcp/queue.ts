@@ -7,6 +7,7 @@
  * C2HTermReq; nothing thrown by the codec, the core or the socket escapes a callback.
  */
 import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type {
   CoreQueue,
   CoreTarget,
@@ -64,6 +65,7 @@ import {
   READ_BUDGET,
   TX_HOLD_BYTES,
 } from './limits.js';
+import { processPeerMemory, type GuardedConnection, type PeerMemoryGuard } from './peer-memory.js';
 
 /** States of a connection. */
 export type TcpQueueState =
@@ -93,6 +95,8 @@ export interface TcpQueueOptions {
   readonly r2tBudget?: number;
   readonly readBudget?: number;
   readonly lingerMs?: number;
+  /** The process-wide bound on what connections hold (default: processPeerMemory). */
+  readonly memory?: PeerMemoryGuard;
 }
 
 /** A snapshot for metrics and tests. */
@@ -111,12 +115,14 @@ export interface TcpQueueInfo {
   readonly rxBuffered: number;
   /** Bytes read from the socket so far. */
   readonly rxBytes: number;
+  /** What the connection holds for its peer (PeerMemoryGuard's measure). */
+  readonly heldBytes: number;
 }
 
 /** SQHD in every completion once SQ flow control is disabled (no head to report). */
 const SQHD_NO_FLOW_CONTROL = 0xffff;
 
-export class TcpQueue implements TransportQueue, CommandSink {
+export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection {
   private state: TcpQueueState = 'ic-wait';
   private readonly parser: PduParser<H2CPdu> = controllerParser(
     Math.max(IN_CAPSULE_DATA_SIZE, MAXH2CDATA),
@@ -155,6 +161,9 @@ export class TcpQueue implements TransportQueue, CommandSink {
   private readonly readWaiting: TcpCommand[] = [];
   private readBytes = 0;
   private readingPaused = false;
+  /** When the guard first saw answers past the high water mark since the last 'drain'. */
+  private owedSince = 0;
+  private readonly guard: PeerMemoryGuard;
   private timer: NodeJS.Timeout | null = null;
   private readonly onPdu = (pdu: H2CPdu): void => this.dispatch(pdu);
   private readonly pumpSoon = (): void => this.pumpReads();
@@ -171,6 +180,7 @@ export class TcpQueue implements TransportQueue, CommandSink {
     this.parser.setDataSink(this.dataSink);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('drain', () => {
+      this.owedSince = 0;
       this.pumpReads();
       this.resumeReading();
     });
@@ -181,6 +191,29 @@ export class TcpQueue implements TransportQueue, CommandSink {
       opts.icTimeoutMs ?? IC_TIMEOUT_MS,
     );
     this.timer.unref();
+    this.guard = opts.memory ?? processPeerMemory;
+    this.guard.join(this, log);
+  }
+
+  // ---- GuardedConnection ----
+
+  heldBytes(): number {
+    return this.readBytes + this.r2tBytes + this.socket.writableLength + this.parser.buffered;
+  }
+
+  stalledSince(): number {
+    if (!this.socket.writableNeedDrain) return (this.owedSince = 0);
+    if (this.owedSince === 0) this.owedSince = performance.now();
+    return this.owedSince;
+  }
+
+  ease(): void {
+    this.pumpReads();
+    this.pumpR2T();
+  }
+
+  shed(reason: string): void {
+    this.close(reason);
   }
 
   // ---- TransportQueue ----
@@ -225,6 +258,7 @@ export class TcpQueue implements TransportQueue, CommandSink {
       writableLength: this.socket.writableLength,
       rxBuffered: this.parser.buffered,
       rxBytes: this.socket.bytesRead,
+      heldBytes: this.heldBytes(),
     };
   }
 
@@ -274,6 +308,7 @@ export class TcpQueue implements TransportQueue, CommandSink {
   }
 
   private onClose(): void {
+    this.guard.leave(this);
     if (this.state !== 'closed') this.transition('closed');
   }
 
@@ -409,12 +444,14 @@ export class TcpQueue implements TransportQueue, CommandSink {
   /**
    * Whether a read of len bytes may start now: the reads running and the answers the
    * peer has not taken (counted once past the socket's high water mark, when a 'drain'
-   * is sure to follow) stay within READ_BUDGET, or nothing is held at all.
+   * is sure to follow) stay within READ_BUDGET, or nothing is held at all (the only
+   * case while the process is over its cap, PeerMemoryGuard).
    */
   private readFits(len: number): boolean {
     const s = this.socket;
     const held = this.readBytes + (s.writableNeedDrain ? s.writableLength : 0);
-    return held === 0 || held + len <= (this.opts.readBudget ?? READ_BUDGET);
+    if (held === 0) return true;
+    return !this.guard.tight && held + len <= (this.opts.readBudget ?? READ_BUDGET);
   }
 
   private startRead(cmd: TcpCommand): void {
@@ -535,13 +572,17 @@ export class TcpQueue implements TransportQueue, CommandSink {
     this.pumpR2T();
   }
 
-  /** Hand out R2Ts in arrival order while the connection's gather limits allow. */
+  /**
+   * Hand out R2Ts in arrival order while the connection's gather limits allow (one at a
+   * time while the process is over its cap, PeerMemoryGuard).
+   */
   private pumpR2T(): void {
     const maxActive = this.opts.maxActiveR2t ?? MAX_ACTIVE_R2T;
     const budget = this.opts.r2tBudget ?? R2T_BUDGET;
     while (this.r2tWaiting.length > 0 && this.r2tActive.size < maxActive) {
       const cmd = this.r2tWaiting[0]!;
-      if (this.r2tActive.size > 0 && this.r2tBytes + cmd.length > budget) return;
+      const over = this.guard.tight || this.r2tBytes + cmd.length > budget;
+      if (this.r2tActive.size > 0 && over) return;
       this.r2tWaiting.shift();
       this.r2tBytes += cmd.length;
       cmd.ttag = this.allocTtag();

@@ -1,0 +1,167 @@
+/**
+ * What every NVMe/TCP connection of the process holds for its peer, against one cap.
+ *
+ * Each connection is bounded on its own (READ_BUDGET, TX_HOLD_BYTES, R2T_BUDGET: about
+ * 20 MiB for a peer that stops reading), but MAX_CONNECTIONS of them are not: 4096 peers
+ * that send reads or log page requests and never take the answers could make the
+ * engine hold tens of GiB and be killed for it, taking every host's storage with it.
+ * This guard adds the process-wide bound:
+ *
+ * - A peer that has taken no byte for PEER_STALL_MS while answers wait for it is
+ *   disconnected (as a web server's send timeout does). A live host never gets there:
+ *   Linux times a command out after 30 s and resets the controller.
+ * - Over the cap the process is 'tight': a connection starts a read (log pages
+ *   included) or hands out an R2T only when it holds none, and the stalled peers (no
+ *   byte taken for TIGHT_STALL_MS) holding the most are disconnected until the rest
+ *   fits. Below 3/4 of the cap the connections go back to their own budgets and start
+ *   what waited.
+ *
+ * The check runs every tickMs while any connection exists; between two checks the
+ * per-connection bounds still hold, so the cap is exceeded by at most one tick's growth.
+ */
+import os from 'node:os';
+import { performance } from 'node:perf_hooks';
+import type { Logger } from '../../util/log.js';
+
+/** A connection as the guard sees it (TcpQueue). */
+export interface GuardedConnection {
+  readonly peer: string;
+  /** Bytes held for the peer now: reads running, unsent answers, write data, input. */
+  heldBytes(): number;
+  /** Since when (performance.now()) the peer owes us a 'drain'; 0 when it owes none. */
+  stalledSince(): number;
+  /** The process left the tight state: start what waited for it. */
+  ease(): void;
+  /** Disconnect (the guard's decision, with the reason for the log). */
+  shed(reason: string): void;
+}
+
+export interface PeerMemoryOptions {
+  readonly capBytes?: number;
+  readonly stallMs?: number;
+  readonly tightStallMs?: number;
+  readonly tickMs?: number;
+}
+
+/** A peer that took no byte of its answers for this long is disconnected in any case. */
+export const PEER_STALL_MS = 60_000;
+/** Over the cap, stalled peers are disconnected (those holding most first) after this. */
+export const TIGHT_STALL_MS = 2_000;
+/** How often the guard adds up what connections hold. */
+export const GUARD_TICK_MS = 250;
+
+/** The default cap: an eighth of the machine's memory, between 256 MiB and 2 GiB. */
+export function defaultPeerMemoryCap(total = os.totalmem()): number {
+  return Math.min(2 * 2 ** 30, Math.max(256 * 2 ** 20, Math.floor(total / 8)));
+}
+
+export class PeerMemoryGuard {
+  private readonly members = new Set<GuardedConnection>();
+  private timer: NodeJS.Timeout | null = null;
+  private tightNow = false;
+  /** What the last check added up (metrics, tests). */
+  private lastHeld = 0;
+  private log: Logger | null = null;
+  readonly capBytes: number;
+  private readonly stallMs: number;
+  private readonly tightStallMs: number;
+  private readonly tickMs: number;
+
+  constructor(opts: PeerMemoryOptions = {}) {
+    this.capBytes = opts.capBytes ?? defaultPeerMemoryCap();
+    this.stallMs = opts.stallMs ?? PEER_STALL_MS;
+    this.tightStallMs = opts.tightStallMs ?? TIGHT_STALL_MS;
+    this.tickMs = opts.tickMs ?? GUARD_TICK_MS;
+  }
+
+  /** Over the cap: connections hold back to one read, one R2T, no answers past HWM. */
+  get tight(): boolean {
+    return this.tightNow;
+  }
+
+  /** Bytes all connections held at the last check. */
+  get held(): number {
+    return this.lastHeld;
+  }
+
+  join(c: GuardedConnection, log: Logger): void {
+    this.log ??= log;
+    this.members.add(c);
+    if (!this.timer) {
+      this.timer = setInterval(() => this.check(), this.tickMs);
+      this.timer.unref(); // never what keeps a process alive
+    }
+  }
+
+  leave(c: GuardedConnection): void {
+    this.members.delete(c);
+    if (this.members.size > 0 || !this.timer) return;
+    clearInterval(this.timer);
+    this.timer = null;
+    this.setTight(false);
+  }
+
+  /** One check (the timer's job; tests call it to skip the wait). */
+  check(now = performance.now()): void {
+    let held = 0;
+    const stalled: { c: GuardedConnection; bytes: number; ms: number }[] = [];
+    for (const c of [...this.members]) {
+      const bytes = c.heldBytes();
+      const since = c.stalledSince();
+      const ms = since > 0 ? now - since : 0;
+      if (ms >= this.stallMs) {
+        this.shed(c, bytes, `the peer took no data for ${Math.round(ms / 1000)} s`);
+        continue;
+      }
+      held += bytes;
+      if (ms >= this.tightStallMs) stalled.push({ c, bytes, ms });
+    }
+    if (held > this.capBytes) {
+      // Those holding the most first: the fewest disconnections free the memory.
+      stalled.sort((a, b) => b.bytes - a.bytes);
+      for (const s of stalled) {
+        if (held <= this.capBytes) break;
+        const mib = (this.capBytes / 2 ** 20).toFixed(0);
+        this.shed(
+          s.c,
+          s.bytes,
+          `connections hold more than ${mib} MiB for their peers, and this peer took no data for ${Math.round(s.ms / 1000)} s`,
+        );
+        held -= s.bytes;
+      }
+    }
+    this.lastHeld = held;
+    if (held > this.capBytes) this.setTight(true);
+    else if (held < (this.capBytes * 3) / 4) this.setTight(false);
+  }
+
+  private shed(c: GuardedConnection, bytes: number, why: string): void {
+    this.members.delete(c);
+    this.log?.warn('disconnecting a peer that does not take its data', {
+      peer: c.peer,
+      heldBytes: bytes,
+      why,
+    });
+    c.shed(why);
+  }
+
+  private setTight(tight: boolean): void {
+    if (tight === this.tightNow) return;
+    this.tightNow = tight;
+    if (tight) {
+      this.log?.warn(
+        'NVMe/TCP connections hold more memory than the cap: one read and one write transfer at a time per connection until they drain',
+        {
+          capBytes: this.capBytes,
+          heldBytes: this.lastHeld,
+        },
+      );
+      return;
+    }
+    this.log?.info('NVMe/TCP connection memory back under the cap', { heldBytes: this.lastHeld });
+    for (const c of [...this.members]) c.ease();
+  }
+}
+
+/** The guard every listener of the process shares unless given its own (tests). */
+export const processPeerMemory = new PeerMemoryGuard();
