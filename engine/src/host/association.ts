@@ -15,8 +15,11 @@ import { ADMIN_IN_CAPSULE_LIMIT, NvmeTcpQueue, type QueueOptions } from './queue
 import { NvmeRequest } from './request.js';
 
 /** Admin queue size Linux uses (NVME_AQ_DEPTH): Connect SQSIZE 31, so 31 commands in
- * flight at most, the Async Event Request included. */
+ * flight at most: Keep Alive and the Async Event Request in slots of their own
+ * (ADMIN_RESERVED_SLOTS), 29 for every other admin command. */
 export const ADMIN_QUEUE_SIZE = 32;
+/** Admin slots only Keep Alive and the Async Event Request use (submitReserved). */
+export const ADMIN_RESERVED_SLOTS = 2;
 
 /** CC fields Linux programs: IOSQES 6 (64 B), IOCQES 4 (16 B), MPS 0, AMS 0, CSS 0. */
 export const CC_BASE = (6 << 16) | (4 << 20);
@@ -96,6 +99,7 @@ export class Association {
         ...common,
         qid: 0,
         depth: ADMIN_QUEUE_SIZE - 1,
+        reserved: ADMIN_RESERVED_SLOTS,
         commandTimeoutMs: p.adminTimeoutMs,
         maxWaiting: p.maxWaiting,
         maxDataLength: Math.max(p.maxDataLength, 64 * 1024),

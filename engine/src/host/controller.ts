@@ -387,7 +387,8 @@ export class NvmeController implements Submitter {
         busy = true;
         fillKeepAlive(req.reset()).timeoutMs = kato;
         req.onDone = () => (busy = false); // failures surface as a queue failure
-        a.admin.submit(req);
+        // A slot of its own: behind a full queue of slow commands it would wait past KATO.
+        a.admin.submitReserved(req);
       },
       Math.max(1, Math.floor(kato / 2)),
     );
@@ -414,7 +415,8 @@ export class NvmeController implements Submitter {
         arm();
         void this.deliverEvent(a, dw0);
       };
-      a.admin.submit(req);
+      // Held by the controller until an event: a slot of its own, as Linux's AER has.
+      a.admin.submitReserved(req);
     };
     arm();
   }

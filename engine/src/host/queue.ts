@@ -53,6 +53,10 @@ export interface QueueOptions {
    * queue's entries, since a queue of N entries is full with N - 1; Linux sizes its tag
    * set so too. */
   readonly depth: number;
+  /** Of those, slots only submitReserved() uses (default 0): a Keep Alive must not wait
+   * behind slow commands while the controller's keep-alive timer runs (Linux gives it a
+   * reserved tag, and its AER a command id of its own). */
+  readonly reserved?: number;
   readonly hdgst?: boolean;
   readonly ddgst?: boolean;
   /** TCP connect plus ICResp wait, ms (Linux: 10 s for the ICResp). Default 10000. */
@@ -95,6 +99,8 @@ interface Slot {
   gather: Buffer | null;
   /** A C2HData digest mismatched: complete with Data Transfer Error, as Linux does. */
   ddgstBad: boolean;
+  /** The command came through submitReserved(). */
+  reserved: boolean;
   /** performance.now() deadline (monotonic: a clock step moves no timeout), 0 = none. */
   deadline: number;
 }
@@ -145,6 +151,9 @@ export class NvmeTcpQueue {
   private readonly scanTimer: NodeJS.Timeout;
   private corked = false;
   private inflight = 0;
+  /** Slots submit() may fill: depth minus the reserved ones. */
+  private readonly shared: number;
+  private reservedInFlight = 0;
   private opened: { resolve: () => void; reject: (e: Error) => void } | null = null;
 
   private constructor(private readonly opts: QueueOptions) {
@@ -154,6 +163,10 @@ export class NvmeTcpQueue {
     this.ddgst = opts.ddgst ?? false;
     this.sm = new StateMachine(`queue ${opts.qid}`, 'connecting', QUEUE_STATES);
     this.cids = new CidAllocator(opts.depth);
+    this.shared = opts.depth - (opts.reserved ?? 0);
+    if (this.shared < 1) {
+      throw new RangeError(`queue ${opts.qid}: ${opts.reserved} reserved of ${opts.depth} slots`);
+    }
     this.waiting = new WaitQueue(opts.maxWaiting ?? 65536);
     this.timeoutMs = opts.commandTimeoutMs ?? 30_000;
     this.inCapsuleLimit = opts.inCapsuleLimit ?? ADMIN_IN_CAPSULE_LIMIT;
@@ -230,13 +243,41 @@ export class NvmeTcpQueue {
    * "queue not live" and "wait queue full", arrives through req.onDone exactly once.
    */
   submit(req: NvmeRequest): void {
+    if (!this.admit(req)) return;
+    if (this.sharedFree()) return this.issue(req, this.cids.alloc(), false);
+    if (!this.waiting.push(req)) {
+      finish(
+        req,
+        new HostError('busy', `queue ${this.qid}: ${this.waiting.limit} commands waiting`),
+      );
+    }
+  }
+
+  /**
+   * Send a command in one of the reserved slots (QueueOptions.reserved), at once: it never
+   * waits behind other commands. Its owner keeps at most that many such commands in
+   * flight; one more ends with 'busy'. Otherwise as submit().
+   */
+  submitReserved(req: NvmeRequest): void {
+    if (!this.admit(req)) return;
+    if (this.reservedInFlight >= this.depth - this.shared) {
+      const msg = `queue ${this.qid}: all ${this.depth - this.shared} reserved slots are in use`;
+      return finish(req, new HostError('busy', msg));
+    }
+    // Shared commands hold at most `shared` slots, reserved ones the rest: a tag is free.
+    this.issue(req, this.cids.alloc(), true);
+  }
+
+  /** Clear the result fields; false (req ended) when the command cannot be sent. */
+  private admit(req: NvmeRequest): boolean {
     req.status = req.dw0 = req.dw1 = 0;
     req.data = null;
     req.error = null;
     if (!this.sm.is('live')) {
       const kind = this.sm.is('closed') ? 'closed' : 'not-connected';
       const why = this.failure ? `: ${this.failure.message}` : '';
-      return finish(req, new HostError(kind, this.notLive() + why));
+      finish(req, new HostError(kind, this.notLive() + why));
+      return false;
     }
     if (req.into && req.into.length < req.readLength) {
       // a caller's mistake: the data would be cut short without a word
@@ -247,23 +288,22 @@ export class NvmeTcpQueue {
     if (req.transferLength > this.maxDataLength) {
       const what = `queue ${this.qid}: a ${req.transferLength}-byte transfer`;
       const limit = `this queue's limit of ${this.maxDataLength} bytes`;
-      return finish(req, new HostError('too-large', `${what} is over ${limit} (not sent)`));
+      finish(req, new HostError('too-large', `${what} is over ${limit} (not sent)`));
+      return false;
     }
-    const cid = this.cids.alloc();
-    if (cid >= 0) return this.issue(req, cid);
-    if (!this.waiting.push(req)) {
-      finish(
-        req,
-        new HostError('busy', `queue ${this.qid}: ${this.waiting.limit} commands waiting`),
-      );
-    }
+    return true;
+  }
+
+  /** A slot outside the reserved ones is free. */
+  private sharedFree(): boolean {
+    return this.inflight - this.reservedInFlight < this.shared;
   }
 
   private notLive(): string {
     return `queue ${this.qid} is ${this.sm.state}`;
   }
 
-  private issue(req: NvmeRequest, cid: number): void {
+  private issue(req: NvmeRequest, cid: number, reserved: boolean): void {
     const slot = this.slots[cid & 0xfff]!;
     const data = req.dataOut;
     const limit = req.isFabrics
@@ -278,6 +318,8 @@ export class NvmeTcpQueue {
     slot.sent = 0;
     slot.gather = null;
     slot.ddgstBad = false;
+    slot.reserved = reserved;
+    if (reserved) this.reservedInFlight++;
     const t = req.timeoutMs < 0 ? this.timeoutMs : req.timeoutMs;
     slot.deadline = t === NO_TIMEOUT ? 0 : performance.now() + t;
     this.inflight++;
@@ -475,14 +517,13 @@ export class NvmeTcpQueue {
     slot.req = null;
     slot.gather = null;
     this.inflight--;
+    if (slot.reserved) this.reservedInFlight--;
   }
 
   /** Start waiting commands on freed CIDs, oldest first. */
   private refill(): void {
-    while (this.waiting.length > 0 && this.sm.is('live')) {
-      const cid = this.cids.alloc();
-      if (cid < 0) return;
-      this.issue(this.waiting.shift()!, cid);
+    while (this.waiting.length > 0 && this.sm.is('live') && this.sharedFree()) {
+      this.issue(this.waiting.shift()!, this.cids.alloc(), false);
     }
   }
 
@@ -625,6 +666,7 @@ function makeSlots(depth: number, hdgst: boolean): Slot[] {
       sent: 0,
       gather: null,
       ddgstBad: false,
+      reserved: false,
       deadline: 0,
     });
   }
