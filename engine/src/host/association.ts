@@ -1,7 +1,7 @@
 /**
  * One association with a controller: the admin queue, the controller bring-up the way
- * the Linux host does it (facts §4.1), and the I/O queues. A reconnect builds a new
- * Association (new Connect with CNTLID 0xFFFF); nothing is carried over.
+ * the Linux host does it (facts §4.1), its keep-alive, and the I/O queues. A reconnect
+ * builds a new Association (new Connect with CNTLID 0xFFFF); nothing is carried over.
  */
 import { performance } from 'node:perf_hooks';
 import { CNTLID_DYNAMIC, FID, PROP } from '../protocol/opcodes.js';
@@ -11,6 +11,7 @@ import { CATTR_DISABLE_SQFLOW } from '../protocol/sqe.js';
 import { SC } from '../protocol/status.js';
 import { HostError, NvmeStatusError } from './errors.js';
 import { execute } from './execute.js';
+import { KeepAlive } from './keep-alive.js';
 import { ADMIN_IN_CAPSULE_LIMIT, NvmeTcpQueue, type QueueOptions } from './queue.js';
 import { NvmeRequest } from './request.js';
 
@@ -73,6 +74,8 @@ export class Association {
     readonly cc: number,
     readonly identity: ControllerIdentity,
     readonly io: NvmeTcpQueue[],
+    /** Runs from the bring-up on; stopped when the association fails or shuts down. */
+    readonly keepAlive: KeepAlive,
   ) {}
 
   /**
@@ -93,6 +96,7 @@ export class Association {
     const cancelled = new HostError('closed', `connect to ${p.subnqn} cancelled`);
     const cancel = () => opened.forEach((q) => q.fail(cancelled));
     signal?.addEventListener('abort', cancel, { once: true });
+    let keepAlive: KeepAlive | null = null;
     try {
       if (signal?.aborted) throw cancelled;
       const admin = await NvmeTcpQueue.connect({
@@ -114,6 +118,12 @@ export class Association {
       });
       const cap = await readCap(admin);
       const cc = await enable(admin, cap);
+      // The controller's keep-alive timer runs since the Connect, and Keep Alive is
+      // accepted once it is enabled. So it starts here, not once the association is up:
+      // an I/O queue may wait longer than KATO for its ICResp (connectTimeoutMs), and
+      // the controller would be gone by the time its Connect arrives.
+      keepAlive = new KeepAlive(admin);
+      keepAlive.start(p.kato);
       const vs = (await execute(admin, fillPropertyGet(new NvmeRequest(), PROP.VS, false))).dw0;
       const identity = await identifyController(admin);
       checkIdentity(identity, cntlid, p.discovery);
@@ -123,8 +133,9 @@ export class Association {
       // that nothing recovers. Nothing asynchronous can fail one between here and then.
       const dead = [admin, ...io].find((q) => q.state !== 'live');
       if (dead) throw dead.failure ?? new Error(`queue ${dead.qid} is ${dead.state}`);
-      return new Association(admin, cntlid, cap, vs, cc, identity, io);
+      return new Association(admin, cntlid, cap, vs, cc, identity, io, keepAlive);
     } catch (e) {
+      keepAlive?.stop();
       for (const q of opened) q.fail(new HostError('connect', 'connect failed'));
       if (signal?.aborted) throw cancelled;
       if (e instanceof HostError && e.kind === 'connect') throw e;
@@ -141,6 +152,7 @@ export class Association {
 
   /** Fail every queue (error recovery): in-flight commands end with `err`. */
   failAll(err: HostError): void {
+    this.keepAlive.stop();
     for (const q of this.queues) q.fail(err);
   }
 
@@ -149,6 +161,7 @@ export class Association {
    * (normal) and wait for CSTS.SHST complete, then close the admin queue.
    */
   async shutdown(timeoutMs = 5000): Promise<void> {
+    this.keepAlive.stop(); // as Linux stops it before the shutdown
     await Promise.all(this.io.map((q) => q.close()));
     if (this.admin.state === 'live') {
       try {

@@ -1,6 +1,6 @@
 /**
  * NvmeController: an NVMe/TCP host's view of one controller. It owns the current
- * Association (admin + I/O queues), keeps it alive (Keep Alive every KATO/2), listens
+ * Association (admin + I/O queues, which sends Keep Alive every KATO/2), listens
  * for asynchronous events, and on failure either stops ('dead') or reconnects after a
  * delay until a loss timeout, the way the Linux host's error recovery does. In-flight
  * commands of a failed association end with a HostError; nothing is resent.
@@ -122,7 +122,6 @@ export class NvmeController implements Submitter {
   /** Aborts the association being established by the attempt in progress (close()). */
   private cancelAttempt: (() => void) | null = null;
   private rr = 0;
-  private kaTimer: NodeJS.Timeout | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
   private lostAt = 0;
   /** Why the last association was lost (for messages of commands refused meanwhile). */
@@ -341,7 +340,6 @@ export class NvmeController implements Submitter {
     this.lastError = null;
     this.lostAt = 0;
     this.sm.transition('live');
-    this.startKeepAlive(a);
     void this.armEvents(a);
   }
 
@@ -372,27 +370,6 @@ export class NvmeController implements Submitter {
       this.retryTimer = null;
       if (this.sm.is('recovering')) this.reconnect().catch(() => {});
     }, rc.delayMs);
-  }
-
-  private startKeepAlive(a: Association): void {
-    const kato = this.params.kato;
-    if (kato <= 0) return;
-    const req = new NvmeRequest();
-    let busy = false;
-    this.kaTimer = setInterval(
-      () => {
-        // Until the association fails or close() has drained it (assoc is already null
-        // then); clearTimers() ends the interval in both cases.
-        if (busy || a.admin.state !== 'live') return;
-        busy = true;
-        fillKeepAlive(req.reset()).timeoutMs = kato;
-        req.onDone = () => (busy = false); // failures surface as a queue failure
-        // A slot of its own: behind a full queue of slow commands it would wait past KATO.
-        a.admin.submitReserved(req);
-      },
-      Math.max(1, Math.floor(kato / 2)),
-    );
-    this.kaTimer.unref();
   }
 
   /** Enable the events we understand and keep one Async Event Request outstanding. */
@@ -433,9 +410,8 @@ export class NvmeController implements Submitter {
   }
 
   private clearTimers(): void {
-    if (this.kaTimer) clearInterval(this.kaTimer);
     if (this.retryTimer) clearTimeout(this.retryTimer);
-    this.kaTimer = this.retryTimer = null;
+    this.retryTimer = null;
   }
 
   /**

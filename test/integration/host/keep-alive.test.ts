@@ -1,12 +1,22 @@
 /**
- * Keep Alive gets through whatever else the admin queue holds: slow admin commands
- * filling every other slot (FakeTarget holding them unanswered).
+ * Keep Alive from the moment the controller's keep-alive timer runs until the host lets
+ * the controller go: while the I/O queues connect (BranchSAN's own target, which drops a
+ * controller whose KATO expires, behind a proxy that holds an ICResp back), and through
+ * whatever else the admin queue holds: slow admin commands filling every other slot
+ * (FakeTarget holding them unanswered).
  */
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import { Target } from '../../../engine/src/core/index.js';
 import { NvmeController } from '../../../engine/src/host/index.js';
 import { ADMIN, LID } from '../../../engine/src/protocol/opcodes.js';
+import { MemoryBackend } from '../../../engine/src/storage/memory.js';
+import { serveOnLoopback } from '../../helpers/target.js';
 import { waitFor } from './helpers.js';
 import { FakeTarget } from './fake-target.js';
+
+const NQN = 'nqn.2024-01.io.branchsan:keep-alive';
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
@@ -15,7 +25,66 @@ afterEach(async () => {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Our own target on loopback, one 1 MiB namespace; KATO expires at ceil(KATO) + 0.5 s. */
+async function ownTarget(): Promise<number> {
+  const target = new Target({ kaSlackMs: 500 });
+  target.addSubsystem({ nqn: NQN, serial: 'KA1', model: 'BranchSAN', allowAnyHost: true });
+  const backend = new MemoryBackend({ sizeBytes: 1 << 20 });
+  target.addNamespace(NQN, { nsid: 1, backend, nguid: 'cd'.repeat(16) });
+  const served = await serveOnLoopback(target);
+  cleanups.push(async () => {
+    target.close();
+    await served.transport.close();
+  });
+  return served.port;
+}
+
+/**
+ * A TCP proxy to `port` that holds what the target sends on its connection number `n`
+ * (0: the admin queue, then the I/O queues) for `ms` before passing it on: an ICResp
+ * that is late, as from a loaded target or over a congested link.
+ */
+async function lateTarget(port: number, n: number, ms: number): Promise<number> {
+  const sockets = new Set<net.Socket>();
+  let count = 0;
+  const server = net.createServer((client) => {
+    const upstream = net.connect(port, '127.0.0.1');
+    const end = () => (client.destroy(), upstream.destroy());
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('error', end).on('close', end);
+    }
+    client.pipe(upstream);
+    // Not read meanwhile: what the target sends waits in the socket.
+    if (count++ === n) setTimeout(() => upstream.pipe(client), ms);
+    else upstream.pipe(client);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  cleanups.push(async () => {
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => server.close(r));
+  });
+  return (server.address() as net.AddressInfo).port;
+}
+
 describe('keep-alive', () => {
+  it('keeps the controller alive while an I/O queue waits for its ICResp', async () => {
+    // KATO 1 s: the target drops the controller 1.5 s after the admin Connect unless a
+    // Keep Alive comes; the I/O queue's ICResp comes after 3 s (connectTimeoutMs 10 s).
+    const port = await lateTarget(await ownTarget(), 1, 3000);
+    const connected = NvmeController.connect({ host: '127.0.0.1', port, subnqn: NQN, kato: 1000 });
+    // Before: "connect qid 1: NVMe status CONNECT_INVALID_PARAM|DNR (connect data byte
+    // 16)", an unknown CNTLID: no Keep Alive was sent until every I/O queue was up, so
+    // the target had dropped the controller when the I/O queue's Connect arrived.
+    const ctrl = await connected;
+    cleanups.push(() => ctrl.close(100));
+    expect(ctrl.ioQueueCount).toBe(1);
+    const ns = await ctrl.namespace(1);
+    const data = randomBytes(ns.blockSize);
+    await ns.write(3, data);
+    expect((await ns.read(3, 1)).equals(data)).toBe(true);
+  });
+
   it('sends Keep Alive while slow admin commands fill the admin queue', async () => {
     let held = 0;
     const target = await new FakeTarget({
