@@ -59,7 +59,8 @@ export interface ControllerOptions {
   /** I/O queue entries (default 128, Linux's default); clamped to CAP.MQES+1, MAXCMD,
    * and at least 2. A queue of N entries has N - 1 commands in flight at most. */
   readonly queueSize?: number;
-  /** Keep-alive timeout, ms (default 5000; 0 = none). Keep Alive is sent every KATO/2. */
+  /** Keep-alive timeout, ms (default 5000; 0 = none). Keep Alive is sent every KATO/2.
+   * setFeatures(FID.KATO) changes it, for the next associations too. */
   readonly kato?: number;
   readonly connectTimeoutMs?: number;
   /** Admin command timeout (default 60000) and I/O command timeout (default 30000), ms. */
@@ -115,7 +116,8 @@ const AEN_MASK = (1 << AEN_BIT.NS_ATTR) | (1 << AEN_BIT.ANA_CHANGE) | (1 << AEN_
 export class NvmeController implements Submitter {
   readonly hostnqn: string;
   readonly hostid: Buffer;
-  private readonly params: AssociationParams;
+  /** Replaced (kato) after a Set Features KATO: the next associations connect with it. */
+  private params: AssociationParams;
   private readonly sm: StateMachine<ControllerState>;
   private assoc: Association | null = null;
   private connecting: Promise<void> | null = null;
@@ -268,8 +270,21 @@ export class NvmeController implements Submitter {
   getFeatures(fid: number, p?: FeatureParams): Promise<admin.FeatureResult> {
     return admin.getFeatures(this, fid, p);
   }
-  setFeatures(fid: number, p?: FeatureParams): Promise<admin.FeatureResult> {
-    return admin.setFeatures(this, fid, p);
+  /**
+   * Set Features. A successful KATO (0x0F) also moves the host's Keep Alive to the new
+   * timeout, as Linux's nvme_update_keep_alive does: on the old period a lowered KATO
+   * would expire between two Keep Alives.
+   */
+  async setFeatures(fid: number, p?: FeatureParams): Promise<admin.FeatureResult> {
+    const a = this.assoc;
+    const r = await admin.setFeatures(this, fid, p);
+    // Unless it went to an association that is gone: the new one has the old KATO.
+    if (fid === FID.KATO && a && this.assoc === a) {
+      const kato = (p?.cdw11 ?? 0) >>> 0;
+      this.params = { ...this.params, kato };
+      a.keepAlive.start(kato);
+    }
+    return r;
   }
   async keepAlive(): Promise<void> {
     await execute(this, fillKeepAlive(new NvmeRequest()), 'keep alive');

@@ -1,7 +1,8 @@
 /**
  * Keep Alive from the moment the controller's keep-alive timer runs until the host lets
  * the controller go: while the I/O queues connect (BranchSAN's own target, which drops a
- * controller whose KATO expires, behind a proxy that holds an ICResp back), and through
+ * controller whose KATO expires, behind a proxy that holds an ICResp back), at the KATO
+ * a Set Features gave the controller since (on the same target), and through
  * whatever else the admin queue holds: slow admin commands filling every other slot
  * (FakeTarget holding them unanswered).
  */
@@ -10,7 +11,7 @@ import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Target } from '../../../engine/src/core/index.js';
 import { NvmeController } from '../../../engine/src/host/index.js';
-import { ADMIN, LID } from '../../../engine/src/protocol/opcodes.js';
+import { ADMIN, FID, LID } from '../../../engine/src/protocol/opcodes.js';
 import { MemoryBackend } from '../../../engine/src/storage/memory.js';
 import { serveOnLoopback } from '../../helpers/target.js';
 import { waitFor } from './helpers.js';
@@ -83,6 +84,28 @@ describe('keep-alive', () => {
     const data = randomBytes(ns.blockSize);
     await ns.write(3, data);
     expect((await ns.read(3, 1)).equals(data)).toBe(true);
+  });
+
+  it('follows a KATO lowered by Set Features, on this association and the next', async () => {
+    const port = await ownTarget();
+    const ctrl = await NvmeController.connect({
+      host: '127.0.0.1',
+      port,
+      subnqn: NQN,
+      kato: 10_000,
+    });
+    cleanups.push(() => ctrl.close(100));
+    // Connected with KATO 10 s (Keep Alive every 5 s); from now on the target drops the
+    // controller 1.5 s (at most a tick more) after the last command.
+    await ctrl.setFeatures(FID.KATO, { cdw11: 1000 });
+    await sleep(3000);
+    // Before: 'dead', the target had dropped the idle controller ("connection closed
+    // by the controller") before the next Keep Alive on the old period.
+    expect(ctrl.state).toBe('live');
+    expect((await ctrl.getFeatures(FID.KATO)).dw0).toBe(1000);
+    // A new association is a new controller: it is told the KATO the host keeps to.
+    await ctrl.reconnect();
+    expect((await ctrl.getFeatures(FID.KATO)).dw0).toBe(1000);
   });
 
   it('sends Keep Alive while slow admin commands fill the admin queue', async () => {
