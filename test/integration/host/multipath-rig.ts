@@ -202,10 +202,17 @@ export class PausableProxy {
         .removeAllListeners('error')
         .on('error', () => {});
       const held: Buffer[] = [];
-      c.on('data', (d: Buffer) => held.push(d));
+      // unpipe() paused the client side: without resume() no 'data' would ever come, and
+      // nothing would be held to deliver late.
+      c.on('data', (d: Buffer) => held.push(d)).resume();
       u.resume(); // what the target sends is lost
       this.partitioned.push({ upstream: u, held });
     }
+  }
+
+  /** Bytes the host sent on partitioned connections that heal() has yet to deliver. */
+  heldBytes(): number {
+    return this.partitioned.reduce((n, p) => n + p.held.reduce((m, d) => m + d.length, 0), 0);
   }
 
   heal(): void {

@@ -278,6 +278,8 @@ describe('multipath over two BranchSAN targets sharing one backend', () => {
     const proxy = await PausableProxy.start(a.port);
     const events: string[] = [];
     const LBA = 123;
+    const aWritesOfLba = () => a.writes.filter((o) => o === LBA * BS).length;
+    let aWritesAtRelease = -1;
     const mp = await open({
       nsid: 1,
       paths: [
@@ -289,19 +291,26 @@ describe('multipath over two BranchSAN targets sharing one backend', () => {
         }),
         pathTo(b),
       ],
-      onRetry: (ev) => events.push(`${ev.kind} ${ev.reason}`),
+      onRetry: (ev) => {
+        events.push(`${ev.kind} ${ev.reason}`);
+        if (ev.kind === 'release') aWritesAtRelease = aWritesOfLba();
+      },
     });
     proxy.partition(); // A's connections now: the host's bytes wait in the network
     const older = mp.write(LBA, Buffer.alloc(BS, 0xaa));
     await until('the write to be held', () => events.some((e) => e.startsWith('hold')));
     await until('A reconnected', () => byName(mp, 'A').usable);
+    // The write's bytes sit in the partition: nothing reached A's backend.
+    expect(proxy.heldBytes()).toBeGreaterThanOrEqual(BS);
+    expect(aWritesOfLba()).toBe(0);
     // The old connection delivers it now, to the old controller, which lives on at the
     // target beside the new one (it never saw its sockets close)...
     await new Promise((r) => setTimeout(r, 300));
     proxy.heal();
-    await until('the late write to land', () => a.writes.includes(LBA * BS));
+    await until('the late write to land', () => aWritesOfLba() === 1);
     // ...and only then may the host resend it (4 s KATO: 5 s after the loss).
     await older;
+    expect(aWritesAtRelease).toBe(1);
     expect(events.filter((e) => !e.startsWith('hold'))).toEqual([
       'release association lost 5000 ms ago (live)',
     ]);
