@@ -18,11 +18,8 @@
  * about the old controller, which a partition hides the loss from and which our target,
  * like Linux's, keeps beside the new one until its keep-alive timer fires. Each lost
  * association runs its own delay, so one reconnecting quickly and lost again releases
- * the older commands first. A path without keep-alive (KATO 0, `fenceDelayMs` null) has
- * no such timer on the target: no wait proves anything, so there only a new association
- * fences (the old sockets were reset; a command the target already read may still run
- * until it sees them close, the window the Linux host accepts), and giving it up fences
- * nothing (`unfenceable`).
+ * the older commands first. A path without keep-alive (KATO 0) would have no such timer
+ * on the target, so no wait would prove anything: MultipathNamespace refuses such paths.
  */
 import type { AnaPathState } from './ana-log.js';
 import type { ControllerState, NvmeController } from './controller.js';
@@ -77,9 +74,6 @@ export class Path implements PathView {
   epoch = 0;
   /** The newest association lost longer than fenceDelayMs ago (0: none). */
   fencedThrough = 0;
-  /** Given up (dead/closed) with no time fence (fenceDelayMs null): nothing will
-   * release what is in doubt here. */
-  unfenceable = false;
   inFlight = 0;
   /** Commands in doubt on this path, each with the epoch it was sent in. */
   readonly inDoubt = new Map<object, number>();
@@ -106,8 +100,8 @@ export class Path implements PathView {
   constructor(
     readonly index: number,
     readonly name: string,
-    /** null: no time fence (the path has no keep-alive). */
-    readonly fenceDelayMs: number | null,
+    /** Wait after an association is lost before what was in doubt on it may move. */
+    readonly fenceDelayMs: number,
   ) {}
 
   get ctrl(): NvmeController {
@@ -123,7 +117,7 @@ export class Path implements PathView {
 
   /** May a command sent in association `epoch` go to another path now? */
   fenced(epoch: number): boolean {
-    return this.fenceDelayMs === null ? this.epoch > epoch : this.fencedThrough >= epoch;
+    return this.fencedThrough >= epoch;
   }
 
   /** A new association is live: everything learnt about the old one is void. */
@@ -134,7 +128,6 @@ export class Path implements PathView {
     this.problem = null;
     this.absent = false;
     this.ana = 'unknown';
-    this.unfenceable = false;
     this.stopChangeTimer();
   }
 
@@ -147,13 +140,12 @@ export class Path implements PathView {
   /**
    * The current association was lost: fenced once fenceDelayMs has passed, then
    * `onFenced` releases. Called on every state the controller passes through while it
-   * has no association; only the first call after each loss starts a delay. No-op
-   * without a time fence (fenceDelayMs null).
+   * has no association; only the first call after each loss starts a delay.
    */
   startFence(onFenced: () => void): void {
     const epoch = this.epoch;
     if (epoch === 0) return; // no association yet: nothing was sent here
-    if (this.fenceDelayMs === null || this.fencedThrough >= epoch) return;
+    if (this.fencedThrough >= epoch) return;
     if (this.fenceTimers.has(epoch)) return;
     const fence = () => {
       this.fenceTimers.delete(epoch);

@@ -31,11 +31,10 @@
  *    So a write, write zeroes or deallocate is held (bounded by maxWaiting) until its
  *    path is fenced (multipath-path.ts): fenceDelayMs passed since the association it
  *    went out on was lost (reconnected since or not: a new association does not end the
- *    old controller on the target). Only then is it resent. A path with no keep-alive
- *    (KATO 0) and no fenceDelayMs given has no such delay (nothing on its target ever
- *    drops the lost controller): a new association is all that fences it, and when it is
- *    given up, its held commands fail with maybeExecuted = true instead of being resent. A read, compare or flush changes no
- *    data, so running it twice cannot reorder writes: it is resent at once.
+ *    old controller on the target). Only then is it resent. That is why every path needs
+ *    a keep-alive: with KATO 0 nothing on the target ever drops the lost controller, no
+ *    wait proves anything, and connect() refuses such a path. A read, compare or flush
+ *    changes no data, so running it twice cannot reorder writes: it is resent at once.
  * 4. DNR set, or any other status (LBA range, media error...): the namespace answered;
  *    the caller gets the NvmeStatusError, no retry.
  * 5. No usable path (all inaccessible, recovering, dead...): the command waits up to
@@ -68,6 +67,7 @@ import { NvmeRequest } from './request.js';
 
 export type { PathInfo, PathIoCounts } from './multipath-path.js';
 
+/** A path's controller options; its `kato` must not be 0 (see rule 3 above). */
 export interface PathOptions extends ControllerOptions {
   /** Name for path lists and messages (default host:port). */
   readonly name?: string;
@@ -82,9 +82,8 @@ export interface MultipathOptions {
   /** Commands that may wait for a path or for fencing, together (default 4096). */
   readonly maxWaiting?: number;
   /** Wait after a path's association is lost (its controller left 'live') before its
-   * in-doubt commands are resent elsewhere (default: that path's KATO rounded up to seconds, plus one second;
-   * see defaultFenceMs). A path with KATO 0 has no default: its in-doubt commands are
-   * resent only after a reconnect. */
+   * in-doubt commands are resent elsewhere (default: that path's KATO rounded up to seconds,
+   * plus one second; see defaultFenceMs). */
   readonly fenceDelayMs?: number;
   /** Attempts per command before giving up (default 16): stops ping-pong on flapping paths. */
   readonly maxAttempts?: number;
@@ -131,11 +130,8 @@ export class MultipathNamespace extends NamespaceIo {
     this.maxWaiting = opts.maxWaiting ?? 4096;
     this.maxAttempts = opts.maxAttempts ?? 16;
     opts.paths.forEach((po, i) => {
-      // KATO 0: the target never drops a controller it lost touch with, so no delay
-      // after giving the path up proves it can no longer execute anything.
-      const kato = po.kato ?? 5000;
-      const fence = opts.fenceDelayMs ?? (kato > 0 ? defaultFenceMs(kato) : null);
-      const p = new Path(i, po.name ?? `${po.host}:${po.port}`, fence);
+      const fence = opts.fenceDelayMs ?? defaultFenceMs(katoOf(po));
+      const p = new Path(i, pathName(po), fence);
       p.ctrl = new NvmeController({
         ...po,
         onStateChange: (next, prev, why) => {
@@ -338,7 +334,6 @@ export class MultipathNamespace extends NamespaceIo {
     const why = c.lastError?.message ?? 'no completion';
     this.opts.onRetry?.({ kind: 'hold', what: c.what, path: p.name, reason: why });
     this.releaseFenced(p);
-    if (p.unfenceable) this.abandonInDoubt(p); // given up before this command failed
   }
 
   /** Resend the commands in doubt on `p` whose association is now fenced. */
@@ -346,25 +341,9 @@ export class MultipathNamespace extends NamespaceIo {
     for (const [c, epoch] of [...p.inDoubt] as [Command, number][]) {
       if (!p.fenced(epoch)) continue;
       p.inDoubt.delete(c);
-      const reason =
-        p.fenceDelayMs === null
-          ? 'path reset (new association)'
-          : `association lost ${p.fenceDelayMs} ms ago (${p.controller})`;
+      const reason = `association lost ${p.fenceDelayMs} ms ago (${p.controller})`;
       this.opts.onRetry?.({ kind: 'release', what: c.what, path: p.name, reason });
       this.dispatch(c);
-    }
-  }
-
-  /** `p` was given up and has no time fence: fail what is in doubt there, never resend it. */
-  private abandonInDoubt(p: Path): void {
-    for (const c of [...p.inDoubt.keys()] as Command[]) {
-      p.inDoubt.delete(c);
-      this.fail(
-        c,
-        'not-connected',
-        `may have been executed on ${p.name}, which was given up (${p.controller}); it has ` +
-          `no keep-alive (KATO 0), so nothing proves it stopped: not resent elsewhere`,
-      );
     }
   }
 
@@ -444,17 +423,10 @@ export class MultipathNamespace extends NamespaceIo {
       p.newAssociation(p.ctrl.cntlid);
       p.validating = validatePath(this.watch, p);
       this.emit(p, reason);
-      this.releaseFenced(p); // a path without keep-alive: a new association is its fence
       return;
     }
     p.lost();
-    if (!this.closing) {
-      p.startFence(() => this.releaseFenced(p));
-      if ((next === 'dead' || next === 'closed') && p.fenceDelayMs === null) {
-        p.unfenceable = true;
-        this.abandonInDoubt(p);
-      }
-    }
+    if (!this.closing) p.startFence(() => this.releaseFenced(p));
     this.emit(p, reason);
   }
 }
@@ -471,6 +443,24 @@ function checkOptions(o: MultipathOptions): void {
   if (!Number.isInteger(o.nsid) || o.nsid < 1 || o.nsid >= NSID_ALL) {
     throw new RangeError(`multipath: nsid ${o.nsid} is not a valid namespace id`);
   }
+  const unfenceable = o.paths.find((p) => !(katoOf(p) > 0));
+  if (unfenceable) {
+    throw new Error(
+      `multipath: path ${pathName(unfenceable)} has no keep-alive (kato ${unfenceable.kato}): ` +
+        `its target never drops a controller it lost touch with, so nothing could prove that ` +
+        `a write in doubt there can no longer land, and moving it to another path could ` +
+        `replace newer data with older. Give the path a keep-alive (kato, e.g. 5000 ms).`,
+    );
+  }
+}
+
+/** The path's keep-alive timeout as its controller uses it. */
+function katoOf(p: PathOptions): number {
+  return p.kato ?? 5000;
+}
+
+function pathName(p: PathOptions): string {
+  return p.name ?? `${p.host}:${p.port}`;
 }
 
 /**
