@@ -8,18 +8,20 @@
  * can no longer execute anything: `fenceDelayMs` has passed since that association was
  * lost (the controller left 'live'). The delay covers a target that did not notice the
  * loss (a network partition): it keeps that controller until its keep-alive timer fires
- * (KATO + slack), so the default is the path's KATO rounded up, plus a second
- * (defaultFenceMs). It runs from the loss, not from giving the path up: the host sends
- * nothing more on a lost association (its sockets are reset, so the kernel drops what it
- * had not sent yet rather than deliver it later), and its reconnect attempts build new
- * controllers that never revive the old one, so an in-doubt write does not wait out the
- * whole reconnect loss timeout (minutes, as on Linux) while another path is healthy.
- * A reconnect does not fence on its own: the target accepting a new Connect says nothing
- * about the old controller, which a partition hides the loss from and which our target,
- * like Linux's, keeps beside the new one until its keep-alive timer fires. Each lost
- * association runs its own delay, so one reconnecting quickly and lost again releases
- * the older commands first. A path without keep-alive (KATO 0) would have no such timer
- * on the target, so no wait would prove anything: MultipathNamespace refuses such paths.
+ * (KATO + slack), so the delay is the path's KATO rounded up, plus a second
+ * (defaultFenceMs), or the longer fenceDelayMs the caller gave: never shorter, which
+ * MultipathNamespace checks at connect. It runs from the loss, not from giving the path
+ * up: the host sends nothing more on a lost association (its sockets are reset, so the
+ * kernel drops what it had not sent yet rather than deliver it later), and its reconnect
+ * attempts build new controllers that never revive the old one, so an in-doubt write
+ * does not wait out the whole reconnect loss timeout (minutes, as on Linux) while another
+ * path is healthy. A reconnect does not fence on its own: the target accepting a new
+ * Connect says nothing about the old controller, which a partition hides the loss from
+ * and which our target, like Linux's, keeps beside the new one until its keep-alive
+ * timer fires. Each lost association runs its own delay, so one reconnecting quickly and
+ * lost again releases the older commands first. A path without keep-alive (KATO 0)
+ * would have no such timer on the target, so no wait would prove anything:
+ * MultipathNamespace refuses such paths.
  */
 import type { AnaPathState } from './ana-log.js';
 import type { ControllerState, NvmeController } from './controller.js';
@@ -152,7 +154,6 @@ export class Path implements PathView {
       this.fencedThrough = Math.max(this.fencedThrough, epoch);
       onFenced();
     };
-    if (this.fenceDelayMs <= 0) return fence();
     this.fenceTimers.set(epoch, setTimeout(fence, this.fenceDelayMs));
   }
 

@@ -82,8 +82,11 @@ export interface MultipathOptions {
   /** Commands that may wait for a path or for fencing, together (default 4096). */
   readonly maxWaiting?: number;
   /** Wait after a path's association is lost (its controller left 'live') before its
-   * in-doubt commands are resent elsewhere (default: that path's KATO rounded up to seconds,
-   * plus one second; see defaultFenceMs). */
+   * in-doubt commands are resent elsewhere. Default, per path: that path's KATO rounded
+   * up to seconds, plus one second (defaultFenceMs), the longest our target keeps a
+   * controller it lost touch with. Given, it applies to every path and may only lengthen
+   * that wait (a Linux nvmet target may keep a controller up to twice its KATO); a value
+   * below any path's defaultFenceMs is refused. */
   readonly fenceDelayMs?: number;
   /** Attempts per command before giving up (default 16): stops ping-pong on flapping paths. */
   readonly maxAttempts?: number;
@@ -443,6 +446,11 @@ function checkOptions(o: MultipathOptions): void {
   if (!Number.isInteger(o.nsid) || o.nsid < 1 || o.nsid >= NSID_ALL) {
     throw new RangeError(`multipath: nsid ${o.nsid} is not a valid namespace id`);
   }
+  checkFence(o);
+}
+
+/** Every path needs a keep-alive, and no fence shorter than its target may need. */
+function checkFence(o: MultipathOptions): void {
   const unfenceable = o.paths.find((p) => !(katoOf(p) > 0));
   if (unfenceable) {
     throw new Error(
@@ -450,6 +458,20 @@ function checkOptions(o: MultipathOptions): void {
         `its target never drops a controller it lost touch with, so nothing could prove that ` +
         `a write in doubt there can no longer land, and moving it to another path could ` +
         `replace newer data with older. Give the path a keep-alive (kato, e.g. 5000 ms).`,
+    );
+  }
+  const f = o.fenceDelayMs;
+  if (f === undefined) return;
+  const short = o.paths.find((p) => !(f >= defaultFenceMs(katoOf(p))));
+  if (short) {
+    const kato = katoOf(short);
+    throw new RangeError(
+      `multipath: fenceDelayMs ${f} is shorter than path ${pathName(short)} needs: its ` +
+        `target may keep a controller it lost touch with for ${defaultFenceMs(kato)} ms ` +
+        `(KATO ${kato} ms rounded up to seconds, plus one second), and a write in doubt ` +
+        `resent sooner could land there after a newer one. fenceDelayMs may only lengthen ` +
+        `that wait: leave it out, or give at least ${defaultFenceMs(kato)} ms (a smaller ` +
+        `kato shortens the wait).`,
     );
   }
 }

@@ -4,6 +4,7 @@
  * stopped mid-workload, ANA flips, held writes and their fencing, and path refusal.
  */
 import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   HostError,
@@ -28,12 +29,13 @@ import {
 afterEach(runCleanup);
 
 /**
- * The path to `n` through a proxy the test can pause: short I/O and connect timeouts,
- * quick reconnects, and the path given up after `lossTimeoutMs` without a connection.
+ * The path to `n` through a proxy the test can pause: a 1 s keep-alive (so a 2 s fence),
+ * short I/O and connect timeouts, quick reconnects, and the path given up after
+ * `lossTimeoutMs` without a connection.
  */
 function stallablePath(n: Node, proxy: PausableProxy, lossTimeoutMs: number): PathOptions {
   return pathTo(n, proxy.port, {
-    kato: 3000,
+    kato: 1000,
     ioTimeoutMs: 1500,
     connectTimeoutMs: 1000,
     reconnect: { delayMs: 300, lossTimeoutMs },
@@ -197,39 +199,49 @@ describe('multipath over two BranchSAN targets sharing one backend', () => {
     const events: string[] = [];
     let bWritesAtRelease = -1;
     let aAtRelease = '';
+    let lostAt = 0;
+    let releasedAt = 0;
     const LBA = 77;
     const bWritesOfLba = () => b.writes.filter((o) => o === LBA * BS).length;
     const mp = await open({
       nsid: 1,
       paths: [stallablePath(a, proxy, 60_000), pathTo(b)],
-      fenceDelayMs: 1500,
+      onPathChange: (p, why) => {
+        if (p.name === 'A' && why.startsWith('controller recovering') && !lostAt) {
+          lostAt = performance.now();
+        }
+      },
       onRetry: (ev) => {
         events.push(`${ev.kind} ${ev.what} (${ev.reason.split(':')[0]})`);
         if (ev.kind !== 'release') return;
+        releasedAt = performance.now();
         bWritesAtRelease = bWritesOfLba();
         aAtRelease = byName(mp, 'A').controller;
       },
     });
     await mp.write(LBA, Buffer.alloc(BS, 1)); // through A, proxy forwarding
+
     expect(a.writes).toContain(LBA * BS);
 
     proxy.pause(); // A unreachable: the write stalls, and A's reconnects are refused
     const data = Buffer.alloc(BS, 2);
-    const started = Date.now();
     const pending = mp.write(LBA, data);
     await until('the write to be held', () => events.some((e) => e.startsWith('hold')));
     // In doubt: A may still run it, so B must not have seen it.
     expect(byName(mp, 'A').inDoubt).toBe(1);
     expect(bWritesOfLba()).toBe(0);
     await pending;
-    // Not before the fence: the 1500 ms I/O timeout noticed the loss, then 1500 ms more.
-    expect(Date.now() - started).toBeGreaterThanOrEqual(2990);
+    // Not before the fence: A's 1 s KATO rounded up, plus 1 s, after the loss.
+    expect(lostAt).toBeGreaterThan(0);
+    expect(releasedAt - lostAt).toBeGreaterThanOrEqual(1990);
     expect(bWritesAtRelease).toBe(0);
     expect(['recovering', 'connecting']).toContain(aAtRelease);
     expect(bWritesOfLba()).toBe(1);
     expect(events).toEqual([
       expect.stringMatching(/^hold write slba 77 nlb 1/),
-      'release write slba 77 nlb 1 (association lost 1500 ms ago (recovering))',
+      expect.stringMatching(
+        /^release write slba 77 nlb 1 \(association lost 2000 ms ago \((recovering|connecting)\)\)$/,
+      ),
     ]);
     expect((await mp.read(LBA, 1)).equals(data)).toBe(true);
   });
@@ -242,8 +254,10 @@ describe('multipath over two BranchSAN targets sharing one backend', () => {
     const bWritesOfLba = () => b.writes.filter((o) => o === LBA * BS).length;
     const mp = await open({
       nsid: 1,
-      paths: [stallablePath(a, proxy, 60_000), pathTo(b)],
-      fenceDelayMs: 4000, // well past A's reconnect, even on a busy machine
+      // Both paths with a 1 s KATO (2 s fence): 4 s lengthens the wait well past A's
+      // reconnect, even on a busy machine.
+      paths: [stallablePath(a, proxy, 60_000), pathTo(b, b.port, { kato: 1000 })],
+      fenceDelayMs: 4000,
       onRetry: (ev) => events.push(`${ev.kind} ${ev.reason}`),
     });
     const cntlidBefore = byName(mp, 'A').cntlid;
@@ -375,6 +389,21 @@ describe('multipath over two BranchSAN targets sharing one backend', () => {
     // Nothing stays connected.
     await until('controllers gone', () => a.target.listControllers().length === 0);
     expect(b.target.listControllers()).toEqual([]);
+  });
+
+  it('refuses a fenceDelayMs shorter than a path needs to see its controller dropped', async () => {
+    const { a, b } = await startPair();
+    const paths = [pathTo(a, a.port, { kato: 1000 }), pathTo(b, b.port, { kato: 3000 })];
+    // B's target may keep a lost controller for 3 s rounded up plus its slack: 4 s.
+    await expect(
+      MultipathNamespace.connect({ nsid: 1, paths, fenceDelayMs: 3999 }),
+    ).rejects.toThrow(
+      /^multipath: fenceDelayMs 3999 is shorter than path B needs: .* at least 4000 ms/,
+    );
+    expect(a.target.listControllers()).toEqual([]);
+    // Lengthening the wait is fine.
+    const mp = await open({ nsid: 1, paths, fenceDelayMs: 4000 });
+    expect(mp.paths().every((p) => p.usable)).toBe(true);
   });
 
   it('refuses paths to different subsystems before connecting', async () => {
