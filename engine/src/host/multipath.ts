@@ -5,7 +5,9 @@
  * association and after a namespace-changed event), follows ANA (log 0x0C at start,
  * on the ANA change event, on ANA status completions), sends I/O to
  * optimized paths round robin, falls back to non-optimized ones, and moves commands
- * between paths only when that cannot reorder writes.
+ * between paths only when that cannot reorder writes. Every path connects as one host:
+ * the host NQN and host ID the paths give (they must agree), else one generated for the
+ * namespace, so the subsystem does not see one host per node.
  *
  *   const mp = await MultipathNamespace.connect({
  *     nsid: 1,
@@ -44,6 +46,7 @@
  * The caller is never told "failed" about a write that may still land, without
  * maybeExecuted = true saying so.
  */
+import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { NSID_ALL } from '../protocol/opcodes.js';
 import { statusName, statusType } from '../protocol/status.js';
@@ -132,11 +135,13 @@ export class MultipathNamespace extends NamespaceIo {
     this.noPathTimeoutMs = opts.noPathTimeoutMs ?? 30_000;
     this.maxWaiting = opts.maxWaiting ?? 4096;
     this.maxAttempts = opts.maxAttempts ?? 16;
+    const host = oneHost(opts.paths);
     opts.paths.forEach((po, i) => {
       const fence = opts.fenceDelayMs ?? defaultFenceMs(katoOf(po));
       const p = new Path(i, pathName(po), fence);
       p.ctrl = new NvmeController({
         ...po,
+        ...host,
         onStateChange: (next, prev, why) => {
           this.onControllerState(p, why);
           po.onStateChange?.(next, prev, why);
@@ -474,6 +479,41 @@ function checkFence(o: MultipathOptions): void {
         `kato shortens the wait).`,
     );
   }
+}
+
+/**
+ * The host NQN and host ID every path connects with: the ones the paths give, else one
+ * generated for this namespace, so the subsystem sees one host on all its nodes (host
+ * access lists, its controller list), not one per path. Paths that give different ones
+ * are refused.
+ */
+function oneHost(paths: readonly PathOptions[]): { hostnqn?: string; hostid: Buffer | string } {
+  checkSame(paths, 'hostnqn', (p) => p.hostnqn);
+  checkSame(paths, 'hostid', (p) =>
+    Buffer.isBuffer(p.hostid)
+      ? p.hostid.toString('hex')
+      : p.hostid?.replace(/-/g, '').toLowerCase(),
+  );
+  const hostnqn = paths.find((p) => p.hostnqn !== undefined)?.hostnqn;
+  const hostid = paths.find((p) => p.hostid !== undefined)?.hostid ?? randomUUID();
+  // Without a host NQN, each controller derives it from the shared host ID.
+  return hostnqn === undefined ? { hostid } : { hostnqn, hostid };
+}
+
+/** Refuse paths that give different values of `field` (compared by `key`). */
+function checkSame(
+  paths: readonly PathOptions[],
+  field: string,
+  key: (p: PathOptions) => string | undefined,
+): void {
+  const first = paths.find((p) => key(p) !== undefined);
+  const other = first && paths.find((p) => key(p) !== undefined && key(p) !== key(first));
+  if (!other) return;
+  throw new Error(
+    `multipath: paths ${pathName(first)} and ${pathName(other)} give different ${field}s ` +
+      `(${key(first)} vs ${key(other)}): the subsystem would see one host as two. Give ` +
+      `every path the same ${field}, or none (one is then generated for all paths).`,
+  );
 }
 
 /** The path's keep-alive timeout as its controller uses it. */

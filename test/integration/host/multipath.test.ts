@@ -406,6 +406,55 @@ describe('multipath over two BranchSAN targets sharing one backend', () => {
     expect(mp.paths().every((p) => p.usable)).toBe(true);
   });
 
+  it('connects every path as one host: one host NQN and host ID, generated when no path gives one', async () => {
+    const { a, b } = await startPair();
+    const mp = await open({ nsid: 1, paths: [pathTo(a), pathTo(b)] });
+    const [ca, cb] = [mp.controller(0), mp.controller(1)];
+    expect(cb.hostid.equals(ca.hostid)).toBe(true);
+    expect(cb.hostnqn).toBe(ca.hostnqn);
+    // Both nodes of the subsystem see the same host.
+    expect(a.target.listControllers().map((c) => c.hostnqn)).toEqual([ca.hostnqn]);
+    expect(b.target.listControllers().map((c) => c.hostnqn)).toEqual([ca.hostnqn]);
+    // Another multipath namespace is another host unless told otherwise.
+    const other = await open({ nsid: 1, paths: [pathTo(a), pathTo(b)] });
+    expect(other.controller(0).hostid.equals(ca.hostid)).toBe(false);
+
+    // What one path gives is used on every path; the same ID in another spelling agrees.
+    const hostnqn = 'nqn.2014-08.io.branchsan:host-1';
+    const uuid = '0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0';
+    const given = await open({
+      nsid: 1,
+      paths: [
+        pathTo(a, a.port, { hostnqn, hostid: uuid }),
+        pathTo(b, b.port, { hostid: Buffer.from(uuid.replace(/-/g, ''), 'hex') }),
+      ],
+    });
+    for (const i of [0, 1]) {
+      expect(given.controller(i).hostnqn).toBe(hostnqn);
+      expect(given.controller(i).hostid.toString('hex')).toBe(uuid.replace(/-/g, ''));
+    }
+  });
+
+  it('refuses paths that give different host NQNs or host IDs, before connecting', async () => {
+    const { a, b } = await startPair();
+    const connect = (pa: Partial<PathOptions>, pb: Partial<PathOptions>) =>
+      MultipathNamespace.connect({
+        nsid: 1,
+        paths: [pathTo(a, a.port, pa), pathTo(b, b.port, pb)],
+      });
+    await expect(
+      connect(
+        { hostnqn: 'nqn.2014-08.io.branchsan:h1' },
+        { hostnqn: 'nqn.2014-08.io.branchsan:h2' },
+      ),
+    ).rejects.toThrow(/^multipath: paths A and B give different hostnqns .* see one host as two/);
+    await expect(
+      connect({ hostid: '0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0' }, { hostid: Buffer.alloc(16, 1) }),
+    ).rejects.toThrow(/^multipath: paths A and B give different hostids/);
+    expect(a.target.listControllers()).toEqual([]);
+    expect(b.target.listControllers()).toEqual([]);
+  });
+
   it('refuses paths to different subsystems before connecting', async () => {
     const { a, b } = await startPair();
     await expect(
