@@ -32,6 +32,7 @@ const COMMAND_STATES: Record<CommandState, readonly CommandState[]> = {
 
 export class Command {
   readonly sm = new StateMachine<CommandState>('multipath command', 'new', COMMAND_STATES);
+  /** Attempts that count toward maxAttempts (not those refused with an ANA status). */
   attempts = 0;
   /** Some attempt may have been executed (sticky). */
   maybeExecuted = false;
@@ -39,7 +40,8 @@ export class Command {
   /** The path's epoch when the current attempt was sent. */
   epoch = 0;
   attempt: NvmeRequest | null = null;
-  waitingSince = 0;
+  /** When it first found no usable path (performance.now(); 0: not yet). */
+  noPathSince = 0;
   lastError: Error | null = null;
 
   constructor(

@@ -88,6 +88,11 @@ export class Path implements PathView {
   };
   /** The ANA log read in progress (multipath-watch.ts), or null. */
   anaRead: { epoch: number; again: boolean; done: Promise<void> } | null = null;
+  /** ANA statuses (3/01..3/03) seen on I/O: a log read issued before the latest one
+   * cannot re-admit the path (multipath-watch.ts). */
+  anaStatuses = 0;
+  /** Delay of the last scheduled ANA re-read (0: none since I/O last got past ANA here). */
+  anaBackoffMs = 0;
   /** Largest transfer of the current association (0: not known yet). */
   maxTransferBytes = 0;
   /** Identity checks started (validatePath): only the latest one applies. */
@@ -97,6 +102,7 @@ export class Path implements PathView {
   /** The fence delay of each lost association still running, by epoch. */
   private readonly fenceTimers = new Map<number, NodeJS.Timeout>();
   private changeTimer: NodeJS.Timeout | null = null;
+  private anaTimer: NodeJS.Timeout | null = null;
   private ctrlRef: NvmeController | null = null;
 
   constructor(
@@ -130,13 +136,16 @@ export class Path implements PathView {
     this.problem = null;
     this.absent = false;
     this.ana = 'unknown';
+    this.anaBackoffMs = 0;
     this.stopChangeTimer();
+    this.stopAnaTimer();
   }
 
   /** No association is live (recovering, connecting, dead, deleting, closed). */
   lost(): void {
     this.cntlid = null;
     this.stopChangeTimer();
+    this.stopAnaTimer();
   }
 
   /**
@@ -171,6 +180,25 @@ export class Path implements PathView {
   stopChangeTimer(): void {
     if (this.changeTimer) clearTimeout(this.changeTimer);
     this.changeTimer = null;
+  }
+
+  /**
+   * Run `read` (an ANA log read) after a backoff: 50 ms, doubling on each call until
+   * I/O gets past ANA here again (anaBackoffMs reset), at most `maxMs`. One at a time.
+   */
+  readAnaLater(maxMs: number, read: () => void): void {
+    if (this.anaTimer) return;
+    this.anaBackoffMs = Math.min(maxMs, this.anaBackoffMs > 0 ? this.anaBackoffMs * 2 : 50);
+    this.anaTimer = setTimeout(() => {
+      this.anaTimer = null;
+      read();
+    }, this.anaBackoffMs);
+    this.anaTimer.unref();
+  }
+
+  private stopAnaTimer(): void {
+    if (this.anaTimer) clearTimeout(this.anaTimer);
+    this.anaTimer = null;
   }
 
   /** The namespace closes: no delay runs on. */

@@ -95,18 +95,42 @@ async function readAnaLoop(
         // CMIC bit 3 clear: no ANA reporting, so every path is equally good.
         return learnAna(ctx, p, 'optimized', 'controller does not report ANA');
       }
+      const statuses = p.anaStatuses;
       const length = anaLogReadLength(id);
       const log = await p.ctrl.getLogPage({ lid: LID.ANA, length, nsid: NSID_ALL, rae: false });
       if (read.epoch !== p.epoch) return;
+      // An ANA status came in while this read was out: the log may predate it (our target
+      // answers 3/03 for a backend that is briefly away while its log still says
+      // optimized), so only a read issued after it, which that status scheduled, decides.
+      if (statuses !== p.anaStatuses) continue;
       applyAnaLog(ctx, p, log, id.anagrpmax);
     } while (read.again);
   } catch (e) {
     // A lost association shows up as a state change; a refused read leaves the path
-    // unusable ('unknown') and says why.
+    // unusable ('unknown'), says why, and is tried again.
     if (e instanceof NvmeStatusError && read.epoch === p.epoch) {
       learnAna(ctx, p, 'unknown', `ANA log: ${e.message}`);
+      readAnaLater(ctx, p);
     }
   }
+}
+
+/**
+ * An I/O on `p` completed with an ANA status (3/01..3/03): refused at parse, so not
+ * executed. The path takes that state at once and keeps it, out of path selection, until
+ * a log read issued after the status says otherwise; that read comes after a backoff,
+ * not at once, so a path whose log disagrees with its statuses is not hammered.
+ */
+export function onAnaStatus(ctx: WatchContext, p: Path, state: AnaPathState, why: string): void {
+  p.anaStatuses++;
+  learnAna(ctx, p, state, why);
+  readAnaLater(ctx, p);
+}
+
+/** Read `p`'s ANA log again after a backoff (multipath-path.ts), at most ANATT apart. */
+function readAnaLater(ctx: WatchContext, p: Path): void {
+  const anatt = (p.controller === 'live' && p.ctrl.identity.anatt) || 10;
+  p.readAnaLater(anatt * 1000, () => void readAna(ctx, p));
 }
 
 /**
@@ -122,7 +146,8 @@ function applyAnaLog(ctx: WatchContext, p: Path, raw: Buffer, anagrpmax: number)
     state = anaStateOf(log, ctx.nsid);
     chgcnt = log.chgcnt;
   } catch (e) {
-    return learnAna(ctx, p, 'unknown', (e as Error).message);
+    learnAna(ctx, p, 'unknown', (e as Error).message);
+    return readAnaLater(ctx, p);
   }
   learnAna(ctx, p, state, `ANA log (CHGCNT ${chgcnt})`);
 }

@@ -22,8 +22,14 @@
  * Retry rules, and why:
  * 1. Completed with a path status (SCT 3: 3/01 persistent loss, 3/02 inaccessible,
  *    3/03 change, 3/00 internal path error) and no DNR: the target refused it at parse,
- *    before touching data, so it was not executed. Resend at once on another usable path
- *    (and note the path's new ANA state and re-read its log).
+ *    before touching data, so it was not executed. Resend at once on another usable path,
+ *    or wait for one as in rule 5. An ANA status (3/01..3/03) also gives its path that
+ *    state, which keeps the path out of use until a log read issued after the status
+ *    says otherwise; that read comes after a backoff (50 ms, doubling while the path
+ *    keeps refusing, at most ANATT), not at once: a target may answer 3/03 for a moment
+ *    while its log still says optimized (ours does for a backend briefly away), and
+ *    re-admitting the path on that log would bounce the command straight back. Such
+ *    refusals do not count toward maxAttempts; noPathTimeoutMs bounds them.
  * 2. Never sent (HostError with maybeExecuted = false: not connected, queue full,
  *    closed): nothing happened anywhere, so resend at once.
  * 3. Ended without a completion after it reached the socket (timeout, connection lost;
@@ -39,8 +45,9 @@
  *    changes no data, so running it twice cannot reorder writes: it is resent at once.
  * 4. DNR set, or any other status (LBA range, media error...): the namespace answered;
  *    the caller gets the NvmeStatusError, no retry.
- * 5. No usable path (all inaccessible, recovering, dead...): the command waits up to
- *    noPathTimeoutMs for one (queue_if_no_path with a limit), then fails with a
+ * 5. No usable path (all inaccessible, recovering, dead...): the command waits for one
+ *    (queue_if_no_path with a limit), at most noPathTimeoutMs from the first time it
+ *    found none, however often it is sent and parked again meanwhile, then fails with a
  *    HostError 'not-connected' that says what each path is doing. Its maybeExecuted
  *    is true if any earlier attempt may have run.
  * The caller is never told "failed" about a write that may still land, without
@@ -56,12 +63,11 @@ import { NvmeController, type ControllerOptions } from './controller.js';
 import { HostError, NvmeStatusError } from './errors.js';
 import { Command, copyRequest } from './multipath-command.js';
 import { Path, type PathInfo } from './multipath-path.js';
-import { choosePath, classifyOutcome } from './multipath-policy.js';
+import { choosePath, classifyOutcome, type Outcome } from './multipath-policy.js';
 import {
-  learnAna,
   onAnaEvent,
+  onAnaStatus,
   onNamespaceEvent,
-  readAna,
   validatePath,
   type WatchContext,
 } from './multipath-watch.js';
@@ -80,7 +86,8 @@ export interface MultipathOptions {
   /** One controller per path; all must name the same subsystem (subnqn). */
   readonly paths: readonly PathOptions[];
   readonly nsid: number;
-  /** How long a command waits for a usable path before failing (default 30000 ms). */
+  /** How long a command may wait for a usable path, from the first time it found none,
+   * before failing (default 30000 ms). */
   readonly noPathTimeoutMs?: number;
   /** Commands that may wait for a path or for fencing, together (default 4096). */
   readonly maxWaiting?: number;
@@ -91,7 +98,8 @@ export interface MultipathOptions {
    * that wait (a Linux nvmet target may keep a controller up to twice its KATO); a value
    * below any path's defaultFenceMs is refused. */
   readonly fenceDelayMs?: number;
-  /** Attempts per command before giving up (default 16): stops ping-pong on flapping paths. */
+  /** Attempts per command before giving up (default 16): stops ping-pong on flapping
+   * paths. Attempts refused with an ANA status do not count (see retry rule 1). */
   readonly maxAttempts?: number;
   /** A path's controller state, ANA state, identity check or usability changed. */
   readonly onPathChange?: (path: PathInfo, why: string) => void;
@@ -273,7 +281,6 @@ export class MultipathNamespace extends NamespaceIo {
     if (i < 0) return this.park(c);
     const p = this.list[i]!;
     c.sm.transition('in-flight');
-    c.attempts++;
     c.path = p;
     c.epoch = p.epoch;
     const req = copyRequest(c.template);
@@ -288,21 +295,7 @@ export class MultipathNamespace extends NamespaceIo {
     if (c.attempt !== r) return; // an old attempt's late callback: never acted upon
     c.attempt = null;
     p.inFlight--;
-    const implied = r.error ? null : anaStateOfStatus(r.status);
-    if (implied) {
-      // The path told us its state before its log did; the log may have moved on too.
-      learnAna(this.watch, p, implied, `I/O completed with ${statusName(r.status)}`);
-      void readAna(this.watch, p);
-    }
-    const outcome = classifyOutcome(r.status, r.error, c.mutating);
-    if (r.error) {
-      p.counts.transportErrors++;
-      c.lastError = r.error;
-      if (r.error.maybeExecuted) c.maybeExecuted = true;
-    } else if (outcome === 'retry') {
-      p.counts.pathErrors++;
-      c.lastError = new NvmeStatusError(r.status, `${c.what} on ${p.name}`, r.dw0);
-    }
+    const outcome = this.learn(c, p, r);
     switch (outcome) {
       case 'complete':
         p.counts.completed++;
@@ -322,6 +315,30 @@ export class MultipathNamespace extends NamespaceIo {
       case 'hold':
         return this.hold(c, p);
     }
+  }
+
+  /** What an ended attempt tells about its path and its command; and what to do next. */
+  private learn(c: Command, p: Path, r: NvmeRequest): Outcome {
+    const implied = r.error ? null : anaStateOfStatus(r.status);
+    if (implied) {
+      // Refused before it ran: the path is out until its log says otherwise (rule 1), and
+      // the attempt does not count (noPathTimeoutMs bounds these).
+      onAnaStatus(this.watch, p, implied, `I/O completed with ${statusName(r.status)}`);
+    } else {
+      c.attempts++;
+      // The namespace answered: the path's next ANA backoff starts short again.
+      if (!r.error && statusType(r.status) !== 3) p.anaBackoffMs = 0;
+    }
+    const outcome = classifyOutcome(r.status, r.error, c.mutating);
+    if (r.error) {
+      p.counts.transportErrors++;
+      c.lastError = r.error;
+      if (r.error.maybeExecuted) c.maybeExecuted = true;
+    } else if (outcome === 'retry') {
+      p.counts.pathErrors++;
+      c.lastError = new NvmeStatusError(r.status, `${c.what} on ${p.name}`, r.dw0);
+    }
+    return outcome;
   }
 
   /** Rule 3: keep `c` until path `p` is fenced. */
@@ -355,14 +372,25 @@ export class MultipathNamespace extends NamespaceIo {
     }
   }
 
-  /** Rule 5: no usable path; wait (FIFO, so the head has the earliest deadline). */
+  /**
+   * Rule 5: no usable path; wait, at most noPathTimeoutMs since the command first found
+   * none (so a command parked again after a path status or a release keeps its clock).
+   * The queue is kept in that order, so its head has the earliest deadline.
+   */
   private park(c: Command): void {
     if (this.parked() >= this.maxWaiting) {
       return this.fail(c, 'busy', `no usable path and ${this.maxWaiting} commands already wait`);
     }
+    c.noPathSince ||= performance.now();
+    if (performance.now() - c.noPathSince >= this.noPathTimeoutMs) return this.failNoPath(c);
     c.sm.transition('waiting');
-    c.waitingSince = performance.now();
-    this.waiting.push(c);
+    let i = this.waiting.length;
+    while (i > 0 && this.waiting[i - 1]!.noPathSince > c.noPathSince) i--;
+    this.waiting.splice(i, 0, c);
+    if (i === 0 && this.waitTimer) {
+      clearTimeout(this.waitTimer);
+      this.waitTimer = null;
+    }
     this.armWaitTimer();
   }
 
@@ -372,26 +400,26 @@ export class MultipathNamespace extends NamespaceIo {
 
   private armWaitTimer(): void {
     if (this.waitTimer || this.waiting.length === 0) return;
-    const due = this.waiting[0]!.waitingSince + this.noPathTimeoutMs - performance.now();
+    const due = this.waiting[0]!.noPathSince + this.noPathTimeoutMs - performance.now();
     this.waitTimer = setTimeout(
       () => {
         this.waitTimer = null;
         const now = performance.now();
         while (
           this.waiting.length > 0 &&
-          now - this.waiting[0]!.waitingSince >= this.noPathTimeoutMs
+          now - this.waiting[0]!.noPathSince >= this.noPathTimeoutMs
         ) {
-          const c = this.waiting.shift()!;
-          this.fail(
-            c,
-            'not-connected',
-            `no usable path for ${this.noPathTimeoutMs} ms (${this.summary()})`,
-          );
+          this.failNoPath(this.waiting.shift()!);
         }
         this.armWaitTimer();
       },
       Math.max(0, due),
     );
+  }
+
+  private failNoPath(c: Command): void {
+    const why = `no usable path for ${this.noPathTimeoutMs} ms (${this.summary()})`;
+    this.fail(c, 'not-connected', why);
   }
 
   /** A path may have become usable: send what waits. */

@@ -6,9 +6,11 @@
  * an ANA change count that goes backwards.
  */
 import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { HostError, MultipathNamespace } from '../../../engine/src/host/index.js';
+import { BackendError, type BlockBackend } from '../../../engine/src/storage/backend.js';
 import { MemoryBackend } from '../../../engine/src/storage/memory.js';
 import {
   BS,
@@ -21,11 +23,36 @@ import {
   pathTo,
   runCleanup,
   spy,
+  startNode,
   startPair,
   until,
 } from './multipath-rig.js';
 
 const OTHER_NGUID = 'ffeeddccbbaa99887766554433221100';
+
+/**
+ * `b`, whose writes fail as 'unavailable' while `away()` (a storage thread restarting):
+ * the target answers them ANA Transition (3/03) while its ANA log still says optimized.
+ */
+function unavailableWhile(b: BlockBackend, away: () => boolean): BlockBackend {
+  const inner = spy(b, []);
+  return {
+    ...inner,
+    write: (o, d, f, cb) => {
+      if (!away()) return inner.write(o, d, f, cb);
+      setImmediate(() => cb(new BackendError('unavailable', 'storage thread restarting')));
+    },
+  };
+}
+
+/** Node A over `backend` made unavailable while `away()`, node B inaccessible: A is all. */
+async function startAwayPair(away: () => boolean, anattA = 10) {
+  const backend = new MemoryBackend({ sizeBytes: 16 << 20, blockSize: BS });
+  const flaky = unavailableWhile(backend, away);
+  const a = await startNode('A', flaky, 'optimized', [1, 0x7fff], NGUID, anattA);
+  const b = await startNode('B', backend, 'inaccessible', [0x8000, 0xffef]);
+  return { a, b };
+}
 
 afterEach(runCleanup);
 
@@ -189,7 +216,67 @@ describe('multipath and namespace identity', () => {
   });
 });
 
+describe('multipath and ANA statuses', () => {
+  // Before: the log read right after each 3/03 said optimized, the command went straight
+  // back, and after 16 such bounces (within milliseconds) it failed.
+  it('waits out a path that answers ANA Transition while its log says optimized, re-reading the log with a backoff', async () => {
+    let awayUntil = 0;
+    const { a, b } = await startAwayPair(() => performance.now() < awayUntil);
+    const mp = await open({ nsid: 1, paths: [pathTo(a), pathTo(b)] });
+    awayUntil = performance.now() + 600;
+    const data = randomBytes(BS);
+    await mp.write(9, data);
+    expect(performance.now()).toBeGreaterThanOrEqual(awayUntil);
+    // A log read after 50, 100, 200, 400 ms...: a handful of refusals, not a hot loop.
+    const refused = byName(mp, 'A').io.pathErrors;
+    expect(refused).toBeGreaterThan(1);
+    expect(refused).toBeLessThanOrEqual(10);
+    expect((await mp.read(9, 1)).equals(data)).toBe(true);
+  });
+
+  // Before: each time the command was parked again its clock started over, so it could
+  // wait maxAttempts x noPathTimeoutMs, or (with ANA bounces not counted) for ever.
+  it('fails a command noPathTimeoutMs after it first found no usable path, however often it was parked again', async () => {
+    // ANATT 1 s: re-reads at most 1 s apart, each re-admitting A for one more refusal.
+    const { a, b } = await startAwayPair(() => true, 1);
+    const mp = await open({ nsid: 1, paths: [pathTo(a), pathTo(b)], noPathTimeoutMs: 1500 });
+    const started = performance.now();
+    const err = await Promise.race([
+      mp.write(9, randomBytes(BS)).catch((e: unknown) => e),
+      delay(6000, 'still waiting 6 s later'),
+    ]);
+    expect(err).toBeInstanceOf(HostError);
+    expect((err as HostError).kind).toBe('not-connected');
+    expect((err as HostError).maybeExecuted).toBe(false);
+    expect((err as Error).message).toMatch(
+      /no usable path for 1500 ms \(A: live, change; B: live, inaccessible\)/,
+    );
+    expect(performance.now() - started).toBeGreaterThanOrEqual(1490);
+    expect(byName(mp, 'A').io.pathErrors).toBeGreaterThan(2);
+  });
+});
+
 describe('multipath and ANA logs', () => {
+  // Before: the path stayed 'unknown' until an event or a reconnect happened to read again.
+  it('reads a refused ANA log again, with a backoff, until it gets it', async () => {
+    const { a, b } = await startPair();
+    const mp = await open({ nsid: 1, paths: [pathTo(a), pathTo(b)] });
+    const ana = a.target.ana;
+    const list = ana.list;
+    ana.list = () => {
+      throw new Error('ANA state unreadable'); // Get Log Page 0x0C fails: Internal Error
+    };
+    a.target.setAnaState(1, 'non-optimized'); // the event makes the host read, refused
+    await until('A unknown', () => byName(mp, 'A').ana === 'unknown');
+    const data = randomBytes(BS);
+    await mp.write(7, data);
+    expect(b.writes).toContain(7 * BS);
+    // No event announces the log readable again: only the host's own re-read finds it.
+    ana.list = list;
+    await until('A read again', () => byName(mp, 'A').ana === 'non-optimized', 5000);
+    expect(byName(mp, 'A').usable).toBe(true);
+  });
+
   it('follows the newest ANA log even when the change count went backwards', async () => {
     const { a, b } = await startPair();
     const mp = await open({ nsid: 1, paths: [pathTo(a), pathTo(b)] });
