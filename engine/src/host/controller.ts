@@ -62,6 +62,10 @@ export interface ControllerOptions {
   /** Keep-alive timeout, ms (default 5000; 0 = none). Keep Alive is sent every KATO/2.
    * setFeatures(FID.KATO) changes it, for the next associations too. */
   readonly kato?: number;
+  /** Refuse to turn keep-alive off: setFeatures(FID.KATO) with 0 fails before it is
+   * sent. A multipath path sets it: its fencing relies on the target dropping a
+   * controller it lost touch with once KATO runs out. */
+  readonly requireKeepAlive?: boolean;
   readonly connectTimeoutMs?: number;
   /** Admin command timeout (default 60000) and I/O command timeout (default 30000), ms. */
   readonly adminTimeoutMs?: number;
@@ -125,6 +129,8 @@ export class NvmeController implements Submitter {
   private cancelAttempt: (() => void) | null = null;
   private rr = 0;
   private retryTimer: NodeJS.Timeout | null = null;
+  /** See keepAliveCeilingMs. */
+  private katoCeiling = 0;
   private lostAt = 0;
   /** Why the last association was lost (for messages of commands refused meanwhile). */
   private lastError: Error | null = null;
@@ -277,14 +283,33 @@ export class NvmeController implements Submitter {
    */
   async setFeatures(fid: number, p?: FeatureParams): Promise<admin.FeatureResult> {
     const a = this.assoc;
+    const kato = fid === FID.KATO ? (p?.cdw11 ?? 0) >>> 0 : -1;
+    if (kato === 0 && this.opts.requireKeepAlive) {
+      throw new Error(
+        `controller ${this.opts.host}:${this.opts.port}: KATO 0 (no keep-alive) refused: this ` +
+          `controller is a multipath path, and without keep-alive its target never drops it ` +
+          `when the path is lost, so nothing could prove a write sent there will not land ` +
+          `later. Give it a KATO above 0.`,
+      );
+    }
+    // Once sent it may be in force, answered or not: the ceiling grows before.
+    if (a && kato > this.katoCeiling) this.katoCeiling = kato;
     const r = await admin.setFeatures(this, fid, p);
     // Unless it went to an association that is gone: the new one has the old KATO.
-    if (fid === FID.KATO && a && this.assoc === a) {
-      const kato = (p?.cdw11 ?? 0) >>> 0;
+    if (kato >= 0 && a && this.assoc === a) {
       this.params = { ...this.params, kato };
       a.keepAlive.start(kato);
     }
     return r;
+  }
+
+  /**
+   * The largest KATO (ms) the controller of the current association, or of the last one
+   * lost, may be running with: the one its Connect gave, or a larger one a Set Features
+   * sent since, answered or not. How long a target that lost touch may keep it.
+   */
+  get keepAliveCeilingMs(): number {
+    return this.katoCeiling;
   }
   async keepAlive(): Promise<void> {
     await execute(this, fillKeepAlive(new NvmeRequest()), 'keep alive');
@@ -335,6 +360,7 @@ export class NvmeController implements Submitter {
       throw new HostError('closed', 'controller closed while reconnecting');
     }
     let a: Association | null = null;
+    this.katoCeiling = this.params.kato; // the Connect about to go out carries it
     const ac = new AbortController();
     this.cancelAttempt = () => ac.abort();
     try {

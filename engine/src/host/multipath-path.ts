@@ -5,12 +5,15 @@
  *
  * Fencing. A command that failed on this path without a completion may still run on
  * the target. It is safe to send it elsewhere only once the association it went out on
- * can no longer execute anything: `fenceDelayMs` has passed since that association was
+ * can no longer execute anything: the fence delay has passed since that association was
  * lost (the controller left 'live'). The delay covers a target that did not notice the
  * loss (a network partition): it keeps that controller until its keep-alive timer fires
- * (KATO + slack), so the delay is the path's KATO rounded up, plus a second
- * (defaultFenceMs), or the longer fenceDelayMs the caller gave: never shorter, which
- * MultipathNamespace checks at connect. It runs from the loss, not from giving the path
+ * (KATO + slack), so the delay is the KATO rounded up, plus a second (defaultFenceMs),
+ * or the longer fenceDelayMs the caller gave: never shorter, which MultipathNamespace
+ * checks at connect. The KATO is the largest the lost controller may have run with (its
+ * Connect's, or a larger one a Set Features sent since: keepAliveCeilingMs), worked out
+ * when the loss starts the delay; turning keep-alive off on a path is refused
+ * (requireKeepAlive). It runs from the loss, not from giving the path
  * up: the host sends nothing more on a lost association (its sockets are reset, so the
  * kernel drops what it had not sent yet rather than deliver it later), and its reconnect
  * attempts build new controllers that never revive the old one, so an in-doubt write
@@ -24,6 +27,7 @@
  * MultipathNamespace refuses such paths.
  */
 import type { AnaPathState } from './ana-log.js';
+import { defaultFenceMs } from './multipath-options.js';
 import type { ControllerState, NvmeController } from './controller.js';
 import { pathUsable, type PathView } from './multipath-policy.js';
 
@@ -74,7 +78,7 @@ export class Path implements PathView {
   absent = false;
   /** Associations established so far (see Fencing above). */
   epoch = 0;
-  /** The newest association lost longer than fenceDelayMs ago (0: none). */
+  /** The newest association lost longer than its fence delay ago (0: none). */
   fencedThrough = 0;
   inFlight = 0;
   /** Commands in doubt on this path, each with the epoch it was sent in. */
@@ -105,11 +109,14 @@ export class Path implements PathView {
   private anaTimer: NodeJS.Timeout | null = null;
   private ctrlRef: NvmeController | null = null;
 
+  /** The delay the last loss started (for messages). */
+  fenceDelayMs = 0;
+
   constructor(
     readonly index: number,
     readonly name: string,
-    /** Wait after an association is lost before what was in doubt on it may move. */
-    readonly fenceDelayMs: number,
+    /** The caller's fenceDelayMs (0: none): a fence is never shorter. */
+    private readonly minFenceMs: number,
   ) {}
 
   get ctrl(): NvmeController {
@@ -163,6 +170,8 @@ export class Path implements PathView {
       this.fencedThrough = Math.max(this.fencedThrough, epoch);
       onFenced();
     };
+    const kato = this.ctrl.keepAliveCeilingMs;
+    this.fenceDelayMs = Math.max(this.minFenceMs, defaultFenceMs(kato));
     this.fenceTimers.set(epoch, setTimeout(fence, this.fenceDelayMs));
   }
 

@@ -41,7 +41,8 @@
  *    went out on was lost (reconnected since or not: a new association does not end the
  *    old controller on the target). Only then is it resent. That is why every path needs
  *    a keep-alive: with KATO 0 nothing on the target ever drops the lost controller, no
- *    wait proves anything, and connect() refuses such a path. A read, compare or flush
+ *    wait proves anything, and connect() refuses such a path (and a Set Features that
+ *    would turn it off; one that raises KATO lengthens the path's fence). A read, compare or flush
  *    changes no data, so running it twice cannot reorder writes: it is resent at once.
  * 4. DNR set, or any other status (LBA range, media error...): the namespace answered;
  *    the caller gets the NvmeStatusError, no retry.
@@ -60,7 +61,7 @@ import { anaStateOfStatus } from './ana-log.js';
 import { NvmeController, type ControllerOptions } from './controller.js';
 import { HostError, NvmeStatusError } from './errors.js';
 import { Command, copyRequest } from './multipath-command.js';
-import { checkOptions, defaultFenceMs, katoOf, oneHost, pathName } from './multipath-options.js';
+import { checkOptions, oneHost, pathName } from './multipath-options.js';
 import { Path, type PathInfo } from './multipath-path.js';
 import { choosePath, classifyOutcome, type Outcome } from './multipath-policy.js';
 import {
@@ -92,7 +93,8 @@ export interface MultipathOptions {
   /** Commands that may wait for a path or for fencing, together (default 4096). */
   readonly maxWaiting?: number;
   /** Wait after a path's association is lost (its controller left 'live') before its
-   * in-doubt commands are resent elsewhere. Default, per path: that path's KATO rounded
+   * in-doubt commands are resent elsewhere. Default, per path: that path's KATO (the
+   * largest its lost controller may have had, Set Features included) rounded
    * up to seconds, plus one second (defaultFenceMs), the longest our target keeps a
    * controller it lost touch with. Given, it applies to every path and may only lengthen
    * that wait (a Linux nvmet target may keep a controller up to twice its KATO); a value
@@ -145,11 +147,11 @@ export class MultipathNamespace extends NamespaceIo {
     this.maxAttempts = opts.maxAttempts ?? 16;
     const host = oneHost(opts.paths);
     opts.paths.forEach((po, i) => {
-      const fence = opts.fenceDelayMs ?? defaultFenceMs(katoOf(po));
-      const p = new Path(i, pathName(po), fence);
+      const p = new Path(i, pathName(po), opts.fenceDelayMs ?? 0);
       p.ctrl = new NvmeController({
         ...po,
         ...host,
+        requireKeepAlive: true,
         onStateChange: (next, prev, why) => {
           this.onControllerState(p, why);
           po.onStateChange?.(next, prev, why);

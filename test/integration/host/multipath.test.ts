@@ -9,9 +9,11 @@ import { afterEach, describe, expect, it } from 'vitest';
 import {
   HostError,
   MultipathNamespace,
+  type PathInfo,
   type PathOptions,
   type RetryEvent,
 } from '../../../engine/src/host/index.js';
+import { FID } from '../../../engine/src/protocol/opcodes.js';
 import {
   BS,
   NGUID,
@@ -40,6 +42,17 @@ function stallablePath(n: Node, proxy: PausableProxy, lossTimeoutMs: number): Pa
     connectTimeoutMs: 1000,
     reconnect: { delayMs: 300, lossTimeoutMs },
   });
+}
+
+/** When path A's association was first lost (its controller went 'recovering'). */
+function lossOfA() {
+  const clock = { lostAt: 0 };
+  const onPathChange = (p: PathInfo, why: string) => {
+    if (p.name === 'A' && why.startsWith('controller recovering') && !clock.lostAt) {
+      clock.lostAt = performance.now();
+    }
+  };
+  return { clock, onPathChange };
 }
 
 /**
@@ -199,18 +212,14 @@ describe('multipath over two BranchSAN targets sharing one backend', () => {
     const events: string[] = [];
     let bWritesAtRelease = -1;
     let aAtRelease = '';
-    let lostAt = 0;
+    const { clock, onPathChange } = lossOfA();
     let releasedAt = 0;
     const LBA = 77;
     const bWritesOfLba = () => b.writes.filter((o) => o === LBA * BS).length;
     const mp = await open({
       nsid: 1,
       paths: [stallablePath(a, proxy, 60_000), pathTo(b)],
-      onPathChange: (p, why) => {
-        if (p.name === 'A' && why.startsWith('controller recovering') && !lostAt) {
-          lostAt = performance.now();
-        }
-      },
+      onPathChange,
       onRetry: (ev) => {
         events.push(`${ev.kind} ${ev.what} (${ev.reason.split(':')[0]})`);
         if (ev.kind !== 'release') return;
@@ -232,8 +241,8 @@ describe('multipath over two BranchSAN targets sharing one backend', () => {
     expect(bWritesOfLba()).toBe(0);
     await pending;
     // Not before the fence: A's 1 s KATO rounded up, plus 1 s, after the loss.
-    expect(lostAt).toBeGreaterThan(0);
-    expect(releasedAt - lostAt).toBeGreaterThanOrEqual(1990);
+    expect(clock.lostAt).toBeGreaterThan(0);
+    expect(releasedAt - clock.lostAt).toBeGreaterThanOrEqual(1990);
     expect(bWritesAtRelease).toBe(0);
     expect(['recovering', 'connecting']).toContain(aAtRelease);
     expect(bWritesOfLba()).toBe(1);
@@ -244,6 +253,39 @@ describe('multipath over two BranchSAN targets sharing one backend', () => {
       ),
     ]);
     expect((await mp.read(LBA, 1)).equals(data)).toBe(true);
+  });
+
+  it("lengthens a path's fence when Set Features raises its KATO, and refuses to turn keep-alive off", async () => {
+    const { a, b } = await startPair();
+    const proxy = await PausableProxy.start(a.port);
+    const events: string[] = [];
+    const { clock, onPathChange } = lossOfA();
+    let releasedAt = 0;
+    const mp = await open({
+      nsid: 1,
+      paths: [stallablePath(a, proxy, 60_000), pathTo(b)],
+      onPathChange,
+      onRetry: (ev) => {
+        events.push(`${ev.kind} ${ev.reason}`);
+        if (ev.kind === 'release') releasedAt = performance.now();
+      },
+    });
+    const ctrlA = mp.controller(mp.paths().findIndex((p) => p.name === 'A'));
+    // Connected with KATO 1 s (fence 2 s); the target now keeps a lost controller ~3.75 s.
+    await ctrlA.setFeatures(FID.KATO, { cdw11: 3000 });
+    await expect(ctrlA.setFeatures(FID.KATO, { cdw11: 0 })).rejects.toThrow(
+      /KATO 0 \(no keep-alive\) refused: this controller is a multipath path/,
+    );
+    expect((await ctrlA.getFeatures(FID.KATO)).dw0).toBe(3000);
+    await mp.write(5, Buffer.alloc(BS, 1)); // through A
+    proxy.pause();
+    const data = Buffer.alloc(BS, 2);
+    const pending = mp.write(5, data);
+    await pending;
+    // Before: released 2 s after the loss, while A's controller could still run the write.
+    expect(releasedAt - clock.lostAt).toBeGreaterThanOrEqual(3990);
+    expect(events.at(-1)).toMatch(/^release association lost 4000 ms ago/);
+    expect((await mp.read(5, 1)).equals(data)).toBe(true);
   });
 
   it('holds a timed-out write through its path reconnecting, until the fence delay since the loss has passed', async () => {
