@@ -16,14 +16,15 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { crc32c } from '../protocol/crc32c.js';
 import {
-  PduError,
   hostParser,
   landedAt,
   type DataHeader,
+  type DataRefusal,
   type PduParser,
 } from '../protocol/pdu-parser.js';
 import {
   Fes,
+  OFF_CCCID,
   PduFlag,
   PduType,
   encodeH2CData,
@@ -105,6 +106,16 @@ interface Slot {
   deadline: number;
 }
 
+/** What our TermReq tells the controller: a PduError or DataRefusal fits, or these. */
+interface TermCause {
+  readonly fes: number;
+  readonly fei: number;
+  /** The offending header, when the parser has it. */
+  readonly header?: Buffer;
+}
+const BAD_FIELD: TermCause = { fes: Fes.INVALID_HEADER_FIELD, fei: 0 };
+const OUT_OF_RANGE: TermCause = { fes: Fes.DATA_OUT_OF_RANGE, fei: 0 };
+
 /** The command that made a queue fail, and the error it ends with. */
 interface Culprit {
   readonly slot: Slot;
@@ -155,6 +166,8 @@ export class NvmeTcpQueue {
   private readonly shared: number;
   private reservedInFlight = 0;
   private opened: { resolve: () => void; reject: (e: Error) => void } | null = null;
+  /** The read whose C2HData header the DataSink refused: the parser's error is about it. */
+  private refused: Slot | null = null;
 
   private constructor(private readonly opts: QueueOptions) {
     this.qid = opts.qid;
@@ -353,7 +366,7 @@ export class NvmeTcpQueue {
 
   private readonly onData = (chunk: Buffer): void => {
     const err = this.parser.feed(chunk, this.onPdu);
-    if (err) this.protocolFailure(null, `bad PDU from the controller: ${err.message}`, err);
+    if (err) this.protocolFailure(this.refused, `bad PDU from the controller: ${err.message}`, err);
   };
 
   private readonly onPdu = (pdu: C2HPdu): void => {
@@ -400,10 +413,9 @@ export class NvmeTcpQueue {
   }
 
   private slotFor(cid: number, what: string): Slot | null {
-    const tag = this.cids.lookup(cid);
-    if (tag >= 0) return this.slots[tag]!;
-    this.protocolFailure(null, `${what} for unknown command id 0x${cid.toString(16)}`);
-    return null;
+    const slot = this.commandSlot(cid);
+    if (!slot) this.protocolFailure(null, `${what} for unknown command id 0x${cid.toString(16)}`);
+    return slot;
   }
 
   private onCapsuleResp(cqe: Buffer): void {
@@ -432,30 +444,56 @@ export class NvmeTcpQueue {
    * The parser's DataSink: a C2HData that spans received chunks lands straight in the
    * read's buffer (`into`, or the one gathered for it), not in a buffer of the parser's
    * that would be copied once more (a 128 KiB read: one allocation and one copy fewer).
-   * A PDU that does not continue the read gets null and is reported by onC2HData.
+   * A header that cannot continue its read is refused, so the parser fails at once
+   * instead of first taking in up to maxDataLength bytes of it.
    */
-  private readonly dataSink = (h: DataHeader): Buffer | null => {
-    const tag = this.cids.lookup(h.cccid);
-    const req = tag >= 0 ? this.slots[tag]!.req : null;
-    if (!req) return null;
-    const slot = this.slots[tag]!;
-    const len = req.readLength;
-    if (h.datao !== slot.received || h.datao + h.datal > len) return null;
+  private readonly dataSink = (h: DataHeader): Buffer | DataRefusal => {
+    const found = this.commandSlot(h.cccid);
+    const refusal = this.c2hRefusal(found, h);
+    if (refusal) {
+      this.refused = found;
+      return refusal;
+    }
+    const slot = found!; // c2hRefusal refuses a null slot
+    const req = slot.req!;
     if (req.into) return req.into.subarray(h.datao, h.datao + h.datal);
-    slot.gather ??= Buffer.allocUnsafe(len);
+    slot.gather ??= Buffer.allocUnsafe(req.readLength);
     return slot.gather.subarray(h.datao, h.datao + h.datal);
   };
 
+  /** The slot of a command in flight, or null (an unknown or stale CID). */
+  private commandSlot(cid: number): Slot | null {
+    const tag = this.cids.lookup(cid);
+    return tag >= 0 ? this.slots[tag]! : null;
+  }
+
+  /**
+   * Why a C2HData cannot continue a read in `slot` (the checks Linux makes, facts §1.7,
+   * plus the range), or null. Made on the header alone, so the DataSink can make it too.
+   */
+  private c2hRefusal(slot: Slot | null, h: DataHeader | C2HDataPdu): DataRefusal | null {
+    if (!slot) {
+      const why = `C2HData for unknown command id 0x${h.cccid.toString(16)}`;
+      return { ...BAD_FIELD, fei: OFF_CCCID, why };
+    }
+    const len = slot.req!.readLength;
+    if (len === 0) {
+      return { ...BAD_FIELD, fei: OFF_CCCID, why: 'C2HData for a command that reads nothing' };
+    }
+    if (h.datao !== slot.received || h.datao + h.datal > len) {
+      const why = `C2HData DATAO ${h.datao} DATAL ${h.datal}: expected offset ${slot.received} of ${len}`;
+      return { ...OUT_OF_RANGE, why };
+    }
+    return null;
+  }
+
   private onC2HData(p: C2HDataPdu): void {
-    const slot = this.slotFor(p.cccid, 'C2HData');
-    if (!slot) return;
+    const found = this.commandSlot(p.cccid);
+    const refusal = this.c2hRefusal(found, p);
+    if (refusal) return this.protocolFailure(found, refusal.why, refusal);
+    const slot = found!; // c2hRefusal refuses a null slot
     const req = slot.req!;
     const len = req.readLength;
-    if (len === 0) return this.protocolFailure(slot, 'C2HData for a command that reads nothing');
-    if (p.datao !== slot.received || p.datao + p.datal > len) {
-      const msg = `C2HData DATAO ${p.datao} DATAL ${p.datal}: expected offset ${slot.received} of ${len}`;
-      return this.protocolFailure(slot, msg, undefined, Fes.DATA_OUT_OF_RANGE);
-    }
     if (p.ddgstError) slot.ddgstBad = true;
     if (req.into) {
       if (!landedAt(p.data, req.into, p.datao)) p.data.copy(req.into, p.datao);
@@ -486,7 +524,7 @@ export class NvmeTcpQueue {
     const end = p.r2to + p.r2tl;
     if (p.r2to < slot.r2tEnd || end > data.length) {
       const msg = `R2T offset ${p.r2to} length ${p.r2tl} outside ${slot.r2tEnd}..${data.length}`;
-      return this.protocolFailure(slot, msg, undefined, Fes.DATA_OUT_OF_RANGE);
+      return this.protocolFailure(slot, msg, OUT_OF_RANGE);
     }
     const dg = { hdgst: this.hdgst, ddgst: this.ddgst };
     for (let off = p.r2to; off < end;) {
@@ -531,12 +569,11 @@ export class NvmeTcpQueue {
    * The controller broke the protocol: fail `slot`'s command with 'protocol', tell
    * the controller why (TermReq, best effort) and fail the queue.
    */
-  private protocolFailure(slot: Slot | null, msg: string, pduErr?: PduError, fes?: number): void {
+  private protocolFailure(slot: Slot | null, msg: string, cause = BAD_FIELD): void {
     const text = `queue ${this.qid}: ${msg}`;
     const live = this.sm.is('live') && !this.sock.destroyed;
     if (live) {
-      const code = pduErr?.fes ?? fes ?? Fes.INVALID_HEADER_FIELD;
-      this.sock.write(encodeTermReq(PduType.H2CTermReq, code, pduErr?.fei ?? 0, pduErr?.header));
+      this.sock.write(encodeTermReq(PduType.H2CTermReq, cause.fes, cause.fei, cause.header));
     }
     const kind = this.sm.is('connecting') ? 'connect' : 'transport';
     const culprit = slot && { slot, err: new HostError('protocol', text, true) };

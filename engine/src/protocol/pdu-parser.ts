@@ -118,12 +118,22 @@ export interface DataHeader {
  * `datal` bytes, typically the command's own buffer at `datao`. The parser then
  * copies the data there as it arrives, instead of into a buffer of its own that the
  * consumer would copy once more, and the PDU it hands out carries that very buffer
- * as `data`. Null: the parser gathers the PDU itself, as without a sink (an
- * unknown command, say, which the consumer then reports as usual). The bytes land
- * before the PDU is complete and checked, so the buffer must be one whose contents
- * may be garbage if the command fails.
+ * as `data`. Null: the parser gathers the PDU itself, as without a sink. A
+ * DataRefusal: the header can never fit a command (unknown command, data outside
+ * its range), so the parser fails at once with that FES/FEI, before gathering up to
+ * maxDataLength bytes only to throw them away. The bytes land before the PDU is
+ * complete and checked, so the buffer must be one whose contents may be garbage if
+ * the command fails.
  */
-export type DataSink = (h: DataHeader) => Buffer | null;
+export type DataSink = (h: DataHeader) => Buffer | DataRefusal | null;
+
+/** A DataSink's verdict that a data PDU's header is fatal: the TermReq's FES/FEI, and why. */
+export interface DataRefusal {
+  readonly fes: number;
+  /** Byte offset of the bad field for FES 1; 0 otherwise. */
+  readonly fei: number;
+  readonly why: string;
+}
 
 /** Whether a data PDU's data already sits in `dest` at `at` (a DataSink put it there). */
 export function landedAt(data: Buffer, dest: Buffer, at: number): boolean {
@@ -268,7 +278,9 @@ export class PduParser<T extends Pdu = Pdu> {
       const need = this.examine(chunk, off, avail);
       if (typeof need !== 'number') return this.fail(need);
       if (need > avail) {
-        if (!this.startSplit(chunk, off, avail)) this.startSpanning(chunk, off, need);
+        const split = this.startSplit(chunk, off, avail);
+        if (split instanceof PduError) return this.fail(split);
+        if (!split) this.startSpanning(chunk, off, need);
         return null;
       }
       const err = this.deliver(chunk, off, need, onPdu);
@@ -300,7 +312,9 @@ export class PduParser<T extends Pdu = Pdu> {
       const need = this.examine(acc, 0, this.accLen);
       if (typeof need !== 'number') return this.fail(need);
       if (need > this.accLen) {
-        if (this.startSplit(acc, 0, this.accLen)) {
+        const split = this.startSplit(acc, 0, this.accLen);
+        if (split instanceof PduError) return this.fail(split);
+        if (split) {
           this.acc = null;
           return this.continueSplit(chunk, off, onPdu);
         }
@@ -321,14 +335,19 @@ export class PduParser<T extends Pdu = Pdu> {
   /**
    * A data PDU whose header checked out (buf[o..o+avail) is its start) and whose rest
    * is still to come: if the sink gives a buffer for its data, the PDU continues as a
-   * SplitPdu and true is returned.
+   * SplitPdu and true is returned; if the header can never fit (see DataSink), the error.
    */
-  private startSplit(buf: Buffer, o: number, avail: number): boolean {
+  private startSplit(buf: Buffer, o: number, avail: number): boolean | PduError {
     if (!this.sink || !this.plenKnown || this.curPdo === 0) return false;
     const type = buf[o + OFF_TYPE]!;
     if (type !== PduType.C2HData && type !== PduType.H2CData) return false;
     const plen = buf.readUInt32LE(o + OFF_PLEN);
     const datal = plen - this.curPdo - this.curDd;
+    if (buf.readUInt32LE(o + OFF_DATAL) !== datal) {
+      // decodeData would say so once all of plen arrived: say it before gathering any
+      const what = `datal ${buf.readUInt32LE(o + OFF_DATAL)}, plen ${plen}`;
+      return headerError(buf, o, avail, Fes.INVALID_HEADER_FIELD, OFF_DATAL, what);
+    }
     const data = this.sink({
       type,
       cccid: buf.readUInt16LE(o + OFF_CCCID),
@@ -336,6 +355,9 @@ export class PduParser<T extends Pdu = Pdu> {
       datao: buf.readUInt32LE(o + OFF_DATAO),
       datal,
     });
+    if (data && !Buffer.isBuffer(data)) {
+      return headerError(buf, o, avail, data.fes, data.fei, data.why);
+    }
     if (!data || data.length !== datal || datal === 0) return false;
     const split: SplitPdu = {
       head: Buffer.allocUnsafe(this.curPdo),

@@ -94,6 +94,8 @@ export class FakeTarget {
   maxOutstanding = 0;
   /** FES of every H2CTermReq received. */
   readonly termReqs: number[] = [];
+  /** FEI of every H2CTermReq received. */
+  readonly termReqFeis: number[] = [];
   /** Opcodes of admin commands received, in order. */
   readonly adminOps: number[] = [];
   private outstanding = new Map<Conn, number>();
@@ -161,6 +163,7 @@ export class FakeTarget {
       parser.setDigests(c.hdgst, c.ddgst);
     } else if (pdu.type === PduType.H2CTermReq) {
       this.termReqs.push(pdu.fes);
+      this.termReqFeis.push(pdu.fei);
     } else if (pdu.type === PduType.CapsuleCmd) {
       this.onCommand(c, pdu.sqe, pdu.data);
     } else if (pdu.type === PduType.H2CData) {

@@ -21,6 +21,7 @@ import {
 import { FCTYPE, IO } from '../../../engine/src/protocol/opcodes.js';
 import {
   Fes,
+  OFF_CCCID,
   PduFlag,
   PduType,
   encodeC2HData,
@@ -59,6 +60,12 @@ const c2h = (x: LieContext, datao: number, data: Buffer, flags = { last: true, s
   encodeC2HData({ cccid: x.cid, datao, ...flags }, data, x.dg);
 const r2t = (x: LieContext, ttag: number, r2to: number, r2tl: number) =>
   encodeR2T({ cccid: x.cid, ttag, r2to, r2tl }, x.dg.hdgst);
+/** A C2HData header for `datal` bytes and the first MiB of them: the rest never comes. */
+const c2hBegun = (x: LieContext, cccid: number, datal: number): Buffer[] => {
+  const f = { cccid, datao: 0, last: true, success: false };
+  const [head] = encodeC2HData(f, Buffer.alloc(datal), x.dg);
+  return [head!, Buffer.alloc(1 << 20, 0xee)];
+};
 const onlyReads = (f: (x: LieContext) => Buffer[] | null) => (x: LieContext) =>
   x.op === IO.READ ? f(x) : null;
 const onlyWrites = (f: (x: LieContext) => Buffer[]) => (x: LieContext) =>
@@ -73,6 +80,10 @@ interface Lie {
   kind: HostError['kind'];
   message: RegExp;
   fes: number;
+  /** The TermReq's FEI, when it matters. */
+  fei?: number;
+  /** Controller options (a short I/O timeout where the bug was a wait for it). */
+  ctrl?: Partial<ControllerOptions>;
 }
 
 const LIES: Lie[] = [
@@ -107,6 +118,27 @@ const LIES: Lie[] = [
     kind: 'protocol',
     message: /C2HData DATAO 0 DATAL 8192: expected offset 0 of 4096/,
     fes: Fes.DATA_OUT_OF_RANGE,
+  },
+  // A header that can never fit fails the read at once: before, the host took in up to
+  // 8 MiB of the PDU (that never came here) before looking, and the read timed out.
+  {
+    name: 'a C2HData header announcing 8 MiB for a 4 KiB read, its data still coming',
+    io: 'read',
+    lie: onlyReads((x) => c2hBegun(x, x.cid, 8 * 1024 * 1024 - 64)),
+    kind: 'protocol',
+    message: /C2HData DATAO 0 DATAL 8388544: expected offset 0 of 4096/,
+    fes: Fes.DATA_OUT_OF_RANGE,
+    ctrl: { ioTimeoutMs: 5000 },
+  },
+  {
+    name: 'a C2HData header for a command id never sent, its data still coming',
+    io: 'read',
+    lie: onlyReads((x) => c2hBegun(x, x.cid ^ 0x0800, 8 * 1024 * 1024 - 64)),
+    kind: 'transport',
+    message: /C2HData for unknown command id/,
+    fes: Fes.INVALID_HEADER_FIELD,
+    fei: OFF_CCCID,
+    ctrl: { ioTimeoutMs: 5000 },
   },
   {
     name: 'C2HData that rewinds over data already received',
@@ -206,9 +238,9 @@ const LIES: Lie[] = [
 ];
 
 describe('host library vs a lying target', () => {
-  it.each(LIES)('$name', async ({ lie, io, kind, message, fes }) => {
+  it.each(LIES)('$name', async ({ lie, io, kind, message, fes, fei, ctrl: opts }) => {
     const honest = await connect({});
-    const { ns, ctrl, target } = await connect({ lie, inCapsule: 4096 });
+    const { ns, ctrl, target } = await connect({ lie, inCapsule: 4096 }, opts);
     target.memory.fill(0x42);
     // The read lands in the middle of a larger buffer: nothing around it may change.
     const guard = Buffer.alloc(3 * 4096, 0x5a);
@@ -225,6 +257,7 @@ describe('host library vs a lying target', () => {
     }
     if (fes >= 0) await waitFor(() => target.termReqs.length === 1);
     expect(target.termReqs).toEqual(fes >= 0 ? [fes] : []);
+    if (fei !== undefined) expect(target.termReqFeis).toEqual([fei]);
     await waitFor(() => ctrl.state === 'dead');
     // The host process keeps serving everyone else.
     honest.target.memory.fill(0x33, 0, 4096);

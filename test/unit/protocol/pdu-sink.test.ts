@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import {
   controllerParser,
   hostParser,
+  PduError,
   type DataHeader,
   type PduParser,
 } from '../../../engine/src/protocol/pdu-parser.js';
@@ -17,6 +18,8 @@ import {
   encodeH2CData,
   encodeICReq,
   encodeICResp,
+  Fes,
+  OFF_DATAL,
   PduType,
   type Pdu,
 } from '../../../engine/src/protocol/pdu.js';
@@ -36,6 +39,14 @@ function feedAll(p: PduParser, bytes: Buffer, sizes: number[]): Pdu[] {
     off += n;
   }
   return out;
+}
+
+/** A target parser past the IC exchange, with digests as given. */
+function readyController(dg: { hdgst: boolean; ddgst: boolean }) {
+  const p = controllerParser(8 << 20);
+  p.feed(encodeICReq({ hpda: 0, maxr2t: 0, ...dg }), () => undefined);
+  p.setDigests(dg.hdgst, dg.ddgst);
+  return p;
 }
 
 /** A host parser past the IC exchange, with digests as given. */
@@ -109,9 +120,10 @@ describe('PduParser data sink', () => {
     }
   });
 
-  it('reports a bad DATAL after the data landed, and parses nothing more', () => {
+  it('reports a DATAL that disagrees with PLEN at once, before any data lands', () => {
     const p = readyHost({ hdgst: false, ddgst: false });
-    p.setDataSink((h) => Buffer.alloc(h.datal));
+    let asked = 0;
+    p.setDataSink((h) => (asked++, Buffer.alloc(h.datal)));
     const wire = Buffer.concat(
       encodeC2HData({ cccid: 3, datao: 0, last: true }, randomBytes(5000), {
         hdgst: false,
@@ -119,13 +131,40 @@ describe('PduParser data sink', () => {
       }),
     );
     wire.writeUInt32LE(4000, 16); // DATAL no longer matches PLEN
-    let err: Error | null = null;
-    for (let o = 0; o < wire.length && !err; o += 1000) {
-      err = p.feed(wire.subarray(o, o + 1000), () => undefined);
-    }
+    const err = p.feed(wire.subarray(0, 1000), () => undefined);
+    expect(err).toBeInstanceOf(PduError);
+    expect(err).toMatchObject({ fes: Fes.INVALID_HEADER_FIELD, fei: OFF_DATAL });
     expect(err?.message).toMatch(/datal 4000/);
+    expect(asked).toBe(0);
     expect(p.halted()).toBe(true);
   });
+
+  // A header the consumer knows can never fit (an unknown command, data past its end)
+  // ends the connection at once: before, the parser gathered all of PLEN (up to its
+  // maxDataLength) only for the consumer to throw it away.
+  for (const role of ['host', 'controller'] as const) {
+    it(`fails at once on a header the sink refuses, with its FES and FEI (${role})`, () => {
+      const dg = { hdgst: true, ddgst: true };
+      const p = role === 'host' ? readyHost(dg) : readyController(dg);
+      const refusal = { fes: Fes.DATA_OUT_OF_RANGE, fei: 0, why: 'past the end of the read' };
+      p.setDataSink(() => refusal);
+      const data = Buffer.alloc(512 * 1024); // under maxDataLength: the header checks out
+      const f = { cccid: 5, datao: 0, last: true };
+      const pdu =
+        role === 'host' ? encodeC2HData(f, data, dg) : encodeH2CData({ ...f, ttag: 2 }, data, dg);
+      const first = Buffer.concat([pdu[0]!, data.subarray(0, 65536)]);
+      const seen: Pdu[] = [];
+      const err = p.feed(first, (x) => seen.push(x));
+      expect(err).toBeInstanceOf(PduError);
+      expect(err).toMatchObject({ fes: Fes.DATA_OUT_OF_RANGE, fei: 0 });
+      expect(err?.message).toMatch(/past the end of the read/);
+      expect(err?.header.equals(pdu[0]!.subarray(0, 24))).toBe(true); // for the TermReq
+      expect(seen).toEqual([]);
+      expect(p.buffered).toBe(0); // nothing gathered
+      expect(p.halted()).toBe(true);
+      expect(p.feed(data.subarray(0, 1000), (x) => seen.push(x))).toBeNull();
+    });
+  }
 
   it('H2CData on the target side lands in the sink buffer too', () => {
     const p = controllerParser(1 << 20);
