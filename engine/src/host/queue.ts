@@ -187,16 +187,31 @@ export class NvmeTcpQueue {
     this.parser = hostParser(this.maxDataLength);
     this.parser.setDataSink(this.dataSink);
     this.slots = makeSlots(opts.depth, this.hdgst);
+    // First, as it may throw: nothing of this queue may be left behind then.
+    this.sock = net.connect({ host: opts.host, port: opts.port, noDelay: true });
     // One coarse timer per queue instead of one per command; unref'd so an idle
     // queue does not keep the process alive by itself.
     const scanMs = Math.min(1000, Math.max(20, Math.floor(this.timeoutMs / 4)));
     this.scanTimer = setInterval(() => this.scanTimeouts(), scanMs).unref();
-    this.sock = net.connect({ host: opts.host, port: opts.port, noDelay: true });
   }
 
   /** TCP connect + ICReq/ICResp; rejects with a HostError of kind 'connect'. */
   static connect(opts: QueueOptions): Promise<NvmeTcpQueue> {
-    const q = new NvmeTcpQueue(opts);
+    const where = `${opts.host}:${opts.port} queue ${opts.qid}`;
+    if (!isTcpPort(opts.port)) {
+      const why = `port ${opts.port} is not a TCP port (an integer 1..65535)`;
+      return Promise.reject(new HostError('connect', `${where}: ${why}`));
+    }
+    let q: NvmeTcpQueue;
+    try {
+      q = new NvmeTcpQueue(opts);
+    } catch (e) {
+      // net.connect refused its arguments (a host that is not a string, say)
+      const err = new HostError('connect', `${where}: ${(e as Error).message}`, false, {
+        cause: e,
+      });
+      return Promise.reject(err);
+    }
     return q.open().then(() => q);
   }
 
@@ -677,6 +692,11 @@ export class NvmeTcpQueue {
     for (const slot of this.slots) if (slot.req) this.failSlot(slot, err.forCommand(true));
     for (const req of this.waiting.drain()) finish(req, err.forCommand(false));
   }
+}
+
+/** A port a TCP connect can reach: an integer 1..65535 (0 is no port to connect to). */
+export function isTcpPort(port: number): boolean {
+  return Number.isInteger(port) && port >= 1 && port <= 65535;
 }
 
 function finish(req: NvmeRequest, err: HostError): void {

@@ -7,7 +7,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { HostError, NvmeController } from '../../../engine/src/host/index.js';
 
 const cleanups: (() => void)[] = [];
@@ -64,5 +64,29 @@ describe('a connect the host library gives up on', () => {
     await new Promise((r) => setTimeout(r, 100));
     // before: its socket stayed in SYN-SENT, the kernel retrying for about two minutes
     expect(connecting(port)).toBe(0);
+  });
+});
+
+describe('a port no connect can reach', () => {
+  it('is refused with its value named, and leaves no timer behind', async () => {
+    const made = vi.spyOn(globalThis, 'setInterval');
+    const cleared = vi.spyOn(globalThis, 'clearInterval');
+    cleanups.push(() => vi.restoreAllMocks());
+    // 70000: a discovery log's TRSVCID, say; net.connect throws on it (and on NaN, -1)
+    for (const port of [70000, 65536, -1, 0, 4420.5, NaN]) {
+      const err = await NvmeController.connect({
+        host: '127.0.0.1',
+        port,
+        subnqn: 'nqn.2024-01.io.branchsan:badport',
+      }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(HostError);
+      expect((err as HostError).kind).toBe('connect');
+      expect((err as HostError).message).toContain(
+        `port ${port} is not a TCP port (an integer 1..65535)`,
+      );
+    }
+    // before: each attempt left its queue's timeout scan running, for ever
+    const live = made.mock.results.filter((r) => !cleared.mock.calls.some((c) => c[0] === r.value));
+    expect(live).toEqual([]);
   });
 });
