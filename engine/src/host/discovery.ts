@@ -8,6 +8,7 @@ import { decodeDiscoveryEntry, type DiscoveryEntry } from '../protocol/logpages.
 export type { DiscoveryEntry };
 import { DISCOVERY_NQN, LID } from '../protocol/opcodes.js';
 import { NvmeController, type ControllerOptions } from './controller.js';
+import { isTcpPort } from './queue.js';
 
 export const DISCOVERY_ENTRY_SIZE = 1024;
 const HEADER_READ = 20; // GENCTR, NUMREC, RECFMT (libnvme reads exactly this)
@@ -64,6 +65,16 @@ export async function readDiscoveryLog(
     return { genctr, entries };
   }
   throw new Error(`discovery log kept changing (${maxRetries + 1} attempts)`);
+}
+
+/**
+ * The TCP port an entry's TRSVCID names (decimal digits, 1..65535), or null. A log
+ * may hold anything there ("", "70000", "nvme"); a port made of it with Number() would
+ * only fail the connect later, as NaN or out of range.
+ */
+export function entryPort(e: DiscoveryEntry): number | null {
+  const port = /^\d{1,5}$/.test(e.trsvcid) ? Number(e.trsvcid) : NaN;
+  return isTcpPort(port) ? port : null;
 }
 
 export type DiscoverOptions = Omit<ControllerOptions, 'subnqn' | 'discovery' | 'ioQueues'> & {

@@ -21,7 +21,7 @@ import {
   type AnaPathState,
 } from './ana-log.js';
 import { NvmeController, type ControllerOptions } from './controller.js';
-import { discover, type DiscoveryEntry } from './discovery.js';
+import { discover, entryPort, type DiscoveryEntry } from './discovery.js';
 import { HostError, NvmeStatusError } from './errors.js';
 import { namespaceMismatch, namespaceProblem, type NamespaceView } from './multipath-policy.js';
 import type { NvmeNamespace } from './namespace.js';
@@ -135,17 +135,17 @@ async function probeOne(
     adminTimeoutMs: opts.commandTimeoutMs ?? 10_000,
     ioTimeoutMs: opts.commandTimeoutMs ?? 10_000,
   };
-  let targets: { subnqn: string; host: string; port: number }[];
+  let targets: ProbeTarget[];
   let discovered: ProbeReport['discovered'] = null;
   if (opts.subnqn) {
-    targets = [{ subnqn: opts.subnqn, host: opts.host, port: opts.port }];
+    targets = [{ subnqn: opts.subnqn, host: opts.host, port: opts.port, trsvcid: `${opts.port}` }];
   } else {
     try {
       const log = await discover({ ...common, host: opts.host, port: opts.port });
       const nvm = log.entries.filter((e) => e.subtype === SUBTYPE_NVM);
       discovered = nvm.map((e) => ({
         subnqn: e.subnqn,
-        address: joinHostPort(e.traddr, Number(e.trsvcid)),
+        address: joinHostPort(e.traddr, e.trsvcid),
         portid: e.portid,
       }));
       targets = nvm.filter((e) => e.trtype === TRTYPE_TCP).map((e) => entryAddress(e, opts));
@@ -165,7 +165,11 @@ async function probeOne(
   }
   const subsystems: ProbedSubsystem[] = [];
   for (const t of targets) {
-    subsystems.push(await probeSubsystem(t, common, opts, hostnqn, held));
+    subsystems.push(
+      t.port === null
+        ? unusableEntry(t, address)
+        : await probeSubsystem({ ...t, port: t.port }, common, opts, hostnqn, held),
+    );
   }
   const ok = subsystems.every((s) => !s.problem && s.namespaces.every((n) => !n.problem));
   return { address, hostnqn, discovered, subsystems, problem: null, ok };
@@ -317,10 +321,30 @@ function hostIdentity(opts: { hostid?: string; hostnqn?: string }) {
   return { hostid, hostnqn: opts.hostnqn ?? `nqn.2014-08.org.nvmexpress:uuid:${hostid}` };
 }
 
+/** A subsystem to probe; port null: the discovery log's TRSVCID for it names no TCP port. */
+interface ProbeTarget {
+  readonly subnqn: string;
+  readonly host: string;
+  readonly port: number | null;
+  /** The port as the log (or the caller) gave it. */
+  readonly trsvcid: string;
+}
+
 /** A wildcard listen address in the log means "the address you reached me at". */
-function entryAddress(e: DiscoveryEntry, opts: ProbeOptions) {
+function entryAddress(e: DiscoveryEntry, opts: ProbeOptions): ProbeTarget {
   const wildcard = e.traddr === '' || e.traddr === '0.0.0.0' || e.traddr === '::';
-  return { subnqn: e.subnqn, host: wildcard ? opts.host : e.traddr, port: Number(e.trsvcid) };
+  const host = wildcard ? opts.host : e.traddr;
+  return { subnqn: e.subnqn, host, port: entryPort(e), trsvcid: e.trsvcid };
+}
+
+/** A log entry no host can connect to: said for that subsystem alone, never tried. */
+function unusableEntry(t: ProbeTarget, discoveredAt: string): ProbedSubsystem {
+  const problem = {
+    error: `the discovery log at ${discoveredAt} gives TRSVCID "${t.trsvcid}" for ${t.subnqn}, which is not a TCP port (an integer 1..65535): no host can connect to it there`,
+    hint: `The target's port configuration is wrong: check its NVMe/TCP ports (\`branchsan status\` there). If you know a port that reaches it, run: branchsan probe ${joinHostPort(t.host, 'PORT')} --nqn ${t.subnqn}`,
+  };
+  const address = joinHostPort(t.host, t.trsvcid);
+  return { subnqn: t.subnqn, address, controller: null, namespaces: [], problem };
 }
 
 async function probeSubsystem(
@@ -573,7 +597,7 @@ function explain(err: unknown, where: string, hostnqn: string): ProbeProblem {
 }
 
 /** host:port, with an IPv6 address in brackets ([fd00::1]:4420). */
-export function joinHostPort(host: string, port: number): string {
+export function joinHostPort(host: string, port: number | string): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 

@@ -12,7 +12,7 @@ import { probeTarget, probeTargets } from '../../../engine/src/host/index.js';
 import { IO } from '../../../engine/src/protocol/opcodes.js';
 import type { BlockBackend } from '../../../engine/src/storage/backend.js';
 import { MemoryBackend } from '../../../engine/src/storage/memory.js';
-import type { TcpTransport } from '../../../engine/src/transport/tcp/index.js';
+import { listenTcp, type TcpTransport } from '../../../engine/src/transport/tcp/index.js';
 import { serveOnLoopback } from '../../helpers/target.js';
 import { FakeTarget } from './fake-target.js';
 import { freePort, waitFor } from './helpers.js';
@@ -255,6 +255,52 @@ describe('probeTarget', () => {
       expect(r.ok).toBe(false);
     } finally {
       await quiet.stop();
+    }
+  });
+
+  it('says which subsystem the discovery log gives a TRSVCID that is no TCP port, and probes the rest', async () => {
+    const t = new Target({});
+    const GOOD = 'nqn.2024-01.io.branchsan:probe-port-good';
+    const HIGH = 'nqn.2024-01.io.branchsan:probe-port-70000';
+    const WORD = 'nqn.2024-01.io.branchsan:probe-port-word';
+    for (const nqn of [GOOD, HIGH, WORD]) {
+      t.addSubsystem({ nqn, serial: nqn.slice(-8), model: 'Probe test', hosts: [HOST] });
+    }
+    const backend = new MemoryBackend({ sizeBytes: 1 << 20 });
+    t.addNamespace(GOOD, { nsid: 1, backend, nguid: '00112233445566778899aabbccddee42' });
+    const listener = await listenTcp({ host: '127.0.0.1', port: 0, portId: 1 }, t);
+    try {
+      const at = listener.address().port;
+      const tcp = { trtype: 'tcp', adrfam: 'ipv4', traddr: '127.0.0.1' } as const;
+      t.addPort({ ...tcp, portId: 1, trsvcid: String(at) }, { subsystems: [GOOD] });
+      t.addPort({ ...tcp, portId: 2, trsvcid: '70000' }, { subsystems: [HIGH] });
+      t.addPort({ ...tcp, portId: 3, trsvcid: 'nvme' }, { subsystems: [WORD] });
+      const r = await probeTarget({ host: '127.0.0.1', port: at, hostnqn: HOST, readSeconds: 0 });
+      expect(r.problem).toBeNull();
+      expect(r.discovered!.map((d) => d.address)).toEqual(
+        expect.arrayContaining(['127.0.0.1:70000', '127.0.0.1:nvme']), // before: …:NaN
+      );
+      const bySub = new Map(r.subsystems.map((s) => [s.subnqn, s]));
+      expect(bySub.get(GOOD)!.problem).toBeNull();
+      expect(bySub.get(GOOD)!.controller).not.toBeNull();
+      // before: a connect was tried, and failed with Node's words ("Port should be >= 0
+      // and < 65536. Received type number (NaN)") and a hint to look at the target's events
+      for (const [nqn, trsvcid] of [
+        [HIGH, '70000'],
+        [WORD, 'nvme'],
+      ] as const) {
+        const bad = bySub.get(nqn)!;
+        expect(bad.controller).toBeNull();
+        expect(bad.address).toBe(`127.0.0.1:${trsvcid}`);
+        expect(bad.problem!.error).toBe(
+          `the discovery log at 127.0.0.1:${at} gives TRSVCID "${trsvcid}" for ${nqn}, which is not a TCP port (an integer 1..65535): no host can connect to it there`,
+        );
+        expect(bad.problem!.hint).toContain(`branchsan probe 127.0.0.1:PORT --nqn ${nqn}`);
+      }
+      expect(r.ok).toBe(false);
+    } finally {
+      t.close();
+      await listener.close();
     }
   });
 
