@@ -96,6 +96,12 @@ interface Slot {
   r2tEnd: number;
   /** Bytes sent in H2CData so far (R2T windows never overlap, so no byte counts twice). */
   sent: number;
+  /** R2T windows whose H2CData has not all left this process yet (views of dataOut). */
+  unflushed: number;
+  /** Its status, when the controller answered while unflushed > 0 (onCapsuleResp); else -1. */
+  answered: number;
+  /** socket.write callback of an R2T window's last buffer. */
+  flushed: () => void;
   /** Gather buffer when C2H data came in several PDUs and no `into` was given. */
   gather: Buffer | null;
   /** A C2HData digest mismatched: complete with Data Transfer Error, as Linux does. */
@@ -186,7 +192,7 @@ export class NvmeTcpQueue {
     this.maxDataLength = opts.maxDataLength ?? 8 * 1024 * 1024;
     this.parser = hostParser(this.maxDataLength);
     this.parser.setDataSink(this.dataSink);
-    this.slots = makeSlots(opts.depth, this.hdgst);
+    this.slots = makeSlots(opts.depth, this.hdgst, (slot) => this.flushed(slot));
     // First, as it may throw: nothing of this queue may be left behind then.
     this.sock = net.connect({ host: opts.host, port: opts.port, noDelay: true });
     // One coarse timer per queue instead of one per command; unref'd so an idle
@@ -344,6 +350,8 @@ export class NvmeTcpQueue {
     slot.received = 0;
     slot.r2tEnd = 0;
     slot.sent = 0;
+    slot.unflushed = 0;
+    slot.answered = -1;
     slot.gather = null;
     slot.ddgstBad = false;
     slot.reserved = reserved;
@@ -367,14 +375,17 @@ export class NvmeTcpQueue {
     this.sock.uncork();
   };
 
-  /** Queue bytes for the socket; one writev per event-loop turn (see header). */
-  private out(b: Buffer): void {
+  /**
+   * Queue bytes for the socket; one writev per event-loop turn (see header). `sent` is
+   * called once they (and all queued before them) have left this process.
+   */
+  private out(b: Buffer, sent?: () => void): void {
     if (!this.corked) {
       this.corked = true;
       this.sock.cork();
       process.nextTick(this.uncork);
     }
-    this.sock.write(b);
+    this.sock.write(b, sent);
   }
 
   // ---- receive path ----
@@ -452,7 +463,23 @@ export class NvmeTcpQueue {
     }
     req.dw0 = cqe.readUInt32LE(0);
     req.dw1 = cqe.readUInt32LE(4);
+    if (slot.unflushed > 0) {
+      // The controller answered before the H2CData it asked for left this process (an
+      // error right after its R2T, say). socket.write does not copy: ended now, the
+      // write would hand back a buffer whose bytes are still to be sent, and its owner
+      // may fill it with other data first. It ends once they left (flushed), as SPDK's
+      // host waits for the send to complete; its CID stays taken until then, so no
+      // other command can be confused with the H2CData still on its way.
+      slot.answered = status;
+      return;
+    }
     this.completeSlot(slot, status);
+  }
+
+  /** An R2T window's H2CData has left this process: end the write if it was answered. */
+  private flushed(slot: Slot): void {
+    if (!slot.req || --slot.unflushed > 0 || slot.answered < 0) return;
+    this.completeSlot(slot, slot.answered);
   }
 
   /**
@@ -542,11 +569,16 @@ export class NvmeTcpQueue {
       return this.protocolFailure(slot, msg, OUT_OF_RANGE);
     }
     const dg = { hdgst: this.hdgst, ddgst: this.ddgst };
+    slot.unflushed++; // before any write: its callback may not come first
     for (let off = p.r2to; off < end;) {
       const n = Math.min(this.maxh2cdata, end - off);
       const f = { cccid: slot.cid, ttag: p.ttag, datao: off, last: off + n === end };
-      for (const b of encodeH2CData(f, data.subarray(off, off + n), dg)) this.out(b);
+      const bufs = encodeH2CData(f, data.subarray(off, off + n), dg);
       off += n;
+      const lastBuf = off === end ? bufs.length - 1 : -1;
+      for (let i = 0; i < bufs.length; i++) {
+        this.out(bufs[i]!, i === lastBuf ? slot.flushed : undefined);
+      }
     }
     slot.r2tEnd = end;
     slot.sent += p.r2tl;
@@ -688,6 +720,10 @@ export class NvmeTcpQueue {
       if (this.sock.connecting) this.sock.destroy();
       else this.sock.resetAndDestroy();
     }
+    // Writes the controller answered end with its answer: their data left, or was dropped.
+    for (const slot of this.slots) {
+      if (slot.answered >= 0 && slot.req) this.completeSlot(slot, slot.answered);
+    }
     if (culprit?.slot.req) this.failSlot(culprit.slot, culprit.err);
     for (const slot of this.slots) if (slot.req) this.failSlot(slot, err.forCommand(true));
     for (const req of this.waiting.drain()) finish(req, err.forCommand(false));
@@ -704,14 +740,14 @@ function finish(req: NvmeRequest, err: HostError): void {
   req.onDone(req);
 }
 
-function makeSlots(depth: number, hdgst: boolean): Slot[] {
+function makeSlots(depth: number, hdgst: boolean, flushed: (slot: Slot) => void): Slot[] {
   // One slab for all slot headers: depth small buffers would cost depth allocations.
   const slab = Buffer.alloc(depth * SLOT_HEADER_BYTES);
   const headLen = hdgst ? 76 : 72;
   const slots: Slot[] = [];
   for (let i = 0; i < depth; i++) {
     const buf = slab.subarray(i * SLOT_HEADER_BYTES, (i + 1) * SLOT_HEADER_BYTES);
-    slots.push({
+    const slot: Slot = {
       buf,
       head: buf.subarray(0, headLen),
       ddgst: ddgstView(buf),
@@ -721,11 +757,15 @@ function makeSlots(depth: number, hdgst: boolean): Slot[] {
       received: 0,
       r2tEnd: 0,
       sent: 0,
+      unflushed: 0,
+      answered: -1,
+      flushed: () => flushed(slot),
       gather: null,
       ddgstBad: false,
       reserved: false,
       deadline: 0,
-    });
+    };
+    slots.push(slot);
   }
   return slots;
 }

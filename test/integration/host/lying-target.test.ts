@@ -30,6 +30,7 @@ import {
   encodeTermReq,
 } from '../../../engine/src/protocol/pdu.js';
 import { sqeFctype } from '../../../engine/src/protocol/sqe.js';
+import { SC } from '../../../engine/src/protocol/status.js';
 import { waitFor } from './helpers.js';
 import { FakeTarget, type FakeTargetOptions, type LieContext } from './fake-target.js';
 
@@ -317,6 +318,60 @@ describe('host library vs a lying target', () => {
       await waitFor(() => target.conns.size === 0); // the host closed both queues
       expect(received).toBeLessThan(4 * each); // the data still queued was dropped…
       expect(reused).toBe(0); // …so none of the reused buffers was sent
+    },
+  );
+
+  // The same hazard when the controller itself ends a write early: an error CapsuleResp
+  // right after its R2T, while the H2CData it asked for still waits in this process.
+  // Ended at once, the write handed its buffer back with those bytes still to be sent.
+  // It ends with the controller's answer once they left, or once the queue is gone.
+  it.each(['its data leaves', 'the queue is closed first'] as const)(
+    'ends a write the controller fails right after its R2T only when %s',
+    async (until) => {
+      const each = 8 * 1024 * 1024;
+      let writes = 0;
+      const lie = (x: LieContext) => {
+        if (x.op !== IO.WRITE) return null;
+        x.pause(); // the host's H2CData backs up
+        // the first two honestly (an R2T, their data read later), 16 MiB ahead of the third
+        if (++writes < 3) return null;
+        const fault = { dw0: 0, dw1: 0, sqhd: 0, sqid: 1, cid: x.cid, status: SC.WRITE_FAULT };
+        return [r2t(x, 99, 0, each), encodeCapsuleResp(fault, x.dg.hdgst)];
+      };
+      let received = 0;
+      let reused = 0;
+      const onH2CData = (d: Buffer) => {
+        received += d.length;
+        if (d.includes(0xee)) reused++;
+      };
+      const { ns, ctrl, target } = await connect({ lie, onH2CData, blocks: (3 * each) / 512 });
+      const data = [0, 1, 2].map(() => Buffer.alloc(each, 0x17));
+      const ended = data.map((d, i) =>
+        ns.write((i * each) / 512, d).then(
+          () => null,
+          (e: unknown) => e as Error,
+        ),
+      );
+      // its owner reuses the failed write's buffer the moment the write ends
+      void ended[2]!.then(() => data[2]!.fill(0xee));
+      await waitFor(() => writes === 3);
+      await sleep(200); // the early completion arrived meanwhile
+      if (until === 'the queue is closed first') await ctrl.close(100);
+      target.resumeIo();
+      const [first, second, third] = await Promise.all(ended);
+      expect(third).toBeInstanceOf(NvmeStatusError);
+      expect((third as NvmeStatusError).statusName).toMatch(/WRITE_FAULT/);
+      if (until === 'its data leaves') {
+        expect([first, second]).toEqual([null, null]);
+        await waitFor(() => received === 3 * each);
+        expect(ctrl.state).toBe('live');
+        expect((await ns.read(0, 8)).every((b) => b === 0x17)).toBe(true);
+      } else {
+        // the others end as closed; the third with its answer, not as closed too
+        expect([first, second].map((e) => (e as HostError).kind)).toEqual(['closed', 'closed']);
+        await waitFor(() => target.conns.size === 0);
+      }
+      expect(reused).toBe(0); // before: the third write's queued H2CData carried 0xee
     },
   );
 
