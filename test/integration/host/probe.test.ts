@@ -175,6 +175,22 @@ describe('probeTarget', () => {
     expect(r.ok).toBe(true);
   });
 
+  it('gives figures for a read time shorter than one read', async () => {
+    const r = await probeTarget({
+      host: '127.0.0.1',
+      port,
+      hostnqn: HOST,
+      subnqn: SERVING,
+      readSeconds: 1e-6,
+      readQd: 2,
+    });
+    const test = r.subsystems[0]!.namespaces[0]!.read_test!;
+    expect(test.reads).toBeGreaterThanOrEqual(2);
+    for (const v of [test.iops, ...Object.values(test.lat_us)]) {
+      expect(Number.isFinite(v) && v > 0, `${JSON.stringify(test)}`).toBe(true);
+    }
+  });
+
   it('keeps the asked number of reads in flight', async () => {
     const ctrls = () => target.listControllers().length;
     let deepest = 0;
