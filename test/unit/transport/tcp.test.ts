@@ -29,6 +29,7 @@ import {
 } from '../../../engine/src/transport/tcp/limits.js';
 import {
   defaultPeerMemoryCap,
+  PEER_STALL_MS,
   PeerMemoryGuard,
 } from '../../../engine/src/transport/tcp/peer-memory.js';
 import { RawHost as TestHost, sqe } from '../../helpers/raw-nvme.js';
@@ -753,6 +754,95 @@ describe('process-wide memory (PeerMemoryGuard)', () => {
     expect(Date.now() - closedAt).toBeGreaterThanOrEqual(400);
     // The reading peer keeps being served, with the right data.
     await readsServed(reader, 8, 64 * 1024, 100);
+  });
+
+  it('keeps a peer that reads slowly from a deep queue: progress is bytes taken, not drain events', async () => {
+    // 'drain' comes only once everything queued has gone: a peer reading slowly from a
+    // deep queue may never get there, and was disconnected as "took no data".
+    await transport.close();
+    const memory = new PeerMemoryGuard({ stallMs: 800, tickMs: 50 });
+    await start({ memory });
+    const h = await host();
+    await h.connectQueue(31);
+    let slow = true;
+    h.socket.on('data', () => {
+      if (!slow) return;
+      h.socket.pause(); // a chunk every 20 ms
+      setTimeout(() => h.socket.resume(), 20);
+    });
+    const n = 24;
+    const cmds: Buffer[] = [];
+    for (let cid = 0; cid < n; cid++)
+      cmds.push(...encodeCapsuleCmd(readSqe(cid, 1 << 20, cid), null, h.dg));
+    h.socket.write(Buffer.concat(cmds));
+    await new Promise((r) => setTimeout(r, 2500));
+    expect(transport.connections()[0]?.state).toBe('live');
+    slow = false;
+    h.socket.resume();
+    await answers(h, n);
+  });
+
+  it('sheds peers that hold R2T windows without sending their data, not one that sends slowly', async () => {
+    await transport.close();
+    const memory = new PeerMemoryGuard({
+      capBytes: 1 << 20,
+      tightStallMs: 2000,
+      tickMs: 3_600_000,
+    });
+    await start({ memory });
+    const len = 4 << 20;
+    const chunk = Buffer.alloc(MAXH2CDATA, 0xab);
+    /** A peer given an R2T for `len` bytes that sends `upTo` of them. */
+    const writer = async (upTo: number) => {
+      const h = await host();
+      await h.connectQueue(31);
+      h.command(sqe(OP.WRITE, 1, SGL_TRANSPORT_DATA_BLOCK, len));
+      const r2t = await h.nextOf(PduType.R2T);
+      const send = (from: number, to: number) => {
+        for (let o = from; o < to; o += MAXH2CDATA)
+          h.h2c(1, r2t.ttag, o, chunk, o + MAXH2CDATA === len);
+      };
+      send(0, upTo);
+      return { h, send, port: h.socket.localPort };
+    };
+    for (let i = 0; i < 2; i++) await writer(len - MAXH2CDATA); // then idle
+    const slow = await writer(len / 2);
+    await until(() => transport.connections().every((c) => c.heldBytes >= len), 'windows held');
+    const t0 = performance.now();
+    memory.check(t0);
+    expect(memory.tight).toBe(true);
+    slow.send(len / 2, len - MAXH2CDATA); // progress between the two checks
+    const slowInfo = () =>
+      transport.connections().find((c) => c.peer === `127.0.0.1:${slow.port}`)!;
+    await until(
+      () => slowInfo().rxBytes >= len - MAXH2CDATA && slowInfo().rxBuffered === 0,
+      'sent',
+    );
+    memory.check(t0 + 3000);
+    // Before: nobody owed a 'drain', so nobody was stalled and all stayed, over the cap.
+    await until(() => open() === 1, 'the idle holders shed');
+    const left = transport.connections().find((c) => c.state === 'live')!;
+    expect(left.peer).toBe(`127.0.0.1:${slow.port}`);
+    slow.send(len - MAXH2CDATA, len);
+    expect(await slow.h.nextCqe()).toMatchObject({ cid: 1, status: 0 });
+    // Without progress for PEER_STALL_MS it goes too, cap or not.
+    const again = await writer(MAXH2CDATA);
+    memory.check(t0 + 4000);
+    memory.check(t0 + 4000 + PEER_STALL_MS);
+    await until(() => open() === 1, 'the stalled writer shed');
+    expect(
+      transport
+        .connections()
+        .some((c) => c.peer === `127.0.0.1:${again.port}` && c.state === 'live'),
+    ).toBe(false);
+    // A connection the target ends (a bad PDU) lingers up to LINGER_MS: what its R2Ts
+    // held is no longer counted (before, r2tBytes outlived releaseCore).
+    const bad = await writer(len / 2);
+    bad.h.socket.pause(); // it keeps its end open meanwhile
+    bad.h.send(Buffer.from([0xff, 0, 8, 0, 8, 0, 0, 0])); // no such PDU type
+    await until(() => transport.connections().some((c) => c.state === 'closing'), 'bad peer ends');
+    memory.check(t0 + 5000);
+    expect(memory.held).toBeLessThan(MAXH2CDATA * 2);
   });
 
   it('over the cap, holds each peer to one read, sheds the stalled ones holding most, and eases below it', async () => {

@@ -7,9 +7,10 @@
  * engine hold tens of GiB and be killed for it, taking every host's storage with it.
  * This guard adds the process-wide bound:
  *
- * - A peer that has taken no byte for PEER_STALL_MS while answers wait for it is
- *   disconnected (as a web server's send timeout does). A live host never gets there:
- *   Linux times a command out after 30 s and resets the controller.
+ * - A peer that has taken no byte for PEER_STALL_MS while answers wait for it, or sent
+ *   no byte of the data of an R2T it holds, is disconnected (as a web server's send
+ *   timeout does). A live host never gets there: Linux times a command out after 30 s
+ *   and resets the controller. A peer that reads or sends slowly is making progress.
  * - Over the cap the process is 'tight': a connection starts a read (log pages
  *   included) or hands out an R2T only when it holds none, and the stalled peers (no
  *   byte taken for TIGHT_STALL_MS) holding the most are disconnected until the rest
@@ -19,6 +20,7 @@
  * The check runs every tickMs while any connection exists; between two checks the
  * per-connection bounds still hold, so the cap is exceeded by at most one tick's growth.
  */
+import type { Socket } from 'node:net';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '../../util/log.js';
@@ -28,8 +30,10 @@ export interface GuardedConnection {
   readonly peer: string;
   /** Bytes held for the peer now: reads running, unsent answers, write data, input. */
   heldBytes(): number;
-  /** Since when (performance.now()) the peer owes us a 'drain'; 0 when it owes none. */
-  stalledSince(): number;
+  /** Since when (performance.now()) the peer took none of the answers it owes, or sent
+   * none of the write data it owes; 0 when it owes nothing. `now` is check()'s clock:
+   * progress seen now dates from it. */
+  stalledSince(now: number): number;
   /** The process left the tight state: start what waited for it. */
   ease(): void;
   /** Disconnect (the guard's decision, with the reason for the log). */
@@ -107,7 +111,7 @@ export class PeerMemoryGuard {
     const stalled: { c: GuardedConnection; bytes: number; ms: number }[] = [];
     for (const c of [...this.members]) {
       const bytes = c.heldBytes();
-      const since = c.stalledSince();
+      const since = c.stalledSince(now);
       const ms = since > 0 ? now - since : 0;
       if (ms >= this.stallMs) {
         this.shed(c, bytes, `the peer took no data for ${Math.round(ms / 1000)} s`);
@@ -161,6 +165,23 @@ export class PeerMemoryGuard {
     this.log?.info('NVMe/TCP connection memory back under the cap', { heldBytes: this.lastHeld });
     for (const c of [...this.members]) c.ease();
   }
+}
+
+/**
+ * Bytes the kernel has taken from this socket so far. Node keeps no public count of it:
+ * bytesWritten includes what still waits in user space, and writableLength falls only as
+ * whole writes finish (one corked batch can be megabytes). So the count is read from the
+ * same fields net.Socket's bufferSize uses, with that coarser fallback.
+ */
+export function bytesTaken(s: Socket): number {
+  const internal = s as unknown as {
+    _bytesDispatched?: number;
+    _handle?: { writeQueueSize?: number } | null;
+  };
+  const dispatched = internal._bytesDispatched;
+  const queued = internal._handle?.writeQueueSize;
+  if (typeof dispatched === 'number' && typeof queued === 'number') return dispatched - queued;
+  return s.bytesWritten - s.writableLength;
 }
 
 /** The guard every listener of the process shares unless given its own (tests). */

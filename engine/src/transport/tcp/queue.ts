@@ -7,7 +7,6 @@
  * C2HTermReq; nothing thrown by the codec, the core or the socket escapes a callback.
  */
 import type { Socket } from 'node:net';
-import { performance } from 'node:perf_hooks';
 import type {
   CoreQueue,
   CoreTarget,
@@ -65,7 +64,12 @@ import {
   READ_BUDGET,
   TX_HOLD_BYTES,
 } from './limits.js';
-import { processPeerMemory, type GuardedConnection, type PeerMemoryGuard } from './peer-memory.js';
+import {
+  bytesTaken,
+  processPeerMemory,
+  type GuardedConnection,
+  type PeerMemoryGuard,
+} from './peer-memory.js';
 
 /** States of a connection. */
 export type TcpQueueState =
@@ -161,8 +165,16 @@ export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection 
   private readonly readWaiting: TcpCommand[] = [];
   private readBytes = 0;
   private readingPaused = false;
-  /** When the guard first saw answers past the high water mark since the last 'drain'. */
-  private owedSince = 0;
+  /** Since when (performance.now()) the peer took none of the answers owed past the high
+   * water mark, as the guard's checks saw it (0: nothing owed), and how many bytes it
+   * had taken then. */
+  private txSince = 0;
+  private txMark = 0;
+  /** The same for the write data of active R2Ts: since when none arrived, and the mark. */
+  private rxSince = 0;
+  private rxMark = 0;
+  /** H2CData payload bytes received in whole PDUs (the R2T stall's measure). */
+  private h2cBytes = 0;
   private readonly guard: PeerMemoryGuard;
   private timer: NodeJS.Timeout | null = null;
   private readonly onPdu = (pdu: H2CPdu): void => this.dispatch(pdu);
@@ -180,7 +192,6 @@ export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection 
     this.parser.setDataSink(this.dataSink);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('drain', () => {
-      this.owedSince = 0;
       this.pumpReads();
       this.resumeReading();
     });
@@ -201,10 +212,27 @@ export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection 
     return this.readBytes + this.r2tBytes + this.socket.writableLength + this.parser.buffered;
   }
 
-  stalledSince(): number {
-    if (!this.socket.writableNeedDrain) return (this.owedSince = 0);
-    if (this.owedSince === 0) this.owedSince = performance.now();
-    return this.owedSince;
+  /**
+   * Since when the peer has made no progress on what it owes: taking the answers queued
+   * past the high water mark, or sending the data of an R2T it was given (while we read).
+   * Progress is bytes, not events: 'drain' comes only once everything queued has gone,
+   * which a peer reading slowly from a deep queue may not reach for minutes.
+   */
+  stalledSince(now: number): number {
+    const s = this.socket;
+    if (!s.writableNeedDrain) this.txSince = 0;
+    else {
+      const taken = bytesTaken(s);
+      if (this.txSince === 0 || taken !== this.txMark) [this.txSince, this.txMark] = [now, taken];
+    }
+    if (this.r2tActive.size === 0 || this.readingPaused) this.rxSince = 0;
+    else {
+      // The highest mark counts: a partial PDU that keeps being restarted is no progress.
+      const got = this.h2cBytes + this.parser.buffered;
+      if (this.rxSince === 0 || got > this.rxMark) [this.rxSince, this.rxMark] = [now, got];
+    }
+    if (this.txSince === 0 || this.rxSince === 0) return this.txSince || this.rxSince;
+    return Math.min(this.txSince, this.rxSince);
   }
 
   ease(): void {
@@ -297,6 +325,7 @@ export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection 
   private releaseCore(): void {
     this.r2tActive.clear();
     this.r2tWaiting.length = 0;
+    this.r2tBytes = 0;
     this.readWaiting.length = 0;
     const core = this.core;
     this.core = null;
@@ -635,6 +664,7 @@ export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection 
     if (why) return this.fatal(why[0], why[1], this.h2cHeader(p), why[2]);
     const cmd = this.r2tActive.get(p.ttag)!;
     const end = p.datao + p.datal;
+    this.h2cBytes += p.datal;
     cmd.accept(p.data, p.datao, p.ddgstError);
     if (end < cmd.r2tEnd) return;
     if (end < cmd.length) return this.sendR2T(cmd);
