@@ -446,7 +446,7 @@ export class NvmeTcpQueue {
 
   private onCapsuleResp(cqe: Buffer): void {
     const slot = this.slotFor(cqe.readUInt16LE(12), 'CapsuleResp');
-    if (!slot) return;
+    if (!slot || this.alreadyAnswered(slot, 'CapsuleResp')) return;
     const req = slot.req!;
     const status = cqe.readUInt16LE(14) >>> 1;
     if (status === 0 && slot.received !== req.readLength && !slot.ddgstBad) {
@@ -474,6 +474,20 @@ export class NvmeTcpQueue {
       return;
     }
     this.completeSlot(slot, status);
+  }
+
+  /**
+   * A write the controller answered while its data still waits here keeps its command
+   * id until that data left (onCapsuleResp): a second answer or a further R2T for it is
+   * a protocol error, not something to act on. True when so (the queue is failing).
+   */
+  private alreadyAnswered(slot: Slot, what: string): boolean {
+    if (slot.answered < 0) return false;
+    this.protocolFailure(
+      slot,
+      `${what} for command id 0x${slot.cid.toString(16)}, which was already completed`,
+    );
+    return true;
   }
 
   /** An R2T window's H2CData has left this process: end the write if it was answered. */
@@ -558,7 +572,7 @@ export class NvmeTcpQueue {
 
   private onR2T(p: R2TPdu): void {
     const slot = this.slotFor(p.cccid, 'R2T');
-    if (!slot) return;
+    if (!slot || this.alreadyAnswered(slot, 'R2T')) return;
     const data = slot.req!.dataOut;
     if (!data || slot.inCapsule) {
       return this.protocolFailure(slot, 'R2T for a command with no data to send by R2T');

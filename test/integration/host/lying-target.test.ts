@@ -67,6 +67,23 @@ const c2hBegun = (x: LieContext, cccid: number, datal: number): Buffer[] => {
   const [head] = encodeC2HData(f, Buffer.alloc(datal), x.dg);
   return [head!, Buffer.alloc(1 << 20, 0xee)];
 };
+/**
+ * A target that holds the host's H2CData back and answers the third write with a Write
+ * Fault right after an R2T for its first `window` bytes, then sends `more` (the first
+ * two writes it takes honestly: an R2T, their data read later, 16 MiB ahead of the third).
+ */
+function faultThirdWrite(window: number, more = (_x: LieContext, _cqe: Buffer): Buffer[] => []) {
+  const seen = { writes: 0 };
+  const lie = (x: LieContext) => {
+    if (x.op !== IO.WRITE) return null;
+    x.pause(); // the host's H2CData backs up
+    if (++seen.writes < 3) return null;
+    const fault = { dw0: 0, dw1: 0, sqhd: 0, sqid: 1, cid: x.cid, status: SC.WRITE_FAULT };
+    const cqe = encodeCapsuleResp(fault, x.dg.hdgst);
+    return [r2t(x, 99, 0, window), cqe, ...more(x, cqe)];
+  };
+  return { lie, seen };
+}
 const onlyReads = (f: (x: LieContext) => Buffer[] | null) => (x: LieContext) =>
   x.op === IO.READ ? f(x) : null;
 const onlyWrites = (f: (x: LieContext) => Buffer[]) => (x: LieContext) =>
@@ -329,15 +346,7 @@ describe('host library vs a lying target', () => {
     'ends a write the controller fails right after its R2T only when %s',
     async (until) => {
       const each = 8 * 1024 * 1024;
-      let writes = 0;
-      const lie = (x: LieContext) => {
-        if (x.op !== IO.WRITE) return null;
-        x.pause(); // the host's H2CData backs up
-        // the first two honestly (an R2T, their data read later), 16 MiB ahead of the third
-        if (++writes < 3) return null;
-        const fault = { dw0: 0, dw1: 0, sqhd: 0, sqid: 1, cid: x.cid, status: SC.WRITE_FAULT };
-        return [r2t(x, 99, 0, each), encodeCapsuleResp(fault, x.dg.hdgst)];
-      };
+      const { lie, seen } = faultThirdWrite(each);
       let received = 0;
       let reused = 0;
       const onH2CData = (d: Buffer) => {
@@ -354,7 +363,7 @@ describe('host library vs a lying target', () => {
       );
       // its owner reuses the failed write's buffer the moment the write ends
       void ended[2]!.then(() => data[2]!.fill(0xee));
-      await waitFor(() => writes === 3);
+      await waitFor(() => seen.writes === 3);
       await sleep(200); // the early completion arrived meanwhile
       if (until === 'the queue is closed first') await ctrl.close(100);
       target.resumeIo();
@@ -374,6 +383,27 @@ describe('host library vs a lying target', () => {
       expect(reused).toBe(0); // before: the third write's queued H2CData carried 0xee
     },
   );
+
+  // While such a write waits for its data to leave, its command id stays taken: the
+  // controller must not answer it twice, nor ask it for more data. Before, a second
+  // CapsuleResp silently replaced the first, and a later R2T was served.
+  it.each([
+    { what: 'a second CapsuleResp', after: (_x: LieContext, fault: Buffer) => [fault] },
+    { what: 'an R2T', after: (x: LieContext) => [r2t(x, 99, 4096, 4096)] },
+  ])('fails the queue on $what for a write it already answered', async ({ after }) => {
+    const each = 8 * 1024 * 1024;
+    const { lie, seen } = faultThirdWrite(4096, after);
+    const { ns, ctrl, target } = await connect({ lie, blocks: (3 * each) / 512 });
+    const ended = [0, 1, 2].map((i) =>
+      ns.write((i * each) / 512, Buffer.alloc(each, 0x17)).catch((e: unknown) => e as Error),
+    );
+    await waitFor(() => seen.writes === 3);
+    await waitFor(() => ctrl.state !== 'live', 3000);
+    target.resumeIo();
+    const third = (await ended[2]) as NvmeStatusError;
+    expect(third).toBeInstanceOf(NvmeStatusError); // its first answer stands
+    expect(third.statusName).toMatch(/WRITE_FAULT/);
+  });
 
   it('checks the header digest when it was negotiated', async () => {
     const lie = onlyReads((x) => {
