@@ -40,8 +40,10 @@ export class Command {
   /** The path's epoch when the current attempt was sent. */
   epoch = 0;
   attempt: NvmeRequest | null = null;
-  /** When it first found no usable path (performance.now(); 0: not yet). */
-  noPathSince = 0;
+  /** Time it spent waiting for a usable path in its earlier parks, ms (rule 5). */
+  parkedMs = 0;
+  /** When its current park began (performance.now()); meaningful while 'waiting'. */
+  parkedAt = 0;
   lastError: Error | null = null;
 
   constructor(

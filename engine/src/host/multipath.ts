@@ -29,7 +29,8 @@
  *    keeps refusing, at most ANATT), not at once: a target may answer 3/03 for a moment
  *    while its log still says optimized (ours does for a backend briefly away), and
  *    re-admitting the path on that log would bounce the command straight back. Such
- *    refusals do not count toward maxAttempts; noPathTimeoutMs bounds them.
+ *    refusals do not count toward maxAttempts; noPathTimeoutMs bounds them (while no
+ *    path is usable the command is parked, and its parks add up, rule 5).
  * 2. Never sent (HostError with maybeExecuted = false: not connected, queue full,
  *    closed): nothing happened anywhere, so resend at once.
  * 3. Ended without a completion after it reached the socket (timeout, connection lost;
@@ -47,10 +48,11 @@
  * 4. DNR set, or any other status (LBA range, media error...): the namespace answered;
  *    the caller gets the NvmeStatusError, no retry.
  * 5. No usable path (all inaccessible, recovering, dead...): the command waits for one
- *    (queue_if_no_path with a limit), at most noPathTimeoutMs from the first time it
- *    found none, however often it is sent and parked again meanwhile, then fails with a
- *    HostError 'not-connected' that says what each path is doing. Its maybeExecuted
- *    is true if any earlier attempt may have run.
+ *    (queue_if_no_path with a limit), at most noPathTimeoutMs in all: the time it spent
+ *    parked is summed over every park, however often it is sent and parked again
+ *    meanwhile; time in flight or in doubt (rule 3) is not waiting for a path and does
+ *    not count. Then it fails with a HostError 'not-connected' that says what each path
+ *    is doing. Its maybeExecuted is true if any earlier attempt may have run.
  * The caller is never told "failed" about a write that may still land, without
  * maybeExecuted = true saying so.
  */
@@ -87,8 +89,8 @@ export interface MultipathOptions {
   /** One controller per path; all must name the same subsystem (subnqn). */
   readonly paths: readonly PathOptions[];
   readonly nsid: number;
-  /** How long a command may wait for a usable path, from the first time it found none,
-   * before failing (default 30000 ms). */
+  /** How long a command may wait for a usable path before failing (default 30000 ms):
+   * the time it spent parked, summed over its parks; not its time in flight or in doubt. */
   readonly noPathTimeoutMs?: number;
   /** Commands that may wait for a path or for fencing, together (default 4096). */
   readonly maxWaiting?: number;
@@ -124,6 +126,8 @@ export class MultipathNamespace extends NamespaceIo {
   private readonly list: Path[] = [];
   private readonly waiting: Command[] = [];
   private waitTimer: NodeJS.Timeout | null = null;
+  /** When waitTimer fires (performance.now()). */
+  private waitDue = 0;
   private rr = 0;
   private closing: Promise<void> | null = null;
   private readonly watch: WatchContext;
@@ -375,47 +379,60 @@ export class MultipathNamespace extends NamespaceIo {
   }
 
   /**
-   * Rule 5: no usable path; wait, at most noPathTimeoutMs since the command first found
-   * none (so a command parked again after a path status or a release keeps its clock).
-   * The queue is kept in that order, so its head has the earliest deadline.
+   * Rule 5: no usable path; wait, until its parks add up to noPathTimeoutMs (so a command
+   * parked again after a path status or a release keeps what it has used up, and time in
+   * flight or in doubt meanwhile does not count against it).
    */
   private park(c: Command): void {
     if (this.parked() >= this.maxWaiting) {
       return this.fail(c, 'busy', `no usable path and ${this.maxWaiting} commands already wait`);
     }
-    c.noPathSince ||= performance.now();
-    if (performance.now() - c.noPathSince >= this.noPathTimeoutMs) return this.failNoPath(c);
+    if (c.parkedMs >= this.noPathTimeoutMs) return this.failNoPath(c);
     c.sm.transition('waiting');
-    let i = this.waiting.length;
-    while (i > 0 && this.waiting[i - 1]!.noPathSince > c.noPathSince) i--;
-    this.waiting.splice(i, 0, c);
-    if (i === 0 && this.waitTimer) {
+    c.parkedAt = performance.now();
+    this.waiting.push(c);
+    if (this.waitTimer && this.deadline(c) < this.waitDue) {
       clearTimeout(this.waitTimer);
       this.waitTimer = null;
     }
     this.armWaitTimer();
   }
 
+  /** Leave the wait queue: what this park used adds to the command's parked time. */
+  private unpark(): Command {
+    const c = this.waiting.shift()!;
+    c.parkedMs += performance.now() - c.parkedAt;
+    return c;
+  }
+
+  /** When waiting command `c` will have been parked noPathTimeoutMs in all. */
+  private deadline(c: Command): number {
+    return c.parkedAt + this.noPathTimeoutMs - c.parkedMs;
+  }
+
   private parked(): number {
     return this.waiting.length + this.list.reduce((n, p) => n + p.inDoubt.size, 0);
   }
 
+  /** Fire at the earliest deadline of the waiting commands (not their queue order). */
   private armWaitTimer(): void {
     if (this.waitTimer || this.waiting.length === 0) return;
-    const due = this.waiting[0]!.noPathSince + this.noPathTimeoutMs - performance.now();
+    this.waitDue = this.waiting.reduce((t, c) => Math.min(t, this.deadline(c)), Infinity);
     this.waitTimer = setTimeout(
       () => {
         this.waitTimer = null;
         const now = performance.now();
-        while (
-          this.waiting.length > 0 &&
-          now - this.waiting[0]!.noPathSince >= this.noPathTimeoutMs
-        ) {
-          this.failNoPath(this.waiting.shift()!);
+        const expired: Command[] = [];
+        let kept = 0;
+        for (const c of this.waiting) {
+          if (this.deadline(c) <= now) expired.push(c);
+          else this.waiting[kept++] = c;
         }
+        this.waiting.length = kept;
         this.armWaitTimer();
+        for (const c of expired) this.failNoPath(c);
       },
-      Math.max(0, due),
+      Math.max(0, this.waitDue - performance.now()),
     );
   }
 
@@ -427,7 +444,7 @@ export class MultipathNamespace extends NamespaceIo {
   /** A path may have become usable: send what waits. */
   private wake(): void {
     while (this.waiting.length > 0 && this.list.some((p) => p.usable)) {
-      this.dispatch(this.waiting.shift()!);
+      this.dispatch(this.unpark());
     }
   }
 

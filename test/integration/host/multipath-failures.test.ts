@@ -236,7 +236,7 @@ describe('multipath and ANA statuses', () => {
 
   // Before: each time the command was parked again its clock started over, so it could
   // wait maxAttempts x noPathTimeoutMs, or (with ANA bounces not counted) for ever.
-  it('fails a command noPathTimeoutMs after it first found no usable path, however often it was parked again', async () => {
+  it('fails a command once its parks add up to noPathTimeoutMs, however often it was parked again', async () => {
     // ANATT 1 s: re-reads at most 1 s apart, each re-admitting A for one more refusal.
     const { a, b } = await startAwayPair(() => true, 1);
     const mp = await open({ nsid: 1, paths: [pathTo(a), pathTo(b)], noPathTimeoutMs: 1500 });
@@ -253,6 +253,60 @@ describe('multipath and ANA statuses', () => {
     );
     expect(performance.now() - started).toBeGreaterThanOrEqual(1490);
     expect(byName(mp, 'A').io.pathErrors).toBeGreaterThan(2);
+  });
+
+  // Before: its clock ran from the first time it found no path, so its time in flight
+  // (until the I/O timeout) and held in doubt (until A's fence) counted as waiting, and
+  // released with no usable path it failed at once, "no usable path for 1500 ms".
+  it('gives a command released from doubt with no usable path the rest of its wait', async () => {
+    const LBA = 9;
+    let writes = 0;
+    const backend = new MemoryBackend({ sizeBytes: 16 << 20, blockSize: BS });
+    const away = unavailableWhile(backend, () => writes === 1);
+    // On A, the write is refused with ANA Transition (parked until A's log is read
+    // again), then never answered (times out, held until A is fenced), then runs.
+    const stalling: BlockBackend = {
+      ...away,
+      write: (o, d, f, cb) => {
+        if (o === LBA * BS && ++writes === 2) return; // never answered
+        away.write(o, d, f, cb);
+      },
+    };
+    const a = await startNode('A', stalling, 'optimized', [1, 0x7fff]);
+    const b = await startNode('B', backend, 'inaccessible', [0x8000, 0xffef]);
+    const events: string[] = [];
+    let releasedAt = 0;
+    const reconnect = { delayMs: 100, lossTimeoutMs: 60_000 };
+    const mp = await open({
+      nsid: 1,
+      // KATO 1 s: A's fence is 2 s, past the 1.5 s the command may wait for a path.
+      paths: [pathTo(a, a.port, { kato: 1000, ioTimeoutMs: 400, reconnect }), pathTo(b)],
+      noPathTimeoutMs: 1500,
+      onRetry: (ev) => {
+        events.push(ev.kind);
+        if (ev.kind === 'release') releasedAt = performance.now();
+      },
+    });
+    const data = randomBytes(BS);
+    let outcome: unknown = 'pending';
+    const pending = mp.write(LBA, data).then(
+      () => (outcome = 'written'),
+      (e: unknown) => (outcome = e),
+    );
+    await until('the write to be held', () => events.includes('hold'));
+    expect(writes).toBe(2);
+    // A comes back inaccessible: when the write is released nothing can take it.
+    a.target.setAnaState(1, 'inaccessible');
+    await until('A inaccessible', () => byName(mp, 'A').ana === 'inaccessible');
+    expect(events).not.toContain('release');
+    await until('the write to be released', () => releasedAt > 0, 5000);
+    await delay(300);
+    expect(outcome).toBe('pending');
+    a.target.setAnaState(1, 'optimized');
+    expect(await pending).toBe('written');
+    expect(performance.now() - releasedAt).toBeGreaterThanOrEqual(300);
+    expect(writes).toBe(3);
+    expect((await mp.read(LBA, 1)).equals(data)).toBe(true);
   });
 });
 
