@@ -283,7 +283,8 @@ export class NvmeController implements Submitter {
    */
   async setFeatures(fid: number, p?: FeatureParams): Promise<admin.FeatureResult> {
     const a = this.assoc;
-    const kato = fid === FID.KATO ? (p?.cdw11 ?? 0) >>> 0 : -1;
+    // The command carries the FID's low 8 bits (fillSetFeatures): 0x10F sets KATO too.
+    const kato = (fid & 0xff) === FID.KATO ? (p?.cdw11 ?? 0) >>> 0 : -1;
     if (kato === 0 && this.opts.requireKeepAlive) {
       throw new Error(
         `controller ${this.opts.host}:${this.opts.port}: KATO 0 (no keep-alive) refused: this ` +

@@ -271,11 +271,17 @@ describe('multipath over two BranchSAN targets sharing one backend', () => {
       },
     });
     const ctrlA = mp.controller(mp.paths().findIndex((p) => p.name === 'A'));
+    // A FID with bits above the 8 the command carries is still KATO (0x10F sends 0x0F).
+    await ctrlA.setFeatures(0x100 | FID.KATO, { cdw11: 2000 });
+    expect(ctrlA.keepAliveCeilingMs).toBe(2000);
     // Connected with KATO 1 s (fence 2 s); the target now keeps a lost controller ~3.75 s.
     await ctrlA.setFeatures(FID.KATO, { cdw11: 3000 });
-    await expect(ctrlA.setFeatures(FID.KATO, { cdw11: 0 })).rejects.toThrow(
-      /KATO 0 \(no keep-alive\) refused: this controller is a multipath path/,
-    );
+    expect(ctrlA.keepAliveCeilingMs).toBe(3000);
+    for (const fid of [FID.KATO, 0x100 | FID.KATO]) {
+      await expect(ctrlA.setFeatures(fid, { cdw11: 0 })).rejects.toThrow(
+        /KATO 0 \(no keep-alive\) refused: this controller is a multipath path/,
+      );
+    }
     expect((await ctrlA.getFeatures(FID.KATO)).dw0).toBe(3000);
     await mp.write(5, Buffer.alloc(BS, 1)); // through A
     proxy.pause();
