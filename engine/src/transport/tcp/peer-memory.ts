@@ -47,7 +47,8 @@ export interface PeerMemoryOptions {
   readonly tickMs?: number;
 }
 
-/** A peer that took no byte of its answers for this long is disconnected in any case. */
+/** A peer that made no progress (took no byte of its answers, sent no byte of the data
+ * of its R2Ts) for this long is disconnected in any case. */
 export const PEER_STALL_MS = 60_000;
 /** Over the cap, stalled peers are disconnected (those holding most first) after this. */
 export const TIGHT_STALL_MS = 2_000;
@@ -78,7 +79,7 @@ export class PeerMemoryGuard {
     this.tickMs = opts.tickMs ?? GUARD_TICK_MS;
   }
 
-  /** Over the cap: connections hold back to one read, one R2T, no answers past HWM. */
+  /** Over the cap: connections hold back to one read and one R2T at a time. */
   get tight(): boolean {
     return this.tightNow;
   }
@@ -114,7 +115,7 @@ export class PeerMemoryGuard {
       const since = c.stalledSince(now);
       const ms = since > 0 ? now - since : 0;
       if (ms >= this.stallMs) {
-        this.shed(c, bytes, `the peer took no data for ${Math.round(ms / 1000)} s`);
+        this.shed(c, bytes, `no progress for ${Math.round(ms / 1000)} s`);
         continue;
       }
       held += bytes;
@@ -129,7 +130,7 @@ export class PeerMemoryGuard {
         this.shed(
           s.c,
           s.bytes,
-          `connections hold more than ${mib} MiB for their peers, and this peer took no data for ${Math.round(s.ms / 1000)} s`,
+          `connections hold more than ${mib} MiB for their peers, and this one made no progress for ${Math.round(s.ms / 1000)} s`,
         );
         held -= s.bytes;
       }
@@ -141,7 +142,8 @@ export class PeerMemoryGuard {
 
   private shed(c: GuardedConnection, bytes: number, why: string): void {
     this.members.delete(c);
-    this.log?.warn('disconnecting a peer that does not take its data', {
+    // Progress: taking the answers it is owed, sending the data of the R2Ts it holds.
+    this.log?.warn('disconnecting a peer that neither takes its answers nor sends its write data', {
       peer: c.peer,
       heldBytes: bytes,
       why,
