@@ -40,8 +40,11 @@ export class Command {
   /** The path's epoch when the current attempt was sent. */
   epoch = 0;
   attempt: NvmeRequest | null = null;
-  /** Time it spent waiting for a usable path in its earlier parks, ms (rule 5). */
+  /** Time it spent waiting for a usable path, ms (rule 5): its earlier parks, and the
+   * attempts a path refused with an ANA status (that path was not usable either). */
   parkedMs = 0;
+  /** When the current attempt was sent (performance.now()). */
+  sentAt = 0;
   /** When its current park began (performance.now()); meaningful while 'waiting'. */
   parkedAt = 0;
   lastError: Error | null = null;

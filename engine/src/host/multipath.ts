@@ -50,8 +50,9 @@
  * 5. No usable path (all inaccessible, recovering, dead...): the command waits for one
  *    (queue_if_no_path with a limit), at most noPathTimeoutMs in all: the time it spent
  *    parked is summed over every park, however often it is sent and parked again
- *    meanwhile; time in flight or in doubt (rule 3) is not waiting for a path and does
- *    not count. Then it fails with a HostError 'not-connected' that says what each path
+ *    meanwhile, and so is the time of attempts a path refused with an ANA status (rule
+ *    1: that path was not usable either); other time in flight, or in doubt (rule 3),
+ *    is not waiting for a path and does not count. Then it fails with a HostError 'not-connected' that says what each path
  *    is doing. Its maybeExecuted is true if any earlier attempt may have run.
  * The caller is never told "failed" about a write that may still land, without
  * maybeExecuted = true saying so.
@@ -283,12 +284,15 @@ export class MultipathNamespace extends NamespaceIo {
       const last = c.lastError ? `; last: ${c.lastError.message}` : '';
       return this.fail(c, 'not-connected', `gave up after ${c.attempts} attempts${last}`);
     }
+    // Bounds refusals that never park too (two paths refusing in turn, rule 1).
+    if (c.parkedMs >= this.noPathTimeoutMs) return this.failNoPath(c);
     const i = choosePath(this.list, this.rr++);
     if (i < 0) return this.park(c);
     const p = this.list[i]!;
     c.sm.transition('in-flight');
     c.path = p;
     c.epoch = p.epoch;
+    c.sentAt = performance.now();
     const req = copyRequest(c.template);
     c.attempt = req;
     req.onDone = (r) => this.onAttemptDone(c, p, r);
@@ -328,8 +332,10 @@ export class MultipathNamespace extends NamespaceIo {
     const implied = r.error ? null : anaStateOfStatus(r.status);
     if (implied) {
       // Refused before it ran: the path is out until its log says otherwise (rule 1), and
-      // the attempt does not count (noPathTimeoutMs bounds these).
+      // the attempt does not count; its time counts as waiting for a usable path, which
+      // noPathTimeoutMs bounds (a refusal that takes long would add little parked time).
       onAnaStatus(this.watch, p, implied, `I/O completed with ${statusName(r.status)}`);
+      c.parkedMs += performance.now() - c.sentAt;
     } else {
       c.attempts++;
       // The namespace answered: the path's next ANA backoff starts short again.

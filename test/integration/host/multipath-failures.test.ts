@@ -34,21 +34,26 @@ const OTHER_NGUID = 'ffeeddccbbaa99887766554433221100';
  * `b`, whose writes fail as 'unavailable' while `away()` (a storage thread restarting):
  * the target answers them ANA Transition (3/03) while its ANA log still says optimized.
  */
-function unavailableWhile(b: BlockBackend, away: () => boolean): BlockBackend {
+function unavailableWhile(b: BlockBackend, away: () => boolean, afterMs = 0): BlockBackend {
   const inner = spy(b, []);
   return {
     ...inner,
     write: (o, d, f, cb) => {
       if (!away()) return inner.write(o, d, f, cb);
-      setImmediate(() => cb(new BackendError('unavailable', 'storage thread restarting')));
+      const refuse = () => cb(new BackendError('unavailable', 'storage thread restarting'));
+      if (afterMs > 0) setTimeout(refuse, afterMs);
+      else setImmediate(refuse);
     },
   };
 }
 
-/** Node A over `backend` made unavailable while `away()`, node B inaccessible: A is all. */
-async function startAwayPair(away: () => boolean, anattA = 10) {
+/**
+ * Node A over `backend` made unavailable while `away()` (its writes refused after
+ * `afterMs`), node B inaccessible: A is all.
+ */
+async function startAwayPair(away: () => boolean, anattA = 10, afterMs = 0) {
   const backend = new MemoryBackend({ sizeBytes: 16 << 20, blockSize: BS });
-  const flaky = unavailableWhile(backend, away);
+  const flaky = unavailableWhile(backend, away, afterMs);
   const a = await startNode('A', flaky, 'optimized', [1, 0x7fff], NGUID, anattA);
   const b = await startNode('B', backend, 'inaccessible', [0x8000, 0xffef]);
   return { a, b };
@@ -253,6 +258,29 @@ describe('multipath and ANA statuses', () => {
     );
     expect(performance.now() - started).toBeGreaterThanOrEqual(1490);
     expect(byName(mp, 'A').io.pathErrors).toBeGreaterThan(2);
+  });
+
+  // Before: only the backoff parks counted, 50 ms each while other I/O on A succeeded,
+  // so a refusal that took 300 ms let the write go on ~7 times as long as the limit.
+  it('counts the time of attempts refused with an ANA status toward noPathTimeoutMs', async () => {
+    const { a, b } = await startAwayPair(() => true, 1, 300);
+    const mp = await open({ nsid: 1, paths: [pathTo(a), pathTo(b)], noPathTimeoutMs: 1500 });
+    let reading = true;
+    const reader = (async () => {
+      while (reading) await Promise.all([mp.read(0, 1).catch(() => {}), delay(5)]);
+    })();
+    const started = performance.now();
+    const err = await Promise.race([
+      mp.write(9, randomBytes(BS)).catch((e: unknown) => e),
+      delay(6000, 'still retrying 6 s later'),
+    ]);
+    const took = performance.now() - started;
+    reading = false;
+    await reader;
+    expect(err).toBeInstanceOf(HostError);
+    expect((err as Error).message).toMatch(/no usable path for 1500 ms/);
+    expect(took).toBeGreaterThanOrEqual(1490);
+    expect(took).toBeLessThan(3000); // at most one more refusal past the limit
   });
 
   // Before: its clock ran from the first time it found no path, so its time in flight
