@@ -483,9 +483,11 @@ export class NvmeTcpQueue {
    */
   private alreadyAnswered(slot: Slot, what: string): boolean {
     if (slot.answered < 0) return false;
+    // Its first answer no longer stands: the write ends with the protocol error.
+    slot.answered = -1;
     this.protocolFailure(
       slot,
-      `${what} for command id 0x${slot.cid.toString(16)}, which was already completed`,
+      `${what} for command id 0x${slot.cid.toString(16)}, which it had already answered`,
     );
     return true;
   }
@@ -734,9 +736,11 @@ export class NvmeTcpQueue {
       if (this.sock.connecting) this.sock.destroy();
       else this.sock.resetAndDestroy();
     }
-    // Writes the controller answered end with its answer: their data left, or was dropped.
+    // Writes the controller answered while their data still waited here: that data is
+    // dropped now. An error answer stands; success cannot (the controller never got the
+    // data), so such a write fails below like the rest, as maybe executed.
     for (const slot of this.slots) {
-      if (slot.answered >= 0 && slot.req) this.completeSlot(slot, slot.answered);
+      if (slot.answered > 0 && slot.req) this.completeSlot(slot, slot.answered);
     }
     if (culprit?.slot.req) this.failSlot(culprit.slot, culprit.err);
     for (const slot of this.slots) if (slot.req) this.failSlot(slot, err.forCommand(true));

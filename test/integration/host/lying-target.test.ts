@@ -68,18 +68,25 @@ const c2hBegun = (x: LieContext, cccid: number, datal: number): Buffer[] => {
   return [head!, Buffer.alloc(1 << 20, 0xee)];
 };
 /**
- * A target that holds the host's H2CData back and answers the third write with a Write
- * Fault right after an R2T for its first `window` bytes, then sends `more` (the first
- * two writes it takes honestly: an R2T, their data read later, 16 MiB ahead of the third).
+ * A target that holds the host's H2CData back and answers the third write (with a Write
+ * Fault, or `status`) right after an R2T for its first `window` bytes, then sends `more`
+ * (the first two writes it takes honestly: an R2T, their data read later, 16 MiB ahead
+ * of the third).
  */
-function faultThirdWrite(window: number, more = (_x: LieContext, _cqe: Buffer): Buffer[] => []) {
+function faultThirdWrite(
+  window: number,
+  more = (_x: LieContext, _cqe: Buffer): Buffer[] => [],
+  status: number = SC.WRITE_FAULT,
+) {
   const seen = { writes: 0 };
   const lie = (x: LieContext) => {
     if (x.op !== IO.WRITE) return null;
     x.pause(); // the host's H2CData backs up
     if (++seen.writes < 3) return null;
-    const fault = { dw0: 0, dw1: 0, sqhd: 0, sqid: 1, cid: x.cid, status: SC.WRITE_FAULT };
-    const cqe = encodeCapsuleResp(fault, x.dg.hdgst);
+    const cqe = encodeCapsuleResp(
+      { dw0: 0, dw1: 0, sqhd: 0, sqid: 1, cid: x.cid, status },
+      x.dg.hdgst,
+    );
     return [r2t(x, 99, 0, window), cqe, ...more(x, cqe)];
   };
   return { lie, seen };
@@ -387,22 +394,57 @@ describe('host library vs a lying target', () => {
   // While such a write waits for its data to leave, its command id stays taken: the
   // controller must not answer it twice, nor ask it for more data. Before, a second
   // CapsuleResp silently replaced the first, and a later R2T was served.
+  const again = (_x: LieContext, cqe: Buffer) => [cqe];
   it.each([
-    { what: 'a second CapsuleResp', after: (_x: LieContext, fault: Buffer) => [fault] },
-    { what: 'an R2T', after: (x: LieContext) => [r2t(x, 99, 4096, 4096)] },
-  ])('fails the queue on $what for a write it already answered', async ({ after }) => {
+    { what: 'a second CapsuleResp', after: again, status: SC.WRITE_FAULT, all: false },
+    // a success needs the R2T for all of it, or it is refused at once
+    { what: 'a second successful CapsuleResp', after: again, status: SC.SUCCESS, all: true },
+    {
+      what: 'an R2T',
+      after: (x: LieContext) => [r2t(x, 99, 4096, 4096)],
+      status: SC.WRITE_FAULT,
+      all: false,
+    },
+  ])(
+    'fails the queue, and the write, on $what for a write it already answered',
+    async ({ after, status, all }) => {
+      const each = 8 * 1024 * 1024;
+      const { lie, seen } = faultThirdWrite(all ? each : 4096, after, status);
+      const { ns, ctrl, target } = await connect({ lie, blocks: (3 * each) / 512 });
+      const ended = [0, 1, 2].map((i) =>
+        ns.write((i * each) / 512, Buffer.alloc(each, 0x17)).catch((e: unknown) => e as Error),
+      );
+      await waitFor(() => seen.writes === 3);
+      await waitFor(() => ctrl.state !== 'live', 3000);
+      target.resumeIo();
+      // Its first answer no longer stands (before: a held success was reported as such,
+      // with none of its data sent): it may have run, nobody can say.
+      const third = (await ended[2]) as HostError;
+      expect(third).toBeInstanceOf(HostError);
+      expect(third.kind).toBe('protocol');
+      expect(third.maybeExecuted).toBe(true);
+      expect(third.message).toMatch(/which it had already answered/);
+    },
+  );
+
+  it('does not report success for a write whose data the queue dropped as it closed', async () => {
     const each = 8 * 1024 * 1024;
-    const { lie, seen } = faultThirdWrite(4096, after);
+    const { lie, seen } = faultThirdWrite(each, undefined, SC.SUCCESS);
     const { ns, ctrl, target } = await connect({ lie, blocks: (3 * each) / 512 });
     const ended = [0, 1, 2].map((i) =>
-      ns.write((i * each) / 512, Buffer.alloc(each, 0x17)).catch((e: unknown) => e as Error),
+      ns.write((i * each) / 512, Buffer.alloc(each, 0x17)).then(
+        () => 'reported as written',
+        (e: unknown) => e as HostError,
+      ),
     );
     await waitFor(() => seen.writes === 3);
-    await waitFor(() => ctrl.state !== 'live', 3000);
+    await sleep(200); // the success arrived while its data still waited here
+    await ctrl.close(100);
     target.resumeIo();
-    const third = (await ended[2]) as NvmeStatusError;
-    expect(third).toBeInstanceOf(NvmeStatusError); // its first answer stands
-    expect(third.statusName).toMatch(/WRITE_FAULT/);
+    // Before: 'reported as written', none of its data ever sent.
+    const third = (await ended[2]) as HostError;
+    expect(third).toBeInstanceOf(HostError);
+    expect(third.maybeExecuted).toBe(true);
   });
 
   it('checks the header digest when it was negotiated', async () => {
