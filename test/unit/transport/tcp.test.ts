@@ -782,6 +782,24 @@ describe('process-wide memory (PeerMemoryGuard)', () => {
     await answers(h, n);
   });
 
+  const len = 4 << 20;
+  /** A peer given an R2T for a write of `len` bytes that sends `upTo` of them. */
+  async function writer(upTo: number) {
+    const h = await host();
+    await h.connectQueue(31);
+    h.command(sqe(OP.WRITE, 1, SGL_TRANSPORT_DATA_BLOCK, len));
+    const r2t = await h.nextOf(PduType.R2T);
+    const chunk = Buffer.alloc(MAXH2CDATA, 0xab);
+    const send = (from: number, to: number) => {
+      for (let o = from; o < to; o += MAXH2CDATA)
+        h.h2c(1, r2t.ttag, o, chunk, o + MAXH2CDATA === len);
+    };
+    send(0, upTo);
+    return { h, send, port: h.socket.localPort! };
+  }
+  const infoOf = (port: number) =>
+    transport.connections().find((c) => c.peer === `127.0.0.1:${port}`);
+
   it('sheds peers that hold R2T windows without sending their data, not one that sends slowly', async () => {
     await transport.close();
     const memory = new PeerMemoryGuard({
@@ -790,21 +808,6 @@ describe('process-wide memory (PeerMemoryGuard)', () => {
       tickMs: 3_600_000,
     });
     await start({ memory });
-    const len = 4 << 20;
-    const chunk = Buffer.alloc(MAXH2CDATA, 0xab);
-    /** A peer given an R2T for `len` bytes that sends `upTo` of them. */
-    const writer = async (upTo: number) => {
-      const h = await host();
-      await h.connectQueue(31);
-      h.command(sqe(OP.WRITE, 1, SGL_TRANSPORT_DATA_BLOCK, len));
-      const r2t = await h.nextOf(PduType.R2T);
-      const send = (from: number, to: number) => {
-        for (let o = from; o < to; o += MAXH2CDATA)
-          h.h2c(1, r2t.ttag, o, chunk, o + MAXH2CDATA === len);
-      };
-      send(0, upTo);
-      return { h, send, port: h.socket.localPort };
-    };
     for (let i = 0; i < 2; i++) await writer(len - MAXH2CDATA); // then idle
     const slow = await writer(len / 2);
     await until(() => transport.connections().every((c) => c.heldBytes >= len), 'windows held');
@@ -812,8 +815,7 @@ describe('process-wide memory (PeerMemoryGuard)', () => {
     memory.check(t0);
     expect(memory.tight).toBe(true);
     slow.send(len / 2, len - MAXH2CDATA); // progress between the two checks
-    const slowInfo = () =>
-      transport.connections().find((c) => c.peer === `127.0.0.1:${slow.port}`)!;
+    const slowInfo = () => infoOf(slow.port)!;
     await until(
       () => slowInfo().rxBytes >= len - MAXH2CDATA && slowInfo().rxBuffered === 0,
       'sent',
@@ -830,11 +832,7 @@ describe('process-wide memory (PeerMemoryGuard)', () => {
     memory.check(t0 + 4000);
     memory.check(t0 + 4000 + PEER_STALL_MS);
     await until(() => open() === 1, 'the stalled writer shed');
-    expect(
-      transport
-        .connections()
-        .some((c) => c.peer === `127.0.0.1:${again.port}` && c.state === 'live'),
-    ).toBe(false);
+    expect(infoOf(again.port)?.state).not.toBe('live');
     // A connection the target ends (a bad PDU) lingers up to LINGER_MS: what its R2Ts
     // held is no longer counted (before, r2tBytes outlived releaseCore).
     const bad = await writer(len / 2);
@@ -843,6 +841,27 @@ describe('process-wide memory (PeerMemoryGuard)', () => {
     await until(() => transport.connections().some((c) => c.state === 'closing'), 'bad peer ends');
     memory.check(t0 + 5000);
     expect(memory.held).toBeLessThan(MAXH2CDATA * 2);
+  });
+
+  it('keeps the clock of an unfilled R2T running while the peer leaves its answers unread', async () => {
+    // Before, any check that found reading paused (answers past the high water mark)
+    // started the R2T clock over: a few unread reads now and then kept a window for ever.
+    await transport.close();
+    const memory = new PeerMemoryGuard({ tickMs: 3_600_000 }); // PEER_STALL_MS
+    await start({ memory });
+    const w = await writer(MAXH2CDATA);
+    await until(() => (infoOf(w.port)?.rxBytes ?? 0) > MAXH2CDATA, 'its data in');
+    const t0 = performance.now();
+    memory.check(t0);
+    w.h.socket.pause();
+    for (let cid = 2; cid < 10; cid++) w.h.command(readSqe(cid, 1 << 20, cid));
+    await until(() => infoOf(w.port)!.readingPaused, 'reading paused');
+    memory.check(t0 + PEER_STALL_MS / 2);
+    w.h.socket.resume();
+    await answers(w.h, 8);
+    await until(() => !infoOf(w.port)!.readingPaused, 'reading again');
+    memory.check(t0 + PEER_STALL_MS + 1000);
+    await until(() => infoOf(w.port)?.state !== 'live', 'shed, its window never filled');
   });
 
   it('over the cap, holds each peer to one read, sheds the stalled ones holding most, and eases below it', async () => {

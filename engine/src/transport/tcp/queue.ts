@@ -214,7 +214,7 @@ export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection 
 
   /**
    * Since when the peer has made no progress on what it owes: taking the answers queued
-   * past the high water mark, or sending the data of an R2T it was given (while we read).
+   * past the high water mark, or sending the data of an R2T it was given.
    * Progress is bytes, not events: 'drain' comes only once everything queued has gone,
    * which a peer reading slowly from a deep queue may not reach for minutes.
    */
@@ -225,9 +225,12 @@ export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection 
       const taken = bytesTaken(s);
       if (this.txSince === 0 || taken !== this.txMark) [this.txSince, this.txMark] = [now, taken];
     }
-    if (this.r2tActive.size === 0 || this.readingPaused) this.rxSince = 0;
+    if (this.r2tActive.size === 0) this.rxSince = 0;
     else {
       // The highest mark counts: a partial PDU that keeps being restarted is no progress.
+      // While we do not read (its answers past the high water mark) no data shows up and
+      // the clock runs on: stopped or restarted then, a peer could keep its windows for
+      // ever by leaving its answers unread now and then.
       const got = this.h2cBytes + this.parser.buffered;
       if (this.rxSince === 0 || got > this.rxMark) [this.rxSince, this.rxMark] = [now, got];
     }
