@@ -104,6 +104,9 @@ export type ControllerState =
   /** Closed. Terminal. */
   | 'closed';
 
+/** KATO of an I/O controller when the options give none (Linux's NVME_DEFAULT_KATO). */
+export const DEFAULT_KATO_MS = 5000;
+
 const CONTROLLER_STATES: Record<ControllerState, readonly ControllerState[]> = {
   new: [],
   connecting: ['new', 'live', 'recovering', 'dead'],
@@ -148,7 +151,7 @@ export class NvmeController implements Submitter {
       hostid: this.hostid,
       hdgst: opts.hdgst ?? false,
       ddgst: opts.ddgst ?? false,
-      kato: opts.kato ?? (discovery ? 0 : 5000),
+      kato: opts.kato ?? (discovery ? 0 : DEFAULT_KATO_MS),
       ioQueues: discovery ? 0 : (opts.ioQueues ?? 1),
       queueSize: opts.queueSize ?? 128,
       connectTimeoutMs: opts.connectTimeoutMs ?? 10_000,

@@ -6,6 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { NSID_ALL } from '../protocol/opcodes.js';
+import { DEFAULT_KATO_MS } from './controller.js';
 import type { MultipathOptions, PathOptions } from './multipath.js';
 
 /** Refuse options a multipath namespace cannot run with (throws, naming the path). */
@@ -91,7 +92,7 @@ function checkSame(
 
 /** The path's keep-alive timeout as its controller uses it. */
 export function katoOf(p: PathOptions): number {
-  return p.kato ?? 5000;
+  return p.kato ?? DEFAULT_KATO_MS;
 }
 
 export function pathName(p: PathOptions): string {
