@@ -9,6 +9,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MetricsSample } from '../../contract/api.js';
 import { NvmeController } from '../../engine/src/host/index.js';
+import { defaultPeerMemoryCap } from '../../engine/src/transport/tcp/peer-memory.js';
 import { apiError, connectSocket, type SocketClient } from '../helpers/api.js';
 import { startEngine, tempDir, type RunningEngine } from '../helpers/engine.js';
 import { freePort } from '../helpers/linux-host.js';
@@ -125,6 +126,15 @@ describe('metrics in the engine', () => {
     expect(writes.find((s) => s.labels.nqn === NQN && s.labels.nsid === '1')!.value).toBe(64);
     expect(fams.get('branchsan_namespace_write_latency_seconds')!.type).toBe('histogram');
     expect(fams.has('branchsan_node_memory_used_bytes')).toBe(true);
+    // the engine's NVMe/TCP connections against their memory cap (the host has closed)
+    const one = (name: string) => fams.get(name)!.samples.map((s) => [s.labels, s.value]);
+    expect(one('branchsan_nvme_tcp_held_cap_bytes')).toEqual([[{}, defaultPeerMemoryCap()]]);
+    expect(one('branchsan_nvme_tcp_connections')).toEqual([[{}, 0]]);
+    expect(one('branchsan_nvme_tcp_over_cap')).toEqual([[{}, 0]]);
+    expect(one('branchsan_nvme_tcp_disconnected_total')).toEqual([
+      [{ reason: 'no-progress' }, 0],
+      [{ reason: 'over-cap' }, 0],
+    ]);
     // the setting persists in the database: the settings read it back
     expect((await api.call('metrics.settings.get', {})).prometheus.enabled).toBe(true);
   });

@@ -13,7 +13,7 @@ import { parseDiscoveryAdmin } from './discovery.js';
 import { parseConnect, parseFabricsAdmin, parseFabricsIo } from './fabrics.js';
 import { parseIo } from './io.js';
 import { CMD_SEQ, INVALID_FIELD, INVALID_OPCODE, fail } from './request.js';
-import type { CoreQueue, ParseResult, TransportQueue } from './seam.js';
+import type { CoreQueue, ParseResult, QueueOwner, TransportQueue } from './seam.js';
 import type { Target } from './target.js';
 
 const ABORTED = fail(SC.ABORT_QUEUE);
@@ -84,6 +84,11 @@ export class Queue implements CoreQueue, QueueLink {
   /** QueueLink: the controller wants this connection gone. */
   close(reason: string): void {
     this.tq.close(reason);
+  }
+
+  owner(): QueueOwner | null {
+    const c = this.ctrl;
+    return c ? { hostnqn: c.hostnqn, subnqn: c.subsys.nqn, cntlid: c.cntlid, qid: this.qid } : null;
   }
 
   closed(): void {

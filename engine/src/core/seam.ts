@@ -74,6 +74,17 @@ export interface CoreQueue {
   parse(sqe: Buffer, sglLength: number): ParseResult;
   /** The connection is gone: release the queue (admin queue: delete the controller). */
   closed(): void;
+  /** Whose queue it is, once Connect bound it to a controller (for logs and events). */
+  owner(): QueueOwner | null;
+}
+
+/** The host, subsystem and queue a connection serves. */
+export interface QueueOwner {
+  readonly hostnqn: string;
+  readonly subnqn: string;
+  readonly cntlid: number;
+  /** 0: the admin queue. */
+  readonly qid: number;
 }
 
 /** The core's side of a whole target: one per node. */

@@ -109,6 +109,7 @@ export function renderPrometheus(
   raw: RawReading | null,
   last: MetricsSample | null,
   alerts: readonly ExposedAlert[] = [],
+  connections: ConnectionMemory | null = null,
 ): string {
   const out = new Exposition();
   const namespaces: IoEntity[] = (raw?.namespaces ?? []).map((n) => ({
@@ -136,8 +137,51 @@ export function renderPrometheus(
   }));
   ioFamilies(out, 'branchsan_host', 'host connection (I/O controller)', controllers);
   nodeFamilies(out, raw, last);
+  if (connections) connectionFamilies(out, connections);
   alertFamilies(out, alerts);
   return out.text();
+}
+
+/** What the NVMe/TCP connections hold against their cap (the transport's PeerMemoryGuard.stats()). */
+export interface ConnectionMemory {
+  readonly connections: number;
+  readonly heldBytes: number;
+  readonly capBytes: number;
+  readonly tight: boolean;
+  readonly tightEntered: number;
+  readonly shedNoProgress: number;
+  readonly shedOverCap: number;
+}
+
+function connectionFamilies(out: Exposition, c: ConnectionMemory): void {
+  const gauges: [string, string, number][] = [
+    ['branchsan_nvme_tcp_connections', 'NVMe/TCP connections open now.', c.connections],
+    [
+      'branchsan_nvme_tcp_held_bytes',
+      'Bytes the NVMe/TCP connections hold for their hosts: answers not yet taken, reads running, write data.',
+      c.heldBytes,
+    ],
+    [
+      'branchsan_nvme_tcp_held_cap_bytes',
+      'The cap on held bytes; over it each connection runs one read and one write transfer at a time.',
+      c.capBytes,
+    ],
+    ['branchsan_nvme_tcp_over_cap', '1 while held bytes are over the cap.', c.tight ? 1 : 0],
+  ];
+  for (const [name, help, value] of gauges) {
+    out.family(name, 'gauge', help);
+    out.sample(name, {}, value);
+  }
+  out.family('branchsan_nvme_tcp_over_cap_total', 'counter', 'Times held bytes went over the cap.');
+  out.sample('branchsan_nvme_tcp_over_cap_total', {}, c.tightEntered);
+  const dropped = 'branchsan_nvme_tcp_disconnected_total';
+  out.family(
+    dropped,
+    'counter',
+    'Connections the engine disconnected because their host made no progress: for 60 s (no-progress), or for 2 s while over the cap (over-cap).',
+  );
+  out.sample(dropped, { reason: 'no-progress' }, c.shedNoProgress);
+  out.sample(dropped, { reason: 'over-cap' }, c.shedOverCap);
 }
 
 /**

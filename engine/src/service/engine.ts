@@ -175,6 +175,7 @@ export class Engine {
         hub,
         log: log.child({ component: 'metrics' }),
         alerts: () => eventsService.listAlerts(true, 1000),
+        connections: () => runtime.memory.stats(),
         reader,
         checkpointer,
       });

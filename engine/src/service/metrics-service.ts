@@ -22,7 +22,11 @@ import type { SessionHub } from '../control/sessions.js';
 import type { Target } from '../core/index.js';
 import { MetricsSampler, targetIoSource, type IoSource } from '../metrics/sampler.js';
 import type { NodeSources } from '../metrics/node.js';
-import { renderPrometheus, type ExposedAlert } from '../metrics/prometheus.js';
+import {
+  renderPrometheus,
+  type ConnectionMemory,
+  type ExposedAlert,
+} from '../metrics/prometheus.js';
 import { samplePoints, selectorKey } from '../metrics/series.js';
 import { getSetting, setSetting, type Db } from '../persistence/db.js';
 import {
@@ -72,6 +76,8 @@ export interface MetricsServiceOptions {
   includeLoopback?: boolean;
   /** The active alerts, for /metrics (the events service's; none by default). */
   alerts?: () => readonly ExposedAlert[];
+  /** The NVMe/TCP connections' memory against their cap, for the exposition. */
+  connections?: () => ConnectionMemory;
   /**
    * Measures the history's share of the database off the engine's thread (absent, or
    * unable to read the file: the history's rows are counted instead, see MetricsStore).
@@ -439,7 +445,13 @@ export class MetricsService {
     return metricsRoute({
       enabled: () => this.prometheus,
       token: () => this.token,
-      render: () => renderPrometheus(this.sampler.latest(), this.last, this.opts.alerts?.() ?? []),
+      render: () =>
+        renderPrometheus(
+          this.sampler.latest(),
+          this.last,
+          this.opts.alerts?.() ?? [],
+          this.opts.connections?.() ?? null,
+        ),
     });
   }
 }

@@ -13,6 +13,11 @@ import { BackendError, type BlockBackend } from '../storage/backend.js';
 import { FdBackend, type BackingState, type IoThreadsEvent } from '../storage/file.js';
 import { openBackend, type BackendSpec } from '../storage/open.js';
 import { TcpTransport } from '../transport/tcp/index.js';
+import {
+  processPeerMemory,
+  type PeerMemoryEvent,
+  type PeerMemoryGuard,
+} from '../transport/tcp/peer-memory.js';
 import { cannotListen, UserError } from '../util/errors.js';
 import { BoundedCalls, LATE, within } from '../util/within.js';
 import type { Logger } from '../util/log.js';
@@ -95,13 +100,22 @@ export class TargetRuntime {
   private readonly closing = new Map<BlockBackend, { nqn: string; nsid: number }>();
   /** Told, after the log line, when a namespace's I/O threads fail or are replaced. */
   onIoThreads: ((e: NamespaceIoThreadsEvent) => void) | null = null;
+  /**
+   * Told, after the log line, when the bound on what all NVMe/TCP connections hold
+   * disconnects peers, or the process goes over that bound and back under it.
+   */
+  onPeerMemory: ((e: PeerMemoryEvent) => void) | null = null;
+  private readonly unlistenMemory: () => void;
 
   constructor(
     private readonly log: Logger,
     opts: TargetOptions = {},
     /** How long opening a backend may wait for its file system (see addNamespace). */
     openWaitMs = OPEN_WAIT_MS,
+    /** The bound on what the NVMe/TCP connections hold (the process's own by default). */
+    readonly memory: PeerMemoryGuard = processPeerMemory,
   ) {
+    this.unlistenMemory = memory.listen((e) => this.onPeerMemory?.(e));
     this.opens = new BoundedCalls(openWaitMs);
     this.target = new Target({
       inCapsuleBytes: IN_CAPSULE_DATA_SIZE,
@@ -128,6 +142,7 @@ export class TargetRuntime {
           port: spec.port,
           portId: spec.portId,
           log: this.log.child({ component: 'nvme-tcp', port: spec.port }),
+          memory: this.memory,
         },
         this.target,
       );
@@ -388,6 +403,7 @@ export class TargetRuntime {
    * (up to drainMs), then disconnect hosts, stop listening, close backends.
    */
   async close(drainMs = 5000): Promise<void> {
+    this.unlistenMemory();
     const drained = [...this.listeners.values()].map((l) => l.transport.drain(drainMs));
     this.target.quiesce();
     await Promise.all(drained);

@@ -31,6 +31,7 @@ import {
   defaultPeerMemoryCap,
   PEER_STALL_MS,
   PeerMemoryGuard,
+  type PeerMemoryEvent,
 } from '../../../engine/src/transport/tcp/peer-memory.js';
 import { RawHost as TestHost, sqe } from '../../helpers/raw-nvme.js';
 import { FakeCore, OP, pattern, READ_HOW, readSqe } from './test-host.js';
@@ -871,6 +872,11 @@ describe('process-wide memory (PeerMemoryGuard)', () => {
     await transport.close();
     const cap = 12 << 20;
     const memory = new PeerMemoryGuard({ capBytes: cap, tightStallMs: 300, tickMs: 3_600_000 });
+    const told: PeerMemoryEvent[] = [];
+    memory.listen((e) => told.push(e));
+    memory.listen(() => {
+      throw new Error('a listener that fails stops no other');
+    });
     await start({ memory });
     const reader = await host();
     await reader.connectQueue(31);
@@ -888,6 +894,8 @@ describe('process-wide memory (PeerMemoryGuard)', () => {
     memory.check();
     expect(memory.tight).toBe(true);
     expect(open()).toBe(3); // nobody stalled long enough yet
+    expect(told).toEqual([{ kind: 'tight', heldBytes: memory.held, capBytes: cap }]);
+    expect(memory.held).toBeGreaterThan(cap);
 
     // While tight a new peer that stops reading holds one read past the high water mark.
     const c = await stalledPeer();
@@ -901,6 +909,16 @@ describe('process-wide memory (PeerMemoryGuard)', () => {
     expect(byPeer(c)?.state).toBe('live');
     expect(byPeer(reader)?.state).toBe('live');
     expect(memory.held).toBeLessThanOrEqual(cap);
+    // One event for the check, naming the peer shed and why.
+    expect(told).toHaveLength(2);
+    const shed = told[1]!;
+    if (shed.kind !== 'shed') throw new Error(`expected a shed event, got ${shed.kind}`);
+    expect(shed.peers).toHaveLength(1);
+    expect([a, b].map((h) => `127.0.0.1:${h.socket.localPort}`)).toContain(shed.peers[0]!.peer);
+    expect(shed.peers[0]).toMatchObject({ reason: 'over-cap', owner: null });
+    expect(shed.peers[0]!.stalledMs).toBeGreaterThanOrEqual(1000);
+    expect(shed.peers[0]!.heldBytes).toBeGreaterThan(READ_BUDGET - (1 << 20));
+    expect(memory.stats()).toMatchObject({ shedOverCap: 1, shedNoProgress: 0, tightEntered: 1 });
 
     // The reader is served in full.
     await readsServed(reader, 16, 256 * 1024, 7);
@@ -911,6 +929,8 @@ describe('process-wide memory (PeerMemoryGuard)', () => {
     await until(() => transport.connections().length === 2, 'large peers gone');
     memory.check();
     expect(memory.tight).toBe(false);
+    expect(told[2]).toMatchObject({ kind: 'eased', capBytes: cap });
+    expect(memory.stats()).toMatchObject({ tight: false, connections: 2 });
     await until(() => byPeer(c)!.heldBytes > 4 << 20, 'c runs reads again while still paused');
     c.socket.resume();
     await answers(c, 126);

@@ -7,6 +7,7 @@ import type {
   CoreQueue,
   CoreTarget,
   ParseResult,
+  QueueOwner,
   TransportQueue,
 } from '../../../engine/src/core/seam.js';
 import { SGL_TRANSPORT_DATA_BLOCK } from '../../../engine/src/protocol/pdu-capsule.js';
@@ -63,6 +64,10 @@ export class FakeQueue implements CoreQueue {
   intos: (Buffer | null)[] = [];
 
   constructor(readonly tq: TransportQueue) {}
+
+  owner(): QueueOwner | null {
+    return null;
+  }
 
   parse(sqe: Buffer, sglLength: number): ParseResult {
     this.parsed++;

@@ -23,6 +23,7 @@
 import type { Socket } from 'node:net';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
+import type { QueueOwner } from '../../core/seam.js';
 import type { Logger } from '../../util/log.js';
 
 /** A connection as the guard sees it (TcpQueue). */
@@ -38,6 +39,49 @@ export interface GuardedConnection {
   ease(): void;
   /** Disconnect (the guard's decision, with the reason for the log). */
   shed(reason: string): void;
+  /** Whose queue it is, once connected (for the event that says who was disconnected). */
+  owner(): QueueOwner | null;
+}
+
+/** A connection the guard disconnected. */
+export interface ShedPeer {
+  /** host:port */
+  readonly peer: string;
+  readonly owner: QueueOwner | null;
+  readonly heldBytes: number;
+  /** How long it had made no progress. */
+  readonly stalledMs: number;
+  /** 'no-progress': PEER_STALL_MS passed; 'over-cap': stalled while the process was over its cap. */
+  readonly reason: 'no-progress' | 'over-cap';
+}
+
+/**
+ * What the guard did, for the event log: the peers one check disconnected (one event
+ * for all of them, however many), and the process going over its cap and back under.
+ */
+export type PeerMemoryEvent =
+  | { readonly kind: 'shed'; readonly peers: readonly ShedPeer[]; readonly capBytes: number }
+  | { readonly kind: 'tight'; readonly heldBytes: number; readonly capBytes: number }
+  | {
+      readonly kind: 'eased';
+      readonly heldBytes: number;
+      readonly capBytes: number;
+      /** How long the process was over its cap. */
+      readonly tightMs: number;
+    };
+
+/** The guard's figures (metrics). */
+export interface PeerMemoryStats {
+  readonly capBytes: number;
+  /** What connections held at the last check. */
+  readonly heldBytes: number;
+  readonly tight: boolean;
+  readonly connections: number;
+  /** Peers disconnected since the process started, by reason. */
+  readonly shedNoProgress: number;
+  readonly shedOverCap: number;
+  /** Times the process went over its cap. */
+  readonly tightEntered: number;
 }
 
 export interface PeerMemoryOptions {
@@ -64,9 +108,13 @@ export class PeerMemoryGuard {
   private readonly members = new Set<GuardedConnection>();
   private timer: NodeJS.Timeout | null = null;
   private tightNow = false;
+  /** When (performance.now()) the process went over its cap. */
+  private tightAt = 0;
   /** What the last check added up (metrics, tests). */
   private lastHeld = 0;
   private log: Logger | null = null;
+  private readonly listeners = new Set<(e: PeerMemoryEvent) => void>();
+  private counts = { noProgress: 0, overCap: 0, tight: 0 };
   readonly capBytes: number;
   private readonly stallMs: number;
   private readonly tightStallMs: number;
@@ -89,6 +137,24 @@ export class PeerMemoryGuard {
     return this.lastHeld;
   }
 
+  stats(): PeerMemoryStats {
+    return {
+      capBytes: this.capBytes,
+      heldBytes: this.lastHeld,
+      tight: this.tightNow,
+      connections: this.members.size,
+      shedNoProgress: this.counts.noProgress,
+      shedOverCap: this.counts.overCap,
+      tightEntered: this.counts.tight,
+    };
+  }
+
+  /** Tells `fn` of every PeerMemoryEvent until the returned function is called. */
+  listen(fn: (e: PeerMemoryEvent) => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
   join(c: GuardedConnection, log: Logger): void {
     this.log ??= log;
     this.members.add(c);
@@ -103,19 +169,21 @@ export class PeerMemoryGuard {
     if (this.members.size > 0 || !this.timer) return;
     clearInterval(this.timer);
     this.timer = null;
-    this.setTight(false);
+    this.lastHeld = 0;
+    this.setTight(false, performance.now());
   }
 
   /** One check (the timer's job; tests call it to skip the wait). */
   check(now = performance.now()): void {
     let held = 0;
+    const shed: ShedPeer[] = [];
     const stalled: { c: GuardedConnection; bytes: number; ms: number }[] = [];
     for (const c of [...this.members]) {
       const bytes = c.heldBytes();
       const since = c.stalledSince(now);
       const ms = since > 0 ? now - since : 0;
       if (ms >= this.stallMs) {
-        this.shed(c, bytes, `no progress for ${Math.round(ms / 1000)} s`);
+        shed.push(this.shed(c, bytes, ms, 'no-progress', `no progress for ${seconds(ms)} s`));
         continue;
       }
       held += bytes;
@@ -124,49 +192,75 @@ export class PeerMemoryGuard {
     if (held > this.capBytes) {
       // Those holding the most first: the fewest disconnections free the memory.
       stalled.sort((a, b) => b.bytes - a.bytes);
+      const mib = (this.capBytes / 2 ** 20).toFixed(0);
       for (const s of stalled) {
         if (held <= this.capBytes) break;
-        const mib = (this.capBytes / 2 ** 20).toFixed(0);
-        this.shed(
-          s.c,
-          s.bytes,
-          `connections hold more than ${mib} MiB for their peers, and this one made no progress for ${Math.round(s.ms / 1000)} s`,
-        );
+        const why = `connections hold more than ${mib} MiB for their peers, and this one made no progress for ${seconds(s.ms)} s`;
+        shed.push(this.shed(s.c, s.bytes, s.ms, 'over-cap', why));
         held -= s.bytes;
       }
     }
     this.lastHeld = held;
-    if (held > this.capBytes) this.setTight(true);
-    else if (held < (this.capBytes * 3) / 4) this.setTight(false);
+    if (shed.length > 0) this.tell({ kind: 'shed', peers: shed, capBytes: this.capBytes });
+    if (held > this.capBytes) this.setTight(true, now);
+    else if (held < (this.capBytes * 3) / 4) this.setTight(false, now);
   }
 
-  private shed(c: GuardedConnection, bytes: number, why: string): void {
+  private shed(
+    c: GuardedConnection,
+    bytes: number,
+    ms: number,
+    reason: ShedPeer['reason'],
+    why: string,
+  ): ShedPeer {
     this.members.delete(c);
+    const owner = c.owner();
     // Progress: taking the answers it is owed, sending the data of the R2Ts it holds.
     this.log?.warn('disconnecting a peer that neither takes its answers nor sends its write data', {
       peer: c.peer,
+      ...owner,
       heldBytes: bytes,
       why,
     });
     c.shed(why);
+    if (reason === 'no-progress') this.counts.noProgress++;
+    else this.counts.overCap++;
+    return { peer: c.peer, owner, heldBytes: bytes, stalledMs: ms, reason };
   }
 
-  private setTight(tight: boolean): void {
+  /** Listeners are told in turn; one that throws is logged and stops no other. */
+  private tell(e: PeerMemoryEvent): void {
+    for (const fn of [...this.listeners]) {
+      try {
+        fn(e);
+      } catch (err) {
+        this.log?.error('a listener of the connection memory guard failed', { err });
+      }
+    }
+  }
+
+  private setTight(tight: boolean, now: number): void {
     if (tight === this.tightNow) return;
     this.tightNow = tight;
+    const at = { heldBytes: this.lastHeld, capBytes: this.capBytes };
     if (tight) {
+      this.tightAt = now;
+      this.counts.tight++;
       this.log?.warn(
         'NVMe/TCP connections hold more memory than the cap: one read and one write transfer at a time per connection until they drain',
-        {
-          capBytes: this.capBytes,
-          heldBytes: this.lastHeld,
-        },
+        at,
       );
+      this.tell({ kind: 'tight', ...at });
       return;
     }
-    this.log?.info('NVMe/TCP connection memory back under the cap', { heldBytes: this.lastHeld });
+    this.log?.info('NVMe/TCP connection memory back under the cap', at);
     for (const c of [...this.members]) c.ease();
+    this.tell({ kind: 'eased', ...at, tightMs: Math.max(0, now - this.tightAt) });
   }
+}
+
+function seconds(ms: number): number {
+  return Math.round(ms / 1000);
 }
 
 /**

@@ -12,6 +12,7 @@ import type {
   CoreTarget,
   ParseResult,
   PortInfo,
+  QueueOwner,
   TransportQueue,
 } from '../../core/seam.js';
 import {
@@ -245,6 +246,10 @@ export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection 
 
   shed(reason: string): void {
     this.close(reason);
+  }
+
+  owner(): QueueOwner | null {
+    return this.core?.owner() ?? null;
   }
 
   // ---- TransportQueue ----
