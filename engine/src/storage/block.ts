@@ -7,6 +7,7 @@
  * (BLKZEROOUT) possible, so without it caps.deallocate is false.
  */
 import * as fs from 'node:fs';
+import type { BigIntStats } from 'node:fs';
 import { readFile, realpath, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -22,6 +23,10 @@ import {
 
 const openAsync = promisify(fs.open);
 const closeAsync = promisify(fs.close);
+const fstatAsync = (fd: number, o: { bigint: true }) =>
+  new Promise<BigIntStats>((resolve, reject) =>
+    fs.fstat(fd, o, (err, st) => (err ? reject(err) : resolve(st))),
+  );
 
 export interface BlockBackendOptions {
   /** /dev/sdX, /dev/nvme0n1p3, /dev/disk/by-id/… (symlinks are followed). */
@@ -40,36 +45,58 @@ export interface BlockDeviceInfo {
   discard: boolean;
   writeBackCache: boolean;
   readOnly: boolean;
+  /** The device number all of the above belongs to. */
+  rdev: bigint;
 }
 
-/** Reads /sys/class/block/<name>; a partition's queue/ is its parent disk's. */
+/**
+ * Reads the sysfs entry of the device `path` names, found by its device number
+ * (/sys/dev/block/MAJ:MIN), not by its file name: a node named like another disk (a
+ * container's --device /dev/sdb:/dev/sda, a node made with mknod) must not get that
+ * disk's size or cache. A partition's queue/ is its parent disk's.
+ */
 export async function probeBlockDevice(path: string): Promise<BlockDeviceInfo> {
-  let dev: string;
+  let st: BigIntStats;
   try {
-    dev = await realpath(path);
+    st = await stat(path, { bigint: true });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     throw new BackendError('unavailable', `${path} does not exist (${code ?? 'error'})`, code);
   }
-  const st = await stat(dev);
   if (!st.isBlockDevice()) {
     throw new BackendError(
       'unavailable',
       `${path} is not a block device (use kind "file" for files)`,
     );
   }
-  const name = basename(dev);
-  const sys = join('/sys/class/block', name);
-  const queue = await firstExisting([join(sys, 'queue'), join(await realpath(sys), '..', 'queue')]);
+  const { major, minor } = deviceNumber(st.rdev);
+  let sys: string;
+  try {
+    sys = await realpath(`/sys/dev/block/${major}:${minor}`);
+  } catch (err) {
+    throw new BackendError(
+      'unavailable',
+      `${path} is block device ${major}:${minor}, which the kernel does not list in /sys/dev/block (${(err as NodeJS.ErrnoException).code}): no such device here, or sysfs is not mounted`,
+    );
+  }
+  const queue = await firstExisting([join(sys, 'queue'), join(sys, '..', 'queue')]);
   const sectors = Number(await readSys(join(sys, 'size'))); // always 512-byte units
   return {
-    name,
+    name: basename(sys),
     sizeBytes: sectors * 512,
     logicalBlockSize: Number(await readSys(join(queue, 'logical_block_size'))),
     discard: Number(await readSys(join(queue, 'discard_max_bytes'), '0')) > 0,
     writeBackCache: (await readSys(join(queue, 'write_cache'), 'write back')) === 'write back',
     readOnly: (await readSys(join(sys, 'ro'), '0')) === '1',
+    rdev: st.rdev,
   };
+}
+
+/** Linux's dev_t: 12 bits of major and 20 of minor, split as glibc's major()/minor() do. */
+export function deviceNumber(rdev: bigint): { major: number; minor: number } {
+  const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & 0xfffff000n);
+  const minor = (rdev & 0xffn) | ((rdev >> 12n) & 0xffffff00n);
+  return { major: Number(major), minor: Number(minor) };
 }
 
 export async function openBlockBackend(opts: BlockBackendOptions): Promise<FdBackend> {
@@ -96,6 +123,15 @@ export async function openBlockBackend(opts: BlockBackendOptions): Promise<FdBac
     throw openError(opts.path, err);
   });
   try {
+    // The path may have been replaced between the probe and the open: what the
+    // descriptor opened must be the device the figures above describe.
+    const opened = await fstatAsync(fd, { bigint: true });
+    if (opened.rdev !== info.rdev) {
+      throw new BackendError(
+        'unavailable',
+        `${opts.path} changed while it was being opened (it names another device now); add it again`,
+      );
+    }
     const target: FdTarget = {
       kind: 'block',
       path: opts.path,

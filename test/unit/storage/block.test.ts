@@ -2,11 +2,22 @@
  * The block-device backend against a real loop device (root only). When the
  * sandbox refuses losetup the tests are skipped with the reason printed.
  */
-import { truncateSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import {
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
+import { basename, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { BlockBackend } from '../../../engine/src/storage/backend.js';
-import { openBlockBackend, probeBlockDevice } from '../../../engine/src/storage/block.js';
+import {
+  deviceNumber,
+  openBlockBackend,
+  probeBlockDevice,
+} from '../../../engine/src/storage/block.js';
 import type { FdBackend } from '../../../engine/src/storage/file.js';
 import { openBackend } from '../../../engine/src/storage/open.js';
 import {
@@ -98,6 +109,37 @@ describe('block device backend (loop device)', () => {
       await again.close();
     });
   }
+
+  it("sizes a device by its number, not by a node's name that another disk has", async (ctx) => {
+    // A container's --device /dev/loopN:/dev/vda, or a node made with mknod: before, the
+    // name was looked up in /sys/class/block and the other disk's size and cache served.
+    if (!dev) return ctx.skip();
+    const { major, minor } = deviceNumber(statSync(dev, { bigint: true }).rdev);
+    const other = readdirSync('/sys/class/block').find((n) => !n.startsWith('loop'));
+    if (!other) return ctx.skip(); // no other disk to be named after
+    const nodes = join(scratch.dir, 'nodes');
+    mkdirSync(nodes, { recursive: true });
+    const alias = join(nodes, other);
+    const made = tryRun('mknod', [alias, 'b', String(major), String(minor)]);
+    if ('refused' in made) return ctx.skip();
+    expect(Number(readFileSync(`/sys/class/block/${other}/size`, 'utf8')) * 512).not.toBe(32 * MiB);
+    expect(await probeBlockDevice(alias)).toMatchObject({
+      name: basename(dev),
+      sizeBytes: 32 * MiB,
+    });
+    const b = await openDev({ path: alias });
+    expect(b.sizeBytes).toBe(32 * MiB);
+  });
+
+  it('splits device numbers as glibc does', () => {
+    expect(deviceNumber(0x0801n)).toEqual({ major: 8, minor: 1 }); // sda1
+    expect(deviceNumber(0x10300n)).toEqual({ major: 259, minor: 0 }); // nvme0n1
+    // makedev(0x1003, 0x12345): minor's high bits sit at 20..31, major's at 44 and up
+    expect(deviceNumber(0x1000_1230_0345n)).toEqual({
+      major: 0x1003,
+      minor: 0x12345,
+    });
+  });
 
   it('refuses a second exclusive user and a regular file', async (ctx) => {
     if (!dev) return ctx.skip();
