@@ -38,7 +38,6 @@ export function parseSetFeatures(ctrl: Controller, sqe: Buffer, sglLength: numbe
         return 0;
       });
     case FID.VOLATILE_WC:
-      if (!hasVwc(ctrl)) return INVALID_FIELD;
       return run(() => {
         ctrl.wce = (cdw11 & 1) === 1;
         return 0;
@@ -102,19 +101,11 @@ function supported(ctrl: Controller, fid: number): boolean {
     case FID.ASYNC_EVENT:
     case FID.KATO:
     case FID.HOST_ID:
+    case FID.VOLATILE_WC: // present on every controller (identify.ts)
       return true;
-    case FID.VOLATILE_WC:
-      return hasVwc(ctrl);
     default:
       return false;
   }
-}
-
-/** VWC is a controller-wide bit: present if any namespace's backend has a volatile cache. */
-function hasVwc(ctrl: Controller): boolean {
-  for (const ns of ctrl.subsys.namespaces.values())
-    if (ns.backend.caps.volatileWriteCache) return true;
-  return false;
 }
 
 /** A no-data feature command whose effect and dw0 come from `fn` at execution. */

@@ -32,6 +32,8 @@ const ANACAP = 0x1f;
 const SGLS = (1 << 0) | (1 << 20);
 /** VWC b2:1 = 11b: Flush with NSID 0xFFFFFFFF is supported. */
 const VWC_FLUSH_ALL = 0x6;
+/** VWC bit 0: a volatile write cache is present. */
+const VWC_PRESENT = 0x1;
 /** KAS in 100 ms units: keep-alive is timed to 1 s. */
 const KAS = 10;
 
@@ -78,8 +80,6 @@ function commonFields(
 
 export function identifyController(ctrl: Controller): Buffer {
   const o = ctrl.options;
-  const nss = [...ctrl.subsys.namespaces.values()];
-  const vwc = nss.some((ns) => ns.backend.caps.volatileWriteCache) ? 1 : 0;
   return encodeIdentifyController({
     ...commonFields(ctrl),
     cmic: CMIC,
@@ -92,7 +92,12 @@ export function identifyController(ctrl: Controller): Buffer {
     nn: ctrl.subsys.maxNamespaces,
     mnan: ctrl.subsys.maxNamespaces,
     oncs: ONCS,
-    vwc: vwc | VWC_FLUSH_ALL,
+    // Always present, as nvmet says: a host reads VWC once per controller (Linux at
+    // connect and reset), while namespaces come and go. Had it said "absent" because no
+    // namespace had a cache then, a file-backed one added later would get no Flush and
+    // no FUA, and its writes would be acknowledged from the page cache only. Flush on a
+    // backend without a cache costs nothing.
+    vwc: VWC_PRESENT | VWC_FLUSH_ALL,
   });
 }
 

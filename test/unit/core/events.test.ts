@@ -126,7 +126,7 @@ describe('features', () => {
   const table: Array<[string, number, number, number, number]> = [
     ['number of queues default', FID.NUM_QUEUES, 0, SC.SUCCESS, 7 | (7 << 16)],
     ['KATO from Connect', FID.KATO, 0, SC.SUCCESS, 5000],
-    ['VWC absent on memory', FID.VOLATILE_WC, 0, SC.INVALID_FIELD | DNR, 0],
+    ['VWC enabled, present on every controller', FID.VOLATILE_WC, 0, SC.SUCCESS, 1],
     ['timestamp unsupported', FID.TIMESTAMP, 0, SC.INVALID_FIELD | DNR, 0],
     ['unknown FID', 0x55, 0, SC.INVALID_FIELD | DNR, 0],
     ['supported capabilities', FID.KATO, 3, SC.SUCCESS, 4],
