@@ -6,7 +6,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { Target } from '../../engine/src/core/index.js';
-import { PduType } from '../../engine/src/protocol/pdu.js';
+import { encodeH2CData, PduType } from '../../engine/src/protocol/pdu.js';
 import { readCqe, SGL_TRANSPORT_DATA_BLOCK } from '../../engine/src/protocol/pdu-capsule.js';
 import { DNR, SC } from '../../engine/src/protocol/status.js';
 import { MemoryBackend } from '../../engine/src/storage/memory.js';
@@ -57,8 +57,8 @@ async function raw(port: number): Promise<RawHost> {
  * Connects whose data the target asks for by R2T: all are parsed before any runs. The
  * statuses come in the order the target answered (refusals at parse first).
  */
-async function connectsByR2T(h: RawHost, qids: number[], cntlid = 0xffff) {
-  await h.ic();
+async function connectsByR2T(h: RawHost, qids: number[], cntlid = 0xffff, ic = true) {
+  if (ic) await h.ic();
   qids.forEach((qid, i) => h.command(connectSqe(i + 1, 31, qid, 0, SGL_TRANSPORT_DATA_BLOCK)));
   const statuses: number[] = [];
   const data = connectData({ subnqn: NQN, hostnqn: HOST, cntlid });
@@ -119,6 +119,27 @@ describe('one Connect per connection', () => {
     expect(refused.status).toBe(SC.CONNECT_INVALID_PARAM | DNR);
     h.command(connectSqe(2, 31, 0, 0), connectData({ subnqn: NQN, hostnqn: HOST }));
     expect((await h.nextCqe()).status).toBe(0);
+  });
+
+  it('lets a host retry a Connect whose data failed its digest, on the same connection', async () => {
+    // Answered Transient Transport Error (no DNR: retry), but the queue stayed marked
+    // as connecting, so the retry got Command Sequence Error with DNR until the
+    // connection's Connect timer closed it.
+    const { target, port } = await start();
+    const h = await raw(port);
+    await h.ic({ hdgst: false, ddgst: true });
+    const data = connectData({ subnqn: NQN, hostnqn: HOST });
+    h.command(connectSqe(1, 31, 0, 0, SGL_TRANSPORT_DATA_BLOCK));
+    const r2t = await h.nextOf(PduType.R2T);
+    const pdu = Buffer.concat(
+      encodeH2CData({ cccid: 1, ttag: r2t.ttag, datao: 0, last: true }, data, h.dg),
+    );
+    pdu[pdu.length - 1]! ^= 1; // the data digest
+    h.send(pdu);
+    expect((await h.nextCqe()).status).toBe(SC.TRANSIENT_TR_ERR);
+    expect(target.listControllers()).toHaveLength(0);
+    expect(await connectsByR2T(h, [0], 0xffff, false)).toEqual([0]);
+    expect(target.listControllers()).toHaveLength(1);
   });
 });
 

@@ -41,7 +41,7 @@ export function parseConnect(q: Queue, sqe: Buffer, sglLength: number): ParseRes
     return fail(...invalidParam(inSqe(CONNECT_SQE_OFFSET.sqsize)));
   if (cmd.qid > o.maxIoQueues) return fail(...invalidParam(inSqe(CONNECT_SQE_OFFSET.qid)));
   q.connecting = true;
-  return execute('h2c', CONNECT_DATA_SIZE, (data, done) => {
+  const r = execute('h2c', CONNECT_DATA_SIZE, (data, done) => {
     const d = decodeConnectData(data!);
     // A refused Connect frees the queue for another try; a successful one binds it.
     const end: Completion = (status, dw0) => {
@@ -51,6 +51,11 @@ export function parseConnect(q: Queue, sqe: Buffer, sglLength: number): ParseRes
     if (cmd.qid === 0) connectAdmin(q, cmd, d, end);
     else connectIo(q, cmd, d, end);
   });
+  // Its data failed a digest (a retryable error): the queue is free for the retry.
+  const free = () => {
+    q.connecting = false;
+  };
+  return r.kind === 'exec' ? { ...r, unused: free } : r;
 }
 
 function connectAdmin(q: Queue, cmd: ConnectCmd, d: ConnectData, done: Completion): void {

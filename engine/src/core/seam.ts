@@ -62,6 +62,11 @@ export type ParseResult =
       readonly dir: DataDirection;
       readonly length: number;
       exec(data: Buffer | null, done: Completion): void;
+      /**
+       * Called instead of exec when the transport answers the command itself (its data
+       * failed a digest, and the host may retry it): undoes what parse set up.
+       */
+      readonly unused?: () => void;
     };
 
 /** The core's side of one queue. */

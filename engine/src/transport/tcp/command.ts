@@ -36,6 +36,8 @@ export class TcpCommand {
   dir: DataDirection = 'none';
   length = 0;
   exec: Exec | null = null;
+  /** ParseResult's unused: the command ends without exec. */
+  unused: (() => void) | null = null;
   /** R2T transfer: TTAG, bytes received so far, end of the current R2T window. */
   ttag = -1;
   received = 0;
@@ -77,10 +79,11 @@ export class TcpCommand {
     this.connectQid = isConnect ? sqe.readUInt16LE(42) : -1;
   }
 
-  prepare(dir: DataDirection, length: number, exec: Exec): void {
+  prepare(dir: DataDirection, length: number, exec: Exec, unused?: () => void): void {
     this.dir = dir;
     this.length = length;
     this.exec = exec;
+    this.unused = unused ?? null;
   }
 
   /** Take one H2CData payload at datao (already checked to be the next bytes). */

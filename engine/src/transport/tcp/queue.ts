@@ -465,7 +465,7 @@ export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection 
     }
     if (r.kind === 'error') return this.respond(cmd.cid, r.status, r.dw0 ?? 0);
     if (r.length > cmd.sglLength) return this.respond(cmd.cid, SC.SGL_INVALID_DATA_LEN | DNR);
-    cmd.prepare(r.dir, r.length, r.exec);
+    cmd.prepare(r.dir, r.length, r.exec, r.unused);
     if (r.dir === 'h2c') {
       if (p.data) return this.execute(cmd, p.data.subarray(0, r.length));
       if (r.length === 0) return this.execute(cmd, EMPTY);
@@ -683,6 +683,7 @@ export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection 
     // The command never reaches the core, so its pooled buffer goes back here.
     if (cmd.dataError) {
       this.releaseWriteData(cmd);
+      cmd.unused?.();
       return this.respond(cmd.cid, SC.TRANSIENT_TR_ERR);
     }
     this.execute(cmd, cmd.buf);
