@@ -181,6 +181,17 @@ function checkBlocks(nlb: number): void {
   }
 }
 
+/**
+ * An LBA must be a whole number the SLBA dwords can carry exactly: split into them, 1.9
+ * would address LBA 1 and NaN LBA 0, and the command would touch blocks the caller never
+ * named. (The namespace's size is the target's to check: it answers LBA Out of Range.)
+ */
+function checkLba(slba: number, what = 'starting LBA'): void {
+  if (!Number.isSafeInteger(slba) || slba < 0) {
+    throw new RangeError(`${what} must be a whole number 0..2^53-1, got ${slba} (not sent)`);
+  }
+}
+
 /** Read, Write or Compare of `nlb` blocks (1's based here) at `slba`. */
 export function fillRw(
   req: NvmeRequest,
@@ -191,6 +202,7 @@ export function fillRw(
   fua = false,
 ): NvmeRequest {
   checkBlocks(nlb);
+  checkLba(slba);
   req.opcode = opcode;
   req.nsid = nsid;
   req.cdw10 = lo32(slba);
@@ -213,6 +225,7 @@ export function fillWriteZeroes(
   opts: { deac?: boolean; fua?: boolean } = {},
 ): NvmeRequest {
   checkBlocks(nlb);
+  checkLba(slba);
   req.opcode = IO.WRITE_ZEROES;
   req.nsid = nsid;
   req.cdw10 = lo32(slba);
@@ -235,8 +248,13 @@ export function fillDeallocate(req: NvmeRequest, nsid: number, ranges: readonly 
   }
   const data = Buffer.alloc(ranges.length * 16);
   ranges.forEach((r, i) => {
+    checkLba(r.slba, `range ${i}'s starting LBA`);
+    // 32 bits, 1's based: wrapped into them, -1 would deallocate 2^32-1 blocks
+    if (!Number.isInteger(r.nlb) || r.nlb < 1 || r.nlb > 0xffff_ffff) {
+      throw new RangeError(`range ${i}'s block count must be 1..${0xffff_ffff}, got ${r.nlb}`);
+    }
     data.writeUInt32LE(r.cattr ?? 0, i * 16);
-    data.writeUInt32LE(r.nlb >>> 0, i * 16 + 4);
+    data.writeUInt32LE(r.nlb, i * 16 + 4);
     data.writeUInt32LE(lo32(r.slba), i * 16 + 8);
     data.writeUInt32LE(hi32(r.slba), i * 16 + 12);
   });

@@ -189,6 +189,20 @@ describe('host library vs fake target', () => {
     await waitFor(() => target.adminOps.filter((o) => o === ADMIN.KEEP_ALIVE).length >= 3, 2000);
   });
 
+  it('refuses an LBA that is no whole number, sending nothing, as a rejected promise', async () => {
+    const { target, ns } = await setup();
+    target.memory.fill(0x55, 0, 4096);
+    // Before: write(1.9) wrote LBA 1, and write(NaN) and writeZeroes(NaN) LBA 0.
+    const one = Buffer.alloc(512, 0x77);
+    await expect(ns.write(1.9, one)).rejects.toThrow(/starting LBA must be a whole number/);
+    await expect(ns.write(Number.NaN, one)).rejects.toThrow(RangeError);
+    await expect(ns.writeZeroes(Number.NaN, 1)).rejects.toThrow(RangeError);
+    await expect(ns.read(-1, 1)).rejects.toThrow(RangeError);
+    await expect(ns.deallocate([{ slba: 0, nlb: -1 }])).rejects.toThrow(/block count/);
+    expect(target.ioCommands).toBe(0);
+    expect(target.memory.subarray(0, 4096).every((b) => b === 0x55)).toBe(true);
+  });
+
   it('runs reusable requests through the callback API', async () => {
     const { ctrl, target } = await setup({}, { ioQueues: 2, queueSize: 16 });
     Buffer.alloc(4096, 7).copy(target.memory, 0);

@@ -52,6 +52,32 @@ describe('command fillers', () => {
     expect(d.dataOut!.readUInt32LE(16 + 12)).toBe(2);
   });
 
+  it('refuses an SLBA or DSM range the command would not carry as given', () => {
+    // Before: split into the SLBA dwords, 1.9 addressed LBA 1 and NaN LBA 0, and a DSM
+    // range of -1 blocks became 2^32-1 of them.
+    for (const slba of [1.9, Number.NaN, -1, Infinity, 2 ** 53]) {
+      expect(() => fillRw(new NvmeRequest(), IO.WRITE, 1, slba, 1)).toThrow(
+        /starting LBA must be a whole number/,
+      );
+      expect(() => fillWriteZeroes(new NvmeRequest(), 1, slba, 1)).toThrow(RangeError);
+      expect(() => fillDeallocate(new NvmeRequest(), 1, [{ slba, nlb: 1 }])).toThrow(
+        /range 0's starting LBA/,
+      );
+    }
+    for (const nlb of [0, -1, 1.5, Number.NaN, 2 ** 32]) {
+      const ranges = [
+        { slba: 0, nlb: 1 },
+        { slba: 8, nlb },
+      ];
+      expect(() => fillDeallocate(new NvmeRequest(), 1, ranges)).toThrow(
+        /range 1's block count must be 1\.\.4294967295/,
+      );
+    }
+    const last = fillDeallocate(new NvmeRequest(), 1, [{ slba: 2 ** 53 - 1, nlb: 2 ** 32 - 1 }]);
+    expect(last.dataOut!.readUInt32LE(4)).toBe(2 ** 32 - 1);
+    expect(last.dataOut!.readBigUInt64LE(8)).toBe(2n ** 53n - 1n);
+  });
+
   it('fills fabrics and feature commands', () => {
     const p = fillPropertyGet(new NvmeRequest(), 0, true);
     expect(p.isFabrics).toBe(true);
