@@ -576,8 +576,8 @@ function explain(err: unknown, where: string, hostnqn: string): ProbeProblem {
   }
   if (/connect timed out|ETIMEDOUT/.test(message)) {
     return {
-      error: `${where}: no answer in time (${message})`,
-      hint: 'Check that the address is reachable from this machine and that no firewall drops the port.',
+      error: `${where}: nothing answered the TCP connection attempt in time (${message})`,
+      hint: 'Check the address, that the target is up and reachable from this machine, and that no firewall drops the port (4420 by default).',
     };
   }
   if (new RegExp(`PDU type ${PDU_TYPE_HTTP}\\b`).test(message)) {

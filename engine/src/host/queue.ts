@@ -239,10 +239,15 @@ export class NvmeTcpQueue {
     const { host, port } = this.opts;
     const where = `${host}:${port} queue ${this.qid}`;
     return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(
-        () => this.fail(new HostError('connect', `${where}: no ICResp within timeout`)),
-        this.opts.connectTimeoutMs ?? 10_000,
-      );
+      const ms = this.opts.connectTimeoutMs ?? 10_000;
+      // One timer for both steps; which one it caught tells a firewall dropping the SYNs
+      // from a listener that accepted and never answered the ICReq.
+      const timer = setTimeout(() => {
+        const why = this.sock.connecting
+          ? `TCP connect timed out after ${ms} ms`
+          : 'no ICResp within timeout';
+        this.fail(new HostError('connect', `${where}: ${why}`));
+      }, ms);
       const signal = this.opts.signal;
       const cancel = () => this.fail(new HostError('closed', `${where}: connect cancelled`));
       const settle = () => {

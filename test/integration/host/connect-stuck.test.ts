@@ -5,29 +5,15 @@
  * minutes the kernel retries. A real listener that never accepts, its one-place queue
  * filled, makes the next connects hang in SYN-SENT on loopback.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import net from 'node:net';
+import { execFileSync } from 'node:child_process';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { HostError, NvmeController } from '../../../engine/src/host/index.js';
+import { unansweredPort } from './helpers.js';
 
 const cleanups: (() => void)[] = [];
 afterEach(() => {
   for (const c of cleanups.splice(0)) c();
 });
-
-/** A listener that never accepts (perl-base is in every Debian), and its port. */
-async function neverAccepts(): Promise<number> {
-  const p: ChildProcess = spawn('perl', [
-    '-MIO::Socket::INET',
-    '-e',
-    '$s = IO::Socket::INET->new(Listen => 0, LocalAddr => "127.0.0.1", LocalPort => 0) or die; $| = 1; print $s->sockport, "\\n"; sleep 60',
-  ]);
-  cleanups.push(() => p.kill('SIGKILL'));
-  const [line] = (await new Promise((resolve) =>
-    p.stdout!.once('data', (d) => resolve([String(d)])),
-  )) as [string];
-  return Number(line.trim());
-}
 
 /** Sockets of this machine still connecting to the port. */
 function connecting(port: number): number {
@@ -39,20 +25,7 @@ function connecting(port: number): number {
 
 describe('a connect the host library gives up on', () => {
   it('leaves no socket behind still connecting', async () => {
-    const port = await neverAccepts();
-    // connect until one hangs: the listener's queues are full from then on
-    for (let i = 0; i < 64; i++) {
-      const filler = net.connect(port, '127.0.0.1').on('error', () => {});
-      cleanups.push(() => filler.destroy());
-      const done = await Promise.race([
-        new Promise<boolean>((r) => filler.once('connect', () => r(true))),
-        new Promise<boolean>((r) => setTimeout(() => r(false), 300)),
-      ]);
-      if (!done) {
-        filler.destroy();
-        break;
-      }
-    }
+    const port = await unansweredPort(cleanups);
     const err = await NvmeController.connect({
       host: '127.0.0.1',
       port,
@@ -61,6 +34,10 @@ describe('a connect the host library gives up on', () => {
     }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(HostError);
     expect((err as HostError).kind).toBe('connect');
+    // before: "no ICResp within timeout", as if the connection had been accepted
+    expect((err as HostError).message).toContain(
+      `127.0.0.1:${port} queue 0: TCP connect timed out after 300 ms`,
+    );
     await new Promise((r) => setTimeout(r, 100));
     // before: its socket stayed in SYN-SENT, the kernel retrying for about two minutes
     expect(connecting(port)).toBe(0);

@@ -1,6 +1,6 @@
 /**
- * Test helpers for the host library's integration tests: polling, a free TCP port, and the
- * Linux kernel reference target (nvmet in QEMU, /work/shared/linux-host, `reference`
+ * Test helpers for the host library's integration tests: polling, a free TCP port, a port
+ * whose connects never complete, and the Linux kernel reference target (nvmet in QEMU, /work/shared/linux-host, `reference`
  * mode) started and stopped around a test file.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -43,6 +43,38 @@ export function freePort(): Promise<number> {
       srv.close(() => resolve(port));
     });
   });
+}
+
+/**
+ * A port whose connects never complete, as behind a firewall that drops SYNs: a listener
+ * that never accepts (perl-base is in every Debian), its one-place queue filled, makes
+ * the next connects hang in SYN-SENT on loopback. What undoes it goes to `cleanups`.
+ */
+export async function unansweredPort(cleanups: (() => void)[]): Promise<number> {
+  const p: ChildProcess = spawn('perl', [
+    '-MIO::Socket::INET',
+    '-e',
+    '$s = IO::Socket::INET->new(Listen => 0, LocalAddr => "127.0.0.1", LocalPort => 0) or die; $| = 1; print $s->sockport, "\\n"; sleep 60',
+  ]);
+  cleanups.push(() => p.kill('SIGKILL'));
+  const [line] = (await new Promise((resolve) =>
+    p.stdout!.once('data', (d) => resolve([String(d)])),
+  )) as [string];
+  const port = Number(line.trim());
+  // connect until one hangs: the listener's queues are full from then on
+  for (let i = 0; i < 64; i++) {
+    const filler = net.connect(port, '127.0.0.1').on('error', () => {});
+    cleanups.push(() => filler.destroy());
+    const done = await Promise.race([
+      new Promise<boolean>((r) => filler.once('connect', () => r(true))),
+      new Promise<boolean>((r) => setTimeout(() => r(false), 300)),
+    ]);
+    if (!done) {
+      filler.destroy();
+      return port;
+    }
+  }
+  throw new Error(`every connect to 127.0.0.1:${port} completed: no port that drops SYNs here`);
 }
 
 export interface ReferenceTarget {

@@ -15,7 +15,7 @@ import { MemoryBackend } from '../../../engine/src/storage/memory.js';
 import { listenTcp, type TcpTransport } from '../../../engine/src/transport/tcp/index.js';
 import { serveOnLoopback } from '../../helpers/target.js';
 import { FakeTarget } from './fake-target.js';
-import { freePort, waitFor } from './helpers.js';
+import { freePort, unansweredPort, waitFor } from './helpers.js';
 import { NQN as MP_NQN, cleanup, runCleanup, spy, startNode, startPair } from './multipath-rig.js';
 
 const HOST = 'nqn.2014-08.org.nvmexpress:uuid:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0';
@@ -336,7 +336,8 @@ describe('probeTarget', () => {
     }
   });
 
-  it('tells a port that accepts but never answers, and one that answers garbage, from a firewall', async () => {
+  it('tells a port that accepts but never answers, and one that answers garbage, from a firewall that drops the connect', async () => {
+    const undo: (() => void)[] = [];
     // the probe resets its connections when it gives up on them (RST): that is no error here
     const silent = net.createServer((c) => c.on('error', () => {}));
     const garbage = net.createServer((c) =>
@@ -363,8 +364,22 @@ describe('probeTarget', () => {
       const junk = await probeTarget({ host: '127.0.0.1', port: ports[1]!, readSeconds: 0 });
       expect(junk.problem!.error).toContain('what answered there does not speak NVMe/TCP');
       expect(junk.problem!.hint).toContain('not another service');
+      // A firewall that drops the SYNs: the TCP connect itself never completes.
+      const dropped = await probeTarget({
+        host: '127.0.0.1',
+        port: await unansweredPort(undo),
+        readSeconds: 0,
+        connectTimeoutMs: 300,
+      });
+      // Before: "the connection was accepted, but nothing answered … the target is hung".
+      expect(dropped.problem!.error).toContain(
+        'nothing answered the TCP connection attempt in time (',
+      );
+      expect(dropped.problem!.error).toContain('TCP connect timed out after 300 ms)');
+      expect(dropped.problem!.hint).toContain('no firewall drops the port');
     } finally {
       for (const s of [silent, garbage]) s.close();
+      for (const u of undo) u();
     }
   });
 });
