@@ -561,8 +561,9 @@ function explain(err: unknown, where: string, hostnqn: string): ProbeProblem {
       };
     }
   }
-  const message = (err as Error)?.message ?? String(err);
-  if (err instanceof HostError && err.kind === 'timeout') {
+  const message = ownWords(err, cause);
+  // A timeout during bring-up comes wrapped in the association's 'connect' error.
+  if ([err, cause].some((e) => e instanceof HostError && e.kind === 'timeout')) {
     return {
       error: `${where}: the target stopped answering (${message})`,
       hint: "Check the target's health (`branchsan status`) and the network; then probe again.",
@@ -596,6 +597,19 @@ function explain(err: unknown, where: string, hostnqn: string): ProbeProblem {
     error: `${where}: ${message}`,
     hint: "Check the target's events (`branchsan status`, or the dashboard) for why, then probe again.",
   };
+}
+
+/**
+ * The error's message, less the context a wrapper put before its cause's ("connect to X
+ * at H:P: …", "H:P queue 0: …"): `where` and the report say that already, and said
+ * twice it hides what went wrong.
+ */
+function ownWords(err: unknown, cause: unknown): string {
+  const message = (err as Error)?.message ?? String(err);
+  if (cause !== err && cause instanceof Error && message.endsWith(`: ${cause.message}`)) {
+    return cause.message;
+  }
+  return message;
 }
 
 /** host:port, with an IPv6 address in brackets ([fd00::1]:4420). */

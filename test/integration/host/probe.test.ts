@@ -9,7 +9,7 @@ import net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Target } from '../../../engine/src/core/index.js';
 import { probeTarget, probeTargets } from '../../../engine/src/host/index.js';
-import { IO } from '../../../engine/src/protocol/opcodes.js';
+import { ADMIN, IO } from '../../../engine/src/protocol/opcodes.js';
 import type { BlockBackend } from '../../../engine/src/storage/backend.js';
 import { MemoryBackend } from '../../../engine/src/storage/memory.js';
 import { listenTcp, type TcpTransport } from '../../../engine/src/transport/tcp/index.js';
@@ -269,6 +269,35 @@ describe('probeTarget', () => {
       expect(sub!.namespaces[0]!.read_test).toBeNull();
       expect(sub!.namespaces[0]!.problem!.error).toContain('the target stopped answering');
       expect(r.ok).toBe(false);
+    } finally {
+      await quiet.stop();
+    }
+  });
+
+  it('says a target that stops answering during the connect stopped answering, naming it once', async () => {
+    // Answers the Connect and the properties, then never an Identify.
+    const quiet = await new FakeTarget({
+      hold: (op, qid) => qid === 0 && op === ADMIN.IDENTIFY,
+    }).start();
+    try {
+      const nqn = 'nqn.2024-01.io.branchsan:quiet-connect';
+      const r = await probeTarget({
+        host: '127.0.0.1',
+        port: quiet.port,
+        subnqn: nqn,
+        readSeconds: 0,
+        commandTimeoutMs: 300,
+      });
+      const [sub] = r.subsystems;
+      expect(sub!.controller).toBeNull();
+      // Before: "connect to X at H:P: connect to X at H:P: queue 0: command … timed out",
+      // with the hint to read the target's events.
+      expect(sub!.problem!.error).toMatch(
+        new RegExp(
+          `^connect to ${nqn} at 127\\.0\\.0\\.1:${quiet.port}: the target stopped answering \\(queue 0: command 0x[0-9a-f]+ \\(opcode 0x6\\) timed out\\)$`,
+        ),
+      );
+      expect(sub!.problem!.hint).toContain("Check the target's health");
     } finally {
       await quiet.stop();
     }
