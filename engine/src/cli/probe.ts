@@ -228,9 +228,9 @@ function printReport(r: MultiProbeReport & { cpu_latency_request: string }): voi
       for (const n of s.namespaces) {
         const ana = n.ana_state === 'n/a' ? 'no ANA' : `ANA ${n.ana_state} (group ${n.ana_group})`;
         const id = n.nguid ? `, NGUID ${n.nguid}` : n.uuid ? `, UUID ${n.uuid}` : '';
-        console.log(
-          `  namespace ${n.nsid}: ${formatSize(n.size_bytes)}, ${n.block_size}-byte blocks, ${ana}${id}`,
-        );
+        const size =
+          n.size_bytes === null ? '' : `${formatSize(n.size_bytes)}, ${n.block_size}-byte blocks, `;
+        console.log(`  namespace ${n.nsid}: ${size}${ana}${id}`);
         const test = n.read_test;
         if (test) {
           console.log(

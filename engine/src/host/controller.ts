@@ -20,7 +20,7 @@ import {
   type FeatureParams,
   type LogPageParams,
 } from './commands.js';
-import { HostError, NamespaceNotActiveError } from './errors.js';
+import { HostError, NamespaceFormatError, NamespaceNotActiveError } from './errors.js';
 import { execute, type Submitter } from './execute.js';
 import { NvmeNamespace } from './namespace.js';
 import { NvmeRequest } from './request.js';
@@ -323,12 +323,15 @@ export class NvmeController implements Submitter {
   async namespace(nsid: number): Promise<NvmeNamespace> {
     const id = await this.identifyNamespace(nsid);
     if (!id.active) throw new NamespaceNotActiveError(nsid);
-    if (id.blockSize === 0) throw new Error(`namespace ${nsid}: unusable LBADS ${id.lbads}`);
+    if (id.blockSize === 0) {
+      throw new NamespaceFormatError(id, `namespace ${nsid}: unusable LBADS ${id.lbads}`);
+    }
     if (id.ms) {
       // Every block would carry ms more bytes than blockSize on the wire (NVMe-oF has
       // only extended LBAs), so each transfer length would be wrong. Linux gives such a
       // namespace capacity 0 over TCP.
-      throw new Error(`namespace ${nsid}: ${id.ms} bytes of metadata per block (unsupported)`);
+      const why = `${id.ms} bytes of metadata per block (unsupported)`;
+      throw new NamespaceFormatError(id, `namespace ${nsid}: ${why}`);
     }
     const ids = this.vs >= 0x10300 ? await this.nsDescriptors(nsid).catch(() => ({})) : {};
     return new NvmeNamespace(this, id, ids);

@@ -8,6 +8,7 @@
  *   decides whether a write may be retried elsewhere (we never resend one ourselves).
  */
 import { DNR, statusName, statusType } from '../protocol/status.js';
+import type { NamespaceIdentity } from './admin.js';
 
 export class NvmeStatusError extends Error {
   /** Status Code Type (0 generic, 1 command specific, 2 media, 3 path). */
@@ -88,5 +89,19 @@ export class NamespaceNotActiveError extends Error {
   constructor(readonly nsid: number) {
     super(`namespace ${nsid} is not active`);
     this.name = 'NamespaceNotActiveError';
+  }
+}
+
+/**
+ * The namespace is active but in a format the library cannot use: a block size it does
+ * not know (LBADS) or metadata with each block (`identity.ms` not 0).
+ */
+export class NamespaceFormatError extends Error {
+  constructor(
+    readonly identity: NamespaceIdentity,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'NamespaceFormatError';
   }
 }

@@ -24,7 +24,12 @@ export { NvmeNamespace } from './namespace.js';
 export type { IoOptions, ReadOptions, WriteOptions } from './namespace.js';
 export { NvmeRequest, NO_TIMEOUT } from './request.js';
 export type { RequestDone } from './request.js';
-export { HostError, NamespaceNotActiveError, NvmeStatusError } from './errors.js';
+export {
+  HostError,
+  NamespaceFormatError,
+  NamespaceNotActiveError,
+  NvmeStatusError,
+} from './errors.js';
 export type { HostErrorKind } from './errors.js';
 export { discover, readDiscoveryLog, parseDiscoveryEntry } from './discovery.js';
 export type { DiscoveryEntry, DiscoveryLog, DiscoverOptions } from './discovery.js';

@@ -22,7 +22,12 @@ import {
 } from './ana-log.js';
 import { NvmeController, type ControllerOptions } from './controller.js';
 import { discover, entryPort, type DiscoveryEntry } from './discovery.js';
-import { HostError, NvmeStatusError } from './errors.js';
+import {
+  HostError,
+  NamespaceFormatError,
+  NamespaceNotActiveError,
+  NvmeStatusError,
+} from './errors.js';
 import { namespaceMismatch, namespaceProblem, type NamespaceView } from './multipath-policy.js';
 import type { NvmeNamespace } from './namespace.js';
 
@@ -67,8 +72,9 @@ export interface ReadTest {
 
 export interface ProbedNamespace {
   readonly nsid: number;
-  readonly size_bytes: number;
-  readonly block_size: number;
+  /** null, with block_size: a namespace this host cannot use (its problem says why). */
+  readonly size_bytes: number | null;
+  readonly block_size: number | null;
   readonly nguid: string | null;
   readonly uuid: string | null;
   readonly ana_group: number;
@@ -268,6 +274,13 @@ function missingPathProblem(
 
 function crossPathProblem(subnqn: string, nsid: number, seen: Seen[]): ProbeProblem | null {
   const what = `namespace ${nsid} of ${subnqn}`;
+  const refused = seen.find((x) => !views.has(x.ns));
+  if (refused) {
+    return {
+      error: `${what} cannot be used at ${refused.address}, so a host has one path less to it: ${refused.ns.problem?.error}`,
+      hint: 'Fix the problem reported for it at that address first; the paths are checked against each other then.',
+    };
+  }
   const [first, ...rest] = seen;
   const a = views.get(first!.ns)!;
   for (const x of seen) {
@@ -387,7 +400,12 @@ async function probeSubsystem(
   try {
     const anaLog = await readAnaLog(ctrl);
     for (const nsid of await ctrl.activeNamespaces()) {
-      namespaces.push(await probeNamespace(ctrl, nsid, anaLog, opts));
+      // One namespace the library refuses is that namespace's problem: the others are
+      // still probed and reported.
+      const probed = await probeNamespace(ctrl, nsid, anaLog, opts).catch((err: unknown) =>
+        refusedNamespace(nsid, err, anaLog),
+      );
+      namespaces.push(probed);
     }
     const problem =
       namespaces.length === 0
@@ -445,7 +463,7 @@ async function describeNamespace(
     nsid,
     size_bytes: ns.sizeBytes,
     block_size: ns.blockSize,
-    nguid: ids.nguid && !ids.nguid.every((b) => b === 0) ? ids.nguid.toString('hex') : null,
+    nguid: nguidText(ids.nguid),
     uuid: ids.uuid ?? null,
     ana_group: group,
     ana_state: ana,
@@ -460,6 +478,54 @@ async function describeNamespace(
   } catch (err) {
     return { ...base, read_test: null, problem: explain(err, `reading namespace ${nsid}`, '') };
   }
+}
+
+/** An NGUID as hex; null when there is none (all zeros, as a controller says none). */
+function nguidText(nguid: Buffer | undefined): string | null {
+  return nguid && !nguid.every((b) => b === 0) ? nguid.toString('hex') : null;
+}
+
+/**
+ * A namespace the library will not use (ctrl.namespace refused it), reported with what
+ * its identity says and why. A HostError is the connection's, not the namespace's: it
+ * is rethrown for the subsystem.
+ */
+function refusedNamespace(nsid: number, err: unknown, anaLog: AnaLog | null): ProbedNamespace {
+  if (err instanceof HostError) throw err;
+  const id = err instanceof NamespaceFormatError ? err.identity : null;
+  return {
+    nsid,
+    size_bytes: id?.blockSize ? id.nsze * id.blockSize : null,
+    block_size: id?.blockSize || null,
+    nguid: nguidText(id?.nguid),
+    uuid: null,
+    ana_group: id?.anagrpid ?? 0,
+    ana_state: anaLog ? anaStateOf(anaLog, nsid) : 'n/a',
+    read_test: null,
+    problem: refusal(nsid, err),
+  };
+}
+
+function refusal(nsid: number, err: unknown): ProbeProblem {
+  if (err instanceof NamespaceFormatError && err.identity.ms) {
+    return {
+      error: `namespace ${nsid} is formatted with ${err.identity.ms} bytes of metadata per block: NVMe/TCP hosts cannot use it (Linux shows it with size 0)`,
+      hint: 'Format the namespace on the target with an LBA format without metadata (MS 0), or export the volume as a namespace without it; BranchSAN volumes have none.',
+    };
+  }
+  if (err instanceof NamespaceFormatError) {
+    return {
+      error: `namespace ${nsid} reports a block size no host can use (LBADS ${err.identity.lbads}; 9 to 31, 512 bytes and up, are valid)`,
+      hint: "The target's namespace format is broken: check the volume's block size on the target.",
+    };
+  }
+  if (err instanceof NamespaceNotActiveError) {
+    return {
+      error: `namespace ${nsid} was listed as active, then identified as inactive (removed meanwhile?)`,
+      hint: 'Probe again; if it stays so, check the volume on the target (`branchsan status` there).',
+    };
+  }
+  return explain(err, `namespace ${nsid}`, '');
 }
 
 /** Why a namespace in each unusable ANA state cannot be read here, and what to do. */

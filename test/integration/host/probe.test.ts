@@ -9,7 +9,9 @@ import net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Target } from '../../../engine/src/core/index.js';
 import { probeTarget, probeTargets } from '../../../engine/src/host/index.js';
-import { ADMIN, IO } from '../../../engine/src/protocol/opcodes.js';
+import { encodeActiveNsList } from '../../../engine/src/protocol/identify.js';
+import { ADMIN, CNS, IO } from '../../../engine/src/protocol/opcodes.js';
+import { cdw, sqeNsid } from '../../../engine/src/protocol/sqe.js';
 import type { BlockBackend } from '../../../engine/src/storage/backend.js';
 import { MemoryBackend } from '../../../engine/src/storage/memory.js';
 import { listenTcp, type TcpTransport } from '../../../engine/src/transport/tcp/index.js';
@@ -17,6 +19,13 @@ import { serveOnLoopback } from '../../helpers/target.js';
 import { FakeTarget } from './fake-target.js';
 import { freePort, unansweredPort, waitFor } from './helpers.js';
 import { NQN as MP_NQN, cleanup, runCleanup, spy, startNode, startPair } from './multipath-rig.js';
+
+/** FakeTarget internals replaced by some tests (private there; patched at run time). */
+interface Internals {
+  onAdmin(c: unknown, sqe: Buffer, cid: number, op: number): void;
+  sendData(c: unknown, cid: number, data: Buffer): void;
+  identify(cns: number): Buffer;
+}
 
 const HOST = 'nqn.2014-08.org.nvmexpress:uuid:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0';
 const OTHER_HOST = 'nqn.2014-08.org.nvmexpress:uuid:99999999-8888-7777-6666-555555555555';
@@ -303,6 +312,46 @@ describe('probeTarget', () => {
     }
   });
 
+  it('reports a namespace the library refuses with why, and probes the others', async () => {
+    // Four active namespaces: 1 with metadata, 2 fine, 3 gone inactive since the list,
+    // 4 with a block size no host knows.
+    const quirky = await namespacesTarget([1, 2, 3, 4], (nsid, honest) => {
+      if (nsid === 3) return Buffer.alloc(4096);
+      const b = honest();
+      if (nsid === 1) b.writeUInt16LE(8, 128); // LBAF0: MS 8
+      if (nsid === 4) b[128 + 2] = 40; // LBAF0: LBADS 40
+      return b;
+    });
+    try {
+      const r = await probeTarget({
+        host: '127.0.0.1',
+        port: quirky.port,
+        subnqn: 'nqn.2024-01.io.branchsan:quirky',
+        readSeconds: 0.1,
+      });
+      const [sub] = r.subsystems;
+      // Before: the first refusal ended the loop: namespaces [], and only that problem.
+      expect(sub!.problem).toBeNull();
+      expect(sub!.namespaces.map((n) => n.nsid)).toEqual([1, 2, 3, 4]);
+      const [meta, good, gone, lbads] = sub!.namespaces;
+      expect(good).toMatchObject({ size_bytes: 4 << 20, block_size: 512, problem: null });
+      expect(good!.read_test!.reads).toBeGreaterThan(0);
+      expect(meta).toMatchObject({ size_bytes: 4 << 20, block_size: 512, read_test: null });
+      expect(meta!.nguid).toBe('ab'.repeat(16));
+      expect(meta!.problem!.error).toBe(
+        'namespace 1 is formatted with 8 bytes of metadata per block: NVMe/TCP hosts cannot use it (Linux shows it with size 0)',
+      );
+      expect(meta!.problem!.hint).toContain('without metadata (MS 0)');
+      expect(gone).toMatchObject({ size_bytes: null, block_size: null, read_test: null });
+      expect(gone!.problem!.error).toContain('namespace 3 was listed as active, then identified');
+      expect(lbads).toMatchObject({ size_bytes: null, block_size: null, read_test: null });
+      expect(lbads!.problem!.error).toContain('namespace 4 reports a block size no host can use');
+      expect(r.ok).toBe(false);
+    } finally {
+      await quirky.stop();
+    }
+  });
+
   it('says which subsystem the discovery log gives a TRSVCID that is no TCP port, and probes the rest', async () => {
     const t = new Target({});
     const GOOD = 'nqn.2024-01.io.branchsan:probe-port-good';
@@ -413,6 +462,30 @@ describe('probeTarget', () => {
   });
 });
 
+/** A FakeTarget listing these active namespaces, each identified as `identify` says. */
+async function namespacesTarget(
+  nsids: number[],
+  identify: (nsid: number, honest: () => Buffer) => Buffer,
+): Promise<FakeTarget> {
+  const target = await new FakeTarget().start();
+  const t = target as unknown as Internals;
+  const honest = t.onAdmin.bind(target);
+  t.onAdmin = (c, sqe, cid, op) => {
+    const cns = cdw(sqe, 10) & 0xff;
+    if (op !== ADMIN.IDENTIFY) return honest(c, sqe, cid, op);
+    if (cns === CNS.NS_ACTIVE_LIST) {
+      return t.sendData(c, cid, encodeActiveNsList(nsids, sqeNsid(sqe)));
+    }
+    if (cns !== CNS.NS) return honest(c, sqe, cid, op);
+    t.sendData(
+      c,
+      cid,
+      identify(sqeNsid(sqe), () => t.identify(CNS.NS)),
+    );
+  };
+  return target;
+}
+
 async function snapshot(b: BlockBackend): Promise<Buffer> {
   return new Promise((resolve, reject) =>
     b.read(0, b.sizeBytes, (err, data) => (err ? reject(err) : resolve(Buffer.from(data!)))),
@@ -430,6 +503,33 @@ describe('probeTargets (both nodes of a pair)', () => {
       ],
       { readSeconds: 0.05 },
     );
+
+  it('says a namespace one path refuses is a path less, and checks no further', async () => {
+    const meta = await namespacesTarget([1], (_nsid, honest) => {
+      const b = honest();
+      b.writeUInt16LE(8, 128); // LBAF0: MS 8
+      return b;
+    });
+    const plain = await namespacesTarget([1], (_nsid, honest) => honest());
+    cleanup.push(
+      () => meta.stop(),
+      () => plain.stop(),
+    );
+    const r = await probeTargets(
+      [
+        { host: '127.0.0.1', port: meta.port },
+        { host: '127.0.0.1', port: plain.port },
+      ],
+      { subnqn: 'nqn.2024-01.io.branchsan:meta', readSeconds: 0 },
+    );
+    // A refused namespace has no identity to compare with the other path's.
+    expect(r.paths).toHaveLength(1);
+    expect(r.paths[0]!.problem!.error).toBe(
+      `namespace 1 of nqn.2024-01.io.branchsan:meta cannot be used at 127.0.0.1:${meta.port}, so a host has one path less to it: namespace 1 is formatted with 8 bytes of metadata per block: NVMe/TCP hosts cannot use it (Linux shows it with size 0)`,
+    );
+    expect(r.paths[0]!.problem!.hint).toContain('Fix the problem reported for it');
+    expect(r.ok).toBe(false);
+  });
 
   it('finds one namespace on two paths, the same disk on each, one optimized', async () => {
     const { a, b } = await startPair();
