@@ -562,22 +562,36 @@ async function readTest(ns: NvmeNamespace, seconds: number, qd: number): Promise
   if (slots < 1) throw new Error(`namespace ${ns.nsid} is smaller than one ${bytes}-byte read`);
   const lat: number[] = [];
   let end = 0n; // 0: warming up, nothing counted
+  // The first read to fail (the others' failures may follow from it: a timeout tears
+  // the queue down under them); every worker stops before its next read then.
+  let failure: { err: unknown } | null = null;
   const worker = async (warmup: number) => {
     const into = Buffer.alloc(bytes);
-    for (let i = 0; ; i++) {
+    for (let i = 0; !failure; i++) {
       const t0 = process.hrtime.bigint();
       // Measured, each worker reads at least once: a time shorter than one read still
       // gives figures (before, none were counted and the latencies were NaN).
       if (end ? t0 >= end && i > 0 : i >= warmup) return;
-      await ns.read(Math.floor(Math.random() * slots) * nlb, nlb, { into });
+      try {
+        await ns.read(Math.floor(Math.random() * slots) * nlb, nlb, { into });
+      } catch (err) {
+        failure ??= { err };
+        return;
+      }
       if (end) lat.push(Number(process.hrtime.bigint() - t0) / 1000);
     }
   };
+  // Every worker has stopped before this returns, on a failure too: one left reading
+  // would go on into the next namespace's test (and its reads into a closed controller).
+  const workers = async (warmup: number) => {
+    await Promise.all(Array.from({ length: qd }, () => worker(warmup)));
+    if (failure) throw failure.err;
+  };
   // Warm-up reads, not counted: the first ones pay for compiling this path, not the target.
-  await Promise.all(Array.from({ length: qd }, () => worker(Math.ceil(WARMUP_READS / qd))));
+  await workers(Math.ceil(WARMUP_READS / qd));
   const start = process.hrtime.bigint();
   end = start + BigInt(Math.round(seconds * 1e9));
-  await Promise.all(Array.from({ length: qd }, () => worker(0)));
+  await workers(0);
   const elapsed = Number(process.hrtime.bigint() - start) / 1e9;
   lat.sort((a, b) => a - b);
   const pct = (p: number) => round(nearestRank(lat, p));

@@ -8,10 +8,10 @@ import http from 'node:http';
 import net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Target } from '../../../engine/src/core/index.js';
-import { probeTarget, probeTargets } from '../../../engine/src/host/index.js';
+import { probeTarget, probeTargets, type ProbeOptions } from '../../../engine/src/host/index.js';
 import { encodeActiveNsList } from '../../../engine/src/protocol/identify.js';
 import { ADMIN, CNS, IO } from '../../../engine/src/protocol/opcodes.js';
-import { cdw, sqeNsid } from '../../../engine/src/protocol/sqe.js';
+import { cdw, sqeCid, sqeNsid } from '../../../engine/src/protocol/sqe.js';
 import type { BlockBackend } from '../../../engine/src/storage/backend.js';
 import { MemoryBackend } from '../../../engine/src/storage/memory.js';
 import { listenTcp, type TcpTransport } from '../../../engine/src/transport/tcp/index.js';
@@ -25,6 +25,8 @@ interface Internals {
   onAdmin(c: unknown, sqe: Buffer, cid: number, op: number): void;
   sendData(c: unknown, cid: number, data: Buffer): void;
   identify(cns: number): Buffer;
+  onCommand(c: { qid: number }, sqe: Buffer, data: Buffer | null): void;
+  respond(c: unknown, cid: number, status: number): void;
 }
 
 const HOST = 'nqn.2014-08.org.nvmexpress:uuid:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0';
@@ -266,10 +268,7 @@ describe('probeTarget', () => {
     // Connects and identifies, then never answers a read.
     const quiet = await new FakeTarget({ hold: (op, qid) => qid > 0 && op === IO.READ }).start();
     try {
-      const r = await probeTarget({
-        host: '127.0.0.1',
-        port: quiet.port,
-        subnqn: 'nqn.2024-01.io.branchsan:quiet',
+      const r = await probeAt(quiet, 'nqn.2024-01.io.branchsan:quiet', {
         readSeconds: 1,
         commandTimeoutMs: 300,
       });
@@ -290,13 +289,7 @@ describe('probeTarget', () => {
     }).start();
     try {
       const nqn = 'nqn.2024-01.io.branchsan:quiet-connect';
-      const r = await probeTarget({
-        host: '127.0.0.1',
-        port: quiet.port,
-        subnqn: nqn,
-        readSeconds: 0,
-        commandTimeoutMs: 300,
-      });
+      const r = await probeAt(quiet, nqn, { commandTimeoutMs: 300 });
       const [sub] = r.subsystems;
       expect(sub!.controller).toBeNull();
       // Before: "connect to X at H:P: connect to X at H:P: queue 0: command … timed out",
@@ -323,12 +316,7 @@ describe('probeTarget', () => {
       return b;
     });
     try {
-      const r = await probeTarget({
-        host: '127.0.0.1',
-        port: quirky.port,
-        subnqn: 'nqn.2024-01.io.branchsan:quirky',
-        readSeconds: 0.1,
-      });
+      const r = await probeAt(quirky, 'nqn.2024-01.io.branchsan:quirky', { readSeconds: 0.1 });
       const [sub] = r.subsystems;
       // Before: the first refusal ended the loop: namespaces [], and only that problem.
       expect(sub!.problem).toBeNull();
@@ -349,6 +337,39 @@ describe('probeTarget', () => {
       expect(r.ok).toBe(false);
     } finally {
       await quirky.stop();
+    }
+  });
+
+  it('stops every reader of a namespace whose read failed before the next namespace is tested', async () => {
+    const target = await namespacesTarget([1, 2], (_nsid, honest) => honest());
+    const t = target as unknown as Internals;
+    const honest = t.onCommand.bind(target);
+    const reads = new Map<number, number>();
+    let late = 0; // reads of namespace 1 that arrive once namespace 2's have begun
+    t.onCommand = (c, sqe, data) => {
+      if (c.qid === 0 || sqe[0] !== IO.READ) return honest(c, sqe, data);
+      const nsid = sqeNsid(sqe);
+      reads.set(nsid, (reads.get(nsid) ?? 0) + 1);
+      if (nsid === 1 && reads.has(2)) late++;
+      // past the warm-up: Unrecovered Read Error (media, 0x81), the queue stays up
+      if (nsid === 1 && reads.get(1) === 500) return t.respond(c, sqeCid(sqe), 0x281);
+      honest(c, sqe, data);
+    };
+    try {
+      const r = await probeAt(target, 'nqn.2024-01.io.branchsan:read-error', {
+        readSeconds: 0.3,
+        readQd: 8,
+      });
+      const [one, two] = r.subsystems[0]!.namespaces;
+      expect(one!.read_test).toBeNull();
+      expect(one!.problem!.error).toContain('reading namespace 1: ');
+      expect(one!.problem!.error).toContain('NVMe status READ_ERROR (0x281)');
+      expect(two!.problem).toBeNull();
+      // Before: the other 7 readers of namespace 1 went on for the rest of its 0.3 s,
+      // through namespace 2's measured test.
+      expect(late).toBe(0);
+    } finally {
+      await target.stop();
     }
   });
 
@@ -484,6 +505,11 @@ async function namespacesTarget(
     );
   };
   return target;
+}
+
+/** probeTarget of one subsystem of a test target on loopback (no read test unless told). */
+function probeAt(t: { port: number }, subnqn: string, o: Partial<ProbeOptions> = {}) {
+  return probeTarget({ host: '127.0.0.1', port: t.port, subnqn, readSeconds: 0, ...o });
 }
 
 async function snapshot(b: BlockBackend): Promise<Buffer> {
