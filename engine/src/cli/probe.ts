@@ -43,7 +43,8 @@ Options:
   --hostnqn NQN   the host NQN to connect as       [${HOSTNQN_FILE}, else a new one]
   --hostid UUID   the host identifier              [${HOSTID_FILE}, else a new one]
   --seconds N     seconds of reads per namespace; 0 skips the read test     [1]
-  --qd N          reads in flight at a time (1-128), for the IOPS a path carries [1]
+  --qd N          reads in flight at a time (1-128), for the IOPS a path carries [1];
+                  fewer if the controller's I/O queue holds fewer (the report says so)
   --digests       use header and data digests (CRC32C)
   --no-cpu-latency
                   let this machine's CPUs sleep deeply during the read test; by
@@ -237,6 +238,11 @@ function printReport(r: MultiProbeReport & { cpu_latency_request: string }): voi
             `    ${formatSize(test.bytes_per_read)} random reads at QD${test.qd}: ${test.iops}/s, latency µs ` +
               `mean ${test.lat_us.mean}, p50 ${test.lat_us.p50}, p99 ${test.lat_us.p99}, max ${test.lat_us.max} (${test.reads} reads)`,
           );
+          if (test.qd < test.qd_asked) {
+            console.log(
+              `    (QD${test.qd}, not the ${test.qd_asked} asked: the controller's I/O queue holds ${test.qd} commands at a time)`,
+            );
+          }
         }
         if (n.problem) problem('    ', n.problem);
       }

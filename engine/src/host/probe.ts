@@ -62,8 +62,10 @@ export interface ProbeProblem {
 }
 
 export interface ReadTest {
-  /** Reads in flight at a time. */
+  /** Reads in flight at a time: as asked, or all the controller's I/O queue holds if fewer. */
   readonly qd: number;
+  /** The depth asked for (readQd); above qd when the controller holds fewer. */
+  readonly qd_asked: number;
   readonly reads: number;
   readonly bytes_per_read: number;
   readonly iops: number;
@@ -371,6 +373,7 @@ async function probeSubsystem(
   let ctrl: NvmeController;
   try {
     // One entry more than the reads kept in flight: a queue of N entries holds N - 1.
+    // The controller may allow fewer (CAP.MQES, MAXCMD): the read test then keeps fewer.
     const queueSize = Math.max(128, (opts.readQd ?? 1) + 1);
     ctrl = await NvmeController.connect({ ...common, ...t, ioQueues: 1, queueSize });
   } catch (err) {
@@ -445,15 +448,17 @@ async function probeNamespace(
   opts: ProbeOptions,
 ): Promise<ProbedNamespace> {
   const ns = await ctrl.namespace(nsid);
-  const probed = await describeNamespace(ns, anaLog, opts);
+  const probed = await describeNamespace(ns, anaLog, opts, ctrl.ioQueueDepth);
   views.set(probed, { identity: ns.identity, ids: ns.ids });
   return probed;
 }
 
+/** `depth`: the commands the I/O queue holds in flight (its entries - 1). */
 async function describeNamespace(
   ns: NvmeNamespace,
   anaLog: AnaLog | null,
   opts: ProbeOptions,
+  depth: number,
 ): Promise<ProbedNamespace> {
   const nsid = ns.nsid;
   const ids = ns.ids;
@@ -473,7 +478,10 @@ async function describeNamespace(
   }
   if (opts.readSeconds <= 0) return { ...base, read_test: null, problem: null };
   try {
-    const test = await readTest(ns, opts.readSeconds, opts.readQd ?? 1);
+    // More readers than the queue holds would only wait their turn in the host, and the
+    // report would give a depth the target never saw.
+    const asked = opts.readQd ?? 1;
+    const test = await readTest(ns, opts.readSeconds, Math.max(1, Math.min(asked, depth)), asked);
     return { ...base, read_test: test, problem: null };
   } catch (err) {
     return { ...base, read_test: null, problem: explain(err, `reading namespace ${nsid}`, '') };
@@ -555,7 +563,12 @@ const UNUSABLE: Record<
  * Random reads across the namespace for `seconds`, `qd` at a time: at QD1 what one VM's
  * small reads see; deeper, what the path carries for many.
  */
-async function readTest(ns: NvmeNamespace, seconds: number, qd: number): Promise<ReadTest> {
+async function readTest(
+  ns: NvmeNamespace,
+  seconds: number,
+  qd: number,
+  asked: number,
+): Promise<ReadTest> {
   const bytes = Math.max(TEST_READ_BYTES, ns.blockSize);
   const nlb = bytes / ns.blockSize;
   const slots = Math.floor(ns.nsze / nlb);
@@ -598,6 +611,7 @@ async function readTest(ns: NvmeNamespace, seconds: number, qd: number): Promise
   const total = lat.reduce((a, b) => a + b, 0);
   return {
     qd,
+    qd_asked: asked,
     reads: lat.length,
     bytes_per_read: bytes,
     iops: Math.round(lat.length / elapsed),

@@ -373,6 +373,23 @@ describe('probeTarget', () => {
     }
   });
 
+  it('keeps no more reads in flight than the controller takes, and reports the depth used', async () => {
+    const small = await new FakeTarget({ mqes: 8 }).start(); // 8 entries: 7 in flight
+    try {
+      const r = await probeAt(small, 'nqn.2024-01.io.branchsan:small-queue', {
+        readSeconds: 0.1,
+        readQd: 32,
+      });
+      const test = r.subsystems[0]!.namespaces[0]!.read_test!;
+      // Before: qd 32, though the other 25 readers only waited in the host's queue.
+      expect(test).toMatchObject({ qd: 7, qd_asked: 32 });
+      expect(small.maxOutstanding).toBeLessThanOrEqual(7);
+      expect(r.ok).toBe(true);
+    } finally {
+      await small.stop();
+    }
+  });
+
   it('says which subsystem the discovery log gives a TRSVCID that is no TCP port, and probes the rest', async () => {
     const t = new Target({});
     const GOOD = 'nqn.2024-01.io.branchsan:probe-port-good';
