@@ -183,6 +183,10 @@ function parseReadWrite(
   if (opcode === IO.COMPARE) {
     return execute('h2c', length, (data, done) => {
       const began = performance.now(); // once the data is here (R2T): see reads
+      // Its data may come after this node gave the group up (as for writes): a compare
+      // answered from here then would judge a copy that may be stale.
+      const refused = anaRefusalNow(ctrl, ns);
+      if (refused) return finish(ctrl, ns, 'other', 0, began, refused, done);
       b.read(offset, length, (err, got) => {
         let status: number = SC.SUCCESS;
         if (err) status = backendStatus(err, 'read');

@@ -70,8 +70,15 @@ export class LoopQueue implements TransportQueue {
   /**
    * Submits one command. `data` is the host-to-controller payload (writes, Connect);
    * the SGL length defaults to data's length, else the SQE's own SGL length field.
+   * `beforeData` runs between the parse and the execution, where a TCP transport waits
+   * for data sent by R2T (what may change meanwhile).
    */
-  submit(sqe: Buffer, data?: Buffer | null, sglLength?: number): Promise<LoopCompletion> {
+  submit(
+    sqe: Buffer,
+    data?: Buffer | null,
+    sglLength?: number,
+    beforeData?: () => void,
+  ): Promise<LoopCompletion> {
     if (this.closedReason !== null)
       return Promise.reject(new Error(`queue closed: ${this.closedReason}`));
     if (this.queueSize > 0 && this.outstanding >= this.queueSize) {
@@ -86,6 +93,7 @@ export class LoopQueue implements TransportQueue {
       );
     }
     this.outstanding++;
+    beforeData?.();
     return new Promise((resolve) => {
       let completed = false;
       r.exec(

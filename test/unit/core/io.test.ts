@@ -201,6 +201,22 @@ describe('I/O refusals at parse', () => {
     ['persistent-loss', SC.ANA_PERSISTENT_LOSS],
     ['change', SC.ANA_TRANSITION],
   ];
+  it('refuses a write or compare whose data came after this node gave its group up', async () => {
+    // The ANA check at parse passed; the data (sent by R2T) comes after a failover. A
+    // compare answered from here then judged a copy that may be stale (with DNR on a
+    // miscompare, never retried on the node that now holds the data).
+    const { target } = makeTarget();
+    const { io } = await session(target);
+    const failover = () => target.setAnaState(1, 'inaccessible');
+    for (const sqe of [writeSqe(0, 8), rwSqe(IO.COMPARE, 0, 8)]) {
+      target.setAnaState(1, 'optimized');
+      const c = await io.submit(sqe, Buffer.alloc(8 * BLOCK, 0xab), undefined, failover);
+      expect(c.status).toBe(SC.ANA_INACCESSIBLE);
+    }
+    target.setAnaState(1, 'optimized');
+    expect(ok(await io.submit(readSqe(0, 8))).data!.equals(Buffer.alloc(8 * BLOCK))).toBe(true);
+  });
+
   it.each(ana)('ANA %s -> status %i (no DNR)', async (state, status) => {
     const { target } = makeTarget();
     const { io, admin } = await session(target);
