@@ -33,7 +33,7 @@ const TRANSITIONS: TransitionTable<ControllerState> = {
   enabled: ['created', 'shutting-down', 'failed', 'deleted'],
   'shutting-down': ['shutdown', 'created', 'failed', 'deleted'],
   shutdown: ['created', 'failed', 'deleted'],
-  failed: ['created', 'deleted'],
+  failed: ['created', 'shutting-down', 'deleted'],
   deleted: [],
 };
 
@@ -203,9 +203,14 @@ export class Controller {
     this.transition('created');
   }
 
-  /** CC.SHN: close the I/O queues, make the data durable, then report SHST complete. */
+  /**
+   * CC.SHN: close the I/O queues, make the data durable, then report SHST complete. A
+   * controller whose enable failed (CFS) shuts down too, as nvmet's does: a host deleting
+   * it waits for SHST complete, for seconds otherwise.
+   */
   private shutdown(): void {
-    if (this.stateValue !== 'created' && this.stateValue !== 'enabled') return;
+    const from = this.stateValue;
+    if (from !== 'created' && from !== 'enabled' && from !== 'failed') return;
     this.closeIoQueues('controller shutdown');
     this.transition('shutting-down');
     const backends = [...this.subsys.namespaces.values()]

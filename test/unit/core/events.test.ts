@@ -235,6 +235,19 @@ describe('controller reset and shutdown', () => {
     expect(ok(await admin.submit(propGetSqe(PROP.CSTS))).dw0).toBe(1);
   });
 
+  it('CC.SHN on a controller whose enable failed reports SHST complete', async () => {
+    // Before: CSTS stayed CFS with SHST 0, and a host deleting that controller waited its
+    // whole shutdown timeout (5 s for Linux) for a shutdown that never came.
+    const { target } = makeTarget();
+    const { admin } = await connectAdmin(target);
+    const badIosqes = (7 << 16) | (4 << 20) | 1;
+    ok(await admin.submit(propSetSqe(PROP.CC, badIosqes)));
+    expect(ok(await admin.submit(propGetSqe(PROP.CSTS))).dw0).toBe(2);
+    ok(await admin.submit(propSetSqe(PROP.CC, badIosqes | (1 << 14))));
+    await settle();
+    expect((ok(await admin.submit(propGetSqe(PROP.CSTS))).dw0 >>> 2) & 3).toBe(2);
+  });
+
   it('CC.SHN flushes, reports SHST in progress then complete, and refuses I/O', async () => {
     const { target, backend } = makeTarget();
     const { admin, io } = await session(target);
