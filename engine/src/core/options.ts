@@ -59,7 +59,8 @@ export function resolveOptions(o: TargetOptions = {}): ResolvedOptions {
     'inCapsuleBytes must be a multiple of 16',
   );
   check(r.mdts >= 0 && r.mdts <= 20, 'mdts must be 0..20');
-  check(r.mqes >= 31 && r.mqes <= 0xffff, 'mqes must be 31..65535');
+  // MAXCMD (mqes + 1) is a 16-bit field of Identify Controller
+  check(r.mqes >= 31 && r.mqes <= 0xfffe, 'mqes must be 31..65534');
   check(r.maxIoQueues >= 1 && r.maxIoQueues <= 0xfffe, 'maxIoQueues must be 1..65534');
   check(r.maxAnaGroups >= 1 && r.maxAnaGroups <= 0xffff, 'maxAnaGroups must be 1..65535');
   return r;

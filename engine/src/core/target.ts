@@ -65,7 +65,17 @@ export class Target implements CoreTarget, ControllerEnv {
 
   addSubsystem(cfg: SubsystemConfig): void {
     if (this.subsystems.has(cfg.nqn)) throw new Error(`Subsystem ${cfg.nqn} already exists`);
-    this.subsystems.set(cfg.nqn, new Subsystem('nvm', cfg));
+    const s = new Subsystem('nvm', cfg);
+    // A host reads the ANA log in one transfer (Linux turns ANA off when it may not fit).
+    const anaLog = 16 + this.options.maxAnaGroups * 32 + s.maxNamespaces * 4;
+    const mdts = this.options.mdts === 0 ? Infinity : 4096 * 2 ** this.options.mdts;
+    if (anaLog > mdts) {
+      throw new Error(
+        `Subsystem ${cfg.nqn}: with up to ${s.maxNamespaces} namespaces and ${this.options.maxAnaGroups} ANA groups its ANA log may reach ${anaLog} bytes, ` +
+          `more than one transfer (${mdts} bytes), and hosts would turn ANA off; allow fewer namespaces`,
+      );
+    }
+    this.subsystems.set(cfg.nqn, s);
     this.discoveryChanged();
   }
 

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { nqnProblem } from '../../../engine/src/core/nqn.js';
 import { Target } from '../../../engine/src/core/target.js';
 import { MemoryBackend } from '../../../engine/src/storage/memory.js';
-import { DISC_NQN, NGUID, SUBNQN, makeTarget } from './helpers.js';
+import { DISC_NQN, HOSTNQN, NGUID, SUBNQN, makeTarget } from './helpers.js';
 
 describe('NQN validation', () => {
   const good = [
@@ -133,5 +133,27 @@ describe('Target configuration errors', () => {
     expect(() => new Target({ cntlidMin: 0 })).toThrow(/CNTLID range/);
     expect(() => new Target({ cntlidMin: 0x8000, cntlidMax: 0xfff0 })).toThrow(/CNTLID range/);
     expect(() => new Target({ mqes: 15 })).toThrow(/mqes/);
+    // MAXCMD (mqes + 1) must fit Identify Controller's 16 bits: before, 65535 was taken
+    // and every Identify Controller then failed with Internal Error.
+    expect(() => new Target({ mqes: 0xffff })).toThrow(/mqes must be 31\.\.65534/);
+    expect(() => new Target({ mqes: 0xfffe })).not.toThrow();
+  });
+
+  it('refuses a subsystem whose ANA log could not be read in one transfer', () => {
+    // Linux turns ANA off (no multipath failover by ANA state) when 16 + 32 x groups +
+    // 4 x MNAN exceeds MDTS (1 MiB by default here).
+    const { target } = makeTarget();
+    const sub = (nqn: string, maxNamespaces: number) => ({
+      nqn,
+      serial: 'BIG',
+      model: 'm',
+      hosts: [HOSTNQN],
+      maxNamespaces,
+    });
+    expect(() => target.addSubsystem(sub(`${SUBNQN}-big`, 1_000_000))).toThrow(
+      /ANA log may reach 4001040 bytes, more than one transfer \(1048576 bytes\)/,
+    );
+    expect(target.subsystemNqns()).toEqual([SUBNQN]);
+    target.addSubsystem(sub(`${SUBNQN}-fits`, (1048576 - 16 - 32 * 32) / 4));
   });
 });
