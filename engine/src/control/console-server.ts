@@ -224,7 +224,12 @@ export class ConsoleServer {
       try {
         const checked = this.checkUpgrade(req);
         if (typeof checked !== 'object') {
-          socket.end(`HTTP/1.1 ${checked}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+          // Closed once written, not only half: an upgrade is out of reach of the HTTP
+          // server's timeouts, and a client that kept its half open held a connection slot
+          // for ever (256 such left every admin locked out of the console).
+          socket.end(`HTTP/1.1 ${checked}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`, () =>
+            socket.destroy(),
+          );
           return;
         }
         wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, req, checked.session));

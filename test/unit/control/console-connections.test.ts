@@ -13,6 +13,7 @@ import type { ConsoleServer } from '../../../engine/src/control/console-server.j
 import { metricsRoute } from '../../../engine/src/control/metrics-endpoint.js';
 import { createLogger } from '../../../engine/src/util/log.js';
 import { loopbackConsole } from '../../helpers/console-server.js';
+import { until } from '../../helpers/wait.js';
 
 let top: string;
 let server: ConsoleServer;
@@ -115,6 +116,32 @@ describe('web console: requests that are not paths', () => {
       expect(await serves()).toBe(true);
     } finally {
       chmodSync(passwords.file, 0o600);
+    }
+  });
+});
+
+describe('web console: refused WebSocket upgrades', () => {
+  it('closes refused upgrades, so clients that keep their half open hold no connection slots', async () => {
+    // An upgrade is out of reach of the HTTP server's timeouts: the refusal closed only
+    // the server's half, and a client that never closed its own held its slot for ever
+    // (PER_CLIENT of them, and that client, all of loopback, was refused from then on).
+    const held: { got: string; s: net.Socket }[] = [];
+    for (let i = 0; i < PER_CLIENT; i++) {
+      const s = net.connect({ port: server.port, host: '127.0.0.1', allowHalfOpen: true });
+      const h = { got: '', s };
+      s.on('data', (d) => (h.got += d.toString()));
+      s.on('error', () => undefined);
+      s.write(
+        'GET /api HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+          'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+      );
+      held.push(h);
+    }
+    await until(() => held.every((h) => h.got.startsWith('HTTP/1.1 401 Unauthorized')), 5000);
+    try {
+      await until(() => serves(), 5000);
+    } finally {
+      for (const h of held) h.s.destroy();
     }
   });
 });
