@@ -228,7 +228,7 @@ describe('web console in Chromium against a real engine', () => {
       const message = page.getByTestId('refusal-message');
       await message.waitFor();
       expect(await message.textContent()).toBe(
-        `The console answers only to loopback addresses, not to "branchsan.test:${port}".`,
+        `The console answers only at http://127.0.0.1:${port}, not at "branchsan.test:${port}".`,
       );
       expect(await textOf(page, 'refusal-hint')).toBe(
         `Open the console at http://127.0.0.1:${port}/.`,

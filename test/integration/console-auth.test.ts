@@ -302,6 +302,47 @@ describe('console sign-in on loopback (plain http)', () => {
     );
   });
 
+  it('answers only at the address and port it listens on: not localhost, another 127.x or port', async () => {
+    // The engine holds 127.0.0.1 only: any local user may listen on [::1] at the same
+    // port, and a browser sent to http://localhost:PORT (which tries ::1 first) would
+    // give that program the session cookie, and its page the page key in localStorage.
+    const port = new URL(base).port;
+    const s = cookieOf(await request(base, 'POST', '/api/login', { body: { password: PASSWORD } }));
+    for (const host of [`localhost:${port}`, `127.0.0.2:${port}`, '127.0.0.1:1', `[::1]:${port}`]) {
+      const r = await request(base, 'GET', '/api/session', {
+        headers: { ...sessionHeaders(s), Host: host },
+      });
+      expect(r.status, host).toBe(403);
+      expect(r.body.error).toBe(
+        `The console answers only at http://127.0.0.1:${port}, not at "${host}".`,
+      );
+      expect(r.body.hint).toBe(`Open the console at http://127.0.0.1:${port}/.`);
+    }
+    const page = await request(base, 'GET', '/api/session', {
+      headers: { ...sessionHeaders(s), Host: `127.0.0.1:${port}` },
+    });
+    expect(page.body.authenticated).toBe(true);
+  });
+
+  it("finds the admin's own session cookie among others a program on another port set", async () => {
+    // Such a cookie with a longer Path comes first in the browser's Cookie header; only
+    // the first was looked at, so the admin stayed signed out, signing in again or not.
+    const s = cookieOf(await request(base, 'POST', '/api/login', { body: { password: PASSWORD } }));
+    const tossed = `branchsan_session=${'J'.repeat(43)}; ${s.cookie}`;
+    const r = await request(base, 'GET', '/api/session', {
+      headers: { Cookie: tossed, 'X-BranchSAN-Key': s.key },
+    });
+    expect(r.body.authenticated).toBe(true);
+    const ws = await openSocket(base, { cookie: { cookie: tossed, key: s.key } });
+    expect((await call(ws, 'system.status')).result.pid).toBe(engine.pid);
+    ws.close();
+    // The junk cookie alone, with the real key, opens nothing.
+    const junk = await request(base, 'GET', '/api/session', {
+      headers: { Cookie: `branchsan_session=${'J'.repeat(43)}`, 'X-BranchSAN-Key': s.key },
+    });
+    expect(junk.body.authenticated).toBe(false);
+  });
+
   it('sign-out ends the session and closes its WebSocket with 4401', async () => {
     const login = await request(base, 'POST', '/api/login', { body: { password: PASSWORD } });
     const mine = cookieOf(login);

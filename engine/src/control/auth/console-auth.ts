@@ -148,16 +148,23 @@ export class ConsoleAuth {
     return true;
   }
 
-  /** Refuses Host headers that are not loopback while the console listens on loopback only. */
+  /**
+   * While the console listens on loopback only, a request must name the very address and
+   * port it came in on. Not 'localhost': the engine holds only one of 127.0.0.1 and ::1,
+   * and any local user may listen on the other; a browser that then reaches that program
+   * at http://localhost:PORT sends it the session cookie, and, the origin being the
+   * same, lets its page read the page key (both were reproduced). A Host without a port
+   * (only clients other than browsers send one for a port other than 80) is taken.
+   */
   hostProblem(req: http.IncomingMessage): string | null {
     if (!this.opts.loopbackOnly) return null;
     const host = req.headers.host ?? '';
-    const name = host
-      .replace(/:\d+$/, '')
-      .replace(/^\[(.*)\]$/, '$1')
-      .toLowerCase();
-    if (name === 'localhost' || name === '::1' || /^127\.\d+\.\d+\.\d+$/.test(name)) return null;
-    return `The console answers only to loopback addresses, not to "${host}".`;
+    const m = /^(?:\[([^\]]*)\]|([^:[\]]*))(?::(\d+))?$/.exec(host);
+    const name = (m?.[1] ?? m?.[2] ?? '').toLowerCase();
+    const local = localAddressOf(req);
+    const portOk = m?.[3] === undefined || Number(m[3]) === req.socket.localPort;
+    if (m && name === local && portOk) return null;
+    return `The console answers only at ${consoleUrlOf(req, this.opts.tls)}, not at "${host}".`;
   }
 
   /** A browser request from another site (or a rebinding DNS name) is refused. */
@@ -176,9 +183,8 @@ export class ConsoleAuth {
   private async route(req: http.IncomingMessage): Promise<Reply> {
     const hostProblem = this.hostProblem(req);
     if (hostProblem) {
-      // the port this request came in on: the console's own
-      const port = req.socket.localPort ?? 'PORT';
-      return fault(403, hostProblem, `Open the console at http://127.0.0.1:${port}/.`);
+      const url = consoleUrlOf(req, this.opts.tls);
+      return fault(403, hostProblem, `Open the console at ${url}/.`);
     }
     const p = requestPath(req);
     if (p === '/api/session') {
@@ -350,14 +356,20 @@ export class ConsoleAuth {
     ].join('; ');
   }
 
-  private cookieOf(req: http.IncomingMessage): string | null {
+  /**
+   * Every well-formed session cookie of the request. Not only the first: a program on
+   * another port of this host may set one with a longer Path, which browsers send first,
+   * and the admin's own would never be looked at (signed out, signing in again no help).
+   */
+  private cookiesOf(req: http.IncomingMessage): string[] {
+    const found: string[] = [];
     for (const part of (req.headers.cookie ?? '').split(';')) {
       const eq = part.indexOf('=');
       if (eq < 0 || part.slice(0, eq).trim() !== this.cookieName) continue;
       const value = part.slice(eq + 1).trim();
-      if (/^[A-Za-z0-9_-]{43}$/.test(value)) return value;
+      if (/^[A-Za-z0-9_-]{43}$/.test(value)) found.push(value);
     }
-    return null;
+    return found;
   }
 
   /** The page key of a session (see above). */
@@ -367,9 +379,14 @@ export class ConsoleAuth {
 
   /** The session id of the cookie, when the request also carries that session's page key. */
   private sessionIdOf(req: http.IncomingMessage): string | null {
-    const id = this.cookieOf(req);
-    if (!id) return null;
-    return sameSecret(pageKeyIn(req) ?? '', this.pageKeyOf(id)) ? id : null;
+    const key = pageKeyIn(req) ?? '';
+    // Each compared in full (constant time); at most a few cookies reach here (the
+    // header's size is bounded).
+    let match: string | null = null;
+    for (const id of this.cookiesOf(req)) {
+      if (sameSecret(key, this.pageKeyOf(id))) match ??= id;
+    }
+    return match;
   }
 
   /** Identifies the current password (its salt); null when none is set. */
@@ -461,4 +478,17 @@ function pageKeyIn(req: http.IncomingMessage): string | null {
     if (p.startsWith(PAGE_KEY_PROTOCOL)) return p.slice(PAGE_KEY_PROTOCOL.length);
   }
   return null;
+}
+
+/** The address a request came in on, as written in a URL's host (no IPv4-mapped prefix). */
+function localAddressOf(req: http.IncomingMessage): string {
+  const a = (req.socket.localAddress ?? '').toLowerCase();
+  return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
+}
+
+/** The console's own URL as this request reached it: scheme, address and port. */
+function consoleUrlOf(req: http.IncomingMessage, tls: boolean): string {
+  const a = localAddressOf(req) || '127.0.0.1';
+  const host = a.includes(':') ? `[${a}]` : a;
+  return `${tls ? 'https' : 'http'}://${host}:${req.socket.localPort ?? 'PORT'}`;
 }
