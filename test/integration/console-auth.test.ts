@@ -528,6 +528,21 @@ describe('console over TLS', () => {
   });
 });
 
+describe('console host names', () => {
+  it('--console-host localhost serves, and prints, 127.0.0.1: the address it answers at', async () => {
+    // 'localhost' names 127.0.0.1 and ::1; the console answers only at the one it holds.
+    const e = await startEngine({ args: ['--console-host', 'localhost'] });
+    try {
+      const base = baseOf(e);
+      expect(new URL(base).hostname).toBe('127.0.0.1');
+      const r = await request(base, 'GET', '/api/session');
+      expect(r.status).toBe(200);
+    } finally {
+      await e.stop();
+    }
+  });
+});
+
 describe('remote console access', () => {
   it('is refused at start without TLS, with a message saying what to do', async () => {
     const r = await runCli([

@@ -49,6 +49,9 @@ export function buildConsole(
   hub: SessionHub,
   log: Logger,
 ): ConsoleAccess {
+  // 'localhost' names two addresses (127.0.0.1 and ::1) and the console holds one: it
+  // listens, and answers, at 127.0.0.1 (see ConsoleAuth.hostProblem).
+  if (opts.host.toLowerCase() === 'localhost') opts = { ...opts, host: '127.0.0.1' };
   const remote = !isLoopbackHost(opts.host);
   const mode = opts.tls ?? 'auto';
   if (remote && mode === 'off') {
