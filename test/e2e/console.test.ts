@@ -228,10 +228,10 @@ describe('web console in Chromium against a real engine', () => {
       const message = page.getByTestId('refusal-message');
       await message.waitFor();
       expect(await message.textContent()).toBe(
-        `The console answers only at http://127.0.0.1:${port}, not at "branchsan.test:${port}".`,
+        `The console answers only at its own address, 127.0.0.1, not at "branchsan.test:${port}".`,
       );
       expect(await textOf(page, 'refusal-hint')).toBe(
-        `Open the console at http://127.0.0.1:${port}/.`,
+        `Open the console at http://127.0.0.1:${port}/ (through an SSH tunnel: 127.0.0.1 with the tunnel's local port, not localhost).`,
       );
       expect(await page.getByTestId('sign-out').count()).toBe(0); // nothing to sign out of
       expect(await textOf(page, 'connection-indicator')).toContain('Refused');

@@ -302,26 +302,31 @@ describe('console sign-in on loopback (plain http)', () => {
     );
   });
 
-  it('answers only at the address and port it listens on: not localhost, another 127.x or port', async () => {
+  it('answers only at the address it listens on (not localhost, another 127.x), at any port', async () => {
     // The engine holds 127.0.0.1 only: any local user may listen on [::1] at the same
     // port, and a browser sent to http://localhost:PORT (which tries ::1 first) would
     // give that program the session cookie, and its page the page key in localStorage.
     const port = new URL(base).port;
     const s = cookieOf(await request(base, 'POST', '/api/login', { body: { password: PASSWORD } }));
-    for (const host of [`localhost:${port}`, `127.0.0.2:${port}`, '127.0.0.1:1', `[::1]:${port}`]) {
+    for (const host of [`localhost:${port}`, `127.0.0.2:${port}`, `[::1]:${port}`, 'localhost']) {
       const r = await request(base, 'GET', '/api/session', {
         headers: { ...sessionHeaders(s), Host: host },
       });
       expect(r.status, host).toBe(403);
       expect(r.body.error).toBe(
-        `The console answers only at http://127.0.0.1:${port}, not at "${host}".`,
+        `The console answers only at its own address, 127.0.0.1, not at "${host}".`,
       );
-      expect(r.body.hint).toBe(`Open the console at http://127.0.0.1:${port}/.`);
+      expect(r.body.hint).toBe(
+        `Open the console at http://127.0.0.1:${port}/ (through an SSH tunnel: 127.0.0.1 with the tunnel's local port, not localhost).`,
+      );
     }
-    const page = await request(base, 'GET', '/api/session', {
-      headers: { ...sessionHeaders(s), Host: `127.0.0.1:${port}` },
-    });
-    expect(page.body.authenticated).toBe(true);
+    // Its own address at its port, with none, or at an SSH tunnel's local port.
+    for (const host of [`127.0.0.1:${port}`, '127.0.0.1', '127.0.0.1:9001']) {
+      const page = await request(base, 'GET', '/api/session', {
+        headers: { ...sessionHeaders(s), Host: host },
+      });
+      expect(page.body.authenticated, host).toBe(true);
+    }
   });
 
   it("finds the admin's own session cookie among others a program on another port set", async () => {

@@ -149,22 +149,20 @@ export class ConsoleAuth {
   }
 
   /**
-   * While the console listens on loopback only, a request must name the very address and
-   * port it came in on. Not 'localhost': the engine holds only one of 127.0.0.1 and ::1,
-   * and any local user may listen on the other; a browser that then reaches that program
-   * at http://localhost:PORT sends it the session cookie, and, the origin being the
-   * same, lets its page read the page key (both were reproduced). A Host without a port
-   * (only clients other than browsers send one for a port other than 80) is taken.
+   * While the console listens on loopback only, a request must name the very address it
+   * came in on. Not 'localhost': the engine holds only one of 127.0.0.1 and ::1, and any
+   * local user may listen on the other; a browser that then reaches that program at
+   * http://localhost:PORT sends it the session cookie, and, the origin being the same,
+   * lets its page read the page key (both were reproduced). Any port is taken: an SSH
+   * tunnel's local port is the browser's, not the console's.
    */
   hostProblem(req: http.IncomingMessage): string | null {
     if (!this.opts.loopbackOnly) return null;
     const host = req.headers.host ?? '';
-    const m = /^(?:\[([^\]]*)\]|([^:[\]]*))(?::(\d+))?$/.exec(host);
+    const m = /^(?:\[([^\]]*)\]|([^:[\]]*))(?::\d+)?$/.exec(host);
     const name = (m?.[1] ?? m?.[2] ?? '').toLowerCase();
-    const local = localAddressOf(req);
-    const portOk = m?.[3] === undefined || Number(m[3]) === req.socket.localPort;
-    if (m && name === local && portOk) return null;
-    return `The console answers only at ${consoleUrlOf(req, this.opts.tls)}, not at "${host}".`;
+    if (m && name === localAddressOf(req)) return null;
+    return `The console answers only at its own address, ${urlHostOf(req)}, not at "${host}".`;
   }
 
   /** A browser request from another site (or a rebinding DNS name) is refused. */
@@ -184,7 +182,11 @@ export class ConsoleAuth {
     const hostProblem = this.hostProblem(req);
     if (hostProblem) {
       const url = consoleUrlOf(req, this.opts.tls);
-      return fault(403, hostProblem, `Open the console at ${url}/.`);
+      return fault(
+        403,
+        hostProblem,
+        `Open the console at ${url}/ (through an SSH tunnel: ${urlHostOf(req)} with the tunnel's local port, not localhost).`,
+      );
     }
     const p = requestPath(req);
     if (p === '/api/session') {
@@ -486,9 +488,13 @@ function localAddressOf(req: http.IncomingMessage): string {
   return a.startsWith('::ffff:') && a.includes('.') ? a.slice(7) : a;
 }
 
+/** The address a request came in on, as a URL writes it ([::1] for IPv6). */
+function urlHostOf(req: http.IncomingMessage): string {
+  const a = localAddressOf(req) || '127.0.0.1';
+  return a.includes(':') ? `[${a}]` : a;
+}
+
 /** The console's own URL as this request reached it: scheme, address and port. */
 function consoleUrlOf(req: http.IncomingMessage, tls: boolean): string {
-  const a = localAddressOf(req) || '127.0.0.1';
-  const host = a.includes(':') ? `[${a}]` : a;
-  return `${tls ? 'https' : 'http'}://${host}:${req.socket.localPort ?? 'PORT'}`;
+  return `${tls ? 'https' : 'http'}://${urlHostOf(req)}:${req.socket.localPort ?? 'PORT'}`;
 }

@@ -38,7 +38,7 @@ describe('createSessionApi', () => {
   it('throws the engine’s refusal of the session check in its words; a proxy’s or a bare error is “away”', async () => {
     const forbidden = vi.fn(async () =>
       reply(403, {
-        error: 'The console answers only at http://127.0.0.1:8450, not at "h".',
+        error: 'The console answers only at its own address, 127.0.0.1, not at "h".',
         hint: 'Open the console at http://127.0.0.1:PORT/.',
       }),
     );

@@ -318,7 +318,7 @@ describe('WebSocket transport against a real WebSocket server', () => {
 
   it('shows the engine’s own refusal and stops retrying until asked again', async () => {
     const refusal = new SignInError(
-      'The console answers only at http://127.0.0.1:8450, not at "san.example:8450".',
+      'The console answers only at its own address, 127.0.0.1, not at "san.example:8450".',
       'Open the console at http://127.0.0.1:PORT/.',
       403,
     );
