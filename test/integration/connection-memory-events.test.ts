@@ -17,8 +17,8 @@ import {
   MEMORY_OVER_CAP,
   MEMORY_UNDER_CAP,
   PEERS_DISCONNECTED,
-  TargetService,
-} from '../../engine/src/service/target-service.js';
+} from '../../engine/src/service/peer-memory-events.js';
+import { TargetService } from '../../engine/src/service/target-service.js';
 import { PEER_STALL_MS, PeerMemoryGuard } from '../../engine/src/transport/tcp/peer-memory.js';
 import { createLogger } from '../../engine/src/util/log.js';
 import { tempDir } from '../helpers/engine.js';

@@ -131,6 +131,7 @@ describe('metrics in the engine', () => {
     expect(one('branchsan_nvme_tcp_held_cap_bytes')).toEqual([[{}, defaultPeerMemoryCap()]]);
     expect(one('branchsan_nvme_tcp_connections')).toEqual([[{}, 0]]);
     expect(one('branchsan_nvme_tcp_over_cap')).toEqual([[{}, 0]]);
+    expect(one('branchsan_nvme_tcp_over_cap_episodes_total')).toEqual([[{}, 0]]);
     expect(one('branchsan_nvme_tcp_disconnected_total')).toEqual([
       [{ reason: 'no-progress' }, 0],
       [{ reason: 'over-cap' }, 0],

@@ -172,8 +172,12 @@ function connectionFamilies(out: Exposition, c: ConnectionMemory): void {
     out.family(name, 'gauge', help);
     out.sample(name, {}, value);
   }
-  out.family('branchsan_nvme_tcp_over_cap_total', 'counter', 'Times held bytes went over the cap.');
-  out.sample('branchsan_nvme_tcp_over_cap_total', {}, c.tightEntered);
+  out.family(
+    'branchsan_nvme_tcp_over_cap_episodes_total',
+    'counter',
+    'Times held bytes went over the cap.',
+  );
+  out.sample('branchsan_nvme_tcp_over_cap_episodes_total', {}, c.tightEntered);
   const dropped = 'branchsan_nvme_tcp_disconnected_total';
   out.family(
     dropped,

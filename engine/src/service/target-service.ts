@@ -22,7 +22,11 @@ import type { Db } from '../persistence/db.js';
 import { recordEvent } from '../persistence/db.js';
 import { TargetStore, type NamespaceRow, type SubsystemRow } from '../persistence/target-store.js';
 import type { BackendSpec } from '../storage/open.js';
-import type { PeerMemoryEvent, ShedPeer } from '../transport/tcp/peer-memory.js';
+import {
+  MEMORY_EVENT_FLOORS,
+  PeerMemoryEvents,
+  type MemoryEventFloors,
+} from './peer-memory-events.js';
 import { statIdentity } from '../storage/file.js';
 import { storageProblem, UserError, whereStorageAllows } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
@@ -62,6 +66,7 @@ export class TargetService {
   private stopped = false;
   /** The checks of new backing paths, one key for all: one call at most left waiting. */
   private readonly pathChecks: BoundedCalls;
+  private readonly memoryEvents: PeerMemoryEvents;
   /** Configured ports that could not listen: why, and since when (for the alert). */
   private readonly portsDown = new Map<
     number,
@@ -82,67 +87,14 @@ export class TargetService {
     private readonly dataDir: string,
     /** How long the checks of a new backing path wait for its file system. */
     pathCheckMs = PATH_CHECK_MS,
+    /** How often the connection memory bound's events may be recorded (PeerMemoryEvents). */
+    memoryEventFloors: MemoryEventFloors = MEMORY_EVENT_FLOORS,
   ) {
     this.pathChecks = new BoundedCalls(pathCheckMs);
     this.store = new TargetStore(db);
     rt.onIoThreads = (e) => this.recordIoThreads(e);
-    rt.onPeerMemory = (e) => this.recordPeerMemory(e);
-  }
-
-  /**
-   * Records what the bound on NVMe/TCP connection memory did: peers it disconnected
-   * (one event per check, however many), and the node going over its cap and back.
-   */
-  private recordPeerMemory(e: PeerMemoryEvent): void {
-    const cap = mib(e.capBytes);
-    switch (e.kind) {
-      case 'shed': {
-        const named = e.peers.slice(0, SHED_NAMED).map(describePeer);
-        const more = e.peers.length - named.length;
-        const who =
-          e.peers.length === 1
-            ? named[0]!
-            : `${e.peers.length} connections: ${named.join('; ')}${more > 0 ? `; and ${more} more` : ''}`;
-        const [it, them] = e.peers.length === 1 ? ['it', 'it'] : ['they', 'them'];
-        const secs = Math.round(Math.min(...e.peers.map((p) => p.stalledMs)) / 1000);
-        const stalled = `took none of the answers sent to ${them}, and sent none of the write data asked of ${them}, for ${secs} s or more`;
-        const why = e.peers.every((p) => p.reason === 'no-progress')
-          ? `${it} ${stalled}`
-          : `the node's NVMe/TCP connections held more than their ${cap} cap, and ${it} ${stalled}`;
-        this.record({
-          type: PEERS_DISCONNECTED,
-          severity: 'warning',
-          message:
-            `Disconnected ${who}: ${why}. A live host reconnects and retries its commands. ` +
-            'If a host does not come back, or this repeats, check that host and its network (a hung host, a saturated link).',
-          data: {
-            capBytes: e.capBytes,
-            peers: e.peers.slice(0, SHED_DATA).map(({ owner, ...p }) => ({ ...p, ...owner })),
-            count: e.peers.length,
-          },
-        });
-        break;
-      }
-      case 'tight':
-        this.record({
-          type: MEMORY_OVER_CAP,
-          severity: 'warning',
-          message:
-            `The node's NVMe/TCP connections hold ${mib(e.heldBytes)} for their hosts, more than their ${cap} cap (answers hosts have not taken, write data in flight). ` +
-            'Each connection now runs one read and one write transfer at a time until they drain, so hosts slow down; those that stop taking their answers are disconnected. ' +
-            'If this repeats, look for hosts that stall or a saturated network, or add memory.',
-          data: { heldBytes: e.heldBytes, capBytes: e.capBytes },
-        });
-        break;
-      case 'eased':
-        this.record({
-          type: MEMORY_UNDER_CAP,
-          severity: 'info',
-          message: `The node's NVMe/TCP connections are back under their ${cap} memory cap after ${(e.tightMs / 1000).toFixed(1)} s; hosts run at full depth again.`,
-          data: { heldBytes: e.heldBytes, capBytes: e.capBytes, tightMs: Math.round(e.tightMs) },
-        });
-        break;
-    }
+    this.memoryEvents = new PeerMemoryEvents((ev) => this.record(ev), memoryEventFloors);
+    rt.onPeerMemory = (e) => this.memoryEvents.on(e);
   }
 
   /**
@@ -221,6 +173,7 @@ export class TargetService {
    */
   stop(): Promise<void> {
     this.stopped = true;
+    this.memoryEvents.stop();
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = null;
     return this.queue.then(() => undefined);
@@ -739,28 +692,6 @@ export class TargetService {
       type: ev.type,
     });
   }
-}
-
-/** Peers a disconnection event names in its message, and lists in its data. */
-const SHED_NAMED = 5;
-const SHED_DATA = 50;
-
-export const PEERS_DISCONNECTED = 'target.connection.disconnected';
-export const MEMORY_OVER_CAP = 'target.memory.over-cap';
-export const MEMORY_UNDER_CAP = 'target.memory.under-cap';
-
-function mib(bytes: number): string {
-  return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
-}
-
-/** "host nqn.… (10.0.0.5:51234, I/O queue 3 of nqn.…, 12.0 MiB held)". */
-function describePeer(p: ShedPeer): string {
-  const o = p.owner;
-  const queue = o ? `${o.qid === 0 ? 'admin queue' : `I/O queue ${o.qid}`} of ${o.subnqn}, ` : '';
-  const held = `${mib(p.heldBytes)} held`;
-  return o
-    ? `host ${o.hostnqn} (${p.peer}, ${queue}${held})`
-    : `a peer at ${p.peer} (not connected to a subsystem yet, ${held})`;
 }
 
 /** `m` ending with a full stop, so a sentence can follow. */
