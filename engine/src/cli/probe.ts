@@ -240,7 +240,7 @@ function printReport(r: MultiProbeReport & { cpu_latency_request: string }): voi
           );
           if (test.qd < test.qd_asked) {
             console.log(
-              `    (QD${test.qd}, not the ${test.qd_asked} asked: the controller's I/O queue holds ${test.qd} commands at a time)`,
+              `    (QD${test.qd}, not the ${test.qd_asked} asked: the controller's I/O queue holds ${test.qd} command${test.qd === 1 ? '' : 's'} at a time)`,
             );
           }
         }

@@ -197,8 +197,7 @@ function parseReadWrite(
       });
     });
   }
-  // With the write cache disabled by the host (Set Features 0x06) every write is FUA.
-  const fua = (cdw12 & FUA) !== 0 || !ctrl.wce;
+  const fua = wantsFua(ctrl, b, cdw12);
   return execute('h2c', length, (data, done) => {
     // Data sent by R2T arrives after the parse: timed from here (see reads), and if this
     // node gave the group up meanwhile (a failover), the write must not land here now.
@@ -221,6 +220,17 @@ function parseReadWrite(
   });
 }
 
+/**
+ * Whether a write must be durable before its completion: FUA asked, or every write with
+ * the write cache disabled by the host (Set Features 0x06). Not on a backend without a
+ * volatile cache (an O_DIRECT write-through device, memory): every completed write is as
+ * durable as it gets there, and the controller says VWC present for all namespaces alike
+ * (identify.ts), so hosts ask for FUA and Flush where it changes nothing but the cost.
+ */
+function wantsFua(ctrl: Controller, b: BlockBackend, cdw12: number): boolean {
+  return b.caps.volatileWriteCache && ((cdw12 & FUA) !== 0 || !ctrl.wce);
+}
+
 /** FUA on a backend that cannot do it natively: write, then flush. */
 function writeDurable(
   q: IoQueue,
@@ -234,10 +244,15 @@ function writeDurable(
   b.write(offset, data, false, (err) => (err ? cb(err) : b.flush(cb)), q);
 }
 
+/** A backend a Flush has work to do on: one with a volatile cache it can flush. */
+function hasCache(b: BlockBackend): boolean {
+  return b.caps.flush && b.caps.volatileWriteCache;
+}
+
 function flushOne(ctrl: Controller, ns: Namespace): ParseResult {
   const start = performance.now();
   return execute('none', 0, (_d, done) => {
-    if (!ns.backend.caps.flush) return finish(ctrl, ns, 'other', 0, start, SC.SUCCESS, done);
+    if (!hasCache(ns.backend)) return finish(ctrl, ns, 'other', 0, start, SC.SUCCESS, done);
     ns.backend.flush((err) =>
       finish(ctrl, ns, 'other', 0, start, err ? backendStatus(err, 'write') : SC.SUCCESS, done),
     );
@@ -249,9 +264,7 @@ function parseFlushAll(ctrl: Controller, sglLength: number): ParseResult {
   if (sglLength !== 0) return SGL_LENGTH;
   const start = performance.now();
   return execute('none', 0, (_d, done) => {
-    const backends = [...ctrl.subsys.namespaces.values()]
-      .map((ns) => ns.backend)
-      .filter((b) => b.caps.flush);
+    const backends = [...ctrl.subsys.namespaces.values()].map((ns) => ns.backend).filter(hasCache);
     let left = backends.length + 1;
     let status: number = SC.SUCCESS;
     const one = (err: BackendError | null): void => {
@@ -277,8 +290,8 @@ function parseWriteZeroes(
   if (sglLength !== 0) return SGL_LENGTH;
   const offset = slba * ns.blockSize;
   const length = nlb * ns.blockSize;
-  const fua = (cdw12 & FUA) !== 0 || !ctrl.wce;
   const b = ns.backend;
+  const fua = wantsFua(ctrl, b, cdw12);
   // DEAC may deallocate instead, but only where deallocated blocks read back as zeroes.
   const dealloc =
     (cdw12 & DEAC) !== 0 && b.caps.deallocate && b.caps.readZeroesAfterDeallocate && !fua;

@@ -79,12 +79,31 @@ describe('I/O data path', () => {
   });
 
   it('flushes one namespace or all of them', async () => {
-    const { target, backend } = makeTarget();
+    const { target } = makeTarget();
+    const cached = new MemoryBackend({ sizeBytes: 1 << 20 });
+    Object.defineProperty(cached, 'caps', { value: { ...cached.caps, volatileWriteCache: true } });
+    target.addNamespace(SUBNQN, { nsid: 2, backend: cached, nguid: 'cd'.repeat(16) });
     const { io } = await session(target);
-    const spy = vi.spyOn(backend, 'flush');
-    ok(await io.submit(encodeSqe({ opcode: IO.FLUSH, nsid: 1 })));
+    const spy = vi.spyOn(cached, 'flush');
+    ok(await io.submit(encodeSqe({ opcode: IO.FLUSH, nsid: 2 })));
     ok(await io.submit(encodeSqe({ opcode: IO.FLUSH, nsid: 0xffffffff })));
     expect(spy).toHaveBeenCalledTimes(2);
+  });
+
+  it('sends no FUA and no Flush to a backend without a volatile cache', async () => {
+    // VWC is present on every controller, so hosts ask for FUA and Flush on every
+    // namespace; on a write-through device (or memory) each completed write is already
+    // as durable as it gets, and FUA there would only queue behind the sync threads.
+    const { target, backend } = makeTarget(); // memory: no volatile cache
+    expect(backend.caps.volatileWriteCache).toBe(false);
+    const { io } = await session(target);
+    const write = vi.spyOn(backend, 'write');
+    const flush = vi.spyOn(backend, 'flush');
+    ok(await io.submit(writeSqe(0, 1, { fua: true }), Buffer.alloc(BLOCK)));
+    ok(await io.submit(encodeSqe({ opcode: IO.FLUSH, nsid: 1 })));
+    ok(await io.submit(encodeSqe({ opcode: IO.FLUSH, nsid: 0xffffffff })));
+    expect(write.mock.calls.map((c) => c[2])).toEqual([false]);
+    expect(flush).not.toHaveBeenCalled();
   });
 
   it('write zeroes, with and without DEAC, reads back zeroes', async () => {
