@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { nqnProblem } from '../core/index.js';
-import { joinHostPort } from '../host/probe.js';
+import { joinHostPort } from '../util/host-port.js';
 import { stableIds, TargetRuntime } from '../service/target-runtime.js';
 import type { BackendSpec } from '../storage/open.js';
 import { UserError } from '../util/errors.js';

@@ -1,14 +1,10 @@
 /** `branchsan probe`: an NVMe/TCP target as a host sees it (host/probe.ts does the work). */
 import fs from 'node:fs';
 import { nqnProblem } from '../core/index.js';
-import {
-  joinHostPort,
-  probeTargets,
-  type MultiProbeReport,
-  type ProbeProblem,
-} from '../host/probe.js';
+import { probeTargets, type MultiProbeReport, type ProbeProblem } from '../host/probe.js';
 import { holdCpuLatency } from '../service/cpu-latency.js';
 import { UserError } from '../util/errors.js';
+import { joinHostPort } from '../util/host-port.js';
 import { parseCommandArgs, parseWholeNumber, type Command } from './command.js';
 import { formatSize } from './sizes.js';
 

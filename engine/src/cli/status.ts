@@ -1,6 +1,6 @@
 import { countBySeverity } from '../../../contract/alert-words.js';
 import type { Alert } from '../../../contract/events.js';
-import { joinHostPort } from '../host/probe.js';
+import { joinHostPort } from '../util/host-port.js';
 import { connectSocket, engineSocket } from './api-client.js';
 import { parseCommandArgs, type Command } from './command.js';
 

@@ -18,6 +18,7 @@ import path from 'node:path';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { CONSOLE_SUBPROTOCOL } from '../../../contract/errors.js';
 import { cannotListen, UserError } from '../util/errors.js';
+import { joinHostPort } from '../util/host-port.js';
 import type { Logger } from '../util/log.js';
 import type { ConsoleAuth } from './auth/console-auth.js';
 import { MAX_MESSAGE_BYTES, type RpcDispatcher } from './rpc.js';
@@ -119,8 +120,7 @@ export class ConsoleServer {
 
   /** host:port it listens on (or, not listening yet, will), IPv6 in brackets. */
   get address(): string {
-    const host = this.opts.host.includes(':') ? `[${this.opts.host}]` : this.opts.host;
-    return `${host}:${this.boundPort || this.opts.port}`;
+    return joinHostPort(this.opts.host, this.boundPort || this.opts.port);
   }
 
   /** The console's address, without the token. */

@@ -13,6 +13,7 @@ import { randomUUID } from 'node:crypto';
 import { LID, NSID_ALL } from '../protocol/opcodes.js';
 import { SC } from '../protocol/status.js';
 import { nearestRank } from '../util/nearest-rank.js';
+import { joinHostPort } from '../util/host-port.js';
 import {
   anaLogReadLength,
   anaStateOf,
@@ -704,11 +705,6 @@ function ownWords(err: unknown, cause: unknown): string {
     return cause.message;
   }
   return message;
-}
-
-/** host:port, with an IPv6 address in brackets ([fd00::1]:4420). */
-export function joinHostPort(host: string, port: number | string): string {
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 function round(v: number): number {

@@ -28,6 +28,7 @@ import type http from 'node:http';
 import { PAGE_KEY_HEADER, PAGE_KEY_PROTOCOL } from '../../../../contract/errors.js';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { UserError } from '../../util/errors.js';
+import { urlHost } from '../../util/host-port.js';
 import type { Logger } from '../../util/log.js';
 import { clientAddress, clientBucket, requestPath } from '../http-request.js';
 import { LoginThrottle, type ThrottleLimits, DEFAULT_THROTTLE_LIMITS } from './login-throttle.js';
@@ -490,8 +491,7 @@ function localAddressOf(req: http.IncomingMessage): string {
 
 /** The address a request came in on, as a URL writes it ([::1] for IPv6). */
 function urlHostOf(req: http.IncomingMessage): string {
-  const a = localAddressOf(req) || '127.0.0.1';
-  return a.includes(':') ? `[${a}]` : a;
+  return urlHost(localAddressOf(req) || '127.0.0.1');
 }
 
 /** The console's own URL as this request reached it: scheme, address and port. */
