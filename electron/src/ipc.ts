@@ -14,7 +14,7 @@ import {
   type MethodName,
   type RpcErrorBody,
 } from '../../contract/api.js';
-import { IPC, type BridgeReply } from '../../contract/bridge.js';
+import { IPC, type BridgeLinkState, type BridgeReply } from '../../contract/bridge.js';
 
 /** The part of ipcMain used here (tests pass a fake). */
 export interface IpcMainLike {
@@ -28,7 +28,21 @@ export interface IpcMainLike {
 /** What the bridge forwards to: the engine link. */
 export interface BridgeBackend {
   callRaw(method: string, params: unknown): Promise<unknown>;
-  readonly state: ConnectionState;
+  /** The link's state and, while not connected, its last failure (EngineLink.info). */
+  readonly info: LinkInfo;
+}
+
+/** The part of EngineLink's status the window is told. */
+export interface LinkInfo {
+  state: ConnectionState;
+  error?: { message: string };
+}
+
+/** The link as the window gets it: the failure's words only while not connected. */
+export function bridgeLinkState(info: LinkInfo): BridgeLinkState {
+  return info.state !== 'connected' && info.error
+    ? { state: info.state, reason: info.error.message }
+    : { state: info.state };
 }
 
 /** Registers the invoke channels; returns a function that removes them. */
@@ -41,8 +55,8 @@ export function registerBridge(
     if (!isTrustedSender(event)) return Promise.resolve(refused());
     return forwardCall(backend, method, params);
   });
-  ipc.handle(IPC.getState, (event): ConnectionState =>
-    isTrustedSender(event) ? backend.state : 'disconnected',
+  ipc.handle(IPC.getState, (event): BridgeLinkState =>
+    isTrustedSender(event) ? bridgeLinkState(backend.info) : { state: 'disconnected' },
   );
   return () => {
     ipc.removeHandler(IPC.call);

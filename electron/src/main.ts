@@ -35,7 +35,7 @@ import {
   APP_SCHEME_PRIVILEGES,
   serveAppRequest,
 } from './app-protocol.js';
-import { registerBridge } from './ipc.js';
+import { bridgeLinkState, registerBridge } from './ipc.js';
 import { AlertNotifier, ConnectionNotifier, forDesktop } from './notifications.js';
 import { isOwnPage, isSafeExternalUrl, windowWebPreferences, withCsp } from './security.js';
 import { createTray, type AppTray } from './tray.js';
@@ -136,7 +136,7 @@ function watchConnection(l: EngineLink, target: EngineTarget): void {
   const notifier = new ConnectionNotifier();
   let launchTried = false;
   l.onState((state: ConnectionState, status: LinkStatus) => {
-    sendToWindow(IPC.state, state);
+    sendToWindow(IPC.state, bridgeLinkState(status));
     tray?.update(status);
     const notice = notifier.next(state, status.error?.message, status.closed === true);
     if (notice && Notification.isSupported())

@@ -4,8 +4,8 @@
  * its only import at run time is 'electron'.
  */
 import { contextBridge, ipcRenderer, type IpcRendererEvent } from 'electron';
-import type { ConnectionState, EventName } from '../../contract/api.js';
-import { BRIDGE_GLOBAL, IPC, type BridgeApi } from '../../contract/bridge.js';
+import type { EventName } from '../../contract/api.js';
+import { BRIDGE_GLOBAL, IPC, type BridgeApi, type BridgeLinkState } from '../../contract/bridge.js';
 
 /** Subscribes to one push channel; the returned function unsubscribes. */
 function listen<T>(channel: string, handler: (msg: T) => void): () => void {
@@ -20,7 +20,7 @@ const api: BridgeApi = {
   call: (method, params) => ipcRenderer.invoke(IPC.call, method, params),
   onEvent: (handler) =>
     listen<{ name: EventName; data: unknown }>(IPC.event, (msg) => handler(msg.name, msg.data)),
-  onState: (handler) => listen<ConnectionState>(IPC.state, handler),
+  onState: (handler) => listen<BridgeLinkState>(IPC.state, handler),
   getState: () => ipcRenderer.invoke(IPC.getState),
 };
 

@@ -99,9 +99,15 @@ describe.skipIf(!ELECTRON)('BranchSAN desktop app (Electron)', () => {
 
   it('calls the engine through the bridge', async () => {
     await expect
-      .poll(() => page.evaluate(() => (window as unknown as PageWindow).branchsan?.getState()), {
-        timeout: 10_000,
-      })
+      .poll(
+        () =>
+          page.evaluate(
+            async () => (await (window as unknown as PageWindow).branchsan?.getState())?.state,
+          ),
+        {
+          timeout: 10_000,
+        },
+      )
       .toBe('connected');
     const reply = await page.evaluate(() =>
       (window as unknown as PageWindow).branchsan?.call('system.status', {}),
@@ -141,22 +147,34 @@ describe.skipIf(!ELECTRON)('BranchSAN desktop app (Electron)', () => {
     await page.evaluate(() => {
       const w = window as unknown as PageWindow;
       w.__states = [];
-      w.branchsan?.onState((s) => w.__states.push(s));
+      w.branchsan?.onState((s) => w.__states.push(s.state));
     });
     await new Promise<void>((done) => {
       engine.child.once('exit', () => done());
       engine.child.kill('SIGTERM');
     });
     await expect
-      .poll(() => page.evaluate(() => (window as unknown as PageWindow).branchsan?.getState()), {
-        timeout: 10_000,
-      })
+      .poll(
+        () =>
+          page.evaluate(
+            async () => (await (window as unknown as PageWindow).branchsan?.getState())?.state,
+          ),
+        {
+          timeout: 10_000,
+        },
+      )
       .not.toBe('connected');
     engine = await startEngine(dir);
     await expect
-      .poll(() => page.evaluate(() => (window as unknown as PageWindow).branchsan?.getState()), {
-        timeout: 15_000,
-      })
+      .poll(
+        () =>
+          page.evaluate(
+            async () => (await (window as unknown as PageWindow).branchsan?.getState())?.state,
+          ),
+        {
+          timeout: 15_000,
+        },
+      )
       .toBe('connected');
     const states = await page.evaluate(() => (window as unknown as PageWindow).__states);
     expect(states).toContain('disconnected');

@@ -11,25 +11,38 @@ import type {
   MethodResult,
 } from '../../../contract/api.js';
 import { ApiError, ErrorCode } from '../../../contract/errors.js';
-import type { BridgeApi } from '../../../contract/bridge.js';
+import type { BridgeApi, BridgeLinkState } from '../../../contract/bridge.js';
 import { createLinkStatus, type ConsoleClient } from './client.js';
+import { createEmitter } from './emitter.js';
 
 export function createBridgeClient(bridge: BridgeApi): ConsoleClient {
   const link = createLinkStatus('connecting');
   const listeners = new Map<string, Set<(data: unknown) => void>>();
+  const failureChanged = createEmitter<string | null>();
+  let failure: string | null = null;
   let stateReported = false;
+
+  /** Main's view of the link: its failure first, so a state listener reads the new one. */
+  function apply({ state, reason }: BridgeLinkState): void {
+    const next = state !== 'connected' && typeof reason === 'string' ? reason : null;
+    if (next !== failure) {
+      failure = next;
+      failureChanged.emit(next);
+    }
+    link.setState(state);
+  }
 
   const offEvent = bridge.onEvent((name, data) => {
     for (const h of [...(listeners.get(name) ?? [])]) h(data);
   });
-  const offState = bridge.onState((state) => {
+  const offState = bridge.onState((s) => {
     stateReported = true;
-    link.setState(state);
+    apply(s);
   });
   // The initial query can race a pushed change; the pushed one is newer, so it wins.
   bridge.getState().then(
-    (state) => {
-      if (!stateReported) link.setState(state);
+    (s) => {
+      if (!stateReported) apply(s);
     },
     () => {
       if (!stateReported) link.setState('disconnected');
@@ -68,10 +81,15 @@ export function createBridgeClient(bridge: BridgeApi): ConsoleClient {
     },
     onState: link.onState,
     onProblem: () => () => {},
+    get failure() {
+      return failure;
+    },
+    onFailure: failureChanged.on,
     close() {
       offEvent();
       offState();
       listeners.clear();
+      failureChanged.clear();
       link.clear();
     },
   };

@@ -52,6 +52,14 @@ export interface ConsoleClient extends ApiClient {
   /** The engine's words while `problem` is 'refused', else null. */
   readonly refusal: Refusal | null;
   onProblem(handler: (problem: LinkProblem) => void): () => void;
+  /**
+   * While the link is down: why it failed, in the words of the side that saw it fail,
+   * saying what to do (the desktop app's main process: not in the admin group, a socket
+   * it does not trust, an engine of another API version). Null while connected, and
+   * in a browser, which hides why a WebSocket failed.
+   */
+  readonly failure: string | null;
+  onFailure(handler: (failure: string | null) => void): () => void;
   readonly auth?: ConsoleAuthApi;
 }
 

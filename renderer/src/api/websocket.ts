@@ -309,6 +309,8 @@ export function createWebSocketClient(opts: WebSocketClientOptions): ConsoleClie
     },
     onState: link.onState,
     onProblem: link.onProblem,
+    failure: null,
+    onFailure: () => () => {},
     close() {
       if (closed) return;
       closed = true;

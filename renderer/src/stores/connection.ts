@@ -13,6 +13,8 @@ export const useConnectionStore = defineStore('connection', () => {
   /** The engine's words while problem is 'refused'. */
   const refusal = ref<Refusal | null>(client.refusal);
   const transport = ref<TransportKind>(client.transport);
+  /** While down: why, as the desktop app's main process saw it fail (null in a browser). */
+  const failure = ref<string | null>(client.failure);
   /** Whether the link was up at least once since the page loaded. */
   const everConnected = ref(client.state === 'connected');
   /** When `state` last changed (ms since epoch, this machine's clock). */
@@ -27,10 +29,12 @@ export const useConnectionStore = defineStore('connection', () => {
     problem.value = next;
     refusal.value = client.refusal;
   });
+  const offFailure = client.onFailure((next) => (failure.value = next));
   onScopeDispose(() => {
     offState();
     offProblem();
+    offFailure();
   });
 
-  return { state, problem, refusal, transport, everConnected, changedAt };
+  return { state, problem, refusal, transport, failure, everConnected, changedAt };
 });

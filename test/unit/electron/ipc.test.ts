@@ -3,6 +3,7 @@ import type { IpcMainInvokeEvent } from 'electron';
 import { ApiError, ErrorCode, type ConnectionState } from '../../../contract/api.js';
 import { IPC } from '../../../contract/bridge.js';
 import {
+  bridgeLinkState,
   forwardCall,
   registerBridge,
   validateCall,
@@ -26,11 +27,12 @@ function fakeIpc() {
 function backend(
   impl: (m: string, p: unknown) => Promise<unknown>,
   state: ConnectionState = 'connected',
+  error?: { message: string },
 ): BridgeBackend & { calls: unknown[][] } {
   const calls: unknown[][] = [];
   return {
     calls,
-    state,
+    info: error ? { state, error } : { state },
     callRaw: (m, p) => {
       calls.push([m, p]);
       return impl(m, p);
@@ -63,7 +65,27 @@ describe('registerBridge', () => {
     const reply = await ipc.handlers.get(IPC.call)!(trusted, 'system.status', {});
     expect(reply).toEqual({ ok: true, result: { version: '1' } });
     expect(b.calls).toEqual([['system.status', {}]]);
-    expect(await ipc.handlers.get(IPC.getState)!(trusted)).toBe('connected');
+    expect(await ipc.handlers.get(IPC.getState)!(trusted)).toEqual({ state: 'connected' });
+  });
+
+  it('tells our page why the link is down; nobody else, and never once it is up', async () => {
+    const why = { code: 'EACCES', message: 'you may not open /run/x.sock: join the group' };
+    const ipc = fakeIpc();
+    registerBridge(
+      ipc,
+      backend(async () => 1, 'disconnected', why),
+      isTrusted,
+    );
+    expect(await ipc.handlers.get(IPC.getState)!(trusted)).toEqual({
+      state: 'disconnected',
+      reason: why.message,
+    });
+    expect(await ipc.handlers.get(IPC.getState)!(stranger)).toEqual({ state: 'disconnected' });
+    expect(bridgeLinkState({ state: 'connecting', error: why })).toEqual({
+      state: 'connecting',
+      reason: why.message,
+    });
+    expect(bridgeLinkState({ state: 'connected', error: why })).toEqual({ state: 'connected' });
   });
 
   it('refuses a sender that is not our page, without calling the engine', async () => {
@@ -73,7 +95,7 @@ describe('registerBridge', () => {
     const reply = await ipc.handlers.get(IPC.call)!(stranger, 'system.status', {});
     expect(reply).toMatchObject({ ok: false, error: { code: ErrorCode.Unauthorized } });
     expect(b.calls).toEqual([]);
-    expect(await ipc.handlers.get(IPC.getState)!(stranger)).toBe('disconnected');
+    expect(await ipc.handlers.get(IPC.getState)!(stranger)).toEqual({ state: 'disconnected' });
   });
 });
 

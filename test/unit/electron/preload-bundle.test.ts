@@ -113,9 +113,10 @@ describe('the Electron bundles from scripts/build-electron.js', () => {
     const offState = bridge.onState((s) => states.push(s));
     for (const l of listeners.get(IPC.event) ?? [])
       l({}, { name: 'system.heartbeat', data: { at: 1 } });
-    for (const l of listeners.get(IPC.state) ?? []) l({}, 'connected');
+    for (const l of listeners.get(IPC.state) ?? [])
+      l({}, { state: 'disconnected', reason: 'nothing listens on /x' });
     expect(events).toEqual([['system.heartbeat', { at: 1 }]]);
-    expect(states).toEqual(['connected']);
+    expect(states).toEqual([{ state: 'disconnected', reason: 'nothing listens on /x' }]);
     offEvent();
     offState();
     expect(listeners.get(IPC.event)?.size).toBe(0);

@@ -6,15 +6,15 @@ import {
   type ConnectionState,
   type EventName,
 } from '../../../../contract/api.js';
-import type { BridgeApi, BridgeReply } from '../../../../contract/bridge.js';
+import type { BridgeApi, BridgeLinkState, BridgeReply } from '../../../../contract/bridge.js';
 import { createBridgeClient } from '../../../../renderer/src/api/bridge.js';
 import { createApiClient, type ClientHost } from '../../../../renderer/src/api/index.js';
 import { systemStatus } from '../support/fixtures.js';
 
 /** What the Electron preload exposes as window.branchsan, with handles to drive it. */
-function fakeBridge(initial: ConnectionState = 'connected') {
+function fakeBridge(initial: BridgeLinkState = { state: 'connected' }) {
   const events = new Set<(name: EventName, data: unknown) => void>();
-  const states = new Set<(s: ConnectionState) => void>();
+  const states = new Set<(s: BridgeLinkState) => void>();
   let answer: (method: string, params: unknown) => Promise<BridgeReply> = async () => ({
     ok: true,
     result: systemStatus(),
@@ -28,7 +28,8 @@ function fakeBridge(initial: ConnectionState = 'connected') {
   return {
     bridge,
     push: (name: EventName, data: unknown) => events.forEach((h) => h(name, data)),
-    setState: (s: ConnectionState) => states.forEach((h) => h(s)),
+    setState: (state: ConnectionState, reason?: string) =>
+      states.forEach((h) => h(reason === undefined ? { state } : { state, reason })),
     answerWith: (fn: typeof answer) => (answer = fn),
     listeners: () => events.size + states.size,
   };
@@ -86,19 +87,49 @@ describe('bridge transport (window.branchsan)', () => {
   });
 
   it('starts connecting, takes the state from main, and lets a pushed change win a race', async () => {
-    const f = fakeBridge('connected');
+    const f = fakeBridge({ state: 'connected' });
     const client = createBridgeClient(f.bridge);
     expect(client.state).toBe('connecting');
     await Promise.resolve();
     expect(client.state).toBe('connected');
 
-    let resolveState!: (s: ConnectionState) => void;
+    let resolveState!: (s: BridgeLinkState) => void;
     f.bridge.getState = () => new Promise((r) => (resolveState = r));
     const racing = createBridgeClient(f.bridge);
     f.setState('disconnected');
-    resolveState('connected'); // an older answer, overtaken by the push
+    resolveState({ state: 'connected' }); // an older answer, overtaken by the push
     await Promise.resolve();
     expect(racing.state).toBe('disconnected');
+  });
+
+  it('carries why main cannot reach the engine while the link is down, and forgets it once up', async () => {
+    const why =
+      'you may not open /run/branchsan/engine.sock: add your account to the branchsan-admin group (sudo usermod -aG branchsan-admin $USER) and log in again';
+    const f = fakeBridge({ state: 'disconnected', reason: why });
+    const client = createBridgeClient(f.bridge);
+    const seen: [string, string | null][] = [];
+    client.onFailure((r) => seen.push(['failure', r]));
+    client.onState((s) => seen.push([s, client.failure]));
+    await Promise.resolve();
+    expect(client.failure).toBe(why);
+    // the failure is set before the state is announced, so a state listener reads it
+    expect(seen).toEqual([
+      ['failure', why],
+      ['disconnected', why],
+    ]);
+
+    f.setState('connecting', why); // a retry: the last failure still stands
+    f.setState('disconnected', 'nothing listens on /run/branchsan/engine.sock');
+    expect(client.failure).toBe('nothing listens on /run/branchsan/engine.sock');
+    f.setState('connected', 'a stale word main would never send');
+    expect(client.failure).toBeNull();
+    expect(seen.slice(2)).toEqual([
+      ['connecting', why],
+      ['failure', 'nothing listens on /run/branchsan/engine.sock'],
+      ['disconnected', 'nothing listens on /run/branchsan/engine.sock'],
+      ['failure', null],
+      ['connected', null],
+    ]);
   });
 
   it('unsubscribes from the bridge on close()', () => {

@@ -31,10 +31,12 @@ export class FakeClient implements ConsoleClient {
   state: ConnectionState;
   problem: LinkProblem = null;
   refusal: Refusal | null = null;
+  failure: string | null = null;
   readonly calls: PendingCall[] = [];
   private readonly events = new Map<string, Set<(d: unknown) => void>>();
   private readonly stateHandlers = new Set<(s: ConnectionState) => void>();
   private readonly problemHandlers = new Set<(p: LinkProblem) => void>();
+  private readonly failureHandlers = new Set<(f: string | null) => void>();
 
   constructor(
     initial: ConnectionState = 'connecting',
@@ -67,6 +69,11 @@ export class FakeClient implements ConsoleClient {
     return () => this.problemHandlers.delete(handler);
   }
 
+  onFailure(handler: (f: string | null) => void): () => void {
+    this.failureHandlers.add(handler);
+    return () => this.failureHandlers.delete(handler);
+  }
+
   close(): void {}
 
   // ------------------------------------------------------------ test controls
@@ -80,6 +87,11 @@ export class FakeClient implements ConsoleClient {
     this.problem = next;
     this.refusal = refusal;
     for (const h of this.problemHandlers) h(next);
+  }
+
+  setFailure(next: string | null): void {
+    this.failure = next;
+    for (const h of this.failureHandlers) h(next);
   }
 
   emit<E extends EventName>(event: E, data: EventData<E>): void {

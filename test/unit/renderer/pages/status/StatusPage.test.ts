@@ -98,6 +98,26 @@ describe('StatusPage', () => {
     expect(w.find('[data-testid="node-id"]').exists()).toBe(false);
   });
 
+  it('in the desktop app, says why main cannot reach the engine, in its words', async () => {
+    client = new FakeClient('connecting', 'bridge');
+    const w = render();
+    const why =
+      'you may not open /run/branchsan/engine.sock: add your account to the branchsan-admin group (sudo usermod -aG branchsan-admin $USER) and log in again';
+    client.setFailure(why);
+    client.setState('disconnected');
+    await flush();
+    expect(text(w, 'link-failure')).toBe(`Why: ${why}.`);
+    expect(text(w, 'engine-unavailable')).toContain(
+      'The desktop app could not connect to the BranchSAN engine.',
+    );
+
+    client.setFailure(null);
+    client.setState('connected');
+    client.answer('system.status', systemStatus());
+    await flush();
+    expect(w.find('[data-testid="link-failure"]').exists()).toBe(false);
+  });
+
   it('says how to set the first admin password when the engine has none', async () => {
     const w = render();
     client.setState('disconnected');
