@@ -167,6 +167,34 @@ describe('web console in Chromium against a real engine', () => {
     await page.locator('[data-testid="connection-indicator"][data-state="connected"]').waitFor();
   });
 
+  it('says so when the browser does not keep the session cookie, instead of the sign-in page again', async () => {
+    const page = await openPage();
+    // A browser that refuses cookies (a privacy setting, a policy): the engine's answer
+    // to the sign-in reaches the page without its Set-Cookie, as the browser sees it.
+    await page.route('**/api/login', async (route) => {
+      const req = route.request();
+      const res = await fetch(req.url(), {
+        method: 'POST',
+        headers: await req.allHeaders(),
+        body: req.postData() ?? '',
+      });
+      const headers: Record<string, string> = {};
+      res.headers.forEach((v, k) => {
+        if (k !== 'set-cookie') headers[k] = v;
+      });
+      await route.fulfill({ status: res.status, headers, body: await res.text() });
+    });
+    await signIn(page);
+    const error = page.getByTestId('login-error');
+    await error.getByText(/did not keep the console’s session cookie/).waitFor();
+    expect(await error.textContent()).toContain(
+      `Allow cookies for ${new URL(baseUrl()).host} in the browser’s settings`,
+    );
+    // before: the page went to "Connecting…" and back to an empty sign-in form, no word said
+    expect(await page.locator('[data-testid="login-page"][data-mode="sign-in"]').count()).toBe(1);
+    expect(await context!.cookies()).toEqual([]);
+  });
+
   it('signs out from the header and is back at the sign-in page', async () => {
     const page = await openPage();
     await signIn(page);

@@ -114,13 +114,17 @@ export function createWebSocketClient(opts: WebSocketClientOptions): ConsoleClie
     timeoutMs: opts.callTimeoutMs,
   });
 
-  /** Starts (or restarts) the link: ask for the session first, then open the socket. */
-  async function begin(): Promise<void> {
+  /**
+   * Starts (or restarts) the link: ask for the session first, then open the socket.
+   * Right after a sign-in the sign-in page stays until the engine confirms the session:
+   * a browser that did not keep the session cookie gets an error that says so (thrown
+   * as SignInError), not the sign-in page again without a word.
+   */
+  async function begin(afterSignIn = false): Promise<void> {
     const mine = ++epoch;
     clearTimeout(retryTimer);
     retryTimer = undefined;
-    setProblem(null);
-    if (link.state !== 'connected') link.setState('connecting');
+    if (!afterSignIn) setConnecting();
     let state: SessionState | null = null;
     try {
       state = opts.session ? await opts.session.check() : null;
@@ -129,10 +133,29 @@ export function createWebSocketClient(opts: WebSocketClientOptions): ConsoleClie
       return refused(err);
     }
     if (closed || mine !== epoch) return;
-    if (state && !state.authenticated) return needSignIn(state);
+    if (state && !state.authenticated) {
+      needSignIn(state);
+      if (afterSignIn) throw cookieNotKept();
+      return;
+    }
+    if (afterSignIn) setConnecting();
     if (state?.idleTimeoutSec)
       keepAliveMs = Math.min(KEEP_ALIVE_MAX_MS, Math.max(1000, (state.idleTimeoutSec * 1000) / 3));
     if (!socket) connect();
+  }
+
+  function setConnecting(): void {
+    setProblem(null);
+    if (link.state !== 'connected') link.setState('connecting');
+  }
+
+  /** The engine took the password, yet the next request carried no session. */
+  function cookieNotKept(): SignInError {
+    return new SignInError(
+      'The password was right, but this browser did not keep the console’s session cookie, so it is not signed in.',
+      `Allow cookies for ${new URL(opts.url).host} in the browser’s settings (the console keeps its sign-in in one), then sign in again.`,
+      200,
+    );
   }
 
   /** While connected: a watched page uses its session now and then (see pageVisible). */
@@ -246,16 +269,16 @@ export function createWebSocketClient(opts: WebSocketClientOptions): ConsoleClie
   }
 
   /** Signed in (or the state changed elsewhere): start over at once. */
-  function resume(): Promise<void> {
+  function resume(afterSignIn = false): Promise<void> {
     attempt = 0;
-    return begin();
+    return begin(afterSignIn);
   }
 
   const auth: ConsoleAuthApi | undefined = opts.session && {
     setupToken: opts.setupToken ?? null,
     async signIn(password) {
       await opts.session!.login(password);
-      await resume();
+      await resume(true);
     },
     async setUp(password) {
       const token = opts.setupToken;
@@ -267,7 +290,7 @@ export function createWebSocketClient(opts: WebSocketClientOptions): ConsoleClie
         );
       }
       await opts.session!.setup(token, password);
-      await resume();
+      await resume(true);
     },
     async signOut() {
       // Here at once, whatever the engine answers: someone leaving a shared machine must
@@ -284,7 +307,7 @@ export function createWebSocketClient(opts: WebSocketClientOptions): ConsoleClie
       needSignIn({ authenticated: false, setupRequired: false });
       await opts.session!.logout();
     },
-    refresh: resume,
+    refresh: () => resume(),
   };
 
   void begin();

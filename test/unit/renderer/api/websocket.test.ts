@@ -22,6 +22,8 @@ function fakeSession(initial: SessionState | SignInError | null) {
   const log: string[] = [];
   let state = initial;
   let logoutFails: SignInError | null = null;
+  /** A browser that does not keep the session cookie: a sign-in leaves it signed out. */
+  let cookiesKept = true;
   let key: string | null =
     initial && !(initial instanceof SignInError) && initial.authenticated ? 'k1' : null;
   const api: SessionApi = {
@@ -35,12 +37,12 @@ function fakeSession(initial: SessionState | SignInError | null) {
       log.push(`login:${password}`);
       if (password !== 'right password')
         throw new SignInError('Wrong password.', 'Check it and try again.', 401);
-      state = { authenticated: true, setupRequired: false };
+      if (cookiesKept) state = { authenticated: true, setupRequired: false };
       key = 'k2';
     },
     setup: async (token, password) => {
       log.push(`setup:${token}:${password}`);
-      state = { authenticated: true, setupRequired: false };
+      state = { authenticated: cookiesKept, setupRequired: false };
     },
     logout: async () => {
       log.push('logout');
@@ -56,6 +58,9 @@ function fakeSession(initial: SessionState | SignInError | null) {
     },
     failLogout(err: SignInError) {
       logoutFails = err;
+    },
+    dropCookies() {
+      cookiesKept = false;
     },
   };
 }
@@ -251,6 +256,42 @@ describe('WebSocket transport against a real WebSocket server', () => {
     const offered = String(server.handshakes[0]!.headers['sec-websocket-protocol']);
     expect(offered.split(/,\s*/)).toEqual(['branchsan.v1', 'branchsan.key.k2']);
     expect((await server.connection(1)).protocol).toBe('branchsan.v1');
+  });
+
+  it('a sign-in the browser kept no session of says so, and the sign-in page never leaves', async () => {
+    const session = fakeSession({ authenticated: false, setupRequired: false });
+    session.dropCookies();
+    const c = connect({ session: session.api });
+    await until(() => c.problem === 'signed-out');
+    const problems: unknown[] = [];
+    c.onProblem((p) => problems.push(p));
+    const e = (await c.auth!.signIn('right password').catch((err: unknown) => err)) as SignInError;
+    expect(e).toBeInstanceOf(SignInError);
+    expect(e.message).toBe(
+      'The password was right, but this browser did not keep the console’s session cookie, so it is not signed in.',
+    );
+    expect(e.hint).toBe(
+      `Allow cookies for ${new URL(server.url).host} in the browser’s settings (the console keeps its sign-in in one), then sign in again.`,
+    );
+    // before: the sign-in page left for "Connecting…" and came back, without a word
+    expect(problems).toEqual([]);
+    expect(c.problem).toBe('signed-out');
+    expect(session.log).toEqual(['check', 'login:right password', 'check']);
+    expect(server.handshakes).toHaveLength(0);
+  });
+
+  it('a first-run setup the browser kept no session of says so, and goes on to the sign-in', async () => {
+    const session = fakeSession({ authenticated: false, setupRequired: true });
+    session.dropCookies();
+    const c = connect({ session: session.api, setupToken: 'tok' });
+    await until(() => c.problem === 'setup-required');
+    const problems: unknown[] = [];
+    c.onProblem((p) => problems.push(p));
+    await expect(c.auth!.setUp('a new passphrase')).rejects.toMatchObject({
+      message: expect.stringContaining('did not keep the console’s session cookie'),
+    });
+    // the password is set: what is left is signing in (once cookies are allowed)
+    expect(problems).toEqual(['signed-out']);
   });
 
   it('a refused handshake with a signed-out session stops the retries', async () => {
