@@ -243,6 +243,35 @@ describe('web console in Chromium against a real engine', () => {
     expect(await textOf(page, 'login-notice')).toContain('Your session has ended.');
   });
 
+  it('after signing out and in again, a session that ends elsewhere still says so', async () => {
+    const page = await openPage();
+    await page.route('**/api/logout', (route) => route.abort('connectionrefused'));
+    await signIn(page);
+    await page.locator('[data-testid="connection-indicator"][data-state="connected"]').waitFor();
+    await page.getByTestId('sign-out').click();
+    await page
+      .getByTestId('login-notice')
+      .getByText(/the engine could not be told/)
+      .waitFor();
+    await page.unroute('**/api/logout');
+    await page.getByTestId('password').fill(PASSWORD);
+    await page.getByTestId('login-submit').click();
+    await page.locator('[data-testid="connection-indicator"][data-state="connected"]').waitFor();
+    await page.evaluate(() =>
+      fetch('api/logout', {
+        method: 'POST',
+        headers: {
+          'Content-Type': 'application/json',
+          'X-BranchSAN-Key': localStorage.getItem('branchsan.pageKey') ?? '',
+        },
+        body: '{}',
+      }),
+    );
+    await page.locator('[data-testid="login-page"][data-mode="sign-in"]').waitFor();
+    // before: no notice, or the old sign-out's "the engine could not be told"
+    expect(await textOf(page, 'login-notice')).toContain('Your session has ended.');
+  });
+
   it('shows the engine’s refusal of an address it does not serve, instead of "cannot reach"', async () => {
     // a name that resolves to this machine, as localhost.localdomain does on some systems
     const named = await chromium.launch({
