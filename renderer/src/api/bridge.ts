@@ -22,14 +22,20 @@ export function createBridgeClient(bridge: BridgeApi): ConsoleClient {
   let failure: string | null = null;
   let stateReported = false;
 
-  /** Main's view of the link: its failure first, so a state listener reads the new one. */
+  /**
+   * Main's view of the link: its failure first, so a state listener reads the new one.
+   * Main reports every retry as 'connecting' and its failure as 'disconnected' again;
+   * once down, the link stays 'disconnected' here until it is up, as the WebSocket
+   * transport's does: the page's "cannot reach the engine" box and the indicator's live
+   * region would otherwise go and come back (and be read out again) at every retry.
+   */
   function apply({ state, reason }: BridgeLinkState): void {
     const next = state !== 'connected' && typeof reason === 'string' ? reason : null;
     if (next !== failure) {
       failure = next;
       failureChanged.emit(next);
     }
-    link.setState(state);
+    link.setState(state === 'connecting' && link.state === 'disconnected' ? link.state : state);
   }
 
   const offEvent = bridge.onEvent((name, data) => {

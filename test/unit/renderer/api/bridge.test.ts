@@ -123,13 +123,32 @@ describe('bridge transport (window.branchsan)', () => {
     expect(client.failure).toBe('nothing listens on /run/branchsan/engine.sock');
     f.setState('connected', 'a stale word main would never send');
     expect(client.failure).toBeNull();
+    // the state stays 'disconnected' through the retry: only the failure's words change
     expect(seen.slice(2)).toEqual([
-      ['connecting', why],
       ['failure', 'nothing listens on /run/branchsan/engine.sock'],
-      ['disconnected', 'nothing listens on /run/branchsan/engine.sock'],
       ['failure', null],
       ['connected', null],
     ]);
+  });
+
+  it('once down, stays disconnected through main’s retries until the link is up', async () => {
+    const f = fakeBridge({ state: 'connecting' });
+    const client = createBridgeClient(f.bridge);
+    await Promise.resolve();
+    const states: string[] = [];
+    client.onState((s) => states.push(s));
+    f.setState('connecting'); // the first attempt is shown as such
+    f.setState('disconnected', 'nothing listens on /x');
+    for (let i = 0; i < 3; i++) {
+      f.setState('connecting', 'nothing listens on /x'); // a retry
+      f.setState('disconnected', 'nothing listens on /x');
+    }
+    expect(client.state).toBe('disconnected');
+    f.setState('connecting', 'nothing listens on /x');
+    f.setState('connected');
+    f.setState('disconnected', 'the engine closed the connection on /x');
+    // before: connecting and disconnected again at every retry
+    expect(states).toEqual(['disconnected', 'connected', 'disconnected']);
   });
 
   it('unsubscribes from the bridge on close()', () => {
