@@ -3,11 +3,12 @@
  * every leg measured, ratios computed from the same run. No speed is asserted here:
  * speed is reported by `npm run bench`, not judged by tests on a noisy machine.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { BIN, REPO_ROOT, runCli } from '../helpers/engine.js';
+import { canMountTmpfs, smallFs, unmountSmallFs } from '../helpers/small-fs.js';
 
 const lat = {
   mean: expect.any(Number),
@@ -250,5 +251,55 @@ describe('branchsan bench', () => {
     const r = await runCli(['bench', '--seconds', 'lots']);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/--seconds must be/);
+  });
+});
+
+describe.skipIf(!canMountTmpfs)('branchsan bench without room for its files', () => {
+  afterAll(() => unmountSmallFs());
+
+  it('refuses a --disk-dir without room for the on-disk file before any work, saying what to do', async () => {
+    const dir = smallFs('branchsan-bench-full-', '8m');
+    const shmBefore = shm();
+    // a full run: the on-disk file comes after every pattern on the RAM-backed one
+    const r = await runCli(['bench', '--disk-dir', dir, '--seconds', '0.05', '--rounds', '1'], {
+      timeoutMs: 120_000,
+    });
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toContain(
+      `branchsan: bench: ${dir} has 8 MiB free; the on-disk benchmark file needs 128 MiB there.`,
+    );
+    expect(r.stderr).toMatch(/or give a directory on another file system with --disk-dir DIR/);
+    expect(r.stderr).not.toMatch(/preparing|looks like a bug/);
+    expect(readdirSync(dir)).toEqual([]);
+    expect([...shm()].filter((n) => !shmBefore.has(n))).toEqual([]);
+  });
+
+  it('refuses a /dev/shm too small for the RAM-backed file (a container has 64 MiB)', () => {
+    // a /dev/shm of 32 MiB for this run only: its own mount namespace
+    const r = spawnSync(
+      'unshare',
+      [
+        '-m',
+        'sh',
+        '-c',
+        'mount --make-rprivate / && mount -t tmpfs -o size=32m tmpfs /dev/shm && exec "$@"',
+        'sh',
+        process.execPath,
+        BIN,
+        'bench',
+        '--quick',
+        '--seconds',
+        '0.05',
+        '--rounds',
+        '1',
+      ],
+      { encoding: 'utf8', timeout: 120_000 },
+    );
+    expect(r.status, r.stderr).toBe(1);
+    expect(r.stderr).toContain(
+      'branchsan: bench: /dev/shm has 32 MiB free; the RAM-backed benchmark file needs 64 MiB there.',
+    );
+    expect(r.stderr).toMatch(/enlarge it \(mount -o remount,size=1G \/dev\/shm/);
+    expect(r.stderr).not.toMatch(/--quick, which|preparing|looks like a bug/);
   });
 });

@@ -19,9 +19,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { holdCpuLatency, type CpuLatencyHold } from '../service/cpu-latency.js';
+import { BackendError } from '../storage/backend.js';
 import { FdBackend } from '../storage/file.js';
 import { openBackend } from '../storage/open.js';
-import { UserError } from '../util/errors.js';
+import { errorCode, isDiskFull, UserError } from '../util/errors.js';
 import { connectFloor } from './floor.js';
 import { backendSubmit, prepareBackingFile } from './local.js';
 import {
@@ -132,6 +133,10 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
     warmupMaxMs: 2000,
     durationMs: (o.seconds ?? (o.quick ? 0.5 : 0.75)) * 1000,
   };
+  const baseDir = (b: BackendName) => (b === 'shm' ? '/dev/shm' : (o.diskDir ?? os.tmpdir()));
+  // before any work: a file that does not fit failed half-way through its write, the
+  // disk's after every pattern on the RAM-backed file had run
+  for (const b of backends) checkRoom(b, baseDir(b), span, o.quick);
   o.progress('MB/s below: MB = 10^6 bytes; latencies in µs');
   const peer = new Peer();
   let qos: CpuLatencyHold | null = null;
@@ -152,12 +157,18 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
     const inlineModes: Partial<Record<BackendName, string>> = {};
     const results: BenchResult[] = [];
     for (const backend of backends) {
-      const base = backend === 'shm' ? '/dev/shm' : (o.diskDir ?? os.tmpdir());
+      const base = baseDir(backend);
       const dir = fs.mkdtempSync(path.join(base, 'branchsan-bench-'));
       scratch.add(dir);
       const file = path.join(dir, 'bench.img');
       o.progress(`preparing ${span >> 20} MiB on ${backend} (${base})`);
-      await prepareBackingFile(file, span, span);
+      await prepareBackingFile(file, span, span).catch((err: unknown) => {
+        if (!(err instanceof BackendError && err.kind === 'no-space') && !isDiskFull(err))
+          throw err;
+        // the space went meanwhile (checkRoom); free then: free now plus what the file took
+        const free = freeBytes(base) + fs.statSync(file).blocks * 512;
+        throw noRoom(backend, base, free, span, o.quick);
+      });
       const io = { inlineReads: o.inlineReads ?? true };
       const ports = await peer.call({ cmd: 'start', path: file, io });
       if (!('nvmePort' in ports)) throw new Error('benchmark peer did not start');
@@ -253,6 +264,53 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
     qos?.close();
     removeScratch();
   }
+}
+
+const FILE_KIND: Record<BackendName, string> = { shm: 'RAM-backed', disk: 'on-disk' };
+
+/**
+ * Refuses a run whose benchmark file does not fit in `base`: a /dev/shm smaller than
+ * the file (a container's is 64 MiB) or a full --disk-dir made the file's write fail
+ * half-way, with a storage error the CLI took for a bug.
+ */
+function checkRoom(backend: BackendName, base: string, bytes: number, quick: boolean): void {
+  let free: number;
+  try {
+    free = freeBytes(base);
+  } catch (err) {
+    throw new UserError(
+      `bench: cannot use ${base} for the ${FILE_KIND[backend]} benchmark file (${errorCode(err) || (err as Error).message}).`,
+      roomHint(backend, quick),
+    );
+  }
+  if (free < bytes) throw noRoom(backend, base, free, bytes, quick);
+}
+
+/** Bytes this process may still write in the file system holding `dir`. */
+function freeBytes(dir: string): number {
+  const s = fs.statfsSync(dir);
+  // root may use the blocks a file system keeps back for it (ext4: 5% by default)
+  return (process.getuid?.() === 0 ? s.bfree : s.bavail) * s.bsize;
+}
+
+function noRoom(
+  backend: BackendName,
+  base: string,
+  free: number,
+  bytes: number,
+  quick: boolean,
+): UserError {
+  return new UserError(
+    `bench: ${base} has ${Math.floor(free / 2 ** 20)} MiB free; the ${FILE_KIND[backend]} benchmark file needs ${bytes / 2 ** 20} MiB there.`,
+    roomHint(backend, quick),
+  );
+}
+
+function roomHint(backend: BackendName, quick: boolean): string {
+  return backend === 'shm'
+    ? 'Free space in /dev/shm, or enlarge it (mount -o remount,size=1G /dev/shm; in a container, --shm-size=1g)' +
+        `${quick ? '' : ', or run with --quick, which needs 64 MiB there'}; then run the benchmark again.`
+    : 'Free space there, or give a directory on another file system with --disk-dir DIR; then run the benchmark again.';
 }
 
 type RemoteStats = BenchResult['remote'];
