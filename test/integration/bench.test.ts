@@ -196,6 +196,26 @@ describe('branchsan bench', () => {
     expect([...peers()].filter((x) => !peersBefore.has(x))).toEqual([]);
   }, 120_000);
 
+  it('killed outright mid-run, its peer process removes the benchmark files and ends', async () => {
+    const shmBefore = shm();
+    const { p, exited } = await benchUntil(['--quick', '--seconds', '0.2'], / remote /);
+    const mine = [...peers()].filter((x) => descendsFrom(x, p.pid!));
+    expect(mine).toHaveLength(1);
+    const during = [...shm()].filter((n) => !shmBefore.has(n));
+    expect(during).toHaveLength(1);
+    // the benchmark process itself (the launcher's child, the peer's parent): as by the OOM killer
+    const stat = readFileSync(`/proc/${mine[0]}/stat`, 'utf8');
+    const bench = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    expect(bench).not.toBe(p.pid);
+    process.kill(bench, 'SIGKILL');
+    expect(await exited).toEqual({ code: null, signal: 'SIGKILL' });
+    const deadline = Date.now() + 5000;
+    while ((peers().has(mine[0]!) || shm().has(during[0]!)) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 50));
+    expect(peers().has(mine[0]!)).toBe(false);
+    expect(shm().has(during[0]!)).toBe(false);
+  }, 120_000);
+
   it('stops with a clear error when its peer process dies mid-run, and starts no other', async () => {
     const shmBefore = shm();
     const { p, exited, stderr } = await benchUntil(['--quick', '--seconds', '0.2'], / remote /);

@@ -4,7 +4,9 @@
  * floor with backend I/O). Driven over the fork() IPC channel by run.ts; reports its
  * own CPU time so the report can show target CPU per I/O.
  */
+import fs from 'node:fs';
 import type net from 'node:net';
+import path from 'node:path';
 import { TargetRuntime } from '../service/target-runtime.js';
 import type { BlockBackend } from '../storage/backend.js';
 import { openBackend } from '../storage/open.js';
@@ -17,9 +19,14 @@ let floor: net.Server | undefined;
 /** The benchmark file opened as the target opens it, for the floor's I/O requests. */
 let floorBackend: BlockBackend | undefined;
 
+/** The run's scratch directories that hold the files this process was given (run.ts). */
+const scratch = new Set<string>();
+
 async function handle(msg: PeerRequest): Promise<PeerReply> {
   switch (msg.cmd) {
     case 'start': {
+      const dir = path.dirname(msg.path);
+      if (path.basename(dir).startsWith('branchsan-bench-')) scratch.add(dir);
       await stop();
       rt = new TargetRuntime(createLogger({ level: 'error', sink: process.stderr }));
       rt.addSubsystem({
@@ -76,9 +83,13 @@ async function stop(): Promise<void> {
   floorBackend = undefined;
 }
 
-// The benchmark process went away without 'stop' (killed): do not live on as an orphan
-// with a target listening.
-process.on('disconnect', () => process.exit(0));
+// The benchmark process went away without 'stop' (killed outright, so its own clean-up
+// never ran): do not live on as an orphan with a target listening, and remove its
+// files, which in /dev/shm hold 64-128 MiB of RAM until someone does.
+process.on('disconnect', () => {
+  for (const dir of scratch) fs.rmSync(dir, { recursive: true, force: true });
+  process.exit(0);
+});
 
 process.on('message', (msg: PeerRequest) => {
   handle(msg).then(
