@@ -4,7 +4,7 @@
  * speed is reported by `npm run bench`, not judged by tests on a noisy machine.
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BIN, REPO_ROOT, runCli } from '../helpers/engine.js';
@@ -292,6 +292,25 @@ describe.skipIf(!canMountTmpfs)('branchsan bench without room for its files', ()
     expect(r.stderr).not.toMatch(/preparing|looks like a bug/);
     expect(readdirSync(dir)).toEqual([]);
     expect([...shm()].filter((n) => !shmBefore.has(n))).toEqual([]);
+  });
+
+  it('refuses an --out FILE it cannot write before the run, not after it', async () => {
+    const dir = smallFs('branchsan-bench-ro-', '1m');
+    execFileSync('mount', ['-o', 'remount,ro', dir]);
+    const out = path.join(dir, 'bench.json');
+    const r = await runCli(
+      ['bench', '--quick', '--seconds', '0.05', '--rounds', '1', '--out', out],
+      {
+        timeoutMs: 120_000,
+      },
+    );
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toContain(
+      `branchsan: bench: cannot write the report to --out ${out} (EROFS).`,
+    );
+    expect(r.stderr).toMatch(/Choose a file in a directory this user may write/);
+    expect(r.stderr).not.toMatch(/\[bench\]/); // no run started
+    expect(existsSync(out)).toBe(false);
   });
 
   it('refuses a /dev/shm too small for the RAM-backed file (a container has 64 MiB)', () => {

@@ -81,7 +81,10 @@ Options:
     }
     // Checked before the run, which takes minutes: not after it, losing the results.
     if (values['disk-dir']) checkDiskDir(values['disk-dir']);
-    if (values.out) prepareOutFile('bench', values.out, 'bench.json');
+    if (values.out) {
+      prepareOutFile('bench', values.out, 'bench.json');
+      checkOutWritable(values.out);
+    }
     // Ctrl-C, SIGTERM or a hangup mid-run (or the launcher gone): the run's own cleanup
     // is never reached, so remove its files (RAM in /dev/shm) and stop its peer process
     // here, then exit as signalled. The handlers stay installed for the whole run: a
@@ -136,4 +139,22 @@ function checkDiskDir(dir: string): void {
       'usage',
     );
   }
+}
+
+/**
+ * Fails now, not after the run (minutes), when --out FILE cannot be written: a read-only
+ * file system, a directory this user may not write. Leaves no file behind, and an
+ * existing one as it was.
+ */
+function checkOutWritable(out: string): void {
+  const existed = fs.existsSync(out);
+  try {
+    fs.closeSync(fs.openSync(out, 'a'));
+  } catch (err) {
+    throw new UserError(
+      `bench: cannot write the report to --out ${out} (${(err as NodeJS.ErrnoException).code}).`,
+      'Choose a file in a directory this user may write, for example --out /var/tmp/bench.json.',
+    );
+  }
+  if (!existed) fs.rmSync(out, { force: true });
 }
