@@ -16,6 +16,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { openFileBackend, type IoOptions } from '../storage/file.js';
 import { backendSubmit, BS, libuvSubmit, run } from './storage-loop.js';
@@ -109,8 +110,21 @@ function runSync(
   };
 }
 
+/** The benchmark file being measured, if any (256 MiB, in /dev/shm by default). */
+let current: string | undefined;
+
+// Ctrl-C signals this process and the re-running parent alike: remove the file (RAM in
+// /dev/shm) before ending, as the run's own clean-up is never reached then.
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.on(sig, () => {
+    if (current) fs.rmSync(current, { force: true });
+    process.exit(128 + (os.constants.signals[sig] ?? 0));
+  });
+}
+
 async function prepare(dir: string): Promise<string> {
   const path = `${dir}/branchsan-bench-${process.pid}.img`;
+  current = path;
   fs.rmSync(path, { force: true });
   const fd = fs.openSync(path, 'w');
   const chunk = Buffer.alloc(1 << 20, 0x5a);
@@ -173,6 +187,7 @@ async function main(): Promise<void> {
       }
     } finally {
       fs.rmSync(path, { force: true });
+      current = undefined;
     }
   }
   if (JSON_OUT) console.log(JSON.stringify(results, null, 2));

@@ -1,0 +1,45 @@
+/**
+ * `npm run bench:storage` (dist/engine/src/bench/storage-bench.js) as a person runs it:
+ * its file is 256 MiB, in /dev/shm by default, so an interrupted run must not leave it.
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { REPO_ROOT, tempDir } from '../helpers/engine.js';
+
+const SCRIPT = path.join(REPO_ROOT, 'dist/engine/src/bench/storage-bench.js');
+
+describe('storage micro-benchmark script', () => {
+  it('Ctrl-C mid-run removes its benchmark file', async () => {
+    const dir = tempDir('branchsan-storage-bench-');
+    // its own process group, as a terminal's foreground job: Ctrl-C signals the
+    // malloc-tuned re-run and its parent alike
+    const p = spawn(
+      process.execPath,
+      [SCRIPT, '--dirs', dir, '--size-mib', '8', '--seconds', '0.2', '--warmup-seconds', '0'],
+      { stdio: ['ignore', 'pipe', 'pipe'], detached: true },
+    );
+    let stdout = '';
+    let stderr = '';
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<void>((resolve) => p.on('exit', () => resolve()));
+    // interrupted once the first result is out: the file is there, being measured
+    await new Promise<void>((resolve, reject) => {
+      p.stdout.on('data', (d: Buffer) => {
+        stdout += d.toString();
+        if (/IOPS/.test(stdout)) resolve();
+      });
+      void exited.then(() => reject(new Error(`ended too early:\n${stdout}\n${stderr}`)));
+    });
+    expect(fs.readdirSync(dir)).toHaveLength(1);
+    process.kill(-p.pid!, 'SIGINT');
+    await exited;
+    // the re-run (not waited for by its killed parent) ends at its next await
+    const deadline = Date.now() + 10_000;
+    while (fs.readdirSync(dir).length > 0 && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 50));
+    expect(fs.readdirSync(dir)).toEqual([]);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }, 60_000);
+});
