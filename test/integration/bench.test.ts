@@ -50,9 +50,10 @@ function descendsFrom(pid: string, root: number): boolean {
 }
 
 /** Starts `branchsan bench ARGS`; resolves once its stderr matches `ready`. */
-async function benchUntil(args: string[], ready: RegExp) {
+async function benchUntil(args: string[], ready: RegExp, env: NodeJS.ProcessEnv = {}) {
   const p = spawn(process.execPath, [BIN, 'bench', ...args], {
     stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, ...env },
   });
   let stderr = '';
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
@@ -312,6 +313,32 @@ describe.skipIf(!canMountTmpfs)('branchsan bench without room for its files', ()
     expect(r.stderr).not.toMatch(/\[bench\]/); // no run started
     expect(existsSync(out)).toBe(false);
   });
+
+  it('puts the on-disk file in /var/tmp, not in a system temp dir that is in RAM (tmpfs /tmp)', async () => {
+    const ramTmp = smallFs('branchsan-bench-tmp-', '1m');
+    const { p, exited, stderr } = await benchUntil(
+      ['--seconds', '0.05', '--rounds', '1'],
+      /preparing \d+ MiB on disk .*\n/,
+      { TMPDIR: ramTmp },
+    );
+    p.kill('SIGINT');
+    expect(await exited, stderr()).toEqual({ code: 130, signal: null });
+    expect(stderr()).toContain('[bench] preparing 128 MiB on disk (/var/tmp)');
+    expect(readdirSync(ramTmp)).toEqual([]);
+  }, 120_000);
+
+  it('says so when the --disk-dir given is in RAM', async () => {
+    const ramDir = smallFs('branchsan-bench-ram-', '200m');
+    const { p, exited, stderr } = await benchUntil(
+      ['--disk-dir', ramDir, '--seconds', '0.05', '--rounds', '1'],
+      /preparing \d+ MiB on shm/,
+    );
+    p.kill('SIGINT');
+    await exited;
+    expect(stderr()).toContain(
+      `[bench] ${ramDir} is in RAM (tmpfs or ramfs): the "disk" rows measure memory, not a disk; give --disk-dir DIR`,
+    );
+  }, 120_000);
 
   it('refuses a /dev/shm too small for the RAM-backed file (a container has 64 MiB)', () => {
     // a /dev/shm of 32 MiB for this run only: its own mount namespace

@@ -41,7 +41,7 @@ import { medianRound, round, type RunStats } from './stats.js';
 
 export interface BenchOptions {
   quick: boolean;
-  /** Directory on a real disk for the 'disk' backend (default: the system temp dir). */
+  /** Directory on a real disk for the 'disk' backend (default: diskDir()). */
   diskDir?: string;
   /** Measured seconds per leg and round (default 0.75, quick 0.5). */
   seconds?: number;
@@ -133,11 +133,18 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
     warmupMaxMs: 2000,
     durationMs: (o.seconds ?? (o.quick ? 0.5 : 0.75)) * 1000,
   };
-  const baseDir = (b: BackendName) => (b === 'shm' ? '/dev/shm' : (o.diskDir ?? os.tmpdir()));
+  const disk = o.quick ? null : diskDir(o.diskDir);
+  const baseDir = (b: BackendName) => (b === 'shm' ? '/dev/shm' : disk!);
   // before any work: a file that does not fit failed half-way through its write, the
   // disk's after every pattern on the RAM-backed file had run
   for (const b of backends) checkRoom(b, baseDir(b), span, o.quick);
   o.progress('MB/s below: MB = 10^6 bytes; latencies in µs');
+  if (disk && onRam(disk)) {
+    o.progress(
+      `${disk} is in RAM (tmpfs or ramfs): the "disk" rows measure memory, not a disk; ` +
+        'give --disk-dir DIR, a directory on the disk, to measure one',
+    );
+  }
   const peer = new Peer();
   let qos: CpuLatencyHold | null = null;
   let qosNote = 'not requested (--no-cpu-latency)';
@@ -253,6 +260,7 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
         ...loop,
         warmup_leg: WARM_UP,
         qd_is_per_queue: true,
+        ...(disk ? { disk_dir: disk, disk_dir_in_ram: onRam(disk) } : {}),
         inline_reads: inlineModes,
       },
       results,
@@ -265,6 +273,30 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
     removeScratch();
   }
 }
+
+/** statfs types of file systems that live in RAM: tmpfs, ramfs. */
+const RAM_FS_TYPES = new Set([0x01021994, 0x858458f6]);
+
+function onRam(dir: string): boolean {
+  try {
+    return RAM_FS_TYPES.has(fs.statfsSync(dir).type);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Where the on-disk benchmark file goes: --disk-dir, or the system temp dir; but that
+ * is RAM on many systems (a tmpfs /tmp), which made the "disk" rows measure memory
+ * under the disk's name, so then /var/tmp, which the FHS keeps on disk.
+ */
+function diskDir(given: string | undefined): string {
+  if (given) return given;
+  const tmp = os.tmpdir();
+  return onRam(tmp) && fs.existsSync(VAR_TMP) && !onRam(VAR_TMP) ? VAR_TMP : tmp;
+}
+
+const VAR_TMP = '/var/tmp';
 
 const FILE_KIND: Record<BackendName, string> = { shm: 'RAM-backed', disk: 'on-disk' };
 

@@ -41,7 +41,8 @@ table: run it again before comparing that ratio. Progress goes to stderr.
 Options:
   --json          one JSON object on stdout (the table goes to stderr)
   --quick         only the 4 KiB patterns, on the RAM-backed file, shorter rounds
-  --disk-dir DIR  where the on-disk benchmark file goes        [system temp dir]
+  --disk-dir DIR  where the on-disk benchmark file goes        [system temp dir,
+                  or /var/tmp when that is in RAM (tmpfs)]
   --seconds N     measured seconds per leg and round            [0.75; quick 0.5]
   --rounds N      rounds per pattern                            [3]
   --out FILE      also write the JSON report to FILE
