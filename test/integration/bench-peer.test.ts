@@ -4,6 +4,7 @@
  * ended, and no second peer is started in its place (its CPU time and target would be
  * another process's). The whole run's behaviour is in bench.test.ts.
  */
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,12 +12,18 @@ import type { PeerRequest } from '../../engine/src/bench/peer-protocol.js';
 import { Peer } from '../../engine/src/bench/run.js';
 import { tempDir } from '../helpers/engine.js';
 
-/** Answers 'cpu'; exits with code 3 when asked; logs its pid when it starts. */
+/**
+ * Answers 'cpu' (and says so on its stdout); exits with code 3 when asked; never
+ * answers 'stop' (a peer whose target hangs in its close); logs its pid when it starts.
+ */
 const STAND_IN = `
 import fs from 'node:fs';
 fs.appendFileSync(process.env.BENCH_PEER_LOG, process.pid + '\\n');
 process.on('message', (m) => {
-  if (m.cmd === 'cpu') process.send({ ok: true, cpuUs: 7 });
+  if (m.cmd === 'cpu') {
+    process.stdout.write('peer stdout noise\\n');
+    process.send({ ok: true, cpuUs: 7 });
+  }
   if (m.cmd === 'exit3') process.exit(3);
 });
 process.on('disconnect', () => process.exit(0));
@@ -56,6 +63,33 @@ describe('bench peer', () => {
     await expect(peer.call({ cmd: 'start', path: '/nonexistent' })).rejects.toThrow(gone);
     await peer.stop(); // nothing left to stop: returns
     expect(started()).toEqual([pid]);
+  });
+
+  it('kills a peer that does not exit when asked to stop', async () => {
+    fs.writeFileSync(log, '');
+    const peer = new Peer(script, 200);
+    expect(await peer.cpu()).toBe(7);
+    const [pid] = started();
+    await peer.stop();
+    expect(() => process.kill(Number(pid), 0)).toThrow(/ESRCH/);
+  });
+
+  it("sends the peer's stdout to stderr: with --json, stdout is the report's alone", () => {
+    fs.writeFileSync(log, '');
+    const runJs = path.resolve('dist/engine/src/bench/run.js');
+    const driver = path.join(dir, 'driver.mjs');
+    fs.writeFileSync(
+      driver,
+      `import { Peer } from ${JSON.stringify(runJs)};
+const peer = new Peer(${JSON.stringify(script)}, 200);
+await peer.cpu();
+await peer.stop();
+`,
+    );
+    const r = spawnSync(process.execPath, [driver], { encoding: 'utf8', env: process.env });
+    expect(r.status).toBe(0);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toContain('peer stdout noise');
   });
 
   it('says the exit code of a peer that exits by itself, with what to do next', async () => {

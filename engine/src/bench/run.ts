@@ -425,7 +425,11 @@ export class Peer {
   /** How the peer ended, once it has: what every call since fails with. */
   private gone?: UserError;
 
-  constructor(private readonly script = fileURLToPath(new URL('./peer.js', import.meta.url))) {}
+  constructor(
+    private readonly script = fileURLToPath(new URL('./peer.js', import.meta.url)),
+    /** How long stop() waits for the peer to exit before it kills it. */
+    private readonly stopWaitMs = PEER_STOP_WAIT_MS,
+  ) {}
 
   call(req: PeerRequest): Promise<PeerReply> {
     if (this.gone) return Promise.reject(this.gone);
@@ -441,7 +445,9 @@ export class Peer {
   private start(): ChildProcess {
     const child = fork(this.script, [], {
       env: { ...process.env, ...MALLOC_ENV },
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      // the peer's stdout is our stderr: with --json our stdout carries only the report,
+      // and nothing the target runtime ever prints may end up inside it
+      stdio: ['ignore', 2, 'inherit', 'ipc'],
     });
     this.child = peerChild = child;
     child.on('message', (m: PeerReply) => {
@@ -507,13 +513,19 @@ export class Peer {
     const child = this.child;
     if (!child || this.gone) return;
     const exited = new Promise((r) => child.once('exit', r));
+    // a peer that hangs in its stop (a target that never finishes closing) must not
+    // hang the benchmark: it is killed, as a run interrupted by Ctrl-C kills it
+    const timer = setTimeout(() => child.kill('SIGKILL'), this.stopWaitMs);
     await this.call({ cmd: 'stop' }).catch(() => undefined);
     await exited;
+    clearTimeout(timer);
   }
 }
 
 /** How long a peer whose channel failed gets to report its exit. */
 const PEER_EXIT_WAIT_MS = 2000;
+/** How long a peer asked to stop gets to close its target and exit. */
+const PEER_STOP_WAIT_MS = 10_000;
 
 function peerGone(what: string): UserError {
   return new UserError(
