@@ -59,7 +59,8 @@ export interface ControllerOptions {
   /** I/O queue entries (default 128, Linux's default); clamped to CAP.MQES+1, MAXCMD,
    * and at least 2. A queue of N entries has N - 1 commands in flight at most. */
   readonly queueSize?: number;
-  /** Keep-alive timeout, ms (default 5000; 0 = none). Keep Alive is sent every KATO/2.
+  /** Keep-alive timeout, ms (default 5000; 0 = none; a whole number up to 2^32 - 1, as
+   * the Connect carries it). Keep Alive is sent every KATO/2.
    * setFeatures(FID.KATO) changes it, for the next associations too. */
   readonly kato?: number;
   /** Refuse to turn keep-alive off: setFeatures(FID.KATO) with 0 fails before it is
@@ -106,6 +107,8 @@ export type ControllerState =
 
 /** KATO of an I/O controller when the options give none (Linux's NVME_DEFAULT_KATO). */
 export const DEFAULT_KATO_MS = 5000;
+/** The largest KATO there is: the Connect command carries it as 32 bits of ms. */
+export const MAX_KATO_MS = 0xffff_ffff;
 
 const CONTROLLER_STATES: Record<ControllerState, readonly ControllerState[]> = {
   new: [],
@@ -139,6 +142,7 @@ export class NvmeController implements Submitter {
   private lastError: Error | null = null;
 
   constructor(private readonly opts: ControllerOptions) {
+    checkKato(opts);
     this.hostid = toHostId(opts.hostid);
     this.hostnqn =
       opts.hostnqn ?? `nqn.2014-08.org.nvmexpress:uuid:${admin.formatUuid(this.hostid)}`;
@@ -520,6 +524,21 @@ function eventLogLength(id: admin.ControllerIdentity, lid: number): number {
   if (lid === LID.ANA) return anaLogReadLength(id);
   if (lid === LID.DISCOVERY) return 1024;
   return 0;
+}
+
+/**
+ * A KATO the Connect command cannot carry as given would reach the target as another
+ * value (2^32 ms as 0: no keep-alive at all), while the host sends Keep Alives and times
+ * its fencing by the value given.
+ */
+function checkKato(o: ControllerOptions): void {
+  const k = o.kato;
+  if (k === undefined || (Number.isInteger(k) && k >= 0 && k <= MAX_KATO_MS)) return;
+  throw new RangeError(
+    `controller ${o.host}:${o.port}: kato ${k} is not a whole number of milliseconds from 0 ` +
+      `to ${MAX_KATO_MS}: the Connect command carries it in 32 bits, so the target would ` +
+      `get ${k >>> 0} ms (0: no keep-alive). Give a KATO in that range, e.g. 5000.`,
+  );
 }
 
 function toHostId(id: Buffer | string | undefined): Buffer {

@@ -38,6 +38,13 @@ function checkFence(o: MultipathOptions): void {
   }
   const f = o.fenceDelayMs;
   if (f === undefined) return;
+  if (!Number.isFinite(f)) {
+    throw new RangeError(
+      `multipath: fenceDelayMs ${f} is not a finite number of milliseconds: give how long a ` +
+        `write in doubt waits after its path was lost before it is resent elsewhere, or ` +
+        `leave it out for the wait each path's KATO needs.`,
+    );
+  }
   const short = o.paths.find((p) => !(f >= defaultFenceMs(katoOf(p))));
   if (short) {
     const kato = katoOf(short);

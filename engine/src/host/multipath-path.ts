@@ -31,6 +31,9 @@ import { defaultFenceMs } from './multipath-options.js';
 import type { ControllerState, NvmeController } from './controller.js';
 import { pathUsable, type PathView } from './multipath-policy.js';
 
+/** The longest delay setTimeout keeps (2^31 - 1 ms); a longer one fires after 1 ms. */
+export const MAX_TIMER_MS = 0x7fff_ffff;
+
 /** Per-path I/O counters (attempts, not caller commands: a retried command counts twice). */
 export interface PathIoCounts {
   /** Attempts sent on this path. */
@@ -172,7 +175,21 @@ export class Path implements PathView {
     };
     const kato = this.ctrl.keepAliveCeilingMs;
     this.fenceDelayMs = Math.max(this.minFenceMs, defaultFenceMs(kato));
-    this.fenceTimers.set(epoch, setTimeout(fence, this.fenceDelayMs));
+    this.armFence(epoch, this.fenceDelayMs, fence);
+  }
+
+  /**
+   * Run `fence` once `ms` have passed, however long that is: setTimeout fires a delay
+   * above MAX_TIMER_MS after 1 ms instead (a KATO of 2^31 ms would release at once),
+   * so a longer one waits in steps.
+   */
+  private armFence(epoch: number, ms: number, fence: () => void): void {
+    const step = Math.min(ms, MAX_TIMER_MS);
+    const timer = setTimeout(() => {
+      if (ms > step) this.armFence(epoch, ms - step, fence);
+      else fence();
+    }, step);
+    this.fenceTimers.set(epoch, timer);
   }
 
   /** Start (once) the 2×ANATT watch of a group stuck in 'change' (facts §7). */

@@ -143,6 +143,57 @@ describe('multipath after a path failure', () => {
     expect(a.target.listControllers()).toEqual([]);
     expect(b.target.listControllers()).toEqual([]);
   });
+
+  // Before: the Connect carried 2^32 as KATO 0, so the target had no keep-alive at all
+  // while the host took the path as fenceable.
+  it('refuses a KATO the Connect cannot carry, before connecting anything', async () => {
+    const { a, b } = await startPair();
+    for (const kato of [2 ** 32, 0.5]) {
+      const err = await MultipathNamespace.connect({
+        nsid: 1,
+        paths: [pathTo(a), pathTo(b, b.port, { kato })],
+      }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(RangeError);
+      expect((err as Error).message).toMatch(
+        new RegExp(`kato ${kato} is not a whole number of milliseconds from 0 to 4294967295`),
+      );
+    }
+    expect(a.target.listControllers()).toEqual([]);
+    expect(b.target.listControllers()).toEqual([]);
+    const infinite = await MultipathNamespace.connect({
+      nsid: 1,
+      paths: [pathTo(a), pathTo(b)],
+      fenceDelayMs: Infinity,
+    }).catch((e: unknown) => e);
+    expect((infinite as Error).message).toMatch(/fenceDelayMs Infinity is not a finite number/);
+  });
+
+  // Before: a fence over 2^31 - 1 ms (setTimeout's limit) fired after 1 ms, so the write
+  // in doubt went to B at once, though A's target keeps its controller for that KATO.
+  it('holds a write in doubt for a fence longer than setTimeout takes in one go', async () => {
+    const { a, b } = await startPair();
+    const proxy = await PausableProxy.start(a.port);
+    const events: string[] = [];
+    const reconnect = { delayMs: 200, lossTimeoutMs: 60_000 };
+    const mp = await open({
+      nsid: 1,
+      paths: [pathTo(a, proxy.port, { kato: 2 ** 31, ioTimeoutMs: 400, reconnect }), pathTo(b)],
+      onRetry: (ev) => events.push(ev.kind),
+    });
+    const before = b.writes.length;
+    proxy.partition(); // the write reaches neither A's target nor its end
+    const write = mp.write(5, randomBytes(BS)).catch((e: unknown) => e);
+    await until('the write held', () => events.includes('hold'));
+    // A comes back (new connections pass): well after a 1 ms timer would have fired.
+    await until('A live again', () => byName(mp, 'A').usable);
+    expect(events).toEqual(['hold']);
+    expect(byName(mp, 'A').inDoubt).toBe(1);
+    expect(b.writes.length).toBe(before);
+    await mp.close();
+    const err = (await write) as HostError;
+    expect(err).toBeInstanceOf(HostError);
+    expect(err.maybeExecuted).toBe(true);
+  });
 });
 
 describe('multipath and namespace identity', () => {
