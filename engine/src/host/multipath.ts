@@ -313,7 +313,7 @@ export class MultipathNamespace extends NamespaceIo {
       case 'fail':
         if (statusType(r.status) === 3) p.counts.pathErrors++;
         else p.counts.failed++;
-        return this.finish(c, r.error ?? new NvmeStatusError(r.status, c.what, r.dw0), r);
+        return this.finish(c, this.failure(c, r), r);
       case 'retry':
         this.opts.onRetry?.({
           kind: 'retry',
@@ -351,6 +351,19 @@ export class MultipathNamespace extends NamespaceIo {
       c.lastError = new NvmeStatusError(r.status, `${c.what} on ${p.name}`, r.dw0);
     }
     return outcome;
+  }
+
+  /**
+   * What the caller of `c` gets when its last attempt ended it (rule 4). A path that
+   * refused it unsent (too large for that path) does not make it "not executed": an
+   * earlier attempt, held in doubt and released, may have run.
+   */
+  private failure(c: Command, r: NvmeRequest): Error {
+    const e = r.error;
+    if (!e) return new NvmeStatusError(r.status, c.what, r.dw0);
+    if (e.maybeExecuted || !c.maybeExecuted) return e;
+    const why = `${e.message}; an earlier attempt may have been executed`;
+    return new HostError(e.kind, `namespace ${this.nsid} ${c.what}: ${why}`, true, { cause: e });
   }
 
   /** Rule 3: keep `c` until path `p` is fenced. */

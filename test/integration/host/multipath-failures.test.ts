@@ -126,6 +126,37 @@ describe('multipath after a path failure', () => {
     expect(b.writes.length).toBeGreaterThan(0);
   });
 
+  // Before: B refused the released write as too large for it, unsent, and the caller got
+  // that refusal as is, maybeExecuted false, though the write may have run on A.
+  it('a write released from doubt that the other path refuses as too large may still have run', async () => {
+    const { a, b } = await startPair();
+    const proxyA = await PausableProxy.start(a.port);
+    const proxyB = await PausableProxy.start(b.port);
+    proxyB.pause(); // B is not up yet when the write is sized: A's limit applies
+    const events: string[] = [];
+    const reconnect = { delayMs: 100, lossTimeoutMs: 60_000 };
+    const mp = await open({
+      nsid: 1,
+      paths: [
+        pathTo(a, proxyA.port, { kato: 1000, ioTimeoutMs: 400, reconnect }),
+        pathTo(b, proxyB.port, { maxTransferBytes: 64 * 1024, reconnect }),
+      ],
+      onRetry: (ev) => events.push(ev.kind),
+    });
+    proxyA.pause();
+    const write = mp.write(0, randomBytes(128 * 1024)).catch((e: unknown) => e);
+    await until('the write held', () => events.includes('hold'));
+    proxyB.resume();
+    const err = (await write) as HostError;
+    expect(events).toEqual(['hold', 'release']);
+    expect(err).toBeInstanceOf(HostError);
+    expect(err.kind).toBe('too-large');
+    expect(err.maybeExecuted).toBe(true);
+    expect(err.message).toMatch(
+      /^namespace 1 write slba 0 nlb 32: queue 1: a 131072-byte transfer is over .*; an earlier attempt may have been executed$/,
+    );
+  });
+
   // Without keep-alive the target never drops a controller it lost touch with, so no
   // wait, and no reconnect, proves a write in doubt there can no longer land: before,
   // a reconnect released it, and a partition that delivered it late replaced a newer
