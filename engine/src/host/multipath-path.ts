@@ -81,8 +81,11 @@ export class Path implements PathView {
   absent = false;
   /** Associations established so far (see Fencing above). */
   epoch = 0;
-  /** The newest association lost longer than its fence delay ago (0: none). */
+  /** Every association up to this one was lost longer than its fence delay ago (0: none). */
   fencedThrough = 0;
+  /** Later associations whose own fence delay ran out while an older one's still runs
+   * (delays differ when a Set Features changed KATO): fenced, each on its own. */
+  private readonly fencedAhead = new Set<number>();
   inFlight = 0;
   /** Commands in doubt on this path, each with the epoch it was sent in. */
   readonly inDoubt = new Map<object, number>();
@@ -135,7 +138,7 @@ export class Path implements PathView {
 
   /** May a command sent in association `epoch` go to another path now? */
   fenced(epoch: number): boolean {
-    return this.fencedThrough >= epoch;
+    return this.fencedThrough >= epoch || this.fencedAhead.has(epoch);
   }
 
   /** A new association is live: everything learnt about the old one is void. */
@@ -166,11 +169,13 @@ export class Path implements PathView {
   startFence(onFenced: () => void): void {
     const epoch = this.epoch;
     if (epoch === 0) return; // no association yet: nothing was sent here
-    if (this.fencedThrough >= epoch) return;
+    if (this.fenced(epoch)) return;
     if (this.fenceTimers.has(epoch)) return;
     const fence = () => {
       this.fenceTimers.delete(epoch);
-      this.fencedThrough = Math.max(this.fencedThrough, epoch);
+      // Not fencedThrough = epoch: an older association may have a longer delay to run.
+      this.fencedAhead.add(epoch);
+      while (this.fencedAhead.delete(this.fencedThrough + 1)) this.fencedThrough++;
       onFenced();
     };
     const kato = this.ctrl.keepAliveCeilingMs;

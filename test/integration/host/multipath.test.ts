@@ -294,6 +294,42 @@ describe('multipath over two BranchSAN targets sharing one backend', () => {
     expect((await mp.read(5, 1)).equals(data)).toBe(true);
   });
 
+  // Before: the later association's shorter fence fenced every association up to it, so
+  // the write went out 2 s after its loss, though its own fence was 4 s.
+  it("holds a write in doubt for its own association's fence, even when a later, shorter one ends first", async () => {
+    const { a, b } = await startPair();
+    const proxy = await PausableProxy.start(a.port);
+    const events: RetryEvent[] = [];
+    let heldAt = 0;
+    let releasedAt = 0;
+    const reconnect = { delayMs: 100, lossTimeoutMs: 60_000 };
+    const mp = await open({
+      nsid: 1,
+      paths: [pathTo(a, proxy.port, { kato: 1000, ioTimeoutMs: 400, reconnect }), pathTo(b)],
+      onRetry: (ev) => {
+        events.push(ev);
+        if (ev.kind === 'hold') heldAt = performance.now();
+        if (ev.kind === 'release') releasedAt = performance.now();
+      },
+    });
+    const ctrlA = mp.controller(0);
+    proxy.partition(); // new connections pass, the ones open now are cut
+    // Sent, never answered: this association's KATO may be 3 s now (a 4 s fence), while
+    // the next ones connect with 1 s (2 s fences).
+    const raised = ctrlA.setFeatures(FID.KATO, { cdw11: 3000 }).catch((e: unknown) => e);
+    expect(ctrlA.keepAliveCeilingMs).toBe(3000);
+    const data = randomBytes(BS);
+    const pending = mp.write(17, data);
+    await until('the write held', () => heldAt > 0);
+    expect(await raised).toBeInstanceOf(HostError);
+    await until('A back', () => byName(mp, 'A').usable);
+    await ctrlA.reconnect(); // the second association is lost too, its 2 s fence starts
+    await pending;
+    expect(events.map((e) => e.kind)).toEqual(['hold', 'release']);
+    expect(releasedAt - heldAt).toBeGreaterThanOrEqual(3990);
+    expect((await mp.read(17, 1)).equals(data)).toBe(true);
+  });
+
   it('holds a timed-out write through its path reconnecting, until the fence delay since the loss has passed', async () => {
     const { a, b } = await startPair();
     const proxy = await PausableProxy.start(a.port);
