@@ -22,6 +22,13 @@ export function checkOptions(o: MultipathOptions): void {
   if (!Number.isInteger(o.nsid) || o.nsid < 1 || o.nsid >= NSID_ALL) {
     throw new RangeError(`multipath: nsid ${o.nsid} is not a valid namespace id`);
   }
+  const t = o.noPathTimeoutMs;
+  if (t !== undefined && !(t >= 0)) {
+    throw new RangeError(
+      `multipath: noPathTimeoutMs ${t} is not a number of milliseconds: give 0 or more ` +
+        `(Infinity: commands wait for a usable path as long as it takes), or leave it out for 30000.`,
+    );
+  }
   checkFence(o);
 }
 

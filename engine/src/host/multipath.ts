@@ -65,7 +65,7 @@ import { NvmeController, type ControllerOptions } from './controller.js';
 import { HostError, NvmeStatusError } from './errors.js';
 import { Command, copyRequest } from './multipath-command.js';
 import { checkOptions, oneHost, pathName } from './multipath-options.js';
-import { Path, type PathInfo } from './multipath-path.js';
+import { MAX_TIMER_MS, Path, type PathInfo } from './multipath-path.js';
 import { choosePath, classifyOutcome, type Outcome } from './multipath-policy.js';
 import {
   onAnaEvent,
@@ -91,7 +91,8 @@ export interface MultipathOptions {
   readonly paths: readonly PathOptions[];
   readonly nsid: number;
   /** How long a command may wait for a usable path before failing (default 30000 ms):
-   * the time it spent parked, summed over its parks; not its time in flight or in doubt. */
+   * the time it spent parked, summed over its parks; not its time in flight or in doubt.
+   * Infinity: it waits for a path as long as it takes. */
   readonly noPathTimeoutMs?: number;
   /** Commands that may wait for a path or for fencing, together (default 4096). */
   readonly maxWaiting?: number;
@@ -451,7 +452,9 @@ export class MultipathNamespace extends NamespaceIo {
         this.armWaitTimer();
         for (const c of expired) this.failNoPath(c);
       },
-      Math.max(0, this.waitDue - performance.now()),
+      // At most setTimeout's limit (a longer delay fires after 1 ms, again and again):
+      // firing early expires nothing and arms again.
+      Math.min(MAX_TIMER_MS, Math.max(0, this.waitDue - performance.now())),
     );
   }
 

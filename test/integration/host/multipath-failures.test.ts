@@ -342,6 +342,33 @@ describe('multipath and ANA statuses', () => {
     expect(byName(mp, 'A').io.pathErrors).toBeGreaterThan(2);
   });
 
+  // Before: a wait over setTimeout's 2^31 - 1 ms limit armed a timer that fired after
+  // 1 ms, again and again while the command waited, each time with a warning printed.
+  it('lets a command wait for a path with noPathTimeoutMs Infinity, without a timer firing each millisecond', async () => {
+    const { a, b } = await startPair();
+    a.target.setAnaState(1, 'inaccessible');
+    b.target.setAnaState(1, 'inaccessible');
+    for (const bad of [NaN, -1]) {
+      await expect(
+        MultipathNamespace.connect({ nsid: 1, paths: [pathTo(a)], noPathTimeoutMs: bad }),
+      ).rejects.toThrow(/^multipath: noPathTimeoutMs (NaN|-1) is not a number of milliseconds/);
+    }
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(`${w.name}: ${w.message}`);
+    process.on('warning', onWarning);
+    try {
+      const mp = await open({ nsid: 1, paths: [pathTo(a), pathTo(b)], noPathTimeoutMs: Infinity });
+      const data = randomBytes(BS);
+      const write = mp.write(8, data); // parked: no path is usable
+      a.target.setAnaState(1, 'optimized');
+      await write;
+      expect((await mp.read(8, 1)).equals(data)).toBe(true);
+    } finally {
+      process.off('warning', onWarning);
+    }
+    expect(warnings).toEqual([]);
+  });
+
   // Before: only the backoff parks counted, 50 ms each while other I/O on A succeeded,
   // so a refusal that took 300 ms let the write go on ~7 times as long as the limit.
   it('counts the time of attempts refused with an ANA status toward noPathTimeoutMs', async () => {
