@@ -6,6 +6,7 @@
 import { performance } from 'node:perf_hooks';
 import { CNTLID_DYNAMIC, FID, PROP } from '../protocol/opcodes.js';
 import { identifyController, setFeatures, type ControllerIdentity } from './admin.js';
+import { MAX_ANA_LOG } from './ana-log.js';
 import { fillConnect, fillPropertyGet, fillPropertySet, type ConnectParams } from './commands.js';
 import { CATTR_DISABLE_SQFLOW } from '../protocol/sqe.js';
 import { SC } from '../protocol/status.js';
@@ -106,7 +107,9 @@ export class Association {
         reserved: ADMIN_RESERVED_SLOTS,
         commandTimeoutMs: p.adminTimeoutMs,
         maxWaiting: p.maxWaiting,
-        maxDataLength: Math.max(p.maxDataLength, 64 * 1024),
+        // Admin reads are not I/O: a path's small maxTransferBytes must not make its
+        // ANA log (up to MAX_ANA_LOG) too large to read, which left the path unusable.
+        maxDataLength: Math.max(p.maxDataLength, MAX_ANA_LOG),
         inCapsuleLimit: ADMIN_IN_CAPSULE_LIMIT,
       });
       opened.push(admin);

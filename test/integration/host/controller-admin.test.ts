@@ -404,7 +404,7 @@ describe('identify data and sizes that lie', () => {
       .catch((e: unknown) => e as HostError);
     expect(err).toBeInstanceOf(HostError);
     expect(err).toMatchObject({ kind: 'too-large', maybeExecuted: false });
-    expect((err as Error).message).toMatch(/2097152-byte transfer is over .* 65536 bytes/);
+    expect((err as Error).message).toMatch(/2097152-byte transfer is over .* 1048576 bytes/);
     // I/O: a read past the I/O queue's limit.
     const req = fillRw(new NvmeRequest(), IO.READ, 1, 0, 256);
     req.readLength = 128 * 1024;

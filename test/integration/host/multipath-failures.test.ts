@@ -9,9 +9,11 @@ import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
+import { Target } from '../../../engine/src/core/index.js';
 import { HostError, MultipathNamespace } from '../../../engine/src/host/index.js';
 import { BackendError, type BlockBackend } from '../../../engine/src/storage/backend.js';
 import { MemoryBackend } from '../../../engine/src/storage/memory.js';
+import { serveOnLoopback } from '../../helpers/target.js';
 import {
   BS,
   NGUID,
@@ -19,6 +21,7 @@ import {
   PausableProxy,
   UUID,
   byName,
+  cleanup,
   open,
   pathTo,
   runCleanup,
@@ -466,6 +469,35 @@ describe('multipath and ANA logs', () => {
     ana.list = list;
     await until('A read again', () => byName(mp, 'A').ana === 'non-optimized', 5000);
     expect(byName(mp, 'A').usable).toBe(true);
+  });
+
+  // Before: the log read was refused unsent as too large for the admin queue, whose limit
+  // followed the path's maxTransferBytes; nothing said so, and the path stayed 'unknown'.
+  it("reads an ANA log larger than the path's maxTransferBytes", async () => {
+    const target = new Target({});
+    // Valid for the target (its ANA log, ~81 KiB, fits its MDTS), above the host's 64 KiB.
+    target.addSubsystem({
+      nqn: NQN,
+      serial: 'ANALOG1',
+      model: 'BranchSAN',
+      allowAnyHost: true,
+      maxNamespaces: 20_000,
+    });
+    const backend = new MemoryBackend({ sizeBytes: 1 << 20, blockSize: BS });
+    target.addNamespace(NQN, { nsid: 1, backend, nguid: NGUID, uuid: UUID });
+    const { transport, port } = await serveOnLoopback(target);
+    cleanup.push(async () => {
+      target.close();
+      await transport.close();
+    });
+    const mp = await open({
+      nsid: 1,
+      paths: [{ host: '127.0.0.1', port, subnqn: NQN, name: 'A', maxTransferBytes: 64 * 1024 }],
+    });
+    expect(byName(mp, 'A').ana).toBe('optimized');
+    const data = randomBytes(BS);
+    await mp.write(2, data);
+    expect((await mp.read(2, 1)).equals(data)).toBe(true);
   });
 
   it('follows the newest ANA log even when the change count went backwards', async () => {
