@@ -6,11 +6,17 @@
  * here; `branchsan export` uses this without a database.
  */
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import fs from 'node:fs';
 import path from 'node:path';
 import { Target, type TargetOptions } from '../core/index.js';
 import { IN_CAPSULE_DATA_SIZE } from '../protocol/tcp-limits.js';
 import { BackendError, type BlockBackend } from '../storage/backend.js';
-import { FdBackend, type BackingState, type IoThreadsEvent } from '../storage/file.js';
+import {
+  FdBackend,
+  statIdentity,
+  type BackingState,
+  type IoThreadsEvent,
+} from '../storage/file.js';
 import { openBackend, type BackendSpec } from '../storage/open.js';
 import { TcpTransport } from '../transport/tcp/index.js';
 import {
@@ -309,9 +315,10 @@ export class TargetRuntime {
       throw notAnswering(`An earlier open of ${where} still waits for its file system.`);
     let backend: BlockBackend;
     try {
-      // opened after all, once given up: closed again
+      // opened after all, once given up: closed again, and a file it created removed
+      // (else the same add, tried again, would find it there: "already exists")
       const got = await this.opens.run(key, () => openBackend(spec.backend), {
-        late: (b) => b.close(),
+        late: (b) => this.discard(b, spec.backend),
       });
       if (got === LATE) {
         throw notAnswering(
@@ -328,11 +335,11 @@ export class TargetRuntime {
     // retry of an offline namespace, a restart), and without the file locks of the addon.
     const twin = backend instanceof FdBackend ? this.servedAs(backend.identity) : undefined;
     if (twin?.closing) {
-      await backend.close();
+      await this.discard(backend, spec.backend);
       throw stillClosing(backend.location, twin);
     }
     if (twin) {
-      await backend.close();
+      await this.discard(backend, spec.backend);
       throw new UserError(
         `${backend.location} is the same file or device as namespace ${twin.nsid} of ${twin.nqn} (${twin.location}).`,
         'One backing file or device serves one namespace: remove one of the two.',
@@ -349,7 +356,7 @@ export class TargetRuntime {
         anagrpid: spec.anaGroup,
       });
     } catch (err) {
-      await backend.close();
+      await this.discard(backend, spec.backend);
       throw asUserError(err, 'nsid');
     }
     this.backends.set(`${nqn}#${spec.nsid}`, backend);
@@ -371,6 +378,27 @@ export class TargetRuntime {
         : {}),
     });
     return backend;
+  }
+
+  /**
+   * Closes a backend this runtime opened but does not serve; a file its spec created
+   * is removed, provided its path still names that file (nothing of it was served, and
+   * the caller was told the add failed).
+   */
+  private async discard(backend: BlockBackend, spec: BackendSpec): Promise<void> {
+    await backend.close();
+    if (spec.kind !== 'file' || !spec.create || !(backend instanceof FdBackend)) return;
+    try {
+      if (statIdentity(await fs.promises.lstat(spec.path)) !== backend.identity) return;
+      await fs.promises.unlink(spec.path);
+      this.log.info('removed the file of a namespace that was not added', { path: spec.path });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      this.log.warn('could not remove the file of a namespace that was not added', {
+        path: spec.path,
+        err,
+      });
+    }
   }
 
   private logIoThreads(
