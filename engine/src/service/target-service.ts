@@ -19,7 +19,7 @@ import {
 } from '../events/inputs.js';
 import type { ListenerDown } from '../events/rules.js';
 import type { Db } from '../persistence/db.js';
-import { recordEvent } from '../persistence/db.js';
+import { getSetting, recordEvent, setSetting } from '../persistence/db.js';
 import { TargetStore, type NamespaceRow, type SubsystemRow } from '../persistence/target-store.js';
 import type { BackendSpec } from '../storage/open.js';
 import {
@@ -149,6 +149,7 @@ export class TargetService {
    */
   async restore(): Promise<void> {
     const cfg = this.store.load();
+    await this.undoUnfinishedCreate(cfg);
     for (const s of cfg.subsystems) this.rt.addSubsystem(s);
     const offline = await this.bringUp(
       (ns, nqn, err) =>
@@ -165,6 +166,55 @@ export class TargetService {
         ),
     );
     this.retryLater(offline);
+  }
+
+  /**
+   * The file of a namespace add that the engine did not live to finish or undo (kill -9,
+   * a crash, a power cut between creating the file and storing the change): the add
+   * was never reported done and the file is in no namespace, so the same add tried
+   * again would be refused ("already exists"). Removed when it is still as created (a
+   * regular file of that size with no block written); otherwise left, with an event
+   * that says so. A file system that does not answer keeps the note for the next start.
+   */
+  private async undoUnfinishedCreate(cfg: TargetConfig): Promise<void> {
+    const note = readCreateNote(this.db);
+    if (note === undefined) return;
+    const configured = cfg.subsystems.some((s) =>
+      s.namespaces.some((n) => n.backendKind === 'file' && n.path === note?.path),
+    );
+    if (note !== null && !configured) {
+      const st = await this.pathChecks.run(
+        PATH_CHECK,
+        () => fs.promises.lstat(note.path).catch(() => null),
+        { what: note.path },
+      );
+      if (st === LATE) {
+        this.log.warn('the file of an unfinished namespace add could not be checked', { ...note });
+        return;
+      }
+      const ns = `namespace ${note.nsid} of ${note.nqn}`;
+      if (st?.isFile() && st.size === note.sizeBytes && st.blocks === 0) {
+        try {
+          await fs.promises.unlink(note.path);
+          this.notice(
+            'target.namespace.create-undone',
+            `The engine stopped while it created ${note.path} for ${ns} (a crash, kill or power loss), before the change was stored: the empty file was removed. Add the namespace again if it is still wanted.`,
+          );
+        } catch (err) {
+          this.log.warn('the file of an unfinished namespace add could not be removed', {
+            ...note,
+            err,
+          });
+        }
+      } else if (st) {
+        this.record({
+          type: 'target.namespace.create-undone',
+          severity: 'warning',
+          message: `The engine stopped while it created ${note.path} for ${ns} (a crash, kill or power loss), before the change was stored. The file is in no namespace and was left as it is, since it is no longer as created: delete it, or add it as a namespace without a size to serve it.`,
+        });
+      }
+    }
+    clearCreateNote(this.db, this.log);
   }
 
   /**
@@ -522,6 +572,34 @@ export class TargetService {
         'backend.path',
       );
     const created = b.kind === 'file' && b.createSizeBytes !== undefined;
+    // Noted before the file is made, for a start after a crash to remove it (see
+    // undoUnfinishedCreate); not when the path is taken: that create fails, and the
+    // file there is someone else's.
+    const noted = created && !checked?.names.some((n) => !n.startsWith('path:'));
+    if (noted) {
+      whereStorageAllows(this.log, 'note the file being created', () =>
+        setSetting(
+          this.db,
+          CREATING_SETTING,
+          JSON.stringify({ path: b.path, sizeBytes: b.createSizeBytes, nqn: req.nqn, nsid }),
+        ),
+      );
+    }
+    try {
+      return await this.addNamespaceRow(req, nsid, created, actor);
+    } finally {
+      if (noted) clearCreateNote(this.db, this.log);
+    }
+  }
+
+  /** addNamespaceNow, its checks done: opens (or creates) the backend, then stores the row. */
+  private async addNamespaceRow(
+    req: NamespaceAddRequest,
+    nsid: number,
+    created: boolean,
+    actor: string,
+  ): Promise<NamespaceConfig> {
+    const b = req.backend;
     const row: NamespaceRow = {
       nsid,
       backendKind: b.kind,
@@ -691,6 +769,42 @@ export class TargetService {
     whereStorageAllows(this.log, 'record an event', () => recordEvent(this.db, ev), {
       type: ev.type,
     });
+  }
+}
+
+/** The setting that holds the namespace add creating a file now (see undoUnfinishedCreate). */
+const CREATING_SETTING = 'target.namespace.creating';
+
+interface CreateNote {
+  path: string;
+  sizeBytes: number;
+  nqn: string;
+  nsid: number;
+}
+
+/** The note of an add creating a file: undefined when there is none, null when unreadable. */
+function readCreateNote(db: Db): CreateNote | null | undefined {
+  const raw = getSetting(db, CREATING_SETTING);
+  if (!raw) return undefined;
+  try {
+    const n = JSON.parse(raw) as Partial<CreateNote>;
+    return typeof n.path === 'string' && typeof n.sizeBytes === 'number'
+      ? { path: n.path, sizeBytes: n.sizeBytes, nqn: String(n.nqn), nsid: Number(n.nsid) }
+      : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Never throws: a note left behind names a file that is configured by then, or gone,
+ * or not as created, and the next start only clears it.
+ */
+function clearCreateNote(db: Db, log: Logger): void {
+  try {
+    db.prepare('DELETE FROM settings WHERE key = ?').run(CREATING_SETTING);
+  } catch (err) {
+    log.warn('could not clear the note of the file being created', { err });
   }
 }
 
