@@ -413,6 +413,27 @@ describe('target configuration API', () => {
     await again.close();
   });
 
+  it('refuses to take a host off the list of a subsystem that allows any host', async () => {
+    const OPEN = 'nqn.2026-11.io.branchsan.test:open';
+    await api.call('target.subsystem.create', { nqn: OPEN, allowAnyHost: true, hosts: [HOST] });
+    const connect = () =>
+      NvmeController.connect({ host: '127.0.0.1', port: nvmePort, subnqn: OPEN, hostnqn: HOST });
+    const ctrl = await connect();
+    try {
+      // Before: reported done, while the host stayed connected and could connect again.
+      const err = await apiError(api.call('target.host.disallow', { nqn: OPEN, hostNqn: HOST }));
+      expect(err.code).toBe(ErrorCode.Conflict);
+      expect(err.message).toContain('allows any host');
+      expect(err.message).toContain('nothing was changed');
+      expect(err.data?.hint).toContain('without allowAnyHost');
+      const sub = (await api.call('target.config', {})).subsystems.find((s) => s.nqn === OPEN);
+      expect(sub?.hosts).toEqual([HOST]);
+    } finally {
+      await ctrl.close();
+    }
+    await api.call('target.subsystem.delete', { nqn: OPEN });
+  });
+
   it('removes what it created', async () => {
     await api.call('target.namespace.remove', { nqn: NQN, nsid: 2 });
     await api.call('target.host.disallow', { nqn: NQN, hostNqn: HOST });

@@ -443,6 +443,15 @@ export class TargetService {
         'hostNqn',
       );
     }
+    if (!allowed && old.allowAnyHost) {
+      // Reported done, it would leave the host connected and free to connect again.
+      throw new UserError(
+        `Subsystem ${nqn} allows any host, so taking ${hostNqn} off its list would not stop it from connecting; nothing was changed.`,
+        'To let in only listed hosts, delete the subsystem and create it again without allowAnyHost, listing its hosts; then add its namespaces again (their files and data stay).',
+        'conflict',
+        'hostNqn',
+      );
+    }
     this.rt.setHosts(nqn, hosts, old.allowAnyHost);
     await this.persist(
       actor,
