@@ -93,6 +93,24 @@ describe('serve', () => {
     expectError(r, 2, '--console-port');
   });
 
+  it('refuses console settings given with --no-console, rather than ignore them', async () => {
+    const data = tempDir();
+    const r = await runCli([
+      'serve',
+      '--data',
+      data,
+      '--no-console',
+      '--console-host',
+      '0.0.0.0',
+      '--console-tls',
+      'on',
+    ]);
+    // Before: the engine started without a console, not a word about either setting.
+    expectError(r, 2, '--no-console turns the web console off, so --console-host, --console-tls');
+    expect(r.stderr).toContain('Drop --no-console');
+    expect(fs.readdirSync(data)).toEqual([]);
+  });
+
   it('says when --data names a file', async () => {
     const file = path.join(tempDir(), 'afile');
     fs.writeFileSync(file, 'x');

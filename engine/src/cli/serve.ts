@@ -77,6 +77,20 @@ Examples:
     const log = createLogger({ level });
     // Checked even with --no-console: a typo is an error whatever else was given.
     const consolePort = parsePort('serve', 'console-port', values['console-port'], 8450);
+    if (values['no-console']) {
+      // Silently dropped, a --console-host 0.0.0.0 looks taken while nothing listens.
+      // (--console-port stays allowed: launchers add it to every engine they start.)
+      const given = ['console-host', ...Object.keys(CONSOLE_ACCESS_FLAGS)].filter(
+        (f) => values[f as keyof typeof values] !== undefined,
+      );
+      if (given.length > 0) {
+        throw new UserError(
+          `serve: --no-console turns the web console off, so ${given.map((f) => `--${f}`).join(', ')} would do nothing.`,
+          'Drop --no-console to serve the console with those settings, or drop them to run without it.',
+          'usage',
+        );
+      }
+    }
     // Caught from here on: a Ctrl-C while the engine starts stops it once it has started.
     const stopping = stopSignal('serve');
     const engine = await Engine.start({
