@@ -50,6 +50,19 @@ describe('an engine whose API socket is outside its data directory (as the servi
     expect(r.stdout).toContain('0 subsystems, 0 namespaces');
   });
 
+  it('`status`, `alerts` and `events` read `--data=~/DIR` as serve does', async () => {
+    // No shell expands a ~ after `=`: serve reads it as the home directory, and so must
+    // the commands that look for that engine. Before: "Cannot reach the BranchSAN
+    // engine at ~/…/engine.sock (ENOENT). Start it with `branchsan serve`…", while it ran.
+    const home = path.dirname(engine.dataDir);
+    const data = `--data=~/${path.basename(engine.dataDir)}`;
+    for (const args of [['status'], ['alerts'], ['events', '--since', '1h']]) {
+      const r = await runCli([...args, data], { env: { HOME: home } });
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+    }
+  });
+
   it('`diagnostics --data DIR` asks it, rather than reading the directory behind its back', async () => {
     const out = path.join(tempDir(), 'diag.tar.gz');
     const r = await runCli(['diagnostics', '--data', engine.dataDir, '--out', out], {

@@ -4,6 +4,7 @@ import type { MethodName, MethodParams, MethodResult } from '../../../contract/a
 import { DEFAULT_CALL_TIMEOUT_MS, RpcSession } from '../../../contract/rpc-client.js';
 import { engineSocketPath } from '../service/instance-lock.js';
 import { UserError } from '../util/errors.js';
+import { requireDataDir } from './command.js';
 
 export interface SocketClient {
   call<M extends MethodName>(method: M, params: MethodParams<M>): Promise<MethodResult<M>>;
@@ -78,7 +79,8 @@ export async function connectSocket(
  * --data DIR. Neither: a usage error naming the command.
  */
 export function engineSocket(command: string, data?: string, socket?: string): string {
-  const sock = socket ?? (data ? engineSocketPath(data) : undefined);
+  // --data read as serve reads it (`--data=~/lab`: no shell expands that ~)
+  const sock = socket ?? (data ? engineSocketPath(requireDataDir(command, data)) : undefined);
   if (!sock)
     throw new UserError(
       `${command}: say which engine: --data DIR or --socket PATH.`,
