@@ -2,7 +2,7 @@
  * `npm run bench:storage` (dist/engine/src/bench/storage-bench.js) as a person runs it:
  * its file is 256 MiB, in /dev/shm by default, so an interrupted run must not leave it.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -42,4 +42,21 @@ describe('storage micro-benchmark script', () => {
     expect(fs.readdirSync(dir)).toEqual([]);
     fs.rmSync(dir, { recursive: true, force: true });
   }, 60_000);
+
+  it.each([
+    [
+      ['--dirs', '/nonexistent-branchsan'],
+      /--dirs: \/nonexistent-branchsan is not a directory; give existing directories/,
+    ],
+    [['--seconds', 'abc'], /--seconds abc: give a number above 0, e.g. --seconds 2/],
+    [['--size-mib', '0.5'], /--size-mib 0.5: give a whole number above 0/],
+  ])('refuses %j with one line saying what to give, before any file is made', (args, message) => {
+    const r = spawnSync(process.execPath, [SCRIPT, ...args, '--dirs', '/dev/shm'], {
+      encoding: 'utf8',
+    });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+    expect(r.stdout).toBe('');
+  });
 });

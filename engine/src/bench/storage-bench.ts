@@ -5,7 +5,7 @@
  * readSync/writeSync on the main thread (the upper bound for one core, and what
  * the data path must never do with I/O that can wait on a device).
  *
- *   node dist/engine/src/bench/storage-bench.js [--dirs /dev/shm,/work] [--seconds 2]
+ *   node dist/engine/src/bench/storage-bench.js [--dirs /dev/shm,/var/tmp] [--seconds 2]
  *     [--warmup-seconds 0.3] [--json]
  *
  * Each measurement starts after an unmeasured warm-up (at least --warmup-seconds and
@@ -39,9 +39,36 @@ const opt = (name: string, dflt: string): string => {
   const i = args.indexOf(`--${name}`);
   return i >= 0 && args[i + 1] ? args[i + 1]! : dflt;
 };
-const DIRS = opt('dirs', '/dev/shm,/work').split(',');
-const SECONDS = Number(opt('seconds', '2'));
-const FILE_SIZE = Number(opt('size-mib', '256')) * 1024 * 1024;
+/** A usage error: one line that says what to give instead, no stack; exit code 2. */
+function usage(message: string): never {
+  console.error(`storage-bench: ${message}`);
+  process.exit(2);
+}
+
+/** A number option > 0 (and a whole number when `whole`), or a usage error. */
+function positive(name: string, dflt: string, whole = false): number {
+  const raw = opt(name, dflt);
+  const n = /^\d+(\.\d+)?$/.test(raw) ? Number(raw) : NaN;
+  if (!(n > 0) || (whole && !Number.isInteger(n))) {
+    usage(
+      `--${name} ${raw}: give a ${whole ? 'whole ' : ''}number above 0, e.g. --${name} ${dflt}`,
+    );
+  }
+  return n;
+}
+
+// the RAM-backed file and one on disk (/var/tmp: the FHS keeps it on disk, where /tmp
+// is often a tmpfs)
+const DIRS = opt('dirs', '/dev/shm,/var/tmp').split(',');
+for (const dir of DIRS) {
+  if (!fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory()) {
+    usage(
+      `--dirs: ${dir || '(empty)'} is not a directory; give existing directories, e.g. --dirs /dev/shm,/var/tmp`,
+    );
+  }
+}
+const SECONDS = positive('seconds', '2');
+const FILE_SIZE = positive('size-mib', '256', true) * 1024 * 1024;
 const BLOCKS = FILE_SIZE / BS;
 const JSON_OUT = args.includes('--json');
 /** --durable-only: just the FUA / flush comparison. */
