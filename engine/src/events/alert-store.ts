@@ -120,7 +120,7 @@ export class AlertStore {
     return this.get(id);
   }
 
-  /** Deletes cleared alerts older than maxAgeMs; active ones stay whatever their age. */
+  /** Deletes cleared alerts older than maxAgeMs (Infinity: none); active ones stay whatever their age. */
   prune(now: number, maxAgeMs: number): number {
     return this.db
       .prepare('DELETE FROM alerts WHERE cleared_at IS NOT NULL AND cleared_at < ?')

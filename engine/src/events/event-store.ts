@@ -91,12 +91,17 @@ export class EventStore {
     return rows.map(toRecord);
   }
 
+  /** The newest event's stamp (ms since epoch), or null when the log is empty: one index seek. */
+  newestTs(): number | null {
+    return this.db.prepare('SELECT MAX(ts) FROM events').pluck().get() as number | null;
+  }
+
   /**
-   * Deletes events older than maxAgeMs and beyond the newest maxCount; resolves to how
-   * many. A batch of at most batchRows rows at a time, each its own transaction, with the
-   * engine's thread free between them: lowering maxEvents from two million to a thousand
-   * once deleted everything in one statement that held the thread 2.5 s (hosts' NVMe/TCP
-   * keep-alive is 5 s).
+   * Deletes events older than maxAgeMs (Infinity: none by age) and beyond the newest
+   * maxCount; resolves to how many. A batch of at most batchRows rows at a time, each its
+   * own transaction, with the engine's thread free between them: lowering maxEvents from
+   * two million to a thousand once deleted everything in one statement that held the
+   * thread 2.5 s (hosts' NVMe/TCP keep-alive is 5 s).
    *
    * The count rule never walks the newest maxCount rows to find where they end (that
    * took 130 ms at two million events, even when nothing was to go). Ids only grow (a new

@@ -47,9 +47,24 @@ export interface EventsServiceOptions {
   reader?: DbReader;
   /** Checkpoints the WAL off the engine's thread; retention waits for it between batches. */
   checkpointer?: Pick<WalCheckpointer, 'room'>;
+  /**
+   * Guards retention by age against a wall clock stepped ahead (a bad RTC at boot, a
+   * wrong NTP answer, a manual change): `monotonicSec` is a clock such steps do not move
+   * (the engine: the time since boot), `lastEventAt` the newest event's stamp when the
+   * database was opened (null: none). When the wall clock runs more than CLOCK_STEP_MS
+   * ahead of it, at start or between two retention passes, retention by age waits
+   * CLOCK_SETTLE_MS of the monotonic clock: a clock a year ahead at boot, set right by
+   * NTP minutes later, otherwise deleted the whole event log and every closed alert at
+   * the start's pass. The count limit holds meanwhile. Absent: the clock is trusted.
+   */
+  clock?: { monotonicSec: () => number; lastEventAt: number | null };
 }
 
 const PRUNE_EVERY_MS = 10 * 60_000;
+/** The wall clock ran this much further than the monotonic one: a step ahead. */
+export const CLOCK_STEP_MS = 5 * 60_000;
+/** Retention by age waits this long (monotonic) after a step ahead, as the metric history's does. */
+export const CLOCK_SETTLE_MS = 3600_000;
 
 export class EventsService {
   readonly events: EventStore;
@@ -63,9 +78,17 @@ export class EventsService {
   private evaluating = false;
   private pruning: Promise<void> | null = null;
   private closed = false;
+  /** The wall and monotonic clocks (ms) at the last retention pass, for clockSettled. */
+  private lastWall: number | null = null;
+  private lastMono = 0;
+  private settledAt = -Infinity;
 
   constructor(private readonly o: EventsServiceOptions) {
     this.now = o.now ?? Date.now;
+    if (o.clock) {
+      this.lastWall = o.clock.lastEventAt;
+      this.lastMono = o.clock.monotonicSec() * 1000;
+    }
     this.events = new EventStore(o.db, o.reader);
     this.settings = new SettingsStore(o.db, o.secrets);
     this.alerts = new AlertEngine(
@@ -138,7 +161,8 @@ export class EventsService {
   private async pruneNow(): Promise<void> {
     try {
       const s = this.settings.stored().events;
-      const maxAge = s.retentionDays * 24 * 3600_000;
+      // a wall clock just stepped ahead deletes nothing by age (the count limit holds)
+      const maxAge = this.clockSettled(this.now()) ? s.retentionDays * 24 * 3600_000 : Infinity;
       const n = await this.events.prune(this.now(), maxAge, s.maxEvents, {
         stopped: () => this.closed,
         pause: () => betweenBatches(this.o.checkpointer),
@@ -149,6 +173,20 @@ export class EventsService {
     } catch (err) {
       if (!this.closed) this.o.log.warn('event retention failed; retrying later', { err });
     }
+  }
+
+  /**
+   * Whether retention by age may trust the wall clock at `now`: not within
+   * CLOCK_SETTLE_MS after it stepped ahead of the monotonic clock (see options.clock).
+   */
+  private clockSettled(now: number): boolean {
+    if (!this.o.clock) return true;
+    const mono = this.o.clock.monotonicSec() * 1000;
+    if (this.lastWall !== null && now - this.lastWall - (mono - this.lastMono) > CLOCK_STEP_MS)
+      this.settledAt = mono + CLOCK_SETTLE_MS;
+    this.lastWall = now;
+    this.lastMono = mono;
+    return mono >= this.settledAt;
   }
 
   listEvents(q: EventQuery) {

@@ -114,6 +114,8 @@ export class Engine {
         path.join(dataDir, 'branchsan.db'),
       );
       cleanup.unshift(() => db.close());
+      // before anything of this start is recorded, with a clock that may be wrong
+      const lastEventAt = new EventStore(db).newestTs();
       if (exclusiveBecauseFull) {
         // Serving the stored target matters more than the database's other readers.
         log.warn(
@@ -166,6 +168,8 @@ export class Engine {
         log: log.child({ component: 'events' }),
         reader,
         checkpointer,
+        // boot time: monotonic, and unlike performance.now() it runs on through a suspend
+        clock: { monotonicSec: os.uptime, lastEventAt },
       });
       cleanup.unshift(() => eventsService.stop());
       const metrics = new MetricsService({
