@@ -132,7 +132,7 @@ const HostName = z.string().max(253).superRefine(saying(hostNameProblem));
 const EventsSettings = z.object({
   /** Events older than this are deleted. */
   retentionDays: z.number().int().min(1).max(3650),
-  /** At most this many events are kept; the oldest go first. */
+  /** At most this many events are kept, and as many closed alerts; the oldest go first. */
   maxEvents: z.number().int().min(1000).max(10_000_000),
 });
 const AlertThresholds = z.object({

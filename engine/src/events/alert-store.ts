@@ -3,8 +3,11 @@
  * (rule, subject) WHERE cleared_at IS NULL makes "one active alert per rule and
  * subject" a property of the database, not only of the rule engine.
  */
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Alert, ClearedWhy, Severity } from '../../../contract/events.js';
-import type { Db } from '../persistence/db.js';
+import { withoutSync, type Db } from '../persistence/db.js';
+import type { DbReader } from '../persistence/db-reader.js';
+import { PRUNE_BATCH_ROWS, type PruneOptions } from './event-store.js';
 
 interface AlertRow {
   id: number;
@@ -120,11 +123,62 @@ export class AlertStore {
     return this.get(id);
   }
 
-  /** Deletes cleared alerts older than maxAgeMs (Infinity: none); active ones stay whatever their age. */
-  prune(now: number, maxAgeMs: number): number {
-    return this.db
-      .prepare('DELETE FROM alerts WHERE cleared_at IS NOT NULL AND cleared_at < ?')
-      .run(now - maxAgeMs).changes;
+  /**
+   * Deletes closed alerts cleared before now − maxAgeMs (Infinity: none by age), then
+   * those beyond the newest maxClosed closed ones, the longest closed first; active ones
+   * stay whatever their age. Resolves to how many. Without the count limit, a flapping
+   * condition (a host reconnecting every minute) stored an alert per flap for the whole
+   * retention time, years of them, while its events were held to events.maxEvents. A
+   * batch of at most batchRows rows at a time, each its own transaction, with the
+   * engine's thread free between them (as EventStore.prune); the rows are counted through
+   * the reader when there is one, and not at all when the ids say they are few.
+   */
+  async prune(
+    now: number,
+    maxAgeMs: number,
+    maxClosed: number,
+    opts: PruneOptions & { reader?: DbReader } = {},
+  ): Promise<number> {
+    const batch = opts.batchRows ?? PRUNE_BATCH_ROWS;
+    const pause = opts.pause ?? (() => nextTurn());
+    const stopped = opts.stopped ?? (() => false);
+    let deleted = 0;
+    const step = (limit: number, before: number): number => {
+      const n = withoutSync(
+        this.db,
+        () =>
+          this.db
+            .prepare(
+              `DELETE FROM alerts WHERE id IN (SELECT id FROM alerts
+               WHERE cleared_at IS NOT NULL AND cleared_at < ? ORDER BY cleared_at, id LIMIT ?)`,
+            )
+            .run(before, limit).changes,
+      );
+      deleted += n;
+      return n;
+    };
+    // by age, through the cleared_at index
+    while (step(batch, now - maxAgeMs) === batch) {
+      await pause();
+      if (stopped()) return deleted;
+    }
+    // by count: ids only grow, so they span at least as many rows as there are
+    const span = this.db.prepare('SELECT MAX(id) - MIN(id) + 1 FROM alerts').pluck().get() as
+      number | null;
+    if (span === null || span <= maxClosed) return deleted;
+    const sql = 'SELECT COUNT(*) AS n FROM alerts WHERE cleared_at IS NOT NULL';
+    const [row] = opts.reader
+      ? await opts.reader.all<{ n: number }>(sql)
+      : (this.db.prepare(sql).all() as { n: number }[]);
+    let surplus = Math.max(0, row!.n - maxClosed);
+    while (surplus > 0 && !stopped()) {
+      await pause();
+      if (stopped()) break;
+      const n = step(Math.min(surplus, batch), Infinity);
+      if (n === 0) break;
+      surplus -= n;
+    }
+    return deleted;
   }
 }
 

@@ -168,7 +168,13 @@ export class EventsService {
         pause: () => betweenBatches(this.o.checkpointer),
       });
       if (this.closed) return; // the database may be closing
-      const m = this.alerts.store.prune(this.now(), maxAge);
+      // closed alerts: as many as events at most (each has two events or more)
+      const m = await this.alerts.store.prune(this.now(), maxAge, s.maxEvents, {
+        stopped: () => this.closed,
+        pause: () => betweenBatches(this.o.checkpointer),
+        ...(this.o.reader ? { reader: this.o.reader } : {}),
+      });
+      if (this.closed) return;
       if (n + m > 0) this.o.log.info('old events pruned', { events: n, alerts: m });
     } catch (err) {
       if (!this.closed) this.o.log.warn('event retention failed; retrying later', { err });
