@@ -11,7 +11,12 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { EventRecord } from '../../../contract/events.js';
 import { DeliveryQueue } from '../../../engine/src/events/delivery/queue.js';
-import { SmtpError, formatMessage, sendMail } from '../../../engine/src/events/delivery/smtp.js';
+import {
+  MAX_LINE,
+  SmtpError,
+  formatMessage,
+  sendMail,
+} from '../../../engine/src/events/delivery/smtp.js';
 import { SyslogWriter, syslogLine } from '../../../engine/src/events/delivery/syslog.js';
 import { postWebhook, redactUrl } from '../../../engine/src/events/delivery/webhook.js';
 import { Notifier } from '../../../engine/src/events/notifier.js';
@@ -128,6 +133,31 @@ describe('SMTP client', () => {
       /Content-Transfer-Encoding: 7bit\r\n\r\none\r\n\.\r\ntwo\r\n$/,
     );
     expect(s.received[0]!.tls).toBe(false);
+  });
+
+  // An alert naming a host and a volume by NQNs of 223 characters runs past 998 in one
+  // line; RFC 5322 allows no more, and relays refuse such mail or break the line up.
+  it('sends no line longer than 998 characters: a long body line, many long recipients', async () => {
+    const s = await smtp({});
+    const nqn = `nqn.2014-08.com.example:${'h'.repeat(199)}`;
+    const text = `Host ${nqn} has been disconnected from volume ${nqn.replace('h', 'v')}. `.repeat(
+      3,
+    );
+    const to = Array.from({ length: 20 }, (_, i) => `${'r'.repeat(60)}${i}@example.com`);
+    await sendMail(
+      { host: '127.0.0.1', port: s.port, security: 'none' },
+      { from: 'a@b.c', to, subject: 'S', text: `${text}\n.last line` },
+    );
+    const data = s.received[0]!.data;
+    expect(data.split('\r\n').filter((l) => l.length > MAX_LINE)).toEqual([]);
+    const [head, body] = data.split('\r\n\r\n') as [string, string];
+    expect(head).toContain('Content-Transfer-Encoding: base64');
+    expect(Buffer.from(body.replace(/\r\n/g, ''), 'base64').toString()).toBe(
+      `${text}\r\n.last line`,
+    );
+    const toHeader = /^To: (.*(?:\r\n .*)*)/m.exec(head)![1]!;
+    expect(toHeader.split(/,\r\n /)).toEqual(to);
+    expect(s.received[0]!.to).toEqual(to);
   });
 
   it('refuses to send a password unencrypted, and reports what the server refused', async () => {

@@ -215,9 +215,18 @@ function offers(ehlo: Reply, keyword: string, arg?: string): boolean {
   });
 }
 
-/** RFC 5322 message: headers, a blank line, the body; UTF-8 where needed. */
+/** RFC 5322 (2.1.1): a line holds at most this many characters before its CRLF. */
+export const MAX_LINE = 998;
+
+/**
+ * RFC 5322 message: headers, a blank line, the body; UTF-8 where needed. No line is
+ * longer than MAX_LINE: a body that has one (an alert naming long NQNs and paths) goes
+ * base64 like a non-ASCII one, and a long recipient list is folded. Relays refuse, or
+ * break up and so corrupt, longer lines.
+ */
 export function formatMessage(mail: Mail, now = new Date()): string {
   const ascii = (s: string) => /^[\x20-\x7e\r\n\t]*$/.test(s);
+  const short = (s: string) => s.split('\r\n').every((l) => l.length <= MAX_LINE);
   // One line: a line break in a subject would end the header and start another one
   // (Bcc: …), and subjects carry names other machines chose (a host's NQN).
   const line = oneLine(mail.subject);
@@ -225,14 +234,15 @@ export function formatMessage(mail: Mail, now = new Date()): string {
   const text = mail.text.replace(/\r\n|\r|\n/g, '\r\n');
   const headers = [
     `From: ${mail.from}`,
-    `To: ${mail.to.join(', ')}`,
+    `To: ${mail.to.join(', ').length + 4 <= MAX_LINE ? mail.to.join(', ') : mail.to.join(',\r\n ')}`,
     `Subject: ${subject}`,
     `Date: ${now.toUTCString().replace('GMT', '+0000')}`,
     `Message-ID: <${randomUUID()}@${mail.from.split('@')[1] ?? 'branchsan'}>`,
     'MIME-Version: 1.0',
     'Content-Type: text/plain; charset=utf-8',
   ];
-  if (ascii(text)) return [...headers, 'Content-Transfer-Encoding: 7bit', '', text].join('\r\n');
+  if (ascii(text) && short(text))
+    return [...headers, 'Content-Transfer-Encoding: 7bit', '', text].join('\r\n');
   const b64 = Buffer.from(text).toString('base64').replace(/.{76}/g, '$&\r\n');
   return [...headers, 'Content-Transfer-Encoding: base64', '', b64].join('\r\n');
 }
