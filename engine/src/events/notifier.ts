@@ -89,6 +89,15 @@ export class Notifier {
     return out;
   }
 
+  /**
+   * A channel's queue tries its oldest message again now instead of after its backoff
+   * (up to 5 minutes): its settings changed (a password corrected), or a test message
+   * was queued behind it.
+   */
+  retryNow(channel: 'smtp' | 'webhook'): void {
+    this[channel].retryNow();
+  }
+
   async close(graceMs = 2_000): Promise<void> {
     await Promise.all([
       this.smtp.close(graceMs),

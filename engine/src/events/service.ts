@@ -251,7 +251,11 @@ export class EventsService {
     if (redacted.webhook?.secret !== undefined)
       redacted.webhook.secret = redacted.webhook.secret === null ? 'deleted' : 'set';
     // the audit row is written with the change, or neither is
-    return this.settings.update(p, () => this.audit(actor, 'settings.set', redacted));
+    const view = this.settings.update(p, () => this.audit(actor, 'settings.set', redacted));
+    // a corrected channel delivers what waits at once, not after the backoff
+    if (p.smtp) this.notifier.retryNow('smtp');
+    if (p.webhook) this.notifier.retryNow('webhook');
+    return view;
   }
 
   /** Records a test event that every enabled channel delivers whatever its level. */
@@ -264,6 +268,8 @@ export class EventsService {
     });
     const channels = this.lastChannels.get(id) ?? [];
     this.lastChannels.delete(id);
+    // queued behind messages waiting out a backoff: those are tried now, then the test
+    for (const c of channels) if (c !== 'syslog') this.notifier.retryNow(c);
     return { channels: ['ui', ...channels], eventId: id };
   }
 

@@ -20,9 +20,16 @@ import {
 import { SyslogWriter, syslogLine } from '../../../engine/src/events/delivery/syslog.js';
 import { postWebhook, redactUrl } from '../../../engine/src/events/delivery/webhook.js';
 import { Notifier } from '../../../engine/src/events/notifier.js';
+import { EventsService } from '../../../engine/src/events/service.js';
 import { SettingsStore, type SecretFiles } from '../../../engine/src/events/settings.js';
-import { getSetting, openDatabase, setSetting } from '../../../engine/src/persistence/db.js';
+import {
+  getSetting,
+  openDatabase,
+  recordEvent,
+  setSetting,
+} from '../../../engine/src/persistence/db.js';
 import { deleteSecret, readSecret, writeSecret } from '../../../engine/src/service/secrets.js';
+import { createLogger } from '../../../engine/src/util/log.js';
 import { tempDir } from '../../helpers/engine.js';
 import { startSmtpServer, type TestSmtpServer } from '../../helpers/smtp-server.js';
 import { fakeLogger } from '../../helpers/fake-logger.js';
@@ -583,5 +590,76 @@ describe('notifier and settings', () => {
       /Webhook for event #11 \("I\/O errors on volume vol1"\) was given up: 3 attempts failed/,
     );
     expect(dropped.message).toContain('The event stays in the event log.');
+  });
+});
+
+describe('a channel whose settings are corrected', () => {
+  // An hour's backoff: without an immediate retry, nothing would arrive during the test.
+  function service(dir: string) {
+    const { db } = openDatabase(path.join(dir, 'branchsan.db'));
+    const s = new EventsService({
+      db,
+      nodeId: 'node-1',
+      version: '9.9.9',
+      publish: () => undefined,
+      secrets: {
+        read: (n) => readSecret(dir, n),
+        write: (n, v) => writeSecret(dir, n, v),
+        remove: (n) => deleteSecret(dir, n),
+      },
+      collect: async () => ({}),
+      log: createLogger({ sink: { write: () => undefined } }),
+      rules: [],
+      intervalMs: 3_600_000,
+      syslogCommand: [fakeLogger(dir).command],
+      queue: { baseDelayMs: 3_600_000, maxDelayMs: 3_600_000 },
+    });
+    s.start();
+    cleanups.push(async () => {
+      await s.stop();
+      db.close();
+    });
+    const failing = () =>
+      db.prepare("SELECT COUNT(*) FROM events WHERE type = 'delivery.failing'").pluck().get();
+    return { db, s, failing };
+  }
+
+  it('delivers what waits at once, not after the backoff; so does a test message', async () => {
+    const mail = await smtp({ starttls: true, users: { alerts: 'right-password' } });
+    const { db, s, failing } = service(tempDir());
+    s.setSettings(
+      {
+        smtp: {
+          enabled: true,
+          host: '127.0.0.1',
+          port: mail.port,
+          from: 'san@branch.example',
+          to: ['it@example.com'],
+          username: 'alerts',
+          password: 'wrong-password',
+          allowInvalidCertificate: true,
+        },
+      },
+      'admin',
+    );
+    recordEvent(db, { type: 'io.errors', severity: 'error', message: 'Disk failing.' });
+    await until(() => failing() === 1); // refused; the next try is an hour away
+    // Before: the corrected password was first used an hour later.
+    s.setSettings({ smtp: { password: 'right-password' } }, 'admin');
+    const [first] = await mail.waitFor(1);
+    expect(first!.data).toContain('Disk failing.');
+
+    // the server refuses one message for a while (451): a test message queued behind it
+    // gets both through, rather than waiting out the hour with it
+    mail.failNext = 1;
+    recordEvent(db, { type: 'io.errors', severity: 'error', message: 'Disk failing again.' });
+    await until(() => failing() === 2);
+    expect(s.sendTest('admin').channels).toContain('smtp');
+    const got = await mail.waitFor(3);
+    expect(got.map((m) => /Disk failing again\.|Test notification/.exec(m.data)?.[0])).toEqual([
+      undefined,
+      'Disk failing again.',
+      'Test notification',
+    ]);
   });
 });

@@ -37,6 +37,8 @@ export class DeliveryQueue<T> {
   private failing = false;
   private closed = false;
   private idle?: () => void;
+  /** retryNow() came while a send was in progress. */
+  private retryAtOnce = false;
 
   constructor(
     private readonly send: (item: T) => Promise<void>,
@@ -55,6 +57,25 @@ export class DeliveryQueue<T> {
       this.hooks.dropped(old.item, `the queue holds at most ${this.opts.maxQueued} messages`);
     }
     this.items.push({ item, attempts: 0 });
+    this.kick();
+  }
+
+  /**
+   * Tries the head again now rather than after its backoff (up to maxDelayMs): the
+   * channel's settings changed, or a test message waits behind it. A send in progress
+   * that fails is retried at once instead of backing off (it may have used the old
+   * settings).
+   */
+  retryNow(): void {
+    if (this.closed) return;
+    if (this.busy) {
+      this.retryAtOnce = true;
+      return;
+    }
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
     this.kick();
   }
 
@@ -86,6 +107,8 @@ export class DeliveryQueue<T> {
       error = err instanceof Error ? err : new Error(String(err));
     }
     this.busy = false;
+    const atOnce = this.retryAtOnce;
+    this.retryAtOnce = false;
     this.idle?.();
     if (this.items[0] !== head) return this.kick(); // dropped while in flight (full queue): go on
     if (!error) {
@@ -106,6 +129,7 @@ export class DeliveryQueue<T> {
       return this.kick();
     }
     if (this.closed) return;
+    if (atOnce) return this.kick();
     const delay = Math.min(this.opts.maxDelayMs, this.opts.baseDelayMs * 2 ** (head.attempts - 1));
     this.timer = setTimeout(() => {
       this.timer = undefined;
