@@ -115,8 +115,9 @@ export class Path implements PathView {
   private anaTimer: NodeJS.Timeout | null = null;
   private ctrlRef: NvmeController | null = null;
 
-  /** The delay the last loss started (for messages). */
-  fenceDelayMs = 0;
+  /** The fence delay of each lost association whose commands have not all been released
+   * yet, by epoch (for messages: associations may have different delays). */
+  private readonly fenceDelays = new Map<number, number>();
 
   constructor(
     readonly index: number,
@@ -162,7 +163,15 @@ export class Path implements PathView {
   }
 
   /**
-   * The current association was lost: fenced once fenceDelayMs has passed, then
+   * The fence delay association `epoch` runs or ran, for messages; null once its fence
+   * released its commands (a command held later is released at once).
+   */
+  fenceDelayOf(epoch: number): number | null {
+    return this.fenceDelays.get(epoch) ?? null;
+  }
+
+  /**
+   * The current association was lost: fenced once its fence delay has passed, then
    * `onFenced` releases. Called on every state the controller passes through while it
    * has no association; only the first call after each loss starts a delay.
    */
@@ -177,10 +186,11 @@ export class Path implements PathView {
       this.fencedAhead.add(epoch);
       while (this.fencedAhead.delete(this.fencedThrough + 1)) this.fencedThrough++;
       onFenced();
+      this.fenceDelays.delete(epoch); // its commands in doubt went out in onFenced()
     };
-    const kato = this.ctrl.keepAliveCeilingMs;
-    this.fenceDelayMs = Math.max(this.minFenceMs, defaultFenceMs(kato));
-    this.armFence(epoch, this.fenceDelayMs, fence);
+    const delay = Math.max(this.minFenceMs, defaultFenceMs(this.ctrl.keepAliveCeilingMs));
+    this.fenceDelays.set(epoch, delay);
+    this.armFence(epoch, delay, fence);
   }
 
   /**

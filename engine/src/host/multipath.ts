@@ -392,7 +392,8 @@ export class MultipathNamespace extends NamespaceIo {
     for (const [c, epoch] of [...p.inDoubt] as [Command, number][]) {
       if (!p.fenced(epoch)) continue;
       p.inDoubt.delete(c);
-      const reason = `association lost ${p.fenceDelayMs} ms ago (${p.controller})`;
+      const ms = p.fenceDelayOf(epoch);
+      const reason = `association lost ${ms === null ? 'and fenced' : `${ms} ms ago`} (${p.controller})`;
       this.opts.onRetry?.({ kind: 'release', what: c.what, path: p.name, reason });
       this.dispatch(c);
     }

@@ -327,6 +327,8 @@ describe('multipath over two BranchSAN targets sharing one backend', () => {
     await pending;
     expect(events.map((e) => e.kind)).toEqual(['hold', 'release']);
     expect(releasedAt - heldAt).toBeGreaterThanOrEqual(3990);
+    // Its own association's delay, not the later one's 2000 ms (which the text gave).
+    expect(events[1]!.reason).toMatch(/^association lost 4000 ms ago /);
     expect((await mp.read(17, 1)).equals(data)).toBe(true);
   });
 
