@@ -106,10 +106,11 @@ async function readAnaLoop(
       applyAnaLog(ctx, p, log, id.anagrpmax);
     } while (read.again);
   } catch (e) {
-    // A lost association shows up as a state change; a refused read leaves the path
-    // unusable ('unknown'), says why, and is tried again.
-    if (e instanceof NvmeStatusError && read.epoch === p.epoch) {
-      learnAna(ctx, p, 'unknown', `ANA log: ${e.message}`);
+    // A lost association shows up as a state change, made before its commands fail. Any
+    // other failure (an NVMe status, the admin queue full) leaves the path unusable
+    // ('unknown'), says why, and is tried again.
+    if (read.epoch === p.epoch && p.controller === 'live') {
+      learnAna(ctx, p, 'unknown', `ANA log: ${(e as Error).message}`);
       readAnaLater(ctx, p);
     }
   }

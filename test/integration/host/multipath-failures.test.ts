@@ -10,6 +10,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Target } from '../../../engine/src/core/index.js';
+import { FID } from '../../../engine/src/protocol/opcodes.js';
 import { HostError, MultipathNamespace } from '../../../engine/src/host/index.js';
 import { BackendError, type BlockBackend } from '../../../engine/src/storage/backend.js';
 import { MemoryBackend } from '../../../engine/src/storage/memory.js';
@@ -322,6 +323,45 @@ describe('multipath and ANA statuses', () => {
     expect(refused).toBeGreaterThan(1);
     expect(refused).toBeLessThanOrEqual(10);
     expect((await mp.read(9, 1)).equals(data)).toBe(true);
+  });
+
+  // Before: a log read that failed without an NVMe status while the association stayed
+  // live (the admin queue full: 'busy') was taken for a lost association and dropped: A
+  // stayed in 'change', unusable and unread, until 2×ANATT reset its controller.
+  it('reads the ANA log again when a read fails while the association stays up', async () => {
+    let awayUntil = 0;
+    const { a } = await startAwayPair(() => performance.now() < awayUntil);
+    const proxy = await PausableProxy.start(a.port);
+    const changes: string[] = [];
+    let filled = false;
+    const held: Promise<unknown>[] = [];
+    const mp = await open({
+      nsid: 1,
+      // One admin command may wait for a slot: the 30th at once is refused 'busy'.
+      paths: [pathTo(a, proxy.port, { maxWaiting: 1 })],
+      onPathChange: (p, why) => changes.push(`${p.name} ${p.ana} ${why}`),
+      onRetry: () => {
+        if (filled) return;
+        filled = true;
+        // A answered 3/03: its log is read in 50 ms. Until then, fill its admin queue
+        // with commands whose answers the proxy holds back.
+        proxy.stall();
+        const ctrlA = mp.controller(0);
+        for (let i = 0; i < 30; i++) held.push(ctrlA.getFeatures(FID.KATO).catch((e) => e));
+      },
+    });
+    awayUntil = performance.now() + 100;
+    const pending = mp.write(4, randomBytes(BS)).then(
+      () => 'written',
+      (e: unknown) => e,
+    );
+    await until('the log read refused', () => changes.some((c) => /ANA log: .*waiting/.test(c)));
+    expect(mp.controller(0).state).toBe('live');
+    proxy.unstall();
+    await Promise.all(held);
+    expect(await pending).toBe('written');
+    expect(byName(mp, 'A').ana).toBe('optimized');
+    expect(changes.some((c) => /ANA change lasted/.test(c))).toBe(false);
   });
 
   // Before: each time the command was parked again its clock started over, so it could

@@ -183,6 +183,24 @@ export class PausableProxy {
   }
 
   /**
+   * Hold what the target sends on the connections open now (they stay open, and what
+   * the host sends still arrives), until unstall() lets it through.
+   */
+  stall(): void {
+    for (const [c, u] of this.pairs) {
+      u.unpipe(c);
+      u.pause();
+    }
+  }
+
+  unstall(): void {
+    for (const [c, u] of this.pairs) {
+      u.pipe(c);
+      u.resume();
+    }
+  }
+
+  /**
    * A partition of the connections open now, and of nothing else (a middlebox that lost
    * their state, a flapping link): the host's bytes on them reach neither the target nor
    * stop, and the target never sees them close, while new connections pass as before.
