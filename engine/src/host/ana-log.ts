@@ -91,8 +91,12 @@ export function parseAnaLog(b: Buffer, anagrpmax = 0): AnaLog {
  * Identify group has.
  */
 export function anaStateOf(log: AnaLog, nsid: number): AnaPathState {
-  for (const g of log.groups) if (g.nsids.includes(nsid)) return g.state;
-  return 'unknown';
+  return anaGroupOf(log, nsid)?.state ?? 'unknown';
+}
+
+/** The group whose NSID list holds `nsid` (see anaStateOf), or null. */
+export function anaGroupOf(log: AnaLog, nsid: number): AnaGroup | null {
+  return log.groups.find((g) => g.nsids.includes(nsid)) ?? null;
 }
 
 /**

@@ -6,7 +6,13 @@
  */
 import { LID, NSID_ALL } from '../protocol/opcodes.js';
 import { SC } from '../protocol/status.js';
-import { anaLogReadLength, anaStateOf, parseAnaLog, type AnaPathState } from './ana-log.js';
+import {
+  anaGroupOf,
+  anaLogReadLength,
+  parseAnaLog,
+  type AnaLog,
+  type AnaPathState,
+} from './ana-log.js';
 import type { AsyncEvent } from './controller.js';
 import { HostError, NamespaceNotActiveError, NvmeStatusError } from './errors.js';
 import type { Path } from './multipath-path.js';
@@ -138,19 +144,26 @@ function readAnaLater(ctx: WatchContext, p: Path): void {
  * Apply a log read by readAna(). Those reads are serialised per path, so the last one
  * applied is the last one asked for: its state stands, even when its CHGCNT is lower
  * than an earlier one's (a target that restarted its counter; Linux accepts that too).
+ * A log that does not give the namespace a state (not listed, or a state code with no
+ * meaning) leaves the path 'unknown', says so, and is read again (Linux re-reads a log
+ * without the namespace's group too).
  */
 function applyAnaLog(ctx: WatchContext, p: Path, raw: Buffer, anagrpmax: number): void {
-  let state: AnaPathState;
-  let chgcnt: bigint;
+  let log: AnaLog;
   try {
-    const log = parseAnaLog(raw, anagrpmax);
-    state = anaStateOf(log, ctx.nsid);
-    chgcnt = log.chgcnt;
+    log = parseAnaLog(raw, anagrpmax);
   } catch (e) {
     learnAna(ctx, p, 'unknown', (e as Error).message);
     return readAnaLater(ctx, p);
   }
-  learnAna(ctx, p, state, `ANA log (CHGCNT ${chgcnt})`);
+  const what = `ANA log (CHGCNT ${log.chgcnt})`;
+  const g = anaGroupOf(log, ctx.nsid);
+  if (g && g.state !== 'unknown') return learnAna(ctx, p, g.state, what);
+  const why = g
+    ? `gives namespace ${ctx.nsid}'s group ${g.anagrpid} state code 0x${g.code.toString(16)}, which is no ANA state`
+    : `does not list namespace ${ctx.nsid} in any group`;
+  learnAna(ctx, p, 'unknown', `${what} ${why}: reading it again`);
+  readAnaLater(ctx, p);
 }
 
 /** Record `state` for `p`; a group stuck in 'change' past 2×ANATT resets the controller. */

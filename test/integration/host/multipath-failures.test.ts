@@ -511,6 +511,33 @@ describe('multipath and ANA logs', () => {
     expect(byName(mp, 'A').usable).toBe(true);
   });
 
+  // Before: A went 'unknown' for good (no re-read), and the reason read only "ANA log
+  // (CHGCNT n)", not that the log left the namespace out.
+  it('says so when the ANA log leaves the namespace out, and reads it again', async () => {
+    const { a, b } = await startPair();
+    const changes: string[] = [];
+    const mp = await open({
+      nsid: 1,
+      paths: [pathTo(a), pathTo(b)],
+      onPathChange: (p, why) => changes.push(`${p.name} ${why}`),
+    });
+    const ana = a.target.ana;
+    const list = ana.list;
+    ana.list = () => []; // a log with no groups: namespace 1 in none
+    a.target.setAnaState(1, 'non-optimized'); // the event makes the host read
+    await until('A unknown', () => byName(mp, 'A').ana === 'unknown');
+    expect(changes.at(-1)).toMatch(
+      /^A ANA unknown: ANA log \(CHGCNT \d+\) does not list namespace 1 in any group/,
+    );
+    const data = randomBytes(BS);
+    await mp.write(8, data);
+    expect(b.writes).toContain(8 * BS);
+    // No event announces the namespace back in the log: only the host's re-read finds it.
+    ana.list = list;
+    await until('A read again', () => byName(mp, 'A').ana === 'non-optimized', 5000);
+    expect(byName(mp, 'A').usable).toBe(true);
+  });
+
   // Before: the log read was refused unsent as too large for the admin queue, whose limit
   // followed the path's maxTransferBytes; nothing said so, and the path stayed 'unknown'.
   it("reads an ANA log larger than the path's maxTransferBytes", async () => {
