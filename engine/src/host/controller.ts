@@ -23,6 +23,7 @@ import {
 import { HostError, NamespaceFormatError, NamespaceNotActiveError } from './errors.js';
 import { execute, type Submitter } from './execute.js';
 import { NvmeNamespace } from './namespace.js';
+import { MAX_TIMER_MS, timerRefusal } from './queue.js';
 import { NvmeRequest } from './request.js';
 import { StateMachine } from './state.js';
 
@@ -143,6 +144,7 @@ export class NvmeController implements Submitter {
 
   constructor(private readonly opts: ControllerOptions) {
     checkKato(opts);
+    checkTimers(opts);
     this.hostid = toHostId(opts.hostid);
     this.hostnqn =
       opts.hostnqn ?? `nqn.2014-08.org.nvmexpress:uuid:${admin.formatUuid(this.hostid)}`;
@@ -539,6 +541,45 @@ function checkKato(o: ControllerOptions): void {
       `to ${MAX_KATO_MS}: the Connect command carries it in 32 bits, so the target would ` +
       `get ${k >>> 0} ms (0: no keep-alive). Give a KATO in that range, e.g. 5000.`,
   );
+}
+
+/**
+ * Timer settings the library cannot keep are refused before anything connects: Node fires
+ * a setTimeout delay over MAX_TIMER_MS, or Infinity, after 1 ms, so a connect timeout of
+ * Infinity failed every connect at once and a long reconnect delay reconnected at once
+ * (in a loop, with a loss timeout of Infinity). A NaN or negative timeout is no setting.
+ */
+function checkTimers(o: ControllerOptions): void {
+  const rc = o.reconnect || null;
+  const checks: [string, number | undefined, number, number, string][] = [
+    [
+      'connectTimeoutMs',
+      o.connectTimeoutMs,
+      1,
+      MAX_TIMER_MS,
+      'how long a connect may take, e.g. 10000',
+    ],
+    ['adminTimeoutMs', o.adminTimeoutMs, 0, Infinity, 'e.g. 60000, or Infinity for none'],
+    ['ioTimeoutMs', o.ioTimeoutMs, 0, Infinity, 'e.g. 30000, or Infinity for none'],
+    [
+      'reconnect.delayMs',
+      rc?.delayMs,
+      0,
+      MAX_TIMER_MS,
+      'the wait between reconnect attempts, e.g. 10000',
+    ],
+    [
+      'reconnect.lossTimeoutMs',
+      rc?.lossTimeoutMs,
+      0,
+      Infinity,
+      'how long to keep reconnecting, e.g. 600000, or Infinity for ever',
+    ],
+  ];
+  for (const [name, ms, min, max, hint] of checks) {
+    const why = ms === undefined ? null : timerRefusal(name, ms, min, max);
+    if (why) throw new RangeError(`controller ${o.host}:${o.port}: ${why}. Give ${hint}.`);
+  }
 }
 
 function toHostId(id: Buffer | string | undefined): Buffer {

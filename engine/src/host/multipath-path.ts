@@ -30,9 +30,7 @@ import type { AnaPathState } from './ana-log.js';
 import { defaultFenceMs } from './multipath-options.js';
 import type { ControllerState, NvmeController } from './controller.js';
 import { pathUsable, type PathView } from './multipath-policy.js';
-
-/** The longest delay setTimeout keeps (2^31 - 1 ms); a longer one fires after 1 ms. */
-export const MAX_TIMER_MS = 0x7fff_ffff;
+import { MAX_TIMER_MS } from './queue.js';
 
 /** Per-path I/O counters (attempts, not caller commands: a retried command counts twice). */
 export interface PathIoCounts {

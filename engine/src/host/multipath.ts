@@ -65,7 +65,7 @@ import { NvmeController, type ControllerOptions } from './controller.js';
 import { HostError, NvmeStatusError } from './errors.js';
 import { Command, copyRequest } from './multipath-command.js';
 import { checkOptions, oneHost, pathName } from './multipath-options.js';
-import { MAX_TIMER_MS, Path, type PathInfo } from './multipath-path.js';
+import { Path, type PathInfo } from './multipath-path.js';
 import { choosePath, classifyOutcome, type Outcome } from './multipath-policy.js';
 import {
   onAnaEvent,
@@ -75,6 +75,7 @@ import {
   type WatchContext,
 } from './multipath-watch.js';
 import { NamespaceIo } from './namespace-io.js';
+import { MAX_TIMER_MS } from './queue.js';
 import { NvmeRequest } from './request.js';
 
 export { defaultFenceMs } from './multipath-options.js';

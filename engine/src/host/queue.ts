@@ -45,6 +45,23 @@ import { StateMachine } from './state.js';
 /** In-capsule limit Linux uses for every admin command and every fabrics command. */
 export const ADMIN_IN_CAPSULE_LIMIT = 8192;
 
+/** The longest delay setTimeout keeps (2^31 - 1 ms, about 24.8 days): a longer one, or
+ * Infinity, fires after 1 ms. */
+export const MAX_TIMER_MS = 0x7fff_ffff;
+
+/**
+ * Why `ms` cannot be the timer setting `name`, or null: a number of milliseconds from
+ * `min` to `max` (MAX_TIMER_MS for a delay armed with setTimeout; Infinity for a command
+ * timeout, which is a scanned deadline, never a timer of its own).
+ */
+export function timerRefusal(name: string, ms: number, min: number, max: number): string | null {
+  if (ms >= min && ms <= max) return null; // NaN is neither
+  const range = max === Infinity ? `${min} or more` : `from ${min} to ${max}`;
+  const why =
+    max === MAX_TIMER_MS ? ` (Node's timers hold no more: a longer wait would end after 1 ms)` : '';
+  return `${name} ${ms} is not a number of milliseconds ${range}${why}`;
+}
+
 export interface QueueOptions {
   readonly host: string;
   readonly port: number;
@@ -208,6 +225,10 @@ export class NvmeTcpQueue {
       const why = `port ${opts.port} is not a TCP port (an integer 1..65535)`;
       return Promise.reject(new HostError('connect', `${where}: ${why}`));
     }
+    const refused =
+      timerRefusal('connectTimeoutMs', opts.connectTimeoutMs ?? 10_000, 1, MAX_TIMER_MS) ??
+      timerRefusal('commandTimeoutMs', opts.commandTimeoutMs ?? 30_000, 0, Infinity);
+    if (refused) return Promise.reject(new RangeError(`${where}: ${refused}`));
     let q: NvmeTcpQueue;
     try {
       q = new NvmeTcpQueue(opts);

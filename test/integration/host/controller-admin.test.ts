@@ -15,6 +15,7 @@ import {
   HostError,
   NvmeController,
   NvmeRequest,
+  NvmeTcpQueue,
   fillRw,
   readDiscoveryLog,
   type AsyncEvent,
@@ -443,5 +444,50 @@ describe('command timeouts', () => {
     } finally {
       vi.restoreAllMocks();
     }
+  });
+});
+
+describe('timer settings', () => {
+  // Before: Node fired these after 1 ms (TimeoutOverflowWarning): a connect timeout of
+  // Infinity failed every connect at once ("TCP connect timed out after Infinity ms"), a
+  // reconnect delay of 2^31 ms reconnected at once, a NaN I/O timeout scanned every 1 ms.
+  it('refuses timer settings Node cannot keep, before connecting, and says what to give', async () => {
+    const target = await start();
+    const base = { host: '127.0.0.1', port: target.port, subnqn: 'nqn.fake' };
+    const cases: [Partial<Parameters<typeof NvmeController.connect>[0]>, RegExp][] = [
+      [{ connectTimeoutMs: Infinity }, /connectTimeoutMs Infinity is not .* from 1 to 2147483647/],
+      [{ connectTimeoutMs: 2 ** 31 }, /connectTimeoutMs 2147483648 is not .*after 1 ms\)\. Give/],
+      [
+        { reconnect: { delayMs: 2 ** 31, lossTimeoutMs: Infinity } },
+        /reconnect\.delayMs 2147483648/,
+      ],
+      [
+        { reconnect: { delayMs: 100, lossTimeoutMs: NaN } },
+        /reconnect\.lossTimeoutMs NaN .* 0 or more/,
+      ],
+      [{ ioTimeoutMs: NaN }, /ioTimeoutMs NaN is not a number of milliseconds 0 or more\. Give/],
+      [{ adminTimeoutMs: -1 }, /adminTimeoutMs -1 is not/],
+    ];
+    for (const [o, msg] of cases) {
+      const err = await NvmeController.connect({ ...base, ...o }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(RangeError);
+      expect((err as Error).message).toMatch(new RegExp(`^controller 127\\.0\\.0\\.1:\\d+: `));
+      expect((err as Error).message).toMatch(msg);
+    }
+    // A queue opened on its own refuses them too.
+    const q = { host: '127.0.0.1', port: target.port, qid: 0, depth: 4 };
+    await expect(NvmeTcpQueue.connect({ ...q, connectTimeoutMs: Infinity })).rejects.toThrow(
+      /^127\.0\.0\.1:\d+ queue 0: connectTimeoutMs Infinity is not/,
+    );
+    await expect(NvmeTcpQueue.connect({ ...q, commandTimeoutMs: NaN })).rejects.toThrow(RangeError);
+    expect(target.adminOps).toEqual([]); // nothing connected
+    expect(target.conns.size).toBe(0);
+    // The largest of each still works; Infinity is "for ever" where that has a meaning.
+    const ctrl = await connect(target, 'nqn.fake', {
+      connectTimeoutMs: 2 ** 31 - 1,
+      ioTimeoutMs: Infinity,
+      reconnect: { delayMs: 2 ** 31 - 1, lossTimeoutMs: Infinity },
+    });
+    expect(ctrl.state).toBe('live');
   });
 });
