@@ -10,7 +10,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { AEN_BIT, DISCOVERY_NQN, FID, LID, NSID_ALL } from '../protocol/opcodes.js';
+import { ADMIN, AEN_BIT, DISCOVERY_NQN, FID, LID, NSID_ALL } from '../protocol/opcodes.js';
 import * as admin from './admin.js';
 import { anaLogReadLength } from './ana-log.js';
 import { Association, type AssociationParams } from './association.js';
@@ -233,10 +233,48 @@ export class NvmeController implements Submitter {
 
   // ---- command submission ----
 
-  /** Admin command (Submitter interface): never throws, outcome via req.onDone. */
+  /**
+   * Admin command (Submitter interface): outcome via req.onDone. Throws only for a
+   * caller's mistake: a Set Features turning keep-alive off with requireKeepAlive.
+   */
   submit(req: NvmeRequest): void {
     if (!this.sm.is('live') || !this.assoc) return this.refuse(req);
+    // The command carries the FID's low 8 bits (fillSetFeatures): 0x10F sets KATO too.
+    if (req.opcode === ADMIN.SET_FEATURES && (req.cdw10 & 0xff) === FID.KATO) {
+      return this.submitKato(req, this.assoc);
+    }
     this.assoc.admin.submit(req);
+  }
+
+  /**
+   * Set Features KATO, whichever way it is sent (setFeatures(), execute(), submit()): a
+   * successful one also moves the host's Keep Alive to the new timeout, as Linux's
+   * nvme_update_keep_alive does (on the old period a lowered KATO would expire between
+   * two Keep Alives), and the next associations connect with it.
+   */
+  private submitKato(req: NvmeRequest, a: Association): void {
+    const kato = req.cdw11 >>> 0;
+    if (kato === 0 && this.opts.requireKeepAlive) {
+      throw new Error(
+        `controller ${this.opts.host}:${this.opts.port}: KATO 0 (no keep-alive) refused: this ` +
+          `controller is a multipath path, and without keep-alive its target never drops it ` +
+          `when the path is lost, so nothing could prove a write sent there will not land ` +
+          `later. Give it a KATO above 0.`,
+      );
+    }
+    // Once sent it may be in force, answered or not: the ceiling grows before.
+    if (kato > this.katoCeiling) this.katoCeiling = kato;
+    const done = req.onDone;
+    req.onDone = (r) => {
+      r.onDone = done;
+      // Unless it went to an association that is gone: the new one has the old KATO.
+      if (!r.error && r.status === 0 && this.assoc === a) {
+        this.params = { ...this.params, kato };
+        a.keepAlive.start(kato);
+      }
+      done(r);
+    };
+    a.admin.submit(req);
   }
 
   /**
@@ -285,32 +323,9 @@ export class NvmeController implements Submitter {
   getFeatures(fid: number, p?: FeatureParams): Promise<admin.FeatureResult> {
     return admin.getFeatures(this, fid, p);
   }
-  /**
-   * Set Features. A successful KATO (0x0F) also moves the host's Keep Alive to the new
-   * timeout, as Linux's nvme_update_keep_alive does: on the old period a lowered KATO
-   * would expire between two Keep Alives.
-   */
-  async setFeatures(fid: number, p?: FeatureParams): Promise<admin.FeatureResult> {
-    const a = this.assoc;
-    // The command carries the FID's low 8 bits (fillSetFeatures): 0x10F sets KATO too.
-    const kato = (fid & 0xff) === FID.KATO ? (p?.cdw11 ?? 0) >>> 0 : -1;
-    if (kato === 0 && this.opts.requireKeepAlive) {
-      throw new Error(
-        `controller ${this.opts.host}:${this.opts.port}: KATO 0 (no keep-alive) refused: this ` +
-          `controller is a multipath path, and without keep-alive its target never drops it ` +
-          `when the path is lost, so nothing could prove a write sent there will not land ` +
-          `later. Give it a KATO above 0.`,
-      );
-    }
-    // Once sent it may be in force, answered or not: the ceiling grows before.
-    if (a && kato > this.katoCeiling) this.katoCeiling = kato;
-    const r = await admin.setFeatures(this, fid, p);
-    // Unless it went to an association that is gone: the new one has the old KATO.
-    if (kato >= 0 && a && this.assoc === a) {
-      this.params = { ...this.params, kato };
-      a.keepAlive.start(kato);
-    }
-    return r;
+  /** Set Features; a KATO (0x0F) is followed as submit() says (submitKato). */
+  setFeatures(fid: number, p?: FeatureParams): Promise<admin.FeatureResult> {
+    return admin.setFeatures(this, fid, p);
   }
 
   /**

@@ -10,7 +10,12 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Target } from '../../../engine/src/core/index.js';
-import { NvmeController } from '../../../engine/src/host/index.js';
+import {
+  NvmeController,
+  NvmeRequest,
+  execute,
+  fillSetFeatures,
+} from '../../../engine/src/host/index.js';
 import { ADMIN, FID, LID } from '../../../engine/src/protocol/opcodes.js';
 import { MemoryBackend } from '../../../engine/src/storage/memory.js';
 import { serveOnLoopback } from '../../helpers/target.js';
@@ -105,6 +110,32 @@ describe('keep-alive', () => {
     expect((await ctrl.getFeatures(FID.KATO)).dw0).toBe(1000);
     // A new association is a new controller: it is told the KATO the host keeps to.
     await ctrl.reconnect();
+    expect((await ctrl.getFeatures(FID.KATO)).dw0).toBe(1000);
+  });
+
+  // Before: only setFeatures() did; the same command through submit() (execute()) left
+  // the Keep Alive on the old period (the target dropped the idle controller), the KATO
+  // ceiling a multipath fence is timed by unraised, and KATO 0 on a path unrefused.
+  it('follows a KATO set by a Set Features sent through submit(), as setFeatures() does', async () => {
+    const port = await ownTarget();
+    const ctrl = await NvmeController.connect({
+      host: '127.0.0.1',
+      port,
+      subnqn: NQN,
+      kato: 10_000,
+      requireKeepAlive: true,
+    });
+    cleanups.push(() => ctrl.close(100));
+    const setKato = (ms: number) =>
+      execute(ctrl, fillSetFeatures(new NvmeRequest(), FID.KATO, { cdw11: ms }));
+    await setKato(20_000);
+    expect(ctrl.keepAliveCeilingMs).toBe(20_000);
+    await setKato(1000);
+    expect(ctrl.keepAliveCeilingMs).toBe(20_000); // the largest it may have had
+    await sleep(3000);
+    expect(ctrl.state).toBe('live');
+    expect((await ctrl.getFeatures(FID.KATO)).dw0).toBe(1000);
+    await expect(setKato(0)).rejects.toThrow(/KATO 0 \(no keep-alive\) refused/);
     expect((await ctrl.getFeatures(FID.KATO)).dw0).toBe(1000);
   });
 
