@@ -60,8 +60,9 @@ export interface ControllerOptions {
   /** I/O queue entries (default 128, Linux's default); clamped to CAP.MQES+1, MAXCMD,
    * and at least 2. A queue of N entries has N - 1 commands in flight at most. */
   readonly queueSize?: number;
-  /** Keep-alive timeout, ms (default 5000; 0 = none; a whole number up to 2^32 - 1, as
-   * the Connect carries it). Keep Alive is sent every KATO/2.
+  /** Keep-alive timeout, ms (default 5000, 30000 for a discovery controller; 0 = none; a
+   * whole number up to 2^32 - 1, as the Connect carries it). Keep Alive is sent every
+   * KATO/2.
    * setFeatures(FID.KATO) changes it, for the next associations too. */
   readonly kato?: number;
   /** Refuse to turn keep-alive off: setFeatures(FID.KATO) with 0 fails before it is
@@ -108,6 +109,13 @@ export type ControllerState =
 
 /** KATO of an I/O controller when the options give none (Linux's NVME_DEFAULT_KATO). */
 export const DEFAULT_KATO_MS = 5000;
+/**
+ * KATO of a discovery controller when the options give none: nvme-cli's for one it keeps
+ * (--persistent). With 0, as Linux connects one it reads once and lets go (discover()
+ * does that), the target still keeps a timer (nvmet and ours: 120 s) and drops a
+ * controller held for its discovery-change events once that runs out.
+ */
+export const DISCOVERY_KATO_MS = 30_000;
 /** The largest KATO there is: the Connect command carries it as 32 bits of ms. */
 export const MAX_KATO_MS = 0xffff_ffff;
 
@@ -157,7 +165,7 @@ export class NvmeController implements Submitter {
       hostid: this.hostid,
       hdgst: opts.hdgst ?? false,
       ddgst: opts.ddgst ?? false,
-      kato: opts.kato ?? (discovery ? 0 : DEFAULT_KATO_MS),
+      kato: opts.kato ?? (discovery ? DISCOVERY_KATO_MS : DEFAULT_KATO_MS),
       ioQueues: discovery ? 0 : (opts.ioQueues ?? 1),
       queueSize: opts.queueSize ?? 128,
       connectTimeoutMs: opts.connectTimeoutMs ?? 10_000,

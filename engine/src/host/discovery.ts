@@ -82,10 +82,14 @@ export type DiscoverOptions = Omit<ControllerOptions, 'subnqn' | 'discovery' | '
   readonly subnqn?: string;
 };
 
-/** Connect to a discovery controller, read its log, disconnect. */
+/**
+ * Connect to a discovery controller, read its log, disconnect. Without keep-alive (KATO
+ * 0, unless given), as Linux connects one it does not keep.
+ */
 export async function discover(opts: DiscoverOptions): Promise<DiscoveryLog> {
   const ctrl = await NvmeController.connect({
     ...opts,
+    kato: opts.kato ?? 0,
     subnqn: opts.subnqn ?? DISCOVERY_NQN,
     discovery: true,
   });

@@ -13,10 +13,11 @@ import { Target } from '../../../engine/src/core/index.js';
 import {
   NvmeController,
   NvmeRequest,
+  discover,
   execute,
   fillSetFeatures,
 } from '../../../engine/src/host/index.js';
-import { ADMIN, FID, LID } from '../../../engine/src/protocol/opcodes.js';
+import { ADMIN, DISCOVERY_NQN, FID, LID } from '../../../engine/src/protocol/opcodes.js';
 import { MemoryBackend } from '../../../engine/src/storage/memory.js';
 import { serveOnLoopback } from '../../helpers/target.js';
 import { waitFor } from './helpers.js';
@@ -137,6 +138,26 @@ describe('keep-alive', () => {
     expect((await ctrl.getFeatures(FID.KATO)).dw0).toBe(1000);
     await expect(setKato(0)).rejects.toThrow(/KATO 0 \(no keep-alive\) refused/);
     expect((await ctrl.getFeatures(FID.KATO)).dw0).toBe(1000);
+  });
+
+  // Before: connected with KATO 0 and no Keep Alive, it was dropped once the target's
+  // discovery keep-alive timer (120 s by default, 1 s here) ran out.
+  it('keeps a discovery controller it holds alive', async () => {
+    const target = new Target({ discoveryKatoMs: 1000, kaSlackMs: 500 });
+    const served = await serveOnLoopback(target);
+    cleanups.push(async () => {
+      target.close();
+      await served.transport.close();
+    });
+    const port = served.port;
+    const ctrl = await NvmeController.connect({ host: '127.0.0.1', port, subnqn: DISCOVERY_NQN });
+    cleanups.push(() => ctrl.close(100));
+    expect((await ctrl.getFeatures(FID.KATO)).dw0).toBe(30_000);
+    await sleep(2500);
+    expect(ctrl.state).toBe('live');
+    // One read once and let go connects without keep-alive, as Linux does.
+    const log = await discover({ host: '127.0.0.1', port });
+    expect(log.entries.length).toBe(1);
   });
 
   it('sends Keep Alive while slow admin commands fill the admin queue', async () => {
