@@ -6,7 +6,8 @@
  * Fencing. A command that failed on this path without a completion may still run on
  * the target. It is safe to send it elsewhere only once the association it went out on
  * can no longer execute anything: the fence delay has passed since that association was
- * lost (the controller left 'live'). The delay covers a target that did not notice the
+ * lost (the controller left 'live'; for a close() by the caller, once it is 'closed':
+ * while 'deleting' it drains and shuts down on the association's open sockets). The delay covers a target that did not notice the
  * loss (a network partition): it keeps that controller until its keep-alive timer fires
  * (KATO + slack), so the delay is the KATO rounded up, plus a second (defaultFenceMs),
  * or the longer fenceDelayMs the caller gave: never shorter, which MultipathNamespace

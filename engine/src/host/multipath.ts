@@ -505,7 +505,10 @@ export class MultipathNamespace extends NamespaceIo {
       return;
     }
     p.lost();
-    if (!this.closing) p.startFence(() => this.releaseFenced(p));
+    // Not yet while 'deleting': close() drains and shuts down on the association, whose
+    // sockets (and Keep Alives) stay open for up to seconds, so the target may still be
+    // taking this path's writes; its fence counts from 'closed', when they are shut.
+    if (!this.closing && next !== 'deleting') p.startFence(() => this.releaseFenced(p));
     this.emit(p, reason);
   }
 }

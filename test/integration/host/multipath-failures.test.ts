@@ -490,6 +490,41 @@ describe('multipath and ANA statuses', () => {
   });
 });
 
+// Before: the fence of a path whose controller was closed by hand started when the
+// close did, though the close keeps the association's sockets open while it drains and
+// shuts down: a write that failed there was resent as soon as the close ended.
+describe('multipath and a path closed by hand', () => {
+  it("counts the path's fence from the end of its controller's close, not its start", async () => {
+    const LBA = 11;
+    const backend = new MemoryBackend({ sizeBytes: 16 << 20, blockSize: BS });
+    const inner = spy(backend, []);
+    const stalling: BlockBackend = {
+      ...inner,
+      write: (o, d, f, cb) => (o === LBA * BS ? undefined : inner.write(o, d, f, cb)),
+    };
+    const a = await startNode('A', stalling, 'optimized', [1, 0x7fff]);
+    const b = await startNode('B', backend, 'non-optimized', [0x8000, 0xffef]);
+    let releasedAt = 0;
+    const mp = await open({
+      nsid: 1,
+      // KATO 1 s: A's fence is 2 s
+      paths: [pathTo(a, a.port, { kato: 1000 }), pathTo(b)],
+      onRetry: (ev) => {
+        if (ev.kind === 'release') releasedAt = performance.now();
+      },
+    });
+    const data = randomBytes(BS);
+    const write = mp.write(LBA, data);
+    await until('the write to be in flight on A', () => byName(mp, 'A').inFlight === 1);
+    // a drain of 1.5 s that the stuck write outlasts, then the shutdown
+    await mp.controller(0).close(1500);
+    const closedAt = performance.now();
+    await write;
+    expect(releasedAt - closedAt).toBeGreaterThanOrEqual(1990);
+    expect((await mp.read(LBA, 1)).equals(data)).toBe(true);
+  });
+});
+
 describe('multipath and ANA logs', () => {
   // Before: the path stayed 'unknown' until an event or a reconnect happened to read again.
   it('reads a refused ANA log again, with a backoff, until it gets it', async () => {
