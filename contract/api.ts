@@ -243,6 +243,27 @@ export const methods = {
     params: z.object({ nqn: Nqn, nsid: z.number().int().min(1).max(1024) }).strict(),
     result: z.object({}),
   },
+  /**
+   * Serves an offline namespace from what its path (or `path`, which becomes its path)
+   * names now, although it is not the disk or file the namespace was added on (another
+   * disk's identity, another size): its NGUID stays. Only for what holds its data.
+   */
+  'target.namespace.accept': {
+    params: z
+      .object({
+        nqn: Nqn,
+        nsid: z.number().int().min(1).max(1024),
+        path: z
+          .string()
+          .min(1)
+          .max(4096)
+          .startsWith('/', 'an absolute path')
+          .regex(NO_CONTROL_CHARS, 'a path without control characters (newlines, tabs)')
+          .optional(),
+      })
+      .strict(),
+    result: NamespaceConfig,
+  },
   /** History of one series, from the finest tier that covers the range (contract/metrics.ts). */
   'metrics.query': { params: MetricsQueryParams, result: MetricsQueryResult },
   /** The series with stored history, a page at a time (contract/metrics.ts). */

@@ -58,6 +58,8 @@ export interface CollectorSources {
   config(): TargetConfig;
   /** Sockets the engine should listen on and cannot now. */
   listenersDown?(): ListenerDown[];
+  /** Why a configured namespace that opened is not served (see OfflineVolume.refused). */
+  refusedBacking?(nqn: string, nsid: number): string | undefined;
   events: EventStore;
   now(): number;
   /** The capacity check's file system calls (default: node:fs/promises). */
@@ -215,7 +217,8 @@ export class InputCollector {
         const label = `volume ${volumeName(s.nqn)} (namespace ${ns.nsid})`;
         const st = this.src.target.namespaceStats(s.nqn, ns.nsid);
         if (!st) {
-          offline.push({ subject, label, path: ns.path });
+          const refused = this.src.refusedBacking?.(s.nqn, ns.nsid);
+          offline.push({ subject, label, path: ns.path, ...(refused ? { refused } : {}) });
           continue;
         }
         const v: VolumeIo = {

@@ -115,6 +115,11 @@ export interface OfflineVolume {
   label: string;
   /** The file or device that could not be opened. */
   path: string;
+  /**
+   * Why it is not served when it opened and is not what the volume was added on
+   * (another disk at its /dev name, a file cut short), with what to do.
+   */
+  refused?: string;
 }
 
 export interface MirrorState {
@@ -792,9 +797,10 @@ export function volumeOfflineRule(): Rule {
         subject: v.subject,
         severity: 'critical' as const,
         title: `${cap(v.label)} is offline`,
-        message:
-          `${cap(v.label)} could not be opened (${v.path || 'no backing store'}), so hosts cannot reach it. ` +
-          'The engine tries again every 10 seconds; the event log says why it failed. Check that the file or disk exists, is mounted and is not used by another program.',
+        message: v.refused
+          ? `${cap(v.label)} is not served, so hosts cannot reach it: ${v.refused} The engine checks again every 10 seconds.`
+          : `${cap(v.label)} could not be opened (${v.path || 'no backing store'}), so hosts cannot reach it. ` +
+            'The engine tries again every 10 seconds; the event log says why it failed. Check that the file or disk exists, is mounted and is not used by another program.',
         data: { path: v.path },
       }));
     },

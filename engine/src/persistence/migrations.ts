@@ -142,4 +142,13 @@ export const MIGRATIONS: readonly Migration[] = [
       ) STRICT;
     `,
   },
+  {
+    // service/target-service.ts: the disk a block namespace was added on, compared at every
+    // open so that a /dev name that moved to another disk is not served as this volume.
+    // NULL: not recorded yet (added before this column); recorded at its next open.
+    name: 'identity of a namespace device',
+    sql: `
+      ALTER TABLE namespaces ADD COLUMN device TEXT; -- JSON: key, about, weak (storage/device-identity.ts)
+    `,
+  },
 ];

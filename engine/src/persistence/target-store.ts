@@ -20,6 +20,11 @@ export interface NamespaceRow {
   nguid: string;
   uuid: string;
   anaGroup: number;
+  /**
+   * A block device's identity when it was added (JSON, storage/device-identity.ts),
+   * compared at every open; null for files, memory, and rows from before it was kept.
+   */
+  device?: string | null;
 }
 
 export interface SubsystemRow {
@@ -55,7 +60,7 @@ export class TargetStore {
     );
     const nss = this.db.prepare(
       `SELECT nsid, backend_kind AS backendKind, path, size_bytes AS sizeBytes, block_size AS blockSize,
-              nguid, uuid, ana_group AS anaGroup
+              nguid, uuid, ana_group AS anaGroup, device
        FROM namespaces WHERE subsystem_nqn = ? ORDER BY nsid`,
     );
     return {
@@ -115,8 +120,8 @@ export class TargetStore {
   addNamespace(nqn: string, ns: NamespaceRow): void {
     this.db
       .prepare(
-        `INSERT INTO namespaces (subsystem_nqn, nsid, backend_kind, path, size_bytes, block_size, nguid, uuid, ana_group)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO namespaces (subsystem_nqn, nsid, backend_kind, path, size_bytes, block_size, nguid, uuid, ana_group, device)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       )
       .run(
         nqn,
@@ -128,7 +133,21 @@ export class TargetStore {
         ns.nguid,
         ns.uuid,
         ns.anaGroup,
+        ns.device ?? null,
       );
+  }
+
+  /** What an open found at a namespace's path, taken as what it serves from now on. */
+  setBacking(
+    nqn: string,
+    nsid: number,
+    b: { path: string; sizeBytes: number; device: string | null },
+  ): void {
+    this.db
+      .prepare(
+        'UPDATE namespaces SET path = ?, size_bytes = ?, device = ? WHERE subsystem_nqn = ? AND nsid = ?',
+      )
+      .run(b.path, b.sizeBytes, b.device, nqn, nsid);
   }
 
   removeNamespace(nqn: string, nsid: number): boolean {

@@ -151,6 +151,7 @@ export class Engine {
         backing: (nqn, nsid) => runtime.backingState(nqn, nsid),
         ioThreadsDown: (nqn, nsid) => runtime.ioThreadsDown(nqn, nsid),
         listenersDown: () => [...targets.listenersDown(), ...consoleDown(consoleServer)],
+        refusedBacking: (nqn, nsid) => targets.refusedBacking(nqn, nsid),
         events: new EventStore(db),
         now: Date.now,
       });

@@ -21,13 +21,15 @@ import type { ListenerDown } from '../events/rules.js';
 import type { Db } from '../persistence/db.js';
 import { getSetting, recordEvent, setSetting } from '../persistence/db.js';
 import { TargetStore, type NamespaceRow, type SubsystemRow } from '../persistence/target-store.js';
+import type { BlockBackend } from '../storage/backend.js';
 import type { BackendSpec } from '../storage/open.js';
+import { storedDevice, verifyBacking, WrongBacking } from './backing-check.js';
 import {
   MEMORY_EVENT_FLOORS,
   PeerMemoryEvents,
   type MemoryEventFloors,
 } from './peer-memory-events.js';
-import { statIdentity } from '../storage/file.js';
+import { FdBackend, statIdentity } from '../storage/file.js';
 import { storageProblem, UserError, whereStorageAllows } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { VOLUME_DIR, insideDir } from '../util/paths.js';
@@ -72,6 +74,8 @@ export class TargetService {
     number,
     { address: string; problem: string; since: number }
   >();
+  /** Namespaces whose disk or file is not the configured one, by `nqn#nsid`: why, and what to do. */
+  private readonly refused = new Map<string, string>();
 
   /**
    * Told, once a change is stored, of the hosts that lost access to a subsystem (taken
@@ -153,11 +157,17 @@ export class TargetService {
     for (const s of cfg.subsystems) this.rt.addSubsystem(s);
     const offline = await this.bringUp(
       (ns, nqn, err) =>
-        this.problem(
-          'target.namespace.unavailable',
-          `Namespace ${ns.nsid} of ${nqn} is offline: ${sentence(err.message)} It is retried every ${RETRY_OFFLINE_MS / 1000} s.`,
-          err,
-        ),
+        err instanceof WrongBacking
+          ? this.problem(
+              'target.namespace.wrong-backing',
+              `Namespace ${ns.nsid} of ${nqn} is offline: ${sentence(err.message)} ${err.hint} Until then it is tried again every ${RETRY_OFFLINE_MS / 1000} s.`,
+              err,
+            )
+          : this.problem(
+              'target.namespace.unavailable',
+              `Namespace ${ns.nsid} of ${nqn} is offline: ${sentence(err.message)} It is retried every ${RETRY_OFFLINE_MS / 1000} s.`,
+              err,
+            ),
       (p, err) =>
         this.problem(
           'target.port.unavailable',
@@ -278,9 +288,19 @@ export class TargetService {
     for (const s of cfg.subsystems) {
       for (const ns of s.namespaces) {
         if (this.rt.hasNamespace(s.nqn, ns.nsid)) continue;
-        await this.rt.addNamespace(s.nqn, { ...ns, backend: specOf(ns, false) }).then(
-          () => nsUp(ns, s.nqn),
-          (err: Error) => (fail(), nsFailed(ns, s.nqn, err)),
+        const key = `${s.nqn}#${ns.nsid}`;
+        await this.rt.addNamespace(s.nqn, { ...ns, backend: checkedSpec(s.nqn, ns) }).then(
+          (backend) => {
+            this.refused.delete(key);
+            this.noteOpened(s.nqn, ns, backend);
+            nsUp(ns, s.nqn);
+          },
+          (err: Error) => {
+            fail();
+            if (err instanceof WrongBacking) this.refused.set(key, `${err.message} ${err.hint}`);
+            else this.refused.delete(key);
+            nsFailed(ns, s.nqn, err);
+          },
         );
       }
     }
@@ -305,8 +325,58 @@ export class TargetService {
     return failed;
   }
 
+  /**
+   * What an open of a stored namespace found that the row lacks: the identity of a
+   * block device added before identities were kept (recorded now, so that from now on
+   * a disk that takes its name is refused), and a size that grew (a resized volume or
+   * disk: hosts see the new size once they rescan). Never throws: a database that cannot
+   * store it only means it is noted at the next open.
+   */
+  private noteOpened(nqn: string, ns: NamespaceRow, backend: BlockBackend): void {
+    const device = deviceOf(backend);
+    const record = ns.backendKind === 'block' && device !== null && storedDevice(ns) === null;
+    const grown = ns.backendKind !== 'memory' && backend.sizeBytes > ns.sizeBytes;
+    if (!record && !grown) return;
+    let stored: boolean;
+    try {
+      stored = whereStorageAllows(this.log, 'record what a namespace opened', () =>
+        this.store.setBacking(nqn, ns.nsid, {
+          path: ns.path,
+          sizeBytes: backend.sizeBytes,
+          device: record ? device : (ns.device ?? null),
+        }),
+      );
+    } catch (err) {
+      // the namespace is served either way; the next open tries again
+      this.log.warn('could not record what a namespace opened', { nqn, nsid: ns.nsid, err });
+      return;
+    }
+    if (!stored) return;
+    const which = `Namespace ${ns.nsid} of ${nqn}`;
+    if (record) {
+      const about = storedDevice({ device })!;
+      this.notice(
+        'target.namespace.device-recorded',
+        `${which}: ${ns.path} is ${about.about}. Recorded now, since the engine that added it did not keep which disk it was: ` +
+          `from now on it is served only while ${ns.path} is that disk${about.weak ? ' (by its size only, as it has no identity: a weaker check)' : ''}. ` +
+          'Make sure it is the right disk now; if it is not, remove the namespace at once.',
+      );
+    }
+    if (grown) {
+      this.notice(
+        'target.namespace.grown',
+        `${which}: ${ns.path} grew from ${ns.sizeBytes} to ${backend.sizeBytes} bytes, and is served at its new size; hosts see it once they rescan.`,
+      );
+    }
+  }
+
   config(): TargetConfig {
     return this.store.load();
+  }
+
+  /** Why a configured namespace is offline though it opened: not its disk or file (backing-check.ts). */
+  refusedBacking(nqn: string, nsid: number): string | undefined {
+    return this.rt.hasNamespace(nqn, nsid) ? undefined : this.refused.get(`${nqn}#${nsid}`);
   }
 
   /** Configured NVMe/TCP ports that are not listening; each is retried every RETRY_OFFLINE_MS. */
@@ -520,6 +590,59 @@ export class TargetService {
     return { path: p, inDataDir: answer[0], names: answer[1], others: answer[2] };
   }
 
+  /**
+   * Refuses a backing path no namespace may take: one in the data directory, or the file
+   * or device of another namespace (not `self`'s) under whatever name; resolves with the
+   * names of what it points at (pathNames).
+   */
+  private async checkFree(p: string, self?: { nqn: string; nsid: number }): Promise<string[]> {
+    const configured = this.store
+      .load()
+      .subsystems.flatMap((s) => s.namespaces.map((n) => ({ nqn: s.nqn, n })))
+      .filter(
+        ({ nqn, n }) => n.backendKind !== 'memory' && !(nqn === self?.nqn && n.nsid === self.nsid),
+      );
+    // Not open (offline: its file missing, or held by another program): known by its path,
+    // with its directory's symbolic links resolved, and by its file if there is one (a
+    // served one is known by what its descriptor names, with no call to its file system).
+    const offline = configured.filter(({ nqn, n }) => !this.rt.servedIdentity(nqn, n.nsid));
+    const checked = await this.checkPath(
+      p,
+      offline.map(({ n }) => n.path),
+    );
+    if (checked.inDataDir) {
+      // Its database, logs, keys and secrets: a host writing or reading them as a disk
+      // would corrupt the engine's state or carry its secrets away.
+      throw new UserError(
+        `${checked.path} is inside the engine's data directory ${this.dataDir}.`,
+        `Keep volumes elsewhere, for example ${VOLUME_DIR}/ or a disk of their own.`,
+        'invalid',
+        'backend.path',
+      );
+    }
+    // The same file or device under another name (./, //, a symlink, a by-id link) counts
+    // too; a served one is also known by what its descriptor names, and by its path (its
+    // file may be gone or replaced since).
+    const inUse = configured.find(({ nqn, n }) => {
+      const served = this.rt.servedIdentity(nqn, n.nsid);
+      const i = offline.findIndex((o) => o.n === n);
+      const named = i >= 0 ? checked.others[i]! : [`path:${path.resolve(n.path)}`];
+      return (
+        named.some((name) => checked.names.includes(name)) ||
+        (!!served && checked.names.includes(served))
+      );
+    })?.n;
+    this.rt.checkNotClosing(checked.path, checked.names);
+    if (inUse)
+      throw new UserError(
+        `${inUse.path} is already a namespace.`,
+        'One backing file or device serves one namespace.',
+        'conflict',
+        'backend.path',
+      );
+    return checked.names;
+  }
+
   private async addNamespaceNow(req: NamespaceAddRequest, actor: string): Promise<NamespaceConfig> {
     const sub = this.subsystem(req.nqn);
     const used = new Set(sub.namespaces.map((n) => n.nsid));
@@ -533,58 +656,12 @@ export class TargetService {
       );
     }
     const b = req.backend;
-    const configured = this.store
-      .load()
-      .subsystems.flatMap((s) => s.namespaces.map((n) => ({ nqn: s.nqn, n })))
-      .filter(({ n }) => n.backendKind !== 'memory');
-    // Not open (offline: its file missing, or held by another program): known by its path,
-    // with its directory's symbolic links resolved, and by its file if there is one (a
-    // served one is known by what its descriptor names, with no call to its file system).
-    const offline = configured.filter(({ nqn, n }) => !this.rt.servedIdentity(nqn, n.nsid));
-    const checked =
-      b.kind === 'memory'
-        ? null
-        : await this.checkPath(
-            b.path,
-            offline.map(({ n }) => n.path),
-          );
-    if (checked?.inDataDir) {
-      // Its database, logs, keys and secrets: a host writing or reading them as a disk
-      // would corrupt the engine's state or carry its secrets away.
-      throw new UserError(
-        `${checked.path} is inside the engine's data directory ${this.dataDir}.`,
-        `Keep volumes elsewhere, for example ${VOLUME_DIR}/ or a disk of their own.`,
-        'invalid',
-        'backend.path',
-      );
-    }
-    // The same file or device under another name (./, //, a symlink, a by-id link) counts
-    // too; a served one is also known by what its descriptor names, and by its path (its
-    // file may be gone or replaced since).
-    const inUse = !checked
-      ? undefined
-      : configured.find(({ nqn, n }) => {
-          const served = this.rt.servedIdentity(nqn, n.nsid);
-          const i = offline.findIndex((o) => o.n === n);
-          const named = i >= 0 ? checked.others[i]! : [`path:${path.resolve(n.path)}`];
-          return (
-            named.some((name) => checked.names.includes(name)) ||
-            (!!served && checked.names.includes(served))
-          );
-        })?.n;
-    if (checked) this.rt.checkNotClosing(checked.path, checked.names);
-    if (inUse)
-      throw new UserError(
-        `${inUse.path} is already a namespace.`,
-        'One backing file or device serves one namespace.',
-        'conflict',
-        'backend.path',
-      );
+    const names = b.kind === 'memory' ? null : await this.checkFree(b.path);
     const created = b.kind === 'file' && b.createSizeBytes !== undefined;
     // Noted before the file is made, for a start after a crash to remove it (see
     // undoUnfinishedCreate); not when the path is taken: that create fails, and the
     // file there is someone else's.
-    const noted = created && !checked?.names.some((n) => !n.startsWith('path:'));
+    const noted = created && !names?.some((n) => !n.startsWith('path:'));
     if (noted) {
       whereStorageAllows(this.log, 'note the file being created', () =>
         setSetting(
@@ -623,6 +700,8 @@ export class TargetService {
     const backend = await this.rt.addNamespace(req.nqn, { ...row, backend: specOf(row, created) });
     row.sizeBytes = backend.sizeBytes;
     row.blockSize = backend.blockSize as 512 | 4096;
+    // which disk it is, for every later open to compare (see backing-check.ts)
+    row.device = deviceOf(backend);
     await this.persist(
       actor,
       'target.namespace.add',
@@ -645,6 +724,7 @@ export class TargetService {
         'not-found',
         'nsid',
       );
+    this.refused.delete(`${nqn}#${nsid}`);
     const live = this.rt.hasNamespace(nqn, nsid); // an offline namespace is only a row
     if (live) await this.rt.removeNamespace(nqn, nsid);
     await this.persist(
@@ -656,6 +736,78 @@ export class TargetService {
         if (live) await this.rt.addNamespace(nqn, { ...ns, backend: specOf(ns, false) });
       },
     );
+  }
+
+  /**
+   * Serves an offline namespace from what its path (or `newPath`, which becomes its
+   * path) names now, whatever it was added on: the explicit way to take a disk whose
+   * identity or size differs from the recorded one (see backing-check.ts). Its NGUID and
+   * UUID stay, so hosts see the same volume.
+   */
+  private async acceptNamespaceNow(
+    nqn: string,
+    nsid: number,
+    newPath: string | undefined,
+    actor: string,
+  ): Promise<NamespaceConfig> {
+    const ns = this.subsystem(nqn).namespaces.find((n) => n.nsid === nsid);
+    if (!ns)
+      throw new UserError(
+        `Namespace ${nsid} does not exist in ${nqn}.`,
+        undefined,
+        'not-found',
+        'nsid',
+      );
+    if (ns.backendKind === 'memory')
+      throw new UserError(
+        `Namespace ${nsid} of ${nqn} lives in memory: it has no disk or file to accept.`,
+        undefined,
+        'invalid',
+        'nsid',
+      );
+    if (this.rt.hasNamespace(nqn, nsid))
+      throw new UserError(
+        `Namespace ${nsid} of ${nqn} is online (${ns.path}): nothing was changed.`,
+        'Accepting is for a namespace kept offline because its disk or file is not the one it was added on (its event says so).',
+        'conflict',
+        'nsid',
+      );
+    const p = newPath === undefined ? ns.path : path.resolve(newPath);
+    if (p !== ns.path) await this.checkFree(p, { nqn, nsid });
+    const row: NamespaceRow = { ...ns, path: p };
+    const backend = await this.rt.addNamespace(nqn, { ...row, backend: specOf(row, false) });
+    if (backend.blockSize !== ns.blockSize) {
+      await this.rt.removeNamespace(nqn, nsid);
+      throw new UserError(
+        `${p} has ${backend.blockSize}-byte blocks, and namespace ${nsid} of ${nqn} has ${ns.blockSize}-byte blocks: hosts would misread all its data. Nothing was changed.`,
+        `Serve it from a device with ${ns.blockSize}-byte blocks.`,
+        'invalid',
+        'path',
+      );
+    }
+    const was = storedDevice(ns);
+    row.sizeBytes = backend.sizeBytes;
+    row.device = deviceOf(backend);
+    await this.persist(
+      actor,
+      'target.namespace.accept',
+      { nqn, nsid, path: p },
+      () =>
+        this.store.setBacking(nqn, nsid, {
+          path: p,
+          sizeBytes: row.sizeBytes,
+          device: row.device ?? null,
+        }),
+      () => this.rt.removeNamespace(nqn, nsid),
+    );
+    this.refused.delete(`${nqn}#${nsid}`);
+    const now = storedDevice(row);
+    this.notice(
+      'target.namespace.accepted',
+      `Namespace ${nsid} of ${nqn} is served from ${p}${now ? ` (${now.about})` : ''}, ${row.sizeBytes} bytes, as accepted by ${actor}; ` +
+        `it was ${ns.path}${was ? ` (${was.about})` : ''}, ${ns.sizeBytes} bytes.`,
+    );
+    return row;
   }
 
   addPort(p: { portId?: number; host: string; port: number }, actor: string): Promise<PortConfig> {
@@ -688,6 +840,15 @@ export class TargetService {
 
   addNamespace(req: NamespaceAddRequest, actor: string): Promise<NamespaceConfig> {
     return this.serialized(() => this.addNamespaceNow(req, actor));
+  }
+
+  acceptNamespace(
+    nqn: string,
+    nsid: number,
+    newPath: string | undefined,
+    actor: string,
+  ): Promise<NamespaceConfig> {
+    return this.serialized(() => this.acceptNamespaceNow(nqn, nsid, newPath, actor));
   }
 
   removeNamespace(nqn: string, nsid: number, actor: string): Promise<void> {
@@ -820,6 +981,19 @@ function clearCreateNote(db: Db, log: Logger): void {
 /** `m` ending with a full stop, so a sentence can follow. */
 function sentence(m: string): string {
   return /[.!?]$/.test(m) ? m : `${m}.`;
+}
+
+/** specOf for a stored namespace: its open refuses what is not what it was added on. */
+function checkedSpec(nqn: string, ns: NamespaceRow): BackendSpec {
+  const spec = specOf(ns, false);
+  return spec.kind === 'memory' ? spec : { ...spec, verify: verifyBacking(nqn, ns) };
+}
+
+/** A block backend's device identity as stored (JSON); null for files and memory. */
+function deviceOf(backend: BlockBackend): string | null {
+  return backend instanceof FdBackend && backend.kind === 'block' && backend.device
+    ? JSON.stringify(backend.device)
+    : null;
 }
 
 function specOf(ns: NamespaceRow, create: boolean): BackendSpec {

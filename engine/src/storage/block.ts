@@ -12,6 +12,7 @@ import { readFile, realpath, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { BackendError } from './backend.js';
+import { readDeviceIdentity, type DeviceIdentity } from './device-identity.js';
 import {
   fdIdentity,
   openError,
@@ -19,6 +20,7 @@ import {
   type FdBackend,
   type FdTarget,
   type IoOptions,
+  type OpenedBacking,
 } from './file.js';
 
 const openAsync = promisify(fs.open);
@@ -35,6 +37,12 @@ export interface BlockBackendOptions {
   direct?: boolean;
   readOnly?: boolean;
   io?: IoOptions;
+  /**
+   * Called with the device's size and identity before it is opened and again once it
+   * is (what the descriptor holds): throwing refuses it. The service compares them
+   * with what was configured.
+   */
+  verify?: (opened: OpenedBacking) => void;
 }
 
 /** What sysfs says about a device. */
@@ -47,6 +55,8 @@ export interface BlockDeviceInfo {
   readOnly: boolean;
   /** The device number all of the above belongs to. */
   rdev: bigint;
+  /** Its sysfs directory (/sys/dev/block/MAJ:MIN resolved). */
+  sys: string;
 }
 
 /**
@@ -89,6 +99,7 @@ export async function probeBlockDevice(path: string): Promise<BlockDeviceInfo> {
     writeBackCache: (await readSys(join(queue, 'write_cache'), 'write back')) === 'write back',
     readOnly: (await readSys(join(sys, 'ro'), '0')) === '1',
     rdev: st.rdev,
+    sys,
   };
 }
 
@@ -112,6 +123,10 @@ export async function openBlockBackend(opts: BlockBackendOptions): Promise<FdBac
       'unavailable',
       `${opts.path} has no capacity (empty loop device or removed medium?)`,
     );
+  const sizeBytes = info.sizeBytes - (info.sizeBytes % info.logicalBlockSize);
+  // checked before the open too, so that a disk that is not the configured one is not
+  // even claimed (O_EXCL) while it is tried again
+  opts.verify?.({ sizeBytes, device: await readDeviceIdentity(info.sys) });
   const readOnly = opts.readOnly === true || info.readOnly;
   const direct = opts.direct === true;
   const { O_RDONLY, O_RDWR, O_EXCL, O_DIRECT } = fs.constants;
@@ -132,14 +147,18 @@ export async function openBlockBackend(opts: BlockBackendOptions): Promise<FdBac
         `${opts.path} changed while it was being opened (it names another device now); add it again`,
       );
     }
+    // read with the device held open: a loop device keeps its backing file meanwhile
+    const device: DeviceIdentity = await readDeviceIdentity(info.sys);
+    opts.verify?.({ sizeBytes, device });
     const target: FdTarget = {
       kind: 'block',
       path: opts.path,
       fd,
       identity: await fdIdentity(fd),
+      device,
       direct,
       blockSize: info.logicalBlockSize,
-      sizeBytes: info.sizeBytes - (info.sizeBytes % info.logicalBlockSize),
+      sizeBytes,
       readOnly,
       allowDeallocate: info.discard,
       // Discard is advisory on most devices: what a discarded block reads back

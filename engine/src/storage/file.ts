@@ -34,6 +34,7 @@ import {
   type PoolOptions,
 } from './io-worker-pool.js';
 import { Op, Status, type OpCode, type OpenedTarget } from './io-worker-protocol.js';
+import type { DeviceIdentity } from './device-identity.js';
 import { ReadBuffers } from '../util/read-buffers.js';
 import { SERVICE_VOLUME_DIRS, underSystemd } from '../util/paths.js';
 
@@ -90,6 +91,13 @@ export interface IoOptions {
   inlineReads?: boolean;
 }
 
+/** What an open found, for the opener's verify: the size, and which device it is. */
+export interface OpenedBacking {
+  sizeBytes: number;
+  /** A block device's identity (device-identity.ts); absent for a file. */
+  device?: DeviceIdentity;
+}
+
 export interface FileBackendOptions {
   path: string;
   /** Required with create; when opening, checked against the file if given. */
@@ -107,6 +115,12 @@ export interface FileBackendOptions {
    */
   exclusive?: boolean;
   io?: IoOptions;
+  /**
+   * Called once the file is open, before anything is served from it: throwing refuses
+   * it (closed again, the error passed on). The service compares it with what was
+   * configured.
+   */
+  verify?: (opened: OpenedBacking) => void;
 }
 
 /** See FdBackend.backingState. */
@@ -119,6 +133,8 @@ export interface FdTarget extends OpenedTarget {
    * what the volume serves whatever its path names later (see fdIdentity).
    */
   identity: string;
+  /** A block device's identity as sysfs tells it (device-identity.ts). */
+  device?: DeviceIdentity;
   /** Extra limits from the device (block: discard support, write cache). */
   allowDeallocate: boolean;
   readZeroesAfterDeallocate: boolean;
@@ -147,6 +163,8 @@ export class FdBackend implements BlockBackend {
   readonly caps: BackendCapabilities;
   /** FdTarget.identity. */
   readonly identity: string;
+  /** FdTarget.device: which disk a block device is; null for a file. */
+  readonly device: DeviceIdentity | null;
   private state: BackendState = 'open';
   private closing: Promise<void> | null = null;
   /** Read destinations: slab views instead of one malloc per 4 KiB read. */
@@ -173,6 +191,7 @@ export class FdBackend implements BlockBackend {
     this.blockSize = target.blockSize;
     this.sizeBytes = target.sizeBytes;
     this.identity = target.identity;
+    this.device = target.device ?? null;
     pool.onFail = () => this.replaceLater(pool);
     const info: PoolInfo = pool.info;
     this.caps = {
@@ -544,6 +563,7 @@ export async function openFileBackend(opts: FileBackendOptions): Promise<FdBacke
     ? await createFile(opts, blockSize)
     : await openExisting(opts, blockSize, readOnly);
   try {
+    opts.verify?.({ sizeBytes });
     // resolved once, for the lock and for the pool
     const native = (await resolveNativeAddon(opts.io?.native)) ?? false;
     if (opts.exclusive !== false) lockFile(fd, opts.path, !readOnly, native || null);

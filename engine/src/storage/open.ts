@@ -3,13 +3,13 @@
  * The service layer calls this; the core only ever sees the BlockBackend.
  */
 import type { BlockBackend } from './backend.js';
-import { openBlockBackend } from './block.js';
-import { openFileBackend, type FileBackendOptions, type IoOptions } from './file.js';
+import { openBlockBackend, type BlockBackendOptions } from './block.js';
+import { openFileBackend, type FileBackendOptions } from './file.js';
 import { MemoryBackend } from './memory.js';
 
 export type BackendSpec =
   | ({ kind: 'file' } & FileBackendOptions)
-  | { kind: 'block'; path: string; direct?: boolean; readOnly?: boolean; io?: IoOptions }
+  | ({ kind: 'block' } & BlockBackendOptions)
   | { kind: 'memory'; sizeBytes: number; blockSize?: 512 | 4096; label?: string };
 
 /** Opens (or creates) the backend a spec describes; rejects with a BackendError. */

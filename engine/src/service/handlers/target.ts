@@ -11,7 +11,8 @@ export type TargetMethods =
   | 'target.host.allow'
   | 'target.host.disallow'
   | 'target.namespace.add'
-  | 'target.namespace.remove';
+  | 'target.namespace.remove'
+  | 'target.namespace.accept';
 
 /** Who made a change, for the audit log. */
 export const actorOf = (ctx: CallContext): string => ctx.actor;
@@ -30,5 +31,6 @@ export function targetHandlers(t: TargetService): HandlerGroup<TargetMethods> {
       await t.removeNamespace(p.nqn, p.nsid, actorOf(ctx)),
       {}
     ),
+    'target.namespace.accept': (p, ctx) => t.acceptNamespace(p.nqn, p.nsid, p.path, actorOf(ctx)),
   };
 }

@@ -1,0 +1,196 @@
+/**
+ * Which disk a block device is (device-identity.ts), on real devices (root: losetup,
+ * dmsetup): a loop device by its backing file, a partition by its disk and where it
+ * starts, a device-mapper device by its UUID or name; and an open's verify sees it
+ * before the device is claimed. Skipped with the reason when the sandbox refuses.
+ */
+import {
+  closeSync,
+  mkdirSync,
+  openSync,
+  realpathSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
+import { dirname, join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { deviceNumber, openBlockBackend } from '../../../engine/src/storage/block.js';
+import {
+  readDeviceIdentity,
+  type DeviceIdentity,
+} from '../../../engine/src/storage/device-identity.js';
+import type { FdBackend } from '../../../engine/src/storage/file.js';
+import { scratchDir, tryRun } from './helpers.js';
+
+const MiB = 1024 * 1024;
+const scratch = scratchDir('devid', '/tmp');
+const image = join(scratch.dir, 'disk.img');
+const dmName = `branchsan-devid-${process.pid}`;
+let dev: string | null = null;
+let refused = '';
+const dms: string[] = [];
+
+/** An MBR with one partition: sectors 2048 to the end. */
+function partitioned(file: string, sectors: number): void {
+  const mbr = Buffer.alloc(512);
+  const entry = 446;
+  mbr[entry + 4] = 0x83; // Linux
+  mbr.writeUInt32LE(2048, entry + 8);
+  mbr.writeUInt32LE(sectors - 2048, entry + 12);
+  mbr[510] = 0x55;
+  mbr[511] = 0xaa;
+  const fd = openSync(file, 'r+');
+  writeSync(fd, mbr, 0, 512, 0);
+  closeSync(fd);
+}
+
+async function identityOf(path: string): Promise<DeviceIdentity> {
+  const { major, minor } = deviceNumber(statSync(path, { bigint: true }).rdev);
+  return readDeviceIdentity(realpathSync(`/sys/dev/block/${major}:${minor}`));
+}
+
+beforeAll(() => {
+  truncateSync((writeFileSync(image, ''), image), 16 * MiB);
+  partitioned(image, (16 * MiB) / 512);
+  const r = tryRun('losetup', ['-f', '--show', '-P', image]);
+  if ('refused' in r) {
+    refused = r.refused;
+    console.warn(`SKIPPED device identity tests: losetup refused (${refused})`);
+  } else dev = r.out;
+});
+
+afterAll(() => {
+  for (const name of dms) tryRun('dmsetup', ['remove', name]);
+  if (dev) tryRun('losetup', ['-d', dev]);
+  scratch.cleanup();
+});
+
+describe('device identity', () => {
+  it('of a loop device is its backing file and that file’s inode', async (ctx) => {
+    if (!dev) return ctx.skip();
+    const id = await identityOf(dev);
+    const ino = statSync(image).ino;
+    expect(id).toEqual({
+      key: `loop:${image}:${ino}@0+0`,
+      about: `loop device on ${image} (inode ${ino})`,
+      weak: false,
+    });
+  });
+
+  it('of a partition is its disk’s, with its number and first sector', async (ctx) => {
+    if (!dev) return ctx.skip();
+    const part = `${dev}p1`;
+    for (let i = 0; i < 50 && !tryStat(part); i++) await new Promise((r) => setTimeout(r, 20));
+    if (!tryStat(part)) return ctx.skip(); // no partition nodes here (no devtmpfs)
+    const disk = await identityOf(dev);
+    expect(await identityOf(part)).toEqual({
+      key: `${disk.key}/part1@2048`,
+      about: `partition 1 (from sector 2048) of ${disk.about}`,
+      weak: false,
+    });
+  });
+
+  it('of a device-mapper device is its UUID, else its name', async (ctx) => {
+    if (!dev) return ctx.skip();
+    const table = `0 ${(16 * MiB) / 512} linear ${dev} 0`;
+    const made = tryRun('dmsetup', [
+      'create',
+      dmName,
+      '--uuid',
+      `TEST-${dmName}`,
+      '--table',
+      table,
+    ]);
+    if ('refused' in made) return ctx.skip();
+    dms.push(dmName);
+    expect(await identityOf(`/dev/mapper/${dmName}`)).toEqual({
+      key: `dm-uuid:TEST-${dmName}`,
+      about: `device-mapper UUID TEST-${dmName}`,
+      weak: false,
+    });
+    const plain = `${dmName}-nouuid`;
+    if ('refused' in tryRun('dmsetup', ['create', plain, '--table', table])) return;
+    dms.push(plain);
+    expect((await identityOf(`/dev/mapper/${plain}`)).key).toBe(`dm-name:${plain}`);
+  });
+
+  it('reads what this kernel may not make, from sysfs laid out as Linux does', async () => {
+    // a directory per device, with the attributes the kernel has for its kind
+    const sys = (dev: string, attrs: Record<string, string>): string => {
+      const d = join(scratch.dir, 'sys', dev);
+      for (const [name, value] of Object.entries(attrs)) {
+        mkdirSync(dirname(join(d, name)), { recursive: true });
+        writeFileSync(join(d, name), `${value}\n`);
+      }
+      mkdirSync(d, { recursive: true });
+      return d;
+    };
+    const nvme = sys('nvme0n1', { wwid: 'eui.0025388b91b6e4a1', 'device/serial': 'S4EWNX0R' });
+    expect(await readDeviceIdentity(nvme)).toEqual({
+      key: 'wwid:eui.0025388b91b6e4a1',
+      about: 'WWID eui.0025388b91b6e4a1',
+      weak: false,
+    });
+    const scsi = sys('sda', { 'device/wwid': 'naa.5000c500a1b2c3d4   ' });
+    expect((await readDeviceIdentity(scsi)).key).toBe('wwid:naa.5000c500a1b2c3d4');
+    const part = sys('sda/sda3', { partition: '3', start: '1054720' });
+    expect(await readDeviceIdentity(part)).toEqual({
+      key: 'wwid:naa.5000c500a1b2c3d4/part3@1054720',
+      about: 'partition 3 (from sector 1054720) of WWID naa.5000c500a1b2c3d4',
+      weak: false,
+    });
+    const lv = sys('dm-0', { 'dm/uuid': 'LVM-abc', 'dm/name': 'vg-lv' });
+    expect((await readDeviceIdentity(lv)).key).toBe('dm-uuid:LVM-abc');
+    const virtio = sys('vdb', { serial: 'vol-7', 'device/model': '' });
+    expect(await readDeviceIdentity(virtio)).toEqual({
+      key: 'serial::vol-7',
+      about: 'serial number vol-7',
+      weak: false,
+    });
+    // an empty serial identifies nothing: only the size can be compared then
+    const bare = sys('vdc', { serial: '', size: '2048' });
+    expect(await readDeviceIdentity(bare)).toEqual({
+      key: 'none',
+      about: 'vdc, which has no WWID, serial number or UUID',
+      weak: true,
+    });
+  });
+
+  it('is given to verify before the device is opened, and again once it is', async (ctx) => {
+    if (!dev) return ctx.skip();
+    const seen: (DeviceIdentity | undefined)[] = [];
+    const b = (await openBlockBackend({
+      path: dev,
+      verify: (o) => void seen.push(o.device),
+    })) as FdBackend;
+    try {
+      expect(seen).toHaveLength(2);
+      expect(seen[1]).toEqual(await identityOf(dev));
+      expect(b.device).toEqual(seen[1]);
+    } finally {
+      await b.close();
+    }
+    // refused before the open: the device is not claimed, so an exclusive open succeeds
+    const refusal = new Error('not this disk');
+    await expect(
+      openBlockBackend({
+        path: dev,
+        verify: () => {
+          throw refusal;
+        },
+      }),
+    ).rejects.toBe(refusal);
+    const again = await openBlockBackend({ path: dev });
+    await again.close();
+  });
+});
+
+function tryStat(p: string): boolean {
+  try {
+    return statSync(p).isBlockDevice();
+  } catch {
+    return false;
+  }
+}
