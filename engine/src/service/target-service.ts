@@ -655,8 +655,11 @@ export class TargetService {
         'nsid',
       );
     }
+    const names = req.backend.kind === 'memory' ? null : await this.checkFree(req.backend.path);
+    // stored, shown and compared later as the path it names (see storedPath)
+    if (req.backend.kind !== 'memory')
+      req = { ...req, backend: { ...req.backend, path: storedPath(req.backend.path, names!) } };
     const b = req.backend;
-    const names = b.kind === 'memory' ? null : await this.checkFree(b.path);
     const created = b.kind === 'file' && b.createSizeBytes !== undefined;
     // Noted before the file is made, for a start after a crash to remove it (see
     // undoUnfinishedCreate); not when the path is taken: that create fails, and the
@@ -772,8 +775,10 @@ export class TargetService {
         'conflict',
         'nsid',
       );
-    const p = newPath === undefined ? ns.path : path.resolve(newPath);
-    if (p !== ns.path) await this.checkFree(p, { nqn, nsid });
+    const p =
+      newPath === undefined
+        ? ns.path
+        : storedPath(newPath, await this.checkFree(newPath, { nqn, nsid }));
     const row: NamespaceRow = { ...ns, path: p };
     const backend = await this.rt.addNamespace(nqn, { ...row, backend: specOf(row, false) });
     if (backend.blockSize !== ns.blockSize) {
@@ -1011,15 +1016,29 @@ function specOf(ns: NamespaceRow, create: boolean): BackendSpec {
 }
 
 /**
+ * How a backing path is stored: without `.` and doubled slashes, and, when it has `..`,
+ * as the kernel resolves it (its directory's symbolic links followed: /v/link/../a.img is
+ * a.img beside where link points, not /v/a.img); as given when that directory does not
+ * exist (the open says so). `names` is what pathNames found for it.
+ */
+function storedPath(p: string, names: readonly string[]): string {
+  if (!p.split('/').includes('..')) return path.normalize(p);
+  return names.filter((n) => n.startsWith('path:'))[1]?.slice('path:'.length) ?? p;
+}
+
+/**
  * The names of what a backing path points at: its absolute path, that path with its
  * directory's symbolic links resolved, and the file or device itself when it exists.
  */
 async function pathNames(p: string): Promise<string[]> {
   const abs = path.resolve(p);
   const names = [`path:${abs}`];
+  // its directory as the kernel walks it: a `..` after a symbolic link goes up from
+  // where the link points (path.resolve would drop the link lexically)
+  const raw = path.isAbsolute(p) ? p : `${process.cwd()}/${p}`;
   try {
     names.push(
-      `path:${path.join(await fs.promises.realpath(path.dirname(abs)), path.basename(abs))}`,
+      `path:${path.join(await fs.promises.realpath(path.dirname(raw)), path.basename(raw))}`,
     );
   } catch {
     // a directory that does not exist: the open says so
