@@ -32,6 +32,7 @@ import {
 import { FdBackend, statIdentity } from '../storage/file.js';
 import { storageProblem, UserError, whereStorageAllows } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
+import { joinHostPort } from '../util/host-port.js';
 import { VOLUME_DIR, insideDir } from '../util/paths.js';
 import { BoundedCalls, LATE } from '../util/within.js';
 import {
@@ -171,7 +172,7 @@ export class TargetService {
       (p, err) =>
         this.problem(
           'target.port.unavailable',
-          `NVMe/TCP port ${p.host}:${p.port} is not listening: ${sentence(err.message)} It is retried every ${RETRY_OFFLINE_MS / 1000} s.`,
+          `NVMe/TCP port ${joinHostPort(p.host, p.port)} is not listening: ${sentence(err.message)} It is retried every ${RETRY_OFFLINE_MS / 1000} s.`,
           err,
         ),
     );
@@ -258,7 +259,7 @@ export class TargetService {
               (p) =>
                 this.notice(
                   'target.port.online',
-                  `NVMe/TCP port ${p.host}:${p.port} is listening again.`,
+                  `NVMe/TCP port ${joinHostPort(p.host, p.port)} is listening again.`,
                 ),
             ),
       )
@@ -316,7 +317,7 @@ export class TargetService {
           fail();
           const hint = err instanceof UserError && err.hint ? ` ${err.hint}` : '';
           const since = this.portsDown.get(p.portId)?.since ?? Date.now();
-          const address = `${p.host}:${p.port}`;
+          const address = joinHostPort(p.host, p.port);
           this.portsDown.set(p.portId, { address, problem: sentence(err.message) + hint, since });
           portFailed(p, err);
         },
@@ -396,7 +397,7 @@ export class TargetService {
     const cfg = this.store.load();
     if (cfg.ports.some((x) => x.host === p.host && x.port === p.port)) {
       throw new UserError(
-        `NVMe/TCP already listens on ${p.host}:${p.port}.`,
+        `NVMe/TCP already listens on ${joinHostPort(p.host, p.port)}.`,
         undefined,
         'conflict',
         'port',
@@ -405,7 +406,7 @@ export class TargetService {
     const taken = cfg.ports.find((x) => x.portId === p.portId);
     if (taken) {
       throw new UserError(
-        `Port id ${taken.portId} is already configured (${taken.host}:${taken.port}).`,
+        `Port id ${taken.portId} is already configured (${joinHostPort(taken.host, taken.port)}).`,
         'Remove that port first, or leave out portId to get a new one.',
         'conflict',
         'portId',

@@ -1,3 +1,5 @@
+import { joinHostPort } from './host-port.js';
+
 /**
  * A failure a person can act on: what happened, and what to do next.
  * The CLI prints these without a stack trace; the API maps them to error codes.
@@ -97,7 +99,7 @@ export function cannotListen(
           ? `Ports below 1024 need more privilege than the engine has: ${fix.high}.`
           : 'Check the address and port.';
   return new UserError(
-    `Cannot listen ${what === 'nvme-tcp' ? 'for NVMe/TCP' : 'for the web console'} on ${host}:${port}: ${code || (err as Error).message}.`,
+    `Cannot listen ${what === 'nvme-tcp' ? 'for NVMe/TCP' : 'for the web console'} on ${joinHostPort(host, port)}: ${code || (err as Error).message}.`,
     hint,
     'conflict',
     what === 'nvme-tcp' ? 'port' : 'consolePort',
