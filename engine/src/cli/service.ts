@@ -201,6 +201,46 @@ function installSteps(unitFile?: string): Step[] {
   return planInstall({ unitText, nodePath: process.execPath, binPath, groupExists });
 }
 
+/**
+ * Puts `content` at `dest` whole or not at all: written beside it, synced, then renamed
+ * over it. Written in place, a full disk or a crash would leave a cut-off unit (the
+ * service then fails to start), and an installed unit that is a symbolic link (\`systemctl
+ * link\`, the package's unit linked in) would have its target overwritten.
+ */
+export function writeUnit(dest: string, content: string, mode: number): void {
+  const tmp = path.join(path.dirname(dest), `.${path.basename(dest)}.${process.pid}.tmp`);
+  try {
+    const fd = fs.openSync(tmp, 'w', mode);
+    try {
+      fs.writeFileSync(fd, content);
+      fs.fchmodSync(fd, mode); // whatever the umask left of it
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, dest);
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    throw new UserError(
+      `service: cannot write ${dest} (${code}); the unit installed before, if any, is unchanged.`,
+      code === 'ENOSPC' || code === 'EDQUOT'
+        ? `Free space on the file system of ${path.dirname(dest)}, then run it again.`
+        : `Check that ${path.dirname(dest)} exists and is writable, then run it again.`,
+    );
+  }
+  try {
+    const dir = fs.openSync(path.dirname(dest), 'r');
+    try {
+      fs.fsyncSync(dir);
+    } finally {
+      fs.closeSync(dir);
+    }
+  } catch {
+    // the rename is done; a directory that cannot be synced only loses it to a power cut
+  }
+}
+
 function describe(s: Step): string {
   return 'run' in s
     ? `${s.run.join(' ')}    # ${s.why}`
@@ -210,8 +250,7 @@ function describe(s: Step): string {
 function execute(steps: Step[]): number {
   for (const s of steps) {
     if ('write' in s) {
-      fs.writeFileSync(s.write, s.content, { mode: s.mode });
-      fs.chmodSync(s.write, s.mode);
+      writeUnit(s.write, s.content, s.mode);
       console.log(`wrote ${s.write}`);
       continue;
     }
