@@ -146,10 +146,11 @@ export function consoleOptionsFromFlags(
   const seconds = (flag: keyof typeof CONSOLE_ACCESS_FLAGS): number | undefined => {
     const v = flags[flag];
     if (v === undefined) return undefined;
-    const n = Number(v);
-    if (!Number.isFinite(n) || n <= 0 || n > 7 * 86_400)
+    // decimal only: Number() would also take 1e3, 0x10 and 0b11
+    const n = /^\d+(\.\d+)?$/.test(v) ? Number(v) : NaN;
+    if (!(n >= 1) || n > 7 * 86_400)
       throw new UserError(
-        `serve: --${flag} must be a number of seconds (up to a week), not "${v}".`,
+        `serve: --${flag} must be a number of seconds from 1 to 604800 (a week), such as 900 or 1.5; not "${v}".`,
         undefined,
         'usage',
       );
