@@ -205,6 +205,7 @@ describe('branchsan alerts and events', () => {
       [['alerts', 'mute'], /alerts: "mute" is not something alerts does; it knows ack ID\./],
       [['alerts', 'ack'], /alerts: ack needs the ID of the alert \(the list shows it\)\./],
       [['alerts', 'ack', 'x1'], /alerts: "x1" is not an alert ID \(a whole number\)\./],
+      [['alerts', 'ack', '-1'], /alerts: "-1" is not an alert ID \(a whole number\)\./],
       [
         ['alerts', '--limit', '0'],
         /alerts: --limit must be a whole number from 1 to 1000, not "0"\./,

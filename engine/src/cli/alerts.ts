@@ -35,6 +35,10 @@ export const alerts: Command = {
   name: 'alerts',
   help: HELP,
   async run(argv) {
+    // `ack -1`: a negative ID reads as an option to the parser ("Unknown option '-1'")
+    const id = argv[argv.indexOf('ack') + 1];
+    if (argv.includes('ack') && id !== undefined && /^-\d/.test(id))
+      throw usage(`"${id}" is not an alert ID (a whole number).`);
     const { values, positionals } = parseCommandArgs(
       'alerts',
       argv,
