@@ -235,5 +235,14 @@ describe('branchsan alerts and events', () => {
     }
     const nowhere = await runCli(['alerts']);
     expect(nowhere.stderr).toContain('alerts: say which engine: --data DIR or --socket PATH.');
+    // both: which engine was meant is not known (before, --socket won without a word)
+    for (const command of ['status', 'alerts', 'events']) {
+      const both = await runCli([command, '--data', dir, '--socket', engine.socketPath]);
+      expect(both.code, command).toBe(2);
+      expect(both.stdout).toBe('');
+      expect(both.stderr).toContain(
+        `${command}: give --data DIR or --socket PATH, not both: they may name two engines.`,
+      );
+    }
   });
 });

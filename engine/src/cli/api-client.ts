@@ -76,9 +76,16 @@ export async function connectSocket(
 
 /**
  * The API socket a command talks to: --socket PATH, or that of the engine running on
- * --data DIR. Neither: a usage error naming the command.
+ * --data DIR. Neither, or both: a usage error naming the command.
  */
 export function engineSocket(command: string, data?: string, socket?: string): string {
+  // which of the two was meant is not known: the other may be another engine
+  if (data !== undefined && socket !== undefined)
+    throw new UserError(
+      `${command}: give --data DIR or --socket PATH, not both: they may name two engines.`,
+      `--data ${data} asks the engine whose data directory that is (at its usual socket); --socket ${socket} asks the one listening there.`,
+      'usage',
+    );
   // --data read as serve reads it (`--data=~/lab`: no shell expands that ~)
   const sock = socket ?? (data ? engineSocketPath(requireDataDir(command, data)) : undefined);
   if (!sock)
