@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { discover } from '../../engine/src/host/discovery.js';
 import { connectSocket } from '../helpers/api.js';
 import {
   killGroup,
@@ -277,6 +278,37 @@ describe('branchsan export', () => {
     // not "pass a size": one was passed
     expect(r.stderr).not.toContain('pass a size');
     expect(r.stderr).toContain(`mkdir -p '${path.join(dir, 'no such dir')}'`);
+  });
+
+  it('--host NAME listens at the address the name resolves to, and advertises that address', async () => {
+    const file = path.join(tempDir(), 'vol.img');
+    const port = 46414;
+    const exp = start(
+      ['export', file, '--create-size', '64M', '--port', String(port), '--host', 'localhost'],
+      60_000,
+    );
+    await waitForOutput(exp, 'Press Ctrl-C to stop.');
+    try {
+      // a host connects to the TRADDR the discovery log gives: a name there is not an address
+      const log = await discover({
+        host: '127.0.0.1',
+        port,
+        hostnqn: 'nqn.2014-08.org.nvmexpress:uuid:6d9f0c1e-2b3a-4c5d-8e7f-a1b2c3d4e5f7',
+      });
+      expect(log.entries.map((e) => [e.traddr, e.adrfam, e.trsvcid])).toEqual([
+        ['127.0.0.1', 1, String(port)],
+        ['127.0.0.1', 1, String(port)],
+      ]);
+      expect(exp.stdout()).toContain(`nvme discover -t tcp -a 127.0.0.1 -s ${port}`);
+    } finally {
+      expect((await ctrlCExport(exp)).code).toBe(0);
+    }
+    const r = await run(['export', file, '--port', '0', '--host', 'no-such-host.invalid']);
+    expectError(
+      r,
+      2,
+      'export: --host no-such-host.invalid is not an address of this machine, and no name that resolves (ENOTFOUND).',
+    );
   });
 
   it('removes the file --create-size made when the export cannot start, so a retry works', async () => {

@@ -1,4 +1,6 @@
+import dns from 'node:dns';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { nqnProblem } from '../core/index.js';
@@ -65,7 +67,7 @@ Examples:
     }
     const target = path.resolve(positionals[0]!);
     const port = parsePort('export', 'port', values.port, 4420);
-    const host = values.host ?? '127.0.0.1';
+    const host = await listenAddress(values.host ?? '127.0.0.1');
     const nqn =
       values.nqn ??
       `nqn.2026-01.io.branchsan:export-${path.basename(target).replace(/[^A-Za-z0-9.-]/g, '-')}`;
@@ -289,6 +291,25 @@ function printConnectHelp(o: {
   console.log(`To check it from any machine with BranchSAN (reads only):`);
   console.log(`  branchsan probe ${joinHostPort(addr, o.port)}${asHost}`);
   console.log('Press Ctrl-C to stop.');
+}
+
+/**
+ * The address --host names: it is what the discovery log advertises as TRADDR, which
+ * hosts connect to and which must be an address (a name there is refused by hosts, and
+ * its address family would be guessed). 'localhost' is 127.0.0.1, as for the console.
+ */
+async function listenAddress(host: string): Promise<string> {
+  if (net.isIP(host) !== 0) return host;
+  if (host.toLowerCase() === 'localhost') return '127.0.0.1';
+  try {
+    return (await dns.promises.lookup(host)).address;
+  } catch (err) {
+    throw new UserError(
+      `export: --host ${host} is not an address of this machine, and no name that resolves (${(err as NodeJS.ErrnoException).code ?? 'error'}).`,
+      'Give an address of this machine (`ip -br addr` lists them), or 0.0.0.0 for all of them.',
+      'usage',
+    );
+  }
 }
 
 function isLoopback(host: string): boolean {
