@@ -30,8 +30,9 @@ let loopRefused: string | null = null;
 let engine: RunningEngine | undefined;
 let api: SocketClient;
 
-function attach(file: string, dev?: string): string {
-  const r = tryRun('losetup', dev ? [dev, file] : ['-f', '--show', file]);
+function attach(file: string, dev?: string, sectorSize?: 512 | 4096): string {
+  const b = sectorSize ? ['-b', String(sectorSize)] : [];
+  const r = tryRun('losetup', dev ? [...b, dev, file] : [...b, '-f', '--show', file]);
   if ('refused' in r) throw new Error(`losetup ${file}: ${r.refused}`);
   const name = dev ?? r.out;
   loops.add(name);
@@ -248,5 +249,33 @@ describe('the file of a file namespace', () => {
     );
     const ns = (await api.call('target.config', {})).subsystems[0]!.namespaces[0]!;
     expect(ns.sizeBytes).toBe(16 * MiB);
+  }, 60_000);
+});
+
+describe('the block size of a block namespace', () => {
+  it('is refused when its disk has other blocks at the next start (a loop device attached with another sector size)', async (ctx) => {
+    if (loopRefused) ctx.skip(); // the engine of the tests above
+    const fileZ = path.join(dir, 'z.img');
+    fs.writeFileSync(fileZ, '');
+    fs.truncateSync(fileZ, 8 * MiB);
+    const loopZ = attach(fileZ, undefined, 512);
+    await api.call('target.namespace.add', {
+      nqn: NQN,
+      nsid: 3,
+      backend: { kind: 'block', path: loopZ },
+    });
+    expect(await served()).toContain(3);
+    await stop();
+    // the same file, the same name, 4096-byte sectors: every LBA a host wrote names other bytes now
+    detach(loopZ);
+    attach(fileZ, loopZ, 4096);
+    await start();
+    expect(await served()).not.toContain(3);
+    const [why] = await eventsOf('target.namespace.wrong-backing');
+    expect(why).toContain(
+      `Namespace 3 of ${NQN} is offline: ${loopZ} has 4096-byte blocks, not the 512-byte blocks of namespace 3 of ${NQN}`,
+    );
+    await api.call('target.namespace.remove', { nqn: NQN, nsid: 3 });
+    detach(loopZ);
   }, 60_000);
 });

@@ -46,6 +46,15 @@ export function verifyBacking(nqn: string, ns: NamespaceRow): (o: OpenedBacking)
           `Only if ${ns.path} holds this volume's data now (copied to a new disk), accept it as it is: ${accept}.`,
       );
     }
+    if (o.blockSize !== ns.blockSize) {
+      // the same disk or file with other blocks (a loop device attached with another
+      // --sector-size): every LBA a host sends would name other bytes than it wrote
+      throw new WrongBacking(
+        `${ns.path} has ${o.blockSize}-byte blocks, not the ${ns.blockSize}-byte blocks of ${which}: hosts would read and write all its data at the wrong places. ` +
+          'It is not served.',
+        `Make ${ns.path} have ${ns.blockSize}-byte blocks again (for a loop device: attach it with \`losetup --sector-size ${ns.blockSize}\`), or serve the namespace from a device that has: ${accept.slice(0, -1)}, "path": "/dev/…"}.`,
+      );
+    }
     if (ns.backendKind === 'block' && was?.weak && o.sizeBytes !== ns.sizeBytes) {
       throw new WrongBacking(
         `${ns.path} is ${o.sizeBytes} bytes, not the ${ns.sizeBytes} bytes of the disk ${which} was added on. ` +

@@ -126,7 +126,11 @@ export async function openBlockBackend(opts: BlockBackendOptions): Promise<FdBac
   const sizeBytes = info.sizeBytes - (info.sizeBytes % info.logicalBlockSize);
   // checked before the open too, so that a disk that is not the configured one is not
   // even claimed (O_EXCL) while it is tried again
-  opts.verify?.({ sizeBytes, device: await readDeviceIdentity(info.sys) });
+  opts.verify?.({
+    sizeBytes,
+    blockSize: info.logicalBlockSize,
+    device: await readDeviceIdentity(info.sys),
+  });
   const readOnly = opts.readOnly === true || info.readOnly;
   const direct = opts.direct === true;
   const { O_RDONLY, O_RDWR, O_EXCL, O_DIRECT } = fs.constants;
@@ -149,7 +153,7 @@ export async function openBlockBackend(opts: BlockBackendOptions): Promise<FdBac
     }
     // read with the device held open: a loop device keeps its backing file meanwhile
     const device: DeviceIdentity = await readDeviceIdentity(info.sys);
-    opts.verify?.({ sizeBytes, device });
+    opts.verify?.({ sizeBytes, blockSize: info.logicalBlockSize, device });
     const target: FdTarget = {
       kind: 'block',
       path: opts.path,

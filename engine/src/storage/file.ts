@@ -94,6 +94,8 @@ export interface IoOptions {
 /** What an open found, for the opener's verify: the size, and which device it is. */
 export interface OpenedBacking {
   sizeBytes: number;
+  /** Its logical block size: what every LBA a host sends is counted in. */
+  blockSize: number;
   /** A block device's identity (device-identity.ts); absent for a file. */
   device?: DeviceIdentity;
 }
@@ -563,7 +565,7 @@ export async function openFileBackend(opts: FileBackendOptions): Promise<FdBacke
     ? await createFile(opts, blockSize)
     : await openExisting(opts, blockSize, readOnly);
   try {
-    opts.verify?.({ sizeBytes });
+    opts.verify?.({ sizeBytes, blockSize });
     // resolved once, for the lock and for the pool
     const native = (await resolveNativeAddon(opts.io?.native)) ?? false;
     if (opts.exclusive !== false) lockFile(fd, opts.path, !readOnly, native || null);
