@@ -275,6 +275,18 @@ describe('the block size of a block namespace', () => {
     expect(why).toContain(
       `Namespace 3 of ${NQN} is offline: ${loopZ} has 4096-byte blocks, not the 512-byte blocks of namespace 3 of ${NQN}`,
     );
+
+    // nor taken as it is: and refused before it is served, not taken back once hosts were told of it
+    const attached = () =>
+      engine!.lines.filter((l) => l.msg === 'namespace attached' && l.nsid === 3).length;
+    const before = attached();
+    const refused = await apiError(api.call('target.namespace.accept', { nqn: NQN, nsid: 3 }));
+    expect(refused.code).toBe(ErrorCode.InvalidParams);
+    expect(refused.message).toBe(
+      `${loopZ} has 4096-byte blocks, and namespace 3 of ${NQN} has 512-byte blocks: hosts would misread all its data. Nothing was changed.`,
+    );
+    expect(attached()).toBe(before);
+    expect(await served()).not.toContain(3);
     await api.call('target.namespace.remove', { nqn: NQN, nsid: 3 });
     detach(loopZ);
   }, 60_000);

@@ -29,7 +29,7 @@ import {
   PeerMemoryEvents,
   type MemoryEventFloors,
 } from './peer-memory-events.js';
-import { FdBackend, statIdentity } from '../storage/file.js';
+import { FdBackend, statIdentity, type OpenedBacking } from '../storage/file.js';
 import { storageProblem, UserError, whereStorageAllows } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { joinHostPort } from '../util/host-port.js';
@@ -781,16 +781,22 @@ export class TargetService {
         ? ns.path
         : storedPath(newPath, await this.checkFree(newPath, { nqn, nsid }));
     const row: NamespaceRow = { ...ns, path: p };
-    const backend = await this.rt.addNamespace(nqn, { ...row, backend: specOf(row, false) });
-    if (backend.blockSize !== ns.blockSize) {
-      await this.rt.removeNamespace(nqn, nsid);
+    // checked before the device is claimed and served: once served, connected hosts
+    // are told of it and may read it at the wrong block size before it is taken back
+    const spec = specOf(row, false);
+    const sameBlocks = (o: OpenedBacking) => {
+      if (o.blockSize === ns.blockSize) return;
       throw new UserError(
-        `${p} has ${backend.blockSize}-byte blocks, and namespace ${nsid} of ${nqn} has ${ns.blockSize}-byte blocks: hosts would misread all its data. Nothing was changed.`,
+        `${p} has ${o.blockSize}-byte blocks, and namespace ${nsid} of ${nqn} has ${ns.blockSize}-byte blocks: hosts would misread all its data. Nothing was changed.`,
         `Serve it from a device with ${ns.blockSize}-byte blocks.`,
         'invalid',
         'path',
       );
-    }
+    };
+    const backend = await this.rt.addNamespace(nqn, {
+      ...row,
+      backend: spec.kind === 'memory' ? spec : { ...spec, verify: sameBlocks },
+    });
     const was = storedDevice(ns);
     row.sizeBytes = backend.sizeBytes;
     row.device = deviceOf(backend);
