@@ -327,13 +327,63 @@ describe('delivery queue', () => {
     );
     q.push(1);
     q.push(2);
-    q.push(3); // 1 is pushed out while in flight
+    q.push(3); // 1 is in flight: 2, the oldest waiting, is pushed out
     await until(() => report.length >= 4);
-    expect(report[0]).toBe('1: the queue holds at most 2 messages');
+    expect(report[0]).toBe('2: the queue holds at most 2 messages');
     expect(report).toContain('failing');
-    expect(report).toContain('2: 2 attempts failed; the last: nope');
+    expect(report).toContain('1: 2 attempts failed; the last: nope');
     await until(() => report.some((r) => r.startsWith('3:')));
     await q.close();
+  });
+
+  // Before, a full queue dropped its head even while it was being sent: the message
+  // arrived, yet a "was given up" event said it never would.
+  it('a full queue never drops the message being sent, and says so only of those it dropped', async () => {
+    const sent: number[] = [];
+    const dropped: number[] = [];
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const q = new DeliveryQueue<number>(
+      async (n) => {
+        if (n === 1) await gate; // 1 stays in flight while the queue fills
+        sent.push(n);
+      },
+      {
+        failing: () => undefined,
+        recovered: () => undefined,
+        dropped: (n) => dropped.push(n),
+      },
+      { maxQueued: 2, maxAttempts: 3, baseDelayMs: 10, maxDelayMs: 10 },
+    );
+    cleanups.push(() => q.close());
+    q.push(1);
+    q.push(2);
+    q.push(3);
+    q.push(4);
+    expect(dropped).toEqual([2, 3]);
+    release();
+    await until(() => sent.length === 2);
+    expect(sent).toEqual([1, 4]);
+    expect(dropped).toEqual([2, 3]);
+
+    // room for one only, and that one in flight: the new message is the one dropped
+    let release1!: () => void;
+    const gate1 = new Promise<void>((r) => (release1 = r));
+    const one = new DeliveryQueue<number>(
+      async (n) => {
+        if (n === 5) await gate1;
+        sent.push(n);
+      },
+      { failing: () => undefined, recovered: () => undefined, dropped: (n) => dropped.push(n) },
+      { maxQueued: 1, maxAttempts: 3, baseDelayMs: 10, maxDelayMs: 10 },
+    );
+    cleanups.push(() => one.close());
+    one.push(5);
+    one.push(6);
+    expect(dropped).toEqual([2, 3, 6]);
+    release1();
+    await until(() => sent.includes(5));
+    expect(dropped).toEqual([2, 3, 6]);
   });
 });
 

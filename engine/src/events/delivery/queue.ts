@@ -2,7 +2,8 @@
  * A bounded, in-memory delivery queue for one channel (mail, webhook): one message
  * in flight, in order, retried with exponential backoff, given up after maxAttempts.
  * It never blocks the engine: pushing returns at once, timers are unref'd, and a
- * full queue drops its oldest message rather than growing.
+ * full queue drops its oldest waiting message rather than growing (never the one
+ * being sent).
  */
 
 export interface QueueOptions {
@@ -52,9 +53,14 @@ export class DeliveryQueue<T> {
 
   push(item: T): void {
     if (this.closed) return;
+    const full = `the queue holds at most ${this.opts.maxQueued} messages`;
     if (this.items.length >= this.opts.maxQueued) {
-      const old = this.items.shift()!;
-      this.hooks.dropped(old.item, `the queue holds at most ${this.opts.maxQueued} messages`);
+      // the oldest waiting one goes: the one being sent may arrive yet, and to say it
+      // was given up would be untrue
+      const oldest = this.busy ? 1 : 0;
+      if (oldest >= this.items.length) return this.hooks.dropped(item, full);
+      const [old] = this.items.splice(oldest, 1);
+      this.hooks.dropped(old!.item, full);
     }
     this.items.push({ item, attempts: 0 });
     this.kick();
@@ -110,7 +116,7 @@ export class DeliveryQueue<T> {
     const atOnce = this.retryAtOnce;
     this.retryAtOnce = false;
     this.idle?.();
-    if (this.items[0] !== head) return this.kick(); // dropped while in flight (full queue): go on
+    if (this.items[0] !== head) return; // emptied by close()
     if (!error) {
       this.items.shift();
       if (this.failing) {
