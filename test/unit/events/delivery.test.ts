@@ -385,6 +385,55 @@ describe('delivery queue', () => {
     await until(() => sent.includes(5));
     expect(dropped).toEqual([2, 3, 6]);
   });
+  // Each settings save retries the waiting message at once; before, each such retry
+  // used up one of its attempts, so saving a few times while the server was still down
+  // gave it up long before its backoff had run.
+  it('a retry asked for by retryNow does not use up an attempt', async () => {
+    const dropped: string[] = [];
+    let tries = 0;
+    let up = false;
+    let hold: Promise<void> | undefined;
+    const sent: number[] = [];
+    const q = new DeliveryQueue<number>(
+      async (n) => {
+        tries++;
+        await hold;
+        if (!up) throw new Error('down');
+        sent.push(n);
+      },
+      {
+        failing: () => undefined,
+        recovered: () => undefined,
+        dropped: (n, why) => dropped.push(`${n}: ${why}`),
+      },
+      // the next scheduled try is an hour away: only retryNow tries again in this test
+      { maxQueued: 10, maxAttempts: 2, baseDelayMs: 3_600_000, maxDelayMs: 3_600_000 },
+    );
+    cleanups.push(() => q.close());
+    q.push(1);
+    await until(() => tries === 1);
+    for (let i = 2; i <= 5; i++) {
+      await new Promise((r) => setImmediate(r)); // the try has ended and armed its backoff
+      q.retryNow();
+      await until(() => tries === i);
+    }
+    // a save while a send is in progress: that send, failing, is retried at once, free too
+    let release!: () => void;
+    hold = new Promise((r) => (release = r));
+    await new Promise((r) => setImmediate(r));
+    q.retryNow();
+    await until(() => tries === 6);
+    q.retryNow();
+    release();
+    await until(() => tries === 7);
+    await new Promise((r) => setImmediate(r));
+    expect(dropped).toEqual([]);
+    hold = undefined;
+    up = true;
+    q.retryNow();
+    await until(() => sent.length === 1);
+    expect(dropped).toEqual([]);
+  });
 });
 
 describe('syslog', () => {

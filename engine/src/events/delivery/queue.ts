@@ -70,7 +70,8 @@ export class DeliveryQueue<T> {
    * Tries the head again now rather than after its backoff (up to maxDelayMs): the
    * channel's settings changed, or a test message waits behind it. A send in progress
    * that fails is retried at once instead of backing off (it may have used the old
-   * settings).
+   * settings). Such a retry does not use up one of the message's attempts: saving the
+   * settings a few times while the server is still down must not give it up sooner.
    */
   retryNow(): void {
     if (this.closed) return;
@@ -82,7 +83,7 @@ export class DeliveryQueue<T> {
       clearTimeout(this.timer);
       this.timer = undefined;
     }
-    this.kick();
+    this.kick(true);
   }
 
   /** Stops retrying; waits up to graceMs for a send in progress, then drops the rest. */
@@ -98,14 +99,15 @@ export class DeliveryQueue<T> {
     this.items.length = 0;
   }
 
-  private kick(): void {
+  /** `extra`: asked for by retryNow, not counted among the message's attempts. */
+  private kick(extra = false): void {
     if (this.busy || this.timer || this.closed || this.items.length === 0) return;
     this.busy = true;
-    void this.attempt(this.items[0]!);
+    void this.attempt(this.items[0]!, extra);
   }
 
-  private async attempt(head: { item: T; attempts: number }): Promise<void> {
-    head.attempts++;
+  private async attempt(head: { item: T; attempts: number }, extra: boolean): Promise<void> {
+    if (!extra || head.attempts === 0) head.attempts++;
     let error: Error | undefined;
     try {
       await this.send(head.item);
@@ -135,7 +137,7 @@ export class DeliveryQueue<T> {
       return this.kick();
     }
     if (this.closed) return;
-    if (atOnce) return this.kick();
+    if (atOnce) return this.kick(true);
     const delay = Math.min(this.opts.maxDelayMs, this.opts.baseDelayMs * 2 ** (head.attempts - 1));
     this.timer = setTimeout(() => {
       this.timer = undefined;
