@@ -1,7 +1,8 @@
 /**
  * A small SMTP server for tests, on 127.0.0.1: EHLO, STARTTLS (with a throwaway
  * self-signed certificate made by openssl), AUTH PLAIN, MAIL/RCPT/DATA, QUIT.
- * It records the messages it accepted and can refuse the first N messages.
+ * It records the messages it accepted and can refuse the first N messages (451), given
+ * recipients, or every message's content.
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -24,6 +25,12 @@ export interface TestSmtpServer {
   received: ReceivedMail[];
   /** Answer 451 to MAIL FROM this many more times. */
   failNext: number;
+  /** RCPT TO of these addresses is answered with the reply given ("550 no such user"). */
+  refuseRcpt: Record<string, string>;
+  /** A message's end (".") is answered with this reply instead of 250. */
+  refuseMessage?: string;
+  /** Connections made to it so far. */
+  sessions: number;
   close(): Promise<void>;
   waitFor(n: number, timeoutMs?: number): Promise<ReceivedMail[]>;
 }
@@ -52,6 +59,8 @@ export async function startSmtpServer(
     cert,
     received: [],
     failNext: 0,
+    refuseRcpt: {},
+    sessions: 0,
     close: () =>
       new Promise((resolve) => {
         for (const s of sockets) s.destroy();
@@ -68,6 +77,7 @@ export async function startSmtpServer(
   };
   const server = net.createServer((raw) => {
     sockets.add(raw);
+    srv.sessions++;
     raw.on('close', () => sockets.delete(raw));
     let sock: net.Socket = raw;
     let secure = false;
@@ -86,6 +96,12 @@ export async function startSmtpServer(
         if (inData) {
           if (line === '.') {
             inData = false;
+            if (srv.refuseMessage) {
+              mail = {};
+              data = '';
+              reply(srv.refuseMessage);
+              continue;
+            }
             srv.received.push({
               from: mail.from!,
               to: mail.to ?? [],
@@ -144,7 +160,9 @@ export async function startSmtpServer(
         mail.from = /<(.*)>/.exec(line)![1]!;
         reply('250 ok');
       } else if (verb === 'RCPT') {
-        (mail.to ??= []).push(/<(.*)>/.exec(line)![1]!);
+        const to = /<(.*)>/.exec(line)![1]!;
+        if (srv.refuseRcpt[to]) return void reply(srv.refuseRcpt[to]);
+        (mail.to ??= []).push(to);
         reply('250 ok');
       } else if (verb === 'DATA') {
         inData = true;

@@ -467,7 +467,7 @@ describe('syslog', () => {
 });
 
 describe('notifier and settings', () => {
-  function setup(dir = tempDir()) {
+  function setup(dir = tempDir(), queue: ConstructorParameters<typeof Notifier>[0]['queue'] = {}) {
     const { db } = openDatabase(':memory:');
     const secrets: SecretFiles = {
       read: (n) => readSecret(dir, n),
@@ -483,7 +483,7 @@ describe('notifier and settings', () => {
       version: '9.9.9',
       report: (r) => reports.push(r),
       syslogCommand: [fake],
-      queue: { baseDelayMs: 20, maxDelayMs: 50, maxAttempts: 3 },
+      queue: { baseDelayMs: 20, maxDelayMs: 50, maxAttempts: 3, ...queue },
     });
     cleanups.push(() => n.close());
     return { dir, settings, n, reports, syslogOut, db };
@@ -689,6 +689,74 @@ describe('notifier and settings', () => {
       /Webhook for event #11 \("I\/O errors on volume vol1"\) was given up: 3 attempts failed/,
     );
     expect(dropped.message).toContain('The event stays in the event log.');
+  });
+  // Before, a 550 to the recipient or a 554 to the content was retried like a 451: the
+  // message held every one behind it through all its attempts (8.5 minutes by default)
+  // and its "failing, keeps retrying" event promised what could never happen.
+  it('gives up at once what the mail server refuses for good, saying its reply and what to fix', async () => {
+    const mail = await smtp({});
+    // the next scheduled try is an hour away: only a give-up at once ends in time
+    const { settings, n, reports } = setup(tempDir(), {
+      baseDelayMs: 3_600_000,
+      maxDelayMs: 3_600_000,
+    });
+    settings.update({
+      smtp: {
+        enabled: true,
+        host: '127.0.0.1',
+        port: mail.port,
+        security: 'none',
+        from: 'san@branch.example',
+        to: ['nobody@example.com'],
+      },
+    });
+    const dropped = () => reports.filter((r) => r.type === 'delivery.dropped');
+    mail.refuseRcpt['nobody@example.com'] = '550 5.1.1 no such user';
+    n.deliver(ev({ id: 11 }));
+    n.deliver(ev({ id: 12 }));
+    await until(() => dropped().length === 2);
+    expect(mail.sessions).toBe(2);
+    expect(dropped()[0]!.message).toBe(
+      'Alert e-mail for event #11 ("I/O errors on volume vol1") was given up: the server refused it for good, so it is not retried: ' +
+        'recipient nobody@example.com: the server answered 550 5.1.1 no such user; ' +
+        'correct or remove the address nobody@example.com in Settings > Notifications. The event stays in the event log.',
+    );
+
+    delete mail.refuseRcpt['nobody@example.com'];
+    mail.refuseMessage = '554 5.7.1 rejected as spam';
+    n.deliver(ev({ id: 13 }));
+    await until(() => dropped().length === 3);
+    expect(dropped()[2]!.message).toContain(
+      "the server answered 554 5.7.1 rejected as spam; the mail server refused this message itself (its size or content); the mail server's administrator can say why.",
+    );
+    mail.refuseMessage = undefined;
+    n.deliver(ev({ id: 14 }));
+    const [got] = await mail.waitFor(1);
+    expect(got!.data).toContain('Event: alert.raised #14');
+    // the channel works: no event said it was failing and being retried
+    expect(reports.filter((r) => r.type === 'delivery.failing')).toEqual([]);
+  });
+
+  it('gives up at once a webhook message refused with a 4xx; a wrong URL (404) or a 5xx is retried', async () => {
+    const w = await webhookServer([422, 404, 503]);
+    const { settings, n, reports } = setup();
+    settings.update({ webhook: { enabled: true, url: w.url } });
+    n.deliver(ev({ id: 21 }));
+    n.deliver(ev({ id: 22 }));
+    await until(() => w.got.length === 4);
+    expect(w.got.map((g) => (JSON.parse(g.body) as { event: EventRecord }).event.id)).toEqual([
+      21, 22, 22, 22,
+    ]);
+    await until(() => reports.some((r) => r.type === 'delivery.recovered'));
+    expect(reports.map((r) => r.type)).toEqual([
+      'delivery.dropped',
+      'delivery.failing',
+      'delivery.recovered',
+    ]);
+    expect(reports[0]!.message).toContain(
+      'Webhook for event #21 ("I/O errors on volume vol1") was given up: the server refused it for good, so it is not retried: ' +
+        `POST ${redactUrl(w.url)} answered HTTP 422 Unprocessable Entity; the receiver refused this message itself`,
+    );
   });
 });
 

@@ -1,6 +1,7 @@
 /**
  * A bounded, in-memory delivery queue for one channel (mail, webhook): one message
- * in flight, in order, retried with exponential backoff, given up after maxAttempts.
+ * in flight, in order, retried with exponential backoff, given up after maxAttempts,
+ * or at once when the server refused it for good (PermanentFailure).
  * It never blocks the engine: pushing returns at once, timers are unref'd, and a
  * full queue drops its oldest waiting message rather than growing (never the one
  * being sent).
@@ -21,13 +22,31 @@ export const DEFAULT_QUEUE_OPTIONS: QueueOptions = {
   maxDelayMs: 5 * 60_000,
 };
 
+/**
+ * A failure no retry can change: the server refused this very message for good (an
+ * SMTP 5xx to its recipient or its content, an HTTP 4xx to its body). The queue gives
+ * it up at once instead of holding every message behind it through its retries.
+ * Refusals of the channel's own settings (a wrong password, a wrong URL) are not
+ * permanent in this sense: every message would meet them, and a corrected setting
+ * retries the waiting message at once.
+ */
+export interface PermanentFailure extends Error {
+  permanent: true;
+  /** What to do about it, for the "given up" event. */
+  fix: string;
+}
+
+export function isPermanent(err: unknown): err is PermanentFailure {
+  return err instanceof Error && (err as Partial<PermanentFailure>).permanent === true;
+}
+
 /** What the owner hears about, to record as events. */
 export interface QueueHooks<T> {
   /** The first failure after a success (or at the start): the channel is failing. */
   failing(err: Error, item: T): void;
   /** The first success after failures. */
   recovered(): void;
-  /** A message given up after its attempts, or pushed out of a full queue. */
+  /** A message given up after its attempts, refused for good, or pushed out of a full queue. */
   dropped(item: T, reason: string): void;
 }
 
@@ -125,6 +144,15 @@ export class DeliveryQueue<T> {
         this.failing = false;
         this.hooks.recovered();
       }
+      return this.kick();
+    }
+    if (isPermanent(error)) {
+      // this message's fault, not the channel's: no "failing, retrying" event for it
+      this.items.shift();
+      this.hooks.dropped(
+        head.item,
+        `the server refused it for good, so it is not retried: ${error.message}; ${error.fix}`,
+      );
       return this.kick();
     }
     if (!this.failing) {

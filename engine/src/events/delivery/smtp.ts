@@ -31,12 +31,18 @@ export interface Mail {
 }
 
 export class SmtpError extends Error {
+  /** The server refused this message for good (queue.ts PermanentFailure). */
+  readonly permanent: boolean;
+
   constructor(
     message: string,
     readonly code?: number,
+    /** With a permanent refusal: what to do about it. */
+    readonly fix = '',
   ) {
     super(message);
     this.name = 'SmtpError';
+    this.permanent = fix !== '';
   }
 }
 
@@ -144,17 +150,30 @@ export async function sendMail(o: SmtpOptions, mail: Mail): Promise<void> {
   try {
     await connected(sock, o.security === 'tls');
     let r = new ReplyReader(sock);
-    const cmd = async (line: string | null, ok: number[], what: string): Promise<Reply> => {
+    /** `fix`: a 5xx here refuses this message for good (RFC 5321 4.2.1), and what to do. */
+    const cmd = async (
+      line: string | null,
+      ok: number[],
+      what: string,
+      fix?: string,
+    ): Promise<Reply> => {
       if (line !== null) sock.write(line + '\r\n');
       const reply = await r.next();
       if (!ok.includes(reply.code)) {
         throw new SmtpError(
           `${what}: the server answered ${reply.code} ${quoteRemote(reply.lines.join(' '))}`.trim(),
           reply.code,
+          fix !== undefined && reply.code >= 500 && reply.code <= 599 ? fix : '',
         );
       }
       return reply;
     };
+    // A 5xx before here (greeting, EHLO, AUTH, MAIL FROM: the sender or "authentication
+    // required") refuses the channel's settings, which every message would meet: that is
+    // retried, and retried at once when the settings are corrected. From here on a 5xx
+    // refuses this message: retrying it would only hold up the messages behind it.
+    const refusedMessage =
+      "the mail server refused this message itself (its size or content); the mail server's administrator can say why";
     await cmd(null, [220], 'greeting');
     const name = o.clientName ?? (os.hostname() || 'branchsan');
     let ehlo = await cmd(`EHLO ${name}`, [250], 'EHLO');
@@ -181,9 +200,16 @@ export async function sendMail(o: SmtpOptions, mail: Mail): Promise<void> {
       await cmd(`AUTH PLAIN ${token}`, [235], 'authentication');
     }
     await cmd(`MAIL FROM:<${mail.from}>`, [250], 'MAIL FROM');
-    for (const to of mail.to) await cmd(`RCPT TO:<${to}>`, [250, 251], `recipient ${to}`);
-    await cmd('DATA', [354], 'DATA');
-    await cmd(dotStuff(formatMessage(mail)) + '\r\n.', [250], 'message');
+    for (const to of mail.to) {
+      await cmd(
+        `RCPT TO:<${to}>`,
+        [250, 251],
+        `recipient ${to}`,
+        `correct or remove the address ${to} in Settings > Notifications`,
+      );
+    }
+    await cmd('DATA', [354], 'DATA', refusedMessage);
+    await cmd(dotStuff(formatMessage(mail)) + '\r\n.', [250], 'message', refusedMessage);
     sock.write('QUIT\r\n');
     await r.next().catch(() => undefined); // 221; a server that just hangs up is fine too
   } catch (err) {

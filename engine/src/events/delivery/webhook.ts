@@ -1,6 +1,7 @@
 /**
- * Webhook delivery: one HTTP(S) POST of JSON per event. Any 2xx is success; anything
- * else, a timeout or a refused connection is a failure the queue retries. With a
+ * Webhook delivery: one HTTP(S) POST of JSON per event. Any 2xx is success; a 4xx
+ * that refuses the message itself is given up at once (refusesMessage); anything else,
+ * a timeout or a refused connection is a failure the queue retries. With a
  * secret, the body is signed (HMAC-SHA256) so the receiver can tell it came from us.
  */
 import { createHmac } from 'node:crypto';
@@ -41,10 +42,26 @@ export async function postWebhook(t: WebhookTarget, payload: unknown): Promise<v
   }
   await res.body?.cancel();
   if (res.status < 200 || res.status > 299) {
-    throw new Error(
-      `POST ${redactUrl(t.url)} answered HTTP ${res.status} ${res.statusText}`.trim(),
-    );
+    const said = `POST ${redactUrl(t.url)} answered HTTP ${res.status} ${res.statusText}`.trim();
+    if (!refusesMessage(res.status)) throw new Error(said);
+    throw Object.assign(new Error(said), {
+      permanent: true as const,
+      fix: 'the receiver refused this message itself; its logs or its owner can say why',
+    });
   }
+}
+
+/**
+ * An HTTP status that refuses this message for good (queue.ts PermanentFailure): a
+ * 4xx, as an SMTP 5xx to a recipient or content is. Not: 408 and 429 (try later), and
+ * the ones that refuse the channel's settings, which every message would meet and a
+ * corrected URL or secret retries at once (as a wrong mail password is): 401, 403, 407
+ * (who we are), 404, 405, 410 (where we send). 5xx and no answer are retried.
+ */
+function refusesMessage(status: number): boolean {
+  return (
+    status >= 400 && status <= 499 && ![401, 403, 404, 405, 407, 408, 410, 429].includes(status)
+  );
 }
 
 /**
