@@ -98,6 +98,38 @@ describe('SMTP client', () => {
     expect(plain).toContain('Subject: Host a Bcc: evil@example.com\r\n');
   });
 
+  // Before, a non-ASCII subject became one encoded word however long: a 300-character
+  // subject a line of over 800, which RFC 2047 (75 a word, 76 a line) forbids, and which
+  // mail programs show as the raw =?UTF-8?B?… text.
+  it('encodes a long non-ASCII subject as several encoded words of whole characters, folded', async () => {
+    const mail = await smtp({});
+    const subject = '[BranchSAN Fehler] Größe überschritten: 卷 vol-1 😀 ' + 'äö中😀x'.repeat(60);
+    await sendMail(
+      { host: '127.0.0.1', port: mail.port, security: 'none' },
+      { from: 'san@branch.example', to: ['it@example.com'], subject, text: 'x' },
+    );
+    const [m] = await mail.waitFor(1);
+    const head = m!.data.split('\r\n\r\n')[0]!;
+    const lines = head.split('\r\n');
+    const at = lines.findIndex((l) => l.startsWith('Subject: '));
+    let end = at + 1;
+    while (lines[end]?.startsWith(' ')) end++;
+    const folded = lines.slice(at, end);
+    expect(folded.length).toBeGreaterThan(1);
+    for (const l of folded) expect(l.length).toBeLessThanOrEqual(76);
+    const words = folded.map((l) => l.replace(/^Subject: /, '').trim());
+    let decoded = '';
+    for (const w of words) {
+      expect(w.length).toBeLessThanOrEqual(75);
+      const b64 = /^=\?UTF-8\?B\?([A-Za-z0-9+/=]+)\?=$/.exec(w)![1]!;
+      const bytes = Buffer.from(b64, 'base64');
+      // whole characters: each word decodes alone to what it encodes
+      expect(Buffer.from(bytes.toString('utf8'))).toEqual(bytes);
+      decoded += bytes.toString('utf8');
+    }
+    expect(decoded).toBe(subject);
+  });
+
   it('sends over STARTTLS with AUTH PLAIN', async () => {
     const s = await smtp({ starttls: true, users: { alerts: 'pa55word' } });
     await sendMail(

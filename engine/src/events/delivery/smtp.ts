@@ -256,7 +256,7 @@ export function formatMessage(mail: Mail, now = new Date()): string {
   // One line: a line break in a subject would end the header and start another one
   // (Bcc: …), and subjects carry names other machines chose (a host's NQN).
   const line = oneLine(mail.subject);
-  const subject = ascii(line) ? line : `=?UTF-8?B?${Buffer.from(line).toString('base64')}?=`;
+  const subject = ascii(line) ? line : encodedWords(line);
   const text = mail.text.replace(/\r\n|\r|\n/g, '\r\n');
   const headers = [
     `From: ${mail.from}`,
@@ -271,6 +271,26 @@ export function formatMessage(mail: Mail, now = new Date()): string {
     return [...headers, 'Content-Transfer-Encoding: 7bit', '', text].join('\r\n');
   const b64 = Buffer.from(text).toString('base64').replace(/.{76}/g, '$&\r\n');
   return [...headers, 'Content-Transfer-Encoding: base64', '', b64].join('\r\n');
+}
+
+/**
+ * Header text as RFC 2047 encoded words, folded one to a line: each word at most 75
+ * characters and each line at most 76 (2047 section 2), each word whole characters
+ * (a UTF-8 sequence split across two words decodes as garbage in both).
+ * 39 bytes are 52 base64 characters: 64 with =?UTF-8?B? and ?=, 73 after "Subject: ".
+ */
+export function encodedWords(text: string, maxBytes = 39): string {
+  const words: string[] = [];
+  let chunk = '';
+  for (const ch of text) {
+    if (chunk && Buffer.byteLength(chunk + ch) > maxBytes) {
+      words.push(chunk);
+      chunk = '';
+    }
+    chunk += ch;
+  }
+  words.push(chunk);
+  return words.map((w) => `=?UTF-8?B?${Buffer.from(w).toString('base64')}?=`).join('\r\n ');
 }
 
 /** A line starting with "." gets another (RFC 5321 4.5.2), so it cannot end the message. */
