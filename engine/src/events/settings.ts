@@ -18,7 +18,12 @@ import { UserError } from '../util/errors.js';
 
 export interface SecretFiles {
   read(name: string): string | undefined;
-  write(name: string, value: string): void;
+  /**
+   * Writes `value` aside, calls `beforeRename` (which may throw: then the old value
+   * stays), and only then puts it in place (service/secrets.ts writeSecret). A
+   * `beforeRename` it does not call is called after it returns.
+   */
+  write(name: string, value: string, beforeRename?: () => void): void;
   remove(name: string): void;
 }
 
@@ -110,10 +115,14 @@ export class SettingsStore {
 
   /**
    * Validates the change and the sections it touches as a whole, then stores it and
-   * the secrets, all or nothing: the secret files first, then the settings row and
-   * `alongside` (the audit row) in one transaction. If any step fails, the secret files
-   * are put back as they were and the error propagates: no change takes effect without
-   * its audit row. Fields the change does not name are written back as they were stored.
+   * the secrets, all or nothing: each new secret is written aside, then the settings
+   * row and `alongside` (the audit row) go in one transaction, and only once that is
+   * stored do the new secrets take their place (a rename) and removed ones go (neither
+   * needs room on the disk). If a step before fails, the written-aside files are removed
+   * and the error propagates: no change takes effect without its audit row. (Before,
+   * the secret files were replaced first and put back after a failure: on a full disk
+   * putting back failed too, and a new password was in use that the API said was not
+   * saved.) Fields the change does not name are written back as they were stored.
    */
   update(p: SettingsSetParams, alongside: () => void = () => {}): EngineSettings {
     const valid = SettingsSetParams.safeParse(p);
@@ -141,23 +150,24 @@ export class SettingsStore {
       [SMTP_PASSWORD, password],
       [WEBHOOK_SECRET, secret],
     ];
-    const before = changes.map(([name]) => [name, this.secrets.read(name)] as const);
-    try {
-      for (const [name, value] of changes) this.putSecret(name, value);
-      this.db.transaction(() => {
-        setSetting(this.db, KEY, JSON.stringify(doc));
-        alongside();
-      })();
-    } catch (err) {
-      for (const [name, value] of before) {
-        try {
-          this.putSecret(name, value ?? null);
-        } catch {
-          // the first error is the one to report; this one has the same cause
-        }
+    const writes = changes.filter((c): c is [string, string] => typeof c[1] === 'string');
+    const store = (i: number): void => {
+      if (i === writes.length) {
+        this.db.transaction(() => {
+          setSetting(this.db, KEY, JSON.stringify(doc));
+          alongside();
+        })();
+        return;
       }
-      throw err;
-    }
+      let stored = false;
+      this.secrets.write(writes[i]![0], writes[i]![1], () => {
+        stored = true;
+        store(i + 1);
+      });
+      if (!stored) store(i + 1);
+    };
+    store(0);
+    for (const [name, value] of changes) if (value === null) this.secrets.remove(name);
     this.cached = loaded;
     return this.view();
   }
@@ -193,12 +203,6 @@ export class SettingsStore {
     resets.unshift(...notes);
     this.cached = { doc, settings: repair(settings, resets), resets };
     return this.cached;
-  }
-
-  /** undefined: leave it; null: remove it; a string: store it. */
-  private putSecret(name: string, value: string | null | undefined): void {
-    if (value === null) this.secrets.remove(name);
-    else if (value !== undefined) this.secrets.write(name, value);
   }
 }
 

@@ -162,7 +162,7 @@ export class Engine {
         publish: (name, data) => hub.broadcast(name, data),
         secrets: {
           read: (n) => readSecret(dataDir, n),
-          write: (n, v) => writeSecret(dataDir, n, v),
+          write: (n, v, beforeRename) => writeSecret(dataDir, n, v, beforeRename),
           remove: (n) => deleteSecret(dataDir, n),
         },
         collect: () => inputs.collect(),

@@ -70,7 +70,7 @@ function capacityService(
     version: '9.9.9',
     secrets: {
       read: (n) => readSecret(dir, n),
-      write: (n, v) => writeSecret(dir, n, v),
+      write: (n, v, beforeRename) => writeSecret(dir, n, v, beforeRename),
       remove: (n) => deleteSecret(dir, n),
     },
     collect: async () => fsUse(usedPct),
@@ -328,7 +328,7 @@ describe('mail for an unstored alert', () => {
     cleanups.push(() => server.close());
     const settings = new SettingsStore(db, {
       read: (n) => readSecret(dir, n),
-      write: (n, v) => writeSecret(dir, n, v),
+      write: (n, v, beforeRename) => writeSecret(dir, n, v, beforeRename),
       remove: (n) => deleteSecret(dir, n),
     });
     settings.update({

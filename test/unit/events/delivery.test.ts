@@ -503,7 +503,7 @@ describe('notifier and settings', () => {
     const { db } = openDatabase(':memory:');
     const secrets: SecretFiles = {
       read: (n) => readSecret(dir, n),
-      write: (n, v) => writeSecret(dir, n, v),
+      write: (n, v, beforeRename) => writeSecret(dir, n, v, beforeRename),
       remove: (n) => deleteSecret(dir, n),
     };
     const settings = new SettingsStore(db, secrets);
@@ -803,7 +803,7 @@ describe('a channel whose settings are corrected', () => {
       publish: () => undefined,
       secrets: {
         read: (n) => readSecret(dir, n),
-        write: (n, v) => writeSecret(dir, n, v),
+        write: (n, v, beforeRename) => writeSecret(dir, n, v, beforeRename),
         remove: (n) => deleteSecret(dir, n),
       },
       collect: async () => ({}),

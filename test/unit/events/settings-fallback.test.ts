@@ -31,7 +31,7 @@ function setup() {
   cleanups.push(() => db.close());
   const secrets: SecretFiles = {
     read: (n) => readSecret(dir, n),
-    write: (n, v) => writeSecret(dir, n, v),
+    write: (n, v, beforeRename) => writeSecret(dir, n, v, beforeRename),
     remove: (n) => deleteSecret(dir, n),
   };
   const first = new SettingsStore(db, secrets);
