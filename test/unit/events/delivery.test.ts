@@ -769,6 +769,35 @@ describe('notifier and settings', () => {
     expect(reports.filter((r) => r.type === 'delivery.failing')).toEqual([]);
   });
 
+  // A relay that wants a login refuses each recipient ("554 5.7.1 Relay access
+  // denied"): that is the settings' fault, met by every message, so the message waits
+  // for the corrected settings instead of being given up at once.
+  it('retries a refusal on policy (relay access denied), as a wrong password is', async () => {
+    const mail = await smtp({});
+    const { settings, n, reports } = setup(tempDir(), {
+      baseDelayMs: 3_600_000,
+      maxDelayMs: 3_600_000,
+    });
+    settings.update({
+      smtp: {
+        enabled: true,
+        host: '127.0.0.1',
+        port: mail.port,
+        security: 'none',
+        from: 'san@branch.example',
+        to: ['it@example.com'],
+      },
+    });
+    mail.refuseRcpt['it@example.com'] = '554 5.7.1 <it@example.com>: Relay access denied';
+    n.deliver(ev({ id: 31 }));
+    await until(() => reports.some((r) => r.type === 'delivery.failing'));
+    expect(reports.map((r) => r.type)).toEqual(['delivery.failing']);
+    delete mail.refuseRcpt['it@example.com'];
+    n.retryNow('smtp');
+    const [got] = await mail.waitFor(1);
+    expect(got!.data).toContain('Event: alert.raised #31');
+  });
+
   it('gives up at once a webhook message refused with a 4xx; a wrong URL (404) or a 5xx is retried', async () => {
     const w = await webhookServer([422, 404, 503]);
     const { settings, n, reports } = setup();

@@ -163,7 +163,7 @@ export async function sendMail(o: SmtpOptions, mail: Mail): Promise<void> {
         throw new SmtpError(
           `${what}: the server answered ${reply.code} ${quoteRemote(reply.lines.join(' '))}`.trim(),
           reply.code,
-          fix !== undefined && reply.code >= 500 && reply.code <= 599 ? fix : '',
+          fix !== undefined && refusesMessage(reply, what) ? fix : '',
         );
       }
       return reply;
@@ -171,7 +171,9 @@ export async function sendMail(o: SmtpOptions, mail: Mail): Promise<void> {
     // A 5xx before here (greeting, EHLO, AUTH, MAIL FROM: the sender or "authentication
     // required") refuses the channel's settings, which every message would meet: that is
     // retried, and retried at once when the settings are corrected. From here on a 5xx
-    // refuses this message: retrying it would only hold up the messages behind it.
+    // refuses this message: retrying it would only hold up the messages behind it; but
+    // not a refusal on policy ("relay access denied": no or the wrong login), which is
+    // the settings' again (refusesMessage).
     const refusedMessage =
       "the mail server refused this message itself (its size or content); the mail server's administrator can say why";
     await cmd(null, [220], 'greeting');
@@ -220,6 +222,20 @@ export async function sendMail(o: SmtpOptions, mail: Mail): Promise<void> {
     clearTimeout(timer);
     sock.destroy();
   }
+}
+
+/**
+ * A 5xx that refuses the message, not the sender's standing: not 530, and to a
+ * recipient not an enhanced status 5.7.x (RFC 3463: security or policy, as "554 5.7.1
+ * Relay access denied" when the relay wants a login) nor one that says "relay" or
+ * "auth" without such a code: those every message would meet until the settings
+ * change. (To the content, 5.7.x is the content's: "rejected as spam".)
+ */
+function refusesMessage(reply: Reply, what: string): boolean {
+  if (reply.code < 500 || reply.code > 599 || reply.code === 530) return false;
+  const text = reply.lines.join(' ');
+  if (!what.startsWith('recipient ')) return true;
+  return !/^\s*5\.7\.\d/.test(text) && !/relay|auth/i.test(text);
 }
 
 function connected(sock: net.Socket, secure: boolean): Promise<void> {
