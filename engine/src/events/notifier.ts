@@ -110,7 +110,7 @@ export class Notifier {
     const s = this.o.settings.stored().smtp;
     if (!s.enabled) return; // switched off while queued: nothing to do
     const host = os.hostname();
-    await sendMail(
+    const refused = await sendMail(
       {
         host: s.host,
         port: s.port,
@@ -130,6 +130,18 @@ export class Notifier {
           '-- \nSent by the BranchSAN engine. Change who gets these in the console: Settings > Notifications.\n',
       },
     );
+    if (refused.length > 0) {
+      const reason = quoteRemote(
+        `the server refused ${refused.length === 1 ? 'this recipient' : 'these recipients'} for good: ${refused.map((e) => `${e.message}; ${e.fix}`).join('; ')}`,
+        MAX_REASON,
+      );
+      this.o.report({
+        type: 'delivery.dropped',
+        severity: 'error',
+        message: `${CHANNEL_NAMES.smtp} for ${unstored(ev) ? `"${titleOf(ev)}"` : `event #${ev.id} ("${titleOf(ev)}")`} did not reach every recipient: ${reason}. The other recipients got it.`,
+        data: { channel: 'smtp', eventId: ev.id, reason, partial: true },
+      });
+    }
   }
 
   private async post(ev: EventRecord): Promise<void> {

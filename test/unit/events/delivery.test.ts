@@ -769,6 +769,50 @@ describe('notifier and settings', () => {
     expect(reports.filter((r) => r.type === 'delivery.failing')).toEqual([]);
   });
 
+  // Before, one mistyped address among several kept the message from all of them.
+  it('delivers to the recipients the server takes, and says which it refused for good', async () => {
+    const mail = await smtp({});
+    const { settings, n, reports } = setup(tempDir(), {
+      baseDelayMs: 3_600_000,
+      maxDelayMs: 3_600_000,
+    });
+    settings.update({
+      smtp: {
+        enabled: true,
+        host: '127.0.0.1',
+        port: mail.port,
+        security: 'none',
+        from: 'san@branch.example',
+        to: ['it@example.com', 'nobdoy@example.com', 'ops@example.com'],
+      },
+    });
+    mail.refuseRcpt['nobdoy@example.com'] = '550 5.1.1 no such user';
+    n.deliver(ev({ id: 41 }));
+    const [got] = await mail.waitFor(1);
+    expect(got!.to).toEqual(['it@example.com', 'ops@example.com']);
+    await until(() => reports.length > 0);
+    expect(reports).toHaveLength(1);
+    expect(reports[0]!.type).toBe('delivery.dropped');
+    expect(reports[0]!.message).toBe(
+      'Alert e-mail for event #41 ("I/O errors on volume vol1") did not reach every recipient: the server refused this recipient for good: ' +
+        'recipient nobdoy@example.com: the server answered 550 5.1.1 no such user; correct or remove the address nobdoy@example.com in Settings > Notifications. ' +
+        'The other recipients got it.',
+    );
+
+    // every recipient refused: the message is given up, naming each
+    mail.refuseRcpt['it@example.com'] = '550 5.1.1 no such user';
+    mail.refuseRcpt['ops@example.com'] = '553 5.1.3 bad address';
+    n.deliver(ev({ id: 42 }));
+    await until(() => reports.length === 2);
+    expect(reports[1]!.message).toContain(
+      'event #42 ("I/O errors on volume vol1") was given up: the server refused it for good, so it is not retried: recipient it@example.com: the server answered 550 5.1.1 no such user; recipient nobdoy@example.com: ',
+    );
+    expect(reports[1]!.message).toContain(
+      '553 5.1.3 bad address; correct the addresses in Settings > Notifications.',
+    );
+    expect(mail.received).toHaveLength(1);
+  });
+
   // A relay that wants a login refuses each recipient ("554 5.7.1 Relay access
   // denied"): that is the settings' fault, met by every message, so the message waits
   // for the corrected settings instead of being given up at once.

@@ -134,7 +134,12 @@ class ReplyReader {
   }
 }
 
-export async function sendMail(o: SmtpOptions, mail: Mail): Promise<void> {
+/**
+ * Sends `mail`; resolves with the recipients the server refused for good while it took
+ * the message for the others (each refusal says what to do). When it refuses every
+ * recipient, that is the error.
+ */
+export async function sendMail(o: SmtpOptions, mail: Mail): Promise<SmtpError[]> {
   const timeoutMs = o.timeoutMs ?? 20_000;
   let sock: net.Socket =
     o.security === 'tls'
@@ -202,18 +207,34 @@ export async function sendMail(o: SmtpOptions, mail: Mail): Promise<void> {
       await cmd(`AUTH PLAIN ${token}`, [235], 'authentication');
     }
     await cmd(`MAIL FROM:<${mail.from}>`, [250], 'MAIL FROM');
+    // one mistyped address among several must not keep the message from the others
+    const refused: SmtpError[] = [];
     for (const to of mail.to) {
-      await cmd(
-        `RCPT TO:<${to}>`,
-        [250, 251],
-        `recipient ${to}`,
-        `correct or remove the address ${to} in Settings > Notifications`,
+      try {
+        await cmd(
+          `RCPT TO:<${to}>`,
+          [250, 251],
+          `recipient ${to}`,
+          `correct or remove the address ${to} in Settings > Notifications`,
+        );
+      } catch (err) {
+        if (!(err instanceof SmtpError && err.permanent)) throw err;
+        refused.push(err);
+      }
+    }
+    if (refused.length === mail.to.length) {
+      if (refused.length === 1) throw refused[0];
+      throw new SmtpError(
+        refused.map((e) => e.message).join('; '),
+        refused[0]!.code,
+        'correct the addresses in Settings > Notifications',
       );
     }
     await cmd('DATA', [354], 'DATA', refusedMessage);
     await cmd(dotStuff(formatMessage(mail)) + '\r\n.', [250], 'message', refusedMessage);
     sock.write('QUIT\r\n');
     await r.next().catch(() => undefined); // 221; a server that just hangs up is fine too
+    return refused;
   } catch (err) {
     if (err instanceof SmtpError) throw err;
     const e = err as NodeJS.ErrnoException;
