@@ -291,3 +291,44 @@ describe('the block size of a block namespace', () => {
     detach(loopZ);
   }, 60_000);
 });
+
+describe('a disk recorded without an identity', () => {
+  // Before: a disk that showed no WWID, serial or UUID when it was added (key 'none')
+  // was refused as another disk once a newer kernel or driver showed one: every such
+  // disk offline after an upgrade, though the record said "by its size only".
+  it('is served when it shows one later, which is recorded and checked from then on', async (ctx) => {
+    if (loopRefused) ctx.skip(); // the engine of the tests above
+    const fileW = path.join(dir, 'w.img');
+    fs.writeFileSync(fileW, '');
+    fs.truncateSync(fileW, 8 * MiB);
+    const loopW = attach(fileW);
+    await api.call('target.namespace.add', {
+      nqn: NQN,
+      nsid: 5,
+      backend: { kind: 'block', path: loopW },
+    });
+    await stop();
+    const weak = {
+      key: 'none',
+      about: 'loopW, which has no WWID, serial number or UUID',
+      weak: true,
+    };
+    db((d) =>
+      d.prepare('UPDATE namespaces SET device = ? WHERE nsid = 5').run(JSON.stringify(weak)),
+    );
+    await start();
+    expect(await served()).toContain(5);
+    const [recorded] = await eventsOf('target.namespace.device-recorded');
+    expect(recorded).toContain(`Namespace 5 of ${NQN}: ${loopW} is loop device on ${fileW}`);
+    expect(recorded).toContain('the disk showed no identity when the namespace was added');
+    const stored = db(
+      (d) => d.prepare('SELECT device FROM namespaces WHERE nsid = 5').get() as { device: string },
+    );
+    expect(JSON.parse(stored.device)).toMatchObject({
+      key: expect.stringContaining(fileW),
+      weak: false,
+    });
+    await api.call('target.namespace.remove', { nqn: NQN, nsid: 5 });
+    detach(loopW);
+  }, 60_000);
+});

@@ -38,7 +38,9 @@ export function verifyBacking(nqn: string, ns: NamespaceRow): (o: OpenedBacking)
     const accept = `target.namespace.accept {"nqn": "${nqn}", "nsid": ${ns.nsid}}`;
     const was = storedDevice(ns);
     const now = o.device;
-    if (ns.backendKind === 'block' && was && now && was.key !== now.key) {
+    // A disk recorded without an identity is known by its size only (below): a newer
+    // kernel or driver that shows its WWID or serial must not take it offline.
+    if (ns.backendKind === 'block' && was && !was.weak && now && was.key !== now.key) {
       throw new WrongBacking(
         `${ns.path} is not the disk ${which} was added on: that was ${was.about}, and ${ns.path} is now ${now.about}. ` +
           'It is not served, so that hosts do not write to the wrong disk (a /dev name can move to another disk at a reboot, a loop device can be attached to another file).',

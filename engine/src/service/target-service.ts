@@ -335,7 +335,11 @@ export class TargetService {
    */
   private noteOpened(nqn: string, ns: NamespaceRow, backend: BlockBackend): void {
     const device = deviceOf(backend);
-    const record = ns.backendKind === 'block' && device !== null && storedDevice(ns) === null;
+    const had = storedDevice(ns);
+    // none recorded (added before identities were kept), or none the disk showed then
+    // and one it shows now (a newer kernel or driver): recorded, and checked from now on
+    const upgraded = had?.weak === true && device !== null && !storedDevice({ device })!.weak;
+    const record = ns.backendKind === 'block' && device !== null && (had === null || upgraded);
     const grown = ns.backendKind !== 'memory' && backend.sizeBytes > ns.sizeBytes;
     if (!record && !grown) return;
     let stored: boolean;
@@ -358,7 +362,7 @@ export class TargetService {
       const about = storedDevice({ device })!;
       this.notice(
         'target.namespace.device-recorded',
-        `${which}: ${ns.path} is ${about.about}. Recorded now, since the engine that added it did not keep which disk it was: ` +
+        `${which}: ${ns.path} is ${about.about}. Recorded now, since ${upgraded ? 'the disk showed no identity when the namespace was added (its size matched, the only check there was)' : 'the engine that added it did not keep which disk it was'}: ` +
           `from now on it is served only while ${ns.path} is that disk${about.weak ? ' (by its size only, as it has no identity: a weaker check)' : ''}. ` +
           'Make sure it is the right disk now; if it is not, remove the namespace at once.',
       );
