@@ -1,7 +1,8 @@
 /**
  * A real ConsoleServer on 127.0.0.1 for unit tests, with the sign-in rules of a
- * loopback console (setup token "token") and no API methods: the tests drive its HTTP
- * side (files, sign-in, connections, binding), never the API behind it.
+ * loopback console (setup token "token") and, unless a test gives some, no API methods:
+ * the tests drive its HTTP side (files, sign-in, connections, binding) and its socket,
+ * never the engine behind it.
  */
 import { ConsoleAuth } from '../../engine/src/control/auth/console-auth.js';
 import { PasswordFile } from '../../engine/src/control/auth/password.js';
@@ -18,6 +19,8 @@ export function loopbackConsole(opts: {
   log: Logger;
   port?: number;
   limits?: Partial<ConnectionLimits>;
+  /** API methods the console serves (default none: every call fails). */
+  handlers?: Partial<Handlers>;
 }): { server: ConsoleServer; passwords: PasswordFile } {
   const passwords = PasswordFile.inDataDir(opts.dataDir);
   const auth = new ConsoleAuth({
@@ -36,7 +39,7 @@ export function loopbackConsole(opts: {
       auth,
       ...(opts.limits ? { limits: opts.limits } : {}),
     },
-    new RpcDispatcher({} as Handlers, opts.log),
+    new RpcDispatcher((opts.handlers ?? {}) as Handlers, opts.log),
     new SessionHub(),
     opts.log,
   );

@@ -367,7 +367,12 @@ export class ConsoleServer {
       const text = isBinary ? '' : data.toString();
       this.rpc
         .handle(text, { transport: 'console', peer, actor })
-        .then((reply) => session.send(reply))
+        .then((reply) => {
+          // An answer that does not fit the backlog is not dropped without a word (its
+          // caller would wait out its timeout and read that the engine may be stuck): the
+          // socket is closed, so the page fails its calls at once, reconnects and reloads.
+          if (!session.send(reply)) session.close('client is not reading its answers');
+        })
         .catch((err) => this.log.error('console reply failed', { err }));
     });
     ws.on('error', () => undefined);
