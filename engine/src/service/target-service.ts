@@ -723,15 +723,20 @@ export class TargetService {
     return row;
   }
 
-  private async removeNamespaceNow(nqn: string, nsid: number, actor: string): Promise<void> {
+  /** Namespace `nsid` of `nqn` as configured; not-found when there is none. */
+  private namespaceOf(nqn: string, nsid: number): NamespaceRow {
     const ns = this.subsystem(nqn).namespaces.find((n) => n.nsid === nsid);
-    if (!ns)
-      throw new UserError(
-        `Namespace ${nsid} does not exist in ${nqn}.`,
-        undefined,
-        'not-found',
-        'nsid',
-      );
+    if (ns) return ns;
+    throw new UserError(
+      `Namespace ${nsid} does not exist in ${nqn}.`,
+      undefined,
+      'not-found',
+      'nsid',
+    );
+  }
+
+  private async removeNamespaceNow(nqn: string, nsid: number, actor: string): Promise<void> {
+    const ns = this.namespaceOf(nqn, nsid);
     this.refused.delete(`${nqn}#${nsid}`);
     const live = this.rt.hasNamespace(nqn, nsid); // an offline namespace is only a row
     if (live) await this.rt.removeNamespace(nqn, nsid);
@@ -758,14 +763,7 @@ export class TargetService {
     newPath: string | undefined,
     actor: string,
   ): Promise<NamespaceConfig> {
-    const ns = this.subsystem(nqn).namespaces.find((n) => n.nsid === nsid);
-    if (!ns)
-      throw new UserError(
-        `Namespace ${nsid} does not exist in ${nqn}.`,
-        undefined,
-        'not-found',
-        'nsid',
-      );
+    const ns = this.namespaceOf(nqn, nsid);
     if (ns.backendKind === 'memory')
       throw new UserError(
         `Namespace ${nsid} of ${nqn} lives in memory: it has no disk or file to accept.`,
