@@ -38,8 +38,16 @@ export function createBridgeClient(bridge: BridgeApi): ConsoleClient {
     link.setState(state === 'connecting' && link.state === 'disconnected' ? link.state : state);
   }
 
+  // As RpcSession does for the WebSocket: a listener that throws costs only itself, not
+  // the other listeners of the event, and its throw stays here, out of the preload's IPC.
   const offEvent = bridge.onEvent((name, data) => {
-    for (const h of [...(listeners.get(name) ?? [])]) h(data);
+    for (const h of [...(listeners.get(name) ?? [])]) {
+      try {
+        h(data);
+      } catch (err) {
+        console.error(`BranchSAN API client: a listener of ${name} failed:`, err);
+      }
+    }
   });
   const offState = bridge.onState((s) => {
     stateReported = true;

@@ -86,6 +86,24 @@ describe('bridge transport (window.branchsan)', () => {
     expect(seen).toEqual([10]);
   });
 
+  it('keeps delivering an event when one of its listeners throws, and keeps the throw in here', () => {
+    const f = fakeBridge();
+    const client = createBridgeClient(f.bridge);
+    const report = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    const seen: number[] = [];
+    client.on('system.heartbeat', () => {
+      throw new Error('a broken page component');
+    });
+    client.on('system.heartbeat', (hb) => seen.push(hb.uptimeSec));
+    // before: the second listener missed it, and the throw reached the preload's IPC handler
+    expect(() => f.push('system.heartbeat', { at: 1, uptimeSec: 10 })).not.toThrow();
+    f.push('system.heartbeat', { at: 2, uptimeSec: 11 });
+    expect(seen).toEqual([10, 11]);
+    expect(report).toHaveBeenCalledTimes(2);
+    expect(String(report.mock.calls[0]![0])).toContain('system.heartbeat');
+    report.mockRestore();
+  });
+
   it('starts connecting, takes the state from main, and lets a pushed change win a race', async () => {
     const f = fakeBridge({ state: 'connected' });
     const client = createBridgeClient(f.bridge);
