@@ -66,7 +66,8 @@ export interface WebSocketClientOptions {
    * A link that brings no frame for this long is treated as dead and replaced, in ms
    * (default 15000; 0 disables). The engine pushes a heartbeat every second, so silence
    * means a half-open TCP connection, which the browser would otherwise notice only
-   * after minutes.
+   * after minutes. A handshake unanswered for this long is given up the same way: a host
+   * that takes the connection and says nothing would keep it waiting as long.
    */
   idleTimeoutMs?: number;
   /**
@@ -234,6 +235,7 @@ export function createWebSocketClient(opts: WebSocketClientOptions): ConsoleClie
     });
     // 'error' is always followed by 'close', which is where the link is declared lost.
     ws.addEventListener('close', drop);
+    armIdleTimer(); // the handshake too: the browser alone would wait minutes for it
   }
 
   /** The socket is gone: fail what waits on it, tell the UI, find out why, maybe retry. */

@@ -1,4 +1,5 @@
 // @vitest-environment happy-dom
+import net from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ApiError, ErrorCode } from '../../../../contract/api.js';
 import type { ConsoleClient } from '../../../../renderer/src/api/client.js';
@@ -405,6 +406,29 @@ describe('WebSocket transport against a real WebSocket server', () => {
     await server.connection(2); // no frame for 80 ms: dropped and reopened
     await until(() => c.state === 'connected');
     expect(states.slice(0, 3)).toEqual(['connected', 'disconnected', 'connected']);
+  });
+
+  it('gives up on a handshake the engine’s host never answers, and tries again', async () => {
+    // A host that takes the TCP connection and then says nothing (a hung engine, a
+    // firewall that swallows the answers): the browser would wait minutes for it.
+    const accepted: net.Socket[] = [];
+    let closed = 0;
+    const silent = net.createServer((s) => {
+      accepted.push(s);
+      s.on('close', () => closed++).resume();
+    });
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const { port } = silent.address() as net.AddressInfo;
+    try {
+      const c = connect({ url: `ws://127.0.0.1:${port}/api`, idleTimeoutMs: 100 });
+      await until(() => accepted.length >= 2);
+      expect(states[0]).toBe('disconnected');
+      expect(c.state).not.toBe('connected');
+      await until(() => closed >= 1); // the client let go of the first one
+    } finally {
+      for (const s of accepted) s.destroy();
+      await new Promise((r) => silent.close(r));
+    }
   });
 
   it('stops for good on close(), failing what was pending', async () => {
