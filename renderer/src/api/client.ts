@@ -81,8 +81,9 @@ export function createLinkStatus(initial: ConnectionState) {
       state = next;
       stateChanged.emit(next);
     },
-    setProblem(next: LinkProblem) {
-      if (next === problem) return;
+    /** `reworded`: the same problem, told again because its words (the refusal) changed. */
+    setProblem(next: LinkProblem, reworded = false) {
+      if (next === problem && !reworded) return;
       problem = next;
       problemChanged.emit(next);
     },

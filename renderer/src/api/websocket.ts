@@ -119,13 +119,16 @@ export function createWebSocketClient(opts: WebSocketClientOptions): ConsoleClie
    * Starts (or restarts) the link: ask for the session first, then open the socket.
    * Right after a sign-in the sign-in page stays until the engine confirms the session:
    * a browser that did not keep the session cookie gets an error that says so (thrown
-   * as SignInError), not the sign-in page again without a word.
+   * as SignInError), not the sign-in page again without a word. Asked again while the
+   * page shows why it cannot connect (refresh()), that page too stays until the answer:
+   * nothing changed must not read as "Connecting…" and back (and lose what it showed).
    */
   async function begin(afterSignIn = false): Promise<void> {
     const mine = ++epoch;
     clearTimeout(retryTimer);
     retryTimer = undefined;
-    if (!afterSignIn) setConnecting();
+    const waitForAnswer = afterSignIn || link.problem !== null;
+    if (!waitForAnswer) setConnecting();
     let state: SessionState | null = null;
     try {
       state = opts.session ? await opts.session.check() : null;
@@ -139,7 +142,7 @@ export function createWebSocketClient(opts: WebSocketClientOptions): ConsoleClie
       if (afterSignIn) throw cookieNotKept();
       return;
     }
-    if (afterSignIn) setConnecting();
+    if (waitForAnswer) setConnecting();
     if (state?.idleTimeoutSec)
       keepAliveMs = Math.min(KEEP_ALIVE_MAX_MS, Math.max(1000, (state.idleTimeoutSec * 1000) / 3));
     if (!socket) connect();
@@ -176,8 +179,9 @@ export function createWebSocketClient(opts: WebSocketClientOptions): ConsoleClie
   }
 
   function setProblem(problem: Parameters<typeof link.setProblem>[0], why: Refusal | null = null) {
+    const reworded = why?.message !== refusal?.message || why?.hint !== refusal?.hint;
     refusal = why;
-    link.setProblem(problem);
+    link.setProblem(problem, reworded);
   }
 
   /** The engine refused in its own words: no retry changes that (refresh() asks again). */

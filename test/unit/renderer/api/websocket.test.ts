@@ -234,6 +234,23 @@ describe('WebSocket transport against a real WebSocket server', () => {
     expect(session.log).toContain('setup:tok:a new password');
   });
 
+  it('asking again with nothing changed keeps the page as it is, not “Connecting…” and back', async () => {
+    const session = fakeSession({ authenticated: false, setupRequired: true });
+    const c = connect({ session: session.api });
+    await until(() => c.problem === 'setup-required');
+    const seen: string[] = [];
+    c.onProblem((p) => seen.push(`problem:${p}`));
+    c.onState((s) => seen.push(`state:${s}`));
+    await c.auth!.refresh(); // SetupHelp's "I have set it": not yet
+    expect(seen).toEqual([]);
+    expect(c.problem).toBe('setup-required');
+
+    session.set({ authenticated: false, setupRequired: false }); // now it is set
+    await c.auth!.refresh();
+    expect(seen).toEqual(['problem:signed-out']);
+    expect(server.handshakes).toHaveLength(0);
+  });
+
   it('refuses setUp without a token, saying which URL to open', async () => {
     const session = fakeSession({ authenticated: false, setupRequired: true });
     const c = connect({ session: session.api });
@@ -379,6 +396,26 @@ describe('WebSocket transport against a real WebSocket server', () => {
     await until(() => c.state === 'connected');
     expect(c.problem).toBeNull();
     expect(c.refusal).toBeNull();
+  });
+
+  it('asking again while the engine still refuses keeps its words on the page', async () => {
+    const refusal = new SignInError('Not at this address.', 'Open the right one.', 403);
+    const session = fakeSession(refusal);
+    const c = connect({ session: session.api });
+    await until(() => c.problem === 'refused');
+    const seen: string[] = [];
+    c.onProblem((p) => seen.push(`problem:${p}`));
+    c.onState((s) => seen.push(`state:${s}`));
+    await c.auth!.refresh();
+    expect(seen).toEqual([]);
+    expect(c.refusal).toEqual({ message: refusal.message, hint: refusal.hint });
+
+    // other words: the problem is told again (the page reads the refusal when told)
+    const other = new SignInError('The password file cannot be read.', 'Check it.', 500);
+    session.set(other);
+    await c.auth!.refresh();
+    expect(seen).toEqual(['problem:refused']);
+    expect(c.refusal).toEqual({ message: other.message, hint: other.hint });
   });
 
   it('a refusal after a lost link is shown the same way', async () => {

@@ -2,9 +2,15 @@
 import { flushPromises } from '@vue/test-utils';
 import { describe, expect, it, vi } from 'vitest';
 import type { ConsoleAuthApi } from '../../../../../renderer/src/api/client.js';
-import { SignInError } from '../../../../../renderer/src/api/session.js';
+import {
+  SignInError,
+  type SessionApi,
+  type SessionState,
+} from '../../../../../renderer/src/api/session.js';
+import { createWebSocketClient } from '../../../../../renderer/src/api/websocket.js';
 import { FakeClient } from '../../support/fake-client.js';
 import { renderApp } from '../../support/render-app.js';
+import { until } from '../../support/ws-server.js';
 
 function fakeAuth(over: Partial<ConsoleAuthApi> = {}): ConsoleAuthApi {
   return {
@@ -87,6 +93,38 @@ describe('sign-in page', () => {
     expect(w.find('form').exists()).toBe(false);
     await w.get('[data-testid="setup-help"] button').trigger('click');
     expect(auth.refresh).toHaveBeenCalled();
+  });
+
+  it('a password set meanwhile (409) turns the setup page into the sign-in, under the engine’s words', async () => {
+    // The real WebSocket transport; only /api/session is scripted (no socket is opened).
+    let state: SessionState = { authenticated: false, setupRequired: true };
+    const session: SessionApi = {
+      pageKey: () => null,
+      check: async () => state,
+      login: async () => {},
+      setup: async () => {
+        state = { authenticated: false, setupRequired: false }; // `branchsan passwd` ran
+        throw new SignInError('An admin password is already set.', 'Sign in with it.', 409);
+      },
+      logout: async () => {},
+    };
+    const client = createWebSocketClient({ url: 'ws://127.0.0.1:1/api', session, setupToken: 't' });
+    try {
+      await until(() => client.problem === 'setup-required');
+      const w = await renderApp(client as unknown as FakeClient);
+      await w.get('[data-testid="password"]').setValue('long enough one');
+      await w.get('[data-testid="password-repeat"]').setValue('long enough one');
+      await w.get('form').trigger('submit');
+      await until(() => client.problem === 'signed-out');
+      await flushPromises();
+      expect(w.get('[data-testid="login-page"]').attributes('data-mode')).toBe('sign-in');
+      // before: the page went away while the engine was asked again, and came back blank
+      expect(w.get('[data-testid="login-error"]').text()).toContain(
+        'An admin password is already set.',
+      );
+    } finally {
+      client.close();
+    }
   });
 
   it('the signed-in web console has Sign out in the header; the desktop app has none', async () => {
