@@ -288,4 +288,20 @@ describe('StatusPage', () => {
     await flush();
     expect(w.findAll('[data-testid="alert-recent"]')).toHaveLength(1);
   });
+  it('with more alerts active than the engine lists, says so and where to see them all', async () => {
+    const w = render();
+    client.setState('connected');
+    client.answer('system.status', systemStatus());
+    await flush();
+    const many = Array.from({ length: 1000 }, (_, i) =>
+      alert({ id: 2000 - i, subject: `event ${2000 - i}` }),
+    );
+    client.answer('alerts.list', { alerts: many });
+    await flush();
+    expect(text(w, 'alerts-count')).toBe('1000+ active');
+    const note = text(w, 'alerts-truncated');
+    expect(note).toContain('the oldest are not shown');
+    // before: no word on how to see the others
+    expect(note).toContain("branchsan events --data /var/lib/branchsan --type 'alert.*'");
+  });
 });
