@@ -1,8 +1,9 @@
 /**
- * The renderer page's own Content-Security-Policy (renderer/index.html). Electron's
- * checklist: a CSP header cannot be relied on for pages loaded over file://, which is
- * how main loads the window, so there the <meta> policy is the one that surely
- * applies; it must be no weaker than the header main sets (electron/src/security.ts).
+ * The renderer page's own Content-Security-Policy (renderer/index.html). The window's
+ * app://branchsan/ responses carry main's header (electron/src/security.ts) and the
+ * <meta> policy applies as well; the <meta> one is kept no weaker than the header, so
+ * that a page the header did not reach (Electron's checklist warns of file:// pages)
+ * would still get all of it but connect-src.
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
@@ -33,11 +34,9 @@ function effective(csp: Map<string, string[]>, directive: string): string[] | un
   return undefined;
 }
 
-describe('renderer/index.html: the policy a file:// page is sure to get', () => {
-  // Electron's checklist: a CSP header cannot be relied on for pages loaded over file://,
-  // which is how main loads the window; there the <meta> policy is the one that surely
-  // applies. It may allow 'self' connections (the web console's /api socket needs them,
-  // and the engine sends its own header there), but nothing else main's header forbids.
+describe('renderer/index.html: the policy the page is sure to get, header or not', () => {
+  // The <meta> policy may allow 'self' connections (the web console's /api socket needs
+  // them, and the engine sends its own header there), but nothing else main's header forbids.
   const html = readFileSync(new URL('../../../renderer/index.html', import.meta.url), 'utf8');
   const meta = /http-equiv="Content-Security-Policy"\s+content="([^"]*)"/.exec(html)?.[1];
   const header = parseCsp(CONTENT_SECURITY_POLICY);
