@@ -6,9 +6,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { AlertStore } from '../../../engine/src/events/alert-store.js';
 import type { Rule } from '../../../engine/src/events/rules.js';
-import { EventsService } from '../../../engine/src/events/service.js';
 import { openDatabase, type Db } from '../../../engine/src/persistence/db.js';
-import { createLogger } from '../../../engine/src/util/log.js';
+import { quietEventsService } from './quiet-service.js';
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
@@ -47,14 +46,7 @@ describe('closed alerts retention', () => {
       evaluate: () => [{ subject: 's', severity: 'error', title: 'On', message: 'Still on.' }],
     };
     let now = Date.UTC(2026, 0, 1);
-    const s = new EventsService({
-      db,
-      nodeId: 'node-1',
-      version: '9.9.9',
-      publish: () => undefined,
-      secrets: { read: () => undefined, write: () => undefined, remove: () => undefined },
-      collect: async () => ({}),
-      log: createLogger({ sink: { write: () => undefined } }),
+    const s = quietEventsService(db, {
       rules: [steady, flapping],
       now: () => now,
     });

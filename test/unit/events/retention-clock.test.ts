@@ -5,11 +5,11 @@
  */
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CLOCK_SETTLE_MS, EventsService } from '../../../engine/src/events/service.js';
+import { CLOCK_SETTLE_MS } from '../../../engine/src/events/service.js';
 import { EventStore } from '../../../engine/src/events/event-store.js';
 import { openDatabase, type Db } from '../../../engine/src/persistence/db.js';
-import { createLogger } from '../../../engine/src/util/log.js';
 import { tempDir } from '../../helpers/engine.js';
+import { quietEventsService } from './quiet-service.js';
 
 const DAY = 24 * 3600_000;
 const T = Date.UTC(2026, 0, 15); // the right time
@@ -35,15 +35,7 @@ function seeded(): Db {
 
 /** The engine's events service on `db`, with a wall clock and a monotonic one the test sets. */
 function service(db: Db, clocks: { wall: number; monoSec: number }) {
-  const s = new EventsService({
-    db,
-    nodeId: 'node-1',
-    version: '9.9.9',
-    publish: () => undefined,
-    secrets: { read: () => undefined, write: () => undefined, remove: () => undefined },
-    collect: async () => ({}),
-    log: createLogger({ sink: { write: () => undefined } }),
-    rules: [],
+  const s = quietEventsService(db, {
     intervalMs: 3_600_000,
     now: () => clocks.wall,
     clock: { monotonicSec: () => clocks.monoSec, lastEventAt: new EventStore(db).newestTs() },
@@ -97,15 +89,7 @@ describe('event retention and a wall clock stepped ahead', () => {
 
   it('without the guard (no monotonic clock given) the wall clock is trusted, as before', async () => {
     const db = seeded();
-    const s = new EventsService({
-      db,
-      nodeId: 'node-1',
-      version: '9.9.9',
-      publish: () => undefined,
-      secrets: { read: () => undefined, write: () => undefined, remove: () => undefined },
-      collect: async () => ({}),
-      log: createLogger({ sink: { write: () => undefined } }),
-      rules: [],
+    const s = quietEventsService(db, {
       now: () => T + 365 * DAY,
     });
     cleanups.push(() => s.stop());
