@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { ErrorCode } from '../../../contract/api.js';
 import { UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { MAX_MESSAGE_BYTES, type RpcDispatcher } from './rpc.js';
@@ -93,6 +94,7 @@ export class SocketServer {
     let discarding = false; // inside an over-long line: drop until its newline
     let pending = 0; // requests not answered yet
     let ended = false; // the client sends nothing more
+    let refusing = false; // an answer did not fit: the connection is being closed
     const endIfDone = () => {
       if (ended && pending === 0 && sock.writable) sock.end();
     };
@@ -112,9 +114,25 @@ export class SocketServer {
       },
     };
     this.hub.add(session);
+    // An answer that does not fit the backlog is not dropped without a word (its caller
+    // would wait for it for ever, or until its timeout and then read that the engine may
+    // be stuck): that call is answered with why, and the connection is closed.
+    const overflow = (request: string, reply: string) => {
+      if (refusing) return;
+      refusing = true;
+      const unread = sock.writableLength;
+      this.log.warn('closing API client: it is not reading its answers', { peer, unread });
+      sock.write(JSON.stringify(backlogRefusal(request, reply, unread)) + '\n');
+      sock.end();
+      // a client that reads nothing more does not hold its backlog for ever
+      const timer = setTimeout(() => sock.destroy(), CLOSE_GRACE_MS);
+      timer.unref();
+      sock.once('close', () => clearTimeout(timer));
+    };
     const respond = (line: string) => {
+      if (refusing) return;
       pending++;
-      void this.respond(line, session, actor).finally(() => {
+      void this.respond(line, session, actor, overflow).finally(() => {
         pending--;
         endIfDone();
       });
@@ -153,12 +171,39 @@ export class SocketServer {
     line: string,
     session: { peer: string; send(t: string): boolean },
     actor: string,
+    overflow: (request: string, reply: string) => void,
   ): Promise<unknown> {
     return this.rpc
       .handle(line, { transport: 'socket', peer: session.peer, actor })
-      .then((reply) => session.send(reply))
+      .then((reply) => {
+        if (!session.send(reply)) overflow(line, reply);
+      })
       .catch((err) => this.log.error('API reply failed', { err }));
   }
+}
+
+/** How long a closing client has to read what it was sent (as ws waits for a close). */
+const CLOSE_GRACE_MS = 30_000;
+
+/** The answer sent instead of one that did not fit the client's backlog. */
+function backlogRefusal(request: string, reply: string, unread: number): object {
+  const id = fieldOf(reply, 'id') ?? null;
+  const method = fieldOf(request, 'method');
+  const what = typeof method === 'string' ? method.slice(0, 100) : 'a call';
+  const mib = MAX_CLIENT_BACKLOG / (1 << 20);
+  return {
+    jsonrpc: '2.0',
+    id,
+    error: {
+      code: ErrorCode.Unavailable,
+      message:
+        `The engine closed this connection: it was not reading its answers, and the answer to ${what} ` +
+        `(${Buffer.byteLength(reply)} bytes) did not fit the ${mib} MiB the engine holds for a client (${unread} bytes were unread).`,
+      data: {
+        hint: 'Read each answer before sending many more requests (or ask for less at a time), then connect again.',
+      },
+    },
+  };
 }
 
 /** Removes a socket file nobody listens on; refuses if a live engine answers on it. */
@@ -191,4 +236,13 @@ async function clearStaleSocket(file: string): Promise<void> {
     );
   }
   fs.rmSync(file, { force: true });
+}
+
+function fieldOf(json: string, key: string): unknown {
+  try {
+    const v: unknown = JSON.parse(json);
+    return v && typeof v === 'object' ? (v as Record<string, unknown>)[key] : undefined;
+  } catch {
+    return undefined;
+  }
 }
