@@ -18,7 +18,7 @@ import { createEmitter } from './emitter.js';
 export function createBridgeClient(bridge: BridgeApi): ConsoleClient {
   const link = createLinkStatus('connecting');
   const listeners = new Map<string, Set<(data: unknown) => void>>();
-  const failureChanged = createEmitter<string | null>();
+  const failureChanged = createEmitter<string | null>('the link failure');
   let failure: string | null = null;
   let stateReported = false;
 

@@ -65,8 +65,8 @@ export interface ConsoleClient extends ApiClient {
 
 /** State and problem of one link, with change notifications; shared by both transports. */
 export function createLinkStatus(initial: ConnectionState) {
-  const stateChanged = createEmitter<ConnectionState>();
-  const problemChanged = createEmitter<LinkProblem>();
+  const stateChanged = createEmitter<ConnectionState>('the connection state');
+  const problemChanged = createEmitter<LinkProblem>('the link problem');
   let state = initial;
   let problem: LinkProblem = null;
   return {

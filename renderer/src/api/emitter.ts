@@ -5,7 +5,13 @@ export interface Emitter<T> {
   clear(): void;
 }
 
-export function createEmitter<T>(): Emitter<T> {
+/**
+ * `what` names the change in the report of a listener that throws: as RpcSession does
+ * for events, such a listener costs only itself, not the other listeners, and its throw
+ * stays here, out of the transport code that emitted (a socket's close handler, which
+ * would then not reconnect).
+ */
+export function createEmitter<T>(what: string): Emitter<T> {
   const handlers = new Set<(value: T) => void>();
   return {
     on(handler) {
@@ -14,7 +20,13 @@ export function createEmitter<T>(): Emitter<T> {
     },
     emit(value) {
       // A copy, so a handler that unsubscribes itself does not skip its neighbour.
-      for (const h of [...handlers]) h(value);
+      for (const h of [...handlers]) {
+        try {
+          h(value);
+        } catch (err) {
+          console.error(`BranchSAN API client: a listener of ${what} failed:`, err);
+        }
+      }
     },
     clear() {
       handlers.clear();

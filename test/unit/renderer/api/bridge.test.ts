@@ -104,6 +104,24 @@ describe('bridge transport (window.branchsan)', () => {
     report.mockRestore();
   });
 
+  it('a failure listener that throws does not keep the new state from the page', async () => {
+    const f = fakeBridge();
+    const client = createBridgeClient(f.bridge);
+    await Promise.resolve();
+    const report = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    const states: ConnectionState[] = [];
+    client.onFailure(() => {
+      throw new Error('a broken page component');
+    });
+    client.onState((s) => states.push(s));
+    // before: the throw left before the state was set, and reached the preload's IPC
+    expect(() => f.setState('disconnected', 'The engine stopped.')).not.toThrow();
+    expect(client.state).toBe('disconnected');
+    expect(states).toEqual(['disconnected']);
+    expect(String(report.mock.calls[0]![0])).toContain('failure');
+    report.mockRestore();
+  });
+
   it('starts connecting, takes the state from main, and lets a pushed change win a race', async () => {
     const f = fakeBridge({ state: 'connected' });
     const client = createBridgeClient(f.bridge);

@@ -1,6 +1,6 @@
 // @vitest-environment happy-dom
 import net from 'node:net';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ApiError, ErrorCode } from '../../../../contract/api.js';
 import type { ConsoleClient } from '../../../../renderer/src/api/client.js';
 import {
@@ -191,6 +191,26 @@ describe('WebSocket transport against a real WebSocket server', () => {
     const result = c.call('system.status', {});
     answer(second, (await again).id, systemStatus({ pid: 2 }));
     await expect(result).resolves.toMatchObject({ pid: 2 });
+  });
+
+  it('a state listener that throws costs only itself: the others hear of it, and it reconnects', async () => {
+    const report = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+    client = createWebSocketClient({ url: server.url, backoff: FAST });
+    const c = client;
+    c.onState((s) => {
+      if (s === 'disconnected') throw new Error('a broken page component');
+    });
+    c.onState((s) => states.push(s));
+    const first = await server.connection(1);
+    await until(() => c.state === 'connected');
+
+    // before: the throw left the socket's close handler before its retry was set up
+    first.terminate();
+    await until(() => server.sockets.length === 2 && c.state === 'connected', 5_000);
+    expect(states).toEqual(['connected', 'disconnected', 'connected']);
+    expect(report).toHaveBeenCalledTimes(1);
+    expect(String(report.mock.calls[0]![0])).toContain('state');
+    report.mockRestore();
   });
 
   it('fails a call made while disconnected without waiting for a timeout', async () => {
