@@ -89,15 +89,19 @@ export function validateCall(method: unknown, params: unknown): RpcErrorBody | u
   }
   const parsed = methods[method as MethodName].params.safeParse(params ?? {});
   if (parsed.success) return undefined;
+  // Worded as the engine words its own refusal (control/rpc.ts): the field and what it
+  // expected, so the page's error names what to correct.
+  const issues = parsed.error.issues.flatMap((i) => {
+    const base = i.path.map(String);
+    // an unknown key is the field at fault, not its parent object
+    const keys = i.code === 'unrecognized_keys' ? i.keys : [undefined];
+    return keys.map((k) => ({ path: [...base, ...(k ? [k] : [])].join('.'), message: i.message }));
+  });
+  const first = issues[0];
   return {
     code: ErrorCode.InvalidParams,
-    message: `Invalid parameters for ${method}.`,
-    data: {
-      issues: parsed.error.issues.map((i) => ({
-        path: i.path.map(String).join('.'),
-        message: i.message,
-      })),
-    },
+    message: `Invalid parameters for ${method}: ${first?.path || 'params'}: ${first?.message}.`,
+    data: { ...(first?.path ? { field: first.path } : {}), issues },
   };
 }
 

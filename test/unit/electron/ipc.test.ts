@@ -120,6 +120,20 @@ describe('forwardCall', () => {
     const reply = await forwardCall(b, 'system.status', { extra: true });
     expect(reply).toMatchObject({ ok: false, error: { code: ErrorCode.InvalidParams } });
     expect(b.calls).toEqual([]);
+    // the message the page shows says which field and what was expected, as the engine's
+    expect(validateCall('system.status', { extra: true })).toEqual({
+      code: ErrorCode.InvalidParams,
+      message: 'Invalid parameters for system.status: extra: Unrecognized key: "extra".',
+      data: { field: 'extra', issues: [{ path: 'extra', message: 'Unrecognized key: "extra"' }] },
+    });
+    expect(validateCall('alerts.ack', { id: 'x' })).toMatchObject({
+      message:
+        'Invalid parameters for alerts.ack: id: Invalid input: expected number, received string.',
+      data: { field: 'id' },
+    });
+    expect(validateCall('system.status', 'nope')?.message).toBe(
+      'Invalid parameters for system.status: params: Invalid input: expected object, received string.',
+    );
     expect(validateCall('system.status', 'nope')?.code).toBe(ErrorCode.InvalidParams);
     expect(validateCall('system.status', undefined)).toBeUndefined();
   });
