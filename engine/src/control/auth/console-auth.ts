@@ -32,7 +32,12 @@ import { urlHost } from '../../util/host-port.js';
 import type { Logger } from '../../util/log.js';
 import { clientAddress, clientBucket, requestPath } from '../http-request.js';
 import { LoginThrottle, type ThrottleLimits, DEFAULT_THROTTLE_LIMITS } from './login-throttle.js';
-import { passwordProblem, verifyPassword, type PasswordFile } from './password.js';
+import {
+  passwordProblem,
+  verifyPassword,
+  type PasswordFile,
+  type PasswordHash,
+} from './password.js';
 import { DEFAULT_SESSION_LIMITS, SessionStore, type SessionLimits } from './session-store.js';
 
 export interface ConsoleAuthOptions {
@@ -264,7 +269,9 @@ export class ConsoleAuth {
     if (!ok) return this.failed(peer, 'Wrong password.');
     this.throttle.succeed(peer);
     this.opts.log.info('console sign-in', { peer });
-    return this.openSession(peer, 200);
+    // The password it was checked against, not the file's now: one replaced meanwhile
+    // (`branchsan passwd`) must end this session as it ends the others.
+    return this.openSession(peer, 200, credentialOf(stored));
   }
 
   private async setup(req: http.IncomingMessage): Promise<Reply> {
@@ -299,10 +306,10 @@ export class ConsoleAuth {
       return fault(400, 'The request has no password.', 'Send {"token": "…", "password": "…"}.');
     const problem = passwordProblem(body.password);
     if (problem) return fault(400, problem, 'Choose another password.', { field: 'password' });
-    await this.opts.passwords.set(body.password, { exclusive: true });
+    const set = await this.opts.passwords.set(body.password, { exclusive: true });
     this.throttle.succeed(peer);
     this.opts.log.info('console admin password set (first-run setup)', { peer });
-    return this.openSession(peer, 201);
+    return this.openSession(peer, 201, credentialOf(set));
   }
 
   private logout(req: http.IncomingMessage): Reply {
@@ -333,8 +340,9 @@ export class ConsoleAuth {
     );
   }
 
-  private openSession(peer: string, status: number): Reply {
-    const { id, session } = this.sessions.create(peer, this.credential() ?? '');
+  /** `credential`: that of the password the client proved (credentialOf). */
+  private openSession(peer: string, status: number, credential: string): Reply {
+    const { id, session } = this.sessions.create(peer, credential);
     return {
       status,
       body: {
@@ -392,9 +400,10 @@ export class ConsoleAuth {
     return match;
   }
 
-  /** Identifies the current password (its salt); null when none is set. */
+  /** Identifies the current password (credentialOf); null when none is set. */
   private credential(): string | null {
-    return this.opts.passwords.current()?.salt.toString('base64') ?? null;
+    const current = this.opts.passwords.current();
+    return current ? credentialOf(current) : null;
   }
 
   /**
@@ -424,6 +433,11 @@ export class ConsoleAuth {
   private emitEnded(keys: string[]): void {
     for (const l of [...this.endedListeners]) l(keys);
   }
+}
+
+/** Identifies one password: its salt, new with every password set. */
+function credentialOf(hash: PasswordHash): string {
+  return hash.salt.toString('base64');
 }
 
 function fault(
