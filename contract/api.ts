@@ -90,7 +90,7 @@ export const NamespaceConfig = z.object({
   backendKind: z.enum(['file', 'block', 'memory']),
   path: z.string(),
   sizeBytes: z.number().int().nonnegative(),
-  blockSize: z.union([z.literal(512), z.literal(4096)]),
+  blockSize: z.literal([512, 4096]),
   nguid: z.string().regex(/^[0-9a-f]{32}$/),
   uuid: z.string(),
   anaGroup: z.number().int().min(1),
@@ -149,7 +149,7 @@ export const NamespaceAdd = z
         .strict(),
       z.object({ kind: z.literal('memory'), sizeBytes: SizeBytes }).strict(),
     ]),
-    blockSize: z.union([z.literal(512), z.literal(4096)]).optional(),
+    blockSize: z.literal([512, 4096]).optional(),
   })
   .strict();
 
@@ -174,7 +174,7 @@ export const ConsoleInfo = z.object({
 export type ConsoleInfo = z.infer<typeof ConsoleInfo>;
 
 /** The hash a DH-HMAC-CHAP key is transformed with: 1 SHA-256, 2 SHA-384, 3 SHA-512. */
-export const DhchapHash = z.union([z.literal(1), z.literal(2), z.literal(3)]);
+export const DhchapHash = z.literal([1, 2, 3]);
 
 /** A host's DH-HMAC-CHAP secret, in the DHHC-1 form `nvme connect --dhchap-secret` takes. */
 export const HostSecret = z.object({
