@@ -15,6 +15,7 @@ import {
   type RpcErrorBody,
 } from '../../contract/api.js';
 import { IPC, type BridgeLinkState, type BridgeReply } from '../../contract/bridge.js';
+import { paramIssues } from '../../contract/param-issues.js';
 
 /** The part of ipcMain used here (tests pass a fake). */
 export interface IpcMainLike {
@@ -91,12 +92,7 @@ export function validateCall(method: unknown, params: unknown): RpcErrorBody | u
   if (parsed.success) return undefined;
   // Worded as the engine words its own refusal (control/rpc.ts): the field and what it
   // expected, so the page's error names what to correct.
-  const issues = parsed.error.issues.flatMap((i) => {
-    const base = i.path.map(String);
-    // an unknown key is the field at fault, not its parent object
-    const keys = i.code === 'unrecognized_keys' ? i.keys : [undefined];
-    return keys.map((k) => ({ path: [...base, ...(k ? [k] : [])].join('.'), message: i.message }));
-  });
+  const issues = paramIssues(parsed.error);
   const first = issues[0];
   return {
     code: ErrorCode.InvalidParams,

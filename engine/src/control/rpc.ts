@@ -14,6 +14,7 @@ import {
   type RpcErrorBody,
   type RpcResponse,
 } from '../../../contract/api.js';
+import { paramIssues } from '../../../contract/param-issues.js';
 import { storageProblem, UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 
@@ -90,7 +91,7 @@ export class RpcDispatcher {
       const id = idOf(raw);
       return fail(id, ErrorCode.InvalidRequest, 'The message is not a JSON-RPC 2.0 request.', {
         hint: 'Send {"jsonrpc":"2.0","id":1,"method":"system.status","params":{}}.',
-        issues: issuesOf(env.error),
+        issues: paramIssues(env.error),
       });
     }
     const { id, method } = env.data;
@@ -102,7 +103,7 @@ export class RpcDispatcher {
     const m = method as MethodName;
     const params = methods[m].params.safeParse(env.data.params ?? {});
     if (!params.success) {
-      const issues = issuesOf(params.error);
+      const issues = paramIssues(params.error);
       return fail(
         id,
         ErrorCode.InvalidParams,
@@ -120,7 +121,7 @@ export class RpcDispatcher {
       if (!checked.success) {
         this.log.error('handler result violates the contract', {
           method: m,
-          issues: issuesOf(checked.error),
+          issues: paramIssues(checked.error),
         });
         return fail(id, ErrorCode.Internal, `The engine produced an invalid answer for ${m}.`, {
           hint: 'This is a bug in BranchSAN; the diagnostics bundle helps us fix it.',
@@ -173,13 +174,4 @@ function idOf(raw: unknown): string | number | null {
     if (typeof id === 'string' || typeof id === 'number') return id;
   }
   return null;
-}
-
-function issuesOf(err: z.ZodError): { path: string; message: string }[] {
-  return err.issues.flatMap((i) => {
-    const base = i.path.map(String);
-    // an unknown key is the field at fault, not its parent object
-    const keys = i.code === 'unrecognized_keys' ? i.keys : [undefined];
-    return keys.map((k) => ({ path: [...base, ...(k ? [k] : [])].join('.'), message: i.message }));
-  });
 }

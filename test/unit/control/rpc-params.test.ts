@@ -1,7 +1,7 @@
 /**
  * The dispatcher's refusal of params that do not fit the contract names the field and
  * what it takes, for every kind of field: here those of a few allowed numbers, which
- * read "Invalid input." and nothing else before.
+ * read "Invalid input." and nothing else before, as did a value of one of several shapes.
  */
 import { describe, expect, it } from 'vitest';
 import { ApiError, ErrorCode } from '../../../contract/errors.js';
@@ -37,6 +37,26 @@ describe('API params refused by the contract', () => {
     expect(hash.data?.field).toBe('hash');
     expect(hash.message).toBe(
       'Invalid parameters for host.secret.create: hash: Invalid option: expected one of 1|2|3.',
+    );
+  });
+
+  it('a value of one of several shapes says what is wrong in the shape it has', async () => {
+    const at = Date.now() - 60_000;
+    const wrongMetric = await refusal('metrics.query', {
+      series: { scope: 'node', metric: 'cpu_load' },
+      from: at,
+    });
+    expect(wrongMetric.data?.field).toBe('series.metric');
+    expect(wrongMetric.message).toMatch(
+      /^Invalid parameters for metrics\.query: series\.metric: Invalid option: expected one of /,
+    );
+    const empty = await refusal('metrics.query', { series: '', from: at });
+    expect(empty.data?.field).toBe('series');
+    expect(empty.message).toMatch(/series: Too small: expected string to have >=1 characters\.$/);
+    // of no option's type: what each would take
+    const neither = await refusal('metrics.query', { series: 5, from: at });
+    expect(neither.message).toBe(
+      'Invalid parameters for metrics.query: series: Invalid input: expected string, received number; or expected object, received number.',
     );
   });
 });

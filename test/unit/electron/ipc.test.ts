@@ -131,6 +131,10 @@ describe('forwardCall', () => {
         'Invalid parameters for alerts.ack: id: Invalid input: expected number, received string.',
       data: { field: 'id' },
     });
+    // a value of one of several shapes: what is wrong in the shape it has
+    expect(
+      validateCall('metrics.query', { series: { scope: 'node', metric: 'cpu_load' }, from: 0 }),
+    ).toMatchObject({ data: { field: 'series.metric' } });
     expect(validateCall('system.status', 'nope')?.message).toBe(
       'Invalid parameters for system.status: params: Invalid input: expected object, received string.',
     );
