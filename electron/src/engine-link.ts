@@ -60,7 +60,10 @@ export interface EngineLinkOptions {
   handshake?: (call: (method: string, params: unknown) => Promise<unknown>) => Promise<void>;
   /** Source of jitter (tests pin it). */
   random?: () => number;
-  /** An event listener threw (default: logged to stderr); the link carries on. */
+  /**
+   * An event or state listener threw (default: logged to stderr); the link carries on,
+   * and the other listeners hear of it all the same.
+   */
   onListenerError?: (err: unknown, event: string) => void;
 }
 
@@ -243,7 +246,15 @@ export class EngineLink implements ApiClient {
     const changed = next.state !== this.status.state;
     this.status = next;
     if (!changed && next.state !== 'disconnected') return;
-    for (const h of [...this.stateHandlers]) h(next.state, { ...next });
+    // A handler that throws must not leave the caller half done (onClosed before its
+    // retry is scheduled: the app would never reconnect), nor starve the others.
+    for (const h of [...this.stateHandlers]) {
+      try {
+        h(next.state, { ...next });
+      } catch (err) {
+        (this.opts.onListenerError ?? reportListenerError)(err, 'the link state');
+      }
+    }
   }
 }
 
@@ -277,6 +288,10 @@ function notConnected(why?: LinkError): ApiError {
       : 'Not connected to the BranchSAN engine.',
     { hint: 'The engine service may be stopped or restarting; BranchSAN reconnects by itself.' },
   );
+}
+
+function reportListenerError(err: unknown, event: string): void {
+  console.error(`BranchSAN: a listener of ${event} failed:`, err);
 }
 
 function errMessage(err: unknown): string {

@@ -95,6 +95,20 @@ describe('EngineLink against a real Unix socket', () => {
     expect(l.state).toBe('connected');
   });
 
+  it('a state listener that throws costs only itself: the link still retries and reconnects', async () => {
+    const failures: string[] = [];
+    const l = connect({ onListenerError: (_err, event) => failures.push(event) });
+    l.onState((s) => {
+      if (s === 'disconnected') throw new TypeError('Object has been destroyed');
+    });
+    await until(() => l.state === 'connected');
+    // before: the throw left the socket's close handler before the retry was set up
+    for (const s of engine.sockets) s.destroy();
+    await until(() => states.filter((s) => s === 'connected').length === 2, 3000, 'reconnect');
+    expect(states).toEqual(['connecting', 'connected', 'disconnected', 'connecting', 'connected']);
+    expect(failures).toEqual(['the link state']);
+  });
+
   it('reassembles lines split across chunks and several lines in one chunk', async () => {
     const l = connect();
     await until(() => l.state === 'connected');
