@@ -26,6 +26,8 @@ export interface SocketServerOptions {
 
 export class SocketServer {
   private server?: net.Server;
+  /** Open connections: close() ends them, also those the hub was not asked to close. */
+  private readonly sockets = new Set<net.Socket>();
 
   constructor(
     private readonly opts: SocketServerOptions,
@@ -82,11 +84,17 @@ export class SocketServer {
     const server = this.server;
     if (!server) return;
     this.server = undefined;
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    // server.close() waits for every connection to end: one made after the engine told
+    // its clients it is stopping (hub.closeAll) would keep the stop waiting for ever
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    for (const sock of this.sockets) sock.destroy();
+    await closed;
     fs.rmSync(this.opts.path, { force: true });
   }
 
   private accept(sock: net.Socket): void {
+    this.sockets.add(sock);
+    sock.once('close', () => this.sockets.delete(sock));
     const id = this.hub.newId();
     const peer = `unix#${id}`;
     const actor = this.opts.namePeer?.(sock) ?? `local#${id}`;
