@@ -158,12 +158,9 @@ export class TargetService {
     for (const s of cfg.subsystems) this.rt.addSubsystem(s);
     const offline = await this.bringUp(
       (ns, nqn, err) =>
+        // a refusal is recorded by bringUp, at start and on a retry alike
         err instanceof WrongBacking
-          ? this.problem(
-              'target.namespace.wrong-backing',
-              `Namespace ${ns.nsid} of ${nqn} is offline: ${sentence(err.message)} ${err.hint} Until then it is tried again every ${RETRY_OFFLINE_MS / 1000} s.`,
-              err,
-            )
+          ? undefined
           : this.problem(
               'target.namespace.unavailable',
               `Namespace ${ns.nsid} of ${nqn} is offline: ${sentence(err.message)} It is retried every ${RETRY_OFFLINE_MS / 1000} s.`,
@@ -249,7 +246,7 @@ export class TargetService {
         this.stopped
           ? Promise.resolve(0)
           : this.bringUp(
-              () => undefined, // still offline: said at start, not again every round
+              () => undefined, // still offline: said at start, not again every round (a refusal: see noteRefused)
               () => undefined,
               (ns, nqn) =>
                 this.notice(
@@ -298,7 +295,7 @@ export class TargetService {
           },
           (err: Error) => {
             fail();
-            if (err instanceof WrongBacking) this.refused.set(key, `${err.message} ${err.hint}`);
+            if (err instanceof WrongBacking) this.noteRefused(key, ns, s.nqn, err);
             else this.refused.delete(key);
             nsFailed(ns, s.nqn, err);
           },
@@ -324,6 +321,22 @@ export class TargetService {
       );
     }
     return failed;
+  }
+
+  /**
+   * Keeps why namespace `key` was refused (refusedBacking) and records it as an event
+   * once: when it starts, at start or on a retry after another failure (a file missing
+   * at start, then put back cut short), and again only when it changes.
+   */
+  private noteRefused(key: string, ns: NamespaceRow, nqn: string, err: WrongBacking): void {
+    const why = `${err.message} ${err.hint}`;
+    if (this.refused.get(key) === why) return;
+    this.refused.set(key, why);
+    this.problem(
+      'target.namespace.wrong-backing',
+      `Namespace ${ns.nsid} of ${nqn} is offline: ${sentence(err.message)} ${err.hint} Until then it is tried again every ${RETRY_OFFLINE_MS / 1000} s.`,
+      err,
+    );
   }
 
   /**
