@@ -89,18 +89,39 @@ export async function probeBlockDevice(path: string): Promise<BlockDeviceInfo> {
       `${path} is block device ${major}:${minor}, which the kernel does not list in /sys/dev/block (${(err as NodeJS.ErrnoException).code}): no such device here, or sysfs is not mounted`,
     );
   }
+  return { ...(await readFigures(sys)), name: basename(sys), rdev: st.rdev, sys };
+}
+
+/** What sysfs says now of the device whose sysfs directory is `sys`. */
+async function readFigures(sys: string): Promise<Omit<BlockDeviceInfo, 'name' | 'rdev' | 'sys'>> {
   const queue = await firstExisting([join(sys, 'queue'), join(sys, '..', 'queue')]);
   const sectors = Number(await readSys(join(sys, 'size'))); // always 512-byte units
   return {
-    name: basename(sys),
     sizeBytes: sectors * 512,
     logicalBlockSize: Number(await readSys(join(queue, 'logical_block_size'))),
     discard: Number(await readSys(join(queue, 'discard_max_bytes'), '0')) > 0,
     writeBackCache: (await readSys(join(queue, 'write_cache'), 'write back')) === 'write back',
     readOnly: (await readSys(join(sys, 'ro'), '0')) === '1',
-    rdev: st.rdev,
-    sys,
   };
+}
+
+/** The size served (whole blocks), once the block size is one we serve and there is a block. */
+function servedSize(
+  path: string,
+  f: Pick<BlockDeviceInfo, 'sizeBytes' | 'logicalBlockSize'>,
+): number {
+  if (f.logicalBlockSize !== 512 && f.logicalBlockSize !== 4096) {
+    throw new BackendError(
+      'unavailable',
+      `${path} has ${f.logicalBlockSize}-byte blocks; only 512 and 4096 are supported`,
+    );
+  }
+  if (f.sizeBytes <= 0)
+    throw new BackendError(
+      'unavailable',
+      `${path} has no capacity (empty loop device or removed medium?)`,
+    );
+  return f.sizeBytes - (f.sizeBytes % f.logicalBlockSize);
 }
 
 /** Linux's dev_t: 12 bits of major and 20 of minor, split as glibc's major()/minor() do. */
@@ -112,22 +133,10 @@ export function deviceNumber(rdev: bigint): { major: number; minor: number } {
 
 export async function openBlockBackend(opts: BlockBackendOptions): Promise<FdBackend> {
   const info = await probeBlockDevice(opts.path);
-  if (info.logicalBlockSize !== 512 && info.logicalBlockSize !== 4096) {
-    throw new BackendError(
-      'unavailable',
-      `${opts.path} has ${info.logicalBlockSize}-byte blocks; only 512 and 4096 are supported`,
-    );
-  }
-  if (info.sizeBytes <= 0)
-    throw new BackendError(
-      'unavailable',
-      `${opts.path} has no capacity (empty loop device or removed medium?)`,
-    );
-  const sizeBytes = info.sizeBytes - (info.sizeBytes % info.logicalBlockSize);
   // checked before the open too, so that a disk that is not the configured one is not
   // even claimed (O_EXCL) while it is tried again
   opts.verify?.({
-    sizeBytes,
+    sizeBytes: servedSize(opts.path, info),
     blockSize: info.logicalBlockSize,
     device: await readDeviceIdentity(info.sys),
   });
@@ -151,9 +160,13 @@ export async function openBlockBackend(opts: BlockBackendOptions): Promise<FdBac
         `${opts.path} changed while it was being opened (it names another device now); add it again`,
       );
     }
-    // read with the device held open: a loop device keeps its backing file meanwhile
+    // read again with the device held open (a loop device keeps its backing file, size
+    // and sector size meanwhile): what was read before the open may be of a loop
+    // device attached again since, with another file, size limit or sector size
+    const now = await readFigures(info.sys);
+    const sizeBytes = servedSize(opts.path, now);
     const device: DeviceIdentity = await readDeviceIdentity(info.sys);
-    opts.verify?.({ sizeBytes, blockSize: info.logicalBlockSize, device });
+    opts.verify?.({ sizeBytes, blockSize: now.logicalBlockSize, device });
     const target: FdTarget = {
       kind: 'block',
       path: opts.path,
@@ -161,16 +174,16 @@ export async function openBlockBackend(opts: BlockBackendOptions): Promise<FdBac
       identity: await fdIdentity(fd),
       device,
       direct,
-      blockSize: info.logicalBlockSize,
+      blockSize: now.logicalBlockSize,
       sizeBytes,
       readOnly,
-      allowDeallocate: info.discard,
+      allowDeallocate: now.discard,
       // Discard is advisory on most devices: what a discarded block reads back
       // as is not promised, so we do not claim zeroes.
       readZeroesAfterDeallocate: false,
       // Through the page cache there is always a volatile cache; with O_DIRECT
       // only the device's own cache remains.
-      volatileWriteCache: !direct || info.writeBackCache,
+      volatileWriteCache: !direct || now.writeBackCache,
     };
     return await startBackend(target, opts.io);
   } catch (err) {

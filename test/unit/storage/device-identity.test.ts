@@ -31,6 +31,7 @@ const dmName = `branchsan-devid-${process.pid}`;
 let dev: string | null = null;
 let refused = '';
 const dms: string[] = [];
+const loops: string[] = [];
 
 /** An MBR with one partition: sectors 2048 to the end. */
 function partitioned(file: string, sectors: number): void {
@@ -63,6 +64,7 @@ beforeAll(() => {
 
 afterAll(() => {
   for (const name of dms) tryRun('dmsetup', ['remove', name]);
+  for (const loop of loops) tryRun('losetup', ['-d', loop]);
   if (dev) tryRun('losetup', ['-d', dev]);
   scratch.cleanup();
 });
@@ -184,6 +186,42 @@ describe('device identity', () => {
     ).rejects.toBe(refusal);
     const again = await openBlockBackend({ path: dev });
     await again.close();
+  });
+});
+
+describe('the check once the device is open', () => {
+  // Before, the check after the open was given the size and block size read before it:
+  // a loop device attached again meanwhile (another size limit or sector size) was
+  // checked, and served, with figures it no longer had.
+  it('is given the size and block size of the device the descriptor holds', async (ctx) => {
+    if (!dev) return ctx.skip();
+    const file = join(scratch.dir, 'again.img');
+    truncateSync((writeFileSync(file, ''), file), 16 * MiB);
+    const r = tryRun('losetup', ['-f', '--show', file]);
+    if ('refused' in r) return ctx.skip();
+    const loop = r.out;
+    loops.push(loop);
+    const seen: { sizeBytes: number; blockSize: number }[] = [];
+    const b = (await openBlockBackend({
+      path: loop,
+      verify: ({ sizeBytes, blockSize }) => {
+        seen.push({ sizeBytes, blockSize });
+        if (seen.length > 1) return;
+        // between the check before the open and the open: the same name, other figures
+        tryRun('losetup', ['-d', loop]);
+        const again = tryRun('losetup', ['-b', '4096', '--sizelimit', String(4 * MiB), loop, file]);
+        if ('refused' in again) throw new Error(again.refused);
+      },
+    })) as FdBackend;
+    try {
+      expect(seen).toEqual([
+        { sizeBytes: 16 * MiB, blockSize: 512 },
+        { sizeBytes: 4 * MiB, blockSize: 4096 },
+      ]);
+      expect([b.sizeBytes, b.blockSize]).toEqual([4 * MiB, 4096]);
+    } finally {
+      await b.close();
+    }
   });
 });
 
