@@ -7,7 +7,7 @@
  * path or the new one is accepted (target.namespace.accept).
  */
 import type { NamespaceRow } from '../persistence/target-store.js';
-import type { DeviceIdentity } from '../storage/device-identity.js';
+import { sameDevice, type DeviceIdentity } from '../storage/device-identity.js';
 import type { OpenedBacking } from '../storage/file.js';
 import { UserError } from '../util/errors.js';
 
@@ -40,7 +40,7 @@ export function verifyBacking(nqn: string, ns: NamespaceRow): (o: OpenedBacking)
     const now = o.device;
     // A disk recorded without an identity is known by its size only (below): a newer
     // kernel or driver that shows its WWID or serial must not take it offline.
-    if (ns.backendKind === 'block' && was && !was.weak && now && was.key !== now.key) {
+    if (ns.backendKind === 'block' && was && !was.weak && now && !sameDevice(was, now)) {
       throw new WrongBacking(
         `${ns.path} is not the disk ${which} was added on: that was ${was.about}, and ${ns.path} is now ${now.about}. ` +
           'It is not served, so that hosts do not write to the wrong disk (a /dev name can move to another disk at a reboot, a loop device can be attached to another file).',

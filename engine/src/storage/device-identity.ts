@@ -8,7 +8,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 export interface DeviceIdentity {
-  /** What is compared: equal keys name the same disk (or loop backing file, or partition of it). */
+  /** What is compared (sameDevice): the same disk (or loop backing file, or partition of it). */
   key: string;
   /** The same for a person: "WWID naa.5000…", "loop device on /var/tmp/a.img (inode 12)". */
   about: string;
@@ -69,6 +69,24 @@ async function wholeDevice(sys: string): Promise<DeviceIdentity> {
     about: `${basename(sys)}, which has no WWID, serial number or UUID`,
     weak: true,
   };
+}
+
+/** Whether identities `was` and `now` name the same disk, loop backing file or partition. */
+export function sameDevice(was: DeviceIdentity, now: DeviceIdentity): boolean {
+  return comparable(was.key) === comparable(now.key);
+}
+
+/**
+ * A key without what names the device rather than the volume: cryptsetup makes a
+ * mapping's UUID CRYPT-<type>-<the volume's UUID>-<mapping name>, and the same volume
+ * may be opened under another name (by hand, another crypttab). Types without a volume
+ * UUID (plain, loop-AES, TrueCrypt) are known by their name only: kept whole.
+ */
+function comparable(key: string): string {
+  const crypt = /^dm-uuid:(CRYPT-(?!(?:PLAIN|LOOPAES|TCRYPT)-)[A-Z0-9]+-[0-9a-fA-F]{32})-./.exec(
+    key,
+  );
+  return crypt ? `dm-uuid:${crypt[1]!.toLowerCase()}` : key;
 }
 
 function strong(key: string, about: string): DeviceIdentity {

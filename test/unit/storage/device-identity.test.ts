@@ -17,8 +17,11 @@ import {
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { deviceNumber, openBlockBackend } from '../../../engine/src/storage/block.js';
+import type { NamespaceRow } from '../../../engine/src/persistence/target-store.js';
+import { verifyBacking } from '../../../engine/src/service/backing-check.js';
 import {
   readDeviceIdentity,
+  sameDevice,
   type DeviceIdentity,
 } from '../../../engine/src/storage/device-identity.js';
 import type { FdBackend } from '../../../engine/src/storage/file.js';
@@ -186,6 +189,56 @@ describe('device identity', () => {
     ).rejects.toBe(refusal);
     const again = await openBlockBackend({ path: dev });
     await again.close();
+  });
+});
+
+describe('a dm-crypt mapping', () => {
+  // cryptsetup names a mapping's device-mapper UUID CRYPT-<type>-<volume UUID>-<mapping
+  // name>; the same volume opened under another name (by hand, another crypttab) was
+  // refused as another disk. This kernel has no device-mapper: sysfs as Linux lays it out.
+  const luks = '0f1e2d3c4b5a69788796a5b4c3d2e1f0';
+  const mapping = (name: string, uuid: string): Promise<DeviceIdentity> => {
+    const d = join(scratch.dir, 'sys-crypt', name);
+    mkdirSync(join(d, 'dm'), { recursive: true });
+    writeFileSync(join(d, 'dm', 'uuid'), `${uuid}\n`);
+    writeFileSync(join(d, 'dm', 'name'), `${name}\n`);
+    return readDeviceIdentity(d);
+  };
+
+  it('is the same volume under another name, and not another volume under the same name', async () => {
+    const vault = await mapping('vault', `CRYPT-LUKS2-${luks}-vault`);
+    expect(vault.about).toBe(`device-mapper UUID CRYPT-LUKS2-${luks}-vault`);
+    expect(sameDevice(vault, await mapping('luks-a', `CRYPT-LUKS2-${luks}-luks-a`))).toBe(true);
+    const other = `CRYPT-LUKS2-${luks.replace('0f', '1f')}-vault`;
+    expect(sameDevice(vault, await mapping('vault2', other))).toBe(false);
+    // nor the same UUID as another kind of volume
+    expect(sameDevice(vault, await mapping('bl', `CRYPT-BITLK-${luks}-vault`))).toBe(false);
+    // a plain mapping has no UUID of its volume: its name is all there is
+    const plainA = await mapping('pa', `CRYPT-PLAIN-${luks}-a`);
+    expect(sameDevice(plainA, await mapping('pb', `CRYPT-PLAIN-${luks}-b`))).toBe(false);
+    expect(sameDevice(plainA, await mapping('pa2', `CRYPT-PLAIN-${luks}-a`))).toBe(true);
+  });
+
+  it('recorded under one name is served under another', () => {
+    const was = { key: `dm-uuid:CRYPT-LUKS2-${luks}-vault`, about: 'x', weak: false };
+    const now = { key: `dm-uuid:CRYPT-LUKS2-${luks}-luks-${luks}`, about: 'y', weak: false };
+    const ns: NamespaceRow = {
+      nsid: 1,
+      backendKind: 'block',
+      path: '/dev/mapper/luks-x',
+      sizeBytes: 8 * MiB,
+      blockSize: 512,
+      nguid: '0'.repeat(32),
+      uuid: '00000000-0000-0000-0000-000000000000',
+      anaGroup: 1,
+      device: JSON.stringify(was),
+    };
+    const verify = verifyBacking('nqn.2026-01.com.example:crypt', ns);
+    expect(() => verify({ sizeBytes: 8 * MiB, blockSize: 512, device: now })).not.toThrow();
+    const other = { ...now, key: `dm-uuid:CRYPT-LUKS1-${luks}-vault` };
+    expect(() => verify({ sizeBytes: 8 * MiB, blockSize: 512, device: other })).toThrow(
+      'is not the disk namespace 1',
+    );
   });
 });
 
