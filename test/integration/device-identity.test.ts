@@ -198,7 +198,7 @@ describe('the disk of a block namespace', () => {
       (d) => d.prepare('SELECT device FROM namespaces').get() as { device: string },
     );
     expect(JSON.parse(stored.device)).toMatchObject({
-      key: expect.stringContaining(fileY),
+      key: expect.stringContaining(encodeURIComponent(fileY)),
       weak: false,
     });
     // and checked from then on
@@ -292,6 +292,67 @@ describe('the block size of a block namespace', () => {
   }, 60_000);
 });
 
+describe('the backing file of a loop device', () => {
+  // Before, a loop device was known by its backing file's path: the file renamed (or
+  // attached through a bind mount, another mount view) was refused until accepted.
+  it('renamed, is still the volume, and a record of an older engine is kept current', async (ctx) => {
+    if (loopRefused) ctx.skip(); // the engine of the tests above
+    const fileR = path.join(dir, 'r.img');
+    fs.writeFileSync(fileR, '');
+    fs.truncateSync(fileR, 8 * MiB);
+    const loopR = attach(fileR);
+    await api.call('target.namespace.add', {
+      nqn: NQN,
+      nsid: 6,
+      backend: { kind: 'block', path: loopR },
+    });
+    await stop();
+    const renamed = path.join(dir, 'r-renamed.img');
+    detach(loopR);
+    fs.renameSync(fileR, renamed);
+    attach(renamed, loopR);
+    await start();
+    expect(await served()).toContain(6);
+    const device = () =>
+      JSON.parse(
+        db(
+          (d) =>
+            d.prepare('SELECT device FROM namespaces WHERE nsid = 6').get() as { device: string },
+        ).device,
+      ) as { key: string; about: string };
+    expect(device().about).toBe(`loop device on ${renamed} (inode ${fs.statSync(renamed).ino})`);
+
+    // recorded by an older engine (its path and inode): served while that is what it is,
+    // and recorded as it is known now
+    await stop();
+    const current = device().key;
+    const older = {
+      key: `loop:${renamed}:${fs.statSync(renamed).ino}@0+0`,
+      about: 'older',
+      weak: false,
+    };
+    db((d) =>
+      d.prepare('UPDATE namespaces SET device = ? WHERE nsid = 6').run(JSON.stringify(older)),
+    );
+    await start();
+    expect(await served()).toContain(6);
+    expect(device().key).toBe(current);
+    expect(await eventsOf('target.namespace.device-recorded')).toHaveLength(1); // nsid 1's, above
+
+    // and a new file under its name is refused
+    await stop();
+    detach(loopR);
+    fs.rmSync(renamed);
+    fs.writeFileSync(renamed, '');
+    fs.truncateSync(renamed, 8 * MiB);
+    attach(renamed, loopR);
+    await start();
+    expect(await served()).not.toContain(6);
+    await api.call('target.namespace.remove', { nqn: NQN, nsid: 6 });
+    detach(loopR);
+  }, 60_000);
+});
+
 describe('a disk recorded without an identity', () => {
   // Before: a disk that showed no WWID, serial or UUID when it was added (key 'none')
   // was refused as another disk once a newer kernel or driver showed one: every such
@@ -325,7 +386,7 @@ describe('a disk recorded without an identity', () => {
       (d) => d.prepare('SELECT device FROM namespaces WHERE nsid = 5').get() as { device: string },
     );
     expect(JSON.parse(stored.device)).toMatchObject({
-      key: expect.stringContaining(fileW),
+      key: expect.stringContaining(encodeURIComponent(fileW)),
       weak: false,
     });
     await api.call('target.namespace.remove', { nqn: NQN, nsid: 5 });

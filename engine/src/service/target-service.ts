@@ -353,15 +353,22 @@ export class TargetService {
     // and one it shows now (a newer kernel or driver): recorded, and checked from now on
     const upgraded = had?.weak === true && device !== null && !storedDevice({ device })!.weak;
     const record = ns.backendKind === 'block' && device !== null && (had === null || upgraded);
+    // the same disk (it passed the check) under a key that changed: a loop device's file
+    // renamed, a dm-crypt volume under another name, a key of an older engine. Kept
+    // current without a word, so that the check compares with what the disk is now.
+    const refresh =
+      ns.backendKind === 'block' && !record && had !== null && !had.weak && device !== null
+        ? storedDevice({ device })!.key !== had.key
+        : false;
     const grown = ns.backendKind !== 'memory' && backend.sizeBytes > ns.sizeBytes;
-    if (!record && !grown) return;
+    if (!record && !refresh && !grown) return;
     let stored: boolean;
     try {
       stored = whereStorageAllows(this.log, 'record what a namespace opened', () =>
         this.store.setBacking(nqn, ns.nsid, {
           path: ns.path,
           sizeBytes: backend.sizeBytes,
-          device: record ? device : (ns.device ?? null),
+          device: record || refresh ? device : (ns.device ?? null),
         }),
       );
     } catch (err) {
@@ -370,6 +377,13 @@ export class TargetService {
       return;
     }
     if (!stored) return;
+    if (refresh)
+      this.log.info('the identity of a namespace device changed', {
+        nqn,
+        nsid: ns.nsid,
+        was: had?.key,
+        now: device,
+      });
     const which = `Namespace ${ns.nsid} of ${nqn}`;
     if (record) {
       const about = storedDevice({ device })!;

@@ -40,16 +40,14 @@ async function wholeDevice(sys: string): Promise<DeviceIdentity> {
   if (mdUuid) return strong(`md-uuid:${mdUuid}`, `MD RAID UUID ${mdUuid}`);
   const backing = await attr('loop/backing_file');
   if (backing) {
-    // the file's inode too: another file put under the same name is another volume
-    const ino = await stat(backing).then(
-      (st) => String(st.ino),
-      () => '?',
-    );
+    const st = await stat(backing, { bigint: true }).catch(() => null);
+    const [dev, ino] = st ? [String(st.dev), String(st.ino)] : ['?', '?'];
+    const born = st && st.birthtimeNs > 0n ? String(st.birthtimeNs) : '-';
     const offset = (await attr('loop/offset')) ?? '0';
     const limit = (await attr('loop/sizelimit')) ?? '0';
     const range = offset === '0' && limit === '0' ? '' : `, offset ${offset}, size limit ${limit}`;
     return strong(
-      `loop:${backing}:${ino}@${offset}+${limit}`,
+      `loopfile:${dev}:${ino}:${born}@${offset}+${limit}:${encodeURIComponent(backing)}`,
       `loop device on ${backing} (inode ${ino}${range})`,
     );
   }
@@ -73,7 +71,64 @@ async function wholeDevice(sys: string): Promise<DeviceIdentity> {
 
 /** Whether identities `was` and `now` name the same disk, loop backing file or partition. */
 export function sameDevice(was: DeviceIdentity, now: DeviceIdentity): boolean {
+  const [a, b] = [loopKey(was.key), loopKey(now.key)];
+  if (a && b) return a.part === b.part && sameLoopFile(a, b);
   return comparable(was.key) === comparable(now.key);
+}
+
+/** A loop device's backing file as its key tells it (older engines: path, inode and range). */
+interface LoopKey {
+  dev: string;
+  ino: string;
+  /** Its birth time in ns; '-' when the file system keeps none (or an older engine's key). */
+  born: string;
+  /** Offset and size limit of the loop device into the file. */
+  range: string;
+  path: string;
+  /** '/partN@START' of a partition of the loop device; '' for the whole device. */
+  part: string;
+}
+
+function loopKey(key: string): LoopKey | null {
+  const [, whole, part = ''] = /^(.*?)((?:\/part\d+@(?:\d+|\?))?)$/.exec(key)!;
+  const now = /^loopfile:(\d+|\?):(\d+|\?):(\d+|-)@(\d+\+\d+):(.*)$/.exec(whole!);
+  if (now) {
+    const [, dev, ino, born, range, path] = now as unknown as string[];
+    return { dev: dev!, ino: ino!, born: born!, range: range!, path: decode(path!), part };
+  }
+  const old = /^loop:(.*):(\d+|\?)@(\d+\+\d+)$/.exec(whole!);
+  if (!old) return null;
+  return { dev: '?', ino: old[2]!, born: '-', range: old[3]!, path: old[1]!, part };
+}
+
+/**
+ * The same backing file, at the same place in it. A file is known by its inode and
+ * birth time, so that it stays the volume when renamed or attached through another
+ * mount of its directory (a bind mount), while an inode number that was freed and
+ * given to a new file does not pass: the new one was born later. Its file system too,
+ * or where the old one was: its device number can change at a reboot (disks found in
+ * another order), and a copy of the file system (a snapshot) mounted elsewhere has the
+ * same inodes and birth times. Without a birth time (a file system that keeps none, a
+ * key of an older engine) or an inode (a path the engine cannot see, as in another
+ * mount namespace) the path stands in as before: a renamed file is refused until
+ * accepted. Left: an inode given to a new file within one tick of the file system's
+ * clock (a few ms) has the old birth time, and passes under any name on that file
+ * system (before: under the same name, at any time).
+ */
+function sameLoopFile(a: LoopKey, b: LoopKey): boolean {
+  if (a.range !== b.range || a.ino !== b.ino) return false;
+  if (a.born !== '-' && b.born !== '-') {
+    return a.born === b.born && (a.dev === b.dev || a.path === b.path);
+  }
+  return a.path === b.path;
+}
+
+function decode(p: string): string {
+  try {
+    return decodeURIComponent(p);
+  } catch {
+    return p;
+  }
 }
 
 /**

@@ -9,8 +9,10 @@ import {
   mkdirSync,
   openSync,
   realpathSync,
+  renameSync,
   statSync,
   truncateSync,
+  unlinkSync,
   writeFileSync,
   writeSync,
 } from 'node:fs';
@@ -35,6 +37,7 @@ let dev: string | null = null;
 let refused = '';
 const dms: string[] = [];
 const loops: string[] = [];
+const mounts: string[] = [];
 
 /** An MBR with one partition: sectors 2048 to the end. */
 function partitioned(file: string, sectors: number): void {
@@ -67,19 +70,23 @@ beforeAll(() => {
 
 afterAll(() => {
   for (const name of dms) tryRun('dmsetup', ['remove', name]);
+  // a loop device on a file of a mounted file system keeps it busy; one the file system
+  // is mounted from is let go at the unmount (detached while in use, it is cleared then)
   for (const loop of loops) tryRun('losetup', ['-d', loop]);
+  for (const at of mounts) tryRun('umount', [at]);
   if (dev) tryRun('losetup', ['-d', dev]);
   scratch.cleanup();
 });
 
 describe('device identity', () => {
-  it('of a loop device is its backing file and that file’s inode', async (ctx) => {
+  it('of a loop device is its backing file’s inode and birth time', async (ctx) => {
     if (!dev) return ctx.skip();
     const id = await identityOf(dev);
-    const ino = statSync(image).ino;
+    const st = statSync(image, { bigint: true });
+    const born = st.birthtimeNs > 0n ? String(st.birthtimeNs) : '-';
     expect(id).toEqual({
-      key: `loop:${image}:${ino}@0+0`,
-      about: `loop device on ${image} (inode ${ino})`,
+      key: `loopfile:${st.dev}:${st.ino}:${born}@0+0:${encodeURIComponent(image)}`,
+      about: `loop device on ${image} (inode ${st.ino})`,
       weak: false,
     });
   });
@@ -189,6 +196,108 @@ describe('device identity', () => {
     ).rejects.toBe(refusal);
     const again = await openBlockBackend({ path: dev });
     await again.close();
+  });
+});
+
+describe('the backing file of a loop device', () => {
+  // Before, a loop device's identity was its backing file's path and inode number: the
+  // file renamed, or attached through another mount of its directory, was refused as
+  // another disk; and a new file given the inode number of a deleted one under the same
+  // name passed as the old volume.
+  const attach = (file: string, ...opts: string[]): string | null => {
+    const r = tryRun('losetup', [...opts, '-f', '--show', file]);
+    if ('refused' in r) return null;
+    loops.push(r.out);
+    return r.out;
+  };
+  const detach = (loop: string): void => {
+    tryRun('losetup', ['-d', loop]);
+    loops.splice(loops.indexOf(loop), 1);
+  };
+  const newFile = (file: string): string => {
+    truncateSync((writeFileSync(file, ''), file), 4 * MiB);
+    return file;
+  };
+  /** A small ext4 file system of its own, mounted: inode numbers are handed out again there. */
+  const fileSystem = (name: string, ...mkfs: string[]): string | null => {
+    const img = newFile(join(scratch.dir, `${name}.fs`));
+    truncateSync(img, 32 * MiB);
+    if ('refused' in tryRun('mkfs.ext4', ['-q', ...mkfs, img])) return null;
+    const loop = attach(img);
+    if (!loop) return null;
+    const at = join(scratch.dir, name);
+    mkdirSync(at);
+    if ('refused' in tryRun('mount', [loop, at])) return null;
+    mounts.unshift(at);
+    return at;
+  };
+
+  it('is the same file renamed, or attached through another mount of its directory', async (ctx) => {
+    if (!dev) return ctx.skip();
+    const dir = join(scratch.dir, 'vols');
+    mkdirSync(dir);
+    const file = newFile(join(dir, 'a.img'));
+    const loop = attach(file)!;
+    const was = await identityOf(loop);
+    renameSync(file, join(dir, 'b.img'));
+    const renamed = await identityOf(loop);
+    expect(renamed.about).toContain(join(dir, 'b.img'));
+    expect(sameDevice(was, renamed)).toBe(true);
+    // a record of an older engine (path and inode) is its file under the same name only
+    const older = { ...was, key: `loop:${file}:${statSync(join(dir, 'b.img')).ino}@0+0` };
+    expect(sameDevice(older, was)).toBe(true);
+    expect(sameDevice(older, renamed)).toBe(false);
+    // and another file is another volume, also at the same place in it
+    detach(loop);
+    const other = attach(newFile(join(dir, 'c.img')))!;
+    expect(sameDevice(renamed, await identityOf(other))).toBe(false);
+    detach(other);
+    const ranged = attach(join(dir, 'b.img'), '--offset', String(MiB))!;
+    expect(sameDevice(renamed, await identityOf(ranged))).toBe(false);
+    detach(ranged);
+
+    const view = join(scratch.dir, 'view');
+    mkdirSync(view);
+    if ('refused' in tryRun('mount', ['--bind', dir, view])) return ctx.skip();
+    mounts.unshift(view);
+    const viaBind = attach(join(view, 'b.img'))!;
+    const seen = await identityOf(viaBind);
+    expect(seen.about).toContain(join(view, 'b.img'));
+    expect(sameDevice(renamed, seen)).toBe(true);
+    detach(viaBind);
+  });
+
+  it('is not a new file given the inode number of a deleted one', async (ctx) => {
+    if (!dev) return ctx.skip();
+    const fs = fileSystem('ext4');
+    if (!fs) return ctx.skip();
+    const file = newFile(join(fs, 'vol.img'));
+    const first = statSync(file, { bigint: true });
+    let loop = attach(file)!;
+    const was = await identityOf(loop);
+    detach(loop);
+    unlinkSync(file);
+    newFile(file);
+    const second = statSync(file, { bigint: true });
+    expect(second.ino).toBe(first.ino); // what ext4 does: the lowest free inode
+    if (second.birthtimeNs === first.birthtimeNs) return ctx.skip(); // one clock tick
+    loop = attach(file)!;
+    expect(sameDevice(was, await identityOf(loop))).toBe(false);
+    detach(loop);
+  });
+
+  it('without a birth time is known by its path too, as before', async (ctx) => {
+    if (!dev) return ctx.skip();
+    const fs = fileSystem('ext4-small-inodes', '-I', '128'); // no room for a birth time
+    if (!fs) return ctx.skip();
+    const file = newFile(join(fs, 'vol.img'));
+    expect(statSync(file, { bigint: true }).birthtimeNs).toBe(0n);
+    const loop = attach(file)!;
+    const was = await identityOf(loop);
+    expect(sameDevice(was, await identityOf(loop))).toBe(true);
+    renameSync(file, join(fs, 'moved.img'));
+    expect(sameDevice(was, await identityOf(loop))).toBe(false);
+    detach(loop);
   });
 });
 
