@@ -62,6 +62,20 @@ async function wholeDevice(sys: string): Promise<DeviceIdentity> {
     const what = model ? `${model} serial number ${serial}` : `serial number ${serial}`;
     return strong(`serial:${model}:${serial}`, what);
   }
+  const vpdSerial = unitSerialNumber(await readBinary(join(sys, 'device', 'vpd_pg80')));
+  if (vpdSerial) {
+    // a SCSI disk the kernel shows no WWID of (a QEMU scsi-hd without wwn=, many USB
+    // and RAID bridges). Its page 83h is not read: the kernel makes device/wwid of
+    // every designator there that names the disk; what it leaves (vendor-specific
+    // ones, QEMU's is the drive's name in every VM; target ports) names no disk.
+    const model = (await attr('device/model')) ?? '';
+    const vendor = (await attr('device/vendor')) ?? '';
+    const who = [vendor, model].filter((w) => w !== '').join(' ');
+    return strong(
+      `serial:${model}:${vpdSerial}`,
+      `${who ? `${who} ` : ''}serial number ${vpdSerial}`,
+    );
+  }
   return {
     key: 'none',
     about: `${basename(sys)}, which has no WWID, serial number or UUID`,
@@ -146,6 +160,32 @@ function comparable(key: string): string {
 
 function strong(key: string, about: string): DeviceIdentity {
   return { key, about, weak: false };
+}
+
+/**
+ * The serial number of a SCSI Unit Serial Number VPD page (80h: peripheral byte, page
+ * code, 2-byte length, then ASCII, often padded with spaces); null when the page is
+ * not that, or names nothing: empty, not printable, or one character over and over
+ * (what some bridges answer for every disk).
+ */
+function unitSerialNumber(page: Buffer | null): string | null {
+  if (!page || page.length < 4 || page[1] !== 0x80) return null;
+  const length = page.readUInt16BE(2);
+  if (page.length < 4 + length) return null;
+  const serial = page
+    .subarray(4, 4 + length)
+    .toString('latin1')
+    .replace(/^[\s\0]+|[\s\0]+$/g, '');
+  if (serial === '' || !/^[\x21-\x7e][\x20-\x7e]*$/.test(serial)) return null;
+  return /^(.)\1*$/.test(serial) ? null : serial;
+}
+
+async function readBinary(p: string): Promise<Buffer | null> {
+  try {
+    return await readFile(p);
+  } catch {
+    return null;
+  }
 }
 
 /** A sysfs attribute, trimmed; null when absent, unreadable or empty. */

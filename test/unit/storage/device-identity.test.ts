@@ -301,6 +301,58 @@ describe('the backing file of a loop device', () => {
   });
 });
 
+describe('a SCSI disk without a WWID', () => {
+  // Before, a SCSI disk that shows no WWID (a QEMU scsi-hd without wwn=, many USB and
+  // RAID bridges) was known by its size only, though its Unit Serial Number VPD page
+  // (80h) names it. This machine has no SCSI (no scsi_debug): sysfs as Linux lays it out.
+  const disk = (name: string, pg80: Buffer | null, attrs: Record<string, string> = {}): string => {
+    const d = join(scratch.dir, 'sys-scsi', name);
+    mkdirSync(join(d, 'device'), { recursive: true });
+    writeFileSync(join(d, 'device', 'model'), 'QEMU HARDDISK   \n');
+    writeFileSync(join(d, 'device', 'vendor'), 'QEMU    \n');
+    if (pg80) writeFileSync(join(d, 'device', 'vpd_pg80'), pg80);
+    for (const [attr, value] of Object.entries(attrs)) writeFileSync(join(d, attr), value);
+    return d;
+  };
+  /** A Unit Serial Number page: peripheral byte, page code, length, the serial. */
+  const page80 = (serial: string, code = 0x80): Buffer => {
+    const s = Buffer.from(serial, 'latin1');
+    const head = Buffer.from([0, code, s.length >> 8, s.length & 0xff]);
+    return Buffer.concat([head, s]);
+  };
+
+  it('is known by the serial number of its VPD page 80h', async () => {
+    expect(await readDeviceIdentity(disk('sdb', page80('   vol-42 ')))).toEqual({
+      key: 'serial:QEMU HARDDISK:vol-42',
+      about: 'QEMU QEMU HARDDISK serial number vol-42',
+      weak: false,
+    });
+    // a partition of it, as of any disk
+    const part = join(disk('sdc', page80('vol-43')), 'sdc1');
+    mkdirSync(part);
+    writeFileSync(join(part, 'partition'), '1\n');
+    writeFileSync(join(part, 'start'), '2048\n');
+    expect((await readDeviceIdentity(part)).key).toBe('serial:QEMU HARDDISK:vol-43/part1@2048');
+    // a WWID comes first
+    const both = disk('sdd', page80('vol-44'));
+    writeFileSync(join(both, 'device', 'wwid'), 'naa.6001405abcdef\n');
+    expect((await readDeviceIdentity(both)).key).toBe('wwid:naa.6001405abcdef');
+  });
+
+  it('that names nothing there is still known by its size only', async () => {
+    const none = (name: string, pg80: Buffer | null) =>
+      readDeviceIdentity(disk(name, pg80)).then((id) => id.weak);
+    expect(await none('sde', null)).toBe(true);
+    expect(await none('sdf', page80(''))).toBe(true);
+    expect(await none('sdg', page80('        \0\0'))).toBe(true);
+    // what bridges answer for any disk: one character over and over
+    expect(await none('sdh', page80('000000000000'))).toBe(true);
+    expect(await none('sdi', page80('vol-45', 0x83))).toBe(true); // not page 80h
+    expect(await none('sdj', page80('vol-\x0146'))).toBe(true); // not text
+    expect(await none('sdk', page80('vol-47').subarray(0, 6))).toBe(true); // cut short
+  });
+});
+
 describe('a dm-crypt mapping', () => {
   // cryptsetup names a mapping's device-mapper UUID CRYPT-<type>-<volume UUID>-<mapping
   // name>; the same volume opened under another name (by hand, another crypttab) was
