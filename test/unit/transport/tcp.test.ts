@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   encodeCapsuleCmd,
@@ -49,6 +51,12 @@ async function host(): Promise<TestHost> {
   const h = await TestHost.connect(transport.address().port);
   hosts.push(h);
   return h;
+}
+
+/** The garbage collector, as --expose-gc would give it. */
+function exposeGc(): () => void {
+  v8.setFlagsFromString('--expose-gc');
+  return vm.runInNewContext('gc') as () => void;
 }
 
 async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
@@ -502,6 +510,34 @@ describe('fatal errors', () => {
     await until(() => core.queues[0]!.closedCalls === 1, 'closed()');
     expect(() => core.queues[0]!.release()).not.toThrow();
     expect(transport.connections()).toHaveLength(0);
+  });
+});
+
+describe('what a held command keeps', () => {
+  it('keeps not the received chunk its SQE came in: a peer holding AERs or queued commands pins no input', async () => {
+    const gc = exposeGc();
+    const h = await host();
+    await h.connectQueue();
+    // Each held command arrives in a chunk of its own, behind 48 KiB of in-capsule data
+    // the core refuses at once: what a peer could pin per held command, 4 AERs per
+    // discovery controller any host may open, or a deep queue of writes waiting for R2Ts.
+    for (let cid = 1; cid <= 4; cid++) {
+      const filler = sqe(OP.BAD, 100 + cid, SGL_DATA_BLOCK_OFFSET, 16384);
+      const bytes = [
+        ...encodeCapsuleCmd(sqe(OP.HOLD, cid), null, h.dg),
+        ...[0, 1, 2].flatMap(() => encodeCapsuleCmd(filler, Buffer.alloc(16384), h.dg)),
+      ];
+      h.send(Buffer.concat(bytes));
+      for (let i = 0; i < 3; i++) expect((await h.nextCqe()).status).toBe(SC.INVALID_OPCODE | DNR);
+    }
+    const q = core.queues[0]!;
+    expect(q.held).toHaveLength(4);
+    await new Promise((r) => setImmediate(r));
+    gc();
+    // Before the fix each held TcpCommand kept its SQE, a view of the whole chunk.
+    expect(q.holdChunks.filter((c) => c.deref() !== undefined)).toHaveLength(0);
+    q.release();
+    for (let i = 0; i < 4; i++) expect((await h.nextCqe()).status).toBe(0);
   });
 });
 

@@ -62,6 +62,8 @@ export class FakeQueue implements CoreQueue {
   offers: (number | null)[] = [];
   /** The buffers offered, in order (to see frames come back). */
   intos: (Buffer | null)[] = [];
+  /** For each OP.HOLD: the memory its SQE arrived in (the received chunk), weakly. */
+  holdChunks: WeakRef<ArrayBufferLike>[] = [];
 
   constructor(readonly tq: TransportQueue) {}
 
@@ -73,16 +75,21 @@ export class FakeQueue implements CoreQueue {
     this.parsed++;
     const op = sqe[0]!;
     switch (op) {
-      case OP.FABRICS: // Connect: 1024 bytes in-capsule; sets the queue size
+      case OP.FABRICS: {
+        // Connect: 1024 bytes in-capsule; sets the queue size. No closure here refers to
+        // sqe: one that did would keep it (and its chunk) alive for every closure of this
+        // call, the held ones included.
+        const size = sqe.readUInt16LE(44) + 1;
         return {
           kind: 'exec',
           dir: 'h2c',
           length: sglLength,
           exec: (_data, done) => {
-            this.tq.setQueueSize(sqe.readUInt16LE(44) + 1);
+            this.tq.setQueueSize(size);
             done(0, 1);
           },
         };
+      }
       case OP.WRITE:
         return {
           kind: 'exec',
@@ -118,6 +125,7 @@ export class FakeQueue implements CoreQueue {
         };
       }
       case OP.HOLD:
+        this.holdChunks.push(new WeakRef(sqe.buffer));
         return { kind: 'exec', dir: 'none', length: 0, exec: (_d, done) => this.held.push(done) };
       case OP.KEEP_ALIVE:
         return { kind: 'exec', dir: 'none', length: 0, exec: (_d, done) => done(0) };

@@ -33,6 +33,8 @@ export class TcpCommand {
   readonly sglLength: number;
   /** Connect's QID, so the CQE can carry the SQID once Connect succeeds; else -1. */
   readonly connectQid: number;
+  /** Connect's CATTR (SQE byte 46), read when it succeeds; 0 for other commands. */
+  readonly connectCattr: number;
   dir: DataDirection = 'none';
   length = 0;
   exec: Exec | null = null;
@@ -68,15 +70,20 @@ export class TcpCommand {
     this.sink.complete(this, status, dw0 ?? 0, dw1 ?? 0, readData);
   };
 
-  /** sqe is a view into received memory; it stays valid while this command lives. */
+  /**
+   * sqe is a view into a received chunk (up to 64 KiB): the command reads what it needs
+   * and keeps no reference, or a command the peer can hold for ever (an AER; a write or
+   * read waiting for its turn) would pin the whole chunk, unseen by PeerMemoryGuard.
+   */
   constructor(
     private readonly sink: CommandSink,
-    readonly sqe: Buffer,
+    sqe: Buffer,
   ) {
     this.cid = sqe.readUInt16LE(2);
     this.sglLength = sglLength(sqe);
     const isConnect = sqe[0] === FABRICS_OPCODE && sqe[4] === FCTYPE_CONNECT;
     this.connectQid = isConnect ? sqe.readUInt16LE(42) : -1;
+    this.connectCattr = isConnect ? sqe[46]! : 0;
   }
 
   prepare(dir: DataDirection, length: number, exec: Exec, unused?: () => void): void {

@@ -48,7 +48,7 @@ import {
   type PduError,
   type PduParser,
 } from '../../protocol/pdu-parser.js';
-import { CATTR_DISABLE_SQFLOW, CONNECT_SQE_OFFSET } from '../../protocol/sqe.js';
+import { CATTR_DISABLE_SQFLOW } from '../../protocol/sqe.js';
 import { DNR, SC } from '../../protocol/status.js';
 import { IN_CAPSULE_DATA_SIZE, MAX_C2H_DATA, MAXH2CDATA } from '../../protocol/tcp-limits.js';
 import type { Logger } from '../../util/log.js';
@@ -563,7 +563,7 @@ export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection 
     }
     if (status === 0 && cmd.connectQid >= 0) {
       this.sqid = cmd.connectQid;
-      this.sqFlowDisabled = (cmd.sqe[CONNECT_SQE_OFFSET.cattr]! & CATTR_DISABLE_SQFLOW) !== 0;
+      this.sqFlowDisabled = (cmd.connectCattr & CATTR_DISABLE_SQFLOW) !== 0;
     }
     this.respond(cmd.cid, status, dw0, dw1);
   }
