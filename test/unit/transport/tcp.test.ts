@@ -901,6 +901,42 @@ describe('process-wide memory (PeerMemoryGuard)', () => {
     await until(() => infoOf(w.port)?.state !== 'live', 'shed, its window never filled');
   });
 
+  it('sheds a peer that leaves a PDU unfinished, not one that finishes it', async () => {
+    // A PDU begun and never finished held its bytes for good: no command completes, so no
+    // keep-alive or R2T clock ever ran out, and a few such peers (a discovery controller
+    // is open to any host) kept the process over its cap, every host throttled with it.
+    await transport.close();
+    const memory = new PeerMemoryGuard({ tickMs: 3_600_000 });
+    await start({ memory });
+    const partial = async () => {
+      const h = await host();
+      await h.connectQueue(31);
+      const pdu = Buffer.concat(
+        encodeCapsuleCmd(sqe(OP.WRITE, 1, SGL_DATA_BLOCK_OFFSET, 16384), pattern(16384, 3), h.dg),
+      );
+      h.send(pdu.subarray(0, pdu.length - 1));
+      return { h, last: pdu.subarray(pdu.length - 1), port: h.socket.localPort! };
+    };
+    const idle = await partial();
+    const busy = await partial();
+    const infoOf = (port: number) =>
+      transport.connections().find((c) => c.peer === `127.0.0.1:${port}`);
+    await until(
+      () => [idle, busy].every((p) => infoOf(p.port)!.rxBuffered > 16000),
+      'both PDUs begun',
+    );
+    const t0 = performance.now();
+    memory.check(t0);
+    busy.h.send(busy.last); // its PDU ends between the checks
+    expect((await busy.h.nextCqe()).status).toBe(0);
+    memory.check(t0 + 1000);
+    expect(infoOf(idle.port)!.state).toBe('live'); // under the cap, it has PEER_STALL_MS
+    memory.check(t0 + PEER_STALL_MS + 1000);
+    await until(() => infoOf(idle.port)?.state !== 'live', 'the unfinished PDU shed');
+    expect(infoOf(busy.port)!.state).toBe('live');
+    expect(memory.stats()).toMatchObject({ shedNoProgress: 1, tight: false });
+  });
+
   it('over the cap, holds each peer to one read, sheds the stalled ones holding most, and eases below it', async () => {
     // Each peer alone may hold READ_BUDGET (8 MiB) and more of answers, whatever the
     // process as a whole had already given out. Checks are run by hand (a clock passed

@@ -176,6 +176,10 @@ export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection 
   private rxMark = 0;
   /** H2CData payload bytes received in whole PDUs (the R2T stall's measure). */
   private h2cBytes = 0;
+  /** The same for a PDU begun and not finished (no R2T held): since when no byte came,
+   * and the socket's bytesRead then. */
+  private pduSince = 0;
+  private pduMark = 0;
   private readonly guard: PeerMemoryGuard;
   private timer: NodeJS.Timeout | null = null;
   private readonly onPdu = (pdu: H2CPdu): void => this.dispatch(pdu);
@@ -215,7 +219,8 @@ export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection 
 
   /**
    * Since when the peer has made no progress on what it owes: taking the answers queued
-   * past the high water mark, or sending the data of an R2T it was given.
+   * past the high water mark, sending the data of an R2T it was given, or finishing a
+   * PDU it began.
    * Progress is bytes, not events: 'drain' comes only once everything queued has gone,
    * which a peer reading slowly from a deep queue may not reach for minutes.
    */
@@ -235,8 +240,19 @@ export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection 
       const got = this.h2cBytes + this.parser.buffered;
       if (this.rxSince === 0 || got > this.rxMark) [this.rxSince, this.rxMark] = [now, got];
     }
-    if (this.txSince === 0 || this.rxSince === 0) return this.txSince || this.rxSince;
-    return Math.min(this.txSince, this.rxSince);
+    // A PDU begun and left unfinished holds its bytes (up to 128 KiB) for as long as the
+    // peer likes: no command completes, so nothing else ever times it out (a discovery
+    // controller, open to any host, may ask for a KATO of 49 days). Every byte read then
+    // continues that PDU, so bytes read are its progress.
+    if (this.r2tActive.size > 0 || this.parser.buffered === 0) this.pduSince = 0;
+    else {
+      const got = s.bytesRead;
+      if (this.pduSince === 0 || got !== this.pduMark) [this.pduSince, this.pduMark] = [now, got];
+    }
+    let since = 0;
+    for (const t of [this.txSince, this.rxSince, this.pduSince])
+      if (t !== 0 && (since === 0 || t < since)) since = t;
+    return since;
   }
 
   ease(): void {
