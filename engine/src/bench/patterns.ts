@@ -106,7 +106,7 @@ export function runLoop(p: Pattern, submit: Submit, o: LoopOptions): Promise<Run
         if (err && !failed) failed = err;
         const now = process.hrtime.bigint();
         if (measuring) {
-          rec.record(Number(now - start) / 1000);
+          rec.recordNs(Number(now - start));
           bytes += p.bs;
         } else {
           warmIos++;
