@@ -90,18 +90,24 @@ export class LatencyRecorder {
     return this.counts.byteLength;
   }
 
+  /** The exact mean, in ns (0 for none). */
+  get meanNs(): number {
+    return this.n === 0 ? 0 : this.sumNs / this.n;
+  }
+
   summary(): LatencySummary {
     if (this.n === 0) return { mean: 0, p50: 0, p99: 0, p999: 0 };
     const [p50, p99, p999] = this.percentilesNs([0.5, 0.99, 0.999]);
     const us = (ns: number) => round(ns / 1000);
-    return { mean: us(this.sumNs / this.n), p50: us(p50!), p99: us(p99!), p999: us(p999!) };
+    return { mean: us(this.meanNs), p50: us(p50!), p99: us(p99!), p999: us(p999!) };
   }
 
   /**
    * The nearest-rank q-quantiles (q ascending), in ns: the rank an exact sort would
-   * pick (util/nearest-rank.ts), found by counting buckets up to it.
+   * pick (util/nearest-rank.ts), found by counting buckets up to it. 0 for none.
    */
-  private percentilesNs(qs: readonly number[]): number[] {
+  percentilesNs(qs: readonly number[]): number[] {
+    if (this.n === 0) return qs.map(() => 0);
     const out: number[] = [];
     let seen = 0;
     let i = 0;

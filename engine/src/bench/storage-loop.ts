@@ -10,7 +10,7 @@
 import * as fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { FdBackend } from '../storage/file.js';
-import { nearestRank } from '../util/nearest-rank.js';
+import { LatencyRecorder } from './stats.js';
 
 export const BS = 4096;
 
@@ -47,7 +47,7 @@ export interface LoopOptions {
 /** Keeps qd I/Os outstanding (slots 0..qd-1) through a warm-up, then for o.seconds. */
 export function run(submit: Submit, qd: number, o: LoopOptions): Promise<LoopResult> {
   return new Promise((resolve, reject) => {
-    const lat: number[] = [];
+    const lat = new LatencyRecorder();
     const warmEnd = performance.now() + o.warmupSeconds * 1000;
     let warmupIos = 0;
     let start = -1;
@@ -75,7 +75,7 @@ export function run(submit: Submit, qd: number, o: LoopOptions): Promise<LoopRes
         }
         if (start >= 0) {
           completed++;
-          if (lat.length < 1_000_000) lat.push(t1 - t0);
+          lat.recordNs((t1 - t0) * 1e6);
         } else if (++warmupIos >= o.warmupIos && t1 >= warmEnd) {
           start = t1;
           end = t1 + o.seconds * 1000;
@@ -91,13 +91,17 @@ export function run(submit: Submit, qd: number, o: LoopOptions): Promise<LoopRes
   });
 }
 
-function summary(lat: number[], completed: number, secs: number, warmupIos: number): LoopResult {
-  lat.sort((a, b) => a - b);
-  const mean = lat.reduce((a, b) => a + b, 0) / Math.max(1, lat.length);
+function summary(
+  lat: LatencyRecorder,
+  completed: number,
+  secs: number,
+  warmupIos: number,
+): LoopResult {
+  const tenths = (ns: number) => Math.round(ns / 100) / 10; // µs, one decimal
   return {
     iops: Math.round(completed / secs),
-    meanUs: Math.round(mean * 1000 * 10) / 10,
-    p99Us: lat.length ? Math.round(nearestRank(lat, 0.99) * 1000 * 10) / 10 : NaN,
+    meanUs: tenths(lat.meanNs),
+    p99Us: lat.count ? tenths(lat.percentilesNs([0.99])[0]!) : NaN,
     warmupIos,
   };
 }

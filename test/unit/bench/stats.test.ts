@@ -81,7 +81,7 @@ describe('LatencyRecorder.summary', () => {
       .sort((a, b) => a - b);
     for (let rank = 2; rank < all.length; rank++) {
       const exact = all[rank - 1]!;
-      const ns = fine['percentilesNs']([(rank - 0.5) / all.length])[0]!;
+      const ns = fine.percentilesNs([(rank - 0.5) / all.length])[0]!;
       expect(Math.abs(ns - exact)).toBeLessThanOrEqual(exact * LATENCY_RELATIVE_ERROR);
     }
   });
