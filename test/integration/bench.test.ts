@@ -268,6 +268,14 @@ describe('branchsan bench', () => {
     expect(r.stderr).toMatch(/--rounds must be a whole number from 1 to 20/);
   });
 
+  it('refuses --disk-dir with --quick, which would measure only the RAM-backed file', async () => {
+    const r = await runCli(['bench', '--quick', '--disk-dir', '/var/tmp', '--json']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('--disk-dir has no effect with --quick');
+    expect(r.stderr).toMatch(/Drop --quick to measure the disk too/);
+    expect(r.stdout).toBe('');
+  });
+
   it('rejects a bad --seconds with a usage error', async () => {
     const r = await runCli(['bench', '--seconds', 'lots']);
     expect(r.code).toBe(2);

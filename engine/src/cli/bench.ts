@@ -42,7 +42,7 @@ Options:
   --json          one JSON object on stdout (the table goes to stderr)
   --quick         only the 4 KiB patterns, on the RAM-backed file, shorter rounds
   --disk-dir DIR  where the on-disk benchmark file goes        [system temp dir,
-                  or /var/tmp when that is in RAM (tmpfs)]
+                  or /var/tmp when that is in RAM (tmpfs)]; not with --quick
   --seconds N     measured seconds per leg and round            [0.75; quick 0.5]
   --rounds N      rounds per pattern                            [3]
   --out FILE      also write the JSON report to FILE
@@ -81,6 +81,14 @@ Options:
       return 2;
     }
     // Checked before the run, which takes minutes: not after it, losing the results.
+    if (values['disk-dir'] && values.quick) {
+      // quick measures the RAM-backed file only: the disk's rows would silently be absent
+      throw new UserError(
+        'bench: --disk-dir has no effect with --quick, which measures only the RAM-backed file.',
+        'Drop --quick to measure the disk too (a full run, about 3 minutes), or drop --disk-dir.',
+        'usage',
+      );
+    }
     if (values['disk-dir']) checkDiskDir(values['disk-dir']);
     if (values.out) {
       prepareOutFile('bench', values.out, 'bench.json');
