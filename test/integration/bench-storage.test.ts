@@ -50,9 +50,12 @@ describe('storage micro-benchmark script', () => {
     ],
     [['--seconds', 'abc'], /--seconds abc: give a number above 0, e.g. --seconds 2/],
     [['--size-mib', '0.5'], /--size-mib 0.5: give a whole number above 0/],
+    // not a number: the measured window waited for a warm-up that never ended
+    [['--warmup-seconds', 'abc'], /--warmup-seconds abc: give a number of 0 or more/],
   ])('refuses %j with one line saying what to give, before any file is made', (args, message) => {
     const r = spawnSync(process.execPath, [SCRIPT, ...args, '--dirs', '/dev/shm'], {
       encoding: 'utf8',
+      timeout: 20_000, // a refusal is immediate; a run that hangs is ended (SIGTERM)
     });
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(message);

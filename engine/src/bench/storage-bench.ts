@@ -57,6 +57,14 @@ function positive(name: string, dflt: string, whole = false): number {
   return n;
 }
 
+/** A number option ≥ 0, or a usage error (NaN made a warm-up that never ended). */
+function nonNegative(name: string, dflt: string): number {
+  const raw = opt(name, dflt);
+  if (!/^\d+(\.\d+)?$/.test(raw))
+    usage(`--${name} ${raw}: give a number of 0 or more, e.g. --${name} ${dflt}`);
+  return Number(raw);
+}
+
 // the RAM-backed file and one on disk (/var/tmp: the FHS keeps it on disk, where /tmp
 // is often a tmpfs)
 const DIRS = opt('dirs', '/dev/shm,/var/tmp').split(',');
@@ -86,7 +94,7 @@ const VARIANTS: [string, IoOptions][] = [
 const LOOP = {
   seconds: SECONDS,
   blocks: BLOCKS,
-  warmupSeconds: Number(opt('warmup-seconds', '0.3')),
+  warmupSeconds: nonNegative('warmup-seconds', '0.3'),
   warmupIos: 2000,
 };
 
