@@ -43,6 +43,42 @@ describe('storage micro-benchmark script', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   }, 60_000);
 
+  it('a stop sent to its process alone (kill PID) ends the re-run too, which removes its file', async () => {
+    const dir = tempDir('branchsan-storage-bench-');
+    const p = spawn(
+      process.execPath,
+      [SCRIPT, '--dirs', dir, '--size-mib', '8', '--seconds', '2', '--warmup-seconds', '0'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let stdout = '';
+    const exited = new Promise<number | null>((resolve) => p.on('exit', (code) => resolve(code)));
+    await new Promise<void>((resolve, reject) => {
+      p.stdout.on('data', (d: Buffer) => {
+        stdout += d.toString();
+        if (/IOPS/.test(stdout)) resolve();
+      });
+      void exited.then(() => reject(new Error(`ended too early:\n${stdout}`)));
+    });
+    /** The malloc-tuned re-run measuring in `dir`, by its command line. */
+    const reruns = () =>
+      fs.readdirSync('/proc').filter((d) => {
+        try {
+          const cmd = fs.readFileSync(`/proc/${d}/cmdline`, 'utf8');
+          return /^\d+$/.test(d) && Number(d) !== p.pid && cmd.includes(dir);
+        } catch {
+          return false; // gone meanwhile
+        }
+      });
+    expect(reruns()).toHaveLength(1);
+    expect(fs.readdirSync(dir)).toHaveLength(1);
+    p.kill('SIGTERM');
+    // it waits for the re-run, which stops at once (its run had a minute to go)
+    expect(await exited).toBe(143);
+    expect(reruns()).toEqual([]);
+    expect(fs.readdirSync(dir)).toEqual([]);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }, 60_000);
+
   it.each([
     [
       ['--dirs', '/nonexistent-branchsan'],

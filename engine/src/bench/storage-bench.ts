@@ -14,7 +14,8 @@
  * The glibc malloc settings from PERF-NOTES.md are applied by re-running
  * ourselves with them: without them fs throughput swings by 5x between runs.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import * as fs from 'node:fs';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
@@ -27,11 +28,16 @@ const MALLOC_ENV = {
   MALLOC_MMAP_THRESHOLD_: '33554432',
 };
 if (!process.env.MALLOC_TRIM_THRESHOLD_) {
-  const r = spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+  const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
     stdio: 'inherit',
     env: { ...process.env, ...MALLOC_ENV },
   });
-  process.exit(r.status ?? 1);
+  // A stop meant for this process (kill PID, a timeout) reaches the re-run too, which
+  // removes its file; it ran on orphaned, with its file in /dev/shm, to the end.
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const)
+    process.on(sig, () => child.kill(sig));
+  const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
+  process.exit(code ?? 128 + (signal ? (os.constants.signals[signal] ?? 0) : 1));
 }
 
 const args = process.argv.slice(2);
