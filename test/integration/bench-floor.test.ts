@@ -267,6 +267,30 @@ describe('bench floor server', () => {
     }
   });
 
+  it('fails a request sent after its connection closed, instead of leaving it waiting', async () => {
+    // a server that drops the connection at its first request
+    const dropper = net.createServer((sock) => sock.once('data', () => sock.destroy()));
+    await new Promise<void>((resolve) => dropper.listen(0, '127.0.0.1', resolve));
+    const floor = await connectFloor((dropper.address() as net.AddressInfo).port, 1);
+    const submit = () =>
+      new Promise<Error | null | undefined>((resolve) => floor.submit(false, 0, 4096, 0, resolve));
+    try {
+      expect(await submit()).toBeInstanceOf(Error); // in flight when it closed
+      await new Promise((r) => setTimeout(r, 50)); // the close has been seen by now
+      // sent after: a write to the closed socket went nowhere, and nothing answered it
+      let timer: NodeJS.Timeout | undefined;
+      const after = await Promise.race([
+        submit(),
+        new Promise<string>((r) => (timer = setTimeout(() => r('still waiting'), 5000))),
+      ]);
+      clearTimeout(timer);
+      expect(after).toBeInstanceOf(Error);
+    } finally {
+      floor.close();
+      dropper.close();
+    }
+  });
+
   it('reports a failed I/O to the caller when the server has no backend', async () => {
     const bare = await startFloorServer();
     const floor = await connectFloor((bare.address() as net.AddressInfo).port, 1, true);

@@ -241,8 +241,10 @@ async function floorConnection(port: number) {
       done?.(err);
     }
   };
-  sock.on('error', failAll);
-  sock.on('close', () => failAll(new Error('the floor connection closed')));
+  /** Why the connection ended, once it has: what every later request fails with. */
+  let closed: Error | null = null;
+  sock.on('error', (err) => failAll((closed ??= err)));
+  sock.on('close', () => failAll((closed ??= new Error('the floor connection closed'))));
   const finish = (tag: number, status: number) => {
     const done = waiting[tag];
     if (!done) {
@@ -293,6 +295,9 @@ async function floorConnection(port: number) {
   return {
     sock,
     send(write: boolean, io: boolean, offset: number, len: number, done: Done) {
+      // a write to a closed socket fails silently (no 'error' after 'close'): the request
+      // would wait for ever, and the benchmark with it
+      if (closed) return void setImmediate(done, closed);
       const tag = freeTags.pop() ?? waiting.length;
       waiting[tag] = done;
       // the header, zero-padded to the NVMe/TCP command's (and data PDU's) header bytes
