@@ -5,8 +5,9 @@
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT, tempDir } from '../helpers/engine.js';
+import { canMountTmpfs, smallFs, unmountSmallFs } from '../helpers/small-fs.js';
 
 const SCRIPT = path.join(REPO_ROOT, 'dist/engine/src/bench/storage-bench.js');
 
@@ -97,5 +98,27 @@ describe('storage micro-benchmark script', () => {
     expect(r.stderr).toMatch(message);
     expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
     expect(r.stdout).toBe('');
+  });
+});
+
+describe.skipIf(!canMountTmpfs)('storage micro-benchmark without room for its file', () => {
+  afterAll(() => unmountSmallFs());
+
+  it('refuses a directory that cannot hold the file before any work, saying what to do', () => {
+    const full = smallFs('branchsan-storage-bench-full-', '4m');
+    // the room problem is in the second directory: found before the first one's minutes
+    const r = spawnSync(
+      process.execPath,
+      [SCRIPT, '--dirs', `/dev/shm,${full}`, '--size-mib', '8', '--seconds', '0.05'],
+      { encoding: 'utf8', timeout: 20_000 },
+    );
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain(
+      `storage-bench: ${full} has 4 MiB free; the benchmark file needs 8 MiB there.`,
+    );
+    expect(r.stderr).toMatch(/give a smaller --size-mib, or other --dirs/);
+    expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+    expect(r.stdout).toBe(''); // nothing measured
+    expect(fs.readdirSync(full)).toEqual([]); // no part of a file left
   });
 });

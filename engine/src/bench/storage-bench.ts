@@ -84,6 +84,21 @@ for (const dir of DIRS) {
 const SECONDS = positive('seconds', '2');
 const FILE_SIZE = positive('size-mib', '256', true) * 1024 * 1024;
 const BLOCKS = FILE_SIZE / BS;
+// Each directory must hold the file, checked before any work: a full one failed its
+// write half-way (after minutes of results, for a later directory) with a stack trace,
+// leaving the part written behind.
+for (const dir of DIRS) {
+  const st = fs.statfsSync(dir);
+  // root may use the blocks a file system keeps back for it (ext4: 5% by default)
+  const free = (process.getuid?.() === 0 ? st.bfree : st.bavail) * st.bsize;
+  if (free < FILE_SIZE) {
+    console.error(
+      `storage-bench: ${dir} has ${Math.floor(free / 2 ** 20)} MiB free; the benchmark file needs ${FILE_SIZE / 2 ** 20} MiB there. ` +
+        'Free space there, give a smaller --size-mib, or other --dirs.',
+    );
+    process.exit(1);
+  }
+}
 const JSON_OUT = args.includes('--json');
 /** --durable-only: just the FUA / flush comparison. */
 const DURABLE_ONLY = args.includes('--durable-only');
@@ -168,11 +183,18 @@ async function prepare(dir: string): Promise<string> {
   current = path;
   fs.rmSync(path, { force: true });
   const fd = fs.openSync(path, 'w');
-  const chunk = Buffer.alloc(1 << 20, 0x5a);
-  for (let off = 0; off < FILE_SIZE; off += chunk.length)
-    fs.writeSync(fd, chunk, 0, chunk.length, off);
-  fs.fsyncSync(fd);
-  fs.closeSync(fd);
+  try {
+    const chunk = Buffer.alloc(1 << 20, 0x5a);
+    for (let off = 0; off < FILE_SIZE; off += chunk.length)
+      fs.writeSync(fd, chunk, 0, chunk.length, off);
+    fs.fsyncSync(fd);
+  } catch (err) {
+    // the space went meanwhile (checked above), or the disk failed: not half a file left
+    fs.rmSync(path, { force: true });
+    throw err;
+  } finally {
+    fs.closeSync(fd);
+  }
   return path;
 }
 
