@@ -91,7 +91,12 @@ export function runLoop(p: Pattern, submit: Submit, o: LoopOptions): Promise<Run
     o.onWindow?.('start');
   };
   return new Promise((resolve, reject) => {
+    let finished = false;
     const finish = () => {
+      // once: a submit that fails at once (a controller no longer live) completes each
+      // slot before the next is issued, and every one of them sees inflight reach 0
+      if (finished) return;
+      finished = true;
       o.onWindow?.('end');
       if (failed) return reject(failed);
       const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
@@ -116,7 +121,7 @@ export function runLoop(p: Pattern, submit: Submit, o: LoopOptions): Promise<Run
         else if (inflight === 0) finish();
       });
     };
-    for (let slot = 0; slot < p.qd * p.queues; slot++) issue(slot);
+    for (let slot = 0; slot < p.qd * p.queues && !failed; slot++) issue(slot);
   });
 }
 

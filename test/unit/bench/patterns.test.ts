@@ -60,6 +60,29 @@ describe('runLoop', () => {
     });
     expect(stats.ios).toBeGreaterThan(0);
   });
+
+  it('fails once, and issues nothing more, when submit refuses at once', async () => {
+    // the host library refuses synchronously once a controller is no longer live
+    let submitted = 0;
+    const edges: string[] = [];
+    const submit: Submit = (_write, _offset, _len, _queue, done) => {
+      submitted++;
+      done(new Error('controller is not live'));
+    };
+    const qd32: Pattern = { pattern: 'randread', bs: 4096, qd: 32, queues: 2 };
+    await expect(
+      runLoop(qd32, submit, {
+        span: 1 << 20,
+        warmupMs: 1,
+        warmupIos: 1,
+        warmupMaxMs: 10,
+        durationMs: 10,
+        onWindow: (edge) => edges.push(edge),
+      }),
+    ).rejects.toThrow('controller is not live');
+    expect(submitted).toBe(1);
+    expect(edges).toEqual(['end']);
+  });
 });
 
 describe('warmUp', () => {
