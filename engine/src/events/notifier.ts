@@ -8,6 +8,7 @@ import os from 'node:os';
 import { SEVERITIES, type EventRecord, type Severity } from '../../../contract/events.js';
 import type { Logger } from '../util/log.js';
 import { DeliveryQueue, DEFAULT_QUEUE_OPTIONS, type QueueOptions } from './delivery/queue.js';
+import type { DeliveryState } from './rules.js';
 import { quoteRemote } from './delivery/quote.js';
 import { sendMail } from './delivery/smtp.js';
 import { SyslogWriter } from './delivery/syslog.js';
@@ -69,6 +70,9 @@ export class Notifier {
     const ownFailure = (c: Channel) =>
       ev.type.startsWith('delivery.') &&
       (ev.data as { channel?: string } | undefined)?.channel === c;
+    // the alert that a channel is paused waits in that channel's queue for nothing
+    const d = ev.data as { rule?: unknown; subject?: unknown } | undefined;
+    const ownAlert = (c: Channel) => d?.rule === 'delivery.paused' && d.subject === c;
     if (
       s.syslog.enabled &&
       (test || atLeast(ev.severity, s.syslog.minSeverity)) &&
@@ -78,11 +82,16 @@ export class Notifier {
       out.push('syslog');
     }
     if (ev.type.startsWith('delivery.')) return out;
-    if (s.smtp.enabled && (test || wanted(ev, s.smtp.minSeverity))) {
+    if (s.smtp.enabled && (test || wanted(ev, s.smtp.minSeverity)) && !ownAlert('smtp')) {
       this.smtp.push(ev);
       out.push('smtp');
     }
-    if (s.webhook.enabled && s.webhook.url && (test || wanted(ev, s.webhook.minSeverity))) {
+    if (
+      s.webhook.enabled &&
+      s.webhook.url &&
+      (test || wanted(ev, s.webhook.minSeverity)) &&
+      !ownAlert('webhook')
+    ) {
       this.webhook.push(ev);
       out.push('webhook');
     }
@@ -91,11 +100,35 @@ export class Notifier {
 
   /**
    * A channel's queue tries its oldest message again now instead of after its backoff
-   * (up to 5 minutes): its settings changed (a password corrected), or a test message
-   * was queued behind it.
+   * (up to 5 minutes), or after its pause (the server refused the login): its settings
+   * changed (a password corrected), or a test message was queued behind it.
    */
   retryNow(channel: 'smtp' | 'webhook'): void {
     this[channel].retryNow();
+  }
+
+  /** Mail and webhook for the delivery.paused rule. */
+  state(): DeliveryState[] {
+    const s = this.o.settings.stored();
+    return (['smtp', 'webhook'] as const).map((channel) => {
+      const q = this[channel];
+      const p = q.paused;
+      return {
+        channel,
+        label: CHANNEL_NAMES[channel],
+        enabled: s[channel].enabled,
+        tried: q.hasTried,
+        ...(p
+          ? {
+              paused: {
+                since: p.since,
+                reason: quoteRemote(p.error.message, MAX_REASON),
+                fix: p.error.fix,
+              },
+            }
+          : {}),
+      };
+    });
   }
 
   async close(graceMs = 2_000): Promise<void> {
@@ -163,6 +196,11 @@ export class Notifier {
     return {
       failing: (err: Error) => this.failing(channel, err),
       recovered: () => this.recovered(channel),
+      paused: (err: Error) =>
+        this.o.log?.warn('notification delivery paused: the server refused the login', {
+          channel,
+          error: quoteRemote(err.message, MAX_REASON),
+        }),
       dropped: (ev: EventRecord, why: string) => {
         const reason = quoteRemote(why, MAX_REASON);
         this.o.report({

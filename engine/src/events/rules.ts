@@ -41,6 +41,20 @@ export interface AlertInputs {
    * `volumes[].backing`. Absent: not known.
    */
   notAnswering?: NotAnswering[];
+  /** Mail and webhook delivery (absent: not known). */
+  delivery?: DeliveryState[];
+}
+
+/** A notification channel with a queue, as the delivery.paused rule sees it. */
+export interface DeliveryState {
+  channel: 'smtp' | 'webhook';
+  /** For people: "Alert e-mail". */
+  label: string;
+  enabled: boolean;
+  /** A delivery has been tried since the engine started. */
+  tried: boolean;
+  /** The server refused the channel's login: nothing is tried until the settings change. */
+  paused?: { since: number; reason: string; fix: string };
 }
 
 /** A directory or backing file whose file system did not answer (a hung NFS or FUSE mount). */
@@ -926,6 +940,42 @@ export function notAnsweringRule(): Rule {
   };
 }
 
+/**
+ * Mail or the webhook paused because its server refused who we are (a wrong password, a
+ * webhook token refused): retrying every waiting message would only fail the same way,
+ * and a relay behind fail2ban bans an address that keeps failing to log in. It clears
+ * when a delivery gets through, or the channel is switched off. After a restart the
+ * alert stays until the channel has tried again (its first message then).
+ */
+export function deliveryPausedRule(): Rule {
+  return {
+    id: 'delivery.paused',
+    kind: 'condition',
+    evaluate(inputs, { active }) {
+      if (!inputs.delivery) return [...active.values()].map(keep);
+      const out: Condition[] = [];
+      for (const c of inputs.delivery) {
+        const was = active.get(c.channel);
+        if (!c.paused) {
+          if (was && c.enabled && !c.tried) out.push(keep(was));
+          continue;
+        }
+        out.push({
+          subject: c.channel,
+          severity: 'error',
+          title: `${c.label} is paused: its server refused this server's login`,
+          message:
+            `${c.label} is paused since ${new Date(c.paused.since).toISOString()}: ${c.paused.reason}. ` +
+            'BranchSAN does not try again until its settings change, so a server that locks out an address after failed logins (fail2ban) does not ban this one; ' +
+            `new alerts wait and are sent once it works. To resume: ${c.paused.fix}. A test message (Settings > Notifications) tries again too.`,
+          data: { channel: c.channel, since: c.paused.since },
+        });
+      }
+      return out;
+    },
+  };
+}
+
 /** The engine started after an unexpected stop (crash, kill, power loss). */
 export function uncleanRestartRule(windowMs = 24 * 3600_000): Rule {
   return {
@@ -1007,6 +1057,7 @@ export function defaultRules(opts: { watchedHosts?: WatchedHostMemory } = {}): R
     listenerDownRule(),
     ioThreadsRule(),
     notAnsweringRule(),
+    deliveryPausedRule(),
     uncleanRestartRule(),
     ...mirrorRules(),
   ];

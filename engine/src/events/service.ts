@@ -140,7 +140,7 @@ export class EventsService {
     try {
       const inputs = await this.o.collect();
       if (this.closed) return; // the database may be closing
-      this.alerts.evaluate(inputs, this.now());
+      this.alerts.evaluate({ ...inputs, delivery: this.notifier.state() }, this.now());
     } catch (err) {
       this.o.log.warn('alert evaluation failed; retrying next round', { err });
     } finally {

@@ -9,7 +9,7 @@ import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { EventRecord } from '../../../contract/events.js';
+import type { Alert, EventRecord } from '../../../contract/events.js';
 import { DeliveryQueue } from '../../../engine/src/events/delivery/queue.js';
 import {
   MAX_LINE,
@@ -20,6 +20,11 @@ import {
 import { SyslogWriter, syslogLine } from '../../../engine/src/events/delivery/syslog.js';
 import { postWebhook, redactUrl } from '../../../engine/src/events/delivery/webhook.js';
 import { Notifier } from '../../../engine/src/events/notifier.js';
+import {
+  DEFAULT_THRESHOLDS,
+  deliveryPausedRule,
+  type DeliveryState,
+} from '../../../engine/src/events/rules.js';
 import { EventsService } from '../../../engine/src/events/service.js';
 import { SettingsStore, type SecretFiles } from '../../../engine/src/events/settings.js';
 import {
@@ -498,6 +503,8 @@ describe('syslog', () => {
   });
 });
 
+const smtpPaused = (n: Notifier) => n.state().find((c) => c.channel === 'smtp')!.paused;
+
 describe('notifier and settings', () => {
   function setup(dir = tempDir(), queue: ConstructorParameters<typeof Notifier>[0]['queue'] = {}) {
     const { db } = openDatabase(':memory:');
@@ -816,12 +823,9 @@ describe('notifier and settings', () => {
   // A relay that wants a login refuses each recipient ("554 5.7.1 Relay access
   // denied"): that is the settings' fault, met by every message, so the message waits
   // for the corrected settings instead of being given up at once.
-  it('retries a refusal on policy (relay access denied), as a wrong password is', async () => {
+  it('pauses on a refusal on policy (relay access denied), as on a wrong password', async () => {
     const mail = await smtp({});
-    const { settings, n, reports } = setup(tempDir(), {
-      baseDelayMs: 3_600_000,
-      maxDelayMs: 3_600_000,
-    });
+    const { settings, n, reports } = setup();
     settings.update({
       smtp: {
         enabled: true,
@@ -834,12 +838,85 @@ describe('notifier and settings', () => {
     });
     mail.refuseRcpt['it@example.com'] = '554 5.7.1 <it@example.com>: Relay access denied';
     n.deliver(ev({ id: 31 }));
-    await until(() => reports.some((r) => r.type === 'delivery.failing'));
-    expect(reports.map((r) => r.type)).toEqual(['delivery.failing']);
+    await until(() => smtpPaused(n) !== undefined);
+    expect(smtpPaused(n)!.reason).toContain('Relay access denied');
+    expect(smtpPaused(n)!.fix).toMatch(/^the mail server wants a login it accepts/);
+    expect(reports).toEqual([]);
     delete mail.refuseRcpt['it@example.com'];
     n.retryNow('smtp');
     const [got] = await mail.waitFor(1);
     expect(got!.data).toContain('Event: alert.raised #31');
+    expect(mail.sessions).toBe(2);
+  });
+
+  // Before, a 535 (or a webhook's 401) was retried 8 times for every waiting message:
+  // a relay behind fail2ban banned the appliance, and each message was given up in the
+  // end although nothing was wrong with it.
+  it('pauses on a refused login: one login for all waiting messages, none given up, until the settings change', async () => {
+    const mail = await smtp({ starttls: true, users: { alerts: 'right-password' } });
+    const { settings, n, reports } = setup();
+    settings.update({
+      smtp: {
+        enabled: true,
+        host: '127.0.0.1',
+        port: mail.port,
+        from: 'san@branch.example',
+        to: ['it@example.com'],
+        username: 'alerts',
+        password: 'wrong-password',
+        allowInvalidCertificate: true,
+      },
+    });
+    for (const id of [51, 52, 53]) n.deliver(ev({ id }));
+    await until(() => smtpPaused(n) !== undefined);
+    expect(smtpPaused(n)).toMatchObject({
+      reason: 'authentication: the server answered 535 authentication failed',
+      fix: `correct the user name and password in Settings > Notifications (mail server 127.0.0.1:${mail.port}), then save`,
+    });
+    // more alerts while paused: they wait, no login is tried for them
+    n.deliver(ev({ id: 54 }));
+    expect(mail.sessions).toBe(1);
+
+    settings.update({ smtp: { password: 'right-password' } });
+    n.retryNow('smtp'); // what settings.set does
+    const got = await mail.waitFor(4);
+    expect(got.map((m) => /alert\.raised #(\d+)/.exec(m.data)![1])).toEqual([
+      '51',
+      '52',
+      '53',
+      '54',
+    ]);
+    // the one refused login, then one session a message: nothing was tried in between
+    expect(mail.sessions).toBe(5);
+    expect(smtpPaused(n)).toBeUndefined();
+    // nothing given up, nothing said to be failing and retried; that it works again is
+    await until(() => reports.length > 0);
+    expect(reports.map((r) => r.type)).toEqual(['delivery.recovered']);
+  });
+
+  it('pauses a webhook answered 401 or 403, and resumes on a retry', async () => {
+    const w = await webhookServer([401, 403]);
+    const { settings, n, reports } = setup();
+    settings.update({ webhook: { enabled: true, url: w.url } });
+    for (const id of [61, 62]) n.deliver(ev({ id }));
+    const paused = () => n.state().find((c) => c.channel === 'webhook')!.paused;
+    await until(() => paused() !== undefined);
+    expect(paused()!.reason).toBe(`POST ${redactUrl(w.url)} answered HTTP 401 Unauthorized`);
+    expect(paused()!.fix).toMatch(
+      /correct the webhook URL \(the token in it\) or the signing secret/,
+    );
+    expect(w.got).toHaveLength(1);
+    // a retry asked for (a test message, a save) that is refused again stays paused
+    n.retryNow('webhook');
+    await until(() => w.got.length === 2);
+    await until(() => paused()?.reason.includes('403') === true);
+    n.retryNow('webhook');
+    await until(() => w.got.length === 4);
+    expect(w.got.map((g) => (JSON.parse(g.body) as { event: EventRecord }).event.id)).toEqual([
+      61, 61, 61, 62,
+    ]);
+    await until(() => reports.length > 0);
+    expect(reports.map((r) => r.type)).toEqual(['delivery.recovered']);
   });
 
   it('gives up at once a webhook message refused with a 4xx; a wrong URL (404) or a 5xx is retried', async () => {
@@ -881,7 +958,7 @@ describe('a channel whose settings are corrected', () => {
       },
       collect: async () => ({}),
       log: createLogger({ sink: { write: () => undefined } }),
-      rules: [],
+      rules: [deliveryPausedRule()],
       intervalMs: 3_600_000,
       syslogCommand: [fakeLogger(dir).command],
       queue: { baseDelayMs: 3_600_000, maxDelayMs: 3_600_000 },
@@ -895,6 +972,83 @@ describe('a channel whose settings are corrected', () => {
       db.prepare("SELECT COUNT(*) FROM events WHERE type = 'delivery.failing'").pluck().get();
     return { db, s, failing };
   }
+
+  /** Evaluates the rules now; the active delivery.paused alerts. */
+  function pausedAlerts(s: EventsService) {
+    void s.evaluate();
+    return s.listAlerts(true, 10).filter((a) => a.rule === 'delivery.paused');
+  }
+
+  it('keeps the paused alert over a restart until mail has tried again; clears it when mail is switched off', () => {
+    const rule = deliveryPausedRule();
+    const was = {
+      subject: 'smtp',
+      severity: 'error',
+      title: 'Alert e-mail is paused',
+      message: 'm',
+    } as unknown as Alert;
+    const ctx = { now: 0, thresholds: DEFAULT_THRESHOLDS, active: new Map([['smtp', was]]) };
+    const smtpState = (over: Partial<DeliveryState>): DeliveryState[] => [
+      { channel: 'smtp', label: 'Alert e-mail', enabled: true, tried: false, ...over },
+    ];
+    expect(rule.evaluate({ delivery: smtpState({}) }, ctx).map((c) => c.subject)).toEqual(['smtp']);
+    expect(rule.evaluate({ delivery: smtpState({ tried: true }) }, ctx)).toEqual([]);
+    expect(rule.evaluate({ delivery: smtpState({ enabled: false }) }, ctx)).toEqual([]);
+  });
+
+  // A wrong password pauses mail (see 'pauses on a refused login'): the owner is told by
+  // an alert what to change, which a test message or a save resumes, and which clears
+  // once mail gets through.
+  it('raises an alert while paused, keeps it through a refused test message, clears it when mail works', async () => {
+    const mail = await smtp({ starttls: true, users: { alerts: 'right-password' } });
+    const hook = await webhookServer();
+    const { db, s } = service(tempDir());
+    s.setSettings(
+      {
+        smtp: {
+          enabled: true,
+          host: '127.0.0.1',
+          port: mail.port,
+          from: 'san@branch.example',
+          to: ['it@example.com'],
+          username: 'alerts',
+          password: 'wrong-password',
+          allowInvalidCertificate: true,
+        },
+        webhook: { enabled: true, url: hook.url },
+      },
+      'admin',
+    );
+    recordEvent(db, { type: 'io.errors', severity: 'error', message: 'Disk failing.' });
+    await until(() => pausedAlerts(s).length === 1);
+    const [alert] = pausedAlerts(s);
+    expect(alert).toMatchObject({ subject: 'smtp', severity: 'error' });
+    expect(alert!.title).toBe("Alert e-mail is paused: its server refused this server's login");
+    expect(alert!.message).toContain(
+      'authentication: the server answered 535 authentication failed. BranchSAN does not try again until its settings change',
+    );
+    expect(alert!.message).toContain(
+      `To resume: correct the user name and password in Settings > Notifications (mail server 127.0.0.1:${mail.port}), then save.`,
+    );
+    // the webhook hears of it; mail does not queue its own alert
+    await until(() => hook.got.some((g) => g.body.includes('delivery.paused')));
+    expect(s.sendTest('admin').channels).toContain('smtp'); // tries again: refused again
+    await until(() => mail.sessions === 2);
+    await until(() => hook.got.some((g) => g.body.includes('Test notification')));
+    expect(pausedAlerts(s)).toEqual([alert]);
+    s.setSettings({ smtp: { password: 'right-password' } }, 'admin');
+    const got = await mail.waitFor(2);
+    expect(got.map((m) => /Disk failing\.|Test notification/.exec(m.data)?.[0])).toEqual([
+      'Disk failing.',
+      'Test notification',
+    ]);
+    await until(() => pausedAlerts(s).length === 0);
+    await until(() => hook.got.some((g) => g.body.includes('"alert.cleared"')));
+    // mail never heard that it was paused, nor that it is no more: the next mail is the next event
+    recordEvent(db, { type: 'io.errors', severity: 'error', message: 'Disk failing again.' });
+    await mail.waitFor(3);
+    expect(mail.received[2]!.data).toContain('Disk failing again.');
+  });
 
   it('delivers what waits at once, not after the backoff; so does a test message', async () => {
     const mail = await smtp({ starttls: true, users: { alerts: 'right-password' } });
@@ -915,17 +1069,19 @@ describe('a channel whose settings are corrected', () => {
       'admin',
     );
     recordEvent(db, { type: 'io.errors', severity: 'error', message: 'Disk failing.' });
-    await until(() => failing() === 1); // refused; the next try is an hour away
+    // refused: paused until the settings change (before: retried 8 times, an hour apart here)
+    await until(() => pausedAlerts(s).length === 1);
     // Before: the corrected password was first used an hour later.
     s.setSettings({ smtp: { password: 'right-password' } }, 'admin');
     const [first] = await mail.waitFor(1);
     expect(first!.data).toContain('Disk failing.');
+    await until(() => pausedAlerts(s).length === 0);
 
     // the server refuses one message for a while (451): a test message queued behind it
     // gets both through, rather than waiting out the hour with it
     mail.failNext = 1;
     recordEvent(db, { type: 'io.errors', severity: 'error', message: 'Disk failing again.' });
-    await until(() => failing() === 2);
+    await until(() => failing() === 1);
     expect(s.sendTest('admin').channels).toContain('smtp');
     const got = await mail.waitFor(3);
     expect(got.map((m) => /Disk failing again\.|Test notification/.exec(m.data)?.[0])).toEqual([

@@ -1,7 +1,9 @@
 /**
  * A bounded, in-memory delivery queue for one channel (mail, webhook): one message
  * in flight, in order, retried with exponential backoff, given up after maxAttempts,
- * or at once when the server refused it for good (PermanentFailure).
+ * or at once when the server refused it for good (PermanentFailure). When the server
+ * refuses who we are (LoginRefused) the queue pauses: it keeps its messages and tries
+ * nothing until retryNow (the settings changed, a test message was asked for).
  * It never blocks the engine: pushing returns at once, timers are unref'd, and a
  * full queue drops its oldest waiting message rather than growing (never the one
  * being sent).
@@ -40,12 +42,37 @@ export function isPermanent(err: unknown): err is PermanentFailure {
   return err instanceof Error && (err as Partial<PermanentFailure>).permanent === true;
 }
 
+/**
+ * The server refused the channel's credentials (SMTP 535 to AUTH, 530 "authentication
+ * required", a relay denied for want of a login; HTTP 401/403/407): every message would
+ * meet it until the settings change, and a relay behind fail2ban bans an address that
+ * keeps failing to log in. The queue pauses instead of retrying: its messages wait,
+ * neither given up nor sent, until retryNow.
+ */
+export interface LoginRefused extends Error {
+  loginRefused: true;
+  /** What to change, for the owner's alert. */
+  fix: string;
+}
+
+export function isLoginRefused(err: unknown): err is LoginRefused {
+  return err instanceof Error && (err as Partial<LoginRefused>).loginRefused === true;
+}
+
+/** Why and since when a queue is paused. */
+export interface Paused {
+  error: LoginRefused;
+  since: number;
+}
+
 /** What the owner hears about, to record as events. */
 export interface QueueHooks<T> {
   /** The first failure after a success (or at the start): the channel is failing. */
   failing(err: Error, item: T): void;
   /** The first success after failures. */
   recovered(): void;
+  /** The server refused the channel's login: the queue waits for retryNow (once per pause). */
+  paused?(err: LoginRefused): void;
   /** A message given up after its attempts, refused for good, or pushed out of a full queue. */
   dropped(item: T, reason: string): void;
 }
@@ -59,6 +86,9 @@ export class DeliveryQueue<T> {
   private idle?: () => void;
   /** retryNow() came while a send was in progress. */
   private retryAtOnce = false;
+  private pausedBy?: Paused;
+  /** An attempt has ended since the queue was made (or switched off and on). */
+  private tried = false;
 
   constructor(
     private readonly send: (item: T) => Promise<void>,
@@ -68,6 +98,16 @@ export class DeliveryQueue<T> {
 
   get length(): number {
     return this.items.length;
+  }
+
+  /** Why the queue waits for retryNow (the server refused the login), or undefined. */
+  get paused(): Paused | undefined {
+    return this.pausedBy;
+  }
+
+  /** Whether an attempt has ended since the queue was made. */
+  get hasTried(): boolean {
+    return this.tried;
   }
 
   push(item: T): void {
@@ -91,6 +131,8 @@ export class DeliveryQueue<T> {
    * that fails is retried at once instead of backing off (it may have used the old
    * settings). Such a retry does not use up one of the message's attempts: saving the
    * settings a few times while the server is still down must not give it up sooner.
+   * A paused queue tries its head again (it stays paused, and its alert up, until that
+   * try is answered with something else than the same refusal).
    */
   retryNow(): void {
     if (this.closed) return;
@@ -121,12 +163,14 @@ export class DeliveryQueue<T> {
   /** `extra`: asked for by retryNow, not counted among the message's attempts. */
   private kick(extra = false): void {
     if (this.busy || this.timer || this.closed || this.items.length === 0) return;
+    if (this.pausedBy && !extra) return;
     this.busy = true;
     void this.attempt(this.items[0]!, extra);
   }
 
   private async attempt(head: { item: T; attempts: number }, extra: boolean): Promise<void> {
-    if (!extra || head.attempts === 0) head.attempts++;
+    const counted = !extra || head.attempts === 0;
+    if (counted) head.attempts++;
     let error: Error | undefined;
     try {
       await this.send(head.item);
@@ -138,9 +182,12 @@ export class DeliveryQueue<T> {
     this.retryAtOnce = false;
     this.idle?.();
     if (this.items[0] !== head) return; // emptied by close()
+    this.tried = true;
+    const wasPaused = this.pausedBy !== undefined;
+    if (!error || !isLoginRefused(error)) this.pausedBy = undefined;
     if (!error) {
       this.items.shift();
-      if (this.failing) {
+      if (this.failing || wasPaused) {
         this.failing = false;
         this.hooks.recovered();
       }
@@ -154,6 +201,15 @@ export class DeliveryQueue<T> {
         `the server refused it for good, so it is not retried: ${error.message}; ${error.fix}`,
       );
       return this.kick();
+    }
+    if (isLoginRefused(error)) {
+      if (counted) head.attempts--; // not this message's fault: none of its attempts used
+      if (atOnce) return this.kick(true); // the settings changed while it was being tried
+      if (!this.pausedBy) {
+        this.pausedBy = { error, since: Date.now() };
+        this.hooks.paused?.(error);
+      } else this.pausedBy.error = error;
+      return;
     }
     if (!this.failing) {
       this.failing = true;

@@ -33,16 +33,20 @@ export interface Mail {
 export class SmtpError extends Error {
   /** The server refused this message for good (queue.ts PermanentFailure). */
   readonly permanent: boolean;
+  /** The server refused our login or wants one (queue.ts LoginRefused): `fix` says what to change. */
+  readonly loginRefused: boolean;
 
   constructor(
     message: string,
     readonly code?: number,
-    /** With a permanent refusal: what to do about it. */
+    /** With a permanent refusal or a refused login: what to do about it. */
     readonly fix = '',
+    login = false,
   ) {
     super(message);
     this.name = 'SmtpError';
-    this.permanent = fix !== '';
+    this.loginRefused = login;
+    this.permanent = fix !== '' && !login;
   }
 }
 
@@ -165,20 +169,25 @@ export async function sendMail(o: SmtpOptions, mail: Mail): Promise<SmtpError[]>
       if (line !== null) sock.write(line + '\r\n');
       const reply = await r.next();
       if (!ok.includes(reply.code)) {
+        const said =
+          `${what}: the server answered ${reply.code} ${quoteRemote(reply.lines.join(' '))}`.trim();
+        const login = refusesLogin(reply, what, o);
+        if (login) throw new SmtpError(said, reply.code, login, true);
         throw new SmtpError(
-          `${what}: the server answered ${reply.code} ${quoteRemote(reply.lines.join(' '))}`.trim(),
+          said,
           reply.code,
           fix !== undefined && refusesMessage(reply, what) ? fix : '',
         );
       }
       return reply;
     };
-    // A 5xx before here (greeting, EHLO, AUTH, MAIL FROM: the sender or "authentication
-    // required") refuses the channel's settings, which every message would meet: that is
-    // retried, and retried at once when the settings are corrected. From here on a 5xx
-    // refuses this message: retrying it would only hold up the messages behind it; but
-    // not a refusal on policy ("relay access denied": no or the wrong login), which is
-    // the settings' again (refusesMessage).
+    // A 5xx before here (greeting, EHLO, MAIL FROM: the sender) refuses the channel's
+    // settings, which every message would meet: that is retried, and retried at once
+    // when the settings are corrected; one that refuses our login (AUTH, "authentication
+    // required", a relay denied) pauses the channel instead (refusesLogin). From here on
+    // a 5xx refuses this message: retrying it would only hold up the messages behind it;
+    // but not a refusal on policy ("relay access denied": no or the wrong login), which
+    // is the settings' again (refusesMessage).
     const refusedMessage =
       "the mail server refused this message itself (its size or content); the mail server's administrator can say why";
     await cmd(null, [220], 'greeting');
@@ -243,6 +252,32 @@ export async function sendMail(o: SmtpOptions, mail: Mail): Promise<SmtpError[]>
     clearTimeout(timer);
     sock.destroy();
   }
+}
+
+/**
+ * A refusal of who we are, with what to change; '' when it is not one. A relay behind
+ * fail2ban bans an address after a few of these, so the queue pauses on them rather
+ * than try each waiting message again (queue.ts LoginRefused): a 5xx to AUTH (535
+ * authentication failed), 530 (authentication required), and a 5xx on security or
+ * policy to the sender or a recipient (5.7.x, or "relay"/"auth" without an enhanced
+ * code: "554 5.7.1 Relay access denied", "553 5.7.1 Sender address not owned by user").
+ * A 4xx (454 temporary authentication failure) is retried as any 4xx is.
+ */
+function refusesLogin(reply: Reply, what: string, o: SmtpOptions): string {
+  if (reply.code < 500 || reply.code > 599) return '';
+  const where = `Settings > Notifications (mail server ${o.host}:${o.port})`;
+  const login = o.username
+    ? `correct the user name and password in ${where}`
+    : `enter the user name and password this server logs in with in ${where}`;
+  if (what === 'authentication') return `${login}, then save`;
+  const text = reply.lines.join(' ');
+  const policy = /^\s*5\.7\.\d/.test(text) || /relay|auth/i.test(text);
+  if (reply.code !== 530 && !(policy && (what === 'MAIL FROM' || what.startsWith('recipient '))))
+    return '';
+  return (
+    `the mail server wants a login it accepts before it takes mail from this sender: ${login}, ` +
+    'or ask its administrator to let this server send (its address, the sender address); then save'
+  );
 }
 
 /**

@@ -1,7 +1,8 @@
 /**
  * Webhook delivery: one HTTP(S) POST of JSON per event. Any 2xx is success; a 4xx
- * that refuses the message itself is given up at once (refusesMessage); anything else,
- * a timeout or a refused connection is a failure the queue retries. With a
+ * that refuses the message itself is given up at once (refusesMessage); a 401, 403 or
+ * 407 pauses the channel until its settings change; anything else, a timeout or a
+ * refused connection is a failure the queue retries. With a
  * secret, the body is signed (HMAC-SHA256) so the receiver can tell it came from us.
  */
 import { createHmac } from 'node:crypto';
@@ -43,6 +44,16 @@ export async function postWebhook(t: WebhookTarget, payload: unknown): Promise<v
   await res.body?.cancel();
   if (res.status < 200 || res.status > 299) {
     const said = `POST ${redactUrl(t.url)} answered HTTP ${res.status} ${res.statusText}`.trim();
+    if ([401, 403, 407].includes(res.status)) {
+      // who we are: each message would meet it, and a receiver may lock out an address
+      // that keeps failing; the queue pauses until the settings change (LoginRefused)
+      throw Object.assign(new Error(said), {
+        loginRefused: true as const,
+        fix:
+          'the receiver refused who this server is: correct the webhook URL (the token in it) or the signing secret in Settings > Notifications, ' +
+          "or have the receiver's owner accept this server; then save",
+      });
+    }
     if (!refusesMessage(res.status)) throw new Error(said);
     throw Object.assign(new Error(said), {
       permanent: true as const,
@@ -54,9 +65,10 @@ export async function postWebhook(t: WebhookTarget, payload: unknown): Promise<v
 /**
  * An HTTP status that refuses this message for good (queue.ts PermanentFailure): a
  * 4xx, as an SMTP 5xx to a recipient or content is. Not: 408 and 429 (try later), and
- * the ones that refuse the channel's settings, which every message would meet and a
- * corrected URL or secret retries at once (as a wrong mail password is): 401, 403, 407
- * (who we are), 404, 405, 410 (where we send). 5xx and no answer are retried.
+ * the ones that refuse the channel's settings, which every message would meet: 401,
+ * 403, 407 (who we are: the queue pauses until the settings change), 404, 405, 410
+ * (where we send: retried, and at once when the URL is corrected). 5xx and no answer
+ * are retried.
  */
 function refusesMessage(status: number): boolean {
   return (
