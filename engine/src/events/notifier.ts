@@ -7,7 +7,12 @@
 import os from 'node:os';
 import { SEVERITIES, type EventRecord, type Severity } from '../../../contract/events.js';
 import type { Logger } from '../util/log.js';
-import { DeliveryQueue, DEFAULT_QUEUE_OPTIONS, type QueueOptions } from './delivery/queue.js';
+import {
+  DeliveryQueue,
+  DEFAULT_QUEUE_OPTIONS,
+  type Cancelled,
+  type QueueOptions,
+} from './delivery/queue.js';
 import type { DeliveryState } from './rules.js';
 import { quoteRemote } from './delivery/quote.js';
 import { sendMail } from './delivery/smtp.js';
@@ -107,6 +112,39 @@ export class Notifier {
     this[channel].retryNow();
   }
 
+  /**
+   * A channel's settings were saved: switched on, what waits is tried now (retryNow);
+   * switched off, what waits is not sent, and one event says which messages those are.
+   * They are dropped rather than kept for a later switch-on: alerts sent days late,
+   * long after they cleared, would mislead, and the queue is in memory only, so a
+   * restart would lose them anyway. The event log keeps every one.
+   */
+  settingsChanged(channel: 'smtp' | 'webhook'): void {
+    if (this.on(channel)) return this.retryNow(channel);
+    const gone = this[channel].clear();
+    if (gone.length === 0) return;
+    const ids = gone.filter((e) => !unstored(e)).map((e) => e.id);
+    const shown = ids.slice(0, 20).map((id) => `#${id}`);
+    const more = ids.length - shown.length + (gone.length - ids.length);
+    const which =
+      shown.length > 0
+        ? `event${ids.length === 1 ? '' : 's'} ${shown.join(', ')}${more > 0 ? ` and ${more} more` : ''}; the event log keeps ${ids.length === 1 ? 'it' : 'them'}`
+        : 'alerts the data directory could not store; check the alerts in the console';
+    this.o.report({
+      type: 'delivery.dropped',
+      severity: 'warning',
+      message:
+        `${CHANNEL_NAMES[channel]} was switched off while ${gone.length} message${gone.length === 1 ? '' : 's'} waited to be sent: ` +
+        `${gone.length === 1 ? 'it was' : 'they were'} not sent (${which}). Switching it on again sends new alerts only.`,
+      data: { channel, eventIds: ids, count: gone.length, reason: 'switched off' },
+    });
+  }
+
+  private on(channel: 'smtp' | 'webhook'): boolean {
+    const s = this.o.settings.stored();
+    return channel === 'smtp' ? s.smtp.enabled : s.webhook.enabled && !!s.webhook.url;
+  }
+
   /** Mail and webhook for the delivery.paused rule. */
   state(): DeliveryState[] {
     const s = this.o.settings.stored();
@@ -141,7 +179,7 @@ export class Notifier {
 
   private async mail(ev: EventRecord): Promise<void> {
     const s = this.o.settings.stored().smtp;
-    if (!s.enabled) return; // switched off while queued: nothing to do
+    if (!s.enabled) throw switchedOff('smtp'); // while it waited, or was being sent
     const host = os.hostname();
     const refused = await sendMail(
       {
@@ -179,7 +217,7 @@ export class Notifier {
 
   private async post(ev: EventRecord): Promise<void> {
     const s = this.o.settings.stored().webhook;
-    if (!s.enabled || !s.url) return;
+    if (!s.enabled || !s.url) throw switchedOff('webhook');
     await postWebhook(
       { url: s.url, secret: this.o.settings.secret(WEBHOOK_SECRET) },
       {
@@ -239,6 +277,14 @@ export class Notifier {
       data: { channel },
     });
   }
+}
+
+/** A message tried after its channel was switched off: dropped (queue.ts Cancelled), never "sent". */
+function switchedOff(channel: Channel): Cancelled {
+  const what = channel === 'smtp' ? 'e-mail' : 'the webhook';
+  return Object.assign(new Error(`${what} was switched off before it could be sent`), {
+    cancelled: true as const,
+  });
 }
 
 const HINTS: Record<Channel, string> = {

@@ -252,9 +252,10 @@ export class EventsService {
       redacted.webhook.secret = redacted.webhook.secret === null ? 'deleted' : 'set';
     // the audit row is written with the change, or neither is
     const view = this.settings.update(p, () => this.audit(actor, 'settings.set', redacted));
-    // a corrected channel delivers what waits at once, not after the backoff
-    if (p.smtp) this.notifier.retryNow('smtp');
-    if (p.webhook) this.notifier.retryNow('webhook');
+    // a corrected channel delivers what waits at once, not after the backoff; one
+    // switched off drops it and says so
+    if (p.smtp) this.notifier.settingsChanged('smtp');
+    if (p.webhook) this.notifier.settingsChanged('webhook');
     return view;
   }
 

@@ -996,6 +996,63 @@ describe('a channel whose settings are corrected', () => {
     expect(rule.evaluate({ delivery: smtpState({ enabled: false }) }, ctx)).toEqual([]);
   });
 
+  // Before, the waiting messages of a channel switched off were taken for sent: they
+  // left the queue as delivered, and a "works again" event followed.
+  it('a channel switched off drops what waits, as not sent, in one event; the one being sent fails at once', async () => {
+    let hold: (() => void) | undefined;
+    const got: number[] = [];
+    const server = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (d) => (body += d));
+      req.on('end', () => {
+        got.push((JSON.parse(body) as { event: EventRecord }).event.id);
+        const answer = () => {
+          res.statusCode = 503;
+          res.end();
+        };
+        if (got.length === 2) hold = answer;
+        else answer();
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+    const { db, s } = service(tempDir());
+    const events = (type: string) =>
+      db
+        .prepare('SELECT severity, message, data FROM events WHERE type = ? ORDER BY id')
+        .all(type) as { severity: string; message: string; data: string }[];
+    s.setSettings({ webhook: { enabled: true, url } }, 'admin');
+    const record = (message: string) =>
+      recordEvent(db, { type: 'io.errors', severity: 'error', message });
+    const ids = [record('One.'), record('Two.'), record('Three.')];
+    await until(() => events('delivery.failing').length === 1); // 503; next try in an hour
+    s.setSettings({ webhook: { enabled: false } }, 'admin');
+    const [dropped] = events('delivery.dropped');
+    expect(dropped!.severity).toBe('warning');
+    expect(dropped!.message).toBe(
+      `Webhook was switched off while 3 messages waited to be sent: they were not sent (events #${ids[0]}, #${ids[1]}, #${ids[2]}; the event log keeps them). Switching it on again sends new alerts only.`,
+    );
+    expect(JSON.parse(dropped!.data)).toMatchObject({ channel: 'webhook', eventIds: ids });
+
+    // switched off while one is being sent: it may arrive; failing, it is dropped at once
+    s.setSettings({ webhook: { enabled: true } }, 'admin');
+    const four = record('Four.');
+    record('Five.');
+    await until(() => hold !== undefined);
+    s.setSettings({ webhook: { enabled: false } }, 'admin');
+    expect(events('delivery.dropped')[1]!.message).toContain(
+      'Webhook was switched off while 1 message waited to be sent: it was not sent (event #',
+    );
+    hold!();
+    await until(() => events('delivery.dropped').length === 3);
+    expect(events('delivery.dropped')[2]!.message).toBe(
+      `Webhook for event #${four} ("Four") was given up: the webhook was switched off before it could be sent. The event stays in the event log.`,
+    );
+    expect(got).toEqual([ids[0], four]);
+    expect(events('delivery.recovered')).toEqual([]);
+  });
+
   // A wrong password pauses mail (see 'pauses on a refused login'): the owner is told by
   // an alert what to change, which a test message or a save resumes, and which clears
   // once mail gets through.

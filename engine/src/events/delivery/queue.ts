@@ -59,6 +59,19 @@ export function isLoginRefused(err: unknown): err is LoginRefused {
   return err instanceof Error && (err as Partial<LoginRefused>).loginRefused === true;
 }
 
+/**
+ * The message is not to be sent any more: its channel was switched off while it
+ * waited. The queue drops it with this error's message as the reason, at once and
+ * without a "failing" event.
+ */
+export interface Cancelled extends Error {
+  cancelled: true;
+}
+
+export function isCancelled(err: unknown): err is Cancelled {
+  return err instanceof Error && (err as Partial<Cancelled>).cancelled === true;
+}
+
 /** Why and since when a queue is paused. */
 export interface Paused {
   error: LoginRefused;
@@ -147,6 +160,20 @@ export class DeliveryQueue<T> {
     this.kick(true);
   }
 
+  /**
+   * Takes out every waiting message (not the one being sent, which may arrive yet) and
+   * returns them, for the owner to report: the channel was switched off. A send in
+   * progress that fails is tried again at once, where it meets the switch (Cancelled).
+   */
+  clear(): T[] {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.pausedBy = undefined;
+    this.failing = false;
+    if (this.busy) this.retryAtOnce = true;
+    return this.items.splice(this.busy ? 1 : 0).map((x) => x.item);
+  }
+
   /** Stops retrying; waits up to graceMs for a send in progress, then drops the rest. */
   async close(graceMs = 2_000): Promise<void> {
     this.closed = true;
@@ -191,6 +218,11 @@ export class DeliveryQueue<T> {
         this.failing = false;
         this.hooks.recovered();
       }
+      return this.kick();
+    }
+    if (isCancelled(error)) {
+      this.items.shift();
+      this.hooks.dropped(head.item, error.message);
       return this.kick();
     }
     if (isPermanent(error)) {
