@@ -23,7 +23,15 @@ import { EventStore, type EventQuery } from './event-store.js';
 import type { AlertInputs, Rule } from './rules.js';
 import { defaultRules } from './rules.js';
 import { Notifier, type Channel } from './notifier.js';
-import { SettingsStore, describeResets, type SecretFiles } from './settings.js';
+import {
+  SecretsNotInPlace,
+  SettingsStore,
+  describeNotInPlace,
+  describeResets,
+  NOT_IN_PLACE_HINT,
+  type SecretFiles,
+  type SecretNotInPlace,
+} from './settings.js';
 import { WatchedHostStore } from './watched-host-store.js';
 
 export type Publish = <E extends EventName>(name: E, data: EventData<E>) => void;
@@ -118,6 +126,13 @@ export class EventsService {
   start(): void {
     this.unsubscribe = onEventRecorded(this.o.db, (ev) => this.onRecorded(ev));
     this.reportSettingsResets();
+    // secret changes stored by an earlier run whose files could not be put in place then
+    try {
+      const failed = this.settings.applyPending();
+      if (failed.length > 0) this.secretsNotInPlace(failed, 'start');
+    } catch (err) {
+      this.o.log.warn('cannot check for stored secret changes not in effect', { err });
+    }
     void this.prune();
     const interval = this.o.intervalMs ?? 5_000;
     // a chain of timeouts, not an interval: a slow pass (statfs on a hung NFS mount) never overlaps the next
@@ -251,12 +266,40 @@ export class EventsService {
     if (redacted.webhook?.secret !== undefined)
       redacted.webhook.secret = redacted.webhook.secret === null ? 'deleted' : 'set';
     // the audit row is written with the change, or neither is
-    const view = this.settings.update(p, () => this.audit(actor, 'settings.set', redacted));
-    // a corrected channel delivers what waits at once, not after the backoff; one
-    // switched off drops it and says so
+    let view: EngineSettings;
+    try {
+      view = this.settings.update(p, () => this.audit(actor, 'settings.set', redacted));
+    } catch (err) {
+      if (!(err instanceof SecretsNotInPlace)) throw err;
+      // stored, a secret of it not in effect: the rest of the change is
+      this.secretsNotInPlace(err.failed, 'settings.set');
+      this.settingsChanged(p);
+      throw err;
+    }
+    this.settingsChanged(p);
+    return view;
+  }
+
+  /** A corrected channel delivers what waits at once, not after the backoff; one switched off drops it. */
+  private settingsChanged(p: SettingsSetParams): void {
     if (p.smtp) this.notifier.settingsChanged('smtp');
     if (p.webhook) this.notifier.settingsChanged('webhook');
-    return view;
+  }
+
+  /** Secret changes stored but not in effect: an error event that says what to do. */
+  private secretsNotInPlace(failed: SecretNotInPlace[], when: 'settings.set' | 'start'): void {
+    this.o.log.warn('stored secret changes are not in effect', {
+      secrets: failed.map((f) => f.name),
+      errors: failed.map((f) => String((f.error as Error).message ?? f.error)),
+    });
+    this.report({
+      type: 'settings.secret-not-in-place',
+      severity: 'error',
+      message:
+        `${when === 'start' ? 'Saved settings are not fully in effect' : 'The settings were saved'}, but ${describeNotInPlace(failed)}. ` +
+        NOT_IN_PLACE_HINT,
+      data: { secrets: failed.map((f) => f.name) },
+    });
   }
 
   /** Records a test event that every enabled channel delivers whatever its level. */

@@ -11,25 +11,80 @@
  * refused value until someone changes that very field, so an unrelated settings.set
  * never writes the replacement over it, and going back to the newer engine finds it.
  */
+import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { EngineSettings, SettingsSetParams } from '../../../contract/events.js';
 import { getSetting, setSetting, type Db } from '../persistence/db.js';
-import { UserError } from '../util/errors.js';
+import { storageProblem, UserError } from '../util/errors.js';
 
 export interface SecretFiles {
   read(name: string): string | undefined;
+  /** Writes `value` aside (synced) as the staged value `tag` of `name`; the one in use stays. */
+  stage(name: string, tag: string, value: string): void;
   /**
-   * Writes `value` aside, calls `beforeRename` (which may throw: then the old value
-   * stays), and only then puts it in place (service/secrets.ts writeSecret). A
-   * `beforeRename` it does not call is called after it returns.
+   * Puts the staged value `tag` of `name` in its place (a rename); false when there is
+   * none (put in place before). When the rename fails the staged value stays.
    */
-  write(name: string, value: string, beforeRename?: () => void): void;
+  apply(name: string, tag: string): boolean;
+  /** Removes every staged value but those named `${name}.${tag}` in `keep`. */
+  discard(keep: ReadonlySet<string>): void;
   remove(name: string): void;
 }
 
 export const SMTP_PASSWORD = 'smtp-password';
 export const WEBHOOK_SECRET = 'webhook-secret';
 const KEY = 'service.settings';
+/**
+ * The secret changes stored but maybe not in effect yet: {name: tag of the staged new
+ * value, or null for a removal}. Written in the change's transaction, emptied once they
+ * are in effect; what it still names is tried again at every change and every start.
+ */
+const PENDING_KEY = 'service.settings.secrets';
+type Pending = Record<string, string | null>;
+
+const SECRET_NAMES: Record<string, string> = {
+  [SMTP_PASSWORD]: 'mail password',
+  [WEBHOOK_SECRET]: 'webhook signing secret',
+};
+
+/** A secret change that was stored but could not be put in effect, and why. */
+export interface SecretNotInPlace {
+  name: string;
+  removal: boolean;
+  error: unknown;
+}
+
+/**
+ * The settings change was stored (with its audit row), but a new or removed secret of
+ * it is not in effect: its file could not be renamed into place or deleted. The old
+ * secret stays in use, and the change is tried again at every save and every start.
+ */
+export class SecretsNotInPlace extends UserError {
+  constructor(readonly failed: SecretNotInPlace[]) {
+    super(
+      `The settings were saved, but ${describeNotInPlace(failed)}.`,
+      NOT_IN_PLACE_HINT,
+      'unavailable',
+    );
+  }
+}
+
+export const NOT_IN_PLACE_HINT =
+  'BranchSAN tries again at every settings change and at its next start. Fix the cause on the data directory ' +
+  '(DATA/secrets: a full or read-only file system, a file held by another program), then restart the engine or save the settings again.';
+
+/** "the new mail password could not be put in place (EBUSY: …): the old one stays in use". */
+export function describeNotInPlace(failed: readonly SecretNotInPlace[]): string {
+  return failed
+    .map((f) => {
+      const what = SECRET_NAMES[f.name] ?? f.name;
+      const why = (f.error as Error).message ?? String(f.error);
+      return f.removal
+        ? `the ${what} could not be deleted (${why}): it stays in use`
+        : `the new ${what} could not be put in place (${why}): the old one stays in use`;
+    })
+    .join('; ');
+}
 
 /** The stored part: everything but the "is a secret set" flags. */
 export type StoredSettings = Omit<EngineSettings, 'smtp' | 'webhook'> & {
@@ -115,14 +170,18 @@ export class SettingsStore {
 
   /**
    * Validates the change and the sections it touches as a whole, then stores it and
-   * the secrets, all or nothing: each new secret is written aside, then the settings
-   * row and `alongside` (the audit row) go in one transaction, and only once that is
-   * stored do the new secrets take their place (a rename) and removed ones go (neither
-   * needs room on the disk). If a step before fails, the written-aside files are removed
-   * and the error propagates: no change takes effect without its audit row. (Before,
-   * the secret files were replaced first and put back after a failure: on a full disk
-   * putting back failed too, and a new password was in use that the API said was not
-   * saved.) Fields the change does not name are written back as they were stored.
+   * the secrets, all or nothing: each new secret is written aside (staged), then the
+   * settings row, the list of secret changes to put in effect (PENDING_KEY) and
+   * `alongside` (the audit row) go in one transaction, and only once that is stored do
+   * the new secrets take their place (a rename) and removed ones go (neither needs room
+   * on the disk). If a step before fails, the staged files are removed and the error
+   * propagates: no change takes effect without its audit row. (Before, the secret files
+   * were replaced first and put back after a failure: on a full disk putting back failed
+   * too, and a new password was in use that the API said was not saved.) A rename or
+   * removal that fails after the change is stored throws SecretsNotInPlace: the change
+   * is in the settings, the old secret stays in use, and its staged value is put in
+   * place at the next change or start (applyPending). Fields the change does not name
+   * are written back as they were stored.
    */
   update(p: SettingsSetParams, alongside: () => void = () => {}): EngineSettings {
     const valid = SettingsSetParams.safeParse(p);
@@ -150,26 +209,82 @@ export class SettingsStore {
       [SMTP_PASSWORD, password],
       [WEBHOOK_SECRET, secret],
     ];
-    const writes = changes.filter((c): c is [string, string] => typeof c[1] === 'string');
-    const store = (i: number): void => {
-      if (i === writes.length) {
-        this.db.transaction(() => {
-          setSetting(this.db, KEY, JSON.stringify(doc));
-          alongside();
-        })();
-        return;
+    const tag = randomBytes(6).toString('base64url');
+    const mine: Pending = {};
+    for (const [name, value] of changes) if (value !== undefined) mine[name] = value && tag;
+    const before = this.pending();
+    try {
+      for (const [name, value] of changes) if (value) this.secrets.stage(name, tag, value);
+      this.db.transaction(() => {
+        setSetting(this.db, KEY, JSON.stringify(doc));
+        if (Object.keys(mine).length > 0)
+          setSetting(this.db, PENDING_KEY, JSON.stringify({ ...before, ...mine }));
+        alongside();
+      })();
+    } catch (err) {
+      try {
+        this.secrets.discard(stagedIn(before));
+      } catch {
+        // the error that stopped the change is the one to report
       }
-      let stored = false;
-      this.secrets.write(writes[i]![0], writes[i]![1], () => {
-        stored = true;
-        store(i + 1);
-      });
-      if (!stored) store(i + 1);
-    };
-    store(0);
-    for (const [name, value] of changes) if (value === null) this.secrets.remove(name);
+      throw err;
+    }
     this.cached = loaded;
+    const failed = this.applyPending();
+    if (failed.length > 0) throw new SecretsNotInPlace(failed);
     return this.view();
+  }
+
+  /**
+   * Puts the stored secret changes in effect: renames their staged values into place,
+   * deletes the removed ones, and drops the staged values no stored change names (a
+   * change the database refused). Returns those that failed: they stay named, and their
+   * old secret in use, for the next try (the next change, or the start).
+   */
+  applyPending(): SecretNotInPlace[] {
+    const pending = this.pending();
+    const failed: SecretNotInPlace[] = [];
+    const left: Pending = {};
+    for (const [name, tag] of Object.entries(pending)) {
+      try {
+        if (tag === null) this.secrets.remove(name);
+        else this.secrets.apply(name, tag);
+      } catch (error) {
+        failed.push({ name, removal: tag === null, error });
+        left[name] = tag;
+      }
+    }
+    try {
+      this.secrets.discard(stagedIn(left));
+    } catch {
+      // a leftover staged value is never put in place: no stored change names it
+    }
+    if (Object.keys(left).length < Object.keys(pending).length) {
+      try {
+        setSetting(this.db, PENDING_KEY, JSON.stringify(left));
+      } catch (err) {
+        // in effect already; trying it again at the next start changes nothing
+        if (!storageProblem(err)) throw err;
+      }
+    }
+    return failed;
+  }
+
+  private pending(): Pending {
+    const text = getSetting(this.db, PENDING_KEY);
+    if (text === undefined) return {};
+    try {
+      const parsed: unknown = JSON.parse(text);
+      if (!isObject(parsed)) return {};
+      return Object.fromEntries(
+        Object.entries(parsed).filter(
+          (e): e is [string, string | null] =>
+            e[0] in SECRET_NAMES && (e[1] === null || typeof e[1] === 'string'),
+        ),
+      );
+    } catch {
+      return {};
+    }
   }
 
   private load(): Loaded {
@@ -272,6 +387,15 @@ function check(
       'Enter the http:// or https:// address that receives the alerts.',
     );
   }
+}
+
+/** The staged values `pending` names, as SecretFiles.discard keeps them. */
+function stagedIn(pending: Pending): Set<string> {
+  return new Set(
+    Object.entries(pending)
+      .filter((e) => e[1] !== null)
+      .map(([name, tag]) => `${name}.${tag}`),
+  );
 }
 
 const isObject = (v: unknown): v is Doc => typeof v === 'object' && v !== null && !Array.isArray(v);

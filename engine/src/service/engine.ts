@@ -46,7 +46,7 @@ import type { ListenerDown } from '../events/rules.js';
 import { InputCollector } from '../events/inputs.js';
 import { EventsService } from '../events/service.js';
 import { attachLogFile } from '../util/log-file.js';
-import { deleteSecret, readSecret, writeSecret } from './secrets.js';
+import { secretFiles } from './secrets.js';
 import { localPeerNamer } from './peer-identity.js';
 import { alertsHandlers } from './handlers/alerts.js';
 import { diagnosticsHandlers } from './handlers/diagnostics.js';
@@ -160,11 +160,7 @@ export class Engine {
         nodeId,
         version: productVersion(),
         publish: (name, data) => hub.broadcast(name, data),
-        secrets: {
-          read: (n) => readSecret(dataDir, n),
-          write: (n, v, beforeRename) => writeSecret(dataDir, n, v, beforeRename),
-          remove: (n) => deleteSecret(dataDir, n),
-        },
+        secrets: secretFiles(dataDir),
         collect: () => inputs.collect(),
         log: log.child({ component: 'events' }),
         reader,

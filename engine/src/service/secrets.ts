@@ -80,16 +80,7 @@ export function writeSecret(
 export function replaceSecretFile(file: string, value: string, beforeRename?: () => void): void {
   const tmp = `${file}.${process.pid}.tmp`;
   try {
-    fs.rmSync(tmp, { force: true }); // a leftover would keep its own mode
-    // On the medium before the rename, and the rename itself after it: else a power cut
-    // can leave the new name pointing at an empty file (ext4, XFS delay allocation).
-    const fd = fs.openSync(tmp, 'w', 0o600);
-    try {
-      fs.writeFileSync(fd, value + '\n');
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
+    writeSynced(tmp, value);
     beforeRename?.();
     fs.renameSync(tmp, file);
     syncDirectory(path.dirname(file));
@@ -101,6 +92,71 @@ export function replaceSecretFile(file: string, value: string, beforeRename?: ()
     }
     throw err;
   }
+}
+
+/**
+ * `value` in a new 0600 file at `file`, on the medium: before a rename puts it in place,
+ * else a power cut can leave the name pointing at an empty file (ext4, XFS delay
+ * allocation).
+ */
+function writeSynced(file: string, value: string): void {
+  fs.rmSync(file, { force: true }); // a leftover would keep its own mode
+  const fd = fs.openSync(file, 'w', 0o600);
+  try {
+    fs.writeFileSync(fd, value + '\n');
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** A value written aside: DIR/secrets/NAME.TAG.staged. */
+const STAGED = /^([a-z0-9-]+)\.([A-Za-z0-9_-]+)\.staged$/;
+
+/**
+ * The secret files of `dataDir` as the settings store uses them (events/settings.ts
+ * SecretFiles): a new value is staged, a file of its own, and put in place by a rename
+ * only once the change is stored; a staged value whose rename failed stays, for the
+ * next try.
+ */
+export function secretFiles(dataDir: string) {
+  const file = (name: string, tag?: string) =>
+    path.join(secretsDir(dataDir), tag === undefined ? name : `${name}.${tag}.staged`);
+  return {
+    read: (name: string) => readSecret(dataDir, name),
+    stage(name: string, tag: string, value: string): void {
+      const staged = file(name, tag);
+      try {
+        writeSynced(staged, value);
+      } catch (err) {
+        try {
+          fs.rmSync(staged, { force: true });
+        } catch {
+          // the error that stopped the change is the one to report
+        }
+        throw err;
+      }
+    },
+    apply(name: string, tag: string): boolean {
+      try {
+        fs.renameSync(file(name, tag), file(name));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !fs.existsSync(file(name, tag)))
+          return false;
+        throw err;
+      }
+      syncDirectory(secretsDir(dataDir));
+      return true;
+    },
+    discard(keep: ReadonlySet<string>): void {
+      const dir = secretsDir(dataDir);
+      for (const f of fs.readdirSync(dir)) {
+        const m = STAGED.exec(f);
+        if (m && !keep.has(`${m[1]}.${m[2]}`)) fs.rmSync(path.join(dir, f), { force: true });
+      }
+    },
+    remove: (name: string) => deleteSecret(dataDir, name),
+  };
 }
 
 /** A secret's value, or undefined when it is not set. Refuses one others can read. */

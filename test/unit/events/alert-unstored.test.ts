@@ -24,7 +24,7 @@ import {
   type Db,
   type RecordedEvent,
 } from '../../../engine/src/persistence/db.js';
-import { deleteSecret, readSecret, writeSecret } from '../../../engine/src/service/secrets.js';
+import { secretFiles } from '../../../engine/src/service/secrets.js';
 import { createLogger } from '../../../engine/src/util/log.js';
 import { tempDir } from '../../helpers/engine.js';
 import { startSmtpServer } from '../../helpers/smtp-server.js';
@@ -68,11 +68,7 @@ function capacityService(
     db,
     nodeId: 'node-1',
     version: '9.9.9',
-    secrets: {
-      read: (n) => readSecret(dir, n),
-      write: (n, v, beforeRename) => writeSecret(dir, n, v, beforeRename),
-      remove: (n) => deleteSecret(dir, n),
-    },
+    secrets: secretFiles(dir),
     collect: async () => fsUse(usedPct),
     log: createLogger({ sink: { write: () => undefined } }),
     rules: [capacityRule()],
@@ -326,11 +322,7 @@ describe('mail for an unstored alert', () => {
     cleanups.push(() => db.close());
     const server = await startSmtpServer({});
     cleanups.push(() => server.close());
-    const settings = new SettingsStore(db, {
-      read: (n) => readSecret(dir, n),
-      write: (n, v, beforeRename) => writeSecret(dir, n, v, beforeRename),
-      remove: (n) => deleteSecret(dir, n),
-    });
+    const settings = new SettingsStore(db, secretFiles(dir));
     settings.update({
       syslog: { enabled: false },
       smtp: {

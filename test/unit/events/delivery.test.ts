@@ -33,7 +33,7 @@ import {
   recordEvent,
   setSetting,
 } from '../../../engine/src/persistence/db.js';
-import { deleteSecret, readSecret, writeSecret } from '../../../engine/src/service/secrets.js';
+import { secretFiles } from '../../../engine/src/service/secrets.js';
 import { createLogger } from '../../../engine/src/util/log.js';
 import { tempDir } from '../../helpers/engine.js';
 import { startSmtpServer, type TestSmtpServer } from '../../helpers/smtp-server.js';
@@ -508,11 +508,7 @@ const smtpPaused = (n: Notifier) => n.state().find((c) => c.channel === 'smtp')!
 describe('notifier and settings', () => {
   function setup(dir = tempDir(), queue: ConstructorParameters<typeof Notifier>[0]['queue'] = {}) {
     const { db } = openDatabase(':memory:');
-    const secrets: SecretFiles = {
-      read: (n) => readSecret(dir, n),
-      write: (n, v, beforeRename) => writeSecret(dir, n, v, beforeRename),
-      remove: (n) => deleteSecret(dir, n),
-    };
+    const secrets: SecretFiles = secretFiles(dir);
     const settings = new SettingsStore(db, secrets);
     const reports: { type: string; message: string; data?: Record<string, unknown> }[] = [];
     const { command: fake, file: syslogOut } = fakeLogger(dir);
@@ -579,7 +575,9 @@ describe('notifier and settings', () => {
     setSetting(db, 'service.settings', JSON.stringify(doc));
     const again = new SettingsStore(db, {
       read: () => undefined,
-      write: () => undefined,
+      stage: () => undefined,
+      apply: () => false,
+      discard: () => undefined,
       remove: () => undefined,
     });
     const v = again.stored();
@@ -951,11 +949,7 @@ describe('a channel whose settings are corrected', () => {
       nodeId: 'node-1',
       version: '9.9.9',
       publish: () => undefined,
-      secrets: {
-        read: (n) => readSecret(dir, n),
-        write: (n, v, beforeRename) => writeSecret(dir, n, v, beforeRename),
-        remove: (n) => deleteSecret(dir, n),
-      },
+      secrets: secretFiles(dir),
       collect: async () => ({}),
       log: createLogger({ sink: { write: () => undefined } }),
       rules: [deliveryPausedRule()],

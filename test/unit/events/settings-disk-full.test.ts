@@ -15,7 +15,7 @@ import {
   WEBHOOK_SECRET,
 } from '../../../engine/src/events/settings.js';
 import { openDatabase } from '../../../engine/src/persistence/db.js';
-import { deleteSecret, readSecret, writeSecret } from '../../../engine/src/service/secrets.js';
+import { secretFiles } from '../../../engine/src/service/secrets.js';
 import { canMountTmpfs, fillFs, smallFs, unmountSmallFs } from '../../helpers/small-fs.js';
 
 const cleanups: (() => unknown)[] = [];
@@ -29,11 +29,7 @@ describe.skipIf(!canMountTmpfs)('settings.set on a full disk', () => {
     const dir = smallFs('branchsan-settings-full-');
     const { db } = openDatabase(path.join(dir, 'branchsan.db'));
     cleanups.push(() => db.close());
-    const store = new SettingsStore(db, {
-      read: (n) => readSecret(dir, n),
-      write: (n, v, beforeRename) => writeSecret(dir, n, v, beforeRename),
-      remove: (n) => deleteSecret(dir, n),
-    });
+    const store = new SettingsStore(db, secretFiles(dir));
     const audit = () =>
       db
         .prepare('INSERT INTO audit (ts, actor, action, details) VALUES (?, ?, ?, ?)')

@@ -15,7 +15,7 @@ import {
   setSetting,
   type Db,
 } from '../../../engine/src/persistence/db.js';
-import { deleteSecret, readSecret, writeSecret } from '../../../engine/src/service/secrets.js';
+import { secretFiles } from '../../../engine/src/service/secrets.js';
 import { createLogger } from '../../../engine/src/util/log.js';
 import { tempDir } from '../../helpers/engine.js';
 import { fakeLogger } from '../../helpers/fake-logger.js';
@@ -29,11 +29,7 @@ function setup() {
   const dir = tempDir();
   const { db } = openDatabase(path.join(dir, 'branchsan.db'));
   cleanups.push(() => db.close());
-  const secrets: SecretFiles = {
-    read: (n) => readSecret(dir, n),
-    write: (n, v, beforeRename) => writeSecret(dir, n, v, beforeRename),
-    remove: (n) => deleteSecret(dir, n),
-  };
+  const secrets: SecretFiles = secretFiles(dir);
   const first = new SettingsStore(db, secrets);
   first.update({
     events: { retentionDays: 365 },
