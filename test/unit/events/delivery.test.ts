@@ -3,7 +3,9 @@
  * AUTH PLAIN, refusals), webhooks (signature, failure, retry with backoff, give-up),
  * syslog through a fake logger command, and the notifier's routing and settings.
  */
+import { spawnSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
+import dgram from 'node:dgram';
 import fs from 'node:fs';
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
@@ -17,7 +19,11 @@ import {
   formatMessage,
   sendMail,
 } from '../../../engine/src/events/delivery/smtp.js';
-import { SyslogWriter, syslogLine } from '../../../engine/src/events/delivery/syslog.js';
+import {
+  SyslogWriter,
+  defaultSyslogCommand,
+  syslogLine,
+} from '../../../engine/src/events/delivery/syslog.js';
 import { postWebhook, redactUrl } from '../../../engine/src/events/delivery/webhook.js';
 import { Notifier } from '../../../engine/src/events/notifier.js';
 import {
@@ -38,6 +44,8 @@ import { createLogger } from '../../../engine/src/util/log.js';
 import { tempDir } from '../../helpers/engine.js';
 import { startSmtpServer, type TestSmtpServer } from '../../helpers/smtp-server.js';
 import { fakeLogger } from '../../helpers/fake-logger.js';
+
+const hasLogger = spawnSync('logger', ['--version']).status === 0;
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
@@ -479,6 +487,36 @@ describe('syslog', () => {
       '<26>[alert.raised] a b\n',
     );
     expect(syslogLine(ev({ severity: 'info' }))).toMatch(/^<30>/);
+  });
+
+  // logger(1) splits a line past its --size (1 KiB by default) into several messages,
+  // and reads a "<PRI>" at the start of each piece as that piece's priority: a long
+  // alert reached the journal in pieces, and a host's name at the cut ("<8>…", an NQN
+  // may hold it) set its piece's priority (8: user.emerg, which rsyslog writes to every
+  // terminal). A line now fits logger's size whole, clipped if need be.
+  it.skipIf(!hasLogger)('gives the real logger one message per event, however long', async () => {
+    const sock = dgram.createSocket('udp4');
+    const got: string[] = [];
+    sock.on('message', (m) => got.push(m.toString()));
+    await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise<void>((r) => sock.close(() => r())));
+    const port = String(sock.address().port);
+    const w = new SyslogWriter({
+      command: [...defaultSyslogCommand(), '-n', '127.0.0.1', '-P', port, '-d'],
+    });
+    // where logger cuts the line by default: "<8>" starts the second piece
+    const head = `[alert.raised] `;
+    const forged = ev({ message: 'h'.repeat(1024 - head.length) + '<8>forged emergency' });
+    w.write(forged);
+    const huge = ev({ type: 'x', message: 'ä'.repeat(20_000) });
+    w.write(huge);
+    w.write(ev({ type: 'last', message: 'end' }));
+    await until(() => got.some((g) => g.includes('[last] end')));
+    await w.close();
+    expect(got).toHaveLength(3);
+    expect(got[0]).toMatch(/^<27>1 .*\[alert\.raised\] h+<8>forged emergency$/);
+    expect(got[1]).toMatch(/^<27>1 .*\[x\] ä+ … \(clipped: the event log holds all of it\)$/);
+    expect(got[1]).not.toContain('\uFFFD');
   });
 
   it('feeds one long-lived command, and reports when it is missing', async () => {

@@ -18,6 +18,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { EventRecord, Severity } from '../../../../contract/events.js';
+import { oneLine } from './quote.js';
 
 /** RFC 5424 severities; facility daemon (3). */
 const SYSLOG_SEVERITY: Record<Severity, number> = { info: 6, warning: 4, error: 3, critical: 2 };
@@ -36,16 +37,50 @@ export interface SyslogOptions {
 
 const MAX_BACKLOG = 1 << 20;
 
+/**
+ * The most a line may carry after its <PRI> (bytes). logger cuts a longer line into
+ * messages of its --size (1 KiB unless told) and reads a "<PRI>" at the start of each
+ * piece as that piece's priority: a long alert reached the journal in pieces, and a
+ * host's name at a cut could set a piece's priority (<8>: user.emerg, which rsyslog
+ * writes to every terminal). So logger is given this size and no line is longer; 8 KiB
+ * is what rsyslog takes by default (journald takes more).
+ */
+export const MAX_SYSLOG_MESSAGE = 8192;
+
 export function defaultSyslogCommand(tag = 'branchsan'): string[] {
   const custom = process.env.BRANCHSAN_SYSLOG_COMMAND;
   if (custom) return [custom];
-  return ['logger', '--rfc5424', '--prio-prefix', '-t', tag, `--id=${process.pid}`];
+  return [
+    'logger',
+    '--rfc5424',
+    '--prio-prefix',
+    '--size',
+    String(MAX_SYSLOG_MESSAGE),
+    '-t',
+    tag,
+    `--id=${process.pid}`,
+  ];
 }
 
-/** One line for logger: <PRI>, the type in brackets, the message on one line. */
+const CLIPPED = ' … (clipped: the event log holds all of it)';
+
+/**
+ * One line for logger: <PRI>, the type in brackets, the message on one line (no control
+ * characters: a NUL would end it early), clipped to MAX_SYSLOG_MESSAGE bytes.
+ */
 export function syslogLine(ev: EventRecord): string {
   const pri = FACILITY_DAEMON * 8 + SYSLOG_SEVERITY[ev.severity];
-  return `<${pri}>[${ev.type}] ${ev.message.replace(/[\r\n]+/g, ' ')}\n`;
+  let text = oneLine(`[${ev.type}] ${ev.message}`);
+  if (Buffer.byteLength(text) > MAX_SYSLOG_MESSAGE) {
+    const room = MAX_SYSLOG_MESSAGE - Buffer.byteLength(CLIPPED);
+    // cut on a character: a piece of one decodes as U+FFFD, left out
+    text =
+      Buffer.from(text)
+        .subarray(0, room)
+        .toString('utf8')
+        .replace(/\uFFFD+$/, '') + CLIPPED;
+  }
+  return `<${pri}>${text}\n`;
 }
 
 export class SyslogWriter {
