@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { EventStore, PRUNE_BATCH_ROWS } from '../../../engine/src/events/event-store.js';
-import { EventsService } from '../../../engine/src/events/service.js';
+import { quietEventsService } from './quiet-service.js';
 import {
   onEventRecorded,
   openDatabase,
@@ -159,21 +159,8 @@ describe('event retention on a large log', () => {
     const db = log(30_000); // all stamped in 1970: past any retention
     cleanups.push(() => db.close());
     const warned: string[] = [];
-    const service = new EventsService({
-      db,
-      nodeId: 'node-1',
-      version: '9.9.9',
-      publish: () => undefined,
-      secrets: {
-        read: () => undefined,
-        stage: () => undefined,
-        apply: () => false,
-        discard: () => undefined,
-        remove: () => undefined,
-      },
-      collect: async () => ({}),
+    const service = quietEventsService(db, {
       log: createLogger({ sink: { write: (l) => warned.push(JSON.parse(l).msg) }, level: 'warn' }),
-      rules: [],
     });
     const left = () => db.prepare('SELECT COUNT(*) FROM events').pluck().get() as number;
     service.start();

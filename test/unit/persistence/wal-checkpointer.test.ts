@@ -11,7 +11,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
-import { EventsService } from '../../../engine/src/events/service.js';
+import { quietEventsService } from '../events/quiet-service.js';
 import { openDatabase, type Db } from '../../../engine/src/persistence/db.js';
 import {
   WalCheckpointer,
@@ -137,23 +137,7 @@ describe('WalCheckpointer', () => {
       most = Math.max(most, walBytes(file));
       return room();
     };
-    const service = new EventsService({
-      db,
-      nodeId: 'node-1',
-      version: '9.9.9',
-      publish: () => undefined,
-      secrets: {
-        read: () => undefined,
-        stage: () => undefined,
-        apply: () => false,
-        discard: () => undefined,
-        remove: () => undefined,
-      },
-      collect: async () => ({}),
-      log: createLogger({ sink: { write: () => undefined } }),
-      rules: [],
-      checkpointer: cp,
-    });
+    const service = quietEventsService(db, { checkpointer: cp });
     cleanups.unshift(() => service.stop());
     await service.prune();
     expect(db.prepare('SELECT count(*) FROM events').pluck().get()).toBe(0);
