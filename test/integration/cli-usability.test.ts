@@ -494,7 +494,8 @@ describe('branchsan bench', () => {
 
   it('--disk-dir that does not exist is refused before the run', async () => {
     const dir = path.join(tempDir(), 'missing');
-    const r = await run([...quick, '--disk-dir', dir], 5_000);
+    // not --quick: that measures the RAM-backed file only and refuses --disk-dir
+    const r = await run(['bench', '--seconds', '0.2', '--rounds', '1', '--disk-dir', dir], 5_000);
     expectError(r, 2, `bench: --disk-dir ${dir} does not exist.`);
   });
 });
