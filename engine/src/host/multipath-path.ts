@@ -33,6 +33,9 @@ import type { ControllerState, NvmeController } from './controller.js';
 import { pathUsable, type PathView } from './multipath-policy.js';
 import { MAX_TIMER_MS } from './queue.js';
 
+/** The longest wait between two identity checks of a path whose check got no answer. */
+const RECHECK_MAX_MS = 5000;
+
 /** Per-path I/O counters (attempts, not caller commands: a retried command counts twice). */
 export interface PathIoCounts {
   /** Attempts sent on this path. */
@@ -59,7 +62,8 @@ export interface PathInfo {
   readonly anagrpid: number;
   /** Takes I/O now (live, identity verified, optimized or non-optimized). */
   readonly usable: boolean;
-  /** Why the path is refused (identity mismatch, namespace missing), or null. */
+  /** Why the path is refused (identity mismatch, namespace missing) or unchecked (its
+   * identity check got no answer, or a transient status: checked again), or null. */
   readonly problem: string | null;
   readonly inFlight: number;
   /** Commands that may have run here and wait for this path to be fenced. */
@@ -78,6 +82,12 @@ export class Path implements PathView {
   /** The problem is that the namespace is not there (not active, invalid NSID): the
    * node does not serve it (yet), which is no reason to distrust the other paths. */
   absent = false;
+  /** The problem is that the identity check itself failed (no answer: the admin queue
+   * full, a timeout; or a status without DNR): nothing was learnt about the namespace,
+   * so it is checked again (recheckLater, or on the next association). */
+  unchecked = false;
+  /** Delay of the last scheduled identity re-check (0: none since the last check). */
+  recheckBackoffMs = 0;
   /** Associations established so far (see Fencing above). */
   epoch = 0;
   /** Every association up to this one was lost longer than its fence delay ago (0: none). */
@@ -112,6 +122,7 @@ export class Path implements PathView {
   private readonly fenceTimers = new Map<number, NodeJS.Timeout>();
   private changeTimer: NodeJS.Timeout | null = null;
   private anaTimer: NodeJS.Timeout | null = null;
+  private recheckTimer: NodeJS.Timeout | null = null;
   private ctrlRef: NvmeController | null = null;
 
   /** The fence delay of each lost association whose commands have not all been released
@@ -148,10 +159,13 @@ export class Path implements PathView {
     this.verified = false;
     this.problem = null;
     this.absent = false;
+    this.unchecked = false;
     this.ana = 'unknown';
     this.anaBackoffMs = 0;
+    this.recheckBackoffMs = 0;
     this.stopChangeTimer();
     this.stopAnaTimer();
+    this.stopRecheckTimer();
   }
 
   /** No association is live (recovering, connecting, dead, deleting, closed). */
@@ -159,6 +173,7 @@ export class Path implements PathView {
     this.cntlid = null;
     this.stopChangeTimer();
     this.stopAnaTimer();
+    this.stopRecheckTimer();
   }
 
   /**
@@ -234,6 +249,28 @@ export class Path implements PathView {
       read();
     }, this.anaBackoffMs);
     this.anaTimer.unref();
+  }
+
+  /**
+   * Run `check` (the identity check) again after a backoff: 50 ms, doubling on each call
+   * until a check gets an answer (recheckBackoffMs reset), at most RECHECK_MAX_MS. One at
+   * a time; the delay it will wait is returned, for messages.
+   */
+  recheckLater(check: () => void): number {
+    if (this.recheckTimer) return this.recheckBackoffMs;
+    const next = this.recheckBackoffMs > 0 ? this.recheckBackoffMs * 2 : 50;
+    this.recheckBackoffMs = Math.min(RECHECK_MAX_MS, next);
+    this.recheckTimer = setTimeout(() => {
+      this.recheckTimer = null;
+      check();
+    }, this.recheckBackoffMs);
+    this.recheckTimer.unref();
+    return this.recheckBackoffMs;
+  }
+
+  private stopRecheckTimer(): void {
+    if (this.recheckTimer) clearTimeout(this.recheckTimer);
+    this.recheckTimer = null;
   }
 
   private stopAnaTimer(): void {

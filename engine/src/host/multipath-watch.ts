@@ -31,6 +31,8 @@ export interface WatchContext {
  * On a new association (or a namespace change event): prove the namespace is ours,
  * then read ANA. A mismatch (or a missing namespace) sets `p.problem`, which keeps the
  * path unusable until it is checked again (a reconnect may land on a replaced node).
+ * A check that got no answer, or a transient status, proves nothing either way: the path
+ * stays unusable, says why, and is checked again (see unchecked()).
  * Only the latest check applies; an older one still running waits for it.
  */
 export async function validatePath(ctx: WatchContext, p: Path): Promise<void> {
@@ -40,6 +42,7 @@ export async function validatePath(ctx: WatchContext, p: Path): Promise<void> {
     const ns = await p.ctrl.namespace(ctx.nsid);
     if (epoch !== p.epoch) return;
     if (check !== p.checks) return p.validating;
+    p.recheckBackoffMs = 0;
     const ref = ctx.reference;
     const problem = namespaceProblem(ns) ?? (ref ? namespaceMismatch(ref.view, ns) : null);
     if (problem) return refuse(ctx, p, problem);
@@ -48,17 +51,22 @@ export async function validatePath(ctx: WatchContext, p: Path): Promise<void> {
     p.maxTransferBytes = p.ctrl.maxTransferBytes;
     p.problem = null;
     p.absent = false;
+    p.unchecked = false;
     p.verified = true;
     // An ANA read that overlapped a re-check may have set the state already: wake I/O.
     if (p.usable) ctx.changed(p, 'namespace verified');
     await readAna(ctx, p);
   } catch (e) {
-    // A lost association shows up as a state change; anything else refuses the path.
-    if (epoch !== p.epoch || e instanceof HostError) return;
+    if (epoch !== p.epoch) return;
     if (check !== p.checks) return p.validating;
+    if (e instanceof HostError && e.kind === 'closed') return; // the caller closes it
     const absent =
       e instanceof NamespaceNotActiveError ||
       (e instanceof NvmeStatusError && e.sc === SC.INVALID_NS);
+    const transient =
+      (e instanceof HostError && e.kind !== 'too-large') ||
+      (e instanceof NvmeStatusError && !e.dnr);
+    if (transient && !absent) return unchecked(ctx, p, e as Error);
     refuse(ctx, p, `namespace ${ctx.nsid}: ${(e as Error).message}`, absent);
   }
 }
@@ -66,8 +74,30 @@ export async function validatePath(ctx: WatchContext, p: Path): Promise<void> {
 function refuse(ctx: WatchContext, p: Path, problem: string, absent = false): void {
   p.problem = problem;
   p.absent = absent;
+  p.unchecked = false;
   p.verified = false;
   ctx.changed(p, `refused: ${problem}`);
+}
+
+/**
+ * The identity check of `p` failed without telling anything about the namespace: no
+ * answer (the admin queue full, a timeout or a lost connection) or a status without DNR
+ * (Linux keeps a namespace whose Identify fails so, too). The path stays out of use and
+ * says why; while its association lives the check runs again after a backoff, and a
+ * lost association is checked again once it reconnects. Its problem is what connect()
+ * names when no path came up.
+ */
+function unchecked(ctx: WatchContext, p: Path, e: Error): void {
+  p.verified = false;
+  p.absent = false;
+  p.unchecked = true;
+  p.problem = `namespace ${ctx.nsid} could not be identified: ${e.message}`;
+  // Said in the event, not the problem: connect() gives up on such a path, closing it.
+  const retry =
+    p.controller === 'live'
+      ? `; checking again in ${p.recheckLater(() => void (p.validating = validatePath(ctx, p)))} ms`
+      : '';
+  ctx.changed(p, `unchecked: ${p.problem}${retry}`);
 }
 
 /**

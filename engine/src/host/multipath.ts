@@ -176,19 +176,27 @@ export class MultipathNamespace extends NamespaceIo {
   /**
    * Connect every path, check that each shows the same namespace, read ANA. Resolves
    * once at least one path is verified; paths that could not connect, or that do not
-   * have the namespace (not active there, as a node that does not serve it yet), stay
-   * listed and unused, and join once they show it (reconnect, namespace-changed event).
-   * Rejects, closing everything, when a path shows another namespace under this NSID
-   * or one that cannot be proven the same (no IDs, not shared), or none could connect.
+   * have the namespace (not active there, as a node that does not serve it yet), or
+   * whose Identify got no answer, stay listed and unused, and join once they show it
+   * (reconnect, namespace-changed event, a re-check after a backoff). Rejects, closing
+   * everything, when a path shows another namespace under this NSID or one that cannot
+   * be proven the same (no IDs, not shared), or no path came up (naming each and why).
    */
   static async connect(opts: MultipathOptions): Promise<MultipathNamespace> {
     checkOptions(opts);
     const mp = new MultipathNamespace(opts);
     const results = await Promise.allSettled(mp.list.map((p) => p.ctrl.reconnect()));
     await Promise.all(mp.list.map((p) => p.validating));
-    const refused = mp.list.find((p) => p.problem !== null && !p.absent);
+    const refused = mp.list.find((p) => p.problem !== null && !p.absent && !p.unchecked);
     const verified = mp.list.filter((p) => p.verified);
     if (refused || verified.length === 0) {
+      // Each path's state as it failed, before close() moves it to 'closed'.
+      const why = results.map((r, i) => {
+        const p = mp.list[i]!;
+        if (r.status === 'rejected') return `${p.name}: ${(r.reason as Error).message}`;
+        const state = p.controller === 'live' ? '' : ` (controller ${p.controller})`;
+        return `${p.name}: ${p.problem ?? 'namespace not verified'}${state}`;
+      });
       await mp.close();
       if (refused) {
         const r = mp.watch.reference;
@@ -198,14 +206,11 @@ export class MultipathNamespace extends NamespaceIo {
             `${refused.name}: ${refused.problem}${ref ? ` (compared with path ${ref})` : ''}`,
         );
       }
-      const why = results.map((r, i) => {
-        const p = mp.list[i]!;
-        if (r.status === 'rejected') return `${p.name}: ${(r.reason as Error).message}`;
-        return p.problem ? `${p.name}: ${p.problem}` : '';
-      });
       throw new HostError(
         'connect',
-        `multipath namespace ${opts.nsid}: no path came up (${why.filter(Boolean).join('; ')})`,
+        `multipath namespace ${opts.nsid}: no path came up (${why.join('; ')}). Fix what ` +
+          `each path reports (a target down, unreachable or slow to answer, or not serving ` +
+          `namespace ${opts.nsid}), then connect again.`,
       );
     }
     return mp;

@@ -284,6 +284,72 @@ describe('multipath and namespace identity', () => {
     expect(b.reads).toContain(4 * BS);
   });
 
+  // Before: a re-check that met a full admin queue ('busy') left the path unverified
+  // without a word, and nothing checked it again: it stayed out until a reconnect.
+  it('checks a path again when its identity check gets no answer (admin queue full)', async () => {
+    const { backend, a, b } = await startPair();
+    const proxy = await PausableProxy.start(a.port);
+    const changes: string[] = [];
+    const mp = await open({
+      nsid: 1,
+      // One admin command may wait for a slot: more at once are refused 'busy'.
+      paths: [pathTo(a, proxy.port, { maxWaiting: 1 }), pathTo(b)],
+      onPathChange: (p, why) => changes.push(`${p.name} ${why}`),
+    });
+    await until('A usable', () => byName(mp, 'A').usable);
+    // A's admin queue fills with commands whose answers do not come yet.
+    proxy.hold();
+    const ctrlA = mp.controller(0);
+    const held = Array.from({ length: 40 }, () => ctrlA.getFeatures(FID.KATO).catch((e) => e));
+    // The namespace changed event comes in: A's identity check meets the full queue.
+    a.target.removeNamespace(NQN, 1);
+    a.target.addNamespace(NQN, {
+      nsid: 1,
+      backend: spy(backend, a.writes, a.reads),
+      nguid: NGUID,
+      uuid: UUID,
+    });
+    await until(
+      'A reported unchecked',
+      () => /could not be identified: .*waiting/.test(byName(mp, 'A').problem ?? ''),
+      5000,
+    );
+    expect(byName(mp, 'A').usable).toBe(false);
+    expect(mp.controller(0).state).toBe('live');
+    expect(changes).toContainEqual(
+      expect.stringMatching(
+        /^A unchecked: .* could not be identified: .*; checking again in 50 ms$/,
+      ),
+    );
+    proxy.release();
+    await Promise.all(held);
+    await until('A usable again', () => byName(mp, 'A').usable, 5000);
+    expect(byName(mp, 'A').problem).toBeNull();
+    const data = randomBytes(BS);
+    await mp.write(3, data);
+    expect(a.writes).toContain(3 * BS);
+  });
+
+  // Before: "no path came up ()": the path whose Identify got no answer gave no reason.
+  it('says which path did not come up and why when its Identify gets no answer', async () => {
+    const { a } = await startPair();
+    const proxy = await PausableProxy.start(a.port);
+    const err = await MultipathNamespace.connect({
+      nsid: 1,
+      paths: [
+        pathTo(a, proxy.port, {
+          adminTimeoutMs: 500,
+          // Connected: the target's answers from here on (the Identify's) are held.
+          onStateChange: (next) => next === 'live' && proxy.stall(),
+        }),
+      ],
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(HostError);
+    expect((err as Error).message).toMatch(
+      /no path came up \(A: namespace 1 could not be identified: .*timed out \(controller dead\)\)\. Fix what each path reports/,
+    );
+  });
+
   it('takes a path back once its namespace is re-added with the same identity', async () => {
     const { backend, a, b } = await startPair();
     const mp = await open({ nsid: 1, paths: [pathTo(a), pathTo(b)] });

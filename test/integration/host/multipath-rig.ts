@@ -193,6 +193,24 @@ export class PausableProxy {
     }
   }
 
+  /**
+   * Hold what the host sends on the connections open now (they stay open, and what the
+   * target sends still arrives), until release() lets it through.
+   */
+  hold(): void {
+    for (const [c, u] of this.pairs) {
+      c.unpipe(u);
+      c.pause();
+    }
+  }
+
+  release(): void {
+    for (const [c, u] of this.pairs) {
+      c.pipe(u);
+      c.resume();
+    }
+  }
+
   unstall(): void {
     for (const [c, u] of this.pairs) {
       u.pipe(c);
