@@ -362,7 +362,7 @@ export class NvmeController implements Submitter {
       const why = `${id.ms} bytes of metadata per block (unsupported)`;
       throw new NamespaceFormatError(id, `namespace ${nsid}: ${why}`);
     }
-    const ids = this.vs >= 0x10300 ? await this.nsDescriptors(nsid).catch(() => ({})) : {};
+    const ids = this.vs >= 0x10300 ? await this.nsDescriptors(nsid).catch(noDescriptors) : {};
     return new NvmeNamespace(this, id, ids);
   }
 
@@ -516,6 +516,17 @@ export class NvmeController implements Submitter {
   private async waitClosed(): Promise<void> {
     while (!this.sm.is('closed')) await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+/**
+ * A namespace whose controller answered its descriptor list with an error has none (a
+ * target without CNS 3). A list that got no answer (a timeout, a lost connection, the
+ * admin queue full) says nothing: taken for "no IDs", it would make the namespace look
+ * like another one to a multipath comparison. That error is the namespace()'s.
+ */
+function noDescriptors(e: unknown): admin.NamespaceIds {
+  if (e instanceof HostError) throw e;
+  return {};
 }
 
 /** How long close() waits for CC.SHN to complete (Linux's default shutdown_timeout). */

@@ -10,7 +10,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Target } from '../../../engine/src/core/index.js';
-import { FID } from '../../../engine/src/protocol/opcodes.js';
+import { CNS, FID } from '../../../engine/src/protocol/opcodes.js';
 import { HostError, MultipathNamespace } from '../../../engine/src/host/index.js';
 import { BackendError, type BlockBackend } from '../../../engine/src/storage/backend.js';
 import { MemoryBackend } from '../../../engine/src/storage/memory.js';
@@ -26,6 +26,7 @@ import {
   open,
   pathTo,
   runCleanup,
+  sendsIdentify,
   spy,
   startNode,
   startPair,
@@ -348,6 +349,23 @@ describe('multipath and namespace identity', () => {
     expect((err as Error).message).toMatch(
       /no path came up \(A: namespace 1 could not be identified: .*timed out \(controller dead\)\)\. Fix what each path reports/,
     );
+  });
+
+  // Before: the descriptor read's failure was taken for "no descriptors", so A's view had
+  // no descriptor NGUID or UUID and did not match B's: a path whose answer did not come
+  // refused the whole namespace (or, read first, became the view B was refused against).
+  it('does not take a namespace descriptor list that got no answer for one without IDs', async () => {
+    const { a, b } = await startPair();
+    const proxy = await PausableProxy.start(a.port);
+    proxy.stallWhen((chunk) => sendsIdentify(chunk, CNS.NS_DESC_LIST));
+    const mp = await open({
+      nsid: 1,
+      paths: [pathTo(a, proxy.port, { adminTimeoutMs: 500 }), pathTo(b)],
+    });
+    await until('A checked', () => byName(mp, 'A').problem !== null, 5000);
+    expect(byName(mp, 'A').problem).toMatch(/could not be identified: .*timed out/);
+    expect(byName(mp, 'B').problem).toBeNull();
+    expect(byName(mp, 'B').usable).toBe(true);
   });
 
   it('takes a path back once its namespace is re-added with the same identity', async () => {

@@ -140,6 +140,7 @@ export async function until(what: string, ok: () => boolean, ms = 20_000): Promi
  */
 export class PausableProxy {
   private paused = false;
+  private stallOn: ((chunk: Buffer) => boolean) | null = null;
   private readonly pairs = new Set<[net.Socket, net.Socket]>();
   private readonly partitioned: { upstream: net.Socket; held: Buffer[] }[] = [];
   private constructor(
@@ -163,6 +164,12 @@ export class PausableProxy {
     this.pairs.add(pair);
     client.pipe(upstream);
     upstream.pipe(client);
+    // After pipe's own listener: the chunk is on its way to the target when this stalls.
+    client.on('data', (chunk: Buffer) => {
+      if (!this.stallOn?.(chunk)) return;
+      this.stallOn = null;
+      this.stall();
+    });
     const end = () => {
       this.pairs.delete(pair);
       client.destroy();
@@ -209,6 +216,11 @@ export class PausableProxy {
       c.pipe(u);
       c.resume();
     }
+  }
+
+  /** stall() once the host sends a chunk `match` accepts (that chunk still goes through). */
+  stallWhen(match: (chunk: Buffer) => boolean): void {
+    this.stallOn = match;
   }
 
   unstall(): void {
@@ -270,4 +282,13 @@ export class PausableProxy {
     this.resume();
     await new Promise((r) => this.server.close(r));
   }
+}
+
+/** Does `chunk` (whole PDUs from the host) hold an Identify command with this CNS? */
+export function sendsIdentify(chunk: Buffer, cns: number): boolean {
+  for (let off = 0; off + 8 <= chunk.length; off += chunk.readUInt32LE(off + 4) || chunk.length) {
+    // CapsuleCmd (type 4): the SQE starts at byte 8; opcode 0x06 Identify, CNS in CDW10.
+    if (chunk[off] === 4 && chunk[off + 8] === 0x06 && chunk[off + 48] === cns) return true;
+  }
+  return false;
 }
