@@ -41,7 +41,9 @@ export interface AsyncEvent {
   readonly info: number;
   readonly lid: number;
   /** The log page the event names, read with RAE=0 (which re-enables the event), or null
-   * when the page is not one the library reads (or reading it failed). */
+   * when the page is not one the library reads (or reading it failed). A read the admin
+   * queue had no room for ('busy') is tried again, and the event delivered once more
+   * with its log when that succeeds. */
   readonly log: Buffer | null;
 }
 
@@ -477,13 +479,43 @@ export class NvmeController implements Submitter {
 
   private async deliverEvent(a: Association, dw0: number): Promise<void> {
     const lid = (dw0 >>> 16) & 0xff;
-    let log: Buffer | null = null;
+    const deliver = (log: Buffer | null) =>
+      this.opts.onAsyncEvent?.({ dw0, type: dw0 & 7, info: (dw0 >>> 8) & 0xff, lid, log });
     const length = eventLogLength(a.identity, lid);
-    if (length > 0) {
-      const nsid = lid === LID.DISCOVERY ? 0 : NSID_ALL;
-      log = await admin.getLogPage(a.admin, { lid, length, nsid, rae: false }).catch(() => null);
+    if (length === 0) return deliver(null);
+    const nsid = lid === LID.DISCOVERY ? 0 : NSID_ALL;
+    const read = () => admin.getLogPage(a.admin, { lid, length, nsid, rae: false });
+    let busy = false;
+    const log = await read().catch((e: unknown) => {
+      busy = e instanceof HostError && e.kind === 'busy';
+      return null;
+    });
+    deliver(log);
+    if (busy) await this.acknowledgeEvent(a, read, deliver);
+  }
+
+  /**
+   * The controller keeps events of a type masked until their log page is read with
+   * RAE=0 (facts §4.4). A read refused for want of an admin slot left it masked: no
+   * further event of that type would come on this association (a namespace replaced
+   * later would go unnoticed). So it is read again, with a backoff, while the association
+   * lasts, and the event delivered again with its log: a change made before that read
+   * re-enabled the events raises none of its own.
+   */
+  private async acknowledgeEvent(
+    a: Association,
+    read: () => Promise<Buffer>,
+    deliver: (log: Buffer) => void,
+  ): Promise<void> {
+    for (let ms = 50; ; ms = Math.min(2 * ms, 5000)) {
+      await new Promise((r) => setTimeout(r, ms).unref());
+      if (this.assoc !== a) return;
+      try {
+        return deliver(await read());
+      } catch (e) {
+        if (!(e instanceof HostError && e.kind === 'busy')) return;
+      }
     }
-    this.opts.onAsyncEvent?.({ dw0, type: dw0 & 7, info: (dw0 >>> 8) & 0xff, lid, log });
   }
 
   private clearTimers(): void {

@@ -331,6 +331,46 @@ describe('multipath and namespace identity', () => {
     expect(a.writes).toContain(3 * BS);
   });
 
+  // Before: the namespace changed log, unread for want of an admin slot, was never read
+  // again, so the target kept that event masked: A's namespace replaced later by another
+  // disk went unnoticed, and A stayed in use.
+  it('still hears of namespace changes after a change log read met a full admin queue', async () => {
+    const { backend, a, b } = await startPair();
+    const proxy = await PausableProxy.start(a.port);
+    const mp = await open({
+      nsid: 1,
+      paths: [pathTo(a, proxy.port, { maxWaiting: 1 }), pathTo(b)],
+      noPathTimeoutMs: 1000,
+    });
+    await until('A usable', () => byName(mp, 'A').usable);
+    proxy.hold();
+    const ctrlA = mp.controller(0);
+    const held = Array.from({ length: 40 }, () => ctrlA.getFeatures(FID.KATO).catch((e) => e));
+    // A changed event whose log read finds no slot.
+    a.target.removeNamespace(NQN, 1);
+    a.target.addNamespace(NQN, {
+      nsid: 1,
+      backend: spy(backend, a.writes, a.reads),
+      nguid: NGUID,
+      uuid: UUID,
+    });
+    await until('A out of use', () => !byName(mp, 'A').usable, 5000);
+    proxy.release();
+    await Promise.all(held);
+    await until('A usable again', () => byName(mp, 'A').usable, 5000);
+
+    // Now namespace 1 on A becomes another volume.
+    const otherWrites: number[] = [];
+    const other = spy(new MemoryBackend({ sizeBytes: 16 << 20, blockSize: BS }), otherWrites, []);
+    a.target.removeNamespace(NQN, 1);
+    a.target.addNamespace(NQN, { nsid: 1, backend: other, nguid: OTHER_NGUID });
+    await until('A refused', () => /NGUID/.test(byName(mp, 'A').problem ?? ''), 5000);
+    b.target.setAnaState(1, 'optimized');
+    await mp.write(6, randomBytes(BS));
+    expect(otherWrites).toEqual([]);
+    expect(b.writes).toContain(6 * BS);
+  });
+
   // Before: "no path came up ()": the path whose Identify got no answer gave no reason.
   it('says which path did not come up and why when its Identify gets no answer', async () => {
     const { a } = await startPair();
