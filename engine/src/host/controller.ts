@@ -455,10 +455,14 @@ export class NvmeController implements Submitter {
   private async armEvents(a: Association): Promise<void> {
     const mask = (a.identity.oaes & AEN_MASK) >>> 0;
     if (mask === 0) return;
+    const enable = () => admin.setFeatures(a.admin, FID.ASYNC_EVENT, { cdw11: mask });
     try {
-      await admin.setFeatures(a.admin, FID.ASYNC_EVENT, { cdw11: mask });
-    } catch {
-      return; // Linux tolerates this too: no events, everything else works
+      await enable();
+    } catch (e) {
+      // Refused: Linux tolerates this too (no events, everything else works). Not sent
+      // for want of an admin slot is no refusal: without it no event would ever come
+      // on this association (a multipath's namespace-changed check among them).
+      if (!isBusy(e) || (await this.whenRoom(a, enable)) === null) return;
     }
     const req = new NvmeRequest();
     const arm = () => {
@@ -487,33 +491,33 @@ export class NvmeController implements Submitter {
     const read = () => admin.getLogPage(a.admin, { lid, length, nsid, rae: false });
     let busy = false;
     const log = await read().catch((e: unknown) => {
-      busy = e instanceof HostError && e.kind === 'busy';
+      busy = isBusy(e);
       return null;
     });
     deliver(log);
-    if (busy) await this.acknowledgeEvent(a, read, deliver);
+    if (!busy) return;
+    // The controller keeps events of a type masked until their log page is read with
+    // RAE=0 (facts §4.4): left unread, no further event of that type would come on this
+    // association (a namespace replaced later would go unnoticed). Read once there is
+    // room, the event is delivered again with its log: a change made before that read
+    // re-enabled the events raises none of its own.
+    const later = await this.whenRoom(a, read);
+    if (later) deliver(later);
   }
 
   /**
-   * The controller keeps events of a type masked until their log page is read with
-   * RAE=0 (facts §4.4). A read refused for want of an admin slot left it masked: no
-   * further event of that type would come on this association (a namespace replaced
-   * later would go unnoticed). So it is read again, with a backoff, while the association
-   * lasts, and the event delivered again with its log: a change made before that read
-   * re-enabled the events raises none of its own.
+   * `run` again, after a backoff (50 ms, doubling up to 5 s), for as long as the admin
+   * queue has no room for it ('busy') and association `a` lasts. Its result, or null
+   * when it failed otherwise or the association is gone.
    */
-  private async acknowledgeEvent(
-    a: Association,
-    read: () => Promise<Buffer>,
-    deliver: (log: Buffer) => void,
-  ): Promise<void> {
+  private async whenRoom<T>(a: Association, run: () => Promise<T>): Promise<T | null> {
     for (let ms = 50; ; ms = Math.min(2 * ms, 5000)) {
       await new Promise((r) => setTimeout(r, ms).unref());
-      if (this.assoc !== a) return;
+      if (this.assoc !== a) return null;
       try {
-        return deliver(await read());
+        return await run();
       } catch (e) {
-        if (!(e instanceof HostError && e.kind === 'busy')) return;
+        if (!isBusy(e)) return null;
       }
     }
   }
@@ -559,6 +563,11 @@ export class NvmeController implements Submitter {
 function noDescriptors(e: unknown): admin.NamespaceIds {
   if (e instanceof HostError) throw e;
   return {};
+}
+
+/** The command was not sent: its queue's wait queue was full. */
+function isBusy(e: unknown): boolean {
+  return e instanceof HostError && e.kind === 'busy';
 }
 
 /** How long close() waits for CC.SHN to complete (Linux's default shutdown_timeout). */

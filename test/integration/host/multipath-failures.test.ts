@@ -371,6 +371,46 @@ describe('multipath and namespace identity', () => {
     expect(b.writes).toContain(6 * BS);
   });
 
+  // Before: the Set Features that enables events, refused 'busy' as A came up, was taken
+  // for a controller without events: none came on that association, and A's namespace
+  // replaced by another disk went unnoticed.
+  it('enables events on a path that came up with its admin queue full', async () => {
+    const { a, b } = await startPair();
+    const proxy = await PausableProxy.start(a.port);
+    const held: Promise<unknown>[] = [];
+    let fill = false;
+    const mp: MultipathNamespace = await open({
+      nsid: 1,
+      paths: [
+        pathTo(a, proxy.port, {
+          maxWaiting: 1,
+          onStateChange: (next) => {
+            if (next !== 'live' || !fill) return;
+            // A is up again: its admin queue fills with commands answered only later.
+            fill = false;
+            proxy.hold();
+            const ctrlA = mp.controller(0);
+            for (let i = 0; i < 40; i++) held.push(ctrlA.getFeatures(FID.KATO).catch((e) => e));
+            setTimeout(() => proxy.release(), 300);
+          },
+        }),
+        pathTo(b),
+      ],
+    });
+    fill = true;
+    await mp.controller(0).reconnect();
+    await Promise.all(held);
+    await until('A usable', () => byName(mp, 'A').usable, 5000);
+
+    const otherWrites: number[] = [];
+    const other = spy(new MemoryBackend({ sizeBytes: 16 << 20, blockSize: BS }), otherWrites, []);
+    a.target.removeNamespace(NQN, 1);
+    a.target.addNamespace(NQN, { nsid: 1, backend: other, nguid: OTHER_NGUID });
+    await until('A refused', () => /NGUID/.test(byName(mp, 'A').problem ?? ''), 5000);
+    await mp.write(6, randomBytes(BS));
+    expect(otherWrites).toEqual([]);
+  });
+
   // Before: "no path came up ()": the path whose Identify got no answer gave no reason.
   it('says which path did not come up and why when its Identify gets no answer', async () => {
     const { a } = await startPair();
