@@ -43,13 +43,19 @@ export class SocketServer {
     const server = net.createServer({ allowHalfOpen: true }, (sock) => this.accept(sock));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      // umask-safe: create with no access, then chmod to the intended mode
+      // umask-safe: create with no access, then chmod to the intended mode. The umask is
+      // the whole process's (the database's worker threads create files too): it is put
+      // back as soon as listen() returns, which is once the socket is bound (bind is
+      // synchronous; an error is only reported later), whether or not that worked.
       const oldMask = process.umask(0o177);
-      server.listen(this.opts.path, () => {
+      try {
+        server.listen(this.opts.path, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      } finally {
         process.umask(oldMask);
-        server.off('error', reject);
-        resolve();
-      });
+      }
     }).catch((err: NodeJS.ErrnoException) => {
       // libuv reports a missing directory as EACCES: say which it is
       const dir = path.dirname(this.opts.path);
