@@ -72,11 +72,7 @@ export class RpcDispatcher {
 
   private async dispatch(text: string, ctx: CallContext): Promise<RpcResponse> {
     if (text.length > MAX_MESSAGE_BYTES) {
-      return fail(
-        null,
-        ErrorCode.InvalidRequest,
-        `Message too large (${text.length} bytes; the limit is ${MAX_MESSAGE_BYTES}).`,
-      );
+      return oversizeRefusal(text.slice(0, ID_PREFIX_CHARS), Buffer.byteLength(text));
     }
     let raw: unknown;
     try {
@@ -157,6 +153,57 @@ export class RpcDispatcher {
       },
     );
   }
+}
+
+/** How much of an over-long request line is searched for its id and method. */
+export const ID_PREFIX_CHARS = 4096;
+
+const JSON_STRING = String.raw`"(?:[^"\\]|\\.)*"`;
+const JSON_NUMBER = String.raw`-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?`;
+/** The start of a request object: members with plain values, up to the one asked for. */
+const leadingMember = (key: string) =>
+  new RegExp(
+    String.raw`^\s*\{(?:\s*${JSON_STRING}\s*:\s*(?:${JSON_STRING}|${JSON_NUMBER}|null|true|false)\s*,)*?` +
+      String.raw`\s*"${key}"\s*:\s*(${JSON_STRING}|${JSON_NUMBER})`,
+  );
+const LEADING_ID = leadingMember('id');
+const LEADING_METHOD = leadingMember('method');
+
+/** The value of a top-level member the start of a JSON object gives before any nested one. */
+function leadingValue(start: string, re: RegExp): unknown {
+  const m = re.exec(start);
+  if (!m?.[1]) return undefined;
+  try {
+    return JSON.parse(m[1]) as unknown;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The answer to a request longer than the limit, given its start: under its id when the
+ * start gives it (its caller fails now, not at its timeout). `bytes`: its size, or null
+ * when only a part of it was seen (a line on the API socket whose end has not come).
+ */
+export function oversizeRefusal(start: string, bytes: number | null): RpcResponse {
+  const id = leadingValue(start, LEADING_ID);
+  const method = leadingValue(start, LEADING_METHOD);
+  const what = typeof method === 'string' ? `The request to ${method.slice(0, 100)}` : 'A request';
+  const mib = MAX_MESSAGE_BYTES / (1 << 20);
+  return {
+    jsonrpc: '2.0',
+    id: typeof id === 'number' || typeof id === 'string' ? id : null,
+    error: {
+      code: ErrorCode.InvalidRequest,
+      message:
+        bytes === null
+          ? `${what} is too large: more than ${MAX_MESSAGE_BYTES} bytes arrived without its end of line (the limit is ${mib} MiB), so it was not read.`
+          : `${what} is too large (${bytes} bytes; the limit is ${mib} MiB), so it was not read.`,
+      data: {
+        hint: 'Send less in one request (split it into several), one JSON-RPC request per line.',
+      },
+    },
+  };
 }
 
 function fail(

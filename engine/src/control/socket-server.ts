@@ -8,7 +8,7 @@ import path from 'node:path';
 import { ErrorCode } from '../../../contract/api.js';
 import { UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
-import { MAX_MESSAGE_BYTES, type RpcDispatcher } from './rpc.js';
+import { MAX_MESSAGE_BYTES, ID_PREFIX_CHARS, oversizeRefusal, type RpcDispatcher } from './rpc.js';
 import { MAX_CLIENT_BACKLOG, type SessionHub } from './sessions.js';
 
 export interface SocketServerOptions {
@@ -143,6 +143,14 @@ export class SocketServer {
       timer.unref();
       sock.once('close', () => clearTimeout(timer));
     };
+    // A request line past the limit is answered at once, under its id when the line's
+    // start names one (its caller fails now rather than at its timeout); the rest of
+    // the line is dropped as it arrives.
+    const tooLarge = (start: string) => {
+      if (refusing) return;
+      const reply = JSON.stringify(oversizeRefusal(start, null));
+      if (!session.send(reply)) overflow(start, reply);
+    };
     const respond = (line: string) => {
       if (refusing) return;
       pending++;
@@ -165,8 +173,8 @@ export class SocketServer {
         if (line.trim()) respond(line);
       }
       if (buffered.length > MAX_MESSAGE_BYTES) {
+        if (!discarding) tooLarge(buffered.slice(0, ID_PREFIX_CHARS));
         buffered = '';
-        if (!discarding) respond('x'.repeat(MAX_MESSAGE_BYTES + 1));
         discarding = true;
       }
     });
