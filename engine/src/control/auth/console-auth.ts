@@ -283,30 +283,39 @@ export class ConsoleAuth {
         'Sign in with it; to replace it, run `branchsan passwd --data DIR` as root on the server.',
       );
     }
+    // The body first, as for a login: a request with no token to check (or no password
+    // to set, or no JSON) is answered 400 without using the throttle's budget, shared
+    // by every address, and without counting as a failure that locks the client out.
+    const body = await readJson(req);
+    if (typeof body.token !== 'string' || body.token === '')
+      return fault(
+        400,
+        'The request has no access token.',
+        'Open the console with the URL printed by `branchsan serve` (it ends in ?token=…), or set the password on the server with `branchsan passwd --data DIR`.',
+      );
+    if (typeof body.password !== 'string')
+      return fault(400, 'The request has no password.', 'Send {"token": "…", "password": "…"}.');
     const verdict = this.throttle.attempt(peer);
     if (!verdict.allowed) return tooMany(verdict.message, verdict.retryAfterMs);
     try {
-      return await this.checkSetup(req, peer);
+      return await this.checkSetup(body.token, body.password, peer);
     } finally {
       this.throttle.settle(peer);
     }
   }
 
   /** A first-run setup the throttle allowed: its token is checked. */
-  private async checkSetup(req: http.IncomingMessage, peer: string): Promise<Reply> {
-    const body = await readJson(req);
-    if (typeof body.token !== 'string' || !sameSecret(body.token, this.opts.setupToken)) {
+  private async checkSetup(token: string, password: string, peer: string): Promise<Reply> {
+    if (!sameSecret(token, this.opts.setupToken)) {
       return this.failed(
         peer,
         'The access token is not valid for this engine.',
         'Open the console with the URL printed by `branchsan serve` (it ends in ?token=…), or set the password on the server with `branchsan passwd --data DIR`.',
       );
     }
-    if (typeof body.password !== 'string')
-      return fault(400, 'The request has no password.', 'Send {"token": "…", "password": "…"}.');
-    const problem = passwordProblem(body.password);
+    const problem = passwordProblem(password);
     if (problem) return fault(400, problem, 'Choose another password.', { field: 'password' });
-    const set = await this.opts.passwords.set(body.password, { exclusive: true });
+    const set = await this.opts.passwords.set(password, { exclusive: true });
     this.throttle.succeed(peer);
     this.opts.log.info('console admin password set (first-run setup)', { peer });
     return this.openSession(peer, 201, credentialOf(set));
