@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   PasswordFile,
   formatPasswordHash,
@@ -86,4 +86,61 @@ describe('PasswordFile', () => {
     expect(fs.readdirSync(d)).toEqual(['console-password']); // no temporary files left
     fs.rmSync(d, { recursive: true, force: true });
   });
+});
+
+// A power cut must not leave the password file empty (ext4 and XFS delay allocation: a
+// name can reach the disk before the data it names). No power cut here: the real calls
+// are recorded, in order, and must sync the new file's data before its name is made,
+// and the directory after.
+describe('PasswordFile: a new password reaches the disk before its name', () => {
+  afterEach(() => {
+    vi.restoreAllMocks();
+  });
+
+  for (const exclusive of [false, true]) {
+    it(exclusive ? 'first-run setup (link)' : 'a replacement (rename)', async () => {
+      const d = fs.mkdtempSync(path.join(os.tmpdir(), 'bsan-pw-sync-'));
+      const file = path.join(d, 'secrets', 'console-password');
+      const pw = new PasswordFile(file, 0);
+      if (!exclusive) await pw.set('the old password');
+      const opened = new Map<number, string>();
+      const steps: string[] = [];
+      const name = (p: fs.PathLike) =>
+        path.relative(d, String(p)).replace(/\.\d+\.[0-9a-f]+\.tmp$/, '.tmp');
+      const openSync = fs.openSync;
+      vi.spyOn(fs, 'openSync').mockImplementation((p, ...rest) => {
+        const fd = openSync(p, ...rest);
+        opened.set(fd, name(p));
+        return fd;
+      });
+      const fsyncSync = fs.fsyncSync;
+      vi.spyOn(fs, 'fsyncSync').mockImplementation((fd) => {
+        steps.push(`fsync ${opened.get(fd) ?? '?'}`);
+        fsyncSync(fd);
+      });
+      const linkSync = fs.linkSync;
+      vi.spyOn(fs, 'linkSync').mockImplementation((a, b) => {
+        steps.push(`link ${name(a)} ${name(b)}`);
+        linkSync(a, b);
+      });
+      const renameSync = fs.renameSync;
+      vi.spyOn(fs, 'renameSync').mockImplementation((a, b) => {
+        steps.push(`rename ${name(a)} ${name(b)}`);
+        renameSync(a, b);
+      });
+
+      await pw.set('the new password', { exclusive });
+
+      const put = exclusive ? 'link' : 'rename';
+      expect(steps).toEqual([
+        'fsync secrets/console-password.tmp',
+        `${put} secrets/console-password.tmp secrets/console-password`,
+        'fsync secrets',
+      ]);
+      vi.restoreAllMocks();
+      expect(await verifyPassword('the new password', pw.current()!)).toBe(true);
+      expect(fs.readdirSync(path.dirname(file))).toEqual(['console-password']);
+      fs.rmSync(d, { recursive: true, force: true });
+    });
+  }
 });

@@ -152,8 +152,16 @@ export class PasswordFile {
     makeDirs(dir, 0o700);
     fs.chmodSync(dir, 0o700);
     const tmp = `${this.file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-    fs.writeFileSync(tmp, formatPasswordHash(hash) + '\n', { mode: 0o600 });
     try {
+      // on the medium before a link or rename names it, else a power cut can leave the
+      // name on an empty file (ext4, XFS delay allocation): a damaged password file
+      const fd = fs.openSync(tmp, 'w', 0o600);
+      try {
+        fs.writeFileSync(fd, formatPasswordHash(hash) + '\n');
+        fs.fsyncSync(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
       if (opts.exclusive)
         fs.linkSync(tmp, this.file); // atomic: EEXIST when one appeared
       else fs.renameSync(tmp, this.file);
@@ -169,7 +177,26 @@ export class PasswordFile {
     } finally {
       fs.rmSync(tmp, { force: true });
     }
+    syncDirectory(dir); // the new name (and the temporary one gone) survive a power cut
     this.cached = undefined;
     return hash;
+  }
+}
+
+/**
+ * Makes a link, rename or unlink in `dir` durable (Linux syncs a directory opened
+ * read-only). Best effort: the password is in place, and failing here would report it
+ * as not set; a directory that cannot be synced is a failing disk.
+ */
+function syncDirectory(dir: string): void {
+  try {
+    const fd = fs.openSync(dir, 'r');
+    try {
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    // see above
   }
 }
