@@ -9,6 +9,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_ADMIN_GROUP } from '../control/auth/admin-group.js';
+import { syncDirectory, writeFileSynced } from '../util/durable.js';
 import { UserError } from '../util/errors.js';
 import { productRoot } from '../util/paths.js';
 import { parseCommandArgs, type Command } from './command.js';
@@ -210,14 +211,7 @@ function installSteps(unitFile?: string): Step[] {
 export function writeUnit(dest: string, content: string, mode: number): void {
   const tmp = path.join(path.dirname(dest), `.${path.basename(dest)}.${process.pid}.tmp`);
   try {
-    const fd = fs.openSync(tmp, 'w', mode);
-    try {
-      fs.writeFileSync(fd, content);
-      fs.fchmodSync(fd, mode); // whatever the umask left of it
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
+    writeFileSynced(tmp, content, mode);
     fs.renameSync(tmp, dest);
   } catch (err) {
     fs.rmSync(tmp, { force: true });
@@ -229,16 +223,7 @@ export function writeUnit(dest: string, content: string, mode: number): void {
         : `Check that ${path.dirname(dest)} exists and is writable, then run it again.`,
     );
   }
-  try {
-    const dir = fs.openSync(path.dirname(dest), 'r');
-    try {
-      fs.fsyncSync(dir);
-    } finally {
-      fs.closeSync(dir);
-    }
-  } catch {
-    // the rename is done; a directory that cannot be synced only loses it to a power cut
-  }
+  syncDirectory(path.dirname(dest));
 }
 
 function describe(s: Step): string {

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { UserError } from '../util/errors.js';
+import { syncDirectory, writeFileSynced } from '../util/durable.js';
 import { makeDirs } from '../util/paths.js';
 
 export function secretsDir(dataDir: string): string {
@@ -101,13 +102,7 @@ export function replaceSecretFile(file: string, value: string, beforeRename?: ()
  */
 function writeSynced(file: string, value: string): void {
   fs.rmSync(file, { force: true }); // a leftover would keep its own mode
-  const fd = fs.openSync(file, 'w', 0o600);
-  try {
-    fs.writeFileSync(fd, value + '\n');
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
+  writeFileSynced(file, value + '\n', 0o600);
 }
 
 /** A value written aside: DIR/secrets/NAME.TAG.staged. */
@@ -162,25 +157,6 @@ export function secretFiles(dataDir: string) {
 /** A secret's value, or undefined when it is not set. Refuses one others can read. */
 export function readSecret(dataDir: string, name: string): string | undefined {
   return readSecretFile(path.join(secretsDir(dataDir), name));
-}
-
-/**
- * Makes a rename in `dir` durable (Linux syncs a directory opened read-only). Best
- * effort: the rename has taken effect, and failing here would report a change as not
- * made that is; a directory that cannot be synced is a failing disk, which the engine's
- * other checks report.
- */
-function syncDirectory(dir: string): void {
-  try {
-    const fd = fs.openSync(dir, 'r');
-    try {
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-  } catch {
-    // see above
-  }
 }
 
 export function deleteSecret(dataDir: string, name: string): void {

@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import { UserError } from '../../util/errors.js';
+import { syncDirectory, writeFileSynced } from '../../util/durable.js';
 import { makeDirs } from '../../util/paths.js';
 
 /** Cost for new hashes: 2^15 × r 8 = 32 MiB and ~0.1 s per guess on one core. */
@@ -155,13 +156,7 @@ export class PasswordFile {
     try {
       // on the medium before a link or rename names it, else a power cut can leave the
       // name on an empty file (ext4, XFS delay allocation): a damaged password file
-      const fd = fs.openSync(tmp, 'w', 0o600);
-      try {
-        fs.writeFileSync(fd, formatPasswordHash(hash) + '\n');
-        fs.fsyncSync(fd);
-      } finally {
-        fs.closeSync(fd);
-      }
+      writeFileSynced(tmp, formatPasswordHash(hash) + '\n', 0o600);
       if (opts.exclusive)
         fs.linkSync(tmp, this.file); // atomic: EEXIST when one appeared
       else fs.renameSync(tmp, this.file);
@@ -180,23 +175,5 @@ export class PasswordFile {
     syncDirectory(dir); // the new name (and the temporary one gone) survive a power cut
     this.cached = undefined;
     return hash;
-  }
-}
-
-/**
- * Makes a link, rename or unlink in `dir` durable (Linux syncs a directory opened
- * read-only). Best effort: the password is in place, and failing here would report it
- * as not set; a directory that cannot be synced is a failing disk.
- */
-function syncDirectory(dir: string): void {
-  try {
-    const fd = fs.openSync(dir, 'r');
-    try {
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-  } catch {
-    // see above
   }
 }
