@@ -123,13 +123,7 @@ export class Notifier {
     if (this.on(channel)) return this.retryNow(channel);
     const gone = this[channel].clear();
     if (gone.length === 0) return;
-    const ids = gone.filter((e) => !unstored(e)).map((e) => e.id);
-    const shown = ids.slice(0, 20).map((id) => `#${id}`);
-    const more = ids.length - shown.length + (gone.length - ids.length);
-    const which =
-      shown.length > 0
-        ? `event${ids.length === 1 ? '' : 's'} ${shown.join(', ')}${more > 0 ? ` and ${more} more` : ''}; the event log keeps ${ids.length === 1 ? 'it' : 'them'}`
-        : 'alerts the data directory could not store; check the alerts in the console';
+    const { ids, which } = whichEvents(gone);
     this.o.report({
       type: 'delivery.dropped',
       severity: 'warning',
@@ -169,12 +163,49 @@ export class Notifier {
     });
   }
 
-  async close(graceMs = 2_000): Promise<void> {
-    await Promise.all([
+  /**
+   * Stops the channels (a send in progress gets graceMs) and returns, for each of mail
+   * and webhook that had messages left, the warning event that says which were not sent
+   * (waiting out a backoff or a pause, or tried and failed) and which was still being
+   * sent: the queues are in memory, so nothing sends them at the next start. The caller
+   * logs and records it (the notifier's own reports stop with the engine).
+   */
+  async close(graceMs = 2_000): Promise<Parameters<ReportFn>[0][]> {
+    const [smtp, webhook] = await Promise.all([
       this.smtp.close(graceMs),
       this.webhook.close(graceMs),
       this.syslog.close(graceMs),
     ]);
+    const out: Parameters<ReportFn>[0][] = [];
+    for (const [channel, left] of [
+      ['smtp', smtp],
+      ['webhook', webhook],
+    ] as const) {
+      const { unsent, sending } = left;
+      if (unsent.length === 0 && sending === undefined) continue;
+      const gone = sending === undefined ? unsent : [sending, ...unsent];
+      const { ids, which } = whichEvents(gone);
+      const k = gone.length;
+      const inFlight =
+        sending === undefined
+          ? ''
+          : ` (${k === 1 ? 'it' : 'one'} was being sent and may have arrived yet)`;
+      out.push({
+        type: 'delivery.dropped',
+        severity: 'warning',
+        message:
+          `The engine stopped with ${k} ${CHANNEL_NAMES[channel].toLowerCase()} message${k === 1 ? '' : 's'} not sent${inFlight} (${which}). ` +
+          'Messages not sent are not kept over a restart: check the alerts in the console for what they told of.',
+        data: {
+          channel,
+          eventIds: ids,
+          count: gone.length,
+          ...(sending === undefined ? {} : { sendingId: sending.id }),
+          reason: 'engine stopped',
+        },
+      });
+    }
+    return out;
   }
 
   private async mail(ev: EventRecord): Promise<void> {
@@ -298,6 +329,18 @@ function wanted(ev: EventRecord, min: Severity): boolean {
   if (atLeast(ev.severity, min)) return true;
   const d = ev.data as { alertSeverity?: Severity } | undefined;
   return ev.type === 'alert.cleared' && !!d?.alertSeverity && atLeast(d.alertSeverity, min);
+}
+
+/** Which events dropped messages told of, for a delivery.dropped event: their ids, shown up to 20. */
+function whichEvents(gone: EventRecord[]): { ids: number[]; which: string } {
+  const ids = gone.filter((e) => !unstored(e)).map((e) => e.id);
+  const shown = ids.slice(0, 20).map((id) => `#${id}`);
+  const more = ids.length - shown.length + (gone.length - ids.length);
+  const which =
+    shown.length > 0
+      ? `event${ids.length === 1 ? '' : 's'} ${shown.join(', ')}${more > 0 ? ` and ${more} more` : ''}; the event log keeps ${ids.length === 1 ? 'it' : 'them'}`
+      : 'alerts the data directory could not store; check the alerts in the console';
+  return { ids, which };
 }
 
 /** Delivered although the database refused to store it (a full disk): id 0, no log entry. */

@@ -323,7 +323,21 @@ export class EventsService {
     clearTimeout(this.evalTimer);
     clearInterval(this.pruneTimer);
     await this.pruning; // ends after the batch it is in
-    await this.notifier.close();
+    // mail and webhook messages left in their (in-memory) queues are lost: said in the
+    // log, and in the event log while the database is open (the engine closes it after)
+    for (const lost of await this.notifier.close()) {
+      this.o.log.warn('notifications not sent: the engine stopped', {
+        channel: lost.data?.channel,
+        events: lost.data?.eventIds,
+        count: lost.data?.count,
+      });
+      if (!this.o.db.open) continue;
+      try {
+        recordEvent(this.o.db, lost);
+      } catch (err) {
+        this.o.log.warn('cannot record a delivery event', { err, type: lost.type });
+      }
+    }
     this.unsubscribe?.();
   }
 

@@ -433,6 +433,24 @@ describe('delivery queue', () => {
   // Each settings save retries the waiting message at once; before, each such retry
   // used up one of its attempts, so saving a few times while the server was still down
   // gave it up long before its backoff had run.
+  it('close() returns what was not sent, and the message still being sent after the grace', async () => {
+    const q = new DeliveryQueue<number>(() => new Promise<void>(() => undefined), {
+      failing: () => undefined,
+      recovered: () => undefined,
+      dropped: () => undefined,
+    });
+    q.push(1);
+    q.push(2);
+    q.push(3);
+    expect(await q.close(10)).toEqual({ unsent: [2, 3], sending: 1 });
+    const idle = new DeliveryQueue<number>(async () => undefined, {
+      failing: () => undefined,
+      recovered: () => undefined,
+      dropped: () => undefined,
+    });
+    expect(await idle.close()).toEqual({ unsent: [] });
+  });
+
   it('a retry asked for by retryNow does not use up an attempt', async () => {
     const dropped: string[] = [];
     let tries = 0;
@@ -980,7 +998,7 @@ describe('notifier and settings', () => {
 
 describe('a channel whose settings are corrected', () => {
   // An hour's backoff: without an immediate retry, nothing would arrive during the test.
-  function service(dir: string) {
+  function service(dir: string, log = createLogger({ sink: { write: () => undefined } })) {
     const { db } = openDatabase(path.join(dir, 'branchsan.db'));
     const s = new EventsService({
       db,
@@ -989,7 +1007,7 @@ describe('a channel whose settings are corrected', () => {
       publish: () => undefined,
       secrets: secretFiles(dir),
       collect: async () => ({}),
-      log: createLogger({ sink: { write: () => undefined } }),
+      log,
       rules: [deliveryPausedRule()],
       intervalMs: 3_600_000,
       syslogCommand: [fakeLogger(dir).command],
@@ -1083,6 +1101,54 @@ describe('a channel whose settings are corrected', () => {
     );
     expect(got).toEqual([ids[0], four]);
     expect(events('delivery.recovered')).toEqual([]);
+  });
+
+  // Before, what mail and webhook still held at the engine's stop (a paused queue's
+  // backlog, messages waiting out a backoff) was dropped without a word.
+  it("says at the engine's stop which messages were not sent, paused or waiting", async () => {
+    const mail = await smtp({ starttls: true, users: { alerts: 'right-password' } });
+    const hook = await webhookServer([503, 503, 503]);
+    const lines: string[] = [];
+    const { db, s } = service(tempDir(), createLogger({ sink: { write: (l) => lines.push(l) } }));
+    s.setSettings(
+      {
+        smtp: {
+          enabled: true,
+          host: '127.0.0.1',
+          port: mail.port,
+          from: 'san@branch.example',
+          to: ['it@example.com'],
+          username: 'alerts',
+          password: 'wrong-password',
+          allowInvalidCertificate: true,
+        },
+        webhook: { enabled: true, url: hook.url },
+      },
+      'admin',
+    );
+    const record = (message: string) =>
+      recordEvent(db, { type: 'io.errors', severity: 'error', message });
+    const ids = [record('One.'), record('Two.')];
+    await until(() => pausedAlerts(s).length === 1); // mail: paused on the refused login
+    await until(() => hook.got.length === 1); // webhook: 503, next try in an hour
+    // and the paused alert, which the webhook queues behind them
+    const alertId = db.prepare("SELECT id FROM events WHERE type = 'alert.raised'").pluck().get();
+    await s.stop();
+    const dropped = db
+      .prepare("SELECT severity, message, data FROM events WHERE type = 'delivery.dropped'")
+      .all() as { severity: string; message: string; data: string }[];
+    expect(dropped.map((d) => d.severity)).toEqual(['warning', 'warning']);
+    expect(dropped.map((d) => d.message)).toEqual([
+      `The engine stopped with 2 alert e-mail messages not sent (events #${ids[0]}, #${ids[1]}; the event log keeps them). Messages not sent are not kept over a restart: check the alerts in the console for what they told of.`,
+      `The engine stopped with 3 webhook messages not sent (events #${ids[0]}, #${ids[1]}, #${alertId}; the event log keeps them). Messages not sent are not kept over a restart: check the alerts in the console for what they told of.`,
+    ]);
+    expect(dropped.map((d) => JSON.parse(d.data) as unknown)).toEqual([
+      { channel: 'smtp', eventIds: ids, count: 2, reason: 'engine stopped' },
+      { channel: 'webhook', eventIds: [...ids, alertId], count: 3, reason: 'engine stopped' },
+    ]);
+    const warned = lines.filter((l) => l.includes('notifications not sent: the engine stopped'));
+    expect(warned).toHaveLength(2);
+    expect(warned[0]).toContain(`"events":[${ids[0]},${ids[1]}]`);
   });
 
   // A wrong password pauses mail (see 'pauses on a refused login'): the owner is told by

@@ -174,17 +174,25 @@ export class DeliveryQueue<T> {
     return this.items.splice(this.busy ? 1 : 0).map((x) => x.item);
   }
 
-  /** Stops retrying; waits up to graceMs for a send in progress, then drops the rest. */
-  async close(graceMs = 2_000): Promise<void> {
+  /**
+   * Stops retrying; waits up to graceMs for a send in progress, then takes out what is
+   * left and returns it, for the owner to report: `unsent` never reached the server
+   * (waiting, paused, or tried and failed), `sending` was still being sent when the
+   * grace ran out (it may arrive yet).
+   */
+  async close(graceMs = 2_000): Promise<{ unsent: T[]; sending?: T }> {
     this.closed = true;
     clearTimeout(this.timer);
+    this.timer = undefined;
     if (this.busy) {
       await new Promise<void>((resolve) => {
         this.idle = resolve;
         setTimeout(resolve, graceMs); // ref'd: the engine's stop waits for it
       });
     }
-    this.items.length = 0;
+    const left = this.items.splice(0).map((x) => x.item);
+    const sending = this.busy ? left.shift() : undefined;
+    return sending === undefined ? { unsent: left } : { unsent: left, sending };
   }
 
   /** `extra`: asked for by retryNow, not counted among the message's attempts. */
