@@ -451,6 +451,25 @@ describe('delivery queue', () => {
     expect(await idle.close()).toEqual({ unsent: [] });
   });
 
+  // Before, the grace timer of close() stayed after the send ended, and kept a stopped
+  // engine's process alive for up to 2 s.
+  it('close() leaves no timer behind once the send in progress ends', async () => {
+    let done!: () => void;
+    const q = new DeliveryQueue<number>(() => new Promise<void>((r) => (done = r)), {
+      failing: () => undefined,
+      recovered: () => undefined,
+      dropped: () => undefined,
+    });
+    q.push(1);
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    const before = timers();
+    const closing = q.close(60_000);
+    expect(timers()).toBe(before + 1); // the grace
+    done();
+    expect(await closing).toEqual({ unsent: [] });
+    expect(timers()).toBe(before);
+  });
+
   it('a retry asked for by retryNow does not use up an attempt', async () => {
     const dropped: string[] = [];
     let tries = 0;

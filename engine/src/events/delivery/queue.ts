@@ -185,10 +185,13 @@ export class DeliveryQueue<T> {
     clearTimeout(this.timer);
     this.timer = undefined;
     if (this.busy) {
+      let grace: NodeJS.Timeout | undefined;
       await new Promise<void>((resolve) => {
         this.idle = resolve;
-        setTimeout(resolve, graceMs); // ref'd: the engine's stop waits for it
+        grace = setTimeout(resolve, graceMs); // ref'd: the engine's stop waits for it
       });
+      // the send ended first: its timer would keep the process alive for the rest of the grace
+      clearTimeout(grace);
     }
     const left = this.items.splice(0).map((x) => x.item);
     const sending = this.busy ? left.shift() : undefined;
