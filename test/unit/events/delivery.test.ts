@@ -1120,6 +1120,8 @@ describe('a channel whose settings are corrected', () => {
     );
     expect(got).toEqual([ids[0], four]);
     expect(events('delivery.recovered')).toEqual([]);
+    // its failure is no "cannot be delivered" of a channel just switched off
+    expect(events('delivery.failing')).toHaveLength(1);
   });
 
   // Before, what mail and webhook still held at the engine's stop (a paused queue's

@@ -99,6 +99,8 @@ export class DeliveryQueue<T> {
   private idle?: () => void;
   /** retryNow() came while a send was in progress. */
   private retryAtOnce = false;
+  /** clear() came while a send was in progress: the channel was switched off. */
+  private clearedWhileSending = false;
   private pausedBy?: Paused;
   /** An attempt has ended since the queue was made (or switched off and on). */
   private tried = false;
@@ -163,14 +165,15 @@ export class DeliveryQueue<T> {
   /**
    * Takes out every waiting message (not the one being sent, which may arrive yet) and
    * returns them, for the owner to report: the channel was switched off. A send in
-   * progress that fails is tried again at once, where it meets the switch (Cancelled).
+   * progress that fails is tried again at once, without a "failing" event, where it meets
+   * the switch (Cancelled).
    */
   clear(): T[] {
     clearTimeout(this.timer);
     this.timer = undefined;
     this.pausedBy = undefined;
     this.failing = false;
-    if (this.busy) this.retryAtOnce = true;
+    if (this.busy) this.retryAtOnce = this.clearedWhileSending = true;
     return this.items.splice(this.busy ? 1 : 0).map((x) => x.item);
   }
 
@@ -217,7 +220,8 @@ export class DeliveryQueue<T> {
     }
     this.busy = false;
     const atOnce = this.retryAtOnce;
-    this.retryAtOnce = false;
+    const cleared = this.clearedWhileSending;
+    this.retryAtOnce = this.clearedWhileSending = false;
     this.idle?.();
     if (this.items[0] !== head) return; // emptied by close()
     this.tried = true;
@@ -254,6 +258,10 @@ export class DeliveryQueue<T> {
       } else this.pausedBy.error = error;
       return;
     }
+    // switched off while it was being sent: tried again at once, where it meets the
+    // switch (Cancelled); a "cannot be delivered" now would be of a channel just
+    // switched off, and another follows anyway if it was switched on again meanwhile
+    if (cleared && !this.closed) return this.kick(true);
     if (!this.failing) {
       this.failing = true;
       this.hooks.failing(error, head.item);
