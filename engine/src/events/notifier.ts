@@ -6,11 +6,13 @@
  */
 import os from 'node:os';
 import { SEVERITIES, type EventRecord, type Severity } from '../../../contract/events.js';
+import { UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import {
   DeliveryQueue,
   DEFAULT_QUEUE_OPTIONS,
   type Cancelled,
+  type LoginRefused,
   type QueueOptions,
 } from './delivery/queue.js';
 import type { DeliveryState } from './rules.js';
@@ -156,6 +158,7 @@ export class Notifier {
                 since: p.since,
                 reason: quoteRemote(p.error.message, MAX_REASON),
                 fix: p.error.fix,
+                ...(p.error.cause ? { cause: p.error.cause } : {}),
               },
             }
           : {}),
@@ -218,7 +221,7 @@ export class Notifier {
         port: s.port,
         security: s.security,
         ...(s.username
-          ? { username: s.username, password: this.o.settings.secret(SMTP_PASSWORD) ?? '' }
+          ? { username: s.username, password: this.secret('smtp', SMTP_PASSWORD) ?? '' }
           : {}),
         ...(s.allowInvalidCertificate ? { tls: { rejectUnauthorized: false } } : {}),
       },
@@ -250,7 +253,7 @@ export class Notifier {
     const s = this.o.settings.stored().webhook;
     if (!s.enabled || !s.url) throw switchedOff('webhook');
     await postWebhook(
-      { url: s.url, secret: this.o.settings.secret(WEBHOOK_SECRET) },
+      { url: s.url, secret: this.secret('webhook', WEBHOOK_SECRET) },
       {
         source: 'branchsan',
         version: this.o.version,
@@ -261,12 +264,36 @@ export class Notifier {
     );
   }
 
+  /**
+   * A channel's password or secret. A file that cannot be used (others can read it) is
+   * the channel's settings' fault, as a wrong password is: every message would meet it,
+   * so the channel pauses (LoginRefused) with what to run, rather than fail each message
+   * 8 times without it.
+   */
+  private secret(
+    channel: 'smtp' | 'webhook',
+    name: typeof SMTP_PASSWORD | typeof WEBHOOK_SECRET,
+  ): string | undefined {
+    try {
+      return this.o.settings.secret(name);
+    } catch (err) {
+      if (!(err instanceof UserError)) throw err;
+      const what = channel === 'smtp' ? 'password' : 'signing secret';
+      const refused: LoginRefused = Object.assign(new Error(err.message.replace(/\.$/, '')), {
+        loginRefused: true as const,
+        cause: `its ${what} file cannot be used`,
+        fix: `${(err.hint ?? '').replace(/^Run: /, 'run ').replace(/\.$/, '')}; then save the settings in Settings > Notifications`,
+      });
+      throw refused;
+    }
+  }
+
   private hooks(channel: Channel) {
     return {
       failing: (err: Error) => this.failing(channel, err),
       recovered: () => this.recovered(channel),
       paused: (err: Error) =>
-        this.o.log?.warn('notification delivery paused: the server refused the login', {
+        this.o.log?.warn('notification delivery paused: its login is refused or unusable', {
           channel,
           error: quoteRemote(err.message, MAX_REASON),
         }),

@@ -53,8 +53,11 @@ export interface DeliveryState {
   enabled: boolean;
   /** A delivery has been tried since the engine started. */
   tried: boolean;
-  /** The server refused the channel's login: nothing is tried until the settings change. */
-  paused?: { since: number; reason: string; fix: string };
+  /**
+   * The server refused the channel's login, or `cause` (its password file cannot be
+   * used): nothing is tried until the settings change.
+   */
+  paused?: { since: number; reason: string; fix: string; cause?: string };
 }
 
 /** A directory or backing file whose file system did not answer (a hung NFS or FUSE mount). */
@@ -963,10 +966,12 @@ export function deliveryPausedRule(): Rule {
         out.push({
           subject: c.channel,
           severity: 'error',
-          title: `${c.label} is paused: its server refused this server's login`,
+          title: `${c.label} is paused: ${c.paused.cause ?? "its server refused this server's login"}`,
           message:
             `${c.label} is paused since ${new Date(c.paused.since).toISOString()}: ${c.paused.reason}. ` +
-            'BranchSAN does not try again until its settings change, so a server that locks out an address after failed logins (fail2ban) does not ban this one; ' +
+            (c.paused.cause
+              ? 'BranchSAN does not try again until its settings change; '
+              : 'BranchSAN does not try again until its settings change, so a server that locks out an address after failed logins (fail2ban) does not ban this one; ') +
             `new alerts wait and are sent once it works. To resume: ${c.paused.fix}. A test message (Settings > Notifications) tries again too.`,
           data: { channel: c.channel, since: c.paused.since },
         });

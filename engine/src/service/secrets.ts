@@ -32,7 +32,10 @@ export function loadOrCreateSecret(dataDir: string, name: string, make: () => st
  * empty secret must never match an empty answer (a token, a bearer). Refuses a file
  * others can read.
  */
-function readSecretFile(file: string): string | undefined {
+function readSecretFile(
+  file: string,
+  orElse = 'or delete it to have a new one generated',
+): string | undefined {
   let st: fs.Stats;
   try {
     st = fs.statSync(file);
@@ -43,7 +46,7 @@ function readSecretFile(file: string): string | undefined {
   if ((st.mode & 0o077) !== 0) {
     throw new UserError(
       `The secret ${file} is readable by other users (mode ${(st.mode & 0o777).toString(8)}).`,
-      `Run: chmod 600 ${file}  (or delete it to have a new one generated).`,
+      `Run: chmod 600 ${file}  (${orElse}).`,
     );
   }
   const value = withoutLineEnd(fs.readFileSync(file, 'utf8'));
@@ -118,7 +121,12 @@ export function secretFiles(dataDir: string) {
   const file = (name: string, tag?: string) =>
     path.join(secretsDir(dataDir), tag === undefined ? name : `${name}.${tag}.staged`);
   return {
-    read: (name: string) => readSecret(dataDir, name),
+    // the mail password and webhook secret: deleted, none would be made
+    read: (name: string) =>
+      readSecretFile(
+        path.join(secretsDir(dataDir), name),
+        'or enter it again in Settings > Notifications, which stores it readable by this server only',
+      ),
     stage(name: string, tag: string, value: string): void {
       const staged = file(name, tag);
       try {

@@ -1172,6 +1172,50 @@ describe('a channel whose settings are corrected', () => {
     expect(warned[0]).toContain(`"events":[${ids[0]},${ids[1]}]`);
   });
 
+  // Before, a password file others could read failed each message as a delivery failure,
+  // 8 times, and the "chmod 600" hint never reached the owner.
+  it('pauses mail whose password file others can read, saying what to run; a test message resumes', async () => {
+    const mail = await smtp({ starttls: true, users: { alerts: 'right-password' } });
+    const dir = tempDir();
+    const { db, s, failing } = service(dir);
+    s.setSettings(
+      {
+        smtp: {
+          enabled: true,
+          host: '127.0.0.1',
+          port: mail.port,
+          from: 'san@branch.example',
+          to: ['it@example.com'],
+          username: 'alerts',
+          password: 'right-password',
+          allowInvalidCertificate: true,
+        },
+      },
+      'admin',
+    );
+    const file = path.join(dir, 'secrets', 'smtp-password');
+    fs.chmodSync(file, 0o644);
+    recordEvent(db, { type: 'io.errors', severity: 'error', message: 'Disk failing.' });
+    await until(() => pausedAlerts(s).length === 1);
+    const [alert] = pausedAlerts(s);
+    expect(alert!.title).toBe('Alert e-mail is paused: its password file cannot be used');
+    expect(alert!.message).toContain(`The secret ${file} is readable by other users (mode 644)`);
+    expect(alert!.message).toContain(
+      `To resume: run chmod 600 ${file}  (or enter it again in Settings > Notifications, which stores it readable by this server only); then save the settings in Settings > Notifications. A test message`,
+    );
+    expect(alert!.message).not.toContain('fail2ban'); // no server was asked
+    expect(failing()).toBe(0);
+    expect(mail.sessions).toBe(0);
+    fs.chmodSync(file, 0o600);
+    expect(s.sendTest('admin').channels).toContain('smtp');
+    const got = await mail.waitFor(2);
+    expect(got.map((m) => /Disk failing\.|Test notification/.exec(m.data)?.[0])).toEqual([
+      'Disk failing.',
+      'Test notification',
+    ]);
+    await until(() => pausedAlerts(s).length === 0);
+  });
+
   // A wrong password pauses mail (see 'pauses on a refused login'): the owner is told by
   // an alert what to change, which a test message or a save resumes, and which clears
   // once mail gets through.

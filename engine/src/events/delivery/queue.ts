@@ -53,6 +53,12 @@ export interface LoginRefused extends Error {
   loginRefused: true;
   /** What to change, for the owner's alert. */
   fix: string;
+  /**
+   * What stops the channel when it is no server's refusal, for the alert's title: "its
+   * password file cannot be used" (a settings problem of this server, as a wrong password
+   * is: every message would meet it until it is fixed).
+   */
+  cause?: string;
 }
 
 export function isLoginRefused(err: unknown): err is LoginRefused {
