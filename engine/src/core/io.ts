@@ -49,6 +49,12 @@ const DSM_RANGE_SIZE = 16;
 /** Linux always sends a 4 KiB DSM buffer; allow a little more, refuse absurd lengths. */
 const DSM_MAX_BYTES = 64 * 1024;
 const ZERO_CHUNK = 1 << 20;
+/**
+ * The zeroes of Write Zeroes on a backend that cannot do it (writeZeroBuffers): one buffer
+ * for every command, made at first use. Backends only read a write's data, so sharing it
+ * is safe; one per command cost up to 1 MiB each, queue depth × queues of them at once.
+ */
+let sharedZeroes: Buffer | null = null;
 
 /**
  * The queue a command came in on (the core's Queue). isClosed: the connection is gone
@@ -305,7 +311,7 @@ function parseWriteZeroes(
   });
 }
 
-/** Write Zeroes on a backend without it: sequential writes of one zero buffer. */
+/** Write Zeroes on a backend without it: sequential writes of the shared zero buffer. */
 function writeZeroBuffers(
   q: IoQueue,
   b: BlockBackend,
@@ -314,7 +320,7 @@ function writeZeroBuffers(
   fua: boolean,
   cb: IoCallback,
 ): void {
-  const zeroes = Buffer.alloc(Math.min(length, ZERO_CHUNK));
+  const zeroes = (sharedZeroes ??= Buffer.alloc(ZERO_CHUNK));
   const step = (i: number, next: IoCallback): void => {
     const at = i * ZERO_CHUNK;
     const n = Math.min(ZERO_CHUNK, length - at);

@@ -4,6 +4,7 @@
  * error mapping.
  */
 import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import type { AnaState } from '../../../engine/src/core/ana.js';
 import { FID, IO } from '../../../engine/src/protocol/opcodes.js';
@@ -14,7 +15,9 @@ import {
   type BackendErrorKind,
   type BlockBackend,
 } from '../../../engine/src/storage/backend.js';
+import { openFileBackend } from '../../../engine/src/storage/file.js';
 import { MemoryBackend } from '../../../engine/src/storage/memory.js';
+import { scratchDir } from '../storage/helpers.js';
 import {
   BLOCK,
   SUBNQN,
@@ -131,6 +134,35 @@ describe('I/O data path', () => {
     ok(await io.submit(zeroesSqe(0, 8)));
     expect(write).toHaveBeenCalledTimes(1);
     expect(ok(await io.submit(readSqe(0, 8))).data!.every((x) => x === 0)).toBe(true);
+  });
+
+  it('write zeroes without the addon writes one shared zero buffer, not one per command', async () => {
+    // A host could otherwise make the engine hold up to 1 MiB per queued Write Zeroes.
+    const target = makeTarget().target;
+    const scratch = scratchDir('wz-shared');
+    const file = await openFileBackend({
+      path: join(scratch.dir, 'ns.img'),
+      sizeBytes: 16 << 20,
+      blockSize: BLOCK,
+      create: true,
+      io: { native: false },
+    });
+    try {
+      expect(file.caps.writeZeroes).toBe(false); // the zero-buffer path is what runs
+      target.removeNamespace(SUBNQN, 1);
+      target.addNamespace(SUBNQN, { nsid: 1, backend: file, nguid: 'ab'.repeat(16) });
+      const { io } = await session(target);
+      ok(await io.submit(writeSqe(0, 64), randomBytes(64 * BLOCK)));
+      const write = vi.spyOn(file, 'write');
+      const cmds = Array.from({ length: 8 }, (_, i) => io.submit(zeroesSqe(i * 4096, 4096)));
+      for (const c of await Promise.all(cmds)) ok(c);
+      expect(write).toHaveBeenCalledTimes(16); // 2 MiB each, in 1 MiB writes
+      expect(new Set(write.mock.calls.map((c) => c[1].buffer)).size).toBe(1);
+      expect(ok(await io.submit(readSqe(0, 64))).data!.every((x) => x === 0)).toBe(true);
+    } finally {
+      await file.close();
+      scratch.cleanup();
+    }
   });
 
   it('deallocates DSM ranges from a 4096-byte buffer whatever NR is', async () => {
