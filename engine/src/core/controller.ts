@@ -126,7 +126,7 @@ export class Controller {
     this.port = init.port;
     this.adminQueue = init.adminQueue;
     const o = env.options;
-    this.kato = init.kato === 0 && this.kind === 'discovery' ? o.discoveryKatoMs : init.kato;
+    this.kato = this.kind === 'discovery' ? discoveryKato(init.kato, o) : init.kato;
     this.grantedQueues = this.kind === 'discovery' ? 0 : o.maxIoQueues;
     this.maxTransfer = maxTransferBytes(o);
     this.aen = new AsyncEvents(AERL + 1, this.kind === 'discovery' ? DISC_AEN : IO_AEN);
@@ -259,11 +259,11 @@ export class Controller {
 
   /**
    * Set Features KATO (ms): restart the timer with the new period. A discovery
-   * controller, open to any host, cannot turn keep-alive off: 0 means its default, as
-   * at Connect (else a peer could hold connections and CNTLIDs for ever).
+   * controller, open to any host, cannot turn keep-alive off, nor make it last for
+   * weeks: see discoveryKato; Get Features reports the value used.
    */
   setKato(ms: number): void {
-    this.kato = ms === 0 && this.kind === 'discovery' ? this.env.options.discoveryKatoMs : ms;
+    this.kato = this.kind === 'discovery' ? discoveryKato(ms, this.env.options) : ms;
     this.armKeepAlive();
   }
 
@@ -326,6 +326,24 @@ export class Controller {
 
 /** Longest step of the keep-alive timer: the most a silent controller outlives its limit. */
 export const KA_TICK_MS = 250;
+
+/**
+ * Longest KATO a discovery controller keeps (ms), unless its default is longer: Linux asks
+ * for 0 (our default applies) or 30 s (persistent discovery), so this leaves every real
+ * host its own period.
+ */
+export const DISCOVERY_KATO_MAX_MS = 300_000;
+
+/**
+ * The KATO a discovery controller, open to any host, uses for the one asked (at Connect
+ * or Set Features): 0 means its default, and a longer one than DISCOVERY_KATO_MAX_MS is
+ * cut to that; else a peer could hold connections and CNTLIDs for ever (0xFFFFFFFF ms
+ * is 49 days). Cut, not refused: a host that reads it back sees the value used.
+ */
+function discoveryKato(ms: number, o: ResolvedOptions): number {
+  if (ms === 0) return o.discoveryKatoMs;
+  return Math.min(ms, Math.max(DISCOVERY_KATO_MAX_MS, o.discoveryKatoMs));
+}
 
 /** AERL (0's based): four AERs may be outstanding, as in nvmet. */
 export const AERL = 3;

@@ -21,6 +21,7 @@ import {
   connectIo,
   connectSqe,
   enable,
+  getFeaturesSqe,
   getLogSqe,
   identifySqe,
   makeTarget,
@@ -123,6 +124,7 @@ describe('NVM subsystem connect sequence (Linux host order)', () => {
     // Keep-alive cannot be turned off on a controller any host may open: 0 is the default.
     ok(await admin.submit(setFeaturesSqe(FID.KATO, 0)));
     expect(target.listControllers()[0]).toMatchObject({ kato: 120_000 });
+    expect(ok(await admin.submit(getFeaturesSqe(FID.KATO))).dw0).toBe(120_000);
     // Only Identify CNS 1: no namespaces or I/O queues here.
     expect((await admin.submit(identifySqe(2))).status).toBe(SC.INVALID_FIELD | DNR);
     expect((await admin.submit(setFeaturesSqe(FID.NUM_QUEUES, 0))).status).toBe(
@@ -132,6 +134,27 @@ describe('NVM subsystem connect sequence (Linux host order)', () => {
     const io = new LoopQueue(target);
     const c = await io.submit(connectSqe(1, 31), connectData(DISC_NQN, OTHER_HOST, cntlid));
     expect(c.status).toBe(SC.CONNECT_INVALID_PARAM | DNR);
+  });
+
+  it('cuts a discovery KATO longer than 5 minutes to 5 minutes, at Connect and Set Features', async () => {
+    // Any host may open one: 0xFFFFFFFF ms (49 days) would keep its CNTLID and socket for ever.
+    const { target } = makeTarget();
+    const { admin } = await connectAdmin(target, DISC_NQN, OTHER_HOST, 0xffffffff);
+    await enable(admin);
+    expect(target.listControllers()[0]).toMatchObject({ kind: 'discovery', kato: 300_000 });
+    expect(ok(await admin.submit(getFeaturesSqe(FID.KATO))).dw0).toBe(300_000);
+    ok(await admin.submit(setFeaturesSqe(FID.KATO, 30_000))); // Linux persistent discovery
+    expect(ok(await admin.submit(getFeaturesSqe(FID.KATO))).dw0).toBe(30_000);
+    ok(await admin.submit(setFeaturesSqe(FID.KATO, 0xffffffff))); // taken, and cut
+    expect(ok(await admin.submit(getFeaturesSqe(FID.KATO))).dw0).toBe(300_000);
+    expect(target.listControllers()[0]).toMatchObject({ kato: 300_000 });
+    // A longer configured default is not cut; an I/O controller keeps what its host asks.
+    const long = makeTarget({ discoveryKatoMs: 600_000 }).target;
+    await connectAdmin(long, DISC_NQN, OTHER_HOST, 0xffffffff);
+    expect(long.listControllers()[0]).toMatchObject({ kato: 600_000 });
+    const io = makeTarget().target;
+    await connectAdmin(io, SUBNQN, HOSTNQN, 0xffffffff);
+    expect(io.listControllers()[0]).toMatchObject({ kind: 'io', kato: 0xffffffff });
   });
 });
 
