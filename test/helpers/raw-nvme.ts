@@ -169,9 +169,10 @@ export class RawHost {
     );
   }
 
-  static connect(port: number, host = '127.0.0.1'): Promise<RawHost> {
+  /** `localAddress`: the source address (another 127.x.y.z plays another machine). */
+  static connect(port: number, host = '127.0.0.1', localAddress?: string): Promise<RawHost> {
     return new Promise((resolve, reject) => {
-      const s = net.connect({ host, port }, () => {
+      const s = net.connect({ host, port, localAddress }, () => {
         s.off('error', reject);
         resolve(new RawHost(s));
       });

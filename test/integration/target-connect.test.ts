@@ -20,6 +20,8 @@ import {
   RawHost,
 } from '../helpers/raw-nvme.js';
 import { serveOnLoopback } from '../helpers/target.js';
+import { createLogger, type Logger } from '../../engine/src/util/log.js';
+import { DISCOVERY_NQN } from '../../engine/src/protocol/opcodes.js';
 
 const NQN = 'nqn.2026-01.io.branchsan.test:target-connect';
 const OTHER = 'nqn.2026-01.io.branchsan.test:target-connect-other';
@@ -31,7 +33,10 @@ afterEach(async () => {
   for (const stop of stops.splice(0).reverse()) await stop();
 });
 
-async function start(tcp: { icTimeoutMs?: number } = {}, cntlids?: [number, number]) {
+async function start(
+  tcp: { icTimeoutMs?: number; maxPendingPerAddress?: number; log?: Logger } = {},
+  cntlids?: [number, number],
+) {
   const target = new Target(cntlids ? { cntlidMin: cntlids[0], cntlidMax: cntlids[1] } : {});
   target.addSubsystem({ nqn: NQN, serial: 'CONNECT1', model: 'BranchSAN', hosts: [HOST] });
   target.addNamespace(NQN, {
@@ -47,8 +52,8 @@ async function start(tcp: { icTimeoutMs?: number } = {}, cntlids?: [number, numb
   return { target, transport, port };
 }
 
-async function raw(port: number): Promise<RawHost> {
-  const h = await RawHost.connect(port);
+async function raw(port: number, from?: string): Promise<RawHost> {
+  const h = await RawHost.connect(port, '127.0.0.1', from);
   stops.push(async () => h.close());
   return h;
 }
@@ -189,5 +194,49 @@ describe('ports that expose some subsystems', () => {
     expect(
       (await adminConnect(await raw(onlyOther), { subnqn: OTHER, hostnqn: HOST })).status,
     ).toBe(0);
+  });
+});
+
+describe('connections from one address that connect no NVM subsystem', () => {
+  it('are capped per address, so one peer cannot lock out the hosts', async () => {
+    const lines: string[] = [];
+    const log = createLogger({ level: 'warn', sink: { write: (l: string) => lines.push(l) } });
+    const { port } = await start({ maxPendingPerAddress: 3, log });
+    const PEER = '127.0.0.2'; // another machine: its own source address
+    // Discovery is open to anyone, and a connection before Connect is nobody's yet.
+    const disco = await raw(port, PEER);
+    expect((await adminConnect(disco, { subnqn: DISCOVERY_NQN, hostnqn: HOST })).status).toBe(0);
+    const idle = [await raw(port, PEER), await raw(port, PEER)];
+    await idle[0]!.ic();
+    const extra = await raw(port, PEER);
+    await extra.closed; // closed on arrival, before any PDU
+    expect(extra.received).toEqual([]);
+    expect(lines.join('')).toContain(`${PEER} has 3 connections without a connected NVM`);
+    // Another address is not held back: the host connects its admin and I/O queues.
+    const admin = await raw(port);
+    const c = await adminConnect(admin, { subnqn: NQN, hostnqn: HOST });
+    expect(c.status).toBe(0);
+    await enableController(admin);
+    for (let qid = 1; qid <= 3; qid++) {
+      const q = await raw(port);
+      expect((await ioConnect(q, { subnqn: NQN, hostnqn: HOST, cntlid: c.dw0, qid })).status).toBe(
+        0,
+      );
+    }
+    // Its connected queues do not count: three more before Connect are still taken.
+    for (let i = 0; i < 3; i++) expect((await (await raw(port)).ic()).type).toBe(PduType.ICResp);
+    // A connection of the peer that goes frees its place.
+    idle[1]!.close();
+    await idle[1]!.closed;
+    let next: RawHost | null = null;
+    for (let i = 0; i < 50 && !next; i++) {
+      const h = await raw(port, PEER);
+      const r = await h.ic().then(
+        (p) => p,
+        () => null,
+      );
+      if (r?.type === PduType.ICResp) next = h;
+    }
+    expect(next).not.toBeNull();
   });
 });

@@ -59,6 +59,17 @@ export const TX_HOLD_BYTES = 4 * 1024 * 1024;
  */
 export const MAX_CONNECTIONS = 4096;
 
+/**
+ * Connections from one remote address that have not connected a queue of an NVM
+ * subsystem: before their Connect, or connected to discovery, which any host may open
+ * (TcpListenOptions.maxPendingPerAddress). More from that address are closed as they
+ * arrive, so one peer cannot fill MAX_CONNECTIONS and lock the allowed hosts out. A
+ * Linux host opens its I/O queue connections before it connects them: one controller
+ * has at most 1 + granted queues (8) of them, so this leaves room for several hosts
+ * behind one NAT address connecting at once.
+ */
+export const MAX_PENDING_PER_ADDRESS = 64;
+
 /** Socket buffer high water mark: beyond it we stop reading until 'drain'. */
 export const SOCKET_HIGH_WATER_MARK = 256 * 1024;
 

@@ -5,7 +5,8 @@
 import net, { type AddressInfo, type Socket } from 'node:net';
 import type { CoreTarget, PortInfo } from '../../core/seam.js';
 import { createLogger, type Logger } from '../../util/log.js';
-import { MAX_CONNECTIONS, SOCKET_HIGH_WATER_MARK } from './limits.js';
+import { DISCOVERY_NQN } from '../../protocol/opcodes.js';
+import { MAX_CONNECTIONS, MAX_PENDING_PER_ADDRESS, SOCKET_HIGH_WATER_MARK } from './limits.js';
 import { TcpQueue, type TcpQueueInfo, type TcpQueueOptions } from './queue.js';
 
 export interface TcpListenOptions extends TcpQueueOptions {
@@ -17,6 +18,8 @@ export interface TcpListenOptions extends TcpQueueOptions {
   readonly portId: number;
   /** Connections served at once; more are closed on arrival (default MAX_CONNECTIONS). */
   readonly maxConnections?: number;
+  /** Of them, per remote address, not connected to an NVM subsystem (MAX_PENDING_PER_ADDRESS). */
+  readonly maxPendingPerAddress?: number;
   readonly log?: Logger;
 }
 
@@ -26,6 +29,11 @@ export class TcpTransport {
   /** When a refused connection was last logged (one line per 10 s at most). */
   private refusedLoggedAt = 0;
   private refusedSince = 0;
+  /** Per remote address: its connections not (yet) connected to an NVM subsystem. */
+  private readonly pending = new Map<string, number>();
+  /** When a connection refused for its address's pending ones was last logged. */
+  private pendingLoggedAt = 0;
+  private pendingRefusedSince = 0;
 
   private constructor(
     private readonly server: net.Server,
@@ -104,11 +112,44 @@ export class TcpTransport {
       socket.destroy();
       return;
     }
+    const address = socket.remoteAddress ?? '';
+    const pending = this.pending.get(address) ?? 0;
+    const maxPending = this.opts.maxPendingPerAddress ?? MAX_PENDING_PER_ADDRESS;
+    if (pending >= maxPending) {
+      this.pendingRefusedSince++;
+      const now = Date.now();
+      if (now - this.pendingLoggedAt >= 10_000) {
+        this.log.warn(
+          `${address} has ${pending} connections without a connected NVM subsystem queue (before Connect, or discovery): its new connections are closed`,
+          { port: this.opts.port, address, limit: maxPending, refused: this.pendingRefusedSince },
+        );
+        this.pendingLoggedAt = now;
+        this.pendingRefusedSince = 0;
+      }
+      socket.destroy();
+      return;
+    }
     try {
       const peer = `${socket.remoteAddress}:${socket.remotePort}`;
       const q = new TcpQueue(socket, this.portInfo(socket), peer, this.core, this.log, this.opts);
       this.queues.add(q);
-      socket.once('close', () => this.queues.delete(q));
+      this.pending.set(address, pending + 1);
+      let counted = true;
+      const settle = (): void => {
+        if (!counted) return;
+        counted = false;
+        const n = (this.pending.get(address) ?? 1) - 1;
+        if (n > 0) this.pending.set(address, n);
+        else this.pending.delete(address);
+      };
+      q.onConnected = () => {
+        const owner = q.owner();
+        if (owner && owner.subnqn !== DISCOVERY_NQN) settle();
+      };
+      socket.once('close', () => {
+        this.queues.delete(q);
+        settle();
+      });
     } catch (err) {
       this.log.error('cannot accept connection', { err });
       socket.destroy();

@@ -185,6 +185,9 @@ export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection 
   private readonly onPdu = (pdu: H2CPdu): void => this.dispatch(pdu);
   private readonly pumpSoon = (): void => this.pumpReads();
 
+  /** Told of each successful Connect (owner() is set by then): the listener's accounting. */
+  onConnected: (() => void) | null = null;
+
   constructor(
     private readonly socket: Socket,
     readonly port: PortInfo,
@@ -272,6 +275,7 @@ export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection 
 
   setQueueSize(entries: number): void {
     if (Number.isInteger(entries) && entries >= 1) this.queueSize = entries;
+    this.onConnected?.();
     // Connected: the controller's keep-alive bounds the connection from now on.
     if (this.timer && this.state === 'live') {
       clearTimeout(this.timer);
