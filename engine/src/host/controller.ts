@@ -25,6 +25,7 @@ import { execute, type Submitter } from './execute.js';
 import { NvmeNamespace } from './namespace.js';
 import { MAX_TIMER_MS, timerRefusal } from './queue.js';
 import { NvmeRequest } from './request.js';
+import { callUser } from './callback.js';
 import { StateMachine } from './state.js';
 
 export interface ReconnectOptions {
@@ -178,8 +179,9 @@ export class NvmeController implements Submitter {
       maxDataLength: opts.maxTransferBytes ?? 8 * 1024 * 1024,
       discovery,
     };
+    // A throwing callback must not stop a transition's work (onQueueFailed, afterLoss).
     this.sm = new StateMachine('controller', 'new', CONTROLLER_STATES, (next, prev) =>
-      opts.onStateChange?.(next, prev, this.lastError ?? undefined),
+      callUser('onStateChange', opts.onStateChange, next, prev, this.lastError ?? undefined),
     );
   }
 
@@ -484,7 +486,13 @@ export class NvmeController implements Submitter {
   private async deliverEvent(a: Association, dw0: number): Promise<void> {
     const lid = (dw0 >>> 16) & 0xff;
     const deliver = (log: Buffer | null) =>
-      this.opts.onAsyncEvent?.({ dw0, type: dw0 & 7, info: (dw0 >>> 8) & 0xff, lid, log });
+      callUser('onAsyncEvent', this.opts.onAsyncEvent, {
+        dw0,
+        type: dw0 & 7,
+        info: (dw0 >>> 8) & 0xff,
+        lid,
+        log,
+      });
     const length = eventLogLength(a.identity, lid);
     if (length === 0) return deliver(null);
     const nsid = lid === LID.DISCOVERY ? 0 : NSID_ALL;

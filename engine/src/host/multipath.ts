@@ -74,6 +74,7 @@ import {
   validatePath,
   type WatchContext,
 } from './multipath-watch.js';
+import { callUser } from './callback.js';
 import { NamespaceIo } from './namespace-io.js';
 import { MAX_TIMER_MS } from './queue.js';
 import { NvmeRequest } from './request.js';
@@ -161,12 +162,12 @@ export class MultipathNamespace extends NamespaceIo {
         requireKeepAlive: true,
         onStateChange: (next, prev, why) => {
           this.onControllerState(p, why);
-          po.onStateChange?.(next, prev, why);
+          callUser('onStateChange', po.onStateChange, next, prev, why);
         },
         onAsyncEvent: (ev) => {
           onAnaEvent(this.watch, p, ev);
           onNamespaceEvent(this.watch, p, ev);
-          po.onAsyncEvent?.(ev);
+          callUser('onAsyncEvent', po.onAsyncEvent, ev);
         },
       });
       this.list.push(p);
@@ -322,7 +323,7 @@ export class MultipathNamespace extends NamespaceIo {
         else p.counts.failed++;
         return this.finish(c, this.failure(c, r), r);
       case 'retry':
-        this.opts.onRetry?.({
+        callUser('onRetry', this.opts.onRetry, {
           kind: 'retry',
           what: c.what,
           path: p.name,
@@ -389,7 +390,12 @@ export class MultipathNamespace extends NamespaceIo {
     c.sm.transition('in-doubt');
     p.inDoubt.set(c, c.epoch);
     const why = c.lastError?.message ?? 'no completion';
-    this.opts.onRetry?.({ kind: 'hold', what: c.what, path: p.name, reason: why });
+    callUser('onRetry', this.opts.onRetry, {
+      kind: 'hold',
+      what: c.what,
+      path: p.name,
+      reason: why,
+    });
     this.releaseFenced(p);
   }
 
@@ -400,7 +406,12 @@ export class MultipathNamespace extends NamespaceIo {
       p.inDoubt.delete(c);
       const ms = p.fenceDelayOf(epoch);
       const reason = `association lost ${ms === null ? 'and fenced' : `${ms} ms ago`} (${p.controller})`;
-      this.opts.onRetry?.({ kind: 'release', what: c.what, path: p.name, reason });
+      callUser('onRetry', this.opts.onRetry, {
+        kind: 'release',
+        what: c.what,
+        path: p.name,
+        reason,
+      });
       this.dispatch(c);
     }
   }
@@ -496,7 +507,8 @@ export class MultipathNamespace extends NamespaceIo {
   // ---- path state ----
 
   private emit(p: Path, why: string): void {
-    this.opts.onPathChange?.(p.info(), why);
+    // A throw here must not stop the check, state change or retry that reports it.
+    callUser('onPathChange', this.opts.onPathChange, p.info(), why);
   }
 
   private onControllerState(p: Path, why?: Error): void {

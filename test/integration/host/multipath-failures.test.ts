@@ -11,7 +11,14 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Target } from '../../../engine/src/core/index.js';
 import { CNS, FID } from '../../../engine/src/protocol/opcodes.js';
-import { HostError, MultipathNamespace } from '../../../engine/src/host/index.js';
+import {
+  HostError,
+  MultipathNamespace,
+  NO_TIMEOUT,
+  NvmeController,
+  NvmeRequest,
+  fillFlush,
+} from '../../../engine/src/host/index.js';
 import { BackendError, type BlockBackend } from '../../../engine/src/storage/backend.js';
 import { MemoryBackend } from '../../../engine/src/storage/memory.js';
 import { serveOnLoopback } from '../../helpers/target.js';
@@ -784,5 +791,110 @@ describe('multipath and ANA logs', () => {
     const before = a.writes.length;
     await mp.write(3, randomBytes(BS));
     expect(a.writes.length).toBe(before + 1);
+  });
+});
+
+describe('multipath with callbacks that throw', () => {
+  const buggy = () => {
+    throw new Error('a buggy callback');
+  };
+  /** The process warnings emitted from now until the test ends. */
+  const collectWarnings = (): string[] => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.message);
+    process.on('warning', onWarning);
+    cleanup.push(async () => void process.off('warning', onWarning));
+    return warnings;
+  };
+
+  // Before: the throw escaped StateMachine.transition() inside the queue failure path, so
+  // the association's other queues were never failed (their commands never ended, its
+  // keep-alive ran on), and the exception escaped a timer callback.
+  it('still takes a failed association down when onStateChange and onPathChange throw', async () => {
+    const { a, b } = await startPair();
+    const proxy = await PausableProxy.start(a.port);
+    const warnings = collectWarnings();
+    const mp = await open({
+      nsid: 1,
+      paths: [pathTo(a, proxy.port, { ioTimeoutMs: 300, onStateChange: buggy }), pathTo(b)],
+      onPathChange: buggy,
+    });
+    await until('A usable', () => byName(mp, 'A').usable);
+    const ctrlA = mp.controller(0);
+    proxy.stall();
+    // Queue 1's command never times out on its own: only the association's failure ends it.
+    const forever = fillFlush(new NvmeRequest(), 1);
+    forever.timeoutMs = NO_TIMEOUT;
+    const other = ctrlA.io(forever, 'flush', 1).catch((e: unknown) => e);
+    const timedOut = ctrlA.io(fillFlush(new NvmeRequest(), 1), 'flush', 0).catch((e) => e);
+    expect(await timedOut).toBeInstanceOf(HostError);
+    const err = await other;
+    expect(err).toBeInstanceOf(HostError);
+    expect((err as HostError).message).toMatch(/controller error recovery/);
+    expect(ctrlA.state).toBe('dead');
+    await until('B takes I/O', () => byName(mp, 'B').usable);
+    await mp.write(2, randomBytes(BS));
+    expect(b.writes).toContain(2 * BS);
+    await until('the warnings', () => warnings.length > 0);
+    expect(warnings).toContainEqual(expect.stringMatching(/onStateChange callback threw: a buggy/));
+    expect(warnings).toContainEqual(expect.stringMatching(/onPathChange callback threw: a buggy/));
+  });
+
+  it('a lone controller whose onStateChange throws still fails the rest of a lost association', async () => {
+    const { a } = await startPair();
+    const proxy = await PausableProxy.start(a.port);
+    const ctrl = await NvmeController.connect({
+      host: '127.0.0.1',
+      port: proxy.port,
+      subnqn: NQN,
+      ioQueues: 2,
+      ioTimeoutMs: 300,
+      onStateChange: buggy,
+    });
+    cleanup.push(() => ctrl.close());
+    proxy.stall();
+    const forever = fillFlush(new NvmeRequest(), 1);
+    forever.timeoutMs = NO_TIMEOUT;
+    const other = ctrl.io(forever, 'flush', 1).catch((e: unknown) => e);
+    await ctrl.io(fillFlush(new NvmeRequest(), 1), 'flush', 0).catch((e) => e);
+    expect(((await other) as Error).message).toMatch(/controller error recovery/);
+    expect(ctrl.state).toBe('dead');
+  });
+
+  // Before: a throwing onRetry left the refused write unsent (it never ended) and threw
+  // out of the queue's completion handler.
+  it('still resends a refused write when onRetry throws', async () => {
+    let away = true;
+    const backend = new MemoryBackend({ sizeBytes: 16 << 20, blockSize: BS });
+    const a = await startNode(
+      'A',
+      unavailableWhile(backend, () => away),
+      'optimized',
+      [1, 0x7fff],
+    );
+    const b = await startNode('B', backend, 'non-optimized', [0x8000, 0xffef]);
+    const mp = await open({ nsid: 1, paths: [pathTo(a), pathTo(b)], onRetry: buggy });
+    await until('both usable', () => byName(mp, 'A').usable && byName(mp, 'B').usable);
+    const data = randomBytes(BS);
+    await mp.write(5, data);
+    away = false;
+    expect(b.writes).toContain(5 * BS);
+    expect((await mp.read(5, 1)).equals(data)).toBe(true);
+  });
+
+  // Before: a throw in onAsyncEvent rejected the event's delivery (an unhandled rejection).
+  it('still checks a replaced namespace when onAsyncEvent throws', async () => {
+    const { a, b } = await startPair();
+    const warnings = collectWarnings();
+    const mp = await open({
+      nsid: 1,
+      paths: [pathTo(a), pathTo(b, b.port, { onAsyncEvent: buggy })],
+    });
+    const other = new MemoryBackend({ sizeBytes: 16 << 20, blockSize: BS });
+    b.target.removeNamespace(NQN, 1);
+    b.target.addNamespace(NQN, { nsid: 1, backend: other, nguid: OTHER_NGUID });
+    await until('B refused', () => /NGUID/.test(byName(mp, 'B').problem ?? ''), 5000);
+    expect(byName(mp, 'B').usable).toBe(false);
+    await until('the warning', () => warnings.some((w) => /onAsyncEvent callback threw/.test(w)));
   });
 });
