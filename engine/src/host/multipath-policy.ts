@@ -112,8 +112,11 @@ export function namespaceProblem(v: NamespaceView): string | null {
 
 /**
  * Why `b` is not the same namespace as `a` (byte-identical NGUID, EUI64, UUID and CSI,
- * same format and size), or null. Merging two different namespaces behind one handle
- * would scatter a volume's writes over two disks, so any difference refuses the path.
+ * same format, and no smaller), or null. Merging two different namespaces behind one
+ * handle would scatter a volume's writes over two disks, so any difference refuses the
+ * path. A larger size is no difference: a grown volume (an LV or file the target serves
+ * at its new size) is the same namespace, as Linux takes a new capacity; the caller
+ * makes `b` the reference then. A smaller one is refused: it would cut the volume's end off.
  */
 export function namespaceMismatch(a: NamespaceView, b: NamespaceView): string | null {
   const checks: [string, string, string][] = [
@@ -124,8 +127,14 @@ export function namespaceMismatch(a: NamespaceView, b: NamespaceView): string | 
     ['UUID', a.ids.uuid ?? 'none', b.ids.uuid ?? 'none'],
     ['CSI', String(a.ids.csi ?? 0), String(b.ids.csi ?? 0)],
     ['block size', String(a.identity.blockSize), String(b.identity.blockSize)],
-    ['size in blocks (NSZE)', String(a.identity.nsze), String(b.identity.nsze)],
   ];
   const diff = checks.find(([, x, y]) => x !== y);
-  return diff ? `${diff[0]} ${diff[1]} vs ${diff[2]}` : null;
+  if (diff) return `${diff[0]} ${diff[1]} vs ${diff[2]}`;
+  if (b.identity.nsze < a.identity.nsze) {
+    return (
+      `size in blocks (NSZE) ${a.identity.nsze} vs ${b.identity.nsze}: smaller than the ` +
+      `namespace was seen, so writes to its end would fail or land nowhere`
+    );
+  }
+  return null;
 }

@@ -46,13 +46,19 @@ export async function validatePath(ctx: WatchContext, p: Path): Promise<void> {
     const ref = ctx.reference;
     const problem = namespaceProblem(ns) ?? (ref ? namespaceMismatch(ref.view, ns) : null);
     if (problem) return refuse(ctx, p, problem);
-    ctx.reference ??= { view: ns, path: p.name };
+    const grownFrom = ref && ns.identity.nsze > ref.view.identity.nsze ? ref.view.identity.nsze : 0;
+    // The volume grew (namespaceMismatch allows no shrink): later checks compare with the
+    // new size, and the namespace reports it; identity stays as strict as before.
+    if (!ref || grownFrom) ctx.reference = { view: ns, path: p.name };
     p.anagrpid = ns.identity.anagrpid;
     p.maxTransferBytes = p.ctrl.maxTransferBytes;
     p.problem = null;
     p.absent = false;
     p.unchecked = false;
     p.verified = true;
+    if (grownFrom) {
+      ctx.changed(p, `namespace ${ctx.nsid} grew from ${grownFrom} to ${ns.identity.nsze} blocks`);
+    }
     // An ANA read that overlapped a re-check may have set the state already: wake I/O.
     if (p.usable) ctx.changed(p, 'namespace verified');
     await readAna(ctx, p);

@@ -217,7 +217,8 @@ export class MultipathNamespace extends NamespaceIo {
     return mp;
   }
 
-  /** Identify data of the namespace, as the first verified path reported it. */
+  /** Identify data of the namespace, as the first verified path reported it, or the
+   * first that reported it grown since (nsze follows a grown volume). */
   get identity(): NamespaceIdentity {
     return this.watch.reference!.view.identity;
   }

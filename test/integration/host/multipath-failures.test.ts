@@ -34,6 +34,7 @@ import {
   pathTo,
   runCleanup,
   sendsIdentify,
+  type Node,
   spy,
   startNode,
   startPair,
@@ -475,6 +476,61 @@ describe('multipath and namespace identity', () => {
     await mp.write(21, data);
     expect(b.writes).toContain(21 * BS);
     expect((await mp.read(21, 1)).equals(data)).toBe(true);
+  });
+});
+
+describe('multipath and a namespace whose size changes', () => {
+  /** Serve namespace 1 on `n` again over `backend` (same identity): a namespace changed event. */
+  function reAdd(n: Node, backend: BlockBackend): void {
+    n.target.removeNamespace(NQN, 1);
+    n.target.addNamespace(NQN, {
+      nsid: 1,
+      backend: spy(backend, n.writes, n.reads),
+      nguid: NGUID,
+      uuid: UUID,
+    });
+  }
+
+  // Before: every path that reported the grown size was refused ("size in blocks (NSZE)
+  // 4096 vs 8192"), so growing the volume took the whole multipath namespace down.
+  it('follows a grown volume on every path, and keeps refusing a shrunk one', async () => {
+    const { a, b } = await startPair();
+    const mp = await open({ nsid: 1, paths: [pathTo(a), pathTo(b)], noPathTimeoutMs: 1000 });
+    expect(mp.nsze).toBe(4096);
+    const grown = new MemoryBackend({ sizeBytes: 32 << 20, blockSize: BS });
+    reAdd(b, grown);
+    const checked = (n: string) => () => mp.nsze === 8192 || byName(mp, n).problem !== null;
+    await until('B checked again', checked('B'), 5000);
+    expect(byName(mp, 'B').problem).toBeNull();
+    expect(mp.nsze).toBe(8192);
+    reAdd(a, grown);
+    // A (optimized) shows the grown size too: it takes I/O again, beyond the old end.
+    await until('A checked again', () => byName(mp, 'A').usable || !!byName(mp, 'A').problem, 5000);
+    expect(byName(mp, 'A').problem).toBeNull();
+    const data = randomBytes(BS);
+    await mp.write(6000, data);
+    expect(a.writes).toContain(6000 * BS);
+    expect((await mp.read(6000, 1)).equals(data)).toBe(true);
+
+    // A path that shows it smaller again is refused: its end would cut off data.
+    reAdd(b, new MemoryBackend({ sizeBytes: 16 << 20, blockSize: BS }));
+    await until('B refused', () => /NSZE\) 8192 vs 4096/.test(byName(mp, 'B').problem ?? ''), 5000);
+    expect(mp.nsze).toBe(8192);
+    // So is one whose reconnect finds it shrunk.
+    await mp.controller(1).reconnect();
+    await until('B refused again', () => /NSZE/.test(byName(mp, 'B').problem ?? ''), 5000);
+    expect(byName(mp, 'B').usable).toBe(false);
+  });
+
+  it('takes a path whose reconnect finds the volume grown', async () => {
+    const { a, b } = await startPair();
+    const mp = await open({ nsid: 1, paths: [pathTo(a), pathTo(b)] });
+    const grown = new MemoryBackend({ sizeBytes: 32 << 20, blockSize: BS });
+    // Removed and added while B is down: no event, the reconnect's check finds it grown.
+    reAdd(b, grown);
+    await mp.controller(1).reconnect();
+    await until('B checked', () => byName(mp, 'B').usable && mp.nsze === 8192, 5000);
+    expect(byName(mp, 'B').problem).toBeNull();
   });
 });
 

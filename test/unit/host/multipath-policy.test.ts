@@ -143,7 +143,8 @@ describe('namespace identity checks', () => {
     ['EUI64', view({ eui64: Buffer.alloc(8, 1) }), /^EUI64/],
     ['CSI', view({}, { csi: 2 }), /^CSI 0 vs 2/],
     ['block size', view({ blockSize: 512, lbads: 9 }), /^block size 4096 vs 512/],
-    ['size', view({ nsze: 2000 }), /^size in blocks/],
+    ['size: smaller', view({ nsze: 500 }), /^size in blocks \(NSZE\) 1000 vs 500: smaller/],
+    ['size: grown (the caller follows it)', view({ nsze: 2000 }), null],
   ];
   it.each(mismatches)('mismatch: %s', (_what, v, want) => {
     const m = namespaceMismatch(view(), v);
