@@ -110,6 +110,8 @@ export type ControllerState =
   /** Closed. Terminal. */
   | 'closed';
 
+/** How long one connect attempt may take when the options give no connectTimeoutMs. */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 /** KATO of an I/O controller when the options give none (Linux's NVME_DEFAULT_KATO). */
 export const DEFAULT_KATO_MS = 5000;
 /**
@@ -171,7 +173,7 @@ export class NvmeController implements Submitter {
       kato: opts.kato ?? (discovery ? DISCOVERY_KATO_MS : DEFAULT_KATO_MS),
       ioQueues: discovery ? 0 : (opts.ioQueues ?? 1),
       queueSize: opts.queueSize ?? 128,
-      connectTimeoutMs: opts.connectTimeoutMs ?? 10_000,
+      connectTimeoutMs: opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
       adminTimeoutMs: opts.adminTimeoutMs ?? 60_000,
       ioTimeoutMs: opts.ioTimeoutMs ?? 30_000,
       disableSqFlow: opts.disableSqFlow ?? true,

@@ -61,7 +61,11 @@ import { performance } from 'node:perf_hooks';
 import { statusName, statusType } from '../protocol/status.js';
 import type { NamespaceIdentity, NamespaceIds } from './admin.js';
 import { anaStateOfStatus } from './ana-log.js';
-import { NvmeController, type ControllerOptions } from './controller.js';
+import {
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  NvmeController,
+  type ControllerOptions,
+} from './controller.js';
 import { HostError, NvmeStatusError } from './errors.js';
 import { Command, copyRequest } from './multipath-command.js';
 import { checkOptions, oneHost, pathName } from './multipath-options.js';
@@ -135,6 +139,8 @@ export class MultipathNamespace extends NamespaceIo {
   private rr = 0;
   private closing: Promise<void> | null = null;
   private readonly watch: WatchContext;
+  /** connect() waiting for a path's next change (awaitRechecks). */
+  private readonly checked: (() => void)[] = [];
   private readonly noPathTimeoutMs: number;
   private readonly maxWaiting: number;
   private readonly maxAttempts: number;
@@ -146,6 +152,7 @@ export class MultipathNamespace extends NamespaceIo {
       nsid: opts.nsid,
       reference: null,
       changed: (p, why) => {
+        for (const resolve of this.checked.splice(0)) resolve();
         this.emit(p, why);
         if (p.usable) this.wake();
       },
@@ -186,8 +193,10 @@ export class MultipathNamespace extends NamespaceIo {
   static async connect(opts: MultipathOptions): Promise<MultipathNamespace> {
     checkOptions(opts);
     const mp = new MultipathNamespace(opts);
+    const started = performance.now();
     const results = await Promise.allSettled(mp.list.map((p) => p.ctrl.reconnect()));
     await Promise.all(mp.list.map((p) => p.validating));
+    await mp.awaitRechecks(started + connectTimeoutOf(opts));
     const refused = mp.list.find((p) => p.problem !== null && !p.absent && !p.unchecked);
     const verified = mp.list.filter((p) => p.verified);
     if (refused || verified.length === 0) {
@@ -215,6 +224,37 @@ export class MultipathNamespace extends NamespaceIo {
       );
     }
     return mp;
+  }
+
+  /**
+   * While no path is verified or refused and a live path's identity check is to run again
+   * (it got no answer, e.g. 'busy': unchecked), wait for those checks, until `deadline`:
+   * a re-check 50 ms later may well pass, and connect() would fail without it.
+   */
+  private async awaitRechecks(deadline: number): Promise<void> {
+    const waiting = () =>
+      !this.list.some((p) => p.verified || (p.problem !== null && !p.absent && !p.unchecked)) &&
+      this.list.some((p) => p.unchecked && p.controller === 'live');
+    if (!waiting()) return;
+    while (waiting() && performance.now() < deadline) await this.changeWithin(deadline);
+    // A re-check that passed goes on to read ANA, as the first check did before connect()
+    // looked; a check still out at the deadline is not waited for.
+    await this.changeWithin(deadline, Promise.all(this.list.map((p) => p.validating)));
+  }
+
+  /** Until a path changes (or `what` settles, if given), or `deadline` passes. */
+  private async changeWithin(deadline: number, what?: Promise<unknown>): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await new Promise<void>((resolve) => {
+      if (what)
+        void what.then(
+          () => resolve(),
+          () => resolve(),
+        );
+      else this.checked.push(resolve);
+      timer = setTimeout(resolve, Math.max(0, deadline - performance.now()));
+    });
+    clearTimeout(timer);
   }
 
   /** Identify data of the namespace, as the first verified path reported it, or the
@@ -529,4 +569,9 @@ export class MultipathNamespace extends NamespaceIo {
     if (!this.closing && next !== 'deleting') p.startFence(() => this.releaseFenced(p));
     this.emit(p, reason);
   }
+}
+
+/** How long connect() may take: the longest connect timeout of its paths. */
+function connectTimeoutOf(o: MultipathOptions): number {
+  return Math.max(...o.paths.map((p) => p.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS));
 }

@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as delay } from 'node:timers/promises';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { Target } from '../../../engine/src/core/index.js';
 import { CNS, FID } from '../../../engine/src/protocol/opcodes.js';
 import {
@@ -437,6 +437,69 @@ describe('multipath and namespace identity', () => {
     expect((err as Error).message).toMatch(
       /no path came up \(A: namespace 1 could not be identified: .*timed out \(controller dead\)\)\. Fix what each path reports/,
     );
+  });
+
+  /**
+   * Path A's first identity check meets a full admin queue ('busy', maxWaiting 1): just
+   * before it, admin commands whose answers are held fill A's queue. They are answered
+   * after `releaseMs`.
+   */
+  function busyFirstCheck(proxy: PausableProxy, releaseMs: number): Promise<unknown>[] {
+    const held: Promise<unknown>[] = [];
+    const real = NvmeController.prototype.namespace;
+    let first = true;
+    const spied = vi.spyOn(NvmeController.prototype, 'namespace').mockImplementation(function (
+      this: NvmeController,
+      nsid: number,
+    ) {
+      if (first) {
+        first = false;
+        proxy.hold();
+        for (let i = 0; i < 40; i++) held.push(this.getFeatures(FID.KATO).catch((e) => e));
+        setTimeout(() => proxy.release(), releaseMs);
+      }
+      return real.call(this, nsid);
+    });
+    cleanup.push(async () => spied.mockRestore());
+    return held;
+  }
+
+  // Before: connect() looked once; A, unchecked and due to be checked again 50 ms later,
+  // made it fail with "no path came up (A: ... could not be identified: ...)".
+  it("waits for a path's identity re-check before saying no path came up", async () => {
+    const { a } = await startPair();
+    const proxy = await PausableProxy.start(a.port);
+    const held = busyFirstCheck(proxy, 300);
+    const changes: string[] = [];
+    const mp = await open({
+      nsid: 1,
+      paths: [pathTo(a, proxy.port, { maxWaiting: 1 })],
+      onPathChange: (p, why) => changes.push(`${p.name} ${why}`),
+    });
+    await Promise.all(held);
+    expect(changes).toContainEqual(
+      expect.stringMatching(
+        /^A unchecked: .* could not be identified: .*; checking again in 50 ms$/,
+      ),
+    );
+    expect(byName(mp, 'A').usable).toBe(true);
+    await mp.write(7, randomBytes(BS));
+    expect(a.writes).toContain(7 * BS);
+  });
+
+  it('gives up on a path whose re-checks do not pass within the connect timeout', async () => {
+    const { a } = await startPair();
+    const proxy = await PausableProxy.start(a.port);
+    const held = busyFirstCheck(proxy, 1500);
+    const err = await MultipathNamespace.connect({
+      nsid: 1,
+      paths: [pathTo(a, proxy.port, { maxWaiting: 1, connectTimeoutMs: 500 })],
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(HostError);
+    expect((err as Error).message).toMatch(
+      /no path came up \(A: namespace 1 could not be identified/,
+    );
+    await Promise.all(held);
   });
 
   // Before: the descriptor read's failure was taken for "no descriptors", so A's view had
