@@ -578,6 +578,17 @@ describe('syslog', () => {
   });
 });
 
+/** Mail through the test server on `port` as user 'alerts' with `password`. */
+const mailAs = (port: number, password: string) => ({
+  enabled: true,
+  host: '127.0.0.1',
+  port,
+  from: 'san@branch.example',
+  to: ['it@example.com'],
+  username: 'alerts',
+  password,
+  allowInvalidCertificate: true,
+});
 const smtpPaused = (n: Notifier) => n.state().find((c) => c.channel === 'smtp')!.paused;
 
 describe('notifier and settings', () => {
@@ -929,16 +940,7 @@ describe('notifier and settings', () => {
     const mail = await smtp({ starttls: true, users: { alerts: 'right-password' } });
     const { settings, n, reports } = setup();
     settings.update({
-      smtp: {
-        enabled: true,
-        host: '127.0.0.1',
-        port: mail.port,
-        from: 'san@branch.example',
-        to: ['it@example.com'],
-        username: 'alerts',
-        password: 'wrong-password',
-        allowInvalidCertificate: true,
-      },
+      smtp: mailAs(mail.port, 'wrong-password'),
     });
     for (const id of [51, 52, 53]) n.deliver(ev({ id }));
     await until(() => smtpPaused(n) !== undefined);
@@ -1133,16 +1135,7 @@ describe('a channel whose settings are corrected', () => {
     const { db, s } = service(tempDir(), createLogger({ sink: { write: (l) => lines.push(l) } }));
     s.setSettings(
       {
-        smtp: {
-          enabled: true,
-          host: '127.0.0.1',
-          port: mail.port,
-          from: 'san@branch.example',
-          to: ['it@example.com'],
-          username: 'alerts',
-          password: 'wrong-password',
-          allowInvalidCertificate: true,
-        },
+        smtp: mailAs(mail.port, 'wrong-password'),
         webhook: { enabled: true, url: hook.url },
       },
       'admin',
@@ -1180,16 +1173,7 @@ describe('a channel whose settings are corrected', () => {
     const { db, s, failing } = service(dir);
     s.setSettings(
       {
-        smtp: {
-          enabled: true,
-          host: '127.0.0.1',
-          port: mail.port,
-          from: 'san@branch.example',
-          to: ['it@example.com'],
-          username: 'alerts',
-          password: 'right-password',
-          allowInvalidCertificate: true,
-        },
+        smtp: mailAs(mail.port, 'right-password'),
       },
       'admin',
     );
@@ -1225,16 +1209,7 @@ describe('a channel whose settings are corrected', () => {
     const { db, s } = service(tempDir());
     s.setSettings(
       {
-        smtp: {
-          enabled: true,
-          host: '127.0.0.1',
-          port: mail.port,
-          from: 'san@branch.example',
-          to: ['it@example.com'],
-          username: 'alerts',
-          password: 'wrong-password',
-          allowInvalidCertificate: true,
-        },
+        smtp: mailAs(mail.port, 'wrong-password'),
         webhook: { enabled: true, url: hook.url },
       },
       'admin',
@@ -1275,16 +1250,7 @@ describe('a channel whose settings are corrected', () => {
     const { db, s, failing } = service(tempDir());
     s.setSettings(
       {
-        smtp: {
-          enabled: true,
-          host: '127.0.0.1',
-          port: mail.port,
-          from: 'san@branch.example',
-          to: ['it@example.com'],
-          username: 'alerts',
-          password: 'wrong-password',
-          allowInvalidCertificate: true,
-        },
+        smtp: mailAs(mail.port, 'wrong-password'),
       },
       'admin',
     );
