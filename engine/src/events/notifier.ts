@@ -192,7 +192,7 @@ export class Notifier {
       const inFlight =
         sending === undefined
           ? ''
-          : ` (${k === 1 ? 'it' : 'one'} was being sent and may have arrived yet)`;
+          : ` (${k === 1 ? 'it' : 'one'} was being sent and may still arrive)`;
       out.push({
         type: 'delivery.dropped',
         severity: 'warning',
