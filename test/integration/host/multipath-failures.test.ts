@@ -47,6 +47,23 @@ const OTHER_NGUID = 'ffeeddccbbaa99887766554433221100';
  * `b`, whose writes fail as 'unavailable' while `away()` (a storage thread restarting):
  * the target answers them ANA Transition (3/03) while its ANA log still says optimized.
  */
+/**
+ * `n` admin commands on `ctrl` whose answers the caller's proxy holds back: with
+ * maxWaiting 1, what the host sends next on that admin queue is refused 'busy'.
+ */
+function fillAdminQueue(ctrl: NvmeController, n = 40): Promise<unknown>[] {
+  return Array.from({ length: n }, () => ctrl.getFeatures(FID.KATO).catch((e: unknown) => e));
+}
+
+/** Namespace 1 on `node` becomes another volume (OTHER_NGUID); returns its writes' offsets. */
+function replaceWithOther(node: { target: Target }): number[] {
+  const otherWrites: number[] = [];
+  const other = spy(new MemoryBackend({ sizeBytes: 16 << 20, blockSize: BS }), otherWrites, []);
+  node.target.removeNamespace(NQN, 1);
+  node.target.addNamespace(NQN, { nsid: 1, backend: other, nguid: OTHER_NGUID });
+  return otherWrites;
+}
+
 function unavailableWhile(b: BlockBackend, away: () => boolean, afterMs = 0): BlockBackend {
   const inner = spy(b, []);
   return {
@@ -309,7 +326,7 @@ describe('multipath and namespace identity', () => {
     // A's admin queue fills with commands whose answers do not come yet.
     proxy.hold();
     const ctrlA = mp.controller(0);
-    const held = Array.from({ length: 40 }, () => ctrlA.getFeatures(FID.KATO).catch((e) => e));
+    const held = fillAdminQueue(ctrlA);
     // The namespace changed event comes in: A's identity check meets the full queue.
     a.target.removeNamespace(NQN, 1);
     a.target.addNamespace(NQN, {
@@ -353,7 +370,7 @@ describe('multipath and namespace identity', () => {
     await until('A usable', () => byName(mp, 'A').usable);
     proxy.hold();
     const ctrlA = mp.controller(0);
-    const held = Array.from({ length: 40 }, () => ctrlA.getFeatures(FID.KATO).catch((e) => e));
+    const held = fillAdminQueue(ctrlA);
     // A changed event whose log read finds no slot.
     a.target.removeNamespace(NQN, 1);
     a.target.addNamespace(NQN, {
@@ -368,10 +385,7 @@ describe('multipath and namespace identity', () => {
     await until('A usable again', () => byName(mp, 'A').usable, 5000);
 
     // Now namespace 1 on A becomes another volume.
-    const otherWrites: number[] = [];
-    const other = spy(new MemoryBackend({ sizeBytes: 16 << 20, blockSize: BS }), otherWrites, []);
-    a.target.removeNamespace(NQN, 1);
-    a.target.addNamespace(NQN, { nsid: 1, backend: other, nguid: OTHER_NGUID });
+    const otherWrites = replaceWithOther(a);
     await until('A refused', () => /NGUID/.test(byName(mp, 'A').problem ?? ''), 5000);
     b.target.setAnaState(1, 'optimized');
     await mp.write(6, randomBytes(BS));
@@ -398,7 +412,7 @@ describe('multipath and namespace identity', () => {
             fill = false;
             proxy.hold();
             const ctrlA = mp.controller(0);
-            for (let i = 0; i < 40; i++) held.push(ctrlA.getFeatures(FID.KATO).catch((e) => e));
+            held.push(...fillAdminQueue(ctrlA));
             setTimeout(() => proxy.release(), 300);
           },
         }),
@@ -410,10 +424,7 @@ describe('multipath and namespace identity', () => {
     await Promise.all(held);
     await until('A usable', () => byName(mp, 'A').usable, 5000);
 
-    const otherWrites: number[] = [];
-    const other = spy(new MemoryBackend({ sizeBytes: 16 << 20, blockSize: BS }), otherWrites, []);
-    a.target.removeNamespace(NQN, 1);
-    a.target.addNamespace(NQN, { nsid: 1, backend: other, nguid: OTHER_NGUID });
+    const otherWrites = replaceWithOther(a);
     await until('A refused', () => /NGUID/.test(byName(mp, 'A').problem ?? ''), 5000);
     await mp.write(6, randomBytes(BS));
     expect(otherWrites).toEqual([]);
@@ -455,7 +466,7 @@ describe('multipath and namespace identity', () => {
       if (first) {
         first = false;
         proxy.hold();
-        for (let i = 0; i < 40; i++) held.push(this.getFeatures(FID.KATO).catch((e) => e));
+        held.push(...fillAdminQueue(this));
         setTimeout(() => proxy.release(), releaseMs);
       }
       return real.call(this, nsid);
@@ -637,7 +648,7 @@ describe('multipath and ANA statuses', () => {
         // with commands whose answers the proxy holds back.
         proxy.stall();
         const ctrlA = mp.controller(0);
-        for (let i = 0; i < 30; i++) held.push(ctrlA.getFeatures(FID.KATO).catch((e) => e));
+        held.push(...fillAdminQueue(ctrlA, 30));
       },
     });
     awayUntil = performance.now() + 100;
