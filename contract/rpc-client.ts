@@ -133,6 +133,7 @@ function notConnected(
   return new ApiError(ErrorCode.Unavailable, 'Not connected to the BranchSAN engine.', { hint });
 }
 
-function reportListenerError(err: unknown, event: string): void {
+/** How a listener that threw is reported when the caller gave no onListenerError. */
+export function reportListenerError(err: unknown, event: string): void {
   console.error(`BranchSAN API client: a listener of ${event} failed:`, err);
 }

@@ -13,7 +13,7 @@ import type {
 import { ApiError, ErrorCode } from '../../../contract/errors.js';
 import type { BridgeApi, BridgeLinkState } from '../../../contract/bridge.js';
 import { createLinkStatus, type ConsoleClient } from './client.js';
-import { createEmitter } from './emitter.js';
+import { callEach, createEmitter } from './emitter.js';
 
 export function createBridgeClient(bridge: BridgeApi): ConsoleClient {
   const link = createLinkStatus('connecting');
@@ -40,15 +40,7 @@ export function createBridgeClient(bridge: BridgeApi): ConsoleClient {
 
   // As RpcSession does for the WebSocket: a listener that throws costs only itself, not
   // the other listeners of the event, and its throw stays here, out of the preload's IPC.
-  const offEvent = bridge.onEvent((name, data) => {
-    for (const h of [...(listeners.get(name) ?? [])]) {
-      try {
-        h(data);
-      } catch (err) {
-        console.error(`BranchSAN API client: a listener of ${name} failed:`, err);
-      }
-    }
-  });
+  const offEvent = bridge.onEvent((name, data) => callEach(listeners.get(name) ?? [], data, name));
   const offState = bridge.onState((s) => {
     stateReported = true;
     apply(s);

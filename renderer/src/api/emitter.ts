@@ -1,3 +1,5 @@
+import { reportListenerError } from '../../../contract/rpc-client.js';
+
 /** A minimal synchronous fan-out: the transports use it for state, problems and events. */
 export interface Emitter<T> {
   on(handler: (value: T) => void): () => void;
@@ -19,17 +21,25 @@ export function createEmitter<T>(what: string): Emitter<T> {
       return () => handlers.delete(handler);
     },
     emit(value) {
-      // A copy, so a handler that unsubscribes itself does not skip its neighbour.
-      for (const h of [...handlers]) {
-        try {
-          h(value);
-        } catch (err) {
-          console.error(`BranchSAN API client: a listener of ${what} failed:`, err);
-        }
-      }
+      callEach(handlers, value, what);
     },
     clear() {
       handlers.clear();
     },
   };
+}
+
+/**
+ * Calls each of `handlers` with `value`; one that throws is reported (naming `what`) and
+ * costs only itself. A copy is walked, so a handler that unsubscribes itself does not
+ * skip its neighbour.
+ */
+export function callEach<T>(handlers: Iterable<(value: T) => void>, value: T, what: string): void {
+  for (const h of [...handlers]) {
+    try {
+      h(value);
+    } catch (err) {
+      reportListenerError(err, what);
+    }
+  }
 }
