@@ -25,7 +25,7 @@ import { execute, type Submitter } from './execute.js';
 import { NvmeNamespace } from './namespace.js';
 import { MAX_TIMER_MS, timerRefusal } from './queue.js';
 import { NvmeRequest } from './request.js';
-import { callUser } from './callback.js';
+import { callDone, callUser } from './callback.js';
 import { StateMachine } from './state.js';
 
 export interface ReconnectOptions {
@@ -314,7 +314,7 @@ export class NvmeController implements Submitter {
       closed ? 'closed' : 'not-connected',
       `controller is ${this.sm.state}${why}`,
     );
-    req.onDone(req);
+    callDone(req);
   }
 
   // ---- admin helpers ----

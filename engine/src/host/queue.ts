@@ -36,6 +36,7 @@ import {
   type R2TPdu,
 } from '../protocol/pdu.js';
 import { SC } from '../protocol/status.js';
+import { callDone } from './callback.js';
 import { SLOT_HEADER_BYTES, ddgstView, writeCapsule } from './capsule.js';
 import { CidAllocator, WaitQueue } from './cid.js';
 import { HostError } from './errors.js';
@@ -636,7 +637,7 @@ export class NvmeTcpQueue {
     req.data = req.status === 0 ? (req.into ?? slot.gather) : null;
     this.release(slot);
     this.refill();
-    req.onDone(req);
+    callDone(req);
   }
 
   private release(slot: Slot): void {
@@ -781,7 +782,7 @@ export function isTcpPort(port: number): boolean {
 
 function finish(req: NvmeRequest, err: HostError): void {
   req.error = err;
-  req.onDone(req);
+  callDone(req);
 }
 
 function makeSlots(depth: number, hdgst: boolean, flushed: (slot: Slot) => void): Slot[] {

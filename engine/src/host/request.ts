@@ -7,7 +7,8 @@
  */
 import type { HostError } from './errors.js';
 
-/** Called exactly once per submission, with the request itself (no closure needed). */
+/** Called exactly once per submission, with the request itself (no closure needed). A
+ * throw in it is reported as a process warning (callback.ts), never thrown on. */
 export type RequestDone = (req: NvmeRequest) => void;
 
 /** Timeout value meaning "never time out" (the Async Event Request waits indefinitely). */

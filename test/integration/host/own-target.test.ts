@@ -7,11 +7,17 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Target } from '../../../engine/src/core/index.js';
-import { NvmeController, discover } from '../../../engine/src/host/index.js';
+import {
+  NvmeController,
+  NvmeRequest,
+  discover,
+  fillFlush,
+} from '../../../engine/src/host/index.js';
 import type { BlockBackend } from '../../../engine/src/storage/backend.js';
 import { MemoryBackend } from '../../../engine/src/storage/memory.js';
 import type { TcpTransport } from '../../../engine/src/transport/tcp/index.js';
 import { serveOnLoopback } from '../../helpers/target.js';
+import { waitFor } from './helpers.js';
 
 const NQN = 'nqn.2024-01.io.branchsan:host-lib-test';
 let transport: TcpTransport;
@@ -122,4 +128,35 @@ describe('close() against BranchSAN target', () => {
       await served.transport.close();
     }
   }, 15_000);
+});
+
+describe('a raw request whose onDone throws', () => {
+  // Before: the throw escaped the socket's data handler (an uncaught exception, which ends
+  // a process) in the middle of a received chunk, so the completions after it in that
+  // chunk were never handed out.
+  it('is reported as a warning and the queue goes on', async () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.message);
+    process.on('warning', onWarning);
+    const ctrl = await NvmeController.connect({ host: '127.0.0.1', port, subnqn: NQN });
+    try {
+      const ns = await ctrl.namespace(1);
+      const bad = fillFlush(new NvmeRequest(), 1);
+      bad.onDone = () => {
+        throw new Error('a buggy onDone');
+      };
+      // Submitted in one turn on one queue: their completions tend to share a chunk.
+      ctrl.submitIo(bad, 0);
+      const after = Array.from({ length: 8 }, () =>
+        ctrl.io(fillFlush(new NvmeRequest(), 1), 'flush', 0),
+      );
+      await Promise.all(after);
+      await ns.write(3, randomBytes(ns.blockSize));
+      expect(ctrl.state).toBe('live');
+      await waitFor(() => warnings.some((w) => /onDone callback threw: a buggy onDone/.test(w)));
+    } finally {
+      process.off('warning', onWarning);
+      await ctrl.close();
+    }
+  });
 });
