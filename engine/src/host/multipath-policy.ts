@@ -16,6 +16,8 @@ export interface PathView {
   readonly ana: AnaPathState;
   /** The namespace's identity was checked on the current association and matched. */
   readonly verified: boolean;
+  /** Largest transfer of one command on this path (MDTS); 0 or absent: no limit known. */
+  readonly maxTransferBytes?: number;
 }
 
 /**
@@ -29,24 +31,35 @@ export function pathUsable(p: PathView): boolean {
   );
 }
 
+/** Path `p` can carry a command moving `bytes` (its MDTS is not smaller). */
+export function pathTakes(p: PathView, bytes: number): boolean {
+  return !p.maxTransferBytes || bytes <= p.maxTransferBytes;
+}
+
 /**
- * Index of the path for the next command, or -1 when none is usable. Round robin (by
- * `cursor`, which the caller advances) among the optimized paths; the non-optimized
- * ones only when no optimized path is left, as the Linux host's ANA policy does.
- * Two passes instead of building candidate arrays: this runs once per command.
+ * Index of the path for the next command, moving `bytes`, or -1 when no usable path
+ * takes it. Round robin (by `cursor`, which the caller advances) among the optimized
+ * paths; the non-optimized ones only when no optimized path is left, as the Linux
+ * host's ANA policy does. A path whose MDTS is smaller than the command is no
+ * candidate: the command was sized before that path's limit was known (it had not
+ * connected yet), and that controller would refuse it. Two passes instead of building
+ * candidate arrays: this runs once per command.
  */
-export function choosePath(paths: readonly PathView[], cursor: number): number {
+export function choosePath(paths: readonly PathView[], cursor: number, bytes = 0): number {
   for (const want of ['optimized', 'non-optimized'] as const) {
     let n = 0;
-    for (const p of paths) if (p.ana === want && pathUsable(p)) n++;
+    for (const p of paths) if (candidate(p, want, bytes)) n++;
     if (n === 0) continue;
     let k = cursor % n;
     for (let i = 0; i < paths.length; i++) {
-      const p = paths[i]!;
-      if (p.ana === want && pathUsable(p) && k-- === 0) return i;
+      if (candidate(paths[i]!, want, bytes) && k-- === 0) return i;
     }
   }
   return -1;
+}
+
+function candidate(p: PathView, want: AnaPathState, bytes: number): boolean {
+  return p.ana === want && pathUsable(p) && pathTakes(p, bytes);
 }
 
 /** What to do with one attempt of a command (see the retry rules in multipath.ts). */
@@ -74,7 +87,7 @@ export function classifyOutcome(
   mutating: boolean,
 ): Outcome {
   if (error) {
-    if (error.kind === 'too-large') return 'fail'; // every path refuses it the same way
+    if (error.kind === 'too-large') return 'fail'; // choosePath picks a path that takes it
     if (!error.maybeExecuted) return 'retry';
     return mutating ? 'hold' : 'retry';
   }

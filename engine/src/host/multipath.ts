@@ -54,6 +54,11 @@
  *    1: that path was not usable either); other time in flight, or in doubt (rule 3),
  *    is not waiting for a path and does not count. Then it fails with a HostError 'not-connected' that says what each path
  *    is doing. Its maybeExecuted is true if any earlier attempt may have run.
+ * 6. Larger than the MDTS of every usable path (a path whose limit was not known when
+ *    the command was sized, because it had not connected yet): no path is sent it, as a
+ *    controller refuses a transfer over its MDTS; a path with a larger one takes it when
+ *    usable. If none is, it fails at once with a HostError 'too-large' that gives the
+ *    limit to keep to. While no path is usable at all it waits as in rule 5.
  * The caller is never told "failed" about a write that may still land, without
  * maybeExecuted = true saying so.
  */
@@ -335,8 +340,9 @@ export class MultipathNamespace extends NamespaceIo {
     }
     // Bounds refusals that never park too (two paths refusing in turn, rule 1).
     if (c.parkedMs >= this.noPathTimeoutMs) return this.failNoPath(c);
-    const i = choosePath(this.list, this.rr++);
-    if (i < 0) return this.park(c);
+    const bytes = c.template.transferLength;
+    const i = choosePath(this.list, this.rr++, bytes);
+    if (i < 0) return this.list.some((p) => p.usable) ? this.failTooLarge(c, bytes) : this.park(c);
     const p = this.list[i]!;
     c.sm.transition('in-flight');
     c.path = p;
@@ -517,6 +523,23 @@ export class MultipathNamespace extends NamespaceIo {
     );
   }
 
+  /**
+   * Rule 6: every usable path has an MDTS smaller than `c` (which was sized before those
+   * paths' limits were known): none is sent it, as Linux splits by the path's limits and
+   * a controller refuses a transfer over its MDTS.
+   */
+  private failTooLarge(c: Command, bytes: number): void {
+    const limits = this.list
+      .filter((p) => p.usable)
+      .map((p) => `${p.name}: ${p.maxTransferBytes}`)
+      .join(', ');
+    const why =
+      `${bytes} bytes is more than any usable path takes in one command (${limits}), so ` +
+      `it was not sent; send at most ${this.transferLimit()} bytes per command`;
+    const earlier = c.maybeExecuted ? '; an earlier attempt may have been executed' : '';
+    this.fail(c, 'too-large', why + earlier);
+  }
+
   private failNoPath(c: Command): void {
     const why = `no usable path for ${this.noPathTimeoutMs} ms (${this.summary()})`;
     this.fail(c, 'not-connected', why);
@@ -534,7 +557,11 @@ export class MultipathNamespace extends NamespaceIo {
     c.done(err, r);
   }
 
-  private fail(c: Command, kind: 'closed' | 'busy' | 'not-connected', why: string): void {
+  private fail(
+    c: Command,
+    kind: 'closed' | 'busy' | 'not-connected' | 'too-large',
+    why: string,
+  ): void {
     const err = new HostError(kind, `namespace ${this.nsid} ${c.what}: ${why}`, c.maybeExecuted, {
       cause: c.lastError ?? undefined,
     });

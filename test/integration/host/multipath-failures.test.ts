@@ -157,7 +157,8 @@ describe('multipath after a path failure', () => {
   });
 
   // Before: B refused the released write as too large for it, unsent, and the caller got
-  // that refusal as is, maybeExecuted false, though the write may have run on A.
+  // that refusal as is, maybeExecuted false, though the write may have run on A. Now B,
+  // whose limit is smaller, is not offered it at all, and the failure says the same.
   it('a write released from doubt that the other path refuses as too large may still have run', async () => {
     const { a, b } = await startPair();
     const proxyA = await PausableProxy.start(a.port);
@@ -183,8 +184,9 @@ describe('multipath after a path failure', () => {
     expect(err.kind).toBe('too-large');
     expect(err.maybeExecuted).toBe(true);
     expect(err.message).toMatch(
-      /^namespace 1 write slba 0 nlb 32: queue 1: a 131072-byte transfer is over .*; an earlier attempt may have been executed$/,
+      /^namespace 1 write slba 0 nlb 32: 131072 bytes is more than any usable path takes .*\(B: 65536\).*; an earlier attempt may have been executed$/,
     );
+    expect(byName(mp, 'B').io.submitted).toBe(0); // never offered to a path too small for it
   });
 
   // Without keep-alive the target never drops a controller it lost touch with, so no
@@ -1026,5 +1028,42 @@ describe('multipath with callbacks that throw', () => {
     await until('B refused', () => /NGUID/.test(byName(mp, 'B').problem ?? ''), 5000);
     expect(byName(mp, 'B').usable).toBe(false);
     await until('the warning', () => warnings.some((w) => /onAsyncEvent callback threw/.test(w)));
+  });
+});
+
+describe('multipath paths with different transfer limits (MDTS)', () => {
+  // Before: a command sized under the limit of the paths known when it was submitted went
+  // to a path that joined later with a smaller MDTS, which refused it (Invalid Field).
+  it('never sends a command to a path whose MDTS is smaller than it', async () => {
+    const backend = new MemoryBackend({ sizeBytes: 16 << 20, blockSize: BS });
+    const a = await startNode('A', backend, 'optimized', [1, 0x7fff]);
+    // MDTS 1: 8 KiB per command on B, 1 MiB (the default, MDTS 8) on A.
+    const b = await startNode('B', backend, 'optimized', [0x8000, 0xffef], NGUID, 10, {
+      mdts: 1,
+    });
+    const proxyB = await PausableProxy.start(b.port);
+    proxyB.pause(); // B is not up when the namespace connects: its MDTS is not known yet
+    const reconnect = { delayMs: 100, lossTimeoutMs: 60_000 };
+    const mp = await open({ nsid: 1, paths: [pathTo(a), pathTo(b, proxyB.port, { reconnect })] });
+    expect(byName(mp, 'A').usable).toBe(true);
+    a.target.setAnaState(1, 'inaccessible');
+    await until('A inaccessible', () => byName(mp, 'A').ana === 'inaccessible');
+    // 64 KiB: within the limit of every path known now (A's), so it is taken, and parks.
+    const data = randomBytes(64 * 1024);
+    const written = mp.write(16, data).then(
+      () => null,
+      (e: Error) => e,
+    );
+    proxyB.resume();
+    const err = await written;
+    expect(byName(mp, 'B').usable).toBe(true);
+    expect(byName(mp, 'B').io.submitted).toBe(0);
+    expect(err).toBeInstanceOf(HostError);
+    expect((err as HostError).kind).toBe('too-large');
+    expect((err as HostError).maybeExecuted).toBe(false);
+    expect(err!.message).toMatch(/65536 bytes.*B.*8192/);
+    // Sized for B, it goes there.
+    await mp.write(16, data.subarray(0, 8192));
+    expect(byName(mp, 'B').io.completed).toBe(1);
   });
 });

@@ -7,7 +7,7 @@
  * afterEach.
  */
 import net from 'node:net';
-import { Target, type AnaState } from '../../../engine/src/core/index.js';
+import { Target, type AnaState, type TargetOptions } from '../../../engine/src/core/index.js';
 import {
   MultipathNamespace,
   type MultipathOptions,
@@ -72,12 +72,14 @@ export async function startNode(
   cntlid: [number, number],
   nguid = NGUID,
   anatt = 10,
+  more: Partial<TargetOptions> = {},
 ): Promise<Node> {
   const target = new Target({
     cntlidMin: cntlid[0],
     cntlidMax: cntlid[1],
     inCapsuleBytes: 16384,
     anatt,
+    ...more,
   });
   target.addSubsystem({ nqn: NQN, serial: 'MPATH0001', model: 'BranchSAN', allowAnyHost: true });
   const writes: number[] = [];

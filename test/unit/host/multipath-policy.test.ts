@@ -62,6 +62,19 @@ describe('choosePath', () => {
   it.each(cases)('%s', (_what, paths, want) => {
     expect([0, 1, 2, 3].map((k) => choosePath(paths, k))).toEqual(want);
   });
+
+  // A path whose MDTS is smaller than the command (its limit was learnt after the command
+  // was sized) is no candidate; one that has not said (0) takes anything.
+  const small = { ...O, maxTransferBytes: 8192 };
+  const big = { ...O, maxTransferBytes: 1 << 20 };
+  it.each([
+    ['skips the optimized path too small for it', [small, big], 65536, [1, 1, 1, 1]],
+    ['falls back to a non-optimized path that takes it', [small, N], 65536, [1, 1, 1, 1]],
+    ['none that takes it', [small], 65536, [-1, -1, -1, -1]],
+    ['a command within every limit goes round robin', [small, big], 8192, [0, 1, 0, 1]],
+  ] as [string, PathView[], number, number[]][])('%s', (_, paths, bytes, want) => {
+    expect([0, 1, 2, 3].map((k) => choosePath(paths, k, bytes))).toEqual(want);
+  });
 });
 
 describe('classifyOutcome', () => {
