@@ -9,6 +9,7 @@ import {
   decodeIdentifyController,
   decodeIdentifyNamespace,
   decodeNsDescriptors,
+  ID_CTRL,
   type IdentifyControllerFields,
 } from '../protocol/identify.js';
 import { CNS, NIDT } from '../protocol/opcodes.js';
@@ -29,6 +30,8 @@ export interface ControllerIdentity extends IdentifyControllerFields {
   readonly maxTransferBytes: number;
   /** In-capsule data the I/O queues accept: IOCCSZ*16 - 64. */
   readonly inCapsuleDataSize: number;
+  /** Command Retry Delay Times CRDT1..3, in 100 ms units (status-retry.ts). */
+  readonly crdt: readonly number[];
   readonly raw: Buffer;
 }
 
@@ -39,6 +42,7 @@ export function parseIdentifyController(raw: Buffer): ControllerIdentity {
     // MPS is 0 (4 KiB pages), which we program into CC.
     maxTransferBytes: f.mdts === 0 ? 0 : 2 ** f.mdts * 4096,
     inCapsuleDataSize: Math.max(0, f.ioccsz * 16 - 64),
+    crdt: [0, 2, 4].map((i) => raw.readUInt16LE(ID_CTRL.crdt + i)),
     raw: Buffer.from(raw),
   };
 }

@@ -130,6 +130,7 @@ export class Association {
       const vs = (await execute(admin, fillPropertyGet(new NvmeRequest(), PROP.VS, false))).dw0;
       const identity = await identifyController(admin);
       checkIdentity(identity, cntlid, p.discovery);
+      if (!p.discovery) await enableRetryDelays(admin, identity);
       const io = await connectIoQueues(admin, p, cap, identity, cntlid, common, opened);
       // A queue that failed after it was up told no one (onFailed reaches the controller
       // only once the association exists): going live with it would leave a dead queue
@@ -250,6 +251,26 @@ function checkIdentity(id: ControllerIdentity, cntlid: number, discovery: boolea
   }
   if (id.icdoff !== 0) throw new Error(`ICDOFF ${id.icdoff} (only 0 is supported)`);
   if (!discovery && (id.sgls & 3) === 0) throw new Error('controller does not support SGLs');
+}
+
+/** Host Behavior Support data (512 bytes): byte 0 is ACRE. */
+const HOST_BEHAVIOR_SIZE = 512;
+
+/**
+ * Ask for Command Retry Delays (ACRE) when the controller has them (CRDT1 not 0), as
+ * Linux does (nvme_configure_acre): a controller then sets CRD in a retryable status
+ * and the host waits that long before sending it again (status-retry.ts). Refused (a
+ * status), the controller keeps CRD 0 and retries are sent at once: no reason to fail.
+ */
+async function enableRetryDelays(admin: NvmeTcpQueue, id: ControllerIdentity): Promise<void> {
+  if (id.crdt[0] === 0) return;
+  const data = Buffer.alloc(HOST_BEHAVIOR_SIZE);
+  data[0] = 1;
+  try {
+    await setFeatures(admin, FID.HOST_BEHAVIOR, { data });
+  } catch (e) {
+    if (!(e instanceof NvmeStatusError)) throw e;
+  }
 }
 
 async function connectIoQueues(

@@ -135,6 +135,7 @@ const CONTROLLER_STATES: Record<ControllerState, readonly ControllerState[]> = {
 };
 
 /** Events the library asks for when the controller offers them (OAES). */
+const NO_CRDT: readonly number[] = [0, 0, 0];
 const AEN_MASK = (1 << AEN_BIT.NS_ATTR) | (1 << AEN_BIT.ANA_CHANGE) | (1 << AEN_BIT.DISC_CHANGE);
 
 export class NvmeController implements Submitter {
@@ -237,6 +238,12 @@ export class NvmeController implements Submitter {
   /** Commands in flight and waiting per I/O queue (for load reporting and tests). */
   get ioQueueLoad(): { inFlight: number; queued: number }[] {
     return (this.assoc?.io ?? []).map((q) => ({ inFlight: q.inFlight, queued: q.queued }));
+  }
+
+  /** Command Retry Delay Times CRDT1..3 of the current association (100 ms units), for
+   * the CRD of a retryable status (status-retry.ts); none while there is no association. */
+  get crdt(): readonly number[] {
+    return this.assoc?.identity.crdt ?? NO_CRDT;
   }
 
   /** Largest transfer one command may carry: MDTS and maxTransferBytes. */

@@ -19,21 +19,27 @@ type CommandState =
   | 'waiting'
   /** May have run on its path; parked until that path is fenced. */
   | 'in-doubt'
+  /** Completed on its path with a status a retry may pass: waits out the status's retry
+   * delay, to be sent again on that path. */
+  | 'delayed'
   /** Completed to the caller. Terminal. */
   | 'done';
 
 const COMMAND_STATES: Record<CommandState, readonly CommandState[]> = {
   new: [],
-  'in-flight': ['new', 'in-flight', 'waiting', 'in-doubt'],
-  waiting: ['new', 'in-flight', 'in-doubt'],
-  'in-doubt': ['in-flight'],
-  done: ['new', 'in-flight', 'waiting', 'in-doubt'],
+  'in-flight': ['new', 'in-flight', 'waiting', 'in-doubt', 'delayed'],
+  waiting: ['new', 'in-flight', 'in-doubt', 'delayed'],
+  'in-doubt': ['in-flight', 'delayed'],
+  delayed: ['in-flight'],
+  done: ['new', 'in-flight', 'waiting', 'in-doubt', 'delayed'],
 };
 
 export class Command {
   readonly sm = new StateMachine<CommandState>('multipath command', 'new', COMMAND_STATES);
   /** Attempts that count toward maxAttempts (not those refused with an ANA status). */
   attempts = 0;
+  /** Times it was sent again on its path after a status a retry may pass ('again'). */
+  statusRetries = 0;
   /** Some attempt may have been executed (sticky). */
   maybeExecuted = false;
   path: Path | null = null;

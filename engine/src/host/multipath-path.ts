@@ -48,6 +48,8 @@ export interface PathIoCounts {
   pathErrors: number;
   /** Attempts that ended without a completion (timeout, connection lost, refused). */
   transportErrors: number;
+  /** Attempts that completed with a status a retry may pass, and were sent again here. */
+  retried: number;
 }
 
 /** A path as callers see it (MultipathNamespace.paths()). */
@@ -104,7 +106,10 @@ export class Path implements PathView {
     failed: 0,
     pathErrors: 0,
     transportErrors: 0,
+    retried: 0,
   };
+  /** Commands waiting out a status's retry delay to be sent here again, with its timer. */
+  readonly delayed = new Map<object, NodeJS.Timeout>();
   /** The ANA log read in progress (multipath-watch.ts), or null. */
   anaRead: { epoch: number; again: boolean; done: Promise<void> } | null = null;
   /** ANA statuses (3/01..3/03) seen on I/O: a log read issued before the latest one

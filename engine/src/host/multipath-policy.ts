@@ -9,6 +9,7 @@ import type { NamespaceIdentity, NamespaceIds } from './admin.js';
 import type { AnaPathState } from './ana-log.js';
 import type { ControllerState } from './controller.js';
 import type { HostError } from './errors.js';
+import { statusRetryable } from './status-retry.js';
 
 /** What path selection looks at. */
 export interface PathView {
@@ -70,6 +71,9 @@ export type Outcome =
   | 'fail'
   /** Certainly not executed: send it again on a usable path at once. */
   | 'retry'
+  /** Completed with a status a retry may pass (no DNR, not a path status): send it
+   * again on the same path, after the status's retry delay (status-retry.ts). */
+  | 'again'
   /** May have been executed: hold it until its path is fenced (dead or reset). */
   | 'hold';
 
@@ -79,12 +83,14 @@ const SCT_PATH = 3;
 /**
  * `mutating` is true for commands that change data (write, write zeroes, deallocate):
  * only those can be reordered against later writes by an early resend. A read, compare
- * or flush that may have run is harmless to run again.
+ * or flush that may have run is harmless to run again. `retries`: how often the command
+ * was sent again after such a status already ('again').
  */
 export function classifyOutcome(
   status: number,
   error: HostError | null,
   mutating: boolean,
+  retries = 0,
 ): Outcome {
   if (error) {
     if (error.kind === 'too-large') return 'fail'; // choosePath picks a path that takes it
@@ -93,7 +99,8 @@ export function classifyOutcome(
   }
   if (status === 0) return 'complete';
   if (status & DNR) return 'fail';
-  return statusType(status) === SCT_PATH ? 'retry' : 'fail';
+  if (statusType(status) === SCT_PATH) return 'retry';
+  return statusRetryable(status, retries) ? 'again' : 'fail';
 }
 
 /** Identify data of one path's view of the namespace (an NvmeNamespace has both). */

@@ -45,8 +45,16 @@
  *    wait proves anything, and connect() refuses such a path (and a Set Features that
  *    would turn it off; one that raises KATO lengthens the path's fence). A read, compare or flush
  *    changes no data, so running it twice cannot reorder writes: it is resent at once.
- * 4. DNR set, or any other status (LBA range, media error...): the namespace answered;
- *    the caller gets the NvmeStatusError, no retry.
+ * 4. Any other status: the namespace answered. With DNR set (LBA range...), the caller
+ *    gets the NvmeStatusError. Without DNR (a media error, Namespace Not Ready, a
+ *    transient transport error...) a retry may pass: it is sent again on the SAME path,
+ *    after the delay the status's CRD asks for (status-retry.ts), at most
+ *    MAX_STATUS_RETRIES times, as Linux retries such a status on its path. Never on
+ *    another: a write is not moved off its path on a status that is not a path status
+ *    (rule 1). If the path is not usable when the delay ends, a read, compare or flush
+ *    goes to another path; a write on a lost association is held as in rule 3, and one
+ *    on a live association that stopped being usable (ANA, a namespace re-check) fails
+ *    with its status.
  * 5. No usable path (all inaccessible, recovering, dead...): the command waits for one
  *    (queue_if_no_path with a limit), at most noPathTimeoutMs in all: the time it spent
  *    parked is summed over every park, however often it is sent and parked again
@@ -87,6 +95,7 @@ import { callUser } from './callback.js';
 import { NamespaceIo } from './namespace-io.js';
 import { MAX_TIMER_MS } from './queue.js';
 import { NvmeRequest } from './request.js';
+import { retriedNote, statusRetryDelayMs } from './status-retry.js';
 
 export { defaultFenceMs } from './multipath-options.js';
 export type { PathInfo, PathIoCounts } from './multipath-path.js';
@@ -125,8 +134,9 @@ export interface MultipathOptions {
 }
 
 export interface RetryEvent {
-  /** retry: resent at once; hold: may have run, waits for fencing; release: fenced, resent. */
-  readonly kind: 'retry' | 'hold' | 'release';
+  /** retry: resent at once; hold: may have run, waits for fencing; release: fenced, resent;
+   * again: a status a retry may pass, sent again on its path (after the status's delay). */
+  readonly kind: 'retry' | 'hold' | 'release' | 'again';
   /** The command ("write slba 8 nlb 8"). */
   readonly what: string;
   /** The path the last attempt went to. */
@@ -308,6 +318,15 @@ export class MultipathNamespace extends NamespaceIo {
   private async shutdown(): Promise<void> {
     for (const c of this.waiting.splice(0)) this.fail(c, 'closed', 'multipath namespace closed');
     for (const p of this.list) {
+      for (const [c, timer] of [...p.delayed] as [Command, NodeJS.Timeout][]) {
+        clearTimeout(timer);
+        p.delayed.delete(c);
+        this.fail(
+          c,
+          'closed',
+          `multipath namespace closed while it waited to be sent again on ${p.name}`,
+        );
+      }
       for (const c of [...p.inDoubt.keys()] as Command[]) {
         p.inDoubt.delete(c);
         this.fail(c, 'closed', `multipath namespace closed while it was in doubt on ${p.name}`);
@@ -343,7 +362,11 @@ export class MultipathNamespace extends NamespaceIo {
     const bytes = c.template.transferLength;
     const i = choosePath(this.list, this.rr++, bytes);
     if (i < 0) return this.list.some((p) => p.usable) ? this.failTooLarge(c, bytes) : this.park(c);
-    const p = this.list[i]!;
+    this.send(c, this.list[i]!);
+  }
+
+  /** One attempt of `c` on `p`. */
+  private send(c: Command, p: Path): void {
     c.sm.transition('in-flight');
     c.path = p;
     c.epoch = p.epoch;
@@ -379,6 +402,8 @@ export class MultipathNamespace extends NamespaceIo {
         return this.dispatch(c);
       case 'hold':
         return this.hold(c, p);
+      case 'again':
+        return this.again(c, p, r);
     }
   }
 
@@ -396,13 +421,14 @@ export class MultipathNamespace extends NamespaceIo {
       // The namespace answered: the path's next ANA backoff starts short again.
       if (!r.error && statusType(r.status) !== 3) p.anaBackoffMs = 0;
     }
-    const outcome = classifyOutcome(r.status, r.error, c.mutating);
+    const outcome = classifyOutcome(r.status, r.error, c.mutating, c.statusRetries);
     if (r.error) {
       p.counts.transportErrors++;
       c.lastError = r.error;
       if (r.error.maybeExecuted) c.maybeExecuted = true;
-    } else if (outcome === 'retry') {
-      p.counts.pathErrors++;
+    } else if (outcome === 'retry' || outcome === 'again') {
+      if (outcome === 'retry') p.counts.pathErrors++;
+      else p.counts.retried++;
       c.lastError = new NvmeStatusError(r.status, `${c.what} on ${p.name}`, r.dw0);
     }
     return outcome;
@@ -415,7 +441,7 @@ export class MultipathNamespace extends NamespaceIo {
    */
   private failure(c: Command, r: NvmeRequest): Error {
     const e = r.error;
-    if (!e) return new NvmeStatusError(r.status, c.what, r.dw0);
+    if (!e) return new NvmeStatusError(r.status, c.what + retriedNote(c.statusRetries), r.dw0);
     if (e.maybeExecuted || !c.maybeExecuted) return e;
     const why = `${e.message}; an earlier attempt may have been executed`;
     return new HostError(e.kind, `namespace ${this.nsid} ${c.what}: ${why}`, true, { cause: e });
@@ -444,6 +470,36 @@ export class MultipathNamespace extends NamespaceIo {
       reason: why,
     });
     this.releaseFenced(p);
+  }
+
+  /** Rule 4: a status a retry may pass; `c` goes to `p` again after the status's delay. */
+  private again(c: Command, p: Path, r: NvmeRequest): void {
+    c.statusRetries++;
+    const ms = statusRetryDelayMs(r.status, p.ctrl.crdt);
+    callUser('onRetry', this.opts.onRetry, {
+      kind: 'again',
+      what: c.what,
+      path: p.name,
+      reason: `${c.lastError!.message}${ms > 0 ? `; sent again in ${ms} ms` : ''}`,
+    });
+    if (ms === 0) return this.resendOn(c, p);
+    c.sm.transition('delayed');
+    const timer = setTimeout(() => {
+      p.delayed.delete(c);
+      this.resendOn(c, p);
+    }, ms);
+    p.delayed.set(c, timer);
+  }
+
+  /** Send `c` again on `p`, where it completed with a status; elsewhere as rule 4 says. */
+  private resendOn(c: Command, p: Path): void {
+    if (this.closing) return this.fail(c, 'closed', 'multipath namespace closed');
+    const sameAssociation = p.epoch === c.epoch && p.controller === 'live';
+    if (sameAssociation && p.usable) return this.send(c, p);
+    if (!c.mutating) return this.dispatch(c);
+    // The association it completed on is gone: elsewhere once that one is fenced.
+    if (!sameAssociation) return this.hold(c, p);
+    this.finish(c, c.lastError, null);
   }
 
   /** Resend the commands in doubt on `p` whose association is now fenced. */

@@ -1,16 +1,21 @@
 /**
  * NvmeNamespace: block I/O on one namespace of one controller, with promises, in logical
- * blocks of the namespace's format (the I/O methods are NamespaceIo's).
+ * blocks of the namespace's format (the I/O methods are NamespaceIo's). A command the
+ * controller completes with a status without DNR is sent again on the same controller,
+ * after the status's retry delay, a few times (status-retry.ts) before its caller sees it.
  */
 import type { NamespaceIdentity, NamespaceIds } from './admin.js';
+import { NvmeStatusError } from './errors.js';
 import { NamespaceIo } from './namespace-io.js';
 import type { NvmeRequest } from './request.js';
+import { retriedNote, statusRetryDelayMs, statusRetryable } from './status-retry.js';
 
 /** What a namespace needs from its controller (NvmeController implements it). */
 export interface IoController {
   submitIo(req: NvmeRequest, queue?: number): void;
-  io(req: NvmeRequest, what: string, queue?: number): Promise<NvmeRequest>;
   readonly maxTransferBytes: number;
+  /** CRDT1..3, 100 ms units (status-retry.ts). */
+  readonly crdt: readonly number[];
 }
 
 export type { IoOptions, ReadOptions, WriteOptions } from './namespace-io.js';
@@ -42,6 +47,23 @@ export class NvmeNamespace extends NamespaceIo {
   }
 
   protected submit(req: NvmeRequest, what: string, _mutating: boolean, queue?: number) {
-    return this.ctrl.io(req, what, queue);
+    return new Promise<NvmeRequest>((resolve, reject) => {
+      let retries = 0;
+      const send = () => this.ctrl.submitIo(req, queue);
+      req.onDone = (r) => {
+        if (r.error) return reject(r.error);
+        if (r.status === 0) return resolve(r);
+        if (!statusRetryable(r.status, retries)) {
+          return reject(new NvmeStatusError(r.status, what + retriedNote(retries), r.dw0));
+        }
+        retries++;
+        // The same controller, so no reordering against another path's writes: it
+        // answered, so nothing of this command is left in flight there.
+        const ms = statusRetryDelayMs(r.status, this.ctrl.crdt);
+        if (ms === 0) send();
+        else setTimeout(send, ms);
+      };
+      send();
+    });
   }
 }

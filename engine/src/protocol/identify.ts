@@ -58,6 +58,8 @@ export const ID_CTRL = {
   ver: 80,
   oaes: 92,
   ctratt: 96,
+  /** CRDT1..3, u16 each (100 ms units): decoded by the host only (admin.ts). */
+  crdt: 134,
   cntrltype: 111,
   acl: 258,
   aerl: 259,

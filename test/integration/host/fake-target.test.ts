@@ -6,15 +6,18 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
+import { performance } from 'node:perf_hooks';
 import {
   HostError,
   NvmeController,
+  NvmeStatusError,
   NvmeRequest,
   fillRw,
   type ControllerOptions,
   type ControllerState,
 } from '../../../engine/src/host/index.js';
 import { ADMIN, IO } from '../../../engine/src/protocol/opcodes.js';
+import { DNR, SC } from '../../../engine/src/protocol/status.js';
 import { waitFor } from './helpers.js';
 import { FakeTarget, type FakeTargetOptions } from './fake-target.js';
 
@@ -226,5 +229,58 @@ describe('host library vs fake target', () => {
       }
     });
     expect(errors).toBe(0);
+  });
+});
+
+// Before: a status without DNR (Namespace Not Ready, a transient transport error, a media
+// error) reached the caller at once; Linux sends such a command again, up to 5 times, after
+// the delay the status's CRD selects (CRDT, enabled by ACRE in Host Behavior Support).
+describe('a status without DNR, on one controller', () => {
+  const CRD1 = 1 << 11;
+  const fail = (status: number, times: number) => (_op: number, n: number) =>
+    n < times ? status : 0;
+
+  it.each([
+    ['Namespace Not Ready (0/82)', SC.NS_NOT_READY],
+    ['Transient Transport Error (0/22)', SC.TRANSIENT_TR_ERR],
+    ['ANA Transition (3/03)', SC.ANA_TRANSITION],
+    ['Write Fault (2/80)', SC.WRITE_FAULT],
+  ])('sends a command that got %s again on the same controller', async (_, status) => {
+    const { target, ns } = await setup({ ioStatus: fail(status, 2) });
+    const data = randomBytes(512);
+    await ns.write(9, data);
+    expect(target.ioCommands).toBe(3);
+    expect(target.memory.subarray(9 * 512, 10 * 512).equals(data)).toBe(true);
+  });
+
+  it('gives up after 5 retries, and never retries a status with DNR', async () => {
+    const { target, ns } = await setup({ ioStatus: fail(SC.NS_NOT_READY, 100) });
+    const err = (await ns.read(0, 1).catch((e: unknown) => e)) as NvmeStatusError;
+    expect(err).toBeInstanceOf(NvmeStatusError);
+    expect(err.statusName).toBe('NS_NOT_READY');
+    expect(err.message).toMatch(/sent again 5 times/);
+    expect(target.ioCommands).toBe(6);
+    target.o.ioStatus = fail(SC.LBA_RANGE | DNR, 1000);
+    const dnr = (await ns.read(0, 1).catch((e: unknown) => e)) as NvmeStatusError;
+    expect(dnr.statusName).toBe('LBA_RANGE|DNR');
+    expect(target.ioCommands).toBe(7);
+  });
+
+  it('enables ACRE when the controller has CRDT, and waits the CRD delay before the retry', async () => {
+    const { target, ns } = await setup({
+      crdt: [3, 0, 0], // CRDT1 300 ms
+      ioStatus: fail(SC.NS_NOT_READY | CRD1, 1),
+    });
+    expect(target.hostBehavior.length).toBe(1);
+    expect(target.hostBehavior[0]![0]).toBe(1); // ACRE
+    const started = performance.now();
+    await ns.write(1, randomBytes(512));
+    expect(performance.now() - started).toBeGreaterThanOrEqual(290);
+    expect(target.ioCommands).toBe(2);
+  });
+
+  it('does not ask for ACRE from a controller without CRDT', async () => {
+    const { target } = await setup();
+    expect(target.hostBehavior).toEqual([]);
   });
 });

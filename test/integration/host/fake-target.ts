@@ -12,6 +12,7 @@ import {
   encodeIdentifyNamespace,
   encodeNsDescriptors,
   encodeActiveNsList,
+  ID_CTRL,
 } from '../../../engine/src/protocol/identify.js';
 import {
   ADMIN,
@@ -64,6 +65,11 @@ export interface FakeTargetOptions {
   hold?: (opcode: number, qid: number) => boolean;
   /** Sees the data of every H2CData PDU received, before anything else happens to it. */
   onH2CData?: (data: Buffer) => void;
+  /** Identify Controller CRDT1..3 (100 ms units; default none). */
+  crdt?: readonly number[];
+  /** The status to complete the `n`th I/O command (from 0) with instead of running it;
+   * 0: run it. */
+  ioStatus?: (op: number, n: number) => number;
 }
 
 /** What a lie may use to build its PDUs. */
@@ -98,6 +104,8 @@ export class FakeTarget {
   readonly termReqFeis: number[] = [];
   /** Opcodes of admin commands received, in order. */
   readonly adminOps: number[] = [];
+  /** The data of each Set Features Host Behavior Support (0x16) received. */
+  readonly hostBehavior: Buffer[] = [];
   private outstanding = new Map<Conn, number>();
   private aers: { conn: Conn; cid: number }[] = [];
   private cc = 0;
@@ -222,7 +230,9 @@ export class FakeTarget {
     }
     if (this.o.hold?.(op, c.qid)) return;
     if (op === FABRICS_OPCODE) return this.onFabrics(c, sqe, cid);
-    if (c.qid === 0) return this.onAdmin(c, sqe, cid, op);
+    if (c.qid === 0) return this.onAdmin(c, sqe, cid, op, data);
+    const refused = this.o.ioStatus?.(op, this.ioCommands - 1) ?? 0;
+    if (refused !== 0) return this.respond(c, cid, refused);
     const slba = cdwPair(sqe, 10);
     const nlb = (cdw(sqe, 12) & 0xffff) + 1;
     if (this.o.lie && (op === IO.READ || op === IO.WRITE)) {
@@ -276,8 +286,11 @@ export class FakeTarget {
     c.sock.write(encodeCapsuleResp({ dw0: value, dw1, sqhd: 0, sqid: 0, cid, status: 0 }, c.hdgst));
   }
 
-  private onAdmin(c: Conn, sqe: Buffer, cid: number, op: number): void {
+  private onAdmin(c: Conn, sqe: Buffer, cid: number, op: number, data: Buffer | null): void {
     this.adminOps.push(op);
+    if (op === ADMIN.SET_FEATURES && (cdw(sqe, 10) & 0xff) === 0x16 && data) {
+      this.hostBehavior.push(Buffer.from(data));
+    }
     if (op === ADMIN.ASYNC_EVENT) return void this.aers.push({ conn: c, cid });
     if (op === ADMIN.IDENTIFY) return this.sendData(c, cid, this.identify(cdw(sqe, 10) & 0xff));
     if (op === ADMIN.GET_LOG_PAGE) {
@@ -293,7 +306,7 @@ export class FakeTarget {
   private identify(cns: number): Buffer {
     if (cns === CNS.CTRL) {
       const inCapsule = this.o.inCapsule ?? 8192;
-      return encodeIdentifyController({
+      const id = encodeIdentifyController({
         sn: 'FAKE1',
         mn: 'fake target',
         fr: '1.0',
@@ -329,6 +342,8 @@ export class FakeTarget {
         icdoff: 0,
         msdbd: 1,
       });
+      (this.o.crdt ?? []).forEach((t, i) => id.writeUInt16LE(t, ID_CTRL.crdt + 2 * i));
+      return id;
     }
     if (cns === CNS.NS) {
       const blocks = this.memory.length / this.bs;

@@ -17,6 +17,7 @@ import {
   NO_TIMEOUT,
   NvmeController,
   NvmeRequest,
+  NvmeStatusError,
   fillFlush,
 } from '../../../engine/src/host/index.js';
 import { BackendError, type BlockBackend } from '../../../engine/src/storage/backend.js';
@@ -1065,5 +1066,62 @@ describe('multipath paths with different transfer limits (MDTS)', () => {
     // Sized for B, it goes there.
     await mp.write(16, data.subarray(0, 8192));
     expect(byName(mp, 'B').io.completed).toBe(1);
+  });
+});
+
+/** `b`, whose first `n` writes (through any node) fail with a media error (Write Fault,
+ * no DNR: a retry may pass). */
+function writeFaults(b: BlockBackend, n: { left: number }): BlockBackend {
+  const inner = spy(b, []);
+  return {
+    ...inner,
+    write: (o, d, f, cb) => {
+      if (n.left-- > 0) return setImmediate(() => cb(new BackendError('io', 'media error')));
+      inner.write(o, d, f, cb);
+    },
+  };
+}
+
+// Before: a write the target completed with a status without DNR outside SCT 3 (Write
+// Fault here) failed to the caller at once. Now it is sent again, on the same path only.
+describe('multipath: a status without DNR that is not a path status', () => {
+  it('sends a write again on the path that answered it, never on the other', async () => {
+    const backend = new MemoryBackend({ sizeBytes: 16 << 20, blockSize: BS });
+    const faults = { left: 0 };
+    const flaky = writeFaults(backend, faults);
+    // Both optimized: round robin would spread attempts over both.
+    const a = await startNode('A', flaky, 'optimized', [1, 0x7fff]);
+    const b = await startNode('B', flaky, 'optimized', [0x8000, 0xffef]);
+    const events: string[] = [];
+    const mp = await open({
+      nsid: 1,
+      paths: [pathTo(a), pathTo(b)],
+      onRetry: (ev) => events.push(`${ev.kind} ${ev.path}`),
+    });
+    await until('both usable', () => byName(mp, 'A').usable && byName(mp, 'B').usable);
+    for (let lba = 0; lba < 4; lba++) {
+      faults.left = 2;
+      const data = randomBytes(BS);
+      await mp.write(lba, data);
+      const tries = [a, b].map((n) => n.writes.filter((o) => o === lba * BS).length);
+      expect(tries.sort()).toEqual([0, 3]); // 2 refused and 1 written, all on one path
+      expect((await mp.read(lba, 1)).equals(data)).toBe(true);
+    }
+    expect(events.filter((e) => e.startsWith('again')).length).toBe(8);
+    expect(byName(mp, 'A').io.retried + byName(mp, 'B').io.retried).toBe(8);
+  });
+
+  it('fails with the status after 5 retries on that path', async () => {
+    const backend = new MemoryBackend({ sizeBytes: 16 << 20, blockSize: BS });
+    const faults = { left: 1000 };
+    const a = await startNode('A', writeFaults(backend, faults), 'optimized', [1, 0x7fff]);
+    const b = await startNode('B', backend, 'non-optimized', [0x8000, 0xffef]);
+    const mp = await open({ nsid: 1, paths: [pathTo(a), pathTo(b)] });
+    const err = (await mp.write(7, randomBytes(BS)).catch((e: unknown) => e)) as NvmeStatusError;
+    expect(err).toBeInstanceOf(NvmeStatusError);
+    expect(err.statusName).toBe('WRITE_FAULT');
+    expect(err.message).toMatch(/sent again 5 times/);
+    expect(a.writes.filter((o) => o === 7 * BS).length).toBe(6);
+    expect(b.writes).toEqual([]);
   });
 });

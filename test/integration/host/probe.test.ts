@@ -351,8 +351,9 @@ describe('probeTarget', () => {
       const nsid = sqeNsid(sqe);
       reads.set(nsid, (reads.get(nsid) ?? 0) + 1);
       if (nsid === 1 && reads.has(2)) late++;
-      // past the warm-up: Unrecovered Read Error (media, 0x81), the queue stays up
-      if (nsid === 1 && reads.get(1) === 500) return t.respond(c, sqeCid(sqe), 0x281);
+      // past the warm-up: Unrecovered Read Error (media, 0x81), the queue stays up; DNR,
+      // or the library would send that read again (status-retry.ts) and it would pass
+      if (nsid === 1 && reads.get(1) === 500) return t.respond(c, sqeCid(sqe), 0x4281);
       honest(c, sqe, data);
     };
     try {
@@ -363,7 +364,7 @@ describe('probeTarget', () => {
       const [one, two] = r.subsystems[0]!.namespaces;
       expect(one!.read_test).toBeNull();
       expect(one!.problem!.error).toContain('reading namespace 1: ');
-      expect(one!.problem!.error).toContain('NVMe status READ_ERROR (0x281)');
+      expect(one!.problem!.error).toContain('NVMe status READ_ERROR|DNR (0x4281)');
       expect(two!.problem).toBeNull();
       // Before: the other 7 readers of namespace 1 went on for the rest of its 0.3 s,
       // through namespace 2's measured test.

@@ -18,7 +18,8 @@ import {
   type Outcome,
   type PathView,
 } from '../../../engine/src/host/multipath-policy.js';
-import { DNR, SC } from '../../../engine/src/protocol/status.js';
+import { DNR, MORE, SC } from '../../../engine/src/protocol/status.js';
+import { MAX_STATUS_RETRIES, statusRetryDelayMs } from '../../../engine/src/host/status-retry.js';
 
 const path = (ana: AnaPathState, controller: ControllerState = 'live', verified = true) =>
   ({ ana, controller, verified }) satisfies PathView;
@@ -90,8 +91,19 @@ describe('classifyOutcome', () => {
     ['3/00 internal path error', SC.INTERNAL_PATH_ERROR, null, false, 'retry'],
     ['3/02 with DNR', SC.ANA_INACCESSIBLE | DNR, null, true, 'fail'],
     ['LBA out of range', SC.LBA_RANGE | DNR, null, true, 'fail'],
-    ['media write fault, no DNR', SC.WRITE_FAULT, null, true, 'fail'],
-    ['generic internal error, no DNR', SC.INTERNAL, null, false, 'fail'],
+    // A status without DNR outside SCT 3: the same path again, as Linux retries it.
+    ['media write fault, no DNR', SC.WRITE_FAULT, null, true, 'again'],
+    ['generic internal error, no DNR', SC.INTERNAL, null, false, 'again'],
+    ['namespace not ready', SC.NS_NOT_READY, null, true, 'again'],
+    ['transient transport error', SC.TRANSIENT_TR_ERR, null, true, 'again'],
+    [
+      'namespace not ready with a retry delay (CRD 1)',
+      SC.NS_NOT_READY | (1 << 11),
+      null,
+      true,
+      'again',
+    ],
+    ['media write fault with DNR', SC.WRITE_FAULT | DNR, null, true, 'fail'],
     ['write timed out (maybe executed)', 0, sent, true, 'hold'],
     ['write lost with its connection', 0, lost, true, 'hold'],
     ['read timed out: harmless to resend', 0, sent, false, 'retry'],
@@ -100,6 +112,25 @@ describe('classifyOutcome', () => {
   ];
   it.each(cases)('%s', (_what, status, error, mutating, want) => {
     expect(classifyOutcome(status, error, mutating)).toBe(want);
+  });
+
+  it('gives up on a retryable status after MAX_STATUS_RETRIES retries', () => {
+    expect(classifyOutcome(SC.WRITE_FAULT, null, true, MAX_STATUS_RETRIES - 1)).toBe('again');
+    expect(classifyOutcome(SC.WRITE_FAULT, null, true, MAX_STATUS_RETRIES)).toBe('fail');
+    // Path statuses fail over however often (rule 1 bounds them by time, not count).
+    expect(classifyOutcome(SC.ANA_TRANSITION, null, true, MAX_STATUS_RETRIES)).toBe('retry');
+  });
+});
+
+describe('statusRetryDelayMs', () => {
+  const crdt = [3, 10, 600]; // CRDT1..3 in 100 ms units
+  it.each([
+    ['CRD 0: at once', SC.NS_NOT_READY, 0],
+    ['CRD 1: CRDT1', SC.NS_NOT_READY | (1 << 11), 300],
+    ['CRD 2: CRDT2', SC.NS_NOT_READY | (2 << 11), 1000],
+    ['CRD 3: CRDT3, MORE beside it', SC.INTERNAL | (3 << 11) | MORE, 60_000],
+  ])('%s', (_what, status, want) => {
+    expect(statusRetryDelayMs(status, crdt)).toBe(want);
   });
 });
 

@@ -1,0 +1,40 @@
+/**
+ * Retrying an I/O command the controller completed with an error status, as the Linux
+ * host does for block I/O (core.c, nvme_decide_disposition and nvme_retry_req): a status
+ * without DNR (Do Not Retry) says the same command may pass if sent again, so it is, on
+ * the same controller, at most MAX_STATUS_RETRIES times, each after the delay its CRD
+ * field picks from the controller's CRDT1..3 (none when CRD is 0). A controller sets CRD
+ * only once the host enabled ACRE (Host Behavior Support), which the association does
+ * when CRDT1 is not 0, as Linux does. Admin and raw requests are never retried (Linux's
+ * passthrough commands are not either): their caller decides.
+ *
+ * A multipath namespace fails path statuses (SCT 3) over to another path instead
+ * (multipath.ts, rule 1), and retries the others on the same path by these rules.
+ */
+import { DNR } from '../protocol/status.js';
+
+/** Retries of one command after a status without DNR (Linux's nvme_max_retries). */
+export const MAX_STATUS_RETRIES = 5;
+
+/** CRDT units: 100 ms. */
+const CRDT_UNIT_MS = 100;
+
+/** A command that ended with `status`, sent again `retries` times so far, may be sent again. */
+export function statusRetryable(status: number, retries: number): boolean {
+  return status !== 0 && (status & DNR) === 0 && retries < MAX_STATUS_RETRIES;
+}
+
+/**
+ * How long to wait before sending again a command that ended with `status`, ms: the
+ * Command Retry Delay its CRD field (status bits 12:11) selects from `crdt` (the
+ * controller's CRDT1..3, in 100 ms units), or 0.
+ */
+export function statusRetryDelayMs(status: number, crdt: readonly number[]): number {
+  const crd = (status >> 11) & 3;
+  return crd === 0 ? 0 : (crdt[crd - 1] ?? 0) * CRDT_UNIT_MS;
+}
+
+/** For an error message: how often the command was sent again before it failed. */
+export function retriedNote(retries: number): string {
+  return retries > 0 ? ` (sent again ${retries} times)` : '';
+}
