@@ -12,7 +12,8 @@ import {
   ID_CTRL,
   type IdentifyControllerFields,
 } from '../protocol/identify.js';
-import { CNS, NIDT } from '../protocol/opcodes.js';
+import { CNS, LID, NIDT, NSID_ALL } from '../protocol/opcodes.js';
+import { anaLogReadLength, anaLogUsedLength } from './ana-log.js';
 import {
   fillGetFeatures,
   fillGetLogPage,
@@ -178,6 +179,47 @@ export async function getLogPage(admin: Submitter, p: LogPageParams): Promise<Bu
   const what = `get log page 0x${p.lid.toString(16)}`;
   const req = await execute(admin, fillGetLogPage(new NvmeRequest(), p), what);
   return req.data!;
+}
+
+/** Reads of an ANA log in pieces before giving up on one that keeps changing. */
+const ANA_LOG_ATTEMPTS = 10;
+/** ANA log header: CHGCNT, NGRPS (dword aligned). */
+const ANA_HEADER_READ = 16;
+
+/**
+ * The ANA log (LID 0x0C, every namespace), at most anaLogReadLength(id) bytes; read with
+ * RAE clear, so the ANA change event is armed again. In one Get Log Page when it fits the
+ * controller's MDTS, as Linux reads it (nvmet over TCP reports no MDTS, and older
+ * kernels ignore LPO for this log: it must not be read in pieces there). Longer, it is
+ * read in pieces of MDTS at rising LPOs with RAE set, up to where its groups end, then its
+ * header again with RAE clear, as libnvme's nvme_get_ana_log_atomic does: pieces taken
+ * across a change (the header's CHGCNT moved) may come from two logs, a group's NSID list
+ * grown in between shifting every later group, so the whole log is read again rather
+ * than stitched. A controller that does not take LPO (LPA bit 2 clear) cannot give it.
+ */
+export async function getAnaLog(admin: Submitter, id: ControllerIdentity): Promise<Buffer> {
+  const length = anaLogReadLength(id);
+  const piece = id.maxTransferBytes;
+  const read = (lpo: number, n: number, rae: boolean) =>
+    getLogPage(admin, { lid: LID.ANA, nsid: NSID_ALL, lpo, length: n, rae });
+  if (piece === 0 || length <= piece) return read(0, length, false);
+  const what = `the ANA log (up to ${length} bytes) is longer than the controller's MDTS (${piece} bytes)`;
+  if ((id.lpa & 0x04) === 0) {
+    throw new Error(`${what}, and the controller cannot read it in pieces (LPA bit 2 clear)`);
+  }
+  for (let attempt = 0; attempt < ANA_LOG_ATTEMPTS; attempt++) {
+    const log = Buffer.alloc(length);
+    let have = 0;
+    let end = length;
+    while (have < end) {
+      (await read(have, Math.min(piece, end - have), true)).copy(log, have);
+      have = Math.min(end, have + piece);
+      end = Math.min(length, anaLogUsedLength(log.subarray(0, have)) ?? length);
+    }
+    const head = await read(0, ANA_HEADER_READ, false);
+    if (head.readBigUInt64LE(0) === log.readBigUInt64LE(0)) return log.subarray(0, have);
+  }
+  throw new Error(`${what} and changed while read in pieces, ${ANA_LOG_ATTEMPTS} times in a row`);
 }
 
 export interface FeatureResult {

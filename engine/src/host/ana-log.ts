@@ -135,3 +135,19 @@ export function anaLogLength(nanagrpid: number, mnan: number): number {
 export function anaLogReadLength(id: { nanagrpid: number; mnan: number }): number {
   return Math.min(anaLogLength(id.nanagrpid, id.mnan), MAX_ANA_LOG);
 }
+
+/**
+ * How many bytes the ANA log whose first `b.length` bytes are `b` takes (header, each
+ * group and its NSID list), or null while `b` ends before the last group's descriptor
+ * says. Lets a log read in pieces stop where the log ends, not where its largest
+ * possible size (anaLogLength) would.
+ */
+export function anaLogUsedLength(b: Buffer): number | null {
+  if (b.length < ANA_LOG_HEADER_SIZE) return null;
+  let at = ANA_LOG_HEADER_SIZE;
+  for (let i = b.readUInt16LE(8); i > 0; i--) {
+    if (at + ANA_GROUP_DESC_SIZE > b.length) return null;
+    at += ANA_GROUP_DESC_SIZE + b.readUInt32LE(at + 4) * 4;
+  }
+  return at;
+}

@@ -341,6 +341,10 @@ export class NvmeController implements Submitter {
   getLogPage(p: LogPageParams): Promise<Buffer> {
     return admin.getLogPage(this, p);
   }
+  /** The ANA log, in pieces if it is longer than MDTS (admin.getAnaLog). */
+  getAnaLog(): Promise<Buffer> {
+    return admin.getAnaLog(this, this.identity);
+  }
   getFeatures(fid: number, p?: FeatureParams): Promise<admin.FeatureResult> {
     return admin.getFeatures(this, fid, p);
   }
@@ -505,7 +509,10 @@ export class NvmeController implements Submitter {
     const length = eventLogLength(a.identity, lid);
     if (length === 0) return deliver(null);
     const nsid = lid === LID.DISCOVERY ? 0 : NSID_ALL;
-    const read = () => admin.getLogPage(a.admin, { lid, length, nsid, rae: false });
+    const read = () =>
+      lid === LID.ANA
+        ? admin.getAnaLog(a.admin, a.identity)
+        : admin.getLogPage(a.admin, { lid, length, nsid, rae: false });
     let busy = false;
     const log = await read().catch((e: unknown) => {
       busy = isBusy(e);

@@ -6,13 +6,7 @@
  */
 import { LID, NSID_ALL } from '../protocol/opcodes.js';
 import { SC } from '../protocol/status.js';
-import {
-  anaGroupOf,
-  anaLogReadLength,
-  parseAnaLog,
-  type AnaLog,
-  type AnaPathState,
-} from './ana-log.js';
+import { anaGroupOf, parseAnaLog, type AnaLog, type AnaPathState } from './ana-log.js';
 import type { AsyncEvent } from './controller.js';
 import { HostError, NamespaceNotActiveError, NvmeStatusError } from './errors.js';
 import type { Path } from './multipath-path.js';
@@ -138,8 +132,7 @@ async function readAnaLoop(
         return learnAna(ctx, p, 'optimized', 'controller does not report ANA');
       }
       const statuses = p.anaStatuses;
-      const length = anaLogReadLength(id);
-      const log = await p.ctrl.getLogPage({ lid: LID.ANA, length, nsid: NSID_ALL, rae: false });
+      const log = await p.ctrl.getAnaLog();
       if (read.epoch !== p.epoch) return;
       // An ANA status came in while this read was out: the log may predate it (our target
       // answers 3/03 for a backend that is briefly away while its log still says

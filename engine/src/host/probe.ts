@@ -10,17 +10,10 @@
  * not hide the others.
  */
 import { randomUUID } from 'node:crypto';
-import { LID, NSID_ALL } from '../protocol/opcodes.js';
 import { SC } from '../protocol/status.js';
 import { nearestRank } from '../util/nearest-rank.js';
 import { joinHostPort } from '../util/host-port.js';
-import {
-  anaLogReadLength,
-  anaStateOf,
-  parseAnaLog,
-  type AnaLog,
-  type AnaPathState,
-} from './ana-log.js';
+import { anaStateOf, parseAnaLog, type AnaLog, type AnaPathState } from './ana-log.js';
 import { NvmeController, type ControllerOptions } from './controller.js';
 import { discover, entryPort, type DiscoveryEntry } from './discovery.js';
 import {
@@ -434,9 +427,7 @@ async function probeSubsystem(
 async function readAnaLog(ctrl: NvmeController): Promise<AnaLog | null> {
   const id = ctrl.identity;
   if ((id.cmic & 0x08) === 0) return null;
-  const length = anaLogReadLength(id);
-  const raw = await ctrl.getLogPage({ lid: LID.ANA, length, nsid: NSID_ALL });
-  return parseAnaLog(raw, id.anagrpmax);
+  return parseAnaLog(await ctrl.getAnaLog(), id.anagrpmax);
 }
 
 /** What each probed namespace looked like on the wire, for the cross-path checks. */

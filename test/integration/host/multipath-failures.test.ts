@@ -18,7 +18,9 @@ import {
   NvmeController,
   NvmeRequest,
   NvmeStatusError,
+  anaStateOf,
   fillFlush,
+  parseAnaLog,
 } from '../../../engine/src/host/index.js';
 import { BackendError, type BlockBackend } from '../../../engine/src/storage/backend.js';
 import { MemoryBackend } from '../../../engine/src/storage/memory.js';
@@ -904,6 +906,84 @@ describe('multipath and ANA logs', () => {
     const data = randomBytes(BS);
     await mp.write(2, data);
     expect((await mp.read(2, 1)).equals(data)).toBe(true);
+  });
+
+  /**
+   * A target whose ANA log (300 groups, namespace 1 in the last) is longer than its MDTS
+   * (8 KiB): ours refuses to be configured so, as Linux turns ANA off for such a target,
+   * but another target may well be (SPDK with many namespaces). Made here by lowering
+   * MDTS once the subsystem is added.
+   */
+  async function startLongLogTarget(): Promise<{ target: Target; port: number; reads: number[] }> {
+    const target = new Target({ maxAnaGroups: 300 });
+    target.addSubsystem({ nqn: NQN, serial: 'ANALOG2', model: 'BranchSAN', allowAnyHost: true });
+    for (let g = 2; g <= 300; g++) target.setAnaState(g, g % 2 ? 'optimized' : 'non-optimized');
+    const backend = new MemoryBackend({ sizeBytes: 1 << 20, blockSize: BS });
+    target.addNamespace(NQN, { nsid: 1, backend, nguid: NGUID, uuid: UUID, anagrpid: 300 });
+    (target.options as { mdts: number }).mdts = 1; // 8 KiB; the log is 16 + 300 × 32 + 4 bytes
+    // Each build of the log, by the CHGCNT it carries.
+    const reads: number[] = [];
+    const list = target.ana.list.bind(target.ana);
+    target.ana.list = () => (reads.push(target.ana.chgcnt), list());
+    const { transport, port } = await serveOnLoopback(target);
+    cleanup.push(async () => {
+      target.close();
+      await transport.close();
+    });
+    return { target, port, reads };
+  }
+
+  // Before: read in one Get Log Page of 9620 bytes, which the target refused (Invalid
+  // Field, over its 8 KiB MDTS): the path stayed 'unknown', read again and again.
+  it("reads an ANA log longer than the controller's MDTS in pieces", async () => {
+    const { target, port } = await startLongLogTarget();
+    const mp = await open({
+      nsid: 1,
+      paths: [{ host: '127.0.0.1', port, subnqn: NQN, name: 'A' }],
+    });
+    expect(byName(mp, 'A').ana).toBe('non-optimized');
+    target.setAnaState(300, 'inaccessible');
+    await until('A inaccessible', () => byName(mp, 'A').ana === 'inaccessible');
+    target.setAnaState(300, 'optimized');
+    await until('A optimized', () => byName(mp, 'A').ana === 'optimized');
+    const data = randomBytes(BS);
+    await mp.write(2, data);
+    expect((await mp.read(2, 1)).equals(data)).toBe(true);
+  });
+
+  // Pieces read across a change would be stitched from two logs: here namespace 2 joins
+  // group 2 between them, which moves every later group 4 bytes on.
+  it('reads an ANA log in pieces again when it changed between them', async () => {
+    const { target, port, reads } = await startLongLogTarget();
+    const ctrl = await NvmeController.connect({ host: '127.0.0.1', port, subnqn: NQN });
+    cleanup.push(() => ctrl.close());
+    const list = target.ana.list;
+    target.ana.list = () => {
+      target.ana.list = list;
+      setImmediate(() => {
+        const backend = new MemoryBackend({ sizeBytes: 1 << 20, blockSize: BS });
+        target.addNamespace(NQN, { nsid: 2, backend, anagrpid: 2, nguid: OTHER_NGUID });
+        target.setAnaState(300, 'inaccessible');
+      });
+      return list();
+    };
+    const from = reads.length;
+    const log = parseAnaLog(await ctrl.getAnaLog(), 300);
+    const chgcnt = target.ana.chgcnt;
+    expect(log.chgcnt).toBe(BigInt(chgcnt));
+    expect(log.groups.map((g) => g.anagrpid)).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
+    expect(anaStateOf(log, 1)).toBe('inaccessible');
+    expect(log.groups[1]!.nsids).toEqual([2]);
+    // Pieces 1 and 2 and the header, the first piece before the change; then all three
+    // again (the change's event reads it once more after that).
+    expect(reads.slice(from, from + 6)).toEqual([
+      chgcnt - 1,
+      chgcnt,
+      chgcnt,
+      chgcnt,
+      chgcnt,
+      chgcnt,
+    ]);
   });
 
   it('follows the newest ANA log even when the change count went backwards', async () => {

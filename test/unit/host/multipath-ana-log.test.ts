@@ -6,6 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   anaLogLength,
+  anaLogUsedLength,
   anaStateOf,
   anaStateOfStatus,
   parseAnaLog,
@@ -132,5 +133,23 @@ describe('anaStateOfStatus', () => {
 
   it('sizes the whole log as Linux does', () => {
     expect(anaLogLength(32, 1024)).toBe(16 + 32 * 32 + 1024 * 4);
+  });
+});
+
+describe('anaLogUsedLength', () => {
+  // Header 16, group 1: 32 + 3 NSIDs, group 4: 32 + 1 NSID.
+  const used = 16 + 32 + 12 + 32 + 4;
+
+  it('is where the last group ends, padding or not', () => {
+    expect(anaLogUsedLength(twoGroups)).toBe(used);
+    expect(anaLogUsedLength(Buffer.concat([twoGroups, Buffer.alloc(4096)]))).toBe(used);
+  });
+
+  it('is null while the bytes end before a group descriptor does', () => {
+    for (const n of [0, 8, 16, 16 + 31, 16 + 32 + 12 + 31]) {
+      expect(anaLogUsedLength(twoGroups.subarray(0, n))).toBeNull();
+    }
+    // The last group's descriptor is in: its NSID list's length is known.
+    expect(anaLogUsedLength(twoGroups.subarray(0, 16 + 32 + 12 + 32))).toBe(used);
   });
 });
