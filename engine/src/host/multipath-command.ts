@@ -5,6 +5,7 @@
  * NvmeRequest copied from the caller's template, so a late callback of an old attempt
  * can be recognised and ignored.
  */
+import { IO } from '../protocol/opcodes.js';
 import type { Path } from './multipath-path.js';
 import { NvmeRequest } from './request.js';
 import { StateMachine } from './state.js';
@@ -54,6 +55,9 @@ export class Command {
   /** When its current park began (performance.now()); meaningful while 'waiting'. */
   parkedAt = 0;
   lastError: Error | null = null;
+  /** The block after the last one it names (0: none, as a flush): paths whose namespace
+   * ends before it are not sent it (choosePath). */
+  readonly end: number;
 
   constructor(
     readonly template: NvmeRequest,
@@ -62,7 +66,32 @@ export class Command {
     readonly mutating: boolean,
     readonly queue: number,
     readonly done: (err: Error | null, req: NvmeRequest | null) => void,
-  ) {}
+  ) {
+    this.end = blocksEnd(template);
+  }
+}
+
+/** The block after the last one `r` names: its SLBA + NLB, or its ranges' furthest end. */
+function blocksEnd(r: NvmeRequest): number {
+  switch (r.opcode) {
+    case IO.READ:
+    case IO.WRITE:
+    case IO.COMPARE:
+    case IO.WRITE_ZEROES:
+      return r.cdw11 * 2 ** 32 + r.cdw10 + (r.cdw12 & 0xffff) + 1;
+    case IO.DSM: {
+      // Ranges of 16 bytes: context attributes, NLB (1's based), SLBA.
+      let end = 0;
+      for (let at = 0; at + 16 <= (r.dataOut?.length ?? 0); at += 16) {
+        const d = r.dataOut!;
+        const slba = d.readUInt32LE(at + 12) * 2 ** 32 + d.readUInt32LE(at + 8);
+        end = Math.max(end, slba + d.readUInt32LE(at + 4));
+      }
+      return end;
+    }
+    default:
+      return 0;
+  }
 }
 
 /** A fresh request with the command's SQE fields and buffers, for one attempt. */

@@ -44,7 +44,8 @@ export interface PathIoCounts {
   completed: number;
   /** Attempts that completed with a non-path status handed to the caller. */
   failed: number;
-  /** Attempts refused with a path status (SCT 3: ANA inaccessible, loss, change). */
+  /** Attempts refused with a path status (SCT 3: ANA inaccessible, loss, change), or with
+   * LBA Out of Range for blocks the path had shown (retry rule 4a). */
   pathErrors: number;
   /** Attempts that ended without a completion (timeout, connection lost, refused). */
   transportErrors: number;
@@ -62,6 +63,9 @@ export interface PathInfo {
   readonly cntlid: number | null;
   readonly ana: AnaPathState;
   readonly anagrpid: number;
+  /** Blocks the namespace has on this path, as its last check that passed showed (0: none
+   * passed yet); below the namespace's nsze while its node has not grown the volume yet. */
+  readonly nsze: number;
   /** Takes I/O now (live, identity verified, optimized or non-optimized). */
   readonly usable: boolean;
   /** Why the path is refused (identity mismatch, namespace missing) or unchecked (its
@@ -80,6 +84,11 @@ export class Path implements PathView {
   anagrpid = 0;
   /** The namespace's identity matched on the current association. */
   verified = false;
+  /** Blocks of the namespace here at the last check that passed, on this association or an
+   * earlier one (0: none yet): a later check may not show fewer (a shrink). */
+  nsze = 0;
+  /** The size check in progress (multipath-watch.ts checkSize), or null. */
+  sizeCheck: Promise<void> | null = null;
   problem: string | null = null;
   /** The problem is that the namespace is not there (not active, invalid NSID): the
    * node does not serve it (yet), which is no reason to distrust the other paths. */
@@ -297,6 +306,7 @@ export class Path implements PathView {
       cntlid: this.cntlid,
       ana: this.ana,
       anagrpid: this.anagrpid,
+      nsze: this.nsze,
       usable: this.usable,
       problem: this.problem,
       inFlight: this.inFlight,

@@ -4,7 +4,7 @@
  * what to do with a completed attempt, and whether two paths show the same namespace.
  * multipath.ts holds the state and carries the decisions out.
  */
-import { DNR, statusType } from '../protocol/status.js';
+import { DNR, SC, statusType } from '../protocol/status.js';
 import type { NamespaceIdentity, NamespaceIds } from './admin.js';
 import type { AnaPathState } from './ana-log.js';
 import type { ControllerState } from './controller.js';
@@ -19,6 +19,8 @@ export interface PathView {
   readonly verified: boolean;
   /** Largest transfer of one command on this path (MDTS); 0 or absent: no limit known. */
   readonly maxTransferBytes?: number;
+  /** Blocks the namespace has on this path, as its last check that passed showed. */
+  readonly nsze: number;
 }
 
 /**
@@ -38,29 +40,31 @@ export function pathTakes(p: PathView, bytes: number): boolean {
 }
 
 /**
- * Index of the path for the next command, moving `bytes`, or -1 when no usable path
- * takes it. Round robin (by `cursor`, which the caller advances) among the optimized
- * paths; the non-optimized ones only when no optimized path is left, as the Linux
- * host's ANA policy does. A path whose MDTS is smaller than the command is no
- * candidate: the command was sized before that path's limit was known (it had not
- * connected yet), and that controller would refuse it. Two passes instead of building
- * candidate arrays: this runs once per command.
+ * Index of the path for the next command, or -1 when no usable path takes it. Round
+ * robin (by `cursor`, which the caller advances) among the optimized paths; the
+ * non-optimized ones only when no optimized path is left, as the Linux host's ANA
+ * policy does. A command moving `bytes` goes only to a path whose MDTS is not smaller:
+ * it was sized before that path's limit was known (it had not connected yet), and that
+ * controller would refuse it. A command that reaches block `end` (its last block + 1;
+ * 0: no blocks, as a flush) goes only to a path whose namespace has that block: one
+ * whose node has not grown the volume yet would answer LBA Out of Range. Two passes
+ * instead of building candidate arrays: this runs once per command.
  */
-export function choosePath(paths: readonly PathView[], cursor: number, bytes = 0): number {
+export function choosePath(paths: readonly PathView[], cursor: number, bytes = 0, end = 0): number {
   for (const want of ['optimized', 'non-optimized'] as const) {
     let n = 0;
-    for (const p of paths) if (candidate(p, want, bytes)) n++;
+    for (const p of paths) if (candidate(p, want, bytes, end)) n++;
     if (n === 0) continue;
     let k = cursor % n;
     for (let i = 0; i < paths.length; i++) {
-      if (candidate(paths[i]!, want, bytes) && k-- === 0) return i;
+      if (candidate(paths[i]!, want, bytes, end) && k-- === 0) return i;
     }
   }
   return -1;
 }
 
-function candidate(p: PathView, want: AnaPathState, bytes: number): boolean {
-  return p.ana === want && pathUsable(p) && pathTakes(p, bytes);
+function candidate(p: PathView, want: AnaPathState, bytes: number, end: number): boolean {
+  return p.ana === want && pathUsable(p) && pathTakes(p, bytes) && p.nsze >= end;
 }
 
 /** What to do with one attempt of a command (see the retry rules in multipath.ts). */
@@ -84,13 +88,16 @@ const SCT_PATH = 3;
  * `mutating` is true for commands that change data (write, write zeroes, deallocate):
  * only those can be reordered against later writes by an early resend. A read, compare
  * or flush that may have run is harmless to run again. `retries`: how often the command
- * was sent again after such a status already ('again').
+ * was sent again after such a status already ('again'). `claimed`: the path had shown
+ * the namespace with every block the command names, so LBA Out of Range says the path's
+ * namespace shrank under us, not that the caller overran the end (retry rule 4a).
  */
 export function classifyOutcome(
   status: number,
   error: HostError | null,
   mutating: boolean,
   retries = 0,
+  claimed = false,
 ): Outcome {
   if (error) {
     if (error.kind === 'too-large') return 'fail'; // choosePath picks a path that takes it
@@ -98,9 +105,15 @@ export function classifyOutcome(
     return mutating ? 'hold' : 'retry';
   }
   if (status === 0) return 'complete';
+  if (claimed && isOutOfRange(status)) return 'retry';
   if (status & DNR) return 'fail';
   if (statusType(status) === SCT_PATH) return 'retry';
   return statusRetryable(status, retries) ? 'again' : 'fail';
+}
+
+/** LBA Out of Range (generic status 0x80), DNR or not. */
+export function isOutOfRange(status: number): boolean {
+  return (status & 0x7ff) === SC.LBA_RANGE;
 }
 
 /** Identify data of one path's view of the namespace (an NvmeNamespace has both). */
@@ -132,13 +145,20 @@ export function namespaceProblem(v: NamespaceView): string | null {
 
 /**
  * Why `b` is not the same namespace as `a` (byte-identical NGUID, EUI64, UUID and CSI,
- * same format, and no smaller), or null. Merging two different namespaces behind one
- * handle would scatter a volume's writes over two disks, so any difference refuses the
- * path. A larger size is no difference: a grown volume (an LV or file the target serves
- * at its new size) is the same namespace, as Linux takes a new capacity; the caller
- * makes `b` the reference then. A smaller one is refused: it would cut the volume's end off.
+ * same format, and at least `minNsze` blocks), or null. Merging two different namespaces
+ * behind one handle would scatter a volume's writes over two disks, so any difference
+ * refuses the path. A larger size is no difference: a grown volume (an LV or file the
+ * target serves at its new size) is the same namespace, as Linux takes a new capacity;
+ * the caller makes `b` the reference then. A smaller one is refused: it would cut the
+ * volume's end off. `minNsze` is `a`'s size, or, for a path seen before, the size it
+ * showed then: a node that has not grown the volume yet (another path shows it larger)
+ * keeps serving the blocks it has, and I/O past them goes elsewhere (choosePath).
  */
-export function namespaceMismatch(a: NamespaceView, b: NamespaceView): string | null {
+export function namespaceMismatch(
+  a: NamespaceView,
+  b: NamespaceView,
+  minNsze = a.identity.nsze,
+): string | null {
   const checks: [string, string, string][] = [
     ['NGUID', hex(a.identity.nguid), hex(b.identity.nguid)],
     ['EUI64', hex(a.identity.eui64), hex(b.identity.eui64)],
@@ -150,9 +170,9 @@ export function namespaceMismatch(a: NamespaceView, b: NamespaceView): string | 
   ];
   const diff = checks.find(([, x, y]) => x !== y);
   if (diff) return `${diff[0]} ${diff[1]} vs ${diff[2]}`;
-  if (b.identity.nsze < a.identity.nsze) {
+  if (b.identity.nsze < minNsze) {
     return (
-      `size in blocks (NSZE) ${a.identity.nsze} vs ${b.identity.nsze}: smaller than the ` +
+      `size in blocks (NSZE) ${minNsze} vs ${b.identity.nsze}: smaller than the ` +
       `namespace was seen, so writes to its end would fail or land nowhere`
     );
   }

@@ -19,6 +19,8 @@ export interface WatchContext {
   reference: { readonly view: NamespaceView; readonly path: string } | null;
   /** Something about `p` changed (report it; if it became usable, send what waits). */
   changed(p: Path, why: string): void;
+  /** `p` showed the namespace grown: the paths that show it smaller are checked (checkSize). */
+  grown(p: Path): void;
 }
 
 /**
@@ -38,12 +40,16 @@ export async function validatePath(ctx: WatchContext, p: Path): Promise<void> {
     if (check !== p.checks) return p.validating;
     p.recheckBackoffMs = 0;
     const ref = ctx.reference;
-    const problem = namespaceProblem(ns) ?? (ref ? namespaceMismatch(ref.view, ns) : null);
+    // Not smaller than this path showed it before, or, seen for the first time, than the
+    // namespace is: a path whose node has not grown the volume yet keeps its blocks.
+    const floor = p.nsze || ref?.view.identity.nsze;
+    const problem = namespaceProblem(ns) ?? (ref ? namespaceMismatch(ref.view, ns, floor) : null);
     if (problem) return refuse(ctx, p, problem);
     const grownFrom = ref && ns.identity.nsze > ref.view.identity.nsze ? ref.view.identity.nsze : 0;
     // The volume grew (namespaceMismatch allows no shrink): later checks compare with the
     // new size, and the namespace reports it; identity stays as strict as before.
     if (!ref || grownFrom) ctx.reference = { view: ns, path: p.name };
+    p.nsze = ns.identity.nsze;
     p.anagrpid = ns.identity.anagrpid;
     p.maxTransferBytes = p.ctrl.maxTransferBytes;
     p.problem = null;
@@ -52,6 +58,7 @@ export async function validatePath(ctx: WatchContext, p: Path): Promise<void> {
     p.verified = true;
     if (grownFrom) {
       ctx.changed(p, `namespace ${ctx.nsid} grew from ${grownFrom} to ${ns.identity.nsze} blocks`);
+      ctx.grown(p);
     }
     // An ANA read that overlapped a re-check may have set the state already: wake I/O.
     if (p.usable) ctx.changed(p, 'namespace verified');
@@ -213,17 +220,46 @@ export function learnAna(ctx: WatchContext, p: Path, state: AnaPathState, why: s
 
 /**
  * The namespace attribute changed event (log 0x04 lists the changed NSIDs): the
- * namespace behind `p` may be gone, or be another disk now. Take the path out of use
- * and check its identity again as on a new association; a fresh ANA log re-admits it.
+ * namespace behind `p` may be gone, or be another disk now. Check it again (checkAgain).
  */
 export function onNamespaceEvent(ctx: WatchContext, p: Path, ev: AsyncEvent): void {
   if (ev.lid !== LID.CHANGED_NS || p.controller !== 'live') return;
   if (ev.log && !listsNamespace(ev.log, ctx.nsid)) return;
+  checkAgain(ctx, p, `namespace ${ctx.nsid} changed`);
+}
+
+/**
+ * I/O on `p` got LBA Out of Range for blocks the path had shown (retry rule 4a): its
+ * namespace is smaller than it was, or another one. Check it again (checkAgain).
+ */
+export function onOutOfRange(ctx: WatchContext, p: Path, what: string): void {
+  if (p.controller !== 'live' || !p.verified) return; // being checked already, or lost
+  checkAgain(ctx, p, `${what} got LBA Out of Range within the ${p.nsze} blocks it showed`);
+}
+
+/**
+ * Take `p` out of use and check its identity again as on a new association; a fresh ANA
+ * log re-admits it.
+ */
+function checkAgain(ctx: WatchContext, p: Path, why: string): void {
   p.verified = false;
   p.ana = 'unknown';
   p.stopChangeTimer();
-  ctx.changed(p, `namespace ${ctx.nsid} changed: checking its identity again`);
+  ctx.changed(p, `${why}: checking its identity again`);
   p.validating = validatePath(ctx, p);
+}
+
+/**
+ * Another path showed the namespace grown past what `p` showed: identify it again, while
+ * it goes on serving the blocks it has (its node may have grown the volume without an
+ * event reaching us; if not, it stays as it is). One check at a time.
+ */
+export function checkSize(ctx: WatchContext, p: Path): void {
+  if (p.sizeCheck || p.controller !== 'live' || !p.verified) return;
+  const check = validatePath(ctx, p).finally(() => {
+    if (p.sizeCheck === check) p.sizeCheck = null;
+  });
+  p.sizeCheck = p.validating = check;
 }
 
 /** Does a changed namespace list name `nsid` (or overflow: 0xFFFFFFFF first)? */

@@ -55,6 +55,17 @@
  *    goes to another path; a write on a lost association is held as in rule 3, and one
  *    on a live association that stopped being usable (ANA, a namespace re-check) fails
  *    with its status.
+ * 4a. Except LBA Out of Range from a path whose namespace had shown every block the
+ *    command names: that path's namespace shrank (or is another one) under us, and it
+ *    says nothing of the volume. The path is taken out of use and identified again, and
+ *    the command is resent at once on a path that has those blocks (or waits for one,
+ *    rule 5). Safe for a write: the target checks the range at parse, before touching
+ *    data (ours and nvmet do), and the attempt has completed, so no copy of it is left
+ *    anywhere to land after a later write; DNR means "the same command fails again
+ *    here", which is why it goes elsewhere. A command past the namespace's end, as the
+ *    namespace reports it (nsze), is the caller's: it goes to any path and fails there.
+ *    Paths are chosen by size too (multipath-policy.ts choosePath): while a node has not
+ *    grown the volume another path shows grown, it gets only the blocks it has.
  * 5. No usable path (all inaccessible, recovering, dead...): the command waits for one
  *    (queue_if_no_path with a limit), at most noPathTimeoutMs in all: the time it spent
  *    parked is summed over every park, however often it is sent and parked again
@@ -83,11 +94,13 @@ import { HostError, NvmeStatusError } from './errors.js';
 import { Command, copyRequest } from './multipath-command.js';
 import { checkOptions, oneHost, pathName } from './multipath-options.js';
 import { Path, type PathInfo } from './multipath-path.js';
-import { choosePath, classifyOutcome, type Outcome } from './multipath-policy.js';
+import { choosePath, classifyOutcome, isOutOfRange, type Outcome } from './multipath-policy.js';
 import {
+  checkSize,
   onAnaEvent,
   onAnaStatus,
   onNamespaceEvent,
+  onOutOfRange,
   validatePath,
   type WatchContext,
 } from './multipath-watch.js';
@@ -170,6 +183,9 @@ export class MultipathNamespace extends NamespaceIo {
         for (const resolve of this.checked.splice(0)) resolve();
         this.emit(p, why);
         if (p.usable) this.wake();
+      },
+      grown: (p) => {
+        for (const q of this.list) if (q !== p && q.nsze < p.nsze) checkSize(this.watch, q);
       },
     };
     this.noPathTimeoutMs = opts.noPathTimeoutMs ?? 30_000;
@@ -359,10 +375,14 @@ export class MultipathNamespace extends NamespaceIo {
     }
     // Bounds refusals that never park too (two paths refusing in turn, rule 1).
     if (c.parkedMs >= this.noPathTimeoutMs) return this.failNoPath(c);
+    // Past the end the namespace reports: the caller's mistake, any path answers it (4a).
+    const end = c.end <= this.nsze ? c.end : 0;
     const bytes = c.template.transferLength;
-    const i = choosePath(this.list, this.rr++, bytes);
-    if (i < 0) return this.list.some((p) => p.usable) ? this.failTooLarge(c, bytes) : this.park(c);
-    this.send(c, this.list[i]!);
+    const i = choosePath(this.list, this.rr++, bytes, end);
+    if (i >= 0) return this.send(c, this.list[i]!);
+    // A usable path has the blocks but none takes the size (rule 6); else wait (rule 5).
+    if (this.list.some((p) => p.usable && p.nsze >= end)) return this.failTooLarge(c, bytes);
+    this.park(c);
   }
 
   /** One attempt of `c` on `p`. */
@@ -421,7 +441,10 @@ export class MultipathNamespace extends NamespaceIo {
       // The namespace answered: the path's next ANA backoff starts short again.
       if (!r.error && statusType(r.status) !== 3) p.anaBackoffMs = 0;
     }
-    const outcome = classifyOutcome(r.status, r.error, c.mutating, c.statusRetries);
+    const claimed = c.end > 0 && c.end <= p.nsze;
+    const outcome = classifyOutcome(r.status, r.error, c.mutating, c.statusRetries, claimed);
+    if (outcome === 'retry' && !r.error && isOutOfRange(r.status))
+      onOutOfRange(this.watch, p, c.what);
     if (r.error) {
       p.counts.transportErrors++;
       c.lastError = r.error;
@@ -601,9 +624,12 @@ export class MultipathNamespace extends NamespaceIo {
     this.fail(c, 'not-connected', why);
   }
 
-  /** A path may have become usable: send what waits. */
+  /**
+   * A path may have become usable: send what waits. Each waiting command is tried once:
+   * one no usable path has the blocks of parks again, at the back.
+   */
   private wake(): void {
-    while (this.waiting.length > 0 && this.list.some((p) => p.usable)) {
+    for (let n = this.waiting.length; n > 0 && this.list.some((p) => p.usable); n--) {
       this.dispatch(this.unpark());
     }
   }
@@ -625,7 +651,11 @@ export class MultipathNamespace extends NamespaceIo {
   }
 
   private summary(): string {
-    return this.list.map((p) => `${p.name}: ${p.controller}, ${p.problem ?? p.ana}`).join('; ');
+    const size = (p: Path) =>
+      p.verified && p.nsze < this.nsze ? `, ${p.nsze} of ${this.nsze} blocks` : '';
+    return this.list
+      .map((p) => `${p.name}: ${p.controller}, ${p.problem ?? p.ana}${size(p)}`)
+      .join('; ');
   }
 
   // ---- path state ----

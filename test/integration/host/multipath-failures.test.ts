@@ -584,7 +584,8 @@ describe('multipath and a namespace whose size changes', () => {
     expect(mp.nsze).toBe(8192);
     reAdd(a, grown);
     // A (optimized) shows the grown size too: it takes I/O again, beyond the old end.
-    await until('A checked again', () => byName(mp, 'A').usable || !!byName(mp, 'A').problem, 5000);
+    const aChecked = () => byName(mp, 'A').nsze === 8192 || !!byName(mp, 'A').problem;
+    await until('A checked again', aChecked, 5000);
     expect(byName(mp, 'A').problem).toBeNull();
     const data = randomBytes(BS);
     await mp.write(6000, data);
@@ -599,6 +600,103 @@ describe('multipath and a namespace whose size changes', () => {
     await mp.controller(1).reconnect();
     await until('B refused again', () => /NSZE/.test(byName(mp, 'B').problem ?? ''), 5000);
     expect(byName(mp, 'B').usable).toBe(false);
+  });
+
+  /** `b` as a node that has not grown it yet serves it: its first `bytes` only. */
+  function sized(b: BlockBackend, bytes: number): BlockBackend {
+    return {
+      kind: b.kind,
+      location: b.location,
+      blockSize: b.blockSize,
+      sizeBytes: bytes,
+      caps: b.caps,
+      read: (o, l, cb) => b.read(o, l, cb),
+      write: (o, d, f, cb) => b.write(o, d, f, cb),
+      flush: (cb) => b.flush(cb),
+      writeZeroes: (o, l, f, cb) => b.writeZeroes(o, l, f, cb),
+      deallocate: (o, l, cb) => b.deallocate(o, l, cb),
+      close: () => Promise.resolve(),
+    };
+  }
+
+  /** A (optimized) and B over one 32 MiB volume, both serving its first 16 MiB. */
+  async function startSmallPair() {
+    const volume = new MemoryBackend({ sizeBytes: 32 << 20, blockSize: BS });
+    const a = await startNode('A', sized(volume, 16 << 20), 'optimized', [1, 0x7fff]);
+    const b = await startNode('B', sized(volume, 16 << 20), 'non-optimized', [0x8000, 0xffef]);
+    return { volume, a, b };
+  }
+
+  // Before: B's larger NSZE became the namespace's, but I/O past A's end still went to A
+  // (optimized), which answered LBA Out of Range, and the caller got that error.
+  it('sends I/O past the old end only to paths that show the volume grown', async () => {
+    const { volume, a, b } = await startSmallPair();
+    const mp = await open({ nsid: 1, paths: [pathTo(a), pathTo(b)], noPathTimeoutMs: 1000 });
+    reAdd(b, volume); // B's node grew; A's has not yet
+    await until('B grown', () => mp.nsze === 8192, 5000);
+    const data = randomBytes(BS);
+    await mp.write(6000, data);
+    expect(b.writes).toContain(6000 * BS);
+    expect((await mp.read(6000, 1)).equals(data)).toBe(true);
+    // A still serves the blocks it has.
+    await mp.write(10, data);
+    expect(a.writes).toContain(10 * BS);
+    expect(byName(mp, 'A')).toMatchObject({ usable: true, problem: null, nsze: 4096 });
+    // A's node grows too: A takes I/O past the old end again.
+    reAdd(a, volume);
+    await until('A grown', () => byName(mp, 'A').nsze === 8192, 5000);
+    await mp.write(7000, data);
+    expect(a.writes).toContain(7000 * BS);
+  });
+
+  it('waits for a path that has the blocks when only a path behind is usable', async () => {
+    const { volume, a, b } = await startSmallPair();
+    const mp = await open({ nsid: 1, paths: [pathTo(a), pathTo(b)], noPathTimeoutMs: 800 });
+    reAdd(b, volume);
+    await until('B grown', () => mp.nsze === 8192, 5000);
+    b.target.setAnaState(1, 'inaccessible');
+    await until('B inaccessible', () => byName(mp, 'B').ana === 'inaccessible');
+    const data = randomBytes(BS);
+    const err = await mp.write(6000, data).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(HostError);
+    expect((err as HostError).maybeExecuted).toBe(false);
+    expect((err as Error).message).toMatch(
+      /write slba 6000 nlb 1: no usable path for 800 ms \(A: live, optimized, 4096 of 8192 blocks; B: live, inaccessible\)/,
+    );
+    expect(a.writes).not.toContain(6000 * BS);
+    // Once B is back, a write that waits goes there.
+    const pending = mp.write(6001, data);
+    b.target.setAnaState(1, 'optimized');
+    await pending;
+    expect(b.writes).toContain(6001 * BS);
+  });
+
+  // Before: the caller got A's LBA Out of Range for a block every path had shown, and A
+  // went on taking I/O.
+  it('checks again a path that answers LBA Out of Range within its blocks, and resends there', async () => {
+    const { a, b } = await startPair();
+    const changes: string[] = [];
+    const mp = await open({
+      nsid: 1,
+      paths: [pathTo(a), pathTo(b)],
+      onPathChange: (p, why) => changes.push(`${p.name} ${why}`),
+    });
+    // A's namespace is cut to 2048 blocks and no event says so (an LV cut under the target).
+    const ns = a.target.findSubsystem(NQN)!.namespaces.get(1)!;
+    (ns as { blocks: number }).blocks = 2048;
+    const data = randomBytes(BS);
+    await mp.write(3000, data);
+    expect(a.writes).not.toContain(3000 * BS);
+    expect(b.writes).toContain(3000 * BS);
+    expect(changes).toContainEqual(
+      'A write slba 3000 nlb 1 got LBA Out of Range within the 4096 blocks it showed: checking its identity again',
+    );
+    await until('A refused', () => byName(mp, 'A').problem !== null, 5000);
+    expect(byName(mp, 'A').problem).toMatch(/NSZE\) 4096 vs 2048/);
+    // Past the end the namespace reports, the caller still gets the target's answer.
+    const err = await mp.write(4096, data).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NvmeStatusError);
+    expect((err as Error).message).toMatch(/LBA_RANGE/);
   });
 
   it('takes a path whose reconnect finds the volume grown', async () => {

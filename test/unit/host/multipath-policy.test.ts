@@ -21,8 +21,12 @@ import {
 import { DNR, MORE, SC } from '../../../engine/src/protocol/status.js';
 import { MAX_STATUS_RETRIES, statusRetryDelayMs } from '../../../engine/src/host/status-retry.js';
 
-const path = (ana: AnaPathState, controller: ControllerState = 'live', verified = true) =>
-  ({ ana, controller, verified }) satisfies PathView;
+const path = (
+  ana: AnaPathState,
+  controller: ControllerState = 'live',
+  verified = true,
+  nsze = 1000,
+) => ({ ana, controller, verified, nsze }) satisfies PathView;
 
 describe('pathUsable', () => {
   const cases: [ControllerState, AnaPathState, boolean, boolean][] = [
@@ -76,6 +80,19 @@ describe('choosePath', () => {
   ] as [string, PathView[], number, number[]][])('%s', (_, paths, bytes, want) => {
     expect([0, 1, 2, 3].map((k) => choosePath(paths, k, bytes))).toEqual(want);
   });
+
+  // A path whose node has not grown the volume yet (500 of 1000 blocks) gets only those.
+  const behind = path('optimized', 'live', true, 500);
+  const sized: [string, PathView[], number, number[]][] = [
+    ['within every path: round robin', [behind, O], 500, [0, 1, 0, 1]],
+    ['past the behind one: only the other', [behind, O], 501, [1, 1, 1, 1]],
+    ['an optimized path behind: the non-optimized one', [behind, N], 800, [1, 1, 1, 1]],
+    ['no path has the blocks', [behind, I], 800, [-1, -1, -1, -1]],
+    ['no blocks (a flush): any path', [behind, N], 0, [0, 0, 0, 0]],
+  ];
+  it.each(sized)('%s', (_what, paths, end, want) => {
+    expect([0, 1, 2, 3].map((k) => choosePath(paths, k, 0, end))).toEqual(want);
+  });
 });
 
 describe('classifyOutcome', () => {
@@ -112,6 +129,12 @@ describe('classifyOutcome', () => {
   ];
   it.each(cases)('%s', (_what, status, error, mutating, want) => {
     expect(classifyOutcome(status, error, mutating)).toBe(want);
+  });
+
+  it('resends LBA Out of Range only from a path that had shown those blocks', () => {
+    expect(classifyOutcome(SC.LBA_RANGE | DNR, null, true, 0, true)).toBe('retry');
+    expect(classifyOutcome(SC.LBA_RANGE | DNR, null, true, 0, false)).toBe('fail');
+    expect(classifyOutcome(SC.WRITE_FAULT | DNR, null, true, 0, true)).toBe('fail');
   });
 
   it('gives up on a retryable status after MAX_STATUS_RETRIES retries', () => {
@@ -194,5 +217,10 @@ describe('namespace identity checks', () => {
     const m = namespaceMismatch(view(), v);
     if (want) expect(m).toMatch(want);
     else expect(m).toBeNull();
+  });
+
+  it('takes a path no smaller than it showed before, behind the namespace or not', () => {
+    expect(namespaceMismatch(view(), view({ nsze: 500 }), 500)).toBeNull();
+    expect(namespaceMismatch(view(), view({ nsze: 400 }), 500)).toMatch(/NSZE\) 500 vs 400/);
   });
 });
