@@ -225,10 +225,11 @@ export class MultipathNamespace extends NamespaceIo {
     checkOptions(opts);
     const mp = new MultipathNamespace(opts);
     const started = performance.now();
+    const timeout = connectTimeoutOf(opts);
     const results = await Promise.allSettled(mp.list.map((p) => p.ctrl.reconnect()));
     await Promise.all(mp.list.map((p) => p.validating));
-    await mp.awaitRechecks(started + connectTimeoutOf(opts));
-    const refused = mp.list.find((p) => p.problem !== null && !p.absent && !p.unchecked);
+    await mp.awaitRechecks(started + timeout);
+    const refused = mp.list.find(isRefused);
     const verified = mp.list.filter((p) => p.verified);
     if (refused || verified.length === 0) {
       // Each path's state as it failed, before close() moves it to 'closed'.
@@ -236,7 +237,8 @@ export class MultipathNamespace extends NamespaceIo {
         const p = mp.list[i]!;
         if (r.status === 'rejected') return `${p.name}: ${(r.reason as Error).message}`;
         const state = p.controller === 'live' ? '' : ` (controller ${p.controller})`;
-        return `${p.name}: ${p.problem ?? 'namespace not verified'}${state}`;
+        const open = `namespace ${opts.nsid} not identified within the connect timeout (${timeout} ms)`;
+        return `${p.name}: ${p.problem ?? open}${state}`;
       });
       await mp.close();
       if (refused) {
@@ -258,19 +260,26 @@ export class MultipathNamespace extends NamespaceIo {
   }
 
   /**
-   * While no path is verified or refused and a live path's identity check is to run again
-   * (it got no answer, e.g. 'busy': unchecked), wait for those checks, until `deadline`:
-   * a re-check 50 ms later may well pass, and connect() would fail without it.
+   * While no path is verified or refused and a path's identity check is to run again (it
+   * got no answer, e.g. 'busy' or a timeout: unchecked), wait for those checks, until
+   * `deadline`: a re-check 50 ms later may well pass, and connect() would fail without it.
+   * So may the check of the next association of a path whose check was cut short by the
+   * loss of its association (an admin timeout), when its controller reconnects: while it
+   * is connecting or waiting to, it is waited for too. A path whose controller gave up
+   * ('dead') is not, and nothing is past `deadline`.
    */
   private async awaitRechecks(deadline: number): Promise<void> {
+    const again = (p: Path) =>
+      p.unchecked && ['live', 'connecting', 'recovering'].includes(p.controller);
     const waiting = () =>
-      !this.list.some((p) => p.verified || (p.problem !== null && !p.absent && !p.unchecked)) &&
-      this.list.some((p) => p.unchecked && p.controller === 'live');
-    if (!waiting()) return;
-    while (waiting() && performance.now() < deadline) await this.changeWithin(deadline);
-    // A re-check that passed goes on to read ANA, as the first check did before connect()
-    // looked; a check still out at the deadline is not waited for.
-    await this.changeWithin(deadline, Promise.all(this.list.map((p) => p.validating)));
+      !this.list.some((p) => p.verified || isRefused(p)) && this.list.some(again);
+    while (waiting() && performance.now() < deadline) {
+      await this.changeWithin(deadline);
+      // A check that started meanwhile (a re-check, a new association's) goes on to read
+      // ANA once it passes, as the first check did before connect() looked; one still out
+      // at the deadline is not waited for.
+      await this.changeWithin(deadline, Promise.all(this.list.map((p) => p.validating)));
+    }
   }
 
   /** Until a path changes (or `what` settles, if given), or `deadline` passes. */
@@ -682,6 +691,11 @@ export class MultipathNamespace extends NamespaceIo {
     if (!this.closing && next !== 'deleting') p.startFence(() => this.releaseFenced(p));
     this.emit(p, reason);
   }
+}
+
+/** `p` shows another namespace, or one that cannot be proven the same (connect() fails). */
+function isRefused(p: Path): boolean {
+  return p.problem !== null && !p.absent && !p.unchecked;
 }
 
 /** How long connect() may take: the longest connect timeout of its paths. */

@@ -503,6 +503,59 @@ describe('multipath and namespace identity', () => {
     expect(a.writes).toContain(7 * BS);
   });
 
+  // Before: connect() waited only for a path still live; A, reconnecting after its
+  // Identify timed out, made it fail at once with "no path came up (A: ... (controller
+  // recovering))" although A's next association came up 100 ms later and passed.
+  it('waits for a path whose identity check was cut short by a reconnect', async () => {
+    const { a } = await startPair();
+    const proxy = await PausableProxy.start(a.port);
+    let first = true;
+    const mp = await open({
+      nsid: 1,
+      paths: [
+        pathTo(a, proxy.port, {
+          adminTimeoutMs: 300,
+          reconnect: { delayMs: 100, lossTimeoutMs: 60_000 },
+          // The first association's answers from here on (its Identify's) are held.
+          onStateChange: (next) => {
+            if (next !== 'live' || !first) return;
+            first = false;
+            proxy.stall();
+          },
+        }),
+      ],
+    });
+    expect(byName(mp, 'A').usable).toBe(true);
+    await mp.write(5, randomBytes(BS));
+    expect(a.writes).toContain(5 * BS);
+  });
+
+  it('gives up on a reconnecting path once the connect timeout has passed', async () => {
+    const { a } = await startPair();
+    const proxy = await PausableProxy.start(a.port);
+    const started = performance.now();
+    const err = await MultipathNamespace.connect({
+      nsid: 1,
+      paths: [
+        pathTo(a, proxy.port, {
+          adminTimeoutMs: 300,
+          connectTimeoutMs: 1500,
+          reconnect: { delayMs: 100, lossTimeoutMs: 60_000 },
+          // Every association's answers are held: no check ever passes.
+          onStateChange: (next) => next === 'live' && proxy.stall(),
+        }),
+      ],
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(HostError);
+    // Its last check failed, or was still out at the deadline.
+    expect((err as Error).message).toMatch(
+      /no path came up \(A: namespace 1 (could not be|not) identified/,
+    );
+    const took = performance.now() - started;
+    expect(took).toBeGreaterThan(1400);
+    expect(took).toBeLessThan(4000); // not the reconnects' 60 s loss timeout
+  });
+
   it('gives up on a path whose re-checks do not pass within the connect timeout', async () => {
     const { a } = await startPair();
     const proxy = await PausableProxy.start(a.port);
