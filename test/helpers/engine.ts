@@ -47,7 +47,14 @@ export function tempDir(prefix = 'branchsan-test-'): string {
 }
 
 export async function startEngine(
-  opts: { dataDir?: string; args?: string[]; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+  opts: {
+    dataDir?: string;
+    args?: string[];
+    timeoutMs?: number;
+    env?: NodeJS.ProcessEnv;
+    /** Run it as this user (the test runs as root): its data directory must be theirs. */
+    user?: { uid: number; gid: number };
+  } = {},
 ): Promise<RunningEngine> {
   const dataDir = opts.dataDir ?? tempDir();
   const extra = opts.args ?? [];
@@ -57,6 +64,7 @@ export async function startEngine(
   const proc = spawn(process.execPath, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...opts.env },
+    ...opts.user,
   });
   const lines: Record<string, unknown>[] = [];
   let err = '';

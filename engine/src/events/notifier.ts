@@ -265,7 +265,8 @@ export class Notifier {
   }
 
   /**
-   * A channel's password or secret. A file that cannot be used (others can read it) is
+   * A channel's password or secret. A file that cannot be used (others can read it, the
+   * engine may not, a directory is in its place) is
    * the channel's settings' fault, as a wrong password is: every message would meet it,
    * so the channel pauses (LoginRefused) with what to run, rather than fail each message
    * 8 times without it.
@@ -282,7 +283,7 @@ export class Notifier {
       const refused: LoginRefused = Object.assign(new Error(err.message.replace(/\.$/, '')), {
         loginRefused: true as const,
         cause: `its ${what} file cannot be used`,
-        fix: `${(err.hint ?? '').replace(/^Run: /, 'run ').replace(/\.$/, '')}; then save the settings in Settings > Notifications`,
+        fix: `${asClause(err.hint ?? '')}; then save the settings in Settings > Notifications`,
       });
       throw refused;
     }
@@ -350,6 +351,14 @@ const HINTS: Record<Channel, string> = {
   smtp: 'check the mail server, port, security mode and password in Settings > Notifications.',
   webhook: 'check that the webhook URL is reachable from this server and accepts POST requests.',
 };
+
+/** A hint as a clause of the alert's "To resume: …": "Run: chmod 600 F." → "run chmod 600 F". */
+function asClause(hint: string): string {
+  return hint
+    .replace(/^Run: /, 'run ')
+    .replace(/^[A-Z]/, (c) => c.toLowerCase())
+    .replace(/\.$/, '');
+}
 
 /** Mail and webhooks get events at or above their level, and the "resolved" of alerts that were. */
 function wanted(ev: EventRecord, min: Severity): boolean {

@@ -159,9 +159,24 @@ export class SettingsStore {
     const s = this.stored();
     return {
       ...s,
-      smtp: { ...s.smtp, passwordSet: this.secrets.read(SMTP_PASSWORD) !== undefined },
-      webhook: { ...s.webhook, secretSet: this.secrets.read(WEBHOOK_SECRET) !== undefined },
+      smtp: { ...s.smtp, passwordSet: this.isSet(SMTP_PASSWORD) },
+      webhook: { ...s.webhook, secretSet: this.isSet(WEBHOOK_SECRET) },
     };
+  }
+
+  /**
+   * A secret is set: its file is there, usable or not. One that cannot be used (others
+   * can read it, the engine may not) pauses its channel with an alert that says what to
+   * run; the settings stay readable and savable meanwhile, else the owner could neither
+   * see them nor enter the secret again, and could not change any other setting.
+   */
+  private isSet(name: typeof SMTP_PASSWORD | typeof WEBHOOK_SECRET): boolean {
+    try {
+      return this.secrets.read(name) !== undefined;
+    } catch (err) {
+      if (err instanceof UserError) return true;
+      throw err;
+    }
   }
 
   secret(name: typeof SMTP_PASSWORD | typeof WEBHOOK_SECRET): string | undefined {
@@ -201,7 +216,7 @@ export class SettingsStore {
     const { settings: next, resets } = readFields(doc);
     check(
       next,
-      password !== undefined ? password !== null : this.secrets.read(SMTP_PASSWORD) !== undefined,
+      password !== undefined ? password !== null : this.isSet(SMTP_PASSWORD),
       new Set(Object.keys(p).filter((k) => p[k as Section] !== undefined) as Section[]),
     );
     const loaded: Loaded = { doc, settings: repair(next, resets), resets };

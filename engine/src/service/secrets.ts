@@ -1,11 +1,13 @@
 /**
  * Secrets are files under DATA/secrets (0700), each 0600 and owned by the service.
- * A secret whose mode lets others read it is refused rather than used.
+ * A secret file that cannot be used (others can read it, the engine may not, something
+ * else is in its place) is refused rather than used, with what to run about it.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { UserError } from '../util/errors.js';
+import { errorCode, UserError } from '../util/errors.js';
 import { syncDirectory, writeFileSynced } from '../util/durable.js';
 import { makeDirs } from '../util/paths.js';
 
@@ -27,30 +29,73 @@ export function loadOrCreateSecret(dataDir: string, name: string, make: () => st
 }
 
 /**
+ * How a secret of one kind is had anew, for the hints about a file that cannot be used:
+ * `orElse` instead of repairing the file, `afresh` once it is removed (a directory in
+ * its place cannot be repaired).
+ */
+export interface SecretRenewal {
+  orElse: string;
+  afresh: string;
+}
+
+/** A secret the engine makes when it finds none at its start (the console's setup token). */
+const GENERATED: SecretRenewal = {
+  orElse: 'or delete it to have a new one generated',
+  afresh: 'start the engine again: it generates a new one',
+};
+
+/**
  * A secret file's value, or undefined when there is none: no file, or an empty one.
  * An empty file is what a power cut can leave of a file written just before it, and an
- * empty secret must never match an empty answer (a token, a bearer). Refuses a file
- * others can read.
+ * empty secret must never match an empty answer (a token, a bearer). Refuses, saying
+ * what to run, a file others can read, one the engine may not read (another owner) and
+ * something else than a file in its place (a directory; a named pipe would block).
  */
-function readSecretFile(
-  file: string,
-  orElse = 'or delete it to have a new one generated',
-): string | undefined {
+function readSecretFile(file: string, renew: SecretRenewal = GENERATED): string | undefined {
   let st: fs.Stats;
   try {
     st = fs.statSync(file);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    if (errorCode(err) === 'ENOENT') return undefined;
     throw err;
+  }
+  const mode = (st.mode & 0o777).toString(8);
+  if (!st.isFile()) {
+    throw new UserError(
+      `The secret ${file} is ${st.isDirectory() ? 'a directory' : 'a special file (a named pipe, socket or device)'}, not a regular file.`,
+      `Run: rm -r ${file}, then ${renew.afresh}.`,
+    );
   }
   if ((st.mode & 0o077) !== 0) {
     throw new UserError(
-      `The secret ${file} is readable by other users (mode ${(st.mode & 0o777).toString(8)}).`,
-      `Run: chmod 600 ${file}  (${orElse}).`,
+      `The secret ${file} is readable by other users (mode ${mode}).`,
+      `Run: chmod 600 ${file}  (${renew.orElse}).`,
     );
   }
-  const value = withoutLineEnd(fs.readFileSync(file, 'utf8'));
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = errorCode(err);
+    if (code !== 'EACCES' && code !== 'EPERM') throw err;
+    const me = engineUser();
+    throw new UserError(
+      `The secret ${file} cannot be read by the engine (${code}: it belongs to uid ${st.uid} with mode ${mode}, and the engine runs as ${me.name === String(me.uid) ? 'uid ' : `${me.name}, uid `}${me.uid}).`,
+      `Run as root: chown ${me.name} ${file} && chmod 600 ${file}  (${renew.orElse}).`,
+    );
+  }
+  const value = withoutLineEnd(text);
   return value === '' ? undefined : value;
+}
+
+/** Who the engine runs as: its user name, or its uid when it has none. */
+function engineUser(): { name: string; uid: number } {
+  const uid = process.getuid?.() ?? -1;
+  try {
+    return { name: os.userInfo().username, uid };
+  } catch {
+    return { name: String(uid), uid }; // no passwd entry (a container's arbitrary uid)
+  }
 }
 
 /**
@@ -111,6 +156,13 @@ function writeSynced(file: string, value: string): void {
 /** A value written aside: DIR/secrets/NAME.TAG.staged. */
 const STAGED = /^([a-z0-9-]+)\.([A-Za-z0-9_-]+)\.staged$/;
 
+/** The mail password and webhook secret: only their owner can give them again. */
+const ENTERED: SecretRenewal = {
+  orElse:
+    'or enter it again in Settings > Notifications, which stores it readable by this server only',
+  afresh: 'enter it again in Settings > Notifications',
+};
+
 /**
  * The secret files of `dataDir` as the settings store uses them (events/settings.ts
  * SecretFiles): a new value is staged, a file of its own, and put in place by a rename
@@ -122,11 +174,7 @@ export function secretFiles(dataDir: string) {
     path.join(secretsDir(dataDir), tag === undefined ? name : `${name}.${tag}.staged`);
   return {
     // the mail password and webhook secret: deleted, none would be made
-    read: (name: string) =>
-      readSecretFile(
-        path.join(secretsDir(dataDir), name),
-        'or enter it again in Settings > Notifications, which stores it readable by this server only',
-      ),
+    read: (name: string) => readSecretFile(path.join(secretsDir(dataDir), name), ENTERED),
     stage(name: string, tag: string, value: string): void {
       const staged = file(name, tag);
       try {

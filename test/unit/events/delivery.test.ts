@@ -1200,6 +1200,42 @@ describe('a channel whose settings are corrected', () => {
     await until(() => pausedAlerts(s).length === 0);
   });
 
+  // Before, a webhook secret the engine could not read (a directory in its place here; an
+  // unreadable file in test/integration/notification-secret-access.test.ts) failed each
+  // message as a delivery failure, and settings.get failed 'inside the engine' (EISDIR).
+  it('pauses a webhook whose secret file is a directory, saying to remove it; settings stay readable; entering it again resumes', async () => {
+    const hook = await webhookServer();
+    const dir = tempDir();
+    const { db, s, failing } = service(dir);
+    s.setSettings({ webhook: { enabled: true, url: hook.url, secret: 'first-secret' } }, 'admin');
+    const file = path.join(dir, 'secrets', 'webhook-secret');
+    fs.rmSync(file);
+    fs.mkdirSync(file, { mode: 0o700 });
+    recordEvent(db, { type: 'io.errors', severity: 'error', message: 'Disk failing.' });
+    await until(() => pausedAlerts(s).length === 1);
+    const [alert] = pausedAlerts(s);
+    expect(alert!.title).toBe('Webhook is paused: its signing secret file cannot be used');
+    expect(alert!.message).toContain(
+      `The secret ${file} is a directory, not a regular file. BranchSAN does not try again until its settings change; `,
+    );
+    expect(alert!.message).toContain(
+      `To resume: run rm -r ${file}, then enter it again in Settings > Notifications; then save the settings in Settings > Notifications. A test message`,
+    );
+    expect(failing()).toBe(0);
+    expect(hook.got).toEqual([]);
+    // the settings can still be read, and other settings saved, meanwhile
+    expect(s.getSettings().webhook.secretSet).toBe(true);
+    s.setSettings({ events: { retentionDays: 30 } }, 'admin');
+    fs.rmSync(file, { recursive: true });
+    s.setSettings({ webhook: { secret: 'second-secret' } }, 'admin');
+    await until(() => hook.got.length === 1);
+    expect(hook.got[0]!.body).toContain('Disk failing.');
+    expect(hook.got[0]!.headers['x-branchsan-signature']).toBe(
+      `sha256=${createHmac('sha256', 'second-secret').update(hook.got[0]!.body).digest('hex')}`,
+    );
+    await until(() => pausedAlerts(s).length === 0);
+  });
+
   // A wrong password pauses mail (see 'pauses on a refused login'): the owner is told by
   // an alert what to change, which a test message or a save resumes, and which clears
   // once mail gets through.

@@ -3,6 +3,7 @@
  * it) is no secret. Before, the console's setup token read back as '' and then matched
  * an empty token in a setup request, and an empty metrics token matched an empty bearer.
  */
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -12,6 +13,7 @@ import {
   secretsDir,
   writeSecret,
 } from '../../../engine/src/service/secrets.js';
+import { UserError } from '../../../engine/src/util/errors.js';
 import { tempDir } from '../../helpers/engine.js';
 
 describe('secret files', () => {
@@ -42,5 +44,30 @@ describe('secret files', () => {
     fs.writeFileSync(file, 'x\n', { mode: 0o644 });
     fs.chmodSync(file, 0o644);
     expect(() => readSecret(dir, 'console-token')).toThrow(/readable by other users/);
+  });
+
+  // Before: a directory was read (EISDIR, no hint) and a named pipe blocked the engine's
+  // thread until something wrote to it.
+  it("refuses a directory or a named pipe in a secret file's place, saying to remove it", () => {
+    const dir = tempDir('branchsan-secrets-');
+    const file = path.join(secretsDir(dir), 'console-token');
+    fs.mkdirSync(file, { mode: 0o700 });
+    expect(() => readSecret(dir, 'console-token')).toThrow(
+      `The secret ${file} is a directory, not a regular file.`,
+    );
+    fs.rmdirSync(file);
+    expect(spawnSync('mkfifo', ['-m', '600', file]).status).toBe(0);
+    let err: UserError | undefined;
+    try {
+      readSecret(dir, 'console-token');
+    } catch (e) {
+      err = e as UserError;
+    }
+    expect(err!.message).toBe(
+      `The secret ${file} is a special file (a named pipe, socket or device), not a regular file.`,
+    );
+    expect(err!.hint).toBe(
+      `Run: rm -r ${file}, then start the engine again: it generates a new one.`,
+    );
   });
 });
