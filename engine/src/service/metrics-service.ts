@@ -39,11 +39,22 @@ import { ReaderUnavailable, type DbReader } from '../persistence/db-reader.js';
 import { betweenBatches, type WalCheckpointer } from '../persistence/wal-checkpointer.js';
 import { storageProblem, UserError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
-import { randomToken, readSecret, writeSecret } from './secrets.js';
+import { randomToken, readSecret, writeSecret, type SecretRenewal } from './secrets.js';
 
 const KEY_PROMETHEUS = 'metrics.prometheus';
 const KEY_MAX_BYTES = 'metrics.maxBytes';
 const TOKEN_SECRET = 'metrics-token';
+/**
+ * How a scrape token is had anew, for the hint about a token file that cannot be used:
+ * the engine makes one only when asked (rotateToken, or the endpoint turned on without
+ * one), never at its start, so a deleted token stays gone and every scrape is refused.
+ */
+const TOKEN_RENEWAL: SecretRenewal = {
+  orElse:
+    'or delete it and, once the engine runs, call metrics.settings.set with rotateToken: true for a new one, which scrapers then need',
+  afresh:
+    'once the engine runs, call metrics.settings.set with rotateToken: true for a new one, which scrapers then need',
+};
 const DEFAULT_MAX_POINTS = 600;
 /** metrics.series page size when none is asked for (the most one page may hold). */
 const SERIES_PAGE = 5000;
@@ -122,7 +133,7 @@ export class MetricsService {
       includeLoopback: opts.includeLoopback,
     });
     this.prometheus = getSetting(opts.db, KEY_PROMETHEUS) === '1';
-    this.token = readSecret(opts.dataDir, TOKEN_SECRET) ?? null;
+    this.token = readSecret(opts.dataDir, TOKEN_SECRET, TOKEN_RENEWAL) ?? null;
   }
 
   /** Samples every intervalMs until stop(); measures the history's size now and then. */
@@ -368,7 +379,7 @@ export class MetricsService {
       token = randomToken(32);
       fresh = 'rotated';
     } else if (req.prometheusEnabled && token === null) {
-      token = readSecret(dataDir, TOKEN_SECRET) ?? null;
+      token = readSecret(dataDir, TOKEN_SECRET, TOKEN_RENEWAL) ?? null;
       if (token === null) {
         token = randomToken(32);
         fresh = 'created';

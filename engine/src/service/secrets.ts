@@ -210,9 +210,16 @@ export function secretFiles(dataDir: string) {
   };
 }
 
-/** A secret's value, or undefined when it is not set. Refuses one others can read. */
-export function readSecret(dataDir: string, name: string): string | undefined {
-  return readSecretFile(path.join(secretsDir(dataDir), name));
+/**
+ * A secret's value, or undefined when it is not set. Refuses a file that cannot be used
+ * (readSecretFile), with `renew` in its hint: how this secret is had anew.
+ */
+export function readSecret(
+  dataDir: string,
+  name: string,
+  renew: SecretRenewal = GENERATED,
+): string | undefined {
+  return readSecretFile(path.join(secretsDir(dataDir), name), renew);
 }
 
 export function deleteSecret(dataDir: string, name: string): void {

@@ -164,6 +164,35 @@ describe('metrics.settings.set and the audit log', () => {
     expect(fs.readdirSync(path.dirname(s.tokenFile))).toEqual(['metrics-token']); // no tmp left
   });
 
+  // Before, the engine refused to start with 'chmod 600 FILE (or delete it to have a new
+  // one generated)': deleted, none was made, and every scrape was refused (401) for good.
+  it('a token file others can read stops the start with a hint that holds: chmod 600, or delete it and rotate', async () => {
+    const s = setup();
+    const { token } = await s.set({ prometheusEnabled: true });
+    fs.chmodSync(s.tokenFile, 0o644);
+    let err: UserError | undefined;
+    try {
+      service(s.db, s.dataDir);
+    } catch (e) {
+      err = e as UserError;
+    }
+    expect(err!.message).toBe(`The secret ${s.tokenFile} is readable by other users (mode 644).`);
+    expect(err!.hint).toBe(
+      `Run: chmod 600 ${s.tokenFile}  (or delete it and, once the engine runs, call metrics.settings.set with rotateToken: true for a new one, which scrapers then need).`,
+    );
+    // chmod 600: the next start takes it, and scrapers keep theirs
+    fs.chmodSync(s.tokenFile, 0o600);
+    expect(await scrape(service(s.db, s.dataDir), token!)).toBe(200);
+    // deleted: the next start makes none (the endpoint refuses every scrape) until a rotation
+    fs.rmSync(s.tokenFile);
+    const restarted = service(s.db, s.dataDir);
+    expect(fs.existsSync(s.tokenFile)).toBe(false);
+    expect(await scrape(restarted, token!)).toBe(401);
+    const rotated = restarted.setSettings({ rotateToken: true }, 'cli');
+    expect(await scrape(restarted, rotated.token!)).toBe(200);
+    expect(fs.readFileSync(s.tokenFile, 'utf8')).toBe(`${rotated.token}\n`);
+  });
+
   describe.each(refusals)('when %s', (_, refuse, hint) => {
     const refused = (s: Setup, p: Parameters<MetricsService['setSettings']>[0]) => {
       try {
