@@ -15,6 +15,7 @@ import type { Alert, EventRecord } from '../../../contract/events.js';
 import { DeliveryQueue } from '../../../engine/src/events/delivery/queue.js';
 import {
   MAX_LINE,
+  QUIT_WAIT_MS,
   SmtpError,
   formatMessage,
   sendMail,
@@ -310,6 +311,72 @@ describe('SMTP client against a server that breaks the bounds', () => {
     expect(err.message).toMatch(/… \(\d+ more characters\)$/);
     expect(err.message.length).toBeLessThan(400);
     expect(err.message).not.toMatch(/[\x00-\x1f]/);
+  });
+});
+
+describe('SMTP client and a server that never answers QUIT', () => {
+  /** A plain-text mail server that takes messages and then says nothing to QUIT. */
+  async function mute() {
+    const sessions: { messages: number; quitAt?: number; closedAt?: number }[] = [];
+    const server = net.createServer((sock) => {
+      const session: (typeof sessions)[number] = { messages: 0 };
+      sessions.push(session);
+      sock.unref(); // only the client's socket may keep this process alive
+      sock.on('error', () => {});
+      sock.on('close', () => (session.closedAt = Date.now()));
+      sock.write('220 mute ESMTP\r\n');
+      let data = false;
+      let buf = '';
+      sock.on('data', (d: Buffer) => {
+        buf += d.toString();
+        for (let nl; (nl = buf.indexOf('\r\n')) >= 0;) {
+          const line = buf.slice(0, nl);
+          buf = buf.slice(nl + 2);
+          if (data) {
+            if (line === '.') {
+              data = false;
+              session.messages++;
+              sock.write('250 queued\r\n');
+            }
+          } else if (/^DATA/i.test(line)) {
+            data = true;
+            sock.write('354 go ahead\r\n');
+          } else if (/^QUIT/i.test(line)) session.quitAt = Date.now();
+          else sock.write('250 ok\r\n');
+        }
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    return { port: (server.address() as AddressInfo).port, sessions };
+  }
+  const sockets = () =>
+    process.getActiveResourcesInfo().filter((r) => r === 'TCPSocketWrap').length;
+
+  // Before: the 221 was awaited up to the 20 s timeout, so the channel's next message
+  // waited that long, and an engine stopping meanwhile (2 s grace) reported a delivered
+  // message as 'may still arrive'.
+  it('reports the message sent at once; the next one does not wait; the connection ends after QUIT_WAIT_MS', async () => {
+    const { port, sessions } = await mute();
+    const before = sockets();
+    const send = () =>
+      sendMail(
+        { host: '127.0.0.1', port, security: 'none' },
+        { from: 'a@b.c', to: ['d@e.f'], subject: 'S', text: 'x' },
+      );
+    const start = Date.now();
+    expect(await send()).toEqual([]);
+    expect(await send()).toEqual([]);
+    expect(Date.now() - start).toBeLessThan(1_000);
+    expect(sessions.map((x) => x.messages)).toEqual([1, 1]);
+    await until(() => sessions.every((x) => x.quitAt !== undefined));
+    // the QUIT waits on without keeping the process alive, and ends on its own
+    expect(sockets()).toBeLessThanOrEqual(before);
+    await until(() => sessions.every((x) => x.closedAt !== undefined), QUIT_WAIT_MS + 2_000);
+    for (const x of sessions) {
+      expect(x.closedAt! - x.quitAt!).toBeGreaterThanOrEqual(QUIT_WAIT_MS - 50);
+      expect(x.closedAt! - x.quitAt!).toBeLessThan(QUIT_WAIT_MS + 1_000);
+    }
   });
 });
 

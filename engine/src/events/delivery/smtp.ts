@@ -149,6 +149,8 @@ export async function sendMail(o: SmtpOptions, mail: Mail): Promise<SmtpError[]>
     o.security === 'tls'
       ? tls.connect({ host: o.host, port: o.port, servername: sni(o.host), ...o.tls })
       : net.connect({ host: o.host, port: o.port });
+  /** The message was sent: its QUIT ends the connection (quit). */
+  let quitting = false;
   const timer = setTimeout(
     () =>
       sock.destroy(
@@ -241,8 +243,8 @@ export async function sendMail(o: SmtpOptions, mail: Mail): Promise<SmtpError[]>
     }
     await cmd('DATA', [354], 'DATA', refusedMessage);
     await cmd(dotStuff(formatMessage(mail)) + '\r\n.', [250], 'message', refusedMessage);
-    sock.write('QUIT\r\n');
-    await r.next().catch(() => undefined); // 221; a server that just hangs up is fine too
+    quit(sock, r);
+    quitting = true;
     return refused;
   } catch (err) {
     if (err instanceof SmtpError) throw err;
@@ -250,8 +252,31 @@ export async function sendMail(o: SmtpOptions, mail: Mail): Promise<SmtpError[]>
     throw new SmtpError(`cannot talk to ${o.host}:${o.port}: ${e.code ?? e.message}`);
   } finally {
     clearTimeout(timer);
-    sock.destroy();
+    if (!quitting) sock.destroy();
   }
+}
+
+/** How long the QUIT after a sent message waits for the server's 221, in the background. */
+export const QUIT_WAIT_MS = 2_000;
+
+/**
+ * Says QUIT once the server has taken the message, and waits for its answer (RFC 5321
+ * 4.1.1.10: a client should) behind the caller's back, at most QUIT_WAIT_MS, without
+ * holding the process: the message is sent whatever the answer, so the next message
+ * does not wait for a server slow to say goodbye (before, one that never answered held
+ * the channel up to the 20 s timeout, and an engine stopping meanwhile reported a
+ * delivered message as 'may still arrive').
+ */
+function quit(sock: net.Socket, r: ReplyReader): void {
+  sock.write('QUIT\r\n');
+  sock.unref();
+  const done = () => {
+    clearTimeout(timer);
+    sock.destroy();
+  };
+  const timer = setTimeout(done, QUIT_WAIT_MS);
+  timer.unref();
+  r.next().then(done, done); // 221; a server that just hangs up is fine too
 }
 
 /**
