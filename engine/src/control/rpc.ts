@@ -57,6 +57,7 @@ const USER_ERROR_CODES: Record<string, ErrorCode> = {
   unavailable: ErrorCode.Unavailable,
 };
 
+/** The largest request, in bytes of UTF-8 as it arrives (as a WebSocket's maxPayload counts). */
 export const MAX_MESSAGE_BYTES = 1 << 20;
 
 export class RpcDispatcher {
@@ -71,9 +72,9 @@ export class RpcDispatcher {
   }
 
   private async dispatch(text: string, ctx: CallContext): Promise<RpcResponse> {
-    if (text.length > MAX_MESSAGE_BYTES) {
-      return oversizeRefusal(text.slice(0, ID_PREFIX_CHARS), Buffer.byteLength(text));
-    }
+    // bytes, not UTF-16 units: 700,000 '€' are 2.1 MB of UTF-8 in 700,000 units
+    const bytes = Buffer.byteLength(text);
+    if (bytes > MAX_MESSAGE_BYTES) return oversizeRefusal(text.slice(0, ID_PREFIX_CHARS), bytes);
     let raw: unknown;
     try {
       raw = JSON.parse(text);

@@ -105,6 +105,9 @@ export class SocketServer {
     const peer = `unix#${id}`;
     const actor = this.opts.namePeer?.(sock) ?? `local#${id}`;
     let buffered = '';
+    // the bytes `buffered` came as: the limit is in bytes, and a character of UTF-8 is
+    // up to 3 of them for each of its UTF-16 units that `length` counts
+    let bufferedBytes = 0;
     let discarding = false; // inside an over-long line: drop until its newline
     let pending = 0; // requests not answered yet
     let ended = false; // the client sends nothing more
@@ -162,19 +165,22 @@ export class SocketServer {
     sock.setEncoding('utf8');
     sock.on('data', (chunk: string) => {
       buffered += chunk;
+      bufferedBytes += Buffer.byteLength(chunk);
       let nl: number;
       while ((nl = buffered.indexOf('\n')) >= 0) {
         const line = buffered.slice(0, nl);
         buffered = buffered.slice(nl + 1);
+        bufferedBytes -= Buffer.byteLength(line) + 1;
         if (discarding) {
           discarding = false;
           continue;
         }
         if (line.trim()) respond(line);
       }
-      if (buffered.length > MAX_MESSAGE_BYTES) {
+      if (bufferedBytes > MAX_MESSAGE_BYTES) {
         if (!discarding) tooLarge(buffered.slice(0, ID_PREFIX_CHARS));
         buffered = '';
+        bufferedBytes = 0;
         discarding = true;
       }
     });
@@ -183,6 +189,7 @@ export class SocketServer {
       // a last request without its newline (`printf '{…}' | nc -NU …`)
       if (!discarding && buffered.trim()) respond(buffered);
       buffered = '';
+      bufferedBytes = 0;
       endIfDone();
     });
     sock.on('error', () => undefined); // a client vanishing is not an engine problem

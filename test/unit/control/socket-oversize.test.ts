@@ -129,6 +129,29 @@ describe('API socket: a request line over the limit', () => {
     expect(lines).toEqual([]);
     sock.destroy();
   }, 20_000);
+
+  // Before: the limit counted UTF-16 units, so a line of 700,000 '€' (2.1 MB) was read
+  // whole, and one without its end of line was buffered up to 3 MiB before the answer.
+  it('counts bytes, not characters: a line of multibyte characters over 1 MiB is answered before its end', async () => {
+    const { sock, next, lines } = await connect();
+    const start = '{"jsonrpc":"2.0","id":9,"method":"settings.set","params":{"p":"';
+    const euros = '€'.repeat(Math.ceil(MAX_MESSAGE_BYTES / 3) + 10); // 1 MiB + 30 bytes
+    expect(start.length + euros.length).toBeLessThan(MAX_MESSAGE_BYTES / 2);
+    sock.write(start + euros);
+    const answer = JSON.parse(await next()) as RpcResponse;
+    expect(answer).toMatchObject({
+      id: 9,
+      error: {
+        code: ErrorCode.InvalidRequest,
+        message:
+          'The request to settings.set is too large: more than 1048576 bytes arrived without its end of line (the limit is 1 MiB), so it was not read.',
+      },
+    });
+    sock.write('"}}\n{"jsonrpc":"2.0","id":10,"method":"no.such"}\n');
+    expect((JSON.parse(await next()) as RpcResponse).id).toBe(10);
+    expect(lines).toEqual([]);
+    sock.destroy();
+  }, 20_000);
 });
 
 describe('RPC dispatcher: a message over the limit', () => {
@@ -146,6 +169,25 @@ describe('RPC dispatcher: a message over the limit', () => {
         code: ErrorCode.InvalidRequest,
         message: `The request to settings.set is too large (${Buffer.byteLength(text)} bytes; the limit is 1 MiB), so it was not read.`,
       },
+    });
+  });
+
+  it('counts its bytes of UTF-8, not its characters', async () => {
+    const message = (n: number) =>
+      `{"jsonrpc":"2.0","id":3,"method":"no.such","params":{"p":"${'€'.repeat(n)}"}}`;
+    const over = message(Math.ceil(MAX_MESSAGE_BYTES / 3));
+    expect(over.length).toBeLessThan(MAX_MESSAGE_BYTES / 2);
+    expect(JSON.parse(await rpc.handle(over, ctx))).toMatchObject({
+      id: 3,
+      error: {
+        code: ErrorCode.InvalidRequest,
+        message: `The request to no.such is too large (${Buffer.byteLength(over)} bytes; the limit is 1 MiB), so it was not read.`,
+      },
+    });
+    const under = message(Math.floor(MAX_MESSAGE_BYTES / 3) - 100);
+    expect(JSON.parse(await rpc.handle(under, ctx))).toMatchObject({
+      id: 3,
+      error: { code: ErrorCode.MethodNotFound },
     });
   });
 
