@@ -210,7 +210,16 @@ export async function connectFloor(
   queues: number,
   io = false,
 ): Promise<{ submit: Submit; close(): void }> {
-  const conns = await Promise.all(Array.from({ length: queues }, () => floorConnection(port)));
+  const tries = await Promise.allSettled(
+    Array.from({ length: queues }, () => floorConnection(port)),
+  );
+  const conns = tries.flatMap((t) => (t.status === 'fulfilled' ? [t.value] : []));
+  const failed = tries.find((t) => t.status === 'rejected');
+  if (failed) {
+    // one that could not connect: those that did are not left open
+    for (const c of conns) c.sock.destroy();
+    throw failed.reason;
+  }
   return {
     submit: (write, offset, len, queue, done) => conns[queue]!.send(write, io, offset, len, done),
     close: () => conns.forEach((c) => c.sock.destroy()),

@@ -16,7 +16,11 @@ export async function connectRemote(
     ioQueues: queues,
     queueSize: 128,
   });
-  const ns = await ctrl.namespace(1);
+  // connected already: closed again when namespace 1 cannot be had, before the error goes up
+  const ns = await ctrl.namespace(1).catch(async (err: unknown) => {
+    await ctrl.close();
+    throw err;
+  });
   const bs = ns.blockSize;
   const pool: NvmeRequest[] = [];
   const payloads = new Map<number, Buffer>();

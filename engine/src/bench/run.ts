@@ -23,7 +23,7 @@ import { BackendError } from '../storage/backend.js';
 import { FdBackend } from '../storage/file.js';
 import { openBackend } from '../storage/open.js';
 import { errorCode, isDiskFull, UserError } from '../util/errors.js';
-import { connectFloor } from './floor.js';
+import { withLegs } from './legs.js';
 import { backendSubmit, prepareBackingFile } from './local.js';
 import {
   FULL_PATTERNS,
@@ -35,8 +35,7 @@ import {
   type Pattern,
   type Submit,
 } from './patterns.js';
-import { BENCH_NQN, type PeerReply, type PeerRequest } from './peer-protocol.js';
-import { connectRemote } from './remote.js';
+import type { PeerReply, PeerRequest } from './peer-protocol.js';
 import { medianRound, round, type RunStats } from './stats.js';
 
 export interface BenchOptions {
@@ -191,36 +190,28 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
             floor: [] as FloorStats[],
             floorIo: [] as FloorStats[],
           };
-          const conn = await connectRemote(ports.nvmePort, BENCH_NQN, p.queues);
-          const floor = floors.has(fkey) ? null : await connectFloor(ports.floorPort, p.queues);
-          const floorIo = floorIoMeasured(p, backend, backends[0]!)
-            ? await connectFloor(ports.floorPort, p.queues, true)
-            : null;
-          try {
+          const floorIoToo = floorIoMeasured(p, backend, backends[0]!);
+          const want = { floor: !floors.has(fkey), floorIo: floorIoToo };
+          await withLegs(ports, p, want, async ({ remote, floor, floorIo }) => {
             // unmeasured: each leg on its fresh connection until its rate settles (warmUp)
             await warmUp(p, backendSubmit(be), span);
-            await warmUp(p, conn.submit, span);
-            if (floor) await warmUp(p, floor.submit, span);
-            if (floorIo) await warmUp(p, floorIo.submit, span);
+            await warmUp(p, remote, span);
+            if (floor) await warmUp(p, floor, span);
+            if (floorIo) await warmUp(p, floorIo, span);
             // Rounds interleave the legs, so a slow spell of this noisy machine lands on
             // all of them rather than on one; each leg reports its median round.
             for (let r = 0; r < rounds; r++) {
               legs.local.push(localLeg(await measure(p, backendSubmit(be), loop, peer)));
-              legs.remote.push(remoteLeg(await measure(p, conn.submit, loop, peer)));
-              if (floor) legs.floor.push(floorLeg(await measure(p, floor.submit, loop, peer)));
-              if (floorIo)
-                legs.floorIo.push(floorLeg(await measure(p, floorIo.submit, loop, peer)));
+              legs.remote.push(remoteLeg(await measure(p, remote, loop, peer)));
+              if (floor) legs.floor.push(floorLeg(await measure(p, floor, loop, peer)));
+              if (floorIo) legs.floorIo.push(floorLeg(await measure(p, floorIo, loop, peer)));
             }
-          } finally {
-            await conn.close();
-            floor?.close();
-            floorIo?.close();
-          }
-          if (floor) floors.set(fkey, legs.floor);
+          });
+          if (want.floor) floors.set(fkey, legs.floor);
           const local = medianRound(legs.local);
           const remote = medianRound(legs.remote);
           const fl = medianRound(floors.get(fkey)!);
-          const fio = floorIo ? medianRound(legs.floorIo) : null;
+          const fio = floorIoToo ? medianRound(legs.floorIo) : null;
           o.progress(`${label(p, backend)} ${fmt('local', local)}`);
           o.progress(`${label(p, backend)} ${fmt('remote', remote)}`);
           o.progress(`${label(p, backend)} ${fmt('floor', fl)}`);
