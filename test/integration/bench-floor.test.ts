@@ -14,6 +14,7 @@ import { connectFloor, nvmeTcpWireBytes, startFloorServer } from '../../engine/s
 import { FULL_PATTERNS, isWrite, type Submit } from '../../engine/src/bench/patterns.js';
 import { BENCH_NQN } from '../../engine/src/bench/peer-protocol.js';
 import { connectRemote } from '../../engine/src/bench/remote.js';
+import { serveBenchFile } from '../../engine/src/bench/bench-volume.js';
 import { TargetRuntime } from '../../engine/src/service/target-runtime.js';
 import type { BlockBackend } from '../../engine/src/storage/backend.js';
 import { openBackend } from '../../engine/src/storage/open.js';
@@ -338,15 +339,7 @@ describe('the floor moves the bytes NVMe/TCP moves', () => {
     const be = await openBackend({ kind: 'file', path: file, exclusive: false });
     const floorServer = await startFloorServer(() => be);
     try {
-      // as the benchmark's peer serves it (bench/peer.ts)
-      rt.addSubsystem({ nqn: BENCH_NQN, serial: 'W', model: 'W', allowAnyHost: true, hosts: [] });
-      await rt.addNamespace(BENCH_NQN, {
-        nsid: 1,
-        backend: { kind: 'file', path: file, exclusive: false },
-        nguid: '42' + '0'.repeat(29) + '1',
-        uuid: '42000000-0000-4000-8000-000000000001',
-        anaGroup: 1,
-      });
+      await serveBenchFile(rt, file); // as the benchmark's peer serves it
       const port = await rt.addPort({ portId: 1, host: '127.0.0.1', port: 0 });
       const nvmeProxy = await countingProxy(port.port!);
       const floorProxy = await countingProxy((floorServer.address() as net.AddressInfo).port);

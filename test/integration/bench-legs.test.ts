@@ -11,8 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFloorServer } from '../../engine/src/bench/floor.js';
 import { withLegs } from '../../engine/src/bench/legs.js';
 import type { Pattern } from '../../engine/src/bench/patterns.js';
-import { BENCH_NQN } from '../../engine/src/bench/peer-protocol.js';
 import { connectRemote } from '../../engine/src/bench/remote.js';
+import { serveBenchFile } from '../../engine/src/bench/bench-volume.js';
 import { TargetRuntime } from '../../engine/src/service/target-runtime.js';
 import type { BlockBackend } from '../../engine/src/storage/backend.js';
 import { openBackend } from '../../engine/src/storage/open.js';
@@ -37,15 +37,7 @@ beforeAll(async () => {
   const file = path.join(dir, 'bench.img');
   fs.writeFileSync(file, Buffer.alloc(1 << 20));
   rt = new TargetRuntime(createLogger({ level: 'error', sink: process.stderr }));
-  // as the benchmark's peer serves it (bench/peer.ts)
-  rt.addSubsystem({ nqn: BENCH_NQN, serial: 'L', model: 'L', allowAnyHost: true, hosts: [] });
-  await rt.addNamespace(BENCH_NQN, {
-    nsid: 1,
-    backend: { kind: 'file', path: file, exclusive: false },
-    nguid: '42' + '0'.repeat(29) + '1',
-    uuid: '42000000-0000-4000-8000-000000000001',
-    anaGroup: 1,
-  });
+  await serveBenchFile(rt, file); // as the benchmark's peer serves it
   rt.addSubsystem({ nqn: NO_NS, serial: 'N', model: 'N', allowAnyHost: true, hosts: [] });
   nvmePort = (await rt.addPort({ portId: 1, host: '127.0.0.1', port: 0 })).port!;
   floorBackend = await openBackend({ kind: 'file', path: file, exclusive: false });

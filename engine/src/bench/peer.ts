@@ -11,8 +11,9 @@ import { TargetRuntime } from '../service/target-runtime.js';
 import type { BlockBackend } from '../storage/backend.js';
 import { openBackend } from '../storage/open.js';
 import { createLogger } from '../util/log.js';
+import { serveBenchFile } from './bench-volume.js';
 import { startFloorServer } from './floor.js';
-import { BENCH_NQN, type PeerReply, type PeerRequest } from './peer-protocol.js';
+import type { PeerReply, PeerRequest } from './peer-protocol.js';
 
 let rt: TargetRuntime | undefined;
 let floor: net.Server | undefined;
@@ -29,27 +30,7 @@ async function handle(msg: PeerRequest): Promise<PeerReply> {
       if (path.basename(dir).startsWith('branchsan-bench-')) scratch.add(dir);
       await stop();
       rt = new TargetRuntime(createLogger({ level: 'error', sink: process.stderr }));
-      rt.addSubsystem({
-        nqn: BENCH_NQN,
-        serial: 'BSANBENCH',
-        model: 'BranchSAN bench',
-        allowAnyHost: true,
-        hosts: [],
-      });
-      await rt.addNamespace(BENCH_NQN, {
-        nsid: 1,
-        // The benchmark holds this file open three times on purpose (local leg, target,
-        // floor): no exclusive lock (storage/file.ts).
-        backend: {
-          kind: 'file',
-          path: msg.path,
-          exclusive: false,
-          ...(msg.io ? { io: msg.io } : {}),
-        },
-        nguid: '42' + '0'.repeat(29) + '1',
-        uuid: '42000000-0000-4000-8000-000000000001',
-        anaGroup: 1,
-      });
+      await serveBenchFile(rt, msg.path, msg.io);
       const port = await rt.addPort({ portId: 1, host: '127.0.0.1', port: 0 });
       floorBackend = await openBackend({
         kind: 'file',
