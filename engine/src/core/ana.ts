@@ -26,10 +26,18 @@ export const ANA_STATE_CODE: { readonly [K in AnaState]: number } = {
 export interface AnaGroupInfo {
   readonly grpid: number;
   readonly state: AnaState;
-  /** Value of the target's change count when this group last changed. */
+  /** Value of the target's change count when this group's descriptor last changed. */
   readonly chgcnt: number;
 }
 
+/**
+ * The groups and the ANA log's change count (CHGCNT). The count identifies the log's
+ * contents, so it moves on every change a host could read there: a group's state, a
+ * group appearing, and a namespace joining or leaving a group (its NSID list and
+ * NNSIDS), as nvmet bumps it when a namespace changes group. A host that reads the log
+ * in pieces checks the header's count again at the end (libnvme, our host library):
+ * had it stood still while a namespace was added, pieces of two logs would be stitched.
+ */
 export class AnaGroups {
   private readonly groups = new Map<number, AnaGroupInfo>();
   /** Monotonic change count reported in the ANA log header (CHGCNT). */
@@ -61,7 +69,7 @@ export class AnaGroups {
   ensure(grpid: number): boolean {
     this.assertGrpid(grpid);
     if (this.groups.has(grpid)) return false;
-    this.groups.set(grpid, { grpid, state: 'optimized', chgcnt: this.changeCount });
+    this.stamp(grpid, 'optimized');
     return true;
   }
 
@@ -70,9 +78,24 @@ export class AnaGroups {
     this.assertGrpid(grpid);
     if (!(state in ANA_STATE_CODE)) throw new Error(`Unknown ANA state "${state}"`);
     if (this.groups.get(grpid)?.state === state) return false;
+    this.stamp(grpid, state);
+    return true;
+  }
+
+  /**
+   * A namespace joined or left group `grpid` (created if new): its NSID list changed.
+   * Hosts hear of it through the Namespace Attribute event (the changed namespace
+   * list), not an ANA change event, as from nvmet: Linux reads the ANA log again after
+   * the rescan that event starts, and no path's state changed (no group's state did).
+   */
+  membersChanged(grpid: number): void {
+    if (!this.ensure(grpid)) this.stamp(grpid, this.state(grpid));
+  }
+
+  /** Records a change of group `grpid`'s descriptor: the count moves, the group takes it. */
+  private stamp(grpid: number, state: AnaState): void {
     this.changeCount++;
     this.groups.set(grpid, { grpid, state, chgcnt: this.changeCount });
-    return true;
   }
 
   private assertGrpid(grpid: number): void {

@@ -137,7 +137,7 @@ export class Target implements CoreTarget, ControllerEnv {
       throw new Error(`Namespace ${cfg.nsid} already exists in ${subnqn}`);
     const ns = new Namespace(cfg);
     this.assertUniqueIds(ns);
-    this.ana.ensure(ns.anagrpid);
+    this.ana.membersChanged(ns.anagrpid); // checks the group id first
     s.namespaces.set(ns.nsid, ns);
     for (const c of s.controllers) c.notifyNsChanged(ns.nsid);
   }
@@ -153,6 +153,7 @@ export class Target implements CoreTarget, ControllerEnv {
     // the volume, where they must not be overtaken by this node's copy landing later.
     // (A closing queue abandons its writes only on the namespaces still present.)
     for (const c of s.controllers) for (const q of c.ioQueues.values()) ns.backend.abandon?.(q);
+    this.ana.membersChanged(ns.anagrpid);
     for (const c of s.controllers) c.notifyNsChanged(nsid);
   }
 
@@ -175,7 +176,10 @@ export class Target implements CoreTarget, ControllerEnv {
     this.discoveryChanged();
   }
 
-  /** Sets this node's state of an ANA group; hosts get an ANA change event if it changed. */
+  /**
+   * Sets this node's state of an ANA group; hosts get an ANA change event if it changed
+   * (a group new to the log moves its CHGCNT, but holds no namespace a host could use).
+   */
   setAnaState(grpid: number, state: AnaState): void {
     this.ana.ensure(grpid);
     if (!this.ana.set(grpid, state)) return;

@@ -80,8 +80,8 @@ describe('asynchronous events', () => {
     await settle();
     expect(aer.done).toMatchObject({ status: SC.SUCCESS, dw0: 0x000c0302 });
     const log = decodeAnaLog(ok(await admin.submit(getLogSqe(LID.ANA, 4096))).data!);
-    expect(log.chgcnt).toBe(1);
-    expect(log.groups).toEqual([{ grpid: 1, chgcnt: 1, state: 3, nsids: [1] }]);
+    expect(log.chgcnt).toBe(2); // namespace 1 joining group 1, then its state
+    expect(log.groups).toEqual([{ grpid: 1, chgcnt: 2, state: 3, nsids: [1] }]);
     // Setting the same state again is not a change.
     const aer2 = track(admin.submit(aerSqe()));
     target.setAnaState(1, 'inaccessible');
