@@ -10,9 +10,17 @@
  *                   no DNR: a retry may pass, and the mirror may serve it from the peer.
  * - unavailable  -> ANA Transition (3/03), no DNR: the backend is fenced or not ready,
  *                   which is what a failover looks like from this path. A multipath host
- *                   fails over and re-reads the ANA log (the service flips the group's
- *                   state, so later commands are refused at parse); a single-path host
- *                   retries. NS Not Ready (0/82) would not trigger failover.
+ *                   fails over and re-reads the ANA log. NS Not Ready (0/82) would not
+ *                   trigger failover: Linux retries it on the same path 5 times, then
+ *                   fails the I/O (EIO), even with a healthy peer path.
+ *                   Nothing changes the group's state yet, so the log still says
+ *                   optimized: Linux (multipath.c, 6.1) then clears the path's
+ *                   ANA_PENDING, requeues and resends at once, an I/O and a log read per
+ *                   round with no delay, bound or ANATT timer (no group is in change)
+ *                   until the backend is back (the real 6.1 host under QEMU: 2497
+ *                   refused writes and 818 ANA log reads in 4 s). Whoever owns this
+ *                   node's ANA states (service / mirror) must report the group 'change'
+ *                   while its backend is unavailable, and back, each with its event.
  * - unsupported  -> Invalid Field, DNR: an operation the capabilities did not declare.
  * - anything else (a bug, not a BackendError) -> Internal Error.
  */
