@@ -1,16 +1,15 @@
 /**
  * The web console's TLS identity for remote access: an ECDSA P-256 key and a
  * self-signed certificate, made on first need and kept as secret files
- * (DATA/secrets/console-tls.key and .crt, 0600).
+ * (DATA/secrets/console-tls.key and .crt, 0600), read and written as the others are
+ * (secrets.ts).
  *
  * The certificate is built here with a small DER encoder and signed with node:crypto,
  * so it works wherever Node runs (a fresh Debian, a Windows service) without the
  * openssl command. Browsers cannot check a self-signed certificate against a CA;
  * people compare its SHA-256 fingerprint instead (shown by the API and in the log).
  */
-import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import net from 'node:net';
 import {
   X509Certificate,
@@ -19,8 +18,7 @@ import {
   randomBytes,
   sign,
 } from 'node:crypto';
-import { UserError } from '../util/errors.js';
-import { secretsDir } from './secrets.js';
+import { readSecret, writeSecret, type SecretRenewal } from './secrets.js';
 
 export interface ConsoleTls {
   /** PKCS#8 PEM. */
@@ -39,6 +37,18 @@ const VALID_DAYS = 5 * 365;
 const RENEW_BEFORE_MS = 30 * 86_400_000;
 
 /**
+ * How the console's key and certificate are had anew, for the hint about a file that
+ * cannot be used: made at the next start when missing, as a new identity that browsers
+ * which trusted the old one ask about again.
+ */
+const TLS_RENEWAL: SecretRenewal = {
+  orElse:
+    'or delete it and restart the engine to have a new certificate made, whose new fingerprint browsers then ask to trust',
+  afresh:
+    'restart the engine: it makes a new certificate, whose new fingerprint browsers then ask to trust',
+};
+
+/**
  * The stored key and certificate, made (or remade, when missing, damaged or about to
  * expire) with names for this host and `extraAddresses`. `created` says it is new:
  * browsers that pinned the old fingerprint must be told.
@@ -48,29 +58,25 @@ export function loadOrCreateConsoleTls(
   extraAddresses: string[] = [],
   now = new Date(),
 ): ConsoleTls & { created: boolean } {
-  const dir = secretsDir(dataDir);
-  const keyFile = path.join(dir, KEY_FILE);
-  const certFile = path.join(dir, CERT_FILE);
-  const existing = readPair(keyFile, certFile);
+  const existing = readPair(dataDir);
   if (existing && existing.notAfter.getTime() - now.getTime() > RENEW_BEFORE_MS) {
     return { ...existing, created: false };
   }
   const made = createSelfSigned(os.hostname(), extraAddresses, now);
-  writeSecret(keyFile, made.key);
-  writeSecret(certFile, made.cert);
+  writeSecret(dataDir, KEY_FILE, made.key);
+  writeSecret(dataDir, CERT_FILE, made.cert);
   return { ...made, created: true };
 }
 
-function readPair(keyFile: string, certFile: string): ConsoleTls | null {
-  let key: string;
-  let cert: string;
-  try {
-    key = readSecret(keyFile);
-    cert = readSecret(certFile);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw err;
-  }
+/**
+ * The stored pair, or null when either is missing or damaged (then a new pair is made).
+ * A file that cannot be used (others can read it, the engine may not, a directory or
+ * named pipe in its place) is refused with what to run (secrets.ts readSecret).
+ */
+function readPair(dataDir: string): ConsoleTls | null {
+  const key = readSecret(dataDir, KEY_FILE, TLS_RENEWAL);
+  const cert = readSecret(dataDir, CERT_FILE, TLS_RENEWAL);
+  if (key === undefined || cert === undefined) return null;
   try {
     const x509 = new X509Certificate(cert);
     if (!x509.checkPrivateKey(createPrivateKey(key))) return null;
@@ -78,23 +84,6 @@ function readPair(keyFile: string, certFile: string): ConsoleTls | null {
   } catch {
     return null; // damaged: make a new pair
   }
-}
-
-function readSecret(file: string): string {
-  const st = fs.statSync(file);
-  if ((st.mode & 0o077) !== 0) {
-    throw new UserError(
-      `The console TLS file ${file} is readable by other users (mode ${(st.mode & 0o777).toString(8)}).`,
-      `Run: chmod 600 ${file}  (or delete it to have a new certificate generated).`,
-    );
-  }
-  return fs.readFileSync(file, 'utf8');
-}
-
-function writeSecret(file: string, text: string): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, text, { mode: 0o600 });
-  fs.renameSync(tmp, file);
 }
 
 /** A new P-256 key and a self-signed server certificate for `hostname` and the given addresses. */

@@ -63,4 +63,17 @@ describe('console TLS certificate', () => {
     expect(() => loadOrCreateConsoleTls(d)).toThrow(/readable by other users/);
     fs.rmSync(d, { recursive: true, force: true });
   });
+
+  it('reuses a pair written without the line end other secret files have (an older version)', () => {
+    const d = fs.mkdtempSync(path.join(os.tmpdir(), 'bsan-tls-'));
+    const t = createSelfSigned('san-a');
+    fs.mkdirSync(path.join(d, 'secrets'), { mode: 0o700 });
+    fs.writeFileSync(path.join(d, 'secrets', 'console-tls.key'), t.key, { mode: 0o600 });
+    fs.writeFileSync(path.join(d, 'secrets', 'console-tls.crt'), t.cert, { mode: 0o600 });
+    const kept = loadOrCreateConsoleTls(d);
+    expect(kept.created).toBe(false);
+    expect(kept.fingerprint256).toBe(t.fingerprint256);
+    expect(loadOrCreateConsoleTls(d).created).toBe(false); // and what it wrote reads back
+    fs.rmSync(d, { recursive: true, force: true });
+  });
 });
