@@ -59,7 +59,7 @@ export const EventsListResult = z.object({
 
 export const Alert = z.object({
   id: z.number().int(),
-  /** The rule that raised it: host.disconnected, capacity, io.errors, io.latency, volume.backing-file, volume.offline, volume.io-threads, listener.down, filesystem.not-answering, delivery.paused, engine.unclean-restart, mirror.*. */
+  /** The rule that raised it: host.disconnected, capacity, io.errors, io.latency, volume.backing-file, volume.offline, volume.io-threads, listener.down, filesystem.not-answering, delivery.paused, metrics.endpoint, engine.unclean-restart, mirror.*. */
   rule: z.string(),
   /** What it is about, unique per rule while active (a host on a volume, a filesystem, a namespace). */
   subject: z.string(),

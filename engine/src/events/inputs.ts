@@ -20,6 +20,7 @@ import type {
   AlertInputs,
   FilesystemUse,
   ListenerDown,
+  MetricsEndpointDown,
   NotAnswering,
   OfflineVolume,
   VolumeIo,
@@ -58,6 +59,8 @@ export interface CollectorSources {
   config(): TargetConfig;
   /** Sockets the engine should listen on and cannot now. */
   listenersDown?(): ListenerDown[];
+  /** Why the Prometheus endpoint, turned on, serves nothing. */
+  metricsEndpointDown?(): MetricsEndpointDown[];
   /** Why a configured namespace that opened is not served (see OfflineVolume.refused). */
   refusedBacking?(nqn: string, nsid: number): string | undefined;
   events: EventStore;
@@ -164,6 +167,7 @@ export class InputCollector {
       ioThreadFailures: this.ioThreadFailures(cfg),
     };
     if (this.src.listenersDown) inputs.listenersDown = this.src.listenersDown();
+    if (this.src.metricsEndpointDown) inputs.metricsEndpoint = this.src.metricsEndpointDown();
     const watched = this.watchedFilesystems(cfg);
     inputs.filesystemsWatched = [...watched.keys()];
     const fsOf = await this.fileSystems(new Set([...watched.values()].map((w) => w.dir)));

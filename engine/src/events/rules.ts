@@ -43,6 +43,15 @@ export interface AlertInputs {
   notAnswering?: NotAnswering[];
   /** Mail and webhook delivery (absent: not known). */
   delivery?: DeliveryState[];
+  /** Why the Prometheus endpoint, turned on, serves nothing (none: it works or is off). */
+  metricsEndpoint?: MetricsEndpointDown[];
+}
+
+/** The Prometheus endpoint is on but refuses every scrape: its token file cannot be used. */
+export interface MetricsEndpointDown {
+  /** What is wrong with the file and what to run (the secret's UserError, message and hint). */
+  problem: string;
+  since: number;
 }
 
 /** A notification channel with a queue, as the delivery.paused rule sees it. */
@@ -981,6 +990,34 @@ export function deliveryPausedRule(): Rule {
   };
 }
 
+/**
+ * The Prometheus endpoint is on, but its scrape token file could not be used at the
+ * start, so it refuses every scrape (storage is not affected). It clears once a token
+ * is in force again (metrics.settings.set) or the endpoint is turned off.
+ */
+export function metricsEndpointRule(): Rule {
+  return {
+    id: 'metrics.endpoint',
+    kind: 'condition',
+    evaluate(inputs, { active }) {
+      if (!inputs.metricsEndpoint) return [...active.values()].map(keep);
+      return inputs.metricsEndpoint.map((m) => ({
+        subject: 'prometheus',
+        severity: 'error' as const,
+        title: 'Prometheus endpoint refuses every scrape: its token file cannot be used',
+        message:
+          `The Prometheus endpoint /metrics is on, but refuses every scrape since ${new Date(m.since).toISOString()}: ${m.problem} ` +
+          METRICS_TOKEN_AGAIN,
+        data: { since: m.since },
+      }));
+    },
+  };
+}
+
+/** What brings the endpoint back once its token file is repaired, for the alert and the log. */
+export const METRICS_TOKEN_AGAIN =
+  'After a chmod or chown, call metrics.settings.set with prometheusEnabled: true to have the file read again. Storage keeps serving meanwhile.';
+
 /** The engine started after an unexpected stop (crash, kill, power loss). */
 export function uncleanRestartRule(windowMs = 24 * 3600_000): Rule {
   return {
@@ -1063,6 +1100,7 @@ export function defaultRules(opts: { watchedHosts?: WatchedHostMemory } = {}): R
     ioThreadsRule(),
     notAnsweringRule(),
     deliveryPausedRule(),
+    metricsEndpointRule(),
     uncleanRestartRule(),
     ...mirrorRules(),
   ];

@@ -151,6 +151,7 @@ export class Engine {
         backing: (nqn, nsid) => runtime.backingState(nqn, nsid),
         ioThreadsDown: (nqn, nsid) => runtime.ioThreadsDown(nqn, nsid),
         listenersDown: () => [...targets.listenersDown(), ...consoleDown(consoleServer)],
+        metricsEndpointDown: () => metrics.endpointDown(),
         refusedBacking: (nqn, nsid) => targets.refusedBacking(nqn, nsid),
         events: new EventStore(db),
         now: Date.now,
@@ -169,7 +170,7 @@ export class Engine {
         clock: { monotonicSec: os.uptime, lastEventAt },
       });
       cleanup.unshift(() => eventsService.stop());
-      const metrics = new MetricsService({
+      const metrics: MetricsService = new MetricsService({
         db,
         dataDir,
         io: runtime.target,

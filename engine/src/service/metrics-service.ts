@@ -28,7 +28,7 @@ import {
   type ExposedAlert,
 } from '../metrics/prometheus.js';
 import { samplePoints, selectorKey } from '../metrics/series.js';
-import { getSetting, setSetting, type Db } from '../persistence/db.js';
+import { getSetting, recordEvent, setSetting, type Db } from '../persistence/db.js';
 import {
   DEFAULT_MAX_BYTES,
   HISTORY_TABLES,
@@ -37,7 +37,8 @@ import {
 } from '../persistence/metrics-store.js';
 import { ReaderUnavailable, type DbReader } from '../persistence/db-reader.js';
 import { betweenBatches, type WalCheckpointer } from '../persistence/wal-checkpointer.js';
-import { storageProblem, UserError } from '../util/errors.js';
+import { METRICS_TOKEN_AGAIN, type MetricsEndpointDown } from '../events/rules.js';
+import { storageProblem, UserError, whereStorageAllows } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { randomToken, readSecret, writeSecret, type SecretRenewal } from './secrets.js';
 
@@ -109,6 +110,11 @@ export class MetricsService {
   private failing: { since: number; toldAt: number; lost: number } | null = null;
   private prometheus: boolean;
   private token: string | null;
+  /**
+   * The endpoint is on, but its token file could not be used at the start: it refuses
+   * every scrape until a token is in force again (setSettings) or it is turned off.
+   */
+  private tokenUnusable: MetricsEndpointDown | null = null;
   private measureTimer?: NodeJS.Timeout;
   private measuring: Promise<void> | null = null;
   /** Batches of the cap's deletions running (trimToCap), or null. */
@@ -133,7 +139,39 @@ export class MetricsService {
       includeLoopback: opts.includeLoopback,
     });
     this.prometheus = getSetting(opts.db, KEY_PROMETHEUS) === '1';
-    this.token = readSecret(opts.dataDir, TOKEN_SECRET, TOKEN_RENEWAL) ?? null;
+    // read only for an endpoint that is on (else setSettings reads it when turned on)
+    this.token = this.prometheus ? this.startToken() : null;
+  }
+
+  /**
+   * The scrape token at the start. A file that cannot be used (others can read it, the
+   * engine may not, a directory in its place, a failing disk) leaves the endpoint on
+   * and refusing every scrape, said in the log, an event and an alert (metrics.endpoint):
+   * a monitoring secret must not keep the storage from being served.
+   */
+  private startToken(): string | null {
+    const { dataDir, db, log } = this.opts;
+    try {
+      return readSecret(dataDir, TOKEN_SECRET, TOKEN_RENEWAL) ?? null;
+    } catch (err) {
+      const file = this.tokenFile();
+      const problem =
+        err instanceof UserError
+          ? `${err.message} ${err.hint ?? ''}`.trim()
+          : `The scrape token file ${file} could not be read (${(err as Error).message}). Check the data directory's disk (dmesg), or delete the file and call metrics.settings.set with rotateToken: true for a new one, which scrapers then need.`;
+      this.tokenUnusable = { problem, since: this.clock() };
+      const message = `The Prometheus endpoint /metrics refuses every scrape: ${problem} ${METRICS_TOKEN_AGAIN}`;
+      log.error(message, { tokenFile: file });
+      whereStorageAllows(log, 'record an event', () =>
+        recordEvent(db, { type: 'metrics.token-unusable', severity: 'error', message }),
+      );
+      return null;
+    }
+  }
+
+  /** Why the endpoint, on, serves nothing, for the metrics.endpoint alert (none: it works or is off). */
+  endpointDown(): MetricsEndpointDown[] {
+    return this.tokenUnusable ? [this.tokenUnusable] : [];
   }
 
   /** Samples every intervalMs until stop(); measures the history's size now and then. */
@@ -344,12 +382,16 @@ export class MetricsService {
       prometheus: {
         enabled: this.prometheus,
         path: '/metrics',
-        tokenFile: path.join(this.opts.dataDir, 'secrets', TOKEN_SECRET),
+        tokenFile: this.tokenFile(),
       },
       maxBytes: this.store.cap,
       usedBytes: this.store.usedBytes(),
       historyBytes: this.store.historyBytes(),
     };
+  }
+
+  private tokenFile(): string {
+    return path.join(this.opts.dataDir, 'secrets', TOKEN_SECRET);
   }
 
   /**
@@ -404,6 +446,7 @@ export class MetricsService {
       // Committed: memory follows the database.
       if (req.prometheusEnabled !== undefined) this.prometheus = req.prometheusEnabled;
       if (req.maxBytes !== undefined) this.holdCap(req.maxBytes);
+      if (!this.prometheus) this.tokenUnusable = null; // off: its file is not read
     };
     try {
       // a new token is written aside, the change recorded, then the token put in place
@@ -432,6 +475,7 @@ export class MetricsService {
       );
     }
     this.token = token;
+    if (token !== null) this.tokenUnusable = null;
     return this.answer();
   }
 

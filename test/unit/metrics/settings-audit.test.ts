@@ -166,22 +166,23 @@ describe('metrics.settings.set and the audit log', () => {
 
   // Before, the engine refused to start with 'chmod 600 FILE (or delete it to have a new
   // one generated)': deleted, none was made, and every scrape was refused (401) for good.
-  it('a token file others can read stops the start with a hint that holds: chmod 600, or delete it and rotate', async () => {
+  // Then the start itself was refused, storage included.
+  it('a token file others can read leaves the endpoint refusing scrapes, with a hint that holds: chmod 600 and turn it on, or delete it and rotate', async () => {
     const s = setup();
     const { token } = await s.set({ prometheusEnabled: true });
     fs.chmodSync(s.tokenFile, 0o644);
-    let err: UserError | undefined;
-    try {
-      service(s.db, s.dataDir);
-    } catch (e) {
-      err = e as UserError;
-    }
-    expect(err!.message).toBe(`The secret ${s.tokenFile} is readable by other users (mode 644).`);
-    expect(err!.hint).toBe(
-      `Run: chmod 600 ${s.tokenFile}  (or delete it and, once the engine runs, call metrics.settings.set with rotateToken: true for a new one, which scrapers then need).`,
-    );
-    // chmod 600: the next start takes it, and scrapers keep theirs
+    const started = service(s.db, s.dataDir);
+    expect(started.endpointDown().map((d) => d.problem)).toEqual([
+      `The secret ${s.tokenFile} is readable by other users (mode 644). ` +
+        `Run: chmod 600 ${s.tokenFile}  (or delete it and, once the engine runs, call metrics.settings.set with rotateToken: true for a new one, which scrapers then need).`,
+    ]);
+    expect(await scrape(started, token!)).toBe(401);
+    // chmod 600 and turned on again: it is read, and scrapers keep theirs
     fs.chmodSync(s.tokenFile, 0o600);
+    started.setSettings({ prometheusEnabled: true }, 'cli');
+    expect(started.endpointDown()).toEqual([]);
+    expect(await scrape(started, token!)).toBe(200);
+    // chmod 600: the next start takes it
     expect(await scrape(service(s.db, s.dataDir), token!)).toBe(200);
     // deleted: the next start makes none (the endpoint refuses every scrape) until a rotation
     fs.rmSync(s.tokenFile);
@@ -191,6 +192,19 @@ describe('metrics.settings.set and the audit log', () => {
     const rotated = restarted.setSettings({ rotateToken: true }, 'cli');
     expect(await scrape(restarted, rotated.token!)).toBe(200);
     expect(fs.readFileSync(s.tokenFile, 'utf8')).toBe(`${rotated.token}\n`);
+  });
+
+  it('a token file is not read while the endpoint is off; turned off, its problem is gone', async () => {
+    const s = setup();
+    await s.set({ prometheusEnabled: true });
+    fs.chmodSync(s.tokenFile, 0o644);
+    const started = service(s.db, s.dataDir);
+    expect(started.endpointDown()).toHaveLength(1);
+    started.setSettings({ prometheusEnabled: false }, 'cli');
+    expect(started.endpointDown()).toEqual([]);
+    fs.rmSync(s.tokenFile);
+    fs.mkdirSync(s.tokenFile); // a directory in its place
+    expect(service(s.db, s.dataDir).endpointDown()).toEqual([]);
   });
 
   describe.each(refusals)('when %s', (_, refuse, hint) => {
