@@ -4,6 +4,12 @@
  * "Authorization: Bearer <token>" with the token from DATA/secrets/metrics-token.
  * That token only reads metrics; the console's own sign-in is never accepted here,
  * so a scraper's configuration cannot administer the node.
+ *
+ * Every refused scrape gets the same answer (REFUSED), whatever was wrong: no header, a
+ * wrong token, or none usable on the node (deleted, its file unusable). Anyone who can
+ * reach the port may ask, so the answer says what a scraper needs and where an
+ * administrator gets it, and nothing of the node's state (whether a token exists, why
+ * not) nor its paths; the node's own log and alerts (metrics.endpoint) say those.
  */
 import type http from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
@@ -27,6 +33,10 @@ export interface HttpRoute {
 }
 
 const HEADERS = { 'Cache-Control': 'no-store', 'X-Content-Type-Options': 'nosniff' };
+/** The body of every 401: see the head of this file. */
+export const REFUSED =
+  "This endpoint needs the node's scrape token: 'Authorization: Bearer <token>'. " +
+  "The node's administrator gets it from metrics.settings.set (rotateToken: true makes a new one).\n";
 
 export function metricsRoute(src: MetricsEndpointSource): HttpRoute {
   return {
@@ -49,7 +59,7 @@ export function metricsRoute(src: MetricsEndpointSource): HttpRoute {
           'Content-Type': 'text/plain; charset=utf-8',
           ...HEADERS,
         });
-        res.end('A bearer token is required: see DATA/secrets/metrics-token on the node.\n');
+        res.end(REFUSED);
         return;
       }
       const body = Buffer.from(src.render());

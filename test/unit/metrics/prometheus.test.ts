@@ -6,7 +6,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import { metricsRoute } from '../../../engine/src/control/metrics-endpoint.js';
+import { metricsRoute, REFUSED } from '../../../engine/src/control/metrics-endpoint.js';
 import { MetricsSampler, targetIoSource } from '../../../engine/src/metrics/sampler.js';
 import { escapeLabel, renderPrometheus } from '../../../engine/src/metrics/prometheus.js';
 import {
@@ -167,5 +167,24 @@ describe('GET /metrics', () => {
     expect((await fetch(url, { headers: { Authorization: 'Bearer s3cret-token' } })).status).toBe(
       401,
     );
+  });
+
+  // Before: 'see DATA/secrets/metrics-token on the node', also when no such file was
+  // there (deleted, or a directory in its place).
+  it('refuses every way with one answer that names no path and tells no state', async () => {
+    const state = { enabled: true, token: 's3cret-token' as string | null };
+    const url = await serve(state);
+    const answers = [];
+    for (const token of ['s3cret-token', null]) {
+      state.token = token;
+      for (const auth of [undefined, 'Bearer wrong', 'Basic s3cret-token']) {
+        const res = await fetch(url, { headers: auth ? { Authorization: auth } : {} });
+        answers.push([res.status, res.headers.get('www-authenticate'), await res.text()]);
+      }
+    }
+    expect(new Set(answers.map((a) => JSON.stringify(a))).size).toBe(1);
+    expect(answers[0]).toEqual([401, 'Bearer realm="branchsan-metrics"', REFUSED]);
+    expect(REFUSED).not.toMatch(/secrets|metrics-token|DATA|\//);
+    expect(REFUSED).toContain('metrics.settings.set');
   });
 });
