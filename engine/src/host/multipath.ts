@@ -531,7 +531,22 @@ export class MultipathNamespace extends NamespaceIo {
     if (!c.mutating) return this.dispatch(c);
     // The association it completed on is gone: elsewhere once that one is fenced.
     if (!sameAssociation) return this.hold(c, p);
-    this.finish(c, c.lastError, null);
+    this.finish(c, this.unusableAfterDelay(c, p), null);
+  }
+
+  /**
+   * What the caller of write `c` gets when its path `p` stopped being usable, its
+   * association still live, while `c` waited to be sent again there (rule 4): the status
+   * it last completed with, saying why it was not sent again.
+   */
+  private unusableAfterDelay(c: Command, p: Path): Error {
+    const last = c.lastError as NvmeStatusError;
+    const why = p.problem ?? `ANA ${p.ana}`;
+    const what =
+      `${c.what}${retriedNote(c.statusRetries - 1)} on ${p.name} (not sent again: the path ` +
+      `stopped being usable, ${why}, during the status's retry delay, and a write moves to ` +
+      `another path only on a path status; write it again to send it to a usable path)`;
+    return new NvmeStatusError(last.status, what, last.dw0);
   }
 
   /** Resend the commands in doubt on `p` whose association is now fenced. */

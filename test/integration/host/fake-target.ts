@@ -14,12 +14,14 @@ import {
   encodeActiveNsList,
   ID_CTRL,
 } from '../../../engine/src/protocol/identify.js';
+import { encodeAnaLog } from '../../../engine/src/protocol/logpages.js';
 import {
   ADMIN,
   CNS,
   FABRICS_OPCODE,
   FCTYPE,
   IO,
+  LID,
   NIDT,
   PROP,
 } from '../../../engine/src/protocol/opcodes.js';
@@ -70,6 +72,15 @@ export interface FakeTargetOptions {
   /** The status to complete the `n`th I/O command (from 0) with instead of running it;
    * 0: run it. */
   ioStatus?: (op: number, n: number) => number;
+  /**
+   * Present the namespace as a multipath one: shared (NMIC bit 0), with ANA reporting
+   * (CMIC bit 3, one group, log 0x0C) in this state code (1 optimized, 2 non-optimized,
+   * 3 inaccessible, 4 persistent loss, 0xF change); setAna() changes it. The state is
+   * only reported: I/O is not refused by it (ioStatus does that).
+   */
+  ana?: number;
+  /** Controller ID in Identify Controller (default 1). */
+  cntlid?: number;
 }
 
 /** What a lie may use to build its PDUs. */
@@ -108,6 +119,9 @@ export class FakeTarget {
   readonly hostBehavior: Buffer[] = [];
   private outstanding = new Map<Conn, number>();
   private aers: { conn: Conn; cid: number }[] = [];
+  /** The namespace's NGUID; a new one and namespaceChanged() make it another namespace. */
+  nguid = Buffer.alloc(16, 0xab);
+  private anaChanges = 0;
   private cc = 0;
   private server!: net.Server;
   port = 0;
@@ -144,6 +158,18 @@ export class FakeTarget {
     const pending = this.aers.splice(0);
     for (const a of pending) this.respond(a.conn, a.cid, 0, dw0);
     return pending.length;
+  }
+
+  /** Report ANA state `state` (FakeTargetOptions.ana) and send the ANA change event. */
+  setAna(state: number): void {
+    this.o.ana = state;
+    this.anaChanges++;
+    this.fireEvent(0x0c0302); // notice, ANA change, log 0x0C
+  }
+
+  /** Send the namespace attribute changed event (log 0x04). */
+  namespaceChanged(): void {
+    this.fireEvent(0x040002); // notice, namespace attribute changed, log 0x04
   }
 
   private accept(sock: net.Socket): void {
@@ -267,7 +293,7 @@ export class FakeTarget {
     const fctype = sqeFctype(sqe);
     if (fctype === FCTYPE.CONNECT) {
       c.qid = sqe.readUInt16LE(42);
-      return this.respond(c, cid, 0, 1);
+      return this.respond(c, cid, 0, this.o.cntlid ?? 1);
     }
     const offset = cdw(sqe, 11);
     if (fctype === FCTYPE.PROPERTY_SET) {
@@ -295,6 +321,12 @@ export class FakeTarget {
     if (op === ADMIN.IDENTIFY) return this.sendData(c, cid, this.identify(cdw(sqe, 10) & 0xff));
     if (op === ADMIN.GET_LOG_PAGE) {
       const len = ((cdw(sqe, 10) >>> 16) + (cdw(sqe, 11) & 0xffff) * 0x10000 + 1) * 4;
+      if ((cdw(sqe, 10) & 0xff) === LID.ANA && this.o.ana !== undefined) {
+        const lpo = cdwPair(sqe, 12);
+        const log = Buffer.alloc(lpo + len);
+        this.anaLog().copy(log);
+        return this.sendData(c, cid, log.subarray(lpo));
+      }
       return this.sendData(c, cid, Buffer.alloc(len, sqeNsid(sqe) & 0xff));
     }
     if (op === ADMIN.SET_FEATURES && (cdw(sqe, 10) & 0xff) === 0x07) {
@@ -303,7 +335,13 @@ export class FakeTarget {
     this.respond(c, cid, 0);
   }
 
+  private anaLog(): Buffer {
+    const group = { grpid: 1, chgcnt: this.anaChanges, state: this.o.ana!, nsids: [1] };
+    return encodeAnaLog(this.anaChanges, [group], false);
+  }
+
   private identify(cns: number): Buffer {
+    const ana = this.o.ana !== undefined;
     if (cns === CNS.CTRL) {
       const inCapsule = this.o.inCapsule ?? 8192;
       const id = encodeIdentifyController({
@@ -311,9 +349,9 @@ export class FakeTarget {
         mn: 'fake target',
         fr: '1.0',
         rab: 0,
-        cmic: 0,
+        cmic: ana ? 0x08 : 0,
         mdts: 0,
-        cntlid: 1,
+        cntlid: this.o.cntlid ?? 1,
         ver: 0x10300,
         oaes: 1 << 8,
         ctratt: 0,
@@ -325,9 +363,9 @@ export class FakeTarget {
         elpe: 0,
         kas: 10,
         anatt: 0,
-        anacap: 0,
-        anagrpmax: 0,
-        nanagrpid: 0,
+        anacap: ana ? 0x1f : 0,
+        anagrpmax: ana ? 1 : 0,
+        nanagrpid: ana ? 1 : 0,
         sqes: 0x66,
         cqes: 0x44,
         maxcmd: 0,
@@ -335,7 +373,7 @@ export class FakeTarget {
         oncs: 0xc,
         vwc: 1,
         sgls: 1 | (1 << 20),
-        mnan: 0,
+        mnan: ana ? 1 : 0,
         subnqn: 'nqn.fake',
         ioccsz: (inCapsule + 64) / 16,
         iorcsz: 1,
@@ -352,11 +390,11 @@ export class FakeTarget {
         ncap: blocks,
         nuse: blocks,
         nsfeat: 0,
-        nmic: 0,
+        nmic: ana ? 1 : 0,
         dlfeat: 0,
-        anagrpid: 0,
+        anagrpid: ana ? 1 : 0,
         nsattr: 0,
-        nguid: Buffer.alloc(16, 0xab),
+        nguid: this.nguid,
         eui64: Buffer.alloc(8),
         lbads: Math.log2(this.bs),
       });
