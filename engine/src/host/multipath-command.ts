@@ -47,12 +47,16 @@ export class Command {
   /** The path's epoch when the current attempt was sent. */
   epoch = 0;
   attempt: NvmeRequest | null = null;
-  /** Time it spent waiting for a usable path, ms (rule 5): its earlier parks, and the
-   * attempts a path refused with an ANA status (that path was not usable either). */
+  /** Time it spent waiting for a usable path, ms (rule 5): its earlier parks, the
+   * attempts a path refused with an ANA status (that path was not usable either), and the
+   * retry delays it waited out (rule 4: waiting to be sent all the same). */
   parkedMs = 0;
+  /** The part of parkedMs spent waiting out retry delays, for messages. */
+  delayedMs = 0;
   /** When the current attempt was sent (performance.now()). */
   sentAt = 0;
-  /** When its current park began (performance.now()); meaningful while 'waiting'. */
+  /** When its current park began (performance.now()); meaningful while 'waiting' or
+   * 'delayed'. */
   parkedAt = 0;
   lastError: Error | null = null;
   /** The block after the last one it names (0: none, as a flush): paths whose namespace

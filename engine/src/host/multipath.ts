@@ -54,7 +54,12 @@
  *    (rule 1). If the path is not usable when the delay ends, a read, compare or flush
  *    goes to another path; a write on a lost association is held as in rule 3, and one
  *    on a live association that stopped being usable (ANA, a namespace re-check) fails
- *    with its status.
+ *    with its status, saying why it was not sent again. A command waiting out a delay
+ *    waits as a parked one does, and is bounded the same way: it counts toward
+ *    maxWaiting, and its delays add to the time noPathTimeoutMs bounds (rule 5). A
+ *    delay longer than what is left of that (CRDT goes up to 65535 × 100 ms) is not
+ *    waited out: the command fails at once with its status, saying which delay was
+ *    asked; one that would exceed maxWaiting fails 'busy'.
  * 4a. Except LBA Out of Range from a path whose namespace had shown every block the
  *    command names: that path's namespace shrank (or is another one) under us, and it
  *    says nothing of the volume. The path is taken out of use and identified again, and
@@ -70,9 +75,9 @@
  *    (queue_if_no_path with a limit), at most noPathTimeoutMs in all: the time it spent
  *    parked is summed over every park, however often it is sent and parked again
  *    meanwhile, and so is the time of attempts a path refused with an ANA status (rule
- *    1: that path was not usable either); other time in flight, or in doubt (rule 3),
- *    is not waiting for a path and does not count. Then it fails with a HostError 'not-connected' that says what each path
- *    is doing. Its maybeExecuted is true if any earlier attempt may have run.
+ *    1: that path was not usable either) and of retry delays (rule 4); other time in
+ *    flight, or in doubt (rule 3), is not waiting for a path and does not count. Then it
+ *    fails with a HostError 'not-connected' that says what each path is doing. Its maybeExecuted is true if any earlier attempt may have run.
  * 6. Larger than the MDTS of every usable path (a path whose limit was not known when
  *    the command was sized, because it had not connected yet): no path is sent it, as a
  *    controller refuses a transfer over its MDTS; a path with a larger one takes it when
@@ -124,10 +129,12 @@ export interface MultipathOptions {
   readonly paths: readonly PathOptions[];
   readonly nsid: number;
   /** How long a command may wait for a usable path before failing (default 30000 ms):
-   * the time it spent parked, summed over its parks; not its time in flight or in doubt.
-   * Infinity: it waits for a path as long as it takes. */
+   * the time it spent parked, summed over its parks, and out the retry delays its
+   * statuses asked for (a longer delay is refused); not its time in flight or in doubt.
+   * Infinity: it waits for a path, and out any delay, as long as it takes. */
   readonly noPathTimeoutMs?: number;
-  /** Commands that may wait for a path or for fencing, together (default 4096). */
+  /** Commands that may wait for a path, for fencing or out a status's retry delay,
+   * together (default 4096). */
   readonly maxWaiting?: number;
   /** Wait after a path's association is lost (its controller left 'live') before its
    * in-doubt commands are resent elsewhere. Default, per path: that path's KATO (the
@@ -508,6 +515,7 @@ export class MultipathNamespace extends NamespaceIo {
   private again(c: Command, p: Path, r: NvmeRequest): void {
     c.statusRetries++;
     const ms = statusRetryDelayMs(r.status, p.ctrl.crdt);
+    if (ms > 0 && !this.mayDelay(c, p, ms)) return;
     callUser('onRetry', this.opts.onRetry, {
       kind: 'again',
       what: c.what,
@@ -516,11 +524,45 @@ export class MultipathNamespace extends NamespaceIo {
     });
     if (ms === 0) return this.resendOn(c, p);
     c.sm.transition('delayed');
+    c.parkedAt = performance.now();
     const timer = setTimeout(() => {
       p.delayed.delete(c);
+      // Waiting to be sent counts as waiting for a path does (noPathTimeoutMs).
+      const waited = performance.now() - c.parkedAt;
+      c.parkedMs += waited;
+      c.delayedMs += waited;
       this.resendOn(c, p);
     }, ms);
     p.delayed.set(c, timer);
+  }
+
+  /**
+   * May `c` wait `ms` on `p` before it is sent again (rule 4)? As a parked command may:
+   * within what is left of its noPathTimeoutMs (else it fails now with its status, rather
+   * than after a delay a controller may set to hours), and while fewer than maxWaiting
+   * commands wait (else 'busy'). If not, `c` is failed, saying which delay was refused.
+   */
+  private mayDelay(c: Command, p: Path, ms: number): boolean {
+    const left = this.noPathTimeoutMs - c.parkedMs;
+    if (ms > left) {
+      const why =
+        `${p.name} asks to wait ${ms} ms before sending it again, more than the ` +
+        `${Math.max(0, Math.round(left))} ms left of its noPathTimeoutMs ` +
+        `(${this.noPathTimeoutMs} ms); raise noPathTimeoutMs to have such delays waited out`;
+      this.finish(c, this.notSentAgain(c, p, why), null);
+      return false;
+    }
+    if (this.parked() >= this.maxWaiting) {
+      const status = statusName((c.lastError as NvmeStatusError).status);
+      this.fail(
+        c,
+        'busy',
+        `completed with ${status} on ${p.name}, which asks to wait ${ms} ms before sending ` +
+          `it again, and ${this.maxWaiting} commands already wait (maxWaiting): not sent again`,
+      );
+      return false;
+    }
+    return true;
   }
 
   /** Send `c` again on `p`, where it completed with a status; elsewhere as rule 4 says. */
@@ -531,21 +573,20 @@ export class MultipathNamespace extends NamespaceIo {
     if (!c.mutating) return this.dispatch(c);
     // The association it completed on is gone: elsewhere once that one is fenced.
     if (!sameAssociation) return this.hold(c, p);
-    this.finish(c, this.unusableAfterDelay(c, p), null);
+    const why =
+      `the path stopped being usable, ${p.problem ?? `ANA ${p.ana}`}, during the status's ` +
+      `retry delay, and a write moves to another path only on a path status; write it ` +
+      `again to send it to a usable path`;
+    this.finish(c, this.notSentAgain(c, p, why), null);
   }
 
   /**
-   * What the caller of write `c` gets when its path `p` stopped being usable, its
-   * association still live, while `c` waited to be sent again there (rule 4): the status
-   * it last completed with, saying why it was not sent again.
+   * What the caller of `c` gets when it completed on `p` with a status a retry may pass
+   * but is not sent again (rule 4), and `why`: that status.
    */
-  private unusableAfterDelay(c: Command, p: Path): Error {
+  private notSentAgain(c: Command, p: Path, why: string): NvmeStatusError {
     const last = c.lastError as NvmeStatusError;
-    const why = p.problem ?? `ANA ${p.ana}`;
-    const what =
-      `${c.what}${retriedNote(c.statusRetries - 1)} on ${p.name} (not sent again: the path ` +
-      `stopped being usable, ${why}, during the status's retry delay, and a write moves to ` +
-      `another path only on a path status; write it again to send it to a usable path)`;
+    const what = `${c.what}${retriedNote(c.statusRetries - 1)} on ${p.name} (not sent again: ${why})`;
     return new NvmeStatusError(last.status, what, last.dw0);
   }
 
@@ -598,8 +639,10 @@ export class MultipathNamespace extends NamespaceIo {
     return c.parkedAt + this.noPathTimeoutMs - c.parkedMs;
   }
 
+  /** Commands that wait: for a path, for fencing, or out a status's retry delay. */
   private parked(): number {
-    return this.waiting.length + this.list.reduce((n, p) => n + p.inDoubt.size, 0);
+    const held = (n: number, p: Path) => n + p.inDoubt.size + p.delayed.size;
+    return this.waiting.length + this.list.reduce(held, 0);
   }
 
   /** Fire at the earliest deadline of the waiting commands (not their queue order). */
@@ -644,7 +687,11 @@ export class MultipathNamespace extends NamespaceIo {
   }
 
   private failNoPath(c: Command): void {
-    const why = `no usable path for ${this.noPathTimeoutMs} ms (${this.summary()})`;
+    const delays =
+      c.delayedMs > 0
+        ? `, ${Math.round(c.delayedMs)} ms of that in retry delays statuses asked for`
+        : '';
+    const why = `no usable path for ${this.noPathTimeoutMs} ms${delays} (${this.summary()})`;
     this.fail(c, 'not-connected', why);
   }
 

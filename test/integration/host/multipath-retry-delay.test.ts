@@ -35,18 +35,18 @@ afterEach(async () => {
 });
 
 /**
- * A (optimized, CRDT1 `crdtA` × 100 ms) and B (non-optimized). A answers its first I/O
- * command of opcode `op` with a write fault and CRD 1, and runs the rest.
+ * A (optimized, CRDT1 `crdtA` × 100 ms) and B (non-optimized). A answers its first
+ * `times` I/O commands of opcode `op` with a media error and CRD 1, and runs the rest.
  */
-async function startPair(op: number, crdtA = 3) {
-  let refused = false;
+async function startPair(op: number, crdtA = 3, times = 1) {
+  let refused = 0;
   const a = await new FakeTarget({
     ana: OPTIMIZED,
     cntlid: 1,
     crdt: [crdtA, 0, 0],
     ioStatus: (o) => {
-      if (o !== op || refused) return 0;
-      refused = true;
+      if (o !== op || refused >= times) return 0;
+      refused++;
       return (op === IO.READ ? SC.READ_ERROR : SC.WRITE_FAULT) | CRD1;
     },
   }).start();
@@ -152,5 +152,53 @@ describe('multipath: a path that stops being usable while a command waits out it
     expect(err).toBeInstanceOf(HostError);
     expect((err as HostError).kind).toBe('closed');
     expect((err as Error).message).toMatch(/closed while it waited to be sent again on A/);
+  });
+});
+
+// Before: a command waiting out a retry delay counted toward no bound: not maxWaiting, and
+// not noPathTimeoutMs, so a controller asking for CRDT 65535 (109 minutes) held a write
+// that long, five times over.
+describe('multipath: the bounds on waiting out a retry delay', () => {
+  it('refuses a delay longer than what is left of noPathTimeoutMs, naming it', async () => {
+    const { a, b } = await startPair(IO.WRITE, 600, 2); // 60 s
+    const { mp } = await open(a, b, { noPathTimeoutMs: 1000 });
+    const started = performance.now();
+    const err = await mp.write(5, randomBytes(BS)).catch((e: unknown) => e);
+    expect(performance.now() - started).toBeLessThan(500);
+    expect(err).toBeInstanceOf(NvmeStatusError);
+    expect((err as NvmeStatusError).statusName).toBe('WRITE_FAULT');
+    expect((err as Error).message).toMatch(
+      /^write slba 5 nlb 1 on A \(not sent again: A asks to wait 60000 ms before sending it again, more than the 1000 ms left of its noPathTimeoutMs \(1000 ms\); raise noPathTimeoutMs/,
+    );
+    expect(byName(mp, 'A').io.submitted).toBe(1);
+    expect(byName(mp, 'B').io.submitted).toBe(0);
+  });
+
+  it('counts the delays waited out toward noPathTimeoutMs', async () => {
+    const { a, b } = await startPair(IO.WRITE, 4, 5); // 400 ms each time
+    const { mp, events } = await open(a, b, { noPathTimeoutMs: 1000 });
+    const err = await mp.write(5, randomBytes(BS)).catch((e: unknown) => e);
+    // 400 + 400 ms waited out; a third 400 ms would pass 1000 ms.
+    expect(events).toEqual(['again A', 'again A']);
+    expect((err as Error).message).toMatch(
+      /^write slba 5 nlb 1 \(sent again 2 times\) on A \(not sent again: A asks to wait 400 ms before sending it again, more than the 1\d\d ms left/,
+    );
+    expect(byName(mp, 'A').io.submitted).toBe(3);
+  });
+
+  it('counts commands waiting out a delay toward maxWaiting', async () => {
+    const { a, b } = await startPair(IO.WRITE, 3, 2);
+    const { mp } = await open(a, b, { maxWaiting: 1 });
+    const first = mp.write(5, randomBytes(BS));
+    const second = mp.write(6, randomBytes(BS)).catch((e: unknown) => e);
+    const err = await second;
+    expect(err).toBeInstanceOf(HostError);
+    expect((err as HostError).kind).toBe('busy');
+    expect((err as Error).message).toBe(
+      'namespace 1 write slba 6 nlb 1: completed with WRITE_FAULT on A, which asks to wait ' +
+        '300 ms before sending it again, and 1 commands already wait (maxWaiting): not sent again',
+    );
+    expect((err as HostError).cause).toBeInstanceOf(NvmeStatusError);
+    await first;
   });
 });
