@@ -149,10 +149,12 @@ export function namespaceProblem(v: NamespaceView): string | null {
  * behind one handle would scatter a volume's writes over two disks, so any difference
  * refuses the path. A larger size is no difference: a grown volume (an LV or file the
  * target serves at its new size) is the same namespace, as Linux takes a new capacity;
- * the caller makes `b` the reference then. A smaller one is refused: it would cut the
- * volume's end off. `minNsze` is `a`'s size, or, for a path seen before, the size it
- * showed then: a node that has not grown the volume yet (another path shows it larger)
- * keeps serving the blocks it has, and I/O past them goes elsewhere (choosePath).
+ * the caller makes `b` the reference then. Smaller than `a` is no difference either: a
+ * node that has not grown the volume yet (another path shows it larger) serves the
+ * blocks it has, and I/O past them goes elsewhere (choosePath). A multipath namespace
+ * gives as `minNsze` the size `b`'s path showed before (0 for a path seen for the first
+ * time): fewer blocks than that is a shrink, and refused, as it would cut the volume's
+ * end off under data written there. Default: `a`'s size.
  */
 export function namespaceMismatch(
   a: NamespaceView,

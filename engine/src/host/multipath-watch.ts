@@ -40,16 +40,26 @@ export async function validatePath(ctx: WatchContext, p: Path): Promise<void> {
     if (check !== p.checks) return p.validating;
     p.recheckBackoffMs = 0;
     const ref = ctx.reference;
-    // Not smaller than this path showed it before, or, seen for the first time, than the
-    // namespace is: a path whose node has not grown the volume yet keeps its blocks.
-    const floor = p.nsze || ref?.view.identity.nsze;
-    const problem = namespaceProblem(ns) ?? (ref ? namespaceMismatch(ref.view, ns, floor) : null);
+    // Sizes (see namespaceMismatch): not smaller than this path showed it before (a
+    // shrink). A path seen for the first time may show fewer blocks than another: its node
+    // has not grown the volume yet, and it serves the blocks it has (behind). So whether a
+    // path is taken does not depend on which path's Identify answered first.
+    const problem = namespaceProblem(ns) ?? (ref ? namespaceMismatch(ref.view, ns, p.nsze) : null);
     if (problem) return refuse(ctx, p, problem);
-    const grownFrom = ref && ns.identity.nsze > ref.view.identity.nsze ? ref.view.identity.nsze : 0;
+    const size = ns.identity.nsze;
+    const refSize = ref?.view.identity.nsze ?? 0;
+    if (size < refSize && p.nsze === 0) {
+      ctx.changed(
+        p,
+        `namespace ${ctx.nsid} shows ${size} of the ${refSize} blocks path ${ref!.path} ` +
+          `shows: its node has not grown the volume yet, so it serves only those blocks`,
+      );
+    }
+    const grownFrom = ref && size > refSize ? refSize : 0;
     // The volume grew (namespaceMismatch allows no shrink): later checks compare with the
     // new size, and the namespace reports it; identity stays as strict as before.
     if (!ref || grownFrom) ctx.reference = { view: ns, path: p.name };
-    p.nsze = ns.identity.nsze;
+    p.nsze = size;
     p.anagrpid = ns.identity.anagrpid;
     p.maxTransferBytes = p.ctrl.maxTransferBytes;
     p.problem = null;
@@ -57,7 +67,7 @@ export async function validatePath(ctx: WatchContext, p: Path): Promise<void> {
     p.unchecked = false;
     p.verified = true;
     if (grownFrom) {
-      ctx.changed(p, `namespace ${ctx.nsid} grew from ${grownFrom} to ${ns.identity.nsze} blocks`);
+      ctx.changed(p, `namespace ${ctx.nsid} grew from ${grownFrom} to ${size} blocks`);
       ctx.grown(p);
     }
     // An ANA read that overlapped a re-check may have set the state already: wake I/O.

@@ -70,7 +70,10 @@
  *    here", which is why it goes elsewhere. A command past the namespace's end, as the
  *    namespace reports it (nsze), is the caller's: it goes to any path and fails there.
  *    Paths are chosen by size too (multipath-policy.ts choosePath): while a node has not
- *    grown the volume another path shows grown, it gets only the blocks it has.
+ *    grown the volume another path shows grown, it gets only the blocks it has. So a
+ *    path with the namespace's identity is taken at whatever size it first shows, which
+ *    path answered first or not, and refused only once it shows fewer blocks than it
+ *    showed itself (a shrink: data written past its new end would be cut off).
  * 5. No usable path (all inaccessible, recovering, dead...): the command waits for one
  *    (queue_if_no_path with a limit), at most noPathTimeoutMs in all: the time it spent
  *    parked is summed over every park, however often it is sent and parked again

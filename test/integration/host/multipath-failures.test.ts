@@ -702,6 +702,44 @@ describe('multipath and a namespace whose size changes', () => {
     expect(a.writes).toContain(7000 * BS);
   });
 
+  // Before: at connect, a path whose node had not grown the volume yet was refused
+  // ('size in blocks (NSZE) 8192 vs 4096') when the grown path's Identify answered first,
+  // and connect() failed; kept, serving its blocks, when its own answer came first.
+  it.each([
+    ['the grown path', 'B'],
+    ['the path behind', 'A'],
+  ])('takes a path behind the volume at connect when %s answers first', async (_, first) => {
+    const volume = new MemoryBackend({ sizeBytes: 32 << 20, blockSize: BS });
+    const a = await startNode('A', sized(volume, 16 << 20), 'optimized', [1, 0x7fff]);
+    const b = await startNode('B', volume, 'non-optimized', [0x8000, 0xffef]); // grown
+    const later = await PausableProxy.start(first === 'A' ? b.port : a.port);
+    let held = false;
+    later.stallWhen((chunk) => (held = sendsIdentify(chunk, CNS.NS)));
+    const verified: string[] = [];
+    const via = (n: Node) => (n.name === first ? n.port : later.port);
+    const connecting = MultipathNamespace.connect({
+      nsid: 1,
+      paths: [pathTo(a, via(a)), pathTo(b, via(b))],
+      onPathChange: (p, why) => {
+        if (why === 'namespace verified' || why.startsWith('ANA ')) verified.push(p.name);
+      },
+    });
+    await until('the other path held', () => held && verified.includes(first), 5000);
+    later.unstall();
+    const mp = await connecting;
+    cleanup.push(() => mp.close());
+    await until('both usable', () => byName(mp, 'A').usable && byName(mp, 'B').usable, 5000);
+    expect(mp.nsze).toBe(8192);
+    expect(byName(mp, 'A')).toMatchObject({ problem: null, nsze: 4096 });
+    expect(byName(mp, 'B')).toMatchObject({ problem: null, nsze: 8192 });
+    // A serves the blocks it has; past them, B.
+    const data = randomBytes(BS);
+    await mp.write(10, data);
+    await mp.write(6000, data);
+    expect(a.writes).toEqual([10 * BS]);
+    expect(b.writes).toEqual([6000 * BS]);
+  });
+
   it('waits for a path that has the blocks when only a path behind is usable', async () => {
     const { volume, a, b } = await startSmallPair();
     const mp = await open({ nsid: 1, paths: [pathTo(a), pathTo(b)], noPathTimeoutMs: 800 });

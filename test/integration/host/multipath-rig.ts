@@ -144,6 +144,7 @@ export class PausableProxy {
   private paused = false;
   private stallOn: ((chunk: Buffer) => boolean) | null = null;
   private readonly pairs = new Set<[net.Socket, net.Socket]>();
+  private readonly stalled = new Set<[net.Socket, net.Socket]>();
   private readonly partitioned: { upstream: net.Socket; held: Buffer[] }[] = [];
   private constructor(
     private readonly server: net.Server,
@@ -196,9 +197,11 @@ export class PausableProxy {
    * the host sends still arrives), until unstall() lets it through.
    */
   stall(): void {
-    for (const [c, u] of this.pairs) {
+    for (const pair of this.pairs) {
+      const [c, u] = pair;
       u.unpipe(c);
       u.pause();
+      this.stalled.add(pair);
     }
   }
 
@@ -225,11 +228,15 @@ export class PausableProxy {
     this.stallOn = match;
   }
 
+  /** Let through what stall() held (connections opened since were never held: piping
+   * them again would deliver their bytes twice). */
   unstall(): void {
-    for (const [c, u] of this.pairs) {
+    for (const pair of this.stalled) {
+      const [c, u] = pair;
       u.pipe(c);
       u.resume();
     }
+    this.stalled.clear();
   }
 
   /**
