@@ -2,7 +2,8 @@
  * NvmeNamespace: block I/O on one namespace of one controller, with promises, in logical
  * blocks of the namespace's format (the I/O methods are NamespaceIo's). A command the
  * controller completes with a status without DNR is sent again on the same controller,
- * after the status's retry delay, a few times (status-retry.ts) before its caller sees it.
+ * after the status's retry delay (a short backoff for a path status), a few times
+ * (status-retry.ts) before its caller sees it.
  */
 import type { NamespaceIdentity, NamespaceIds } from './admin.js';
 import { NvmeStatusError } from './errors.js';
@@ -56,10 +57,10 @@ export class NvmeNamespace extends NamespaceIo {
         if (!statusRetryable(r.status, retries)) {
           return reject(new NvmeStatusError(r.status, what + retriedNote(retries), r.dw0));
         }
-        retries++;
         // The same controller, so no reordering against another path's writes: it
-        // answered, so nothing of this command is left in flight there.
-        const ms = statusRetryDelayMs(r.status, this.ctrl.crdt);
+        // answered, so nothing of this command is left in flight there. A path status
+        // waits a backoff (status-retry.ts).
+        const ms = statusRetryDelayMs(r.status, this.ctrl.crdt, retries++);
         if (ms === 0) send();
         else setTimeout(send, ms);
       };

@@ -10,8 +10,18 @@
  *
  * A multipath namespace fails path statuses (SCT 3) over to another path instead
  * (multipath.ts, rule 1), and retries the others on the same path by these rules.
+ *
+ * On one controller, a path status (SCT 3: ANA inaccessible, persistent loss or
+ * transition, a path error) the controller gives no CRD delay for is sent again after a
+ * short backoff instead of at once: 50 ms, doubling, so the 5 retries span about 1.5 s.
+ * Such a status is about the path's state, which changes over a failover (ANATT is in
+ * seconds), not within a millisecond: BranchSAN's target answers ANA Transition while
+ * its ANA group is in change and while its backend is away (a storage thread
+ * restarting, a stale mount), and five retries at once all landed in that same moment
+ * and failed. (Linux sends them again at once; it has no multipath to wait on there
+ * either, and loses the command the same way.)
  */
-import { DNR } from '../protocol/status.js';
+import { DNR, statusType } from '../protocol/status.js';
 
 /** Retries of one command after a status without DNR (Linux's nvme_max_retries). */
 export const MAX_STATUS_RETRIES = 5;
@@ -19,19 +29,28 @@ export const MAX_STATUS_RETRIES = 5;
 /** CRDT units: 100 ms. */
 const CRDT_UNIT_MS = 100;
 
+/** First backoff before sending again a path status without a CRD delay, ms (doubles). */
+const PATH_STATUS_BACKOFF_MS = 50;
+
+/** Status Code Type 3: path related. */
+const SCT_PATH = 3;
+
 /** A command that ended with `status`, sent again `retries` times so far, may be sent again. */
 export function statusRetryable(status: number, retries: number): boolean {
   return status !== 0 && (status & DNR) === 0 && retries < MAX_STATUS_RETRIES;
 }
 
 /**
- * How long to wait before sending again a command that ended with `status`, ms: the
- * Command Retry Delay its CRD field (status bits 12:11) selects from `crdt` (the
- * controller's CRDT1..3, in 100 ms units), or 0.
+ * How long to wait before sending again a command that ended with `status`, sent again
+ * `retries` times before, ms: the Command Retry Delay its CRD field (status bits 12:11)
+ * selects from `crdt` (the controller's CRDT1..3, in 100 ms units); without one, 0, or
+ * for a path status the backoff above (50 ms × 2^retries).
  */
-export function statusRetryDelayMs(status: number, crdt: readonly number[]): number {
+export function statusRetryDelayMs(status: number, crdt: readonly number[], retries = 0): number {
   const crd = (status >> 11) & 3;
-  return crd === 0 ? 0 : (crdt[crd - 1] ?? 0) * CRDT_UNIT_MS;
+  const asked = crd === 0 ? 0 : (crdt[crd - 1] ?? 0) * CRDT_UNIT_MS;
+  if (asked > 0 || statusType(status) !== SCT_PATH) return asked;
+  return PATH_STATUS_BACKOFF_MS * 2 ** retries;
 }
 
 /** For an error message: how often the command was sent again before it failed. */

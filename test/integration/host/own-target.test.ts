@@ -5,6 +5,7 @@
  * target's keep-alive timeout.
  */
 import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Target } from '../../../engine/src/core/index.js';
 import {
@@ -13,7 +14,7 @@ import {
   discover,
   fillFlush,
 } from '../../../engine/src/host/index.js';
-import type { BlockBackend } from '../../../engine/src/storage/backend.js';
+import { BackendError, type BlockBackend } from '../../../engine/src/storage/backend.js';
 import { MemoryBackend } from '../../../engine/src/storage/memory.js';
 import type { TcpTransport } from '../../../engine/src/transport/tcp/index.js';
 import { serveOnLoopback } from '../../helpers/target.js';
@@ -157,6 +158,77 @@ describe('a raw request whose onDone throws', () => {
     } finally {
       process.off('warning', onWarning);
       await ctrl.close();
+    }
+  });
+});
+
+// Before: our target's ANA Transition (its ANA group in 'change', or its backend briefly
+// unavailable) was sent again 5 times at once, within a millisecond, and the caller got
+// ANA_TRANSITION although the namespace was back 300 ms later.
+describe('one controller, and a path status from BranchSAN target', () => {
+  /** `b`, whose writes fail 'unavailable' (our target: 3/03) while `away()`. */
+  function unavailableWhile(b: BlockBackend, away: () => boolean): BlockBackend {
+    return {
+      kind: b.kind,
+      location: b.location,
+      blockSize: b.blockSize,
+      sizeBytes: b.sizeBytes,
+      caps: b.caps,
+      read: (o, l, cb) => b.read(o, l, cb),
+      write: (o, d, f, cb) => {
+        if (!away()) return b.write(o, d, f, cb);
+        setImmediate(() => cb(new BackendError('unavailable', 'storage thread restarting')));
+      },
+      flush: (cb) => b.flush(cb),
+      writeZeroes: (o, l, f, cb) => b.writeZeroes(o, l, f, cb),
+      deallocate: (o, l, cb) => b.deallocate(o, l, cb),
+      close: () => b.close(),
+    };
+  }
+
+  it.each([
+    ['its ANA group is in change', 'change'],
+    ['its backend is unavailable', 'backend'],
+  ])('waits out an ANA Transition while %s, backing off', async (_, how) => {
+    let awayUntil = 0;
+    const away = () => performance.now() < awayUntil;
+    const target = new Target({ inCapsuleBytes: 16384 });
+    const nqn = `${NQN}-ana`;
+    target.addSubsystem({ nqn, serial: 'HOSTLIB2', model: 'BranchSAN', allowAnyHost: true });
+    const writes: number[] = [];
+    const memory = new MemoryBackend({ sizeBytes: 16 << 20 });
+    const counting = unavailableWhile(memory, () => {
+      writes.push(performance.now());
+      return how === 'backend' && away();
+    });
+    target.addNamespace(nqn, {
+      nsid: 1,
+      backend: counting,
+      nguid: '0123456789abcdef0123456789abcdf0',
+    });
+    const served = await serveOnLoopback(target);
+    const ctrl = await NvmeController.connect({
+      host: '127.0.0.1',
+      port: served.port,
+      subnqn: nqn,
+    });
+    try {
+      const ns = await ctrl.namespace(1);
+      awayUntil = performance.now() + 300;
+      if (how === 'change') {
+        target.setAnaState(1, 'change');
+        setTimeout(() => target.setAnaState(1, 'optimized'), 300);
+      }
+      const data = randomBytes(4096);
+      await ns.write(3, data);
+      expect(performance.now()).toBeGreaterThanOrEqual(awayUntil);
+      // A few retries, 50, 100, 200 ms... apart: not a hot loop on the backend.
+      expect(writes.length).toBeLessThanOrEqual(6);
+      expect((await ns.read(3, 8)).equals(data)).toBe(true);
+    } finally {
+      await ctrl.close(100);
+      target.close();
+      await served.transport.close();
     }
   });
 });

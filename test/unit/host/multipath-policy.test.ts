@@ -155,6 +155,14 @@ describe('statusRetryDelayMs', () => {
   ])('%s', (_what, status, want) => {
     expect(statusRetryDelayMs(status, crdt)).toBe(want);
   });
+
+  it('backs off a path status without a CRD delay, doubling per retry', () => {
+    expect([0, 1, 2, 3, 4].map((n) => statusRetryDelayMs(SC.ANA_TRANSITION, crdt, n))).toEqual([
+      50, 100, 200, 400, 800,
+    ]);
+    expect(statusRetryDelayMs(SC.ANA_INACCESSIBLE | (2 << 11), crdt, 3)).toBe(1000);
+    expect(statusRetryDelayMs(SC.NS_NOT_READY, crdt, 3)).toBe(0);
+  });
 });
 
 function view(
