@@ -119,7 +119,7 @@ export class FakeTarget {
   readonly hostBehavior: Buffer[] = [];
   private outstanding = new Map<Conn, number>();
   private aers: { conn: Conn; cid: number }[] = [];
-  /** The namespace's NGUID; a new one and namespaceChanged() make it another namespace. */
+  /** The namespace's NGUID; a new one makes it another namespace (for the next Identify). */
   nguid = Buffer.alloc(16, 0xab);
   private anaChanges = 0;
   private cc = 0;
@@ -165,11 +165,6 @@ export class FakeTarget {
     this.o.ana = state;
     this.anaChanges++;
     this.fireEvent(0x0c0302); // notice, ANA change, log 0x0C
-  }
-
-  /** Send the namespace attribute changed event (log 0x04). */
-  namespaceChanged(): void {
-    this.fireEvent(0x040002); // notice, namespace attribute changed, log 0x04
   }
 
   private accept(sock: net.Socket): void {
