@@ -39,6 +39,7 @@ import {
   rwSqe,
 } from '../helpers/raw-nvme.js';
 import { serveOnLoopback } from '../helpers/target.js';
+import { overBackend } from '../helpers/backend.js';
 
 const NQN = 'nqn.2026-01.io.branchsan.test:target-fencing';
 const HOST = 'nqn.2014-08.org.nvmexpress:uuid:0000dddd-0000-4000-8000-000000000001';
@@ -74,18 +75,12 @@ function recording(
     heldOwners.push(owner);
     heldCbs.push(cb);
   };
-  const backend: BlockBackend = {
-    kind: b.kind,
-    location: b.location,
-    blockSize: b.blockSize,
-    sizeBytes: b.sizeBytes,
+  const backend = overBackend(b, {
     caps: { ...b.caps, ...caps },
-    read: (o, l, cb, into) => b.read(o, l, cb, into),
     write: (o, d, f, cb, owner) => {
       rec.calls.push(`write ${o}+${d.length}`);
       hold(cb, (c) => b.write(o, Buffer.from(d), f, c), owner);
     },
-    flush: (cb) => b.flush(cb),
     writeZeroes: (o, l, f, cb, owner) => {
       rec.calls.push(`writeZeroes ${o}+${l}`);
       hold(cb, (c) => b.writeZeroes(o, l, f, c), owner);
@@ -106,7 +101,7 @@ function recording(
       }
     },
     close: () => Promise.resolve(),
-  };
+  });
   return [backend, rec];
 }
 

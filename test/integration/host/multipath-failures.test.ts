@@ -43,6 +43,7 @@ import {
   startPair,
   until,
 } from './multipath-rig.js';
+import { overBackend } from '../../helpers/backend.js';
 
 const OTHER_NGUID = 'ffeeddccbbaa99887766554433221100';
 
@@ -657,19 +658,7 @@ describe('multipath and a namespace whose size changes', () => {
 
   /** `b` as a node that has not grown it yet serves it: its first `bytes` only. */
   function sized(b: BlockBackend, bytes: number): BlockBackend {
-    return {
-      kind: b.kind,
-      location: b.location,
-      blockSize: b.blockSize,
-      sizeBytes: bytes,
-      caps: b.caps,
-      read: (o, l, cb) => b.read(o, l, cb),
-      write: (o, d, f, cb) => b.write(o, d, f, cb),
-      flush: (cb) => b.flush(cb),
-      writeZeroes: (o, l, f, cb) => b.writeZeroes(o, l, f, cb),
-      deallocate: (o, l, cb) => b.deallocate(o, l, cb),
-      close: () => Promise.resolve(),
-    };
+    return overBackend(b, { sizeBytes: bytes, close: () => Promise.resolve() });
   }
 
   /** A (optimized) and B over one 32 MiB volume, both serving its first 16 MiB. */

@@ -18,6 +18,7 @@ import type { BlockBackend } from '../../../engine/src/storage/backend.js';
 import { MemoryBackend } from '../../../engine/src/storage/memory.js';
 import type { TcpTransport } from '../../../engine/src/transport/tcp/index.js';
 import { serveOnLoopback } from '../../helpers/target.js';
+import { overBackend } from '../../helpers/backend.js';
 
 export const NQN = 'nqn.2024-01.io.branchsan:multipath-test';
 export const NGUID = '0123456789abcdef0123456789abcdef';
@@ -44,25 +45,17 @@ export async function runCleanup(): Promise<void> {
 
 /** Records the offsets of reads and writes that reach a backend through one node. */
 export function spy(b: BlockBackend, writes: number[], reads: number[] = []): BlockBackend {
-  return {
-    kind: b.kind,
-    location: b.location,
-    blockSize: b.blockSize,
-    sizeBytes: b.sizeBytes,
-    caps: b.caps,
-    read: (o, l, cb) => {
+  return overBackend(b, {
+    read: (o, l, cb, into) => {
       reads.push(o);
-      b.read(o, l, cb);
+      b.read(o, l, cb, into);
     },
     write: (o, d, f, cb) => {
       writes.push(o);
       b.write(o, d, f, cb);
     },
-    flush: (cb) => b.flush(cb),
-    writeZeroes: (o, l, f, cb) => b.writeZeroes(o, l, f, cb),
-    deallocate: (o, l, cb) => b.deallocate(o, l, cb),
-    close: () => Promise.resolve(),
-  };
+    close: () => Promise.resolve(), // the backend is the node's, closed by its test
+  });
 }
 
 export async function startNode(

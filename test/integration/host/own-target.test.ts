@@ -19,6 +19,7 @@ import { MemoryBackend } from '../../../engine/src/storage/memory.js';
 import type { TcpTransport } from '../../../engine/src/transport/tcp/index.js';
 import { serveOnLoopback } from '../../helpers/target.js';
 import { waitFor } from './helpers.js';
+import { overBackend } from '../../helpers/backend.js';
 
 const NQN = 'nqn.2024-01.io.branchsan:host-lib-test';
 let transport: TcpTransport;
@@ -168,22 +169,12 @@ describe('a raw request whose onDone throws', () => {
 describe('one controller, and a path status from BranchSAN target', () => {
   /** `b`, whose writes fail 'unavailable' (our target: 3/03) while `away()`. */
   function unavailableWhile(b: BlockBackend, away: () => boolean): BlockBackend {
-    return {
-      kind: b.kind,
-      location: b.location,
-      blockSize: b.blockSize,
-      sizeBytes: b.sizeBytes,
-      caps: b.caps,
-      read: (o, l, cb) => b.read(o, l, cb),
+    return overBackend(b, {
       write: (o, d, f, cb) => {
         if (!away()) return b.write(o, d, f, cb);
         setImmediate(() => cb(new BackendError('unavailable', 'storage thread restarting')));
       },
-      flush: (cb) => b.flush(cb),
-      writeZeroes: (o, l, f, cb) => b.writeZeroes(o, l, f, cb),
-      deallocate: (o, l, cb) => b.deallocate(o, l, cb),
-      close: () => b.close(),
-    };
+    });
   }
 
   it.each([
