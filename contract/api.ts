@@ -157,9 +157,12 @@ export const NamespaceAdd = z
 export const ConsoleInfo = z.object({
   /** Whether the engine serves the web console at all. */
   enabled: z.boolean(),
-  /** Its address, without any token; null when disabled. */
+  /** Its address, without any token; null when disabled, or not served this run (see problem). */
   url: z.string().nullable(),
-  /** Whether it listens now; false while its address cannot be had (it is tried again). */
+  /**
+   * Whether it listens now; false while its address cannot be had (it is tried again), or
+   * for this whole run when a secret file of its cannot be used (problem says which).
+   */
   listening: z.boolean(),
   /** Why it does not listen, and what to do; null while it listens or is disabled. */
   problem: z.string().nullable(),

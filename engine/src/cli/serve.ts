@@ -31,7 +31,9 @@ then served only over TLS, with a self-signed certificate made on first use
 (DIR/secrets/console-tls.*; its SHA-256 fingerprint is logged and in system.console).
 A console address that cannot be had (port taken, address not up yet) does not stop
 the engine: storage is served, an alert says why, and the console is tried again
-every 5 s ("engine ready" then carries consoleProblem).
+every 5 s ("engine ready" then carries consoleProblem). Neither does a console TLS
+key, certificate or setup token file that cannot be used: the console is then not
+served (never without TLS) until the engine's next start, once the file is fixed.
 
 Options:
   --data DIR            data directory (database, secrets, lock)   [required]
@@ -111,8 +113,9 @@ Examples:
       socket: engine.socketPath,
       consoleUrl: engine.consoleServer?.url ?? null,
       // not listening yet (its address is taken or not there): the URL is where it will be
-      ...(engine.consoleServer?.problem
-        ? { consoleProblem: consoleProblem(engine.consoleServer) }
+      // or not served this run (a secret file of its cannot be used): the URL is null
+      ...(consoleProblem(engine.console) !== null
+        ? { consoleProblem: consoleProblem(engine.console) }
         : {}),
     });
     const sig = await stopping;

@@ -94,7 +94,8 @@ export interface ListenerDown {
   /** What failed and what to do ("Cannot listen … EADDRINUSE. Another program …"). */
   problem: string;
   since: number;
-  retryEverySec: number;
+  /** null: not tried again before the engine's next start (the problem says what to fix). */
+  retryEverySec: number | null;
 }
 
 /** One filesystem holding watched paths. */
@@ -836,7 +837,9 @@ export function volumeOfflineRule(): Rule {
 /**
  * A socket the engine should listen on and cannot: an NVMe/TCP port (hosts cannot
  * connect through it: an error) or the web console (storage keeps serving: a warning).
- * The engine keeps trying; the alert clears when it listens.
+ * The engine keeps trying; the alert clears when it listens. A console not served this
+ * run (a secret file of its cannot be used) is an error: only a restart, once the file
+ * is fixed, brings it back.
  */
 export function listenerDownRule(): Rule {
   return {
@@ -845,7 +848,10 @@ export function listenerDownRule(): Rule {
     evaluate(inputs, { now, active }) {
       if (!inputs.listenersDown) return [...active.values()].map(keep);
       return inputs.listenersDown.map((l) => {
-        const retry = `The engine tries again every ${l.retryEverySec} seconds.`;
+        const retry =
+          l.retryEverySec === null
+            ? 'The engine tries again at its next start.'
+            : `The engine tries again every ${l.retryEverySec} seconds.`;
         const since = `for ${duration(now - l.since)}`;
         const data = { address: l.address, since: l.since };
         return l.kind === 'nvme-tcp'
@@ -858,7 +864,8 @@ export function listenerDownRule(): Rule {
             }
           : {
               subject: l.subject,
-              severity: 'warning' as const,
+              // not served before a restart, once its files are fixed: someone must act
+              severity: l.retryEverySec === null ? ('error' as const) : ('warning' as const),
               title: `Web console is not listening on ${l.address}`,
               message:
                 `The web console has not been listening ${since}. ${l.problem} ` +

@@ -13,6 +13,7 @@ import { ConsoleServer } from '../control/console-server.js';
 import type { RpcDispatcher } from '../control/rpc.js';
 import type { SessionHub } from '../control/sessions.js';
 import { UserError } from '../util/errors.js';
+import { joinHostPort } from '../util/host-port.js';
 import type { Logger } from '../util/log.js';
 import { consoleBundleDir } from '../util/paths.js';
 import { loadOrCreateSecret, randomToken } from './secrets.js';
@@ -31,17 +32,55 @@ export interface ConsoleOptions {
 }
 
 export interface ConsoleAccess {
-  server: ConsoleServer;
+  /** null: not served this run, see `unavailable`. */
+  server: ConsoleServer | null;
   tls: ConsoleTls | null;
   remote: boolean;
+  /**
+   * Why the console is not served at all this run (its TLS key or certificate, or its
+   * setup token, cannot be used), since when, and where it would listen; null when
+   * served. Never served without them: no plain HTTP where TLS was asked for.
+   */
+  unavailable: { error: UserError; since: number; address: string } | null;
 }
+
+/**
+ * What brings a console back whose secret files could not be used: they are read at the
+ * engine's start only (the console is built once).
+ */
+export const CONSOLE_SECRETS_AGAIN =
+  "Once they are fixed, restart the engine: the console's files are read at its start only.";
 
 export function isLoopbackHost(host: string): boolean {
   const h = host.replace(/^\[(.*)\]$/, '$1').toLowerCase();
   return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h);
 }
 
-/** Creates (does not start) the console; refuses remote access without TLS. */
+/**
+ * The console's options as buildConsole uses them; refuses remote access without TLS
+ * (a usage error, refused before anything is served: no start can ever fix it).
+ */
+export function checkConsoleOptions(opts: ConsoleOptions): ConsoleOptions {
+  // 'localhost' names two addresses (127.0.0.1 and ::1) and the console holds one: it
+  // listens, and answers, at 127.0.0.1 (see ConsoleAuth.hostProblem).
+  if (opts.host.toLowerCase() === 'localhost') opts = { ...opts, host: '127.0.0.1' };
+  if (!isLoopbackHost(opts.host) && opts.tls === 'off') {
+    throw new UserError(
+      `Refusing to serve the web console on ${opts.host} without TLS: passwords and storage settings would cross the network in clear text.`,
+      'Drop --console-tls off (a self-signed certificate is then made and used), or keep the console on 127.0.0.1 and reach it through an SSH tunnel.',
+      'usage',
+    );
+  }
+  return opts;
+}
+
+/**
+ * Creates (does not start) the console; refuses remote access without TLS. A secret
+ * file it needs that cannot be used (its TLS key or certificate, its setup token: others
+ * can read it, the engine may not, a directory or named pipe in its place, a failing
+ * disk) leaves it unavailable (no server) rather than refusing the engine's start, which
+ * has restored the storage already.
+ */
 export function buildConsole(
   dataDir: string,
   opts: ConsoleOptions,
@@ -49,31 +88,31 @@ export function buildConsole(
   hub: SessionHub,
   log: Logger,
 ): ConsoleAccess {
-  // 'localhost' names two addresses (127.0.0.1 and ::1) and the console holds one: it
-  // listens, and answers, at 127.0.0.1 (see ConsoleAuth.hostProblem).
-  if (opts.host.toLowerCase() === 'localhost') opts = { ...opts, host: '127.0.0.1' };
+  opts = checkConsoleOptions(opts);
   const remote = !isLoopbackHost(opts.host);
   const mode = opts.tls ?? 'auto';
-  if (remote && mode === 'off') {
-    throw new UserError(
-      `Refusing to serve the web console on ${opts.host} without TLS: passwords and storage settings would cross the network in clear text.`,
-      'Drop --console-tls off (a self-signed certificate is then made and used), or keep the console on 127.0.0.1 and reach it through an SSH tunnel.',
-      'usage',
+  let tls: (ConsoleTls & { created: boolean }) | null;
+  let token: string;
+  try {
+    tls = remote || mode === 'on' ? loadOrCreateConsoleTls(dataDir, [opts.host]) : null;
+    token = loadOrCreateSecret(dataDir, 'console-token', () => randomToken());
+  } catch (err) {
+    const error = new UserError(
+      `The web console is not served: ${err instanceof UserError ? err.message : `its secret files (TLS key and certificate, setup token) under ${dataDir}/secrets could not be read or written (${(err as Error).message}).`}`,
+      `${err instanceof UserError ? (err.hint ?? '') : `Check the data directory's disk (dmesg, df -h ${dataDir}).`} ${CONSOLE_SECRETS_AGAIN}`.trim(),
     );
+    const address = joinHostPort(opts.host, opts.port);
+    return { server: null, tls: null, remote, unavailable: { error, since: Date.now(), address } };
   }
-  let tls: ConsoleTls | null = null;
-  if (remote || mode === 'on') {
-    const made = loadOrCreateConsoleTls(dataDir, [opts.host]);
-    tls = made;
-    const fields = { fingerprint256: made.fingerprint256, notAfter: made.notAfter.toISOString() };
-    if (made.created)
+  if (tls) {
+    const fields = { fingerprint256: tls.fingerprint256, notAfter: tls.notAfter.toISOString() };
+    if (tls.created)
       log.warn(
         'made a new self-signed TLS certificate for the console: browsers will ask to trust it; compare its SHA-256 fingerprint',
         fields,
       );
     else log.info('console TLS certificate', fields);
   }
-  const token = loadOrCreateSecret(dataDir, 'console-token', () => randomToken());
   const auth = new ConsoleAuth({
     passwords: PasswordFile.inDataDir(dataDir),
     setupToken: token,
@@ -100,15 +139,15 @@ export function buildConsole(
     hub,
     log,
   );
-  return { server, tls, remote };
+  return { server, tls, remote, unavailable: null };
 }
 
 export function describeConsole(access: ConsoleAccess | null): ConsoleInfo {
   return {
     enabled: access !== null,
-    url: access ? access.server.baseUrl : null,
-    listening: access?.server.listening ?? false,
-    problem: consoleProblem(access?.server),
+    url: access?.server?.baseUrl ?? null,
+    listening: access?.server?.listening ?? false,
+    problem: consoleProblem(access),
     remoteAccess: access?.remote ?? false,
     tls: access?.tls != null,
     certificateFingerprint: access?.tls?.fingerprint256 ?? null,
@@ -117,8 +156,8 @@ export function describeConsole(access: ConsoleAccess | null): ConsoleInfo {
 }
 
 /** Why the console does not listen and what to do, or null while it does (or is off). */
-export function consoleProblem(server: ConsoleServer | undefined | null): string | null {
-  const p = server?.problem;
+export function consoleProblem(access: ConsoleAccess | null): string | null {
+  const p = access?.unavailable ?? access?.server?.problem;
   return p ? `${p.error.message} ${p.error.hint ?? ''}`.trim() : null;
 }
 

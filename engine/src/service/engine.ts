@@ -26,6 +26,7 @@ import { createLogger, type Logger } from '../util/log.js';
 import { makeDirs, productVersion } from '../util/paths.js';
 import {
   buildConsole,
+  checkConsoleOptions,
   consoleProblem,
   describeConsole,
   type ConsoleAccess,
@@ -83,12 +84,17 @@ export class Engine {
     private readonly lock: InstanceLock,
     private readonly hub: SessionHub,
     private readonly socketServer: SocketServer,
-    readonly consoleServer: ConsoleServer | null,
+    /** The web console (null: off); its server is null when it cannot be served this run. */
+    readonly console: ConsoleAccess | null,
     readonly targets: TargetService,
     private readonly runtime: TargetRuntime,
     private readonly log: Logger,
     private readonly startedAt: number,
   ) {}
+
+  get consoleServer(): ConsoleServer | null {
+    return this.console?.server ?? null;
+  }
 
   static async start(opts: EngineOptions): Promise<Engine> {
     const log = opts.log ?? createLogger();
@@ -96,6 +102,11 @@ export class Engine {
     process.umask(0o027); // database and logs: service and admin group only; secrets tighten further
     const socketPath = path.resolve(opts.socketPath ?? path.join(dataDir, 'engine.sock'));
     checkSocketPath(socketPath, opts.socketPath === undefined);
+    // a usage error is refused before anything is served
+    const consoleOpts =
+      opts.console === null
+        ? null
+        : checkConsoleOptions(opts.console ?? { host: '127.0.0.1', port: 0 });
     prepareDataDir(dataDir);
     // the C addon's flock makes the lock the kernel's (see instance-lock.ts)
     const lock = acquireInstanceLock(dataDir, socketPath, (await loadNativeAddon())?.lock);
@@ -143,14 +154,14 @@ export class Engine {
       const targets = new TargetService(db, runtime, log.child({ component: 'target' }), dataDir);
       await targets.restore();
       cleanup.unshift(() => targets.stop());
-      let consoleServer: ConsoleServer | null = null; // built once the API is
+      let consoleAccess: ConsoleAccess | null = null; // built once the API is
       const inputs = new InputCollector({
         dataDir,
         target: runtime.target,
         config: () => targets.config(),
         backing: (nqn, nsid) => runtime.backingState(nqn, nsid),
         ioThreadsDown: (nqn, nsid) => runtime.ioThreadsDown(nqn, nsid),
-        listenersDown: () => [...targets.listenersDown(), ...consoleDown(consoleServer)],
+        listenersDown: () => [...targets.listenersDown(), ...consoleDown(consoleAccess)],
         metricsEndpointDown: () => metrics.endpointDown(),
         refusedBacking: (nqn, nsid) => targets.refusedBacking(nqn, nsid),
         events: new EventStore(db),
@@ -184,7 +195,6 @@ export class Engine {
       cleanup.unshift(() => metrics.stop());
       // eslint-disable-next-line prefer-const -- assigned after the handlers close over it
       let engine: Engine;
-      let consoleAccess: ConsoleAccess | null = null;
       const listedHosts = () => targets.config().subsystems.flatMap((s) => s.hosts);
       const hostSecrets = new HostSecretStore(dataDir, listedHosts);
       targets.onAccessLost = (hosts) => {
@@ -220,21 +230,31 @@ export class Engine {
       );
       await socketServer.listen();
       cleanup.unshift(() => socketServer.close());
-      if (opts.console !== null) {
-        consoleAccess = buildConsole(
+      if (consoleOpts !== null) {
+        // A console that cannot listen, or whose secret files cannot be used, must not
+        // take the storage down with it (a service manager restarting the engine would
+        // bring the target up and down in a loop).
+        const access = buildConsole(
           dataDir,
-          opts.console ?? { host: '127.0.0.1', port: 0 },
+          consoleOpts,
           rpc,
           hub,
           log.child({ component: 'console' }),
         );
-        const server = consoleAccess.server;
-        consoleServer = server;
-        server.addRoute(metrics.route()); // GET /metrics (Prometheus, opt-in)
-        // A console that cannot listen must not take the storage down with it (a service
-        // manager restarting the engine would bring the target up and down in a loop).
-        await server.start(CONSOLE_RETRY_MS, (problem) => noteConsole(db, log, server, problem));
-        cleanup.unshift(() => server.close()); // a later step failing must not leave it serving
+        consoleAccess = access;
+        const server = access.server;
+        if (server) {
+          server.addRoute(metrics.route()); // GET /metrics (Prometheus, opt-in)
+          await server.start(CONSOLE_RETRY_MS, (problem) => noteConsole(db, log, server, problem));
+          cleanup.unshift(() => server.close()); // a later step failing must not leave it serving
+        } else if (access.unavailable) {
+          noteConsoleEvent(db, log, {
+            type: 'console.unavailable',
+            severity: 'error',
+            reason: access.unavailable.error.message,
+            message: `${consoleProblem(access)} Storage keeps serving, and the desktop app and the branchsan command reach the engine through its API socket; the Prometheus endpoint /metrics, served by the console, is not served either.`,
+          });
+        }
       }
       engine = new Engine(
         dataDir,
@@ -245,7 +265,7 @@ export class Engine {
         lock,
         hub,
         socketServer,
-        consoleServer,
+        consoleAccess,
         targets,
         runtime,
         log,
@@ -367,39 +387,62 @@ export class Engine {
 /** How often a console that cannot listen tries again. */
 export const CONSOLE_RETRY_MS = 5_000;
 
-/** The console as a listener the alert rule watches: down while it cannot listen. */
-function consoleDown(server: ConsoleServer | null): ListenerDown[] {
-  const problem = consoleProblem(server);
-  if (!server?.problem || problem === null) return [];
+/**
+ * The console as a listener the alert rule watches: down while it cannot listen (tried
+ * again every CONSOLE_RETRY_MS), or for this whole run when it is not served.
+ */
+function consoleDown(access: ConsoleAccess | null): ListenerDown[] {
+  const problem = consoleProblem(access);
+  const down = access?.unavailable ?? access?.server?.problem;
+  if (!access || !down || problem === null) return [];
   return [
     {
       subject: 'console',
       kind: 'console',
-      address: server.address, // with the port, even 443 (a URL's host drops it)
+      // with the port, even 443 (a URL's host drops it)
+      address: access.server?.address ?? access.unavailable?.address ?? '',
       problem,
-      since: server.problem.since,
-      retryEverySec: CONSOLE_RETRY_MS / 1000,
+      since: down.since,
+      retryEverySec: access.server ? CONSOLE_RETRY_MS / 1000 : null,
     },
   ];
 }
 
 /** Logs and records that the console cannot listen (`problem`), or listens after all (null). */
 function noteConsole(db: Db, log: Logger, server: ConsoleServer, problem: UserError | null): void {
-  const event = problem
-    ? {
-        type: 'console.unavailable',
-        severity: 'warning' as const,
-        message:
-          `The web console is not listening: ${problem.message} ${problem.hint ?? ''} ` +
-          `Storage keeps serving; the console is tried again every ${CONSOLE_RETRY_MS / 1000} s.`,
-      }
-    : {
-        type: 'console.listening',
-        severity: 'info' as const,
-        message: `The web console listens on ${server.baseUrl} now.`,
-      };
-  if (problem) log.warn(event.message, { reason: problem.message });
-  else log.info(event.message);
+  noteConsoleEvent(
+    db,
+    log,
+    problem
+      ? {
+          type: 'console.unavailable',
+          severity: 'warning' as const,
+          message:
+            `The web console is not listening: ${problem.message} ${problem.hint ?? ''} ` +
+            `Storage keeps serving; the console is tried again every ${CONSOLE_RETRY_MS / 1000} s.`,
+          reason: problem.message,
+        }
+      : {
+          type: 'console.listening',
+          severity: 'info' as const,
+          message: `The web console listens on ${server.baseUrl} now.`,
+        },
+  );
+}
+
+/** The console's event, in the log at its severity too. */
+function noteConsoleEvent(
+  db: Db,
+  log: Logger,
+  {
+    reason,
+    ...event
+  }: { type: string; severity: 'info' | 'warning' | 'error'; message: string; reason?: string },
+): void {
+  log[event.severity === 'warning' ? 'warn' : event.severity](
+    event.message,
+    reason === undefined ? undefined : { reason },
+  );
   whereStorageAllows(log, 'record an event', () => recordEvent(db, event), { type: event.type });
 }
 
