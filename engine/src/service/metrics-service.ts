@@ -40,7 +40,13 @@ import { betweenBatches, type WalCheckpointer } from '../persistence/wal-checkpo
 import { METRICS_TOKEN_AGAIN, type MetricsEndpointDown } from '../events/rules.js';
 import { storageProblem, UserError, whereStorageAllows } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
-import { randomToken, readSecret, writeSecret, type SecretRenewal } from './secrets.js';
+import {
+  checkSecretReplaceable,
+  randomToken,
+  readSecret,
+  writeSecret,
+  type SecretRenewal,
+} from './secrets.js';
 
 const KEY_PROMETHEUS = 'metrics.prometheus';
 const KEY_MAX_BYTES = 'metrics.maxBytes';
@@ -55,6 +61,12 @@ const TOKEN_RENEWAL: SecretRenewal = {
     'or delete it and, once the engine runs, call metrics.settings.set with rotateToken: true for a new one, which scrapers then need',
   afresh:
     'once the engine runs, call metrics.settings.set with rotateToken: true for a new one, which scrapers then need',
+};
+/** The same, for a rotation refused because something else is in the file's place. */
+const ROTATE_AGAIN: SecretRenewal = {
+  ...TOKEN_RENEWAL,
+  afresh:
+    'call metrics.settings.set with rotateToken: true again; nothing was changed, and scrapers then need the new token',
 };
 const DEFAULT_MAX_POINTS = 600;
 /** metrics.series page size when none is asked for (the most one page may hold). */
@@ -418,6 +430,9 @@ export class MetricsService {
     let token = this.token;
     let fresh: 'rotated' | 'created' | undefined;
     if (req.rotateToken) {
+      // a directory (or pipe) in its place could not be replaced: refused before the
+      // change is recorded, which would say it was rotated
+      checkSecretReplaceable(dataDir, TOKEN_SECRET, ROTATE_AGAIN);
       token = randomToken(32);
       fresh = 'rotated';
     } else if (req.prometheusEnabled && token === null) {
@@ -470,7 +485,7 @@ export class MetricsService {
           (this.token
             ? 'the previous token still works.'
             : 'the endpoint refuses every scrape until it has a token.'),
-        'Free space on the data directory (or make it writable again), then rotate the token (metrics.settings.set with rotateToken).',
+        `${storageProblem(err) !== null ? 'Free space on the data directory (or make it writable again)' : `Check what is at ${this.tokenFile()} (ls -ld it; a regular file or nothing may be there)`}, then rotate the token (metrics.settings.set with rotateToken: true).`,
         'unavailable',
       );
     }

@@ -52,20 +52,9 @@ const GENERATED: SecretRenewal = {
  * something else than a file in its place (a directory; a named pipe would block).
  */
 function readSecretFile(file: string, renew: SecretRenewal = GENERATED): string | undefined {
-  let st: fs.Stats;
-  try {
-    st = fs.statSync(file);
-  } catch (err) {
-    if (errorCode(err) === 'ENOENT') return undefined;
-    throw err;
-  }
+  const st = regularSecretFile(file, renew);
+  if (st === undefined) return undefined;
   const mode = (st.mode & 0o777).toString(8);
-  if (!st.isFile()) {
-    throw new UserError(
-      `The secret ${file} is ${st.isDirectory() ? 'a directory' : 'a special file (a named pipe, socket or device)'}, not a regular file.`,
-      `Run: rm -r ${file}, then ${renew.afresh}.`,
-    );
-  }
   if ((st.mode & 0o077) !== 0) {
     throw new UserError(
       `The secret ${file} is readable by other users (mode ${mode}).`,
@@ -86,6 +75,37 @@ function readSecretFile(file: string, renew: SecretRenewal = GENERATED): string 
   }
   const value = withoutLineEnd(text);
   return value === '' ? undefined : value;
+}
+
+/**
+ * The stats of a secret file, or undefined when there is none; refuses, saying what to
+ * run, something else than a regular file in its place (a directory: a new value could
+ * not be renamed over it; a named pipe would block a read).
+ */
+function regularSecretFile(file: string, renew: SecretRenewal): fs.Stats | undefined {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+  } catch (err) {
+    if (errorCode(err) === 'ENOENT') return undefined;
+    throw err;
+  }
+  if (!st.isFile()) {
+    throw new UserError(
+      `The secret ${file} is ${st.isDirectory() ? 'a directory' : 'a special file (a named pipe, socket or device)'}, not a regular file.`,
+      `Run: rm -r ${file}, then ${renew.afresh}.`,
+    );
+  }
+  return st;
+}
+
+/**
+ * Refuses, as readSecret does, something else than a regular file where the secret
+ * `name` goes, before a new value is written (writeSecret), so that nothing is changed
+ * or recorded for a value that could not be put in place.
+ */
+export function checkSecretReplaceable(dataDir: string, name: string, renew: SecretRenewal): void {
+  regularSecretFile(path.join(secretsDir(dataDir), name), renew);
 }
 
 /** Who the engine runs as: its user name, or its uid when it has none. */

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { CallContext } from '../../../engine/src/control/rpc.js';
 import { getSetting, openDatabase, type Db } from '../../../engine/src/persistence/db.js';
 import { metricsHandlers } from '../../../engine/src/service/handlers/metrics.js';
@@ -150,11 +150,13 @@ describe('metrics.settings.set and the audit log', () => {
   it('a token recorded but not put in place leaves the old one working, and says so', async () => {
     const s = setup();
     const { token } = await s.set({ prometheusEnabled: true });
-    // the token file's name is taken by a directory: the rename after the commit fails
-    fs.rmSync(s.tokenFile);
-    fs.mkdirSync(path.join(s.tokenFile, 'x'), { recursive: true });
+    // the rename after the commit fails as a failing disk makes it (fs is outside the unit)
+    const rename = vi.spyOn(fs, 'renameSync').mockImplementationOnce(() => {
+      throw Object.assign(new Error('EIO: i/o error, rename'), { code: 'EIO' });
+    });
+    cleanup.push(() => rename.mockRestore());
     expect(() => s.m.setSettings({ rotateToken: true }, 'cli')).toThrow(
-      /^The metrics settings were saved, but the new scrape token could not be put in place \(.+\); the previous token still works\.$/,
+      /^The metrics settings were saved, but the new scrape token could not be put in place \(EIO: .+\); the previous token still works\.$/,
     );
     expect(audit(s.db).map((a) => a.details)).toEqual([
       JSON.stringify({ prometheusEnabled: true, tokenCreated: true }),
@@ -162,6 +164,36 @@ describe('metrics.settings.set and the audit log', () => {
     ]);
     expect(await scrape(s.m, token!)).toBe(200);
     expect(fs.readdirSync(path.dirname(s.tokenFile))).toEqual(['metrics-token']); // no tmp left
+  });
+
+  // Before, the rotation failed with EISDIR once its audit row was committed (it said the
+  // token was rotated), with 'Free space on the data directory', which would not help.
+  it('a directory where the token file goes refuses a rotation before anything is written or recorded, saying to rm -r it', async () => {
+    const s = setup();
+    const { token } = await s.set({ prometheusEnabled: true, maxBytes: 4 * MIB });
+    fs.rmSync(s.tokenFile);
+    fs.mkdirSync(path.join(s.tokenFile, 'x'), { recursive: true });
+    let err: UserError | undefined;
+    try {
+      s.m.setSettings({ rotateToken: true, maxBytes: 8 * MIB }, 'cli');
+    } catch (e) {
+      err = e as UserError;
+    }
+    expect(err?.message).toBe(`The secret ${s.tokenFile} is a directory, not a regular file.`);
+    expect(err?.hint).toBe(
+      `Run: rm -r ${s.tokenFile}, then call metrics.settings.set with rotateToken: true again; nothing was changed, and scrapers then need the new token.`,
+    );
+    expect(audit(s.db).map((a) => a.details)).toEqual([
+      JSON.stringify({ prometheusEnabled: true, maxBytes: 4 * MIB, tokenCreated: true }),
+    ]);
+    expect(getSetting(s.db, 'metrics.maxBytes')).toBe(String(4 * MIB));
+    expect(await scrape(s.m, token!)).toBe(200); // the token in memory still works
+    expect(fs.readdirSync(path.dirname(s.tokenFile))).toEqual(['metrics-token']); // no tmp left
+    // what the hint says to run works
+    fs.rmSync(s.tokenFile, { recursive: true });
+    const rotated = await s.set({ rotateToken: true });
+    expect(await scrape(s.m, rotated.token!)).toBe(200);
+    expect(fs.readFileSync(s.tokenFile, 'utf8')).toBe(`${rotated.token}\n`);
   });
 
   // Before, the engine refused to start with 'chmod 600 FILE (or delete it to have a new
