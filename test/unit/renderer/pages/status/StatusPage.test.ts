@@ -198,6 +198,17 @@ describe('StatusPage', () => {
     );
   });
 
+  it('says a console not served this run comes back only with a restart', async () => {
+    const w = render();
+    client.setState('connected');
+    client.answer('system.status', systemStatus());
+    const problem = 'The web console TLS key file can be read by others; chmod 600 it.';
+    client.answer('system.console', loopbackConsole({ url: null, listening: false, problem }));
+    await flush();
+    expect(text(w, 'console-url')).toBe('not served');
+    expect(text(w, 'console-problem')).toBe(`Not served until the engine restarts: ${problem}`);
+  });
+
   it('says a loopback console has no TLS and shows no fingerprint', async () => {
     const w = render();
     client.setState('connected');
