@@ -68,6 +68,22 @@ function replaceWithOther(node: { target: Target }): number[] {
   return otherWrites;
 }
 
+/** Serve namespace 1 on `n` again over `backend` (same identity): a namespace changed event. */
+function reAdd(n: Node, backend: BlockBackend): void {
+  n.target.removeNamespace(NQN, 1);
+  addSame(n, backend);
+}
+
+/** Namespace 1 on `n` over `backend`, with the volume's identity. */
+function addSame(n: Node, backend: BlockBackend): void {
+  n.target.addNamespace(NQN, {
+    nsid: 1,
+    backend: spy(backend, n.writes, n.reads),
+    nguid: NGUID,
+    uuid: UUID,
+  });
+}
+
 function unavailableWhile(b: BlockBackend, away: () => boolean, afterMs = 0): BlockBackend {
   const inner = spy(b, []);
   return {
@@ -276,10 +292,7 @@ describe('multipath and namespace identity', () => {
     await mp.write(20, data);
 
     // On node B, namespace 1 becomes another volume (another NGUID and backend).
-    const otherWrites: number[] = [];
-    const other = spy(new MemoryBackend({ sizeBytes: 16 << 20, blockSize: BS }), otherWrites, []);
-    b.target.removeNamespace(NQN, 1);
-    b.target.addNamespace(NQN, { nsid: 1, backend: other, nguid: OTHER_NGUID });
+    const otherWrites = replaceWithOther(b);
     await until('the namespace change event on B', () => events.includes(0x04));
 
     // A goes away: I/O must not fall back to B, which now shows another disk.
@@ -302,12 +315,7 @@ describe('multipath and namespace identity', () => {
     const data = randomBytes(BS);
     await mp.write(4, data);
     expect(a.writes).toContain(4 * BS);
-    b.target.addNamespace(NQN, {
-      nsid: 1,
-      backend: spy(backend, b.writes, b.reads),
-      nguid: NGUID,
-      uuid: UUID,
-    });
+    addSame(b, backend);
     await until('B verified', () => byName(mp, 'B').problem === null && byName(mp, 'B').usable);
     a.target.setAnaState(1, 'inaccessible');
     b.target.setAnaState(1, 'optimized');
@@ -334,13 +342,7 @@ describe('multipath and namespace identity', () => {
     const ctrlA = mp.controller(0);
     const held = fillAdminQueue(ctrlA);
     // The namespace changed event comes in: A's identity check meets the full queue.
-    a.target.removeNamespace(NQN, 1);
-    a.target.addNamespace(NQN, {
-      nsid: 1,
-      backend: spy(backend, a.writes, a.reads),
-      nguid: NGUID,
-      uuid: UUID,
-    });
+    reAdd(a, backend);
     await until(
       'A reported unchecked',
       () => /could not be identified: .*waiting/.test(byName(mp, 'A').problem ?? ''),
@@ -378,13 +380,7 @@ describe('multipath and namespace identity', () => {
     const ctrlA = mp.controller(0);
     const held = fillAdminQueue(ctrlA);
     // A changed event whose log read finds no slot.
-    a.target.removeNamespace(NQN, 1);
-    a.target.addNamespace(NQN, {
-      nsid: 1,
-      backend: spy(backend, a.writes, a.reads),
-      nguid: NGUID,
-      uuid: UUID,
-    });
+    reAdd(a, backend);
     await until('A out of use', () => !byName(mp, 'A').usable, 5000);
     proxy.release();
     await Promise.all(held);
@@ -595,12 +591,7 @@ describe('multipath and namespace identity', () => {
     b.target.removeNamespace(NQN, 1);
     await until('B refused', () => byName(mp, 'B').problem !== null, 2000);
     expect(byName(mp, 'B').problem).toMatch(/not active/);
-    b.target.addNamespace(NQN, {
-      nsid: 1,
-      backend: spy(backend, b.writes, b.reads),
-      nguid: NGUID,
-      uuid: UUID,
-    });
+    addSame(b, backend);
     await until('B usable again', () => byName(mp, 'B').usable, 2000);
     expect(byName(mp, 'B').problem).toBeNull();
     a.target.setAnaState(1, 'inaccessible');
@@ -613,17 +604,6 @@ describe('multipath and namespace identity', () => {
 });
 
 describe('multipath and a namespace whose size changes', () => {
-  /** Serve namespace 1 on `n` again over `backend` (same identity): a namespace changed event. */
-  function reAdd(n: Node, backend: BlockBackend): void {
-    n.target.removeNamespace(NQN, 1);
-    n.target.addNamespace(NQN, {
-      nsid: 1,
-      backend: spy(backend, n.writes, n.reads),
-      nguid: NGUID,
-      uuid: UUID,
-    });
-  }
-
   // Before: every path that reported the grown size was refused ("size in blocks (NSZE)
   // 4096 vs 8192"), so growing the volume took the whole multipath namespace down.
   it('follows a grown volume on every path, and keeps refusing a shrunk one', async () => {
@@ -1280,9 +1260,7 @@ describe('multipath with callbacks that throw', () => {
       nsid: 1,
       paths: [pathTo(a), pathTo(b, b.port, { onAsyncEvent: buggy })],
     });
-    const other = new MemoryBackend({ sizeBytes: 16 << 20, blockSize: BS });
-    b.target.removeNamespace(NQN, 1);
-    b.target.addNamespace(NQN, { nsid: 1, backend: other, nguid: OTHER_NGUID });
+    replaceWithOther(b);
     await until('B refused', () => /NGUID/.test(byName(mp, 'B').problem ?? ''), 5000);
     expect(byName(mp, 'B').usable).toBe(false);
     await until('the warning', () => warnings.some((w) => /onAsyncEvent callback threw/.test(w)));
