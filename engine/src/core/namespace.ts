@@ -16,7 +16,10 @@ export interface NamespaceConfig {
   eui64?: Uint8Array | string;
   /** 16 bytes (optional): a Buffer or a UUID string. */
   uuid?: Uint8Array | string;
-  /** ANA group (default 1). */
+  /**
+   * ANA group (default 1). The engine gives each volume a group of its own: a group has
+   * one state for all its namespaces, so one volume's state must not stall another's.
+   */
   anagrpid?: number;
 }
 

@@ -150,6 +150,13 @@ export class TargetStore {
       .run(b.path, b.sizeBytes, b.device, nqn, nsid);
   }
 
+  /** Moves a namespace to another ANA group (see TargetService.separateAnaGroups). */
+  setAnaGroup(nqn: string, nsid: number, anaGroup: number): void {
+    this.db
+      .prepare('UPDATE namespaces SET ana_group = ? WHERE subsystem_nqn = ? AND nsid = ?')
+      .run(anaGroup, nqn, nsid);
+  }
+
   removeNamespace(nqn: string, nsid: number): boolean {
     return (
       this.db.prepare('DELETE FROM namespaces WHERE subsystem_nqn = ? AND nsid = ?').run(nqn, nsid)

@@ -76,6 +76,13 @@ export const OPEN_WAIT_MS = 10_000;
 /** How long removing a namespace waits for its backend to close (see retire()). */
 export const RETIRE_WAIT_MS = 5_000;
 
+/**
+ * ANA groups the node reports (ANAGRPMAX = NANAGRPID): each volume has a group of its
+ * own (TargetService), so as many as one subsystem has NSIDs. A Linux host reads 32
+ * bytes per group in every ANA log read (16 + NANAGRPID × 32 + MNAN × 4: 36 KiB).
+ */
+export const MAX_ANA_GROUPS = 1024;
+
 /** How each IoThreadsEvent is logged (the event log's wording is TargetService's). */
 const IO_THREADS_LOG: Record<IoThreadsEvent['kind'], ['error' | 'warn', string]> = {
   failed: ['error', 'storage I/O threads failed: the I/O they held fails and hosts retry it'],
@@ -125,6 +132,7 @@ export class TargetRuntime {
     this.opens = new BoundedCalls(openWaitMs);
     this.target = new Target({
       inCapsuleBytes: IN_CAPSULE_DATA_SIZE,
+      maxAnaGroups: MAX_ANA_GROUPS,
       logger: { info: (m, f) => log.info(m, f), warn: (m, f) => log.warn(m, f) },
       ...opts,
     });

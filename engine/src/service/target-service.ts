@@ -155,6 +155,7 @@ export class TargetService {
   async restore(): Promise<void> {
     const cfg = this.store.load();
     await this.undoUnfinishedCreate(cfg);
+    this.separateAnaGroups(cfg);
     for (const s of cfg.subsystems) this.rt.addSubsystem(s);
     const offline = await this.bringUp(
       (ns, nqn, err) =>
@@ -223,6 +224,68 @@ export class TargetService {
       }
     }
     clearCreateNote(this.db, this.log);
+  }
+
+  /**
+   * One ANA group per volume (a group has one state for all its namespaces, and a
+   * volume whose storage is out puts its group in 'change', holding the hosts' I/O to
+   * it): namespaces stored sharing a group (every one was added in group 1 before) get
+   * groups of their own here, the first of each group keeping it. Only at the start,
+   * before any host is connected: hosts see the new group when they connect again, as
+   * after any restart, and a connected host's group never moves under it. One that
+   * cannot be stored (a full data disk) keeps its group this run and is tried again at
+   * the next start.
+   */
+  private separateAnaGroups(cfg: TargetConfig): void {
+    const seen = new Set<number>();
+    for (const s of cfg.subsystems) {
+      for (const ns of s.namespaces) {
+        if (!seen.has(ns.anaGroup)) {
+          seen.add(ns.anaGroup);
+          continue;
+        }
+        const was = ns.anaGroup;
+        let group: number;
+        try {
+          group = this.freeAnaGroup(cfg, s.nqn, ns.nsid);
+        } catch (err) {
+          this.log.warn('a namespace keeps sharing its ANA group', {
+            nqn: s.nqn,
+            nsid: ns.nsid,
+            err,
+          });
+          continue;
+        }
+        const where = { nqn: s.nqn, nsid: ns.nsid, anaGroup: group };
+        const setGroup = () => this.store.setAnaGroup(s.nqn, ns.nsid, group);
+        if (!whereStorageAllows(this.log, 'give a namespace its own ANA group', setGroup, where))
+          continue;
+        ns.anaGroup = group;
+        seen.add(group);
+        this.notice(
+          'target.namespace.ana-group',
+          `Namespace ${ns.nsid} of ${s.nqn} has ANA group ${group} of its own from this start on (it shared group ${was}), so that an outage of another volume's storage cannot hold its I/O. Hosts see the new group when they connect; nothing to do.`,
+        );
+      }
+    }
+  }
+
+  /**
+   * The lowest ANA group id no namespace of `cfg` is in, for namespace `nsid` of `nqn`
+   * (one group per volume, across subsystems: group ids are the node's); a UserError
+   * when every id the target reports (ANAGRPMAX) is taken.
+   */
+  private freeAnaGroup(cfg: TargetConfig, nqn: string, nsid: number): number {
+    const used = new Set(cfg.subsystems.flatMap((s) => s.namespaces.map((n) => n.anaGroup)));
+    const group = firstFree(used);
+    const max = this.rt.target.options.maxAnaGroups;
+    if (group <= max) return group;
+    throw new UserError(
+      `Namespace ${nsid} of ${nqn} cannot have an ANA group of its own: all ${max} ANA groups this node reports are in use, one per volume.`,
+      'Remove a volume that is no longer used, then add this one again.',
+      'conflict',
+      'nsid',
+    );
   }
 
   /**
@@ -730,7 +793,7 @@ export class TargetService {
       blockSize: req.blockSize ?? 512,
       nguid: newNguid(),
       uuid: newUuid(),
-      anaGroup: 1,
+      anaGroup: this.freeAnaGroup(this.store.load(), req.nqn, nsid),
     };
     const backend = await this.rt.addNamespace(req.nqn, { ...row, backend: specOf(row, created) });
     row.sizeBytes = backend.sizeBytes;
