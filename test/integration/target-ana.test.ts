@@ -1,16 +1,24 @@
 /**
  * The target's ANA log and events as a host reads them over NVMe/TCP: the log's change
  * count (CHGCNT) across namespaces joining and leaving groups, read in pieces the way
- * libnvme reads it (LPO, RAE set, then the header again with RAE clear).
+ * libnvme reads it (LPO, RAE set, then the header again with RAE clear); a volume's
+ * group in change while its storage is out, and back after.
  *
- * Real in-process Targets on 127.0.0.1 with memory backends, driven by the host library.
+ * Real in-process Targets on 127.0.0.1 with memory backends and a real file backend
+ * whose I/O thread the test kills, driven by the host library.
  */
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Target } from '../../engine/src/core/index.js';
-import { NvmeController } from '../../engine/src/host/index.js';
+import { NvmeController, NvmeRequest } from '../../engine/src/host/index.js';
+import { fillRw } from '../../engine/src/host/commands.js';
 import { decodeAnaLog } from '../../engine/src/protocol/logpages.js';
-import { LID, NSID_ALL } from '../../engine/src/protocol/opcodes.js';
+import { IO, LID, NSID_ALL } from '../../engine/src/protocol/opcodes.js';
+import { SC } from '../../engine/src/protocol/status.js';
+import type { BlockBackend } from '../../engine/src/storage/backend.js';
+import { openFileBackend, type FdBackend } from '../../engine/src/storage/file.js';
 import { MemoryBackend } from '../../engine/src/storage/memory.js';
+import { tempDir } from '../helpers/engine.js';
 import { serveOnLoopback } from '../helpers/target.js';
 import { until } from '../helpers/wait.js';
 
@@ -23,20 +31,23 @@ afterEach(async () => {
   for (const f of cleanup.splice(0).reverse()) await f();
 });
 
-function addNs(target: Target, nsid: number, anagrpid: number): void {
-  target.addNamespace(NQN, {
-    nsid,
-    backend: new MemoryBackend({ sizeBytes: 1 << 20 }),
-    nguid: nsid.toString(16).padStart(32, 'c'),
-    anagrpid,
-  });
+function addNs(
+  target: Target,
+  nsid: number,
+  anagrpid: number,
+  backend: BlockBackend = new MemoryBackend({ sizeBytes: 1 << 20 }),
+): void {
+  target.addNamespace(NQN, { nsid, backend, nguid: nsid.toString(16).padStart(32, 'c'), anagrpid });
 }
 
-/** A target with namespace 1 in group 1 and 2 in group 2, and a host connected to it. */
-async function connected() {
+/**
+ * A target with namespace 1 in group 1 and 2 in group 2 (`first` backs namespace 1),
+ * and a host connected to it.
+ */
+async function connected(first?: BlockBackend) {
   const target = new Target({});
   target.addSubsystem({ nqn: NQN, serial: 'ANA1', model: 'BranchSAN', allowAnyHost: true });
-  addNs(target, 1, 1);
+  addNs(target, 1, 1, first);
   addNs(target, 2, 2);
   const { transport, port } = await serveOnLoopback(target);
   cleanup.push(async () => {
@@ -53,8 +64,48 @@ async function connected() {
   cleanup.push(() => ctrl.close());
   const read = (lpo: number, length: number, rae: boolean) =>
     ctrl.getLogPage({ lid: LID.ANA, nsid: NSID_ALL, lpo, length, rae });
-  return { target, ctrl, events, read };
+  /** Each group as [grpid, state, nsids]; read whole (RAE clear: ANA events unmasked). */
+  const groups = async () =>
+    decodeAnaLog(await read(0, 4096, false)).groups.map((g) => [g.grpid, g.state, g.nsids]);
+  /** Writes block 0 of `nsid` once (no retry): its status. */
+  const write = async (nsid: number) => {
+    const req = fillRw(new NvmeRequest(), IO.WRITE, nsid, 0, 1);
+    req.dataOut = Buffer.alloc(512, nsid);
+    return ctrl.io(req, `write nsid ${nsid}`).then(
+      (r) => r.status,
+      (err: { status?: number }) => err.status,
+    );
+  };
+  return { target, ctrl, events, read, groups, write };
 }
+
+/**
+ * A file backend whose storage goes out the way it does for real: its I/O thread dies.
+ * New threads take over at once after a first failure (blip) and 1 s after the next
+ * (out; file.ts RESTART_BACKOFF_MS); I/O fails as unavailable meanwhile.
+ */
+async function fileVolume() {
+  const b = await openFileBackend({
+    path: path.join(tempDir(), 'vol.img'),
+    sizeBytes: 1 << 20,
+    create: true,
+  });
+  cleanup.push(() => b.close());
+  type Pool = { lanes: { worker: { terminate(): Promise<number> } }[] };
+  const killThread = () => (b as unknown as { pool: Pool }).pool.lanes[0]!.worker.terminate();
+  const blip = async () => {
+    await killThread();
+    await until(() => !b.ioThreadsDown, 5000);
+  };
+  const out = async () => {
+    await killThread();
+    await until(() => b.ioThreadsDown, 2000);
+  };
+  return { b, blip, out };
+}
+
+const OPTIMIZED = 0x01;
+const CHANGE = 0x0f;
 
 describe('ANA log change count', () => {
   // Before: CHGCNT stayed put while namespace 3 joined group 1, so the header read again
@@ -88,6 +139,66 @@ describe('ANA log change count', () => {
     await until(() => events.length === 2, 3000);
     await new Promise((r) => setTimeout(r, 100));
     expect(events).toEqual([NS_CHANGED, NS_CHANGED]);
+    expect(events).not.toContain(ANA_CHANGE);
+  });
+});
+
+describe('a volume whose storage is out', () => {
+  // Before: the log said optimized throughout while every I/O got ANA Transition, and a
+  // Linux 6.1 host resent each at once, round after round (2497 refused writes and 818
+  // ANA log reads in 4 s), until the storage was back.
+  it('has its group in change meanwhile and optimized after, each with an ANA change event; the healthy volume keeps serving', async () => {
+    const vol = await fileVolume();
+    const { events, groups, write } = await connected(vol.b as FdBackend);
+    expect(await groups()).toEqual([
+      [1, OPTIMIZED, [1]],
+      [2, OPTIMIZED, [2]],
+    ]);
+    expect(await write(1)).toBe(SC.SUCCESS);
+    await vol.blip();
+    await groups(); // read as a host does after the blip's event: the next one is not masked
+    events.length = 0;
+
+    await vol.out();
+    await until(() => events.includes(ANA_CHANGE), 3000);
+    expect(await groups()).toEqual([
+      [1, CHANGE, [1]],
+      [2, OPTIMIZED, [2]],
+    ]);
+    expect(await write(1)).toBe(SC.ANA_TRANSITION); // refused at parse: the host holds it
+    expect(await write(2)).toBe(SC.SUCCESS);
+    expect(vol.b.ioThreadsDown).toBe(true); // all of it while out
+
+    events.length = 0;
+    await until(() => !vol.b.ioThreadsDown, 5000);
+    await until(() => events.includes(ANA_CHANGE), 3000);
+    expect(await groups()).toEqual([
+      [1, OPTIMIZED, [1]],
+      [2, OPTIMIZED, [2]],
+    ]);
+    expect(await write(1)).toBe(SC.SUCCESS);
+  });
+
+  // A group has one state for all its namespaces: holding it would stall the healthy
+  // volume too. The engine gives each volume a group of its own (TargetService).
+  it('leaves a group shared with a volume that serves as it is: the one out answers ANA Transition', async () => {
+    const vol = await fileVolume();
+    const { target, events, groups, write } = await connected(vol.b as FdBackend);
+    addNs(target, 3, 1);
+    await vol.blip();
+    await groups();
+    await until(() => events.length === 1, 3000); // the namespace added
+    events.length = 0;
+
+    await vol.out();
+    expect(await groups()).toEqual([
+      [1, OPTIMIZED, [1, 3]],
+      [2, OPTIMIZED, [2]],
+    ]);
+    expect(await write(1)).toBe(SC.ANA_TRANSITION);
+    expect(await write(3)).toBe(SC.SUCCESS);
+    await until(() => !vol.b.ioThreadsDown, 5000);
+    expect(await write(1)).toBe(SC.SUCCESS);
     expect(events).not.toContain(ANA_CHANGE);
   });
 });

@@ -39,7 +39,12 @@ export interface AnaGroupInfo {
  * had it stood still while a namespace was added, pieces of two logs would be stitched.
  */
 export class AnaGroups {
+  /** What the log reports, by grpid: the state set, or 'change' while held (see hold). */
   private readonly groups = new Map<number, AnaGroupInfo>();
+  /** The state set by whoever owns this node's ANA states (set()), by grpid. */
+  private readonly setStates = new Map<number, AnaState>();
+  /** Groups held in 'change' because the storage of every namespace in them is out. */
+  private readonly held = new Set<number>();
   /** Monotonic change count reported in the ANA log header (CHGCNT). */
   private changeCount = 0;
 
@@ -73,13 +78,30 @@ export class AnaGroups {
     return true;
   }
 
-  /** Sets a group's state; returns false if nothing changed (no event to send). */
+  /**
+   * Sets a group's state; returns false if what the log reports did not change (no
+   * event to send). A held group keeps reporting 'change' until released, then this.
+   */
   set(grpid: number, state: AnaState): boolean {
     this.assertGrpid(grpid);
     if (!(state in ANA_STATE_CODE)) throw new Error(`Unknown ANA state "${state}"`);
-    if (this.groups.get(grpid)?.state === state) return false;
-    this.stamp(grpid, state);
-    return true;
+    this.setStates.set(grpid, state);
+    return this.report(grpid);
+  }
+
+  /**
+   * Holds a group in 'change' (`on`), or releases it to the state set: the storage of
+   * its namespaces is out and will be back by itself, so hosts should hold their I/O
+   * (Linux requeues it and waits, ANATT applies) rather than resend it at once, as an
+   * ANA Transition status under a usable state makes them do. A group set inaccessible
+   * or persistent-loss stays so: hosts use other paths anyway. Returns false if what
+   * the log reports did not change.
+   */
+  hold(grpid: number, on: boolean): boolean {
+    this.assertGrpid(grpid);
+    if (on) this.held.add(grpid);
+    else this.held.delete(grpid);
+    return this.report(grpid);
   }
 
   /**
@@ -90,6 +112,16 @@ export class AnaGroups {
    */
   membersChanged(grpid: number): void {
     if (!this.ensure(grpid)) this.stamp(grpid, this.state(grpid));
+  }
+
+  /** Brings what the log reports of `grpid` up to date; false if it stood. */
+  private report(grpid: number): boolean {
+    const set = this.setStates.get(grpid) ?? 'optimized';
+    const usable = set === 'optimized' || set === 'non-optimized';
+    const state = this.held.has(grpid) && usable ? 'change' : set;
+    if (this.groups.get(grpid)?.state === state) return false;
+    this.stamp(grpid, state);
+    return true;
   }
 
   /** Records a change of group `grpid`'s descriptor: the count moves, the group takes it. */

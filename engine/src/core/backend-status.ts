@@ -13,14 +13,19 @@
  *                   fails over and re-reads the ANA log. NS Not Ready (0/82) would not
  *                   trigger failover: Linux retries it on the same path 5 times, then
  *                   fails the I/O (EIO), even with a healthy peer path.
- *                   Nothing changes the group's state yet, so the log still says
- *                   optimized: Linux (multipath.c, 6.1) then clears the path's
- *                   ANA_PENDING, requeues and resends at once, an I/O and a log read per
- *                   round with no delay, bound or ANATT timer (no group is in change)
- *                   until the backend is back (the real 6.1 host under QEMU: 2497
- *                   refused writes and 818 ANA log reads in 4 s). Whoever owns this
- *                   node's ANA states (service / mirror) must report the group 'change'
- *                   while its backend is unavailable, and back, each with its event.
+ *                   With the log still optimized, Linux (multipath.c, 6.1) clears the
+ *                   path's ANA_PENDING, requeues and resends at once, an I/O and a log
+ *                   read per round with no delay, bound or ANATT timer, until the
+ *                   backend is back (the real 6.1 host under QEMU: 2497 refused writes
+ *                   and 818 ANA log reads in 4 s). So a backend that knows it is out
+ *                   (BlockBackend.available false: its I/O threads being replaced) has
+ *                   its namespace's group reported 'change' meanwhile, and back, each
+ *                   with an ANA change event (Target.holdWhileOut): the host holds the
+ *                   I/O until then (ANATT applies). Only when every namespace of the
+ *                   group is out: in a group shared with a volume that serves (the
+ *                   engine gives each volume its own), and for an 'unavailable' the
+ *                   backend does not declare, this status still comes with the group
+ *                   optimized, and the host resends as above.
  * - unsupported  -> Invalid Field, DNR: an operation the capabilities did not declare.
  * - anything else (a bug, not a BackendError) -> Internal Error.
  */

@@ -46,6 +46,8 @@ export class Target implements CoreTarget, ControllerEnv {
   private readonly discovery: Subsystem;
   private readonly ports = new Map<number, PortEntry>();
   private readonly controllers = new Map<number, Controller>();
+  /** What stops each namespace's backend availability watch (see holdWhileOut). */
+  private readonly unwatch = new Map<Namespace, () => void>();
   private nextCntlid: number;
   private genctr = 0;
 
@@ -139,6 +141,9 @@ export class Target implements CoreTarget, ControllerEnv {
     this.assertUniqueIds(ns);
     this.ana.membersChanged(ns.anagrpid); // checks the group id first
     s.namespaces.set(ns.nsid, ns);
+    const watch = ns.backend.watchAvailable?.(() => this.holdWhileOut(ns.anagrpid));
+    if (watch) this.unwatch.set(ns, watch);
+    this.holdWhileOut(ns.anagrpid);
     for (const c of s.controllers) c.notifyNsChanged(ns.nsid);
   }
 
@@ -148,12 +153,15 @@ export class Target implements CoreTarget, ControllerEnv {
     const ns = s.namespaces.get(nsid);
     if (!ns) throw new Error(`Namespace ${nsid} does not exist in ${subnqn}`);
     s.namespaces.delete(nsid);
+    this.unwatch.get(ns)?.();
+    this.unwatch.delete(ns);
     // Writes to it still waiting inside its backend (behind a stalled disk) never start:
     // they fail as not executed, and their hosts send them to a node that still serves
     // the volume, where they must not be overtaken by this node's copy landing later.
     // (A closing queue abandons its writes only on the namespaces still present.)
     for (const c of s.controllers) for (const q of c.ioQueues.values()) ns.backend.abandon?.(q);
     this.ana.membersChanged(ns.anagrpid);
+    this.holdWhileOut(ns.anagrpid);
     for (const c of s.controllers) c.notifyNsChanged(nsid);
   }
 
@@ -182,7 +190,37 @@ export class Target implements CoreTarget, ControllerEnv {
    */
   setAnaState(grpid: number, state: AnaState): void {
     this.ana.ensure(grpid);
-    if (!this.ana.set(grpid, state)) return;
+    if (this.ana.set(grpid, state)) this.anaChanged();
+  }
+
+  /**
+   * Reports group `grpid` in change while the backend of every namespace in it is
+   * unavailable (BlockBackend.available), and in the state set once one is back, each
+   * with an ANA change event. Else a Linux host, told ANA Transition by every I/O while
+   * the log said optimized, resent it at once, round after round (backend-status.ts);
+   * told 'change', it holds the I/O until the event says the group is usable again
+   * (ANATT applies: past twice that without news, it resets the controller, and
+   * reconnects). A group shared with a namespace whose backend serves stays as set, and
+   * the I/O of the one out still gets ANA Transition: holding the group would stall the
+   * healthy volume, which is why the engine gives each volume a group of its own.
+   */
+  private holdWhileOut(grpid: number): void {
+    const members = this.subsystemList().flatMap((s) =>
+      [...s.namespaces.values()].filter((n) => n.anagrpid === grpid),
+    );
+    const out = members.length > 0 && members.every((n) => n.backend.available === false);
+    if (!this.ana.hold(grpid, out)) return;
+    this.options.logger[out ? 'warn' : 'info'](
+      out
+        ? 'ANA group in change: the storage of its namespaces is unavailable, hosts hold their I/O'
+        : 'ANA group usable again: its storage is back',
+      { anagrpid: grpid, state: this.ana.state(grpid) },
+    );
+    this.anaChanged();
+  }
+
+  /** What the ANA log reports changed: every I/O controller sends an ANA change event. */
+  private anaChanged(): void {
     for (const c of this.controllers.values()) c.notifyAnaChanged();
   }
 

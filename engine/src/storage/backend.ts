@@ -89,6 +89,14 @@ export interface BlockBackend {
    * (every call starts at once) needs no such method.
    */
   abandon?(owner: IoOwner): void;
+  /**
+   * false while every call fails 'unavailable' until the backend recovers by itself
+   * (its I/O threads being replaced): the core then reports the namespace's ANA group
+   * in change, so hosts hold their I/O instead of resending it at once. Absent: true.
+   */
+  readonly available?: boolean;
+  /** Calls `listener` after each change of `available`; returns what stops it. */
+  watchAvailable?(listener: () => void): () => void;
   /** Finish in-flight I/O, then release files and threads. Idempotent. */
   close(): Promise<void>;
 }

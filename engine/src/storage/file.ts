@@ -181,6 +181,8 @@ export class FdBackend implements BlockBackend {
   private replaced = 0;
   /** Told of each IoThreadsEvent; a throwing listener changes nothing here. */
   onIoThreads: ((e: IoThreadsEvent) => void) | null = null;
+  /** BlockBackend.watchAvailable's listeners. */
+  private readonly availability = new Set<() => void>();
 
   constructor(
     private readonly target: FdTarget,
@@ -323,17 +325,31 @@ export class FdBackend implements BlockBackend {
     return this.replacing !== null;
   }
 
+  /** BlockBackend.available: false while the I/O threads are down. */
+  get available(): boolean {
+    return !this.ioThreadsDown;
+  }
+
+  watchAvailable(listener: () => void): () => void {
+    this.availability.add(listener);
+    return () => this.availability.delete(listener);
+  }
+
   private tell(e: IoThreadsEvent): void {
-    try {
-      this.onIoThreads?.(e);
-    } catch {
-      // a listener's failure must not stop the replacement
-    }
+    quietly(() => this.onIoThreads?.(e));
+  }
+
+  private availabilityChanged(): void {
+    for (const listener of [...this.availability]) quietly(listener);
   }
 
   private replaceLater(failed: IoWorkerPool): void {
     if (this.replacing || this.state !== 'open') return;
-    this.replacing = this.replacePool(failed).finally(() => (this.replacing = null));
+    this.replacing = this.replacePool(failed).finally(() => {
+      this.replacing = null;
+      this.availabilityChanged();
+    });
+    this.availabilityChanged();
   }
 
   /**
@@ -458,6 +474,15 @@ export class FdBackend implements BlockBackend {
       failure: this.pool.failure,
       writebackErrno: this.pool.writebackErrno,
     });
+  }
+}
+
+/** Calls a listener of the backend's; its failure must not stop the replacement. */
+function quietly(listener: () => void): void {
+  try {
+    listener();
+  } catch {
+    // nothing to do: the listener's own business
   }
 }
 
