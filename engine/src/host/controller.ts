@@ -155,6 +155,8 @@ export class NvmeController implements Submitter {
   private lostAt = 0;
   /** Why the last association was lost (for messages of commands refused meanwhile). */
   private lastError: Error | null = null;
+  /** I/O commands waiting out a retry delay to be sent again (submitIoAfter). */
+  private readonly resends = new Map<NvmeRequest, NodeJS.Timeout>();
 
   constructor(private readonly opts: ControllerOptions) {
     checkKato(opts);
@@ -246,6 +248,11 @@ export class NvmeController implements Submitter {
     return this.assoc?.identity.crdt ?? NO_CRDT;
   }
 
+  /** Default I/O command timeout, ms (0 or Infinity: none); a request's timeoutMs overrides it. */
+  get ioTimeoutMs(): number {
+    return this.params.ioTimeoutMs;
+  }
+
   /** Largest transfer one command may carry: MDTS and maxTransferBytes. */
   get maxTransferBytes(): number {
     const mdts = this.assoc?.identity.maxTransferBytes ?? 0;
@@ -307,6 +314,34 @@ export class NvmeController implements Submitter {
     if (!this.sm.is('live') || !a || a.io.length === 0) return this.refuse(req);
     const i = queue >= 0 ? queue % a.io.length : this.rr++ % a.io.length;
     a.io[i]!.submit(req);
+  }
+
+  /**
+   * submitIo() once `delayMs` have passed: an I/O command sent again after a status's
+   * retry delay (status-retry.ts). Until then the controller holds it, so close() ends it
+   * at once with a 'closed' error, as it ends the commands still waiting for a slot,
+   * rather than whenever the delay runs out (up to 109 minutes).
+   */
+  submitIoAfter(req: NvmeRequest, delayMs: number, queue = -1): void {
+    if (delayMs <= 0 || this.sm.is('deleting', 'closed')) return this.submitIo(req, queue);
+    const timer = setTimeout(() => {
+      this.resends.delete(req);
+      this.submitIo(req, queue);
+    }, delayMs);
+    this.resends.set(req, timer);
+  }
+
+  /** close(): the commands waiting out a retry delay end now, not sent again. */
+  private failResends(): void {
+    for (const [req, timer] of [...this.resends]) {
+      clearTimeout(timer);
+      this.resends.delete(req);
+      req.error = new HostError(
+        'closed',
+        'controller closed while the command waited out its retry delay (not sent again)',
+      );
+      callDone(req);
+    }
   }
 
   /** Promise form of submitIo for one command. */
@@ -559,6 +594,7 @@ export class NvmeController implements Submitter {
     if (this.sm.is('closed')) return;
     if (this.sm.is('deleting')) return this.waitClosed();
     this.sm.transition('deleting');
+    this.failResends();
     // A reconnect attempt in progress stops now, not at its connect or admin timeout (a
     // retry timer that fires meanwhile finds the controller deleting and does nothing).
     this.cancelAttempt?.();

@@ -116,7 +116,7 @@ import { callUser } from './callback.js';
 import { NamespaceIo } from './namespace-io.js';
 import { MAX_TIMER_MS } from './queue.js';
 import { NvmeRequest } from './request.js';
-import { retriedNote, statusRetryDelayMs } from './status-retry.js';
+import { retriedNote, retryDelayRefusal, statusRetryDelayMs } from './status-retry.js';
 
 export { defaultFenceMs } from './multipath-options.js';
 export type { PathInfo, PathIoCounts } from './multipath-path.js';
@@ -546,12 +546,9 @@ export class MultipathNamespace extends NamespaceIo {
    * commands wait (else 'busy'). If not, `c` is failed, saying which delay was refused.
    */
   private mayDelay(c: Command, p: Path, ms: number): boolean {
-    const left = this.noPathTimeoutMs - c.parkedMs;
-    if (ms > left) {
-      const why =
-        `${p.name} asks to wait ${ms} ms before sending it again, more than the ` +
-        `${Math.max(0, Math.round(left))} ms left of its noPathTimeoutMs ` +
-        `(${this.noPathTimeoutMs} ms); raise noPathTimeoutMs to have such delays waited out`;
+    const budget = this.noPathTimeoutMs;
+    const why = retryDelayRefusal(p.name, ms, budget - c.parkedMs, 'noPathTimeoutMs', budget);
+    if (why) {
       this.finish(c, this.notSentAgain(c, p, why), null);
       return false;
     }

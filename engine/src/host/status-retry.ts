@@ -20,6 +20,12 @@
  * restarting, a stale mount), and five retries at once all landed in that same moment
  * and failed. (Linux sends them again at once; it has no multipath to wait on there
  * either, and loses the command the same way.)
+ *
+ * The delays a command waits out are bounded: they add up against a budget (one
+ * controller: the command's timeout, ioTimeoutMs; multipath: noPathTimeoutMs, with its
+ * parks), and a delay longer than what is left of it is not waited out: the command
+ * fails at once with its status, naming the delay (retryDelayRefusal). A controller may
+ * ask for up to 65535 × 100 ms (109 minutes) per retry.
  */
 import { DNR, statusType } from '../protocol/status.js';
 
@@ -51,6 +57,27 @@ export function statusRetryDelayMs(status: number, crdt: readonly number[], retr
   const asked = crd === 0 ? 0 : (crdt[crd - 1] ?? 0) * CRDT_UNIT_MS;
   if (asked > 0 || statusType(status) !== SCT_PATH) return asked;
   return PATH_STATUS_BACKOFF_MS * 2 ** retries;
+}
+
+/**
+ * Why a command may not wait `ms` before it is sent again, or null when it may: the delay
+ * is longer than `left`, what is left of the budget `budget` (named `name`, `total` ms in
+ * all) on the delays it waits out. `who` asked for the delay (a path's name, "the
+ * controller"). For the "not sent again: ..." part of the command's error.
+ */
+export function retryDelayRefusal(
+  who: string,
+  ms: number,
+  left: number,
+  name: string,
+  total: number,
+): string | null {
+  if (ms <= left) return null;
+  return (
+    `${who} asks to wait ${ms} ms before sending it again, more than the ` +
+    `${Math.max(0, Math.round(left))} ms left of its ${name} (${total} ms); raise ${name} ` +
+    `to have such delays waited out`
+  );
 }
 
 /** For an error message: how often the command was sent again before it failed. */

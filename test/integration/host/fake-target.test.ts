@@ -279,6 +279,62 @@ describe('a status without DNR, on one controller', () => {
     expect(target.ioCommands).toBe(2);
   });
 
+  // Before: the delay was a bare timer of the namespace's: close() left the command
+  // pending until it ran out (10 s here, up to 109 minutes), and it was waited out
+  // however long it was.
+  it('ends a command waiting out a retry delay at once when the controller closes', async () => {
+    const { target, ns, ctrl } = await setup({
+      crdt: [100, 0, 0], // CRDT1 10 s
+      ioStatus: fail(SC.WRITE_FAULT | CRD1, 1),
+    });
+    const write = ns.write(1, randomBytes(512)).catch((e: unknown) => e);
+    await waitFor(() => target.ioCommands === 1);
+    const started = performance.now();
+    await ctrl.close(100);
+    const err = await write;
+    expect(performance.now() - started).toBeLessThan(1000);
+    expect(err).toBeInstanceOf(HostError);
+    expect(err).toMatchObject({ kind: 'closed', maybeExecuted: false });
+    expect((err as Error).message).toBe(
+      'controller closed while the command waited out its retry delay (not sent again)',
+    );
+    expect(target.ioCommands).toBe(1);
+  });
+
+  it('refuses a delay longer than what is left of the command timeout, naming it', async () => {
+    const { target, ns } = await setup(
+      { crdt: [600, 0, 0], ioStatus: fail(SC.WRITE_FAULT | CRD1, 1) }, // 60 s
+      { ioTimeoutMs: 2000 },
+    );
+    const started = performance.now();
+    const err = await ns.write(1, randomBytes(512)).catch((e: unknown) => e);
+    expect(performance.now() - started).toBeLessThan(500);
+    expect(err).toBeInstanceOf(NvmeStatusError);
+    expect((err as NvmeStatusError).statusName).toBe('WRITE_FAULT');
+    expect((err as Error).message).toBe(
+      'write slba 1 nlb 1 (not sent again: the controller asks to wait 60000 ms before ' +
+        'sending it again, more than the 2000 ms left of its ioTimeoutMs (2000 ms); raise ' +
+        'ioTimeoutMs to have such delays waited out): NVMe status WRITE_FAULT (0xa80)',
+    );
+    expect(target.ioCommands).toBe(1);
+  });
+
+  it('counts the delays waited out toward the command timeout', async () => {
+    const { target, ns } = await setup(
+      { crdt: [4, 0, 0], ioStatus: fail(SC.NS_NOT_READY | CRD1, 5) }, // 400 ms each time
+      { ioTimeoutMs: 1000 },
+    );
+    const err = await ns.read(0, 1).catch((e: unknown) => e);
+    // 400 + 400 ms waited out; a third 400 ms would pass 1000 ms.
+    expect((err as Error).message).toBe(
+      'read slba 0 nlb 1 (sent again 2 times) (not sent again: the controller asks to wait ' +
+        '400 ms before sending it again, more than the 200 ms left of its ioTimeoutMs ' +
+        '(1000 ms); raise ioTimeoutMs to have such delays waited out): NVMe status ' +
+        'NS_NOT_READY (0x882)',
+    );
+    expect(target.ioCommands).toBe(3);
+  });
+
   it('does not ask for ACRE from a controller without CRDT', async () => {
     const { target } = await setup();
     expect(target.hostBehavior).toEqual([]);

@@ -130,9 +130,10 @@ export class FakeTarget {
     this.memory = Buffer.alloc((o.blockSize ?? 512) * (o.blocks ?? 8192));
   }
 
-  async start(): Promise<this> {
+  /** Listen on loopback, on `port` (default: any free one). */
+  async start(port = 0): Promise<this> {
     this.server = net.createServer((s) => this.accept(s));
-    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
+    await new Promise<void>((r) => this.server.listen(port, '127.0.0.1', r));
     this.port = (this.server.address() as net.AddressInfo).port;
     return this;
   }
