@@ -2,13 +2,18 @@
  * Errors the host library hands to callers. Two families, so a caller (the mirror, the
  * wizard, the benchmark) can decide what to do without parsing messages:
  * - NvmeStatusError: the controller completed the command with a non-zero status.
- *   The command ran (or was refused) on the target; the queue is fine.
+ *   The command ran (or was refused) on the target; the queue is fine. Its
+ *   `maybeExecuted` is set when an earlier attempt of it, one that got no completion,
+ *   may have run (multipath: a write released from doubt to another path).
  * - HostError: the command did not get a completion from the controller. `kind` says
  *   why and `maybeExecuted` says whether the target may have acted on it, which is what
  *   decides whether a write may be retried elsewhere (we never resend one ourselves).
  */
 import { DNR, statusName, statusType } from '../protocol/status.js';
 import type { NamespaceIdentity } from './admin.js';
+
+/** How an error says that an earlier attempt of its command may have run. */
+export const EARLIER_ATTEMPT_NOTE = '; an earlier attempt may have been executed';
 
 export class NvmeStatusError extends Error {
   /** Status Code Type (0 generic, 1 command specific, 2 media, 3 path). */
@@ -27,9 +32,15 @@ export class NvmeStatusError extends Error {
     what: string,
     /** CQE dw0: carries details for some commands (Connect's IATTR/offset). */
     readonly dw0 = 0,
+    /**
+     * An earlier attempt of the command got no completion and may have been executed:
+     * this status is a later attempt's, so it does not say the command had no effect.
+     */
+    readonly maybeExecuted = false,
   ) {
     const name = statusName(status);
-    super(`${what}: NVMe status ${name} (0x${status.toString(16)})`);
+    const earlier = maybeExecuted ? EARLIER_ATTEMPT_NOTE : '';
+    super(`${what}: NVMe status ${name} (0x${status.toString(16)})${earlier}`);
     this.name = 'NvmeStatusError';
     this.sct = statusType(status);
     this.sc = status & 0xff;

@@ -98,7 +98,7 @@ import {
   NvmeController,
   type ControllerOptions,
 } from './controller.js';
-import { HostError, NvmeStatusError } from './errors.js';
+import { EARLIER_ATTEMPT_NOTE, HostError, NvmeStatusError } from './errors.js';
 import { Command, copyRequest } from './multipath-command.js';
 import { checkOptions, oneHost, pathName } from './multipath-options.js';
 import { Path, type PathInfo } from './multipath-path.js';
@@ -478,14 +478,17 @@ export class MultipathNamespace extends NamespaceIo {
 
   /**
    * What the caller of `c` gets when its last attempt ended it (rule 4). A path that
-   * refused it unsent (too large for that path) does not make it "not executed": an
-   * earlier attempt, held in doubt and released, may have run.
+   * refused it unsent (too large for that path), or answered it with a status, does not
+   * make it "not executed": an earlier attempt, held in doubt and released, may have run.
    */
   private failure(c: Command, r: NvmeRequest): Error {
     const e = r.error;
-    if (!e) return new NvmeStatusError(r.status, c.what + retriedNote(c.statusRetries), r.dw0);
+    if (!e) {
+      const what = c.what + retriedNote(c.statusRetries);
+      return new NvmeStatusError(r.status, what, r.dw0, c.maybeExecuted);
+    }
     if (e.maybeExecuted || !c.maybeExecuted) return e;
-    const why = `${e.message}; an earlier attempt may have been executed`;
+    const why = `${e.message}${EARLIER_ATTEMPT_NOTE}`;
     return new HostError(e.kind, `namespace ${this.nsid} ${c.what}: ${why}`, true, { cause: e });
   }
 
@@ -587,7 +590,7 @@ export class MultipathNamespace extends NamespaceIo {
   private notSentAgain(c: Command, p: Path, why: string): NvmeStatusError {
     const last = c.lastError as NvmeStatusError;
     const what = `${c.what}${retriedNote(c.statusRetries - 1)} on ${p.name} (not sent again: ${why})`;
-    return new NvmeStatusError(last.status, what, last.dw0);
+    return new NvmeStatusError(last.status, what, last.dw0, c.maybeExecuted);
   }
 
   /** Resend the commands in doubt on `p` whose association is now fenced. */
@@ -682,7 +685,7 @@ export class MultipathNamespace extends NamespaceIo {
     const why =
       `${bytes} bytes is more than any usable path takes in one command (${limits}), so ` +
       `it was not sent; send at most ${this.transferLimit()} bytes per command`;
-    const earlier = c.maybeExecuted ? '; an earlier attempt may have been executed' : '';
+    const earlier = c.maybeExecuted ? EARLIER_ATTEMPT_NOTE : '';
     this.fail(c, 'too-large', why + earlier);
   }
 

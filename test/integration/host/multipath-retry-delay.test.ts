@@ -17,7 +17,7 @@ import {
   type RetryEvent,
 } from '../../../engine/src/host/index.js';
 import { IO } from '../../../engine/src/protocol/opcodes.js';
-import { SC } from '../../../engine/src/protocol/status.js';
+import { DNR, SC } from '../../../engine/src/protocol/status.js';
 import { FakeTarget } from './fake-target.js';
 import { byName, until } from './multipath-rig.js';
 
@@ -200,5 +200,57 @@ describe('multipath: the bounds on waiting out a retry delay', () => {
     );
     expect((err as HostError).cause).toBeInstanceOf(NvmeStatusError);
     await first;
+  });
+});
+
+// Before: the caller got the bare status of the attempt on B (maybeExecuted not there at
+// all), as if the write had had no effect, though its first attempt, on A, may have run.
+describe('multipath: a write released from doubt that the other path answers with a status', () => {
+  it.each([
+    [
+      'a status with DNR',
+      SC.WRITE_FAULT | DNR,
+      {},
+      /^write slba 5 nlb 1: NVMe status WRITE_FAULT\|DNR \(0x4280\); an earlier attempt may have been executed$/,
+    ],
+    [
+      'a retry delay it does not wait out',
+      SC.WRITE_FAULT | CRD1,
+      { noPathTimeoutMs: 1000 },
+      /^write slba 5 nlb 1 on B \(not sent again: B asks to wait 60000 ms .*\): NVMe status WRITE_FAULT \(0xa80\); an earlier attempt may have been executed$/,
+    ],
+  ])('still says it may have been executed: %s', async (_, status, more, message) => {
+    // A takes the write and never answers it; B refuses every write with `status`.
+    const a = await new FakeTarget({
+      ana: OPTIMIZED,
+      cntlid: 1,
+      hold: (op, qid) => qid > 0 && op === IO.WRITE,
+    }).start();
+    targets.push(a);
+    const b = await new FakeTarget({
+      ana: NON_OPTIMIZED,
+      cntlid: 2,
+      crdt: [600, 0, 0], // 60 s
+      ioStatus: (op) => (op === IO.WRITE ? status : 0),
+    }).start();
+    targets.push(b);
+    const events: string[] = [];
+    const mp = await MultipathNamespace.connect({
+      nsid: 1,
+      paths: [pathTo(a, 'A', { ioTimeoutMs: 300 }), pathTo(b, 'B')],
+      onRetry: (ev: RetryEvent) => events.push(`${ev.kind} ${ev.path}`),
+      ...more,
+    });
+    namespaces.push(mp);
+    await until('both usable', () => byName(mp, 'A').usable && byName(mp, 'B').usable, 5000);
+    const write = mp.write(5, randomBytes(BS)).catch((e: unknown) => e);
+    await until('the write held', () => events.includes('hold A'), 2000);
+    a.o.ana = INACCESSIBLE; // A's next association: the write goes to B once fenced
+    const err = await write;
+    expect(events).toEqual(['hold A', 'release A']);
+    expect(err).toBeInstanceOf(NvmeStatusError);
+    expect((err as NvmeStatusError).maybeExecuted).toBe(true);
+    expect((err as Error).message).toMatch(message);
+    expect(byName(mp, 'B').io.submitted).toBe(1);
   });
 });
