@@ -3,7 +3,9 @@
  * Association (admin + I/O queues, which sends Keep Alive every KATO/2), listens
  * for asynchronous events, and on failure either stops ('dead') or reconnects after a
  * delay until a loss timeout, the way the Linux host's error recovery does. In-flight
- * commands of a failed association end with a HostError; nothing is resent.
+ * commands of a failed association end with a HostError; the controller resends only
+ * what its caller hands back through submitIoAfter() (NvmeNamespace: reads, compares and
+ * flushes, never writes), once it is live again.
  *
  * I/O goes through submitIo() (callbacks, reusable requests) or the promise helpers on
  * NvmeNamespace (namespace.ts).
@@ -26,6 +28,7 @@ import { NvmeNamespace } from './namespace.js';
 import { MAX_TIMER_MS, timerRefusal } from './queue.js';
 import { NvmeRequest } from './request.js';
 import { callDone, callUser } from './callback.js';
+import { Resends } from './resend.js';
 import { StateMachine } from './state.js';
 
 export interface ReconnectOptions {
@@ -155,8 +158,8 @@ export class NvmeController implements Submitter {
   private lostAt = 0;
   /** Why the last association was lost (for messages of commands refused meanwhile). */
   private lastError: Error | null = null;
-  /** I/O commands waiting out a retry delay to be sent again (submitIoAfter). */
-  private readonly resends = new Map<NvmeRequest, NodeJS.Timeout>();
+  /** I/O commands held to be sent again (submitIoAfter). */
+  private readonly resends = new Resends((req, queue) => this.submitIo(req, queue));
 
   constructor(private readonly opts: ControllerOptions) {
     checkKato(opts);
@@ -317,31 +320,23 @@ export class NvmeController implements Submitter {
   }
 
   /**
-   * submitIo() once `delayMs` have passed: an I/O command sent again after a status's
-   * retry delay (status-retry.ts). Until then the controller holds it, so close() ends it
-   * at once with a 'closed' error, as it ends the commands still waiting for a slot,
-   * rather than whenever the delay runs out (up to 109 minutes).
+   * submitIo() once `delayMs` have passed (an I/O command sent again after a status's
+   * retry delay, status-retry.ts), or, with no delay, once the controller is live again
+   * (a command whose association was lost under it: NvmeNamespace sends only those that
+   * change no data so). Until then the controller holds it (resend.ts): close() ends it
+   * at once as 'closed', as it ends the commands still waiting for a slot, and a
+   * controller that gives up reconnecting ('dead') as 'not-connected'. With no delay on
+   * a controller neither live nor reconnecting, it is refused at once, as by submitIo().
    */
   submitIoAfter(req: NvmeRequest, delayMs: number, queue = -1): void {
-    if (delayMs <= 0 || this.sm.is('deleting', 'closed')) return this.submitIo(req, queue);
-    const timer = setTimeout(() => {
-      this.resends.delete(req);
-      this.submitIo(req, queue);
-    }, delayMs);
-    this.resends.set(req, timer);
+    const wait = delayMs > 0 ? !this.sm.is('deleting', 'closed') : this.reconnecting;
+    if (wait) this.resends.hold(req, delayMs, queue);
+    else this.submitIo(req, queue);
   }
 
-  /** close(): the commands waiting out a retry delay end now, not sent again. */
-  private failResends(): void {
-    for (const [req, timer] of [...this.resends]) {
-      clearTimeout(timer);
-      this.resends.delete(req);
-      req.error = new HostError(
-        'closed',
-        'controller closed while the command waited out its retry delay (not sent again)',
-      );
-      callDone(req);
-    }
+  /** No association, and one is being built or will be (automatic reconnect). */
+  get reconnecting(): boolean {
+    return this.sm.is('recovering', 'connecting');
   }
 
   /** Promise form of submitIo for one command. */
@@ -350,13 +345,18 @@ export class NvmeController implements Submitter {
   }
 
   private refuse(req: NvmeRequest): void {
+    req.error = this.notLive();
+    callDone(req);
+  }
+
+  /** What a command the controller cannot take now ends with. */
+  private notLive(): HostError {
     const closed = this.sm.is('deleting', 'closed');
     const why = this.lastError && !closed ? `: ${this.lastError.message}` : '';
-    req.error = new HostError(
+    return new HostError(
       closed ? 'closed' : 'not-connected',
       `controller is ${this.sm.state}${why}`,
     );
-    callDone(req);
   }
 
   // ---- admin helpers ----
@@ -469,6 +469,7 @@ export class NvmeController implements Submitter {
     this.lastError = null;
     this.lostAt = 0;
     this.sm.transition('live');
+    this.resends.release();
     void this.armEvents(a);
   }
 
@@ -492,6 +493,7 @@ export class NvmeController implements Submitter {
     if (this.lostAt === 0) this.lostAt = now;
     if (!rc || now - this.lostAt + rc.delayMs > rc.lossTimeoutMs) {
       this.sm.transition('dead');
+      this.resends.failAll(this.notLive());
       return;
     }
     this.sm.transition('recovering');
@@ -594,7 +596,8 @@ export class NvmeController implements Submitter {
     if (this.sm.is('closed')) return;
     if (this.sm.is('deleting')) return this.waitClosed();
     this.sm.transition('deleting');
-    this.failResends();
+    const closing = 'controller closed while the command waited to be sent again (not sent again)';
+    this.resends.failAll(new HostError('closed', closing));
     // A reconnect attempt in progress stops now, not at its connect or admin timeout (a
     // retry timer that fires meanwhile finds the controller deleting and does nothing).
     this.cancelAttempt?.();

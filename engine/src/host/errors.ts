@@ -95,6 +95,15 @@ export class HostError extends Error {
   }
 }
 
+/**
+ * `e` for a command an earlier attempt of which got no completion and may have run:
+ * maybeExecuted set, and said after what the command is (`what`).
+ */
+export function withEarlierAttempt(e: HostError, what: string): HostError {
+  if (e.maybeExecuted) return e;
+  return new HostError(e.kind, `${what}: ${e.message}${EARLIER_ATTEMPT_NOTE}`, true, { cause: e });
+}
+
 /** The controller has no active namespace with this NSID (Identify Namespace is zeroed). */
 export class NamespaceNotActiveError extends Error {
   constructor(readonly nsid: number) {

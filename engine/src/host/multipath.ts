@@ -98,7 +98,7 @@ import {
   NvmeController,
   type ControllerOptions,
 } from './controller.js';
-import { EARLIER_ATTEMPT_NOTE, HostError, NvmeStatusError } from './errors.js';
+import { EARLIER_ATTEMPT_NOTE, HostError, NvmeStatusError, withEarlierAttempt } from './errors.js';
 import { Command, copyRequest } from './multipath-command.js';
 import { checkOptions, oneHost, pathName } from './multipath-options.js';
 import { Path, type PathInfo } from './multipath-path.js';
@@ -487,9 +487,7 @@ export class MultipathNamespace extends NamespaceIo {
       const what = c.what + retriedNote(c.statusRetries);
       return new NvmeStatusError(r.status, what, r.dw0, c.maybeExecuted);
     }
-    if (e.maybeExecuted || !c.maybeExecuted) return e;
-    const why = `${e.message}${EARLIER_ATTEMPT_NOTE}`;
-    return new HostError(e.kind, `namespace ${this.nsid} ${c.what}: ${why}`, true, { cause: e });
+    return c.maybeExecuted ? withEarlierAttempt(e, `namespace ${this.nsid} ${c.what}`) : e;
   }
 
   /** Rule 3: keep `c` until path `p` is fenced. */

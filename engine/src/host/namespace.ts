@@ -5,13 +5,16 @@
  * after the status's retry delay (a short backoff for a path status), a few times
  * (status-retry.ts) before its caller sees it; a delay longer than what is left of the
  * command's timeout (the delays it waited out add up against it) is not waited out, and
- * the controller's close() ends a command waiting one at once.
+ * the controller's close() ends a command waiting one at once. A read, compare or flush
+ * in flight when the association is lost is sent again once the controller has
+ * reconnected; a write is not, and its error says it may have been executed (resendable).
  */
 import type { NamespaceIdentity, NamespaceIds } from './admin.js';
-import { NvmeStatusError } from './errors.js';
+import { HostError, NvmeStatusError, withEarlierAttempt } from './errors.js';
 import { NamespaceIo } from './namespace-io.js';
 import { NO_TIMEOUT, type NvmeRequest } from './request.js';
 import {
+  MAX_STATUS_RETRIES,
   retriedNote,
   retryDelayRefusal,
   statusRetryDelayMs,
@@ -21,14 +24,23 @@ import {
 /** What a namespace needs from its controller (NvmeController implements it). */
 export interface IoController {
   submitIo(req: NvmeRequest, queue?: number): void;
-  /** submitIo() after `delayMs`; a close() meanwhile ends the command at once. */
+  /** submitIo() after `delayMs`, or once live again; close() meanwhile ends it at once. */
   submitIoAfter(req: NvmeRequest, delayMs: number, queue?: number): void;
   readonly maxTransferBytes: number;
   /** CRDT1..3, 100 ms units (status-retry.ts). */
   readonly crdt: readonly number[];
   /** Default I/O command timeout, ms (0 or Infinity: none). */
   readonly ioTimeoutMs: number;
+  /** No association, and one is being built or will be (automatic reconnect). */
+  readonly reconnecting: boolean;
 }
+
+/** What a write (write zeroes, deallocate) that lost its association tells its caller. */
+const WRITE_IN_DOUBT =
+  'it may have been executed, and is not sent again: the target may still apply it, even ' +
+  'after a newer write to the same blocks (its lost controller lives on there until its ' +
+  'keep-alive timeout), so once the controller is live again read those blocks back to ' +
+  'see what they hold, or write them again';
 
 export type { IoOptions, ReadOptions, WriteOptions } from './namespace-io.js';
 
@@ -58,18 +70,28 @@ export class NvmeNamespace extends NamespaceIo {
     return this.ctrl.maxTransferBytes;
   }
 
-  protected submit(req: NvmeRequest, what: string, _mutating: boolean, queue?: number) {
+  protected submit(req: NvmeRequest, what: string, mutating: boolean, queue?: number) {
     return new Promise<NvmeRequest>((resolve, reject) => {
       let retries = 0;
       // The delays waited out add up against the command's timeout (status-retry.ts).
       const budget = this.timeoutOf(req);
       let delayed = 0;
+      // An earlier attempt got no completion and may have run.
+      let earlier = false;
       req.onDone = (r) => {
-        if (r.error) return reject(r.error);
+        const e = r.error;
+        if (e) {
+          if (!this.resendable(e, mutating, retries)) {
+            return reject(this.lost(e, what, mutating, earlier));
+          }
+          earlier ||= e.maybeExecuted;
+          retries++;
+          return this.ctrl.submitIoAfter(req, 0, queue); // once reconnected
+        }
         if (r.status === 0) return resolve(r);
         const tried = what + retriedNote(retries);
         if (!statusRetryable(r.status, retries)) {
-          return reject(new NvmeStatusError(r.status, tried, r.dw0));
+          return reject(new NvmeStatusError(r.status, tried, r.dw0, earlier));
         }
         // The same controller, so no reordering against another path's writes: it
         // answered, so nothing of this command is left in flight there. A path status
@@ -78,7 +100,8 @@ export class NvmeNamespace extends NamespaceIo {
         const who = 'the controller';
         const why = retryDelayRefusal(who, ms, budget - delayed, 'ioTimeoutMs', budget);
         if (why) {
-          return reject(new NvmeStatusError(r.status, `${tried} (not sent again: ${why})`, r.dw0));
+          const refused = `${tried} (not sent again: ${why})`;
+          return reject(new NvmeStatusError(r.status, refused, r.dw0, earlier));
         }
         delayed += ms;
         this.ctrl.submitIoAfter(req, ms, queue);
@@ -87,9 +110,38 @@ export class NvmeNamespace extends NamespaceIo {
     });
   }
 
+  /**
+   * A command whose association was lost under it (its connection dropped, or a command
+   * on it timed out) is sent again on the next one, once the controller has reconnected,
+   * as Linux requeues it (nvme_cancel_request, nvme_decide_disposition): within the same
+   * MAX_STATUS_RETRIES, and only while the controller is reconnecting. Only if it changes
+   * no data (read, compare, flush): a write may still land on the target after the
+   * reconnect, the old controller living on there until its keep-alive timeout (and our
+   * target finishing a backend write already started), so sent again and acknowledged it
+   * could be overwritten by its lost copy after the caller's next write to those blocks.
+   */
+  private resendable(e: HostError, mutating: boolean, retries: number): boolean {
+    return (
+      lostAssociation(e) && !mutating && this.ctrl.reconnecting && retries < MAX_STATUS_RETRIES
+    );
+  }
+
+  /** What the caller gets when `e` ends the command. */
+  private lost(e: HostError, what: string, mutating: boolean, earlier: boolean): HostError {
+    if (mutating && e.maybeExecuted && lostAssociation(e)) {
+      return new HostError(e.kind, `${what}: ${e.message}; ${WRITE_IN_DOUBT}`, true, { cause: e });
+    }
+    return earlier ? withEarlierAttempt(e, what) : e;
+  }
+
   /** The command's timeout, ms: its own, else the controller's; Infinity for none. */
   private timeoutOf(req: NvmeRequest): number {
     const t = req.timeoutMs < 0 ? this.ctrl.ioTimeoutMs : req.timeoutMs;
     return t === NO_TIMEOUT ? Infinity : t;
   }
+}
+
+/** The command's association was lost under it: its queue failed, or it timed out. */
+function lostAssociation(e: HostError): boolean {
+  return e.kind === 'transport' || e.kind === 'timeout';
 }

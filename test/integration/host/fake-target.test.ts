@@ -163,6 +163,9 @@ describe('host library vs fake target', () => {
     expect(err).toBeInstanceOf(HostError);
     expect(err.kind).toBe('transport');
     expect(err.maybeExecuted).toBe(true);
+    expect(err.message).toMatch(
+      /^write slba 0 nlb 1: .*connection closed by the controller; it may have been executed, and is not sent again: the target may still apply it, even after a newer write/,
+    );
     await waitFor(() => ctrl.state === 'live' && states.length > 2);
     expect(states).toEqual(['connecting', 'live', 'recovering', 'connecting', 'live']);
     expect(target.ioCommands).toBe(1); // the write was not resent
@@ -296,7 +299,7 @@ describe('a status without DNR, on one controller', () => {
     expect(err).toBeInstanceOf(HostError);
     expect(err).toMatchObject({ kind: 'closed', maybeExecuted: false });
     expect((err as Error).message).toBe(
-      'controller closed while the command waited out its retry delay (not sent again)',
+      'controller closed while the command waited to be sent again (not sent again)',
     );
     expect(target.ioCommands).toBe(1);
   });
@@ -338,5 +341,81 @@ describe('a status without DNR, on one controller', () => {
   it('does not ask for ACRE from a controller without CRDT', async () => {
     const { target } = await setup();
     expect(target.hostBehavior).toEqual([]);
+  });
+});
+
+// Before: a read in flight when its connection dropped failed with the transport error,
+// though the controller reconnected a moment later; Linux requeues it and sends it again
+// once the controller is live (nvme_cancel_request, nvme_decide_disposition). A write is
+// still not sent again: its lost copy may land after the reconnect (see the write above).
+describe('a command in flight when the association is lost, on one controller', () => {
+  const reconnect = { delayMs: 20, lossTimeoutMs: 5000 };
+  const holdReads = (op: number, qid: number) => qid > 0 && op === IO.READ;
+
+  it('sends a read again once the controller has reconnected', async () => {
+    const states: ControllerState[] = [];
+    let holding = true;
+    const { target, ns } = await setup(
+      { hold: (op, qid) => holding && holdReads(op, qid) },
+      { reconnect, onStateChange: (s) => states.push(s) },
+    );
+    const data = randomBytes(512);
+    data.copy(target.memory, 3 * 512);
+    const read = ns.read(3, 1);
+    await waitFor(() => target.ioCommands === 1);
+    holding = false;
+    target.dropAll();
+    expect((await read).equals(data)).toBe(true);
+    expect(target.ioCommands).toBe(2);
+    expect(states).toEqual(['connecting', 'live', 'recovering', 'connecting', 'live']);
+  });
+
+  it('gives up after 5 resends, saying the earlier attempts may have run', async () => {
+    const { target, ns } = await setup({ hold: holdReads }, { reconnect });
+    const read = ns.read(0, 1).catch((e: unknown) => e);
+    for (let n = 1; n <= 6; n++) {
+      await waitFor(() => target.ioCommands === n);
+      target.dropAll();
+    }
+    const err = await read;
+    expect(err).toBeInstanceOf(HostError);
+    expect(err).toMatchObject({ kind: 'transport', maybeExecuted: true });
+    expect(target.ioCommands).toBe(6);
+  });
+
+  it('ends a read waiting for the reconnect at once when the controller closes', async () => {
+    const { target, ns, ctrl } = await setup(
+      { hold: holdReads },
+      { reconnect: { delayMs: 10_000, lossTimeoutMs: 60_000 } },
+    );
+    const read = ns.read(0, 1).catch((e: unknown) => e);
+    await waitFor(() => target.ioCommands === 1);
+    target.dropAll();
+    await waitFor(() => ctrl.state === 'recovering');
+    const started = performance.now();
+    await ctrl.close(100);
+    const err = await read;
+    expect(performance.now() - started).toBeLessThan(1000);
+    expect(err).toMatchObject({ kind: 'closed', maybeExecuted: true });
+    expect((err as Error).message).toBe(
+      'read slba 0 nlb 1: controller closed while the command waited to be sent again (not ' +
+        'sent again); an earlier attempt may have been executed',
+    );
+  });
+
+  it('ends a read waiting for the reconnect when the controller gives up', async () => {
+    const { target, ns, ctrl } = await setup(
+      { hold: holdReads },
+      { reconnect: { delayMs: 20, lossTimeoutMs: 200 } },
+    );
+    const read = ns.read(0, 1).catch((e: unknown) => e);
+    await waitFor(() => target.ioCommands === 1);
+    await target.stop(); // connections dropped, and no new ones
+    const err = await read;
+    expect(ctrl.state).toBe('dead');
+    expect(err).toMatchObject({ kind: 'not-connected', maybeExecuted: true });
+    expect((err as Error).message).toMatch(
+      /^read slba 0 nlb 1: controller is dead: .*; an earlier attempt may have been executed$/,
+    );
   });
 });
