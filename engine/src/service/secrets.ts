@@ -4,12 +4,11 @@
  * else is in its place) is refused rather than used, with what to run about it.
  */
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { errorCode, UserError } from '../util/errors.js';
 import { syncDirectory, writeFileSynced } from '../util/durable.js';
 import { makeDirs } from '../util/paths.js';
+import { checkReplaceable, readSecretText, type SecretRenewal } from '../util/secret-file.js';
 
 export function secretsDir(dataDir: string): string {
   const dir = path.join(dataDir, 'secrets');
@@ -28,15 +27,7 @@ export function loadOrCreateSecret(dataDir: string, name: string, make: () => st
   return value;
 }
 
-/**
- * How a secret of one kind is had anew, for the hints about a file that cannot be used:
- * `orElse` instead of repairing the file, `afresh` once it is removed (a directory in
- * its place cannot be repaired).
- */
-export interface SecretRenewal {
-  orElse: string;
-  afresh: string;
-}
+export type { SecretRenewal };
 
 /** A secret the engine makes when it finds none at its start (the console's setup token). */
 const GENERATED: SecretRenewal = {
@@ -49,54 +40,14 @@ const GENERATED: SecretRenewal = {
  * An empty file is what a power cut can leave of a file written just before it, and an
  * empty secret must never match an empty answer (a token, a bearer). Refuses, saying
  * what to run, a file others can read, one the engine may not read (another owner) and
- * something else than a file in its place (a directory; a named pipe would block).
+ * something else than a file in its place (a directory; a named pipe would block):
+ * readSecretText.
  */
 function readSecretFile(file: string, renew: SecretRenewal = GENERATED): string | undefined {
-  const st = regularSecretFile(file, renew);
-  if (st === undefined) return undefined;
-  const mode = (st.mode & 0o777).toString(8);
-  if ((st.mode & 0o077) !== 0) {
-    throw new UserError(
-      `The secret ${file} is readable by other users (mode ${mode}).`,
-      `Run: chmod 600 ${file}  (${renew.orElse}).`,
-    );
-  }
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    const code = errorCode(err);
-    if (code !== 'EACCES' && code !== 'EPERM') throw err;
-    const me = engineUser();
-    throw new UserError(
-      `The secret ${file} cannot be read by the engine (${code}: it belongs to uid ${st.uid} with mode ${mode}, and the engine runs as ${me.name === String(me.uid) ? 'uid ' : `${me.name}, uid `}${me.uid}).`,
-      `Run as root: chown ${me.name} ${file} && chmod 600 ${file}  (${renew.orElse}).`,
-    );
-  }
+  const text = readSecretText(file, renew);
+  if (text === undefined) return undefined;
   const value = withoutLineEnd(text);
   return value === '' ? undefined : value;
-}
-
-/**
- * The stats of a secret file, or undefined when there is none; refuses, saying what to
- * run, something else than a regular file in its place (a directory: a new value could
- * not be renamed over it; a named pipe would block a read).
- */
-function regularSecretFile(file: string, renew: SecretRenewal): fs.Stats | undefined {
-  let st: fs.Stats;
-  try {
-    st = fs.statSync(file);
-  } catch (err) {
-    if (errorCode(err) === 'ENOENT') return undefined;
-    throw err;
-  }
-  if (!st.isFile()) {
-    throw new UserError(
-      `The secret ${file} is ${st.isDirectory() ? 'a directory' : 'a special file (a named pipe, socket or device)'}, not a regular file.`,
-      `Run: rm -r ${file}, then ${renew.afresh}.`,
-    );
-  }
-  return st;
 }
 
 /**
@@ -105,17 +56,8 @@ function regularSecretFile(file: string, renew: SecretRenewal): fs.Stats | undef
  * or recorded for a value that could not be put in place.
  */
 export function checkSecretReplaceable(dataDir: string, name: string, renew: SecretRenewal): void {
-  regularSecretFile(path.join(secretsDir(dataDir), name), renew);
-}
-
-/** Who the engine runs as: its user name, or its uid when it has none. */
-function engineUser(): { name: string; uid: number } {
-  const uid = process.getuid?.() ?? -1;
-  try {
-    return { name: os.userInfo().username, uid };
-  } catch {
-    return { name: String(uid), uid }; // no passwd entry (a container's arbitrary uid)
-  }
+  const file = path.join(secretsDir(dataDir), name);
+  checkReplaceable(file, renew, `The secret ${file}`);
 }
 
 /**

@@ -3,10 +3,10 @@
  * it) is no secret. Before, the console's setup token read back as '' and then matched
  * an empty token in a setup request, and an empty metrics token matched an empty bearer.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import {
   loadOrCreateSecret,
   readSecret,
@@ -69,5 +69,46 @@ describe('secret files', () => {
     expect(err!.hint).toBe(
       `Run: rm -r ${file}, then start the engine again: it generates a new one.`,
     );
+  });
+
+  // Before, the file was looked at (stat) and then read by its name: a named pipe put
+  // in its place in between was opened and read, which waits for a writer (here one
+  // that writes after 2 s; without it, for good, with the engine's thread held).
+  it('reads the file it checked: a named pipe swapped in right after the check is not read', () => {
+    const dir = tempDir('branchsan-secrets-');
+    const file = path.join(secretsDir(dir), 'console-token');
+    fs.writeFileSync(file, 'the-secret\n', { mode: 0o600 });
+    let writer: ReturnType<typeof spawn> | undefined;
+    // the swap, right after the file is checked (fs is outside the unit: the moment is
+    // the only thing this spy adds; the files and the pipe are real)
+    const swap = () => {
+      if (writer) return;
+      fs.renameSync(file, `${file}.old`);
+      expect(spawnSync('mkfifo', ['-m', '600', file]).status).toBe(0);
+      writer = spawn('sh', ['-c', `sleep 2; echo from-the-pipe > '${file}'`], { detached: true });
+    };
+    const realStat = fs.statSync;
+    const realFstat = fs.fstatSync;
+    const spies = [
+      vi.spyOn(fs, 'statSync').mockImplementation(((p: fs.PathLike, o?: object) => {
+        const st = realStat(p, o as never);
+        if (p === file) swap();
+        return st;
+      }) as typeof fs.statSync),
+      vi.spyOn(fs, 'fstatSync').mockImplementation(((fd: number, o?: object) => {
+        const st = realFstat(fd, o as never);
+        swap();
+        return st;
+      }) as typeof fs.fstatSync),
+    ];
+    const t0 = Date.now();
+    try {
+      expect(readSecret(dir, 'console-token')).toBe('the-secret');
+      expect(Date.now() - t0).toBeLessThan(1000);
+    } finally {
+      for (const s of spies) s.mockRestore();
+      if (writer?.exitCode === null) process.kill(-writer.pid!, 'SIGKILL'); // sh and its sleep
+    }
+    expect(writer).toBeDefined(); // the swap did happen
   });
 });

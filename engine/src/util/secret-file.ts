@@ -1,0 +1,121 @@
+/**
+ * Reading one secret file (DATA/secrets/NAME, 0600, owned by the engine's user), for
+ * the service's secrets and the console's password file alike. A file that cannot be
+ * used (others can read it, the engine may not, something else in its place, a read
+ * error) is refused with what to run about it, never read as if it were the secret.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import { errorCode, UserError } from './errors.js';
+
+/**
+ * How a secret of one kind is had anew, for the hints about a file that cannot be used:
+ * `orElse` instead of repairing the file, `afresh` once it is removed (a directory in
+ * its place cannot be repaired).
+ */
+export interface SecretRenewal {
+  orElse: string;
+  afresh: string;
+}
+
+/**
+ * Opened without blocking: a named pipe opens at once (a blocking open waits for a
+ * writer, for good, with the engine's thread and SIGTERM held), then fstat refuses it.
+ * Symbolic links are followed: an administrator may link a certificate in.
+ */
+const OPEN_FLAGS = fs.constants.O_RDONLY | fs.constants.O_NONBLOCK;
+
+/**
+ * The text of the secret file `file`, or undefined when there is none. The file is
+ * opened first and everything is checked on what was opened (fstat), so the check and
+ * the read are of the same file: something swapped in between (a named pipe, which a
+ * read would wait on) cannot be read. `label` names it in messages ('The secret FILE').
+ */
+export function readSecretText(
+  file: string,
+  renew: SecretRenewal,
+  label = `The secret ${file}`,
+): string | undefined {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, OPEN_FLAGS);
+  } catch (err) {
+    const code = errorCode(err);
+    if (code === 'ENOENT') return undefined;
+    if (code === 'EACCES' || code === 'EPERM') throw notReadable(file, label, code, renew);
+    if (code === 'ENXIO') throw notRegular(file, label, 'a special file', renew); // a socket
+    throw err;
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile())
+      throw notRegular(file, label, st.isDirectory() ? 'a directory' : 'a special file', renew);
+    if ((st.mode & 0o077) !== 0) {
+      throw new UserError(
+        `${label} is readable by other users (mode ${modeOf(st)}).`,
+        `Run: chmod 600 ${file}  (${renew.orElse}).`,
+      );
+    }
+    return fs.readFileSync(fd, 'utf8');
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * Refuses, as readSecretText does, something else than a regular file at `file` (a new
+ * value could not be renamed over a directory), before a new value is written.
+ */
+export function checkReplaceable(file: string, renew: SecretRenewal, label: string): void {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+  } catch (err) {
+    if (errorCode(err) === 'ENOENT') return;
+    throw err;
+  }
+  if (!st.isFile())
+    throw notRegular(file, label, st.isDirectory() ? 'a directory' : 'a special file', renew);
+}
+
+function notRegular(
+  file: string,
+  label: string,
+  what: 'a directory' | 'a special file',
+  renew: SecretRenewal,
+): UserError {
+  return new UserError(
+    `${label} is ${what === 'a directory' ? what : 'a special file (a named pipe, socket or device)'}, not a regular file.`,
+    `Run: rm -r ${file}, then ${renew.afresh}.`,
+  );
+}
+
+/** The engine may not open it: says its owner and mode, and the chown to run. */
+function notReadable(file: string, label: string, code: string, renew: SecretRenewal): UserError {
+  const me = engineUser();
+  let owner = '';
+  try {
+    const st = fs.statSync(file);
+    owner = `it belongs to uid ${st.uid} with mode ${modeOf(st)}, and `;
+  } catch {
+    // a directory above it the engine may not enter: its owner is not to be had
+  }
+  return new UserError(
+    `${label} cannot be read by the engine (${code}: ${owner}the engine runs as ${me.name === String(me.uid) ? 'uid ' : `${me.name}, uid `}${me.uid}).`,
+    `Run as root: chown ${me.name} ${file} && chmod 600 ${file}  (${renew.orElse}).`,
+  );
+}
+
+function modeOf(st: fs.Stats): string {
+  return (st.mode & 0o777).toString(8);
+}
+
+/** Who the engine runs as: its user name, or its uid when it has none. */
+function engineUser(): { name: string; uid: number } {
+  const uid = process.getuid?.() ?? -1;
+  try {
+    return { name: os.userInfo().username, uid };
+  } catch {
+    return { name: String(uid), uid }; // no passwd entry (a container's arbitrary uid)
+  }
+}
