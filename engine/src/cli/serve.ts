@@ -32,8 +32,9 @@ then served only over TLS, with a self-signed certificate made on first use
 A console address that cannot be had (port taken, address not up yet) does not stop
 the engine: storage is served, an alert says why, and the console is tried again
 every 5 s ("engine ready" then carries consoleProblem). Neither does a console TLS
-key, certificate or setup token file that cannot be used: the console is then not
-served (never without TLS) until the engine's next start, once the file is fixed.
+key, certificate, setup token or admin password file that cannot be used: the console
+is then not served (never without TLS) until the engine's next start, once the file is
+fixed.
 
 Options:
   --data DIR            data directory (database, secrets, lock)   [required]

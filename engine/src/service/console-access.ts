@@ -37,8 +37,8 @@ export interface ConsoleAccess {
   tls: ConsoleTls | null;
   remote: boolean;
   /**
-   * Why the console is not served at all this run (its TLS key or certificate, or its
-   * setup token, cannot be used), since when, and where it would listen; null when
+   * Why the console is not served at all this run (its TLS key or certificate, its
+   * setup token or its admin password file cannot be used), since when, and where it would listen; null when
    * served. Never served without them: no plain HTTP where TLS was asked for.
    */
   unavailable: { error: UserError; since: number; address: string } | null;
@@ -76,8 +76,8 @@ export function checkConsoleOptions(opts: ConsoleOptions): ConsoleOptions {
 
 /**
  * Creates (does not start) the console; refuses remote access without TLS. A secret
- * file it needs that cannot be used (its TLS key or certificate, its setup token: others
- * can read it, the engine may not, a directory or named pipe in its place, a failing
+ * file it needs that cannot be used (its TLS key or certificate, its setup token, its
+ * admin password file: others can read it, the engine may not, a directory or named pipe in its place, a failing
  * disk) leaves it unavailable (no server) rather than refusing the engine's start, which
  * has restored the storage already.
  */
@@ -91,14 +91,17 @@ export function buildConsole(
   opts = checkConsoleOptions(opts);
   const remote = !isLoopbackHost(opts.host);
   const mode = opts.tls ?? 'auto';
+  const passwords = PasswordFile.inDataDir(dataDir);
   let tls: (ConsoleTls & { created: boolean }) | null;
   let token: string;
+  let setupRequired: boolean;
   try {
     tls = remote || mode === 'on' ? loadOrCreateConsoleTls(dataDir, [opts.host]) : null;
     token = loadOrCreateSecret(dataDir, 'console-token', () => randomToken());
+    setupRequired = passwords.current() === null;
   } catch (err) {
     const error = new UserError(
-      `The web console is not served: ${err instanceof UserError ? err.message : `its secret files (TLS key and certificate, setup token) under ${dataDir}/secrets could not be read or written (${(err as Error).message}).`}`,
+      `The web console is not served: ${err instanceof UserError ? err.message : `its secret files (TLS key and certificate, setup token, admin password) under ${dataDir}/secrets could not be read or written (${(err as Error).message}).`}`,
       `${err instanceof UserError ? (err.hint ?? '') : `Check the data directory's disk (dmesg, df -h ${dataDir}).`} ${CONSOLE_SECRETS_AGAIN}`.trim(),
     );
     const address = joinHostPort(opts.host, opts.port);
@@ -114,7 +117,7 @@ export function buildConsole(
     else log.info('console TLS certificate', fields);
   }
   const auth = new ConsoleAuth({
-    passwords: PasswordFile.inDataDir(dataDir),
+    passwords,
     setupToken: token,
     tls: tls !== null,
     loopbackOnly: !remote,
@@ -122,7 +125,7 @@ export function buildConsole(
     throttle: opts.throttle,
     log,
   });
-  if (auth.setupRequired)
+  if (setupRequired)
     log.warn(
       'No console admin password is set: open the console URL printed below (it carries the one-time setup token) or run `branchsan passwd --data DIR`.',
     );

@@ -16,6 +16,7 @@ import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:c
 import { UserError } from '../../util/errors.js';
 import { syncDirectory, writeFileSynced } from '../../util/durable.js';
 import { makeDirs } from '../../util/paths.js';
+import { readSecretText, type SecretRenewal } from '../../util/secret-file.js';
 
 /** Cost for new hashes: 2^15 × r 8 = 32 MiB and ~0.1 s per guess on one core. */
 export const SCRYPT_DEFAULTS = { ln: 15, r: 8, p: 1 } as const;
@@ -90,12 +91,18 @@ function derive(
   );
 }
 
+/** How the admin password is had anew, for the hints about a file that cannot be used. */
+const PASSWORD_RENEWAL: SecretRenewal = {
+  orElse: 'or set a new password with: branchsan passwd --data DIR',
+  afresh: 'set a new password with: branchsan passwd --data DIR',
+};
+
 /**
- * The password file. `current()` re-reads it when it changed on disk (a `branchsan
- * passwd` run while the engine serves), at most once a second.
+ * The password file. `current()` reads it again (a `branchsan passwd` run while the
+ * engine serves) at most once a second.
  */
 export class PasswordFile {
-  private cached: { key: string; hash: PasswordHash | null } | undefined;
+  private cached: { hash: PasswordHash | null } | undefined;
   private checkedAt = 0;
 
   constructor(
@@ -114,30 +121,27 @@ export class PasswordFile {
   current(now = Date.now(), maxAgeMs = this.recheckMs): PasswordHash | null {
     if (this.cached && now - this.checkedAt < maxAgeMs) return this.cached.hash;
     this.checkedAt = now;
-    let st: fs.Stats;
-    try {
-      st = fs.statSync(this.file);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      this.cached = { key: 'absent', hash: null };
+    // opened, checked and read as one file (readSecretText): a named pipe in its place
+    // would otherwise hold the engine's thread at the next sign-in or session check.
+    // A file that cannot be used is no password, until it can be read again.
+    this.cached = undefined;
+    const text = readSecretText(
+      this.file,
+      PASSWORD_RENEWAL,
+      `The console password file ${this.file}`,
+    );
+    if (text === undefined) {
+      this.cached = { hash: null };
       return null;
     }
-    const key = `${st.ino}:${st.mtimeMs}:${st.size}`;
-    if (this.cached?.key === key) return this.cached.hash;
-    if ((st.mode & 0o077) !== 0) {
-      throw new UserError(
-        `The console password file ${this.file} is readable by other users (mode ${(st.mode & 0o777).toString(8)}).`,
-        `Run: chmod 600 ${this.file}  (or set a new password with: branchsan passwd --data DIR).`,
-      );
-    }
-    const hash = parsePasswordHash(fs.readFileSync(this.file, 'utf8'));
+    const hash = parsePasswordHash(text);
     if (!hash) {
       throw new UserError(
         `The console password file ${this.file} is damaged (not an scrypt hash).`,
         'Set a new admin password with: branchsan passwd --data DIR',
       );
     }
-    this.cached = { key, hash };
+    this.cached = { hash };
     return hash;
   }
 

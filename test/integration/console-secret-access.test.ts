@@ -1,18 +1,21 @@
 /**
- * The console's TLS key or certificate file the engine cannot use, on a real engine
- * process started with the console's TLS on: the engine starts and serves its storage,
+ * A console secret file the engine cannot use (its TLS key or certificate, its admin
+ * password file), on a real engine process: the engine starts and serves its storage,
  * the console is not served (never over plain HTTP), and an error log line, a
  * console.unavailable event and a listener.down alert say what happened, what to run,
  * and that the next start reads the files again. Before, the start was refused after
  * the NVMe/TCP target was restored, and a service manager restarting the engine
- * brought the target up and down in a loop. A named pipe in the key's place used to
- * hold the engine's thread in open() for good (SIGTERM too).
+ * brought the target up and down in a loop. A named pipe in the key's (or the
+ * password file's) place used to hold the engine's thread in open() for good (SIGTERM
+ * too); the password file, read again while the engine serves, too.
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import https from 'node:https';
 import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { Alert, EventRecord } from '../../contract/api.js';
+import { PasswordFile } from '../../engine/src/control/auth/password.js';
 import { NvmeController } from '../../engine/src/host/index.js';
 import { connectSocket } from '../helpers/api.js';
 import { killStarted, start } from '../helpers/cli-process.js';
@@ -22,6 +25,7 @@ import { until } from '../helpers/wait.js';
 
 const NOBODY = { uid: 65534, gid: 65534 };
 const NQN = 'nqn.2026-11.io.branchsan.test:console-tls';
+const PASSWORD = 'correct horse battery';
 const root = process.getuid?.() === 0;
 const dirs: string[] = [];
 const engines: RunningEngine[] = [];
@@ -187,4 +191,119 @@ describe('a console TLS file the engine cannot use', () => {
       expect(fingerprint(again)).toBe(made);
     },
   );
+});
+
+/** A request to the console over its TLS (pinned to its certificate): status and body. */
+function consoleRequest(
+  e: RunningEngine,
+  method: string,
+  route: string,
+  body?: unknown,
+): Promise<{ status: number; body: Record<string, unknown> }> {
+  const ca = fs.readFileSync(path.join(e.dataDir, 'secrets', 'console-tls.crt'), 'utf8');
+  const payload = body === undefined ? undefined : JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const req = https.request(
+      new URL(route, e.consoleUrl!),
+      {
+        method,
+        ca,
+        timeout: 5_000,
+        headers: payload ? { 'Content-Type': 'application/json' } : {},
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (text += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error(`no answer to ${method} ${route} in 5 s`)));
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+describe('a console admin password file the engine cannot use', () => {
+  const passwordFile = (data: string) => path.join(data, 'secrets', 'console-password');
+  const passwordHint = 'or set a new password with: branchsan passwd --data DIR';
+
+  it('starts the engine with the console off when others can read it; chmod and a restart bring the console back, the password still good', async () => {
+    const { data, port } = await servedData();
+    const file = passwordFile(data);
+    await PasswordFile.inDataDir(data).set(PASSWORD);
+    fs.chmodSync(file, 0o644);
+    await expectServedWithoutConsole(
+      data,
+      port,
+      `The console password file ${file} is readable by other users (mode 644). Run: chmod 600 ${file}  (${passwordHint}).`,
+    );
+    await engines.pop()!.stop();
+
+    fs.chmodSync(file, 0o600);
+    const again = await serve(data);
+    const login = await consoleRequest(again, 'POST', '/api/login', { password: PASSWORD });
+    expect(login.status).toBe(200);
+  });
+
+  it.each([
+    ['a directory', (f: string) => fs.mkdirSync(f, { mode: 0o700 }), 'a directory'],
+    [
+      'a named pipe',
+      (f: string) => execFileSync('mkfifo', ['-m', '600', f]),
+      'a special file (a named pipe, socket or device)',
+    ],
+  ])(
+    'starts the engine at once with the console off when %s is in its place',
+    async (_, make, what) => {
+      const { data, port } = await servedData();
+      const file = passwordFile(data);
+      make(file);
+      await expectServedWithoutConsole(
+        data,
+        port,
+        `The console password file ${file} is ${what}, not a regular file. Run: rm -r ${file}, then set a new password with: branchsan passwd --data DIR.`,
+      );
+    },
+  );
+
+  it.skipIf(!root)(
+    'starts the engine with the console off when another user owns it, saying the chown to run',
+    async () => {
+      const { data, port } = await servedData(NOBODY);
+      const file = passwordFile(data);
+      await PasswordFile.inDataDir(data).set(PASSWORD); // as root: root's file
+      await expectServedWithoutConsole(
+        data,
+        port,
+        `The console password file ${file} cannot be read by the engine (EACCES: it belongs to uid 0 with mode 600, and the engine runs as nobody, uid 65534). Run as root: chown nobody ${file} && chmod 600 ${file}  (${passwordHint}).`,
+        NOBODY,
+      );
+    },
+  );
+
+  // Before, the next look at the file (a sign-in, the session check) opened the pipe and
+  // waited for a writer: the engine's thread, storage and API socket included, for good.
+  it('refuses a sign-in at once, saying what to run, when a named pipe is put in its place while the engine serves', async () => {
+    const { data, port } = await servedData();
+    const file = passwordFile(data);
+    await PasswordFile.inDataDir(data).set(PASSWORD);
+    const e = await serve(data);
+    fs.rmSync(file);
+    execFileSync('mkfifo', ['-m', '600', file]);
+    const login = await consoleRequest(e, 'POST', '/api/login', { password: PASSWORD });
+    expect(login).toEqual({
+      status: 400,
+      body: {
+        error: `The console password file ${file} is a special file (a named pipe, socket or device), not a regular file.`,
+        hint: `Run: rm -r ${file}, then set a new password with: branchsan passwd --data DIR.`,
+      },
+    });
+    expect((await consoleRequest(e, 'GET', '/api/session')).status).toBe(400);
+    const ctrl = await NvmeController.connect({ host: '127.0.0.1', port, subnqn: NQN });
+    await ctrl.close(); // storage is served
+    const api = await connectSocket(e.socketPath);
+    expect((await api.call('system.status', {})).pid).toBe(e.pid);
+    api.close();
+  });
 });
