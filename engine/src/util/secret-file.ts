@@ -44,10 +44,10 @@ export function readSecretText(
     if (code === 'ENOENT') return undefined;
     if (code === 'EACCES' || code === 'EPERM') throw notReadable(file, label, code, renew);
     if (code === 'ENXIO') throw notRegular(file, label, 'a special file', renew); // a socket
-    throw err;
+    throw readFailed(file, label, err, renew);
   }
   try {
-    const st = fs.fstatSync(fd);
+    const st = orReadFailed(() => fs.fstatSync(fd), file, label, renew);
     if (!st.isFile())
       throw notRegular(file, label, st.isDirectory() ? 'a directory' : 'a special file', renew);
     if ((st.mode & 0o077) !== 0) {
@@ -56,7 +56,7 @@ export function readSecretText(
         `Run: chmod 600 ${file}  (${renew.orElse}).`,
       );
     }
-    return fs.readFileSync(fd, 'utf8');
+    return orReadFailed(() => fs.readFileSync(fd, 'utf8'), file, label, renew);
   } finally {
     fs.closeSync(fd);
   }
@@ -72,10 +72,19 @@ export function checkReplaceable(file: string, renew: SecretRenewal, label: stri
     st = fs.statSync(file);
   } catch (err) {
     if (errorCode(err) === 'ENOENT') return;
-    throw err;
+    throw readFailed(file, label, err, renew);
   }
   if (!st.isFile())
     throw notRegular(file, label, st.isDirectory() ? 'a directory' : 'a special file', renew);
+}
+
+/** `step`'s result; its failure (a failing disk's EIO) as readFailed says it. */
+function orReadFailed<T>(step: () => T, file: string, label: string, renew: SecretRenewal): T {
+  try {
+    return step();
+  } catch (err) {
+    throw readFailed(file, label, err, renew);
+  }
 }
 
 function notRegular(
@@ -103,6 +112,15 @@ function notReadable(file: string, label: string, code: string, renew: SecretRen
   return new UserError(
     `${label} cannot be read by the engine (${code}: ${owner}the engine runs as ${me.name === String(me.uid) ? 'uid ' : `${me.name}, uid `}${me.uid}).`,
     `Run as root: chown ${me.name} ${file} && chmod 600 ${file}  (${renew.orElse}).`,
+  );
+}
+
+/** Any other failure (EIO from a failing disk, ELOOP, ENOTCONN from a dead mount). */
+function readFailed(file: string, label: string, err: unknown, renew: SecretRenewal): UserError {
+  const code = errorCode(err) || (err as Error).message;
+  return new UserError(
+    `${label} could not be read (${code}).`,
+    `Check what is at ${file} (ls -l it) and the disk that holds it (dmesg for I/O errors), then try again (${renew.orElse}).`,
   );
 }
 

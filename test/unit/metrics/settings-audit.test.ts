@@ -239,6 +239,36 @@ describe('metrics.settings.set and the audit log', () => {
     expect(service(s.db, s.dataDir).endpointDown()).toEqual([]);
   });
 
+  // Before, the file system's error went out raw: 'metrics.settings.set failed inside
+  // the engine: ELOOP: too many symbolic links encountered', with 'collect a
+  // diagnostics bundle' for a hint. A symbolic link to itself is a real ELOOP; a failing
+  // disk's EIO takes the same path.
+  it('a token file the file system cannot read refuses turning the endpoint on, or a rotation, saying what to check; nothing is recorded', async () => {
+    const s = setup();
+    fs.mkdirSync(path.dirname(s.tokenFile), { recursive: true });
+    fs.symlinkSync('metrics-token', s.tokenFile);
+    const renew =
+      'or delete it and, once the engine runs, call metrics.settings.set with rotateToken: true for a new one, which scrapers then need';
+    for (const p of [{ prometheusEnabled: true }, { rotateToken: true }]) {
+      let err: UserError | undefined;
+      try {
+        s.m.setSettings(p, 'cli');
+      } catch (e) {
+        err = e as UserError;
+      }
+      expect(err).toBeInstanceOf(UserError);
+      expect([err!.message, err!.hint]).toEqual([
+        `The secret ${s.tokenFile} could not be read (ELOOP).`,
+        `Check what is at ${s.tokenFile} (ls -l it) and the disk that holds it (dmesg for I/O errors), then try again (${renew}).`,
+      ]);
+    }
+    expect(audit(s.db)).toEqual([]);
+    expect(getSetting(s.db, 'metrics.prometheus')).toBeUndefined();
+    // what the hint says to do works
+    fs.rmSync(s.tokenFile);
+    expect(await scrape(s.m, (await s.set({ prometheusEnabled: true })).token!)).toBe(200);
+  });
+
   describe.each(refusals)('when %s', (_, refuse, hint) => {
     const refused = (s: Setup, p: Parameters<MetricsService['setSettings']>[0]) => {
       try {
