@@ -12,6 +12,7 @@ import type { Alert, EventRecord } from '../../contract/api.js';
 import { NvmeController } from '../../engine/src/host/index.js';
 import { connectSocket, type SocketClient } from '../helpers/api.js';
 import { startEngine, tempDir, type RunningEngine } from '../helpers/engine.js';
+import { fakeLogger } from '../helpers/fake-logger.js';
 import { freePort } from '../helpers/linux-host.js';
 import { until } from '../helpers/wait.js';
 
@@ -28,8 +29,10 @@ afterEach(async () => {
   for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 });
 
+/** Syslog delivery goes to a file beside the data directory (a fake logger(1)). */
 async function start(data: string): Promise<SocketClient> {
-  engine = await startEngine({ dataDir: data });
+  const { command } = fakeLogger(path.dirname(data));
+  engine = await startEngine({ dataDir: data, env: { BRANCHSAN_SYSLOG_COMMAND: command } });
   api = await connectSocket(engine.socketPath);
   return api;
 }
@@ -73,6 +76,14 @@ describe('a scrape token file the engine cannot use', () => {
     const events = (await c.call('events.list', { type: 'metrics.token-unusable', limit: 5 }))
       .events as EventRecord[];
     expect(events.map((e) => [e.severity, e.message])).toEqual([['error', logged!.msg]]);
+    // delivered as every event is (syslog by default); before, it was recorded before the
+    // engine's notifications started, and reached the event log only
+    const syslog = path.join(path.dirname(data), 'syslog.txt');
+    const delivered = await until(() => {
+      const lines = fs.existsSync(syslog) ? fs.readFileSync(syslog, 'utf8').split('\n') : [];
+      return lines.find((l) => l.includes('metrics.token-unusable'));
+    }, 10_000);
+    expect(delivered).toContain(`[metrics.token-unusable] ${logged!.msg}`);
     const [alert] = await until(async () => {
       const a = await endpointAlerts();
       return a.length > 0 ? a : undefined;

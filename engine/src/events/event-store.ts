@@ -91,6 +91,19 @@ export class EventStore {
     return rows.map(toRecord);
   }
 
+  /** Events after the one numbered `id` (0: all), oldest first. */
+  after(id: number): EventRecord[] {
+    const rows = this.db
+      .prepare('SELECT id, ts, severity, type, message, data FROM events WHERE id > ? ORDER BY id')
+      .all(id) as EventRow[];
+    return rows.map(toRecord);
+  }
+
+  /** The newest event's number, or 0 when the log is empty: one index seek. */
+  newestId(): number {
+    return (this.db.prepare('SELECT MAX(id) FROM events').pluck().get() as number | null) ?? 0;
+  }
+
   /** The newest event's stamp (ms since epoch), or null when the log is empty: one index seek. */
   newestTs(): number | null {
     return this.db.prepare('SELECT MAX(ts) FROM events').pluck().get() as number | null;

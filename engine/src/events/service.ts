@@ -66,6 +66,13 @@ export interface EventsServiceOptions {
    * the start's pass. The count limit holds meanwhile. Absent: the clock is trusted.
    */
   clock?: { monotonicSec: () => number; lastEventAt: number | null };
+  /**
+   * The newest event's number when the engine opened the database (0: none): the events
+   * its start recorded before start() (a volume that cannot be opened, a console or scrape
+   * token file that cannot be used) are delivered at start(), as the later ones are.
+   * Absent: none are.
+   */
+  deliverAfterId?: number;
 }
 
 const PRUNE_EVERY_MS = 10 * 60_000;
@@ -125,6 +132,7 @@ export class EventsService {
   /** Listens for recorded events; the first rule pass runs right after the current start-up step. */
   start(): void {
     this.unsubscribe = onEventRecorded(this.o.db, (ev) => this.onRecorded(ev));
+    this.deliverEarlyEvents();
     this.reportSettingsResets();
     // secret changes stored by an earlier run whose files could not be put in place then
     try {
@@ -362,6 +370,19 @@ export class EventsService {
     } catch (err) {
       this.o.log.warn('cannot record a delivery event', { err, type: ev.type });
     }
+  }
+
+  /** The events of this start recorded before start() (options.deliverAfterId), in order. */
+  private deliverEarlyEvents(): void {
+    if (this.o.deliverAfterId === undefined) return;
+    let early: EventRecord[];
+    try {
+      early = this.events.after(this.o.deliverAfterId);
+    } catch (err) {
+      this.o.log.warn('events of the start not delivered: they cannot be read back', { err });
+      return;
+    }
+    for (const ev of early) this.onRecorded(ev);
   }
 
   /** Stored settings this version refused (a downgrade, say): told once per start. */

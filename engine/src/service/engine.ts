@@ -126,7 +126,8 @@ export class Engine {
       );
       cleanup.unshift(() => db.close());
       // before anything of this start is recorded, with a clock that may be wrong
-      const lastEventAt = new EventStore(db).newestTs();
+      const before = new EventStore(db);
+      const [lastEventAt, lastEventId] = [before.newestTs(), before.newestId()];
       if (exclusiveBecauseFull) {
         // Serving the stored target matters more than the database's other readers.
         log.warn(
@@ -179,6 +180,8 @@ export class Engine {
         checkpointer,
         // boot time: monotonic, and unlike performance.now() it runs on through a suspend
         clock: { monotonicSec: os.uptime, lastEventAt },
+        // what restore, the console and the scrape token recorded before eventsService.start
+        deliverAfterId: lastEventId,
       });
       cleanup.unshift(() => eventsService.stop());
       const metrics: MetricsService = new MetricsService({
