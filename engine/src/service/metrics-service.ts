@@ -38,7 +38,7 @@ import {
 import { ReaderUnavailable, type DbReader } from '../persistence/db-reader.js';
 import { betweenBatches, type WalCheckpointer } from '../persistence/wal-checkpointer.js';
 import { METRICS_TOKEN_AGAIN, type MetricsEndpointDown } from '../events/rules.js';
-import { storageProblem, UserError, whereStorageAllows } from '../util/errors.js';
+import { errorCode, storageProblem, UserError, whereStorageAllows } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import {
   checkSecretReplaceable,
@@ -450,12 +450,7 @@ export class MetricsService {
         if (req.maxBytes !== undefined) setSetting(db, KEY_MAX_BYTES, String(req.maxBytes));
         if (req.prometheusEnabled !== undefined)
           setSetting(db, KEY_PROMETHEUS, req.prometheusEnabled ? '1' : '0');
-        db.prepare('INSERT INTO audit (ts, actor, action, details) VALUES (?, ?, ?, ?)').run(
-          this.clock(),
-          actor,
-          'metrics.settings.set',
-          JSON.stringify(details),
-        );
+        this.audit(actor, details);
       })();
       committed = true;
       // Committed: memory follows the database.
@@ -478,8 +473,17 @@ export class MetricsService {
           'unavailable',
         );
       }
-      // Recorded but not in effect: the old token (or none) stays, in memory as on disk.
+      // Recorded but not in effect: the old token (or none) stays, in memory as on disk,
+      // and the audit says so after the row that said it was made (something put in the
+      // file's place after checkSecretReplaceable, a failing disk).
       this.opts.log.error('new metrics token recorded but not put in place', { err });
+      try {
+        this.audit(actor, { tokenNotInPlace: fresh, error: errorCode(err) || String(err) });
+      } catch (auditErr) {
+        this.opts.log.error('the audit cannot say that the new metrics token is not in place', {
+          err: auditErr,
+        });
+      }
       throw new UserError(
         `The metrics settings were saved, but the new scrape token could not be put in place (${(err as Error).message}); ` +
           (this.token
@@ -492,6 +496,12 @@ export class MetricsService {
     this.token = token;
     if (token !== null) this.tokenUnusable = null;
     return this.answer();
+  }
+
+  private audit(actor: string, details: unknown): void {
+    this.opts.db
+      .prepare('INSERT INTO audit (ts, actor, action, details) VALUES (?, ?, ?, ?)')
+      .run(this.clock(), actor, 'metrics.settings.set', JSON.stringify(details));
   }
 
   /** The settings, with the token when the endpoint is on (for the scraper's config). */

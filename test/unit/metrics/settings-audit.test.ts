@@ -161,6 +161,7 @@ describe('metrics.settings.set and the audit log', () => {
     expect(audit(s.db).map((a) => a.details)).toEqual([
       JSON.stringify({ prometheusEnabled: true, tokenCreated: true }),
       JSON.stringify({ rotateToken: true }), // recorded before it could take effect
+      JSON.stringify({ tokenNotInPlace: 'rotated', error: 'EIO' }), // and then that it did not
     ]);
     expect(await scrape(s.m, token!)).toBe(200);
     expect(fs.readdirSync(path.dirname(s.tokenFile))).toEqual(['metrics-token']); // no tmp left
@@ -194,6 +195,31 @@ describe('metrics.settings.set and the audit log', () => {
     const rotated = await s.set({ rotateToken: true });
     expect(await scrape(s.m, rotated.token!)).toBe(200);
     expect(fs.readFileSync(s.tokenFile, 'utf8')).toBe(`${rotated.token}\n`);
+  });
+
+  // The check before the change cannot see what appears after it. Before, the audit
+  // then said the token was rotated, and nothing said it was not.
+  it('a directory put where the token goes after the check, as the audit row is written: the audit says the new token is not in place', async () => {
+    const s = setup();
+    const { token } = await s.set({ prometheusEnabled: true });
+    // a real trigger runs this on the engine's connection as the audit row is written
+    s.db.function('swap_in_dir', () => {
+      if (fs.statSync(s.tokenFile).isDirectory()) return 0; // swapped already
+      fs.rmSync(s.tokenFile);
+      fs.mkdirSync(path.join(s.tokenFile, 'x'), { recursive: true });
+      return 0;
+    });
+    s.db.exec('CREATE TRIGGER swap AFTER INSERT ON audit BEGIN SELECT swap_in_dir(); END; ');
+    expect(() => s.m.setSettings({ rotateToken: true }, 'cli')).toThrow(
+      /^The metrics settings were saved, but the new scrape token could not be put in place \(EISDIR: .+\); the previous token still works\.$/,
+    );
+    s.db.exec('DROP TRIGGER swap');
+    expect(audit(s.db).map((a) => [a.actor, a.details])).toEqual([
+      ['admin@192.0.2.7', JSON.stringify({ prometheusEnabled: true, tokenCreated: true })],
+      ['cli', JSON.stringify({ rotateToken: true })],
+      ['cli', JSON.stringify({ tokenNotInPlace: 'rotated', error: 'EISDIR' })],
+    ]);
+    expect(await scrape(s.m, token!)).toBe(200);
   });
 
   // Before, the engine refused to start with 'chmod 600 FILE (or delete it to have a new
