@@ -7,7 +7,6 @@
  * Real in-process Targets on 127.0.0.1 with memory backends and a real file backend
  * whose I/O thread the test kills, driven by the host library.
  */
-import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Target } from '../../engine/src/core/index.js';
 import { NvmeController, NvmeRequest } from '../../engine/src/host/index.js';
@@ -16,9 +15,9 @@ import { decodeAnaLog } from '../../engine/src/protocol/logpages.js';
 import { IO, LID, NSID_ALL } from '../../engine/src/protocol/opcodes.js';
 import { SC } from '../../engine/src/protocol/status.js';
 import type { BlockBackend } from '../../engine/src/storage/backend.js';
-import { openFileBackend, type FdBackend } from '../../engine/src/storage/file.js';
+import type { FdBackend } from '../../engine/src/storage/file.js';
 import { MemoryBackend } from '../../engine/src/storage/memory.js';
-import { tempDir } from '../helpers/engine.js';
+import { fileVolume } from '../helpers/io-thread-outage.js';
 import { serveOnLoopback } from '../helpers/target.js';
 import { until } from '../helpers/wait.js';
 
@@ -79,31 +78,6 @@ async function connected(first?: BlockBackend) {
   return { target, ctrl, events, read, groups, write };
 }
 
-/**
- * A file backend whose storage goes out the way it does for real: its I/O thread dies.
- * New threads take over at once after a first failure (blip) and 1 s after the next
- * (out; file.ts RESTART_BACKOFF_MS); I/O fails as unavailable meanwhile.
- */
-async function fileVolume() {
-  const b = await openFileBackend({
-    path: path.join(tempDir(), 'vol.img'),
-    sizeBytes: 1 << 20,
-    create: true,
-  });
-  cleanup.push(() => b.close());
-  type Pool = { lanes: { worker: { terminate(): Promise<number> } }[] };
-  const killThread = () => (b as unknown as { pool: Pool }).pool.lanes[0]!.worker.terminate();
-  const blip = async () => {
-    await killThread();
-    await until(() => !b.ioThreadsDown, 5000);
-  };
-  const out = async () => {
-    await killThread();
-    await until(() => b.ioThreadsDown, 2000);
-  };
-  return { b, blip, out };
-}
-
 const OPTIMIZED = 0x01;
 const CHANGE = 0x0f;
 
@@ -148,7 +122,7 @@ describe('a volume whose storage is out', () => {
   // Linux 6.1 host resent each at once, round after round (2497 refused writes and 818
   // ANA log reads in 4 s), until the storage was back.
   it('has its group in change meanwhile and optimized after, each with an ANA change event; the healthy volume keeps serving', async () => {
-    const vol = await fileVolume();
+    const vol = await fileVolume(cleanup);
     const { events, groups, write } = await connected(vol.b as FdBackend);
     expect(await groups()).toEqual([
       [1, OPTIMIZED, [1]],
@@ -182,7 +156,7 @@ describe('a volume whose storage is out', () => {
   // A group has one state for all its namespaces: holding it would stall the healthy
   // volume too. The engine gives each volume a group of its own (TargetService).
   it('leaves a group shared with a volume that serves as it is: the one out answers ANA Transition', async () => {
-    const vol = await fileVolume();
+    const vol = await fileVolume(cleanup);
     const { target, events, groups, write } = await connected(vol.b as FdBackend);
     addNs(target, 3, 1);
     await vol.blip();
