@@ -14,7 +14,8 @@ import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { ADMIN, AEN_BIT, DISCOVERY_NQN, FID, LID, NSID_ALL } from '../protocol/opcodes.js';
 import * as admin from './admin.js';
-import { anaLogReadLength } from './ana-log.js';
+import { anaLogReadLength, type AnaPathState } from './ana-log.js';
+import { AnaStates, anaChangeLimitMs } from './ana-state.js';
 import { Association, type AssociationParams } from './association.js';
 import {
   fillAsyncEventRequest,
@@ -160,6 +161,11 @@ export class NvmeController implements Submitter {
   private lastError: Error | null = null;
   /** I/O commands held to be sent again (submitIoAfter). */
   private readonly resends = new Resends((req, queue) => this.submitIo(req, queue));
+  /** Each namespace's ANA state as the latest log read says (anaState, anaSettled). */
+  private readonly anaStates = new AnaStates(
+    () => admin.getAnaLog(this, this.identity),
+    () => this.assoc?.identity.anagrpmax ?? 0,
+  );
 
   constructor(private readonly opts: ControllerOptions) {
     checkKato(opts);
@@ -339,6 +345,33 @@ export class NvmeController implements Submitter {
     return this.sm.is('recovering', 'connecting');
   }
 
+  /**
+   * The ANA state of namespace `nsid` as an ANA log read issued now says (a command was
+   * answered with ANA Transition: NvmeNamespace), or null when the controller reports no
+   * ANA (CMIC bit 3 clear) or is not live. Rejects when the read fails.
+   */
+  anaState(nsid: number): Promise<AnaPathState> | null {
+    if (!this.sm.is('live') || !this.assoc || (this.assoc.identity.cmic & 0x08) === 0) {
+      return null;
+    }
+    return this.anaStates.fresh(nsid);
+  }
+
+  /**
+   * Resolves with namespace `nsid`'s ANA state once a log read since (the ANA change
+   * event's, or one on the next association) gives its group a state other than change,
+   * or with 'change' after `ms`. The controller holds the waiter: close() ends it at once
+   * as 'closed', and giving up reconnecting as 'not-connected'.
+   */
+  anaSettled(nsid: number, ms: number): Promise<AnaPathState> {
+    return this.anaStates.settled(nsid, ms);
+  }
+
+  /** How long a group may stay in change before the host stops waiting: 2 x ANATT, ms. */
+  get anaChangeLimitMs(): number {
+    return anaChangeLimitMs(this.assoc?.identity.anatt ?? 0);
+  }
+
   /** Promise form of submitIo for one command. */
   io(req: NvmeRequest, what: string, queue = -1): Promise<NvmeRequest> {
     return execute({ submit: (r) => this.submitIo(r, queue) }, req, what);
@@ -377,8 +410,10 @@ export class NvmeController implements Submitter {
     return admin.getLogPage(this, p);
   }
   /** The ANA log, in pieces if it is longer than MDTS (admin.getAnaLog). */
-  getAnaLog(): Promise<Buffer> {
-    return admin.getAnaLog(this, this.identity);
+  async getAnaLog(): Promise<Buffer> {
+    const log = await admin.getAnaLog(this, this.identity);
+    this.anaStates.apply(log);
+    return log;
   }
   getFeatures(fid: number, p?: FeatureParams): Promise<admin.FeatureResult> {
     return admin.getFeatures(this, fid, p);
@@ -469,6 +504,7 @@ export class NvmeController implements Submitter {
     this.lastError = null;
     this.lostAt = 0;
     this.sm.transition('live');
+    this.anaStates.newAssociation();
     this.resends.release();
     void this.armEvents(a);
   }
@@ -494,6 +530,7 @@ export class NvmeController implements Submitter {
     if (!rc || now - this.lostAt + rc.delayMs > rc.lossTimeoutMs) {
       this.sm.transition('dead');
       this.resends.failAll(this.notLive());
+      this.anaStates.failAll(this.notLive());
       return;
     }
     this.sm.transition('recovering');
@@ -555,6 +592,7 @@ export class NvmeController implements Submitter {
       busy = isBusy(e);
       return null;
     });
+    if (lid === LID.ANA && log && this.assoc === a) this.anaStates.apply(log);
     deliver(log);
     if (!busy) return;
     // The controller keeps events of a type masked until their log page is read with
@@ -563,6 +601,7 @@ export class NvmeController implements Submitter {
     // room, the event is delivered again with its log: a change made before that read
     // re-enabled the events raises none of its own.
     const later = await this.whenRoom(a, read);
+    if (lid === LID.ANA && later && this.assoc === a) this.anaStates.apply(later);
     if (later) deliver(later);
   }
 
@@ -598,6 +637,9 @@ export class NvmeController implements Submitter {
     this.sm.transition('deleting');
     const closing = 'controller closed while the command waited to be sent again (not sent again)';
     this.resends.failAll(new HostError('closed', closing));
+    const waiting =
+      'controller closed while the command waited for its ANA group to leave change (not sent again)';
+    this.anaStates.failAll(new HostError('closed', waiting));
     // A reconnect attempt in progress stops now, not at its connect or admin timeout (a
     // retry timer that fires meanwhile finds the controller deleting and does nothing).
     this.cancelAttempt?.();

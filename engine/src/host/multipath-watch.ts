@@ -212,12 +212,13 @@ function applyAnaLog(ctx: WatchContext, p: Path, raw: Buffer, anagrpmax: number)
   readAnaLater(ctx, p);
 }
 
-/** Record `state` for `p`; a group stuck in 'change' past 2×ANATT resets the controller. */
+/** Record `state` for `p`; a group stuck in 'change' past 2×ANATT (anaChangeLimitMs, as
+ * one controller's commands wait) resets the controller. */
 export function learnAna(ctx: WatchContext, p: Path, state: AnaPathState, why: string): void {
   if (state === 'change') {
-    const anatt = (p.controller === 'live' && p.ctrl.identity.anatt) || 10;
-    p.watchChange(2 * anatt * 1000, () => {
-      ctx.changed(p, `ANA change lasted over ${2 * anatt} s: resetting the controller`);
+    const limit = p.ctrl.anaChangeLimitMs;
+    p.watchChange(limit, () => {
+      ctx.changed(p, `ANA change lasted over ${limit / 1000} s: resetting the controller`);
       p.ctrl.reconnect().catch(() => {});
     });
   } else {

@@ -5,11 +5,15 @@
  * after the status's retry delay (a short backoff for a path status), a few times
  * (status-retry.ts) before its caller sees it; a delay longer than what is left of the
  * command's timeout (the delays it waited out add up against it) is not waited out, and
- * the controller's close() ends a command waiting one at once. A read, compare or flush
+ * the controller's close() ends a command waiting one at once. One answered with ANA
+ * Transition while the ANA log says its group is in change waits for the group to be
+ * usable again instead (afterTransition), then goes out on the same controller. A read, compare or flush
  * in flight when the association is lost is sent again once the controller has
  * reconnected; a write is not, and its error says it may have been executed (resendable).
  */
+import { performance } from 'node:perf_hooks';
 import type { NamespaceIdentity, NamespaceIds } from './admin.js';
+import { anaStateOfStatus, type AnaPathState } from './ana-log.js';
 import { HostError, NvmeStatusError, withEarlierAttempt } from './errors.js';
 import { NamespaceIo } from './namespace-io.js';
 import { NO_TIMEOUT, type NvmeRequest } from './request.js';
@@ -33,7 +37,20 @@ export interface IoController {
   readonly ioTimeoutMs: number;
   /** No association, and one is being built or will be (automatic reconnect). */
   readonly reconnecting: boolean;
+  /** The namespace's ANA state as a log read issued now says; null without ANA. */
+  anaState(nsid: number): Promise<AnaPathState> | null;
+  /** The namespace's ANA state once its group leaves change, or 'change' after `ms`. */
+  anaSettled(nsid: number, ms: number): Promise<AnaPathState>;
+  /** How long a group may stay in change (2 x ANATT), ms. */
+  readonly anaChangeLimitMs: number;
 }
+
+/** What a command answered with ANA Transition does once its group's state is known. */
+type AfterTransition =
+  /** The group is usable again: send it again now. */
+  | { readonly send: true }
+  /** Not sent again, `why`; null: the log does not say change, back off as before. */
+  | { readonly send: false; readonly why: string | null };
 
 /** What a write (write zeroes, deallocate) that lost its association tells its caller. */
 const WRITE_IN_DOUBT =
@@ -89,25 +106,76 @@ export class NvmeNamespace extends NamespaceIo {
           return this.ctrl.submitIoAfter(req, 0, queue); // once reconnected
         }
         if (r.status === 0) return resolve(r);
+        const { status, dw0 } = r;
         const tried = what + retriedNote(retries);
-        if (!statusRetryable(r.status, retries)) {
-          return reject(new NvmeStatusError(r.status, tried, r.dw0, earlier));
+        const refuse = (why: string) =>
+          reject(new NvmeStatusError(status, `${tried} (not sent again: ${why})`, dw0, earlier));
+        if (!statusRetryable(status, retries)) {
+          return reject(new NvmeStatusError(status, tried, dw0, earlier));
         }
-        // The same controller, so no reordering against another path's writes: it
-        // answered, so nothing of this command is left in flight there. A path status
-        // waits a backoff (status-retry.ts).
-        const ms = statusRetryDelayMs(r.status, this.ctrl.crdt, retries++);
-        const who = 'the controller';
-        const why = retryDelayRefusal(who, ms, budget - delayed, 'ioTimeoutMs', budget);
-        if (why) {
-          const refused = `${tried} (not sent again: ${why})`;
-          return reject(new NvmeStatusError(r.status, refused, r.dw0, earlier));
-        }
-        delayed += ms;
-        this.ctrl.submitIoAfter(req, ms, queue);
+        const backOff = () => {
+          // The same controller, so no reordering against another path's writes: it
+          // answered, so nothing of this command is left in flight there. A path status
+          // waits a backoff (status-retry.ts).
+          const ms = statusRetryDelayMs(status, this.ctrl.crdt, retries++);
+          const who = 'the controller';
+          const why = retryDelayRefusal(who, ms, budget - delayed, 'ioTimeoutMs', budget);
+          if (why) return refuse(why);
+          delayed += ms;
+          this.ctrl.submitIoAfter(req, ms, queue);
+        };
+        const read = anaStateOfStatus(status) === 'change' ? this.ctrl.anaState(this.nsid) : null;
+        if (!read) return backOff();
+        // Answered, so not executed: sent again on this controller once its group is back.
+        const started = performance.now();
+        this.afterTransition(read, budget - delayed, budget).then((next) => {
+          delayed += performance.now() - started;
+          if (!next.send) return next.why === null ? backOff() : refuse(next.why);
+          this.ctrl.submitIo(req, queue);
+        }, reject);
       };
       this.ctrl.submitIo(req, queue);
     });
+  }
+
+  /**
+   * A command answered with ANA Transition, whose namespace's group the ANA log (`read`,
+   * issued after the status) says is in change: the target is moving the group and will
+   * say so with an ANA change event, so the command waits for that, as Linux holds it,
+   * and goes out again on this controller once the group is usable (a write too: the
+   * status is a definite answer, so nothing of it is left to land later). Bounded by
+   * twice ANATT and by what is left (`left`) of the command's timeout (`total`,
+   * ioTimeoutMs). A group inaccessible or in persistent loss fails it with its status.
+   * A log that does not say change (a status for a moment, a group shared with a volume
+   * that serves), or cannot be read, leaves it to the path-status backoff.
+   */
+  private async afterTransition(
+    read: Promise<AnaPathState>,
+    left: number,
+    total: number,
+  ): Promise<AfterTransition> {
+    const started = performance.now();
+    const now = await read.catch(() => null);
+    if (now === null || now === 'optimized' || now === 'non-optimized' || now === 'unknown') {
+      return { send: false, why: null };
+    }
+    const group = `namespace ${this.nsid}'s ANA group`;
+    if (now !== 'change') return { send: false, why: anaUnusable(group, now) };
+    const limit = this.ctrl.anaChangeLimitMs;
+    const ms = Math.min(limit, left - (performance.now() - started));
+    const after = ms > 0 ? await this.ctrl.anaSettled(this.nsid, ms) : 'change';
+    if (after === 'optimized' || after === 'non-optimized') return { send: true };
+    if (after !== 'change') return { send: false, why: anaUnusable(group, after) };
+    const waited = Math.round(performance.now() - started);
+    const why =
+      ms >= limit
+        ? `${group} stayed in change for ${waited} ms, past twice the controller's ANATT ` +
+          `(${limit} ms), with no ANA change event saying it is usable again; check the ` +
+          `target's storage for this volume, then send it again`
+        : `${group} was still in change when the ${Math.max(0, Math.round(left))} ms left ` +
+          `of its ioTimeoutMs (${total} ms) ran out; raise ioTimeoutMs to wait out longer ` +
+          `transitions`;
+    return { send: false, why };
   }
 
   /**
@@ -139,6 +207,18 @@ export class NvmeNamespace extends NamespaceIo {
     const t = req.timeoutMs < 0 ? this.ctrl.ioTimeoutMs : req.timeoutMs;
     return t === NO_TIMEOUT ? Infinity : t;
   }
+}
+
+/** Why a command is not sent again to a group in ANA state `state`. */
+function anaUnusable(group: string, state: AnaPathState): string {
+  if (state === 'unknown') {
+    return `${group} is not in the controller's ANA log any more: the namespace is not reachable through this controller`;
+  }
+  return (
+    `${group} went ${state} on this controller, which serves the namespace no more; send ` +
+    `it to a controller of a node that serves it (multipath does), or wait for this one to ` +
+    `be optimized again`
+  );
 }
 
 /** The command's association was lost under it: its queue failed, or it timed out. */

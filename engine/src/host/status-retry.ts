@@ -19,7 +19,8 @@
  * its ANA group is in change and while its backend is away (a storage thread
  * restarting, a stale mount), and five retries at once all landed in that same moment
  * and failed. (Linux sends them again at once; it has no multipath to wait on there
- * either, and loses the command the same way.)
+ * either, and loses the command the same way.) One whose group the ANA log says is in
+ * change is held until the group is usable again instead (NvmeNamespace.afterTransition).
  *
  * The delays a command waits out are bounded: they add up against a budget (one
  * controller: the command's timeout, ioTimeoutMs; multipath: noPathTimeoutMs, with its

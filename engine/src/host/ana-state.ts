@@ -1,0 +1,141 @@
+/**
+ * The ANA state of each namespace on one controller, as its latest ANA log says, for a
+ * command on that controller answered with ANA Transition (NvmeNamespace): while the
+ * namespace's group is in change the target is moving it (ours: the volume's storage is
+ * out, its I/O threads being replaced), and says so again with an ANA change event once
+ * it is done, so the command waits for that, as Linux holds such I/O (multipath.c: a
+ * path in change is no path, the I/O requeued until the ANA log says otherwise).
+ *
+ * Fed by every ANA log the controller reads: the one the ANA change event makes it read,
+ * and the reads asked for here after a status. Reads cross (an event's and a status's);
+ * within one association the change count (CHGCNT) only grows, so a log older than the
+ * one applied is dropped rather than undoing it.
+ */
+import { anaStateOf, parseAnaLog, type AnaLog, type AnaPathState } from './ana-log.js';
+import type { HostError } from './errors.js';
+
+/** ANATT when a controller reports none, s (what multipath assumes as well). */
+const DEFAULT_ANATT_S = 10;
+
+/**
+ * How long a group may stay in change before the host stops waiting for it, ms: twice
+ * ANATT (Identify Controller, seconds), as Linux's anatt_timer (then it resets the
+ * controller; facts §7). A multipath path resets its controller then too.
+ */
+export function anaChangeLimitMs(anatt: number): number {
+  return 2 * (anatt || DEFAULT_ANATT_S) * 1000;
+}
+
+/** A command waiting for its namespace's group to leave change (settled()). */
+interface Waiter {
+  readonly nsid: number;
+  readonly resolve: (state: AnaPathState) => void;
+  readonly reject: (err: HostError) => void;
+  readonly timer: NodeJS.Timeout;
+}
+
+export class AnaStates {
+  private log: AnaLog | null = null;
+  /** The read in flight, and the one asked for while it was (coalesced, issued after it). */
+  private running: Promise<void> | null = null;
+  private queued: Promise<void> | null = null;
+  private readonly waiters = new Set<Waiter>();
+
+  constructor(
+    /** Reads the whole ANA log on the current association. */
+    private readonly readLog: () => Promise<Buffer>,
+    /** ANAGRPMAX of the current association (parseAnaLog refuses groups above it). */
+    private readonly anagrpmax: () => number,
+  ) {}
+
+  /** The state of `nsid` in the latest log applied ('unknown' before any). */
+  stateOf(nsid: number): AnaPathState {
+    return this.log ? anaStateOf(this.log, nsid) : 'unknown';
+  }
+
+  /** An ANA log the controller read: applied unless older than the one applied. */
+  apply(raw: Buffer): void {
+    let log: AnaLog;
+    try {
+      log = parseAnaLog(raw, this.anagrpmax());
+    } catch {
+      return; // malformed: says nothing; a waiting command runs into its bound
+    }
+    if (this.log && log.chgcnt < this.log.chgcnt) return;
+    this.log = log;
+    for (const w of [...this.waiters]) {
+      const state = this.stateOf(w.nsid);
+      if (state !== 'change') this.end(w, state);
+    }
+  }
+
+  /**
+   * The state of `nsid` as a log read issued after this call says (one read serves every
+   * caller that asks while another is in flight). Rejects when the read fails.
+   */
+  async fresh(nsid: number): Promise<AnaPathState> {
+    await this.refresh();
+    return this.stateOf(nsid);
+  }
+
+  /**
+   * Resolves with the state of `nsid` once a log gives its group a state other than
+   * change, or with 'change' once `ms` have passed; rejects when failAll() ends it.
+   */
+  settled(nsid: number, ms: number): Promise<AnaPathState> {
+    const now = this.stateOf(nsid);
+    if (now !== 'change') return Promise.resolve(now);
+    return new Promise((resolve, reject) => {
+      const w: Waiter = {
+        nsid,
+        resolve,
+        reject,
+        timer: setTimeout(() => this.end(w, 'change'), ms),
+      };
+      this.waiters.add(w);
+    });
+  }
+
+  /**
+   * A new association: CHGCNT may start again from anything. A command still waiting
+   * reads the log on it (the group may have come back while the host reconnected, its
+   * event gone with the old association).
+   */
+  newAssociation(): void {
+    this.log = null;
+    if (this.waiters.size > 0) this.refresh().catch(() => {});
+  }
+
+  /** End every waiting command with `err` (the controller closes or gives up). */
+  failAll(err: HostError): void {
+    for (const w of [...this.waiters]) {
+      clearTimeout(w.timer);
+      this.waiters.delete(w);
+      w.reject(err);
+    }
+  }
+
+  private end(w: Waiter, state: AnaPathState): void {
+    clearTimeout(w.timer);
+    if (this.waiters.delete(w)) w.resolve(state);
+  }
+
+  private refresh(): Promise<void> {
+    if (this.queued) return this.queued;
+    const before = this.running;
+    const read = async () => {
+      await before?.catch(() => {});
+      if (this.queued === next) this.queued = null;
+      this.running = next;
+      try {
+        this.apply(await this.readLog());
+      } finally {
+        if (this.running === next) this.running = null;
+      }
+    };
+    const next: Promise<void> = read();
+    if (before) this.queued = next;
+    else this.running = next;
+    return next;
+  }
+}
