@@ -6,10 +6,14 @@
  * it is done, so the command waits for that, as Linux holds such I/O (multipath.c: a
  * path in change is no path, the I/O requeued until the ANA log says otherwise).
  *
- * Fed by every ANA log the controller reads: the one the ANA change event makes it read,
- * and the reads asked for here after a status. Reads cross (an event's and a status's);
- * within one association the change count (CHGCNT) only grows, so a log older than the
- * one applied is dropped rather than undoing it.
+ * Fed by every ANA log the controller reads (read()): the one the ANA change event makes
+ * it read, getAnaLog()'s, and the reads asked for here after a status. Reads cross (an
+ * event's and a status's), so the answer to the read issued last decides, and one issued
+ * before it that answers later is dropped rather than undoing it, whatever either's
+ * change count (CHGCNT): a target that restarted its counter (a new process behind the
+ * same address) answers with a lower one, and its log is no older for that. Multipath
+ * takes the same rule (multipath-watch.ts applyAnaLog: its reads of a path run one at a
+ * time, so the one applied last is the one issued last).
  */
 import { anaStateOf, parseAnaLog, type AnaLog, type AnaPathState } from './ana-log.js';
 import type { HostError } from './errors.js';
@@ -36,6 +40,9 @@ interface Waiter {
 
 export class AnaStates {
   private log: AnaLog | null = null;
+  /** Reads issued so far (read()), and the number of the one whose log is applied. */
+  private issued = 0;
+  private appliedRead = 0;
   /** The read in flight, and the one asked for while it was (coalesced, issued after it). */
   private running: Promise<void> | null = null;
   private queued: Promise<void> | null = null;
@@ -53,15 +60,27 @@ export class AnaStates {
     return this.log ? anaStateOf(this.log, nsid) : 'unknown';
   }
 
-  /** An ANA log the controller read: applied unless older than the one applied. */
-  apply(raw: Buffer): void {
+  /**
+   * Read the ANA log with `run` (on the current association) and apply it, unless the
+   * log of a read issued after this one is applied already. Resolves with the log read.
+   */
+  async read(run: () => Promise<Buffer>): Promise<Buffer> {
+    const n = ++this.issued;
+    const raw = await run();
+    if (n > this.appliedRead) {
+      this.appliedRead = n;
+      this.apply(raw);
+    }
+    return raw;
+  }
+
+  private apply(raw: Buffer): void {
     let log: AnaLog;
     try {
       log = parseAnaLog(raw, this.anagrpmax());
     } catch {
       return; // malformed: says nothing; a waiting command runs into its bound
     }
-    if (this.log && log.chgcnt < this.log.chgcnt) return;
     this.log = log;
     for (const w of [...this.waiters]) {
       const state = this.stateOf(w.nsid);
@@ -97,12 +116,13 @@ export class AnaStates {
   }
 
   /**
-   * A new association: CHGCNT may start again from anything. A command still waiting
+   * A new association: its log says nothing yet (CHGCNT may start again from anything). A command still waiting
    * reads the log on it (the group may have come back while the host reconnected, its
    * event gone with the old association).
    */
   newAssociation(): void {
     this.log = null;
+    this.appliedRead = this.issued; // a read of the old one that answers late says nothing
     if (this.waiters.size > 0) this.refresh().catch(() => {});
   }
 
@@ -128,7 +148,7 @@ export class AnaStates {
       if (this.queued === next) this.queued = null;
       this.running = next;
       try {
-        this.apply(await this.readLog());
+        await this.read(this.readLog);
       } finally {
         if (this.running === next) this.running = null;
       }

@@ -410,10 +410,8 @@ export class NvmeController implements Submitter {
     return admin.getLogPage(this, p);
   }
   /** The ANA log, in pieces if it is longer than MDTS (admin.getAnaLog). */
-  async getAnaLog(): Promise<Buffer> {
-    const log = await admin.getAnaLog(this, this.identity);
-    this.anaStates.apply(log);
-    return log;
+  getAnaLog(): Promise<Buffer> {
+    return this.anaStates.read(() => admin.getAnaLog(this, this.identity));
   }
   getFeatures(fid: number, p?: FeatureParams): Promise<admin.FeatureResult> {
     return admin.getFeatures(this, fid, p);
@@ -583,16 +581,16 @@ export class NvmeController implements Submitter {
     const length = eventLogLength(a.identity, lid);
     if (length === 0) return deliver(null);
     const nsid = lid === LID.DISCOVERY ? 0 : NSID_ALL;
+    // An ANA log read on an association gone since is dropped (AnaStates.newAssociation).
     const read = () =>
       lid === LID.ANA
-        ? admin.getAnaLog(a.admin, a.identity)
+        ? this.anaStates.read(() => admin.getAnaLog(a.admin, a.identity))
         : admin.getLogPage(a.admin, { lid, length, nsid, rae: false });
     let busy = false;
     const log = await read().catch((e: unknown) => {
       busy = isBusy(e);
       return null;
     });
-    if (lid === LID.ANA && log && this.assoc === a) this.anaStates.apply(log);
     deliver(log);
     if (!busy) return;
     // The controller keeps events of a type masked until their log page is read with
@@ -601,7 +599,6 @@ export class NvmeController implements Submitter {
     // room, the event is delivered again with its log: a change made before that read
     // re-enabled the events raises none of its own.
     const later = await this.whenRoom(a, read);
-    if (lid === LID.ANA && later && this.assoc === a) this.anaStates.apply(later);
     if (later) deliver(later);
   }
 

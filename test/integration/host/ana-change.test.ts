@@ -109,6 +109,26 @@ describe('one controller, a volume whose storage is out', () => {
     expect(r.tookMs).toBeLessThan(2600);
   });
 
+  // Before: a log with a lower CHGCNT than the one applied was dropped within one
+  // association, so a target that restarted its counter (here: reset while the volume
+  // was out) was taken to be in change still, and the write failed at its ioTimeoutMs
+  // though the log, and the event, said the group was back.
+  it('takes the log read last when the target restarted its change count', async () => {
+    const { vol, target, path } = await volumeTarget();
+    const ns = await singlePath({ ...path, ioTimeoutMs: 5000 });
+    const data = randomBytes(4096);
+    const r = await duringOutage(vol, 2500, async () => {
+      const write = ns.write(8, data);
+      await new Promise((res) => setTimeout(res, 300)); // held, the log read in change
+      (target.ana as unknown as { changeCount: number }).changeCount = 0;
+      return write;
+    });
+    expect(target.ana.chgcnt).toBe(1); // the group back, counted from 0 again
+    expect(r.error).toBeNull();
+    expect(r.tookMs).toBeLessThan(3500);
+    expect((await ns.read(8, 8)).equals(data)).toBe(true);
+  });
+
   it('fails it with its status once the group goes inaccessible, and at once on close()', async () => {
     const { vol, target, path } = await volumeTarget();
     const ns = await singlePath(path);
