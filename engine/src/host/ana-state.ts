@@ -17,25 +17,36 @@
  */
 import { anaStateOf, parseAnaLog, type AnaLog, type AnaPathState } from './ana-log.js';
 import type { HostError } from './errors.js';
+import { MAX_TIMER_MS } from './queue.js';
 
 /** ANATT when a controller reports none, s (what multipath assumes as well). */
 const DEFAULT_ANATT_S = 10;
 
 /**
- * How long a group may stay in change before the host stops waiting for it, ms: twice
- * ANATT (Identify Controller, seconds), as Linux's anatt_timer (then it resets the
- * controller; facts §7). A multipath path resets its controller then too.
+ * How long a group may stay in change before the host resets the controller, ms: twice
+ * ANATT (Identify Controller, seconds), as Linux's anatt_timer (facts §7). A multipath
+ * path resets its controller then too.
  */
 export function anaChangeLimitMs(anatt: number): number {
   return 2 * (anatt || DEFAULT_ANATT_S) * 1000;
 }
 
+/** How a wait for a group to leave change ended (settled()). */
+export interface AnaWait {
+  /** The namespace's state then: 'change' when the wait's bound ran out. */
+  readonly state: AnaPathState;
+  /** Times the controller was reset meanwhile, the group in change past 2 x ANATT. */
+  readonly resets: number;
+}
+
 /** A command waiting for its namespace's group to leave change (settled()). */
 interface Waiter {
   readonly nsid: number;
-  readonly resolve: (state: AnaPathState) => void;
+  readonly resolve: (wait: AnaWait) => void;
   readonly reject: (err: HostError) => void;
-  readonly timer: NodeJS.Timeout;
+  /** Its bound (none past MAX_TIMER_MS). */
+  readonly timer: NodeJS.Timeout | null;
+  resets: number;
 }
 
 export class AnaStates {
@@ -47,12 +58,18 @@ export class AnaStates {
   private running: Promise<void> | null = null;
   private queued: Promise<void> | null = null;
   private readonly waiters = new Set<Waiter>();
+  /** Runs while commands wait on a live association: Linux's anatt_timer (watchStuck). */
+  private stuck: NodeJS.Timeout | null = null;
 
   constructor(
     /** Reads the whole ANA log on the current association. */
     private readonly readLog: () => Promise<Buffer>,
     /** ANAGRPMAX of the current association (parseAnaLog refuses groups above it). */
     private readonly anagrpmax: () => number,
+    /** How long a group may stay in change on the current association (2 x ANATT), ms. */
+    private readonly limitMs: () => number,
+    /** Reset the controller (a new association), saying why. */
+    private readonly reset: (why: string) => void,
   ) {}
 
   /** The state of `nsid` in the latest log applied ('unknown' before any). */
@@ -98,20 +115,19 @@ export class AnaStates {
   }
 
   /**
-   * Resolves with the state of `nsid` once a log gives its group a state other than
-   * change, or with 'change' once `ms` have passed; rejects when failAll() ends it.
+   * Resolves once a log gives the group of `nsid` a state other than change, or with
+   * 'change' once `ms` have passed (Infinity: no bound); rejects when failAll() ends it.
+   * Meanwhile the controller is reset each time the wait reaches twice ANATT on one
+   * association (watchStuck).
    */
-  settled(nsid: number, ms: number): Promise<AnaPathState> {
+  settled(nsid: number, ms: number): Promise<AnaWait> {
     const now = this.stateOf(nsid);
-    if (now !== 'change') return Promise.resolve(now);
+    if (now !== 'change') return Promise.resolve({ state: now, resets: 0 });
     return new Promise((resolve, reject) => {
-      const w: Waiter = {
-        nsid,
-        resolve,
-        reject,
-        timer: setTimeout(() => this.end(w, 'change'), ms),
-      };
+      const bound = ms <= MAX_TIMER_MS ? () => setTimeout(() => this.end(w, 'change'), ms) : null;
+      const w: Waiter = { nsid, resolve, reject, timer: bound?.() ?? null, resets: 0 };
       this.waiters.add(w);
+      this.watchStuck();
     });
   }
 
@@ -123,21 +139,63 @@ export class AnaStates {
   newAssociation(): void {
     this.log = null;
     this.appliedRead = this.issued; // a read of the old one that answers late says nothing
-    if (this.waiters.size > 0) this.refresh().catch(() => {});
+    if (this.waiters.size === 0) return;
+    this.refresh().catch(() => {});
+    this.watchStuck();
+  }
+
+  /** The association is lost: no reset for being stuck in change until the next one. */
+  lost(): void {
+    this.stopStuck();
   }
 
   /** End every waiting command with `err` (the controller closes or gives up). */
   failAll(err: HostError): void {
+    this.stopStuck();
     for (const w of [...this.waiters]) {
-      clearTimeout(w.timer);
+      if (w.timer) clearTimeout(w.timer);
       this.waiters.delete(w);
       w.reject(err);
     }
   }
 
   private end(w: Waiter, state: AnaPathState): void {
-    clearTimeout(w.timer);
-    if (this.waiters.delete(w)) w.resolve(state);
+    if (w.timer) clearTimeout(w.timer);
+    if (!this.waiters.delete(w)) return;
+    if (this.waiters.size === 0) this.stopStuck();
+    w.resolve({ state, resets: w.resets });
+  }
+
+  /**
+   * Linux's anatt_timer: commands have waited twice ANATT on this association for a
+   * group to leave change, with no log saying it did (a target stuck so, or an event
+   * lost), so the controller is reset, as Linux resets it (nvme_anatt_timeout); the
+   * commands wait on, and the next association's log decides (newAssociation). Safe for a
+   * write: it was answered with a status, so nothing of it is left in flight to land
+   * later. Started by the first waiter (not moved by later reads: a stream of commands
+   * answered with ANA Transition would put it off for good).
+   */
+  private watchStuck(): void {
+    if (this.stuck || this.waiters.size === 0) return;
+    const ms = this.limitMs();
+    this.stuck = setTimeout(() => {
+      this.stuck = null;
+      const nsids = new Set<number>();
+      for (const w of this.waiters) {
+        w.resets++;
+        nsids.add(w.nsid);
+      }
+      const which = [...nsids].join(', ');
+      this.reset(
+        `ANA group of namespace ${which} in change for over twice ANATT (${ms} ms) with no ` +
+          `ANA change event saying it is usable again: resetting the controller`,
+      );
+    }, ms);
+  }
+
+  private stopStuck(): void {
+    if (this.stuck) clearTimeout(this.stuck);
+    this.stuck = null;
   }
 
   private refresh(): Promise<void> {

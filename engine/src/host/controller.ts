@@ -15,7 +15,7 @@ import { performance } from 'node:perf_hooks';
 import { ADMIN, AEN_BIT, DISCOVERY_NQN, FID, LID, NSID_ALL } from '../protocol/opcodes.js';
 import * as admin from './admin.js';
 import { anaLogReadLength, type AnaPathState } from './ana-log.js';
-import { AnaStates, anaChangeLimitMs } from './ana-state.js';
+import { AnaStates, anaChangeLimitMs, type AnaWait } from './ana-state.js';
 import { Association, type AssociationParams } from './association.js';
 import {
   fillAsyncEventRequest,
@@ -165,6 +165,8 @@ export class NvmeController implements Submitter {
   private readonly anaStates = new AnaStates(
     () => admin.getAnaLog(this, this.identity),
     () => this.assoc?.identity.anagrpmax ?? 0,
+    () => this.anaChangeLimitMs,
+    (why) => this.reset(why),
   );
 
   constructor(private readonly opts: ControllerOptions) {
@@ -360,14 +362,15 @@ export class NvmeController implements Submitter {
   /**
    * Resolves with namespace `nsid`'s ANA state once a log read since (the ANA change
    * event's, or one on the next association) gives its group a state other than change,
-   * or with 'change' after `ms`. The controller holds the waiter: close() ends it at once
-   * as 'closed', and giving up reconnecting as 'not-connected'.
+   * or with 'change' after `ms`; past twice ANATT in change the controller is reset
+   * meanwhile, as Linux resets it (AnaStates.settled). The controller holds the waiter:
+   * close() ends it at once as 'closed', and giving up reconnecting as 'not-connected'.
    */
-  anaSettled(nsid: number, ms: number): Promise<AnaPathState> {
+  anaSettled(nsid: number, ms: number): Promise<AnaWait> {
     return this.anaStates.settled(nsid, ms);
   }
 
-  /** How long a group may stay in change before the host stops waiting: 2 x ANATT, ms. */
+  /** How long a group may stay in change before the host resets the controller: 2 x ANATT, ms. */
   get anaChangeLimitMs(): number {
     return anaChangeLimitMs(this.assoc?.identity.anatt ?? 0);
   }
@@ -453,6 +456,13 @@ export class NvmeController implements Submitter {
 
   // ---- association lifecycle ----
 
+  /** reconnect() of a live controller, for `why` (its commands in flight fail saying so). */
+  private reset(why: string): void {
+    if (!this.sm.is('live')) return;
+    this.lastError = new Error(why);
+    this.reconnect().catch(() => {});
+  }
+
   /**
    * Tear down the current association (if any) and build a new one. In-flight commands
    * of the old one fail with a 'transport' HostError. Concurrent calls share one attempt.
@@ -473,9 +483,13 @@ export class NvmeController implements Submitter {
     this.clearTimers();
     const old = this.assoc;
     this.assoc = null;
+    this.anaStates.lost();
     // State first: the callbacks of the commands failed below see 'connecting'.
     this.sm.transition('connecting');
-    old?.failAll(new HostError('transport', 'controller reconnecting'));
+    const why = this.lastError
+      ? `controller reset: ${this.lastError.message}`
+      : 'controller reconnecting';
+    old?.failAll(new HostError('transport', why));
     // A failed command's callback may have closed the controller meanwhile.
     if (!this.sm.is('connecting')) {
       throw new HostError('closed', 'controller closed while reconnecting');
@@ -512,6 +526,7 @@ export class NvmeController implements Submitter {
     this.lastError = err;
     this.clearTimers();
     this.assoc = null;
+    this.anaStates.lost();
     // Error recovery: one failed queue takes the whole association down. The state
     // moves first, so the callbacks of the commands failed below see the controller
     // recovering (or dead), never 'live' without an association. They may call close()

@@ -14,6 +14,7 @@
 import { performance } from 'node:perf_hooks';
 import type { NamespaceIdentity, NamespaceIds } from './admin.js';
 import { anaStateOfStatus, type AnaPathState } from './ana-log.js';
+import type { AnaWait } from './ana-state.js';
 import { HostError, NvmeStatusError, withEarlierAttempt } from './errors.js';
 import { NamespaceIo } from './namespace-io.js';
 import { NO_TIMEOUT, type NvmeRequest } from './request.js';
@@ -39,9 +40,10 @@ export interface IoController {
   readonly reconnecting: boolean;
   /** The namespace's ANA state as a log read issued now says; null without ANA. */
   anaState(nsid: number): Promise<AnaPathState> | null;
-  /** The namespace's ANA state once its group leaves change, or 'change' after `ms`. */
-  anaSettled(nsid: number, ms: number): Promise<AnaPathState>;
-  /** How long a group may stay in change (2 x ANATT), ms. */
+  /** The namespace's ANA state once its group leaves change, or 'change' after `ms`; the
+   * controller is reset each time the wait reaches twice ANATT. */
+  anaSettled(nsid: number, ms: number): Promise<AnaWait>;
+  /** How long a group may stay in change before the controller is reset (2 x ANATT), ms. */
   readonly anaChangeLimitMs: number;
 }
 
@@ -143,9 +145,11 @@ export class NvmeNamespace extends NamespaceIo {
    * issued after the status) says is in change: the target is moving the group and will
    * say so with an ANA change event, so the command waits for that, as Linux holds it,
    * and goes out again on this controller once the group is usable (a write too: the
-   * status is a definite answer, so nothing of it is left to land later). Bounded by
-   * twice ANATT and by what is left (`left`) of the command's timeout (`total`,
-   * ioTimeoutMs). A group inaccessible or in persistent loss fails it with its status.
+   * status is a definite answer, so nothing of it is left to land later). Past twice
+   * ANATT the controller is reset, as Linux resets it, and it waits on for the next
+   * association's log; bounded by what is left (`left`) of the command's timeout
+   * (`total`, ioTimeoutMs). A group inaccessible or in persistent loss fails it with its
+   * status.
    * A log that does not say change (a status for a moment, a group shared with a volume
    * that serves), or cannot be read, leaves it to the path-status backoff.
    */
@@ -161,20 +165,23 @@ export class NvmeNamespace extends NamespaceIo {
     }
     const group = `namespace ${this.nsid}'s ANA group`;
     if (now !== 'change') return { send: false, why: anaUnusable(group, now) };
-    const limit = this.ctrl.anaChangeLimitMs;
-    const ms = Math.min(limit, left - (performance.now() - started));
-    const after = ms > 0 ? await this.ctrl.anaSettled(this.nsid, ms) : 'change';
-    if (after === 'optimized' || after === 'non-optimized') return { send: true };
-    if (after !== 'change') return { send: false, why: anaUnusable(group, after) };
+    const ms = left - (performance.now() - started);
+    const after: AnaWait =
+      ms > 0 ? await this.ctrl.anaSettled(this.nsid, ms) : { state: 'change', resets: 0 };
+    if (after.state === 'optimized' || after.state === 'non-optimized') return { send: true };
+    if (after.state !== 'change') return { send: false, why: anaUnusable(group, after.state) };
+    const ran = `the ${Math.max(0, Math.round(left))} ms left of its ioTimeoutMs (${total} ms) ran out`;
+    if (after.resets === 0) {
+      const why = `${group} was still in change when ${ran}; raise ioTimeoutMs to wait out longer transitions`;
+      return { send: false, why };
+    }
     const waited = Math.round(performance.now() - started);
     const why =
-      ms >= limit
-        ? `${group} stayed in change for ${waited} ms, past twice the controller's ANATT ` +
-          `(${limit} ms), with no ANA change event saying it is usable again; check the ` +
-          `target's storage for this volume, then send it again`
-        : `${group} was still in change when the ${Math.max(0, Math.round(left))} ms left ` +
-          `of its ioTimeoutMs (${total} ms) ran out; raise ioTimeoutMs to wait out longer ` +
-          `transitions`;
+      `${group} stayed in change for ${waited} ms, until ${ran}: the controller was reset ` +
+      `${after.resets === 1 ? 'once' : `${after.resets} times`} after twice its ANATT ` +
+      `(${this.ctrl.anaChangeLimitMs} ms) with no ANA change event saying it is usable ` +
+      `again, and the target still reported change; check the target's storage for this ` +
+      `volume (its event log), then send it again`;
     return { send: false, why };
   }
 
