@@ -37,6 +37,8 @@ export interface AnaWait {
   readonly state: AnaPathState;
   /** Times the controller was reset meanwhile, the group in change past 2 x ANATT. */
   readonly resets: number;
+  /** Why the controller had no association when the wait ended (reconnecting), or null. */
+  readonly lost: string | null;
 }
 
 /** A command waiting for its namespace's group to leave change (settled()). */
@@ -60,6 +62,8 @@ export class AnaStates {
   private readonly waiters = new Set<Waiter>();
   /** Runs while commands wait on a live association: Linux's anatt_timer (watchStuck). */
   private stuck: NodeJS.Timeout | null = null;
+  /** Why the last association was lost, until the next one is up (lost()). */
+  private lostWhy: string | null = null;
 
   constructor(
     /** Reads the whole ANA log on the current association. */
@@ -122,7 +126,7 @@ export class AnaStates {
    */
   settled(nsid: number, ms: number): Promise<AnaWait> {
     const now = this.stateOf(nsid);
-    if (now !== 'change') return Promise.resolve({ state: now, resets: 0 });
+    if (now !== 'change') return Promise.resolve({ state: now, resets: 0, lost: null });
     return new Promise((resolve, reject) => {
       const bound = ms <= MAX_TIMER_MS ? () => setTimeout(() => this.end(w, 'change'), ms) : null;
       const w: Waiter = { nsid, resolve, reject, timer: bound?.() ?? null, resets: 0 };
@@ -138,14 +142,19 @@ export class AnaStates {
    */
   newAssociation(): void {
     this.log = null;
+    this.lostWhy = null;
     this.appliedRead = this.issued; // a read of the old one that answers late says nothing
     if (this.waiters.size === 0) return;
     this.refresh().catch(() => {});
     this.watchStuck();
   }
 
-  /** The association is lost: no reset for being stuck in change until the next one. */
-  lost(): void {
+  /**
+   * The association is lost (`why`): no reset for being stuck in change until the next
+   * one, and a wait that ends before that says so (AnaWait.lost), not that no event came.
+   */
+  lost(why: string): void {
+    this.lostWhy = why;
     this.stopStuck();
   }
 
@@ -163,7 +172,7 @@ export class AnaStates {
     if (w.timer) clearTimeout(w.timer);
     if (!this.waiters.delete(w)) return;
     if (this.waiters.size === 0) this.stopStuck();
-    w.resolve({ state, resets: w.resets });
+    w.resolve({ state, resets: w.resets, lost: this.lostWhy });
   }
 
   /**

@@ -483,12 +483,12 @@ export class NvmeController implements Submitter {
     this.clearTimers();
     const old = this.assoc;
     this.assoc = null;
-    this.anaStates.lost();
     // State first: the callbacks of the commands failed below see 'connecting'.
     this.sm.transition('connecting');
     const why = this.lastError
       ? `controller reset: ${this.lastError.message}`
       : 'controller reconnecting';
+    if (old) this.anaStates.lost(why);
     old?.failAll(new HostError('transport', why));
     // A failed command's callback may have closed the controller meanwhile.
     if (!this.sm.is('connecting')) {
@@ -526,7 +526,7 @@ export class NvmeController implements Submitter {
     this.lastError = err;
     this.clearTimers();
     this.assoc = null;
-    this.anaStates.lost();
+    this.anaStates.lost(err.message);
     // Error recovery: one failed queue takes the whole association down. The state
     // moves first, so the callbacks of the commands failed below see the controller
     // recovering (or dead), never 'live' without an association. They may call close()
@@ -543,7 +543,11 @@ export class NvmeController implements Submitter {
     if (!rc || now - this.lostAt + rc.delayMs > rc.lossTimeoutMs) {
       this.sm.transition('dead');
       this.resends.failAll(this.notLive());
-      this.anaStates.failAll(this.notLive());
+      const waited =
+        `${this.notLive().message}; it lost its association while the command waited for ` +
+        `its ANA group to leave change, and reconnects no more (not sent again): check the ` +
+        `connection to the target, reconnect() the controller, then send it again`;
+      this.anaStates.failAll(new HostError('not-connected', waited));
       return;
     }
     this.sm.transition('recovering');

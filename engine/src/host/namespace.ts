@@ -167,10 +167,19 @@ export class NvmeNamespace extends NamespaceIo {
     if (now !== 'change') return { send: false, why: anaUnusable(group, now) };
     const ms = left - (performance.now() - started);
     const after: AnaWait =
-      ms > 0 ? await this.ctrl.anaSettled(this.nsid, ms) : { state: 'change', resets: 0 };
+      ms > 0
+        ? await this.ctrl.anaSettled(this.nsid, ms)
+        : { state: 'change', resets: 0, lost: null };
     if (after.state === 'optimized' || after.state === 'non-optimized') return { send: true };
     if (after.state !== 'change') return { send: false, why: anaUnusable(group, after.state) };
     const ran = `the ${Math.max(0, Math.round(left))} ms left of its ioTimeoutMs (${total} ms) ran out`;
+    if (after.lost !== null) {
+      const why =
+        `${group} was in change and the controller lost its association (${after.lost}); ` +
+        `it was still reconnecting when ${ran}, so what the group's state is now is not ` +
+        `known: check the connection to the target, then send it again`;
+      return { send: false, why };
+    }
     if (after.resets === 0) {
       const why = `${group} was still in change when ${ran}; raise ioTimeoutMs to wait out longer transitions`;
       return { send: false, why };

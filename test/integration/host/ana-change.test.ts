@@ -22,6 +22,7 @@ import {
 import { SC } from '../../../engine/src/protocol/status.js';
 import { fileVolume } from '../../helpers/io-thread-outage.js';
 import { serveOnLoopback } from '../../helpers/target.js';
+import { PausableProxy, runCleanup } from './multipath-rig.js';
 
 const NQN = 'nqn.2026-01.io.branchsan.test:host-ana-change';
 const NGUID = 'ab'.repeat(16);
@@ -30,6 +31,7 @@ const GROUP = 1;
 const cleanup: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
   for (const f of cleanup.splice(0).reverse()) await f();
+  await runCleanup(); // the proxies'
 });
 
 /** A target serving one file volume as namespace 1 (its own ANA group), its storage
@@ -133,6 +135,45 @@ describe('one controller, a volume whose storage is out', () => {
     );
     expect(r.tookMs).toBeGreaterThan(2900);
     expect(r.tookMs).toBeLessThan(3600);
+  });
+
+  // Before: the wait's bound ran on, and the write failed saying the group stayed in
+  // change with no ANA change event (or that ioTimeoutMs ran out: raise it), though the
+  // controller had lost its connection and was reconnecting all along.
+  it('says the controller was reconnecting when its connection is lost during the wait', async () => {
+    const { vol, path } = await volumeTarget();
+    const proxy = await PausableProxy.start(path.port);
+    const reconnect = { delayMs: 200, lossTimeoutMs: 60_000 };
+    const ns = await singlePath({ ...path, port: proxy.port, ioTimeoutMs: 2000, reconnect });
+    const r = await duringOutage(vol, 3000, async () => {
+      const write = ns.write(8, randomBytes(4096));
+      await new Promise((res) => setTimeout(res, 300));
+      proxy.resume(); // its connections end...
+      proxy.pause(); // ...and new ones are refused
+      return write;
+    });
+    expect((r.error as NvmeStatusError).status).toBe(SC.ANA_TRANSITION);
+    expect(r.error!.message).toMatch(
+      /ANA group was in change and the controller lost its association \(.+\); it was still reconnecting when the \d+ ms left of its ioTimeoutMs \(2000 ms\) ran out.*check the connection to the target/,
+    );
+    expect(r.tookMs).toBeLessThan(2600);
+  });
+
+  it('says so when the controller lost its connection during the wait and reconnects no more', async () => {
+    const { vol, path } = await volumeTarget();
+    const proxy = await PausableProxy.start(path.port);
+    const ns = await singlePath({ ...path, port: proxy.port });
+    const r = await duringOutage(vol, 1500, async () => {
+      const write = ns.write(8, randomBytes(4096));
+      await new Promise((res) => setTimeout(res, 300));
+      proxy.resume();
+      return write;
+    });
+    expect((r.error as HostError).kind).toBe('not-connected');
+    expect(r.error!.message).toMatch(
+      /controller is dead: .+; it lost its association while the command waited for its ANA group to leave change, and reconnects no more \(not sent again\): check the connection/,
+    );
+    expect(r.tookMs).toBeLessThan(1000);
   });
 
   // Before: a log with a lower CHGCNT than the one applied was dropped within one
