@@ -34,6 +34,42 @@ export function pathUsable(p: PathView): boolean {
   );
 }
 
+/** What a path's state in a "no usable path" failure means (noPathHint). */
+const STATE_MEANS: Readonly<Record<string, string>> = {
+  change:
+    "its target is moving the namespace's ANA group (BranchSAN: the volume's storage is " +
+    'out) and says so again with an ANA change event once it is done',
+  inaccessible: 'that node does not serve the namespace now (its peer does, or a failover is due)',
+  'persistent-loss': 'that node will never serve the namespace again',
+  unknown: 'its ANA state is not known (not read yet, or the log does not list the namespace)',
+  recovering: 'its controller lost the connection and is reconnecting',
+  connecting: 'its controller is connecting',
+  dead:
+    'its controller gave up reconnecting (controller(i).reconnect() it once the target is ' +
+    'reachable)',
+};
+
+/**
+ * For a command no path took within noPathTimeoutMs: what the states its paths were in
+ * mean (those not live by their controller's state, the others by their ANA state; a
+ * path's own problem says itself), and what to do next.
+ */
+export function noPathHint(
+  paths: readonly { controller: string; ana: string; problem: string | null }[],
+): string {
+  const states = new Set(
+    paths.map((p) => (p.controller !== 'live' ? p.controller : p.problem ? '' : p.ana)),
+  );
+  const means = [...states]
+    .filter((s) => STATE_MEANS[s])
+    .map((s) => `${s}: ${STATE_MEANS[s]}`)
+    .join('; ');
+  return (
+    `${means ? `; ${means}` : ''}; check the target's event log for this volume, then send ` +
+    `it again, or raise noPathTimeoutMs to wait out longer outages`
+  );
+}
+
 /** Path `p` can carry a command moving `bytes` (its MDTS is not smaller). */
 export function pathTakes(p: PathView, bytes: number): boolean {
   return !p.maxTransferBytes || bytes <= p.maxTransferBytes;

@@ -102,7 +102,13 @@ import { EARLIER_ATTEMPT_NOTE, HostError, NvmeStatusError, withEarlierAttempt } 
 import { Command, copyRequest } from './multipath-command.js';
 import { checkOptions, oneHost, pathName } from './multipath-options.js';
 import { Path, type PathInfo } from './multipath-path.js';
-import { choosePath, classifyOutcome, isOutOfRange, type Outcome } from './multipath-policy.js';
+import {
+  choosePath,
+  classifyOutcome,
+  isOutOfRange,
+  noPathHint,
+  type Outcome,
+} from './multipath-policy.js';
 import {
   checkSize,
   onAnaEvent,
@@ -692,7 +698,9 @@ export class MultipathNamespace extends NamespaceIo {
       c.delayedMs > 0
         ? `, ${Math.round(c.delayedMs)} ms of that in retry delays statuses asked for`
         : '';
-    const why = `no usable path for ${this.noPathTimeoutMs} ms${delays} (${this.summary()})`;
+    const why =
+      `no usable path for ${this.noPathTimeoutMs} ms${delays} (${this.summary()})` +
+      noPathHint(this.list);
     this.fail(c, 'not-connected', why);
   }
 

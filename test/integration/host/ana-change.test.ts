@@ -246,4 +246,18 @@ describe('multipath, a volume whose storage is out', () => {
       expect((await mp.read(8, 8)).equals(data)).toBe(true);
     },
   );
+
+  // Before: "no usable path for 1000 ms (127.0.0.1:…: live, change)", which said what
+  // happened and not what the states mean nor what to do.
+  it('says what the path states mean and what to do when no path came back in time', async () => {
+    const { vol, path } = await volumeTarget();
+    const mp = await MultipathNamespace.connect({ nsid: 1, paths: [path], noPathTimeoutMs: 1000 });
+    cleanup.push(() => mp.close());
+    const r = await duringOutage(vol, 2000, () => mp.write(8, randomBytes(4096)));
+    expect((r.error as HostError).kind).toBe('not-connected');
+    expect(r.error!.message).toMatch(
+      /no usable path for 1000 ms \(127\.0\.0\.1:\d+: live, change\); change: its target is moving the namespace's ANA group \(BranchSAN: the volume's storage is out\).*check the target's event log for this volume, then send it again, or raise noPathTimeoutMs/,
+    );
+    expect(r.error!.message).not.toMatch(/inaccessible:/);
+  });
 });

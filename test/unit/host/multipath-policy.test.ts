@@ -13,6 +13,7 @@ import {
   classifyOutcome,
   namespaceMismatch,
   namespaceProblem,
+  noPathHint,
   pathUsable,
   type NamespaceView,
   type Outcome,
@@ -230,5 +231,21 @@ describe('namespace identity checks', () => {
   it('takes a path no smaller than it showed before, behind the namespace or not', () => {
     expect(namespaceMismatch(view(), view({ nsze: 500 }), 500)).toBeNull();
     expect(namespaceMismatch(view(), view({ nsze: 400 }), 500)).toMatch(/NSZE\) 500 vs 400/);
+  });
+});
+
+describe('noPathHint', () => {
+  it('explains the states the paths were in, once each, and says what to do', () => {
+    const hint = noPathHint([
+      { controller: 'live', ana: 'inaccessible', problem: null },
+      { controller: 'dead', ana: 'unknown', problem: null },
+      { controller: 'live', ana: 'inaccessible', problem: null },
+      { controller: 'live', ana: 'unknown', problem: 'refused: namespace 1 is another disk' },
+    ]);
+    expect(hint).toMatch(/^; inaccessible: that node does not serve the namespace now/);
+    expect(hint).toMatch(/; dead: its controller gave up reconnecting/);
+    expect(hint.match(/inaccessible:/g)).toHaveLength(1);
+    expect(hint).not.toMatch(/unknown:/); // the refused path's problem says itself
+    expect(hint).toMatch(/check the target's event log .* raise noPathTimeoutMs/);
   });
 });
