@@ -28,6 +28,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { UserError } from '../util/errors.js';
 import { removeSecretFiles, replaceSecretFile, secretsDir } from './secrets.js';
 import { makeDirs } from '../util/paths.js';
+import { checkReplaceable, readSecretWithStats, type SecretRenewal } from '../util/secret-file.js';
 
 export type DhchapHash = 0 | 1 | 2 | 3;
 /** Key length in bytes for each hash id that generation offers. */
@@ -77,6 +78,16 @@ export interface HostSecret {
   /** When this secret was made (ms since epoch). */
   createdAt: number;
 }
+
+/**
+ * How a host's secret is had anew, for the hints about a file that cannot be used; one
+ * others could read may have been read, so a new one is the better cure.
+ */
+const HOST_SECRET_RENEWAL: SecretRenewal = {
+  orElse:
+    'or, since others may have read it, replace it with host.secret.rotate and give the host the new secret',
+  afresh: 'create a new one with host.secret.create and give the host the new secret',
+};
 
 /** Records a secret change (the audit row) before it takes effect. */
 type Record = (change: { hostNqn: string; hash: 1 | 2 | 3 }) => void;
@@ -131,26 +142,15 @@ export class HostSecretStore {
 
   get(hostNqn: string): HostSecret {
     const file = this.fileOf(hostNqn);
-    let text: string;
-    let st: fs.Stats;
-    try {
-      st = fs.statSync(file);
-      text = fs.readFileSync(file, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    const read = this.readFile(hostNqn);
+    if (read === undefined) {
       throw new UserError(
         `The host ${hostNqn} has no DH-HMAC-CHAP secret.`,
         'Create one with host.secret.create.',
         'not-found',
       );
     }
-    if ((st.mode & 0o077) !== 0) {
-      throw new UserError(
-        `The secret file ${file} is readable by other users (mode ${(st.mode & 0o777).toString(8)}).`,
-        'It may have been read: replace it with host.secret.rotate (the new file is readable by the service only), and give the host the new secret.',
-        'unavailable',
-      );
-    }
+    const { text, stats } = read;
     const secret = text.trim();
     if (secret === '') {
       throw new UserError(
@@ -170,7 +170,13 @@ export class HostSecretStore {
       );
     }
     const h = hash === 0 ? 1 : hash;
-    return { hostNqn, secret, hash: h, hashName: DHCHAP_HASH_NAMES[h], createdAt: st.mtimeMs };
+    return {
+      hostNqn,
+      secret,
+      hash: h,
+      hashName: DHCHAP_HASH_NAMES[h],
+      createdAt: stats.mtimeMs,
+    };
   }
 
   /**
@@ -195,6 +201,8 @@ export class HostSecretStore {
     makeDirs(dir, 0o700);
     fs.chmodSync(dir, 0o700);
     const file = this.fileOf(hostNqn);
+    // a directory in its place: the rename would fail, after the audit row said it was made
+    asUnavailable(() => checkReplaceable(file, HOST_SECRET_RENEWAL, this.labelOf(hostNqn)));
     const secret = generateDhchapSecret(hash);
     replaceSecretFile(file, secret, () => record({ hostNqn, hash }));
     return {
@@ -208,12 +216,23 @@ export class HostSecretStore {
 
   /** A secret file with something in it (an empty one counts as none, as get() reads it). */
   private hasSecretFile(hostNqn: string): boolean {
-    try {
-      return fs.readFileSync(this.fileOf(hostNqn), 'utf8').trim() !== '';
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-      throw err;
-    }
+    return (this.readFile(hostNqn)?.text.trim() ?? '') !== '';
+  }
+
+  /**
+   * The host's secret file, opened, checked and read as one file (readSecretWithStats):
+   * a named pipe in its place would hold the engine's thread, SIGTERM included. One that
+   * cannot be used (others can read it, something else in its place) is refused with
+   * what to run; rotate() replaces a file others can read.
+   */
+  private readFile(hostNqn: string): { text: string; stats: fs.Stats } | undefined {
+    return asUnavailable(() =>
+      readSecretWithStats(this.fileOf(hostNqn), HOST_SECRET_RENEWAL, this.labelOf(hostNqn)),
+    );
+  }
+
+  private labelOf(hostNqn: string): string {
+    return `The DH-HMAC-CHAP secret file ${this.fileOf(hostNqn)} (of ${hostNqn})`;
   }
 
   private requireAllowed(hostNqn: string): void {
@@ -232,5 +251,15 @@ export class HostSecretStore {
 
   private hostsDir(): string {
     return path.join(this.dataDir, 'secrets', 'hosts');
+  }
+}
+
+/** `step`'s result; the UserError of a secret file that cannot be used, as 'unavailable'. */
+function asUnavailable<T>(step: () => T): T {
+  try {
+    return step();
+  } catch (err) {
+    if (err instanceof UserError) throw new UserError(err.message, err.hint, 'unavailable');
+    throw err;
   }
 }

@@ -36,6 +36,18 @@ export function readSecretText(
   renew: SecretRenewal,
   label = `The secret ${file}`,
 ): string | undefined {
+  return readSecretWithStats(file, renew, label)?.text;
+}
+
+/**
+ * readSecretText, with what fstat said of the file read (its mtime: when the secret
+ * was made).
+ */
+export function readSecretWithStats(
+  file: string,
+  renew: SecretRenewal,
+  label = `The secret ${file}`,
+): { text: string; stats: fs.Stats } | undefined {
   let fd: number;
   try {
     fd = fs.openSync(file, OPEN_FLAGS);
@@ -47,16 +59,16 @@ export function readSecretText(
     throw readFailed(file, label, err, renew);
   }
   try {
-    const st = orReadFailed(() => fs.fstatSync(fd), file, label, renew);
-    if (!st.isFile())
-      throw notRegular(file, label, st.isDirectory() ? 'a directory' : 'a special file', renew);
-    if ((st.mode & 0o077) !== 0) {
+    const stats = orReadFailed(() => fs.fstatSync(fd), file, label, renew);
+    if (!stats.isFile())
+      throw notRegular(file, label, stats.isDirectory() ? 'a directory' : 'a special file', renew);
+    if ((stats.mode & 0o077) !== 0) {
       throw new UserError(
-        `${label} is readable by other users (mode ${modeOf(st)}).`,
+        `${label} is readable by other users (mode ${modeOf(stats)}).`,
         `Run: chmod 600 ${file}  (${renew.orElse}).`,
       );
     }
-    return orReadFailed(() => fs.readFileSync(fd, 'utf8'), file, label, renew);
+    return { text: orReadFailed(() => fs.readFileSync(fd, 'utf8'), file, label, renew), stats };
   } finally {
     fs.closeSync(fd);
   }

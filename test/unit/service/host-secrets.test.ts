@@ -1,8 +1,10 @@
 /**
  * Host DH-HMAC-CHAP secret files on a real data directory: an empty file (what a
  * write the system did not finish can leave) counts as no secret, and a secret that
- * cannot be used is replaced by a rotation instead of blocking it.
+ * cannot be used is replaced by a rotation instead of blocking it; something else in
+ * its place (a directory, a named pipe) is refused at once, saying what to run.
  */
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -90,5 +92,43 @@ describe('host DH-HMAC-CHAP secret files', () => {
     const none = failure(() => s.rotate(HOST));
     expect(none.code).toBe('not-found');
     expect(none.hint).toBe('Create one with host.secret.create.');
+  });
+
+  // Before: read by name, so a directory gave a raw EISDIR ('failed inside the engine')
+  // and a named pipe held the engine's thread (SIGTERM too) until something wrote to it.
+  it.each([
+    ['a directory', (f: string) => fs.mkdirSync(f, { mode: 0o700 }), 'a directory'],
+    [
+      'a named pipe',
+      (f: string) => expect(spawnSync('mkfifo', ['-m', '600', f]).status).toBe(0),
+      'a special file (a named pipe, socket or device)',
+    ],
+  ])('refuses get, create and rotate at once when %s is in its place', (_, make, what) => {
+    const { s, fileOf } = store();
+    s.create(HOST);
+    const file = fileOf();
+    fs.rmSync(file);
+    make(file);
+    // without the fix, a pipe's reader is let go after 2 s, so the test fails, not hangs
+    const writer = spawn('sh', ['-c', `sleep 2; [ -p '${file}' ] && echo x > '${file}'`], {
+      detached: true,
+      stdio: 'ignore',
+    });
+    try {
+      for (const call of [() => s.get(HOST), () => s.create(HOST), () => s.rotate(HOST)]) {
+        const t0 = Date.now();
+        const err = failure(call);
+        expect(Date.now() - t0).toBeLessThan(1000);
+        expect([err.message, err.hint, err.code]).toEqual([
+          `The DH-HMAC-CHAP secret file ${file} (of ${HOST}) is ${what}, not a regular file.`,
+          `Run: rm -r ${file}, then create a new one with host.secret.create and give the host the new secret.`,
+          'unavailable',
+        ]);
+      }
+    } finally {
+      if (writer.exitCode === null) process.kill(-writer.pid!, 'SIGKILL'); // sh and its sleep
+    }
+    fs.rmSync(file, { recursive: true });
+    expect(s.create(HOST).secret).toBe(s.get(HOST).secret); // as the hint says
   });
 });
