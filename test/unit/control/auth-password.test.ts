@@ -10,6 +10,7 @@ import {
   passwordProblem,
   verifyPassword,
 } from '../../../engine/src/control/auth/password.js';
+import { UserError } from '../../../engine/src/util/errors.js';
 
 const FAST = { ln: 10, r: 8, p: 1 }; // the tests' own cost; production uses ln=15
 
@@ -84,6 +85,29 @@ describe('PasswordFile', () => {
     );
     expect(await verifyPassword('the first one', pw.current()!)).toBe(true);
     expect(fs.readdirSync(d)).toEqual(['console-password']); // no temporary files left
+    fs.rmSync(d, { recursive: true, force: true });
+  });
+
+  // Before: `branchsan passwd` (a rename) printed a raw EISDIR ('looks like a bug'), and
+  // the first-run setup (a link) got EEXIST, answered 'An admin password is already set'.
+  it('refuses to set a password over a directory in its place, saying what to run', async () => {
+    const d = dir();
+    const file = path.join(d, 'console-password');
+    fs.mkdirSync(file, { mode: 0o700 });
+    for (const exclusive of [false, true]) {
+      const err = await new PasswordFile(file, 0).set('a good password', { exclusive }).then(
+        () => undefined,
+        (e: unknown) => e as UserError,
+      );
+      expect(err).toBeInstanceOf(UserError);
+      expect([err!.message, err!.hint]).toEqual([
+        `The console password file ${file} is a directory, not a regular file.`,
+        `Run: rm -r ${file}, then set a new password with: branchsan passwd --data DIR.`,
+      ]);
+    }
+    expect(fs.readdirSync(d)).toEqual(['console-password']); // no temporary files left
+    fs.rmdirSync(file);
+    await new PasswordFile(file, 0).set('a good password', { exclusive: true }); // as said
     fs.rmSync(d, { recursive: true, force: true });
   });
 });

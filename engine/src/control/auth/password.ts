@@ -16,7 +16,7 @@ import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:c
 import { UserError } from '../../util/errors.js';
 import { syncDirectory, writeFileSynced } from '../../util/durable.js';
 import { makeDirs } from '../../util/paths.js';
-import { readSecretText, type SecretRenewal } from '../../util/secret-file.js';
+import { checkReplaceable, readSecretText, type SecretRenewal } from '../../util/secret-file.js';
 
 /** Cost for new hashes: 2^15 × r 8 = 32 MiB and ~0.1 s per guess on one core. */
 export const SCRYPT_DEFAULTS = { ln: 15, r: 8, p: 1 } as const;
@@ -110,6 +110,11 @@ export class PasswordFile {
     private readonly recheckMs = 1000,
   ) {}
 
+  /** How messages name it. */
+  private get label(): string {
+    return `The console password file ${this.file}`;
+  }
+
   static inDataDir(dataDir: string): PasswordFile {
     return new PasswordFile(path.join(dataDir, 'secrets', 'console-password'));
   }
@@ -125,11 +130,7 @@ export class PasswordFile {
     // would otherwise hold the engine's thread at the next sign-in or session check.
     // A file that cannot be used is no password, until it can be read again.
     this.cached = undefined;
-    const text = readSecretText(
-      this.file,
-      PASSWORD_RENEWAL,
-      `The console password file ${this.file}`,
-    );
+    const text = readSecretText(this.file, PASSWORD_RENEWAL, this.label);
     if (text === undefined) {
       this.cached = { hash: null };
       return null;
@@ -165,6 +166,9 @@ export class PasswordFile {
         fs.linkSync(tmp, this.file); // atomic: EEXIST when one appeared
       else fs.renameSync(tmp, this.file);
     } catch (err) {
+      // something else than a password file in its place (a directory: EISDIR from the
+      // rename, EEXIST from the link) is no password set: say what is there
+      checkReplaceable(this.file, PASSWORD_RENEWAL, this.label);
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
         throw new UserError(
           'An admin password is already set.',
