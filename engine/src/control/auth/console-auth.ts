@@ -90,9 +90,18 @@ export class ConsoleAuth {
     this.endedListeners.clear();
   }
 
-  /** No admin password yet: the console offers the first-run setup. */
+  /**
+   * No admin password yet: the console offers the first-run setup. A password file that
+   * cannot be used now is not "none" (a setup is refused too, saying why, and the
+   * sweeper logs it), and never an exception: the URL of the "engine ready" line asks.
+   */
   get setupRequired(): boolean {
-    return this.opts.passwords.current() === null;
+    try {
+      return this.opts.passwords.current() === null;
+    } catch (err) {
+      if (err instanceof UserError) return false;
+      throw err;
+    }
   }
 
   /** Called with the keys of sessions that ended (logout, expiry, new password). */
