@@ -138,6 +138,9 @@ export function secretFiles(dataDir: string) {
     // the mail password and webhook secret: deleted, none would be made
     read: (name: string) => readSecretFile(path.join(secretsDir(dataDir), name), ENTERED),
     stage(name: string, tag: string, value: string): void {
+      // a directory (or pipe) in its place could not be replaced: refused before the
+      // change is stored, which would say it was saved with a secret not in effect
+      checkSecretReplaceable(dataDir, name, ENTERED);
       const staged = file(name, tag);
       try {
         writeSynced(staged, value);

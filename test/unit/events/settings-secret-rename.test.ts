@@ -135,3 +135,32 @@ describe.skipIf(!canMountTmpfs)(
     });
   },
 );
+
+// Before: the change was stored (with its audit row), then its rename met the directory:
+// 'The settings were saved, but the new mail password could not be put in place
+// (EISDIR ...)', with a hint about full or read-only disks, tried again at every start.
+describe('a directory where a new secret goes', () => {
+  it('refuses the change before anything is stored, saying what is there and what to run', async () => {
+    const dir = tempDir();
+    const { db } = openDatabase(path.join(dir, 'branchsan.db'));
+    cleanups.push(() => db.close());
+    const s = service(db, dir);
+    const file = path.join(dir, 'secrets', SMTP_PASSWORD);
+    fs.mkdirSync(file, { mode: 0o700 });
+    const change = { smtp: { username: 'new-user', password: 'new-password' } };
+    expect(() => s.setSettings(change, 'admin')).toThrow(
+      expect.objectContaining({
+        message: `The secret ${file} is a directory, not a regular file.`,
+        hint: `Run: rm -r ${file}, then enter it again in Settings > Notifications.`,
+      }),
+    );
+    expect(audits(db)).toBe(0);
+    expect(s.getSettings().smtp.username).toBe('');
+    expect(fs.readdirSync(path.join(dir, 'secrets'))).toEqual([SMTP_PASSWORD]); // nothing staged
+
+    fs.rmdirSync(file); // as the hint says
+    s.setSettings(change, 'admin');
+    expect(s.settings.secret(SMTP_PASSWORD)).toBe('new-password');
+    expect(events(db)).toEqual([]);
+  });
+});
