@@ -24,6 +24,7 @@ import { openDatabaseReadOnly, type Db } from '../persistence/db.js';
 import { TargetStore } from '../persistence/target-store.js';
 import { LOG_FILE, logDir } from '../util/log-file.js';
 import { makeDirs, productVersion } from '../util/paths.js';
+import { readIfRegular } from '../util/secret-file.js';
 
 export interface BundleOptions {
   dataDir: string;
@@ -165,13 +166,11 @@ export class Redactor {
   private readonly values: string[] = [];
 
   constructor(dataDir: string) {
-    for (const file of walk(path.join(dataDir, 'secrets'))) {
-      let content: string;
-      try {
-        content = fs.readFileSync(file, 'utf8');
-      } catch {
-        continue;
-      }
+    // Opened without blocking and read only if a regular file (a named pipe put there
+    // would hold the thread for good); linked-in secrets (a TLS key) are read through the link.
+    for (const file of walk(path.join(dataDir, 'secrets'), true)) {
+      const content = safe(() => readIfRegular(file).text);
+      if (content == null) continue;
       const whole = content.trim();
       if (whole.length >= 4) this.values.push(whole);
       // PEM keys and multi-line files: each substantial line on its own too
@@ -407,16 +406,19 @@ function logFiles(dataDir: string): string[] {
   }
 }
 
-function walk(dir: string): string[] {
+/** Regular files under `dir`, and symbolic links too with `links` (what they name unchecked). */
+function walk(dir: string, links = false): string[] {
   let entries: fs.Dirent[];
   try {
     entries = fs.readdirSync(dir, { withFileTypes: true });
   } catch {
     return [];
   }
-  return entries.flatMap((e) =>
-    e.isDirectory() ? walk(path.join(dir, e.name)) : e.isFile() ? [path.join(dir, e.name)] : [],
-  );
+  return entries.flatMap((e) => {
+    const at = path.join(dir, e.name);
+    if (e.isDirectory()) return walk(at, links);
+    return e.isFile() || (links && e.isSymbolicLink()) ? [at] : [];
+  });
 }
 
 const json = (v: unknown) => JSON.stringify(v, null, 2) + '\n';

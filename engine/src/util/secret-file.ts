@@ -48,27 +48,48 @@ export function readSecretWithStats(
   renew: SecretRenewal,
   label = `The secret ${file}`,
 ): { text: string; stats: fs.Stats } | undefined {
-  let fd: number;
+  let got: { text: string | null; stats: fs.Stats };
   try {
-    fd = fs.openSync(file, OPEN_FLAGS);
+    got = readIfRegular(file, (stats) => {
+      if ((stats.mode & 0o077) !== 0) {
+        throw new UserError(
+          `${label} is readable by other users (mode ${modeOf(stats)}).`,
+          `Run: chmod 600 ${file}  (${renew.orElse}).`,
+        );
+      }
+    });
   } catch (err) {
+    if (err instanceof UserError) throw err;
     const code = errorCode(err);
     if (code === 'ENOENT') return undefined;
     if (code === 'EACCES' || code === 'EPERM') throw notReadable(file, label, code, renew);
     if (code === 'ENXIO') throw notRegular(file, label, 'a special file', renew); // a socket
     throw readFailed(file, label, err, renew);
   }
+  const { text, stats } = got;
+  if (text === null)
+    throw notRegular(file, label, stats.isDirectory() ? 'a directory' : 'a special file', renew);
+  return { text, stats };
+}
+
+/**
+ * The text of `file` if what opening it gave is a regular file (`text` null, unread,
+ * when it is something else: a directory, a named pipe, a device), with what fstat said
+ * of it. Opened without blocking and checked on the descriptor, so nothing swapped in
+ * by name between the check and the read is read; symbolic links are followed.
+ * `check` sees a regular file's stats before the read, and refuses it by throwing.
+ * Errors of open, fstat and read are thrown as fs gives them.
+ */
+export function readIfRegular(
+  file: string,
+  check?: (stats: fs.Stats) => void,
+): { text: string | null; stats: fs.Stats } {
+  const fd = fs.openSync(file, OPEN_FLAGS);
   try {
-    const stats = orReadFailed(() => fs.fstatSync(fd), file, label, renew);
-    if (!stats.isFile())
-      throw notRegular(file, label, stats.isDirectory() ? 'a directory' : 'a special file', renew);
-    if ((stats.mode & 0o077) !== 0) {
-      throw new UserError(
-        `${label} is readable by other users (mode ${modeOf(stats)}).`,
-        `Run: chmod 600 ${file}  (${renew.orElse}).`,
-      );
-    }
-    return { text: orReadFailed(() => fs.readFileSync(fd, 'utf8'), file, label, renew), stats };
+    const stats = fs.fstatSync(fd);
+    if (!stats.isFile()) return { text: null, stats };
+    check?.(stats);
+    return { text: fs.readFileSync(fd, 'utf8'), stats };
   } finally {
     fs.closeSync(fd);
   }
@@ -88,15 +109,6 @@ export function checkReplaceable(file: string, renew: SecretRenewal, label: stri
   }
   if (!st.isFile())
     throw notRegular(file, label, st.isDirectory() ? 'a directory' : 'a special file', renew);
-}
-
-/** `step`'s result; its failure (a failing disk's EIO) as readFailed says it. */
-function orReadFailed<T>(step: () => T, file: string, label: string, renew: SecretRenewal): T {
-  try {
-    return step();
-  } catch (err) {
-    throw readFailed(file, label, err, renew);
-  }
 }
 
 function notRegular(

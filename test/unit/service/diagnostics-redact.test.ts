@@ -3,6 +3,7 @@
  * between them (hosts' I/O goes on), and the result is exactly what redacting it in one
  * go gives, private key blocks included, wherever the pieces end.
  */
+import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -63,5 +64,28 @@ describe('diagnostics redaction of a large log', () => {
     expect(stepped.split('[REDACTED PRIVATE KEY]').length - 1).toBe(
       log.split('-----BEGIN PRIVATE KEY-----').length - 1,
     );
+  });
+});
+
+describe('diagnostics redaction: the secrets it knows', () => {
+  // Before: only regular files were read, so a secret linked in (a TLS key kept with the
+  // site's other certificates) was never known, and its value went into the bundle.
+  it('knows a secret linked in, and passes over a link to a named pipe without waiting on it', () => {
+    const dataDir = tempDir('branchsan-redact-');
+    const secrets = path.join(dataDir, 'secrets');
+    fs.mkdirSync(secrets);
+    const elsewhere = tempDir('branchsan-redact-site-');
+    const linked = 'linked-secret-9d27c4e1a0b8';
+    fs.writeFileSync(path.join(elsewhere, 'webhook-secret'), linked, { mode: 0o600 });
+    fs.symlinkSync(path.join(elsewhere, 'webhook-secret'), path.join(secrets, 'webhook-secret'));
+    // a pipe read with a blocking open would wait for a writer for good (the test times out)
+    execFileSync('mkfifo', ['-m', '600', path.join(elsewhere, 'pipe')]);
+    fs.symlinkSync(path.join(elsewhere, 'pipe'), path.join(secrets, 'smtp-password'));
+    fs.writeFileSync(path.join(secrets, 'console-token'), 'plain-token-5e1f', { mode: 0o600 });
+
+    const r = new Redactor(dataDir);
+    const out = r.text(`sent with ${linked} and plain-token-5e1f\n`);
+    expect(out).not.toContain(linked);
+    expect(out).not.toContain('plain-token-5e1f');
   });
 });
