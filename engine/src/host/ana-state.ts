@@ -136,9 +136,9 @@ export class AnaStates {
   }
 
   /**
-   * A new association: its log says nothing yet (CHGCNT may start again from anything). A command still waiting
-   * reads the log on it (the group may have come back while the host reconnected, its
-   * event gone with the old association).
+   * A new association: its log says nothing yet (CHGCNT may start again from anything).
+   * A command still waiting reads the log on it (the group may have come back while the
+   * host reconnected, its event gone with the old association).
    */
   newAssociation(): void {
     this.log = null;
