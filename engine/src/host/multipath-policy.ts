@@ -45,8 +45,8 @@ const STATE_MEANS: Readonly<Record<string, string>> = {
   recovering: 'its controller lost the connection and is reconnecting',
   connecting: 'its controller is connecting',
   dead:
-    'its controller gave up reconnecting (controller(i).reconnect() it once the target is ' +
-    'reachable)',
+    'its controller gave up reconnecting (call reconnect() on that controller once its ' +
+    'target is reachable)',
 };
 
 /**

@@ -7,9 +7,10 @@
  * command's timeout (the delays it waited out add up against it) is not waited out, and
  * the controller's close() ends a command waiting one at once. One answered with ANA
  * Transition while the ANA log says its group is in change waits for the group to be
- * usable again instead (afterTransition), then goes out on the same controller. A read, compare or flush
- * in flight when the association is lost is sent again once the controller has
- * reconnected; a write is not, and its error says it may have been executed (resendable).
+ * usable again instead (afterTransition), then goes out on the same controller. A read,
+ * compare or flush in flight when the association is lost is sent again once the
+ * controller has reconnected; a write is not, and its error says it may have been
+ * executed (resendable).
  */
 import { performance } from 'node:perf_hooks';
 import type { NamespaceIdentity, NamespaceIds } from './admin.js';
