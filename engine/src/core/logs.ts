@@ -121,16 +121,32 @@ function smartPage(ctrl: Controller, nsid: number): LogPage | ParseResult {
   };
 }
 
-/** Every group of this node, NSIDs of this subsystem only, ascending (the host walks them in order). */
+/**
+ * The groups that hold namespaces of this controller's subsystem, each with those NSIDs
+ * in ascending order (the host walks them in order); RGO leaves the NSIDs out. The log
+ * holds only those (NVMe base spec, ANA log page: descriptors of the ANA groups that
+ * contain namespaces attached to the controller), not every group of this node: Linux
+ * counts a group in change whatever its NNSIDS and resets the controller when one stays
+ * so past twice ANATT (multipath.c nvme_read_ana_log), so another subsystem's volume
+ * out for a few seconds reset this controller (seen on the 6.1 host). A group no
+ * namespace is left in (its volume removed, its id free for the next one) goes with
+ * it. The header's CHGCNT is the node's, so it also moves for changes not listed here.
+ */
 function anaLog(ctrl: Controller, t: Target, rgo: boolean): Buffer {
-  const groups = t.ana.list().map((g) => ({
-    grpid: g.grpid,
-    chgcnt: g.chgcnt,
-    state: ANA_STATE_CODE[g.state],
-    nsids: ctrl.subsys
-      .nsids()
-      .filter((nsid) => ctrl.subsys.namespaces.get(nsid)!.anagrpid === g.grpid),
-  }));
+  const members = new Map<number, number[]>();
+  for (const nsid of ctrl.subsys.nsids()) {
+    const grpid = ctrl.subsys.namespaces.get(nsid)!.anagrpid;
+    members.set(grpid, [...(members.get(grpid) ?? []), nsid]);
+  }
+  const groups = t.ana
+    .list()
+    .filter((g) => members.has(g.grpid))
+    .map((g) => ({
+      grpid: g.grpid,
+      chgcnt: g.chgcnt,
+      state: ANA_STATE_CODE[g.state],
+      nsids: members.get(g.grpid)!,
+    }));
   return encodeAnaLog(t.ana.chgcnt, groups, rgo);
 }
 

@@ -1067,18 +1067,25 @@ describe('multipath and ANA logs', () => {
   });
 
   /**
-   * A target whose ANA log (300 groups, namespace 1 in the last) is longer than its MDTS
-   * (8 KiB): ours refuses to be configured so, as Linux turns ANA off for such a target,
-   * but another target may well be (SPDK with many namespaces). Made here by lowering
-   * MDTS once the subsystem is added.
+   * A target whose ANA log (300 groups, namespace 1 in the last, namespace 100 + g in
+   * each group g before it: a log lists only groups holding namespaces) is longer than
+   * its MDTS (8 KiB): ours refuses to be configured so, as Linux turns ANA off for such a
+   * target, but another target may well be (SPDK with many namespaces). Made here by
+   * lowering MDTS once the subsystem is added.
    */
   async function startLongLogTarget(): Promise<{ target: Target; port: number; reads: number[] }> {
     const target = new Target({ maxAnaGroups: 300 });
     target.addSubsystem({ nqn: NQN, serial: 'ANALOG2', model: 'BranchSAN', allowAnyHost: true });
+    for (let g = 1; g < 300; g++) {
+      const nsid = 100 + g;
+      const backend = new MemoryBackend({ sizeBytes: 8 * BS, blockSize: BS });
+      const nguid = nsid.toString(16).padStart(32, 'e');
+      target.addNamespace(NQN, { nsid, backend, nguid, anagrpid: g });
+    }
     for (let g = 2; g <= 300; g++) target.setAnaState(g, g % 2 ? 'optimized' : 'non-optimized');
     const backend = new MemoryBackend({ sizeBytes: 1 << 20, blockSize: BS });
     target.addNamespace(NQN, { nsid: 1, backend, nguid: NGUID, uuid: UUID, anagrpid: 300 });
-    (target.options as { mdts: number }).mdts = 1; // 8 KiB; the log is 16 + 300 × 32 + 4 bytes
+    (target.options as { mdts: number }).mdts = 1; // 8 KiB; the log is 16 + 300 × (32 + 4) bytes
     // Each build of the log, by the CHGCNT it carries.
     const reads: number[] = [];
     const list = target.ana.list.bind(target.ana);
@@ -1130,7 +1137,7 @@ describe('multipath and ANA logs', () => {
     expect(log.chgcnt).toBe(BigInt(chgcnt));
     expect(log.groups.map((g) => g.anagrpid)).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
     expect(anaStateOf(log, 1)).toBe('non-optimized');
-    expect(log.groups[1]!.nsids).toEqual([2]);
+    expect(log.groups[1]!.nsids).toEqual([2, 102]);
     // Pieces 1 and 2 and the header, the first piece before the change (the namespace's
     // joining alone moves CHGCNT); then all three again.
     expect(reads.slice(from, from + 6)).toEqual([
