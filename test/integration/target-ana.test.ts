@@ -138,6 +138,34 @@ describe("another subsystem's groups", () => {
       [2, OPTIMIZED, [2]],
     ]);
   });
+
+  // Before: every I/O controller of the node got an ANA change event for any group, and
+  // read again a log in which nothing had changed for it.
+  it("change no controller's log but their own subsystem's: only those get an ANA change event", async () => {
+    const vol = await fileVolume(cleanup);
+    const { target, events, groups } = await connected();
+    target.addSubsystem({ nqn: OTHER, serial: 'ANA2', model: 'BranchSAN', allowAnyHost: true });
+    target.addNamespace(OTHER, { nsid: 1, backend: vol.b, nguid: 'd'.repeat(32), anagrpid: 7 });
+    const port = Number(target.portList()[0]!.info.trsvcid);
+    const theirs: number[] = [];
+    const other = await NvmeController.connect({
+      host: '127.0.0.1',
+      port,
+      subnqn: OTHER,
+      onAsyncEvent: (e) => theirs.push(e.dw0),
+    });
+    cleanup.push(() => other.close());
+    await groups();
+    events.length = 0;
+
+    await vol.out(); // change, then optimized again a second later
+    await until(() => theirs.filter((e) => e === ANA_CHANGE).length === 1, 3000);
+    await other.getLogPage({ lid: LID.ANA, nsid: NSID_ALL, lpo: 0, length: 4096, rae: false });
+    await until(() => !vol.b.ioThreadsDown, 5000);
+    await until(() => theirs.filter((e) => e === ANA_CHANGE).length === 2, 3000);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(events).toEqual([]);
+  });
 });
 
 describe('a volume whose storage is out', () => {

@@ -185,12 +185,13 @@ export class Target implements CoreTarget, ControllerEnv {
   }
 
   /**
-   * Sets this node's state of an ANA group; hosts get an ANA change event if it changed
-   * (a group new to the log moves its CHGCNT, but holds no namespace a host could use).
+   * Sets this node's state of an ANA group; the controllers of subsystems with a
+   * namespace in it get an ANA change event if it changed (a group no namespace is in
+   * yet is in no controller's log).
    */
   setAnaState(grpid: number, state: AnaState): void {
     this.ana.ensure(grpid);
-    if (this.ana.set(grpid, state)) this.anaChanged();
+    if (this.ana.set(grpid, state)) this.anaChanged(grpid);
   }
 
   /**
@@ -216,12 +217,19 @@ export class Target implements CoreTarget, ControllerEnv {
         : 'ANA group usable again: its storage is back',
       { anagrpid: grpid, state: this.ana.state(grpid) },
     );
-    this.anaChanged();
+    this.anaChanged(grpid);
   }
 
-  /** What the ANA log reports changed: every I/O controller sends an ANA change event. */
-  private anaChanged(): void {
-    for (const c of this.controllers.values()) c.notifyAnaChanged();
+  /**
+   * Group `grpid`'s state changed: an ANA change event goes to the I/O controllers whose
+   * ANA log changed, those of subsystems with a namespace in the group (logs.ts lists
+   * only those groups); the others would read again a log in which nothing changed.
+   */
+  private anaChanged(grpid: number): void {
+    for (const s of this.subsystems.values()) {
+      if (![...s.namespaces.values()].some((ns) => ns.anagrpid === grpid)) continue;
+      for (const c of s.controllers) c.notifyAnaChanged();
+    }
   }
 
   anaState(grpid: number): AnaState {
