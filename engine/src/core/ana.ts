@@ -15,6 +15,9 @@ export type AnaState =
   /** Transitioning (failover in progress); I/O gets 3/03 and the host retries. */
   | 'change';
 
+/** What a group whose storage is out reports (AnaGroups.hold). */
+export type HeldState = 'change' | 'inaccessible';
+
 export const ANA_STATE_CODE: { readonly [K in AnaState]: number } = {
   optimized: 0x01,
   'non-optimized': 0x02,
@@ -43,8 +46,11 @@ export class AnaGroups {
   private readonly groups = new Map<number, AnaGroupInfo>();
   /** The state set by whoever owns this node's ANA states (set()), by grpid. */
   private readonly setStates = new Map<number, AnaState>();
-  /** Groups held in 'change' because the storage of every namespace in them is out. */
-  private readonly held = new Set<number>();
+  /**
+   * Groups whose storage is out, by grpid: 'change' while it comes back by itself (I/O
+   * threads being replaced), 'inaccessible' once closed for good.
+   */
+  private readonly held = new Map<number, HeldState>();
   /** Monotonic change count reported in the ANA log header (CHGCNT). */
   private changeCount = 0;
 
@@ -90,16 +96,19 @@ export class AnaGroups {
   }
 
   /**
-   * Holds a group in 'change' (`on`), or releases it to the state set: the storage of
-   * its namespaces is out and will be back by itself, so hosts should hold their I/O
-   * (Linux requeues it and waits, ANATT applies) rather than resend it at once, as an
-   * ANA Transition status under a usable state makes them do. A group set inaccessible
-   * or persistent-loss stays so: hosts use other paths anyway. Returns false if what
-   * the log reports did not change.
+   * Reports a group as `held` while the storage of its namespaces is out, or (null) in
+   * the state set again. 'change': it will be back by itself, so hosts should hold their
+   * I/O (Linux requeues it and waits, ANATT applies) rather than resend it at once, as
+   * an ANA Transition status under a usable state makes them do. 'inaccessible': it is
+   * closed and will not be back on its own, so hosts go to another path, or wait with no
+   * ANATT to run out (Linux parks the I/O while the controller is live), instead of
+   * resending at once. A group set inaccessible or persistent-loss stays so (hosts use
+   * other paths anyway); one set in change reports 'inaccessible' when held so. Returns
+   * false if what the log reports did not change.
    */
-  hold(grpid: number, on: boolean): boolean {
+  hold(grpid: number, held: HeldState | null): boolean {
     this.assertGrpid(grpid);
-    if (on) this.held.add(grpid);
+    if (held) this.held.set(grpid, held);
     else this.held.delete(grpid);
     return this.report(grpid);
   }
@@ -117,8 +126,8 @@ export class AnaGroups {
   /** Brings what the log reports of `grpid` up to date; false if it stood. */
   private report(grpid: number): boolean {
     const set = this.setStates.get(grpid) ?? 'optimized';
-    const usable = set === 'optimized' || set === 'non-optimized';
-    const state = this.held.has(grpid) && usable ? 'change' : set;
+    const usable = set === 'optimized' || set === 'non-optimized' || set === 'change';
+    const state = (usable && this.held.get(grpid)) || set;
     if (this.groups.get(grpid)?.state === state) return false;
     this.stamp(grpid, state);
     return true;

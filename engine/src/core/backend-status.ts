@@ -25,7 +25,11 @@
  *                   group is out: in a group shared with a volume that serves (the
  *                   engine gives each volume its own), and for an 'unavailable' the
  *                   backend does not declare, this status still comes with the group
- *                   optimized, and the host resends as above.
+ *                   optimized, and the host resends as above. A backend closed while
+ *                   its namespace is attached (BlockBackend.closed) has its group
+ *                   reported inaccessible and its I/O answered ANA Inaccessible (3/02):
+ *                   it will not be back by itself, so hosts go to another path or park
+ *                   the I/O, with no ANATT to run out.
  * - unsupported  -> Invalid Field, DNR: an operation the capabilities did not declare.
  * - anything else (a bug, not a BackendError) -> Internal Error.
  */

@@ -133,6 +133,9 @@ function finish(
   done: Completion,
   data?: Buffer,
 ): void {
+  // A backend out answers ANA Transition; once the log reports the group otherwise (its
+  // storage closed: inaccessible), the status says what the host reads there next.
+  if (ns && status === SC.ANA_TRANSITION) status = anaRefusalNow(ctrl, ns) || status;
   const us = (performance.now() - start) * 1000;
   const failed = status !== SC.SUCCESS;
   const moved = failed ? 0 : bytes;

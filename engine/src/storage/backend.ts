@@ -95,7 +95,14 @@ export interface BlockBackend {
    * in change, so hosts hold their I/O instead of resending it at once. Absent: true.
    */
   readonly available?: boolean;
-  /** Calls `listener` after each change of `available`; returns what stops it. */
+  /**
+   * true from close() on: every later call fails 'unavailable' for good. The core then
+   * reports the namespace's ANA group inaccessible, so hosts go to another path or wait,
+   * instead of resending at once what an ANA Transition under a usable state refuses.
+   * Absent: false.
+   */
+  readonly closed?: boolean;
+  /** Calls `listener` after each change of `available` or `closed`; returns what stops it. */
   watchAvailable?(listener: () => void): () => void;
   /** Finish in-flight I/O, then release files and threads. Idempotent. */
   close(): Promise<void>;

@@ -301,6 +301,7 @@ export class FdBackend implements BlockBackend {
   close(): Promise<void> {
     if (!this.closing) {
       this.state = 'closing';
+      this.availabilityChanged();
       this.closing = (async () => {
         try {
           this.restartWait?.resolve();
@@ -325,9 +326,14 @@ export class FdBackend implements BlockBackend {
     return this.replacing !== null;
   }
 
-  /** BlockBackend.available: false while the I/O threads are down. */
+  /** BlockBackend.available: false while the I/O threads are down, and once closed. */
   get available(): boolean {
-    return !this.ioThreadsDown;
+    return !this.ioThreadsDown && this.state === 'open';
+  }
+
+  /** BlockBackend.closed: close() was called. */
+  get closed(): boolean {
+    return this.state !== 'open';
   }
 
   watchAvailable(listener: () => void): () => void {

@@ -33,7 +33,9 @@ export class MemoryBackend implements BlockBackend {
     volatileWriteCache: false,
   };
   private readonly chunks = new Map<number, Buffer>();
-  private closed = false;
+  private isClosed = false;
+  /** BlockBackend.watchAvailable's listeners. */
+  private readonly availability = new Set<() => void>();
 
   constructor(opts: MemoryBackendOptions) {
     this.blockSize = opts.blockSize ?? 512;
@@ -67,7 +69,7 @@ export class MemoryBackend implements BlockBackend {
   }
 
   flush(cb: IoCallback): void {
-    defer(cb, this.closed ? closedError() : null);
+    defer(cb, this.isClosed ? closedError() : null);
   }
 
   writeZeroes(offset: number, length: number, _fua: boolean, cb: IoCallback): void {
@@ -85,13 +87,31 @@ export class MemoryBackend implements BlockBackend {
     defer(cb, null);
   }
 
+  /** BlockBackend.closed: close() was called. */
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  watchAvailable(listener: () => void): () => void {
+    this.availability.add(listener);
+    return () => this.availability.delete(listener);
+  }
+
   async close(): Promise<void> {
-    this.closed = true;
+    if (this.isClosed) return;
+    this.isClosed = true;
     this.chunks.clear();
+    for (const listener of [...this.availability]) {
+      try {
+        listener();
+      } catch {
+        // the listener's own business: the close goes on
+      }
+    }
   }
 
   private check(offset: number, length: number): BackendError | null {
-    if (this.closed) return closedError();
+    if (this.isClosed) return closedError();
     if (offset < 0 || length < 0 || offset + length > this.sizeBytes) {
       return new BackendError(
         'out-of-range',
