@@ -36,7 +36,7 @@ import {
 } from '../../engine/src/protocol/pdu.js';
 import { encodeSqe } from '../../engine/src/protocol/sqe.js';
 import { DNR, SC } from '../../engine/src/protocol/status.js';
-import { MAXH2CDATA } from '../../engine/src/protocol/tcp-limits.js';
+import { IN_CAPSULE_DATA_SIZE, MAXH2CDATA } from '../../engine/src/protocol/tcp-limits.js';
 import { BIN, REPO_ROOT, tempDir } from '../helpers/engine.js';
 import {
   adminConnect,
@@ -534,7 +534,9 @@ function flipVerdict(pdu: Buffer, dg: Digests, dataLen: number): Verdict {
   if (pdo === 0) return plen === head ? { kind: 'resp' } : term(Fes.INVALID_HEADER_FIELD, 4);
   if (pdo < head) return term(Fes.INVALID_HEADER_FIELD, 3);
   if (plen < pdo + dd) return term(Fes.INVALID_HEADER_FIELD, 4);
-  if (plen - pdo - dd > MAXH2CDATA) return term(Fes.DATA_LIMIT_EXCEEDED);
+  // In-capsule data is bounded by IOCCSZ, an H2CData PDU's by MAXH2CDATA.
+  const max = type === PduType.CapsuleCmd ? IN_CAPSULE_DATA_SIZE : MAXH2CDATA;
+  if (plen - pdo - dd > max) return term(Fes.DATA_LIMIT_EXCEEDED);
   if (plen > pdu.length) return { kind: 'incomplete' };
   if (pdo === head && plen - pdo - dd === dataLen) return { kind: 'resp' }; // only a flag moved
   // The data section moved: its digest no longer matches, or its length is not the SGL's.
@@ -652,6 +654,39 @@ describe('H2CData against the R2T it answers', () => {
     expect((await h.nextOf(PduType.C2HData)).datal).toBe(8192);
     expect(await h.nextCqe()).toMatchObject({ cid: 11, status: 0 });
   });
+});
+
+describe('in-capsule data against IOCCSZ', () => {
+  it('more in-capsule data than IOCCSZ announces: TermReq FES 5 once the header is in, nothing written; at the limit it lands', async () => {
+    const slba = RAW_AREA + 24576;
+    const inCapsule = (cid: number, len: number) =>
+      rwSqe({ opcode: IO.WRITE, cid, nsid: 1, slba, nlb: len / BS, sgl: 0x01 });
+    for (const dg of DIGEST_MODES) {
+      const ok = await rawIoQueue(dg);
+      const data = randomBytes(IN_CAPSULE_DATA_SIZE);
+      ok.command(inCapsule(1, data.length), data);
+      expect(await ok.nextCqe()).toMatchObject({ cid: 1, status: 0 });
+      // 512 bytes over: the header (and its digest) alone gets the TermReq; before, the
+      // target waited for the data, then answered SGL Offset Invalid and went on.
+      const over = await rawIoQueue(dg);
+      over.received.length = 0;
+      const pdu = capsule(inCapsule(2, IN_CAPSULE_DATA_SIZE + BS), randomBytes(16896), dg);
+      over.send(pdu.subarray(0, pdu[3]));
+      await expectTerm(over, Fes.DATA_LIMIT_EXCEEDED, 0);
+      const term = over.received.at(-1)!;
+      expect(term.type === PduType.C2HTermReq && term.header.subarray(0, 72)).toEqual(
+        pdu.subarray(0, 72),
+      );
+      // The most the parser frames (MAXH2CDATA, for H2CData), sent whole: the same.
+      const whole = await rawIoQueue(dg);
+      whole.send(capsule(inCapsule(3, MAXH2CDATA), Buffer.alloc(MAXH2CDATA, 0xee), dg));
+      await expectTerm(whole, Fes.DATA_LIMIT_EXCEEDED, 0);
+      // Neither wrote anything, and the queue beside them works on.
+      ok.command(rwSqe({ opcode: IO.READ, cid: 4, nsid: 1, slba, nlb: data.length / BS }));
+      expect(Buffer.from((await ok.nextOf(PduType.C2HData)).data).equals(data)).toBe(true);
+      expect(await ok.nextCqe()).toMatchObject({ cid: 4, status: 0 });
+    }
+  }, 60_000);
 });
 
 describe('commands the target must refuse with a status', () => {

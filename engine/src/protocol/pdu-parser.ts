@@ -68,6 +68,12 @@ export interface PduParserOptions {
   readonly role: PduRole;
   /** Largest data section (in-capsule or data PDU) accepted; larger → FES 5. */
   readonly maxDataLength: number;
+  /**
+   * Largest in-capsule data of a CapsuleCmd, when smaller than maxDataLength: a target
+   * announces it (IOCCSZ*16-64) apart from MAXH2CDATA, and a capsule beyond it is FES 5
+   * as soon as its header is in, before any of its data is gathered.
+   */
+  readonly maxCapsuleDataLength?: number;
 }
 
 interface TypeRule {
@@ -168,6 +174,7 @@ export class PduParser<T extends Pdu = Pdu> {
   private readonly rules: ReadonlyMap<number, TypeRule>;
   private readonly icType: number;
   private readonly maxData: number;
+  private readonly maxCapsuleData: number;
   private state: ParserState = 'ic';
   private hdgst = false;
   private ddgst = false;
@@ -193,6 +200,7 @@ export class PduParser<T extends Pdu = Pdu> {
     this.rules = RULES[opts.role];
     this.icType = opts.role === 'controller' ? PduType.ICReq : PduType.ICResp;
     this.maxData = opts.maxDataLength;
+    this.maxCapsuleData = Math.min(opts.maxCapsuleDataLength ?? Infinity, opts.maxDataLength);
   }
 
   /** Digests negotiated in the IC exchange; applies to the next PDU parsed. */
@@ -458,7 +466,8 @@ export class PduParser<T extends Pdu = Pdu> {
       this.headerChecked = true;
     }
     const plen = buf.readUInt32LE(o + OFF_PLEN);
-    const fei = this.checkLengths(rule, pdo, plen, hlen + hd, dd);
+    const max = type === PduType.CapsuleCmd ? this.maxCapsuleData : this.maxData;
+    const fei = this.checkLengths(rule, pdo, plen, hlen + hd, dd, max);
     if (fei >= 0) {
       return headerError(buf, o, avail, Fes.INVALID_HEADER_FIELD, fei, `pdo ${pdo} plen ${plen}`);
     }
@@ -473,7 +482,14 @@ export class PduParser<T extends Pdu = Pdu> {
   }
 
   /** pdo/plen consistency: the offset of the bad field, LIMIT_EXCEEDED, or LENGTHS_OK. */
-  private checkLengths(r: TypeRule, pdo: number, plen: number, head: number, dd: number): number {
+  private checkLengths(
+    r: TypeRule,
+    pdo: number,
+    plen: number,
+    head: number,
+    dd: number,
+    max: number,
+  ): number {
     if (r === TERM) {
       // The PDO of a TermReq is used by no one; tolerate what the peer put there.
       return plen < HLEN_TERM || plen > HLEN_TERM + TERM_MAX_HEADER ? OFF_PLEN : LENGTHS_OK;
@@ -484,7 +500,7 @@ export class PduParser<T extends Pdu = Pdu> {
     }
     if (r.data === 'no' || pdo < head) return OFF_PDO;
     if (plen < pdo + dd) return OFF_PLEN;
-    return plen - pdo - dd > this.maxData ? LIMIT_EXCEEDED : LENGTHS_OK;
+    return plen - pdo - dd > max ? LIMIT_EXCEEDED : LENGTHS_OK;
   }
 
   /** Decode the whole PDU at buf[o..o+plen) and hand it out. */
@@ -591,9 +607,15 @@ function copyHeader(b: Buffer, o: number, avail: number, hlen: number): Buffer {
   return Buffer.from(b.subarray(o, o + n));
 }
 
-/** Parser for the target side (accepts ICReq, H2CTermReq, CapsuleCmd, H2CData). */
-export function controllerParser(maxDataLength: number): PduParser<H2CPdu> {
-  return new PduParser<H2CPdu>({ role: 'controller', maxDataLength });
+/**
+ * Parser for the target side (accepts ICReq, H2CTermReq, CapsuleCmd, H2CData):
+ * H2CData up to maxDataLength (MAXH2CDATA), in-capsule data up to maxCapsuleDataLength.
+ */
+export function controllerParser(
+  maxDataLength: number,
+  maxCapsuleDataLength?: number,
+): PduParser<H2CPdu> {
+  return new PduParser<H2CPdu>({ role: 'controller', maxDataLength, maxCapsuleDataLength });
 }
 
 /** Parser for the host side (accepts ICResp, C2HTermReq, CapsuleResp, C2HData, R2T). */

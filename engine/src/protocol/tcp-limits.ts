@@ -9,7 +9,9 @@
  * loopback RTT, 30 µs here) for small writes. 16 KiB covers 4 and 8 KiB writes, the
  * 4096-byte DSM range buffer and the 8 KiB the Linux host sends in-capsule on the admin
  * queue whatever IOCCSZ says; nvmet's default is the same. The price is at most
- * queue-depth x 16 KiB of pinned receive buffers per queue.
+ * queue-depth x 16 KiB of pinned receive buffers per queue. A CapsuleCmd carrying more
+ * in-capsule data than this ends its connection with a C2HTermReq (FES 5, Data Transfer
+ * Limit Exceeded), as soon as its header is in.
  */
 export const IN_CAPSULE_DATA_SIZE = 16384;
 

@@ -13,7 +13,11 @@ import {
   PduType,
   type Digests,
 } from '../../../engine/src/protocol/pdu.js';
-import { PduError, type PduRole } from '../../../engine/src/protocol/pdu-parser.js';
+import {
+  controllerParser,
+  PduError,
+  type PduRole,
+} from '../../../engine/src/protocol/pdu-parser.js';
 import { icFor, parseChunks, splits } from './pdu-helpers.js';
 
 const OFF = { dg: { hdgst: false, ddgst: false } };
@@ -256,6 +260,26 @@ describe('malformed PDUs give the TermReq FES/FEI', () => {
       expect(parseChunks('controller', [icFor('controller', DD.dg), bad]).pdus[1]).toMatchObject({
         ddgstError: true,
       });
+    }
+  });
+
+  it('in-capsule data over maxCapsuleDataLength is FES 5 from the header alone; H2CData of that size parses', () => {
+    for (const { dg } of [OFF, HD, DD, BOTH]) {
+      const big = randomBytes(1024);
+      const parse = (pdu: Buffer, upTo: number) => {
+        const parser = controllerParser(4096, 512);
+        parser.feed(icFor('controller', dg), () => undefined);
+        parser.setDigests(dg.hdgst, dg.ddgst);
+        const pdus: unknown[] = [];
+        return { err: parser.feed(pdu.subarray(0, upTo), (p) => pdus.push(p)), pdus };
+      };
+      const capsule = cat(encodeCapsuleCmd(sqe, big, dg));
+      const { err } = parse(capsule, capsule[3]!); // header (and digest) only
+      expect(err).toMatchObject({ fes: 5, fei: 0 });
+      expect(err?.header.equals(capsule.subarray(0, 72))).toBe(true);
+      expect(parse(cat(encodeCapsuleCmd(sqe, big.subarray(0, 512), dg)), 1e6).pdus).toHaveLength(1);
+      const data = cat(encodeH2CData({ cccid: 1, ttag: 2, datao: 0, last: true }, big, dg));
+      expect(parse(data, 1e6)).toMatchObject({ err: null, pdus: [{ type: PduType.H2CData }] });
     }
   });
 

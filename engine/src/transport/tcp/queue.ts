@@ -129,9 +129,13 @@ const SQHD_NO_FLOW_CONTROL = 0xffff;
 
 export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection {
   private state: TcpQueueState = 'ic-wait';
-  private readonly parser: PduParser<H2CPdu> = controllerParser(
-    Math.max(IN_CAPSULE_DATA_SIZE, MAXH2CDATA),
-  );
+  /**
+   * In-capsule data beyond what IOCCSZ announces is a fatal error (TermReq FES 5;
+   * nvmet, too, ends the connection for it), said once the header is in, before any
+   * of it is gathered: its SGL would be refused anyway, and a peer must not make a
+   * connection buffer 128 KiB capsules where 16 KiB is the bound.
+   */
+  private readonly parser: PduParser<H2CPdu> = controllerParser(MAXH2CDATA, IN_CAPSULE_DATA_SIZE);
   private readonly writer: PduWriter;
   private core: CoreQueue | null = null;
   /** Digests and C2H data alignment negotiated by the IC exchange. */
