@@ -643,6 +643,38 @@ describe('H2CData against the R2T it answers', () => {
     await expectTerm(h, Fes.INVALID_HEADER_FIELD, 10);
   });
 
+  it('an H2CData header that fits no R2T gets its TermReq at once, before any of its data', async () => {
+    // Before, the target took the data in first (up to MAXH2CDATA), and a peer that sent
+    // the header alone held the connection until the memory guard's PEER_STALL_MS (60 s).
+    const d = Buffer.alloc(8192, 0x5c);
+    const cases: [string, (ttag: number) => Parameters<typeof h2c>[0], Buffer, number, number][] = [
+      ['unknown TTAG', (t) => ({ cccid: 9, ttag: t + 1, datao: 0, last: true }), d, 1, 10],
+      ['wrong CCCID', (t) => ({ cccid: 8, ttag: t, datao: 0, last: true }), d, 1, 8],
+      ['DATAO 512', (t) => ({ cccid: 9, ttag: t, datao: 512, last: true }), d, 4, 0],
+      [
+        'beyond the R2T',
+        (t) => ({ cccid: 9, ttag: t, datao: 0, last: true }),
+        Buffer.alloc(MAXH2CDATA),
+        4,
+        0,
+      ],
+    ];
+    for (const dg of DIGEST_MODES) {
+      for (const [what, fields, data, fes, fei] of cases) {
+        const { h, r2t, slba } = await r2tWrite(dg);
+        const pdu = h2c(fields(r2t.ttag), data, dg);
+        h.send(pdu.subarray(0, pdu[3])); // header and its digest, no data
+        await expectTerm(h, fes, fei).catch((e: Error) => {
+          throw new Error(`${what} dg ${+dg.hdgst}${+dg.ddgst}: ${e.message}`);
+        });
+        expect(h.received.at(-1)).toMatchObject({ header: pdu.subarray(0, 24) });
+        // nothing of it reached the volume
+        const back = await good.namespace(1).then((ns) => ns.read(slba, 16));
+        expect(back.equals(Buffer.alloc(8192)), what).toBe(true);
+      }
+    }
+  }, 60_000);
+
   it('a data digest error in H2CData fails that write (retryable) and the queue goes on', async () => {
     const dg = { hdgst: false, ddgst: true };
     const { h, r2t, slba } = await r2tWrite(dg);

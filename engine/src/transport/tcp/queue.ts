@@ -45,6 +45,7 @@ import { ADMIN } from '../../protocol/opcodes.js';
 import {
   controllerParser,
   type DataHeader,
+  type DataRefusal,
   type PduError,
   type PduParser,
 } from '../../protocol/pdu-parser.js';
@@ -670,10 +671,14 @@ export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection 
    * The parser's DataSink: an H2CData that spans received chunks lands straight in its
    * command's buffer, taken from this connection's pool, instead of in a fresh buffer
    * of the parser's (a 128 KiB write: one allocation fewer). A PDU that does not
-   * continue its command's R2T window gets null, and onH2CData reports it.
+   * continue its command's R2T window is refused from its header (the TermReq goes out
+   * at once, as nvmet checks the TTAG and offset before it takes any data); before, the
+   * parser gathered up to MAXH2CDATA of it first, and a peer that sent the header alone
+   * held its connection and those bytes until PEER_STALL_MS.
    */
-  private readonly dataSink = (h: DataHeader): Buffer | null => {
-    if (this.outsideR2tWindow(h)) return null;
+  private readonly dataSink = (h: DataHeader): Buffer | DataRefusal => {
+    const outside = this.outsideR2tWindow(h);
+    if (outside) return { fes: outside[0], fei: outside[1], why: outside[2] };
     const cmd = this.r2tActive.get(h.ttag)!;
     if (!cmd.buf) {
       cmd.buf = this.writeData.take(cmd.length);
