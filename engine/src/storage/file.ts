@@ -241,6 +241,11 @@ export class FdBackend implements BlockBackend {
     return this.pool.info.inlineReads;
   }
 
+  /** Whether reads and writes skip the copy through a worker's slot (PoolInfo.pointerIo). */
+  get pointerIo(): boolean {
+    return this.pool.info.pointerIo;
+  }
+
   /** Reads served on the event loop, and those it handed to a worker (not cached). */
   get inlineStats(): Readonly<{ served: number; punted: number }> {
     return this.pool.inlineStats;

@@ -3,9 +3,11 @@
  * (io-worker.ts), each with a fixed number of tags, fed through shared memory.
  *
  * Why this shape: Node's fs.read/fs.write pay 11-18 µs per I/O for the libuv pool
- * hop; here the main thread pays a memcpy into a shared slot and an Atomics store,
- * wakes a sleeping worker at most once per microtask batch, and is woken back at
- * most once per batch of completions (see io-worker-protocol.ts).
+ * hop; here the main thread pays an Atomics store (and with the native addon nothing
+ * more: the worker reads and writes the caller's buffer at its address; without it a
+ * copy through a shared slot), wakes a sleeping worker at most once per microtask
+ * batch, and is woken back at most once per batch of completions (see
+ * io-worker-protocol.ts).
  *
  * Bounded: at most `slots` I/Os per worker are in flight; more wait in a FIFO of
  * jobs (the caller's buffers are referenced there, not copied), one FIFO per class
@@ -26,6 +28,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import {
   Ctrl,
+  DESC64,
   Op,
   Status,
   controlBytes,
@@ -77,6 +80,8 @@ export type InlineReads = 'nowait' | 'ram' | null;
 
 /** The addon call the main thread uses (see engine/native/src/branchsan_native.c). */
 type ReadInline = (fd: number, into: Uint8Array, offset: number, nowait: boolean) => number;
+/** Where a buffer's bytes are, for a worker's readAt/writeAt (see Job.address). */
+type AddressOf = (view: Uint8Array) => number;
 
 const EAGAIN = 11;
 const TMPFS_MAGIC = 0x01021994;
@@ -104,6 +109,12 @@ export interface JobOwner {
 class Job {
   /** Bytes handed to workers so far. */
   issued = 0;
+  /**
+   * Where `data`'s bytes are (the addon's addressOf) when workers move them straight to
+   * or from the file; 0: through their slots. The job holds `data` until it finishes,
+   * so the memory stays the caller's while any piece of it is in a worker.
+   */
+  address = 0;
   /** Pieces in flight. */
   outstanding = 0;
   status: number = Status.ok;
@@ -187,6 +198,12 @@ export interface PoolInfo {
   inlineReads: InlineReads;
   canDeallocate: boolean;
   canWriteZeroes: boolean;
+  /**
+   * Reads and writes move between the file and the caller's buffer with no copy through
+   * a slot (every thread has the addon's readAt/writeAt, the main thread its addressOf,
+   * and the file is not opened O_DIRECT).
+   */
+  pointerIo: boolean;
 }
 
 export class IoWorkerPool {
@@ -240,6 +257,8 @@ export class IoWorkerPool {
     private readonly fd: number,
     private readonly readInline: ReadInline | null,
     syncFailure: SharedArrayBuffer,
+    /** Set when info.pointerIo: pieces then carry addresses instead of using slots. */
+    private readonly addressOf: AddressOf | null,
   ) {
     this.syncFailure = new Int32Array(syncFailure);
     this.nowait = info.inlineReads === 'nowait';
@@ -289,15 +308,19 @@ export class IoWorkerPool {
     }
     const first = readies[0]!;
     const inline = opts.inlineReads === false ? null : chooseInlineReads(opts);
+    const addressOf = readies.every((r) => r.pointerIo)
+      ? (mainThreadAddon(opts.nativePath).addressOf ?? null)
+      : null;
     const info: PoolInfo = {
       native: first.native,
       nativeNote: first.nativeNote,
       inlineReads: inline?.mode ?? null,
       canDeallocate: readies.every((r) => r.canDeallocate),
       canWriteZeroes: readies.every((r) => r.canWriteZeroes),
+      pointerIo: addressOf !== null,
     };
     const read = inline?.read ?? null;
-    return new IoWorkerPool(lanes, info, opts.slotSize, opts.fd, read, syncFailure);
+    return new IoWorkerPool(lanes, info, opts.slotSize, opts.fd, read, syncFailure, addressOf);
   }
 
   /** The errno of the first fdatasync that failed on this target, 0 while none has. */
@@ -330,6 +353,9 @@ export class IoWorkerPool {
       this.mutating++;
     }
     const job = new Job(op, offset, length, data, done, owner);
+    // Only a buffer that holds the whole job: a worker moves `length` bytes at its address
+    // (addressOf answers 0, the slots, for memory it cannot hand over).
+    if (data && this.addressOf && data.length >= length) job.address = this.addressOf(data);
     if (this.orphans.size > 0 && changesData(op) && this.mustWait(job, this.held.length)) {
       this.held.push(job);
       return;
@@ -517,9 +543,12 @@ export class IoWorkerPool {
       const { desc32, desc64, sq, ctrl, mask } = lane.views;
       desc32[tag * 2] = job.op;
       desc32[tag * 2 + 1] = Status.queued; // published to the worker by the sqTail store
-      desc64[tag * 2] = job.offset + pos;
-      desc64[tag * 2 + 1] = len;
-      if (job.op !== Op.read && job.data) job.data.copy(lane.slotBufs[tag]!, 0, pos, pos + len);
+      desc64[tag * DESC64] = job.offset + pos;
+      desc64[tag * DESC64 + 1] = len;
+      desc64[tag * DESC64 + 2] = job.address === 0 ? 0 : job.address + pos;
+      if (job.op !== Op.read && job.data && job.address === 0) {
+        job.data.copy(lane.slotBufs[tag]!, 0, pos, pos + len);
+      }
       sq[lane.sqTail & mask] = tag;
       lane.sqTail = (lane.sqTail + 1) | 0;
       Atomics.store(ctrl, Ctrl.sqTail, lane.sqTail);
@@ -574,7 +603,7 @@ export class IoWorkerPool {
       lane.cqHead = (lane.cqHead + 1) | 0;
       const job = lane.tagJob[tag]!;
       const status = desc32[tag * 2 + 1]!;
-      if (status === Status.ok && job.op === Op.read) {
+      if (status === Status.ok && job.op === Op.read && job.address === 0) {
         const pos = lane.tagPos[tag]!;
         lane.slotBufs[tag]!.copy(job.data!, pos, 0, Math.min(this.slotSize, job.length - pos));
       }
@@ -726,6 +755,8 @@ export interface MainThreadAddon {
   peerCred?: (fd: number) => { pid: number; uid: number; gid: number };
   /** Whether nobody will read what is written to fd (POLLERR/POLLHUP); -errno on failure. */
   outputClosed?: (fd: number) => boolean | number;
+  /** Where a Uint8Array's bytes are (see Job.address). */
+  addressOf?: AddressOf;
 }
 
 /**

@@ -3,7 +3,10 @@
  * storage I/O thread (io-worker.ts). Both sides import only this file from each other.
  *
  * Shape (like a tiny io_uring): each worker owns `slots` tags. A tag names one
- * descriptor (op, offset, length, status) and one data slot in a shared slab. The
+ * descriptor (op, offset, length, address, status) and one data slot in a shared slab.
+ * A read or write whose descriptor carries an address moves its bytes straight
+ * between the file and the caller's buffer (WorkerReady.pointerIo); with address 0 it
+ * goes through the tag's slot. The
  * main thread fills a descriptor, pushes the tag on the submission ring and wakes
  * the worker only if it sleeps; the worker runs the syscall, pushes the tag on the
  * completion ring and posts one message only if the main thread is not already
@@ -64,6 +67,8 @@ export const Ctrl = {
   doorbell: 7,
 } as const;
 const CTRL_INTS = 8;
+/** Doubles per tag in RingViews.desc64. */
+export const DESC64 = 3;
 
 /** Views over one worker's shared control memory. */
 export interface RingViews {
@@ -72,7 +77,11 @@ export interface RingViews {
   cq: Int32Array;
   /** Per tag: [op, status]; the status word also carries queued/running/dropped. */
   desc32: Int32Array;
-  /** Per tag: [offset, length] in bytes (doubles: exact up to 2^53). */
+  /**
+   * Per tag: [offset, length, address] (doubles: exact up to 2^53). address: where the
+   * piece's bytes are in the main thread's memory (the addon's addressOf, plus the
+   * piece's position), or 0: in the tag's slot.
+   */
   desc64: Float64Array;
   mask: number;
 }
@@ -86,7 +95,7 @@ export function ringSize(slots: number): number {
 /** Bytes of the shared control buffer for a worker with `slots` tags. */
 export function controlBytes(slots: number): number {
   const ints = CTRL_INTS + 2 * ringSize(slots) + 2 * slots;
-  return Math.ceil((ints * 4) / 8) * 8 + slots * 16;
+  return Math.ceil((ints * 4) / 8) * 8 + slots * DESC64 * 8;
 }
 
 export function ringViews(sab: SharedArrayBuffer, slots: number): RingViews {
@@ -98,7 +107,7 @@ export function ringViews(sab: SharedArrayBuffer, slots: number): RingViews {
     sq: new Int32Array(sab, CTRL_INTS * 4, r),
     cq: new Int32Array(sab, (CTRL_INTS + r) * 4, r),
     desc32: new Int32Array(sab, (CTRL_INTS + 2 * r) * 4, 2 * slots),
-    desc64: new Float64Array(sab, f64At, 2 * slots),
+    desc64: new Float64Array(sab, f64At, DESC64 * slots),
     mask: r - 1,
   };
 }
@@ -145,6 +154,11 @@ export interface WorkerReady {
   native: boolean;
   /** Why the addon is not in use, for the log. */
   nativeNote: string | null;
+  /**
+   * The thread reads and writes at descriptor addresses (the addon's readAt/writeAt);
+   * never with O_DIRECT, whose memory must be aligned as the caller's buffers are not.
+   */
+  pointerIo: boolean;
   /** fallocate(PUNCH_HOLE) or BLKDISCARD works on this target. */
   canDeallocate: boolean;
   /** Zeroing has an offload (fallocate ZERO_RANGE / punch+allocate, BLKZEROOUT). */

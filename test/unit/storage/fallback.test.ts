@@ -40,6 +40,7 @@ describe('file backend without the native addon', () => {
           readZeroesAfterDeallocate: true,
         });
         expect(b.nativeNote).toMatch(/disabled/);
+        expect(b.pointerIo).toBe(false); // every read and write goes through the slots
         const data = randomBuffer(prng(8), 2 * MiB);
         await write(b, 0, data);
         await deallocate(b, 0, MiB);

@@ -431,6 +431,40 @@ describe('file backend: data path', () => {
     }
   });
 
+  it.runIf(NATIVE_BUILT)(
+    "with the addon the I/O threads write from and read into the caller's own buffers, views at any offset, piece by piece",
+    async () => {
+      // Small slots: each I/O is many pieces, each at its own address in the caller's buffer.
+      const io = { slotSize: 8192, workers: 2, inlineReads: false };
+      const b = (await create(4 * MiB, { io })) as FdBackend;
+      expect(b.pointerIo).toBe(true);
+      const rand = prng(21);
+      // A view that starts at an odd byte of its memory, as a socket chunk's view would.
+      const outer = randomBuffer(rand, 300 * 1024 + 7);
+      const data = outer.subarray(3, 3 + 300 * 1024);
+      await write(b, 4096, data);
+      await write(b, MiB, data, true); // FUA goes through the sync threads' own descriptor
+      const file = readFileSync(b.location);
+      expect(file.subarray(4096, 4096 + data.length).equals(data)).toBe(true);
+      expect(file.subarray(MiB, MiB + data.length).equals(data)).toBe(true);
+      // A read offered a view lands in exactly that view: nothing before or after it changes.
+      const into = Buffer.alloc(data.length + 10, 0xee);
+      const view = into.subarray(5, 5 + data.length);
+      const got = await new Promise<Buffer>((resolve, reject) =>
+        b.read(4096, data.length, (err, d) => (err ? reject(err) : resolve(d!)), view),
+      );
+      expect(got).toBe(view);
+      expect(view.equals(data)).toBe(true);
+      expect(into.subarray(0, 5).equals(Buffer.alloc(5, 0xee))).toBe(true);
+      expect(into.subarray(5 + data.length).equals(Buffer.alloc(5, 0xee))).toBe(true);
+      // The buffer is the caller's again once the write completed: changing it changes nothing.
+      data.fill(0x11);
+      expect(
+        (await read(b, 4096, data.length)).equals(file.subarray(4096, 4096 + data.length)),
+      ).toBe(true);
+    },
+  );
+
   it('splits I/O larger than a slot and bounds what is in flight', async () => {
     const b = await create(8 * MiB, { io: { slotSize: 8192, maxInflight: 2, workers: 2 } });
     const data = randomBuffer(prng(11), 3 * MiB + 4096);
