@@ -23,6 +23,9 @@
 #include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <linux/futex.h>
+#include <time.h>
 #include <sys/uio.h>
 #include <unistd.h>
 #include <node_api.h>
@@ -355,6 +358,62 @@ static napi_value js_output_closed(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* The element argv[1] of the Int32Array argv[0], as a futex word (futexWait/futexWake). */
+static int32_t *futex_word(napi_env env, napi_value *argv) {
+  void *data = NULL;
+  size_t len = 0;
+  napi_typedarray_type type;
+  napi_value ab;
+  size_t byte_offset = 0;
+  uint32_t index = 0;
+  if (napi_get_typedarray_info(env, argv[0], &type, &len, &data, &ab, &byte_offset) != napi_ok ||
+      type != napi_int32_array || napi_get_value_uint32(env, argv[1], &index) != napi_ok ||
+      index >= len)
+    return NULL;
+  return (int32_t *)data + index;
+}
+
+/* futexWait(int32Array, index, expected, timeoutMs): sleeps while the element holds
+ * `expected`, at most timeoutMs, as Atomics.wait does, but on the kernel futex itself
+ * (see sleepOnDoorbell in io-worker.ts for why). The array must be over a
+ * SharedArrayBuffer and its wakers must use futexWake: Atomics.notify does not see this
+ * sleeper. Returns 1 when the timeout ended it, else 0 (woken, or the value differed). */
+static napi_value js_futex_wait(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  size_t argc = 4;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4) return throw_errno(env, "futexWait", EINVAL);
+  int32_t *word = futex_word(env, argv);
+  int32_t expected = 0;
+  double ms = 0;
+  if (!word || napi_get_value_int32(env, argv[2], &expected) != napi_ok ||
+      napi_get_value_double(env, argv[3], &ms) != napi_ok || ms < 0 || ms > 1e9)
+    return throw_errno(env, "futexWait", EINVAL);
+  long long ns = (long long)(ms * 1e6);
+  struct timespec ts = {(time_t)(ns / 1000000000LL), (long)(ns % 1000000000LL)};
+  long r = syscall(SYS_futex, word, FUTEX_WAIT, expected, &ts, NULL, 0);
+  napi_value out;
+  CHECK(napi_create_int32(env, r < 0 && errno == ETIMEDOUT ? 1 : 0, &out));
+  return out;
+}
+
+/* futexWake(int32Array, index, count): wakes up to count threads in futexWait on that
+ * element: one system call, no lock in user space. Returns how many, or -errno. */
+static napi_value js_futex_wake(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  size_t argc = 3;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 3) return throw_errno(env, "futexWake", EINVAL);
+  int32_t *word = futex_word(env, argv);
+  int32_t count = 0;
+  if (!word || napi_get_value_int32(env, argv[2], &count) != napi_ok || count < 1)
+    return throw_errno(env, "futexWake", EINVAL);
+  long r = syscall(SYS_futex, word, FUTEX_WAKE, count, NULL, NULL, 0);
+  napi_value out;
+  CHECK(napi_create_int32(env, r < 0 ? -errno : (int32_t)r, &out));
+  return out;
+}
+
 static napi_value int_const(napi_env env, int v) {
   napi_value out;
   napi_create_int32(env, v, &out);
@@ -377,6 +436,8 @@ NAPI_MODULE_INIT() {
       {"rangeHolder", NULL, js_range_holder, NULL, NULL, NULL, napi_enumerable, NULL},
       {"peerCred", NULL, js_peer_cred, NULL, NULL, NULL, napi_enumerable, NULL},
       {"outputClosed", NULL, js_output_closed, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"futexWait", NULL, js_futex_wait, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"futexWake", NULL, js_futex_wake, NULL, NULL, NULL, napi_enumerable, NULL},
       {"FALLOC_FL_KEEP_SIZE", NULL, NULL, NULL, NULL, int_const(env, FALLOC_FL_KEEP_SIZE),
        napi_enumerable, NULL},
       {"FALLOC_FL_PUNCH_HOLE", NULL, NULL, NULL, NULL, int_const(env, FALLOC_FL_PUNCH_HOLE),

@@ -246,6 +246,11 @@ export class FdBackend implements BlockBackend {
     return this.pool.info.pointerIo;
   }
 
+  /** Whether the I/O threads sleep in the addon's futexWait (PoolInfo.futex). */
+  get futexDoorbell(): boolean {
+    return this.pool.info.futex;
+  }
+
   /** Reads served on the event loop, and those it handed to a worker (not cached). */
   get inlineStats(): Readonly<{ served: number; punted: number }> {
     return this.pool.inlineStats;

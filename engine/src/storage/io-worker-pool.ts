@@ -82,6 +82,8 @@ export type InlineReads = 'nowait' | 'ram' | null;
 type ReadInline = (fd: number, into: Uint8Array, offset: number, nowait: boolean) => number;
 /** Where a buffer's bytes are, for a worker's readAt/writeAt (see Job.address). */
 type AddressOf = (view: Uint8Array) => number;
+/** Wakes up to `count` threads in the addon's futexWait on view[index]. */
+type FutexWake = (view: Int32Array, index: number, count: number) => number;
 
 const EAGAIN = 11;
 const TMPFS_MAGIC = 0x01021994;
@@ -180,6 +182,8 @@ class Lane {
     control: SharedArrayBuffer,
     readonly slab: SharedArrayBuffer,
     readonly slots: number,
+    /** The addon's futexWake when the worker sleeps in futexWait; null: Atomics.notify. */
+    readonly futexWake: FutexWake | null,
   ) {
     this.views = ringViews(control, slots);
     this.tagJob = new Array<Job | undefined>(slots);
@@ -204,6 +208,8 @@ export interface PoolInfo {
    * and the file is not opened O_DIRECT).
    */
   pointerIo: boolean;
+  /** Every thread sleeps on its doorbell in the addon's futexWait (see io-worker.ts). */
+  futex: boolean;
 }
 
 export class IoWorkerPool {
@@ -318,6 +324,7 @@ export class IoWorkerPool {
       canDeallocate: readies.every((r) => r.canDeallocate),
       canWriteZeroes: readies.every((r) => r.canWriteZeroes),
       pointerIo: addressOf !== null,
+      futex: lanes.every((l) => l.futexWake !== null),
     };
     const read = inline?.read ?? null;
     return new IoWorkerPool(lanes, info, opts.slotSize, opts.fd, read, syncFailure, addressOf);
@@ -757,6 +764,8 @@ export interface MainThreadAddon {
   outputClosed?: (fd: number) => boolean | number;
   /** Where a Uint8Array's bytes are (see Job.address). */
   addressOf?: AddressOf;
+  /** Rings an I/O thread's doorbell (see sleepOnDoorbell in io-worker.ts). */
+  futexWake?: FutexWake;
 }
 
 /**
@@ -800,10 +809,11 @@ function inRamWithoutSwap(path: string): boolean {
   }
 }
 
-/** Wakes a worker sleeping on its doorbell (see Ctrl.doorbell). */
+/** Wakes a worker sleeping on its doorbell (see Ctrl.doorbell), the way it sleeps. */
 function ring(lane: Lane): void {
   Atomics.add(lane.views.ctrl, Ctrl.doorbell, 1);
-  Atomics.notify(lane.views.ctrl, Ctrl.doorbell, 1);
+  if (lane.futexWake) lane.futexWake(lane.views.ctrl, Ctrl.doorbell, 1);
+  else Atomics.notify(lane.views.ctrl, Ctrl.doorbell, 1);
 }
 
 /** Spawns one worker and waits for its 'ready' report. */
@@ -815,6 +825,7 @@ async function startLane(
 ): Promise<{ lane: Lane; ready: WorkerReady }> {
   const control = new SharedArrayBuffer(controlBytes(slots));
   const slab = new SharedArrayBuffer(slots * opts.slotSize + 4096);
+  const futexWake = mainThreadAddon(opts.nativePath).futexWake ?? null;
   const init: WorkerInit = {
     kind: opts.kind,
     path: opts.path,
@@ -826,6 +837,7 @@ async function startLane(
     slots,
     slotSize: opts.slotSize,
     spinMicros: opts.spinMicros,
+    futex: futexWake !== null,
     control,
     slab,
     nativePath: opts.nativePath,
@@ -842,7 +854,7 @@ async function startLane(
     await worker.terminate();
     throw new Error(first === 0 ? 'I/O thread spoke before it was ready' : first.message);
   }
-  const lane = new Lane(worker, role, control, slab, slots);
+  const lane = new Lane(worker, role, control, slab, slots, first.futex ? futexWake : null);
   for (let t = 0; t < slots; t++) {
     lane.slotBufs.push(Buffer.from(slab, first.slabBase + t * opts.slotSize, opts.slotSize));
   }

@@ -132,8 +132,15 @@ export interface OpenedTarget {
 export interface WorkerInit extends OpenedTarget {
   slots: number;
   slotSize: number;
-  /** Poll this long for more work before sleeping in Atomics.wait. */
+  /** Poll this long for more work before sleeping on the doorbell. */
   spinMicros: number;
+  /**
+   * The main thread rings doorbells with the addon's futexWake: the worker may then
+   * sleep in the addon's futexWait (and says so in WorkerReady.futex) instead of in
+   * Atomics.wait. Both sides must use the same one: Atomics.notify wakes only threads in
+   * Atomics.wait, futexWake only threads in futexWait.
+   */
+  futex: boolean;
   control: SharedArrayBuffer;
   /** slots * slotSize + 4096 bytes, so the worker can align slot 0 for O_DIRECT. */
   slab: SharedArrayBuffer;
@@ -154,6 +161,8 @@ export interface WorkerReady {
   native: boolean;
   /** Why the addon is not in use, for the log. */
   nativeNote: string | null;
+  /** The thread sleeps in the addon's futexWait: ring it with futexWake (WorkerInit.futex). */
+  futex: boolean;
   /**
    * The thread reads and writes at descriptor addresses (the addon's readAt/writeAt);
    * never with O_DIRECT, whose memory must be aligned as the caller's buffers are not.
