@@ -101,4 +101,28 @@ describe('host secrets and access', () => {
     await after.call('target.host.allow', { nqn: SUB_A, hostNqn: SQL });
     expect((await after.call('host.secret.get', { hostNqn: SQL })).secret).toBe(sql.secret);
   });
+
+  // Before: the rm of the directory failed, and so the deletion of every secret after it
+  // in that change; the log said only 'delete them by hand from the data directory
+  // (secrets/hosts/, ...)' with 'Path is a directory: rm returned EISDIR'.
+  it('a directory in a secret file place is left, the log saying what it is and to rm -r it; the other secrets go', async () => {
+    const c = await start();
+    await c.call('target.subsystem.create', { nqn: SUB_A, hosts: [ESX, SQL] });
+    await c.call('host.secret.create', { hostNqn: ESX });
+    await c.call('host.secret.create', { hostNqn: SQL });
+    fs.rmSync(fileOf(ESX));
+    fs.mkdirSync(fileOf(ESX));
+    fs.writeFileSync(path.join(fileOf(ESX), 'kept'), 'an administrator put this here\n');
+
+    await c.call('target.subsystem.delete', { nqn: SUB_A });
+    expect(fs.existsSync(fileOf(SQL))).toBe(false);
+    expect(fs.readdirSync(fileOf(ESX))).toEqual(['kept']);
+    const warned = engine!.lines.filter((l) =>
+      String(l.msg).startsWith('secrets of hosts that lost access could not be deleted'),
+    );
+    expect(warned.map((l) => l.msg)).toEqual([
+      `secrets of hosts that lost access could not be deleted: The DH-HMAC-CHAP secret file ${fileOf(ESX)} (of ${ESX}) is a directory, not a regular file. ` +
+        `Run: rm -r ${fileOf(ESX)}, then nothing more: no subsystem allows the host, so it needs no secret.`,
+    ]);
+  });
 });

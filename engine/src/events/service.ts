@@ -28,7 +28,7 @@ import {
   SettingsStore,
   describeNotInPlace,
   describeResets,
-  NOT_IN_PLACE_HINT,
+  notInPlaceHint,
   type SecretFiles,
   type SecretNotInPlace,
 } from './settings.js';
@@ -305,7 +305,7 @@ export class EventsService {
       severity: 'error',
       message:
         `${when === 'start' ? 'Saved settings are not fully in effect' : 'The settings were saved'}, but ${describeNotInPlace(failed)}. ` +
-        NOT_IN_PLACE_HINT,
+        notInPlaceHint(failed),
       data: { secrets: failed.map((f) => f.name) },
     });
   }

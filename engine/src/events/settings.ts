@@ -28,6 +28,11 @@ export interface SecretFiles {
   apply(name: string, tag: string): boolean;
   /** Removes every staged value but those named `${name}.${tag}` in `keep`. */
   discard(keep: ReadonlySet<string>): void;
+  /**
+   * Refuses, saying what to run, what would keep `name` from being deleted (a directory
+   * in its place), before a change that deletes it is stored.
+   */
+  checkRemovable(name: string): void;
   remove(name: string): void;
 }
 
@@ -63,10 +68,22 @@ export class SecretsNotInPlace extends UserError {
   constructor(readonly failed: SecretNotInPlace[]) {
     super(
       `The settings were saved, but ${describeNotInPlace(failed)}.`,
-      NOT_IN_PLACE_HINT,
+      notInPlaceHint(failed),
       'unavailable',
     );
   }
+}
+
+/**
+ * What to do about secret changes not in effect: what the failures that say so ask
+ * (a directory in a secret's place: rm -r it), else NOT_IN_PLACE_HINT.
+ */
+export function notInPlaceHint(failed: readonly SecretNotInPlace[]): string {
+  const asked = failed.flatMap((f) =>
+    f.error instanceof UserError && f.error.hint ? [f.error.hint] : [],
+  );
+  if (asked.length === 0) return NOT_IN_PLACE_HINT;
+  return `${asked.join(' ')} BranchSAN tries again at every settings change and at its next start.`;
 }
 
 export const NOT_IN_PLACE_HINT =
@@ -79,6 +96,9 @@ export function describeNotInPlace(failed: readonly SecretNotInPlace[]): string 
     .map((f) => {
       const what = SECRET_NAMES[f.name] ?? f.name;
       const why = (f.error as Error).message ?? String(f.error);
+      // one that says what is there (a directory in its place) has no old one in use
+      if (f.error instanceof UserError)
+        return `the ${f.removal ? '' : 'new '}${what} could not be ${f.removal ? 'deleted' : 'put in place'}: ${why.charAt(0).toLowerCase()}${why.slice(1).replace(/\.$/, '')}`;
       return f.removal
         ? `the ${what} could not be deleted (${why}): it stays in use`
         : `the new ${what} could not be put in place (${why}): the old one stays in use`;
@@ -229,7 +249,10 @@ export class SettingsStore {
     for (const [name, value] of changes) if (value !== undefined) mine[name] = value && tag;
     const before = this.pending();
     try {
-      for (const [name, value] of changes) if (value) this.secrets.stage(name, tag, value);
+      for (const [name, value] of changes) {
+        if (value) this.secrets.stage(name, tag, value);
+        else if (value === null) this.secrets.checkRemovable(name);
+      }
       this.db.transaction(() => {
         setSetting(this.db, KEY, JSON.stringify(doc));
         if (Object.keys(mine).length > 0)

@@ -201,11 +201,12 @@ export class Engine {
       const listedHosts = () => targets.config().subsystems.flatMap((s) => s.hosts);
       const hostSecrets = new HostSecretStore(dataDir, listedHosts);
       targets.onAccessLost = (hosts) => {
-        const gone = hostSecrets.forget(hosts);
+        const { gone, problem } = hostSecrets.forget(hosts);
         if (gone.length > 0)
           log.info('DH-HMAC-CHAP secrets deleted: no subsystem allows these hosts any more', {
             hosts: gone,
           });
+        if (problem) throw problem; // logged by the target service, with what to run
       };
       // One spread per API area; the Handlers type checks that every method is served.
       const handlers: Handlers = {

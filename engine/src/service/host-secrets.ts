@@ -28,7 +28,12 @@ import { createHash, randomBytes } from 'node:crypto';
 import { UserError } from '../util/errors.js';
 import { removeSecretFiles, replaceSecretFile, secretsDir } from './secrets.js';
 import { makeDirs } from '../util/paths.js';
-import { checkReplaceable, readSecretWithStats, type SecretRenewal } from '../util/secret-file.js';
+import {
+  checkRemovable,
+  checkReplaceable,
+  readSecretWithStats,
+  type SecretRenewal,
+} from '../util/secret-file.js';
 
 export type DhchapHash = 0 | 1 | 2 | 3;
 /** Key length in bytes for each hash id that generation offers. */
@@ -83,6 +88,12 @@ export interface HostSecret {
  * How a host's secret is had anew, for the hints about a file that cannot be used; one
  * others could read may have been read, so a new one is the better cure.
  */
+/** A host no subsystem allows any more needs no secret: nothing to make anew. */
+const FORGET_RENEWAL: SecretRenewal = {
+  orElse: 'or leave it: no subsystem allows the host, so it is not used',
+  afresh: 'nothing more: no subsystem allows the host, so it needs no secret',
+};
+
 const HOST_SECRET_RENEWAL: SecretRenewal = {
   orElse:
     'or, since others may have read it, replace it with host.secret.rotate and give the host the new secret',
@@ -181,18 +192,40 @@ export class HostSecretStore {
 
   /**
    * Deletes the secrets of those of `hostNqns` that no subsystem allows any more;
-   * returns those whose secret was deleted.
+   * returns those whose secret was deleted, and, when a directory is in the place of a
+   * secret file of theirs (not deleted), the error that says so and to rm -r it.
    */
-  forget(hostNqns: Iterable<string>): string[] {
+  forget(hostNqns: Iterable<string>): { gone: string[]; problem: UserError | null } {
     const listed = new Set(this.listedHosts()); // one read of the configuration, not one per host
-    const gone = [...new Set(hostNqns)].filter(
+    const unlisted = [...new Set(hostNqns)].filter(
       (h) => !listed.has(h) && fs.existsSync(this.fileOf(h)),
     );
+    // a directory in a secret file's place is not deleted with it (what an administrator
+    // put there): said, with the rm -r to run; the others are deleted
+    const inTheWay: UserError[] = [];
+    const gone = unlisted.filter((h) => {
+      try {
+        checkRemovable(this.fileOf(h), FORGET_RENEWAL, this.labelOf(h));
+        return true;
+      } catch (err) {
+        if (!(err instanceof UserError)) throw err;
+        inTheWay.push(err);
+        return false;
+      }
+    });
     removeSecretFiles(
       this.hostsDir(),
       gone.map((h) => path.basename(this.fileOf(h))),
     );
-    return gone;
+    const problem =
+      inTheWay.length === 0
+        ? null
+        : new UserError(
+            inTheWay.map((e) => e.message).join(' '),
+            inTheWay.map((e) => e.hint).join(' '),
+            'unavailable',
+          );
+    return { gone, problem };
   }
 
   /** The new secret is written aside, recorded, then renamed over the old one. */

@@ -8,7 +8,12 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { syncDirectory, writeFileSynced } from '../util/durable.js';
 import { makeDirs } from '../util/paths.js';
-import { checkReplaceable, readSecretText, type SecretRenewal } from '../util/secret-file.js';
+import {
+  checkRemovable,
+  checkReplaceable,
+  readSecretText,
+  type SecretRenewal,
+} from '../util/secret-file.js';
 
 export function secretsDir(dataDir: string): string {
   const dir = path.join(dataDir, 'secrets');
@@ -125,6 +130,9 @@ const ENTERED: SecretRenewal = {
   afresh: 'enter it again in Settings > Notifications',
 };
 
+/** The same, when it is being deleted: once rm -r has removed what is there, it is. */
+const DELETING: SecretRenewal = { ...ENTERED, afresh: 'save the settings again' };
+
 /**
  * The secret files of `dataDir` as the settings store uses them (events/settings.ts
  * SecretFiles): a new value is staged, a file of its own, and put in place by a rename
@@ -171,7 +179,13 @@ export function secretFiles(dataDir: string) {
         if (m && !keep.has(`${m[1]}.${m[2]}`)) fs.rmSync(path.join(dir, f), { force: true });
       }
     },
-    remove: (name: string) => deleteSecret(dataDir, name),
+    checkRemovable(name: string): void {
+      // a directory in its place could not be deleted: refused before the change is
+      // stored, which would say it was saved with the secret still set
+      const f = file(name);
+      checkRemovable(f, DELETING, `The secret ${f}`);
+    },
+    remove: (name: string) => deleteSecret(dataDir, name, DELETING),
   };
 }
 
@@ -187,8 +201,18 @@ export function readSecret(
   return readSecretFile(path.join(secretsDir(dataDir), name), renew);
 }
 
-export function deleteSecret(dataDir: string, name: string): void {
-  fs.rmSync(path.join(secretsDir(dataDir), name), { force: true });
+/**
+ * Deletes a secret; a directory in its place is refused (checkRemovable), saying what is
+ * there and to rm -r it, then `renew.afresh`.
+ */
+export function deleteSecret(
+  dataDir: string,
+  name: string,
+  renew: SecretRenewal = GENERATED,
+): void {
+  const file = path.join(secretsDir(dataDir), name);
+  checkRemovable(file, renew, `The secret ${file}`);
+  fs.rmSync(file, { force: true });
 }
 
 /**

@@ -638,9 +638,12 @@ export class TargetService {
     try {
       this.onAccessLost?.(hostNqns);
     } catch (err) {
+      // one that says what is in the way (a directory) says what to run, too
       this.log.warn(
-        'secrets of hosts that lost access could not be deleted: delete them by hand from ' +
-          'the data directory (secrets/hosts/, each named by the SHA-256 of its host NQN)',
+        err instanceof UserError
+          ? `secrets of hosts that lost access could not be deleted: ${err.message} ${err.hint ?? ''}`.trimEnd()
+          : 'secrets of hosts that lost access could not be deleted: delete them by hand from ' +
+              'the data directory (secrets/hosts/, each named by the SHA-256 of its host NQN)',
         { hosts: hostNqns, err },
       );
     }

@@ -111,6 +111,22 @@ export function checkReplaceable(file: string, renew: SecretRenewal, label: stri
     throw notRegular(file, label, st.isDirectory() ? 'a directory' : 'a special file', renew);
 }
 
+/**
+ * Refuses a directory where the secret file `file` is to be deleted (rm of a secret is
+ * not recursive: what an administrator put there is not deleted with it), saying what
+ * is there and to rm -r it, then `renew.afresh`. A named pipe or other file is deleted
+ * as a file is; a symbolic link is deleted, not what it points to.
+ */
+export function checkRemovable(file: string, renew: SecretRenewal, label: string): void {
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.lstatSync(file, { throwIfNoEntry: false });
+  } catch (err) {
+    throw readFailed(file, label, err, renew);
+  }
+  if (st?.isDirectory()) throw notRegular(file, label, 'a directory', renew);
+}
+
 function notRegular(
   file: string,
   label: string,

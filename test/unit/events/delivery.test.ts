@@ -731,6 +731,7 @@ describe('notifier and settings', () => {
       stage: () => undefined,
       apply: () => false,
       discard: () => undefined,
+      checkRemovable: () => undefined,
       remove: () => undefined,
     });
     const v = again.stored();

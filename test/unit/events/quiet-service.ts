@@ -20,6 +20,7 @@ export function quietEventsService(
       stage: () => undefined,
       apply: () => false,
       discard: () => undefined,
+      checkRemovable: () => undefined,
       remove: () => undefined,
     },
     collect: async () => ({}),

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SMTP_PASSWORD, WEBHOOK_SECRET } from '../../../engine/src/events/settings.js';
-import { openDatabase, type Db } from '../../../engine/src/persistence/db.js';
+import { openDatabase, setSetting, type Db } from '../../../engine/src/persistence/db.js';
 import { secretFiles } from '../../../engine/src/service/secrets.js';
 import { tempDir } from '../../helpers/engine.js';
 import { canMountTmpfs } from '../../helpers/small-fs.js';
@@ -162,5 +162,60 @@ describe('a directory where a new secret goes', () => {
     s.setSettings(change, 'admin');
     expect(s.settings.secret(SMTP_PASSWORD)).toBe('new-password');
     expect(events(db)).toEqual([]);
+  });
+});
+
+// Before: the removal was stored (with its audit row), then rm met the directory: 'The
+// settings were saved, but the webhook signing secret could not be deleted (Path is a
+// directory: rm returned EISDIR ...)', with a hint about full or read-only disks.
+describe('a directory where a secret to delete is', () => {
+  it('refuses the change before anything is stored, saying what is there and what to run', async () => {
+    const dir = tempDir();
+    const { db } = openDatabase(path.join(dir, 'branchsan.db'));
+    cleanups.push(() => db.close());
+    const s = service(db, dir);
+    s.setSettings({ webhook: { secret: 'old-secret' } }, 'admin');
+    const file = path.join(dir, 'secrets', WEBHOOK_SECRET);
+    fs.rmSync(file);
+    fs.mkdirSync(file, { mode: 0o700 });
+    fs.writeFileSync(path.join(file, 'notes'), 'an administrator put this here\n');
+    const change = { webhook: { url: 'https://hooks.example/new', secret: null } };
+    expect(() => s.setSettings(change, 'admin')).toThrow(
+      expect.objectContaining({
+        message: `The secret ${file} is a directory, not a regular file.`,
+        hint: `Run: rm -r ${file}, then save the settings again.`,
+      }),
+    );
+    expect(audits(db)).toBe(1); // the first change's only
+    expect(s.getSettings().webhook.url).toBe('');
+    expect(fs.readFileSync(path.join(file, 'notes'), 'utf8')).toContain('administrator');
+
+    fs.rmSync(file, { recursive: true }); // as the hint says
+    s.setSettings(change, 'admin');
+    expect(s.getSettings().webhook).toMatchObject({
+      url: 'https://hooks.example/new',
+      secretSet: false,
+    });
+    expect(events(db)).toEqual([]);
+  });
+
+  it('one that appears after the change is stored: the hint says to rm -r it', async () => {
+    const dir = tempDir();
+    const { db } = openDatabase(path.join(dir, 'branchsan.db'));
+    cleanups.push(() => db.close());
+    const s = service(db, dir);
+    s.setSettings({ webhook: { secret: 'old-secret' } }, 'admin');
+    const file = path.join(dir, 'secrets', WEBHOOK_SECRET);
+    // stored as a pending removal (as by a run that stopped before the rm), the
+    // directory made since: the next start's rm meets it
+    setSetting(db, 'service.settings.secrets', JSON.stringify({ [WEBHOOK_SECRET]: null }));
+    fs.rmSync(file);
+    fs.mkdirSync(file, { mode: 0o700 });
+    await s.stop();
+    service(db, dir);
+    expect(events(db)).toEqual([
+      `Saved settings are not fully in effect, but the webhook signing secret could not be deleted: the secret ${file} is a directory, not a regular file. ` +
+        `Run: rm -r ${file}, then save the settings again. BranchSAN tries again at every settings change and at its next start.`,
+    ]);
   });
 });
