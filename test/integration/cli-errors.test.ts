@@ -276,6 +276,39 @@ describe('probe and service', () => {
     expect(r.stderr).not.toContain('[:4420');
   });
 
+  // Before: the host NQN file was read by name: a named pipe there held probe in open()
+  // for good (until something wrote to it), and a directory there was passed over, so
+  // probe connected as a made-up host.
+  it('probe: a named pipe or directory where nvme-cli keeps the host identity is named, not waited on', async () => {
+    const nvme = tempDir('branchsan-nvme-');
+    const env = { BRANCHSAN_NVME_DIR: nvme };
+    const closed = ['probe', '127.0.0.1:51511', '--seconds', '0'];
+    execFileSync('mkfifo', [path.join(nvme, 'hostnqn')]);
+    const pipe = await runCli(closed, { env, timeoutMs: 5_000 });
+    expectError(
+      pipe,
+      1,
+      `probe: this machine's host NQN file ${nvme}/hostnqn is a special file (a named pipe, socket or device), not a regular file.`,
+    );
+    expect(pipe.stderr).toContain(
+      `Put nvme-cli's host NQN there (as root: rm -r ${nvme}/hostnqn && nvme gen-hostnqn > ${nvme}/hostnqn), or give the host NQN with --hostnqn.`,
+    );
+    // given on the command line, the file is not read
+    const given = await runCli([...closed, '--hostnqn', 'nqn.2026-11.io.branchsan.test:h'], {
+      env,
+      timeoutMs: 5_000,
+    });
+    expectError(given, 1, 'nothing accepts connections there (connection refused)');
+
+    fs.rmSync(path.join(nvme, 'hostnqn'));
+    fs.mkdirSync(path.join(nvme, 'hostid'));
+    expectError(
+      await runCli(closed, { env, timeoutMs: 5_000 }),
+      1,
+      `probe: this machine's host identifier file ${nvme}/hostid is a directory, not a regular file.`,
+    );
+  });
+
   it('service install refuses a --unit that is not a BranchSAN unit', async () => {
     const empty = path.join(tempDir(), 'empty.service');
     fs.writeFileSync(empty, '');

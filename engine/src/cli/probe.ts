@@ -1,9 +1,10 @@
 /** `branchsan probe`: an NVMe/TCP target as a host sees it (host/probe.ts does the work). */
-import fs from 'node:fs';
+import path from 'node:path';
 import { nqnProblem } from '../core/index.js';
 import { probeTargets, type MultiProbeReport, type ProbeProblem } from '../host/probe.js';
 import { holdCpuLatency } from '../service/cpu-latency.js';
-import { UserError } from '../util/errors.js';
+import { errorCode, UserError } from '../util/errors.js';
+import { readIfRegular } from '../util/secret-file.js';
 import { joinHostPort } from '../util/host-port.js';
 import { parseCommandArgs, parseWholeNumber, type Command } from './command.js';
 import { formatSize } from './sizes.js';
@@ -13,9 +14,14 @@ const DEFAULT_PORT = 4420;
 const MAX_QD = 128;
 /** Both nodes of a pair, and each with a second network, with room to spare. */
 const MAX_ADDRESSES = 8;
-/** Where nvme-cli keeps this machine's host identity; probe uses the same one. */
-const HOSTNQN_FILE = '/etc/nvme/hostnqn';
-const HOSTID_FILE = '/etc/nvme/hostid';
+/**
+ * Where nvme-cli keeps this machine's host identity; probe uses the same one.
+ * BRANCHSAN_NVME_DIR names another directory (tests; a host whose nvme-cli keeps it
+ * elsewhere).
+ */
+const NVME_DIR = process.env.BRANCHSAN_NVME_DIR || '/etc/nvme';
+const HOSTNQN_FILE = path.join(NVME_DIR, 'hostnqn');
+const HOSTID_FILE = path.join(NVME_DIR, 'hostid');
 
 export const probe: Command = {
   name: 'probe',
@@ -119,7 +125,7 @@ Examples:
         );
       }
     }
-    const hostid = values.hostid ?? readIdentityFile(HOSTID_FILE);
+    const hostid = values.hostid ?? readIdentityFile(HOSTID_FILE, 'hostid');
     if (hostid !== undefined && !/^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$/i.test(hostid)) {
       throw new UserError(
         `probe: the host identifier "${hostid}"${values.hostid ? '' : ` (from ${HOSTID_FILE})`} is not a UUID.`,
@@ -127,7 +133,7 @@ Examples:
         'usage',
       );
     }
-    const hostnqn = values.hostnqn ?? validNqn(readIdentityFile(HOSTNQN_FILE));
+    const hostnqn = values.hostnqn ?? validNqn(readIdentityFile(HOSTNQN_FILE, 'hostnqn'));
     let cpuLatency = values['no-cpu-latency']
       ? 'not requested (--no-cpu-latency)'
       : 'not requested (no read test: --seconds 0)';
@@ -189,12 +195,40 @@ function parseAddress(text: string): { host: string; port: number } {
   return { host, port };
 }
 
-function readIdentityFile(file: string): string | undefined {
+/**
+ * nvme-cli's host identity file, or undefined when there is none (the library makes one
+ * up). Opened without blocking and read only if a regular file (readIfRegular): a named
+ * pipe there would hold probe in open() for good. One that cannot be read is refused,
+ * not passed over: probing as a made-up host would report what another host sees.
+ */
+function readIdentityFile(file: string, flag: 'hostnqn' | 'hostid'): string | undefined {
+  const what = flag === 'hostnqn' ? 'host NQN' : 'host identifier';
+  const orGive = `give the ${what} with --${flag}`;
+  const remake = flag === 'hostnqn' ? `nvme gen-hostnqn > ${file}` : `uuidgen > ${file}`;
+  let got: { text: string | null; stats: { isDirectory(): boolean } | null };
   try {
-    return fs.readFileSync(file, 'utf8').trim() || undefined;
-  } catch {
-    return undefined; // no nvme-cli identity on this machine: the library makes one up
+    got = readIfRegular(file);
+  } catch (err) {
+    const code = errorCode(err) || (err as Error).message;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+    if (code === 'ENXIO')
+      got = { text: null, stats: null }; // a socket: open() refuses it
+    else
+      throw new UserError(
+        `probe: this machine's ${what} file ${file} could not be read (${code}).`,
+        `Check it (ls -l ${file}) and run probe as a user who may read it, or ${orGive}.`,
+      );
   }
+  if (got.text === null) {
+    const what2 = got.stats?.isDirectory()
+      ? 'a directory'
+      : 'a special file (a named pipe, socket or device)';
+    throw new UserError(
+      `probe: this machine's ${what} file ${file} is ${what2}, not a regular file.`,
+      `Put nvme-cli's ${what} there (as root: rm -r ${file} && ${remake}), or ${orGive}.`,
+    );
+  }
+  return got.text.trim() || undefined;
 }
 
 function validNqn(nqn: string | undefined): string | undefined {
