@@ -97,15 +97,26 @@ export function readIfRegular(
 
 /**
  * Refuses, as readSecretText does, something else than a regular file at `file` (a new
- * value could not be renamed over a directory), before a new value is written.
+ * value could not be renamed over a directory), before a new value is written. `failed`:
+ * the error of a write or rename of it that failed, which this looks into; when looking
+ * fails too, the message names both, the one that stopped the change first.
  */
-export function checkReplaceable(file: string, renew: SecretRenewal, label: string): void {
+export function checkReplaceable(
+  file: string,
+  renew: SecretRenewal,
+  label: string,
+  failed?: unknown,
+): void {
   let st: fs.Stats;
   try {
     st = fs.statSync(file);
   } catch (err) {
     if (errorCode(err) === 'ENOENT') return;
-    throw readFailed(file, label, err, renew);
+    if (failed === undefined) throw readFailed(file, label, err, renew);
+    throw new UserError(
+      `${label} could not be replaced (${codeOf(failed)}), and looking at what is there failed too (${codeOf(err)}).`,
+      readFailed(file, label, err, renew).hint,
+    );
   }
   if (!st.isFile())
     throw notRegular(file, label, st.isDirectory() ? 'a directory' : 'a special file', renew);
@@ -157,11 +168,15 @@ function notReadable(file: string, label: string, code: string, renew: SecretRen
 
 /** Any other failure (EIO from a failing disk, ELOOP, ENOTCONN from a dead mount). */
 function readFailed(file: string, label: string, err: unknown, renew: SecretRenewal): UserError {
-  const code = errorCode(err) || (err as Error).message;
   return new UserError(
-    `${label} could not be read (${code}).`,
+    `${label} could not be read (${codeOf(err)}).`,
     `Check what is at ${file} (ls -l it) and the disk that holds it (dmesg for I/O errors), then try again (${renew.orElse}).`,
   );
+}
+
+/** An error's errno name (ELOOP), else its message. */
+function codeOf(err: unknown): string {
+  return errorCode(err) || (err as Error).message;
 }
 
 function modeOf(st: fs.Stats): string {

@@ -110,6 +110,25 @@ describe('PasswordFile', () => {
     await new PasswordFile(file, 0).set('a good password', { exclusive: true }); // as said
     fs.rmSync(d, { recursive: true, force: true });
   });
+
+  // Before: the stat's ELOOP replaced the link's EEXIST: 'could not be read (ELOOP)', for
+  // a password being set, with nothing of what stopped it.
+  it('a failed link whose place cannot be looked at either says both failures', async () => {
+    const d = dir();
+    const file = path.join(d, 'console-password');
+    fs.symlinkSync(file, file); // a link to itself: the link of the new one meets it, stat loops
+    const err = await new PasswordFile(file, 0).set('a good password', { exclusive: true }).then(
+      () => undefined,
+      (e: unknown) => e as UserError,
+    );
+    expect(err).toBeInstanceOf(UserError);
+    expect([err!.message, err!.hint]).toEqual([
+      `The console password file ${file} could not be replaced (EEXIST), and looking at what is there failed too (ELOOP).`,
+      `Check what is at ${file} (ls -l it) and the disk that holds it (dmesg for I/O errors), then try again (or set a new password with: branchsan passwd --data DIR).`,
+    ]);
+    expect(fs.readdirSync(d)).toEqual(['console-password']); // no temporary files left
+    fs.rmSync(d, { recursive: true, force: true });
+  });
 });
 
 // A power cut must not leave the password file empty (ext4 and XFS delay allocation: a

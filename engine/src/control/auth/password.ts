@@ -167,8 +167,9 @@ export class PasswordFile {
       else fs.renameSync(tmp, this.file);
     } catch (err) {
       // something else than a password file in its place (a directory: EISDIR from the
-      // rename, EEXIST from the link) is no password set: say what is there
-      checkReplaceable(this.file, PASSWORD_RENEWAL, this.label);
+      // rename, EEXIST from the link) is no password set: say what is there (and, when it
+      // cannot be looked at, the failure that stopped the change as well)
+      checkReplaceable(this.file, PASSWORD_RENEWAL, this.label, err);
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
         throw new UserError(
           'An admin password is already set.',
