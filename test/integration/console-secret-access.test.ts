@@ -304,6 +304,20 @@ describe('a console admin password file the engine cannot use', () => {
     await ctrl.close(); // storage is served
     const api = await connectSocket(e.socketPath);
     expect((await api.call('system.status', {})).pid).toBe(e.pid);
+    // Before: problem null, as in the "engine ready" line of a start that met it so
+    // (its file swapped while the console's listen() was held, measured with strace).
+    expect((await api.call('system.console', {})).problem).toBe(
+      `The web console is served, but no one can sign in to it: The console password file ${file} is a special file (a named pipe, socket or device), not a regular file. ` +
+        `Run: rm -r ${file}, then set a new password with: branchsan passwd --data DIR.`,
+    );
+    fs.rmSync(file);
+    await PasswordFile.inDataDir(data).set(PASSWORD); // as said; no restart
+    await until(async () =>
+      (await api.call('system.console', {})).problem === null ? true : undefined,
+    );
+    expect((await consoleRequest(e, 'POST', '/api/login', { password: PASSWORD })).status).toBe(
+      200,
+    );
     api.close();
   });
 });

@@ -34,7 +34,8 @@ the engine: storage is served, an alert says why, and the console is tried again
 every 5 s ("engine ready" then carries consoleProblem). Neither does a console TLS
 key, certificate, setup token or admin password file that cannot be used: the console
 is then not served (never without TLS) until the engine's next start, once the file is
-fixed.
+fixed (consoleProblem says which and what to run; also when the admin password file
+goes bad once read, which leaves no one able to sign in).
 
 Options:
   --data DIR            data directory (database, secrets, lock)   [required]
@@ -114,7 +115,8 @@ Examples:
       socket: engine.socketPath,
       consoleUrl: engine.consoleServer?.url ?? null,
       // not listening yet (its address is taken or not there): the URL is where it will be
-      // or not served this run (a secret file of its cannot be used): the URL is null
+      // or not served this run (a secret file of its cannot be used): the URL is null;
+      // or served with its admin password file gone bad since it was read: no sign-in
       ...(consoleProblem(engine.console) !== null
         ? { consoleProblem: consoleProblem(engine.console) }
         : {}),

@@ -133,6 +133,11 @@ export class ConsoleServer {
     return this.opts.auth.setupRequired ? `${this.baseUrl}?token=${this.opts.token}` : this.baseUrl;
   }
 
+  /** Why no one can sign in now (the admin password file cannot be used), or null. */
+  get signInProblem(): UserError | null {
+    return this.opts.auth.passwordProblem;
+  }
+
   /** Listens now, or throws the UserError that says why it cannot. */
   async listen(): Promise<void> {
     await this.bind(this.prepare());

@@ -158,10 +158,17 @@ export function describeConsole(access: ConsoleAccess | null): ConsoleInfo {
   };
 }
 
-/** Why the console does not listen and what to do, or null while it does (or is off). */
+/**
+ * Why the console does not listen, or no one can sign in to it (its admin password file
+ * went bad since the start), and what to do; null while it serves (or is off).
+ */
 export function consoleProblem(access: ConsoleAccess | null): string | null {
   const p = access?.unavailable ?? access?.server?.problem;
-  return p ? `${p.error.message} ${p.error.hint ?? ''}`.trim() : null;
+  if (p) return `${p.error.message} ${p.error.hint ?? ''}`.trim();
+  const signIn = access?.server?.signInProblem;
+  return signIn
+    ? `The web console is served, but no one can sign in to it: ${signIn.message} ${signIn.hint ?? ''}`.trim()
+    : null;
 }
 
 /** `branchsan serve` flags of the console's access control, checked; values in seconds. */

@@ -104,6 +104,20 @@ export class ConsoleAuth {
     }
   }
 
+  /**
+   * Why no one can sign in now, or null: the password file cannot be used (a directory
+   * or named pipe put in its place since the start, a chmod), with what to run.
+   */
+  get passwordProblem(): UserError | null {
+    try {
+      this.opts.passwords.current();
+      return null;
+    } catch (err) {
+      if (err instanceof UserError) return err;
+      throw err;
+    }
+  }
+
   /** Called with the keys of sessions that ended (logout, expiry, new password). */
   onSessionsEnded(listener: (keys: string[]) => void): () => void {
     this.endedListeners.add(listener);
