@@ -12,6 +12,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, runCli, startEngine, tempDir, type RunningEngine } from '../helpers/engine.js';
+import { canMountTmpfs, fillFs, smallFs, unmountSmallFs } from '../helpers/small-fs.js';
 
 const isRoot = process.getuid?.() === 0;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -197,6 +198,8 @@ describe.skipIf(!isRoot)('on a read-only file system', () => {
 });
 
 describe('passwd', () => {
+  afterAll(() => unmountSmallFs());
+
   it('--password-stdin refuses a terminal, which would echo the password', () => {
     const data = tempDir();
     // `script` gives the command a terminal as its standard input.
@@ -212,6 +215,62 @@ describe('passwd', () => {
     expect(p.status).toBe(2);
     expect(fs.existsSync(path.join(data, 'secrets', 'console-password'))).toBe(false);
   });
+
+  /** `passwd --data DATA --password-stdin`, given a good password, as `user`. */
+  const passwd = (data: string, user?: { uid: number; gid: number }) => {
+    const p = spawnSync(process.execPath, [BIN, 'passwd', '--data', data, '--password-stdin'], {
+      input: 'correct horse battery\n',
+      encoding: 'utf8',
+      timeout: 20_000,
+      ...user,
+    });
+    if (p.error) throw p.error;
+    return { code: p.status, stdout: p.stdout, stderr: p.stderr };
+  };
+
+  // Before: 'branchsan: ENOSPC: no space left on device, write' and a general hint.
+  it.skipIf(!canMountTmpfs)(
+    'a full data disk: says the file system is full and what to run',
+    () => {
+      const data = smallFs('branchsan-passwd-full-');
+      const old = passwd(data);
+      expect(old.code).toBe(0);
+      const file = path.join(data, 'secrets', 'console-password');
+      const before = fs.readFileSync(file, 'utf8');
+      fillFs(data);
+      const r = passwd(data);
+      expectError(
+        r,
+        1,
+        `passwd: the admin password could not be written to ${file}: its file system is full (ENOSPC); nothing was changed.`,
+      );
+      expect(r.stderr).toContain(`Free space there (\`df -h ${data}\` shows how much is left)`);
+      expect(fs.readFileSync(file, 'utf8')).toBe(before);
+      expect(fs.readdirSync(path.dirname(file))).toEqual(['console-password']);
+    },
+  );
+
+  // Before: "branchsan: EACCES: permission denied, mkdir '…/secrets'".
+  it.skipIf(!isRoot)(
+    'a data directory another user owns: says whose it is and how to run it',
+    () => {
+      const base = fs.mkdtempSync('/dev/shm/branchsan-passwd-owner-'); // nobody may enter it
+      try {
+        fs.chmodSync(base, 0o755);
+        const r = passwd(base, { uid: 65534, gid: 65534 });
+        expectError(
+          r,
+          1,
+          `passwd: this user (uid 65534) may not write the admin password file ${base}/secrets/console-password (EACCES); nothing was changed.`,
+        );
+        expect(r.stderr).toContain(
+          `Run it as root (sudo branchsan passwd --data ${base}) or as the user the engine runs as (the data directory's owner, uid 0).`,
+        );
+      } finally {
+        fs.rmSync(base, { recursive: true, force: true });
+      }
+    },
+  );
 });
 
 describe('export', () => {

@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import { PasswordFile, passwordProblem } from '../control/auth/password.js';
-import { UserError } from '../util/errors.js';
+import { errorCode, isDiskFull, UserError } from '../util/errors.js';
 import { directoryProblem, parseCommandArgs, requireDataDir, type Command } from './command.js';
 
 export const passwd: Command = {
@@ -54,10 +54,11 @@ Examples:
     const password = values['password-stdin'] ? await readStdinLine() : await promptTwice();
     const weak = passwordProblem(password);
     if (weak) throw new UserError(`passwd: ${weak}`, 'Run it again with another password.');
+    const file = PasswordFile.inDataDir(dataDir);
     try {
-      await PasswordFile.inDataDir(dataDir).set(password);
+      await file.set(password);
     } catch (err) {
-      throw unwritable(dataDir) ?? err;
+      throw unwritable(dataDir) ?? notWritten(file.file, dataDir, err);
     }
     console.log(
       'The web console admin password is set. Sessions signed in with an older password are signed out.',
@@ -83,6 +84,34 @@ function unwritable(dataDir: string): UserError | null {
       );
     return null; // EACCES and the like: the CLI's general hint (run it as root) fits
   }
+}
+
+/**
+ * Why the password file could not be written (the write of its new copy, or the mkdir
+ * of DATA/secrets, failed: the old password stays), with what to do; a UserError (what
+ * is in the file's place) as it is.
+ */
+function notWritten(file: string, dataDir: string, err: unknown): unknown {
+  if (err instanceof UserError) return err;
+  const code = errorCode(err);
+  if (isDiskFull(err))
+    return new UserError(
+      `passwd: the admin password could not be written to ${file}: its file system is full (${code}); nothing was changed.`,
+      `Free space there (\`df -h ${dataDir}\` shows how much is left), then run branchsan passwd again.`,
+    );
+  if (code === 'EACCES' || code === 'EPERM') {
+    const owner = fs.statSync(dataDir, { throwIfNoEntry: false });
+    return new UserError(
+      `passwd: this user (uid ${process.getuid?.() ?? '?'}) may not write the admin password file ${file} (${code}); nothing was changed.`,
+      `Run it as root (sudo branchsan passwd --data ${dataDir}) or as the user the engine runs as${owner ? ` (the data directory's owner, uid ${owner.uid})` : ''}.`,
+    );
+  }
+  if (code === 'EIO')
+    return new UserError(
+      `passwd: the admin password could not be written to ${file} (EIO: the disk failed the write).`,
+      `Check that disk (dmesg for I/O errors), then run branchsan passwd again.`,
+    );
+  return err;
 }
 
 async function readStdinLine(): Promise<string> {
