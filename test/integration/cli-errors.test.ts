@@ -328,6 +328,25 @@ describe('export', () => {
   });
 });
 
+describe('status, alerts and events', () => {
+  // Before: 'Cannot reach the BranchSAN engine at DIR/engine.sock (ENOENT). Start it with
+  // `branchsan serve --data DIR`…', for a mistyped --data as for a stopped engine.
+  it('a --data directory that does not exist is named as such', async () => {
+    const missing = path.join(tempDir(), 'typo');
+    for (const args of [['status'], ['alerts'], ['events'], ['alerts', 'ack', '1']]) {
+      const r = await runCli([...args, '--data', missing]);
+      expectError(
+        r,
+        1,
+        `branchsan: ${args[0]}: the data directory ${missing} does not exist, so no engine runs on it.`,
+      );
+      expect(r.stderr).toContain(
+        'Pass the directory the engine runs with (the systemd service uses /var/lib/branchsan), or start one on it with `branchsan serve --data DIR`.',
+      );
+    }
+  });
+});
+
 describe('probe and service', () => {
   it('probe: a broken IPv6 address is "not a target address", not a bad port', async () => {
     const r = await runCli(['probe', '[::1']);

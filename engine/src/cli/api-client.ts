@@ -4,7 +4,7 @@ import type { MethodName, MethodParams, MethodResult } from '../../../contract/a
 import { DEFAULT_CALL_TIMEOUT_MS, RpcSession } from '../../../contract/rpc-client.js';
 import { engineSocketPath } from '../service/instance-lock.js';
 import { UserError } from '../util/errors.js';
-import { requireDataDir } from './command.js';
+import { directoryProblem, requireDataDir } from './command.js';
 
 export interface SocketClient {
   call<M extends MethodName>(method: M, params: MethodParams<M>): Promise<MethodResult<M>>;
@@ -87,7 +87,15 @@ export function engineSocket(command: string, data?: string, socket?: string): s
       'usage',
     );
   // --data read as serve reads it (`--data=~/lab`: no shell expands that ~)
-  const sock = socket ?? (data ? engineSocketPath(requireDataDir(command, data)) : undefined);
+  const dir = data ? requireDataDir(command, data) : undefined;
+  // a mistyped --data names no engine: say that, not 'cannot reach … engine.sock (ENOENT)'
+  const problem = dir === undefined ? null : directoryProblem(dir);
+  if (problem)
+    throw new UserError(
+      `${command}: the data directory ${dir} ${problem}, so no engine runs on it.`,
+      'Pass the directory the engine runs with (the systemd service uses /var/lib/branchsan), or start one on it with `branchsan serve --data DIR`.',
+    );
+  const sock = socket ?? (dir ? engineSocketPath(dir) : undefined);
   if (!sock)
     throw new UserError(
       `${command}: say which engine: --data DIR or --socket PATH.`,
