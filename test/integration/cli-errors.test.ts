@@ -101,6 +101,22 @@ describe('serve', () => {
     }
   });
 
+  // Before: 'Cannot listen for the web console on 999.1.1.1:51513: ENOTFOUND. Check the
+  // address and port.'
+  it('a --console-host that is no address and no name says so and what to give', async () => {
+    const engine = await startEngine({
+      args: ['--console-host', '999.1.1.1', '--console-port', '51513'],
+    });
+    try {
+      const ready = engine.lines.find((l) => l.msg === 'engine ready')!;
+      expect(ready.consoleProblem).toMatch(
+        /^Cannot listen for the web console on 999\.1\.1\.1:51513: (ENOTFOUND\. 999\.1\.1\.1 is neither an address nor a name that resolves: give --console-host one of its interface addresses, or 0\.0\.0\.0 \(`ip -br addr` lists them\)|EAI_AGAIN\. The name 999\.1\.1\.1 could not be resolved now \(DNS did not answer\))/,
+      );
+    } finally {
+      await engine.stop();
+    }
+  });
+
   it('checks --console-port even with --no-console', async () => {
     const data = tempDir();
     const r = await runCli(['serve', '--data', data, '--no-console', '--console-port', '99999']);

@@ -97,7 +97,11 @@ export function cannotListen(
         ? `That address is not on this machine (or not yet, while its network comes up): ${fix.host}.`
         : code === 'EACCES'
           ? `Ports below 1024 need more privilege than the engine has: ${fix.high}.`
-          : 'Check the address and port.';
+          : code === 'ENOTFOUND'
+            ? `${host} is neither an address nor a name that resolves: ${fix.host} (\`ip -br addr\` lists them).`
+            : code === 'EAI_AGAIN'
+              ? `The name ${host} could not be resolved now (DNS did not answer): check the DNS servers in /etc/resolv.conf, or ${fix.host}.`
+              : 'Check the address and port.';
   return new UserError(
     `Cannot listen ${what === 'nvme-tcp' ? 'for NVMe/TCP' : 'for the web console'} on ${joinHostPort(host, port)}: ${code || (err as Error).message}.`,
     hint,
