@@ -290,6 +290,37 @@ describe('passwd', () => {
 });
 
 describe('export', () => {
+  // Before: 'cannot open DIR/vol.img (EACCES): permission denied; the engine service must
+  // be able to read and write it' and 'run it as root or fix the file's owner', of a file
+  // that was never made.
+  it.skipIf(!isRoot)(
+    '--create-size in a directory this user may not write in says whose it is',
+    () => {
+      const base = fs.mkdtempSync('/dev/shm/branchsan-export-owner-'); // nobody may enter it
+      try {
+        fs.chmodSync(base, 0o755);
+        const file = path.join(base, 'vol.img');
+        const p = spawnSync(
+          process.execPath,
+          [BIN, 'export', file, '--create-size', '64M', '--port', '51514'],
+          { encoding: 'utf8', timeout: 20_000, uid: 65534, gid: 65534 },
+        );
+        if (p.error) throw p.error;
+        expectError(
+          { code: p.status, stdout: p.stdout, stderr: p.stderr },
+          1,
+          `export: cannot create ${file}: this user (uid 65534) may not write in ${base} (EACCES: it belongs to uid 0, mode 755).`,
+        );
+        expect(p.stderr).toContain(
+          'Run it as root (sudo branchsan export …), or choose a path in a directory you may write to.',
+        );
+        expect(fs.readdirSync(base)).toEqual([]);
+      } finally {
+        fs.rmSync(base, { recursive: true, force: true });
+      }
+    },
+  );
+
   it('--create-size on a dangling symbolic link: an error, and the link is left alone', async () => {
     const dir = tempDir();
     const link = path.join(dir, 'dl.img');

@@ -214,6 +214,15 @@ function backendSpec(
           : 'Choose another path.',
       );
     }
+    const denied = notWritableDir(dir);
+    if (denied) {
+      // before: 'cannot open PATH (EACCES): … the engine service must be able to read and
+      // write it', and to fix the owner of a file that was never made
+      throw new UserError(
+        `export: cannot create ${target}: this user (uid ${process.getuid?.() ?? '?'}) may not write in ${dir} (${denied}).`,
+        'Run it as root (sudo branchsan export …), or choose a path in a directory you may write to.',
+      );
+    }
     return { kind: 'file', path: target, sizeBytes, create: true, blockSize };
   }
   if (missing) {
@@ -223,6 +232,24 @@ function backendSpec(
     );
   }
   return { kind: 'file', path: target, blockSize };
+}
+
+/**
+ * Why this process may not make a file in `dir` (its errno, owner and mode), or null
+ * when it may. A read-only file system is left to the create, which says so.
+ */
+function notWritableDir(dir: string): string | null {
+  try {
+    fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK);
+    return null;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EACCES' && code !== 'EPERM') return null;
+    const st = fs.statSync(dir, { throwIfNoEntry: false });
+    return st
+      ? `${code}: it belongs to uid ${st.uid}, mode ${(st.mode & 0o777).toString(8)}`
+      : code;
+  }
 }
 
 /** Where `target` points when it is a symbolic link whose target is missing, else null. */
