@@ -394,6 +394,28 @@ describe('status, alerts and events', () => {
   });
 });
 
+describe('status --socket', () => {
+  // Before: 'Cannot reach the BranchSAN engine at DIR (ECONNREFUSED)' and to start the
+  // engine, for a data directory given as the socket.
+  it('a directory or file given as the socket is named as such, with the option meant', async () => {
+    const data = tempDir();
+    fs.writeFileSync(path.join(data, 'branchsan.db'), '');
+    const dir = await runCli(['status', '--socket', data]);
+    expectError(
+      dir,
+      1,
+      `Cannot reach the BranchSAN engine at ${data} (ECONNREFUSED: it is a directory, not a socket).`,
+    );
+    expect(dir.stderr).toContain(`Pass a data directory with --data ${data}, or the engine's API`);
+    const file = path.join(data, 'branchsan.db');
+    expectError(
+      await runCli(['status', '--socket', file]),
+      1,
+      `Cannot reach the BranchSAN engine at ${file} (ECONNREFUSED: it is a file, not a socket).`,
+    );
+  });
+});
+
 describe('probe and service', () => {
   it('probe: a broken IPv6 address is "not a target address", not a bad port', async () => {
     const r = await runCli(['probe', '[::1']);

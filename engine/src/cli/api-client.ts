@@ -1,4 +1,5 @@
 /** A Unix-socket API client for the CLI: newline-delimited JSON-RPC. */
+import fs from 'node:fs';
 import net from 'node:net';
 import type { MethodName, MethodParams, MethodResult } from '../../../contract/api.js';
 import { DEFAULT_CALL_TIMEOUT_MS, RpcSession } from '../../../contract/rpc-client.js';
@@ -24,17 +25,23 @@ export async function connectSocket(
   const sock = net.connect(path);
   await new Promise<void>((resolve, reject) => {
     sock.once('connect', resolve);
-    sock.once('error', (err: NodeJS.ErrnoException) =>
+    sock.once('error', (err: NodeJS.ErrnoException) => {
+      // connect() to a file or directory says ECONNREFUSED, as to a stopped engine's socket
+      const other = notASocket(path);
       reject(
         new UserError(
-          `Cannot reach the BranchSAN engine at ${path} (${err.code ?? err.message}).`,
-          err.code === 'EACCES'
-            ? 'Run as root or as a member of the branchsan-admin group.'
-            : 'Start it with `branchsan serve --data DIR` (or systemctl start branchsan), or pass --socket PATH.',
+          `Cannot reach the BranchSAN engine at ${path} (${err.code ?? err.message}${other ? `: it is ${other}, not a socket` : ''}).`,
+          other === 'a directory'
+            ? `Pass a data directory with --data ${path}, or the engine's API socket with --socket PATH (DIR/engine.sock).`
+            : other
+              ? "Pass the engine's API socket with --socket PATH (DIR/engine.sock), or its data directory with --data DIR."
+              : err.code === 'EACCES'
+                ? 'Run as root or as a member of the branchsan-admin group.'
+                : 'Start it with `branchsan serve --data DIR` (or systemctl start branchsan), or pass --socket PATH.',
           'unavailable',
         ),
-      ),
-    );
+      );
+    });
   });
   const session = new RpcSession({
     // a closed connection fails the call at once (not after its timeout)
@@ -72,6 +79,18 @@ export async function connectSocket(
       setTimeout(() => sock.destroy(), CLOSE_GRACE_MS).unref();
     },
   };
+}
+
+/** What is at `path` when it is there and not a socket ('a directory', 'a file'), else null. */
+function notASocket(path: string): string | null {
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.statSync(path, { throwIfNoEntry: false });
+  } catch {
+    return null; // a directory above it this user may not enter: connect's error says so
+  }
+  if (!st || st.isSocket()) return null;
+  return st.isDirectory() ? 'a directory' : st.isFile() ? 'a file' : 'a special file';
 }
 
 /**
