@@ -154,6 +154,36 @@ describe('serve', () => {
     expect(fs.readFileSync(file, 'utf8')).toBe('x');
   });
 
+  // Before: 'The data directory DIR cannot be used: EACCES', nothing of whose it is.
+  it.skipIf(!isRoot)('says whose a data directory the engine may not write is', () => {
+    const base = fs.mkdtempSync('/dev/shm/branchsan-serve-owner-'); // nobody may enter it
+    try {
+      fs.chmodSync(base, 0o755);
+      for (const [data, where] of [
+        [base, 'in it'],
+        [path.join(base, 'sub', 'data'), `in ${base}, where it would be made`],
+      ] as const) {
+        const p = spawnSync(
+          process.execPath,
+          [BIN, 'serve', '--data', data, '--console-port', '51515'],
+          { encoding: 'utf8', timeout: 20_000, uid: 65534, gid: 65534 },
+        );
+        if (p.error) throw p.error;
+        expectError(
+          { code: p.status, stdout: p.stdout, stderr: p.stderr },
+          1,
+          `The data directory ${data} cannot be used: the engine's user (uid 65534) may not write ${where} (EACCES: it belongs to uid 0, mode 755).`,
+        );
+        expect(p.stderr).toContain(
+          'Run the engine as root (or as the user that owns the directory)',
+        );
+      }
+      expect(fs.readdirSync(base)).toEqual([]);
+    } finally {
+      fs.rmSync(base, { recursive: true, force: true });
+    }
+  });
+
   it('says when the directory of --socket does not exist', async () => {
     const data = tempDir();
     const sock = path.join(data, 'missing', 'engine.sock');

@@ -489,12 +489,32 @@ function prepareDataDir(dataDir: string): void {
         'Pass a directory on a disk with --data, for example /var/lib/branchsan.',
       );
     }
+    if (code === 'EACCES' || code === 'EPERM') {
+      throw new UserError(
+        `The data directory ${dataDir} cannot be used: the engine's user (uid ${process.getuid?.() ?? '?'}) may not write ${whoseDir(dataDir, code)}.`,
+        'Run the engine as root (or as the user that owns the directory), or pass another --data directory.',
+      );
+    }
     throw new UserError(
-      `The data directory ${dataDir} cannot be used: ${code ?? (err as Error).message}`,
-      code === 'EACCES' || code === 'EPERM'
-        ? 'Run the engine as root (or as the user that owns the directory), or pass another --data directory.'
-        : 'Create it and make it writable for the engine, or pass another --data directory.',
+      `The data directory ${dataDir} cannot be used (${code ?? (err as Error).message}).`,
+      'Create it and make it writable for the engine, or pass another --data directory.',
     );
+  }
+}
+
+/**
+ * `dir`, or the nearest directory above it that is there (where it would be made), with
+ * `code` and its owner and mode: 'in /srv, where it would be made (EACCES: it belongs
+ * to uid 0, mode 755)'.
+ */
+function whoseDir(dir: string, code: string): string {
+  for (let d = dir; ; d = path.dirname(d)) {
+    try {
+      const st = fs.statSync(d);
+      return `${d === dir ? 'in it' : `in ${d}, where it would be made`} (${code}: it belongs to uid ${st.uid}, mode ${(st.mode & 0o777).toString(8)})`;
+    } catch {
+      if (d === path.dirname(d)) return `in it (${code})`;
+    }
   }
 }
 
