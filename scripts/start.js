@@ -151,11 +151,18 @@ async function main() {
 
   const electron = electronBinary();
   if (!electron) {
-    const where = consoleUrl ?? `the URL in that engine's "engine ready" log line`;
-    console.log(
-      `Electron binary not installed (ELECTRON_SKIP_BINARY_DOWNLOAD / offline machine): open the console at ${where} instead`,
-    );
-    if (consoleProblem)
+    const noElectron =
+      'Electron binary not installed (ELECTRON_SKIP_BINARY_DOWNLOAD / offline machine)';
+    // no URL with a problem: not served this run (a console secret file cannot be used)
+    if (engine && !consoleUrl && consoleProblem) console.log(`${noElectron}. ${consoleProblem}`);
+    else {
+      const where = consoleUrl ?? `the URL in that engine's "engine ready" log line`;
+      console.log(`${noElectron}: open the console at ${where} instead`);
+    }
+    // served, but no one can sign in (its admin password file went bad): says what to run
+    if (consoleUrl && consoleProblem?.startsWith('The web console is served'))
+      console.log(consoleProblem);
+    else if (consoleUrl && consoleProblem)
       console.log(
         `The console does not listen yet: ${consoleProblem} The engine keeps trying; or stop it (Ctrl-C) and run again with BRANCHSAN_CONSOLE_PORT set to a free port.`,
       );

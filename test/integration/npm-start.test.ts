@@ -54,4 +54,39 @@ describe.skipIf(electronPresent())('npm start without an Electron binary', () =>
     }
     expect(await exited).toBe(0);
   }, 60_000);
+
+  // Before: 'open the console at the URL in that engine's "engine ready" log line' (it has
+  // none) and 'The console does not listen yet: The web console is not served: … The
+  // engine keeps trying; or … BRANCHSAN_CONSOLE_PORT set to a free port.'
+  it('says the console is not served, and what to run, when its password file cannot be used', async () => {
+    const data = path.join(tempDir(), 'lab');
+    const file = path.join(data, 'secrets', 'console-password');
+    fs.mkdirSync(file, { recursive: true, mode: 0o700 });
+    const p = spawn(process.execPath, [path.join(REPO_ROOT, 'scripts', 'start.js')], {
+      env: { ...process.env, BRANCHSAN_DATA: data, BRANCHSAN_CONSOLE_PORT: '51523' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    p.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    p.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((r) => p.once('exit', (code) => r(code)));
+    try {
+      const end = Date.now() + 30_000;
+      while (!out.includes('Electron binary not installed')) {
+        if (p.exitCode !== null || Date.now() > end) throw new Error(`no notice:\n${out}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await new Promise((r) => setTimeout(r, 200)); // the rest of the notice
+      const notice = out.split('\n').filter((l) => !l.startsWith('{'));
+      expect(notice).toContain(
+        `Electron binary not installed (ELECTRON_SKIP_BINARY_DOWNLOAD / offline machine). The web console is not served: The console password file ${file} is a directory, not a regular file. ` +
+          `Run: rm -r ${file}, then set a new password with: branchsan passwd --data DIR. Once they are fixed, restart the engine: the console's files are read at its start only.`,
+      );
+      expect(out).not.toContain('keeps trying');
+      expect(out).not.toContain('open the console at');
+    } finally {
+      p.kill('SIGINT');
+    }
+    expect(await exited).toBe(0);
+  }, 60_000);
 });
