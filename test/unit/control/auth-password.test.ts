@@ -111,6 +111,31 @@ describe('PasswordFile', () => {
     fs.rmSync(d, { recursive: true, force: true });
   });
 
+  // Before: the link met the symbolic link (no password: reading it finds none) and the
+  // setup answered 'An admin password is already set.', to sign in with it.
+  it('a symbolic link to nothing in its place: the first-run setup says so, not "already set"', async () => {
+    const d = dir();
+    const file = path.join(d, 'console-password');
+    const gone = path.join(d, 'moved-away');
+    fs.symlinkSync(gone, file);
+    const passwords = new PasswordFile(file, 0);
+    expect(passwords.current()).toBeNull();
+    const err = await passwords.set('a good password', { exclusive: true }).then(
+      () => undefined,
+      (e: unknown) => e as UserError,
+    );
+    expect(err).toBeInstanceOf(UserError);
+    expect([err!.message, err!.hint, err!.code]).toEqual([
+      `The console password file ${file} is a symbolic link to ${gone}, which does not exist: no admin password is set.`,
+      `Run: rm ${file}, then set a new password with: branchsan passwd --data DIR (or open the console's setup page again).`,
+      'user-error',
+    ]);
+    fs.rmSync(file); // as said
+    await passwords.set('a good password', { exclusive: true });
+    expect(passwords.current()).not.toBeNull();
+    fs.rmSync(d, { recursive: true, force: true });
+  });
+
   // Before: the stat's ELOOP replaced the link's EEXIST: 'could not be read (ELOOP)', for
   // a password being set, with nothing of what stopped it.
   it('a failed link whose place cannot be looked at either says both failures', async () => {

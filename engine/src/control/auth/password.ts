@@ -171,6 +171,14 @@ export class PasswordFile {
       // cannot be looked at, the failure that stopped the change as well)
       checkReplaceable(this.file, PASSWORD_RENEWAL, this.label, err);
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+        // a symbolic link to nothing is no password (reading it finds none) but takes the
+        // name: 'already set' would send the owner to sign in with a password there is not
+        const dangling = danglingLink(this.file);
+        if (dangling !== null)
+          throw new UserError(
+            `${this.label} is a symbolic link to ${dangling}, which does not exist: no admin password is set.`,
+            `Run: rm ${this.file}, then ${PASSWORD_RENEWAL.afresh} (or open the console's setup page again).`,
+          );
         throw new UserError(
           'An admin password is already set.',
           'Sign in with it; to replace it, run `branchsan passwd --data DIR` as root on the server.',
@@ -184,5 +192,15 @@ export class PasswordFile {
     syncDirectory(dir); // the new name (and the temporary one gone) survive a power cut
     this.cached = undefined;
     return hash;
+  }
+}
+
+/** Where `file` points when it is a symbolic link to nothing, else null. */
+function danglingLink(file: string): string | null {
+  try {
+    if (!fs.lstatSync(file).isSymbolicLink() || fs.existsSync(file)) return null;
+    return fs.readlinkSync(file);
+  } catch {
+    return null;
   }
 }
