@@ -568,6 +568,16 @@ describe('branchsan probe', () => {
     const closed = await run(['probe', `127.0.0.1:${await freePort()}`, '--seconds', '0']);
     expectError(closed, 1, 'nothing accepts connections there (connection refused)');
     expect(closed.stderr).toContain('Check the address and port');
+    // a mistyped name: before, 'cannot be reached' and to check routes and VLANs
+    const unknown = await run(['probe', 'no-such-host.invalid:4420', '--seconds', '0']);
+    expectError(
+      unknown,
+      1,
+      'discovery at no-such-host.invalid:4420: the name does not resolve to an address (ENOTFOUND)',
+    );
+    expect(unknown.stderr).toContain(
+      'Check the spelling of the name, or give the target by its IP address',
+    );
     expectError(await run(['probe']), 2, 'probe: give the target address, HOST or HOST:PORT.');
     expectError(
       await run(['probe', ...Array.from({ length: 9 }, (_, i) => `127.0.0.${i + 1}`)]),

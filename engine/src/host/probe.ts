@@ -626,7 +626,19 @@ function explain(err: unknown, where: string, hostnqn: string): ProbeProblem {
       hint: 'Check the address and port: `branchsan status` on the target shows its NVMe/TCP ports (`branchsan export` uses 4420 unless told otherwise).',
     };
   }
-  if (code === 'EHOSTUNREACH' || code === 'ENETUNREACH' || code === 'ENOTFOUND') {
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') {
+    return {
+      error:
+        code === 'ENOTFOUND'
+          ? `${where}: the name does not resolve to an address (ENOTFOUND)`
+          : `${where}: the name could not be resolved now: the DNS server did not answer (EAI_AGAIN)`,
+      hint:
+        code === 'ENOTFOUND'
+          ? 'Check the spelling of the name, or give the target by its IP address (`ip -br addr` on the target lists them).'
+          : "Check this machine's DNS servers (/etc/resolv.conf), or give the target by its IP address.",
+    };
+  }
+  if (code === 'EHOSTUNREACH' || code === 'ENETUNREACH') {
     return {
       error: `${where}: the address cannot be reached from this machine (${code})`,
       hint: 'Check the address, and the routes and VLANs between this machine and the target.',
