@@ -5,7 +5,9 @@
  * delay until a loss timeout, the way the Linux host's error recovery does. In-flight
  * commands of a failed association end with a HostError; the controller resends only
  * what its caller hands back through submitIoAfter() (NvmeNamespace: reads, compares and
- * flushes, never writes), once it is live again.
+ * flushes, never writes), once it is live again. I/O submitted while it reconnects was
+ * never sent, so it is held and sent once the controller is live again (a write too), as
+ * Linux requeues it: at most the command's timeout and fastIoFailMs (resend.ts).
  *
  * I/O goes through submitIo() (callbacks, reusable requests) or the promise helpers on
  * NvmeNamespace (namespace.ts).
@@ -27,9 +29,9 @@ import { HostError, NamespaceFormatError, NamespaceNotActiveError } from './erro
 import { execute, type Submitter } from './execute.js';
 import { NvmeNamespace } from './namespace.js';
 import { MAX_TIMER_MS, timerRefusal } from './queue.js';
-import { NvmeRequest } from './request.js';
+import { NO_TIMEOUT, NvmeRequest } from './request.js';
 import { callDone, callUser } from './callback.js';
-import { Resends } from './resend.js';
+import { Resends, type Held } from './resend.js';
 import { StateMachine } from './state.js';
 
 export interface ReconnectOptions {
@@ -91,6 +93,16 @@ export interface ControllerOptions {
   readonly maxTransferBytes?: number;
   /** Reconnect automatically after a failure (default: off, the controller goes 'dead'). */
   readonly reconnect?: ReconnectOptions | false;
+  /**
+   * I/O submitted while the controller reconnects (no association, one being built or
+   * to be) is held and sent once it is live again, each command at most its timeout
+   * (ioTimeoutMs, or its own). This bounds the holding as Linux's fast_io_fail_tmo
+   * does: once the controller has been reconnecting this long since it lost its
+   * association, held I/O fails and new I/O is refused at once until it is live again.
+   * Default Infinity: held until reconnecting gives up ('dead'). 0: refused at once (as
+   * a multipath path does: its namespace sends the command to another path instead).
+   */
+  readonly fastIoFailMs?: number;
   readonly onAsyncEvent?: (ev: AsyncEvent) => void;
   readonly onStateChange?: (next: ControllerState, prev: ControllerState, why?: Error) => void;
   /** Internal: a discovery controller (no I/O queues, no Identify checks for I/O). */
@@ -159,8 +171,15 @@ export class NvmeController implements Submitter {
   private lostAt = 0;
   /** Why the last association was lost (for messages of commands refused meanwhile). */
   private lastError: Error | null = null;
-  /** I/O commands held to be sent again (submitIoAfter). */
-  private readonly resends = new Resends((req, queue) => this.submitIo(req, queue));
+  /** I/O commands held: sent again after a delay or a reconnect, or waiting for one. */
+  private readonly resends = new Resends(
+    (req, queue, again) => this.sendIo(req, queue, again),
+    (h) => this.heldTooLong(h),
+  );
+  /** Runs from the loss of an association while the controller reconnects (fastIoFailMs). */
+  private failFastTimer: NodeJS.Timeout | null = null;
+  /** fastIoFailMs ran out: I/O fails at once until the controller is live again. */
+  private failFast = false;
   /** Each namespace's ANA state as the latest log read says (anaState, anaSettled). */
   private readonly anaStates = new AnaStates(
     () => admin.getAnaLog(this, this.identity),
@@ -196,9 +215,10 @@ export class NvmeController implements Submitter {
       discovery,
     };
     // A throwing callback must not stop a transition's work (onQueueFailed, afterLoss).
-    this.sm = new StateMachine('controller', 'new', CONTROLLER_STATES, (next, prev) =>
-      callUser('onStateChange', opts.onStateChange, next, prev, this.lastError ?? undefined),
-    );
+    this.sm = new StateMachine('controller', 'new', CONTROLLER_STATES, (next, prev) => {
+      this.watchFailFast();
+      callUser('onStateChange', opts.onStateChange, next, prev, this.lastError ?? undefined);
+    });
   }
 
   /** Connect and bring the controller up; throws a HostError of kind 'connect'. */
@@ -318,28 +338,91 @@ export class NvmeController implements Submitter {
 
   /**
    * I/O command on I/O queue `queue` (index 0..ioQueueCount-1), or round robin.
-   * Never throws; the outcome arrives in req.onDone.
+   * Never throws; the outcome arrives in req.onDone. While the controller reconnects it
+   * is held and sent once the controller is live again (never sent before, a write is as
+   * safe to send then as now), at most its timeout and fastIoFailMs; close() ends it at
+   * once as 'closed', giving up reconnecting as 'not-connected'. Refused at once when
+   * the controller is neither live nor reconnecting.
    */
   submitIo(req: NvmeRequest, queue = -1): void {
+    this.sendIo(req, queue, false);
+  }
+
+  /** submitIo() of a command sent before (`again`) or not. */
+  private sendIo(req: NvmeRequest, queue: number, again: boolean): void {
     const a = this.assoc;
-    if (!this.sm.is('live') || !a || a.io.length === 0) return this.refuse(req);
-    const i = queue >= 0 ? queue % a.io.length : this.rr++ % a.io.length;
-    a.io[i]!.submit(req);
+    if (this.sm.is('live') && a && a.io.length > 0) {
+      const i = queue >= 0 ? queue % a.io.length : this.rr++ % a.io.length;
+      return a.io[i]!.submit(req);
+    }
+    if (!this.holdsIo()) return this.refuse(req);
+    if (this.resends.size >= this.params.maxWaiting) {
+      req.error = new HostError(
+        'busy',
+        `${this.notLive().message}; ${this.params.maxWaiting} commands already wait for it ` +
+          `to reconnect (maxWaiting), so this one was not sent: send it again once the ` +
+          `controller is live, or raise maxWaiting`,
+      );
+      return callDone(req);
+    }
+    this.resends.untilLive(req, queue, again, this.timeoutOf(req));
+  }
+
+  /** I/O submitted now is held for the reconnect (submitIo). */
+  private holdsIo(): boolean {
+    return this.reconnecting && !this.failFast && this.opts.fastIoFailMs !== 0;
+  }
+
+  /** A command's timeout, ms: its own, else ioTimeoutMs; Infinity for none. */
+  private timeoutOf(req: NvmeRequest): number {
+    const t = req.timeoutMs < 0 ? this.params.ioTimeoutMs : req.timeoutMs;
+    return t === NO_TIMEOUT ? Infinity : t;
+  }
+
+  /** What a command held for the reconnect longer than its timeout ends with. */
+  private heldTooLong(h: Held): HostError {
+    const sent = h.again ? 'not sent again' : 'not sent';
+    return new HostError(
+      'not-connected',
+      `${this.notLive().message}; the command waited ${h.boundMs} ms (its timeout) for it to ` +
+        `reconnect and was ${sent}: check the connection to the target, then send it again`,
+    );
   }
 
   /**
-   * submitIo() once `delayMs` have passed (an I/O command sent again after a status's
-   * retry delay, status-retry.ts), or, with no delay, once the controller is live again
-   * (a command whose association was lost under it: NvmeNamespace sends only those that
-   * change no data so). Until then the controller holds it (resend.ts): close() ends it
-   * at once as 'closed', as it ends the commands still waiting for a slot, and a
-   * controller that gives up reconnecting ('dead') as 'not-connected'. With no delay on
-   * a controller neither live nor reconnecting, it is refused at once, as by submitIo().
+   * fastIoFailMs: runs from the loss of an association for as long as the controller
+   * reconnects; ends (and I/O is held again from the next loss on) once it is live, dead
+   * or closing. Called on every state change.
+   */
+  private watchFailFast(): void {
+    if (!this.reconnecting) {
+      if (this.failFastTimer) clearTimeout(this.failFastTimer);
+      this.failFastTimer = null;
+      this.failFast = false;
+      return;
+    }
+    const ms = this.opts.fastIoFailMs ?? Infinity;
+    if (this.failFast || this.failFastTimer || ms === 0 || ms > MAX_TIMER_MS) return;
+    this.failFastTimer = setTimeout(() => {
+      this.failFastTimer = null;
+      if (!this.reconnecting) return;
+      this.failFast = true;
+      this.resends.failWaiting(() => this.notLive());
+    }, ms);
+  }
+
+  /**
+   * submitIo() of a command sent before, once `delayMs` have passed (an I/O command sent
+   * again after a status's retry delay, status-retry.ts), or, with no delay, now: held
+   * as submitIo() holds it while the controller reconnects (a command whose association
+   * was lost under it: NvmeNamespace sends only those that change no data so). Until
+   * then the controller holds it (resend.ts): close() ends it at once as 'closed', as it
+   * ends the commands still waiting for a slot, and a controller that gives up
+   * reconnecting ('dead') as 'not-connected'.
    */
   submitIoAfter(req: NvmeRequest, delayMs: number, queue = -1): void {
-    const wait = delayMs > 0 ? !this.sm.is('deleting', 'closed') : this.reconnecting;
-    if (wait) this.resends.hold(req, delayMs, queue);
-    else this.submitIo(req, queue);
+    if (delayMs > 0 && !this.sm.is('deleting', 'closed')) this.resends.after(req, delayMs, queue);
+    else this.sendIo(req, queue, true);
   }
 
   /** No association, and one is being built or will be (automatic reconnect). */
@@ -389,9 +472,14 @@ export class NvmeController implements Submitter {
   private notLive(): HostError {
     const closed = this.sm.is('deleting', 'closed');
     const why = this.lastError && !closed ? `: ${this.lastError.message}` : '';
+    const fast = this.failFast
+      ? `; it has been reconnecting for longer than fastIoFailMs (${this.opts.fastIoFailMs} ` +
+        `ms), so I/O fails at once until it is live again (not sent): check the connection ` +
+        `to the target, then send it again once it is live, or raise fastIoFailMs`
+      : '';
     return new HostError(
       closed ? 'closed' : 'not-connected',
-      `controller is ${this.sm.state}${why}`,
+      `controller is ${this.sm.state}${why}${fast}`,
     );
   }
 
@@ -542,7 +630,12 @@ export class NvmeController implements Submitter {
     if (this.lostAt === 0) this.lostAt = now;
     if (!rc || now - this.lostAt + rc.delayMs > rc.lossTimeoutMs) {
       this.sm.transition('dead');
-      this.resends.failAll(this.notLive());
+      const gaveUp = new HostError(
+        'not-connected',
+        `${this.notLive().message}; it reconnects no more, so the command was not sent: ` +
+          `check the connection to the target, reconnect() the controller, then send it again`,
+      );
+      this.resends.failAll(() => gaveUp);
       const waited =
         `${this.notLive().message}; it lost its association while the command waited for ` +
         `its ANA group to leave change, and reconnects no more (not sent again): check the ` +
@@ -651,8 +744,14 @@ export class NvmeController implements Submitter {
     if (this.sm.is('closed')) return;
     if (this.sm.is('deleting')) return this.waitClosed();
     this.sm.transition('deleting');
-    const closing = 'controller closed while the command waited to be sent again (not sent again)';
-    this.resends.failAll(new HostError('closed', closing));
+    const closing = (h: Held) =>
+      new HostError(
+        'closed',
+        h.again
+          ? 'controller closed while the command waited to be sent again (not sent again)'
+          : 'controller closed while the command waited for it to reconnect (never sent)',
+      );
+    this.resends.failAll(closing);
     const waiting =
       'controller closed while the command waited for its ANA group to leave change (not sent again)';
     this.anaStates.failAll(new HostError('closed', waiting));
@@ -757,6 +856,13 @@ function checkTimers(o: ControllerOptions): void {
     ],
     ['adminTimeoutMs', o.adminTimeoutMs, 0, Infinity, 'e.g. 60000, or Infinity for none'],
     ['ioTimeoutMs', o.ioTimeoutMs, 0, Infinity, 'e.g. 30000, or Infinity for none'],
+    [
+      'fastIoFailMs',
+      o.fastIoFailMs,
+      0,
+      Infinity,
+      'how long I/O may wait for a reconnect, e.g. 5000, or Infinity until reconnecting gives up',
+    ],
     [
       'reconnect.delayMs',
       rc?.delayMs,

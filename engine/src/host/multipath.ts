@@ -128,7 +128,8 @@ export { defaultFenceMs } from './multipath-options.js';
 export type { PathInfo, PathIoCounts } from './multipath-path.js';
 
 /** A path's controller options; its `kato` must not be 0 (see rule 3 above). */
-export interface PathOptions extends ControllerOptions {
+/** A path's controller options: fastIoFailMs is always 0 (a path reconnecting holds no I/O). */
+export interface PathOptions extends Omit<ControllerOptions, 'fastIoFailMs'> {
   /** Name for path lists and messages (default host:port). */
   readonly name?: string;
 }
@@ -214,6 +215,8 @@ export class MultipathNamespace extends NamespaceIo {
         ...po,
         ...host,
         requireKeepAlive: true,
+        // A path reconnecting holds no I/O: the namespace sends it to another path.
+        fastIoFailMs: 0,
         onStateChange: (next, prev, why) => {
           this.onControllerState(p, why);
           callUser('onStateChange', po.onStateChange, next, prev, why);

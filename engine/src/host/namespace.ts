@@ -10,7 +10,8 @@
  * usable again instead (afterTransition), then goes out on the same controller. A read,
  * compare or flush in flight when the association is lost is sent again once the
  * controller has reconnected; a write is not, and its error says it may have been
- * executed (resendable).
+ * executed (resendable). One submitted while the controller reconnects was never sent:
+ * the controller holds it until it is live again (NvmeController.submitIo), a write too.
  */
 import { performance } from 'node:perf_hooks';
 import type { NamespaceIdentity, NamespaceIds } from './admin.js';

@@ -1,57 +1,106 @@
 /**
- * The I/O commands a controller holds to send again (NvmeController.submitIoAfter): one
- * waiting out a status's retry delay (status-retry.ts), and one whose association was lost
- * under it, to go out on the next one once the controller is live again. Held here, they
- * end with the controller: close() fails them at once, and so does giving up reconnecting,
- * rather than when a delay runs out or never.
+ * The I/O commands a controller holds instead of sending them now (NvmeController): one
+ * waiting out a status's retry delay (status-retry.ts); one whose association was lost
+ * under it, to go out again on the next one; and one submitted while the controller is
+ * reconnecting, never sent yet, as Linux requeues I/O until the controller is live again.
+ * The last two wait for the controller to be live (release()), each at most its own bound
+ * (the command's timeout). Held here, they end with the controller: close() fails them at
+ * once, and so does giving up reconnecting or fastIoFailMs running out (failWaiting()).
  */
+import { performance } from 'node:perf_hooks';
 import { callDone } from './callback.js';
 import type { HostError } from './errors.js';
+import { MAX_TIMER_MS } from './queue.js';
 import type { NvmeRequest } from './request.js';
 
-interface Held {
+/** One command held, as the controller's callbacks see it. */
+export interface Held {
   readonly queue: number;
-  /** Its delay, while it runs. */
-  timer: NodeJS.Timeout | null;
+  /** It was sent before (a retry after a status, or after a lost association). */
+  readonly again: boolean;
+  /** Its bound while it waits for the controller to be live, ms (Infinity: none). */
+  readonly boundMs: number;
+  /** When it started waiting (performance.now()). */
+  readonly since: number;
+}
+
+interface Entry extends Held {
+  /** Its status's delay, while that runs; null: it waits for the controller to be live. */
+  delay: NodeJS.Timeout | null;
+  /** Its bound, while it waits for the controller to be live. */
+  bound: NodeJS.Timeout | null;
 }
 
 export class Resends {
-  private readonly held = new Map<NvmeRequest, Held>();
+  private readonly held = new Map<NvmeRequest, Entry>();
 
   constructor(
-    /** Sends a command on an I/O queue (submitIo; refused there when not live). */
-    private readonly send: (req: NvmeRequest, queue: number) => void,
+    /** Sends a command on an I/O queue (held again there while the controller reconnects). */
+    private readonly send: (req: NvmeRequest, queue: number, again: boolean) => void,
+    /** What a command whose bound ran out before the controller was live ends with. */
+    private readonly expired: (h: Held) => HostError,
   ) {}
 
+  /** Commands held now. */
+  get size(): number {
+    return this.held.size;
+  }
+
   /**
-   * Send `req` on `queue` once `delayMs` have passed, or, with no delay, once the
-   * controller is live again (release). A delay that ends while the controller is not
-   * live sends it all the same, so it is refused as not connected: a status's delay is
-   * no reason to hold a command for a reconnect (its caller gets a definite answer).
+   * Send `req` (sent before) on `queue` once `delayMs` have passed, whatever the
+   * controller's state then: a status's delay is no reason to hold a command for a
+   * reconnect beyond what send() does with it.
    */
-  hold(req: NvmeRequest, delayMs: number, queue: number): void {
-    const h: Held = { queue, timer: null };
-    this.held.set(req, h);
-    if (delayMs > 0) h.timer = setTimeout(() => this.sendOne(req, h), delayMs);
+  after(req: NvmeRequest, delayMs: number, queue: number): void {
+    const e: Entry = { queue, again: true, boundMs: Infinity, since: 0, delay: null, bound: null };
+    this.held.set(req, e);
+    e.delay = setTimeout(() => this.sendOne(req, e), delayMs);
+  }
+
+  /**
+   * Send `req` on `queue` once the controller is live again (release()), or end it with
+   * expired() once `boundMs` have passed (Infinity, or beyond Node's timers: no bound).
+   */
+  untilLive(req: NvmeRequest, queue: number, again: boolean, boundMs: number): void {
+    const since = performance.now();
+    const e: Entry = { queue, again, boundMs, since, delay: null, bound: null };
+    this.held.set(req, e);
+    if (boundMs <= MAX_TIMER_MS) {
+      e.bound = setTimeout(() => this.end(req, this.expired(e)), boundMs);
+    }
   }
 
   /** The controller is live again: send every command waiting for that. */
   release(): void {
-    for (const [req, h] of [...this.held]) if (!h.timer) this.sendOne(req, h);
+    for (const [req, e] of [...this.held]) if (!e.delay) this.sendOne(req, e);
   }
 
-  /** End every command held with `err`, not sent again. */
-  failAll(err: HostError): void {
-    for (const [req, h] of [...this.held]) {
-      if (h.timer) clearTimeout(h.timer);
-      this.held.delete(req);
-      req.error = err.forCommand(false);
-      callDone(req);
-    }
+  /** End every command held with what `err` gives for it, not sent (again). */
+  failAll(err: (h: Held) => HostError): void {
+    for (const [req, e] of [...this.held]) this.end(req, err(e));
   }
 
-  private sendOne(req: NvmeRequest, h: Held): void {
+  /** End every command waiting for the controller to be live (not those in a delay). */
+  failWaiting(err: (h: Held) => HostError): void {
+    for (const [req, e] of [...this.held]) if (!e.delay) this.end(req, err(e));
+  }
+
+  private end(req: NvmeRequest, err: HostError): void {
+    const e = this.held.get(req);
+    if (!e) return;
+    this.clear(req, e);
+    req.error = err.forCommand(false);
+    callDone(req);
+  }
+
+  private sendOne(req: NvmeRequest, e: Entry): void {
+    this.clear(req, e);
+    this.send(req, e.queue, e.again);
+  }
+
+  private clear(req: NvmeRequest, e: Entry): void {
+    if (e.delay) clearTimeout(e.delay);
+    if (e.bound) clearTimeout(e.bound);
     this.held.delete(req);
-    this.send(req, h.queue);
   }
 }

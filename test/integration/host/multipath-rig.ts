@@ -144,10 +144,11 @@ export class PausableProxy {
     readonly port: number,
   ) {}
 
-  static async start(targetPort: number): Promise<PausableProxy> {
+  /** A proxy to `targetPort`, listening on `listenPort` (0: a free one). */
+  static async start(targetPort: number, listenPort = 0): Promise<PausableProxy> {
     let proxy: PausableProxy | null = null;
     const server = net.createServer((client) => proxy!.accept(client, targetPort));
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    await new Promise<void>((r) => server.listen(listenPort, '127.0.0.1', r));
     proxy = new PausableProxy(server, (server.address() as net.AddressInfo).port);
     cleanup.push(() => proxy!.close());
     return proxy;
