@@ -125,7 +125,7 @@ export class Association {
       // accepted once it is enabled. So it starts here, not once the association is up:
       // an I/O queue may wait longer than KATO for its ICResp (connectTimeoutMs), and
       // the controller would be gone by the time its Connect arrives.
-      keepAlive = new KeepAlive(admin);
+      keepAlive = new KeepAlive(admin, `${p.host}:${p.port}`);
       keepAlive.start(p.kato);
       const vs = (await execute(admin, fillPropertyGet(new NvmeRequest(), PROP.VS, false))).dw0;
       const identity = await identifyController(admin);

@@ -3,9 +3,15 @@
  * admin queue, in a slot the queue reserves for it, so slow admin commands filling the
  * queue never hold it back while the controller's timer runs. A Keep Alive the
  * controller does not answer within KATO fails the admin queue (the queue's timeout),
- * and with it the association.
+ * and with it the association. So does one answered with an error status: the
+ * controller did not take it as a Keep Alive, so its timer may not have been restarted
+ * and it could end the association at KATO under the commands in flight. Linux logs it
+ * and sends no more Keep Alives (nvme_keep_alive_end_io), which lets the target end the
+ * association and starts error recovery when it does; the host starts it at once.
  */
+import { statusName } from '../protocol/status.js';
 import { fillKeepAlive } from './commands.js';
+import { HostError } from './errors.js';
 import type { NvmeTcpQueue } from './queue.js';
 import { NvmeRequest } from './request.js';
 
@@ -15,7 +21,11 @@ export class KeepAlive {
   /** A Keep Alive is in flight: the next tick waits for it (one reserved slot). */
   private busy = false;
 
-  constructor(private readonly admin: NvmeTcpQueue) {}
+  constructor(
+    private readonly admin: NvmeTcpQueue,
+    /** host:port, for the messages. */
+    private readonly where: string,
+  ) {}
 
   /** (Re)start with this KATO in ms, as the controller now has it; 0 stops. */
   start(kato: number): void {
@@ -34,7 +44,23 @@ export class KeepAlive {
     if (this.busy || this.admin.state !== 'live') return;
     this.busy = true;
     fillKeepAlive(this.req.reset()).timeoutMs = kato;
-    this.req.onDone = () => (this.busy = false); // failures surface as a queue failure
+    // A failure without a status surfaces as a queue failure (timeout, lost connection).
+    this.req.onDone = (r) => {
+      this.busy = false;
+      if (!r.error && r.status !== 0 && this.timer) this.refused(r.status, kato);
+    };
     this.admin.submitReserved(this.req);
+  }
+
+  /** Answered with `status`: end the association (error recovery), saying why. */
+  private refused(status: number, kato: number): void {
+    this.stop();
+    const why =
+      `${this.where}: the controller answered Keep Alive with status ${statusName(status)} ` +
+      `(0x${status.toString(16)}): its keep-alive timer may not have been restarted, so it ` +
+      `could end this association without warning once KATO (${kato} ms) runs out; the ` +
+      `host ends it now (error recovery). If this happens on every association, check the ` +
+      `target's log for why it refuses Keep Alive`;
+    this.admin.fail(new HostError('transport', why));
   }
 }

@@ -65,6 +65,9 @@ export interface FakeTargetOptions {
   icresp?: Partial<Parameters<typeof encodeICResp>[0]>;
   /** Never answer commands for which this returns true. */
   hold?: (opcode: number, qid: number) => boolean;
+  /** The status to complete the `n`th admin command with this opcode (from 0) with
+   * instead of running it; 0: run it. */
+  adminStatus?: (op: number, n: number) => number;
   /** Sees the data of every H2CData PDU received, before anything else happens to it. */
   onH2CData?: (data: Buffer) => void;
   /** Identify Controller CRDT1..3 (100 ms units; default none). */
@@ -309,7 +312,10 @@ export class FakeTarget {
   }
 
   private onAdmin(c: Conn, sqe: Buffer, cid: number, op: number, data: Buffer | null): void {
+    const n = this.adminOps.filter((o) => o === op).length;
     this.adminOps.push(op);
+    const refused = this.o.adminStatus?.(op, n) ?? 0;
+    if (refused !== 0) return this.respond(c, cid, refused);
     if (op === ADMIN.SET_FEATURES && (cdw(sqe, 10) & 0xff) === 0x16 && data) {
       this.hostBehavior.push(Buffer.from(data));
     }

@@ -11,13 +11,17 @@ import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Target } from '../../../engine/src/core/index.js';
 import {
+  HostError,
   NvmeController,
   NvmeRequest,
+  type ControllerOptions,
+  type ControllerState,
   discover,
   execute,
   fillSetFeatures,
 } from '../../../engine/src/host/index.js';
-import { ADMIN, DISCOVERY_NQN, FID, LID } from '../../../engine/src/protocol/opcodes.js';
+import { ADMIN, DISCOVERY_NQN, FID, IO, LID } from '../../../engine/src/protocol/opcodes.js';
+import { SC } from '../../../engine/src/protocol/status.js';
 import { MemoryBackend } from '../../../engine/src/storage/memory.js';
 import { serveOnLoopback } from '../../helpers/target.js';
 import { waitFor } from './helpers.js';
@@ -198,5 +202,55 @@ describe('keep-alive', () => {
     expect(ctrl.state).toBe('live');
     target.dropAll();
     expect((await Promise.all(slow)).every((r) => r instanceof Error)).toBe(true);
+  });
+});
+
+describe('a Keep Alive answered with an error status', () => {
+  /** A fake target on port 51100 + `n` whose first Keep Alive gets `status`. */
+  async function refusing(n: number, status: number, more: Partial<ControllerOptions> = {}) {
+    const target = await new FakeTarget({
+      adminStatus: (op, i) => (op === ADMIN.KEEP_ALIVE && i === 0 ? status : 0),
+      hold: (op, qid) => qid > 0 && op === IO.READ,
+    }).start(51100 + n);
+    cleanups.push(() => target.stop());
+    const states: [ControllerState, string | undefined][] = [];
+    const ctrl = await NvmeController.connect({
+      host: '127.0.0.1',
+      port: target.port,
+      subnqn: 'nqn.fake',
+      kato: 1000,
+      onStateChange: (next, _prev, why) => states.push([next, why?.message]),
+      ...more,
+    });
+    cleanups.push(() => ctrl.close(100));
+    return { target, ctrl, states, ns: await ctrl.namespace(1) };
+  }
+
+  // Before: ignored, the controller left live, while a target that did not take the Keep
+  // Alive may end the association at its KATO under the commands in flight. Linux logs it
+  // and sends no more Keep Alives, so the target ends the association.
+  it('ends the association (error recovery), failing its commands in flight saying why', async () => {
+    const { ctrl, states, ns } = await refusing(0, SC.INTERNAL);
+    const read = ns.read(0, 1).catch((e: unknown) => e); // held by the target: in flight
+    await waitFor(() => ctrl.state === 'dead', 3000);
+    const why =
+      /answered Keep Alive with status INTERNAL \(0x6\): its keep-alive timer may not have been restarted, so it could end this association without warning once KATO \(1000 ms\) runs out; the host ends it now \(error recovery\)/;
+    expect(states.at(-1)![1]).toMatch(why);
+    const err = (await read) as HostError;
+    expect(err).toMatchObject({ kind: 'transport', maybeExecuted: true });
+    expect(err.message).toMatch(why);
+  });
+
+  it('reconnects when reconnect is on, and keeps the new association', async () => {
+    const { ctrl, target, states } = await refusing(1, SC.CMD_SEQ_ERROR, {
+      reconnect: { delayMs: 50, lossTimeoutMs: 10_000 },
+    });
+    await waitFor(() => states.some(([s]) => s === 'recovering'), 3000);
+    await waitFor(() => ctrl.state === 'live', 3000);
+    const kas = () => target.adminOps.filter((o) => o === ADMIN.KEEP_ALIVE).length;
+    const before = kas();
+    await sleep(1200); // KATO 1 s: two Keep Alives, answered with success
+    expect(kas() - before).toBeGreaterThanOrEqual(2);
+    expect(ctrl.state).toBe('live');
   });
 });
