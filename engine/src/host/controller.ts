@@ -447,10 +447,30 @@ export class NvmeController implements Submitter {
    * event's, or one on the next association) gives its group a state other than change,
    * or with 'change' after `ms`; past twice ANATT in change the controller is reset
    * meanwhile, as Linux resets it (AnaStates.settled). The controller holds the waiter:
-   * close() ends it at once as 'closed', and giving up reconnecting as 'not-connected'.
+   * close() ends it at once as 'closed', and giving up reconnecting as 'not-connected';
+   * so does a controller that is neither live nor reconnecting when it is called (the
+   * association lost, with no reconnect, in the chunk that completed the log read).
    */
   anaSettled(nsid: number, ms: number): Promise<AnaWait> {
+    if (!this.sm.is('live') && !this.reconnecting) return Promise.reject(this.anaWaitEnded());
     return this.anaStates.settled(nsid, ms);
+  }
+
+  /** What a command waiting for its ANA group to leave change ends with when the
+   * controller closes or reconnects no more. */
+  private anaWaitEnded(): HostError {
+    if (this.sm.is('deleting', 'closed')) {
+      return new HostError(
+        'closed',
+        'controller closed while the command waited for its ANA group to leave change (not sent again)',
+      );
+    }
+    return new HostError(
+      'not-connected',
+      `${this.notLive().message}; it lost its association while the command waited for ` +
+        `its ANA group to leave change, and reconnects no more (not sent again): check the ` +
+        `connection to the target, reconnect() the controller, then send it again`,
+    );
   }
 
   /** How long a group may stay in change before the host resets the controller: 2 x ANATT, ms. */
@@ -636,11 +656,7 @@ export class NvmeController implements Submitter {
           `check the connection to the target, reconnect() the controller, then send it again`,
       );
       this.resends.failAll(() => gaveUp);
-      const waited =
-        `${this.notLive().message}; it lost its association while the command waited for ` +
-        `its ANA group to leave change, and reconnects no more (not sent again): check the ` +
-        `connection to the target, reconnect() the controller, then send it again`;
-      this.anaStates.failAll(new HostError('not-connected', waited));
+      this.anaStates.failAll(this.anaWaitEnded());
       return;
     }
     this.sm.transition('recovering');
@@ -752,9 +768,7 @@ export class NvmeController implements Submitter {
           : 'controller closed while the command waited for it to reconnect (never sent)',
       );
     this.resends.failAll(closing);
-    const waiting =
-      'controller closed while the command waited for its ANA group to leave change (not sent again)';
-    this.anaStates.failAll(new HostError('closed', waiting));
+    this.anaStates.failAll(this.anaWaitEnded());
     // A reconnect attempt in progress stops now, not at its connect or admin timeout (a
     // retry timer that fires meanwhile finds the controller deleting and does nothing).
     this.cancelAttempt?.();

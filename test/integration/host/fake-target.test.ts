@@ -30,8 +30,8 @@ afterEach(async () => {
   ctrl = target = null;
 });
 
-async function setup(t: FakeTargetOptions = {}, c: Partial<ControllerOptions> = {}) {
-  target = await new FakeTarget(t).start();
+async function setup(t: FakeTargetOptions = {}, c: Partial<ControllerOptions> = {}, port = 0) {
+  target = await new FakeTarget(t).start(port);
   ctrl = await NvmeController.connect({
     host: '127.0.0.1',
     port: target.port,
@@ -348,6 +348,37 @@ describe('a status without DNR, on one controller', () => {
 // though the controller reconnected a moment later; Linux requeues it and sends it again
 // once the controller is live (nvme_cancel_request, nvme_decide_disposition). A write is
 // still not sent again: its lost copy may land after the reconnect (see the write above).
+describe('a command answered with ANA Transition, on one controller', () => {
+  // The ANA log read after the status says change, and the association is lost in the
+  // same chunk that completes that read (a PDU of no known type after it), with no
+  // reconnect: the controller went dead before the command began to wait for its group.
+  // Before: it waited out its whole ioTimeoutMs all the same (for good with Infinity),
+  // then failed saying the controller was still reconnecting.
+  it('fails at once when the controller went dead before the wait began', async () => {
+    let lies = 1;
+    const junk = Buffer.from([0xff, 0, 8, 0, 8, 0, 0, 0]); // type 0xFF, hlen 8, plen 8
+    const { ns, ctrl } = await setup(
+      {
+        ana: 0x0f, // change
+        ioStatus: (op) => (op === IO.WRITE ? SC.ANA_TRANSITION : 0),
+        afterAnaLog: () => (lies-- > 0 ? junk : null),
+      },
+      { ioTimeoutMs: 4000 },
+      51110,
+    );
+    const started = performance.now();
+    const err = await ns.write(0, randomBytes(512)).catch((e: unknown) => e);
+    expect(ctrl.state).toBe('dead');
+    expect(err).toBeInstanceOf(HostError);
+    expect(err).toMatchObject({ kind: 'not-connected' });
+    expect((err as Error).message).toMatch(
+      /^controller is dead: .+; it lost its association while the command waited for its ANA group to leave change, and reconnects no more \(not sent again\): check the connection to the target, reconnect\(\) the controller, then send it again$/,
+    );
+    // Not its 4 s ioTimeoutMs: nothing was left to wait for.
+    expect(performance.now() - started).toBeLessThan(2000);
+  });
+});
+
 describe('a command in flight when the association is lost, on one controller', () => {
   const reconnect = { delayMs: 20, lossTimeoutMs: 5000 };
   const holdReads = (op: number, qid: number) => qid > 0 && op === IO.READ;

@@ -65,6 +65,9 @@ export interface FakeTargetOptions {
   icresp?: Partial<Parameters<typeof encodeICResp>[0]>;
   /** Never answer commands for which this returns true. */
   hold?: (opcode: number, qid: number) => boolean;
+  /** Raw bytes to send right after the answer to an ANA log read, in the same TCP write
+   * (one chunk for the host): a lie that fails the queue as the read completes. */
+  afterAnaLog?: () => Buffer | null;
   /** The status to complete the `n`th admin command with this opcode (from 0) with
    * instead of running it; 0: run it. */
   adminStatus?: (op: number, n: number) => number;
@@ -327,7 +330,14 @@ export class FakeTarget {
         const lpo = cdwPair(sqe, 12);
         const log = Buffer.alloc(lpo + len);
         this.anaLog().copy(log);
-        return this.sendData(c, cid, log.subarray(lpo));
+        const after = this.o.afterAnaLog?.() ?? null;
+        if (after) c.sock.cork();
+        this.sendData(c, cid, log.subarray(lpo));
+        if (after) {
+          c.sock.write(after);
+          c.sock.uncork();
+        }
+        return;
       }
       return this.sendData(c, cid, Buffer.alloc(len, sqeNsid(sqe) & 0xff));
     }
