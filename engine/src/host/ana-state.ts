@@ -122,7 +122,8 @@ export class AnaStates {
    * Resolves once a log gives the group of `nsid` a state other than change, or with
    * 'change' once `ms` have passed (Infinity: no bound); rejects when failAll() ends it.
    * Meanwhile the controller is reset each time the wait reaches twice ANATT on one
-   * association (watchStuck).
+   * association (watchStuck), timed from the association's start when it waits through
+   * a reconnect.
    */
   settled(nsid: number, ms: number): Promise<AnaWait> {
     const now = this.stateOf(nsid);
@@ -131,7 +132,9 @@ export class AnaStates {
       const bound = ms <= MAX_TIMER_MS ? () => setTimeout(() => this.end(w, 'change'), ms) : null;
       const w: Waiter = { nsid, resolve, reject, timer: bound?.() ?? null, resets: 0 };
       this.waiters.add(w);
-      this.watchStuck();
+      // Not while there is no association (lost in the chunk that completed the log read
+      // this waits after): the next one starts it (newAssociation), on its own ANATT.
+      if (this.lostWhy === null) this.watchStuck();
     });
   }
 

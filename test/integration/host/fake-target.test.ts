@@ -377,6 +377,41 @@ describe('a command answered with ANA Transition, on one controller', () => {
     // Not its 4 s ioTimeoutMs: nothing was left to wait for.
     expect(performance.now() - started).toBeLessThan(2000);
   });
+
+  // The same loss with reconnect on: the command waits through the reconnect, and the
+  // controller is reset each twice ANATT (2 s) the group stays in change on the new
+  // association. Before: the wait's reset timer started while there was no association,
+  // on the default ANATT (10 s: 20 s), and the new association did not restart it, so no
+  // reset came within the 5 s ioTimeoutMs and the write failed saying to raise it.
+  it('times the reset for a group stuck in change from the new association after a loss', async () => {
+    let lies = 1;
+    const junk = Buffer.from([0xff, 0, 8, 0, 8, 0, 0, 0]);
+    const resets: string[] = [];
+    const { ns } = await setup(
+      {
+        ana: 0x0f,
+        anatt: 1,
+        ioStatus: (op) => (op === IO.WRITE ? SC.ANA_TRANSITION : 0),
+        afterAnaLog: () => (lies-- > 0 ? junk : null),
+      },
+      {
+        ioTimeoutMs: 5000,
+        reconnect: { delayMs: 50, lossTimeoutMs: 60_000 },
+        onStateChange: (next, prev, why) => {
+          if (prev === 'live' && next === 'connecting') resets.push(why?.message ?? '');
+        },
+      },
+      51111,
+    );
+    const err = await ns.write(0, randomBytes(512)).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NvmeStatusError);
+    expect((err as NvmeStatusError).status).toBe(SC.ANA_TRANSITION);
+    expect(resets.length).toBeGreaterThanOrEqual(1);
+    expect(resets[0]).toMatch(/in change for over twice ANATT \(2000 ms\)/);
+    expect((err as Error).message).toMatch(
+      /the controller was reset (once|\d+ times) after twice its ANATT \(2000 ms\)/,
+    );
+  });
 });
 
 describe('a command in flight when the association is lost, on one controller', () => {

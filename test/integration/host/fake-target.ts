@@ -65,6 +65,8 @@ export interface FakeTargetOptions {
   icresp?: Partial<Parameters<typeof encodeICResp>[0]>;
   /** Never answer commands for which this returns true. */
   hold?: (opcode: number, qid: number) => boolean;
+  /** Identify Controller ANATT, s (default 0: none given, the host assumes 10). */
+  anatt?: number;
   /** Raw bytes to send right after the answer to an ANA log read, in the same TCP write
    * (one chunk for the host): a lie that fails the queue as the read completes. */
   afterAnaLog?: () => Buffer | null;
@@ -374,7 +376,7 @@ export class FakeTarget {
         lpa: 0,
         elpe: 0,
         kas: 10,
-        anatt: 0,
+        anatt: this.o.anatt ?? 0,
         anacap: ana ? 0x1f : 0,
         anagrpmax: ana ? 1 : 0,
         nanagrpid: ana ? 1 : 0,
