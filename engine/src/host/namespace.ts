@@ -10,8 +10,9 @@
  * usable again instead (afterTransition), then goes out on the same controller. A read,
  * compare or flush in flight when the association is lost is sent again once the
  * controller has reconnected; a write is not, and its error says it may have been
- * executed (resendable). One submitted while the controller reconnects was never sent:
- * the controller holds it until it is live again (NvmeController.submitIo), a write too.
+ * executed (resendable), unless it was never sent (it waited for a queue slot). One
+ * submitted while the controller reconnects was never sent either: the controller holds
+ * it until it is live again (NvmeController.submitIo), a write too.
  */
 import { performance } from 'node:perf_hooks';
 import type { NamespaceIdentity, NamespaceIds } from './admin.js';
@@ -201,14 +202,18 @@ export class NvmeNamespace extends NamespaceIo {
    * on it timed out) is sent again on the next one, once the controller has reconnected,
    * as Linux requeues it (nvme_cancel_request, nvme_decide_disposition): within the same
    * MAX_STATUS_RETRIES, and only while the controller is reconnecting. Only if it changes
-   * no data (read, compare, flush): a write may still land on the target after the
-   * reconnect, the old controller living on there until its keep-alive timeout (and our
-   * target finishing a backend write already started), so sent again and acknowledged it
-   * could be overwritten by its lost copy after the caller's next write to those blocks.
+   * no data (read, compare, flush), or was never sent (it waited for a queue slot): a
+   * write sent may still land on the target after the reconnect, the old controller
+   * living on there until its keep-alive timeout (and our target finishing a backend
+   * write already started), so sent again and acknowledged it could be overwritten by
+   * its lost copy after the caller's next write to those blocks.
    */
   private resendable(e: HostError, mutating: boolean, retries: number): boolean {
     return (
-      lostAssociation(e) && !mutating && this.ctrl.reconnecting && retries < MAX_STATUS_RETRIES
+      lostAssociation(e) &&
+      (!mutating || !e.maybeExecuted) &&
+      this.ctrl.reconnecting &&
+      retries < MAX_STATUS_RETRIES
     );
   }
 

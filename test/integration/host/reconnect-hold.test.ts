@@ -184,6 +184,31 @@ describe('I/O submitted while the controller reconnects', () => {
   });
 });
 
+describe('I/O waiting for a queue slot when the connection is lost', () => {
+  // Before: failed with the lost connection's error (maybeExecuted false), though never
+  // sent, while those submitted a moment later were held for the reconnect.
+  it('holds the writes never sent and sends them after the reconnect; those in flight fail in doubt', async () => {
+    const { proxy, ctrl, ns } = await rig({ queueSize: 4 });
+    expect(ctrl.ioQueueDepth).toBe(3);
+    proxy.stall(); // the target's answers are held: three writes stay in flight
+    const blocks = Array.from({ length: 6 }, () => randomBytes(512));
+    const writes = blocks.map((b, i) => outcome(ns.write(i, b), 0));
+    expect(ctrl.ioQueueLoad).toEqual([{ inFlight: 3, queued: 3 }]);
+    await sleep(100);
+    proxy.resume();
+    proxy.pause();
+    await waitFor(() => ctrl.state === 'recovering');
+    await sleep(200);
+    proxy.resume();
+    const ended = await Promise.all(writes);
+    for (const r of ended.slice(0, 3)) {
+      expect(r.error).toMatchObject({ kind: 'transport', maybeExecuted: true });
+    }
+    for (const r of ended.slice(3)) expect(r.error).toBeNull();
+    for (let i = 3; i < 6; i++) expect((await ns.read(i, 1)).equals(blocks[i]!)).toBe(true);
+  });
+});
+
 describe('a multipath path reconnecting', () => {
   it('does not hold I/O: it goes to the other live path at once', async () => {
     const backend = new MemoryBackend({ sizeBytes: 1 << 20 });
