@@ -7,7 +7,6 @@
  * (the command's timeout). Held here, they end with the controller: close() fails them at
  * once, and so does giving up reconnecting or fastIoFailMs running out (failWaiting()).
  */
-import { performance } from 'node:perf_hooks';
 import { callDone } from './callback.js';
 import type { HostError } from './errors.js';
 import { MAX_TIMER_MS } from './queue.js';
@@ -20,8 +19,6 @@ export interface Held {
   readonly again: boolean;
   /** Its bound while it waits for the controller to be live, ms (Infinity: none). */
   readonly boundMs: number;
-  /** When it started waiting (performance.now()). */
-  readonly since: number;
 }
 
 interface Entry extends Held {
@@ -52,7 +49,7 @@ export class Resends {
    * reconnect beyond what send() does with it.
    */
   after(req: NvmeRequest, delayMs: number, queue: number): void {
-    const e: Entry = { queue, again: true, boundMs: Infinity, since: 0, delay: null, bound: null };
+    const e: Entry = { queue, again: true, boundMs: Infinity, delay: null, bound: null };
     this.held.set(req, e);
     e.delay = setTimeout(() => this.sendOne(req, e), delayMs);
   }
@@ -62,8 +59,7 @@ export class Resends {
    * expired() once `boundMs` have passed (Infinity, or beyond Node's timers: no bound).
    */
   untilLive(req: NvmeRequest, queue: number, again: boolean, boundMs: number): void {
-    const since = performance.now();
-    const e: Entry = { queue, again, boundMs, since, delay: null, bound: null };
+    const e: Entry = { queue, again, boundMs, delay: null, bound: null };
     this.held.set(req, e);
     if (boundMs <= MAX_TIMER_MS) {
       e.bound = setTimeout(() => this.end(req, this.expired(e)), boundMs);
