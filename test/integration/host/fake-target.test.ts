@@ -18,7 +18,7 @@ import {
 } from '../../../engine/src/host/index.js';
 import { ADMIN, IO } from '../../../engine/src/protocol/opcodes.js';
 import { DNR, SC } from '../../../engine/src/protocol/status.js';
-import { waitFor } from './helpers.js';
+import { onPortIn, waitFor } from './helpers.js';
 import { FakeTarget, type FakeTargetOptions } from './fake-target.js';
 
 let target: FakeTarget | null = null;
@@ -31,7 +31,9 @@ afterEach(async () => {
 });
 
 async function setup(t: FakeTargetOptions = {}, c: Partial<ControllerOptions> = {}, port = 0) {
-  target = await new FakeTarget(t).start(port);
+  const fake = new FakeTarget(t);
+  // A port of this file's range (first of ten), or any free one (0).
+  target = await (port === 0 ? fake.start() : onPortIn(port, port + 9, (p) => fake.start(p)));
   ctrl = await NvmeController.connect({
     host: '127.0.0.1',
     port: target.port,
@@ -364,7 +366,7 @@ describe('a command answered with ANA Transition, on one controller', () => {
         afterAnaLog: () => (lies-- > 0 ? junk : null),
       },
       { ioTimeoutMs: 4000 },
-      51110,
+      51120,
     );
     const started = performance.now();
     const err = await ns.write(0, randomBytes(512)).catch((e: unknown) => e);
@@ -401,7 +403,7 @@ describe('a command answered with ANA Transition, on one controller', () => {
           if (prev === 'live' && next === 'connecting') resets.push(why?.message ?? '');
         },
       },
-      51111,
+      51130,
     );
     const err = await ns.write(0, randomBytes(512)).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(NvmeStatusError);

@@ -141,7 +141,12 @@ export class FakeTarget {
   /** Listen on loopback, on `port` (default: any free one). */
   async start(port = 0): Promise<this> {
     this.server = net.createServer((s) => this.accept(s));
-    await new Promise<void>((r) => this.server.listen(port, '127.0.0.1', r));
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject).listen(port, '127.0.0.1', () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
     this.port = (this.server.address() as net.AddressInfo).port;
     return this;
   }

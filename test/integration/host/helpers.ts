@@ -138,3 +138,22 @@ export async function startReference(timeoutMs = 120_000): Promise<ReferenceTarg
   }
   return { port, nqn: REF_NQN, log: () => `${out}\n${consoleText}`, stop };
 }
+
+/**
+ * `start(port)` on the first port from `first` to `last` it can listen on. A port of a
+ * test's range may be taken for a while by another process's outgoing connection: the
+ * kernel hands out the ports of its ephemeral range (32768-60999 here) to connects.
+ */
+export async function onPortIn<T>(
+  first: number,
+  last: number,
+  start: (port: number) => Promise<T>,
+): Promise<T> {
+  for (let port = first; ; port++) {
+    try {
+      return await start(port);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE' || port >= last) throw e;
+    }
+  }
+}

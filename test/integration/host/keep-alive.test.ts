@@ -24,7 +24,7 @@ import { ADMIN, DISCOVERY_NQN, FID, IO, LID } from '../../../engine/src/protocol
 import { SC } from '../../../engine/src/protocol/status.js';
 import { MemoryBackend } from '../../../engine/src/storage/memory.js';
 import { serveOnLoopback } from '../../helpers/target.js';
-import { waitFor } from './helpers.js';
+import { onPortIn, waitFor } from './helpers.js';
 import { FakeTarget } from './fake-target.js';
 
 const NQN = 'nqn.2024-01.io.branchsan:keep-alive';
@@ -206,12 +206,13 @@ describe('keep-alive', () => {
 });
 
 describe('a Keep Alive answered with an error status', () => {
-  /** A fake target on port 51100 + `n` whose first Keep Alive gets `status`. */
+  /** A fake target on a port from 51100 + 10n whose first Keep Alive gets `status`. */
   async function refusing(n: number, status: number, more: Partial<ControllerOptions> = {}) {
-    const target = await new FakeTarget({
+    const target = new FakeTarget({
       adminStatus: (op, i) => (op === ADMIN.KEEP_ALIVE && i === 0 ? status : 0),
       hold: (op, qid) => qid > 0 && op === IO.READ,
-    }).start(51100 + n);
+    });
+    await onPortIn(51100 + 10 * n, 51109 + 10 * n, (port) => target.start(port));
     cleanups.push(() => target.stop());
     const states: [ControllerState, string | undefined][] = [];
     const ctrl = await NvmeController.connect({

@@ -148,7 +148,12 @@ export class PausableProxy {
   static async start(targetPort: number, listenPort = 0): Promise<PausableProxy> {
     let proxy: PausableProxy | null = null;
     const server = net.createServer((client) => proxy!.accept(client, targetPort));
-    await new Promise<void>((r) => server.listen(listenPort, '127.0.0.1', r));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject).listen(listenPort, '127.0.0.1', () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
     proxy = new PausableProxy(server, (server.address() as net.AddressInfo).port);
     cleanup.push(() => proxy!.close());
     return proxy;

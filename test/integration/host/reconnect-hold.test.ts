@@ -23,12 +23,17 @@ import {
 import { IO } from '../../../engine/src/protocol/opcodes.js';
 import { MemoryBackend } from '../../../engine/src/storage/memory.js';
 import { serveOnLoopback } from '../../helpers/target.js';
-import { waitFor } from './helpers.js';
+import { onPortIn, waitFor } from './helpers.js';
 import { PausableProxy, runCleanup, cleanup } from './multipath-rig.js';
 
 const NQN = 'nqn.2026-01.io.branchsan.test:reconnect-hold';
-/** This file's ports: 51000..51099, two per target (target, proxy). */
+/** This file's ports: 51000..51099, taken in turn (a port in use is skipped). */
 let nextPort = 51000;
+const onNextPort = <T>(start: (port: number) => Promise<T>) =>
+  onPortIn(nextPort, 51099, (port) => {
+    nextPort = port + 1;
+    return start(port);
+  });
 
 afterEach(runCleanup);
 
@@ -43,12 +48,12 @@ async function rig(more: Partial<ControllerOptions> = {}) {
     backend: new MemoryBackend({ sizeBytes: 1 << 20 }),
     nguid: 'ef'.repeat(16),
   });
-  const served = await serveOnLoopback(target, { port: nextPort++ });
+  const served = await onNextPort((port) => serveOnLoopback(target, { port }));
   cleanup.push(async () => {
     target.close();
     await served.transport.close();
   });
-  const proxy = await PausableProxy.start(served.port, nextPort++);
+  const proxy = await onNextPort((port) => PausableProxy.start(served.port, port));
   const ctrl = await NvmeController.connect({
     host: '127.0.0.1',
     port: proxy.port,
@@ -221,14 +226,14 @@ describe('a multipath path reconnecting', () => {
       target.addSubsystem({ nqn: NQN, serial: 'RCH2', model: 'BranchSAN', allowAnyHost: true });
       target.addNamespace(NQN, { nsid: 1, backend, nguid: 'ef'.repeat(16) });
       target.setAnaState(1, name === 'A' ? 'optimized' : 'non-optimized');
-      const served = await serveOnLoopback(target, { port: nextPort++ });
+      const served = await onNextPort((port) => serveOnLoopback(target, { port }));
       cleanup.push(async () => {
         target.close();
         await served.transport.close();
       });
       ports.push(served.port);
     }
-    const proxy = await PausableProxy.start(ports[0]!, nextPort++);
+    const proxy = await onNextPort((port) => PausableProxy.start(ports[0]!, port));
     const reconnect = { delayMs: 50, lossTimeoutMs: 60_000 };
     const path = (port: number, name: string) => ({
       host: '127.0.0.1',
