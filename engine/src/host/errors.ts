@@ -57,8 +57,10 @@ export class NvmeStatusError extends Error {
  *   TermReq, protocol error, or another command's timeout on the same controller).
  * - 'protocol': the target broke the NVMe/TCP rules on this command (bad R2T, C2HData
  *   out of range, short read); the queue was torn down too.
- * - 'not-connected': submitted while the controller is not live (never sent).
- * - 'busy': the bounded wait queue was full (never sent).
+ * - 'not-connected': the controller was not live and not reconnecting, or the command
+ *   waited for its reconnect past its timeout or fastIoFailMs, or until it gave up
+ *   (never sent).
+ * - 'busy': the bounded wait queue (maxWaiting) was full (never sent).
  * - 'too-large': the transfer is larger than the queue takes (its maxDataLength);
  *   sending it would make the controller's answer a protocol error that takes the
  *   association down (never sent; resending it elsewhere fails the same way).

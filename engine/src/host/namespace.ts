@@ -32,7 +32,8 @@ import {
 /** What a namespace needs from its controller (NvmeController implements it). */
 export interface IoController {
   submitIo(req: NvmeRequest, queue?: number): void;
-  /** submitIo() after `delayMs`, or once live again; close() meanwhile ends it at once. */
+  /** submitIo() after `delayMs`, or now (held while the controller reconnects); close()
+   * meanwhile ends it at once. */
   submitIoAfter(req: NvmeRequest, delayMs: number, queue?: number): void;
   readonly maxTransferBytes: number;
   /** CRDT1..3, 100 ms units (status-retry.ts). */
