@@ -127,6 +127,14 @@ static napi_value js_blkgetsize64(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* The element type, first byte and length in elements of the typed array `v`. */
+static napi_status typed_array(napi_env env, napi_value v, napi_typedarray_type *type,
+                               void **data, size_t *len) {
+  napi_value ab;
+  size_t byte_offset = 0;
+  return napi_get_typedarray_info(env, v, type, len, data, &ab, &byte_offset);
+}
+
 /* addressMod(typedArray, n): the data pointer modulo n, so O_DIRECT users can
  * place buffers on an aligned boundary inside a (shared) ArrayBuffer. */
 static napi_value js_address_mod(napi_env env, napi_callback_info info) {
@@ -137,9 +145,7 @@ static napi_value js_address_mod(napi_env env, napi_callback_info info) {
   void *data = NULL;
   size_t len = 0;
   napi_typedarray_type type;
-  napi_value ab;
-  size_t byte_offset = 0;
-  CHECK(napi_get_typedarray_info(env, argv[0], &type, &len, &data, &ab, &byte_offset));
+  CHECK(typed_array(env, argv[0], &type, &data, &len));
   uint32_t n = 0;
   CHECK(napi_get_value_uint32(env, argv[1], &n));
   if (n == 0) return throw_errno(env, "addressMod", EINVAL);
@@ -165,9 +171,7 @@ static napi_value js_address_of(napi_env env, napi_callback_info info) {
   void *data = NULL;
   size_t len = 0;
   napi_typedarray_type type;
-  napi_value ab;
-  size_t byte_offset = 0;
-  CHECK(napi_get_typedarray_info(env, argv[0], &type, &len, &data, &ab, &byte_offset));
+  CHECK(typed_array(env, argv[0], &type, &data, &len));
   if (type != napi_uint8_array) return throw_errno(env, "addressOf", EINVAL);
   napi_value out;
   /* 0 (use the slots) for an address a double cannot hold exactly (5-level paging), or
@@ -223,10 +227,8 @@ static napi_value js_read_inline(napi_env env, napi_callback_info info) {
   void *data = NULL;
   size_t len = 0;
   napi_typedarray_type type;
-  napi_value ab;
-  size_t byte_offset = 0;
   CHECK(napi_get_value_int32(env, argv[0], &fd));
-  CHECK(napi_get_typedarray_info(env, argv[1], &type, &len, &data, &ab, &byte_offset));
+  CHECK(typed_array(env, argv[1], &type, &data, &len));
   CHECK(napi_get_value_double(env, argv[2], &offset));
   CHECK(napi_get_value_bool(env, argv[3], &nowait));
   if (type != napi_uint8_array || offset < 0) return throw_errno(env, "readInline", EINVAL);
@@ -363,10 +365,8 @@ static int32_t *futex_word(napi_env env, napi_value *argv) {
   void *data = NULL;
   size_t len = 0;
   napi_typedarray_type type;
-  napi_value ab;
-  size_t byte_offset = 0;
   uint32_t index = 0;
-  if (napi_get_typedarray_info(env, argv[0], &type, &len, &data, &ab, &byte_offset) != napi_ok ||
+  if (typed_array(env, argv[0], &type, &data, &len) != napi_ok ||
       type != napi_int32_array || napi_get_value_uint32(env, argv[1], &index) != napi_ok ||
       index >= len)
     return NULL;
