@@ -84,16 +84,16 @@ export interface HostSecret {
   createdAt: number;
 }
 
-/**
- * How a host's secret is had anew, for the hints about a file that cannot be used; one
- * others could read may have been read, so a new one is the better cure.
- */
 /** A host no subsystem allows any more needs no secret: nothing to make anew. */
 const FORGET_RENEWAL: SecretRenewal = {
   orElse: 'or leave it: no subsystem allows the host, so it is not used',
   afresh: 'nothing more: no subsystem allows the host, so it needs no secret',
 };
 
+/**
+ * How a host's secret is had anew, for the hints about a file that cannot be used; one
+ * others could read may have been read, so a new one is the better cure.
+ */
 const HOST_SECRET_RENEWAL: SecretRenewal = {
   orElse:
     'or, since others may have read it, replace it with host.secret.rotate and give the host the new secret',
