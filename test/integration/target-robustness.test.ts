@@ -798,6 +798,45 @@ describe('commands the target must refuse with a status', () => {
         Buffer.alloc(512),
         SC.INVALID_FIELD | DNR,
       ],
+      // In-capsule data goes host to controller only; nvmet_tcp_map_data refuses the
+      // offset descriptor of any other command with Invalid Field, data or none with it.
+      [
+        'read with an in-capsule SGL and no data',
+        rd({ nlb: 1, sgl: 0x01 }),
+        null,
+        SC.INVALID_FIELD | DNR,
+      ],
+      [
+        'flush with in-capsule data',
+        encodeSqe({ opcode: IO.FLUSH, nsid: 1, sglType: 0x01, sglLength: 512 }),
+        Buffer.alloc(512),
+        SC.INVALID_FIELD | DNR,
+      ],
+      [
+        'write zeroes with in-capsule data',
+        encodeSqe({
+          opcode: IO.WRITE_ZEROES,
+          nsid: 1,
+          cdw10: RAW_AREA,
+          sglType: 0x01,
+          sglLength: 512,
+        }),
+        Buffer.alloc(512),
+        SC.INVALID_FIELD | DNR,
+      ],
+      [
+        'write zeroes with a data SGL',
+        encodeSqe({ opcode: IO.WRITE_ZEROES, nsid: 1, cdw10: RAW_AREA, sglLength: 512 }),
+        null,
+        SC.SGL_INVALID_DATA_LEN | DNR,
+      ],
+      // An offset descriptor of length 0 names no data: the read's length check answers.
+      [
+        'read with an empty in-capsule SGL',
+        rd({ nlb: 1, sgl: 0x01, sglLength: 0 }),
+        null,
+        SC.SGL_INVALID_DATA_LEN | DNR,
+      ],
       [
         'a second Connect on the connected I/O queue',
         connectSqe(0, 31, 1, 0),

@@ -132,6 +132,7 @@ describe('IC exchange', () => {
     await h.ic();
     // the fake core's Connect: SQSIZE 31 at byte 44, its data in the capsule
     const connect = sqe(OP.FABRICS, 1, SGL_DATA_BLOCK_OFFSET, 1024);
+    connect[4] = 0x01; // fctype Connect: host to controller, so in-capsule data is allowed
     connect.writeUInt16LE(31, 44);
     h.command(connect, Buffer.alloc(1024));
     expect(await h.nextCqe()).toMatchObject({ cid: 1, status: 0 });
@@ -397,6 +398,10 @@ describe('commands', () => {
     h.command(sqe(OP.WRITE, 3, SGL_DATA_BLOCK_OFFSET, 100), Buffer.alloc(99));
     expect(await h.nextCqe()).toMatchObject({ cid: 3, status: SC.SGL_INVALID_DATA_LEN | DNR });
     h.command(sqe(OP.READ, 4, SGL_DATA_BLOCK_OFFSET, 16), Buffer.alloc(16));
+    expect(await h.nextCqe()).toMatchObject({ cid: 4, status: SC.INVALID_FIELD | DNR });
+    // In-capsule data only goes host to controller: a read naming some is refused as
+    // such (nvmet: Invalid Field), whether or not the data came with it.
+    h.command(sqe(OP.READ, 4, SGL_DATA_BLOCK_OFFSET, 16));
     expect(await h.nextCqe()).toMatchObject({ cid: 4, status: SC.INVALID_FIELD | DNR });
     h.command(sqe(OP.BAD, 5));
     expect(await h.nextCqe()).toMatchObject({ cid: 5, status: SC.INVALID_OPCODE | DNR });

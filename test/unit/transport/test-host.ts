@@ -23,8 +23,8 @@ export const OP = {
   /** Complete only when the test calls release(). */
   HOLD: 0x03,
   KEEP_ALIVE: 0x18,
-  /** parse() fails with Invalid Opcode. */
-  BAD: 0xee,
+  /** parse() fails with Invalid Opcode. Odd: host to controller, so in-capsule data reaches parse. */
+  BAD: 0xed,
   /** parse() throws. */
   THROW: 0xef,
   FABRICS: 0x7f,

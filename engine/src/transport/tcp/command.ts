@@ -28,6 +28,14 @@ export interface CommandSink {
 const FABRICS_OPCODE = 0x7f;
 const FCTYPE_CONNECT = 0x01;
 
+/**
+ * Whether the command moves data host to controller, by its opcode's bit 0 (fabrics
+ * commands: their fctype's), as nvmet's nvme_is_write decides it.
+ */
+function isWrite(sqe: Buffer): boolean {
+  return ((sqe[0] === FABRICS_OPCODE ? sqe[4]! : sqe[0]!) & 1) === 1;
+}
+
 export class TcpCommand {
   readonly cid: number;
   readonly sglLength: number;
@@ -118,6 +126,9 @@ export function validateCapsule(sqe: Buffer, data: Buffer | null): number {
   const len = sglLength(sqe);
   if (type === SGL_TRANSPORT_DATA_BLOCK) return data ? SC.INVALID_FIELD | DNR : 0;
   if (type !== SGL_DATA_BLOCK_OFFSET) return SC.SGL_INVALID_TYPE | DNR;
+  // In-capsule data only goes host to controller: a read, Flush or Write Zeroes naming
+  // some is refused as nvmet_tcp_map_data does (Invalid Field), data or none with it.
+  if (len > 0 && !isWrite(sqe)) return SC.INVALID_FIELD | DNR;
   // In-capsule: the offset is ICDOFF (0) and the data must be exactly what the SGL says.
   if (sglAddress(sqe) !== 0 || len > IN_CAPSULE_DATA_SIZE) return SC.SGL_INVALID_OFFSET | DNR;
   if ((data ? data.length : 0) !== len) return SC.SGL_INVALID_DATA_LEN | DNR;
