@@ -2,7 +2,7 @@
  * Target-wide tunables, fixed at construction. Defaults suit a Linux host over TCP
  * and leave CNTLID room for a second node.
  */
-import { IN_CAPSULE_DATA_SIZE } from '../protocol/tcp-limits.js';
+import { IN_CAPSULE_DATA_SIZE, MAXH2CDATA } from '../protocol/tcp-limits.js';
 
 export interface CoreLogger {
   info(msg: string, fields?: Record<string, unknown>): void;
@@ -13,7 +13,11 @@ export interface TargetOptions {
   /** Lowest / highest CNTLID this node hands out (node A 1..0x7FFF, node B 0x8000..0xFFEF). */
   cntlidMin?: number;
   cntlidMax?: number;
-  /** In-capsule data bytes the transport accepts on I/O queues; IOCCSZ = (64 + this) / 16. Default: the TCP transport's limit. */
+  /**
+   * In-capsule data bytes a command may carry, announced as IOCCSZ = (64 + this) / 16 and
+   * enforced by the TCP transport (which takes 8 KiB on every queue even below that: the
+   * Linux host's admin data). A multiple of 16, at most MAXH2CDATA. Default 16 KiB.
+   */
   inCapsuleBytes?: number;
   /** Max data transfer as a power of two of 4 KiB pages (MDTS); 0 = unlimited. Default 8 = 1 MiB. */
   mdts?: number;
@@ -55,8 +59,8 @@ export function resolveOptions(o: TargetOptions = {}): ResolvedOptions {
     'CNTLID range must lie within 1..0xFFEF',
   );
   check(
-    r.inCapsuleBytes >= 0 && r.inCapsuleBytes % 16 === 0,
-    'inCapsuleBytes must be a multiple of 16',
+    r.inCapsuleBytes >= 0 && r.inCapsuleBytes % 16 === 0 && r.inCapsuleBytes <= MAXH2CDATA,
+    `inCapsuleBytes must be a multiple of 16 of at most ${MAXH2CDATA}`,
   );
   check(r.mdts >= 0 && r.mdts <= 20, 'mdts must be 0..20');
   // MAXCMD (mqes + 1) is a 16-bit field of Identify Controller

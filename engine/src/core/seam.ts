@@ -94,6 +94,11 @@ export interface QueueOwner {
 
 /** The core's side of a whole target: one per node. */
 export interface CoreTarget {
+  /**
+   * In-capsule data bytes per command the core announces (IOCCSZ in Identify
+   * Controller): a transport must accept that much in a command capsule.
+   */
+  readonly inCapsuleBytes: number;
   /** A connection finished its ICReq/ICResp exchange and becomes a queue. */
   openQueue(tq: TransportQueue): CoreQueue;
 }

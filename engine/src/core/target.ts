@@ -300,6 +300,10 @@ export class Target implements CoreTarget, ControllerEnv {
 
   // ---- CoreTarget ----
 
+  get inCapsuleBytes(): number {
+    return this.options.inCapsuleBytes;
+  }
+
   openQueue(tq: TransportQueue): CoreQueue {
     return new Queue(this, tq);
   }

@@ -4,19 +4,24 @@
  */
 
 /**
- * In-capsule data the target accepts on every queue (admin and I/O). Linux sends writes
+ * In-capsule data the target accepts per command by default (TargetOptions.inCapsuleBytes,
+ * which the core announces as IOCCSZ and the TCP transport enforces). Linux sends writes
  * up to IOCCSZ*16-64 bytes in the CapsuleCmd, which saves the R2T round trip (about one
  * loopback RTT, 30 µs here) for small writes. 16 KiB covers 4 and 8 KiB writes, the
  * 4096-byte DSM range buffer and the 8 KiB the Linux host sends in-capsule on the admin
  * queue whatever IOCCSZ says; nvmet's default is the same. The price is at most
  * queue-depth x 16 KiB of pinned receive buffers per queue. A CapsuleCmd carrying more
- * in-capsule data than this ends its connection with a C2HTermReq (FES 5, Data Transfer
- * Limit Exceeded), as soon as its header is in.
+ * in-capsule data than the target accepts ends its connection with a C2HTermReq (FES 5,
+ * Data Transfer Limit Exceeded), as soon as its header is in.
  */
 export const IN_CAPSULE_DATA_SIZE = 16384;
 
-/** IOCCSZ for Identify Controller: capsule size in 16-byte units, SQE included. */
-export const IOCCSZ = (64 + IN_CAPSULE_DATA_SIZE) / 16;
+/**
+ * In-capsule data the TCP transport accepts on every queue whatever IOCCSZ says: the
+ * Linux host sends the data of admin-queue and fabrics commands (Connect's 1 KiB) in the
+ * capsule up to 8 KiB without looking at IOCCSZ.
+ */
+export const MIN_IN_CAPSULE_DATA_SIZE = 8192;
 
 /** IORCSZ for Identify Controller: a response capsule is the bare 16-byte CQE. */
 export const IORCSZ = 1;

@@ -13,6 +13,7 @@ import type {
 import { SGL_TRANSPORT_DATA_BLOCK } from '../../../engine/src/protocol/pdu-capsule.js';
 import { sqe } from '../../helpers/raw-nvme.js';
 import { SC, DNR } from '../../../engine/src/protocol/status.js';
+import { IN_CAPSULE_DATA_SIZE } from '../../../engine/src/protocol/tcp-limits.js';
 
 // ---- made-up command set of the fake core ----
 export const OP = {
@@ -147,6 +148,8 @@ export class FakeQueue implements CoreQueue {
 
 export class FakeCore implements CoreTarget {
   readonly queues: FakeQueue[] = [];
+  /** What the transport accepts in a capsule (the real core's IOCCSZ). */
+  inCapsuleBytes = IN_CAPSULE_DATA_SIZE;
   openQueue(tq: TransportQueue): CoreQueue {
     const q = new FakeQueue(tq);
     this.queues.push(q);

@@ -16,7 +16,6 @@ import {
 } from '../../protocol/pdu-capsule.js';
 import { landedAt } from '../../protocol/pdu-parser.js';
 import { DNR, SC } from '../../protocol/status.js';
-import { IN_CAPSULE_DATA_SIZE } from '../../protocol/tcp-limits.js';
 
 type Exec = Extract<ParseResult, { kind: 'exec' }>['exec'];
 
@@ -118,9 +117,10 @@ export class TcpCommand {
 
 /**
  * Transport-level checks of a CapsuleCmd before the core sees it; returns an NVMe status
- * to complete with, or 0. data is the in-capsule data (null when the PDU has none).
+ * to complete with, or 0. data is the in-capsule data (null when the PDU has none);
+ * inCapsuleBytes, how much of it the queue accepts.
  */
-export function validateCapsule(sqe: Buffer, data: Buffer | null): number {
+export function validateCapsule(sqe: Buffer, data: Buffer | null, inCapsuleBytes: number): number {
   if (sqePsdt(sqe) !== PSDT_SGL || sqeFuse(sqe) !== 0) return SC.INVALID_FIELD | DNR;
   const type = sglType(sqe);
   const len = sglLength(sqe);
@@ -130,7 +130,7 @@ export function validateCapsule(sqe: Buffer, data: Buffer | null): number {
   // some is refused as nvmet_tcp_map_data does (Invalid Field), data or none with it.
   if (len > 0 && !isWrite(sqe)) return SC.INVALID_FIELD | DNR;
   // In-capsule: the offset is ICDOFF (0) and the data must be exactly what the SGL says.
-  if (sglAddress(sqe) !== 0 || len > IN_CAPSULE_DATA_SIZE) return SC.SGL_INVALID_OFFSET | DNR;
+  if (sglAddress(sqe) !== 0 || len > inCapsuleBytes) return SC.SGL_INVALID_OFFSET | DNR;
   if ((data ? data.length : 0) !== len) return SC.SGL_INVALID_DATA_LEN | DNR;
   return 0;
 }

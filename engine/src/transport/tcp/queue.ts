@@ -51,7 +51,7 @@ import {
 } from '../../protocol/pdu-parser.js';
 import { CATTR_DISABLE_SQFLOW } from '../../protocol/sqe.js';
 import { DNR, SC } from '../../protocol/status.js';
-import { IN_CAPSULE_DATA_SIZE, MAX_C2H_DATA, MAXH2CDATA } from '../../protocol/tcp-limits.js';
+import { MAX_C2H_DATA, MAXH2CDATA, MIN_IN_CAPSULE_DATA_SIZE } from '../../protocol/tcp-limits.js';
 import type { Logger } from '../../util/log.js';
 import { RecycledBuffers } from '../../util/read-buffers.js';
 import { TcpCommand, validateCapsule, type CommandSink } from './command.js';
@@ -131,12 +131,17 @@ const SQHD_NO_FLOW_CONTROL = 0xffff;
 export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection {
   private state: TcpQueueState = 'ic-wait';
   /**
-   * In-capsule data beyond what IOCCSZ announces is a fatal error (TermReq FES 5;
-   * nvmet, too, ends the connection for it), said once the header is in, before any
-   * of it is gathered: its SGL would be refused anyway, and a peer must not make a
-   * connection buffer 128 KiB capsules where 16 KiB is the bound.
+   * In-capsule data this queue accepts: what the core announces as IOCCSZ, and at least
+   * the admin data the Linux host sends in-capsule whatever IOCCSZ says.
    */
-  private readonly parser: PduParser<H2CPdu> = controllerParser(MAXH2CDATA, IN_CAPSULE_DATA_SIZE);
+  private readonly inCapsuleBytes: number;
+  /**
+   * In-capsule data beyond inCapsuleBytes is a fatal error (TermReq FES 5; nvmet, too,
+   * ends the connection for it), said once the header is in, before any of it is
+   * gathered: its SGL would be refused anyway, and a peer must not make a connection
+   * buffer 128 KiB capsules where 16 KiB is the bound.
+   */
+  private readonly parser: PduParser<H2CPdu>;
   private readonly writer: PduWriter;
   private core: CoreQueue | null = null;
   /** Digests and C2H data alignment negotiated by the IC exchange. */
@@ -202,6 +207,8 @@ export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection 
     private readonly opts: TcpQueueOptions = {},
   ) {
     this.writer = new PduWriter(socket, () => this.pauseReading(), this.frames);
+    this.inCapsuleBytes = Math.max(target.inCapsuleBytes, MIN_IN_CAPSULE_DATA_SIZE);
+    this.parser = controllerParser(MAXH2CDATA, this.inCapsuleBytes);
     this.parser.setDataSink(this.dataSink);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('drain', () => {
@@ -479,7 +486,7 @@ export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection 
       return this.respond(cmd.cid, SC.ANA_TRANSITION);
     }
     if (p.ddgstError) return this.respond(cmd.cid, SC.TRANSIENT_TR_ERR);
-    const bad = validateCapsule(p.sqe, p.data);
+    const bad = validateCapsule(p.sqe, p.data, this.inCapsuleBytes);
     if (bad) return this.respond(cmd.cid, bad);
     let r: ParseResult;
     try {
