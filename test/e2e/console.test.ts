@@ -155,6 +155,20 @@ describe('web console in Chromium against a real engine', () => {
     await error.getByText('Wrong password.').waitFor();
     expect(await error.textContent()).toContain('sign-ins from this machine (loopback) pause');
     expect(await page.locator('[data-testid="login-page"]').count()).toBe(1);
+    // The submit button was clicked, then disabled while the engine checked: Chromium drops
+    // focus from a disabled control, so the page hands it back to the password, selected,
+    // and a keyboard user types the next attempt at once.
+    const focus = await page.evaluate(() => {
+      const el = document.activeElement;
+      return {
+        id: el?.getAttribute('data-testid') ?? el?.tagName,
+        selected:
+          el instanceof HTMLInputElement
+            ? el.value.slice(el.selectionStart ?? 0, el.selectionEnd ?? 0)
+            : '',
+      };
+    });
+    expect(focus).toEqual({ id: 'password', selected: 'not the password' });
 
     await page.screenshot({ path: path.join(RESULTS, 'console-login-refused.png') });
     expect(problems.pageErrors).toEqual([]);
