@@ -312,6 +312,54 @@ describe('web console in Chromium against a real engine', () => {
     }
   });
 
+  it('fits a phone-width window: the header and the summary neither overlap nor squeeze', async () => {
+    context = await browser.newContext({ viewport: { width: 375, height: 700 } });
+    const page = await context.newPage();
+    await signIn(page);
+    await page.getByTestId('last-heartbeat').waitFor();
+    const layout = await page.evaluate(() => {
+      const box = (sel: string) => {
+        const r = document.querySelector(sel)!.getBoundingClientRect();
+        return { left: r.left, right: r.right, top: r.top, bottom: r.bottom, width: r.width };
+      };
+      const header = [
+        '.brand .logo',
+        '.product',
+        '[data-testid="node-name"]',
+        '.nav-link',
+        '[data-testid="connection-indicator"]',
+        '.sign-out',
+      ];
+      const overlaps: string[] = [];
+      header.forEach((a, i) =>
+        header.slice(i + 1).forEach((b) => {
+          const [p, q] = [box(a), box(b)];
+          const apart =
+            p.right <= q.left || q.right <= p.left || p.bottom <= q.top || q.bottom <= p.top;
+          if (!apart) overlaps.push(`${a} / ${b}`);
+        }),
+      );
+      // a line box per line of its text: "Sign out" on two lines is a squeezed button
+      const signOutText = document.createRange();
+      signOutText.selectNodeContents(document.querySelector('.sign-out')!);
+      return {
+        overlaps,
+        sideways: document.documentElement.scrollWidth > window.innerWidth,
+        signOutLines: signOutText.getClientRects().length,
+        summaryText:
+          box('[data-testid="engine-summary"] .text').width /
+          box('[data-testid="engine-summary"]').width,
+      };
+    });
+    await page.screenshot({ path: path.join(RESULTS, 'console-phone.png'), fullPage: true });
+    expect(layout.overlaps).toEqual([]);
+    expect(layout.sideways).toBe(false);
+    expect(layout.signOutLines).toBe(1);
+    // The heading and its sentence take the row, not a column of one word per line
+    // beside a heartbeat that would not shrink.
+    expect(layout.summaryText).toBeGreaterThan(0.6);
+  });
+
   // Last: it stops the engine.
   it('says the connection was lost when the engine stops, keeping the last-known values', async () => {
     const page = await openPage();
