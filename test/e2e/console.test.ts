@@ -427,9 +427,13 @@ describe('alerts in the web console', () => {
         /after an unexpected stop \(crash, kill or power loss\)\. Hosts reconnect by themselves/,
       );
       await page.screenshot({ path: path.join(RESULTS, 'console-alerts.png'), fullPage: true });
-      await item.getByTestId('alert-ack').click();
+      // by keyboard: the button is disabled during the call and gone after it, so the
+      // focus goes to the Alerts heading instead of being dropped to the page body
+      await item.getByTestId('alert-ack').focus();
+      await page.keyboard.press('Enter');
       // an incident closes on acknowledgement
       await page.getByTestId('alerts-none').waitFor();
+      await expect.poll(() => page.evaluate(() => document.activeElement?.id)).toBe('alerts-title');
       expect(((await page.getByTestId('alerts-count').textContent()) ?? '').trim()).toBe(
         'none active',
       );
@@ -460,6 +464,13 @@ describe('alerts in the web console', () => {
         expect(await moved.getByTestId('alert-message').textContent()).toContain(
           `Move the file back to ${file}`,
         );
+        // acknowledged, it stays active until resolved, and keeps the focus
+        await moved.getByTestId('alert-ack').focus();
+        await page.keyboard.press('Enter');
+        await moved.getByTestId('alert-acked').waitFor();
+        await expect
+          .poll(() => page.evaluate(() => document.activeElement?.getAttribute('data-rule')))
+          .toBe('volume.backing-file');
         fs.renameSync(`${file}.moved`, file);
         await page.getByTestId('alerts-none').waitFor({ timeout: 20_000 });
         // the clear was pushed: it heads the recently closed, resolved
