@@ -461,6 +461,10 @@ describe('alerts in the web console', () => {
         const moved = page.locator('[data-testid="alert"][data-rule="volume.backing-file"]');
         await moved.waitFor({ timeout: 20_000 });
         expect(await moved.getByTestId('alert-severity').textContent()).toBe('Critical');
+        // and a screen reader says it (the page's live region)
+        expect(await page.getByTestId('alerts-announcement').textContent()).toContain(
+          `New critical alert: ${await moved.getByTestId('alert-title').textContent()}`,
+        );
         expect(await moved.getByTestId('alert-message').textContent()).toContain(
           `Move the file back to ${file}`,
         );

@@ -19,6 +19,7 @@ import { defineStore } from 'pinia';
 import { computed, ref } from 'vue';
 import {
   alertKey,
+  SEVERITY_LABEL,
   closedHow,
   mostSevereFirst,
   sameAlert,
@@ -102,7 +103,22 @@ export const useAlertsStore = defineStore('alerts', () => {
     else byKey.value.set(key, a);
   }
 
+  /**
+   * One sentence on the last alert raised or resolved while the page is open (pushed, not
+   * read with a list), for the page's live region: a screen reader says it, as a sighted
+   * person sees the list change. Empty until one comes.
+   */
+  const announcement = ref('');
+
+  function announce([kind, a]: Change): void {
+    if (kind === 'raised' && a.clearedAt === null)
+      announcement.value = `New ${SEVERITY_LABEL[a.severity].toLowerCase()} alert: ${a.title}`;
+    else if (kind === 'cleared' && byKey.value.get(alertKey(a))?.id === a.id)
+      announcement.value = `Alert resolved: ${a.title}`;
+  }
+
   function pushed(change: Change): void {
+    announce(change);
     if (pending) pending.push(change);
     else apply(change);
   }
@@ -193,5 +209,6 @@ export const useAlertsStore = defineStore('alerts', () => {
     ackErrors,
     hydrate,
     acknowledge,
+    announcement,
   };
 });

@@ -299,6 +299,30 @@ describe('StatusPage', () => {
     await flush();
     expect(w.findAll('[data-testid="alert-recent"]')).toHaveLength(1);
   });
+  it('has a screen reader say each alert raised or resolved while the page is open', async () => {
+    const w = render();
+    client.setState('connected');
+    client.answer('system.status', systemStatus());
+    await flush();
+    client.answer('alerts.list', { alerts: [alert({ id: 7 })] });
+    await flush();
+    const region = w.get('[data-testid="alerts-announcement"]');
+    expect(region.attributes('role')).toBe('status'); // polite: read after what is being said
+    expect(region.text()).toBe(''); // what the list held when read is no news
+    client.emit('alert.raised', threadsDownAlert());
+    await flush();
+    expect(region.text()).toBe(
+      'New critical alert: Volume vol1 (namespace 1) is down: its storage threads failed',
+    );
+    client.emit('alert.cleared', alert({ id: 7, clearedAt: Date.now() }));
+    await flush();
+    expect(region.text()).toBe('Alert resolved: Engine restarted after an unexpected stop');
+    // the clear of an alert this page does not list (superseded) is not news either
+    client.emit('alert.cleared', threadsDownAlert({ id: 3, clearedAt: Date.now() }));
+    await flush();
+    expect(region.text()).toBe('Alert resolved: Engine restarted after an unexpected stop');
+  });
+
   it('with more alerts active than the engine lists, says so and where to see them all', async () => {
     const w = render();
     client.setState('connected');
