@@ -366,6 +366,45 @@ describe('web console in Chromium against a real engine', () => {
     expect(layout.summaryText).toBeGreaterThan(0.6);
   });
 
+  it('shows where the keyboard focus is in the dark header (focus ring contrast at least 3:1)', async () => {
+    const page = await openPage();
+    await signIn(page);
+    await page.getByTestId('node-id').waitFor();
+    const rings: Record<string, number> = {};
+    await page.evaluate(() => (document.activeElement as HTMLElement | null)?.blur());
+    for (const name of ['nav-link', 'sign-out']) {
+      await page.keyboard.press('Tab');
+      const ring = await page.evaluate(() => {
+        const el = document.activeElement!;
+        const rgb = (c: string) =>
+          c
+            .match(/\d+(\.\d+)?/g)!
+            .slice(0, 3)
+            .map(Number);
+        // WCAG relative luminance, and the contrast ratio of the ring with the header
+        const lum = (c: string) => {
+          const [r, g, b] = rgb(c).map((v) => {
+            const s = v / 255;
+            return s <= 0.03928 ? s / 12.92 : ((s + 0.055) / 1.055) ** 2.4;
+          });
+          return 0.2126 * r! + 0.7152 * g! + 0.0722 * b!;
+        };
+        const style = getComputedStyle(el);
+        const header = getComputedStyle(document.querySelector('.app-header')!).backgroundColor;
+        const [a, b] = [lum(style.outlineColor), lum(header)].sort((x, y) => y - x);
+        return {
+          el: el.classList.contains('nav-link') ? 'nav-link' : el.getAttribute('data-testid'),
+          visible: style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) >= 2,
+          ratio: (a! + 0.05) / (b! + 0.05),
+        };
+      });
+      expect(ring.el).toBe(name);
+      expect(ring.visible).toBe(true);
+      rings[name] = Math.round(ring.ratio * 10) / 10;
+    }
+    for (const name of Object.keys(rings)) expect(rings[name], name).toBeGreaterThanOrEqual(3);
+  });
+
   // Last: it stops the engine.
   it('says the connection was lost when the engine stops, keeping the last-known values', async () => {
     const page = await openPage();
