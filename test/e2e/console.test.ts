@@ -112,9 +112,16 @@ describe('web console in Chromium against a real engine', () => {
     expect(heartbeats).toEqual([]); // no WebSocket before signing in
     await page.getByTestId('password').fill(PASSWORD);
     await page.screenshot({ path: path.join(RESULTS, 'console-login.png') });
-    await page.getByTestId('login-submit').click();
+    await page.keyboard.press('Enter'); // from the password field, as most people do
     await page.locator('[data-testid="connection-indicator"][data-state="connected"]').waitFor();
     await page.getByTestId('node-id').waitFor();
+    // the page that replaced the sign-in has the focus at its heading, so a screen reader
+    // says where one arrived and the next Tab starts at the top, not in a removed form
+    expect(
+      await page.evaluate(
+        () => `${document.activeElement?.tagName} ${document.activeElement?.textContent}`,
+      ),
+    ).toBe('H1 Status');
 
     expect(await textOf(page, 'node-id')).toBe(engine.nodeId);
     expect(await textOf(page, 'pid')).toBe(String(engine.pid));
