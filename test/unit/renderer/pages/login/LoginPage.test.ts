@@ -38,6 +38,11 @@ describe('sign-in page', () => {
     expect(w.get('[data-testid="login-page"]').attributes('data-mode')).toBe('sign-in');
     expect(w.get('h1').text()).toBe('Sign in to BranchSAN');
     expect(w.get('[data-testid="password"]').attributes('autocomplete')).toBe('current-password');
+    // the page cannot know the engine's data directory (it would tell anyone who opens
+    // it): it says which one to give, not a path that may be another engine's
+    expect(w.get('[data-testid="login-page"]').text()).toContain(
+      "sudo branchsan passwd --data DIR, with the data directory the engine runs with (the installed service's is /var/lib/branchsan)",
+    );
     await w.get('[data-testid="password"]').setValue('hunter2hunter2');
     await w.get('form').trigger('submit');
     await flushPromises();
@@ -89,7 +94,9 @@ describe('sign-in page', () => {
     const w = await renderApp(consoleClient(auth, 'setup-required'));
     const help = w.get('[data-testid="setup-help"]').text();
     expect(help).toContain('URL printed by branchsan serve');
-    expect(help).toContain('branchsan passwd');
+    expect(help).toContain(
+      'branchsan passwd --data DIR, with the data directory the engine runs with',
+    );
     expect(w.find('form').exists()).toBe(false);
     await w.get('[data-testid="setup-help"] button').trigger('click');
     expect(auth.refresh).toHaveBeenCalled();

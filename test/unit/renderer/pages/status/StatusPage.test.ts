@@ -326,7 +326,8 @@ describe('StatusPage', () => {
   it('with more alerts active than the engine lists, says so and where to see them all', async () => {
     const w = render();
     client.setState('connected');
-    client.answer('system.status', systemStatus());
+    // an engine on a data directory of its own (npm start's, one with a space)
+    client.answer('system.status', systemStatus({ dataDir: "/home/ann/branch lab's" }));
     await flush();
     const many = Array.from({ length: 1000 }, (_, i) =>
       alert({ id: 2000 - i, subject: `event ${2000 - i}` }),
@@ -337,6 +338,9 @@ describe('StatusPage', () => {
     const note = text(w, 'alerts-truncated');
     expect(note).toContain('the oldest are not shown');
     // before: no word on how to see the others
-    expect(note).toContain("branchsan events --data /var/lib/branchsan --type 'alert.*'");
+    // this engine's directory, quoted for the shell; before, always the service's
+    expect(note).toContain(
+      "branchsan events --data '/home/ann/branch lab'\\''s' --type 'alert.*' --limit 10000",
+    );
   });
 });
