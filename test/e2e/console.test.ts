@@ -326,7 +326,8 @@ describe('web console in Chromium against a real engine', () => {
   });
 
   it('fits a phone-width window: the header and the summary neither overlap nor squeeze', async () => {
-    context = await browser.newContext({ viewport: { width: 375, height: 700 } });
+    // 320 CSS px: the narrowest a page must reflow to without scrolling sideways (WCAG 1.4.10)
+    context = await browser.newContext({ viewport: { width: 320, height: 700 } });
     const page = await context.newPage();
     await signIn(page);
     await page.getByTestId('last-heartbeat').waitFor();
@@ -355,8 +356,16 @@ describe('web console in Chromium against a real engine', () => {
       // a line box per line of its text: "Sign out" on two lines is a squeezed button
       const signOutText = document.createRange();
       signOutText.selectNodeContents(document.querySelector('.sign-out')!);
+      // nothing sticks out of its card on the right (a long node ID, a path, a date)
+      const outside = [...document.querySelectorAll('main section')].flatMap((card) => {
+        const edge = card.getBoundingClientRect().right;
+        return [...card.querySelectorAll('*')]
+          .filter((el) => el.getBoundingClientRect().right > edge + 0.5)
+          .map((el) => el.getAttribute('data-testid') ?? el.tagName);
+      });
       return {
         overlaps,
+        outside,
         sideways: document.documentElement.scrollWidth > window.innerWidth,
         signOutLines: signOutText.getClientRects().length,
         summaryText:
@@ -366,6 +375,7 @@ describe('web console in Chromium against a real engine', () => {
     });
     await page.screenshot({ path: path.join(RESULTS, 'console-phone.png'), fullPage: true });
     expect(layout.overlaps).toEqual([]);
+    expect(layout.outside).toEqual([]);
     expect(layout.sideways).toBe(false);
     expect(layout.signOutLines).toBe(1);
     // The heading and its sentence take the row, not a column of one word per line
