@@ -106,6 +106,11 @@ describe('web console in Chromium against a real engine', () => {
       }),
     );
 
+    // Chromium's other notes on the page (its DevTools 'Issues'): none either
+    const notes: string[] = [];
+    page.on('console', (m) => {
+      if (m.type() !== 'error') notes.push(`${m.type()}: ${m.text()}`);
+    });
     await page.goto(baseUrl());
     await page.locator('[data-testid="login-page"][data-mode="sign-in"]').waitFor();
     expect(await page.title()).toBe('Sign in · BranchSAN');
@@ -152,6 +157,7 @@ describe('web console in Chromium against a real engine', () => {
     expect(problems.pageErrors).toEqual([]);
     expect(problems.consoleErrors).toEqual([]);
     expect(await problems.cspViolations()).toEqual([]);
+    expect(notes).toEqual([]);
   });
 
   it('shows the engine’s refusal of a wrong password, in its words', async () => {
