@@ -845,14 +845,16 @@ export function listenerDownRule(): Rule {
   return {
     id: 'listener.down',
     kind: 'condition',
-    evaluate(inputs, { now, active }) {
+    evaluate(inputs, { active }) {
       if (!inputs.listenersDown) return [...active.values()].map(keep);
       return inputs.listenersDown.map((l) => {
         const retry =
           l.retryEverySec === null
             ? 'The engine tries again at its next start.'
             : `The engine tries again every ${l.retryEverySec} seconds.`;
-        const since = `for ${duration(now - l.since)}`;
+        // the message is written once, when the alert is raised (often the moment the
+        // listen fails): a time stays true while it stands, a duration would not
+        const since = `since ${new Date(l.since).toISOString()}`;
         const data = { address: l.address, since: l.since };
         return l.kind === 'nvme-tcp'
           ? {

@@ -402,7 +402,7 @@ describe('listeners down', () => {
     expect(port.severity).toBe('error');
     expect(port.title).toBe('NVMe/TCP port 0.0.0.0:4420 is not listening');
     expect(port.message).toBe(
-      'Hosts cannot connect through NVMe/TCP port 0.0.0.0:4420: it has not been listening for 5 seconds. ' +
+      'Hosts cannot connect through NVMe/TCP port 0.0.0.0:4420: it has not been listening since 1970-01-01T00:00:00.000Z. ' +
         'Cannot listen on it: EADDRINUSE. Another program uses that port. The engine tries again every 10 seconds.',
     );
     const web = raised.find((a) => a.subject === 'console')!;
