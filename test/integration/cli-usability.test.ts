@@ -282,7 +282,7 @@ describe('branchsan export', () => {
 
   it('--host NAME listens at the address the name resolves to, and advertises that address', async () => {
     const file = path.join(tempDir(), 'vol.img');
-    const port = 46414;
+    const port = await freePort();
     const exp = start(
       ['export', file, '--create-size', '64M', '--port', String(port), '--host', 'localhost'],
       60_000,

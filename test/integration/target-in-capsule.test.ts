@@ -3,7 +3,7 @@
  * (TargetOptions.inCapsuleBytes), and at least the 8 KiB the Linux host sends in the
  * capsule on the admin queue whatever IOCCSZ says: a host that trusts IOCCSZ must not
  * have its connection ended for it, and a peer must not get more buffered than that.
- * In-process Target and TCP transport on 127.0.0.1, ports 52530-52539.
+ * In-process Target and TCP transport on 127.0.0.1, on ports the kernel picks.
  */
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -23,7 +23,7 @@ const BS = 512;
 let served: TcpTransport | null = null;
 const hosts: RawHost[] = [];
 
-async function serve(inCapsuleBytes: number, port: number): Promise<number> {
+async function serve(inCapsuleBytes: number): Promise<number> {
   const target = new Target({ inCapsuleBytes });
   target.addSubsystem({ nqn: NQN, serial: 'INCAPS1', model: 'BranchSAN', allowAnyHost: true });
   target.addNamespace(NQN, {
@@ -31,8 +31,9 @@ async function serve(inCapsuleBytes: number, port: number): Promise<number> {
     backend: new MemoryBackend({ sizeBytes: 16 << 20 }),
     nguid: 'c1'.repeat(16),
   });
-  served = (await serveOnLoopback(target, { port })).transport;
-  return port;
+  const at = await serveOnLoopback(target);
+  served = at.transport;
+  return at.port;
 }
 
 /** A raw I/O queue (qid 1) of a fresh, enabled controller. */
@@ -69,7 +70,7 @@ afterEach(async () => {
 
 describe('in-capsule data against TargetOptions.inCapsuleBytes', () => {
   it('a host sending the 32 KiB in-capsule writes IOCCSZ allows has them land', async () => {
-    const port = await serve(32768, 52530);
+    const port = await serve(32768);
     const ctrl = await NvmeController.connect({
       host: '127.0.0.1',
       port,
@@ -88,13 +89,13 @@ describe('in-capsule data against TargetOptions.inCapsuleBytes', () => {
   });
 
   it('the raw 32 KiB in-capsule write is answered, not cut off', async () => {
-    const io = await rawIoQueue(await serve(32768, 52531));
+    const io = await rawIoQueue(await serve(32768));
     io.command(inCapsuleWrite(5, 32768), randomBytes(32768));
     expect(await io.nextCqe()).toMatchObject({ cid: 5, status: 0 });
   });
 
   it('below 8 KiB, 8 KiB still lands (admin data the Linux host sends), and more ends the connection with FES 5', async () => {
-    const io = await rawIoQueue(await serve(4096, 52532));
+    const io = await rawIoQueue(await serve(4096));
     io.command(inCapsuleWrite(6, 8192), randomBytes(8192));
     expect(await io.nextCqe()).toMatchObject({ cid: 6, status: 0 });
     io.command(inCapsuleWrite(7, 12288), randomBytes(12288));
