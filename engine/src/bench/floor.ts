@@ -29,6 +29,7 @@
  * NVMe/TCP size; an answer with status 1 is the header alone.
  */
 import net from 'node:net';
+import { IO_QUEUE_RECEIVE_BYTES } from '../host/queue.js';
 import { IN_CAPSULE_DATA_SIZE, MAX_C2H_DATA, MAXH2CDATA } from '../protocol/tcp-limits.js';
 import type { BlockBackend } from '../storage/backend.js';
 import { FRAME_POOL_BYTES } from '../transport/tcp/limits.js';
@@ -229,7 +230,14 @@ export async function connectFloor(
 type Done = (err?: Error | null) => void;
 
 async function floorConnection(port: number) {
-  const sock = net.connect(port, '127.0.0.1');
+  // Reads land in one reused buffer of the size the host library's I/O queues use, so
+  // the floor's client pays for its socket reads what the host does.
+  const rx = Buffer.allocUnsafe(IO_QUEUE_RECEIVE_BYTES);
+  const sock = net.connect({
+    port,
+    host: '127.0.0.1',
+    onread: { buffer: rx, callback: (n) => (onChunk(rx.subarray(0, n)), true) },
+  });
   await new Promise<void>((resolve, reject) => {
     sock.once('connect', resolve);
     sock.once('error', reject);
@@ -265,7 +273,8 @@ async function floorConnection(port: number) {
     freeTags.push(tag);
     done(status === 0 ? null : new Error('the floor server could not do the backend I/O'));
   };
-  sock.on('data', (chunk: Buffer) => {
+  /** Answers' bytes as they arrive; a header cut by the end of a chunk is copied. */
+  const onChunk = (chunk: Buffer) => {
     let pos = 0;
     while (pos < chunk.length) {
       if (skip > 0) {
@@ -291,7 +300,7 @@ async function floorConnection(port: number) {
       if (len === 0) finish(tag, status);
       else [skip, skipTag, skipStatus] = [len, tag, status];
     }
-  });
+  };
   let payload = Buffer.alloc(0);
   let batch: Buffer[] = [];
   const flush = () => {

@@ -24,10 +24,9 @@ export async function connectRemote(
   const bs = ns.blockSize;
   const pool: NvmeRequest[] = [];
   const payloads = new Map<number, Buffer>();
-  // Large reads land in a buffer each pooled request keeps (one per read in flight, as
-  // the local leg and fio do), so no leg pays for fresh memory per read that another
-  // does not. Smaller ones arrive whole in one socket read and are handed out as a
-  // view of it: no allocation and no copy.
+  // Every read lands in a buffer its pooled request keeps, as the local leg reads into
+  // one buffer per I/O in flight (and fio does): the host library then copies each
+  // read's data once, from its receive buffer, as the local leg's pread does.
   const readBuffers = new Map<NvmeRequest, Buffer>();
   const finish = (req: NvmeRequest) => {
     const done = req.context as (err?: Error | null) => void;
@@ -48,16 +47,11 @@ export async function connectRemote(
       req.dataOut = data;
     } else {
       req.readLength = len;
-      if (len >= REUSE_READ_BUFFER_BYTES) {
-        let into = readBuffers.get(req);
-        if (into?.length !== len) readBuffers.set(req, (into = Buffer.allocUnsafe(len)));
-        req.into = into;
-      }
+      let into = readBuffers.get(req);
+      if (into?.length !== len) readBuffers.set(req, (into = Buffer.allocUnsafe(len)));
+      req.into = into;
     }
     ctrl.submitIo(req, queue);
   };
   return { submit, close: () => ctrl.close() };
 }
-
-/** Reads of this size and up get a reused buffer: a socket read is 64 KiB at most here. */
-const REUSE_READ_BUFFER_BYTES = 64 * 1024;

@@ -49,9 +49,9 @@ export class NvmeRequest {
   dw0 = 0;
   dw1 = 0;
   /**
-   * Read data: `into` when given; else a view of the received socket chunk when the
-   * data arrived in one PDU (no copy; it pins that chunk while held, and must be treated
-   * as read-only), else a Buffer the pieces were gathered into.
+   * Read data: `into` when given (the data is copied there once, from the queue's
+   * receive buffer); else a Buffer of the read's own, which the caller may keep and
+   * write (a copy out of the receive buffer, or the one the pieces were gathered into).
    */
   data: Buffer | null = null;
   /** Set when the command ended without a completion from the controller. */

@@ -14,7 +14,10 @@
  * inside it, or a buffer allocated for this PDU alone when it spanned chunks (the only
  * copy the parser makes). The receiver owns the views from delivery on, for as long as it
  * holds them; it must not write into them (they may share memory with neighbouring PDUs),
- * and holding a small view keeps the whole chunk alive.
+ * and holding a small view keeps the whole chunk alive. A caller that reads every chunk
+ * into one buffer it reuses (the host's queues) gets views that are valid only until
+ * onPdu returns, so it copies whatever it keeps longer; it must not hold(), whose kept
+ * rest is a view of the chunk too.
  */
 import { crc32c } from './crc32c.js';
 import {

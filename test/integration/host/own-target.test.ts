@@ -87,6 +87,34 @@ describe('host library vs BranchSAN target (in process)', () => {
       }
     },
   );
+
+  // The queue reads the socket into one buffer it reuses (IO_QUEUE_RECEIVE_BYTES), so a
+  // read's data handed out without `into` is copied out of it: a buffer of the read's
+  // size, not a view that pins a whole socket chunk (Node's fresh 64 KiB per read,
+  // before) and not one the next socket read overwrites.
+  it('hands out each read as a buffer of its own when many arrive in one socket read', async () => {
+    const ctrl = await NvmeController.connect({
+      host: '127.0.0.1',
+      port,
+      subnqn: NQN,
+      ioQueues: 1,
+      queueSize: 64,
+    });
+    try {
+      const ns = await ctrl.namespace(1);
+      const blocks = Array.from({ length: 48 }, () => randomBytes(4096));
+      await Promise.all(blocks.map((b, i) => ns.write(8192 + i * 8, b)));
+      for (let round = 0; round < 3; round++) {
+        const back = await Promise.all(blocks.map((_, i) => ns.read(8192 + i * 8, 8)));
+        for (const [i, b] of back.entries()) {
+          expect(b.equals(blocks[i]!)).toBe(true);
+          expect(b.buffer.byteLength).toBe(4096);
+        }
+      }
+    } finally {
+      await ctrl.close();
+    }
+  });
 });
 
 describe('close() against BranchSAN target', () => {
