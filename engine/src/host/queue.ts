@@ -49,15 +49,16 @@ export const ADMIN_IN_CAPSULE_LIMIT = 8192;
 /**
  * Bytes one socket read of an I/O queue may take in, into a buffer the queue keeps and
  * reuses for every read (net.connect's `onread`). By default Node allocates a fresh
- * 64 KiB buffer for every read: 4 KiB reads at QD32 (16 C2HData of 4120 bytes fill
- * 65,920) then cost a malloc and a realloc per read, and nearly every read ended inside
- * a PDU, whose tail the parser had to gather in a buffer of its own. Measured on the
- * 2-vCPU VM, 4 KiB random reads at QD32 through our target: about 310k/s with fresh
- * 64 KiB reads, 365k with one reused 64 KiB buffer, 385k with 128 KiB and up (host CPU
- * per read 2.3 -> 1.9 µs). 256 KiB holds everything QD32 has in flight at 4 KiB plus
- * room; larger reads (128 KiB at QD8) stream into their own buffers anyway.
+ * 64 KiB buffer for every read and then shrinks it to what arrived: a malloc and a
+ * realloc per read, and every view handed out pins its chunk. Measured on the 2-vCPU
+ * VM, 4 KiB random reads at QD32 through our target, alternating runs: 317k -> 360k/s
+ * with the CPUs sleeping deeply, 364k -> 393k with the engine's 0 µs wake-up latency
+ * request (host CPU per read about 1.95 -> 1.8 µs). Not larger: with 128 KiB or more,
+ * one read takes in all 32 answers, so host and target take turns with one batch of 32,
+ * each sleeping while the other works, and with deep sleeps that fell to 220k/s (no
+ * better with the latency request). 64 KiB splits the batch, and the two overlap.
  */
-export const IO_QUEUE_RECEIVE_BYTES = 256 * 1024;
+export const IO_QUEUE_RECEIVE_BYTES = 64 * 1024;
 /** The same for the admin queue, whose answers are few and small. */
 const ADMIN_QUEUE_RECEIVE_BYTES = 16 * 1024;
 
