@@ -227,3 +227,39 @@ describe('storage I/O threads that die under the target service', () => {
     expect(targets.config().subsystems[0]!.namespaces).toEqual([]);
   });
 });
+
+describe('a device that goes away under the target service', () => {
+  // Before: ENXIO was a media error like any other, and nothing was recorded.
+  it('is logged and recorded as an error event naming the volume, the device and what to do', async () => {
+    const { b } = backend();
+    // the kernel's answer for a device that is not there (see target-ana.test.ts)
+    (b as unknown as { pool: { submit: (...args: unknown[]) => void } }).pool.submit = (
+      ...args: unknown[]
+    ) => setImmediate(() => (args[4] as (status: number) => void)(6 /* ENXIO */));
+    const err = await new Promise<Error | null>((resolve) => b.read(4096, 512, resolve));
+    expect(err?.message).toMatch(/is gone \(ENXIO/);
+    expect(b.closed).toBe(true);
+    const file = path.join(dir, 'vol1.img');
+    const gone = eventsOf('target.namespace.storage-gone');
+    expect(gone).toHaveLength(1);
+    expect(gone[0]!.severity).toBe('error');
+    expect(gone[0]!.message).toBe(
+      `Namespace 1 of ${NQN}: its backing file ${file} is gone (ENXIO on a read at offset 4096: the storage under the file went away). ` +
+        'This node no longer serves the volume: hosts see its path inaccessible and use another path or wait, and nothing is read from it. ' +
+        'Reconnect the device (dmesg and lsblk say what happened to it), then restart the engine service; or remove the volume.',
+    );
+    expect(JSON.parse(gone[0]!.data)).toMatchObject({
+      nqn: NQN,
+      nsid: 1,
+      path: file,
+      errno: 'ENXIO',
+    });
+    expect(logged.map((l) => [l.level, l.msg])).toContainEqual([
+      'error',
+      'the storage of a namespace is gone: this node no longer serves it, hosts use another path or wait',
+    ]);
+    // a second failure tells nothing new
+    await new Promise((resolve) => b.read(0, 512, resolve));
+    expect(eventsOf('target.namespace.storage-gone')).toHaveLength(1);
+  });
+});

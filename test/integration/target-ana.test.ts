@@ -5,8 +5,12 @@
  * group in change while its storage is out, and back after.
  *
  * Real in-process Targets on 127.0.0.1 with memory backends and a real file backend
- * whose I/O thread the test kills, driven by the host library.
+ * whose I/O thread the test kills, driven by the host library. For a device that goes
+ * away under the backend, the kernel's answer (ENXIO, ENODEV) is the one thing made up:
+ * this sandbox's kernel has no device-mapper or SCSI, and a loop device detached while
+ * open keeps serving until its last close (Linux defers it: LO_FLAGS_AUTOCLEAR).
  */
+import os from 'node:os';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Target } from '../../engine/src/core/index.js';
 import { NvmeController, NvmeRequest } from '../../engine/src/host/index.js';
@@ -15,7 +19,7 @@ import { decodeAnaLog } from '../../engine/src/protocol/logpages.js';
 import { IO, LID, NSID_ALL } from '../../engine/src/protocol/opcodes.js';
 import { SC } from '../../engine/src/protocol/status.js';
 import type { BlockBackend } from '../../engine/src/storage/backend.js';
-import type { FdBackend } from '../../engine/src/storage/file.js';
+import type { FdBackend, StorageGone } from '../../engine/src/storage/file.js';
 import { MemoryBackend } from '../../engine/src/storage/memory.js';
 import { fileVolume } from '../helpers/io-thread-outage.js';
 import { serveOnLoopback } from '../helpers/target.js';
@@ -66,6 +70,15 @@ async function connected(first?: BlockBackend) {
   /** Each group as [grpid, state, nsids]; read whole (RAE clear: ANA events unmasked). */
   const groups = async () =>
     decodeAnaLog(await read(0, 4096, false)).groups.map((g) => [g.grpid, g.state, g.nsids]);
+  /** Reads block 0 of `nsid` once (no retry): its status. */
+  const read1 = async (nsid: number) => {
+    const req = fillRw(new NvmeRequest(), IO.READ, nsid, 0, 1);
+    req.readLength = 512;
+    return ctrl.io(req, `read nsid ${nsid}`).then(
+      (r) => r.status,
+      (err: { status?: number }) => err.status,
+    );
+  };
   /** Writes block 0 of `nsid` once (no retry): its status. */
   const write = async (nsid: number) => {
     const req = fillRw(new NvmeRequest(), IO.WRITE, nsid, 0, 1);
@@ -75,7 +88,7 @@ async function connected(first?: BlockBackend) {
       (err: { status?: number }) => err.status,
     );
   };
-  return { target, ctrl, events, read, groups, write };
+  return { target, ctrl, events, read, groups, write, read1 };
 }
 
 const OPTIMIZED = 0x01;
@@ -245,6 +258,72 @@ describe('a volume whose storage is out', () => {
     expect(await write(3)).toBe(SC.SUCCESS);
     await until(() => !vol.b.ioThreadsDown, 5000);
     expect(await write(1)).toBe(SC.SUCCESS);
+    expect(events).not.toContain(ANA_CHANGE);
+  });
+});
+
+/**
+ * From now on every I/O of `b` that reaches its storage ends as the kernel answers it
+ * for a device that is not there (or fails one block: EIO), without touching the file.
+ */
+function kernelAnswers(b: FdBackend, errno: number): void {
+  const pool = (b as unknown as { pool: { submit: (...args: unknown[]) => void } }).pool;
+  pool.submit = (...args: unknown[]) => {
+    const done = args[4] as (status: number) => void;
+    setImmediate(() => done(errno));
+  };
+}
+
+describe('a volume whose device goes away under it', () => {
+  // Before: ENXIO and ENODEV were media errors: Write Fault / Unrecovered Read Error
+  // without DNR while the group stayed optimized, so a Linux host retried each I/O 5
+  // times on this path, never failed over, and then failed it to the application.
+  it.each([
+    ['ENXIO', 'write'],
+    ['ENODEV', 'read'],
+  ] as const)(
+    'on %s stops serving it: group inaccessible with an ANA change event, this %s and every later I/O ANA Inaccessible',
+    async (code, first) => {
+      const vol = await fileVolume(cleanup);
+      const { events, groups, write, read1 } = await connected(vol.b);
+      const told: StorageGone[] = [];
+      vol.b.onStorageGone = (e) => told.push(e);
+      expect(await write(1)).toBe(SC.SUCCESS);
+      expect(await read1(1)).toBe(SC.SUCCESS); // now in the page cache
+      await groups();
+      events.length = 0;
+
+      kernelAnswers(vol.b, os.constants.errno[code]);
+      expect(await (first === 'write' ? write(1) : read1(1))).toBe(SC.ANA_INACCESSIBLE);
+      await until(() => events.includes(ANA_CHANGE), 3000);
+      expect(await groups()).toEqual([
+        [1, INACCESSIBLE, [1]],
+        [2, OPTIMIZED, [2]],
+      ]);
+      expect(vol.b.closed).toBe(true);
+      expect(told).toEqual([{ code, what: first, offset: 0 }]);
+      // refused at parse now, cached block 0 included: nothing stale is read from here
+      expect(await read1(1)).toBe(SC.ANA_INACCESSIBLE);
+      expect(await write(1)).toBe(SC.ANA_INACCESSIBLE);
+      expect(await write(2)).toBe(SC.SUCCESS);
+      expect(await read1(2)).toBe(SC.SUCCESS);
+    },
+  );
+
+  it('but a plain EIO (a bad block on a device still there) stays a media error on a usable path', async () => {
+    const vol = await fileVolume(cleanup);
+    const { events, groups, write, read1 } = await connected(vol.b);
+    await groups();
+    events.length = 0;
+
+    kernelAnswers(vol.b, os.constants.errno.EIO);
+    expect(await write(1)).toBe(SC.WRITE_FAULT);
+    expect(await read1(1)).toBe(SC.READ_ERROR);
+    expect(vol.b.closed).toBe(false);
+    expect(await groups()).toEqual([
+      [1, OPTIMIZED, [1]],
+      [2, OPTIMIZED, [2]],
+    ]);
     expect(events).not.toContain(ANA_CHANGE);
   });
 });

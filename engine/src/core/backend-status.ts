@@ -29,7 +29,8 @@
  *                   its namespace is attached (BlockBackend.closed) has its group
  *                   reported inaccessible and its I/O answered ANA Inaccessible (3/02):
  *                   it will not be back by itself, so hosts go to another path or park
- *                   the I/O, with no ANATT to run out.
+ *                   the I/O, with no ANATT to run out. A file backend whose device goes
+ *                   away under it (ENXIO, ENODEV) closes itself that way too (file.ts).
  * - unsupported  -> Invalid Field, DNR: an operation the capabilities did not declare.
  * - anything else (a bug, not a BackendError) -> Internal Error.
  */

@@ -16,6 +16,7 @@ import {
   statIdentity,
   type BackingState,
   type IoThreadsEvent,
+  type StorageGone,
 } from '../storage/file.js';
 import { openBackend, type BackendSpec } from '../storage/open.js';
 import { TcpTransport } from '../transport/tcp/index.js';
@@ -99,6 +100,15 @@ export type NamespaceIoThreadsEvent = IoThreadsEvent & {
   location: string;
 };
 
+/** A namespace whose device went away under it (FdBackend.onStorageGone). */
+export type NamespaceStorageGone = StorageGone & {
+  nqn: string;
+  nsid: number;
+  nguid: string;
+  location: string;
+  kind: string;
+};
+
 export class TargetRuntime {
   readonly target: Target;
   private readonly listeners = new Map<number, { spec: PortSpec; transport: TcpTransport }>();
@@ -113,6 +123,8 @@ export class TargetRuntime {
   private readonly closing = new Map<BlockBackend, { nqn: string; nsid: number }>();
   /** Told, after the log line, when a namespace's I/O threads fail or are replaced. */
   onIoThreads: ((e: NamespaceIoThreadsEvent) => void) | null = null;
+  /** Told, after the log line, when the device of a namespace goes away under it. */
+  onStorageGone: ((e: NamespaceStorageGone) => void) | null = null;
   /**
    * Told, after the log line, when the bound on what all NVMe/TCP connections hold
    * disconnects peers, or the process goes over that bound and back under it.
@@ -373,6 +385,14 @@ export class TargetRuntime {
       backend.onIoThreads = (e) => {
         this.logIoThreads(where, e);
         this.onIoThreads?.({ ...e, ...where });
+      };
+      // the namespace stays attached, its ANA group inaccessible (the core sees closed)
+      backend.onStorageGone = (e) => {
+        this.log.error(
+          'the storage of a namespace is gone: this node no longer serves it, hosts use another path or wait',
+          { ...where, ...e },
+        );
+        this.onStorageGone?.({ ...e, ...where, kind: backend.kind });
       };
     }
     this.log.info('namespace attached', {

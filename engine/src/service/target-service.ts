@@ -39,8 +39,12 @@ import {
   newNguid,
   newUuid,
   type NamespaceIoThreadsEvent,
+  type NamespaceStorageGone,
   type TargetRuntime,
 } from './target-runtime.js';
+
+/** Event type: the device or file system under a served namespace went away. */
+export const STORAGE_GONE = 'target.namespace.storage-gone';
 
 /** How often what could not be brought up at start is tried again. */
 export const RETRY_OFFLINE_MS = 10_000;
@@ -98,6 +102,7 @@ export class TargetService {
     this.pathChecks = new BoundedCalls(pathCheckMs);
     this.store = new TargetStore(db);
     rt.onIoThreads = (e) => this.recordIoThreads(e);
+    rt.onStorageGone = (e) => this.recordStorageGone(e);
     this.memoryEvents = new PeerMemoryEvents((ev) => this.record(ev), memoryEventFloors);
     rt.onPeerMemory = (e) => this.memoryEvents.on(e);
   }
@@ -144,6 +149,21 @@ export class TargetService {
         });
         break;
     }
+  }
+
+  /** Records that the device or file system under a namespace went away (an error event). */
+  private recordStorageGone(e: NamespaceStorageGone): void {
+    const what = e.kind === 'block' ? `block device ${e.location}` : `backing file ${e.location}`;
+    this.record({
+      type: STORAGE_GONE,
+      severity: 'error',
+      message:
+        `Namespace ${e.nsid} of ${e.nqn}: its ${what} is gone (${e.code} on a ${e.what} at offset ${e.offset}: ` +
+        `${e.kind === 'block' ? 'the disk was unplugged, detached or removed, or went offline' : 'the storage under the file went away'}). ` +
+        'This node no longer serves the volume: hosts see its path inaccessible and use another path or wait, and nothing is read from it. ' +
+        `Reconnect the device (dmesg and lsblk say what happened to it), then restart the engine service; or remove the volume.`,
+      data: { nqn: e.nqn, nsid: e.nsid, nguid: e.nguid, path: e.location, errno: e.code },
+    });
   }
 
   /**

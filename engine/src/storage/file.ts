@@ -154,8 +154,36 @@ export type IoThreadsEvent =
   | { kind: 'start-failed'; reason: string; retryInMs: number; attempt: number }
   | { kind: 'restarted'; downMs: number; restarts: number };
 
-/** open → closing (close() called, in-flight I/O finishing) → closed. */
-type BackendState = 'open' | 'closing' | 'closed';
+/**
+ * Where a backend is. 'gone' can only follow 'open'; 'closing' any other state but
+ * 'closed' (close() called, in-flight I/O finishing); 'closed' only 'closing'.
+ */
+type BackendState =
+  /** Serving. */
+  | 'open'
+  /** Its device went away under it (ENXIO, ENODEV; see StorageGone): nothing is served. */
+  | 'gone'
+  | 'closing'
+  | 'closed';
+
+/**
+ * errnos by which the kernel says the device under an open descriptor is no longer
+ * there, rather than that a block of it failed (EIO): ENXIO (no such device: a removed
+ * disk or driver) and ENODEV (BLK_STS_OFFLINE since Linux 5.18: a SCSI disk set offline
+ * or deleted). Nothing on it can be served any more, nor trusted when it comes back
+ * under the same name: the backend stops serving for good (closed), which puts its
+ * namespace's ANA group in 'inaccessible' so that hosts fail over or wait.
+ */
+const GONE_ERRNOS: ReadonlySet<number> = new Set([os.errno.ENXIO, os.errno.ENODEV]);
+
+/** What FdBackend.onStorageGone is told: the first I/O that found the device gone. */
+export interface StorageGone {
+  /** 'ENXIO' or 'ENODEV'. */
+  code: string;
+  /** The operation that failed: read, write, flush, write zeroes, deallocate. */
+  what: string;
+  offset: number;
+}
 
 export class FdBackend implements BlockBackend {
   readonly kind: string;
@@ -181,6 +209,10 @@ export class FdBackend implements BlockBackend {
   private replaced = 0;
   /** Told of each IoThreadsEvent; a throwing listener changes nothing here. */
   onIoThreads: ((e: IoThreadsEvent) => void) | null = null;
+  /** Told once when the device goes away (state 'gone'); a throwing listener changes nothing. */
+  onStorageGone: ((e: StorageGone) => void) | null = null;
+  /** Why the backend is 'gone' (set with it). */
+  private gone: StorageGone | null = null;
   /** BlockBackend.watchAvailable's listeners. */
   private readonly availability = new Set<() => void>();
 
@@ -341,7 +373,7 @@ export class FdBackend implements BlockBackend {
     return !this.ioThreadsDown && this.state === 'open';
   }
 
-  /** BlockBackend.closed: close() was called. */
+  /** BlockBackend.closed: close() was called, or the device went away ('gone'). */
   get closed(): boolean {
     return this.state !== 'open';
   }
@@ -452,6 +484,7 @@ export class FdBackend implements BlockBackend {
   }
 
   private check(what: string, offset: number, length: number): BackendError | null {
+    if (this.gone) return this.goneError(this.gone.code);
     if (this.state !== 'open') {
       return new BackendError(
         'unavailable',
@@ -482,6 +515,11 @@ export class FdBackend implements BlockBackend {
   }
 
   private error(status: number, what: string, offset: number): BackendError {
+    if (GONE_ERRNOS.has(status)) {
+      const code = errnoNames.get(status)!;
+      this.lose({ code, what, offset });
+      return this.goneError(code);
+    }
     return statusError(status, {
       what,
       offset,
@@ -490,6 +528,36 @@ export class FdBackend implements BlockBackend {
       failure: this.pool.failure,
       writebackErrno: this.pool.writebackErrno,
     });
+  }
+
+  /** What every call answers once the device is gone. */
+  private goneError(code: string): BackendError {
+    const what =
+      this.kind === 'block'
+        ? 'the device was removed or went offline'
+        : 'the storage under it went away';
+    return new BackendError(
+      'unavailable',
+      `${this.describe()} is gone (${code}: ${what}), so this node no longer serves the volume: hosts use another path or wait. ` +
+        'Reconnect the device (check dmesg and lsblk), then restart the engine service; or remove the volume',
+      code,
+    );
+  }
+
+  /**
+   * The device went away (GONE_ERRNOS): from now on every call fails 'unavailable' and
+   * `closed` is true, so the core reports the namespace's group inaccessible and answers
+   * its I/O ANA Inaccessible. Not even reads of what the page cache still holds are
+   * served: a device that comes back under the same name may hold other data, and a
+   * write this node acknowledged may have been lost with it.
+   */
+  private lose(gone: StorageGone): void {
+    if (this.state !== 'open') return;
+    this.state = 'gone';
+    this.gone = gone;
+    this.restartWait?.resolve(); // no new threads for a device that is not there
+    quietly(() => this.onStorageGone?.(gone));
+    this.availabilityChanged();
   }
 }
 
