@@ -10,7 +10,11 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { AlertEngine } from '../../engine/src/events/alert-engine.js';
 import { EventStore } from '../../engine/src/events/event-store.js';
 import { InputCollector } from '../../engine/src/events/inputs.js';
-import { ioThreadsRule, DEFAULT_THRESHOLDS } from '../../engine/src/events/rules.js';
+import {
+  ioThreadsRule,
+  volumeOfflineRule,
+  DEFAULT_THRESHOLDS,
+} from '../../engine/src/events/rules.js';
 import { openDatabase, type Db } from '../../engine/src/persistence/db.js';
 import type { FdBackend } from '../../engine/src/storage/file.js';
 import { IoWorkerPool } from '../../engine/src/storage/io-worker-pool.js';
@@ -261,5 +265,38 @@ describe('a device that goes away under the target service', () => {
     // a second failure tells nothing new
     await new Promise((resolve) => b.read(0, 512, resolve));
     expect(eventsOf('target.namespace.storage-gone')).toHaveLength(1);
+  });
+
+  // Before: the volume stayed off every alert (its namespace is still attached), so the
+  // console showed nothing while hosts could no longer reach it here.
+  it('raises the critical volume.offline alert that says which device and what to do', async () => {
+    const collector = new InputCollector({
+      dataDir: dir,
+      target: rt.target,
+      config: () => targets.config(),
+      storageGone: (nqn, nsid) => rt.storageGone(nqn, nsid),
+      events: new EventStore(db),
+      now: Date.now,
+    });
+    const alerts = new AlertEngine(db, [volumeOfflineRule()], () => DEFAULT_THRESHOLDS, {
+      raised: () => undefined,
+      cleared: () => undefined,
+      acknowledged: () => undefined,
+    });
+    expect(alerts.evaluate(await collector.collect(), Date.now()).raised).toEqual([]);
+
+    const { b } = backend();
+    (b as unknown as { pool: { submit: (...args: unknown[]) => void } }).pool.submit = (
+      ...args: unknown[]
+    ) => setImmediate(() => (args[4] as (status: number) => void)(19 /* ENODEV */));
+    await new Promise((resolve) => b.write(0, Buffer.alloc(512), false, resolve));
+    const [alert] = alerts.evaluate(await collector.collect(), Date.now()).raised;
+    expect(alert!.severity).toBe('critical');
+    expect(alert!.title).toBe('Volume vol1 (namespace 1) is offline');
+    expect(alert!.message).toBe(
+      `Volume vol1 (namespace 1) is no longer served, so hosts cannot reach it on this node: backing file ${path.join(dir, 'vol1.img')} is gone ` +
+        '(ENODEV: the storage under it went away), so this node no longer serves the volume: hosts use another path or wait. ' +
+        'Reconnect the device (check dmesg and lsblk), then restart the engine service; or remove the volume.',
+    );
   });
 });

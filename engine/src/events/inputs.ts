@@ -61,6 +61,8 @@ export interface CollectorSources {
   listenersDown?(): ListenerDown[];
   /** Why the Prometheus endpoint, turned on, serves nothing. */
   metricsEndpointDown?(): MetricsEndpointDown[];
+  /** Why an attached namespace is not served: its device went away (see OfflineVolume.gone). */
+  storageGone?(nqn: string, nsid: number): string | undefined;
   /** Why a configured namespace that opened is not served (see OfflineVolume.refused). */
   refusedBacking?(nqn: string, nsid: number): string | undefined;
   events: EventStore;
@@ -223,6 +225,11 @@ export class InputCollector {
         if (!st) {
           const refused = this.src.refusedBacking?.(s.nqn, ns.nsid);
           offline.push({ subject, label, path: ns.path, ...(refused ? { refused } : {}) });
+          continue;
+        }
+        const gone = this.src.storageGone?.(s.nqn, ns.nsid);
+        if (gone) {
+          offline.push({ subject, label, path: ns.path, gone });
           continue;
         }
         const v: VolumeIo = {

@@ -147,6 +147,12 @@ export interface OfflineVolume {
    * (another disk at its /dev name, a file cut short), with what to do.
    */
   refused?: string;
+  /**
+   * Why it is attached and not served: its device went away under it (FdBackend), with
+   * what to do. Not retried: nothing is served from it until the engine restarts or the
+   * volume is added again.
+   */
+  gone?: string;
 }
 
 export interface MirrorState {
@@ -824,10 +830,12 @@ export function volumeOfflineRule(): Rule {
         subject: v.subject,
         severity: 'critical' as const,
         title: `${cap(v.label)} is offline`,
-        message: v.refused
-          ? `${cap(v.label)} is not served, so hosts cannot reach it: ${v.refused} The engine checks again every 10 seconds.`
-          : `${cap(v.label)} could not be opened (${v.path || 'no backing store'}), so hosts cannot reach it. ` +
-            'The engine tries again every 10 seconds; the event log says why it failed. Check that the file or disk exists, is mounted and is not used by another program.',
+        message: v.gone
+          ? `${cap(v.label)} is no longer served, so hosts cannot reach it on this node: ${v.gone}.`
+          : v.refused
+            ? `${cap(v.label)} is not served, so hosts cannot reach it: ${v.refused} The engine checks again every 10 seconds.`
+            : `${cap(v.label)} could not be opened (${v.path || 'no backing store'}), so hosts cannot reach it. ` +
+              'The engine tries again every 10 seconds; the event log says why it failed. Check that the file or disk exists, is mounted and is not used by another program.',
         data: { path: v.path },
       }));
     },

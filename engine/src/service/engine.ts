@@ -162,6 +162,7 @@ export class Engine {
         config: () => targets.config(),
         backing: (nqn, nsid) => runtime.backingState(nqn, nsid),
         ioThreadsDown: (nqn, nsid) => runtime.ioThreadsDown(nqn, nsid),
+        storageGone: (nqn, nsid) => runtime.storageGone(nqn, nsid),
         listenersDown: () => [...targets.listenersDown(), ...consoleDown(consoleAccess)],
         metricsEndpointDown: () => metrics.endpointDown(),
         refusedBacking: (nqn, nsid) => targets.refusedBacking(nqn, nsid),

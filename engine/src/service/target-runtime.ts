@@ -300,6 +300,12 @@ export class TargetRuntime {
     return b instanceof FdBackend ? b.identity : undefined;
   }
 
+  /** Why a namespace is not served though attached: its device went away (FdBackend.goneReason). */
+  storageGone(nqn: string, nsid: number): string | undefined {
+    const b = this.backends.get(`${nqn}#${nsid}`);
+    return (b instanceof FdBackend && b.goneReason) || undefined;
+  }
+
   /** Whether a namespace's I/O threads failed and new ones have not taken over yet. */
   ioThreadsDown(nqn: string, nsid: number): boolean | undefined {
     const b = this.backends.get(`${nqn}#${nsid}`);

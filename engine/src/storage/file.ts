@@ -373,6 +373,11 @@ export class FdBackend implements BlockBackend {
     return !this.ioThreadsDown && this.state === 'open';
   }
 
+  /** Why nothing is served any more when the device went away (state 'gone'), else null. */
+  get goneReason(): string | null {
+    return this.gone ? this.goneError(this.gone.code).message : null;
+  }
+
   /** BlockBackend.closed: close() was called, or the device went away ('gone'). */
   get closed(): boolean {
     return this.state !== 'open';
