@@ -10,7 +10,9 @@
  * this sandbox's kernel has no device-mapper or SCSI, and a loop device detached while
  * open keeps serving until its last close (Linux defers it: LO_FLAGS_AUTOCLEAR).
  */
+import { writeFileSync } from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Target } from '../../engine/src/core/index.js';
 import { NvmeController, NvmeRequest } from '../../engine/src/host/index.js';
@@ -21,6 +23,9 @@ import { SC } from '../../engine/src/protocol/status.js';
 import type { BlockBackend } from '../../engine/src/storage/backend.js';
 import type { FdBackend, StorageGone } from '../../engine/src/storage/file.js';
 import { MemoryBackend } from '../../engine/src/storage/memory.js';
+import { openBlockBackend } from '../../engine/src/storage/block.js';
+import { tempDir } from '../helpers/engine.js';
+import { tryRun } from '../unit/storage/helpers.js';
 import { fileVolume } from '../helpers/io-thread-outage.js';
 import { serveOnLoopback } from '../helpers/target.js';
 import { until } from '../helpers/wait.js';
@@ -325,5 +330,53 @@ describe('a volume whose device goes away under it', () => {
       [2, OPTIMIZED, [2]],
     ]);
     expect(events).not.toContain(ANA_CHANGE);
+  });
+});
+
+describe('a block device removed under it, which Linux reports as EIO', () => {
+  // Before: every EIO was a media error (Write Fault without DNR, the group optimized),
+  // so a host retried each I/O 5 times on a path whose disk was gone and never failed
+  // over. A real loop device with its real sysfs entry; its removal (the kernel taking
+  // /sys/dev/block/MAJ:MIN away, which a loop device held open never does) and the EIO
+  // are the kernel's part, made up here.
+  it('stops serving it once sysfs no longer lists the device; an EIO while it is listed stays a media error', async (ctx) => {
+    const image = path.join(tempDir(), 'disk.img');
+    writeFileSync(image, Buffer.alloc(1 << 20));
+    const loop = tryRun('losetup', ['-f', '--show', image]);
+    if ('refused' in loop) {
+      console.warn(
+        `SKIPPED: a removed block device needs a loop device (root, losetup): ${loop.refused}`,
+      );
+      return ctx.skip();
+    }
+    cleanup.push(() => void tryRun('losetup', ['-d', loop.out]));
+    const b = await openBlockBackend({ path: loop.out });
+    cleanup.push(() => b.close());
+    const { events, groups, write, read1 } = await connected(b);
+    expect(await write(1)).toBe(SC.SUCCESS);
+    await groups();
+    events.length = 0;
+
+    kernelAnswers(b, os.constants.errno.EIO);
+    expect(await write(1)).toBe(SC.WRITE_FAULT); // the loop device is still in sysfs
+    expect(await read1(1)).toBe(SC.READ_ERROR);
+    expect(b.closed).toBe(false);
+    expect(events).not.toContain(ANA_CHANGE);
+
+    const sysfs = (b as unknown as { target: { sysfs: { link: string } } }).target.sysfs;
+    expect(sysfs.link).toMatch(/^\/sys\/dev\/block\/7:\d+$/);
+    sysfs.link = path.join(tempDir(), 'removed'); // as /sys/dev/block/MAJ:MIN after removal
+    expect(await write(1)).toBe(SC.ANA_INACCESSIBLE);
+    await until(() => events.includes(ANA_CHANGE), 3000);
+    expect(await groups()).toEqual([
+      [1, INACCESSIBLE, [1]],
+      [2, OPTIMIZED, [2]],
+    ]);
+    expect(b.closed).toBe(true);
+    expect(b.goneReason).toMatch(
+      /^block device \/dev\/loop\d+ is gone \(EIO: the device was removed/,
+    );
+    expect(await read1(1)).toBe(SC.ANA_INACCESSIBLE);
+    expect(await write(2)).toBe(SC.SUCCESS);
   });
 });

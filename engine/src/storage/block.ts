@@ -173,6 +173,10 @@ export async function openBlockBackend(opts: BlockBackendOptions): Promise<FdBac
       fd,
       identity: await fdIdentity(fd),
       device,
+      sysfs: {
+        link: `/sys/dev/block/${deviceNumber(info.rdev).major}:${deviceNumber(info.rdev).minor}`,
+        dir: info.sys,
+      },
       direct,
       blockSize: now.logicalBlockSize,
       sizeBytes,

@@ -14,6 +14,7 @@
 import * as fs from 'node:fs';
 import { constants as os } from 'node:os';
 import { promisify } from 'node:util';
+import { join } from 'node:path';
 import {
   BackendError,
   type BackendCapabilities,
@@ -53,6 +54,8 @@ const statAsync = promisify(fs.stat);
 const ftruncateAsync = promisify(fs.ftruncate);
 const unlinkAsync = promisify(fs.unlink);
 const fdatasync = promisify(fs.fdatasync);
+const realpathAsync = promisify(fs.realpath);
+const readFileAsync = promisify(fs.readFile);
 
 /**
  * Opens a backing file without access-time updates: a read then skips the inode's
@@ -137,6 +140,11 @@ export interface FdTarget extends OpenedTarget {
   identity: string;
   /** A block device's identity as sysfs tells it (device-identity.ts). */
   device?: DeviceIdentity;
+  /**
+   * A block device's sysfs entry: `link` (/sys/dev/block/MAJ:MIN) resolves to `dir` while
+   * the kernel has the device; after an EIO, one that no longer does says it was removed.
+   */
+  sysfs?: { link: string; dir: string };
   /** Extra limits from the device (block: discard support, write cache). */
   allowDeallocate: boolean;
   readZeroesAfterDeallocate: boolean;
@@ -294,7 +302,7 @@ export class FdBackend implements BlockBackend {
     if (length === 0) return defer(cb, null, into ?? Buffer.alloc(0));
     const dest = into ?? this.readBuffers.take(length);
     this.pool.submit(Op.read, offset, length, dest, (st, data) =>
-      st === Status.ok ? cb(null, data) : cb(this.error(st, 'read', offset)),
+      st === Status.ok ? cb(null, data) : this.fail(st, 'read', offset, cb),
     );
   }
 
@@ -485,7 +493,40 @@ export class FdBackend implements BlockBackend {
   }
 
   private done(cb: IoCallback, what: string, offset: number): JobDone {
-    return (st) => cb(st === Status.ok ? null : this.error(st, what, offset));
+    return (st) => (st === Status.ok ? cb(null) : this.fail(st, what, offset, cb));
+  }
+
+  /**
+   * Completes a failed call. Linux reports most removals of a disk as EIO, not ENXIO or
+   * ENODEV (a disk marked dead fails every bio with BLK_STS_IOERR): after an EIO of a
+   * block device, sysfs tells whether it is still there (deviceRemoved), and a removed
+   * one is gone as for ENXIO. An EIO of a device still there stays a media error.
+   */
+  private fail(status: number, what: string, offset: number, cb: IoCallback): void {
+    if (status !== os.errno.EIO || !this.target.sysfs || this.state !== 'open')
+      return cb(this.error(status, what, offset));
+    void this.deviceRemoved().then((removed) => {
+      if (!removed || this.state === 'closing' || this.state === 'closed')
+        return cb(this.error(status, what, offset));
+      this.lose({ code: 'EIO', what, offset });
+      cb(this.goneError(this.gone?.code ?? 'EIO'));
+    });
+  }
+
+  /**
+   * Whether the kernel no longer has this block device: its /sys/dev/block entry is gone
+   * or names another device (the number taken by a newer one), or its capacity is 0 (a
+   * disk marked dead, a loop device cleared). Whatever cannot be read says no.
+   */
+  private async deviceRemoved(): Promise<boolean> {
+    const { link, dir } = this.target.sysfs!;
+    try {
+      if ((await realpathAsync(link)) !== dir) return true;
+      return (await readFileAsync(join(dir, 'size'), 'utf8')).trim() === '0';
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      return code === 'ENOENT' || code === 'ENODEV';
+    }
   }
 
   private check(what: string, offset: number, length: number): BackendError | null {
