@@ -298,5 +298,10 @@ describe('a device that goes away under the target service', () => {
         '(ENODEV: the storage under it went away), so this node no longer serves the volume: hosts use another path or wait. ' +
         'Reconnect the device (check dmesg and lsblk), then restart the engine service; or remove the volume.',
     );
+    // what the alert offers works: the volume is removed, its backend closed, the alert gone
+    await targets.removeNamespace(NQN, 1, 'test');
+    expect(rt.hasNamespace(NQN, 1)).toBe(false);
+    const after = alerts.evaluate(await collector.collect(), Date.now());
+    expect(after.cleared.map((c) => c.subject)).toEqual([`${NQN}/1`]);
   });
 });

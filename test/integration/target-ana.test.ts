@@ -315,6 +315,23 @@ describe('a volume whose device goes away under it', () => {
     },
   );
 
+  it('answers an I/O in flight when it went, which then failed otherwise (EIO), as gone too', async () => {
+    const vol = await fileVolume(cleanup);
+    const pool = (vol.b as unknown as { pool: { submit: (...args: unknown[]) => void } }).pool;
+    const answers = [os.constants.errno.ENXIO, os.constants.errno.EIO];
+    const held: (() => void)[] = [];
+    pool.submit = (...args: unknown[]) => {
+      const errno = answers.shift()!;
+      held.push(() => (args[4] as (status: number) => void)(errno));
+    };
+    const first = new Promise<Error | null>((r) => vol.b.write(0, Buffer.alloc(512), false, r));
+    const second = new Promise<Error | null>((r) => vol.b.write(512, Buffer.alloc(512), false, r));
+    for (const done of held) done();
+    expect((await first)?.message).toMatch(/is gone \(ENXIO/);
+    expect((await second)?.message).toMatch(/is gone \(ENXIO/);
+    expect(((await second) as { kind?: string }).kind).toBe('unavailable');
+  });
+
   it('but a plain EIO (a bad block on a device still there) stays a media error on a usable path', async () => {
     const vol = await fileVolume(cleanup);
     const { events, groups, write, read1 } = await connected(vol.b);

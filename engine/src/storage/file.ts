@@ -503,6 +503,7 @@ export class FdBackend implements BlockBackend {
    * one is gone as for ENXIO. An EIO of a device still there stays a media error.
    */
   private fail(status: number, what: string, offset: number, cb: IoCallback): void {
+    if (this.gone) return cb(this.goneError(this.gone.code)); // one in flight when it went
     if (status !== os.errno.EIO || !this.target.sysfs || this.state !== 'open')
       return cb(this.error(status, what, offset));
     void this.deviceRemoved().then((removed) => {
