@@ -250,7 +250,7 @@ describe('a device that goes away under the target service', () => {
     expect(gone[0]!.message).toBe(
       `Namespace 1 of ${NQN}: its backing file ${file} is gone (ENXIO on a read at offset 4096: the storage under the file went away). ` +
         'This node no longer serves the volume: hosts see its path inaccessible and use another path or wait, and nothing is read from it. ' +
-        'Reconnect the device (dmesg and lsblk say what happened to it), then restart the engine service; or remove the volume.',
+        `Bring back the disk or mount the file is on (dmesg and findmnt -T '${file}' say what happened to it), then restart the engine service; or remove the volume.`,
     );
     expect(JSON.parse(gone[0]!.data)).toMatchObject({
       nqn: NQN,
@@ -296,7 +296,7 @@ describe('a device that goes away under the target service', () => {
     expect(alert!.message).toBe(
       `Volume vol1 (namespace 1) is no longer served, so hosts cannot reach it on this node: backing file ${path.join(dir, 'vol1.img')} is gone ` +
         '(ENODEV: the storage under it went away), so this node no longer serves the volume: hosts use another path or wait. ' +
-        'Reconnect the device (check dmesg and lsblk), then restart the engine service; or remove the volume.',
+        `Bring back the disk or mount it is on (check dmesg and findmnt -T '${path.join(dir, 'vol1.img')}'), then restart the engine service; or remove the volume.`,
     );
     // what the alert offers works: the volume is removed, its backend closed, the alert gone
     await targets.removeNamespace(NQN, 1, 'test');

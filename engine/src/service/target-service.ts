@@ -161,7 +161,7 @@ export class TargetService {
         `Namespace ${e.nsid} of ${e.nqn}: its ${what} is gone (${e.code} on a ${e.what} at offset ${e.offset}: ` +
         `${e.kind === 'block' ? 'the disk was unplugged, detached or removed, or went offline' : 'the storage under the file went away'}). ` +
         'This node no longer serves the volume: hosts see its path inaccessible and use another path or wait, and nothing is read from it. ' +
-        `Reconnect the device (dmesg and lsblk say what happened to it), then restart the engine service; or remove the volume.`,
+        `${e.kind === 'block' ? 'Reconnect the device (dmesg and lsblk say what happened to it)' : `Bring back the disk or mount the file is on (dmesg and findmnt -T '${e.location}' say what happened to it)`}, then restart the engine service; or remove the volume.`,
       data: { nqn: e.nqn, nsid: e.nsid, nguid: e.nguid, path: e.location, errno: e.code },
     });
   }

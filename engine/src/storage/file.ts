@@ -579,14 +579,17 @@ export class FdBackend implements BlockBackend {
 
   /** What every call answers once the device is gone. */
   private goneError(code: string): BackendError {
-    const what =
-      this.kind === 'block'
-        ? 'the device was removed or went offline'
-        : 'the storage under it went away';
+    const block = this.kind === 'block';
+    const what = block
+      ? 'the device was removed or went offline'
+      : 'the storage under it went away';
+    const fix = block
+      ? 'Reconnect the device (check dmesg and lsblk)'
+      : `Bring back the disk or mount it is on (check dmesg and findmnt -T '${this.location}')`;
     return new BackendError(
       'unavailable',
       `${this.describe()} is gone (${code}: ${what}), so this node no longer serves the volume: hosts use another path or wait. ` +
-        'Reconnect the device (check dmesg and lsblk), then restart the engine service; or remove the volume',
+        `${fix}, then restart the engine service; or remove the volume`,
       code,
     );
   }
