@@ -96,7 +96,8 @@ export interface BlockBackend {
    */
   readonly available?: boolean;
   /**
-   * true from close() on: every later call fails 'unavailable' for good. The core then
+   * true from close() on, or from when the backend found its storage gone (a removed
+   * disk: file.ts, StorageGone): every later call fails 'unavailable' for good. The core then
    * reports the namespace's ANA group inaccessible, so hosts go to another path or wait,
    * instead of resending at once what an ANA Transition under a usable state refuses.
    * Absent: false.
