@@ -33,7 +33,7 @@ export class NvmeRequest {
   dataOut: Buffer | null = null;
   /** Controller-to-host bytes expected (read, identify, log page); 0 = none. */
   readLength = 0;
-  /** Optional destination for read data; otherwise `data` is a view or a new Buffer. */
+  /** Optional destination for read data; otherwise `data` is a Buffer of the read's own. */
   into: Buffer | null = null;
   /** Per-command timeout in ms; -1 = the queue's default, NO_TIMEOUT = never. */
   timeoutMs = -1;
