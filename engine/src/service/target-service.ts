@@ -153,15 +153,16 @@ export class TargetService {
 
   /** Records that the device or file system under a namespace went away (an error event). */
   private recordStorageGone(e: NamespaceStorageGone): void {
-    const what = e.kind === 'block' ? `block device ${e.location}` : `backing file ${e.location}`;
+    const block = e.kind === 'block';
+    const what = block ? `block device ${e.location}` : `backing file ${e.location}`;
     this.record({
       type: STORAGE_GONE,
       severity: 'error',
       message:
         `Namespace ${e.nsid} of ${e.nqn}: its ${what} is gone (${e.code} on a ${e.what} at offset ${e.offset}: ` +
-        `${e.kind === 'block' ? 'the disk was unplugged, detached or removed, or went offline' : 'the storage under the file went away'}). ` +
+        `${block ? 'the disk was unplugged, detached or removed, or went offline' : 'the storage under the file went away'}). ` +
         'This node no longer serves the volume: hosts see its path inaccessible and use another path or wait, and nothing is read from it. ' +
-        `${e.kind === 'block' ? 'Reconnect the device (dmesg and lsblk say what happened to it)' : `Bring back the disk or mount the file is on (dmesg and findmnt -T '${e.location}' say what happened to it)`}, then restart the engine service; or remove the volume.`,
+        `${block ? 'Reconnect the device (dmesg and lsblk say what happened to it)' : `Bring back the disk or mount the file is on (dmesg and findmnt -T '${e.location}' say what happened to it)`}, then restart the engine service; or remove the volume.`,
       data: { nqn: e.nqn, nsid: e.nsid, nguid: e.nguid, path: e.location, errno: e.code },
     });
   }

@@ -82,7 +82,7 @@ export async function probeBlockDevice(path: string): Promise<BlockDeviceInfo> {
   const { major, minor } = deviceNumber(st.rdev);
   let sys: string;
   try {
-    sys = await realpath(`/sys/dev/block/${major}:${minor}`);
+    sys = await realpath(sysfsLink(st.rdev));
   } catch (err) {
     throw new BackendError(
       'unavailable',
@@ -90,6 +90,12 @@ export async function probeBlockDevice(path: string): Promise<BlockDeviceInfo> {
     );
   }
   return { ...(await readFigures(sys)), name: basename(sys), rdev: st.rdev, sys };
+}
+
+/** The device's entry in sysfs by number: /sys/dev/block/MAJ:MIN (a link to its directory). */
+function sysfsLink(rdev: bigint): string {
+  const { major, minor } = deviceNumber(rdev);
+  return `/sys/dev/block/${major}:${minor}`;
 }
 
 /** What sysfs says now of the device whose sysfs directory is `sys`. */
@@ -173,10 +179,7 @@ export async function openBlockBackend(opts: BlockBackendOptions): Promise<FdBac
       fd,
       identity: await fdIdentity(fd),
       device,
-      sysfs: {
-        link: `/sys/dev/block/${deviceNumber(info.rdev).major}:${deviceNumber(info.rdev).minor}`,
-        dir: info.sys,
-      },
+      sysfs: { link: sysfsLink(info.rdev), dir: info.sys },
       direct,
       blockSize: now.logicalBlockSize,
       sizeBytes,
