@@ -10,7 +10,7 @@
  * in which every name is an empty directory, until hold() makes it hang again (the
  * requests of that time wait, as on a stuck daemon, and are answered on answer()).
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import { once } from 'node:events';
 
@@ -113,12 +113,17 @@ function serve() {
 process.stdin.once('data', serve);
 `;
 
-/** Mounts a hung file system on the directory `at` (made if missing). */
-export async function hungMount(at: string, holdMs = 20_000): Promise<HungMount> {
+/**
+ * Runs `server` (a FUSE server's source, whose first argument is the mount point) in a
+ * child process and waits until it says 'mounted' on `at`; its stdin stays a pipe.
+ */
+export async function startFuseServer(
+  server: string,
+  at: string,
+  args: string[],
+): Promise<ChildProcess> {
   fs.mkdirSync(at, { recursive: true });
-  const holdFile = `${at}.hold`;
-  fs.writeFileSync(holdFile, '');
-  const child = spawn(process.execPath, ['-e', SERVER, at, String(holdMs), holdFile], {
+  const child = spawn(process.execPath, ['-e', server, at, ...args], {
     stdio: ['pipe', 'pipe', 'inherit'],
   });
   const [first] = (await Promise.race([
@@ -128,6 +133,15 @@ export async function hungMount(at: string, holdMs = 20_000): Promise<HungMount>
     }),
   ])) as [Buffer];
   if (!first.toString().startsWith('mounted')) throw new Error(`unexpected: ${first.toString()}`);
+  return child;
+}
+
+/** Mounts a hung file system on the directory `at` (made if missing). */
+export async function hungMount(at: string, holdMs = 20_000): Promise<HungMount> {
+  fs.mkdirSync(at, { recursive: true }); // and its parent, for the hold file
+  const holdFile = `${at}.hold`;
+  fs.writeFileSync(holdFile, '');
+  const child = await startFuseServer(SERVER, at, [String(holdMs), holdFile]);
   let released = false;
   let serving = false;
   return {

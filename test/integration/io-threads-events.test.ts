@@ -295,7 +295,7 @@ describe('a device that goes away under the target service', () => {
     expect(alert!.title).toBe('Volume vol1 (namespace 1) is offline');
     expect(alert!.message).toBe(
       `Volume vol1 (namespace 1) is no longer served, so hosts cannot reach it on this node: backing file ${path.join(dir, 'vol1.img')} is gone ` +
-        '(ENODEV: the storage under it went away), so this node no longer serves the volume: hosts use another path or wait. ' +
+        '(ENODEV: the storage under the file went away), so this node no longer serves the volume: hosts use another path or wait. ' +
         `Bring back the disk or mount it is on (check dmesg and findmnt -T '${path.join(dir, 'vol1.img')}'), then restart the engine service; or remove the volume.`,
     );
     // what the alert offers works: the volume is removed, its backend closed, the alert gone

@@ -6,11 +6,12 @@
  *
  * Real in-process Targets on 127.0.0.1 with memory backends and a real file backend
  * whose I/O thread the test kills, driven by the host library. For a device that goes
- * away under the backend, the kernel's answer (ENXIO, ENODEV) is the one thing made up:
- * this sandbox's kernel has no device-mapper or SCSI, and a loop device detached while
- * open keeps serving until its last close (Linux defers it: LO_FLAGS_AUTOCLEAR).
+ * away under the backend, the kernel's answer (ENXIO, ENODEV, ESTALE) is the one thing
+ * made up: this sandbox's kernel has no device-mapper, SCSI or NFS server, and a loop
+ * device detached while open keeps serving until its last close (Linux defers it:
+ * LO_FLAGS_AUTOCLEAR). A FUSE mount whose server dies is real (ENOTCONN).
  */
-import { writeFileSync } from 'node:fs';
+import { statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -24,9 +25,12 @@ import type { BlockBackend } from '../../engine/src/storage/backend.js';
 import type { FdBackend, StorageGone } from '../../engine/src/storage/file.js';
 import { MemoryBackend } from '../../engine/src/storage/memory.js';
 import { openBlockBackend } from '../../engine/src/storage/block.js';
+import { openFileBackend } from '../../engine/src/storage/file.js';
 import { tempDir } from '../helpers/engine.js';
 import { tryRun } from '../unit/storage/helpers.js';
 import { fileVolume } from '../helpers/io-thread-outage.js';
+import { fuseFile, type FuseFile } from '../helpers/fuse-file.js';
+import { hungMountUnavailable } from '../helpers/hung-mount.js';
 import { serveOnLoopback } from '../helpers/target.js';
 import { until } from '../helpers/wait.js';
 
@@ -286,6 +290,7 @@ describe('a volume whose device goes away under it', () => {
   it.each([
     ['ENXIO', 'write'],
     ['ENODEV', 'read'],
+    ['ESTALE', 'write'], // an NFS server that no longer knows the file
   ] as const)(
     'on %s stops serving it: group inaccessible with an ANA change event, this %s and every later I/O ANA Inaccessible',
     async (code, first) => {
@@ -397,3 +402,64 @@ describe('a block device removed under it, which Linux reports as EIO', () => {
     expect(await write(2)).toBe(SC.SUCCESS);
   });
 });
+
+describe('a volume on a FUSE mount whose server dies', () => {
+  // Before: the kernel's ENOTCONN for every access was a media error ("check the disk
+  // health"), the group stayed optimized, so a host retried each I/O on this path
+  // without failing over; and removing the volume failed (its I/O threads' close threw
+  // ENOTCONN). A real FUSE mount and file; the server's death is real too.
+  it('stops serving it on the first ENOTCONN, with its group inaccessible, and the volume still closes', async (ctx) => {
+    const why = hungMountUnavailable();
+    if (why) {
+      console.warn(`SKIPPED: a FUSE mount whose server dies needs ${why}`);
+      return ctx.skip();
+    }
+    const mount = await fuseFile(path.join(tempDir(), 'fuse'), 1 << 20);
+    cleanup.push(() => mount.release());
+    const b = await openFileBackend({ path: mount.path, sizeBytes: 1 << 20 });
+    let closed = false;
+    cleanup.push(async () => {
+      try {
+        if (!closed) await b.close();
+      } finally {
+        mount.release(); // even when the close failed: the temporary directory goes next
+      }
+    });
+    const told: StorageGone[] = [];
+    b.onStorageGone = (e) => told.push(e);
+    const { events, groups, write, read1 } = await connected(b);
+    expect(await write(1)).toBe(SC.SUCCESS);
+    expect(await read1(1)).toBe(SC.SUCCESS);
+    await groups();
+    events.length = 0;
+
+    mount.abort();
+    await until(() => !isAlive(mount), 3000);
+    expect(await write(1)).toBe(SC.ANA_INACCESSIBLE);
+    await until(() => events.includes(ANA_CHANGE), 3000);
+    expect(await groups()).toEqual([
+      [1, INACCESSIBLE, [1]],
+      [2, OPTIMIZED, [2]],
+    ]);
+    expect(told).toEqual([{ code: 'ENOTCONN', what: 'write', offset: 0 }]);
+    expect(b.goneReason).toBe(
+      `backing file ${mount.path} is gone (ENOTCONN: the server of its network or FUSE mount is gone), ` +
+        'so this node no longer serves the volume: hosts use another path or wait. ' +
+        `Bring back the disk or mount it is on (check dmesg and findmnt -T '${mount.path}'), then restart the engine service; or remove the volume`,
+    );
+    expect(await read1(1)).toBe(SC.ANA_INACCESSIBLE);
+    expect(await write(2)).toBe(SC.SUCCESS);
+    await b.close(); // as removing the volume does
+    closed = true;
+  });
+});
+
+/** Whether the FUSE server still answers: a stat of its file fails once it is gone. */
+function isAlive(mount: FuseFile): boolean {
+  try {
+    statSync(mount.path);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -29,7 +29,7 @@ import {
   PeerMemoryEvents,
   type MemoryEventFloors,
 } from './peer-memory-events.js';
-import { FdBackend, statIdentity, type OpenedBacking } from '../storage/file.js';
+import { FdBackend, fileGoneCause, statIdentity, type OpenedBacking } from '../storage/file.js';
 import { storageProblem, UserError, whereStorageAllows } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { joinHostPort } from '../util/host-port.js';
@@ -160,7 +160,7 @@ export class TargetService {
       severity: 'error',
       message:
         `Namespace ${e.nsid} of ${e.nqn}: its ${what} is gone (${e.code} on a ${e.what} at offset ${e.offset}: ` +
-        `${block ? 'the disk was unplugged, detached or removed, or went offline' : 'the storage under the file went away'}). ` +
+        `${block ? 'the disk was unplugged, detached or removed, or went offline' : fileGoneCause(e.code)}). ` +
         'This node no longer serves the volume: hosts see its path inaccessible and use another path or wait, and nothing is read from it. ' +
         `${block ? 'Reconnect the device (dmesg and lsblk say what happened to it)' : `Bring back the disk or mount the file is on (dmesg and findmnt -T '${e.location}' say what happened to it)`}, then restart the engine service; or remove the volume.`,
       data: { nqn: e.nqn, nsid: e.nsid, nguid: e.nguid, path: e.location, errno: e.code },

@@ -169,24 +169,46 @@ export type IoThreadsEvent =
 type BackendState =
   /** Serving. */
   | 'open'
-  /** Its device went away under it (ENXIO, ENODEV; see StorageGone): nothing is served. */
+  /** Its storage went away under it (GONE_ERRNOS; see StorageGone): nothing is served. */
   | 'gone'
   | 'closing'
   | 'closed';
 
 /**
- * errnos by which the kernel says the device under an open descriptor is no longer
+ * errnos by which the kernel says the storage under an open descriptor is no longer
  * there, rather than that a block of it failed (EIO): ENXIO (no such device: a removed
- * disk or driver) and ENODEV (BLK_STS_OFFLINE since Linux 5.18: a SCSI disk set offline
- * or deleted). Nothing on it can be served any more, nor trusted when it comes back
- * under the same name: the backend stops serving for good (closed), which puts its
- * namespace's ANA group in 'inaccessible' so that hosts fail over or wait.
+ * disk or driver), ENODEV (BLK_STS_OFFLINE since Linux 5.18: a SCSI disk set offline
+ * or deleted), ENOTCONN (the server of a FUSE mount died: every access to the mount
+ * fails so until it is mounted again) and ESTALE (a network file system's server no
+ * longer knows the open file: removed or replaced there). Nothing on it can be served
+ * any more, nor trusted when it comes back under the same name: the backend stops
+ * serving for good (closed), which puts its namespace's ANA group in 'inaccessible' so
+ * that hosts fail over or wait.
  */
-const GONE_ERRNOS: ReadonlySet<number> = new Set([os.errno.ENXIO, os.errno.ENODEV]);
+const GONE_ERRNOS: ReadonlySet<number> = new Set([
+  os.errno.ENXIO,
+  os.errno.ENODEV,
+  os.errno.ENOTCONN,
+  os.errno.ESTALE,
+]);
+
+/** What a mount whose server is gone, or whose file the server lost, is said to be. */
+const MOUNT_GONE: Readonly<Record<string, string>> = {
+  ENOTCONN: 'the server of its network or FUSE mount is gone',
+  ESTALE: 'its network mount is stale (the server no longer knows the file)',
+};
+
+/**
+ * Why a file's storage went away, by the errno that said so (StorageGone.code), for the
+ * backend's errors and the service's event alike.
+ */
+export function fileGoneCause(code: string): string {
+  return MOUNT_GONE[code] ?? 'the storage under the file went away';
+}
 
 /** What FdBackend.onStorageGone is told: the first I/O that found the device gone. */
 export interface StorageGone {
-  /** 'ENXIO' or 'ENODEV'. */
+  /** 'ENXIO', 'ENODEV', 'ENOTCONN' or 'ESTALE'; 'EIO' for a block device sysfs no longer lists. */
   code: string;
   /** The operation that failed: read, write, flush, write zeroes, deallocate. */
   what: string;
@@ -580,9 +602,7 @@ export class FdBackend implements BlockBackend {
   /** What every call answers once the device is gone. */
   private goneError(code: string): BackendError {
     const block = this.kind === 'block';
-    const what = block
-      ? 'the device was removed or went offline'
-      : 'the storage under it went away';
+    const what = block ? 'the device was removed or went offline' : fileGoneCause(code);
     const fix = block
       ? 'Reconnect the device (check dmesg and lsblk)'
       : `Bring back the disk or mount it is on (check dmesg and findmnt -T '${this.location}')`;
@@ -930,8 +950,8 @@ export function openError(path: string, err: NodeJS.ErrnoException): BackendErro
       'the file system cannot hold a file this large; choose a smaller size or another file system',
     ],
     EBUSY: ['unavailable', 'it is in use (mounted or opened exclusively by another program)'],
-    ENOTCONN: ['unavailable', 'the server of its network or FUSE mount is gone'],
-    ESTALE: ['unavailable', 'its network mount is stale (the server no longer knows the file)'],
+    ENOTCONN: ['unavailable', MOUNT_GONE.ENOTCONN!],
+    ESTALE: ['unavailable', MOUNT_GONE.ESTALE!],
   };
   const [kind, what] = advice[code] ?? ['io', err.message];
   return new BackendError(kind, `cannot open ${path} (${code}): ${what}`, code);

@@ -429,6 +429,15 @@ const ready: WorkerReady = {
 port.postMessage(ready);
 serve();
 if (own.fd !== init.fd) {
-  fs.closeSync(own.fd);
-  fs.closeSync(own.fdSync);
+  // Linux releases a descriptor even when close() fails, which it does on a mount whose
+  // server is gone (ENOTCONN from a dead FUSE daemon). Nothing is lost by not telling:
+  // durability is promised only by flushes, whose fdatasync reports a lost write-back,
+  // and the main thread closes its own descriptor the same way.
+  for (const fd of [own.fd, own.fdSync]) {
+    try {
+      fs.closeSync(fd);
+    } catch {
+      // released all the same
+    }
+  }
 }
