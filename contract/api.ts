@@ -59,6 +59,8 @@ export const SystemStatus = z.object({
     held: z.boolean(),
     /** Why it could not be taken (not root, no PM QoS); null while it works. */
     unavailable: z.string().nullable(),
+    /** Why holding it changes nothing on this machine (no cpuidle driver); null when it can. */
+    noEffect: z.string().nullable(),
   }),
 });
 export type SystemStatus = z.infer<typeof SystemStatus>;

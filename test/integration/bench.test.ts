@@ -7,6 +7,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { heldNote } from '../../engine/src/service/cpu-latency.js';
 import { BIN, REPO_ROOT, runCli } from '../helpers/engine.js';
 import { canMountTmpfs, smallFs, unmountSmallFs } from '../helpers/small-fs.js';
 
@@ -82,7 +83,7 @@ describe('branchsan bench', () => {
       node: process.version,
       // the tests run as root on Linux: the whole run holds the PM QoS request
       cpu_latency_held: true,
-      cpu_latency_request: 'held at 0 µs for the whole run',
+      cpu_latency_request: heldNote('for the whole run'),
     });
     // every 4 KiB pattern of the full run, with 1 and 2 I/O queues
     expect(report.results.map((x: any) => `${x.pattern}/${x.qd}/${x.queues}`)).toEqual([

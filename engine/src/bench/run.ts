@@ -18,7 +18,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { holdCpuLatency, type CpuLatencyHold } from '../service/cpu-latency.js';
+import {
+  heldNote,
+  holdCpuLatency,
+  requestWithoutEffect,
+  type CpuLatencyHold,
+} from '../service/cpu-latency.js';
 import { BackendError } from '../storage/backend.js';
 import { FdBackend } from '../storage/file.js';
 import { openBackend } from '../storage/open.js';
@@ -150,7 +155,8 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
   if (o.cpuLatency !== false) {
     try {
       qos = holdCpuLatency(0);
-      qosNote = 'held at 0 µs for the whole run';
+      qosNote = heldNote('for the whole run');
+      if (requestWithoutEffect()) o.progress(`CPU wake-up latency request ${qosNote}`);
     } catch (err) {
       qosNote = (err as Error).message;
       o.progress(`${qosNote}; measuring with the CPUs free to sleep`);

@@ -2,7 +2,7 @@
 import path from 'node:path';
 import { nqnProblem } from '../core/index.js';
 import { probeTargets, type MultiProbeReport, type ProbeProblem } from '../host/probe.js';
-import { holdCpuLatency } from '../service/cpu-latency.js';
+import { heldNote, holdCpuLatency } from '../service/cpu-latency.js';
 import { errorCode, UserError } from '../util/errors.js';
 import { readIfRegular } from '../util/secret-file.js';
 import { joinHostPort } from '../util/host-port.js';
@@ -141,7 +141,7 @@ Examples:
     if (!values['no-cpu-latency'] && seconds > 0) {
       try {
         hold = holdCpuLatency(0);
-        cpuLatency = 'held at 0 µs during the read test';
+        cpuLatency = heldNote('during the read test');
       } catch (err) {
         cpuLatency = `not held: ${(err as Error).message}`;
       }

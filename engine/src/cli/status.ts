@@ -54,7 +54,8 @@ Options:
         const q = s.cpuLatency;
         console.log(
           `  CPU wake-up latency request: ${q.mode}, ${q.held ? 'held' : 'not held'}` +
-            (q.unavailable ? ` (unavailable: ${q.unavailable}; run the engine as root)` : ''),
+            (q.unavailable ? ` (unavailable: ${q.unavailable}; run the engine as root)` : '') +
+            (q.noEffect && q.mode !== 'off' ? ` (${q.noEffect})` : ''),
         );
         const listed = ports.map((p) => joinHostPort(p.host, p.port));
         console.log(`  NVMe/TCP ports: ${listed.length ? listed.join(', ') : 'none configured'}`);

@@ -322,7 +322,12 @@ export class Engine {
       uptimeSec: (Date.now() - this.startedAt) / 1000,
       dataDir: this.dataDir,
       dbSchemaVersion: this.schemaVersion,
-      cpuLatency: this.cpuLatency?.status() ?? { mode: 'off', held: false, unavailable: null },
+      cpuLatency: this.cpuLatency?.status() ?? {
+        mode: 'off',
+        held: false,
+        unavailable: null,
+        noEffect: null,
+      },
     };
   }
 

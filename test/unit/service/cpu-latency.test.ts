@@ -12,7 +12,9 @@ import {
   CPU_LATENCY_DEVICE,
   CpuLatencyGuard,
   currentCpuLatency,
+  heldNote,
   holdCpuLatency,
+  requestWithoutEffect,
   type CpuLatencyStatus,
 } from '../../../engine/src/service/cpu-latency.js';
 
@@ -57,14 +59,54 @@ describe('holdCpuLatency', () => {
   });
 });
 
+/** A cpuidle current_driver file saying `driver`, in a directory of its own. */
+function driverFile(driver: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cpuidle-'));
+  fs.mkdirSync(path.join(dir, 'cpuidle'));
+  fs.writeFileSync(path.join(dir, 'cpuidle', 'current_driver'), `${driver}\n`);
+  return path.join(dir, 'cpuidle', 'current_driver');
+}
+const haltpoll = driverFile('haltpoll');
+
+// Before: a held request was reported as held and nothing more on a kernel without a
+// cpuidle driver, where it changes nothing (measured there: 36.0 µs round trip without
+// it, 35.7 µs with it), so a benchmark's reader took its latencies as the tuned ones.
+describe('a request on a machine where it changes nothing', () => {
+  it('is said to change nothing without a cpuidle driver, and nothing is said with one', () => {
+    expect(requestWithoutEffect(haltpoll)).toBeNull();
+    expect(requestWithoutEffect(driverFile('acpi_idle'))).toBeNull();
+    expect(requestWithoutEffect(driverFile('none'))).toBe(
+      'it changes nothing on this machine: the kernel has no CPU idle driver (cpuidle driver: none), so idle CPUs halt whatever is asked',
+    );
+    // no cpuidle directory under the CPUs at all: a kernel without CONFIG_CPU_IDLE
+    const noCpuidle = path.join(path.dirname(path.dirname(haltpoll)), 'gone', 'current_driver');
+    fs.mkdirSync(path.dirname(path.dirname(noCpuidle)), { recursive: true });
+    expect(requestWithoutEffect(noCpuidle)).toMatch(/\(no cpuidle support\)/);
+    // no /sys to ask: nothing is claimed
+    expect(requestWithoutEffect('/no/such/sys/cpuidle/current_driver')).toBeNull();
+  });
+
+  it('is reported so by the guard, and in the notes of bench and probe', () => {
+    const none = driverFile('none');
+    const g = new CpuLatencyGuard({ mode: 'always', activity: () => 0, driverFile: none });
+    guards.push(g);
+    expect(g.status()).toMatchObject({ held: true, noEffect: requestWithoutEffect(none) });
+    expect(heldNote('for the whole run', none)).toBe(
+      `held at 0 µs for the whole run, but ${requestWithoutEffect(none)}`,
+    );
+    expect(heldNote('during the read test', haltpoll)).toBe('held at 0 µs during the read test');
+  });
+});
+
 describe('CpuLatencyGuard', () => {
-  function guard(mode: 'when-busy' | 'always' | 'off', device?: string) {
+  function guard(mode: 'when-busy' | 'always' | 'off', device?: string, driverFile = haltpoll) {
     let io = 0;
     const changes: CpuLatencyStatus[] = [];
     const g = new CpuLatencyGuard({
       mode,
       activity: () => io,
       idleTicks: 3,
+      driverFile,
       ...(device ? { device } : {}),
       onChange: (s) => changes.push(s),
     });
@@ -98,7 +140,7 @@ describe('CpuLatencyGuard', () => {
   it('always holds from the start; off releases; when-busy waits for I/O again', () => {
     const base = ourHolds();
     const { g, changes } = guard('always');
-    expect(g.status()).toEqual({ mode: 'always', held: true, unavailable: null });
+    expect(g.status()).toEqual({ mode: 'always', held: true, unavailable: null, noEffect: null });
     g.tick();
     g.tick();
     g.tick();

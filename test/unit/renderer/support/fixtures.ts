@@ -11,7 +11,7 @@ export function systemStatus(overrides: Partial<SystemStatus> = {}): SystemStatu
     uptimeSec: 7385,
     dataDir: '/var/lib/branchsan',
     dbSchemaVersion: 3,
-    cpuLatency: { mode: 'when-busy', held: false, unavailable: null },
+    cpuLatency: { mode: 'when-busy', held: false, unavailable: null, noEffect: null },
     ...overrides,
   };
 }
