@@ -18,6 +18,7 @@ import { performance } from 'node:perf_hooks';
 import type { NamespaceIdentity, NamespaceIds } from './admin.js';
 import { anaStateOfStatus, type AnaPathState } from './ana-log.js';
 import type { AnaWait } from './ana-state.js';
+import type { ControllerState } from './controller.js';
 import { HostError, NvmeStatusError, withEarlierAttempt } from './errors.js';
 import { NamespaceIo } from './namespace-io.js';
 import { NO_TIMEOUT, type NvmeRequest } from './request.js';
@@ -49,6 +50,8 @@ export interface IoController {
   anaSettled(nsid: number, ms: number): Promise<AnaWait>;
   /** How long a group may stay in change before the controller is reset (2 x ANATT), ms. */
   readonly anaChangeLimitMs: number;
+  /** Where the controller is (ControllerState), for what a failed command's error advises. */
+  readonly state: ControllerState;
 }
 
 /** What a command answered with ANA Transition does once its group's state is known. */
@@ -58,12 +61,25 @@ type AfterTransition =
   /** Not sent again, `why`; null: the log does not say change, back off as before. */
   | { readonly send: false; readonly why: string | null };
 
-/** What a write (write zeroes, deallocate) that lost its association tells its caller. */
-const WRITE_IN_DOUBT =
-  'it may have been executed, and is not sent again: the target may still apply it, even ' +
-  'after a newer write to the same blocks (its lost controller lives on there until its ' +
-  'keep-alive timeout), so once the controller is live again read those blocks back to ' +
-  'see what they hold, or write them again';
+/**
+ * What a write (write zeroes, deallocate) that lost its association tells its caller,
+ * with what to do once the controller is in `state` (ControllerState) after the loss:
+ * a controller that reconnects by itself, one that reconnects no more, or one closed.
+ */
+function writeInDoubt(state: ControllerState): string {
+  const when =
+    state === 'deleting' || state === 'closed'
+      ? 'once connected again (the controller was closed)'
+      : state === 'dead'
+        ? 'once the controller is reconnected (it reconnects no more by itself: reconnect())'
+        : 'once the controller is live again';
+  return (
+    'it may have been executed, and is not sent again: the target may still apply it, even ' +
+    'after a newer write to the same blocks (its lost controller lives on there until its ' +
+    `keep-alive timeout), so ${when} read those blocks back to see what they hold, or ` +
+    'write them again'
+  );
+}
 
 export type { IoOptions, ReadOptions, WriteOptions } from './namespace-io.js';
 
@@ -220,8 +236,10 @@ export class NvmeNamespace extends NamespaceIo {
 
   /** What the caller gets when `e` ends the command. */
   private lost(e: HostError, what: string, mutating: boolean, earlier: boolean): HostError {
-    if (mutating && e.maybeExecuted && lostAssociation(e)) {
-      return new HostError(e.kind, `${what}: ${e.message}; ${WRITE_IN_DOUBT}`, true, { cause: e });
+    // 'closed': in flight when close() gave up waiting for it (its drainMs ran out)
+    if (mutating && e.maybeExecuted && (lostAssociation(e) || e.kind === 'closed')) {
+      const doubt = writeInDoubt(this.ctrl.state);
+      return new HostError(e.kind, `${what}: ${e.message}; ${doubt}`, true, { cause: e });
     }
     return earlier ? withEarlierAttempt(e, what) : e;
   }

@@ -487,3 +487,67 @@ describe('a command in flight when the association is lost, on one controller', 
     );
   });
 });
+
+// Before: a write in flight when close() gave up waiting for it failed with only "queue 1
+// closed", not saying it may have landed; and one that timed out meanwhile, or that lost
+// a controller which reconnects no more, was told to read its blocks back "once the
+// controller is live again", which it never is by itself then.
+describe('a write that may have landed tells what to do, by where its controller is', () => {
+  const holdWrites = (op: number, qid: number) => qid > 0 && op === IO.WRITE;
+  const doubt =
+    'it may have been executed, and is not sent again: the target may still apply it, even ' +
+    'after a newer write to the same blocks (its lost controller lives on there until its ' +
+    'keep-alive timeout), so ';
+  const after = ' read those blocks back to see what they hold, or write them again';
+
+  it('in flight when close() gives up draining it', async () => {
+    const { target, ns, ctrl } = await setup({ hold: holdWrites });
+    const write = ns.write(0, Buffer.alloc(512, 1)).catch((e: unknown) => e);
+    await waitFor(() => target.ioCommands === 1);
+    await ctrl.close(100);
+    const err = await write;
+    expect(err).toMatchObject({ kind: 'closed', maybeExecuted: true });
+    expect((err as Error).message).toBe(
+      `write slba 0 nlb 1: queue 1 closed; ${doubt}once connected again (the controller was closed)${after}`,
+    );
+  });
+
+  it('timing out while close() drains it', async () => {
+    const { target, ns, ctrl } = await setup({ hold: holdWrites }, { ioTimeoutMs: 200 });
+    const write = ns.write(0, Buffer.alloc(512, 1)).catch((e: unknown) => e);
+    await waitFor(() => target.ioCommands === 1);
+    await ctrl.close(5000);
+    const err = await write;
+    expect(err).toMatchObject({ kind: 'timeout', maybeExecuted: true });
+    expect((err as Error).message).toMatch(/^write slba 0 nlb 1: queue 1: command .* timed out; /);
+    expect((err as Error).message).toContain(
+      `${doubt}once connected again (the controller was closed)${after}`,
+    );
+  });
+
+  it('lost with a controller that reconnects no more by itself', async () => {
+    const { target, ns, ctrl } = await setup({ hold: holdWrites });
+    const write = ns.write(0, Buffer.alloc(512, 1)).catch((e: unknown) => e);
+    await waitFor(() => target.ioCommands === 1);
+    target.dropAll();
+    const err = await write;
+    expect(ctrl.state).toBe('dead');
+    expect(err).toMatchObject({ kind: 'transport', maybeExecuted: true });
+    expect((err as Error).message).toContain(
+      `${doubt}once the controller is reconnected (it reconnects no more by itself: reconnect())${after}`,
+    );
+  });
+
+  it('lost with a controller that reconnects by itself', async () => {
+    const { target, ns } = await setup(
+      { hold: holdWrites },
+      { reconnect: { delayMs: 20, lossTimeoutMs: 5000 } },
+    );
+    const write = ns.write(0, Buffer.alloc(512, 1)).catch((e: unknown) => e);
+    await waitFor(() => target.ioCommands === 1);
+    target.dropAll();
+    expect(((await write) as Error).message).toContain(
+      `${doubt}once the controller is live again${after}`,
+    );
+  });
+});
