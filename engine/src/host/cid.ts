@@ -98,6 +98,17 @@ export class WaitQueue<T> {
     return item;
   }
 
+  /** Remove and return the items `match` accepts, oldest first; the others keep their order. */
+  removeWhere(match: (item: T) => boolean): T[] {
+    const out: T[] = [];
+    const kept: T[] = [];
+    for (let item = this.shift(); item !== undefined; item = this.shift()) {
+      (match(item) ? out : kept).push(item);
+    }
+    for (const item of kept) this.push(item);
+    return out;
+  }
+
   /** Remove and return everything, oldest first. */
   drain(): T[] {
     const out: T[] = [];

@@ -345,6 +345,9 @@ export class NvmeController implements Submitter {
    * the controller is neither live nor reconnecting.
    */
   submitIo(req: NvmeRequest, queue = -1): void {
+    // Counted from now, whatever it waits for before it is sent (NvmeRequest.deadline).
+    const t = this.timeoutOf(req);
+    req.deadline = t === Infinity ? 0 : performance.now() + t;
     this.sendIo(req, queue, false);
   }
 
@@ -365,7 +368,9 @@ export class NvmeController implements Submitter {
       );
       return callDone(req);
     }
-    this.resends.untilLive(req, queue, again, this.timeoutOf(req));
+    // Never sent yet, it keeps its deadline; sent before, it gets its whole timeout again.
+    const bound = req.deadline !== 0 ? req.deadline - performance.now() : this.timeoutOf(req);
+    this.resends.untilLive(req, queue, again, Math.max(0, bound), this.timeoutOf(req));
   }
 
   /** I/O submitted now is held for the reconnect (submitIo). */
@@ -384,8 +389,9 @@ export class NvmeController implements Submitter {
     const sent = h.again ? 'not sent again' : 'not sent';
     return new HostError(
       'not-connected',
-      `${this.notLive().message}; the command waited ${h.boundMs} ms (its timeout) for it to ` +
-        `reconnect and was ${sent}: check the connection to the target, then send it again`,
+      `${this.notLive().message}; the command waited for it to reconnect until its timeout ` +
+        `(${h.timeoutMs} ms) ran out and was ${sent}: check the connection to the target, ` +
+        `then send it again`,
     );
   }
 

@@ -52,7 +52,9 @@ export class NvmeStatusError extends Error {
 /**
  * Why a command ended without a completion from the controller:
  * - 'connect': TCP connect, IC exchange, Fabrics Connect or bring-up failed.
- * - 'timeout': this command exceeded its timeout; its queue was torn down.
+ * - 'timeout': this command exceeded its timeout; its queue was torn down. Or its
+ *   timeout (counted from submission) ran out while it waited for a free slot on its
+ *   queue: never sent (maybeExecuted false), and the queue stays up.
  * - 'transport': the queue failed under the command (socket closed or reset, peer
  *   TermReq, protocol error, or another command's timeout on the same controller).
  * - 'protocol': the target broke the NVMe/TCP rules on this command (bad R2T, C2HData

@@ -2,7 +2,7 @@
  * The promise layer over the callback core: one closure and one promise per command.
  * Status errors become NvmeStatusError, transport outcomes stay HostError.
  */
-import { FABRICS_OPCODE, FCTYPE } from '../protocol/opcodes.js';
+import { ADMIN, FABRICS_OPCODE, FCTYPE, IO } from '../protocol/opcodes.js';
 import { NvmeStatusError } from './errors.js';
 import type { NvmeRequest } from './request.js';
 
@@ -33,4 +33,25 @@ export function describe(req: NvmeRequest): string {
     return FABRICS_NAMES.get(req.fctype) ?? `fabrics 0x${req.fctype.toString(16)}`;
   }
   return `opcode 0x${req.opcode.toString(16)} nsid ${req.nsid}`;
+}
+
+const IO_NAMES = new Map<number, string>(
+  Object.entries(IO).map(([k, v]) => [v, k.toLowerCase().replace(/_/g, ' ')] as [number, string]),
+);
+IO_NAMES.set(IO.DSM, 'dataset management');
+const ADMIN_NAMES = new Map<number, string>(
+  Object.entries(ADMIN).map(
+    ([k, v]) => [v, k.toLowerCase().replace(/_/g, ' ')] as [number, string],
+  ),
+);
+
+/**
+ * The command's name and opcode for an error message ("write (opcode 0x1)"): an I/O
+ * command's on an I/O queue, an admin command's on the admin queue (the same opcode
+ * means another command on each).
+ */
+export function commandName(req: NvmeRequest, adminQueue: boolean): string {
+  if (req.isFabrics) return describe(req);
+  const name = (adminQueue ? ADMIN_NAMES : IO_NAMES).get(req.opcode) ?? 'command';
+  return `${name} (opcode 0x${req.opcode.toString(16)})`;
 }

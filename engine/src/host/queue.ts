@@ -40,6 +40,7 @@ import { callDone } from './callback.js';
 import { SLOT_HEADER_BYTES, ddgstView, writeCapsule } from './capsule.js';
 import { CidAllocator, WaitQueue } from './cid.js';
 import { HostError } from './errors.js';
+import { commandName } from './execute.js';
 import { NO_TIMEOUT, type NvmeRequest } from './request.js';
 import { StateMachine } from './state.js';
 
@@ -334,7 +335,7 @@ export class NvmeTcpQueue {
    */
   submit(req: NvmeRequest): void {
     if (!this.admit(req)) return;
-    if (this.sharedFree()) return this.issue(req, this.cids.alloc(), false);
+    if (this.sharedFree()) return this.issueUnlessLate(req, performance.now(), false);
     if (!this.waiting.push(req)) {
       finish(
         req,
@@ -413,7 +414,8 @@ export class NvmeTcpQueue {
     slot.reserved = reserved;
     if (reserved) this.reservedInFlight++;
     const t = req.timeoutMs < 0 ? this.timeoutMs : req.timeoutMs;
-    slot.deadline = t === NO_TIMEOUT ? 0 : performance.now() + t;
+    slot.deadline = req.deadline || (t === NO_TIMEOUT ? 0 : performance.now() + t);
+    req.deadline = 0; // sent: sent again, it gets its whole timeout again
     this.inflight++;
     writeCapsule(slot.buf, req, cid, inCapsule, this.hdgst, this.ddgst);
     this.out(slot.head);
@@ -684,9 +686,38 @@ export class NvmeTcpQueue {
 
   /** Start waiting commands on freed CIDs, oldest first. */
   private refill(): void {
+    const now = performance.now();
     while (this.waiting.length > 0 && this.sm.is('live') && this.sharedFree()) {
-      this.issue(this.waiting.shift()!, this.cids.alloc(), false);
+      this.issueUnlessLate(this.waiting.shift()!, now, true);
     }
+  }
+
+  /**
+   * Send `req` in a shared slot, unless its deadline (NvmeRequest.deadline, counted from
+   * its submission) has passed while it waited (held for a reconnect, or for a slot):
+   * then it ends as a timeout, never sent.
+   */
+  private issueUnlessLate(req: NvmeRequest, now: number, waited: boolean): void {
+    if (req.deadline !== 0 && now >= req.deadline) return finish(req, this.lateError(req, waited));
+    this.issue(req, this.cids.alloc(), false);
+  }
+
+  /**
+   * What a command whose deadline passed before it could be sent ends with; `waited`: it
+   * waited here for a free slot (else before it reached this queue).
+   */
+  private lateError(req: NvmeRequest, waited: boolean): HostError {
+    const t = req.timeoutMs < 0 ? this.timeoutMs : req.timeoutMs;
+    const inFlight = this.inflight - this.reservedInFlight;
+    const where = waited
+      ? `waiting for a free slot (all ${inFlight} in flight)`
+      : 'before it could be sent';
+    const slow = waited ? '; the commands ahead of it are slow to complete' : '';
+    return new HostError(
+      'timeout',
+      `queue ${this.qid}: ${commandName(req, this.qid === 0)} timed out after ${t} ms ` +
+        `${where}, never sent: the target did not get it, so it may be sent again${slow}`,
+    );
   }
 
   /**
@@ -714,6 +745,12 @@ export class NvmeTcpQueue {
   private scanTimeouts(): void {
     if (!this.sm.is('live') || this.inflight === 0) return;
     const now = performance.now();
+    // Waiting for a slot past their deadline: never sent, so the queue is fine.
+    if (this.waiting.length > 0) {
+      const late = this.waiting.removeWhere((r) => r.deadline !== 0 && now > r.deadline);
+      for (const req of late) finish(req, this.lateError(req, true));
+      if (!this.sm.is('live')) return; // a callback closed it
+    }
     for (const slot of this.slots) {
       if (slot.req && slot.deadline !== 0 && now > slot.deadline) {
         const req = slot.req;

@@ -37,6 +37,14 @@ export class NvmeRequest {
   into: Buffer | null = null;
   /** Per-command timeout in ms; -1 = the queue's default, NO_TIMEOUT = never. */
   timeoutMs = -1;
+  /**
+   * When the command times out (performance.now() ms), counted from its submission, or 0:
+   * the queue counts timeoutMs from when it sends it. NvmeController.submitIo() sets it,
+   * so the time a command waits (held while the controller reconnects, or for a free
+   * slot on its queue) counts against its timeout; the queue clears it once the command
+   * is sent, so a command sent again gets its whole timeout again.
+   */
+  deadline = 0;
   /** Completion callback; see RequestDone. */
   onDone: RequestDone = noop;
   /** Free slot for the submitter (a promise's resolve, a benchmark's context). */
@@ -68,6 +76,7 @@ export class NvmeRequest {
     this.readLength = 0;
     this.into = null;
     this.timeoutMs = -1;
+    this.deadline = 0;
     this.status = this.dw0 = this.dw1 = 0;
     this.data = null;
     this.error = null;

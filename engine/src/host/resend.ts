@@ -17,8 +17,11 @@ export interface Held {
   readonly queue: number;
   /** It was sent before (a retry after a status, or after a lost association). */
   readonly again: boolean;
-  /** Its bound while it waits for the controller to be live, ms (Infinity: none). */
+  /** Its bound while it waits for the controller to be live, ms (Infinity: none): what
+   * is left of its timeout. */
   readonly boundMs: number;
+  /** The command's timeout, ms (Infinity: none). */
+  readonly timeoutMs: number;
 }
 
 interface Entry extends Held {
@@ -49,17 +52,31 @@ export class Resends {
    * reconnect beyond what send() does with it.
    */
   after(req: NvmeRequest, delayMs: number, queue: number): void {
-    const e: Entry = { queue, again: true, boundMs: Infinity, delay: null, bound: null };
+    const e: Entry = {
+      queue,
+      again: true,
+      boundMs: Infinity,
+      timeoutMs: Infinity,
+      delay: null,
+      bound: null,
+    };
     this.held.set(req, e);
     e.delay = setTimeout(() => this.sendOne(req, e), delayMs);
   }
 
   /**
    * Send `req` on `queue` once the controller is live again (release()), or end it with
-   * expired() once `boundMs` have passed (Infinity, or beyond Node's timers: no bound).
+   * expired() once `boundMs` have passed (Infinity, or beyond Node's timers: no bound):
+   * what is left of its timeout (`timeoutMs`).
    */
-  untilLive(req: NvmeRequest, queue: number, again: boolean, boundMs: number): void {
-    const e: Entry = { queue, again, boundMs, delay: null, bound: null };
+  untilLive(
+    req: NvmeRequest,
+    queue: number,
+    again: boolean,
+    boundMs: number,
+    timeoutMs: number,
+  ): void {
+    const e: Entry = { queue, again, boundMs, timeoutMs, delay: null, bound: null };
     this.held.set(req, e);
     if (boundMs <= MAX_TIMER_MS) {
       e.bound = setTimeout(() => this.end(req, this.expired(e)), boundMs);

@@ -122,7 +122,7 @@ describe('I/O submitted while the controller reconnects', () => {
     expect(r.error).toBeInstanceOf(HostError);
     expect(r.error).toMatchObject({ kind: 'not-connected', maybeExecuted: false });
     expect(r.error!.message).toMatch(
-      /controller is (recovering|connecting): .+; the command waited 600 ms \(its timeout\) for it to reconnect and was not sent: check the connection to the target, then send it again/,
+      /controller is (recovering|connecting): .+; the command waited for it to reconnect until its timeout \(600 ms\) ran out and was not sent: check the connection to the target, then send it again/,
     );
     expect(r.ms).toBeGreaterThan(550);
     expect(ctrl.state).toBe('recovering');

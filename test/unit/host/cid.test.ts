@@ -103,4 +103,13 @@ describe('WaitQueue', () => {
       ),
     );
   });
+
+  it('removeWhere takes out the items it matches and keeps the others in order', () => {
+    const q = new WaitQueue<number>(10);
+    for (let i = 0; i < 7; i++) q.push(i);
+    q.shift(); // the ring's head is not at 0
+    expect(q.removeWhere((n) => n % 3 === 0)).toEqual([3, 6]);
+    expect(q.length).toBe(4);
+    expect(q.drain()).toEqual([1, 2, 4, 5]);
+  });
 });

@@ -1,0 +1,121 @@
+/**
+ * Command timeouts counted from submission: a command held while its controller
+ * reconnects, or waiting for a free slot on its queue, keeps the deadline it got when it
+ * was submitted. FakeTarget (never answering writes when told) behind a PausableProxy
+ * (resume() drops the connections, pause() refuses new ones), on this file's ports
+ * 53500..53599.
+ */
+import { performance } from 'node:perf_hooks';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  HostError,
+  NvmeController,
+  NvmeRequest,
+  fillRw,
+  type ControllerOptions,
+} from '../../../engine/src/host/index.js';
+import { IO } from '../../../engine/src/protocol/opcodes.js';
+import { onPortIn, waitFor } from './helpers.js';
+import { FakeTarget, type FakeTargetOptions } from './fake-target.js';
+import { PausableProxy, cleanup, runCleanup } from './multipath-rig.js';
+
+let nextPort = 53500;
+const onNextPort = <T>(start: (port: number) => Promise<T>) =>
+  onPortIn(nextPort, 53599, (port) => {
+    nextPort = port + 1;
+    return start(port);
+  });
+
+afterEach(runCleanup);
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const holdWrites = (op: number, qid: number) => qid > 0 && op === IO.WRITE;
+
+/** A FakeTarget behind a proxy, and a controller connected through it. */
+async function rig(t: FakeTargetOptions = {}, c: Partial<ControllerOptions> = {}) {
+  const target = new FakeTarget(t);
+  await onNextPort((port) => target.start(port));
+  cleanup.push(() => target.stop());
+  const proxy = await onNextPort((port) => PausableProxy.start(target.port, port));
+  const ctrl = await NvmeController.connect({
+    host: '127.0.0.1',
+    port: proxy.port,
+    subnqn: 'nqn.fake',
+    ...c,
+  });
+  // First (cleanups run in reverse): the held commands fail instead of holding close().
+  cleanup.push(
+    () => ctrl.close(0),
+    async () => target.dropAll(),
+  );
+  return { target, proxy, ctrl, ns: await ctrl.namespace(1) };
+}
+
+/** How `p` ended, and when (ms after `since`). */
+async function outcome(p: Promise<unknown>, since: number) {
+  const error = await p.then(
+    () => null,
+    (e: Error) => e,
+  );
+  return { error, ms: performance.now() - since };
+}
+
+describe('a command held while its controller reconnects', () => {
+  // Before: its timeout started again when it was finally sent, so a write held 1.2 s
+  // with ioTimeoutMs 2000 timed out about 3.3 s after it was submitted.
+  it('times out by its deadline counted from submission, not from when it was sent', async () => {
+    const ioTimeoutMs = 2000;
+    const { proxy, ctrl, ns } = await rig(
+      { hold: holdWrites },
+      { ioTimeoutMs, reconnect: { delayMs: 20, lossTimeoutMs: 60_000 } },
+    );
+    proxy.resume();
+    proxy.pause();
+    await waitFor(() => ctrl.state === 'recovering');
+    const started = performance.now();
+    const write = outcome(ns.write(0, Buffer.alloc(512, 7)), started);
+    await sleep(1200);
+    expect(ctrl.reconnecting).toBe(true);
+    proxy.resume(); // it reconnects; the write is sent, and the target never answers it
+    const r = await write;
+    expect(r.error).toBeInstanceOf(HostError);
+    expect(r.error).toMatchObject({ kind: 'timeout', maybeExecuted: true });
+    expect(r.ms).toBeGreaterThan(ioTimeoutMs - 50);
+    // Its deadline, plus the queue's timeout scan (ioTimeoutMs / 4) and slack.
+    expect(r.ms).toBeLessThan(ioTimeoutMs * 1.5);
+  });
+});
+
+describe('a command waiting for a free slot on its queue', () => {
+  // Before: it waited, with no deadline, until the command ahead of it ended (here, its
+  // 20 s timeout tearing the queue down).
+  it('fails as a timeout, never sent, once its deadline passes; the queue stays up', async () => {
+    const { ctrl, target } = await rig({ hold: holdWrites }, { queueSize: 2 });
+    expect(ctrl.ioQueueDepth).toBe(1);
+    const write = (slba: number, timeoutMs: number) => {
+      const req = fillRw(new NvmeRequest(), IO.WRITE, 1, slba, 1);
+      req.dataOut = Buffer.alloc(512, slba);
+      req.timeoutMs = timeoutMs;
+      const done = new Promise<NvmeRequest>((r) => (req.onDone = r));
+      ctrl.submitIo(req);
+      return done;
+    };
+    const first = write(0, 20_000); // in flight, never answered
+    const started = performance.now();
+    const second = write(1, 500); // waits for the one slot
+    expect(ctrl.ioQueueLoad).toEqual([{ inFlight: 1, queued: 1 }]);
+    const ended = await Promise.race([second, sleep(5000).then(() => null)]);
+    expect(ended).not.toBeNull();
+    const ms = performance.now() - started;
+    expect(ended!.error).toMatchObject({ kind: 'timeout', maybeExecuted: false });
+    expect(ended!.error!.message).toMatch(
+      /queue 1: write \(opcode 0x1\) timed out after 500 ms waiting for a free slot \(all 1 in flight\), never sent: the target did not get it/,
+    );
+    expect(ms).toBeGreaterThan(450);
+    expect(target.ioCommands).toBe(1);
+    expect(ctrl.state).toBe('live');
+    expect(ctrl.ioQueueLoad).toEqual([{ inFlight: 1, queued: 0 }]);
+    target.dropAll();
+    expect((await first).error).toMatchObject({ maybeExecuted: true });
+  });
+});
