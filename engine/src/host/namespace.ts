@@ -241,7 +241,11 @@ export class NvmeNamespace extends NamespaceIo {
       const doubt = writeInDoubt(this.ctrl.state);
       return new HostError(e.kind, `${what}: ${e.message}; ${doubt}`, true, { cause: e });
     }
-    return earlier ? withEarlierAttempt(e, what) : e;
+    if (earlier) return withEarlierAttempt(e, what);
+    // Ended by close() before it was sent: say which command it was.
+    if (e.kind === 'closed')
+      return new HostError(e.kind, `${what}: ${e.message}`, false, { cause: e });
+    return e;
   }
 
   /** The command's timeout, ms: its own, else the controller's; Infinity for none. */

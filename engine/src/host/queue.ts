@@ -716,7 +716,7 @@ export class NvmeTcpQueue {
     return new HostError(
       'timeout',
       `queue ${this.qid}: ${commandName(req, this.qid === 0)} timed out after ${t} ms ` +
-        `${where}, never sent: the target did not get it, so it may be sent again${slow}`,
+        `${where}, ${NEVER_SENT}, so it may be sent again${slow}`,
     );
   }
 
@@ -797,7 +797,14 @@ export class NvmeTcpQueue {
       if (this.sock.destroyed) return resolve();
       this.sock.once('close', () => resolve());
     });
-    this.teardown(new HostError('closed', `queue ${this.qid} closed`), true);
+    // A command in flight may have been executed; one waiting for a slot was never sent.
+    const why = `queue ${this.qid} closed`;
+    this.teardown(
+      new HostError('closed', `${why} with the command in flight`),
+      true,
+      null,
+      new HostError('closed', `${why} before the command was sent (${NEVER_SENT})`),
+    );
     this.opened?.reject(new HostError('connect', `queue ${this.qid} closed while connecting`));
     this.opened = null;
     return closed;
@@ -807,7 +814,13 @@ export class NvmeTcpQueue {
    * Stop everything; `graceful` flushes queued bytes and sends FIN before closing, when
    * the kernel takes them all at once (else the socket is destroyed: see there).
    */
-  private teardown(err: HostError, graceful: boolean, culprit: Culprit | null = null): void {
+  private teardown(
+    err: HostError,
+    graceful: boolean,
+    culprit: Culprit | null = null,
+    /** What the commands waiting for a slot end with (default: `err`). */
+    notSent: HostError = err,
+  ): void {
     clearInterval(this.scanTimer);
     this.parser.halt();
     if (graceful) {
@@ -842,9 +855,12 @@ export class NvmeTcpQueue {
     }
     if (culprit?.slot.req) this.failSlot(culprit.slot, culprit.err);
     for (const slot of this.slots) if (slot.req) this.failSlot(slot, err.forCommand(true));
-    for (const req of this.waiting.drain()) finish(req, err.forCommand(false));
+    for (const req of this.waiting.drain()) finish(req, notSent.forCommand(false));
   }
 }
+
+/** What an error says of a command that never left this host. */
+const NEVER_SENT = 'never sent: the target did not get it';
 
 /** A port a TCP connect can reach: an integer 1..65535 (0 is no port to connect to). */
 export function isTcpPort(port: number): boolean {

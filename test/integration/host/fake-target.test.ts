@@ -508,8 +508,29 @@ describe('a write that may have landed tells what to do, by where its controller
     const err = await write;
     expect(err).toMatchObject({ kind: 'closed', maybeExecuted: true });
     expect((err as Error).message).toBe(
-      `write slba 0 nlb 1: queue 1 closed; ${doubt}once connected again (the controller was closed)${after}`,
+      `write slba 0 nlb 1: queue 1 closed with the command in flight; ${doubt}once connected again (the controller was closed)${after}`,
     );
+  });
+
+  // Before: 'queue 1 closed', not saying it was never sent (nor which command it was).
+  it('never sent when close() gives up draining the one ahead of it', async () => {
+    const { target, ns, ctrl } = await setup({ hold: holdWrites }, { queueSize: 2 }, 53800);
+    const first = ns.write(0, Buffer.alloc(512, 1)).catch((e: unknown) => e);
+    const second = ns.write(1, Buffer.alloc(512, 2)).catch((e: unknown) => e);
+    await waitFor(() => target.ioCommands === 1);
+    expect(ctrl.ioQueueLoad).toEqual([{ inFlight: 1, queued: 1 }]);
+    await ctrl.close(100);
+    const sent = (await first) as HostError;
+    expect(sent).toMatchObject({ kind: 'closed', maybeExecuted: true });
+    expect(sent.message).toBe(
+      `write slba 0 nlb 1: queue 1 closed with the command in flight; ${doubt}once connected again (the controller was closed)${after}`,
+    );
+    const never = (await second) as HostError;
+    expect(never).toMatchObject({ kind: 'closed', maybeExecuted: false });
+    expect(never.message).toBe(
+      'write slba 1 nlb 1: queue 1 closed before the command was sent (never sent: the target did not get it)',
+    );
+    expect(target.ioCommands).toBe(1);
   });
 
   it('timing out while close() drains it', async () => {
