@@ -19,7 +19,7 @@ import type { NamespaceIdentity, NamespaceIds } from './admin.js';
 import { anaStateOfStatus, type AnaPathState } from './ana-log.js';
 import type { AnaWait } from './ana-state.js';
 import type { ControllerState } from './controller.js';
-import { HostError, NvmeStatusError, withEarlierAttempt } from './errors.js';
+import { EARLIER_ATTEMPT_NOTE, HostError, NvmeStatusError, withEarlierAttempt } from './errors.js';
 import { NamespaceIo } from './namespace-io.js';
 import { NO_TIMEOUT, type NvmeRequest } from './request.js';
 import {
@@ -112,6 +112,9 @@ export class NvmeNamespace extends NamespaceIo {
   protected submit(req: NvmeRequest, what: string, mutating: boolean, queue?: number) {
     return new Promise<NvmeRequest>((resolve, reject) => {
       let retries = 0;
+      // Attempts that reached the socket (an error that says it may have been executed,
+      // or an answer), for the error the caller gets after resends.
+      let sent = 0;
       // The delays waited out add up against the command's timeout (status-retry.ts).
       const budget = this.timeoutOf(req);
       let delayed = 0;
@@ -119,9 +122,10 @@ export class NvmeNamespace extends NamespaceIo {
       let earlier = false;
       req.onDone = (r) => {
         const e = r.error;
+        if (!e || e.maybeExecuted) sent++;
         if (e) {
           if (!this.resendable(e, mutating, retries)) {
-            return reject(this.lost(e, what, mutating, earlier));
+            return reject(this.lost(e, what + sentNote(sent, retries), mutating, earlier));
           }
           earlier ||= e.maybeExecuted;
           retries++;
@@ -241,7 +245,13 @@ export class NvmeNamespace extends NamespaceIo {
       const doubt = writeInDoubt(this.ctrl.state);
       return new HostError(e.kind, `${what}: ${e.message}; ${doubt}`, true, { cause: e });
     }
-    if (earlier) return withEarlierAttempt(e, what);
+    if (earlier) {
+      // withEarlierAttempt leaves an error that says it may have been executed as it is:
+      // this one is the last attempt's, and says nothing of the command or its resends.
+      if (!e.maybeExecuted) return withEarlierAttempt(e, what);
+      const msg = `${what}: ${e.message}${EARLIER_ATTEMPT_NOTE}`;
+      return new HostError(e.kind, msg, true, { cause: e });
+    }
     // Ended by close() before it was sent: say which command it was.
     if (e.kind === 'closed')
       return new HostError(e.kind, `${what}: ${e.message}`, false, { cause: e });
@@ -253,6 +263,15 @@ export class NvmeNamespace extends NamespaceIo {
     const t = req.timeoutMs < 0 ? this.ctrl.ioTimeoutMs : req.timeoutMs;
     return t === NO_TIMEOUT ? Infinity : t;
   }
+}
+
+/**
+ * For an error message after resends (`retries` > 0): how many times the command was
+ * sent (`sent` of its attempts reached the socket); nothing when it was tried once.
+ */
+function sentNote(sent: number, retries: number): string {
+  if (retries === 0) return '';
+  return sent === 1 ? ' (sent once)' : ` (sent ${sent} times)`;
 }
 
 /** Why a command is not sent again to a group in ANA state `state`. */

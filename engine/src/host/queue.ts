@@ -754,7 +754,9 @@ export class NvmeTcpQueue {
     for (const slot of this.slots) {
       if (slot.req && slot.deadline !== 0 && now > slot.deadline) {
         const req = slot.req;
-        const what = `queue ${this.qid}: command 0x${slot.cid.toString(16)} (opcode 0x${req.opcode.toString(16)}) timed out`;
+        const t = req.timeoutMs < 0 ? this.timeoutMs : req.timeoutMs;
+        const name = commandName(req, this.qid === 0);
+        const what = `queue ${this.qid}: command 0x${slot.cid.toString(16)}, ${name}, timed out after ${t} ms`;
         // Like Linux error recovery: a timed-out command means the queue state is
         // unknown, so every other command on it fails too; nothing is resent here.
         const culprit = { slot, err: new HostError('timeout', what, true) };

@@ -83,5 +83,9 @@ export function retryDelayRefusal(
 
 /** For an error message: how often the command was sent again before it failed. */
 export function retriedNote(retries: number): string {
-  return retries > 0 ? ` (sent again ${retries} times)` : '';
+  return retries === 0
+    ? ''
+    : retries === 1
+      ? ' (sent again once)'
+      : ` (sent again ${retries} times)`;
 }

@@ -300,8 +300,10 @@ describe('a status without DNR, on one controller', () => {
     expect(performance.now() - started).toBeLessThan(1000);
     expect(err).toBeInstanceOf(HostError);
     expect(err).toMatchObject({ kind: 'closed', maybeExecuted: false });
+    // Before: without the command's name and how often it was sent.
     expect((err as Error).message).toBe(
-      'controller closed while the command waited to be sent again (not sent again)',
+      'write slba 1 nlb 1 (sent once): controller closed while the command waited to be ' +
+        'sent again (not sent again)',
     );
     expect(target.ioCommands).toBe(1);
   });
@@ -466,8 +468,8 @@ describe('a command in flight when the association is lost, on one controller', 
     expect(performance.now() - started).toBeLessThan(1000);
     expect(err).toMatchObject({ kind: 'closed', maybeExecuted: true });
     expect((err as Error).message).toBe(
-      'read slba 0 nlb 1: controller closed while the command waited to be sent again (not ' +
-        'sent again); an earlier attempt may have been executed',
+      'read slba 0 nlb 1 (sent once): controller closed while the command waited to be sent ' +
+        'again (not sent again); an earlier attempt may have been executed',
     );
   });
 
@@ -483,7 +485,7 @@ describe('a command in flight when the association is lost, on one controller', 
     expect(ctrl.state).toBe('dead');
     expect(err).toMatchObject({ kind: 'not-connected', maybeExecuted: true });
     expect((err as Error).message).toMatch(
-      /^read slba 0 nlb 1: controller is dead: .*; an earlier attempt may have been executed$/,
+      /^read slba 0 nlb 1 \(sent once\): controller is dead: .*; an earlier attempt may have been executed$/,
     );
   });
 });
@@ -540,7 +542,9 @@ describe('a write that may have landed tells what to do, by where its controller
     await ctrl.close(5000);
     const err = await write;
     expect(err).toMatchObject({ kind: 'timeout', maybeExecuted: true });
-    expect((err as Error).message).toMatch(/^write slba 0 nlb 1: queue 1: command .* timed out; /);
+    expect((err as Error).message).toMatch(
+      /^write slba 0 nlb 1: queue 1: command 0x[0-9a-f]+, write \(opcode 0x1\), timed out after 200 ms; /,
+    );
     expect((err as Error).message).toContain(
       `${doubt}once connected again (the controller was closed)${after}`,
     );

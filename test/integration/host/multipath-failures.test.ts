@@ -448,7 +448,7 @@ describe('multipath and namespace identity', () => {
     }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(HostError);
     expect((err as Error).message).toMatch(
-      /no path came up \(A: namespace 1 could not be identified: .*timed out \(controller dead\)\)\. Fix what each path reports/,
+      /no path came up \(A: namespace 1 could not be identified: .*identify \(opcode 0x6\), timed out after \d+ ms \(controller dead\)\)\. Fix what each path reports/,
     );
   });
 

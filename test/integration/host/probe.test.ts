@@ -296,7 +296,7 @@ describe('probeTarget', () => {
       // with the hint to read the target's events.
       expect(sub!.problem!.error).toMatch(
         new RegExp(
-          `^connect to ${nqn} at 127\\.0\\.0\\.1:${quiet.port}: the target stopped answering \\(queue 0: command 0x[0-9a-f]+ \\(opcode 0x6\\) timed out\\)$`,
+          `^connect to ${nqn} at 127\\.0\\.0\\.1:${quiet.port}: the target stopped answering \\(queue 0: command 0x[0-9a-f]+, identify \\(opcode 0x6\\), timed out after \\d+ ms\\)$`,
         ),
       );
       expect(sub!.problem!.hint).toContain("Check the target's health");

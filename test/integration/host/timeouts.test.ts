@@ -119,3 +119,40 @@ describe('a command waiting for a free slot on its queue', () => {
     expect((await first).error).toMatchObject({ maybeExecuted: true });
   });
 });
+
+describe('a command that fails after being sent again', () => {
+  const holdReads = (op: number, qid: number) => qid > 0 && op === IO.READ;
+
+  // Before: 'queue 1: command 0x2000 (opcode 0x2) timed out' alone (the last attempt's
+  // error, kept as it was since it says it may have been executed): neither which command
+  // nor that it had been sent 6 times; after lost connections, the same.
+  it('names the command and how many times it was sent, after timeouts', async () => {
+    const { ns, target } = await rig(
+      { hold: holdReads },
+      { ioTimeoutMs: 300, reconnect: { delayMs: 10, lossTimeoutMs: 60_000 } },
+    );
+    const r = await outcome(ns.read(0, 1), performance.now());
+    expect(r.error).toMatchObject({ kind: 'timeout', maybeExecuted: true });
+    expect(r.error!.message).toMatch(
+      /^read slba 0 nlb 1 \(sent 6 times\): queue 1: command 0x[0-9a-f]+, read \(opcode 0x2\), timed out after 300 ms; .*an earlier attempt may have been executed$/,
+    );
+    expect(target.ioCommands).toBe(6);
+  });
+
+  it('names the command and how many times it was sent, after lost connections', async () => {
+    const { ns, target, ctrl } = await rig(
+      { hold: holdReads },
+      { reconnect: { delayMs: 10, lossTimeoutMs: 60_000 } },
+    );
+    const read = outcome(ns.read(0, 1), performance.now());
+    for (let sent = 1; sent <= 6; sent++) {
+      await waitFor(() => target.ioCommands === sent && ctrl.state === 'live', 5000);
+      target.dropAll();
+    }
+    const r = await read;
+    expect(r.error).toMatchObject({ kind: 'transport', maybeExecuted: true });
+    expect(r.error!.message).toMatch(
+      /^read slba 0 nlb 1 \(sent 6 times\): .*queue 1: connection closed by the controller; an earlier attempt may have been executed$/,
+    );
+  });
+});
