@@ -91,12 +91,32 @@ export class Association {
   ) {
     const opened: NvmeTcpQueue[] = [];
     const base = { host: p.host, port: p.port, hdgst: p.hdgst, ddgst: p.ddgst };
-    const common = { ...base, connectTimeoutMs: p.connectTimeoutMs, onFailed, signal };
+    // A queue that fails before the association is up (the admin queue's Keep Alive
+    // refused or timed out, a connection dropped) ends the attempt at once: the queues
+    // still connecting would otherwise be waited for up to connectTimeoutMs, on an
+    // association that cannot go live. That failure is what the attempt fails with.
+    const ended = new AbortController();
+    let failure: HostError | null = null;
+    let up = false;
+    let over = false;
+    const failed = (e: HostError) => {
+      if (up) return onFailed(e);
+      if (over) return;
+      failure ??= e;
+      ended.abort();
+    };
+    const stop = signal ? AbortSignal.any([signal, ended.signal]) : ended.signal;
+    const common = {
+      ...base,
+      connectTimeoutMs: p.connectTimeoutMs,
+      onFailed: failed,
+      signal: stop,
+    };
     // Cancelling fails the queues already up, which ends whatever command the attempt
     // waits for; a queue still connecting watches the signal itself.
     const cancelled = new HostError('closed', `connect to ${p.subnqn} cancelled`);
-    const cancel = () => opened.forEach((q) => q.fail(cancelled));
-    signal?.addEventListener('abort', cancel, { once: true });
+    const cancel = () => opened.forEach((q) => q.fail(failure ?? cancelled));
+    stop.addEventListener('abort', cancel, { once: true });
     let keepAlive: KeepAlive | null = null;
     try {
       if (signal?.aborted) throw cancelled;
@@ -137,16 +157,20 @@ export class Association {
       // that nothing recovers. Nothing asynchronous can fail one between here and then.
       const dead = [admin, ...io].find((q) => q.state !== 'live');
       if (dead) throw dead.failure ?? new Error(`queue ${dead.qid} is ${dead.state}`);
+      up = true;
       return new Association(admin, cntlid, cap, vs, cc, identity, io, keepAlive);
     } catch (e) {
+      // A queue connecting when another failed was cancelled: the failure says why.
+      const why: unknown = isClosed(e) && failure ? failure : e;
+      over = true; // what fails below is no news
       keepAlive?.stop();
       for (const q of opened) q.fail(new HostError('connect', 'connect failed'));
       if (signal?.aborted) throw cancelled;
-      if (e instanceof HostError && e.kind === 'connect') throw e;
-      const msg = `connect to ${p.subnqn} at ${p.host}:${p.port}: ${(e as Error).message}`;
-      throw new HostError('connect', msg, false, { cause: e });
+      if (why instanceof HostError && why.kind === 'connect') throw why;
+      const msg = `connect to ${p.subnqn} at ${p.host}:${p.port}: ${(why as Error).message}`;
+      throw new HostError('connect', msg, false, { cause: why });
     } finally {
-      signal?.removeEventListener('abort', cancel);
+      stop.removeEventListener('abort', cancel);
     }
   }
 
@@ -177,6 +201,10 @@ export class Association {
     }
     await this.admin.close();
   }
+}
+
+function isClosed(e: unknown): boolean {
+  return e instanceof HostError && e.kind === 'closed';
 }
 
 async function connectQueue(

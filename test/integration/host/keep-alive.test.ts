@@ -8,6 +8,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Target } from '../../../engine/src/core/index.js';
 import {
@@ -55,7 +56,7 @@ async function ownTarget(): Promise<number> {
  * (0: the admin queue, then the I/O queues) for `ms` before passing it on: an ICResp
  * that is late, as from a loaded target or over a congested link.
  */
-async function lateTarget(port: number, n: number, ms: number): Promise<number> {
+async function lateTarget(port: number, n: number, ms: number, listenPort = 0): Promise<number> {
   const sockets = new Set<net.Socket>();
   let count = 0;
   const server = net.createServer((client) => {
@@ -70,7 +71,9 @@ async function lateTarget(port: number, n: number, ms: number): Promise<number> 
     if (count++ === n) setTimeout(() => upstream.pipe(client), ms);
     else upstream.pipe(client);
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject).listen(listenPort, '127.0.0.1', resolve);
+  });
   cleanups.push(async () => {
     for (const s of sockets) s.destroy();
     await new Promise((r) => server.close(r));
@@ -253,5 +256,37 @@ describe('a Keep Alive answered with an error status', () => {
     await sleep(1200); // KATO 1 s: two Keep Alives, answered with success
     expect(kas() - before).toBeGreaterThanOrEqual(2);
     expect(ctrl.state).toBe('live');
+  });
+});
+
+describe('a Keep Alive refused while the I/O queues connect', () => {
+  // Before: the connect went on until the I/O queue's ICResp came (3 s here; with none,
+  // connectTimeoutMs) on an association whose admin queue had failed at 500 ms.
+  it('ends the connect attempt then, saying why', async () => {
+    const target = new FakeTarget({
+      adminStatus: (op) => (op === ADMIN.KEEP_ALIVE ? SC.INTERNAL : 0),
+    });
+    await onPortIn(53610, 53619, (port) => target.start(port));
+    cleanups.push(() => target.stop());
+    const held = 3000;
+    const port = await onPortIn(53620, 53629, (p) => lateTarget(target.port, 1, held, p));
+    const kato = 1000;
+    const started = performance.now();
+    const err = await NvmeController.connect({
+      host: '127.0.0.1',
+      port,
+      subnqn: 'nqn.fake',
+      kato,
+      connectTimeoutMs: 10_000,
+    }).then(
+      (c) => (cleanups.push(() => c.close(100)), null),
+      (e: HostError) => e,
+    );
+    const ms = performance.now() - started;
+    expect(err).toMatchObject({ kind: 'connect' });
+    expect(err!.message).toMatch(/answered Keep Alive with status INTERNAL/);
+    expect(target.adminOps).toContain(ADMIN.KEEP_ALIVE);
+    // The first Keep Alive goes out at KATO/2; its refusal ends the attempt then.
+    expect(ms).toBeLessThan(kato * 2);
   });
 });
