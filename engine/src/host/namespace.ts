@@ -25,6 +25,7 @@ import { NO_TIMEOUT, type NvmeRequest } from './request.js';
 import {
   MAX_STATUS_RETRIES,
   retriedNote,
+  timesNote,
   retryDelayRefusal,
   statusRetryDelayMs,
   statusRetryable,
@@ -270,8 +271,7 @@ export class NvmeNamespace extends NamespaceIo {
  * sent (`sent` of its attempts reached the socket); nothing when it was tried once.
  */
 function sentNote(sent: number, retries: number): string {
-  if (retries === 0) return '';
-  return sent === 1 ? ' (sent once)' : ` (sent ${sent} times)`;
+  return retries === 0 ? '' : timesNote('sent', sent);
 }
 
 /** Why a command is not sent again to a group in ANA state `state`. */

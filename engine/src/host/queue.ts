@@ -413,7 +413,7 @@ export class NvmeTcpQueue {
     slot.ddgstBad = false;
     slot.reserved = reserved;
     if (reserved) this.reservedInFlight++;
-    const t = req.timeoutMs < 0 ? this.timeoutMs : req.timeoutMs;
+    const t = this.timeoutOf(req);
     slot.deadline = req.deadline || (t === NO_TIMEOUT ? 0 : performance.now() + t);
     req.deadline = 0; // sent: sent again, it gets its whole timeout again
     this.inflight++;
@@ -702,12 +702,17 @@ export class NvmeTcpQueue {
     this.issue(req, this.cids.alloc(), false);
   }
 
+  /** A command's timeout, ms: its own, else the queue's (NO_TIMEOUT: none). */
+  private timeoutOf(req: NvmeRequest): number {
+    return req.timeoutMs < 0 ? this.timeoutMs : req.timeoutMs;
+  }
+
   /**
    * What a command whose deadline passed before it could be sent ends with; `waited`: it
    * waited here for a free slot (else before it reached this queue).
    */
   private lateError(req: NvmeRequest, waited: boolean): HostError {
-    const t = req.timeoutMs < 0 ? this.timeoutMs : req.timeoutMs;
+    const t = this.timeoutOf(req);
     const inFlight = this.inflight - this.reservedInFlight;
     const where = waited
       ? `waiting for a free slot (all ${inFlight} in flight)`
@@ -754,7 +759,7 @@ export class NvmeTcpQueue {
     for (const slot of this.slots) {
       if (slot.req && slot.deadline !== 0 && now > slot.deadline) {
         const req = slot.req;
-        const t = req.timeoutMs < 0 ? this.timeoutMs : req.timeoutMs;
+        const t = this.timeoutOf(req);
         const name = commandName(req, this.qid === 0);
         const what = `queue ${this.qid}: command 0x${slot.cid.toString(16)}, ${name}, timed out after ${t} ms`;
         // Like Linux error recovery: a timed-out command means the queue state is

@@ -83,9 +83,10 @@ export function retryDelayRefusal(
 
 /** For an error message: how often the command was sent again before it failed. */
 export function retriedNote(retries: number): string {
-  return retries === 0
-    ? ''
-    : retries === 1
-      ? ' (sent again once)'
-      : ` (sent again ${retries} times)`;
+  return retries === 0 ? '' : timesNote('sent again', retries);
+}
+
+/** " (sent once)", " (sent again 3 times)": `what` happened `n` (> 0) times. */
+export function timesNote(what: string, n: number): string {
+  return n === 1 ? ` (${what} once)` : ` (${what} ${n} times)`;
 }
