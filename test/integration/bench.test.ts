@@ -148,16 +148,28 @@ describe('branchsan bench', () => {
     expect(r.stderr).toMatch(/randread bs=4k qd=32 queues=1 shm\s+floor\+io\s+\d+ IOPS/);
     // tmpfs is RAM unless swap could page it out: cached reads skip the I/O thread
     expect(report.config.inline_reads).toEqual({ shm: swapActive ? 'off' : 'ram' });
+    expect(report.config.inline_writes).toEqual({ shm: !swapActive });
   });
 
-  it('--no-inline-reads sends every read through the I/O thread, on both sides; two rounds report their midpoint', async () => {
+  it('--no-inline-reads and --no-inline-writes send all I/O through the I/O thread, on both sides; two rounds report their midpoint', async () => {
     const r = await runCli(
-      ['bench', '--quick', '--json', '--seconds', '0.1', '--rounds', '2', '--no-inline-reads'],
+      [
+        'bench',
+        '--quick',
+        '--json',
+        '--seconds',
+        '0.1',
+        '--rounds',
+        '2',
+        '--no-inline-reads',
+        '--no-inline-writes',
+      ],
       { timeoutMs: 120_000 },
     );
     expect(r.code, r.stderr).toBe(0);
     const report = JSON.parse(r.stdout);
     expect(report.config.inline_reads).toEqual({ shm: 'off' });
+    expect(report.config.inline_writes).toEqual({ shm: false });
     expect(report.results).toHaveLength(6);
     // an even count of rounds: the mean of the two middle ones, not the slower one
     for (const x of report.results) {

@@ -1,12 +1,13 @@
 /*
  * BranchSAN storage helpers: the few Linux calls Node's fs module lacks.
  *
- * Every function is synchronous. All but readInline, addressOf, lock, rangeLock and
- * rangeHolder are called only from the storage I/O worker threads; their errors are thrown as Error objects whose
- * `code` is the errno name (e.g. "EOPNOTSUPP"), like Node's own fs errors, so the
+ * Every function is synchronous. All but readInline, writeInline, addressOf, lock,
+ * rangeLock and rangeHolder are called only from the storage I/O worker threads;
+ * their errors are thrown as Error objects whose `code` is the errno name (e.g. "EOPNOTSUPP"), like Node's own fs errors, so the
  * worker maps them with the same table. readInline runs on the main event loop
  * and never waits on a device (see there); it returns -errno instead of throwing,
- * because EAGAIN is its normal "not cached, use a worker" answer. peerCred serves the
+ * because EAGAIN is its normal "not cached, use a worker" answer; writeInline, for
+ * files in RAM only, returns -errno the same way. peerCred serves the
  * management API socket (who is calling), on the main event loop; outputClosed serves
  * the command line (has the reader of standard output gone?).
  */
@@ -210,6 +211,28 @@ static napi_value js_read_at(napi_env env, napi_callback_info info) {
   return pio_at(env, info, 0);
 }
 
+/* The (fd, Uint8Array, offset) that readInline and writeInline start with. */
+typedef struct {
+  int32_t fd;
+  void *data;
+  size_t len;
+  double offset;
+} inline_io;
+
+/* Reads inline_io from argv[0..2]; false after throwing EINVAL (as `what`). */
+static bool inline_args(napi_env env, napi_value *argv, size_t argc, size_t need,
+                        const char *what, inline_io *io) {
+  napi_typedarray_type type;
+  if (argc < need || napi_get_value_int32(env, argv[0], &io->fd) != napi_ok ||
+      typed_array(env, argv[1], &type, &io->data, &io->len) != napi_ok ||
+      napi_get_value_double(env, argv[2], &io->offset) != napi_ok ||
+      type != napi_uint8_array || io->offset < 0) {
+    throw_errno(env, what, EINVAL);
+    return false;
+  }
+  return true;
+}
+
 /* readInline(fd, typedArray, offset, nowait): one pread into the whole array.
  * With nowait it is preadv2(RWF_NOWAIT): the kernel copies from the page cache
  * or answers EAGAIN at once instead of starting device I/O, so the event loop can
@@ -220,25 +243,41 @@ static napi_value js_read_inline(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   size_t argc = 4;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 4) return throw_errno(env, "readInline", EINVAL);
-  int32_t fd = -1;
-  double offset = 0;
+  inline_io io;
   bool nowait = false;
-  void *data = NULL;
-  size_t len = 0;
-  napi_typedarray_type type;
-  CHECK(napi_get_value_int32(env, argv[0], &fd));
-  CHECK(typed_array(env, argv[1], &type, &data, &len));
-  CHECK(napi_get_value_double(env, argv[2], &offset));
+  if (!inline_args(env, argv, argc, 4, "readInline", &io)) return NULL;
   CHECK(napi_get_value_bool(env, argv[3], &nowait));
-  if (type != napi_uint8_array || offset < 0) return throw_errno(env, "readInline", EINVAL);
-  struct iovec iov = {data, len};
+  struct iovec iov = {io.data, io.len};
   ssize_t r;
   do {
-    r = preadv2(fd, &iov, 1, (off_t)offset, nowait ? RWF_NOWAIT : 0);
+    r = preadv2(io.fd, &iov, 1, (off_t)io.offset, nowait ? RWF_NOWAIT : 0);
   } while (r < 0 && errno == EINTR);
   napi_value out;
   CHECK(napi_create_double(env, r < 0 ? -(double)errno : (double)r, &out));
+  return out;
+}
+
+/* writeInline(fd, typedArray, offset): pwrite the whole array, on the main event
+ * loop; only for a file whose pages are RAM (tmpfs without swap), where a write
+ * never waits on a device. Loops over short writes (the next call says why one was
+ * short). Returns the bytes written, or -errno; argument errors throw. */
+static napi_value js_write_inline(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  size_t argc = 3;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  inline_io io;
+  if (!inline_args(env, argv, argc, 3, "writeInline", &io)) return NULL;
+  size_t done = 0;
+  ssize_t r = 0;
+  while (done < io.len) {
+    r = pwrite(io.fd, (char *)io.data + done, io.len - done, (off_t)io.offset + (off_t)done);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    done += (size_t)r;
+  }
+  napi_value out;
+  double result = done == io.len ? (double)io.len : r < 0 ? -(double)errno : -(double)EIO;
+  CHECK(napi_create_double(env, result, &out));
   return out;
 }
 
@@ -428,6 +467,7 @@ NAPI_MODULE_INIT() {
       {"blkgetsize64", NULL, js_blkgetsize64, NULL, NULL, NULL, napi_enumerable, NULL},
       {"addressMod", NULL, js_address_mod, NULL, NULL, NULL, napi_enumerable, NULL},
       {"readInline", NULL, js_read_inline, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"writeInline", NULL, js_write_inline, NULL, NULL, NULL, napi_enumerable, NULL},
       {"addressOf", NULL, js_address_of, NULL, NULL, NULL, napi_enumerable, NULL},
       {"writeAt", NULL, js_write_at, NULL, NULL, NULL, napi_enumerable, NULL},
       {"readAt", NULL, js_read_at, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -62,6 +62,11 @@ export interface BenchOptions {
    * false sends every read through the I/O thread, on both sides of the comparison.
    */
   inlineReads?: boolean;
+  /**
+   * Let the file backend run lone writes to a RAM-only file on the event loop (the
+   * engine's default). false sends every write through the I/O thread, on both sides.
+   */
+  inlineWrites?: boolean;
   progress: (line: string) => void;
 }
 
@@ -167,6 +172,8 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
     const floors = new Map<string, FloorStats[]>();
     /** How each backend served reads: 'ram' / 'nowait' inline, or 'off' (see InlineReads). */
     const inlineModes: Partial<Record<BackendName, string>> = {};
+    /** Whether each backend ran lone writes on the event loop (see PoolInfo.inlineWrites). */
+    const inlineWrites: Partial<Record<BackendName, boolean>> = {};
     const results: BenchResult[] = [];
     for (const backend of backends) {
       const base = baseDir(backend);
@@ -181,12 +188,13 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
         const free = freeBytes(base) + fs.statSync(file).blocks * 512;
         throw noRoom(backend, base, free, span, o.quick);
       });
-      const io = { inlineReads: o.inlineReads ?? true };
+      const io = { inlineReads: o.inlineReads ?? true, inlineWrites: o.inlineWrites ?? true };
       const ports = await peer.call({ cmd: 'start', path: file, io });
       if (!('nvmePort' in ports)) throw new Error('benchmark peer did not start');
       // shared with the peer's target and floor server (peer.ts): no exclusive lock
       const be = await openBackend({ kind: 'file', path: file, exclusive: false, io });
       inlineModes[backend] = be instanceof FdBackend ? (be.inlineReads ?? 'off') : 'off';
+      inlineWrites[backend] = be instanceof FdBackend && be.inlineWrites;
       try {
         for (const p of patterns) {
           const fkey = `${p.pattern}/${p.bs}/${p.qd}/${p.queues}`;
@@ -259,6 +267,7 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
         qd_is_per_queue: true,
         ...(disk ? { disk_dir: disk, disk_dir_in_ram: onRam(disk) } : {}),
         inline_reads: inlineModes,
+        inline_writes: inlineWrites,
       },
       results,
     };

@@ -14,6 +14,7 @@ export const bench: Command = {
   name: 'bench',
   help: `Usage: branchsan bench [--json] [--quick] [--disk-dir DIR] [--seconds N] [--rounds N]
                        [--out FILE] [--no-cpu-latency] [--no-inline-reads]
+                       [--no-inline-writes]
 
 Runs, in one process tree and one run, these patterns (QD is per queue):
   4 KiB random read and random write   QD1 with 1 I/O queue; QD32 with 1 and 2
@@ -53,6 +54,10 @@ Options:
   --no-inline-reads
                   send every read through the storage I/O thread, even one the
                   page cache holds (by default those are served on the event
+                  loop); local and remote alike, for comparisons
+  --no-inline-writes
+                  send every write through the storage I/O thread, even a lone
+                  one to the RAM-backed file (by default those run on the event
                   loop); local and remote alike, for comparisons`,
   async run(argv) {
     const { values } = parseCommandArgs('bench', argv, {
@@ -64,6 +69,7 @@ Options:
       out: { type: 'string' },
       'no-cpu-latency': { type: 'boolean' },
       'no-inline-reads': { type: 'boolean' },
+      'no-inline-writes': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     });
     if (values.help) {
@@ -114,6 +120,7 @@ Options:
       ...(rounds ? { rounds } : {}),
       cpuLatency: !values['no-cpu-latency'],
       inlineReads: !values['no-inline-reads'],
+      inlineWrites: !values['no-inline-writes'],
       progress: (line) => process.stderr.write(`[bench] ${line}\n`),
     });
     stopCatching();

@@ -406,9 +406,14 @@ export class TargetRuntime {
       nsid: spec.nsid,
       backend: backend.kind,
       location: backend.location,
-      // How reads are served: on the event loop when cached (see InlineReads), else by a worker.
+      // How reads are served: on the event loop when cached (see InlineReads), else by a
+      // worker; whether lone writes run on the event loop (a RAM-only file).
       ...(backend instanceof FdBackend
-        ? { inlineReads: backend.inlineReads ?? 'off', nativeAddon: backend.nativeNote ?? 'loaded' }
+        ? {
+            inlineReads: backend.inlineReads ?? 'off',
+            inlineWrites: backend.inlineWrites,
+            nativeAddon: backend.nativeNote ?? 'loaded',
+          }
         : {}),
     });
     return backend;

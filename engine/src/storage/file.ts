@@ -92,6 +92,11 @@ export interface IoOptions {
   native?: boolean | string;
   /** Serve reads the page cache (or RAM) holds on the event loop, skipping the worker hop (default true). */
   inlineReads?: boolean;
+  /**
+   * Run a lone write (nothing else pending) on the event loop when the file is RAM
+   * (tmpfs, no swap: inlineReads 'ram'), skipping the worker hop (default true).
+   */
+  inlineWrites?: boolean;
 }
 
 /** What an open found, for the opener's verify: the size, and which device it is. */
@@ -303,6 +308,11 @@ export class FdBackend implements BlockBackend {
     return this.pool.info.inlineReads;
   }
 
+  /** Whether lone writes run on the event loop (PoolInfo.inlineWrites). */
+  get inlineWrites(): boolean {
+    return this.pool.info.inlineWrites;
+  }
+
   /** Whether reads and writes skip the copy through a worker's slot (PoolInfo.pointerIo). */
   get pointerIo(): boolean {
     return this.pool.info.pointerIo;
@@ -313,8 +323,11 @@ export class FdBackend implements BlockBackend {
     return this.pool.info.futex;
   }
 
-  /** Reads served on the event loop, and those it handed to a worker (not cached). */
-  get inlineStats(): Readonly<{ served: number; punted: number }> {
+  /**
+   * Reads served on the event loop, those it handed to a worker (not cached), and
+   * writes run on the event loop.
+   */
+  get inlineStats(): Readonly<{ served: number; punted: number; writes: number }> {
     return this.pool.inlineStats;
   }
 
@@ -802,6 +815,7 @@ export async function startBackend(target: FdTarget, io: IoOptions = {}): Promis
     slotSize,
     nativePath: await resolveNativeAddon(io.native),
     inlineReads: io.inlineReads ?? true,
+    inlineWrites: io.inlineWrites ?? true,
   };
   return new FdBackend(target, await IoWorkerPool.start(poolOptions), poolOptions);
 }

@@ -21,7 +21,7 @@
  * the copy. Misses, writes and everything behind a pending write go to workers.
  */
 import { once } from 'node:events';
-import { readFileSync, readSync, statfsSync } from 'node:fs';
+import { readFileSync, readSync, statfsSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -60,6 +60,8 @@ export interface PoolOptions extends OpenedTarget {
   nativePath: string | null;
   /** Serve cached reads on the calling thread when the target allows it (default true). */
   inlineReads?: boolean;
+  /** Run lone writes on the calling thread when the file is RAM (InlineReads 'ram'; default true). */
+  inlineWrites?: boolean;
   /**
    * A write-back failure already seen on this file (errno; a pool that replaces a
    * failed one): flushes keep failing, as if this pool had seen it itself.
@@ -78,8 +80,10 @@ export interface PoolOptions extends OpenedTarget {
  */
 export type InlineReads = 'nowait' | 'ram' | null;
 
-/** The addon call the main thread uses (see engine/native/src/branchsan_native.c). */
+/** The addon calls the main thread uses (see engine/native/src/branchsan_native.c). */
 type ReadInline = (fd: number, into: Uint8Array, offset: number, nowait: boolean) => number;
+/** Writes all of `from` at offset: its length, or -errno. */
+type WriteInline = (fd: number, from: Uint8Array, offset: number) => number;
 /** Where a buffer's bytes are, for a worker's readAt/writeAt (see Job.address). */
 type AddressOf = (view: Uint8Array) => number;
 /** Wakes up to `count` threads in the addon's futexWait on view[index]. */
@@ -200,6 +204,11 @@ export interface PoolInfo {
   nativeNote: string | null;
   /** Whether cached reads skip the worker hop, and how they know they can. */
   inlineReads: InlineReads;
+  /**
+   * Whether a lone write (nothing else in the pool) skips the worker hop: only for a
+   * file whose pages are RAM (inlineReads 'ram'), where a write waits on no device.
+   */
+  inlineWrites: boolean;
   canDeallocate: boolean;
   canWriteZeroes: boolean;
   /**
@@ -226,10 +235,13 @@ export class IoWorkerPool {
   private kickScheduled = false;
   /** Jobs that change data (writes, zeroing, deallocate) submitted and not finished. */
   private mutating = 0;
-  /** Inline reads done since the last completeInline(), completed together by it. */
-  private inlineDone: { done: JobDone; status: number; data: Buffer }[] = [];
-  /** Reads served on this thread, and reads it tried but sent to a worker (not cached). */
-  readonly inlineStats = { served: 0, punted: 0 };
+  /** Inline reads and writes done since the last completeInline(), completed together by it. */
+  private inlineDone: { done: JobDone; status: number; data: Buffer | null }[] = [];
+  /**
+   * Reads served on this thread, reads it tried but sent to a worker (not cached), and
+   * writes it ran itself.
+   */
+  readonly inlineStats = { served: 0, punted: 0, writes: 0 };
   /** Inline reads pass RWF_NOWAIT (mode 'nowait'); 'ram' reads never wait anyway. */
   private readonly nowait: boolean;
   /** Inline batches completed on microtasks since the event loop last turned. */
@@ -262,6 +274,7 @@ export class IoWorkerPool {
     private readonly slotSize: number,
     private readonly fd: number,
     private readonly readInline: ReadInline | null,
+    private readonly writeInline: WriteInline | null,
     syncFailure: SharedArrayBuffer,
     /** Set when info.pointerIo: pieces then carry addresses instead of using slots. */
     private readonly addressOf: AddressOf | null,
@@ -317,17 +330,31 @@ export class IoWorkerPool {
     const addressOf = readies.every((r) => r.pointerIo)
       ? (mainThreadAddon(opts.nativePath).addressOf ?? null)
       : null;
+    const writeInline =
+      inline?.mode === 'ram' && opts.inlineWrites !== false
+        ? (mainThreadAddon(opts.nativePath).writeInline ?? writeSyncInline)
+        : null;
     const info: PoolInfo = {
       native: first.native,
       nativeNote: first.nativeNote,
       inlineReads: inline?.mode ?? null,
+      inlineWrites: writeInline !== null,
       canDeallocate: readies.every((r) => r.canDeallocate),
       canWriteZeroes: readies.every((r) => r.canWriteZeroes),
       pointerIo: addressOf !== null,
       futex: lanes.every((l) => l.futexWake !== null),
     };
     const read = inline?.read ?? null;
-    return new IoWorkerPool(lanes, info, opts.slotSize, opts.fd, read, syncFailure, addressOf);
+    return new IoWorkerPool(
+      lanes,
+      info,
+      opts.slotSize,
+      opts.fd,
+      read,
+      writeInline,
+      syncFailure,
+      addressOf,
+    );
   }
 
   /** The errno of the first fdatasync that failed on this target, 0 while none has. */
@@ -356,6 +383,12 @@ export class IoWorkerPool {
     }
     if (op === Op.read) {
       if (this.readInline && this.tryInline(offset, length, data!, done)) return;
+    } else if (
+      op === Op.write &&
+      this.writeInline &&
+      this.tryInlineWrite(offset, length, data!, done)
+    ) {
+      return;
     } else if (op !== Op.flush) {
       this.mutating++;
     }
@@ -501,9 +534,45 @@ export class IoWorkerPool {
     }
     this.inlineStats.served++;
     const status = n === length ? Status.ok : -n; // else an errno, as a worker reports it
-    if (this.inlineDone.length === 0) this.scheduleInline();
-    this.inlineDone.push({ done, status, data: into });
+    this.completeSoon(done, status, into);
     return true;
+  }
+
+  /**
+   * Runs a write on this thread when the file is RAM and the write is alone: nothing
+   * queued, in a worker, held or orphaned, so it can overtake no other job (a worker's
+   * ring runs in order; here nothing is in one) and no read can see half of it. At QD1
+   * this saves the two thread wake-ups of the hop (about 30 µs on a VM without a cpuidle
+   * driver); under load writes still spread over the workers, since running them all
+   * here cost 4 KiB QD32 writes through NVMe/TCP 13% (135k → 118k per second).
+   * False: the caller queues it for a worker.
+   */
+  private tryInlineWrite(offset: number, length: number, from: Buffer, done: JobDone): boolean {
+    if (
+      this.mutating > 0 ||
+      this.inflight > 0 ||
+      this.held.length > 0 ||
+      this.orphans.size > 0 ||
+      length > INLINE_READ_MAX ||
+      from.length < length ||
+      this.state !== 'running'
+    ) {
+      return false;
+    }
+    const n = this.writeInline!(
+      this.fd,
+      from.length === length ? from : from.subarray(0, length),
+      offset,
+    );
+    this.inlineStats.writes++;
+    this.completeSoon(done, n === length ? Status.ok : -n, null); // else an errno, as a worker's
+    return true;
+  }
+
+  /** Queues an inline read's or write's completion for completeInline(). */
+  private completeSoon(done: JobDone, status: number, data: Buffer | null): void {
+    if (this.inlineDone.length === 0) this.scheduleInline();
+    this.inlineDone.push({ done, status, data });
   }
 
   /**
@@ -529,7 +598,7 @@ export class IoWorkerPool {
     const batch = this.inlineDone;
     this.inlineDone = [];
     for (const r of batch) {
-      if (r.status === Status.ok) r.done(Status.ok, r.data);
+      if (r.status === Status.ok && r.data) r.done(Status.ok, r.data);
       else r.done(r.status);
     }
     this.checkIdle();
@@ -749,6 +818,7 @@ function chooseInlineReads(opts: PoolOptions): { mode: InlineReads; read: ReadIn
 /** The addon's calls made on the event loop; any may be missing (an older build). */
 export interface MainThreadAddon {
   readInline?: ReadInline;
+  writeInline?: WriteInline;
   /** flock(fd, LOCK_EX or LOCK_SH | LOCK_NB): 0 or -errno. */
   lock?: (fd: number, exclusive: number) => number;
   /** A whole-file OFD lock (F_OFD_SETLK, F_WRLCK or F_RDLCK): 0 or -errno. */
@@ -786,6 +856,22 @@ function requireAddon(
   } catch (err) {
     onLoadError(err);
     return null;
+  }
+}
+
+/** WriteInline without the addon (tmpfs only): fs.writeSync, errors as -errno. */
+function writeSyncInline(fd: number, from: Uint8Array, offset: number): number {
+  try {
+    let done = 0;
+    // A short write means the next call reports why (ENOSPC); loop to get it.
+    while (done < from.length) {
+      const n = writeSync(fd, from, done, from.length - done, offset + done);
+      if (n <= 0) return -5; // EIO: nothing written and no reason given
+      done += n;
+    }
+    return done;
+  } catch (err) {
+    return -(Math.abs((err as NodeJS.ErrnoException).errno ?? 0) || 5); // -EIO when unknown
   }
 }
 
