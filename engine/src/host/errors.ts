@@ -103,6 +103,19 @@ export class HostError extends Error {
  * `e` for a command an earlier attempt of which got no completion and may have run:
  * maybeExecuted set, and said after what the command is (`what`).
  */
+/**
+ * What to do about a write (write zeroes, deallocate) that may have been executed and is
+ * not sent again; `when`: when the caller can act ('once the controller is live again').
+ */
+export function writeInDoubtAdvice(when: string): string {
+  return (
+    'it may have been executed, and is not sent again: the target may still apply it, even ' +
+    'after a newer write to the same blocks (its lost controller lives on there until its ' +
+    `keep-alive timeout), so ${when} read those blocks back to see what they hold, or ` +
+    'write them again'
+  );
+}
+
 export function withEarlierAttempt(e: HostError, what: string): HostError {
   if (e.maybeExecuted) return e;
   return new HostError(e.kind, `${what}: ${e.message}${EARLIER_ATTEMPT_NOTE}`, true, { cause: e });

@@ -98,7 +98,13 @@ import {
   NvmeController,
   type ControllerOptions,
 } from './controller.js';
-import { EARLIER_ATTEMPT_NOTE, HostError, NvmeStatusError, withEarlierAttempt } from './errors.js';
+import {
+  EARLIER_ATTEMPT_NOTE,
+  HostError,
+  NvmeStatusError,
+  withEarlierAttempt,
+  writeInDoubtAdvice,
+} from './errors.js';
 import { Command, copyRequest } from './multipath-command.js';
 import { checkOptions, oneHost, pathName } from './multipath-options.js';
 import { Path, type PathInfo } from './multipath-path.js';
@@ -373,7 +379,7 @@ export class MultipathNamespace extends NamespaceIo {
       }
       for (const c of [...p.inDoubt.keys()] as Command[]) {
         p.inDoubt.delete(c);
-        this.fail(c, 'closed', `multipath namespace closed while it was in doubt on ${p.name}`);
+        this.fail(c, 'closed', closedInDoubt(p));
       }
     }
     await Promise.all(this.list.map((p) => p.ctrl.close()));
@@ -502,7 +508,7 @@ export class MultipathNamespace extends NamespaceIo {
   /** Rule 3: keep `c` until path `p` is fenced. */
   private hold(c: Command, p: Path): void {
     if (this.closing) {
-      return this.fail(c, 'closed', `multipath namespace closed while in doubt on ${p.name}`);
+      return this.fail(c, 'closed', closedInDoubt(p));
     }
     if (this.parked() >= this.maxWaiting) {
       return this.fail(
@@ -765,6 +771,15 @@ export class MultipathNamespace extends NamespaceIo {
     if (!this.closing && next !== 'deleting') p.startFence(() => this.releaseFenced(p));
     this.emit(p, reason);
   }
+}
+
+/**
+ * Why a command in doubt on `p` (a write whose attempt there may have run) fails when the
+ * namespace closes before that path was fenced, and what to do about it.
+ */
+function closedInDoubt(p: Path): string {
+  const when = 'once connected again (the multipath namespace was closed)';
+  return `multipath namespace closed while it was in doubt on ${p.name}: ${writeInDoubtAdvice(when)}`;
 }
 
 /** `p` shows another namespace, or one that cannot be proven the same (connect() fails). */

@@ -19,7 +19,13 @@ import type { NamespaceIdentity, NamespaceIds } from './admin.js';
 import { anaStateOfStatus, type AnaPathState } from './ana-log.js';
 import type { AnaWait } from './ana-state.js';
 import type { ControllerState } from './controller.js';
-import { EARLIER_ATTEMPT_NOTE, HostError, NvmeStatusError, withEarlierAttempt } from './errors.js';
+import {
+  EARLIER_ATTEMPT_NOTE,
+  HostError,
+  NvmeStatusError,
+  withEarlierAttempt,
+  writeInDoubtAdvice,
+} from './errors.js';
 import { NamespaceIo } from './namespace-io.js';
 import { NO_TIMEOUT, type NvmeRequest } from './request.js';
 import {
@@ -74,12 +80,7 @@ function writeInDoubt(state: ControllerState): string {
       : state === 'dead'
         ? 'once the controller is reconnected (it reconnects no more by itself: reconnect())'
         : 'once the controller is live again';
-  return (
-    'it may have been executed, and is not sent again: the target may still apply it, even ' +
-    'after a newer write to the same blocks (its lost controller lives on there until its ' +
-    `keep-alive timeout), so ${when} read those blocks back to see what they hold, or ` +
-    'write them again'
-  );
+  return writeInDoubtAdvice(when);
 }
 
 export type { IoOptions, ReadOptions, WriteOptions } from './namespace-io.js';

@@ -276,6 +276,11 @@ describe('multipath after a path failure', () => {
     const err = (await write) as HostError;
     expect(err).toBeInstanceOf(HostError);
     expect(err.maybeExecuted).toBe(true);
+    // It says what to do: the write may still land on A.
+    expect(err.kind).toBe('closed');
+    expect(err.message).toMatch(
+      /multipath namespace closed while it was in doubt on A: it may have been executed.*once connected again \(the multipath namespace was closed\) read those blocks back/,
+    );
   });
 });
 
