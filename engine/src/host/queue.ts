@@ -206,7 +206,12 @@ export class NvmeTcpQueue {
   private readonly timeoutMs: number;
   private readonly inCapsuleLimit: number;
   private readonly maxDataLength: number;
-  private readonly scanTimer: NodeJS.Timeout;
+  /** The timeout scan's period, ms (scanSlack of the queue's timeout). */
+  private readonly scanMs: number;
+  /** The one timer of the timeout scan; null once the queue has failed or closed. */
+  private scanTimer: NodeJS.Timeout | null = null;
+  /** When it fires (performance.now() ms): a command due earlier pulls it in (scanBy). */
+  private nextScanAt = Infinity;
   private corked = false;
   private inflight = 0;
   /** Slots submit() may fill: depth minus the reserved ones. */
@@ -244,10 +249,9 @@ export class NvmeTcpQueue {
       noDelay: true,
       onread: { buffer: this.rx, callback: this.onRead },
     });
-    // One coarse timer per queue instead of one per command; unref'd so an idle
-    // queue does not keep the process alive by itself.
-    const scanMs = Math.min(1000, Math.max(20, Math.floor(this.timeoutMs / 4)));
-    this.scanTimer = setInterval(() => this.scanTimeouts(), scanMs).unref();
+    // One coarse timer per queue instead of one per command (see scanBy).
+    this.scanMs = scanSlack(this.timeoutMs);
+    this.armScan(performance.now() + this.scanMs);
   }
 
   /** TCP connect + ICReq/ICResp; rejects with a HostError of kind 'connect'. */
@@ -341,6 +345,8 @@ export class NvmeTcpQueue {
         req,
         new HostError('busy', `queue ${this.qid}: ${this.waiting.limit} commands waiting`),
       );
+    } else if (req.deadline !== 0 && req.deadline < this.nextScanAt) {
+      this.scanBy(req.deadline, this.timeoutOf(req));
     }
   }
 
@@ -416,6 +422,8 @@ export class NvmeTcpQueue {
     const t = this.timeoutOf(req);
     slot.deadline = req.deadline || (t === NO_TIMEOUT ? 0 : performance.now() + t);
     req.deadline = 0; // sent: sent again, it gets its whole timeout again
+    // One comparison per command: only a deadline before the next scan moves the timer.
+    if (slot.deadline !== 0 && slot.deadline < this.nextScanAt) this.scanBy(slot.deadline, t);
     this.inflight++;
     writeCapsule(slot.buf, req, cid, inCapsule, this.hdgst, this.ddgst);
     this.out(slot.head);
@@ -747,17 +755,62 @@ export class NvmeTcpQueue {
     finish(req, err);
   }
 
-  private scanTimeouts(): void {
-    if (!this.sm.is('live') || this.inflight === 0) return;
+  /**
+   * Make the timeout scan run by `deadline` plus the slack of a `timeoutMs` command
+   * (scanSlack), if it would run later. The scan runs every scanMs (a quarter of the
+   * queue's timeout, at most 1 s), and then again by the earliest such time of the
+   * commands left (scanTimeouts), so a command with a timeout of its own shorter than
+   * the queue's ends close to its own deadline, not up to a period late (a 100 ms
+   * command on a queue of 30 s timed out after up to 1.1 s). A command's own deadline
+   * moves the one timer only when it comes before the next scan: with the queue's
+   * timeout it never does, and a run of equal timeouts moves it about once per scan.
+   */
+  private scanBy(deadline: number, timeoutMs: number): void {
+    const at = deadline + scanSlack(timeoutMs);
+    if (at < this.nextScanAt && this.sm.is('live')) this.armScan(at);
+  }
+
+  private armScan(at: number): void {
+    if (this.scanTimer) clearTimeout(this.scanTimer);
+    this.nextScanAt = at;
+    const ms = Math.min(MAX_TIMER_MS, Math.max(1, Math.ceil(at - performance.now())));
+    // unref'd: an idle queue does not keep the process alive by itself.
+    this.scanTimer = setTimeout(this.onScanTimer, ms).unref();
+  }
+
+  private readonly onScanTimer = (): void => {
+    this.scanTimer = null;
+    this.nextScanAt = Infinity;
     const now = performance.now();
+    const due = this.scanTimeouts(now);
+    // nextScanAt: a command submitted by a callback the scan ran
+    const next = Math.min(now + this.scanMs, due, this.nextScanAt);
+    if (this.sm.is('connecting', 'live')) this.armScan(next);
+  };
+
+  /**
+   * End the commands past their deadline (the first one sent fails the queue); the
+   * earliest time by which one of those left is due a scan (Infinity: none).
+   */
+  private scanTimeouts(now: number): number {
+    if (!this.sm.is('live') || this.inflight === 0) return Infinity;
+    let due = Infinity;
     // Waiting for a slot past their deadline: never sent, so the queue is fine.
     if (this.waiting.length > 0) {
-      const late = this.waiting.removeWhere((r) => r.deadline !== 0 && now > r.deadline);
+      const late = this.waiting.removeWhere((r) => {
+        if (r.deadline === 0) return false;
+        if (now > r.deadline) return true;
+        due = Math.min(due, r.deadline + scanSlack(this.timeoutOf(r)));
+        return false;
+      });
       for (const req of late) finish(req, this.lateError(req, true));
-      if (!this.sm.is('live')) return; // a callback closed it
+      if (!this.sm.is('live')) return Infinity; // a callback closed it
     }
     for (const slot of this.slots) {
-      if (slot.req && slot.deadline !== 0 && now > slot.deadline) {
+      if (!slot.req || slot.deadline === 0) continue;
+      if (now <= slot.deadline) {
+        due = Math.min(due, slot.deadline + scanSlack(this.timeoutOf(slot.req)));
+      } else {
         const req = slot.req;
         const t = this.timeoutOf(req);
         const name = commandName(req, this.qid === 0);
@@ -766,9 +819,10 @@ export class NvmeTcpQueue {
         // unknown, so every other command on it fails too; nothing is resent here.
         const culprit = { slot, err: new HostError('timeout', what, true) };
         this.failWith(new HostError('transport', `${what}; queue torn down`), false, culprit);
-        return;
+        return Infinity;
       }
     }
+    return due;
   }
 
   /** Fail the queue: every command in flight or waiting ends with `err`. Idempotent. */
@@ -828,7 +882,9 @@ export class NvmeTcpQueue {
     /** What the commands waiting for a slot end with (default: `err`). */
     notSent: HostError = err,
   ): void {
-    clearInterval(this.scanTimer);
+    if (this.scanTimer) clearTimeout(this.scanTimer);
+    this.scanTimer = null;
+    this.nextScanAt = Infinity;
     this.parser.halt();
     if (graceful) {
       // Send what this turn queued now (the TermReq too), then close gracefully only
@@ -868,6 +924,14 @@ export class NvmeTcpQueue {
 
 /** What an error says of a command that never left this host. */
 const NEVER_SENT = 'never sent: the target did not get it';
+
+/**
+ * How late after its deadline a command of `timeoutMs` may end (the timeout scan's
+ * granularity): a quarter of its timeout, from 20 ms to 1 s.
+ */
+function scanSlack(timeoutMs: number): number {
+  return Math.min(1000, Math.max(20, Math.floor(timeoutMs / 4)));
+}
 
 /** A port a TCP connect can reach: an integer 1..65535 (0 is no port to connect to). */
 export function isTcpPort(port: number): boolean {
