@@ -269,10 +269,12 @@ export class NvmeNamespace extends NamespaceIo {
 
 /**
  * For an error message after resends (`retries` > 0): how many times the command was
- * sent (`sent` of its attempts reached the socket); nothing when it was tried once.
+ * sent (`sent` of its attempts reached the socket); nothing when it was tried once, or
+ * never sent at all (a write that waited for a slot when its queue failed, held for the
+ * reconnect: its error says it was never sent, where this said 'sent 0 times').
  */
 function sentNote(sent: number, retries: number): string {
-  return retries === 0 ? '' : timesNote('sent', sent);
+  return retries === 0 || sent === 0 ? '' : timesNote('sent', sent);
 }
 
 /** Why a command is not sent again to a group in ANA state `state`. */

@@ -846,8 +846,20 @@ export class NvmeTcpQueue {
     const opened = this.opened;
     this.opened = null;
     if (!opened) this.opts.onFailed?.(err);
-    this.teardown(err, flush, culprit);
+    this.teardown(err, flush, culprit, (req) => this.failedBeforeSent(req, err));
     opened?.reject(err);
+  }
+
+  /**
+   * What a command still waiting for a free slot when the queue failed with `err` ends
+   * with: it was never sent, as close() says of its own. Same kind and cause as `err`,
+   * so it is sent again after a reconnect as before (NvmeNamespace.resendable, a write
+   * too: maybeExecuted false).
+   */
+  private failedBeforeSent(req: NvmeRequest, err: HostError): HostError {
+    const name = commandName(req, this.qid === 0);
+    const msg = `queue ${this.qid} failed before ${name} was sent (${NEVER_SENT}): ${err.message}`;
+    return new HostError(err.kind, msg, false, { cause: err.cause });
   }
 
   /** Close: commands still in flight or waiting end with a 'closed' error. */
@@ -860,12 +872,9 @@ export class NvmeTcpQueue {
     });
     // A command in flight may have been executed; one waiting for a slot was never sent.
     const why = `queue ${this.qid} closed`;
-    this.teardown(
-      new HostError('closed', `${why} with the command in flight`),
-      true,
-      null,
-      new HostError('closed', `${why} before the command was sent (${NEVER_SENT})`),
-    );
+    const notSent = new HostError('closed', `${why} before the command was sent (${NEVER_SENT})`);
+    const inFlight = new HostError('closed', `${why} with the command in flight`);
+    this.teardown(inFlight, true, null, () => notSent.forCommand(false));
     this.opened?.reject(new HostError('connect', `queue ${this.qid} closed while connecting`));
     this.opened = null;
     return closed;
@@ -878,9 +887,9 @@ export class NvmeTcpQueue {
   private teardown(
     err: HostError,
     graceful: boolean,
-    culprit: Culprit | null = null,
-    /** What the commands waiting for a slot end with (default: `err`). */
-    notSent: HostError = err,
+    culprit: Culprit | null,
+    /** A new error for each command waiting for a slot (never sent, maybeExecuted false). */
+    notSent: (req: NvmeRequest) => HostError,
   ): void {
     if (this.scanTimer) clearTimeout(this.scanTimer);
     this.scanTimer = null;
@@ -918,7 +927,7 @@ export class NvmeTcpQueue {
     }
     if (culprit?.slot.req) this.failSlot(culprit.slot, culprit.err);
     for (const slot of this.slots) if (slot.req) this.failSlot(slot, err.forCommand(true));
-    for (const req of this.waiting.drain()) finish(req, notSent.forCommand(false));
+    for (const req of this.waiting.drain()) finish(req, notSent(req));
   }
 }
 

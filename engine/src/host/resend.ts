@@ -15,7 +15,8 @@ import type { NvmeRequest } from './request.js';
 /** One command held, as the controller's callbacks see it. */
 export interface Held {
   readonly queue: number;
-  /** It was sent before (a retry after a status, or after a lost association). */
+  /** It was sent before (a retry after a status, or after a lost association), so it is
+   * "not sent again"; else it was never sent at all. */
   readonly again: boolean;
   /** Its bound while it waits for the controller to be live, ms (Infinity: none): what
    * is left of its timeout. */
@@ -67,7 +68,11 @@ export class Resends {
   /**
    * Send `req` on `queue` once the controller is live again (release()), or end it with
    * expired() once `boundMs` have passed (Infinity, or beyond Node's timers: no bound):
-   * what is left of its timeout (`timeoutMs`).
+   * what is left of its timeout (`timeoutMs`). `again`: it comes back after a failure
+   * (a lost association); it was sent before unless it still has the deadline
+   * submitIo() gave it, which the queue clears once it sends it (NvmeRequest.deadline):
+   * one still waiting for a slot when its queue failed comes back never sent. (A
+   * command with no timeout has no deadline to tell by: taken as sent.)
    */
   untilLive(
     req: NvmeRequest,
@@ -76,7 +81,8 @@ export class Resends {
     boundMs: number,
     timeoutMs: number,
   ): void {
-    const e: Entry = { queue, again, boundMs, timeoutMs, delay: null, bound: null };
+    const sent = again && req.deadline === 0;
+    const e: Entry = { queue, again: sent, boundMs, timeoutMs, delay: null, bound: null };
     this.held.set(req, e);
     if (boundMs <= MAX_TIMER_MS) {
       e.bound = setTimeout(() => this.end(req, this.expired(e)), boundMs);
