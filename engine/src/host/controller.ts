@@ -37,7 +37,12 @@ import { StateMachine } from './state.js';
 export interface ReconnectOptions {
   /** Wait between attempts, ms (Linux reconnect_delay: 10 s). */
   readonly delayMs: number;
-  /** Give up this long after the association was lost, ms (Linux ctrl_loss_tmo: 600 s). */
+  /**
+   * Give up this long after the association was lost, ms (Linux ctrl_loss_tmo: 600 s). An
+   * association connected meanwhile ends it only once a Keep Alive is answered on it (at
+   * once with KATO 0): a target that takes the connection but refuses (or never answers)
+   * every Keep Alive is given up too. reconnect() from 'new' or 'dead' starts it afresh.
+   */
   readonly lossTimeoutMs: number;
 }
 
@@ -168,7 +173,20 @@ export class NvmeController implements Submitter {
   private retryTimer: NodeJS.Timeout | null = null;
   /** See keepAliveCeilingMs. */
   private katoCeiling = 0;
+  /**
+   * When the controller lost the last association it kept (one on which a Keep Alive
+   * was answered), or, with none kept since connect or reconnect() from 'new' or 'dead',
+   * its first association or attempt since: the loss timeout runs from it. 0 while the
+   * current association is kept, or none has been lost since.
+   */
   private lostAt = 0;
+  /** An association was kept since connect or reconnect() from 'new' or 'dead'. */
+  private keptOne = false;
+  /** Associations connected since the last one kept (or since connect / reconnect() from
+   * 'new' or 'dead') that had no Keep Alive answered, for the message at 'dead'. */
+  private unkept = 0;
+  /** Why the controller stopped reconnecting, while it is 'dead' after reconnecting. */
+  private gaveUp = '';
   /** Why the last association was lost (for messages of commands refused meanwhile). */
   private lastError: Error | null = null;
   /** I/O commands held: sent again after a delay or a reconnect, or waiting for one. */
@@ -330,6 +348,8 @@ export class NvmeController implements Submitter {
       if (!r.error && r.status === 0 && this.assoc === a) {
         this.params = { ...this.params, kato };
         a.keepAlive.start(kato);
+        // No Keep Alive will be answered on it now: the controller took the command.
+        if (kato === 0) this.recovered();
       }
       done(r);
     };
@@ -503,9 +523,10 @@ export class NvmeController implements Submitter {
         `ms), so I/O fails at once until it is live again (not sent): check the connection ` +
         `to the target, then send it again once it is live, or raise fastIoFailMs`
       : '';
+    const gaveUp = this.gaveUp && this.sm.is('dead') ? `; ${this.gaveUp}` : '';
     return new HostError(
       closed ? 'closed' : 'not-connected',
-      `controller is ${this.sm.state}${why}${fast}`,
+      `controller is ${this.sm.state}${why}${fast}${gaveUp}`,
     );
   }
 
@@ -589,6 +610,12 @@ export class NvmeController implements Submitter {
     if (this.sm.is('deleting', 'closed')) {
       return Promise.reject(new HostError('closed', 'controller is closed'));
     }
+    if (this.sm.is('new', 'dead')) {
+      // Asked for by the caller: the loss timeout starts again.
+      this.lostAt = this.unkept = 0;
+      this.keptOne = false;
+    }
+    this.gaveUp = '';
     this.connecting = this.attempt().finally(() => (this.connecting = null));
     return this.connecting;
   }
@@ -628,7 +655,11 @@ export class NvmeController implements Submitter {
     }
     this.assoc = a;
     this.lastError = null;
-    this.lostAt = 0;
+    // Recovered once the controller keeps it: a target may take the connection and then
+    // refuse every Keep Alive (each association ending at its first one, KATO/2 in).
+    this.unkept++;
+    if (this.params.kato === 0) this.recovered();
+    else a.keepAlive.whenAnswered(() => this.assoc === a && this.recovered());
     this.sm.transition('live');
     this.anaStates.newAssociation();
     this.resends.release();
@@ -649,12 +680,19 @@ export class NvmeController implements Submitter {
     a.failAll(new HostError('transport', `controller error recovery: ${err.message}`));
   }
 
+  /** The current association is one the controller keeps: the loss timeout ends. */
+  private recovered(): void {
+    this.lostAt = this.unkept = 0;
+    this.keptOne = true;
+  }
+
   /** After a lost association or a failed attempt: schedule a retry, or go dead. */
   private afterLoss(): void {
     const rc = this.opts.reconnect;
     const now = performance.now();
     if (this.lostAt === 0) this.lostAt = now;
     if (!rc || now - this.lostAt + rc.delayMs > rc.lossTimeoutMs) {
+      if (rc) this.gaveUp = this.gaveUpWhy(rc);
       this.sm.transition('dead');
       const gaveUp = new HostError(
         'not-connected',
@@ -670,6 +708,24 @@ export class NvmeController implements Submitter {
       this.retryTimer = null;
       if (this.sm.is('recovering')) this.reconnect().catch(() => {});
     }, rc.delayMs);
+  }
+
+  /** Why a controller that reconnected by itself stopped, for the errors from then on. */
+  private gaveUpWhy(rc: ReconnectOptions): string {
+    const n = this.unkept;
+    const since = this.keptOne
+      ? 'since it lost the last association on which a Keep Alive was answered'
+      : 'since it lost its first association (or failed its first attempt) after connect or reconnect()';
+    const unkept =
+      n === 0
+        ? ''
+        : `; the ${n === 1 ? 'association' : `${n} associations`} connected since ` +
+          `${this.keptOne ? 'that one' : 'connect or reconnect()'} ended before a Keep Alive ` +
+          `was answered on ${n === 1 ? 'it' : 'any'} (check the target's log for why)`;
+    return (
+      `it gave up reconnecting: reconnect.lossTimeoutMs (${rc.lossTimeoutMs} ms) ran out ` +
+      `${since}${unkept}`
+    );
   }
 
   /** Enable the events we understand and keep one Async Event Request outstanding. */

@@ -20,6 +20,9 @@ export class KeepAlive {
   private readonly req = new NvmeRequest();
   /** A Keep Alive is in flight: the next tick waits for it (one reserved slot). */
   private busy = false;
+  /** A Keep Alive was answered with success on this association (whenAnswered). */
+  private answered = false;
+  private onAnswered: (() => void) | null = null;
 
   constructor(
     private readonly admin: NvmeTcpQueue,
@@ -35,6 +38,16 @@ export class KeepAlive {
     this.timer.unref();
   }
 
+  /**
+   * Calls `fn` once a Keep Alive has been answered with success (now, if one was): the
+   * controller keeps this association, rather than taking the connection and then
+   * refusing (or never answering) its Keep Alives. One waiter; a later call replaces it.
+   */
+  whenAnswered(fn: () => void): void {
+    if (this.answered) return fn();
+    this.onAnswered = fn;
+  }
+
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
@@ -48,8 +61,17 @@ export class KeepAlive {
     this.req.onDone = (r) => {
       this.busy = false;
       if (!r.error && r.status !== 0 && this.timer) this.refused(r.status, kato);
+      else if (!r.error && r.status === 0) this.kept();
     };
     this.admin.submitReserved(this.req);
+  }
+
+  private kept(): void {
+    if (this.answered) return;
+    this.answered = true;
+    const fn = this.onAnswered;
+    this.onAnswered = null;
+    fn?.();
   }
 
   /** Answered with `status`: end the association (error recovery), saying why. */

@@ -290,3 +290,151 @@ describe('a Keep Alive refused while the I/O queues connect', () => {
     expect(ms).toBeLessThan(kato * 2);
   });
 });
+
+describe('reconnecting to a target that refuses Keep Alives', () => {
+  const kato = 1000;
+  const delayMs = 50;
+
+  /** A fake target whose Keep Alives get INTERNAL while `refuse.on` holds. */
+  async function refusingTarget(port = 0) {
+    const refuse = { on: true };
+    const target = new FakeTarget({
+      adminStatus: (op) => (op === ADMIN.KEEP_ALIVE && refuse.on ? SC.INTERNAL : 0),
+    });
+    await target.start(port);
+    cleanups.push(() => target.stop());
+    return { target, refuse };
+  }
+
+  /** A controller on `port` that notes each state it takes, and when. */
+  async function controller(port: number, lossTimeoutMs: number) {
+    const states: { state: ControllerState; at: number; why?: string }[] = [];
+    const ctrl = await NvmeController.connect({
+      host: '127.0.0.1',
+      port,
+      subnqn: 'nqn.fake',
+      kato,
+      reconnect: { delayMs, lossTimeoutMs },
+      onStateChange: (state, _prev, why) =>
+        states.push({ state, at: performance.now(), why: why?.message }),
+    });
+    cleanups.push(() => ctrl.close(100));
+    const ns = await ctrl.namespace(1);
+    /** Associations connected (went live), from the `from`th state on. */
+    const associations = (from = 0) => states.slice(from).filter((s) => s.state === 'live').length;
+    /** The waits between losing (or failing) an association and the next attempt. */
+    const waits = () =>
+      states.flatMap((s, i) =>
+        s.state === 'connecting' && states[i - 1]?.state === 'recovering'
+          ? [s.at - states[i - 1]!.at]
+          : [],
+      );
+    return { ctrl, ns, states, associations, waits };
+  }
+
+  // Before: each association that connected started the loss timeout again, so the host
+  // reconnected every ~550 ms (the first Keep Alive at KATO/2, refused, then delayMs) for
+  // as long as the target ran, never 'dead' (22 associations in 12 s).
+  it('gives up once lossTimeoutMs runs out, naming the associations no Keep Alive was answered on', async () => {
+    const lossTimeoutMs = 3000;
+    const { target } = await refusingTarget();
+    const { ctrl, ns, states, associations, waits } = await controller(target.port, lossTimeoutMs);
+    await waitFor(() => ctrl.state === 'dead', lossTimeoutMs + kato + 3000);
+    const lost = states.find((s) => s.state === 'recovering')!.at;
+    const dead = states.at(-1)!;
+    expect(dead.state).toBe('dead');
+    expect(dead.why).toMatch(/answered Keep Alive with status INTERNAL/);
+    // Given up within lossTimeoutMs of the first loss, and at most one KATO later (the
+    // association live then ends at its first Keep Alive), having kept trying till then.
+    expect(dead.at - lost).toBeGreaterThan(lossTimeoutMs - kato);
+    expect(dead.at - lost).toBeLessThan(lossTimeoutMs + kato);
+    // The first association and one every ~550 ms after it was lost.
+    const n = associations();
+    expect(n).toBeGreaterThanOrEqual(4);
+    expect(n).toBeLessThanOrEqual(8);
+    // No backoff: every attempt came delayMs after the loss before it.
+    expect(waits().length).toBe(n - 1);
+    for (const ms of waits()) expect(ms).toBeLessThan(delayMs + 100);
+    const err = (await ns.read(0, 1).catch((e: unknown) => e)) as HostError;
+    expect(err).toMatchObject({ kind: 'not-connected', maybeExecuted: false });
+    expect(err.message).toContain(
+      `controller is dead: 127.0.0.1:${target.port}: the controller answered Keep Alive with status INTERNAL`,
+    );
+    expect(err.message).toContain(
+      `; it gave up reconnecting: reconnect.lossTimeoutMs (3000 ms) ran out since it lost its ` +
+        `first association (or failed its first attempt) after connect or reconnect(); the ${n} ` +
+        `associations connected since connect or reconnect() ended before a Keep Alive was ` +
+        `answered on any (check the target's log for why)`,
+    );
+    // reconnect() by the caller starts the loss timeout afresh: it tries again for as long.
+    const from = states.length;
+    const again = performance.now();
+    await ctrl.reconnect();
+    await waitFor(() => ctrl.state === 'dead', lossTimeoutMs + kato + 3000);
+    expect(performance.now() - again).toBeGreaterThan(lossTimeoutMs);
+    expect(associations(from)).toBeGreaterThanOrEqual(4);
+  });
+
+  // Before: never 'dead' at all (as above), so the loss timeout never ran out after the
+  // second round of refusals either.
+  it('starts the loss timeout again once a Keep Alive is answered on an association', async () => {
+    const lossTimeoutMs = 2500;
+    const { target, refuse } = await refusingTarget();
+    const { ctrl, ns, states, associations } = await controller(target.port, lossTimeoutMs);
+    // Refused for 2 s of the 2.5 s, then answered on the next association.
+    await sleep(2000);
+    refuse.on = false;
+    const kas = () => target.adminOps.filter((o) => o === ADMIN.KEEP_ALIVE).length;
+    const before = kas();
+    await waitFor(() => kas() >= before + 2 && ctrl.state === 'live', 3000);
+    expect(associations()).toBeGreaterThanOrEqual(3);
+    // Kept past the first loss's 2.5 s.
+    await sleep(600);
+    expect(ctrl.state).toBe('live');
+    // Refused again: a full loss timeout from the next loss.
+    const from = states.length;
+    refuse.on = true;
+    await waitFor(() => ctrl.state === 'dead', lossTimeoutMs + kato + 3000);
+    const lost = states.slice(from).find((s) => s.state === 'recovering')!.at;
+    const dead = states.at(-1)!.at;
+    expect(dead - lost).toBeGreaterThan(lossTimeoutMs - kato);
+    expect(dead - lost).toBeLessThan(lossTimeoutMs + kato);
+    const n = associations(from);
+    const err = (await ns.read(0, 1).catch((e: unknown) => e)) as HostError;
+    expect(err.message).toContain(
+      `; it gave up reconnecting: reconnect.lossTimeoutMs (2500 ms) ran out since it lost the ` +
+        `last association on which a Keep Alive was answered; the ${n} associations connected ` +
+        `since that one ended before a Keep Alive was answered on any`,
+    );
+  });
+
+  // Unchanged: a target that was down comes back within about delayMs, I/O held across
+  // it flows, and an association that answered a Keep Alive resets the loss timeout.
+  it('reconnects to a target that was down once it is back, and starts over after a kept association', async () => {
+    const lossTimeoutMs = 2000;
+    const { target, refuse } = await onPortIn(54000, 54019, (p) => refusingTarget(p));
+    refuse.on = false;
+    const port = target.port;
+    const { ctrl, ns, states } = await controller(port, lossTimeoutMs);
+    const kas = () => target.adminOps.filter((o) => o === ADMIN.KEEP_ALIVE).length;
+    for (let round = 0; round < 2; round++) {
+      // Down 1.5 s twice: 3 s in all, past lossTimeoutMs, with a kept association between.
+      await target.stop();
+      await waitFor(() => ctrl.state === 'recovering');
+      const data = randomBytes(512);
+      const write = ns.write(10 + round, data); // held for the reconnect
+      await sleep(1500);
+      expect(ctrl.state).not.toBe('dead');
+      const back = performance.now();
+      await target.start(port);
+      await write;
+      const live = states.findLast((s) => s.state === 'live')!.at;
+      expect(live - back).toBeLessThan(delayMs + 200);
+      expect((await ns.read(10 + round, 1)).equals(data)).toBe(true);
+      const before = kas();
+      await waitFor(() => kas() > before, 2 * kato);
+      await sleep(50);
+    }
+    expect(ctrl.state).toBe('live');
+  });
+});
