@@ -10,14 +10,13 @@ import { afterEach, describe, expect, it } from 'vitest';
 import {
   HostError,
   NvmeController,
-  NvmeRequest,
-  fillRw,
   type ControllerOptions,
 } from '../../../engine/src/host/index.js';
 import { IO } from '../../../engine/src/protocol/opcodes.js';
 import { waitFor } from './helpers.js';
-import { FakeTarget, type FakeTargetOptions } from './fake-target.js';
-import { PausableProxy, cleanup, runCleanup } from './multipath-rig.js';
+import type { FakeTargetOptions } from './fake-target.js';
+import { runCleanup } from './multipath-rig.js';
+import { outcome, proxiedFake, submitOne } from './proxied-fake.js';
 
 afterEach(runCleanup);
 
@@ -25,48 +24,19 @@ const holdWrites = (op: number, qid: number) => qid > 0 && op === IO.WRITE;
 const holdReads = (op: number, qid: number) => qid > 0 && op === IO.READ;
 const NEVER_SENT = '(never sent: the target did not get it)';
 
-/** A FakeTarget behind a proxy, and a controller connected through it. */
+/** proxiedFake, with `cut`: the connections drop, and new ones are refused until proxy.resume(). */
 async function rig(t: FakeTargetOptions, c: Partial<ControllerOptions> = {}) {
-  const target = await new FakeTarget(t).start();
-  cleanup.push(() => target.stop());
-  const proxy = await PausableProxy.start(target.port);
-  const ctrl = await NvmeController.connect({
-    host: '127.0.0.1',
-    port: proxy.port,
-    subnqn: 'nqn.fake',
-    ...c,
-  });
-  // First (cleanups run in reverse): held commands fail instead of holding close().
-  cleanup.push(
-    () => ctrl.close(0),
-    async () => target.dropAll(),
-  );
-  /** The connections drop, and new ones are refused until proxy.resume(). */
+  const r = await proxiedFake(t, c);
   const cut = () => {
-    proxy.resume();
-    proxy.pause();
+    r.proxy.resume();
+    r.proxy.pause();
   };
-  return { target, proxy, ctrl, ns: await ctrl.namespace(1), cut };
+  return { ...r, cut };
 }
 
 /** A one-block write submitted with the callback API; resolves once it ended. */
-function write(ctrl: NvmeController, slba: number, timeoutMs = -1) {
-  const req = fillRw(new NvmeRequest(), IO.WRITE, 1, slba, 1);
-  req.dataOut = Buffer.alloc(512, slba);
-  req.timeoutMs = timeoutMs;
-  const done = new Promise<NvmeRequest>((r) => (req.onDone = r));
-  ctrl.submitIo(req);
-  return done;
-}
-
-/** How `p` ended, and when (ms after `since`). */
-async function outcome(p: Promise<unknown>, since: number) {
-  const error = await p.then(
-    () => null,
-    (e: Error) => e,
-  );
-  return { error: error as HostError | null, ms: performance.now() - since };
-}
+const write = (ctrl: NvmeController, slba: number, timeoutMs = -1) =>
+  submitOne(ctrl, IO.WRITE, slba, timeoutMs).then((d) => d.req);
 
 // Before: it ended with the queue's failure alone ('127.0.0.1:port queue 1: connection
 // closed by the controller', maybeExecuted false), saying neither that it was never sent

@@ -4,16 +4,11 @@
  * command due earlier pulls it in, so the command ends close to its own deadline. The
  * in-process FakeTarget on any free port, never answering writes.
  */
-import { performance } from 'node:perf_hooks';
 import { afterEach, describe, expect, it } from 'vitest';
-import {
-  NvmeController,
-  NvmeRequest,
-  fillRw,
-  type ControllerOptions,
-} from '../../../engine/src/host/index.js';
+import { NvmeController, type ControllerOptions } from '../../../engine/src/host/index.js';
 import { IO } from '../../../engine/src/protocol/opcodes.js';
 import { FakeTarget, type FakeTargetOptions } from './fake-target.js';
+import { submitOne } from './proxied-fake.js';
 
 let target: FakeTarget | null = null;
 let ctrl: NvmeController | null = null;
@@ -39,32 +34,13 @@ async function setup(t: FakeTargetOptions = {}, c: Partial<ControllerOptions> = 
   return { target, ctrl };
 }
 
-/** Submit a one-block command with a timeout of its own; resolves with it and when it ended. */
-function submit(
-  c: NvmeController,
-  op: typeof IO.READ | typeof IO.WRITE,
-  slba: number,
-  timeoutMs: number,
-) {
-  const req = fillRw(new NvmeRequest(), op, 1, slba, 1);
-  if (op === IO.WRITE) req.dataOut = Buffer.alloc(512, slba);
-  else req.readLength = 512;
-  req.timeoutMs = timeoutMs;
-  const started = performance.now();
-  const done = new Promise<{ req: NvmeRequest; ms: number }>((resolve) => {
-    req.onDone = (r) => resolve({ req: r, ms: performance.now() - started });
-  });
-  c.submitIo(req);
-  return done;
-}
-
 describe('a command with a timeout of its own shorter than its queue scan period', () => {
   // Before: the queue (ioTimeoutMs 30 s) scanned every 1 s, so a 100 ms write timed out
   // at the next scan: about 1 s after it was submitted here.
   it('times out near its own timeout, not at the queue scan period', async () => {
     const { ctrl } = await setup({ hold: holdWrites });
     expect(ctrl.ioTimeoutMs).toBe(30_000);
-    const { req, ms } = await submit(ctrl, IO.WRITE, 0, 100);
+    const { req, ms } = await submitOne(ctrl, IO.WRITE, 0, 100);
     expect(req.error).toMatchObject({ kind: 'timeout', maybeExecuted: true });
     expect(req.error!.message).toMatch(/write \(opcode 0x1\), timed out after 100 ms/);
     expect(ms).toBeGreaterThanOrEqual(99);
@@ -75,10 +51,10 @@ describe('a command with a timeout of its own shorter than its queue scan period
   it('pulls in the scan again after a scan found nothing late', async () => {
     const { ctrl } = await setup({ hold: holdWrites });
     // Answered at once: the scan it pulled in finds nothing, and the next is 1 s away.
-    const read = await submit(ctrl, IO.READ, 0, 100);
+    const read = await submitOne(ctrl, IO.READ, 0, 100);
     expect(read.req.error).toBeNull();
     await sleep(200);
-    const { req, ms } = await submit(ctrl, IO.WRITE, 0, 150);
+    const { req, ms } = await submitOne(ctrl, IO.WRITE, 0, 150);
     expect(req.error).toMatchObject({ kind: 'timeout', maybeExecuted: true });
     expect(ms).toBeGreaterThanOrEqual(149);
     expect(ms).toBeLessThan(300);
@@ -88,8 +64,8 @@ describe('a command with a timeout of its own shorter than its queue scan period
   it('times out near its own timeout while it waits for a free slot, never sent', async () => {
     const { ctrl, target } = await setup({ hold: holdWrites }, { queueSize: 2 });
     expect(ctrl.ioQueueDepth).toBe(1);
-    const first = submit(ctrl, IO.WRITE, 0, 20_000); // in flight, never answered
-    const { req, ms } = await submit(ctrl, IO.WRITE, 1, 200);
+    const first = submitOne(ctrl, IO.WRITE, 0, 20_000); // in flight, never answered
+    const { req, ms } = await submitOne(ctrl, IO.WRITE, 1, 200);
     expect(req.error).toMatchObject({ kind: 'timeout', maybeExecuted: false });
     expect(req.error!.message).toMatch(/timed out after 200 ms waiting for a free slot/);
     expect(ms).toBeGreaterThanOrEqual(199);

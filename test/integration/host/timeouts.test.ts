@@ -7,17 +7,12 @@
  */
 import { performance } from 'node:perf_hooks';
 import { afterEach, describe, expect, it } from 'vitest';
-import {
-  HostError,
-  NvmeController,
-  NvmeRequest,
-  fillRw,
-  type ControllerOptions,
-} from '../../../engine/src/host/index.js';
+import { HostError, type ControllerOptions } from '../../../engine/src/host/index.js';
 import { IO } from '../../../engine/src/protocol/opcodes.js';
 import { onPortIn, waitFor } from './helpers.js';
-import { FakeTarget, type FakeTargetOptions } from './fake-target.js';
-import { PausableProxy, cleanup, runCleanup } from './multipath-rig.js';
+import type { FakeTargetOptions } from './fake-target.js';
+import { runCleanup } from './multipath-rig.js';
+import { outcome, proxiedFake, submitOne } from './proxied-fake.js';
 
 let nextPort = 53500;
 const onNextPort = <T>(start: (port: number) => Promise<T>) =>
@@ -31,34 +26,9 @@ afterEach(runCleanup);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const holdWrites = (op: number, qid: number) => qid > 0 && op === IO.WRITE;
 
-/** A FakeTarget behind a proxy, and a controller connected through it. */
-async function rig(t: FakeTargetOptions = {}, c: Partial<ControllerOptions> = {}) {
-  const target = new FakeTarget(t);
-  await onNextPort((port) => target.start(port));
-  cleanup.push(() => target.stop());
-  const proxy = await onNextPort((port) => PausableProxy.start(target.port, port));
-  const ctrl = await NvmeController.connect({
-    host: '127.0.0.1',
-    port: proxy.port,
-    subnqn: 'nqn.fake',
-    ...c,
-  });
-  // First (cleanups run in reverse): the held commands fail instead of holding close().
-  cleanup.push(
-    () => ctrl.close(0),
-    async () => target.dropAll(),
-  );
-  return { target, proxy, ctrl, ns: await ctrl.namespace(1) };
-}
-
-/** How `p` ended, and when (ms after `since`). */
-async function outcome(p: Promise<unknown>, since: number) {
-  const error = await p.then(
-    () => null,
-    (e: Error) => e,
-  );
-  return { error, ms: performance.now() - since };
-}
+/** proxiedFake on this file's ports. */
+const rig = (t: FakeTargetOptions = {}, c: Partial<ControllerOptions> = {}) =>
+  proxiedFake(t, c, onNextPort);
 
 describe('a command held while its controller reconnects', () => {
   // Before: its timeout started again when it was finally sent, so a write held 1.2 s
@@ -92,14 +62,8 @@ describe('a command waiting for a free slot on its queue', () => {
   it('fails as a timeout, never sent, once its deadline passes; the queue stays up', async () => {
     const { ctrl, target } = await rig({ hold: holdWrites }, { queueSize: 2 });
     expect(ctrl.ioQueueDepth).toBe(1);
-    const write = (slba: number, timeoutMs: number) => {
-      const req = fillRw(new NvmeRequest(), IO.WRITE, 1, slba, 1);
-      req.dataOut = Buffer.alloc(512, slba);
-      req.timeoutMs = timeoutMs;
-      const done = new Promise<NvmeRequest>((r) => (req.onDone = r));
-      ctrl.submitIo(req);
-      return done;
-    };
+    const write = (slba: number, timeoutMs: number) =>
+      submitOne(ctrl, IO.WRITE, slba, timeoutMs).then((d) => d.req);
     const first = write(0, 20_000); // in flight, never answered
     const started = performance.now();
     const second = write(1, 500); // waits for the one slot
