@@ -100,10 +100,6 @@ export class HostError extends Error {
 }
 
 /**
- * `e` for a command an earlier attempt of which got no completion and may have run:
- * maybeExecuted set, and said after what the command is (`what`).
- */
-/**
  * What to do about a write (write zeroes, deallocate) that may have been executed and is
  * not sent again; `when`: when the caller can act ('once the controller is live again').
  */
@@ -116,6 +112,10 @@ export function writeInDoubtAdvice(when: string): string {
   );
 }
 
+/**
+ * `e` for a command an earlier attempt of which got no completion and may have run:
+ * maybeExecuted set, and said after what the command is (`what`).
+ */
 export function withEarlierAttempt(e: HostError, what: string): HostError {
   if (e.maybeExecuted) return e;
   return new HostError(e.kind, `${what}: ${e.message}${EARLIER_ATTEMPT_NOTE}`, true, { cause: e });

@@ -18,7 +18,9 @@
  * Reads that cannot wait are served on the main thread (see InlineReads): a read
  * the page cache (or RAM) already holds costs one copy, and a thread hop (two
  * ring updates, a futex wake, a message back, a second copy) costs more than
- * the copy. Misses, writes and everything behind a pending write go to workers.
+ * the copy. So does a lone write to a file whose pages are RAM (tmpfs without swap):
+ * with nothing else in the pool it can pass nothing. Misses, other writes and
+ * everything behind a pending write go to workers.
  */
 import { once } from 'node:events';
 import { readFileSync, readSync, statfsSync, writeSync } from 'node:fs';
