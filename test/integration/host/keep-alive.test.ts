@@ -352,9 +352,10 @@ describe('reconnecting to a target that refuses Keep Alives', () => {
     const n = associations();
     expect(n).toBeGreaterThanOrEqual(4);
     expect(n).toBeLessThanOrEqual(8);
-    // No backoff: every attempt came delayMs after the loss before it.
+    // No backoff: every attempt came delayMs after the loss before it (a doubling wait
+    // would be 400 ms by the fourth; the slack is for timers late on a loaded machine).
     expect(waits().length).toBe(n - 1);
-    for (const ms of waits()) expect(ms).toBeLessThan(delayMs + 100);
+    for (const ms of waits()) expect(ms).toBeLessThan(delayMs + 250);
     const err = (await ns.read(0, 1).catch((e: unknown) => e)) as HostError;
     expect(err).toMatchObject({ kind: 'not-connected', maybeExecuted: false });
     expect(err.message).toContain(
@@ -429,7 +430,7 @@ describe('reconnecting to a target that refuses Keep Alives', () => {
       await target.start(port);
       await write;
       const live = states.findLast((s) => s.state === 'live')!.at;
-      expect(live - back).toBeLessThan(delayMs + 200);
+      expect(live - back).toBeLessThan(delayMs + 450); // not a backoff's seconds
       expect((await ns.read(10 + round, 1)).equals(data)).toBe(true);
       const before = kas();
       await waitFor(() => kas() > before, 2 * kato);
