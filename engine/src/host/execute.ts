@@ -35,15 +35,13 @@ export function describe(req: NvmeRequest): string {
   return `opcode 0x${req.opcode.toString(16)} nsid ${req.nsid}`;
 }
 
-const IO_NAMES = new Map<number, string>(
-  Object.entries(IO).map(([k, v]) => [v, k.toLowerCase().replace(/_/g, ' ')] as [number, string]),
-);
-IO_NAMES.set(IO.DSM, 'dataset management');
-const ADMIN_NAMES = new Map<number, string>(
-  Object.entries(ADMIN).map(
-    ([k, v]) => [v, k.toLowerCase().replace(/_/g, ' ')] as [number, string],
-  ),
-);
+/** Opcode → name, from an opcode table's keys (KEEP_ALIVE → "keep alive"). */
+function namesOf(table: Record<string, number>): Map<number, string> {
+  return new Map(Object.entries(table).map(([k, v]) => [v, k.toLowerCase().replace(/_/g, ' ')]));
+}
+
+const IO_NAMES = namesOf(IO).set(IO.DSM, 'dataset management');
+const ADMIN_NAMES = namesOf(ADMIN);
 
 /**
  * The command's name and opcode for an error message ("write (opcode 0x1)"): an I/O

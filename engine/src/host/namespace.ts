@@ -19,13 +19,7 @@ import type { NamespaceIdentity, NamespaceIds } from './admin.js';
 import { anaStateOfStatus, type AnaPathState } from './ana-log.js';
 import type { AnaWait } from './ana-state.js';
 import type { ControllerState } from './controller.js';
-import {
-  EARLIER_ATTEMPT_NOTE,
-  HostError,
-  NvmeStatusError,
-  withEarlierAttempt,
-  writeInDoubtAdvice,
-} from './errors.js';
+import { EARLIER_ATTEMPT_NOTE, HostError, NvmeStatusError, writeInDoubtAdvice } from './errors.js';
 import { NamespaceIo } from './namespace-io.js';
 import { NO_TIMEOUT, type NvmeRequest } from './request.js';
 import {
@@ -248,9 +242,9 @@ export class NvmeNamespace extends NamespaceIo {
       return new HostError(e.kind, `${what}: ${e.message}; ${doubt}`, true, { cause: e });
     }
     if (earlier) {
-      // withEarlierAttempt leaves an error that says it may have been executed as it is:
-      // this one is the last attempt's, and says nothing of the command or its resends.
-      if (!e.maybeExecuted) return withEarlierAttempt(e, what);
+      // Restated even when it says it may have been executed (withEarlierAttempt would
+      // leave it as it is): the last attempt's error says nothing of the command or its
+      // resends.
       const msg = `${what}: ${e.message}${EARLIER_ATTEMPT_NOTE}`;
       return new HostError(e.kind, msg, true, { cause: e });
     }

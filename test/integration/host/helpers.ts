@@ -139,6 +139,22 @@ export async function startReference(timeoutMs = 120_000): Promise<ReferenceTarg
   return { port, nqn: REF_NQN, log: () => `${out}\n${consoleText}`, stop };
 }
 
+/** Starts a listener on a port of the caller's choosing. */
+export type Listen = <T>(start: (port: number) => Promise<T>) => Promise<T>;
+
+/**
+ * onPortIn over a file's own range, taking the ports in turn across calls (a port in use
+ * is skipped).
+ */
+export function portsInTurn(first: number, last: number): Listen {
+  let next = first;
+  return (start) =>
+    onPortIn(next, last, (port) => {
+      next = port + 1;
+      return start(port);
+    });
+}
+
 /**
  * `start(port)` on the first port from `first` to `last` it can listen on. A port of a
  * test's range may be taken for a while by another process's outgoing connection: the

@@ -14,14 +14,13 @@ import {
 } from '../../../engine/src/host/index.js';
 import { IO } from '../../../engine/src/protocol/opcodes.js';
 import { FakeTarget, type FakeTargetOptions } from './fake-target.js';
+import type { Listen } from './helpers.js';
 import { PausableProxy, cleanup } from './multipath-rig.js';
-
-/** Starts a listener on a port of the caller's choosing (default: any free one). */
-export type Listen = <T>(start: (port: number) => Promise<T>) => Promise<T>;
 
 export async function proxiedFake(
   t: FakeTargetOptions = {},
   c: Partial<ControllerOptions> = {},
+  /** Where the target and proxy listen (default: any free port). */
   listen: Listen = (start) => start(0),
 ) {
   const target = new FakeTarget(t);

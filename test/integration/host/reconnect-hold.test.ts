@@ -23,17 +23,12 @@ import {
 import { IO } from '../../../engine/src/protocol/opcodes.js';
 import { MemoryBackend } from '../../../engine/src/storage/memory.js';
 import { serveOnLoopback } from '../../helpers/target.js';
-import { onPortIn, waitFor } from './helpers.js';
+import { portsInTurn, waitFor } from './helpers.js';
 import { PausableProxy, runCleanup, cleanup } from './multipath-rig.js';
 
 const NQN = 'nqn.2026-01.io.branchsan.test:reconnect-hold';
 /** This file's ports: 51000..51099, taken in turn (a port in use is skipped). */
-let nextPort = 51000;
-const onNextPort = <T>(start: (port: number) => Promise<T>) =>
-  onPortIn(nextPort, 51099, (port) => {
-    nextPort = port + 1;
-    return start(port);
-  });
+const onNextPort = portsInTurn(51000, 51099);
 
 afterEach(runCleanup);
 

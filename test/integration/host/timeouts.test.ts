@@ -9,17 +9,12 @@ import { performance } from 'node:perf_hooks';
 import { afterEach, describe, expect, it } from 'vitest';
 import { HostError, type ControllerOptions } from '../../../engine/src/host/index.js';
 import { IO } from '../../../engine/src/protocol/opcodes.js';
-import { onPortIn, waitFor } from './helpers.js';
+import { portsInTurn, waitFor } from './helpers.js';
 import type { FakeTargetOptions } from './fake-target.js';
 import { runCleanup } from './multipath-rig.js';
 import { outcome, proxiedFake, submitOne } from './proxied-fake.js';
 
-let nextPort = 53500;
-const onNextPort = <T>(start: (port: number) => Promise<T>) =>
-  onPortIn(nextPort, 53599, (port) => {
-    nextPort = port + 1;
-    return start(port);
-  });
+const onNextPort = portsInTurn(53500, 53599);
 
 afterEach(runCleanup);
 
