@@ -34,6 +34,7 @@ import { IN_CAPSULE_DATA_SIZE, MAX_C2H_DATA, MAXH2CDATA } from '../protocol/tcp-
 import type { BlockBackend } from '../storage/backend.js';
 import { FRAME_POOL_BYTES } from '../transport/tcp/limits.js';
 import { PduWriter } from '../transport/tcp/writer.js';
+import { readInto } from '../util/socket-input.js';
 import { RecycledBuffers } from '../util/read-buffers.js';
 import type { Submit } from './patterns.js';
 
@@ -76,14 +77,22 @@ export function nvmeTcpWireBytes(
 export function startFloorServer(
   backend: () => BlockBackend | undefined = () => undefined,
 ): Promise<net.Server> {
-  const server = net.createServer((sock) => serveFloor(sock, backend));
+  // Its connections read into one buffer of its own, as the target's do (readInto).
+  const server = net.createServer({ pauseOnConnect: true }, (sock) => serveFloor(sock, backend));
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
 }
 
-function serveFloor(sock: net.Socket, backend: () => BlockBackend | undefined): void {
+/** What every floor connection reads into, as the target's share TcpQueue's RX. */
+const RX = Buffer.allocUnsafeSlow(64 * 1024);
+
+function serveFloor(accepted: net.Socket, backend: () => BlockBackend | undefined): void {
+  const sock = readInto(accepted, RX, (chunk) => onChunk(chunk)).socket;
   sock.setNoDelay(true);
   // Read frames come back once sent, as the target's do (same bound).
   const frames = new RecycledBuffers(FRAME_POOL_BYTES);
+  // A write's payload leaves the read buffer for one of these until its callback, as
+  // the target copies in-capsule data into its connection's pool.
+  const writeData = new RecycledBuffers(FRAME_POOL_BYTES);
   // Stop reading until the socket drains; once per stall, so 'drain' listeners never pile up.
   const writer = new PduWriter(
     sock,
@@ -123,8 +132,15 @@ function serveFloor(sock: net.Socket, backend: () => BlockBackend | undefined): 
     const be = backend();
     if (!be) return answer(tag, 1);
     if (write) {
-      // the payload is a view of received memory, valid until the callback (backend.ts)
-      be.write(offset, data, false, (err) => (err ? answer(tag, 1) : answerWrite(tag, len)));
+      // The payload must stay valid until the callback (backend.ts): one in the read
+      // buffer is copied out (a split request's is in a buffer of its own already).
+      const own = data.buffer === RX.buffer ? writeData.take(data.length) : null;
+      if (own) data.copy(own);
+      be.write(offset, own ?? data, false, (err) => {
+        if (own) writeData.give(own);
+        if (err) answer(tag, 1);
+        else answerWrite(tag, len);
+      });
       return;
     }
     // the answer's header and the data in one frame, as the target's C2HData PDUs
@@ -161,7 +177,7 @@ function serveFloor(sock: net.Socket, backend: () => BlockBackend | undefined): 
     splitHave += n;
     return buf.subarray(n);
   };
-  sock.on('data', (chunk: Buffer) => {
+  const onChunk = (chunk: Buffer): void => {
     let buf = chunk;
     if (split) {
       // Complete the split request: its header, then exactly its remaining bytes, so a
@@ -198,7 +214,7 @@ function serveFloor(sock: net.Socket, backend: () => BlockBackend | undefined): 
       splitHave = 0;
       buf = fill(buf, need);
     }
-  });
+  };
   sock.on('error', () => undefined);
 }
 

@@ -72,9 +72,10 @@ export type ParseResult =
 /** The core's side of one queue. */
 export interface CoreQueue {
   /**
-   * Validate one command. sqe is a 64-byte view that stays valid until the command
-   * completes; sglLength is the SGL descriptor's length. No side effects for commands
-   * that end in 'error'.
+   * Validate one command. sqe is a 64-byte view that is valid only during this call
+   * (the TCP transport reads the next chunk into the same memory): decode here what
+   * exec will need. sglLength is the SGL descriptor's length. No side effects for
+   * commands that end in 'error'.
    */
   parse(sqe: Buffer, sglLength: number): ParseResult;
   /** The connection is gone: release the queue (admin queue: delete the controller). */

@@ -16,8 +16,8 @@
  * holds them; it must not write into them (they may share memory with neighbouring PDUs),
  * and holding a small view keeps the whole chunk alive. A caller that reads every chunk
  * into one buffer it reuses (the host's queues) gets views that are valid only until
- * onPdu returns, so it copies whatever it keeps longer; it must not hold(), whose kept
- * rest is a view of the chunk too.
+ * onPdu returns, so it copies whatever it keeps longer, and says so (chunksReused):
+ * what a hold keeps is then copied too, where it would be a view of the chunk.
  */
 import { crc32c } from './crc32c.js';
 import {
@@ -77,6 +77,11 @@ export interface PduParserOptions {
    * as soon as its header is in, before any of its data is gathered.
    */
   readonly maxCapsuleDataLength?: number;
+  /**
+   * The caller reads every chunk into one buffer it reuses: what a hold() keeps of a
+   * chunk is copied (a hold is rare: the peer is not taking its answers).
+   */
+  readonly chunksReused?: boolean;
 }
 
 interface TypeRule {
@@ -178,6 +183,7 @@ export class PduParser<T extends Pdu = Pdu> {
   private readonly icType: number;
   private readonly maxData: number;
   private readonly maxCapsuleData: number;
+  private readonly chunksReused: boolean;
   private state: ParserState = 'ic';
   private hdgst = false;
   private ddgst = false;
@@ -204,6 +210,7 @@ export class PduParser<T extends Pdu = Pdu> {
     this.icType = opts.role === 'controller' ? PduType.ICReq : PduType.ICResp;
     this.maxData = opts.maxDataLength;
     this.maxCapsuleData = Math.min(opts.maxCapsuleDataLength ?? Infinity, opts.maxDataLength);
+    this.chunksReused = opts.chunksReused ?? false;
   }
 
   /** Digests negotiated in the IC exchange; applies to the next PDU parsed. */
@@ -267,7 +274,8 @@ export class PduParser<T extends Pdu = Pdu> {
     if (this.state === 'failed') return null;
     if (this.holdAsked) {
       // input that arrived during a hold queues behind what the hold kept
-      this.held = this.held ? Buffer.concat([this.held, chunk]) : chunk;
+      if (this.held) this.held = Buffer.concat([this.held, chunk]);
+      else this.held = this.chunksReused ? Buffer.from(chunk) : chunk;
       return null;
     }
     let off = 0;
@@ -282,7 +290,8 @@ export class PduParser<T extends Pdu = Pdu> {
     }
     while (off < chunk.length && !this.halted()) {
       if (this.holdAsked) {
-        this.held = chunk.subarray(off);
+        const rest = chunk.subarray(off);
+        this.held = this.chunksReused ? Buffer.from(rest) : rest;
         return null;
       }
       const avail = chunk.length - off;
@@ -617,8 +626,14 @@ function copyHeader(b: Buffer, o: number, avail: number, hlen: number): Buffer {
 export function controllerParser(
   maxDataLength: number,
   maxCapsuleDataLength?: number,
+  chunksReused = false,
 ): PduParser<H2CPdu> {
-  return new PduParser<H2CPdu>({ role: 'controller', maxDataLength, maxCapsuleDataLength });
+  return new PduParser<H2CPdu>({
+    role: 'controller',
+    maxDataLength,
+    maxCapsuleDataLength,
+    chunksReused,
+  });
 }
 
 /** Parser for the host side (accepts ICResp, C2HTermReq, CapsuleResp, C2HData, R2T). */

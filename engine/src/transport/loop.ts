@@ -85,7 +85,12 @@ export class LoopQueue implements TransportQueue {
       return Promise.reject(new Error(`queue full (${this.queueSize} outstanding)`));
     }
     const len = sglLength ?? data?.length ?? sqe.readUInt32LE(32);
-    const r = this.core.parse(sqe, len);
+    // The SQE is valid only during parse() (seam): the copy parse saw is poisoned after
+    // it, as the TCP transport's next read overwrites it, so a core that reads it later
+    // fails here.
+    const seen = Buffer.from(sqe);
+    const r = this.core.parse(seen, len);
+    seen.fill(0xa5);
     if (r.kind === 'error') return Promise.resolve({ status: r.status, dw0: r.dw0 ?? 0, dw1: 0 });
     if (r.dir === 'h2c' && (!data || data.length < r.length)) {
       return Promise.reject(

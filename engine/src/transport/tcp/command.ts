@@ -78,9 +78,10 @@ export class TcpCommand {
   };
 
   /**
-   * sqe is a view into a received chunk (up to 64 KiB): the command reads what it needs
-   * and keeps no reference, or a command the peer can hold for ever (an AER; a write or
-   * read waiting for its turn) would pin the whole chunk, unseen by PeerMemoryGuard.
+   * sqe is a view into a received chunk: the command reads what it needs and keeps no
+   * reference. The chunk's memory takes the next read (TcpQueue's RX); where Node gave
+   * a fresh chunk instead, a command the peer can hold for ever (an AER; a write or
+   * read waiting for its turn) would pin all of it, unseen by PeerMemoryGuard.
    */
   constructor(
     private readonly sink: CommandSink,

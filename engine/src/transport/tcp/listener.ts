@@ -49,6 +49,9 @@ export class TcpTransport {
     const server = net.createServer({
       noDelay: true, // PDUs are already batched per turn; Nagle would only add latency
       highWaterMark: SOCKET_HIGH_WATER_MARK,
+      // A TcpQueue reads its socket into memory of its own (util/socket-input.ts), which
+      // needs a socket that has not begun reading.
+      pauseOnConnect: true,
     });
     const transport = new TcpTransport(server, opts, core);
     return new Promise((resolve, reject) => {
@@ -146,10 +149,10 @@ export class TcpTransport {
         const owner = q.owner();
         if (owner && owner.subnqn !== DISCOVERY_NQN) settle();
       };
-      socket.once('close', () => {
+      q.onClosed = () => {
         this.queues.delete(q);
         settle();
-      });
+      };
     } catch (err) {
       this.log.error('cannot accept connection', { err });
       socket.destroy();

@@ -54,6 +54,7 @@ import { DNR, SC } from '../../protocol/status.js';
 import { MAX_C2H_DATA, MAXH2CDATA, MIN_IN_CAPSULE_DATA_SIZE } from '../../protocol/tcp-limits.js';
 import type { Logger } from '../../util/log.js';
 import { RecycledBuffers } from '../../util/read-buffers.js';
+import { readInto } from '../../util/socket-input.js';
 import { TcpCommand, validateCapsule, type CommandSink } from './command.js';
 import { PduWriter } from './writer.js';
 import {
@@ -121,6 +122,8 @@ export interface TcpQueueInfo {
   readonly rxBuffered: number;
   /** Bytes read from the socket so far. */
   readonly rxBytes: number;
+  /** Chunks are read into the target's own reused buffer (false: Node's fresh one per read). */
+  readonly rxReused: boolean;
   /** What the connection holds for its peer (PeerMemoryGuard's measure). */
   readonly heldBytes: number;
 }
@@ -128,8 +131,19 @@ export interface TcpQueueInfo {
 /** SQHD in every completion once SQ flow control is disabled (no head to report). */
 const SQHD_NO_FLOW_CONTROL = 0xffff;
 
+/**
+ * Every connection of the target reads into this one buffer (util/socket-input.ts):
+ * each chunk is parsed, and what outlives it copied out, before the next read. Copied:
+ * in-capsule write data and H2CData into the connection's writeData pool, what a
+ * parser hold keeps; the core decodes a command's SQE during parse() (the seam).
+ */
+const RX = Buffer.allocUnsafeSlow(64 * 1024);
+
 export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection {
   private state: TcpQueueState = 'ic-wait';
+  private readonly socket: Socket;
+  /** Chunks are read into RX (false: Node's fresh buffer per read; see readInto). */
+  private readonly rxReused: boolean;
   /**
    * In-capsule data this queue accepts: what the core announces as IOCCSZ, and at least
    * the admin data the Linux host sends in-capsule whatever IOCCSZ says.
@@ -197,20 +211,31 @@ export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection 
 
   /** Told of each successful Connect (owner() is set by then): the listener's accounting. */
   onConnected: (() => void) | null = null;
+  /** Told once the connection's socket has closed. */
+  onClosed: (() => void) | null = null;
 
+  /**
+   * @param accepted a socket from a server with `pauseOnConnect: true`; the queue reads
+   *   it through another socket object (readInto), so `accepted` emits nothing more: the
+   *   caller learns of the close from onClosed.
+   */
   constructor(
-    private readonly socket: Socket,
+    accepted: Socket,
     readonly port: PortInfo,
     readonly peer: string,
     private readonly target: CoreTarget,
     private readonly log: Logger,
     private readonly opts: TcpQueueOptions = {},
   ) {
+    const input = readInto(accepted, RX, (chunk) => this.onData(chunk), {
+      highWaterMark: accepted.writableHighWaterMark,
+    });
+    const socket = (this.socket = input.socket);
+    this.rxReused = input.reused;
     this.writer = new PduWriter(socket, () => this.pauseReading(), this.frames);
     this.inCapsuleBytes = Math.max(target.inCapsuleBytes, MIN_IN_CAPSULE_DATA_SIZE);
-    this.parser = controllerParser(MAXH2CDATA, this.inCapsuleBytes);
+    this.parser = controllerParser(MAXH2CDATA, this.inCapsuleBytes, input.reused);
     this.parser.setDataSink(this.dataSink);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('drain', () => {
       this.pumpReads();
       this.resumeReading();
@@ -326,6 +351,7 @@ export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection 
       writableLength: this.socket.writableLength,
       rxBuffered: this.parser.buffered,
       rxBytes: this.socket.bytesRead,
+      rxReused: this.rxReused,
       heldBytes: this.heldBytes(),
     };
   }
@@ -379,6 +405,7 @@ export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection 
   private onClose(): void {
     this.guard.leave(this);
     if (this.state !== 'closed') this.transition('closed');
+    this.onClosed?.();
   }
 
   /** End the connection with a C2HTermReq (facts §1.3): the peer learns why, then FIN. */
@@ -499,7 +526,7 @@ export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection 
     if (r.length > cmd.sglLength) return this.respond(cmd.cid, SC.SGL_INVALID_DATA_LEN | DNR);
     cmd.prepare(r.dir, r.length, r.exec, r.unused);
     if (r.dir === 'h2c') {
-      if (p.data) return this.execute(cmd, p.data.subarray(0, r.length));
+      if (p.data) return this.execute(cmd, this.inCapsuleData(cmd, p.data));
       if (r.length === 0) return this.execute(cmd, EMPTY);
       return this.queueForR2T(cmd);
     }
@@ -686,13 +713,25 @@ export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection 
   private readonly dataSink = (h: DataHeader): Buffer | DataRefusal => {
     const outside = this.outsideR2tWindow(h);
     if (outside) return { fes: outside[0], fei: outside[1], why: outside[2] };
-    const cmd = this.r2tActive.get(h.ttag)!;
+    return this.writeBuffer(this.r2tActive.get(h.ttag)!).subarray(h.datao, h.datao + h.datal);
+  };
+
+  /** The command's write data buffer, from this connection's pool (released at completion). */
+  private writeBuffer(cmd: TcpCommand): Buffer {
     if (!cmd.buf) {
       cmd.buf = this.writeData.take(cmd.length);
       cmd.pooled = true;
     }
-    return cmd.buf.subarray(h.datao, h.datao + h.datal);
-  };
+    return cmd.buf;
+  }
+
+  /** A write's in-capsule data, copied out of the chunk when the chunk's memory is reused. */
+  private inCapsuleData(cmd: TcpCommand, data: Buffer): Buffer {
+    if (!this.rxReused) return data.subarray(0, cmd.length);
+    const own = this.writeBuffer(cmd);
+    data.copy(own, 0, 0, cmd.length);
+    return own;
+  }
 
   /** Gives a command's pooled write buffer back: nobody holds it once it completed. */
   private releaseWriteData(cmd: TcpCommand): void {
@@ -709,6 +748,8 @@ export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection 
     const cmd = this.r2tActive.get(p.ttag)!;
     const end = p.datao + p.datal;
     this.h2cBytes += p.datal;
+    // From a chunk whose memory is reused, the data is copied into the pool's buffer.
+    if (this.rxReused) this.writeBuffer(cmd);
     cmd.accept(p.data, p.datao, p.ddgstError);
     if (end < cmd.r2tEnd) return;
     if (end < cmd.length) return this.sendR2T(cmd);
