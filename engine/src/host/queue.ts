@@ -17,7 +17,6 @@ import { performance } from 'node:perf_hooks';
 import { crc32c } from '../protocol/crc32c.js';
 import {
   hostParser,
-  landedAt,
   type DataHeader,
   type DataRefusal,
   type PduParser,
@@ -622,7 +621,7 @@ export class NvmeTcpQueue {
     const len = req.readLength;
     if (p.ddgstError) slot.ddgstBad = true;
     if (req.into) {
-      if (!landedAt(p.data, req.into, p.datao)) p.data.copy(req.into, p.datao);
+      if (!p.landed) p.data.copy(req.into, p.datao);
     } else if (p.datal === len) {
       // The whole transfer in one PDU. Spanning socket reads, it is a buffer the parser
       // gathered for it alone: handed out as it is. Inside one read, it lies in this.rx,
@@ -630,7 +629,7 @@ export class NvmeTcpQueue {
       slot.gather = p.data.buffer === this.rx.buffer ? Buffer.from(p.data) : p.data;
     } else {
       slot.gather ??= Buffer.allocUnsafe(len);
-      if (!landedAt(p.data, slot.gather, p.datao)) p.data.copy(slot.gather, p.datao);
+      if (!p.landed) p.data.copy(slot.gather, p.datao);
     }
     slot.received += p.datal;
     if (p.flags & PduFlag.SUCCESS) {
@@ -694,6 +693,7 @@ export class NvmeTcpQueue {
 
   /** Start waiting commands on freed CIDs, oldest first. */
   private refill(): void {
+    if (this.waiting.length === 0) return; // the common case: no clock read per completion
     const now = performance.now();
     while (this.waiting.length > 0 && this.sm.is('live') && this.sharedFree()) {
       this.issueUnlessLate(this.waiting.shift()!, now, true);

@@ -149,11 +149,6 @@ export interface DataRefusal {
   readonly why: string;
 }
 
-/** Whether a data PDU's data already sits in `dest` at `at` (a DataSink put it there). */
-export function landedAt(data: Buffer, dest: Buffer, at: number): boolean {
-  return data.buffer === dest.buffer && data.byteOffset === dest.byteOffset + at;
-}
-
 /** A data PDU arriving straight into a sink's buffer: header, data, digest. */
 interface SplitPdu {
   /** The PDU's first pdo bytes (header, header digest, padding). */
@@ -430,7 +425,7 @@ export class PduParser<T extends Pdu = Pdu> {
     this.split = null;
     this.headerChecked = false;
     const ddgstError = sp.dgst.length !== 0 && crc32c(sp.data) !== sp.dgst.readUInt32LE(0);
-    const pdu = decodeData(sp.head, 0, sp.data, ddgstError);
+    const pdu = decodeData(sp.head, 0, sp.data, ddgstError, true);
     if (pdu instanceof PduError) return this.fail(pdu);
     onPdu(pdu as T);
     return off + n;
@@ -555,7 +550,7 @@ export class PduParser<T extends Pdu = Pdu> {
         return { type, cqe: b.subarray(o + CH_SIZE, o + HLEN_RESP) };
       case PduType.H2CData:
       case PduType.C2HData:
-        return decodeData(b, o, b.subarray(dataStart, dataEnd), ddgstError);
+        return decodeData(b, o, b.subarray(dataStart, dataEnd), ddgstError, false);
       default:
         return decodeR2T(b, o);
     }
@@ -576,7 +571,8 @@ function decodeIc(b: Buffer, o: number): Pdu {
 }
 
 /** A data PDU from its header at b[o..) and its data (wherever that landed). */
-function decodeData(b: Buffer, o: number, data: Buffer, ddgstError: boolean) {
+/** landed: data is the buffer a DataSink gave for it (a split PDU), already in place. */
+function decodeData(b: Buffer, o: number, data: Buffer, ddgstError: boolean, landed: boolean) {
   const flags = b[o + OFF_FLAGS]!;
   const datal = b.readUInt32LE(o + OFF_DATAL);
   const avail = b.length - o; // for the TermReq's copy of the header
@@ -587,12 +583,13 @@ function decodeData(b: Buffer, o: number, data: Buffer, ddgstError: boolean) {
   const datao = b.readUInt32LE(o + OFF_DATAO);
   if (b[o] === PduType.H2CData) {
     const ttag = b.readUInt16LE(o + OFF_TTAG);
-    return { type: PduType.H2CData, flags, cccid, ttag, datao, datal, data, ddgstError } as const;
+    const type = PduType.H2CData;
+    return { type, flags, cccid, ttag, datao, datal, data, ddgstError, landed } as const;
   }
   if (flags & PduFlag.SUCCESS && !(flags & PduFlag.LAST_PDU)) {
     return headerError(b, o, avail, Fes.INVALID_HEADER_FIELD, OFF_FLAGS, 'SUCCESS without LAST');
   }
-  return { type: PduType.C2HData, flags, cccid, datao, datal, data, ddgstError } as const;
+  return { type: PduType.C2HData, flags, cccid, datao, datal, data, ddgstError, landed } as const;
 }
 
 function decodeR2T(b: Buffer, o: number): Pdu | PduError {

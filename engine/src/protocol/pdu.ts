@@ -146,6 +146,8 @@ export interface H2CDataPdu {
   readonly datal: number;
   readonly data: Buffer;
   readonly ddgstError: boolean;
+  /** The data already sits where the parser's DataSink said it should land (no copy). */
+  readonly landed: boolean;
 }
 
 export interface C2HDataPdu {
@@ -156,6 +158,8 @@ export interface C2HDataPdu {
   readonly datal: number;
   readonly data: Buffer;
   readonly ddgstError: boolean;
+  /** The data already sits where the parser's DataSink said it should land (no copy). */
+  readonly landed: boolean;
 }
 
 export interface R2TPdu {

@@ -80,6 +80,7 @@ describe('PduParser data sink', () => {
         const d = pdus[0] as Extract<Pdu, { type: typeof PduType.C2HData }>;
         expect(d).toMatchObject({ cccid: 7, datao: 128 * 1024, datal: data.length });
         expect(d.ddgstError).toBe(false);
+        expect(d.landed).toBe(true); // so the consumer copies nothing
         expect(d.data.buffer).toBe(dest.buffer); // the very buffer: no copy of the parser's
         expect(d.data.byteOffset).toBe(dest.byteOffset + 128 * 1024);
         expect(dest.subarray(128 * 1024).equals(data)).toBe(true);
@@ -117,6 +118,7 @@ describe('PduParser data sink', () => {
       const [d] = feedAll(p, wire, [1000]) as Extract<Pdu, { type: typeof PduType.C2HData }>[];
       expect(d!.data.equals(data)).toBe(true);
       expect(d!.data.buffer).not.toBe(offer?.buffer);
+      expect(d!.landed).toBe(false); // the consumer must copy it
     }
   });
 

@@ -91,6 +91,7 @@ const CASES: Case[] = [
       datal: 4096,
       data: data4k,
       ddgstError: false,
+      landed: false,
     },
   },
   {
@@ -106,6 +107,7 @@ const CASES: Case[] = [
       datal: 13,
       data: odd,
       ddgstError: false,
+      landed: false,
     },
   },
   {
@@ -133,6 +135,7 @@ const CASES: Case[] = [
       datal: 4096,
       data: data4k,
       ddgstError: false,
+      landed: false,
     },
   },
   {
@@ -147,6 +150,7 @@ const CASES: Case[] = [
       datal: 13,
       data: odd,
       ddgstError: false,
+      landed: false,
     },
   },
   {

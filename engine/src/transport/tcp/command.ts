@@ -14,7 +14,6 @@ import {
   sqeFuse,
   sqePsdt,
 } from '../../protocol/pdu-capsule.js';
-import { landedAt } from '../../protocol/pdu-parser.js';
 import { DNR, SC } from '../../protocol/status.js';
 
 type Exec = Extract<ParseResult, { kind: 'exec' }>['exec'];
@@ -101,10 +100,13 @@ export class TcpCommand {
     this.unused = unused ?? null;
   }
 
-  /** Take one H2CData payload at datao (already checked to be the next bytes). */
-  accept(data: Buffer, datao: number, ddgstError: boolean): void {
+  /**
+   * Take one H2CData payload at datao (already checked to be the next bytes); landed:
+   * the parser's DataSink put it in this.buf already.
+   */
+  accept(data: Buffer, datao: number, ddgstError: boolean, landed: boolean): void {
     if (ddgstError) this.dataError = true;
-    if (this.buf && landedAt(data, this.buf, datao)) {
+    if (landed) {
       // already in place: the parser's DataSink put it there
     } else if (datao === 0 && data.length === this.length && !this.pooled) {
       this.buf = data; // the whole write in one PDU: no copy

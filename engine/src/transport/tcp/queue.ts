@@ -750,7 +750,7 @@ export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection 
     this.h2cBytes += p.datal;
     // From a chunk whose memory is reused, the data is copied into the pool's buffer.
     if (this.rxReused) this.writeBuffer(cmd);
-    cmd.accept(p.data, p.datao, p.ddgstError);
+    cmd.accept(p.data, p.datao, p.ddgstError, p.landed);
     if (end < cmd.r2tEnd) return;
     if (end < cmd.length) return this.sendR2T(cmd);
     this.r2tActive.delete(cmd.ttag);
