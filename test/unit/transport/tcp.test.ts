@@ -538,6 +538,32 @@ describe('fatal errors', () => {
   });
 });
 
+describe('a connection that cannot be set up', () => {
+  it('is closed, and the listener goes on serving others', async () => {
+    const plain = core.inCapsuleBytes;
+    Object.defineProperty(core, 'inCapsuleBytes', {
+      configurable: true,
+      get: () => {
+        throw new Error('a core bug');
+      },
+    });
+    const h = await host();
+    // Its socket was moved to read into the shared buffer before the failure: that one
+    // must be closed, not left open with no queue behind it.
+    let timer: NodeJS.Timeout | undefined;
+    const open = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('the connection was left open')), 5000);
+    });
+    await Promise.race([h.closed, open]).finally(() => clearTimeout(timer));
+    expect(transport.connections()).toHaveLength(0);
+    Object.defineProperty(core, 'inCapsuleBytes', { configurable: true, value: plain });
+    const ok = await host();
+    await ok.connectQueue();
+    ok.command(sqe(OP.KEEP_ALIVE, 5));
+    expect(await ok.nextCqe()).toMatchObject({ cid: 5, status: 0 });
+  });
+});
+
 describe('what a held command keeps', () => {
   it('pins no received chunk: every chunk is read into the one buffer, so held AERs or queued commands hold no input', async () => {
     const h = await host();

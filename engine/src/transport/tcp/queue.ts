@@ -232,23 +232,31 @@ export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection 
     });
     const socket = (this.socket = input.socket);
     this.rxReused = input.reused;
-    this.writer = new PduWriter(socket, () => this.pauseReading(), this.frames);
-    this.inCapsuleBytes = Math.max(target.inCapsuleBytes, MIN_IN_CAPSULE_DATA_SIZE);
-    this.parser = controllerParser(MAXH2CDATA, this.inCapsuleBytes, input.reused);
-    this.parser.setDataSink(this.dataSink);
-    socket.on('drain', () => {
-      this.pumpReads();
-      this.resumeReading();
-    });
-    socket.on('error', (err) => this.log.debug('socket error', { peer, err }));
-    socket.on('close', () => this.onClose());
-    this.timer = setTimeout(
-      () => this.close('no ICReq in time'),
-      opts.icTimeoutMs ?? IC_TIMEOUT_MS,
-    );
-    this.timer.unref();
-    this.guard = opts.memory ?? processPeerMemory;
-    this.guard.join(this, log);
+    try {
+      this.writer = new PduWriter(socket, () => this.pauseReading(), this.frames);
+      this.inCapsuleBytes = Math.max(target.inCapsuleBytes, MIN_IN_CAPSULE_DATA_SIZE);
+      this.parser = controllerParser(MAXH2CDATA, this.inCapsuleBytes, input.reused);
+      this.parser.setDataSink(this.dataSink);
+      socket.on('drain', () => {
+        this.pumpReads();
+        this.resumeReading();
+      });
+      socket.on('error', (err) => this.log.debug('socket error', { peer, err }));
+      socket.on('close', () => this.onClose());
+      this.timer = setTimeout(
+        () => this.close('no ICReq in time'),
+        opts.icTimeoutMs ?? IC_TIMEOUT_MS,
+      );
+      this.timer.unref();
+      this.guard = opts.memory ?? processPeerMemory;
+      this.guard.join(this, log);
+    } catch (err) {
+      // The connection is this socket's now: the caller's destroy() of `accepted`, on
+      // this error, would close nothing.
+      if (this.timer) clearTimeout(this.timer);
+      socket.destroy();
+      throw err;
+    }
   }
 
   // ---- GuardedConnection ----
