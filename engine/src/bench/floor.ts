@@ -128,13 +128,20 @@ function serveFloor(accepted: net.Socket, backend: () => BlockBackend | undefine
   /** A successful write's answer: a CapsuleResp, and an R2T's bytes when NVMe/TCP sends one. */
   const answerWrite = (tag: number, len: number) =>
     answer(tag, 0, undefined, tail(nvmeTcpWireBytes(true, len).toHost - RESP));
-  const withIo = (write: boolean, len: number, tag: number, offset: number, data: Buffer) => {
+  const withIo = (
+    write: boolean,
+    len: number,
+    tag: number,
+    offset: number,
+    data: Buffer,
+    inRx: boolean,
+  ) => {
     const be = backend();
     if (!be) return answer(tag, 1);
     if (write) {
       // The payload must stay valid until the callback (backend.ts): one in the read
       // buffer is copied out (a split request's is in a buffer of its own already).
-      const own = data.buffer === RX.buffer ? writeData.take(data.length) : null;
+      const own = inRx ? writeData.take(data.length) : null;
       if (own) data.copy(own);
       be.write(offset, own ?? data, false, (err) => {
         if (own) writeData.give(own);
@@ -152,13 +159,14 @@ function serveFloor(accepted: net.Socket, backend: () => BlockBackend | undefine
       frame.subarray(RESP, RESP + len),
     );
   };
-  /** One whole request (header, padding, and payload for a write): answer it. */
-  const serve = (req: Buffer) => {
+  /** One whole request (header, padding, and payload for a write): answer it. inRx: it
+   * lies in RX, which the next read overwrites. */
+  const serve = (req: Buffer, inRx: boolean) => {
     const len = req.readUInt32LE(0);
     const write = req[4] === 1;
     const tag = req.readUInt32LE(8);
     if (req[5] === 1) {
-      withIo(write, len, tag, req.readUIntLE(16, 6), req.subarray(req.length - len));
+      withIo(write, len, tag, req.readUIntLE(16, 6), req.subarray(req.length - len), inRx);
     } else if (write) {
       answerWrite(tag, len);
     } else {
@@ -199,13 +207,13 @@ function serveFloor(accepted: net.Socket, backend: () => BlockBackend | undefine
       // A fresh buffer per split request: a write's payload stays valid until its callback.
       const req = split.subarray(0, need);
       split = null;
-      serve(req);
+      serve(req, false);
     }
     while (buf.length >= REQ) {
       const need = requestLength(buf);
       if (need < 0) return void sock.destroy(); // not our client: drop it, keep serving others
       if (buf.length < need) break;
-      serve(buf.subarray(0, need));
+      serve(buf.subarray(0, need), true);
       buf = buf.subarray(need);
     }
     if (buf.length) {

@@ -45,7 +45,6 @@ export function readInto(
   socket: Socket,
   rx: Buffer,
   onChunk: (chunk: Buffer) => void,
-  opts: { highWaterMark?: number } = {},
 ): SocketInput {
   const internal = socket as unknown as Internals;
   const handle = internal._handle;
@@ -56,7 +55,7 @@ export function readInto(
         handle,
         readable: true,
         writable: true,
-        highWaterMark: opts.highWaterMark,
+        highWaterMark: socket.writableHighWaterMark, // the server's, as it gave `socket`
         onread: { buffer: rx, callback: (n: number) => (onChunk(rx.subarray(0, n)), true) },
       } as net.SocketConstructorOpts);
     } catch {

@@ -227,9 +227,7 @@ export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection 
     private readonly log: Logger,
     private readonly opts: TcpQueueOptions = {},
   ) {
-    const input = readInto(accepted, RX, (chunk) => this.onData(chunk), {
-      highWaterMark: accepted.writableHighWaterMark,
-    });
+    const input = readInto(accepted, RX, (chunk) => this.onData(chunk));
     const socket = (this.socket = input.socket);
     this.rxReused = input.reused;
     try {
