@@ -11,7 +11,7 @@ import { AsyncEvents } from './aen.js';
 import type { AnaGroups } from './ana.js';
 import { maxTransferBytes, type ResolvedOptions } from './options.js';
 import { checkTransition, type TransitionTable } from './state.js';
-import { IoStats } from './stats.js';
+import { IoStats, LatencySampler } from './stats.js';
 import type { Subsystem } from './subsystem.js';
 
 export type ControllerState =
@@ -94,6 +94,8 @@ export class Controller {
   private shutdowns = 0;
   readonly aen: AsyncEvents;
   readonly stats = new IoStats();
+  /** Which of this controller's I/O commands are timed for stats (and its namespaces'). */
+  readonly timing = new LatencySampler();
   private stateValue: ControllerState = 'created';
   /** Controller Configuration as last written by the host. */
   cc = 0;

@@ -20,7 +20,7 @@ import type { Controller } from './controller.js';
 import type { Namespace } from './namespace.js';
 import { INVALID_FIELD, INVALID_NS, INVALID_OPCODE, SGL_LENGTH, execute, fail } from './request.js';
 import type { Completion, ParseResult } from './seam.js';
-import type { IoKind } from './stats.js';
+import type { IoKind, Timing } from './stats.js';
 
 const LBA_RANGE = fail(SC.LBA_RANGE | DNR);
 /** I/O refused by ANA state, checked at parse as nvmet does; no DNR so the host may fail over. */
@@ -128,7 +128,7 @@ function finish(
   ns: Namespace | null,
   kind: IoKind,
   bytes: number,
-  start: number,
+  timing: Timing | null,
   status: number,
   done: Completion,
   data?: Buffer,
@@ -136,11 +136,12 @@ function finish(
   // A backend out answers ANA Transition; once the log reports the group otherwise (its
   // storage closed: inaccessible), the status says what the host reads there next.
   if (ns && status === SC.ANA_TRANSITION) status = anaRefusalNow(ctrl, ns) || status;
-  const us = (performance.now() - start) * 1000;
+  const us = timing ? (performance.now() - timing.at) * 1000 : -1;
+  const weight = timing ? timing.weight : 1;
   const failed = status !== SC.SUCCESS;
   const moved = failed ? 0 : bytes;
-  ns?.stats.record(kind, moved, us, failed);
-  ctrl.stats.record(kind, moved, us, failed);
+  ns?.stats.record(kind, moved, us, failed, weight);
+  ctrl.stats.record(kind, moved, us, failed, weight);
   done(status, 0, 0, data);
 }
 
@@ -168,7 +169,7 @@ function parseReadWrite(
     // about the disk the latency alerts watch), and refused if this node gave the group
     // up meanwhile, as a late write is: the node that took over may have newer data.
     return execute('c2h', length, (into, done) => {
-      const began = performance.now();
+      const began = ctrl.timing.start();
       const refused = anaRefusalNow(ctrl, ns);
       if (refused) return finish(ctrl, ns, 'read', 0, began, refused, done);
       b.read(
@@ -191,7 +192,7 @@ function parseReadWrite(
   }
   if (opcode === IO.COMPARE) {
     return execute('h2c', length, (data, done) => {
-      const began = performance.now(); // once the data is here (R2T): see reads
+      const began = ctrl.timing.start(); // once the data is here (R2T): see reads
       // Its data may come after this node gave the group up (as for writes): a compare
       // answered from here then would judge a copy that may be stale.
       const refused = anaRefusalNow(ctrl, ns);
@@ -212,7 +213,7 @@ function parseReadWrite(
     // node gave the group up meanwhile (a failover), the write must not land here now.
     // The ANA status says it did not run, so a multipath host sends it to the node that
     // took over.
-    const began = performance.now();
+    const began = ctrl.timing.start();
     const refused = anaRefusalNow(ctrl, ns);
     if (refused) return finish(ctrl, ns, 'write', 0, began, refused, done);
     writeDurable(q, b, offset, data!, fua, (err) =>
@@ -259,7 +260,7 @@ function hasCache(b: BlockBackend): boolean {
 }
 
 function flushOne(ctrl: Controller, ns: Namespace): ParseResult {
-  const start = performance.now();
+  const start = ctrl.timing.start();
   return execute('none', 0, (_d, done) => {
     if (!hasCache(ns.backend)) return finish(ctrl, ns, 'other', 0, start, SC.SUCCESS, done);
     ns.backend.flush((err) =>
@@ -271,7 +272,7 @@ function flushOne(ctrl: Controller, ns: Namespace): ParseResult {
 /** Flush with NSID 0xFFFFFFFF: every namespace of the subsystem; the first error wins. */
 function parseFlushAll(ctrl: Controller, sglLength: number): ParseResult {
   if (sglLength !== 0) return SGL_LENGTH;
-  const start = performance.now();
+  const start = ctrl.timing.start();
   return execute('none', 0, (_d, done) => {
     const backends = [...ctrl.subsys.namespaces.values()].map((ns) => ns.backend).filter(hasCache);
     let left = backends.length + 1;
@@ -304,7 +305,7 @@ function parseWriteZeroes(
   // DEAC may deallocate instead, but only where deallocated blocks read back as zeroes.
   const dealloc =
     (cdw12 & DEAC) !== 0 && b.caps.deallocate && b.caps.readZeroesAfterDeallocate && !fua;
-  const start = performance.now();
+  const start = ctrl.timing.start();
   return execute('none', 0, (_d, done) => {
     const cb = (err: BackendError | null): void =>
       finish(ctrl, ns, 'other', 0, start, err ? backendStatus(err, 'write') : SC.SUCCESS, done);
@@ -344,7 +345,7 @@ function parseDsm(
   const ad = (cdw(sqe, 11) & DSM_AD) !== 0;
   // The host may send more than NR ranges' worth (Linux: always 4 KiB); only NR are used.
   if (sglLength < nr * DSM_RANGE_SIZE || sglLength > DSM_MAX_BYTES) return SGL_LENGTH;
-  const start = performance.now();
+  const start = ctrl.timing.start();
   return execute('h2c', sglLength, (data, done) => {
     const refused = anaRefusalNow(ctrl, ns); // as for a write whose data came late
     if (refused) return finish(ctrl, ns, 'other', 0, start, refused, done);

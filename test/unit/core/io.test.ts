@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import type { AnaState } from '../../../engine/src/core/ana.js';
+import { MAX_TIME_EVERY } from '../../../engine/src/core/stats.js';
 import { FID, IO } from '../../../engine/src/protocol/opcodes.js';
 import { encodeSqe } from '../../../engine/src/protocol/sqe.js';
 import { DNR, SC } from '../../../engine/src/protocol/status.js';
@@ -68,6 +69,27 @@ describe('I/O data path', () => {
       errors: 0,
     });
     expect(target.listControllers()[0]!.stats.readBytes).toBe(small.length + big.length + BLOCK);
+  });
+
+  it('counts every read of a fast burst; its latencies stand for all of them', async () => {
+    const { target } = makeTarget();
+    const { io } = await session(target);
+    const n = 20_000;
+    const depth = 64;
+    const worker = async (w: number) => {
+      for (let i = w; i < n; i += depth) ok(await io.submit(readSqe(i % 8192, 1)));
+    };
+    await Promise.all(Array.from({ length: depth }, (_, w) => worker(w)));
+    const hist = (h: Float64Array) => h.reduce((a, c) => a + c, 0);
+    for (const stats of [target.namespaceStats(SUBNQN, 1)!, target.listControllers()[0]!.stats]) {
+      expect(stats.readOps).toBe(n);
+      expect(stats.readBytes).toBe(n * BLOCK);
+      // Timed or not (LatencySampler), each read counts once in the histogram; the last
+      // timed one may stand for a few that did not come.
+      expect(hist(stats.readLatencyHist)).toBeGreaterThanOrEqual(n);
+      expect(hist(stats.readLatencyHist)).toBeLessThan(n + 2 * MAX_TIME_EVERY);
+      expect(stats.readLatencyUs).toBeGreaterThan(0);
+    }
   });
 
   it('compares: equal succeeds, different is Compare Failure 2/85', async () => {
