@@ -121,7 +121,8 @@ export class LatencySampler {
       return null;
     }
     const now = this.clock();
-    // The last timed command and the ones it stood for came in (now - last) ms.
+    // Since the last timed command, `weight` commands came (it and those it stood for):
+    // the time per command, times `every`, is the gap between timed ones at this rate.
     const gap = ((now - this.last) / this.weight) * this.every;
     this.last = now;
     if (gap < TIMED_GAP_MS / 2) {
