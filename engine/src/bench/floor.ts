@@ -34,7 +34,7 @@ import { IN_CAPSULE_DATA_SIZE, MAX_C2H_DATA, MAXH2CDATA } from '../protocol/tcp-
 import type { BlockBackend } from '../storage/backend.js';
 import { FRAME_POOL_BYTES } from '../transport/tcp/limits.js';
 import { PduWriter } from '../transport/tcp/writer.js';
-import { readInto } from '../util/socket-input.js';
+import { SHARED_RX, readInto } from '../util/socket-input.js';
 import { RecycledBuffers } from '../util/read-buffers.js';
 import type { Submit } from './patterns.js';
 
@@ -82,11 +82,8 @@ export function startFloorServer(
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
 }
 
-/** What every floor connection reads into, as the target's share TcpQueue's RX. */
-const RX = Buffer.allocUnsafeSlow(64 * 1024);
-
 function serveFloor(accepted: net.Socket, backend: () => BlockBackend | undefined): void {
-  const sock = readInto(accepted, RX, (chunk) => onChunk(chunk)).socket;
+  const sock = readInto(accepted, SHARED_RX, (chunk) => onChunk(chunk)).socket;
   sock.setNoDelay(true);
   // Read frames come back once sent, as the target's do (same bound).
   const frames = new RecycledBuffers(FRAME_POOL_BYTES);
@@ -160,7 +157,7 @@ function serveFloor(accepted: net.Socket, backend: () => BlockBackend | undefine
     );
   };
   /** One whole request (header, padding, and payload for a write): answer it. inRx: it
-   * lies in RX, which the next read overwrites. */
+   * lies in SHARED_RX, which the next read overwrites. */
   const serve = (req: Buffer, inRx: boolean) => {
     const len = req.readUInt32LE(0);
     const write = req[4] === 1;

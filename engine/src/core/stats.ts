@@ -89,7 +89,7 @@ export interface Timing {
 }
 
 /** Aimed-at time between two timed commands of a busy controller, ms. */
-export const TIMED_GAP_MS = 0.05;
+const TIMED_GAP_MS = 0.05;
 /** At most one command in this many goes timed, on average. */
 export const MAX_TIME_EVERY = 64;
 

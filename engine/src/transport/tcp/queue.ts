@@ -54,7 +54,7 @@ import { DNR, SC } from '../../protocol/status.js';
 import { MAX_C2H_DATA, MAXH2CDATA, MIN_IN_CAPSULE_DATA_SIZE } from '../../protocol/tcp-limits.js';
 import type { Logger } from '../../util/log.js';
 import { RecycledBuffers } from '../../util/read-buffers.js';
-import { readInto } from '../../util/socket-input.js';
+import { SHARED_RX, readInto } from '../../util/socket-input.js';
 import { TcpCommand, validateCapsule, type CommandSink } from './command.js';
 import { PduWriter } from './writer.js';
 import {
@@ -131,18 +131,15 @@ export interface TcpQueueInfo {
 /** SQHD in every completion once SQ flow control is disabled (no head to report). */
 const SQHD_NO_FLOW_CONTROL = 0xffff;
 
-/**
- * Every connection of the target reads into this one buffer (util/socket-input.ts):
- * each chunk is parsed, and what outlives it copied out, before the next read. Copied:
- * in-capsule write data and H2CData into the connection's writeData pool, what a
- * parser hold keeps; the core decodes a command's SQE during parse() (the seam).
- */
-const RX = Buffer.allocUnsafeSlow(64 * 1024);
-
 export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection {
   private state: TcpQueueState = 'ic-wait';
   private readonly socket: Socket;
-  /** Chunks are read into RX (false: Node's fresh buffer per read; see readInto). */
+  /**
+   * Chunks are read into SHARED_RX (false: Node's fresh buffer per read; see readInto):
+   * each is parsed, and what outlives it copied out, before the next read. Copied:
+   * in-capsule write data and H2CData into the connection's writeData pool, what a
+   * parser hold keeps; the core decodes a command's SQE during parse() (the seam).
+   */
   private readonly rxReused: boolean;
   /**
    * In-capsule data this queue accepts: what the core announces as IOCCSZ, and at least
@@ -227,7 +224,7 @@ export class TcpQueue implements TransportQueue, CommandSink, GuardedConnection 
     private readonly log: Logger,
     private readonly opts: TcpQueueOptions = {},
   ) {
-    const input = readInto(accepted, RX, (chunk) => this.onData(chunk));
+    const input = readInto(accepted, SHARED_RX, (chunk) => this.onData(chunk));
     const socket = (this.socket = input.socket);
     this.rxReused = input.reused;
     try {
