@@ -68,6 +68,8 @@ export const cidTag = (cid: number): number => cid & TAG_MASK;
  * limit gets an immediate 'busy' error instead of unbounded memory growth. A ring
  * buffer: push and shift are O(1) and allocate nothing once the ring has grown.
  */
+const NONE: readonly never[] = Object.freeze([]);
+
 export class WaitQueue<T> {
   private ring: (T | undefined)[] = new Array<T | undefined>(16);
   private head = 0;
@@ -98,15 +100,22 @@ export class WaitQueue<T> {
     return item;
   }
 
-  /** Remove and return the items `match` accepts, oldest first; the others keep their order. */
-  removeWhere(match: (item: T) => boolean): T[] {
-    const out: T[] = [];
-    const kept: T[] = [];
-    for (let item = this.shift(); item !== undefined; item = this.shift()) {
-      (match(item) ? out : kept).push(item);
+  /**
+   * Remove and return the items `match` accepts, oldest first; the others keep their
+   * order. In place: a scan that removes nothing allocates nothing.
+   */
+  removeWhere(match: (item: T) => boolean): readonly T[] {
+    let out: T[] | null = null;
+    const size = this.ring.length;
+    let kept = 0;
+    for (let i = 0; i < this.count; i++) {
+      const item = this.ring[(this.head + i) % size]!;
+      if (match(item)) (out ??= []).push(item);
+      else this.ring[(this.head + kept++) % size] = item;
     }
-    for (const item of kept) this.push(item);
-    return out;
+    for (let i = kept; i < this.count; i++) this.ring[(this.head + i) % size] = undefined;
+    this.count = kept;
+    return out ?? NONE;
   }
 
   /** Remove and return everything, oldest first. */

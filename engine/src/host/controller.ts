@@ -320,7 +320,24 @@ export class NvmeController implements Submitter {
     if (req.opcode === ADMIN.SET_FEATURES && (req.cdw10 & 0xff) === FID.KATO) {
       return this.submitKato(req, this.assoc);
     }
+    if (req.opcode === ADMIN.KEEP_ALIVE) return this.submitKeepAlive(req, this.assoc);
     this.assoc.admin.submit(req);
+  }
+
+  /**
+   * A Keep Alive of the caller's (keepAlive(), execute(), submit()): answered with
+   * success, it proves the controller keeps this association as the timer's own do
+   * (the loss timeout starts again once it is lost), rather than waiting for the timer's
+   * first one at KATO/2.
+   */
+  private submitKeepAlive(req: NvmeRequest, a: Association): void {
+    const done = req.onDone;
+    req.onDone = (r) => {
+      r.onDone = done;
+      if (!r.error && r.status === 0) a.keepAlive.noteAnswered();
+      done(r);
+    };
+    a.admin.submit(req);
   }
 
   /**
@@ -567,6 +584,7 @@ export class NvmeController implements Submitter {
   get keepAliveCeilingMs(): number {
     return this.katoCeiling;
   }
+  /** One Keep Alive now, besides the timer's; answered, it proves as much as theirs (submit()). */
   async keepAlive(): Promise<void> {
     await execute(this, fillKeepAlive(new NvmeRequest()), 'keep alive');
   }

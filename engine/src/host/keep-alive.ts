@@ -61,12 +61,16 @@ export class KeepAlive {
     this.req.onDone = (r) => {
       this.busy = false;
       if (!r.error && r.status !== 0 && this.timer) this.refused(r.status, kato);
-      else if (!r.error && r.status === 0) this.kept();
+      else if (!r.error && r.status === 0) this.noteAnswered();
     };
     this.admin.submitReserved(this.req);
   }
 
-  private kept(): void {
+  /**
+   * A Keep Alive on this association was answered with success: this one's, or one the
+   * caller sent (NvmeController.submit()), which proves as much.
+   */
+  noteAnswered(): void {
     if (this.answered) return;
     this.answered = true;
     const fn = this.onAnswered;

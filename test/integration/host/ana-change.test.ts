@@ -195,7 +195,9 @@ describe('one controller, a volume whose storage is out', () => {
     });
     expect(target.ana.chgcnt).toBe(1); // the group back, counted from 0 again
     expect(r.error).toBeNull();
-    expect(r.tookMs).toBeLessThan(3500);
+    // Sent once the group was back (2.4 s in), not at ioTimeoutMs (5 s); the slack is for
+    // a loaded machine (3.55 s seen under a CPU hog with the host tests alongside).
+    expect(r.tookMs).toBeLessThan(4500);
     expect((await ns.read(8, 8)).equals(data)).toBe(true);
   });
 

@@ -409,6 +409,39 @@ describe('reconnecting to a target that refuses Keep Alives', () => {
     );
   });
 
+  // Before: only the timer's Keep Alives counted (the first at KATO/2, here 30 s in): an
+  // association the caller's own Keep Alive was answered on still counted as never kept,
+  // so the loss timeout ran from the loss before it and the error said so.
+  it('counts a Keep Alive the caller sends, answered, as proof the association is kept', async () => {
+    const lossTimeoutMs = 1500;
+    const { target, refuse } = await onPortIn(54020, 54039, (p) => refusingTarget(p));
+    refuse.on = false;
+    const port = target.port;
+    const ctrl = await NvmeController.connect({
+      host: '127.0.0.1',
+      port,
+      subnqn: 'nqn.fake',
+      kato: 60_000,
+      reconnect: { delayMs, lossTimeoutMs },
+    });
+    cleanups.push(() => ctrl.close(100));
+    const ns = await ctrl.namespace(1);
+    await target.stop();
+    await waitFor(() => ctrl.state === 'recovering');
+    await target.start(port);
+    await waitFor(() => ctrl.state === 'live', 3000);
+    await ctrl.keepAlive();
+    expect(target.adminOps.filter((o) => o === ADMIN.KEEP_ALIVE)).toHaveLength(1);
+    await target.stop();
+    await waitFor(() => ctrl.state === 'dead', lossTimeoutMs + 3000);
+    const err = (await ns.read(0, 1).catch((e: unknown) => e)) as HostError;
+    expect(err.message).toContain(
+      `; it gave up reconnecting: reconnect.lossTimeoutMs (1500 ms) ran out since it lost the ` +
+        `last association on which a Keep Alive was answered`,
+    );
+    expect(err.message).not.toContain('ended before a Keep Alive was answered');
+  });
+
   // Unchanged: a target that was down comes back within about delayMs, I/O held across
   // it flows, and an association that answered a Keep Alive resets the loss timeout.
   it('reconnects to a target that was down once it is back, and starts over after a kept association', async () => {

@@ -112,4 +112,30 @@ describe('WaitQueue', () => {
     expect(q.length).toBe(4);
     expect(q.drain()).toEqual([1, 2, 4, 5]);
   });
+
+  it('removeWhere keeps order with pushes and shifts around it, wrapped or not (property)', () => {
+    const op = fc.oneof(
+      fc.integer({ min: 0, max: 99 }),
+      fc.constant('shift' as const),
+      fc.integer({ min: 2, max: 5 }).map((m) => ({ m })),
+    );
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 300 }), (ops) => {
+        const q = new WaitQueue<number>(1000);
+        let model: number[] = [];
+        for (const o of ops) {
+          if (o === 'shift') expect(q.shift()).toBe(model.shift());
+          else if (typeof o === 'number') {
+            q.push(o);
+            model.push(o);
+          } else {
+            expect(q.removeWhere((n) => n % o.m === 0)).toEqual(model.filter((n) => n % o.m === 0));
+            model = model.filter((n) => n % o.m !== 0);
+          }
+          expect(q.length).toBe(model.length);
+        }
+        expect(q.drain()).toEqual(model);
+      }),
+    );
+  });
 });
