@@ -305,6 +305,31 @@ describe('web console in Chromium against a real engine', () => {
     expect(await textOf(page, 'login-notice')).toContain('Your session has ended.');
   });
 
+  // Before: a second tab kept its sign-in page, asking for the password again, until it
+  // was reloaded, though the browser was signed in.
+  it('a tab at the sign-in page follows a sign-in in another tab, and a sign-out there', async () => {
+    const first = await openPage();
+    const second = await context!.newPage();
+    await second.goto(baseUrl());
+    await second.locator('[data-testid="login-page"][data-mode="sign-in"]').waitFor();
+    await signIn(first);
+    await first.locator('[data-testid="connection-indicator"][data-state="connected"]').waitFor();
+    await second
+      .locator('[data-testid="connection-indicator"][data-state="connected"]')
+      .waitFor({ timeout: 5000 });
+    expect(await textOf(second, 'node-id')).toBe(engine.nodeId);
+    // Signed out in the first: the second is at the sign-in page too, told why.
+    await first.getByTestId('sign-out').click();
+    await second.locator('[data-testid="login-page"][data-mode="sign-in"]').waitFor();
+    expect(await textOf(second, 'login-notice')).toContain('Your session has ended.');
+    // And in again from the second: the first follows.
+    await second.getByTestId('password').fill(PASSWORD);
+    await second.getByTestId('login-submit').click();
+    await first
+      .locator('[data-testid="connection-indicator"][data-state="connected"]')
+      .waitFor({ timeout: 5000 });
+  });
+
   it('shows the engine’s refusal of an address it does not serve, instead of "cannot reach"', async () => {
     // a name that resolves to this machine, as localhost.localdomain does on some systems
     const named = await chromium.launch({

@@ -9,7 +9,7 @@
 import { BRIDGE_GLOBAL, type BridgeApi } from '../../../contract/bridge.js';
 import { createBridgeClient } from './bridge.js';
 import type { ConsoleClient } from './client.js';
-import { createSessionApi, pageKeyStore } from './session.js';
+import { createSessionApi, pageKeyStore, type StorageEvents } from './session.js';
 import { takeAccessToken } from './token.js';
 import { consoleSocketUrl, createWebSocketClient } from './websocket.js';
 
@@ -22,6 +22,9 @@ export interface ClientHost {
   history: Pick<History, 'replaceState' | 'state'>;
   sessionStorage: Pick<Storage, 'getItem' | 'setItem'> | null;
   localStorage: Pick<Storage, 'getItem' | 'setItem' | 'removeItem'> | null;
+  /** Where the other tabs' changes to localStorage are heard ('storage' events). */
+  addEventListener?: Window['addEventListener'];
+  removeEventListener?: Window['removeEventListener'];
   fetch: typeof fetch;
   WebSocket: typeof WebSocket;
 }
@@ -36,7 +39,18 @@ export function createApiClient(host: ClientHost = window): ConsoleClient {
   return createWebSocketClient({
     url: consoleSocketUrl(pageHref),
     WebSocket: host.WebSocket,
-    session: createSessionApi(host.fetch.bind(host), pageHref, pageKeyStore(host.localStorage)),
+    session: createSessionApi(
+      host.fetch.bind(host),
+      pageHref,
+      pageKeyStore(host.localStorage, storageEvents(host)),
+    ),
     setupToken,
   });
+}
+
+/** The host's storage events, when it has them (a window does). */
+function storageEvents(host: ClientHost): StorageEvents | null {
+  const { addEventListener: add, removeEventListener: remove } = host;
+  if (!add || !remove) return null;
+  return { addEventListener: add.bind(host), removeEventListener: remove.bind(host) };
 }

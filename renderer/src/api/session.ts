@@ -34,16 +34,42 @@ export class SignInError extends Error {
 export interface KeyStore {
   get(): string | null;
   set(key: string | null): void;
+  /**
+   * Calls `changed` whenever another tab of this origin stores or removes the key (it
+   * signed in or out); returns the function that stops it. Absent: no tabs to hear.
+   */
+  watch?(changed: () => void): () => void;
 }
+
+/** The page's window, for the storage events other tabs cause. */
+export type StorageEvents = Pick<Window, 'addEventListener' | 'removeEventListener'>;
 
 const KEY_ITEM = 'branchsan.pageKey';
 
-/** localStorage, or memory where it cannot be used (storage disabled, a private window). */
+/**
+ * localStorage, or memory where it cannot be used (storage disabled, a private window).
+ * With `events` (the page's window), watch() hears the other tabs' sign-ins and
+ * sign-outs: the browser tells a page of every change another page makes to its
+ * origin's localStorage (a 'storage' event; never of its own changes).
+ */
 export function pageKeyStore(
   storage: Pick<Storage, 'getItem' | 'setItem' | 'removeItem'> | null,
+  events: StorageEvents | null = null,
 ): KeyStore {
   let memory: string | null = null;
+  const watch =
+    storage && events
+      ? (changed: () => void) => {
+          const listener = (ev: StorageEvent) => {
+            // key null: the other page cleared its whole storage, the key with it
+            if (ev.storageArea === storage && (ev.key === KEY_ITEM || ev.key === null)) changed();
+          };
+          events.addEventListener('storage', listener);
+          return () => events.removeEventListener('storage', listener);
+        }
+      : undefined;
   return {
+    ...(watch ? { watch } : {}),
     get() {
       try {
         return storage?.getItem(KEY_ITEM) ?? memory;
@@ -73,6 +99,11 @@ export interface SessionApi {
    * retry changes that, and its words say what to do.
    */
   check(): Promise<SessionState | null>;
+  /**
+   * Calls `changed` when another tab of this browser signs in or out here (the shared
+   * page key changed); returns the function that stops it. Absent without shared storage.
+   */
+  watchOtherTabs?(changed: () => void): () => void;
   login(password: string): Promise<void>;
   setup(token: string, password: string): Promise<void>;
   logout(): Promise<void>;
@@ -171,6 +202,7 @@ export function createSessionApi(
       };
     },
     pageKey: () => keys.get(),
+    ...(keys.watch ? { watchOtherTabs: keys.watch.bind(keys) } : {}),
     login: (password) => post('login', { password }),
     setup: (token, password) => post('setup', { token, password }),
     // the key goes with the request (the engine ends only the session it proves), then

@@ -316,6 +316,15 @@ export function createWebSocketClient(opts: WebSocketClientOptions): ConsoleClie
     refresh: () => resume(),
   };
 
+  // Signed in (or a password set) in another tab: this one's sign-in page goes, as the
+  // cookie and the key it uses are this browser's, not the tab's. Signed out there: the
+  // engine closes this tab's socket too, and lost() finds out.
+  const unwatch = opts.session?.watchOtherTabs?.(() => {
+    if (link.problem === 'signed-out' || link.problem === 'setup-required') {
+      resume().catch(() => undefined); // begin() throws only after a sign-in of its own
+    }
+  });
+
   void begin();
 
   return {
@@ -343,6 +352,7 @@ export function createWebSocketClient(opts: WebSocketClientOptions): ConsoleClie
     close() {
       if (closed) return;
       closed = true;
+      unwatch?.();
       clearTimeout(retryTimer);
       clearTimeout(idleTimer);
       stopKeepAlive();

@@ -171,3 +171,32 @@ describe('createSessionApi', () => {
     });
   });
 });
+
+describe('pageKeyStore.watch', () => {
+  const storage = { getItem: () => null, setItem: () => {}, removeItem: () => {} };
+  /** A 'storage' event as the browser sends it to the other tabs of the origin. */
+  const storageEvent = (key: string | null, area: unknown = storage) =>
+    Object.assign(new Event('storage'), { key, storageArea: area });
+
+  it("hears the other tabs' changes to the page key, and only those, until stopped", () => {
+    const page = new EventTarget();
+    const changed = vi.fn();
+    const stop = pageKeyStore(storage, page as unknown as Window).watch!(changed);
+    page.dispatchEvent(storageEvent('branchsan.pageKey'));
+    page.dispatchEvent(storageEvent(null)); // localStorage.clear() in another tab
+    page.dispatchEvent(storageEvent('something.else'));
+    page.dispatchEvent(storageEvent('branchsan.pageKey', {})); // sessionStorage, say
+    expect(changed).toHaveBeenCalledTimes(2);
+    stop();
+    page.dispatchEvent(storageEvent('branchsan.pageKey'));
+    expect(changed).toHaveBeenCalledTimes(2);
+  });
+
+  it('offers no watch without shared storage or a page to hear it on', () => {
+    expect(pageKeyStore(null, new EventTarget() as unknown as Window).watch).toBeUndefined();
+    expect(pageKeyStore(storage).watch).toBeUndefined();
+    expect(
+      createSessionApi(fetch, 'http://h/', pageKeyStore(storage)).watchOtherTabs,
+    ).toBeUndefined();
+  });
+});
