@@ -63,13 +63,14 @@ export class CidAllocator {
 /** Tag (slot index) of a CID. */
 export const cidTag = (cid: number): number => cid & TAG_MASK;
 
+/** What removeWhere() returns when it removes nothing. */
+const NONE: readonly never[] = Object.freeze([]);
+
 /**
  * FIFO of commands waiting for a free CID, bounded so a caller that submits without
  * limit gets an immediate 'busy' error instead of unbounded memory growth. A ring
  * buffer: push and shift are O(1) and allocate nothing once the ring has grown.
  */
-const NONE: readonly never[] = Object.freeze([]);
-
 export class WaitQueue<T> {
   private ring: (T | undefined)[] = new Array<T | undefined>(16);
   private head = 0;
