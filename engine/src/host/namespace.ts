@@ -153,7 +153,8 @@ export class NvmeNamespace extends NamespaceIo {
         this.afterTransition(read, budget - delayed, budget).then((next) => {
           delayed += performance.now() - started;
           if (!next.send) return next.why === null ? backOff() : refuse(next.why);
-          this.ctrl.submitIo(req, queue);
+          // Sent before: held for a reconnect now, it ends "not sent again".
+          this.ctrl.submitIoAfter(req, 0, queue);
         }, reject);
       };
       this.ctrl.submitIo(req, queue);

@@ -382,6 +382,33 @@ describe('a command answered with ANA Transition, on one controller', () => {
     expect(performance.now() - started).toBeLessThan(2000);
   });
 
+  // The group back, as the log read after the ANA change event says, and the association
+  // lost in the chunk that completes that read: the write goes out again once the
+  // controller is live, held meanwhile. Before: held past its timeout, it said it "was
+  // not sent", as if no attempt had reached the target (one had, and was answered).
+  it('says "not sent again" of a write held for a reconnect after its group came back', async () => {
+    let reads = 0;
+    const junk = Buffer.from([0xff, 0, 8, 0, 8, 0, 0, 0]);
+    const { ns, target } = await setup(
+      {
+        ana: 0x0f,
+        ioStatus: (op, n) => (op === IO.WRITE && n === 0 ? SC.ANA_TRANSITION : 0),
+        afterAnaLog: () => (reads++ === 1 ? junk : null), // the read after the event
+      },
+      { ioTimeoutMs: 1000, reconnect: { delayMs: 10_000, lossTimeoutMs: 60_000 } },
+    );
+    const write = ns.write(0, randomBytes(512)).catch((e: unknown) => e);
+    await waitFor(() => reads === 1); // answered ANA Transition; the log says change
+    target.setAna(1);
+    const err = await write;
+    expect(reads).toBe(2);
+    expect(err).toMatchObject({ kind: 'not-connected' });
+    expect((err as Error).message).toMatch(
+      /^controller is recovering: .+; the command waited for it to reconnect until its timeout \(1000 ms\) ran out and was not sent again: check the connection/,
+    );
+    expect(target.ioCommands).toBe(1);
+  });
+
   // The same loss with reconnect on: the command waits through the reconnect, and the
   // controller is reset each twice ANATT (2 s) the group stays in change on the new
   // association. Before: the wait's reset timer started while there was no association,
