@@ -7,7 +7,8 @@
  * more: the worker reads and writes the caller's buffer at its address; without it a
  * copy through a shared slot), wakes a sleeping worker at most once per microtask
  * batch, and is woken back at most once per batch of completions (see
- * io-worker-protocol.ts).
+ * io-worker-protocol.ts), or, for a job alone in the pool, polls for its completion
+ * instead of sleeping (pollLone()).
  *
  * Bounded: at most `slots` I/Os per worker are in flight; more wait in a FIFO of
  * jobs (the caller's buffers are referenced there, not copied), one FIFO per class
