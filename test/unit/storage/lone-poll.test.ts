@@ -20,7 +20,7 @@ import {
 import { flush, prng, randomBuffer, read, scratchDir, write } from './helpers.js';
 
 const MiB = 1024 * 1024;
-/** Blocks 1 MiB apart: no read-ahead of one brings in the next. */
+/** Blocks read back, 1 MiB apart (no read-ahead of one brings in the next). */
 const BLOCKS = 40;
 const dir = scratchDir('lone-poll', '/var/tmp');
 const TMPFS_MAGIC = 0x01021994;
