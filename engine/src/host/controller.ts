@@ -331,10 +331,15 @@ export class NvmeController implements Submitter {
    * first one at KATO/2.
    */
   private submitKeepAlive(req: NvmeRequest, a: Association): void {
+    this.submitAdmin(req, a, () => a.keepAlive.noteAnswered());
+  }
+
+  /** `req` on `a`'s admin queue; `succeeded` runs before its own onDone once it succeeds. */
+  private submitAdmin(req: NvmeRequest, a: Association, succeeded: () => void): void {
     const done = req.onDone;
     req.onDone = (r) => {
       r.onDone = done;
-      if (!r.error && r.status === 0) a.keepAlive.noteAnswered();
+      if (!r.error && r.status === 0) succeeded();
       done(r);
     };
     a.admin.submit(req);
@@ -358,19 +363,14 @@ export class NvmeController implements Submitter {
     }
     // Once sent it may be in force, answered or not: the ceiling grows before.
     if (kato > this.katoCeiling) this.katoCeiling = kato;
-    const done = req.onDone;
-    req.onDone = (r) => {
-      r.onDone = done;
+    this.submitAdmin(req, a, () => {
       // Unless it went to an association that is gone: the new one has the old KATO.
-      if (!r.error && r.status === 0 && this.assoc === a) {
-        this.params = { ...this.params, kato };
-        a.keepAlive.start(kato);
-        // No Keep Alive will be answered on it now: the controller took the command.
-        if (kato === 0) this.recovered();
-      }
-      done(r);
-    };
-    a.admin.submit(req);
+      if (this.assoc !== a) return;
+      this.params = { ...this.params, kato };
+      a.keepAlive.start(kato);
+      // No Keep Alive will be answered on it now: the controller took the command.
+      if (kato === 0) this.recovered();
+    });
   }
 
   /**

@@ -50,7 +50,5 @@ export function createApiClient(host: ClientHost = window): ConsoleClient {
 
 /** The host's storage events, when it has them (a window does). */
 function storageEvents(host: ClientHost): StorageEvents | null {
-  const { addEventListener: add, removeEventListener: remove } = host;
-  if (!add || !remove) return null;
-  return { addEventListener: add.bind(host), removeEventListener: remove.bind(host) };
+  return host.addEventListener && host.removeEventListener ? (host as StorageEvents) : null;
 }

@@ -202,7 +202,7 @@ export function createSessionApi(
       };
     },
     pageKey: () => keys.get(),
-    ...(keys.watch ? { watchOtherTabs: keys.watch.bind(keys) } : {}),
+    ...(keys.watch ? { watchOtherTabs: keys.watch } : {}),
     login: (password) => post('login', { password }),
     setup: (token, password) => post('setup', { token, password }),
     // the key goes with the request (the engine ends only the session it proves), then
