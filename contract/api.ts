@@ -87,6 +87,30 @@ export const PortConfig = z.object({
 });
 export type PortConfig = z.infer<typeof PortConfig>;
 
+/**
+ * How a file or block namespace's I/O is run (storage/file.ts IoOptions); each left out
+ * keeps its default. For measuring and for a device the defaults do not suit.
+ */
+export const IoTuning = z
+  .object({
+    /** Serve reads the page cache (or RAM) holds on the engine's event loop (default true). */
+    inlineReads: z.boolean().optional(),
+    /** Run a lone write on the event loop when the file is RAM: tmpfs, no swap (default true). */
+    inlineWrites: z.boolean().optional(),
+    /**
+     * µs the event loop polls for the completion of a lone read or write on an I/O thread
+     * before it sleeps (default 30; 0: never).
+     */
+    completionSpinMicros: z
+      .number()
+      .int('a whole number of µs')
+      .min(0, 'at least 0 (0: never poll)')
+      .max(1000, 'at most 1000 µs')
+      .optional(),
+  })
+  .strict();
+export type IoTuning = z.infer<typeof IoTuning>;
+
 export const NamespaceConfig = z.object({
   nsid: z.number().int().min(1).max(1024),
   backendKind: z.enum(['file', 'block', 'memory']),
@@ -96,6 +120,8 @@ export const NamespaceConfig = z.object({
   nguid: z.string().regex(/^[0-9a-f]{32}$/),
   uuid: z.string(),
   anaGroup: z.number().int().min(1),
+  /** The I/O tuning it was added with; {} for the defaults (and for memory). */
+  io: IoTuning,
 });
 export type NamespaceConfig = z.infer<typeof NamespaceConfig>;
 
@@ -138,6 +164,7 @@ export const NamespaceAdd = z
             .regex(NO_CONTROL_CHARS, 'a path without control characters (newlines, tabs)'),
           /** Create a sparse file of this size; the file must not exist yet. */
           createSizeBytes: SizeBytes.optional(),
+          io: IoTuning.optional(),
         })
         .strict(),
       z
@@ -147,9 +174,18 @@ export const NamespaceAdd = z
             .string()
             .startsWith('/dev/', 'a /dev/ path')
             .regex(NO_CONTROL_CHARS, 'a path without control characters (newlines, tabs)'),
+          io: IoTuning.optional(),
         })
         .strict(),
-      z.object({ kind: z.literal('memory'), sizeBytes: SizeBytes }).strict(),
+      z
+        .object({
+          kind: z.literal('memory'),
+          sizeBytes: SizeBytes,
+          io: z
+            .undefined('nothing to tune: a memory namespace runs its I/O on the event loop')
+            .optional(),
+        })
+        .strict(),
     ]),
     blockSize: z.literal([512, 4096]).optional(),
   })

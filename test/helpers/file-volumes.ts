@@ -28,6 +28,7 @@ export function fileVolumesConfig(
           nguid: String(i + 1).padStart(32, '0'),
           uuid: String(i + 1),
           anaGroup: 1,
+          io: {},
         })),
       },
     ],

@@ -11,7 +11,7 @@ import type { Alert } from '../../../contract/events.js';
 import type { MetricsSample } from '../../../contract/metrics.js';
 import { LATENCY_BUCKETS } from '../core/stats.js';
 import type { IoStatsSnapshot } from '../core/stats.js';
-import type { RawReading } from './sampler.js';
+import type { NamespaceReading, RawReading } from './sampler.js';
 
 /** Histogram buckets exposed: le = 2^b µs for b ≤ this (≈ 16.8 s), then +Inf. */
 const LAST_EXPOSED_BUCKET = 24;
@@ -131,6 +131,7 @@ export function renderPrometheus(
     namespaces,
     (s) => ({ hist: s.writeLatencyHist, sumUs: s.writeLatencyUs }),
   );
+  backendPathFamilies(out, raw?.namespaces ?? []);
   const controllers: IoEntity[] = (raw?.controllers ?? []).map((c) => ({
     labels: { nqn: c.subnqn, hostnqn: c.hostnqn, cntlid: c.cntlid },
     stats: c.stats,
@@ -140,6 +141,38 @@ export function renderPrometheus(
   if (connections) connectionFamilies(out, connections);
   alertFamilies(out, alerts);
   return out.text();
+}
+
+/**
+ * How each file or block namespace's backend ran its I/O: on the event loop or on an
+ * I/O thread, and the polls for lone I/Os' completions, so that the io tuning of a
+ * volume (inlineReads, inlineWrites, completionSpinMicros) can be judged.
+ */
+function backendPathFamilies(out: Exposition, namespaces: readonly NamespaceReading[]): void {
+  const counted = namespaces.flatMap(({ nqn, nsid, paths }) =>
+    paths ? [{ labels: { nqn, nsid }, p: paths }] : [],
+  );
+  const inline = 'branchsan_namespace_event_loop_io_total';
+  out.family(
+    inline,
+    'counter',
+    'I/O the engine ran on its event loop instead of an I/O thread: reads the page cache held (op="read"), reads tried so that were not cached and went to a thread (op="read-missed"), lone writes to a file in RAM (op="write").',
+  );
+  for (const { labels, p } of counted) {
+    out.sample(inline, { ...labels, op: 'read' }, p.inlineReads);
+    out.sample(inline, { ...labels, op: 'read-missed' }, p.inlineReadsMissed);
+    out.sample(inline, { ...labels, op: 'write' }, p.inlineWrites);
+  }
+  const polls = 'branchsan_namespace_completion_polls_total';
+  out.family(
+    polls,
+    'counter',
+    'Lone I/Os on an I/O thread whose completion the event loop polled for (io.completionSpinMicros): caught in the poll, or missed (the poll ran out; many misses mean the disk is slower than the poll).',
+  );
+  for (const { labels, p } of counted) {
+    out.sample(polls, { ...labels, result: 'caught' }, p.pollsCaught);
+    out.sample(polls, { ...labels, result: 'missed' }, p.pollsMissed);
+  }
 }
 
 /** What the NVMe/TCP connections hold against their cap (the transport's PeerMemoryGuard.stats()). */

@@ -9,7 +9,7 @@
  * assumed second, so a late timer does not inflate them.
  */
 import type { IoFigures, MetricsSample, NodeFigures } from '../../../contract/metrics.js';
-import type { ControllerSummary, Target } from '../core/index.js';
+import type { BackendPathCounts, ControllerSummary, Target } from '../core/index.js';
 import type { IoStatsSnapshot } from '../core/stats.js';
 import { histAdd, histDelta, percentiles } from './latency.js';
 import { readNode, systemSources, type NodeReading, type NodeSources } from './node.js';
@@ -18,6 +18,8 @@ export interface NamespaceReading {
   readonly nqn: string;
   readonly nsid: number;
   readonly stats: IoStatsSnapshot;
+  /** How its backend ran the I/O (BlockBackend.pathCounts), for backends that count. */
+  readonly paths?: BackendPathCounts;
 }
 
 /** Where I/O counters come from: the core target, or a fake in tests. */
@@ -49,6 +51,7 @@ export function targetIoSource(target: Target): IoSource {
           nqn: s.nqn,
           nsid: ns.nsid,
           stats: ns.stats.snapshot(),
+          paths: ns.backend.pathCounts?.(),
         })),
       ),
     controllers: () => target.listControllers(),

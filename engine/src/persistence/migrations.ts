@@ -151,4 +151,12 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE namespaces ADD COLUMN device TEXT; -- JSON: key, about, weak (storage/device-identity.ts)
     `,
   },
+  {
+    // service/target-service.ts: the I/O tuning a file or block namespace was added with
+    // (contract IoTuning), applied at every open. NULL: the defaults.
+    name: 'I/O tuning of a namespace',
+    sql: `
+      ALTER TABLE namespaces ADD COLUMN io TEXT; -- JSON: inlineReads, inlineWrites, completionSpinMicros
+    `,
+  },
 ];

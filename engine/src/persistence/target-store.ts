@@ -3,6 +3,7 @@
  * Pure data access; validation against the live target happens in the service layer,
  * which calls these inside one transaction per change.
  */
+import { IoTuning } from '../../../contract/api.js';
 import type { Db } from './db.js';
 
 export interface PortRow {
@@ -25,6 +26,8 @@ export interface NamespaceRow {
    * compared at every open; null for files, memory, and rows from before it was kept.
    */
   device?: string | null;
+  /** The I/O tuning it was added with ({}: the defaults). */
+  io: IoTuning;
 }
 
 export interface SubsystemRow {
@@ -60,16 +63,21 @@ export class TargetStore {
     );
     const nss = this.db.prepare(
       `SELECT nsid, backend_kind AS backendKind, path, size_bytes AS sizeBytes, block_size AS blockSize,
-              nguid, uuid, ana_group AS anaGroup, device
+              nguid, uuid, ana_group AS anaGroup, device, io
        FROM namespaces WHERE subsystem_nqn = ? ORDER BY nsid`,
     );
+    const namespaces = (nqn: string): NamespaceRow[] =>
+      (nss.all(nqn) as (Omit<NamespaceRow, 'io'> & { io: string | null })[]).map((n) => ({
+        ...n,
+        io: ioTuningOf(n.io),
+      }));
     return {
       ports,
       subsystems: subs.map((s) => ({
         ...s,
         allowAnyHost: s.allowAnyHost === 1,
         hosts: (hosts.all(s.nqn) as { host_nqn: string }[]).map((h) => h.host_nqn),
-        namespaces: nss.all(s.nqn) as NamespaceRow[],
+        namespaces: namespaces(s.nqn),
       })),
     };
   }
@@ -120,8 +128,8 @@ export class TargetStore {
   addNamespace(nqn: string, ns: NamespaceRow): void {
     this.db
       .prepare(
-        `INSERT INTO namespaces (subsystem_nqn, nsid, backend_kind, path, size_bytes, block_size, nguid, uuid, ana_group, device)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO namespaces (subsystem_nqn, nsid, backend_kind, path, size_bytes, block_size, nguid, uuid, ana_group, device, io)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       )
       .run(
         nqn,
@@ -134,6 +142,7 @@ export class TargetStore {
         ns.uuid,
         ns.anaGroup,
         ns.device ?? null,
+        Object.keys(ns.io).length > 0 ? JSON.stringify(ns.io) : null,
       );
   }
 
@@ -168,5 +177,19 @@ export class TargetStore {
     this.db
       .prepare('INSERT INTO audit (ts, actor, action, details) VALUES (?, ?, ?, ?)')
       .run(Date.now(), actor, action, JSON.stringify(details));
+  }
+}
+
+/**
+ * A stored I/O tuning: the defaults ({}) for NULL, and for a value that is not one
+ * (the column edited by hand), which is then served as if added without one.
+ */
+function ioTuningOf(json: string | null): IoTuning {
+  if (json === null) return {};
+  try {
+    const r = IoTuning.safeParse(JSON.parse(json));
+    return r.success ? r.data : {};
+  } catch {
+    return {};
   }
 }

@@ -413,6 +413,8 @@ export class TargetRuntime {
             inlineReads: backend.inlineReads ?? 'off',
             inlineWrites: backend.inlineWrites,
             nativeAddon: backend.nativeNote ?? 'loaded',
+            // the volume's io tuning as asked for ({}: the defaults)
+            io: spec.backend.kind === 'memory' ? {} : (spec.backend.io ?? {}),
           }
         : {}),
     });

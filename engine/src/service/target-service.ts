@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type {
+  IoTuning,
   NamespaceConfig,
   PortConfig,
   SubsystemConfig,
@@ -59,8 +60,8 @@ export interface NamespaceAddRequest {
   nqn: string;
   nsid?: number;
   backend:
-    | { kind: 'file'; path: string; createSizeBytes?: number }
-    | { kind: 'block'; path: string }
+    | { kind: 'file'; path: string; createSizeBytes?: number; io?: IoTuning }
+    | { kind: 'block'; path: string; io?: IoTuning }
     | { kind: 'memory'; sizeBytes: number };
   blockSize?: 512 | 4096;
 }
@@ -818,6 +819,7 @@ export class TargetService {
       nguid: newNguid(),
       uuid: newUuid(),
       anaGroup: this.freeAnaGroup(this.store.load(), req.nqn, nsid),
+      io: b.kind === 'memory' ? {} : (b.io ?? {}),
     };
     const backend = await this.rt.addNamespace(req.nqn, { ...row, backend: specOf(row, created) });
     row.sizeBytes = backend.sizeBytes;
@@ -1125,14 +1127,14 @@ function deviceOf(backend: BlockBackend): string | null {
 }
 
 function specOf(ns: NamespaceRow, create: boolean): BackendSpec {
-  const blockSize = ns.blockSize;
+  const { blockSize, io } = ns;
   switch (ns.backendKind) {
     case 'file':
       return create
-        ? { kind: 'file', path: ns.path, sizeBytes: ns.sizeBytes, create: true, blockSize }
-        : { kind: 'file', path: ns.path, blockSize };
+        ? { kind: 'file', path: ns.path, sizeBytes: ns.sizeBytes, create: true, blockSize, io }
+        : { kind: 'file', path: ns.path, blockSize, io };
     case 'block':
-      return { kind: 'block', path: ns.path };
+      return { kind: 'block', path: ns.path, io };
     case 'memory':
       return { kind: 'memory', sizeBytes: ns.sizeBytes, blockSize };
   }

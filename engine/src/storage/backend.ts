@@ -56,6 +56,20 @@ export interface IoOwner {
   readonly isClosed: boolean;
 }
 
+/**
+ * Counts since open of how a threaded backend ran its I/O: on the event loop instead of
+ * a thread (reads the page cache held, and the reads tried so that were not cached and
+ * went to a thread; lone writes to a RAM file), and lone I/Os on a thread whose
+ * completion the event loop polled for (caught in the poll, or missed: it ran out).
+ */
+export interface BackendPathCounts {
+  readonly inlineReads: number;
+  readonly inlineReadsMissed: number;
+  readonly inlineWrites: number;
+  readonly pollsCaught: number;
+  readonly pollsMissed: number;
+}
+
 export type IoCallback = (err: BackendError | null) => void;
 export type ReadCallback = (err: BackendError | null, data?: Buffer) => void;
 
@@ -103,6 +117,8 @@ export interface BlockBackend {
    * Absent: false.
    */
   readonly closed?: boolean;
+  /** How its I/O went, for the metrics (a backend with threads; absent: not counted). */
+  pathCounts?(): BackendPathCounts;
   /** Calls `listener` after each change of `available` or `closed`; returns what stops it. */
   watchAvailable?(listener: () => void): () => void;
   /** Finish in-flight I/O, then release files and threads. Idempotent. */

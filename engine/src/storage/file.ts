@@ -19,6 +19,7 @@ import {
   BackendError,
   type BackendCapabilities,
   type BackendErrorKind,
+  type BackendPathCounts,
   type BlockBackend,
   type IoCallback,
   type IoOwner,
@@ -343,6 +344,18 @@ export class FdBackend implements BlockBackend {
    */
   get lonePolls(): Readonly<{ caught: number; missed: number }> {
     return this.pool.lonePolls;
+  }
+
+  pathCounts(): BackendPathCounts {
+    const { served, punted, writes } = this.pool.inlineStats;
+    const { caught, missed } = this.pool.lonePolls;
+    return {
+      inlineReads: served,
+      inlineReadsMissed: punted,
+      inlineWrites: writes,
+      pollsCaught: caught,
+      pollsMissed: missed,
+    };
   }
 
   read(offset: number, length: number, cb: ReadCallback, into?: Buffer): void {

@@ -79,6 +79,10 @@ describe('Prometheus exposition', () => {
     ]);
     expect(fams.get('branchsan_node_memory_used_bytes')!.samples[0]!.value).toBe(600 * 1024);
     expect(fams.get('branchsan_node_data_fs_used_bytes')!.samples[0]!.value).toBe(90 * 512);
+    // a memory backend has no I/O threads: nothing to say how it ran its I/O
+    // (test/integration/namespace-io.test.ts has files)
+    expect(fams.get('branchsan_namespace_event_loop_io_total')!.samples).toEqual([]);
+    expect(fams.get('branchsan_namespace_completion_polls_total')!.samples).toEqual([]);
   });
 
   it('counts the active alerts by severity, and shows each with its labels', () => {

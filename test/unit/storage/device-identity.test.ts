@@ -393,6 +393,7 @@ describe('a dm-crypt mapping', () => {
       uuid: '00000000-0000-0000-0000-000000000000',
       anaGroup: 1,
       device: JSON.stringify(was),
+      io: {},
     };
     const verify = verifyBacking('nqn.2026-01.com.example:crypt', ns);
     expect(() => verify({ sizeBytes: 8 * MiB, blockSize: 512, device: now })).not.toThrow();
