@@ -28,6 +28,11 @@ export interface NamespaceRow {
   device?: string | null;
   /** The I/O tuning it was added with ({}: the defaults). */
   io: IoTuning;
+  /**
+   * Why the stored tuning is not used (the column edited into something that is not
+   * one): the namespace is then served with the defaults.
+   */
+  ioProblem?: string;
 }
 
 export interface SubsystemRow {
@@ -69,7 +74,7 @@ export class TargetStore {
     const namespaces = (nqn: string): NamespaceRow[] =>
       (nss.all(nqn) as (Omit<NamespaceRow, 'io'> & { io: string | null })[]).map((n) => ({
         ...n,
-        io: ioTuningOf(n.io),
+        ...ioTuningOf(n.io),
       }));
     return {
       ports,
@@ -181,15 +186,19 @@ export class TargetStore {
 }
 
 /**
- * A stored I/O tuning: the defaults ({}) for NULL, and for a value that is not one
- * (the column edited by hand), which is then served as if added without one.
+ * A stored I/O tuning: the defaults ({}) for NULL, and, with the reason, for a value
+ * that is not one (the column edited by hand).
  */
-function ioTuningOf(json: string | null): IoTuning {
-  if (json === null) return {};
+function ioTuningOf(json: string | null): Pick<NamespaceRow, 'io' | 'ioProblem'> {
+  if (json === null) return { io: {} };
+  let value: unknown;
   try {
-    const r = IoTuning.safeParse(JSON.parse(json));
-    return r.success ? r.data : {};
+    value = JSON.parse(json);
   } catch {
-    return {};
+    return { io: {}, ioProblem: `not JSON: ${JSON.stringify(json.slice(0, 80))}` };
   }
+  const r = IoTuning.safeParse(value);
+  if (r.success) return { io: r.data };
+  const i = r.error.issues[0]!;
+  return { io: {}, ioProblem: `${['io', ...i.path].join('.')}: ${i.message}` };
 }

@@ -432,6 +432,11 @@ export class TargetService {
    * store it only means it is noted at the next open.
    */
   private noteOpened(nqn: string, ns: NamespaceRow, backend: BlockBackend): void {
+    if (ns.ioProblem)
+      this.log.warn(
+        'the io tuning stored for a namespace is not one (was the database edited by hand?): it is served with the default tuning',
+        { nqn, nsid: ns.nsid, problem: ns.ioProblem },
+      );
     const device = deviceOf(backend);
     const had = storedDevice(ns);
     // none recorded (added before identities were kept), or none the disk showed then
