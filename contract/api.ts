@@ -305,6 +305,15 @@ export const methods = {
       .strict(),
     result: NamespaceConfig,
   },
+  /**
+   * Sets a file or block namespace's io tuning, the whole of it (each left out goes
+   * back to its default): at once for the I/O its hosts send from then on, and at
+   * every later open. Its NGUID stays: hosts see nothing of it but the speed.
+   */
+  'target.namespace.tune': {
+    params: z.object({ nqn: Nqn, nsid: z.number().int().min(1).max(1024), io: IoTuning }).strict(),
+    result: NamespaceConfig,
+  },
   /** History of one series, from the finest tier that covers the range (contract/metrics.ts). */
   'metrics.query': { params: MetricsQueryParams, result: MetricsQueryResult },
   /** The series with stored history, a page at a time (contract/metrics.ts). */

@@ -226,4 +226,104 @@ describe('a volume I/O tuning', () => {
     expect(attached(2).inlineReads).not.toBe('off');
     expect(attached(3).inlineReads).not.toBe('off');
   });
+
+  it('retunes a served volume at once, and keeps the new tuning', async () => {
+    // (counters start at 0 with this engine run: the test before restarted it)
+    const ctrl = await NvmeController.connect({ host: '127.0.0.1', port, subnqn: NQN });
+    try {
+      const ns = await ctrl.namespace(1);
+      const blocks = Array.from({ length: WRITES }, () => randomBytes(4096));
+      const readAll = async () => {
+        for (let i = 0; i < READS; i++)
+          expect((await ns.read((i % WRITES) * 8, 8)).equals(blocks[i % WRITES]!)).toBe(true);
+      };
+      const afterReads = (n: number) =>
+        until(async () => {
+          const f = await scrape();
+          return value(f, 'branchsan_namespace_read_ops_total', 1) === n && f;
+        });
+      const loop = (f: Awaited<ReturnType<typeof scrape>>, op: string) =>
+        value(f, 'branchsan_namespace_event_loop_io_total', 1, ['op', op]);
+      const polls = (f: Awaited<ReturnType<typeof scrape>>) =>
+        ['caught', 'missed'].map((r) =>
+          value(f, 'branchsan_namespace_completion_polls_total', 1, ['result', r]),
+        );
+
+      const off = await api.call('target.namespace.tune', {
+        nqn: NQN,
+        nsid: 1,
+        io: { inlineReads: false, completionSpinMicros: 0 },
+      });
+      expect(off.io).toEqual({ inlineReads: false, completionSpinMicros: 0 });
+      expect(off.nguid).toBe(
+        (await api.call('target.config', {})).subsystems[0]!.namespaces[0]!.nguid,
+      );
+      const changed = engine.lines.filter((l) => l.msg === 'namespace io tuning changed');
+      expect(changed.map((l) => [l.nsid, l.inlineReads, l.inlineWrites])).toEqual([
+        [1, 'off', false],
+      ]);
+      // the same connection, at once: no read or write on the event loop, and no poll
+      for (const [i, b] of blocks.entries()) await ns.write(i * 8, b);
+      await readAll();
+      let f = await afterReads(READS);
+      expect([loop(f, 'read'), loop(f, 'write')]).toEqual([0, 0]);
+      expect(polls(f)).toEqual([0, 0]);
+      // back to the defaults: each read on the event loop again
+      expect((await api.call('target.namespace.tune', { nqn: NQN, nsid: 1, io: {} })).io).toEqual(
+        {},
+      );
+      await readAll();
+      f = await afterReads(2 * READS);
+      expect(loop(f, 'read')).toBe(READS);
+    } finally {
+      await ctrl.close();
+    }
+    // a tuning set this way replaces the one edited by hand, and is the one a start applies
+    await api.call('target.namespace.tune', { nqn: NQN, nsid: 2, io: { inlineReads: false } });
+    await stop();
+    await start();
+    const config = await api.call('target.config', {});
+    expect(config.subsystems[0]!.namespaces.map((n) => n.io)).toEqual([
+      {},
+      { inlineReads: false },
+      {},
+    ]);
+    expect(attached(2).inlineReads).toBe('off');
+    expect(attached(1).inlineReads).not.toBe('off');
+    const warned = engine.lines.filter((l) => typeof l.msg === 'string' && /io tuning/.test(l.msg));
+    expect(warned.map((l) => l.nsid)).toEqual([3]);
+  }, 60_000);
+
+  it('refuses to tune what has nothing to tune, or with a tuning that is not one', async () => {
+    await api.call('target.namespace.add', {
+      nqn: NQN,
+      nsid: 4,
+      backend: { kind: 'memory', sizeBytes: MiB },
+    });
+    const cases: [unknown, ErrorCode, string, RegExp][] = [
+      [{ nqn: NQN, nsid: 9, io: {} }, ErrorCode.NotFound, 'nsid', /does not exist/],
+      [{ nqn: NQN, nsid: 4, io: {} }, ErrorCode.InvalidParams, 'nsid', /lives in memory/],
+      [
+        { nqn: NQN, nsid: 1, io: { completionSpinMicros: 2000 } },
+        ErrorCode.InvalidParams,
+        'io.completionSpinMicros',
+        /at most 1000/,
+      ],
+      [{ nqn: NQN, nsid: 1 }, ErrorCode.InvalidParams, 'io', /io/],
+    ];
+    for (const [params, code, field, message] of cases) {
+      const err = await apiError(api.call('target.namespace.tune', params as never));
+      expect(err.code, err.message).toBe(code);
+      expect(err.data?.field, err.message).toBe(field);
+      expect(err.message).toMatch(message);
+    }
+    // nothing changed
+    const config = await api.call('target.config', {});
+    expect(config.subsystems[0]!.namespaces.map((n) => n.io)).toEqual([
+      {},
+      { inlineReads: false },
+      {},
+      {},
+    ]);
+  });
 });

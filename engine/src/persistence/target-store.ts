@@ -147,8 +147,15 @@ export class TargetStore {
         ns.uuid,
         ns.anaGroup,
         ns.device ?? null,
-        Object.keys(ns.io).length > 0 ? JSON.stringify(ns.io) : null,
+        storedIo(ns.io),
       );
+  }
+
+  /** A namespace's io tuning, the whole of it. */
+  setIo(nqn: string, nsid: number, io: IoTuning): void {
+    this.db
+      .prepare('UPDATE namespaces SET io = ? WHERE subsystem_nqn = ? AND nsid = ?')
+      .run(storedIo(io), nqn, nsid);
   }
 
   /** What an open found at a namespace's path, taken as what it serves from now on. */
@@ -184,6 +191,10 @@ export class TargetStore {
       .run(Date.now(), actor, action, JSON.stringify(details));
   }
 }
+
+/** The io column of a tuning: NULL for the defaults. */
+const storedIo = (io: IoTuning): string | null =>
+  Object.keys(io).length > 0 ? JSON.stringify(io) : null;
 
 /**
  * A stored I/O tuning: the defaults ({}) for NULL, and, with the reason, for a value

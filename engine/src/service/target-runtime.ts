@@ -8,6 +8,7 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import type { IoTuning } from '../../../contract/api.js';
 import { Target, type TargetOptions } from '../core/index.js';
 import { IN_CAPSULE_DATA_SIZE } from '../protocol/tcp-limits.js';
 import { BackendError, type BlockBackend } from '../storage/backend.js';
@@ -449,6 +450,24 @@ export class TargetRuntime {
     const { kind, ...fields } = e;
     const [level, msg] = IO_THREADS_LOG[kind];
     this.log[level](msg, { ...where, ...fields });
+  }
+
+  /**
+   * Runs an attached namespace's I/O as `io` asks from now on (FdBackend.retune); false
+   * when it is not attached, or has no I/O threads to tune (memory).
+   */
+  retune(nqn: string, nsid: number, io: IoTuning): boolean {
+    const backend = this.backends.get(`${nqn}#${nsid}`);
+    if (!(backend instanceof FdBackend)) return false;
+    backend.retune(io);
+    this.log.info('namespace io tuning changed', {
+      nqn,
+      nsid,
+      io,
+      inlineReads: backend.inlineReads ?? 'off',
+      inlineWrites: backend.inlineWrites,
+    });
+    return true;
   }
 
   /** Whether the namespace is attached (a configured one may be offline: its backend failed to open). */

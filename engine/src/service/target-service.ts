@@ -856,6 +856,36 @@ export class TargetService {
     );
   }
 
+  /**
+   * Sets a file or block namespace's io tuning, the whole of it: at once for the I/O
+   * its hosts send from then on when it is served, and at every later open (an offline
+   * one takes it at its next). Its hosts see nothing of it but the speed.
+   */
+  private async tuneNamespaceNow(
+    nqn: string,
+    nsid: number,
+    io: IoTuning,
+    actor: string,
+  ): Promise<NamespaceConfig> {
+    const ns = this.namespaceOf(nqn, nsid);
+    if (ns.backendKind === 'memory')
+      throw new UserError(
+        `Namespace ${nsid} of ${nqn} lives in memory: it has no I/O threads to tune. Nothing was changed.`,
+        'io tuning is for namespaces on a file or a block device.',
+        'invalid',
+        'nsid',
+      );
+    const live = this.rt.retune(nqn, nsid, io);
+    await this.persist(
+      actor,
+      'target.namespace.tune',
+      { nqn, nsid, io },
+      () => this.store.setIo(nqn, nsid, io),
+      () => live && this.rt.retune(nqn, nsid, ns.io),
+    );
+    return { ...ns, io };
+  }
+
   private async removeNamespaceNow(nqn: string, nsid: number, actor: string): Promise<void> {
     const ns = this.namespaceOf(nqn, nsid);
     this.refused.delete(`${nqn}#${nsid}`);
@@ -988,6 +1018,10 @@ export class TargetService {
 
   removeNamespace(nqn: string, nsid: number, actor: string): Promise<void> {
     return this.serialized(() => this.removeNamespaceNow(nqn, nsid, actor));
+  }
+
+  tuneNamespace(nqn: string, nsid: number, io: IoTuning, actor: string): Promise<NamespaceConfig> {
+    return this.serialized(() => this.tuneNamespaceNow(nqn, nsid, io, actor));
   }
 
   /** Runs one configuration change after the ones before it have finished. */

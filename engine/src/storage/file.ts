@@ -249,6 +249,14 @@ export class FdBackend implements BlockBackend {
   private restartWait: { timer: NodeJS.Timeout; resolve: () => void } | null = null;
   private replacing: Promise<void> | null = null;
   private replaced = 0;
+  /** pathCounts() of the pools replaced so far. */
+  private retiredCounts: BackendPathCounts = {
+    inlineReads: 0,
+    inlineReadsMissed: 0,
+    inlineWrites: 0,
+    pollsCaught: 0,
+    pollsMissed: 0,
+  };
   /** Told of each IoThreadsEvent; a throwing listener changes nothing here. */
   onIoThreads: ((e: IoThreadsEvent) => void) | null = null;
   /** Told once when the device goes away (state 'gone'); a throwing listener changes nothing. */
@@ -261,8 +269,8 @@ export class FdBackend implements BlockBackend {
   constructor(
     private readonly target: FdTarget,
     private pool: IoWorkerPool,
-    /** How `pool` was started: a replacement starts the same way. */
-    private readonly poolOptions: PoolOptions,
+    /** How `pool` was started (and retuned): a replacement starts the same way. */
+    private poolOptions: PoolOptions,
   ) {
     this.kind = target.kind;
     this.location = target.path;
@@ -346,15 +354,26 @@ export class FdBackend implements BlockBackend {
     return this.pool.lonePolls;
   }
 
+  /**
+   * Runs the I/O submitted from now on as `io` asks, each left out at its default (a
+   * volume's io tuning changed): this pool, and any that replaces it.
+   */
+  retune(io: IoTuningOptions): void {
+    this.poolOptions = { ...this.poolOptions, ...tuning(io) };
+    this.pool.retune(this.poolOptions);
+  }
+
+  /** Since the open: the pools replaced so far, and this one. */
   pathCounts(): BackendPathCounts {
     const { served, punted, writes } = this.pool.inlineStats;
     const { caught, missed } = this.pool.lonePolls;
+    const r = this.retiredCounts;
     return {
-      inlineReads: served,
-      inlineReadsMissed: punted,
-      inlineWrites: writes,
-      pollsCaught: caught,
-      pollsMissed: missed,
+      inlineReads: r.inlineReads + served,
+      inlineReadsMissed: r.inlineReadsMissed + punted,
+      inlineWrites: r.inlineWrites + writes,
+      pollsCaught: r.pollsCaught + caught,
+      pollsMissed: r.pollsMissed + missed,
     };
   }
 
@@ -526,6 +545,7 @@ export class FdBackend implements BlockBackend {
       }
       if (this.state !== 'open') return void (await next.close());
       next.onFail = () => this.replaceLater(next);
+      this.retiredCounts = this.pathCounts(); // a pool counts from its own start
       this.pool = next;
       this.replaced++;
       this.tell({ kind: 'restarted', downMs: Date.now() - downSince, restarts: this.replaced });
@@ -822,6 +842,17 @@ export function statIdentity(st: fs.Stats): string {
   return st.isBlockDevice() ? `dev:${st.rdev}` : `file:${st.dev}:${st.ino}`;
 }
 
+/** The part of IoOptions a volume's io tuning sets (FdBackend.retune), defaults filled in. */
+type IoTuningOptions = Pick<IoOptions, 'inlineReads' | 'inlineWrites' | 'completionSpinMicros'>;
+
+function tuning(io: IoTuningOptions): Required<IoTuningOptions> {
+  return {
+    inlineReads: io.inlineReads ?? true,
+    inlineWrites: io.inlineWrites ?? true,
+    completionSpinMicros: Math.max(0, io.completionSpinMicros ?? 30),
+  };
+}
+
 /** Starts the worker pool for an opened target; closes nothing on failure. */
 export async function startBackend(target: FdTarget, io: IoOptions = {}): Promise<FdBackend> {
   const slotSize = io.slotSize ?? 128 * 1024;
@@ -838,12 +869,10 @@ export async function startBackend(target: FdTarget, io: IoOptions = {}): Promis
     workers: Math.max(1, io.workers ?? 1),
     syncWorkers: Math.max(0, io.syncWorkers ?? 2),
     spinMicros: Math.max(0, io.spinMicros ?? 0),
-    completionSpinMicros: Math.max(0, io.completionSpinMicros ?? 30),
     maxInflight: Math.max(1, io.maxInflight ?? 64),
     slotSize,
     nativePath: await resolveNativeAddon(io.native),
-    inlineReads: io.inlineReads ?? true,
-    inlineWrites: io.inlineWrites ?? true,
+    ...tuning(io),
   };
   return new FdBackend(target, await IoWorkerPool.start(poolOptions), poolOptions);
 }

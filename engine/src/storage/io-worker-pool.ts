@@ -262,7 +262,7 @@ export class IoWorkerPool {
   private lonePollBackoff = 1;
   private readonly pollLoneFn = (): void => this.pollLone();
   /** Inline reads pass RWF_NOWAIT (mode 'nowait'); 'ram' reads never wait anyway. */
-  private readonly nowait: boolean;
+  private nowait: boolean;
   /** Inline batches completed on microtasks since the event loop last turned. */
   private inlineChain = 0;
   private chainResetScheduled = false;
@@ -292,13 +292,13 @@ export class IoWorkerPool {
     readonly info: PoolInfo,
     private readonly slotSize: number,
     private readonly fd: number,
-    private readonly readInline: ReadInline | null,
-    private readonly writeInline: WriteInline | null,
+    private readInline: ReadInline | null,
+    private writeInline: WriteInline | null,
     syncFailure: SharedArrayBuffer,
     /** Set when info.pointerIo: pieces then carry addresses instead of using slots. */
     private readonly addressOf: AddressOf | null,
     /** PoolOptions.completionSpinMicros, in ms. */
-    private readonly lonePollMs: number,
+    private lonePollMs: number,
   ) {
     this.syncFailure = new Int32Array(syncFailure);
     this.nowait = info.inlineReads === 'nowait';
@@ -347,36 +347,49 @@ export class IoWorkerPool {
       throw err;
     }
     const first = readies[0]!;
-    const inline = opts.inlineReads === false ? null : chooseInlineReads(opts);
+    const inline = inlinePaths(opts);
     const addressOf = readies.every((r) => r.pointerIo)
       ? (mainThreadAddon(opts.nativePath).addressOf ?? null)
       : null;
-    const writeInline =
-      inline?.mode === 'ram' && opts.inlineWrites !== false
-        ? (mainThreadAddon(opts.nativePath).writeInline ?? writeSyncInline)
-        : null;
     const info: PoolInfo = {
       native: first.native,
       nativeNote: first.nativeNote,
-      inlineReads: inline?.mode ?? null,
-      inlineWrites: writeInline !== null,
+      inlineReads: inline.mode,
+      inlineWrites: inline.write !== null,
       canDeallocate: readies.every((r) => r.canDeallocate),
       canWriteZeroes: readies.every((r) => r.canWriteZeroes),
       pointerIo: addressOf !== null,
       futex: lanes.every((l) => l.futexWake !== null),
     };
-    const read = inline?.read ?? null;
     return new IoWorkerPool(
       lanes,
       info,
       opts.slotSize,
       opts.fd,
-      read,
-      writeInline,
+      inline.read,
+      inline.write,
       syncFailure,
       addressOf,
-      Math.max(0, opts.completionSpinMicros ?? 0) / 1000,
+      lonePollMs(opts),
     );
+  }
+
+  /**
+   * Runs what is submitted from now on with the inline paths and the lone-job poll that
+   * `opts` asks for (a volume's io tuning changed: FdBackend.retune). Nothing submitted
+   * before changes path, and each later job is checked as a pool started with `opts`
+   * checks it (a lone write, say, still runs here only with nothing else pending).
+   */
+  retune(opts: PoolOptions): void {
+    const inline = inlinePaths(opts);
+    this.readInline = inline.read;
+    this.writeInline = inline.write;
+    this.nowait = inline.mode === 'nowait';
+    this.info.inlineReads = inline.mode;
+    this.info.inlineWrites = inline.write !== null;
+    this.lonePollMs = lonePollMs(opts);
+    this.lonePollSkip = 0;
+    this.lonePollBackoff = 1;
   }
 
   /** The errno of the first fdatasync that failed on this target, 0 while none has. */
@@ -884,6 +897,24 @@ function chooseInlineReads(opts: PoolOptions): { mode: InlineReads; read: ReadIn
   if (opts.kind !== 'file' || !inRamWithoutSwap(opts.path)) return null;
   return { mode: 'ram', read: native ?? readSyncInline };
 }
+
+/** The inline read and write `opts` allows (see InlineReads and PoolInfo.inlineWrites). */
+function inlinePaths(opts: PoolOptions): {
+  mode: InlineReads;
+  read: ReadInline | null;
+  write: WriteInline | null;
+} {
+  const inline = opts.inlineReads === false ? null : chooseInlineReads(opts);
+  const write =
+    inline?.mode === 'ram' && opts.inlineWrites !== false
+      ? (mainThreadAddon(opts.nativePath).writeInline ?? writeSyncInline)
+      : null;
+  return { mode: inline?.mode ?? null, read: inline?.read ?? null, write };
+}
+
+/** PoolOptions.completionSpinMicros in ms. */
+const lonePollMs = (opts: PoolOptions): number =>
+  Math.max(0, opts.completionSpinMicros ?? 0) / 1000;
 
 /** The addon's calls made on the event loop; any may be missing (an older build). */
 export interface MainThreadAddon {

@@ -17,6 +17,7 @@ import {
 } from '../../../engine/src/storage/file.js';
 import { INLINE_READ_MAX, loadNativeAddon } from '../../../engine/src/storage/io-worker-pool.js';
 import { failure, flush, prng, randomBuffer, read, scratchDir, write } from './helpers.js';
+import { until } from '../../helpers/wait.js';
 import { NATIVE_BUILT } from '../../helpers/engine.js';
 import { canMountTmpfs, fillFs, smallFs, unmountSmallFs } from '../../helpers/small-fs.js';
 
@@ -209,6 +210,43 @@ describe('inline writes: when the pool allows them', () => {
   it('inlineWrites: false, or inlineReads: false, turns them off', async () => {
     expect((await create(ram.dir, { io: { inlineWrites: false } })).inlineWrites).toBe(false);
     expect((await create(ram.dir, { io: { inlineReads: false } })).inlineWrites).toBe(false);
+  });
+});
+
+describe('retune: a volume whose io tuning changed', () => {
+  it('runs later I/O as told, in this pool and in one that replaces it', async () => {
+    const b = await create(ram.dir);
+    const mode = b.inlineReads;
+    if (!mode) return void console.warn('swap is active: tmpfs reads are not inline');
+    const data = randomBuffer(prng(23), 4096);
+    await write(b, 0, data);
+    // since the open, across pools (inlineStats is the pool's own)
+    const served = () => b.pathCounts().inlineReads;
+    const readBack = async () => expect((await read(b, 0, 4096)).equals(data)).toBe(true);
+    await readBack();
+    expect(served()).toBe(1);
+
+    b.retune({ inlineReads: false, completionSpinMicros: 0 });
+    expect([b.inlineReads, b.inlineWrites]).toEqual([null, false]);
+    const writes = b.pathCounts().inlineWrites; // the first write's, with no swap
+    await readBack();
+    await write(b, 4096, data);
+    expect([served(), b.pathCounts().inlineWrites]).toEqual([1, writes]);
+    expect(b.lonePolls).toEqual({ caught: 0, missed: 0 });
+    // new threads after a thread died start as retuned
+    const pool = (
+      b as unknown as { pool: { lanes: { worker: { terminate(): Promise<number> } }[] } }
+    ).pool;
+    await pool.lanes[0]!.worker.terminate();
+    await until(() => b.poolRestarts === 1, 5000, 10);
+    expect(b.inlineReads).toBeNull();
+    await readBack();
+    expect(served()).toBe(1);
+
+    b.retune({});
+    expect([b.inlineReads, b.inlineWrites]).toEqual([mode, mode === 'ram']);
+    await readBack();
+    expect(served()).toBe(2);
   });
 });
 

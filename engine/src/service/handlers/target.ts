@@ -12,7 +12,8 @@ export type TargetMethods =
   | 'target.host.disallow'
   | 'target.namespace.add'
   | 'target.namespace.remove'
-  | 'target.namespace.accept';
+  | 'target.namespace.accept'
+  | 'target.namespace.tune';
 
 /** Who made a change, for the audit log. */
 export const actorOf = (ctx: CallContext): string => ctx.actor;
@@ -32,5 +33,6 @@ export function targetHandlers(t: TargetService): HandlerGroup<TargetMethods> {
       {}
     ),
     'target.namespace.accept': (p, ctx) => t.acceptNamespace(p.nqn, p.nsid, p.path, actorOf(ctx)),
+    'target.namespace.tune': (p, ctx) => t.tuneNamespace(p.nqn, p.nsid, p.io, actorOf(ctx)),
   };
 }
