@@ -120,7 +120,7 @@ export const NamespaceConfig = z.object({
   nguid: z.string().regex(/^[0-9a-f]{32}$/),
   uuid: z.string(),
   anaGroup: z.number().int().min(1),
-  /** The I/O tuning it was added with; {} for the defaults (and for memory). */
+  /** Its I/O tuning (target.namespace.add, target.namespace.tune); {}: the defaults. */
   io: IoTuning,
 });
 export type NamespaceConfig = z.infer<typeof NamespaceConfig>;

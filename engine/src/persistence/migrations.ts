@@ -152,8 +152,8 @@ export const MIGRATIONS: readonly Migration[] = [
     `,
   },
   {
-    // service/target-service.ts: the I/O tuning a file or block namespace was added with
-    // (contract IoTuning), applied at every open. NULL: the defaults.
+    // service/target-service.ts: the I/O tuning of a file or block namespace (contract
+    // IoTuning), as added or as last tuned, applied at every open. NULL: the defaults.
     name: 'I/O tuning of a namespace',
     sql: `
       ALTER TABLE namespaces ADD COLUMN io TEXT; -- JSON: inlineReads, inlineWrites, completionSpinMicros

@@ -26,7 +26,7 @@ export interface NamespaceRow {
    * compared at every open; null for files, memory, and rows from before it was kept.
    */
   device?: string | null;
-  /** The I/O tuning it was added with ({}: the defaults). */
+  /** Its I/O tuning, as added or as last tuned ({}: the defaults). */
   io: IoTuning;
   /**
    * Why the stored tuning is not used (the column edited into something that is not
