@@ -11,6 +11,7 @@ import type { Alert } from '../../../contract/events.js';
 import type { MetricsSample } from '../../../contract/metrics.js';
 import { LATENCY_BUCKETS } from '../core/stats.js';
 import type { IoStatsSnapshot } from '../core/stats.js';
+import type { BackendPathCounts } from '../core/index.js';
 import type { NamespaceReading, RawReading } from './sampler.js';
 
 /** Histogram buckets exposed: le = 2^b µs for b ≤ this (≈ 16.8 s), then +Inf. */
@@ -149,29 +150,38 @@ export function renderPrometheus(
  * volume (inlineReads, inlineWrites, completionSpinMicros) can be judged.
  */
 function backendPathFamilies(out: Exposition, namespaces: readonly NamespaceReading[]): void {
-  const counted = namespaces.flatMap(({ nqn, nsid, paths }) =>
-    paths ? [{ labels: { nqn, nsid }, p: paths }] : [],
-  );
-  const inline = 'branchsan_namespace_event_loop_io_total';
-  out.family(
-    inline,
-    'counter',
-    'I/O the engine ran on its event loop instead of an I/O thread: reads the page cache held (op="read"), reads tried so that were not cached and went to a thread (op="read-missed"), lone writes to a file in RAM (op="write").',
-  );
-  for (const { labels, p } of counted) {
-    out.sample(inline, { ...labels, op: 'read' }, p.inlineReads);
-    out.sample(inline, { ...labels, op: 'read-missed' }, p.inlineReadsMissed);
-    out.sample(inline, { ...labels, op: 'write' }, p.inlineWrites);
-  }
-  const polls = 'branchsan_namespace_completion_polls_total';
-  out.family(
-    polls,
-    'counter',
-    'Lone I/Os on an I/O thread whose completion the event loop polled for (io.completionSpinMicros): caught in the poll, or missed (the poll ran out; many misses mean the disk is slower than the poll).',
-  );
-  for (const { labels, p } of counted) {
-    out.sample(polls, { ...labels, result: 'caught' }, p.pollsCaught);
-    out.sample(polls, { ...labels, result: 'missed' }, p.pollsMissed);
+  const families: [
+    name: string,
+    help: string,
+    label: string,
+    [string, keyof BackendPathCounts][],
+  ][] = [
+    [
+      'branchsan_namespace_event_loop_io_total',
+      'I/O the engine ran on its event loop instead of an I/O thread: reads the page cache held (op="read"), reads tried so that were not cached and went to a thread (op="read-missed"), lone writes to a file in RAM (op="write").',
+      'op',
+      [
+        ['read', 'inlineReads'],
+        ['read-missed', 'inlineReadsMissed'],
+        ['write', 'inlineWrites'],
+      ],
+    ],
+    [
+      'branchsan_namespace_completion_polls_total',
+      'Lone I/Os on an I/O thread whose completion the event loop polled for (io.completionSpinMicros): caught in the poll, or missed (the poll ran out; many misses mean the disk is slower than the poll).',
+      'result',
+      [
+        ['caught', 'pollsCaught'],
+        ['missed', 'pollsMissed'],
+      ],
+    ],
+  ];
+  for (const [name, help, label, values] of families) {
+    out.family(name, 'counter', help);
+    for (const { nqn, nsid, paths } of namespaces) {
+      if (!paths) continue;
+      for (const [v, key] of values) out.sample(name, { nqn, nsid, [label]: v }, paths[key]);
+    }
   }
 }
 
