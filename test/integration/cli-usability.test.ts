@@ -8,11 +8,13 @@
  * Needs the built engine (npm test builds it; or npm run build:engine).
  */
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { discover } from '../../engine/src/host/discovery.js';
+import { NvmeController } from '../../engine/src/host/index.js';
 import { connectSocket } from '../helpers/api.js';
 import {
   killGroup,
@@ -364,6 +366,73 @@ describe('branchsan export', () => {
     );
     expect(fs.existsSync(file)).toBe(false);
   });
+
+  it('--no-inline-reads, --no-inline-writes and --completion-spin-us tune the volume, and it says what the volume got', async () => {
+    // RAM (tmpfs): by default its reads and lone writes run on the event loop
+    const ram = fs.mkdtempSync('/dev/shm/branchsan-export-io-');
+    try {
+      const file = path.join(ram, 'vol.img');
+      const args = ['export', file, '--create-size', '64M', '--port', '0', '--log-level', 'info'];
+      const tuned = start(
+        [...args, '--no-inline-reads', '--no-inline-writes', '--completion-spin-us', '0'],
+        60_000,
+      );
+      await waitForOutput(tuned, 'Press Ctrl-C to stop.');
+      try {
+        expect(tuned.stdout()).toContain(
+          '  I/O: cached reads on the I/O thread, lone writes on the I/O thread, completion poll 0 µs\n',
+        );
+        const attached = tuned
+          .stderr()
+          .split('\n')
+          .filter((l) => l.includes('"namespace attached"'))
+          .map((l) => JSON.parse(l) as Record<string, unknown>);
+        expect(attached).toMatchObject([
+          {
+            inlineReads: 'off',
+            inlineWrites: false,
+            io: { inlineReads: false, inlineWrites: false, completionSpinMicros: 0 },
+          },
+        ]);
+        // served as tuned: every write and read goes through a thread, and lands
+        const port = Number(/ -s (\d+) /.exec(tuned.stdout())![1]);
+        const nqn = / -n (\S+)/.exec(tuned.stdout())![1]!;
+        const ctrl = await NvmeController.connect({ host: '127.0.0.1', port, subnqn: nqn });
+        try {
+          const ns = await ctrl.namespace(1);
+          const blocks = Array.from({ length: 8 }, () => randomBytes(4096));
+          for (const [i, b] of blocks.entries()) await ns.write(i * 8, b);
+          for (const [i, b] of blocks.entries())
+            expect((await ns.read(i * 8, 8)).equals(b)).toBe(true);
+        } finally {
+          await ctrl.close();
+        }
+      } finally {
+        expect((await ctrlCExport(tuned)).code).toBe(0);
+      }
+      // one flag: the others keep their defaults, which the line shows as such
+      const spin = start(['export', file, '--port', '0', '--completion-spin-us', '7'], 60_000);
+      await waitForOutput(spin, 'Press Ctrl-C to stop.');
+      expect(spin.stdout()).toContain(
+        '  I/O: cached reads on the event loop (ram), lone writes on the event loop, completion poll 7 µs\n',
+      );
+      expect((await ctrlCExport(spin)).code).toBe(0);
+      // no flag: no line
+      const plain = start(['export', file, '--port', '0'], 60_000);
+      await waitForOutput(plain, 'Press Ctrl-C to stop.');
+      expect(plain.stdout()).not.toContain('I/O:');
+      expect((await ctrlCExport(plain)).code).toBe(0);
+      for (const bad of ['1001', '-1', '2.5', 'fast']) {
+        expectError(
+          await run(['export', file, '--port', '0', `--completion-spin-us=${bad}`]),
+          2,
+          `export: --completion-spin-us must be a whole number from 0 to 1000, not "${bad}".`,
+        );
+      }
+    } finally {
+      fs.rmSync(ram, { recursive: true, force: true });
+    }
+  }, 90_000);
 
   it('--create-size refuses a unit it does not know', async () => {
     const file = path.join(tempDir(), 'vol.img');

@@ -6,6 +6,8 @@ import path from 'node:path';
 import { nqnProblem } from '../core/index.js';
 import { joinHostPort } from '../util/host-port.js';
 import { stableIds, TargetRuntime } from '../service/target-runtime.js';
+import type { IoTuning } from '../../../contract/api.js';
+import { FdBackend } from '../storage/file.js';
 import type { BackendSpec } from '../storage/open.js';
 import { UserError } from '../util/errors.js';
 import { createLogger, isLogLevel } from '../util/log.js';
@@ -13,6 +15,7 @@ import {
   directoryProblem,
   parseCommandArgs,
   parsePort,
+  parseWholeNumber,
   stopSignal,
   type Command,
 } from './command.js';
@@ -35,6 +38,15 @@ Options:
   --allow-host NQN    only this host may connect (repeatable; default: any host)
   --log-level LEVEL   debug | info | warn | error                      [warn]
 
+I/O tuning (the defaults suit a file in RAM or the page cache; see README):
+  --no-inline-reads   send every read through the storage I/O thread, even one the
+                      page cache holds (by default those are served on the event loop)
+  --no-inline-writes  send every write through the storage I/O thread, even a lone one
+                      to a file in RAM (by default those run on the event loop)
+  --completion-spin-us N
+                      µs the event loop polls for a lone I/O on a thread before it
+                      sleeps, 0-1000 (0: never; lower it for a disk slower than that) [30]
+
 Examples:
   branchsan export /var/tmp/vol.img --create-size 10G
   branchsan export /dev/nvme1n1 --host 0.0.0.0 --allow-host nqn.2014-08.org.nvmexpress:uuid:...`,
@@ -50,6 +62,9 @@ Examples:
         'block-size': { type: 'string' },
         'allow-host': { type: 'string', multiple: true },
         'log-level': { type: 'string' },
+        'no-inline-reads': { type: 'boolean' },
+        'no-inline-writes': { type: 'boolean' },
+        'completion-spin-us': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       true,
@@ -99,7 +114,8 @@ Examples:
         'usage',
       );
     }
-    const spec = backendSpec(target, values['create-size'], blockSize);
+    const io = ioTuning(values);
+    const spec = { ...backendSpec(target, values['create-size'], blockSize), io };
     if (spec.kind === 'file' && spec.create) warnIfOvercommitted(target, spec.sizeBytes!);
     const log = createLogger({ level, sink: process.stderr });
     // Caught from here on: a Ctrl-C while the target starts stops it once it has started.
@@ -123,6 +139,7 @@ Examples:
       created = spec.kind === 'file' && spec.create === true;
       const bound = await rt.addPort({ portId: 1, host, port });
       printConnectHelp({
+        io: Object.keys(io).length > 0 && backend instanceof FdBackend ? backend : null,
         target,
         size: backend.sizeBytes,
         blockSize: backend.blockSize,
@@ -146,11 +163,35 @@ Examples:
   },
 };
 
+type FileOrBlockSpec = Exclude<BackendSpec, { kind: 'memory' }>;
+
+/** The volume's io tuning the flags ask for ({}: the defaults). */
+function ioTuning(values: {
+  'no-inline-reads'?: boolean;
+  'no-inline-writes'?: boolean;
+  'completion-spin-us'?: string;
+}): IoTuning {
+  const spin = values['completion-spin-us'];
+  return {
+    ...(values['no-inline-reads'] ? { inlineReads: false } : {}),
+    ...(values['no-inline-writes'] ? { inlineWrites: false } : {}),
+    ...(spin === undefined
+      ? {}
+      : {
+          completionSpinMicros: parseWholeNumber('export', 'completion-spin-us', spin, {
+            min: 0,
+            max: 1000,
+            fallback: 0,
+          }),
+        }),
+  };
+}
+
 function backendSpec(
   target: string,
   createSize: string | undefined,
   blockSize: 512 | 4096,
-): BackendSpec {
+): FileOrBlockSpec {
   let st: fs.Stats | undefined;
   let missing = false;
   try {
@@ -285,6 +326,8 @@ function serialFor(nqn: string): string {
 }
 
 function printConnectHelp(o: {
+  /** The served volume, when its I/O was tuned: the summary says what it got. */
+  io: FdBackend | null;
   target: string;
   size: number;
   blockSize: number;
@@ -303,6 +346,14 @@ function printConnectHelp(o: {
   if (isLoopback(o.host)) {
     console.log(
       '  listening on loopback only: other machines cannot connect (add --host 0.0.0.0, or an address of this machine, for them)',
+    );
+  }
+  if (o.io) {
+    const { inlineReads, inlineWrites, completionSpinMicros } = o.io;
+    const where = (loop: boolean) => (loop ? 'on the event loop' : 'on the I/O thread');
+    console.log(
+      `  I/O: cached reads ${where(inlineReads !== null)}${inlineReads ? ` (${inlineReads})` : ''}, ` +
+        `lone writes ${where(inlineWrites)}, completion poll ${completionSpinMicros} µs`,
     );
   }
   console.log(

@@ -328,6 +328,11 @@ export class FdBackend implements BlockBackend {
     return this.pool.info.inlineWrites;
   }
 
+  /** µs the event loop polls for a lone I/O on a thread (IoOptions.completionSpinMicros). */
+  get completionSpinMicros(): number {
+    return this.poolOptions.completionSpinMicros ?? 0;
+  }
+
   /** Whether reads and writes skip the copy through a worker's slot (PoolInfo.pointerIo). */
   get pointerIo(): boolean {
     return this.pool.info.pointerIo;
