@@ -2,7 +2,8 @@
  * Conformance with the real Linux kernel NVMe/TCP host (Debian 12's 6.1 kernel in
  * QEMU): discovery, connect, identify, fio write+verify with mixed block sizes
  * (in-capsule and R2T), a read-only verify pass, flush and disconnect, against
- * `branchsan export` — with a host allow-list, with digests, and with 2 I/O queues.
+ * `branchsan export` — with a host allow-list, with digests, with 2 I/O queues, without
+ * SQ flow control, and with every read on the storage I/O thread.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -56,6 +57,9 @@ const variants: [name: string, exportArgs: string[], env: Record<string, string>
   ['2 I/O queues of depth 32', [], { LH_CONNECT_OPTS: '--nr-io-queues=2 --queue-size=32' }],
   // reads then end with a C2HData carrying SUCCESS instead of a CapsuleResp
   ['SQ flow control disabled', [], { LH_CONNECT_OPTS: '--disable-sqflow' }],
+  // every read on the storage I/O thread too, cached or not (the default serves those on
+  // the event loop); with the polled completion of a lone one
+  ['reads on the I/O thread (--no-inline-reads)', ['--no-inline-reads'], {}],
 ];
 
 describe.skipIf(missing !== null)('Linux kernel host against branchsan export', () => {
