@@ -139,7 +139,7 @@ Examples:
       created = spec.kind === 'file' && spec.create === true;
       const bound = await rt.addPort({ portId: 1, host, port });
       printConnectHelp({
-        io: Object.keys(io).length > 0 && backend instanceof FdBackend ? backend : null,
+        tuned: Object.keys(io).length > 0 && backend instanceof FdBackend ? backend : null,
         target,
         size: backend.sizeBytes,
         blockSize: backend.blockSize,
@@ -327,7 +327,7 @@ function serialFor(nqn: string): string {
 
 function printConnectHelp(o: {
   /** The served volume, when its I/O was tuned: the summary says what it got. */
-  io: FdBackend | null;
+  tuned: FdBackend | null;
   target: string;
   size: number;
   blockSize: number;
@@ -348,8 +348,8 @@ function printConnectHelp(o: {
       '  listening on loopback only: other machines cannot connect (add --host 0.0.0.0, or an address of this machine, for them)',
     );
   }
-  if (o.io) {
-    const { inlineReads, inlineWrites, completionSpinMicros } = o.io;
+  if (o.tuned) {
+    const { inlineReads, inlineWrites, completionSpinMicros } = o.tuned;
     const where = (loop: boolean) => (loop ? 'on the event loop' : 'on the I/O thread');
     console.log(
       `  I/O: cached reads ${where(inlineReads !== null)}${inlineReads ? ` (${inlineReads})` : ''}, ` +
