@@ -60,7 +60,9 @@ describe('bench peer', () => {
     // the first call may find the channel broken (EPIPE) before the exit is known
     await expect(peer.cpu()).rejects.toThrow(gone);
     await expect(peer.cpu()).rejects.toThrow(gone);
-    await expect(peer.call({ cmd: 'start', path: '/nonexistent' })).rejects.toThrow(gone);
+    await expect(
+      peer.call({ cmd: 'start', volume: { kind: 'file', path: '/nonexistent' } }),
+    ).rejects.toThrow(gone);
     await peer.stop(); // nothing left to stop: returns
     expect(started()).toEqual([pid]);
   });

@@ -4,11 +4,12 @@
  * handler in the parent process.
  */
 import type { IoOptions } from '../storage/file.js';
+import type { BenchVolume } from './bench-volume.js';
 
 export const BENCH_NQN = 'nqn.2026-01.io.branchsan:bench';
 
 export type PeerRequest =
-  { cmd: 'start'; path: string; io?: IoOptions } | { cmd: 'cpu' } | { cmd: 'stop' };
+  { cmd: 'start'; volume: BenchVolume; io?: IoOptions } | { cmd: 'cpu' } | { cmd: 'stop' };
 export type PeerReply =
   | { ok: true; nvmePort: number; floorPort: number }
   | { ok: true; cpuUs: number }

@@ -1,6 +1,6 @@
 /**
  * The benchmark's other process: the engine's NVMe/TCP target serving the benchmark
- * file, and the bare-TCP floor server with its own handle on the same file (for the
+ * file (or --device), and the bare-TCP floor server with its own handle on the same one (for the
  * floor with backend I/O). Driven over the fork() IPC channel by run.ts; reports its
  * own CPU time so the report can show target CPU per I/O.
  */
@@ -11,7 +11,7 @@ import { TargetRuntime } from '../service/target-runtime.js';
 import type { BlockBackend } from '../storage/backend.js';
 import { openBackend } from '../storage/open.js';
 import { createLogger } from '../util/log.js';
-import { serveBenchFile } from './bench-volume.js';
+import { benchBackend, serveBenchFile } from './bench-volume.js';
 import { startFloorServer } from './floor.js';
 import type { PeerReply, PeerRequest } from './peer-protocol.js';
 
@@ -26,18 +26,14 @@ const scratch = new Set<string>();
 async function handle(msg: PeerRequest): Promise<PeerReply> {
   switch (msg.cmd) {
     case 'start': {
-      const dir = path.dirname(msg.path);
-      if (path.basename(dir).startsWith('branchsan-bench-')) scratch.add(dir);
+      const dir = path.dirname(msg.volume.path);
+      if (msg.volume.kind === 'file' && path.basename(dir).startsWith('branchsan-bench-'))
+        scratch.add(dir);
       await stop();
       rt = new TargetRuntime(createLogger({ level: 'error', sink: process.stderr }));
-      await serveBenchFile(rt, msg.path, msg.io);
+      await serveBenchFile(rt, msg.volume, msg.io);
       const port = await rt.addPort({ portId: 1, host: '127.0.0.1', port: 0 });
-      floorBackend = await openBackend({
-        kind: 'file',
-        path: msg.path,
-        exclusive: false,
-        ...(msg.io ? { io: msg.io } : {}),
-      });
+      floorBackend = await openBackend(benchBackend(msg.volume, msg.io));
       floor ??= await startFloorServer(() => floorBackend);
       return {
         ok: true,

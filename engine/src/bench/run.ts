@@ -25,13 +25,16 @@ import {
   type CpuLatencyHold,
 } from '../service/cpu-latency.js';
 import { BackendError } from '../storage/backend.js';
+import { probeBlockDevice, type BlockDeviceInfo } from '../storage/block.js';
 import { FdBackend } from '../storage/file.js';
 import { openBackend } from '../storage/open.js';
 import { errorCode, isDiskFull, UserError } from '../util/errors.js';
+import { benchBackend, type BenchVolume } from './bench-volume.js';
 import { withLegs } from './legs.js';
 import { backendSubmit, prepareBackingFile } from './local.js';
 import {
   FULL_PATTERNS,
+  isWrite,
   QUICK_PATTERNS,
   runLoop,
   warmUp,
@@ -47,6 +50,13 @@ export interface BenchOptions {
   quick: boolean;
   /** Directory on a real disk for the 'disk' backend (default: diskDir()). */
   diskDir?: string;
+  /**
+   * A block device to measure instead of the two files (backend 'device'), over its
+   * whole capacity, as the target serves one. Only reads, unless deviceWrites.
+   */
+  device?: string;
+  /** Run the write patterns on the device too: they overwrite its data. */
+  deviceWrites?: boolean;
   /** Measured seconds per leg and round (default 0.75, quick 0.5). */
   seconds?: number;
   /** Rounds of local, remote and floor per pattern (default 3); each leg reports its median. */
@@ -70,7 +80,7 @@ export interface BenchOptions {
   progress: (line: string) => void;
 }
 
-export type BackendName = 'shm' | 'disk';
+export type BackendName = 'shm' | 'disk' | 'device';
 
 export interface BenchResult extends Pattern {
   backend: BackendName;
@@ -130,9 +140,24 @@ export async function runBenchmark(o: BenchOptions): Promise<BenchReport> {
 }
 
 async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> {
-  const patterns = o.quick ? QUICK_PATTERNS : FULL_PATTERNS;
-  const backends: BackendName[] = o.quick ? ['shm'] : ['shm', 'disk'];
-  const span = (o.quick ? 64 : 128) << 20;
+  // before any work: a device that cannot be measured, or written, is refused now
+  const device = o.device ? await claimDevice(o.device, o.deviceWrites === true) : null;
+  try {
+    return await runOn(o, device);
+  } finally {
+    if (device?.claim !== undefined) fs.closeSync(device.claim);
+  }
+}
+
+async function runOn(
+  o: BenchOptions,
+  device: BenchDevice | null,
+): Promise<Omit<BenchReport, 'elapsed_s'>> {
+  const patterns = (o.quick ? QUICK_PATTERNS : FULL_PATTERNS).filter(
+    (p) => !device || device.writes || !isWrite(p.pattern),
+  );
+  const backends: BackendName[] = device ? ['device'] : o.quick ? ['shm'] : ['shm', 'disk'];
+  const span = device ? device.span : (o.quick ? 64 : 128) << 20;
   const rounds = Math.max(1, o.rounds ?? 3);
   const loop = {
     span,
@@ -142,12 +167,13 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
     warmupMaxMs: 2000,
     durationMs: (o.seconds ?? (o.quick ? 0.5 : 0.75)) * 1000,
   };
-  const disk = o.quick ? null : diskDir(o.diskDir);
+  const disk = o.quick || device ? null : diskDir(o.diskDir);
   const baseDir = (b: BackendName) => (b === 'shm' ? '/dev/shm' : disk!);
   // before any work: a file that does not fit failed half-way through its write, the
   // disk's after every pattern on the RAM-backed file had run
-  for (const b of backends) checkRoom(b, baseDir(b), span, o.quick);
+  if (!device) for (const b of backends) checkRoom(b, baseDir(b), span, o.quick);
   o.progress('MB/s below: MB = 10^6 bytes; latencies in µs');
+  if (device) for (const line of deviceNotes(device)) o.progress(line);
   if (disk && onRam(disk)) {
     o.progress(
       `${disk} is in RAM (tmpfs or ramfs): the "disk" rows measure memory, not a disk; ` +
@@ -176,23 +202,14 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
     const inlineWrites: Partial<Record<BackendName, boolean>> = {};
     const results: BenchResult[] = [];
     for (const backend of backends) {
-      const base = baseDir(backend);
-      const dir = fs.mkdtempSync(path.join(base, 'branchsan-bench-'));
-      scratch.add(dir);
-      const file = path.join(dir, 'bench.img');
-      o.progress(`preparing ${span >> 20} MiB on ${backend} (${base})`);
-      await prepareBackingFile(file, span, span).catch((err: unknown) => {
-        if (!(err instanceof BackendError && err.kind === 'no-space') && !isDiskFull(err))
-          throw err;
-        // the space went meanwhile (checkRoom); free then: free now plus what the file took
-        const free = freeBytes(base) + fs.statSync(file).blocks * 512;
-        throw noRoom(backend, base, free, span, o.quick);
-      });
+      const volume: BenchVolume = device
+        ? { kind: 'block', path: device.path, readOnly: !device.writes }
+        : { kind: 'file', path: await prepareFile(backend, baseDir(backend), span, o) };
       const io = { inlineReads: o.inlineReads ?? true, inlineWrites: o.inlineWrites ?? true };
-      const ports = await peer.call({ cmd: 'start', path: file, io });
+      const ports = await peer.call({ cmd: 'start', volume, io });
       if (!('nvmePort' in ports)) throw new Error('benchmark peer did not start');
       // shared with the peer's target and floor server (peer.ts): no exclusive lock
-      const be = await openBackend({ kind: 'file', path: file, exclusive: false, io });
+      const be = await openBackend(benchBackend(volume, io));
       inlineModes[backend] = be instanceof FdBackend ? (be.inlineReads ?? 'off') : 'off';
       inlineWrites[backend] = be instanceof FdBackend && be.inlineWrites;
       try {
@@ -266,6 +283,7 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
         warmup_leg: WARM_UP,
         qd_is_per_queue: true,
         ...(disk ? { disk_dir: disk, disk_dir_in_ram: onRam(disk) } : {}),
+        ...(device ? { device: deviceConfig(device) } : {}),
         inline_reads: inlineModes,
         inline_writes: inlineWrites,
       },
@@ -278,6 +296,134 @@ async function runAll(o: BenchOptions): Promise<Omit<BenchReport, 'elapsed_s'>> 
     qos?.close();
     removeScratch();
   }
+}
+
+/** Makes the benchmark file of a file backend in a scratch directory of `base`; its path. */
+async function prepareFile(
+  backend: BackendName,
+  base: string,
+  span: number,
+  o: BenchOptions,
+): Promise<string> {
+  const dir = fs.mkdtempSync(path.join(base, 'branchsan-bench-'));
+  scratch.add(dir);
+  const file = path.join(dir, 'bench.img');
+  o.progress(`preparing ${span >> 20} MiB on ${backend} (${base})`);
+  await prepareBackingFile(file, span, span).catch((err: unknown) => {
+    if (!(err instanceof BackendError && err.kind === 'no-space') && !isDiskFull(err)) throw err;
+    // the space went meanwhile (checkRoom); free then: free now plus what the file took
+    const free = freeBytes(base) + fs.statSync(file).blocks * 512;
+    throw noRoom(backend, base, free, span, o.quick);
+  });
+  return file;
+}
+
+/** A block device a run measures (--device), checked and, when written, claimed. */
+interface BenchDevice {
+  path: string;
+  info: BlockDeviceInfo;
+  /** Bytes the patterns range over: the capacity in whole 128 KiB pieces. */
+  span: number;
+  writes: boolean;
+  /** The O_EXCL descriptor held for the run when its writes run (none may mount it). */
+  claim?: number;
+}
+
+/** The largest I/O of any pattern: a device's span is a whole number of them. */
+const LARGEST_IO = 128 * 1024;
+/** The smallest device worth measuring: the files of a quick run are 64 MiB. */
+export const MIN_DEVICE_BYTES = 16 << 20;
+
+/**
+ * Checks `dev` before any work, and claims it (O_EXCL) when its writes run: a device
+ * that is mounted, part of a RAID or LVM volume, or served by an engine is refused then,
+ * and none of them can take it while the run writes. Reads change nothing, so a run
+ * without writes neither claims it nor minds who else has it.
+ */
+async function claimDevice(dev: string, writes: boolean): Promise<BenchDevice> {
+  const notDevice = (what: string) =>
+    new UserError(
+      `bench: --device ${what}.`,
+      'Give a block device, for example --device /dev/nvme1n1 (`lsblk` lists them); to measure a file system, use --disk-dir DIR instead.',
+      'usage',
+    );
+  if (fs.statSync(dev, { throwIfNoEntry: false })?.isBlockDevice() === false)
+    throw notDevice(`${dev} is not a block device`);
+  let info: BlockDeviceInfo;
+  try {
+    info = await probeBlockDevice(dev);
+  } catch (err) {
+    if (!(err instanceof BackendError)) throw err;
+    throw notDevice(err.message);
+  }
+  const span = Math.floor(info.sizeBytes / LARGEST_IO) * LARGEST_IO;
+  if (span < MIN_DEVICE_BYTES) {
+    throw new UserError(
+      `bench: --device ${dev} has ${mib(info.sizeBytes)}; the benchmark needs at least ${mib(MIN_DEVICE_BYTES)}.`,
+      'Give a larger device.',
+      'usage',
+    );
+  }
+  if (info.logicalBlockSize !== 512 && info.logicalBlockSize !== 4096) {
+    throw new UserError(
+      `bench: --device ${dev} has ${info.logicalBlockSize}-byte blocks; the target serves only 512 and 4096.`,
+      'Give a device with 512- or 4096-byte logical blocks.',
+      'usage',
+    );
+  }
+  if (!writes) return { path: dev, info, span, writes };
+  if (info.readOnly) {
+    throw new UserError(
+      `bench: --device ${dev} is read-only, so its write patterns cannot run.`,
+      'Drop --device-writes to measure its reads.',
+      'usage',
+    );
+  }
+  let claim: number;
+  try {
+    claim = fs.openSync(dev, fs.constants.O_RDWR | fs.constants.O_EXCL);
+  } catch (err) {
+    const code = errorCode(err);
+    throw new UserError(
+      code === 'EBUSY'
+        ? `bench: --device ${dev} is in use (mounted, part of a RAID or LVM volume, or served by a program such as a BranchSAN engine); its write patterns would overwrite data in use.`
+        : `bench: cannot open --device ${dev} for writing (${code || (err as Error).message}).`,
+      code === 'EBUSY'
+        ? `Unmount it or stop what holds it (\`lsblk ${dev}\` shows mounts and holders), or drop --device-writes to measure its reads only.`
+        : 'Run the benchmark as root (or a user who may write the device), or drop --device-writes to measure its reads only.',
+    );
+  }
+  return { path: dev, info, span, writes, claim };
+}
+
+/** What a run on a device says before it starts. */
+function deviceNotes(d: BenchDevice): string[] {
+  const notes = [
+    `measuring ${d.path} (${d.info.name}, ${mib(d.info.sizeBytes)}) through the page cache, ` +
+      `as the target serves a block device: ${d.writes ? 'reads and writes; ITS DATA IS OVERWRITTEN' : 'reads only (--device-writes adds the writes, which overwrite its data)'}`,
+  ];
+  if (d.info.sizeBytes <= os.totalmem()) {
+    notes.push(
+      `${d.path} fits in this machine's RAM (${mib(os.totalmem())}): blocks read once come from ` +
+        'the page cache afterwards, so the rows measure memory more than the device the longer a run goes',
+    );
+  }
+  return notes;
+}
+
+function deviceConfig(d: BenchDevice): Record<string, unknown> {
+  return {
+    path: d.path,
+    name: d.info.name,
+    size_bytes: d.info.sizeBytes,
+    logical_block_size: d.info.logicalBlockSize,
+    writes: d.writes,
+    fits_in_ram: d.info.sizeBytes <= os.totalmem(),
+  };
+}
+
+function mib(bytes: number): string {
+  return `${Math.floor(bytes / 2 ** 20)} MiB`;
 }
 
 /** statfs types of file systems that live in RAM: tmpfs, ramfs. */
@@ -304,7 +450,11 @@ function diskDir(given: string | undefined): string {
 
 const VAR_TMP = '/var/tmp';
 
-const FILE_KIND: Record<BackendName, string> = { shm: 'RAM-backed', disk: 'on-disk' };
+const FILE_KIND: Record<BackendName, string> = {
+  shm: 'RAM-backed',
+  disk: 'on-disk',
+  device: 'device',
+};
 
 /**
  * Refuses a run whose benchmark file does not fit in `base`: a /dev/shm smaller than

@@ -12,25 +12,27 @@ import {
 
 export const bench: Command = {
   name: 'bench',
-  help: `Usage: branchsan bench [--json] [--quick] [--disk-dir DIR] [--seconds N] [--rounds N]
-                       [--out FILE] [--no-cpu-latency] [--no-inline-reads]
-                       [--no-inline-writes]
+  help: `Usage: branchsan bench [--json] [--quick] [--seconds N] [--rounds N] [--out FILE]
+                       [--disk-dir DIR | --device DEV [--device-writes]]
+                       [--no-cpu-latency] [--no-inline-reads] [--no-inline-writes]
 
 Runs, in one process tree and one run, these patterns (QD is per queue):
   4 KiB random read and random write   QD1 with 1 I/O queue; QD32 with 1 and 2
   128 KiB sequential read and write    QD8 with 1 I/O queue
 QD1 measures one I/O at a time: a second queue would put a second one in flight.
 128 KiB with 2 queues is left out to keep a full run under 3 minutes. Legs:
-  local     the target's file backend driven directly: a file in /dev/shm and one
-            on disk, both through the page cache as the target serves them (no
-            O_DIRECT: the disk's numbers are of its cached file, not the device)
+  local     the target's backend driven directly: a file in /dev/shm and one on
+            disk, both through the page cache as the target serves them (no
+            O_DIRECT: the disk's numbers are of its cached file, not the device);
+            or, with --device, a block device, as the target serves one
   remote    the same pattern through BranchSAN's NVMe/TCP target on loopback, with
             the host library in a separate process
   floor     a bare TCP request/response between the same processes, moving the
             bytes NVMe/TCP moves per I/O in one exchange
   floor+io  the floor with its server doing the same backend I/O (4 KiB patterns,
-            RAM-backed file): no NVMe/TCP, so remote against it is BranchSAN's own
-            cost, and its ratio to local is the best any target could reach here
+            RAM-backed file, or the --device): no NVMe/TCP, so remote against it is
+            BranchSAN's own cost, and its ratio to local is the best any target
+            could reach here
 It reports IOPS, MB/s (MB = 10^6 bytes), latency in µs (mean, p50, p99, p99.9),
 CPU per I/O, and remote as a ratio of local. Each pattern runs in rounds that
 interleave the legs (this machine's speed drifts), after an unmeasured warm-up of
@@ -44,6 +46,17 @@ Options:
   --quick         only the 4 KiB patterns, on the RAM-backed file, shorter rounds
   --disk-dir DIR  where the on-disk benchmark file goes        [system temp dir,
                   or /var/tmp when that is in RAM (tmpfs)]; not with --quick
+  --device DEV    measure the block device DEV instead of the two files (the
+                  rows' backend is "device"): random offsets over its whole
+                  capacity, through the page cache as the target serves a block
+                  device. Only the read patterns: reads change nothing on it, and
+                  it may be in use. With --quick, only the 4 KiB reads. Reads of
+                  blocks never written can be faster than of data on a thin or
+                  flash device
+  --device-writes with --device, run the write patterns too: THEY OVERWRITE THE
+                  DEVICE'S DATA. Refused while the device is mounted or held
+                  (RAID, LVM, an engine serving it); no one can mount or claim it
+                  during the run
   --seconds N     measured seconds per leg and round            [0.75; quick 0.5]
   --rounds N      rounds per pattern                            [3]
   --out FILE      also write the JSON report to FILE
@@ -64,6 +77,8 @@ Options:
       json: { type: 'boolean' },
       quick: { type: 'boolean' },
       'disk-dir': { type: 'string' },
+      device: { type: 'string' },
+      'device-writes': { type: 'boolean' },
       seconds: { type: 'string' },
       rounds: { type: 'string' },
       out: { type: 'string' },
@@ -96,6 +111,20 @@ Options:
       );
     }
     if (values['disk-dir']) checkDiskDir(values['disk-dir']);
+    if (values['device-writes'] && values.device === undefined) {
+      throw new UserError(
+        'bench: --device-writes needs --device DEV, the block device whose data the write patterns may overwrite.',
+        'Add --device DEV, or drop --device-writes (the files the benchmark makes always get the writes).',
+        'usage',
+      );
+    }
+    if (values.device !== undefined && values['disk-dir']) {
+      throw new UserError(
+        'bench: --device and --disk-dir each name what to measure; give one.',
+        'Drop --disk-dir to measure the device, or --device to measure the file systems.',
+        'usage',
+      );
+    }
     if (values.out) {
       prepareOutFile('bench', values.out, 'bench.json');
       checkOutWritable(values.out);
@@ -116,6 +145,8 @@ Options:
     const report = await runBenchmark({
       quick: values.quick ?? false,
       ...(values['disk-dir'] ? { diskDir: values['disk-dir'] } : {}),
+      ...(values.device !== undefined ? { device: values.device } : {}),
+      deviceWrites: values['device-writes'] ?? false,
       ...(seconds ? { seconds } : {}),
       ...(rounds ? { rounds } : {}),
       cpuLatency: !values['no-cpu-latency'],

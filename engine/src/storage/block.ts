@@ -36,6 +36,12 @@ export interface BlockBackendOptions {
   /** O_DIRECT: bypass the page cache (reads and writes go straight to the device). */
   direct?: boolean;
   readOnly?: boolean;
+  /**
+   * Claim the device with O_EXCL (default true): refused while mounted or claimed, and
+   * nothing else may claim it while open. false is for the benchmark, which opens one
+   * device three times (its local leg, the target, the floor) and guards it itself.
+   */
+  exclusive?: boolean;
   io?: IoOptions;
   /**
    * Called with the device's size and identity before it is opened and again once it
@@ -153,7 +159,8 @@ export async function openBlockBackend(opts: BlockBackendOptions): Promise<FdBac
   // O_EXCL on a block device refuses it while mounted or claimed by another
   // exclusive user. Only the first fd claims it: a second O_EXCL open would
   // conflict with our own claim.
-  const fd = await openAsync(opts.path, base | O_EXCL).catch((err: NodeJS.ErrnoException) => {
+  const claim = opts.exclusive === false ? 0 : O_EXCL;
+  const fd = await openAsync(opts.path, base | claim).catch((err: NodeJS.ErrnoException) => {
     throw openError(opts.path, err);
   });
   try {
