@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { runCli, tempDir } from '../helpers/engine.js';
+import { BIN, runCli, tempDir } from '../helpers/engine.js';
 
 const MiB = 1024 * 1024;
 const dir = tempDir('branchsan-bench-device-');
@@ -153,6 +153,29 @@ describe.skipIf(refused !== null)('branchsan bench --device', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(`--device ${dev} is read-only`);
     expect(r.stderr).toContain('Drop --device-writes to measure its reads.');
+  });
+
+  it('refuses a device this user may not open before any work, saying what to do', () => {
+    const dev = loopDevice(32); // root's, mode 660, group disk
+    for (const [writes, verb, doing] of [
+      [false, 'read', 'reading'],
+      [true, 'write', 'writing'],
+    ] as const) {
+      const args = ['bench', '--device', dev, ...(writes ? ['--device-writes'] : []), ...quickArgs];
+      const p = spawnSync(process.execPath, [BIN, ...args], {
+        encoding: 'utf8',
+        timeout: 20_000,
+        uid: 65534,
+        gid: 65534,
+      });
+      if (p.error) throw p.error;
+      expect(p.status).toBe(1);
+      expect(p.stdout).toBe('');
+      expect(p.stderr).toContain(
+        `bench: cannot open --device ${dev} for ${doing} (EACCES).\nThis user (uid 65534) may not ${verb} it: run the benchmark as root`,
+      );
+      expect(p.stderr).not.toContain('bug');
+    }
   });
 
   it('refuses a device smaller than 16 MiB', async () => {

@@ -371,29 +371,45 @@ async function claimDevice(dev: string, writes: boolean): Promise<BenchDevice> {
       'usage',
     );
   }
-  if (!writes) return { path: dev, info, span, writes };
-  if (info.readOnly) {
+  if (writes && info.readOnly) {
     throw new UserError(
       `bench: --device ${dev} is read-only, so its write patterns cannot run.`,
       'Drop --device-writes to measure its reads.',
       'usage',
     );
   }
-  let claim: number;
+  const { O_RDONLY, O_RDWR, O_EXCL } = fs.constants;
+  let fd: number;
   try {
-    claim = fs.openSync(dev, fs.constants.O_RDWR | fs.constants.O_EXCL);
+    // the opens the run makes later (local leg, target, floor), tried now: a device this
+    // user may not open failed the run at its first pattern, as if it were a bug
+    fd = fs.openSync(dev, writes ? O_RDWR | O_EXCL : O_RDONLY);
   } catch (err) {
-    const code = errorCode(err);
-    throw new UserError(
-      code === 'EBUSY'
-        ? `bench: --device ${dev} is in use (mounted, part of a RAID or LVM volume, or served by a program such as a BranchSAN engine); its write patterns would overwrite data in use.`
-        : `bench: cannot open --device ${dev} for writing (${code || (err as Error).message}).`,
-      code === 'EBUSY'
-        ? `Unmount it or stop what holds it (\`lsblk ${dev}\` shows mounts and holders), or drop --device-writes to measure its reads only.`
-        : 'Run the benchmark as root (or a user who may write the device), or drop --device-writes to measure its reads only.',
+    throw cannotOpen(dev, writes, err);
+  }
+  if (writes) return { path: dev, info, span, writes, claim: fd };
+  fs.closeSync(fd);
+  return { path: dev, info, span, writes };
+}
+
+function cannotOpen(dev: string, writes: boolean, err: unknown): UserError {
+  const code = errorCode(err);
+  if (writes && code === 'EBUSY') {
+    return new UserError(
+      `bench: --device ${dev} is in use (mounted, part of a RAID or LVM volume, or served by a program such as a BranchSAN engine); its write patterns would overwrite data in use.`,
+      `Unmount it or stop what holds it (\`lsblk ${dev}\` shows mounts and holders), or drop --device-writes to measure its reads only.`,
     );
   }
-  return { path: dev, info, span, writes, claim };
+  const user = process.getuid?.();
+  const denied = code === 'EACCES' || code === 'EPERM';
+  return new UserError(
+    `bench: cannot open --device ${dev} for ${writes ? 'writing' : 'reading'} (${code || (err as Error).message}).`,
+    !denied
+      ? 'Check the device (`lsblk`, `dmesg`), then run the benchmark again.'
+      : user === 0
+        ? "Root was refused: a container's or sandbox's device rules (its device cgroup, or an AppArmor or SELinux policy) forbid this device here; measure it where it is allowed."
+        : `This user (uid ${user}) may not ${writes ? 'write' : 'read'} it: run the benchmark as root${writes ? ', or drop --device-writes to measure its reads only' : ''}.`,
+  );
 }
 
 /** What a run on a device says before it starts. */
