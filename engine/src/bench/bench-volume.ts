@@ -16,7 +16,7 @@ export type BenchVolume =
  * The backend spec every opener of the volume uses. The benchmark holds the volume open
  * three times on purpose (local leg, target, floor): no exclusive lock on a file and no
  * O_EXCL claim on a device (storage/file.ts, block.ts); a device whose writes run is
- * claimed once for the whole run by the CLI instead (cli/bench.ts).
+ * claimed once for the whole run instead (run.ts, claimDevice).
  */
 export function benchBackend(v: BenchVolume, io?: IoOptions): BackendSpec {
   const common = { path: v.path, exclusive: false, ...(io ? { io } : {}) };

@@ -1,8 +1,8 @@
 /**
  * The benchmark's other process: the engine's NVMe/TCP target serving the benchmark
- * file (or --device), and the bare-TCP floor server with its own handle on the same one (for the
- * floor with backend I/O). Driven over the fork() IPC channel by run.ts; reports its
- * own CPU time so the report can show target CPU per I/O.
+ * file (or --device), and the bare-TCP floor server with its own handle on the same one
+ * (for the floor with backend I/O). Driven over the fork() IPC channel by run.ts;
+ * reports its own CPU time so the report can show target CPU per I/O.
  */
 import fs from 'node:fs';
 import type net from 'node:net';

@@ -332,7 +332,7 @@ interface BenchDevice {
 /** The largest I/O of any pattern: a device's span is a whole number of them. */
 const LARGEST_IO = 128 * 1024;
 /** The smallest device worth measuring: the files of a quick run are 64 MiB. */
-export const MIN_DEVICE_BYTES = 16 << 20;
+const MIN_DEVICE_BYTES = 16 << 20;
 
 /**
  * Checks `dev` before any work, and claims it (O_EXCL) when its writes run: a device
