@@ -88,13 +88,14 @@ describe.skipIf(refused !== null)('branchsan bench --device', () => {
   });
 
   it('with --device-writes runs the write patterns through both legs onto the device', async () => {
-    const dev = loopDevice(32);
+    // 4096-byte sectors here (512 above): the target serves the device's own block size
+    const dev = loopDevice(32, '--sector-size', '4096');
     const r = await runCli(['bench', '--device', dev, '--device-writes', ...quickArgs], {
       timeoutMs: 120_000,
     });
     expect(r.code, r.stderr).toBe(0);
     const report = JSON.parse(r.stdout);
-    expect(report.config.device.writes).toBe(true);
+    expect(report.config.device).toMatchObject({ writes: true, logical_block_size: 4096 });
     expect(report.results.map((x: { pattern: string }) => x.pattern)).toEqual([
       'randread',
       'randread',
