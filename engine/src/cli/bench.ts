@@ -50,8 +50,8 @@ Options:
                   rows' backend is "device"): random offsets over its whole
                   capacity, through the page cache as the target serves a block
                   device. Only the read patterns: reads change nothing on it, and
-                  it may be in use. With --quick, only the 4 KiB reads. Reads of
-                  blocks never written can be faster than of data on a thin or
+                  it may be in use. With --quick, only the 4 KiB patterns. Reads
+                  of blocks never written can be faster than of data on a thin or
                   flash device
   --device-writes with --device, run the write patterns too: THEY OVERWRITE THE
                   DEVICE'S DATA. Refused while the device is mounted or held
