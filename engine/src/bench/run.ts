@@ -25,7 +25,7 @@ import {
   type CpuLatencyHold,
 } from '../service/cpu-latency.js';
 import { BackendError } from '../storage/backend.js';
-import { probeBlockDevice, type BlockDeviceInfo } from '../storage/block.js';
+import { probeBlockDevice, servedSize, type BlockDeviceInfo } from '../storage/block.js';
 import { FdBackend } from '../storage/file.js';
 import { openBackend } from '../storage/open.js';
 import { errorCode, isDiskFull, UserError } from '../util/errors.js';
@@ -81,6 +81,8 @@ export interface BenchOptions {
 }
 
 export type BackendName = 'shm' | 'disk' | 'device';
+/** The backends whose benchmark file the run makes itself. */
+type FileBackendName = Exclude<BackendName, 'device'>;
 
 export interface BenchResult extends Pattern {
   backend: BackendName;
@@ -156,7 +158,8 @@ async function runOn(
   const patterns = (o.quick ? QUICK_PATTERNS : FULL_PATTERNS).filter(
     (p) => !device || device.writes || !isWrite(p.pattern),
   );
-  const backends: BackendName[] = device ? ['device'] : o.quick ? ['shm'] : ['shm', 'disk'];
+  const files: FileBackendName[] = device ? [] : o.quick ? ['shm'] : ['shm', 'disk'];
+  const backends: BackendName[] = device ? ['device'] : files;
   const span = device ? device.span : (o.quick ? 64 : 128) << 20;
   const rounds = Math.max(1, o.rounds ?? 3);
   const loop = {
@@ -168,10 +171,10 @@ async function runOn(
     durationMs: (o.seconds ?? (o.quick ? 0.5 : 0.75)) * 1000,
   };
   const disk = o.quick || device ? null : diskDir(o.diskDir);
-  const baseDir = (b: BackendName) => (b === 'shm' ? '/dev/shm' : disk!);
+  const baseDir = (b: FileBackendName) => (b === 'shm' ? '/dev/shm' : disk!);
   // before any work: a file that does not fit failed half-way through its write, the
   // disk's after every pattern on the RAM-backed file had run
-  if (!device) for (const b of backends) checkRoom(b, baseDir(b), span, o.quick);
+  for (const b of files) checkRoom(b, baseDir(b), span, o.quick);
   o.progress('MB/s below: MB = 10^6 bytes; latencies in µs');
   if (device) for (const line of deviceNotes(device)) o.progress(line);
   if (disk && onRam(disk)) {
@@ -202,9 +205,10 @@ async function runOn(
     const inlineWrites: Partial<Record<BackendName, boolean>> = {};
     const results: BenchResult[] = [];
     for (const backend of backends) {
-      const volume: BenchVolume = device
-        ? { kind: 'block', path: device.path, readOnly: !device.writes }
-        : { kind: 'file', path: await prepareFile(backend, baseDir(backend), span, o) };
+      const volume: BenchVolume =
+        backend === 'device'
+          ? { kind: 'block', path: device!.path, readOnly: !device!.writes }
+          : { kind: 'file', path: await prepareFile(backend, baseDir(backend), span, o) };
       const io = { inlineReads: o.inlineReads ?? true, inlineWrites: o.inlineWrites ?? true };
       const ports = await peer.call({ cmd: 'start', volume, io });
       if (!('nvmePort' in ports)) throw new Error('benchmark peer did not start');
@@ -300,7 +304,7 @@ async function runOn(
 
 /** Makes the benchmark file of a file backend in a scratch directory of `base`; its path. */
 async function prepareFile(
-  backend: BackendName,
+  backend: FileBackendName,
   base: string,
   span: number,
   o: BenchOptions,
@@ -325,6 +329,8 @@ interface BenchDevice {
   /** Bytes the patterns range over: the capacity in whole 128 KiB pieces. */
   span: number;
   writes: boolean;
+  /** The page cache can hold all of it: blocks read once are memory's speed afterwards. */
+  fitsInRam: boolean;
   /** The O_EXCL descriptor held for the run when its writes run (none may mount it). */
   claim?: number;
 }
@@ -347,6 +353,7 @@ async function claimDevice(dev: string, writes: boolean): Promise<BenchDevice> {
       'Give a block device, for example --device /dev/nvme1n1 (`lsblk` lists them); to measure a file system, use --disk-dir DIR instead.',
       'usage',
     );
+  // before the probe, whose own words for this are for the API ("use kind file")
   if (fs.statSync(dev, { throwIfNoEntry: false })?.isBlockDevice() === false)
     throw notDevice(`${dev} is not a block device`);
   let info: BlockDeviceInfo;
@@ -356,18 +363,22 @@ async function claimDevice(dev: string, writes: boolean): Promise<BenchDevice> {
     if (!(err instanceof BackendError)) throw err;
     throw notDevice(err.message);
   }
-  const span = Math.floor(info.sizeBytes / LARGEST_IO) * LARGEST_IO;
+  let served: number;
+  try {
+    served = servedSize(dev, info); // what the target would serve of it, or why not
+  } catch (err) {
+    if (!(err instanceof BackendError)) throw err;
+    throw new UserError(
+      `bench: --device ${err.message}.`,
+      'Give a device with 512- or 4096-byte logical blocks.',
+      'usage',
+    );
+  }
+  const span = Math.floor(served / LARGEST_IO) * LARGEST_IO;
   if (span < MIN_DEVICE_BYTES) {
     throw new UserError(
       `bench: --device ${dev} has ${mib(info.sizeBytes)}; the benchmark needs at least ${mib(MIN_DEVICE_BYTES)}.`,
       'Give a larger device.',
-      'usage',
-    );
-  }
-  if (info.logicalBlockSize !== 512 && info.logicalBlockSize !== 4096) {
-    throw new UserError(
-      `bench: --device ${dev} has ${info.logicalBlockSize}-byte blocks; the target serves only 512 and 4096.`,
-      'Give a device with 512- or 4096-byte logical blocks.',
       'usage',
     );
   }
@@ -387,9 +398,10 @@ async function claimDevice(dev: string, writes: boolean): Promise<BenchDevice> {
   } catch (err) {
     throw cannotOpen(dev, writes, err);
   }
-  if (writes) return { path: dev, info, span, writes, claim: fd };
+  const fitsInRam = info.sizeBytes <= os.totalmem();
+  if (writes) return { path: dev, info, span, writes, fitsInRam, claim: fd };
   fs.closeSync(fd);
-  return { path: dev, info, span, writes };
+  return { path: dev, info, span, writes, fitsInRam };
 }
 
 function cannotOpen(dev: string, writes: boolean, err: unknown): UserError {
@@ -418,7 +430,7 @@ function deviceNotes(d: BenchDevice): string[] {
     `measuring ${d.path} (${d.info.name}, ${mib(d.info.sizeBytes)}) through the page cache, ` +
       `as the target serves a block device: ${d.writes ? 'reads and writes; ITS DATA IS OVERWRITTEN' : 'reads only (--device-writes adds the writes, which overwrite its data)'}`,
   ];
-  if (d.info.sizeBytes <= os.totalmem()) {
+  if (d.fitsInRam) {
     notes.push(
       `${d.path} fits in this machine's RAM (${mib(os.totalmem())}): blocks read once come from ` +
         'the page cache afterwards, so the rows measure memory more than the device the longer a run goes',
@@ -434,7 +446,7 @@ function deviceConfig(d: BenchDevice): Record<string, unknown> {
     size_bytes: d.info.sizeBytes,
     logical_block_size: d.info.logicalBlockSize,
     writes: d.writes,
-    fits_in_ram: d.info.sizeBytes <= os.totalmem(),
+    fits_in_ram: d.fitsInRam,
   };
 }
 
@@ -466,18 +478,14 @@ function diskDir(given: string | undefined): string {
 
 const VAR_TMP = '/var/tmp';
 
-const FILE_KIND: Record<BackendName, string> = {
-  shm: 'RAM-backed',
-  disk: 'on-disk',
-  device: 'device',
-};
+const FILE_KIND: Record<FileBackendName, string> = { shm: 'RAM-backed', disk: 'on-disk' };
 
 /**
  * Refuses a run whose benchmark file does not fit in `base`: a /dev/shm smaller than
  * the file (a container's is 64 MiB) or a full --disk-dir made the file's write fail
  * half-way, with a storage error the CLI took for a bug.
  */
-function checkRoom(backend: BackendName, base: string, bytes: number, quick: boolean): void {
+function checkRoom(backend: FileBackendName, base: string, bytes: number, quick: boolean): void {
   let free: number;
   try {
     free = freeBytes(base);
@@ -498,7 +506,7 @@ function freeBytes(dir: string): number {
 }
 
 function noRoom(
-  backend: BackendName,
+  backend: FileBackendName,
   base: string,
   free: number,
   bytes: number,
@@ -510,7 +518,7 @@ function noRoom(
   );
 }
 
-function roomHint(backend: BackendName, quick: boolean): string {
+function roomHint(backend: FileBackendName, quick: boolean): string {
   return backend === 'shm'
     ? 'Free space in /dev/shm, or enlarge it (mount -o remount,size=1G /dev/shm; in a container, --shm-size=1g)' +
         `${quick ? '' : ', or run with --quick, which needs 64 MiB there'}; then run the benchmark again.`

@@ -118,7 +118,7 @@ async function readFigures(sys: string): Promise<Omit<BlockDeviceInfo, 'name' | 
 }
 
 /** The size served (whole blocks), once the block size is one we serve and there is a block. */
-function servedSize(
+export function servedSize(
   path: string,
   f: Pick<BlockDeviceInfo, 'sizeBytes' | 'logicalBlockSize'>,
 ): number {
